@@ -1,0 +1,19 @@
+//! rostersync: keeps a platform's user directory in step with customers' HR exports.
+//!
+//! The modules read as the pipeline (see ARCHITECTURE.md):
+//! `config` → `source` → `format` → `mapping` → `plan` → `platform` → `state`,
+//! orchestrated for one run by `sync`, started by `schedule`/`daemon` or the `cli`.
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod format;
+pub mod mapping;
+pub mod model;
+pub mod plan;
+pub mod platform;
+pub mod report;
+pub mod schedule;
+pub mod source;
+pub mod state;
+pub mod sync;

@@ -1,0 +1,71 @@
+//! Platform: applies a plan to the platform's user API (SCIM 2.0) and reports each
+//! operation's outcome as it happens, so `state` can record it at once.
+
+pub mod scim;
+
+use crate::exit::{Classify, Exit};
+use crate::plan::{Existing, Op, OpKind};
+
+/// The outcome of one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub external_id: String,
+    pub kind: OpKind,
+    pub result: Result<Applied, OpFailure>,
+}
+
+/// A successful write: the platform id of the user it touched (new for a create, or the
+/// id of the user adopted after a 409).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub platform_id: String,
+}
+
+/// One user's failure; the others go on, and this user's state stays as before so the
+/// next run tries again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpFailure {
+    pub status: Option<u16>,
+    /// The server's `detail` (and `scimType`), or the transport error.
+    pub message: String,
+}
+
+/// A failure that stops the whole push (the remaining operations are not sent).
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("the platform refused our credentials (HTTP {status}) at {url}: {detail}; check the token in ${env} (or the OAuth2 client) and its permissions")]
+    Unauthorized { status: u16, url: String, detail: String, env: String },
+    #[error("cannot reach the platform at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the platform kept failing after retries ({detail}); {done} operation(s) were applied and recorded, the rest will be sent by the next run")]
+    RetriesExhausted { detail: String, done: u64 },
+    #[error("{0}")]
+    Config(String),
+    #[error("the platform answered something we cannot read at {url}: {detail}")]
+    Protocol { url: String, detail: String },
+}
+
+impl Classify for PlatformError {
+    fn exit(&self) -> Exit {
+        match self {
+            PlatformError::Config(_) => Exit::Config,
+            _ => Exit::Platform,
+        }
+    }
+    fn retriable(&self) -> bool {
+        matches!(self, PlatformError::Unreachable { .. } | PlatformError::RetriesExhausted { .. })
+    }
+}
+
+/// A platform user API.
+#[allow(async_fn_in_trait)]
+pub trait Platform {
+    /// Every user on the platform (id, externalId, userName): used on a connector's first
+    /// sync to adopt existing users instead of duplicating them.
+    async fn existing_users(&self) -> Result<Vec<Existing>, PlatformError>;
+
+    /// Applies `ops`, sending each outcome on `outcomes` as soon as it is known. Returns
+    /// Err only for a failure that stops everything (auth, platform down past the retry
+    /// budget); per-user failures are outcomes.
+    async fn apply(&self, ops: Vec<Op>, outcomes: tokio::sync::mpsc::Sender<Outcome>) -> Result<(), PlatformError>;
+}

@@ -1,0 +1,44 @@
+//! The run report: what `--json` prints, what history keeps, what humans read.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{FileFingerprint, RowError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Ok,
+    NoNewFile,
+    Stopped,
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub rows: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub deactivated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub connector: String,
+    pub run_id: String,
+    pub outcome: Outcome,
+    pub dry_run: bool,
+    pub file: Option<FileFingerprint>,
+    pub counts: Counts,
+    pub errors: Vec<RowError>,
+    /// The safeguard rule that stopped the run, if any.
+    pub stopped_by: Option<String>,
+    /// A one-line reason for stopped and failed runs, with what to do next.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+    pub duration_ms: u64,
+}

@@ -1,0 +1,97 @@
+//! A folder on this machine as a source: the demo, tests of everything downstream, and
+//! customers who drop files on a shared disk.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use super::{Fetched, HashingWriter, RemoteFile, Source, SourceError, select};
+use crate::config::After;
+
+pub struct LocalSource {
+    dir: PathBuf,
+}
+
+impl LocalSource {
+    pub fn new(dir: PathBuf) -> Self {
+        LocalSource { dir }
+    }
+
+    /// Paths in the config are relative to `dir` (an absolute one is taken as is).
+    fn real(&self, path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        if p.is_absolute() { p } else { self.dir.join(path) }
+    }
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> SourceError {
+    move |source| SourceError::Io { context, source }
+}
+
+impl Source for LocalSource {
+    fn list(&mut self, pattern: &str) -> Result<Vec<RemoteFile>, SourceError> {
+        let (folder, glob) = select::split_pattern(pattern);
+        let real_folder = self.real(folder);
+        let entries = fs::read_dir(&real_folder).map_err(io(format!("cannot list folder {}", real_folder.display())))?;
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(io(format!("cannot list folder {}", real_folder.display())))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let md = e.metadata().map_err(io(format!("cannot stat {}", e.path().display())))?;
+            if !md.is_file() || !select::glob_match(glob, &name) {
+                continue;
+            }
+            let path = if folder == "." { name } else { format!("{}/{}", folder.trim_end_matches('/'), name) };
+            out.push(RemoteFile { path, size: md.len(), mtime: md.modified().ok().map(Into::into) });
+        }
+        Ok(out)
+    }
+
+    fn fetch(&mut self, file: &RemoteFile, sink: &mut dyn Write, max_size: u64) -> Result<Fetched, SourceError> {
+        let real = self.real(&file.path);
+        if file.size > max_size {
+            return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: max_size });
+        }
+        let mut f = fs::File::open(&real).map_err(io(format!("cannot open {}", real.display())))?;
+        let mut w = HashingWriter::new(sink);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(io(format!("cannot read {}", real.display())))?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n]).map_err(io("cannot write the download".into()))?;
+            if w.bytes > max_size {
+                return Err(SourceError::TooLarge { path: file.path.clone(), size: w.bytes, max: max_size });
+            }
+        }
+        let fetched = w.finish();
+        if fetched.bytes != file.size {
+            return Err(SourceError::Truncated {
+                path: file.path.clone(),
+                got: fetched.bytes,
+                expected: file.size,
+                detail: "the file changed while it was read".into(),
+            });
+        }
+        Ok(fetched)
+    }
+
+    fn finish(&mut self, file: &RemoteFile, after: &After) -> Result<(), SourceError> {
+        let real = self.real(&file.path);
+        match after {
+            After::Keep => Ok(()),
+            After::Delete => fs::remove_file(&real).map_err(io(format!("cannot delete {}", real.display()))),
+            After::Move(dir) => {
+                let target_dir = self.real(dir);
+                fs::create_dir_all(&target_dir).map_err(io(format!("cannot create {}", target_dir.display())))?;
+                let target = target_dir.join(file.name());
+                fs::rename(&real, &target).map_err(io(format!("cannot move {} to {}", real.display(), target.display())))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.dir.display())
+    }
+}
