@@ -1,0 +1,56 @@
+//! Test harness shared by the integration tests: real servers on free loopback ports,
+//! started by the test and stopped when the handle drops.
+#![allow(dead_code)]
+
+pub mod scim;
+pub mod sshd;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_for_port(port: u16, timeout: Duration, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not start listening on 127.0.0.1:{port} within {timeout:?}");
+}
+
+/// Finds a server binary or fails the test with how to install it. Never a silent skip:
+/// a missing server is a broken test machine, and `.ci/run` installs them.
+pub fn require_binary(candidates: &[PathBuf], name: &str, install: &str) -> PathBuf {
+    for c in candidates {
+        if c.is_file() {
+            return c.clone();
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!("{name} is not installed (looked in {candidates:?} and PATH). Install it with: {install} — or run `bash .ci/run`, which does.");
+}
+
+/// The rostersync binary built for this test run.
+pub fn rostersync_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rostersync"))
+}

@@ -1,0 +1,84 @@
+//! A real SCIM 2.0 server for tests: `scim2-server` (PyPI) on a free port, with a bearer token.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, repo_root, require_binary, wait_for_port};
+
+pub const TOKEN: &str = "test-token-rostersync";
+
+pub struct ScimServer {
+    child: Child,
+    pub port: u16,
+    pub base_url: String,
+    pub token: String,
+}
+
+/// Where `.ci/run` installs the server (a venv in the repo), then $SCIM2_SERVER, then PATH.
+pub fn scim2_server_binary() -> PathBuf {
+    let mut candidates = vec![repo_root().join(".venv/bin/scim2-server")];
+    if let Some(p) = std::env::var_os("SCIM2_SERVER") {
+        candidates.insert(0, PathBuf::from(p));
+    }
+    require_binary(
+        &candidates,
+        "scim2-server",
+        "python3 -m venv .venv && .venv/bin/pip install scim2-server==0.8.3",
+    )
+}
+
+impl ScimServer {
+    pub fn start() -> ScimServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts the server with extra arguments (e.g. a service provider config file).
+    pub fn start_with(extra: &[&str]) -> ScimServer {
+        let bin = scim2_server_binary();
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", TOKEN])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start scim2-server");
+        wait_for_port(port, Duration::from_secs(30), "scim2-server");
+        ScimServer { child, port, base_url: format!("http://127.0.0.1:{port}"), token: TOKEN.into() }
+    }
+
+    /// GET a path (relative to the base URL) and parse the JSON answer.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{}", self.base_url, path);
+        let out = Command::new("curl")
+            .args(["-sS", "-H", &format!("Authorization: Bearer {}", self.token), &url])
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Every user on the server (follows pagination).
+    pub fn users(&self) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        let mut start = 1;
+        loop {
+            let page = self.get(&format!("/Users?startIndex={start}&count=500"));
+            let res = page["Resources"].as_array().cloned().unwrap_or_default();
+            let n = res.len();
+            all.extend(res);
+            let total = page["totalResults"].as_u64().unwrap_or(0) as usize;
+            if n == 0 || all.len() >= total {
+                return all;
+            }
+            start += n;
+        }
+    }
+}
+
+impl Drop for ScimServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
