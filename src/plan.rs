@@ -228,3 +228,161 @@ impl OpKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Limit, OnMissing, SyncRule};
+
+    fn user(id: &str, active: bool, title: &str) -> User {
+        let mut u = User {
+            external_id: id.into(),
+            email: Some(format!("{id}@example.com")),
+            employee_id: Some(id.into()),
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            language: "en".into(),
+            active,
+            attributes: Default::default(),
+        };
+        u.attributes.insert("title".into(), title.into());
+        u
+    }
+    fn entry(u: &User, pid: &str) -> SnapshotEntry {
+        SnapshotEntry { platform_id: pid.into(), hash: u.content_hash(), active: u.active }
+    }
+    fn rule(on_missing: OnMissing, max_deact: &str) -> SyncRule {
+        SyncRule { on_missing, max_deactivations: Limit::parse(max_deact).unwrap(), max_invalid: Limit::Percent(5.0) }
+    }
+
+    struct Case {
+        snapshot: Vec<(User, &'static str)>,
+        users: Vec<User>,
+        invalid_ids: Vec<&'static str>,
+        invalid: u64,
+        existing: Vec<Existing>,
+        rule: SyncRule,
+        allow: bool,
+    }
+
+    fn run(c: Case) -> Plan {
+        let snapshot: HashMap<String, SnapshotEntry> = c.snapshot.iter().map(|(u, p)| (u.external_id.clone(), entry(u, p))).collect();
+        let invalid_ids: HashSet<String> = c.invalid_ids.iter().map(|s| s.to_string()).collect();
+        plan(&PlanInput {
+            snapshot: &snapshot,
+            users: &c.users,
+            invalid_ids: &invalid_ids,
+            rows: c.users.len() as u64 + c.invalid,
+            invalid: c.invalid,
+            existing: &c.existing,
+            rule: &c.rule,
+            allow_mass_change: c.allow,
+        })
+    }
+
+    fn base() -> Case {
+        Case { snapshot: vec![], users: vec![], invalid_ids: vec![], invalid: 0, existing: vec![], rule: rule(OnMissing::Deactivate, "50%"), allow: false }
+    }
+
+    #[test]
+    fn first_sync_creates_everyone_and_is_not_a_mass_change() {
+        let p = run(Case { users: vec![user("b", true, "x"), user("a", true, "x")], rule: rule(OnMissing::Deactivate, "0"), ..base() });
+        assert_eq!(p.stop, None);
+        assert_eq!(p.ops.len(), 2);
+        assert!(matches!(&p.ops[0], Op::Create { user } if user.external_id == "a"), "sorted by id");
+    }
+
+    #[test]
+    fn unchanged_update_deactivate_reactivate() {
+        let a = user("a", true, "x");
+        let b = user("b", true, "x");
+        let c = user("c", true, "x");
+        let d_inactive = user("d", false, "x");
+        let p = run(Case {
+            snapshot: vec![(a.clone(), "1"), (b.clone(), "2"), (c.clone(), "3"), (d_inactive.clone(), "4")],
+            users: vec![a.clone(), user("b", true, "new title"), user("d", true, "x")],
+            ..base()
+        });
+        assert_eq!(p.unchanged, 1);
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::Update { platform_id: "2".into(), user: user("b", true, "new title"), adopt: false },
+                Op::Update { platform_id: "4".into(), user: user("d", true, "x"), adopt: false },
+                Op::Deactivate { platform_id: "3".into(), external_id: "c".into() },
+            ]
+        );
+        assert_eq!(p.count(OpKind::Update), 2, "reactivation is an update");
+    }
+
+    #[test]
+    fn active_false_in_the_file_deactivates() {
+        let a = user("a", true, "x");
+        let p = run(Case { snapshot: vec![(a, "1"), (user("b", true, "x"), "2")], users: vec![user("a", false, "x"), user("b", true, "x")], ..base() });
+        assert_eq!(p.count(OpKind::Deactivate), 1);
+        assert!(matches!(&p.ops[0], Op::Update { user, .. } if !user.active));
+    }
+
+    #[test]
+    fn on_missing_delete_and_ignore_and_already_inactive() {
+        let snap = vec![(user("a", true, "x"), "1"), (user("b", true, "x"), "2"), (user("c", false, "x"), "3")];
+        let p = run(Case { snapshot: snap.clone(), users: vec![user("a", true, "x")], rule: rule(OnMissing::Delete, "100%"), ..base() });
+        assert_eq!(p.count(OpKind::Delete), 2);
+        let p = run(Case { snapshot: snap.clone(), users: vec![user("a", true, "x")], rule: rule(OnMissing::Ignore, "0"), ..base() });
+        assert!(p.ops.is_empty());
+        assert_eq!(p.ignored, 2);
+        let p = run(Case { snapshot: snap, users: vec![user("a", true, "x")], rule: rule(OnMissing::Deactivate, "100%"), ..base() });
+        assert_eq!(p.ops, vec![Op::Deactivate { platform_id: "2".into(), external_id: "b".into() }], "c is already inactive");
+    }
+
+    #[test]
+    fn invalid_rows_protect_their_people() {
+        let p = run(Case {
+            snapshot: vec![(user("a", true, "x"), "1"), (user("b", true, "x"), "2")],
+            users: vec![user("a", true, "x")],
+            invalid_ids: vec!["b"],
+            invalid: 1,
+            rule: SyncRule { max_invalid: Limit::Percent(100.0), ..rule(OnMissing::Delete, "0") },
+            ..base()
+        });
+        assert!(p.ops.is_empty());
+        assert_eq!(p.protected, 1);
+        assert_eq!(p.stop, None);
+    }
+
+    #[test]
+    fn safeguards_stop_and_allow_mass_change_overrides() {
+        let snap: Vec<(User, &str)> = (0..10).map(|i| (user(&format!("u{i}"), true, "x"), "p")).collect();
+        let keep: Vec<User> = (0..8).map(|i| user(&format!("u{i}"), true, "x")).collect();
+        let p = run(Case { snapshot: snap.clone(), users: keep.clone(), rule: rule(OnMissing::Deactivate, "10%"), ..base() });
+        assert_eq!(p.stop, Some(Safeguard::MassDeactivation { count: 2, known: 10, limit: "10%".into(), allowed: 1 }));
+        let p = run(Case { snapshot: snap.clone(), users: keep.clone(), rule: rule(OnMissing::Deactivate, "2"), ..base() });
+        assert_eq!(p.stop, None, "a count limit of 2 allows 2");
+        let p = run(Case { snapshot: snap.clone(), users: keep, rule: rule(OnMissing::Deactivate, "10%"), allow: true, ..base() });
+        assert_eq!(p.stop, None);
+        assert_eq!(p.count(OpKind::Deactivate), 2);
+
+        let p = run(Case { users: vec![user("a", true, "x")], invalid: 1, ..base() });
+        assert!(matches!(p.stop, Some(Safeguard::TooManyInvalid { invalid: 1, rows: 2, allowed: 0, .. })));
+
+        let p = run(Case { snapshot: snap, users: vec![], ..base() });
+        assert_eq!(p.stop, Some(Safeguard::NoDataRows));
+        assert!(p.ops.is_empty());
+    }
+
+    #[test]
+    fn existing_platform_users_are_adopted_by_external_id_then_user_name() {
+        let p = run(Case {
+            users: vec![user("a", true, "x"), user("b", true, "x"), user("c", true, "x")],
+            existing: vec![
+                Existing { platform_id: "P-A".into(), external_id: Some("a".into()), user_name: None },
+                Existing { platform_id: "P-B".into(), external_id: None, user_name: Some("B@EXAMPLE.COM".into()) },
+            ],
+            ..base()
+        });
+        assert_eq!(p.ops.len(), 3);
+        assert!(matches!(&p.ops[0], Op::Create { user } if user.external_id == "c"));
+        assert!(matches!(&p.ops[1], Op::Update { platform_id, adopt: true, .. } if platform_id == "P-A"));
+        assert!(matches!(&p.ops[2], Op::Update { platform_id, adopt: true, .. } if platform_id == "P-B"));
+    }
+}

@@ -1,2 +1,597 @@
 //! One run of one connector: source → format → mapping → plan → platform → state.
-//! The only module that knows every stage.
+//! The only module that knows every stage; each stage's decisions stay in its module.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, Connector, Format};
+use crate::exit::{Classify, Exit};
+use crate::mapping::{Mapped, Mapper};
+use crate::model::{FileFingerprint, RowError, User};
+use crate::plan::{self, Op, OpKind, PlanInput};
+use crate::platform::scim::ScimClient;
+use crate::platform::{Outcome, Platform};
+use crate::report::{Counts, Outcome as RunOutcome, Report};
+use crate::source::{self, RemoteFile, Source, SourceError, select};
+use crate::state::{SnapshotWrite, StateStore};
+
+/// How one run was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Plan and report; push nothing, record no file, move nothing.
+    pub dry_run: bool,
+    /// Sync this local file instead of fetching (a file the customer sent by other means).
+    pub file: Option<PathBuf>,
+    /// Go on even when a safeguard would stop the run.
+    pub allow_mass_change: bool,
+    /// Sync even when the file is the one already synced.
+    pub force: bool,
+    /// Who runs this (for leases): "cli" or "daemon".
+    pub origin: String,
+}
+
+/// A finished run: the report and the process exit code it implies.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub report: Report,
+    pub exit: Exit,
+}
+
+/// Report errors kept in full; the counts always have the totals.
+const MAX_REPORTED_ERRORS: usize = 1000;
+/// A lease outlives a dead holder by at most this long.
+const LEASE_TTL: Duration = Duration::from_secs(60);
+/// Snapshot writes are committed in batches of this size (or sooner, when outcomes pause).
+const STATE_BATCH: usize = 1000;
+
+struct Run<'a, S: StateStore> {
+    cfg: &'a Config,
+    conn: &'a Connector,
+    store: &'a S,
+    opts: &'a SyncOptions,
+    report: Report,
+    started: Instant,
+}
+
+/// Runs one sync. Never panics on bad input; every failure is in the report.
+pub async fn run<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions) -> RunResult {
+    use tracing::Instrument;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("run", connector = %conn.name, run_id = %run_id);
+    run_in(cfg, conn, store, opts, run_id).instrument(span).await
+}
+
+async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
+    let mut r = Run {
+        cfg,
+        conn,
+        store,
+        opts,
+        report: Report {
+            connector: conn.name.clone(),
+            run_id: run_id.clone(),
+            outcome: RunOutcome::Ok,
+            dry_run: opts.dry_run,
+            file: None,
+            counts: Counts::default(),
+            errors: Vec::new(),
+            stopped_by: None,
+            message: None,
+            duration_ms: 0,
+        },
+        started: Instant::now(),
+    };
+    let holder = format!("{}@{} pid {} run {}", opts.origin_or_cli(), hostname(), std::process::id(), run_id);
+
+    // A dry run writes nothing, so it needs no lease and may run beside a real one.
+    if !opts.dry_run {
+        if let Err(e) = store.acquire(&conn.name, &holder, LEASE_TTL).await {
+            return r.fail(Exit::Other, e.to_string());
+        }
+    }
+    if let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await {
+        if !opts.dry_run {
+            let _ = store.release(&conn.name, &holder).await;
+        }
+        return r.fail(Exit::Other, e.to_string());
+    }
+
+    let result = {
+        let work = r.execute();
+        tokio::pin!(work);
+        // Heartbeat: keep the lease while the run lasts, however long the push takes.
+        let mut beat = tokio::time::interval(LEASE_TTL / 3);
+        beat.tick().await;
+        loop {
+            tokio::select! {
+                res = &mut work => break res,
+                _ = beat.tick(), if !opts.dry_run => {
+                    let _ = store.renew(&conn.name, &holder, LEASE_TTL).await;
+                }
+            }
+        }
+    };
+    let mut done = match result {
+        Ok(exit) => r.finish(exit),
+        Err((exit, msg)) => r.fail(exit, msg),
+    };
+    done.report.duration_ms = done.report.duration_ms.max(1);
+    if let Err(e) = store.finish_run(&done.report, Utc::now()).await {
+        tracing::error!("could not record the run in history: {e}");
+    }
+    if !opts.dry_run {
+        let _ = store.release(&conn.name, &holder).await;
+    }
+    done
+}
+
+impl SyncOptions {
+    fn origin_or_cli(&self) -> &str {
+        if self.origin.is_empty() { "cli" } else { &self.origin }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// The file to process, downloaded and verified.
+struct Got {
+    /// The source file (None for `--file`).
+    remote: Option<RemoteFile>,
+    spool: Spool,
+    name: String,
+    fingerprint: FileFingerprint,
+    source: Option<Box<dyn Source>>,
+}
+
+/// Where the download lands; removed when dropped (unless it is the user's own `--file`).
+struct Spool {
+    path: PathBuf,
+    _temp: Option<tempfile::TempPath>,
+}
+
+enum Fetch {
+    Got(Got),
+    NoNewFile(String),
+}
+
+/// A failed run: the exit code and the message for the engineer.
+pub type Failure = (Exit, String);
+
+fn fail_with<E: Classify + std::fmt::Display>(e: E) -> Failure {
+    (e.exit(), e.to_string())
+}
+
+impl<'a, S: StateStore> Run<'a, S> {
+    fn fail(mut self, exit: Exit, message: String) -> RunResult {
+        tracing::error!("{message}");
+        if self.report.outcome == RunOutcome::Ok {
+            self.report.outcome = if exit == Exit::Stopped { RunOutcome::Stopped } else { RunOutcome::Failed };
+        }
+        self.report.message = Some(message);
+        self.report.duration_ms = self.started.elapsed().as_millis() as u64;
+        RunResult { report: self.report, exit }
+    }
+
+    fn finish(mut self, exit: Exit) -> RunResult {
+        self.report.duration_ms = self.started.elapsed().as_millis() as u64;
+        RunResult { report: self.report, exit }
+    }
+
+    /// The run proper; Ok carries the exit code of a run that ended as planned.
+    async fn execute(&mut self) -> Result<Exit, Failure> {
+        let last = self.store.last_file(&self.conn.name).await.map_err(fail_with)?;
+        let got = match self.fetch(last.as_ref().map(|l| &l.fingerprint)).await? {
+            Fetch::NoNewFile(why) => {
+                // An export that silently stops coming is a failure, not a quiet success.
+                if let (Some(stale), Some(l)) = (self.conn.file.stale_after, &last) {
+                    let age = Utc::now().signed_duration_since(l.synced_at).to_std().unwrap_or_default();
+                    if age > stale {
+                        return Err((
+                            Exit::Data,
+                            format!(
+                                "the export is stale: no new file for {} (last one, {}, synced {}), above stale_after = {}; ask the customer whether their HR export still runs",
+                                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                                l.fingerprint.path,
+                                l.synced_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                                humantime::format_duration(stale)
+                            ),
+                        ));
+                    }
+                }
+                self.report.outcome = RunOutcome::NoNewFile;
+                self.report.message = Some(why);
+                return Ok(Exit::Ok);
+            }
+            Fetch::Got(g) => g,
+        };
+        self.report.file = Some(got.fingerprint.clone());
+
+        // Parse and map on a blocking thread: it is CPU work over a file.
+        let mapped = self.parse_and_map(&got).await?;
+        let c = &mut self.report.counts;
+        c.rows = mapped.rows;
+        c.valid = mapped.users.len() as u64;
+        c.invalid = mapped.rows - mapped.users.len() as u64;
+        self.report.errors = mapped.errors.iter().take(MAX_REPORTED_ERRORS).cloned().collect();
+
+        let snapshot = self.store.snapshot(&self.conn.name).await.map_err(fail_with)?;
+        let platform_cfg = self.cfg.platform().map_err(fail_with)?;
+        let platform = match ScimClient::connect(platform_cfg).await {
+            Ok(p) => Some(p),
+            Err(e) if self.opts.dry_run => {
+                tracing::warn!("dry run without the platform ({e}); existing platform users are not matched");
+                None
+            }
+            Err(e) => return Err(fail_with(e)),
+        };
+
+        // First sync, or a previous run that died mid-push: users may already be on the
+        // platform without being in our snapshot. Adopt them rather than create twice.
+        let interrupted = self.store.interrupted(&self.conn.name, &self.report.run_id).await.map_err(fail_with)?;
+        let existing = match &platform {
+            Some(p) if snapshot.is_empty() || interrupted => {
+                if interrupted {
+                    tracing::warn!("the previous run of {} did not finish; matching platform users before pushing", self.conn.name);
+                }
+                p.existing_users().await.map_err(fail_with)?
+            }
+            _ => Vec::new(),
+        };
+
+        let users: Vec<User> = mapped.users.iter().map(|s| s.user.clone()).collect();
+        let invalid_ids: HashSet<String> = mapped.errors.iter().filter_map(|e| e.external_id.clone()).collect();
+        let plan = plan::plan(&PlanInput {
+            snapshot: &snapshot,
+            users: &users,
+            invalid_ids: &invalid_ids,
+            rows: mapped.rows,
+            invalid: self.report.counts.invalid,
+            existing: &existing,
+            rule: &self.conn.sync,
+            allow_mass_change: self.opts.allow_mass_change,
+        });
+        drop(users);
+        let c = &mut self.report.counts;
+        c.unchanged = plan.unchanged;
+        if let Some(stop) = &plan.stop {
+            self.report.outcome = RunOutcome::Stopped;
+            self.report.stopped_by = Some(
+                serde_json::to_value(stop)
+                    .ok()
+                    .and_then(|v| v["rule"].as_str().map(String::from))
+                    .unwrap_or_default(),
+            );
+            return Err((Exit::Stopped, stop.message(&self.conn.name)));
+        }
+        if self.opts.dry_run {
+            c.created = plan.count(OpKind::Create);
+            c.updated = plan.count(OpKind::Update);
+            c.deactivated = plan.count(OpKind::Deactivate);
+            c.deleted = plan.count(OpKind::Delete);
+            return Ok(Exit::Ok);
+        }
+        let Some(platform) = platform else {
+            return Err((Exit::Platform, "no platform client".into()));
+        };
+
+        let lines: HashMap<&str, u64> = mapped.users.iter().map(|s| (s.user.external_id.as_str(), s.line)).collect();
+        let push = self.push(&platform, plan.ops, &lines).await;
+        let failed = self.report.counts.failed;
+        push?;
+        if failed > 0 {
+            // Not recording the file makes the next run take it again; what succeeded is
+            // in the snapshot and will read as unchanged.
+            return Err((
+                Exit::Platform,
+                format!("{failed} operation(s) failed (see errors); the others were applied. The next run retries them"),
+            ));
+        }
+
+        self.store.set_last_file(&self.conn.name, &got.fingerprint).await.map_err(fail_with)?;
+        if let (Some(remote), Some(mut src)) = (got.remote, got.source) {
+            let after = self.conn.file.after.clone();
+            let res = tokio::task::spawn_blocking(move || src.finish(&remote, &after)).await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("synced, but the after-sync action failed: {e}"),
+                Err(e) => tracing::warn!("synced, but the after-sync action failed: {e}"),
+            }
+        }
+        Ok(Exit::Ok)
+    }
+
+    async fn fetch(&mut self, last: Option<&FileFingerprint>) -> Result<Fetch, Failure> {
+        if let Some(path) = &self.opts.file {
+            let path = path.clone();
+            let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&path))
+                .await
+                .map_err(|e| (Exit::Other, e.to_string()))?
+                .map_err(|e| (Exit::Data, format!("cannot read {}: {e}", self.opts.file.as_ref().map(|p| p.display().to_string()).unwrap_or_default())))?;
+            let p = self.opts.file.clone().unwrap_or_default();
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).to_rfc3339());
+            return Ok(Fetch::Got(Got {
+                remote: None,
+                fingerprint: FileFingerprint { path: p.display().to_string(), size, mtime, sha256 },
+                spool: Spool { path: p, _temp: None },
+                name,
+                source: None,
+            }));
+        }
+
+        let conn = self.conn.clone();
+        let last = last.cloned();
+        let force = self.opts.force;
+        let res = tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force))
+            .await
+            .map_err(|e| (Exit::Other, format!("the download thread failed: {e}")))?;
+        res.map_err(fail_with)
+    }
+
+    async fn parse_and_map(&self, got: &Got) -> Result<Mapped, Failure> {
+        parse_file(self.conn, &got.spool.path, &got.name).await
+    }
+
+    /// Sends the operations and records each success as it comes back.
+    async fn push<P: Platform>(&mut self, platform: &P, ops: Vec<Op>, lines: &HashMap<&str, u64>) -> Result<(), Failure> {
+        // What to write to the snapshot when an operation succeeds.
+        let mut pending: HashMap<String, Op> = HashMap::with_capacity(ops.len());
+        for op in &ops {
+            pending.insert(op.external_id().to_string(), op.clone());
+        }
+        let (tx, mut rx) = mpsc::channel::<Outcome>(4096);
+        let apply = platform.apply(ops, tx);
+        tokio::pin!(apply);
+        let mut batch: Vec<SnapshotWrite> = Vec::with_capacity(STATE_BATCH);
+        let mut apply_result = None;
+        loop {
+            tokio::select! {
+                res = &mut apply, if apply_result.is_none() => { apply_result = Some(res); }
+                msg = rx.recv() => match msg {
+                    Some(outcome) => {
+                        self.record(outcome, &mut pending, &mut batch, lines);
+                        if batch.len() >= STATE_BATCH {
+                            self.store.write(&self.conn.name, &batch).await.map_err(fail_with)?;
+                            batch.clear();
+                        }
+                    }
+                    None => break,
+                },
+                // Outcomes paused: commit what we have so a crash now loses nothing.
+                _ = tokio::time::sleep(Duration::from_millis(200)), if !batch.is_empty() => {
+                    self.store.write(&self.conn.name, &batch).await.map_err(fail_with)?;
+                    batch.clear();
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.store.write(&self.conn.name, &batch).await.map_err(fail_with)?;
+        }
+        match apply_result {
+            Some(Err(e)) => Err(fail_with(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn record(&mut self, o: Outcome, pending: &mut HashMap<String, Op>, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<&str, u64>) {
+        let Some(op) = pending.remove(&o.external_id) else {
+            return;
+        };
+        let c = &mut self.report.counts;
+        match o.result {
+            Ok(applied) => {
+                match op.kind() {
+                    OpKind::Create => c.created += 1,
+                    OpKind::Update => c.updated += 1,
+                    OpKind::Deactivate => c.deactivated += 1,
+                    OpKind::Delete => c.deleted += 1,
+                }
+                batch.push(match op {
+                    Op::Create { user } | Op::Update { user, .. } => SnapshotWrite::Upsert { platform_id: applied.platform_id, user },
+                    Op::Deactivate { external_id, .. } => SnapshotWrite::MarkInactive { external_id },
+                    Op::Delete { external_id, .. } => SnapshotWrite::Remove { external_id },
+                });
+            }
+            Err(f) => {
+                c.failed += 1;
+                if self.report.errors.len() < MAX_REPORTED_ERRORS {
+                    self.report.errors.push(RowError {
+                        line: lines.get(o.external_id.as_str()).copied().unwrap_or(0),
+                        column: None,
+                        message: format!(
+                            "{} of \"{}\" failed{}: {}",
+                            kind_word(o.kind),
+                            o.external_id,
+                            f.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+                            f.message
+                        ),
+                        external_id: Some(o.external_id),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn kind_word(k: OpKind) -> &'static str {
+    match k {
+        OpKind::Create => "create",
+        OpKind::Update => "update",
+        OpKind::Deactivate => "deactivation",
+        OpKind::Delete => "deletion",
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut sink = std::io::sink();
+    let mut w = source::HashingWriter::new(&mut sink);
+    std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, &mut f), &mut w)?;
+    let fetched = w.finish();
+    Ok((fetched.sha256, fetched.bytes))
+}
+
+/// Connects, lists, picks and downloads, retrying a dropped connection with backoff.
+fn fetch_blocking(conn: &Connector, last: Option<&FileFingerprint>, force: bool) -> Result<Fetch, SourceError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match fetch_once(conn, last, force) {
+            Err(e) if e.retriable() && attempt < 3 => {
+                let wait = Duration::from_millis(500 * (1 << attempt) + rand::random_range(0..500));
+                tracing::warn!("{e}; retrying in {wait:?} (attempt {attempt} of 3)");
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
+    }
+}
+
+fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool) -> Result<Fetch, SourceError> {
+    let mut src = source::connect(&conn.source)?;
+    let rule = &conn.file;
+    let files = src.list(&rule.path)?;
+    let file = match select::select(&files, rule, Utc::now()) {
+        select::Selection::Picked(f) => f,
+        select::Selection::TooYoung { youngest } => {
+            return Ok(Fetch::NoNewFile(format!(
+                "{} was modified less than min_age ({}) ago and may still be being written; it will be taken by a later run",
+                youngest.path,
+                humantime::format_duration(rule.min_age)
+            )));
+        }
+        select::Selection::NoMatch => {
+            let (folder, _) = select::split_pattern(&rule.path);
+            let others = src.list(&format!("{}/*", folder.trim_end_matches('/'))).unwrap_or_default();
+            let mut names: Vec<&str> = others.iter().map(|f| f.name()).collect();
+            names.sort();
+            let shown = names.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+            return Err(SourceError::NoFile(format!(
+                "no file matches {} on {}; the folder holds {} file(s){}{}. Check [connectors.{}.file] path",
+                rule.path,
+                src.describe(),
+                names.len(),
+                if names.is_empty() { "" } else { ": " },
+                if names.len() > 10 { format!("{shown}, …") } else { shown },
+                conn.name
+            )));
+        }
+    };
+    let mtime = file.mtime.map(|t| t.to_rfc3339());
+    if !force {
+        if let Some(l) = last {
+            // Same name, size and time as the last synced file: skip without downloading.
+            if l.path == file.path && l.size == file.size && l.mtime == mtime && mtime.is_some() {
+                return Ok(Fetch::NoNewFile(format!("{} was already synced (same size and time); use --force to sync it again", file.path)));
+            }
+        }
+    }
+    if file.size > rule.max_size {
+        return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: rule.max_size });
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("rostersync-")
+        .suffix(&format!("-{}", file.name()))
+        .tempfile()
+        .map_err(|e| SourceError::Io { context: "cannot create a download file".into(), source: e })?;
+    let (mut out, temp_path) = temp.into_parts();
+    let fetched = {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut out);
+        let fetched = src.fetch(&file, &mut w, rule.max_size)?;
+        use std::io::Write;
+        w.flush().map_err(|e| SourceError::Io { context: "cannot write the download".into(), source: e })?;
+        fetched
+    };
+    if fetched.bytes != file.size {
+        return Err(SourceError::Truncated { path: file.path.clone(), got: fetched.bytes, expected: file.size, detail: "size differs from the listing".into() });
+    }
+    if !force {
+        if let Some(l) = last {
+            if l.sha256 == fetched.sha256 {
+                return Ok(Fetch::NoNewFile(format!(
+                    "{} has the same content (sha256) as the last synced file {}; use --force to sync it again",
+                    file.path, l.path
+                )));
+            }
+        }
+    }
+    Ok(Fetch::Got(Got {
+        fingerprint: FileFingerprint { path: file.path.clone(), size: fetched.bytes, mtime, sha256: fetched.sha256 },
+        name: file.name().to_string(),
+        spool: Spool { path: temp_path.to_path_buf(), _temp: Some(temp_path) },
+        remote: Some(file),
+        source: Some(src),
+    }))
+}
+
+/// Parses and maps a local file with the connector's mapping, on a blocking thread.
+pub async fn parse_file(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, Failure> {
+    let format = match conn.file.format.or_else(|| Format::from_name(name)) {
+        Some(f) => f,
+        None => {
+            return Err((
+                Exit::Data,
+                format!("{name}: cannot tell the format from the name; set [connectors.{}.file] format = \"csv\" (or xlsx, json …)", conn.name),
+            ));
+        }
+    };
+    let path = path.to_path_buf();
+    let name = name.to_string();
+    let mapping = conn.mapping.clone();
+    tokio::task::spawn_blocking(move || -> Result<Mapped, Failure> {
+        let mapper = Mapper::new(&mapping);
+        let records = crate::format::open(&path, &name, format, &mapping.source, mapper.columns()).map_err(fail_with)?;
+        Ok(crate::mapping::collect(records, &mapper))
+    })
+    .await
+    .map_err(|e| (Exit::Other, format!("the parsing thread failed: {e}")))?
+}
+
+/// What `test` and `fetch` need: the file the connector would pick, downloaded.
+pub struct Downloaded {
+    pub fingerprint: FileFingerprint,
+    pub name: String,
+    pub path: PathBuf,
+    _temp: Option<tempfile::TempPath>,
+}
+
+impl Downloaded {
+    /// Moves the download to `dir/name` and returns that path.
+    pub fn keep_in(mut self, dir: &Path) -> std::io::Result<PathBuf> {
+        let target = dir.join(&self.name);
+        match self._temp.take() {
+            Some(t) => {
+                if let Err(e) = t.persist(&target) {
+                    // Across file systems rename fails: copy instead.
+                    std::fs::copy(&e.path, &target)?;
+                }
+            }
+            None => {
+                std::fs::copy(&self.path, &target)?;
+            }
+        }
+        Ok(target)
+    }
+}
+
+/// Downloads the file the connector would pick now (ignoring what was synced before).
+pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, Failure> {
+    let c = conn.clone();
+    let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true))
+        .await
+        .map_err(|e| (Exit::Other, format!("the download thread failed: {e}")))?
+        .map_err(fail_with)?;
+    Ok(match res {
+        Fetch::NoNewFile(why) => {
+            tracing::warn!("{why}");
+            None
+        }
+        Fetch::Got(g) => Some(Downloaded { fingerprint: g.fingerprint, name: g.name, path: g.spool.path, _temp: g.spool._temp }),
+    })
+}

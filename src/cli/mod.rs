@@ -1,5 +1,204 @@
-//! The command line: one file per command; anyhow lives here and in main only.
+//! The command line: one file per command. anyhow lives here and in main only; every
+//! module error is mapped to its exit code through `Classify`.
 
+mod check;
+mod history;
+mod inspect;
+mod sync;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+use crate::exit::{Classify, Exit};
+
+#[derive(Parser, Debug)]
+#[command(name = "rostersync", version, about = "Keeps a platform's users in step with customers' HR exports (SFTP → SCIM 2.0)")]
+pub struct Cli {
+    /// The connectors file (default ./connectors.toml). Relative paths inside it are
+    /// relative to its folder.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object on stdout and nothing else there (logs go to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// More logs (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate all configuration (connectors and mappings); no network.
+    Check,
+    /// Print a server's host key fingerprint, to pin as host_key.
+    Keyscan {
+        /// HOST or HOST:PORT
+        target: String,
+    },
+    /// Connect, pick the file, parse, map, validate; show a preview. Push nothing.
+    Test { connector: String },
+    /// Download the file the connector would pick; nothing else.
+    Fetch {
+        connector: String,
+        /// Folder to write it to (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
+    /// Sync one connector (or --all).
+    Sync {
+        connector: Option<String>,
+        /// Every valid connector, one after the other.
+        #[arg(long, conflicts_with = "connector")]
+        all: bool,
+        /// Plan and report; push nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Sync this local file instead of fetching from the source.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Apply the plan even when a safeguard would stop it.
+        #[arg(long)]
+        allow_mass_change: bool,
+        /// Sync even when the file was already synced.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the schedules until stopped.
+    Daemon,
+    /// Mapping helpers.
+    Mapping {
+        #[command(subcommand)]
+        command: MappingCommand,
+    },
+    /// Past runs from the state store.
+    History {
+        connector: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Each connector: last run, outcome, next scheduled run.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MappingCommand {
+    /// Print a draft mapping for a sample export.
+    Suggest { file: PathBuf },
+}
+
+/// Parses arguments, runs the command, returns the exit code.
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Other.code();
+        }
+    };
+    match rt.block_on(dispatch(&cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let exit = exit_of(&e);
+            if cli.json {
+                let v = serde_json::json!({"error": format!("{e:#}"), "exit": exit.code()});
+                println!("{v}");
+            }
+            eprintln!("error: {e:#}");
+            exit.code()
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("rostersync={default},warn")));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Human => b.compact().try_init(),
+    };
+}
+
+/// The exit code of an error that escaped a command.
+fn exit_of(e: &anyhow::Error) -> Exit {
+    if let Some(x) = e.downcast_ref::<config::ConfigError>() {
+        return x.exit();
+    }
+    if let Some(x) = e.downcast_ref::<crate::source::SourceError>() {
+        return x.exit();
+    }
+    if let Some(x) = e.downcast_ref::<crate::format::FormatError>() {
+        return x.exit();
+    }
+    if let Some(x) = e.downcast_ref::<crate::platform::PlatformError>() {
+        return x.exit();
+    }
+    if let Some(x) = e.downcast_ref::<crate::state::StateError>() {
+        return x.exit();
+    }
+    if let Some(x) = e.downcast_ref::<CodedError>() {
+        return x.0;
+    }
+    Exit::Other
+}
+
+/// An error with an explicit exit code, for commands that decide it themselves.
+#[derive(Debug)]
+pub struct CodedError(pub Exit, pub String);
+impl std::fmt::Display for CodedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+impl std::error::Error for CodedError {}
+
+/// Loads the config; problems that touch nothing we need are left for `check`.
+pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let path = cli.config.clone().unwrap_or_else(config::default_path);
+    Ok(config::load(&path)?)
+}
+
+async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Check => check::run(cli),
+        Command::Keyscan { target } => Err(CodedError(Exit::Other, format!("keyscan {target}: not available in this build")).into()),
+        Command::Test { connector } => inspect::test(cli, connector).await,
+        Command::Fetch { connector, to } => inspect::fetch(cli, connector, to.as_deref()).await,
+        Command::Sync { connector, all, dry_run, file, allow_mass_change, force } => {
+            let opts = crate::sync::SyncOptions {
+                dry_run: *dry_run,
+                file: file.clone(),
+                allow_mass_change: *allow_mass_change,
+                force: *force,
+                origin: "cli".into(),
+            };
+            sync::run(cli, connector.as_deref(), *all, opts).await
+        }
+        Command::Daemon => Err(CodedError(Exit::Other, "the daemon is not available in this build".into()).into()),
+        Command::Mapping { command: MappingCommand::Suggest { file } } => {
+            Err(CodedError(Exit::Other, format!("mapping suggest {}: not available in this build", file.display())).into())
+        }
+        Command::History { connector, limit } => history::history(cli, connector.as_deref(), *limit).await,
+        Command::Status => history::status(cli).await,
+    }
 }

@@ -336,9 +336,20 @@ impl<'a> Checker<'a> {
                 // "unknown field `prot`, expected one of …": point at the unknown key itself.
                 if let Some(rest) = msg.strip_prefix("unknown field `") {
                     if let Some(end) = rest.find('`') {
-                        full = format!("{full}.{}", &rest[..end]);
+                        let unknown = &rest[..end];
+                        if !full.ends_with(&format!(".{unknown}")) && full != unknown {
+                            full = if full.is_empty() { unknown.to_string() } else { format!("{full}.{unknown}") };
+                        }
+                        let hint = rest
+                            .split('`')
+                            .skip(2)
+                            .step_by(2)
+                            .filter(|k| edit_distance(k, unknown) <= 2)
+                            .min_by_key(|k| edit_distance(k, unknown))
+                            .map(|k| format!(" — did you mean `{k}`?"))
+                            .unwrap_or_default();
+                        msg = format!("unknown key{hint}; {}", msg.replacen("unknown field", "found", 1));
                     }
-                    msg = format!("unknown key; {}", msg.replacen("unknown field", "found", 1));
                 }
                 self.problem(&full, msg);
                 None
@@ -371,6 +382,20 @@ impl<'a> Checker<'a> {
 /// never echo it.
 fn redact_if_secretish(v: &str) -> String {
     if v.len() > 12 { format!("{}… ({} characters, not shown)", &v[..v.char_indices().nth(3).map(|(i, _)| i).unwrap_or(0)], v.chars().count()) } else { v.to_string() }
+}
+
+/// Levenshtein distance, for "did you mean" hints on short key names.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 fn resolve(dir: &Path, p: &str) -> PathBuf {

@@ -1,2 +1,90 @@
-//! State: snapshots, file fingerprints, run history and leases, behind a trait so that
-//! PostgreSQL can follow SQLite without touching plan or sync.
+//! State: per connector, the snapshot (unique id → platform id, content hash, active,
+//! content), the fingerprint of the last file processed, the run history, and a lease so
+//! two runs of one connector never overlap.
+//!
+//! Behind a trait so PostgreSQL can follow SQLite without touching plan or sync. Writes
+//! happen as operations succeed, in batches, so a crash mid-push loses nothing.
+
+pub mod sqlite;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::exit::{Classify, Exit};
+use crate::model::{FileFingerprint, User};
+use crate::plan::SnapshotEntry;
+use crate::report::Report;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {url}: {detail}")]
+    Db { url: String, detail: String },
+    #[error(
+        "connector \"{connector}\" is already running: held by {holder} since {since} (lease expires {expires} unless renewed). Wait for that run to finish; a lease whose holder died expires on its own"
+    )]
+    Held { connector: String, holder: String, since: String, expires: String },
+    #[error("the state store {url} is corrupt or from a newer rostersync: {detail}")]
+    Schema { url: String, detail: String },
+}
+
+impl Classify for StateError {
+    fn exit(&self) -> Exit {
+        Exit::Other
+    }
+}
+
+/// One row of the snapshot to write after a successful operation.
+#[derive(Debug, Clone)]
+pub enum SnapshotWrite {
+    /// Created, updated, adopted, deactivated: the platform now holds `user`.
+    Upsert { platform_id: String, user: User },
+    /// Absent from the file and deactivated: same content, now inactive.
+    MarkInactive { external_id: String },
+    /// Deleted from the platform.
+    Remove { external_id: String },
+}
+
+/// The last file a connector synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastFile {
+    pub fingerprint: FileFingerprint,
+    pub synced_at: DateTime<Utc>,
+}
+
+/// One past run, for `history` and `status`.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub connector: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// None while running, or when the process died mid-run.
+    pub report: Option<Report>,
+}
+
+#[allow(async_fn_in_trait)]
+pub trait StateStore {
+    /// Takes the connector's lease, or says who holds it. Expired leases are taken over.
+    async fn acquire(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError>;
+    /// Extends the lease (the heartbeat of a long run).
+    async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError>;
+    async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError>;
+
+    async fn snapshot(&self, connector: &str) -> Result<HashMap<String, SnapshotEntry>, StateError>;
+    /// The content last pushed for these people (for PATCHes of what changed).
+    async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError>;
+    async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError>;
+
+    async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError>;
+    async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError>;
+
+    async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError>;
+    async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError>;
+    /// Whether the connector's previous run started and never finished (the process died):
+    /// then some writes may have reached the platform unrecorded, and the next run adopts.
+    async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError>;
+    async fn history(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StateError>;
+}

@@ -1,0 +1,102 @@
+//! `rostersync history` and `rostersync status`: what the state store remembers.
+
+use chrono::Utc;
+
+use super::Cli;
+use crate::state::{SqliteStore, StateStore};
+
+pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::Result<i32> {
+    let cfg = super::load_config(cli)?;
+    let store = SqliteStore::open(&cfg.state.url).await?;
+    let runs = store.history(connector, limit).await?;
+    if cli.json {
+        let v: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "run_id": r.run_id, "connector": r.connector, "started_at": r.started_at,
+                    "ended_at": r.ended_at, "report": r.report,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(0);
+    }
+    if runs.is_empty() {
+        println!("no runs recorded yet");
+        return Ok(0);
+    }
+    println!("{:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  file", "started (UTC)", "connector", "outcome", "rows", "created", "updated", "deact.", "failed", "ms");
+    for r in &runs {
+        let started = r.started_at.format("%Y-%m-%d %H:%M:%S").to_string();
+        match &r.report {
+            Some(rep) => {
+                let c = &rep.counts;
+                let outcome = serde_json::to_value(rep.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                let outcome = if rep.dry_run { format!("{outcome}(dry)") } else { outcome };
+                println!(
+                    "{started:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  {}",
+                    r.connector,
+                    outcome,
+                    c.rows,
+                    c.created,
+                    c.updated,
+                    c.deactivated + c.deleted,
+                    c.failed,
+                    rep.duration_ms,
+                    rep.file.as_ref().map(|f| f.path.as_str()).unwrap_or("-")
+                );
+            }
+            None => println!("{started:<20} {:<16} {:<11}  (running, or the process died mid-run)", r.connector, "-"),
+        }
+    }
+    Ok(0)
+}
+
+pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
+    let cfg = super::load_config(cli)?;
+    let store = SqliteStore::open(&cfg.state.url).await?;
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    for (name, conn) in &cfg.connectors {
+        let last = store.history(Some(name), 1).await?.into_iter().next();
+        let next = conn.schedule.as_ref().and_then(|s| s.next_after(now));
+        rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone())));
+    }
+    if cli.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(n, last, next, spec)| {
+                serde_json::json!({
+                    "connector": n, "schedule": spec, "next_run": next,
+                    "last_run": last.as_ref().map(|r| serde_json::json!({
+                        "run_id": r.run_id, "started_at": r.started_at,
+                        "outcome": r.report.as_ref().map(|rep| rep.outcome),
+                    })),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({"connectors": v, "broken": cfg.broken}));
+        return Ok(0);
+    }
+    println!("{:<16} {:<22} {:<12} {:<22} {}", "connector", "last run (UTC)", "outcome", "next run (UTC)", "schedule");
+    for (n, last, next, spec) in rows {
+        let (when, outcome) = match &last {
+            Some(r) => (
+                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.report
+                    .as_ref()
+                    .and_then(|rep| serde_json::to_value(rep.outcome).ok())
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_else(|| "running".into()),
+            ),
+            None => ("never".into(), "-".into()),
+        };
+        let next = next.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "manual only".into());
+        println!("{n:<16} {when:<22} {outcome:<12} {next:<22} {}", spec.unwrap_or_default());
+    }
+    for b in &cfg.broken {
+        println!("{b:<16} (refused: configuration problems — run `rostersync check`)");
+    }
+    Ok(0)
+}

@@ -1,0 +1,77 @@
+//! `rostersync test` and `rostersync fetch`: look at what a connector would read, push nothing.
+
+use std::path::Path;
+
+use super::{Cli, CodedError};
+use crate::exit::Exit;
+
+pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Result<i32> {
+    let cfg = super::load_config(cli)?;
+    let conn = cfg.connector(connector)?;
+    let dl = crate::sync::download(conn).await.map_err(|(e, m)| CodedError(e, m))?;
+    let Some(dl) = dl else {
+        return Err(CodedError(Exit::Data, format!("{connector}: no file to fetch right now")).into());
+    };
+    let dir = to.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let fp = dl.fingerprint.clone();
+    let target = dl.keep_in(dir)?;
+    if cli.json {
+        println!("{}", serde_json::json!({"connector": connector, "file": fp, "saved_to": target}));
+    } else {
+        println!("{}: {} ({} bytes, sha256 {}) saved to {}", connector, fp.path, fp.size, fp.sha256, target.display());
+    }
+    Ok(0)
+}
+
+pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
+    let cfg = super::load_config(cli)?;
+    let conn = cfg.connector(connector)?;
+    let dl = crate::sync::download(conn).await.map_err(|(e, m)| CodedError(e, m))?;
+    let Some(dl) = dl else {
+        return Err(CodedError(Exit::Data, format!("{connector}: no file to test right now")).into());
+    };
+    let mapped = crate::sync::parse_file(conn, &dl.path, &dl.name).await.map_err(|(e, m)| CodedError(e, m))?;
+    let invalid = mapped.rows - mapped.users.len() as u64;
+    let allowed = conn.sync.max_invalid.allowed(mapped.rows);
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "connector": connector, "file": dl.fingerprint, "rows": mapped.rows,
+                "valid": mapped.users.len(), "invalid": invalid,
+                "errors": mapped.errors.iter().take(1000).collect::<Vec<_>>(),
+                "preview": mapped.users.iter().take(10).map(|u| &u.user).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        println!("{connector}: {} ({} bytes)", dl.fingerprint.path, dl.fingerprint.size);
+        println!("  rows {} — {} valid, {} invalid (max_invalid allows {allowed})", mapped.rows, mapped.users.len(), invalid);
+        println!();
+        for u in mapped.users.iter().take(10) {
+            let u = &u.user;
+            println!(
+                "  {:<12} {:<32} {:<16} {:<16} {:<3} {}",
+                u.external_id,
+                u.email.as_deref().unwrap_or("-"),
+                u.first_name,
+                u.last_name,
+                u.language,
+                if u.active { "active" } else { "inactive" }
+            );
+        }
+        if !mapped.errors.is_empty() {
+            println!();
+            println!("  errors");
+            for line in crate::report::group_errors(&mapped.errors, 10) {
+                println!("    {line}");
+            }
+        }
+        println!();
+        println!("nothing was pushed; `rostersync sync {connector} --dry-run` shows what a sync would do");
+    }
+    if mapped.rows == 0 {
+        return Ok(Exit::Stopped.code());
+    }
+    Ok(if invalid > allowed { Exit::Stopped } else { Exit::Ok }.code())
+}

@@ -1,0 +1,76 @@
+//! `rostersync sync`: one connector, or all of them; a human summary or the `--json` report.
+
+use super::{Cli, CodedError};
+use crate::exit::Exit;
+use crate::report::{Outcome, Report};
+use crate::state::SqliteStore;
+use crate::sync::{self, SyncOptions};
+
+pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOptions) -> anyhow::Result<i32> {
+    let cfg = super::load_config(cli)?;
+    let names: Vec<String> = match (connector, all) {
+        (Some(c), _) => vec![c.to_string()],
+        (None, true) => {
+            for p in &cfg.problems {
+                eprintln!("skipped: {p}");
+            }
+            cfg.connectors.keys().cloned().collect()
+        }
+        (None, false) => return Err(CodedError(Exit::Config, "name a connector (`rostersync sync acme`) or pass --all".into()).into()),
+    };
+    if opts.file.is_some() && names.len() != 1 {
+        return Err(CodedError(Exit::Config, "--file goes with one connector".into()).into());
+    }
+    // Resolve every connector first: a broken one is refused before anything runs.
+    let mut conns = Vec::new();
+    for n in &names {
+        conns.push(cfg.connector(n)?.clone());
+    }
+    let store = SqliteStore::open(&cfg.state.url).await?;
+    let mut exit = if cfg.problems.is_empty() || !all { Exit::Ok } else { Exit::Config };
+    for conn in &conns {
+        let res = sync::run(&cfg, conn, &store, &opts).await;
+        if cli.json {
+            println!("{}", serde_json::to_string(&res.report)?);
+        } else {
+            print_summary(&res.report);
+        }
+        if res.exit != Exit::Ok && (exit == Exit::Ok || exit == Exit::Config) {
+            exit = res.exit;
+        }
+    }
+    Ok(exit.code())
+}
+
+pub fn print_summary(r: &Report) {
+    let outcome = match r.outcome {
+        Outcome::Ok => "ok",
+        Outcome::NoNewFile => "no new file",
+        Outcome::Stopped => "STOPPED",
+        Outcome::Failed => "FAILED",
+    };
+    let dry = if r.dry_run { " (dry run: nothing pushed)" } else { "" };
+    println!("{}: {outcome}{dry}", r.connector);
+    if let Some(f) = &r.file {
+        println!("  file     {} ({} bytes, sha256 {}…)", f.path, f.size, &f.sha256[..f.sha256.len().min(12)]);
+    }
+    let c = &r.counts;
+    if c.rows > 0 {
+        let verb = if r.dry_run { "would be " } else { "" };
+        println!("  rows     {} ({} valid, {} invalid)", c.rows, c.valid, c.invalid);
+        println!(
+            "  users    {verb}created {}, {verb}updated {}, {verb}deactivated {}, {verb}deleted {}, unchanged {}, failed {}",
+            c.created, c.updated, c.deactivated, c.deleted, c.unchanged, c.failed
+        );
+    }
+    if !r.errors.is_empty() {
+        println!("  errors");
+        for line in crate::report::group_errors(&r.errors, 8) {
+            println!("    {line}");
+        }
+    }
+    if let Some(m) = &r.message {
+        println!("  {m}");
+    }
+    println!("  run {} in {} ms", r.run_id, r.duration_ms);
+}

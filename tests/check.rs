@@ -1,0 +1,63 @@
+//! `rostersync check`: every problem in one run, each located, exit 2.
+
+mod support;
+
+use std::process::Command;
+
+#[test]
+fn check_names_all_six_mistakes_with_file_line_and_key() {
+    let cfg = support::repo_root().join("tests/fixtures/bad_config/connectors.toml");
+    let out = Command::new(support::rostersync_bin()).args(["--config", cfg.to_str().unwrap(), "check"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    for expected in [
+        "connectors.toml:3: platform.base_url: expected a URL",
+        "connectors.toml:8: connectors.acme.schedule: time out of range",
+        "connectors.toml:13: connectors.acme.sftp.port: expected a port from 1 to 65535; got 70000",
+        "connectors.toml:15: connectors.acme.sftp.auth: expected \"key\", \"password\" or \"keyboard-interactive\"; got \"certificate\"",
+        "connectors.toml:20: connectors.acme.file.pickk: unknown key — did you mean `pick`?",
+        "connectors.toml:23: connectors.globex.mapping: cannot read mapping file",
+    ] {
+        assert!(stdout.contains(expected), "missing «{expected}» in:\n{stdout}");
+    }
+    assert!(stdout.starts_with("6 problem(s):"), "{stdout}");
+}
+
+#[test]
+fn check_json_lists_problems_and_the_bundled_config_is_valid() {
+    let cfg = support::repo_root().join("tests/fixtures/bad_config/connectors.toml");
+    let out = Command::new(support::rostersync_bin()).args(["--config", cfg.to_str().unwrap(), "--json", "check"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 6);
+    assert_eq!(v["problems"][2]["line"], 13);
+
+    let good = support::repo_root().join("connectors.toml");
+    let out = Command::new(support::rostersync_bin()).args(["--config", good.to_str().unwrap(), "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn mapping_problems_point_into_the_mapping_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    std::fs::write(
+        dir.path().join("connectors.toml"),
+        "[platform]\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\n\n[connectors.a]\nmapping = \"mappings/a.toml\"\n[connectors.a.local]\ndir = \".\"\n[connectors.a.file]\npath = \"x.csv\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mappings/a.toml"),
+        "unique_id = \"badge\"\n[fields]\nfirst_name = \"First\"\nlast_name = { column = \"Last\", transform = [\"shout\"] }\nnickname = \"Nick\"\n",
+    )
+    .unwrap();
+    let out = Command::new(support::rostersync_bin())
+        .args(["--config", dir.path().join("connectors.toml").to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("a.toml:1: unique_id: expected \"employee_id\" or \"email\"; got \"badge\""), "{stdout}");
+    assert!(stdout.contains("a.toml:4: fields.last_name.transform: unknown transform \"shout\""), "{stdout}");
+    assert!(stdout.contains("a.toml:5: fields.nickname: unknown platform field"), "{stdout}");
+}
