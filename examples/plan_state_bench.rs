@@ -1,0 +1,92 @@
+//! Benchmark: plan of N users against an N-user snapshot, and the state commit of an N-user
+//! first sync (batches of 1000, as `sync` writes them), on a real SQLite file.
+//!
+//! cargo run --release --example plan_state_bench -- 1000000
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use rostersync::config::SyncRule;
+use rostersync::model::User;
+use rostersync::plan::{self, PlanInput, SnapshotEntry};
+use rostersync::state::{SnapshotWrite, SqliteStore, StateStore};
+
+fn user(i: usize, changed: bool) -> User {
+    let mut u = User {
+        external_id: format!("E{:07}", i + 100000),
+        email: Some(format!("first.last.{i}@example.com")),
+        employee_id: Some(format!("E{:07}", i + 100000)),
+        first_name: "Émilie".into(),
+        last_name: "Le Floc'h".into(),
+        language: "fr".into(),
+        active: true,
+        attributes: Default::default(),
+    };
+    u.attributes.insert("department".into(), if changed { "Sales".into() } else { "Engineering".into() });
+    u.attributes.insert("title".into(), "Senior Engineer".into());
+    u.attributes.insert("manager_id".into(), format!("E{:07}", (i * 7) % 1000 + 100000));
+    u.attributes.insert("location".into(), "Paris".into());
+    u.attributes.insert("cost_center".into(), "CC-420".into());
+    u
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let runs = 3;
+    let users: Vec<User> = (0..n).map(|i| user(i, false)).collect();
+    let changed: Vec<User> = (0..n).map(|i| user(i, i % 100 == 0)).collect();
+    let snapshot: HashMap<String, SnapshotEntry> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.external_id.clone(), SnapshotEntry { platform_id: format!("pid-{i}"), hash: u.content_hash(), active: true }))
+        .collect();
+    let rule = SyncRule::default();
+    let none = HashSet::new();
+
+    let mut plan_times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let p = plan::plan(&PlanInput {
+            snapshot: &snapshot,
+            users: &changed,
+            invalid_ids: &none,
+            rows: n as u64,
+            invalid: 0,
+            existing: &[],
+            rule: &rule,
+            allow_mass_change: false,
+        });
+        plan_times.push(t.elapsed().as_secs_f64());
+        assert_eq!(p.ops.len(), n.div_ceil(100));
+    }
+    println!("plan {n} users vs {n}-user snapshot, 1% changed: median {:.3} s over {runs} runs", median(plan_times));
+
+    let mut commit_times = Vec::new();
+    let mut load_times = Vec::new();
+    for _ in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}/state.db", dir.path().display())).await.unwrap();
+        let t = Instant::now();
+        for chunk in users.chunks(1000) {
+            let batch: Vec<SnapshotWrite> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, u)| SnapshotWrite::Upsert { platform_id: format!("pid-{i}"), user: u.clone() })
+                .collect();
+            store.write("bench", &batch).await.unwrap();
+        }
+        commit_times.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let snap = store.snapshot("bench").await.unwrap();
+        load_times.push(t.elapsed().as_secs_f64());
+        assert_eq!(snap.len(), n);
+    }
+    println!("state commit of a {n}-user first sync (batches of 1000): median {:.2} s over {runs} runs", median(commit_times));
+    println!("snapshot load of {n} users: median {:.2} s over {runs} runs", median(load_times));
+}
