@@ -1,0 +1,107 @@
+//! A throwaway rostersync project for CLI tests: connectors.toml pointing at a real SCIM
+//! server, the demo mapping, an exports folder, and a SQLite state file, in a temp dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::scim::ScimServer;
+use super::{repo_root, rostersync_bin};
+
+pub const HEADER: &str = "Personnel Number,First Name,Last Name,Email,Language,Active,Department,Job Title,Manager ID,Location,Hire Date,Cost Center";
+
+/// One employee row in the demo export layout.
+pub fn row(id: u32, email: &str, active: bool, department: &str) -> String {
+    format!(
+        "E{id:07},Ann{id},Lee{id},{email},fr,{},{department},Engineer,,Paris,2021-03-04,CC-1",
+        if active { "Yes" } else { "No" }
+    )
+}
+
+/// `n` valid rows, ids 1..=n, emails annN@example.com.
+pub fn rows(n: u32) -> Vec<String> {
+    (1..=n).map(|i| row(i, &format!("ann{i}@example.com"), true, "Engineering")).collect()
+}
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub token: String,
+}
+
+impl Project {
+    /// A project with one connector `acme` reading `exports/employees_*.csv` locally.
+    pub fn new(scim: &ScimServer, sync_section: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+        std::fs::create_dir_all(dir.path().join("exports")).unwrap();
+        std::fs::copy(repo_root().join("mappings/demo.toml"), dir.path().join("mappings/demo.toml")).unwrap();
+        let cfg = format!(
+            r#"[platform]
+kind = "scim"
+base_url = "{}"
+token_env = "PLATFORM_SCIM_TOKEN"
+bulk = "off"
+
+[state]
+url = "sqlite://state/rostersync.db"
+
+[connectors.acme]
+mapping = "mappings/demo.toml"
+
+[connectors.acme.local]
+dir = "exports"
+
+[connectors.acme.file]
+path = "employees_*.csv"
+pick = "last-name"
+
+[connectors.acme.sync]
+{sync_section}
+"#,
+            scim.base_url
+        );
+        std::fs::write(dir.path().join("connectors.toml"), cfg).unwrap();
+        Project { dir, token: scim.token.clone() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `exports/NAME` with the header and these rows.
+    pub fn export(&self, name: &str, rows: &[String]) -> PathBuf {
+        let p = self.dir.path().join("exports").join(name);
+        let mut s = String::from(HEADER);
+        s.push('\n');
+        for r in rows {
+            s.push_str(r);
+            s.push('\n');
+        }
+        std::fs::write(&p, s).unwrap();
+        p
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(rostersync_bin());
+        c.arg("--config").arg(self.dir.path().join("connectors.toml")).args(args).env("PLATFORM_SCIM_TOKEN", &self.token);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run rostersync")
+    }
+
+    /// Runs with --json and parses the report printed on stdout.
+    pub fn sync_json(&self, extra: &[&str]) -> (i32, serde_json::Value) {
+        let mut args = vec!["--json", "sync", "acme"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON report ({e}):\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), v)
+    }
+}
