@@ -19,9 +19,20 @@ use crate::report::{Counts, Outcome as RunOutcome, Report};
 use crate::source::{self, RemoteFile, Source, SourceError, select};
 use crate::state::{SnapshotWrite, StateStore};
 
+/// Where a run reports progress (the CLI draws bars on a terminal; the daemon logs).
+pub trait Progress: Send + Sync {
+    /// A new stage begins ("download", "push"), with its total when known.
+    fn stage(&self, name: &str, total: Option<u64>);
+    /// Work done so far in the current stage (bytes, or operations).
+    fn advance(&self, done: u64);
+    fn finish(&self);
+}
+
 /// How one run was asked for.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SyncOptions {
+    /// Progress display; None draws nothing.
+    pub progress: Option<std::sync::Arc<dyn Progress>>,
     /// Plan and report; push nothing, record no file, move nothing.
     pub dry_run: bool,
     /// Sync this local file instead of fetching (a file the customer sent by other means).
@@ -127,6 +138,18 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         let _ = store.release(&conn.name, &holder).await;
     }
     done
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("dry_run", &self.dry_run)
+            .field("file", &self.file)
+            .field("allow_mass_change", &self.allow_mass_change)
+            .field("force", &self.force)
+            .field("origin", &self.origin)
+            .finish()
+    }
 }
 
 impl SyncOptions {
@@ -328,7 +351,8 @@ impl<'a, S: StateStore> Run<'a, S> {
         let conn = self.conn.clone();
         let last = last.cloned();
         let force = self.opts.force;
-        let res = tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force))
+        let progress = self.opts.progress.clone();
+        let res = tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force, progress.as_deref()))
             .await
             .map_err(|e| (Exit::Other, format!("the download thread failed: {e}")))?;
         res.map_err(fail_with)
@@ -345,6 +369,11 @@ impl<'a, S: StateStore> Run<'a, S> {
         for op in &ops {
             pending.insert(op.external_id().to_string(), op.clone());
         }
+        let total = ops.len() as u64;
+        if let Some(p) = &self.opts.progress {
+            p.stage("push", Some(total));
+        }
+        let mut done = 0u64;
         let (tx, mut rx) = mpsc::channel::<Outcome>(4096);
         let apply = platform.apply(ops, tx);
         tokio::pin!(apply);
@@ -356,6 +385,12 @@ impl<'a, S: StateStore> Run<'a, S> {
                 msg = rx.recv() => match msg {
                     Some(outcome) => {
                         self.record(outcome, &mut pending, &mut batch, lines);
+                        done += 1;
+                        if let Some(p) = &self.opts.progress {
+                            if done % 64 == 0 || done == total {
+                                p.advance(done);
+                            }
+                        }
                         if batch.len() >= STATE_BATCH {
                             self.store.write(&self.conn.name, &batch).await.map_err(fail_with)?;
                             batch.clear();
@@ -372,6 +407,9 @@ impl<'a, S: StateStore> Run<'a, S> {
         }
         if !batch.is_empty() {
             self.store.write(&self.conn.name, &batch).await.map_err(fail_with)?;
+        }
+        if let Some(p) = &self.opts.progress {
+            p.finish();
         }
         match apply_result {
             Some(Err(e)) => Err(fail_with(e)),
@@ -438,11 +476,11 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 }
 
 /// Connects, lists, picks and downloads, retrying a dropped connection with backoff.
-fn fetch_blocking(conn: &Connector, last: Option<&FileFingerprint>, force: bool) -> Result<Fetch, SourceError> {
+fn fetch_blocking(conn: &Connector, last: Option<&FileFingerprint>, force: bool, progress: Option<&dyn Progress>) -> Result<Fetch, SourceError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match fetch_once(conn, last, force) {
+        match fetch_once(conn, last, force, progress) {
             Err(e) if e.retriable() && attempt < 3 => {
                 let wait = Duration::from_millis(500 * (1 << attempt) + rand::random_range(0..500));
                 tracing::warn!("{e}; retrying in {wait:?} (attempt {attempt} of 3)");
@@ -453,7 +491,7 @@ fn fetch_blocking(conn: &Connector, last: Option<&FileFingerprint>, force: bool)
     }
 }
 
-fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool) -> Result<Fetch, SourceError> {
+fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, progress: Option<&dyn Progress>) -> Result<Fetch, SourceError> {
     let mut src = source::connect(&conn.source)?;
     let rule = &conn.file;
     let files = src.list(&rule.path)?;
@@ -503,7 +541,14 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool) -> 
     let (mut out, temp_path) = temp.into_parts();
     let fetched = {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut out);
-        let fetched = src.fetch(&file, &mut w, rule.max_size)?;
+        if let Some(p) = progress {
+            p.stage(&format!("download {}", file.name()), Some(file.size));
+        }
+        let mut counted = ProgressWriter { inner: &mut w, progress, done: 0 };
+        let fetched = src.fetch(&file, &mut counted, rule.max_size)?;
+        if let Some(p) = progress {
+            p.finish();
+        }
         use std::io::Write;
         w.flush().map_err(|e| SourceError::Io { context: "cannot write the download".into(), source: e })?;
         fetched
@@ -583,7 +628,7 @@ impl Downloaded {
 /// Downloads the file the connector would pick now (ignoring what was synced before).
 pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, Failure> {
     let c = conn.clone();
-    let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true))
+    let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true, None))
         .await
         .map_err(|e| (Exit::Other, format!("the download thread failed: {e}")))?
         .map_err(fail_with)?;
@@ -594,4 +639,25 @@ pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, Failure> {
         }
         Fetch::Got(g) => Some(Downloaded { fingerprint: g.fingerprint, name: g.name, path: g.spool.path, _temp: g.spool._temp }),
     })
+}
+
+/// Counts bytes on their way to the download file, for the progress display.
+struct ProgressWriter<'a, W: std::io::Write> {
+    inner: &'a mut W,
+    progress: Option<&'a dyn Progress>,
+    done: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for ProgressWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.done += n as u64;
+        if let Some(p) = self.progress {
+            p.advance(self.done);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

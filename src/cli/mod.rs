@@ -4,6 +4,7 @@
 mod check;
 mod history;
 mod inspect;
+mod progress;
 mod sync;
 
 use std::path::PathBuf;
@@ -191,6 +192,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 allow_mass_change: *allow_mass_change,
                 force: *force,
                 origin: "cli".into(),
+                progress: progress::for_terminal(cli.json),
             };
             sync::run(cli, connector.as_deref(), *all, opts).await
         }
