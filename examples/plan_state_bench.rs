@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use rostersync::config::SyncRule;
-use rostersync::model::User;
+use rostersync::model::{SourcedUser, User};
 use rostersync::plan::{self, PlanInput, SnapshotEntry};
 use rostersync::state::{SnapshotWrite, SqliteStore, StateStore};
 
@@ -51,10 +51,11 @@ async fn main() {
 
     let mut plan_times = Vec::new();
     for _ in 0..runs {
+        let input: Vec<SourcedUser> = changed.iter().enumerate().map(|(i, u)| SourcedUser { user: u.clone(), line: i as u64 + 2 }).collect();
         let t = Instant::now();
-        let p = plan::plan(&PlanInput {
+        let p = plan::plan(PlanInput {
             snapshot: &snapshot,
-            users: &changed,
+            users: input,
             invalid_ids: &none,
             rows: n as u64,
             invalid: 0,

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::config::{OnMissing, SyncRule};
-use crate::model::User;
+use crate::model::{SourcedUser, User};
 
 /// What the state store remembers of one person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +91,8 @@ impl Safeguard {
 pub struct Plan {
     /// Sorted: creates, updates, deactivations, deletions; by external id within each.
     pub ops: Vec<Op>,
+    /// The file line of each op's user (0 for people absent from the file), for reports.
+    pub lines: Vec<u64>,
     pub unchanged: u64,
     /// Known people left as they are because their row is invalid.
     pub protected: u64,
@@ -108,8 +110,9 @@ impl Plan {
 /// Inputs of one plan.
 pub struct PlanInput<'a> {
     pub snapshot: &'a HashMap<String, SnapshotEntry>,
-    /// Valid users of the file.
-    pub users: &'a [User],
+    /// Valid users of the file. Taken by value: each one moves into its operation or is
+    /// dropped as unchanged, so a million users are never held twice.
+    pub users: Vec<SourcedUser>,
     /// Unique ids of invalid rows, where known: these people keep their state.
     pub invalid_ids: &'a HashSet<String>,
     /// Data rows in the file, and how many were invalid.
@@ -122,7 +125,7 @@ pub struct PlanInput<'a> {
 }
 
 /// Decides the operations.
-pub fn plan(input: &PlanInput) -> Plan {
+pub fn plan(input: PlanInput) -> Plan {
     let mut p = Plan::default();
     let snapshot = input.snapshot;
 
@@ -130,6 +133,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         p.stop = Some(Safeguard::NoDataRows);
         return p;
     }
+    let mut ops: Vec<(Op, u64)> = Vec::new();
 
     let by_ext: HashMap<&str, &Existing> =
         input.existing.iter().filter_map(|e| e.external_id.as_deref().map(|x| (x, e))).collect();
@@ -139,19 +143,20 @@ pub fn plan(input: &PlanInput) -> Plan {
         .filter_map(|e| e.user_name.as_deref().map(|n| (n.to_lowercase(), e)))
         .collect();
 
-    let mut seen: HashSet<&str> = HashSet::with_capacity(input.users.len());
+    // Which known people the file mentions: marked by snapshot key, so no id is copied.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(snapshot.len().min(input.users.len()));
     let mut deactivating = 0u64;
-    for user in input.users {
-        seen.insert(&user.external_id);
-        match snapshot.get(&user.external_id) {
-            Some(entry) => {
+    for SourcedUser { user, line } in input.users {
+        match snapshot.get_key_value(&user.external_id) {
+            Some((key, entry)) => {
+                seen.insert(key.as_str());
                 if entry.hash == user.content_hash() {
                     p.unchanged += 1;
                 } else {
                     if entry.active && !user.active {
                         deactivating += 1;
                     }
-                    p.ops.push(Op::Update { platform_id: entry.platform_id.clone(), user: user.clone(), adopt: false });
+                    ops.push((Op::Update { platform_id: entry.platform_id.clone(), user, adopt: false }, line));
                 }
             }
             None => {
@@ -159,8 +164,8 @@ pub fn plan(input: &PlanInput) -> Plan {
                     .get(user.external_id.as_str())
                     .or_else(|| by_name.get(&user.user_name().to_lowercase()));
                 match found {
-                    Some(e) => p.ops.push(Op::Update { platform_id: e.platform_id.clone(), user: user.clone(), adopt: true }),
-                    None => p.ops.push(Op::Create { user: user.clone() }),
+                    Some(e) => ops.push((Op::Update { platform_id: e.platform_id.clone(), user, adopt: true }, line)),
+                    None => ops.push((Op::Create { user }, line)),
                 }
             }
         }
@@ -181,16 +186,19 @@ pub fn plan(input: &PlanInput) -> Plan {
             OnMissing::Deactivate if !entry.active => p.unchanged += 1,
             OnMissing::Deactivate => {
                 deactivating += 1;
-                p.ops.push(Op::Deactivate { platform_id: entry.platform_id.clone(), external_id: id.clone() });
+                ops.push((Op::Deactivate { platform_id: entry.platform_id.clone(), external_id: id.clone() }, 0));
             }
             OnMissing::Delete => {
                 deactivating += 1;
-                p.ops.push(Op::Delete { platform_id: entry.platform_id.clone(), external_id: id.clone() });
+                ops.push((Op::Delete { platform_id: entry.platform_id.clone(), external_id: id.clone() }, 0));
             }
         }
     }
 
-    p.ops.sort_by(|a, b| a.kind().cmp_order().cmp(&b.kind().cmp_order()).then_with(|| a.external_id().cmp(b.external_id())));
+    ops.sort_unstable_by(|(a, _), (b, _)| {
+        a.kind().cmp_order().cmp(&b.kind().cmp_order()).then_with(|| a.external_id().cmp(b.external_id()))
+    });
+    (p.ops, p.lines) = ops.into_iter().unzip();
 
     if !input.allow_mass_change {
         let allowed = input.rule.max_invalid.allowed(input.rows);
@@ -268,11 +276,12 @@ mod tests {
     fn run(c: Case) -> Plan {
         let snapshot: HashMap<String, SnapshotEntry> = c.snapshot.iter().map(|(u, p)| (u.external_id.clone(), entry(u, p))).collect();
         let invalid_ids: HashSet<String> = c.invalid_ids.iter().map(|s| s.to_string()).collect();
-        plan(&PlanInput {
+        let rows = c.users.len() as u64 + c.invalid;
+        plan(PlanInput {
             snapshot: &snapshot,
-            users: &c.users,
+            users: c.users.into_iter().enumerate().map(|(i, user)| SourcedUser { user, line: i as u64 + 2 }).collect(),
             invalid_ids: &invalid_ids,
-            rows: c.users.len() as u64 + c.invalid,
+            rows,
             invalid: c.invalid,
             existing: &c.existing,
             rule: &c.rule,

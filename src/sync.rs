@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, Connector, Format};
 use crate::exit::{Classify, Exit};
 use crate::mapping::{Mapped, Mapper};
-use crate::model::{FileFingerprint, RowError, User};
+use crate::model::{FileFingerprint, RowError};
 use crate::plan::{self, Op, OpKind, PlanInput};
 use crate::platform::scim::ScimClient;
 use crate::platform::{Outcome, Platform};
@@ -267,11 +267,10 @@ impl<'a, S: StateStore> Run<'a, S> {
             _ => Vec::new(),
         };
 
-        let users: Vec<User> = mapped.users.iter().map(|s| s.user.clone()).collect();
         let invalid_ids: HashSet<String> = mapped.errors.iter().filter_map(|e| e.external_id.clone()).collect();
-        let plan = plan::plan(&PlanInput {
+        let plan = plan::plan(PlanInput {
             snapshot: &snapshot,
-            users: &users,
+            users: mapped.users,
             invalid_ids: &invalid_ids,
             rows: mapped.rows,
             invalid: self.report.counts.invalid,
@@ -279,7 +278,7 @@ impl<'a, S: StateStore> Run<'a, S> {
             rule: &self.conn.sync,
             allow_mass_change: self.opts.allow_mass_change,
         });
-        drop(users);
+        drop(snapshot);
         let c = &mut self.report.counts;
         c.unchanged = plan.unchanged;
         if let Some(stop) = &plan.stop {
@@ -303,7 +302,8 @@ impl<'a, S: StateStore> Run<'a, S> {
             return Err((Exit::Platform, "no platform client".into()));
         };
 
-        let lines: HashMap<&str, u64> = mapped.users.iter().map(|s| (s.user.external_id.as_str(), s.line)).collect();
+        let lines: HashMap<String, u64> =
+            plan.ops.iter().zip(&plan.lines).filter(|(_, l)| **l > 0).map(|(o, l)| (o.external_id().to_string(), *l)).collect();
         let push = self.push(&platform, plan.ops, &lines).await;
         let failed = self.report.counts.failed;
         push?;
@@ -363,7 +363,7 @@ impl<'a, S: StateStore> Run<'a, S> {
     }
 
     /// Sends the operations and records each success as it comes back.
-    async fn push<P: Platform>(&mut self, platform: &P, ops: Vec<Op>, lines: &HashMap<&str, u64>) -> Result<(), Failure> {
+    async fn push<P: Platform>(&mut self, platform: &P, ops: Vec<Op>, lines: &HashMap<String, u64>) -> Result<(), Failure> {
         // What to write to the snapshot when an operation succeeds.
         let mut pending: HashMap<String, Op> = HashMap::with_capacity(ops.len());
         for op in &ops {
@@ -417,7 +417,7 @@ impl<'a, S: StateStore> Run<'a, S> {
         }
     }
 
-    fn record(&mut self, o: Outcome, pending: &mut HashMap<String, Op>, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<&str, u64>) {
+    fn record(&mut self, o: Outcome, pending: &mut HashMap<String, Op>, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
         let Some(op) = pending.remove(&o.external_id) else {
             return;
         };
