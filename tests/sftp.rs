@@ -30,6 +30,7 @@ fn env() {
         std::env::set_var("RS_TEST_WRONG_PASSPHRASE", "not the passphrase");
         std::env::set_var("RS_TEST_PASSWORD", "s3cret-Pa55");
         std::env::set_var("RS_TEST_WRONG_PASSWORD", "guess");
+        std::env::set_var("RS_TEST_KBD_PASSWORD", support::sshd::TEST_USER_PASSWORD);
         std::env::remove_var("RS_TEST_UNSET");
     });
 }
@@ -174,6 +175,31 @@ fn password_right_and_wrong() {
 
     let e = refused(&cfg(r.port, &r.user, SftpAuth::Password { password_env: "RS_TEST_UNSET".into() }, pin));
     assert!(e.to_string().contains("RS_TEST_UNSET (the password) is not set"), "{e}");
+}
+
+#[test]
+fn keyboard_interactive_against_sshd_with_pam() {
+    env();
+    let (user, password) = support::sshd::test_user();
+    assert_eq!(std::env::var("RS_TEST_KBD_PASSWORD").as_deref(), Ok(password));
+    let s = Sshd::with(SshdOptions { keyboard_interactive: true, ..Default::default() });
+    put(&s.data(), "kbd.csv", 1000, Duration::from_secs(600));
+    // Only keyboard-interactive is on: auth = "password" falls back to it, as OpenSSH does.
+    for auth in [
+        SftpAuth::KeyboardInteractive { password_env: "RS_TEST_KBD_PASSWORD".into() },
+        SftpAuth::Password { password_env: "RS_TEST_KBD_PASSWORD".into() },
+    ] {
+        let mut src = SftpSource::connect(&cfg(s.port, user, auth, pinned(&s))).unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", s.log()));
+        let files = src.list(&format!("{}/*.csv", s.data().display())).unwrap();
+        assert_eq!(files.len(), 1);
+    }
+    let e = refused(&cfg(s.port, user, SftpAuth::KeyboardInteractive { password_env: "RS_TEST_WRONG_PASSWORD".into() }, pinned(&s)));
+    assert!(e.to_string().contains("wrong user name or password (keyboard-interactive): check RS_TEST_WRONG_PASSWORD"), "{e}");
+    assert!(!e.to_string().contains("guess"));
+    // A key for a server that takes only keyboard-interactive for this user says so.
+    let k = s.client_key("ed25519", "");
+    let e = refused(&cfg(s.port, "nobody-here", key(&k, None), pinned(&s)));
+    assert!(matches!(e, SourceError::Auth { .. }), "{e}");
 }
 
 // ---------- host keys ----------

@@ -3,6 +3,7 @@
 //! password logins (no system account needed). Both stop when the handle drops.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,11 +19,13 @@ pub struct SshdOptions {
     pub host_key_algorithms: Option<String>,
     /// Extra sshd_config lines.
     pub extra: Vec<String>,
+    /// Keyboard-interactive through PAM (password logins of [`test_user`]); keys otherwise.
+    pub keyboard_interactive: bool,
 }
 
 impl Default for SshdOptions {
     fn default() -> Self {
-        SshdOptions { host_keys: vec!["ed25519"], host_key_algorithms: None, extra: Vec::new() }
+        SshdOptions { host_keys: vec!["ed25519"], host_key_algorithms: None, extra: Vec::new(), keyboard_interactive: false }
     }
 }
 
@@ -75,9 +78,10 @@ impl Sshd {
         fs::create_dir_all(d.join("data")).unwrap();
         fs::write(d.join("authorized_keys"), "").unwrap();
         let port = free_port();
+        let kbd = if opts.keyboard_interactive { "yes" } else { "no" };
         let mut conf = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nPidFile none\nStrictModes no\nUsePAM no\nPermitRootLogin yes\n\
-             PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+            "Port {port}\nListenAddress 127.0.0.1\nPidFile none\nStrictModes no\nUsePAM {kbd}\nPermitRootLogin yes\n\
+             PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication {kbd}\n\
              AuthorizedKeysFile {}\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n",
             d.join("authorized_keys").display()
         );
@@ -152,6 +156,26 @@ impl Sshd {
         fs::write(self.dir.path().join("authorized_keys"), auth).unwrap();
         path
     }
+}
+
+/// A system account with a password, for password and keyboard-interactive logins to
+/// sshd (which checks real accounts). Created once; needs root, as the tests run here.
+pub const TEST_USER_PASSWORD: &str = "Rs-test-Pa55word";
+
+pub fn test_user() -> (&'static str, &'static str) {
+    const USER: &str = "rostersync-test";
+    const PASSWORD: &str = TEST_USER_PASSWORD;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let exists = Command::new("id").arg(USER).output().map(|o| o.status.success()).unwrap_or(false);
+        if !exists {
+            run(Command::new("useradd").args(["--system", "--home-dir", "/tmp", "--shell", "/bin/sh", USER]));
+        }
+        let mut child = Command::new("chpasswd").stdin(Stdio::piped()).spawn().expect("chpasswd (run the tests as root)");
+        child.stdin.take().unwrap().write_all(format!("{USER}:{PASSWORD}\n").as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "chpasswd failed: password tests against sshd need root");
+    });
+    (USER, PASSWORD)
 }
 
 impl Drop for Sshd {
