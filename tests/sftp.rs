@@ -1,0 +1,479 @@
+//! The SFTP source against real servers on loopback: OpenSSH sshd (keys, host keys,
+//! algorithms, files) and rclone's SFTP server (passwords); plus a silent server and a
+//! proxy that cuts transfers for the fault cases.
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Once;
+use std::time::{Duration, Instant, SystemTime};
+
+use rostersync::config::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth};
+use rostersync::exit::{Classify, Exit};
+use rostersync::source::select::{self, Selection};
+use rostersync::source::sftp::{SftpSource, keyscan};
+use rostersync::source::{Source, SourceError};
+use sha2::Digest;
+use support::sshd::{RcloneSftp, Sshd, SshdOptions};
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// Secrets reach the source through the environment, as in production. Set once, before
+/// any test reads them (every test calls this first), so no test races another's set_var.
+fn env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| unsafe {
+        std::env::set_var("RS_TEST_PASSPHRASE", PASSPHRASE);
+        std::env::set_var("RS_TEST_WRONG_PASSPHRASE", "not the passphrase");
+        std::env::set_var("RS_TEST_PASSWORD", "s3cret-Pa55");
+        std::env::set_var("RS_TEST_WRONG_PASSWORD", "guess");
+        std::env::set_var("RS_TEST_KBD_PASSWORD", support::sshd::TEST_USER_PASSWORD);
+        std::env::remove_var("RS_TEST_UNSET");
+    });
+}
+
+fn cfg(port: u16, user: &str, auth: SftpAuth, host_key: HostKeyPolicy) -> Sftp {
+    Sftp { host: "127.0.0.1".into(), port, username: user.into(), auth, host_key, timeout: Duration::from_secs(10) }
+}
+
+fn key(path: &Path, passphrase_env: Option<&str>) -> SftpAuth {
+    SftpAuth::Key { private_key: path.to_path_buf(), passphrase_env: passphrase_env.map(String::from) }
+}
+
+fn pinned(s: &Sshd) -> HostKeyPolicy {
+    HostKeyPolicy::Pinned(s.fingerprint("ed25519"))
+}
+
+fn refused(c: &Sftp) -> SourceError {
+    match SftpSource::connect(c) {
+        Ok(_) => panic!("connected to {}:{}, but it should have been refused", c.host, c.port),
+        Err(e) => e,
+    }
+}
+
+fn connect(c: &Sftp) -> SftpSource {
+    SftpSource::connect(c).unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+/// Writes a file with some rows and returns its sha256.
+fn put(dir: &Path, name: &str, bytes: usize, age: Duration) -> String {
+    let line = b"1001,Ada,Lovelace,ada@example.com,en,yes\n";
+    let data: Vec<u8> = line.iter().copied().cycle().take(bytes).collect();
+    let p = dir.join(name);
+    fs::write(&p, &data).unwrap();
+    fs::File::options().write(true).open(&p).unwrap().set_modified(SystemTime::now() - age).unwrap();
+    hex::encode(sha2::Sha256::digest(&data))
+}
+
+/// Lists and downloads `name` from the served folder, checking size and hash.
+fn round_trip(src: &mut SftpSource, dir: &Path, name: &str) {
+    let sum = put(dir, name, 300_000, Duration::from_secs(3600));
+    let files = src.list(&format!("{}/*.csv", dir.display())).unwrap();
+    let f = files.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("{name} not listed: {files:?}"));
+    assert_eq!(f.size, 300_000);
+    let mut out = Vec::new();
+    let got = src.fetch(f, &mut out, 1 << 30).unwrap();
+    assert_eq!((got.bytes, got.sha256.as_str(), out.len()), (300_000, sum.as_str(), 300_000));
+}
+
+// ---------- keys ----------
+
+#[test]
+fn each_client_key_type_logs_in_and_fetches() {
+    env();
+    let s = Sshd::start();
+    for kind in ["ed25519", "ecdsa", "rsa"] {
+        let k = s.client_key(kind, "");
+        let mut src = connect(&cfg(s.port, &s.user, key(&k, None), pinned(&s)));
+        round_trip(&mut src, &s.data(), &format!("{kind}.csv"));
+        assert_eq!(src.describe(), format!("sftp://root@127.0.0.1:{}", s.port));
+    }
+}
+
+#[test]
+fn passphrase_key_right_missing_and_wrong() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", PASSPHRASE);
+    let mut src = connect(&cfg(s.port, &s.user, key(&k, Some("RS_TEST_PASSPHRASE")), pinned(&s)));
+    round_trip(&mut src, &s.data(), "locked.csv");
+
+    let e = refused(&cfg(s.port, &s.user, key(&k, None), pinned(&s)));
+    assert!(matches!(e, SourceError::Auth { .. }), "{e}");
+    assert!(e.to_string().contains("protected by a passphrase; add passphrase_env"), "{e}");
+
+    let e = refused(&cfg(s.port, &s.user, key(&k, Some("RS_TEST_UNSET")), pinned(&s)));
+    assert!(e.to_string().contains("RS_TEST_UNSET (the key's passphrase) is not set"), "{e}");
+
+    let e = refused(&cfg(s.port, &s.user, key(&k, Some("RS_TEST_WRONG_PASSPHRASE")), pinned(&s)));
+    let msg = e.to_string();
+    assert!(msg.contains("most likely the passphrase in RS_TEST_WRONG_PASSPHRASE is wrong"), "{msg}");
+    assert!(!msg.contains("not the passphrase") && !msg.contains(PASSPHRASE), "secret leaked: {msg}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, false));
+}
+
+#[test]
+fn unauthorized_key_is_refused_with_the_fix() {
+    env();
+    let s = Sshd::start();
+    let stranger = s.scratch().join("stranger");
+    support::sshd::keygen("ed25519", &stranger, "");
+    let e = refused(&cfg(s.port, &s.user, key(&stranger, None), pinned(&s)));
+    assert!(e.to_string().contains("the server refused key") && e.to_string().contains("authorized_keys"), "{e}");
+    assert_eq!(e.exit(), Exit::Connection);
+}
+
+#[test]
+fn putty_and_ssh2_keys_say_how_to_convert() {
+    env();
+    let s = Sshd::start();
+    let ppk = s.scratch().join("key.ppk");
+    fs::write(&ppk, "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: x\nPublic-Lines: 2\nAAAAC3NzaC1lZDI1NTE5\nAAAA\n").unwrap();
+    let e = refused(&cfg(s.port, &s.user, key(&ppk, None), pinned(&s)));
+    assert!(e.to_string().contains(&format!("puttygen {} -O private-openssh-new", ppk.display())), "{e}");
+
+    // A real SSH2 (RFC 4716) file, as `ssh-keygen -e` writes it.
+    let k = s.client_key("ed25519", "");
+    let out = std::process::Command::new("ssh-keygen").arg("-e").arg("-f").arg(&k).output().unwrap();
+    let ssh2 = s.scratch().join("key.ssh2");
+    fs::write(&ssh2, &out.stdout).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("---- BEGIN SSH2"));
+    let e = refused(&cfg(s.port, &s.user, key(&ssh2, None), pinned(&s)));
+    assert!(e.to_string().contains("public key"), "{e}");
+
+    let fake = s.scratch().join("key.sec");
+    fs::write(&fake, "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: \"x\"\nP2/56wAAAi4AAAA3\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\n").unwrap();
+    let e = refused(&cfg(s.port, &s.user, key(&fake, None), pinned(&s)));
+    assert!(e.to_string().contains(&format!("ssh-keygen -i -f {}", fake.display())), "{e}");
+
+    let e = refused(&cfg(s.port, &s.user, key(&s.scratch().join("nope"), None), pinned(&s)));
+    assert!(e.to_string().contains("cannot read private key"), "{e}");
+}
+
+// ---------- passwords (rclone's server: no system account needed) ----------
+
+#[test]
+fn password_right_and_wrong() {
+    env();
+    let r = RcloneSftp::start();
+    let pin = HostKeyPolicy::Pinned(r.fingerprint());
+    let mut src = connect(&cfg(r.port, &r.user, SftpAuth::Password { password_env: "RS_TEST_PASSWORD".into() }, pin.clone()));
+    put(&r.data(), "pw.csv", 5000, Duration::from_secs(600));
+    let files = src.list("/*.csv").unwrap();
+    assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), vec!["/pw.csv"]);
+    let mut out = Vec::new();
+    assert_eq!(src.fetch(&files[0], &mut out, 1 << 20).unwrap().bytes, 5000);
+
+    let e = refused(&cfg(r.port, &r.user, SftpAuth::Password { password_env: "RS_TEST_WRONG_PASSWORD".into() }, pin.clone()));
+    let msg = e.to_string();
+    assert!(msg.contains("wrong user name or password: check RS_TEST_WRONG_PASSWORD"), "{msg}");
+    assert!(!msg.contains("guess"), "secret leaked: {msg}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, false));
+
+    let e = refused(&cfg(r.port, &r.user, SftpAuth::Password { password_env: "RS_TEST_UNSET".into() }, pin));
+    assert!(e.to_string().contains("RS_TEST_UNSET (the password) is not set"), "{e}");
+}
+
+#[test]
+fn keyboard_interactive_against_sshd_with_pam() {
+    env();
+    let (user, password) = support::sshd::test_user();
+    assert_eq!(std::env::var("RS_TEST_KBD_PASSWORD").as_deref(), Ok(password));
+    let s = Sshd::with(SshdOptions { keyboard_interactive: true, ..Default::default() });
+    put(&s.data(), "kbd.csv", 1000, Duration::from_secs(600));
+    // Only keyboard-interactive is on: auth = "password" falls back to it, as OpenSSH does.
+    for auth in [
+        SftpAuth::KeyboardInteractive { password_env: "RS_TEST_KBD_PASSWORD".into() },
+        SftpAuth::Password { password_env: "RS_TEST_KBD_PASSWORD".into() },
+    ] {
+        let mut src = SftpSource::connect(&cfg(s.port, user, auth, pinned(&s))).unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", s.log()));
+        let files = src.list(&format!("{}/*.csv", s.data().display())).unwrap();
+        assert_eq!(files.len(), 1);
+    }
+    let e = refused(&cfg(s.port, user, SftpAuth::KeyboardInteractive { password_env: "RS_TEST_WRONG_PASSWORD".into() }, pinned(&s)));
+    assert!(e.to_string().contains("wrong user name or password (keyboard-interactive): check RS_TEST_WRONG_PASSWORD"), "{e}");
+    assert!(!e.to_string().contains("guess"));
+    // A key for a server that takes only keyboard-interactive for this user says so.
+    let k = s.client_key("ed25519", "");
+    let e = refused(&cfg(s.port, "nobody-here", key(&k, None), pinned(&s)));
+    assert!(matches!(e, SourceError::Auth { .. }), "{e}");
+}
+
+// ---------- host keys ----------
+
+#[test]
+fn wrong_pin_is_refused_with_the_offered_fingerprint() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let pin = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+    let e = refused(&cfg(s.port, &s.user, key(&k, None), HostKeyPolicy::Pinned(pin.into())));
+    let msg = e.to_string();
+    let fp = s.fingerprint("ed25519");
+    assert!(matches!(e, SourceError::HostKey(_)), "{msg}");
+    assert!(msg.contains(&format!("ssh-ed25519 {fp}")), "{msg}");
+    assert!(msg.contains(&format!("host_key = \"{fp}\"")), "{msg}");
+    assert!(msg.contains(pin), "{msg}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, false));
+}
+
+#[test]
+fn a_pin_of_the_servers_other_key_type_is_found() {
+    env();
+    let s = Sshd::with(SshdOptions { host_keys: vec!["ed25519", "ecdsa", "rsa"], ..Default::default() });
+    let k = s.client_key("ed25519", "");
+    for kind in ["ecdsa", "rsa"] {
+        let mut src = connect(&cfg(s.port, &s.user, key(&k, None), HostKeyPolicy::Pinned(s.fingerprint(kind))));
+        round_trip(&mut src, &s.data(), &format!("pin-{kind}.csv"));
+    }
+}
+
+fn known_hosts(s: &Sshd, name: &str, text: &str) -> HostKeyPolicy {
+    let p = s.scratch().join(name);
+    fs::write(&p, text).unwrap();
+    HostKeyPolicy::KnownHosts(p)
+}
+
+#[test]
+fn known_hosts_plain_and_hashed() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let line = format!("[127.0.0.1]:{} {}\n", s.port, s.host_key_line("ed25519"));
+    let plain = known_hosts(&s, "kh_plain", &format!("# other hosts\nexample.com {}\n{line}", s.host_key_line("ed25519")));
+    round_trip(&mut connect(&cfg(s.port, &s.user, key(&k, None), plain)), &s.data(), "plain.csv");
+
+    let HostKeyPolicy::KnownHosts(hashed) = known_hosts(&s, "kh_hashed", &line) else { unreachable!() };
+    let out = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&hashed).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(fs::read_to_string(&hashed).unwrap().starts_with("|1|"), "ssh-keygen -H did not hash");
+    round_trip(&mut connect(&cfg(s.port, &s.user, key(&k, None), HostKeyPolicy::KnownHosts(hashed))), &s.data(), "hashed.csv");
+}
+
+#[test]
+fn known_hosts_with_only_another_key_type() {
+    env();
+    // The server has ed25519 and ECDSA keys; known_hosts holds only the ECDSA one: we must
+    // ask for ECDSA and connect, not call the ed25519 key a mismatch.
+    let s = Sshd::with(SshdOptions { host_keys: vec!["ed25519", "ecdsa"], ..Default::default() });
+    let k = s.client_key("ed25519", "");
+    let kh = known_hosts(&s, "kh_ecdsa", &format!("[127.0.0.1]:{} {}\n", s.port, s.host_key_line("ecdsa")));
+    round_trip(&mut connect(&cfg(s.port, &s.user, key(&k, None), kh)), &s.data(), "ecdsa-known.csv");
+
+    // A server with only ed25519, and known_hosts with only an ECDSA key for it: unknown, not changed.
+    let only = Sshd::start();
+    let k = only.client_key("ed25519", "");
+    let kh = known_hosts(&only, "kh_other", &format!("[127.0.0.1]:{} {}\n", only.port, s.host_key_line("ecdsa")));
+    let e = refused(&cfg(only.port, &only.user, key(&k, None), kh));
+    let msg = e.to_string();
+    assert!(msg.contains("is not in") && msg.contains("has only ecdsa-sha2-nistp256"), "{msg}");
+    assert!(msg.contains(&format!("host_key = \"{}\"", only.fingerprint("ed25519"))), "{msg}");
+    assert!(!msg.contains("CHANGED"), "{msg}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, false));
+}
+
+#[test]
+fn known_hosts_with_a_changed_key() {
+    env();
+    let s = Sshd::start();
+    let other = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let kh = known_hosts(&s, "kh_changed", &format!("[127.0.0.1]:{} {}\n", s.port, other.host_key_line("ed25519")));
+    let e = refused(&cfg(s.port, &s.user, key(&k, None), kh));
+    let msg = e.to_string();
+    assert!(msg.contains("HAS CHANGED") && msg.contains(&s.fingerprint("ed25519")) && msg.contains("line(s) 1"), "{msg}");
+    assert!(!e.retriable());
+}
+
+#[test]
+fn ssh_rsa_only_server_is_refused_as_obsolete() {
+    env();
+    let s = Sshd::with(SshdOptions { host_keys: vec!["rsa"], host_key_algorithms: Some("ssh-rsa".into()), ..Default::default() });
+    let k = s.client_key("ed25519", "");
+    let e = refused(&cfg(s.port, &s.user, key(&k, None), HostKeyPolicy::Pinned(s.fingerprint("rsa"))));
+    let msg = e.to_string();
+    assert!(matches!(e, SourceError::Algorithms(_)), "{msg}");
+    assert!(msg.contains("offers only obsolete algorithms"), "{msg}");
+    assert!(msg.contains("host key algorithms: the server offers ssh-rsa — we accept ssh-ed25519"), "{msg}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, false));
+
+    let e = keyscan("127.0.0.1", s.port, Duration::from_secs(10)).err().expect("keyscan of an ssh-rsa-only server");
+    assert!(e.to_string().contains("offers only obsolete algorithms"), "{e}");
+}
+
+#[test]
+fn keyscan_reports_each_modern_host_key() {
+    env();
+    let s = Sshd::with(SshdOptions { host_keys: vec!["ed25519", "ecdsa", "rsa"], ..Default::default() });
+    let keys = keyscan("127.0.0.1", s.port, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        keys,
+        vec![
+            ("ssh-ed25519".to_string(), s.fingerprint("ed25519")),
+            ("ecdsa-sha2-nistp256".to_string(), s.fingerprint("ecdsa")),
+            ("ssh-rsa".to_string(), s.fingerprint("rsa")),
+        ]
+    );
+}
+
+// ---------- files ----------
+
+fn rule(path: &str, pick: Pick, min_age: Duration) -> FileRule {
+    FileRule { path: path.into(), pick, format: None, min_age, after: After::Keep, stale_after: None, max_size: 1 << 30 }
+}
+
+#[test]
+fn file_selection_glob_newest_last_name_and_min_age() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let mut src = connect(&cfg(s.port, &s.user, key(&k, None), pinned(&s)));
+    let d = s.data();
+    put(&d, "employees_2026-01-31.csv", 100, Duration::from_secs(7200));
+    put(&d, "employees_2026-01-15.csv", 100, Duration::from_secs(600));
+    put(&d, "notes.csv", 100, Duration::from_secs(60));
+    fs::create_dir(d.join("employees_dir.csv")).unwrap();
+    let pattern = format!("{}/employees_*.csv", d.display());
+    let files = src.list(&pattern).unwrap();
+    let mut names: Vec<&str> = files.iter().map(|f| f.name()).collect();
+    names.sort();
+    assert_eq!(names, vec!["employees_2026-01-15.csv", "employees_2026-01-31.csv"], "folders and non-matching files are left out");
+    assert!(files.iter().all(|f| f.mtime.is_some() && f.size == 100));
+
+    let now = chrono::Utc::now();
+    let pick = |r: FileRule| match select::select(&files, &r, now) {
+        Selection::Picked(f) => f.name().to_string(),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(pick(rule(&pattern, Pick::Newest, Duration::ZERO)), "employees_2026-01-15.csv");
+    assert_eq!(pick(rule(&pattern, Pick::LastName, Duration::ZERO)), "employees_2026-01-31.csv");
+    // The newest is 10 minutes old: with min_age 30m it is still being written.
+    assert_eq!(pick(rule(&pattern, Pick::Newest, Duration::from_secs(1800))), "employees_2026-01-31.csv");
+    assert!(matches!(select::select(&files, &rule(&pattern, Pick::Newest, Duration::from_secs(86400)), now), Selection::TooYoung { .. }));
+
+    // An exact path lists that file; a missing folder is a file error (exit 4).
+    assert_eq!(src.list(&format!("{}/notes.csv", d.display())).unwrap().len(), 1);
+    let e = src.list("/no/such/folder/*.csv").unwrap_err();
+    assert_eq!(e.exit(), Exit::Data, "{e}");
+    assert!(e.to_string().contains("/no/such/folder"), "{e}");
+}
+
+#[test]
+fn after_move_and_delete() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let mut src = connect(&cfg(s.port, &s.user, key(&k, None), pinned(&s)));
+    let d = s.data();
+    put(&d, "a.csv", 10, Duration::from_secs(600));
+    put(&d, "b.csv", 10, Duration::from_secs(600));
+    let files = src.list(&format!("{}/*.csv", d.display())).unwrap();
+    let a = files.iter().find(|f| f.name() == "a.csv").unwrap();
+    let b = files.iter().find(|f| f.name() == "b.csv").unwrap();
+    let processed = format!("{}/processed/", d.display());
+    src.finish(a, &After::Move(processed.clone())).unwrap();
+    assert!(!d.join("a.csv").exists() && d.join("processed/a.csv").is_file());
+    // Moving a second file of the same name keeps the first.
+    put(&d, "a.csv", 20, Duration::from_secs(600));
+    src.finish(a, &After::Move(processed)).unwrap();
+    assert_eq!(fs::read_dir(d.join("processed")).unwrap().count(), 2);
+    src.finish(b, &After::Delete).unwrap();
+    assert!(!d.join("b.csv").exists());
+    src.finish(b, &After::Keep).unwrap();
+    let e = src.finish(b, &After::Delete).unwrap_err();
+    assert!(e.to_string().contains("cannot delete") && e.to_string().contains("b.csv"), "{e}");
+}
+
+#[test]
+fn size_cap_and_a_file_that_changed_after_listing() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let mut src = connect(&cfg(s.port, &s.user, key(&k, None), pinned(&s)));
+    put(&s.data(), "big.csv", 50_000, Duration::from_secs(600));
+    let f = src.list(&format!("{}/big.csv", s.data().display())).unwrap().remove(0);
+    let e = src.fetch(&f, &mut Vec::new(), 1000).unwrap_err();
+    assert!(matches!(e, SourceError::TooLarge { .. }) && e.exit() == Exit::Data, "{e}");
+    // Rewritten shorter between listing and download: never a silent short read.
+    put(&s.data(), "big.csv", 20_000, Duration::from_secs(600));
+    let e = src.fetch(&f, &mut Vec::new(), 1 << 30).unwrap_err();
+    assert!(matches!(e, SourceError::Truncated { got: 20_000, expected: 50_000, .. }), "{e}");
+}
+
+// ---------- faults ----------
+
+#[test]
+fn a_silent_server_fails_within_the_timeout() {
+    env();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Accepts, keeps the connection open, never says a word.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            held.push(s);
+        }
+    });
+    let mut c = cfg(port, "root", key(Path::new("/nonexistent"), None), HostKeyPolicy::Pinned("SHA256:x".into()));
+    c.timeout = Duration::from_secs(2);
+    let start = Instant::now();
+    let e = refused(&c);
+    let took = start.elapsed();
+    assert!(matches!(e, SourceError::Timeout { .. }), "{e}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "took {took:?}");
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
+}
+
+/// Forwards one connection to `to`, and cuts both ways once `limit` bytes came back.
+fn cutting_proxy(to: u16, limit: u64) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let client = client.unwrap();
+            let server = TcpStream::connect(("127.0.0.1", to)).unwrap();
+            let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_r, &mut s_w);
+            });
+            let (mut s_r, mut c_w) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                let mut sent = 0u64;
+                while let Ok(n) = s_r.read(&mut buf) {
+                    if n == 0 || c_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                    if sent >= limit {
+                        break;
+                    }
+                }
+                let _ = c_w.shutdown(Shutdown::Both);
+                let _ = s_r.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_transfer_cut_midway_is_truncated_and_retriable() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    put(&s.data(), "cut.csv", 8 << 20, Duration::from_secs(600));
+    let port = cutting_proxy(s.port, 2 << 20);
+    let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
+    let f = src.list(&format!("{}/cut.csv", s.data().display())).unwrap().remove(0);
+    let mut out = Vec::new();
+    let e = src.fetch(&f, &mut out, 1 << 30).unwrap_err();
+    let SourceError::Truncated { got, expected, .. } = &e else { panic!("expected Truncated, got {e}") };
+    assert!(*got < *expected && *expected == 8 << 20, "{e}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
+    assert!(e.to_string().contains("cut.csv"), "{e}");
+}
