@@ -1,6 +1,11 @@
 //! CSV (and TSV): streamed with the csv crate over one reused `ByteRecord`; only the
 //! requested cells are turned into strings. Lines are the physical line where a record
 //! starts, so a quoted field holding newlines does not shift the numbers after it.
+//!
+//! Records end at `\n` only (a trailing `\r` is dropped from the last field) and the stream
+//! always ends with one: then every record consumes its terminator, and its first line is
+//! the reader's line after it minus one minus the newlines inside it. csv's own start
+//! position is off by one after CRLF and after blank lines.
 
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -41,7 +46,7 @@ pub(crate) fn open(path: &Path, file: &str, opts: &SourceOptions, columns: &[Str
                     })));
                 }
             }
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
+            let line = start_line(&rdr, &rec);
             // Spreadsheet-saved CSVs end with rows of bare delimiters; they hold nobody.
             if rec.iter().all(|f| f.iter().all(|b| b.is_ascii_whitespace())) {
                 continue;
@@ -59,7 +64,7 @@ pub(crate) fn open(path: &Path, file: &str, opts: &SourceOptions, columns: &[Str
             }
             let mut values = Vec::with_capacity(idx.len());
             for &i in &idx {
-                match std::str::from_utf8(&rec[i]) {
+                match std::str::from_utf8(field(&rec, i)) {
                     Ok(s) => values.push(Some(s.to_string())),
                     Err(_) => {
                         return Some(Err(ReadError::Row(RowError {
@@ -91,11 +96,12 @@ fn start(path: &Path, file: &str, opts: &SourceOptions) -> Result<(Reader, Vec<S
         .read_to_end(&mut prefix)
         .map_err(|source| FormatError::Io { file: file.into(), source })?;
     let delimiter = opts.delimiter.unwrap_or_else(|| sniff_delimiter(&prefix, opts.header_row));
-    let stream: Stream = Box::new(Cursor::new(prefix).chain(text));
+    let stream: Stream = Box::new(TrailingNewline { inner: Cursor::new(prefix).chain(text), last: b'\n' });
     let mut rdr = ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(delimiter)
+        .terminator(csv::Terminator::Any(b'\n'))
         .buffer_capacity(1 << 16)
         .from_reader(stream);
     let mut rec = ByteRecord::new();
@@ -118,18 +124,55 @@ fn start(path: &Path, file: &str, opts: &SourceOptions) -> Result<(Reader, Vec<S
                 });
             }
         }
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        if line < opts.header_row {
+        let line = start_line(&rdr, &rec);
+        if line < opts.header_row || rec.iter().all(|f| f.iter().all(|b| b.is_ascii_whitespace())) {
             continue;
         }
         let mut header = Vec::with_capacity(rec.len());
-        for f in rec.iter() {
+        for f in (0..rec.len()).map(|i| field(&rec, i)) {
             match std::str::from_utf8(f) {
                 Ok(s) => header.push(s.to_string()),
                 Err(_) => return Err(FormatError::Malformed { file: file.into(), line: Some(line), message: format!("the header has invalid UTF-8 bytes; {ENCODING_HINT}") }),
             }
         }
         return Ok((rdr, header, line));
+    }
+}
+
+/// The physical line a record starts on (see the module comment).
+fn start_line(rdr: &Reader, rec: &ByteRecord) -> u64 {
+    let inside = rec.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+    rdr.position().line().saturating_sub(1 + inside).max(1)
+}
+
+/// Field `i`, without the `\r` of a CRLF line end on the last field.
+fn field(rec: &ByteRecord, i: usize) -> &[u8] {
+    let f = &rec[i];
+    if i + 1 == rec.len() { f.strip_suffix(b"\r").unwrap_or(f) } else { f }
+}
+
+/// Appends a `\n` to a stream that does not end with one.
+struct TrailingNewline<R> {
+    inner: R,
+    last: u8,
+}
+
+impl<R: Read> Read for TrailingNewline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.last = buf[n - 1];
+            return Ok(n);
+        }
+        if self.last != b'\n' {
+            self.last = b'\n';
+            buf[0] = b'\n';
+            return Ok(1);
+        }
+        Ok(0)
     }
 }
 
