@@ -274,11 +274,12 @@ pub fn apply_transforms(mut s: String, transforms: &[Transform]) -> String {
     s
 }
 
-/// "jean-luc O'BRIEN" → "Jean-Luc O'Brien": a letter after a non-letter (other than an
-/// apostrophe) starts a word.
+/// "jean-luc O'BRIEN" → "Jean-Luc O'Brien": a letter after a non-letter starts a word; after
+/// an apostrophe only when one letter precedes it (O'Brien, D'Arc, but Don't).
 fn title_case(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut start = true;
+    let mut letters = 0;
     for ch in s.chars() {
         if ch.is_alphabetic() {
             if start {
@@ -287,9 +288,11 @@ fn title_case(s: &str) -> String {
                 out.extend(ch.to_lowercase());
             }
             start = false;
+            letters += 1;
         } else {
             out.push(ch);
-            start = ch != '\'' && ch != '’';
+            start = if ch == '\'' || ch == '’' { letters == 1 } else { true };
+            letters = 0;
         }
     }
     out
@@ -590,4 +593,187 @@ pub fn group_errors(errors: &[RowError]) -> Vec<String> {
         .collect();
     out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     out.into_iter().map(|(_, s)| s).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const MAPPING: &str = r#"
+unique_id = "employee_id"
+[fields]
+employee_id = "Id"
+first_name  = { column = "First", transform = ["trim", "collapse-spaces", "title-case"] }
+last_name   = { column = "Last", transform = ["trim", "uppercase"] }
+email       = { column = "Email", transform = ["trim", "lowercase"] }
+language    = { column = "Lang", default = "en" }
+active      = { column = "Status", map = { "Employed" = true, "Left" = false } }
+[attributes]
+full_name = { template = "{First} {Last}" }
+hire_date = { column = "Hired", date = "%d/%m/%Y" }
+site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
+"#;
+
+    fn mapper() -> Mapper {
+        let m = crate::config::parse_mapping(MAPPING, Path::new("m.toml")).unwrap();
+        Mapper::new(&m)
+    }
+
+    /// A record from (column, value) pairs; columns not given are absent.
+    fn rec(mapper: &Mapper, line: u64, cells: &[(&str, &str)]) -> Record {
+        let values = mapper
+            .columns()
+            .iter()
+            .map(|c| cells.iter().find(|(k, _)| k == c).map(|(_, v)| v.to_string()))
+            .collect();
+        Record { line, values }
+    }
+
+    fn good() -> Vec<(&'static str, &'static str)> {
+        vec![("Id", "00123"), ("First", "  jean-luc   o'brien "), ("Last", "Müller"), ("Email", " Zoe@Example.COM "), ("Lang", "Français"), ("Status", "Employed"), ("Hired", "15/03/2021"), ("Site", "PAR")]
+    }
+
+    #[test]
+    fn a_good_row_maps_field_by_field() {
+        let m = mapper();
+        let u = m.map(&rec(&m, 7, &good())).unwrap();
+        assert_eq!(u.external_id, "00123");
+        assert_eq!(u.employee_id.as_deref(), Some("00123"));
+        assert_eq!(u.first_name, "Jean-Luc O'Brien");
+        assert_eq!(u.last_name, "MÜLLER");
+        assert_eq!(u.email.as_deref(), Some("zoe@example.com"));
+        assert_eq!(u.language, "fr");
+        assert!(u.active);
+        assert_eq!(u.attributes.get("hire_date").map(String::as_str), Some("2021-03-15"));
+        assert_eq!(u.attributes.get("site").map(String::as_str), Some("Paris"));
+        assert_eq!(u.attributes.get("full_name").map(String::as_str), Some("  jean-luc   o'brien  Müller"));
+    }
+
+    #[test]
+    fn defaults_fallbacks_and_empty_attributes() {
+        let m = mapper();
+        let mut cells = good();
+        cells.retain(|(k, _)| *k != "Lang" && *k != "Hired");
+        cells.iter_mut().for_each(|c| if c.0 == "Site" { c.1 = "NYC" });
+        let u = m.map(&rec(&m, 2, &cells)).unwrap();
+        assert_eq!(u.language, "en", "absent language takes the default");
+        assert_eq!(u.attributes.get("site").map(String::as_str), Some("Other"), "fallback for values the map does not list");
+        assert!(!u.attributes.contains_key("hire_date"), "empty attributes are left out");
+    }
+
+    #[test]
+    fn row_rules_table() {
+        let m = mapper();
+        // (cell to change, new value, expected column, expected message fragment)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("Id", "", "Id", "the unique id (employee_id) is empty"),
+            ("First", "   ", "First", "first name is empty"),
+            ("Last", "", "Last", "last name is empty"),
+            ("Email", "zoe@", "Email", "not a valid email address: nothing after the @"),
+            ("Email", "zoe.example.com", "Email", "no @"),
+            ("Email", "zo e@example.com", "Email", "spaces"),
+            ("Lang", "Klingon", "Lang", "\"Klingon\" is not a language"),
+            ("Status", "Maybe", "Status", "\"Maybe\" is not an active flag"),
+            ("Hired", "2021/03/15", "Hired", "not a date in the format \"%d/%m/%Y\""),
+        ];
+        for (col, val, want_col, want_msg) in cases {
+            let mut cells = good();
+            cells.iter_mut().for_each(|c| if c.0 == *col { c.1 = val });
+            let errs = m.map(&rec(&m, 9, &cells)).expect_err(&format!("{col}={val:?} must fail"));
+            assert_eq!(errs.len(), 1, "{col}={val:?}: {errs:?}");
+            assert_eq!(errs[0].line, 9);
+            assert_eq!(errs[0].column.as_deref(), Some(*want_col), "{col}={val:?}");
+            assert!(errs[0].message.contains(want_msg), "{col}={val:?}: {}", errs[0].message);
+            let expected_id = if *col == "Id" { None } else { Some("00123") };
+            assert_eq!(errs[0].external_id.as_deref(), expected_id, "{col}={val:?}");
+        }
+    }
+
+    #[test]
+    fn a_row_reports_all_its_errors() {
+        let m = mapper();
+        let errs = m.map(&rec(&m, 3, &[("Id", "E1"), ("Email", "bad"), ("Status", "?")])).unwrap_err();
+        let cols: Vec<_> = errs.iter().map(|e| e.column.clone().unwrap_or_default()).collect();
+        assert_eq!(cols, vec!["First", "Last", "Email", "Status"], "{errs:?}");
+    }
+
+    #[test]
+    fn emails_table() {
+        for ok in ["a@b.co", "first.last+tag@example.com", "zoë@exemple.fr", "用户@例子.广告", "o'brien@example.ie", "\"john doe\"@x.org".replace(' ', "_").as_str(), "x@[192.168.0.1]", "a@xn--bcher-kva.example"] {
+            assert_eq!(check_email(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "@b.co", "a@", "a@b", "a@@b.co", "a..b@c.co", ".a@b.co", "a@-b.co", "a@b..co", "a b@c.co", "a@b.123", "a@b_c.co"] {
+            assert!(check_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn languages_table() {
+        for (input, code) in [("fr", "fr"), ("FR", "fr"), ("fr-FR", "fr"), ("pt_BR", "pt"), ("French", "fr"), ("Français", "fr"), ("francais", "fr"), ("Deutsch", "de"), ("español", "es"), ("Nederlands", "nl"), ("日本語", "ja"), ("German (Switzerland)", "de"), ("eng", "en")] {
+            assert_eq!(language_code(input), Some(code), "{input}");
+        }
+        for bad in ["", "xx", "Klingon", "f"] {
+            assert_eq!(language_code(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_table() {
+        for (s, b) in [("true", true), ("Yes", true), ("1", true), ("ACTIVE", true), ("oui", true), ("false", false), ("no", false), ("0", false), ("Inactive", false), ("nein", false)] {
+            assert_eq!(parse_flag(s), Some(b), "{s}");
+        }
+        assert_eq!(parse_flag("maybe"), None);
+    }
+
+    #[test]
+    fn transforms_table() {
+        use Transform::*;
+        for (input, ts, out) in [
+            ("  a  b ", vec![Trim], "a  b"),
+            ("  a  b ", vec![CollapseSpaces], "a b"),
+            ("ÉMILIE", vec![Lowercase], "émilie"),
+            ("straße", vec![Uppercase], "STRASSE"),
+            ("mARIE-claire d'ARC", vec![TitleCase], "Marie-Claire D'Arc"),
+            ("DON'T stop", vec![TitleCase], "Don't Stop"),
+        ] {
+            assert_eq!(apply_transforms(input.to_string(), &ts), out, "{input} {ts:?}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_all_errors_and_keep_their_ids() {
+        let m = mapper();
+        let mut bad = good();
+        bad.iter_mut().for_each(|c| if c.0 == "Email" { c.1 = "nope" });
+        let mut other = good();
+        other.iter_mut().for_each(|c| if c.0 == "Id" { c.1 = "E9" });
+        let records: Vec<Result<Record, ReadError>> = vec![
+            Ok(rec(&m, 2, &good())),
+            Ok(rec(&m, 3, &other)),
+            Ok(rec(&m, 4, &good())),
+            Ok(rec(&m, 5, &bad)),
+            Err(ReadError::Row(RowError { line: 6, column: None, message: "found 3 fields".into(), external_id: None })),
+        ];
+        let out = collect(Box::new(records.into_iter()), &m).unwrap();
+        assert_eq!(out.rows, 5);
+        assert_eq!(out.users.iter().map(|u| u.line).collect::<Vec<_>>(), vec![3]);
+        let dup: Vec<u64> = out.errors.iter().filter(|e| e.message.contains("is on 3 rows (lines 2, 4, 5)")).map(|e| e.line).collect();
+        assert_eq!(dup, vec![2, 4, 5]);
+        assert!(out.errors.iter().filter(|e| e.line != 6).all(|e| e.external_id.as_deref() == Some("00123")));
+        let groups = group_errors(&out.errors);
+        assert_eq!(groups[0], format!("Id: 3 rows invalid, first at lines 2, 4, 5 (line 2: {})", out.errors[0].message));
+        assert!(groups.iter().any(|g| g.starts_with("Email: 1 row invalid, first at line 5")), "{groups:?}");
+        assert!(groups.iter().any(|g| g.starts_with("Row: 1 row invalid, first at line 6")), "{groups:?}");
+    }
+
+    #[test]
+    fn a_file_fault_stops_collect() {
+        let m = mapper();
+        let records: Vec<Result<Record, ReadError>> = vec![
+            Ok(rec(&m, 2, &good())),
+            Err(ReadError::File(FormatError::Malformed { file: "f.csv".into(), line: Some(3), message: "truncated".into() })),
+        ];
+        assert!(matches!(collect(Box::new(records.into_iter()), &m), Err(FormatError::Malformed { .. })));
+    }
 }
