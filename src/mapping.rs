@@ -1,19 +1,75 @@
 //! Mapping: records → users and row errors. A pure function of the mapping file and the
 //! record; no I/O.
+//!
+//! A field's value is computed as: read (column or template) → transforms → default when
+//! empty → `map`/fallback → `date`. The row rules of DESIGN.md then check the user; every
+//! fault of a row is reported, not only the first.
+
+use std::collections::{BTreeMap, HashMap};
 
 use crate::config::Mapping;
-use crate::format::Record;
-use crate::model::{RowError, User};
+use crate::config::mapping::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
+use crate::format::{FormatError, ReadError, Record};
+use crate::model::{RowError, SourcedUser, User};
+
+/// A rule with its column references resolved to indexes into `Record::values`.
+#[derive(Debug, Clone)]
+struct Compiled {
+    rule: FieldRule,
+    /// The source column(s) named in errors.
+    column: Option<String>,
+    input: CompiledInput,
+}
+
+#[derive(Debug, Clone)]
+enum CompiledInput {
+    Column(usize),
+    Template(Vec<CompiledPart>),
+    Constant,
+}
+
+#[derive(Debug, Clone)]
+enum CompiledPart {
+    Text(String),
+    Column(usize),
+}
 
 /// A mapping compiled against the columns requested from the format (`Mapping::columns()`).
 pub struct Mapper {
     mapping: Mapping,
     columns: Vec<String>,
+    fields: Vec<(PlatformField, Compiled)>,
+    attributes: Vec<(String, Compiled)>,
 }
 
 impl Mapper {
     pub fn new(mapping: &Mapping) -> Mapper {
-        Mapper { columns: mapping.columns(), mapping: mapping.clone() }
+        let columns = mapping.columns();
+        let pos = |c: &str| columns.iter().position(|x| x == c).unwrap_or(usize::MAX);
+        let compile = |rule: &FieldRule| {
+            let input = match &rule.input {
+                Input::Column(c) => CompiledInput::Column(pos(c)),
+                Input::Template(parts) => CompiledInput::Template(
+                    parts
+                        .iter()
+                        .map(|p| match p {
+                            TemplatePart::Text(t) => CompiledPart::Text(t.clone()),
+                            TemplatePart::Column(c) => CompiledPart::Column(pos(c)),
+                        })
+                        .collect(),
+                ),
+                Input::Constant => CompiledInput::Constant,
+            };
+            let cols = rule.columns();
+            let column = if cols.is_empty() { None } else { Some(cols.join(", ")) };
+            Compiled { rule: rule.clone(), column, input }
+        };
+        Mapper {
+            fields: mapping.fields.iter().map(|(f, r)| (*f, compile(r))).collect(),
+            attributes: mapping.attributes.iter().map(|(n, r)| (n.clone(), compile(r))).collect(),
+            columns,
+            mapping: mapping.clone(),
+        }
     }
 
     /// The columns to ask the format for, in the order `Record::values` will hold them.
@@ -21,18 +77,392 @@ impl Mapper {
         &self.columns
     }
 
+    /// The source column the unique id comes from (for duplicate errors).
+    fn unique_column(&self) -> Option<String> {
+        let f = unique_field(self.mapping.unique_id);
+        self.fields.iter().find(|(pf, _)| *pf == f).and_then(|(_, c)| c.column.clone())
+    }
+
     /// Maps and validates one record.
     pub fn map(&self, record: &Record) -> Result<User, Vec<RowError>> {
-        let _ = (&self.mapping, record);
-        unimplemented!()
+        let mut errors: Vec<RowError> = Vec::new();
+        let line = record.line;
+        let push = |errors: &mut Vec<RowError>, column: &Option<String>, message: String| {
+            errors.push(RowError { line, column: column.clone(), message, external_id: None });
+        };
+        let (mut employee_id, mut email, mut first, mut last) = (None, None, None, None);
+        let mut language = None;
+        let mut active = None;
+        let mut lang_col = None;
+        let mut active_col = None;
+        for (field, c) in &self.fields {
+            let v = match value(c, record) {
+                Ok(v) => v,
+                Err(m) => {
+                    push(&mut errors, &c.column, m);
+                    continue;
+                }
+            };
+            match field {
+                PlatformField::EmployeeId => employee_id = v,
+                PlatformField::Email => email = v,
+                PlatformField::FirstName => first = v,
+                PlatformField::LastName => last = v,
+                PlatformField::Language => {
+                    language = v;
+                    lang_col = Some(c);
+                }
+                PlatformField::Active => {
+                    active = v;
+                    active_col = Some(c);
+                }
+            }
+        }
+        let col_of = |f: PlatformField| self.fields.iter().find(|(pf, _)| *pf == f).and_then(|(_, c)| c.column.clone());
+        let uid_field = unique_field(self.mapping.unique_id);
+        let external_id = match self.mapping.unique_id {
+            UniqueId::EmployeeId => employee_id.clone(),
+            UniqueId::Email => email.clone(),
+        };
+        if external_id.is_none() && !errors.iter().any(|e| e.column == col_of(uid_field)) {
+            push(&mut errors, &col_of(uid_field), format!("the unique id ({}) is empty; the row cannot be matched to a person", uid_field.name()));
+        }
+        if first.is_none() && !errors.iter().any(|e| e.column == col_of(PlatformField::FirstName)) {
+            push(&mut errors, &col_of(PlatformField::FirstName), "first name is empty; every user needs one".into());
+        }
+        if last.is_none() && !errors.iter().any(|e| e.column == col_of(PlatformField::LastName)) {
+            push(&mut errors, &col_of(PlatformField::LastName), "last name is empty; every user needs one".into());
+        }
+        if let Some(e) = &email {
+            if let Err(why) = check_email(e) {
+                push(&mut errors, &col_of(PlatformField::Email), format!("\"{e}\" is not a valid email address: {why}"));
+            }
+        }
+        let language = match (language, lang_col) {
+            (Some(l), c) => match language_code(&l) {
+                Some(code) => Some(code.to_string()),
+                None => {
+                    push(&mut errors, &c.and_then(|c| c.column.clone()), format!("\"{l}\" is not a language; expected an ISO 639-1 code (en, fr, de …), a tag (fr-FR) or a name (French, Français)"));
+                    None
+                }
+            },
+            (None, Some(c)) if c.column.is_some() => {
+                if !errors.iter().any(|e| e.column == c.column) {
+                    push(&mut errors, &c.column, "language is empty; add default = \"en\" to the language field of the mapping, or fill it in the export".into());
+                }
+                None
+            }
+            // Not mapped at all: the platform's default language.
+            _ => Some("en".to_string()),
+        };
+        let active = match (active, active_col) {
+            (Some(a), c) => match parse_flag(&a) {
+                Some(b) => Some(b),
+                None => {
+                    push(&mut errors, &c.and_then(|c| c.column.clone()), format!(
+                        "\"{a}\" is not an active flag; expected true/false, yes/no, 1/0 or active/inactive, or add map = {{ \"{a}\" = true }} to the active field"
+                    ));
+                    None
+                }
+            },
+            (None, Some(c)) if c.column.is_some() => {
+                if !errors.iter().any(|e| e.column == c.column) {
+                    push(&mut errors, &c.column, "active flag is empty; add default = true to the active field of the mapping, or fill it in the export".into());
+                }
+                None
+            }
+            _ => Some(true),
+        };
+        let mut attributes = BTreeMap::new();
+        for (name, c) in &self.attributes {
+            match value(c, record) {
+                Ok(Some(v)) => {
+                    attributes.insert(name.clone(), v);
+                }
+                Ok(None) => {}
+                Err(m) => push(&mut errors, &c.column, m),
+            }
+        }
+        if !errors.is_empty() {
+            for e in &mut errors {
+                e.external_id = external_id.clone();
+            }
+            return Err(errors);
+        }
+        match (external_id, first, last, language, active) {
+            (Some(external_id), Some(first_name), Some(last_name), Some(language), Some(active)) => Ok(User {
+                external_id,
+                email,
+                employee_id,
+                first_name,
+                last_name,
+                language,
+                active,
+                attributes,
+            }),
+            // Every None above pushed an error; this arm is not reached.
+            _ => Err(vec![RowError { line: record.line, column: None, message: "row incomplete".into(), external_id: None }]),
+        }
     }
+}
+
+fn unique_field(u: UniqueId) -> PlatformField {
+    match u {
+        UniqueId::EmployeeId => PlatformField::EmployeeId,
+        UniqueId::Email => PlatformField::Email,
+    }
+}
+
+/// A field's value for one record; `None` when empty with no default.
+fn value(c: &Compiled, record: &Record) -> Result<Option<String>, String> {
+    let cell = |i: usize| record.values.get(i).and_then(|v| v.as_deref());
+    let raw: Option<String> = match &c.input {
+        CompiledInput::Column(i) => cell(*i).map(str::to_string),
+        CompiledInput::Template(parts) => {
+            let mut any = false;
+            let mut s = String::new();
+            for p in parts {
+                match p {
+                    CompiledPart::Text(t) => s.push_str(t),
+                    CompiledPart::Column(i) => {
+                        let v = cell(*i).unwrap_or("");
+                        any |= !v.trim().is_empty();
+                        s.push_str(v);
+                    }
+                }
+            }
+            any.then_some(s)
+        }
+        CompiledInput::Constant => None,
+    };
+    let mut v = raw.map(|r| apply_transforms(r, &c.rule.transforms));
+    if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        // The default is a platform value: no transform, map or date applies to it.
+        return Ok(c.rule.default.clone());
+    }
+    if let Some(map) = &c.rule.map {
+        let s = v.take().unwrap_or_default();
+        let hit = map
+            .iter()
+            .find(|(k, _)| *k == s)
+            .or_else(|| map.iter().find(|(k, _)| k.trim().to_lowercase() == s.trim().to_lowercase()));
+        v = Some(match (hit, &c.rule.fallback) {
+            (Some((_, to)), _) => to.clone(),
+            (None, Some(fb)) => fb.clone(),
+            (None, None) => s,
+        });
+    }
+    if let (Some(fmt), Some(s)) = (&c.rule.date, &v) {
+        v = Some(parse_date(s, fmt)?);
+    }
+    Ok(v)
+}
+
+pub fn apply_transforms(mut s: String, transforms: &[Transform]) -> String {
+    for t in transforms {
+        s = match t {
+            Transform::Trim => {
+                let t = s.trim();
+                if t.len() == s.len() { s } else { t.to_string() }
+            }
+            Transform::Lowercase => s.to_lowercase(),
+            Transform::Uppercase => s.to_uppercase(),
+            Transform::TitleCase => title_case(&s),
+            Transform::CollapseSpaces => s.split_whitespace().collect::<Vec<_>>().join(" "),
+        };
+    }
+    s
+}
+
+/// "jean-luc O'BRIEN" → "Jean-Luc O'Brien": a letter after a non-letter starts a word; after
+/// an apostrophe only when one letter precedes it (O'Brien, D'Arc, but Don't).
+fn title_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut start = true;
+    let mut letters = 0;
+    for ch in s.chars() {
+        if ch.is_alphabetic() {
+            if start {
+                out.extend(ch.to_uppercase());
+            } else {
+                out.extend(ch.to_lowercase());
+            }
+            start = false;
+            letters += 1;
+        } else {
+            out.push(ch);
+            start = if ch == '\'' || ch == '’' { letters == 1 } else { true };
+            letters = 0;
+        }
+    }
+    out
+}
+
+/// Input date in the mapping's strftime format → ISO 8601. A value already ISO (spreadsheet
+/// date cells arrive that way) is accepted as is.
+pub fn parse_date(s: &str, fmt: &str) -> Result<String, String> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    let t = s.trim();
+    let d = NaiveDate::parse_from_str(t, fmt)
+        .or_else(|_| NaiveDateTime::parse_from_str(t, fmt).map(|dt| dt.date()))
+        .or_else(|_| NaiveDate::parse_from_str(t, "%Y-%m-%d"))
+        .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").map(|dt| dt.date()));
+    match d {
+        Ok(d) => Ok(d.format("%Y-%m-%d").to_string()),
+        Err(_) => Err(format!("\"{t}\" is not a date in the format \"{fmt}\"; fix the cell or the date format in the mapping")),
+    }
+}
+
+/// Active flags as HR systems write them; `None` for anything else.
+pub fn parse_flag(s: &str) -> Option<bool> {
+    match s.trim().to_lowercase().as_str() {
+        "true" | "yes" | "y" | "1" | "active" | "on" | "t" | "oui" | "ja" | "si" | "sí" | "sim" | "actif" | "aktiv" | "activo" | "ativo" | "attivo" => Some(true),
+        "false" | "no" | "n" | "0" | "inactive" | "off" | "f" | "non" | "nein" | "não" | "nao" | "inactif" | "inaktiv" | "inactivo" | "inativo" | "inattivo" => Some(false),
+        _ => None,
+    }
+}
+
+/// A reasonable RFC 5322 / RFC 6531 check: one `@`, a dot-atom local part (any Unicode
+/// letters allowed, or a quoted string), and a domain of letter/digit/hyphen labels with a
+/// dot (internationalised labels allowed).
+pub fn check_email(e: &str) -> Result<(), &'static str> {
+    if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it holds spaces or control characters");
+    }
+    let at = e.rfind('@').ok_or("no @")?;
+    let (local, domain) = (&e[..at], &e[at + 1..]);
+    if local.is_empty() {
+        return Err("nothing before the @");
+    }
+    if domain.is_empty() {
+        return Err("nothing after the @");
+    }
+    if e.len() > 254 {
+        return Err("longer than 254 bytes");
+    }
+    if local.len() > 64 {
+        return Err("the part before the @ is longer than 64 bytes");
+    }
+    if local.starts_with('"') && local.ends_with('"') && local.len() >= 2 {
+        // Quoted local part: anything printable but an unescaped quote.
+    } else {
+        if local.contains('@') {
+            return Err("more than one @");
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err("dots at the start, the end or doubled before the @");
+        }
+        if let Some(c) = local.chars().find(|c| !(c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(*c) || (!c.is_ascii() && !c.is_control()))) {
+            let _ = c;
+            return Err("a character not allowed before the @");
+        }
+    }
+    if domain.starts_with('[') && domain.ends_with(']') {
+        return domain[1..domain.len() - 1].parse::<std::net::Ipv4Addr>().map(|_| ()).map_err(|_| "bad address literal after the @");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err("the domain has no dot");
+    }
+    for l in &labels {
+        if l.is_empty() {
+            return Err("an empty label in the domain");
+        }
+        if l.len() > 63 {
+            return Err("a domain label longer than 63 bytes");
+        }
+        if l.starts_with('-') || l.ends_with('-') {
+            return Err("a domain label starting or ending with '-'");
+        }
+        if !l.chars().all(|c| c.is_alphanumeric() || c == '-') {
+            return Err("a character not allowed in the domain");
+        }
+    }
+    if labels.last().is_some_and(|t| t.chars().all(|c| c.is_ascii_digit())) {
+        return Err("the top-level domain is a number");
+    }
+    Ok(())
+}
+
+/// ISO 639-1 code, English name, native names and ISO 639-2 codes.
+const LANGUAGES: &[(&str, &[&str])] = &[
+    ("en", &["english", "anglais", "englisch", "inglés", "ingles", "inglese", "inglês", "engels", "eng"]),
+    ("fr", &["french", "français", "francais", "französisch", "francés", "frances", "francese", "francês", "frans", "fra", "fre"]),
+    ("de", &["german", "deutsch", "allemand", "alemán", "aleman", "tedesco", "alemão", "alemao", "duits", "deu", "ger"]),
+    ("es", &["spanish", "español", "espanol", "castellano", "espagnol", "spanisch", "spagnolo", "espanhol", "spaans", "spa"]),
+    ("it", &["italian", "italiano", "italien", "italienisch", "italiaans", "ita"]),
+    ("pt", &["portuguese", "português", "portugues", "portugais", "portugiesisch", "portoghese", "portugees", "por"]),
+    ("nl", &["dutch", "nederlands", "néerlandais", "neerlandais", "niederländisch", "holandés", "olandese", "flemish", "vlaams", "nld", "dut"]),
+    ("ja", &["japanese", "日本語", "japonais", "japanisch", "japonés", "giapponese", "japonês", "jpn"]),
+    ("zh", &["chinese", "中文", "汉语", "漢語", "mandarin", "chinois", "chinesisch", "chino", "cinese", "chinês", "zho", "chi"]),
+    ("ko", &["korean", "한국어", "coréen", "koreanisch", "coreano", "kor"]),
+    ("ru", &["russian", "русский", "russe", "russisch", "ruso", "russo", "rus"]),
+    ("pl", &["polish", "polski", "polonais", "polnisch", "polaco", "polacco", "polonês", "pol"]),
+    ("sv", &["swedish", "svenska", "suédois", "schwedisch", "sueco", "svedese", "swe"]),
+    ("da", &["danish", "dansk", "danois", "dänisch", "danés", "danese", "dan"]),
+    ("no", &["norwegian", "norsk", "norvégien", "norwegisch", "noruego", "norvegese", "nor"]),
+    ("nb", &["norwegian bokmål", "bokmål", "bokmal", "nob"]),
+    ("fi", &["finnish", "suomi", "finnois", "finnisch", "finlandés", "finlandese", "fin"]),
+    ("cs", &["czech", "čeština", "cestina", "tchèque", "tschechisch", "checo", "ceco", "ces", "cze"]),
+    ("sk", &["slovak", "slovenčina", "slovaque", "slowakisch", "slk"]),
+    ("hu", &["hungarian", "magyar", "hongrois", "ungarisch", "húngaro", "hun"]),
+    ("ro", &["romanian", "română", "romana", "roumain", "rumänisch", "rumano", "ron", "rum"]),
+    ("bg", &["bulgarian", "български", "bulgare", "bul"]),
+    ("el", &["greek", "ελληνικά", "grec", "griechisch", "griego", "greco", "ell", "gre"]),
+    ("tr", &["turkish", "türkçe", "turkce", "turc", "türkisch", "turco", "tur"]),
+    ("uk", &["ukrainian", "українська", "ukrainien", "ukrainisch", "ucraniano", "ukr"]),
+    ("hr", &["croatian", "hrvatski", "croate", "kroatisch", "hrv"]),
+    ("sr", &["serbian", "српски", "srpski", "serbe", "srp"]),
+    ("sl", &["slovenian", "slovene", "slovenščina", "slovène", "slv"]),
+    ("lt", &["lithuanian", "lietuvių", "lituanien", "lit"]),
+    ("lv", &["latvian", "latviešu", "letton", "lav"]),
+    ("et", &["estonian", "eesti", "estonien", "est"]),
+    ("ar", &["arabic", "العربية", "arabe", "arabisch", "árabe", "ara"]),
+    ("he", &["hebrew", "עברית", "hébreu", "hebräisch", "heb"]),
+    ("hi", &["hindi", "हिन्दी", "हिंदी", "hin"]),
+    ("bn", &["bengali", "bangla", "বাংলা", "ben"]),
+    ("th", &["thai", "ไทย", "thaï", "tha"]),
+    ("vi", &["vietnamese", "tiếng việt", "vietnamien", "vie"]),
+    ("id", &["indonesian", "bahasa indonesia", "indonésien", "ind"]),
+    ("ms", &["malay", "bahasa melayu", "malais", "msa", "may"]),
+    ("ca", &["catalan", "català", "catalán", "cat"]),
+    ("eu", &["basque", "euskara", "eus", "baq"]),
+    ("gl", &["galician", "galego", "glg"]),
+    ("ga", &["irish", "gaeilge", "gle"]),
+    ("is", &["icelandic", "íslenska", "isl", "ice"]),
+    ("fa", &["persian", "farsi", "فارسی", "fas", "per"]),
+    ("ur", &["urdu", "اردو", "urd"]),
+    ("sw", &["swahili", "kiswahili", "swa"]),
+    ("af", &["afrikaans", "afr"]),
+    ("tl", &["tagalog", "filipino", "tgl", "fil"]),
+];
+
+/// ISO 639-1 code for a code, tag (`fr-FR`, `pt_BR`), ISO 639-2 code or language name in
+/// English or the language itself.
+pub fn language_code(s: &str) -> Option<&'static str> {
+    let t = s.trim().to_lowercase();
+    if t.is_empty() {
+        return None;
+    }
+    let primary = t.split(['-', '_']).next().unwrap_or(&t);
+    if let Some((code, _)) = LANGUAGES.iter().find(|(code, _)| *code == primary) {
+        return Some(code);
+    }
+    // Names, also in the "French (France)" form.
+    let name = t.split('(').next().unwrap_or(&t).trim();
+    for candidate in [t.as_str(), name, primary] {
+        if let Some((code, _)) = LANGUAGES.iter().find(|(_, names)| names.contains(&candidate)) {
+            return Some(code);
+        }
+    }
+    None
 }
 
 /// Everything mapped from one file.
 #[derive(Debug, Default)]
 pub struct Mapped {
     /// Valid users, in file order.
-    pub users: Vec<crate::model::SourcedUser>,
+    pub users: Vec<SourcedUser>,
     /// Invalid rows; duplicates of one unique id are all here, each with its line.
     pub errors: Vec<RowError>,
     /// Data rows read (valid + invalid).
@@ -40,7 +470,310 @@ pub struct Mapped {
 }
 
 /// Maps every record, then marks rows that share a unique id as errors (all of them).
-pub fn collect(records: crate::format::Records, mapper: &Mapper) -> Mapped {
-    let _ = (records, mapper);
-    unimplemented!()
+/// A file-level fault (truncated or corrupt file) is returned as is: the records read so far
+/// are not the full export.
+pub fn collect(records: crate::format::Records, mapper: &Mapper) -> Result<Mapped, FormatError> {
+    let mut out = Mapped::default();
+    // Lines of the rows whose errors belong to one row, so `rows` counts rows, not errors.
+    for item in records {
+        match item {
+            Ok(rec) => {
+                out.rows += 1;
+                match mapper.map(&rec) {
+                    Ok(user) => out.users.push(SourcedUser { user, line: rec.line }),
+                    Err(errs) => out.errors.extend(errs),
+                }
+            }
+            Err(ReadError::Row(e)) => {
+                out.rows += 1;
+                out.errors.push(e);
+            }
+            Err(ReadError::File(e)) => return Err(e),
+        }
+    }
+    mark_duplicates(&mut out, mapper);
+    Ok(out)
+}
+
+/// Emails compare ignoring case; employee ids exactly (after trimming).
+fn dup_key(id: &str, u: UniqueId) -> String {
+    match u {
+        UniqueId::Email => id.trim().to_lowercase(),
+        UniqueId::EmployeeId => id.trim().to_string(),
+    }
+}
+
+fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
+    let uid = mapper.mapping.unique_id;
+    // Lines of every row, valid or not, per unique id.
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::with_capacity(out.users.len());
+    for u in &out.users {
+        seen.entry(dup_key(&u.user.external_id, uid)).or_default().push(u.line);
+    }
+    let mut err_lines: Vec<u64> = Vec::new();
+    for e in &out.errors {
+        if let Some(id) = &e.external_id {
+            if err_lines.last() != Some(&e.line) {
+                let v = seen.entry(dup_key(id, uid)).or_default();
+                if v.last() != Some(&e.line) {
+                    v.push(e.line);
+                }
+            }
+            err_lines.push(e.line);
+        }
+    }
+    seen.retain(|_, lines| lines.len() > 1);
+    if seen.is_empty() {
+        return;
+    }
+    let column = mapper.unique_column();
+    let message = |id: &str, lines: &[u64]| {
+        format!(
+            "unique id \"{id}\" ({}) is on {} rows (lines {}); none of them is synced until the export has one row per person",
+            unique_field(uid).name(),
+            lines.len(),
+            lines.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        )
+    };
+    let mut kept = Vec::with_capacity(out.users.len());
+    for u in out.users.drain(..) {
+        match seen.get(&dup_key(&u.user.external_id, uid)) {
+            Some(lines) => out.errors.push(RowError {
+                line: u.line,
+                column: column.clone(),
+                message: message(&u.user.external_id, lines),
+                external_id: Some(u.user.external_id.clone()),
+            }),
+            None => kept.push(u),
+        }
+    }
+    out.users = kept;
+    let mut extra = Vec::new();
+    let mut done: Vec<u64> = Vec::new();
+    for e in &out.errors {
+        if let Some(id) = &e.external_id {
+            if let Some(lines) = seen.get(&dup_key(id, uid)) {
+                if !e.message.starts_with("unique id \"") && !done.contains(&e.line) {
+                    done.push(e.line);
+                    extra.push(RowError { line: e.line, column: column.clone(), message: message(id, lines), external_id: Some(id.clone()) });
+                }
+            }
+        }
+    }
+    out.errors.extend(extra);
+    out.errors.sort_by_key(|e| e.line);
+}
+
+/// Row errors grouped by column for reports, largest group first:
+/// "Email: 12 rows invalid, first at lines 4, 19, 22 (line 4: \"x@\" is not a valid …)".
+pub fn group_errors(errors: &[RowError]) -> Vec<String> {
+    let mut groups: BTreeMap<String, Vec<&RowError>> = BTreeMap::new();
+    for e in errors {
+        groups.entry(e.column.clone().unwrap_or_else(|| "Row".into())).or_default().push(e);
+    }
+    let mut out: Vec<(usize, String)> = groups
+        .into_iter()
+        .map(|(col, mut es)| {
+            es.sort_by_key(|e| e.line);
+            es.dedup_by_key(|e| e.line);
+            let first: Vec<String> = es.iter().take(3).map(|e| e.line.to_string()).collect();
+            let n = es.len();
+            (
+                n,
+                format!(
+                    "{col}: {n} row{} invalid, first at line{} {} (line {}: {})",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "" } else { "s" },
+                    first.join(", "),
+                    es[0].line,
+                    es[0].message
+                ),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    out.into_iter().map(|(_, s)| s).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const MAPPING: &str = r#"
+unique_id = "employee_id"
+[fields]
+employee_id = "Id"
+first_name  = { column = "First", transform = ["trim", "collapse-spaces", "title-case"] }
+last_name   = { column = "Last", transform = ["trim", "uppercase"] }
+email       = { column = "Email", transform = ["trim", "lowercase"] }
+language    = { column = "Lang", default = "en" }
+active      = { column = "Status", map = { "Employed" = true, "Left" = false } }
+[attributes]
+full_name = { template = "{First} {Last}" }
+hire_date = { column = "Hired", date = "%d/%m/%Y" }
+site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
+"#;
+
+    fn mapper() -> Mapper {
+        let m = crate::config::parse_mapping(MAPPING, Path::new("m.toml")).unwrap();
+        Mapper::new(&m)
+    }
+
+    /// A record from (column, value) pairs; columns not given are absent.
+    fn rec(mapper: &Mapper, line: u64, cells: &[(&str, &str)]) -> Record {
+        let values = mapper
+            .columns()
+            .iter()
+            .map(|c| cells.iter().find(|(k, _)| k == c).map(|(_, v)| v.to_string()))
+            .collect();
+        Record { line, values }
+    }
+
+    fn good() -> Vec<(&'static str, &'static str)> {
+        vec![("Id", "00123"), ("First", "  jean-luc   o'brien "), ("Last", "Müller"), ("Email", " Zoe@Example.COM "), ("Lang", "Français"), ("Status", "Employed"), ("Hired", "15/03/2021"), ("Site", "PAR")]
+    }
+
+    #[test]
+    fn a_good_row_maps_field_by_field() {
+        let m = mapper();
+        let u = m.map(&rec(&m, 7, &good())).unwrap();
+        assert_eq!(u.external_id, "00123");
+        assert_eq!(u.employee_id.as_deref(), Some("00123"));
+        assert_eq!(u.first_name, "Jean-Luc O'Brien");
+        assert_eq!(u.last_name, "MÜLLER");
+        assert_eq!(u.email.as_deref(), Some("zoe@example.com"));
+        assert_eq!(u.language, "fr");
+        assert!(u.active);
+        assert_eq!(u.attributes.get("hire_date").map(String::as_str), Some("2021-03-15"));
+        assert_eq!(u.attributes.get("site").map(String::as_str), Some("Paris"));
+        assert_eq!(u.attributes.get("full_name").map(String::as_str), Some("  jean-luc   o'brien  Müller"));
+    }
+
+    #[test]
+    fn defaults_fallbacks_and_empty_attributes() {
+        let m = mapper();
+        let mut cells = good();
+        cells.retain(|(k, _)| *k != "Lang" && *k != "Hired");
+        cells.iter_mut().for_each(|c| if c.0 == "Site" { c.1 = "NYC" });
+        let u = m.map(&rec(&m, 2, &cells)).unwrap();
+        assert_eq!(u.language, "en", "absent language takes the default");
+        assert_eq!(u.attributes.get("site").map(String::as_str), Some("Other"), "fallback for values the map does not list");
+        assert!(!u.attributes.contains_key("hire_date"), "empty attributes are left out");
+    }
+
+    #[test]
+    fn row_rules_table() {
+        let m = mapper();
+        // (cell to change, new value, expected column, expected message fragment)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("Id", "", "Id", "the unique id (employee_id) is empty"),
+            ("First", "   ", "First", "first name is empty"),
+            ("Last", "", "Last", "last name is empty"),
+            ("Email", "zoe@", "Email", "not a valid email address: nothing after the @"),
+            ("Email", "zoe.example.com", "Email", "no @"),
+            ("Email", "zo e@example.com", "Email", "spaces"),
+            ("Lang", "Klingon", "Lang", "\"Klingon\" is not a language"),
+            ("Status", "Maybe", "Status", "\"Maybe\" is not an active flag"),
+            ("Hired", "2021/03/15", "Hired", "not a date in the format \"%d/%m/%Y\""),
+        ];
+        for (col, val, want_col, want_msg) in cases {
+            let mut cells = good();
+            cells.iter_mut().for_each(|c| if c.0 == *col { c.1 = val });
+            let errs = m.map(&rec(&m, 9, &cells)).expect_err(&format!("{col}={val:?} must fail"));
+            assert_eq!(errs.len(), 1, "{col}={val:?}: {errs:?}");
+            assert_eq!(errs[0].line, 9);
+            assert_eq!(errs[0].column.as_deref(), Some(*want_col), "{col}={val:?}");
+            assert!(errs[0].message.contains(want_msg), "{col}={val:?}: {}", errs[0].message);
+            let expected_id = if *col == "Id" { None } else { Some("00123") };
+            assert_eq!(errs[0].external_id.as_deref(), expected_id, "{col}={val:?}");
+        }
+    }
+
+    #[test]
+    fn a_row_reports_all_its_errors() {
+        let m = mapper();
+        let errs = m.map(&rec(&m, 3, &[("Id", "E1"), ("Email", "bad"), ("Status", "?")])).unwrap_err();
+        let cols: Vec<_> = errs.iter().map(|e| e.column.clone().unwrap_or_default()).collect();
+        assert_eq!(cols, vec!["First", "Last", "Email", "Status"], "{errs:?}");
+    }
+
+    #[test]
+    fn emails_table() {
+        for ok in ["a@b.co", "first.last+tag@example.com", "zoë@exemple.fr", "用户@例子.广告", "o'brien@example.ie", "\"john doe\"@x.org".replace(' ', "_").as_str(), "x@[192.168.0.1]", "a@xn--bcher-kva.example"] {
+            assert_eq!(check_email(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "@b.co", "a@", "a@b", "a@@b.co", "a..b@c.co", ".a@b.co", "a@-b.co", "a@b..co", "a b@c.co", "a@b.123", "a@b_c.co"] {
+            assert!(check_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn languages_table() {
+        for (input, code) in [("fr", "fr"), ("FR", "fr"), ("fr-FR", "fr"), ("pt_BR", "pt"), ("French", "fr"), ("Français", "fr"), ("francais", "fr"), ("Deutsch", "de"), ("español", "es"), ("Nederlands", "nl"), ("日本語", "ja"), ("German (Switzerland)", "de"), ("eng", "en")] {
+            assert_eq!(language_code(input), Some(code), "{input}");
+        }
+        for bad in ["", "xx", "Klingon", "f"] {
+            assert_eq!(language_code(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_table() {
+        for (s, b) in [("true", true), ("Yes", true), ("1", true), ("ACTIVE", true), ("oui", true), ("false", false), ("no", false), ("0", false), ("Inactive", false), ("nein", false)] {
+            assert_eq!(parse_flag(s), Some(b), "{s}");
+        }
+        assert_eq!(parse_flag("maybe"), None);
+    }
+
+    #[test]
+    fn transforms_table() {
+        use Transform::*;
+        for (input, ts, out) in [
+            ("  a  b ", vec![Trim], "a  b"),
+            ("  a  b ", vec![CollapseSpaces], "a b"),
+            ("ÉMILIE", vec![Lowercase], "émilie"),
+            ("straße", vec![Uppercase], "STRASSE"),
+            ("mARIE-claire d'ARC", vec![TitleCase], "Marie-Claire D'Arc"),
+            ("DON'T stop", vec![TitleCase], "Don't Stop"),
+        ] {
+            assert_eq!(apply_transforms(input.to_string(), &ts), out, "{input} {ts:?}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_all_errors_and_keep_their_ids() {
+        let m = mapper();
+        let mut bad = good();
+        bad.iter_mut().for_each(|c| if c.0 == "Email" { c.1 = "nope" });
+        let mut other = good();
+        other.iter_mut().for_each(|c| if c.0 == "Id" { c.1 = "E9" });
+        let records: Vec<Result<Record, ReadError>> = vec![
+            Ok(rec(&m, 2, &good())),
+            Ok(rec(&m, 3, &other)),
+            Ok(rec(&m, 4, &good())),
+            Ok(rec(&m, 5, &bad)),
+            Err(ReadError::Row(RowError { line: 6, column: None, message: "found 3 fields".into(), external_id: None })),
+        ];
+        let out = collect(Box::new(records.into_iter()), &m).unwrap();
+        assert_eq!(out.rows, 5);
+        assert_eq!(out.users.iter().map(|u| u.line).collect::<Vec<_>>(), vec![3]);
+        let dup: Vec<u64> = out.errors.iter().filter(|e| e.message.contains("is on 3 rows (lines 2, 4, 5)")).map(|e| e.line).collect();
+        assert_eq!(dup, vec![2, 4, 5]);
+        assert!(out.errors.iter().filter(|e| e.line != 6).all(|e| e.external_id.as_deref() == Some("00123")));
+        let groups = group_errors(&out.errors);
+        assert_eq!(groups[0], format!("Id: 3 rows invalid, first at lines 2, 4, 5 (line 2: {})", out.errors[0].message));
+        assert!(groups.iter().any(|g| g.starts_with("Email: 1 row invalid, first at line 5")), "{groups:?}");
+        assert!(groups.iter().any(|g| g.starts_with("Row: 1 row invalid, first at line 6")), "{groups:?}");
+    }
+
+    #[test]
+    fn a_file_fault_stops_collect() {
+        let m = mapper();
+        let records: Vec<Result<Record, ReadError>> = vec![
+            Ok(rec(&m, 2, &good())),
+            Err(ReadError::File(FormatError::Malformed { file: "f.csv".into(), line: Some(3), message: "truncated".into() })),
+        ];
+        assert!(matches!(collect(Box::new(records.into_iter()), &m), Err(FormatError::Malformed { .. })));
+    }
 }

@@ -1,6 +1,16 @@
 //! Format: turns the bytes of an export into a stream of records, each the values of the
 //! columns the mapping asked for, with the line (CSV, JSON) or sheet row (Excel) it came
 //! from. Streams: memory does not grow with the file.
+//!
+//! One file per family: `csv`, `excel`, `json`; `input` unwraps `.gz`/`.zip` and decodes
+//! text; `producer` runs readers that cannot be `'static` iterators (calamine's cell reader
+//! borrows its workbook) on a thread behind a bounded channel.
+
+mod csv;
+mod excel;
+mod input;
+mod json;
+mod producer;
 
 use std::path::Path;
 
@@ -17,9 +27,17 @@ pub struct Record {
     pub values: Vec<Option<String>>,
 }
 
-/// Records, or row-level faults (a CSV row with the wrong number of fields) that make one
-/// row invalid without stopping the file.
-pub type Records = Box<dyn Iterator<Item = Result<Record, RowError>> + Send>;
+/// What can go wrong while reading records: one row (the file goes on), or the file itself
+/// (truncated gzip, I/O error): the run must stop, because the records read so far are not
+/// the full export and treating them as such would deactivate everyone after the fault.
+#[derive(Debug)]
+pub enum ReadError {
+    Row(RowError),
+    File(FormatError),
+}
+
+/// Records, or faults; a `ReadError::File` is always the last item.
+pub type Records = Box<dyn Iterator<Item = Result<Record, ReadError>> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
@@ -44,8 +62,166 @@ impl Classify for FormatError {
     }
 }
 
-/// Opens an export for reading the given columns.
+/// Opens an export for reading the given columns. Fails before any record when the file
+/// cannot be read, a requested column is missing, or there is no data row at all.
 pub fn open(path: &Path, display_name: &str, format: Format, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
-    let _ = (path, display_name, format, opts, columns);
+    let records = match format {
+        Format::Csv => csv::open(path, display_name, opts, columns)?,
+        Format::Xlsx | Format::Xls | Format::Ods => excel::open(path, display_name, format, opts, columns)?,
+        Format::Json => json::open_array(path, display_name, opts, columns)?,
+        Format::Ndjson => json::open_ndjson(path, display_name, opts, columns)?,
+    };
+    non_empty(records, display_name)
+}
+
+/// The format of a file: by name, looking through `.gz`, and into a `.zip` at the name of
+/// the one file it holds (`export.zip` holding `employees.csv` is CSV).
+pub fn detect(path: &Path, display_name: &str) -> Result<Format, FormatError> {
+    if let Some(f) = Format::from_name(display_name) {
+        return Ok(f);
+    }
+    if display_name.to_ascii_lowercase().ends_with(".zip") {
+        let inner = input::zip_entry_name(path, display_name)?;
+        if let Some(f) = Format::from_name(&inner) {
+            return Ok(f);
+        }
+    }
     Err(FormatError::UnknownFormat { file: display_name.into() })
+}
+
+/// The column names of an export (CSV/Excel header, JSON paths of the first records), for
+/// `mapping suggest`.
+pub fn headers(path: &Path, display_name: &str, format: Format, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
+    match format {
+        Format::Csv => csv::headers(path, display_name, opts),
+        Format::Xlsx | Format::Xls | Format::Ods => excel::headers(path, display_name, format, opts),
+        Format::Json | Format::Ndjson => json::headers(path, display_name, format, opts),
+    }
+}
+
+/// Refuses a file without data rows before anything downstream sees it.
+fn non_empty(mut records: Records, file: &str) -> Result<Records, FormatError> {
+    match records.next() {
+        None => Err(FormatError::Empty { file: file.into() }),
+        Some(Err(ReadError::File(e))) => Err(e),
+        Some(first) => Ok(Box::new(std::iter::once(first).chain(records))),
+    }
+}
+
+/// Header names compare after trimming and ignoring case; nothing else is guessed.
+pub(crate) fn norm(s: &str) -> String {
+    s.trim().to_lowercase()
+}
+
+/// For each requested column, the index of the header field holding it.
+pub(crate) fn match_columns(file: &str, header_line: u64, header: &[String], columns: &[String]) -> Result<Vec<usize>, FormatError> {
+    let normed: Vec<String> = header.iter().map(|h| norm(h)).collect();
+    let mut idx = Vec::with_capacity(columns.len());
+    let mut missing = Vec::new();
+    for c in columns {
+        let want = norm(c);
+        let hits: Vec<usize> = normed.iter().enumerate().filter(|(_, h)| **h == want).map(|(i, _)| i).collect();
+        match hits.as_slice() {
+            [] => missing.push(c.clone()),
+            [i] => idx.push(*i),
+            _ => {
+                return Err(FormatError::Malformed {
+                    file: file.into(),
+                    line: Some(header_line),
+                    message: format!(
+                        "the header names column \"{c}\" {} times (fields {}); rename the duplicates in the export so the mapping reads one",
+                        hits.len(),
+                        hits.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let closest = missing
+            .iter()
+            .filter_map(|m| closest_name(m, header).map(|h| format!("\"{h}\" (for \"{m}\")")))
+            .collect();
+        return Err(FormatError::MissingColumns {
+            file: file.into(),
+            header_line,
+            missing,
+            header: header.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect(),
+            closest,
+        });
+    }
+    Ok(idx)
+}
+
+/// The header name nearest to `want` by edit distance (or containing it), if near enough
+/// to be a plausible typo or variant.
+pub(crate) fn closest_name<'a>(want: &str, header: &'a [String]) -> Option<&'a str> {
+    let w = norm(want);
+    let mut best: Option<(usize, &str)> = None;
+    for h in header {
+        let n = norm(h);
+        if n.is_empty() {
+            continue;
+        }
+        let d = if n.contains(&w) || w.contains(&n) { 1 } else { edit_distance(&w, &n) };
+        if best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, h.trim()));
+        }
+    }
+    let limit = (w.chars().count() / 2).max(2);
+    best.filter(|(d, _)| *d <= limit).map(|(_, h)| h)
+}
+
+/// Levenshtein distance over chars.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn columns_match_trimmed_and_case_insensitive() {
+        let header = h(&[" Personnel Number", "EMAIL ", "First Name"]);
+        let idx = match_columns("f.csv", 1, &header, &h(&["email", "first name", "personnel number"])).unwrap();
+        assert_eq!(idx, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn missing_column_names_the_closest_header() {
+        let header = h(&["E-Mail", "First Name", "Last Name"]);
+        let err = match_columns("f.csv", 3, &header, &h(&["Email", "First Name"])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("\"Email\" not in the header (line 3)"), "{text}");
+        assert!(text.contains("closest names: \"E-Mail\" (for \"Email\")"), "{text}");
+    }
+
+    #[test]
+    fn duplicate_header_is_refused() {
+        let err = match_columns("f.csv", 1, &h(&["Email", "email"]), &h(&["Email"])).unwrap_err();
+        assert!(err.to_string().contains("2 times (fields 1, 2)"), "{err}");
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("prénom", "prenom"), 1);
+    }
 }

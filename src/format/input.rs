@@ -1,0 +1,203 @@
+//! Bytes of an export: looks through gzip and a `.zip` holding one file, and decodes text
+//! encodings to UTF-8 (BOM sniffing; UTF-8 passes through untouched for speed).
+
+use std::fs::File;
+use std::io::{self, BufReader, Cursor, Read};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use encoding_rs_io::DecodeReaderBytesBuilder;
+
+use super::FormatError;
+use crate::config::mapping::SourceOptions;
+
+/// Chunk size for reading: large reads keep syscalls and channel hand-offs rare.
+const CHUNK: usize = 1 << 20;
+
+pub(crate) type Stream = Box<dyn Read + Send>;
+
+fn io_err(file: &str) -> impl Fn(io::Error) -> FormatError + '_ {
+    move |source| FormatError::Io { file: file.into(), source }
+}
+
+/// The raw bytes of the export, gzip and zip unwrapped (recognised by their magic bytes,
+/// so a misnamed file still reads).
+pub(crate) fn raw(path: &Path, file: &str) -> Result<Stream, FormatError> {
+    let mut f = File::open(path).map_err(io_err(file))?;
+    let mut magic = [0u8; 4];
+    let n = read_full(&mut f, &mut magic).map_err(io_err(file))?;
+    drop(f);
+    let f = File::open(path).map_err(io_err(file))?;
+    if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        return Ok(Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, f))));
+    }
+    if n == 4 && magic == *b"PK\x03\x04" {
+        return zip_stream(path, file);
+    }
+    Ok(Box::new(f))
+}
+
+/// Text decoded to UTF-8. With no encoding set, a BOM decides (UTF-8 or UTF-16) and
+/// anything else passes through as UTF-8; an explicit encoding is used unless a BOM says
+/// otherwise (a BOM never lies about the bytes that follow it).
+pub(crate) fn text(path: &Path, file: &str, opts: &SourceOptions) -> Result<Stream, FormatError> {
+    let raw = raw(path, file)?;
+    let enc = opts.encoding.filter(|e| *e != encoding_rs::UTF_8);
+    let dec = DecodeReaderBytesBuilder::new()
+        .encoding(enc)
+        .utf8_passthru(true)
+        .strip_bom(true)
+        .bom_override(true)
+        .build_with_buffer(raw, vec![0; 1 << 16])
+        .map_err(io_err(file))?;
+    Ok(Box::new(dec))
+}
+
+/// Whole file in memory, for spreadsheet readers that need `Seek` when the workbook came
+/// inside gzip or zip; a plain file is read from disk.
+pub(crate) enum Seekable {
+    File(BufReader<File>),
+    Memory(Cursor<Vec<u8>>),
+}
+
+impl Read for Seekable {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Seekable::File(f) => f.read(buf),
+            Seekable::Memory(m) => m.read(buf),
+        }
+    }
+}
+
+impl io::Seek for Seekable {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        match self {
+            Seekable::File(f) => f.seek(pos),
+            Seekable::Memory(m) => m.seek(pos),
+        }
+    }
+}
+
+pub(crate) fn seekable(path: &Path, file: &str) -> Result<Seekable, FormatError> {
+    let lower = file.to_ascii_lowercase();
+    if lower.ends_with(".gz") || lower.ends_with(".zip") {
+        let mut buf = Vec::new();
+        raw(path, file)?.read_to_end(&mut buf).map_err(io_err(file))?;
+        return Ok(Seekable::Memory(Cursor::new(buf)));
+    }
+    Ok(Seekable::File(BufReader::with_capacity(1 << 16, File::open(path).map_err(io_err(file))?)))
+}
+
+/// The one export inside a zip: files only, ignoring folders, macOS resource forks and
+/// hidden files.
+fn pick_entry<R: Read + io::Seek>(zip: &mut zip::ZipArchive<R>, file: &str) -> Result<(usize, String), FormatError> {
+    let mut found = Vec::new();
+    for i in 0..zip.len() {
+        let Some(Ok(name)) = zip.name_for_index(i) else { continue };
+        let base = name.rsplit('/').next().unwrap_or(&name);
+        if name.ends_with('/') || name.starts_with("__MACOSX/") || base.starts_with('.') || base.is_empty() {
+            continue;
+        }
+        found.push((i, name.to_string()));
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(FormatError::Malformed { file: file.into(), line: None, message: "the zip holds no file; the customer must zip the export itself".into() }),
+        _ => Err(FormatError::Malformed {
+            file: file.into(),
+            line: None,
+            message: format!(
+                "the zip holds {} files ({}); it must hold exactly one export",
+                found.len(),
+                found.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }),
+    }
+}
+
+fn open_zip(path: &Path, file: &str) -> Result<zip::ZipArchive<BufReader<File>>, FormatError> {
+    let f = File::open(path).map_err(io_err(file))?;
+    zip::ZipArchive::new(BufReader::new(f))
+        .map_err(|e| FormatError::Malformed { file: file.into(), line: None, message: format!("not a readable zip archive: {e}") })
+}
+
+pub(crate) fn zip_entry_name(path: &Path, file: &str) -> Result<String, FormatError> {
+    let mut zip = open_zip(path, file)?;
+    Ok(pick_entry(&mut zip, file)?.1)
+}
+
+/// Streams the zip's one entry. `ZipFile` borrows its archive, so a thread owns both and
+/// hands chunks over a bounded channel: memory stays at a few chunks.
+fn zip_stream(path: &Path, file: &str) -> Result<Stream, FormatError> {
+    let mut zip = open_zip(path, file)?;
+    let (index, _) = pick_entry(&mut zip, file)?;
+    let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
+    std::thread::Builder::new()
+        .name("zip-entry".into())
+        .spawn(move || {
+            let mut entry = match zip.by_index(index) {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::other(format!("cannot open the zip entry: {e}"))));
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0; CHUNK];
+                match read_full(&mut entry, &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(buf)).is_err() {
+                            return; // reader dropped: stop quietly
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(io_err(file))?;
+    Ok(Box::new(ChannelReader { rx, buf: Vec::new(), pos: 0 }))
+}
+
+struct ChannelReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

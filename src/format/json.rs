@@ -1,0 +1,529 @@
+//! JSON: an array of objects at the root or at the pointer `records`, streamed element by
+//! element (a serde visitor over the array, never the whole tree); NDJSON, one object per
+//! line. Columns are paths into each object: `name.first`, `emails[0].value`. Numbers and
+//! booleans become text. Lines are where each object starts.
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::producer::{self, Sink};
+use super::{FormatError, ReadError, Record, Records, input};
+use crate::config::Format;
+use crate::config::mapping::SourceOptions;
+use crate::model::RowError;
+
+/// A column absent from every one of the first records is missing from the file (optional
+/// fields are often left out of single records, so one record is not enough to tell).
+const PROBE: usize = 100;
+
+pub(crate) fn open_array(path: &Path, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
+    let (path, file_s, opts, columns) = (path.to_path_buf(), file.to_string(), opts.clone(), columns.to_vec());
+    producer::spawn("json-reader", file, move |sink| {
+        let text = input::text(&path, &file_s, &opts)?;
+        let lines = Arc::new(AtomicU64::new(1));
+        let reader = LineCounter { inner: BufReader::with_capacity(1 << 16, text), lines: lines.clone() };
+        let mut out = Emitter::new(&file_s, columns, sink);
+        let pointer = parse_pointer(opts.records.as_deref().unwrap_or(""));
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        let seed = Walk { pointer: &pointer, depth: 0, out: &mut out, lines: &lines };
+        match seed.deserialize(&mut de) {
+            Ok(Found::Yes) => {}
+            Ok(Found::NotArray(kind)) => {
+                return Err(FormatError::Malformed {
+                    file: file_s.clone(),
+                    line: None,
+                    message: format!("{} holds {kind}, not an array of records; fix [source] records in the mapping", pointer_name(&opts)),
+                });
+            }
+            Ok(Found::No(keys)) => {
+                return Err(FormatError::Malformed {
+                    file: file_s.clone(),
+                    line: None,
+                    message: format!(
+                        "nothing at {}; {}; set [source] records to the pointer of the array (e.g. \"/employees\")",
+                        pointer_name(&opts),
+                        if keys.is_empty() { "the document has no such path".to_string() } else { format!("the keys there are {}", keys.join(", ")) }
+                    ),
+                });
+            }
+            Err(_) if out.stopped => {}
+            Err(e) => {
+                return Err(FormatError::Malformed {
+                    file: file_s.clone(),
+                    line: Some(e.line() as u64),
+                    message: format!("not valid JSON: {e}; ask for a new export"),
+                });
+            }
+        }
+        out.finish()
+    })
+}
+
+pub(crate) fn open_ndjson(path: &Path, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
+    let (path, file_s, opts, columns) = (path.to_path_buf(), file.to_string(), opts.clone(), columns.to_vec());
+    producer::spawn("ndjson-reader", file, move |sink| {
+        let mut reader = BufReader::with_capacity(1 << 16, input::text(&path, &file_s, &opts)?);
+        let mut out = Emitter::new(&file_s, columns, sink);
+        let mut buf = Vec::new();
+        let mut line = 0u64;
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(|source| FormatError::Io { file: file_s.clone(), source })?;
+            if n == 0 {
+                break;
+            }
+            line += 1;
+            if buf.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            let keep_going = match serde_json::from_slice::<Value>(&buf) {
+                Ok(Value::Object(m)) => out.record(line, m),
+                Ok(other) => out.row_error(line, format!("expected an object ({{\"Email\": …}}), found {}", kind(&other))),
+                Err(e) => out.row_error(line, format!("not valid JSON: {e}")),
+            };
+            if !keep_going {
+                break;
+            }
+        }
+        out.finish()
+    })
+}
+
+pub(crate) fn headers(path: &Path, file: &str, format: Format, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
+    let probe = vec!["\u{0}rostersync-probe".to_string()];
+    let r = if format == Format::Ndjson { open_ndjson(path, file, opts, &probe) } else { open_array(path, file, opts, &probe) };
+    match r {
+        Err(FormatError::MissingColumns { header, .. }) => Ok(header),
+        Err(e) => Err(e),
+        Ok(_) => Ok(Vec::new()),
+    }
+}
+
+fn pointer_name(opts: &SourceOptions) -> String {
+    match opts.records.as_deref() {
+        None | Some("") => "the document root".into(),
+        Some(p) => format!("records = \"{p}\""),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One segment of a column path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// "emails[0].value" → Key(emails), Index(0), Key(value).
+fn parse_path(p: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in p.split('.') {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(Seg::Key(key.to_string()));
+        }
+        while let Some(close) = rest.find(']') {
+            match rest[1..close].trim().parse::<usize>() {
+                Ok(i) => out.push(Seg::Index(i)),
+                Err(_) => out.push(Seg::Key(rest[1..close].to_string())),
+            }
+            rest = &rest[close + 1..];
+        }
+    }
+    out
+}
+
+/// A key of an object: exact, else trimmed and ignoring case (as CSV headers).
+fn get_key<'v>(m: &'v Map<String, Value>, k: &str) -> Option<&'v Value> {
+    m.get(k).or_else(|| {
+        let want = super::norm(k);
+        m.iter().find(|(key, _)| super::norm(key) == want).map(|(_, v)| v)
+    })
+}
+
+/// The value at a column: the whole name as a key first (flat exports have keys with dots
+/// or brackets in them), then the name as a path.
+fn lookup<'v>(m: &'v Map<String, Value>, column: &str, path: &[Seg]) -> Option<&'v Value> {
+    if let Some(v) = get_key(m, column) {
+        return Some(v);
+    }
+    let mut cur: Option<&Value> = None;
+    for (i, seg) in path.iter().enumerate() {
+        cur = match (i, seg, cur) {
+            (0, Seg::Key(k), _) => get_key(m, k),
+            (_, Seg::Key(k), Some(Value::Object(o))) => get_key(o, k),
+            (_, Seg::Index(n), Some(Value::Array(a))) => a.get(*n),
+            _ => None,
+        };
+        cur?;
+    }
+    cur
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Paths of every leaf of a record, for error messages and `mapping suggest`.
+fn leaf_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                leaf_paths(&p, v, out);
+            }
+        }
+        Value::Array(a) if !a.is_empty() && a.iter().any(|x| x.is_object() || x.is_array()) => {
+            for (i, v) in a.iter().enumerate().take(3) {
+                leaf_paths(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        _ => {
+            if !out.iter().any(|o| o == prefix) {
+                out.push(prefix.to_string());
+            }
+        }
+    }
+}
+
+/// Turns objects into records; holds back the first `PROBE` to check the columns.
+struct Emitter<'s> {
+    file: String,
+    columns: Vec<String>,
+    paths: Vec<Vec<Seg>>,
+    sink: &'s mut Sink,
+    held: Vec<(u64, Result<Map<String, Value>, String>)>,
+    ready: bool,
+    /// The consumer went away, or `fatal` is set: stop reading.
+    stopped: bool,
+    /// Columns missing from the first records: the file is refused.
+    fatal: Option<FormatError>,
+}
+
+impl<'s> Emitter<'s> {
+    fn new(file: &str, columns: Vec<String>, sink: &'s mut Sink) -> Self {
+        let paths = columns.iter().map(|c| parse_path(c)).collect();
+        Emitter { file: file.into(), columns, paths, sink, held: Vec::new(), ready: false, stopped: false, fatal: None }
+    }
+
+    fn record(&mut self, line: u64, m: Map<String, Value>) -> bool {
+        self.item(line, Ok(m))
+    }
+
+    fn row_error(&mut self, line: u64, msg: String) -> bool {
+        self.item(line, Err(msg))
+    }
+
+    fn item(&mut self, line: u64, it: Result<Map<String, Value>, String>) -> bool {
+        if !self.ready {
+            self.held.push((line, it));
+            if self.held.len() >= PROBE {
+                return match self.release() {
+                    Ok(go_on) => go_on,
+                    Err(e) => {
+                        self.fatal = Some(e);
+                        self.stopped = true;
+                        false
+                    }
+                };
+            }
+            return true;
+        }
+        let ok = self.emit(line, it);
+        self.stopped |= !ok;
+        ok
+    }
+
+    fn emit(&mut self, line: u64, it: Result<Map<String, Value>, String>) -> bool {
+        let item = match it {
+            Ok(m) => {
+                let values = self.columns.iter().zip(&self.paths).map(|(c, p)| lookup(&m, c, p).and_then(text)).collect();
+                Ok(Record { line, values })
+            }
+            Err(message) => Err(ReadError::Row(RowError { line, column: None, message, external_id: None })),
+        };
+        self.sink.push(item)
+    }
+
+    /// Checks the columns against the held records, then lets everything flow.
+    fn check(&self) -> Result<(), FormatError> {
+        let objects: Vec<&Map<String, Value>> = self.held.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+        if objects.is_empty() {
+            return Ok(()); // nothing to check against; Empty or row errors follow
+        }
+        let missing: Vec<String> = self
+            .columns
+            .iter()
+            .zip(&self.paths)
+            .filter(|(c, p)| !objects.iter().any(|m| lookup(m, c, p).is_some()))
+            .map(|(c, _)| c.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut header = Vec::new();
+        for m in &objects {
+            leaf_paths("", &Value::Object((*m).clone()), &mut header);
+        }
+        let closest = missing
+            .iter()
+            .filter_map(|m| super::closest_name(m, &header).map(|h| format!("\"{h}\" (for \"{m}\")")))
+            .collect();
+        Err(FormatError::MissingColumns { file: self.file.clone(), header_line: self.held[0].0, missing, header, closest })
+    }
+
+    fn release(&mut self) -> Result<bool, FormatError> {
+        self.check()?;
+        self.ready = true;
+        if !self.sink.ready() {
+            self.stopped = true;
+            return Ok(false);
+        }
+        for (line, it) in std::mem::take(&mut self.held) {
+            if !self.emit(line, it) {
+                self.stopped = true;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn finish(mut self) -> Result<(), FormatError> {
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        if !self.ready {
+            self.release()?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts newlines as serde_json pulls bytes (it reads one byte at a time through `Read`,
+/// so at any visitor call the count is exact up to the token just read).
+struct LineCounter<R> {
+    inner: R,
+    lines: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let nl = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        if nl > 0 {
+            self.lines.fetch_add(nl, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+/// "/data/employees" → ["data", "employees"], with ~1 and ~0 unescaped.
+fn parse_pointer(p: &str) -> Vec<String> {
+    p.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect()
+}
+
+enum Found {
+    Yes,
+    NotArray(&'static str),
+    /// Not found; the keys at the level where the path stopped.
+    No(Vec<String>),
+}
+
+/// Walks the document down the pointer without building it, then streams the array.
+struct Walk<'a, 's> {
+    pointer: &'a [String],
+    depth: usize,
+    out: &'a mut Emitter<'s>,
+    lines: &'a Arc<AtomicU64>,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, '_> {
+    type Value = Found;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_, '_> {
+    type Value = Found;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON document holding an array of records")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        if self.depth >= self.pointer.len() {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(Found::NotArray("an object"));
+        }
+        let want = &self.pointer[self.depth];
+        let mut keys = Vec::new();
+        let mut found = None;
+        while let Some(k) = map.next_key::<String>()? {
+            if found.is_none() && k == *want {
+                let seed = Walk { pointer: self.pointer, depth: self.depth + 1, out: &mut *self.out, lines: self.lines };
+                found = Some(map.next_value_seed(seed)?);
+                if self.out.stopped {
+                    return Err(de::Error::custom("stopped"));
+                }
+            } else {
+                if keys.len() < 20 {
+                    keys.push(format!("\"{k}\""));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found.unwrap_or(Found::No(keys)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
+        if self.depth < self.pointer.len() {
+            let want = self.pointer[self.depth].parse::<usize>().ok();
+            let mut i = 0;
+            let mut found = None;
+            loop {
+                if Some(i) == want && found.is_none() {
+                    let seed = Walk { pointer: self.pointer, depth: self.depth + 1, out: &mut *self.out, lines: self.lines };
+                    match seq.next_element_seed(seed)? {
+                        Some(f) => found = Some(f),
+                        None => break,
+                    }
+                } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                i += 1;
+            }
+            return Ok(found.unwrap_or(Found::No(Vec::new())));
+        }
+        while let Some(el) = seq.next_element_seed(Element { lines: self.lines })? {
+            let keep_going = match el {
+                (line, Value::Object(m)) => self.out.record(line, m),
+                (line, other) => self.out.row_error(line, format!("expected an object ({{\"Email\": …}}), found {}", kind(&other))),
+            };
+            if !keep_going {
+                return Err(de::Error::custom("stopped"));
+            }
+        }
+        Ok(Found::Yes)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Found, E> {
+        Ok(if self.depth >= self.pointer.len() { Found::NotArray("a string") } else { Found::No(Vec::new()) })
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Found, E> {
+        Ok(if self.depth >= self.pointer.len() { Found::NotArray("a boolean") } else { Found::No(Vec::new()) })
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Found, E> {
+        Ok(if self.depth >= self.pointer.len() { Found::NotArray("a number") } else { Found::No(Vec::new()) })
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Found, E> {
+        self.visit_i64(0)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Found, E> {
+        self.visit_i64(0)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Found, E> {
+        Ok(if self.depth >= self.pointer.len() { Found::NotArray("null") } else { Found::No(Vec::new()) })
+    }
+}
+
+/// One array element with the line of its opening brace.
+struct Element<'a> {
+    lines: &'a Arc<AtomicU64>,
+}
+
+impl<'de> DeserializeSeed<'de> for Element<'_> {
+    type Value = (u64, Value);
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(u64, Value), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Element<'_> {
+    type Value = (u64, Value);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a record object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(u64, Value), A::Error> {
+        // The '{' has just been read: the counter is at its line.
+        let line = self.lines.load(Ordering::Relaxed);
+        let mut m = Map::new();
+        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+            m.insert(k, v);
+        }
+        Ok((line, Value::Object(m)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(u64, Value), A::Error> {
+        let line = self.lines.load(Ordering::Relaxed);
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok((line, Value::Array(Vec::new())))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(u64, Value), E> {
+        Ok((self.lines.load(Ordering::Relaxed), Value::String(s.into())))
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(u64, Value), E> {
+        Ok((self.lines.load(Ordering::Relaxed), Value::Bool(b)))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(u64, Value), E> {
+        Ok((self.lines.load(Ordering::Relaxed), Value::from(n)))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(u64, Value), E> {
+        Ok((self.lines.load(Ordering::Relaxed), Value::from(n)))
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<(u64, Value), E> {
+        Ok((self.lines.load(Ordering::Relaxed), Value::from(n)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(u64, Value), E> {
+        Ok((self.lines.load(Ordering::Relaxed), Value::Null))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_keys_and_indexes() {
+        assert_eq!(parse_path("emails[0].value"), vec![Seg::Key("emails".into()), Seg::Index(0), Seg::Key("value".into())]);
+        assert_eq!(parse_path("name.first"), vec![Seg::Key("name".into()), Seg::Key("first".into())]);
+    }
+
+    #[test]
+    fn lookup_prefers_flat_keys_then_paths() {
+        let v: Value = serde_json::from_str(r#"{"a.b": 1, "a": {"b": 2}, "Name": {"First": "Zoë"}, "emails": [{"value": "z@x.org"}]}"#).unwrap();
+        let m = v.as_object().unwrap();
+        assert_eq!(lookup(m, "a.b", &parse_path("a.b")).and_then(text).as_deref(), Some("1"));
+        assert_eq!(lookup(m, "name.first", &parse_path("name.first")).and_then(text).as_deref(), Some("Zoë"));
+        assert_eq!(lookup(m, "emails[0].value", &parse_path("emails[0].value")).and_then(text).as_deref(), Some("z@x.org"));
+        assert_eq!(lookup(m, "emails[1].value", &parse_path("emails[1].value")), None);
+    }
+}
