@@ -30,7 +30,9 @@ pub struct Existing {
 pub enum Op {
     Create { user: User },
     /// Content changed (or an adopted user, whose content we never saw: `adopt`).
-    Update { platform_id: String, user: User, adopt: bool },
+    /// `previous` is the content last synced, when the state keeps it: the platform then
+    /// PATCHes only what changed; without it every mapped attribute is replaced.
+    Update { platform_id: String, user: User, adopt: bool, previous: Option<Box<User>> },
     /// `active` became false, or absent with on_missing = deactivate.
     Deactivate { platform_id: String, external_id: String },
     Delete { platform_id: String, external_id: String },
@@ -151,7 +153,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                     if entry.active && !user.active {
                         deactivating += 1;
                     }
-                    p.ops.push(Op::Update { platform_id: entry.platform_id.clone(), user: user.clone(), adopt: false });
+                    p.ops.push(Op::Update { platform_id: entry.platform_id.clone(), user: user.clone(), adopt: false, previous: None });
                 }
             }
             None => {
@@ -159,7 +161,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                     .get(user.external_id.as_str())
                     .or_else(|| by_name.get(&user.user_name().to_lowercase()));
                 match found {
-                    Some(e) => p.ops.push(Op::Update { platform_id: e.platform_id.clone(), user: user.clone(), adopt: true }),
+                    Some(e) => p.ops.push(Op::Update { platform_id: e.platform_id.clone(), user: user.clone(), adopt: true, previous: None }),
                     None => p.ops.push(Op::Create { user: user.clone() }),
                 }
             }
