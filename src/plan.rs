@@ -30,7 +30,9 @@ pub struct Existing {
 pub enum Op {
     Create { user: User },
     /// Content changed (or an adopted user, whose content we never saw: `adopt`).
-    Update { platform_id: String, user: User, adopt: bool },
+    /// `previous` is the content last synced, when the state keeps it: the platform then
+    /// PATCHes only what changed; without it every mapped attribute is replaced.
+    Update { platform_id: String, user: User, adopt: bool, previous: Option<Box<User>> },
     /// `active` became false, or absent with on_missing = deactivate.
     Deactivate { platform_id: String, external_id: String },
     Delete { platform_id: String, external_id: String },
@@ -156,7 +158,7 @@ pub fn plan(input: PlanInput) -> Plan {
                     if entry.active && !user.active {
                         deactivating += 1;
                     }
-                    ops.push((Op::Update { platform_id: entry.platform_id.clone(), user, adopt: false }, line));
+                    ops.push((Op::Update { platform_id: entry.platform_id.clone(), user, adopt: false, previous: None }, line));
                 }
             }
             None => {
@@ -164,7 +166,7 @@ pub fn plan(input: PlanInput) -> Plan {
                     .get(user.external_id.as_str())
                     .or_else(|| by_name.get(&user.user_name().to_lowercase()));
                 match found {
-                    Some(e) => ops.push((Op::Update { platform_id: e.platform_id.clone(), user, adopt: true }, line)),
+                    Some(e) => ops.push((Op::Update { platform_id: e.platform_id.clone(), user, adopt: true, previous: None }, line)),
                     None => ops.push((Op::Create { user }, line)),
                 }
             }

@@ -278,6 +278,16 @@ impl<'a, S: StateStore> Run<'a, S> {
             rule: &self.conn.sync,
             allow_mass_change: self.opts.allow_mass_change,
         });
+        // Managers' platform ids, for the manager references of the users being pushed.
+        let known: HashMap<String, String> = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Create { user } | Op::Update { user, .. } => user.attributes.get("manager_id"),
+                _ => None,
+            })
+            .filter_map(|m| snapshot.get(m.as_str()).map(|e| (m.to_string(), e.platform_id.clone())))
+            .collect();
         drop(snapshot);
         let c = &mut self.report.counts;
         c.unchanged = plan.unchanged;
@@ -302,9 +312,11 @@ impl<'a, S: StateStore> Run<'a, S> {
             return Err((Exit::Platform, "no platform client".into()));
         };
 
+        let mut plan = plan;
+        self.attach_previous(&mut plan.ops).await?;
         let lines: HashMap<String, u64> =
             plan.ops.iter().zip(&plan.lines).filter(|(_, l)| **l > 0).map(|(o, l)| (o.external_id().to_string(), *l)).collect();
-        let push = self.push(&platform, plan.ops, &lines).await;
+        let push = self.push(&platform, plan.ops, known, &lines).await;
         let failed = self.report.counts.failed;
         push?;
         if failed > 0 {
@@ -363,7 +375,28 @@ impl<'a, S: StateStore> Run<'a, S> {
     }
 
     /// Sends the operations and records each success as it comes back.
-    async fn push<P: Platform>(&mut self, platform: &P, ops: Vec<Op>, lines: &HashMap<String, u64>) -> Result<(), Failure> {
+    /// Gives each update the content last pushed, so the platform is sent only what changed.
+    async fn attach_previous(&self, ops: &mut [Op]) -> Result<(), Failure> {
+        let ids: Vec<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Update { user, adopt: false, .. } => Some(user.external_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut contents = self.store.contents(&self.conn.name, &ids).await.map_err(fail_with)?;
+        for op in ops.iter_mut() {
+            if let Op::Update { user, adopt: false, previous, .. } = op {
+                *previous = contents.remove(&user.external_id).map(Box::new);
+            }
+        }
+        Ok(())
+    }
+
+    async fn push<P: Platform>(&mut self, platform: &P, ops: Vec<Op>, known: HashMap<String, String>, lines: &HashMap<String, u64>) -> Result<(), Failure> {
         // What to write to the snapshot when an operation succeeds.
         let mut pending: HashMap<String, Op> = HashMap::with_capacity(ops.len());
         for op in &ops {
@@ -375,7 +408,7 @@ impl<'a, S: StateStore> Run<'a, S> {
         }
         let mut done = 0u64;
         let (tx, mut rx) = mpsc::channel::<Outcome>(4096);
-        let apply = platform.apply(ops, tx);
+        let apply = platform.apply(ops, known, tx);
         tokio::pin!(apply);
         let mut batch: Vec<SnapshotWrite> = Vec::with_capacity(STATE_BATCH);
         let mut apply_result = None;
@@ -592,7 +625,7 @@ pub async fn parse_file(conn: &Connector, path: &Path, name: &str) -> Result<Map
     tokio::task::spawn_blocking(move || -> Result<Mapped, Failure> {
         let mapper = Mapper::new(&mapping);
         let records = crate::format::open(&path, &name, format, &mapping.source, mapper.columns()).map_err(fail_with)?;
-        Ok(crate::mapping::collect(records, &mapper))
+        crate::mapping::collect(records, &mapper).map_err(fail_with)
     })
     .await
     .map_err(|e| (Exit::Other, format!("the parsing thread failed: {e}")))?

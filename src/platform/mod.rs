@@ -19,6 +19,9 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub platform_id: String,
+    /// Something the report should show although the write succeeded: an adoption, or a
+    /// manager left unset because they are not on the platform.
+    pub note: Option<String>,
 }
 
 /// One user's failure; the others go on, and this user's state stays as before so the
@@ -67,5 +70,13 @@ pub trait Platform {
     /// Applies `ops`, sending each outcome on `outcomes` as soon as it is known. Returns
     /// Err only for a failure that stops everything (auth, platform down past the retry
     /// budget); per-user failures are outcomes.
-    async fn apply(&self, ops: Vec<Op>, outcomes: tokio::sync::mpsc::Sender<Outcome>) -> Result<(), PlatformError>;
+    ///
+    /// `known` maps the external id of every user already on the platform (the snapshot)
+    /// to its platform id: it resolves `manager_id` to the manager's platform id.
+    async fn apply(
+        &self,
+        ops: Vec<Op>,
+        known: std::collections::HashMap<String, String>,
+        outcomes: tokio::sync::mpsc::Sender<Outcome>,
+    ) -> Result<(), PlatformError>;
 }

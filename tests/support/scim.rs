@@ -48,6 +48,29 @@ impl ScimServer {
         ScimServer { child, port, base_url: format!("http://127.0.0.1:{port}"), token: TOKEN.into() }
     }
 
+    /// Starts the server with the test schemas: RFC 7643's plus the custom extension
+    /// `urn:ietf:params:scim:schemas:extension:rostersync:2.0:User` (attributes hire_date
+    /// (dateTime), location, badge), listed on the User resource type.
+    pub fn start_with_custom_schema(extra: &[&str]) -> ScimServer {
+        let dir = repo_root().join("tests/fixtures/scim");
+        let schemas = dir.join("schemas.json");
+        let types = dir.join("resource-types.json");
+        let mut args = vec!["--schema", schemas.to_str().unwrap(), "--resource-type", types.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::start_with(&args)
+    }
+
+    /// POST a JSON body to a path and parse the JSON answer (to set up platform users the
+    /// connector has never synced).
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let url = format!("{}{}", self.base_url, path);
+        let out = Command::new("curl")
+            .args(["-sS", "-X", "POST", "-H", &format!("Authorization: Bearer {}", self.token), "-H", "Content-Type: application/scim+json", "--data-binary", &body.to_string(), &url])
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("POST {url}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
     /// GET a path (relative to the base URL) and parse the JSON answer.
     pub fn get(&self, path: &str) -> serde_json::Value {
         let url = format!("{}{}", self.base_url, path);

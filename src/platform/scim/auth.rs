@@ -1,0 +1,133 @@
+//! Credentials for the SCIM API: a bearer token from the environment, or OAuth2 client
+//! credentials (RFC 6749 §4.4) refreshed before they expire. Secrets never reach logs,
+//! errors or Debug output.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use crate::config::PlatformAuth;
+use crate::platform::PlatformError;
+
+/// A secret string: Debug shows nothing of it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Refresh a token this long before the server says it expires (at most a fifth of its
+/// lifetime), so a request never leaves with a token that dies in flight.
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub enum Auth {
+    Bearer { token: Secret, env: String },
+    OAuth2 {
+        token_url: url::Url,
+        client_id: String,
+        secret: Secret,
+        env: String,
+        scope: Option<String>,
+        /// The token and when to refresh it.
+        cached: Mutex<Option<(Secret, Instant)>>,
+    },
+}
+
+fn from_env(var: &str, what: &str) -> Result<Secret, PlatformError> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
+        Ok(_) => Err(PlatformError::Config(format!("the environment variable {var} ({what}) is empty; set it to the value the platform gave you"))),
+        Err(_) => Err(PlatformError::Config(format!("the environment variable {var} ({what}) is not set; export it before running rostersync"))),
+    }
+}
+
+impl Auth {
+    pub fn from_config(auth: &PlatformAuth) -> Result<Auth, PlatformError> {
+        Ok(match auth {
+            PlatformAuth::Bearer { token_env } => Auth::Bearer { token: from_env(token_env, "the platform's SCIM bearer token")?, env: token_env.clone() },
+            PlatformAuth::OAuth2 { token_url, client_id, client_secret_env, scope } => Auth::OAuth2 {
+                token_url: token_url.clone(),
+                client_id: client_id.clone(),
+                secret: from_env(client_secret_env, "the platform's OAuth2 client secret")?,
+                env: client_secret_env.clone(),
+                scope: scope.clone(),
+                cached: Mutex::new(None),
+            },
+        })
+    }
+
+    /// Where the credentials come from, for error messages ("$VAR", or the OAuth2 client).
+    pub fn source(&self) -> String {
+        match self {
+            Auth::Bearer { env, .. } => env.clone(),
+            Auth::OAuth2 { env, client_id, .. } => format!("{env} (OAuth2 client {client_id})"),
+        }
+    }
+
+    /// The Authorization header value, fetching or refreshing an OAuth2 token as needed.
+    pub async fn header(&self, http: &reqwest::Client) -> Result<String, PlatformError> {
+        match self {
+            Auth::Bearer { token, .. } => Ok(format!("Bearer {}", token.0)),
+            Auth::OAuth2 { cached, .. } => {
+                let mut c = cached.lock().await;
+                if let Some((tok, refresh_at)) = &*c
+                    && Instant::now() < *refresh_at
+                {
+                    return Ok(format!("Bearer {}", tok.0));
+                }
+                let (tok, refresh_at) = self.fetch(http).await?;
+                let h = format!("Bearer {}", tok.0);
+                *c = Some((tok, refresh_at));
+                Ok(h)
+            }
+        }
+    }
+
+    /// Forgets a token the API refused (revoked early); the next request fetches another.
+    /// Returns whether there was anything to forget (a bearer token cannot be renewed).
+    pub async fn invalidate(&self) -> bool {
+        match self {
+            Auth::Bearer { .. } => false,
+            Auth::OAuth2 { cached, .. } => cached.lock().await.take().is_some(),
+        }
+    }
+
+    async fn fetch(&self, http: &reqwest::Client) -> Result<(Secret, Instant), PlatformError> {
+        let Auth::OAuth2 { token_url, client_id, secret, scope, .. } = self else { unreachable!("fetch is only called for OAuth2") };
+        // Built in a block: the serializer is not Send and must not live across an await.
+        let form = {
+            let mut f = url::form_urlencoded::Serializer::new(String::new());
+            f.append_pair("grant_type", "client_credentials");
+            if let Some(s) = scope {
+                f.append_pair("scope", s);
+            }
+            f.finish()
+        };
+        let started = Instant::now();
+        // client_secret_basic: the method every authorization server must support.
+        let resp = http
+            .post(token_url.clone())
+            .basic_auth(client_id, Some(&secret.0))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Accept", "application/json")
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| PlatformError::Unreachable { url: token_url.to_string(), detail: format!("OAuth2 token request failed: {}", super::transport_detail(&e)) })?;
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        if status == 400 || status == 401 || status == 403 {
+            let detail = [body["error"].as_str(), body["error_description"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+            return Err(PlatformError::Unauthorized { status, url: token_url.to_string(), detail: format!("token endpoint refused client credentials ({detail})"), env: self.source() });
+        }
+        let Some(token) = body["access_token"].as_str().filter(|_| (200..300).contains(&status)) else {
+            return Err(PlatformError::Protocol { url: token_url.to_string(), detail: format!("HTTP {status} without an access_token from the OAuth2 token endpoint") });
+        };
+        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(3600));
+        Ok((Secret(token.to_string()), started + lifetime - REFRESH_MARGIN.min(lifetime / 5)))
+    }
+}
