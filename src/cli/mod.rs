@@ -4,6 +4,7 @@
 mod check;
 mod history;
 mod inspect;
+mod keyscan;
 mod progress;
 mod sync;
 
@@ -182,7 +183,7 @@ pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Check => check::run(cli),
-        Command::Keyscan { target } => Err(CodedError(Exit::Other, format!("keyscan {target}: not available in this build")).into()),
+        Command::Keyscan { target } => keyscan::run(target),
         Command::Test { connector } => inspect::test(cli, connector).await,
         Command::Fetch { connector, to } => inspect::fetch(cli, connector, to.as_deref()).await,
         Command::Sync { connector, all, dry_run, file, allow_mass_change, force } => {
