@@ -81,7 +81,7 @@ async fn main() {
             },
         })
         .collect();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<rostersync::platform::Outcome>(1024);
     let counter = tokio::spawn(async move {
         let (mut ok, mut failed) = (0u64, 0u64);
         while let Some(o) = rx.recv().await {

@@ -318,8 +318,8 @@ mod tests {
         assert_eq!(
             p.ops,
             vec![
-                Op::Update { platform_id: "2".into(), user: user("b", true, "new title"), adopt: false },
-                Op::Update { platform_id: "4".into(), user: user("d", true, "x"), adopt: false },
+                Op::Update { platform_id: "2".into(), user: user("b", true, "new title"), adopt: false, previous: None },
+                Op::Update { platform_id: "4".into(), user: user("d", true, "x"), adopt: false, previous: None },
                 Op::Deactivate { platform_id: "3".into(), external_id: "c".into() },
             ]
         );

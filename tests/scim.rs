@@ -235,9 +235,9 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
     assert_eq!(listed, HashSet::from([a["id"].as_str().unwrap(), b["id"].as_str().unwrap(), z["id"].as_str().unwrap()]));
 
     let users = vec![user("A1", "Ann", "A", None), user("B1", "Ben", "B", Some("A1")), user("C1", "Cid", "C", Some("B1"))];
-    let p = plan::plan(&PlanInput {
+    let p = plan::plan(PlanInput {
         snapshot: &HashMap::new(),
-        users: &users,
+        users: users.iter().cloned().enumerate().map(|(i, user)| rostersync::model::SourcedUser { user, line: i as u64 + 2 }).collect(),
         invalid_ids: &HashSet::new(),
         rows: 3,
         invalid: 0,
