@@ -131,7 +131,7 @@ pub fn plan(input: PlanInput) -> Plan {
     let mut p = Plan::default();
     let snapshot = input.snapshot;
 
-    if input.rows == 0 {
+    if input.rows == 0 && !input.allow_mass_change {
         p.stop = Some(Safeguard::NoDataRows);
         return p;
     }
@@ -376,9 +376,13 @@ mod tests {
         let p = run(Case { users: vec![user("a", true, "x")], invalid: 1, ..base() });
         assert!(matches!(p.stop, Some(Safeguard::TooManyInvalid { invalid: 1, rows: 2, allowed: 0, .. })));
 
-        let p = run(Case { snapshot: snap, users: vec![], ..base() });
+        let p = run(Case { snapshot: snap.clone(), users: vec![], ..base() });
         assert_eq!(p.stop, Some(Safeguard::NoDataRows));
         assert!(p.ops.is_empty());
+        // An explicit go-ahead empties the customer (an offboarded customer's last export).
+        let p = run(Case { snapshot: snap, users: vec![], allow: true, ..base() });
+        assert_eq!(p.stop, None);
+        assert_eq!(p.count(OpKind::Deactivate), 10);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, Connector, Format};
 use crate::exit::{Classify, Exit};
+use crate::format::FormatError;
 use crate::mapping::{Mapped, Mapper};
 use crate::model::{FileFingerprint, RowError};
 use crate::plan::{self, Op, OpKind, PlanInput};
@@ -100,7 +101,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
 
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     if !opts.dry_run {
-        if let Err(e) = store.acquire(&conn.name, &holder, LEASE_TTL).await {
+        if let Err(e) = acquire(store, &conn.name, &holder).await {
             return r.fail(Exit::Other, e.to_string());
         }
     }
@@ -155,6 +156,34 @@ impl std::fmt::Debug for SyncOptions {
 impl SyncOptions {
     fn origin_or_cli(&self) -> &str {
         if self.origin.is_empty() { "cli" } else { &self.origin }
+    }
+}
+
+/// Takes the lease; a lease left by a process of this machine that no longer exists (killed,
+/// crashed) is taken over at once rather than after its TTL.
+async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &str) -> Result<(), crate::state::StateError> {
+    match store.acquire(connector, holder, LEASE_TTL).await {
+        Err(crate::state::StateError::Held { holder: old, .. }) if holder_died_here(&old) => {
+            tracing::warn!("taking over the lease of {old}: that process no longer runs");
+            store.release(connector, &old).await?;
+            store.acquire(connector, holder, LEASE_TTL).await
+        }
+        other => other,
+    }
+}
+
+/// Whether a holder string ("cli@HOST pid N run ID") names a dead rostersync process here.
+fn holder_died_here(holder: &str) -> bool {
+    let Some((_, rest)) = holder.split_once('@') else { return false };
+    let mut words = rest.split_whitespace();
+    let (Some(host), Some("pid"), Some(pid)) = (words.next(), words.next(), words.next()) else { return false };
+    if host != hostname() || pid.parse::<u32>().is_err() {
+        return false;
+    }
+    // A reused pid belongs to some other program: still dead for us.
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => !String::from_utf8_lossy(&cmd).contains("rostersync"),
+        Err(_) => true,
     }
 }
 
@@ -236,7 +265,13 @@ impl<'a, S: StateStore> Run<'a, S> {
         self.report.file = Some(got.fingerprint.clone());
 
         // Parse and map on a blocking thread: it is CPU work over a file.
-        let mapped = self.parse_and_map(&got).await?;
+        let mapped = match self.parse_and_map(&got).await {
+            Ok(m) => m,
+            // An empty export empties the customer: only on an explicit --allow-mass-change.
+            Err(ParseFailure::Format(FormatError::Empty { .. })) if self.opts.allow_mass_change => Mapped::default(),
+            Err(ParseFailure::Format(e)) => return Err(self.refuse_file(e)),
+            Err(ParseFailure::Other(f)) => return Err(f),
+        };
         let c = &mut self.report.counts;
         c.rows = mapped.rows;
         c.valid = mapped.users.len() as u64;
@@ -370,8 +405,30 @@ impl<'a, S: StateStore> Run<'a, S> {
         res.map_err(fail_with)
     }
 
-    async fn parse_and_map(&self, got: &Got) -> Result<Mapped, Failure> {
-        parse_file(self.conn, &got.spool.path, &got.name).await
+    async fn parse_and_map(&self, got: &Got) -> Result<Mapped, ParseFailure> {
+        parse_file_detailed(self.conn, &got.spool.path, &got.name).await
+    }
+
+    /// A file that is empty or lacks a mapped column is refused by a safeguard: nothing
+    /// is planned from it.
+    fn refuse_file(&mut self, e: FormatError) -> Failure {
+        let (rule, exit) = match &e {
+            FormatError::Empty { .. } => ("no_data_rows", Exit::Stopped),
+            // A data error by DESIGN's exit codes, though it stops the run like a safeguard.
+            FormatError::MissingColumns { .. } => ("missing_column", Exit::Data),
+            _ => return fail_with(e),
+        };
+        self.report.outcome = RunOutcome::Stopped;
+        self.report.stopped_by = Some(rule.to_string());
+        let go_on = if exit == Exit::Stopped {
+            format!(
+                " Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change`",
+                self.conn.name
+            )
+        } else {
+            format!(" Fix the mapping (mappings/…) or ask the customer for the usual export; `rostersync test {}` shows the header", self.conn.name)
+        };
+        (exit, format!("{e}; nothing was pushed.{go_on}"))
     }
 
     /// Sends the operations and records each success as it comes back.
@@ -608,27 +665,41 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, pro
     }))
 }
 
+/// Why parsing failed: the file itself (which `sync` may turn into a safeguard stop), or
+/// anything else.
+enum ParseFailure {
+    Format(FormatError),
+    Other(Failure),
+}
+
 /// Parses and maps a local file with the connector's mapping, on a blocking thread.
 pub async fn parse_file(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, Failure> {
+    parse_file_detailed(conn, path, name).await.map_err(|e| match e {
+        ParseFailure::Format(e) => fail_with(e),
+        ParseFailure::Other(f) => f,
+    })
+}
+
+async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, ParseFailure> {
     let format = match conn.file.format.or_else(|| Format::from_name(name)) {
         Some(f) => f,
         None => {
-            return Err((
+            return Err(ParseFailure::Other((
                 Exit::Data,
                 format!("{name}: cannot tell the format from the name; set [connectors.{}.file] format = \"csv\" (or xlsx, json …)", conn.name),
-            ));
+            )));
         }
     };
     let path = path.to_path_buf();
     let name = name.to_string();
     let mapping = conn.mapping.clone();
-    tokio::task::spawn_blocking(move || -> Result<Mapped, Failure> {
+    tokio::task::spawn_blocking(move || -> Result<Mapped, ParseFailure> {
         let mapper = Mapper::new(&mapping);
-        let records = crate::format::open(&path, &name, format, &mapping.source, mapper.columns()).map_err(fail_with)?;
-        crate::mapping::collect(records, &mapper).map_err(fail_with)
+        let records = crate::format::open(&path, &name, format, &mapping.source, mapper.columns()).map_err(ParseFailure::Format)?;
+        crate::mapping::collect(records, &mapper).map_err(ParseFailure::Format)
     })
     .await
-    .map_err(|e| (Exit::Other, format!("the parsing thread failed: {e}")))?
+    .map_err(|e| ParseFailure::Other((Exit::Other, format!("the parsing thread failed: {e}"))))?
 }
 
 /// What `test` and `fetch` need: the file the connector would pick, downloaded.
