@@ -428,12 +428,14 @@ fn a_silent_server_fails_within_the_timeout() {
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
 }
 
-/// Forwards one connection to `to`, and cuts both ways once `limit` bytes came back.
-fn cutting_proxy(to: u16, limit: u64) -> u16 {
+/// Forwards connections to `to`; the first `cuts` of them are cut both ways once `limit`
+/// bytes came back from the server.
+fn cutting_proxy(to: u16, limit: u64, cuts: usize) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for client in l.incoming() {
+        for (i, client) in l.incoming().enumerate() {
+            let limit = if i < cuts { limit } else { u64::MAX };
             let client = client.unwrap();
             let server = TcpStream::connect(("127.0.0.1", to)).unwrap();
             let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
@@ -462,12 +464,28 @@ fn cutting_proxy(to: u16, limit: u64) -> u16 {
 }
 
 #[test]
-fn a_transfer_cut_midway_is_truncated_and_retriable() {
+fn a_transfer_cut_once_resumes_where_it_stopped() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let sum = put(&s.data(), "resume.csv", 8 << 20, Duration::from_secs(600));
+    let port = cutting_proxy(s.port, 3 << 20, 1);
+    let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
+    let f = src.list(&format!("{}/resume.csv", s.data().display())).unwrap().remove(0);
+    let mut out = Vec::new();
+    let got = src.fetch(&f, &mut out, 1 << 30).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((got.bytes, out.len() as u64), (8 << 20, 8 << 20));
+    assert_eq!(got.sha256, sum, "the resumed download must be byte for byte the file");
+    assert_eq!(hex::encode(sha2::Sha256::digest(&out)), sum);
+}
+
+#[test]
+fn a_transfer_cut_every_time_is_truncated_and_retriable() {
     env();
     let s = Sshd::start();
     let k = s.client_key("ed25519", "");
     put(&s.data(), "cut.csv", 8 << 20, Duration::from_secs(600));
-    let port = cutting_proxy(s.port, 2 << 20);
+    let port = cutting_proxy(s.port, 1 << 20, usize::MAX);
     let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
     let f = src.list(&format!("{}/cut.csv", s.data().display())).unwrap().remove(0);
     let mut out = Vec::new();
@@ -475,5 +493,5 @@ fn a_transfer_cut_midway_is_truncated_and_retriable() {
     let SourceError::Truncated { got, expected, .. } = &e else { panic!("expected Truncated, got {e}") };
     assert!(*got < *expected && *expected == 8 << 20, "{e}");
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
-    assert!(e.to_string().contains("cut.csv"), "{e}");
+    assert!(e.to_string().contains("cut.csv") && e.to_string().contains("gave up after 3 reconnections"), "{e}");
 }
