@@ -305,6 +305,22 @@ fn ssh_rsa_only_server_is_refused_as_obsolete() {
 }
 
 #[test]
+fn sha1_only_key_exchange_and_macs_are_refused_as_obsolete() {
+    env();
+    let s = Sshd::with(SshdOptions {
+        extra: vec!["KexAlgorithms diffie-hellman-group14-sha1".into(), "Ciphers aes128-ctr,aes128-cbc".into(), "MACs hmac-sha1".into()],
+        ..Default::default()
+    });
+    let k = s.client_key("ed25519", "");
+    let e = refused(&cfg(s.port, &s.user, key(&k, None), pinned(&s)));
+    let msg = e.to_string();
+    assert!(matches!(e, SourceError::Algorithms(_)), "{msg}");
+    assert!(msg.contains("key exchange: the server offers diffie-hellman-group14-sha1 — we accept curve25519-sha256"), "{msg}");
+    assert!(msg.contains("MACs: the server offers hmac-sha1 — we accept hmac-sha2-256-etm@openssh.com"), "{msg}");
+    assert!(!msg.contains("host key algorithms:"), "the host keys were fine: {msg}");
+}
+
+#[test]
 fn keyscan_reports_each_modern_host_key() {
     env();
     let s = Sshd::with(SshdOptions { host_keys: vec!["ed25519", "ecdsa", "rsa"], ..Default::default() });
