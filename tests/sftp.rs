@@ -300,7 +300,7 @@ fn ssh_rsa_only_server_is_refused_as_obsolete() {
     assert!(msg.contains("host key algorithms: the server offers ssh-rsa — we accept ssh-ed25519"), "{msg}");
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, false));
 
-    let e = keyscan("127.0.0.1", s.port, Duration::from_secs(10)).err().expect("keyscan of an ssh-rsa-only server");
+    let e = keyscan("127.0.0.1", s.port, Duration::from_secs(10)).expect_err("keyscan of an ssh-rsa-only server");
     assert!(e.to_string().contains("offers only obsolete algorithms"), "{e}");
 }
 
