@@ -442,6 +442,21 @@ fn a_silent_server_fails_within_the_timeout() {
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "took {took:?}");
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
+
+    // keyscan too gives up within its timeout.
+    let start = Instant::now();
+    let e = keyscan("127.0.0.1", port, Duration::from_secs(2)).expect_err("keyscan of a silent server");
+    assert!(matches!(e, SourceError::Timeout { .. }) && start.elapsed() < Duration::from_secs(5), "{e} after {:?}", start.elapsed());
+}
+
+#[test]
+fn nothing_listening_is_a_retriable_connection_error() {
+    env();
+    let port = support::free_port();
+    let e = refused(&cfg(port, "root", key(Path::new("/nonexistent"), None), HostKeyPolicy::Pinned("SHA256:x".into())));
+    assert!(matches!(e, SourceError::Connect { .. }), "{e}");
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")) && e.to_string().contains("check host, port and firewall"), "{e}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
 }
 
 /// Forwards connections to `to`; the first `cuts` of them are cut both ways once `limit`
