@@ -462,8 +462,14 @@ fn nothing_listening_is_a_retriable_connection_error() {
 /// Forwards connections to `to`; the first `cuts` of them are cut both ways once `limit`
 /// bytes came back from the server.
 fn cutting_proxy(to: u16, limit: u64, cuts: usize) -> u16 {
+    cutting_proxy_then(to, limit, cuts, || {})
+}
+
+/// As `cutting_proxy`, running `on_cut` as each cut happens.
+fn cutting_proxy_then(to: u16, limit: u64, cuts: usize, on_cut: impl Fn() + Send + Sync + 'static) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
+    let on_cut = std::sync::Arc::new(on_cut);
     std::thread::spawn(move || {
         for (i, client) in l.incoming().enumerate() {
             let limit = if i < cuts { limit } else { u64::MAX };
@@ -474,6 +480,7 @@ fn cutting_proxy(to: u16, limit: u64, cuts: usize) -> u16 {
                 let _ = std::io::copy(&mut c_r, &mut s_w);
             });
             let (mut s_r, mut c_w) = (server, client);
+            let on_cut = on_cut.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 16384];
                 let mut sent = 0u64;
@@ -483,6 +490,7 @@ fn cutting_proxy(to: u16, limit: u64, cuts: usize) -> u16 {
                     }
                     sent += n as u64;
                     if sent >= limit {
+                        on_cut();
                         break;
                     }
                 }
@@ -508,6 +516,22 @@ fn a_transfer_cut_once_resumes_where_it_stopped() {
     assert_eq!((got.bytes, out.len() as u64), (8 << 20, 8 << 20));
     assert_eq!(got.sha256, sum, "the resumed download must be byte for byte the file");
     assert_eq!(hex::encode(sha2::Sha256::digest(&out)), sum);
+}
+
+#[test]
+fn a_file_rewritten_while_the_connection_was_down_is_not_resumed() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    put(&s.data(), "moving.csv", 8 << 20, Duration::from_secs(600));
+    let data = s.data();
+    let port = cutting_proxy_then(s.port, 2 << 20, 1, move || {
+        put(&data, "moving.csv", 9 << 20, Duration::from_secs(1));
+    });
+    let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
+    let f = src.list(&format!("{}/moving.csv", s.data().display())).unwrap().remove(0);
+    let e = src.fetch(&f, &mut Vec::new(), 1 << 30).unwrap_err();
+    assert!(matches!(e, SourceError::Truncated { .. }) && e.to_string().contains("the file changed on the server during the download"), "{e}");
 }
 
 #[test]
