@@ -300,8 +300,24 @@ fn ssh_rsa_only_server_is_refused_as_obsolete() {
     assert!(msg.contains("host key algorithms: the server offers ssh-rsa — we accept ssh-ed25519"), "{msg}");
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, false));
 
-    let e = keyscan("127.0.0.1", s.port, Duration::from_secs(10)).err().expect("keyscan of an ssh-rsa-only server");
+    let e = keyscan("127.0.0.1", s.port, Duration::from_secs(10)).expect_err("keyscan of an ssh-rsa-only server");
     assert!(e.to_string().contains("offers only obsolete algorithms"), "{e}");
+}
+
+#[test]
+fn sha1_only_key_exchange_and_macs_are_refused_as_obsolete() {
+    env();
+    let s = Sshd::with(SshdOptions {
+        extra: vec!["KexAlgorithms diffie-hellman-group14-sha1".into(), "Ciphers aes128-ctr,aes128-cbc".into(), "MACs hmac-sha1".into()],
+        ..Default::default()
+    });
+    let k = s.client_key("ed25519", "");
+    let e = refused(&cfg(s.port, &s.user, key(&k, None), pinned(&s)));
+    let msg = e.to_string();
+    assert!(matches!(e, SourceError::Algorithms(_)), "{msg}");
+    assert!(msg.contains("key exchange: the server offers diffie-hellman-group14-sha1 — we accept curve25519-sha256"), "{msg}");
+    assert!(msg.contains("MACs: the server offers hmac-sha1 — we accept hmac-sha2-256-etm@openssh.com"), "{msg}");
+    assert!(!msg.contains("host key algorithms:"), "the host keys were fine: {msg}");
 }
 
 #[test]
@@ -426,14 +442,37 @@ fn a_silent_server_fails_within_the_timeout() {
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "took {took:?}");
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
+
+    // keyscan too gives up within its timeout.
+    let start = Instant::now();
+    let e = keyscan("127.0.0.1", port, Duration::from_secs(2)).expect_err("keyscan of a silent server");
+    assert!(matches!(e, SourceError::Timeout { .. }) && start.elapsed() < Duration::from_secs(5), "{e} after {:?}", start.elapsed());
 }
 
-/// Forwards one connection to `to`, and cuts both ways once `limit` bytes came back.
-fn cutting_proxy(to: u16, limit: u64) -> u16 {
+#[test]
+fn nothing_listening_is_a_retriable_connection_error() {
+    env();
+    let port = support::free_port();
+    let e = refused(&cfg(port, "root", key(Path::new("/nonexistent"), None), HostKeyPolicy::Pinned("SHA256:x".into())));
+    assert!(matches!(e, SourceError::Connect { .. }), "{e}");
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")) && e.to_string().contains("check host, port and firewall"), "{e}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
+}
+
+/// Forwards connections to `to`; the first `cuts` of them are cut both ways once `limit`
+/// bytes came back from the server.
+fn cutting_proxy(to: u16, limit: u64, cuts: usize) -> u16 {
+    cutting_proxy_then(to, limit, cuts, || {})
+}
+
+/// As `cutting_proxy`, running `on_cut` as each cut happens.
+fn cutting_proxy_then(to: u16, limit: u64, cuts: usize, on_cut: impl Fn() + Send + Sync + 'static) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
+    let on_cut = std::sync::Arc::new(on_cut);
     std::thread::spawn(move || {
-        for client in l.incoming() {
+        for (i, client) in l.incoming().enumerate() {
+            let limit = if i < cuts { limit } else { u64::MAX };
             let client = client.unwrap();
             let server = TcpStream::connect(("127.0.0.1", to)).unwrap();
             let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
@@ -441,6 +480,7 @@ fn cutting_proxy(to: u16, limit: u64) -> u16 {
                 let _ = std::io::copy(&mut c_r, &mut s_w);
             });
             let (mut s_r, mut c_w) = (server, client);
+            let on_cut = on_cut.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 16384];
                 let mut sent = 0u64;
@@ -450,6 +490,7 @@ fn cutting_proxy(to: u16, limit: u64) -> u16 {
                     }
                     sent += n as u64;
                     if sent >= limit {
+                        on_cut();
                         break;
                     }
                 }
@@ -462,12 +503,44 @@ fn cutting_proxy(to: u16, limit: u64) -> u16 {
 }
 
 #[test]
-fn a_transfer_cut_midway_is_truncated_and_retriable() {
+fn a_transfer_cut_once_resumes_where_it_stopped() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let sum = put(&s.data(), "resume.csv", 8 << 20, Duration::from_secs(600));
+    let port = cutting_proxy(s.port, 3 << 20, 1);
+    let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
+    let f = src.list(&format!("{}/resume.csv", s.data().display())).unwrap().remove(0);
+    let mut out = Vec::new();
+    let got = src.fetch(&f, &mut out, 1 << 30).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((got.bytes, out.len() as u64), (8 << 20, 8 << 20));
+    assert_eq!(got.sha256, sum, "the resumed download must be byte for byte the file");
+    assert_eq!(hex::encode(sha2::Sha256::digest(&out)), sum);
+}
+
+#[test]
+fn a_file_rewritten_while_the_connection_was_down_is_not_resumed() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    put(&s.data(), "moving.csv", 8 << 20, Duration::from_secs(600));
+    let data = s.data();
+    let port = cutting_proxy_then(s.port, 2 << 20, 1, move || {
+        put(&data, "moving.csv", 9 << 20, Duration::from_secs(1));
+    });
+    let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
+    let f = src.list(&format!("{}/moving.csv", s.data().display())).unwrap().remove(0);
+    let e = src.fetch(&f, &mut Vec::new(), 1 << 30).unwrap_err();
+    assert!(matches!(e, SourceError::Truncated { .. }) && e.to_string().contains("the file changed on the server during the download"), "{e}");
+}
+
+#[test]
+fn a_transfer_cut_every_time_is_truncated_and_retriable() {
     env();
     let s = Sshd::start();
     let k = s.client_key("ed25519", "");
     put(&s.data(), "cut.csv", 8 << 20, Duration::from_secs(600));
-    let port = cutting_proxy(s.port, 2 << 20);
+    let port = cutting_proxy(s.port, 1 << 20, usize::MAX);
     let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
     let f = src.list(&format!("{}/cut.csv", s.data().display())).unwrap().remove(0);
     let mut out = Vec::new();
@@ -475,5 +548,5 @@ fn a_transfer_cut_midway_is_truncated_and_retriable() {
     let SourceError::Truncated { got, expected, .. } = &e else { panic!("expected Truncated, got {e}") };
     assert!(*got < *expected && *expected == 8 << 20, "{e}");
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
-    assert!(e.to_string().contains("cut.csv"), "{e}");
+    assert!(e.to_string().contains("cut.csv") && e.to_string().contains("gave up after 3 reconnections"), "{e}");
 }

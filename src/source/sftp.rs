@@ -9,7 +9,7 @@ pub mod algorithms;
 pub mod auth;
 pub mod hostkey;
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use ssh2::{ErrorCode, Session};
 
 use super::{Fetched, HashingWriter, RemoteFile, Source, SourceError, select};
 use crate::config::{After, HostKeyPolicy, Sftp};
+use crate::exit::Classify;
 
 /// Bytes asked of libssh2 per read; it pipelines up to 4× this (capped at 8 MiB) in flight.
 const READ_CHUNK: usize = 2 << 20;
@@ -30,6 +31,17 @@ const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 // SFTP status codes.
 const FX_NO_SUCH_FILE: i32 = 2;
 const FX_PERMISSION_DENIED: i32 = 3;
+
+/// Reconnections to resume one download, with doubling waits from this one.
+const RESUME_ATTEMPTS: u32 = 3;
+const RESUME_BACKOFF: Duration = Duration::from_millis(500);
+
+/// How a stretch of download ended, when not at the end of the file.
+enum Step {
+    /// The connection dropped or stalled: worth resuming.
+    Cut(String),
+    Fail(SourceError),
+}
 
 pub struct SftpSource {
     cfg: Sftp,
@@ -249,6 +261,35 @@ impl SftpSource {
         }
     }
 
+    /// Reads `file` from offset `w.bytes` to its end into `w`.
+    fn read_from(&mut self, file: &RemoteFile, w: &mut HashingWriter<'_>, max_size: u64) -> Result<(), Step> {
+        self.keepalive();
+        let mut f = self.sftp.open(Path::new(&file.path)).map_err(|e| match self.op_error(e, format!("cannot open {}", file.path)) {
+            e @ (SourceError::Connect { .. } | SourceError::Timeout { .. }) => Step::Cut(e.to_string()),
+            e => Step::Fail(e),
+        })?;
+        if w.bytes > 0 {
+            f.seek(SeekFrom::Start(w.bytes)).map_err(|e| Step::Cut(format!("cannot seek to resume: {e}")))?;
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut last_keepalive = Instant::now();
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Step::Cut(format!("connection to {} lost or stalled ({e})", self.at())))?;
+            if n == 0 {
+                return Ok(());
+            }
+            w.write_all(&buf[..n]).map_err(|source| Step::Fail(SourceError::Io { context: format!("cannot store the download of {}", file.path), source }))?;
+            if w.bytes > max_size {
+                return Err(Step::Fail(SourceError::TooLarge { path: file.path.clone(), size: w.bytes, max: max_size }));
+            }
+            // The sink (a parser) may be slow; keep the session alive between reads.
+            if last_keepalive.elapsed() > Duration::from_secs(5) {
+                self.keepalive();
+                last_keepalive = Instant::now();
+            }
+        }
+    }
+
     fn keepalive(&self) {
         // Sends only when the interval has passed; a failure shows up on the next read.
         let _ = self.sess.keepalive_send();
@@ -279,34 +320,38 @@ impl Source for SftpSource {
         if file.size > max_size {
             return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: max_size });
         }
-        self.keepalive();
-        let mut f = self.sftp.open(Path::new(&file.path)).map_err(|e| self.op_error(e, format!("cannot open {}", file.path)))?;
         let mut w = HashingWriter::new(sink);
-        let mut buf = vec![0u8; READ_CHUNK];
-        let mut last_keepalive = Instant::now();
+        let mut attempt = 0;
         loop {
-            let n = match f.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) => {
-                    return Err(SourceError::Truncated {
-                        path: file.path.clone(),
-                        got: w.bytes,
-                        expected: file.size,
-                        detail: format!("connection to {} lost or stalled ({e}); the run can be retried", self.at()),
-                    });
-                }
+            let cut = match self.read_from(file, &mut w, max_size) {
+                Ok(()) => break,
+                Err(Step::Fail(e)) => return Err(e),
+                Err(Step::Cut(detail)) => detail,
             };
-            if n == 0 {
-                break;
+            // The sink has every byte so far, in order: reconnect and go on from there,
+            // so a parser reading alongside never sees the drop.
+            let truncated = |detail: String, got: u64| SourceError::Truncated { path: file.path.clone(), got, expected: file.size, detail };
+            if attempt == RESUME_ATTEMPTS {
+                return Err(truncated(format!("{cut}; gave up after {attempt} reconnections, the run can be retried later"), w.bytes));
             }
-            w.write_all(&buf[..n]).map_err(|source| SourceError::Io { context: format!("cannot store the download of {}", file.path), source })?;
-            if w.bytes > max_size {
-                return Err(SourceError::TooLarge { path: file.path.clone(), size: w.bytes, max: max_size });
+            attempt += 1;
+            let wait = RESUME_BACKOFF * (1 << (attempt - 1));
+            tracing::warn!(path = %file.path, got = w.bytes, attempt, "download cut ({cut}); reconnecting in {wait:?} to resume");
+            std::thread::sleep(wait);
+            match SftpSource::connect(&self.cfg) {
+                Ok(fresh) => *self = fresh,
+                // A changed host key or a refused login on reconnection is not a network blip.
+                Err(e) if !e.retriable() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(path = %file.path, "reconnection failed: {e}");
+                    continue;
+                }
             }
-            // The sink (a parser) may be slow; keep the session alive between reads.
-            if last_keepalive.elapsed() > Duration::from_secs(5) {
-                self.keepalive();
-                last_keepalive = Instant::now();
+            // Resuming is only sound if the file is the one we started on.
+            match self.sftp.stat(Path::new(&file.path)) {
+                Ok(st) if st.size == Some(file.size) && file.mtime.is_none_or(|m| st.mtime == Some(m.timestamp() as u64)) => {}
+                Ok(_) => return Err(truncated("the file changed on the server during the download; retry once the export is complete (set min_age)".into(), w.bytes)),
+                Err(e) => return Err(self.op_error(e, format!("cannot stat {} to resume its download", file.path))),
             }
         }
         let fetched = w.finish();
@@ -315,7 +360,7 @@ impl Source for SftpSource {
                 path: file.path.clone(),
                 got: fetched.bytes,
                 expected: file.size,
-                detail: format!("the server ended the file at another size than listed; it was probably being rewritten — retry once the export is complete (set min_age)"),
+                detail: "the server ended the file at another size than listed; it was probably being rewritten — retry once the export is complete (set min_age)".into(),
             });
         }
         Ok(fetched)

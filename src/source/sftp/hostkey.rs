@@ -212,7 +212,7 @@ mod tests {
         let changed = KnownKey { key_type: "ssh-ed25519".into(), blob: vec![1, 2, 3], revoked: false, line: 4 };
         assert_eq!(check_known(&[other, changed], &blob), Verdict::Changed { lines: vec![4] });
         let same = KnownKey { key_type: "ssh-ed25519".into(), blob: blob.clone(), revoked: false, line: 5 };
-        assert_eq!(check_known(&[same.clone()], &blob), Verdict::Trusted);
+        assert_eq!(check_known(std::slice::from_ref(&same), &blob), Verdict::Trusted);
         assert_eq!(check_known(&[KnownKey { revoked: true, ..same }], &blob), Verdict::Revoked { line: 5 });
     }
 }
