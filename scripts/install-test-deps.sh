@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests and the demo need, when missing: OpenSSH (sshd + sftp), curl,
+# Installs what the tests and the demo need, when missing: OpenSSH (sshd + sftp), rclone, curl,
 # the OpenSSL headers libssh2 builds against, and scim2-server (PyPI, pinned) in .venv.
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
@@ -12,6 +12,8 @@ missing=()
 command -v sftp >/dev/null 2>&1 || missing+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# rclone serves SFTP with a password and no system account (password-auth tests).
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
