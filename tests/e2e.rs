@@ -1,0 +1,177 @@
+//! The whole path, for real: an OpenSSH sftp server holding the export → rostersync (the
+//! binary) → scim2-server, with the SQLite state in a temp dir. A pass-through proxy in
+//! front of the SCIM server records every request, so "no write" is checked on the wire.
+
+mod support;
+
+use std::collections::HashMap;
+
+use support::fault_proxy::{Fault, FaultProxy};
+use support::project::{HEADER, row, rows};
+use support::scim::ScimServer;
+use support::sshd::Sshd;
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+struct Setup {
+    sshd: Sshd,
+    scim: ScimServer,
+    proxy: FaultProxy,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let sshd = Sshd::start();
+        let key = sshd.client_key("ed25519", "");
+        let scim = ScimServer::start();
+        let proxy = FaultProxy::start(scim.port, |_, _, _| Fault::Pass);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+        std::fs::copy(support::repo_root().join("mappings/demo.toml"), dir.path().join("mappings/demo.toml")).unwrap();
+        std::fs::create_dir_all(sshd.data().join("exports")).unwrap();
+        let cfg = format!(
+            r#"[platform]
+kind = "scim"
+base_url = "{base}"
+token_env = "PLATFORM_SCIM_TOKEN"
+
+[state]
+url = "sqlite://state/rostersync.db"
+
+[connectors.acme]
+customer = "Acme Corp"
+schedule = "daily 02:00"
+timezone = "Europe/Paris"
+mapping = "mappings/demo.toml"
+
+[connectors.acme.sftp]
+host = "127.0.0.1"
+port = {port}
+username = "{user}"
+auth = "key"
+private_key = "{key}"
+host_key = "{fp}"
+timeout = "10s"
+
+[connectors.acme.file]
+path = "{data}/exports/employees_*.csv"
+pick = "last-name"
+min_age = "0s"
+"#,
+            base = proxy.base_url,
+            port = sshd.port,
+            user = sshd.user,
+            key = key.display(),
+            fp = sshd.fingerprint("ed25519"),
+            data = sshd.data().display(),
+        );
+        std::fs::write(dir.path().join("connectors.toml"), cfg).unwrap();
+        Setup { sshd, scim, proxy, dir }
+    }
+
+    fn export(&self, name: &str, rows: &[String]) {
+        let body = format!("{HEADER}\n{}\n", rows.join("\n"));
+        std::fs::write(self.sshd.data().join("exports").join(name), body).unwrap();
+    }
+
+    fn sync(&self, extra: &[&str]) -> (i32, serde_json::Value) {
+        let out = std::process::Command::new(support::rostersync_bin())
+            .arg("--config")
+            .arg(self.dir.path().join("connectors.toml"))
+            .args(["--json", "sync", "acme"])
+            .args(extra)
+            .env("PLATFORM_SCIM_TOKEN", &self.scim.token)
+            .output()
+            .unwrap();
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not one JSON report ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap(), v)
+    }
+
+    fn users(&self) -> HashMap<String, serde_json::Value> {
+        self.scim.users().into_iter().map(|u| (u["externalId"].as_str().unwrap().to_string(), u)).collect()
+    }
+
+    /// Write requests (anything but GET) the platform received since request number `from`.
+    fn writes_since(&self, from: usize) -> Vec<String> {
+        self.proxy.seen().into_iter().skip(from).filter(|s| s.method != "GET").map(|s| format!("{} {}", s.method, s.path)).collect()
+    }
+}
+
+#[test]
+fn sftp_to_scim_first_sync_no_write_rerun_then_one_update_and_one_deactivation() {
+    let s = Setup::new();
+    s.export("employees_2026-11-20.csv", &rows(10));
+
+    // First sync: everyone is created, with the mapped fields.
+    let (code, r) = s.sync(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["outcome"], "ok");
+    assert_eq!(r["counts"]["rows"], 10);
+    assert_eq!(r["counts"]["created"], 10);
+    assert!(r["file"]["path"].as_str().unwrap().ends_with("employees_2026-11-20.csv"));
+    assert_eq!(r["file"]["sha256"].as_str().unwrap().len(), 64);
+    let users = s.users();
+    assert_eq!(users.len(), 10);
+    let u3 = &users["E0000003"];
+    assert_eq!(u3["userName"], "ann3@example.com");
+    assert_eq!(u3["name"]["givenName"], "Ann3");
+    assert_eq!(u3["name"]["familyName"], "Lee3");
+    assert_eq!(u3["emails"][0]["value"], "ann3@example.com");
+    assert_eq!(u3["preferredLanguage"], "fr");
+    assert_eq!(u3["active"], true);
+    assert_eq!(u3[ENTERPRISE]["department"], "Engineering");
+    assert_eq!(u3[ENTERPRISE]["employeeNumber"], "E0000003");
+
+    // The same file again: no new file, and nothing written to the platform.
+    let before = s.proxy.seen().len();
+    let (code, r) = s.sync(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["outcome"], "no-new-file");
+    assert_eq!(s.writes_since(before), Vec::<String>::new());
+    // Forced through the whole pipeline, the same data still sends no write request.
+    let before = s.proxy.seen().len();
+    let (code, r) = s.sync(&["--force"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["unchanged"], 10);
+    assert_eq!(s.writes_since(before), Vec::<String>::new());
+
+    // Next day: person 2's email changed, person 5 left.
+    let mut next: Vec<String> = rows(10);
+    next[1] = row(2, "ann.two@example.com", true, "Engineering");
+    next.remove(4);
+    s.export("employees_2026-11-21.csv", &next);
+    let before = s.proxy.seen().len();
+    let (code, r) = s.sync(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["updated"], 1, "{r}");
+    assert_eq!(r["counts"]["deactivated"], 1, "{r}");
+    assert_eq!(r["counts"]["unchanged"], 8, "{r}");
+    // scim2-server offers /Bulk: the two operations travel in one request.
+    let writes = s.writes_since(before);
+    assert!(writes == ["POST /Bulk"] || writes.len() == 2, "only the two operations are sent: {writes:?}");
+    let users = s.users();
+    assert_eq!(users.len(), 10, "deactivated, not deleted");
+    assert_eq!(users["E0000002"]["userName"], "ann.two@example.com");
+    assert_eq!(users["E0000002"]["emails"][0]["value"], "ann.two@example.com");
+    assert_eq!(users["E0000005"]["active"], false);
+    assert_eq!(users["E0000005"]["userName"], "ann5@example.com", "a deactivation changes nothing else");
+    assert_eq!(users["E0000001"]["active"], true);
+}
+
+#[test]
+fn a_wrong_host_key_fails_with_exit_3_and_pushes_nothing() {
+    let s = Setup::new();
+    s.export("employees_2026-11-20.csv", &rows(3));
+    let cfg_path = s.dir.path().join("connectors.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let wrong = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+    std::fs::write(&cfg_path, cfg.replace(&s.sshd.fingerprint("ed25519"), wrong)).unwrap();
+    let (code, r) = s.sync(&[]);
+    assert_eq!(code, 3, "{r}");
+    assert_eq!(r["outcome"], "failed");
+    let msg = r["message"].as_str().unwrap();
+    assert!(msg.contains(&s.sshd.fingerprint("ed25519")), "the offered fingerprint is shown: {msg}");
+    assert!(s.scim.users().is_empty());
+}
