@@ -92,15 +92,18 @@ set -e
 echo "(exit code $code)"
 echo
 echo "== users now on the SCIM server"
-curl -sS -H "Authorization: Bearer $PLATFORM_SCIM_TOKEN" "http://127.0.0.1:$SCIM_PORT/Users?count=1000" | python3 -c '
+curl -sS -H "Authorization: Bearer $PLATFORM_SCIM_TOKEN" "http://127.0.0.1:$SCIM_PORT/Users?count=1000" > "$DEMO/users.json"
+python3 - "$DEMO/users.json" <<'PY'
 import json, sys
-d = json.load(sys.stdin)
+d = json.load(open(sys.argv[1]))
 ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-print(f"{d.get(\"totalResults\", 0)} users")
+print(d.get("totalResults", 0), "users")
 for u in sorted(d.get("Resources", []), key=lambda u: u.get("externalId", "")):
     n = u.get("name", {})
-    print(f"  {u.get(\"externalId\",\"\"):<10} {u.get(\"userName\",\"\"):<40} {n.get(\"givenName\",\"\"):<10} {n.get(\"familyName\",\"\"):<12} {u.get(\"preferredLanguage\",\"\"):<3} {\"active\" if u.get(\"active\") else \"inactive\":<8} {u.get(ent, {}).get(\"department\",\"\")}")
-'
+    state = "active" if u.get("active") else "inactive"
+    print("  %-10s %-38s %-10s %-12s %-3s %-8s %s" % (u.get("externalId", ""), u.get("userName", ""), n.get("givenName", ""),
+          n.get("familyName", ""), u.get("preferredLanguage", ""), state, u.get(ent, {}).get("department", "")))
+PY
 echo
 echo "== the same file again: nothing to do"
 "$RS" --config "$DEMO/connectors.toml" sync demo
