@@ -1,0 +1,90 @@
+//! The everyday commands an integration engineer runs: test, fetch, status, sync --all.
+
+mod support;
+
+use support::project::{Project, row, rows};
+use support::scim::ScimServer;
+
+#[test]
+fn test_command_previews_and_reports_errors_without_pushing() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "max_invalid = \"50%\"");
+    let mut rs = rows(4);
+    rs[1] = row(2, "broken", true, "Engineering");
+    p.export("employees_2026-01-01.csv", &rs);
+    let out = p.run(&["test", "acme"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("rows 4 — 3 valid, 1 invalid"), "{stdout}");
+    assert!(stdout.contains("ann1@example.com"), "preview shows users: {stdout}");
+    assert!(stdout.contains("Email: 1 row(s) invalid, first at line(s) 3"), "{stdout}");
+    assert!(stdout.contains("nothing was pushed"), "{stdout}");
+    assert!(scim.users().is_empty(), "test pushes nothing");
+
+    let out = p.run(&["--json", "test", "acme"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], 3);
+    assert_eq!(v["errors"][0]["line"], 3);
+    assert_eq!(v["errors"][0]["column"], "Email");
+    assert_eq!(v["preview"][0]["external_id"], "E0000001");
+}
+
+#[test]
+fn fetch_downloads_the_file_the_connector_would_pick() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    p.export("employees_2026-01-01.csv", &rows(2));
+    let newest = p.export("employees_2026-01-02.csv", &rows(3));
+    let to = p.path().join("downloads");
+    let out = p.run(&["fetch", "acme", "--to", to.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = std::fs::read(to.join("employees_2026-01-02.csv")).unwrap();
+    assert_eq!(got, std::fs::read(newest).unwrap());
+    assert!(scim.users().is_empty());
+}
+
+#[test]
+fn sync_all_runs_every_valid_connector_and_status_shows_them() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    p.export("employees_2026-01-01.csv", &rows(2));
+    // A second connector on the same exports, and a broken third one.
+    let cfg_path = p.path().join("connectors.toml");
+    let mut cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    cfg.push_str("\n[connectors.globex]\nmapping = \"mappings/demo.toml\"\n[connectors.globex.local]\ndir = \"exports\"\n[connectors.globex.file]\npath = \"employees_*.csv\"\n");
+    cfg.push_str("\n[connectors.broken]\nmapping = \"mappings/none.toml\"\n[connectors.broken.local]\ndir = \"exports\"\n[connectors.broken.file]\npath = \"x.csv\"\n");
+    std::fs::write(&cfg_path, cfg).unwrap();
+
+    let out = p.run(&["--json", "sync", "--all"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(reports.len(), 2, "{stdout}");
+    assert_eq!(reports[0]["connector"], "acme");
+    assert_eq!(reports[0]["counts"]["created"], 2);
+    assert_eq!(reports[1]["connector"], "globex");
+    // Same people, adopted by the second connector rather than created twice.
+    assert_eq!(reports[1]["counts"]["created"], 0, "{stdout}");
+    assert_eq!(scim.users().len(), 2);
+    assert_eq!(out.status.code(), Some(2), "a broken connector makes --all exit 2 after the others ran");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none.toml"));
+
+    // Naming the broken connector refuses it with its problems.
+    let out = p.run(&["sync", "broken"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read mapping file"));
+
+    let out = p.run(&["status"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("acme") && s.contains("globex") && s.contains("ok"), "{s}");
+    assert!(s.contains("broken") && s.contains("refused"), "{s}");
+}
+
+#[test]
+fn an_unknown_connector_lists_the_known_ones() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    let out = p.run(&["sync", "acmee"]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("no connector named \"acmee\"") && e.contains("known: acme"), "{e}");
+}
