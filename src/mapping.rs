@@ -5,6 +5,8 @@
 //! empty → `map`/fallback → `date`. The row rules of DESIGN.md then check the user; every
 //! fault of a row is reported, not only the first.
 
+pub mod suggest;
+
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::Mapping;
@@ -595,6 +597,52 @@ pub fn group_errors(errors: &[RowError]) -> Vec<String> {
     out.into_iter().map(|(_, s)| s).collect()
 }
 
+/// The first `max` users as an aligned text table, for `rostersync test`.
+pub fn preview_table(users: &[SourcedUser], max: usize) -> String {
+    const WIDTH: usize = 28;
+    let cut = |s: &str| -> String {
+        let s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        if s.chars().count() > WIDTH { format!("{}…", s.chars().take(WIDTH - 1).collect::<String>()) } else { s }
+    };
+    let mut rows: Vec<Vec<String>> = vec![["line", "unique id", "email", "employee id", "first name", "last name", "lang", "active", "attributes"].iter().map(|s| s.to_string()).collect()];
+    for u in users.iter().take(max) {
+        let p = &u.user;
+        rows.push(vec![
+            u.line.to_string(),
+            cut(&p.external_id),
+            cut(p.email.as_deref().unwrap_or("")),
+            cut(p.employee_id.as_deref().unwrap_or("")),
+            cut(&p.first_name),
+            cut(&p.last_name),
+            p.language.clone(),
+            if p.active { "yes".into() } else { "no".into() },
+            // Last column: not cut to the width, but kept on one line.
+            p.attributes.iter().map(|(k, v)| format!("{k}={}", cut(v))).collect::<Vec<_>>().join(", "),
+        ]);
+    }
+    let n = rows[0].len();
+    let widths: Vec<usize> = (0..n).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (k, r) in rows.iter().enumerate() {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i + 1 == n { c.clone() } else { format!("{c}{}", " ".repeat(widths[i] - c.chars().count())) })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        if k == 0 {
+            let rule: Vec<String> = widths.iter().enumerate().map(|(i, w)| "-".repeat(if i + 1 == n { (*w).max(10) } else { *w })).collect();
+            out.push_str(&rule.join("  "));
+            out.push('\n');
+        }
+    }
+    if users.len() > max {
+        out.push_str(&format!("… and {} more\n", users.len() - max));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,6 +813,23 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         assert_eq!(groups[0], format!("Id: 3 rows invalid, first at lines 2, 4, 5 (line 2: {})", out.errors[0].message));
         assert!(groups.iter().any(|g| g.starts_with("Email: 1 row invalid, first at line 5")), "{groups:?}");
         assert!(groups.iter().any(|g| g.starts_with("Row: 1 row invalid, first at line 6")), "{groups:?}");
+    }
+
+    #[test]
+    fn preview_aligns_columns() {
+        let m = mapper();
+        let u = m.map(&rec(&m, 7, &good())).unwrap();
+        let mut v = u.clone();
+        v.first_name = "Zoë".into();
+        v.external_id = "E2".into();
+        let users = vec![SourcedUser { user: u, line: 7 }, SourcedUser { user: v, line: 12 }, SourcedUser { user: User { external_id: "x".into(), ..m.map(&rec(&m, 1, &good())).unwrap() }, line: 13 }];
+        let t = preview_table(&users, 2);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(lines[0].starts_with("line  unique id  email            "), "{t}");
+        assert!(lines[2].starts_with("7     00123      zoe@example.com  00123        Jean-Luc O'Brien  MÜLLER     fr    yes     full_name="), "{t}");
+        assert!(lines[3].starts_with("12    E2         zoe@example.com  00123        Zoë               MÜLLER"), "{t}");
+        assert_eq!(lines[4], "… and 1 more");
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl<R: Read> Read for TrailingNewline<R> {
 
 /// The delimiter among `,` `;` tab `|` that occurs most often, outside quotes, on the header
 /// line; `,` when none does (a one-column file).
-pub(crate) fn sniff_delimiter(text: &[u8], header_row: u64) -> u8 {
+pub fn sniff_delimiter(text: &[u8], header_row: u64) -> u8 {
     const CANDIDATES: [u8; 4] = [b',', b';', b'\t', b'|'];
     let mut line = 1u64;
     let mut counts = [0usize; 4];

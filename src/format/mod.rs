@@ -99,6 +99,13 @@ pub fn headers(path: &Path, display_name: &str, format: Format, opts: &SourceOpt
     }
 }
 
+/// The export's text decoded to UTF-8 (gzip/zip unwrapped), for sniffing.
+pub fn sniff_text(path: &Path, display_name: &str, opts: &SourceOptions) -> Result<Box<dyn std::io::Read + Send>, FormatError> {
+    input::text(path, display_name, opts)
+}
+
+pub use self::csv::sniff_delimiter;
+
 /// Refuses a file without data rows before anything downstream sees it.
 fn non_empty(mut records: Records, file: &str) -> Result<Records, FormatError> {
     match records.next() {
