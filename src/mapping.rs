@@ -18,6 +18,8 @@ use crate::model::{RowError, SourcedUser, User};
 #[derive(Debug, Clone)]
 struct Compiled {
     rule: FieldRule,
+    /// `rule.date` parsed once: re-parsing the format string per row cost more than the date.
+    date: Option<Vec<chrono::format::Item<'static>>>,
     /// The source column(s) named in errors.
     column: Option<String>,
     input: CompiledInput,
@@ -64,7 +66,8 @@ impl Mapper {
             };
             let cols = rule.columns();
             let column = if cols.is_empty() { None } else { Some(cols.join(", ")) };
-            Compiled { rule: rule.clone(), column, input }
+            let date = rule.date.as_deref().and_then(|f| chrono::format::StrftimeItems::new(f).parse_to_owned().ok());
+            Compiled { rule: rule.clone(), date, column, input }
         };
         Mapper {
             fields: mapping.fields.iter().map(|(f, r)| (*f, compile(r))).collect(),
@@ -215,11 +218,13 @@ fn unique_field(u: UniqueId) -> PlatformField {
     }
 }
 
-/// A field's value for one record; `None` when empty with no default.
+/// A field's value for one record; `None` when empty with no default. Works on borrowed
+/// text and allocates once, for the result.
 fn value(c: &Compiled, record: &Record) -> Result<Option<String>, String> {
+    use std::borrow::Cow;
     let cell = |i: usize| record.values.get(i).and_then(|v| v.as_deref());
-    let raw: Option<String> = match &c.input {
-        CompiledInput::Column(i) => cell(*i).map(str::to_string),
+    let raw: Option<Cow<str>> = match &c.input {
+        CompiledInput::Column(i) => cell(*i).map(Cow::Borrowed),
         CompiledInput::Template(parts) => {
             let mut any = false;
             let mut s = String::new();
@@ -233,31 +238,50 @@ fn value(c: &Compiled, record: &Record) -> Result<Option<String>, String> {
                     }
                 }
             }
-            any.then_some(s)
+            any.then_some(Cow::Owned(s))
         }
         CompiledInput::Constant => None,
     };
-    let mut v = raw.map(|r| apply_transforms(r, &c.rule.transforms));
-    if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
+    let v = match raw {
+        Some(r) => transform_cow(r, &c.rule.transforms),
+        None => return Ok(c.rule.default.clone()),
+    };
+    if v.trim().is_empty() {
         // The default is a platform value: no transform, map or date applies to it.
         return Ok(c.rule.default.clone());
     }
-    if let Some(map) = &c.rule.map {
-        let s = v.take().unwrap_or_default();
-        let hit = map
-            .iter()
-            .find(|(k, _)| *k == s)
-            .or_else(|| map.iter().find(|(k, _)| k.trim().to_lowercase() == s.trim().to_lowercase()));
-        v = Some(match (hit, &c.rule.fallback) {
-            (Some((_, to)), _) => to.clone(),
-            (None, Some(fb)) => fb.clone(),
-            (None, None) => s,
-        });
+    let v: Cow<str> = match &c.rule.map {
+        Some(map) => {
+            let hit = map
+                .iter()
+                .find(|(k, _)| *k == v)
+                .or_else(|| map.iter().find(|(k, _)| k.trim().to_lowercase() == v.trim().to_lowercase()));
+            match (hit, &c.rule.fallback) {
+                (Some((_, to)), _) => Cow::Borrowed(to.as_str()),
+                (None, Some(fb)) => Cow::Borrowed(fb.as_str()),
+                (None, None) => v,
+            }
+        }
+        None => v,
+    };
+    if let Some(fmt) = &c.rule.date {
+        return parse_date_items(&v, fmt, c.date.as_deref()).map(Some);
     }
-    if let (Some(fmt), Some(s)) = (&c.rule.date, &v) {
-        v = Some(parse_date(s, fmt)?);
+    Ok(Some(v.into_owned()))
+}
+
+/// Transforms without allocating when a value needs no change (the common case).
+fn transform_cow<'a>(mut s: std::borrow::Cow<'a, str>, transforms: &[Transform]) -> std::borrow::Cow<'a, str> {
+    use std::borrow::Cow;
+    for t in transforms {
+        s = match (t, s) {
+            (Transform::Trim, Cow::Borrowed(b)) => Cow::Borrowed(b.trim()),
+            (Transform::Lowercase, s) if !s.chars().any(char::is_uppercase) => s,
+            (Transform::Uppercase, s) if !s.chars().any(char::is_lowercase) => s,
+            (t, s) => Cow::Owned(apply_transforms(s.into_owned(), std::slice::from_ref(t))),
+        };
     }
-    Ok(v)
+    s
 }
 
 pub fn apply_transforms(mut s: String, transforms: &[Transform]) -> String {
@@ -303,10 +327,22 @@ fn title_case(s: &str) -> String {
 /// Input date in the mapping's strftime format → ISO 8601. A value already ISO (spreadsheet
 /// date cells arrive that way) is accepted as is.
 pub fn parse_date(s: &str, fmt: &str) -> Result<String, String> {
+    parse_date_items(s, fmt, None)
+}
+
+fn parse_date_items(s: &str, fmt: &str, items: Option<&[chrono::format::Item<'static>]>) -> Result<String, String> {
+    use chrono::format::{Parsed, StrftimeItems, parse};
     use chrono::{NaiveDate, NaiveDateTime};
     let t = s.trim();
-    let d = NaiveDate::parse_from_str(t, fmt)
-        .or_else(|_| NaiveDateTime::parse_from_str(t, fmt).map(|dt| dt.date()))
+    let with_format = || -> Result<NaiveDate, chrono::ParseError> {
+        let mut p = Parsed::new();
+        match items {
+            Some(items) => parse(&mut p, t, items.iter())?,
+            None => parse(&mut p, t, StrftimeItems::new(fmt))?,
+        }
+        p.to_naive_date().or_else(|_| p.to_naive_datetime_with_offset(0).map(|dt| dt.date()))
+    };
+    let d = with_format()
         .or_else(|_| NaiveDate::parse_from_str(t, "%Y-%m-%d"))
         .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").map(|dt| dt.date()));
     match d {
@@ -497,36 +533,49 @@ pub fn collect(records: crate::format::Records, mapper: &Mapper) -> Result<Mappe
     Ok(out)
 }
 
-/// Emails compare ignoring case; employee ids exactly (after trimming).
-fn dup_key(id: &str, u: UniqueId) -> String {
+/// Emails compare ignoring case; employee ids exactly (after trimming). Borrowed unless
+/// the id needs changing, so a million ids cost no million allocations.
+fn dup_key(id: &str, u: UniqueId) -> std::borrow::Cow<'_, str> {
+    let t = id.trim();
     match u {
-        UniqueId::Email => id.trim().to_lowercase(),
-        UniqueId::EmployeeId => id.trim().to_string(),
+        UniqueId::Email if t.chars().any(char::is_uppercase) => std::borrow::Cow::Owned(t.to_lowercase()),
+        _ => std::borrow::Cow::Borrowed(t),
     }
 }
 
 fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
     let uid = mapper.mapping.unique_id;
-    // Lines of every row, valid or not, per unique id.
-    let mut seen: HashMap<String, Vec<u64>> = HashMap::with_capacity(out.users.len());
-    for u in &out.users {
-        seen.entry(dup_key(&u.user.external_id, uid)).or_default().push(u.line);
-    }
-    let mut err_lines: Vec<u64> = Vec::new();
-    for e in &out.errors {
-        if let Some(id) = &e.external_id {
-            if err_lines.last() != Some(&e.line) {
-                let v = seen.entry(dup_key(id, uid)).or_default();
-                if v.last() != Some(&e.line) {
-                    v.push(e.line);
+    // Pass 1: which keys occur on more than one row (valid or invalid)? One map entry per
+    // key holding the first line; lines of repeated keys go to a small side map.
+    let mut dups: HashMap<String, Vec<u64>> = HashMap::new();
+    {
+        fn see<'a>(key: std::borrow::Cow<'a, str>, line: u64, first: &mut HashMap<std::borrow::Cow<'a, str>, u64>, dups: &mut HashMap<String, Vec<u64>>) {
+            if let Some(&l0) = first.get(key.as_ref()) {
+                if l0 != line {
+                    let v = dups.entry(key.into_owned()).or_insert_with(|| vec![l0]);
+                    if !v.contains(&line) {
+                        v.push(line);
+                    }
                 }
+            } else {
+                first.insert(key, line);
             }
-            err_lines.push(e.line);
+        }
+        let mut first = HashMap::with_capacity(out.users.len() + out.errors.len());
+        for u in &out.users {
+            see(dup_key(&u.user.external_id, uid), u.line, &mut first, &mut dups);
+        }
+        for e in &out.errors {
+            if let Some(id) = &e.external_id {
+                see(dup_key(id, uid), e.line, &mut first, &mut dups);
+            }
         }
     }
-    seen.retain(|_, lines| lines.len() > 1);
-    if seen.is_empty() {
+    if dups.is_empty() {
         return;
+    }
+    for lines in dups.values_mut() {
+        lines.sort_unstable();
     }
     let column = mapper.unique_column();
     let message = |id: &str, lines: &[u64]| {
@@ -537,25 +586,19 @@ fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
             lines.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
         )
     };
-    let mut kept = Vec::with_capacity(out.users.len());
-    for u in out.users.drain(..) {
-        match seen.get(&dup_key(&u.user.external_id, uid)) {
-            Some(lines) => out.errors.push(RowError {
-                line: u.line,
-                column: column.clone(),
-                message: message(&u.user.external_id, lines),
-                external_id: Some(u.user.external_id.clone()),
-            }),
-            None => kept.push(u),
-        }
-    }
-    out.users = kept;
     let mut extra = Vec::new();
+    out.users.retain(|u| match dups.get(dup_key(&u.user.external_id, uid).as_ref()) {
+        Some(lines) => {
+            extra.push(RowError { line: u.line, column: column.clone(), message: message(&u.user.external_id, lines), external_id: Some(u.user.external_id.clone()) });
+            false
+        }
+        None => true,
+    });
     let mut done: Vec<u64> = Vec::new();
     for e in &out.errors {
         if let Some(id) = &e.external_id {
-            if let Some(lines) = seen.get(&dup_key(id, uid)) {
-                if !e.message.starts_with("unique id \"") && !done.contains(&e.line) {
+            if let Some(lines) = dups.get(dup_key(id, uid).as_ref()) {
+                if !done.contains(&e.line) {
                     done.push(e.line);
                     extra.push(RowError { line: e.line, column: column.clone(), message: message(id, lines), external_id: Some(id.clone()) });
                 }
