@@ -390,8 +390,8 @@ pub fn check_email(e: &str) -> Result<(), &'static str> {
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err("dots at the start, the end or doubled before the @");
         }
-        if let Some(c) = local.chars().find(|c| !(c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(*c) || (!c.is_ascii() && !c.is_control()))) {
-            let _ = c;
+        // ASCII: atext of RFC 5322; beyond ASCII: any printable character (RFC 6531).
+        if local.chars().any(|c| if c.is_ascii() { !(c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)) } else { c.is_control() }) {
             return Err("a character not allowed before the @");
         }
     }

@@ -69,6 +69,21 @@ fn utf16le_with_bom_and_tabs_is_sniffed() {
 }
 
 #[test]
+fn utf16be_with_bom_and_latin1_by_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("be.csv");
+    let text = "Email;First Name\r\nzoe@example.com;Zoë\r\n";
+    let mut bytes = vec![0xfe, 0xff];
+    bytes.extend(text.encode_utf16().flat_map(|u| u.to_be_bytes()));
+    std::fs::write(&p, bytes).unwrap();
+    assert_eq!(read(&p, Format::Csv, &opts(), &["First Name", "Email"]).unwrap(), vec![row(2, &["Zoë", "zoe@example.com"])]);
+    let p = dir.path().join("latin1.csv");
+    std::fs::write(&p, b"Email,Nom\nx@example.fr,Lef\xe8vre\n").unwrap();
+    let o = SourceOptions { encoding: encoding_rs::Encoding::for_label(b"latin1"), ..opts() };
+    assert_eq!(read(&p, Format::Csv, &o, &["Nom"]).unwrap(), vec![row(2, &["Lefèvre"])]);
+}
+
+#[test]
 fn utf8_bom_does_not_stick_to_the_first_header() {
     let rows = read(&fixture("utf8_bom.csv"), Format::Csv, &opts(), &["Personnel Number", "First Name"]).unwrap();
     assert_eq!(rows, vec![row(2, &["E1", "Émilie"])]);
