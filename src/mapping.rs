@@ -88,6 +88,13 @@ impl Mapper {
         self.fields.iter().find(|(pf, _)| *pf == f).and_then(|(_, c)| c.column.clone())
     }
 
+    /// The unique id a record holds, if readable (for rows that cannot be mapped).
+    pub fn external_id(&self, record: &Record) -> Option<String> {
+        let f = unique_field(self.mapping.unique_id);
+        let (_, c) = self.fields.iter().find(|(pf, _)| *pf == f)?;
+        value(c, record).ok().flatten().filter(|v| !v.trim().is_empty())
+    }
+
     /// Maps and validates one record.
     pub fn map(&self, record: &Record) -> Result<User, Vec<RowError>> {
         let mut errors: Vec<RowError> = Vec::new();
@@ -512,7 +519,8 @@ pub struct Mapped {
 /// are not the full export.
 pub fn collect(records: crate::format::Records, mapper: &Mapper) -> Result<Mapped, FormatError> {
     let mut out = Mapped::default();
-    // Lines of the rows whose errors belong to one row, so `rows` counts rows, not errors.
+    // Rows whose id was read by position: it protects, but never makes a duplicate.
+    let mut misaligned: Vec<u64> = Vec::new();
     for item in records {
         match item {
             Ok(rec) => {
@@ -526,10 +534,18 @@ pub fn collect(records: crate::format::Records, mapper: &Mapper) -> Result<Mappe
                 out.rows += 1;
                 out.errors.push(e);
             }
+            Err(ReadError::Misaligned { mut error, guess }) => {
+                out.rows += 1;
+                error.external_id = mapper.external_id(&guess);
+                if error.external_id.is_some() {
+                    misaligned.push(error.line);
+                }
+                out.errors.push(error);
+            }
             Err(ReadError::File(e)) => return Err(e),
         }
     }
-    mark_duplicates(&mut out, mapper);
+    mark_duplicates(&mut out, mapper, &misaligned);
     Ok(out)
 }
 
@@ -543,7 +559,7 @@ fn dup_key(id: &str, u: UniqueId) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
+fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u64]) {
     let uid = mapper.mapping.unique_id;
     // Pass 1: which keys occur on more than one row (valid or invalid)? One map entry per
     // key holding the first line; lines of repeated keys go to a small side map.
@@ -567,7 +583,9 @@ fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
         }
         for e in &out.errors {
             if let Some(id) = &e.external_id {
-                see(dup_key(id, uid), e.line, &mut first, &mut dups);
+                if misaligned.binary_search(&e.line).is_err() {
+                    see(dup_key(id, uid), e.line, &mut first, &mut dups);
+                }
             }
         }
     }
@@ -597,6 +615,9 @@ fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
     let mut done: Vec<u64> = Vec::new();
     for e in &out.errors {
         if let Some(id) = &e.external_id {
+            if misaligned.binary_search(&e.line).is_ok() {
+                continue;
+            }
             if let Some(lines) = dups.get(dup_key(id, uid).as_ref()) {
                 if !done.contains(&e.line) {
                     done.push(e.line);
@@ -873,6 +894,24 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         assert!(lines[2].starts_with("7     00123      zoe@example.com  00123        Jean-Luc O'Brien  MÜLLER     fr    yes     full_name="), "{t}");
         assert!(lines[3].starts_with("12    E2         zoe@example.com  00123        Zoë               MÜLLER"), "{t}");
         assert_eq!(lines[4], "… and 1 more");
+    }
+
+    #[test]
+    fn a_misaligned_row_protects_its_person_without_making_duplicates() {
+        let m = mapper();
+        let mut other = good();
+        other.iter_mut().for_each(|c| if c.0 == "Id" { c.1 = "E9" });
+        let guess = rec(&m, 3, &[("Id", "00123"), ("First", "x")]);
+        let records: Vec<Result<Record, ReadError>> = vec![
+            Ok(rec(&m, 2, &other)),
+            Err(ReadError::Misaligned { error: RowError { line: 3, column: None, message: "found 9 fields".into(), external_id: None }, guess }),
+            Ok(rec(&m, 4, &good())),
+        ];
+        let out = collect(Box::new(records.into_iter()), &m).unwrap();
+        assert_eq!(out.rows, 3);
+        assert_eq!(out.users.iter().map(|u| u.line).collect::<Vec<_>>(), vec![2, 4], "a guessed id never turns a valid row into a duplicate");
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.errors[0].external_id.as_deref(), Some("00123"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn read(path: &Path, format: Format, opts: &SourceOptions, columns: &[&str]) -> 
     for r in records {
         match r {
             Ok(Record { line, values }) => out.push(Ok((line, values))),
-            Err(ReadError::Row(e)) => out.push(Err((e.line, e.message))),
+            Err(ReadError::Row(e)) | Err(ReadError::Misaligned { error: e, .. }) => out.push(Err((e.line, e.message))),
             Err(ReadError::File(e)) => return Err(e),
         }
     }

@@ -52,7 +52,7 @@ pub(crate) fn open(path: &Path, file: &str, opts: &SourceOptions, columns: &[Str
                 continue;
             }
             if rec.len() != width {
-                return Some(Err(ReadError::Row(RowError {
+                let error = RowError {
                     line,
                     column: None,
                     message: format!(
@@ -60,7 +60,9 @@ pub(crate) fn open(path: &Path, file: &str, opts: &SourceOptions, columns: &[Str
                         rec.len()
                     ),
                     external_id: None,
-                })));
+                };
+                let values = idx.iter().map(|&i| (i < rec.len()).then(|| String::from_utf8_lossy(field(&rec, i)).into_owned())).collect();
+                return Some(Err(ReadError::Misaligned { error, guess: Record { line, values } }));
             }
             let mut values = Vec::with_capacity(idx.len());
             for &i in &idx {

@@ -33,6 +33,10 @@ pub struct Record {
 #[derive(Debug)]
 pub enum ReadError {
     Row(RowError),
+    /// A CSV row with the wrong number of fields, and its fields read by position anyway:
+    /// the mapping takes the unique id from it (when there) so the plan keeps that person as
+    /// they were instead of deactivating them. Never a source of user data.
+    Misaligned { error: RowError, guess: Record },
     File(FormatError),
 }
 
