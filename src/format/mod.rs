@@ -103,6 +103,11 @@ pub fn headers(path: &Path, display_name: &str, format: Format, opts: &SourceOpt
     }
 }
 
+/// A workbook's sheet names (xlsx, xls, ods), for `mapping suggest`.
+pub fn sheet_names(path: &Path, display_name: &str, format: Format) -> Result<Vec<String>, FormatError> {
+    excel::sheet_names(path, display_name, format)
+}
+
 /// The export's text decoded to UTF-8 (gzip/zip unwrapped), for sniffing.
 pub fn sniff_text(path: &Path, display_name: &str, opts: &SourceOptions) -> Result<Box<dyn std::io::Read + Send>, FormatError> {
     input::text(path, display_name, opts)

@@ -131,15 +131,32 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
         Err(e) => return Err(e),
     };
     let mut header = header;
-    if matches!(format, Format::Csv | Format::Xlsx | Format::Xls | Format::Ods) && header.iter().filter(|h| !h.trim().is_empty()).count() <= 1 {
-        for row in 2..=10 {
-            let o = SourceOptions { header_row: row, ..opts.clone() };
-            if let Ok(h) = format::headers(path, display_name, format, &o) {
-                if h.iter().filter(|x| !x.trim().is_empty()).count() > 1 {
-                    header = h;
-                    opts.header_row = row;
-                    source_lines.push(format!("header_row = {row}                  # unsure: row 1 looks like a title; the column names are on row {row}"));
-                    break;
+    let wide = |h: &[String]| h.iter().filter(|x| !x.trim().is_empty()).count() > 1;
+    // A notes sheet first, a title row above the header: look further, and say so.
+    let sheets: Vec<Option<String>> = match format {
+        Format::Xlsx | Format::Xls | Format::Ods => format::sheet_names(path, display_name, format)?.into_iter().map(Some).collect(),
+        Format::Csv => vec![None],
+        _ => vec![],
+    };
+    if !wide(&header) {
+        'search: for (k, sheet) in sheets.iter().enumerate() {
+            for row in 1..=10 {
+                if k == 0 && row == 1 {
+                    continue;
+                }
+                let o = SourceOptions { header_row: row, sheet: sheet.clone(), ..opts.clone() };
+                if let Ok(h) = format::headers(path, display_name, format, &o) {
+                    if wide(&h) {
+                        header = h;
+                        opts = o;
+                        if let (true, Some(name)) = (k > 0, sheet) {
+                            source_lines.push(format!("sheet = {}   # unsure: the first sheet holds no table", q(name)));
+                        }
+                        if row > 1 {
+                            source_lines.push(format!("header_row = {row}   # unsure: the rows above look like a title; the column names are on row {row}"));
+                        }
+                        break 'search;
+                    }
                 }
             }
         }
@@ -391,9 +408,12 @@ mod tests {
     #[test]
     fn workbook_with_a_title_row_and_dates() {
         let (text, m) = check("employees.xlsx");
-        // The first sheet is a notes sheet: the draft reads what it is given and says so.
-        assert!(text.contains("CHOOSE A COLUMN") || text.contains("header_row"), "{text}");
-        let _ = m;
+        assert!(text.contains("sheet = \"Employees\"   # unsure"), "{text}");
+        assert!(text.contains("header_row = 2   # unsure"), "{text}");
+        assert!(text.contains("employee_id = \"Personnel Number\"\n"), "{text}");
+        assert!(text.contains("active = \"Active\"\n"), "{text}");
+        assert!(text.contains("hire_date = \"Hire Date\"\n"), "date cells arrive as ISO dates, no format needed: {text}");
+        assert_eq!((m.source.sheet.as_deref(), m.source.header_row), (Some("Employees"), 2));
     }
 
     #[test]
