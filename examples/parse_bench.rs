@@ -47,8 +47,10 @@ fn main() -> anyhow::Result<()> {
         let (mut rows, mut valid) = (0u64, 0u64);
         for r in records {
             rows += 1;
-            if let Ok(rec) = r.map_err(|e| if let rostersync::format::ReadError::File(e) = e { Some(e) } else { None }) {
-                valid += u64::from(mapper.map(&rec).is_ok());
+            match r {
+                Ok(rec) => valid += u64::from(mapper.map(&rec).is_ok()),
+                Err(rostersync::format::ReadError::File(e)) => return Err(e.into()),
+                Err(_) => {}
             }
         }
         let secs = start.elapsed().as_secs_f64();
