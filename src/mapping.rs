@@ -514,6 +514,22 @@ pub struct Mapped {
     pub rows: u64,
 }
 
+impl Mapped {
+    /// Rows with at least one error (a row may have several errors): the figure for
+    /// `max_invalid` and the report's `invalid` count.
+    pub fn invalid_rows(&self) -> u64 {
+        let mut lines: Vec<u64> = self.errors.iter().map(|e| e.line).collect();
+        lines.sort_unstable();
+        lines.dedup();
+        lines.len() as u64
+    }
+
+    /// Unique ids of invalid rows, where readable: the plan keeps these people as they were.
+    pub fn protected_ids(&self) -> std::collections::BTreeSet<String> {
+        self.errors.iter().filter_map(|e| e.external_id.clone()).collect()
+    }
+}
+
 /// Maps every record, then marks rows that share a unique id as errors (all of them).
 /// A file-level fault (truncated or corrupt file) is returned as is: the records read so far
 /// are not the full export.
@@ -869,6 +885,8 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         ];
         let out = collect(Box::new(records.into_iter()), &m).unwrap();
         assert_eq!(out.rows, 5);
+        assert_eq!(out.invalid_rows(), 4, "lines 2, 4, 5, 6; line 5 has two errors");
+        assert_eq!(out.protected_ids().into_iter().collect::<Vec<_>>(), vec!["00123".to_string()]);
         assert_eq!(out.users.iter().map(|u| u.line).collect::<Vec<_>>(), vec![3]);
         let dup: Vec<u64> = out.errors.iter().filter(|e| e.message.contains("is on 3 rows (lines 2, 4, 5)")).map(|e| e.line).collect();
         assert_eq!(dup, vec![2, 4, 5]);
