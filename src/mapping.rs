@@ -145,11 +145,10 @@ impl Mapper {
         if last.is_none() && !errors.iter().any(|e| e.column == col_of(PlatformField::LastName)) {
             push(&mut errors, &col_of(PlatformField::LastName), "last name is empty; every user needs one".into());
         }
-        if let Some(e) = &email {
-            if let Err(why) = check_email(e) {
+        if let Some(e) = &email
+            && let Err(why) = check_email(e) {
                 push(&mut errors, &col_of(PlatformField::Email), format!("\"{e}\" is not a valid email address: {why}"));
             }
-        }
         let language = match (language, lang_col) {
             (Some(l), c) => match language_code(&l) {
                 Some(code) => Some(code.to_string()),
@@ -598,11 +597,10 @@ fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u64]) {
             see(dup_key(&u.user.external_id, uid), u.line, &mut first, &mut dups);
         }
         for e in &out.errors {
-            if let Some(id) = &e.external_id {
-                if misaligned.binary_search(&e.line).is_err() {
+            if let Some(id) = &e.external_id
+                && misaligned.binary_search(&e.line).is_err() {
                     see(dup_key(id, uid), e.line, &mut first, &mut dups);
                 }
-            }
         }
     }
     if dups.is_empty() {
@@ -634,12 +632,11 @@ fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u64]) {
             if misaligned.binary_search(&e.line).is_ok() {
                 continue;
             }
-            if let Some(lines) = dups.get(dup_key(id, uid).as_ref()) {
-                if !done.contains(&e.line) {
+            if let Some(lines) = dups.get(dup_key(id, uid).as_ref())
+                && !done.contains(&e.line) {
                     done.push(e.line);
                     extra.push(RowError { line: e.line, column: column.clone(), message: message(id, lines), external_id: Some(id.clone()) });
                 }
-            }
         }
     }
     out.errors.extend(extra);

@@ -20,8 +20,9 @@ fn cols(c: &[&str]) -> Vec<String> {
     c.iter().map(|s| s.to_string()).collect()
 }
 
-/// Every item: Ok((line, values)) or Err((line, message)) for a row error.
-type Rows = Vec<Result<(u64, Vec<Option<String>>), (u64, String)>>;
+/// One item: Ok((line, values)) or Err((line, message)) for a row error.
+type Row = Result<(u64, Vec<Option<String>>), (u64, String)>;
+type Rows = Vec<Row>;
 
 fn read(path: &Path, format: Format, opts: &SourceOptions, columns: &[&str]) -> Result<Rows, FormatError> {
     let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -37,7 +38,7 @@ fn read(path: &Path, format: Format, opts: &SourceOptions, columns: &[&str]) -> 
     Ok(out)
 }
 
-fn row(line: u64, v: &[&str]) -> Result<(u64, Vec<Option<String>>), (u64, String)> {
+fn row(line: u64, v: &[&str]) -> Row {
     Ok((line, v.iter().map(|s| Some(s.to_string())).collect()))
 }
 

@@ -193,11 +193,10 @@ pub fn sniff_delimiter(text: &[u8], header_row: u64) -> u8 {
                 break;
             }
             line += 1;
-        } else if !quoted && line >= header_row {
-            if let Some(k) = CANDIDATES.iter().position(|&c| c == b) {
+        } else if !quoted && line >= header_row
+            && let Some(k) = CANDIDATES.iter().position(|&c| c == b) {
                 counts[k] += 1;
             }
-        }
     }
     let (best, n) = counts.iter().enumerate().fold((0, 0), |acc, (k, &n)| if n > acc.1 { (k, n) } else { acc });
     if n == 0 { b',' } else { CANDIDATES[best] }

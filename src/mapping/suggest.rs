@@ -145,8 +145,8 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
                     continue;
                 }
                 let o = SourceOptions { header_row: row, sheet: sheet.clone(), ..opts.clone() };
-                if let Ok(h) = format::headers(path, display_name, format, &o) {
-                    if wide(&h) {
+                if let Ok(h) = format::headers(path, display_name, format, &o)
+                    && wide(&h) {
                         header = h;
                         opts = o;
                         if let (true, Some(name)) = (k > 0, sheet) {
@@ -157,7 +157,6 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
                         }
                         break 'search;
                     }
-                }
             }
         }
     }
@@ -200,12 +199,11 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
         }
     }
     // Values: an email column nobody named.
-    if !picks.iter().any(|p| p.field == "email") {
-        if let Some(i) = (0..header.len()).find(|&i| !used[i] && share(&samples, i, |v| crate::mapping::check_email(v.trim()).is_ok()) > 0.8) {
+    if !picks.iter().any(|p| p.field == "email")
+        && let Some(i) = (0..header.len()).find(|&i| !used[i] && share(&samples, i, |v| crate::mapping::check_email(v.trim()).is_ok()) > 0.8) {
             used[i] = true;
             picks.push(Pick { field: "email", column: i, sure: false, why: "its values look like email addresses".into() });
         }
-    }
     let get = |f: &str| picks.iter().find(|p| p.field == f);
 
     let mut out = String::new();
