@@ -134,6 +134,20 @@ fn gzip_and_zip_are_looked_through() {
 }
 
 #[test]
+fn zip_with_several_files_is_refused_with_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("two.zip");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+    for name in ["a.csv", "b.csv"] {
+        z.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+        std::io::Write::write_all(&mut z, b"Email\nx@example.com\n").unwrap();
+    }
+    z.finish().unwrap();
+    let msg = read(&p, Format::Csv, &opts(), &["Email"]).unwrap_err().to_string();
+    assert!(msg.contains("the zip holds 2 files (a.csv, b.csv); it must hold exactly one export"), "{msg}");
+}
+
+#[test]
 fn header_only_file_is_empty() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("h.csv");
