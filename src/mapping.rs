@@ -5,6 +5,8 @@
 //! empty → `map`/fallback → `date`. The row rules of DESIGN.md then check the user; every
 //! fault of a row is reported, not only the first.
 
+pub mod suggest;
+
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::Mapping;
@@ -16,6 +18,8 @@ use crate::model::{RowError, SourcedUser, User};
 #[derive(Debug, Clone)]
 struct Compiled {
     rule: FieldRule,
+    /// `rule.date` parsed once: re-parsing the format string per row cost more than the date.
+    date: Option<Vec<chrono::format::Item<'static>>>,
     /// The source column(s) named in errors.
     column: Option<String>,
     input: CompiledInput,
@@ -62,7 +66,8 @@ impl Mapper {
             };
             let cols = rule.columns();
             let column = if cols.is_empty() { None } else { Some(cols.join(", ")) };
-            Compiled { rule: rule.clone(), column, input }
+            let date = rule.date.as_deref().and_then(|f| chrono::format::StrftimeItems::new(f).parse_to_owned().ok());
+            Compiled { rule: rule.clone(), date, column, input }
         };
         Mapper {
             fields: mapping.fields.iter().map(|(f, r)| (*f, compile(r))).collect(),
@@ -81,6 +86,13 @@ impl Mapper {
     fn unique_column(&self) -> Option<String> {
         let f = unique_field(self.mapping.unique_id);
         self.fields.iter().find(|(pf, _)| *pf == f).and_then(|(_, c)| c.column.clone())
+    }
+
+    /// The unique id a record holds, if readable (for rows that cannot be mapped).
+    pub fn external_id(&self, record: &Record) -> Option<String> {
+        let f = unique_field(self.mapping.unique_id);
+        let (_, c) = self.fields.iter().find(|(pf, _)| *pf == f)?;
+        value(c, record).ok().flatten().filter(|v| !v.trim().is_empty())
     }
 
     /// Maps and validates one record.
@@ -133,11 +145,10 @@ impl Mapper {
         if last.is_none() && !errors.iter().any(|e| e.column == col_of(PlatformField::LastName)) {
             push(&mut errors, &col_of(PlatformField::LastName), "last name is empty; every user needs one".into());
         }
-        if let Some(e) = &email {
-            if let Err(why) = check_email(e) {
+        if let Some(e) = &email
+            && let Err(why) = check_email(e) {
                 push(&mut errors, &col_of(PlatformField::Email), format!("\"{e}\" is not a valid email address: {why}"));
             }
-        }
         let language = match (language, lang_col) {
             (Some(l), c) => match language_code(&l) {
                 Some(code) => Some(code.to_string()),
@@ -213,11 +224,13 @@ fn unique_field(u: UniqueId) -> PlatformField {
     }
 }
 
-/// A field's value for one record; `None` when empty with no default.
+/// A field's value for one record; `None` when empty with no default. Works on borrowed
+/// text and allocates once, for the result.
 fn value(c: &Compiled, record: &Record) -> Result<Option<String>, String> {
+    use std::borrow::Cow;
     let cell = |i: usize| record.values.get(i).and_then(|v| v.as_deref());
-    let raw: Option<String> = match &c.input {
-        CompiledInput::Column(i) => cell(*i).map(str::to_string),
+    let raw: Option<Cow<str>> = match &c.input {
+        CompiledInput::Column(i) => cell(*i).map(Cow::Borrowed),
         CompiledInput::Template(parts) => {
             let mut any = false;
             let mut s = String::new();
@@ -231,31 +244,50 @@ fn value(c: &Compiled, record: &Record) -> Result<Option<String>, String> {
                     }
                 }
             }
-            any.then_some(s)
+            any.then_some(Cow::Owned(s))
         }
         CompiledInput::Constant => None,
     };
-    let mut v = raw.map(|r| apply_transforms(r, &c.rule.transforms));
-    if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
+    let v = match raw {
+        Some(r) => transform_cow(r, &c.rule.transforms),
+        None => return Ok(c.rule.default.clone()),
+    };
+    if v.trim().is_empty() {
         // The default is a platform value: no transform, map or date applies to it.
         return Ok(c.rule.default.clone());
     }
-    if let Some(map) = &c.rule.map {
-        let s = v.take().unwrap_or_default();
-        let hit = map
-            .iter()
-            .find(|(k, _)| *k == s)
-            .or_else(|| map.iter().find(|(k, _)| k.trim().to_lowercase() == s.trim().to_lowercase()));
-        v = Some(match (hit, &c.rule.fallback) {
-            (Some((_, to)), _) => to.clone(),
-            (None, Some(fb)) => fb.clone(),
-            (None, None) => s,
-        });
+    let v: Cow<str> = match &c.rule.map {
+        Some(map) => {
+            let hit = map
+                .iter()
+                .find(|(k, _)| *k == v)
+                .or_else(|| map.iter().find(|(k, _)| k.trim().to_lowercase() == v.trim().to_lowercase()));
+            match (hit, &c.rule.fallback) {
+                (Some((_, to)), _) => Cow::Borrowed(to.as_str()),
+                (None, Some(fb)) => Cow::Borrowed(fb.as_str()),
+                (None, None) => v,
+            }
+        }
+        None => v,
+    };
+    if let Some(fmt) = &c.rule.date {
+        return parse_date_items(&v, fmt, c.date.as_deref()).map(Some);
     }
-    if let (Some(fmt), Some(s)) = (&c.rule.date, &v) {
-        v = Some(parse_date(s, fmt)?);
+    Ok(Some(v.into_owned()))
+}
+
+/// Transforms without allocating when a value needs no change (the common case).
+fn transform_cow<'a>(mut s: std::borrow::Cow<'a, str>, transforms: &[Transform]) -> std::borrow::Cow<'a, str> {
+    use std::borrow::Cow;
+    for t in transforms {
+        s = match (t, s) {
+            (Transform::Trim, Cow::Borrowed(b)) => Cow::Borrowed(b.trim()),
+            (Transform::Lowercase, s) if !s.chars().any(char::is_uppercase) => s,
+            (Transform::Uppercase, s) if !s.chars().any(char::is_lowercase) => s,
+            (t, s) => Cow::Owned(apply_transforms(s.into_owned(), std::slice::from_ref(t))),
+        };
     }
-    Ok(v)
+    s
 }
 
 pub fn apply_transforms(mut s: String, transforms: &[Transform]) -> String {
@@ -301,10 +333,22 @@ fn title_case(s: &str) -> String {
 /// Input date in the mapping's strftime format → ISO 8601. A value already ISO (spreadsheet
 /// date cells arrive that way) is accepted as is.
 pub fn parse_date(s: &str, fmt: &str) -> Result<String, String> {
+    parse_date_items(s, fmt, None)
+}
+
+fn parse_date_items(s: &str, fmt: &str, items: Option<&[chrono::format::Item<'static>]>) -> Result<String, String> {
+    use chrono::format::{Parsed, StrftimeItems, parse};
     use chrono::{NaiveDate, NaiveDateTime};
     let t = s.trim();
-    let d = NaiveDate::parse_from_str(t, fmt)
-        .or_else(|_| NaiveDateTime::parse_from_str(t, fmt).map(|dt| dt.date()))
+    let with_format = || -> Result<NaiveDate, chrono::ParseError> {
+        let mut p = Parsed::new();
+        match items {
+            Some(items) => parse(&mut p, t, items.iter())?,
+            None => parse(&mut p, t, StrftimeItems::new(fmt))?,
+        }
+        p.to_naive_date().or_else(|_| p.to_naive_datetime_with_offset(0).map(|dt| dt.date()))
+    };
+    let d = with_format()
         .or_else(|_| NaiveDate::parse_from_str(t, "%Y-%m-%d"))
         .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").map(|dt| dt.date()));
     match d {
@@ -352,8 +396,8 @@ pub fn check_email(e: &str) -> Result<(), &'static str> {
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err("dots at the start, the end or doubled before the @");
         }
-        if let Some(c) = local.chars().find(|c| !(c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(*c) || (!c.is_ascii() && !c.is_control()))) {
-            let _ = c;
+        // ASCII: atext of RFC 5322; beyond ASCII: any printable character (RFC 6531).
+        if local.chars().any(|c| if c.is_ascii() { !(c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)) } else { c.is_control() }) {
             return Err("a character not allowed before the @");
         }
     }
@@ -469,12 +513,29 @@ pub struct Mapped {
     pub rows: u64,
 }
 
+impl Mapped {
+    /// Rows with at least one error (a row may have several errors): the figure for
+    /// `max_invalid` and the report's `invalid` count.
+    pub fn invalid_rows(&self) -> u64 {
+        let mut lines: Vec<u64> = self.errors.iter().map(|e| e.line).collect();
+        lines.sort_unstable();
+        lines.dedup();
+        lines.len() as u64
+    }
+
+    /// Unique ids of invalid rows, where readable: the plan keeps these people as they were.
+    pub fn protected_ids(&self) -> std::collections::BTreeSet<String> {
+        self.errors.iter().filter_map(|e| e.external_id.clone()).collect()
+    }
+}
+
 /// Maps every record, then marks rows that share a unique id as errors (all of them).
 /// A file-level fault (truncated or corrupt file) is returned as is: the records read so far
 /// are not the full export.
 pub fn collect(records: crate::format::Records, mapper: &Mapper) -> Result<Mapped, FormatError> {
     let mut out = Mapped::default();
-    // Lines of the rows whose errors belong to one row, so `rows` counts rows, not errors.
+    // Rows whose id was read by position: it protects, but never makes a duplicate.
+    let mut misaligned: Vec<u64> = Vec::new();
     for item in records {
         match item {
             Ok(rec) => {
@@ -488,43 +549,65 @@ pub fn collect(records: crate::format::Records, mapper: &Mapper) -> Result<Mappe
                 out.rows += 1;
                 out.errors.push(e);
             }
+            Err(ReadError::Misaligned { mut error, guess }) => {
+                out.rows += 1;
+                error.external_id = mapper.external_id(&guess);
+                if error.external_id.is_some() {
+                    misaligned.push(error.line);
+                }
+                out.errors.push(error);
+            }
             Err(ReadError::File(e)) => return Err(e),
         }
     }
-    mark_duplicates(&mut out, mapper);
+    mark_duplicates(&mut out, mapper, &misaligned);
     Ok(out)
 }
 
-/// Emails compare ignoring case; employee ids exactly (after trimming).
-fn dup_key(id: &str, u: UniqueId) -> String {
+/// Emails compare ignoring case; employee ids exactly (after trimming). Borrowed unless
+/// the id needs changing, so a million ids cost no million allocations.
+fn dup_key(id: &str, u: UniqueId) -> std::borrow::Cow<'_, str> {
+    let t = id.trim();
     match u {
-        UniqueId::Email => id.trim().to_lowercase(),
-        UniqueId::EmployeeId => id.trim().to_string(),
+        UniqueId::Email if t.chars().any(char::is_uppercase) => std::borrow::Cow::Owned(t.to_lowercase()),
+        _ => std::borrow::Cow::Borrowed(t),
     }
 }
 
-fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
+fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u64]) {
     let uid = mapper.mapping.unique_id;
-    // Lines of every row, valid or not, per unique id.
-    let mut seen: HashMap<String, Vec<u64>> = HashMap::with_capacity(out.users.len());
-    for u in &out.users {
-        seen.entry(dup_key(&u.user.external_id, uid)).or_default().push(u.line);
-    }
-    let mut err_lines: Vec<u64> = Vec::new();
-    for e in &out.errors {
-        if let Some(id) = &e.external_id {
-            if err_lines.last() != Some(&e.line) {
-                let v = seen.entry(dup_key(id, uid)).or_default();
-                if v.last() != Some(&e.line) {
-                    v.push(e.line);
+    // Pass 1: which keys occur on more than one row (valid or invalid)? One map entry per
+    // key holding the first line; lines of repeated keys go to a small side map.
+    let mut dups: HashMap<String, Vec<u64>> = HashMap::new();
+    {
+        fn see<'a>(key: std::borrow::Cow<'a, str>, line: u64, first: &mut HashMap<std::borrow::Cow<'a, str>, u64>, dups: &mut HashMap<String, Vec<u64>>) {
+            if let Some(&l0) = first.get(key.as_ref()) {
+                if l0 != line {
+                    let v = dups.entry(key.into_owned()).or_insert_with(|| vec![l0]);
+                    if !v.contains(&line) {
+                        v.push(line);
+                    }
                 }
+            } else {
+                first.insert(key, line);
             }
-            err_lines.push(e.line);
+        }
+        let mut first = HashMap::with_capacity(out.users.len() + out.errors.len());
+        for u in &out.users {
+            see(dup_key(&u.user.external_id, uid), u.line, &mut first, &mut dups);
+        }
+        for e in &out.errors {
+            if let Some(id) = &e.external_id
+                && misaligned.binary_search(&e.line).is_err() {
+                    see(dup_key(id, uid), e.line, &mut first, &mut dups);
+                }
         }
     }
-    seen.retain(|_, lines| lines.len() > 1);
-    if seen.is_empty() {
+    if dups.is_empty() {
         return;
+    }
+    for lines in dups.values_mut() {
+        lines.sort_unstable();
     }
     let column = mapper.unique_column();
     let message = |id: &str, lines: &[u64]| {
@@ -535,29 +618,25 @@ fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
             lines.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
         )
     };
-    let mut kept = Vec::with_capacity(out.users.len());
-    for u in out.users.drain(..) {
-        match seen.get(&dup_key(&u.user.external_id, uid)) {
-            Some(lines) => out.errors.push(RowError {
-                line: u.line,
-                column: column.clone(),
-                message: message(&u.user.external_id, lines),
-                external_id: Some(u.user.external_id.clone()),
-            }),
-            None => kept.push(u),
-        }
-    }
-    out.users = kept;
     let mut extra = Vec::new();
+    out.users.retain(|u| match dups.get(dup_key(&u.user.external_id, uid).as_ref()) {
+        Some(lines) => {
+            extra.push(RowError { line: u.line, column: column.clone(), message: message(&u.user.external_id, lines), external_id: Some(u.user.external_id.clone()) });
+            false
+        }
+        None => true,
+    });
     let mut done: Vec<u64> = Vec::new();
     for e in &out.errors {
         if let Some(id) = &e.external_id {
-            if let Some(lines) = seen.get(&dup_key(id, uid)) {
-                if !e.message.starts_with("unique id \"") && !done.contains(&e.line) {
+            if misaligned.binary_search(&e.line).is_ok() {
+                continue;
+            }
+            if let Some(lines) = dups.get(dup_key(id, uid).as_ref())
+                && !done.contains(&e.line) {
                     done.push(e.line);
                     extra.push(RowError { line: e.line, column: column.clone(), message: message(id, lines), external_id: Some(id.clone()) });
                 }
-            }
         }
     }
     out.errors.extend(extra);
@@ -593,6 +672,52 @@ pub fn group_errors(errors: &[RowError]) -> Vec<String> {
         .collect();
     out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     out.into_iter().map(|(_, s)| s).collect()
+}
+
+/// The first `max` users as an aligned text table, for `rostersync test`.
+pub fn preview_table(users: &[SourcedUser], max: usize) -> String {
+    const WIDTH: usize = 28;
+    let cut = |s: &str| -> String {
+        let s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        if s.chars().count() > WIDTH { format!("{}…", s.chars().take(WIDTH - 1).collect::<String>()) } else { s }
+    };
+    let mut rows: Vec<Vec<String>> = vec![["line", "unique id", "email", "employee id", "first name", "last name", "lang", "active", "attributes"].iter().map(|s| s.to_string()).collect()];
+    for u in users.iter().take(max) {
+        let p = &u.user;
+        rows.push(vec![
+            u.line.to_string(),
+            cut(&p.external_id),
+            cut(p.email.as_deref().unwrap_or("")),
+            cut(p.employee_id.as_deref().unwrap_or("")),
+            cut(&p.first_name),
+            cut(&p.last_name),
+            p.language.clone(),
+            if p.active { "yes".into() } else { "no".into() },
+            // Last column: not cut to the width, but kept on one line.
+            p.attributes.iter().map(|(k, v)| format!("{k}={}", cut(v))).collect::<Vec<_>>().join(", "),
+        ]);
+    }
+    let n = rows[0].len();
+    let widths: Vec<usize> = (0..n).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (k, r) in rows.iter().enumerate() {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i + 1 == n { c.clone() } else { format!("{c}{}", " ".repeat(widths[i] - c.chars().count())) })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        if k == 0 {
+            let rule: Vec<String> = widths.iter().enumerate().map(|(i, w)| "-".repeat(if i + 1 == n { (*w).max(10) } else { *w })).collect();
+            out.push_str(&rule.join("  "));
+            out.push('\n');
+        }
+    }
+    if users.len() > max {
+        out.push_str(&format!("… and {} more\n", users.len() - max));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -757,6 +882,8 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         ];
         let out = collect(Box::new(records.into_iter()), &m).unwrap();
         assert_eq!(out.rows, 5);
+        assert_eq!(out.invalid_rows(), 4, "lines 2, 4, 5, 6; line 5 has two errors");
+        assert_eq!(out.protected_ids().into_iter().collect::<Vec<_>>(), vec!["00123".to_string()]);
         assert_eq!(out.users.iter().map(|u| u.line).collect::<Vec<_>>(), vec![3]);
         let dup: Vec<u64> = out.errors.iter().filter(|e| e.message.contains("is on 3 rows (lines 2, 4, 5)")).map(|e| e.line).collect();
         assert_eq!(dup, vec![2, 4, 5]);
@@ -765,6 +892,41 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         assert_eq!(groups[0], format!("Id: 3 rows invalid, first at lines 2, 4, 5 (line 2: {})", out.errors[0].message));
         assert!(groups.iter().any(|g| g.starts_with("Email: 1 row invalid, first at line 5")), "{groups:?}");
         assert!(groups.iter().any(|g| g.starts_with("Row: 1 row invalid, first at line 6")), "{groups:?}");
+    }
+
+    #[test]
+    fn preview_aligns_columns() {
+        let m = mapper();
+        let u = m.map(&rec(&m, 7, &good())).unwrap();
+        let mut v = u.clone();
+        v.first_name = "Zoë".into();
+        v.external_id = "E2".into();
+        let users = vec![SourcedUser { user: u, line: 7 }, SourcedUser { user: v, line: 12 }, SourcedUser { user: User { external_id: "x".into(), ..m.map(&rec(&m, 1, &good())).unwrap() }, line: 13 }];
+        let t = preview_table(&users, 2);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(lines[0].starts_with("line  unique id  email            "), "{t}");
+        assert!(lines[2].starts_with("7     00123      zoe@example.com  00123        Jean-Luc O'Brien  MÜLLER     fr    yes     full_name="), "{t}");
+        assert!(lines[3].starts_with("12    E2         zoe@example.com  00123        Zoë               MÜLLER"), "{t}");
+        assert_eq!(lines[4], "… and 1 more");
+    }
+
+    #[test]
+    fn a_misaligned_row_protects_its_person_without_making_duplicates() {
+        let m = mapper();
+        let mut other = good();
+        other.iter_mut().for_each(|c| if c.0 == "Id" { c.1 = "E9" });
+        let guess = rec(&m, 3, &[("Id", "00123"), ("First", "x")]);
+        let records: Vec<Result<Record, ReadError>> = vec![
+            Ok(rec(&m, 2, &other)),
+            Err(ReadError::Misaligned { error: RowError { line: 3, column: None, message: "found 9 fields".into(), external_id: None }, guess }),
+            Ok(rec(&m, 4, &good())),
+        ];
+        let out = collect(Box::new(records.into_iter()), &m).unwrap();
+        assert_eq!(out.rows, 3);
+        assert_eq!(out.users.iter().map(|u| u.line).collect::<Vec<_>>(), vec![2, 4], "a guessed id never turns a valid row into a duplicate");
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.errors[0].external_id.as_deref(), Some("00123"));
     }
 
     #[test]

@@ -43,30 +43,3 @@ pub struct Report {
     pub duration_ms: u64,
 }
 
-/// Groups row errors by column for humans: "Email: 12 rows invalid, first at lines 4, 19, 22".
-pub fn group_errors(errors: &[RowError], max_groups: usize) -> Vec<String> {
-    let mut groups: Vec<(String, Vec<u64>, String)> = Vec::new();
-    for e in errors {
-        let key = e.column.clone().unwrap_or_else(|| "row".into());
-        match groups.iter_mut().find(|g| g.0 == key) {
-            Some(g) => g.1.push(e.line),
-            None => groups.push((key, vec![e.line], e.message.clone())),
-        }
-    }
-    let mut out: Vec<String> = groups
-        .iter()
-        .take(max_groups)
-        .map(|(col, lines, first)| {
-            let shown: Vec<String> = lines.iter().take(3).map(|l| l.to_string()).collect();
-            format!(
-                "{col}: {} row(s) invalid, first at line(s) {} — {first}",
-                lines.len(),
-                shown.join(", ")
-            )
-        })
-        .collect();
-    if groups.len() > max_groups {
-        out.push(format!("… and {} more kinds of error", groups.len() - max_groups));
-    }
-    out
-}

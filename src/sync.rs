@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, Connector, Format};
+use crate::config::{Config, Connector};
 use crate::exit::{Classify, Exit};
 use crate::format::FormatError;
 use crate::mapping::{Mapped, Mapper};
@@ -681,14 +681,10 @@ pub async fn parse_file(conn: &Connector, path: &Path, name: &str) -> Result<Map
 }
 
 async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, ParseFailure> {
-    let format = match conn.file.format.or_else(|| Format::from_name(name)) {
+    // "auto": by extension, looking inside a .zip at the one file it holds.
+    let format = match conn.file.format {
         Some(f) => f,
-        None => {
-            return Err(ParseFailure::Other((
-                Exit::Data,
-                format!("{name}: cannot tell the format from the name; set [connectors.{}.file] format = \"csv\" (or xlsx, json …)", conn.name),
-            )));
-        }
+        None => crate::format::detect(path, name).map_err(ParseFailure::Format)?,
     };
     let path = path.to_path_buf();
     let name = name.to_string();

@@ -17,7 +17,7 @@ fn test_command_previews_and_reports_errors_without_pushing() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("rows 4 — 3 valid, 1 invalid"), "{stdout}");
     assert!(stdout.contains("ann1@example.com"), "preview shows users: {stdout}");
-    assert!(stdout.contains("Email: 1 row(s) invalid, first at line(s) 3"), "{stdout}");
+    assert!(stdout.contains("Email: 1 row invalid, first at line 3"), "{stdout}");
     assert!(stdout.contains("nothing was pushed"), "{stdout}");
     assert!(scim.users().is_empty(), "test pushes nothing");
 

@@ -20,8 +20,9 @@ fn cols(c: &[&str]) -> Vec<String> {
     c.iter().map(|s| s.to_string()).collect()
 }
 
-/// Every item: Ok((line, values)) or Err((line, message)) for a row error.
-type Rows = Vec<Result<(u64, Vec<Option<String>>), (u64, String)>>;
+/// One item: Ok((line, values)) or Err((line, message)) for a row error.
+type Row = Result<(u64, Vec<Option<String>>), (u64, String)>;
+type Rows = Vec<Row>;
 
 fn read(path: &Path, format: Format, opts: &SourceOptions, columns: &[&str]) -> Result<Rows, FormatError> {
     let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -30,14 +31,14 @@ fn read(path: &Path, format: Format, opts: &SourceOptions, columns: &[&str]) -> 
     for r in records {
         match r {
             Ok(Record { line, values }) => out.push(Ok((line, values))),
-            Err(ReadError::Row(e)) => out.push(Err((e.line, e.message))),
+            Err(ReadError::Row(e)) | Err(ReadError::Misaligned { error: e, .. }) => out.push(Err((e.line, e.message))),
             Err(ReadError::File(e)) => return Err(e),
         }
     }
     Ok(out)
 }
 
-fn row(line: u64, v: &[&str]) -> Result<(u64, Vec<Option<String>>), (u64, String)> {
+fn row(line: u64, v: &[&str]) -> Row {
     Ok((line, v.iter().map(|s| Some(s.to_string())).collect()))
 }
 
@@ -66,6 +67,21 @@ fn windows_1252_without_the_encoding_says_how_to_fix_it() {
 fn utf16le_with_bom_and_tabs_is_sniffed() {
     let rows = read(&fixture("utf16le_bom.txt"), Format::Csv, &opts(), &["Email", "First Name", "Personnel Number"]).unwrap();
     assert_eq!(rows, vec![row(2, &["soren@example.dk", "Søren", "E1"]), row(3, &["lukasz@example.pl", "Łukasz", "E2"])]);
+}
+
+#[test]
+fn utf16be_with_bom_and_latin1_by_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("be.csv");
+    let text = "Email;First Name\r\nzoe@example.com;Zoë\r\n";
+    let mut bytes = vec![0xfe, 0xff];
+    bytes.extend(text.encode_utf16().flat_map(|u| u.to_be_bytes()));
+    std::fs::write(&p, bytes).unwrap();
+    assert_eq!(read(&p, Format::Csv, &opts(), &["First Name", "Email"]).unwrap(), vec![row(2, &["Zoë", "zoe@example.com"])]);
+    let p = dir.path().join("latin1.csv");
+    std::fs::write(&p, b"Email,Nom\nx@example.fr,Lef\xe8vre\n").unwrap();
+    let o = SourceOptions { encoding: encoding_rs::Encoding::for_label(b"latin1"), ..opts() };
+    assert_eq!(read(&p, Format::Csv, &o, &["Nom"]).unwrap(), vec![row(2, &["Lefèvre"])]);
 }
 
 #[test]
@@ -115,6 +131,20 @@ fn gzip_and_zip_are_looked_through() {
         let rows = read(&p, Format::Csv, &opts(), &["Personnel Number", "Email"]).unwrap();
         assert_eq!(rows, vec![row(2, &["E1", "ana@example.pt"]), row(3, &["E2", "noah@example.com"])], "{name}");
     }
+}
+
+#[test]
+fn zip_with_several_files_is_refused_with_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("two.zip");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+    for name in ["a.csv", "b.csv"] {
+        z.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+        std::io::Write::write_all(&mut z, b"Email\nx@example.com\n").unwrap();
+    }
+    z.finish().unwrap();
+    let msg = read(&p, Format::Csv, &opts(), &["Email"]).unwrap_err().to_string();
+    assert!(msg.contains("the zip holds 2 files (a.csv, b.csv); it must hold exactly one export"), "{msg}");
 }
 
 #[test]

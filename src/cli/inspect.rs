@@ -48,22 +48,13 @@ pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
         println!("{connector}: {} ({} bytes)", dl.fingerprint.path, dl.fingerprint.size);
         println!("  rows {} — {} valid, {} invalid (max_invalid allows {allowed})", mapped.rows, mapped.users.len(), invalid);
         println!();
-        for u in mapped.users.iter().take(10) {
-            let u = &u.user;
-            println!(
-                "  {:<12} {:<32} {:<16} {:<16} {:<3} {}",
-                u.external_id,
-                u.email.as_deref().unwrap_or("-"),
-                u.first_name,
-                u.last_name,
-                u.language,
-                if u.active { "active" } else { "inactive" }
-            );
+        for line in crate::mapping::preview_table(&mapped.users, 10).lines() {
+            println!("  {line}");
         }
         if !mapped.errors.is_empty() {
             println!();
             println!("  errors");
-            for line in crate::report::group_errors(&mapped.errors, 10) {
+            for line in crate::mapping::group_errors(&mapped.errors).into_iter().take(10) {
                 println!("    {line}");
             }
         }

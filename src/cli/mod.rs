@@ -5,6 +5,7 @@ mod check;
 mod history;
 mod inspect;
 mod keyscan;
+mod mapping_suggest;
 mod progress;
 mod sync;
 
@@ -198,9 +199,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
             sync::run(cli, connector.as_deref(), *all, opts).await
         }
         Command::Daemon => Err(CodedError(Exit::Other, "the daemon is not available in this build".into()).into()),
-        Command::Mapping { command: MappingCommand::Suggest { file } } => {
-            Err(CodedError(Exit::Other, format!("mapping suggest {}: not available in this build", file.display())).into())
-        }
+        Command::Mapping { command: MappingCommand::Suggest { file } } => mapping_suggest::run(file),
         Command::History { connector, limit } => history::history(cli, connector.as_deref(), *limit).await,
         Command::Status => history::status(cli).await,
     }

@@ -65,7 +65,7 @@ pub fn print_summary(r: &Report) {
     }
     if !r.errors.is_empty() {
         println!("  errors");
-        for line in crate::report::group_errors(&r.errors, 8) {
+        for line in crate::mapping::group_errors(&r.errors).into_iter().take(8) {
             println!("    {line}");
         }
     }

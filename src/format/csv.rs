@@ -52,7 +52,7 @@ pub(crate) fn open(path: &Path, file: &str, opts: &SourceOptions, columns: &[Str
                 continue;
             }
             if rec.len() != width {
-                return Some(Err(ReadError::Row(RowError {
+                let error = RowError {
                     line,
                     column: None,
                     message: format!(
@@ -60,7 +60,9 @@ pub(crate) fn open(path: &Path, file: &str, opts: &SourceOptions, columns: &[Str
                         rec.len()
                     ),
                     external_id: None,
-                })));
+                };
+                let values = idx.iter().map(|&i| (i < rec.len()).then(|| String::from_utf8_lossy(field(&rec, i)).into_owned())).collect();
+                return Some(Err(ReadError::Misaligned { error, guess: Record { line, values } }));
             }
             let mut values = Vec::with_capacity(idx.len());
             for &i in &idx {
@@ -178,7 +180,7 @@ impl<R: Read> Read for TrailingNewline<R> {
 
 /// The delimiter among `,` `;` tab `|` that occurs most often, outside quotes, on the header
 /// line; `,` when none does (a one-column file).
-pub(crate) fn sniff_delimiter(text: &[u8], header_row: u64) -> u8 {
+pub fn sniff_delimiter(text: &[u8], header_row: u64) -> u8 {
     const CANDIDATES: [u8; 4] = [b',', b';', b'\t', b'|'];
     let mut line = 1u64;
     let mut counts = [0usize; 4];
@@ -191,11 +193,10 @@ pub(crate) fn sniff_delimiter(text: &[u8], header_row: u64) -> u8 {
                 break;
             }
             line += 1;
-        } else if !quoted && line >= header_row {
-            if let Some(k) = CANDIDATES.iter().position(|&c| c == b) {
+        } else if !quoted && line >= header_row
+            && let Some(k) = CANDIDATES.iter().position(|&c| c == b) {
                 counts[k] += 1;
             }
-        }
     }
     let (best, n) = counts.iter().enumerate().fold((0, 0), |acc, (k, &n)| if n > acc.1 { (k, n) } else { acc });
     if n == 0 { b',' } else { CANDIDATES[best] }

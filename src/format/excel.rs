@@ -39,6 +39,16 @@ pub(crate) fn headers(path: &Path, file: &str, format: Format, opts: &SourceOpti
     }
 }
 
+/// The workbook's sheet names, in order.
+pub(crate) fn sheet_names(path: &Path, file: &str, format: Format) -> Result<Vec<String>, FormatError> {
+    let src = input::seekable(path, file)?;
+    Ok(match format {
+        Format::Xlsx => Xlsx::new(src).map_err(|e| unreadable(file, "xlsx", e))?.sheet_names(),
+        Format::Xls => Xls::new(src).map_err(|e| unreadable(file, "xls", e))?.sheet_names(),
+        _ => Ods::new(src).map_err(|e| unreadable(file, "ods", e))?.sheet_names(),
+    })
+}
+
 fn unreadable(file: &str, kind: &str, e: impl std::fmt::Display) -> FormatError {
     FormatError::Malformed { file: file.into(), line: None, message: format!("not a readable {kind} workbook: {e}; check [file] format or ask for a new export") }
 }

@@ -211,13 +211,16 @@ fn leaf_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// An object of the array, or why the element is not one.
+type Held = (u64, Result<Map<String, Value>, String>);
+
 /// Turns objects into records; holds back the first `PROBE` to check the columns.
 struct Emitter<'s> {
     file: String,
     columns: Vec<String>,
     paths: Vec<Vec<Seg>>,
     sink: &'s mut Sink,
-    held: Vec<(u64, Result<Map<String, Value>, String>)>,
+    held: Vec<Held>,
     ready: bool,
     /// The consumer went away, or `fatal` is set: stop reading.
     stopped: bool,

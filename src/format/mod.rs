@@ -33,6 +33,10 @@ pub struct Record {
 #[derive(Debug)]
 pub enum ReadError {
     Row(RowError),
+    /// A CSV row with the wrong number of fields, and its fields read by position anyway:
+    /// the mapping takes the unique id from it (when there) so the plan keeps that person as
+    /// they were instead of deactivating them. Never a source of user data.
+    Misaligned { error: RowError, guess: Record },
     File(FormatError),
 }
 
@@ -98,6 +102,18 @@ pub fn headers(path: &Path, display_name: &str, format: Format, opts: &SourceOpt
         Format::Json | Format::Ndjson => json::headers(path, display_name, format, opts),
     }
 }
+
+/// A workbook's sheet names (xlsx, xls, ods), for `mapping suggest`.
+pub fn sheet_names(path: &Path, display_name: &str, format: Format) -> Result<Vec<String>, FormatError> {
+    excel::sheet_names(path, display_name, format)
+}
+
+/// The export's text decoded to UTF-8 (gzip/zip unwrapped), for sniffing.
+pub fn sniff_text(path: &Path, display_name: &str, opts: &SourceOptions) -> Result<Box<dyn std::io::Read + Send>, FormatError> {
+    input::text(path, display_name, opts)
+}
+
+pub use self::csv::sniff_delimiter;
 
 /// Refuses a file without data rows before anything downstream sees it.
 fn non_empty(mut records: Records, file: &str) -> Result<Records, FormatError> {
