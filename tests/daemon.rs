@@ -116,8 +116,12 @@ impl Drop for Daemon {
 }
 
 fn header(scim: &ScimServer, dir: &Path, port: u16, max_concurrent: usize) -> String {
+    header_with(scim, dir, port, max_concurrent, "")
+}
+
+fn header_with(scim: &ScimServer, dir: &Path, port: u16, max_concurrent: usize, platform_extra: &str) -> String {
     format!(
-        "[platform]\nkind = \"scim\"\nbase_url = \"{}\"\ntoken_env = \"PLATFORM_SCIM_TOKEN\"\n\n[state]\nurl = \"sqlite://{}\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nmax_concurrent_runs = {max_concurrent}\ngrace = \"30s\"\n",
+        "[platform]\nkind = \"scim\"\nbase_url = \"{}\"\ntoken_env = \"PLATFORM_SCIM_TOKEN\"\n{platform_extra}\n[state]\nurl = \"sqlite://{}\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nmax_concurrent_runs = {max_concurrent}\ngrace = \"30s\"\n",
         scim.base_url,
         dir.join("state.db").display()
     )
@@ -156,6 +160,37 @@ fn ts(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
     v.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_else(|| panic!("not a time: {v}"))
 }
 
+/// A tiny webhook receiver: answers 200 to every POST and keeps the bodies.
+fn webhook_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/T0KEN", l.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_ok() {
+                keep.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
+}
+
 /// The most runs in progress at any instant, over finished runs.
 fn max_overlap(runs: &[&serde_json::Value]) -> usize {
     let mut events: Vec<(chrono::DateTime<chrono::Utc>, i32)> = Vec::new();
@@ -180,8 +215,17 @@ fn daemon_runs_two_connectors_on_schedule_reloads_on_sighup_and_stops_on_sigterm
     let port = support::free_port();
     let a = exports_dir(dir.path(), "alpha");
     let b = exports_dir(dir.path(), "beta");
-    let base = header(&scim, dir.path(), port, 2);
-    let cfg = format!("{base}{}{}", connector("alpha", "*/2 * * * * *", &a), connector("beta", "*/2 * * * * *", &b));
+    let (hook, posted) = webhook_listener();
+    let base = header_with(&scim, dir.path(), port, 2, &format!("notify_webhook = \"{hook}\"\n"));
+    // "empty" finds no export: a failed run that is not retried, and is notified.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cfg = format!(
+        "{base}{}{}{}",
+        connector("alpha", "*/2 * * * * *", &a),
+        connector("beta", "*/2 * * * * *", &b),
+        connector("empty", "*/2 * * * * *", &empty)
+    );
     let d = Daemon::start(&cfg, dir, port, &scim);
     assert_eq!(d.http_get("/healthz"), "ok\n");
 
@@ -195,6 +239,14 @@ fn daemon_runs_two_connectors_on_schedule_reloads_on_sighup_and_stops_on_sigterm
         let runs = finished(&m[c]);
         assert_eq!(max_overlap(&runs), 1, "runs of {c} overlapped: {runs:#?}");
     }
+    let empty_runs = by_connector(&h).get("empty").map(|r| finished(r).len()).unwrap_or(0);
+    assert!(empty_runs >= 1, "the connector without an export ran");
+    let notes: Vec<serde_json::Value> = posted.lock().unwrap().iter().map(|b| serde_json::from_str(b).expect("webhook body is JSON")).collect();
+    let note = notes.iter().find(|n| n["connector"] == "empty").unwrap_or_else(|| panic!("no notification for \"empty\": {notes:#?}\n{}", d.log()));
+    assert_eq!(note["event"], "failed");
+    assert_eq!(note["exit"], 4);
+    assert!(note["text"].as_str().unwrap().contains("no file matches"), "{note}");
+    assert!(posted.lock().unwrap().iter().all(|b| !b.contains(&scim.token)), "a secret reached the webhook");
     let metrics_text = d.http_get("/metrics");
     assert!(metrics_text.contains("rostersync_runs_total{connector=\"alpha\""), "{metrics_text}");
     assert!(metrics_text.contains("# TYPE rostersync_run_duration_seconds histogram"), "{metrics_text}");

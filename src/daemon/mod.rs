@@ -196,11 +196,16 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
         "stopping: no new runs; waiting up to {} for {running} run(s) in progress",
         humantime::format_duration(daemon_cfg.grace)
     );
-    let abandoned = scheduler::shutdown(&mut sched, daemon_cfg.grace).await;
+    // A second SIGTERM/SIGINT means "now": stop waiting for the runs in progress.
+    let abandoned = tokio::select! {
+        a = scheduler::shutdown(&mut sched, daemon_cfg.grace) => a,
+        _ = term.recv() => vec![format!("{} run(s) in progress (second signal)", metrics.running())],
+        _ = int.recv() => vec![format!("{} run(s) in progress (second signal)", metrics.running())],
+    };
     if !abandoned.is_empty() {
         // Their state is consistent (written per operation); leases expire on their own
         // and the next run adopts whatever reached the platform unrecorded.
-        tracing::error!("grace period over: abandoned the runs of {}", abandoned.join(", "));
+        tracing::error!("abandoned the runs of {}", abandoned.join(", "));
     }
     if let Some(s) = server {
         s.abort();

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use crate::config::{Config, Connector};
 use crate::exit::Exit;
@@ -51,9 +52,10 @@ impl Runner for SyncRunner {
         // an await), so it cannot be polled by a spawned task: it runs on a blocking-pool
         // thread of its own, driving the same runtime (its I/O and timers stay async).
         let handle = tokio::runtime::Handle::current();
+        let span = tracing::Span::current();
         let res = tokio::task::spawn_blocking(move || {
             let opts = SyncOptions { origin: "daemon".into(), ..SyncOptions::default() };
-            handle.block_on(sync::run(&cfg, &connector, &*store, &opts))
+            handle.block_on(sync::run(&cfg, &connector, &*store, &opts).instrument(span))
         })
         .await;
         match res {

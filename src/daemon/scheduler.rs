@@ -238,6 +238,7 @@ async fn connector_loop<R: Runner>(
             drop(permit);
             let ended = sh.clock.now();
             sh.metrics.run_finished(&res.report, ended);
+            log_end(&res.report, attempt);
 
             if res.exit == Exit::Ok || *stop.borrow() {
                 break;
@@ -271,5 +272,26 @@ async fn connector_loop<R: Runner>(
                 return;
             }
         }
+    }
+}
+
+/// One line per finished run, in the run's terms (the run's own span has closed).
+fn log_end(r: &crate::report::Report, attempt: u32) {
+    let c = &r.counts;
+    let outcome = super::metrics::outcome_label(r.outcome);
+    let line = format!(
+        "run ended {outcome} in {} ms (attempt {attempt}): {} rows, created {}, updated {}, deactivated {}, deleted {}, failed {}{}",
+        r.duration_ms,
+        c.rows,
+        c.created,
+        c.updated,
+        c.deactivated,
+        c.deleted,
+        c.failed,
+        r.message.as_deref().map(|m| format!(" — {m}")).unwrap_or_default()
+    );
+    match r.outcome {
+        crate::report::Outcome::Ok | crate::report::Outcome::NoNewFile => tracing::info!(run_id = %r.run_id, "{line}"),
+        _ => tracing::warn!(run_id = %r.run_id, "{line}"),
     }
 }
