@@ -166,6 +166,10 @@ mod tests {
         assert_eq!(shown[0], "2026-10-24 02:30 CEST");
         assert!(shown[1].starts_with("2026-10-25 02:30"), "{shown:?}");
         assert_eq!(shown[2], "2026-10-26 02:30 CET");
+        // The daemon asks for the next start after a run *ended*, inside the repeated hour:
+        // the second 02:30 (CET) of that night must not come back.
+        let after_run = utc("2026-10-25T00:35:00Z"); // 02:35 CEST, the first pass
+        assert_eq!(local(s.next_after(after_run).unwrap(), chrono_tz::Europe::Paris), "2026-10-26 02:30 CET");
     }
 
     #[test]
