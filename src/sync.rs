@@ -265,7 +265,9 @@ impl<'a, S: StateStore> Run<'a, S> {
         self.report.file = Some(got.fingerprint.clone());
 
         // Parse and map on a blocking thread: it is CPU work over a file.
-        let mapped = match self.parse_and_map(&got).await {
+        // Not through a &Got: a reference to the boxed source held across this await would
+        // make the run's future not Send (the daemon runs it on its worker threads).
+        let mapped = match parse_file_detailed(self.conn, &got.spool.path, &got.name).await {
             Ok(m) => m,
             // An empty export empties the customer: only on an explicit --allow-mass-change.
             Err(ParseFailure::Format(FormatError::Empty { .. })) if self.opts.allow_mass_change => Mapped::default(),
@@ -403,10 +405,6 @@ impl<'a, S: StateStore> Run<'a, S> {
             .await
             .map_err(|e| (Exit::Other, format!("the download thread failed: {e}")))?;
         res.map_err(fail_with)
-    }
-
-    async fn parse_and_map(&self, got: &Got) -> Result<Mapped, ParseFailure> {
-        parse_file_detailed(self.conn, &got.spool.path, &got.name).await
     }
 
     /// A file that is empty or lacks a mapped column is refused by a safeguard: nothing

@@ -60,7 +60,7 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
     let mut rows = Vec::new();
     for (name, conn) in &cfg.connectors {
         let last = store.history(Some(name), 1).await?.into_iter().next();
-        let next = conn.schedule.as_ref().and_then(|s| s.next_after(now));
+        let next = conn.schedule.as_ref().and_then(|s| s.next_after(now)).map(|slot| slot + crate::schedule::jitter_for(name, slot, conn.jitter));
         rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone())));
     }
     if cli.json {

@@ -2,6 +2,7 @@
 //! module error is mapped to its exit code through `Classify`.
 
 mod check;
+mod daemon;
 mod history;
 mod inspect;
 mod keyscan;
@@ -198,7 +199,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
             };
             sync::run(cli, connector.as_deref(), *all, opts).await
         }
-        Command::Daemon => Err(CodedError(Exit::Other, "the daemon is not available in this build".into()).into()),
+        Command::Daemon => daemon::run(cli).await,
         Command::Mapping { command: MappingCommand::Suggest { file } } => mapping_suggest::run(file),
         Command::History { connector, limit } => history::history(cli, connector.as_deref(), *limit).await,
         Command::Status => history::status(cli).await,

@@ -1,0 +1,19 @@
+//! `rostersync daemon`: the schedules, until SIGTERM or SIGINT (see `crate::daemon`).
+
+use super::{Cli, CodedError};
+use crate::config;
+use crate::exit::Classify;
+
+pub async fn run(cli: &Cli) -> anyhow::Result<i32> {
+    let path = cli.config.clone().unwrap_or_else(config::default_path);
+    match crate::daemon::serve(&path).await {
+        Ok(stopped) if stopped.abandoned.is_empty() => Ok(0),
+        Ok(_) => {
+            // Abandoned runs still occupy blocking threads, and dropping the runtime would
+            // wait for them: leave now. SQLite commits are atomic, leases expire, and the
+            // next run adopts whatever reached the platform unrecorded.
+            std::process::exit(0)
+        }
+        Err(e) => Err(CodedError(e.exit(), e.to_string()).into()),
+    }
+}

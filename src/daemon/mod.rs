@@ -1,0 +1,219 @@
+//! `rostersync daemon`: runs every connector on its schedule until stopped.
+//!
+//! `scheduler` decides when runs start (one task per connector, a semaphore for
+//! `max_concurrent_runs`, retries, catch-up); `runner` is what a run is; `http` serves
+//! `/healthz` and `/metrics`; `notify` posts to the webhook. This file wires them to the
+//! configuration and to the signals: SIGHUP reloads, SIGTERM/SIGINT stop.
+
+pub mod clock;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod runner;
+pub mod scheduler;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
+
+use crate::config::{self, Config, ConfigError, Connector};
+use crate::exit::{Classify, Exit};
+use crate::state::{SqliteStore, StateError};
+use metrics::Metrics;
+use runner::{Runner, SyncRunner};
+use scheduler::{RetryPolicy, Scheduler, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Listen(String),
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+impl Classify for DaemonError {
+    fn exit(&self) -> Exit {
+        match self {
+            DaemonError::Config(_) | DaemonError::Refused(_) => Exit::Config,
+            _ => Exit::Other,
+        }
+    }
+}
+
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// What a configuration (re)load means for the scheduler.
+#[derive(Debug)]
+pub enum Reload {
+    /// Keep everything as it is; each line is one problem.
+    Keep(Vec<String>),
+    /// Schedule exactly `connectors`. `kept` are connectors whose new definition has
+    /// problems: their previous one keeps running. `problems` are logged.
+    Apply { cfg: Box<Config>, connectors: BTreeMap<String, Connector>, kept: Vec<String>, problems: Vec<String> },
+}
+
+/// Decides what to do with a freshly loaded configuration. Pure, so it is table-tested.
+/// A problem that touches no single connector (the platform, the state store, TOML
+/// syntax) keeps the whole previous configuration; a broken connector keeps its previous
+/// definition if it had one, and is left out if it is new.
+pub fn plan_reload(current: &BTreeMap<String, Connector>, loaded: Result<Config, ConfigError>) -> Reload {
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(e) => return Reload::Keep(vec![e.to_string()]),
+    };
+    let problems: Vec<String> = cfg.problems.iter().map(|p| p.to_string()).collect();
+    if cfg.problems.iter().any(|p| p.connector.is_none()) {
+        return Reload::Keep(problems);
+    }
+    let mut connectors = cfg.connectors.clone();
+    let mut kept = Vec::new();
+    for name in &cfg.broken {
+        if let Some(old) = current.get(name) {
+            connectors.insert(name.clone(), old.clone());
+            kept.push(name.clone());
+        }
+    }
+    Reload::Apply { cfg: Box::new(cfg), connectors, kept, problems }
+}
+
+/// How the daemon stopped.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// Connectors whose runs outlasted the grace period and were abandoned.
+    pub abandoned: Vec<String>,
+}
+
+/// Runs the daemon on the configuration at `path` until SIGTERM or SIGINT.
+pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
+    let cfg = config::load(path)?;
+    let global: Vec<&config::Problem> = cfg.problems.iter().filter(|p| p.connector.is_none()).collect();
+    if !global.is_empty() {
+        // Nothing could run without the platform or the state store: refuse to start.
+        return Err(ConfigError::Invalid(global.into_iter().cloned().collect()).into());
+    }
+    for p in &cfg.problems {
+        tracing::error!("{p} (connector {} is not scheduled; run `rostersync check`)", p.connector.as_deref().unwrap_or("?"));
+    }
+    if cfg.platform.is_none() {
+        return Err(DaemonError::Refused(format!("{}: the daemon needs a [platform] section (kind, base_url, token_env)", cfg.path.display())));
+    }
+
+    // Signals first: a SIGTERM that arrives while we start must not kill us half-way.
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+
+    let store = SqliteStore::open(&cfg.state.url).await?;
+    let metrics = Arc::new(Metrics::default());
+    let server = match cfg.daemon.listen {
+        Some(addr) => {
+            let l = http::bind(addr).await.map_err(DaemonError::Listen)?;
+            tracing::info!("serving /healthz and /metrics on http://{addr}");
+            Some(tokio::spawn(http::serve(l, metrics.clone())))
+        }
+        None => None,
+    };
+    let webhook = notify::Webhook::new(cfg.platform.as_ref().and_then(|p| p.notify_webhook.clone())).map_err(DaemonError::Refused)?;
+    let daemon_cfg = cfg.daemon.clone();
+    let state_url = cfg.state.url.clone();
+    let cfg = Arc::new(cfg);
+    let runner = Arc::new(SyncRunner::new(cfg.clone(), store));
+    let mut sched = Scheduler::new(Shared {
+        runner: runner.clone(),
+        clock: clock::Clock::System,
+        permits: Arc::new(Semaphore::new(daemon_cfg.max_concurrent_runs)),
+        retry: RetryPolicy::default(),
+        metrics: metrics.clone(),
+        notify: webhook.clone(),
+    });
+    let ch = sched.apply(&cfg.connectors);
+    tracing::info!(
+        "daemon started (pid {}): {} connector(s) scheduled [{}], at most {} run(s) at once",
+        std::process::id(),
+        sched.names().len(),
+        ch.added.join(", "),
+        daemon_cfg.max_concurrent_runs
+    );
+    let unscheduled: Vec<&str> = cfg.connectors.values().filter(|c| c.schedule.is_none()).map(|c| c.name.as_str()).collect();
+    if !unscheduled.is_empty() {
+        tracing::info!("without a schedule (run by hand only): {}", unscheduled.join(", "));
+    }
+
+    let mut current: BTreeMap<String, Connector> = cfg.connectors.clone();
+    let path: PathBuf = path.to_path_buf();
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading {}", path.display());
+                match plan_reload(&current, config::load(&path)) {
+                    Reload::Keep(problems) => {
+                        metrics.reload(false);
+                        for p in &problems {
+                            tracing::error!("reload refused: {p}");
+                        }
+                        tracing::error!("the previous configuration keeps running; fix the problems above and send SIGHUP again");
+                    }
+                    Reload::Apply { cfg: new, connectors, kept, problems } => {
+                        metrics.reload(true);
+                        for p in &problems {
+                            tracing::error!("{p}");
+                        }
+                        for k in &kept {
+                            tracing::error!("connector {k} has problems (above): its previous definition keeps running");
+                        }
+                        if new.daemon.listen != daemon_cfg.listen || new.daemon.max_concurrent_runs != daemon_cfg.max_concurrent_runs || new.state.url != state_url {
+                            tracing::warn!("[daemon] listen, max_concurrent_runs and [state] take effect on restart only");
+                        }
+                        webhook.set_url(new.platform.as_ref().and_then(|p| p.notify_webhook.clone()));
+                        runner.set_config(Arc::new(*new));
+                        let ch = sched.apply(&connectors);
+                        tracing::info!(
+                            "configuration reloaded: added [{}], removed [{}], rescheduled [{}]; {} scheduled",
+                            ch.added.join(", "), ch.removed.join(", "), ch.rescheduled.join(", "), sched.names().len()
+                        );
+                        current = connectors;
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    let running = metrics.running();
+    tracing::info!(
+        "stopping: no new runs; waiting up to {} for {running} run(s) in progress",
+        humantime::format_duration(daemon_cfg.grace)
+    );
+    // A second SIGTERM/SIGINT means "now": stop waiting for the runs in progress.
+    let abandoned = tokio::select! {
+        a = scheduler::shutdown(&mut sched, daemon_cfg.grace) => a,
+        _ = term.recv() => vec![format!("{} run(s) in progress (second signal)", metrics.running())],
+        _ = int.recv() => vec![format!("{} run(s) in progress (second signal)", metrics.running())],
+    };
+    if !abandoned.is_empty() {
+        // Their state is consistent (written per operation); leases expire on their own
+        // and the next run adopts whatever reached the platform unrecorded.
+        tracing::error!("abandoned the runs of {}", abandoned.join(", "));
+    }
+    if let Some(s) = server {
+        s.abort();
+    }
+    tracing::info!("stopped");
+    Ok(Stopped { abandoned })
+}
+
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! The notification webhook (`[platform] notify_webhook`): a short JSON message when a
+//! scheduled run fails (after its retries), is stopped by a safeguard, or finds the export
+//! stale. The message carries the report's one-line reason, which never holds secrets;
+//! the webhook URL itself often does (Slack-style tokens in the path), so logs name its
+//! host only.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::report::{Outcome, Report};
+
+/// How long one POST may take; a slow hook must not hold anything up.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why we are notifying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    Failed,
+    Stopped,
+    Stale,
+}
+
+/// The JSON body posted. `text` makes it readable as-is by Slack/Teams-style hooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notification {
+    pub text: String,
+    pub event: Event,
+    pub connector: String,
+    pub customer: String,
+    pub run_id: String,
+    pub outcome: &'static str,
+    pub exit: i32,
+    pub attempts: u32,
+    pub message: String,
+    pub stopped_by: Option<String>,
+    pub host: String,
+    pub at: String,
+}
+
+impl Notification {
+    /// The notification a finished run calls for, if any.
+    pub fn for_run(report: &Report, customer: &str, exit: i32, attempts: u32, at: chrono::DateTime<chrono::Utc>) -> Option<Notification> {
+        let message = report.message.clone().unwrap_or_default();
+        let event = match report.outcome {
+            Outcome::Ok | Outcome::NoNewFile => return None,
+            Outcome::Stopped => Event::Stopped,
+            Outcome::Failed if message.starts_with("the export is stale") => Event::Stale,
+            Outcome::Failed => Event::Failed,
+        };
+        let what = match event {
+            Event::Failed if attempts > 1 => format!("failed after {attempts} attempts"),
+            Event::Failed => "failed".to_string(),
+            Event::Stopped => format!("stopped by a safeguard ({})", report.stopped_by.as_deref().unwrap_or("safeguard")),
+            Event::Stale => "the export is stale".to_string(),
+        };
+        Some(Notification {
+            text: format!("rostersync: {} ({}) {what}: {message}", report.connector, customer),
+            event,
+            connector: report.connector.clone(),
+            customer: customer.to_string(),
+            run_id: report.run_id.clone(),
+            outcome: crate::daemon::metrics::outcome_label(report.outcome),
+            exit,
+            attempts,
+            message,
+            stopped_by: report.stopped_by.clone(),
+            host: crate::daemon::hostname(),
+            at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })
+    }
+}
+
+/// Where notifications go.
+pub trait Notify: Send + Sync + 'static {
+    /// Hands the notification over; never blocks the scheduler.
+    fn notify(&self, n: Notification);
+}
+
+/// Posts to the configured webhook (or nowhere), in the background.
+pub struct Webhook {
+    url: RwLock<Option<url::Url>>,
+    client: reqwest::Client,
+}
+
+impl Webhook {
+    pub fn new(url: Option<url::Url>) -> Result<Arc<Webhook>, String> {
+        let client = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .user_agent(concat!("rostersync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the notification webhook client: {e}"))?;
+        Ok(Arc::new(Webhook { url: RwLock::new(url), client }))
+    }
+
+    /// A reload may add, change or remove the webhook.
+    pub fn set_url(&self, url: Option<url::Url>) {
+        *self.url.write().unwrap_or_else(|e| e.into_inner()) = url;
+    }
+
+    /// Posts one notification and waits for the answer.
+    pub async fn send(&self, n: &Notification) -> Result<(), String> {
+        let url = self.url.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match url {
+            Some(url) => post(&self.client, url, n).await,
+            None => Ok(()),
+        }
+    }
+}
+
+async fn post(client: &reqwest::Client, url: url::Url, n: &Notification) -> Result<(), String> {
+    let host = url.host_str().unwrap_or("?").to_string();
+    let event = serde_json::to_value(n.event).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    match client.post(url).json(n).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!(
+            "the notification webhook on {host} answered HTTP {} to the {event} notice of {}; check [platform] notify_webhook",
+            r.status().as_u16(),
+            n.connector
+        )),
+        // Without the URL: reqwest's error text includes it, and it may hold a token.
+        Err(e) => Err(format!(
+            "cannot reach the notification webhook on {host} ({}) with the {event} notice of {}; check [platform] notify_webhook",
+            if e.is_timeout() { "timed out" } else if e.is_connect() { "connection failed" } else { "request failed" },
+            n.connector
+        )),
+    }
+}
+
+impl Notify for Webhook {
+    fn notify(&self, n: Notification) {
+        let Some(url) = self.url.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = post(&client, url, &n).await {
+                tracing::warn!(connector = %n.connector, "{e}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Counts;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn report(outcome: Outcome, message: &str) -> Report {
+        Report {
+            connector: "acme".into(),
+            run_id: "run-1".into(),
+            outcome,
+            dry_run: false,
+            file: None,
+            counts: Counts::default(),
+            errors: vec![],
+            stopped_by: (outcome == Outcome::Stopped).then(|| "max_deactivations".into()),
+            message: Some(message.into()),
+            duration_ms: 5,
+        }
+    }
+
+    #[test]
+    fn picks_the_event_from_the_report() {
+        let at = chrono::Utc::now();
+        assert!(Notification::for_run(&report(Outcome::Ok, ""), "Acme", 0, 1, at).is_none());
+        assert!(Notification::for_run(&report(Outcome::NoNewFile, ""), "Acme", 0, 1, at).is_none());
+        let n = Notification::for_run(&report(Outcome::Stopped, "12 deactivations exceed max"), "Acme", 5, 1, at).unwrap();
+        assert_eq!(n.event, Event::Stopped);
+        assert!(n.text.contains("stopped by a safeguard (max_deactivations)"), "{}", n.text);
+        let n = Notification::for_run(&report(Outcome::Failed, "the export is stale: no new file for 9days"), "Acme", 4, 1, at).unwrap();
+        assert_eq!(n.event, Event::Stale);
+        let n = Notification::for_run(&report(Outcome::Failed, "connection refused"), "Acme", 3, 4, at).unwrap();
+        assert_eq!(n.event, Event::Failed);
+        assert_eq!(n.text, "rostersync: acme (Acme) failed after 4 attempts: connection refused");
+    }
+
+    /// A one-shot HTTP listener: returns the request it got, answers `status`.
+    async fn one_request(status: u16) -> (String, tokio::task::JoinHandle<String>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read headers, then Content-Length bytes of body.
+            loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            s.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf).to_string()
+        });
+        (format!("http://{addr}/hooks/T0SECRET/B0SECRET"), h)
+    }
+
+    #[tokio::test]
+    async fn posts_json_to_the_webhook() {
+        let (url, server) = one_request(200).await;
+        let hook = Webhook::new(Some(url.parse().unwrap())).unwrap();
+        let n = Notification::for_run(&report(Outcome::Stopped, "too many deactivations"), "Acme", 5, 1, chrono::Utc::now()).unwrap();
+        hook.send(&n).await.unwrap();
+        let req = server.await.unwrap();
+        assert!(req.starts_with("POST /hooks/T0SECRET/B0SECRET HTTP/1.1"), "{req}");
+        assert!(req.to_ascii_lowercase().contains("content-type: application/json"), "{req}");
+        let body: serde_json::Value = serde_json::from_str(&req[req.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        assert_eq!(body["event"], "stopped");
+        assert_eq!(body["connector"], "acme");
+        assert_eq!(body["stopped_by"], "max_deactivations");
+        assert_eq!(body["exit"], 5);
+    }
+
+    #[tokio::test]
+    async fn a_failing_webhook_is_reported_without_its_url() {
+        let (url, server) = one_request(500).await;
+        let hook = Webhook::new(Some(url.parse().unwrap())).unwrap();
+        let n = Notification::for_run(&report(Outcome::Failed, "boom"), "Acme", 6, 1, chrono::Utc::now()).unwrap();
+        let err = hook.send(&n).await.unwrap_err();
+        server.await.unwrap();
+        assert!(err.contains("HTTP 500"), "{err}");
+        assert!(!err.contains("SECRET"), "the webhook path may hold a token: {err}");
+
+        // Nobody listening: a connection error, still without the URL.
+        let hook = Webhook::new(Some(format!("http://127.0.0.1:{}/hooks/T0SECRET", free_port()).parse().unwrap())).unwrap();
+        let err = hook.send(&n).await.unwrap_err();
+        assert!(err.contains("cannot reach the notification webhook"), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+}

@@ -1,0 +1,105 @@
+//! What the scheduler starts: one run of one connector. A trait so that the scheduling,
+//! concurrency, retry and signal logic is tested with a purpose-built runner; the
+//! production one calls `sync::run` against the state store.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use tracing::Instrument;
+
+use crate::config::{Config, Connector};
+use crate::exit::Exit;
+use crate::report::{Counts, Outcome, Report};
+use crate::state::{SqliteStore, StateStore};
+use crate::sync::{self, RunResult, SyncOptions};
+
+/// Runs past runs are searched for the last success (catch-up on start).
+const HISTORY_DEPTH: u32 = 50;
+
+pub trait Runner: Send + Sync + 'static {
+    /// One run; never panics, every failure is in the result.
+    fn run(&self, connector: Arc<Connector>) -> impl Future<Output = RunResult> + Send;
+    /// When the connector last ran successfully (None: never, or not in recent history).
+    fn last_success(&self, connector: &str) -> impl Future<Output = Option<DateTime<Utc>>> + Send;
+    /// A new configuration was accepted (SIGHUP): later runs use it.
+    fn set_config(&self, _cfg: Arc<Config>) {}
+}
+
+/// The production runner: `sync::run` with the current configuration.
+pub struct SyncRunner {
+    cfg: RwLock<Arc<Config>>,
+    store: Arc<SqliteStore>,
+}
+
+impl SyncRunner {
+    pub fn new(cfg: Arc<Config>, store: SqliteStore) -> SyncRunner {
+        SyncRunner { cfg: RwLock::new(cfg), store: Arc::new(store) }
+    }
+
+    fn config(&self) -> Arc<Config> {
+        // A poisoned lock only means a panic elsewhere mid-swap; the value is still whole.
+        self.cfg.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Runner for SyncRunner {
+    async fn run(&self, connector: Arc<Connector>) -> RunResult {
+        let cfg = self.config();
+        let store = self.store.clone();
+        let name = connector.name.clone();
+        // A task of its own, so that a panic in one run (a bug) becomes a failed run of
+        // that connector instead of taking the scheduler down.
+        let span = tracing::Span::current();
+        let res = tokio::spawn(
+            async move {
+                let opts = SyncOptions { origin: "daemon".into(), ..SyncOptions::default() };
+                sync::run(&cfg, &connector, &*store, &opts).await
+            }
+            .instrument(span),
+        )
+        .await;
+        match res {
+            Ok(r) => r,
+            Err(e) => panicked(&name, e),
+        }
+    }
+
+    async fn last_success(&self, connector: &str) -> Option<DateTime<Utc>> {
+        match self.store.history(Some(connector), HISTORY_DEPTH).await {
+            Ok(runs) => runs
+                .iter()
+                .find(|r| r.report.as_ref().is_some_and(|rep| matches!(rep.outcome, Outcome::Ok | Outcome::NoNewFile) && !rep.dry_run))
+                .map(|r| r.started_at),
+            Err(e) => {
+                tracing::warn!(connector, "cannot read run history ({e}); treating the connector as never synced, so it runs now");
+                None
+            }
+        }
+    }
+
+    fn set_config(&self, cfg: Arc<Config>) {
+        *self.cfg.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+}
+
+/// A run whose thread panicked: a failed run in the report (and the log), not a dead daemon.
+fn panicked(connector: &str, e: tokio::task::JoinError) -> RunResult {
+    let message = format!("the run of {connector} crashed ({e}); this is a bug in rostersync, please report it with the log");
+    tracing::error!(connector, "{message}");
+    RunResult {
+        report: Report {
+            connector: connector.to_string(),
+            run_id: uuid::Uuid::new_v4().to_string(),
+            outcome: Outcome::Failed,
+            dry_run: false,
+            file: None,
+            counts: Counts::default(),
+            errors: Vec::new(),
+            stopped_by: None,
+            message: Some(message),
+            duration_ms: 0,
+        },
+        exit: Exit::Other,
+    }
+}

@@ -1,0 +1,297 @@
+//! The loop: one tokio task per scheduled connector, sleeping until its next start.
+//!
+//! - A connector's runs are sequential in its task, so they never overlap (the state
+//!   lease also guards against other processes); a rescheduled connector's new task waits
+//!   for the old one to end.
+//! - A global semaphore bounds runs at once (`max_concurrent_runs`).
+//! - After a run the next start is the first slot after *now*: slots missed while a run
+//!   overran are skipped, never run back to back (atuin's `MissedTickBehavior::Skip`).
+//! - A failed run (connection, platform, other) is retried with capped, jittered backoff
+//!   while the retry still starts before the next slot; a safeguard stop or a data or
+//!   configuration failure is not retried: it needs a person, and is notified.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::clock::Clock;
+use super::metrics::Metrics;
+use super::notify::{Notification, Notify};
+use super::runner::Runner;
+use crate::config::Connector;
+use crate::exit::Exit;
+use crate::schedule::{Schedule, jitter_for};
+
+/// Retries of a failed run within its period.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Delay before the first retry; doubled each time.
+    pub base: Duration,
+    /// Longest delay between two attempts.
+    pub cap: Duration,
+    /// Attempts in one period, the first run included.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { base: Duration::from_secs(30), cap: Duration::from_secs(15 * 60), max_attempts: 6 }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `attempt + 1` (attempt ≥ 1): exponential, capped, and jittered
+    /// down to half so that connectors failing together do not retry together.
+    pub fn delay(&self, attempt: u32, unit_random: f64) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << (attempt - 1).min(20));
+        let d = exp.min(self.cap);
+        d.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
+    }
+}
+
+/// Whether a failed run may succeed if tried again soon.
+pub fn retriable(exit: Exit) -> bool {
+    matches!(exit, Exit::Connection | Exit::Platform | Exit::Other)
+}
+
+/// What every connector task shares.
+pub struct Shared<R: Runner> {
+    pub runner: Arc<R>,
+    pub clock: Clock,
+    pub permits: Arc<Semaphore>,
+    pub retry: RetryPolicy,
+    pub metrics: Arc<Metrics>,
+    pub notify: Arc<dyn Notify>,
+}
+
+struct Task {
+    /// Identifies the definition the task runs (a change reschedules).
+    fingerprint: String,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// The set of scheduled connectors.
+pub struct Scheduler<R: Runner> {
+    shared: Arc<Shared<R>>,
+    tasks: BTreeMap<String, Task>,
+}
+
+/// What changed on `apply`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub rescheduled: Vec<String>,
+}
+
+fn fingerprint(c: &Connector) -> String {
+    // Debug covers every field (schedule, source, mapping …); cheap next to a sync.
+    format!("{c:?}")
+}
+
+impl<R: Runner> Scheduler<R> {
+    pub fn new(shared: Shared<R>) -> Scheduler<R> {
+        Scheduler { shared: Arc::new(shared), tasks: BTreeMap::new() }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tasks.keys().cloned().collect()
+    }
+
+    /// Makes the scheduled set exactly `wanted` (connectors without a schedule are left
+    /// out: they run by hand only). Unchanged connectors keep their task and timing.
+    pub fn apply(&mut self, wanted: &BTreeMap<String, Connector>) -> Changes {
+        let mut ch = Changes::default();
+        let wanted: BTreeMap<&String, &Connector> = wanted.iter().filter(|(_, c)| c.schedule.is_some()).collect();
+        let gone: Vec<String> = self.tasks.keys().filter(|n| !wanted.contains_key(n)).cloned().collect();
+        for name in gone {
+            if let Some(t) = self.tasks.remove(&name) {
+                let _ = t.stop.send(true);
+                self.shared.metrics.forget(&name);
+                ch.removed.push(name);
+            }
+        }
+        for (name, conn) in wanted {
+            let fp = fingerprint(conn);
+            let previous = match self.tasks.remove(name) {
+                Some(t) if t.fingerprint == fp => {
+                    self.tasks.insert(name.clone(), t);
+                    continue;
+                }
+                Some(t) => {
+                    // The old task finishes a run in progress; the new one waits for it.
+                    let _ = t.stop.send(true);
+                    ch.rescheduled.push(name.clone());
+                    Some(t.handle)
+                }
+                None => {
+                    ch.added.push(name.clone());
+                    None
+                }
+            };
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let span = tracing::info_span!("connector", connector = %name);
+            // Catch-up is for connectors we start; a rescheduled one just takes its new slots
+            // (moving "daily 02:00" to 03:00 at noon must not start a run at noon).
+            let catch_up = previous.is_none();
+            let handle = tokio::spawn(connector_loop(self.shared.clone(), Arc::new(conn.clone()), stop_rx, previous, catch_up).instrument(span));
+            self.tasks.insert(name.clone(), Task { fingerprint: fp, stop: stop_tx, handle });
+        }
+        self.shared.metrics.set_connectors(self.tasks.len());
+        ch
+    }
+
+    /// No new runs from now on; the handles end when running runs end.
+    pub fn stop_all(&mut self) -> Vec<(String, JoinHandle<()>)> {
+        let tasks = std::mem::take(&mut self.tasks);
+        tasks
+            .into_iter()
+            .map(|(n, t)| {
+                let _ = t.stop.send(true);
+                (n, t.handle)
+            })
+            .collect()
+    }
+}
+
+/// Stops every task and waits up to `grace` for runs in progress; returns the connectors
+/// whose runs were abandoned (their leases expire; the next run adopts what they pushed).
+pub async fn shutdown<R: Runner>(sched: &mut Scheduler<R>, grace: Duration) -> Vec<String> {
+    let handles = sched.stop_all();
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut abandoned = Vec::new();
+    for (name, mut h) in handles {
+        match tokio::time::timeout_at(deadline, &mut h).await {
+            Ok(_) => {}
+            Err(_) => {
+                h.abort();
+                abandoned.push(name);
+            }
+        }
+    }
+    abandoned
+}
+
+/// The first start: at once when the last success predates the latest slot (catch-up),
+/// else the next slot. Returns (slot, start).
+async fn first_start<R: Runner>(sh: &Shared<R>, conn: &Connector, sched: &Schedule) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let now = sh.clock.now();
+    if let Some(prev) = sched.previous_at_or_before(now) {
+        let last = sh.runner.last_success(&conn.name).await;
+        if last.is_none_or(|l| l < prev) {
+            match last {
+                Some(l) => tracing::info!("last success {} predates the slot of {}: catching up now", l.to_rfc3339(), prev.to_rfc3339()),
+                None => tracing::info!("no successful run on record: running now"),
+            }
+            return Some((prev, now));
+        }
+    }
+    next_start(conn, sched, now)
+}
+
+/// The first slot strictly after `after`, and its start with the connector's jitter.
+fn next_start(conn: &Connector, sched: &Schedule, after: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let slot = sched.next_after(after)?;
+    let j = chrono::Duration::from_std(jitter_for(&conn.name, slot, conn.jitter)).unwrap_or_default();
+    Some((slot, slot + j))
+}
+
+async fn connector_loop<R: Runner>(
+    sh: Arc<Shared<R>>,
+    conn: Arc<Connector>,
+    mut stop: watch::Receiver<bool>,
+    previous: Option<JoinHandle<()>>,
+    catch_up: bool,
+) {
+    if let Some(p) = previous {
+        let _ = p.await;
+    }
+    let Some(sched) = conn.schedule.clone() else { return };
+    let first = if catch_up { first_start(&sh, &conn, &sched).await } else { next_start(&conn, &sched, sh.clock.now()) };
+    let Some((mut slot, mut start)) = first else {
+        tracing::warn!("schedule \"{}\" has no future start; the connector runs by hand only", sched.spec);
+        return;
+    };
+    loop {
+        tracing::debug!("next start {}", start.to_rfc3339());
+        if !sh.clock.sleep_until(start, &mut stop).await {
+            return;
+        }
+        // Retries must start before the next slot: after that, the slot's run takes over.
+        let period_end = sched.next_after(slot);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let permit = tokio::select! {
+                p = sh.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            sh.metrics.run_started();
+            // Not raced against `stop`: a started run finishes (within the grace period).
+            let res = sh.runner.run(conn.clone()).await;
+            drop(permit);
+            let ended = sh.clock.now();
+            sh.metrics.run_finished(&res.report, ended);
+            log_end(&res.report, attempt);
+
+            if res.exit == Exit::Ok || *stop.borrow() {
+                break;
+            }
+            if retriable(res.exit) && attempt < sh.retry.max_attempts {
+                let delay = sh.retry.delay(attempt, rand::random::<f64>());
+                let at = ended + chrono::Duration::from_std(delay).unwrap_or_default();
+                if period_end.is_none_or(|end| at < end) {
+                    tracing::warn!(run_id = %res.report.run_id, "attempt {attempt} failed (exit {}); retrying in {}", res.exit.code(), humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))));
+                    sh.metrics.retry_scheduled(&conn.name);
+                    if !sh.clock.sleep_until(at, &mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            if retriable(res.exit) {
+                tracing::error!(run_id = %res.report.run_id, "attempt {attempt} failed (exit {}); no more retries in this period, waiting for the next slot", res.exit.code());
+            }
+            if let Some(n) = Notification::for_run(&res.report, &conn.customer, res.exit.code(), attempt, ended) {
+                sh.notify.notify(n);
+            }
+            break;
+        }
+        // The first slot after both the one just served and now: overrun slots are skipped.
+        let after = std::cmp::max(slot, sh.clock.now());
+        match next_start(&conn, &sched, after) {
+            Some((s, st)) => (slot, start) = (s, st),
+            None => {
+                tracing::warn!("schedule \"{}\" has no further start", sched.spec);
+                return;
+            }
+        }
+    }
+}
+
+/// One line per finished run, in the run's terms (the run's own span has closed).
+fn log_end(r: &crate::report::Report, attempt: u32) {
+    let c = &r.counts;
+    let outcome = super::metrics::outcome_label(r.outcome);
+    let line = format!(
+        "run ended {outcome} in {} ms (attempt {attempt}): {} rows, created {}, updated {}, deactivated {}, deleted {}, failed {}{}",
+        r.duration_ms,
+        c.rows,
+        c.created,
+        c.updated,
+        c.deactivated,
+        c.deleted,
+        c.failed,
+        r.message.as_deref().map(|m| format!(" — {m}")).unwrap_or_default()
+    );
+    match r.outcome {
+        crate::report::Outcome::Ok | crate::report::Outcome::NoNewFile => tracing::info!(run_id = %r.run_id, "{line}"),
+        _ => tracing::warn!(run_id = %r.run_id, "{line}"),
+    }
+}

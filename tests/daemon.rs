@@ -1,0 +1,340 @@
+//! `rostersync daemon` as a user runs it: the real binary, real scim2-server, local
+//! exports on seconds-level schedules; signals sent with `kill`.
+//!
+//! Waiting here is polling for a condition with a deadline (a real process runs on the
+//! real clock); the scheduling logic itself is tested on paused time in src/daemon/tests.rs.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::scim::ScimServer;
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Daemon {
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("connectors.toml")
+    }
+
+    fn start(config: &str, dir: tempfile::TempDir, port: u16, scim: &ScimServer) -> Daemon {
+        std::fs::write(dir.path().join("connectors.toml"), config).unwrap();
+        // `history` reads this copy, so that it still finds the state store while the
+        // daemon's own file is deliberately broken.
+        std::fs::write(dir.path().join("history.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        let child = Command::new(support::rostersync_bin())
+            .args(["--config", dir.path().join("connectors.toml").to_str().unwrap(), "--log-format", "json", "daemon"])
+            .env("PLATFORM_SCIM_TOKEN", &scim.token)
+            .env("RUST_LOG", "rostersync=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rostersync daemon");
+        let d = Daemon { child, dir, port };
+        support::wait_for_port(port, Duration::from_secs(20), &format!("rostersync daemon (log: {})", d.log()));
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill").success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// `rostersync history --json`: every run, oldest first.
+    fn history(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(support::rostersync_bin())
+            .args(["--config", self.dir.path().join("history.toml").to_str().unwrap(), "--json", "history", "--limit", "100000"])
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("history --json is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+        let mut runs = v.as_array().cloned().unwrap_or_default();
+        runs.reverse();
+        runs
+    }
+
+    fn http_get(&self, path: &str) -> String {
+        let out = Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}{path}", self.port)]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `cond` on the history until it holds or the deadline passes.
+    fn wait_history(&self, what: &str, timeout: Duration, cond: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let h = self.history();
+            if cond(&h) {
+                return h;
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out waiting for {what}; history: {h:#?}\nlog:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    fn stop(mut self, timeout: Duration) -> (Option<i32>, Daemon) {
+        self.signal("-TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st.code(), self);
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("the daemon did not exit within {timeout:?} of SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc/PID/status");
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn header(scim: &ScimServer, dir: &Path, port: u16, max_concurrent: usize) -> String {
+    header_with(scim, dir, port, max_concurrent, "")
+}
+
+fn header_with(scim: &ScimServer, dir: &Path, port: u16, max_concurrent: usize, platform_extra: &str) -> String {
+    format!(
+        "[platform]\nkind = \"scim\"\nbase_url = \"{}\"\ntoken_env = \"PLATFORM_SCIM_TOKEN\"\n{platform_extra}\n[state]\nurl = \"sqlite://{}\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nmax_concurrent_runs = {max_concurrent}\ngrace = \"30s\"\n",
+        scim.base_url,
+        dir.join("state.db").display()
+    )
+}
+
+/// A connector on a local copy of the demo export (3 of its 41 rows are invalid on
+/// purpose: max_invalid lets them through, so the run pushes the 40 others).
+fn connector(name: &str, schedule: &str, exports: &Path) -> String {
+    let mapping = support::repo_root().join("mappings/demo.toml");
+    format!(
+        "\n[connectors.{name}]\nschedule = \"{schedule}\"\nmapping = \"{}\"\n[connectors.{name}.local]\ndir = \"{}\"\n[connectors.{name}.file]\npath = \"employees_*.csv\"\npick = \"last-name\"\n[connectors.{name}.sync]\nmax_invalid = \"10%\"\n",
+        mapping.display(),
+        exports.display()
+    )
+}
+
+fn exports_dir(root: &Path, name: &str) -> PathBuf {
+    let d = root.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(support::repo_root().join("examples/exports/employees_2026-11-20.csv"), d.join("employees_2026-11-20.csv")).unwrap();
+    d
+}
+
+fn by_connector(runs: &[serde_json::Value]) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut m: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for r in runs {
+        m.entry(r["connector"].as_str().unwrap().to_string()).or_default().push(r.clone());
+    }
+    m
+}
+
+fn finished(runs: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    runs.iter().filter(|r| !r["ended_at"].is_null()).collect()
+}
+
+fn ts(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_else(|| panic!("not a time: {v}"))
+}
+
+/// A tiny webhook receiver: answers 200 to every POST and keeps the bodies.
+fn webhook_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/T0KEN", l.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_ok() {
+                keep.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
+}
+
+/// The most runs in progress at any instant, over finished runs.
+fn max_overlap(runs: &[&serde_json::Value]) -> usize {
+    let mut events: Vec<(chrono::DateTime<chrono::Utc>, i32)> = Vec::new();
+    for r in runs {
+        events.push((ts(&r["started_at"]), 1));
+        events.push((ts(&r["ended_at"]), -1));
+    }
+    // Ends before starts at the same instant: back-to-back is not overlap.
+    events.sort_by_key(|e| (e.0, e.1));
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+#[test]
+fn daemon_runs_two_connectors_on_schedule_reloads_on_sighup_and_stops_on_sigterm() {
+    let scim = ScimServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let a = exports_dir(dir.path(), "alpha");
+    let b = exports_dir(dir.path(), "beta");
+    let (hook, posted) = webhook_listener();
+    let base = header_with(&scim, dir.path(), port, 2, &format!("notify_webhook = \"{hook}\"\n"));
+    // "empty" finds no export: a failed run that is not retried, and is notified.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cfg = format!(
+        "{base}{}{}{}",
+        connector("alpha", "*/2 * * * * *", &a),
+        connector("beta", "*/2 * * * * *", &b),
+        connector("empty", "*/2 * * * * *", &empty)
+    );
+    let d = Daemon::start(&cfg, dir, port, &scim);
+    assert_eq!(d.http_get("/healthz"), "ok\n");
+
+    // Both connectors run, repeatedly, and every run is in history.
+    let h = d.wait_history("three finished runs of alpha and beta", Duration::from_secs(60), |h| {
+        let m = by_connector(h);
+        ["alpha", "beta"].iter().all(|c| m.get(*c).is_some_and(|r| finished(r).len() >= 3))
+    });
+    let m = by_connector(&h);
+    for c in ["alpha", "beta"] {
+        let runs = finished(&m[c]);
+        assert_eq!(max_overlap(&runs), 1, "runs of {c} overlapped: {runs:#?}");
+    }
+    let empty_runs = by_connector(&h).get("empty").map(|r| finished(r).len()).unwrap_or(0);
+    assert!(empty_runs >= 1, "the connector without an export ran");
+    let notes: Vec<serde_json::Value> = posted.lock().unwrap().iter().map(|b| serde_json::from_str(b).expect("webhook body is JSON")).collect();
+    let note = notes.iter().find(|n| n["connector"] == "empty").unwrap_or_else(|| panic!("no notification for \"empty\": {notes:#?}\n{}", d.log()));
+    assert_eq!(note["event"], "failed");
+    assert_eq!(note["exit"], 4);
+    assert!(note["text"].as_str().unwrap().contains("no file matches"), "{note}");
+    assert!(posted.lock().unwrap().iter().all(|b| !b.contains(&scim.token)), "a secret reached the webhook");
+    let metrics_text = d.http_get("/metrics");
+    assert!(metrics_text.contains("rostersync_runs_total{connector=\"alpha\""), "{metrics_text}");
+    assert!(metrics_text.contains("# TYPE rostersync_run_duration_seconds histogram"), "{metrics_text}");
+
+    // SIGHUP with a third connector: it is scheduled without a restart.
+    let g = exports_dir(d.dir.path(), "gamma");
+    let cfg2 = format!("{cfg}{}", connector("gamma", "*/2 * * * * *", &g));
+    std::fs::write(d.config_path(), &cfg2).unwrap();
+    d.signal("-HUP");
+    d.wait_history("a finished run of gamma after SIGHUP", Duration::from_secs(30), |h| {
+        by_connector(h).get("gamma").is_some_and(|r| !finished(r).is_empty())
+    });
+    // An invalid config on SIGHUP keeps the previous one running.
+    std::fs::write(d.config_path(), "[platform\nbroken").unwrap();
+    d.signal("-HUP");
+    let start = Instant::now();
+    while !d.log().contains("reload refused") {
+        assert!(start.elapsed() < Duration::from_secs(20), "no \"reload refused\" in the log:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = finished(&by_connector(&d.history())["gamma"]).len();
+    d.wait_history("gamma still running after a bad reload", Duration::from_secs(30), |h| {
+        finished(&by_connector(h)["gamma"]).len() >= before + 2
+    });
+
+    // SIGTERM: exit 0, and no run left half-recorded.
+    let (code, d) = d.stop(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "log:\n{}", d.log());
+    let h = d.history();
+    assert!(h.iter().all(|r| !r["ended_at"].is_null()), "a run was left unfinished: {h:#?}");
+    let all: Vec<&serde_json::Value> = h.iter().collect();
+    assert!(max_overlap(&all) <= 2, "more than max_concurrent_runs = 2 at once");
+    assert!(d.log().contains("stopping: no new runs"), "{}", d.log());
+
+    // Last, what needs the whole pipeline (CSV format, SCIM client): the runs succeeded.
+    let m = by_connector(&h);
+    for c in ["alpha", "beta", "gamma"] {
+        let runs = finished(&m[c]);
+        for r in &runs {
+            let outcome = r["report"]["outcome"].as_str().unwrap_or("?");
+            assert!(outcome == "ok" || outcome == "no-new-file", "{c}: run {} ended {outcome}: {}", r["run_id"], r["report"]);
+        }
+        assert_eq!(runs[0]["report"]["outcome"], "ok", "the first run syncs the export");
+        let counts = &runs[0]["report"]["counts"];
+        // The connectors share people on one server: the first creates them, the others adopt
+        // (counted as updates).
+        assert_eq!(counts["valid"], 40, "{counts}");
+        assert!(counts["created"].as_u64().unwrap() + counts["updated"].as_u64().unwrap() >= 39, "{counts}");
+    }
+    assert!(!scim.users().is_empty(), "users reached the SCIM server");
+    assert!(metrics_text.contains("rostersync_runs_total{connector=\"alpha\",outcome=\"ok\"} 1"), "{metrics_text}");
+    assert!(metrics_text.contains("rostersync_last_success_timestamp_seconds{connector=\"beta\"}"), "{metrics_text}");
+    assert!(metrics_text.contains("rostersync_users_pushed_total{connector=\"alpha\",operation=\"created\"}"), "{metrics_text}");
+}
+
+#[test]
+fn two_hundred_connectors_on_one_daemon_stay_bounded_with_flat_memory() {
+    let scim = ScimServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let exports = exports_dir(dir.path(), "shared");
+    let mut cfg = header(&scim, dir.path(), port, 4);
+    for i in 0..200 {
+        cfg += &connector(&format!("cust{i:03}"), "*/5 * * * * *", &exports);
+    }
+    let d = Daemon::start(&cfg, dir, port, &scim);
+
+    // Warm-up: every connector has run once (first syncs adopt the shared users).
+    d.wait_history("one finished run of each of the 200 connectors", Duration::from_secs(240), |h| {
+        let m = by_connector(h);
+        m.len() == 200 && m.values().all(|r| !finished(r).is_empty())
+    });
+    let rss_warm = d.rss_kib();
+    let runs_warm = finished(&d.history()).len();
+    d.wait_history("600 more runs", Duration::from_secs(120), |h| finished(h).len() >= runs_warm + 600);
+    let rss_late = d.rss_kib();
+
+    let (code, d) = d.stop(Duration::from_secs(40));
+    assert_eq!(code, Some(0), "log:\n{}", d.log());
+    let h = d.history();
+    let all: Vec<&serde_json::Value> = finished(&h);
+    let max = max_overlap(&all);
+    assert!(max <= 4, "{max} runs at once with max_concurrent_runs = 4");
+    for (c, runs) in by_connector(&h) {
+        assert_eq!(max_overlap(&finished(&runs)), 1, "runs of {c} overlapped");
+    }
+    eprintln!("200 connectors: {} runs, at most {max} at once; RSS {rss_warm} KiB after warm-up, {rss_late} KiB {} runs later", all.len(), all.len() - runs_warm);
+    // Flat: after warm-up, hundreds of runs later, within 10 % (+2 MiB for allocator noise).
+    assert!(rss_late <= rss_warm + rss_warm / 10 + 2048, "RSS grew from {rss_warm} KiB to {rss_late} KiB over {} runs", all.len() - runs_warm);
+}
