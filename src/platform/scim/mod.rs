@@ -263,6 +263,14 @@ impl Inner {
         } else {
             tracing::warn!(url = %spc_url, status = spc.status, "no ServiceProviderConfig; assuming PATCH and no Bulk");
         }
+        // Discovery endpoints may be public (scim2-server's are): read one user to check
+        // the credentials before anything is planned or written.
+        let mut probe = self.url(&["Users"]);
+        probe.query_pairs_mut().append_pair("count", "1").append_pair("attributes", "id");
+        let r = self.call(ctx, Method::GET, probe.clone(), None, true).await.map_err(|e| unreachable(&probe, e))?;
+        if r.status != 200 {
+            return Err(PlatformError::Protocol { url: probe.to_string(), detail: format!("{}; is base_url the SCIM root (the URL that /Users is under)?", scim_error(r.status, &r.body)) });
+        }
         let rt_url = self.url(&["ResourceTypes", "User"]);
         if let Ok(rt) = self.call(ctx, Method::GET, rt_url.clone(), None, true).await
             && rt.status == 200
