@@ -269,12 +269,15 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
 async fn conflict_adopts(bulk: bool) {
     let server = ScimServer::start_with_custom_schema(&[]);
     let existing = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "x1@example.com", "title": "Old"}));
+    // Ours already (same externalId) but with stale content: adopted and corrected.
+    let stale = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "Z1", "userName": "z1@example.com", "name": {"givenName": "Old"}}));
     let client = connect(&server.base_url, bulk).await;
-    let users = vec![user("X1", "Xena", "X", None), user("Y1", "Yan", "Y", Some("X1"))];
+    let users = vec![user("X1", "Xena", "X", None), user("Y1", "Yan", "Y", Some("X1")), user("Z1", "Zoe", "Z", None)];
     let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
     r.unwrap();
     let ids = applied(&outcomes);
     assert_eq!(ids["X1"], existing["id"].as_str().unwrap(), "the 409'd user is adopted, not duplicated");
+    assert_eq!(ids["Z1"], stale["id"].as_str().unwrap());
     let x = outcomes.iter().find(|o| o.external_id == "X1").unwrap();
     assert!(x.result.as_ref().unwrap().note.as_deref().unwrap_or("").contains("adopted"));
     assert_state(&server, &users);

@@ -437,9 +437,25 @@ struct Run {
     outcomes: mpsc::Sender<Outcome>,
 }
 
-/// An operation and whether a create must first be looked up (it may exist already
-/// because an earlier attempt's outcome was unknown).
-type Pending = (Op, bool);
+/// Where a create starts when it is sent alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Never sent.
+    Fresh,
+    /// Sent, outcome unknown: look it up by externalId before sending again.
+    Unknown,
+    /// The server said it exists (409 in a bulk): adopt it.
+    Adopt,
+}
+
+impl Start {
+    fn unknown_if(maybe_applied: bool) -> Start {
+        if maybe_applied { Start::Unknown } else { Start::Fresh }
+    }
+}
+
+/// An operation to send alone, and where it starts.
+type Pending = (Op, Start);
 
 impl Run {
     /// Runs a set of independent operations: in bulk batches when offered, else one
@@ -475,17 +491,17 @@ impl Run {
                     }
                 }
             }
-            _ => single.extend(ops.into_iter().map(|o| (o, false))),
+            _ => single.extend(ops.into_iter().map(|o| (o, Start::Fresh))),
         }
         let mut set = JoinSet::new();
-        for (op, lookup_first) in single {
+        for (op, start) in single {
             if self.ctx.stopped() {
                 break;
             }
             let permit = sem.clone().acquire_owned().await.expect("semaphore open");
             let run = self.clone();
             set.spawn(async move {
-                let r = run.exec(op, lookup_first).await;
+                let r = run.exec(op, start).await;
                 drop(permit);
                 match r {
                     Ok(o) => run.report(o).await,
@@ -524,11 +540,15 @@ impl Run {
         self.ids.lock().expect("ids lock").get(m).cloned()
     }
 
-    async fn exec(&self, op: Op, lookup_first: bool) -> Result<Outcome, PlatformError> {
+    async fn exec(&self, op: Op, start: Start) -> Result<Outcome, PlatformError> {
         let kind = op.kind();
         let external_id = op.external_id().to_string();
         let result = match op {
-            Op::Create { user } => self.create(&user, lookup_first).await?,
+            Op::Create { user } if start == Start::Adopt => {
+                let (manager, note) = self.manager(&user);
+                self.adopt(&user, manager.as_deref(), note).await?
+            }
+            Op::Create { user } => self.create(&user, start == Start::Unknown).await?,
             Op::Update { platform_id, user, adopt, previous } => {
                 let (manager, note) = self.manager(&user);
                 // An adopted user's content is unknown: replace everything we map.
@@ -563,7 +583,9 @@ impl Run {
         loop {
             if check {
                 match inner.find(&self.ctx, "externalId", &user.external_id).await {
-                    Ok(Some(id)) => return Ok(Ok(Applied { platform_id: id, note })),
+                    // Most likely our own write; but it may be someone else's user with
+                    // our externalId, so make its content ours either way.
+                    Ok(Some(id)) => return Ok(self.write_content(&id, user, manager.as_deref(), None).await?.map(|()| Applied { platform_id: id, note })),
                     Ok(None) => {}
                     Err(CallError::Stop(e)) => return Err(e),
                     Err(CallError::Failed { status, message, .. }) => {
@@ -733,13 +755,13 @@ impl Run {
                     let o = Outcome { external_id: op.external_id().to_string(), kind: op.kind(), result: Ok(Applied { platform_id: platform_id.clone(), note: None }) };
                     self.report(o).await;
                 } else {
-                    alone.push((op, false));
+                    alone.push((op, Start::Fresh));
                 }
                 continue;
             };
             let n = serde_json::to_vec(&v).map(|b| b.len() + 1).unwrap_or(usize::MAX);
             if n > budget {
-                alone.push((op, false));
+                alone.push((op, Start::Fresh));
                 continue;
             }
             if !cur.is_empty() && (cur.len() >= limits.max_operations || size + n > budget) {
@@ -766,12 +788,12 @@ impl Run {
             Ok(r) => {
                 // Refused as a whole (413, 400…): nothing applied; each goes alone.
                 tracing::warn!(%url, "bulk request refused ({}); sending its {} operations one by one", scim_error(r.status, &r.body), batch.len());
-                return Ok(batch.into_iter().map(|(op, _)| (op, false)).collect());
+                return Ok(batch.into_iter().map(|(op, _)| (op, Start::Fresh)).collect());
             }
             Err(CallError::Stop(e)) => return Err(e),
             Err(CallError::Failed { message, maybe_applied, .. }) => {
                 tracing::warn!(%url, "bulk request failed ({message}); sending its {} operations one by one", batch.len());
-                return Ok(batch.into_iter().map(|(op, _)| (op, maybe_applied)).collect());
+                return Ok(batch.into_iter().map(|(op, _)| (op, Start::unknown_if(maybe_applied))).collect());
             }
         };
         let results = resp.body["Operations"].as_array().cloned().unwrap_or_default();
@@ -782,11 +804,11 @@ impl Run {
             // By bulkId; by position only when the server answered every operation.
             let r = v["bulkId"].as_str().and_then(|b| by_bulk_id.get(b).copied()).or_else(|| (results.len() == n_batch).then(|| results.get(i)).flatten());
             let Some(r) = r else {
-                left.push((op, true));
+                left.push((op, Start::Unknown));
                 continue;
             };
             let Some(status) = status_of(&r["status"]) else {
-                left.push((op, true));
+                left.push((op, Start::Unknown));
                 continue;
             };
             let kind = op.kind();
@@ -796,12 +818,12 @@ impl Run {
                 (Op::Create { .. }, 200..=299) => match r["response"]["id"].as_str().map(str::to_string).or_else(|| location.and_then(id_from_location)) {
                     Some(id) => Ok(Applied { platform_id: id, note: None }),
                     None => {
-                        left.push((op, true));
+                        left.push((op, Start::Unknown));
                         continue;
                     }
                 },
                 (Op::Create { .. }, 409) => {
-                    left.push((op, true));
+                    left.push((op, Start::Adopt));
                     continue;
                 }
                 (Op::Update { platform_id, .. } | Op::Deactivate { platform_id, .. } | Op::Delete { platform_id, .. }, 200..=299) => Ok(Applied { platform_id: platform_id.clone(), note: None }),
@@ -811,7 +833,7 @@ impl Run {
                 }
                 (_, s) => match inner.policy.for_status(s, None) {
                     Verdict::Retry { maybe_applied, .. } => {
-                        left.push((op, maybe_applied));
+                        left.push((op, Start::unknown_if(maybe_applied)));
                         continue;
                     }
                     Verdict::Final => Err(OpFailure {
