@@ -457,7 +457,11 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
         assert!(bulks.len() >= 10, "{} bulk requests", bulks.len());
         assert!(bulks.iter().all(|b| b["Operations"].as_array().unwrap().len() <= 5), "maxOperations respected");
     }
-    assert!(proxy.seen().iter().any(|s| s.fault == Fault::DropAfterForward && s.method == "POST"), "a write was applied and its answer lost");
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.fault == Fault::DropAfterForward && s.method == "POST"), "a create was applied and its answer lost");
+    for kind in [Fault::Unavailable, Fault::DropBeforeForward, Fault::TooMany("1".into()), Fault::Slow(Duration::from_millis(1500))] {
+        assert!(seen.iter().any(|s| s.fault == kind), "{kind:?} was injected");
+    }
 }
 
 #[tokio::test]
