@@ -509,7 +509,12 @@ impl Run {
                 }
             });
         }
-        while set.join_next().await.is_some() {}
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r {
+                // A bug, not the platform: stop rather than lose an outcome silently.
+                self.ctx.set_stop(PlatformError::Protocol { url: self.inner.base.to_string(), detail: format!("an operation task failed: {e}") });
+            }
+        }
     }
 
     /// Sends an outcome as soon as it is known, and remembers created ids for managers.
