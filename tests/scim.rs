@@ -343,7 +343,7 @@ async fn a_401_mid_run_stops_the_run() {
     let client = connect(&proxy.base_url, false).await;
     let ops = (0..20).map(|i| Op::Create { user: user(&format!("U{i}"), "U", "U", None) }).collect();
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
-    let err = r.err().expect("401 stops the run");
+    let err = r.expect_err("401 stops the run");
     assert!(matches!(err, PlatformError::Unauthorized { .. }), "{err:?}");
     assert_eq!(err.exit(), Exit::Platform);
     assert!(outcomes.iter().all(|o| o.result.is_err()) || outcomes.is_empty());
@@ -388,7 +388,7 @@ async fn retry_budget_stops_a_run_against_a_dead_platform() {
     client.set_retry_policy(RetryPolicy { base: Duration::from_millis(1), cap: Duration::from_millis(5), budget_min: 10, budget_per_100_ops: 0, ..RetryPolicy::default() });
     let ops = (0..30).map(|i| Op::Create { user: user(&format!("D{i}"), "D", "D", None) }).collect();
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
-    let err = r.err().expect("the budget runs out");
+    let err = r.expect_err("the budget runs out");
     assert!(matches!(err, PlatformError::RetriesExhausted { done: 0, .. }), "{err:?}");
     assert_eq!(err.exit(), Exit::Platform);
     assert!(outcomes.iter().all(|o| o.result.is_err()));
