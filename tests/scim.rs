@@ -360,14 +360,14 @@ async fn missing_token_variable_is_named() {
     assert_eq!(err.exit(), Exit::Config);
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured() {
+/// One create whose first POST gets a 429 with `retry_after()`; returns how long the
+/// client waited before sending it again.
+async fn wait_after_429(retry_after: impl Fn() -> String + Send + Sync + 'static) -> Duration {
     let server = ScimServer::start();
-    // Only the first POST gets the 429.
     let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let f = first.clone();
     let proxy = FaultProxy::start(server.port, move |_, m, p| {
-        if m == "POST" && p == "/Users" && f.swap(false, std::sync::atomic::Ordering::AcqRel) { Fault::TooMany("2".into()) } else { Fault::Pass }
+        if m == "POST" && p == "/Users" && f.swap(false, std::sync::atomic::Ordering::AcqRel) { Fault::TooMany(retry_after()) } else { Fault::Pass }
     });
     let client = connect(&proxy.base_url, false).await;
     let (r, outcomes) = apply(&client, vec![Op::Create { user: user("R1", "R", "R", None) }], HashMap::new()).await;
@@ -375,9 +375,21 @@ async fn retry_after_is_honoured() {
     applied(&outcomes);
     let posts: Vec<_> = proxy.seen().into_iter().filter(|s| s.method == "POST").collect();
     assert_eq!(posts.len(), 2, "one 429, one success: {posts:?}");
-    let waited = posts[1].at - posts[0].at;
-    assert!(waited >= Duration::from_millis(1950), "waited {waited:?} after Retry-After: 2");
     assert_eq!(server.users().len(), 1);
+    posts[1].at - posts[0].at
+}
+
+#[tokio::test]
+async fn retry_after_seconds_is_honoured() {
+    let waited = wait_after_429(|| "2".into()).await;
+    assert!(waited >= Duration::from_millis(1950), "waited {waited:?} after Retry-After: 2");
+}
+
+#[tokio::test]
+async fn retry_after_http_date_is_honoured() {
+    // An HTTP date has whole seconds: "now + 3s" means a wait of 2 to 3 seconds.
+    let waited = wait_after_429(|| (chrono::Utc::now() + chrono::Duration::seconds(3)).format("%a, %d %b %Y %H:%M:%S GMT").to_string()).await;
+    assert!(waited >= Duration::from_millis(1950), "waited {waited:?} after a Retry-After date 3 s ahead");
 }
 
 #[tokio::test]
