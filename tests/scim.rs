@@ -524,6 +524,11 @@ struct TokenServer {
 
 impl TokenServer {
     fn start(tokens: Vec<&'static str>, expires_in: u64) -> TokenServer {
+        Self::start_failing(tokens, expires_in, 0)
+    }
+
+    /// The first `unavailable` requests get a 503.
+    fn start_failing(tokens: Vec<&'static str>, expires_in: u64, unavailable: usize) -> TokenServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -531,7 +536,7 @@ impl TokenServer {
         // Basic base64("rostersync-test:client-secret-91c2").
         let expected = "Basic cm9zdGVyc3luYy10ZXN0OmNsaWVudC1zZWNyZXQtOTFjMg==";
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (i, stream) in listener.incoming().enumerate() {
                 let Ok(mut s) = stream else { continue };
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 let (mut auth, mut len, mut line) = (String::new(), 0usize, String::new());
@@ -548,7 +553,9 @@ impl TokenServer {
                 let mut body = vec![0; len];
                 let _ = r.read_exact(&mut body);
                 let body = String::from_utf8_lossy(&body);
-                let (status, json) = if auth != expected {
+                let (status, json) = if i < unavailable {
+                    ("503 Service Unavailable", json!({"error": "temporarily_unavailable"}))
+                } else if auth != expected {
                     ("401 Unauthorized", json!({"error": "invalid_client"}))
                 } else if !body.contains("grant_type=client_credentials") {
                     ("400 Bad Request", json!({"error": "unsupported_grant_type"}))
@@ -600,6 +607,18 @@ async fn oauth2_token_is_refreshed_before_expiry() {
     applied(&outcomes);
     assert_eq!(tokens.issued(), proxy.seen().len(), "one token per request");
     assert!(tokens.issued() >= 3);
+}
+
+#[tokio::test]
+async fn oauth2_token_endpoint_hiccups_are_retried() {
+    let server = ScimServer::start();
+    let tokens = TokenServer::start_failing(vec![TOKEN], 3600, 2);
+    let client = ScimClient::connect(&oauth_platform(&server.base_url, &tokens.url)).await.expect("connect after two 503s");
+    let (r, outcomes) = apply(&client, vec![Op::Create { user: user("H1", "H", "One", None) }], HashMap::new()).await;
+    r.unwrap();
+    applied(&outcomes);
+    assert_eq!(tokens.issued(), 1);
+    assert_eq!(server.users().len(), 1);
 }
 
 #[tokio::test]

@@ -125,6 +125,10 @@ impl Auth {
             let detail = [body["error"].as_str(), body["error_description"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
             return Err(PlatformError::Unauthorized { status, url: token_url.to_string(), detail: format!("token endpoint refused client credentials ({detail})"), env: self.source() });
         }
+        if status >= 500 || status == 429 {
+            // Transient: the caller's retry policy tries again.
+            return Err(PlatformError::Unreachable { url: token_url.to_string(), detail: format!("the OAuth2 token endpoint answered HTTP {status}") });
+        }
         let Some(token) = body["access_token"].as_str().filter(|_| (200..300).contains(&status)) else {
             return Err(PlatformError::Protocol { url: token_url.to_string(), detail: format!("HTTP {status} without an access_token from the OAuth2 token endpoint") });
         };

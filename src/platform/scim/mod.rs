@@ -165,10 +165,22 @@ impl Inner {
         let mut reauthed = false;
         loop {
             attempt += 1;
+            let authorization = match self.auth.header(&self.http).await {
+                Ok(a) => a,
+                // The token endpoint is down: nothing was sent, so the same rules apply.
+                Err(PlatformError::Unreachable { url: token_url, detail }) => {
+                    let message = format!("{method} {url}: no token from {token_url}: {detail}");
+                    match self.retry_wait(ctx, attempt, Verdict::Retry { after: None, maybe_applied: false }, None, message, true).await {
+                        Ok(()) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(CallError::Stop(e)),
+            };
             let mut rb = self
                 .http
                 .request(method.clone(), url.clone())
-                .header(reqwest::header::AUTHORIZATION, self.auth.header(&self.http).await?)
+                .header(reqwest::header::AUTHORIZATION, authorization)
                 .header(reqwest::header::ACCEPT, "application/scim+json, application/json");
             if let Some(b) = &bytes {
                 rb = rb.header(reqwest::header::CONTENT_TYPE, "application/scim+json").body(b.clone());
@@ -205,27 +217,34 @@ impl Inner {
                 }
                 Err(e) => (self.policy.for_error(&e), format!("{method} {url}: {}", transport_detail(&e)), None),
             };
-            let Verdict::Retry { after, maybe_applied } = verdict else {
-                return Err(CallError::Failed { status, message, maybe_applied: false });
-            };
-            if maybe_applied && !blind_retry {
-                return Err(CallError::Failed { status, message, maybe_applied });
-            }
-            if attempt >= self.policy.max_attempts {
-                return Err(CallError::Failed { status, message: format!("{message} (gave up after {attempt} attempts)"), maybe_applied });
-            }
-            let Some(delay) = self.policy.delay(attempt, after) else {
-                return Err(CallError::Failed { status, message: format!("{message} (the server asked to wait {after:?}, longer than we wait)"), maybe_applied });
-            };
-            if !ctx.budget.take() {
-                return Err(CallError::Stop(PlatformError::RetriesExhausted {
-                    detail: format!("{} retries spent this run; last: {message}", ctx.budget.total),
-                    done: ctx.applied.load(Ordering::Acquire),
-                }));
-            }
-            tracing::debug!(%method, %url, attempt, ?delay, "retrying: {message}");
-            tokio::time::sleep(delay).await;
+            self.retry_wait(ctx, attempt, verdict, status, message, blind_retry).await?;
         }
+    }
+
+    /// Decides whether attempt `attempt` gets a successor and waits for it; Err is the
+    /// failure to return instead.
+    async fn retry_wait(&self, ctx: &RunCtx, attempt: u32, verdict: Verdict, status: Option<u16>, message: String, blind_retry: bool) -> Result<(), CallError> {
+        let Verdict::Retry { after, maybe_applied } = verdict else {
+            return Err(CallError::Failed { status, message, maybe_applied: false });
+        };
+        if maybe_applied && !blind_retry {
+            return Err(CallError::Failed { status, message, maybe_applied });
+        }
+        if attempt >= self.policy.max_attempts {
+            return Err(CallError::Failed { status, message: format!("{message} (gave up after {attempt} attempts)"), maybe_applied });
+        }
+        let Some(delay) = self.policy.delay(attempt, after) else {
+            return Err(CallError::Failed { status, message: format!("{message} (the server asked to wait {after:?}, longer than we wait)"), maybe_applied });
+        };
+        if !ctx.budget.take() {
+            return Err(CallError::Stop(PlatformError::RetriesExhausted {
+                detail: format!("{} retries spent this run; last: {message}", ctx.budget.total),
+                done: ctx.applied.load(Ordering::Acquire),
+            }));
+        }
+        tracing::debug!(attempt, ?delay, "retrying: {message}");
+        tokio::time::sleep(delay).await;
+        Ok(())
     }
 
     /// The platform id of the user whose `attr` equals `value`, if any.
