@@ -487,6 +487,24 @@ async fn faults_leave_exactly_the_export_with_bulk() {
 }
 
 #[tokio::test]
+async fn bulk_requests_stay_within_max_payload_size() {
+    let spc = support::repo_root().join("tests/fixtures/scim/spc-small-payload.json");
+    let server = ScimServer::start_with_custom_schema(&["--service-provider-config", spc.to_str().unwrap()]);
+    let proxy = FaultProxy::start(server.port, |_, _, _| Fault::Pass);
+    let client = connect(&proxy.base_url, true).await;
+    assert_eq!(client.capabilities().bulk.map(|b| b.max_payload_size), Some(4096));
+    let users: Vec<User> = (0..30).map(|i| user(&format!("S{i:02}"), "Size", &format!("Limited{i}"), None)).collect();
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
+    r.unwrap();
+    assert_eq!(applied(&outcomes).len(), 30);
+    let bulks: Vec<usize> = proxy.seen().iter().filter(|s| s.path == "/Bulk").map(|s| s.body.len()).collect();
+    assert!(bulks.len() >= 5, "split into several bulks: {bulks:?}");
+    assert!(bulks.iter().all(|n| *n <= 4096), "every bulk within maxPayloadSize: {bulks:?}");
+    assert_eq!(count(&proxy, "POST", "/Users"), 0, "nothing fell back to single requests");
+    assert_state(&server, &users);
+}
+
+#[tokio::test]
 async fn without_patch_updates_use_put_and_listing_pages() {
     // This server has no PATCH and no Bulk, and pages listings by 2.
     let spc = support::repo_root().join("tests/fixtures/scim/spc-no-patch.json");
