@@ -152,12 +152,13 @@ async fn serve(mut s: TcpStream, next: &AtomicU64) -> std::io::Result<()> {
         let body = buf[head_end..head_end + len].to_vec();
         buf.drain(..head_end + len);
         let mut first = head.lines().next().unwrap_or("").split(' ');
-        let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+        let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or("").split('?').next().unwrap_or(""));
         let (status, json) = match (method, path) {
             ("GET", "/ServiceProviderConfig") => (
                 "200 OK",
                 serde_json::json!({"patch": {"supported": true}, "bulk": {"supported": true, "maxOperations": 1000, "maxPayloadSize": 1048576}, "filter": {"supported": true, "maxResults": 1000}}),
             ),
+            ("GET", "/Users") => ("200 OK", serde_json::json!({"totalResults": 0, "Resources": []})),
             ("POST", "/Users") => ("201 Created", serde_json::json!({"id": next.fetch_add(1, Ordering::Relaxed).to_string()})),
             ("POST", "/Bulk") => {
                 let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();

@@ -48,7 +48,9 @@ HOST_KEY=$(ssh-keygen -l -f "$DEMO/keys/host_ed25519.pub" | awk '{print $2}')
 # --- the platform: scim2-server with a bearer token
 SCIM_PORT=$(free_port)
 export PLATFORM_SCIM_TOKEN="demo-token-$RANDOM$RANDOM"
-.venv/bin/scim2-server --hostname 127.0.0.1 --port "$SCIM_PORT" --bearer-token "$PLATFORM_SCIM_TOKEN" >"$DEMO/scim.log" 2>&1 & PIDS+=($!)
+# The schemas include the custom extension that carries attributes outside core/enterprise.
+.venv/bin/scim2-server --hostname 127.0.0.1 --port "$SCIM_PORT" --bearer-token "$PLATFORM_SCIM_TOKEN" \
+  --schema tests/fixtures/scim/schemas.json --resource-type tests/fixtures/scim/resource-types.json >"$DEMO/scim.log" 2>&1 & PIDS+=($!)
 wait_port "$SCIM_PORT" scim2-server
 
 # --- the connector, as an integration engineer would write it (ports and keys are this run's)

@@ -37,6 +37,10 @@ pub struct Report {
     pub errors: Vec<RowError>,
     /// The safeguard rule that stopped the run, if any.
     pub stopped_by: Option<String>,
+    /// What the engineer should know about writes that succeeded: users adopted after a
+    /// conflict, managers that could not be linked yet.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub notes: Vec<String>,
     /// A one-line reason for stopped and failed runs, with what to do next.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,

@@ -67,6 +67,11 @@ struct Run<'a, S: StateStore> {
     opts: &'a SyncOptions,
     report: Report,
     started: Instant,
+    /// Users written without their manager (not on the platform at the time), to link in
+    /// a second pass once the push has created everyone: platform id and full content.
+    unlinked: Vec<(String, crate::model::User)>,
+    /// Set during that second pass: its writes are not counted as updates.
+    relinking: bool,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -92,10 +97,13 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
             counts: Counts::default(),
             errors: Vec::new(),
             stopped_by: None,
+            notes: Vec::new(),
             message: None,
             duration_ms: 0,
         },
         started: Instant::now(),
+        unlinked: Vec::new(),
+        relinking: false,
     };
     let holder = format!("{}@{} pid {} run {}", opts.origin_or_cli(), hostname(), std::process::id(), run_id);
 
@@ -356,6 +364,7 @@ impl<'a, S: StateStore> Run<'a, S> {
         let push = self.push(&platform, plan.ops, known, &lines).await;
         let failed = self.report.counts.failed;
         push?;
+        self.link_managers(&platform).await?;
         if failed > 0 {
             // Not recording the file makes the next run take it again; what succeeded is
             // in the snapshot and will read as unchanged.
@@ -430,6 +439,39 @@ impl<'a, S: StateStore> Run<'a, S> {
     }
 
     /// Sends the operations and records each success as it comes back.
+    /// Second pass for reports whose manager did not exist when they were written (a
+    /// manager cycle in the data, or a manager created later in the same push): now that
+    /// everyone exists, set just the manager.
+    async fn link_managers<P: Platform>(&mut self, platform: &P) -> Result<(), Failure> {
+        let unlinked = std::mem::take(&mut self.unlinked);
+        if unlinked.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = unlinked.iter().filter_map(|(_, u)| u.attributes.get("manager_id").map(|m| m.as_str())).collect();
+        let snapshot = self.store.snapshot(&self.conn.name).await.map_err(fail_with)?;
+        let known: HashMap<String, String> =
+            ids.iter().filter_map(|m| snapshot.get(*m).map(|e| (m.to_string(), e.platform_id.clone()))).collect();
+        drop(snapshot);
+        let ops: Vec<Op> = unlinked
+            .into_iter()
+            .filter(|(_, u)| u.attributes.get("manager_id").is_some_and(|m| known.contains_key(m.as_str())))
+            .map(|(platform_id, user)| {
+                let mut previous = user.clone();
+                previous.attributes.remove("manager_id");
+                Op::Update { platform_id, user, adopt: false, previous: Some(Box::new(previous)) }
+            })
+            .collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let n = ops.len();
+        self.relinking = true;
+        let res = self.push(platform, ops, known, &HashMap::new()).await;
+        self.relinking = false;
+        tracing::info!("linked the manager of {n} user(s) in a second pass");
+        res
+    }
+
     /// Gives each update the content last pushed, so the platform is sent only what changed.
     async fn attach_previous(&self, ops: &mut [Op]) -> Result<(), Failure> {
         let ids: Vec<&str> = ops
@@ -505,13 +547,32 @@ impl<'a, S: StateStore> Run<'a, S> {
         }
     }
 
-    fn record(&mut self, o: Outcome, pending: &mut HashMap<String, Op>, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
+    fn record(
+        &mut self,
+        o: Outcome,
+        pending: &mut HashMap<String, Op>,
+        batch: &mut Vec<SnapshotWrite>,
+        lines: &HashMap<String, u64>,
+    ) {
         let Some(op) = pending.remove(&o.external_id) else {
             return;
         };
         let c = &mut self.report.counts;
         match o.result {
+            Ok(applied) if self.relinking => {
+                if let Op::Create { user } | Op::Update { user, .. } = op {
+                    batch.push(SnapshotWrite::Upsert { platform_id: applied.platform_id, user });
+                }
+                // Their earlier "manager left unset" notes no longer hold.
+                self.report.notes.retain(|n| !n.starts_with(&format!("{}: manager ", o.external_id)));
+            }
             Ok(applied) => {
+                if let Some(note) = &applied.note {
+                    tracing::debug!("{}: {note}", o.external_id);
+                    if self.report.notes.len() < MAX_REPORTED_ERRORS {
+                        self.report.notes.push(format!("{}: {note}", o.external_id));
+                    }
+                }
                 match op.kind() {
                     OpKind::Create => c.created += 1,
                     OpKind::Update => c.updated += 1,
@@ -519,7 +580,18 @@ impl<'a, S: StateStore> Run<'a, S> {
                     OpKind::Delete => c.deleted += 1,
                 }
                 batch.push(match op {
-                    Op::Create { user } | Op::Update { user, .. } => SnapshotWrite::Upsert { platform_id: applied.platform_id, user },
+                    Op::Create { user } | Op::Update { user, .. } => {
+                        let mut user = user;
+                        // A manager the platform could not link yet: record the user without
+                        // it (so a later run still sees a difference), and link it in a
+                        // second pass once this push has created everyone.
+                        let unset = applied.note.as_deref().is_some_and(|n| n.ends_with(crate::platform::MANAGER_LEFT_UNSET));
+                        if unset && user.attributes.get("manager_id").is_some_and(|m| !m.is_empty()) {
+                            self.unlinked.push((applied.platform_id.clone(), user.clone()));
+                            user.attributes.remove("manager_id");
+                        }
+                        SnapshotWrite::Upsert { platform_id: applied.platform_id, user }
+                    }
                     Op::Deactivate { external_id, .. } => SnapshotWrite::MarkInactive { external_id },
                     Op::Delete { external_id, .. } => SnapshotWrite::Remove { external_id },
                 });

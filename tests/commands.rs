@@ -88,3 +88,30 @@ fn an_unknown_connector_lists_the_known_ones() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("no connector named \"acmee\"") && e.contains("known: acme"), "{e}");
 }
+
+#[test]
+fn managers_are_linked_in_one_run_even_through_a_cycle_in_the_data() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    // 1 → 2 → 3 → 1 is a cycle (bad data, common in real exports mid-reorg); 4 → 1.
+    let rs: Vec<String> = [(1, 2), (2, 3), (3, 1), (4, 1)]
+        .iter()
+        .map(|(id, m)| row(*id, &format!("ann{id}@example.com"), true, "Engineering").replacen(",Engineer,,", &format!(",Engineer,E{m:07},"), 1))
+        .collect();
+    p.export("employees_2026-01-01.csv", &rs);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["created"], 4);
+    assert!(r.get("notes").is_none(), "every manager linked, no note left: {r}");
+    let users = scim.users();
+    let id_of = |ext: &str| users.iter().find(|u| u["externalId"] == ext).unwrap()["id"].clone();
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    for (id, m) in [(1, 2), (2, 3), (3, 1), (4, 1)] {
+        let u = users.iter().find(|u| u["externalId"] == format!("E{id:07}")).unwrap();
+        assert_eq!(u[ent]["manager"]["value"], id_of(&format!("E{m:07}")), "manager of {id}");
+    }
+    // The state matches: a forced re-run sends nothing.
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["unchanged"], 4, "{r}");
+}

@@ -173,8 +173,9 @@ async fn lifecycle(bulk: bool) {
     assert_eq!(held["E1"][ENT]["employeeNumber"], "E1");
     assert_eq!(held["E1"][CUSTOM]["hire_date"], "2020-01-02T00:00:00");
     if bulk {
-        assert!(count(&proxy, "POST", "/Bulk") >= 1);
-        assert_eq!(count(&proxy, "POST", "/Users"), 0);
+        // Waves of one user (here E2, alone at its depth) are sent as a plain POST.
+        assert!(count(&proxy, "POST", "/Bulk") >= 2);
+        assert_eq!(count(&proxy, "POST", "/Users"), 1);
     } else {
         assert_eq!(count(&proxy, "POST", "/Users"), 5);
         assert_eq!(count(&proxy, "POST", "/Bulk"), 0);
@@ -268,12 +269,15 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
 async fn conflict_adopts(bulk: bool) {
     let server = ScimServer::start_with_custom_schema(&[]);
     let existing = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "x1@example.com", "title": "Old"}));
+    // Ours already (same externalId) but with stale content: adopted and corrected.
+    let stale = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "Z1", "userName": "z1@example.com", "name": {"givenName": "Old"}}));
     let client = connect(&server.base_url, bulk).await;
-    let users = vec![user("X1", "Xena", "X", None), user("Y1", "Yan", "Y", Some("X1"))];
+    let users = vec![user("X1", "Xena", "X", None), user("Y1", "Yan", "Y", Some("X1")), user("Z1", "Zoe", "Z", None)];
     let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
     r.unwrap();
     let ids = applied(&outcomes);
     assert_eq!(ids["X1"], existing["id"].as_str().unwrap(), "the 409'd user is adopted, not duplicated");
+    assert_eq!(ids["Z1"], stale["id"].as_str().unwrap());
     let x = outcomes.iter().find(|o| o.external_id == "X1").unwrap();
     assert!(x.result.as_ref().unwrap().note.as_deref().unwrap_or("").contains("adopted"));
     assert_state(&server, &users);
@@ -339,7 +343,7 @@ async fn a_401_mid_run_stops_the_run() {
     let client = connect(&proxy.base_url, false).await;
     let ops = (0..20).map(|i| Op::Create { user: user(&format!("U{i}"), "U", "U", None) }).collect();
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
-    let err = r.err().expect("401 stops the run");
+    let err = r.expect_err("401 stops the run");
     assert!(matches!(err, PlatformError::Unauthorized { .. }), "{err:?}");
     assert_eq!(err.exit(), Exit::Platform);
     assert!(outcomes.iter().all(|o| o.result.is_err()) || outcomes.is_empty());
@@ -351,18 +355,19 @@ async fn missing_token_variable_is_named() {
     let mut cfg = platform("http://127.0.0.1:9", false);
     cfg.auth = PlatformAuth::Bearer { token_env: "ROSTERSYNC_TEST_UNSET_VARIABLE".into() };
     let err = ScimClient::connect(&cfg).await.err().expect("unset variable");
-    assert!(err.to_string().contains("ROSTERSYNC_TEST_UNSET_VARIABLE is not set"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("ROSTERSYNC_TEST_UNSET_VARIABLE") && msg.contains("is not set"), "{msg}");
     assert_eq!(err.exit(), Exit::Config);
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured() {
+/// One create whose first POST gets a 429 with `retry_after()`; returns how long the
+/// client waited before sending it again.
+async fn wait_after_429(retry_after: impl Fn() -> String + Send + Sync + 'static) -> Duration {
     let server = ScimServer::start();
-    // Only the first POST gets the 429.
     let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let f = first.clone();
     let proxy = FaultProxy::start(server.port, move |_, m, p| {
-        if m == "POST" && p == "/Users" && f.swap(false, std::sync::atomic::Ordering::AcqRel) { Fault::TooMany("2".into()) } else { Fault::Pass }
+        if m == "POST" && p == "/Users" && f.swap(false, std::sync::atomic::Ordering::AcqRel) { Fault::TooMany(retry_after()) } else { Fault::Pass }
     });
     let client = connect(&proxy.base_url, false).await;
     let (r, outcomes) = apply(&client, vec![Op::Create { user: user("R1", "R", "R", None) }], HashMap::new()).await;
@@ -370,9 +375,21 @@ async fn retry_after_is_honoured() {
     applied(&outcomes);
     let posts: Vec<_> = proxy.seen().into_iter().filter(|s| s.method == "POST").collect();
     assert_eq!(posts.len(), 2, "one 429, one success: {posts:?}");
-    let waited = posts[1].at - posts[0].at;
-    assert!(waited >= Duration::from_millis(1950), "waited {waited:?} after Retry-After: 2");
     assert_eq!(server.users().len(), 1);
+    posts[1].at - posts[0].at
+}
+
+#[tokio::test]
+async fn retry_after_seconds_is_honoured() {
+    let waited = wait_after_429(|| "2".into()).await;
+    assert!(waited >= Duration::from_millis(1950), "waited {waited:?} after Retry-After: 2");
+}
+
+#[tokio::test]
+async fn retry_after_http_date_is_honoured() {
+    // An HTTP date has whole seconds: "now + 3s" means a wait of 2 to 3 seconds.
+    let waited = wait_after_429(|| (chrono::Utc::now() + chrono::Duration::seconds(3)).format("%a, %d %b %Y %H:%M:%S GMT").to_string()).await;
+    assert!(waited >= Duration::from_millis(1950), "waited {waited:?} after a Retry-After date 3 s ahead");
 }
 
 #[tokio::test]
@@ -383,7 +400,7 @@ async fn retry_budget_stops_a_run_against_a_dead_platform() {
     client.set_retry_policy(RetryPolicy { base: Duration::from_millis(1), cap: Duration::from_millis(5), budget_min: 10, budget_per_100_ops: 0, ..RetryPolicy::default() });
     let ops = (0..30).map(|i| Op::Create { user: user(&format!("D{i}"), "D", "D", None) }).collect();
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
-    let err = r.err().expect("the budget runs out");
+    let err = r.expect_err("the budget runs out");
     assert!(matches!(err, PlatformError::RetriesExhausted { done: 0, .. }), "{err:?}");
     assert_eq!(err.exit(), Exit::Platform);
     assert!(outcomes.iter().all(|o| o.result.is_err()));
@@ -397,21 +414,22 @@ fn chaos(n: usize, method: &str, _path: &str) -> Fault {
         _ if n < 3 => Fault::Pass,
         1 => Fault::Unavailable,
         3 if method != "GET" => Fault::DropAfterForward,
-        4 => Fault::DropBeforeForward,
-        6 if n % 20 == 6 => Fault::TooMany("1".into()),
-        7 if n % 30 == 7 => Fault::Slow(Duration::from_millis(1500)),
-        8 if method != "GET" => Fault::DropAfterForward,
+        5 if n % 20 == 5 => Fault::DropBeforeForward,
+        7 if n % 20 == 7 => Fault::TooMany("1".into()),
+        9 if n % 30 == 9 => Fault::Slow(Duration::from_millis(1500)),
         _ => Fault::Pass,
     }
 }
 
 async fn faults_leave_exactly_the_export(bulk: bool) {
-    let server = ScimServer::start_with_custom_schema(&[]);
+    // Small bulks (maxOperations 5), so faults land on many of them.
+    let spc = support::repo_root().join("tests/fixtures/scim/spc-small-bulk.json");
+    let server = ScimServer::start_with_custom_schema(&["--service-provider-config", spc.to_str().unwrap()]);
     let proxy = FaultProxy::start(server.port, chaos);
     let mut cfg = platform(&proxy.base_url, bulk);
     cfg.timeout = Duration::from_secs(1);
     let mut client = ScimClient::connect(&cfg).await.expect("connect through faults");
-    client.set_retry_policy(RetryPolicy { base: Duration::from_millis(20), cap: Duration::from_millis(200), budget_min: 500, ..RetryPolicy::default() });
+    client.set_retry_policy(RetryPolicy { max_attempts: 10, base: Duration::from_millis(20), cap: Duration::from_millis(200), budget_min: 500, ..RetryPolicy::default() });
 
     let mut users: Vec<User> = (0..40).map(|i| user(&format!("F{i:02}"), "First", &format!("Last{i}"), (i > 0).then(|| format!("F{:02}", i / 4)).as_deref())).collect();
     let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
@@ -446,7 +464,16 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
     assert_state(&server, &users);
     let faults = proxy.faults();
     assert!(faults >= 10, "the proxy injected {faults} faults");
-    assert!(proxy.seen().iter().any(|s| s.fault == Fault::DropAfterForward && s.method == "POST"), "a write was applied and its answer lost");
+    if bulk {
+        let bulks: Vec<Value> = proxy.seen().iter().filter(|s| s.path == "/Bulk").map(|s| serde_json::from_slice(&s.body).unwrap()).collect();
+        assert!(bulks.len() >= 10, "{} bulk requests", bulks.len());
+        assert!(bulks.iter().all(|b| b["Operations"].as_array().unwrap().len() <= 5), "maxOperations respected");
+    }
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.fault == Fault::DropAfterForward && s.method == "POST"), "a create was applied and its answer lost");
+    for kind in [Fault::Unavailable, Fault::DropBeforeForward, Fault::TooMany("1".into()), Fault::Slow(Duration::from_millis(1500))] {
+        assert!(seen.iter().any(|s| s.fault == kind), "{kind:?} was injected");
+    }
 }
 
 #[tokio::test]
@@ -459,6 +486,53 @@ async fn faults_leave_exactly_the_export_with_bulk() {
     faults_leave_exactly_the_export(true).await;
 }
 
+#[tokio::test]
+async fn bulk_requests_stay_within_max_payload_size() {
+    let spc = support::repo_root().join("tests/fixtures/scim/spc-small-payload.json");
+    let server = ScimServer::start_with_custom_schema(&["--service-provider-config", spc.to_str().unwrap()]);
+    let proxy = FaultProxy::start(server.port, |_, _, _| Fault::Pass);
+    let client = connect(&proxy.base_url, true).await;
+    assert_eq!(client.capabilities().bulk.map(|b| b.max_payload_size), Some(4096));
+    let users: Vec<User> = (0..30).map(|i| user(&format!("S{i:02}"), "Size", &format!("Limited{i}"), None)).collect();
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
+    r.unwrap();
+    assert_eq!(applied(&outcomes).len(), 30);
+    let bulks: Vec<usize> = proxy.seen().iter().filter(|s| s.path == "/Bulk").map(|s| s.body.len()).collect();
+    assert!(bulks.len() >= 5, "split into several bulks: {bulks:?}");
+    assert!(bulks.iter().all(|n| *n <= 4096), "every bulk within maxPayloadSize: {bulks:?}");
+    assert_eq!(count(&proxy, "POST", "/Users"), 0, "nothing fell back to single requests");
+    assert_state(&server, &users);
+}
+
+#[tokio::test]
+async fn without_patch_updates_use_put_and_listing_pages() {
+    // This server has no PATCH and no Bulk, and pages listings by 2.
+    let spc = support::repo_root().join("tests/fixtures/scim/spc-no-patch.json");
+    let server = ScimServer::start_with_custom_schema(&["--service-provider-config", spc.to_str().unwrap()]);
+    let proxy = FaultProxy::start(server.port, |_, _, _| Fault::Pass);
+    let client = connect(&proxy.base_url, true).await;
+    assert!(!client.capabilities().patch && client.capabilities().bulk.is_none());
+    let mut users: Vec<User> = (0..5).map(|i| user(&format!("N{i}"), "N", &format!("No{i}"), (i > 0).then_some("N0"))).collect();
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
+    r.unwrap();
+    let ids = applied(&outcomes);
+    assert_eq!(client.existing_users().await.unwrap().len(), 5, "all pages read");
+
+    users[1].last_name = "Changed".into();
+    users[2].active = false;
+    let ops = vec![
+        Op::Update { platform_id: ids["N1"].clone(), user: users[1].clone(), adopt: false, previous: None },
+        Op::Deactivate { platform_id: ids["N2"].clone(), external_id: "N2".into() },
+    ];
+    let (r, outcomes) = apply(&client, ops, ids.clone()).await;
+    r.unwrap();
+    applied(&outcomes);
+    assert_state(&server, &users);
+    assert_eq!(count(&proxy, "PATCH", &format!("/Users/{}", ids["N1"])), 0);
+    assert_eq!(count(&proxy, "PUT", &format!("/Users/{}", ids["N1"])), 1);
+    assert_eq!(count(&proxy, "PUT", &format!("/Users/{}", ids["N2"])), 1);
+}
+
 /// A client-credentials token endpoint: checks the client's Basic credentials, then hands
 /// out `tokens` in turn (the last one forever), each valid `expires_in` seconds.
 struct TokenServer {
@@ -468,6 +542,11 @@ struct TokenServer {
 
 impl TokenServer {
     fn start(tokens: Vec<&'static str>, expires_in: u64) -> TokenServer {
+        Self::start_failing(tokens, expires_in, 0)
+    }
+
+    /// The first `unavailable` requests get a 503.
+    fn start_failing(tokens: Vec<&'static str>, expires_in: u64, unavailable: usize) -> TokenServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -475,7 +554,7 @@ impl TokenServer {
         // Basic base64("rostersync-test:client-secret-91c2").
         let expected = "Basic cm9zdGVyc3luYy10ZXN0OmNsaWVudC1zZWNyZXQtOTFjMg==";
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (i, stream) in listener.incoming().enumerate() {
                 let Ok(mut s) = stream else { continue };
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 let (mut auth, mut len, mut line) = (String::new(), 0usize, String::new());
@@ -492,7 +571,9 @@ impl TokenServer {
                 let mut body = vec![0; len];
                 let _ = r.read_exact(&mut body);
                 let body = String::from_utf8_lossy(&body);
-                let (status, json) = if auth != expected {
+                let (status, json) = if i < unavailable {
+                    ("503 Service Unavailable", json!({"error": "temporarily_unavailable"}))
+                } else if auth != expected {
                     ("401 Unauthorized", json!({"error": "invalid_client"}))
                 } else if !body.contains("grant_type=client_credentials") {
                     ("400 Bad Request", json!({"error": "unsupported_grant_type"}))
@@ -544,6 +625,18 @@ async fn oauth2_token_is_refreshed_before_expiry() {
     applied(&outcomes);
     assert_eq!(tokens.issued(), proxy.seen().len(), "one token per request");
     assert!(tokens.issued() >= 3);
+}
+
+#[tokio::test]
+async fn oauth2_token_endpoint_hiccups_are_retried() {
+    let server = ScimServer::start();
+    let tokens = TokenServer::start_failing(vec![TOKEN], 3600, 2);
+    let client = ScimClient::connect(&oauth_platform(&server.base_url, &tokens.url)).await.expect("connect after two 503s");
+    let (r, outcomes) = apply(&client, vec![Op::Create { user: user("H1", "H", "One", None) }], HashMap::new()).await;
+    r.unwrap();
+    applied(&outcomes);
+    assert_eq!(tokens.issued(), 1);
+    assert_eq!(server.users().len(), 1);
 }
 
 #[tokio::test]

@@ -69,6 +69,15 @@ pub fn print_summary(r: &Report) {
             println!("    {line}");
         }
     }
+    if !r.notes.is_empty() {
+        println!("  notes");
+        for n in r.notes.iter().take(8) {
+            println!("    {n}");
+        }
+        if r.notes.len() > 8 {
+            println!("    … and {} more (--json lists them)", r.notes.len() - 8);
+        }
+    }
     if let Some(m) = &r.message {
         println!("  {m}");
     }

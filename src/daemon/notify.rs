@@ -159,6 +159,7 @@ mod tests {
             counts: Counts::default(),
             errors: vec![],
             stopped_by: (outcome == Outcome::Stopped).then(|| "max_deactivations".into()),
+            notes: Vec::new(),
             message: Some(message.into()),
             duration_ms: 5,
         }

@@ -97,6 +97,7 @@ fn panicked(connector: &str, e: tokio::task::JoinError) -> RunResult {
             counts: Counts::default(),
             errors: Vec::new(),
             stopped_by: None,
+            notes: Vec::new(),
             message: Some(message),
             duration_ms: 0,
         },

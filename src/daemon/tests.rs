@@ -127,6 +127,7 @@ impl Runner for Fake {
             counts: Counts { created: 1, ..Counts::default() },
             errors: vec![],
             stopped_by: (exit == Exit::Stopped).then(|| "max_deactivations".into()),
+            notes: Vec::new(),
             message: (exit != Exit::Ok).then(|| format!("scripted exit {}", exit.code())),
             duration_ms: self.duration.as_millis() as u64,
         };

@@ -24,6 +24,10 @@ pub struct Applied {
     pub note: Option<String>,
 }
 
+/// Ends the note of a write whose manager reference could not be set (the manager was
+/// not on the platform yet); `sync` links those in a second pass.
+pub const MANAGER_LEFT_UNSET: &str = "manager left unset";
+
 /// One user's failure; the others go on, and this user's state stays as before so the
 /// next run tries again.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,6 +38,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub fault: Fault,
+    /// The request body, to check what the client sent.
+    pub body: Vec<u8>,
 }
 
 type Decide = dyn Fn(usize, &str, &str) -> Fault + Send + Sync;
@@ -166,7 +168,8 @@ async fn serve(mut client: TcpStream, upstream: u16, decide: &Decide, seen: &Mut
     let Some((method, path, raw)) = read_request(&mut client).await? else { return Ok(()) };
     let n = counter.fetch_add(1, Ordering::AcqRel);
     let fault = decide(n, &method, &path);
-    seen.lock().unwrap().push(Seen { at: Instant::now(), method, path, fault: fault.clone() });
+    let body = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| raw[i + 4..].to_vec()).unwrap_or_default();
+    seen.lock().unwrap().push(Seen { at: Instant::now(), method, path, fault: fault.clone(), body });
     let answer = match fault {
         Fault::Pass => forward(upstream, &raw).await?,
         Fault::TooMany(after) => canned(429, "Too Many Requests", &format!("Retry-After: {after}\r\n")),

@@ -24,6 +24,7 @@ impl std::fmt::Debug for Secret {
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per client: boxing would buy nothing
 pub enum Auth {
     Bearer { token: Secret, env: String },
     OAuth2 {
@@ -123,6 +124,10 @@ impl Auth {
         if status == 400 || status == 401 || status == 403 {
             let detail = [body["error"].as_str(), body["error_description"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
             return Err(PlatformError::Unauthorized { status, url: token_url.to_string(), detail: format!("token endpoint refused client credentials ({detail})"), env: self.source() });
+        }
+        if status >= 500 || status == 429 {
+            // Transient: the caller's retry policy tries again.
+            return Err(PlatformError::Unreachable { url: token_url.to_string(), detail: format!("the OAuth2 token endpoint answered HTTP {status}") });
         }
         let Some(token) = body["access_token"].as_str().filter(|_| (200..300).contains(&status)) else {
             return Err(PlatformError::Protocol { url: token_url.to_string(), detail: format!("HTTP {status} without an access_token from the OAuth2 token endpoint") });

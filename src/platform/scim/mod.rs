@@ -165,10 +165,22 @@ impl Inner {
         let mut reauthed = false;
         loop {
             attempt += 1;
+            let authorization = match self.auth.header(&self.http).await {
+                Ok(a) => a,
+                // The token endpoint is down: nothing was sent, so the same rules apply.
+                Err(PlatformError::Unreachable { url: token_url, detail }) => {
+                    let message = format!("{method} {url}: no token from {token_url}: {detail}");
+                    match self.retry_wait(ctx, attempt, Verdict::Retry { after: None, maybe_applied: false }, None, message, true).await {
+                        Ok(()) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(CallError::Stop(e)),
+            };
             let mut rb = self
                 .http
                 .request(method.clone(), url.clone())
-                .header(reqwest::header::AUTHORIZATION, self.auth.header(&self.http).await?)
+                .header(reqwest::header::AUTHORIZATION, authorization)
                 .header(reqwest::header::ACCEPT, "application/scim+json, application/json");
             if let Some(b) = &bytes {
                 rb = rb.header(reqwest::header::CONTENT_TYPE, "application/scim+json").body(b.clone());
@@ -205,27 +217,34 @@ impl Inner {
                 }
                 Err(e) => (self.policy.for_error(&e), format!("{method} {url}: {}", transport_detail(&e)), None),
             };
-            let Verdict::Retry { after, maybe_applied } = verdict else {
-                return Err(CallError::Failed { status, message, maybe_applied: false });
-            };
-            if maybe_applied && !blind_retry {
-                return Err(CallError::Failed { status, message, maybe_applied });
-            }
-            if attempt >= self.policy.max_attempts {
-                return Err(CallError::Failed { status, message: format!("{message} (gave up after {attempt} attempts)"), maybe_applied });
-            }
-            let Some(delay) = self.policy.delay(attempt, after) else {
-                return Err(CallError::Failed { status, message: format!("{message} (the server asked to wait {after:?}, longer than we wait)"), maybe_applied });
-            };
-            if !ctx.budget.take() {
-                return Err(CallError::Stop(PlatformError::RetriesExhausted {
-                    detail: format!("{} retries spent this run; last: {message}", ctx.budget.total),
-                    done: ctx.applied.load(Ordering::Acquire),
-                }));
-            }
-            tracing::debug!(%method, %url, attempt, ?delay, "retrying: {message}");
-            tokio::time::sleep(delay).await;
+            self.retry_wait(ctx, attempt, verdict, status, message, blind_retry).await?;
         }
+    }
+
+    /// Decides whether attempt `attempt` gets a successor and waits for it; Err is the
+    /// failure to return instead.
+    async fn retry_wait(&self, ctx: &RunCtx, attempt: u32, verdict: Verdict, status: Option<u16>, message: String, blind_retry: bool) -> Result<(), CallError> {
+        let Verdict::Retry { after, maybe_applied } = verdict else {
+            return Err(CallError::Failed { status, message, maybe_applied: false });
+        };
+        if maybe_applied && !blind_retry {
+            return Err(CallError::Failed { status, message, maybe_applied });
+        }
+        if attempt >= self.policy.max_attempts {
+            return Err(CallError::Failed { status, message: format!("{message} (gave up after {attempt} attempts)"), maybe_applied });
+        }
+        let Some(delay) = self.policy.delay(attempt, after) else {
+            return Err(CallError::Failed { status, message: format!("{message} (the server asked to wait {after:?}, longer than we wait)"), maybe_applied });
+        };
+        if !ctx.budget.take() {
+            return Err(CallError::Stop(PlatformError::RetriesExhausted {
+                detail: format!("{} retries spent this run; last: {message}", ctx.budget.total),
+                done: ctx.applied.load(Ordering::Acquire),
+            }));
+        }
+        tracing::debug!(attempt, ?delay, "retrying: {message}");
+        tokio::time::sleep(delay).await;
+        Ok(())
     }
 
     /// The platform id of the user whose `attr` equals `value`, if any.
@@ -262,6 +281,14 @@ impl Inner {
             }
         } else {
             tracing::warn!(url = %spc_url, status = spc.status, "no ServiceProviderConfig; assuming PATCH and no Bulk");
+        }
+        // Discovery endpoints may be public (scim2-server's are): read one user to check
+        // the credentials before anything is planned or written.
+        let mut probe = self.url(&["Users"]);
+        probe.query_pairs_mut().append_pair("count", "1").append_pair("attributes", "id");
+        let r = self.call(ctx, Method::GET, probe.clone(), None, true).await.map_err(|e| unreachable(&probe, e))?;
+        if r.status != 200 {
+            return Err(PlatformError::Protocol { url: probe.to_string(), detail: format!("{}; is base_url the SCIM root (the URL that /Users is under)?", scim_error(r.status, &r.body)) });
         }
         let rt_url = self.url(&["ResourceTypes", "User"]);
         if let Ok(rt) = self.call(ctx, Method::GET, rt_url.clone(), None, true).await
@@ -429,9 +456,25 @@ struct Run {
     outcomes: mpsc::Sender<Outcome>,
 }
 
-/// An operation and whether a create must first be looked up (it may exist already
-/// because an earlier attempt's outcome was unknown).
-type Pending = (Op, bool);
+/// Where a create starts when it is sent alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Never sent.
+    Fresh,
+    /// Sent, outcome unknown: look it up by externalId before sending again.
+    Unknown,
+    /// The server said it exists (409 in a bulk): adopt it.
+    Adopt,
+}
+
+impl Start {
+    fn unknown_if(maybe_applied: bool) -> Start {
+        if maybe_applied { Start::Unknown } else { Start::Fresh }
+    }
+}
+
+/// An operation to send alone, and where it starts.
+type Pending = (Op, Start);
 
 impl Run {
     /// Runs a set of independent operations: in bulk batches when offered, else one
@@ -467,17 +510,17 @@ impl Run {
                     }
                 }
             }
-            _ => single.extend(ops.into_iter().map(|o| (o, false))),
+            _ => single.extend(ops.into_iter().map(|o| (o, Start::Fresh))),
         }
         let mut set = JoinSet::new();
-        for (op, lookup_first) in single {
+        for (op, start) in single {
             if self.ctx.stopped() {
                 break;
             }
             let permit = sem.clone().acquire_owned().await.expect("semaphore open");
             let run = self.clone();
             set.spawn(async move {
-                let r = run.exec(op, lookup_first).await;
+                let r = run.exec(op, start).await;
                 drop(permit);
                 match r {
                     Ok(o) => run.report(o).await,
@@ -485,7 +528,12 @@ impl Run {
                 }
             });
         }
-        while set.join_next().await.is_some() {}
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r {
+                // A bug, not the platform: stop rather than lose an outcome silently.
+                self.ctx.set_stop(PlatformError::Protocol { url: self.inner.base.to_string(), detail: format!("an operation task failed: {e}") });
+            }
+        }
     }
 
     /// Sends an outcome as soon as it is known, and remembers created ids for managers.
@@ -506,7 +554,7 @@ impl Run {
             None => (None, None),
             Some(m) => match self.ids.lock().expect("ids lock").get(m) {
                 Some(id) => (Some(id.clone()), None),
-                None => (None, Some(format!("manager {m} is not on the platform (not in this export, nor synced before); manager left unset"))),
+                None => (None, Some(format!("manager {m} is not on the platform (not in this export, nor synced before); {}", super::MANAGER_LEFT_UNSET))),
             },
         }
     }
@@ -516,11 +564,15 @@ impl Run {
         self.ids.lock().expect("ids lock").get(m).cloned()
     }
 
-    async fn exec(&self, op: Op, lookup_first: bool) -> Result<Outcome, PlatformError> {
+    async fn exec(&self, op: Op, start: Start) -> Result<Outcome, PlatformError> {
         let kind = op.kind();
         let external_id = op.external_id().to_string();
         let result = match op {
-            Op::Create { user } => self.create(&user, lookup_first).await?,
+            Op::Create { user } if start == Start::Adopt => {
+                let (manager, note) = self.manager(&user);
+                self.adopt(&user, manager.as_deref(), note).await?
+            }
+            Op::Create { user } => self.create(&user, start == Start::Unknown).await?,
             Op::Update { platform_id, user, adopt, previous } => {
                 let (manager, note) = self.manager(&user);
                 // An adopted user's content is unknown: replace everything we map.
@@ -555,7 +607,9 @@ impl Run {
         loop {
             if check {
                 match inner.find(&self.ctx, "externalId", &user.external_id).await {
-                    Ok(Some(id)) => return Ok(Ok(Applied { platform_id: id, note })),
+                    // Most likely our own write; but it may be someone else's user with
+                    // our externalId, so make its content ours either way.
+                    Ok(Some(id)) => return Ok(self.write_content(&id, user, manager.as_deref(), None).await?.map(|()| Applied { platform_id: id, note })),
                     Ok(None) => {}
                     Err(CallError::Stop(e)) => return Err(e),
                     Err(CallError::Failed { status, message, .. }) => {
@@ -725,13 +779,13 @@ impl Run {
                     let o = Outcome { external_id: op.external_id().to_string(), kind: op.kind(), result: Ok(Applied { platform_id: platform_id.clone(), note: None }) };
                     self.report(o).await;
                 } else {
-                    alone.push((op, false));
+                    alone.push((op, Start::Fresh));
                 }
                 continue;
             };
             let n = serde_json::to_vec(&v).map(|b| b.len() + 1).unwrap_or(usize::MAX);
             if n > budget {
-                alone.push((op, false));
+                alone.push((op, Start::Fresh));
                 continue;
             }
             if !cur.is_empty() && (cur.len() >= limits.max_operations || size + n > budget) {
@@ -758,12 +812,12 @@ impl Run {
             Ok(r) => {
                 // Refused as a whole (413, 400…): nothing applied; each goes alone.
                 tracing::warn!(%url, "bulk request refused ({}); sending its {} operations one by one", scim_error(r.status, &r.body), batch.len());
-                return Ok(batch.into_iter().map(|(op, _)| (op, false)).collect());
+                return Ok(batch.into_iter().map(|(op, _)| (op, Start::Fresh)).collect());
             }
             Err(CallError::Stop(e)) => return Err(e),
             Err(CallError::Failed { message, maybe_applied, .. }) => {
                 tracing::warn!(%url, "bulk request failed ({message}); sending its {} operations one by one", batch.len());
-                return Ok(batch.into_iter().map(|(op, _)| (op, maybe_applied)).collect());
+                return Ok(batch.into_iter().map(|(op, _)| (op, Start::unknown_if(maybe_applied))).collect());
             }
         };
         let results = resp.body["Operations"].as_array().cloned().unwrap_or_default();
@@ -774,11 +828,11 @@ impl Run {
             // By bulkId; by position only when the server answered every operation.
             let r = v["bulkId"].as_str().and_then(|b| by_bulk_id.get(b).copied()).or_else(|| (results.len() == n_batch).then(|| results.get(i)).flatten());
             let Some(r) = r else {
-                left.push((op, true));
+                left.push((op, Start::Unknown));
                 continue;
             };
             let Some(status) = status_of(&r["status"]) else {
-                left.push((op, true));
+                left.push((op, Start::Unknown));
                 continue;
             };
             let kind = op.kind();
@@ -788,12 +842,12 @@ impl Run {
                 (Op::Create { .. }, 200..=299) => match r["response"]["id"].as_str().map(str::to_string).or_else(|| location.and_then(id_from_location)) {
                     Some(id) => Ok(Applied { platform_id: id, note: None }),
                     None => {
-                        left.push((op, true));
+                        left.push((op, Start::Unknown));
                         continue;
                     }
                 },
                 (Op::Create { .. }, 409) => {
-                    left.push((op, true));
+                    left.push((op, Start::Adopt));
                     continue;
                 }
                 (Op::Update { platform_id, .. } | Op::Deactivate { platform_id, .. } | Op::Delete { platform_id, .. }, 200..=299) => Ok(Applied { platform_id: platform_id.clone(), note: None }),
@@ -803,7 +857,7 @@ impl Run {
                 }
                 (_, s) => match inner.policy.for_status(s, None) {
                     Verdict::Retry { maybe_applied, .. } => {
-                        left.push((op, maybe_applied));
+                        left.push((op, Start::unknown_if(maybe_applied)));
                         continue;
                     }
                     Verdict::Final => Err(OpFailure {
@@ -813,7 +867,14 @@ impl Run {
                 },
             };
             if let (Op::Create { user }, Ok(a)) = (&op, &result) {
-                let (_, note) = self.manager(user);
+                // Judge by what was sent: the manager may have been created by this very
+                // bulk request since, so asking `self.manager` now would say "linked".
+                let sent_manager = !v["data"][encode::ENTERPRISE]["manager"].is_null();
+                let note = user
+                    .attributes
+                    .get(MANAGER_ID)
+                    .filter(|m| !m.is_empty() && !sent_manager)
+                    .map(|m| format!("manager {m} was not on the platform yet when this user was created; {}", super::MANAGER_LEFT_UNSET));
                 let a = Applied { platform_id: a.platform_id.clone(), note };
                 self.report(Outcome { external_id, kind, result: Ok(a) }).await;
             } else {
