@@ -226,6 +226,7 @@ async fn connector_loop<R: Runner>(
         // Retries must start before the next slot: after that, the slot's run takes over.
         let period_end = sched.next_after(slot);
         let mut attempt = 0u32;
+        let mut failed = false;
         loop {
             attempt += 1;
             let permit = tokio::select! {
@@ -243,6 +244,7 @@ async fn connector_loop<R: Runner>(
             if res.exit == Exit::Ok || *stop.borrow() {
                 break;
             }
+            failed = true;
             if retriable(res.exit) && attempt < sh.retry.max_attempts {
                 let delay = sh.retry.delay(attempt, rand::random::<f64>());
                 let at = ended + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -263,8 +265,10 @@ async fn connector_loop<R: Runner>(
             }
             break;
         }
-        // The first slot after both the one just served and now: overrun slots are skipped.
-        let after = std::cmp::max(slot, sh.clock.now());
+        // The first slot after both the one just served and now: slots overrun by a run that
+        // synced are skipped. After a failure, a slot that began during the last attempt
+        // still runs (at once): the data is not synced yet.
+        let after = if failed { slot } else { std::cmp::max(slot, sh.clock.now()) };
         match next_start(&conn, &sched, after) {
             Some((s, st)) => (slot, start) = (s, st),
             None => {
