@@ -664,6 +664,16 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, pro
                 humantime::format_duration(rule.min_age)
             )));
         }
+        // With after = move/delete an empty folder is the normal state between exports (the
+        // last one was taken away); stale_after is what notices an export that stopped.
+        select::Selection::NoMatch if rule.after != crate::config::After::Keep && last.is_some() => {
+            return Ok(Fetch::NoNewFile(format!(
+                "no file matches {} on {}; the last one was taken away after its sync (after = {:?})",
+                rule.path,
+                src.describe(),
+                rule.after
+            )));
+        }
         select::Selection::NoMatch => {
             let (folder, _) = select::split_pattern(&rule.path);
             let others = src.list(&format!("{}/*", folder.trim_end_matches('/'))).unwrap_or_default();

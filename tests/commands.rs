@@ -115,3 +115,42 @@ fn managers_are_linked_in_one_run_even_through_a_cycle_in_the_data() {
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["counts"]["unchanged"], 4, "{r}");
 }
+
+#[test]
+fn after_move_then_an_empty_folder_is_no_new_file_and_stale_after_fails() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    let cfg_path = p.path().join("connectors.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, cfg.replace("pick = \"last-name\"\n", "pick = \"last-name\"\nafter = \"move:processed\"\n")).unwrap();
+    p.export("employees_2026-01-01.csv", &rows(2));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert!(p.path().join("exports/processed/employees_2026-01-01.csv").is_file(), "moved after the sync");
+    assert!(!p.path().join("exports/employees_2026-01-01.csv").exists());
+
+    // The folder is empty until the next export: nothing to do, not an error.
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["outcome"], "no-new-file");
+
+    // With stale_after, an export that stopped coming fails and says when the last came.
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, cfg.replace("after = \"move:processed\"\n", "after = \"move:processed\"\nstale_after = \"0s\"\n")).unwrap();
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 4, "{r}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(msg.starts_with("the export is stale") && msg.contains("employees_2026-01-01.csv"), "{msg}");
+}
+
+#[test]
+fn no_matching_file_is_exit_4_with_the_folder_summarised() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    std::fs::write(p.path().join("exports/Employees-Nov.CSV"), "x").unwrap();
+    std::fs::write(p.path().join("exports/readme.txt"), "x").unwrap();
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 4, "{r}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(msg.contains("no file matches employees_*.csv") && msg.contains("2 file(s): Employees-Nov.CSV, readme.txt"), "{msg}");
+}
