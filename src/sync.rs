@@ -108,11 +108,10 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
     let holder = format!("{}@{} pid {} run {}", opts.origin_or_cli(), hostname(), std::process::id(), run_id);
 
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
-    if !opts.dry_run {
-        if let Err(e) = acquire(store, &conn.name, &holder).await {
+    if !opts.dry_run
+        && let Err(e) = acquire(store, &conn.name, &holder).await {
             return r.fail(Exit::Other, e.to_string());
         }
-    }
     if let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await {
         if !opts.dry_run {
             let _ = store.release(&conn.name, &holder).await;
@@ -516,11 +515,10 @@ impl<'a, S: StateStore> Run<'a, S> {
                     Some(outcome) => {
                         self.record(outcome, &mut pending, &mut batch, lines);
                         done += 1;
-                        if let Some(p) = &self.opts.progress {
-                            if done % 64 == 0 || done == total {
+                        if let Some(p) = &self.opts.progress
+                            && (done.is_multiple_of(64) || done == total) {
                                 p.advance(done);
                             }
-                        }
                         if batch.len() >= STATE_BATCH {
                             self.store.write(&self.conn.name, &batch).await.map_err(fail_with)?;
                             batch.clear();
@@ -692,14 +690,13 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, pro
         }
     };
     let mtime = file.mtime.map(|t| t.to_rfc3339());
-    if !force {
-        if let Some(l) = last {
+    if !force
+        && let Some(l) = last {
             // Same name, size and time as the last synced file: skip without downloading.
             if l.path == file.path && l.size == file.size && l.mtime == mtime && mtime.is_some() {
                 return Ok(Fetch::NoNewFile(format!("{} was already synced (same size and time); use --force to sync it again", file.path)));
             }
         }
-    }
     if file.size > rule.max_size {
         return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: rule.max_size });
     }
@@ -726,16 +723,14 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, pro
     if fetched.bytes != file.size {
         return Err(SourceError::Truncated { path: file.path.clone(), got: fetched.bytes, expected: file.size, detail: "size differs from the listing".into() });
     }
-    if !force {
-        if let Some(l) = last {
-            if l.sha256 == fetched.sha256 {
+    if !force
+        && let Some(l) = last
+            && l.sha256 == fetched.sha256 {
                 return Ok(Fetch::NoNewFile(format!(
                     "{} has the same content (sha256) as the last synced file {}; use --force to sync it again",
                     file.path, l.path
                 )));
             }
-        }
-    }
     Ok(Fetch::Got(Got {
         fingerprint: FileFingerprint { path: file.path.clone(), size: fetched.bytes, mtime, sha256: fetched.sha256 },
         name: file.name().to_string(),

@@ -79,7 +79,7 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
         println!("{}", serde_json::json!({"connectors": v, "broken": cfg.broken}));
         return Ok(0);
     }
-    println!("{:<16} {:<22} {:<12} {:<22} {}", "connector", "last run (UTC)", "outcome", "next run (UTC)", "schedule");
+    println!("{:<16} {:<22} {:<12} {:<22} schedule", "connector", "last run (UTC)", "outcome", "next run (UTC)");
     for (n, last, next, spec) in rows {
         let (when, outcome) = match &last {
             Some(r) => (

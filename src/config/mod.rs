@@ -334,8 +334,8 @@ impl<'a> Checker<'a> {
                 let mut full = if inner == "." || inner.is_empty() { key.to_string() } else { format!("{key}.{inner}") };
                 let mut msg = e.into_inner().to_string().trim().to_string();
                 // "unknown field `prot`, expected one of …": point at the unknown key itself.
-                if let Some(rest) = msg.strip_prefix("unknown field `") {
-                    if let Some(end) = rest.find('`') {
+                if let Some(rest) = msg.strip_prefix("unknown field `")
+                    && let Some(end) = rest.find('`') {
                         let unknown = &rest[..end];
                         if !full.ends_with(&format!(".{unknown}")) && full != unknown {
                             full = if full.is_empty() { unknown.to_string() } else { format!("{full}.{unknown}") };
@@ -350,7 +350,6 @@ impl<'a> Checker<'a> {
                             .unwrap_or_default();
                         msg = format!("unknown key{hint}; {}", msg.replacen("unknown field", "found", 1));
                     }
-                }
                 self.problem(&full, msg);
                 None
             }
@@ -442,16 +441,15 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
             }
         }
     }
-    if let Some(v) = top.state {
-        if let Some(s) = ck.section::<RawState>("state", v) {
+    if let Some(v) = top.state
+        && let Some(s) = ck.section::<RawState>("state", v) {
             match check_state_url(dir, &s.url) {
                 Ok(url) => cfg.state.url = url,
                 Err(e) => ck.problem("state.url", e),
             }
         }
-    }
-    if let Some(v) = top.daemon {
-        if let Some(d) = ck.section::<RawDaemon>("daemon", v) {
+    if let Some(v) = top.daemon
+        && let Some(d) = ck.section::<RawDaemon>("daemon", v) {
             if let Some(l) = &d.listen {
                 match l.parse() {
                     Ok(a) => cfg.daemon.listen = Some(a),
@@ -467,7 +465,6 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
             }
             cfg.daemon.grace = ck.duration("daemon.grace", d.grace.as_deref(), cfg.daemon.grace);
         }
-    }
     if top.connectors.is_empty() {
         ck.problem("connectors", "no connector defined; add a [connectors.NAME] section (see README.md)");
     }
@@ -595,11 +592,10 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
             None
         }
     });
-    if raw.schedule.is_none() && raw.timezone.is_some() {
-        if let Err(e) = Schedule::parse("daily 00:00", raw.timezone.as_deref()) {
+    if raw.schedule.is_none() && raw.timezone.is_some()
+        && let Err(e) = Schedule::parse("daily 00:00", raw.timezone.as_deref()) {
             ck.problem(&format!("{key}.timezone"), e);
         }
-    }
     let jitter = ck.duration(&format!("{key}.jitter"), raw.jitter.as_deref(), Duration::ZERO);
 
     let source = match (raw.sftp, raw.local) {
@@ -736,11 +732,10 @@ fn check_file(ck: &mut Checker, key: &str, f: RawFile, is_local: bool) -> Option
     let k = |x: &str| format!("{key}.file.{x}");
     if f.path.trim().is_empty() {
         ck.problem(&k("path"), "expected an exact path or a glob in one folder, e.g. \"/exports/employees_*.csv\"");
-    } else if let Some((folder, _)) = f.path.rsplit_once('/') {
-        if folder.contains(['*', '?', '[']) {
+    } else if let Some((folder, _)) = f.path.rsplit_once('/')
+        && folder.contains(['*', '?', '[']) {
             ck.problem(&k("path"), format!("a glob may only be in the file name, not in the folder; got \"{}\"", f.path));
         }
-    }
     let pick = match f.pick.as_deref() {
         None | Some("newest") => Pick::Newest,
         Some("last-name") => Pick::LastName,
@@ -988,11 +983,10 @@ fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> 
     if fallback.is_some() && map.is_none() {
         mk.problem(&format!("{key}.fallback"), "fallback only applies with map = { … }");
     }
-    if let Some(fmt) = &t.date {
-        if !fmt.contains('%') {
+    if let Some(fmt) = &t.date
+        && !fmt.contains('%') {
             mk.problem(&format!("{key}.date"), format!("expected a strftime format such as \"%d/%m/%Y\"; got \"{fmt}\""));
         }
-    }
     if mk.problems.len() > before {
         return None;
     }

@@ -66,11 +66,10 @@ impl SqliteStore {
     pub async fn open(url: &str) -> Result<SqliteStore, StateError> {
         let db = |detail: String| StateError::Db { url: url.to_string(), detail };
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(|e| db(format!("cannot create folder {}: {e}", parent.display())))?;
             }
-        }
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| db(e.to_string()))?
             .create_if_missing(true)
