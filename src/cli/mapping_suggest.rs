@@ -21,6 +21,9 @@ pub fn run(file: &Path) -> anyhow::Result<i32> {
         .map_err(|ps| anyhow::anyhow!("{}", ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")))
         .context("the drafted mapping does not validate; please report this with the sample file")?;
     print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
     eprintln!("Save it as mappings/CONNECTOR.toml, review the lines marked \"unsure\", then run `rostersync test CONNECTOR`.");
     Ok(Exit::Ok.code())
 }
