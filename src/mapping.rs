@@ -5,6 +5,7 @@
 //! empty → `map`/fallback → `date`. The row rules of DESIGN.md then check the user; every
 //! fault of a row is reported, not only the first.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::Mapping;
@@ -503,26 +504,63 @@ fn dup_key(id: &str, u: UniqueId) -> String {
     }
 }
 
+/// `dup_key`, borrowing the id when trimming and lowercasing would not change it.
+fn dup_key_borrowed(id: &str, u: UniqueId) -> Cow<'_, str> {
+    let t = id.trim();
+    // Only letters that are not lowercase (upper- or titlecase) change under to_lowercase.
+    match u {
+        UniqueId::Email if t.chars().any(|c| c.is_alphabetic() && !c.is_lowercase()) => Cow::Owned(t.to_lowercase()),
+        _ => Cow::Borrowed(t),
+    }
+}
+
+/// The lines of one unique id; the Vec allocates only from the second line on.
+#[derive(Default)]
+struct Lines {
+    first: Option<u64>,
+    more: Vec<u64>,
+}
+
+impl Lines {
+    fn push(&mut self, line: u64) {
+        if self.first.is_none() { self.first = Some(line) } else { self.more.push(line) }
+    }
+    fn last(&self) -> Option<u64> {
+        self.more.last().copied().or(self.first)
+    }
+    fn len(&self) -> usize {
+        self.first.is_some() as usize + self.more.len()
+    }
+    fn into_vec(self) -> Vec<u64> {
+        self.first.into_iter().chain(self.more).collect()
+    }
+}
+
 fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
     let uid = mapper.mapping.unique_id;
-    // Lines of every row, valid or not, per unique id.
-    let mut seen: HashMap<String, Vec<u64>> = HashMap::with_capacity(out.users.len());
-    for u in &out.users {
-        seen.entry(dup_key(&u.user.external_id, uid)).or_default().push(u.line);
-    }
-    let mut err_lines: Vec<u64> = Vec::new();
-    for e in &out.errors {
-        if let Some(id) = &e.external_id {
-            if err_lines.last() != Some(&e.line) {
-                let v = seen.entry(dup_key(id, uid)).or_default();
-                if v.last() != Some(&e.line) {
-                    v.push(e.line);
-                }
-            }
-            err_lines.push(e.line);
+    // Lines of every row, valid or not, per unique id. Keys borrow the ids when they need no
+    // normalising, and a line list allocates only for a second row: for a million rows the
+    // owned key, the Vec and SipHash per row were a visible part of the parse (perf).
+    let seen: HashMap<String, Vec<u64>> = {
+        let mut all: HashMap<Cow<'_, str>, Lines, crate::plan::FastHash> =
+            HashMap::with_capacity_and_hasher(out.users.len(), Default::default());
+        for u in &out.users {
+            all.entry(dup_key_borrowed(&u.user.external_id, uid)).or_default().push(u.line);
         }
-    }
-    seen.retain(|_, lines| lines.len() > 1);
+        let mut err_lines: Vec<u64> = Vec::new();
+        for e in &out.errors {
+            if let Some(id) = &e.external_id {
+                if err_lines.last() != Some(&e.line) {
+                    let v = all.entry(dup_key_borrowed(id, uid)).or_default();
+                    if v.last() != Some(e.line) {
+                        v.push(e.line);
+                    }
+                }
+                err_lines.push(e.line);
+            }
+        }
+        all.into_iter().filter(|(_, lines)| lines.len() > 1).map(|(k, lines)| (k.into_owned(), lines.into_vec())).collect()
+    };
     if seen.is_empty() {
         return;
     }
