@@ -1,14 +1,16 @@
 //! Benchmark: plan of N users against an N-user snapshot, and the state commit of an N-user
 //! first sync (batches of 1000, as `sync` writes them), on a real SQLite file.
 //!
-//! cargo run --release --example plan_state_bench -- 1000000
+//! cargo run --release --example plan_state_bench -- 1000000 [plan|commit|load|all]
+//!
+//! The phase argument runs only that part, to profile it alone (`perf record`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use rostersync::config::SyncRule;
 use rostersync::model::{SourcedUser, User};
-use rostersync::plan::{self, PlanInput, SnapshotEntry};
+use rostersync::plan::{self, PlanInput, Snapshot, SnapshotEntry};
 use rostersync::state::{SnapshotWrite, SqliteStore, StateStore};
 
 fn user(i: usize, changed: bool) -> User {
@@ -38,10 +40,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let phase = std::env::args().nth(2).unwrap_or_else(|| "all".into());
+    let want = |p: &str| phase == "all" || phase == p;
     let runs = 3;
     let users: Vec<User> = (0..n).map(|i| user(i, false)).collect();
     let changed: Vec<User> = (0..n).map(|i| user(i, i % 100 == 0)).collect();
-    let snapshot: HashMap<String, SnapshotEntry> = users
+    let snapshot: Snapshot = users
         .iter()
         .enumerate()
         .map(|(i, u)| (u.external_id.clone(), SnapshotEntry { platform_id: format!("pid-{i}"), hash: u.content_hash(), active: true }))
@@ -50,7 +54,7 @@ async fn main() {
     let none = HashSet::new();
 
     let mut plan_times = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..if want("plan") { runs } else { 0 } {
         let input: Vec<SourcedUser> = changed.iter().enumerate().map(|(i, u)| SourcedUser { user: u.clone(), line: i as u64 + 2 }).collect();
         let t = Instant::now();
         let p = plan::plan(PlanInput {
@@ -66,28 +70,36 @@ async fn main() {
         plan_times.push(t.elapsed().as_secs_f64());
         assert_eq!(p.ops.len(), n.div_ceil(100));
     }
-    println!("plan {n} users vs {n}-user snapshot, 1% changed: median {:.3} s over {runs} runs", median(plan_times));
+    if want("plan") {
+        println!("plan {n} users vs {n}-user snapshot, 1% changed: median {:.3} s over {runs} runs", median(plan_times));
+    }
+    drop((changed, snapshot));
 
     let mut commit_times = Vec::new();
     let mut load_times = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..if want("commit") || want("load") { runs } else { 0 } {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&format!("sqlite://{}/state.db", dir.path().display())).await.unwrap();
+        // Built before timing: sync moves each pushed user into its write, it copies nothing.
+        let batches: Vec<Vec<SnapshotWrite>> = users
+            .chunks(1000)
+            .map(|chunk| {
+                chunk.iter().enumerate().map(|(i, u)| SnapshotWrite::Upsert { platform_id: format!("pid-{i}"), user: u.clone() }).collect()
+            })
+            .collect();
         let t = Instant::now();
-        for chunk in users.chunks(1000) {
-            let batch: Vec<SnapshotWrite> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, u)| SnapshotWrite::Upsert { platform_id: format!("pid-{i}"), user: u.clone() })
-                .collect();
-            store.write("bench", &batch).await.unwrap();
+        for batch in &batches {
+            store.write("bench", batch).await.unwrap();
         }
         commit_times.push(t.elapsed().as_secs_f64());
+        drop(batches);
         let t = Instant::now();
         let snap = store.snapshot("bench").await.unwrap();
         load_times.push(t.elapsed().as_secs_f64());
         assert_eq!(snap.len(), n);
     }
-    println!("state commit of a {n}-user first sync (batches of 1000): median {:.2} s over {runs} runs", median(commit_times));
-    println!("snapshot load of {n} users: median {:.2} s over {runs} runs", median(load_times));
+    if !commit_times.is_empty() {
+        println!("state commit of a {n}-user first sync (batches of 1000): median {:.2} s over {runs} runs", median(commit_times));
+        println!("snapshot load of {n} users: median {:.2} s over {runs} runs", median(load_times));
+    }
 }

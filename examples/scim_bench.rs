@@ -5,6 +5,13 @@
 //! cargo run --release --example scim_bench -- [scim2|fast] [bulk|single] [N] [concurrency]
 //!
 //! `scim2` starts scim2-server from $SCIM2_SERVER, .venv/bin/scim2-server or PATH.
+//!
+//! cargo run --release --example scim_bench -- serve PORT
+//!
+//! runs only the minimal responder, for scripts/bench_pipeline.sh: it holds nobody (an empty
+//! user list), answers every write at once, and counts the writes (each /Bulk operation
+//! counts as one): `GET /_bench/writes` gives {"POST": n, "PATCH": n, …}; `POST
+//! /_bench/reset` zeroes them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +32,11 @@ const TOKEN: &str = "bench-token";
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let target = args.first().map(String::as_str).unwrap_or("fast");
+    if target == "serve" {
+        let port: u16 = args.get(1).and_then(|s| s.parse().ok()).expect("usage: scim_bench serve PORT");
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+        serve_forever(listener).await;
+    }
     let bulk = args.get(1).map(String::as_str).unwrap_or("single") == "bulk";
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let concurrency: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
@@ -110,20 +122,45 @@ async fn main() {
 async fn fast_responder() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let next = Arc::new(AtomicU64::new(0));
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { continue };
-            let next = next.clone();
-            tokio::spawn(async move {
-                let _ = serve(s, &next).await;
-            });
-        }
-    });
+    tokio::spawn(serve_forever(listener));
     port
 }
 
-async fn serve(mut s: TcpStream, next: &AtomicU64) -> std::io::Result<()> {
+/// Writes received, by method (Bulk operations counted one by one).
+#[derive(Default)]
+struct Writes {
+    post: AtomicU64,
+    put: AtomicU64,
+    patch: AtomicU64,
+    delete: AtomicU64,
+}
+
+impl Writes {
+    fn count(&self, method: &str) {
+        match method {
+            "POST" => &self.post,
+            "PUT" => &self.put,
+            "PATCH" => &self.patch,
+            "DELETE" => &self.delete,
+            _ => return,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_forever(listener: TcpListener) {
+    let next = Arc::new(AtomicU64::new(0));
+    let writes = Arc::new(Writes::default());
+    loop {
+        let Ok((s, _)) = listener.accept().await else { continue };
+        let (next, writes) = (next.clone(), writes.clone());
+        tokio::spawn(async move {
+            let _ = serve(s, &next, &writes).await;
+        });
+    }
+}
+
+async fn serve(mut s: TcpStream, next: &AtomicU64, writes: &Writes) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -152,13 +189,31 @@ async fn serve(mut s: TcpStream, next: &AtomicU64) -> std::io::Result<()> {
         let body = buf[head_end..head_end + len].to_vec();
         buf.drain(..head_end + len);
         let mut first = head.lines().next().unwrap_or("").split(' ');
-        let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or("").split('?').next().unwrap_or(""));
+        let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+        let path = path.split('?').next().unwrap_or("");
+        if path.starts_with("/Users") {
+            writes.count(method);
+        }
         let (status, json) = match (method, path) {
+            ("GET", "/_bench/writes") => (
+                "200 OK",
+                serde_json::json!({"POST": writes.post.load(Ordering::Relaxed), "PUT": writes.put.load(Ordering::Relaxed),
+                    "PATCH": writes.patch.load(Ordering::Relaxed), "DELETE": writes.delete.load(Ordering::Relaxed)}),
+            ),
+            ("POST", "/_bench/reset") => {
+                for c in [&writes.post, &writes.put, &writes.patch, &writes.delete] {
+                    c.store(0, Ordering::Relaxed);
+                }
+                ("200 OK", serde_json::json!({}))
+            }
+            // Nobody on the platform yet: a first sync adopts no one.
+            ("GET", "/Users") => ("200 OK", serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 0, "Resources": []})),
+            ("PUT" | "PATCH", p) if p.starts_with("/Users/") => ("200 OK", serde_json::json!({"id": &p["/Users/".len()..]})),
+            ("DELETE", p) if p.starts_with("/Users/") => ("204 No Content", serde_json::json!({})),
             ("GET", "/ServiceProviderConfig") => (
                 "200 OK",
                 serde_json::json!({"patch": {"supported": true}, "bulk": {"supported": true, "maxOperations": 1000, "maxPayloadSize": 1048576}, "filter": {"supported": true, "maxResults": 1000}}),
             ),
-            ("GET", "/Users") => ("200 OK", serde_json::json!({"totalResults": 0, "Resources": []})),
             ("POST", "/Users") => ("201 Created", serde_json::json!({"id": next.fetch_add(1, Ordering::Relaxed).to_string()})),
             ("POST", "/Bulk") => {
                 let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -166,7 +221,15 @@ async fn serve(mut s: TcpStream, next: &AtomicU64) -> std::io::Result<()> {
                     .as_array()
                     .map(|a| {
                         a.iter()
-                            .map(|o| serde_json::json!({"method": o["method"], "bulkId": o["bulkId"], "status": "201", "location": format!("http://x/Users/{}", next.fetch_add(1, Ordering::Relaxed))}))
+                            .inspect(|o| writes.count(o["method"].as_str().unwrap_or("")))
+                            .map(|o| {
+                                let (status, location) = match o["method"].as_str() {
+                                    Some("POST") => ("201", format!("http://x/Users/{}", next.fetch_add(1, Ordering::Relaxed))),
+                                    Some("DELETE") => ("204", format!("http://x{}", o["path"].as_str().unwrap_or(""))),
+                                    _ => ("200", format!("http://x{}", o["path"].as_str().unwrap_or(""))),
+                                };
+                                serde_json::json!({"method": o["method"], "bulkId": o["bulkId"], "status": status, "location": location})
+                            })
                             .collect()
                     })
                     .unwrap_or_default();

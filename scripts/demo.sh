@@ -11,47 +11,14 @@ DEMO="$ROOT/.demo"
 cargo build -q --bin rostersync
 RS="$ROOT/target/debug/rostersync"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "$2 did not start on port $1" >&2; exit 1; }
-
-rm -rf "$DEMO"; mkdir -p "$DEMO/keys" "$DEMO/sftp/exports"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+source scripts/lib/loopback.sh
+rm -rf "$DEMO"; mkdir -p "$DEMO/sftp/exports"
+cp examples/exports/*.csv "$DEMO/sftp/exports/"
 
 # --- the customer's SFTP server: real sshd, its own host key, our client key authorized
-ssh-keygen -q -t ed25519 -N "" -f "$DEMO/keys/host_ed25519"
-ssh-keygen -q -t ed25519 -N "" -f "$DEMO/keys/client_ed25519"
-cp "$DEMO/keys/client_ed25519.pub" "$DEMO/keys/authorized_keys"
-chmod 600 "$DEMO/keys/"*
-cp examples/exports/*.csv "$DEMO/sftp/exports/"
-SSH_PORT=$(free_port)
-cat > "$DEMO/sshd_config" <<CFG
-Port $SSH_PORT
-ListenAddress 127.0.0.1
-HostKey $DEMO/keys/host_ed25519
-AuthorizedKeysFile $DEMO/keys/authorized_keys
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-PidFile none
-LogLevel ERROR
-Subsystem sftp internal-sftp
-CFG
-mkdir -p /run/sshd 2>/dev/null || true
-/usr/sbin/sshd -D -e -f "$DEMO/sshd_config" 2>"$DEMO/sshd.log" & PIDS+=($!)
-wait_port "$SSH_PORT" sshd
-HOST_KEY=$(ssh-keygen -l -f "$DEMO/keys/host_ed25519.pub" | awk '{print $2}')
-
+start_sshd "$DEMO"
 # --- the platform: scim2-server with a bearer token
-SCIM_PORT=$(free_port)
-export PLATFORM_SCIM_TOKEN="demo-token-$RANDOM$RANDOM"
-# The schemas include the custom extension that carries attributes outside core/enterprise.
-.venv/bin/scim2-server --hostname 127.0.0.1 --port "$SCIM_PORT" --bearer-token "$PLATFORM_SCIM_TOKEN" \
-  --schema tests/fixtures/scim/schemas.json --resource-type tests/fixtures/scim/resource-types.json >"$DEMO/scim.log" 2>&1 & PIDS+=($!)
-wait_port "$SCIM_PORT" scim2-server
+start_scim2 "$DEMO"
 
 # --- the connector, as an integration engineer would write it (ports and keys are this run's)
 cat > "$DEMO/connectors.toml" <<CFG

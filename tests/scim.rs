@@ -237,7 +237,7 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
 
     let users = vec![user("A1", "Ann", "A", None), user("B1", "Ben", "B", Some("A1")), user("C1", "Cid", "C", Some("B1"))];
     let p = plan::plan(PlanInput {
-        snapshot: &HashMap::new(),
+        snapshot: &Default::default(),
         users: users.iter().cloned().enumerate().map(|(i, user)| rostersync::model::SourcedUser { user, line: i as u64 + 2 }).collect(),
         invalid_ids: &HashSet::new(),
         rows: 3,

@@ -5,6 +5,7 @@
 //! Behind a trait so PostgreSQL can follow SQLite without touching plan or sync. Writes
 //! happen as operations succeed, in batches, so a crash mid-push loses nothing.
 
+mod raw;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::exit::{Classify, Exit};
 use crate::model::{FileFingerprint, User};
-use crate::plan::SnapshotEntry;
+use crate::plan::Snapshot;
 use crate::report::Report;
 
 pub use sqlite::SqliteStore;
@@ -73,7 +74,7 @@ pub trait StateStore {
     async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError>;
     async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError>;
 
-    async fn snapshot(&self, connector: &str) -> Result<HashMap<String, SnapshotEntry>, StateError>;
+    async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError>;
     /// The content last pushed for these people (for PATCHes of what changed).
     async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError>;
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError>;

@@ -5,12 +5,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{LockedSqliteHandle, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row};
 
+use super::raw::Db;
 use super::{LastFile, RunRecord, SnapshotWrite, StateError, StateStore};
 use crate::model::{FileFingerprint, User};
-use crate::plan::SnapshotEntry;
+use crate::plan::{Snapshot, SnapshotEntry};
 use crate::report::Report;
 
 /// Schema versions, applied in order; never edit a shipped one, append.
@@ -177,22 +178,10 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    async fn snapshot(&self, connector: &str) -> Result<HashMap<String, SnapshotEntry>, StateError> {
-        use futures_lite::StreamExt;
-        let mut rows = sqlx::query("SELECT external_id, platform_id, hash, active FROM snapshot WHERE connector = ?")
-            .bind(connector)
-            .fetch(&self.pool);
-        let mut out = HashMap::new();
-        while let Some(r) = rows.next().await {
-            let r = r.map_err(self.err())?;
-            let hash_bytes: Vec<u8> = r.get(2);
-            let mut hash = [0u8; 16];
-            if hash_bytes.len() == 16 {
-                hash.copy_from_slice(&hash_bytes);
-            }
-            out.insert(r.get::<String, _>(0), SnapshotEntry { platform_id: r.get(1), hash, active: r.get::<i64, _>(3) != 0 });
-        }
-        Ok(out)
+    async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {
+        let mut conn = self.pool.acquire().await.map_err(self.err())?;
+        let mut handle = conn.lock_handle().await.map_err(self.err())?;
+        blocking(|| load_snapshot(&mut handle, connector)).map_err(|detail| StateError::Db { url: self.url.clone(), detail })
     }
 
     async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError> {
@@ -216,66 +205,9 @@ impl StateStore for SqliteStore {
     }
 
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
-        let mut tx = self.pool.begin().await.map_err(self.err())?;
-        let upserts: Vec<(&String, &User)> = batch
-            .iter()
-            .filter_map(|w| match w {
-                SnapshotWrite::Upsert { platform_id, user } => Some((platform_id, user)),
-                _ => None,
-            })
-            .collect();
-        // 6 parameters a row; SQLite allows 32766 per statement.
-        for chunk in upserts.chunks(2000) {
-            let mut q = QueryBuilder::new("INSERT INTO snapshot (connector, external_id, platform_id, hash, active, content) ");
-            q.push_values(chunk, |mut b, (pid, user)| {
-                b.push_bind(connector)
-                    .push_bind(user.external_id.clone())
-                    .push_bind((*pid).clone())
-                    .push_bind(user.content_hash().to_vec())
-                    .push_bind(user.active as i64)
-                    .push_bind(serde_json::to_string(user).unwrap_or_default());
-            });
-            q.push(
-                " ON CONFLICT (connector, external_id) DO UPDATE SET platform_id = excluded.platform_id, hash = excluded.hash,
-                  active = excluded.active, content = excluded.content",
-            );
-            q.build().execute(&mut *tx).await.map_err(self.err())?;
-        }
-        for w in batch {
-            match w {
-                SnapshotWrite::Upsert { .. } => {}
-                SnapshotWrite::MarkInactive { external_id } => {
-                    // The stored hash is of the active content; recompute it inactive so the
-                    // person reappearing active in a later file reads as a reactivation.
-                    let row = sqlx::query("SELECT content FROM snapshot WHERE connector = ? AND external_id = ?")
-                        .bind(connector)
-                        .bind(external_id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(self.err())?;
-                    if let Some(Ok(mut u)) = row.map(|r| serde_json::from_str::<User>(&r.get::<String, _>(0))) {
-                        u.active = false;
-                        sqlx::query("UPDATE snapshot SET active = 0, hash = ?, content = ? WHERE connector = ? AND external_id = ?")
-                            .bind(u.content_hash().to_vec())
-                            .bind(serde_json::to_string(&u).unwrap_or_default())
-                            .bind(connector)
-                            .bind(external_id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(self.err())?;
-                    }
-                }
-                SnapshotWrite::Remove { external_id } => {
-                    sqlx::query("DELETE FROM snapshot WHERE connector = ? AND external_id = ?")
-                        .bind(connector)
-                        .bind(external_id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(self.err())?;
-                }
-            }
-        }
-        tx.commit().await.map_err(self.err())
+        let mut conn = self.pool.acquire().await.map_err(self.err())?;
+        let mut handle = conn.lock_handle().await.map_err(self.err())?;
+        blocking(|| write_batch(&mut handle, connector, batch)).map_err(|detail| StateError::Db { url: self.url.clone(), detail })
     }
 
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {
@@ -373,4 +305,109 @@ impl StateStore for SqliteStore {
             })
             .collect())
     }
+}
+
+/// Runs `f`, which makes blocking SQLite calls on this thread, telling a multi-threaded
+/// tokio runtime first so its other tasks move to another worker meanwhile.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The whole snapshot of a connector, stepped in place (see `raw` for why not through sqlx).
+fn load_snapshot(handle: &mut LockedSqliteHandle<'_>, connector: &str) -> Result<Snapshot, String> {
+    // SAFETY: the handle is locked away from sqlx's worker for as long as `db` lives.
+    let db = unsafe { Db::new(handle.as_raw_handle()) };
+    let mut count = db.prepare("SELECT count(*) FROM snapshot WHERE connector = ?1")?;
+    count.bind_text(1, connector)?;
+    // Sized once: growing a million-entry map rehashes it several times and briefly holds
+    // two tables.
+    let n = if count.step()? { count.int(0).max(0) as usize } else { 0 };
+    let mut out = Snapshot::with_capacity_and_hasher(n, Default::default());
+    let mut st = db.prepare("SELECT external_id, platform_id, hash, active FROM snapshot WHERE connector = ?1")?;
+    st.bind_text(1, connector)?;
+    while st.step()? {
+        let mut hash = [0u8; 16];
+        let bytes = st.blob(2);
+        if bytes.len() == 16 {
+            hash.copy_from_slice(bytes);
+        }
+        let entry = SnapshotEntry { platform_id: st.text(1).into_owned(), hash, active: st.int(3) != 0 };
+        out.insert(st.text(0).into_owned(), entry);
+    }
+    Ok(out)
+}
+
+/// One batch of outcomes in one transaction: all of it is recorded, or none.
+fn write_batch(handle: &mut LockedSqliteHandle<'_>, connector: &str, batch: &[SnapshotWrite]) -> Result<(), String> {
+    // SAFETY: as in load_snapshot.
+    let db = unsafe { Db::new(handle.as_raw_handle()) };
+    // IMMEDIATE: take the write lock now (waiting busy_timeout for another writer), not
+    // midway through the batch.
+    db.exec("BEGIN IMMEDIATE")?;
+    match write_in_tx(&db, connector, batch) {
+        Ok(()) => db.exec("COMMIT").inspect_err(|_| {
+            let _ = db.exec("ROLLBACK");
+        }),
+        Err(e) => {
+            let _ = db.exec("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn write_in_tx(db: &Db, connector: &str, batch: &[SnapshotWrite]) -> Result<(), String> {
+    // Prepared once per batch and stepped per row, rather than a multi-row VALUES list
+    // rebuilt with owned copies of every argument.
+    let mut upsert = db.prepare(
+        "INSERT INTO snapshot (connector, external_id, platform_id, hash, active, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (connector, external_id) DO UPDATE SET platform_id = excluded.platform_id, hash = excluded.hash,
+             active = excluded.active, content = excluded.content",
+    )?;
+    upsert.bind_text(1, connector)?;
+    let mut content = Vec::with_capacity(512);
+    for w in batch {
+        match w {
+            SnapshotWrite::Upsert { platform_id, user } => {
+                content.clear();
+                serde_json::to_writer(&mut content, user).map_err(|e| e.to_string())?;
+                upsert.bind_text(2, &user.external_id)?;
+                upsert.bind_text(3, platform_id)?;
+                upsert.bind_blob(4, &user.content_hash())?;
+                upsert.bind_int(5, user.active as i64)?;
+                // serde_json writes UTF-8 only.
+                upsert.bind_text(6, std::str::from_utf8(&content).map_err(|e| e.to_string())?)?;
+                upsert.step()?;
+                upsert.reset();
+            }
+            SnapshotWrite::MarkInactive { external_id } => {
+                // The stored hash is of the active content; recompute it inactive so the
+                // person reappearing active in a later file reads as a reactivation.
+                let mut get = db.prepare("SELECT content FROM snapshot WHERE connector = ?1 AND external_id = ?2")?;
+                get.bind_text(1, connector)?;
+                get.bind_text(2, external_id)?;
+                let found = if get.step()? { serde_json::from_slice::<User>(get.blob(0)).ok() } else { None };
+                drop(get);
+                if let Some(mut u) = found {
+                    u.active = false;
+                    let mut set = db.prepare("UPDATE snapshot SET active = 0, hash = ?1, content = ?2 WHERE connector = ?3 AND external_id = ?4")?;
+                    set.bind_blob(1, &u.content_hash())?;
+                    set.bind_text(2, &serde_json::to_string(&u).map_err(|e| e.to_string())?)?;
+                    set.bind_text(3, connector)?;
+                    set.bind_text(4, external_id)?;
+                    set.step()?;
+                }
+            }
+            SnapshotWrite::Remove { external_id } => {
+                let mut del = db.prepare("DELETE FROM snapshot WHERE connector = ?1 AND external_id = ?2")?;
+                del.bind_text(1, connector)?;
+                del.bind_text(2, external_id)?;
+                del.step()?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Issue 8: the whole pipeline on a 1M-row export, against its references, in one run.
+#
+#   scripts/bench_pipeline.sh [ROWS] [RUNS]        (defaults 1000000 5)
+#
+# 1. dry-run sync over loopback SFTP (fetch, parse, map, validate, plan against empty
+#    state) vs OpenSSH `sftp -b` downloading the same file: medians and ratio (target ≤ 4×),
+#    then peak RSS of one dry run (/usr/bin/time -v; target < 600 MB);
+# 2. real syncs against a minimal SCIM responder that counts writes (scim_bench serve):
+#    the first sync (all creates), a day-2 file with 1% changed (writes must equal the rows
+#    that differ, computed here in Python), then the same file again (no write at all; its
+#    time vs the dry run's, i.e. fetch + parse);
+# 3. plan of ROWS users vs a ROWS snapshot (target < 1 s) and the state commit of a
+#    ROWS-user first sync (target < 10 s): examples/plan_state_bench.
+#
+# gen_hris.py makes ~5% of rows with an email our validator rejects ("Smith, Jr." →
+# "SmithJr..123@…"), so the bench connector has max_invalid = "10%".
+# Needs: /usr/sbin/sshd, sftp, ssh-keygen, hyperfine, python3, /usr/bin/time; root.
+set -euo pipefail
+
+ROWS=${1:-1000000}
+RUNS=${2:-5}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+source scripts/lib/loopback.sh
+WORK=$(mktemp -d /tmp/rostersync-pipeline.XXXXXX)
+on_exit "rm -rf $WORK"
+
+for bin in /usr/sbin/sshd sftp ssh-keygen hyperfine python3 /usr/bin/time; do
+  command -v "$bin" >/dev/null || { echo "missing $bin (apt-get install -y openssh-server openssh-client hyperfine python3 time)" >&2; exit 1; }
+done
+
+echo "building rostersync and the bench examples (release)…" >&2
+nice cargo build -q --release --bin rostersync --example scim_bench --example plan_state_bench
+RS="$ROOT/target/release/rostersync"
+
+mkdir -p "$WORK/data"
+GEN=/work/shared/tools/gen_hris.py
+python3 "$GEN" "$ROWS" > "$WORK/day1.csv"
+python3 "$GEN" "$ROWS" --change 1 > "$WORK/day2.csv"
+FILE="$WORK/data/employees.csv"
+cp "$WORK/day1.csv" "$FILE"
+SIZE=$(stat -c %s "$FILE")
+
+start_sshd "$WORK"
+FAST_PORT=$(free_port)
+"$ROOT/target/release/examples/scim_bench" serve "$FAST_PORT" & track_pid $!
+wait_port "$FAST_PORT" "scim_bench serve"
+export PLATFORM_SCIM_TOKEN=bench-token
+writes() { curl -sS "http://127.0.0.1:$FAST_PORT/_bench/writes"; }
+reset_writes() { curl -sS -X POST "http://127.0.0.1:$FAST_PORT/_bench/reset" >/dev/null; }
+
+cat > "$WORK/mapping.toml" <<'CFG'
+unique_id = "employee_id"
+[fields]
+employee_id = "Personnel Number"
+first_name  = { column = "First Name", transform = ["trim"] }
+last_name   = { column = "Last Name", transform = ["trim"] }
+email       = { column = "Email", transform = ["trim", "lowercase"] }
+language    = { column = "Language", default = "en" }
+active      = { column = "Active", map = { "Yes" = true, "No" = false } }
+[attributes]
+department  = "Department"
+title       = "Job Title"
+manager_id  = "Manager ID"
+location    = "Location"
+hire_date   = { column = "Hire Date", date = "%Y-%m-%d" }
+cost_center = "Cost Center"
+CFG
+cat > "$WORK/connectors.toml" <<CFG
+[platform]
+kind = "scim"
+base_url = "http://127.0.0.1:$FAST_PORT"
+token_env = "PLATFORM_SCIM_TOKEN"
+
+[state]
+url = "sqlite://state/rostersync.db"
+
+[connectors.bench]
+customer = "Bench"
+schedule = "daily 02:00"
+mapping = "mapping.toml"
+
+[connectors.bench.sftp]
+host = "127.0.0.1"
+port = $SSH_PORT
+username = "$(id -un)"
+auth = "key"
+private_key = "keys/client_ed25519"
+host_key = "$HOST_KEY"
+
+[connectors.bench.file]
+path = "$FILE"
+min_age = "0s"
+
+[connectors.bench.sync]
+max_invalid = "10%"
+CFG
+CFGF="$WORK/connectors.toml"
+DRY="$RS --config $CFGF --json sync bench --dry-run --force"
+SFTP=$(sftp_get_cmd "$WORK" "$FILE")
+
+median() { python3 -c "import json,sys; r=json.load(open('$1'))['results']; print(' '.join(str(x['median']) for x in r))"; }
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
+
+# Once before timing: a broken setup fails here, loudly.
+$DRY > "$WORK/dry.json" || { cat "$WORK/dry.json"; exit 1; }
+$SFTP >/dev/null
+
+echo "## 1. dry-run sync vs sftp download ($ROWS rows, $SIZE bytes, $RUNS runs each)"
+hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/h1.json" "$DRY" "$SFTP" >&2
+read -r t_dry t_sftp < <(median "$WORK/h1.json")
+/usr/bin/time -v $DRY 2> "$WORK/time.txt" >/dev/null
+RSS_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")
+python3 - "$t_dry" "$t_sftp" "$RSS_KB" "$WORK/dry.json" <<'PY'
+import json, sys
+a, b, rss = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+c = json.load(open(sys.argv[4]))["counts"]
+print(f"dry-run sync median {a:.2f} s, sftp download median {b:.2f} s: ratio {a/b:.2f}x (target <= 4x)")
+print(f"dry-run peak RSS {rss/1024:.0f} MiB (target < 600 MB = {600e6/2**20:.0f} MiB)")
+print(f"  counts: rows {c['rows']}, valid {c['valid']}, invalid {c['invalid']}, would create {c['created']}")
+PY
+
+echo "## 2. real syncs (minimal SCIM responder counting writes)"
+reset_writes
+t0=$(date +%s.%N)
+$RS --config "$CFGF" --json sync bench > "$WORK/first.json" || { cat "$WORK/first.json"; exit 1; }
+t1=$(date +%s.%N)
+echo "first sync: $(python3 -c "print(f'{$t1-$t0:.2f} s')"), report counts $(field "['counts']" < "$WORK/first.json"), writes $(writes)"
+
+EXPECTED=$(python3 - "$WORK/day1.csv" "$WORK/day2.csv" <<'PY'
+import csv, sys
+# Rows whose content differs between the two days, among rows our validator accepts
+# (gen_hris's "Smith, Jr." emails hold "..", which are refused on both days).
+def load(p):
+    with open(p, newline="", encoding="utf-8") as f:
+        r = csv.reader(f); next(r)
+        return {row[0]: row for row in r}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+print(sum(1 for k, row in b.items() if ".." not in row[3] and a.get(k) != row))
+PY
+)
+cp "$WORK/day2.csv" "$FILE"
+reset_writes
+t0=$(date +%s.%N)
+$RS --config "$CFGF" --json sync bench > "$WORK/day2.json" || { cat "$WORK/day2.json"; exit 1; }
+t1=$(date +%s.%N)
+W2=$(writes)
+echo "day 2 (--change 1): $(python3 -c "print(f'{$t1-$t0:.2f} s')"), report counts $(field "['counts']" < "$WORK/day2.json"), writes $W2, rows that differ: $EXPECTED"
+python3 -c "import json,sys; w=json.loads(sys.argv[1]); n=sum(w.values()); assert n==int(sys.argv[2]) and w['POST']==0, f'writes {w} != {sys.argv[2]} changed rows'; print('  OK: writes == changed rows, no create')" "$W2" "$EXPECTED"
+
+reset_writes
+SAME="$RS --config $CFGF --json sync bench --force"
+hyperfine -N --runs "$RUNS" --export-json "$WORK/h2.json" "$SAME" "$DRY" >&2
+read -r t_same t_dry2 < <(median "$WORK/h2.json")
+W3=$(writes)
+python3 -c "import json,sys; w=json.loads(sys.argv[1]); assert sum(w.values())==0, f'writes {w} on an unchanged file'; print('unchanged file again: no write at all')" "$W3"
+python3 -c "a,b=$t_same,$t_dry2; print(f'unchanged file, real sync median {a:.2f} s vs dry run (fetch + parse + plan vs empty state) {b:.2f} s: ratio {a/b:.2f}x')"
+
+echo "## 3. plan and state (examples/plan_state_bench $ROWS)"
+"$ROOT/target/release/examples/plan_state_bench" "$ROWS"
