@@ -720,6 +720,8 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, pro
         w.flush().map_err(|e| SourceError::Io { context: "cannot write the download".into(), source: e })?;
         fetched
     };
+    // Every Source promises this already; checked again here because a short file reaching
+    // the plan would deactivate everyone after the cut, whatever source a future one is.
     if fetched.bytes != file.size {
         return Err(SourceError::Truncated { path: file.path.clone(), got: fetched.bytes, expected: file.size, detail: "size differs from the listing".into() });
     }
