@@ -50,23 +50,6 @@ export PLATFORM_SCIM_TOKEN=bench-token
 writes() { curl -sS "http://127.0.0.1:$FAST_PORT/_bench/writes"; }
 reset_writes() { curl -sS -X POST "http://127.0.0.1:$FAST_PORT/_bench/reset" >/dev/null; }
 
-cat > "$WORK/mapping.toml" <<'CFG'
-unique_id = "employee_id"
-[fields]
-employee_id = "Personnel Number"
-first_name  = { column = "First Name", transform = ["trim"] }
-last_name   = { column = "Last Name", transform = ["trim"] }
-email       = { column = "Email", transform = ["trim", "lowercase"] }
-language    = { column = "Language", default = "en" }
-active      = { column = "Active", map = { "Yes" = true, "No" = false } }
-[attributes]
-department  = "Department"
-title       = "Job Title"
-manager_id  = "Manager ID"
-location    = "Location"
-hire_date   = { column = "Hire Date", date = "%Y-%m-%d" }
-cost_center = "Cost Center"
-CFG
 cat > "$WORK/connectors.toml" <<CFG
 [platform]
 kind = "scim"
@@ -79,7 +62,7 @@ url = "sqlite://state/rostersync.db"
 [connectors.bench]
 customer = "Bench"
 schedule = "daily 02:00"
-mapping = "mapping.toml"
+mapping = "$ROOT/mappings/demo.toml"   # the gen_hris.py layout, as in the demo
 
 [connectors.bench.sftp]
 host = "127.0.0.1"
