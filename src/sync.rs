@@ -358,6 +358,7 @@ impl<'a, S: StateStore> Run<'a, S> {
 
         let mut plan = plan;
         self.attach_previous(&mut plan.ops).await?;
+        self.drop_unlinkable(&mut plan.ops, &mut plan.lines, &known);
         let lines: HashMap<String, u64> =
             plan.ops.iter().zip(&plan.lines).filter(|(_, l)| **l > 0).map(|(o, l)| (o.external_id().to_string(), *l)).collect();
         let push = self.push(&platform, plan.ops, known, &lines).await;
@@ -469,6 +470,41 @@ impl<'a, S: StateStore> Run<'a, S> {
         self.relinking = false;
         tracing::info!("linked the manager of {n} user(s) in a second pass");
         res
+    }
+
+    /// A user recorded without a manager the platform did not have reads as changed on every
+    /// run (so the link is made once the manager exists). While the manager is still
+    /// neither known nor created by this push, that update would change nothing: drop it and
+    /// count the user unchanged.
+    fn drop_unlinkable(&mut self, ops: &mut Vec<Op>, lines: &mut Vec<u64>, known: &HashMap<String, String>) {
+        let created: HashSet<&str> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Create { user } => Some(user.external_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let unlinkable = |op: &Op| match op {
+            Op::Update { user, previous: Some(prev), adopt: false, .. } => match user.attributes.get("manager_id") {
+                Some(m) if !m.is_empty() && prev.attributes.get("manager_id").is_none() && !known.contains_key(m.as_str()) && !created.contains(m.as_str()) => {
+                    let mut without = user.clone();
+                    without.attributes.remove("manager_id");
+                    without == **prev
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        let keep: Vec<bool> = ops.iter().map(|o| !unlinkable(o)).collect();
+        let dropped = keep.iter().filter(|k| !**k).count() as u64;
+        if dropped > 0 {
+            // `lines` runs parallel to `ops`: filter both by the same flags.
+            let mut it = keep.iter();
+            ops.retain(|_| *it.next().unwrap_or(&true));
+            let mut it = keep.iter();
+            lines.retain(|_| *it.next().unwrap_or(&true));
+            self.report.counts.unchanged += dropped;
+        }
     }
 
     /// Gives each update the content last pushed, so the platform is sent only what changed.
