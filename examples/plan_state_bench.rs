@@ -15,20 +15,20 @@ use rostersync::state::{SnapshotWrite, SqliteStore, StateStore};
 
 fn user(i: usize, changed: bool) -> User {
     let mut u = User {
-        external_id: format!("E{:07}", i + 100000),
-        email: Some(format!("first.last.{i}@example.com")),
-        employee_id: Some(format!("E{:07}", i + 100000)),
+        external_id: format!("E{:07}", i + 100000).into(),
+        email: Some(format!("first.last.{i}@example.com").into()),
+        employee_id: Some(format!("E{:07}", i + 100000).into()),
         first_name: "Émilie".into(),
         last_name: "Le Floc'h".into(),
         language: "fr".into(),
         active: true,
         attributes: Default::default(),
     };
-    u.attributes.insert("department".into(), if changed { "Sales".into() } else { "Engineering".into() });
-    u.attributes.insert("title".into(), "Senior Engineer".into());
-    u.attributes.insert("manager_id".into(), format!("E{:07}", (i * 7) % 1000 + 100000));
-    u.attributes.insert("location".into(), "Paris".into());
-    u.attributes.insert("cost_center".into(), "CC-420".into());
+    u.attributes.insert("department", if changed { "Sales" } else { "Engineering" });
+    u.attributes.insert("title", "Senior Engineer");
+    u.attributes.insert("manager_id", format!("E{:07}", (i * 7) % 1000 + 100000));
+    u.attributes.insert("location", "Paris");
+    u.attributes.insert("cost_center", "CC-420");
     u
 }
 
@@ -48,14 +48,14 @@ async fn main() {
     let snapshot: Snapshot = users
         .iter()
         .enumerate()
-        .map(|(i, u)| (u.external_id.clone(), SnapshotEntry { platform_id: format!("pid-{i}"), hash: u.content_hash(), active: true }))
+        .map(|(i, u)| (u.external_id.to_string(), SnapshotEntry { platform_id: format!("pid-{i}"), hash: u.content_hash(), active: true }))
         .collect();
     let rule = SyncRule::default();
     let none = HashSet::new();
 
     let mut plan_times = Vec::new();
     for _ in 0..if want("plan") { runs } else { 0 } {
-        let input: Vec<SourcedUser> = changed.iter().enumerate().map(|(i, u)| SourcedUser { user: u.clone(), line: i as u64 + 2 }).collect();
+        let input: Vec<SourcedUser> = changed.iter().enumerate().map(|(i, u)| SourcedUser { user: Box::new(u.clone()), line: i as u64 + 2 }).collect();
         let t = Instant::now();
         let p = plan::plan(PlanInput {
             snapshot: &snapshot,
@@ -84,7 +84,7 @@ async fn main() {
         let batches: Vec<Vec<SnapshotWrite>> = users
             .chunks(1000)
             .map(|chunk| {
-                chunk.iter().enumerate().map(|(i, u)| SnapshotWrite::Upsert { platform_id: format!("pid-{i}"), user: u.clone() }).collect()
+                chunk.iter().enumerate().map(|(i, u)| SnapshotWrite::Upsert { platform_id: format!("pid-{i}"), user: Box::new(u.clone()) }).collect()
             })
             .collect();
         let t = Instant::now();

@@ -81,16 +81,16 @@ async fn main() {
     let client = ScimClient::connect(&cfg).await.expect("connect");
     let ops: Vec<Op> = (0..n)
         .map(|i| Op::Create {
-            user: User {
-                external_id: format!("B{i:06}"),
-                email: Some(format!("bench{i}@example.com")),
-                employee_id: Some(format!("B{i:06}")),
+            user: Box::new(User {
+                external_id: format!("B{i:06}").into(),
+                email: Some(format!("bench{i}@example.com").into()),
+                employee_id: Some(format!("B{i:06}").into()),
                 first_name: "Bench".into(),
-                last_name: format!("User{i}"),
+                last_name: format!("User{i}").into(),
                 language: "en".into(),
                 active: true,
                 attributes: [("department".to_string(), "Load".to_string()), ("title".to_string(), "Tester".to_string())].into(),
-            },
+            }),
         })
         .collect();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<rostersync::platform::Outcome>(1024);

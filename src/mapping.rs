@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::config::Mapping;
 use crate::config::mapping::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
 use crate::format::{FormatError, ReadError, Record};
-use crate::model::{RowError, SourcedUser, User};
+use crate::model::{RowError, SourcedUser, Str, User};
 
 /// A rule with its column references resolved to indexes into `Record::values`.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ impl Mapper {
     pub fn external_id(&self, record: &Record) -> Option<String> {
         let f = unique_field(self.mapping.unique_id);
         let (_, c) = self.fields.iter().find(|(pf, _)| *pf == f)?;
-        value(c, record).ok().flatten().filter(|v| !v.trim().is_empty())
+        value(c, record).ok().flatten().filter(|v| !v.trim().is_empty()).map(|v| v.to_string())
     }
 
     /// Maps and validates one record.
@@ -151,7 +151,7 @@ impl Mapper {
             }
         let language = match (language, lang_col) {
             (Some(l), c) => match language_code(&l) {
-                Some(code) => Some(code.to_string()),
+                Some(code) => Some(Str::from(code)),
                 None => {
                     push(&mut errors, &c.and_then(|c| c.column.clone()), format!("\"{l}\" is not a language; expected an ISO 639-1 code (en, fr, de …), a tag (fr-FR) or a name (French, Français)"));
                     None
@@ -164,7 +164,7 @@ impl Mapper {
                 None
             }
             // Not mapped at all: the platform's default language.
-            _ => Some("en".to_string()),
+            _ => Some(Str::const_new("en")),
         };
         let active = match (active, active_col) {
             (Some(a), c) => match parse_flag(&a) {
@@ -184,19 +184,17 @@ impl Mapper {
             }
             _ => Some(true),
         };
-        let mut attributes = BTreeMap::new();
+        let mut attributes: Vec<(&str, Str)> = Vec::with_capacity(self.attributes.len());
         for (name, c) in &self.attributes {
             match value(c, record) {
-                Ok(Some(v)) => {
-                    attributes.insert(name.clone(), v);
-                }
+                Ok(Some(v)) => attributes.push((name, v)),
                 Ok(None) => {}
                 Err(m) => push(&mut errors, &c.column, m),
             }
         }
         if !errors.is_empty() {
             for e in &mut errors {
-                e.external_id = external_id.clone();
+                e.external_id = external_id.as_deref().map(str::to_string);
             }
             return Err(errors);
         }
@@ -209,7 +207,7 @@ impl Mapper {
                 last_name,
                 language,
                 active,
-                attributes,
+                attributes: attributes.into_iter().collect(),
             }),
             // Every None above pushed an error; this arm is not reached.
             _ => Err(vec![RowError { line: record.line, column: None, message: "row incomplete".into(), external_id: None }]),
@@ -226,7 +224,7 @@ fn unique_field(u: UniqueId) -> PlatformField {
 
 /// A field's value for one record; `None` when empty with no default. Works on borrowed
 /// text and allocates once, for the result.
-fn value(c: &Compiled, record: &Record) -> Result<Option<String>, String> {
+fn value(c: &Compiled, record: &Record) -> Result<Option<Str>, String> {
     use std::borrow::Cow;
     let cell = |i: usize| record.values.get(i).and_then(|v| v.as_deref());
     let raw: Option<Cow<str>> = match &c.input {
@@ -250,11 +248,11 @@ fn value(c: &Compiled, record: &Record) -> Result<Option<String>, String> {
     };
     let v = match raw {
         Some(r) => transform_cow(r, &c.rule.transforms),
-        None => return Ok(c.rule.default.clone()),
+        None => return Ok(c.rule.default.as_deref().map(Str::from)),
     };
     if v.trim().is_empty() {
         // The default is a platform value: no transform, map or date applies to it.
-        return Ok(c.rule.default.clone());
+        return Ok(c.rule.default.as_deref().map(Str::from));
     }
     let v: Cow<str> = match &c.rule.map {
         Some(map) => {
@@ -271,9 +269,9 @@ fn value(c: &Compiled, record: &Record) -> Result<Option<String>, String> {
         None => v,
     };
     if let Some(fmt) = &c.rule.date {
-        return parse_date_items(&v, fmt, c.date.as_deref()).map(Some);
+        return parse_date_items(&v, fmt, c.date.as_deref()).map(|d| Some(Str::from(d)));
     }
-    Ok(Some(v.into_owned()))
+    Ok(Some(Str::from(v)))
 }
 
 /// Transforms without allocating when a value needs no change (the common case).
@@ -541,7 +539,7 @@ pub fn collect(records: crate::format::Records, mapper: &Mapper) -> Result<Mappe
             Ok(rec) => {
                 out.rows += 1;
                 match mapper.map(&rec) {
-                    Ok(user) => out.users.push(SourcedUser { user, line: rec.line }),
+                    Ok(user) => out.users.push(SourcedUser { user: Box::new(user), line: rec.line }),
                     Err(errs) => out.errors.extend(errs),
                 }
             }
@@ -621,7 +619,7 @@ fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u64]) {
     let mut extra = Vec::new();
     out.users.retain(|u| match dups.get(dup_key(&u.user.external_id, uid).as_ref()) {
         Some(lines) => {
-            extra.push(RowError { line: u.line, column: column.clone(), message: message(&u.user.external_id, lines), external_id: Some(u.user.external_id.clone()) });
+            extra.push(RowError { line: u.line, column: column.clone(), message: message(&u.user.external_id, lines), external_id: Some(u.user.external_id.to_string()) });
             false
         }
         None => true,
@@ -691,7 +689,7 @@ pub fn preview_table(users: &[SourcedUser], max: usize) -> String {
             cut(p.employee_id.as_deref().unwrap_or("")),
             cut(&p.first_name),
             cut(&p.last_name),
-            p.language.clone(),
+            p.language.to_string(),
             if p.active { "yes".into() } else { "no".into() },
             // Last column: not cut to the width, but kept on one line.
             p.attributes.iter().map(|(k, v)| format!("{k}={}", cut(v))).collect::<Vec<_>>().join(", "),
@@ -770,9 +768,9 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         assert_eq!(u.email.as_deref(), Some("zoe@example.com"));
         assert_eq!(u.language, "fr");
         assert!(u.active);
-        assert_eq!(u.attributes.get("hire_date").map(String::as_str), Some("2021-03-15"));
-        assert_eq!(u.attributes.get("site").map(String::as_str), Some("Paris"));
-        assert_eq!(u.attributes.get("full_name").map(String::as_str), Some("  jean-luc   o'brien  Müller"));
+        assert_eq!(u.attributes.get("hire_date"), Some("2021-03-15"));
+        assert_eq!(u.attributes.get("site"), Some("Paris"));
+        assert_eq!(u.attributes.get("full_name"), Some("  jean-luc   o'brien  Müller"));
     }
 
     #[test]
@@ -783,7 +781,7 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         cells.iter_mut().for_each(|c| if c.0 == "Site" { c.1 = "NYC" });
         let u = m.map(&rec(&m, 2, &cells)).unwrap();
         assert_eq!(u.language, "en", "absent language takes the default");
-        assert_eq!(u.attributes.get("site").map(String::as_str), Some("Other"), "fallback for values the map does not list");
+        assert_eq!(u.attributes.get("site"), Some("Other"), "fallback for values the map does not list");
         assert!(!u.attributes.contains_key("hire_date"), "empty attributes are left out");
     }
 
@@ -901,7 +899,7 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         let mut v = u.clone();
         v.first_name = "Zoë".into();
         v.external_id = "E2".into();
-        let users = vec![SourcedUser { user: u, line: 7 }, SourcedUser { user: v, line: 12 }, SourcedUser { user: User { external_id: "x".into(), ..m.map(&rec(&m, 1, &good())).unwrap() }, line: 13 }];
+        let users = vec![SourcedUser { user: Box::new(u), line: 7 }, SourcedUser { user: Box::new(v), line: 12 }, SourcedUser { user: Box::new(User { external_id: "x".into(), ..m.map(&rec(&m, 1, &good())).unwrap() }), line: 13 }];
         let t = preview_table(&users, 2);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 5, "{t}");

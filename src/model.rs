@@ -1,25 +1,31 @@
 //! The platform's user model and the facts about one export file, shared by every stage.
 
-use std::collections::BTreeMap;
+mod attributes;
 
+pub use attributes::Attributes;
+pub use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 
 /// One person as the platform should hold them, after mapping and validation.
+///
+/// Compact on purpose (BENCHMARKS.md, issue 8): a million of them are held at once. `Str`
+/// keeps strings up to 24 bytes inline (ids, names, language codes: no allocation), and the
+/// attributes are one packed block, so a typical user is three heap blocks, not fifteen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Value of the field named by the mapping's `unique_id`; the key of the snapshot.
-    pub external_id: String,
-    pub email: Option<String>,
-    pub employee_id: Option<String>,
-    pub first_name: String,
-    pub last_name: String,
+    pub external_id: Str,
+    pub email: Option<Str>,
+    pub employee_id: Option<Str>,
+    pub first_name: Str,
+    pub last_name: Str,
     /// ISO 639-1 code, lowercase.
-    pub language: String,
+    pub language: Str,
     pub active: bool,
     /// Everything from `[attributes]`, by platform attribute name. Sorted so the content
     /// hash does not depend on the mapping file's order.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attributes: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
+    pub attributes: Attributes,
 }
 
 impl User {
@@ -64,9 +70,12 @@ impl User {
 }
 
 /// A mapped user with the place it came from, for reports.
+///
+/// Boxed: the user moves from the mapping's list into its plan operation without being
+/// copied, so two lists of a million users never exist at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcedUser {
-    pub user: User,
+    pub user: Box<User>,
     /// CSV/JSON line, or sheet row, of the record (1-based).
     pub line: u64,
 }

@@ -36,11 +36,12 @@ pub struct Existing {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Create { user: User },
+    /// Users are boxed: they move here from the mapping's list without a copy.
+    Create { user: Box<User> },
     /// Content changed (or an adopted user, whose content we never saw: `adopt`).
     /// `previous` is the content last synced, when the state keeps it: the platform then
     /// PATCHes only what changed; without it every mapped attribute is replaced.
-    Update { platform_id: String, user: User, adopt: bool, previous: Option<Box<User>> },
+    Update { platform_id: String, user: Box<User>, adopt: bool, previous: Option<Box<User>> },
     /// `active` became false, or absent with on_missing = deactivate.
     Deactivate { platform_id: String, external_id: String },
     Delete { platform_id: String, external_id: String },
@@ -161,7 +162,7 @@ pub fn plan(input: PlanInput) -> Plan {
     let mut deactivating = 0u64;
     let mut freer = Freer::default();
     for SourcedUser { user, line } in input.users {
-        match snapshot.get_key_value(&user.external_id) {
+        match snapshot.get_key_value(user.external_id.as_str()) {
             Some((key, entry)) => {
                 seen.insert(mark(key));
                 if entry.hash == user.content_hash() {
@@ -250,22 +251,24 @@ pub fn plan(input: PlanInput) -> Plan {
 /// plan's time (perf: `_int_free`, `malloc_consolidate`, `unlink_chunk`). Batches go over a
 /// bounded channel, so memory does not grow while the other thread catches up.
 #[derive(Default)]
+// The users arrive boxed (from the mapping's list); unboxing them here would copy each one.
+#[allow(clippy::vec_box)]
 struct Freer {
-    batch: Vec<User>,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<User>>>,
+    batch: Vec<Box<User>>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<Box<User>>>>,
 }
 
 impl Freer {
     const BATCH: usize = 4096;
 
-    fn drop_later(&mut self, user: User) {
+    fn drop_later(&mut self, user: Box<User>) {
         self.batch.push(user);
         if self.batch.len() < Self::BATCH {
             return;
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(Self::BATCH));
         if self.tx.is_none() {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<User>>(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Box<User>>>(4);
             // Without a thread (spawn failed) the batches are simply freed here.
             if std::thread::Builder::new().name("plan-free".into()).spawn(move || rx.into_iter().for_each(drop)).is_ok() {
                 self.tx = Some(tx);
@@ -296,7 +299,7 @@ mod tests {
     fn user(id: &str, active: bool, title: &str) -> User {
         let mut u = User {
             external_id: id.into(),
-            email: Some(format!("{id}@example.com")),
+            email: Some(format!("{id}@example.com").into()),
             employee_id: Some(id.into()),
             first_name: "Ann".into(),
             last_name: "Lee".into(),
@@ -304,7 +307,7 @@ mod tests {
             active,
             attributes: Default::default(),
         };
-        u.attributes.insert("title".into(), title.into());
+        u.attributes.insert("title", title);
         u
     }
     fn entry(u: &User, pid: &str) -> SnapshotEntry {
@@ -325,12 +328,12 @@ mod tests {
     }
 
     fn run(c: Case) -> Plan {
-        let snapshot: Snapshot = c.snapshot.iter().map(|(u, p)| (u.external_id.clone(), entry(u, p))).collect();
+        let snapshot: Snapshot = c.snapshot.iter().map(|(u, p)| (u.external_id.to_string(), entry(u, p))).collect();
         let invalid_ids: HashSet<String> = c.invalid_ids.iter().map(|s| s.to_string()).collect();
         let rows = c.users.len() as u64 + c.invalid;
         plan(PlanInput {
             snapshot: &snapshot,
-            users: c.users.into_iter().enumerate().map(|(i, user)| SourcedUser { user, line: i as u64 + 2 }).collect(),
+            users: c.users.into_iter().enumerate().map(|(i, user)| SourcedUser { user: Box::new(user), line: i as u64 + 2 }).collect(),
             invalid_ids: &invalid_ids,
             rows,
             invalid: c.invalid,
@@ -367,8 +370,8 @@ mod tests {
         assert_eq!(
             p.ops,
             vec![
-                Op::Update { platform_id: "2".into(), user: user("b", true, "new title"), adopt: false, previous: None },
-                Op::Update { platform_id: "4".into(), user: user("d", true, "x"), adopt: false, previous: None },
+                Op::Update { platform_id: "2".into(), user: Box::new(user("b", true, "new title")), adopt: false, previous: None },
+                Op::Update { platform_id: "4".into(), user: Box::new(user("d", true, "x")), adopt: false, previous: None },
                 Op::Deactivate { platform_id: "3".into(), external_id: "c".into() },
             ]
         );

@@ -69,7 +69,7 @@ struct Run<'a, S: StateStore> {
     started: Instant,
     /// Users written without their manager (not on the platform at the time), to link in
     /// a second pass once the push has created everyone: platform id and full content.
-    unlinked: Vec<(String, crate::model::User)>,
+    unlinked: Vec<(String, Box<crate::model::User>)>,
     /// Set during that second pass: its writes are not counted as updates.
     relinking: bool,
 }
@@ -330,7 +330,7 @@ impl<'a, S: StateStore> Run<'a, S> {
                 Op::Create { user } | Op::Update { user, .. } => user.attributes.get("manager_id"),
                 _ => None,
             })
-            .filter_map(|m| snapshot.get(m.as_str()).map(|e| (m.to_string(), e.platform_id.clone())))
+            .filter_map(|m| snapshot.get(m).map(|e| (m.to_string(), e.platform_id.clone())))
             .collect();
         drop(snapshot);
         let c = &mut self.report.counts;
@@ -447,18 +447,18 @@ impl<'a, S: StateStore> Run<'a, S> {
         if unlinked.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = unlinked.iter().filter_map(|(_, u)| u.attributes.get("manager_id").map(|m| m.as_str())).collect();
+        let ids: Vec<&str> = unlinked.iter().filter_map(|(_, u)| u.attributes.get("manager_id")).collect();
         let snapshot = self.store.snapshot(&self.conn.name).await.map_err(fail_with)?;
         let known: HashMap<String, String> =
             ids.iter().filter_map(|m| snapshot.get(*m).map(|e| (m.to_string(), e.platform_id.clone()))).collect();
         drop(snapshot);
         let ops: Vec<Op> = unlinked
             .into_iter()
-            .filter(|(_, u)| u.attributes.get("manager_id").is_some_and(|m| known.contains_key(m.as_str())))
+            .filter(|(_, u)| u.attributes.get("manager_id").is_some_and(|m| known.contains_key(m)))
             .map(|(platform_id, user)| {
                 let mut previous = user.clone();
                 previous.attributes.remove("manager_id");
-                Op::Update { platform_id, user, adopt: false, previous: Some(Box::new(previous)) }
+                Op::Update { platform_id, user, adopt: false, previous: Some(previous) }
             })
             .collect();
         if ops.is_empty() {
@@ -486,10 +486,10 @@ impl<'a, S: StateStore> Run<'a, S> {
             .collect();
         let unlinkable = |op: &Op| match op {
             Op::Update { user, previous: Some(prev), adopt: false, .. } => match user.attributes.get("manager_id") {
-                Some(m) if !m.is_empty() && prev.attributes.get("manager_id").is_none() && !known.contains_key(m.as_str()) && !created.contains(m.as_str()) => {
+                Some(m) if !m.is_empty() && prev.attributes.get("manager_id").is_none() && !known.contains_key(m) && !created.contains(m) => {
                     let mut without = user.clone();
                     without.attributes.remove("manager_id");
-                    without == **prev
+                    *without == **prev
                 }
                 _ => false,
             },
@@ -522,7 +522,7 @@ impl<'a, S: StateStore> Run<'a, S> {
         let mut contents = self.store.contents(&self.conn.name, &ids).await.map_err(fail_with)?;
         for op in ops.iter_mut() {
             if let Op::Update { user, adopt: false, previous, .. } = op {
-                *previous = contents.remove(&user.external_id).map(Box::new);
+                *previous = contents.remove(user.external_id.as_str()).map(Box::new);
             }
         }
         Ok(())

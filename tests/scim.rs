@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Once;
 use std::time::Duration;
@@ -56,18 +56,18 @@ fn platform(base: &str, bulk: bool) -> config::Platform {
 }
 
 fn user(id: &str, first: &str, last: &str, manager: Option<&str>) -> User {
-    let mut attributes = BTreeMap::from([
+    let mut attributes = rostersync::model::Attributes::from([
         ("department".to_string(), "Engineering".to_string()),
         ("title".to_string(), "Engineer".to_string()),
         ("cost_center".to_string(), "CC-1".to_string()),
         ("hire_date".to_string(), "2020-01-02T00:00:00".to_string()),
     ]);
     if let Some(m) = manager {
-        attributes.insert("manager_id".into(), m.into());
+        attributes.insert("manager_id", m);
     }
     User {
         external_id: id.into(),
-        email: Some(format!("{}@example.com", id.to_lowercase())),
+        email: Some(format!("{}@example.com", id.to_lowercase()).into()),
         employee_id: Some(id.into()),
         first_name: first.into(),
         last_name: last.into(),
@@ -123,14 +123,14 @@ fn assert_state(server: &ScimServer, expected: &[User]) {
     let have: HashSet<&str> = got.keys().map(String::as_str).collect();
     assert_eq!(have, want, "users on the server");
     for u in expected {
-        let s = &got[&u.external_id];
+        let s = &got[u.external_id.as_str()];
         assert_eq!(s["userName"], json!(u.user_name()), "{}", u.external_id);
         assert_eq!(s["name"]["givenName"], json!(u.first_name), "{}", u.external_id);
         assert_eq!(s["name"]["familyName"], json!(u.last_name), "{}", u.external_id);
         assert_eq!(s["active"], json!(u.active), "{}", u.external_id);
         assert_eq!(s["emails"][0]["value"], json!(u.email), "{}", u.external_id);
-        assert_eq!(s[ENT]["department"].as_str(), u.attributes.get("department").map(String::as_str), "{}", u.external_id);
-        assert_eq!(s["title"].as_str(), u.attributes.get("title").map(String::as_str), "{}", u.external_id);
+        assert_eq!(s[ENT]["department"].as_str(), u.attributes.get("department"), "{}", u.external_id);
+        assert_eq!(s["title"].as_str(), u.attributes.get("title"), "{}", u.external_id);
         if let Some(m) = u.attributes.get("manager_id").filter(|m| got.contains_key(*m)) {
             assert_eq!(s[ENT]["manager"]["value"], got[m]["id"], "{}'s manager", u.external_id);
         }
@@ -155,7 +155,7 @@ async fn lifecycle(bulk: bool) {
         user("E1", "Alice", "Boss", None),
         user("E5", "Eve", "Outside", Some("E99")),
     ];
-    let ops = users.iter().map(|u| Op::Create { user: u.clone() }).collect();
+    let ops = users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect();
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
     r.unwrap();
     let mut ids = applied(&outcomes);
@@ -185,14 +185,14 @@ async fn lifecycle(bulk: bool) {
     // a deletion; E5 now reports to E3, created in the first push.
     let previous = users[0].clone();
     users[0].last_name = "Developer".into();
-    users[0].attributes.insert("department".into(), "Platform".into());
+    users[0].attributes.insert("department", "Platform");
     users[1].attributes.remove("title");
-    users[4].attributes.insert("manager_id".into(), "E3".into());
+    users[4].attributes.insert("manager_id", "E3");
     users[2].active = false;
     let ops = vec![
-        Op::Update { platform_id: ids["E4"].clone(), user: users[0].clone(), adopt: false, previous: Some(Box::new(previous)) },
-        Op::Update { platform_id: ids["E3"].clone(), user: users[1].clone(), adopt: false, previous: None },
-        Op::Update { platform_id: ids["E5"].clone(), user: users[4].clone(), adopt: false, previous: None },
+        Op::Update { platform_id: ids["E4"].clone(), user: Box::new(users[0].clone()), adopt: false, previous: Some(Box::new(previous)) },
+        Op::Update { platform_id: ids["E3"].clone(), user: Box::new(users[1].clone()), adopt: false, previous: None },
+        Op::Update { platform_id: ids["E5"].clone(), user: Box::new(users[4].clone()), adopt: false, previous: None },
         Op::Deactivate { platform_id: ids["E2"].clone(), external_id: "E2".into() },
         Op::Delete { platform_id: ids["E1"].clone(), external_id: "E1".into() },
     ];
@@ -238,7 +238,7 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
     let users = vec![user("A1", "Ann", "A", None), user("B1", "Ben", "B", Some("A1")), user("C1", "Cid", "C", Some("B1"))];
     let p = plan::plan(PlanInput {
         snapshot: &Default::default(),
-        users: users.iter().cloned().enumerate().map(|(i, user)| rostersync::model::SourcedUser { user, line: i as u64 + 2 }).collect(),
+        users: users.iter().cloned().enumerate().map(|(i, user)| rostersync::model::SourcedUser { user: Box::new(user), line: i as u64 + 2 }).collect(),
         invalid_ids: &HashSet::new(),
         rows: 3,
         invalid: 0,
@@ -258,7 +258,7 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
     assert_eq!(held.len(), 4, "three of ours plus the unrelated user, nobody duplicated");
     assert!(held.contains_key(""), "the unrelated user is left alone");
     for u in &users {
-        let s = &held[&u.external_id];
+        let s = &held[u.external_id.as_str()];
         assert_eq!(s["userName"], json!(u.user_name()));
         assert_eq!(s["name"]["givenName"], json!(u.first_name));
     }
@@ -273,7 +273,7 @@ async fn conflict_adopts(bulk: bool) {
     let stale = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "Z1", "userName": "z1@example.com", "name": {"givenName": "Old"}}));
     let client = connect(&server.base_url, bulk).await;
     let users = vec![user("X1", "Xena", "X", None), user("Y1", "Yan", "Y", Some("X1")), user("Z1", "Zoe", "Z", None)];
-    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
     r.unwrap();
     let ids = applied(&outcomes);
     assert_eq!(ids["X1"], existing["id"].as_str().unwrap(), "the 409'd user is adopted, not duplicated");
@@ -297,10 +297,10 @@ async fn bad_user_fails_alone(bulk: bool) {
     let server = ScimServer::start_with_custom_schema(&[]);
     let client = connect(&server.base_url, bulk).await;
     let mut bad = user("BAD", "Bad", "Date", None);
-    bad.attributes.insert("hire_date".into(), "not a date".into());
+    bad.attributes.insert("hire_date", "not a date");
     let good = vec![user("G1", "Gus", "One", None), user("G2", "Gia", "Two", None)];
-    let mut ops: Vec<Op> = good.iter().map(|u| Op::Create { user: u.clone() }).collect();
-    ops.insert(1, Op::Create { user: bad });
+    let mut ops: Vec<Op> = good.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect();
+    ops.insert(1, Op::Create { user: Box::new(bad) });
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
     r.unwrap();
     assert_eq!(outcomes.len(), 3);
@@ -341,7 +341,7 @@ async fn a_401_mid_run_stops_the_run() {
     // Writes are refused (a token revoked mid-run); reads pass.
     let proxy = FaultProxy::start(server.port, |_, m, _| if m == "GET" { Fault::Pass } else { Fault::Status(401) });
     let client = connect(&proxy.base_url, false).await;
-    let ops = (0..20).map(|i| Op::Create { user: user(&format!("U{i}"), "U", "U", None) }).collect();
+    let ops = (0..20).map(|i| Op::Create { user: Box::new(user(&format!("U{i}"), "U", "U", None)) }).collect();
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
     let err = r.expect_err("401 stops the run");
     assert!(matches!(err, PlatformError::Unauthorized { .. }), "{err:?}");
@@ -370,7 +370,7 @@ async fn wait_after_429(retry_after: impl Fn() -> String + Send + Sync + 'static
         if m == "POST" && p == "/Users" && f.swap(false, std::sync::atomic::Ordering::AcqRel) { Fault::TooMany(retry_after()) } else { Fault::Pass }
     });
     let client = connect(&proxy.base_url, false).await;
-    let (r, outcomes) = apply(&client, vec![Op::Create { user: user("R1", "R", "R", None) }], HashMap::new()).await;
+    let (r, outcomes) = apply(&client, vec![Op::Create { user: Box::new(user("R1", "R", "R", None)) }], HashMap::new()).await;
     r.unwrap();
     applied(&outcomes);
     let posts: Vec<_> = proxy.seen().into_iter().filter(|s| s.method == "POST").collect();
@@ -398,7 +398,7 @@ async fn retry_budget_stops_a_run_against_a_dead_platform() {
     let proxy = FaultProxy::start(server.port, |_, m, _| if m == "GET" { Fault::Pass } else { Fault::Unavailable });
     let mut client = connect(&proxy.base_url, false).await;
     client.set_retry_policy(RetryPolicy { base: Duration::from_millis(1), cap: Duration::from_millis(5), budget_min: 10, budget_per_100_ops: 0, ..RetryPolicy::default() });
-    let ops = (0..30).map(|i| Op::Create { user: user(&format!("D{i}"), "D", "D", None) }).collect();
+    let ops = (0..30).map(|i| Op::Create { user: Box::new(user(&format!("D{i}"), "D", "D", None)) }).collect();
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
     let err = r.expect_err("the budget runs out");
     assert!(matches!(err, PlatformError::RetriesExhausted { done: 0, .. }), "{err:?}");
@@ -432,7 +432,7 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
     client.set_retry_policy(RetryPolicy { max_attempts: 10, base: Duration::from_millis(20), cap: Duration::from_millis(200), budget_min: 500, ..RetryPolicy::default() });
 
     let mut users: Vec<User> = (0..40).map(|i| user(&format!("F{i:02}"), "First", &format!("Last{i}"), (i > 0).then(|| format!("F{:02}", i / 4)).as_deref())).collect();
-    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
     r.unwrap();
     let ids = applied(&outcomes);
     assert_eq!(ids.len(), 40);
@@ -445,13 +445,13 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
             0 if i > 0 => {
                 let prev = u.clone();
                 u.last_name.push_str("-changed");
-                ops.push(Op::Update { platform_id: ids[&u.external_id].clone(), user: u.clone(), adopt: false, previous: Some(Box::new(prev)) });
+                ops.push(Op::Update { platform_id: ids[u.external_id.as_str()].clone(), user: Box::new(u.clone()), adopt: false, previous: Some(Box::new(prev)) });
             }
             1 => {
                 u.active = false;
-                ops.push(Op::Deactivate { platform_id: ids[&u.external_id].clone(), external_id: u.external_id.clone() });
+                ops.push(Op::Deactivate { platform_id: ids[u.external_id.as_str()].clone(), external_id: u.external_id.to_string() });
             }
-            3 => ops.push(Op::Delete { platform_id: ids[&u.external_id].clone(), external_id: u.external_id.clone() }),
+            3 => ops.push(Op::Delete { platform_id: ids[u.external_id.as_str()].clone(), external_id: u.external_id.to_string() }),
             _ => {}
         }
     }
@@ -460,7 +460,7 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
     r.unwrap();
     assert_eq!(applied(&outcomes).len(), n_ops);
     let deleted: HashSet<String> = (0..40).filter(|i| i % 4 == 3).map(|i| format!("F{i:02}")).collect();
-    users.retain(|u| !deleted.contains(&u.external_id));
+    users.retain(|u| !deleted.contains(u.external_id.as_str()));
     assert_state(&server, &users);
     let faults = proxy.faults();
     assert!(faults >= 10, "the proxy injected {faults} faults");
@@ -494,7 +494,7 @@ async fn bulk_requests_stay_within_max_payload_size() {
     let client = connect(&proxy.base_url, true).await;
     assert_eq!(client.capabilities().bulk.map(|b| b.max_payload_size), Some(4096));
     let users: Vec<User> = (0..30).map(|i| user(&format!("S{i:02}"), "Size", &format!("Limited{i}"), None)).collect();
-    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
     r.unwrap();
     assert_eq!(applied(&outcomes).len(), 30);
     let bulks: Vec<usize> = proxy.seen().iter().filter(|s| s.path == "/Bulk").map(|s| s.body.len()).collect();
@@ -513,7 +513,7 @@ async fn without_patch_updates_use_put_and_listing_pages() {
     let client = connect(&proxy.base_url, true).await;
     assert!(!client.capabilities().patch && client.capabilities().bulk.is_none());
     let mut users: Vec<User> = (0..5).map(|i| user(&format!("N{i}"), "N", &format!("No{i}"), (i > 0).then_some("N0"))).collect();
-    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
     r.unwrap();
     let ids = applied(&outcomes);
     assert_eq!(client.existing_users().await.unwrap().len(), 5, "all pages read");
@@ -521,7 +521,7 @@ async fn without_patch_updates_use_put_and_listing_pages() {
     users[1].last_name = "Changed".into();
     users[2].active = false;
     let ops = vec![
-        Op::Update { platform_id: ids["N1"].clone(), user: users[1].clone(), adopt: false, previous: None },
+        Op::Update { platform_id: ids["N1"].clone(), user: Box::new(users[1].clone()), adopt: false, previous: None },
         Op::Deactivate { platform_id: ids["N2"].clone(), external_id: "N2".into() },
     ];
     let (r, outcomes) = apply(&client, ops, ids.clone()).await;
@@ -606,7 +606,7 @@ async fn oauth2_token_is_cached_and_renewed_when_refused() {
     let tokens = TokenServer::start(vec!["revoked-token", TOKEN], 3600);
     let client = ScimClient::connect(&oauth_platform(&server.base_url, &tokens.url)).await.expect("connect with OAuth2");
     let users = vec![user("O1", "O", "One", None), user("O2", "O", "Two", None)];
-    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: u.clone() }).collect(), HashMap::new()).await;
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
     r.unwrap();
     applied(&outcomes);
     assert_eq!(tokens.issued(), 2, "one refused token, then one cached for the whole run");
@@ -620,7 +620,7 @@ async fn oauth2_token_is_refreshed_before_expiry() {
     let tokens = TokenServer::start(vec![TOKEN], 0);
     let proxy = FaultProxy::start(server.port, |_, _, _| Fault::Pass);
     let client = ScimClient::connect(&oauth_platform(&proxy.base_url, &tokens.url)).await.expect("connect with OAuth2");
-    let (r, outcomes) = apply(&client, vec![Op::Create { user: user("P1", "P", "One", None) }], HashMap::new()).await;
+    let (r, outcomes) = apply(&client, vec![Op::Create { user: Box::new(user("P1", "P", "One", None)) }], HashMap::new()).await;
     r.unwrap();
     applied(&outcomes);
     assert_eq!(tokens.issued(), proxy.seen().len(), "one token per request");
@@ -632,7 +632,7 @@ async fn oauth2_token_endpoint_hiccups_are_retried() {
     let server = ScimServer::start();
     let tokens = TokenServer::start_failing(vec![TOKEN], 3600, 2);
     let client = ScimClient::connect(&oauth_platform(&server.base_url, &tokens.url)).await.expect("connect after two 503s");
-    let (r, outcomes) = apply(&client, vec![Op::Create { user: user("H1", "H", "One", None) }], HashMap::new()).await;
+    let (r, outcomes) = apply(&client, vec![Op::Create { user: Box::new(user("H1", "H", "One", None)) }], HashMap::new()).await;
     r.unwrap();
     applied(&outcomes);
     assert_eq!(tokens.issued(), 1);

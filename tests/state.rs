@@ -10,7 +10,7 @@ use rostersync::state::{SnapshotWrite, SqliteStore, StateError, StateStore};
 fn user(id: &str, active: bool) -> User {
     User {
         external_id: id.into(),
-        email: Some(format!("{id}@example.com")),
+        email: Some(format!("{id}@example.com").into()),
         employee_id: Some(id.into()),
         first_name: "Zoë".into(),
         last_name: "O'Brien".into(),
@@ -31,12 +31,12 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
 async fn snapshot_round_trip_and_inactive_marks() {
     let (_d, s) = store().await;
     s.write("acme", &[
-        SnapshotWrite::Upsert { platform_id: "p1".into(), user: user("a", true) },
-        SnapshotWrite::Upsert { platform_id: "p2".into(), user: user("b", true) },
+        SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("a", true)) },
+        SnapshotWrite::Upsert { platform_id: "p2".into(), user: Box::new(user("b", true)) },
     ])
     .await
     .unwrap();
-    s.write("other", &[SnapshotWrite::Upsert { platform_id: "x".into(), user: user("a", true) }]).await.unwrap();
+    s.write("other", &[SnapshotWrite::Upsert { platform_id: "x".into(), user: Box::new(user("a", true)) }]).await.unwrap();
     let snap = s.snapshot("acme").await.unwrap();
     assert_eq!(snap.len(), 2);
     assert_eq!(snap["a"].platform_id, "p1");
@@ -61,7 +61,7 @@ async fn reopening_keeps_data_and_migrations_run_once() {
     let url = format!("sqlite://{}/state.db", dir.path().display());
     {
         let s = SqliteStore::open(&url).await.unwrap();
-        s.write("acme", &[SnapshotWrite::Upsert { platform_id: "p1".into(), user: user("a", true) }]).await.unwrap();
+        s.write("acme", &[SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("a", true)) }]).await.unwrap();
     }
     let s = SqliteStore::open(&url).await.unwrap();
     assert_eq!(s.snapshot("acme").await.unwrap().len(), 1);

@@ -41,7 +41,7 @@ impl Classify for StateError {
 #[derive(Debug, Clone)]
 pub enum SnapshotWrite {
     /// Created, updated, adopted, deactivated: the platform now holds `user`.
-    Upsert { platform_id: String, user: User },
+    Upsert { platform_id: String, user: Box<User> },
     /// Absent from the file and deactivated: same content, now inactive.
     MarkInactive { external_id: String },
     /// Deleted from the platform.

@@ -60,7 +60,7 @@ impl Encoder {
         for (k, v) in &user.attributes {
             if k == "title" {
                 f.insert("title".into(), json!(v));
-            } else if let Some((_, scim)) = ENTERPRISE_ATTRS.iter().find(|(a, _)| a == k) {
+            } else if let Some((_, scim)) = ENTERPRISE_ATTRS.iter().find(|(a, _)| *a == k) {
                 f.insert(format!("{ENTERPRISE}:{scim}"), json!(v));
             } else if k == MANAGER_ID || k == "employee_id" {
                 // Resolved above / already employeeNumber.
@@ -215,7 +215,7 @@ mod tests {
         let mut new = user();
         new.last_name = "King".into();
         new.attributes.remove("title");
-        new.attributes.insert("division".into(), "R&D".into());
+        new.attributes.insert("division", "R&D");
         let p = enc().patch(&new, Some("m-1"), Some((&old, Some("m-1")))).unwrap();
         assert_eq!(
             p["Operations"],

@@ -417,7 +417,7 @@ fn manager_waves(creates: Vec<Op>) -> Vec<Vec<Op>> {
     let manager_of: HashMap<String, String> = creates
         .iter()
         .filter_map(|o| match o {
-            Op::Create { user } => user.attributes.get(MANAGER_ID).filter(|m| !m.is_empty()).map(|m| (user.external_id.clone(), m.clone())),
+            Op::Create { user } => user.attributes.get(MANAGER_ID).filter(|m| !m.is_empty()).map(|m| (user.external_id.to_string(), m.to_string())),
             _ => None,
         })
         .collect();
@@ -890,12 +890,12 @@ mod tests {
     use super::*;
 
     fn create(id: &str, manager: Option<&str>) -> Op {
-        let mut attributes = std::collections::BTreeMap::new();
+        let mut attributes = crate::model::Attributes::new();
         if let Some(m) = manager {
-            attributes.insert(MANAGER_ID.to_string(), m.to_string());
+            attributes.insert(MANAGER_ID, m);
         }
         Op::Create {
-            user: User {
+            user: Box::new(User {
                 external_id: id.into(),
                 email: None,
                 employee_id: Some(id.into()),
@@ -904,7 +904,7 @@ mod tests {
                 language: "en".into(),
                 active: true,
                 attributes,
-            },
+            }),
         }
     }
 
