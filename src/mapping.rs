@@ -5,14 +5,17 @@
 //! empty → `map`/fallback → `date`. The row rules of DESIGN.md then check the user; every
 //! fault of a row is reported, not only the first.
 
+mod collect;
 pub mod suggest;
+
+pub use collect::collect;
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::Mapping;
 use crate::config::mapping::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
-use crate::format::{FormatError, ReadError, Record};
-use crate::model::{RowError, SourcedUser, Str, User};
+use crate::format::Record;
+use crate::model::{Attributes, RowError, SourcedUser, Str, User};
 
 /// A rule with its column references resolved to indexes into `Record::values`.
 #[derive(Debug, Clone)]
@@ -71,7 +74,12 @@ impl Mapper {
         };
         Mapper {
             fields: mapping.fields.iter().map(|(f, r)| (*f, compile(r))).collect(),
-            attributes: mapping.attributes.iter().map(|(n, r)| (n.clone(), compile(r))).collect(),
+            // Sorted by name, so each user's attributes are packed without sorting them.
+            attributes: {
+                let mut a: Vec<(String, Compiled)> = mapping.attributes.iter().map(|(n, r)| (n.clone(), compile(r))).collect();
+                a.sort_by(|x, y| x.0.cmp(&y.0));
+                a
+            },
             columns,
             mapping: mapping.clone(),
         }
@@ -207,7 +215,7 @@ impl Mapper {
                 last_name,
                 language,
                 active,
-                attributes: attributes.into_iter().collect(),
+                attributes: Attributes::from_sorted(attributes.iter().map(|(k, v)| (*k, v.as_str()))),
             }),
             // Every None above pushed an error; this arm is not reached.
             _ => Err(vec![RowError { line: record.line, column: None, message: "row incomplete".into(), external_id: None }]),
@@ -226,7 +234,7 @@ fn unique_field(u: UniqueId) -> PlatformField {
 /// text and allocates once, for the result.
 fn value(c: &Compiled, record: &Record) -> Result<Option<Str>, String> {
     use std::borrow::Cow;
-    let cell = |i: usize| record.values.get(i).and_then(|v| v.as_deref());
+    let cell = |i: usize| record.get(i);
     let raw: Option<Cow<str>> = match &c.input {
         CompiledInput::Column(i) => cell(*i).map(Cow::Borrowed),
         CompiledInput::Template(parts) => {
@@ -269,7 +277,7 @@ fn value(c: &Compiled, record: &Record) -> Result<Option<Str>, String> {
         None => v,
     };
     if let Some(fmt) = &c.rule.date {
-        return parse_date_items(&v, fmt, c.date.as_deref()).map(|d| Some(Str::from(d)));
+        return parse_date_items(&v, fmt, c.date.as_deref()).map(Some);
     }
     Ok(Some(Str::from(v)))
 }
@@ -331,10 +339,10 @@ fn title_case(s: &str) -> String {
 /// Input date in the mapping's strftime format → ISO 8601. A value already ISO (spreadsheet
 /// date cells arrive that way) is accepted as is.
 pub fn parse_date(s: &str, fmt: &str) -> Result<String, String> {
-    parse_date_items(s, fmt, None)
+    parse_date_items(s, fmt, None).map(String::from)
 }
 
-fn parse_date_items(s: &str, fmt: &str, items: Option<&[chrono::format::Item<'static>]>) -> Result<String, String> {
+fn parse_date_items(s: &str, fmt: &str, items: Option<&[chrono::format::Item<'static>]>) -> Result<Str, String> {
     use chrono::format::{Parsed, StrftimeItems, parse};
     use chrono::{NaiveDate, NaiveDateTime};
     let t = s.trim();
@@ -350,18 +358,45 @@ fn parse_date_items(s: &str, fmt: &str, items: Option<&[chrono::format::Item<'st
         .or_else(|_| NaiveDate::parse_from_str(t, "%Y-%m-%d"))
         .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").map(|dt| dt.date()));
     match d {
-        Ok(d) => Ok(d.format("%Y-%m-%d").to_string()),
+        Ok(d) => Ok(iso_date(d)),
         Err(_) => Err(format!("\"{t}\" is not a date in the format \"{fmt}\"; fix the cell or the date format in the mapping")),
     }
 }
 
+/// `YYYY-MM-DD`, written directly: `format("%Y-%m-%d")` parsed its format string again for
+/// every row of an export (a profile showed it).
+fn iso_date(d: chrono::NaiveDate) -> Str {
+    use chrono::Datelike;
+    use std::fmt::Write;
+    if !(0..=9999).contains(&d.year()) {
+        return Str::from(d.format("%Y-%m-%d").to_string());
+    }
+    let mut out = Str::default();
+    let _ = write!(out, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
+    out
+}
+
+/// Calls `f` with `s` trimmed and lowercased, without allocating for short ASCII text (the
+/// flags and language codes of every row).
+fn with_lower<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
+    let t = s.trim();
+    let mut buf = [0u8; 32];
+    if t.is_ascii() && t.len() <= buf.len() {
+        let b = &mut buf[..t.len()];
+        b.copy_from_slice(t.as_bytes());
+        b.make_ascii_lowercase();
+        return f(std::str::from_utf8(b).unwrap_or_default());
+    }
+    f(&t.to_lowercase())
+}
+
 /// Active flags as HR systems write them; `None` for anything else.
 pub fn parse_flag(s: &str) -> Option<bool> {
-    match s.trim().to_lowercase().as_str() {
+    with_lower(s, |l| match l {
         "true" | "yes" | "y" | "1" | "active" | "on" | "t" | "oui" | "ja" | "si" | "sí" | "sim" | "actif" | "aktiv" | "activo" | "ativo" | "attivo" => Some(true),
         "false" | "no" | "n" | "0" | "inactive" | "off" | "f" | "non" | "nein" | "não" | "nao" | "inactif" | "inaktiv" | "inactivo" | "inativo" | "inattivo" => Some(false),
         _ => None,
-    }
+    })
 }
 
 /// A reasonable RFC 5322 / RFC 6531 check: one `@`, a dot-atom local part (any Unicode
@@ -482,17 +517,20 @@ const LANGUAGES: &[(&str, &[&str])] = &[
 /// ISO 639-1 code for a code, tag (`fr-FR`, `pt_BR`), ISO 639-2 code or language name in
 /// English or the language itself.
 pub fn language_code(s: &str) -> Option<&'static str> {
-    let t = s.trim().to_lowercase();
+    with_lower(s, language_code_lower)
+}
+
+fn language_code_lower(t: &str) -> Option<&'static str> {
     if t.is_empty() {
         return None;
     }
-    let primary = t.split(['-', '_']).next().unwrap_or(&t);
+    let primary = t.split(['-', '_']).next().unwrap_or(t);
     if let Some((code, _)) = LANGUAGES.iter().find(|(code, _)| *code == primary) {
         return Some(code);
     }
     // Names, also in the "French (France)" form.
-    let name = t.split('(').next().unwrap_or(&t).trim();
-    for candidate in [t.as_str(), name, primary] {
+    let name = t.split('(').next().unwrap_or(t).trim();
+    for candidate in [t, name, primary] {
         if let Some((code, _)) = LANGUAGES.iter().find(|(_, names)| names.contains(&candidate)) {
             return Some(code);
         }
@@ -527,41 +565,6 @@ impl Mapped {
     }
 }
 
-/// Maps every record, then marks rows that share a unique id as errors (all of them).
-/// A file-level fault (truncated or corrupt file) is returned as is: the records read so far
-/// are not the full export.
-pub fn collect(records: crate::format::Records, mapper: &Mapper) -> Result<Mapped, FormatError> {
-    let mut out = Mapped::default();
-    // Rows whose id was read by position: it protects, but never makes a duplicate.
-    let mut misaligned: Vec<u64> = Vec::new();
-    for item in records {
-        match item {
-            Ok(rec) => {
-                out.rows += 1;
-                match mapper.map(&rec) {
-                    Ok(user) => out.users.push(SourcedUser { user: Box::new(user), line: rec.line }),
-                    Err(errs) => out.errors.extend(errs),
-                }
-            }
-            Err(ReadError::Row(e)) => {
-                out.rows += 1;
-                out.errors.push(e);
-            }
-            Err(ReadError::Misaligned { mut error, guess }) => {
-                out.rows += 1;
-                error.external_id = mapper.external_id(&guess);
-                if error.external_id.is_some() {
-                    misaligned.push(error.line);
-                }
-                out.errors.push(error);
-            }
-            Err(ReadError::File(e)) => return Err(e),
-        }
-    }
-    mark_duplicates(&mut out, mapper, &misaligned);
-    Ok(out)
-}
-
 /// Emails compare ignoring case; employee ids exactly (after trimming). Borrowed unless
 /// the id needs changing, so a million ids cost no million allocations.
 fn dup_key(id: &str, u: UniqueId) -> std::borrow::Cow<'_, str> {
@@ -572,13 +575,13 @@ fn dup_key(id: &str, u: UniqueId) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u64]) {
+pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u64]) {
     let uid = mapper.mapping.unique_id;
     // Pass 1: which keys occur on more than one row (valid or invalid)? One map entry per
     // key holding the first line; lines of repeated keys go to a small side map.
     let mut dups: HashMap<String, Vec<u64>> = HashMap::new();
     {
-        fn see<'a>(key: std::borrow::Cow<'a, str>, line: u64, first: &mut HashMap<std::borrow::Cow<'a, str>, u64>, dups: &mut HashMap<String, Vec<u64>>) {
+        fn see<'a>(key: std::borrow::Cow<'a, str>, line: u64, first: &mut HashMap<std::borrow::Cow<'a, str>, u64, foldhash::fast::RandomState>, dups: &mut HashMap<String, Vec<u64>>) {
             if let Some(&l0) = first.get(key.as_ref()) {
                 if l0 != line {
                     let v = dups.entry(key.into_owned()).or_insert_with(|| vec![l0]);
@@ -590,7 +593,8 @@ fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u64]) {
                 first.insert(key, line);
             }
         }
-        let mut first = HashMap::with_capacity(out.users.len() + out.errors.len());
+        // foldhash: a million ids through SipHash was 4% of a sync (perf).
+        let mut first = HashMap::with_capacity_and_hasher(out.users.len() + out.errors.len(), foldhash::fast::RandomState::default());
         for u in &out.users {
             see(dup_key(&u.user.external_id, uid), u.line, &mut first, &mut dups);
         }
@@ -721,6 +725,7 @@ pub fn preview_table(users: &[SourcedUser], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::{FormatError, ReadError};
     use std::path::Path;
 
     const MAPPING: &str = r#"
@@ -748,9 +753,8 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         let values = mapper
             .columns()
             .iter()
-            .map(|c| cells.iter().find(|(k, _)| k == c).map(|(_, v)| v.to_string()))
-            .collect();
-        Record { line, values }
+            .map(|c| cells.iter().find(|(k, _)| k == c).map(|(_, v)| *v));
+        Record::from_values(line, values)
     }
 
     fn good() -> Vec<(&'static str, &'static str)> {

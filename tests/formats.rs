@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use rostersync::config::Format;
 use rostersync::config::mapping::SourceOptions;
-use rostersync::format::{self, FormatError, ReadError, Record};
+use rostersync::format::{self, FormatError, ReadError};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -30,7 +30,7 @@ fn read(path: &Path, format: Format, opts: &SourceOptions, columns: &[&str]) -> 
     let mut out = Vec::new();
     for r in records {
         match r {
-            Ok(Record { line, values }) => out.push(Ok((line, values))),
+            Ok(rec) => out.push(Ok((rec.line, rec.values().map(|v| v.map(str::to_string)).collect()))),
             Err(ReadError::Row(e)) | Err(ReadError::Misaligned { error: e, .. }) => out.push(Err((e.line, e.message))),
             Err(ReadError::File(e)) => return Err(e),
         }
@@ -299,4 +299,29 @@ proptest! {
             expected_line += 1 + r.iter().map(|c| c.matches('\n').count() as u64).sum::<u64>();
         }
     }
+}
+
+#[test]
+fn bad_bytes_fail_a_row_only_when_a_read_column_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mixed.csv");
+    // Row 2: a stray Latin-1 byte in "Notes", which the mapping does not read: the row is
+    // fine. Row 3: the same byte in "Last Name": that row fails, naming the column.
+    let mut bytes = b"Id,First Name,Last Name,Notes\nE1,Ann,Lee,caf".to_vec();
+    bytes.extend_from_slice(&[0xE9]);
+    bytes.extend_from_slice(b"\nE2,Bob,M");
+    bytes.extend_from_slice(&[0xFC]);
+    bytes.extend_from_slice(b"ller,ok\nE3,Cy,Day,ok\n");
+    std::fs::write(&p, bytes).unwrap();
+    let rows = read(&p, Format::Csv, &opts(), &["Id", "Last Name"]).unwrap();
+    assert_eq!(rows[0], row(2, &["E1", "Lee"]));
+    assert!(matches!(&rows[1], Err((3, m)) if m.contains("invalid UTF-8")), "{:?}", rows[1]);
+    assert_eq!(rows[2], row(4, &["E3", "Day"]));
+    let name = p.file_name().unwrap().to_string_lossy().to_string();
+    let records = format::open(&p, &name, Format::Csv, &opts(), &cols(&["Id", "Last Name"])).unwrap();
+    let column = records.filter_map(|r| match r {
+        Err(ReadError::Row(e)) => e.column,
+        _ => None,
+    });
+    assert_eq!(column.collect::<Vec<_>>(), vec!["Last Name".to_string()]);
 }

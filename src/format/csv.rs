@@ -61,24 +61,35 @@ pub(crate) fn open(path: &Path, file: &str, opts: &SourceOptions, columns: &[Str
                     ),
                     external_id: None,
                 };
-                let values = idx.iter().map(|&i| (i < rec.len()).then(|| String::from_utf8_lossy(field(&rec, i)).into_owned())).collect();
-                return Some(Err(ReadError::Misaligned { error, guess: Record { line, values } }));
-            }
-            let mut values = Vec::with_capacity(idx.len());
-            for &i in &idx {
-                match std::str::from_utf8(field(&rec, i)) {
-                    Ok(s) => values.push(Some(s.to_string())),
-                    Err(_) => {
-                        return Some(Err(ReadError::Row(RowError {
-                            line,
-                            column: Some(header[i].trim().to_string()),
-                            message: format!("invalid UTF-8 bytes; {ENCODING_HINT}"),
-                            external_id: None,
-                        })));
-                    }
+                let mut guess = Record::with_capacity(line, idx.len(), rec.as_slice().len());
+                for &i in &idx {
+                    guess.push((i < rec.len()).then(|| String::from_utf8_lossy(field(&rec, i))).as_deref());
                 }
+                return Some(Err(ReadError::Misaligned { error, guess }));
             }
-            return Some(Ok(Record { line, values }));
+            // One UTF-8 check for the whole row: fields split at ASCII delimiters, so each
+            // is valid when the row is. Otherwise the requested fields are checked one by
+            // one (bad bytes in a column nobody reads do not make the row invalid).
+            let row = std::str::from_utf8(rec.as_slice()).ok();
+            let mut out = Record::with_capacity(line, idx.len(), rec.as_slice().len());
+            for &i in &idx {
+                let value = match row {
+                    Some(row) => field_str(row, &rec, i),
+                    None => match std::str::from_utf8(field(&rec, i)) {
+                        Ok(v) => v,
+                        Err(_) => {
+                            return Some(Err(ReadError::Row(RowError {
+                                line,
+                                column: Some(header[i].trim().to_string()),
+                                message: format!("invalid UTF-8 bytes; {ENCODING_HINT}"),
+                                external_id: None,
+                            })));
+                        }
+                    },
+                };
+                out.push(Some(value));
+            }
+            return Some(Ok(out));
         }
     })))
 }
@@ -151,6 +162,13 @@ fn start_line(rdr: &Reader, rec: &ByteRecord) -> u64 {
 fn field(rec: &ByteRecord, i: usize) -> &[u8] {
     let f = &rec[i];
     if i + 1 == rec.len() { f.strip_suffix(b"\r").unwrap_or(f) } else { f }
+}
+
+/// Field `i` as a slice of the row's text (see `field`).
+fn field_str<'a>(row: &'a str, rec: &ByteRecord, i: usize) -> &'a str {
+    let Some(r) = rec.range(i) else { return "" };
+    let f = row.get(r).unwrap_or_default();
+    if i + 1 == rec.len() { f.strip_suffix('\r').unwrap_or(f) } else { f }
 }
 
 /// Appends a `\n` to a stream that does not end with one.

@@ -257,8 +257,8 @@ impl<'s> RowSink<'s> {
         let item = match self.error.take() {
             Some(e) => Err(ReadError::Row(e)),
             None => {
-                let values = self.values.iter_mut().map(|v| Some(v.take().unwrap_or_default())).collect();
-                Ok(Record { line: u64::from(r) + 1, values })
+                let values = self.values.iter_mut().map(|v| Some(v.take().unwrap_or_default()));
+                Ok(Record::from_values(u64::from(r) + 1, values))
             }
         };
         self.reset();

@@ -265,8 +265,8 @@ impl<'s> Emitter<'s> {
     fn emit(&mut self, line: u64, it: Result<Map<String, Value>, String>) -> bool {
         let item = match it {
             Ok(m) => {
-                let values = self.columns.iter().zip(&self.paths).map(|(c, p)| lookup(&m, c, p).and_then(text)).collect();
-                Ok(Record { line, values })
+                let values = self.columns.iter().zip(&self.paths).map(|(c, p)| lookup(&m, c, p).and_then(text));
+                Ok(Record::from_values(line, values))
             }
             Err(message) => Err(ReadError::Row(RowError { line, column: None, message, external_id: None })),
         };

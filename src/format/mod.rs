@@ -19,12 +19,81 @@ use crate::config::mapping::SourceOptions;
 use crate::exit::{Classify, Exit};
 use crate::model::RowError;
 
-/// One data record: `values[i]` is the value of the i-th requested column; `None` when the
+/// One data record: `get(i)` is the value of the i-th requested column; `None` when the
 /// record has no such field (JSON) — an empty CSV cell is `Some("")`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The values share one buffer: two allocations per record instead of one per cell, which
+/// was most of the reading cost of a million-row export (BENCHMARKS.md, issue 8).
+#[derive(Clone, Default)]
 pub struct Record {
     pub line: u64,
-    pub values: Vec<Option<String>>,
+    text: String,
+    /// Byte range of each value in `text`; `ABSENT` as start for a missing field.
+    cells: Vec<(u32, u32)>,
+}
+
+const ABSENT: u32 = u32::MAX;
+
+impl Record {
+    /// An empty record for `n` values of about `bytes` bytes in all.
+    pub fn with_capacity(line: u64, n: usize, bytes: usize) -> Record {
+        Record { line, text: String::with_capacity(bytes), cells: Vec::with_capacity(n) }
+    }
+
+    pub fn from_values<S: AsRef<str>>(line: u64, values: impl IntoIterator<Item = Option<S>>) -> Record {
+        let mut r = Record { line, ..Record::default() };
+        for v in values {
+            r.push(v.as_ref().map(AsRef::as_ref));
+        }
+        r
+    }
+
+    /// Appends the next value. A record's text is one cell row of an export, so it stays
+    /// far below 4 GiB (the offsets are u32 to keep the record small).
+    pub fn push(&mut self, value: Option<&str>) {
+        match value {
+            Some(v) => {
+                let start = self.text.len() as u32;
+                self.text.push_str(v);
+                self.cells.push((start, self.text.len() as u32));
+            }
+            None => self.cells.push((ABSENT, ABSENT)),
+        }
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let &(a, b) = self.cells.get(i)?;
+        if a == ABSENT {
+            return None;
+        }
+        self.text.get(a as usize..b as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = Option<&str>> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Record) -> bool {
+        self.line == other.line && self.values().eq(other.values())
+    }
+}
+
+impl Eq for Record {}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record").field("line", &self.line).field("values", &self.values().collect::<Vec<_>>()).finish()
+    }
 }
 
 /// What can go wrong while reading records: one row (the file goes on), or the file itself

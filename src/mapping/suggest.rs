@@ -298,7 +298,7 @@ fn sample(path: &Path, name: &str, format: Format, opts: &SourceOptions, header:
     records
         .take(n)
         .filter_map(|r| r.ok())
-        .map(|r| pos.iter().map(|p| p.and_then(|k| r.values.get(k).cloned().flatten())).collect())
+        .map(|r| pos.iter().map(|p| p.and_then(|k| r.get(k).map(str::to_string))).collect())
         .collect()
 }
 

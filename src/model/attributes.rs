@@ -46,10 +46,13 @@ impl Attributes {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        for (k, v) in self.iter() {
-            match k.cmp(key) {
-                std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => return Some(v),
+        // Compares raw key bytes (UTF-8 orders as its bytes do) and decodes only the value.
+        let mut rest: &[u8] = &self.buf;
+        while rest.len() >= HEAD {
+            let (k, v, next) = split(rest);
+            match k.cmp(key.as_bytes()) {
+                std::cmp::Ordering::Less => rest = next,
+                std::cmp::Ordering::Equal => return Some(std::str::from_utf8(v).unwrap_or_default()),
                 std::cmp::Ordering::Greater => return None,
             }
         }
@@ -81,8 +84,10 @@ impl Attributes {
         self.buf = Box::default();
     }
 
-    /// Packs entries already sorted by key with no key twice.
-    fn from_sorted<'a>(entries: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Attributes {
+    /// Packs entries already sorted by key with no key twice (the mapping's attributes,
+    /// sorted once per file), skipping the sort of `collect`.
+    pub fn from_sorted<'a>(entries: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Attributes {
+        debug_assert!(entries.clone().zip(entries.clone().skip(1)).all(|(a, b)| a.0 < b.0), "keys sorted and unique");
         let total: usize = entries.clone().map(|(k, v)| HEAD + k.len() + v.len()).sum();
         let mut buf = Vec::with_capacity(total);
         for (k, v) in entries {
@@ -126,6 +131,15 @@ impl<K: AsRef<str>, V: AsRef<str>, const N: usize> From<[(K, V); N]> for Attribu
     }
 }
 
+/// The first entry of `buf` (at least `HEAD` bytes): key, value, and the rest.
+fn split(buf: &[u8]) -> (&[u8], &[u8], &[u8]) {
+    let kl = u16::from_le_bytes([buf[0], buf[1]]) as usize;
+    let vl = u32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
+    let (k, rest) = buf[HEAD..].split_at(kl);
+    let (v, rest) = rest.split_at(vl);
+    (k, v, rest)
+}
+
 #[derive(Clone)]
 pub struct Iter<'a> {
     buf: &'a [u8],
@@ -137,11 +151,7 @@ impl<'a> Iterator for Iter<'a> {
         if self.buf.len() < HEAD {
             return None;
         }
-        let kl = u16::from_le_bytes([self.buf[0], self.buf[1]]) as usize;
-        let vl = u32::from_le_bytes([self.buf[2], self.buf[3], self.buf[4], self.buf[5]]) as usize;
-        let rest = &self.buf[HEAD..];
-        let (k, rest) = rest.split_at(kl);
-        let (v, rest) = rest.split_at(vl);
+        let (k, v, rest) = split(self.buf);
         self.buf = rest;
         // Written only from `&str`, cut at char boundaries, so the
         // checks cannot fail; they cost a few ns on these short strings and need no unsafe.
