@@ -16,5 +16,6 @@ pub mod platform;
 pub mod report;
 pub mod schedule;
 pub mod source;
+pub mod spool;
 pub mod state;
 pub mod sync;

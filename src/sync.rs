@@ -18,6 +18,7 @@ use crate::platform::scim::ScimClient;
 use crate::platform::{Outcome, Platform};
 use crate::report::{Counts, Outcome as RunOutcome, Report};
 use crate::source::{self, RemoteFile, Source, SourceError, select};
+use crate::spool;
 use crate::state::{SnapshotWrite, StateStore};
 
 /// Where a run reports progress (the CLI draws bars on a terminal; the daemon logs).
@@ -206,7 +207,13 @@ struct Got {
     name: String,
     fingerprint: FileFingerprint,
     source: Option<Box<dyn Source>>,
+    /// The file parsed and mapped while it downloaded, when its format reads as a stream.
+    early: Option<EarlyParse>,
 }
+
+/// The parse that followed the download (see `crate::spool`). Its result is used only when
+/// the download succeeded and was checked; otherwise it ended with an error by itself.
+type EarlyParse = std::thread::JoinHandle<Result<Mapped, ParseFailure>>;
 
 /// Where the download lands; removed when dropped (unless it is the user's own `--file`).
 struct Spool {
@@ -245,7 +252,7 @@ impl<'a, S: StateStore> Run<'a, S> {
     /// The run proper; Ok carries the exit code of a run that ended as planned.
     async fn execute(&mut self) -> Result<Exit, Failure> {
         let last = self.store.last_file(&self.conn.name).await.map_err(fail_with)?;
-        let got = match self.fetch(last.as_ref().map(|l| &l.fingerprint)).await? {
+        let mut got = match self.fetch(last.as_ref().map(|l| &l.fingerprint)).await? {
             Fetch::NoNewFile(why) => {
                 // An export that silently stops coming is a failure, not a quiet success.
                 if let (Some(stale), Some(l)) = (self.conn.file.stale_after, &last) {
@@ -274,7 +281,18 @@ impl<'a, S: StateStore> Run<'a, S> {
         // Parse and map on a blocking thread: it is CPU work over a file.
         // Not through a &Got: a reference to the boxed source held across this await would
         // make the run's future not Send (the daemon runs it on its worker threads).
-        let mapped = match parse_file_detailed(self.conn, &got.spool.path, &got.name).await {
+        let parsed = match got.early.take() {
+            Some(early) => {
+                tracing::debug!(file = %got.name, "parsed and mapped while it downloaded");
+                tokio::task::spawn_blocking(move || early.join())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| Err(ParseFailure::Other((Exit::Other, "the parsing thread failed".into()))))
+            }
+            None => parse_file_detailed(self.conn, &got.spool.path, &got.name).await,
+        };
+        let mapped = match parsed {
             Ok(m) => m,
             // An empty export empties the customer: only on an explicit --allow-mass-change.
             Err(ParseFailure::Format(FormatError::Empty { .. })) if self.opts.allow_mass_change => Mapped::default(),
@@ -403,6 +421,7 @@ impl<'a, S: StateStore> Run<'a, S> {
                 spool: Spool { path: p, _temp: None },
                 name,
                 source: None,
+                early: None,
             }));
         }
 
@@ -410,7 +429,7 @@ impl<'a, S: StateStore> Run<'a, S> {
         let last = last.cloned();
         let force = self.opts.force;
         let progress = self.opts.progress.clone();
-        let res = tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force, progress.as_deref()))
+        let res = tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), true))
             .await
             .map_err(|e| (Exit::Other, format!("the download thread failed: {e}")))?;
         res.map_err(fail_with)
@@ -670,11 +689,12 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 }
 
 /// Connects, lists, picks and downloads, retrying a dropped connection with backoff.
-fn fetch_blocking(conn: &Connector, last: Option<&FileFingerprint>, force: bool, progress: Option<&dyn Progress>) -> Result<Fetch, SourceError> {
+/// With `parse`, the file is also parsed and mapped as it arrives (`Got::early`).
+fn fetch_blocking(conn: &Connector, last: Option<&FileFingerprint>, force: bool, progress: Option<&dyn Progress>, parse: bool) -> Result<Fetch, SourceError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match fetch_once(conn, last, force, progress) {
+        match fetch_once(conn, last, force, progress, parse) {
             Err(e) if e.retriable() && attempt < 3 => {
                 let wait = Duration::from_millis(500 * (1 << attempt) + rand::random_range(0..500));
                 tracing::warn!("{e}; retrying in {wait:?} (attempt {attempt} of 3)");
@@ -685,7 +705,7 @@ fn fetch_blocking(conn: &Connector, last: Option<&FileFingerprint>, force: bool,
     }
 }
 
-fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, progress: Option<&dyn Progress>) -> Result<Fetch, SourceError> {
+fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, progress: Option<&dyn Progress>, parse: bool) -> Result<Fetch, SourceError> {
     let mut src = source::connect(&conn.source)?;
     let rule = &conn.file;
     let files = src.list(&rule.path)?;
@@ -741,9 +761,15 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, pro
         .suffix(&format!("-{}", file.name()))
         .tempfile()
         .map_err(|e| SourceError::Io { context: "cannot create a download file".into(), source: e })?;
-    let (mut out, temp_path) = temp.into_parts();
+    let (out, temp_path) = temp.into_parts();
+    // Every return before `complete` below fails the growing file, which stops the parse.
+    let growing = spool::Growing::new(&temp_path);
+    let guard = growing.guard();
+    let early = if parse { start_parse(conn, file.name(), &growing) } else { None };
     let fetched = {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut out);
+        // Unbuffered: the source writes in chunks of up to 2 MiB, and the parser should see
+        // each one as soon as it is written.
+        let mut w = growing.writer(out);
         if let Some(p) = progress {
             p.stage(&format!("download {}", file.name()), Some(file.size));
         }
@@ -752,8 +778,6 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, pro
         if let Some(p) = progress {
             p.finish();
         }
-        use std::io::Write;
-        w.flush().map_err(|e| SourceError::Io { context: "cannot write the download".into(), source: e })?;
         fetched
     };
     // Every Source promises this already; checked again here because a short file reaching
@@ -769,13 +793,31 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, pro
                     file.path, l.path
                 )));
             }
+    guard.complete();
     Ok(Fetch::Got(Got {
         fingerprint: FileFingerprint { path: file.path.clone(), size: fetched.bytes, mtime, sha256: fetched.sha256 },
         name: file.name().to_string(),
         spool: Spool { path: temp_path.to_path_buf(), _temp: Some(temp_path) },
         remote: Some(file),
         source: Some(src),
+        early,
     }))
+}
+
+/// Starts parsing and mapping the download as it arrives, on its own thread. None when the
+/// format is not known from the name (a `.zip` is looked into only once it is complete).
+fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Growing>) -> Option<EarlyParse> {
+    let format = conn.file.format.or_else(|| crate::config::Format::from_name(name))?;
+    let input = crate::format::Input::Growing(std::sync::Arc::clone(growing));
+    let (name, mapping) = (name.to_string(), conn.mapping.clone());
+    std::thread::Builder::new()
+        .name("parse-download".into())
+        .spawn(move || {
+            let mapper = Mapper::new(&mapping);
+            let records = crate::format::open_input(&input, &name, format, &mapping.source, mapper.columns()).map_err(ParseFailure::Format)?;
+            crate::mapping::collect(records, &mapper).map_err(ParseFailure::Format)
+        })
+        .ok()
 }
 
 /// Why parsing failed: the file itself (which `sync` may turn into a safeguard stop), or
@@ -841,7 +883,7 @@ impl Downloaded {
 /// Downloads the file the connector would pick now (ignoring what was synced before).
 pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, Failure> {
     let c = conn.clone();
-    let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true, None))
+    let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true, None, false))
         .await
         .map_err(|e| (Exit::Other, format!("the download thread failed: {e}")))?
         .map_err(fail_with)?;

@@ -76,17 +76,32 @@ min_age = "0s"
     }
 
     fn sync(&self, extra: &[&str]) -> (i32, serde_json::Value) {
+        let (code, r, _) = self.sync_logged(extra);
+        (code, r)
+    }
+
+    /// As `sync`, with debug logs, returning them too.
+    fn sync_logged(&self, extra: &[&str]) -> (i32, serde_json::Value, String) {
         let out = std::process::Command::new(support::rostersync_bin())
             .arg("--config")
             .arg(self.dir.path().join("connectors.toml"))
             .args(["--json", "sync", "acme"])
             .args(extra)
             .env("PLATFORM_SCIM_TOKEN", &self.scim.token)
+            .env("RUST_LOG", "rostersync=debug")
             .output()
             .unwrap();
         let v = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("not one JSON report ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
-        (out.status.code().unwrap(), v)
+        (out.status.code().unwrap(), v, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Points the connector at another SFTP port (a proxy in front of sshd).
+    fn use_sftp_port(&self, port: u16) {
+        let path = self.dir.path().join("connectors.toml");
+        let cfg = std::fs::read_to_string(&path).unwrap();
+        let cfg = cfg.lines().map(|l| if l.starts_with("port = ") { format!("port = {port}") } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+        std::fs::write(path, cfg).unwrap();
     }
 
     fn users(&self) -> HashMap<String, serde_json::Value> {
@@ -174,4 +189,41 @@ fn a_wrong_host_key_fails_with_exit_3_and_pushes_nothing() {
     let msg = r["message"].as_str().unwrap();
     assert!(msg.contains(&s.sshd.fingerprint("ed25519")), "the offered fingerprint is shown: {msg}");
     assert!(s.scim.users().is_empty());
+}
+
+#[test]
+fn a_download_cut_mid_file_never_parses_as_a_short_export() {
+    let s = Setup::new();
+    s.export("employees_2026-11-20.csv", &rows(200));
+    let (code, r) = s.sync(&[]);
+    assert_eq!((code, &r["counts"]["created"]), (0, &serde_json::json!(200)), "{r}");
+
+    // Day 2: the same 200 people in a 4 MB file (a wide column the mapping does not read),
+    // so the parser, which follows the download, has read part of it when the cut comes.
+    let pad = "x".repeat(20_000);
+    let body = format!("{HEADER},Notes\n{}\n", rows(200).iter().map(|r| format!("{r},{pad}")).collect::<Vec<_>>().join("\n"));
+    std::fs::write(s.sshd.data().join("exports/employees_2026-11-21.csv"), &body).unwrap();
+
+    // Every connection is cut after 1 MiB: the run fails as a connection error, and the
+    // ~50 people parsed before the cut are not read as the whole export (which would
+    // deactivate the other 150).
+    s.use_sftp_port(support::cutting_proxy(s.sshd.port, 1 << 20, usize::MAX));
+    let before = s.proxy.seen().len();
+    let (code, r, logs) = s.sync_logged(&[]);
+    assert_eq!(code, 3, "{r}\n{logs}");
+    assert_eq!(r["outcome"], "failed");
+    assert!(r["message"].as_str().unwrap().contains("employees_2026-11-21.csv"), "{r}");
+    assert_eq!(s.writes_since(before), Vec::<String>::new());
+    assert!(s.users().values().all(|u| u["active"] == true));
+
+    // Cut once: the download resumes where it stopped, the parse goes on through the cut,
+    // and the run reads all 200 people as unchanged.
+    s.use_sftp_port(support::cutting_proxy(s.sshd.port, 1 << 20, 1));
+    let before = s.proxy.seen().len();
+    let (code, r, logs) = s.sync_logged(&[]);
+    assert_eq!(code, 0, "{r}\n{logs}");
+    assert_eq!((&r["counts"]["rows"], &r["counts"]["unchanged"]), (&serde_json::json!(200), &serde_json::json!(200)), "{r}");
+    assert!(logs.contains("reconnecting") && logs.contains("to resume"), "the transfer was cut and resumed: {logs}");
+    assert!(logs.contains("parsed and mapped while it downloaded"), "{logs}");
+    assert_eq!(s.writes_since(before), Vec::<String>::new());
 }

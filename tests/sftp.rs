@@ -5,8 +5,7 @@
 mod support;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Once;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +17,7 @@ use rostersync::source::sftp::{SftpSource, keyscan};
 use rostersync::source::{Source, SourceError};
 use sha2::Digest;
 use support::sshd::{RcloneSftp, Sshd, SshdOptions};
+use support::{cutting_proxy, cutting_proxy_then};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
@@ -457,49 +457,6 @@ fn nothing_listening_is_a_retriable_connection_error() {
     assert!(matches!(e, SourceError::Connect { .. }), "{e}");
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")) && e.to_string().contains("check host, port and firewall"), "{e}");
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
-}
-
-/// Forwards connections to `to`; the first `cuts` of them are cut both ways once `limit`
-/// bytes came back from the server.
-fn cutting_proxy(to: u16, limit: u64, cuts: usize) -> u16 {
-    cutting_proxy_then(to, limit, cuts, || {})
-}
-
-/// As `cutting_proxy`, running `on_cut` as each cut happens.
-fn cutting_proxy_then(to: u16, limit: u64, cuts: usize, on_cut: impl Fn() + Send + Sync + 'static) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let on_cut = std::sync::Arc::new(on_cut);
-    std::thread::spawn(move || {
-        for (i, client) in l.incoming().enumerate() {
-            let limit = if i < cuts { limit } else { u64::MAX };
-            let client = client.unwrap();
-            let server = TcpStream::connect(("127.0.0.1", to)).unwrap();
-            let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c_r, &mut s_w);
-            });
-            let (mut s_r, mut c_w) = (server, client);
-            let on_cut = on_cut.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16384];
-                let mut sent = 0u64;
-                while let Ok(n) = s_r.read(&mut buf) {
-                    if n == 0 || c_w.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    sent += n as u64;
-                    if sent >= limit {
-                        on_cut();
-                        break;
-                    }
-                }
-                let _ = c_w.shutdown(Shutdown::Both);
-                let _ = s_r.shutdown(Shutdown::Both);
-            });
-        }
-    });
-    port
 }
 
 #[test]

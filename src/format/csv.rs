@@ -8,11 +8,10 @@
 //! position is off by one after CRLF and after blank lines.
 
 use std::io::{Cursor, Read};
-use std::path::Path;
 
 use csv::{ByteRecord, ReaderBuilder};
 
-use super::input::{self, Stream};
+use super::input::{self, Input, Stream};
 use super::{FormatError, ReadError, Record, Records, match_columns};
 use crate::config::mapping::SourceOptions;
 use crate::model::RowError;
@@ -22,8 +21,8 @@ const SNIFF: usize = 256 * 1024;
 
 const ENCODING_HINT: &str = "the file is not UTF-8; set [source] encoding = \"windows-1252\" (or the export's encoding) in the mapping";
 
-pub(crate) fn open(path: &Path, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
-    let (mut rdr, header, header_line) = start(path, file, opts)?;
+pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
+    let (mut rdr, header, header_line) = start(input, file, opts)?;
     let idx = match_columns(file, header_line, &header, columns)?;
     let width = header.len();
     let file = file.to_string();
@@ -94,15 +93,15 @@ pub(crate) fn open(path: &Path, file: &str, opts: &SourceOptions, columns: &[Str
     })))
 }
 
-pub(crate) fn headers(path: &Path, file: &str, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
-    Ok(start(path, file, opts)?.1)
+pub(crate) fn headers(input: &Input, file: &str, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
+    Ok(start(input, file, opts)?.1)
 }
 
 type Reader = csv::Reader<Box<dyn Read + Send>>;
 
 /// Opens the text, picks the delimiter and reads up to the header record.
-fn start(path: &Path, file: &str, opts: &SourceOptions) -> Result<(Reader, Vec<String>, u64), FormatError> {
-    let mut text = input::text(path, file, opts)?;
+fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<(Reader, Vec<String>, u64), FormatError> {
+    let mut text = input::text(input, file, opts)?;
     let mut prefix = Vec::with_capacity(SNIFF.min(64 * 1024));
     (&mut text)
         .take(SNIFF as u64)

@@ -8,17 +8,17 @@ use std::path::Path;
 
 use calamine::{Data, DataRef, Ods, Reader, Xls, Xlsx};
 
-use super::input::{self, Seekable};
+use super::input::{self, Input, Seekable};
 use super::producer::{self, Sink};
 use super::{FormatError, ReadError, Record, Records, match_columns};
 use crate::config::Format;
 use crate::config::mapping::SourceOptions;
 use crate::model::RowError;
 
-pub(crate) fn open(path: &Path, file: &str, format: Format, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
-    let (path, file_s, opts, columns) = (path.to_path_buf(), file.to_string(), opts.clone(), columns.to_vec());
+pub(crate) fn open(input: &Input, file: &str, format: Format, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
+    let (input, file_s, opts, columns) = (input.clone(), file.to_string(), opts.clone(), columns.to_vec());
     producer::spawn("excel-reader", file, move |sink| {
-        let src = input::seekable(&path, &file_s)?;
+        let src = input::seekable(&input, &file_s)?;
         let mut rows = RowSink::new(&file_s, opts.header_row, columns, sink);
         match format {
             Format::Xlsx => read_xlsx(src, &file_s, opts.sheet.as_deref(), &mut rows)?,
@@ -29,10 +29,10 @@ pub(crate) fn open(path: &Path, file: &str, format: Format, opts: &SourceOptions
     })
 }
 
-pub(crate) fn headers(path: &Path, file: &str, format: Format, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
+pub(crate) fn headers(input: &Input, file: &str, format: Format, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
     // Ask for a column no header has: the refusal carries the header.
     let probe = vec!["\u{0}rostersync-probe".to_string()];
-    match open(path, file, format, opts, &probe) {
+    match open(input, file, format, opts, &probe) {
         Err(FormatError::MissingColumns { header, .. }) => Ok(header),
         Err(e) => Err(e),
         Ok(_) => Ok(Vec::new()),
@@ -41,7 +41,7 @@ pub(crate) fn headers(path: &Path, file: &str, format: Format, opts: &SourceOpti
 
 /// The workbook's sheet names, in order.
 pub(crate) fn sheet_names(path: &Path, file: &str, format: Format) -> Result<Vec<String>, FormatError> {
-    let src = input::seekable(path, file)?;
+    let src = input::seekable(&Input::from(path), file)?;
     Ok(match format {
         Format::Xlsx => Xlsx::new(src).map_err(|e| unreadable(file, "xlsx", e))?.sheet_names(),
         Format::Xls => Xls::new(src).map_err(|e| unreadable(file, "xls", e))?.sheet_names(),

@@ -3,7 +3,8 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use encoding_rs_io::DecodeReaderBytesBuilder;
@@ -16,32 +17,71 @@ const CHUNK: usize = 1 << 20;
 
 pub(crate) type Stream = Box<dyn Read + Send>;
 
+/// Where an export's bytes are: a file on disk, or the download file still being written
+/// (read as it grows; see `crate::spool`).
+#[derive(Clone)]
+pub enum Input {
+    File(PathBuf),
+    Growing(Arc<crate::spool::Growing>),
+}
+
+impl From<&Path> for Input {
+    fn from(p: &Path) -> Input {
+        Input::File(p.to_path_buf())
+    }
+}
+
+impl Input {
+    pub fn path(&self) -> &Path {
+        match self {
+            Input::File(p) => p,
+            Input::Growing(g) => g.path(),
+        }
+    }
+
+    /// A reader from the first byte.
+    fn open(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Input::File(p) => Box::new(File::open(p)?),
+            Input::Growing(g) => Box::new(g.reader()?),
+        })
+    }
+
+    /// Waits for the whole file, for readers that seek (zip, spreadsheets).
+    fn complete(&self, file: &str) -> Result<&Path, FormatError> {
+        if let Input::Growing(g) = self {
+            g.wait_complete().map_err(io_err(file))?;
+        }
+        Ok(self.path())
+    }
+}
+
 fn io_err(file: &str) -> impl Fn(io::Error) -> FormatError + '_ {
     move |source| FormatError::Io { file: file.into(), source }
 }
 
 /// The raw bytes of the export, gzip and zip unwrapped (recognised by their magic bytes,
 /// so a misnamed file still reads).
-pub(crate) fn raw(path: &Path, file: &str) -> Result<Stream, FormatError> {
-    let mut f = File::open(path).map_err(io_err(file))?;
+pub(crate) fn raw(input: &Input, file: &str) -> Result<Stream, FormatError> {
+    let mut f = input.open().map_err(io_err(file))?;
     let mut magic = [0u8; 4];
     let n = read_full(&mut f, &mut magic).map_err(io_err(file))?;
     drop(f);
-    let f = File::open(path).map_err(io_err(file))?;
+    if n == 4 && magic == *b"PK\x03\x04" {
+        return zip_stream(input.complete(file)?, file);
+    }
+    let f = input.open().map_err(io_err(file))?;
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         return Ok(Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, f))));
     }
-    if n == 4 && magic == *b"PK\x03\x04" {
-        return zip_stream(path, file);
-    }
-    Ok(Box::new(f))
+    Ok(f)
 }
 
 /// Text decoded to UTF-8. With no encoding set, a BOM decides (UTF-8 or UTF-16) and
 /// anything else passes through as UTF-8; an explicit encoding is used unless a BOM says
 /// otherwise (a BOM never lies about the bytes that follow it).
-pub(crate) fn text(path: &Path, file: &str, opts: &SourceOptions) -> Result<Stream, FormatError> {
-    let raw = raw(path, file)?;
+pub(crate) fn text(input: &Input, file: &str, opts: &SourceOptions) -> Result<Stream, FormatError> {
+    let raw = raw(input, file)?;
     let enc = opts.encoding.filter(|e| *e != encoding_rs::UTF_8);
     let dec = DecodeReaderBytesBuilder::new()
         .encoding(enc)
@@ -78,11 +118,12 @@ impl io::Seek for Seekable {
     }
 }
 
-pub(crate) fn seekable(path: &Path, file: &str) -> Result<Seekable, FormatError> {
+pub(crate) fn seekable(input: &Input, file: &str) -> Result<Seekable, FormatError> {
+    let path = input.complete(file)?;
     let lower = file.to_ascii_lowercase();
     if lower.ends_with(".gz") || lower.ends_with(".zip") {
         let mut buf = Vec::new();
-        raw(path, file)?.read_to_end(&mut buf).map_err(io_err(file))?;
+        raw(input, file)?.read_to_end(&mut buf).map_err(io_err(file))?;
         return Ok(Seekable::Memory(Cursor::new(buf)));
     }
     Ok(Seekable::File(BufReader::with_capacity(1 << 16, File::open(path).map_err(io_err(file))?)))

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use super::input::Input;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,10 +22,10 @@ use crate::model::RowError;
 /// fields are often left out of single records, so one record is not enough to tell).
 const PROBE: usize = 100;
 
-pub(crate) fn open_array(path: &Path, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
-    let (path, file_s, opts, columns) = (path.to_path_buf(), file.to_string(), opts.clone(), columns.to_vec());
+pub(crate) fn open_array(input: &Input, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
+    let (input, file_s, opts, columns) = (input.clone(), file.to_string(), opts.clone(), columns.to_vec());
     producer::spawn("json-reader", file, move |sink| {
-        let text = input::text(&path, &file_s, &opts)?;
+        let text = input::text(&input, &file_s, &opts)?;
         let lines = Arc::new(AtomicU64::new(1));
         let reader = LineCounter { inner: BufReader::with_capacity(1 << 16, text), lines: lines.clone() };
         let mut out = Emitter::new(&file_s, columns, sink);
@@ -65,10 +65,10 @@ pub(crate) fn open_array(path: &Path, file: &str, opts: &SourceOptions, columns:
     })
 }
 
-pub(crate) fn open_ndjson(path: &Path, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
-    let (path, file_s, opts, columns) = (path.to_path_buf(), file.to_string(), opts.clone(), columns.to_vec());
+pub(crate) fn open_ndjson(input: &Input, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
+    let (input, file_s, opts, columns) = (input.clone(), file.to_string(), opts.clone(), columns.to_vec());
     producer::spawn("ndjson-reader", file, move |sink| {
-        let mut reader = BufReader::with_capacity(1 << 16, input::text(&path, &file_s, &opts)?);
+        let mut reader = BufReader::with_capacity(1 << 16, input::text(&input, &file_s, &opts)?);
         let mut out = Emitter::new(&file_s, columns, sink);
         let mut buf = Vec::new();
         let mut line = 0u64;
@@ -95,9 +95,9 @@ pub(crate) fn open_ndjson(path: &Path, file: &str, opts: &SourceOptions, columns
     })
 }
 
-pub(crate) fn headers(path: &Path, file: &str, format: Format, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
+pub(crate) fn headers(input: &Input, file: &str, format: Format, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
     let probe = vec!["\u{0}rostersync-probe".to_string()];
-    let r = if format == Format::Ndjson { open_ndjson(path, file, opts, &probe) } else { open_array(path, file, opts, &probe) };
+    let r = if format == Format::Ndjson { open_ndjson(input, file, opts, &probe) } else { open_array(input, file, opts, &probe) };
     match r {
         Err(FormatError::MissingColumns { header, .. }) => Ok(header),
         Err(e) => Err(e),

@@ -14,6 +14,7 @@ mod producer;
 
 use std::path::Path;
 
+pub use self::input::Input;
 use crate::config::Format;
 use crate::config::mapping::SourceOptions;
 use crate::exit::{Classify, Exit};
@@ -138,11 +139,17 @@ impl Classify for FormatError {
 /// Opens an export for reading the given columns. Fails before any record when the file
 /// cannot be read, a requested column is missing, or there is no data row at all.
 pub fn open(path: &Path, display_name: &str, format: Format, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
+    open_input(&Input::from(path), display_name, format, opts, columns)
+}
+
+/// `open` for a file still being downloaded: CSV and JSON are read as the bytes arrive;
+/// spreadsheets and zips wait for the whole file (they seek).
+pub fn open_input(input: &Input, display_name: &str, format: Format, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
     let records = match format {
-        Format::Csv => csv::open(path, display_name, opts, columns)?,
-        Format::Xlsx | Format::Xls | Format::Ods => excel::open(path, display_name, format, opts, columns)?,
-        Format::Json => json::open_array(path, display_name, opts, columns)?,
-        Format::Ndjson => json::open_ndjson(path, display_name, opts, columns)?,
+        Format::Csv => csv::open(input, display_name, opts, columns)?,
+        Format::Xlsx | Format::Xls | Format::Ods => excel::open(input, display_name, format, opts, columns)?,
+        Format::Json => json::open_array(input, display_name, opts, columns)?,
+        Format::Ndjson => json::open_ndjson(input, display_name, opts, columns)?,
     };
     non_empty(records, display_name)
 }
@@ -166,9 +173,9 @@ pub fn detect(path: &Path, display_name: &str) -> Result<Format, FormatError> {
 /// `mapping suggest`.
 pub fn headers(path: &Path, display_name: &str, format: Format, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
     match format {
-        Format::Csv => csv::headers(path, display_name, opts),
-        Format::Xlsx | Format::Xls | Format::Ods => excel::headers(path, display_name, format, opts),
-        Format::Json | Format::Ndjson => json::headers(path, display_name, format, opts),
+        Format::Csv => csv::headers(&Input::from(path), display_name, opts),
+        Format::Xlsx | Format::Xls | Format::Ods => excel::headers(&Input::from(path), display_name, format, opts),
+        Format::Json | Format::Ndjson => json::headers(&Input::from(path), display_name, format, opts),
     }
 }
 
@@ -179,7 +186,7 @@ pub fn sheet_names(path: &Path, display_name: &str, format: Format) -> Result<Ve
 
 /// The export's text decoded to UTF-8 (gzip/zip unwrapped), for sniffing.
 pub fn sniff_text(path: &Path, display_name: &str, opts: &SourceOptions) -> Result<Box<dyn std::io::Read + Send>, FormatError> {
-    input::text(path, display_name, opts)
+    input::text(&Input::from(path), display_name, opts)
 }
 
 pub use self::csv::sniff_delimiter;

@@ -7,7 +7,8 @@ pub mod project;
 pub mod scim;
 pub mod sshd;
 
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -55,4 +56,47 @@ pub fn require_binary(candidates: &[PathBuf], name: &str, install: &str) -> Path
 /// The rostersync binary built for this test run.
 pub fn rostersync_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rostersync"))
+}
+
+/// Forwards connections to `to`; the first `cuts` of them are cut both ways once `limit`
+/// bytes came back from the server.
+pub fn cutting_proxy(to: u16, limit: u64, cuts: usize) -> u16 {
+    cutting_proxy_then(to, limit, cuts, || {})
+}
+
+/// As `cutting_proxy`, running `on_cut` as each cut happens.
+pub fn cutting_proxy_then(to: u16, limit: u64, cuts: usize, on_cut: impl Fn() + Send + Sync + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let on_cut = std::sync::Arc::new(on_cut);
+    std::thread::spawn(move || {
+        for (i, client) in l.incoming().enumerate() {
+            let limit = if i < cuts { limit } else { u64::MAX };
+            let client = client.unwrap();
+            let server = TcpStream::connect(("127.0.0.1", to)).unwrap();
+            let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_r, &mut s_w);
+            });
+            let (mut s_r, mut c_w) = (server, client);
+            let on_cut = on_cut.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                let mut sent = 0u64;
+                while let Ok(n) = s_r.read(&mut buf) {
+                    if n == 0 || c_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                    if sent >= limit {
+                        on_cut();
+                        break;
+                    }
+                }
+                let _ = c_w.shutdown(Shutdown::Both);
+                let _ = s_r.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
 }
