@@ -56,10 +56,10 @@ impl User {
             h.update(part.as_bytes());
             h.update([0x1f]);
         }
-        for (k, v) in &self.attributes {
-            h.update(k.as_bytes());
+        for (k, v) in self.attributes.raw_entries() {
+            h.update(k);
             h.update([0x1d]);
-            h.update(v.as_bytes());
+            h.update(v);
             h.update([0x1e]);
         }
         let full = h.finalize();
@@ -101,4 +101,27 @@ pub struct FileFingerprint {
     /// RFC 3339, UTC.
     pub mtime: Option<String>,
     pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The content hash is stored in every snapshot: it must not change with the in-memory
+    /// layout, or every user would read as changed once after an upgrade. The expected value
+    /// is SHA-256 of the documented byte layout, computed outside Rust (Python hashlib).
+    #[test]
+    fn content_hash_is_stable() {
+        let u = User {
+            external_id: "E1".into(),
+            email: Some("ann@example.com".into()),
+            employee_id: Some("E1".into()),
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            language: "fr".into(),
+            active: true,
+            attributes: [("title", "Zoë"), ("department", "R&D")].into(),
+        };
+        assert_eq!(hex::encode(u.content_hash()), "aa7b2f6ee52ced0d8a43d1c1be702363");
+    }
 }

@@ -222,7 +222,7 @@ struct Spool {
 }
 
 enum Fetch {
-    Got(Got),
+    Got(Box<Got>),
     NoNewFile(String),
 }
 
@@ -274,7 +274,7 @@ impl<'a, S: StateStore> Run<'a, S> {
                 self.report.message = Some(why);
                 return Ok(Exit::Ok);
             }
-            Fetch::Got(g) => g,
+            Fetch::Got(g) => *g,
         };
         self.report.file = Some(got.fingerprint.clone());
 
@@ -415,14 +415,14 @@ impl<'a, S: StateStore> Run<'a, S> {
             let p = self.opts.file.clone().unwrap_or_default();
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).to_rfc3339());
-            return Ok(Fetch::Got(Got {
+            return Ok(Fetch::Got(Box::new(Got {
                 remote: None,
                 fingerprint: FileFingerprint { path: p.display().to_string(), size, mtime, sha256 },
                 spool: Spool { path: p, _temp: None },
                 name,
                 source: None,
                 early: None,
-            }));
+            })));
         }
 
         let conn = self.conn.clone();
@@ -794,14 +794,14 @@ fn fetch_once(conn: &Connector, last: Option<&FileFingerprint>, force: bool, pro
                 )));
             }
     guard.complete();
-    Ok(Fetch::Got(Got {
+    Ok(Fetch::Got(Box::new(Got {
         fingerprint: FileFingerprint { path: file.path.clone(), size: fetched.bytes, mtime, sha256: fetched.sha256 },
         name: file.name().to_string(),
         spool: Spool { path: temp_path.to_path_buf(), _temp: Some(temp_path) },
         remote: Some(file),
         source: Some(src),
         early,
-    }))
+    })))
 }
 
 /// Starts parsing and mapping the download as it arrives, on its own thread. None when the

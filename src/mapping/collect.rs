@@ -147,6 +147,7 @@ hire_date = { column = "Hired", date = "%Y-%m-%d" }
         Mapper::new(&crate::config::parse_mapping(MAPPING, std::path::Path::new("m.toml")).unwrap())
     }
 
+    #[allow(clippy::result_large_err)] // test data; ReadError is what the format yields
     /// Row `i` (line i + 2): every 7th has a bad date, every 1000th repeats the id of the row
     /// before it, and every 500th is a misaligned row; the rest are valid.
     fn records(m: &Mapper, n: u64) -> Vec<Item> {

@@ -41,6 +41,19 @@ impl Attributes {
         Iter { buf: &self.buf }
     }
 
+    /// Entries as bytes, in key order, without decoding: for hashing.
+    pub(crate) fn raw_entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest: &[u8] = &self.buf;
+        std::iter::from_fn(move || {
+            if rest.len() < HEAD {
+                return None;
+            }
+            let (k, v, next) = split(rest);
+            rest = next;
+            Some((k, v))
+        })
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.iter().map(|(k, _)| k)
     }
