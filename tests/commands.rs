@@ -117,6 +117,42 @@ fn managers_are_linked_in_one_run_even_through_a_cycle_in_the_data() {
 }
 
 #[test]
+fn a_manager_whose_row_is_invalid_is_linked_once_fixed_and_never_rewritten_before() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "max_invalid = \"50%\"");
+    let reports_to_9 = |id: u32| row(id, &format!("ann{id}@example.com"), true, "Engineering").replacen(",Engineer,,", ",Engineer,E0000009,", 1);
+    // Person 9 (the manager of 1 and 2) has an invalid email: 1 and 2 are created without
+    // a manager, and 9 is reported.
+    let mut rs = vec![reports_to_9(1), reports_to_9(2), row(3, "ann3@example.com", true, "Sales")];
+    rs.push(row(9, "boss..9@example.com", true, "Engineering"));
+    p.export("employees_2026-01-01.csv", &rs);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!((&r["counts"]["created"], &r["counts"]["invalid"]), (&serde_json::json!(3), &serde_json::json!(1)), "{r}");
+
+    // The same file again: 1 and 2 still cannot be linked, so they are unchanged, not
+    // "updated" with nothing sent; dry run and real run agree.
+    for extra in [&["--force", "--dry-run"][..], &["--force"]] {
+        let (code, r) = p.sync_json(extra);
+        assert_eq!(code, 0, "{r}");
+        assert_eq!((&r["counts"]["updated"], &r["counts"]["unchanged"]), (&serde_json::json!(0), &serde_json::json!(3)), "{extra:?}: {r}");
+    }
+
+    // The manager's row is fixed: 9 is created, and 1 and 2 now point at them.
+    rs[3] = row(9, "boss9@example.com", true, "Engineering");
+    p.export("employees_2026-01-02.csv", &rs);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!((&r["counts"]["created"], &r["counts"]["updated"]), (&serde_json::json!(1), &serde_json::json!(2)), "{r}");
+    let users = scim.users();
+    let boss = users.iter().find(|u| u["externalId"] == "E0000009").unwrap()["id"].clone();
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    for id in ["E0000001", "E0000002"] {
+        assert_eq!(users.iter().find(|u| u["externalId"] == id).unwrap()[ent]["manager"]["value"], boss, "{id}");
+    }
+}
+
+#[test]
 fn after_move_then_an_empty_folder_is_no_new_file_and_stale_after_fails() {
     let scim = ScimServer::start();
     let p = Project::new(&scim, "");

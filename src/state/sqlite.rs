@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{LockedSqliteHandle, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
 
 use super::raw::Db;
 use super::{LastFile, RunRecord, SnapshotWrite, StateError, StateStore};
@@ -185,23 +185,9 @@ impl StateStore for SqliteStore {
     }
 
     async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError> {
-        let mut out = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let mut q = QueryBuilder::new("SELECT external_id, content FROM snapshot WHERE connector = ");
-            q.push_bind(connector).push(" AND external_id IN (");
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
-            }
-            q.push(")");
-            for r in q.build().fetch_all(&self.pool).await.map_err(self.err())? {
-                let content: String = r.get(1);
-                if let Ok(u) = serde_json::from_str::<User>(&content) {
-                    out.insert(r.get::<String, _>(0), u);
-                }
-            }
-        }
-        Ok(out)
+        let mut conn = self.pool.acquire().await.map_err(self.err())?;
+        let mut handle = conn.lock_handle().await.map_err(self.err())?;
+        blocking(|| load_contents(&mut handle, connector, ids)).map_err(|detail| StateError::Db { url: self.url.clone(), detail })
     }
 
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
@@ -337,6 +323,29 @@ fn load_snapshot(handle: &mut LockedSqliteHandle<'_>, connector: &str) -> Result
         }
         let entry = SnapshotEntry { platform_id: st.text(1).into_owned(), hash, active: st.int(3) != 0 };
         out.insert(st.text(0).into_owned(), entry);
+    }
+    Ok(out)
+}
+
+/// The stored content of some users, one primary-key lookup each with one prepared
+/// statement: a daily run PATCHes tens of thousands of users, and `IN (…)` lists through
+/// sqlx cost most of a second for 47k of them (BENCHMARKS.md, issue 8).
+fn load_contents(handle: &mut LockedSqliteHandle<'_>, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, String> {
+    // SAFETY: as in load_snapshot.
+    let db = unsafe { Db::new(handle.as_raw_handle()) };
+    let mut st = db.prepare("SELECT content FROM snapshot WHERE connector = ?1 AND external_id = ?2")?;
+    st.bind_text(1, connector)?;
+    let mut out = HashMap::with_capacity(ids.len());
+    for id in ids {
+        st.bind_text(2, id)?;
+        if st.step()? {
+            // Content from an older version that no longer reads is skipped: the update
+            // then replaces every attribute instead of patching the differences.
+            if let Ok(u) = serde_json::from_slice::<User>(st.blob(0)) {
+                out.insert(id.to_string(), u);
+            }
+        }
+        st.reset();
     }
     Ok(out)
 }
