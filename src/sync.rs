@@ -538,11 +538,6 @@ impl<'a, S: StateStore> Run<'a, S> {
     }
 
     async fn push<P: Platform>(&mut self, platform: &P, ops: Vec<Op>, known: HashMap<String, String>, lines: &HashMap<String, u64>) -> Result<(), Failure> {
-        // What to write to the snapshot when an operation succeeds.
-        let mut pending: HashMap<String, Op> = HashMap::with_capacity(ops.len());
-        for op in &ops {
-            pending.insert(op.external_id().to_string(), op.clone());
-        }
         let total = ops.len() as u64;
         if let Some(p) = &self.opts.progress {
             p.stage("push", Some(total));
@@ -558,7 +553,7 @@ impl<'a, S: StateStore> Run<'a, S> {
                 res = &mut apply, if apply_result.is_none() => { apply_result = Some(res); }
                 msg = rx.recv() => match msg {
                     Some(outcome) => {
-                        self.record(outcome, &mut pending, &mut batch, lines);
+                        self.record(outcome, &mut batch, lines);
                         done += 1;
                         if let Some(p) = &self.opts.progress
                             && (done.is_multiple_of(64) || done == total) {
@@ -590,30 +585,23 @@ impl<'a, S: StateStore> Run<'a, S> {
         }
     }
 
-    fn record(
-        &mut self,
-        o: Outcome,
-        pending: &mut HashMap<String, Op>,
-        batch: &mut Vec<SnapshotWrite>,
-        lines: &HashMap<String, u64>,
-    ) {
-        let Some(op) = pending.remove(&o.external_id) else {
-            return;
-        };
+    /// Counts one outcome and queues its snapshot write, from the operation it hands back.
+    fn record(&mut self, o: Outcome, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
+        let Outcome { external_id, kind, result, op } = o;
         let c = &mut self.report.counts;
-        match o.result {
+        match result {
             Ok(applied) if self.relinking => {
                 if let Op::Create { user } | Op::Update { user, .. } = op {
                     batch.push(SnapshotWrite::Upsert { platform_id: applied.platform_id, user });
                 }
                 // Their earlier "manager left unset" notes no longer hold.
-                self.report.notes.retain(|n| !n.starts_with(&format!("{}: manager ", o.external_id)));
+                self.report.notes.retain(|n| !n.starts_with(&format!("{}: manager ", external_id)));
             }
             Ok(applied) => {
                 if let Some(note) = &applied.note {
-                    tracing::debug!("{}: {note}", o.external_id);
+                    tracing::debug!("{}: {note}", external_id);
                     if self.report.notes.len() < MAX_REPORTED_ERRORS {
-                        self.report.notes.push(format!("{}: {note}", o.external_id));
+                        self.report.notes.push(format!("{}: {note}", external_id));
                     }
                 }
                 match op.kind() {
@@ -643,16 +631,16 @@ impl<'a, S: StateStore> Run<'a, S> {
                 c.failed += 1;
                 if self.report.errors.len() < MAX_REPORTED_ERRORS {
                     self.report.errors.push(RowError {
-                        line: lines.get(o.external_id.as_str()).copied().unwrap_or(0),
+                        line: lines.get(external_id.as_str()).copied().unwrap_or(0),
                         column: None,
                         message: format!(
                             "{} of \"{}\" failed{}: {}",
-                            kind_word(o.kind),
-                            o.external_id,
+                            kind_word(kind),
+                            external_id,
                             f.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
                             f.message
                         ),
-                        external_id: Some(o.external_id),
+                        external_id: Some(external_id),
                     });
                 }
             }

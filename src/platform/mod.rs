@@ -12,6 +12,9 @@ pub struct Outcome {
     pub external_id: String,
     pub kind: OpKind,
     pub result: Result<Applied, OpFailure>,
+    /// The operation itself, handed back: the caller records what was written from it
+    /// instead of keeping its own copy of every operation (a million users, twice).
+    pub op: Op,
 }
 
 /// A successful write: the platform id of the user it touched (new for a create, or the

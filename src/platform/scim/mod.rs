@@ -447,7 +447,7 @@ impl Batcher {
                     && run.inner.caps.patch
                 {
                     // Nothing changed: applied without a request.
-                    let o = Outcome { external_id: op.external_id().to_string(), kind: op.kind(), result: Ok(Applied { platform_id: platform_id.clone(), note: None }) };
+                    let o = Outcome { external_id: op.external_id().to_string(), kind: op.kind(), result: Ok(Applied { platform_id: platform_id.clone(), note: None }), op };
                     run.report(o).await;
                 } else {
                     alone.push((op, Start::Fresh));
@@ -660,28 +660,28 @@ impl Run {
     async fn exec(&self, op: Op, start: Start) -> Result<Outcome, PlatformError> {
         let kind = op.kind();
         let external_id = op.external_id().to_string();
-        let result = match op {
+        let result = match &op {
             Op::Create { user } if start == Start::Adopt => {
-                let (manager, note) = self.manager(&user);
-                self.adopt(&user, manager.as_deref(), note).await?
+                let (manager, note) = self.manager(user);
+                self.adopt(user, manager.as_deref(), note).await?
             }
-            Op::Create { user } => self.create(&user, start == Start::Unknown).await?,
+            Op::Create { user } => self.create(user, start == Start::Unknown).await?,
             Op::Update { platform_id, user, adopt, previous } => {
-                let (manager, note) = self.manager(&user);
+                let (manager, note) = self.manager(user);
                 // An adopted user's content is unknown: replace everything we map.
-                let prev = if adopt { None } else { previous.as_deref().map(|p| (p, self.previous_manager(p))) };
-                self.write_content(&platform_id, &user, manager.as_deref(), prev.as_ref().map(|(u, m)| (*u, m.as_deref())))
+                let prev = if *adopt { None } else { previous.as_deref().map(|p| (p, self.previous_manager(p))) };
+                self.write_content(platform_id, user, manager.as_deref(), prev.as_ref().map(|(u, m)| (*u, m.as_deref())))
                     .await?
-                    .map(|()| Applied { platform_id, note })
+                    .map(|()| Applied { platform_id: platform_id.clone(), note })
             }
-            Op::Deactivate { platform_id, .. } => self.deactivate(&platform_id).await?.map(|()| Applied { platform_id, note: None }),
-            Op::Delete { platform_id, .. } => self.delete(&platform_id).await?.map(|()| Applied { platform_id, note: None }),
+            Op::Deactivate { platform_id, .. } => self.deactivate(platform_id).await?.map(|()| Applied { platform_id: platform_id.clone(), note: None }),
+            Op::Delete { platform_id, .. } => self.delete(platform_id).await?.map(|()| Applied { platform_id: platform_id.clone(), note: None }),
         };
         let result = result.map_err(|mut f| {
             f.message = format!("user {external_id}: {}", f.message);
             f
         });
-        Ok(Outcome { external_id, kind, result })
+        Ok(Outcome { external_id, kind, result, op })
     }
 
     fn fail(status: Option<u16>, message: String) -> Result<Result<(), OpFailure>, PlatformError> {
@@ -929,9 +929,9 @@ impl Run {
                     .filter(|m| !m.is_empty() && !sent_manager)
                     .map(|m| format!("manager {m} was not on the platform yet when this user was created; {}", super::MANAGER_LEFT_UNSET));
                 let a = Applied { platform_id: a.platform_id.clone(), note };
-                self.report(Outcome { external_id, kind, result: Ok(a) }).await;
+                self.report(Outcome { external_id, kind, result: Ok(a), op }).await;
             } else {
-                self.report(Outcome { external_id, kind, result }).await;
+                self.report(Outcome { external_id, kind, result, op }).await;
             }
         }
         Ok(left)
