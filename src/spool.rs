@@ -153,6 +153,11 @@ impl Read for Follow {
         };
         let want = buf.len().min(usize::try_from(available).unwrap_or(usize::MAX));
         let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            // Bytes were written but cannot be read (the file was truncated under us): an
+            // end of file here would make the rest of the export silently disappear.
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the download file is shorter than what was written to it"));
+        }
         self.pos += n as u64;
         Ok(n)
     }
@@ -183,6 +188,20 @@ mod tests {
         guard.complete();
         assert_eq!(reader.join().unwrap().unwrap(), b"hello growing file");
         g.wait_complete().unwrap();
+    }
+
+    #[test]
+    fn a_file_cut_under_the_reader_is_an_error_not_an_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let g = Growing::new(&path);
+        let mut w = g.writer(File::create(&path).unwrap());
+        w.write_all(b"Id\nE1\nE2\n").unwrap();
+        g.guard().complete();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(3).unwrap();
+        let mut got = Vec::new();
+        let err = g.reader().unwrap().read_to_end(&mut got).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 
     #[test]
