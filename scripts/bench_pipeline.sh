@@ -72,13 +72,7 @@ customer = "Bench"
 schedule = "daily 02:00"
 mapping = "$ROOT/mappings/demo.toml"   # the gen_hris.py layout, as in the demo
 
-[connectors.bench.sftp]
-host = "127.0.0.1"
-port = $SSH_PORT
-username = "$(id -un)"
-auth = "key"
-private_key = "keys/client_ed25519"
-host_key = "$HOST_KEY"
+$(sftp_section bench)
 
 [connectors.bench.file]
 path = "$FILE"

@@ -36,13 +36,7 @@ schedule = "daily 02:00"
 timezone = "Europe/Paris"
 mapping = "../mappings/demo.toml"
 
-[connectors.demo.sftp]
-host = "127.0.0.1"
-port = $SSH_PORT
-username = "$(id -un)"
-auth = "key"
-private_key = "keys/client_ed25519"
-host_key = "$HOST_KEY"
+$(sftp_section demo)
 
 [connectors.demo.file]
 path = "$DEMO/sftp/exports/employees_*.csv"

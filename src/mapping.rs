@@ -74,12 +74,8 @@ impl Mapper {
         };
         Mapper {
             fields: mapping.fields.iter().map(|(f, r)| (*f, compile(r))).collect(),
-            // Sorted by name, so each user's attributes are packed without sorting them.
-            attributes: {
-                let mut a: Vec<(String, Compiled)> = mapping.attributes.iter().map(|(n, r)| (n.clone(), compile(r))).collect();
-                a.sort_by(|x, y| x.0.cmp(&y.0));
-                a
-            },
+            // In name order (a BTreeMap's), so each user's attributes are packed unsorted.
+            attributes: mapping.attributes.iter().map(|(n, r)| (n.clone(), compile(r))).collect(),
             columns,
             mapping: mapping.clone(),
         }

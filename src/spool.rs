@@ -180,10 +180,11 @@ mod tests {
             r.read_to_end(&mut got).map(|_| got)
         });
         for chunk in [&b"hello "[..], b"growing ", b"file"] {
-            std::thread::sleep(std::time::Duration::from_millis(20));
             w.write_all(chunk).unwrap();
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // A wrong end of file would let the reader finish now; give it time to show. (A
+        // correct reader blocks until `complete`, whatever the wait.)
+        std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(!reader.is_finished(), "no end of file before the download is declared complete");
         guard.complete();
         assert_eq!(reader.join().unwrap().unwrap(), b"hello growing file");

@@ -359,7 +359,8 @@ impl<'a, S: StateStore> Run<'a, S> {
         });
         tracing::debug!(ops = plan.ops.len(), unchanged = plan.unchanged, elapsed = ?self.started.elapsed(), "planned");
         // Managers' platform ids, for the manager references of the users being pushed.
-        let known: HashMap<String, String> = if snapshot.is_empty() { &[][..] } else { &plan.ops[..] }
+        let known: HashMap<String, String> = plan
+            .ops
             .iter()
             .filter_map(|op| match op {
                 Op::Create { user } | Op::Update { user, .. } => user.attributes.get("manager_id"),
@@ -369,8 +370,7 @@ impl<'a, S: StateStore> Run<'a, S> {
             .collect();
         let mut plan = plan;
         plan.unchanged += drop_unlinkable(&mut plan.ops, &mut plan.lines, &snapshot);
-        // Freeing a million entries takes a tenth of a second: not on the run's path.
-        tokio::task::spawn_blocking(move || drop(snapshot));
+        drop_in_background(snapshot);
         let c = &mut self.report.counts;
         c.unchanged = plan.unchanged;
         if let Some(stop) = &plan.stop {
@@ -388,9 +388,7 @@ impl<'a, S: StateStore> Run<'a, S> {
             c.updated = plan.count(OpKind::Update);
             c.deactivated = plan.count(OpKind::Deactivate);
             c.deleted = plan.count(OpKind::Delete);
-            // A first-sync plan holds every user; freeing a million of them is a fraction
-            // of a second the report need not wait for.
-            std::thread::spawn(move || drop(plan));
+            drop_in_background(plan);
             return Ok(Exit::Ok);
         }
         let Some(platform) = platform else {
@@ -587,7 +585,8 @@ impl<'a, S: StateStore> Run<'a, S> {
 
     /// Counts one outcome and queues its snapshot write, from the operation it hands back.
     fn record(&mut self, o: Outcome, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
-        let Outcome { external_id, kind, result, op } = o;
+        let (external_id, kind) = (o.external_id().to_string(), o.kind());
+        let Outcome { result, op } = o;
         let c = &mut self.report.counts;
         match result {
             Ok(applied) if self.relinking => {
@@ -687,6 +686,12 @@ fn drop_unlinkable(ops: &mut Vec<Op>, lines: &mut Vec<u64>, snapshot: &plan::Sna
         lines.retain(|_| *it.next().unwrap_or(&true));
     }
     dropped
+}
+
+/// Frees a large value (a million-entry snapshot, a first sync's plan) on a detached
+/// thread: a fraction of a second the run need not wait for, and the CLI need not at all.
+fn drop_in_background<T: Send + 'static>(value: T) {
+    std::thread::spawn(move || drop(value));
 }
 
 fn kind_word(k: OpKind) -> &'static str {
@@ -850,12 +855,15 @@ fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Gro
     let (name, mapping) = (name.to_string(), conn.mapping.clone());
     std::thread::Builder::new()
         .name("parse-download".into())
-        .spawn(move || {
-            let mapper = Mapper::new(&mapping);
-            let records = crate::format::open_input(&input, &name, format, &mapping.source, mapper.columns()).map_err(ParseFailure::Format)?;
-            crate::mapping::collect(records, &mapper).map_err(ParseFailure::Format)
-        })
+        .spawn(move || read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format))
         .ok()
+}
+
+/// Reads every record of the export and maps it (CPU work: call it off the async threads).
+fn read_and_map(input: &crate::format::Input, name: &str, format: crate::config::Format, mapping: &crate::config::Mapping) -> Result<Mapped, FormatError> {
+    let mapper = Mapper::new(mapping);
+    let records = crate::format::open_input(input, name, format, &mapping.source, mapper.columns())?;
+    crate::mapping::collect(records, &mapper)
 }
 
 /// Why parsing failed: the file itself (which `sync` may turn into a safeguard stop), or
@@ -879,16 +887,12 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Resul
         Some(f) => f,
         None => crate::format::detect(path, name).map_err(ParseFailure::Format)?,
     };
-    let path = path.to_path_buf();
+    let input = crate::format::Input::from(path);
     let name = name.to_string();
     let mapping = conn.mapping.clone();
-    tokio::task::spawn_blocking(move || -> Result<Mapped, ParseFailure> {
-        let mapper = Mapper::new(&mapping);
-        let records = crate::format::open(&path, &name, format, &mapping.source, mapper.columns()).map_err(ParseFailure::Format)?;
-        crate::mapping::collect(records, &mapper).map_err(ParseFailure::Format)
-    })
-    .await
-    .map_err(|e| ParseFailure::Other((Exit::Other, format!("the parsing thread failed: {e}"))))?
+    tokio::task::spawn_blocking(move || read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format))
+        .await
+        .map_err(|e| ParseFailure::Other((Exit::Other, format!("the parsing thread failed: {e}"))))?
 }
 
 /// What `test` and `fetch` need: the file the connector would pick, downloaded.

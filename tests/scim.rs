@@ -100,8 +100,8 @@ fn applied(outcomes: &[Outcome]) -> HashMap<String, String> {
     outcomes
         .iter()
         .map(|o| match &o.result {
-            Ok(a) => (o.external_id.clone(), a.platform_id.clone()),
-            Err(f) => panic!("{} {:?} failed: {f:?}", o.external_id, o.kind),
+            Ok(a) => (o.external_id().to_string(), a.platform_id.clone()),
+            Err(f) => panic!("{} {:?} failed: {f:?}", o.external_id(), o.kind()),
         })
         .collect()
 }
@@ -160,8 +160,8 @@ async fn lifecycle(bulk: bool) {
     r.unwrap();
     let mut ids = applied(&outcomes);
     assert_eq!(ids.len(), 5);
-    assert!(outcomes.iter().all(|o| o.kind == OpKind::Create));
-    let eve = outcomes.iter().find(|o| o.external_id == "E5").unwrap();
+    assert!(outcomes.iter().all(|o| o.kind() == OpKind::Create));
+    let eve = outcomes.iter().find(|o| o.external_id() == "E5").unwrap();
     let note = eve.result.as_ref().unwrap().note.clone().unwrap_or_default();
     assert!(note.contains("manager E99"), "unresolved manager reported: {note:?}");
     assert_state(&server, &users);
@@ -198,7 +198,7 @@ async fn lifecycle(bulk: bool) {
     ];
     let (r, outcomes) = apply(&client, ops, ids.clone()).await;
     r.unwrap();
-    let kinds: HashMap<String, OpKind> = outcomes.iter().map(|o| (o.external_id.clone(), o.kind)).collect();
+    let kinds: HashMap<String, OpKind> = outcomes.iter().map(|o| (o.external_id().to_string(), o.kind())).collect();
     assert_eq!(applied(&outcomes).len(), 5);
     assert_eq!(kinds["E2"], OpKind::Deactivate);
     assert_eq!(kinds["E1"], OpKind::Delete);
@@ -278,7 +278,7 @@ async fn conflict_adopts(bulk: bool) {
     let ids = applied(&outcomes);
     assert_eq!(ids["X1"], existing["id"].as_str().unwrap(), "the 409'd user is adopted, not duplicated");
     assert_eq!(ids["Z1"], stale["id"].as_str().unwrap());
-    let x = outcomes.iter().find(|o| o.external_id == "X1").unwrap();
+    let x = outcomes.iter().find(|o| o.external_id() == "X1").unwrap();
     assert!(x.result.as_ref().unwrap().note.as_deref().unwrap_or("").contains("adopted"));
     assert_state(&server, &users);
 }
@@ -304,11 +304,11 @@ async fn bad_user_fails_alone(bulk: bool) {
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
     r.unwrap();
     assert_eq!(outcomes.len(), 3);
-    let failed = outcomes.iter().find(|o| o.external_id == "BAD").unwrap();
+    let failed = outcomes.iter().find(|o| o.external_id() == "BAD").unwrap();
     let f = failed.result.as_ref().unwrap_err();
     assert_eq!(f.status, Some(400));
     assert!(f.message.contains("invalidValue") && f.message.contains("hire_date") && f.message.contains("BAD"), "{}", f.message);
-    assert!(outcomes.iter().filter(|o| o.external_id != "BAD").all(|o| o.result.is_ok()));
+    assert!(outcomes.iter().filter(|o| o.external_id() != "BAD").all(|o| o.result.is_ok()));
     assert_state(&server, &good);
 }
 

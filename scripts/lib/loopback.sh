@@ -6,6 +6,7 @@
 #   source scripts/lib/loopback.sh
 #   start_sshd DIR      → SSH_PORT, HOST_KEY (SHA256:… to pin), CLIENT_KEY (private key path)
 #   start_scim2 DIR     → SCIM_PORT, PLATFORM_SCIM_TOKEN (exported); needs .venv/bin/scim2-server
+#   sftp_section NAME   → the [connectors.NAME.sftp] table for start_sshd's server
 
 LOOPBACK_PIDS=()
 LOOPBACK_EXIT=()
@@ -59,6 +60,20 @@ sftp_get_cmd() {
   local dir=$1 path=$2
   echo "get $path /dev/null" > "$dir/sftp_batch"
   echo "sftp -q -b $dir/sftp_batch -i $CLIENT_KEY -P $SSH_PORT -o UserKnownHostsFile=$dir/keys/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes $(id -un)@127.0.0.1"
+}
+
+# The connectors.toml table logging connector NAME into start_sshd's server with its key
+# (a path relative to the config's folder, which must be start_sshd's DIR).
+sftp_section() {
+  cat <<TOML
+[connectors.$1.sftp]
+host = "127.0.0.1"
+port = $SSH_PORT
+username = "$(id -un)"
+auth = "key"
+private_key = "keys/client_ed25519"
+host_key = "$HOST_KEY"
+TOML
 }
 
 start_scim2() {

@@ -131,10 +131,17 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Attributes {
     /// Later entries win over earlier ones with the same key, as with a map.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Attributes {
         let mut pairs: Vec<(K, V)> = iter.into_iter().collect();
-        // Stable sort, then keep the last of equal keys.
+        // A stable sort keeps equal keys in input order; the later one's value then replaces
+        // the kept one's.
         pairs.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
-        let keep: Vec<bool> = (0..pairs.len()).map(|i| i + 1 == pairs.len() || pairs[i].0.as_ref() != pairs[i + 1].0.as_ref()).collect();
-        Attributes::from_sorted(pairs.iter().zip(keep.iter()).filter(|(_, k)| **k).map(|((k, v), _)| (k.as_ref(), v.as_ref())))
+        pairs.dedup_by(|later, kept| {
+            let same = later.0.as_ref() == kept.0.as_ref();
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        Attributes::from_sorted(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     }
 }
 

@@ -9,12 +9,20 @@ use crate::plan::{Existing, Op, OpKind};
 /// The outcome of one operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    pub external_id: String,
-    pub kind: OpKind,
     pub result: Result<Applied, OpFailure>,
     /// The operation itself, handed back: the caller records what was written from it
     /// instead of keeping its own copy of every operation (a million users, twice).
     pub op: Op,
+}
+
+impl Outcome {
+    pub fn external_id(&self) -> &str {
+        self.op.external_id()
+    }
+
+    pub fn kind(&self) -> OpKind {
+        self.op.kind()
+    }
 }
 
 /// A successful write: the platform id of the user it touched (new for a create, or the

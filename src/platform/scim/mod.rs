@@ -447,7 +447,7 @@ impl Batcher {
                     && run.inner.caps.patch
                 {
                     // Nothing changed: applied without a request.
-                    let o = Outcome { external_id: op.external_id().to_string(), kind: op.kind(), result: Ok(Applied { platform_id: platform_id.clone(), note: None }), op };
+                    let o = Outcome { result: Ok(Applied { platform_id: platform_id.clone(), note: None }), op };
                     run.report(o).await;
                 } else {
                     alone.push((op, Start::Fresh));
@@ -633,8 +633,8 @@ impl Run {
     async fn report(&self, o: Outcome) {
         if let Ok(a) = &o.result {
             self.ctx.applied.fetch_add(1, Ordering::AcqRel);
-            if o.kind != OpKind::Delete {
-                self.ids.lock().expect("ids lock").insert(o.external_id.clone(), a.platform_id.clone());
+            if o.kind() != OpKind::Delete {
+                self.ids.lock().expect("ids lock").insert(o.external_id().to_string(), a.platform_id.clone());
             }
         }
         // A closed receiver means the caller stopped listening; the writes stand.
@@ -658,7 +658,6 @@ impl Run {
     }
 
     async fn exec(&self, op: Op, start: Start) -> Result<Outcome, PlatformError> {
-        let kind = op.kind();
         let external_id = op.external_id().to_string();
         let result = match &op {
             Op::Create { user } if start == Start::Adopt => {
@@ -681,7 +680,7 @@ impl Run {
             f.message = format!("user {external_id}: {}", f.message);
             f
         });
-        Ok(Outcome { external_id, kind, result, op })
+        Ok(Outcome { result, op })
     }
 
     fn fail(status: Option<u16>, message: String) -> Result<Result<(), OpFailure>, PlatformError> {
@@ -888,7 +887,6 @@ impl Run {
                 left.push((op, Start::Unknown));
                 continue;
             };
-            let kind = op.kind();
             let external_id = op.external_id().to_string();
             let location = r["location"].as_str();
             let result = match (&op, status) {
@@ -929,9 +927,9 @@ impl Run {
                     .filter(|m| !m.is_empty() && !sent_manager)
                     .map(|m| format!("manager {m} was not on the platform yet when this user was created; {}", super::MANAGER_LEFT_UNSET));
                 let a = Applied { platform_id: a.platform_id.clone(), note };
-                self.report(Outcome { external_id, kind, result: Ok(a), op }).await;
+                self.report(Outcome { result: Ok(a), op }).await;
             } else {
-                self.report(Outcome { external_id, kind, result, op }).await;
+                self.report(Outcome { result, op }).await;
             }
         }
         Ok(left)
