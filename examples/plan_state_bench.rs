@@ -55,7 +55,8 @@ async fn main() {
 
     let mut plan_times = Vec::new();
     for _ in 0..if want("plan") { runs } else { 0 } {
-        let input: Vec<SourcedUser> = changed.iter().enumerate().map(|(i, u)| SourcedUser { user: Box::new(u.clone()), line: i as u64 + 2 }).collect();
+        let input: Vec<SourcedUser> =
+            changed.iter().enumerate().map(|(i, u)| SourcedUser { user: Box::new(u.clone()), line: i as u64 + 2 }).collect();
         let t = Instant::now();
         let p = plan::plan(PlanInput {
             snapshot: &snapshot,
@@ -84,7 +85,11 @@ async fn main() {
         let batches: Vec<Vec<SnapshotWrite>> = users
             .chunks(1000)
             .map(|chunk| {
-                chunk.iter().enumerate().map(|(i, u)| SnapshotWrite::Upsert { platform_id: format!("pid-{i}"), user: Box::new(u.clone()) }).collect()
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| SnapshotWrite::Upsert { platform_id: format!("pid-{i}"), user: Box::new(u.clone()) })
+                    .collect()
             })
             .collect();
         let t = Instant::now();

@@ -177,7 +177,11 @@ async fn serve(mut s: TcpStream, next: &AtomicU64, writes: &Writes) -> std::io::
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         let len = head
             .lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse::<usize>().ok()))
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            })
             .unwrap_or(0);
         while buf.len() < head_end + len {
             let n = s.read(&mut chunk).await?;
@@ -207,7 +211,10 @@ async fn serve(mut s: TcpStream, next: &AtomicU64, writes: &Writes) -> std::io::
                 ("200 OK", serde_json::json!({}))
             }
             // Nobody on the platform yet: a first sync adopts no one.
-            ("GET", "/Users") => ("200 OK", serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 0, "Resources": []})),
+            ("GET", "/Users") => (
+                "200 OK",
+                serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 0, "Resources": []}),
+            ),
             ("PUT" | "PATCH", p) if p.starts_with("/Users/") => ("200 OK", serde_json::json!({"id": &p["/Users/".len()..]})),
             ("DELETE", p) if p.starts_with("/Users/") => ("204 No Content", serde_json::json!({})),
             ("GET", "/ServiceProviderConfig") => (
@@ -238,6 +245,9 @@ async fn serve(mut s: TcpStream, next: &AtomicU64, writes: &Writes) -> std::io::
             _ => ("404 Not Found", serde_json::json!({"status": "404"})),
         };
         let out = json.to_string();
-        s.write_all(format!("HTTP/1.1 {status}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{out}", out.len()).as_bytes()).await?;
+        s.write_all(
+            format!("HTTP/1.1 {status}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{out}", out.len()).as_bytes(),
+        )
+        .await?;
     }
 }

@@ -141,7 +141,11 @@ impl Mapper {
             UniqueId::Email => email.clone(),
         };
         if external_id.is_none() && !errors.iter().any(|e| e.column == col_of(uid_field)) {
-            push(&mut errors, &col_of(uid_field), format!("the unique id ({}) is empty; the row cannot be matched to a person", uid_field.name()));
+            push(
+                &mut errors,
+                &col_of(uid_field),
+                format!("the unique id ({}) is empty; the row cannot be matched to a person", uid_field.name()),
+            );
         }
         if first.is_none() && !errors.iter().any(|e| e.column == col_of(PlatformField::FirstName)) {
             push(&mut errors, &col_of(PlatformField::FirstName), "first name is empty; every user needs one".into());
@@ -150,20 +154,31 @@ impl Mapper {
             push(&mut errors, &col_of(PlatformField::LastName), "last name is empty; every user needs one".into());
         }
         if let Some(e) = &email
-            && let Err(why) = check_email(e) {
-                push(&mut errors, &col_of(PlatformField::Email), format!("\"{e}\" is not a valid email address: {why}"));
-            }
+            && let Err(why) = check_email(e)
+        {
+            push(&mut errors, &col_of(PlatformField::Email), format!("\"{e}\" is not a valid email address: {why}"));
+        }
         let language = match (language, lang_col) {
             (Some(l), c) => match language_code(&l) {
                 Some(code) => Some(Str::from(code)),
                 None => {
-                    push(&mut errors, &c.and_then(|c| c.column.clone()), format!("\"{l}\" is not a language; expected an ISO 639-1 code (en, fr, de …), a tag (fr-FR) or a name (French, Français)"));
+                    push(
+                        &mut errors,
+                        &c.and_then(|c| c.column.clone()),
+                        format!(
+                            "\"{l}\" is not a language; expected an ISO 639-1 code (en, fr, de …), a tag (fr-FR) or a name (French, Français)"
+                        ),
+                    );
                     None
                 }
             },
             (None, Some(c)) if c.column.is_some() => {
                 if !errors.iter().any(|e| e.column == c.column) {
-                    push(&mut errors, &c.column, "language is empty; add default = \"en\" to the language field of the mapping, or fill it in the export".into());
+                    push(
+                        &mut errors,
+                        &c.column,
+                        "language is empty; add default = \"en\" to the language field of the mapping, or fill it in the export".into(),
+                    );
                 }
                 None
             }
@@ -174,15 +189,23 @@ impl Mapper {
             (Some(a), c) => match parse_flag(&a) {
                 Some(b) => Some(b),
                 None => {
-                    push(&mut errors, &c.and_then(|c| c.column.clone()), format!(
-                        "\"{a}\" is not an active flag; expected true/false, yes/no, 1/0 or active/inactive, or add map = {{ \"{a}\" = true }} to the active field"
-                    ));
+                    push(
+                        &mut errors,
+                        &c.and_then(|c| c.column.clone()),
+                        format!(
+                            "\"{a}\" is not an active flag; expected true/false, yes/no, 1/0 or active/inactive, or add map = {{ \"{a}\" = true }} to the active field"
+                        ),
+                    );
                     None
                 }
             },
             (None, Some(c)) if c.column.is_some() => {
                 if !errors.iter().any(|e| e.column == c.column) {
-                    push(&mut errors, &c.column, "active flag is empty; add default = true to the active field of the mapping, or fill it in the export".into());
+                    push(
+                        &mut errors,
+                        &c.column,
+                        "active flag is empty; add default = true to the active field of the mapping, or fill it in the export".into(),
+                    );
                 }
                 None
             }
@@ -260,10 +283,8 @@ fn value(c: &Compiled, record: &Record) -> Result<Option<Str>, String> {
     }
     let v: Cow<str> = match &c.rule.map {
         Some(map) => {
-            let hit = map
-                .iter()
-                .find(|(k, _)| *k == v)
-                .or_else(|| map.iter().find(|(k, _)| k.trim().to_lowercase() == v.trim().to_lowercase()));
+            let hit =
+                map.iter().find(|(k, _)| *k == v).or_else(|| map.iter().find(|(k, _)| k.trim().to_lowercase() == v.trim().to_lowercase()));
             match (hit, &c.rule.fallback) {
                 (Some((_, to)), _) => Cow::Borrowed(to.as_str()),
                 (None, Some(fb)) => Cow::Borrowed(fb.as_str()),
@@ -389,8 +410,10 @@ fn with_lower<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
 /// Active flags as HR systems write them; `None` for anything else.
 pub fn parse_flag(s: &str) -> Option<bool> {
     with_lower(s, |l| match l {
-        "true" | "yes" | "y" | "1" | "active" | "on" | "t" | "oui" | "ja" | "si" | "sí" | "sim" | "actif" | "aktiv" | "activo" | "ativo" | "attivo" => Some(true),
-        "false" | "no" | "n" | "0" | "inactive" | "off" | "f" | "non" | "nein" | "não" | "nao" | "inactif" | "inaktiv" | "inactivo" | "inativo" | "inattivo" => Some(false),
+        "true" | "yes" | "y" | "1" | "active" | "on" | "t" | "oui" | "ja" | "si" | "sí" | "sim" | "actif" | "aktiv" | "activo"
+        | "ativo" | "attivo" => Some(true),
+        "false" | "no" | "n" | "0" | "inactive" | "off" | "f" | "non" | "nein" | "não" | "nao" | "inactif" | "inaktiv" | "inactivo"
+        | "inativo" | "inattivo" => Some(false),
         _ => None,
     })
 }
@@ -426,7 +449,10 @@ pub fn check_email(e: &str) -> Result<(), &'static str> {
             return Err("dots at the start, the end or doubled before the @");
         }
         // ASCII: atext of RFC 5322; beyond ASCII: any printable character (RFC 6531).
-        if local.chars().any(|c| if c.is_ascii() { !(c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)) } else { c.is_control() }) {
+        if local
+            .chars()
+            .any(|c| if c.is_ascii() { !(c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)) } else { c.is_control() })
+        {
             return Err("a character not allowed before the @");
         }
     }
@@ -465,7 +491,10 @@ const LANGUAGES: &[(&str, &[&str])] = &[
     ("es", &["spanish", "español", "espanol", "castellano", "espagnol", "spanisch", "spagnolo", "espanhol", "spaans", "spa"]),
     ("it", &["italian", "italiano", "italien", "italienisch", "italiaans", "ita"]),
     ("pt", &["portuguese", "português", "portugues", "portugais", "portugiesisch", "portoghese", "portugees", "por"]),
-    ("nl", &["dutch", "nederlands", "néerlandais", "neerlandais", "niederländisch", "holandés", "olandese", "flemish", "vlaams", "nld", "dut"]),
+    (
+        "nl",
+        &["dutch", "nederlands", "néerlandais", "neerlandais", "niederländisch", "holandés", "olandese", "flemish", "vlaams", "nld", "dut"],
+    ),
     ("ja", &["japanese", "日本語", "japonais", "japanisch", "japonés", "giapponese", "japonês", "jpn"]),
     ("zh", &["chinese", "中文", "汉语", "漢語", "mandarin", "chinois", "chinesisch", "chino", "cinese", "chinês", "zho", "chi"]),
     ("ko", &["korean", "한국어", "coréen", "koreanisch", "coreano", "kor"]),
@@ -577,7 +606,12 @@ pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u
     // key holding the first line; lines of repeated keys go to a small side map.
     let mut dups: HashMap<String, Vec<u64>> = HashMap::new();
     {
-        fn see<'a>(key: std::borrow::Cow<'a, str>, line: u64, first: &mut HashMap<std::borrow::Cow<'a, str>, u64, foldhash::fast::RandomState>, dups: &mut HashMap<String, Vec<u64>>) {
+        fn see<'a>(
+            key: std::borrow::Cow<'a, str>,
+            line: u64,
+            first: &mut HashMap<std::borrow::Cow<'a, str>, u64, foldhash::fast::RandomState>,
+            dups: &mut HashMap<String, Vec<u64>>,
+        ) {
             if let Some(&l0) = first.get(key.as_ref()) {
                 if l0 != line {
                     let v = dups.entry(key.into_owned()).or_insert_with(|| vec![l0]);
@@ -596,9 +630,10 @@ pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u
         }
         for e in &out.errors {
             if let Some(id) = &e.external_id
-                && misaligned.binary_search(&e.line).is_err() {
-                    see(dup_key(id, uid), e.line, &mut first, &mut dups);
-                }
+                && misaligned.binary_search(&e.line).is_err()
+            {
+                see(dup_key(id, uid), e.line, &mut first, &mut dups);
+            }
         }
     }
     if dups.is_empty() {
@@ -619,7 +654,12 @@ pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u
     let mut extra = Vec::new();
     out.users.retain(|u| match dups.get(dup_key(&u.user.external_id, uid).as_ref()) {
         Some(lines) => {
-            extra.push(RowError { line: u.line, column: column.clone(), message: message(&u.user.external_id, lines), external_id: Some(u.user.external_id.to_string()) });
+            extra.push(RowError {
+                line: u.line,
+                column: column.clone(),
+                message: message(&u.user.external_id, lines),
+                external_id: Some(u.user.external_id.to_string()),
+            });
             false
         }
         None => true,
@@ -631,10 +671,11 @@ pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u
                 continue;
             }
             if let Some(lines) = dups.get(dup_key(id, uid).as_ref())
-                && !done.contains(&e.line) {
-                    done.push(e.line);
-                    extra.push(RowError { line: e.line, column: column.clone(), message: message(id, lines), external_id: Some(id.clone()) });
-                }
+                && !done.contains(&e.line)
+            {
+                done.push(e.line);
+                extra.push(RowError { line: e.line, column: column.clone(), message: message(id, lines), external_id: Some(id.clone()) });
+            }
         }
     }
     out.errors.extend(extra);
@@ -679,7 +720,12 @@ pub fn preview_table(users: &[SourcedUser], max: usize) -> String {
         let s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
         if s.chars().count() > WIDTH { format!("{}…", s.chars().take(WIDTH - 1).collect::<String>()) } else { s }
     };
-    let mut rows: Vec<Vec<String>> = vec![["line", "unique id", "email", "employee id", "first name", "last name", "lang", "active", "attributes"].iter().map(|s| s.to_string()).collect()];
+    let mut rows: Vec<Vec<String>> = vec![
+        ["line", "unique id", "email", "employee id", "first name", "last name", "lang", "active", "attributes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    ];
     for u in users.iter().take(max) {
         let p = &u.user;
         rows.push(vec![
@@ -707,7 +753,8 @@ pub fn preview_table(users: &[SourcedUser], max: usize) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
         if k == 0 {
-            let rule: Vec<String> = widths.iter().enumerate().map(|(i, w)| "-".repeat(if i + 1 == n { (*w).max(10) } else { *w })).collect();
+            let rule: Vec<String> =
+                widths.iter().enumerate().map(|(i, w)| "-".repeat(if i + 1 == n { (*w).max(10) } else { *w })).collect();
             out.push_str(&rule.join("  "));
             out.push('\n');
         }
@@ -746,15 +793,21 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
 
     /// A record from (column, value) pairs; columns not given are absent.
     fn rec(mapper: &Mapper, line: u64, cells: &[(&str, &str)]) -> Record {
-        let values = mapper
-            .columns()
-            .iter()
-            .map(|c| cells.iter().find(|(k, _)| k == c).map(|(_, v)| *v));
+        let values = mapper.columns().iter().map(|c| cells.iter().find(|(k, _)| k == c).map(|(_, v)| *v));
         Record::from_values(line, values)
     }
 
     fn good() -> Vec<(&'static str, &'static str)> {
-        vec![("Id", "00123"), ("First", "  jean-luc   o'brien "), ("Last", "Müller"), ("Email", " Zoe@Example.COM "), ("Lang", "Français"), ("Status", "Employed"), ("Hired", "15/03/2021"), ("Site", "PAR")]
+        vec![
+            ("Id", "00123"),
+            ("First", "  jean-luc   o'brien "),
+            ("Last", "Müller"),
+            ("Email", " Zoe@Example.COM "),
+            ("Lang", "Français"),
+            ("Status", "Employed"),
+            ("Hired", "15/03/2021"),
+            ("Site", "PAR"),
+        ]
     }
 
     #[test]
@@ -778,7 +831,11 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         let m = mapper();
         let mut cells = good();
         cells.retain(|(k, _)| *k != "Lang" && *k != "Hired");
-        cells.iter_mut().for_each(|c| if c.0 == "Site" { c.1 = "NYC" });
+        cells.iter_mut().for_each(|c| {
+            if c.0 == "Site" {
+                c.1 = "NYC"
+            }
+        });
         let u = m.map(&rec(&m, 2, &cells)).unwrap();
         assert_eq!(u.language, "en", "absent language takes the default");
         assert_eq!(u.attributes.get("site"), Some("Other"), "fallback for values the map does not list");
@@ -802,7 +859,11 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         ];
         for (col, val, want_col, want_msg) in cases {
             let mut cells = good();
-            cells.iter_mut().for_each(|c| if c.0 == *col { c.1 = val });
+            cells.iter_mut().for_each(|c| {
+                if c.0 == *col {
+                    c.1 = val
+                }
+            });
             let errs = m.map(&rec(&m, 9, &cells)).expect_err(&format!("{col}={val:?} must fail"));
             assert_eq!(errs.len(), 1, "{col}={val:?}: {errs:?}");
             assert_eq!(errs[0].line, 9);
@@ -823,7 +884,16 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
 
     #[test]
     fn emails_table() {
-        for ok in ["a@b.co", "first.last+tag@example.com", "zoë@exemple.fr", "用户@例子.广告", "o'brien@example.ie", "\"john doe\"@x.org".replace(' ', "_").as_str(), "x@[192.168.0.1]", "a@xn--bcher-kva.example"] {
+        for ok in [
+            "a@b.co",
+            "first.last+tag@example.com",
+            "zoë@exemple.fr",
+            "用户@例子.广告",
+            "o'brien@example.ie",
+            "\"john doe\"@x.org".replace(' ', "_").as_str(),
+            "x@[192.168.0.1]",
+            "a@xn--bcher-kva.example",
+        ] {
             assert_eq!(check_email(ok), Ok(()), "{ok}");
         }
         for bad in ["", "@b.co", "a@", "a@b", "a@@b.co", "a..b@c.co", ".a@b.co", "a@-b.co", "a@b..co", "a b@c.co", "a@b.123", "a@b_c.co"] {
@@ -833,7 +903,21 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
 
     #[test]
     fn languages_table() {
-        for (input, code) in [("fr", "fr"), ("FR", "fr"), ("fr-FR", "fr"), ("pt_BR", "pt"), ("French", "fr"), ("Français", "fr"), ("francais", "fr"), ("Deutsch", "de"), ("español", "es"), ("Nederlands", "nl"), ("日本語", "ja"), ("German (Switzerland)", "de"), ("eng", "en")] {
+        for (input, code) in [
+            ("fr", "fr"),
+            ("FR", "fr"),
+            ("fr-FR", "fr"),
+            ("pt_BR", "pt"),
+            ("French", "fr"),
+            ("Français", "fr"),
+            ("francais", "fr"),
+            ("Deutsch", "de"),
+            ("español", "es"),
+            ("Nederlands", "nl"),
+            ("日本語", "ja"),
+            ("German (Switzerland)", "de"),
+            ("eng", "en"),
+        ] {
             assert_eq!(language_code(input), Some(code), "{input}");
         }
         for bad in ["", "xx", "Klingon", "f"] {
@@ -843,7 +927,18 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
 
     #[test]
     fn flags_table() {
-        for (s, b) in [("true", true), ("Yes", true), ("1", true), ("ACTIVE", true), ("oui", true), ("false", false), ("no", false), ("0", false), ("Inactive", false), ("nein", false)] {
+        for (s, b) in [
+            ("true", true),
+            ("Yes", true),
+            ("1", true),
+            ("ACTIVE", true),
+            ("oui", true),
+            ("false", false),
+            ("no", false),
+            ("0", false),
+            ("Inactive", false),
+            ("nein", false),
+        ] {
             assert_eq!(parse_flag(s), Some(b), "{s}");
         }
         assert_eq!(parse_flag("maybe"), None);
@@ -868,9 +963,17 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
     fn duplicates_are_all_errors_and_keep_their_ids() {
         let m = mapper();
         let mut bad = good();
-        bad.iter_mut().for_each(|c| if c.0 == "Email" { c.1 = "nope" });
+        bad.iter_mut().for_each(|c| {
+            if c.0 == "Email" {
+                c.1 = "nope"
+            }
+        });
         let mut other = good();
-        other.iter_mut().for_each(|c| if c.0 == "Id" { c.1 = "E9" });
+        other.iter_mut().for_each(|c| {
+            if c.0 == "Id" {
+                c.1 = "E9"
+            }
+        });
         let records: Vec<Result<Record, ReadError>> = vec![
             Ok(rec(&m, 2, &good())),
             Ok(rec(&m, 3, &other)),
@@ -899,12 +1002,19 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         let mut v = u.clone();
         v.first_name = "Zoë".into();
         v.external_id = "E2".into();
-        let users = vec![SourcedUser { user: Box::new(u), line: 7 }, SourcedUser { user: Box::new(v), line: 12 }, SourcedUser { user: Box::new(User { external_id: "x".into(), ..m.map(&rec(&m, 1, &good())).unwrap() }), line: 13 }];
+        let users = vec![
+            SourcedUser { user: Box::new(u), line: 7 },
+            SourcedUser { user: Box::new(v), line: 12 },
+            SourcedUser { user: Box::new(User { external_id: "x".into(), ..m.map(&rec(&m, 1, &good())).unwrap() }), line: 13 },
+        ];
         let t = preview_table(&users, 2);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 5, "{t}");
         assert!(lines[0].starts_with("line  unique id  email            "), "{t}");
-        assert!(lines[2].starts_with("7     00123      zoe@example.com  00123        Jean-Luc O'Brien  MÜLLER     fr    yes     full_name="), "{t}");
+        assert!(
+            lines[2].starts_with("7     00123      zoe@example.com  00123        Jean-Luc O'Brien  MÜLLER     fr    yes     full_name="),
+            "{t}"
+        );
         assert!(lines[3].starts_with("12    E2         zoe@example.com  00123        Zoë               MÜLLER"), "{t}");
         assert_eq!(lines[4], "… and 1 more");
     }
@@ -913,16 +1023,27 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
     fn a_misaligned_row_protects_its_person_without_making_duplicates() {
         let m = mapper();
         let mut other = good();
-        other.iter_mut().for_each(|c| if c.0 == "Id" { c.1 = "E9" });
+        other.iter_mut().for_each(|c| {
+            if c.0 == "Id" {
+                c.1 = "E9"
+            }
+        });
         let guess = rec(&m, 3, &[("Id", "00123"), ("First", "x")]);
         let records: Vec<Result<Record, ReadError>> = vec![
             Ok(rec(&m, 2, &other)),
-            Err(ReadError::Misaligned { error: RowError { line: 3, column: None, message: "found 9 fields".into(), external_id: None }, guess }),
+            Err(ReadError::Misaligned {
+                error: RowError { line: 3, column: None, message: "found 9 fields".into(), external_id: None },
+                guess,
+            }),
             Ok(rec(&m, 4, &good())),
         ];
         let out = collect(Box::new(records.into_iter()), &m).unwrap();
         assert_eq!(out.rows, 3);
-        assert_eq!(out.users.iter().map(|u| u.line).collect::<Vec<_>>(), vec![2, 4], "a guessed id never turns a valid row into a duplicate");
+        assert_eq!(
+            out.users.iter().map(|u| u.line).collect::<Vec<_>>(),
+            vec![2, 4],
+            "a guessed id never turns a valid row into a duplicate"
+        );
         assert_eq!(out.errors.len(), 1);
         assert_eq!(out.errors[0].external_id.as_deref(), Some("00123"));
     }

@@ -31,10 +31,7 @@ pub struct User {
 impl User {
     /// The SCIM `userName`: the email, or the employee id where there is no email.
     pub fn user_name(&self) -> &str {
-        self.email
-            .as_deref()
-            .or(self.employee_id.as_deref())
-            .unwrap_or(&self.external_id)
+        self.email.as_deref().or(self.employee_id.as_deref()).unwrap_or(&self.external_id)
     }
 
     /// Hash of everything the platform holds for this user. Two users with the same hash

@@ -37,14 +37,27 @@ pub struct Existing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Users are boxed: they move here from the mapping's list without a copy.
-    Create { user: Box<User> },
+    Create {
+        user: Box<User>,
+    },
     /// Content changed (or an adopted user, whose content we never saw: `adopt`).
     /// `previous` is the content last synced, when the state keeps it: the platform then
     /// PATCHes only what changed; without it every mapped attribute is replaced.
-    Update { platform_id: String, user: Box<User>, adopt: bool, previous: Option<Box<User>> },
+    Update {
+        platform_id: String,
+        user: Box<User>,
+        adopt: bool,
+        previous: Option<Box<User>>,
+    },
     /// `active` became false, or absent with on_missing = deactivate.
-    Deactivate { platform_id: String, external_id: String },
-    Delete { platform_id: String, external_id: String },
+    Deactivate {
+        platform_id: String,
+        external_id: String,
+    },
+    Delete {
+        platform_id: String,
+        external_id: String,
+    },
 }
 
 impl Op {
@@ -87,7 +100,9 @@ impl Safeguard {
     pub fn message(&self, connector: &str) -> String {
         let go_on = format!("check the file, then run `rostersync sync {connector} --allow-mass-change` to apply it anyway");
         match self {
-            Safeguard::NoDataRows => format!("the export has no data rows; nothing was pushed. A full employee list is expected: check the file, then {go_on}"),
+            Safeguard::NoDataRows => {
+                format!("the export has no data rows; nothing was pushed. A full employee list is expected: check the file, then {go_on}")
+            }
             Safeguard::MassDeactivation { count, known, limit, allowed } => format!(
                 "this run would deactivate or delete {count} of {known} known users, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A truncated or wrong export looks like this: {go_on}"
             ),
@@ -148,11 +163,8 @@ pub fn plan(input: PlanInput) -> Plan {
 
     let by_ext: HashMap<&str, &Existing, FastHash> =
         input.existing.iter().filter_map(|e| e.external_id.as_deref().map(|x| (x, e))).collect();
-    let by_name: HashMap<String, &Existing, FastHash> = input
-        .existing
-        .iter()
-        .filter_map(|e| e.user_name.as_deref().map(|n| (n.to_lowercase(), e)))
-        .collect();
+    let by_name: HashMap<String, &Existing, FastHash> =
+        input.existing.iter().filter_map(|e| e.user_name.as_deref().map(|n| (n.to_lowercase(), e))).collect();
 
     // The comparison of each user with the snapshot (a lookup and a content hash) is the
     // bulk of the work; it runs on one thread per core over shares of the file.
@@ -188,10 +200,7 @@ pub fn plan(input: PlanInput) -> Plan {
     }
     let seen = |id: &String| marks.iter().any(|m| m.contains(&mark(id)));
 
-    let mut missing: Vec<(&String, &SnapshotEntry)> = snapshot
-        .iter()
-        .filter(|(id, _)| !seen(id))
-        .collect();
+    let mut missing: Vec<(&String, &SnapshotEntry)> = snapshot.iter().filter(|(id, _)| !seen(id)).collect();
     missing.sort_by(|a, b| a.0.cmp(b.0));
     for (id, entry) in missing {
         if input.invalid_ids.contains(id) {
@@ -293,7 +302,11 @@ fn compare_all(mut users: Vec<SourcedUser>, snapshot: &Snapshot) -> Vec<Part<'_>
 }
 
 fn compare(users: Vec<SourcedUser>, snapshot: &Snapshot) -> Part<'_> {
-    let mut part = Part { seen: Vec::new(), unchanged: 0, marks: HashSet::with_capacity_and_hasher(snapshot.len().min(users.len()), FastHash::default()) };
+    let mut part = Part {
+        seen: Vec::new(),
+        unchanged: 0,
+        marks: HashSet::with_capacity_and_hasher(snapshot.len().min(users.len()), FastHash::default()),
+    };
     for u in users {
         match snapshot.get_key_value(u.user.external_id.as_str()) {
             Some((key, entry)) => {
@@ -374,7 +387,15 @@ mod tests {
     }
 
     fn base() -> Case {
-        Case { snapshot: vec![], users: vec![], invalid_ids: vec![], invalid: 0, existing: vec![], rule: rule(OnMissing::Deactivate, "50%"), allow: false }
+        Case {
+            snapshot: vec![],
+            users: vec![],
+            invalid_ids: vec![],
+            invalid: 0,
+            existing: vec![],
+            rule: rule(OnMissing::Deactivate, "50%"),
+            allow: false,
+        }
     }
 
     #[test]
@@ -411,7 +432,11 @@ mod tests {
     #[test]
     fn active_false_in_the_file_deactivates() {
         let a = user("a", true, "x");
-        let p = run(Case { snapshot: vec![(a, "1"), (user("b", true, "x"), "2")], users: vec![user("a", false, "x"), user("b", true, "x")], ..base() });
+        let p = run(Case {
+            snapshot: vec![(a, "1"), (user("b", true, "x"), "2")],
+            users: vec![user("a", false, "x"), user("b", true, "x")],
+            ..base()
+        });
         assert_eq!(p.count(OpKind::Deactivate), 1);
         assert!(matches!(&p.ops[0], Op::Update { user, .. } if !user.active));
     }
@@ -502,7 +527,10 @@ mod tests {
         assert_eq!(count(OpKind::Update), retitled);
         assert_eq!(count(OpKind::Deactivate), leavers + 10, "leavers by flag, and the 10 missing");
         assert_eq!(p.unchanged as usize, n - 10 - leavers - retitled);
-        assert!(p.ops.windows(2).all(|w| (w[0].kind().cmp_order(), w[0].external_id()) < (w[1].kind().cmp_order(), w[1].external_id())), "sorted");
+        assert!(
+            p.ops.windows(2).all(|w| (w[0].kind().cmp_order(), w[0].external_id()) < (w[1].kind().cmp_order(), w[1].external_id())),
+            "sorted"
+        );
         assert_eq!(p.lines.len(), p.ops.len());
     }
 }

@@ -46,4 +46,3 @@ pub struct Report {
     pub message: Option<String>,
     pub duration_ms: u64,
 }
-

@@ -20,39 +20,29 @@ impl Schedule {
     pub fn parse(spec: &str, tz: Option<&str>) -> Result<Schedule, String> {
         let tz: Tz = match tz {
             None => Tz::UTC,
-            Some(name) => name.parse().map_err(|_| {
-                format!("expected an IANA timezone such as \"Europe/Paris\" or \"America/New_York\"; got \"{name}\"")
-            })?,
+            Some(name) => name
+                .parse()
+                .map_err(|_| format!("expected an IANA timezone such as \"Europe/Paris\" or \"America/New_York\"; got \"{name}\""))?,
         };
         let pattern = to_cron(spec)?;
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .build()
-            .parse(&pattern)
-            .map_err(|e| {
-                format!(
-                    "expected \"daily HH:MM\", \"weekly DAY HH:MM\" or a cron expression (5 fields, or 6 with seconds); got \"{spec}\" ({e})"
-                )
-            })?;
+        let cron = CronParser::builder().seconds(Seconds::Optional).build().parse(&pattern).map_err(|e| {
+            format!(
+                "expected \"daily HH:MM\", \"weekly DAY HH:MM\" or a cron expression (5 fields, or 6 with seconds); got \"{spec}\" ({e})"
+            )
+        })?;
         Ok(Schedule { spec: spec.to_string(), cron, tz })
     }
 
     /// The first start strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.tz);
-        self.cron
-            .find_next_occurrence(&local, false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        self.cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc))
     }
 
     /// The last start at or before `at` (for catch-up after downtime).
     pub fn previous_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = at.with_timezone(&self.tz);
-        self.cron
-            .find_previous_occurrence(&local, true)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        self.cron.find_previous_occurrence(&local, true).ok().map(|t| t.with_timezone(&Utc))
     }
 }
 
@@ -76,9 +66,7 @@ pub fn jitter_for(connector: &str, slot: DateTime<Utc>, jitter: std::time::Durat
 fn to_cron(spec: &str) -> Result<String, String> {
     let words: Vec<&str> = spec.split_whitespace().collect();
     let hm = |s: &str| -> Result<(u32, u32), String> {
-        let (h, m) = s
-            .split_once(':')
-            .ok_or_else(|| format!("expected a time HH:MM in \"{spec}\"; got \"{s}\""))?;
+        let (h, m) = s.split_once(':').ok_or_else(|| format!("expected a time HH:MM in \"{spec}\"; got \"{s}\""))?;
         let h: u32 = h.parse().map_err(|_| format!("bad hour \"{h}\" in \"{spec}\""))?;
         let m: u32 = m.parse().map_err(|_| format!("bad minute \"{m}\" in \"{spec}\""))?;
         if h > 23 || m > 59 {
@@ -101,9 +89,7 @@ fn to_cron(spec: &str) -> Result<String, String> {
             }
             Ok(format!("0 {m} {h} * * {}", d3.to_ascii_uppercase()))
         }
-        ["daily" | "weekly", ..] => Err(format!(
-            "expected \"daily HH:MM\" or \"weekly DAY HH:MM\"; got \"{spec}\""
-        )),
+        ["daily" | "weekly", ..] => Err(format!("expected \"daily HH:MM\" or \"weekly DAY HH:MM\"; got \"{spec}\"")),
         _ => Ok(spec.to_string()),
     }
 }
@@ -217,8 +203,7 @@ mod tests {
         let j = std::time::Duration::from_secs(600);
         assert_eq!(jitter_for("acme", slot, std::time::Duration::ZERO), std::time::Duration::ZERO);
         assert_eq!(jitter_for("acme", slot, j), jitter_for("acme", slot, j), "same connector and slot, same delay");
-        let delays: std::collections::BTreeSet<u64> =
-            (0..100).map(|i| jitter_for(&format!("c{i}"), slot, j).as_millis() as u64).collect();
+        let delays: std::collections::BTreeSet<u64> = (0..100).map(|i| jitter_for(&format!("c{i}"), slot, j).as_millis() as u64).collect();
         assert!(delays.iter().all(|d| *d < 600_000));
         assert!(delays.len() > 90, "100 connectors should get distinct delays; got {}", delays.len());
         let spread = delays.last().unwrap() - delays.first().unwrap();

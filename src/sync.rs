@@ -110,9 +110,10 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
 
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     if !opts.dry_run
-        && let Err(e) = acquire(store, &conn.name, &holder).await {
-            return r.fail(Exit::Other, e.to_string());
-        }
+        && let Err(e) = acquire(store, &conn.name, &holder).await
+    {
+        return r.fail(Exit::Other, e.to_string());
+    }
     if let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await {
         if !opts.dry_run {
             let _ = store.release(&conn.name, &holder).await;
@@ -296,10 +297,10 @@ impl<'a, S: StateStore> Run<'a, S> {
             Some(early) => {
                 tracing::debug!(file = %got.name, "parsed and mapped while it downloaded");
                 tokio::task::spawn_blocking(move || early.join())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_else(|| Err(ParseFailure::Other((Exit::Other, "the parsing thread failed".into()))))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_else(|| Err(ParseFailure::Other((Exit::Other, "the parsing thread failed".into()))))
             }
             None => parse_file_detailed(self.conn, &got.spool.path, &got.name).await,
         };
@@ -375,12 +376,8 @@ impl<'a, S: StateStore> Run<'a, S> {
         c.unchanged = plan.unchanged;
         if let Some(stop) = &plan.stop {
             self.report.outcome = RunOutcome::Stopped;
-            self.report.stopped_by = Some(
-                serde_json::to_value(stop)
-                    .ok()
-                    .and_then(|v| v["rule"].as_str().map(String::from))
-                    .unwrap_or_default(),
-            );
+            self.report.stopped_by =
+                Some(serde_json::to_value(stop).ok().and_then(|v| v["rule"].as_str().map(String::from)).unwrap_or_default());
             return Err((Exit::Stopped, stop.message(&self.conn.name)));
         }
         if self.opts.dry_run {
@@ -430,10 +427,13 @@ impl<'a, S: StateStore> Run<'a, S> {
         if let Some(path) = &self.opts.file {
             let _ = began.send(());
             let path = path.clone();
-            let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&path))
-                .await
-                .map_err(|e| (Exit::Other, e.to_string()))?
-                .map_err(|e| (Exit::Data, format!("cannot read {}: {e}", self.opts.file.as_ref().map(|p| p.display().to_string()).unwrap_or_default())))?;
+            let (sha256, size) =
+                tokio::task::spawn_blocking(move || hash_file(&path)).await.map_err(|e| (Exit::Other, e.to_string()))?.map_err(|e| {
+                    (
+                        Exit::Data,
+                        format!("cannot read {}: {e}", self.opts.file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+                    )
+                })?;
             let p = self.opts.file.clone().unwrap_or_default();
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).to_rfc3339());
@@ -469,12 +469,12 @@ impl<'a, S: StateStore> Run<'a, S> {
         self.report.outcome = RunOutcome::Stopped;
         self.report.stopped_by = Some(rule.to_string());
         let go_on = if exit == Exit::Stopped {
+            format!(" Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change`", self.conn.name)
+        } else {
             format!(
-                " Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change`",
+                " Fix the mapping (mappings/…) or ask the customer for the usual export; `rostersync test {}` shows the header",
                 self.conn.name
             )
-        } else {
-            format!(" Fix the mapping (mappings/…) or ask the customer for the usual export; `rostersync test {}` shows the header", self.conn.name)
         };
         (exit, format!("{e}; nothing was pushed.{go_on}"))
     }
@@ -535,7 +535,13 @@ impl<'a, S: StateStore> Run<'a, S> {
         Ok(())
     }
 
-    async fn push<P: Platform>(&mut self, platform: &P, ops: Vec<Op>, known: HashMap<String, String>, lines: &HashMap<String, u64>) -> Result<(), Failure> {
+    async fn push<P: Platform>(
+        &mut self,
+        platform: &P,
+        ops: Vec<Op>,
+        known: HashMap<String, String>,
+        lines: &HashMap<String, u64>,
+    ) -> Result<(), Failure> {
         let total = ops.len() as u64;
         if let Some(p) = &self.opts.progress {
             p.stage("push", Some(total));
@@ -786,13 +792,12 @@ fn fetch_once(
         }
     };
     let mtime = file.mtime.map(|t| t.to_rfc3339());
-    if !force
-        && let Some(l) = last {
-            // Same name, size and time as the last synced file: skip without downloading.
-            if l.path == file.path && l.size == file.size && l.mtime == mtime && mtime.is_some() {
-                return Ok(Fetch::NoNewFile(format!("{} was already synced (same size and time); use --force to sync it again", file.path)));
-            }
+    if !force && let Some(l) = last {
+        // Same name, size and time as the last synced file: skip without downloading.
+        if l.path == file.path && l.size == file.size && l.mtime == mtime && mtime.is_some() {
+            return Ok(Fetch::NoNewFile(format!("{} was already synced (same size and time); use --force to sync it again", file.path)));
         }
+    }
     if file.size > rule.max_size {
         return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: rule.max_size });
     }
@@ -826,16 +831,22 @@ fn fetch_once(
     // Every Source promises this already; checked again here because a short file reaching
     // the plan would deactivate everyone after the cut, whatever source a future one is.
     if fetched.bytes != file.size {
-        return Err(SourceError::Truncated { path: file.path.clone(), got: fetched.bytes, expected: file.size, detail: "size differs from the listing".into() });
+        return Err(SourceError::Truncated {
+            path: file.path.clone(),
+            got: fetched.bytes,
+            expected: file.size,
+            detail: "size differs from the listing".into(),
+        });
     }
     if !force
         && let Some(l) = last
-            && l.sha256 == fetched.sha256 {
-                return Ok(Fetch::NoNewFile(format!(
-                    "{} has the same content (sha256) as the last synced file {}; use --force to sync it again",
-                    file.path, l.path
-                )));
-            }
+        && l.sha256 == fetched.sha256
+    {
+        return Ok(Fetch::NoNewFile(format!(
+            "{} has the same content (sha256) as the last synced file {}; use --force to sync it again",
+            file.path, l.path
+        )));
+    }
     guard.complete();
     Ok(Fetch::Got(Box::new(Got {
         fingerprint: FileFingerprint { path: file.path.clone(), size: fetched.bytes, mtime, sha256: fetched.sha256 },
@@ -860,7 +871,12 @@ fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Gro
 }
 
 /// Reads every record of the export and maps it (CPU work: call it off the async threads).
-fn read_and_map(input: &crate::format::Input, name: &str, format: crate::config::Format, mapping: &crate::config::Mapping) -> Result<Mapped, FormatError> {
+fn read_and_map(
+    input: &crate::format::Input,
+    name: &str,
+    format: crate::config::Format,
+    mapping: &crate::config::Mapping,
+) -> Result<Mapped, FormatError> {
     let mapper = Mapper::new(mapping);
     let records = crate::format::open_input(input, name, format, &mapping.source, mapper.columns())?;
     crate::mapping::collect(records, &mapper)

@@ -96,7 +96,9 @@ fn managers_are_linked_in_one_run_even_through_a_cycle_in_the_data() {
     // 1 → 2 → 3 → 1 is a cycle (bad data, common in real exports mid-reorg); 4 → 1.
     let rs: Vec<String> = [(1, 2), (2, 3), (3, 1), (4, 1)]
         .iter()
-        .map(|(id, m)| row(*id, &format!("ann{id}@example.com"), true, "Engineering").replacen(",Engineer,,", &format!(",Engineer,E{m:07},"), 1))
+        .map(|(id, m)| {
+            row(*id, &format!("ann{id}@example.com"), true, "Engineering").replacen(",Engineer,,", &format!(",Engineer,E{m:07},"), 1)
+        })
         .collect();
     p.export("employees_2026-01-01.csv", &rs);
     let (code, r) = p.sync_json(&[]);
@@ -120,7 +122,8 @@ fn managers_are_linked_in_one_run_even_through_a_cycle_in_the_data() {
 fn a_manager_whose_row_is_invalid_is_linked_once_fixed_and_never_rewritten_before() {
     let scim = ScimServer::start();
     let p = Project::new(&scim, "max_invalid = \"50%\"");
-    let reports_to_9 = |id: u32| row(id, &format!("ann{id}@example.com"), true, "Engineering").replacen(",Engineer,,", ",Engineer,E0000009,", 1);
+    let reports_to_9 =
+        |id: u32| row(id, &format!("ann{id}@example.com"), true, "Engineering").replacen(",Engineer,,", ",Engineer,E0000009,", 1);
     // Person 9 (the manager of 1 and 2) has an invalid email: 1 and 2 are created without
     // a manager, and 9 is reported.
     let mut rs = vec![reports_to_9(1), reports_to_9(2), row(3, "ann3@example.com", true, "Sales")];

@@ -158,7 +158,10 @@ fn finished(runs: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 }
 
 fn ts(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
-    v.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_else(|| panic!("not a time: {v}"))
+    v.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|| panic!("not a time: {v}"))
 }
 
 /// A tiny webhook receiver: answers 200 to every POST and keeps the bodies.
@@ -242,8 +245,12 @@ fn daemon_runs_two_connectors_on_schedule_reloads_on_sighup_and_stops_on_sigterm
     }
     let empty_runs = by_connector(&h).get("empty").map(|r| finished(r).len()).unwrap_or(0);
     assert!(empty_runs >= 1, "the connector without an export ran");
-    let notes: Vec<serde_json::Value> = posted.lock().unwrap().iter().map(|b| serde_json::from_str(b).expect("webhook body is JSON")).collect();
-    let note = notes.iter().find(|n| n["connector"] == "empty").unwrap_or_else(|| panic!("no notification for \"empty\": {notes:#?}\n{}", d.log()));
+    let notes: Vec<serde_json::Value> =
+        posted.lock().unwrap().iter().map(|b| serde_json::from_str(b).expect("webhook body is JSON")).collect();
+    let note = notes
+        .iter()
+        .find(|n| n["connector"] == "empty")
+        .unwrap_or_else(|| panic!("no notification for \"empty\": {notes:#?}\n{}", d.log()));
     assert_eq!(note["event"], "failed");
     assert_eq!(note["exit"], 4);
     assert!(note["text"].as_str().unwrap().contains("no file matches"), "{note}");
@@ -334,7 +341,15 @@ fn two_hundred_connectors_on_one_daemon_stay_bounded_with_flat_memory() {
     for (c, runs) in by_connector(&h) {
         assert_eq!(max_overlap(&finished(&runs)), 1, "runs of {c} overlapped");
     }
-    eprintln!("200 connectors: {} runs, at most {max} at once; RSS {rss_warm} KiB after warm-up, {rss_late} KiB {} runs later", all.len(), all.len() - runs_warm);
+    eprintln!(
+        "200 connectors: {} runs, at most {max} at once; RSS {rss_warm} KiB after warm-up, {rss_late} KiB {} runs later",
+        all.len(),
+        all.len() - runs_warm
+    );
     // Flat: after warm-up, hundreds of runs later, within 10 % (+2 MiB for allocator noise).
-    assert!(rss_late <= rss_warm + rss_warm / 10 + 2048, "RSS grew from {rss_warm} KiB to {rss_late} KiB over {} runs", all.len() - runs_warm);
+    assert!(
+        rss_late <= rss_warm + rss_warm / 10 + 2048,
+        "RSS grew from {rss_warm} KiB to {rss_late} KiB over {} runs",
+        all.len() - runs_warm
+    );
 }

@@ -91,8 +91,9 @@ min_age = "0s"
             .env("RUST_LOG", "rostersync=debug")
             .output()
             .unwrap();
-        let v = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("not one JSON report ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("not one JSON report ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        });
         (out.status.code().unwrap(), v, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
@@ -100,7 +101,11 @@ min_age = "0s"
     fn use_sftp_port(&self, port: u16) {
         let path = self.dir.path().join("connectors.toml");
         let cfg = std::fs::read_to_string(&path).unwrap();
-        let cfg = cfg.lines().map(|l| if l.starts_with("port = ") { format!("port = {port}") } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+        let cfg = cfg
+            .lines()
+            .map(|l| if l.starts_with("port = ") { format!("port = {port}") } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n");
         std::fs::write(path, cfg).unwrap();
     }
 

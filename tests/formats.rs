@@ -45,7 +45,8 @@ fn row(line: u64, v: &[&str]) -> Row {
 #[test]
 fn windows_1252_with_semicolons_and_quoted_delimiter() {
     let o = SourceOptions { encoding: encoding_rs::Encoding::for_label(b"windows-1252"), ..opts() };
-    let rows = read(&fixture("cp1252_semicolon.csv"), Format::Csv, &o, &["matricule", "Prénom", "NOM", "E-mail", "Langue", "Actif"]).unwrap();
+    let rows =
+        read(&fixture("cp1252_semicolon.csv"), Format::Csv, &o, &["matricule", "Prénom", "NOM", "E-mail", "Langue", "Actif"]).unwrap();
     assert_eq!(
         rows,
         vec![
@@ -217,12 +218,23 @@ fn workbook_defaults_to_the_first_sheet_and_names_the_sheets_it_has() {
 #[test]
 fn json_nested_paths_at_a_pointer_with_lines() {
     let o = SourceOptions { records: Some("/data/employees".into()), ..opts() };
-    let rows = read(&fixture("nested.json"), Format::Json, &o, &["id", "name.first", "Name.Last", "emails[0].value", "active", "lang"]).unwrap();
+    let rows =
+        read(&fixture("nested.json"), Format::Json, &o, &["id", "name.first", "Name.Last", "emails[0].value", "active", "lang"]).unwrap();
     assert_eq!(
         rows,
         vec![
             row(5, &["1001", "Zoë", "Müller", "zoe@example.com", "true", "de"]),
-            Ok((12, vec![Some("00123".into()), Some("Kenji".into()), Some("Tanaka".into()), None, Some("false".into()), Some("Japanese".into())])),
+            Ok((
+                12,
+                vec![
+                    Some("00123".into()),
+                    Some("Kenji".into()),
+                    Some("Tanaka".into()),
+                    None,
+                    Some("false".into()),
+                    Some("Japanese".into())
+                ]
+            )),
         ]
     );
 }
@@ -257,7 +269,10 @@ fn ndjson_lines_numbers_text_and_bad_lines() {
 
 #[test]
 fn headers_lists_the_columns_of_each_format() {
-    assert_eq!(format::headers(&fixture("utf8_bom.csv"), "utf8_bom.csv", Format::Csv, &opts()).unwrap(), cols(&["Personnel Number", "First Name", "Last Name", "Email"]));
+    assert_eq!(
+        format::headers(&fixture("utf8_bom.csv"), "utf8_bom.csv", Format::Csv, &opts()).unwrap(),
+        cols(&["Personnel Number", "First Name", "Last Name", "Email"])
+    );
     assert_eq!(
         format::headers(&fixture("employees.xlsx"), "employees.xlsx", Format::Xlsx, &sheet_opts()).unwrap(),
         cols(&["Personnel Number", "First Name", "Last Name", "Email", "Hire Date", "Active"])

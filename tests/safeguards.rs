@@ -143,7 +143,10 @@ fn a_run_killed_mid_push_is_completed_by_the_next_without_duplicates() {
     let users = by_external_id(&scim);
     assert_eq!(users.len(), n as usize, "every person exactly once");
     assert_eq!(users["E0000777"]["userName"], "ann777@example.com");
-    assert_eq!(r["counts"]["created"].as_u64().unwrap() + r["counts"]["updated"].as_u64().unwrap() + r["counts"]["unchanged"].as_u64().unwrap(), n as u64);
+    assert_eq!(
+        r["counts"]["created"].as_u64().unwrap() + r["counts"]["updated"].as_u64().unwrap() + r["counts"]["unchanged"].as_u64().unwrap(),
+        n as u64
+    );
 
     // And now the state matches the platform: a forced re-run sends nothing.
     let (code, r) = p.sync_json(&["--force"]);

@@ -225,10 +225,14 @@ async fn lifecycle_with_bulk() {
 #[tokio::test]
 async fn first_sync_adopts_existing_users_instead_of_duplicating() {
     let server = ScimServer::start_with_custom_schema(&[]);
-    let a = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "A1", "userName": "old-a@example.com"}));
+    let a = server.post(
+        "/Users",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "A1", "userName": "old-a@example.com"}),
+    );
     // Matched by userName (case differs), no externalId yet.
     let b = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "B1@Example.com"}));
-    let z = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "someone-else@example.com"}));
+    let z =
+        server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "someone-else@example.com"}));
     let client = connect(&server.base_url, false).await;
 
     let existing = client.existing_users().await.unwrap();
@@ -238,7 +242,12 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
     let users = vec![user("A1", "Ann", "A", None), user("B1", "Ben", "B", Some("A1")), user("C1", "Cid", "C", Some("B1"))];
     let p = plan::plan(PlanInput {
         snapshot: &Default::default(),
-        users: users.iter().cloned().enumerate().map(|(i, user)| rostersync::model::SourcedUser { user: Box::new(user), line: i as u64 + 2 }).collect(),
+        users: users
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, user)| rostersync::model::SourcedUser { user: Box::new(user), line: i as u64 + 2 })
+            .collect(),
         invalid_ids: &HashSet::new(),
         rows: 3,
         invalid: 0,
@@ -268,7 +277,8 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
 
 async fn conflict_adopts(bulk: bool) {
     let server = ScimServer::start_with_custom_schema(&[]);
-    let existing = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "x1@example.com", "title": "Old"}));
+    let existing = server
+        .post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "x1@example.com", "title": "Old"}));
     // Ours already (same externalId) but with stale content: adopted and corrected.
     let stale = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "Z1", "userName": "z1@example.com", "name": {"givenName": "Old"}}));
     let client = connect(&server.base_url, bulk).await;
@@ -367,7 +377,11 @@ async fn wait_after_429(retry_after: impl Fn() -> String + Send + Sync + 'static
     let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let f = first.clone();
     let proxy = FaultProxy::start(server.port, move |_, m, p| {
-        if m == "POST" && p == "/Users" && f.swap(false, std::sync::atomic::Ordering::AcqRel) { Fault::TooMany(retry_after()) } else { Fault::Pass }
+        if m == "POST" && p == "/Users" && f.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            Fault::TooMany(retry_after())
+        } else {
+            Fault::Pass
+        }
     });
     let client = connect(&proxy.base_url, false).await;
     let (r, outcomes) = apply(&client, vec![Op::Create { user: Box::new(user("R1", "R", "R", None)) }], HashMap::new()).await;
@@ -388,7 +402,8 @@ async fn retry_after_seconds_is_honoured() {
 #[tokio::test]
 async fn retry_after_http_date_is_honoured() {
     // An HTTP date has whole seconds: "now + 3s" means a wait of 2 to 3 seconds.
-    let waited = wait_after_429(|| (chrono::Utc::now() + chrono::Duration::seconds(3)).format("%a, %d %b %Y %H:%M:%S GMT").to_string()).await;
+    let waited =
+        wait_after_429(|| (chrono::Utc::now() + chrono::Duration::seconds(3)).format("%a, %d %b %Y %H:%M:%S GMT").to_string()).await;
     assert!(waited >= Duration::from_millis(1950), "waited {waited:?} after a Retry-After date 3 s ahead");
 }
 
@@ -397,7 +412,13 @@ async fn retry_budget_stops_a_run_against_a_dead_platform() {
     let server = ScimServer::start();
     let proxy = FaultProxy::start(server.port, |_, m, _| if m == "GET" { Fault::Pass } else { Fault::Unavailable });
     let mut client = connect(&proxy.base_url, false).await;
-    client.set_retry_policy(RetryPolicy { base: Duration::from_millis(1), cap: Duration::from_millis(5), budget_min: 10, budget_per_100_ops: 0, ..RetryPolicy::default() });
+    client.set_retry_policy(RetryPolicy {
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(5),
+        budget_min: 10,
+        budget_per_100_ops: 0,
+        ..RetryPolicy::default()
+    });
     let ops = (0..30).map(|i| Op::Create { user: Box::new(user(&format!("D{i}"), "D", "D", None)) }).collect();
     let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
     let err = r.expect_err("the budget runs out");
@@ -429,9 +450,17 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
     let mut cfg = platform(&proxy.base_url, bulk);
     cfg.timeout = Duration::from_secs(1);
     let mut client = ScimClient::connect(&cfg).await.expect("connect through faults");
-    client.set_retry_policy(RetryPolicy { max_attempts: 10, base: Duration::from_millis(20), cap: Duration::from_millis(200), budget_min: 500, ..RetryPolicy::default() });
+    client.set_retry_policy(RetryPolicy {
+        max_attempts: 10,
+        base: Duration::from_millis(20),
+        cap: Duration::from_millis(200),
+        budget_min: 500,
+        ..RetryPolicy::default()
+    });
 
-    let mut users: Vec<User> = (0..40).map(|i| user(&format!("F{i:02}"), "First", &format!("Last{i}"), (i > 0).then(|| format!("F{:02}", i / 4)).as_deref())).collect();
+    let mut users: Vec<User> = (0..40)
+        .map(|i| user(&format!("F{i:02}"), "First", &format!("Last{i}"), (i > 0).then(|| format!("F{:02}", i / 4)).as_deref()))
+        .collect();
     let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
     r.unwrap();
     let ids = applied(&outcomes);
@@ -445,7 +474,12 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
             0 if i > 0 => {
                 let prev = u.clone();
                 u.last_name.push_str("-changed");
-                ops.push(Op::Update { platform_id: ids[u.external_id.as_str()].clone(), user: Box::new(u.clone()), adopt: false, previous: Some(Box::new(prev)) });
+                ops.push(Op::Update {
+                    platform_id: ids[u.external_id.as_str()].clone(),
+                    user: Box::new(u.clone()),
+                    adopt: false,
+                    previous: Some(Box::new(prev)),
+                });
             }
             1 => {
                 u.active = false;
@@ -465,7 +499,8 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
     let faults = proxy.faults();
     assert!(faults >= 10, "the proxy injected {faults} faults");
     if bulk {
-        let bulks: Vec<Value> = proxy.seen().iter().filter(|s| s.path == "/Bulk").map(|s| serde_json::from_slice(&s.body).unwrap()).collect();
+        let bulks: Vec<Value> =
+            proxy.seen().iter().filter(|s| s.path == "/Bulk").map(|s| serde_json::from_slice(&s.body).unwrap()).collect();
         assert!(bulks.len() >= 10, "{} bulk requests", bulks.len());
         assert!(bulks.iter().all(|b| b["Operations"].as_array().unwrap().len() <= 5), "maxOperations respected");
     }
@@ -582,7 +617,11 @@ impl TokenServer {
                     ("200 OK", json!({"access_token": tokens[n.min(tokens.len() - 1)], "token_type": "Bearer", "expires_in": expires_in}))
                 };
                 let body = json.to_string();
-                let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             }
         });
         TokenServer { url: format!("http://127.0.0.1:{port}/oauth/token"), issued }
@@ -595,7 +634,12 @@ impl TokenServer {
 
 fn oauth_platform(base: &str, token_url: &str) -> config::Platform {
     let mut cfg = platform(base, false);
-    cfg.auth = PlatformAuth::OAuth2 { token_url: token_url.parse().unwrap(), client_id: "rostersync-test".into(), client_secret_env: OAUTH_SECRET_ENV.into(), scope: Some("scim".into()) };
+    cfg.auth = PlatformAuth::OAuth2 {
+        token_url: token_url.parse().unwrap(),
+        client_id: "rostersync-test".into(),
+        client_secret_env: OAUTH_SECRET_ENV.into(),
+        scope: Some("scim".into()),
+    };
     cfg
 }
 
@@ -644,7 +688,12 @@ async fn oauth2_wrong_secret_stops_with_exit_6() {
     let server = ScimServer::start();
     let tokens = TokenServer::start(vec![TOKEN], 3600);
     let mut cfg = oauth_platform(&server.base_url, &tokens.url);
-    cfg.auth = PlatformAuth::OAuth2 { token_url: tokens.url.parse().unwrap(), client_id: "someone-else".into(), client_secret_env: OAUTH_SECRET_ENV.into(), scope: None };
+    cfg.auth = PlatformAuth::OAuth2 {
+        token_url: tokens.url.parse().unwrap(),
+        client_id: "someone-else".into(),
+        client_secret_env: OAUTH_SECRET_ENV.into(),
+        scope: None,
+    };
     let err = ScimClient::connect(&cfg).await.err().expect("refused");
     assert!(matches!(err, PlatformError::Unauthorized { status: 401, .. }), "{err:?}");
     assert!(err.to_string().contains("invalid_client") && !err.to_string().contains(OAUTH_SECRET), "{err}");

@@ -131,7 +131,8 @@ fn putty_and_ssh2_keys_say_how_to_convert() {
     env();
     let s = Sshd::start();
     let ppk = s.scratch().join("key.ppk");
-    fs::write(&ppk, "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: x\nPublic-Lines: 2\nAAAAC3NzaC1lZDI1NTE5\nAAAA\n").unwrap();
+    fs::write(&ppk, "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: x\nPublic-Lines: 2\nAAAAC3NzaC1lZDI1NTE5\nAAAA\n")
+        .unwrap();
     let e = refused(&cfg(s.port, &s.user, key(&ppk, None), pinned(&s)));
     assert!(e.to_string().contains(&format!("puttygen {} -O private-openssh-new", ppk.display())), "{e}");
 
@@ -145,7 +146,11 @@ fn putty_and_ssh2_keys_say_how_to_convert() {
     assert!(e.to_string().contains("public key"), "{e}");
 
     let fake = s.scratch().join("key.sec");
-    fs::write(&fake, "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: \"x\"\nP2/56wAAAi4AAAA3\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\n").unwrap();
+    fs::write(
+        &fake,
+        "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: \"x\"\nP2/56wAAAi4AAAA3\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\n",
+    )
+    .unwrap();
     let e = refused(&cfg(s.port, &s.user, key(&fake, None), pinned(&s)));
     assert!(e.to_string().contains(&format!("ssh-keygen -i -f {}", fake.display())), "{e}");
 
@@ -488,7 +493,10 @@ fn a_file_rewritten_while_the_connection_was_down_is_not_resumed() {
     let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
     let f = src.list(&format!("{}/moving.csv", s.data().display())).unwrap().remove(0);
     let e = src.fetch(&f, &mut Vec::new(), 1 << 30).unwrap_err();
-    assert!(matches!(e, SourceError::Truncated { .. }) && e.to_string().contains("the file changed on the server during the download"), "{e}");
+    assert!(
+        matches!(e, SourceError::Truncated { .. }) && e.to_string().contains("the file changed on the server during the download"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -30,10 +30,13 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
 #[tokio::test]
 async fn snapshot_round_trip_and_inactive_marks() {
     let (_d, s) = store().await;
-    s.write("acme", &[
-        SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("a", true)) },
-        SnapshotWrite::Upsert { platform_id: "p2".into(), user: Box::new(user("b", true)) },
-    ])
+    s.write(
+        "acme",
+        &[
+            SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("a", true)) },
+            SnapshotWrite::Upsert { platform_id: "p2".into(), user: Box::new(user("b", true)) },
+        ],
+    )
     .await
     .unwrap();
     s.write("other", &[SnapshotWrite::Upsert { platform_id: "x".into(), user: Box::new(user("a", true)) }]).await.unwrap();
@@ -95,7 +98,8 @@ async fn a_lease_refuses_a_second_holder_until_released_or_expired() {
 async fn last_file_history_and_interrupted_runs() {
     let (_d, s) = store().await;
     assert!(s.last_file("acme").await.unwrap().is_none());
-    let fp = FileFingerprint { path: "/x/e.csv".into(), size: 10, mtime: Some("2026-11-20T01:00:00+00:00".into()), sha256: "ab".repeat(32) };
+    let fp =
+        FileFingerprint { path: "/x/e.csv".into(), size: 10, mtime: Some("2026-11-20T01:00:00+00:00".into()), sha256: "ab".repeat(32) };
     s.set_last_file("acme", &fp).await.unwrap();
     assert_eq!(s.last_file("acme").await.unwrap().unwrap().fingerprint, fp);
 

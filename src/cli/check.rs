@@ -15,7 +15,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         });
         println!("{v}");
     } else if cfg.problems.is_empty() {
-        println!("{}: {} connector(s) OK: {}", cfg.path.display(), cfg.connectors.len(), cfg.connectors.keys().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "{}: {} connector(s) OK: {}",
+            cfg.path.display(),
+            cfg.connectors.len(),
+            cfg.connectors.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     } else {
         println!("{} problem(s):", cfg.problems.len());
         for p in &cfg.problems {

@@ -26,7 +26,10 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
         println!("no runs recorded yet");
         return Ok(0);
     }
-    println!("{:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  file", "started (UTC)", "connector", "outcome", "rows", "created", "updated", "deact.", "failed", "ms");
+    println!(
+        "{:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  file",
+        "started (UTC)", "connector", "outcome", "rows", "created", "updated", "deact.", "failed", "ms"
+    );
     for r in &runs {
         let started = r.started_at.format("%Y-%m-%d %H:%M:%S").to_string();
         match &r.report {
@@ -60,7 +63,8 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
     let mut rows = Vec::new();
     for (name, conn) in &cfg.connectors {
         let last = store.history(Some(name), 1).await?.into_iter().next();
-        let next = conn.schedule.as_ref().and_then(|s| s.next_after(now)).map(|slot| slot + crate::schedule::jitter_for(name, slot, conn.jitter));
+        let next =
+            conn.schedule.as_ref().and_then(|s| s.next_after(now)).map(|slot| slot + crate::schedule::jitter_for(name, slot, conn.jitter));
         rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone())));
     }
     if cli.json {

@@ -40,14 +40,16 @@ impl Progress for Bars {
     }
     fn advance(&self, done: u64) {
         if let Ok(b) = self.bar.lock()
-            && let Some(bar) = b.as_ref() {
-                bar.set_position(done);
-            }
+            && let Some(bar) = b.as_ref()
+        {
+            bar.set_position(done);
+        }
     }
     fn finish(&self) {
         if let Ok(mut b) = self.bar.lock()
-            && let Some(bar) = b.take() {
-                bar.finish_and_clear();
-            }
+            && let Some(bar) = b.take()
+        {
+            bar.finish_and_clear();
+        }
     }
 }

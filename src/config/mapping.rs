@@ -226,9 +226,7 @@ pub fn parse_template(t: &str) -> Result<Vec<TemplatePart>, String> {
         if open > 0 {
             parts.push(TemplatePart::Text(rest[..open].to_string()));
         }
-        let close = rest[open..]
-            .find('}')
-            .ok_or_else(|| format!("unclosed '{{' in template \"{t}\""))?;
+        let close = rest[open..].find('}').ok_or_else(|| format!("unclosed '{{' in template \"{t}\""))?;
         let col = rest[open + 1..open + close].trim();
         if col.is_empty() {
             return Err(format!("empty column reference {{}} in template \"{t}\""));

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use crate::exit::{Classify, Exit};
 use crate::schedule::Schedule;
 use lines::LineIndex;
-pub use mapping::{Mapping, UniqueId};
 use mapping::*;
+pub use mapping::{Mapping, UniqueId};
 use raw::*;
 pub use units::Limit;
 
@@ -42,11 +42,7 @@ impl std::fmt::Display for Problem {
         if let Some(l) = self.line {
             write!(f, ":{l}")?;
         }
-        if self.key.is_empty() {
-            write!(f, ": {}", self.message)
-        } else {
-            write!(f, ": {}: {}", self.key, self.message)
-        }
+        if self.key.is_empty() { write!(f, ": {}", self.message) } else { write!(f, ": {}: {}", self.key, self.message) }
     }
 }
 
@@ -89,20 +85,11 @@ impl Config {
             return Ok(c);
         }
         if self.broken.iter().any(|b| b == name) {
-            let mine: Vec<Problem> = self
-                .problems
-                .iter()
-                .filter(|p| p.connector.as_deref() == Some(name) || p.connector.is_none())
-                .cloned()
-                .collect();
+            let mine: Vec<Problem> =
+                self.problems.iter().filter(|p| p.connector.as_deref() == Some(name) || p.connector.is_none()).cloned().collect();
             return Err(ConfigError::Invalid(mine));
         }
-        let known: Vec<&str> = self
-            .connectors
-            .keys()
-            .map(|s| s.as_str())
-            .chain(self.broken.iter().map(|s| s.as_str()))
-            .collect();
+        let known: Vec<&str> = self.connectors.keys().map(|s| s.as_str()).chain(self.broken.iter().map(|s| s.as_str())).collect();
         Err(ConfigError::UnknownConnector {
             name: name.into(),
             file: self.path.clone(),
@@ -142,8 +129,15 @@ pub struct Platform {
 #[derive(Debug, Clone)]
 pub enum PlatformAuth {
     /// Environment variable holding the bearer token.
-    Bearer { token_env: String },
-    OAuth2 { token_url: url::Url, client_id: String, client_secret_env: String, scope: Option<String> },
+    Bearer {
+        token_env: String,
+    },
+    OAuth2 {
+        token_url: url::Url,
+        client_id: String,
+        client_secret_env: String,
+        scope: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -280,11 +274,7 @@ pub struct SyncRule {
 
 impl Default for SyncRule {
     fn default() -> Self {
-        SyncRule {
-            on_missing: OnMissing::Deactivate,
-            max_deactivations: Limit::Percent(10.0),
-            max_invalid: Limit::Percent(5.0),
-        }
+        SyncRule { on_missing: OnMissing::Deactivate, max_deactivations: Limit::Percent(10.0), max_invalid: Limit::Percent(5.0) }
     }
 }
 
@@ -335,21 +325,22 @@ impl<'a> Checker<'a> {
                 let mut msg = e.into_inner().to_string().trim().to_string();
                 // "unknown field `prot`, expected one of …": point at the unknown key itself.
                 if let Some(rest) = msg.strip_prefix("unknown field `")
-                    && let Some(end) = rest.find('`') {
-                        let unknown = &rest[..end];
-                        if !full.ends_with(&format!(".{unknown}")) && full != unknown {
-                            full = if full.is_empty() { unknown.to_string() } else { format!("{full}.{unknown}") };
-                        }
-                        let hint = rest
-                            .split('`')
-                            .skip(2)
-                            .step_by(2)
-                            .filter(|k| edit_distance(k, unknown) <= 2)
-                            .min_by_key(|k| edit_distance(k, unknown))
-                            .map(|k| format!(" — did you mean `{k}`?"))
-                            .unwrap_or_default();
-                        msg = format!("unknown key{hint}; {}", msg.replacen("unknown field", "found", 1));
+                    && let Some(end) = rest.find('`')
+                {
+                    let unknown = &rest[..end];
+                    if !full.ends_with(&format!(".{unknown}")) && full != unknown {
+                        full = if full.is_empty() { unknown.to_string() } else { format!("{full}.{unknown}") };
                     }
+                    let hint = rest
+                        .split('`')
+                        .skip(2)
+                        .step_by(2)
+                        .filter(|k| edit_distance(k, unknown) <= 2)
+                        .min_by_key(|k| edit_distance(k, unknown))
+                        .map(|k| format!(" — did you mean `{k}`?"))
+                        .unwrap_or_default();
+                    msg = format!("unknown key{hint}; {}", msg.replacen("unknown field", "found", 1));
+                }
                 self.problem(&full, msg);
                 None
             }
@@ -371,7 +362,10 @@ impl<'a> Checker<'a> {
         if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             self.problem(
                 key,
-                format!("expected the NAME of an environment variable (secrets are never written in the config); got \"{}\"", redact_if_secretish(v)),
+                format!(
+                    "expected the NAME of an environment variable (secrets are never written in the config); got \"{}\"",
+                    redact_if_secretish(v)
+                ),
             );
         }
     }
@@ -380,7 +374,11 @@ impl<'a> Checker<'a> {
 /// An env-var field holding something that is not a variable name may be the secret itself:
 /// never echo it.
 fn redact_if_secretish(v: &str) -> String {
-    if v.len() > 12 { format!("{}… ({} characters, not shown)", &v[..v.char_indices().nth(3).map(|(i, _)| i).unwrap_or(0)], v.chars().count()) } else { v.to_string() }
+    if v.len() > 12 {
+        format!("{}… ({} characters, not shown)", &v[..v.char_indices().nth(3).map(|(i, _)| i).unwrap_or(0)], v.chars().count())
+    } else {
+        v.to_string()
+    }
 }
 
 /// Levenshtein distance, for "did you mean" hints on short key names.
@@ -442,29 +440,31 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         }
     }
     if let Some(v) = top.state
-        && let Some(s) = ck.section::<RawState>("state", v) {
-            match check_state_url(dir, &s.url) {
-                Ok(url) => cfg.state.url = url,
-                Err(e) => ck.problem("state.url", e),
-            }
+        && let Some(s) = ck.section::<RawState>("state", v)
+    {
+        match check_state_url(dir, &s.url) {
+            Ok(url) => cfg.state.url = url,
+            Err(e) => ck.problem("state.url", e),
         }
+    }
     if let Some(v) = top.daemon
-        && let Some(d) = ck.section::<RawDaemon>("daemon", v) {
-            if let Some(l) = &d.listen {
-                match l.parse() {
-                    Ok(a) => cfg.daemon.listen = Some(a),
-                    Err(_) => ck.problem("daemon.listen", format!("expected an address such as \"127.0.0.1:9464\"; got \"{l}\"")),
-                }
+        && let Some(d) = ck.section::<RawDaemon>("daemon", v)
+    {
+        if let Some(l) = &d.listen {
+            match l.parse() {
+                Ok(a) => cfg.daemon.listen = Some(a),
+                Err(_) => ck.problem("daemon.listen", format!("expected an address such as \"127.0.0.1:9464\"; got \"{l}\"")),
             }
-            if let Some(n) = d.max_concurrent_runs {
-                if (1..=1024).contains(&n) {
-                    cfg.daemon.max_concurrent_runs = n as usize;
-                } else {
-                    ck.problem("daemon.max_concurrent_runs", format!("expected 1 to 1024; got {n}"));
-                }
-            }
-            cfg.daemon.grace = ck.duration("daemon.grace", d.grace.as_deref(), cfg.daemon.grace);
         }
+        if let Some(n) = d.max_concurrent_runs {
+            if (1..=1024).contains(&n) {
+                cfg.daemon.max_concurrent_runs = n as usize;
+            } else {
+                ck.problem("daemon.max_concurrent_runs", format!("expected 1 to 1024; got {n}"));
+            }
+        }
+        cfg.daemon.grace = ck.duration("daemon.grace", d.grace.as_deref(), cfg.daemon.grace);
+    }
     if top.connectors.is_empty() {
         ck.problem("connectors", "no connector defined; add a [connectors.NAME] section (see README.md)");
     }
@@ -504,11 +504,17 @@ fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
     let base_url = match url::Url::parse(&p.base_url) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
         Ok(u) => {
-            ck.problem("platform.base_url", format!("expected an http(s) URL such as \"https://platform.example/scim/v2\"; got scheme \"{}\"", u.scheme()));
+            ck.problem(
+                "platform.base_url",
+                format!("expected an http(s) URL such as \"https://platform.example/scim/v2\"; got scheme \"{}\"", u.scheme()),
+            );
             None
         }
         Err(e) => {
-            ck.problem("platform.base_url", format!("expected a URL such as \"https://platform.example/scim/v2\"; got \"{}\" ({e})", p.base_url));
+            ck.problem(
+                "platform.base_url",
+                format!("expected a URL such as \"https://platform.example/scim/v2\"; got \"{}\" ({e})", p.base_url),
+            );
             None
         }
     };
@@ -574,9 +580,7 @@ fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
         max_concurrency,
         timeout,
         bulk,
-        custom_schema: p
-            .custom_schema
-            .unwrap_or_else(|| "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User".into()),
+        custom_schema: p.custom_schema.unwrap_or_else(|| "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User".into()),
         notify_webhook,
     })
 }
@@ -592,17 +596,17 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
             None
         }
     });
-    if raw.schedule.is_none() && raw.timezone.is_some()
-        && let Err(e) = Schedule::parse("daily 00:00", raw.timezone.as_deref()) {
-            ck.problem(&format!("{key}.timezone"), e);
-        }
+    if raw.schedule.is_none()
+        && raw.timezone.is_some()
+        && let Err(e) = Schedule::parse("daily 00:00", raw.timezone.as_deref())
+    {
+        ck.problem(&format!("{key}.timezone"), e);
+    }
     let jitter = ck.duration(&format!("{key}.jitter"), raw.jitter.as_deref(), Duration::ZERO);
 
     let source = match (raw.sftp, raw.local) {
         (Some(s), None) => ck.section::<RawSftp>(&format!("{key}.sftp"), s).and_then(|s| check_sftp(ck, dir, &key, s)),
-        (None, Some(l)) => ck
-            .section::<RawLocal>(&format!("{key}.local"), l)
-            .map(|l| SourceConfig::Local { dir: resolve(dir, &l.dir) }),
+        (None, Some(l)) => ck.section::<RawLocal>(&format!("{key}.local"), l).map(|l| SourceConfig::Local { dir: resolve(dir, &l.dir) }),
         (Some(_), Some(_)) => {
             ck.problem(&format!("{key}.local"), "a connector reads either [sftp] or [local], not both");
             None
@@ -662,7 +666,10 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
                 Some(SftpAuth::Key { private_key: resolve(dir, pk), passphrase_env: s.passphrase_env.clone() })
             }
             None => {
-                ck.problem(&k("private_key"), "missing: auth = \"key\" needs private_key = \"secrets/NAME_ed25519\" (an OpenSSH private key file)");
+                ck.problem(
+                    &k("private_key"),
+                    "missing: auth = \"key\" needs private_key = \"secrets/NAME_ed25519\" (an OpenSSH private key file)",
+                );
                 None
             }
         },
@@ -698,7 +705,15 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
         (None, Some(kh)) => {
             let p = resolve(dir, kh);
             if !p.is_file() {
-                ck.problem(&k("known_hosts"), format!("file {} does not exist; create it with `ssh-keyscan -p {port} {} > {}` and check the key out of band", p.display(), s.host, p.display()));
+                ck.problem(
+                    &k("known_hosts"),
+                    format!(
+                        "file {} does not exist; create it with `ssh-keyscan -p {port} {} > {}` and check the key out of band",
+                        p.display(),
+                        s.host,
+                        p.display()
+                    ),
+                );
             }
             Some(HostKeyPolicy::KnownHosts(p))
         }
@@ -733,9 +748,10 @@ fn check_file(ck: &mut Checker, key: &str, f: RawFile, is_local: bool) -> Option
     if f.path.trim().is_empty() {
         ck.problem(&k("path"), "expected an exact path or a glob in one folder, e.g. \"/exports/employees_*.csv\"");
     } else if let Some((folder, _)) = f.path.rsplit_once('/')
-        && folder.contains(['*', '?', '[']) {
-            ck.problem(&k("path"), format!("a glob may only be in the file name, not in the folder; got \"{}\"", f.path));
-        }
+        && folder.contains(['*', '?', '['])
+    {
+        ck.problem(&k("path"), format!("a glob may only be in the file name, not in the folder; got \"{}\"", f.path));
+    }
     let pick = match f.pick.as_deref() {
         None | Some("newest") => Pick::Newest,
         Some("last-name") => Pick::LastName,
@@ -805,7 +821,13 @@ fn load_mapping(ck: &mut Checker, key: &str, path: &Path) -> Option<Mapping> {
     let src = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) => {
-            ck.problem(key, format!("cannot read mapping file {}: {e}; create it (`rostersync mapping suggest SAMPLE_FILE` drafts one)", path.display()));
+            ck.problem(
+                key,
+                format!(
+                    "cannot read mapping file {}: {e}; create it (`rostersync mapping suggest SAMPLE_FILE` drafts one)",
+                    path.display()
+                ),
+            );
             return None;
         }
     };
@@ -865,7 +887,10 @@ fn check_mapping_src(mk: &mut Checker, src: &str) -> Option<Mapping> {
     if let Some(e) = &raw.source.encoding {
         match encoding_rs::Encoding::for_label(e.as_bytes()) {
             Some(enc) => source.encoding = Some(enc),
-            None => mk.problem("source.encoding", format!("unknown encoding \"{e}\"; use utf-8, utf-16, windows-1252, latin1, iso-8859-15, shift_jis …")),
+            None => mk.problem(
+                "source.encoding",
+                format!("unknown encoding \"{e}\"; use utf-8, utf-16, windows-1252, latin1, iso-8859-15, shift_jis …"),
+            ),
         }
     }
     source.sheet = raw.source.sheet.clone();
@@ -953,10 +978,13 @@ fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> 
     for (i, name) in t.transform.iter().enumerate() {
         match Transform::parse(name) {
             Some(x) => transforms.push(x),
-            None => mk.problem(&format!("{key}.transform"), format!(
-                "unknown transform \"{name}\" (item {}); expected trim, lowercase, uppercase, title-case or collapse-spaces",
-                i + 1
-            )),
+            None => mk.problem(
+                &format!("{key}.transform"),
+                format!(
+                    "unknown transform \"{name}\" (item {}); expected trim, lowercase, uppercase, title-case or collapse-spaces",
+                    i + 1
+                ),
+            ),
         }
     }
     let map = t.map.as_ref().map(|m| {
@@ -964,7 +992,10 @@ fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> 
             .filter_map(|(k, v)| match scalar_text(v) {
                 Some(s) => Some((k.clone(), s)),
                 None => {
-                    mk.problem(&format!("{key}.map"), format!("value for \"{k}\" must be text, a number or true/false; got {}", v.type_str()));
+                    mk.problem(
+                        &format!("{key}.map"),
+                        format!("value for \"{k}\" must be text, a number or true/false; got {}", v.type_str()),
+                    );
                     None
                 }
             })
@@ -984,9 +1015,10 @@ fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> 
         mk.problem(&format!("{key}.fallback"), "fallback only applies with map = { … }");
     }
     if let Some(fmt) = &t.date
-        && !fmt.contains('%') {
-            mk.problem(&format!("{key}.date"), format!("expected a strftime format such as \"%d/%m/%Y\"; got \"{fmt}\""));
-        }
+        && !fmt.contains('%')
+    {
+        mk.problem(&format!("{key}.date"), format!("expected a strftime format such as \"%d/%m/%Y\"; got \"{fmt}\""));
+    }
     if mk.problems.len() > before {
         return None;
     }

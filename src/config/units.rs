@@ -5,8 +5,7 @@ use std::time::Duration;
 
 /// Parses "30s", "2m", "1h30m", "8d" (humantime syntax).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("expected a duration such as \"30s\", \"2m\" or \"8d\"; got \"{s}\" ({e})"))
+    humantime::parse_duration(s.trim()).map_err(|e| format!("expected a duration such as \"30s\", \"2m\" or \"8d\"; got \"{s}\" ({e})"))
 }
 
 /// Parses "2GiB", "500MB", "1048576" into bytes.
@@ -14,9 +13,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a size such as \"2GiB\" or \"500MB\"; got \"{s}\""))?;
+    let n: f64 = num.parse().map_err(|_| format!("expected a size such as \"2GiB\" or \"500MB\"; got \"{s}\""))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "kb" => 1e3,
@@ -41,10 +38,8 @@ impl Limit {
     pub fn parse(s: &str) -> Result<Limit, String> {
         let t = s.trim();
         if let Some(p) = t.strip_suffix('%') {
-            let v: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| format!("expected a count such as \"50\" or a percent such as \"10%\"; got \"{s}\""))?;
+            let v: f64 =
+                p.trim().parse().map_err(|_| format!("expected a count such as \"50\" or a percent such as \"10%\"; got \"{s}\""))?;
             if !(0.0..=100.0).contains(&v) {
                 return Err(format!("a percent must be between 0% and 100%; got \"{s}\""));
             }

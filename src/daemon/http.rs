@@ -75,7 +75,8 @@ async fn reply(s: &mut TcpStream, status: u16, ctype: &str, body: &str, head_onl
         405 => "Method Not Allowed",
         _ => "Request Header Fields Too Large",
     };
-    let mut out = format!("HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+    let mut out =
+        format!("HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
     if !head_only {
         out.push_str(body);
     }

@@ -106,7 +106,10 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
         tracing::error!("{p} (connector {} is not scheduled; run `rostersync check`)", p.connector.as_deref().unwrap_or("?"));
     }
     if cfg.platform.is_none() {
-        return Err(DaemonError::Refused(format!("{}: the daemon needs a [platform] section (kind, base_url, token_env)", cfg.path.display())));
+        return Err(DaemonError::Refused(format!(
+            "{}: the daemon needs a [platform] section (kind, base_url, token_env)",
+            cfg.path.display()
+        )));
     }
 
     // Signals first: a SIGTERM that arrives while we start must not kill us half-way.
@@ -213,7 +216,6 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     tracing::info!("stopped");
     Ok(Stopped { abandoned })
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -123,7 +123,13 @@ async fn post(client: &reqwest::Client, url: url::Url, n: &Notification) -> Resu
         // Without the URL: reqwest's error text includes it, and it may hold a token.
         Err(e) => Err(format!(
             "cannot reach the notification webhook on {host} ({}) with the {event} notice of {}; check [platform] notify_webhook",
-            if e.is_timeout() { "timed out" } else if e.is_connect() { "connection failed" } else { "request failed" },
+            if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            },
             n.connector
         )),
     }

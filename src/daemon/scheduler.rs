@@ -140,7 +140,8 @@ impl<R: Runner> Scheduler<R> {
             // Catch-up is for connectors we start; a rescheduled one just takes its new slots
             // (moving "daily 02:00" to 03:00 at noon must not start a run at noon).
             let catch_up = previous.is_none();
-            let handle = tokio::spawn(connector_loop(self.shared.clone(), Arc::new(conn.clone()), stop_rx, previous, catch_up).instrument(span));
+            let handle =
+                tokio::spawn(connector_loop(self.shared.clone(), Arc::new(conn.clone()), stop_rx, previous, catch_up).instrument(span));
             self.tasks.insert(name.clone(), Task { fingerprint: fp, stop: stop_tx, handle });
         }
         self.shared.metrics.set_connectors(self.tasks.len());

@@ -419,7 +419,9 @@ fn reload_keeps_everything_on_a_global_problem_and_old_definitions_of_broken_con
     let current = connectors(&[("acme", "daily 02:00"), ("globex", "daily 03:00")]);
     let base = "[platform]\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\n";
     let conn = |name: &str, sched: &str| {
-        format!("[connectors.{name}]\nschedule = \"{sched}\"\nmapping = \"mappings/demo.toml\"\n[connectors.{name}.local]\ndir = \"examples/exports\"\n[connectors.{name}.file]\npath = \"employees_*.csv\"\n")
+        format!(
+            "[connectors.{name}]\nschedule = \"{sched}\"\nmapping = \"mappings/demo.toml\"\n[connectors.{name}.local]\ndir = \"examples/exports\"\n[connectors.{name}.file]\npath = \"employees_*.csv\"\n"
+        )
     };
 
     // Unreadable file: keep.

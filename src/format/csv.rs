@@ -103,10 +103,7 @@ type Reader = csv::Reader<Box<dyn Read + Send>>;
 fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<(Reader, Vec<String>, u64), FormatError> {
     let mut text = input::text(input, file, opts)?;
     let mut prefix = Vec::with_capacity(SNIFF.min(64 * 1024));
-    (&mut text)
-        .take(SNIFF as u64)
-        .read_to_end(&mut prefix)
-        .map_err(|source| FormatError::Io { file: file.into(), source })?;
+    (&mut text).take(SNIFF as u64).read_to_end(&mut prefix).map_err(|source| FormatError::Io { file: file.into(), source })?;
     let delimiter = opts.delimiter.unwrap_or_else(|| sniff_delimiter(&prefix, opts.header_row));
     let stream: Stream = Box::new(TrailingNewline { inner: Cursor::new(prefix).chain(text), last: b'\n' });
     let mut rdr = ReaderBuilder::new()
@@ -144,7 +141,13 @@ fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<(Reader, Vec
         for f in (0..rec.len()).map(|i| field(&rec, i)) {
             match std::str::from_utf8(f) {
                 Ok(s) => header.push(s.to_string()),
-                Err(_) => return Err(FormatError::Malformed { file: file.into(), line: Some(line), message: format!("the header has invalid UTF-8 bytes; {ENCODING_HINT}") }),
+                Err(_) => {
+                    return Err(FormatError::Malformed {
+                        file: file.into(),
+                        line: Some(line),
+                        message: format!("the header has invalid UTF-8 bytes; {ENCODING_HINT}"),
+                    });
+                }
             }
         }
         return Ok((rdr, header, line));
@@ -210,10 +213,12 @@ pub fn sniff_delimiter(text: &[u8], header_row: u64) -> u8 {
                 break;
             }
             line += 1;
-        } else if !quoted && line >= header_row
-            && let Some(k) = CANDIDATES.iter().position(|&c| c == b) {
-                counts[k] += 1;
-            }
+        } else if !quoted
+            && line >= header_row
+            && let Some(k) = CANDIDATES.iter().position(|&c| c == b)
+        {
+            counts[k] += 1;
+        }
     }
     let (best, n) = counts.iter().enumerate().fold((0, 0), |acc, (k, &n)| if n > acc.1 { (k, n) } else { acc });
     if n == 0 { b',' } else { CANDIDATES[best] }

@@ -22,7 +22,9 @@ pub(crate) fn open(input: &Input, file: &str, format: Format, opts: &SourceOptio
         let mut rows = RowSink::new(&file_s, opts.header_row, columns, sink);
         match format {
             Format::Xlsx => read_xlsx(src, &file_s, opts.sheet.as_deref(), &mut rows)?,
-            Format::Xls => read_range(Xls::new(src).map_err(|e| unreadable(&file_s, "xls", e))?, &file_s, opts.sheet.as_deref(), &mut rows)?,
+            Format::Xls => {
+                read_range(Xls::new(src).map_err(|e| unreadable(&file_s, "xls", e))?, &file_s, opts.sheet.as_deref(), &mut rows)?
+            }
             _ => read_range(Ods::new(src).map_err(|e| unreadable(&file_s, "ods", e))?, &file_s, opts.sheet.as_deref(), &mut rows)?,
         }
         rows.finish()
@@ -50,24 +52,31 @@ pub(crate) fn sheet_names(path: &Path, file: &str, format: Format) -> Result<Vec
 }
 
 fn unreadable(file: &str, kind: &str, e: impl std::fmt::Display) -> FormatError {
-    FormatError::Malformed { file: file.into(), line: None, message: format!("not a readable {kind} workbook: {e}; check [file] format or ask for a new export") }
+    FormatError::Malformed {
+        file: file.into(),
+        line: None,
+        message: format!("not a readable {kind} workbook: {e}; check [file] format or ask for a new export"),
+    }
 }
 
 /// The sheet to read: by name (exact, then trimmed and case-insensitive), else the first.
 fn pick_sheet(names: &[String], want: Option<&str>, file: &str) -> Result<String, FormatError> {
     let listed = || names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
     match want {
-        None => names.first().cloned().ok_or_else(|| FormatError::Malformed { file: file.into(), line: None, message: "the workbook has no sheet".into() }),
-        Some(w) => names
-            .iter()
-            .find(|n| *n == w)
-            .or_else(|| names.iter().find(|n| super::norm(n) == super::norm(w)))
-            .cloned()
-            .ok_or_else(|| FormatError::Malformed {
-                file: file.into(),
-                line: None,
-                message: format!("no sheet named \"{w}\"; the workbook has {}; fix [source] sheet in the mapping", listed()),
-            }),
+        None => names.first().cloned().ok_or_else(|| FormatError::Malformed {
+            file: file.into(),
+            line: None,
+            message: "the workbook has no sheet".into(),
+        }),
+        Some(w) => {
+            names.iter().find(|n| *n == w).or_else(|| names.iter().find(|n| super::norm(n) == super::norm(w))).cloned().ok_or_else(|| {
+                FormatError::Malformed {
+                    file: file.into(),
+                    line: None,
+                    message: format!("no sheet named \"{w}\"; the workbook has {}; fix [source] sheet in the mapping", listed()),
+                }
+            })
+        }
     }
 }
 
@@ -137,7 +146,11 @@ pub(crate) fn cell_text(d: &DataRef) -> Result<String, String> {
         DataRef::DateTime(dt) if dt.is_duration() => number_text(dt.as_f64()),
         DataRef::DateTime(dt) => {
             let (y, mo, d, h, mi, s, ms) = dt.to_ymd_hms_milli();
-            if (h, mi, s, ms) == (0, 0, 0, 0) { format!("{y:04}-{mo:02}-{d:02}") } else { format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}") }
+            if (h, mi, s, ms) == (0, 0, 0, 0) {
+                format!("{y:04}-{mo:02}-{d:02}")
+            } else {
+                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
+            }
         }
         // ODS writes dates as "2024-03-01T00:00:00"; a date is a date.
         DataRef::DateTimeIso(s) => s.strip_suffix("T00:00:00").unwrap_or(s).to_string(),
@@ -221,7 +234,12 @@ impl<'s> RowSink<'s> {
             }
             Err(msg) => {
                 self.non_empty = true;
-                self.error.get_or_insert(RowError { line: u64::from(r) + 1, column: Some(self.columns[*k].clone()), message: msg, external_id: None });
+                self.error.get_or_insert(RowError {
+                    line: u64::from(r) + 1,
+                    column: Some(self.columns[*k].clone()),
+                    message: msg,
+                    external_id: None,
+                });
             }
         }
         Ok(true)
@@ -232,7 +250,10 @@ impl<'s> RowSink<'s> {
             return Err(FormatError::Malformed {
                 file: self.file.clone(),
                 line: Some(u64::from(self.header_row) + 1),
-                message: format!("row {} is empty, so there is no header; set [source] header_row to the row holding the column names", self.header_row + 1),
+                message: format!(
+                    "row {} is empty, so there is no header; set [source] header_row to the row holding the column names",
+                    self.header_row + 1
+                ),
             });
         }
         let idx = match_columns(&self.file, u64::from(self.header_row) + 1, &self.header, &self.columns)?;

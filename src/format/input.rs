@@ -143,7 +143,11 @@ fn pick_entry<R: Read + io::Seek>(zip: &mut zip::ZipArchive<R>, file: &str) -> R
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(FormatError::Malformed { file: file.into(), line: None, message: "the zip holds no file; the customer must zip the export itself".into() }),
+        0 => Err(FormatError::Malformed {
+            file: file.into(),
+            line: None,
+            message: "the zip holds no file; the customer must zip the export itself".into(),
+        }),
         _ => Err(FormatError::Malformed {
             file: file.into(),
             line: None,
@@ -158,8 +162,11 @@ fn pick_entry<R: Read + io::Seek>(zip: &mut zip::ZipArchive<R>, file: &str) -> R
 
 fn open_zip(path: &Path, file: &str) -> Result<zip::ZipArchive<BufReader<File>>, FormatError> {
     let f = File::open(path).map_err(io_err(file))?;
-    zip::ZipArchive::new(BufReader::new(f))
-        .map_err(|e| FormatError::Malformed { file: file.into(), line: None, message: format!("not a readable zip archive: {e}") })
+    zip::ZipArchive::new(BufReader::new(f)).map_err(|e| FormatError::Malformed {
+        file: file.into(),
+        line: None,
+        message: format!("not a readable zip archive: {e}"),
+    })
 }
 
 pub(crate) fn zip_entry_name(path: &Path, file: &str) -> Result<String, FormatError> {

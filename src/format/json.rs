@@ -3,9 +3,9 @@
 //! line. Columns are paths into each object: `name.first`, `emails[0].value`. Numbers and
 //! booleans become text. Lines are where each object starts.
 
+use super::input::Input;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
-use super::input::Input;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,7 +48,11 @@ pub(crate) fn open_array(input: &Input, file: &str, opts: &SourceOptions, column
                     message: format!(
                         "nothing at {}; {}; set [source] records to the pointer of the array (e.g. \"/employees\")",
                         pointer_name(&opts),
-                        if keys.is_empty() { "the document has no such path".to_string() } else { format!("the keys there are {}", keys.join(", ")) }
+                        if keys.is_empty() {
+                            "the document has no such path".to_string()
+                        } else {
+                            format!("the keys there are {}", keys.join(", "))
+                        }
                     ),
                 });
             }
@@ -293,10 +297,7 @@ impl<'s> Emitter<'s> {
         for m in &objects {
             leaf_paths("", &Value::Object((*m).clone()), &mut header);
         }
-        let closest = missing
-            .iter()
-            .filter_map(|m| super::closest_name(m, &header).map(|h| format!("\"{h}\" (for \"{m}\")")))
-            .collect();
+        let closest = missing.iter().filter_map(|m| super::closest_name(m, &header).map(|h| format!("\"{h}\" (for \"{m}\")"))).collect();
         Err(FormatError::MissingColumns { file: self.file.clone(), header_line: self.held[0].0, missing, header, closest })
     }
 
@@ -522,7 +523,8 @@ mod tests {
 
     #[test]
     fn lookup_prefers_flat_keys_then_paths() {
-        let v: Value = serde_json::from_str(r#"{"a.b": 1, "a": {"b": 2}, "Name": {"First": "Zoë"}, "emails": [{"value": "z@x.org"}]}"#).unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"a.b": 1, "a": {"b": 2}, "Name": {"First": "Zoë"}, "emails": [{"value": "z@x.org"}]}"#).unwrap();
         let m = v.as_object().unwrap();
         assert_eq!(lookup(m, "a.b", &parse_path("a.b")).and_then(text).as_deref(), Some("1"));
         assert_eq!(lookup(m, "name.first", &parse_path("name.first")).and_then(text).as_deref(), Some("Zoë"));

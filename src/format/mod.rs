@@ -106,7 +106,10 @@ pub enum ReadError {
     /// A CSV row with the wrong number of fields, and its fields read by position anyway:
     /// the mapping takes the unique id from it (when there) so the plan keeps that person as
     /// they were instead of deactivating them. Never a source of user data.
-    Misaligned { error: RowError, guess: Record },
+    Misaligned {
+        error: RowError,
+        guess: Record,
+    },
     File(FormatError),
 }
 
@@ -144,7 +147,13 @@ pub fn open(path: &Path, display_name: &str, format: Format, opts: &SourceOption
 
 /// `open` for a file still being downloaded: CSV and JSON are read as the bytes arrive;
 /// spreadsheets and zips wait for the whole file (they seek).
-pub fn open_input(input: &Input, display_name: &str, format: Format, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
+pub fn open_input(
+    input: &Input,
+    display_name: &str,
+    format: Format,
+    opts: &SourceOptions,
+    columns: &[String],
+) -> Result<Records, FormatError> {
     let records = match format {
         Format::Csv => csv::open(input, display_name, opts, columns)?,
         Format::Xlsx | Format::Xls | Format::Ods => excel::open(input, display_name, format, opts, columns)?,
@@ -230,10 +239,7 @@ pub(crate) fn match_columns(file: &str, header_line: u64, header: &[String], col
         }
     }
     if !missing.is_empty() {
-        let closest = missing
-            .iter()
-            .filter_map(|m| closest_name(m, header).map(|h| format!("\"{h}\" (for \"{m}\")")))
-            .collect();
+        let closest = missing.iter().filter_map(|m| closest_name(m, header).map(|h| format!("\"{h}\" (for \"{m}\")"))).collect();
         return Err(FormatError::MissingColumns {
             file: file.into(),
             header_line,

@@ -83,7 +83,11 @@ where
         Ok(Msg::Ready(Ok(()))) => {}
         Ok(Msg::Ready(Err(e))) => return Err(e),
         Ok(Msg::Items(_) | Msg::Done) | Err(_) => {
-            return Err(FormatError::Malformed { file: file.into(), line: None, message: "the reader stopped unexpectedly; this is a bug, please report it".into() });
+            return Err(FormatError::Malformed {
+                file: file.into(),
+                line: None,
+                message: "the reader stopped unexpectedly; this is a bug, please report it".into(),
+            });
         }
     }
     Ok(Box::new(Drain { rx, cur: Vec::new().into_iter(), file: file.into(), ended: false }))

@@ -12,44 +12,220 @@ use crate::format::{self, FormatError};
 
 /// Names per platform field or common attribute, in the seven languages.
 const SYNONYMS: &[(&str, &[&str])] = &[
-    ("employee_id", &[
-        "employee id", "employee number", "employee no", "emp id", "emp no", "personnel number", "personnel no", "staff id", "staff number",
-        "worker id", "person id", "id", "employee", "badge number", "matricule", "numero de matricule", "n matricule", "id salarie", "numero salarie",
-        "identifiant salarie", "personalnummer", "mitarbeiternummer", "mitarbeiter id", "personalnr", "numero de empleado", "id empleado",
-        "numero empleado", "legajo", "matricola", "numero dipendente", "codice dipendente", "matricula", "numero do funcionario",
-        "numero funcionario", "personeelsnummer", "medewerkernummer", "werknemernummer",
-    ]),
-    ("email", &[
-        "email", "e mail", "emails 0 value", "email address", "work email", "business email", "mail", "courriel", "adresse email", "adresse e mail",
-        "adresse mail", "mail professionnel", "e mail adresse", "emailadresse", "dienstliche e mail", "correo", "correo electronico",
-        "email corporativo", "posta elettronica", "indirizzo email", "email aziendale", "endereco de email", "endereco de e mail",
-        "e mail corporativo", "e mailadres", "emailadres",
-    ]),
-    ("first_name", &["name first", "name given", "names first", "first name", "firstname", "given name", "forename", "prenom", "vorname", "nombre", "nome", "primeiro nome", "voornaam"]),
-    ("last_name", &[
-        "name last", "name family", "names last", "last name", "lastname", "surname", "family name", "nom", "nom de famille", "nachname", "familienname", "apellido", "apellidos",
-        "cognome", "sobrenome", "apelido", "achternaam",
-    ]),
+    (
+        "employee_id",
+        &[
+            "employee id",
+            "employee number",
+            "employee no",
+            "emp id",
+            "emp no",
+            "personnel number",
+            "personnel no",
+            "staff id",
+            "staff number",
+            "worker id",
+            "person id",
+            "id",
+            "employee",
+            "badge number",
+            "matricule",
+            "numero de matricule",
+            "n matricule",
+            "id salarie",
+            "numero salarie",
+            "identifiant salarie",
+            "personalnummer",
+            "mitarbeiternummer",
+            "mitarbeiter id",
+            "personalnr",
+            "numero de empleado",
+            "id empleado",
+            "numero empleado",
+            "legajo",
+            "matricola",
+            "numero dipendente",
+            "codice dipendente",
+            "matricula",
+            "numero do funcionario",
+            "numero funcionario",
+            "personeelsnummer",
+            "medewerkernummer",
+            "werknemernummer",
+        ],
+    ),
+    (
+        "email",
+        &[
+            "email",
+            "e mail",
+            "emails 0 value",
+            "email address",
+            "work email",
+            "business email",
+            "mail",
+            "courriel",
+            "adresse email",
+            "adresse e mail",
+            "adresse mail",
+            "mail professionnel",
+            "e mail adresse",
+            "emailadresse",
+            "dienstliche e mail",
+            "correo",
+            "correo electronico",
+            "email corporativo",
+            "posta elettronica",
+            "indirizzo email",
+            "email aziendale",
+            "endereco de email",
+            "endereco de e mail",
+            "e mail corporativo",
+            "e mailadres",
+            "emailadres",
+        ],
+    ),
+    (
+        "first_name",
+        &[
+            "name first",
+            "name given",
+            "names first",
+            "first name",
+            "firstname",
+            "given name",
+            "forename",
+            "prenom",
+            "vorname",
+            "nombre",
+            "nome",
+            "primeiro nome",
+            "voornaam",
+        ],
+    ),
+    (
+        "last_name",
+        &[
+            "name last",
+            "name family",
+            "names last",
+            "last name",
+            "lastname",
+            "surname",
+            "family name",
+            "nom",
+            "nom de famille",
+            "nachname",
+            "familienname",
+            "apellido",
+            "apellidos",
+            "cognome",
+            "sobrenome",
+            "apelido",
+            "achternaam",
+        ],
+    ),
     ("language", &["lang", "language", "preferred language", "locale", "langue", "langue preferee", "sprache", "idioma", "lingua", "taal"]),
-    ("active", &[
-        "active", "is active", "status", "employment status", "actif", "statut", "aktiv", "beschaftigungsstatus", "activo", "estado",
-        "attivo", "stato", "ativo", "situacao", "actief",
-    ]),
+    (
+        "active",
+        &[
+            "active",
+            "is active",
+            "status",
+            "employment status",
+            "actif",
+            "statut",
+            "aktiv",
+            "beschaftigungsstatus",
+            "activo",
+            "estado",
+            "attivo",
+            "stato",
+            "ativo",
+            "situacao",
+            "actief",
+        ],
+    ),
     ("department", &["department", "dept", "departement", "service", "abteilung", "departamento", "reparto", "dipartimento", "afdeling"]),
-    ("title", &[
-        "job title", "title", "position", "titre", "poste", "fonction", "intitule du poste", "berufsbezeichnung", "stellenbezeichnung",
-        "position", "cargo", "puesto", "titolo", "mansione", "ruolo", "funcao", "functie", "functietitel",
-    ]),
-    ("manager_id", &[
-        "manager id", "manager", "manager employee id", "line manager", "supervisor", "responsable", "matricule manager", "manager matricule",
-        "vorgesetzter", "fuhrungskraft", "gerente", "jefe", "responsabile", "gestor", "leidinggevende",
-    ]),
-    ("location", &["location", "site", "office", "lieu", "etablissement", "standort", "ubicacion", "sede", "localizacao", "locatie", "vestiging"]),
-    ("hire_date", &[
-        "hire date", "start date", "date of hire", "date d embauche", "date d entree", "eintrittsdatum", "fecha de alta", "fecha de ingreso",
-        "data di assunzione", "data de admissao", "datum in dienst", "indiensttreding",
-    ]),
-    ("cost_center", &["cost center", "cost centre", "centre de cout", "centre de couts", "kostenstelle", "centro de coste", "centro de costo", "centro di costo", "centro de custo", "kostenplaats"]),
+    (
+        "title",
+        &[
+            "job title",
+            "title",
+            "position",
+            "titre",
+            "poste",
+            "fonction",
+            "intitule du poste",
+            "berufsbezeichnung",
+            "stellenbezeichnung",
+            "position",
+            "cargo",
+            "puesto",
+            "titolo",
+            "mansione",
+            "ruolo",
+            "funcao",
+            "functie",
+            "functietitel",
+        ],
+    ),
+    (
+        "manager_id",
+        &[
+            "manager id",
+            "manager",
+            "manager employee id",
+            "line manager",
+            "supervisor",
+            "responsable",
+            "matricule manager",
+            "manager matricule",
+            "vorgesetzter",
+            "fuhrungskraft",
+            "gerente",
+            "jefe",
+            "responsabile",
+            "gestor",
+            "leidinggevende",
+        ],
+    ),
+    (
+        "location",
+        &["location", "site", "office", "lieu", "etablissement", "standort", "ubicacion", "sede", "localizacao", "locatie", "vestiging"],
+    ),
+    (
+        "hire_date",
+        &[
+            "hire date",
+            "start date",
+            "date of hire",
+            "date d embauche",
+            "date d entree",
+            "eintrittsdatum",
+            "fecha de alta",
+            "fecha de ingreso",
+            "data di assunzione",
+            "data de admissao",
+            "datum in dienst",
+            "indiensttreding",
+        ],
+    ),
+    (
+        "cost_center",
+        &[
+            "cost center",
+            "cost centre",
+            "centre de cout",
+            "centre de couts",
+            "kostenstelle",
+            "centro de coste",
+            "centro de costo",
+            "centro di costo",
+            "centro de custo",
+            "kostenplaats",
+        ],
+    ),
 ];
 
 const PLATFORM: [&str; 6] = ["employee_id", "email", "first_name", "last_name", "language", "active"];
@@ -119,7 +295,10 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
         Ok(h) => h,
         Err(FormatError::Malformed { message, .. }) if format == Format::Csv && message.contains("not UTF-8") => {
             opts.encoding = Some(encoding_rs::WINDOWS_1252);
-            source_lines.push("encoding = \"windows-1252\"      # unsure: the file is not UTF-8; windows-1252 is what Excel writes in Western Europe".into());
+            source_lines.push(
+                "encoding = \"windows-1252\"      # unsure: the file is not UTF-8; windows-1252 is what Excel writes in Western Europe"
+                    .into(),
+            );
             format::headers(path, display_name, format, &opts)?
         }
         Err(FormatError::Malformed { message, .. }) if format == Format::Json && message.contains("not an array") => {
@@ -146,17 +325,20 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
                 }
                 let o = SourceOptions { header_row: row, sheet: sheet.clone(), ..opts.clone() };
                 if let Ok(h) = format::headers(path, display_name, format, &o)
-                    && wide(&h) {
-                        header = h;
-                        opts = o;
-                        if let (true, Some(name)) = (k > 0, sheet) {
-                            source_lines.push(format!("sheet = {}   # unsure: the first sheet holds no table", q(name)));
-                        }
-                        if row > 1 {
-                            source_lines.push(format!("header_row = {row}   # unsure: the rows above look like a title; the column names are on row {row}"));
-                        }
-                        break 'search;
+                    && wide(&h)
+                {
+                    header = h;
+                    opts = o;
+                    if let (true, Some(name)) = (k > 0, sheet) {
+                        source_lines.push(format!("sheet = {}   # unsure: the first sheet holds no table", q(name)));
                     }
+                    if row > 1 {
+                        source_lines.push(format!(
+                            "header_row = {row}   # unsure: the rows above look like a title; the column names are on row {row}"
+                        ));
+                    }
+                    break 'search;
+                }
             }
         }
     }
@@ -184,7 +366,8 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
             continue;
         }
         let names: Vec<String> = names.iter().map(|n| fold(n)).filter(|n| n.len() >= 5).collect();
-        let candidates: Vec<usize> = (0..header.len()).filter(|&i| !used[i] && names.iter().any(|n| folded[i].contains(n.as_str()))).collect();
+        let candidates: Vec<usize> =
+            (0..header.len()).filter(|&i| !used[i] && names.iter().any(|n| folded[i].contains(n.as_str()))).collect();
         // "Manager Email", "emails[0].type": prefer the candidate whose values fit the field.
         let fits = |i: usize| match *field {
             "email" => share(&samples, i, |v| crate::mapping::check_email(v.trim()).is_ok()) > 0.5,
@@ -200,10 +383,12 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
     }
     // Values: an email column nobody named.
     if !picks.iter().any(|p| p.field == "email")
-        && let Some(i) = (0..header.len()).find(|&i| !used[i] && share(&samples, i, |v| crate::mapping::check_email(v.trim()).is_ok()) > 0.8) {
-            used[i] = true;
-            picks.push(Pick { field: "email", column: i, sure: false, why: "its values look like email addresses".into() });
-        }
+        && let Some(i) =
+            (0..header.len()).find(|&i| !used[i] && share(&samples, i, |v| crate::mapping::check_email(v.trim()).is_ok()) > 0.8)
+    {
+        used[i] = true;
+        picks.push(Pick { field: "email", column: i, sure: false, why: "its values look like email addresses".into() });
+    }
     let get = |f: &str| picks.iter().find(|p| p.field == f);
 
     let mut out = String::new();
@@ -227,8 +412,11 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
         let Some(p) = get(field) else {
             match field {
                 "first_name" | "last_name" => {
-                    out.push_str(&format!("{field} = \"CHOOSE A COLUMN\"   # unsure: no column looks like a {}; the header has {}\n",
-                        field.replace('_', " "), header.iter().map(|h| q(h.trim())).collect::<Vec<_>>().join(", ")));
+                    out.push_str(&format!(
+                        "{field} = \"CHOOSE A COLUMN\"   # unsure: no column looks like a {}; the header has {}\n",
+                        field.replace('_', " "),
+                        header.iter().map(|h| q(h.trim())).collect::<Vec<_>>().join(", ")
+                    ));
                     notes.push(field.into());
                 }
                 "language" => out.push_str("language = { default = \"en\" }   # no language column found: everyone gets the default\n"),
@@ -243,8 +431,19 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
             "email" => format!("email = {{ column = {}, transform = [\"trim\", \"lowercase\"] }}{unsure}", q(col)),
             "first_name" | "last_name" => format!("{field} = {{ column = {}, transform = [\"trim\"] }}{unsure}", q(col)),
             "language" => {
-                let bad = values(&samples, p.column).into_iter().filter(|v| crate::mapping::language_code(v).is_none()).take(3).collect::<Vec<_>>();
-                let note = if bad.is_empty() { unsure } else { format!("   # unsure: values such as {} are not languages; add map = {{ … }}", bad.iter().map(|b| q(b)).collect::<Vec<_>>().join(", ")) };
+                let bad = values(&samples, p.column)
+                    .into_iter()
+                    .filter(|v| crate::mapping::language_code(v).is_none())
+                    .take(3)
+                    .collect::<Vec<_>>();
+                let note = if bad.is_empty() {
+                    unsure
+                } else {
+                    format!(
+                        "   # unsure: values such as {} are not languages; add map = {{ … }}",
+                        bad.iter().map(|b| q(b)).collect::<Vec<_>>().join(", ")
+                    )
+                };
                 format!("language = {{ column = {}, default = \"en\" }}{note}", q(col))
             }
             "active" => {
@@ -252,8 +451,13 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
                 if vals.iter().all(|v| crate::mapping::parse_flag(v).is_some()) {
                     format!("active = {}{unsure}", q(col))
                 } else {
-                    let entries: Vec<String> = vals.iter().take(12).map(|v| format!("{} = {}", q(v), crate::mapping::parse_flag(v).unwrap_or(true))).collect();
-                    format!("active = {{ column = {}, map = {{ {} }} }}   # unsure: set false for the values that mean the person has left", q(col), entries.join(", "))
+                    let entries: Vec<String> =
+                        vals.iter().take(12).map(|v| format!("{} = {}", q(v), crate::mapping::parse_flag(v).unwrap_or(true))).collect();
+                    format!(
+                        "active = {{ column = {}, map = {{ {} }} }}   # unsure: set false for the values that mean the person has left",
+                        q(col),
+                        entries.join(", ")
+                    )
                 }
             }
             _ => format!("{field} = {}{unsure}", q(col)),
@@ -268,7 +472,9 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
             continue;
         }
         let (key, mut unsure) = match picks.iter().find(|p| p.column == i) {
-            Some(p) if !taken.contains(p.field) => (p.field.to_string(), if p.sure { String::new() } else { format!("   # unsure: {}", p.why) }),
+            Some(p) if !taken.contains(p.field) => {
+                (p.field.to_string(), if p.sure { String::new() } else { format!("   # unsure: {}", p.why) })
+            }
             _ => (key_for(h, &taken, i), String::new()),
         };
         taken.insert(key.clone());
@@ -295,11 +501,7 @@ fn sample(path: &Path, name: &str, format: Format, opts: &SourceOptions, header:
     // Duplicate names cannot be requested; sampling is a hint, so give up on them.
     let Ok(records) = format::open(path, name, format, opts, &cols) else { return Vec::new() };
     let pos: Vec<Option<usize>> = header.iter().map(|h| cols.iter().position(|c| c == h)).collect();
-    records
-        .take(n)
-        .filter_map(|r| r.ok())
-        .map(|r| pos.iter().map(|p| p.and_then(|k| r.get(k).map(str::to_string))).collect())
-        .collect()
+    records.take(n).filter_map(|r| r.ok()).map(|r| pos.iter().map(|p| p.and_then(|k| r.get(k).map(str::to_string))).collect()).collect()
 }
 
 /// Distinct non-empty values of a column, in order of appearance.
@@ -358,8 +560,11 @@ fn sniffed_delimiter(path: &Path, name: &str, opts: &SourceOptions) -> String {
 /// The pointer of the first array of objects in a JSON document (breadth first).
 fn find_array(path: &Path, name: &str) -> Result<String, FormatError> {
     let text = crate::format::sniff_text(path, name, &SourceOptions::default())?;
-    let v: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(text))
-        .map_err(|e| FormatError::Malformed { file: name.into(), line: Some(e.line() as u64), message: format!("not valid JSON: {e}") })?;
+    let v: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(text)).map_err(|e| FormatError::Malformed {
+        file: name.into(),
+        line: Some(e.line() as u64),
+        message: format!("not valid JSON: {e}"),
+    })?;
     let mut queue = std::collections::VecDeque::from([(String::new(), &v)]);
     while let Some((ptr, v)) = queue.pop_front() {
         match v {
@@ -427,7 +632,11 @@ mod tests {
     fn german_and_spanish_names() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("de.csv");
-        std::fs::write(&p, "Personalnummer,Vorname,Nachname,E-Mail-Adresse,Abteilung,Eintrittsdatum,Correo\n1,Jörg,Schmidt,j@x.de,IT,31.12.2020,x@y.es\n").unwrap();
+        std::fs::write(
+            &p,
+            "Personalnummer,Vorname,Nachname,E-Mail-Adresse,Abteilung,Eintrittsdatum,Correo\n1,Jörg,Schmidt,j@x.de,IT,31.12.2020,x@y.es\n",
+        )
+        .unwrap();
         let text = draft(&p, "de.csv").unwrap();
         crate::config::parse_mapping(&text, Path::new("d.toml")).unwrap();
         assert!(text.contains("employee_id = \"Personalnummer\""), "{text}");

@@ -51,11 +51,15 @@ pub struct OpFailure {
 /// A failure that stops the whole push (the remaining operations are not sent).
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
-    #[error("the platform refused our credentials (HTTP {status}) at {url}: {detail}; check the token in ${env} (or the OAuth2 client) and its permissions")]
+    #[error(
+        "the platform refused our credentials (HTTP {status}) at {url}: {detail}; check the token in ${env} (or the OAuth2 client) and its permissions"
+    )]
     Unauthorized { status: u16, url: String, detail: String, env: String },
     #[error("cannot reach the platform at {url}: {detail}")]
     Unreachable { url: String, detail: String },
-    #[error("the platform kept failing after retries ({detail}); {done} operation(s) were applied and recorded, the rest will be sent by the next run")]
+    #[error(
+        "the platform kept failing after retries ({detail}); {done} operation(s) were applied and recorded, the rest will be sent by the next run"
+    )]
     RetriesExhausted { detail: String, done: u64 },
     #[error("{0}")]
     Config(String),

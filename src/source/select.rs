@@ -41,7 +41,9 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 pub enum Selection {
     Picked(RemoteFile),
     /// Files match, but every one is younger than `min_age` (still being written).
-    TooYoung { youngest: RemoteFile },
+    TooYoung {
+        youngest: RemoteFile,
+    },
     NoMatch,
 }
 
@@ -75,7 +77,15 @@ mod tests {
         RemoteFile { path: path.into(), size: 1, mtime: Some(now - chrono::Duration::minutes(mins_ago)) }
     }
     fn rule(pick: Pick, min_age: u64) -> FileRule {
-        FileRule { path: "/x/*.csv".into(), pick, format: None, min_age: Duration::from_secs(min_age * 60), after: After::Keep, stale_after: None, max_size: 1 << 30 }
+        FileRule {
+            path: "/x/*.csv".into(),
+            pick,
+            format: None,
+            min_age: Duration::from_secs(min_age * 60),
+            after: After::Keep,
+            stale_after: None,
+            max_size: 1 << 30,
+        }
     }
 
     #[test]

@@ -92,17 +92,23 @@ fn handshake(host: &str, port: u16, timeout: Duration, host_keys: &[&str]) -> Re
     sess.set_tcp_stream(tcp);
     match sess.handshake() {
         Ok(()) => Ok(sess),
-        Err(e) if code(&e) == LIBSSH2_ERROR_TIMEOUT => {
-            Err(SourceError::Timeout { host: at(host, port), step: "SSH handshake (the server sent no or too little data)".into(), secs: timeout.as_secs() })
-        }
+        Err(e) if code(&e) == LIBSSH2_ERROR_TIMEOUT => Err(SourceError::Timeout {
+            host: at(host, port),
+            step: "SSH handshake (the server sent no or too little data)".into(),
+            secs: timeout.as_secs(),
+        }),
         Err(e) if matches!(code(&e), LIBSSH2_ERROR_KEX_FAILURE | LIBSSH2_ERROR_KEY_EXCHANGE_FAILURE) => {
             // libssh2 does not say which list had nothing in common; the server's KEXINIT does.
             match algorithms::probe(host, port, timeout) {
                 Ok(offer) => match offer.obsolete() {
                     Some(gaps) => Err(obsolete(host, port, &offer.banner, &gaps)),
-                    None => Err(SourceError::Connect { host: host.into(), port, detail: format!("SSH key exchange failed: {}", e.message()) }),
+                    None => {
+                        Err(SourceError::Connect { host: host.into(), port, detail: format!("SSH key exchange failed: {}", e.message()) })
+                    }
                 },
-                Err(_) => Err(SourceError::Connect { host: host.into(), port, detail: format!("SSH key exchange failed: {}", e.message()) }),
+                Err(_) => {
+                    Err(SourceError::Connect { host: host.into(), port, detail: format!("SSH key exchange failed: {}", e.message()) })
+                }
             }
         }
         Err(e) => Err(SourceError::Connect { host: host.into(), port, detail: format!("SSH handshake failed: {}", e.message()) }),
@@ -119,19 +125,14 @@ fn obsolete(host: &str, port: u16, banner: &str, gaps: &str) -> SourceError {
 
 /// The offered host key: (blob, key type, fingerprint).
 fn offered(sess: &Session, host: &str, port: u16) -> Result<(Vec<u8>, String, String), SourceError> {
-    let (blob, _) = sess
-        .host_key()
-        .ok_or_else(|| SourceError::Connect { host: host.into(), port, detail: "the server sent no host key".into() })?;
+    let (blob, _) =
+        sess.host_key().ok_or_else(|| SourceError::Connect { host: host.into(), port, detail: "the server sent no host key".into() })?;
     Ok((blob.to_vec(), hostkey::blob_type(blob), hostkey::fingerprint(blob)))
 }
 
 /// The host key algorithms that use keys of the types in `types`, in our order of preference.
 fn algorithms_for(types: &[String]) -> Vec<&'static str> {
-    algorithms::HOST_KEYS
-        .iter()
-        .copied()
-        .filter(|alg| types.iter().any(|t| hostkey::algorithms_for_key_type(t).contains(alg)))
-        .collect()
+    algorithms::HOST_KEYS.iter().copied().filter(|alg| types.iter().any(|t| hostkey::algorithms_for_key_type(t).contains(alg))).collect()
 }
 
 /// The key type a host key algorithm uses.
@@ -210,7 +211,11 @@ fn connect_verified(cfg: &Sftp) -> Result<Session, SourceError> {
                      or pin it in the connector with:\n  host_key = \"{fp}\"",
                     at(host, port),
                     path.display(),
-                    if known.is_empty() { " (which has no entry for this host)".to_string() } else { format!(" (which has only {} for this host)", types.join(", ")) }
+                    if known.is_empty() {
+                        " (which has no entry for this host)".to_string()
+                    } else {
+                        format!(" (which has only {} for this host)", types.join(", "))
+                    }
                 ))),
             }
         }
@@ -231,11 +236,16 @@ impl SftpSource {
         // get the connection dropped by NAT boxes or the server's ClientAliveInterval.
         sess.set_keepalive(true, (cfg.timeout.as_secs() / 3).clamp(2, 30) as u32);
         let sftp = sess.sftp().map_err(|e| match code(&e) {
-            LIBSSH2_ERROR_TIMEOUT => SourceError::Timeout { host: at(&cfg.host, cfg.port), step: "starting SFTP".into(), secs: cfg.timeout.as_secs() },
+            LIBSSH2_ERROR_TIMEOUT => {
+                SourceError::Timeout { host: at(&cfg.host, cfg.port), step: "starting SFTP".into(), secs: cfg.timeout.as_secs() }
+            }
             _ => SourceError::Connect {
                 host: cfg.host.clone(),
                 port: cfg.port,
-                detail: format!("logged in, but could not start SFTP ({}); check that the server enables the sftp subsystem for this user", e.message()),
+                detail: format!(
+                    "logged in, but could not start SFTP ({}); check that the server enables the sftp subsystem for this user",
+                    e.message()
+                ),
             },
         })?;
         Ok(SftpSource { cfg: cfg.clone(), sess, sftp })
@@ -249,9 +259,17 @@ impl SftpSource {
     /// a missing path is a file error, the rest say what failed where.
     fn op_error(&self, e: ssh2::Error, what: String) -> SourceError {
         match e.code() {
-            ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => SourceError::Timeout { host: self.at(), step: what, secs: self.cfg.timeout.as_secs() },
-            ErrorCode::Session(_) => SourceError::Connect { host: self.cfg.host.clone(), port: self.cfg.port, detail: format!("{what}: connection lost ({})", e.message()) },
-            ErrorCode::SFTP(FX_NO_SUCH_FILE) => SourceError::NoFile(format!("{what} on {}: no such file or folder; check [file] path", self.describe())),
+            ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => {
+                SourceError::Timeout { host: self.at(), step: what, secs: self.cfg.timeout.as_secs() }
+            }
+            ErrorCode::Session(_) => SourceError::Connect {
+                host: self.cfg.host.clone(),
+                port: self.cfg.port,
+                detail: format!("{what}: connection lost ({})", e.message()),
+            },
+            ErrorCode::SFTP(FX_NO_SUCH_FILE) => {
+                SourceError::NoFile(format!("{what} on {}: no such file or folder; check [file] path", self.describe()))
+            }
             ErrorCode::SFTP(FX_PERMISSION_DENIED) => SourceError::Other(format!(
                 "{what} on {}: permission denied for user \"{}\"; ask the server's administrator for access",
                 self.describe(),
@@ -278,7 +296,8 @@ impl SftpSource {
             if n == 0 {
                 return Ok(());
             }
-            w.write_all(&buf[..n]).map_err(|source| Step::Fail(SourceError::Io { context: format!("cannot store the download of {}", file.path), source }))?;
+            w.write_all(&buf[..n])
+                .map_err(|source| Step::Fail(SourceError::Io { context: format!("cannot store the download of {}", file.path), source }))?;
             if w.bytes > max_size {
                 return Err(Step::Fail(SourceError::TooLarge { path: file.path.clone(), size: w.bytes, max: max_size }));
             }
@@ -350,7 +369,12 @@ impl Source for SftpSource {
             // Resuming is only sound if the file is the one we started on.
             match self.sftp.stat(Path::new(&file.path)) {
                 Ok(st) if st.size == Some(file.size) && file.mtime.is_none_or(|m| st.mtime == Some(m.timestamp() as u64)) => {}
-                Ok(_) => return Err(truncated("the file changed on the server during the download; retry once the export is complete (set min_age)".into(), w.bytes)),
+                Ok(_) => {
+                    return Err(truncated(
+                        "the file changed on the server during the download; retry once the export is complete (set min_age)".into(),
+                        w.bytes,
+                    ));
+                }
                 Err(e) => return Err(self.op_error(e, format!("cannot stat {} to resume its download", file.path))),
             }
         }
@@ -376,7 +400,9 @@ impl Source for SftpSource {
                 let dir = dir.trim_end_matches('/');
                 let dir = if dir.is_empty() { "/" } else { dir };
                 if self.sftp.stat(Path::new(dir)).is_err() {
-                    self.sftp.mkdir(Path::new(dir), 0o750).map_err(|e| self.op_error(e, format!("cannot create folder {dir} (for after = \"move:{dir}\")")))?;
+                    self.sftp
+                        .mkdir(Path::new(dir), 0o750)
+                        .map_err(|e| self.op_error(e, format!("cannot create folder {dir} (for after = \"move:{dir}\")")))?;
                 }
                 let mut target = format!("{}/{}", dir.trim_end_matches('/'), file.name());
                 // SFTP v3 rename refuses to overwrite: keep the older copy and date the new one.

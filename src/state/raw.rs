@@ -46,9 +46,8 @@ impl Db {
     pub(crate) fn prepare(&self, sql: &str) -> Result<Stmt<'_>, String> {
         let mut st = std::ptr::null_mut();
         // SAFETY: live handle; the SQL length is given, so it need not be NUL-terminated.
-        let rc = unsafe {
-            ffi::sqlite3_prepare_v2(self.0.as_ptr(), sql.as_ptr().cast(), sql.len() as c_int, &mut st, std::ptr::null_mut())
-        };
+        let rc =
+            unsafe { ffi::sqlite3_prepare_v2(self.0.as_ptr(), sql.as_ptr().cast(), sql.len() as c_int, &mut st, std::ptr::null_mut()) };
         match NonNull::new(st) {
             Some(st) if rc == ffi::SQLITE_OK => Ok(Stmt { st, db: self }),
             _ => Err(self.err("prepare")),

@@ -5,8 +5,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{LockedSqliteHandle, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
+use sqlx::sqlite::{LockedSqliteHandle, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::raw::Db;
 use super::{LastFile, RunRecord, SnapshotWrite, StateError, StateStore};
@@ -68,9 +68,10 @@ impl SqliteStore {
         let db = |detail: String| StateError::Db { url: url.to_string(), detail };
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if let Some(parent) = std::path::Path::new(path).parent()
-            && !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| db(format!("cannot create folder {}: {e}", parent.display())))?;
-            }
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| db(format!("cannot create folder {}: {e}", parent.display())))?;
+        }
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| db(e.to_string()))?
             .create_if_missing(true)
@@ -79,11 +80,7 @@ impl SqliteStore {
             // the last commits, which the next run repairs by adoption.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(|e| db(format!("cannot open: {e}")))?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(|e| db(format!("cannot open: {e}")))?;
         let store = SqliteStore { pool, url: url.to_string() };
         store.migrate().await?;
         Ok(store)
@@ -95,14 +92,8 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<(), StateError> {
         let mut tx = self.pool.begin().await.map_err(self.err())?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(self.err())?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").execute(&mut *tx).await.map_err(self.err())?;
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(&mut *tx).await.map_err(self.err())?;
         let v = v.unwrap_or(0) as usize;
         if v > MIGRATIONS.len() {
             return Err(StateError::Schema {
@@ -204,12 +195,7 @@ impl StateStore for SqliteStore {
             .map_err(self.err())?;
         Ok(row.and_then(|r| {
             Some(LastFile {
-                fingerprint: FileFingerprint {
-                    path: r.get(0),
-                    size: r.get::<i64, _>(1) as u64,
-                    mtime: r.get(2),
-                    sha256: r.get(3),
-                },
+                fingerprint: FileFingerprint { path: r.get(0), size: r.get::<i64, _>(1) as u64, mtime: r.get(2), sha256: r.get(3) },
                 synced_at: parse_ts(&r.get::<String, _>(4))?,
             })
         }))
@@ -256,30 +242,33 @@ impl StateStore for SqliteStore {
     }
 
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError> {
-        let row = sqlx::query(
-            "SELECT ended_at FROM runs WHERE connector = ? AND run_id != ? ORDER BY started_at DESC LIMIT 1",
-        )
-        .bind(connector)
-        .bind(current_run)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(self.err())?;
+        let row = sqlx::query("SELECT ended_at FROM runs WHERE connector = ? AND run_id != ? ORDER BY started_at DESC LIMIT 1")
+            .bind(connector)
+            .bind(current_run)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
         Ok(matches!(row, Some(r) if r.get::<Option<String>, _>(0).is_none()))
     }
 
     async fn history(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StateError> {
-        let rows = match connector {
-            Some(c) => sqlx::query("SELECT run_id, connector, started_at, ended_at, report FROM runs WHERE connector = ? ORDER BY started_at DESC LIMIT ?")
+        let rows =
+            match connector {
+                Some(c) => sqlx::query(
+                    "SELECT run_id, connector, started_at, ended_at, report FROM runs WHERE connector = ? ORDER BY started_at DESC LIMIT ?",
+                )
                 .bind(c)
                 .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await,
-            None => sqlx::query("SELECT run_id, connector, started_at, ended_at, report FROM runs ORDER BY started_at DESC LIMIT ?")
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await,
-        }
-        .map_err(self.err())?;
+                None => {
+                    sqlx::query("SELECT run_id, connector, started_at, ended_at, report FROM runs ORDER BY started_at DESC LIMIT ?")
+                        .bind(limit as i64)
+                        .fetch_all(&self.pool)
+                        .await
+                }
+            }
+            .map_err(self.err())?;
         Ok(rows
             .into_iter()
             .map(|r| RunRecord {
@@ -402,7 +391,8 @@ fn write_in_tx(db: &Db, connector: &str, batch: &[SnapshotWrite]) -> Result<(), 
                 drop(get);
                 if let Some(mut u) = found {
                     u.active = false;
-                    let mut set = db.prepare("UPDATE snapshot SET active = 0, hash = ?1, content = ?2 WHERE connector = ?3 AND external_id = ?4")?;
+                    let mut set =
+                        db.prepare("UPDATE snapshot SET active = 0, hash = ?1, content = ?2 WHERE connector = ?3 AND external_id = ?4")?;
                     set.bind_blob(1, &u.content_hash())?;
                     set.bind_text(2, &serde_json::to_string(&u).map_err(|e| e.to_string())?)?;
                     set.bind_text(3, connector)?;

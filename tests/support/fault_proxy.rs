@@ -119,7 +119,9 @@ async fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(String, Stri
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let len = head
         .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse::<usize>().ok()))
+        .find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        })
         .unwrap_or(0);
     while buf.len() < head_end + len {
         let n = s.read(&mut chunk).await?;
@@ -161,10 +163,17 @@ async fn forward(upstream: u16, raw: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 fn canned(status: u16, reason: &str, extra: &str) -> Vec<u8> {
-    format!("HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: application/scim+json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes()
+    format!("HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: application/scim+json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .into_bytes()
 }
 
-async fn serve(mut client: TcpStream, upstream: u16, decide: &Decide, seen: &Mutex<Vec<Seen>>, counter: &AtomicUsize) -> std::io::Result<()> {
+async fn serve(
+    mut client: TcpStream,
+    upstream: u16,
+    decide: &Decide,
+    seen: &Mutex<Vec<Seen>>,
+    counter: &AtomicUsize,
+) -> std::io::Result<()> {
     let Some((method, path, raw)) = read_request(&mut client).await? else { return Ok(()) };
     let n = counter.fetch_add(1, Ordering::AcqRel);
     let fault = decide(n, &method, &path);

@@ -7,14 +7,12 @@ use std::process::{Command, Output};
 use super::scim::ScimServer;
 use super::{repo_root, rostersync_bin};
 
-pub const HEADER: &str = "Personnel Number,First Name,Last Name,Email,Language,Active,Department,Job Title,Manager ID,Location,Hire Date,Cost Center";
+pub const HEADER: &str =
+    "Personnel Number,First Name,Last Name,Email,Language,Active,Department,Job Title,Manager ID,Location,Hire Date,Cost Center";
 
 /// One employee row in the demo export layout.
 pub fn row(id: u32, email: &str, active: bool, department: &str) -> String {
-    format!(
-        "E{id:07},Ann{id},Lee{id},{email},fr,{},{department},Engineer,,Paris,2021-03-04,CC-1",
-        if active { "Yes" } else { "No" }
-    )
+    format!("E{id:07},Ann{id},Lee{id},{email},fr,{},{department},Engineer,,Paris,2021-03-04,CC-1", if active { "Yes" } else { "No" })
 }
 
 /// `n` valid rows, ids 1..=n, emails annN@example.com.

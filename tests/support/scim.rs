@@ -21,11 +21,7 @@ pub fn scim2_server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("SCIM2_SERVER") {
         candidates.insert(0, PathBuf::from(p));
     }
-    require_binary(
-        &candidates,
-        "scim2-server",
-        "python3 -m venv .venv && .venv/bin/pip install scim2-server==0.8.3",
-    )
+    require_binary(&candidates, "scim2-server", "python3 -m venv .venv && .venv/bin/pip install scim2-server==0.8.3")
 }
 
 impl ScimServer {
@@ -65,20 +61,30 @@ impl ScimServer {
     pub fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
         let url = format!("{}{}", self.base_url, path);
         let out = Command::new("curl")
-            .args(["-sS", "-X", "POST", "-H", &format!("Authorization: Bearer {}", self.token), "-H", "Content-Type: application/scim+json", "--data-binary", &body.to_string(), &url])
+            .args([
+                "-sS",
+                "-X",
+                "POST",
+                "-H",
+                &format!("Authorization: Bearer {}", self.token),
+                "-H",
+                "Content-Type: application/scim+json",
+                "--data-binary",
+                &body.to_string(),
+                &url,
+            ])
             .output()
             .expect("curl");
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("POST {url}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("POST {url}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// GET a path (relative to the base URL) and parse the JSON answer.
     pub fn get(&self, path: &str) -> serde_json::Value {
         let url = format!("{}{}", self.base_url, path);
-        let out = Command::new("curl")
-            .args(["-sS", "-H", &format!("Authorization: Bearer {}", self.token), &url])
-            .output()
-            .expect("curl");
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        let out = Command::new("curl").args(["-sS", "-H", &format!("Authorization: Bearer {}", self.token), &url]).output().expect("curl");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Every user on the server (follows pagination).

@@ -26,7 +26,10 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per client: boxing would buy nothing
 pub enum Auth {
-    Bearer { token: Secret, env: String },
+    Bearer {
+        token: Secret,
+        env: String,
+    },
     OAuth2 {
         token_url: url::Url,
         client_id: String,
@@ -41,15 +44,21 @@ pub enum Auth {
 fn from_env(var: &str, what: &str) -> Result<Secret, PlatformError> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
-        Ok(_) => Err(PlatformError::Config(format!("the environment variable {var} ({what}) is empty; set it to the value the platform gave you"))),
-        Err(_) => Err(PlatformError::Config(format!("the environment variable {var} ({what}) is not set; export it before running rostersync"))),
+        Ok(_) => Err(PlatformError::Config(format!(
+            "the environment variable {var} ({what}) is empty; set it to the value the platform gave you"
+        ))),
+        Err(_) => {
+            Err(PlatformError::Config(format!("the environment variable {var} ({what}) is not set; export it before running rostersync")))
+        }
     }
 }
 
 impl Auth {
     pub fn from_config(auth: &PlatformAuth) -> Result<Auth, PlatformError> {
         Ok(match auth {
-            PlatformAuth::Bearer { token_env } => Auth::Bearer { token: from_env(token_env, "the platform's SCIM bearer token")?, env: token_env.clone() },
+            PlatformAuth::Bearer { token_env } => {
+                Auth::Bearer { token: from_env(token_env, "the platform's SCIM bearer token")?, env: token_env.clone() }
+            }
             PlatformAuth::OAuth2 { token_url, client_id, client_secret_env, scope } => Auth::OAuth2 {
                 token_url: token_url.clone(),
                 client_id: client_id.clone(),
@@ -118,19 +127,33 @@ impl Auth {
             .body(form)
             .send()
             .await
-            .map_err(|e| PlatformError::Unreachable { url: token_url.to_string(), detail: format!("OAuth2 token request failed: {}", super::transport_detail(&e)) })?;
+            .map_err(|e| PlatformError::Unreachable {
+                url: token_url.to_string(),
+                detail: format!("OAuth2 token request failed: {}", super::transport_detail(&e)),
+            })?;
         let status = resp.status().as_u16();
         let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
         if status == 400 || status == 401 || status == 403 {
             let detail = [body["error"].as_str(), body["error_description"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
-            return Err(PlatformError::Unauthorized { status, url: token_url.to_string(), detail: format!("token endpoint refused client credentials ({detail})"), env: self.source() });
+            return Err(PlatformError::Unauthorized {
+                status,
+                url: token_url.to_string(),
+                detail: format!("token endpoint refused client credentials ({detail})"),
+                env: self.source(),
+            });
         }
         if status >= 500 || status == 429 {
             // Transient: the caller's retry policy tries again.
-            return Err(PlatformError::Unreachable { url: token_url.to_string(), detail: format!("the OAuth2 token endpoint answered HTTP {status}") });
+            return Err(PlatformError::Unreachable {
+                url: token_url.to_string(),
+                detail: format!("the OAuth2 token endpoint answered HTTP {status}"),
+            });
         }
         let Some(token) = body["access_token"].as_str().filter(|_| (200..300).contains(&status)) else {
-            return Err(PlatformError::Protocol { url: token_url.to_string(), detail: format!("HTTP {status} without an access_token from the OAuth2 token endpoint") });
+            return Err(PlatformError::Protocol {
+                url: token_url.to_string(),
+                detail: format!("HTTP {status} without an access_token from the OAuth2 token endpoint"),
+            });
         };
         let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(3600));
         Ok((Secret(token.to_string()), started + lifetime - REFRESH_MARGIN.min(lifetime / 5)))

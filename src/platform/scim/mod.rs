@@ -192,7 +192,11 @@ impl Inner {
                     let retry_after = header(reqwest::header::RETRY_AFTER);
                     let location = header(reqwest::header::LOCATION);
                     match resp.bytes().await {
-                        Err(e) => (self.policy.for_error(&e), format!("{method} {url}: reading the answer failed: {}", transport_detail(&e)), Some(status)),
+                        Err(e) => (
+                            self.policy.for_error(&e),
+                            format!("{method} {url}: reading the answer failed: {}", transport_detail(&e)),
+                            Some(status),
+                        ),
                         Ok(b) => {
                             let body: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
                             if status == 401 || status == 403 {
@@ -223,7 +227,15 @@ impl Inner {
 
     /// Decides whether attempt `attempt` gets a successor and waits for it; Err is the
     /// failure to return instead.
-    async fn retry_wait(&self, ctx: &RunCtx, attempt: u32, verdict: Verdict, status: Option<u16>, message: String, blind_retry: bool) -> Result<(), CallError> {
+    async fn retry_wait(
+        &self,
+        ctx: &RunCtx,
+        attempt: u32,
+        verdict: Verdict,
+        status: Option<u16>,
+        message: String,
+        blind_retry: bool,
+    ) -> Result<(), CallError> {
         let Verdict::Retry { after, maybe_applied } = verdict else {
             return Err(CallError::Failed { status, message, maybe_applied: false });
         };
@@ -234,7 +246,11 @@ impl Inner {
             return Err(CallError::Failed { status, message: format!("{message} (gave up after {attempt} attempts)"), maybe_applied });
         }
         let Some(delay) = self.policy.delay(attempt, after) else {
-            return Err(CallError::Failed { status, message: format!("{message} (the server asked to wait {after:?}, longer than we wait)"), maybe_applied });
+            return Err(CallError::Failed {
+                status,
+                message: format!("{message} (the server asked to wait {after:?}, longer than we wait)"),
+                maybe_applied,
+            });
         };
         if !ctx.budget.take() {
             return Err(CallError::Stop(PlatformError::RetriesExhausted {
@@ -253,7 +269,11 @@ impl Inner {
         url.query_pairs_mut().append_pair("filter", &format!("{attr} eq {}", filter_literal(value))).append_pair("attributes", "id");
         let r = self.call(ctx, Method::GET, url.clone(), None, true).await?;
         if r.status != 200 {
-            return Err(CallError::Failed { status: Some(r.status), message: format!("GET {url}: {}", scim_error(r.status, &r.body)), maybe_applied: false });
+            return Err(CallError::Failed {
+                status: Some(r.status),
+                message: format!("GET {url}: {}", scim_error(r.status, &r.body)),
+                maybe_applied: false,
+            });
         }
         Ok(r.body["Resources"].as_array().and_then(|a| a.first()).and_then(|u| u["id"].as_str()).map(str::to_string))
     }
@@ -288,7 +308,10 @@ impl Inner {
         probe.query_pairs_mut().append_pair("count", "1").append_pair("attributes", "id");
         let r = self.call(ctx, Method::GET, probe.clone(), None, true).await.map_err(|e| unreachable(&probe, e))?;
         if r.status != 200 {
-            return Err(PlatformError::Protocol { url: probe.to_string(), detail: format!("{}; is base_url the SCIM root (the URL that /Users is under)?", scim_error(r.status, &r.body)) });
+            return Err(PlatformError::Protocol {
+                url: probe.to_string(),
+                detail: format!("{}; is base_url the SCIM root (the URL that /Users is under)?", scim_error(r.status, &r.body)),
+            });
         }
         let rt_url = self.url(&["ResourceTypes", "User"]);
         if let Ok(rt) = self.call(ctx, Method::GET, rt_url.clone(), None, true).await
@@ -383,7 +406,8 @@ impl Platform for ScimClient {
     }
 
     async fn apply(&self, ops: Vec<Op>, known: HashMap<String, String>, outcomes: mpsc::Sender<Outcome>) -> Result<(), PlatformError> {
-        let run = Arc::new(Run { inner: self.inner.clone(), ctx: RunCtx::new(&self.inner.policy, ops.len()), ids: Mutex::new(known), outcomes });
+        let run =
+            Arc::new(Run { inner: self.inner.clone(), ctx: RunCtx::new(&self.inner.policy, ops.len()), ids: Mutex::new(known), outcomes });
         {
             let mut ids = run.ids.lock().expect("ids lock");
             for op in &ops {
@@ -580,7 +604,9 @@ impl Run {
                 let done = |r: Result<Result<Vec<Pending>, PlatformError>, tokio::task::JoinError>, single: &mut Vec<Pending>| match r {
                     Ok(Ok(left)) => single.extend(left),
                     Ok(Err(e)) => self.ctx.set_stop(e),
-                    Err(e) => self.ctx.set_stop(PlatformError::Protocol { url: self.inner.base.to_string(), detail: format!("a bulk task failed: {e}") }),
+                    Err(e) => self
+                        .ctx
+                        .set_stop(PlatformError::Protocol { url: self.inner.base.to_string(), detail: format!("a bulk task failed: {e}") }),
                 };
                 while !self.ctx.stopped() {
                     let permit = sem.clone().acquire_owned().await.expect("semaphore open");
@@ -624,7 +650,10 @@ impl Run {
         while let Some(r) = set.join_next().await {
             if let Err(e) = r {
                 // A bug, not the platform: stop rather than lose an outcome silently.
-                self.ctx.set_stop(PlatformError::Protocol { url: self.inner.base.to_string(), detail: format!("an operation task failed: {e}") });
+                self.ctx.set_stop(PlatformError::Protocol {
+                    url: self.inner.base.to_string(),
+                    detail: format!("an operation task failed: {e}"),
+                });
             }
         }
     }
@@ -647,7 +676,13 @@ impl Run {
             None => (None, None),
             Some(m) => match self.ids.lock().expect("ids lock").get(m) {
                 Some(id) => (Some(id.clone()), None),
-                None => (None, Some(format!("manager {m} is not on the platform (not in this export, nor synced before); {}", super::MANAGER_LEFT_UNSET))),
+                None => (
+                    None,
+                    Some(format!(
+                        "manager {m} is not on the platform (not in this export, nor synced before); {}",
+                        super::MANAGER_LEFT_UNSET
+                    )),
+                ),
             },
         }
     }
@@ -673,8 +708,12 @@ impl Run {
                     .await?
                     .map(|()| Applied { platform_id: platform_id.clone(), note })
             }
-            Op::Deactivate { platform_id, .. } => self.deactivate(platform_id).await?.map(|()| Applied { platform_id: platform_id.clone(), note: None }),
-            Op::Delete { platform_id, .. } => self.delete(platform_id).await?.map(|()| Applied { platform_id: platform_id.clone(), note: None }),
+            Op::Deactivate { platform_id, .. } => {
+                self.deactivate(platform_id).await?.map(|()| Applied { platform_id: platform_id.clone(), note: None })
+            }
+            Op::Delete { platform_id, .. } => {
+                self.delete(platform_id).await?.map(|()| Applied { platform_id: platform_id.clone(), note: None })
+            }
         };
         let result = result.map_err(|mut f| {
             f.message = format!("user {external_id}: {}", f.message);
@@ -701,11 +740,21 @@ impl Run {
                 match inner.find(&self.ctx, "externalId", &user.external_id).await {
                     // Most likely our own write; but it may be someone else's user with
                     // our externalId, so make its content ours either way.
-                    Ok(Some(id)) => return Ok(self.write_content(&id, user, manager.as_deref(), None).await?.map(|()| Applied { platform_id: id, note })),
+                    Ok(Some(id)) => {
+                        return Ok(self
+                            .write_content(&id, user, manager.as_deref(), None)
+                            .await?
+                            .map(|()| Applied { platform_id: id, note }));
+                    }
                     Ok(None) => {}
                     Err(CallError::Stop(e)) => return Err(e),
                     Err(CallError::Failed { status, message, .. }) => {
-                        return Ok(Err(OpFailure { status, message: format!("the create's outcome is unknown and looking it up failed ({message}); the next run adopts it by externalId if it was created") }));
+                        return Ok(Err(OpFailure {
+                            status,
+                            message: format!(
+                                "the create's outcome is unknown and looking it up failed ({message}); the next run adopts it by externalId if it was created"
+                            ),
+                        }));
                     }
                 }
             }
@@ -715,15 +764,26 @@ impl Run {
                     let id = r.body["id"].as_str().map(str::to_string).or_else(|| r.location.as_deref().and_then(id_from_location));
                     return Ok(match id {
                         Some(id) => Ok(Applied { platform_id: id, note }),
-                        None => Err(OpFailure { status: Some(r.status), message: format!("POST {url}: HTTP {} without the new user's id", r.status) }),
+                        None => Err(OpFailure {
+                            status: Some(r.status),
+                            message: format!("POST {url}: HTTP {} without the new user's id", r.status),
+                        }),
                     });
                 }
                 Ok(r) if r.status == 409 => return self.adopt(user, manager.as_deref(), note).await,
-                Ok(r) => return Ok(Err(OpFailure { status: Some(r.status), message: format!("POST {url}: {}", scim_error(r.status, &r.body)) })),
+                Ok(r) => {
+                    return Ok(Err(OpFailure {
+                        status: Some(r.status),
+                        message: format!("POST {url}: {}", scim_error(r.status, &r.body)),
+                    }));
+                }
                 Err(CallError::Stop(e)) => return Err(e),
                 Err(CallError::Failed { maybe_applied: true, message, .. }) if sends < inner.policy.max_attempts => {
                     if !self.ctx.budget.take() {
-                        return Err(PlatformError::RetriesExhausted { detail: format!("retry budget spent; last: {message}"), done: self.ctx.applied.load(Ordering::Acquire) });
+                        return Err(PlatformError::RetriesExhausted {
+                            detail: format!("retry budget spent; last: {message}"),
+                            done: self.ctx.applied.load(Ordering::Acquire),
+                        });
                     }
                     tracing::debug!(external_id = %user.external_id, "create outcome unknown ({message}); looking it up before sending again");
                     check = true;
@@ -749,13 +809,22 @@ impl Run {
                 }
                 Ok(None) => {}
                 Err(CallError::Stop(e)) => return Err(e),
-                Err(CallError::Failed { status, message, .. }) => return Ok(Err(OpFailure { status, message: format!("the platform answered 409 (user exists) but looking the user up failed: {message}") })),
+                Err(CallError::Failed { status, message, .. }) => {
+                    return Ok(Err(OpFailure {
+                        status,
+                        message: format!("the platform answered 409 (user exists) but looking the user up failed: {message}"),
+                    }));
+                }
             }
         }
         let Some(id) = found else {
             return Ok(Err(OpFailure {
                 status: Some(409),
-                message: format!("the platform answered 409 (already exists) but no user has externalId {:?} or userName {:?}; another attribute must be unique on the platform (email?) — find the conflicting user there", user.external_id, user.user_name()),
+                message: format!(
+                    "the platform answered 409 (already exists) but no user has externalId {:?} or userName {:?}; another attribute must be unique on the platform (email?) — find the conflicting user there",
+                    user.external_id,
+                    user.user_name()
+                ),
             }));
         };
         Ok(self.write_content(&id, user, manager, None).await?.map(|()| {
@@ -765,7 +834,13 @@ impl Run {
     }
 
     /// PATCH (only what changed, when the previous content is known) or PUT.
-    async fn write_content(&self, id: &str, user: &User, manager: Option<&str>, previous: Option<(&User, Option<&str>)>) -> Result<Result<(), OpFailure>, PlatformError> {
+    async fn write_content(
+        &self,
+        id: &str,
+        user: &User,
+        manager: Option<&str>,
+        previous: Option<(&User, Option<&str>)>,
+    ) -> Result<Result<(), OpFailure>, PlatformError> {
         let inner = &self.inner;
         let url = inner.url(&["Users", id]);
         let (method, body) = if inner.caps.patch {
@@ -817,7 +892,12 @@ impl Run {
     async fn write(&self, method: Method, url: url::Url, body: Option<&Value>) -> Result<Result<(), OpFailure>, PlatformError> {
         match self.inner.call(&self.ctx, method.clone(), url.clone(), body, true).await {
             Ok(r) if (200..300).contains(&r.status) => Ok(Ok(())),
-            Ok(r) if r.status == 404 => Self::fail(Some(404), format!("{method} {url}: the user no longer exists on the platform (deleted there?); remove it from the state or let the next run create it")),
+            Ok(r) if r.status == 404 => Self::fail(
+                Some(404),
+                format!(
+                    "{method} {url}: the user no longer exists on the platform (deleted there?); remove it from the state or let the next run create it"
+                ),
+            ),
             Ok(r) => Self::fail(Some(r.status), format!("{method} {url}: {}", scim_error(r.status, &r.body))),
             Err(CallError::Stop(e)) => Err(e),
             Err(CallError::Failed { status, message, .. }) => Self::fail(status, message),
@@ -878,7 +958,10 @@ impl Run {
         let n_batch = batch.len();
         for (i, (op, v)) in batch.into_iter().enumerate() {
             // By bulkId; by position only when the server answered every operation.
-            let r = v["bulkId"].as_str().and_then(|b| by_bulk_id.get(b).copied()).or_else(|| (results.len() == n_batch).then(|| results.get(i)).flatten());
+            let r = v["bulkId"]
+                .as_str()
+                .and_then(|b| by_bulk_id.get(b).copied())
+                .or_else(|| (results.len() == n_batch).then(|| results.get(i)).flatten());
             let Some(r) = r else {
                 left.push((op, Start::Unknown));
                 continue;
@@ -890,21 +973,30 @@ impl Run {
             let external_id = op.external_id().to_string();
             let location = r["location"].as_str();
             let result = match (&op, status) {
-                (Op::Create { .. }, 200..=299) => match r["response"]["id"].as_str().map(str::to_string).or_else(|| location.and_then(id_from_location)) {
-                    Some(id) => Ok(Applied { platform_id: id, note: None }),
-                    None => {
-                        left.push((op, Start::Unknown));
-                        continue;
+                (Op::Create { .. }, 200..=299) => {
+                    match r["response"]["id"].as_str().map(str::to_string).or_else(|| location.and_then(id_from_location)) {
+                        Some(id) => Ok(Applied { platform_id: id, note: None }),
+                        None => {
+                            left.push((op, Start::Unknown));
+                            continue;
+                        }
                     }
-                },
+                }
                 (Op::Create { .. }, 409) => {
                     left.push((op, Start::Adopt));
                     continue;
                 }
-                (Op::Update { platform_id, .. } | Op::Deactivate { platform_id, .. } | Op::Delete { platform_id, .. }, 200..=299) => Ok(Applied { platform_id: platform_id.clone(), note: None }),
+                (Op::Update { platform_id, .. } | Op::Deactivate { platform_id, .. } | Op::Delete { platform_id, .. }, 200..=299) => {
+                    Ok(Applied { platform_id: platform_id.clone(), note: None })
+                }
                 (Op::Delete { platform_id, .. }, 404) => Ok(Applied { platform_id: platform_id.clone(), note: None }),
                 (_, 401 | 403) => {
-                    return Err(PlatformError::Unauthorized { status, url: url.to_string(), detail: scim_error(status, &r["response"]), env: inner.auth.source() });
+                    return Err(PlatformError::Unauthorized {
+                        status,
+                        url: url.to_string(),
+                        detail: scim_error(status, &r["response"]),
+                        env: inner.auth.source(),
+                    });
                 }
                 (_, s) => match inner.policy.for_status(s, None) {
                     Verdict::Retry { maybe_applied, .. } => {
@@ -913,7 +1005,12 @@ impl Run {
                     }
                     Verdict::Final => Err(OpFailure {
                         status: Some(s),
-                        message: format!("user {external_id}: {} {} in bulk: {}", v["method"].as_str().unwrap_or(""), v["path"].as_str().unwrap_or(""), scim_error(s, &r["response"])),
+                        message: format!(
+                            "user {external_id}: {} {} in bulk: {}",
+                            v["method"].as_str().unwrap_or(""),
+                            v["path"].as_str().unwrap_or(""),
+                            scim_error(s, &r["response"])
+                        ),
                     }),
                 },
             };
@@ -921,11 +1018,10 @@ impl Run {
                 // Judge by what was sent: the manager may have been created by this very
                 // bulk request since, so asking `self.manager` now would say "linked".
                 let sent_manager = !v["data"][encode::ENTERPRISE]["manager"].is_null();
-                let note = user
-                    .attributes
-                    .get(MANAGER_ID)
-                    .filter(|m| !m.is_empty() && !sent_manager)
-                    .map(|m| format!("manager {m} was not on the platform yet when this user was created; {}", super::MANAGER_LEFT_UNSET));
+                let note =
+                    user.attributes.get(MANAGER_ID).filter(|m| !m.is_empty() && !sent_manager).map(|m| {
+                        format!("manager {m} was not on the platform yet when this user was created; {}", super::MANAGER_LEFT_UNSET)
+                    });
                 let a = Applied { platform_id: a.platform_id.clone(), note };
                 self.report(Outcome { result: Ok(a), op }).await;
             } else {
@@ -997,11 +1093,13 @@ mod tests {
                 .collect()
         };
         let small = people(2_000, &mut rnd);
-        let manager_of: HashMap<&str, &str> =
-            small.iter().filter_map(|o| match o {
+        let manager_of: HashMap<&str, &str> = small
+            .iter()
+            .filter_map(|o| match o {
                 Op::Create { user } => user.attributes.get(MANAGER_ID).map(|m| (o.external_id(), m)),
                 _ => None,
-            }).collect();
+            })
+            .collect();
         let naive = |id: &str| {
             let (mut d, mut cur, mut seen) = (0, id, std::collections::HashSet::new());
             while let Some(m) = manager_of.get(cur).filter(|m| small.iter().any(|o| o.external_id() == **m)) {

@@ -20,17 +20,10 @@ pub const KEX: &[&str] = &[
     "diffie-hellman-group18-sha512",
 ];
 /// No CBC modes.
-pub const CIPHERS: &[&str] = &[
-    "chacha20-poly1305@openssh.com",
-    "aes256-gcm@openssh.com",
-    "aes128-gcm@openssh.com",
-    "aes256-ctr",
-    "aes192-ctr",
-    "aes128-ctr",
-];
+pub const CIPHERS: &[&str] =
+    &["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "aes256-ctr", "aes192-ctr", "aes128-ctr"];
 /// No SHA-1 or MD5 MACs; AEAD ciphers need none.
-pub const MACS: &[&str] =
-    &["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512"];
+pub const MACS: &[&str] = &["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512"];
 
 /// Restricts a session to the lists above (host keys to `host_keys`), before the handshake.
 pub fn restrict(sess: &ssh2::Session, host_keys: &[&str]) -> Result<(), ssh2::Error> {
@@ -115,8 +108,13 @@ pub fn probe(host: &str, port: u16, timeout: Duration) -> std::io::Result<Offer>
         rest = &rest[4 + n..];
     }
     let mut it = lists.into_iter();
-    let (kex, host_keys, ciphers, _, macs) =
-        (it.next().unwrap_or_default(), it.next().unwrap_or_default(), it.next().unwrap_or_default(), it.next(), it.next().unwrap_or_default());
+    let (kex, host_keys, ciphers, _, macs) = (
+        it.next().unwrap_or_default(),
+        it.next().unwrap_or_default(),
+        it.next().unwrap_or_default(),
+        it.next(),
+        it.next().unwrap_or_default(),
+    );
     // Pseudo-algorithms that announce extensions are not key exchanges.
     let kex = kex.into_iter().filter(|k| !k.starts_with("ext-info-") && !k.starts_with("kex-strict-")).collect();
     Ok(Offer { banner, kex, host_keys, ciphers, macs })

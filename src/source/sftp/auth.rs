@@ -30,9 +30,7 @@ pub fn inspect_key(text: &str, path: &Path) -> KeyFile {
         ));
     }
     if t.starts_with("---- BEGIN SSH2 PUBLIC KEY") || t.starts_with("ssh-") || t.starts_with("ecdsa-") {
-        return KeyFile::Refused(format!(
-            "{p} holds a public key; private_key must name the private half (the file without .pub)"
-        ));
+        return KeyFile::Refused(format!("{p} holds a public key; private_key must name the private half (the file without .pub)"));
     }
     if t.starts_with("---- BEGIN SSH2") {
         return KeyFile::Refused(format!(
@@ -43,13 +41,20 @@ pub fn inspect_key(text: &str, path: &Path) -> KeyFile {
     if t.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
         return match openssh_cipher(t) {
             Some(c) => KeyFile::Usable { encrypted: c != "none" },
-            None => KeyFile::Refused(format!("{p} says it is an OpenSSH private key but its body does not decode; the file is damaged or truncated")),
+            None => KeyFile::Refused(format!(
+                "{p} says it is an OpenSSH private key but its body does not decode; the file is damaged or truncated"
+            )),
         };
     }
     if t.starts_with("-----BEGIN DSA PRIVATE KEY-----") {
-        return KeyFile::Refused(format!("{p} is a DSA key, which is obsolete and refused; create an ed25519 key with `ssh-keygen -t ed25519 -f NAME`"));
+        return KeyFile::Refused(format!(
+            "{p} is a DSA key, which is obsolete and refused; create an ed25519 key with `ssh-keygen -t ed25519 -f NAME`"
+        ));
     }
-    if t.starts_with("-----BEGIN RSA PRIVATE KEY-----") || t.starts_with("-----BEGIN EC PRIVATE KEY-----") || t.starts_with("-----BEGIN PRIVATE KEY-----") {
+    if t.starts_with("-----BEGIN RSA PRIVATE KEY-----")
+        || t.starts_with("-----BEGIN EC PRIVATE KEY-----")
+        || t.starts_with("-----BEGIN PRIVATE KEY-----")
+    {
         return KeyFile::Usable { encrypted: t.contains("Proc-Type: 4,ENCRYPTED") };
     }
     if t.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
@@ -102,7 +107,9 @@ pub fn authenticate(sess: &Session, user: &str, auth: &SftpAuth) -> Result<(), F
         Err(e) if is_timeout(&e) => return Err(Failure::Timeout),
         Err(e) => return Err(Failure::Refused(format!("the server did not say which methods it accepts ({})", e.message()))),
     };
-    by_method(sess, user, auth, &offered).map_err(|d| if ssh2::Error::last_session_error(sess).is_some_and(|e| is_timeout(&e)) { Failure::Timeout } else { Failure::Refused(d) })
+    by_method(sess, user, auth, &offered).map_err(|d| {
+        if ssh2::Error::last_session_error(sess).is_some_and(|e| is_timeout(&e)) { Failure::Timeout } else { Failure::Refused(d) }
+    })
 }
 
 fn by_method(sess: &Session, user: &str, auth: &SftpAuth, offered: &str) -> Result<(), Detail> {
@@ -110,7 +117,9 @@ fn by_method(sess: &Session, user: &str, auth: &SftpAuth, offered: &str) -> Resu
     match auth {
         SftpAuth::Key { private_key, passphrase_env } => {
             if !has("publickey") {
-                return Err(format!("the server does not accept keys for this user (it offers: {offered}); use auth = \"password\" or ask its administrator"));
+                return Err(format!(
+                    "the server does not accept keys for this user (it offers: {offered}); use auth = \"password\" or ask its administrator"
+                ));
             }
             key(sess, user, private_key, passphrase_env.as_deref())
         }
@@ -128,7 +137,9 @@ fn by_method(sess: &Session, user: &str, auth: &SftpAuth, offered: &str) -> Resu
         SftpAuth::KeyboardInteractive { password_env } => {
             let pw = env_secret(password_env, "password")?;
             if !has("keyboard-interactive") {
-                return Err(format!("the server does not offer keyboard-interactive (it offers: {offered}); use auth = \"password\" or \"key\""));
+                return Err(format!(
+                    "the server does not offer keyboard-interactive (it offers: {offered}); use auth = \"password\" or \"key\""
+                ));
             }
             interactive(sess, user, &pw, password_env)
         }
@@ -176,7 +187,11 @@ fn key(sess: &Session, user: &str, path: &Path, passphrase_env: Option<&str>) ->
                     passphrase_env.unwrap_or("?"),
                     e.message()
                 ),
-                FILE | KEYFILE_AUTH => format!("cannot load private key {} (libssh2: {}); regenerate it with `ssh-keygen -t ed25519`", path.display(), e.message()),
+                FILE | KEYFILE_AUTH => format!(
+                    "cannot load private key {} (libssh2: {}); regenerate it with `ssh-keygen -t ed25519`",
+                    path.display(),
+                    e.message()
+                ),
                 UNRECOGNIZED | UNVERIFIED => format!(
                     "the server refused key {}: add its public half (`ssh-keygen -y -f {}`) to ~{user}/.ssh/authorized_keys on the server, and check the user name (server: {})",
                     path.display(),
@@ -214,8 +229,12 @@ mod tests {
     #[test]
     fn key_formats_are_told_apart() {
         let p = Path::new("k");
-        assert!(matches!(inspect_key("PuTTY-User-Key-File-3: ssh-ed25519\n", p), KeyFile::Refused(m) if m.contains("puttygen k -O private-openssh-new")));
-        assert!(matches!(inspect_key("---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\n", p), KeyFile::Refused(m) if m.contains("ssh-keygen -i -f k")));
+        assert!(
+            matches!(inspect_key("PuTTY-User-Key-File-3: ssh-ed25519\n", p), KeyFile::Refused(m) if m.contains("puttygen k -O private-openssh-new"))
+        );
+        assert!(
+            matches!(inspect_key("---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\n", p), KeyFile::Refused(m) if m.contains("ssh-keygen -i -f k"))
+        );
         assert!(matches!(inspect_key("ssh-ed25519 AAAA x\n", p), KeyFile::Refused(m) if m.contains("public key")));
         assert!(matches!(inspect_key("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n", p), KeyFile::Usable { encrypted: true }));
         assert!(matches!(inspect_key("hello", p), KeyFile::Refused(_)));

@@ -14,10 +14,7 @@ pub fn fingerprint(blob: &[u8]) -> String {
 
 /// The key type named inside a public key blob ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256").
 pub fn blob_type(blob: &[u8]) -> String {
-    let name = blob
-        .get(..4)
-        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
-        .and_then(|n| blob.get(4..4 + n));
+    let name = blob.get(..4).map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize).and_then(|n| blob.get(4..4 + n));
     match name {
         Some(n) => String::from_utf8_lossy(n).into_owned(),
         None => "unknown".into(),
@@ -143,9 +140,13 @@ fn hmac_sha1(key: &[u8], msg: &[u8]) -> [u8; 20] {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Trusted,
-    Revoked { line: usize },
+    Revoked {
+        line: usize,
+    },
     /// A key of the same type is recorded for the host, and it is another key.
-    Changed { lines: Vec<usize> },
+    Changed {
+        lines: Vec<usize>,
+    },
     /// Nothing of this type is recorded for the host (maybe keys of other types).
     Unknown,
 }
