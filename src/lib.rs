@@ -14,6 +14,7 @@ pub mod model;
 pub mod plan;
 pub mod platform;
 pub mod report;
+pub mod retry;
 pub mod schedule;
 pub mod source;
 pub mod spool;
