@@ -97,6 +97,15 @@ pub enum Safeguard {
 }
 
 impl Safeguard {
+    /// The rule's name, as reports, history and metrics show it (the serde tag).
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Safeguard::NoDataRows => "no_data_rows",
+            Safeguard::MassDeactivation { .. } => "mass_deactivation",
+            Safeguard::TooManyInvalid { .. } => "too_many_invalid",
+        }
+    }
+
     pub fn message(&self, connector: &str) -> String {
         let go_on = format!("check the file, then run `rostersync sync {connector} --allow-mass-change` to apply it anyway");
         match self {
@@ -130,6 +139,12 @@ pub struct Plan {
 impl Plan {
     pub fn count(&self, kind: OpKind) -> u64 {
         self.ops.iter().filter(|o| o.kind() == kind).count() as u64
+    }
+
+    /// The file line of each operation's person, by external id (people absent from the
+    /// file have none), for the errors of a push.
+    pub fn lines_by_id(&self) -> std::collections::HashMap<String, u64> {
+        self.ops.iter().zip(&self.lines).filter(|(_, l)| **l > 0).map(|(o, l)| (o.external_id().to_string(), *l)).collect()
     }
 }
 
@@ -532,5 +547,22 @@ mod tests {
             "sorted"
         );
         assert_eq!(p.lines.len(), p.ops.len());
+    }
+}
+
+#[cfg(test)]
+mod rule_names {
+    use super::Safeguard;
+
+    #[test]
+    fn rule_names_are_the_serde_tags() {
+        let all = [
+            Safeguard::NoDataRows,
+            Safeguard::MassDeactivation { count: 1, known: 1, limit: "1".into(), allowed: 0 },
+            Safeguard::TooManyInvalid { invalid: 1, rows: 1, limit: "1".into(), allowed: 0 },
+        ];
+        for s in all {
+            assert_eq!(serde_json::to_value(&s).unwrap()["rule"], s.rule(), "{s:?}");
+        }
     }
 }

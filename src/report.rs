@@ -37,6 +37,9 @@ pub struct Report {
     pub errors: Vec<RowError>,
     /// The safeguard rule that stopped the run, if any.
     pub stopped_by: Option<String>,
+    /// The export stopped coming: no new file for longer than `stale_after`.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub stale: bool,
     /// What the engineer should know about writes that succeeded: users adopted after a
     /// conflict, managers that could not be linked yet.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]

@@ -113,7 +113,9 @@ impl std::fmt::Display for GiveUp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             GiveUp::Attempts(n) => write!(f, "gave up after {n} attempts"),
-            GiveUp::HintTooLong(d) => write!(f, "the server asked to wait {}, longer than rostersync waits", humantime::format_duration(*d)),
+            GiveUp::HintTooLong(d) => {
+                write!(f, "the server asked to wait {}, longer than rostersync waits", humantime::format_duration(*d))
+            }
             GiveUp::Budget(n) => write!(f, "the run used all of its {n} retries"),
         }
     }

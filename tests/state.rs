@@ -118,6 +118,7 @@ async fn last_file_history_and_interrupted_runs() {
         counts: Counts { rows: 3, valid: 3, created: 3, ..Default::default() },
         errors: vec![],
         stopped_by: None,
+        stale: false,
         notes: Vec::new(),
         message: None,
         duration_ms: 12,

@@ -8,7 +8,7 @@ use crate::exit::Exit;
 pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
     let conn = cfg.connector(connector)?;
-    let dl = crate::sync::download(conn).await.map_err(|(e, m)| CodedError(e, m))?;
+    let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit, e.message))?;
     let Some(dl) = dl else {
         return Err(CodedError(Exit::Data, format!("{connector}: no file to fetch right now")).into());
     };
@@ -27,11 +27,11 @@ pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Res
 pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
     let conn = cfg.connector(connector)?;
-    let dl = crate::sync::download(conn).await.map_err(|(e, m)| CodedError(e, m))?;
+    let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit, e.message))?;
     let Some(dl) = dl else {
         return Err(CodedError(Exit::Data, format!("{connector}: no file to test right now")).into());
     };
-    let mapped = crate::sync::parse_file(conn, &dl.path, &dl.name).await.map_err(|(e, m)| CodedError(e, m))?;
+    let mapped = crate::sync::parse_file(conn, &dl.path, &dl.name).await.map_err(|e| CodedError(e.exit, e.message))?;
     let invalid = mapped.rows - mapped.users.len() as u64;
     let allowed = conn.sync.max_invalid.allowed(mapped.rows);
     if cli.json {

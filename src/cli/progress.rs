@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::sync::Progress;
+use crate::sync::{Progress, Stage};
 
 pub struct Bars {
     bar: Mutex<Option<ProgressBar>>,
@@ -20,20 +20,19 @@ pub fn for_terminal(json: bool) -> Option<Arc<dyn Progress>> {
 }
 
 impl Progress for Bars {
-    fn stage(&self, name: &str, total: Option<u64>) {
+    fn stage(&self, stage: Stage, total: Option<u64>) {
         let bar = match total {
             Some(t) => ProgressBar::new(t),
             None => ProgressBar::new_spinner(),
         };
-        let template = if name.starts_with("download") {
-            "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-        } else {
-            "{msg:30} [{bar:30}] {pos}/{len} ops eta {eta}"
+        let (template, name) = match stage {
+            Stage::Download(file) => ("{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}", format!("download {file}")),
+            Stage::Push => ("{msg:30} [{bar:30}] {pos}/{len} ops eta {eta}", "push".to_string()),
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_message(name.to_string());
+        bar.set_message(name);
         if let Ok(mut b) = self.bar.lock() {
             *b = Some(bar);
         }

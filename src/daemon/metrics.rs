@@ -172,6 +172,7 @@ mod tests {
             counts: Counts { created, updated: 2, ..Counts::default() },
             errors: vec![],
             stopped_by: None,
+            stale: false,
             notes: Vec::new(),
             message: None,
             duration_ms: ms,

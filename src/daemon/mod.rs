@@ -24,7 +24,7 @@ use crate::exit::{Classify, Exit};
 use crate::state::{SqliteStore, StateError};
 use metrics::Metrics;
 use runner::{Runner, SyncRunner};
-use scheduler::{RetryPolicy, Scheduler, Shared};
+use scheduler::{Scheduler, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -47,10 +47,6 @@ impl Classify for DaemonError {
             _ => Exit::Other,
         }
     }
-}
-
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
 }
 
 /// What a configuration (re)load means for the scheduler.
@@ -136,7 +132,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
         runner: runner.clone(),
         clock: clock::Clock::System,
         permits: Arc::new(Semaphore::new(daemon_cfg.max_concurrent_runs)),
-        retry: RetryPolicy::default(),
+        retry: crate::retry::Policy::SCHEDULED_RUN,
         metrics: metrics.clone(),
         notify: webhook.clone(),
     });

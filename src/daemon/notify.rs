@@ -47,7 +47,7 @@ impl Notification {
         let event = match report.outcome {
             Outcome::Ok | Outcome::NoNewFile => return None,
             Outcome::Stopped => Event::Stopped,
-            Outcome::Failed if message.starts_with("the export is stale") => Event::Stale,
+            Outcome::Failed if report.stale => Event::Stale,
             Outcome::Failed => Event::Failed,
         };
         let what = match event {
@@ -67,7 +67,7 @@ impl Notification {
             attempts,
             message,
             stopped_by: report.stopped_by.clone(),
-            host: crate::daemon::hostname(),
+            host: crate::sync::hostname(),
             at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         })
     }
@@ -165,6 +165,7 @@ mod tests {
             counts: Counts::default(),
             errors: vec![],
             stopped_by: (outcome == Outcome::Stopped).then(|| "max_deactivations".into()),
+            stale: false,
             notes: Vec::new(),
             message: Some(message.into()),
             duration_ms: 5,
@@ -179,8 +180,12 @@ mod tests {
         let n = Notification::for_run(&report(Outcome::Stopped, "12 deactivations exceed max"), "Acme", 5, 1, at).unwrap();
         assert_eq!(n.event, Event::Stopped);
         assert!(n.text.contains("stopped by a safeguard (max_deactivations)"), "{}", n.text);
-        let n = Notification::for_run(&report(Outcome::Failed, "the export is stale: no new file for 9days"), "Acme", 4, 1, at).unwrap();
+        // Stale is the report's typed flag, whatever the message says.
+        let stale = Report { stale: true, ..report(Outcome::Failed, "no new file for 9days") };
+        let n = Notification::for_run(&stale, "Acme", 4, 1, at).unwrap();
         assert_eq!(n.event, Event::Stale);
+        let n = Notification::for_run(&report(Outcome::Failed, "the export is stale (in words only)"), "Acme", 4, 1, at).unwrap();
+        assert_eq!(n.event, Event::Failed);
         let n = Notification::for_run(&report(Outcome::Failed, "connection refused"), "Acme", 3, 4, at).unwrap();
         assert_eq!(n.event, Event::Failed);
         assert_eq!(n.text, "rostersync: acme (Acme) failed after 4 attempts: connection refused");

@@ -97,10 +97,13 @@ fn panicked(connector: &str, e: tokio::task::JoinError) -> RunResult {
             counts: Counts::default(),
             errors: Vec::new(),
             stopped_by: None,
+            stale: false,
             notes: Vec::new(),
             message: Some(message),
             duration_ms: 0,
         },
         exit: Exit::Other,
+        // A bug may depend on the data or on timing: the next attempt may pass.
+        retriable: true,
     }
 }

@@ -6,9 +6,11 @@
 //! - A global semaphore bounds runs at once (`max_concurrent_runs`).
 //! - After a run the next start is the first slot after *now*: slots missed while a run
 //!   overran are skipped, never run back to back (atuin's `MissedTickBehavior::Skip`).
-//! - A failed run (connection, platform, other) is retried with capped, jittered backoff
-//!   while the retry still starts before the next slot; a safeguard stop or a data or
-//!   configuration failure is not retried: it needs a person, and is notified.
+//! - A failed run is retried with capped, jittered backoff (`retry::Policy::SCHEDULED_RUN`)
+//!   while the retry still starts before the next slot, when the error that ended it says
+//!   trying again may help (`RunResult::retriable`, from the module's typed error: a dropped
+//!   connection, a platform outage). A changed host key, a refused login, a safeguard stop, a
+//!   data or configuration failure is not retried: it needs a person, and is notified at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,46 +27,15 @@ use super::notify::{Notification, Notify};
 use super::runner::Runner;
 use crate::config::Connector;
 use crate::exit::Exit;
+use crate::retry::Policy;
 use crate::schedule::{Schedule, jitter_for};
-
-/// Retries of a failed run within its period.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Delay before the first retry; doubled each time.
-    pub base: Duration,
-    /// Longest delay between two attempts.
-    pub cap: Duration,
-    /// Attempts in one period, the first run included.
-    pub max_attempts: u32,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy { base: Duration::from_secs(30), cap: Duration::from_secs(15 * 60), max_attempts: 6 }
-    }
-}
-
-impl RetryPolicy {
-    /// Delay before attempt `attempt + 1` (attempt ≥ 1): exponential, capped, and jittered
-    /// down to half so that connectors failing together do not retry together.
-    pub fn delay(&self, attempt: u32, unit_random: f64) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << (attempt - 1).min(20));
-        let d = exp.min(self.cap);
-        d.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
-    }
-}
-
-/// Whether a failed run may succeed if tried again soon.
-pub fn retriable(exit: Exit) -> bool {
-    matches!(exit, Exit::Connection | Exit::Platform | Exit::Other)
-}
 
 /// What every connector task shares.
 pub struct Shared<R: Runner> {
     pub runner: Arc<R>,
     pub clock: Clock,
     pub permits: Arc<Semaphore>,
-    pub retry: RetryPolicy,
+    pub retry: Policy,
     pub metrics: Arc<Metrics>,
     pub notify: Arc<dyn Notify>,
 }
@@ -246,8 +217,8 @@ async fn connector_loop<R: Runner>(
                 break;
             }
             failed = true;
-            if retriable(res.exit) && attempt < sh.retry.max_attempts {
-                let delay = sh.retry.delay(attempt, rand::random::<f64>());
+            if res.retriable && attempt < sh.retry.max_attempts {
+                let delay = sh.retry.backoff.delay(attempt);
                 let at = ended + chrono::Duration::from_std(delay).unwrap_or_default();
                 if period_end.is_none_or(|end| at < end) {
                     tracing::warn!(run_id = %res.report.run_id, "attempt {attempt} failed (exit {}); retrying in {}", res.exit.code(), humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))));
@@ -258,7 +229,7 @@ async fn connector_loop<R: Runner>(
                     continue;
                 }
             }
-            if retriable(res.exit) {
+            if res.retriable {
                 tracing::error!(run_id = %res.report.run_id, "attempt {attempt} failed (exit {}); no more retries in this period, waiting for the next slot", res.exit.code());
             }
             if let Some(n) = Notification::for_run(&res.report, &conn.customer, res.exit.code(), attempt, ended) {

@@ -13,11 +13,12 @@ use super::clock::Clock;
 use super::metrics::Metrics;
 use super::notify::{Event, Notification, Notify};
 use super::runner::Runner;
-use super::scheduler::{self, RetryPolicy, Scheduler, Shared};
+use super::scheduler::{self, Scheduler, Shared};
 use super::{Reload, plan_reload};
 use crate::config::{self, Connector};
 use crate::exit::Exit;
 use crate::report::{Counts, Outcome, Report};
+use crate::retry::{Backoff, Policy};
 use crate::sync::RunResult;
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -50,7 +51,7 @@ struct Ran {
 struct Fake {
     clock: Clock,
     duration: Duration,
-    script: Mutex<HashMap<String, VecDeque<Exit>>>,
+    script: Mutex<HashMap<String, VecDeque<(Exit, bool)>>>,
     /// Runs starting before this time fail with this exit.
     fail_before: Mutex<HashMap<String, (DateTime<Utc>, Exit)>>,
     last_success: Mutex<HashMap<String, DateTime<Utc>>>,
@@ -72,7 +73,13 @@ impl Fake {
             overlaps: Mutex::default(),
         })
     }
+    /// Scripted exits, each retriable as the run's typed error would say for its usual
+    /// causes (a dropped connection, a platform outage, a crash).
     fn script(&self, c: &str, exits: &[Exit]) {
+        self.script_typed(c, &exits.iter().map(|e| (*e, usual_retriable(*e))).collect::<Vec<_>>());
+    }
+    /// Scripted exits with the retriable flag the run's error carried.
+    fn script_typed(&self, c: &str, exits: &[(Exit, bool)]) {
         self.script.lock().unwrap().insert(c.into(), exits.iter().copied().collect());
     }
     fn succeeded(&self, c: &str, at: DateTime<Utc>) {
@@ -106,8 +113,8 @@ impl Runner for Fake {
             *r.2.get_mut(&c.name).unwrap() -= 1;
         }
         let scripted = self.script.lock().unwrap().get_mut(&c.name).and_then(|q| q.pop_front());
-        let failing = self.fail_before.lock().unwrap().get(&c.name).filter(|(t, _)| start < *t).map(|(_, e)| *e);
-        let exit = scripted.or(failing).unwrap_or(Exit::Ok);
+        let failing = self.fail_before.lock().unwrap().get(&c.name).filter(|(t, _)| start < *t).map(|(_, e)| (*e, usual_retriable(*e)));
+        let (exit, retriable) = scripted.or(failing).unwrap_or((Exit::Ok, false));
         let end = self.clock.now();
         self.runs.lock().unwrap().push(Ran { connector: c.name.clone(), start, end });
         if exit == Exit::Ok {
@@ -127,16 +134,22 @@ impl Runner for Fake {
             counts: Counts { created: 1, ..Counts::default() },
             errors: vec![],
             stopped_by: (exit == Exit::Stopped).then(|| "max_deactivations".into()),
+            stale: false,
             notes: Vec::new(),
             message: (exit != Exit::Ok).then(|| format!("scripted exit {}", exit.code())),
             duration_ms: self.duration.as_millis() as u64,
         };
-        RunResult { report, exit }
+        RunResult { report, exit, retriable }
     }
 
     async fn last_success(&self, c: &str) -> Option<DateTime<Utc>> {
         self.last_success.lock().unwrap().get(c).copied()
     }
+}
+
+/// Whether a failure with this exit code is usually transient (the fake's default).
+fn usual_retriable(e: Exit) -> bool {
+    matches!(e, Exit::Connection | Exit::Platform | Exit::Other)
 }
 
 #[derive(Default)]
@@ -154,7 +167,7 @@ struct Harness {
     sched: Scheduler<Fake>,
 }
 
-fn harness(now: &str, run_for: Duration, max_concurrent: usize, retry: RetryPolicy) -> Harness {
+fn harness(now: &str, run_for: Duration, max_concurrent: usize, retry: Policy) -> Harness {
     let clock = Clock::virtual_at(utc(now));
     let fake = Fake::new(&clock, run_for);
     let notes = Arc::new(Recorder::default());
@@ -182,7 +195,7 @@ fn hm(t: DateTime<Utc>) -> String {
 async fn concurrency_is_bounded_and_runs_of_one_connector_never_overlap() {
     let names: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
     let specs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "*/1 * * * *")).collect();
-    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(90), 3, RetryPolicy::default());
+    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(90), 3, Policy::SCHEDULED_RUN);
     for n in &names {
         h.fake.succeeded(n, utc("2026-11-22T00:00:00Z"));
     }
@@ -203,7 +216,7 @@ async fn concurrency_is_bounded_and_runs_of_one_connector_never_overlap() {
 
 #[tokio::test(start_paused = true)]
 async fn overrun_slots_are_skipped_not_run_back_to_back() {
-    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(150), 4, RetryPolicy::default());
+    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(150), 4, Policy::SCHEDULED_RUN);
     h.fake.succeeded("slow", utc("2026-11-22T00:00:00Z"));
     h.sched.apply(&connectors(&[("slow", "*/1 * * * *")]));
     advance(Duration::from_secs(31 * 60)).await;
@@ -216,7 +229,7 @@ async fn overrun_slots_are_skipped_not_run_back_to_back() {
 
 #[tokio::test(start_paused = true)]
 async fn catch_up_runs_a_missed_slot_once_at_once() {
-    let mut h = harness("2026-11-22T10:00:00Z", Duration::from_secs(60), 4, RetryPolicy::default());
+    let mut h = harness("2026-11-22T10:00:00Z", Duration::from_secs(60), 4, Policy::SCHEDULED_RUN);
     h.fake.succeeded("missed", utc("2026-11-21T01:00:05Z")); // yesterday's 02:00 Paris run
     h.fake.succeeded("fresh", utc("2026-11-22T01:00:04Z")); // today's 02:00 Paris run
     // "never" has no history at all.
@@ -235,7 +248,11 @@ async fn catch_up_runs_a_missed_slot_once_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_run_is_retried_with_capped_backoff_within_its_period_then_waits() {
-    let retry = RetryPolicy { base: Duration::from_secs(30), cap: Duration::from_secs(120), max_attempts: 20 };
+    let retry = Policy {
+        max_attempts: 20,
+        backoff: Backoff { base: Duration::from_secs(30), cap: Duration::from_secs(120) },
+        ..Policy::SCHEDULED_RUN
+    };
     let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(5), 4, retry);
     h.fake.succeeded("flaky", utc("2026-11-22T00:00:00Z"));
     // Each kind of retriable failure, then failing all through the first 10-minute period.
@@ -274,7 +291,11 @@ async fn a_failed_run_is_retried_with_capped_backoff_within_its_period_then_wait
 
 #[tokio::test(start_paused = true)]
 async fn attempts_stop_at_max_attempts() {
-    let retry = RetryPolicy { base: Duration::from_secs(10), cap: Duration::from_secs(10), max_attempts: 3 };
+    let retry = Policy {
+        max_attempts: 3,
+        backoff: Backoff { base: Duration::from_secs(10), cap: Duration::from_secs(10) },
+        ..Policy::SCHEDULED_RUN
+    };
     let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(1), 4, retry);
     h.fake.succeeded("down", utc("2026-11-22T00:00:00Z"));
     h.fake.script("down", &[Exit::Connection; 10]);
@@ -284,9 +305,29 @@ async fn attempts_stop_at_max_attempts() {
     assert_eq!(h.notes.0.lock().unwrap()[0].attempts, 3);
 }
 
+/// A host-key mismatch or a refused login fails with a connection exit code, but its typed
+/// error says a retry cannot help: one attempt, notified at once (not after the retries of
+/// the period), and nothing more until the next slot.
+#[tokio::test(start_paused = true)]
+async fn a_connection_failure_that_cannot_pass_is_reported_once_and_not_retried() {
+    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(1), 4, Policy::SCHEDULED_RUN);
+    h.fake.succeeded("hostkey", utc("2026-11-22T00:00:00Z"));
+    h.fake.script_typed("hostkey", &[(Exit::Connection, false), (Exit::Connection, false)]);
+    h.sched.apply(&connectors(&[("hostkey", "0 * * * *")]));
+    advance(Duration::from_secs(3600 + 120)).await;
+    let starts: Vec<String> = h.fake.runs_of("hostkey").iter().map(|r| hm(r.start)).collect();
+    assert_eq!(starts, ["11-22 01:00:00"], "one attempt in the slot, no retry");
+    let notes = h.notes.0.lock().unwrap().clone();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!((notes[0].event, notes[0].attempts), (Event::Failed, 1));
+    assert!(!h.metrics.render().contains("rostersync_retries_total{connector=\"hostkey\"}"), "no retry counted");
+    advance(Duration::from_secs(3600)).await;
+    assert_eq!(h.fake.runs_of("hostkey").len(), 2, "the next slot runs again, once");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_safeguard_stop_or_a_data_error_is_not_retried_and_is_notified() {
-    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(5), 4, RetryPolicy::default());
+    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(5), 4, Policy::SCHEDULED_RUN);
     h.fake.succeeded("guarded", utc("2026-11-22T00:00:00Z"));
     h.fake.succeeded("nofile", utc("2026-11-22T00:00:00Z"));
     h.fake.script("guarded", &[Exit::Stopped, Exit::Stopped]);
@@ -306,7 +347,7 @@ async fn a_safeguard_stop_or_a_data_error_is_not_retried_and_is_notified() {
 
 #[tokio::test(start_paused = true)]
 async fn reload_adds_removes_and_reschedules_without_overlap() {
-    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(200), 4, RetryPolicy::default());
+    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(200), 4, Policy::SCHEDULED_RUN);
     for n in ["keep", "drop", "change"] {
         h.fake.succeeded(n, utc("2026-11-22T00:00:00Z"));
     }
@@ -333,7 +374,7 @@ async fn reload_adds_removes_and_reschedules_without_overlap() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_lets_runs_finish_within_grace_and_starts_nothing_new() {
-    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(100), 4, RetryPolicy::default());
+    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(100), 4, Policy::SCHEDULED_RUN);
     h.fake.succeeded("a", utc("2026-11-22T00:00:00Z"));
     h.fake.succeeded("b", utc("2026-11-22T00:00:00Z"));
     h.sched.apply(&connectors(&[("a", "*/1 * * * *"), ("b", "*/1 * * * *")]));
@@ -348,7 +389,7 @@ async fn shutdown_lets_runs_finish_within_grace_and_starts_nothing_new() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_abandons_runs_that_outlast_the_grace_period() {
-    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(1000), 4, RetryPolicy::default());
+    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(1000), 4, Policy::SCHEDULED_RUN);
     h.fake.succeeded("long", utc("2026-11-22T00:00:00Z"));
     h.sched.apply(&connectors(&[("long", "*/1 * * * *")]));
     advance(Duration::from_secs(40)).await;
@@ -362,7 +403,7 @@ async fn shutdown_abandons_runs_that_outlast_the_grace_period() {
 async fn two_hundred_connectors_stay_bounded_and_memory_stays_flat() {
     let names: Vec<String> = (0..200).map(|i| format!("cust{i:03}")).collect();
     let specs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "*/5 * * * *")).collect();
-    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(4), 4, RetryPolicy::default());
+    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(4), 4, Policy::SCHEDULED_RUN);
     for n in &names {
         h.fake.succeeded(n, utc("2026-11-22T00:00:00Z"));
     }
@@ -401,15 +442,13 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn retry_delay_doubles_is_capped_and_jittered_down_to_half() {
-    let p = RetryPolicy { base: Duration::from_secs(30), cap: Duration::from_secs(300), max_attempts: 10 };
-    assert_eq!(p.delay(1, 1.0), Duration::from_secs(30));
-    assert_eq!(p.delay(2, 1.0), Duration::from_secs(60));
-    assert_eq!(p.delay(4, 1.0), Duration::from_secs(240));
-    assert_eq!(p.delay(5, 1.0), Duration::from_secs(300));
-    assert_eq!(p.delay(60, 1.0), Duration::from_secs(300), "no overflow on many attempts");
-    assert_eq!(p.delay(5, 0.0), Duration::from_secs(150));
-    assert!(scheduler::retriable(Exit::Connection) && scheduler::retriable(Exit::Platform) && scheduler::retriable(Exit::Other));
-    assert!(!scheduler::retriable(Exit::Stopped) && !scheduler::retriable(Exit::Data) && !scheduler::retriable(Exit::Config));
+    let p = Backoff { base: Duration::from_secs(30), cap: Duration::from_secs(300) };
+    assert_eq!(p.delay_with(1, 1.0), Duration::from_secs(30));
+    assert_eq!(p.delay_with(2, 1.0), Duration::from_secs(60));
+    assert_eq!(p.delay_with(4, 1.0), Duration::from_secs(240));
+    assert_eq!(p.delay_with(5, 1.0), Duration::from_secs(300));
+    assert_eq!(p.delay_with(60, 1.0), Duration::from_secs(300), "no overflow on many attempts");
+    assert_eq!(p.delay_with(5, 0.0), Duration::from_secs(150));
 }
 
 #[test]

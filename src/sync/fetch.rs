@@ -1,0 +1,304 @@
+//! Step 2 of a run: the file. Connect, list, pick and download it (retrying a dropped
+//! connection), or take the local `--file`; with a streaming format, parsing starts while
+//! the bytes arrive (`crate::spool`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::parse::{EarlyParse, ParseFailure, read_and_map};
+use super::{Progress, RunError, SyncOptions};
+use crate::config::Connector;
+use crate::exit::{Classify, Exit};
+use crate::model::FileFingerprint;
+use crate::source::{self, RemoteFile, Source, SourceError, select};
+use crate::spool;
+
+/// The file to process, downloaded and verified.
+pub(super) struct Got {
+    /// The source file (None for `--file`).
+    pub remote: Option<RemoteFile>,
+    pub spool: Spool,
+    pub name: String,
+    pub fingerprint: FileFingerprint,
+    pub source: Option<Box<dyn Source>>,
+    /// The file parsed and mapped while it downloaded, when its format reads as a stream.
+    pub early: Option<EarlyParse>,
+}
+
+/// Where the download lands; removed when dropped (unless it is the user's own `--file`).
+pub(super) struct Spool {
+    pub path: PathBuf,
+    _temp: Option<tempfile::TempPath>,
+}
+
+pub(super) enum Fetch {
+    Got(Box<Got>),
+    NoNewFile(String),
+}
+
+/// Fetches the file (`began` is told when its bytes start coming): the local `--file`, or
+/// the connector's source on a blocking thread.
+pub(super) async fn fetch(
+    conn: &Connector,
+    opts: &SyncOptions,
+    last: Option<&FileFingerprint>,
+    began: tokio::sync::oneshot::Sender<()>,
+) -> Result<Fetch, RunError> {
+    if let Some(path) = &opts.file {
+        let _ = began.send(());
+        return fetch_local(path).await;
+    }
+    let conn = conn.clone();
+    let last = last.cloned();
+    let force = opts.force;
+    let progress = opts.progress.clone();
+    tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(began)))
+        .await
+        .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
+        .map_err(RunError::from_error)
+}
+
+/// A file the customer sent by other means: hashed in place, never moved or removed.
+async fn fetch_local(path: &Path) -> Result<Fetch, RunError> {
+    let p = path.to_path_buf();
+    let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&p))
+        .await
+        .map_err(|e| RunError::new(Exit::Other, e.to_string()))?
+        .map_err(|e| RunError::new(Exit::Data, format!("cannot read {}: {e}", path.display())))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).to_rfc3339());
+    Ok(Fetch::Got(Box::new(Got {
+        remote: None,
+        fingerprint: FileFingerprint { path: path.display().to_string(), size, mtime, sha256 },
+        spool: Spool { path: path.to_path_buf(), _temp: None },
+        name,
+        source: None,
+        early: None,
+    })))
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut sink = std::io::sink();
+    let mut w = source::HashingWriter::new(&mut sink);
+    std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, &mut f), &mut w)?;
+    let fetched = w.finish();
+    Ok((fetched.sha256, fetched.bytes))
+}
+
+/// Connects, lists, picks and downloads, retrying a dropped connection with backoff.
+/// With `stream`, the file is also parsed and mapped as it arrives (`Got::early`), and the
+/// sender is told when the download begins.
+fn fetch_blocking(
+    conn: &Connector,
+    last: Option<&FileFingerprint>,
+    force: bool,
+    progress: Option<&dyn Progress>,
+    stream: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<Fetch, SourceError> {
+    let parse = stream.is_some();
+    let mut began = stream;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match fetch_once(conn, last, force, progress, parse, &mut began) {
+            Err(e) if e.retriable() && attempt < 3 => {
+                let wait = Duration::from_millis(500 * (1 << attempt) + rand::random_range(0..500));
+                tracing::warn!("{e}; retrying in {wait:?} (attempt {attempt} of 3)");
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
+    }
+}
+
+fn fetch_once(
+    conn: &Connector,
+    last: Option<&FileFingerprint>,
+    force: bool,
+    progress: Option<&dyn Progress>,
+    parse: bool,
+    began: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<Fetch, SourceError> {
+    let mut src = source::connect(&conn.source)?;
+    let rule = &conn.file;
+    let files = src.list(&rule.path)?;
+    let file = match select::select(&files, rule, Utc::now()) {
+        select::Selection::Picked(f) => f,
+        select::Selection::TooYoung { youngest } => {
+            return Ok(Fetch::NoNewFile(format!(
+                "{} was modified less than min_age ({}) ago and may still be being written; it will be taken by a later run",
+                youngest.path,
+                humantime::format_duration(rule.min_age)
+            )));
+        }
+        // With after = move/delete an empty folder is the normal state between exports (the
+        // last one was taken away); stale_after is what notices an export that stopped.
+        select::Selection::NoMatch if rule.after != crate::config::After::Keep && last.is_some() => {
+            return Ok(Fetch::NoNewFile(format!(
+                "no file matches {} on {}; the last one was taken away after its sync (after = {:?})",
+                rule.path,
+                src.describe(),
+                rule.after
+            )));
+        }
+        select::Selection::NoMatch => {
+            let (folder, _) = select::split_pattern(&rule.path);
+            let others = src.list(&format!("{}/*", folder.trim_end_matches('/'))).unwrap_or_default();
+            let mut names: Vec<&str> = others.iter().map(|f| f.name()).collect();
+            names.sort();
+            let shown = names.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+            return Err(SourceError::NoFile(format!(
+                "no file matches {} on {}; the folder holds {} file(s){}{}. Check [connectors.{}.file] path",
+                rule.path,
+                src.describe(),
+                names.len(),
+                if names.is_empty() { "" } else { ": " },
+                if names.len() > 10 { format!("{shown}, …") } else { shown },
+                conn.name
+            )));
+        }
+    };
+    let mtime = file.mtime.map(|t| t.to_rfc3339());
+    if !force && let Some(l) = last {
+        // Same name, size and time as the last synced file: skip without downloading.
+        if l.path == file.path && l.size == file.size && l.mtime == mtime && mtime.is_some() {
+            return Ok(Fetch::NoNewFile(format!("{} was already synced (same size and time); use --force to sync it again", file.path)));
+        }
+    }
+    if file.size > rule.max_size {
+        return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: rule.max_size });
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("rostersync-")
+        .suffix(&format!("-{}", file.name()))
+        .tempfile()
+        .map_err(|e| SourceError::Io { context: "cannot create a download file".into(), source: e })?;
+    let (out, temp_path) = temp.into_parts();
+    // Every return before `complete` below fails the growing file, which stops the parse.
+    let growing = spool::Growing::new(&temp_path);
+    let guard = growing.guard();
+    let early = if parse { start_parse(conn, file.name(), &growing) } else { None };
+    if let Some(tx) = began.take() {
+        let _ = tx.send(());
+    }
+    let fetched = {
+        // Unbuffered: the source writes in chunks of up to 2 MiB, and the parser should see
+        // each one as soon as it is written.
+        let mut w = growing.writer(out);
+        if let Some(p) = progress {
+            p.stage(super::Stage::Download(file.name().to_string()), Some(file.size));
+        }
+        let mut counted = ProgressWriter { inner: &mut w, progress, done: 0 };
+        let fetched = src.fetch(&file, &mut counted, rule.max_size)?;
+        if let Some(p) = progress {
+            p.finish();
+        }
+        fetched
+    };
+    // Every Source promises this already; checked again here because a short file reaching
+    // the plan would deactivate everyone after the cut, whatever source a future one is.
+    if fetched.bytes != file.size {
+        return Err(SourceError::Truncated {
+            path: file.path.clone(),
+            got: fetched.bytes,
+            expected: file.size,
+            detail: "size differs from the listing".into(),
+        });
+    }
+    if !force
+        && let Some(l) = last
+        && l.sha256 == fetched.sha256
+    {
+        return Ok(Fetch::NoNewFile(format!(
+            "{} has the same content (sha256) as the last synced file {}; use --force to sync it again",
+            file.path, l.path
+        )));
+    }
+    guard.complete();
+    Ok(Fetch::Got(Box::new(Got {
+        fingerprint: FileFingerprint { path: file.path.clone(), size: fetched.bytes, mtime, sha256: fetched.sha256 },
+        name: file.name().to_string(),
+        spool: Spool { path: temp_path.to_path_buf(), _temp: Some(temp_path) },
+        remote: Some(file),
+        source: Some(src),
+        early,
+    })))
+}
+
+/// Starts parsing and mapping the download as it arrives, on its own thread. None when the
+/// format is not known from the name (a `.zip` is looked into only once it is complete).
+fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Growing>) -> Option<EarlyParse> {
+    let format = conn.file.format.or_else(|| crate::config::Format::from_name(name))?;
+    let input = crate::format::Input::Growing(std::sync::Arc::clone(growing));
+    let (name, mapping) = (name.to_string(), conn.mapping.clone());
+    std::thread::Builder::new()
+        .name("parse-download".into())
+        .spawn(move || read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format))
+        .ok()
+}
+
+pub struct Downloaded {
+    pub fingerprint: FileFingerprint,
+    pub name: String,
+    pub path: PathBuf,
+    _temp: Option<tempfile::TempPath>,
+}
+
+impl Downloaded {
+    /// Moves the download to `dir/name` and returns that path.
+    pub fn keep_in(mut self, dir: &Path) -> std::io::Result<PathBuf> {
+        let target = dir.join(&self.name);
+        match self._temp.take() {
+            Some(t) => {
+                if let Err(e) = t.persist(&target) {
+                    // Across file systems rename fails: copy instead.
+                    std::fs::copy(&e.path, &target)?;
+                }
+            }
+            None => {
+                std::fs::copy(&self.path, &target)?;
+            }
+        }
+        Ok(target)
+    }
+}
+
+/// Downloads the file the connector would pick now (ignoring what was synced before).
+pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, RunError> {
+    let c = conn.clone();
+    let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true, None, None))
+        .await
+        .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
+        .map_err(RunError::from_error)?;
+    Ok(match res {
+        Fetch::NoNewFile(why) => {
+            tracing::warn!("{why}");
+            None
+        }
+        Fetch::Got(g) => Some(Downloaded { fingerprint: g.fingerprint, name: g.name, path: g.spool.path, _temp: g.spool._temp }),
+    })
+}
+
+/// Counts bytes on their way to the download file, for the progress display.
+struct ProgressWriter<'a, W: std::io::Write> {
+    inner: &'a mut W,
+    progress: Option<&'a dyn Progress>,
+    done: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for ProgressWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.done += n as u64;
+        if let Some(p) = self.progress {
+            p.advance(self.done);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

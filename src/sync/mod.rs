@@ -1,0 +1,409 @@
+//! One run of one connector: source → format → mapping → plan → platform → state.
+//! The only module that knows every stage; each stage's decisions stay in its module.
+//!
+//! A run is a list of steps (`Job::execute`), one file each:
+//! `lease` → `fetch` → `parse` → plan (here) → `push` → `managers` → finish (here).
+
+mod fetch;
+mod lease;
+mod managers;
+mod parse;
+mod push;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+pub use self::fetch::{Downloaded, download};
+use self::fetch::{Fetch, Got};
+pub(crate) use self::lease::hostname;
+pub use self::parse::parse_file;
+use crate::config::{Config, Connector};
+use crate::exit::{Classify, Exit};
+use crate::mapping::Mapped;
+use crate::model::User;
+use crate::plan::Existing;
+use crate::plan::{self, OpKind, Plan, PlanInput};
+use crate::platform::scim::ScimClient;
+use crate::report::{Counts, Outcome as RunOutcome, Report};
+use crate::state::{LastFile, StateStore};
+
+/// Where a run reports progress (the CLI draws bars on a terminal; the daemon logs).
+pub trait Progress: Send + Sync {
+    /// A new stage begins, with its total when known.
+    fn stage(&self, stage: Stage, total: Option<u64>);
+    /// Work done so far in the current stage (bytes, or operations).
+    fn advance(&self, done: u64);
+    fn finish(&self);
+}
+
+/// The stages a progress display shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Bytes of this file.
+    Download(String),
+    /// Operations sent to the platform.
+    Push,
+}
+
+/// How one run was asked for.
+#[derive(Clone, Default)]
+pub struct SyncOptions {
+    /// Progress display; None draws nothing.
+    pub progress: Option<std::sync::Arc<dyn Progress>>,
+    /// Plan and report; push nothing, record no file, move nothing.
+    pub dry_run: bool,
+    /// Sync this local file instead of fetching (a file the customer sent by other means).
+    pub file: Option<PathBuf>,
+    /// Go on even when a safeguard would stop the run.
+    pub allow_mass_change: bool,
+    /// Sync even when the file is the one already synced.
+    pub force: bool,
+    /// Who runs this (for leases): "cli" or "daemon".
+    pub origin: String,
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("dry_run", &self.dry_run)
+            .field("file", &self.file)
+            .field("allow_mass_change", &self.allow_mass_change)
+            .field("force", &self.force)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl SyncOptions {
+    fn origin_or_cli(&self) -> &str {
+        if self.origin.is_empty() { "cli" } else { &self.origin }
+    }
+}
+
+/// A finished run: the report, the process exit code it implies, and whether running it
+/// again soon may end otherwise (from the typed error that ended it, never from its text).
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub report: Report,
+    pub exit: Exit,
+    /// A dropped connection or a platform outage may pass; a changed host key, a refused
+    /// login, a bad file or a safeguard stop will not until a person acts.
+    pub retriable: bool,
+}
+
+/// Why a run did not end as planned: the exit code, whether a retry may help (the failing
+/// module's `Classify`), and the message for the engineer.
+#[derive(Debug, Clone)]
+pub struct RunError {
+    pub exit: Exit,
+    pub retriable: bool,
+    pub message: String,
+}
+
+impl RunError {
+    /// A failure of the run itself (not of a module's error): never retried.
+    pub fn new(exit: Exit, message: String) -> RunError {
+        RunError { exit, retriable: false, message }
+    }
+
+    /// A module's error, classified by that module.
+    pub fn from_error<E: Classify + std::fmt::Display>(e: E) -> RunError {
+        RunError { exit: e.exit(), retriable: e.retriable(), message: e.to_string() }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Report errors kept in full; the counts always have the totals.
+const MAX_REPORTED_ERRORS: usize = 1000;
+/// Snapshot writes are committed in batches of this size (or sooner, when outcomes pause).
+const STATE_BATCH: usize = 1000;
+
+/// One run in progress: what it was given and what it has found so far.
+struct Job<'a, S: StateStore> {
+    cfg: &'a Config,
+    conn: &'a Connector,
+    store: &'a S,
+    opts: &'a SyncOptions,
+    report: Report,
+    started: Instant,
+    /// Users written without their manager (not on the platform at the time), to link in
+    /// a second pass once the push has created everyone: platform id and full content.
+    unlinked: Vec<(String, Box<User>)>,
+    /// Set during that second pass: its writes are not counted as updates.
+    relinking: bool,
+    /// Retries left for the whole run, SFTP and SCIM together (`crate::retry`).
+    budget: crate::retry::Budget,
+}
+
+/// Runs one sync. Never panics on bad input; every failure is in the report.
+pub async fn run<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions) -> RunResult {
+    use tracing::Instrument;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("run", connector = %conn.name, run_id = %run_id);
+    run_in(cfg, conn, store, opts, run_id).instrument(span).await
+}
+
+async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
+    let job = Job {
+        cfg,
+        conn,
+        store,
+        opts,
+        report: Report {
+            connector: conn.name.clone(),
+            run_id: run_id.clone(),
+            outcome: RunOutcome::Ok,
+            dry_run: opts.dry_run,
+            file: None,
+            counts: Counts::default(),
+            errors: Vec::new(),
+            stopped_by: None,
+            stale: false,
+            notes: Vec::new(),
+            message: None,
+            duration_ms: 0,
+        },
+        started: Instant::now(),
+        unlinked: Vec::new(),
+        relinking: false,
+        budget: crate::retry::Budget::default(),
+    };
+    let holder = lease::holder(opts.origin_or_cli(), &run_id);
+    // A dry run writes nothing, so it needs no lease and may run beside a real one.
+    let leased = !opts.dry_run;
+    if leased && let Err(e) = lease::acquire(store, &conn.name, &holder).await {
+        return job.fail(RunError::from_error(e));
+    }
+    if let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await {
+        if leased {
+            let _ = store.release(&conn.name, &holder).await;
+        }
+        return job.fail(RunError::from_error(e));
+    }
+
+    let mut job = job;
+    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, job.execute()).await;
+    let mut done = match result {
+        Ok(exit) => job.finish(exit),
+        Err(e) => job.fail(e),
+    };
+    done.report.duration_ms = done.report.duration_ms.max(1);
+    if let Err(e) = store.finish_run(&done.report, Utc::now()).await {
+        tracing::error!("could not record the run in history: {e}");
+    }
+    if leased {
+        let _ = store.release(&conn.name, &holder).await;
+    }
+    done
+}
+
+impl<S: StateStore> Job<'_, S> {
+    fn fail(mut self, e: RunError) -> RunResult {
+        tracing::error!("{}", e.message);
+        if self.report.outcome == RunOutcome::Ok {
+            self.report.outcome = if e.exit == Exit::Stopped { RunOutcome::Stopped } else { RunOutcome::Failed };
+        }
+        self.report.message = Some(e.message);
+        self.report.duration_ms = self.started.elapsed().as_millis() as u64;
+        RunResult { report: self.report, exit: e.exit, retriable: e.retriable }
+    }
+
+    fn finish(mut self, exit: Exit) -> RunResult {
+        self.report.duration_ms = self.started.elapsed().as_millis() as u64;
+        RunResult { report: self.report, exit, retriable: false }
+    }
+
+    /// The run proper, step by step; Ok carries the exit code of a run that ended as planned.
+    async fn execute(&mut self) -> Result<Exit, RunError> {
+        let last = self.store.last_file(&self.conn.name).await.map_err(RunError::from_error)?;
+        let (fetched, preloaded) = self.fetch_and_preload(last.as_ref()).await;
+        let mut got = match fetched? {
+            Fetch::NoNewFile(why) => return self.no_new_file(why, last.as_ref()),
+            Fetch::Got(g) => *g,
+        };
+        self.report.file = Some(got.fingerprint.clone());
+        let mapped = self.parse(&mut got).await?;
+        self.count_rows(&mapped);
+        let snapshot = match preloaded {
+            Some(loaded) => loaded,
+            None => self.store.snapshot(&self.conn.name).await,
+        }
+        .map_err(RunError::from_error)?;
+        tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
+        let platform = self.connect_platform().await?;
+        let existing = self.existing_users(platform.as_ref(), &snapshot).await?;
+        let (mut plan, known) = self.plan(mapped, &snapshot, &existing);
+        drop_in_background(snapshot);
+        if let Some(stop) = &plan.stop {
+            return Err(self.stopped(stop));
+        }
+        if self.opts.dry_run {
+            self.count_planned(&plan);
+            drop_in_background(plan);
+            return Ok(Exit::Ok);
+        }
+        let Some(platform) = platform else {
+            return Err(RunError::new(Exit::Platform, "no platform client".into()));
+        };
+        self.attach_previous(&mut plan.ops).await?;
+        let lines = plan.lines_by_id();
+        self.push(&platform, plan.ops, known, &lines).await?;
+        // Failures of the push proper decide the run; the second pass only links managers.
+        let failed = self.report.counts.failed;
+        self.link_managers(&platform).await?;
+        tracing::debug!(elapsed = ?self.started.elapsed(), "pushed");
+        self.finish_file(got, failed).await
+    }
+
+    /// Fetches the file while the snapshot loads: a second for a million users, begun once
+    /// the download has begun, so a run that finds no new file loads nothing.
+    async fn fetch_and_preload(
+        &self,
+        last: Option<&LastFile>,
+    ) -> (Result<Fetch, RunError>, Option<Result<plan::Snapshot, crate::state::StateError>>) {
+        let (began, began_rx) = tokio::sync::oneshot::channel::<()>();
+        let (store, connector) = (self.store, self.conn.name.clone());
+        let preload = async move {
+            match began_rx.await {
+                Ok(()) => Some(store.snapshot(&connector).await),
+                Err(_) => None,
+            }
+        };
+        tokio::join!(fetch::fetch(self.conn, self.opts, last.map(|l| &l.fingerprint), began), preload)
+    }
+
+    /// No new file: the normal quiet day, unless the export has stopped coming for longer
+    /// than `stale_after` — then a failure, not a quiet success.
+    fn no_new_file(&mut self, why: String, last: Option<&LastFile>) -> Result<Exit, RunError> {
+        if let (Some(stale), Some(l)) = (self.conn.file.stale_after, last) {
+            let age = Utc::now().signed_duration_since(l.synced_at).to_std().unwrap_or_default();
+            if age > stale {
+                self.report.stale = true;
+                return Err(RunError::new(
+                    Exit::Data,
+                    format!(
+                        "the export is stale: no new file for {} (last one, {}, synced {}), above stale_after = {}; ask the customer whether their HR export still runs",
+                        humantime::format_duration(Duration::from_secs(age.as_secs())),
+                        l.fingerprint.path,
+                        l.synced_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        humantime::format_duration(stale)
+                    ),
+                ));
+            }
+        }
+        self.report.outcome = RunOutcome::NoNewFile;
+        self.report.message = Some(why);
+        Ok(Exit::Ok)
+    }
+
+    fn count_rows(&mut self, mapped: &Mapped) {
+        tracing::debug!(rows = mapped.rows, elapsed = ?self.started.elapsed(), "file fetched, parsed and mapped");
+        let c = &mut self.report.counts;
+        c.rows = mapped.rows;
+        c.valid = mapped.users.len() as u64;
+        c.invalid = mapped.rows - mapped.users.len() as u64;
+        self.report.errors = mapped.errors.iter().take(MAX_REPORTED_ERRORS).cloned().collect();
+    }
+
+    /// The platform client; a dry run goes on without one (nothing is matched then).
+    async fn connect_platform(&self) -> Result<Option<ScimClient>, RunError> {
+        let platform_cfg = self.cfg.platform().map_err(RunError::from_error)?;
+        match ScimClient::connect(platform_cfg).await {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if self.opts.dry_run => {
+                tracing::warn!("dry run without the platform ({e}); existing platform users are not matched");
+                Ok(None)
+            }
+            Err(e) => Err(RunError::from_error(e)),
+        }
+    }
+
+    /// First sync, or a previous run that died mid-push: users may already be on the
+    /// platform without being in our snapshot. Adopt them rather than create twice.
+    async fn existing_users(&self, platform: Option<&ScimClient>, snapshot: &plan::Snapshot) -> Result<Vec<Existing>, RunError> {
+        use crate::platform::Platform;
+        let interrupted = self.store.interrupted(&self.conn.name, &self.report.run_id).await.map_err(RunError::from_error)?;
+        match platform {
+            Some(p) if snapshot.is_empty() || interrupted => {
+                if interrupted {
+                    tracing::warn!("the previous run of {} did not finish; matching platform users before pushing", self.conn.name);
+                }
+                p.existing_users().await.map_err(RunError::from_error)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The plan (pure), less the updates that could only link a manager not there yet, and
+    /// the platform ids of the managers the pushed users refer to.
+    fn plan(&mut self, mapped: Mapped, snapshot: &plan::Snapshot, existing: &[Existing]) -> (Plan, HashMap<String, String>) {
+        let invalid_ids: HashSet<String> = mapped.errors.iter().filter_map(|e| e.external_id.clone()).collect();
+        let mut plan = plan::plan(PlanInput {
+            snapshot,
+            users: mapped.users,
+            invalid_ids: &invalid_ids,
+            rows: mapped.rows,
+            invalid: self.report.counts.invalid,
+            existing,
+            rule: &self.conn.sync,
+            allow_mass_change: self.opts.allow_mass_change,
+        });
+        tracing::debug!(ops = plan.ops.len(), unchanged = plan.unchanged, elapsed = ?self.started.elapsed(), "planned");
+        let known = managers::known_managers(&plan.ops, snapshot);
+        plan.unchanged += managers::drop_unlinkable(&mut plan.ops, &mut plan.lines, snapshot);
+        self.report.counts.unchanged = plan.unchanged;
+        (plan, known)
+    }
+
+    /// A safeguard stopped the run: nothing has been pushed.
+    fn stopped(&mut self, stop: &plan::Safeguard) -> RunError {
+        self.report.outcome = RunOutcome::Stopped;
+        self.report.stopped_by = Some(stop.rule().to_string());
+        RunError::new(Exit::Stopped, stop.message(&self.conn.name))
+    }
+
+    /// A dry run reports what the plan would do.
+    fn count_planned(&mut self, plan: &Plan) {
+        let c = &mut self.report.counts;
+        c.created = plan.count(OpKind::Create);
+        c.updated = plan.count(OpKind::Update);
+        c.deactivated = plan.count(OpKind::Deactivate);
+        c.deleted = plan.count(OpKind::Delete);
+    }
+
+    /// Only when every operation succeeded is the file recorded as synced and `after`
+    /// (keep/move/delete) applied; otherwise the next run takes the same file again, and
+    /// what succeeded is in the snapshot and reads as unchanged.
+    async fn finish_file(&mut self, got: Got, failed: u64) -> Result<Exit, RunError> {
+        if failed > 0 {
+            return Err(RunError::new(
+                Exit::Platform,
+                format!("{failed} operation(s) failed (see errors); the others were applied. The next run retries them"),
+            ));
+        }
+        self.store.set_last_file(&self.conn.name, &got.fingerprint).await.map_err(RunError::from_error)?;
+        if let (Some(remote), Some(mut src)) = (got.remote, got.source) {
+            let after = self.conn.file.after.clone();
+            match tokio::task::spawn_blocking(move || src.finish(&remote, &after)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("synced, but the after-sync action failed: {e}"),
+                Err(e) => tracing::warn!("synced, but the after-sync action failed: {e}"),
+            }
+        }
+        Ok(Exit::Ok)
+    }
+}
+
+/// Frees a large value (a million-entry snapshot, a first sync's plan) on a detached
+/// thread: a fraction of a second the run need not wait for, and the CLI need not at all.
+fn drop_in_background<T: Send + 'static>(value: T) {
+    std::thread::spawn(move || drop(value));
+}

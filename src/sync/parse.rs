@@ -1,0 +1,101 @@
+//! Step 3 of a run: the file's records mapped to users (CPU work, off the async threads).
+
+use std::path::Path;
+
+use super::fetch::Got;
+use super::{Job, RunError};
+use crate::config::{Connector, Format, Mapping};
+use crate::exit::Exit;
+use crate::format::{FormatError, Input};
+use crate::mapping::{Mapped, Mapper};
+use crate::report::Outcome as RunOutcome;
+use crate::state::StateStore;
+
+/// The parse that followed the download (see `crate::spool`). Its result is used only when
+/// the download succeeded and was checked; otherwise it ended with an error by itself.
+pub(super) type EarlyParse = std::thread::JoinHandle<Result<Mapped, ParseFailure>>;
+
+/// Why parsing failed: the file itself (which `sync` may turn into a safeguard stop), or
+/// anything else.
+pub(super) enum ParseFailure {
+    Format(FormatError),
+    Other(RunError),
+}
+
+/// Reads every record of the export and maps it (CPU work: call it off the async threads).
+pub(super) fn read_and_map(input: &Input, name: &str, format: Format, mapping: &Mapping) -> Result<Mapped, FormatError> {
+    let mapper = Mapper::new(mapping);
+    let records = crate::format::open_input(input, name, format, &mapping.source, mapper.columns())?;
+    crate::mapping::collect(records, &mapper)
+}
+
+/// Parses and maps a local file with the connector's mapping, on a blocking thread.
+pub async fn parse_file(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, RunError> {
+    parse_file_detailed(conn, path, name).await.map_err(|e| match e {
+        ParseFailure::Format(e) => RunError::from_error(e),
+        ParseFailure::Other(f) => f,
+    })
+}
+
+async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, ParseFailure> {
+    // "auto": by extension, looking inside a .zip at the one file it holds.
+    let format = match conn.file.format {
+        Some(f) => f,
+        None => crate::format::detect(path, name).map_err(ParseFailure::Format)?,
+    };
+    let input = Input::from(path);
+    let name = name.to_string();
+    let mapping = conn.mapping.clone();
+    tokio::task::spawn_blocking(move || read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format))
+        .await
+        .map_err(|e| ParseFailure::Other(RunError::new(Exit::Other, format!("the parsing thread failed: {e}"))))?
+}
+
+impl<S: StateStore> Job<'_, S> {
+    /// The users of the file: from the parse that followed the download, or parsed now. A
+    /// file that cannot be used at all (empty, a mapped column missing) stops the run here.
+    pub(super) async fn parse(&mut self, got: &mut Got) -> Result<Mapped, RunError> {
+        // Not through a &Got across the await: a reference to the boxed source held there
+        // would make the run's future not Send (the daemon runs it on its worker threads).
+        let parsed = match got.early.take() {
+            Some(early) => {
+                tracing::debug!(file = %got.name, "parsed and mapped while it downloaded");
+                tokio::task::spawn_blocking(move || early.join())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_else(|| Err(ParseFailure::Other(RunError::new(Exit::Other, "the parsing thread failed".into()))))
+            }
+            None => parse_file_detailed(self.conn, &got.spool.path, &got.name).await,
+        };
+        match parsed {
+            Ok(m) => Ok(m),
+            // An empty export empties the customer: only on an explicit --allow-mass-change.
+            Err(ParseFailure::Format(FormatError::Empty { .. })) if self.opts.allow_mass_change => Ok(Mapped::default()),
+            Err(ParseFailure::Format(e)) => Err(self.refuse_file(e)),
+            Err(ParseFailure::Other(f)) => Err(f),
+        }
+    }
+
+    /// A file that is empty or lacks a mapped column is refused by a safeguard: nothing
+    /// is planned from it.
+    fn refuse_file(&mut self, e: FormatError) -> RunError {
+        let (rule, exit) = match &e {
+            FormatError::Empty { .. } => ("no_data_rows", Exit::Stopped),
+            // A data error by DESIGN's exit codes, though it stops the run like a safeguard.
+            FormatError::MissingColumns { .. } => ("missing_column", Exit::Data),
+            _ => return RunError::from_error(e),
+        };
+        self.report.outcome = RunOutcome::Stopped;
+        self.report.stopped_by = Some(rule.to_string());
+        let go_on = if exit == Exit::Stopped {
+            format!(" Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change`", self.conn.name)
+        } else {
+            format!(
+                " Fix the mapping (mappings/…) or ask the customer for the usual export; `rostersync test {}` shows the header",
+                self.conn.name
+            )
+        };
+        RunError::new(exit, format!("{e}; nothing was pushed.{go_on}"))
+    }
+}

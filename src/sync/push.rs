@@ -1,0 +1,162 @@
+//! Step 5 of a run: the plan's operations sent to the platform, each outcome recorded in
+//! the snapshot as it comes back, in batches, so a crash loses nothing and repeats nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Job, MAX_REPORTED_ERRORS, RunError, STATE_BATCH};
+use crate::model::RowError;
+use crate::plan::{Op, OpKind};
+use crate::platform::{Outcome, Platform};
+use crate::state::{SnapshotWrite, StateStore};
+
+impl<S: StateStore> Job<'_, S> {
+    /// Gives each update the content last pushed, so the platform is sent only what changed.
+    pub(super) async fn attach_previous(&self, ops: &mut [Op]) -> Result<(), RunError> {
+        let ids: Vec<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Update { user, adopt: false, .. } => Some(user.external_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut contents = self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
+        for op in ops.iter_mut() {
+            if let Op::Update { user, adopt: false, previous, .. } = op {
+                *previous = contents.remove(user.external_id.as_str()).map(Box::new);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn push<P: Platform>(
+        &mut self,
+        platform: &P,
+        ops: Vec<Op>,
+        known: HashMap<String, String>,
+        lines: &HashMap<String, u64>,
+    ) -> Result<(), RunError> {
+        let total = ops.len() as u64;
+        if let Some(p) = &self.opts.progress {
+            p.stage(super::Stage::Push, Some(total));
+        }
+        let mut done = 0u64;
+        let (tx, mut rx) = mpsc::channel::<Outcome>(4096);
+        let apply = platform.apply(ops, known, tx);
+        tokio::pin!(apply);
+        let mut batch: Vec<SnapshotWrite> = Vec::with_capacity(STATE_BATCH);
+        let mut apply_result = None;
+        loop {
+            tokio::select! {
+                res = &mut apply, if apply_result.is_none() => { apply_result = Some(res); }
+                msg = rx.recv() => match msg {
+                    Some(outcome) => {
+                        self.record(outcome, &mut batch, lines);
+                        done += 1;
+                        if let Some(p) = &self.opts.progress
+                            && (done.is_multiple_of(64) || done == total) {
+                                p.advance(done);
+                            }
+                        if batch.len() >= STATE_BATCH {
+                            self.store.write(&self.conn.name, &batch).await.map_err(RunError::from_error)?;
+                            batch.clear();
+                        }
+                    }
+                    None => break,
+                },
+                // Outcomes paused: commit what we have so a crash now loses nothing.
+                _ = tokio::time::sleep(Duration::from_millis(200)), if !batch.is_empty() => {
+                    self.store.write(&self.conn.name, &batch).await.map_err(RunError::from_error)?;
+                    batch.clear();
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.store.write(&self.conn.name, &batch).await.map_err(RunError::from_error)?;
+        }
+        if let Some(p) = &self.opts.progress {
+            p.finish();
+        }
+        match apply_result {
+            Some(Err(e)) => Err(RunError::from_error(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one outcome and queues its snapshot write, from the operation it hands back.
+    fn record(&mut self, o: Outcome, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
+        let (external_id, kind) = (o.external_id().to_string(), o.kind());
+        let Outcome { result, op } = o;
+        let c = &mut self.report.counts;
+        match result {
+            Ok(applied) if self.relinking => {
+                if let Op::Create { user } | Op::Update { user, .. } = op {
+                    batch.push(SnapshotWrite::Upsert { platform_id: applied.platform_id, user });
+                }
+                // Their earlier "manager left unset" notes no longer hold.
+                self.report.notes.retain(|n| !n.starts_with(&format!("{}: manager ", external_id)));
+            }
+            Ok(applied) => {
+                if let Some(note) = &applied.note {
+                    tracing::debug!("{}: {note}", external_id);
+                    if self.report.notes.len() < MAX_REPORTED_ERRORS {
+                        self.report.notes.push(format!("{}: {note}", external_id));
+                    }
+                }
+                match op.kind() {
+                    OpKind::Create => c.created += 1,
+                    OpKind::Update => c.updated += 1,
+                    OpKind::Deactivate => c.deactivated += 1,
+                    OpKind::Delete => c.deleted += 1,
+                }
+                batch.push(match op {
+                    Op::Create { user } | Op::Update { user, .. } => {
+                        let mut user = user;
+                        // A manager the platform could not link yet: record the user without
+                        // it (so a later run still sees a difference), and link it in a
+                        // second pass once this push has created everyone.
+                        let unset = applied.note.as_deref().is_some_and(|n| n.ends_with(crate::platform::MANAGER_LEFT_UNSET));
+                        if unset && user.attributes.get("manager_id").is_some_and(|m| !m.is_empty()) {
+                            self.unlinked.push((applied.platform_id.clone(), user.clone()));
+                            user.attributes.remove("manager_id");
+                        }
+                        SnapshotWrite::Upsert { platform_id: applied.platform_id, user }
+                    }
+                    Op::Deactivate { external_id, .. } => SnapshotWrite::MarkInactive { external_id },
+                    Op::Delete { external_id, .. } => SnapshotWrite::Remove { external_id },
+                });
+            }
+            Err(f) => {
+                c.failed += 1;
+                if self.report.errors.len() < MAX_REPORTED_ERRORS {
+                    self.report.errors.push(RowError {
+                        line: lines.get(external_id.as_str()).copied().unwrap_or(0),
+                        column: None,
+                        message: format!(
+                            "{} of \"{}\" failed{}: {}",
+                            kind_word(kind),
+                            external_id,
+                            f.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+                            f.message
+                        ),
+                        external_id: Some(external_id),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn kind_word(k: OpKind) -> &'static str {
+    match k {
+        OpKind::Create => "create",
+        OpKind::Update => "update",
+        OpKind::Deactivate => "deactivation",
+        OpKind::Delete => "deletion",
+    }
+}
