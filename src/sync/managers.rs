@@ -85,8 +85,6 @@ pub(super) fn drop_unlinkable(ops: &mut Vec<Op>, lines: &mut Vec<u64>, snapshot:
     dropped
 }
 
-/// Frees a large value (a million-entry snapshot, a first sync's plan) on a detached
-
 /// Managers' platform ids, for the manager references of the users being pushed.
 pub(super) fn known_managers(ops: &[Op], snapshot: &plan::Snapshot) -> HashMap<String, String> {
     ops.iter()
