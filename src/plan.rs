@@ -283,7 +283,7 @@ enum Seen<'s> {
 }
 
 /// One share of the file compared with the snapshot.
-struct Part<'s> {
+struct Compared<'s> {
     /// Users needing an operation, in file order.
     seen: Vec<Seen<'s>>,
     unchanged: u64,
@@ -298,7 +298,7 @@ const PARALLEL_FROM: usize = 20_000;
 /// back in file order. Unchanged users (most of a daily file) are freed where they are
 /// compared, in parallel too: freeing a million users on the plan's thread was a third of
 /// its time (perf).
-fn compare_all(mut users: Vec<SourcedUser>, snapshot: &Snapshot) -> Vec<Part<'_>> {
+fn compare_all(mut users: Vec<SourcedUser>, snapshot: &Snapshot) -> Vec<Compared<'_>> {
     let threads = if users.len() < PARALLEL_FROM { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8) };
     let size = users.len().div_ceil(threads).max(1);
     let mut shares = Vec::with_capacity(threads);
@@ -316,8 +316,8 @@ fn compare_all(mut users: Vec<SourcedUser>, snapshot: &Snapshot) -> Vec<Part<'_>
     })
 }
 
-fn compare(users: Vec<SourcedUser>, snapshot: &Snapshot) -> Part<'_> {
-    let mut part = Part {
+fn compare(users: Vec<SourcedUser>, snapshot: &Snapshot) -> Compared<'_> {
+    let mut part = Compared {
         seen: Vec::new(),
         unchanged: 0,
         marks: HashSet::with_capacity_and_hasher(snapshot.len().min(users.len()), FastHash::default()),

@@ -6,7 +6,7 @@ use crate::model::{FileFingerprint, RowError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Outcome {
+pub enum RunOutcome {
     Ok,
     NoNewFile,
     Stopped,
@@ -30,7 +30,7 @@ pub struct Counts {
 pub struct Report {
     pub connector: String,
     pub run_id: String,
-    pub outcome: Outcome,
+    pub outcome: RunOutcome,
     pub dry_run: bool,
     pub file: Option<FileFingerprint>,
     pub counts: Counts,

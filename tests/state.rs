@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rostersync::model::{FileFingerprint, User};
-use rostersync::report::{Counts, Outcome, Report};
+use rostersync::report::{Counts, Report, RunOutcome};
 use rostersync::state::{SnapshotWrite, SqliteStore, StateError, StateStore};
 
 fn user(id: &str, active: bool) -> User {
@@ -112,7 +112,7 @@ async fn last_file_history_and_interrupted_runs() {
     let report = Report {
         connector: "acme".into(),
         run_id: "run-2".into(),
-        outcome: Outcome::Ok,
+        outcome: RunOutcome::Ok,
         dry_run: false,
         file: Some(fp),
         counts: Counts { rows: 3, valid: 3, created: 3, ..Default::default() },

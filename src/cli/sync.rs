@@ -2,7 +2,7 @@
 
 use super::{Cli, CodedError};
 use crate::exit::Exit;
-use crate::report::{Outcome, Report};
+use crate::report::{Report, RunOutcome};
 use crate::state::SqliteStore;
 use crate::sync::{self, SyncOptions};
 
@@ -44,10 +44,10 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
 
 pub fn print_summary(r: &Report) {
     let outcome = match r.outcome {
-        Outcome::Ok => "ok",
-        Outcome::NoNewFile => "no new file",
-        Outcome::Stopped => "STOPPED",
-        Outcome::Failed => "FAILED",
+        RunOutcome::Ok => "ok",
+        RunOutcome::NoNewFile => "no new file",
+        RunOutcome::Stopped => "STOPPED",
+        RunOutcome::Failed => "FAILED",
     };
     let dry = if r.dry_run { " (dry run: nothing pushed)" } else { "" };
     println!("{}: {outcome}{dry}", r.connector);

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use crate::report::{Outcome, Report};
+use crate::report::{Report, RunOutcome};
 
 /// Upper bounds (seconds) of the run duration histogram: syncs take seconds to an hour.
 const BUCKETS: [f64; 12] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
@@ -36,12 +36,12 @@ pub struct Metrics {
     inner: Mutex<Inner>,
 }
 
-pub fn outcome_label(o: Outcome) -> &'static str {
+pub fn outcome_label(o: RunOutcome) -> &'static str {
     match o {
-        Outcome::Ok => "ok",
-        Outcome::NoNewFile => "no-new-file",
-        Outcome::Stopped => "stopped",
-        Outcome::Failed => "failed",
+        RunOutcome::Ok => "ok",
+        RunOutcome::NoNewFile => "no-new-file",
+        RunOutcome::Stopped => "stopped",
+        RunOutcome::Failed => "failed",
     }
 }
 
@@ -66,7 +66,7 @@ impl Metrics {
                 *m.pushed.entry((r.connector.clone(), op)).or_default() += n;
             }
         }
-        if matches!(r.outcome, Outcome::Ok | Outcome::NoNewFile) {
+        if matches!(r.outcome, RunOutcome::Ok | RunOutcome::NoNewFile) {
             m.last_success.insert(r.connector.clone(), at.timestamp());
         }
         let secs = r.duration_ms as f64 / 1000.0;
@@ -162,7 +162,7 @@ mod tests {
     use super::*;
     use crate::report::Counts;
 
-    fn report(c: &str, outcome: Outcome, ms: u64, created: u64) -> Report {
+    fn report(c: &str, outcome: RunOutcome, ms: u64, created: u64) -> Report {
         Report {
             connector: c.into(),
             run_id: "r".into(),
@@ -184,11 +184,11 @@ mod tests {
         let m = Metrics::default();
         let t = DateTime::parse_from_rfc3339("2026-11-22T02:00:00Z").unwrap().with_timezone(&Utc);
         m.run_started();
-        m.run_finished(&report("acme", Outcome::Ok, 1500, 3), t);
+        m.run_finished(&report("acme", RunOutcome::Ok, 1500, 3), t);
         m.run_started();
-        m.run_finished(&report("acme", Outcome::Failed, 200, 0), t);
+        m.run_finished(&report("acme", RunOutcome::Failed, 200, 0), t);
         m.run_started();
-        m.run_finished(&report("we\"ird", Outcome::Stopped, 200, 0), t);
+        m.run_finished(&report("we\"ird", RunOutcome::Stopped, 200, 0), t);
         let text = m.render();
         for line in [
             "rostersync_runs_total{connector=\"acme\",outcome=\"ok\"} 1",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::report::{Outcome, Report};
+use crate::report::{Report, RunOutcome};
 
 /// How long one POST may take; a slow hook must not hold anything up.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,10 +45,10 @@ impl Notification {
     pub fn for_run(report: &Report, customer: &str, exit: i32, attempts: u32, at: chrono::DateTime<chrono::Utc>) -> Option<Notification> {
         let message = report.message.clone().unwrap_or_default();
         let event = match report.outcome {
-            Outcome::Ok | Outcome::NoNewFile => return None,
-            Outcome::Stopped => Event::Stopped,
-            Outcome::Failed if report.stale => Event::Stale,
-            Outcome::Failed => Event::Failed,
+            RunOutcome::Ok | RunOutcome::NoNewFile => return None,
+            RunOutcome::Stopped => Event::Stopped,
+            RunOutcome::Failed if report.stale => Event::Stale,
+            RunOutcome::Failed => Event::Failed,
         };
         let what = match event {
             Event::Failed if attempts > 1 => format!("failed after {attempts} attempts"),
@@ -155,7 +155,7 @@ mod tests {
     use crate::report::Counts;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn report(outcome: Outcome, message: &str) -> Report {
+    fn report(outcome: RunOutcome, message: &str) -> Report {
         Report {
             connector: "acme".into(),
             run_id: "run-1".into(),
@@ -164,7 +164,7 @@ mod tests {
             file: None,
             counts: Counts::default(),
             errors: vec![],
-            stopped_by: (outcome == Outcome::Stopped).then(|| "max_deactivations".into()),
+            stopped_by: (outcome == RunOutcome::Stopped).then(|| "max_deactivations".into()),
             stale: false,
             notes: Vec::new(),
             message: Some(message.into()),
@@ -175,18 +175,18 @@ mod tests {
     #[test]
     fn picks_the_event_from_the_report() {
         let at = chrono::Utc::now();
-        assert!(Notification::for_run(&report(Outcome::Ok, ""), "Acme", 0, 1, at).is_none());
-        assert!(Notification::for_run(&report(Outcome::NoNewFile, ""), "Acme", 0, 1, at).is_none());
-        let n = Notification::for_run(&report(Outcome::Stopped, "12 deactivations exceed max"), "Acme", 5, 1, at).unwrap();
+        assert!(Notification::for_run(&report(RunOutcome::Ok, ""), "Acme", 0, 1, at).is_none());
+        assert!(Notification::for_run(&report(RunOutcome::NoNewFile, ""), "Acme", 0, 1, at).is_none());
+        let n = Notification::for_run(&report(RunOutcome::Stopped, "12 deactivations exceed max"), "Acme", 5, 1, at).unwrap();
         assert_eq!(n.event, Event::Stopped);
         assert!(n.text.contains("stopped by a safeguard (max_deactivations)"), "{}", n.text);
         // Stale is the report's typed flag, whatever the message says.
-        let stale = Report { stale: true, ..report(Outcome::Failed, "no new file for 9days") };
+        let stale = Report { stale: true, ..report(RunOutcome::Failed, "no new file for 9days") };
         let n = Notification::for_run(&stale, "Acme", 4, 1, at).unwrap();
         assert_eq!(n.event, Event::Stale);
-        let n = Notification::for_run(&report(Outcome::Failed, "the export is stale (in words only)"), "Acme", 4, 1, at).unwrap();
+        let n = Notification::for_run(&report(RunOutcome::Failed, "the export is stale (in words only)"), "Acme", 4, 1, at).unwrap();
         assert_eq!(n.event, Event::Failed);
-        let n = Notification::for_run(&report(Outcome::Failed, "connection refused"), "Acme", 3, 4, at).unwrap();
+        let n = Notification::for_run(&report(RunOutcome::Failed, "connection refused"), "Acme", 3, 4, at).unwrap();
         assert_eq!(n.event, Event::Failed);
         assert_eq!(n.text, "rostersync: acme (Acme) failed after 4 attempts: connection refused");
     }
@@ -228,7 +228,7 @@ mod tests {
     async fn posts_json_to_the_webhook() {
         let (url, server) = one_request(200).await;
         let hook = Webhook::new(Some(url.parse().unwrap())).unwrap();
-        let n = Notification::for_run(&report(Outcome::Stopped, "too many deactivations"), "Acme", 5, 1, chrono::Utc::now()).unwrap();
+        let n = Notification::for_run(&report(RunOutcome::Stopped, "too many deactivations"), "Acme", 5, 1, chrono::Utc::now()).unwrap();
         hook.send(&n).await.unwrap();
         let req = server.await.unwrap();
         assert!(req.starts_with("POST /hooks/T0SECRET/B0SECRET HTTP/1.1"), "{req}");
@@ -244,7 +244,7 @@ mod tests {
     async fn a_failing_webhook_is_reported_without_its_url() {
         let (url, server) = one_request(500).await;
         let hook = Webhook::new(Some(url.parse().unwrap())).unwrap();
-        let n = Notification::for_run(&report(Outcome::Failed, "boom"), "Acme", 6, 1, chrono::Utc::now()).unwrap();
+        let n = Notification::for_run(&report(RunOutcome::Failed, "boom"), "Acme", 6, 1, chrono::Utc::now()).unwrap();
         let err = hook.send(&n).await.unwrap_err();
         server.await.unwrap();
         assert!(err.contains("HTTP 500"), "{err}");

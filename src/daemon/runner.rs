@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, Connector};
 use crate::exit::Exit;
-use crate::report::{Counts, Outcome, Report};
+use crate::report::{Counts, Report, RunOutcome};
 use crate::state::{SqliteStore, StateStore};
 use crate::sync::{self, RunResult, SyncOptions};
 
@@ -69,7 +69,9 @@ impl Runner for SyncRunner {
         match self.store.history(Some(connector), HISTORY_DEPTH).await {
             Ok(runs) => runs
                 .iter()
-                .find(|r| r.report.as_ref().is_some_and(|rep| matches!(rep.outcome, Outcome::Ok | Outcome::NoNewFile) && !rep.dry_run))
+                .find(|r| {
+                    r.report.as_ref().is_some_and(|rep| matches!(rep.outcome, RunOutcome::Ok | RunOutcome::NoNewFile) && !rep.dry_run)
+                })
                 .map(|r| r.started_at),
             Err(e) => {
                 tracing::warn!(connector, "cannot read run history ({e}); treating the connector as never synced, so it runs now");
@@ -91,7 +93,7 @@ fn panicked(connector: &str, e: tokio::task::JoinError) -> RunResult {
         report: Report {
             connector: connector.to_string(),
             run_id: uuid::Uuid::new_v4().to_string(),
-            outcome: Outcome::Failed,
+            outcome: RunOutcome::Failed,
             dry_run: false,
             file: None,
             counts: Counts::default(),

@@ -267,7 +267,7 @@ fn log_end(r: &crate::report::Report, attempt: u32) {
         r.message.as_deref().map(|m| format!(" — {m}")).unwrap_or_default()
     );
     match r.outcome {
-        crate::report::Outcome::Ok | crate::report::Outcome::NoNewFile => tracing::info!(run_id = %r.run_id, "{line}"),
+        crate::report::RunOutcome::Ok | crate::report::RunOutcome::NoNewFile => tracing::info!(run_id = %r.run_id, "{line}"),
         _ => tracing::warn!(run_id = %r.run_id, "{line}"),
     }
 }

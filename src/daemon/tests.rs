@@ -17,7 +17,7 @@ use super::scheduler::{self, Scheduler, Shared};
 use super::{Reload, plan_reload};
 use crate::config::{self, Connector};
 use crate::exit::Exit;
-use crate::report::{Counts, Outcome, Report};
+use crate::report::{Counts, Report, RunOutcome};
 use crate::retry::{Backoff, Policy};
 use crate::sync::RunResult;
 
@@ -121,9 +121,9 @@ impl Runner for Fake {
             self.succeeded(&c.name, start);
         }
         let outcome = match exit {
-            Exit::Ok => Outcome::Ok,
-            Exit::Stopped => Outcome::Stopped,
-            _ => Outcome::Failed,
+            Exit::Ok => RunOutcome::Ok,
+            Exit::Stopped => RunOutcome::Stopped,
+            _ => RunOutcome::Failed,
         };
         let report = Report {
             connector: c.name.clone(),

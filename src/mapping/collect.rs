@@ -22,7 +22,7 @@ type Item = Result<Record, ReadError>;
 
 /// What one batch gave.
 #[derive(Default)]
-struct Part {
+struct MappedBatch {
     users: Vec<SourcedUser>,
     errors: Vec<RowError>,
     rows: u64,
@@ -32,8 +32,8 @@ struct Part {
     fault: Option<FormatError>,
 }
 
-fn map_batch(items: Vec<Item>, mapper: &Mapper) -> Part {
-    let mut part = Part { users: Vec::with_capacity(items.len()), ..Part::default() };
+fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
+    let mut part = MappedBatch { users: Vec::with_capacity(items.len()), ..MappedBatch::default() };
     for item in items {
         match item {
             Ok(rec) => {
@@ -73,7 +73,7 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
     let mut misaligned: Vec<u64> = Vec::new();
     let fault = std::thread::scope(|s| {
         let (batch_tx, batch_rx) = sync_channel::<(u64, Vec<Item>)>(workers * 2);
-        let (part_tx, part_rx) = sync_channel::<(u64, Part)>(workers * 2);
+        let (part_tx, part_rx) = sync_channel::<(u64, MappedBatch)>(workers * 2);
         s.spawn(move || {
             let mut records = records;
             for seq in 0.. {
@@ -101,7 +101,7 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
         drop(batch_rx);
         // Parts arrive in any order; merge them in file order. Returning drops `part_rx`,
         // which stops the workers, which stops the reader.
-        let mut pending: BTreeMap<u64, Part> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, MappedBatch> = BTreeMap::new();
         let mut want = 0u64;
         for (seq, part) in part_rx {
             pending.insert(seq, part);

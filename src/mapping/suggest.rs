@@ -276,7 +276,7 @@ fn q(s: &str) -> String {
 }
 
 /// One matched column.
-struct Pick {
+struct ColumnGuess {
     field: &'static str,
     column: usize,
     sure: bool,
@@ -352,13 +352,13 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
     let samples = sample(path, display_name, format, &opts, &header, 200);
     let folded: Vec<String> = header.iter().map(|h| fold(h)).collect();
     let mut used = vec![false; header.len()];
-    let mut picks: Vec<Pick> = Vec::new();
+    let mut picks: Vec<ColumnGuess> = Vec::new();
     // Exact names first, for every field, so "Email" wins over "Manager Email".
     for (field, names) in SYNONYMS {
         let names: Vec<String> = names.iter().map(|n| fold(n)).collect();
         if let Some(i) = (0..header.len()).find(|&i| !used[i] && names.contains(&folded[i])) {
             used[i] = true;
-            picks.push(Pick { field, column: i, sure: true, why: String::new() });
+            picks.push(ColumnGuess { field, column: i, sure: true, why: String::new() });
         }
     }
     for (field, names) in SYNONYMS {
@@ -378,7 +378,12 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
         let hit = candidates.iter().copied().find(|&i| fits(i)).or(candidates.first().copied());
         if let Some(i) = hit {
             used[i] = true;
-            picks.push(Pick { field, column: i, sure: false, why: format!("matched by a part of the name \"{}\"", header[i].trim()) });
+            picks.push(ColumnGuess {
+                field,
+                column: i,
+                sure: false,
+                why: format!("matched by a part of the name \"{}\"", header[i].trim()),
+            });
         }
     }
     // Values: an email column nobody named.
@@ -387,7 +392,7 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
             (0..header.len()).find(|&i| !used[i] && share(&samples, i, |v| crate::mapping::check_email(v.trim()).is_ok()) > 0.8)
     {
         used[i] = true;
-        picks.push(Pick { field: "email", column: i, sure: false, why: "its values look like email addresses".into() });
+        picks.push(ColumnGuess { field: "email", column: i, sure: false, why: "its values look like email addresses".into() });
     }
     let get = |f: &str| picks.iter().find(|p| p.field == f);
 

@@ -27,7 +27,7 @@ use crate::model::User;
 use crate::plan::Existing;
 use crate::plan::{self, OpKind, Plan, PlanInput};
 use crate::platform::scim::ScimClient;
-use crate::report::{Counts, Outcome as RunOutcome, Report};
+use crate::report::{Counts, Report, RunOutcome};
 use crate::state::{LastFile, StateStore};
 
 /// Where a run reports progress (the CLI draws bars on a terminal; the daemon logs).

@@ -8,7 +8,7 @@ use crate::config::{Connector, Format, Mapping};
 use crate::exit::Exit;
 use crate::format::{FormatError, Input};
 use crate::mapping::{Mapped, Mapper};
-use crate::report::Outcome as RunOutcome;
+use crate::report::RunOutcome;
 use crate::state::StateStore;
 
 /// The parse that followed the download (see `crate::spool`). Its result is used only when
