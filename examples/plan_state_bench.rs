@@ -62,6 +62,7 @@ async fn main() {
             snapshot: &snapshot,
             users: input,
             invalid_ids: &none,
+            unidentified: &[],
             rows: n as u64,
             invalid: 0,
             existing: &[],

@@ -584,6 +584,17 @@ impl Mapped {
         lines.len() as u64
     }
 
+    /// Lines of invalid rows whose person cannot be told (no readable id): while there is
+    /// one, the plan deactivates nobody absent from the file, since it may be them.
+    pub fn unidentified_lines(&self) -> Vec<u64> {
+        let mut named: Vec<u64> = self.errors.iter().filter(|e| e.external_id.is_some()).map(|e| e.line).collect();
+        named.sort_unstable();
+        let mut lines: Vec<u64> = self.errors.iter().map(|e| e.line).filter(|l| named.binary_search(l).is_err()).collect();
+        lines.sort_unstable();
+        lines.dedup();
+        lines
+    }
+
     /// Unique ids of invalid rows, where readable: the plan keeps these people as they were.
     pub fn protected_ids(&self) -> std::collections::BTreeSet<String> {
         self.errors.iter().filter_map(|e| e.external_id.clone()).collect()
@@ -600,86 +611,116 @@ fn dup_key(id: &str, u: UniqueId) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper, misaligned: &[u64]) {
+/// Lines a duplicate message names at most; the count says how many there are.
+const DUPLICATE_LINES_SHOWN: usize = 10;
+
+/// Every row of a unique id that occurs on more than one row (valid or invalid) becomes an
+/// error naming the others: none of them is synced. Linear in the rows: one map of id →
+/// lines, one message per id shared by its rows, at most `DUPLICATE_LINES_SHOWN` lines in it.
+pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
     let uid = mapper.mapping.unique_id;
-    // Pass 1: which keys occur on more than one row (valid or invalid)? One map entry per
-    // key holding the first line; lines of repeated keys go to a small side map.
-    let mut dups: HashMap<String, Vec<u64>> = HashMap::new();
-    {
-        fn see<'a>(
-            key: std::borrow::Cow<'a, str>,
-            line: u64,
-            first: &mut HashMap<std::borrow::Cow<'a, str>, u64, foldhash::fast::RandomState>,
-            dups: &mut HashMap<String, Vec<u64>>,
-        ) {
-            if let Some(&l0) = first.get(key.as_ref()) {
-                if l0 != line {
-                    let v = dups.entry(key.into_owned()).or_insert_with(|| vec![l0]);
-                    if !v.contains(&line) {
-                        v.push(line);
-                    }
-                }
-            } else {
-                first.insert(key, line);
-            }
+    // foldhash: a million ids through SipHash was 4% of a sync (perf).
+    type Lines = smallvec_lines::Lines;
+    let mut seen: HashMap<std::borrow::Cow<'_, str>, Lines, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(out.users.len() + out.errors.len(), foldhash::fast::RandomState::default());
+    for u in &out.users {
+        seen.entry(dup_key(&u.user.external_id, uid)).or_default().push(u.line);
+    }
+    for e in &out.errors {
+        if let Some(id) = &e.external_id {
+            seen.entry(dup_key(id, uid)).or_default().push(e.line);
         }
-        // foldhash: a million ids through SipHash was 4% of a sync (perf).
-        let mut first = HashMap::with_capacity_and_hasher(out.users.len() + out.errors.len(), foldhash::fast::RandomState::default());
-        for u in &out.users {
-            see(dup_key(&u.user.external_id, uid), u.line, &mut first, &mut dups);
-        }
-        for e in &out.errors {
-            if let Some(id) = &e.external_id
-                && misaligned.binary_search(&e.line).is_err()
-            {
-                see(dup_key(id, uid), e.line, &mut first, &mut dups);
-            }
-        }
+    }
+    // Keys on more than one distinct line (a row with several errors names its id on each).
+    let mut dups: HashMap<String, std::sync::Arc<str>> = HashMap::new();
+    for (key, lines) in seen {
+        let Some(lines) = lines.distinct_if_many() else { continue };
+        let shown = lines.iter().take(DUPLICATE_LINES_SHOWN).map(u64::to_string).collect::<Vec<_>>().join(", ");
+        let more =
+            if lines.len() > DUPLICATE_LINES_SHOWN { format!(" and {} more", lines.len() - DUPLICATE_LINES_SHOWN) } else { String::new() };
+        let message = format!(
+            "unique id \"{}\" ({}) is on {} rows (lines {shown}{more}); none of them is synced until the export has one row per person",
+            excerpt(&key),
+            unique_field(uid).name(),
+            lines.len(),
+        );
+        dups.insert(key.into_owned(), message.into());
     }
     if dups.is_empty() {
         return;
     }
-    for lines in dups.values_mut() {
-        lines.sort_unstable();
-    }
     let column = mapper.unique_column();
-    let message = |id: &str, lines: &[u64]| {
-        format!(
-            "unique id \"{id}\" ({}) is on {} rows (lines {}); none of them is synced until the export has one row per person",
-            unique_field(uid).name(),
-            lines.len(),
-            lines.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
-        )
-    };
     let mut extra = Vec::new();
     out.users.retain(|u| match dups.get(dup_key(&u.user.external_id, uid).as_ref()) {
-        Some(lines) => {
+        Some(message) => {
             extra.push(RowError {
                 line: u.line,
                 column: column.clone(),
-                message: message(&u.user.external_id, lines),
+                message: message.to_string(),
                 external_id: Some(u.user.external_id.to_string()),
             });
             false
         }
         None => true,
     });
-    let mut done: Vec<u64> = Vec::new();
+    // One duplicate error per invalid line, however many errors the line has.
+    let mut done: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for e in &out.errors {
-        if let Some(id) = &e.external_id {
-            if misaligned.binary_search(&e.line).is_ok() {
-                continue;
-            }
-            if let Some(lines) = dups.get(dup_key(id, uid).as_ref())
-                && !done.contains(&e.line)
-            {
-                done.push(e.line);
-                extra.push(RowError { line: e.line, column: column.clone(), message: message(id, lines), external_id: Some(id.clone()) });
-            }
+        if let Some(id) = &e.external_id
+            && let Some(message) = dups.get(dup_key(id, uid).as_ref())
+            && done.insert(e.line)
+        {
+            extra.push(RowError { line: e.line, column: column.clone(), message: message.to_string(), external_id: Some(id.clone()) });
         }
     }
     out.errors.extend(extra);
     out.errors.sort_by_key(|e| e.line);
+}
+
+/// The lines one id was seen on, without allocating for the usual single line.
+mod smallvec_lines {
+    #[derive(Default)]
+    pub struct Lines {
+        first: u64,
+        more: Vec<u64>,
+    }
+
+    impl Lines {
+        pub fn push(&mut self, line: u64) {
+            if self.first == 0 {
+                self.first = line;
+            } else if line != self.first {
+                self.more.push(line);
+            }
+        }
+
+        /// The distinct lines, sorted, when there are two or more.
+        pub fn distinct_if_many(self) -> Option<Vec<u64>> {
+            if self.more.is_empty() {
+                return None;
+            }
+            let mut all = self.more;
+            all.push(self.first);
+            all.sort_unstable();
+            all.dedup();
+            (all.len() > 1).then_some(all)
+        }
+    }
+}
+
+/// A value of the file as a message shows it: at most `EXCERPT_CHARS` characters, control
+/// characters escaped, so no message ever carries more than a bounded piece of a file.
+pub fn excerpt(v: &str) -> String {
+    const EXCERPT_CHARS: usize = 80;
+    let mut out = String::new();
+    for (n, c) in v.chars().enumerate() {
+        if n == EXCERPT_CHARS {
+            out.push_str(&format!("… ({} characters)", v.chars().count()));
+            break;
+        }
+        if c.is_control() { out.extend(c.escape_default()) } else { out.push(c) }
+    }
+    out
 }
 
 /// Row errors grouped by column for reports, largest group first:
@@ -979,7 +1020,7 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
             Ok(rec(&m, 3, &other)),
             Ok(rec(&m, 4, &good())),
             Ok(rec(&m, 5, &bad)),
-            Err(ReadError::Row(RowError { line: 6, column: None, message: "found 3 fields".into(), external_id: None })),
+            Err(ReadError::unidentified(RowError { line: 6, column: None, message: "found 3 fields".into(), external_id: None })),
         ];
         let out = collect(Box::new(records.into_iter()), &m).unwrap();
         assert_eq!(out.rows, 5);
@@ -1020,7 +1061,7 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
     }
 
     #[test]
-    fn a_misaligned_row_protects_its_person_without_making_duplicates() {
+    fn a_shifted_row_names_nobody_and_makes_no_duplicate() {
         let m = mapper();
         let mut other = good();
         other.iter_mut().for_each(|c| {
@@ -1028,24 +1069,40 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
                 c.1 = "E9"
             }
         });
-        let guess = rec(&m, 3, &[("Id", "00123"), ("First", "x")]);
         let records: Vec<Result<Record, ReadError>> = vec![
             Ok(rec(&m, 2, &other)),
-            Err(ReadError::Misaligned {
-                error: RowError { line: 3, column: None, message: "found 9 fields".into(), external_id: None },
-                guess,
-            }),
+            Err(ReadError::unidentified(RowError { line: 3, column: None, message: "found 9 fields".into(), external_id: None })),
             Ok(rec(&m, 4, &good())),
         ];
         let out = collect(Box::new(records.into_iter()), &m).unwrap();
         assert_eq!(out.rows, 3);
-        assert_eq!(
-            out.users.iter().map(|u| u.line).collect::<Vec<_>>(),
-            vec![2, 4],
-            "a guessed id never turns a valid row into a duplicate"
-        );
+        assert_eq!(out.users.iter().map(|u| u.line).collect::<Vec<_>>(), vec![2, 4]);
         assert_eq!(out.errors.len(), 1);
-        assert_eq!(out.errors[0].external_id.as_deref(), Some("00123"));
+        assert_eq!(out.errors[0].external_id, None, "no id is ever guessed from a shifted row");
+        assert_eq!(out.unidentified_lines(), vec![3]);
+    }
+
+    #[test]
+    fn many_rows_of_one_id_make_bounded_messages() {
+        let m = mapper();
+        let n = 25_000u64;
+        let records: Vec<Result<Record, ReadError>> = (0..n).map(|i| Ok(rec(&m, i + 2, &good()))).collect();
+        let out = collect(Box::new(records.into_iter()), &m).unwrap();
+        assert!(out.users.is_empty());
+        assert_eq!(out.errors.len() as u64, n, "one error per row");
+        let msg = &out.errors[0].message;
+        assert!(msg.contains("is on 25000 rows (lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 24990 more)"), "{msg}");
+        assert!(out.errors.iter().all(|e| e.message.len() < 400), "every message is bounded");
+        assert!(out.unidentified_lines().is_empty());
+    }
+
+    #[test]
+    fn excerpts_are_bounded_and_escaped() {
+        assert_eq!(excerpt("plain"), "plain");
+        assert_eq!(excerpt("a\u{0}b\x1b[31m"), "a\\u{0}b\\u{1b}[31m");
+        let long = "x".repeat(100_000);
+        let e = excerpt(&long);
+        assert!(e.len() < 120 && e.ends_with("… (100000 characters)"), "{e}");
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub struct Plan {
     pub protected: u64,
     /// Known people absent from the file, left alone by on_missing = ignore.
     pub ignored: u64,
+    /// Known people absent from the file, left as they are because some row of the file has
+    /// no readable unique id (`PlanInput::unidentified`): it may be theirs.
+    pub held: u64,
     pub stop: Option<Safeguard>,
 }
 
@@ -156,6 +159,9 @@ pub struct PlanInput<'a> {
     pub users: Vec<SourcedUser>,
     /// Unique ids of invalid rows, where known: these people keep their state.
     pub invalid_ids: &'a HashSet<String>,
+    /// Lines of invalid rows whose unique id cannot be read. While there is one, nobody
+    /// absent from the file is deactivated or deleted: any of them may be that row.
+    pub unidentified: &'a [u64],
     /// Data rows in the file, and how many were invalid.
     pub rows: u64,
     pub invalid: u64,
@@ -220,6 +226,10 @@ pub fn plan(input: PlanInput) -> Plan {
     for (id, entry) in missing {
         if input.invalid_ids.contains(id) {
             p.protected += 1;
+            continue;
+        }
+        if !input.unidentified.is_empty() && input.rule.on_missing != OnMissing::Ignore {
+            p.held += 1;
             continue;
         }
         match input.rule.on_missing {
@@ -379,6 +389,7 @@ mod tests {
         snapshot: Vec<(User, &'static str)>,
         users: Vec<User>,
         invalid_ids: Vec<&'static str>,
+        unidentified: Vec<u64>,
         invalid: u64,
         existing: Vec<Existing>,
         rule: SyncRule,
@@ -393,6 +404,7 @@ mod tests {
             snapshot: &snapshot,
             users: c.users.into_iter().enumerate().map(|(i, user)| SourcedUser { user: Box::new(user), line: i as u64 + 2 }).collect(),
             invalid_ids: &invalid_ids,
+            unidentified: &c.unidentified,
             rows,
             invalid: c.invalid,
             existing: &c.existing,
@@ -406,6 +418,7 @@ mod tests {
             snapshot: vec![],
             users: vec![],
             invalid_ids: vec![],
+            unidentified: vec![],
             invalid: 0,
             existing: vec![],
             rule: rule(OnMissing::Deactivate, "50%"),
@@ -481,6 +494,28 @@ mod tests {
         assert!(p.ops.is_empty());
         assert_eq!(p.protected, 1);
         assert_eq!(p.stop, None);
+    }
+
+    #[test]
+    fn an_unidentified_row_holds_every_absentee_and_nothing_else() {
+        let snap = vec![(user("a", true, "x"), "1"), (user("b", true, "x"), "2"), (user("c", true, "x"), "3")];
+        for on_missing in [OnMissing::Deactivate, OnMissing::Delete] {
+            let p = run(Case {
+                snapshot: snap.clone(),
+                users: vec![user("a", true, "changed"), user("d", true, "x")],
+                unidentified: vec![7],
+                invalid: 1,
+                rule: SyncRule { max_invalid: Limit::Percent(100.0), ..rule(on_missing, "100%") },
+                ..base()
+            });
+            let kinds: Vec<OpKind> = p.ops.iter().map(Op::kind).collect();
+            assert_eq!(kinds, vec![OpKind::Create, OpKind::Update], "{on_missing:?}: the rest of the file still applies");
+            assert_eq!(p.held, 2, "b and c may be the row of line 7");
+        }
+        // Without such a row the same file deactivates them.
+        let p = run(Case { snapshot: snap, users: vec![user("a", true, "x")], rule: rule(OnMissing::Deactivate, "100%"), ..base() });
+        assert_eq!(p.count(OpKind::Deactivate), 2);
+        assert_eq!(p.held, 0);
     }
 
     #[test]

@@ -31,7 +31,7 @@ fn read(path: &Path, format: Format, opts: &SourceOptions, columns: &[&str]) -> 
     for r in records {
         match r {
             Ok(rec) => out.push(Ok((rec.line, rec.values().map(|v| v.map(str::to_string)).collect()))),
-            Err(ReadError::Row(e)) | Err(ReadError::Misaligned { error: e, .. }) => out.push(Err((e.line, e.message))),
+            Err(ReadError::Row { error: e, .. }) => out.push(Err((e.line, e.message))),
             Err(ReadError::File(e)) => return Err(e),
         }
     }
@@ -335,7 +335,7 @@ fn bad_bytes_fail_a_row_only_when_a_read_column_holds_them() {
     let name = p.file_name().unwrap().to_string_lossy().to_string();
     let records = format::open(&p, &name, Format::Csv, &opts(), &cols(&["Id", "Last Name"])).unwrap();
     let column = records.filter_map(|r| match r {
-        Err(ReadError::Row(e)) => e.column,
+        Err(ReadError::Row { error: e, .. }) => e.column,
         _ => None,
     });
     assert_eq!(column.collect::<Vec<_>>(), vec!["Last Name".to_string()]);

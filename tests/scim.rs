@@ -249,6 +249,7 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
             .map(|(i, user)| rostersync::model::SourcedUser { user: Box::new(user), line: i as u64 + 2 })
             .collect(),
         invalid_ids: &HashSet::new(),
+        unidentified: &[],
         rows: 3,
         invalid: 0,
         existing: &existing,

@@ -60,35 +60,39 @@ pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[S
                     ),
                     external_id: None,
                 };
-                let mut guess = Record::with_capacity(line, idx.len(), rec.as_slice().len());
-                for &i in &idx {
-                    guess.push((i < rec.len()).then(|| String::from_utf8_lossy(field(&rec, i))).as_deref());
-                }
-                return Some(Err(ReadError::Misaligned { error, guess }));
+                // Never read an id from a shifted row: which field holds it is a guess, and a
+                // wrong guess protects someone else and lets this person be deactivated.
+                return Some(Err(ReadError::unidentified(error)));
             }
             // One UTF-8 check for the whole row: fields split at ASCII delimiters, so each
             // is valid when the row is. Otherwise the requested fields are checked one by
             // one (bad bytes in a column nobody reads do not make the row invalid).
             let row = std::str::from_utf8(rec.as_slice()).ok();
             let mut out = Record::with_capacity(line, idx.len(), rec.as_slice().len());
+            let mut bad: Option<RowError> = None;
             for &i in &idx {
                 let value = match row {
-                    Some(row) => field_str(row, &rec, i),
+                    Some(row) => Some(field_str(row, &rec, i)),
                     None => match std::str::from_utf8(field(&rec, i)) {
-                        Ok(v) => v,
+                        Ok(v) => Some(v),
                         Err(_) => {
-                            return Some(Err(ReadError::Row(RowError {
+                            bad.get_or_insert_with(|| RowError {
                                 line,
                                 column: Some(header[i].trim().to_string()),
                                 message: format!("invalid UTF-8 bytes; {ENCODING_HINT}"),
                                 external_id: None,
-                            })));
+                            });
+                            None
                         }
                     },
                 };
-                out.push(Some(value));
+                out.push(value);
             }
-            return Some(Ok(out));
+            // The readable cells go with the error: the id among them keeps its person.
+            return Some(match bad {
+                Some(error) => Err(ReadError::Row { error, cells: Some(out) }),
+                None => Ok(out),
+            });
         }
     })))
 }

@@ -275,12 +275,15 @@ impl<'s> RowSink<'s> {
             self.reset();
             return Ok(true);
         }
-        let item = match self.error.take() {
-            Some(e) => Err(ReadError::Row(e)),
-            None => {
-                let values = self.values.iter_mut().map(|v| Some(v.take().unwrap_or_default()));
-                Ok(Record::from_values(u64::from(r) + 1, values))
-            }
+        let error = self.error.take();
+        // A cell that could not be read (#N/A) is absent; an empty one is "".
+        let unreadable: Vec<bool> = self.columns.iter().map(|c| error.as_ref().is_some_and(|e| e.column.as_ref() == Some(c))).collect();
+        let values = self.values.iter_mut().zip(&unreadable).map(|(v, bad)| if *bad { None } else { Some(v.take().unwrap_or_default()) });
+        let record = Record::from_values(u64::from(r) + 1, values);
+        let item = match error {
+            // The readable cells go with the error: the id among them keeps its person.
+            Some(error) => Err(ReadError::Row { error, cells: Some(record) }),
+            None => Ok(record),
         };
         self.reset();
         Ok(self.sink.push(item))

@@ -272,7 +272,8 @@ impl<'s> Emitter<'s> {
                 let values = self.columns.iter().zip(&self.paths).map(|(c, p)| lookup(&m, c, p).and_then(text));
                 Ok(Record::from_values(line, values))
             }
-            Err(message) => Err(ReadError::Row(RowError { line, column: None, message, external_id: None })),
+            // Not an object, or not JSON: nothing in it can be trusted to name a person.
+            Err(message) => Err(ReadError::unidentified(RowError { line, column: None, message, external_id: None })),
         };
         self.sink.push(item)
     }

@@ -102,15 +102,23 @@ impl std::fmt::Debug for Record {
 /// the full export and treating them as such would deactivate everyone after the fault.
 #[derive(Debug)]
 pub enum ReadError {
-    Row(RowError),
-    /// A CSV row with the wrong number of fields, and its fields read by position anyway:
-    /// the mapping takes the unique id from it (when there) so the plan keeps that person as
-    /// they were instead of deactivating them. Never a source of user data.
-    Misaligned {
+    /// A row that cannot be used as it is (the file goes on). `cells` holds the values that
+    /// were read reliably, an unreadable cell absent: the mapping takes the unique id from
+    /// them, so the plan keeps that person as they were. None when no cell can be trusted (a
+    /// row whose fields are shifted, a line that is not JSON): the row is unidentified, and
+    /// while a file has such a row nobody absent from it is deactivated (it may be them).
+    Row {
         error: RowError,
-        guess: Record,
+        cells: Option<Record>,
     },
     File(FormatError),
+}
+
+impl ReadError {
+    /// A row error with no trustworthy cell.
+    pub fn unidentified(error: RowError) -> ReadError {
+        ReadError::Row { error, cells: None }
+    }
 }
 
 /// Records, or faults; a `ReadError::File` is always the last item.

@@ -26,8 +26,6 @@ struct MappedBatch {
     users: Vec<SourcedUser>,
     errors: Vec<RowError>,
     rows: u64,
-    /// Lines of rows whose id was read by position: it protects, but never makes a duplicate.
-    misaligned: Vec<u64>,
     /// A file-level fault ends the batch, and the file.
     fault: Option<FormatError>,
 }
@@ -43,16 +41,9 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
                     Err(errs) => part.errors.extend(errs),
                 }
             }
-            Err(ReadError::Row(e)) => {
+            Err(ReadError::Row { mut error, cells }) => {
                 part.rows += 1;
-                part.errors.push(e);
-            }
-            Err(ReadError::Misaligned { mut error, guess }) => {
-                part.rows += 1;
-                error.external_id = mapper.external_id(&guess);
-                if error.external_id.is_some() {
-                    part.misaligned.push(error.line);
-                }
+                error.external_id = cells.as_ref().and_then(|c| mapper.external_id(c));
                 part.errors.push(error);
             }
             Err(ReadError::File(e)) => {
@@ -70,7 +61,6 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
 pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let mut out = Mapped::default();
-    let mut misaligned: Vec<u64> = Vec::new();
     let fault = std::thread::scope(|s| {
         let (batch_tx, batch_rx) = sync_channel::<(u64, Vec<Item>)>(workers * 2);
         let (part_tx, part_rx) = sync_channel::<(u64, MappedBatch)>(workers * 2);
@@ -110,7 +100,6 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
                 out.rows += part.rows;
                 out.users.extend(part.users);
                 out.errors.extend(part.errors);
-                misaligned.extend(part.misaligned);
                 if part.fault.is_some() {
                     return part.fault;
                 }
@@ -121,7 +110,7 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
     if let Some(e) = fault {
         return Err(e);
     }
-    mark_duplicates(&mut out, mapper, &misaligned);
+    mark_duplicates(&mut out, mapper);
     Ok(out)
 }
 
@@ -149,7 +138,8 @@ hire_date = { column = "Hired", date = "%Y-%m-%d" }
 
     #[allow(clippy::result_large_err)] // test data; ReadError is what the format yields
     /// Row `i` (line i + 2): every 7th has a bad date, every 1000th repeats the id of the row
-    /// before it, and every 500th is a misaligned row; the rest are valid.
+    /// before it, every 500th is a misaligned row (unidentified) and every 500th + 100 has an
+    /// unreadable cell beside a readable id; the rest are valid.
     fn records(m: &Mapper, n: u64) -> Vec<Item> {
         (0..n)
             .map(|i| {
@@ -165,7 +155,11 @@ hire_date = { column = "Hired", date = "%Y-%m-%d" }
                 let rec = Record::from_values(line, cells);
                 if i % 500 == 250 {
                     let error = RowError { line, column: None, message: "found 3 fields".into(), external_id: None };
-                    return Err(ReadError::Misaligned { error, guess: rec });
+                    return Err(ReadError::unidentified(error));
+                }
+                if i % 500 == 350 {
+                    let error = RowError { line, column: Some("Last".into()), message: "invalid UTF-8".into(), external_id: None };
+                    return Err(ReadError::Row { error, cells: Some(rec) });
                 }
                 Ok(rec)
             })
@@ -180,13 +174,11 @@ hire_date = { column = "Hired", date = "%Y-%m-%d" }
 
         // The same, one record at a time on this thread.
         let mut want = Mapped::default();
-        let mut misaligned = Vec::new();
         let part = map_batch(records(&m, n), &m);
         want.rows = part.rows;
         want.users = part.users;
         want.errors = part.errors;
-        misaligned.extend(part.misaligned);
-        mark_duplicates(&mut want, &m, &misaligned);
+        mark_duplicates(&mut want, &m);
 
         assert_eq!(got.rows, n);
         assert_eq!(got.users, want.users);
@@ -195,6 +187,11 @@ hire_date = { column = "Hired", date = "%Y-%m-%d" }
         let dups = got.errors.iter().filter(|e| e.message.contains("is on 2 rows")).count();
         assert!(dups >= 2 * 9, "each repeated id fails both its rows: {dups}");
         assert!(got.errors.iter().any(|e| e.message.contains("not a date")));
+        // A reader's row error keeps the id of its readable cells; a shifted row has none.
+        let at = |line: u64| got.errors.iter().find(|e| e.line == line).unwrap();
+        assert_eq!(at(352).external_id.as_deref(), Some("E350"));
+        assert_eq!(at(252).external_id, None);
+        assert_eq!(got.unidentified_lines(), (0..n).filter(|i| i % 500 == 250).map(|i| i + 2).collect::<Vec<_>>());
     }
 
     #[test]

@@ -346,10 +346,12 @@ impl<S: StateStore> Job<'_, S> {
     /// the platform ids of the managers the pushed users refer to.
     fn plan(&mut self, mapped: Mapped, snapshot: &plan::Snapshot, existing: &[Existing]) -> (Plan, HashMap<String, String>) {
         let invalid_ids: HashSet<String> = mapped.errors.iter().filter_map(|e| e.external_id.clone()).collect();
+        let unidentified = mapped.unidentified_lines();
         let mut plan = plan::plan(PlanInput {
             snapshot,
             users: mapped.users,
             invalid_ids: &invalid_ids,
+            unidentified: &unidentified,
             rows: mapped.rows,
             invalid: self.report.counts.invalid,
             existing,
@@ -360,6 +362,9 @@ impl<S: StateStore> Job<'_, S> {
         let known = managers::known_managers(&plan.ops, snapshot);
         plan.unchanged += managers::drop_unlinkable(&mut plan.ops, &mut plan.lines, snapshot);
         self.report.counts.unchanged = plan.unchanged;
+        if plan.held > 0 {
+            self.report.notes.push(held_note(plan.held, &unidentified));
+        }
         (plan, known)
     }
 
@@ -400,6 +405,17 @@ impl<S: StateStore> Job<'_, S> {
         }
         Ok(Exit::Ok)
     }
+}
+
+/// Why people absent from the file were left as they were.
+fn held_note(held: u64, unidentified: &[u64]) -> String {
+    const SHOWN: usize = 10;
+    let lines = unidentified.iter().take(SHOWN).map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let more = if unidentified.len() > SHOWN { format!(" and {} more", unidentified.len() - SHOWN) } else { String::new() };
+    format!(
+        "{held} people absent from the file were not deactivated or deleted: {} row(s) have no readable unique id (line(s) {lines}{more}), and any of them may be theirs. Fix those rows in the export; the next run then applies the leavers",
+        unidentified.len()
+    )
 }
 
 /// Frees a large value (a million-entry snapshot, a first sync's plan) on a detached
