@@ -293,6 +293,9 @@ proptest! {
         prop_assume!(rows.iter().all(|r| r.iter().any(|c| !c.trim().is_empty())));
         // The one documented loss: a `\r` ending a record's last field is taken for a CRLF.
         prop_assume!(rows.iter().all(|r| !r[2].ends_with('\r')));
+        // The other: a value holding a line that reads as a whole row of the file (here, two
+        // delimiters after a line break) is refused as rows swallowed by a stray quote.
+        prop_assume!(rows.iter().flatten().all(|c| c.split('\n').skip(1).all(|l| l.matches(delim as char).count() < 2)));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("rt.csv");
         let mut w = csv::WriterBuilder::new().delimiter(delim).from_path(&p).unwrap();

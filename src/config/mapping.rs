@@ -192,6 +192,8 @@ pub struct SourceOptions {
     pub header_row: u64,
     /// JSON pointer to the records array.
     pub records: Option<String>,
+    /// Bounds on what the file may make us read or hold.
+    pub limits: crate::format::Limits,
 }
 
 /// A checked mapping file.

@@ -11,8 +11,9 @@ use std::io::{Cursor, Read};
 
 use csv::{ByteRecord, ReaderBuilder};
 
+use super::csv_guard::{self, End, Guard, Unclosed};
 use super::input::{self, Input, Stream};
-use super::{FormatError, ReadError, Record, Records, match_columns};
+use super::{FormatError, Limit, Limits, OverLimit, ReadError, Record, Records, match_columns};
 use crate::config::mapping::SourceOptions;
 use crate::model::RowError;
 
@@ -22,10 +23,11 @@ const SNIFF: usize = 256 * 1024;
 const ENCODING_HINT: &str = "the file is not UTF-8; set [source] encoding = \"windows-1252\" (or the export's encoding) in the mapping";
 
 pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
-    let (mut rdr, header, header_line) = start(input, file, opts)?;
+    let Started { mut rdr, header, header_line, end, delimiter } = start(input, file, opts)?;
     let idx = match_columns(file, header_line, &header, columns)?;
     let width = header.len();
     let file = file.to_string();
+    let limits = opts.limits;
     let mut rec = ByteRecord::new();
     let mut done = false;
     Ok(Box::new(std::iter::from_fn(move || {
@@ -38,17 +40,36 @@ pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[S
                 Ok(false) => return None,
                 Err(e) => {
                     done = true;
-                    return Some(Err(ReadError::File(FormatError::Malformed {
-                        file: file.clone(),
-                        line: e.position().map(|p| p.line()),
-                        message: format!("reading stopped: {e}; the file is truncated or corrupt, ask for a new export"),
-                    })));
+                    return Some(Err(ReadError::File(read_failure(&file, &limits, e))));
                 }
             }
             let line = start_line(&rdr, &rec);
             // Spreadsheet-saved CSVs end with rows of bare delimiters; they hold nobody.
             if rec.iter().all(|f| f.iter().all(|b| b.is_ascii_whitespace())) {
                 continue;
+            }
+            if rec.as_slice().len() as u64 > limits.max_field
+                && let Some(i) = (0..rec.len()).find(|&i| rec[i].len() as u64 > limits.max_field)
+            {
+                done = true;
+                let what = format!("the value of column \"{}\" on line {line}", header.get(i).map(|h| h.trim()).unwrap_or("?"));
+                return Some(Err(ReadError::File(limits.exceeded(&file, Some(line), Limit::Field, what))));
+            }
+            // A short last line without a newline is where the file was cut: the people
+            // after it are missing, not leavers.
+            if rec.len() < width
+                && end.added_newline.load(std::sync::atomic::Ordering::Relaxed)
+                && rdr.position().byte() == end.total.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                done = true;
+                return Some(Err(ReadError::File(FormatError::Malformed {
+                    file: file.clone(),
+                    line: Some(line),
+                    message: format!(
+                        "the last line has {} of the header's {width} fields and no line end: the file was cut off; nothing was synced from it, ask for a new export",
+                        rec.len()
+                    ),
+                })));
             }
             if rec.len() != width {
                 let error = RowError {
@@ -63,6 +84,10 @@ pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[S
                 // Never read an id from a shifted row: which field holds it is a guess, and a
                 // wrong guess protects someone else and lets this person be deactivated.
                 return Some(Err(ReadError::unidentified(error)));
+            }
+            // A row of the right shape can still have swallowed the rows after it.
+            if let Some(swallowed) = swallowed_rows(&rec, line, width, delimiter) {
+                return Some(Err(ReadError::unidentified(swallowed)));
             }
             // One UTF-8 check for the whole row: fields split at ASCII delimiters, so each
             // is valid when the row is. Otherwise the requested fields are checked one by
@@ -98,18 +123,93 @@ pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[S
 }
 
 pub(crate) fn headers(input: &Input, file: &str, opts: &SourceOptions) -> Result<Vec<String>, FormatError> {
-    Ok(start(input, file, opts)?.1)
+    Ok(start(input, file, opts)?.header)
+}
+
+/// A read error of the csv crate: one of the guard's (a limit, an unclosed quote), or the
+/// file's bytes.
+fn read_failure(file: &str, limits: &Limits, e: csv::Error) -> FormatError {
+    let line = e.position().map(|p| p.line());
+    if let csv::ErrorKind::Io(io) = e.kind() {
+        if let Some(o) = OverLimit::of(io) {
+            return limits.exceeded(file, o.line, o.limit, o.what.clone());
+        }
+        if let Some(u) = io.get_ref().and_then(|i| i.downcast_ref::<Unclosed>()) {
+            return FormatError::Malformed {
+                file: file.into(),
+                line: Some(u.line),
+                message: format!(
+                    "{u}: the rest of the file would read as one value. The file is truncated or a value holds a stray quote; nothing was synced from it, ask for a new export"
+                ),
+            };
+        }
+    }
+    FormatError::Malformed {
+        file: file.into(),
+        line,
+        message: format!("reading stopped: {e}; the file is truncated or corrupt, ask for a new export"),
+    }
+}
+
+/// A row one of whose values holds line breaks followed by lines that read as whole records
+/// of the file's shape: a stray quote opened the value and swallowed the rows after it. The
+/// people of those rows would read as absent, and their data would land in this person's
+/// field, so the row is refused, naming the lines it swallowed.
+fn swallowed_rows(rec: &ByteRecord, line: u64, width: usize, delimiter: u8) -> Option<RowError> {
+    if width < 2 || memchr::memchr(b'\n', rec.as_slice()).is_none() {
+        return None;
+    }
+    let mut offset = 0u64; // lines of the record before this field
+    for (i, f) in rec.iter().enumerate() {
+        let mut inner = f.split(|b| *b == b'\n');
+        inner.next();
+        let mut whole = Vec::new();
+        for (k, l) in inner.enumerate() {
+            let fields = memchr::memchr_iter(delimiter, l).count() + 1;
+            if fields >= width {
+                whole.push(line + offset + k as u64 + 1);
+            }
+        }
+        offset += memchr::memchr_iter(b'\n', f).count() as u64;
+        if let (Some(first), Some(last)) = (whole.first(), whole.last()) {
+            return Some(RowError {
+                line,
+                column: None,
+                message: format!(
+                    "value {} of this row runs over lines {first}–{last}, which read as {} row(s) of their own: a quote in the row is not closed where it should be. This row and the ones it swallowed are not synced, and nobody absent from the file is deactivated; fix the quote in the export",
+                    i + 1,
+                    whole.len()
+                ),
+                external_id: None,
+            });
+        }
+    }
+    None
 }
 
 type Reader = csv::Reader<Box<dyn Read + Send>>;
 
+/// A reader positioned after the header record.
+struct Started {
+    rdr: Reader,
+    header: Vec<String>,
+    header_line: u64,
+    end: std::sync::Arc<End>,
+    delimiter: u8,
+}
+
 /// Opens the text, picks the delimiter and reads up to the header record.
-fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<(Reader, Vec<String>, u64), FormatError> {
+fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<Started, FormatError> {
     let mut text = input::text(input, file, opts)?;
     let mut prefix = Vec::with_capacity(SNIFF.min(64 * 1024));
-    (&mut text).take(SNIFF as u64).read_to_end(&mut prefix).map_err(|source| FormatError::Io { file: file.into(), source })?;
+    (&mut text).take(SNIFF as u64).read_to_end(&mut prefix).map_err(|e| FormatError::from_io(file, &opts.limits, e))?;
+    let cr_only = csv_guard::cr_only(&prefix);
+    if cr_only {
+        prefix.iter_mut().filter(|b| **b == b'\r').for_each(|b| *b = b'\n');
+    }
     let delimiter = opts.delimiter.unwrap_or_else(|| sniff_delimiter(&prefix, opts.header_row));
-    let stream: Stream = Box::new(TrailingNewline { inner: Cursor::new(prefix).chain(text), last: b'\n' });
+    let (guard, end) = Guard::new(Cursor::new(prefix).chain(text), delimiter, cr_only, opts.limits.max_row);
+    let stream: Stream = Box::new(guard);
     let mut rdr = ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -130,10 +230,11 @@ fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<(Reader, Vec
             }
             Ok(false) => return Err(FormatError::Empty { file: file.into() }),
             Err(e) => {
-                return Err(FormatError::Malformed {
-                    file: file.into(),
-                    line: e.position().map(|p| p.line()),
-                    message: format!("cannot read the header: {e}"),
+                return Err(match read_failure(file, &opts.limits, e) {
+                    FormatError::Malformed { file, line, message } => {
+                        FormatError::Malformed { file, line, message: format!("cannot read the header: {message}") }
+                    }
+                    other => other,
                 });
             }
         }
@@ -154,7 +255,7 @@ fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<(Reader, Vec
                 }
             }
         }
-        return Ok((rdr, header, line));
+        return Ok(Started { rdr, header, header_line: line, end, delimiter });
     }
 }
 
@@ -175,31 +276,6 @@ fn field_str<'a>(row: &'a str, rec: &ByteRecord, i: usize) -> &'a str {
     let Some(r) = rec.range(i) else { return "" };
     let f = row.get(r).unwrap_or_default();
     if i + 1 == rec.len() { f.strip_suffix('\r').unwrap_or(f) } else { f }
-}
-
-/// Appends a `\n` to a stream that does not end with one.
-struct TrailingNewline<R> {
-    inner: R,
-    last: u8,
-}
-
-impl<R: Read> Read for TrailingNewline<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.last = buf[n - 1];
-            return Ok(n);
-        }
-        if self.last != b'\n' {
-            self.last = b'\n';
-            buf[0] = b'\n';
-            return Ok(1);
-        }
-        Ok(0)
-    }
 }
 
 /// The delimiter among `,` `;` tab `|` that occurs most often, outside quotes, on the header

@@ -18,7 +18,7 @@ use crate::model::RowError;
 pub(crate) fn open(input: &Input, file: &str, format: Format, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
     let (input, file_s, opts, columns) = (input.clone(), file.to_string(), opts.clone(), columns.to_vec());
     producer::spawn("excel-reader", file, move |sink| {
-        let src = input::seekable(&input, &file_s)?;
+        let src = input::seekable(&input, &file_s, &opts.limits)?;
         let mut rows = RowSink::new(&file_s, opts.header_row, columns, sink);
         match format {
             Format::Xlsx => read_xlsx(src, &file_s, opts.sheet.as_deref(), &mut rows)?,
@@ -43,7 +43,7 @@ pub(crate) fn headers(input: &Input, file: &str, format: Format, opts: &SourceOp
 
 /// The workbook's sheet names, in order.
 pub(crate) fn sheet_names(path: &Path, file: &str, format: Format) -> Result<Vec<String>, FormatError> {
-    let src = input::seekable(&Input::from(path), file)?;
+    let src = input::seekable(&Input::from(path), file, &crate::format::Limits::default())?;
     Ok(match format {
         Format::Xlsx => Xlsx::new(src).map_err(|e| unreadable(file, "xlsx", e))?.sheet_names(),
         Format::Xls => Xls::new(src).map_err(|e| unreadable(file, "xls", e))?.sheet_names(),

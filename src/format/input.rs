@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use encoding_rs_io::DecodeReaderBytesBuilder;
 
-use super::FormatError;
+use super::{FormatError, Limit, Limits, OverLimit};
 use crate::config::mapping::SourceOptions;
 
 /// Chunk size for reading: large reads keep syscalls and channel hand-offs rare.
@@ -61,27 +61,49 @@ fn io_err(file: &str) -> impl Fn(io::Error) -> FormatError + '_ {
 }
 
 /// The raw bytes of the export, gzip and zip unwrapped (recognised by their magic bytes,
-/// so a misnamed file still reads).
-pub(crate) fn raw(input: &Input, file: &str) -> Result<Stream, FormatError> {
+/// so a misnamed file still reads), never more than `max_size` of them: a 2 MiB gzip that
+/// inflates to gigabytes stops at the limit instead of being read to the end.
+pub(crate) fn raw(input: &Input, file: &str, limits: &Limits) -> Result<Stream, FormatError> {
     let mut f = input.open().map_err(io_err(file))?;
     let mut magic = [0u8; 4];
     let n = read_full(&mut f, &mut magic).map_err(io_err(file))?;
     drop(f);
+    let max = limits.max_size;
     if n == 4 && magic == *b"PK\x03\x04" {
-        return zip_stream(input.complete(file)?, file);
+        return Ok(Box::new(Bounded { inner: zip_stream(input.complete(file)?, file)?, left: max }));
     }
     let f = input.open().map_err(io_err(file))?;
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        return Ok(Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, f))));
+        let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, f));
+        return Ok(Box::new(Bounded { inner: gz, left: max }));
     }
-    Ok(f)
+    Ok(Box::new(Bounded { inner: f, left: max }))
+}
+
+/// Passes bytes through up to a limit; past it, an `OverLimit` error instead of more bytes.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte more than allowed tells "exactly at the limit" from "past it".
+        let want = buf.len().min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(OverLimit::io(Limit::Size, None, "the export once decompressed"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Text decoded to UTF-8. With no encoding set, a BOM decides (UTF-8 or UTF-16) and
 /// anything else passes through as UTF-8; an explicit encoding is used unless a BOM says
 /// otherwise (a BOM never lies about the bytes that follow it).
 pub(crate) fn text(input: &Input, file: &str, opts: &SourceOptions) -> Result<Stream, FormatError> {
-    let raw = raw(input, file)?;
+    let raw = raw(input, file, &opts.limits)?;
     let enc = opts.encoding.filter(|e| *e != encoding_rs::UTF_8);
     let dec = DecodeReaderBytesBuilder::new()
         .encoding(enc)
@@ -118,15 +140,43 @@ impl io::Seek for Seekable {
     }
 }
 
-pub(crate) fn seekable(input: &Input, file: &str) -> Result<Seekable, FormatError> {
+pub(crate) fn seekable(input: &Input, file: &str, limits: &Limits) -> Result<Seekable, FormatError> {
     let path = input.complete(file)?;
     let lower = file.to_ascii_lowercase();
-    if lower.ends_with(".gz") || lower.ends_with(".zip") {
+    let workbook = if lower.ends_with(".gz") || lower.ends_with(".zip") {
         let mut buf = Vec::new();
-        raw(input, file)?.read_to_end(&mut buf).map_err(io_err(file))?;
-        return Ok(Seekable::Memory(Cursor::new(buf)));
+        raw(input, file, limits)?.read_to_end(&mut buf).map_err(|e| FormatError::from_io(file, limits, e))?;
+        Seekable::Memory(Cursor::new(buf))
+    } else {
+        Seekable::File(BufReader::with_capacity(1 << 16, File::open(path).map_err(io_err(file))?))
+    };
+    check_parts(workbook, file, limits)
+}
+
+/// xlsx and ods are zips of XML parts that calamine inflates whole (the shared strings of
+/// an xlsx, the sheet of an ods): a 3 MiB workbook can hold a 1 GB part. Their sizes are
+/// declared in the zip's directory, so they are checked before anything is inflated.
+fn check_parts(mut workbook: Seekable, file: &str, limits: &Limits) -> Result<Seekable, FormatError> {
+    let mut magic = [0u8; 4];
+    let n = read_full(&mut workbook, &mut magic).map_err(io_err(file))?;
+    io::Seek::rewind(&mut workbook).map_err(io_err(file))?;
+    if n < 4 || magic != *b"PK\x03\x04" {
+        return Ok(workbook); // xls (CFB) or not a workbook: calamine says which
     }
-    Ok(Seekable::File(BufReader::with_capacity(1 << 16, File::open(path).map_err(io_err(file))?)))
+    let total = {
+        let Ok(mut zip) = zip::ZipArchive::new(&mut workbook) else { return Ok(workbook) };
+        let mut total = 0u64;
+        for i in 0..zip.len() {
+            let Ok(part) = zip.by_index_raw(i) else { continue };
+            total = total.saturating_add(part.size());
+        }
+        total
+    };
+    io::Seek::rewind(&mut workbook).map_err(io_err(file))?;
+    if total > limits.max_size {
+        return Err(limits.exceeded(file, None, Limit::Size, format!("the workbook's parts once inflated ({total} bytes declared)")));
+    }
+    Ok(workbook)
 }
 
 /// The one export inside a zip: files only, ignoring folders, macOS resource forks and

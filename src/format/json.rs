@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::{Map, Value};
 
 use super::producer::{self, Sink};
-use super::{FormatError, ReadError, Record, Records, input};
+use super::{FormatError, Limit, Limits, OverLimit, ReadError, Record, Records, input};
 use crate::config::Format;
 use crate::config::mapping::SourceOptions;
 use crate::model::RowError;
@@ -27,8 +27,10 @@ pub(crate) fn open_array(input: &Input, file: &str, opts: &SourceOptions, column
     producer::spawn("json-reader", file, move |sink| {
         let text = input::text(&input, &file_s, &opts)?;
         let lines = Arc::new(AtomicU64::new(1));
-        let reader = LineCounter { inner: BufReader::with_capacity(1 << 16, text), lines: lines.clone() };
-        let mut out = Emitter::new(&file_s, columns, sink);
+        let record = Arc::new(RecordBytes { max: opts.limits.max_row, ..RecordBytes::default() });
+        let reader = LineCounter { inner: BufReader::with_capacity(1 << 16, text), lines: lines.clone(), record: record.clone() };
+        let mut out = Emitter::new(&file_s, columns, sink, opts.limits);
+        out.record_bytes = Some(record.clone());
         let pointer = parse_pointer(opts.records.as_deref().unwrap_or(""));
         let mut de = serde_json::Deserializer::from_reader(reader);
         let seed = Walk { pointer: &pointer, depth: 0, out: &mut out, lines: &lines };
@@ -57,6 +59,10 @@ pub(crate) fn open_array(input: &Input, file: &str, opts: &SourceOptions, column
                 });
             }
             Err(_) if out.stopped => {}
+            Err(_) if record.over.load(Ordering::Relaxed) => {
+                let line = record.line.load(Ordering::Relaxed);
+                return Err(opts.limits.exceeded(&file_s, Some(line), Limit::Row, format!("the record starting on line {line}")));
+            }
             Err(e) => {
                 return Err(FormatError::Malformed {
                     file: file_s.clone(),
@@ -73,16 +79,23 @@ pub(crate) fn open_ndjson(input: &Input, file: &str, opts: &SourceOptions, colum
     let (input, file_s, opts, columns) = (input.clone(), file.to_string(), opts.clone(), columns.to_vec());
     producer::spawn("ndjson-reader", file, move |sink| {
         let mut reader = BufReader::with_capacity(1 << 16, input::text(&input, &file_s, &opts)?);
-        let mut out = Emitter::new(&file_s, columns, sink);
+        let mut out = Emitter::new(&file_s, columns, sink, opts.limits);
         let mut buf = Vec::new();
         let mut line = 0u64;
+        let max_row = opts.limits.max_row;
         loop {
             buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).map_err(|source| FormatError::Io { file: file_s.clone(), source })?;
+            // One byte over the limit tells a line at it from one past it; a line is never
+            // read further than that.
+            let n =
+                (&mut reader).take(max_row + 1).read_until(b'\n', &mut buf).map_err(|e| FormatError::from_io(&file_s, &opts.limits, e))?;
             if n == 0 {
                 break;
             }
             line += 1;
+            if n as u64 > max_row {
+                return Err(opts.limits.exceeded(&file_s, Some(line), Limit::Row, format!("line {line}")));
+            }
             if buf.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
@@ -228,14 +241,37 @@ struct Emitter<'s> {
     ready: bool,
     /// The consumer went away, or `fatal` is set: stop reading.
     stopped: bool,
-    /// Columns missing from the first records: the file is refused.
+    /// Columns missing from the first records, or a value over `max_field`: the file is refused.
     fatal: Option<FormatError>,
+    limits: Limits,
+    /// The reader's count of the record's bytes (JSON arrays), reset after each record.
+    record_bytes: Option<Arc<RecordBytes>>,
 }
 
 impl<'s> Emitter<'s> {
-    fn new(file: &str, columns: Vec<String>, sink: &'s mut Sink) -> Self {
+    fn new(file: &str, columns: Vec<String>, sink: &'s mut Sink, limits: Limits) -> Self {
         let paths = columns.iter().map(|c| parse_path(c)).collect();
-        Emitter { file: file.into(), columns, paths, sink, held: Vec::new(), ready: false, stopped: false, fatal: None }
+        Emitter {
+            file: file.into(),
+            columns,
+            paths,
+            sink,
+            held: Vec::new(),
+            ready: false,
+            stopped: false,
+            fatal: None,
+            limits,
+            record_bytes: None,
+        }
+    }
+
+    /// The records array begins (at `line`): from now on each record's bytes are counted.
+    fn count_records(&mut self, line: u64) {
+        if let Some(r) = &self.record_bytes {
+            r.bytes.store(0, Ordering::Relaxed);
+            r.start.store(line, Ordering::Relaxed);
+            r.active.store(true, Ordering::Relaxed);
+        }
     }
 
     fn record(&mut self, line: u64, m: Map<String, Value>) -> bool {
@@ -247,6 +283,10 @@ impl<'s> Emitter<'s> {
     }
 
     fn item(&mut self, line: u64, it: Result<Map<String, Value>, String>) -> bool {
+        if let Some(r) = &self.record_bytes {
+            r.bytes.store(0, Ordering::Relaxed);
+            r.start.store(line, Ordering::Relaxed);
+        }
         if !self.ready {
             self.held.push((line, it));
             if self.held.len() >= PROBE {
@@ -269,7 +309,19 @@ impl<'s> Emitter<'s> {
     fn emit(&mut self, line: u64, it: Result<Map<String, Value>, String>) -> bool {
         let item = match it {
             Ok(m) => {
-                let values = self.columns.iter().zip(&self.paths).map(|(c, p)| lookup(&m, c, p).and_then(text));
+                let values: Vec<Option<String>> =
+                    self.columns.iter().zip(&self.paths).map(|(c, p)| lookup(&m, c, p).and_then(text)).collect();
+                if let Some((c, _)) =
+                    self.columns.iter().zip(&values).find(|(_, v)| v.as_ref().is_some_and(|v| v.len() as u64 > self.limits.max_field))
+                {
+                    self.fatal = Some(self.limits.exceeded(
+                        &self.file,
+                        Some(line),
+                        Limit::Field,
+                        format!("the value of \"{c}\" in the record on line {line}"),
+                    ));
+                    return false;
+                }
                 Ok(Record::from_values(line, values))
             }
             // Not an object, or not JSON: nothing in it can be trusted to name a person.
@@ -334,6 +386,21 @@ impl<'s> Emitter<'s> {
 struct LineCounter<R> {
     inner: R,
     lines: Arc<AtomicU64>,
+    record: Arc<RecordBytes>,
+}
+
+/// The bytes of the record being read, against `max_row`: counted by the reader once the
+/// records array is reached, reset by the emitter after each record. serde_json would
+/// otherwise build a 512 MiB string in memory before anyone could look at it.
+#[derive(Debug, Default)]
+struct RecordBytes {
+    bytes: AtomicU64,
+    active: std::sync::atomic::AtomicBool,
+    max: u64,
+    over: std::sync::atomic::AtomicBool,
+    /// The line the record over the limit started on.
+    line: AtomicU64,
+    start: AtomicU64,
 }
 
 impl<R: Read> Read for LineCounter<R> {
@@ -342,6 +409,13 @@ impl<R: Read> Read for LineCounter<R> {
         let nl = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
         if nl > 0 {
             self.lines.fetch_add(nl, Ordering::Relaxed);
+        }
+        let r = &self.record;
+        if r.active.load(Ordering::Relaxed) && r.bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > r.max {
+            let line = r.start.load(Ordering::Relaxed);
+            r.line.store(line, Ordering::Relaxed);
+            r.over.store(true, Ordering::Relaxed);
+            return Err(OverLimit::io(Limit::Row, Some(line), format!("the record starting on line {line}")));
         }
         Ok(n)
     }
@@ -425,6 +499,7 @@ impl<'de> Visitor<'de> for Walk<'_, '_> {
             }
             return Ok(found.unwrap_or(Found::No(Vec::new())));
         }
+        self.out.count_records(self.lines.load(Ordering::Relaxed));
         while let Some(el) = seq.next_element_seed(Element { lines: self.lines })? {
             let keep_going = match el {
                 (line, Value::Object(m)) => self.out.record(line, m),

@@ -7,6 +7,7 @@
 //! borrows its workbook) on a thread behind a bounded channel.
 
 mod csv;
+mod csv_guard;
 mod excel;
 mod input;
 mod json;
@@ -139,6 +140,118 @@ pub enum FormatError {
     Malformed { file: String, line: Option<u64>, message: String },
     #[error("{file}: {source}")]
     Io { file: String, source: std::io::Error },
+    /// The file goes past a bound on what one export may make rostersync read or hold (a
+    /// decompression bomb, a field of gigabytes): never read to the end.
+    #[error("{file}{}: {what} is over {} ({key}); {}", line.map(|l| format!(":{l}")).unwrap_or_default(), humansize(*max), advice(*limit))]
+    TooLarge { file: String, line: Option<u64>, limit: Limit, what: String, max: u64, key: &'static str },
+}
+
+/// Which bound a file went past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Bytes of the export once decompressed.
+    Size,
+    /// Bytes of one record.
+    Row,
+    /// Bytes of one value.
+    Field,
+}
+
+fn advice(limit: Limit) -> &'static str {
+    match limit {
+        Limit::Size => {
+            "a real export of that size needs a larger max_size; a small compressed file that inflates this far is damaged or hostile"
+        }
+        Limit::Row | Limit::Field => {
+            "HR exports hold short values: the file is damaged (a stray quote joins rows) or hostile; raise the limit only for an export known to need it"
+        }
+    }
+}
+
+fn humansize(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v.fract() == 0.0 { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Bounds on what one export may make rostersync read or hold, so that memory and time
+/// stay bounded whatever the input (beyond the users themselves): a small gzip that
+/// inflates to gigabytes, a field of gigabytes, a row that never ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of the export after decompression (gzip, zip, xlsx parts): `[file] max_size`.
+    pub max_size: u64,
+    /// Bytes of one record (a CSV row, a JSON element or line): `[source] max_row_size`.
+    pub max_row: u64,
+    /// Bytes of one value: `[source] max_field_size`.
+    pub max_field: u64,
+}
+
+impl Limits {
+    pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
+    pub const DEFAULT_MAX_ROW: u64 = 1 << 20;
+    pub const DEFAULT_MAX_FIELD: u64 = 256 << 10;
+
+    pub(crate) fn exceeded(&self, file: &str, line: Option<u64>, limit: Limit, what: impl Into<String>) -> FormatError {
+        let (max, key) = match limit {
+            Limit::Size => (self.max_size, "[file] max_size in connectors.toml"),
+            Limit::Row => (self.max_row, "[source] max_row_size in the mapping"),
+            Limit::Field => (self.max_field, "[source] max_field_size in the mapping"),
+        };
+        FormatError::TooLarge { file: file.into(), line, limit, what: what.into(), max, key }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_size: Limits::DEFAULT_MAX_SIZE, max_row: Limits::DEFAULT_MAX_ROW, max_field: Limits::DEFAULT_MAX_FIELD }
+    }
+}
+
+/// The I/O error a bounded reader returns when its bound is passed; turned back into
+/// `FormatError::TooLarge` wherever a reader's I/O error surfaces (`FormatError::from_io`).
+#[derive(Debug)]
+pub(crate) struct OverLimit {
+    pub limit: Limit,
+    pub line: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is over its limit", self.what)
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+impl OverLimit {
+    pub fn io(limit: Limit, line: Option<u64>, what: impl Into<String>) -> std::io::Error {
+        std::io::Error::other(OverLimit { limit, line, what: what.into() })
+    }
+
+    /// The limit an I/O error reports, if it is one of ours.
+    pub fn of(e: &std::io::Error) -> Option<&OverLimit> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<OverLimit>())
+    }
+}
+
+impl FormatError {
+    /// An I/O error while reading the export: a limit passed, or the I/O error itself.
+    pub(crate) fn from_io(file: &str, limits: &Limits, source: std::io::Error) -> FormatError {
+        match OverLimit::of(&source) {
+            Some(o) => limits.exceeded(file, o.line, o.limit, o.what.clone()),
+            None => FormatError::Io { file: file.into(), source },
+        }
+    }
 }
 
 impl Classify for FormatError {

@@ -233,7 +233,7 @@ fn fetch_once(
 fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Growing>) -> Option<EarlyParse> {
     let format = conn.file.format.or_else(|| crate::config::Format::from_name(name))?;
     let input = crate::format::Input::Growing(std::sync::Arc::clone(growing));
-    let (name, mapping) = (name.to_string(), conn.mapping.clone());
+    let (name, mapping) = (name.to_string(), super::parse::mapping_of(conn));
     std::thread::Builder::new()
         .name("parse-download".into())
         .spawn(move || read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format))

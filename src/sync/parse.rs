@@ -29,6 +29,14 @@ pub(super) fn read_and_map(input: &Input, name: &str, format: Format, mapping: &
     crate::mapping::collect(records, &mapper)
 }
 
+/// The connector's mapping with the bounds of its file: `[file] max_size` also bounds the
+/// bytes a compressed export inflates to.
+pub(super) fn mapping_of(conn: &Connector) -> Mapping {
+    let mut m = conn.mapping.clone();
+    m.source.limits.max_size = conn.file.max_size;
+    m
+}
+
 /// Parses and maps a local file with the connector's mapping, on a blocking thread.
 pub async fn parse_file(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, RunError> {
     parse_file_detailed(conn, path, name).await.map_err(|e| match e {
@@ -45,7 +53,7 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Resul
     };
     let input = Input::from(path);
     let name = name.to_string();
-    let mapping = conn.mapping.clone();
+    let mapping = mapping_of(conn);
     tokio::task::spawn_blocking(move || read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format))
         .await
         .map_err(|e| ParseFailure::Other(RunError::new(Exit::Other, format!("the parsing thread failed: {e}"))))?

@@ -28,6 +28,11 @@ pub struct Project {
 impl Project {
     /// A project with one connector `acme` reading `exports/employees_*.csv` locally.
     pub fn new(scim: &ScimServer, sync_section: &str) -> Project {
+        Project::with_file_keys(scim, sync_section, "")
+    }
+
+    /// `new`, with more keys in the connector's `[file]` table (e.g. `max_size = "5MiB"`).
+    pub fn with_file_keys(scim: &ScimServer, sync_section: &str, file_keys: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
         std::fs::create_dir_all(dir.path().join("exports")).unwrap();
@@ -51,6 +56,7 @@ dir = "exports"
 [connectors.acme.file]
 path = "employees_*.csv"
 pick = "last-name"
+{file_keys}
 
 [connectors.acme.sync]
 {sync_section}

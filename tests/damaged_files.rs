@@ -1,0 +1,248 @@
+//! A corpus of damaged exports, each synced after a clean baseline against the real
+//! scim2-server, through the CLI: whatever is wrong with a file, nobody is deactivated,
+//! deleted or duplicated, and the report says what was wrong and where. The safeguards are
+//! opened wide (`max_deactivations = "100%"`) so that it is the handling of the damage that
+//! protects people here, not a threshold.
+//!
+//! The bombs are made at test time, small, and each asserts its exit code and a bound on the
+//! run's peak memory (the children's maximum RSS from getrusage).
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use support::project::{HEADER, Project, rows};
+use support::scim::ScimServer;
+
+const SYNC: &str = "max_deactivations = \"100%\"\nmax_invalid = \"100%\"";
+const BASELINE: u32 = 10;
+
+/// The platform's users by externalId; fails on two accounts for one person.
+fn platform(scim: &ScimServer) -> HashMap<String, serde_json::Value> {
+    let mut m = HashMap::new();
+    for u in scim.users() {
+        let ext = u["externalId"].as_str().unwrap_or_default().to_string();
+        assert!(m.insert(ext.clone(), u).is_none(), "two accounts for externalId {ext}");
+    }
+    m
+}
+
+/// What matters of the platform for these tests: who is there and who is active.
+fn active_flags(scim: &ScimServer) -> Vec<(String, bool)> {
+    let mut v: Vec<(String, bool)> = platform(scim).into_iter().map(|(k, u)| (k, u["active"] == true)).collect();
+    v.sort();
+    v
+}
+
+/// A project synced once with `BASELINE` clean rows.
+fn baseline(scim: &ScimServer, file_keys: &str) -> Project {
+    let p = Project::with_file_keys(scim, SYNC, file_keys);
+    p.export("employees_2026-01-01.csv", &rows(BASELINE));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["created"], BASELINE);
+    p
+}
+
+/// Writes a damaged export as the newest file, syncs it, and removes it again.
+fn sync_bytes(p: &Project, bytes: &[u8]) -> (i32, serde_json::Value) {
+    let path = p.path().join("exports/employees_2026-02-01.csv");
+    std::fs::write(&path, bytes).unwrap();
+    let res = p.sync_json(&[]);
+    std::fs::remove_file(&path).unwrap();
+    res
+}
+
+fn csv(lines: &[String]) -> Vec<u8> {
+    let mut s = format!("{HEADER}\n");
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+fn errors_text(r: &serde_json::Value) -> String {
+    r["errors"].to_string() + &r["notes"].to_string() + r["message"].as_str().unwrap_or_default()
+}
+
+/// Each damage against one baseline; after each, the platform holds exactly the baseline's
+/// people, all active (the damaged files also leave out a leaver or two, who must be kept).
+#[test]
+fn damaged_csv_files_never_deactivate_anyone() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim, "");
+    let before = active_flags(&scim);
+    assert!(before.iter().all(|(_, a)| *a));
+
+    let mut cases: Vec<(&str, Vec<u8>, Box<dyn Fn(i32, &serde_json::Value)>)> = Vec::new();
+
+    // Invalid UTF-8 in a mapped cell (Department) of E0000003: the row is invalid, its id is
+    // readable, so E0000003 is kept; E0000010 is a real leaver and is deactivated… but not
+    // here: this case keeps everyone, so the file holds all ten.
+    let mut bytes = csv(&rows(BASELINE));
+    let at = bytes.windows(8).position(|w| w == b"E0000003").unwrap();
+    let dept = at + bytes[at..].windows(11).position(|w| w == b"Engineering").unwrap();
+    bytes[dept] = 0xff;
+    cases.push((
+        "invalid UTF-8 in a mapped cell",
+        bytes,
+        Box::new(|code, r| {
+            assert_eq!(code, 0, "{r}");
+            assert_eq!(r["counts"]["invalid"], 1);
+            let e = &r["errors"][0];
+            assert_eq!((e["line"].as_u64(), e["column"].as_str()), (Some(4), Some("Department")), "{r}");
+            assert!(e["message"].as_str().unwrap().contains("UTF-8"), "{r}");
+        }),
+    ));
+
+    // An empty id cell on one row, and E0000009 left out: the row may be E0000009's, so
+    // nobody absent is deactivated, and the report says why, naming the line.
+    let mut rs = rows(BASELINE);
+    rs[4] = rs[4].replacen("E0000005", "", 1);
+    rs.remove(8);
+    cases.push((
+        "an empty id cell",
+        csv(&rs),
+        Box::new(|code, r| {
+            assert_eq!(code, 0, "{r}");
+            assert_eq!(r["counts"]["deactivated"], 0, "{r}");
+            let notes = r["notes"].to_string();
+            assert!(notes.contains("not deactivated") && notes.contains("line(s) 6"), "{r}");
+        }),
+    ));
+
+    // An unquoted comma shifts a row (13 fields): no id is guessed from it, and the person
+    // left out (E0000007) is not deactivated while that row is unreadable.
+    let mut rs = rows(BASELINE);
+    rs[3] = rs[3].replacen("Engineering", "Sales, EMEA", 1);
+    rs.remove(6);
+    cases.push((
+        "a row shifted by an unquoted delimiter",
+        csv(&rs),
+        Box::new(|code, r| {
+            assert_eq!(code, 0, "{r}");
+            assert_eq!(r["counts"]["deactivated"], 0, "{r}");
+            assert!(errors_text(r).contains("found 13 fields"), "{r}");
+        }),
+    ));
+
+    // A stray quote opens the last value of E0000003 and a quote in E0000008's closes it: the
+    // row has the right number of fields, but its value holds lines 5–9, which read as rows.
+    let mut rs = rows(BASELINE);
+    rs[2] = rs[2].replacen("CC-1", "\"CC-1", 1);
+    rs[7] = rs[7].replacen("CC-1", "CC-1\"", 1);
+    cases.push((
+        "a stray quote swallowing rows",
+        csv(&rs),
+        Box::new(|code, r| {
+            assert_eq!(code, 0, "{r}");
+            assert_eq!(r["counts"]["deactivated"], 0, "{r}");
+            assert_eq!(r["counts"]["updated"], 0, "nobody's department takes in other rows: {r}");
+            assert!(errors_text(r).contains("runs over lines 5–9"), "{r}");
+        }),
+    ));
+
+    // A quote left open at the end of the file: a file error, nothing applied.
+    let mut rs = rows(BASELINE);
+    rs[8] = rs[8].replacen("CC-1", "\"CC-1", 1);
+    cases.push((
+        "an unclosed quote at the end",
+        csv(&rs),
+        Box::new(|code, r| {
+            assert_eq!(code, 4, "{r}");
+            assert!(errors_text(r).contains("a quote opened on line 10 is never closed"), "{r}");
+        }),
+    ));
+
+    // Cut mid-row: no final newline, the last row short.
+    let mut bytes = csv(&rows(BASELINE));
+    bytes.truncate(bytes.len() - 30);
+    cases.push((
+        "a file cut mid-row",
+        bytes,
+        Box::new(|code, r| {
+            assert_eq!(code, 4, "{r}");
+            assert!(errors_text(r).contains("cut off"), "{r}");
+        }),
+    ));
+
+    // "CSV (Macintosh)": CR-only line ends, with E0000004 left out. Read as lines, this is
+    // an ordinary file: one leaver (deactivated is expected), and messages stay short.
+    let mut rs = rows(BASELINE);
+    rs.remove(3);
+    let bytes: Vec<u8> = csv(&rs).into_iter().map(|b| if b == b'\n' { b'\r' } else { b }).collect();
+    cases.push((
+        "CR-only line ends",
+        bytes,
+        Box::new(|code, r| {
+            assert_eq!(code, 0, "{r}");
+            assert_eq!(r["counts"]["rows"], 9, "{r}");
+            assert_eq!(r["counts"]["deactivated"], 1, "{r}");
+        }),
+    ));
+
+    for (name, bytes, check) in cases {
+        let (code, r) = sync_bytes(&p, &bytes);
+        check(code, &r);
+        assert!(r.to_string().len() < 20_000, "{name}: the report stays small: {}", r.to_string().len());
+        if name == "CR-only line ends" {
+            // The one real leaver of the corpus; reactivate them for the next case.
+            let (code, r) = p.sync_json(&["--force"]);
+            assert_eq!(code, 0, "{name}: back to the baseline: {r}");
+        }
+        assert_eq!(active_flags(&scim), before, "{name}: the platform is as before");
+    }
+}
+
+/// The peak RSS of the rostersync runs of this test process so far (nextest runs each test
+/// in its own process; scim2-server is a child too but is not waited for until the end).
+fn children_max_rss_mib() -> u64 {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    u.max_rss() as u64 / 1024
+}
+
+fn gzip(chunks: impl Iterator<Item = Vec<u8>>) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for c in chunks {
+        gz.write_all(&c).unwrap();
+    }
+    gz.finish().unwrap()
+}
+
+#[test]
+fn bombs_stop_with_exit_4_naming_the_limit_in_bounded_memory() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim, "max_size = \"8MiB\"");
+    let before = active_flags(&scim);
+
+    // 64 MiB of ordinary rows in a gzip of well under 1 MiB: over max_size once inflated.
+    let many = gzip(std::iter::once(format!("{HEADER}\n").into_bytes()).chain((0..64).map(|_| {
+        let row = "E0000001,Ann,Lee,ann1@example.com,fr,Yes,Engineering,Engineer,,Paris,2021-03-04,CC-1\n";
+        row.repeat((1 << 20) / row.len()).into_bytes()
+    })));
+    assert!(many.len() < 1 << 20, "{}", many.len());
+    let (code, r) = sync_bytes(&p, &many);
+    assert_eq!(code, 4, "{r}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(msg.contains("once decompressed") && msg.contains("[file] max_size"), "{msg}");
+
+    // One row holding a 6 MiB field (under max_size): the row limit stops it, long before
+    // the csv reader would hold the field.
+    let field = gzip(
+        std::iter::once(format!("{HEADER}\nE0000001,Ann,Lee,ann1@example.com,fr,Yes,\"").into_bytes())
+            .chain((0..6).map(|_| vec![b'x'; 1 << 20]))
+            .chain(std::iter::once(b"\",Engineer,,Paris,2021-03-04,CC-1\n".to_vec())),
+    );
+    let (code, r) = sync_bytes(&p, &field);
+    assert_eq!(code, 4, "{r}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(msg.contains("the row starting on line 2") && msg.contains("max_row_size"), "{msg}");
+    assert!(msg.len() < 1000, "no message carries the file: {msg}");
+
+    assert_eq!(active_flags(&scim), before, "nothing changed on the platform");
+    let rss = children_max_rss_mib();
+    assert!(rss < 120, "peak RSS of a run: {rss} MiB");
+    eprintln!("peak RSS of the runs: {rss} MiB");
+}
