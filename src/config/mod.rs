@@ -3,6 +3,10 @@
 //! Validate, then build: `load` reads every file, checks every section on its own, and
 //! returns the typed configuration together with *every* problem found, each with file,
 //! line, key, what was expected and what was found. No network.
+//!
+//! Here: `connectors.toml`, whose shapes as written are in `raw.rs`. Mapping files are
+//! read and checked in `mapping.rs`; closed sets and values with units are serde types
+//! (`word.rs`, `units.rs`); `checker.rs` collects and locates the problems.
 
 mod checker;
 pub mod lines;

@@ -149,11 +149,13 @@ mod tests {
             ("1k", KIB),
             ("3M", 3 * MIB),
             ("2 G", 2 * GIB),
+            ("10 k", 10 * KIB),
             ("  64 mib ", 64 * MIB),
         ] {
             assert_eq!(parse_size(text), Ok(bytes), "{text}");
         }
-        for bad in ["5 parsecs", "", "GiB", "-5MB", "lots", "99999999999999999999GB"] {
+        // Refused since parse-size: a leading dot (write "0.5GiB").
+        for bad in ["5 parsecs", "", "GiB", "-5MB", "lots", "99999999999999999999GB", "5bytes", ".5GiB"] {
             let e = parse_size(bad).unwrap_err();
             assert!(e.starts_with("expected a size such as \"2GiB\" or \"500MB\""), "{bad}: {e}");
             assert!(e.contains(&format!("got \"{bad}\"")), "{bad}: {e}");
