@@ -1,16 +1,22 @@
 //! Mapping files (`mappings/*.toml`): how one customer's columns become the user model.
-//! Parsed and checked here (no data needed); `crate::mapping` applies them to records.
+//! Parsed and checked here (no data needed), every problem located in the mapping file
+//! itself; `crate::mapping` applies them to records.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
+
+use super::Problem;
+use super::checker::Checker;
+use super::word::{self, Parsed, WordError};
 
 /// The file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMapping {
     /// "employee_id" or "email": the field that identifies a person.
-    pub unique_id: String,
+    pub unique_id: Parsed<UniqueId>,
     #[serde(default)]
     pub source: RawSourceOptions,
     pub fields: BTreeMap<String, FieldSpec>,
@@ -32,6 +38,12 @@ pub struct RawSourceOptions {
     pub header_row: Option<i64>,
     /// JSON: pointer to the array of records, e.g. "/data/employees" (default the root).
     pub records: Option<String>,
+    /// The longest record (CSV row, JSON element or line) read, e.g. "1MiB" (the default).
+    /// Past it the file is refused (exit 4): HR rows are short, so a longer one is a stray
+    /// quote joining rows, or a hostile file.
+    pub max_row_size: Option<String>,
+    /// The longest value read, e.g. "256KiB" (the default).
+    pub max_field_size: Option<String>,
 }
 
 /// A field: a column name, or a table with transforms.
@@ -44,7 +56,7 @@ pub struct FieldTable {
     pub template: Option<String>,
     /// Applied in order: trim, lowercase, uppercase, title-case, collapse-spaces.
     #[serde(default)]
-    pub transform: Vec<String>,
+    pub transform: Vec<Parsed<Transform>>,
     /// Value table: source value → platform value.
     pub map: Option<BTreeMap<String, toml::Value>>,
     /// With `map`: the value for anything the table does not list (default: keep as is).
@@ -63,9 +75,9 @@ impl<'de> Deserialize<'de> for FieldSpec {
         use serde::de::Error;
         match toml::Value::deserialize(d)? {
             toml::Value::String(column) => Ok(FieldSpec(FieldTable { column: Some(column), ..Default::default() })),
-            toml::Value::Table(t) => FieldTable::deserialize(toml::Value::Table(t))
-                .map(FieldSpec)
-                .map_err(|e| D::Error::custom(e.to_string().trim().to_string())),
+            toml::Value::Table(t) => {
+                FieldTable::deserialize(toml::Value::Table(t)).map(FieldSpec).map_err(|e| D::Error::custom(e.message().trim()))
+            }
             other => Err(D::Error::custom(format!(
                 "expected a column name (\"Email\") or a table ({{ column = \"Email\", transform = [\"trim\"] }}); got {}",
                 other.type_str()
@@ -75,7 +87,7 @@ impl<'de> Deserialize<'de> for FieldSpec {
 }
 
 /// The identifying field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UniqueId {
     EmployeeId,
@@ -83,7 +95,8 @@ pub enum UniqueId {
 }
 
 /// Platform fields that `[fields]` may set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PlatformField {
     EmployeeId,
     Email,
@@ -104,7 +117,7 @@ impl PlatformField {
     ];
 
     pub fn parse(s: &str) -> Option<PlatformField> {
-        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, f)| *f)
+        word::parse(s).ok()
     }
 
     pub fn name(self) -> &'static str {
@@ -112,26 +125,14 @@ impl PlatformField {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Transform {
     Trim,
     Lowercase,
     Uppercase,
     TitleCase,
     CollapseSpaces,
-}
-
-impl Transform {
-    pub fn parse(s: &str) -> Option<Transform> {
-        Some(match s {
-            "trim" => Transform::Trim,
-            "lowercase" => Transform::Lowercase,
-            "uppercase" => Transform::Uppercase,
-            "title-case" => Transform::TitleCase,
-            "collapse-spaces" => Transform::CollapseSpaces,
-            _ => return None,
-        })
-    }
 }
 
 /// Where a field's raw value comes from.
@@ -253,5 +254,456 @@ pub fn scalar_text(v: &toml::Value) -> Option<String> {
         toml::Value::Integer(i) => Some(i.to_string()),
         toml::Value::Float(f) => Some(f.to_string()),
         _ => None,
+    }
+}
+
+/// Reads and checks a mapping file; its problems point into the mapping file itself (the
+/// problem of an unreadable file points at `key` in connectors.toml).
+pub(super) fn load(ck: &mut Checker, key: &str, path: &Path) -> Option<Mapping> {
+    let src = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) => {
+            ck.problem(
+                key,
+                format!(
+                    "cannot read mapping file {}: {e}; create it (`rostersync mapping suggest SAMPLE_FILE` drafts one)",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    let mut mk = Checker::new(path, &src);
+    mk.connector = ck.connector.clone();
+    let m = check(&mut mk, &src);
+    ck.problems.extend(mk.problems);
+    m
+}
+
+/// Checks a mapping file's text (also used by `mapping suggest` to check its own output).
+pub fn parse_mapping(src: &str, path: &Path) -> Result<Mapping, Vec<Problem>> {
+    let mut mk = Checker::new(path, src);
+    match check(&mut mk, src) {
+        Some(m) if mk.problems.is_empty() => Ok(m),
+        _ => Err(mk.problems),
+    }
+}
+
+fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
+    let doc = mk.toml(src)?;
+    let raw = mk.section::<RawMapping>("", toml::Value::Table(doc))?;
+    let before = mk.problems.len();
+    let unique_id = mk.value("unique_id", Some(raw.unique_id));
+    let mut source = SourceOptions { header_row: 1, ..Default::default() };
+    if let Some(d) = &raw.source.delimiter {
+        source.delimiter = match d.as_str() {
+            "auto" => None,
+            "\\t" | "\t" | "tab" => Some(b'\t'),
+            s if s.len() == 1 && s.is_ascii() => Some(s.as_bytes()[0]),
+            s => {
+                mk.problem("source.delimiter", format!("expected \",\", \";\", \"\\t\", \"|\" or \"auto\"; got \"{s}\""));
+                None
+            }
+        };
+    }
+    if let Some(e) = &raw.source.encoding {
+        match encoding_rs::Encoding::for_label(e.as_bytes()) {
+            Some(enc) => source.encoding = Some(enc),
+            None => mk.problem(
+                "source.encoding",
+                format!("unknown encoding \"{e}\"; use utf-8, utf-16, windows-1252, latin1, iso-8859-15, shift_jis …"),
+            ),
+        }
+    }
+    source.sheet = raw.source.sheet.clone();
+    if let Some(h) = raw.source.header_row {
+        if h >= 1 {
+            source.header_row = h as u64;
+        } else {
+            mk.problem("source.header_row", format!("expected a 1-based row number; got {h}"));
+        }
+    }
+    if let Some(r) = &raw.source.records {
+        if !r.is_empty() && !r.starts_with('/') {
+            mk.problem("source.records", format!("expected a JSON pointer such as \"/data/employees\"; got \"{r}\""));
+        }
+        source.records = Some(r.clone());
+    }
+    for (key, raw_value, slot) in [
+        ("source.max_row_size", &raw.source.max_row_size, &mut source.limits.max_row),
+        ("source.max_field_size", &raw.source.max_field_size, &mut source.limits.max_field),
+    ] {
+        match raw_value.as_deref().map(super::units::parse_size) {
+            None => {}
+            Some(Ok(0)) => mk.problem(key, "expected a size above zero, such as \"1MiB\"".to_string()),
+            Some(Ok(n)) => *slot = n,
+            Some(Err(e)) => mk.problem(key, e),
+        }
+    }
+
+    let mut fields = BTreeMap::new();
+    for (name, spec) in &raw.fields {
+        let key = format!("fields.{name}");
+        match word::parse::<PlatformField>(name) {
+            Ok(f) => {
+                if let Some(rule) = check_rule(mk, &key, &spec.0) {
+                    fields.insert(f, rule);
+                }
+            }
+            Err(e) => {
+                let near = match &e {
+                    WordError::Unknown { accepted, .. } => word::did_you_mean(name, accepted.iter().copied()),
+                    WordError::Invalid(_) => None,
+                };
+                let next = match near {
+                    Some(f) => format!("did you mean {f}? Otherwise put \"{name}\" under [attributes]"),
+                    None => format!("put \"{name}\" under [attributes]"),
+                };
+                mk.problem(
+                    &key,
+                    format!("unknown platform field; [fields] takes employee_id, email, first_name, last_name, language, active — {next}"),
+                )
+            }
+        }
+    }
+    let mut attributes = BTreeMap::new();
+    for (name, spec) in &raw.attributes {
+        let key = format!("attributes.{name}");
+        if let Some(rule) = check_rule(mk, &key, &spec.0) {
+            attributes.insert(name.clone(), rule);
+        }
+    }
+    for required in [PlatformField::FirstName, PlatformField::LastName] {
+        if !fields.contains_key(&required) && !raw.fields.contains_key(required.name()) {
+            mk.problem("fields", format!("missing {} = \"COLUMN\": every user needs one", required.name()));
+        }
+    }
+    let uid_field = unique_id.map(|u| match u {
+        UniqueId::EmployeeId => PlatformField::EmployeeId,
+        UniqueId::Email => PlatformField::Email,
+    });
+    if let Some(uid_field) = uid_field
+        && !fields.contains_key(&uid_field)
+        && !raw.fields.contains_key(uid_field.name())
+    {
+        mk.problem("unique_id", format!("unique_id is \"{}\" but [fields] does not map it", uid_field.name()));
+    }
+    if mk.problems.len() > before {
+        return None;
+    }
+    Some(Mapping { unique_id: unique_id?, source, fields, attributes })
+}
+
+fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> {
+    let before = mk.problems.len();
+    let input = match (&t.column, &t.template) {
+        (Some(c), None) => {
+            if c.trim().is_empty() {
+                mk.problem(key, "empty column name");
+            }
+            Input::Column(c.clone())
+        }
+        (None, Some(tpl)) => match parse_template(tpl) {
+            Ok(p) => Input::Template(p),
+            Err(e) => {
+                mk.problem(&format!("{key}.template"), e);
+                Input::Constant
+            }
+        },
+        (Some(_), Some(_)) => {
+            mk.problem(key, "give either column or template, not both");
+            Input::Constant
+        }
+        (None, None) => {
+            if t.default.is_none() {
+                mk.problem(key, "expected column = \"…\", template = \"…\" or at least default = \"…\"");
+            }
+            Input::Constant
+        }
+    };
+    let mut transforms = Vec::new();
+    for (i, parsed) in t.transform.iter().enumerate() {
+        match &parsed.0 {
+            Ok(x) => transforms.push(*x),
+            Err(WordError::Unknown { got, accepted }) => {
+                let hint =
+                    word::did_you_mean(got, accepted.iter().copied()).map(|w| format!(" — did you mean \"{w}\"?")).unwrap_or_default();
+                mk.problem(
+                    &format!("{key}.transform"),
+                    format!("unknown transform \"{got}\" (item {}); expected {}{hint}", i + 1, word::one_of(accepted)),
+                )
+            }
+            Err(e @ WordError::Invalid(_)) => mk.problem(&format!("{key}.transform"), format!("item {}: {e}", i + 1)),
+        }
+    }
+    let map = t.map.as_ref().map(|m| {
+        m.iter()
+            .filter_map(|(k, v)| match scalar_text(v) {
+                Some(s) => Some((k.clone(), s)),
+                None => {
+                    mk.problem(
+                        &format!("{key}.map"),
+                        format!("value for \"{k}\" must be text, a number or true/false; got {}", v.type_str()),
+                    );
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let scalar = |mk: &mut Checker, what: &str, v: &Option<toml::Value>| -> Option<String> {
+        let v = v.as_ref()?;
+        let s = scalar_text(v);
+        if s.is_none() {
+            mk.problem(&format!("{key}.{what}"), format!("expected text, a number or true/false; got {}", v.type_str()));
+        }
+        s
+    };
+    let fallback = scalar(mk, "fallback", &t.fallback);
+    let default = scalar(mk, "default", &t.default);
+    if fallback.is_some() && map.is_none() {
+        mk.problem(&format!("{key}.fallback"), "fallback only applies with map = { … }");
+    }
+    if let Some(fmt) = &t.date
+        && !fmt.contains('%')
+    {
+        mk.problem(&format!("{key}.date"), format!("expected a strftime format such as \"%d/%m/%Y\"; got \"{fmt}\""));
+    }
+    if mk.problems.len() > before {
+        return None;
+    }
+    Some(FieldRule { input, transforms, map, fallback, default, date: t.date.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "unique_id = \"employee_id\"\n[fields]\nemployee_id = \"Id\"\nfirst_name = \"First\"\nlast_name = \"Last\"\n";
+
+    fn ok(src: &str) -> Mapping {
+        parse_mapping(src, Path::new("m.toml")).unwrap_or_else(|ps| panic!("{src}\n{ps:#?}"))
+    }
+
+    /// Every problem as "m.toml:LINE: key: message".
+    fn problems(src: &str) -> Vec<String> {
+        match parse_mapping(src, Path::new("m.toml")) {
+            Ok(_) => panic!("accepted:\n{src}"),
+            Err(ps) => ps.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn one(src: &str) -> String {
+        let ps = problems(src);
+        assert_eq!(ps.len(), 1, "{ps:#?}");
+        ps[0].clone()
+    }
+
+    /// BASE with `attributes.x` set to `spec`.
+    fn attr(spec: &str) -> String {
+        format!("{BASE}[attributes]\nx = {spec}\n")
+    }
+
+    fn attr_rule(spec: &str) -> FieldRule {
+        ok(&attr(spec)).attributes["x"].clone()
+    }
+
+    #[test]
+    fn a_minimal_mapping() {
+        let m = ok(BASE);
+        assert_eq!(m.unique_id, UniqueId::EmployeeId);
+        assert_eq!(m.source, SourceOptions { header_row: 1, ..Default::default() });
+        assert_eq!(m.fields[&PlatformField::FirstName].input, Input::Column("First".into()));
+        assert_eq!(m.columns(), vec!["Id", "First", "Last"]);
+    }
+
+    #[test]
+    fn unique_id() {
+        let m = ok("unique_id = \"email\"\n[fields]\nemail = \"Mail\"\nfirst_name = \"F\"\nlast_name = \"L\"\n");
+        assert_eq!(m.unique_id, UniqueId::Email);
+        assert_eq!(
+            one(&BASE.replace("\"employee_id\"\n[", "\"badge\"\n[")),
+            "m.toml:1: unique_id: expected \"employee_id\" or \"email\"; got \"badge\""
+        );
+        assert_eq!(
+            one(&BASE.replace("\"employee_id\"\n[", "\"employee-id\"\n[")),
+            "m.toml:1: unique_id: expected \"employee_id\" or \"email\"; got \"employee-id\" — did you mean \"employee_id\"?"
+        );
+        assert_eq!(
+            one("unique_id = \"email\"\n[fields]\nfirst_name = \"F\"\nlast_name = \"L\"\n"),
+            "m.toml:1: unique_id: unique_id is \"email\" but [fields] does not map it"
+        );
+    }
+
+    #[test]
+    fn source_options() {
+        for (d, want) in [
+            (",", Some(b',')),
+            (";", Some(b';')),
+            ("|", Some(b'|')),
+            ("\\\\t", Some(b'\t')),
+            ("\\t", Some(b'\t')),
+            ("tab", Some(b'\t')),
+            ("auto", None),
+        ] {
+            assert_eq!(ok(&format!("{BASE}[source]\ndelimiter = \"{d}\"\n")).source.delimiter, want, "{d}");
+        }
+        assert_eq!(
+            one(&format!("{BASE}[source]\ndelimiter = \"::\"\n")),
+            "m.toml:7: source.delimiter: expected \",\", \";\", \"\\t\", \"|\" or \"auto\"; got \"::\""
+        );
+        let m = ok(&format!("{BASE}[source]\nencoding = \"latin1\"\nsheet = \"Staff\"\nheader_row = 3\nrecords = \"/data/employees\"\n"));
+        assert_eq!(m.source.encoding, Some(encoding_rs::WINDOWS_1252));
+        assert_eq!(
+            (m.source.sheet.as_deref(), m.source.header_row, m.source.records.as_deref()),
+            (Some("Staff"), 3, Some("/data/employees"))
+        );
+        assert!(
+            one(&format!("{BASE}[source]\nencoding = \"klingon\"\n"))
+                .starts_with("m.toml:7: source.encoding: unknown encoding \"klingon\"; use utf-8")
+        );
+        assert_eq!(one(&format!("{BASE}[source]\nheader_row = 0\n")), "m.toml:7: source.header_row: expected a 1-based row number; got 0");
+        assert_eq!(
+            one(&format!("{BASE}[source]\nrecords = \"data.employees\"\n")),
+            "m.toml:7: source.records: expected a JSON pointer such as \"/data/employees\"; got \"data.employees\""
+        );
+        assert_eq!(ok(&format!("{BASE}[source]\nrecords = \"\"\n")).source.records.as_deref(), Some(""), "the root, spelled out");
+    }
+
+    #[test]
+    fn row_and_field_limits() {
+        let d = ok(BASE).source.limits;
+        assert_eq!((d.max_row, d.max_field), (1 << 20, 256 << 10), "generous defaults");
+        let m = ok(&format!("{BASE}[source]\nmax_row_size = \"8MiB\"\nmax_field_size = \"2MiB\"\n"));
+        assert_eq!((m.source.limits.max_row, m.source.limits.max_field), (8 << 20, 2 << 20));
+        assert_eq!(
+            one(&format!("{BASE}[source]\nmax_row_size = \"0\"\n")),
+            "m.toml:7: source.max_row_size: expected a size above zero, such as \"1MiB\""
+        );
+        assert!(one(&format!("{BASE}[source]\nmax_field_size = \"lots\"\n")).starts_with("m.toml:7: source.max_field_size: "));
+    }
+
+    #[test]
+    fn platform_fields() {
+        let m = ok(&BASE.replace("[fields]\n", "[fields]\nemail = \"Mail\"\nlanguage = { default = \"en\" }\nactive = \"Active\"\n"));
+        assert_eq!(m.fields.len(), 6);
+        assert_eq!(m.fields[&PlatformField::Language].input, Input::Constant);
+        for (name, f) in PlatformField::ALL {
+            assert_eq!(PlatformField::parse(name), Some(f));
+            assert_eq!(f.name(), name);
+        }
+        assert_eq!(
+            one(&BASE.replace("[fields]\n", "[fields]\nnickname = \"Nick\"\n")),
+            "m.toml:3: fields.nickname: unknown platform field; [fields] takes employee_id, email, first_name, last_name, language, active — put \"nickname\" under [attributes]"
+        );
+        let p = one(&BASE.replace("[fields]\n", "[fields]\nemial = \"Mail\"\n"));
+        assert!(p.ends_with("— did you mean email? Otherwise put \"emial\" under [attributes]"), "{p}");
+        assert_eq!(
+            problems("unique_id = \"employee_id\"\n[fields]\nemployee_id = \"Id\"\n"),
+            vec![
+                "m.toml:2: fields: missing first_name = \"COLUMN\": every user needs one",
+                "m.toml:2: fields: missing last_name = \"COLUMN\": every user needs one"
+            ]
+        );
+    }
+
+    #[test]
+    fn inputs_column_template_constant() {
+        assert_eq!(attr_rule("\"Dept\"").input, Input::Column("Dept".into()));
+        assert_eq!(attr_rule("{ column = \"Dept\" }").input, Input::Column("Dept".into()));
+        assert_eq!(
+            attr_rule("{ template = \"{First} {Last}\" }").input,
+            Input::Template(vec![
+                TemplatePart::Column("First".into()),
+                TemplatePart::Text(" ".into()),
+                TemplatePart::Column("Last".into())
+            ])
+        );
+        assert_eq!(attr_rule("{ default = \"x\" }").input, Input::Constant);
+        assert_eq!(one(&attr("\" \"")), "m.toml:7: attributes.x: empty column name");
+        assert_eq!(
+            one(&attr("{ column = \"a\", template = \"{b}\" }")),
+            "m.toml:7: attributes.x: give either column or template, not both"
+        );
+        assert_eq!(
+            one(&attr("{ transform = [\"trim\"] }")),
+            "m.toml:7: attributes.x: expected column = \"…\", template = \"…\" or at least default = \"…\""
+        );
+        for (tpl, msg) in [
+            ("{First", "unclosed '{' in template \"{First\""),
+            ("a {} b", "empty column reference {} in template \"a {} b\""),
+            ("plain", "template \"plain\" names no column; write columns as {Column Name}"),
+        ] {
+            assert_eq!(one(&attr(&format!("{{ template = \"{tpl}\" }}"))), format!("m.toml:7: attributes.x.template: {msg}"));
+        }
+        let p = one(&attr("42"));
+        assert!(p.starts_with("m.toml:7: attributes.x: expected a column name (\"Email\") or a table"), "{p}");
+    }
+
+    #[test]
+    fn transforms() {
+        let r = attr_rule("{ column = \"a\", transform = [\"trim\", \"lowercase\", \"uppercase\", \"title-case\", \"collapse-spaces\"] }");
+        assert_eq!(
+            r.transforms,
+            vec![Transform::Trim, Transform::Lowercase, Transform::Uppercase, Transform::TitleCase, Transform::CollapseSpaces]
+        );
+        assert_eq!(
+            one(&attr("{ column = \"a\", transform = [\"trim\", \"shout\"] }")),
+            "m.toml:7: attributes.x.transform: unknown transform \"shout\" (item 2); expected \"trim\", \"lowercase\", \"uppercase\", \"title-case\" or \"collapse-spaces\""
+        );
+        let p = one(&attr("{ column = \"a\", transform = [\"titlecase\"] }"));
+        assert!(p.ends_with("— did you mean \"title-case\"?"), "{p}");
+        // Both bad items are reported.
+        assert_eq!(problems(&attr("{ column = \"a\", transform = [\"x\", \"y\"] }")).len(), 2);
+    }
+
+    #[test]
+    fn maps_fallbacks_defaults_dates() {
+        let r = attr_rule("{ column = \"a\", map = { \"1\" = true, \"2\" = 7, \"3\" = \"three\" }, fallback = \"other\", default = 0 }");
+        assert_eq!(r.map, Some(vec![("1".into(), "true".into()), ("2".into(), "7".into()), ("3".into(), "three".into())]));
+        assert_eq!((r.fallback.as_deref(), r.default.as_deref()), (Some("other"), Some("0")));
+        assert_eq!(
+            one(&attr("{ column = \"a\", map = { \"1\" = [1] } }")),
+            "m.toml:7: attributes.x.map: value for \"1\" must be text, a number or true/false; got array"
+        );
+        assert_eq!(
+            one(&attr("{ column = \"a\", fallback = \"z\" }")),
+            "m.toml:7: attributes.x.fallback: fallback only applies with map = { … }"
+        );
+        assert_eq!(
+            one(&attr("{ column = \"a\", default = [] }")),
+            "m.toml:7: attributes.x.default: expected text, a number or true/false; got array"
+        );
+        assert_eq!(attr_rule("{ column = \"a\", date = \"%d/%m/%Y\" }").date.as_deref(), Some("%d/%m/%Y"));
+        assert_eq!(
+            one(&attr("{ column = \"a\", date = \"dd/mm/yyyy\" }")),
+            "m.toml:7: attributes.x.date: expected a strftime format such as \"%d/%m/%Y\"; got \"dd/mm/yyyy\""
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_mapping_at_once() {
+        let src = "unique_id = \"badge\"\n[source]\nheader_row = 0\ndelimiter = \"ab\"\n[fields]\nfirst_name = { column = \"F\", transform = [\"shout\"] }\nnickname = \"N\"\n[attributes]\nx = { column = \"a\", date = \"nope\" }\n";
+        let got: Vec<String> = problems(src).into_iter().map(|p| p.split(": ").take(2).collect::<Vec<_>>().join(": ")).collect();
+        assert_eq!(
+            got,
+            vec![
+                "m.toml:1: unique_id",
+                "m.toml:4: source.delimiter",
+                "m.toml:3: source.header_row",
+                "m.toml:6: fields.first_name.transform",
+                "m.toml:7: fields.nickname",
+                "m.toml:9: attributes.x.date",
+                "m.toml:5: fields",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_toml() {
+        let p = one(&attr("{ colum = \"a\" }"));
+        assert!(p.starts_with("m.toml:7: attributes.x.colum: unknown key — did you mean `column`?"), "{p}");
+        let p = one(&format!("{BASE}[nope]\nx = 1\n"));
+        assert!(p.starts_with("m.toml:6: nope: unknown key; found `nope`, expected one of"), "{p}");
+        assert!(one("unique_id = \n").contains("not valid TOML"));
     }
 }

@@ -3,23 +3,28 @@
 //! Validate, then build: `load` reads every file, checks every section on its own, and
 //! returns the typed configuration together with *every* problem found, each with file,
 //! line, key, what was expected and what was found. No network.
+//!
+//! Here: `connectors.toml`, whose shapes as written are in `raw.rs`. Mapping files are
+//! read and checked in `mapping.rs`; closed sets and values with units are serde types
+//! (`word.rs`, `units.rs`); `checker.rs` collects and locates the problems.
 
+mod checker;
 pub mod lines;
 pub mod mapping;
 pub mod raw;
 pub mod units;
+pub mod word;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::exit::{Classify, Exit};
 use crate::schedule::Schedule;
-use lines::LineIndex;
-use mapping::*;
-pub use mapping::{Mapping, UniqueId};
+use checker::Checker;
+pub use mapping::{Mapping, UniqueId, parse_mapping};
 use raw::*;
 pub use units::Limit;
 
@@ -196,34 +201,34 @@ pub enum HostKeyPolicy {
     KnownHosts(PathBuf),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which of the files matching `file.path` a run takes (`file.pick`). The name is kept
+/// for the code that uses it; `mapping::suggest` has an unrelated private `Pick`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Pick {
+    /// The most recently modified.
+    #[default]
     Newest,
+    /// The lexically last name (dated names such as employees_2024-05-01.csv).
     LastName,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     Csv,
     Xlsx,
     Xls,
     Ods,
     Json,
+    #[serde(alias = "jsonl")]
     Ndjson,
 }
 
 impl Format {
+    /// A format's name as written in `file.format` ("jsonl" is ndjson).
     pub fn parse(s: &str) -> Option<Format> {
-        Some(match s {
-            "csv" => Format::Csv,
-            "xlsx" => Format::Xlsx,
-            "xls" => Format::Xls,
-            "ods" => Format::Ods,
-            "json" => Format::Json,
-            "ndjson" | "jsonl" => Format::Ndjson,
-            _ => return None,
-        })
+        word::parse(s).ok()
     }
 
     /// The format a file name implies; `.gz` and `.zip` wrappers are looked through.
@@ -238,11 +243,37 @@ impl Format {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `file.after`: what a successful sync does with the file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum After {
+    #[default]
     Keep,
+    /// Into this folder on the same server.
     Move(String),
     Delete,
+}
+
+impl std::str::FromStr for After {
+    type Err = String;
+    fn from_str(s: &str) -> Result<After, String> {
+        match s {
+            "keep" => Ok(After::Keep),
+            "delete" => Ok(After::Delete),
+            o => match o.strip_prefix("move:") {
+                Some(dir) if !dir.is_empty() => Ok(After::Move(dir.to_string())),
+                _ => {
+                    let hint = word::did_you_mean(o, ["keep", "delete"]).map(|w| format!(" — did you mean \"{w}\"?")).unwrap_or_default();
+                    Err(format!("expected \"keep\", \"delete\" or \"move:/folder/\"; got \"{o}\"{hint}"))
+                }
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for After {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        word::from_str(d)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -257,9 +288,11 @@ pub struct FileRule {
     pub max_size: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+/// `sync.on_missing`: what happens to a person absent from the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OnMissing {
+    #[default]
     Deactivate,
     Delete,
     Ignore,
@@ -292,109 +325,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     Ok(load_str(&src, path, &dir))
 }
 
-/// Collects problems against one file.
-struct Checker<'a> {
-    file: &'a Path,
-    index: LineIndex,
-    problems: Vec<Problem>,
-    connector: Option<String>,
-}
-
-impl<'a> Checker<'a> {
-    fn new(file: &'a Path, src: &str) -> Self {
-        Checker { file, index: LineIndex::new(src), problems: Vec::new(), connector: None }
-    }
-
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            file: self.file.to_path_buf(),
-            line: self.index.line(key),
-            key: key.to_string(),
-            message: message.into(),
-            connector: self.connector.clone(),
-        });
-    }
-
-    /// Deserializes one section; a serde error becomes a located problem.
-    fn section<T: DeserializeOwned>(&mut self, key: &str, value: toml::Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let mut full = if inner == "." || inner.is_empty() { key.to_string() } else { format!("{key}.{inner}") };
-                let mut msg = e.into_inner().to_string().trim().to_string();
-                // "unknown field `prot`, expected one of …": point at the unknown key itself.
-                if let Some(rest) = msg.strip_prefix("unknown field `")
-                    && let Some(end) = rest.find('`')
-                {
-                    let unknown = &rest[..end];
-                    if !full.ends_with(&format!(".{unknown}")) && full != unknown {
-                        full = if full.is_empty() { unknown.to_string() } else { format!("{full}.{unknown}") };
-                    }
-                    let hint = rest
-                        .split('`')
-                        .skip(2)
-                        .step_by(2)
-                        .filter(|k| edit_distance(k, unknown) <= 2)
-                        .min_by_key(|k| edit_distance(k, unknown))
-                        .map(|k| format!(" — did you mean `{k}`?"))
-                        .unwrap_or_default();
-                    msg = format!("unknown key{hint}; {}", msg.replacen("unknown field", "found", 1));
-                }
-                self.problem(&full, msg);
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, key: &str, v: Option<&str>, default: Duration) -> Duration {
-        match v.map(units::parse_duration) {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                self.problem(key, e);
-                default
-            }
-        }
-    }
-
-    fn env_name(&mut self, key: &str, v: &str) {
-        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            self.problem(
-                key,
-                format!(
-                    "expected the NAME of an environment variable (secrets are never written in the config); got \"{}\"",
-                    redact_if_secretish(v)
-                ),
-            );
-        }
-    }
-}
-
-/// An env-var field holding something that is not a variable name may be the secret itself:
-/// never echo it.
-fn redact_if_secretish(v: &str) -> String {
-    if v.len() > 12 {
-        format!("{}… ({} characters, not shown)", &v[..v.char_indices().nth(3).map(|(i, _)| i).unwrap_or(0)], v.chars().count())
-    } else {
-        v.to_string()
-    }
-}
-
-/// Levenshtein distance, for "did you mean" hints on short key names.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 fn resolve(dir: &Path, p: &str) -> PathBuf {
     let pb = PathBuf::from(p);
     if pb.is_absolute() { pb } else { dir.join(pb) }
@@ -412,19 +342,9 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         problems: Vec::new(),
         broken: Vec::new(),
     };
-    let doc: toml::Table = match toml::from_str(src) {
-        Ok(t) => t,
-        Err(e) => {
-            let line = e.span().map(|s| src[..s.start.min(src.len())].lines().count().max(1));
-            cfg.problems.push(Problem {
-                file: path.to_path_buf(),
-                line,
-                key: String::new(),
-                message: format!("not valid TOML: {}", e.message()),
-                connector: None,
-            });
-            return cfg;
-        }
+    let Some(doc) = ck.toml(src) else {
+        cfg.problems = ck.problems;
+        return cfg;
     };
     let Some(top) = ck.section::<RawFileTop>("", toml::Value::Table(doc)) else {
         cfg.problems = ck.problems;
@@ -463,7 +383,9 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
                 ck.problem("daemon.max_concurrent_runs", format!("expected 1 to 1024; got {n}"));
             }
         }
-        cfg.daemon.grace = ck.duration("daemon.grace", d.grace.as_deref(), cfg.daemon.grace);
+        if let Some(g) = ck.value("daemon.grace", d.grace) {
+            cfg.daemon.grace = g.0;
+        }
     }
     if top.connectors.is_empty() {
         ck.problem("connectors", "no connector defined; add a [connectors.NAME] section (see README.md)");
@@ -498,9 +420,8 @@ fn check_state_url(dir: &Path, url: &str) -> Result<String, String> {
 
 fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
     let before = ck.problems.len();
-    if p.kind != "scim" {
-        ck.problem("platform.kind", format!("expected \"scim\" (the only kind today); got \"{}\"", p.kind));
-    }
+    // One kind today: the value matters only when it is refused.
+    let _: Option<PlatformKind> = ck.value("platform.kind", Some(p.kind));
     let base_url = match url::Url::parse(&p.base_url) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
         Ok(u) => {
@@ -555,15 +476,8 @@ fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
             8
         }
     };
-    let timeout = ck.duration("platform.timeout", p.timeout.as_deref(), Duration::from_secs(30));
-    let bulk = match p.bulk.as_deref() {
-        None | Some("auto") => true,
-        Some("off") => false,
-        Some(o) => {
-            ck.problem("platform.bulk", format!("expected \"auto\" or \"off\"; got \"{o}\""));
-            true
-        }
-    };
+    let timeout = ck.value("platform.timeout", p.timeout).map_or(Duration::from_secs(30), |d| d.0);
+    let bulk = ck.value("platform.bulk", p.bulk).unwrap_or_default() == Bulk::Auto;
     let notify_webhook = p.notify_webhook.as_ref().and_then(|w| match url::Url::parse(w) {
         Ok(u) => Some(u),
         Err(e) => {
@@ -602,7 +516,7 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
     {
         ck.problem(&format!("{key}.timezone"), e);
     }
-    let jitter = ck.duration(&format!("{key}.jitter"), raw.jitter.as_deref(), Duration::ZERO);
+    let jitter = ck.value(&format!("{key}.jitter"), raw.jitter).map_or(Duration::ZERO, |d| d.0);
 
     let source = match (raw.sftp, raw.local) {
         (Some(s), None) => ck.section::<RawSftp>(&format!("{key}.sftp"), s).and_then(|s| check_sftp(ck, dir, &key, s)),
@@ -629,7 +543,7 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
         Some(s) => ck.section::<RawSync>(&format!("{key}.sync"), s).map(|s| check_sync(ck, &key, s)),
     };
     let mapping_path = resolve(dir, &raw.mapping);
-    let mapping = load_mapping(ck, &format!("{key}.mapping"), &mapping_path);
+    let mapping = mapping::load(ck, &format!("{key}.mapping"), &mapping_path);
     Some(Connector {
         name: name.to_string(),
         customer: raw.customer.unwrap_or_else(|| name.to_string()),
@@ -657,8 +571,9 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
             22
         }
     };
-    let auth = match s.auth.as_str() {
-        "key" => match &s.private_key {
+    let auth = match ck.value(&k("auth"), Some(s.auth)) {
+        None => None,
+        Some(AuthKind::Key) => match &s.private_key {
             Some(pk) => {
                 if let Some(p) = &s.passphrase_env {
                     ck.env_name(&k("passphrase_env"), p);
@@ -673,24 +588,20 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
                 None
             }
         },
-        "password" | "keyboard-interactive" => match &s.password_env {
+        Some(kind @ (AuthKind::Password | AuthKind::KeyboardInteractive)) => match &s.password_env {
             Some(p) => {
                 ck.env_name(&k("password_env"), p);
-                Some(if s.auth == "password" {
+                Some(if kind == AuthKind::Password {
                     SftpAuth::Password { password_env: p.clone() }
                 } else {
                     SftpAuth::KeyboardInteractive { password_env: p.clone() }
                 })
             }
             None => {
-                ck.problem(&k("password_env"), format!("missing: auth = \"{}\" needs password_env = \"NAME_SFTP_PASSWORD\"", s.auth));
+                ck.problem(&k("password_env"), format!("missing: auth = \"{}\" needs password_env = \"NAME_SFTP_PASSWORD\"", kind.name()));
                 None
             }
         },
-        other => {
-            ck.problem(&k("auth"), format!("expected \"key\", \"password\" or \"keyboard-interactive\"; got \"{other}\""));
-            None
-        }
     };
     let host_key = match (&s.host_key, &s.known_hosts) {
         (Some(h), None) => {
@@ -729,7 +640,7 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
             None
         }
     };
-    let timeout = ck.duration(&k("timeout"), s.timeout.as_deref(), Duration::from_secs(30));
+    let timeout = ck.value(&k("timeout"), s.timeout).map_or(Duration::from_secs(30), |d| d.0);
     if ck.problems.len() > before {
         return None;
     }
@@ -752,44 +663,13 @@ fn check_file(ck: &mut Checker, key: &str, f: RawFile, is_local: bool) -> Option
     {
         ck.problem(&k("path"), format!("a glob may only be in the file name, not in the folder; got \"{}\"", f.path));
     }
-    let pick = match f.pick.as_deref() {
-        None | Some("newest") => Pick::Newest,
-        Some("last-name") => Pick::LastName,
-        Some(o) => {
-            ck.problem(&k("pick"), format!("expected \"newest\" or \"last-name\"; got \"{o}\""));
-            Pick::Newest
-        }
-    };
-    let format = match f.format.as_deref() {
-        None | Some("auto") => None,
-        Some(o) => match Format::parse(o) {
-            Some(x) => Some(x),
-            None => {
-                ck.problem(&k("format"), format!("expected auto, csv, xlsx, xls, ods, json or ndjson; got \"{o}\""));
-                None
-            }
-        },
-    };
+    let pick = ck.value(&k("pick"), f.pick).unwrap_or_default();
+    let format = ck.value(&k("format"), f.format).unwrap_or_default().fixed();
     let default_age = if is_local { Duration::ZERO } else { Duration::from_secs(120) };
-    let min_age = ck.duration(&k("min_age"), f.min_age.as_deref(), default_age);
-    let after = match f.after.as_deref() {
-        None | Some("keep") => After::Keep,
-        Some("delete") => After::Delete,
-        Some(o) if o.starts_with("move:") && o.len() > 5 => After::Move(o[5..].to_string()),
-        Some(o) => {
-            ck.problem(&k("after"), format!("expected \"keep\", \"delete\" or \"move:/folder/\"; got \"{o}\""));
-            After::Keep
-        }
-    };
-    let stale_after = f.stale_after.as_deref().map(|s| ck.duration(&k("stale_after"), Some(s), Duration::ZERO));
-    let max_size = match f.max_size.as_deref().map(units::parse_size) {
-        None => 2 * 1024 * 1024 * 1024,
-        Some(Ok(n)) => n,
-        Some(Err(e)) => {
-            ck.problem(&k("max_size"), e);
-            0
-        }
-    };
+    let min_age = ck.value(&k("min_age"), f.min_age).map_or(default_age, |d| d.0);
+    let after = ck.value(&k("after"), f.after).unwrap_or_default();
+    let stale_after = ck.value(&k("stale_after"), f.stale_after).map(|d| d.0);
+    let max_size = ck.value(&k("max_size"), f.max_size).map_or(2 * 1024 * 1024 * 1024, |s| s.0);
     if ck.problems.len() > before {
         return None;
     }
@@ -797,230 +677,295 @@ fn check_file(ck: &mut Checker, key: &str, f: RawFile, is_local: bool) -> Option
 }
 
 fn check_sync(ck: &mut Checker, key: &str, s: RawSync) -> SyncRule {
-    let mut r = SyncRule::default();
-    match s.on_missing.as_deref() {
-        None | Some("deactivate") => {}
-        Some("delete") => r.on_missing = OnMissing::Delete,
-        Some("ignore") => r.on_missing = OnMissing::Ignore,
-        Some(o) => ck.problem(&format!("{key}.sync.on_missing"), format!("expected \"deactivate\", \"delete\" or \"ignore\"; got \"{o}\"")),
-    }
-    for (field, slot) in [("max_deactivations", &s.max_deactivations), ("max_invalid", &s.max_invalid)] {
-        if let Some(v) = slot {
-            match Limit::parse(v) {
-                Ok(l) if field == "max_invalid" => r.max_invalid = l,
-                Ok(l) => r.max_deactivations = l,
-                Err(e) => ck.problem(&format!("{key}.sync.{field}"), e),
-            }
-        }
-    }
-    r
-}
-
-/// Reads and checks a mapping file; its problems point into the mapping file itself.
-fn load_mapping(ck: &mut Checker, key: &str, path: &Path) -> Option<Mapping> {
-    let src = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) => {
-            ck.problem(
-                key,
-                format!(
-                    "cannot read mapping file {}: {e}; create it (`rostersync mapping suggest SAMPLE_FILE` drafts one)",
-                    path.display()
-                ),
-            );
-            return None;
-        }
-    };
-    let mut mk = Checker::new(path, &src);
-    mk.connector = ck.connector.clone();
-    let m = check_mapping_src(&mut mk, &src);
-    ck.problems.extend(mk.problems);
-    m
-}
-
-/// Checks a mapping file's text (also used by `mapping suggest` to check its own output).
-pub fn parse_mapping(src: &str, path: &Path) -> Result<Mapping, Vec<Problem>> {
-    let mut mk = Checker::new(path, src);
-    match check_mapping_src(&mut mk, src) {
-        Some(m) if mk.problems.is_empty() => Ok(m),
-        _ => Err(mk.problems),
+    let d = SyncRule::default();
+    SyncRule {
+        on_missing: ck.value(&format!("{key}.sync.on_missing"), s.on_missing).unwrap_or(d.on_missing),
+        max_deactivations: ck.value(&format!("{key}.sync.max_deactivations"), s.max_deactivations).unwrap_or(d.max_deactivations),
+        max_invalid: ck.value(&format!("{key}.sync.max_invalid"), s.max_invalid).unwrap_or(d.max_invalid),
     }
 }
 
-fn check_mapping_src(mk: &mut Checker, src: &str) -> Option<Mapping> {
-    let doc: toml::Table = match toml::from_str(src) {
-        Ok(t) => t,
-        Err(e) => {
-            let line = e.span().map(|s| src[..s.start.min(src.len())].lines().count().max(1));
-            mk.problems.push(Problem {
-                file: mk.file.to_path_buf(),
-                line,
-                key: String::new(),
-                message: format!("not valid TOML: {}", e.message()),
-                connector: mk.connector.clone(),
-            });
-            return None;
-        }
-    };
-    let raw = mk.section::<RawMapping>("", toml::Value::Table(doc))?;
-    let before = mk.problems.len();
-    let unique_id = match raw.unique_id.as_str() {
-        "employee_id" => UniqueId::EmployeeId,
-        "email" => UniqueId::Email,
-        o => {
-            mk.problem("unique_id", format!("expected \"employee_id\" or \"email\"; got \"{o}\""));
-            UniqueId::EmployeeId
-        }
-    };
-    let mut source = SourceOptions { header_row: 1, ..Default::default() };
-    if let Some(d) = &raw.source.delimiter {
-        source.delimiter = match d.as_str() {
-            "auto" => None,
-            "\\t" | "\t" | "tab" => Some(b'\t'),
-            s if s.len() == 1 && s.is_ascii() => Some(s.as_bytes()[0]),
-            s => {
-                mk.problem("source.delimiter", format!("expected \",\", \";\", \"\\t\", \"|\" or \"auto\"; got \"{s}\""));
-                None
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPPING: &str = "unique_id = \"employee_id\"\n[fields]\nemployee_id = \"Id\"\nfirst_name = \"First\"\nlast_name = \"Last\"\n";
+    const FP: &str = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+
+    /// Loads `src` as `DIR/connectors.toml`, with `DIR/m.toml` a valid mapping.
+    fn load(src: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.toml"), MAPPING).unwrap();
+        load_str(src, &dir.path().join("connectors.toml"), dir.path())
+    }
+
+    /// A valid file with extra lines in [platform], the connector's source table, [file] and
+    /// [sync]. The source is a local folder unless `source` starts with "[sftp]".
+    fn file(platform: &str, source: &str, file: &str, sync: &str) -> String {
+        let source = match source.strip_prefix("[sftp]\n") {
+            Some(s) => format!("[connectors.a.sftp]\nhost = \"h.example\"\nusername = \"u\"\nhost_key = \"{FP}\"\n{s}"),
+            None => format!("[connectors.a.local]\ndir = \".\"\n{source}"),
         };
-    }
-    if let Some(e) = &raw.source.encoding {
-        match encoding_rs::Encoding::for_label(e.as_bytes()) {
-            Some(enc) => source.encoding = Some(enc),
-            None => mk.problem(
-                "source.encoding",
-                format!("unknown encoding \"{e}\"; use utf-8, utf-16, windows-1252, latin1, iso-8859-15, shift_jis …"),
-            ),
-        }
-    }
-    source.sheet = raw.source.sheet.clone();
-    if let Some(h) = raw.source.header_row {
-        if h >= 1 {
-            source.header_row = h as u64;
-        } else {
-            mk.problem("source.header_row", format!("expected a 1-based row number; got {h}"));
-        }
-    }
-    if let Some(r) = &raw.source.records {
-        if !r.is_empty() && !r.starts_with('/') {
-            mk.problem("source.records", format!("expected a JSON pointer such as \"/data/employees\"; got \"{r}\""));
-        }
-        source.records = Some(r.clone());
+        format!(
+            "[platform]\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\n{platform}\n[connectors.a]\nmapping = \"m.toml\"\n{source}\n[connectors.a.file]\npath = \"x.csv\"\n{file}\n[connectors.a.sync]\n{sync}\n"
+        )
     }
 
-    let mut fields = BTreeMap::new();
-    for (name, spec) in &raw.fields {
-        let key = format!("fields.{name}");
-        match PlatformField::parse(name) {
-            Some(f) => {
-                if let Some(rule) = check_rule(mk, &key, &spec.0) {
-                    fields.insert(f, rule);
-                }
-            }
-            None => mk.problem(&key, format!(
-                "unknown platform field; [fields] takes employee_id, email, first_name, last_name, language, active — put \"{name}\" under [attributes]"
-            )),
-        }
+    /// "key: message" of the one problem, which must be located.
+    fn only_problem(cfg: &Config) -> String {
+        assert_eq!(cfg.problems.len(), 1, "{:#?}", cfg.problems);
+        let p = &cfg.problems[0];
+        assert!(p.line.is_some(), "{p}");
+        format!("{}: {}", p.key, p.message)
     }
-    let mut attributes = BTreeMap::new();
-    for (name, spec) in &raw.attributes {
-        let key = format!("attributes.{name}");
-        if let Some(rule) = check_rule(mk, &key, &spec.0) {
-            attributes.insert(name.clone(), rule);
-        }
-    }
-    for required in [PlatformField::FirstName, PlatformField::LastName] {
-        if !fields.contains_key(&required) && !raw.fields.contains_key(required.name()) {
-            mk.problem("fields", format!("missing {} = \"COLUMN\": every user needs one", required.name()));
-        }
-    }
-    let uid_field = match unique_id {
-        UniqueId::EmployeeId => PlatformField::EmployeeId,
-        UniqueId::Email => PlatformField::Email,
-    };
-    if !fields.contains_key(&uid_field) && !raw.fields.contains_key(uid_field.name()) {
-        mk.problem("unique_id", format!("unique_id is \"{}\" but [fields] does not map it", uid_field.name()));
-    }
-    if mk.problems.len() > before {
-        return None;
-    }
-    Some(Mapping { unique_id, source, fields, attributes })
-}
 
-fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> {
-    let before = mk.problems.len();
-    let input = match (&t.column, &t.template) {
-        (Some(c), None) => {
-            if c.trim().is_empty() {
-                mk.problem(key, "empty column name");
-            }
-            Input::Column(c.clone())
+    fn connector(cfg: &Config) -> &Connector {
+        assert!(cfg.problems.is_empty(), "{:#?}", cfg.problems);
+        &cfg.connectors["a"]
+    }
+
+    #[test]
+    fn a_minimal_file_is_valid_and_takes_the_defaults() {
+        let cfg = load(&file("", "", "", ""));
+        let c = connector(&cfg);
+        assert_eq!(c.customer, "a");
+        assert!(c.schedule.is_none());
+        assert_eq!(c.jitter, Duration::ZERO);
+        assert!(matches!(&c.source, SourceConfig::Local { dir } if dir == &cfg.dir.join(".")));
+        let f = &c.file;
+        assert_eq!((f.path.as_str(), f.pick, f.format, f.min_age), ("x.csv", Pick::Newest, None, Duration::ZERO));
+        assert_eq!((&f.after, f.stale_after, f.max_size), (&After::Keep, None, 2 * 1024 * 1024 * 1024));
+        assert_eq!(c.sync.on_missing, OnMissing::Deactivate);
+        assert_eq!((c.sync.max_deactivations, c.sync.max_invalid), (Limit::Percent(10.0), Limit::Percent(5.0)));
+        assert_eq!(c.mapping.unique_id, UniqueId::EmployeeId);
+        let p = cfg.platform().unwrap();
+        assert_eq!((p.bulk, p.max_concurrency, p.timeout), (true, 8, Duration::from_secs(30)));
+        assert!(matches!(&p.auth, PlatformAuth::Bearer { token_env } if token_env == "T"));
+        assert_eq!((cfg.daemon.max_concurrent_runs, cfg.daemon.grace, cfg.daemon.listen), (4, Duration::from_secs(300), None));
+        assert_eq!(cfg.state.url, format!("sqlite://{}", cfg.dir.join("state/rostersync.db").display()));
+        assert!(cfg.broken.is_empty());
+    }
+
+    #[test]
+    fn sftp_takes_its_defaults() {
+        let cfg = load(&file("", "[sftp]\nauth = \"password\"\npassword_env = \"P\"\n", "", ""));
+        let c = connector(&cfg);
+        let SourceConfig::Sftp(s) = &c.source else { panic!("{:?}", c.source) };
+        assert_eq!((s.port, s.timeout), (22, Duration::from_secs(30)));
+        assert!(matches!(&s.host_key, HostKeyPolicy::Pinned(h) if h == FP));
+        assert_eq!(c.file.min_age, Duration::from_secs(120), "SFTP files may still be written");
+    }
+
+    #[test]
+    fn file_pick() {
+        for (v, want) in [("newest", Pick::Newest), ("last-name", Pick::LastName)] {
+            assert_eq!(connector(&load(&file("", "", &format!("pick = \"{v}\""), ""))).file.pick, want, "{v}");
         }
-        (None, Some(tpl)) => match parse_template(tpl) {
-            Ok(p) => Input::Template(p),
-            Err(e) => {
-                mk.problem(&format!("{key}.template"), e);
-                Input::Constant
-            }
-        },
-        (Some(_), Some(_)) => {
-            mk.problem(key, "give either column or template, not both");
-            Input::Constant
+        assert_eq!(
+            only_problem(&load(&file("", "", "pick = \"lastname\"", ""))),
+            "connectors.a.file.pick: expected \"newest\" or \"last-name\"; got \"lastname\" — did you mean \"last-name\"?"
+        );
+    }
+
+    #[test]
+    fn file_format() {
+        for (v, want) in [
+            ("auto", None),
+            ("csv", Some(Format::Csv)),
+            ("xlsx", Some(Format::Xlsx)),
+            ("xls", Some(Format::Xls)),
+            ("ods", Some(Format::Ods)),
+            ("json", Some(Format::Json)),
+            ("ndjson", Some(Format::Ndjson)),
+            ("jsonl", Some(Format::Ndjson)),
+        ] {
+            assert_eq!(connector(&load(&file("", "", &format!("format = \"{v}\""), ""))).file.format, want, "{v}");
         }
-        (None, None) => {
-            if t.default.is_none() {
-                mk.problem(key, "expected column = \"…\", template = \"…\" or at least default = \"…\"");
-            }
-            Input::Constant
+        assert_eq!(
+            only_problem(&load(&file("", "", "format = \"xml\"", ""))),
+            "connectors.a.file.format: expected \"auto\", \"csv\", \"xlsx\", \"xls\", \"ods\", \"json\", \"jsonl\" or \"ndjson\"; got \"xml\" — did you mean \"xls\"?"
+        );
+    }
+
+    #[test]
+    fn format_by_name_and_by_word() {
+        for (name, want) in [
+            ("a.csv", Some(Format::Csv)),
+            ("A.CSV.GZ", Some(Format::Csv)),
+            ("a.tsv", Some(Format::Csv)),
+            ("a.txt.zip", Some(Format::Csv)),
+            ("a.xlsx", Some(Format::Xlsx)),
+            ("a.jsonl", Some(Format::Ndjson)),
+            ("a.ndjson", Some(Format::Ndjson)),
+            ("a.json", Some(Format::Json)),
+            ("a.pdf", None),
+            ("noext", None),
+        ] {
+            assert_eq!(Format::from_name(name), want, "{name}");
         }
-    };
-    let mut transforms = Vec::new();
-    for (i, name) in t.transform.iter().enumerate() {
-        match Transform::parse(name) {
-            Some(x) => transforms.push(x),
-            None => mk.problem(
-                &format!("{key}.transform"),
-                format!(
-                    "unknown transform \"{name}\" (item {}); expected trim, lowercase, uppercase, title-case or collapse-spaces",
-                    i + 1
-                ),
-            ),
+        assert_eq!(Format::parse("ods"), Some(Format::Ods));
+        assert_eq!(Format::parse("auto"), None);
+    }
+
+    #[test]
+    fn file_after() {
+        for (v, want) in
+            [("keep", After::Keep), ("delete", After::Delete), ("move:/exports/processed/", After::Move("/exports/processed/".into()))]
+        {
+            assert_eq!(connector(&load(&file("", "", &format!("after = \"{v}\""), ""))).file.after, want, "{v}");
+        }
+        for (v, hint) in [("move:", ""), ("archive", ""), ("delet", " — did you mean \"delete\"?")] {
+            assert_eq!(
+                only_problem(&load(&file("", "", &format!("after = \"{v}\""), ""))),
+                format!("connectors.a.file.after: expected \"keep\", \"delete\" or \"move:/folder/\"; got \"{v}\"{hint}")
+            );
         }
     }
-    let map = t.map.as_ref().map(|m| {
-        m.iter()
-            .filter_map(|(k, v)| match scalar_text(v) {
-                Some(s) => Some((k.clone(), s)),
-                None => {
-                    mk.problem(
-                        &format!("{key}.map"),
-                        format!("value for \"{k}\" must be text, a number or true/false; got {}", v.type_str()),
-                    );
-                    None
-                }
-            })
-            .collect::<Vec<_>>()
-    });
-    let scalar = |mk: &mut Checker, what: &str, v: &Option<toml::Value>| -> Option<String> {
-        let v = v.as_ref()?;
-        let s = scalar_text(v);
-        if s.is_none() {
-            mk.problem(&format!("{key}.{what}"), format!("expected text, a number or true/false; got {}", v.type_str()));
+
+    #[test]
+    fn sync_on_missing() {
+        for (v, want) in [("deactivate", OnMissing::Deactivate), ("delete", OnMissing::Delete), ("ignore", OnMissing::Ignore)] {
+            assert_eq!(connector(&load(&file("", "", "", &format!("on_missing = \"{v}\"")))).sync.on_missing, want, "{v}");
         }
-        s
-    };
-    let fallback = scalar(mk, "fallback", &t.fallback);
-    let default = scalar(mk, "default", &t.default);
-    if fallback.is_some() && map.is_none() {
-        mk.problem(&format!("{key}.fallback"), "fallback only applies with map = { … }");
+        assert_eq!(
+            only_problem(&load(&file("", "", "", "on_missing = \"remove\""))),
+            "connectors.a.sync.on_missing: expected \"deactivate\", \"delete\" or \"ignore\"; got \"remove\""
+        );
     }
-    if let Some(fmt) = &t.date
-        && !fmt.contains('%')
-    {
-        mk.problem(&format!("{key}.date"), format!("expected a strftime format such as \"%d/%m/%Y\"; got \"{fmt}\""));
+
+    #[test]
+    fn platform_kind_and_bulk() {
+        let cfg = load(&file("bulk = \"off\"", "", "", ""));
+        assert!(!cfg.platform().unwrap().bulk);
+        assert!(load(&file("bulk = \"auto\"", "", "", "")).platform().unwrap().bulk);
+        assert_eq!(
+            only_problem(&load(&file("bulk = \"never\"", "", "", ""))),
+            "platform.bulk: expected \"auto\" or \"off\"; got \"never\""
+        );
+        let cfg = load(&file("", "", "", "").replace("kind = \"scim\"", "kind = \"ldap\""));
+        assert_eq!(only_problem(&cfg), "platform.kind: expected \"scim\"; got \"ldap\"");
+        assert!(cfg.platform().is_err());
+        assert!(cfg.connectors.contains_key("a"), "a platform problem does not break the connectors");
     }
-    if mk.problems.len() > before {
-        return None;
+
+    #[test]
+    fn sftp_auth() {
+        let key = connector(&load(&file("", "[sftp]\nauth = \"key\"\nprivate_key = \"k\"\npassphrase_env = \"PP\"\n", "", ""))).clone();
+        let SourceConfig::Sftp(s) = key.source else { panic!() };
+        assert!(matches!(s.auth, SftpAuth::Key { passphrase_env: Some(ref p), .. } if p == "PP"));
+        for (v, password) in [("password", true), ("keyboard-interactive", false)] {
+            let c = connector(&load(&file("", &format!("[sftp]\nauth = \"{v}\"\npassword_env = \"P\"\n"), "", ""))).clone();
+            let SourceConfig::Sftp(s) = c.source else { panic!() };
+            assert_eq!(matches!(s.auth, SftpAuth::Password { .. }), password, "{v}");
+            assert_eq!(matches!(s.auth, SftpAuth::KeyboardInteractive { .. }), !password, "{v}");
+        }
+        assert_eq!(
+            only_problem(&load(&file("", "[sftp]\nauth = \"pasword\"\n", "", ""))),
+            "connectors.a.sftp.auth: expected \"key\", \"password\" or \"keyboard-interactive\"; got \"pasword\" — did you mean \"password\"?"
+        );
+        assert_eq!(
+            only_problem(&load(&file("", "[sftp]\nauth = \"keyboard-interactive\"\n", "", ""))),
+            "connectors.a.sftp.password_env: missing: auth = \"keyboard-interactive\" needs password_env = \"NAME_SFTP_PASSWORD\""
+        );
+        assert!(
+            only_problem(&load(&file("", "[sftp]\nauth = \"key\"\n", "", "")))
+                .starts_with("connectors.a.sftp.private_key: missing: auth = \"key\" needs")
+        );
     }
-    Some(FieldRule { input, transforms, map, fallback, default, date: t.date.clone() })
+
+    #[test]
+    fn units_in_the_file() {
+        let c = connector(&load(&file(
+            "timeout = \"5s\"",
+            "",
+            "min_age = \"10m\"\nstale_after = \"8d\"\nmax_size = \"100MiB\"",
+            "max_deactivations = \"25\"\nmax_invalid = \"0%\"",
+        )))
+        .clone();
+        assert_eq!(
+            (c.file.min_age, c.file.stale_after, c.file.max_size),
+            (Duration::from_secs(600), Some(Duration::from_secs(8 * 86400)), 100 << 20)
+        );
+        assert_eq!((c.sync.max_deactivations, c.sync.max_invalid), (Limit::Count(25), Limit::Percent(0.0)));
+        assert_eq!(connector(&load(&file("", "", "max_size = \"2 GB\"", ""))).file.max_size, 2_000_000_000);
+        let p = only_problem(&load(&file("", "", "min_age = \"soon\"", "")));
+        assert!(p.starts_with("connectors.a.file.min_age: expected a duration such as \"30s\", \"2m\" or \"8d\"; got \"soon\""), "{p}");
+        let p = only_problem(&load(&file("", "", "max_size = \"5 parsecs\"", "")));
+        assert!(p.starts_with("connectors.a.file.max_size: expected a size such as \"2GiB\" or \"500MB\""), "{p}");
+        let p = only_problem(&load(&file("", "", "", "max_invalid = \"150%\"")));
+        assert_eq!(p, "connectors.a.sync.max_invalid: a percent must be between 0% and 100%; got \"150%\"");
+        // Not text at all: a type error, located like the others.
+        let p = only_problem(&load(&file("", "", "max_size = 1048576", "")));
+        assert!(p.starts_with("connectors.a.file.max_size: invalid type: integer `1048576`"), "{p}");
+    }
+
+    #[test]
+    fn every_problem_is_collected_across_and_within_tables() {
+        let src = format!(
+            "[platform]\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\nbulk = \"sometimes\"\ntimeout = \"forever\"\n\n\
+             [connectors.a]\nmapping = \"m.toml\"\njitter = \"a bit\"\n[connectors.a.local]\ndir = \".\"\n\
+             [connectors.a.file]\npath = \"x.csv\"\npick = \"oldest\"\nformat = \"pdf\"\nmin_age = \"1 fortnight\"\nmax_size = \"huge\"\nafter = \"shred\"\n\
+             [connectors.a.sync]\non_missing = \"purge\"\nmax_deactivations = \"lots\"\nmax_invalid = \"200%\"\n\n\
+             [connectors.b]\nmapping = \"m.toml\"\n[connectors.b.sftp]\nhost = \"h\"\nport = 70000\nusername = \"u\"\nauth = \"certificate\"\nhost_key = \"{FP}\"\ntimeout = \"later\"\n\
+             [connectors.b.file]\npath = \"x.csv\"\n\n\
+             [connectors.c]\nmapping = \"m.toml\"\n[connectors.c.local]\ndir = \".\"\n[connectors.c.file]\npath = \"x.csv\"\n"
+        );
+        let cfg = load(&src);
+        let got: Vec<(Option<usize>, &str, Option<&str>)> =
+            cfg.problems.iter().map(|p| (p.line, p.key.as_str(), p.connector.as_deref())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(6), "platform.timeout", None),
+                (Some(5), "platform.bulk", None),
+                (Some(10), "connectors.a.jitter", Some("a")),
+                (Some(15), "connectors.a.file.pick", Some("a")),
+                (Some(16), "connectors.a.file.format", Some("a")),
+                (Some(17), "connectors.a.file.min_age", Some("a")),
+                (Some(19), "connectors.a.file.after", Some("a")),
+                (Some(18), "connectors.a.file.max_size", Some("a")),
+                (Some(21), "connectors.a.sync.on_missing", Some("a")),
+                (Some(22), "connectors.a.sync.max_deactivations", Some("a")),
+                (Some(23), "connectors.a.sync.max_invalid", Some("a")),
+                (Some(29), "connectors.b.sftp.port", Some("b")),
+                (Some(31), "connectors.b.sftp.auth", Some("b")),
+                (Some(33), "connectors.b.sftp.timeout", Some("b")),
+            ],
+            "{:#?}",
+            cfg.problems
+        );
+        assert_eq!(cfg.broken, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(cfg.connectors.keys().collect::<Vec<_>>(), vec!["c"], "a valid connector still runs");
+        assert!(cfg.platform().is_err());
+        assert!(matches!(cfg.connector("a"), Err(ConfigError::Invalid(ps)) if ps.iter().all(|p| p.connector.as_deref() != Some("b"))));
+        assert!(matches!(cfg.connector("zz"), Err(ConfigError::UnknownConnector { known, .. }) if known == "c, a, b"));
+    }
+
+    #[test]
+    fn an_unknown_key_stops_only_its_own_table() {
+        let cfg = load(&file("", "", "pickk = \"newest\"", "on_missing = \"purge\""));
+        let got: Vec<String> = cfg.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains(":13: connectors.a.file.pickk: unknown key — did you mean `pick`?; found `pickk`, expected one of"),
+            "{got:#?}"
+        );
+        assert!(got[1].contains(":15: connectors.a.sync.on_missing: expected \"deactivate\""), "{got:#?}");
+    }
+
+    #[test]
+    fn secrets_written_in_place_of_a_variable_name_are_not_echoed() {
+        let cfg = load(&file("", "", "", "").replace("token_env = \"T\"", "token_env = \"sk-live-0123456789abcdef\""));
+        let p = only_problem(&cfg);
+        assert!(p.starts_with("platform.token_env: expected the NAME of an environment variable"), "{p}");
+        assert!(!p.contains("0123456789abcdef"), "{p}");
+    }
+
+    #[test]
+    fn not_toml_is_one_problem_with_its_line() {
+        let cfg = load("[platform]\nkind = \"scim\"\nbase_url = \n");
+        assert_eq!(cfg.problems.len(), 1);
+        assert_eq!(cfg.problems[0].line, Some(3));
+        assert!(cfg.problems[0].message.starts_with("not valid TOML"), "{:?}", cfg.problems);
+    }
 }

@@ -1,17 +1,97 @@
 //! The shapes of `connectors.toml` as written. Every struct denies unknown keys; every
-//! field's `///` comment is its user documentation. Values stay as written (strings) here;
-//! `config::validate` turns them into the typed `Connector`, collecting every problem.
+//! field's `///` comment is its user documentation. Closed sets and values with units are
+//! typed here (serde enums and newtypes), each as `Parsed<T>` so that a refused value is kept
+//! beside its field rather than failing the whole table; `config::load_str` then checks
+//! what types cannot say (ranges, either-or, files) and builds the typed `Connector`,
+//! collecting every problem.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use super::units::{HumanDuration, Limit, Size};
+use super::word::{self, Parsed, WordError};
+use super::{After, Format, OnMissing, Pick};
+
+/// `platform.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlatformKind {
+    Scim,
+}
+
+/// `platform.bulk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bulk {
+    /// Use /Bulk when the server offers it.
+    #[default]
+    Auto,
+    Off,
+}
+
+/// `connectors.NAME.sftp.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthKind {
+    Key,
+    Password,
+    KeyboardInteractive,
+}
+
+impl AuthKind {
+    /// As written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthKind::Key => "key",
+            AuthKind::Password => "password",
+            AuthKind::KeyboardInteractive => "keyboard-interactive",
+        }
+    }
+}
+
+/// `connectors.NAME.file.format`: "auto" (by the file's extension) or one format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FormatChoice {
+    #[default]
+    Auto,
+    Fixed(Format),
+}
+
+impl FormatChoice {
+    /// The format to force, None for auto.
+    pub fn fixed(self) -> Option<Format> {
+        match self {
+            FormatChoice::Auto => None,
+            FormatChoice::Fixed(f) => Some(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FormatChoice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "auto" {
+            return Ok(FormatChoice::Auto);
+        }
+        word::parse::<Format>(&s).map(FormatChoice::Fixed).map_err(|e| {
+            serde::de::Error::custom(match e {
+                WordError::Unknown { got, mut accepted } => {
+                    accepted.insert(0, "auto");
+                    WordError::Unknown { got, accepted }
+                }
+                other => other,
+            })
+        })
+    }
+}
 
 /// `[platform]`: where users are pushed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlatform {
     /// Only "scim" today.
-    pub kind: String,
+    pub kind: Parsed<PlatformKind>,
     /// The SCIM base URL, e.g. "https://platform.example/scim/v2".
     pub base_url: String,
     /// Environment variable holding the bearer token.
@@ -19,9 +99,9 @@ pub struct RawPlatform {
     /// Parallel requests when Bulk is not used (default 8).
     pub max_concurrency: Option<i64>,
     /// Timeout of one HTTP request (default "30s").
-    pub timeout: Option<String>,
+    pub timeout: Option<Parsed<HumanDuration>>,
     /// "auto" (use /Bulk when the server offers it) or "off".
-    pub bulk: Option<String>,
+    pub bulk: Option<Parsed<Bulk>>,
     /// Schema URN for attributes outside core and enterprise.
     pub custom_schema: Option<String>,
     /// OAuth2 client credentials, instead of `token_env`.
@@ -57,7 +137,7 @@ pub struct RawDaemon {
     /// Runs at once across all connectors (default 4).
     pub max_concurrent_runs: Option<i64>,
     /// How long running syncs may take to finish on SIGTERM (default "5m").
-    pub grace: Option<String>,
+    pub grace: Option<Parsed<HumanDuration>>,
 }
 
 /// `[connectors.NAME]`, without its sub-tables (read separately, so that a problem in one
@@ -72,7 +152,7 @@ pub struct RawConnector {
     /// IANA timezone of the schedule (default UTC).
     pub timezone: Option<String>,
     /// Random delay added to each scheduled start, e.g. "10m".
-    pub jitter: Option<String>,
+    pub jitter: Option<Parsed<HumanDuration>>,
     /// The mapping file, relative to this config file.
     pub mapping: String,
     // Sub-tables, checked one by one by `validate`.
@@ -91,7 +171,7 @@ pub struct RawSftp {
     pub port: Option<i64>,
     pub username: String,
     /// "key", "password" or "keyboard-interactive".
-    pub auth: String,
+    pub auth: Parsed<AuthKind>,
     /// OpenSSH-format private key file (with auth = "key").
     pub private_key: Option<String>,
     /// Environment variable holding the key's passphrase.
@@ -103,7 +183,7 @@ pub struct RawSftp {
     /// known_hosts file, instead of `host_key`.
     pub known_hosts: Option<String>,
     /// Timeout of any single network step (default "30s").
-    pub timeout: Option<String>,
+    pub timeout: Option<Parsed<HumanDuration>>,
 }
 
 /// `[connectors.NAME.local]`: a folder on this machine (demos, tests, `--file`).
@@ -120,18 +200,18 @@ pub struct RawFile {
     /// Exact path, or a glob in one folder ("/exports/employees_*.csv").
     pub path: String,
     /// "newest" (by mtime, default) or "last-name" (lexically last name).
-    pub pick: Option<String>,
-    /// auto | csv | xlsx | xls | ods | json | ndjson (default auto, by extension).
-    pub format: Option<String>,
+    pub pick: Option<Parsed<Pick>>,
+    /// auto | csv | xlsx | xls | ods | json | ndjson (or jsonl) (default auto, by extension).
+    pub format: Option<Parsed<FormatChoice>>,
     /// Skip files modified more recently than this (still being written). Default "2m"
     /// for SFTP, "0s" for local folders.
-    pub min_age: Option<String>,
+    pub min_age: Option<Parsed<HumanDuration>>,
     /// After a successful sync: "keep" (default), "move:DIR" or "delete".
-    pub after: Option<String>,
+    pub after: Option<Parsed<After>>,
     /// Fail when no new file has arrived for this long, e.g. "8d".
-    pub stale_after: Option<String>,
+    pub stale_after: Option<Parsed<HumanDuration>>,
     /// Refuse files larger than this (default "2GiB").
-    pub max_size: Option<String>,
+    pub max_size: Option<Parsed<Size>>,
 }
 
 /// `[connectors.NAME.sync]`
@@ -139,13 +219,13 @@ pub struct RawFile {
 #[serde(deny_unknown_fields)]
 pub struct RawSync {
     /// What happens to a person absent from the file: deactivate (default), delete, ignore.
-    pub on_missing: Option<String>,
+    pub on_missing: Option<Parsed<OnMissing>>,
     /// Deactivations + deletions allowed in one run: a count or a percent of known users
     /// (default "10%").
-    pub max_deactivations: Option<String>,
+    pub max_deactivations: Option<Parsed<Limit>>,
     /// Invalid rows tolerated before the run stops: a count or a percent of rows
     /// (default "5%").
-    pub max_invalid: Option<String>,
+    pub max_invalid: Option<Parsed<Limit>>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.
