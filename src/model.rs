@@ -121,4 +121,24 @@ mod tests {
         };
         assert_eq!(hex::encode(u.content_hash()), "aa7b2f6ee52ced0d8a43d1c1be702363");
     }
+
+    /// A user with a manager: the value and stored content the code had while the manager
+    /// was the attribute `manager_id` (computed on that code, and with Python hashlib).
+    #[test]
+    fn content_hash_and_stored_content_with_a_manager_are_unchanged() {
+        let u = User {
+            external_id: "E2".into(),
+            email: Some("bob@example.com".into()),
+            employee_id: Some("E2".into()),
+            first_name: "Bob".into(),
+            last_name: "Ray".into(),
+            language: "en".into(),
+            active: true,
+            attributes: [("title", "Lead"), ("department", "R&D"), ("manager_id", "E1"), ("site", "Paris")].into(),
+        };
+        assert_eq!(hex::encode(u.content_hash()), "401e598352317e12b2cb224b9be45a45");
+        let stored = r#"{"external_id":"E2","email":"bob@example.com","employee_id":"E2","first_name":"Bob","last_name":"Ray","language":"en","active":true,"attributes":{"department":"R&D","manager_id":"E1","site":"Paris","title":"Lead"}}"#;
+        assert_eq!(serde_json::to_string(&u).unwrap(), stored);
+        assert_eq!(serde_json::from_str::<User>(stored).unwrap(), u);
+    }
 }
