@@ -230,6 +230,50 @@ async fn lifecycle_with_bulk() {
     lifecycle(true).await;
 }
 
+/// Updates say what became of the manager, in a bulk as alone: linked when the manager is
+/// on the platform, left unset (and not sent) when not. A bulk used to say nothing for an
+/// update, so sync recorded a manager the platform did not hold and never linked it.
+async fn updates_report_their_manager_link(bulk: bool) {
+    let server = ScimServer::start_with_custom_schema(&[]);
+    let proxy = FaultProxy::start(server.port, |_, _, _| Fault::Pass);
+    let client = connect(&proxy.base_url, bulk).await;
+    let users = vec![user("K1", "Kim", "Boss", None), user("K2", "Kai", "Two", None), user("K3", "Kit", "Three", None)];
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
+    r.unwrap();
+    let ids = applied(&outcomes);
+    let update = |u: &User, manager: &str| {
+        let mut new = u.clone();
+        new.last_name.push_str("-moved");
+        new.manager = Some(manager.into());
+        Op::Update {
+            platform_id: ids[u.external_id.as_str()].clone(),
+            user: Box::new(new),
+            adopt: false,
+            previous: Some(Box::new(u.clone())),
+        }
+    };
+    let ops = vec![update(&users[1], "K1"), update(&users[2], "NOBODY")];
+    let (r, outcomes) = apply(&client, ops, ids.clone()).await;
+    r.unwrap();
+    let link = |id: &str| outcomes.iter().find(|o| o.external_id() == id).unwrap().result.as_ref().unwrap().manager;
+    assert_eq!((link("K2"), link("K3")), (ManagerLink::Linked, ManagerLink::LeftUnset));
+    let held = by_external_id(&server);
+    assert_eq!(held["K2"][ENT]["manager"]["value"], json!(ids["K1"]));
+    assert!(held["K3"].get(ENT).and_then(|e| e.get("manager")).is_none(), "{}", held["K3"]);
+    assert_eq!(held["K3"]["name"]["familyName"], "Three-moved", "the rest of the update went through");
+    assert_eq!(count(&proxy, "POST", "/Bulk") > 0, bulk);
+}
+
+#[tokio::test]
+async fn updates_report_their_manager_link_one_request_per_user() {
+    updates_report_their_manager_link(false).await;
+}
+
+#[tokio::test]
+async fn updates_report_their_manager_link_in_bulk() {
+    updates_report_their_manager_link(true).await;
+}
+
 #[tokio::test]
 async fn first_sync_adopts_existing_users_instead_of_duplicating() {
     let server = ScimServer::start_with_custom_schema(&[]);
