@@ -237,7 +237,7 @@ async fn updates_report_their_manager_link(bulk: bool) {
     let server = ScimServer::start_with_custom_schema(&[]);
     let proxy = FaultProxy::start(server.port, |_, _, _| Fault::Pass);
     let client = connect(&proxy.base_url, bulk).await;
-    let users = vec![user("K1", "Kim", "Boss", None), user("K2", "Kai", "Two", None), user("K3", "Kit", "Three", None)];
+    let users = [user("K1", "Kim", "Boss", None), user("K2", "Kai", "Two", None), user("K3", "Kit", "Three", None)];
     let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
     r.unwrap();
     let ids = applied(&outcomes);
