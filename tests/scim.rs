@@ -481,6 +481,35 @@ async fn retry_budget_stops_a_run_against_a_dead_platform() {
     assert_eq!(budget.used(), 10, "every retry came from the run's budget");
 }
 
+#[tokio::test]
+async fn listing_takes_its_retries_from_the_runs_budget() {
+    let server = ScimServer::start();
+    server.post(
+        "/Users",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "L1", "userName": "l1@example.com"}),
+    );
+    // The first two pages asked for fail with 503; connecting (count=1) is left alone.
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let left = failures.clone();
+    let proxy = FaultProxy::start(server.port, move |_, m, p| {
+        let listing = m == "GET" && p.contains("startIndex");
+        let fail = listing
+            && left.fetch_update(std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        if fail { Fault::Unavailable } else { Fault::Pass }
+    });
+    let mut client = connect(&proxy.base_url, false).await;
+    client.set_retry_policy(Policy { backoff: Backoff { base: Duration::from_millis(1), cap: Duration::from_millis(5) }, ..Policy::SCIM });
+    let budget = Budget::new(5);
+    let existing = client.existing_users(&budget).await.unwrap();
+    assert_eq!(existing.iter().map(|e| e.external_id.as_deref()).collect::<Vec<_>>(), vec![Some("L1")]);
+    assert_eq!(budget.used(), 2, "both retries came from the run's budget");
+    // A run that has spent its budget stops listing instead of hammering the platform.
+    failures.store(10, std::sync::atomic::Ordering::Release);
+    let spent = Budget::new(0);
+    let err = client.existing_users(&spent).await.expect_err("no retries left");
+    assert!(matches!(err, PlatformError::RetriesExhausted { .. }), "{err:?}");
+}
+
 /// A deterministic mix of every fault, by request number. Reads get only the harmless
 /// ones, so connect and lookups see trouble too.
 fn chaos(n: usize, method: &str, _path: &str) -> Fault {
