@@ -22,11 +22,11 @@ fn user(i: usize, changed: bool) -> User {
         last_name: "Le Floc'h".into(),
         language: "fr".into(),
         active: true,
+        manager: Some(format!("E{:07}", (i * 7) % 1000 + 100000).into()),
         attributes: Default::default(),
     };
     u.attributes.insert("department", if changed { "Sales" } else { "Engineering" });
     u.attributes.insert("title", "Senior Engineer");
-    u.attributes.insert("manager_id", format!("E{:07}", (i * 7) % 1000 + 100000));
     u.attributes.insert("location", "Paris");
     u.attributes.insert("cost_center", "CC-420");
     u

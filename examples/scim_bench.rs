@@ -89,11 +89,12 @@ async fn main() {
                 last_name: format!("User{i}").into(),
                 language: "en".into(),
                 active: true,
+                manager: None,
                 attributes: [("department".to_string(), "Load".to_string()), ("title".to_string(), "Tester".to_string())].into(),
             }),
         })
         .collect();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<rostersync::platform::Outcome>(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<rostersync::platform::OpOutcome>(1024);
     let counter = tokio::spawn(async move {
         let (mut ok, mut failed) = (0u64, 0u64);
         while let Some(o) = rx.recv().await {
@@ -102,7 +103,8 @@ async fn main() {
         (ok, failed)
     });
     let start = Instant::now();
-    client.apply(ops, HashMap::new(), tx).await.expect("apply");
+    let budget = rostersync::retry::Budget::for_run(n);
+    client.apply(ops, HashMap::new(), &budget, tx).await.expect("apply");
     let elapsed = start.elapsed();
     let (ok, failed) = counter.await.unwrap();
     println!(

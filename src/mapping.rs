@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::config::Mapping;
 use crate::config::mapping::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
 use crate::format::Record;
-use crate::model::{Attributes, RowError, SourcedUser, Str, User};
+use crate::model::{Attributes, MANAGER_ATTRIBUTE, RowError, SourcedUser, Str, User};
 
 /// A rule with its column references resolved to indexes into `Record::values`.
 #[derive(Debug, Clone)]
@@ -47,6 +47,8 @@ pub struct Mapper {
     columns: Vec<String>,
     fields: Vec<(PlatformField, Compiled)>,
     attributes: Vec<(String, Compiled)>,
+    /// The `[attributes]` entry named `manager_id`: it becomes `User::manager`.
+    manager: Option<Compiled>,
 }
 
 impl Mapper {
@@ -75,7 +77,8 @@ impl Mapper {
         Mapper {
             fields: mapping.fields.iter().map(|(f, r)| (*f, compile(r))).collect(),
             // In name order (a BTreeMap's), so each user's attributes are packed unsorted.
-            attributes: mapping.attributes.iter().map(|(n, r)| (n.clone(), compile(r))).collect(),
+            attributes: mapping.attributes.iter().filter(|(n, _)| *n != MANAGER_ATTRIBUTE).map(|(n, r)| (n.clone(), compile(r))).collect(),
+            manager: mapping.attributes.get(MANAGER_ATTRIBUTE).map(compile),
             columns,
             mapping: mapping.clone(),
         }
@@ -219,6 +222,14 @@ impl Mapper {
                 Err(m) => push(&mut errors, &c.column, m),
             }
         }
+        let manager = match self.manager.as_ref().map(|c| (c, value(c, record))) {
+            Some((_, Ok(m))) => m,
+            Some((c, Err(m))) => {
+                push(&mut errors, &c.column, m);
+                None
+            }
+            None => None,
+        };
         if !errors.is_empty() {
             for e in &mut errors {
                 e.external_id = external_id.as_deref().map(str::to_string);
@@ -234,6 +245,7 @@ impl Mapper {
                 last_name,
                 language,
                 active,
+                manager,
                 attributes: Attributes::from_sorted(attributes.iter().map(|(k, v)| (*k, v.as_str()))),
             }),
             // Every None above pushed an error; this arm is not reached.
@@ -779,7 +791,7 @@ pub fn preview_table(users: &[SourcedUser], max: usize) -> String {
             p.language.to_string(),
             if p.active { "yes".into() } else { "no".into() },
             // Last column: not cut to the width, but kept on one line.
-            p.attributes.iter().map(|(k, v)| format!("{k}={}", cut(v))).collect::<Vec<_>>().join(", "),
+            p.stored_attributes().map(|(k, v)| format!("{k}={}", cut(v))).collect::<Vec<_>>().join(", "),
         ]);
     }
     let n = rows[0].len();
@@ -865,6 +877,20 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         assert_eq!(u.attributes.get("hire_date"), Some("2021-03-15"));
         assert_eq!(u.attributes.get("site"), Some("Paris"));
         assert_eq!(u.attributes.get("full_name"), Some("  jean-luc   o'brien  Müller"));
+    }
+
+    #[test]
+    fn the_manager_id_attribute_becomes_the_typed_manager() {
+        let mapping = format!("{MAPPING}manager_id = {{ column = \"Boss\", transform = [\"trim\"] }}\n");
+        let m = Mapper::new(&crate::config::parse_mapping(&mapping, Path::new("m.toml")).unwrap());
+        let mut cells = good();
+        cells.push(("Boss", " E42 "));
+        let u = m.map(&rec(&m, 2, &cells)).unwrap();
+        assert_eq!(u.manager.as_deref(), Some("E42"));
+        assert!(!u.attributes.contains_key(MANAGER_ATTRIBUTE), "not an attribute as well: {:?}", u.attributes);
+        assert_eq!(u.attributes.len(), 3);
+        cells.pop();
+        assert_eq!(m.map(&rec(&m, 3, &cells)).unwrap().manager, None, "an empty cell is no manager");
     }
 
     #[test]

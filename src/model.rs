@@ -6,12 +6,20 @@ pub use attributes::Attributes;
 pub use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 
+/// The mapping file's name for the manager reference (`[attributes] manager_id = "…"`), and
+/// the key it is stored and hashed under among the attributes: the state written before the
+/// manager became `User::manager` reads the same.
+pub const MANAGER_ATTRIBUTE: &str = "manager_id";
+
 /// One person as the platform should hold them, after mapping and validation.
 ///
 /// Compact on purpose (BENCHMARKS.md, issue 8): a million of them are held at once. `Str`
 /// keeps strings up to 24 bytes inline (ids, names, language codes: no allocation), and the
 /// attributes are one packed block, so a typical user is three heap blocks, not fifteen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialised (the state's stored content) as it was when the manager was an attribute:
+/// the manager sits in `attributes` under `manager_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// Value of the field named by the mapping's `unique_id`; the key of the snapshot.
     pub external_id: Str,
@@ -22,9 +30,11 @@ pub struct User {
     /// ISO 639-1 code, lowercase.
     pub language: Str,
     pub active: bool,
-    /// Everything from `[attributes]`, by platform attribute name. Sorted so the content
-    /// hash does not depend on the mapping file's order.
-    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
+    /// The manager's unique id (their `external_id`). The platform holds a reference to the
+    /// manager's *platform* id, which exists only once the manager is on the platform.
+    pub manager: Option<Str>,
+    /// Everything else from `[attributes]`, by platform attribute name (never the manager).
+    /// Sorted so the content hash does not depend on the mapping file's order.
     pub attributes: Attributes,
 }
 
@@ -32,6 +42,19 @@ impl User {
     /// The SCIM `userName`: the email, or the employee id where there is no email.
     pub fn user_name(&self) -> &str {
         self.email.as_deref().or(self.employee_id.as_deref()).unwrap_or(&self.external_id)
+    }
+
+    /// The manager's unique id, when there is one to link (an empty value is none).
+    pub fn manager(&self) -> Option<&str> {
+        self.manager.as_deref().filter(|m| !m.is_empty())
+    }
+
+    /// The attributes as stored and hashed: `attributes` with the manager at its place in
+    /// key order under `MANAGER_ATTRIBUTE`.
+    pub fn stored_attributes(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        let before = self.attributes.iter().take_while(|(k, _)| *k < MANAGER_ATTRIBUTE);
+        let after = self.attributes.iter().skip_while(|(k, _)| *k < MANAGER_ATTRIBUTE);
+        before.chain(self.manager.as_deref().map(|m| (MANAGER_ATTRIBUTE, m))).chain(after)
     }
 
     /// Hash of everything the platform holds for this user. Two users with the same hash
@@ -53,7 +76,13 @@ impl User {
             h.update(part.as_bytes());
             h.update([0x1f]);
         }
-        for (k, v) in self.attributes.raw_entries() {
+        // Raw bytes, in the stored order (the manager among the attributes): no UTF-8
+        // checks on the plan's hot path.
+        let key = MANAGER_ATTRIBUTE.as_bytes();
+        let manager = self.manager.as_deref().map(|m| (key, m.as_bytes()));
+        let before = self.attributes.raw_entries().take_while(|(k, _)| *k < key);
+        let after = self.attributes.raw_entries().skip_while(|(k, _)| *k < key);
+        for (k, v) in before.chain(manager).chain(after) {
             h.update(k);
             h.update([0x1d]);
             h.update(v);
@@ -63,6 +92,73 @@ impl User {
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         out
+    }
+}
+
+/// The stored form of a user (`User`'s serde), borrowed for writing.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    external_id: &'a Str,
+    email: &'a Option<Str>,
+    employee_id: &'a Option<Str>,
+    first_name: &'a Str,
+    last_name: &'a Str,
+    language: &'a Str,
+    active: bool,
+    #[serde(skip_serializing_if = "StoredAttributes::is_empty")]
+    attributes: StoredAttributes<'a>,
+}
+
+/// A user's attributes with the manager among them, serialised as one JSON object.
+struct StoredAttributes<'a>(&'a User);
+
+impl StoredAttributes<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.attributes.is_empty() && self.0.manager.is_none()
+    }
+}
+
+impl Serialize for StoredAttributes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.stored_attributes())
+    }
+}
+
+/// The stored form of a user, read back.
+#[derive(Deserialize)]
+struct Stored {
+    external_id: Str,
+    email: Option<Str>,
+    employee_id: Option<Str>,
+    first_name: Str,
+    last_name: Str,
+    language: Str,
+    active: bool,
+    #[serde(default)]
+    attributes: Attributes,
+}
+
+impl Serialize for User {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StoredRef {
+            external_id: &self.external_id,
+            email: &self.email,
+            employee_id: &self.employee_id,
+            first_name: &self.first_name,
+            last_name: &self.last_name,
+            language: &self.language,
+            active: self.active,
+            attributes: StoredAttributes(self),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for User {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<User, D::Error> {
+        let Stored { external_id, email, employee_id, first_name, last_name, language, active, mut attributes } = Stored::deserialize(d)?;
+        let manager = attributes.remove(MANAGER_ATTRIBUTE).map(Str::from);
+        Ok(User { external_id, email, employee_id, first_name, last_name, language, active, manager, attributes })
     }
 }
 
@@ -117,8 +213,30 @@ mod tests {
             last_name: "Lee".into(),
             language: "fr".into(),
             active: true,
+            manager: None,
             attributes: [("title", "Zoë"), ("department", "R&D")].into(),
         };
         assert_eq!(hex::encode(u.content_hash()), "aa7b2f6ee52ced0d8a43d1c1be702363");
+    }
+
+    /// A user with a manager: the value and stored content the code had while the manager
+    /// was the attribute `manager_id` (computed on that code, and with Python hashlib).
+    #[test]
+    fn content_hash_and_stored_content_with_a_manager_are_unchanged() {
+        let u = User {
+            external_id: "E2".into(),
+            email: Some("bob@example.com".into()),
+            employee_id: Some("E2".into()),
+            first_name: "Bob".into(),
+            last_name: "Ray".into(),
+            language: "en".into(),
+            active: true,
+            manager: Some("E1".into()),
+            attributes: [("title", "Lead"), ("department", "R&D"), ("site", "Paris")].into(),
+        };
+        assert_eq!(hex::encode(u.content_hash()), "401e598352317e12b2cb224b9be45a45");
+        let stored = r#"{"external_id":"E2","email":"bob@example.com","employee_id":"E2","first_name":"Bob","last_name":"Ray","language":"en","active":true,"attributes":{"department":"R&D","manager_id":"E1","site":"Paris","title":"Lead"}}"#;
+        assert_eq!(serde_json::to_string(&u).unwrap(), stored);
+        assert_eq!(serde_json::from_str::<User>(stored).unwrap(), u);
     }
 }

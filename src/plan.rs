@@ -373,6 +373,7 @@ mod tests {
             last_name: "Lee".into(),
             language: "en".into(),
             active,
+            manager: None,
             attributes: Default::default(),
         };
         u.attributes.insert("title", title);

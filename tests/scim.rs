@@ -13,8 +13,8 @@ use rostersync::exit::{Classify, Exit};
 use rostersync::model::User;
 use rostersync::plan::{self, Op, OpKind, PlanInput};
 use rostersync::platform::scim::ScimClient;
-use rostersync::platform::scim::retry::RetryPolicy;
-use rostersync::platform::{Outcome, Platform, PlatformError};
+use rostersync::platform::{ManagerLink, OpOutcome, Platform, PlatformError};
+use rostersync::retry::{Backoff, Budget, Policy};
 use serde_json::{Value, json};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::scim::{ScimServer, TOKEN};
@@ -56,15 +56,12 @@ fn platform(base: &str, bulk: bool) -> config::Platform {
 }
 
 fn user(id: &str, first: &str, last: &str, manager: Option<&str>) -> User {
-    let mut attributes = rostersync::model::Attributes::from([
+    let attributes = rostersync::model::Attributes::from([
         ("department".to_string(), "Engineering".to_string()),
         ("title".to_string(), "Engineer".to_string()),
         ("cost_center".to_string(), "CC-1".to_string()),
         ("hire_date".to_string(), "2020-01-02T00:00:00".to_string()),
     ]);
-    if let Some(m) = manager {
-        attributes.insert("manager_id", m);
-    }
     User {
         external_id: id.into(),
         email: Some(format!("{}@example.com", id.to_lowercase()).into()),
@@ -73,6 +70,7 @@ fn user(id: &str, first: &str, last: &str, manager: Option<&str>) -> User {
         last_name: last.into(),
         language: "en".into(),
         active: true,
+        manager: manager.map(Into::into),
         attributes,
     }
 }
@@ -81,8 +79,18 @@ async fn connect(base: &str, bulk: bool) -> ScimClient {
     ScimClient::connect(&platform(base, bulk)).await.unwrap_or_else(|e| panic!("connect to {base}: {e}"))
 }
 
-/// Applies ops, collecting the outcomes as they come.
-async fn apply(client: &ScimClient, ops: Vec<Op>, known: HashMap<String, String>) -> (Result<(), PlatformError>, Vec<Outcome>) {
+/// Applies ops with a run's usual budget, collecting the outcomes as they come.
+async fn apply(client: &ScimClient, ops: Vec<Op>, known: HashMap<String, String>) -> (Result<(), PlatformError>, Vec<OpOutcome>) {
+    let budget = Budget::for_run(ops.len());
+    apply_with(client, ops, known, &budget).await
+}
+
+async fn apply_with(
+    client: &ScimClient,
+    ops: Vec<Op>,
+    known: HashMap<String, String>,
+    budget: &Budget,
+) -> (Result<(), PlatformError>, Vec<OpOutcome>) {
     let (tx, mut rx) = mpsc::channel(16);
     let collector = tokio::spawn(async move {
         let mut all = Vec::new();
@@ -91,12 +99,12 @@ async fn apply(client: &ScimClient, ops: Vec<Op>, known: HashMap<String, String>
         }
         all
     });
-    let r = client.apply(ops, known, tx).await;
+    let r = client.apply(ops, known, budget, tx).await;
     (r, collector.await.unwrap())
 }
 
 /// external id → platform id of the applied outcomes; panics on any failure.
-fn applied(outcomes: &[Outcome]) -> HashMap<String, String> {
+fn applied(outcomes: &[OpOutcome]) -> HashMap<String, String> {
     outcomes
         .iter()
         .map(|o| match &o.result {
@@ -131,7 +139,7 @@ fn assert_state(server: &ScimServer, expected: &[User]) {
         assert_eq!(s["emails"][0]["value"], json!(u.email), "{}", u.external_id);
         assert_eq!(s[ENT]["department"].as_str(), u.attributes.get("department"), "{}", u.external_id);
         assert_eq!(s["title"].as_str(), u.attributes.get("title"), "{}", u.external_id);
-        if let Some(m) = u.attributes.get("manager_id").filter(|m| got.contains_key(*m)) {
+        if let Some(m) = u.manager().filter(|m| got.contains_key(*m)) {
             assert_eq!(s[ENT]["manager"]["value"], got[m]["id"], "{}'s manager", u.external_id);
         }
     }
@@ -161,9 +169,9 @@ async fn lifecycle(bulk: bool) {
     let mut ids = applied(&outcomes);
     assert_eq!(ids.len(), 5);
     assert!(outcomes.iter().all(|o| o.kind() == OpKind::Create));
-    let eve = outcomes.iter().find(|o| o.external_id() == "E5").unwrap();
-    let note = eve.result.as_ref().unwrap().note.clone().unwrap_or_default();
-    assert!(note.contains("manager E99"), "unresolved manager reported: {note:?}");
+    let link = |id: &str| outcomes.iter().find(|o| o.external_id() == id).unwrap().result.as_ref().unwrap().manager;
+    assert_eq!(link("E5"), ManagerLink::LeftUnset, "unresolved manager reported");
+    assert_eq!((link("E1"), link("E2"), link("E4")), (ManagerLink::Absent, ManagerLink::Linked, ManagerLink::Linked));
     assert_state(&server, &users);
     let held = by_external_id(&server);
     assert_eq!(held["E4"][ENT]["manager"]["value"], json!(ids["E2"]));
@@ -187,7 +195,7 @@ async fn lifecycle(bulk: bool) {
     users[0].last_name = "Developer".into();
     users[0].attributes.insert("department", "Platform");
     users[1].attributes.remove("title");
-    users[4].attributes.insert("manager_id", "E3");
+    users[4].manager = Some("E3".into());
     users[2].active = false;
     let ops = vec![
         Op::Update { platform_id: ids["E4"].clone(), user: Box::new(users[0].clone()), adopt: false, previous: Some(Box::new(previous)) },
@@ -222,6 +230,50 @@ async fn lifecycle_with_bulk() {
     lifecycle(true).await;
 }
 
+/// Updates say what became of the manager, in a bulk as alone: linked when the manager is
+/// on the platform, left unset (and not sent) when not. A bulk used to say nothing for an
+/// update, so sync recorded a manager the platform did not hold and never linked it.
+async fn updates_report_their_manager_link(bulk: bool) {
+    let server = ScimServer::start_with_custom_schema(&[]);
+    let proxy = FaultProxy::start(server.port, |_, _, _| Fault::Pass);
+    let client = connect(&proxy.base_url, bulk).await;
+    let users = [user("K1", "Kim", "Boss", None), user("K2", "Kai", "Two", None), user("K3", "Kit", "Three", None)];
+    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
+    r.unwrap();
+    let ids = applied(&outcomes);
+    let update = |u: &User, manager: &str| {
+        let mut new = u.clone();
+        new.last_name.push_str("-moved");
+        new.manager = Some(manager.into());
+        Op::Update {
+            platform_id: ids[u.external_id.as_str()].clone(),
+            user: Box::new(new),
+            adopt: false,
+            previous: Some(Box::new(u.clone())),
+        }
+    };
+    let ops = vec![update(&users[1], "K1"), update(&users[2], "NOBODY")];
+    let (r, outcomes) = apply(&client, ops, ids.clone()).await;
+    r.unwrap();
+    let link = |id: &str| outcomes.iter().find(|o| o.external_id() == id).unwrap().result.as_ref().unwrap().manager;
+    assert_eq!((link("K2"), link("K3")), (ManagerLink::Linked, ManagerLink::LeftUnset));
+    let held = by_external_id(&server);
+    assert_eq!(held["K2"][ENT]["manager"]["value"], json!(ids["K1"]));
+    assert!(held["K3"].get(ENT).and_then(|e| e.get("manager")).is_none(), "{}", held["K3"]);
+    assert_eq!(held["K3"]["name"]["familyName"], "Three-moved", "the rest of the update went through");
+    assert_eq!(count(&proxy, "POST", "/Bulk") > 0, bulk);
+}
+
+#[tokio::test]
+async fn updates_report_their_manager_link_one_request_per_user() {
+    updates_report_their_manager_link(false).await;
+}
+
+#[tokio::test]
+async fn updates_report_their_manager_link_in_bulk() {
+    updates_report_their_manager_link(true).await;
+}
+
 #[tokio::test]
 async fn first_sync_adopts_existing_users_instead_of_duplicating() {
     let server = ScimServer::start_with_custom_schema(&[]);
@@ -235,7 +287,7 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
         server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "someone-else@example.com"}));
     let client = connect(&server.base_url, false).await;
 
-    let existing = client.existing_users().await.unwrap();
+    let existing = client.existing_users(&Budget::default()).await.unwrap();
     let listed: HashSet<&str> = existing.iter().map(|e| e.platform_id.as_str()).collect();
     assert_eq!(listed, HashSet::from([a["id"].as_str().unwrap(), b["id"].as_str().unwrap(), z["id"].as_str().unwrap()]));
 
@@ -290,7 +342,11 @@ async fn conflict_adopts(bulk: bool) {
     assert_eq!(ids["X1"], existing["id"].as_str().unwrap(), "the 409'd user is adopted, not duplicated");
     assert_eq!(ids["Z1"], stale["id"].as_str().unwrap());
     let x = outcomes.iter().find(|o| o.external_id() == "X1").unwrap();
-    assert!(x.result.as_ref().unwrap().note.as_deref().unwrap_or("").contains("adopted"));
+    assert!(x.result.as_ref().unwrap().adopted, "the 409'd user is reported adopted");
+    let z = outcomes.iter().find(|o| o.external_id() == "Z1").unwrap();
+    assert!(z.result.as_ref().unwrap().adopted);
+    let y = outcomes.iter().find(|o| o.external_id() == "Y1").unwrap().result.as_ref().unwrap();
+    assert!(!y.adopted && y.manager == ManagerLink::Linked, "{y:?}");
     assert_state(&server, &users);
 }
 
@@ -413,20 +469,46 @@ async fn retry_budget_stops_a_run_against_a_dead_platform() {
     let server = ScimServer::start();
     let proxy = FaultProxy::start(server.port, |_, m, _| if m == "GET" { Fault::Pass } else { Fault::Unavailable });
     let mut client = connect(&proxy.base_url, false).await;
-    client.set_retry_policy(RetryPolicy {
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(5),
-        budget_min: 10,
-        budget_per_100_ops: 0,
-        ..RetryPolicy::default()
-    });
+    client.set_retry_policy(Policy { backoff: Backoff { base: Duration::from_millis(1), cap: Duration::from_millis(5) }, ..Policy::SCIM });
     let ops = (0..30).map(|i| Op::Create { user: Box::new(user(&format!("D{i}"), "D", "D", None)) }).collect();
-    let (r, outcomes) = apply(&client, ops, HashMap::new()).await;
+    // The run's budget, as the sync hands it over: ten retries for everything.
+    let budget = Budget::new(10);
+    let (r, outcomes) = apply_with(&client, ops, HashMap::new(), &budget).await;
     let err = r.expect_err("the budget runs out");
     assert!(matches!(err, PlatformError::RetriesExhausted { done: 0, .. }), "{err:?}");
     assert_eq!(err.exit(), Exit::Platform);
     assert!(outcomes.iter().all(|o| o.result.is_err()));
     assert!(proxy.seen().len() < 60, "stopped early: {} requests", proxy.seen().len());
+    assert_eq!(budget.used(), 10, "every retry came from the run's budget");
+}
+
+#[tokio::test]
+async fn listing_takes_its_retries_from_the_runs_budget() {
+    let server = ScimServer::start();
+    server.post(
+        "/Users",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "L1", "userName": "l1@example.com"}),
+    );
+    // The first two pages asked for fail with 503; connecting (count=1) is left alone.
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let left = failures.clone();
+    let proxy = FaultProxy::start(server.port, move |_, m, p| {
+        let listing = m == "GET" && p.contains("startIndex");
+        let fail = listing
+            && left.fetch_update(std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        if fail { Fault::Unavailable } else { Fault::Pass }
+    });
+    let mut client = connect(&proxy.base_url, false).await;
+    client.set_retry_policy(Policy { backoff: Backoff { base: Duration::from_millis(1), cap: Duration::from_millis(5) }, ..Policy::SCIM });
+    let budget = Budget::new(5);
+    let existing = client.existing_users(&budget).await.unwrap();
+    assert_eq!(existing.iter().map(|e| e.external_id.as_deref()).collect::<Vec<_>>(), vec![Some("L1")]);
+    assert_eq!(budget.used(), 2, "both retries came from the run's budget");
+    // A run that has spent its budget stops listing instead of hammering the platform.
+    failures.store(10, std::sync::atomic::Ordering::Release);
+    let spent = Budget::new(0);
+    let err = client.existing_users(&spent).await.expect_err("no retries left");
+    assert!(matches!(err, PlatformError::RetriesExhausted { .. }), "{err:?}");
 }
 
 /// A deterministic mix of every fault, by request number. Reads get only the harmless
@@ -451,18 +533,19 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
     let mut cfg = platform(&proxy.base_url, bulk);
     cfg.timeout = Duration::from_secs(1);
     let mut client = ScimClient::connect(&cfg).await.expect("connect through faults");
-    client.set_retry_policy(RetryPolicy {
+    client.set_retry_policy(Policy {
         max_attempts: 10,
-        base: Duration::from_millis(20),
-        cap: Duration::from_millis(200),
-        budget_min: 500,
-        ..RetryPolicy::default()
+        backoff: Backoff { base: Duration::from_millis(20), cap: Duration::from_millis(200) },
+        ..Policy::SCIM
     });
+    // One budget for both pushes below, as one run has.
+    let budget = Budget::new(500);
 
     let mut users: Vec<User> = (0..40)
         .map(|i| user(&format!("F{i:02}"), "First", &format!("Last{i}"), (i > 0).then(|| format!("F{:02}", i / 4)).as_deref()))
         .collect();
-    let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
+    let creates = users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect();
+    let (r, outcomes) = apply_with(&client, creates, HashMap::new(), &budget).await;
     r.unwrap();
     let ids = applied(&outcomes);
     assert_eq!(ids.len(), 40);
@@ -491,7 +574,7 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
         }
     }
     let n_ops = ops.len();
-    let (r, outcomes) = apply(&client, ops, ids.clone()).await;
+    let (r, outcomes) = apply_with(&client, ops, ids.clone(), &budget).await;
     r.unwrap();
     assert_eq!(applied(&outcomes).len(), n_ops);
     let deleted: HashSet<String> = (0..40).filter(|i| i % 4 == 3).map(|i| format!("F{i:02}")).collect();
@@ -552,7 +635,7 @@ async fn without_patch_updates_use_put_and_listing_pages() {
     let (r, outcomes) = apply(&client, users.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect(), HashMap::new()).await;
     r.unwrap();
     let ids = applied(&outcomes);
-    assert_eq!(client.existing_users().await.unwrap().len(), 5, "all pages read");
+    assert_eq!(client.existing_users(&Budget::default()).await.unwrap().len(), 5, "all pages read");
 
     users[1].last_name = "Changed".into();
     users[2].active = false;

@@ -16,6 +16,7 @@ fn user(id: &str, active: bool) -> User {
         last_name: "O'Brien".into(),
         language: "fr".into(),
         active,
+        manager: None,
         attributes: [("department".to_string(), "People & Culture".to_string())].into(),
     }
 }

@@ -5,17 +5,18 @@ pub mod scim;
 
 use crate::exit::{Classify, Exit};
 use crate::plan::{Existing, Op, OpKind};
+use crate::retry::Budget;
 
-/// The outcome of one operation.
+/// The outcome of one operation (`report::Outcome` is a whole run's).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct OpOutcome {
     pub result: Result<Applied, OpFailure>,
     /// The operation itself, handed back: the caller records what was written from it
     /// instead of keeping its own copy of every operation (a million users, twice).
     pub op: Op,
 }
 
-impl Outcome {
+impl OpOutcome {
     pub fn external_id(&self) -> &str {
         self.op.external_id()
     }
@@ -26,18 +27,27 @@ impl Outcome {
 }
 
 /// A successful write: the platform id of the user it touched (new for a create, or the
-/// id of the user adopted after a 409).
+/// id of the user adopted after a 409), and what the report should know about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub platform_id: String,
-    /// Something the report should show although the write succeeded: an adoption, or a
-    /// manager left unset because they are not on the platform.
-    pub note: Option<String>,
+    pub manager: ManagerLink,
+    /// A create found the user already on the platform (HTTP 409) and made it ours.
+    pub adopted: bool,
 }
 
-/// Ends the note of a write whose manager reference could not be set (the manager was
-/// not on the platform yet); `sync` links those in a second pass.
-pub const MANAGER_LEFT_UNSET: &str = "manager left unset";
+/// What became of the user's manager reference in a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagerLink {
+    /// No manager to set: the user has none, or the write does not carry content
+    /// (a deactivation, a deletion).
+    Absent,
+    /// Set to the manager's platform id.
+    Linked,
+    /// Left unset: the manager was not on the platform when this user was written.
+    /// `sync` records the user without the manager and links it in a second pass.
+    LeftUnset,
+}
 
 /// One user's failure; the others go on, and this user's state stays as before so the
 /// next run tries again.
@@ -84,18 +94,22 @@ impl Classify for PlatformError {
 pub trait Platform {
     /// Every user on the platform (id, externalId, userName): used on a connector's first
     /// sync to adopt existing users instead of duplicating them.
-    async fn existing_users(&self) -> Result<Vec<Existing>, PlatformError>;
+    /// Its retries take from the run's `budget`.
+    async fn existing_users(&self, budget: &Budget) -> Result<Vec<Existing>, PlatformError>;
 
     /// Applies `ops`, sending each outcome on `outcomes` as soon as it is known. Returns
     /// Err only for a failure that stops everything (auth, platform down past the retry
     /// budget); per-user failures are outcomes.
     ///
     /// `known` maps the external id of every user already on the platform (the snapshot)
-    /// to its platform id: it resolves `manager_id` to the manager's platform id.
+    /// to its platform id: it resolves `User::manager` to the manager's platform id.
+    /// Every retry takes from `budget`, the run's one budget (`crate::retry`), which the
+    /// caller sizes to the work.
     async fn apply(
         &self,
         ops: Vec<Op>,
         known: std::collections::HashMap<String, String>,
-        outcomes: tokio::sync::mpsc::Sender<Outcome>,
+        budget: &Budget,
+        outcomes: tokio::sync::mpsc::Sender<OpOutcome>,
     ) -> Result<(), PlatformError>;
 }

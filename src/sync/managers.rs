@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Job, RunError};
+use crate::model::User;
 use crate::plan::{self, Op};
 use crate::platform::Platform;
 use crate::state::StateStore;
@@ -12,24 +13,29 @@ use crate::state::StateStore;
 impl<S: StateStore> Job<'_, S> {
     /// Second pass for reports whose manager did not exist when they were written (a
     /// manager cycle in the data, or a manager created later in the same push): now that
-    /// everyone exists, set just the manager.
+    /// everyone exists, set just the manager. Those whose manager is still not on the
+    /// platform (not in the export, or their row invalid) are noted in the report.
     pub(super) async fn link_managers<P: Platform>(&mut self, platform: &P) -> Result<(), RunError> {
         let unlinked = std::mem::take(&mut self.unlinked);
         if unlinked.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = unlinked.iter().filter_map(|(_, u)| u.attributes.get("manager_id")).collect();
         let snapshot = self.store.snapshot(&self.conn.name).await.map_err(RunError::from_error)?;
         tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
-        let known: HashMap<String, String> =
-            ids.iter().filter_map(|m| snapshot.get(*m).map(|e| (m.to_string(), e.platform_id.clone()))).collect();
+        let known: HashMap<String, String> = unlinked
+            .iter()
+            .filter_map(|(_, u)| u.manager())
+            .filter_map(|m| snapshot.get(m).map(|e| (m.to_string(), e.platform_id.clone())))
+            .collect();
         drop(snapshot);
-        let ops: Vec<Op> = unlinked
+        let (linkable, absent): (Vec<_>, Vec<_>) =
+            unlinked.into_iter().partition(|(_, u)| u.manager().is_some_and(|m| known.contains_key(m)));
+        self.note_unlinked(absent.iter().map(|(_, u)| &**u));
+        let ops: Vec<Op> = linkable
             .into_iter()
-            .filter(|(_, u)| u.attributes.get("manager_id").is_some_and(|m| known.contains_key(m)))
             .map(|(platform_id, user)| {
                 let mut previous = user.clone();
-                previous.attributes.remove("manager_id");
+                previous.manager = None;
                 Op::Update { platform_id, user, adopt: false, previous: Some(previous) }
             })
             .collect();
@@ -40,12 +46,26 @@ impl<S: StateStore> Job<'_, S> {
         self.relinking = true;
         let res = self.push(platform, ops, known, &HashMap::new()).await;
         self.relinking = false;
+        // Whatever the second pass still left unset (it should not: every manager was known).
+        let still = std::mem::take(&mut self.unlinked);
+        self.note_unlinked(still.iter().map(|(_, u)| &**u));
         tracing::info!("linked the manager of {n} user(s) in a second pass");
         res
     }
+
+    fn note_unlinked<'u>(&mut self, users: impl Iterator<Item = &'u User>) {
+        for u in users {
+            let m = u.manager().unwrap_or_default();
+            self.note(format!(
+                "{}: manager {m} is not on the platform (not synced, nor created by this run: missing from the export, or their row is invalid); left unset until they are",
+                u.external_id
+            ));
+        }
+    }
 }
 
-/// run (so the link is made once the manager exists). While the manager is still
+/// Updates of synced users whose only difference is a manager not there yet are dropped
+/// from this run (the link is made once the manager exists). While the manager is still
 /// neither known nor created by this push, that update would change nothing: drop it and
 /// count the user unchanged (returns how many). Judged by the stored content hash, so the
 /// content of these users (5% of a large file whose managers' rows are invalid) is never
@@ -63,10 +83,10 @@ pub(super) fn drop_unlinkable(ops: &mut Vec<Op>, lines: &mut Vec<u64>, snapshot:
         })
         .collect();
     let unlinkable = |op: &Op| match op {
-        Op::Update { user, adopt: false, .. } => match user.attributes.get("manager_id") {
-            Some(m) if !m.is_empty() && !snapshot.contains_key(m) && !created.contains(m) => {
+        Op::Update { user, adopt: false, .. } => match user.manager() {
+            Some(m) if !snapshot.contains_key(m) && !created.contains(m) => {
                 let mut without = (**user).clone();
-                without.attributes.remove("manager_id");
+                without.manager = None;
                 snapshot.get(user.external_id.as_str()).is_some_and(|e| e.hash == without.content_hash())
             }
             _ => false,
@@ -89,7 +109,7 @@ pub(super) fn drop_unlinkable(ops: &mut Vec<Op>, lines: &mut Vec<u64>, snapshot:
 pub(super) fn known_managers(ops: &[Op], snapshot: &plan::Snapshot) -> HashMap<String, String> {
     ops.iter()
         .filter_map(|op| match op {
-            Op::Create { user } | Op::Update { user, .. } => user.attributes.get("manager_id"),
+            Op::Create { user } | Op::Update { user, .. } => user.manager(),
             _ => None,
         })
         .filter_map(|m| snapshot.get(m).map(|e| (m.to_string(), e.platform_id.clone())))

@@ -336,7 +336,7 @@ impl<S: StateStore> Job<'_, S> {
                 if interrupted {
                     tracing::warn!("the previous run of {} did not finish; matching platform users before pushing", self.conn.name);
                 }
-                p.existing_users().await.map_err(RunError::from_error)
+                p.existing_users(&self.budget).await.map_err(RunError::from_error)
             }
             _ => Ok(Vec::new()),
         }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{Job, MAX_REPORTED_ERRORS, RunError, STATE_BATCH};
 use crate::model::RowError;
 use crate::plan::{Op, OpKind};
-use crate::platform::{Outcome, Platform};
+use crate::platform::{Applied, ManagerLink, OpFailure, OpOutcome, Platform};
 use crate::state::{SnapshotWrite, StateStore};
 
 impl<S: StateStore> Job<'_, S> {
@@ -46,8 +46,12 @@ impl<S: StateStore> Job<'_, S> {
             p.stage(super::Stage::Push, Some(total));
         }
         let mut done = 0u64;
-        let (tx, mut rx) = mpsc::channel::<Outcome>(4096);
-        let apply = platform.apply(ops, known, tx);
+        // The run's one budget (shared with the fetch) gets room for this work: a retry per
+        // ten operations, as the SCIM client always had.
+        self.budget.grow(total / 10);
+        let budget = self.budget.clone();
+        let (tx, mut rx) = mpsc::channel::<OpOutcome>(4096);
+        let apply = platform.apply(ops, known, &budget, tx);
         tokio::pin!(apply);
         let mut batch: Vec<SnapshotWrite> = Vec::with_capacity(STATE_BATCH);
         let mut apply_result = None;
@@ -89,65 +93,69 @@ impl<S: StateStore> Job<'_, S> {
     }
 
     /// Counts one outcome and queues its snapshot write, from the operation it hands back.
-    fn record(&mut self, o: Outcome, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
-        let (external_id, kind) = (o.external_id().to_string(), o.kind());
-        let Outcome { result, op } = o;
-        let c = &mut self.report.counts;
+    fn record(&mut self, o: OpOutcome, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
+        let OpOutcome { result, op } = o;
         match result {
-            Ok(applied) if self.relinking => {
-                if let Op::Create { user } | Op::Update { user, .. } = op {
-                    batch.push(SnapshotWrite::Upsert { platform_id: applied.platform_id, user });
-                }
-                // Their earlier "manager left unset" notes no longer hold.
-                self.report.notes.retain(|n| !n.starts_with(&format!("{}: manager ", external_id)));
+            Ok(applied) => self.record_applied(applied, op, batch),
+            Err(f) => self.record_failure(&op, f, lines),
+        }
+    }
+
+    fn record_applied(&mut self, applied: Applied, op: Op, batch: &mut Vec<SnapshotWrite>) {
+        if applied.adopted {
+            self.note(format!("{}: adopted existing platform user {} (HTTP 409 on create)", op.external_id(), applied.platform_id));
+        }
+        // The second pass only links managers: its writes are not counted as updates.
+        if !self.relinking {
+            let c = &mut self.report.counts;
+            match op.kind() {
+                OpKind::Create => c.created += 1,
+                OpKind::Update => c.updated += 1,
+                OpKind::Deactivate => c.deactivated += 1,
+                OpKind::Delete => c.deleted += 1,
             }
-            Ok(applied) => {
-                if let Some(note) = &applied.note {
-                    tracing::debug!("{}: {note}", external_id);
-                    if self.report.notes.len() < MAX_REPORTED_ERRORS {
-                        self.report.notes.push(format!("{}: {note}", external_id));
-                    }
+        }
+        batch.push(match op {
+            Op::Create { mut user } | Op::Update { mut user, .. } => {
+                // A manager the platform could not link yet: record the user without it (so
+                // a later run still sees a difference), and link it in a second pass once
+                // this push has created everyone (`link_managers`).
+                if applied.manager == ManagerLink::LeftUnset {
+                    self.unlinked.push((applied.platform_id.clone(), user.clone()));
+                    user.manager = None;
                 }
-                match op.kind() {
-                    OpKind::Create => c.created += 1,
-                    OpKind::Update => c.updated += 1,
-                    OpKind::Deactivate => c.deactivated += 1,
-                    OpKind::Delete => c.deleted += 1,
-                }
-                batch.push(match op {
-                    Op::Create { user } | Op::Update { user, .. } => {
-                        let mut user = user;
-                        // A manager the platform could not link yet: record the user without
-                        // it (so a later run still sees a difference), and link it in a
-                        // second pass once this push has created everyone.
-                        let unset = applied.note.as_deref().is_some_and(|n| n.ends_with(crate::platform::MANAGER_LEFT_UNSET));
-                        if unset && user.attributes.get("manager_id").is_some_and(|m| !m.is_empty()) {
-                            self.unlinked.push((applied.platform_id.clone(), user.clone()));
-                            user.attributes.remove("manager_id");
-                        }
-                        SnapshotWrite::Upsert { platform_id: applied.platform_id, user }
-                    }
-                    Op::Deactivate { external_id, .. } => SnapshotWrite::MarkInactive { external_id },
-                    Op::Delete { external_id, .. } => SnapshotWrite::Remove { external_id },
-                });
+                SnapshotWrite::Upsert { platform_id: applied.platform_id, user }
             }
-            Err(f) => {
-                c.failed += 1;
-                if self.report.errors.len() < MAX_REPORTED_ERRORS {
-                    self.report.errors.push(RowError {
-                        line: lines.get(external_id.as_str()).copied().unwrap_or(0),
-                        column: None,
-                        message: format!(
-                            "{} of \"{}\" failed{}: {}",
-                            kind_word(kind),
-                            external_id,
-                            f.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
-                            f.message
-                        ),
-                        external_id: Some(external_id),
-                    });
-                }
-            }
+            Op::Deactivate { external_id, .. } => SnapshotWrite::MarkInactive { external_id },
+            Op::Delete { external_id, .. } => SnapshotWrite::Remove { external_id },
+        });
+    }
+
+    fn record_failure(&mut self, op: &Op, f: OpFailure, lines: &HashMap<String, u64>) {
+        self.report.counts.failed += 1;
+        if self.report.errors.len() >= MAX_REPORTED_ERRORS {
+            return;
+        }
+        let external_id = op.external_id();
+        self.report.errors.push(RowError {
+            line: lines.get(external_id).copied().unwrap_or(0),
+            column: None,
+            message: format!(
+                "{} of \"{}\" failed{}: {}",
+                kind_word(op.kind()),
+                external_id,
+                f.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+                f.message
+            ),
+            external_id: Some(external_id.to_string()),
+        });
+    }
+
+    /// Something the report should show although the write succeeded.
+    pub(super) fn note(&mut self, note: String) {
+        tracing::debug!("{note}");
+        if self.report.notes.len() < MAX_REPORTED_ERRORS {
+            self.report.notes.push(note);
         }
     }
 }

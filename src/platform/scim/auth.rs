@@ -19,6 +19,22 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A token endpoint's answer (RFC 6749 §5.1 and §5.2): a token, or an error. No Debug:
+/// it holds the token.
+#[derive(Default, serde::Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default, deserialize_with = "super::lenient::number")]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+const MAX_LIFETIME_SECS: u64 = 24 * 3600;
+
 /// Refresh a token this long before the server says it expires (at most a fifth of its
 /// lifetime), so a request never leaves with a token that dies in flight.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -132,9 +148,10 @@ impl Auth {
                 detail: format!("OAuth2 token request failed: {}", super::transport_detail(&e)),
             })?;
         let status = resp.status().as_u16();
-        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        // Anything unreadable is an answer without a token (or without an error's words).
+        let body: TokenResponse = resp.json().await.unwrap_or_default();
         if status == 400 || status == 401 || status == 403 {
-            let detail = [body["error"].as_str(), body["error_description"].as_str()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+            let detail = [body.error.as_deref(), body.error_description.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ");
             return Err(PlatformError::Unauthorized {
                 status,
                 url: token_url.to_string(),
@@ -149,13 +166,15 @@ impl Auth {
                 detail: format!("the OAuth2 token endpoint answered HTTP {status}"),
             });
         }
-        let Some(token) = body["access_token"].as_str().filter(|_| (200..300).contains(&status)) else {
+        let Some(token) = body.access_token.filter(|_| (200..300).contains(&status)) else {
             return Err(PlatformError::Protocol {
                 url: token_url.to_string(),
                 detail: format!("HTTP {status} without an access_token from the OAuth2 token endpoint"),
             });
         };
-        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(3600));
-        Ok((Secret(token.to_string()), started + lifetime - REFRESH_MARGIN.min(lifetime / 5)))
+        // At most a day: a huge `expires_in` must not overflow the clock, and a daily
+        // refresh costs nothing.
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(3600).min(MAX_LIFETIME_SECS));
+        Ok((Secret(token), started + lifetime - REFRESH_MARGIN.min(lifetime / 5)))
     }
 }

@@ -12,9 +12,6 @@ pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:
 pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 
-/// The mapped attribute holding the manager's unique id (resolved to a SCIM id).
-pub const MANAGER_ID: &str = "manager_id";
-
 /// Mapped attribute name → enterprise extension attribute.
 const ENTERPRISE_ATTRS: &[(&str, &str)] = &[
     ("department", "department"),
@@ -40,6 +37,7 @@ type Fields = BTreeMap<String, Value>;
 
 impl Encoder {
     /// Where an attribute goes: a core attribute, an extension attribute, or nowhere.
+    /// `manager` is the manager's platform id, resolved by the caller from `User::manager`.
     fn fields(&self, user: &User, manager: Option<&str>) -> Fields {
         let mut f = Fields::new();
         f.insert("externalId".into(), json!(user.external_id));
@@ -62,8 +60,8 @@ impl Encoder {
                 f.insert("title".into(), json!(v));
             } else if let Some((_, scim)) = ENTERPRISE_ATTRS.iter().find(|(a, _)| *a == k) {
                 f.insert(format!("{ENTERPRISE}:{scim}"), json!(v));
-            } else if k == MANAGER_ID || k == "employee_id" {
-                // Resolved above / already employeeNumber.
+            } else if k == "employee_id" {
+                // Already employeeNumber.
             } else if self.custom_offered {
                 f.insert(format!("{}:{k}", self.custom_schema), json!(v));
             }
@@ -177,7 +175,8 @@ mod tests {
             last_name: "Lovelace".into(),
             language: "en".into(),
             active: true,
-            attributes: [("title", "Engineer"), ("cost_center", "CC1"), ("manager_id", "E0"), ("hire_date", "2020-01-02")]
+            manager: Some("E0".into()),
+            attributes: [("title", "Engineer"), ("cost_center", "CC1"), ("hire_date", "2020-01-02")]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),

@@ -1,0 +1,156 @@
+//! Reading users: every user on the platform, page by page (a first sync adopts them), and
+//! one user by filter (the lookups of a 409 and of a create whose outcome is unknown).
+
+use reqwest::Method;
+use serde::Deserialize;
+
+use super::{CallError, Inner, Shared};
+use crate::plan::Existing;
+use crate::platform::PlatformError;
+
+/// A ListResponse (RFC 7644 §3.4.2). `Resources` may be left out when there are none, and
+/// a server that leaves out `totalResults` is read until a short page.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ListResponse<T = UserResource> {
+    #[serde(rename = "Resources", default = "Vec::new")]
+    pub resources: Vec<T>,
+    #[serde(default)]
+    pub total_results: Option<u64>,
+    #[serde(default)]
+    pub items_per_page: Option<u64>,
+    #[serde(default)]
+    pub start_index: Option<u64>,
+}
+
+/// A User resource as far as we read it; everything else is ignored. Only `id` is always
+/// there (we ask for `attributes=id,…`, and a server may leave out what a user lacks).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct UserResource {
+    pub id: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub user_name: Option<String>,
+    #[serde(default)]
+    pub meta: Option<Meta>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Meta {
+    /// The resource's own URL: its last segment is the id, for a server that answers a
+    /// create without `id` or `Location`.
+    #[serde(default)]
+    pub location: Option<String>,
+}
+
+impl UserResource {
+    /// The platform id: `id`, else the last segment of `meta.location`.
+    pub fn platform_id(&self) -> Option<String> {
+        self.id.clone().or_else(|| self.meta.as_ref()?.location.as_deref().and_then(id_from_location))
+    }
+}
+
+/// The last path segment of a Location URL: the new resource's id.
+pub(super) fn id_from_location(loc: &str) -> Option<String> {
+    let path = loc.split(['?', '#']).next()?;
+    path.trim_end_matches('/').rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// A SCIM filter string literal.
+fn filter_literal(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl Inner {
+    /// Every user on the platform (id, externalId, userName), by pages of `page_size`.
+    pub(super) async fn list_users(&self, sh: &Shared) -> Result<Vec<Existing>, PlatformError> {
+        let mut all = Vec::new();
+        let mut start = 1u64;
+        loop {
+            let mut url = self.url(&["Users"]);
+            url.query_pairs_mut()
+                .append_pair("startIndex", &start.to_string())
+                .append_pair("count", &self.caps.page_size.to_string())
+                .append_pair("attributes", "id,externalId,userName");
+            let r = self.call(sh, Method::GET, url.clone(), None, true).await.map_err(|e| match e {
+                CallError::Stop(e) => e,
+                CallError::Failed { message, .. } => PlatformError::Unreachable { url: url.to_string(), detail: message },
+            })?;
+            if r.status != 200 {
+                return Err(PlatformError::Protocol { url: url.to_string(), detail: r.error_message() });
+            }
+            let page: ListResponse =
+                r.json().map_err(|e| PlatformError::Protocol { url: url.to_string(), detail: format!("not a SCIM ListResponse: {e}") })?;
+            // A server that ignores startIndex would hand back the first page forever.
+            if page.start_index.is_some_and(|s| s != start) {
+                return Err(PlatformError::Protocol {
+                    url: url.to_string(),
+                    detail: format!("asked for the page at startIndex {start}, got startIndex {}", page.start_index.unwrap_or(0)),
+                });
+            }
+            let n = page.resources.len() as u64;
+            tracing::debug!(start, n, per_page = ?page.items_per_page, total = page.total_results, "listed a page of users");
+            all.extend(
+                page.resources
+                    .into_iter()
+                    .filter_map(|u| Some(Existing { platform_id: u.id?, external_id: u.external_id, user_name: u.user_name })),
+            );
+            let last = match page.total_results {
+                Some(total) => start - 1 + n >= total,
+                None => n < self.caps.page_size as u64,
+            };
+            if n == 0 || last {
+                return Ok(all);
+            }
+            start += n;
+        }
+    }
+
+    /// The platform id of the user whose `attr` equals `value`, if any.
+    pub(super) async fn find(&self, sh: &Shared, attr: &str, value: &str) -> Result<Option<String>, CallError> {
+        let mut url = self.url(&["Users"]);
+        url.query_pairs_mut().append_pair("filter", &format!("{attr} eq {}", filter_literal(value))).append_pair("attributes", "id");
+        let r = self.call(sh, Method::GET, url.clone(), None, true).await?;
+        let refused = |message: String| CallError::Failed { status: Some(r.status), message, maybe_applied: false };
+        if r.status != 200 {
+            return Err(refused(format!("GET {url}: {}", r.error_message())));
+        }
+        let found: ListResponse = r.json().map_err(|e| refused(format!("GET {url}: not a SCIM ListResponse: {e}")))?;
+        Ok(found.resources.into_iter().find_map(|u| u.platform_id()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_ids_and_filters() {
+        assert_eq!(id_from_location("http://h/v2/Users/abc").as_deref(), Some("abc"));
+        assert_eq!(id_from_location("http://h/v2/Users/abc/").as_deref(), Some("abc"));
+        assert_eq!(id_from_location("http://h/v2/Users/abc?x=1").as_deref(), Some("abc"));
+        assert_eq!(filter_literal(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn list_responses_sparse_and_full() {
+        let full: ListResponse = serde_json::from_str(
+            r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 3, "itemsPerPage": 2, "startIndex": 1,
+                "Resources": [{"id": "a", "externalId": "E1", "userName": "ann@example.com", "active": true, "meta": {"resourceType": "User"}},
+                              {"id": "b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((full.total_results, full.items_per_page, full.start_index), (Some(3), Some(2), Some(1)));
+        assert_eq!(full.resources[0].external_id.as_deref(), Some("E1"));
+        assert_eq!(full.resources[1].user_name, None);
+        // No users: some servers leave out `Resources` altogether.
+        let empty: ListResponse = serde_json::from_str(r#"{"totalResults": 0}"#).unwrap();
+        assert!(empty.resources.is_empty());
+        assert_eq!(serde_json::from_str::<ListResponse>(r#"{"Resources": [{"id": "a"}]}"#).unwrap().total_results, None);
+        assert!(serde_json::from_str::<ListResponse>(r#"{"Resources": {"id": "a"}}"#).is_err(), "not a list: unreadable");
+        let by_meta: UserResource = serde_json::from_str(r#"{"meta": {"location": "https://p/scim/v2/Users/xyz"}}"#).unwrap();
+        assert_eq!(by_meta.platform_id().as_deref(), Some("xyz"));
+    }
+}
