@@ -68,6 +68,7 @@ async fn main() {
             existing: &[],
             rule: &rule,
             allow_mass_change: false,
+            id_rule: Default::default(),
         });
         plan_times.push(t.elapsed().as_secs_f64());
         assert_eq!(p.ops.len(), n.div_ceil(100));

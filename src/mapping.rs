@@ -99,7 +99,7 @@ impl Mapper {
     pub fn external_id(&self, record: &Record) -> Option<String> {
         let f = unique_field(self.mapping.unique_id);
         let (_, c) = self.fields.iter().find(|(pf, _)| *pf == f)?;
-        value(c, record).ok().flatten().filter(|v| !v.trim().is_empty()).map(|v| v.to_string())
+        value(c, record).ok().flatten().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
     }
 
     /// Maps and validates one record.
@@ -139,10 +139,18 @@ impl Mapper {
         }
         let col_of = |f: PlatformField| self.fields.iter().find(|(pf, _)| *pf == f).and_then(|(_, c)| c.column.clone());
         let uid_field = unique_field(self.mapping.unique_id);
+        // Trimmed once here: "E5 " is E5 everywhere after (the plan, the state, the platform).
         let external_id = match self.mapping.unique_id {
             UniqueId::EmployeeId => employee_id.clone(),
             UniqueId::Email => email.clone(),
-        };
+        }
+        .map(|id| if id.trim().len() == id.len() { id } else { id.trim().into() })
+        .filter(|id| !id.is_empty());
+        // The field that is the id holds it as the id is held: a stray space is no change.
+        match self.mapping.unique_id {
+            UniqueId::EmployeeId => employee_id.clone_from(&external_id),
+            UniqueId::Email => email.clone_from(&external_id),
+        }
         if external_id.is_none() && !errors.iter().any(|e| e.column == col_of(uid_field)) {
             push(
                 &mut errors,
@@ -613,16 +621,6 @@ impl Mapped {
     }
 }
 
-/// Emails compare ignoring case; employee ids exactly (after trimming). Borrowed unless
-/// the id needs changing, so a million ids cost no million allocations.
-fn dup_key(id: &str, u: UniqueId) -> std::borrow::Cow<'_, str> {
-    let t = id.trim();
-    match u {
-        UniqueId::Email if t.chars().any(char::is_uppercase) => std::borrow::Cow::Owned(t.to_lowercase()),
-        _ => std::borrow::Cow::Borrowed(t),
-    }
-}
-
 /// Lines a duplicate message names at most; the count says how many there are.
 const DUPLICATE_LINES_SHOWN: usize = 10;
 
@@ -631,16 +629,17 @@ const DUPLICATE_LINES_SHOWN: usize = 10;
 /// lines, one message per id shared by its rows, at most `DUPLICATE_LINES_SHOWN` lines in it.
 pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
     let uid = mapper.mapping.unique_id;
+    let rule = mapper.mapping.id_rule();
     // foldhash: a million ids through SipHash was 4% of a sync (perf).
     type Lines = smallvec_lines::Lines;
     let mut seen: HashMap<std::borrow::Cow<'_, str>, Lines, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(out.users.len() + out.errors.len(), foldhash::fast::RandomState::default());
     for u in &out.users {
-        seen.entry(dup_key(&u.user.external_id, uid)).or_default().push(u.line);
+        seen.entry(rule.key(&u.user.external_id)).or_default().push(u.line);
     }
     for e in &out.errors {
         if let Some(id) = &e.external_id {
-            seen.entry(dup_key(id, uid)).or_default().push(e.line);
+            seen.entry(rule.key(id)).or_default().push(e.line);
         }
     }
     // Keys on more than one distinct line (a row with several errors names its id on each).
@@ -663,7 +662,7 @@ pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
     }
     let column = mapper.unique_column();
     let mut extra = Vec::new();
-    out.users.retain(|u| match dups.get(dup_key(&u.user.external_id, uid).as_ref()) {
+    out.users.retain(|u| match dups.get(rule.key(&u.user.external_id).as_ref()) {
         Some(message) => {
             extra.push(RowError {
                 line: u.line,
@@ -679,7 +678,7 @@ pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
     let mut done: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for e in &out.errors {
         if let Some(id) = &e.external_id
-            && let Some(message) = dups.get(dup_key(id, uid).as_ref())
+            && let Some(message) = dups.get(rule.key(id).as_ref())
             && done.insert(e.line)
         {
             extra.push(RowError { line: e.line, column: column.clone(), message: message.to_string(), external_id: Some(id.clone()) });

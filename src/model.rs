@@ -11,6 +11,34 @@ use serde::{Deserialize, Serialize};
 /// manager became `User::manager` reads the same.
 pub const MANAGER_ATTRIBUTE: &str = "manager_id";
 
+/// How two unique ids are told to be one person's: always trimmed, and compared without case
+/// unless the mapping says `id_case = "sensitive"` (emails always without case). A person's
+/// id keeps the form it was first synced with; a later file that writes it otherwise
+/// ("E5 ", "e7", another capitalisation of an email) names the same person, never a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRule {
+    pub fold_case: bool,
+}
+
+impl Default for IdRule {
+    fn default() -> Self {
+        IdRule { fold_case: true }
+    }
+}
+
+impl IdRule {
+    /// The form all spellings of one id share. Borrowed when the id is in it already, so a
+    /// million ids cost no million allocations.
+    pub fn key<'a>(&self, id: &'a str) -> std::borrow::Cow<'a, str> {
+        let t = id.trim();
+        if self.fold_case && t.chars().any(char::is_uppercase) {
+            std::borrow::Cow::Owned(t.to_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(t)
+        }
+    }
+}
+
 /// One person as the platform should hold them, after mapping and validation.
 ///
 /// Compact on purpose (BENCHMARKS.md, issue 8): a million of them are held at once. `Str`

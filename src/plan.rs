@@ -15,7 +15,7 @@ pub type FastHash = foldhash::fast::RandomState;
 pub type Snapshot = HashMap<String, SnapshotEntry, FastHash>;
 
 use crate::config::{OnMissing, SyncRule};
-use crate::model::{SourcedUser, User};
+use crate::model::{IdRule, SourcedUser, User};
 
 /// What the state store remembers of one person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +169,9 @@ pub struct PlanInput<'a> {
     pub existing: &'a [Existing],
     pub rule: &'a SyncRule,
     pub allow_mass_change: bool,
+    /// How ids compare: a file that writes a known id otherwise ("E5 ", "e7") names the
+    /// same person, under the id they were first synced with.
+    pub id_rule: IdRule,
 }
 
 /// Decides the operations.
@@ -182,14 +185,16 @@ pub fn plan(input: PlanInput) -> Plan {
     }
     let mut ops: Vec<(Op, u64)> = Vec::new();
 
-    let by_ext: HashMap<&str, &Existing, FastHash> =
-        input.existing.iter().filter_map(|e| e.external_id.as_deref().map(|x| (x, e))).collect();
+    let rule = input.id_rule;
+    let by_ext: HashMap<std::borrow::Cow<'_, str>, &Existing, FastHash> =
+        input.existing.iter().filter_map(|e| e.external_id.as_deref().map(|x| (rule.key(x), e))).collect();
     let by_name: HashMap<String, &Existing, FastHash> =
         input.existing.iter().filter_map(|e| e.user_name.as_deref().map(|n| (n.to_lowercase(), e))).collect();
 
     // The comparison of each user with the snapshot (a lookup and a content hash) is the
     // bulk of the work; it runs on one thread per core over shares of the file.
-    let parts = compare_all(input.users, snapshot);
+    let lookup = Lookup { snapshot, rule, folded: std::sync::OnceLock::new() };
+    let parts = compare_all(input.users, &lookup);
     let mut deactivating = 0u64;
     let mut marks = Vec::with_capacity(parts.len());
     for part in parts {
@@ -209,7 +214,7 @@ pub fn plan(input: PlanInput) -> Plan {
                     let found = if input.existing.is_empty() {
                         None
                     } else {
-                        by_ext.get(user.external_id.as_str()).or_else(|| by_name.get(&user.user_name().to_lowercase()))
+                        by_ext.get(rule.key(&user.external_id).as_ref()).or_else(|| by_name.get(&user.user_name().to_lowercase()))
                     };
                     match found {
                         Some(e) => ops.push((Op::Update { platform_id: e.platform_id.clone(), user, adopt: true, previous: None }, line)),
@@ -223,8 +228,9 @@ pub fn plan(input: PlanInput) -> Plan {
 
     let mut missing: Vec<(&String, &SnapshotEntry)> = snapshot.iter().filter(|(id, _)| !seen(id)).collect();
     missing.sort_by(|a, b| a.0.cmp(b.0));
+    let invalid: HashSet<std::borrow::Cow<'_, str>, FastHash> = input.invalid_ids.iter().map(|i| rule.key(i)).collect();
     for (id, entry) in missing {
-        if input.invalid_ids.contains(id) {
+        if invalid.contains(rule.key(id).as_ref()) {
             p.protected += 1;
             continue;
         }
@@ -308,7 +314,28 @@ const PARALLEL_FROM: usize = 20_000;
 /// back in file order. Unchanged users (most of a daily file) are freed where they are
 /// compared, in parallel too: freeing a million users on the plan's thread was a third of
 /// its time (perf).
-fn compare_all(mut users: Vec<SourcedUser>, snapshot: &Snapshot) -> Vec<Compared<'_>> {
+/// Finds a user's snapshot entry: by the id as the file writes it (nearly always), else by
+/// its folded form (`IdRule::key`) in an index of the snapshot built the first time a
+/// lookup misses, so a run where everyone is known builds none.
+struct Lookup<'s> {
+    snapshot: &'s Snapshot,
+    rule: IdRule,
+    folded: std::sync::OnceLock<HashMap<std::borrow::Cow<'s, str>, &'s String, FastHash>>,
+}
+
+impl<'s> Lookup<'s> {
+    fn find(&self, id: &str) -> Option<(&'s String, &'s SnapshotEntry)> {
+        if let Some(kv) = self.snapshot.get_key_value(id) {
+            return Some(kv);
+        }
+        let rule = self.rule;
+        let index = self.folded.get_or_init(|| self.snapshot.keys().map(|k| (rule.key(k), k)).collect());
+        let stored = index.get(rule.key(id).as_ref())?;
+        self.snapshot.get_key_value(stored.as_str())
+    }
+}
+
+fn compare_all<'s>(mut users: Vec<SourcedUser>, snapshot: &Lookup<'s>) -> Vec<Compared<'s>> {
     let threads = if users.len() < PARALLEL_FROM { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8) };
     let size = users.len().div_ceil(threads).max(1);
     let mut shares = Vec::with_capacity(threads);
@@ -326,16 +353,20 @@ fn compare_all(mut users: Vec<SourcedUser>, snapshot: &Snapshot) -> Vec<Compared
     })
 }
 
-fn compare(users: Vec<SourcedUser>, snapshot: &Snapshot) -> Compared<'_> {
+fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
     let mut part = Compared {
         seen: Vec::new(),
         unchanged: 0,
-        marks: HashSet::with_capacity_and_hasher(snapshot.len().min(users.len()), FastHash::default()),
+        marks: HashSet::with_capacity_and_hasher(lookup.snapshot.len().min(users.len()), FastHash::default()),
     };
-    for u in users {
-        match snapshot.get_key_value(u.user.external_id.as_str()) {
+    for mut u in users {
+        match lookup.find(u.user.external_id.as_str()) {
             Some((key, entry)) => {
                 part.marks.insert(mark(key));
+                // The person keeps the id they were synced with, whatever this file's spelling.
+                if u.user.external_id != key.as_str() {
+                    u.user.external_id = key.as_str().into();
+                }
                 if entry.hash == u.user.content_hash() {
                     part.unchanged += 1;
                 } else {
@@ -411,6 +442,7 @@ mod tests {
             existing: &c.existing,
             rule: &c.rule,
             allow_mass_change: c.allow,
+            id_rule: IdRule::default(),
         })
     }
 
@@ -495,6 +527,59 @@ mod tests {
         assert!(p.ops.is_empty());
         assert_eq!(p.protected, 1);
         assert_eq!(p.stop, None);
+    }
+
+    #[test]
+    fn an_id_written_otherwise_is_the_same_person_under_their_first_id() {
+        let snap = vec![(user("E5", true, "x"), "1"), (user("E7", true, "x"), "2"), (user("ann@example.com", true, "x"), "3")];
+        // Trailing space, other case, other capitals of an email: nobody new, nobody gone.
+        let users = vec![user("E5 ", true, "x"), user("e7", true, "changed"), user("Ann@Example.COM", true, "x")];
+        let p = run(Case { snapshot: snap.clone(), users, rule: rule(OnMissing::Delete, "100%"), ..base() });
+        // Their other fields are spelled otherwise too (this test's users derive them from the
+        // id), so they are updates — of the same accounts, under the ids they were synced with.
+        let got: Vec<(OpKind, &str, &str)> = p
+            .ops
+            .iter()
+            .map(|o| match o {
+                Op::Update { platform_id, user, .. } => (o.kind(), platform_id.as_str(), user.external_id.as_str()),
+                other => (other.kind(), "", other.external_id()),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(OpKind::Update, "1", "E5"), (OpKind::Update, "2", "E7"), (OpKind::Update, "3", "ann@example.com")],
+            "nobody created, nobody deleted"
+        );
+        // An invalid row written otherwise still protects its person.
+        let p = run(Case {
+            snapshot: snap,
+            users: vec![user("E5", true, "x"), user("e7", true, "x")],
+            invalid_ids: vec!["ANN@example.com"],
+            invalid: 1,
+            rule: SyncRule { max_invalid: Limit::Percent(100.0), ..rule(OnMissing::Delete, "100%") },
+            ..base()
+        });
+        assert!(p.ops.iter().all(|o| o.kind() == OpKind::Update), "{:?}", p.ops);
+        assert_eq!(p.protected, 1);
+    }
+
+    #[test]
+    fn case_sensitive_ids_are_other_people() {
+        let snap: Snapshot = [(user("E7", true, "x"), "2")].iter().map(|(u, p)| (u.external_id.to_string(), entry(u, p))).collect();
+        let p = plan(PlanInput {
+            snapshot: &snap,
+            users: vec![SourcedUser { user: Box::new(user("e7", true, "x")), line: 2 }],
+            invalid_ids: &HashSet::new(),
+            unidentified: &[],
+            rows: 1,
+            invalid: 0,
+            existing: &[],
+            rule: &rule(OnMissing::Deactivate, "100%"),
+            allow_mass_change: false,
+            id_rule: IdRule { fold_case: false },
+        });
+        let kinds: Vec<OpKind> = p.ops.iter().map(Op::kind).collect();
+        assert_eq!(kinds, vec![OpKind::Create, OpKind::Deactivate], "id_case = \"sensitive\": e7 is not E7");
     }
 
     #[test]

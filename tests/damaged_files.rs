@@ -168,6 +168,21 @@ fn damaged_csv_files_never_deactivate_anyone() {
         }),
     ));
 
+    // Ids written otherwise: a trailing space, lower case. The same people, not new ones
+    // (created 0) whose "old" ids then leave (deactivated 0).
+    let mut rs = rows(BASELINE);
+    rs[4] = rs[4].replacen("E0000005", "E0000005 ", 1);
+    rs[6] = rs[6].replacen("E0000007", "e0000007", 1);
+    cases.push((
+        "ids in other spellings",
+        csv(&rs),
+        Box::new(|code, r| {
+            assert_eq!(code, 0, "{r}");
+            let c = &r["counts"];
+            assert_eq!((c["created"].as_u64(), c["deactivated"].as_u64(), c["invalid"].as_u64()), (Some(0), Some(0), Some(0)), "{r}");
+        }),
+    ));
+
     // "CSV (Macintosh)": CR-only line ends, with E0000004 left out. Read as lines, this is
     // an ordinary file: one leaver (deactivated is expected), and messages stay short.
     let mut rs = rows(BASELINE);

@@ -307,6 +307,7 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
         existing: &existing,
         rule: &SyncRule::default(),
         allow_mass_change: false,
+        id_rule: Default::default(),
     });
     assert!(p.stop.is_none());
     assert_eq!(p.count(OpKind::Create), 1);

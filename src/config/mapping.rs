@@ -17,6 +17,9 @@ use super::word::{self, Parsed, WordError};
 pub struct RawMapping {
     /// "employee_id" or "email": the field that identifies a person.
     pub unique_id: Parsed<UniqueId>,
+    /// "insensitive" (the default: "e7" and "E7" are one person) or "sensitive" (employee
+    /// ids only; emails always compare without case). Ids are always trimmed.
+    pub id_case: Option<Parsed<IdCase>>,
     #[serde(default)]
     pub source: RawSourceOptions,
     pub fields: BTreeMap<String, FieldSpec>,
@@ -92,6 +95,15 @@ impl<'de> Deserialize<'de> for FieldSpec {
 pub enum UniqueId {
     EmployeeId,
     Email,
+}
+
+/// Whether employee ids that differ only in case are one person.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdCase {
+    #[default]
+    Insensitive,
+    Sensitive,
 }
 
 /// Platform fields that `[fields]` may set.
@@ -201,12 +213,18 @@ pub struct SourceOptions {
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub unique_id: UniqueId,
+    pub id_case: IdCase,
     pub source: SourceOptions,
     pub fields: BTreeMap<PlatformField, FieldRule>,
     pub attributes: BTreeMap<String, FieldRule>,
 }
 
 impl Mapping {
+    /// How this mapping's unique ids compare.
+    pub fn id_rule(&self) -> crate::model::IdRule {
+        crate::model::IdRule { fold_case: self.unique_id == UniqueId::Email || self.id_case == IdCase::Insensitive }
+    }
+
     /// Every source column the mapping reads, in a stable order, without repeats.
     pub fn columns(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -294,6 +312,10 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
     let raw = mk.section::<RawMapping>("", toml::Value::Table(doc))?;
     let before = mk.problems.len();
     let unique_id = mk.value("unique_id", Some(raw.unique_id));
+    let id_case = match raw.id_case {
+        None => IdCase::default(),
+        Some(c) => mk.value("id_case", Some(c)).unwrap_or_default(),
+    };
     let mut source = SourceOptions { header_row: 1, ..Default::default() };
     if let Some(d) = &raw.source.delimiter {
         source.delimiter = match d.as_str() {
@@ -391,7 +413,7 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
     if mk.problems.len() > before {
         return None;
     }
-    Some(Mapping { unique_id: unique_id?, source, fields, attributes })
+    Some(Mapping { unique_id: unique_id?, id_case, source, fields, attributes })
 }
 
 fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> {

@@ -357,6 +357,7 @@ impl<S: StateStore> Job<'_, S> {
             existing,
             rule: &self.conn.sync,
             allow_mass_change: self.opts.allow_mass_change,
+            id_rule: self.conn.mapping.id_rule(),
         });
         tracing::debug!(ops = plan.ops.len(), unchanged = plan.unchanged, elapsed = ?self.started.elapsed(), "planned");
         let known = managers::known_managers(&plan.ops, snapshot);
