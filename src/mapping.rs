@@ -1108,6 +1108,7 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // test data; ReadError is what the format yields
     fn many_rows_of_one_id_make_bounded_messages() {
         let m = mapper();
         let n = 25_000u64;

@@ -67,6 +67,9 @@ fn errors_text(r: &serde_json::Value) -> String {
     r["errors"].to_string() + &r["notes"].to_string() + r["message"].as_str().unwrap_or_default()
 }
 
+/// What a case asserts of the run's exit code and report.
+type Check = Box<dyn Fn(i32, &serde_json::Value)>;
+
 /// Each damage against one baseline; after each, the platform holds exactly the baseline's
 /// people, all active (the damaged files also leave out a leaver or two, who must be kept).
 #[test]
@@ -76,7 +79,7 @@ fn damaged_csv_files_never_deactivate_anyone() {
     let before = active_flags(&scim);
     assert!(before.iter().all(|(_, a)| *a));
 
-    let mut cases: Vec<(&str, Vec<u8>, Box<dyn Fn(i32, &serde_json::Value)>)> = Vec::new();
+    let mut cases: Vec<(&str, Vec<u8>, Check)> = Vec::new();
 
     // Invalid UTF-8 in a mapped cell (Department) of E0000003: the row is invalid, its id is
     // readable, so E0000003 is kept; E0000010 is a real leaver and is deactivated… but not
