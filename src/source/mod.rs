@@ -52,6 +52,9 @@ pub enum SourceError {
     Auth { user: String, host: String, detail: String },
     #[error("{0}")]
     Algorithms(String),
+    /// An established connection failed mid-step (not a timeout).
+    #[error("{host}: {step}: the connection was lost ({detail}); the server may have restarted, or something between us drops connections")]
+    Lost { host: String, step: String, detail: String },
     #[error("{host}: {step} timed out after {secs}s; the server may be overloaded, or something between us drops packets")]
     Timeout { host: String, step: String, secs: u64 },
     #[error("{0}")]
@@ -80,6 +83,7 @@ impl Classify for SourceError {
             | SourceError::HostKey(_)
             | SourceError::Auth { .. }
             | SourceError::Algorithms(_)
+            | SourceError::Lost { .. }
             | SourceError::Timeout { .. } => Exit::Connection,
             SourceError::NoFile(_) | SourceError::TooLarge { .. } | SourceError::Stale(_) => Exit::Data,
             SourceError::Truncated { .. } => Exit::Connection,
@@ -90,7 +94,7 @@ impl Classify for SourceError {
     }
     fn retriable(&self) -> bool {
         match self {
-            SourceError::Connect { .. } | SourceError::Timeout { .. } | SourceError::Truncated { .. } => true,
+            SourceError::Connect { .. } | SourceError::Lost { .. } | SourceError::Timeout { .. } | SourceError::Truncated { .. } => true,
             // Not within this run (its retries are spent), but a later run may succeed.
             SourceError::GaveUp { last, .. } => last.retriable(),
             _ => false,

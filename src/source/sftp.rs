@@ -275,11 +275,7 @@ impl SftpSource {
             ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => {
                 SourceError::Timeout { host: self.at(), step: what, secs: self.cfg.timeout.as_secs() }
             }
-            ErrorCode::Session(_) => SourceError::Connect {
-                host: self.cfg.host.clone(),
-                port: self.cfg.port,
-                detail: format!("{what}: connection lost ({})", e.message()),
-            },
+            ErrorCode::Session(_) => SourceError::Lost { host: self.at(), step: what, detail: e.message().to_string() },
             ErrorCode::SFTP(FX_NO_SUCH_FILE) => {
                 SourceError::NoFile(format!("{what} on {}: no such file or folder; check [file] path", self.describe()))
             }
@@ -349,11 +345,7 @@ impl Source for SftpSource {
                     return Err(if timed_out {
                         SourceError::Timeout { host: self.at(), step, secs: self.cfg.timeout.as_secs() }
                     } else {
-                        SourceError::Connect {
-                            host: self.cfg.host.clone(),
-                            port: self.cfg.port,
-                            detail: format!("{step}: connection lost ({e})"),
-                        }
+                        SourceError::Lost { host: self.at(), step, detail: e.to_string() }
                     });
                 }
             };
