@@ -233,9 +233,6 @@ impl SftpSource {
                 auth::AuthError::Refused(detail) => SourceError::Auth { user: cfg.username.clone(), host: where_, detail },
             });
         }
-        // Keepalives well inside the timeout, so idle periods (a slow consumer) do not
-        // get the connection dropped by NAT boxes or the server's ClientAliveInterval.
-        sess.set_keepalive(true, (cfg.timeout.as_secs() / 3).clamp(2, 30) as u32);
         let sftp = sess.sftp().map_err(|e| match code(&e) {
             LIBSSH2_ERROR_TIMEOUT => {
                 SourceError::Timeout { host: at(&cfg.host, cfg.port), step: "starting SFTP".into(), secs: cfg.timeout.as_secs() }
@@ -288,9 +285,18 @@ impl SftpSource {
         }
     }
 
+    /// Keepalives well inside the timeout, so idle periods (a slow consumer) do not get
+    /// the connection dropped by NAT boxes or the server's ClientAliveInterval. Sends only
+    /// when the interval has passed; a failure shows up on the next read.
+    ///
+    /// The interval is set only around the send: while it is set, libssh2's blocking waits
+    /// stop at the next keepalive due and fail as a timeout, so a server slower than
+    /// `timeout / 3` (but well within `timeout`) would be taken for a stalled one.
     fn keepalive(&self) {
-        // Sends only when the interval has passed; a failure shows up on the next read.
+        let interval = (self.cfg.timeout.as_secs() / 3).clamp(2, 30) as u32;
+        self.sess.set_keepalive(true, interval);
         let _ = self.sess.keepalive_send();
+        self.sess.set_keepalive(true, 0);
     }
 }
 

@@ -113,6 +113,9 @@ pub enum TcpFault {
     StallAfter(u64),
     /// Accept and never forward a byte: a server that hangs before its banner.
     Silent,
+    /// Once this many bytes came back, hold the rest back for a while, then go on: a slow
+    /// server, not a dead one.
+    PauseAfter(u64, Duration),
 }
 
 /// A TCP proxy on loopback in front of a real server, faulting connections as the test
@@ -161,8 +164,8 @@ impl TcpProxy {
                 let (mut s_r, mut c_w) = (server, client);
                 let served = served2.clone();
                 std::thread::spawn(move || {
-                    let limit = match f {
-                        TcpFault::CutAfter(n) | TcpFault::StallAfter(n) => n,
+                    let mut limit = match f {
+                        TcpFault::CutAfter(n) | TcpFault::StallAfter(n) | TcpFault::PauseAfter(n, _) => n,
                         _ => u64::MAX,
                     };
                     let mut buf = [0u8; 16384];
@@ -174,6 +177,11 @@ impl TcpProxy {
                         sent += n as u64;
                         served.fetch_add(n as u64, Ordering::AcqRel);
                         if sent >= limit {
+                            if let TcpFault::PauseAfter(_, pause) = f {
+                                std::thread::sleep(pause);
+                                limit = u64::MAX;
+                                continue;
+                            }
                             if let TcpFault::StallAfter(_) = f {
                                 stalled.store(true, Ordering::Release);
                                 // Hold both sockets open and silent for the rest of the test.
