@@ -1,23 +1,25 @@
 //! The SFTP source against real servers on loopback: OpenSSH sshd (keys, host keys,
 //! algorithms, files) and rclone's SFTP server (passwords); plus a silent server and a
-//! proxy that cuts transfers for the fault cases.
+//! proxy that cuts or stalls transfers for the fault cases, which go through the run's one
+//! retry loop (`source::retrieve`).
 
 mod support;
 
 use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime};
 
-use rostersync::config::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth};
+use rostersync::config::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth, SourceConfig};
 use rostersync::exit::{Classify, Exit};
+use rostersync::retry::{Budget, GiveUp};
 use rostersync::source::select::{self, Selection};
 use rostersync::source::sftp::{SftpSource, keyscan};
-use rostersync::source::{Source, SourceError};
+use rostersync::source::{Choice, Fetched, RemoteFile, Request, Retrieved, Source, SourceError};
 use sha2::Digest;
 use support::sshd::{RcloneSftp, Sshd, SshdOptions};
-use support::{cutting_proxy, cutting_proxy_then};
+use support::{TcpFault, TcpProxy, cutting_proxy_then};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
@@ -77,6 +79,44 @@ fn round_trip(src: &mut SftpSource, dir: &Path, name: &str) {
     let mut out = Vec::new();
     let got = src.fetch(f, &mut out, 1 << 30).unwrap();
     assert_eq!((got.bytes, got.sha256.as_str(), out.len()), (300_000, sum.as_str(), 300_000));
+}
+
+/// The run's one retry loop over `c`: lists `pattern` and downloads the first file listed
+/// into memory.
+fn retrieve(c: &Sftp, pattern: &str, budget: &Budget) -> Result<(RemoteFile, Vec<u8>, Fetched), SourceError> {
+    let source = SourceConfig::Sftp(c.clone());
+    let req = Request { source: &source, pattern, max_size: 1 << 30, budget };
+    let take = |_: &mut dyn Source, files: Vec<RemoteFile>| {
+        Ok(match files.into_iter().next() {
+            Some(f) => Choice::Take(f, Vec::new()),
+            None => Choice::Stop(()),
+        })
+    };
+    match rostersync::source::retrieve(&req, take)? {
+        Retrieved::Done { file, sink, fetched, .. } => Ok((file, sink, fetched)),
+        Retrieved::Stopped(()) => panic!("nothing listed for {pattern}"),
+    }
+}
+
+/// Runs `f` with its log lines captured (the retry warnings), as plain text.
+fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let sub = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let r = tracing::subscriber::with_default(sub, f);
+    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    (r, text)
 }
 
 // ---------- keys ----------
@@ -380,6 +420,21 @@ fn file_selection_glob_newest_last_name_and_min_age() {
     let e = src.list("/no/such/folder/*.csv").unwrap_err();
     assert_eq!(e.exit(), Exit::Data, "{e}");
     assert!(e.to_string().contains("/no/such/folder"), "{e}");
+
+    // Ranges, negated sets and alternatives (globset), on the server's listing.
+    put(&d, "employees_5.csv", 100, Duration::from_secs(600));
+    put(&d, "employees_x.csv", 100, Duration::from_secs(600));
+    let mut names = |glob: &str| {
+        let mut v: Vec<String> = src.list(&format!("{}/{glob}", d.display())).unwrap().iter().map(|f| f.name().to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("employees_[0-9].csv"), vec!["employees_5.csv"]);
+    assert_eq!(names("employees_[!0-9].csv"), vec!["employees_x.csv"]);
+    assert_eq!(names("{notes,employees_5}.csv"), vec!["employees_5.csv", "notes.csv"]);
+    assert_eq!(names("EMPLOYEES_5.csv"), Vec::<String>::new(), "case-sensitive, as the server's file system");
+    let e = src.list(&format!("{}/employees_[0-9.csv", d.display())).unwrap_err();
+    assert_eq!(e.exit(), Exit::Config, "{e}");
 }
 
 #[test]
@@ -469,15 +524,64 @@ fn a_transfer_cut_once_resumes_where_it_stopped() {
     env();
     let s = Sshd::start();
     let k = s.client_key("ed25519", "");
-    let sum = put(&s.data(), "resume.csv", 8 << 20, Duration::from_secs(600));
-    let port = cutting_proxy(s.port, 3 << 20, 1);
-    let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
-    let f = src.list(&format!("{}/resume.csv", s.data().display())).unwrap().remove(0);
-    let mut out = Vec::new();
-    let got = src.fetch(&f, &mut out, 1 << 30).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((got.bytes, out.len() as u64), (8 << 20, 8 << 20));
+    let size: u64 = 8 << 20;
+    let sum = put(&s.data(), "resume.csv", size as usize, Duration::from_secs(600));
+    // Cut after 5 MiB: libssh2 drops what a read call had gathered when the connection
+    // fails under it, so the offset reached is that of the last whole 2 MiB read.
+    let proxy = TcpProxy::start(s.port, |n| if n == 0 { TcpFault::CutAfter(5 << 20) } else { TcpFault::Pass });
+    let c = cfg(proxy.port, &s.user, key(&k, None), pinned(&s));
+    let pattern = format!("{}/resume.csv", s.data().display());
+    let (got, logs) = logged(|| retrieve(&c, &pattern, &Budget::default()));
+    let (_, out, got) = got.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((got.bytes, out.len() as u64), (size, size));
     assert_eq!(got.sha256, sum, "the resumed download must be byte for byte the file");
     assert_eq!(hex::encode(sha2::Sha256::digest(&out)), sum);
+    // Resumed from its offset, not from byte 0 (which would make 13 MiB).
+    assert!(proxy.served() < size * 3 / 2, "{} bytes through the proxy for a {size}-byte file", proxy.served());
+    assert_eq!(proxy.connections(), 2);
+    // The warning names host, path, attempt and offset.
+    let warn = logs.lines().find(|l| l.contains("WARN")).unwrap_or_else(|| panic!("no retry warning: {logs}"));
+    for part in [format!("127.0.0.1:{}", proxy.port), pattern.clone(), "attempt 1 of 3".into(), "reconnecting".into(), "to resume".into()] {
+        assert!(warn.contains(&part), "{part:?} missing from {warn}");
+    }
+    let offset: u64 = warn.split("from byte ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect(warn);
+    // The cut came after 5 MiB (the proxy forwards 16 KiB at a time).
+    assert!(((2 << 20)..(5 << 20) + 16384).contains(&offset), "resumed from byte {offset}: {warn}");
+}
+
+#[test]
+fn a_transfer_stalled_once_resumes_after_one_timeout() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let size: u64 = 8 << 20;
+    let sum = put(&s.data(), "stall.csv", size as usize, Duration::from_secs(600));
+    let proxy = TcpProxy::start(s.port, |n| if n == 0 { TcpFault::StallAfter(2 << 20) } else { TcpFault::Pass });
+    let mut c = cfg(proxy.port, &s.user, key(&k, None), pinned(&s));
+    c.timeout = Duration::from_secs(2);
+    let start = Instant::now();
+    let (_, out, got) = retrieve(&c, &format!("{}/stall.csv", s.data().display()), &Budget::default()).unwrap_or_else(|e| panic!("{e}"));
+    let took = start.elapsed();
+    assert_eq!((got.bytes, got.sha256.as_str(), hex::encode(sha2::Sha256::digest(&out))), (size, sum.as_str(), sum.clone()));
+    assert!(proxy.served() < size * 3 / 2, "{} bytes through the proxy for a {size}-byte file", proxy.served());
+    // One timeout for the stall, none more to close the dead connection, a backoff.
+    assert!(took < Duration::from_secs(2 + 4), "took {took:?}");
+}
+
+#[test]
+fn a_slow_server_within_the_timeout_is_not_taken_for_a_stalled_one() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let sum = put(&s.data(), "slow.csv", 4 << 20, Duration::from_secs(600));
+    // Silent for 4 s mid-transfer, with timeout = 6s: slow, not dead. (libssh2's own
+    // keepalive timer used to end the wait after timeout / 3 = 2 s.)
+    let proxy = TcpProxy::start(s.port, |_| TcpFault::PauseAfter(1 << 20, Duration::from_secs(4)));
+    let mut c = cfg(proxy.port, &s.user, key(&k, None), pinned(&s));
+    c.timeout = Duration::from_secs(6);
+    let (_, _, got) = retrieve(&c, &format!("{}/slow.csv", s.data().display()), &Budget::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.sha256, sum);
+    assert_eq!(proxy.connections(), 1, "no reconnection");
 }
 
 #[test]
@@ -490,9 +594,8 @@ fn a_file_rewritten_while_the_connection_was_down_is_not_resumed() {
     let port = cutting_proxy_then(s.port, 2 << 20, 1, move || {
         put(&data, "moving.csv", 9 << 20, Duration::from_secs(1));
     });
-    let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
-    let f = src.list(&format!("{}/moving.csv", s.data().display())).unwrap().remove(0);
-    let e = src.fetch(&f, &mut Vec::new(), 1 << 30).unwrap_err();
+    let c = cfg(port, &s.user, key(&k, None), pinned(&s));
+    let e = retrieve(&c, &format!("{}/moving.csv", s.data().display()), &Budget::default()).unwrap_err();
     assert!(
         matches!(e, SourceError::Truncated { .. }) && e.to_string().contains("the file changed on the server during the download"),
         "{e}"
@@ -505,13 +608,75 @@ fn a_transfer_cut_every_time_is_truncated_and_retriable() {
     let s = Sshd::start();
     let k = s.client_key("ed25519", "");
     put(&s.data(), "cut.csv", 8 << 20, Duration::from_secs(600));
-    let port = cutting_proxy(s.port, 1 << 20, usize::MAX);
-    let mut src = connect(&cfg(port, &s.user, key(&k, None), pinned(&s)));
-    let f = src.list(&format!("{}/cut.csv", s.data().display())).unwrap().remove(0);
-    let mut out = Vec::new();
-    let e = src.fetch(&f, &mut out, 1 << 30).unwrap_err();
+    let proxy = TcpProxy::start(s.port, |_| TcpFault::CutAfter(1 << 20));
+    let c = cfg(proxy.port, &s.user, key(&k, None), pinned(&s));
+    let e = retrieve(&c, &format!("{}/cut.csv", s.data().display()), &Budget::default()).unwrap_err();
     let SourceError::Truncated { got, expected, .. } = &e else { panic!("expected Truncated, got {e}") };
     assert!(*got < *expected && *expected == 8 << 20, "{e}");
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
-    assert!(e.to_string().contains("cut.csv") && e.to_string().contains("gave up after 3 reconnections"), "{e}");
+    // Three attempts in all (Policy::SFTP), each resuming where the last stopped.
+    assert!(e.to_string().contains("cut.csv") && e.to_string().contains("gave up after 3 attempts"), "{e}");
+    assert_eq!(proxy.connections(), 3);
+}
+
+#[test]
+fn the_runs_budget_bounds_the_retries() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    put(&s.data(), "budget.csv", 4 << 20, Duration::from_secs(600));
+    let proxy = TcpProxy::start(s.port, |n| if n == 0 { TcpFault::CutAfter(1 << 20) } else { TcpFault::Pass });
+    let c = cfg(proxy.port, &s.user, key(&k, None), pinned(&s));
+    // SCIM already spent the run's retries: the cut is not retried.
+    let spent = Budget::new(0);
+    let e = retrieve(&c, &format!("{}/budget.csv", s.data().display()), &spent).unwrap_err();
+    assert!(matches!(e, SourceError::Truncated { .. }) && e.to_string().contains("the run used all of its 0 retries"), "{e}");
+    assert_eq!(proxy.connections(), 1);
+}
+
+#[test]
+fn a_hung_server_fails_the_fetch_within_three_timeouts() {
+    env();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Accepts, keeps every connection open, never says a word.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            held.push(s);
+        }
+    });
+    let mut c = cfg(port, "root", key(Path::new("/nonexistent"), None), HostKeyPolicy::Pinned("SHA256:x".into()));
+    c.timeout = Duration::from_secs(2);
+    let start = Instant::now();
+    let e = retrieve(&c, "/exports/*.csv", &Budget::default()).unwrap_err();
+    let took = start.elapsed();
+    let SourceError::GaveUp { why, last } = &e else { panic!("expected GaveUp, got {e}") };
+    assert_eq!(*why, GiveUp::Attempts(3), "{e}");
+    assert!(matches!(**last, SourceError::Timeout { .. }), "{e}");
+    assert!(took >= Duration::from_secs(6) && took < Duration::from_secs(3 * 2 + 6), "took {took:?}");
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")) && e.to_string().contains("gave up after 3 attempts"), "{e}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
+}
+
+#[test]
+fn a_server_that_hangs_for_good_mid_download_fails_within_three_timeouts() {
+    env();
+    let s = Sshd::start();
+    let k = s.client_key("ed25519", "");
+    let size: u64 = 8 << 20;
+    put(&s.data(), "hang.csv", size as usize, Duration::from_secs(600));
+    // The transfer stalls after 2 MiB, and the server never answers again.
+    let proxy = TcpProxy::start(s.port, |n| if n == 0 { TcpFault::StallAfter(2 << 20) } else { TcpFault::Silent });
+    let mut c = cfg(proxy.port, &s.user, key(&k, None), pinned(&s));
+    c.timeout = Duration::from_secs(2);
+    let start = Instant::now();
+    let e = retrieve(&c, &format!("{}/hang.csv", s.data().display()), &Budget::default()).unwrap_err();
+    let took = start.elapsed();
+    let SourceError::Truncated { got, expected, .. } = &e else { panic!("expected Truncated, got {e}") };
+    assert!(*got > 0 && *got < *expected, "{e}");
+    assert!(e.to_string().contains("hang.csv") && e.to_string().contains("gave up after 3 attempts"), "{e}");
+    assert_eq!((e.exit(), e.retriable()), (Exit::Connection, true));
+    assert_eq!(proxy.connections(), 3);
+    assert!(took < Duration::from_secs(3 * 2 + 6), "took {took:?}");
 }

@@ -2,10 +2,10 @@
 //! customers who drop files on a shared disk.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use super::{Fetched, HashingWriter, RemoteFile, Source, SourceError, select};
+use super::{RemoteFile, Source, SourceError, select};
 use crate::config::After;
 
 pub struct LocalSource {
@@ -30,7 +30,8 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> SourceError {
 
 impl Source for LocalSource {
     fn list(&mut self, pattern: &str) -> Result<Vec<RemoteFile>, SourceError> {
-        let (folder, glob) = select::split_pattern(pattern);
+        let glob = select::compile_glob(pattern)?;
+        let folder = glob.folder.as_str();
         let real_folder = self.real(folder);
         let entries = fs::read_dir(&real_folder).map_err(io(format!("cannot list folder {}", real_folder.display())))?;
         let mut out = Vec::new();
@@ -38,7 +39,7 @@ impl Source for LocalSource {
             let e = e.map_err(io(format!("cannot list folder {}", real_folder.display())))?;
             let name = e.file_name().to_string_lossy().into_owned();
             let md = e.metadata().map_err(io(format!("cannot stat {}", e.path().display())))?;
-            if !md.is_file() || !select::glob_match(glob, &name) {
+            if !md.is_file() || !glob.matches(&name) {
                 continue;
             }
             let path = if folder == "." { name } else { format!("{}/{}", folder.trim_end_matches('/'), name) };
@@ -47,34 +48,29 @@ impl Source for LocalSource {
         Ok(out)
     }
 
-    fn fetch(&mut self, file: &RemoteFile, sink: &mut dyn Write, max_size: u64) -> Result<Fetched, SourceError> {
+    fn stat(&mut self, path: &str) -> Result<RemoteFile, SourceError> {
+        let real = self.real(path);
+        let md = fs::metadata(&real).map_err(io(format!("cannot stat {}", real.display())))?;
+        Ok(RemoteFile { path: path.to_string(), size: md.len(), mtime: md.modified().ok().map(Into::into) })
+    }
+
+    fn read_from(&mut self, file: &RemoteFile, offset: u64, sink: &mut dyn Write, max_size: u64) -> Result<u64, SourceError> {
         let real = self.real(&file.path);
-        if file.size > max_size {
-            return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: max_size });
-        }
         let mut f = fs::File::open(&real).map_err(io(format!("cannot open {}", real.display())))?;
-        let mut w = HashingWriter::new(sink);
+        f.seek(SeekFrom::Start(offset)).map_err(io(format!("cannot seek in {}", real.display())))?;
         let mut buf = vec![0u8; 1 << 20];
+        let mut written = 0u64;
         loop {
             let n = f.read(&mut buf).map_err(io(format!("cannot read {}", real.display())))?;
             if n == 0 {
-                break;
+                return Ok(written);
             }
-            w.write_all(&buf[..n]).map_err(io("cannot write the download".into()))?;
-            if w.bytes > max_size {
-                return Err(SourceError::TooLarge { path: file.path.clone(), size: w.bytes, max: max_size });
+            sink.write_all(&buf[..n]).map_err(io("cannot write the download".into()))?;
+            written += n as u64;
+            if offset + written > max_size {
+                return Err(SourceError::TooLarge { path: file.path.clone(), size: offset + written, max: max_size });
             }
         }
-        let fetched = w.finish();
-        if fetched.bytes != file.size {
-            return Err(SourceError::Truncated {
-                path: file.path.clone(),
-                got: fetched.bytes,
-                expected: file.size,
-                detail: "the file changed while it was read".into(),
-            });
-        }
-        Ok(fetched)
     }
 
     fn finish(&mut self, file: &RemoteFile, after: &After) -> Result<(), SourceError> {

@@ -2,10 +2,15 @@
 //! (a folder) serves the demo and the tests of everything downstream.
 //!
 //! Sources are blocking (libssh2 is); `sync` runs them on a blocking thread under a deadline.
+//! A source makes one attempt at each step; `retrieve` is the one loop that retries
+//! (connect → list → select → download, resuming where a cut download stopped).
 
 pub mod local;
+mod retrieve;
 pub mod select;
 pub mod sftp;
+
+pub use self::retrieve::{Choice, Request, Retrieved, describe, retrieve};
 
 use std::io::Write;
 
@@ -47,6 +52,9 @@ pub enum SourceError {
     Auth { user: String, host: String, detail: String },
     #[error("{0}")]
     Algorithms(String),
+    /// An established connection failed mid-step (not a timeout).
+    #[error("{host}: {step}: the connection was lost ({detail}); the server may have restarted, or something between us drops connections")]
+    Lost { host: String, step: String, detail: String },
     #[error("{host}: {step} timed out after {secs}s; the server may be overloaded, or something between us drops packets")]
     Timeout { host: String, step: String, secs: u64 },
     #[error("{0}")]
@@ -59,6 +67,11 @@ pub enum SourceError {
     Io { context: String, source: std::io::Error },
     #[error("{0}")]
     Stale(String),
+    #[error(transparent)]
+    Glob(#[from] select::SelectError),
+    /// `retrieve` tried as often as the run allows; `last` is why the last attempt failed.
+    #[error("{last} ({why}; the run can be retried later)")]
+    GaveUp { why: crate::retry::GiveUp, last: Box<SourceError> },
     #[error("{0}")]
     Other(String),
 }
@@ -70,24 +83,46 @@ impl Classify for SourceError {
             | SourceError::HostKey(_)
             | SourceError::Auth { .. }
             | SourceError::Algorithms(_)
+            | SourceError::Lost { .. }
             | SourceError::Timeout { .. } => Exit::Connection,
             SourceError::NoFile(_) | SourceError::TooLarge { .. } | SourceError::Stale(_) => Exit::Data,
             SourceError::Truncated { .. } => Exit::Connection,
+            SourceError::Glob(e) => e.exit(),
+            SourceError::GaveUp { last, .. } => last.exit(),
             SourceError::Io { .. } | SourceError::Other(_) => Exit::Other,
         }
     }
     fn retriable(&self) -> bool {
-        matches!(self, SourceError::Connect { .. } | SourceError::Timeout { .. } | SourceError::Truncated { .. })
+        match self {
+            SourceError::Connect { .. } | SourceError::Lost { .. } | SourceError::Timeout { .. } | SourceError::Truncated { .. } => true,
+            // Not within this run (its retries are spent), but a later run may succeed.
+            SourceError::GaveUp { last, .. } => last.retriable(),
+            _ => false,
+        }
     }
 }
 
-/// A connected source.
+/// A connected source. Each method makes one attempt: retrying is `retrieve`'s alone.
 pub trait Source: Send {
     /// Files in the folder of `pattern` whose names match its glob (or the exact file).
     fn list(&mut self, pattern: &str) -> Result<Vec<RemoteFile>, SourceError>;
-    /// Streams the whole file into `sink`, hashing as it goes. Fails (never returns a
-    /// short read as success) when fewer bytes arrive than `file.size`, or more than `max_size`.
-    fn fetch(&mut self, file: &RemoteFile, sink: &mut dyn Write, max_size: u64) -> Result<Fetched, SourceError>;
+    /// The file at `path` as it is now (size, mtime): a resumed download checks it is still
+    /// the file it started on.
+    fn stat(&mut self, path: &str) -> Result<RemoteFile, SourceError>;
+    /// Writes the bytes of `file` from `offset` to its end into `sink`; returns how many it
+    /// wrote. Fails with `TooLarge` once `offset` + those bytes pass `max_size`.
+    fn read_from(&mut self, file: &RemoteFile, offset: u64, sink: &mut dyn Write, max_size: u64) -> Result<u64, SourceError>;
+    /// One attempt at the whole file, hashed: fails (never returns a short read as
+    /// success) when another number of bytes than `file.size` arrives, or more than `max_size`.
+    fn fetch(&mut self, file: &RemoteFile, sink: &mut dyn Write, max_size: u64) -> Result<Fetched, SourceError> {
+        if file.size > max_size {
+            return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: max_size });
+        }
+        let mut w = HashingWriter::new(sink);
+        self.read_from(file, 0, &mut w, max_size)?;
+        let (_, fetched) = w.finish();
+        retrieve::check_size(file, fetched)
+    }
     /// Applies `after` to a file that has been synced.
     fn finish(&mut self, file: &RemoteFile, after: &After) -> Result<(), SourceError>;
     /// "sftp://user@host:port" or "local:/dir", for reports and errors.
@@ -102,25 +137,28 @@ pub fn connect(cfg: &SourceConfig) -> Result<Box<dyn Source>, SourceError> {
     }
 }
 
-/// A writer that hashes what passes through it and counts bytes.
-pub struct HashingWriter<'a> {
-    inner: &'a mut dyn Write,
+/// A writer that hashes what passes through it and counts bytes. It outlives a cut
+/// connection: a resumed download writes on into the same one, so the hash covers the
+/// whole file however many connections brought it.
+pub struct HashingWriter<W: Write> {
+    inner: W,
     hasher: sha2::Sha256,
     pub bytes: u64,
 }
 
-impl<'a> HashingWriter<'a> {
-    pub fn new(inner: &'a mut dyn Write) -> Self {
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
         use sha2::Digest;
         HashingWriter { inner, hasher: sha2::Sha256::new(), bytes: 0 }
     }
-    pub fn finish(self) -> Fetched {
+    /// The writer back, and what went through it.
+    pub fn finish(self) -> (W, Fetched) {
         use sha2::Digest;
-        Fetched { bytes: self.bytes, sha256: hex::encode(self.hasher.finalize()) }
+        (self.inner, Fetched { bytes: self.bytes, sha256: hex::encode(self.hasher.finalize()) })
     }
 }
 
-impl Write for HashingWriter<'_> {
+impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         use sha2::Digest;
         let n = self.inner.write(buf)?;

@@ -4,6 +4,22 @@ use chrono::{DateTime, Utc};
 
 use super::RemoteFile;
 use crate::config::{FileRule, Pick};
+use crate::exit::{Classify, Exit};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error(
+        "[file] path \"{pattern}\": the file name pattern \"{name}\" is not a valid glob ({detail}); \
+         use *, ?, [0-9], [!x] or {{a,b}}, and a \\ before any of those characters meant literally"
+    )]
+    BadGlob { pattern: String, name: String, detail: String },
+}
+
+impl Classify for SelectError {
+    fn exit(&self) -> Exit {
+        Exit::Config
+    }
+}
 
 /// Splits "/exports/employees_*.csv" into ("/exports", "employees_*.csv").
 pub fn split_pattern(pattern: &str) -> (&str, &str) {
@@ -14,26 +30,35 @@ pub fn split_pattern(pattern: &str) -> (&str, &str) {
     }
 }
 
-/// Shell-style match of one file name: `*`, `?` and `[abc]`.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && m(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(close) = p.iter().position(|&c| c == ']') else {
-                    return n.first() == Some(&'[') && m(&p[1..], &n[1..]);
-                };
-                let set = &p[1..close];
-                !n.is_empty() && set.contains(&n[0]) && m(&p[close + 1..], &n[1..])
-            }
-            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
-        }
+/// A `[file] path` compiled: a literal folder, and a shell glob over the names in it —
+/// `*`, `?`, `[abc]`, `[0-9]`, `[!x]`, `{a,b}` — matched against the whole name,
+/// case-sensitively (as the server's file system and `ls` do), with `*` never crossing a `/`.
+///
+/// globset compiles the glob to a regex, so a match takes time linear in the name: a
+/// hostile server's 3,000-character name cannot stall a run the way backtracking did.
+#[derive(Debug, Clone)]
+pub struct PathGlob {
+    pub folder: String,
+    name: globset::GlobMatcher,
+}
+
+impl PathGlob {
+    pub fn matches(&self, name: &str) -> bool {
+        self.name.is_match(name)
     }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    m(&p, &n)
+}
+
+/// Compiles a `[file] path`. Config validation calls this, so a bad glob is a config-time
+/// error; sources call it again to list.
+pub fn compile_glob(pattern: &str) -> Result<PathGlob, SelectError> {
+    let (folder, name) = split_pattern(pattern);
+    let glob = globset::GlobBuilder::new(name)
+        .literal_separator(true)
+        .case_insensitive(false)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| SelectError::BadGlob { pattern: pattern.into(), name: name.into(), detail: e.kind().to_string() })?;
+    Ok(PathGlob { folder: folder.to_string(), name: glob.compile_matcher() })
 }
 
 /// The result of choosing among listed files.
@@ -88,6 +113,10 @@ mod tests {
         }
     }
 
+    fn glob_match(pattern: &str, name: &str) -> bool {
+        compile_glob(pattern).unwrap_or_else(|e| panic!("{e}")).matches(name)
+    }
+
     #[test]
     fn globs() {
         assert!(glob_match("employees_*.csv", "employees_2024-01-02.csv"));
@@ -97,6 +126,60 @@ mod tests {
         assert!(!glob_match("e[12].csv", "e3.csv"));
         assert_eq!(split_pattern("/exports/a*.csv"), ("/exports", "a*.csv"));
         assert_eq!(split_pattern("/a.csv"), ("/", "a.csv"));
+    }
+
+    #[test]
+    fn glob_table() {
+        // (pattern, name, matches)
+        let table = [
+            ("/x/employees_[0-9].csv", "employees_5.csv", true),
+            ("/x/employees_[0-9].csv", "employees_x.csv", false),
+            ("/x/employees_[0-9].csv", "employees_12.csv", false),
+            ("/x/e[!x].csv", "ea.csv", true),
+            ("/x/e[!x].csv", "ex.csv", false),
+            ("/x/e[^x].csv", "ex.csv", false),
+            ("/x/export.{csv,xlsx}", "export.xlsx", true),
+            ("/x/export.{csv,xlsx}", "export.csv", true),
+            ("/x/export.{csv,xlsx}", "export.json", false),
+            // Case-sensitive, as before and as the server's file system.
+            ("/x/Employees.csv", "employees.csv", false),
+            ("/x/*.CSV", "a.csv", false),
+            // The whole name: no partial matches.
+            ("/x/a.csv", "a.csv.bak", false),
+            ("/x/*.csv", "a.csv.bak", false),
+            // A backslash makes a special character literal.
+            ("/x/\\[draft\\].csv", "[draft].csv", true),
+            ("/x/\\[draft\\].csv", "d.csv", false),
+            // Names with dots and spaces are ordinary.
+            ("/x/HR export *.csv", "HR export 2026-01-01.csv", true),
+            ("employees.csv", "employees.csv", true),
+        ];
+        for (pattern, name, want) in table {
+            assert_eq!(glob_match(pattern, name), want, "{pattern} against {name}");
+        }
+        let g = compile_glob("/exports/in/e_*.csv").unwrap();
+        assert_eq!(g.folder, "/exports/in");
+        assert_eq!(compile_glob("e.csv").unwrap().folder, ".");
+    }
+
+    #[test]
+    fn a_bad_glob_is_a_config_error_that_names_it() {
+        for bad in ["/x/e[0-9.csv", "/x/{a,b.csv", "/x/a\\"] {
+            let e = compile_glob(bad).expect_err(bad);
+            assert_eq!(e.exit(), Exit::Config, "{e}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_name_matches_in_linear_time() {
+        // The old backtracking matcher ran for minutes on this.
+        let name = format!("{}.txt", "_".repeat(3000));
+        let start = std::time::Instant::now();
+        assert!(!glob_match("/x/*_*_*_*.csv", &name));
+        let long_ok = format!("{}.csv", "a_".repeat(1500));
+        assert!(glob_match("/x/*_*_*_*.csv", &long_ok));
+        assert!(start.elapsed() < std::time::Duration::from_secs(1), "{:?}", start.elapsed());
     }
 
     #[test]

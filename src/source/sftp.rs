@@ -4,22 +4,27 @@
 //! Every network step runs under the connector's `timeout` (libssh2's default waits
 //! forever). Downloads read 2 MiB at a time so libssh2 keeps several MiB of SFTP reads in
 //! flight; with small reads a 20 ms round trip caps the rate at a few hundred KiB/s.
+//!
+//! Every call makes one attempt; `source::retrieve` decides about another. A connection
+//! that failed is abandoned (its socket shut down) so that nothing waits on it again: in
+//! blocking mode libssh2 would spend a further `timeout` on each of closing the file, the
+//! channel and the session of a server that stopped answering.
 
 pub mod algorithms;
 pub mod auth;
 pub mod hostkey;
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ssh2::{ErrorCode, Session};
 
-use super::{Fetched, HashingWriter, RemoteFile, Source, SourceError, select};
+use super::{RemoteFile, Source, SourceError, select};
 use crate::config::{After, HostKeyPolicy, Sftp};
-use crate::exit::Classify;
 
 /// Bytes asked of libssh2 per read; it pipelines up to 4× this (capped at 8 MiB) in flight.
 const READ_CHUNK: usize = 2 << 20;
@@ -32,25 +37,18 @@ const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 const FX_NO_SUCH_FILE: i32 = 2;
 const FX_PERMISSION_DENIED: i32 = 3;
 
-/// Reconnections to resume one download, with doubling waits from this one.
-const RESUME_ATTEMPTS: u32 = 3;
-const RESUME_BACKOFF: Duration = Duration::from_millis(500);
-
-/// How a stretch of download ended, when not at the end of the file.
-enum Step {
-    /// The connection dropped or stalled: worth resuming.
-    Cut(String),
-    Fail(SourceError),
-}
-
 pub struct SftpSource {
     cfg: Sftp,
     sess: Session,
     sftp: ssh2::Sftp,
+    /// The session's socket, to shut down when the connection is given up.
+    tcp: TcpStream,
+    /// Set once the connection failed: nothing more is sent on it.
+    dead: AtomicBool,
 }
 
 /// "host:port", as errors show it.
-fn at(host: &str, port: u16) -> String {
+pub(crate) fn at(host: &str, port: u16) -> String {
     if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
@@ -80,8 +78,8 @@ fn timeout_ms(t: Duration) -> u32 {
 }
 
 /// TCP connect and SSH handshake offering only our algorithms, with `host_keys` as the
-/// host key preference. No host key verification here.
-fn handshake(host: &str, port: u16, timeout: Duration, host_keys: &[&str]) -> Result<Session, SourceError> {
+/// host key preference. No host key verification here. Returns the session and its socket.
+fn handshake(host: &str, port: u16, timeout: Duration, host_keys: &[&str]) -> Result<(Session, TcpStream), SourceError> {
     let tcp = tcp_connect(host, port, timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::TimedOut => SourceError::Timeout { host: at(host, port), step: "TCP connect".into(), secs: timeout.as_secs() },
         _ => SourceError::Connect { host: host.into(), port, detail: e.to_string() },
@@ -89,9 +87,10 @@ fn handshake(host: &str, port: u16, timeout: Duration, host_keys: &[&str]) -> Re
     let mut sess = Session::new().map_err(|e| SourceError::Other(format!("cannot create an SSH session: {e}")))?;
     sess.set_timeout(timeout_ms(timeout));
     algorithms::restrict(&sess, host_keys).map_err(|e| SourceError::Other(format!("cannot restrict SSH algorithms: {e}")))?;
+    let socket = tcp.try_clone().map_err(|e| SourceError::Connect { host: host.into(), port, detail: e.to_string() })?;
     sess.set_tcp_stream(tcp);
     match sess.handshake() {
-        Ok(()) => Ok(sess),
+        Ok(()) => Ok((sess, socket)),
         Err(e) if code(&e) == LIBSSH2_ERROR_TIMEOUT => Err(SourceError::Timeout {
             host: at(host, port),
             step: "SSH handshake (the server sent no or too little data)".into(),
@@ -141,14 +140,14 @@ fn key_type_of(alg: &str) -> &str {
 }
 
 /// Connects and verifies the host key according to the policy. The session is not authenticated.
-fn connect_verified(cfg: &Sftp) -> Result<Session, SourceError> {
+fn connect_verified(cfg: &Sftp) -> Result<(Session, TcpStream), SourceError> {
     let (host, port, t) = (cfg.host.as_str(), cfg.port, cfg.timeout);
     match &cfg.host_key {
         HostKeyPolicy::Pinned(pin) => {
-            let sess = handshake(host, port, t, algorithms::HOST_KEYS)?;
+            let (sess, tcp) = handshake(host, port, t, algorithms::HOST_KEYS)?;
             let (_, ty, fp) = offered(&sess, host, port)?;
             if &fp == pin {
-                return Ok(sess);
+                return Ok((sess, tcp));
             }
             drop(sess);
             // The pin may be another of the server's keys (say its ECDSA key, from an older
@@ -159,10 +158,10 @@ fn connect_verified(cfg: &Sftp) -> Result<Session, SourceError> {
                     if seen.iter().any(|(t, _)| t == key_type_of(alg)) {
                         continue;
                     }
-                    let sess = handshake(host, port, t, &[alg])?;
+                    let (sess, tcp) = handshake(host, port, t, &[alg])?;
                     let (_, ty, fp) = offered(&sess, host, port)?;
                     if &fp == pin {
-                        return Ok(sess);
+                        return Ok((sess, tcp));
                     }
                     seen.push((ty, fp));
                 }
@@ -184,7 +183,7 @@ fn connect_verified(cfg: &Sftp) -> Result<Session, SourceError> {
             let mut prefs = algorithms_for(&types);
             let rest: Vec<&str> = algorithms::HOST_KEYS.iter().copied().filter(|a| !prefs.contains(a)).collect();
             prefs.extend(rest);
-            let sess = handshake(host, port, t, &prefs)?;
+            let (sess, tcp) = handshake(host, port, t, &prefs)?;
             let (blob, ty, fp) = offered(&sess, host, port)?;
             let name = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
             let line = {
@@ -192,13 +191,13 @@ fn connect_verified(cfg: &Sftp) -> Result<Session, SourceError> {
                 format!("{name} {ty} {}", base64::engine::general_purpose::STANDARD.encode(&blob))
             };
             match hostkey::check_known(&known, &blob) {
-                hostkey::Verdict::Trusted => Ok(sess),
-                hostkey::Verdict::Revoked { line: n } => Err(SourceError::HostKey(format!(
+                hostkey::HostKeyStatus::Trusted => Ok((sess, tcp)),
+                hostkey::HostKeyStatus::Revoked { line: n } => Err(SourceError::HostKey(format!(
                     "host key {ty} {fp} of {} is marked @revoked in {} line {n}; refusing to connect. Ask the server's administrator for its new key.",
                     at(host, port),
                     path.display()
                 ))),
-                hostkey::Verdict::Changed { lines } => Err(SourceError::HostKey(format!(
+                hostkey::HostKeyStatus::Changed { lines } => Err(SourceError::HostKey(format!(
                     "host key of {} HAS CHANGED: the server offers {ty} {fp}, but {} line(s) {} hold another {ty} key. \
                      If the change is expected (confirm with the server's administrator, out of band), replace those lines with:\n  {line}\n\
                      or pin it in the connector with:\n  host_key = \"{fp}\"\nOtherwise someone may be intercepting the connection.",
@@ -206,7 +205,7 @@ fn connect_verified(cfg: &Sftp) -> Result<Session, SourceError> {
                     path.display(),
                     lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
                 ))),
-                hostkey::Verdict::Unknown => Err(SourceError::HostKey(format!(
+                hostkey::HostKeyStatus::Unknown => Err(SourceError::HostKey(format!(
                     "host key {ty} {fp} of {} is not in {}{}. After checking the fingerprint with the server's administrator, add this line to it:\n  {line}\n\
                      or pin it in the connector with:\n  host_key = \"{fp}\"",
                     at(host, port),
@@ -224,17 +223,16 @@ fn connect_verified(cfg: &Sftp) -> Result<Session, SourceError> {
 
 impl SftpSource {
     pub fn connect(cfg: &Sftp) -> Result<SftpSource, SourceError> {
-        let sess = connect_verified(cfg)?;
+        let (sess, tcp) = connect_verified(cfg)?;
         let where_ = at(&cfg.host, cfg.port);
         if let Err(fail) = auth::authenticate(&sess, &cfg.username, &cfg.auth) {
             return Err(match fail {
-                auth::Failure::Timeout => SourceError::Timeout { host: where_, step: "authentication".into(), secs: cfg.timeout.as_secs() },
-                auth::Failure::Refused(detail) => SourceError::Auth { user: cfg.username.clone(), host: where_, detail },
+                auth::AuthError::Timeout => {
+                    SourceError::Timeout { host: where_, step: "authentication".into(), secs: cfg.timeout.as_secs() }
+                }
+                auth::AuthError::Refused(detail) => SourceError::Auth { user: cfg.username.clone(), host: where_, detail },
             });
         }
-        // Keepalives well inside the timeout, so idle periods (a slow consumer) do not
-        // get the connection dropped by NAT boxes or the server's ClientAliveInterval.
-        sess.set_keepalive(true, (cfg.timeout.as_secs() / 3).clamp(2, 30) as u32);
         let sftp = sess.sftp().map_err(|e| match code(&e) {
             LIBSSH2_ERROR_TIMEOUT => {
                 SourceError::Timeout { host: at(&cfg.host, cfg.port), step: "starting SFTP".into(), secs: cfg.timeout.as_secs() }
@@ -248,7 +246,16 @@ impl SftpSource {
                 ),
             },
         })?;
-        Ok(SftpSource { cfg: cfg.clone(), sess, sftp })
+        Ok(SftpSource { cfg: cfg.clone(), sess, sftp, tcp, dead: AtomicBool::new(false) })
+    }
+
+    /// Gives the connection up: shuts its socket so that every later libssh2 call on it
+    /// (closing the file, the channel, the session) fails at once instead of waiting for a
+    /// server that stopped answering.
+    fn abandon(&self) {
+        if !self.dead.swap(true, Ordering::AcqRel) {
+            let _ = self.tcp.shutdown(Shutdown::Both);
+        }
     }
 
     fn at(&self) -> String {
@@ -258,15 +265,14 @@ impl SftpSource {
     /// Maps an error of an SFTP operation: a lost connection or timeout is retriable,
     /// a missing path is a file error, the rest say what failed where.
     fn op_error(&self, e: ssh2::Error, what: String) -> SourceError {
+        if matches!(e.code(), ErrorCode::Session(_)) {
+            self.abandon();
+        }
         match e.code() {
             ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => {
                 SourceError::Timeout { host: self.at(), step: what, secs: self.cfg.timeout.as_secs() }
             }
-            ErrorCode::Session(_) => SourceError::Connect {
-                host: self.cfg.host.clone(),
-                port: self.cfg.port,
-                detail: format!("{what}: connection lost ({})", e.message()),
-            },
+            ErrorCode::Session(_) => SourceError::Lost { host: self.at(), step: what, detail: e.message().to_string() },
             ErrorCode::SFTP(FX_NO_SUCH_FILE) => {
                 SourceError::NoFile(format!("{what} on {}: no such file or folder; check [file] path", self.describe()))
             }
@@ -279,53 +285,33 @@ impl SftpSource {
         }
     }
 
-    /// Reads `file` from offset `w.bytes` to its end into `w`.
-    fn read_from(&mut self, file: &RemoteFile, w: &mut HashingWriter<'_>, max_size: u64) -> Result<(), Step> {
-        self.keepalive();
-        let mut f = self.sftp.open(Path::new(&file.path)).map_err(|e| match self.op_error(e, format!("cannot open {}", file.path)) {
-            e @ (SourceError::Connect { .. } | SourceError::Timeout { .. }) => Step::Cut(e.to_string()),
-            e => Step::Fail(e),
-        })?;
-        if w.bytes > 0 {
-            f.seek(SeekFrom::Start(w.bytes)).map_err(|e| Step::Cut(format!("cannot seek to resume: {e}")))?;
-        }
-        let mut buf = vec![0u8; READ_CHUNK];
-        let mut last_keepalive = Instant::now();
-        loop {
-            let n = f.read(&mut buf).map_err(|e| Step::Cut(format!("connection to {} lost or stalled ({e})", self.at())))?;
-            if n == 0 {
-                return Ok(());
-            }
-            w.write_all(&buf[..n])
-                .map_err(|source| Step::Fail(SourceError::Io { context: format!("cannot store the download of {}", file.path), source }))?;
-            if w.bytes > max_size {
-                return Err(Step::Fail(SourceError::TooLarge { path: file.path.clone(), size: w.bytes, max: max_size }));
-            }
-            // The sink (a parser) may be slow; keep the session alive between reads.
-            if last_keepalive.elapsed() > Duration::from_secs(5) {
-                self.keepalive();
-                last_keepalive = Instant::now();
-            }
-        }
-    }
-
+    /// Keepalives well inside the timeout, so idle periods (a slow consumer) do not get
+    /// the connection dropped by NAT boxes or the server's ClientAliveInterval. Sends only
+    /// when the interval has passed; a failure shows up on the next read.
+    ///
+    /// The interval is set only around the send: while it is set, libssh2's blocking waits
+    /// stop at the next keepalive due and fail as a timeout, so a server slower than
+    /// `timeout / 3` (but well within `timeout`) would be taken for a stalled one.
     fn keepalive(&self) {
-        // Sends only when the interval has passed; a failure shows up on the next read.
+        let interval = (self.cfg.timeout.as_secs() / 3).clamp(2, 30) as u32;
+        self.sess.set_keepalive(true, interval);
         let _ = self.sess.keepalive_send();
+        self.sess.set_keepalive(true, 0);
     }
 }
 
 impl Source for SftpSource {
     fn list(&mut self, pattern: &str) -> Result<Vec<RemoteFile>, SourceError> {
         self.keepalive();
-        let (folder, glob) = select::split_pattern(pattern);
+        let glob = select::compile_glob(pattern)?;
+        let folder = glob.folder.as_str();
         let entries = self.sftp.readdir(Path::new(folder)).map_err(|e| self.op_error(e, format!("cannot list folder {folder}")))?;
         let mut out = Vec::new();
         for (path, stat) in entries {
             let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
             // A server that sends no permissions does not say what is a file: take it.
             let is_file = stat.perm.is_none() || stat.is_file();
-            if !is_file || !select::glob_match(glob, &name) {
+            if !is_file || !glob.matches(&name) {
                 continue;
             }
             let path = if folder == "." { name } else { format!("{}/{}", folder.trim_end_matches('/'), name) };
@@ -335,59 +321,55 @@ impl Source for SftpSource {
         Ok(out)
     }
 
-    fn fetch(&mut self, file: &RemoteFile, sink: &mut dyn Write, max_size: u64) -> Result<Fetched, SourceError> {
-        if file.size > max_size {
-            return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: max_size });
+    fn stat(&mut self, path: &str) -> Result<RemoteFile, SourceError> {
+        self.keepalive();
+        let st = self.sftp.stat(Path::new(path)).map_err(|e| self.op_error(e, format!("cannot stat {path}")))?;
+        let mtime = st.mtime.and_then(|s| DateTime::<Utc>::from_timestamp(s as i64, 0));
+        Ok(RemoteFile { path: path.to_string(), size: st.size.unwrap_or(0), mtime })
+    }
+
+    fn read_from(&mut self, file: &RemoteFile, offset: u64, sink: &mut dyn Write, max_size: u64) -> Result<u64, SourceError> {
+        self.keepalive();
+        let mut f = self.sftp.open(Path::new(&file.path)).map_err(|e| self.op_error(e, format!("cannot open {}", file.path)))?;
+        if offset > 0 {
+            // Only sets the offset of the next read request; nothing is sent.
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| SourceError::Other(format!("cannot seek to byte {offset} of {} to resume: {e}", file.path)))?;
         }
-        let mut w = HashingWriter::new(sink);
-        let mut attempt = 0;
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut written = 0u64;
+        let mut last_keepalive = Instant::now();
         loop {
-            let cut = match self.read_from(file, &mut w, max_size) {
-                Ok(()) => break,
-                Err(Step::Fail(e)) => return Err(e),
-                Err(Step::Cut(detail)) => detail,
-            };
-            // The sink has every byte so far, in order: reconnect and go on from there,
-            // so a parser reading alongside never sees the drop.
-            let truncated = |detail: String, got: u64| SourceError::Truncated { path: file.path.clone(), got, expected: file.size, detail };
-            if attempt == RESUME_ATTEMPTS {
-                return Err(truncated(format!("{cut}; gave up after {attempt} reconnections, the run can be retried later"), w.bytes));
-            }
-            attempt += 1;
-            let wait = RESUME_BACKOFF * (1 << (attempt - 1));
-            tracing::warn!(path = %file.path, got = w.bytes, attempt, "download cut ({cut}); reconnecting in {wait:?} to resume");
-            std::thread::sleep(wait);
-            match SftpSource::connect(&self.cfg) {
-                Ok(fresh) => *self = fresh,
-                // A changed host key or a refused login on reconnection is not a network blip.
-                Err(e) if !e.retriable() => return Err(e),
+            let n = match f.read(&mut buf) {
+                Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(path = %file.path, "reconnection failed: {e}");
-                    continue;
+                    // The io::Error hides libssh2's code; the session still has it. Abandon
+                    // before `f` drops, so closing the file does not wait on a dead server.
+                    let timed_out = ssh2::Error::last_session_error(&self.sess).is_some_and(|s| code(&s) == LIBSSH2_ERROR_TIMEOUT);
+                    self.abandon();
+                    let step = format!("reading {} at byte {}", file.path, offset + written);
+                    return Err(if timed_out {
+                        SourceError::Timeout { host: self.at(), step, secs: self.cfg.timeout.as_secs() }
+                    } else {
+                        SourceError::Lost { host: self.at(), step, detail: e.to_string() }
+                    });
                 }
+            };
+            if n == 0 {
+                return Ok(written);
             }
-            // Resuming is only sound if the file is the one we started on.
-            match self.sftp.stat(Path::new(&file.path)) {
-                Ok(st) if st.size == Some(file.size) && file.mtime.is_none_or(|m| st.mtime == Some(m.timestamp() as u64)) => {}
-                Ok(_) => {
-                    return Err(truncated(
-                        "the file changed on the server during the download; retry once the export is complete (set min_age)".into(),
-                        w.bytes,
-                    ));
-                }
-                Err(e) => return Err(self.op_error(e, format!("cannot stat {} to resume its download", file.path))),
+            sink.write_all(&buf[..n])
+                .map_err(|source| SourceError::Io { context: format!("cannot store the download of {}", file.path), source })?;
+            written += n as u64;
+            if offset + written > max_size {
+                return Err(SourceError::TooLarge { path: file.path.clone(), size: offset + written, max: max_size });
+            }
+            // The sink (a parser) may be slow; keep the session alive between reads.
+            if last_keepalive.elapsed() > Duration::from_secs(5) {
+                self.keepalive();
+                last_keepalive = Instant::now();
             }
         }
-        let fetched = w.finish();
-        if fetched.bytes != file.size {
-            return Err(SourceError::Truncated {
-                path: file.path.clone(),
-                got: fetched.bytes,
-                expected: file.size,
-                detail: "the server ended the file at another size than listed; it was probably being rewritten — retry once the export is complete (set min_age)".into(),
-            });
-        }
-        Ok(fetched)
     }
 
     fn finish(&mut self, file: &RemoteFile, after: &After) -> Result<(), SourceError> {
@@ -423,8 +405,10 @@ impl Source for SftpSource {
 
 impl Drop for SftpSource {
     fn drop(&mut self) {
-        // A polite goodbye; bounded by the session timeout if the server is gone.
-        let _ = self.sess.disconnect(None, "rostersync done", None);
+        // A polite goodbye, unless the connection was given up (the server is gone).
+        if !self.dead.load(Ordering::Acquire) {
+            let _ = self.sess.disconnect(None, "rostersync done", None);
+        }
     }
 }
 
@@ -442,7 +426,7 @@ pub fn keyscan(host: &str, port: u16, timeout: Duration) -> Result<Vec<(String, 
         if out.iter().any(|(t, _)| t == key_type_of(alg)) {
             continue;
         }
-        let sess = handshake(host, port, timeout, &[alg])?;
+        let (sess, _) = handshake(host, port, timeout, &[alg])?;
         let (_, ty, fp) = offered(&sess, host, port)?;
         let _ = sess.disconnect(None, "keyscan done", None);
         out.push((ty, fp));

@@ -1,18 +1,18 @@
-//! Step 2 of a run: the file. Connect, list, pick and download it (retrying a dropped
-//! connection), or take the local `--file`; with a streaming format, parsing starts while
-//! the bytes arrive (`crate::spool`).
+//! Step 2 of a run: the file. Connect, list, pick and download it (`source::retrieve`,
+//! the one loop that retries and resumes), or take the local `--file`; with a streaming
+//! format, parsing starts while the bytes arrive (`crate::spool`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::parse::{EarlyParse, ParseFailure, read_and_map};
 use super::{Progress, RunError, SyncOptions};
 use crate::config::Connector;
-use crate::exit::{Classify, Exit};
+use crate::exit::Exit;
 use crate::model::FileFingerprint;
-use crate::source::{self, RemoteFile, Source, SourceError, select};
+use crate::retry::Budget;
+use crate::source::{self, Choice, RemoteFile, Retrieved, Source, SourceError, select};
 use crate::spool;
 
 /// The file to process, downloaded and verified.
@@ -39,12 +39,13 @@ pub(super) enum Fetch {
 }
 
 /// Fetches the file (`began` is told when its bytes start coming): the local `--file`, or
-/// the connector's source on a blocking thread.
+/// the connector's source on a blocking thread, its retries taken from the run's `budget`.
 pub(super) async fn fetch(
     conn: &Connector,
     opts: &SyncOptions,
     last: Option<&FileFingerprint>,
     began: tokio::sync::oneshot::Sender<()>,
+    budget: &Budget,
 ) -> Result<Fetch, RunError> {
     if let Some(path) = &opts.file {
         let _ = began.send(());
@@ -54,7 +55,8 @@ pub(super) async fn fetch(
     let last = last.cloned();
     let force = opts.force;
     let progress = opts.progress.clone();
-    tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(began)))
+    let budget = budget.clone();
+    tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(began), &budget))
         .await
         .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
         .map_err(RunError::from_error)
@@ -84,121 +86,71 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut sink = std::io::sink();
     let mut w = source::HashingWriter::new(&mut sink);
     std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, &mut f), &mut w)?;
-    let fetched = w.finish();
+    let (_, fetched) = w.finish();
     Ok((fetched.sha256, fetched.bytes))
 }
 
-/// Connects, lists, picks and downloads, retrying a dropped connection with backoff.
-/// With `stream`, the file is also parsed and mapped as it arrives (`Got::early`), and the
-/// sender is told when the download begins.
+/// The download file and what reads it, set up once the file is picked. Kept across
+/// retries; dropping it before `guard.complete()` fails the growing file, which stops the parse.
+struct Started {
+    temp_path: tempfile::TempPath,
+    guard: spool::EndGuard,
+    early: Option<EarlyParse>,
+}
+
+/// Connects, lists, picks and downloads (`source::retrieve` retries and resumes). With
+/// `stream`, the file is also parsed and mapped as it arrives (`Got::early`), and the sender
+/// is told when the download begins.
 fn fetch_blocking(
     conn: &Connector,
     last: Option<&FileFingerprint>,
     force: bool,
     progress: Option<&dyn Progress>,
     stream: Option<tokio::sync::oneshot::Sender<()>>,
+    budget: &Budget,
 ) -> Result<Fetch, SourceError> {
     let parse = stream.is_some();
     let mut began = stream;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match fetch_once(conn, last, force, progress, parse, &mut began) {
-            Err(e) if e.retriable() && attempt < 3 => {
-                let wait = Duration::from_millis(500 * (1 << attempt) + rand::random_range(0..500));
-                tracing::warn!("{e}; retrying in {wait:?} (attempt {attempt} of 3)");
-                std::thread::sleep(wait);
-            }
-            other => return other,
-        }
-    }
-}
-
-fn fetch_once(
-    conn: &Connector,
-    last: Option<&FileFingerprint>,
-    force: bool,
-    progress: Option<&dyn Progress>,
-    parse: bool,
-    began: &mut Option<tokio::sync::oneshot::Sender<()>>,
-) -> Result<Fetch, SourceError> {
-    let mut src = source::connect(&conn.source)?;
     let rule = &conn.file;
-    let files = src.list(&rule.path)?;
-    let file = match select::select(&files, rule, Utc::now()) {
-        select::Selection::Picked(f) => f,
-        select::Selection::TooYoung { youngest } => {
-            return Ok(Fetch::NoNewFile(format!(
-                "{} was modified less than min_age ({}) ago and may still be being written; it will be taken by a later run",
-                youngest.path,
-                humantime::format_duration(rule.min_age)
-            )));
+    let mut started: Option<Started> = None;
+    let req = source::Request { source: &conn.source, pattern: &rule.path, max_size: rule.max_size, budget };
+    let retrieved = source::retrieve(&req, |src, files| {
+        let file = match pick(conn, last, force, src, &files)? {
+            Picked::File(f) => f,
+            Picked::NoNewFile(why) => return Ok(Choice::Stop(why)),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix("rostersync-")
+            .suffix(&format!("-{}", file.name()))
+            .tempfile()
+            .map_err(|e| SourceError::Io { context: "cannot create a download file".into(), source: e })?;
+        let (out, temp_path) = temp.into_parts();
+        let growing = spool::Growing::new(&temp_path);
+        let guard = growing.guard();
+        let early = if parse { start_parse(conn, file.name(), &growing) } else { None };
+        started = Some(Started { temp_path, guard, early });
+        if let Some(tx) = began.take() {
+            let _ = tx.send(());
         }
-        // With after = move/delete an empty folder is the normal state between exports (the
-        // last one was taken away); stale_after is what notices an export that stopped.
-        select::Selection::NoMatch if rule.after != crate::config::After::Keep && last.is_some() => {
-            return Ok(Fetch::NoNewFile(format!(
-                "no file matches {} on {}; the last one was taken away after its sync (after = {:?})",
-                rule.path,
-                src.describe(),
-                rule.after
-            )));
-        }
-        select::Selection::NoMatch => {
-            let (folder, _) = select::split_pattern(&rule.path);
-            let others = src.list(&format!("{}/*", folder.trim_end_matches('/'))).unwrap_or_default();
-            let mut names: Vec<&str> = others.iter().map(|f| f.name()).collect();
-            names.sort();
-            let shown = names.iter().take(10).copied().collect::<Vec<_>>().join(", ");
-            return Err(SourceError::NoFile(format!(
-                "no file matches {} on {}; the folder holds {} file(s){}{}. Check [connectors.{}.file] path",
-                rule.path,
-                src.describe(),
-                names.len(),
-                if names.is_empty() { "" } else { ": " },
-                if names.len() > 10 { format!("{shown}, …") } else { shown },
-                conn.name
-            )));
-        }
-    };
-    let mtime = file.mtime.map(|t| t.to_rfc3339());
-    if !force && let Some(l) = last {
-        // Same name, size and time as the last synced file: skip without downloading.
-        if l.path == file.path && l.size == file.size && l.mtime == mtime && mtime.is_some() {
-            return Ok(Fetch::NoNewFile(format!("{} was already synced (same size and time); use --force to sync it again", file.path)));
-        }
-    }
-    if file.size > rule.max_size {
-        return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: rule.max_size });
-    }
-    let temp = tempfile::Builder::new()
-        .prefix("rostersync-")
-        .suffix(&format!("-{}", file.name()))
-        .tempfile()
-        .map_err(|e| SourceError::Io { context: "cannot create a download file".into(), source: e })?;
-    let (out, temp_path) = temp.into_parts();
-    // Every return before `complete` below fails the growing file, which stops the parse.
-    let growing = spool::Growing::new(&temp_path);
-    let guard = growing.guard();
-    let early = if parse { start_parse(conn, file.name(), &growing) } else { None };
-    if let Some(tx) = began.take() {
-        let _ = tx.send(());
-    }
-    let fetched = {
-        // Unbuffered: the source writes in chunks of up to 2 MiB, and the parser should see
-        // each one as soon as it is written.
-        let mut w = growing.writer(out);
         if let Some(p) = progress {
             p.stage(super::Stage::Download(file.name().to_string()), Some(file.size));
         }
-        let mut counted = ProgressWriter { inner: &mut w, progress, done: 0 };
-        let fetched = src.fetch(&file, &mut counted, rule.max_size)?;
-        if let Some(p) = progress {
-            p.finish();
-        }
-        fetched
+        // Unbuffered: the source writes in chunks of up to 2 MiB, and the parser should see
+        // each one as soon as it is written.
+        Ok(Choice::Take(file, ProgressWriter { inner: growing.writer(out), progress, done: 0 }))
+    })?;
+    let (src, file, fetched) = match retrieved {
+        Retrieved::Stopped(why) => return Ok(Fetch::NoNewFile(why)),
+        Retrieved::Done { source, file, fetched, .. } => (source, file, fetched),
     };
-    // Every Source promises this already; checked again here because a short file reaching
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let Some(Started { temp_path, guard, early }) = started else {
+        return Err(SourceError::Other("a file was downloaded without a download file; this is a bug in rostersync".into()));
+    };
+    let mtime = file.mtime.map(|t| t.to_rfc3339());
+    // `retrieve` checks this already; checked again here because a short file reaching
     // the plan would deactivate everyone after the cut, whatever source a future one is.
     if fetched.bytes != file.size {
         return Err(SourceError::Truncated {
@@ -226,6 +178,70 @@ fn fetch_once(
         source: Some(src),
         early,
     })))
+}
+
+enum Picked {
+    File(RemoteFile),
+    NoNewFile(String),
+}
+
+/// Which listed file to download, if any: the rule's choice, unless it is the one synced
+/// last (same path, size and time), too young, or too large.
+fn pick(
+    conn: &Connector,
+    last: Option<&FileFingerprint>,
+    force: bool,
+    src: &mut dyn Source,
+    files: &[RemoteFile],
+) -> Result<Picked, SourceError> {
+    let rule = &conn.file;
+    let file = match select::select(files, rule, Utc::now()) {
+        select::Selection::Picked(f) => f,
+        select::Selection::TooYoung { youngest } => {
+            return Ok(Picked::NoNewFile(format!(
+                "{} was modified less than min_age ({}) ago and may still be being written; it will be taken by a later run",
+                youngest.path,
+                humantime::format_duration(rule.min_age)
+            )));
+        }
+        // With after = move/delete an empty folder is the normal state between exports (the
+        // last one was taken away); stale_after is what notices an export that stopped.
+        select::Selection::NoMatch if rule.after != crate::config::After::Keep && last.is_some() => {
+            return Ok(Picked::NoNewFile(format!(
+                "no file matches {} on {}; the last one was taken away after its sync (after = {:?})",
+                rule.path,
+                src.describe(),
+                rule.after
+            )));
+        }
+        select::Selection::NoMatch => {
+            let (folder, _) = select::split_pattern(&rule.path);
+            let others = src.list(&format!("{}/*", folder.trim_end_matches('/'))).unwrap_or_default();
+            let mut names: Vec<&str> = others.iter().map(|f| f.name()).collect();
+            names.sort();
+            let shown = names.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+            return Err(SourceError::NoFile(format!(
+                "no file matches {} on {}; the folder holds {} file(s){}{}. Check [connectors.{}.file] path",
+                rule.path,
+                src.describe(),
+                names.len(),
+                if names.is_empty() { "" } else { ": " },
+                if names.len() > 10 { format!("{shown}, …") } else { shown },
+                conn.name
+            )));
+        }
+    };
+    let mtime = file.mtime.map(|t| t.to_rfc3339());
+    if !force && let Some(l) = last {
+        // Same name, size and time as the last synced file: skip without downloading.
+        if l.path == file.path && l.size == file.size && l.mtime == mtime && mtime.is_some() {
+            return Ok(Picked::NoNewFile(format!("{} was already synced (same size and time); use --force to sync it again", file.path)));
+        }
+    }
+    if file.size > rule.max_size {
+        return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: rule.max_size });
+    }
+    Ok(Picked::File(file))
 }
 
 /// Starts parsing and mapping the download as it arrives, on its own thread. None when the
@@ -269,7 +285,8 @@ impl Downloaded {
 /// Downloads the file the connector would pick now (ignoring what was synced before).
 pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, RunError> {
     let c = conn.clone();
-    let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true, None, None))
+    // Not part of a run: its own budget.
+    let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true, None, None, &Budget::default()))
         .await
         .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
         .map_err(RunError::from_error)?;
@@ -284,7 +301,7 @@ pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, RunError> 
 
 /// Counts bytes on their way to the download file, for the progress display.
 struct ProgressWriter<'a, W: std::io::Write> {
-    inner: &'a mut W,
+    inner: W,
     progress: Option<&'a dyn Progress>,
     done: u64,
 }

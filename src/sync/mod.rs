@@ -277,7 +277,7 @@ impl<S: StateStore> Job<'_, S> {
                 Err(_) => None,
             }
         };
-        tokio::join!(fetch::fetch(self.conn, self.opts, last.map(|l| &l.fingerprint), began), preload)
+        tokio::join!(fetch::fetch(self.conn, self.opts, last.map(|l| &l.fingerprint), began, &self.budget), preload)
     }
 
     /// No new file: the normal quiet day, unless the export has stopped coming for longer

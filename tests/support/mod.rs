@@ -100,3 +100,113 @@ pub fn cutting_proxy_then(to: u16, limit: u64, cuts: usize, on_cut: impl Fn() + 
     });
     port
 }
+
+/// What a `TcpProxy` does to one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpFault {
+    /// Forward untouched.
+    Pass,
+    /// Cut both ways once this many bytes came back from the server.
+    CutAfter(u64),
+    /// Once this many bytes came back, forward nothing more either way and keep the
+    /// connection open: a server that hangs mid-transfer.
+    StallAfter(u64),
+    /// Accept and never forward a byte: a server that hangs before its banner.
+    Silent,
+    /// Once this many bytes came back, hold the rest back for a while, then go on: a slow
+    /// server, not a dead one.
+    PauseAfter(u64, Duration),
+}
+
+/// A TCP proxy on loopback in front of a real server, faulting connections as the test
+/// decides and counting the bytes the server sent through it.
+pub struct TcpProxy {
+    pub port: u16,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TcpProxy {
+    /// Forwards to `127.0.0.1:to`; `fault(n)` decides for the n-th connection (0-based).
+    pub fn start(to: u16, fault: impl Fn(usize) -> TcpFault + Send + Sync + 'static) -> TcpProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let served = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (served2, connections2) = (served.clone(), connections.clone());
+        std::thread::spawn(move || {
+            // Stalled and silent connections are held here, open, until the test ends.
+            let mut held = Vec::new();
+            for (i, client) in l.incoming().enumerate() {
+                let Ok(client) = client else { continue };
+                connections2.fetch_add(1, Ordering::AcqRel);
+                let f = fault(i);
+                if f == TcpFault::Silent {
+                    held.push(client);
+                    continue;
+                }
+                let server = TcpStream::connect(("127.0.0.1", to)).unwrap();
+                let stalled = Arc::new(AtomicBool::new(false));
+                let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let stalled2 = stalled.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    // Once stalled, the client's bytes are read (so it never blocks) and dropped.
+                    while let Ok(n) = c_r.read(&mut buf) {
+                        if n == 0 || (!stalled2.load(Ordering::Acquire) && s_w.write_all(&buf[..n]).is_err()) {
+                            break;
+                        }
+                    }
+                    let _ = s_w.shutdown(Shutdown::Write);
+                });
+                let (mut s_r, mut c_w) = (server, client);
+                let served = served2.clone();
+                std::thread::spawn(move || {
+                    let mut limit = match f {
+                        TcpFault::CutAfter(n) | TcpFault::StallAfter(n) | TcpFault::PauseAfter(n, _) => n,
+                        _ => u64::MAX,
+                    };
+                    let mut buf = [0u8; 16384];
+                    let mut sent = 0u64;
+                    while let Ok(n) = s_r.read(&mut buf) {
+                        if n == 0 || c_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                        served.fetch_add(n as u64, Ordering::AcqRel);
+                        if sent >= limit {
+                            if let TcpFault::PauseAfter(_, pause) = f {
+                                std::thread::sleep(pause);
+                                limit = u64::MAX;
+                                continue;
+                            }
+                            if let TcpFault::StallAfter(_) = f {
+                                stalled.store(true, Ordering::Release);
+                                // Hold both sockets open and silent for the rest of the test.
+                                loop {
+                                    std::thread::sleep(Duration::from_secs(3600));
+                                }
+                            }
+                            break;
+                        }
+                    }
+                    let _ = c_w.shutdown(Shutdown::Both);
+                    let _ = s_r.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        TcpProxy { port, served, connections }
+    }
+
+    /// Bytes the server sent through the proxy so far, over every connection.
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Acquire)
+    }
+}

@@ -77,11 +77,23 @@ fn openssh_cipher(text: &str) -> Option<String> {
 /// Why authentication failed, in words for the integration engineer (no secrets).
 type Detail = String;
 
-#[derive(Debug)]
-pub enum Failure {
+/// Why authentication did not succeed (`SftpSource::connect` adds user and host).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
     Refused(Detail),
     /// The server stopped answering; worth a retry, unlike a refusal.
+    #[error("the server stopped answering during authentication")]
     Timeout,
+}
+
+impl crate::exit::Classify for AuthError {
+    fn exit(&self) -> crate::exit::Exit {
+        crate::exit::Exit::Connection
+    }
+    fn retriable(&self) -> bool {
+        matches!(self, AuthError::Timeout)
+    }
 }
 
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
@@ -99,16 +111,16 @@ fn env_secret(var: &str, what: &str) -> Result<String, Detail> {
 }
 
 /// Authenticates `user` on a handshaken session, or says why not and what to do.
-pub fn authenticate(sess: &Session, user: &str, auth: &SftpAuth) -> Result<(), Failure> {
+pub fn authenticate(sess: &Session, user: &str, auth: &SftpAuth) -> Result<(), AuthError> {
     // Asking for the methods also tries "none", which some servers accept.
     let offered = match sess.auth_methods(user) {
         Ok(m) => m.to_string(),
         Err(_) if sess.authenticated() => return Ok(()),
-        Err(e) if is_timeout(&e) => return Err(Failure::Timeout),
-        Err(e) => return Err(Failure::Refused(format!("the server did not say which methods it accepts ({})", e.message()))),
+        Err(e) if is_timeout(&e) => return Err(AuthError::Timeout),
+        Err(e) => return Err(AuthError::Refused(format!("the server did not say which methods it accepts ({})", e.message()))),
     };
     by_method(sess, user, auth, &offered).map_err(|d| {
-        if ssh2::Error::last_session_error(sess).is_some_and(|e| is_timeout(&e)) { Failure::Timeout } else { Failure::Refused(d) }
+        if ssh2::Error::last_session_error(sess).is_some_and(|e| is_timeout(&e)) { AuthError::Timeout } else { AuthError::Refused(d) }
     })
 }
 

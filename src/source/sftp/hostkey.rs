@@ -1,10 +1,10 @@
 //! Host keys: fingerprints as OpenSSH prints them, known_hosts files (plain and hashed
-//! entries, `[host]:port`, wildcards, `@revoked`), and the verdict on an offered key.
+//! entries, `[host]:port`, wildcards, `@revoked`), and the status of an offered key.
 
 use std::path::Path;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use sha2::Digest;
 
 /// `SHA256:` + base64 without padding of the key blob's SHA-256, as `ssh-keygen -l` prints.
@@ -46,35 +46,32 @@ pub struct KnownKey {
 
 /// The keys a known_hosts text holds for `host` on `port`. Lines that do not parse are
 /// skipped, as OpenSSH does; `@cert-authority` lines are ignored (we do not offer certificates).
+///
+/// `ssh-key` parses each line (marker, host patterns or hashed name, the key, which it
+/// checks against its named type). It does not match hosts, so the matching is here: the
+/// `[host]:port` form, `*`/`?` wildcards with `!` negation, and hashed names by HMAC-SHA1.
 pub fn known_keys(text: &str, host: &str, port: u16) -> Vec<KnownKey> {
+    use ssh_key::known_hosts::{Entry, Marker};
     // OpenSSH writes non-default ports as "[host]:port" and hashes that form.
     let name = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
+        // ssh-key splits fields on single spaces; OpenSSH takes any run of blanks.
+        let line = raw.split_whitespace().collect::<Vec<_>>().join(" ");
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut fields = line.split_whitespace();
-        let mut first = fields.next().unwrap_or("");
-        let mut revoked = false;
-        if first.starts_with('@') {
-            match first {
-                "@revoked" => revoked = true,
-                _ => continue,
-            }
-            first = fields.next().unwrap_or("");
-        }
-        let (Some(key_type), Some(b64)) = (fields.next(), fields.next()) else { continue };
-        if !hosts_match(first, &name) {
+        let Ok(entry) = line.parse::<Entry>() else { continue };
+        let revoked = match entry.marker() {
+            None => false,
+            Some(Marker::Revoked) => true,
+            Some(Marker::CertAuthority) => continue,
+        };
+        if !hosts_match(entry.host_patterns(), &name) {
             continue;
         }
-        let Ok(blob) = STANDARD.decode(b64) else { continue };
-        // The blob names its own type; a line whose two disagree is corrupt.
-        if blob_type(&blob) != key_type {
-            continue;
-        }
-        out.push(KnownKey { key_type: key_type.to_string(), blob, revoked, line: i + 1 });
+        let Ok(blob) = entry.public_key().to_bytes() else { continue };
+        out.push(KnownKey { key_type: blob_type(&blob), blob, revoked, line: i + 1 });
     }
     out
 }
@@ -86,59 +83,76 @@ pub fn read_known_keys(path: &Path, host: &str, port: u16) -> Result<Vec<KnownKe
 }
 
 /// The host field: a hashed `|1|salt|hash` entry, or comma-separated patterns with `*`,
-/// `?` and `!` negation.
-fn hosts_match(field: &str, name: &str) -> bool {
-    if let Some(rest) = field.strip_prefix("|1|") {
-        let Some((salt, hash)) = rest.split_once('|') else { return false };
-        let (Ok(salt), Ok(hash)) = (STANDARD.decode(salt), STANDARD.decode(hash)) else { return false };
-        return hmac_sha1(&salt, name.as_bytes()).as_slice() == hash.as_slice();
-    }
-    let mut matched = false;
-    for pat in field.split(',') {
-        if let Some(neg) = pat.strip_prefix('!') {
-            if wildcard(&neg.to_ascii_lowercase(), &name.to_ascii_lowercase()) {
-                return false;
+/// `?` and `!` negation (a negated match wins over every other pattern, as in OpenSSH).
+fn hosts_match(patterns: &ssh_key::known_hosts::HostPatterns, name: &str) -> bool {
+    use ssh_key::known_hosts::HostPatterns;
+    match patterns {
+        HostPatterns::HashedName { salt, hash } => {
+            use hmac::{KeyInit, Mac};
+            let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(salt) else { return false };
+            mac.update(name.as_bytes());
+            mac.verify_slice(hash).is_ok()
+        }
+        HostPatterns::Patterns(list) => {
+            let name = name.to_ascii_lowercase();
+            let mut matched = false;
+            for pat in list {
+                if let Some(neg) = pat.strip_prefix('!') {
+                    if wildcard(&neg.to_ascii_lowercase(), &name) {
+                        return false;
+                    }
+                } else if wildcard(&pat.to_ascii_lowercase(), &name) {
+                    matched = true;
+                }
             }
-        } else if wildcard(&pat.to_ascii_lowercase(), &name.to_ascii_lowercase()) {
-            matched = true;
+            matched
         }
     }
-    matched
 }
 
+/// OpenSSH's host wildcards: `*` and `?` only. Not globset: in known_hosts `[` is literal
+/// (`[host]:port`), where a glob would read it as a character class. Greedy with one
+/// backtrack point, so O(pattern × name) at worst, never exponential.
 fn wildcard(p: &str, n: &str) -> bool {
-    fn m(p: &[u8], n: &[u8]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some(b'*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
-            Some(b'?') => !n.is_empty() && m(&p[1..], &n[1..]),
-            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
+    let (p, n) = (p.as_bytes(), n.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    // The last `*` seen, and the name position it currently stands for up to.
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        match p.get(i) {
+            Some(b'*') => {
+                star = Some((i, j));
+                i += 1;
+            }
+            Some(&c) if c == b'?' || c == n[j] => {
+                i += 1;
+                j += 1;
+            }
+            _ => match star {
+                Some((si, sj)) => {
+                    i = si + 1;
+                    j = sj + 1;
+                    star = Some((si, sj + 1));
+                }
+                None => return false,
+            },
         }
     }
-    m(p.as_bytes(), n.as_bytes())
+    p[i.min(p.len())..].iter().all(|&c| c == b'*')
 }
 
-/// HMAC-SHA1 (RFC 2104), used only to match OpenSSH's hashed host names.
+/// HMAC-SHA1 of `msg` under `key`, as OpenSSH hashes host names.
+#[cfg(test)]
 fn hmac_sha1(key: &[u8], msg: &[u8]) -> [u8; 20] {
-    use sha1::Sha1;
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..20].copy_from_slice(&Sha1::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha1::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha1::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
 }
 
 /// What known_hosts says about an offered key.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum HostKeyStatus {
     Trusted,
     Revoked {
         line: usize,
@@ -151,21 +165,22 @@ pub enum Verdict {
     Unknown,
 }
 
-pub fn check_known(known: &[KnownKey], blob: &[u8]) -> Verdict {
+pub fn check_known(known: &[KnownKey], blob: &[u8]) -> HostKeyStatus {
     if let Some(k) = known.iter().find(|k| k.revoked && k.blob == blob) {
-        return Verdict::Revoked { line: k.line };
+        return HostKeyStatus::Revoked { line: k.line };
     }
     if known.iter().any(|k| !k.revoked && k.blob == blob) {
-        return Verdict::Trusted;
+        return HostKeyStatus::Trusted;
     }
     let ty = blob_type(blob);
     let lines: Vec<usize> = known.iter().filter(|k| !k.revoked && k.key_type == ty).map(|k| k.line).collect();
-    if lines.is_empty() { Verdict::Unknown } else { Verdict::Changed { lines } }
+    if lines.is_empty() { HostKeyStatus::Unknown } else { HostKeyStatus::Changed { lines } }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
 
     // `ssh-keygen -l` on this key prints SHA256:E3HtAfoQKI+T8EK272AlIgRPFieaFd0lsvhdsT2fuic.
     const ED: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIELgdQTPta5sFKeZuOWFtjYWrTjAEl8V5NmAbIM9QEjh";
@@ -209,11 +224,48 @@ mod tests {
     fn another_type_is_unknown_not_changed() {
         let blob = STANDARD.decode(ED).unwrap();
         let other = KnownKey { key_type: "ecdsa-sha2-nistp256".into(), blob: vec![0, 0, 0, 1, b'x'], revoked: false, line: 3 };
-        assert_eq!(check_known(std::slice::from_ref(&other), &blob), Verdict::Unknown);
+        assert_eq!(check_known(std::slice::from_ref(&other), &blob), HostKeyStatus::Unknown);
         let changed = KnownKey { key_type: "ssh-ed25519".into(), blob: vec![1, 2, 3], revoked: false, line: 4 };
-        assert_eq!(check_known(&[other, changed], &blob), Verdict::Changed { lines: vec![4] });
+        assert_eq!(check_known(&[other, changed], &blob), HostKeyStatus::Changed { lines: vec![4] });
         let same = KnownKey { key_type: "ssh-ed25519".into(), blob: blob.clone(), revoked: false, line: 5 };
-        assert_eq!(check_known(std::slice::from_ref(&same), &blob), Verdict::Trusted);
-        assert_eq!(check_known(&[KnownKey { revoked: true, ..same }], &blob), Verdict::Revoked { line: 5 });
+        assert_eq!(check_known(std::slice::from_ref(&same), &blob), HostKeyStatus::Trusted);
+        assert_eq!(check_known(&[KnownKey { revoked: true, ..same }], &blob), HostKeyStatus::Revoked { line: 5 });
+    }
+
+    #[test]
+    fn revoked_markers_blanks_and_corrupt_lines() {
+        let blob = STANDARD.decode(ED).unwrap();
+        // Tabs and runs of blanks between fields, as people edit these files.
+        let text = format!(
+            "@revoked\t[bar.example]:2222   ssh-ed25519 {ED} old key\n\
+             @cert-authority *.example ssh-ed25519 {ED}\n\
+             [bar.example]:2222 ssh-ed25519 AAAAnot-base64!\n\
+             [bar.example]:2222 ecdsa-sha2-nistp256 {ED}\n"
+        );
+        let keys = known_keys(&text, "bar.example", 2222);
+        assert_eq!(
+            keys,
+            vec![KnownKey { key_type: "ssh-ed25519".into(), blob, revoked: true, line: 1 }],
+            "CA, corrupt and mistyped lines skipped"
+        );
+        assert!(known_keys(&text, "a.example", 22).is_empty(), "@cert-authority is not a host key");
+    }
+
+    #[test]
+    fn host_wildcards() {
+        for (p, n, want) in [
+            ("*", "anything", true),
+            ("*.corp", "a.corp", true),
+            ("*.corp", "corp", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("[10.0.0.*]:2222", "[10.0.0.7]:2222", true),
+            ("[10.0.0.*]:2222", "[10.0.0.7]:22", false),
+            ("*a*a*a*a*b", &"a".repeat(3000), false),
+            ("", "", true),
+            ("**", "", true),
+        ] {
+            assert_eq!(wildcard(p, n), want, "{p} against {n}");
+        }
     }
 }
