@@ -662,6 +662,9 @@ fn check_file(ck: &mut Checker, key: &str, f: RawFile, is_local: bool) -> Option
         && folder.contains(['*', '?', '['])
     {
         ck.problem(&k("path"), format!("a glob may only be in the file name, not in the folder; got \"{}\"", f.path));
+    } else if let Err(e) = crate::source::select::compile_glob(&f.path) {
+        // The same compiler the source lists with: what `check` accepts, a run can match.
+        ck.problem(&k("path"), e.to_string());
     }
     let pick = ck.value(&k("pick"), f.pick).unwrap_or_default();
     let format = ck.value(&k("format"), f.format).unwrap_or_default().fixed();
@@ -765,6 +768,14 @@ mod tests {
             only_problem(&load(&file("", "", "pick = \"lastname\"", ""))),
             "connectors.a.file.pick: expected \"newest\" or \"last-name\"; got \"lastname\" — did you mean \"last-name\"?"
         );
+    }
+
+    #[test]
+    fn file_path_globs_are_checked_by_the_matcher_the_source_uses() {
+        let with = |path: &str| load(&file("", "", "", "").replace("path = \"x.csv\"", &format!("path = \"{path}\"")));
+        assert_eq!(connector(&with("exports/employees_[0-9].csv")).file.path, "exports/employees_[0-9].csv");
+        let p = only_problem(&with("employees_[.csv"));
+        assert!(p.starts_with("connectors.a.file.path: ") && p.contains("employees_[.csv"), "{p}");
     }
 
     #[test]
