@@ -72,17 +72,39 @@ pub enum Selection {
     NoMatch,
 }
 
+/// A file's age by its mtime; a time ahead of our clock (a customer server whose clock runs
+/// fast) is age 0, never "too young for ever". No mtime: old enough.
+pub fn age(f: &RemoteFile, now: DateTime<Utc>) -> Option<std::time::Duration> {
+    f.mtime.map(|t| now.signed_duration_since(t).to_std().unwrap_or_default())
+}
+
+/// Whether the file's mtime is ahead of our clock.
+pub fn in_future(f: &RemoteFile, now: DateTime<Utc>) -> bool {
+    f.mtime.is_some_and(|t| t > now)
+}
+
+/// The order `pick` ranks files in (the greatest is taken).
+fn rank(pick: Pick, a: &RemoteFile, b: &RemoteFile) -> std::cmp::Ordering {
+    match pick {
+        Pick::Newest => a.mtime.cmp(&b.mtime).then_with(|| a.path.cmp(&b.path)),
+        Pick::LastName => a.name().cmp(b.name()),
+    }
+}
+
+fn old_enough(f: &RemoteFile, rule: &FileRule, now: DateTime<Utc>) -> bool {
+    age(f, now).is_none_or(|a| a >= rule.min_age)
+}
+
+/// The files `pick` would have taken over `picked` but for `min_age`: the report names them,
+/// so a newer export left for a later run is never a silent choice.
+pub fn passed_over<'a>(files: &'a [RemoteFile], picked: &RemoteFile, rule: &FileRule, now: DateTime<Utc>) -> Vec<&'a RemoteFile> {
+    files.iter().filter(|f| !old_enough(f, rule, now) && rank(rule.pick, f, picked).is_gt()).collect()
+}
+
 /// Chooses the file to sync among `files` (already filtered by the glob).
 pub fn select(files: &[RemoteFile], rule: &FileRule, now: DateTime<Utc>) -> Selection {
-    let old_enough = |f: &&RemoteFile| match f.mtime {
-        Some(t) => now.signed_duration_since(t).to_std().map(|age| age >= rule.min_age).unwrap_or(false),
-        None => true,
-    };
-    let candidates: Vec<&RemoteFile> = files.iter().filter(old_enough).collect();
-    let best = match rule.pick {
-        Pick::Newest => candidates.iter().max_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.path.cmp(&b.path))),
-        Pick::LastName => candidates.iter().max_by(|a, b| a.name().cmp(b.name())),
-    };
+    let candidates: Vec<&RemoteFile> = files.iter().filter(|f| old_enough(f, rule, now)).collect();
+    let best = candidates.iter().max_by(|a, b| rank(rule.pick, a, b));
     match best {
         Some(f) => Selection::Picked((*f).clone()),
         None => match files.iter().max_by_key(|f| f.mtime) {
@@ -111,6 +133,22 @@ mod tests {
             stale_after: None,
             max_size: 1 << 30,
         }
+    }
+
+    #[test]
+    fn a_file_from_the_future_is_age_zero_and_newer_files_passed_over_are_named() {
+        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let ahead = f("/x/b.csv", -30, now); // its server's clock runs 30 minutes fast
+        let older = f("/x/a.csv", 600, now);
+        let files = vec![older.clone(), ahead.clone()];
+        assert_eq!(select(&files, &rule(Pick::Newest, 0), now), Selection::Picked(ahead.clone()), "min_age = 0 takes it");
+        assert!(in_future(&ahead, now) && !in_future(&older, now));
+        assert_eq!(age(&ahead, now), Some(Duration::ZERO));
+        // With min_age the future file waits, and the older one taken says so.
+        let r = rule(Pick::Newest, 2);
+        assert_eq!(select(&files, &r, now), Selection::Picked(older.clone()));
+        assert_eq!(passed_over(&files, &older, &r, now), vec![&ahead]);
+        assert!(passed_over(&files, &ahead, &rule(Pick::Newest, 0), now).is_empty());
     }
 
     fn glob_match(pattern: &str, name: &str) -> bool {

@@ -25,6 +25,9 @@ pub(super) struct Got {
     pub source: Option<Box<dyn Source>>,
     /// The file parsed and mapped while it downloaded, when its format reads as a stream.
     pub early: Option<EarlyParse>,
+    /// What the report should say of the choice of file (newer files passed over by min_age,
+    /// a modification time ahead of our clock).
+    pub notes: Vec<String>,
 }
 
 /// Where the download lands; removed when dropped (unless it is the user's own `--file`).
@@ -78,6 +81,7 @@ async fn fetch_local(path: &Path) -> Result<Fetch, RunError> {
         name,
         source: None,
         early: None,
+        notes: Vec::new(),
     })))
 }
 
@@ -113,10 +117,14 @@ fn fetch_blocking(
     let mut began = stream;
     let rule = &conn.file;
     let mut started: Option<Started> = None;
+    let mut notes: Vec<String> = Vec::new();
     let req = source::Request { source: &conn.source, pattern: &rule.path, max_size: rule.max_size, budget };
     let retrieved = source::retrieve(&req, |src, files| {
         let file = match pick(conn, last, force, src, &files)? {
-            Picked::File(f) => f,
+            Picked::File(f, why) => {
+                notes = why;
+                f
+            }
             Picked::NoNewFile(why) => return Ok(Choice::Stop(why)),
         };
         let temp = tempfile::Builder::new()
@@ -177,11 +185,13 @@ fn fetch_blocking(
         remote: Some(file),
         source: Some(src),
         early,
+        notes,
     })))
 }
 
 enum Picked {
-    File(RemoteFile),
+    /// The file, and what the report should say of the choice.
+    File(RemoteFile, Vec<String>),
     NoNewFile(String),
 }
 
@@ -195,13 +205,15 @@ fn pick(
     files: &[RemoteFile],
 ) -> Result<Picked, SourceError> {
     let rule = &conn.file;
-    let file = match select::select(files, rule, Utc::now()) {
+    let now = Utc::now();
+    let file = match select::select(files, rule, now) {
         select::Selection::Picked(f) => f,
         select::Selection::TooYoung { youngest } => {
             return Ok(Picked::NoNewFile(format!(
-                "{} was modified less than min_age ({}) ago and may still be being written; it will be taken by a later run",
+                "{} was modified less than min_age ({}) ago{} and may still be being written; it will be taken by a later run",
                 youngest.path,
-                humantime::format_duration(rule.min_age)
+                humantime::format_duration(rule.min_age),
+                future_note(&youngest, now)
             )));
         }
         // With after = move/delete an empty folder is the normal state between exports (the
@@ -241,7 +253,33 @@ fn pick(
     if file.size > rule.max_size {
         return Err(SourceError::TooLarge { path: file.path.clone(), size: file.size, max: rule.max_size });
     }
-    Ok(Picked::File(file))
+    let mut notes: Vec<String> = select::passed_over(files, &file, rule, now)
+        .into_iter()
+        .map(|f| {
+            format!(
+                "{} was passed over: modified less than min_age ({}) ago{}; {} was synced instead, and the newer file is taken by a later run",
+                f.path,
+                humantime::format_duration(rule.min_age),
+                future_note(f, now),
+                file.path
+            )
+        })
+        .collect();
+    if select::in_future(&file, now) {
+        notes.push(format!("{}{}; it was taken as just written", file.path, future_note(&file, now)));
+    }
+    Ok(Picked::File(file, notes))
+}
+
+/// ", its time (…) is ahead of this machine's clock" for a file from the future.
+fn future_note(f: &RemoteFile, now: chrono::DateTime<Utc>) -> String {
+    match f.mtime {
+        Some(t) if t > now => format!(
+            " (its modification time, {}, is ahead of this machine's clock: the server's clock runs fast)",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Starts parsing and mapping the download as it arrives, on its own thread. None when the

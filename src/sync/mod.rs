@@ -230,6 +230,7 @@ impl<S: StateStore> Job<'_, S> {
             Fetch::Got(g) => *g,
         };
         self.report.file = Some(got.fingerprint.clone());
+        self.report.notes.append(&mut got.notes);
         let mapped = self.parse(&mut got).await?;
         self.count_rows(&mapped);
         let snapshot = match preloaded {

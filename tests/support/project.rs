@@ -67,6 +67,14 @@ pick = "last-name"
         Project { dir, token: scim.token.clone() }
     }
 
+    /// Drops the connector's default `pick = "last-name"`, for file keys that set their own.
+    pub fn replaced_pick(self) -> Project {
+        let cfg = self.dir.path().join("connectors.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen("pick = \"last-name\"\n", "", 1);
+        std::fs::write(&cfg, text).unwrap();
+        self
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
