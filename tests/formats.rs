@@ -343,3 +343,103 @@ fn bad_bytes_fail_a_row_only_when_a_read_column_holds_them() {
     });
     assert_eq!(column.collect::<Vec<_>>(), vec!["Last Name".to_string()]);
 }
+
+/// A minimal xlsx: one sheet of inline-string cells, `e:` cells written as error cells
+/// (what Excel stores for `#N/A`), and optionally a shared-strings part of `shared` bytes.
+fn xlsx(dir: &Path, rows: &[&[&str]], shared: usize) -> PathBuf {
+    use std::io::Write;
+    let p = dir.join("book.xlsx");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+    let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let mut part = |name: &str, body: &[u8]| {
+        z.start_file(name, o).unwrap();
+        z.write_all(body).unwrap();
+    };
+    part("[Content_Types].xml", br#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#);
+    part("_rels/.rels", br#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#);
+    part("xl/workbook.xml", br#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Staff" sheetId="1" r:id="rId1"/></sheets></workbook>"#);
+    part("xl/_rels/workbook.xml.rels", br#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#);
+    let mut sheet = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>"#,
+    );
+    for (r, cells) in rows.iter().enumerate() {
+        sheet += &format!("<row r=\"{}\">", r + 1);
+        for (c, v) in cells.iter().enumerate() {
+            let at = format!("{}{}", (b'A' + c as u8) as char, r + 1);
+            match v.strip_prefix("e:") {
+                Some(err) => sheet += &format!("<c r=\"{at}\" t=\"e\"><v>{err}</v></c>"),
+                None => sheet += &format!("<c r=\"{at}\" t=\"inlineStr\"><is><t>{v}</t></is></c>"),
+            }
+        }
+        sheet += "</row>";
+    }
+    sheet += "</sheetData></worksheet>";
+    part("xl/worksheets/sheet1.xml", sheet.as_bytes());
+    if shared > 0 {
+        let mut sst = String::from(
+            r#"<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">"#,
+        );
+        while sst.len() < shared {
+            sst += "<si><t>xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx</t></si>";
+        }
+        sst += "</sst>";
+        part("xl/sharedStrings.xml", sst.as_bytes());
+    }
+    z.finish().unwrap();
+    p
+}
+
+#[test]
+fn an_excel_error_cell_makes_a_row_error_that_keeps_the_rows_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = xlsx(dir.path(), &[&["Id", "First", "Dept"], &["E1", "Ann", "Sales"], &["E2", "Bob", "e:#N/A"], &["E3", "Cy", "Ops"]], 0);
+    let records = format::open(&p, "book.xlsx", Format::Xlsx, &opts(), &cols(&["Id", "Dept"])).unwrap();
+    let items: Vec<_> = records.collect();
+    assert_eq!(items.len(), 3);
+    match &items[1] {
+        Err(ReadError::Row { error, cells: Some(cells) }) => {
+            assert_eq!((error.line, error.column.as_deref()), (3, Some("Dept")), "{error:?}");
+            assert_eq!(cells.get(0), Some("E2"), "the id cell read fine and goes with the error");
+            assert_eq!(cells.get(1), None, "the error cell is absent, not empty");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_workbook_whose_parts_inflate_past_max_size_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = xlsx(dir.path(), &[&["Id"], &["E1"]], 20 << 20);
+    assert!(std::fs::metadata(&p).unwrap().len() < 1 << 20, "a small file");
+    let mut o = opts();
+    o.limits.max_size = 8 << 20;
+    let err = read(&p, Format::Xlsx, &o, &["Id"]).unwrap_err();
+    assert!(matches!(err, FormatError::TooLarge { limit: format::Limit::Size, .. }), "{err}");
+    assert!(err.to_string().contains("[file] max_size"), "{err}");
+    // Under the limit it reads.
+    o.limits.max_size = 64 << 20;
+    assert_eq!(read(&p, Format::Xlsx, &o, &["Id"]).unwrap(), vec![row(2, &["E1"])]);
+}
+
+#[test]
+fn json_records_and_ndjson_lines_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "x".repeat(3 << 20);
+    let mut o = opts();
+    o.limits.max_row = 1 << 20;
+    let p = dir.path().join("a.json");
+    std::fs::write(&p, format!("[{{\"Id\": \"E1\"}}, {{\"Id\": \"{big}\"}}]")).unwrap();
+    let err = read(&p, Format::Json, &o, &["Id"]).unwrap_err();
+    assert!(matches!(err, FormatError::TooLarge { limit: format::Limit::Row, .. }), "{err}");
+    assert!(err.to_string().len() < 1000, "the message carries no file: {err}");
+    let p = dir.path().join("a.ndjson");
+    std::fs::write(&p, format!("{{\"Id\": \"E1\"}}\n{{\"Id\": \"{big}\"}}\n")).unwrap();
+    let err = read(&p, Format::Ndjson, &o, &["Id"]).unwrap_err();
+    assert!(matches!(err, FormatError::TooLarge { limit: format::Limit::Row, line: Some(2), .. }), "{err}");
+    // A value over max_field inside a record under max_row.
+    o.limits.max_field = 1000;
+    let p = dir.path().join("b.ndjson");
+    std::fs::write(&p, format!("{{\"Id\": \"E1\"}}\n{{\"Id\": \"{}\"}}\n", "y".repeat(5000))).unwrap();
+    let err = read(&p, Format::Ndjson, &o, &["Id"]).unwrap_err();
+    assert!(matches!(err, FormatError::TooLarge { limit: format::Limit::Field, .. }), "{err}");
+}

@@ -371,13 +371,14 @@ impl<'s> Emitter<'s> {
     }
 
     fn finish(mut self) -> Result<(), FormatError> {
-        if let Some(e) = self.fatal.take() {
-            return Err(e);
-        }
-        if !self.ready {
+        if !self.ready && self.fatal.is_none() {
             self.release()?;
         }
-        Ok(())
+        // Releasing the held records may itself find a fatal value.
+        match self.fatal.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
