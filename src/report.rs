@@ -34,7 +34,11 @@ pub struct Report {
     pub dry_run: bool,
     pub file: Option<FileFingerprint>,
     pub counts: Counts,
+    /// The first errors (at most `MAX_LISTED` of them, each message bounded).
     pub errors: Vec<RowError>,
+    /// Errors not listed above because the list is capped: the counts have every one.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub errors_left_out: u64,
     /// The safeguard rule that stopped the run, if any.
     pub stopped_by: Option<String>,
     /// The export stopped coming: no new file for longer than `stale_after`.
@@ -48,4 +52,11 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
     pub duration_ms: u64,
+}
+
+/// Errors and notes a report lists at most; `errors_left_out` says how many more there were.
+pub const MAX_LISTED: usize = 1000;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

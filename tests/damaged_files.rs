@@ -298,3 +298,24 @@ fn files_from_the_future_and_files_passed_over_are_named() {
     let notes = r["notes"].to_string();
     assert!(notes.contains("employees_2026-01-02.csv was passed over") && notes.contains("ahead of this machine's clock"), "{r}");
 }
+
+/// Every error list is capped, with the count of what was left out, and no message carries
+/// more than a bounded excerpt of the file.
+#[test]
+fn error_lists_are_capped_and_messages_bounded() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim, "");
+    let long = "y".repeat(50_000);
+    let mut rs = rows(BASELINE);
+    for i in 0..1200u32 {
+        rs.push(support::project::row(100 + i, &format!("{long}@@"), true, "Engineering"));
+    }
+    let (code, r) = sync_bytes(&p, &csv(&rs));
+    assert_eq!(code, 0, "{}", r.to_string().chars().take(2000).collect::<String>());
+    assert_eq!(r["counts"]["invalid"], 1200);
+    assert_eq!(r["errors"].as_array().unwrap().len(), 1000);
+    assert_eq!(r["errors_left_out"], 200);
+    assert!(r["errors"].as_array().unwrap().iter().all(|e| e["message"].as_str().unwrap().len() < 1000), "bounded messages");
+    let history = p.run(&["--json", "history", "acme"]);
+    assert!(history.stdout.len() < 4 << 20, "history stays small: {} bytes", history.stdout.len());
+}

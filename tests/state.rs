@@ -118,6 +118,7 @@ async fn last_file_history_and_interrupted_runs() {
         file: Some(fp),
         counts: Counts { rows: 3, valid: 3, created: 3, ..Default::default() },
         errors: vec![],
+        errors_left_out: 0,
         stopped_by: None,
         stale: false,
         notes: Vec::new(),

@@ -171,6 +171,7 @@ mod tests {
             file: None,
             counts: Counts { created, updated: 2, ..Counts::default() },
             errors: vec![],
+            errors_left_out: 0,
             stopped_by: None,
             stale: false,
             notes: Vec::new(),

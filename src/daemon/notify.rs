@@ -164,6 +164,7 @@ mod tests {
             file: None,
             counts: Counts::default(),
             errors: vec![],
+            errors_left_out: 0,
             stopped_by: (outcome == RunOutcome::Stopped).then(|| "max_deactivations".into()),
             stale: false,
             notes: Vec::new(),

@@ -98,6 +98,7 @@ fn panicked(connector: &str, e: tokio::task::JoinError) -> RunResult {
             file: None,
             counts: Counts::default(),
             errors: Vec::new(),
+            errors_left_out: 0,
             stopped_by: None,
             stale: false,
             notes: Vec::new(),

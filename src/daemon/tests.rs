@@ -133,6 +133,7 @@ impl Runner for Fake {
             file: None,
             counts: Counts { created: 1, ..Counts::default() },
             errors: vec![],
+            errors_left_out: 0,
             stopped_by: (exit == Exit::Stopped).then(|| "max_deactivations".into()),
             stale: false,
             notes: Vec::new(),

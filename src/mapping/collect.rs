@@ -111,6 +111,10 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
         return Err(e);
     }
     mark_duplicates(&mut out, mapper);
+    // However a message was made, it carries no more than a bounded piece of the file.
+    for e in &mut out.errors {
+        bound_message(&mut e.message);
+    }
     Ok(out)
 }
 
@@ -202,5 +206,20 @@ hire_date = { column = "Hired", date = "%Y-%m-%d" }
         items.push(Err(ReadError::File(FormatError::Malformed { file: "f.csv".into(), line: Some(9), message: "truncated".into() })));
         let err = collect(Box::new(items.into_iter()), &m).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
+    }
+}
+
+/// Longest row-error message kept, in bytes.
+const MAX_MESSAGE: usize = 600;
+
+fn bound_message(m: &mut String) {
+    if m.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let total = m.len();
+        m.truncate(cut);
+        m.push_str(&format!("… ({total} bytes in all)"));
     }
 }

@@ -122,7 +122,7 @@ impl std::fmt::Display for RunError {
 }
 
 /// Report errors kept in full; the counts always have the totals.
-const MAX_REPORTED_ERRORS: usize = 1000;
+const MAX_REPORTED_ERRORS: usize = crate::report::MAX_LISTED;
 /// Snapshot writes are committed in batches of this size (or sooner, when outcomes pause).
 const STATE_BATCH: usize = 1000;
 
@@ -165,6 +165,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
             file: None,
             counts: Counts::default(),
             errors: Vec::new(),
+            errors_left_out: 0,
             stopped_by: None,
             stale: false,
             notes: Vec::new(),
@@ -312,6 +313,7 @@ impl<S: StateStore> Job<'_, S> {
         c.valid = mapped.users.len() as u64;
         c.invalid = mapped.rows - mapped.users.len() as u64;
         self.report.errors = mapped.errors.iter().take(MAX_REPORTED_ERRORS).cloned().collect();
+        self.report.errors_left_out = mapped.errors.len().saturating_sub(MAX_REPORTED_ERRORS) as u64;
     }
 
     /// The platform client; a dry run goes on without one (nothing is matched then).

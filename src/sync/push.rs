@@ -134,6 +134,7 @@ impl<S: StateStore> Job<'_, S> {
     fn record_failure(&mut self, op: &Op, f: OpFailure, lines: &HashMap<String, u64>) {
         self.report.counts.failed += 1;
         if self.report.errors.len() >= MAX_REPORTED_ERRORS {
+            self.report.errors_left_out += 1;
             return;
         }
         let external_id = op.external_id();
