@@ -122,6 +122,21 @@ fn next(rx: &Mutex<Receiver<(u64, Vec<Item>)>>) -> Option<(u64, Vec<Item>)> {
     rx.lock().ok()?.recv().ok()
 }
 
+/// Longest row-error message kept, in bytes.
+const MAX_MESSAGE: usize = 600;
+
+fn bound_message(m: &mut String) {
+    if m.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let total = m.len();
+        m.truncate(cut);
+        m.push_str(&format!("… ({total} bytes in all)"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,20 +221,5 @@ hire_date = { column = "Hired", date = "%Y-%m-%d" }
         items.push(Err(ReadError::File(FormatError::Malformed { file: "f.csv".into(), line: Some(9), message: "truncated".into() })));
         let err = collect(Box::new(items.into_iter()), &m).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
-    }
-}
-
-/// Longest row-error message kept, in bytes.
-const MAX_MESSAGE: usize = 600;
-
-fn bound_message(m: &mut String) {
-    if m.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !m.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let total = m.len();
-        m.truncate(cut);
-        m.push_str(&format!("… ({total} bytes in all)"));
     }
 }
