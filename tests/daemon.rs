@@ -367,3 +367,47 @@ fn two_hundred_connectors_on_one_daemon_stay_bounded_with_flat_memory() {
         all.len() - runs_warm
     );
 }
+
+/// A host-key mismatch is a connection failure that no retry can mend: the daemon reports it
+/// at once (the webhook, attempt 1) and does not retry it within the period, against a real
+/// sshd whose key is not the pinned one.
+#[test]
+fn a_host_key_mismatch_is_reported_once_and_not_retried() {
+    let sshd = support::sshd::Sshd::start();
+    let key = sshd.client_key("ed25519", "");
+    let (user, _) = support::sshd::test_user();
+    let scim = ScimServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A pin of some other key: the server's own key is a mismatch.
+    let other = dir.path().join("other_key");
+    support::sshd::keygen("ed25519", &other, "");
+    let wrong_pin = support::sshd::fingerprint_of(&other.with_extension("pub"));
+    let port = support::free_port();
+    let (hook, posted) = webhook_listener();
+    let mapping = support::repo_root().join("mappings/demo.toml");
+    let cfg = format!(
+        "{}\n[connectors.pinned]\nschedule = \"daily 02:00\"\nmapping = \"{}\"\n[connectors.pinned.sftp]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{user}\"\nauth = \"key\"\nprivate_key = \"{}\"\nhost_key = \"{wrong_pin}\"\ntimeout = \"5s\"\n[connectors.pinned.file]\npath = \"/exports/employees_*.csv\"\n",
+        header_with(&scim, dir.path(), port, 2, &format!("notify_webhook = \"{hook}\"\n")),
+        mapping.display(),
+        sshd.port,
+        key.display()
+    );
+    let d = Daemon::start(&cfg, dir, port, &scim);
+    // Never synced: it runs at start (catch-up), fails on the host key…
+    let h = d.wait_history("the catch-up run", Duration::from_secs(60), |h| !finished(h).is_empty());
+    assert_eq!(h[0]["report"]["outcome"], "failed", "{h:#?}");
+    let started = Instant::now();
+    while posted.lock().unwrap().is_empty() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // …and is notified at once, as its first and only attempt, with no retry scheduled.
+    let notes: Vec<serde_json::Value> = posted.lock().unwrap().iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(notes.len(), 1, "{notes:#?}\n{}", d.log());
+    assert_eq!((notes[0]["event"].as_str(), notes[0]["attempts"].as_u64(), notes[0]["exit"].as_u64()), (Some("failed"), Some(1), Some(3)));
+    assert!(notes[0]["text"].as_str().unwrap().contains("host key"), "{}", notes[0]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(finished(&d.history()).len(), 1, "no second attempt");
+    let log = d.log();
+    assert!(!log.contains("retrying in"), "{log}");
+    assert!(!d.http_get("/metrics").contains("rostersync_retries_total{connector=\"pinned\"}"));
+}
