@@ -9,6 +9,7 @@ mod keyscan;
 mod mapping_suggest;
 mod progress;
 mod sync;
+mod term;
 
 use std::path::PathBuf;
 
@@ -122,7 +123,7 @@ pub fn main() -> i32 {
                 let v = serde_json::json!({"error": format!("{e:#}"), "exit": exit.code()});
                 println!("{v}");
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", term::shown_lines(&format!("{e:#}")));
             exit.code()
         }
     }
