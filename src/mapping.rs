@@ -797,8 +797,8 @@ impl Mapped {
         let examples = c.examples.iter().map(|(l, v)| format!("line {l} \"{v}\"")).collect::<Vec<_>>().join(", ");
         let more = if c.rows > c.examples.len() as u64 { format!(" and {} more", c.rows - c.examples.len() as u64) } else { String::new() };
         let fix = match swapped_format_text(&c.format) {
-            Some(other) => format!("set {key}.date = \"{other}\" in the mapping if the export writes every date that way"),
-            None => format!("fix {key}.date in the mapping"),
+            Some(other) => format!("Set {key}.date = \"{other}\" in the mapping if the export writes every date that way"),
+            None => format!("Fix {key}.date in the mapping"),
         };
         let others = if self.swapped_dates.columns.len() > 1 {
             format!(
@@ -1276,7 +1276,7 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         let msg = e.to_string();
         assert!(msg.starts_with("f.csv:3: column \"Hired\" (attributes.hire_date, date = \"%m/%d/%Y\") has 2 value(s)"), "{msg}");
         assert!(msg.contains("line 3 \"25/12/2020\", line 5 \"31/01/2022\""), "{msg}");
-        assert!(msg.contains("set attributes.hire_date.date = \"%d/%m/%Y\""), "{msg}");
+        assert!(msg.contains("Set attributes.hire_date.date = \"%d/%m/%Y\""), "{msg}");
         assert!(!msg.contains("13/13/2020"), "a value that is no date either way is an ordinary row error: {msg}");
         // Many rows: bounded examples, the count says how many.
         let days: Vec<String> = (0..5000).map(|i| format!("{}/01/2020", 13 + i % 18)).collect();
