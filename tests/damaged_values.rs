@@ -102,15 +102,24 @@ fn a_utf16_file_without_its_bom_is_refused_naming_the_encoding_key() {
     // Two people left out: read wrongly, they (and everyone) would look absent.
     let mut rs = rows(BASELINE);
     rs.truncate(8);
-    let bytes: Vec<u8> = csv(&rs).encode_utf16().flat_map(u16::to_le_bytes).collect();
-    let (code, r) = sync_bytes(&p, "employees_2026-02-01.csv", &bytes);
+    let utf16: Vec<u8> = csv(&rs).encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let (code, r) = sync_bytes(&p, "employees_2026-02-01.csv", &utf16);
     assert_eq!(code, 4, "{r}");
     let msg = r["message"].as_str().unwrap();
     assert!(msg.contains("UTF-16 without a byte-order mark") && msg.contains("set [source] encoding = \"utf-16le\""), "{msg}");
     assert!(!r.to_string().contains("\\u0000") && !has_control(msg), "no NUL anywhere in the report: {r}");
     assert_eq!(platform(&scim), before);
 
-    // With the key set as the message says, the same file syncs: the two left out are leavers.
+    // NULs in a UTF-8 header: the missing-column error quotes the header escaped.
+    let bytes = csv(&rs).replacen("Personnel Number", "Personnel\0Number", 1);
+    let (code, r) = sync_bytes(&p, "employees_2026-02-01.csv", bytes.as_bytes());
+    assert_eq!(code, 4, "{r}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(msg.contains("\"Personnel\\u{0}Number\"") && !has_control(msg), "{msg:?}");
+    assert_eq!(platform(&scim), before);
+
+    // With the key set as the message says, the UTF-16 file syncs: the two left out are leavers.
+    std::fs::write(p.path().join("exports/employees_2026-02-01.csv"), &utf16).unwrap();
     let mapping = p.path().join("mappings/demo.toml");
     let text = std::fs::read_to_string(&mapping).unwrap();
     std::fs::write(&mapping, text.replacen("[fields]", "[source]\nencoding = \"utf-16le\"\n\n[fields]", 1)).unwrap();
