@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::config::Mapping;
 use crate::config::mapping::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
-use crate::format::Record;
+use crate::format::{FormatError, Record};
 use crate::model::{Attributes, MANAGER_ATTRIBUTE, RowError, SourcedUser, Str, User};
 
 /// A rule with its column references resolved to indexes into `Record::values`.
@@ -23,6 +23,14 @@ struct Compiled {
     rule: FieldRule,
     /// `rule.date` parsed once: re-parsing the format string per row cost more than the date.
     date: Option<Vec<chrono::format::Item<'static>>>,
+    /// `date` with day and month exchanged, when it has both as numbers: a value that fails
+    /// with `date` but fits this one is a sign of the other order (see `SwappedDates`).
+    swapped: Option<Vec<chrono::format::Item<'static>>>,
+    /// The mapping key (`attributes.hire_date`), for column-level errors.
+    key: String,
+    /// Whether the value goes to the platform as text (not language and active, which are
+    /// read as a code and a flag): only then are control characters refused.
+    pushed: bool,
     /// The source column(s) named in errors.
     column: Option<String>,
     input: CompiledInput,
@@ -55,7 +63,7 @@ impl Mapper {
     pub fn new(mapping: &Mapping) -> Mapper {
         let columns = mapping.columns();
         let pos = |c: &str| columns.iter().position(|x| x == c).unwrap_or(usize::MAX);
-        let compile = |rule: &FieldRule| {
+        let compile = |key: String, pushed: bool, rule: &FieldRule| {
             let input = match &rule.input {
                 Input::Column(c) => CompiledInput::Column(pos(c)),
                 Input::Template(parts) => CompiledInput::Template(
@@ -72,13 +80,25 @@ impl Mapper {
             let cols = rule.columns();
             let column = if cols.is_empty() { None } else { Some(cols.join(", ")) };
             let date = rule.date.as_deref().and_then(|f| chrono::format::StrftimeItems::new(f).parse_to_owned().ok());
-            Compiled { rule: rule.clone(), date, column, input }
+            let swapped = date.as_deref().and_then(swap_day_month);
+            Compiled { rule: rule.clone(), date, swapped, key, pushed, column, input }
         };
         Mapper {
-            fields: mapping.fields.iter().map(|(f, r)| (*f, compile(r))).collect(),
+            fields: mapping
+                .fields
+                .iter()
+                .map(|(f, r)| {
+                    (*f, compile(format!("fields.{}", f.name()), !matches!(f, PlatformField::Language | PlatformField::Active), r))
+                })
+                .collect(),
             // In name order (a BTreeMap's), so each user's attributes are packed unsorted.
-            attributes: mapping.attributes.iter().filter(|(n, _)| *n != MANAGER_ATTRIBUTE).map(|(n, r)| (n.clone(), compile(r))).collect(),
-            manager: mapping.attributes.get(MANAGER_ATTRIBUTE).map(compile),
+            attributes: mapping
+                .attributes
+                .iter()
+                .filter(|(n, _)| *n != MANAGER_ATTRIBUTE)
+                .map(|(n, r)| (n.clone(), compile(format!("attributes.{n}"), true, r)))
+                .collect(),
+            manager: mapping.attributes.get(MANAGER_ATTRIBUTE).map(|r| compile(format!("attributes.{MANAGER_ATTRIBUTE}"), true, r)),
             columns,
             mapping: mapping.clone(),
         }
@@ -100,6 +120,20 @@ impl Mapper {
         let f = unique_field(self.mapping.unique_id);
         let (_, c) = self.fields.iter().find(|(pf, _)| *pf == f)?;
         value(c, record).ok().flatten().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+
+    /// Notes the dates of a record that are not dates in their format but are with day and
+    /// month swapped. Called for rows with errors only: a date that fits is no sign.
+    pub(crate) fn note_swapped_dates(&self, record: &Record, out: &mut SwappedDates) {
+        let rules = self.fields.iter().map(|(_, c)| c).chain(self.attributes.iter().map(|(_, c)| c)).chain(self.manager.iter());
+        for c in rules {
+            let (Some(fmt), Some(items), Some(swapped)) = (&c.rule.date, &c.date, &c.swapped) else { continue };
+            let Prepared::Value(v) = prepared(c, record) else { continue };
+            let t = v.trim();
+            if parse_date_items(t, fmt, Some(items)).is_err() && date_with(t, swapped.iter()).is_some() {
+                out.note(c, record.line, t);
+            }
+        }
     }
 
     /// Maps and validates one record.
@@ -167,7 +201,7 @@ impl Mapper {
         if let Some(e) = &email
             && let Err(why) = check_email(e)
         {
-            push(&mut errors, &col_of(PlatformField::Email), format!("\"{e}\" is not a valid email address: {why}"));
+            push(&mut errors, &col_of(PlatformField::Email), format!("\"{}\" is not a valid email address: {why}", excerpt(e)));
         }
         let language = match (language, lang_col) {
             (Some(l), c) => match language_code(&l) {
@@ -177,7 +211,8 @@ impl Mapper {
                         &mut errors,
                         &c.and_then(|c| c.column.clone()),
                         format!(
-                            "\"{l}\" is not a language; expected an ISO 639-1 code (en, fr, de …), a tag (fr-FR) or a name (French, Français)"
+                            "\"{}\" is not a language; expected an ISO 639-1 code (en, fr, de …), a tag (fr-FR) or a name (French, Français)",
+                            excerpt(&l)
                         ),
                     );
                     None
@@ -204,7 +239,8 @@ impl Mapper {
                         &mut errors,
                         &c.and_then(|c| c.column.clone()),
                         format!(
-                            "\"{a}\" is not an active flag; expected true/false, yes/no, 1/0 or active/inactive, or add map = {{ \"{a}\" = true }} to the active field"
+                            "\"{a}\" is not an active flag; expected true/false, yes/no, 1/0 or active/inactive, or add map = {{ \"{a}\" = true }} (or false, for people who have left) to the active field",
+                            a = excerpt(&a)
                         ),
                     );
                     None
@@ -272,6 +308,29 @@ fn unique_field(u: UniqueId) -> PlatformField {
 /// A field's value for one record; `None` when empty with no default. Works on borrowed
 /// text and allocates once, for the result.
 fn value(c: &Compiled, record: &Record) -> Result<Option<Str>, String> {
+    let v = match prepared(c, record) {
+        Prepared::Default(d) => return Ok(d),
+        Prepared::Value(v) => v,
+    };
+    if let Some(fmt) = &c.rule.date {
+        return parse_date_items(&v, fmt, c.date.as_deref()).map(Some);
+    }
+    if c.pushed
+        && let Some(fault) = control_fault(&v)
+    {
+        return Err(fault);
+    }
+    Ok(Some(Str::from(v)))
+}
+
+/// A value before its date parsing: the platform default, or text from the file (read,
+/// transformed, mapped).
+enum Prepared<'a> {
+    Default(Option<Str>),
+    Value(std::borrow::Cow<'a, str>),
+}
+
+fn prepared<'a>(c: &'a Compiled, record: &'a Record) -> Prepared<'a> {
     use std::borrow::Cow;
     let cell = |i: usize| record.get(i);
     let raw: Option<Cow<str>> = match &c.input {
@@ -293,15 +352,16 @@ fn value(c: &Compiled, record: &Record) -> Result<Option<Str>, String> {
         }
         CompiledInput::Constant => None,
     };
+    let default = || Prepared::Default(c.rule.default.as_deref().map(Str::from));
     let v = match raw {
         Some(r) => transform_cow(r, &c.rule.transforms),
-        None => return Ok(c.rule.default.as_deref().map(Str::from)),
+        None => return default(),
     };
     if v.trim().is_empty() {
         // The default is a platform value: no transform, map or date applies to it.
-        return Ok(c.rule.default.as_deref().map(Str::from));
+        return default();
     }
-    let v: Cow<str> = match &c.rule.map {
+    Prepared::Value(match &c.rule.map {
         Some(map) => {
             let hit =
                 map.iter().find(|(k, _)| *k == v).or_else(|| map.iter().find(|(k, _)| k.trim().to_lowercase() == v.trim().to_lowercase()));
@@ -312,11 +372,34 @@ fn value(c: &Compiled, record: &Record) -> Result<Option<Str>, String> {
             }
         }
         None => v,
-    };
-    if let Some(fmt) = &c.rule.date {
-        return parse_date_items(&v, fmt, c.date.as_deref()).map(Some);
+    })
+}
+
+/// Why a value may not go to the platform as it is: a control character (NUL, escape, a
+/// line break…) is never a person's data, and a platform or a terminal showing it later
+/// does harm. A tab counts: inside a name it is junk from a copy and paste; at the ends of
+/// a value, the `trim` transform removes it (the message says so).
+fn control_fault(v: &str) -> Option<String> {
+    // The bytes of every control character: C0 and DEL, and C1 (U+0080–U+009F, 0xC2 0x80…).
+    if !v.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        return None;
     }
-    Ok(Some(Str::from(v)))
+    let (at, c) = v.chars().enumerate().find(|(_, c)| c.is_control())?;
+    let name = match c {
+        '\0' => "NUL",
+        '\t' => "a tab",
+        '\n' => "a line break",
+        '\r' => "a carriage return",
+        '\x1b' => "an escape",
+        _ => "a control character",
+    };
+    let trim = if v.trim().chars().any(char::is_control) { "" } else { " (or add \"trim\" to the transforms of this field)" };
+    Some(format!(
+        "the value holds {name} (U+{:04X}) at character {}: \"{}\"; control characters are never sent to the platform, remove it in the export{trim}",
+        c as u32,
+        at + 1,
+        excerpt(v)
+    ))
 }
 
 /// Transforms without allocating when a value needs no change (the common case).
@@ -380,23 +463,140 @@ pub fn parse_date(s: &str, fmt: &str) -> Result<String, String> {
 }
 
 fn parse_date_items(s: &str, fmt: &str, items: Option<&[chrono::format::Item<'static>]>) -> Result<Str, String> {
-    use chrono::format::{Parsed, StrftimeItems, parse};
+    use chrono::format::StrftimeItems;
     use chrono::{NaiveDate, NaiveDateTime};
     let t = s.trim();
-    let with_format = || -> Result<NaiveDate, chrono::ParseError> {
-        let mut p = Parsed::new();
-        match items {
-            Some(items) => parse(&mut p, t, items.iter())?,
-            None => parse(&mut p, t, StrftimeItems::new(fmt))?,
-        }
-        p.to_naive_date().or_else(|_| p.to_naive_datetime_with_offset(0).map(|dt| dt.date()))
+    let with_format = match items {
+        Some(items) => date_with(t, items.iter()),
+        None => date_with(t, StrftimeItems::new(fmt)),
     };
-    let d = with_format()
-        .or_else(|_| NaiveDate::parse_from_str(t, "%Y-%m-%d"))
-        .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").map(|dt| dt.date()));
+    let d = with_format
+        .or_else(|| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
+        .or_else(|| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok().map(|dt| dt.date()));
     match d {
-        Ok(d) => Ok(iso_date(d)),
-        Err(_) => Err(format!("\"{t}\" is not a date in the format \"{fmt}\"; fix the cell or the date format in the mapping")),
+        Some(d) => Ok(iso_date(d)),
+        None => Err(format!("\"{}\" is not a date in the format \"{fmt}\"; fix the cell or the date format in the mapping", excerpt(t))),
+    }
+}
+
+/// The date `t` reads as with these format items, if any.
+fn date_with<'i, I, B>(t: &str, items: I) -> Option<chrono::NaiveDate>
+where
+    I: Iterator<Item = B> + Clone,
+    B: std::borrow::Borrow<chrono::format::Item<'i>>,
+{
+    let mut p = chrono::format::Parsed::new();
+    chrono::format::parse(&mut p, t, items).ok()?;
+    p.to_naive_date().ok().or_else(|| p.to_naive_datetime_with_offset(0).ok().map(|dt| dt.date()))
+}
+
+/// A date format's items with the numeric day and month exchanged; None unless it has both
+/// (a format with a month name cannot be read the other way round).
+fn swap_day_month(items: &[chrono::format::Item<'static>]) -> Option<Vec<chrono::format::Item<'static>>> {
+    use chrono::format::{Item, Numeric};
+    let has = |n: Numeric| items.iter().any(|i| matches!(i, Item::Numeric(m, _) if *m == n));
+    if !(has(Numeric::Day) && has(Numeric::Month)) {
+        return None;
+    }
+    Some(
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Numeric(Numeric::Day, pad) => Item::Numeric(Numeric::Month, *pad),
+                Item::Numeric(Numeric::Month, pad) => Item::Numeric(Numeric::Day, *pad),
+                other => other.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// The format string with `%d` and `%m` exchanged (padding flags kept), to suggest in a
+/// message; None when it has no such pair.
+fn swapped_format_text(fmt: &str) -> Option<String> {
+    let mut out = String::with_capacity(fmt.len());
+    let (mut day, mut month) = (false, false);
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '%' {
+            continue;
+        }
+        if let Some(&flag) = chars.peek()
+            && matches!(flag, '-' | '_' | '0')
+        {
+            out.push(flag);
+            chars.next();
+        }
+        match chars.next() {
+            Some('d') => {
+                day = true;
+                out.push('m');
+            }
+            Some('m') => {
+                month = true;
+                out.push('d');
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    (day && month).then_some(out)
+}
+
+/// Values of date columns that are not dates in their column's format but are with day and
+/// month swapped: the export writes dates the other way round, so every other value of the
+/// column with a day up to 12 was read with day and month exchanged, silently. One such
+/// value condemns the column (a whole-column judgement, made once the file is mapped).
+#[derive(Debug, Default)]
+pub struct SwappedDates {
+    /// By mapping key, in key order.
+    columns: BTreeMap<String, SwappedColumn>,
+}
+
+#[derive(Debug)]
+struct SwappedColumn {
+    column: String,
+    format: String,
+    rows: u64,
+    /// The first few (line, value excerpt), in file order.
+    examples: Vec<(u64, String)>,
+}
+
+/// Example values a swapped-dates message shows; the count says how many there are.
+const SWAPPED_EXAMPLES: usize = 3;
+
+impl SwappedDates {
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    fn note(&mut self, c: &Compiled, line: u64, value: &str) {
+        let col = self.columns.entry(c.key.clone()).or_insert_with(|| SwappedColumn {
+            column: c.column.clone().unwrap_or_default(),
+            format: c.rule.date.clone().unwrap_or_default(),
+            rows: 0,
+            examples: Vec::new(),
+        });
+        col.rows += 1;
+        if col.examples.len() < SWAPPED_EXAMPLES {
+            col.examples.push((line, excerpt(value)));
+        }
+    }
+
+    /// Adds what a later part of the file found (parts are merged in file order).
+    pub(crate) fn merge(&mut self, later: SwappedDates) {
+        for (key, b) in later.columns {
+            match self.columns.get_mut(&key) {
+                Some(a) => {
+                    a.rows += b.rows;
+                    let room = SWAPPED_EXAMPLES.saturating_sub(a.examples.len());
+                    a.examples.extend(b.examples.into_iter().take(room));
+                }
+                None => {
+                    self.columns.insert(key, b);
+                }
+            }
+        }
     }
 }
 
@@ -592,9 +792,40 @@ pub struct Mapped {
     pub errors: Vec<RowError>,
     /// Data rows read (valid + invalid).
     pub rows: u64,
+    /// Date columns written the other way round (see `date_order_fault`).
+    pub swapped_dates: SwappedDates,
 }
 
 impl Mapped {
+    /// A date column some of whose values read only with day and month swapped: the file
+    /// must not be synced, since its other dates with a day up to 12 were read swapped. The
+    /// error names the column, the format, and example lines.
+    pub fn date_order_fault(&self, file: &str) -> Option<FormatError> {
+        let (key, c) = self.swapped_dates.columns.iter().next()?;
+        let examples = c.examples.iter().map(|(l, v)| format!("line {l} \"{v}\"")).collect::<Vec<_>>().join(", ");
+        let more = if c.rows > c.examples.len() as u64 { format!(" and {} more", c.rows - c.examples.len() as u64) } else { String::new() };
+        let fix = match swapped_format_text(&c.format) {
+            Some(other) => format!("Set {key}.date = \"{other}\" in the mapping if the export writes every date that way"),
+            None => format!("Fix {key}.date in the mapping"),
+        };
+        let others = if self.swapped_dates.columns.len() > 1 {
+            format!(
+                " (so do the columns of {})",
+                self.swapped_dates.columns.keys().skip(1).map(String::as_str).collect::<Vec<_>>().join(", ")
+            )
+        } else {
+            String::new()
+        };
+        Some(FormatError::Malformed {
+            file: file.into(),
+            line: c.examples.first().map(|(l, _)| *l),
+            message: format!(
+                "column \"{}\" ({key}, date = \"{}\") has {} value(s) that are not dates in that format but are with day and month swapped: {examples}{more}{others}. The export writes dates the other way round, so its other dates with a day up to 12 would be read with day and month exchanged; nothing was synced from this file. {fix}, or ask the customer for the usual export",
+                c.column, c.format, c.rows
+            ),
+        })
+    }
+
     /// Rows with at least one error (a row may have several errors): the figure for
     /// `max_invalid` and the report's `invalid` count.
     pub fn invalid_rows(&self) -> u64 {
@@ -938,6 +1169,137 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
             let expected_id = if *col == "Id" { None } else { Some("00123") };
             assert_eq!(errs[0].external_id.as_deref(), expected_id, "{col}={val:?}");
         }
+    }
+
+    #[test]
+    fn control_characters_in_pushed_values_make_the_row_invalid() {
+        let m = mapper();
+        // (cell, value, expected message fragment); each one error on that column.
+        let cases: &[(&str, &str, &str)] = &[
+            ("Last", "Mül\u{0}ler", "holds NUL (U+0000) at character 4: \"MÜL\\u{0}LER\""),
+            // (A tab in First is not one: collapse-spaces turns it into a space.)
+            ("Last", "Ann\tMarie", "a tab (U+0009)"),
+            ("Email", "zoe@example.com\u{1b}[31m", "an escape (U+001B)"),
+            ("Last", "Lee\u{90}x", "a control character (U+0090)"),
+        ];
+        for (col, val, want) in cases {
+            let mut cells = good();
+            cells.iter_mut().for_each(|c| {
+                if c.0 == *col {
+                    c.1 = val
+                }
+            });
+            let errs = m.map(&rec(&m, 5, &cells)).expect_err(&format!("{col}={val:?} must fail"));
+            // Names also feed the full_name template, which holds the character as well.
+            let want_cols: &[&str] = if *col == "Email" { &["Email"] } else { &[col, "First, Last"] };
+            assert_eq!(errs.iter().map(|e| e.column.as_deref().unwrap_or("")).collect::<Vec<_>>(), want_cols, "{errs:?}");
+            assert!(errs[0].message.contains(want), "{col}={val:?}: {}", errs[0].message);
+            for e in &errs {
+                assert!(!e.message.chars().any(char::is_control), "the message carries no control character: {:?}", e.message);
+                assert_eq!(e.external_id.as_deref(), Some("00123"), "the person is known, so kept as they were");
+            }
+        }
+        // At the ends, a trim removes it (and the message says so when there is none).
+        let mut cells = good();
+        cells.iter_mut().for_each(|c| {
+            if c.0 == "Email" {
+                c.1 = "\tzoe@example.com\r\n"
+            }
+        });
+        assert_eq!(m.map(&rec(&m, 5, &cells)).unwrap().email.as_deref(), Some("zoe@example.com"), "trimmed by the mapping's transform");
+        let mut cells = good();
+        cells.iter_mut().for_each(|c| {
+            if c.0 == "Id" {
+                c.1 = "00123\t"
+            }
+        });
+        let errs = m.map(&rec(&m, 5, &cells)).unwrap_err();
+        assert!(errs[0].message.ends_with("(or add \"trim\" to the transforms of this field)"), "{}", errs[0].message);
+        // A flag or a language is read, not pushed: a stray tab there is harmless.
+        let mut cells = good();
+        cells.iter_mut().for_each(|c| match c.0 {
+            "Status" => c.1 = "Employed\t",
+            "Lang" => c.1 = "fr\t",
+            _ => {}
+        });
+        assert!(m.map(&rec(&m, 5, &cells)).is_ok());
+        // A control character in the unique id: nobody is named (the row holds absentees).
+        let mut cells = good();
+        cells.iter_mut().for_each(|c| {
+            if c.0 == "Id" {
+                c.1 = "001\u{0}23"
+            }
+        });
+        let errs = m.map(&rec(&m, 5, &cells)).unwrap_err();
+        assert_eq!((errs.len(), errs[0].external_id.as_deref()), (1, None), "{errs:?}");
+    }
+
+    #[test]
+    fn messages_quote_values_as_bounded_excerpts() {
+        let m = mapper();
+        let long = format!("{}\u{1b}]0;pwned\u{7}", "x".repeat(500));
+        for col in ["Email", "Lang", "Status", "Hired"] {
+            let mut cells = good();
+            cells.iter_mut().for_each(|c| {
+                if c.0 == col {
+                    c.1 = &long
+                }
+            });
+            let errs = m.map(&rec(&m, 5, &cells)).unwrap_err();
+            let msg = &errs[0].message;
+            assert!(msg.len() < 450 && !msg.chars().any(char::is_control), "{col}: {msg}");
+        }
+    }
+
+    /// A mapping with one date column, and the records of these values.
+    fn dated(format: &str, values: &[&str]) -> (Mapper, Vec<Result<Record, ReadError>>) {
+        let src = format!(
+            "unique_id = \"employee_id\"\n[fields]\nemployee_id = \"Id\"\nfirst_name = \"F\"\nlast_name = \"L\"\n[attributes]\nhire_date = {{ column = \"Hired\", date = \"{format}\" }}\n"
+        );
+        let m = Mapper::new(&crate::config::parse_mapping(&src, Path::new("m.toml")).unwrap());
+        let records = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| rec(&m, i as u64 + 2, &[("Id", format!("E{i}").as_str()), ("F", "Ann"), ("L", "Lee"), ("Hired", v)]))
+            .map(Ok)
+            .collect();
+        (m, records)
+    }
+
+    #[test]
+    fn a_date_column_written_the_other_way_round_stops_the_file() {
+        // A US format on UK data: the days up to 12 read swapped, the others fail.
+        let (m, records) = dated("%m/%d/%Y", &["04/03/2021", "25/12/2020", "01/02/2019", "31/01/2022", "2020-06-30", "13/13/2020"]);
+        let out = collect(Box::new(records.into_iter()), &m).unwrap();
+        let e = out.date_order_fault("f.csv").expect("the column is refused");
+        let msg = e.to_string();
+        assert!(msg.starts_with("f.csv:3: column \"Hired\" (attributes.hire_date, date = \"%m/%d/%Y\") has 2 value(s)"), "{msg}");
+        assert!(msg.contains("line 3 \"25/12/2020\", line 5 \"31/01/2022\""), "{msg}");
+        assert!(msg.contains("Set attributes.hire_date.date = \"%d/%m/%Y\""), "{msg}");
+        assert!(!msg.contains("13/13/2020"), "a value that is no date either way is an ordinary row error: {msg}");
+        // Many rows: bounded examples, the count says how many.
+        let days: Vec<String> = (0..5000).map(|i| format!("{}/01/2020", 13 + i % 18)).collect();
+        let (m, records) = dated("%m/%d/%Y", &days.iter().map(String::as_str).collect::<Vec<_>>());
+        let msg = collect(Box::new(records.into_iter()), &m).unwrap().date_order_fault("f.csv").unwrap().to_string();
+        assert!(msg.contains("has 5000 value(s)") && msg.contains("and 4997 more") && msg.len() < 800, "{msg}");
+    }
+
+    #[test]
+    fn a_date_column_that_fits_is_not_judged() {
+        for (format, values) in [
+            ("%d/%m/%Y", &["04/03/2021", "25/12/2020", "2020-06-30"][..]),
+            ("%m/%d/%Y", &["04/03/2021", "12/25/2020"][..]),
+            // A month name cannot be read the other way round.
+            ("%d %b %Y", &["04 Mar 2021", "31 Dec 2020"][..]),
+            // Garbage is a row error, not a column-level one.
+            ("%d.%m.%Y", &["31.12.2020", "soon"][..]),
+        ] {
+            let (m, records) = dated(format, values);
+            let out = collect(Box::new(records.into_iter()), &m).unwrap();
+            assert!(out.date_order_fault("f.csv").is_none(), "{format} {values:?}");
+        }
+        assert_eq!(swapped_format_text("%-d.%-m.%Y"), Some("%-m.%-d.%Y".into()));
+        assert_eq!(swapped_format_text("%Y-%m"), None);
     }
 
     #[test]

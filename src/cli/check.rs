@@ -24,7 +24,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
     } else {
         println!("{} problem(s):", cfg.problems.len());
         for p in &cfg.problems {
-            println!("  {p}");
+            println!("  {}", super::term::shown_lines(&p.to_string()));
         }
         if !cfg.connectors.is_empty() {
             println!("valid connector(s), which will run: {}", cfg.connectors.keys().cloned().collect::<Vec<_>>().join(", "));

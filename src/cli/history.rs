@@ -47,7 +47,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
                     c.deactivated + c.deleted,
                     c.failed,
                     rep.duration_ms,
-                    rep.file.as_ref().map(|f| f.path.as_str()).unwrap_or("-")
+                    super::term::shown(rep.file.as_ref().map(|f| f.path.as_str()).unwrap_or("-"))
                 );
             }
             None => println!("{started:<20} {:<16} {:<11}  (running, or the process died mid-run)", r.connector, "-"),

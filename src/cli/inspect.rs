@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::term::shown;
 use super::{Cli, CodedError};
 use crate::exit::Exit;
 
@@ -19,7 +20,14 @@ pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Res
     if cli.json {
         println!("{}", serde_json::json!({"connector": connector, "file": fp, "saved_to": target}));
     } else {
-        println!("{}: {} ({} bytes, sha256 {}) saved to {}", connector, fp.path, fp.size, fp.sha256, target.display());
+        println!(
+            "{}: {} ({} bytes, sha256 {}) saved to {}",
+            connector,
+            shown(&fp.path),
+            fp.size,
+            fp.sha256,
+            shown(&target.display().to_string())
+        );
     }
     Ok(0)
 }
@@ -34,28 +42,33 @@ pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
     let mapped = crate::sync::parse_file(conn, &dl.path, &dl.name).await.map_err(|e| CodedError(e.exit, e.message))?;
     let invalid = mapped.rows - mapped.users.len() as u64;
     let allowed = conn.sync.max_invalid.allowed(mapped.rows);
+    // What the file makes of people: a status map that keeps leavers active shows here as
+    // an inactive count of zero, before any sync.
+    let active = mapped.users.iter().filter(|u| u.user.active).count();
+    let inactive = mapped.users.len() - active;
     if cli.json {
         println!(
             "{}",
             serde_json::json!({
                 "connector": connector, "file": dl.fingerprint, "rows": mapped.rows,
-                "valid": mapped.users.len(), "invalid": invalid,
+                "valid": mapped.users.len(), "invalid": invalid, "active": active, "inactive": inactive,
                 "errors": mapped.errors.iter().take(1000).collect::<Vec<_>>(),
                 "preview": mapped.users.iter().take(10).map(|u| &u.user).collect::<Vec<_>>(),
             })
         );
     } else {
-        println!("{connector}: {} ({} bytes)", dl.fingerprint.path, dl.fingerprint.size);
+        println!("{connector}: {} ({} bytes)", shown(&dl.fingerprint.path), dl.fingerprint.size);
         println!("  rows {} — {} valid, {} invalid (max_invalid allows {allowed})", mapped.rows, mapped.users.len(), invalid);
+        println!("  people {active} active, {inactive} inactive (from the valid rows; an invalid row keeps its person as last synced)");
         println!();
         for line in crate::mapping::preview_table(&mapped.users, 10).lines() {
-            println!("  {line}");
+            println!("  {}", shown(line));
         }
         if !mapped.errors.is_empty() {
             println!();
             println!("  errors");
             for line in crate::mapping::group_errors(&mapped.errors).into_iter().take(10) {
-                println!("    {line}");
+                println!("    {}", shown(&line));
             }
         }
         println!();

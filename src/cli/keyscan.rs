@@ -65,7 +65,7 @@ pub fn run(target: &str) -> anyhow::Result<i32> {
             Ok(0)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", super::term::shown_lines(&e.to_string()));
             Ok(e.exit().code())
         }
     }

@@ -12,7 +12,7 @@ pub fn run(file: &Path) -> anyhow::Result<i32> {
     let text = match crate::mapping::suggest::draft(file, &name) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", super::term::shown_lines(&e.to_string()));
             return Ok(e.exit().code());
         }
     };

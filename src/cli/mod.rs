@@ -9,6 +9,7 @@ mod keyscan;
 mod mapping_suggest;
 mod progress;
 mod sync;
+mod term;
 
 use std::path::PathBuf;
 
@@ -122,7 +123,7 @@ pub fn main() -> i32 {
                 let v = serde_json::json!({"error": format!("{e:#}"), "exit": exit.code()});
                 println!("{v}");
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", term::shown_lines(&format!("{e:#}")));
             exit.code()
         }
     }
@@ -136,7 +137,10 @@ fn init_logging(cli: &Cli) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("rostersync={default},warn")));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    // Colours only for a terminal: piped into a file or a log collector, they are escapes
+    // in the text (and a test could not tell them from a file name's).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
     let _ = match cli.log_format {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Human => b.compact().try_init(),

@@ -1,5 +1,6 @@
 //! `rostersync sync`: one connector, or all of them; a human summary or the `--json` report.
 
+use super::term::{shown, shown_lines};
 use super::{Cli, CodedError};
 use crate::exit::Exit;
 use crate::report::{Report, RunOutcome};
@@ -12,7 +13,7 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
         (Some(c), _) => vec![c.to_string()],
         (None, true) => {
             for p in &cfg.problems {
-                eprintln!("skipped: {p}");
+                eprintln!("skipped: {}", shown_lines(&p.to_string()));
             }
             cfg.connectors.keys().cloned().collect()
         }
@@ -52,7 +53,7 @@ pub fn print_summary(r: &Report) {
     let dry = if r.dry_run { " (dry run: nothing pushed)" } else { "" };
     println!("{}: {outcome}{dry}", r.connector);
     if let Some(f) = &r.file {
-        println!("  file     {} ({} bytes, sha256 {}…)", f.path, f.size, &f.sha256[..f.sha256.len().min(12)]);
+        println!("  file     {} ({} bytes, sha256 {}…)", shown(&f.path), f.size, &f.sha256[..f.sha256.len().min(12)]);
     }
     let c = &r.counts;
     if c.rows > 0 {
@@ -66,20 +67,20 @@ pub fn print_summary(r: &Report) {
     if !r.errors.is_empty() {
         println!("  errors");
         for line in crate::mapping::group_errors(&r.errors).into_iter().take(8) {
-            println!("    {line}");
+            println!("    {}", shown(&line));
         }
     }
     if !r.notes.is_empty() {
         println!("  notes");
         for n in r.notes.iter().take(8) {
-            println!("    {n}");
+            println!("    {}", shown(n));
         }
         if r.notes.len() > 8 {
             println!("    … and {} more (--json lists them)", r.notes.len() - 8);
         }
     }
     if let Some(m) = &r.message {
-        println!("  {m}");
+        println!("  {}", shown_lines(m));
     }
     println!("  run {} in {} ms", r.run_id, r.duration_ms);
 }

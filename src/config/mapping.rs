@@ -486,14 +486,73 @@ fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> 
         mk.problem(&format!("{key}.fallback"), "fallback only applies with map = { … }");
     }
     if let Some(fmt) = &t.date
-        && !fmt.contains('%')
+        && let Some(why) = date_format_problem(fmt)
     {
-        mk.problem(&format!("{key}.date"), format!("expected a strftime format such as \"%d/%m/%Y\"; got \"{fmt}\""));
+        mk.problem(&format!("{key}.date"), why);
     }
     if mk.problems.len() > before {
         return None;
     }
     Some(FieldRule { input, transforms, map, fallback, default, date: t.date.clone() })
+}
+
+/// Why a `date` format cannot read dates, if it cannot. Checked here, not found out per row:
+/// a value that fails the format is still accepted when it is ISO 8601 (spreadsheet date
+/// cells arrive that way), so a format that can never fit goes unnoticed as long as the data
+/// happens to be ISO, and fails every row the day it is not.
+fn date_format_problem(fmt: &str) -> Option<String> {
+    use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
+    if !fmt.contains('%') {
+        return Some(format!("expected a strftime format such as \"%d/%m/%Y\"; got \"{fmt}\""));
+    }
+    let items: Vec<Item> = StrftimeItems::new(fmt).collect();
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return Some(format!(
+            "\"{fmt}\" holds a % item chrono's strftime does not know (or a lone %); use items such as %d %m %Y %y %b %B %e, and %% for a percent sign"
+        ));
+    }
+    let has = |f: &dyn Fn(&Item) -> bool| items.iter().any(f);
+    // A whole timestamp names the date by itself.
+    if has(&|i| matches!(i, Item::Numeric(Numeric::Timestamp, _) | Item::Fixed(Fixed::RFC2822 | Fixed::RFC3339))) {
+        return None;
+    }
+    let year = has(&|i| matches!(i, Item::Numeric(Numeric::Year | Numeric::YearMod100 | Numeric::IsoYear | Numeric::IsoYearMod100, _)));
+    let month = has(&|i| matches!(i, Item::Numeric(Numeric::Month, _) | Item::Fixed(Fixed::ShortMonthName | Fixed::LongMonthName)));
+    let day = has(&|i| matches!(i, Item::Numeric(Numeric::Day, _)));
+    let ordinal = has(&|i| matches!(i, Item::Numeric(Numeric::Ordinal, _)));
+    let week = has(&|i| matches!(i, Item::Numeric(Numeric::IsoWeek | Numeric::WeekFromSun | Numeric::WeekFromMon, _)))
+        && has(&|i| {
+            matches!(
+                i,
+                Item::Numeric(Numeric::WeekdayFromMon | Numeric::NumDaysFromSun, _)
+                    | Item::Fixed(Fixed::ShortWeekdayName | Fixed::LongWeekdayName)
+            )
+        });
+    let missing: Vec<&str> = match (year, (month && day) || ordinal || week) {
+        (true, true) => return None,
+        (false, true) => vec!["a year (%Y or %y)"],
+        (y, false) => {
+            let mut m = Vec::new();
+            if !y {
+                m.push("a year (%Y or %y)");
+            }
+            if !month {
+                m.push("a month (%m or %b)");
+            }
+            if !day {
+                m.push("a day (%d)");
+            }
+            m
+        }
+    };
+    let missing = match missing.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Some(format!(
+        "\"{fmt}\" lacks {missing}: it cannot read a date, and only ISO dates would pass; use a full date format such as \"%d/%m/%Y\""
+    ))
 }
 
 #[cfg(test)]
@@ -699,6 +758,27 @@ mod tests {
         assert_eq!(
             one(&attr("{ column = \"a\", date = \"dd/mm/yyyy\" }")),
             "m.toml:7: attributes.x.date: expected a strftime format such as \"%d/%m/%Y\"; got \"dd/mm/yyyy\""
+        );
+    }
+
+    #[test]
+    fn date_formats_are_checked_item_by_item() {
+        for good in ["%d/%m/%Y", "%m/%d/%y", "%-d.%-m.%Y", "%d %b %Y", "%B %e, %Y", "%Y-%m-%dT%H:%M:%S", "%Y%j", "%G-W%V-%u", "%s", "%+"] {
+            assert_eq!(date_format_problem(good), None, "{good}");
+        }
+        for (bad, want) in [
+            ("%d/%m/%Q", "holds a % item chrono's strftime does not know"),
+            ("%d/%m/%", "(or a lone %)"),
+            ("%m/%Y", "lacks a day (%d): it cannot read a date"),
+            ("%d/%m", "lacks a year (%Y or %y):"),
+            ("%H:%M", "lacks a year (%Y or %y), a month (%m or %b) and a day (%d):"),
+        ] {
+            let got = date_format_problem(bad).unwrap_or_else(|| panic!("{bad} must be refused"));
+            assert!(got.contains(want), "{bad}: {got}");
+        }
+        assert_eq!(
+            one(&attr("{ column = \"a\", date = \"%d/%m/%Q\" }")),
+            "m.toml:7: attributes.x.date: \"%d/%m/%Q\" holds a % item chrono's strftime does not know (or a lone %); use items such as %d %m %Y %y %b %B %e, and %% for a percent sign"
         );
     }
 

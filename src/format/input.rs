@@ -103,8 +103,23 @@ impl<R: Read> Read for Bounded<R> {
 /// anything else passes through as UTF-8; an explicit encoding is used unless a BOM says
 /// otherwise (a BOM never lies about the bytes that follow it).
 pub(crate) fn text(input: &Input, file: &str, opts: &SourceOptions) -> Result<Stream, FormatError> {
-    let raw = raw(input, file, &opts.limits)?;
+    let mut raw = raw(input, file, &opts.limits)?;
     let enc = opts.encoding.filter(|e| *e != encoding_rs::UTF_8);
+    if !enc.is_some_and(|e| e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE) {
+        let mut head = [0u8; UTF16_SNIFF];
+        let n = read_full(&mut raw, &mut head).map_err(|e| FormatError::from_io(file, &opts.limits, e))?;
+        if let Some(label) = utf16_without_bom(&head[..n]) {
+            return Err(FormatError::Malformed {
+                file: file.into(),
+                line: None,
+                message: format!(
+                    "the file is UTF-16 without a byte-order mark (every other byte is NUL), and was read as {}; set [source] encoding = \"{label}\" in the mapping",
+                    enc.map_or("UTF-8", |e| e.name())
+                ),
+            });
+        }
+        raw = Box::new(Cursor::new(head[..n].to_vec()).chain(raw));
+    }
     let dec = DecodeReaderBytesBuilder::new()
         .encoding(enc)
         .utf8_passthru(true)
@@ -113,6 +128,29 @@ pub(crate) fn text(input: &Input, file: &str, opts: &SourceOptions) -> Result<St
         .build_with_buffer(raw, vec![0; 1 << 16])
         .map_err(io_err(file))?;
     Ok(Box::new(dec))
+}
+
+/// Bytes looked at for UTF-16 without a byte-order mark: a header's first 32 code units.
+const UTF16_SNIFF: usize = 64;
+
+/// The encoding label of text that is UTF-16 without a BOM, judged by its first bytes: a
+/// header in UTF-16 is mostly ASCII, so one byte of most code units is NUL, on the same side;
+/// text in UTF-8 or a single-byte encoding holds no NUL at all. With a BOM, the decoder
+/// knows already.
+fn utf16_without_bom(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(&[0xff, 0xfe]) || head.starts_with(&[0xfe, 0xff]) {
+        return None;
+    }
+    let units = head.len() / 2;
+    if units < 2 {
+        return None;
+    }
+    let nul_at = |k: usize| head.chunks_exact(2).filter(|u| u[k] == 0).count();
+    match (nul_at(0), nul_at(1)) {
+        (0, high) if high * 2 >= units => Some("utf-16le"),
+        (high, 0) if high * 2 >= units => Some("utf-16be"),
+        _ => None,
+    }
 }
 
 /// Whole file in memory, for spreadsheet readers that need `Seek` when the workbook came
@@ -298,4 +336,41 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf16(s: &str, le: bool) -> Vec<u8> {
+        s.encode_utf16().flat_map(|u| if le { u.to_le_bytes() } else { u.to_be_bytes() }).collect()
+    }
+
+    #[test]
+    fn utf16_without_a_bom_is_told_by_its_nuls() {
+        let header = "Personnel Number,First Name,Last Name\n";
+        assert_eq!(utf16_without_bom(&utf16(header, true)), Some("utf-16le"));
+        assert_eq!(utf16_without_bom(&utf16(header, false)), Some("utf-16be"));
+        assert_eq!(utf16_without_bom(&utf16("Prénom;Nom;Société\n", true)[..UTF16_SNIFF.min(38)]), Some("utf-16le"));
+        for not in [header.as_bytes(), "Prénom;Nom\n".as_bytes(), b"\xff\xfeP\x00e\x00r\x00", b"a", b"", b"\x00\x00\x00\x00"] {
+            assert_eq!(utf16_without_bom(not), None, "{not:?}");
+        }
+    }
+
+    #[test]
+    fn text_refuses_utf16_without_a_bom_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.csv");
+        std::fs::write(&p, utf16("Id,First\nE1,Ann\n", true)).unwrap();
+        let opts = SourceOptions::default();
+        let e = text(&Input::from(p.as_path()), "e.csv", &opts).err().expect("refused");
+        let msg = e.to_string();
+        assert!(msg.contains("set [source] encoding = \"utf-16le\""), "{msg}");
+        assert!(!msg.contains('\0'), "{msg}");
+        // With the encoding set, it reads.
+        let opts = SourceOptions { encoding: Some(encoding_rs::UTF_16LE), ..SourceOptions::default() };
+        let mut out = String::new();
+        text(&Input::from(p.as_path()), "e.csv", &opts).unwrap().read_to_string(&mut out).unwrap();
+        assert_eq!(out, "Id,First\nE1,Ann\n");
+    }
 }

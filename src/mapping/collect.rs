@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use super::{Mapped, Mapper, mark_duplicates};
+use super::{Mapped, Mapper, SwappedDates, mark_duplicates};
 use crate::format::{FormatError, ReadError, Record, Records};
 use crate::model::{RowError, SourcedUser};
 
@@ -26,6 +26,7 @@ struct MappedBatch {
     users: Vec<SourcedUser>,
     errors: Vec<RowError>,
     rows: u64,
+    swapped_dates: SwappedDates,
     /// A file-level fault ends the batch, and the file.
     fault: Option<FormatError>,
 }
@@ -38,7 +39,10 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
                 part.rows += 1;
                 match mapper.map(&rec) {
                     Ok(user) => part.users.push(SourcedUser { user: Box::new(user), line: rec.line }),
-                    Err(errs) => part.errors.extend(errs),
+                    Err(errs) => {
+                        mapper.note_swapped_dates(&rec, &mut part.swapped_dates);
+                        part.errors.extend(errs)
+                    }
                 }
             }
             Err(ReadError::Row { mut error, cells }) => {
@@ -100,6 +104,7 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
                 out.rows += part.rows;
                 out.users.extend(part.users);
                 out.errors.extend(part.errors);
+                out.swapped_dates.merge(part.swapped_dates);
                 if part.fault.is_some() {
                     return part.fault;
                 }

@@ -228,6 +228,273 @@ const SYNONYMS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Employment status words of HR exports (Workday, Personio, SAP SuccessFactors, BambooHR,
+/// HiBob, ADP …) in the seven languages, folded (see `fold`): the language, whether the word
+/// means the person keeps an account (`true`) or has left (`false`), and whether it is one
+/// of the usual words of that language that a draft lists even when the sample lacks it (a
+/// Personio export says `onboarding` for a few people only, maybe none in the first rows).
+/// A word not here is never guessed: the draft leaves it out of the map and says so, and
+/// its rows are refused (their people kept as last synced) until the engineer decides.
+const STATUS_WORDS: &[(&str, &str, bool, bool)] = &[
+    ("en", "active", true, true),
+    ("en", "inactive", false, true),
+    ("en", "onboarding", true, true),
+    ("en", "leave", true, true),
+    ("en", "on leave", true, true),
+    ("en", "terminated", false, true),
+    ("en", "employed", true, false),
+    ("en", "current", true, false),
+    ("en", "hired", true, false),
+    ("en", "pre hire", true, false),
+    ("en", "new hire", true, false),
+    ("en", "leave of absence", true, false),
+    ("en", "paid leave", true, false),
+    ("en", "unpaid leave", true, false),
+    ("en", "parental leave", true, false),
+    ("en", "maternity leave", true, false),
+    ("en", "sick leave", true, false),
+    ("en", "garden leave", true, false),
+    ("en", "probation", true, false),
+    ("en", "furlough", true, false),
+    ("en", "furloughed", true, false),
+    ("en", "full time", true, false),
+    ("en", "part time", true, false),
+    ("en", "termination", false, false),
+    ("en", "left", false, false),
+    ("en", "leaver", false, false),
+    ("en", "former", false, false),
+    ("en", "former employee", false, false),
+    ("en", "resigned", false, false),
+    ("en", "retired", false, false),
+    ("en", "retiree", false, false),
+    ("en", "dismissed", false, false),
+    ("en", "deceased", false, false),
+    ("en", "separated", false, false),
+    ("en", "withdrawn", false, false),
+    ("en", "exited", false, false),
+    ("en", "offboarded", false, false),
+    ("en", "contract ended", false, false),
+    ("en", "discarded", false, false),
+    ("fr", "actif", true, true),
+    ("fr", "inactif", false, true),
+    ("fr", "en conge", true, true),
+    ("fr", "sorti", false, true),
+    ("fr", "en poste", true, false),
+    ("fr", "en activite", true, false),
+    ("fr", "salarie", true, false),
+    ("fr", "conge", true, false),
+    ("fr", "conge parental", true, false),
+    ("fr", "conge maternite", true, false),
+    ("fr", "arret maladie", true, false),
+    ("fr", "en integration", true, false),
+    ("fr", "periode d essai", true, false),
+    ("fr", "temps plein", true, false),
+    ("fr", "temps partiel", true, false),
+    ("fr", "sortie", false, false),
+    ("fr", "parti", false, false),
+    ("fr", "partie", false, false),
+    ("fr", "licencie", false, false),
+    ("fr", "licenciee", false, false),
+    ("fr", "demissionnaire", false, false),
+    ("fr", "demission", false, false),
+    ("fr", "retraite", false, false),
+    ("fr", "retraitee", false, false),
+    ("fr", "decede", false, false),
+    ("fr", "fin de contrat", false, false),
+    ("fr", "ancien salarie", false, false),
+    ("de", "aktiv", true, true),
+    ("de", "inaktiv", false, true),
+    ("de", "beurlaubt", true, true),
+    ("de", "ausgetreten", false, true),
+    ("de", "beschaftigt", true, false),
+    ("de", "angestellt", true, false),
+    ("de", "im dienst", true, false),
+    ("de", "elternzeit", true, false),
+    ("de", "in elternzeit", true, false),
+    ("de", "mutterschutz", true, false),
+    ("de", "probezeit", true, false),
+    ("de", "vollzeit", true, false),
+    ("de", "teilzeit", true, false),
+    ("de", "ausgeschieden", false, false),
+    ("de", "gekundigt", false, false),
+    ("de", "ehemalig", false, false),
+    ("de", "ehemaliger mitarbeiter", false, false),
+    ("de", "ruhestand", false, false),
+    ("de", "im ruhestand", false, false),
+    ("de", "rentner", false, false),
+    ("de", "verstorben", false, false),
+    ("de", "beendet", false, false),
+    ("es", "activo", true, true),
+    ("es", "inactivo", false, true),
+    ("es", "excedencia", true, true),
+    ("es", "cesado", false, true),
+    ("es", "activa", true, false),
+    ("es", "empleado", true, false),
+    ("es", "alta", true, false),
+    ("es", "en alta", true, false),
+    ("es", "de permiso", true, false),
+    ("es", "permiso", true, false),
+    ("es", "en excedencia", true, false),
+    ("es", "baja medica", true, false),
+    ("es", "baja por maternidad", true, false),
+    ("es", "tiempo completo", true, false),
+    ("es", "tiempo parcial", true, false),
+    ("es", "inactiva", false, false),
+    ("es", "cesada", false, false),
+    ("es", "despedido", false, false),
+    ("es", "despedida", false, false),
+    ("es", "jubilado", false, false),
+    ("es", "jubilada", false, false),
+    ("es", "fallecido", false, false),
+    ("es", "dado de baja", false, false),
+    ("es", "baja definitiva", false, false),
+    ("es", "ex empleado", false, false),
+    ("it", "attivo", true, true),
+    ("it", "inattivo", false, true),
+    ("it", "in congedo", true, true),
+    ("it", "cessato", false, true),
+    ("it", "attiva", true, false),
+    ("it", "in servizio", true, false),
+    ("it", "assunto", true, false),
+    ("it", "congedo", true, false),
+    ("it", "aspettativa", true, false),
+    ("it", "in aspettativa", true, false),
+    ("it", "maternita", true, false),
+    ("it", "tempo pieno", true, false),
+    ("it", "inattiva", false, false),
+    ("it", "cessata", false, false),
+    ("it", "dimesso", false, false),
+    ("it", "dimessa", false, false),
+    ("it", "licenziato", false, false),
+    ("it", "licenziata", false, false),
+    ("it", "pensionato", false, false),
+    ("it", "pensionata", false, false),
+    ("it", "in pensione", false, false),
+    ("it", "deceduto", false, false),
+    ("pt", "ativo", true, true),
+    ("pt", "inativo", false, true),
+    ("pt", "afastado", true, true),
+    ("pt", "desligado", false, true),
+    ("pt", "ativa", true, false),
+    ("pt", "admitido", true, false),
+    ("pt", "em atividade", true, false),
+    ("pt", "afastada", true, false),
+    ("pt", "licenca", true, false),
+    ("pt", "de licenca", true, false),
+    ("pt", "em licenca", true, false),
+    ("pt", "ferias", true, false),
+    ("pt", "em ferias", true, false),
+    ("pt", "tempo integral", true, false),
+    ("pt", "inativa", false, false),
+    ("pt", "desligada", false, false),
+    ("pt", "demitido", false, false),
+    ("pt", "demitida", false, false),
+    ("pt", "aposentado", false, false),
+    ("pt", "aposentada", false, false),
+    ("pt", "rescindido", false, false),
+    ("pt", "falecido", false, false),
+    ("nl", "actief", true, true),
+    ("nl", "inactief", false, true),
+    ("nl", "met verlof", true, true),
+    ("nl", "uit dienst", false, true),
+    ("nl", "in dienst", true, false),
+    ("nl", "verlof", true, false),
+    ("nl", "ouderschapsverlof", true, false),
+    ("nl", "proeftijd", true, false),
+    ("nl", "voltijd", true, false),
+    ("nl", "deeltijd", true, false),
+    ("nl", "vertrokken", false, false),
+    ("nl", "ontslagen", false, false),
+    ("nl", "gepensioneerd", false, false),
+    ("nl", "overleden", false, false),
+    ("nl", "beeindigd", false, false),
+];
+
+/// What a status value means: a known status word, or a flag of more than one letter
+/// (`yes`, `nein`, `1`…). A lone letter is not trusted once words are about: ADP's `T` is
+/// "terminated", not "true".
+fn status_of(v: &str) -> Option<(bool, &'static str)> {
+    let f = fold(v);
+    if let Some((lang, _, active, _)) = STATUS_WORDS.iter().find(|(_, w, _, _)| *w == f) {
+        return Some((*active, lang));
+    }
+    if f.chars().count() > 1 || f.chars().all(|c| c.is_ascii_digit()) {
+        return crate::mapping::parse_flag(v).map(|b| (b, ""));
+    }
+    None
+}
+
+/// The `active` line for a status column, from its sample values: a column of plain flags
+/// is read as it is; a column of words gets a map of each sampled word with what it means,
+/// plus the usual words of its language(s) the sample lacks. Values it does not know are
+/// left out and listed in an `unsure` comment line above: never guessed.
+fn active_line(col: &str, vals: &[String], unsure: &str) -> String {
+    // Flags only (Yes/No, T/F, 1/0): the platform's own reading of flags applies.
+    let word = |v: &String| STATUS_WORDS.iter().any(|(_, w, _, _)| *w == fold(v));
+    if !vals.is_empty() && vals.iter().all(|v| crate::mapping::parse_flag(v).is_some() && !word(v)) {
+        return format!("active = {}{unsure}", q(col));
+    }
+    let mut entries: Vec<String> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    let mut langs: Vec<&str> = Vec::new();
+    for v in vals {
+        if v.chars().any(char::is_control) {
+            unknown.push(v.clone());
+            continue;
+        }
+        match status_of(v) {
+            Some((active, lang)) => {
+                entries.push(format!("{} = {active}", q(v)));
+                seen.push(fold(v));
+                if !lang.is_empty() && !langs.contains(&lang) {
+                    langs.push(lang);
+                }
+            }
+            None => unknown.push(v.clone()),
+        }
+    }
+    // Written like the sample: "Active" for "Active", "active" for "active".
+    let capital = vals.iter().find(|v| status_of(v).is_some()).is_some_and(|v| v.chars().next().is_some_and(char::is_uppercase));
+    for (lang, word, active, core) in STATUS_WORDS {
+        if *core && langs.contains(lang) && !seen.iter().any(|s| s == word) {
+            let shown = if capital { title(word) } else { word.to_string() };
+            entries.push(format!("{} = {active}", q(&shown)));
+        }
+    }
+    let mut out = String::new();
+    if !unknown.is_empty() {
+        let shown: Vec<String> = unknown.iter().take(12).map(|u| format!("\"{}\"", crate::mapping::excerpt(u))).collect();
+        let more = if unknown.len() > 12 { format!(" and {} more", unknown.len() - 12) } else { String::new() };
+        out.push_str(&format!(
+            "# unsure: {}{more} of column {} {} rostersync knows: add each to the map as true (keeps an account) or false (has left); until then their rows are refused and their people kept as last synced\n",
+            shown.join(", "),
+            q(col),
+            if unknown.len() == 1 { "is not a status word" } else { "are not status words" }
+        ));
+    }
+    if entries.is_empty() {
+        out.push_str(&format!(
+            "active = {}   # unsure: no sample value is a known status; add map = {{ … }} with true or false for each",
+            q(col)
+        ));
+        return out;
+    }
+    out.push_str(&format!("active = {{ column = {}, map = {{ {} }} }}{unsure}", q(col), entries.join(", ")));
+    out
+}
+
+/// "on leave" → "On Leave".
+fn title(s: &str) -> String {
+    s.split(' ')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 const PLATFORM: [&str; 6] = ["employee_id", "email", "first_name", "last_name", "language", "active"];
 
 /// Lowercase, accents folded, anything but letters and digits turned into single spaces.
@@ -372,7 +639,7 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
         let fits = |i: usize| match *field {
             "email" => share(&samples, i, |v| crate::mapping::check_email(v.trim()).is_ok()) > 0.5,
             "language" => share(&samples, i, |v| crate::mapping::language_code(v).is_some()) > 0.5,
-            "active" => share(&samples, i, |v| crate::mapping::parse_flag(v).is_some()) > 0.5,
+            "active" => share(&samples, i, |v| status_of(v).is_some()) > 0.5,
             _ => true,
         };
         let hit = candidates.iter().copied().find(|&i| fits(i)).or(candidates.first().copied());
@@ -382,7 +649,7 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
                 field,
                 column: i,
                 sure: false,
-                why: format!("matched by a part of the name \"{}\"", header[i].trim()),
+                why: format!("matched by a part of the name {}", q(header[i].trim())),
             });
         }
     }
@@ -451,20 +718,7 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
                 };
                 format!("language = {{ column = {}, default = \"en\" }}{note}", q(col))
             }
-            "active" => {
-                let vals = values(&samples, p.column);
-                if vals.iter().all(|v| crate::mapping::parse_flag(v).is_some()) {
-                    format!("active = {}{unsure}", q(col))
-                } else {
-                    let entries: Vec<String> =
-                        vals.iter().take(12).map(|v| format!("{} = {}", q(v), crate::mapping::parse_flag(v).unwrap_or(true))).collect();
-                    format!(
-                        "active = {{ column = {}, map = {{ {} }} }}   # unsure: set false for the values that mean the person has left",
-                        q(col),
-                        entries.join(", ")
-                    )
-                }
-            }
+            "active" => active_line(col, &values(&samples, p.column), &unsure),
             _ => format!("{field} = {}{unsure}", q(col)),
         };
         out.push_str(&line);
@@ -631,6 +885,42 @@ mod tests {
         assert!(text.contains("email = { column = \"emails[0].value\""), "{text}");
         assert!(text.contains("active = \"active\""), "{text}");
         assert_eq!(m.source.records.as_deref(), Some("/data/employees"));
+    }
+
+    /// The draft for a CSV file of these lines, and its `active` line(s).
+    fn active_of(csv: &str) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.csv");
+        std::fs::write(&p, csv).unwrap();
+        let text = draft(&p, "x.csv").unwrap();
+        crate::config::parse_mapping(&text, Path::new("d.toml")).unwrap_or_else(|ps| panic!("{text}\n{ps:?}"));
+        let active = text.lines().filter(|l| l.starts_with("active") || l.contains("rostersync knows")).collect::<Vec<_>>().join("\n");
+        (text, active)
+    }
+
+    #[test]
+    fn status_words_are_mapped_by_meaning_never_guessed() {
+        // Workday: a leaver is "Terminated", and must map to false.
+        let (text, a) = active_of("Employee ID,First Name,Last Name,Worker Status\n1,A,B,Active\n2,C,D,Terminated\n3,E,F,On Leave\n");
+        assert!(a.contains("\"Terminated\" = false") && a.contains("\"Active\" = true") && a.contains("\"On Leave\" = true"), "{text}");
+        assert!(!a.contains("# unsure: \""), "every value is known: {text}");
+        // Personio: onboarding is listed even when the sample has none (and leave).
+        let (text, a) = active_of("Personalnummer,Vorname,Nachname,Status\n1,A,B,active\n2,C,D,inactive\n");
+        assert!(a.contains("\"onboarding\" = true") && a.contains("\"leave\" = true") && a.contains("\"inactive\" = false"), "{text}");
+        // German words, and a status nobody knows: left out, named, never true.
+        let (text, a) = active_of("Personalnummer,Vorname,Nachname,Status\n1,A,B,Aktiv\n2,C,D,Ausgetreten\n3,E,F,Gesperrt\n");
+        assert!(a.contains("\"Ausgetreten\" = false") && a.contains("\"Aktiv\" = true") && a.contains("\"Beurlaubt\" = true"), "{text}");
+        assert!(a.contains("# unsure: \"Gesperrt\" of column \"Status\" is not a status word rostersync knows"), "{text}");
+        assert!(!a.contains("\"Gesperrt\" ="), "an unknown status is never mapped: {text}");
+        // ADP letters: "T" is terminated here, not "true"; nothing is guessed from letters.
+        let (text, a) = active_of("Employee ID,First Name,Last Name,Status\n1,A,B,A\n2,C,D,T\n3,E,F,Active\n");
+        assert!(a.contains("\"A\", \"T\" of column") && !a.contains("\"T\" = true"), "{text}");
+        // Plain flags stay plain.
+        let (_, a) = active_of("Employee ID,First Name,Last Name,Active\n1,A,B,Y\n2,C,D,N\n");
+        assert_eq!(a, "active = \"Active\"");
+        // Nothing known at all: no map of guesses.
+        let (text, a) = active_of("Employee ID,First Name,Last Name,Status\n1,A,B,Q1\n2,C,D,Q2\n");
+        assert!(a.contains("active = \"Status\"   # unsure") && !a.contains("= true,") && !a.contains("= false"), "{text}");
     }
 
     #[test]

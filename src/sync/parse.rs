@@ -26,7 +26,12 @@ pub(super) enum ParseFailure {
 pub(super) fn read_and_map(input: &Input, name: &str, format: Format, mapping: &Mapping) -> Result<Mapped, FormatError> {
     let mapper = Mapper::new(mapping);
     let records = crate::format::open_input(input, name, format, &mapping.source, mapper.columns())?;
-    crate::mapping::collect(records, &mapper)
+    let mapped = crate::mapping::collect(records, &mapper)?;
+    // A date column read the other way round taints every row: refused as a file error.
+    match mapped.date_order_fault(name) {
+        Some(e) => Err(e),
+        None => Ok(mapped),
+    }
 }
 
 /// The connector's mapping with the bounds of its file: `[file] max_size` also bounds the
