@@ -104,7 +104,10 @@ fn is_timeout(e: &ssh2::Error) -> bool {
 
 fn env_secret(var: &str, what: &str) -> Result<String, Detail> {
     match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(v),
+        Ok(v) if !v.is_empty() => {
+            crate::redact::register(&v);
+            Ok(v)
+        }
         Ok(_) => Err(format!("environment variable {var} (the {what}) is empty; set it in the service's environment")),
         Err(_) => Err(format!("environment variable {var} (the {what}) is not set; set it in the service's environment")),
     }
