@@ -234,13 +234,54 @@ async fn django_scim2_patch_refusal_is_remembered_for_the_run() {
     let mut cfg = platform(&format!("{}/scim/v2", proxy.base_url), B_TOKEN_ENV);
     cfg.max_concurrency = 1;
     let client = ScimClient::connect(&cfg).await.unwrap();
+    // The warnings of this push, as the service's log would have them (this test's
+    // runtime is one thread: every task logs here).
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::WARN).finish();
+    let guard = tracing::subscriber::set_default(subscriber);
     let (r, outcomes) = apply(&client, ops, ids.clone()).await;
+    drop(guard);
     r.unwrap();
     applied(&outcomes);
     let patches = proxy.seen().iter().filter(|s| s.method == "PATCH").count();
     let puts = proxy.seen().iter().filter(|s| s.method == "PUT").count();
     assert_eq!((patches, puts), (1, 4), "one refused PATCH, then read-merge-write for all four");
     assert_core_state(&server, &users);
+    let logs = logs.text();
+    assert_eq!(logs.matches("refuses PATCH").count(), 1, "said once: {logs}");
+    let dropped: Vec<&str> = logs.lines().filter(|l| l.contains("does not keep these attributes")).collect();
+    assert_eq!(dropped.len(), 1, "dropped attributes named once a run: {logs}");
+    for attr in ["title", "preferredLanguage", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] {
+        assert!(dropped[0].contains(attr), "{attr} named: {}", dropped[0]);
+    }
+    assert!(!dropped[0].contains("givenName"), "what it keeps is not named: {}", dropped[0]);
+}
+
+/// A log sink for one test.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
 }
 
 #[tokio::test]

@@ -486,7 +486,8 @@ fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
             Some(u)
         }
         Err(e) => {
-            ck.problem("platform.notify_webhook", format!("expected a URL; got \"{w}\" ({e})"));
+            // Not echoed: a webhook URL is a credential, and `check` output is pasted around.
+            ck.problem("platform.notify_webhook", format!("expected a URL ({e}); the value is not shown, as a webhook URL is a secret"));
             None
         }
     });
