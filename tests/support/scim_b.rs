@@ -46,6 +46,8 @@ impl DjangoScim {
             ("SCIMB_PORT", port.to_string()),
             ("SCIMB_TOKEN", TOKEN.to_string()),
             ("SCIMB_DB", db.path().join("scim.sqlite3").display().to_string()),
+            // No __pycache__ left in the work tree.
+            ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
         ];
         let migrated = Command::new(&py)
             .arg(&manage)

@@ -455,6 +455,20 @@ mod tests {
     }
 
     #[test]
+    fn which_answers_refuse_patch() {
+        let r = |status: u16, body: &str| Resp { status, body: body.as_bytes().to_vec(), location: None };
+        assert!(refuses_patch(&r(501, "")));
+        assert!(refuses_patch(&r(405, "<html>Method Not Allowed</html>")));
+        assert!(refuses_patch(&r(400, r#"{"status": "400", "scimType": "invalidPath", "detail": "title"}"#)));
+        assert!(refuses_patch(&r(400, r#"{"status": "400", "scimType": "noTarget"}"#)));
+        // This user's data is wrong, not the way it was sent: no fallback.
+        assert!(!refuses_patch(&r(400, r#"{"status": "400", "scimType": "invalidValue", "detail": "bad email"}"#)));
+        assert!(!refuses_patch(&r(400, "")));
+        assert!(!refuses_patch(&r(404, "")));
+        assert!(!refuses_patch(&r(200, "{}")));
+    }
+
+    #[test]
     fn dropped_attributes_are_named_by_path() {
         let sent = json!({"schemas": [], "userName": "a", "title": "T", "name": {"givenName": "A", "middleName": "M"},
             ENT: {"department": "D", "manager": {"value": "1"}}, "nickName": null});
