@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, when missing: OpenSSH (sshd + sftp), rclone, curl,
-# the OpenSSL headers libssh2 builds against, and scim2-server (PyPI, pinned) in .venv.
+# the OpenSSL headers libssh2 builds against, and the two SCIM servers (PyPI, pinned) in .venv:
+# scim2-server, and django-scim2 with the Django it runs on (tests/support/django_scim).
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCIM2_SERVER_VERSION="0.8.3"
+DJANGO_SCIM2_VERSION="0.23.0"
+DJANGO_VERSION="5.2.19"  # the LTS line; Django 6 needs Python 3.12
 
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
@@ -26,12 +29,16 @@ fi
 # sshd's privilege separation folder (a fresh container may lack it).
 [ -d /run/sshd ] || { mkdir -p /run/sshd 2>/dev/null || sudo mkdir -p /run/sshd; }
 
-if [ ! -x .venv/bin/scim2-server ] || ! .venv/bin/pip show -q scim2-server 2>/dev/null | grep -q "^Version: ${SCIM2_SERVER_VERSION}$"; then
+if [ ! -x .venv/bin/scim2-server ] || ! .venv/bin/pip show scim2-server 2>/dev/null | grep -q "^Version: ${SCIM2_SERVER_VERSION}$"; then
   if ! python3 -m venv .venv 2>/dev/null; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get install -y -qq python3-venv >/dev/null && python3 -m venv .venv
   fi
   .venv/bin/pip install -q "scim2-server==${SCIM2_SERVER_VERSION}"
+fi
+if ! .venv/bin/pip show django-scim2 2>/dev/null | grep -q "^Version: ${DJANGO_SCIM2_VERSION}$" \
+  || ! .venv/bin/pip show Django 2>/dev/null | grep -q "^Version: ${DJANGO_VERSION}$"; then
+  .venv/bin/pip install -q "django-scim2==${DJANGO_SCIM2_VERSION}" "Django==${DJANGO_VERSION}"
 fi
 
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest

@@ -479,9 +479,15 @@ fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
     let timeout = ck.value("platform.timeout", p.timeout).map_or(Duration::from_secs(30), |d| d.0);
     let bulk = ck.value("platform.bulk", p.bulk).unwrap_or_default() == Bulk::Auto;
     let notify_webhook = p.notify_webhook.as_ref().and_then(|w| match url::Url::parse(w) {
-        Ok(u) => Some(u),
+        // A webhook URL is its own credential (Slack's, Teams'): never echoed back.
+        Ok(u) => {
+            crate::redact::register(w);
+            crate::redact::register(u.as_str());
+            Some(u)
+        }
         Err(e) => {
-            ck.problem("platform.notify_webhook", format!("expected a URL; got \"{w}\" ({e})"));
+            // Not echoed: a webhook URL is a credential, and `check` output is pasted around.
+            ck.problem("platform.notify_webhook", format!("expected a URL ({e}); the value is not shown, as a webhook URL is a secret"));
             None
         }
     });

@@ -101,16 +101,24 @@ fn handshake(host: &str, port: u16, timeout: Duration, host_keys: &[&str]) -> Re
             match algorithms::probe(host, port, timeout) {
                 Ok(offer) => match offer.obsolete() {
                     Some(gaps) => Err(obsolete(host, port, &offer.banner, &gaps)),
-                    None => {
-                        Err(SourceError::Connect { host: host.into(), port, detail: format!("SSH key exchange failed: {}", e.message()) })
-                    }
+                    None => Err(SourceError::Connect {
+                        host: host.into(),
+                        port,
+                        detail: format!("SSH key exchange failed: {}", crate::redact::redact(e.message())),
+                    }),
                 },
-                Err(_) => {
-                    Err(SourceError::Connect { host: host.into(), port, detail: format!("SSH key exchange failed: {}", e.message()) })
-                }
+                Err(_) => Err(SourceError::Connect {
+                    host: host.into(),
+                    port,
+                    detail: format!("SSH key exchange failed: {}", crate::redact::redact(e.message())),
+                }),
             }
         }
-        Err(e) => Err(SourceError::Connect { host: host.into(), port, detail: format!("SSH handshake failed: {}", e.message()) }),
+        Err(e) => Err(SourceError::Connect {
+            host: host.into(),
+            port,
+            detail: format!("SSH handshake failed: {}", crate::redact::redact(e.message())),
+        }),
     }
 }
 
@@ -242,7 +250,7 @@ impl SftpSource {
                 port: cfg.port,
                 detail: format!(
                     "logged in, but could not start SFTP ({}); check that the server enables the sftp subsystem for this user",
-                    e.message()
+                    crate::redact::redact(e.message())
                 ),
             },
         })?;
@@ -272,7 +280,9 @@ impl SftpSource {
             ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => {
                 SourceError::Timeout { host: self.at(), step: what, secs: self.cfg.timeout.as_secs() }
             }
-            ErrorCode::Session(_) => SourceError::Lost { host: self.at(), step: what, detail: e.message().to_string() },
+            ErrorCode::Session(_) => {
+                SourceError::Lost { host: self.at(), step: what, detail: crate::redact::redact(e.message()).to_string() }
+            }
             ErrorCode::SFTP(FX_NO_SUCH_FILE) => {
                 SourceError::NoFile(format!("{what} on {}: no such file or folder; check [file] path", self.describe()))
             }
@@ -281,7 +291,7 @@ impl SftpSource {
                 self.describe(),
                 self.cfg.username
             )),
-            ErrorCode::SFTP(_) => SourceError::Other(format!("{what} on {}: {}", self.describe(), e.message())),
+            ErrorCode::SFTP(_) => SourceError::Other(format!("{what} on {}: {}", self.describe(), crate::redact::redact(e.message()))),
         }
     }
 

@@ -29,6 +29,9 @@ pub enum Fault {
     Slow(Duration),
     /// Answer with this status and no body, without forwarding (e.g. 401).
     Status(u16),
+    /// Answer with this status and a SCIM error whose detail repeats the whole request,
+    /// headers (the bearer token) and body: a server that echoes what it was sent.
+    Echo(u16),
 }
 
 /// One request seen by the proxy, and what it did to it.
@@ -167,6 +170,23 @@ fn canned(status: u16, reason: &str, extra: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+fn echo(status: u16, raw: &[u8]) -> Vec<u8> {
+    let body = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": status.to_string(),
+        "scimType": "invalidValue",
+        "detail": format!("cannot process this request: {}", String::from_utf8_lossy(raw)),
+    })
+    .to_string();
+    let mut v = format!(
+        "HTTP/1.1 {status} Echoed\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body.as_bytes());
+    v
+}
+
 async fn serve(
     mut client: TcpStream,
     upstream: u16,
@@ -184,6 +204,7 @@ async fn serve(
         Fault::TooMany(after) => canned(429, "Too Many Requests", &format!("Retry-After: {after}\r\n")),
         Fault::Unavailable => canned(503, "Service Unavailable", ""),
         Fault::Status(s) => canned(s, "Injected", ""),
+        Fault::Echo(s) => echo(s, &raw),
         Fault::DropBeforeForward => return Ok(()),
         Fault::DropAfterForward => {
             forward(upstream, &raw).await?;

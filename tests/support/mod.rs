@@ -5,6 +5,7 @@
 pub mod fault_proxy;
 pub mod project;
 pub mod scim;
+pub mod scim_b;
 pub mod sshd;
 
 use std::io::{Read, Write};

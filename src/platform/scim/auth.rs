@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use tokio::sync::Mutex;
 
 use crate::config::PlatformAuth;
@@ -59,7 +60,10 @@ pub enum Auth {
 
 fn from_env(var: &str, what: &str) -> Result<Secret, PlatformError> {
     match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
+        Ok(v) if !v.trim().is_empty() => {
+            crate::redact::register(&v);
+            Ok(Secret(v.trim().to_string()))
+        }
         Ok(_) => Err(PlatformError::Config(format!(
             "the environment variable {var} ({what}) is empty; set it to the value the platform gave you"
         ))),
@@ -75,14 +79,19 @@ impl Auth {
             PlatformAuth::Bearer { token_env } => {
                 Auth::Bearer { token: from_env(token_env, "the platform's SCIM bearer token")?, env: token_env.clone() }
             }
-            PlatformAuth::OAuth2 { token_url, client_id, client_secret_env, scope } => Auth::OAuth2 {
-                token_url: token_url.clone(),
-                client_id: client_id.clone(),
-                secret: from_env(client_secret_env, "the platform's OAuth2 client secret")?,
-                env: client_secret_env.clone(),
-                scope: scope.clone(),
-                cached: Mutex::new(None),
-            },
+            PlatformAuth::OAuth2 { token_url, client_id, client_secret_env, scope } => {
+                let secret = from_env(client_secret_env, "the platform's OAuth2 client secret")?;
+                // A token endpoint may echo the Authorization header it was sent.
+                crate::redact::register(&BASE64_STANDARD.encode(format!("{client_id}:{}", secret.0)));
+                Auth::OAuth2 {
+                    token_url: token_url.clone(),
+                    client_id: client_id.clone(),
+                    secret,
+                    env: client_secret_env.clone(),
+                    scope: scope.clone(),
+                    cached: Mutex::new(None),
+                }
+            }
         })
     }
 
@@ -151,7 +160,10 @@ impl Auth {
         // Anything unreadable is an answer without a token (or without an error's words).
         let body: TokenResponse = resp.json().await.unwrap_or_default();
         if status == 400 || status == 401 || status == 403 {
-            let detail = [body.error.as_deref(), body.error_description.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+            // The endpoint's words may echo the client secret: redacted before they go anywhere.
+            let detail = crate::redact::redacted(
+                [body.error.as_deref(), body.error_description.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": "),
+            );
             return Err(PlatformError::Unauthorized {
                 status,
                 url: token_url.to_string(),
@@ -172,6 +184,7 @@ impl Auth {
                 detail: format!("HTTP {status} without an access_token from the OAuth2 token endpoint"),
             });
         };
+        crate::redact::register(&token);
         // At most a day: a huge `expires_in` must not overflow the clock, and a daily
         // refresh costs nothing.
         let lifetime = Duration::from_secs(body.expires_in.unwrap_or(3600).min(MAX_LIFETIME_SECS));

@@ -25,8 +25,19 @@ impl ScimError {
         value.and_then(|v| ScimError::deserialize(v).ok()).unwrap_or_default()
     }
 
-    /// "HTTP 400 invalidValue: detail".
+    /// The SCIM error type (RFC 7644 §3.12: invalidPath, noTarget, uniqueness…), a code
+    /// from a fixed list that callers may decide on.
+    pub(super) fn scim_type(&self) -> Option<&str> {
+        self.scim_type.as_deref()
+    }
+
+    /// "HTTP 400 invalidValue: detail", every secret we know masked: servers echo
+    /// requests (their Authorization header, a form body) in their error details.
     pub(super) fn message(&self, status: u16) -> String {
+        crate::redact::redacted(self.raw_message(status))
+    }
+
+    fn raw_message(&self, status: u16) -> String {
         let mut s = format!("HTTP {status}");
         if let Some(t) = &self.scim_type {
             s.push(' ');
@@ -50,7 +61,8 @@ pub(crate) fn transport_detail(e: &reqwest::Error) -> String {
         s.push_str(&c.to_string());
         src = c.source();
     }
-    s
+    // reqwest names the URL, which may carry a secret (a webhook's token path).
+    crate::redact::redacted(s)
 }
 
 #[cfg(test)]

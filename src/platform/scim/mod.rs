@@ -316,7 +316,13 @@ impl Platform for ScimClient {
         budget: &Budget,
         outcomes: mpsc::Sender<OpOutcome>,
     ) -> Result<(), PlatformError> {
-        let push = Arc::new(Push { inner: self.inner.clone(), shared: Shared::new(budget), ids: Mutex::new(known), outcomes });
+        let push = Arc::new(Push {
+            inner: self.inner.clone(),
+            shared: Shared::new(budget),
+            ids: Mutex::new(known),
+            outcomes,
+            fallback: writes::Fallback::default(),
+        });
         {
             let mut ids = push.ids.lock().expect("ids lock");
             for op in &ops {
@@ -350,6 +356,8 @@ struct Push {
     /// external id → platform id: known users, plus those created or adopted so far.
     ids: Mutex<HashMap<String, String>>,
     outcomes: mpsc::Sender<OpOutcome>,
+    /// Whether this run found PATCH refused, and has warned of dropped attributes.
+    fallback: writes::Fallback,
 }
 
 /// Where an operation starts when it is sent alone.

@@ -1,13 +1,22 @@
 //! One operation sent on its own: create (POST, with the lookup that keeps a create whose
 //! answer was lost from happening twice), adoption after a 409, update (PATCH of what
-//! changed, or PUT), deactivation (PATCH, or a read-merge-write PUT), deletion.
+//! changed), deactivation (PATCH), deletion.
+//!
+//! Where the server has or refuses PATCH (501, 405, or 400 invalidPath/noTarget: a server
+//! that patches only some attributes), an update or deactivation becomes read-merge-write:
+//! GET the user, merge what we map into it, PUT it back. Everything we do not map (phone
+//! numbers, groups, someone else's attributes) goes back as it was.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use reqwest::Method;
 use serde_json::{Map, Value};
 
 use super::encode::Encoder;
+use super::error::ScimError;
 use super::listing::{UserResource, id_from_location};
-use super::{CallError, Push, Start};
+use super::{CallError, Push, Resp, Start};
 use crate::model::User;
 use crate::plan::Op;
 use crate::platform::{Applied, OpFailure, OpOutcome, PlatformError};
@@ -170,7 +179,8 @@ impl Push {
         })
     }
 
-    /// PATCH (only what changed, when the previous content is known) or PUT.
+    /// PATCH (only what changed, when the previous content is known), or read-merge-write
+    /// when the server has no PATCH or refuses this one.
     async fn write_content(
         &self,
         id: &str,
@@ -180,31 +190,70 @@ impl Push {
     ) -> Result<Written, PlatformError> {
         let inner = &self.inner;
         let url = inner.url(&["Users", id]);
-        let (method, body) = if inner.caps.patch {
-            match inner.enc.patch(user, manager, previous) {
-                Some(p) => (Method::PATCH, p),
-                None => return Ok(Written::applied(id)),
-            }
-        } else {
-            (Method::PUT, inner.enc.resource(user, manager))
+        let Some(patch) = inner.enc.patch(user, manager, previous) else {
+            return Ok(Written::applied(id));
         };
-        self.write(method, url, id, Some(&body)).await
+        if self.patch_usable() {
+            match inner.call(&self.shared, Method::PATCH, url.clone(), Some(&patch), true).await {
+                Ok(r) if refuses_patch(&r) => self.patch_refused(&url, &r),
+                Ok(r) => return Ok(outcome(&Method::PATCH, &url, id, &r)),
+                Err(e) => return Written::from_call(e),
+            }
+        }
+        // The whole PatchOp of what we map (not the diff): the platform may have drifted.
+        let Some(full) = inner.enc.patch(user, manager, None) else { return Ok(Written::applied(id)) };
+        let schemas = inner.enc.resource(user, manager).get("schemas").cloned().unwrap_or(Value::Null);
+        self.read_merge_write(url, id, |held| merge_patch(held, &full, &schemas)).await
     }
 
     async fn deactivate(&self, id: &str) -> Result<Written, PlatformError> {
         let inner = &self.inner;
         let url = inner.url(&["Users", id]);
-        if inner.caps.patch {
-            return self.write(Method::PATCH, url, id, Some(&Encoder::deactivate())).await;
+        if self.patch_usable() {
+            match inner.call(&self.shared, Method::PATCH, url.clone(), Some(&Encoder::deactivate()), true).await {
+                Ok(r) if refuses_patch(&r) => self.patch_refused(&url, &r),
+                Ok(r) => return Ok(outcome(&Method::PATCH, &url, id, &r)),
+                Err(e) => return Written::from_call(e),
+            }
         }
-        // No PATCH: PUT back what the platform holds, with active = false. Read as a plain
-        // JSON object, not a typed user: every attribute we do not map must go back as it was.
+        self.read_merge_write(url, id, |held| {
+            held.insert("active".into(), Value::Bool(false));
+        })
+        .await
+    }
+
+    /// Whether to try PATCH: the server offers it and has not refused it this run.
+    fn patch_usable(&self) -> bool {
+        self.inner.caps.patch && !self.fallback.patch_refused.load(Ordering::Acquire)
+    }
+
+    /// Remembers for the rest of the run that PATCH is refused, and says so once.
+    fn patch_refused(&self, url: &url::Url, r: &Resp) {
+        if !self.fallback.patch_refused.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                %url,
+                status = r.status,
+                "the platform refuses PATCH ({}); updates for the rest of the run read each user, merge what rostersync maps and PUT it back",
+                r.error_message()
+            );
+        }
+    }
+
+    /// GET user `id`, change it with `merge`, PUT it back. Read as a plain JSON object,
+    /// not a typed user: every attribute we do not map must go back as it was.
+    async fn read_merge_write(
+        &self,
+        url: url::Url,
+        id: &str,
+        merge: impl FnOnce(&mut Map<String, Value>),
+    ) -> Result<Written, PlatformError> {
+        let inner = &self.inner;
         let r = match inner.call(&self.shared, Method::GET, url.clone(), None, true).await {
             Ok(r) => r,
             Err(e) => return Written::from_call(e),
         };
         if r.status != 200 {
-            return Ok(Written::refused(Some(r.status), format!("GET {url}: {}", r.error_message())));
+            return Ok(outcome(&Method::GET, &url, id, &r));
         }
         let mut held = match r.json::<Map<String, Value>>() {
             Ok(m) => m,
@@ -212,9 +261,31 @@ impl Push {
                 return Ok(Written::refused(Some(r.status), format!("GET {url}: not a SCIM user ({e}), so it cannot be written back")));
             }
         };
+        // Server-owned: a PUT must not try to set them.
         held.remove("meta");
-        held.insert("active".into(), Value::Bool(false));
-        self.write(Method::PUT, url, id, Some(&Value::Object(held))).await
+        merge(&mut held);
+        let sent = Value::Object(held);
+        let r = match inner.call(&self.shared, Method::PUT, url.clone(), Some(&sent), true).await {
+            Ok(r) => r,
+            Err(e) => return Written::from_call(e),
+        };
+        if r.success()
+            && let Ok(back) = r.json::<Value>()
+        {
+            self.warn_dropped(&url, &dropped(&sent, &back));
+        }
+        Ok(outcome(&Method::PUT, &url, id, &r))
+    }
+
+    /// Once per run: the attributes a PUT sent that the server did not keep.
+    fn warn_dropped(&self, url: &url::Url, dropped: &BTreeSet<String>) {
+        if !dropped.is_empty() && !self.fallback.warned_dropped.swap(true, Ordering::AcqRel) {
+            let names = dropped.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+            tracing::warn!(
+                %url,
+                "the platform does not keep these attributes rostersync sends: {names}; they are lost there on every write (extend the platform's user schema, or stop mapping them)"
+            );
+        }
     }
 
     async fn delete(&self, id: &str) -> Result<Written, PlatformError> {
@@ -226,19 +297,185 @@ impl Push {
             Err(e) => Written::from_call(e),
         }
     }
+}
 
-    /// An idempotent write (PATCH/PUT) to user `id`: retried as needed.
-    async fn write(&self, method: Method, url: url::Url, id: &str, body: Option<&Value>) -> Result<Written, PlatformError> {
-        match self.inner.call(&self.shared, method.clone(), url.clone(), body, true).await {
-            Ok(r) if r.success() => Ok(Written::applied(id)),
-            Ok(r) if r.status == 404 => Ok(Written::refused(
-                Some(404),
-                format!(
-                    "{method} {url}: the user no longer exists on the platform (deleted there?); remove it from the state or let the next run create it"
-                ),
-            )),
-            Ok(r) => Ok(Written::refused(Some(r.status), format!("{method} {url}: {}", r.error_message()))),
-            Err(e) => Written::from_call(e),
+/// What this run learnt about the server's PATCH.
+#[derive(Debug, Default)]
+pub(super) struct Fallback {
+    /// PATCH was refused: updates go straight to read-merge-write.
+    patch_refused: AtomicBool,
+    /// The dropped-attributes warning was given.
+    warned_dropped: AtomicBool,
+}
+
+/// The answer to a write to user `id`.
+fn outcome(method: &Method, url: &url::Url, id: &str, r: &Resp) -> Written {
+    match r.status {
+        _ if r.success() => Written::applied(id),
+        404 => Written::refused(
+            Some(404),
+            format!(
+                "{method} {url}: the user no longer exists on the platform (deleted there?); remove it from the state or let the next run create it"
+            ),
+        ),
+        _ => Written::refused(Some(r.status), format!("{method} {url}: {}", r.error_message())),
+    }
+}
+
+/// Whether an answer to PATCH says "not this way" rather than "not this user": no PATCH at
+/// all (501, 405), or not for this attribute path (RFC 7644 §3.12 invalidPath, noTarget).
+fn refuses_patch(r: &Resp) -> bool {
+    match r.status {
+        501 | 405 => true,
+        400 => matches!(ScimError::read(&r.body).scim_type(), Some("invalidPath" | "noTarget")),
+        _ => false,
+    }
+}
+
+/// Applies our PatchOp (`Encoder::patch` without a previous: one replace without a path,
+/// then removes of the attributes we own) to the resource the server holds, as RFC 7644
+/// §3.5.2 says a server would: a replace's complex values merge sub-attribute by
+/// sub-attribute, multi-valued and simple ones are replaced. `schemas` is our resource's
+/// list, added to the server's.
+fn merge_patch(held: &mut Map<String, Value>, patch: &Value, schemas: &Value) {
+    for op in patch.get("Operations").and_then(Value::as_array).into_iter().flatten() {
+        match (op.get("op").and_then(Value::as_str), op.get("path").and_then(Value::as_str), op.get("value")) {
+            (Some("replace" | "add"), None, Some(Value::Object(v))) => merge_object(held, v),
+            (Some("remove"), Some(path), _) => remove_path(held, path),
+            _ => {}
         }
+    }
+    let mut all: Vec<Value> = held.get("schemas").and_then(Value::as_array).cloned().unwrap_or_default();
+    for s in schemas.as_array().into_iter().flatten() {
+        if !all.contains(s) {
+            all.push(s.clone());
+        }
+    }
+    held.insert("schemas".into(), Value::Array(all));
+}
+
+fn merge_object(into: &mut Map<String, Value>, from: &Map<String, Value>) {
+    for (k, v) in from {
+        match (into.get_mut(k), v) {
+            (Some(Value::Object(held)), Value::Object(ours)) => merge_object(held, ours),
+            _ => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// Removes "attr", "parent.sub" or "urn:…:User:attr" from a resource.
+fn remove_path(held: &mut Map<String, Value>, path: &str) {
+    let (container, attr) = match path.strip_prefix("urn:").and_then(|_| path.rsplit_once(':')) {
+        Some((urn, attr)) => (held.get_mut(urn).and_then(Value::as_object_mut), attr),
+        None => (Some(held), path),
+    };
+    let Some(c) = container else { return };
+    match attr.split_once('.') {
+        Some((parent, sub)) => {
+            if let Some(p) = c.get_mut(parent).and_then(Value::as_object_mut) {
+                p.remove(sub);
+            }
+        }
+        None => {
+            c.remove(attr);
+        }
+    }
+}
+
+/// The attributes of `sent` (as paths, "name.givenName", "urn:…:User:department") that
+/// `back` lacks: what the server did not keep. Values may come back normalised, so only
+/// presence counts.
+fn dropped(sent: &Value, back: &Value) -> BTreeSet<String> {
+    fn walk(sent: &Map<String, Value>, back: &Map<String, Value>, prefix: &str, depth: usize, out: &mut BTreeSet<String>) {
+        for (k, v) in sent {
+            if prefix.is_empty() && (k == "schemas" || k == "meta" || k == "id") {
+                continue;
+            }
+            // An extension's attributes are "urn:…:User:attr"; sub-attributes "a.b".
+            let path = match (prefix, depth) {
+                ("", _) => k.clone(),
+                (p, 1) if p.starts_with("urn:") => format!("{p}:{k}"),
+                (p, _) => format!("{p}.{k}"),
+            };
+            let theirs = back.get(k).filter(|t| !t.is_null());
+            match (v, theirs) {
+                (Value::Null, _) => {}
+                (Value::Object(s), Some(Value::Object(b))) => walk(s, b, &path, depth + 1, out),
+                (_, None) => {
+                    out.insert(path);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    if let (Some(s), Some(b)) = (sent.as_object(), back.as_object()) {
+        walk(s, b, "", 0, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+    #[test]
+    fn merge_keeps_what_we_do_not_map_and_clears_what_we_own() {
+        let mut held = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENT],
+            "id": "7", "userName": "ada@example.com", "title": "Old title",
+            "name": {"givenName": "Ada", "familyName": "Byron", "middleName": "A."},
+            "phoneNumbers": [{"value": "+44 20 1234", "type": "work"}],
+            ENT: {"department": "R&D", "manager": {"value": "9"}, "building": "B2"}
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        let patch = json!({"schemas": [super::super::encode::PATCH_OP], "Operations": [
+            {"op": "replace", "value": {"name": {"familyName": "Lovelace"}, ENT: {"department": "Maths"}}},
+            {"op": "remove", "path": "title"},
+            {"op": "remove", "path": format!("{ENT}:manager")},
+        ]});
+        merge_patch(&mut held, &patch, &json!(["urn:ietf:params:scim:schemas:core:2.0:User", ENT, "urn:x:custom"]));
+        assert_eq!(
+            Value::Object(held),
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENT, "urn:x:custom"],
+                "id": "7", "userName": "ada@example.com",
+                "name": {"givenName": "Ada", "familyName": "Lovelace", "middleName": "A."},
+                "phoneNumbers": [{"value": "+44 20 1234", "type": "work"}],
+                ENT: {"department": "Maths", "building": "B2"}
+            })
+        );
+    }
+
+    #[test]
+    fn which_answers_refuse_patch() {
+        let r = |status: u16, body: &str| Resp { status, body: body.as_bytes().to_vec(), location: None };
+        assert!(refuses_patch(&r(501, "")));
+        assert!(refuses_patch(&r(405, "<html>Method Not Allowed</html>")));
+        assert!(refuses_patch(&r(400, r#"{"status": "400", "scimType": "invalidPath", "detail": "title"}"#)));
+        assert!(refuses_patch(&r(400, r#"{"status": "400", "scimType": "noTarget"}"#)));
+        // This user's data is wrong, not the way it was sent: no fallback.
+        assert!(!refuses_patch(&r(400, r#"{"status": "400", "scimType": "invalidValue", "detail": "bad email"}"#)));
+        assert!(!refuses_patch(&r(400, "")));
+        assert!(!refuses_patch(&r(404, "")));
+        assert!(!refuses_patch(&r(200, "{}")));
+    }
+
+    #[test]
+    fn dropped_attributes_are_named_by_path() {
+        let sent = json!({"schemas": [], "userName": "a", "title": "T", "name": {"givenName": "A", "middleName": "M"},
+            ENT: {"department": "D", "manager": {"value": "1"}}, "nickName": null});
+        let back = json!({"id": "1", "userName": "A", "name": {"givenName": "A"}, "meta": {}});
+        let names: Vec<String> = dropped(&sent, &back).into_iter().collect();
+        assert_eq!(names, vec!["name.middleName".to_string(), "title".into(), ENT.to_string()]);
+        let back = json!({"userName": "a", "title": "T", "name": {"givenName": "A", "middleName": "M"}, ENT: {"manager": {"value": "1"}}});
+        assert_eq!(dropped(&sent, &back).into_iter().collect::<Vec<_>>(), vec![format!("{ENT}:department")]);
     }
 }

@@ -104,7 +104,10 @@ fn is_timeout(e: &ssh2::Error) -> bool {
 
 fn env_secret(var: &str, what: &str) -> Result<String, Detail> {
     match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(v),
+        Ok(v) if !v.is_empty() => {
+            crate::redact::register(&v);
+            Ok(v)
+        }
         Ok(_) => Err(format!("environment variable {var} (the {what}) is empty; set it in the service's environment")),
         Err(_) => Err(format!("environment variable {var} (the {what}) is not set; set it in the service's environment")),
     }
@@ -117,7 +120,12 @@ pub fn authenticate(sess: &Session, user: &str, auth: &SftpAuth) -> Result<(), A
         Ok(m) => m.to_string(),
         Err(_) if sess.authenticated() => return Ok(()),
         Err(e) if is_timeout(&e) => return Err(AuthError::Timeout),
-        Err(e) => return Err(AuthError::Refused(format!("the server did not say which methods it accepts ({})", e.message()))),
+        Err(e) => {
+            return Err(AuthError::Refused(format!(
+                "the server did not say which methods it accepts ({})",
+                crate::redact::redact(e.message())
+            )));
+        }
     };
     by_method(sess, user, auth, &offered).map_err(|d| {
         if ssh2::Error::last_session_error(sess).is_some_and(|e| is_timeout(&e)) { AuthError::Timeout } else { AuthError::Refused(d) }
@@ -159,7 +167,7 @@ fn by_method(sess: &Session, user: &str, auth: &SftpAuth, offered: &str) -> Resu
 }
 
 fn refused(e: &ssh2::Error, fix: &str) -> Detail {
-    format!("{fix} (server: {})", e.message())
+    format!("{fix} (server: {})", crate::redact::redact(e.message()))
 }
 
 fn key(sess: &Session, user: &str, path: &Path, passphrase_env: Option<&str>) -> Result<(), Detail> {
@@ -197,20 +205,20 @@ fn key(sess: &Session, user: &str, path: &Path, passphrase_env: Option<&str>) ->
                     "cannot decrypt private key {} — most likely the passphrase in {} is wrong (libssh2: {})",
                     path.display(),
                     passphrase_env.unwrap_or("?"),
-                    e.message()
+                    crate::redact::redact(e.message())
                 ),
                 FILE | KEYFILE_AUTH => format!(
                     "cannot load private key {} (libssh2: {}); regenerate it with `ssh-keygen -t ed25519`",
                     path.display(),
-                    e.message()
+                    crate::redact::redact(e.message())
                 ),
                 UNRECOGNIZED | UNVERIFIED => format!(
                     "the server refused key {}: add its public half (`ssh-keygen -y -f {}`) to ~{user}/.ssh/authorized_keys on the server, and check the user name (server: {})",
                     path.display(),
                     path.display(),
-                    e.message()
+                    crate::redact::redact(e.message())
                 ),
-                _ => format!("key {} was not accepted: {}", path.display(), e.message()),
+                _ => format!("key {} was not accepted: {}", path.display(), crate::redact::redact(e.message())),
             })
         }
     }

@@ -1,0 +1,134 @@
+//! Secrets never leave through what a server says. Servers that echo requests: a SCIM
+//! server repeating the Authorization header (and the body) in its error detail, an OAuth2
+//! token endpoint repeating the client secret and the Basic credentials. The secret must
+//! appear nowhere: stdout (`--json` report), stderr (debug logs), `history --json`.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Output;
+
+use base64::Engine;
+use support::fault_proxy::{Fault, FaultProxy};
+use support::project::{Project, rows};
+use support::scim::ScimServer;
+
+fn text(o: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Points the project at `base_url` (a proxy) instead of the server it was made for.
+fn retarget(p: &Project, from: &str, to: &str) {
+    let path = p.path().join("connectors.toml");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace(from, to);
+    std::fs::write(path, cfg).unwrap();
+}
+
+/// A sync (debug logs on) and the history after it: everything the engineer can see.
+fn everything(p: &Project) -> (i32, String) {
+    let sync = p.command(&["-v", "--json", "sync", "acme"]).output().unwrap();
+    let history = p.run(&["--json", "history"]);
+    assert!(history.status.success(), "history: {}", text(&history));
+    (sync.status.code().unwrap_or(-1), format!("{}\n{}", text(&sync), text(&history)))
+}
+
+#[test]
+fn a_scim_server_echoing_the_bearer_token_does_not_leak_it() {
+    let server = ScimServer::start();
+    // Every create is refused with a detail that repeats the request, token included.
+    let proxy = FaultProxy::start(
+        server.port,
+        |_, method, path| {
+            if method == "POST" && path.starts_with("/Users") { Fault::Echo(400) } else { Fault::Pass }
+        },
+    );
+    let p = Project::new(&server, "");
+    retarget(&p, &server.base_url, &proxy.base_url);
+    p.export("employees_1.csv", &rows(3));
+    let (code, all) = everything(&p);
+    assert_ne!(code, 0, "the creates failed: {all}");
+    assert!(all.contains("cannot process this request"), "the server's words are reported: {all}");
+    assert!(all.contains("Bearer ***"), "with the token masked: {all}");
+    assert!(!all.contains(&server.token), "the bearer token leaked: {all}");
+}
+
+#[test]
+fn a_scim_server_echoing_the_token_in_a_401_does_not_leak_it() {
+    let server = ScimServer::start();
+    let proxy = FaultProxy::start(server.port, |_, _, path| if path.starts_with("/Users") { Fault::Echo(401) } else { Fault::Pass });
+    let p = Project::new(&server, "");
+    retarget(&p, &server.base_url, &proxy.base_url);
+    p.export("employees_1.csv", &rows(2));
+    let (code, all) = everything(&p);
+    assert_eq!(code, 6, "credentials refused: {all}");
+    assert!(all.contains("Bearer ***"), "the refusal is reported, masked: {all}");
+    assert!(!all.contains(&server.token), "the bearer token leaked: {all}");
+}
+
+const CLIENT_ID: &str = "rostersync-redaction";
+const CLIENT_SECRET: &str = "oauth-client-secret-5d1e";
+
+/// A token endpoint that refuses every client, repeating the secret it was sent (from the
+/// Basic credentials) and the header itself in its error description.
+fn echoing_token_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let (mut auth, mut len, mut line) = (String::new(), 0usize, String::new());
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                let l = line.to_ascii_lowercase();
+                if l.starts_with("authorization:") {
+                    auth = line["authorization:".len()..].trim().to_string();
+                }
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let decoded = auth
+                .strip_prefix("Basic ")
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .map(|b| String::from_utf8_lossy(&b).to_string())
+                .unwrap_or_default();
+            let json = serde_json::json!({
+                "error": "invalid_client",
+                "error_description": format!("client {decoded} refused (Authorization: {auth})"),
+            })
+            .to_string();
+            let _ = write!(
+                s,
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                json.len()
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}/oauth/token")
+}
+
+#[test]
+fn a_token_endpoint_echoing_the_client_secret_does_not_leak_it() {
+    let server = ScimServer::start();
+    let token_url = echoing_token_endpoint();
+    let p = Project::new(&server, "");
+    let path = p.path().join("connectors.toml");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace(
+        "token_env = \"PLATFORM_SCIM_TOKEN\"\n",
+        &format!("oauth2 = {{ token_url = \"{token_url}\", client_id = \"{CLIENT_ID}\", client_secret_env = \"OAUTH_SECRET\" }}\n"),
+    );
+    std::fs::write(&path, cfg).unwrap();
+    p.export("employees_1.csv", &rows(2));
+    let sync = p.command(&["-v", "--json", "sync", "acme"]).env("OAUTH_SECRET", CLIENT_SECRET).output().unwrap();
+    let history = p.command(&["--json", "history"]).env("OAUTH_SECRET", CLIENT_SECRET).output().unwrap();
+    let all = format!("{}\n{}", text(&sync), text(&history));
+    assert_eq!(sync.status.code(), Some(6), "client refused: {all}");
+    assert!(all.contains("invalid_client"), "the endpoint's words are reported: {all}");
+    assert!(all.contains(&format!("client {CLIENT_ID}:*** refused")), "with the secret masked: {all}");
+    assert!(!all.contains(CLIENT_SECRET), "the client secret leaked: {all}");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    assert!(!all.contains(&basic), "the Basic credentials leaked: {all}");
+}
