@@ -26,7 +26,9 @@ impl Progress for Bars {
             None => ProgressBar::new_spinner(),
         };
         let (template, name) = match stage {
-            Stage::Download(file) => ("{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}", format!("download {}", super::term::shown(&file))),
+            Stage::Download(file) => {
+                ("{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}", format!("download {}", super::term::shown(&file)))
+            }
             Stage::Push => ("{msg:30} [{bar:30}] {pos}/{len} ops eta {eta}", "push".to_string()),
         };
         if let Ok(style) = ProgressStyle::with_template(template) {

@@ -35,12 +35,14 @@ pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[S
             return None;
         }
         loop {
+            // Where the next record starts: errors the guard raises are placed there.
+            let at = rdr.position().line();
             match rdr.read_byte_record(&mut rec) {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => {
                     done = true;
-                    return Some(Err(ReadError::File(read_failure(&file, &limits, e))));
+                    return Some(Err(ReadError::File(read_failure(&file, &limits, e, at))));
                 }
             }
             let line = start_line(&rdr, &rec);
@@ -128,18 +130,20 @@ pub(crate) fn headers(input: &Input, file: &str, opts: &SourceOptions) -> Result
 
 /// A read error of the csv crate: one of the guard's (a limit, an unclosed quote), or the
 /// file's bytes.
-fn read_failure(file: &str, limits: &Limits, e: csv::Error) -> FormatError {
+/// `at`: the line the record being read starts on (the reader's position).
+fn read_failure(file: &str, limits: &Limits, e: csv::Error, at: u64) -> FormatError {
     let line = e.position().map(|p| p.line());
     if let csv::ErrorKind::Io(io) = e.kind() {
         if let Some(o) = OverLimit::of(io) {
-            return limits.exceeded(file, o.line, o.limit, o.what.clone());
+            let what = if o.limit == Limit::Row { format!("the row starting on line {at}") } else { o.what.clone() };
+            return limits.exceeded(file, Some(at), o.limit, what);
         }
-        if let Some(u) = io.get_ref().and_then(|i| i.downcast_ref::<Unclosed>()) {
+        if io.get_ref().and_then(|i| i.downcast_ref::<Unclosed>()).is_some() {
             return FormatError::Malformed {
                 file: file.into(),
-                line: Some(u.line),
+                line: Some(at),
                 message: format!(
-                    "{u}: the rest of the file would read as one value. The file is truncated or a value holds a stray quote; nothing was synced from it, ask for a new export"
+                    "a quote opened on line {at} is never closed: the rest of the file would read as one value. The file is truncated or a value holds a stray quote; nothing was synced from it, ask for a new export"
                 ),
             };
         }
@@ -219,6 +223,7 @@ fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<Started, For
         .from_reader(stream);
     let mut rec = ByteRecord::new();
     loop {
+        let at = rdr.position().line();
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
             Ok(false) if opts.header_row > 1 => {
@@ -230,7 +235,7 @@ fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<Started, For
             }
             Ok(false) => return Err(FormatError::Empty { file: file.into() }),
             Err(e) => {
-                return Err(match read_failure(file, &opts.limits, e) {
+                return Err(match read_failure(file, &opts.limits, e, at) {
                     FormatError::Malformed { file, line, message } => {
                         FormatError::Malformed { file, line, message: format!("cannot read the header: {message}") }
                     }
