@@ -18,23 +18,30 @@ pub const MANAGER_ATTRIBUTE: &str = "manager_id";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdRule {
     pub fold_case: bool,
+    /// Fold to upper case rather than lower: employee ids are mostly written in capitals
+    /// ("E0000001"), emails in small letters, so either way the usual id is its own key and
+    /// a million ids cost no million lowercase copies. The keys are never stored or sent.
+    pub upper: bool,
 }
 
 impl Default for IdRule {
     fn default() -> Self {
-        IdRule { fold_case: true }
+        IdRule { fold_case: true, upper: false }
     }
 }
 
 impl IdRule {
-    /// The form all spellings of one id share. Borrowed when the id is in it already, so a
-    /// million ids cost no million allocations.
+    /// The form all spellings of one id share. Borrowed when the id is in it already.
     pub fn key<'a>(&self, id: &'a str) -> std::borrow::Cow<'a, str> {
         let t = id.trim();
-        if self.fold_case && t.chars().any(char::is_uppercase) {
-            std::borrow::Cow::Owned(t.to_lowercase())
-        } else {
-            std::borrow::Cow::Borrowed(t)
+        if !self.fold_case {
+            return std::borrow::Cow::Borrowed(t);
+        }
+        let needs = if self.upper { t.chars().any(char::is_lowercase) } else { t.chars().any(char::is_uppercase) };
+        match (needs, self.upper) {
+            (false, _) => std::borrow::Cow::Borrowed(t),
+            (true, true) => std::borrow::Cow::Owned(t.to_uppercase()),
+            (true, false) => std::borrow::Cow::Owned(t.to_lowercase()),
         }
     }
 }

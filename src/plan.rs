@@ -576,7 +576,7 @@ mod tests {
             existing: &[],
             rule: &rule(OnMissing::Deactivate, "100%"),
             allow_mass_change: false,
-            id_rule: IdRule { fold_case: false },
+            id_rule: IdRule { fold_case: false, upper: true },
         });
         let kinds: Vec<OpKind> = p.ops.iter().map(Op::kind).collect();
         assert_eq!(kinds, vec![OpKind::Create, OpKind::Deactivate], "id_case = \"sensitive\": e7 is not E7");

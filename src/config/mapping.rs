@@ -222,7 +222,10 @@ pub struct Mapping {
 impl Mapping {
     /// How this mapping's unique ids compare.
     pub fn id_rule(&self) -> crate::model::IdRule {
-        crate::model::IdRule { fold_case: self.unique_id == UniqueId::Email || self.id_case == IdCase::Insensitive }
+        crate::model::IdRule {
+            fold_case: self.unique_id == UniqueId::Email || self.id_case == IdCase::Insensitive,
+            upper: self.unique_id == UniqueId::EmployeeId,
+        }
     }
 
     /// Every source column the mapping reads, in a stable order, without repeats.
