@@ -3,7 +3,9 @@
 //!
 //! cargo run --release --example plan_state_bench -- 1000000 [plan|commit|load|all]
 //!
-//! The phase argument runs only that part, to profile it alone (`perf record`).
+//! The phase argument runs only that part, to profile it alone (`perf record`). `commit` and
+//! `load` also time the day-2 paths: the stored content of 5% of the users (the PATCHes'
+//! `contents`), and 1% deactivated (`MarkInactive`, batches of 1000).
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -78,6 +80,8 @@ async fn main() {
 
     let mut commit_times = Vec::new();
     let mut load_times = Vec::new();
+    let mut contents_times = Vec::new();
+    let mut inactive_times = Vec::new();
     for _ in 0..if want("commit") || want("load") { runs } else { 0 } {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&format!("sqlite://{}/state.db", dir.path().display())).await.unwrap();
@@ -102,9 +106,27 @@ async fn main() {
         let snap = store.snapshot("bench").await.unwrap();
         load_times.push(t.elapsed().as_secs_f64());
         assert_eq!(snap.len(), n);
+        drop(snap);
+
+        let ids: Vec<&str> = users.iter().step_by(20).map(|u| u.external_id.as_str()).collect();
+        let t = Instant::now();
+        let contents = store.contents("bench", &ids).await.unwrap();
+        contents_times.push(t.elapsed().as_secs_f64());
+        assert_eq!(contents.len(), ids.len());
+        drop(contents);
+
+        let gone: Vec<SnapshotWrite> =
+            users.iter().step_by(100).map(|u| SnapshotWrite::MarkInactive { external_id: u.external_id.to_string() }).collect();
+        let t = Instant::now();
+        for batch in gone.chunks(1000) {
+            store.write("bench", batch).await.unwrap();
+        }
+        inactive_times.push(t.elapsed().as_secs_f64());
     }
     if !commit_times.is_empty() {
         println!("state commit of a {n}-user first sync (batches of 1000): median {:.2} s over {runs} runs", median(commit_times));
         println!("snapshot load of {n} users: median {:.2} s over {runs} runs", median(load_times));
+        println!("contents of {} users (5%): median {:.3} s over {runs} runs", n.div_ceil(20), median(contents_times));
+        println!("deactivation of {} users (1%, batches of 1000): median {:.3} s over {runs} runs", n.div_ceil(100), median(inactive_times));
     }
 }
