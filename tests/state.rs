@@ -135,3 +135,234 @@ async fn last_file_history_and_interrupted_runs() {
     assert_eq!(h[1].report.as_ref().unwrap(), &report);
     assert!(h[2].report.is_none());
 }
+
+/// Strings that must survive the JSON of the bulk paths byte for byte: quotes, backslashes,
+/// JSON and SQL syntax, control characters, unicode beyond the BMP, an empty string.
+const EDGE: &[&str] = &[
+    "",
+    "O'Brien \"the\" \\ back\\slash",
+    "]},{\"x\":1}]",
+    "'); DROP TABLE snapshot; --",
+    "tab\tnew\nline\r\u{1}\u{1f}\u{7f}",
+    "Zoë Ñandú 日本語 עברית 🧑‍💻 \u{feff}\u{2028}",
+    "\\u0000 not a NUL",
+];
+
+fn edge_user(i: usize) -> User {
+    let e = |k: usize| EDGE[(i + k) % EDGE.len()];
+    User {
+        external_id: format!("{}{i}", e(0)).into(),
+        email: if i.is_multiple_of(3) { None } else { Some(format!("{}{i}@example.com", e(1)).into()) },
+        employee_id: Some(e(2).into()),
+        first_name: e(3).into(),
+        last_name: e(4).into(),
+        language: e(5).into(),
+        active: !i.is_multiple_of(4),
+        manager: if i.is_multiple_of(2) { None } else { Some(e(2).into()) },
+        attributes: [("department", e(6)), (e(1), e(2))].into(),
+    }
+}
+
+#[tokio::test]
+async fn large_batches_with_edge_strings_round_trip_exactly() {
+    let (_d, s) = store().await;
+    // More users than one chunk of the snapshot load (50,000), in batches as large as sync's
+    // biggest, with an empty external id (sorts first) among them.
+    let n = 55_000;
+    let users: Vec<User> = (0..n).map(edge_user).chain([User { external_id: "".into(), ..edge_user(1) }]).collect();
+    for (b, chunk) in users.chunks(10_000).enumerate() {
+        let batch: Vec<SnapshotWrite> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, u)| SnapshotWrite::Upsert { platform_id: format!("{}-p{b}-{i}", EDGE[i % EDGE.len()]), user: Box::new(u.clone()) })
+            .collect();
+        s.write("acme", &batch).await.unwrap();
+    }
+    let snap = s.snapshot("acme").await.unwrap();
+    assert_eq!(snap.len(), users.len());
+    for (b, chunk) in users.chunks(10_000).enumerate() {
+        for (i, u) in chunk.iter().enumerate() {
+            let e = &snap[u.external_id.as_str()];
+            assert_eq!(e.platform_id, format!("{}-p{b}-{i}", EDGE[i % EDGE.len()]));
+            assert_eq!(e.hash, u.content_hash(), "{:?}", u.external_id);
+            assert_eq!(e.active, u.active);
+        }
+    }
+    let ids: Vec<&str> = users.iter().map(|u| u.external_id.as_str()).chain(["absent", "'", "\""]).collect();
+    let contents = s.contents("acme", &ids).await.unwrap();
+    assert_eq!(contents.len(), users.len());
+    for u in &users {
+        assert_eq!(&contents[u.external_id.as_str()], u);
+    }
+    assert!(s.snapshot("acme2").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_mixed_batch_applies_in_order() {
+    let (_d, s) = store().await;
+    let (a, b, c) = (edge_user(1), edge_user(2), edge_user(3));
+    let up = |u: &User, p: &str| SnapshotWrite::Upsert { platform_id: p.into(), user: Box::new(u.clone()) };
+    let inactive = |u: &User| SnapshotWrite::MarkInactive { external_id: u.external_id.to_string() };
+    let remove = |u: &User| SnapshotWrite::Remove { external_id: u.external_id.to_string() };
+    s.write(
+        "acme",
+        &[
+            up(&a, "pa"),
+            remove(&a),
+            up(&b, "pb"),
+            inactive(&b),
+            up(&c, "pc1"),
+            up(&c, "pc2"),
+            SnapshotWrite::MarkInactive { external_id: "never stored".into() },
+            SnapshotWrite::Remove { external_id: "never stored either".into() },
+        ],
+    )
+    .await
+    .unwrap();
+    let snap = s.snapshot("acme").await.unwrap();
+    assert_eq!(snap.len(), 2, "a was removed after its upsert");
+    let b_off = User { active: false, ..b.clone() };
+    assert!(!snap[b.external_id.as_str()].active);
+    assert_eq!(snap[b.external_id.as_str()].hash, b_off.content_hash());
+    assert_eq!(snap[c.external_id.as_str()].platform_id, "pc2", "the later upsert wins");
+    let contents = s.contents("acme", &[b.external_id.as_str(), c.external_id.as_str()]).await.unwrap();
+    assert_eq!(contents[b.external_id.as_str()], b_off);
+    assert_eq!(contents[c.external_id.as_str()], c);
+    // Up again: a comeback of b is a new hash, active.
+    s.write("acme", &[up(&b, "pb")]).await.unwrap();
+    assert_eq!(s.snapshot("acme").await.unwrap()[b.external_id.as_str()].hash, b.content_hash());
+}
+
+/// The schema and version marker that rostersync's own migrations wrote before sqlx's
+/// migrator (schema version 1), verbatim.
+const LEGACY_V1: &str = r#"
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE snapshot (
+    connector   TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    platform_id TEXT NOT NULL,
+    hash        BLOB NOT NULL,
+    active      INTEGER NOT NULL,
+    content     TEXT NOT NULL,
+    PRIMARY KEY (connector, external_id)
+) WITHOUT ROWID;
+CREATE TABLE last_file (
+    connector TEXT PRIMARY KEY,
+    path      TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    mtime     TEXT,
+    sha256    TEXT NOT NULL,
+    synced_at TEXT NOT NULL
+);
+CREATE TABLE runs (
+    run_id     TEXT PRIMARY KEY,
+    connector  TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at   TEXT,
+    report     TEXT
+);
+CREATE INDEX runs_by_connector ON runs (connector, started_at);
+CREATE TABLE leases (
+    connector   TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    acquired_at TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
+INSERT INTO schema_version (version) VALUES (1);
+"#;
+
+/// Runs raw SQL on a state file, as an old build (or a hand) would, outside `SqliteStore`.
+async fn raw(path: &std::path::Path, sql: &str, binds: &[&[u8]]) {
+    use sqlx::Connection;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).create_if_missing(true);
+    let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&opts).await.unwrap();
+    if binds.is_empty() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut conn).await.unwrap();
+    } else {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+        for b in binds {
+            q = q.bind(b.to_vec());
+        }
+        q.execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_state_db_from_the_hand_rolled_migrations_opens_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let url = format!("sqlite://{}", path.display());
+    raw(&path, LEGACY_V1, &[]).await;
+    let a = user("a", true);
+    let content = serde_json::to_string(&a).unwrap();
+    raw(
+        &path,
+        "INSERT INTO snapshot (connector, external_id, platform_id, hash, active, content) VALUES ('acme', 'a', 'p1', ?1, 1, CAST(?2 AS TEXT))",
+        &[&a.content_hash(), content.as_bytes()],
+    )
+    .await;
+    raw(
+        &path,
+        "INSERT INTO last_file VALUES ('acme', '/x/e.csv', 10, NULL, 'abcd', '2026-11-20T01:00:00.000Z');
+         INSERT INTO runs VALUES ('run-0', 'acme', '2026-11-20T01:00:00.000Z', NULL, NULL);",
+        &[],
+    )
+    .await;
+
+    let s = SqliteStore::open(&url).await.unwrap();
+    let snap = s.snapshot("acme").await.unwrap();
+    assert_eq!(snap.len(), 1);
+    assert_eq!(snap["a"].platform_id, "p1");
+    assert_eq!(snap["a"].hash, a.content_hash());
+    assert!(snap["a"].active);
+    assert_eq!(s.contents("acme", &["a"]).await.unwrap()["a"], a);
+    assert_eq!(s.last_file("acme").await.unwrap().unwrap().fingerprint.sha256, "abcd");
+    assert!(s.interrupted("acme", "run-1").await.unwrap(), "the old run history is kept");
+    s.write("acme", &[SnapshotWrite::MarkInactive { external_id: "a".into() }]).await.unwrap();
+    drop(s);
+
+    // Opened again: the adopted migration is not run a second time.
+    let s = SqliteStore::open(&url).await.unwrap();
+    assert_eq!(s.snapshot("acme").await.unwrap()["a"].hash, user("a", false).content_hash());
+}
+
+#[tokio::test]
+async fn a_state_db_from_a_newer_rostersync_is_refused() {
+    // sqlx's record of a migration this build does not have.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let url = format!("sqlite://{}", path.display());
+    drop(SqliteStore::open(&url).await.unwrap());
+    raw(
+        &path,
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (90001, 'from the future', TRUE, x'00', 0)",
+        &[],
+    )
+    .await;
+    match SqliteStore::open(&url).await {
+        Err(StateError::Schema { detail, .. }) => assert!(detail.contains("90001") && detail.contains("upgrade rostersync"), "{detail}"),
+        Err(other) => panic!("expected Schema, got {other:?}"),
+        Ok(_) => panic!("expected Schema, got a store"),
+    }
+
+    // The old marker above what the hand-rolled migrations knew.
+    let path = dir.path().join("old.db");
+    raw(&path, &LEGACY_V1.replace("VALUES (1)", "VALUES (1); INSERT INTO schema_version (version) VALUES (2)"), &[]).await;
+    match SqliteStore::open(&format!("sqlite://{}", path.display())).await {
+        Err(StateError::Schema { detail, .. }) => assert!(detail.contains("schema version 2"), "{detail}"),
+        Err(other) => panic!("expected Schema, got {other:?}"),
+        Ok(_) => panic!("expected Schema, got a store"),
+    }
+}
+
+#[tokio::test]
+async fn two_processes_opening_a_new_file_at_once_both_succeed() {
+    // The daemon and a CLI run starting together on a fresh install: the migration runs once.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/state.db", dir.path().display());
+    let (a, b) = tokio::join!(SqliteStore::open(&url), SqliteStore::open(&url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.write("acme", &[SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("a", true)) }]).await.unwrap();
+    assert_eq!(b.snapshot("acme").await.unwrap().len(), 1);
+}

@@ -5,7 +5,6 @@
 //! Behind a trait so PostgreSQL can follow SQLite without touching plan or sync. Writes
 //! happen as operations succeed, in batches, so a crash mid-push loses nothing.
 
-mod raw;
 pub mod sqlite;
 
 use std::collections::HashMap;

@@ -1,4 +1,12 @@
-//! The embedded SQLite store (WAL). Schema migrations are embedded and applied on open.
+//! The embedded SQLite store (WAL), through sqlx alone. Schema migrations are sqlx's
+//! (`migrations/*.sql`, embedded at build time) and applied on open.
+//!
+//! The bulk paths are set-based so that sqlx's per-row cost (SQLite runs on sqlx's worker
+//! thread and every result row crosses a channel as owned values) is paid per batch, not per
+//! user: a batch of writes is ONE statement whose single parameter is a JSON array
+//! (`json_each`), and the snapshot comes back as a few rows, each one JSON array aggregated
+//! in SQL for tens of thousands of users, parsed here. The same shape works on PostgreSQL
+//! (`jsonb_array_elements`, `json_agg`).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -6,48 +14,26 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::sqlite::{LockedSqliteHandle, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::raw::Db;
 use super::{LastFile, RunRecord, SnapshotWrite, StateError, StateStore};
 use crate::model::{FileFingerprint, User};
 use crate::plan::{Snapshot, SnapshotEntry};
 use crate::report::Report;
 
-/// Schema versions, applied in order; never edit a shipped one, append.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE snapshot (
-    connector   TEXT NOT NULL,
-    external_id TEXT NOT NULL,
-    platform_id TEXT NOT NULL,
-    hash        BLOB NOT NULL,
-    active      INTEGER NOT NULL,
-    content     TEXT NOT NULL,
-    PRIMARY KEY (connector, external_id)
-) WITHOUT ROWID;
-CREATE TABLE last_file (
-    connector TEXT PRIMARY KEY,
-    path      TEXT NOT NULL,
-    size      INTEGER NOT NULL,
-    mtime     TEXT,
-    sha256    TEXT NOT NULL,
-    synced_at TEXT NOT NULL
-);
-CREATE TABLE runs (
-    run_id     TEXT PRIMARY KEY,
-    connector  TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    ended_at   TEXT,
-    report     TEXT
-);
-CREATE INDEX runs_by_connector ON runs (connector, started_at);
-CREATE TABLE leases (
-    connector   TEXT PRIMARY KEY,
-    holder      TEXT NOT NULL,
-    acquired_at TEXT NOT NULL,
-    expires_at  TEXT NOT NULL
-);
-"#];
+/// The schema, one numbered file per version; never edit a shipped one, add a file. (A new
+/// file is picked up by the next build that recompiles this module: touch this file.)
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Users per row of the snapshot load: big enough that the per-row cost of sqlx vanishes,
+/// small enough that a row (≈ 70 bytes a user) stays a few MiB and the parse of one chunk
+/// overlaps SQLite building the next.
+const LOAD_CHUNK: i64 = 50_000;
+
+/// Users per upsert statement: a batch of 1000 (sync's) is four, so three of them are
+/// encoded while the previous one is written.
+const UPSERT_PIECE: usize = 250;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -90,27 +76,145 @@ impl SqliteStore {
         move |e| StateError::Db { url: self.url.clone(), detail: e.to_string() }
     }
 
+    fn schema(&self, detail: String) -> StateError {
+        StateError::Schema { url: self.url.clone(), detail }
+    }
+
+    fn migrate_err(&self, e: MigrateError) -> StateError {
+        match e {
+            MigrateError::VersionMissing(v) => self.schema(format!(
+                "it has schema migration {v}, which this build does not know (a newer rostersync applied it); upgrade rostersync"
+            )),
+            MigrateError::VersionMismatch(v) => self.schema(format!(
+                "its schema migration {v} differs from this build's; it was written by another build of rostersync, use that one"
+            )),
+            MigrateError::Dirty(v) => {
+                self.schema(format!("schema migration {v} is recorded as failed half-way; restore the file from a backup"))
+            }
+            other => StateError::Db { url: self.url.clone(), detail: format!("schema migration: {other}") },
+        }
+    }
+
+    /// Applies sqlx's migrations, inside one IMMEDIATE transaction: a second process opening
+    /// the same new file waits for the write lock, then finds the schema in place (sqlx's
+    /// own migration lock is a no-op on SQLite). Each migration nests as a savepoint.
     async fn migrate(&self) -> Result<(), StateError> {
-        let mut tx = self.pool.begin().await.map_err(self.err())?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").execute(&mut *tx).await.map_err(self.err())?;
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(&mut *tx).await.map_err(self.err())?;
-        let v = v.unwrap_or(0) as usize;
-        if v > MIGRATIONS.len() {
-            return Err(StateError::Schema {
-                url: self.url.clone(),
-                detail: format!("schema version {v}, this build knows up to {}; upgrade rostersync", MIGRATIONS.len()),
-            });
-        }
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(v) {
-            sqlx::raw_sql(*m).execute(&mut *tx).await.map_err(self.err())?;
-            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                .bind((i + 1) as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
+        self.adopt_legacy(&mut tx).await?;
+        MIGRATOR.run(&mut *tx).await.map_err(|e| self.migrate_err(e))?;
         tx.commit().await.map_err(self.err())
     }
+
+    /// A DB from before sqlx's migrator recorded its version in `schema_version` (the
+    /// highest row) and has no `_sqlx_migrations`. Its version 1 is exactly migration 0001,
+    /// so that is marked applied without running; anything higher came from a build this
+    /// one does not know.
+    async fn adopt_legacy(&self, conn: &mut SqliteConnection) -> Result<(), StateError> {
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('schema_version', '_sqlx_migrations')")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(self.err())?;
+        if !tables.iter().any(|t| t == "schema_version") || tables.iter().any(|t| t == "_sqlx_migrations") {
+            return Ok(());
+        }
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(&mut *conn).await.map_err(self.err())?;
+        match v {
+            Some(1) => MIGRATOR.skip(&mut *conn, Some(1)).await.map_err(|e| self.migrate_err(e)),
+            Some(v) if v > 1 => Err(self.schema(format!("schema version {v}, this build knows up to 1; upgrade rostersync"))),
+            // No version recorded: no table was created either; migration 0001 makes them.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Appends one row of a batch upsert to the JSON array in `out` (opened here on the first
+/// row; the caller closes it): `[external_id, platform_id, hex hash, active, content]`.
+/// The content goes in as the JSON object it is (`-> 4` takes it out as text again) rather
+/// than as a string, which would escape every quote here and unescape it in SQLite.
+fn push_upsert_row(
+    out: &mut String,
+    external_id: &str,
+    platform_id: &str,
+    hash: &str,
+    active: bool,
+    content: &str,
+) -> serde_json::Result<()> {
+    out.push(if out.is_empty() { '[' } else { ',' });
+    let head = serde_json::to_string(&(external_id, platform_id, hash, u8::from(active)))?;
+    // `head` is a JSON array: reopen it for the fifth element.
+    out.push_str(head.strip_suffix(']').unwrap_or(&head));
+    out.push(',');
+    out.push_str(content);
+    out.push(']');
+    Ok(())
+}
+
+/// One row of the snapshot load: external id, platform id, hex of the hash, active.
+type LoadRow<'a> = (String, String, &'a str, i64);
+
+/// Puts one chunk (a JSON array of `LoadRow`s, as built by `snapshot`'s SQL) into the map.
+fn parse_chunk(out: &mut Snapshot, json: &str) -> Result<(), String> {
+    let rows: Vec<LoadRow<'_>> = serde_json::from_str(json).map_err(|e| format!("snapshot chunk unreadable: {e}"))?;
+    for (external_id, platform_id, hex_hash, active) in rows {
+        // A hash of another length (never written by this code) reads as zeros: the user
+        // then differs from the snapshot and is updated, which rewrites it.
+        let mut hash = [0u8; 16];
+        if hex::decode_to_slice(hex_hash, &mut hash).is_err() {
+            hash = [0u8; 16];
+        }
+        out.insert(external_id, SnapshotEntry { platform_id, hash, active: active != 0 });
+    }
+    Ok(())
+}
+
+/// One chunk of the snapshot load, in external-id order after `after`: how many users, the
+/// last id, and the JSON array of their rows.
+struct Chunk {
+    rows: i64,
+    last: String,
+    json: String,
+}
+
+async fn load_chunk(conn: &mut SqliteConnection, connector: &str, after: Option<&str>) -> Result<Option<Chunk>, sqlx::Error> {
+    // Two texts rather than `?2 IS NULL OR …`, which would keep SQLite from seeking the
+    // primary key; and not `> ''`, which would drop an empty id.
+    const FIRST: &str = "SELECT count(*), max(external_id), json_group_array(json_array(external_id, platform_id, hex(hash), active))
+         FROM (SELECT external_id, platform_id, hash, active FROM snapshot WHERE connector = ?1
+               ORDER BY external_id LIMIT ?3)";
+    const NEXT: &str = "SELECT count(*), max(external_id), json_group_array(json_array(external_id, platform_id, hex(hash), active))
+         FROM (SELECT external_id, platform_id, hash, active FROM snapshot WHERE connector = ?1 AND external_id > ?2
+               ORDER BY external_id LIMIT ?3)";
+    let row = sqlx::query(if after.is_some() { NEXT } else { FIRST })
+        .bind(connector)
+        .bind(after.unwrap_or_default())
+        .bind(LOAD_CHUNK)
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows: i64 = row.try_get(0)?;
+    if rows == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Chunk { rows, last: row.try_get(1)?, json: row.try_get(2)? }))
+}
+
+/// The stored platform id and content of these users (external id, platform id, content
+/// JSON). `IN (SELECT … json_each)` rather than a join: SQLite then seeks the primary key
+/// once per id, where a join would put the snapshot outside and scan the ids per user.
+async fn stored_contents(
+    conn: &mut SqliteConnection,
+    connector: &str,
+    ids_json: &str,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT external_id, platform_id, content FROM snapshot
+         WHERE connector = ?1 AND external_id IN (SELECT value FROM json_each(?2))",
+    )
+    .bind(connector)
+    .bind(ids_json)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 impl StateStore for SqliteStore {
@@ -171,20 +275,59 @@ impl StateStore for SqliteStore {
 
     async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {
         let mut conn = self.pool.acquire().await.map_err(self.err())?;
-        let mut handle = conn.lock_handle().await.map_err(self.err())?;
-        blocking(|| load_snapshot(&mut handle, connector)).map_err(|detail| StateError::Db { url: self.url.clone(), detail })
+        // One read transaction: every chunk sees the same state (a dry run takes no lease,
+        // so a real run may be writing meanwhile).
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(self.err())?;
+        // Sized once: growing a million-entry map rehashes it several times and briefly
+        // holds two tables.
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshot WHERE connector = ?1")
+            .bind(connector)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        let mut out = Snapshot::with_capacity_and_hasher(usize::try_from(n).unwrap_or(0), Default::default());
+        let mut chunk = load_chunk(&mut tx, connector, None).await.map_err(self.err())?;
+        while let Some(c) = chunk {
+            // SQLite builds the next chunk on sqlx's worker thread while this one is parsed
+            // here: `zip` polls the query first, which sends it, then runs the parse.
+            let next = async { if c.rows < LOAD_CHUNK { Ok(None) } else { load_chunk(&mut tx, connector, Some(&c.last)).await } };
+            let parse = async { blocking(|| parse_chunk(&mut out, &c.json)) };
+            let (next, parsed) = tokio::join!(biased; next, parse);
+            parsed.map_err(|detail| StateError::Db { url: self.url.clone(), detail })?;
+            chunk = next.map_err(self.err())?;
+        }
+        tx.commit().await.map_err(self.err())?;
+        Ok(out)
     }
 
     async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError> {
+        let ids_json = serde_json::to_string(ids).map_err(|e| self.json_err(e))?;
         let mut conn = self.pool.acquire().await.map_err(self.err())?;
-        let mut handle = conn.lock_handle().await.map_err(self.err())?;
-        blocking(|| load_contents(&mut handle, connector, ids)).map_err(|detail| StateError::Db { url: self.url.clone(), detail })
+        let rows = stored_contents(&mut conn, connector, &ids_json).await.map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            // Content from an older version that no longer reads is skipped: the update
+            // then replaces every attribute instead of patching the differences.
+            .filter_map(|(id, _, content)| Some((id, serde_json::from_str::<User>(&content).ok()?)))
+            .collect())
     }
 
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
-        let mut conn = self.pool.acquire().await.map_err(self.err())?;
-        let mut handle = conn.lock_handle().await.map_err(self.err())?;
-        blocking(|| write_batch(&mut handle, connector, batch)).map_err(|detail| StateError::Db { url: self.url.clone(), detail })
+        // IMMEDIATE: take the write lock now (waiting busy_timeout for another writer), not
+        // midway through the batch. All of the batch is recorded, or none (a dropped
+        // transaction rolls back).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
+        // Consecutive writes of one kind are one statement; the runs keep the batch's order,
+        // so a later write of a user still wins over an earlier one.
+        for run in batch.chunk_by(|a, b| std::mem::discriminant(a) == std::mem::discriminant(b)) {
+            match run.first() {
+                Some(SnapshotWrite::Upsert { .. }) => self.upsert(&mut tx, connector, run).await?,
+                Some(SnapshotWrite::MarkInactive { .. }) => self.mark_inactive(&mut tx, connector, run).await?,
+                Some(SnapshotWrite::Remove { .. }) => self.remove(&mut tx, connector, run).await?,
+                None => {}
+            }
+        }
+        tx.commit().await.map_err(self.err())
     }
 
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {
@@ -282,131 +425,119 @@ impl StateStore for SqliteStore {
     }
 }
 
-/// Runs `f`, which makes blocking SQLite calls on this thread, telling a multi-threaded
-/// tokio runtime first so its other tasks move to another worker meanwhile.
+impl SqliteStore {
+    fn json_err(&self, e: serde_json::Error) -> StateError {
+        StateError::Db { url: self.url.clone(), detail: format!("cannot encode a batch as JSON: {e}") }
+    }
+
+    /// Upserts in pieces of `UPSERT_PIECE`: while SQLite (on sqlx's worker thread) writes
+    /// one piece, this thread encodes the next, so the two cores share the batch.
+    async fn upsert(&self, conn: &mut SqliteConnection, connector: &str, run: &[SnapshotWrite]) -> Result<(), StateError> {
+        let mut pieces = run.chunks(UPSERT_PIECE);
+        let Some(first) = pieces.next() else { return Ok(()) };
+        let mut json = self.upsert_json(first)?;
+        for piece in pieces {
+            // `biased` polls the statement first, which sends it to the worker, then encodes.
+            let (written, next) = tokio::join!(biased; self.upsert_rows(conn, connector, json), async { self.upsert_json(piece) });
+            written?;
+            json = next?;
+        }
+        self.upsert_rows(conn, connector, json).await
+    }
+
+    fn upsert_json(&self, writes: &[SnapshotWrite]) -> Result<String, StateError> {
+        let mut out = String::with_capacity(writes.len() * 512);
+        for w in writes {
+            if let SnapshotWrite::Upsert { platform_id, user } = w {
+                let content = serde_json::to_string(user).map_err(|e| self.json_err(e))?;
+                let hash = hex::encode(user.content_hash());
+                push_upsert_row(&mut out, &user.external_id, platform_id, &hash, user.active, &content).map_err(|e| self.json_err(e))?;
+            }
+        }
+        if out.is_empty() {
+            out.push('[');
+        }
+        out.push(']');
+        Ok(out)
+    }
+
+    /// Upserts as one `INSERT … SELECT` over `rows`, a JSON array as `push_upsert_row`
+    /// writes them.
+    async fn upsert_rows(&self, conn: &mut SqliteConnection, connector: &str, rows: String) -> Result<(), StateError> {
+        // `jsonb_each`: each element comes out as a JSONB blob, which `->>` reads in place
+        // (`json_each` would print it as text for `->>` to parse again). `WHERE true`:
+        // SQLite's grammar needs a WHERE before an upsert's ON CONFLICT in INSERT … SELECT.
+        sqlx::query(
+            "INSERT INTO snapshot (connector, external_id, platform_id, hash, active, content)
+             SELECT ?1, r.value ->> 0, r.value ->> 1, unhex(r.value ->> 2), r.value ->> 3, r.value -> 4
+             FROM jsonb_each(?2) AS r WHERE true
+             ON CONFLICT (connector, external_id) DO UPDATE SET platform_id = excluded.platform_id, hash = excluded.hash,
+                 active = excluded.active, content = excluded.content",
+        )
+        .bind(connector)
+        .bind(rows)
+        .execute(&mut *conn)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The stored hash is of the active content; it is recomputed inactive so the person
+    /// reappearing active in a later file reads as a reactivation. Read, changed here, and
+    /// written back by the upsert (inside the batch's IMMEDIATE transaction, so nothing
+    /// changes in between). Users not stored, or whose content no longer reads, are left
+    /// as they are.
+    async fn mark_inactive(&self, conn: &mut SqliteConnection, connector: &str, run: &[SnapshotWrite]) -> Result<(), StateError> {
+        let ids: Vec<&str> = run
+            .iter()
+            .filter_map(|w| match w {
+                SnapshotWrite::MarkInactive { external_id } => Some(external_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let ids = serde_json::to_string(&ids).map_err(|e| self.json_err(e))?;
+        let stored = stored_contents(conn, connector, &ids).await.map_err(self.err())?;
+        let mut rows = String::new();
+        for (id, platform_id, content) in &stored {
+            if let Ok(mut u) = serde_json::from_str::<User>(content) {
+                u.active = false;
+                let content = serde_json::to_string(&u).map_err(|e| self.json_err(e))?;
+                push_upsert_row(&mut rows, id, platform_id, &hex::encode(u.content_hash()), false, &content)
+                    .map_err(|e| self.json_err(e))?;
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        rows.push(']');
+        self.upsert_rows(conn, connector, rows).await
+    }
+
+    async fn remove(&self, conn: &mut SqliteConnection, connector: &str, run: &[SnapshotWrite]) -> Result<(), StateError> {
+        let ids: Vec<&str> = run
+            .iter()
+            .filter_map(|w| match w {
+                SnapshotWrite::Remove { external_id } => Some(external_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let ids = serde_json::to_string(&ids).map_err(|e| self.json_err(e))?;
+        sqlx::query("DELETE FROM snapshot WHERE connector = ?1 AND external_id IN (SELECT value FROM json_each(?2))")
+            .bind(connector)
+            .bind(ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+}
+
+/// Runs `f`, CPU-bound work on this thread, telling a multi-threaded tokio runtime first so
+/// its other tasks move to another worker meanwhile.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
     }
-}
-
-/// The whole snapshot of a connector, stepped in place (see `raw` for why not through sqlx).
-fn load_snapshot(handle: &mut LockedSqliteHandle<'_>, connector: &str) -> Result<Snapshot, String> {
-    // SAFETY: the handle is locked away from sqlx's worker for as long as `db` lives.
-    let db = unsafe { Db::new(handle.as_raw_handle()) };
-    let mut count = db.prepare("SELECT count(*) FROM snapshot WHERE connector = ?1")?;
-    count.bind_text(1, connector)?;
-    // Sized once: growing a million-entry map rehashes it several times and briefly holds
-    // two tables.
-    let n = if count.step()? { count.int(0).max(0) as usize } else { 0 };
-    let mut out = Snapshot::with_capacity_and_hasher(n, Default::default());
-    let mut st = db.prepare("SELECT external_id, platform_id, hash, active FROM snapshot WHERE connector = ?1")?;
-    st.bind_text(1, connector)?;
-    while st.step()? {
-        let mut hash = [0u8; 16];
-        let bytes = st.blob(2);
-        if bytes.len() == 16 {
-            hash.copy_from_slice(bytes);
-        }
-        let entry = SnapshotEntry { platform_id: st.text(1).into_owned(), hash, active: st.int(3) != 0 };
-        out.insert(st.text(0).into_owned(), entry);
-    }
-    Ok(out)
-}
-
-/// The stored content of some users, one primary-key lookup each with one prepared
-/// statement: a daily run PATCHes tens of thousands of users, and `IN (…)` lists through
-/// sqlx cost most of a second for 47k of them (BENCHMARKS.md, issue 8).
-fn load_contents(handle: &mut LockedSqliteHandle<'_>, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, String> {
-    // SAFETY: as in load_snapshot.
-    let db = unsafe { Db::new(handle.as_raw_handle()) };
-    let mut st = db.prepare("SELECT content FROM snapshot WHERE connector = ?1 AND external_id = ?2")?;
-    st.bind_text(1, connector)?;
-    let mut out = HashMap::with_capacity(ids.len());
-    for id in ids {
-        st.bind_text(2, id)?;
-        if st.step()? {
-            // Content from an older version that no longer reads is skipped: the update
-            // then replaces every attribute instead of patching the differences.
-            if let Ok(u) = serde_json::from_slice::<User>(st.blob(0)) {
-                out.insert(id.to_string(), u);
-            }
-        }
-        st.reset();
-    }
-    Ok(out)
-}
-
-/// One batch of outcomes in one transaction: all of it is recorded, or none.
-fn write_batch(handle: &mut LockedSqliteHandle<'_>, connector: &str, batch: &[SnapshotWrite]) -> Result<(), String> {
-    // SAFETY: as in load_snapshot.
-    let db = unsafe { Db::new(handle.as_raw_handle()) };
-    // IMMEDIATE: take the write lock now (waiting busy_timeout for another writer), not
-    // midway through the batch.
-    db.exec("BEGIN IMMEDIATE")?;
-    match write_in_tx(&db, connector, batch) {
-        Ok(()) => db.exec("COMMIT").inspect_err(|_| {
-            let _ = db.exec("ROLLBACK");
-        }),
-        Err(e) => {
-            let _ = db.exec("ROLLBACK");
-            Err(e)
-        }
-    }
-}
-
-fn write_in_tx(db: &Db, connector: &str, batch: &[SnapshotWrite]) -> Result<(), String> {
-    // Prepared once per batch and stepped per row, rather than a multi-row VALUES list
-    // rebuilt with owned copies of every argument.
-    let mut upsert = db.prepare(
-        "INSERT INTO snapshot (connector, external_id, platform_id, hash, active, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (connector, external_id) DO UPDATE SET platform_id = excluded.platform_id, hash = excluded.hash,
-             active = excluded.active, content = excluded.content",
-    )?;
-    upsert.bind_text(1, connector)?;
-    let mut content = Vec::with_capacity(512);
-    for w in batch {
-        match w {
-            SnapshotWrite::Upsert { platform_id, user } => {
-                content.clear();
-                serde_json::to_writer(&mut content, user).map_err(|e| e.to_string())?;
-                upsert.bind_text(2, &user.external_id)?;
-                upsert.bind_text(3, platform_id)?;
-                upsert.bind_blob(4, &user.content_hash())?;
-                upsert.bind_int(5, user.active as i64)?;
-                // serde_json writes UTF-8 only.
-                upsert.bind_text(6, std::str::from_utf8(&content).map_err(|e| e.to_string())?)?;
-                upsert.step()?;
-                upsert.reset();
-            }
-            SnapshotWrite::MarkInactive { external_id } => {
-                // The stored hash is of the active content; recompute it inactive so the
-                // person reappearing active in a later file reads as a reactivation.
-                let mut get = db.prepare("SELECT content FROM snapshot WHERE connector = ?1 AND external_id = ?2")?;
-                get.bind_text(1, connector)?;
-                get.bind_text(2, external_id)?;
-                let found = if get.step()? { serde_json::from_slice::<User>(get.blob(0)).ok() } else { None };
-                drop(get);
-                if let Some(mut u) = found {
-                    u.active = false;
-                    let mut set =
-                        db.prepare("UPDATE snapshot SET active = 0, hash = ?1, content = ?2 WHERE connector = ?3 AND external_id = ?4")?;
-                    set.bind_blob(1, &u.content_hash())?;
-                    set.bind_text(2, &serde_json::to_string(&u).map_err(|e| e.to_string())?)?;
-                    set.bind_text(3, connector)?;
-                    set.bind_text(4, external_id)?;
-                    set.step()?;
-                }
-            }
-            SnapshotWrite::Remove { external_id } => {
-                let mut del = db.prepare("DELETE FROM snapshot WHERE connector = ?1 AND external_id = ?2")?;
-                del.bind_text(1, connector)?;
-                del.bind_text(2, external_id)?;
-                del.step()?;
-            }
-        }
-    }
-    Ok(())
 }
