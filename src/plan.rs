@@ -248,6 +248,9 @@ pub struct Plan {
     /// Known people absent from or inactive in the file, when the plan has creates: a
     /// create with one's email is a re-hire (`settle`, once their emails are read).
     pub dormant: Vec<Dormant>,
+    /// Accounts of other connectors' people with the id of one of this plan's creates:
+    /// platform id → (connector, external id). A 409 that finds one is a conflict.
+    pub claimed: HashMap<String, (String, String)>,
 }
 
 impl Plan {
@@ -480,10 +483,11 @@ pub struct Settle<'a> {
     pub id_rule: IdRule,
 }
 
-/// Settles the creates of a plan: a new id that is another connector's person is a
-/// conflict; a new id whose email is a dormant person's account is a re-hire, which takes
-/// that account (the leaver's own operation goes: one account, one operation per run) or,
-/// with rehire = "conflict", is reported. Pure: the emails and other snapshots are inputs.
+/// Settles the creates of a plan. A new id that is also another connector's person has
+/// that account marked as not to be adopted (`Plan::claimed`). A new id whose email is a
+/// dormant person's account is a re-hire, which takes that account (the leaver's own
+/// operation goes: one account, one operation per run) or, with rehire = "conflict", is
+/// reported. Pure: the emails and other snapshots are inputs.
 pub fn settle(p: &mut Plan, s: Settle) {
     let creates = p.ops.iter().any(|o| matches!(o, Op::Create { .. }));
     if !creates {
@@ -503,10 +507,11 @@ pub fn settle(p: &mut Plan, s: Settle) {
             continue;
         };
         let external_id = user.external_id.to_string();
+        // Another connector's person with this id may be what a 409 finds: the push must
+        // not adopt that account. The create itself goes: the id may be another person's
+        // (another customer on the same platform), whose create succeeds.
         if let Some((c, x, pid)) = theirs.get(s.id_rule.key(&external_id).as_ref()) {
-            let bound = Bound::OtherConnector { connector: c.to_string(), external_id: x.to_string() };
-            p.conflicts.push(Conflict { external_id, line, platform_id: pid.to_string(), bound });
-            continue;
+            p.claimed.insert(pid.to_string(), (c.to_string(), x.to_string()));
         }
         let Some(&i) = by_name.get(&user.user_name().to_lowercase()).filter(|i| !used[**i]) else {
             out.push((Op::Create { user }, line));
@@ -1075,20 +1080,21 @@ mod tests {
     }
 
     #[test]
-    fn an_active_person_is_no_rehire_and_other_connectors_keep_their_people() {
+    fn an_active_person_is_no_rehire_and_other_connectors_keep_their_accounts() {
         // The email belongs to someone active in the file: a plain create (its 409 decides).
         let (p, names) = rehire_case(Some(true), true, OnMissing::Deactivate);
         assert!(p.dormant.is_empty());
         let p = settled(p, &names, Rehire::Rekey);
         assert_eq!(shape(&p), vec![(OpKind::Create, String::new(), "new".into())]);
-        // A new id another connector holds is its person: a conflict, never a create.
+        // A new id another connector holds: that connector's account is not to be adopted.
         let bamboo: Snapshot = [("NEW".to_string(), entry(&user("NEW", true, "x"), "PB"))].into_iter().collect();
         let others = Others { snapshots: vec![("bamboo", &bamboo)] };
         let mut p = run(Case { users: vec![user("new", true, "x")], ..base() });
         settle(&mut p, Settle { others: &others, names: &HashMap::new(), rehire: Rehire::Rekey, id_rule: IdRule::default() });
-        assert!(p.ops.is_empty());
-        assert_eq!(p.conflicts[0].bound, Bound::OtherConnector { connector: "bamboo".into(), external_id: "NEW".into() });
-        assert_eq!(p.conflicts[0].platform_id, "PB");
+        assert_eq!(shape(&p), vec![(OpKind::Create, String::new(), "new".into())], "another customer's 1001 is not ours: created");
+        let claimed: HashMap<String, (String, String)> =
+            [("PB".to_string(), ("bamboo".to_string(), "NEW".to_string()))].into_iter().collect();
+        assert_eq!(p.claimed, claimed, "but its 409 may not adopt bamboo's account");
     }
 
     #[test]

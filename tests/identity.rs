@@ -110,6 +110,14 @@ fn a_rehire_of_someone_inactive_in_the_file_and_rehire_conflict() {
     assert_eq!(after.len(), 2, "{after:?}");
     assert_eq!(after["E0000009"]["id"], before["E0000001"]["id"]);
     assert_eq!(after["E0000009"]["active"], true);
+
+    // The leaver's row stays in the export: they have no account of their own now, and the
+    // new id's is left alone — no conflict, nothing written.
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("unchanged", 3), ("conflicts", 0), ("created", 0), ("failed", 0)]);
+    assert_eq!(people(&r), 3, "{r}");
+    assert_eq!(by_external_id(&scim), after);
 }
 
 #[test]
@@ -167,7 +175,7 @@ fn a_second_connector_takes_the_first_ones_people_only_with_adopt_from() {
     assert_eq!(code, 0, "{r}");
     let before = by_external_id(&scim);
 
-    p.add_connector("globex", "");
+    p.add_connector("globex", "max_deactivations = \"100%\"");
     let (code, r) = p.sync_json_of("globex", &[]);
     assert_eq!(code, 0, "{r}");
     counts(&r, &[("conflicts", 2), ("adopted", 0), ("created", 0), ("updated", 0)]);
@@ -176,14 +184,38 @@ fn a_second_connector_takes_the_first_ones_people_only_with_adopt_from() {
     assert!(msg.contains("acme") && msg.contains("adopt_from"), "{msg}");
     assert_eq!(by_external_id(&scim), before, "acme's people are untouched");
 
+    // Once globex has people of its own, acme's reach it as creates: their 409s find acme's
+    // accounts, which are not taken either.
+    let own = p.path().join("globex-own.csv");
+    std::fs::write(&own, format!("{}\n{}\n", support::project::HEADER, row(5, "ann5@example.com", true, "Sales"))).unwrap();
+    let (code, r) = p.sync_json_of("globex", &["--file", own.to_str().unwrap()]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("created", 1)]);
+    let both = p.path().join("globex-both.csv");
+    let mut body = String::from(support::project::HEADER);
+    for r in rows(2).into_iter().chain([row(5, "ann5@example.com", true, "Sales")]) {
+        body.push('\n');
+        body.push_str(&r);
+    }
+    std::fs::write(&both, body + "\n").unwrap();
+    let (code, r) = p.sync_json_of("globex", &["--file", both.to_str().unwrap()]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("conflicts", 2), ("adopted", 0), ("created", 0), ("unchanged", 1), ("failed", 0)]);
+    assert_eq!(people(&r), 3, "{r}");
+    assert!(r["errors"].to_string().contains("adopt_from"), "{r}");
+    let mut now = by_external_id(&scim);
+    now.remove("E0000005");
+    assert_eq!(now, before, "acme's people are untouched");
+
     // A migration names the connector it takes over from.
-    p.set_last_sync_section("globex", "adopt_from = [\"acme\"]");
+    p.set_last_sync_section("globex", "adopt_from = [\"acme\"]\nmax_deactivations = \"100%\"");
     let (code, r) = p.sync_json_of("globex", &["--force"]);
     assert_eq!(code, 0, "{r}");
     counts(&r, &[("adopted", 2), ("conflicts", 0), ("created", 0)]);
-    assert_eq!(people(&r), 2, "{r}");
+    // E5 of globex's own file is absent from this one, and deactivated.
+    assert_eq!(people(&r), 2 + 1, "{r}");
     let after = by_external_id(&scim);
-    assert_eq!(after.len(), 2, "one account per person: {after:?}");
+    assert_eq!(after.len(), 3, "one account per person: {after:?}");
     for (ext, u) in &before {
         assert_eq!(after[ext]["id"], u["id"], "{ext}: the same account");
     }

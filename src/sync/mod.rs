@@ -242,7 +242,7 @@ impl<S: StateStore> Job<'_, S> {
         }
         .map_err(RunError::from_error)?;
         tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
-        let platform = self.connect_platform().await?;
+        let mut platform = self.connect_platform().await?;
         let existing = self.existing_users(platform.as_ref(), &snapshot).await?;
         // Other connectors' people, when this plan may take accounts: matched platform users
         // now, creates (which may meet them on a 409) after planning.
@@ -254,6 +254,7 @@ impl<S: StateStore> Job<'_, S> {
         };
         drop_in_background(snapshot);
         if let Some(stop) = &plan.stop {
+            self.count_identities(&plan);
             return Err(self.stopped(stop));
         }
         if plan.ops.iter().any(|o| matches!(o, plan::Op::Create { .. })) {
@@ -261,6 +262,9 @@ impl<S: StateStore> Job<'_, S> {
                 others = Some(self.other_snapshots().await?);
             }
             self.settle(&mut plan, others.as_deref().unwrap_or_default()).await?;
+            if let Some(p) = platform.as_mut() {
+                p.set_claimed(std::mem::take(&mut plan.claimed));
+            }
         }
         drop_in_background(others);
         self.count_identities(&plan);
@@ -435,7 +439,7 @@ impl<S: StateStore> Job<'_, S> {
     /// counted once.
     fn count_identities(&mut self, plan: &Plan) {
         self.report.counts.unchanged = plan.unchanged + plan.ignored + plan.held;
-        self.report.counts.conflicts += plan.conflicts.len() as u64;
+        self.report.counts.conflicts = plan.conflicts.len() as u64;
         for c in &plan.conflicts {
             if self.report.errors.len() < MAX_REPORTED_ERRORS {
                 self.report.errors.push(crate::model::RowError {

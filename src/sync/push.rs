@@ -143,10 +143,19 @@ impl<S: StateStore> Job<'_, S> {
     fn record_failure(&mut self, op: &Op, f: OpFailure, lines: &HashMap<String, u64>) {
         // A create answered 409 that was not adopted: the account is someone else's (the
         // platform's binding rule, `writes::adopt`). A person must act; retrying cannot help.
-        if matches!(op, Op::Create { .. }) && f.status == Some(409) {
-            self.report.counts.conflicts += 1;
-        } else {
-            self.report.counts.failed += 1;
+        match op {
+            // An inactive person without an account of their own (a re-hired leaver still
+            // listed, whose email's account is now their new id's): nothing to deactivate.
+            Op::Create { user } if f.status == Some(409) && !user.active => {
+                self.report.counts.unchanged += 1;
+                self.note(format!(
+                    "{}: inactive, and the account with their email is someone else's; left as it is ({})",
+                    user.external_id, f.message
+                ));
+                return;
+            }
+            Op::Create { .. } if f.status == Some(409) => self.report.counts.conflicts += 1,
+            _ => self.report.counts.failed += 1,
         }
         if self.report.errors.len() >= MAX_REPORTED_ERRORS {
             return;

@@ -179,6 +179,15 @@ impl Push {
                 ),
             ));
         }
+        if let Some((connector, theirs)) = self.inner.claimed.get(&account.platform_id) {
+            return Ok(Written::refused(
+                Some(409),
+                format!(
+                    "conflict: the platform answered 409 (already exists) and account {} is connector {connector:?}'s person {theirs:?}: left as it is. For a migration from {connector}, add adopt_from = [{connector:?}] to this connector's [sync]",
+                    account.platform_id
+                ),
+            ));
+        }
         let id = account.platform_id;
         Ok(match self.write_content(&id, user, manager, None).await? {
             Written::Applied { platform_id, .. } => Written::Applied { platform_id, adopted: true },
