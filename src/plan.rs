@@ -14,7 +14,7 @@ pub type FastHash = foldhash::fast::RandomState;
 /// The last synced snapshot, by unique id.
 pub type Snapshot = HashMap<String, SnapshotEntry, FastHash>;
 
-use crate::config::{OnMissing, SyncRule};
+use crate::config::{OnMissing, Rehire, SyncRule};
 use crate::model::{IdRule, SourcedUser, User};
 
 /// What the state store remembers of one person.
@@ -32,6 +32,110 @@ pub struct Existing {
     pub platform_id: String,
     pub external_id: Option<String>,
     pub user_name: Option<String>,
+}
+
+/// Whose an account is, when it is not this person's: why nothing was sent for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "bound_to", rename_all = "snake_case")]
+pub enum Bound {
+    /// The account carries another externalId (another person, or a hand-made account).
+    OtherExternalId { external_id: String },
+    /// Another connector's person; `adopt_from` does not name that connector.
+    OtherConnector { connector: String, external_id: String },
+    /// Another person of this file takes the same account in this run.
+    TakenInRun { external_id: String },
+    /// A re-hire (the leaver's email), and rehire = "conflict".
+    Rehire { external_id: String },
+}
+
+/// A person of the file whose account is someone else's: nothing is sent for them and
+/// nothing is rewritten; the report names both ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub external_id: String,
+    /// The file line of the person (0 when unknown).
+    pub line: u64,
+    /// The account they would have taken.
+    pub platform_id: String,
+    pub bound: Bound,
+}
+
+impl Conflict {
+    pub fn message(&self, connector: &str) -> String {
+        let (id, pid) = (&self.external_id, &self.platform_id);
+        match &self.bound {
+            Bound::OtherExternalId { external_id } => format!(
+                "\"{id}\": platform account {pid} matches this person but has externalId \"{external_id}\"; it is someone else's and was left as it is. If it is this person, correct its externalId on the platform; otherwise give this person another email"
+            ),
+            Bound::OtherConnector { connector: other, external_id } => format!(
+                "\"{id}\": platform account {pid} belongs to connector \"{other}\" (as \"{external_id}\") and was left as it is. For a migration from {other}, add adopt_from = [\"{other}\"] to [connectors.{connector}.sync]"
+            ),
+            Bound::TakenInRun { external_id } => format!(
+                "\"{id}\": platform account {pid} is taken by \"{external_id}\" in this run (same externalId or userName); fix the duplicate in the export"
+            ),
+            Bound::Rehire { external_id } => format!(
+                "\"{id}\": a re-hire of \"{external_id}\" (same email, platform account {pid}); left as it is because rehire = \"conflict\". Set rehire = \"rekey\" in [connectors.{connector}.sync] to move the account to the new id"
+            ),
+        }
+    }
+}
+
+/// A re-hire: the account of `old` (a leaver) now belongs to `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rekey {
+    pub new: String,
+    pub old: String,
+    pub platform_id: String,
+}
+
+/// A known person absent from the file or inactive in it, whose account a re-hire may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dormant {
+    pub external_id: String,
+    pub platform_id: String,
+    counted: Counted,
+}
+
+/// Where the plan counted a dormant person, to count them once when a re-hire takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Op,
+    Unchanged,
+    Ignored,
+}
+
+/// Other connectors' snapshots (those `adopt_from` does not name) in the same state store:
+/// the accounts they hold are bound to their people. Read from the state, never the platform.
+#[derive(Default)]
+pub struct Others<'a> {
+    pub snapshots: Vec<(&'a str, &'a Snapshot)>,
+}
+
+impl<'a> Others<'a> {
+    /// platform id → (connector, external id).
+    fn by_platform_id(&self) -> HashMap<&'a str, (&'a str, &'a str), FastHash> {
+        let mut m = HashMap::default();
+        for (c, snap) in &self.snapshots {
+            m.extend(snap.iter().map(|(id, e)| (e.platform_id.as_str(), (*c, id.as_str()))));
+        }
+        m
+    }
+
+    /// normalised external id → (connector, external id, platform id).
+    fn by_key(&self, rule: IdRule) -> HashMap<std::borrow::Cow<'a, str>, (&'a str, &'a str, &'a str), FastHash> {
+        let mut m = HashMap::default();
+        for (c, snap) in &self.snapshots {
+            m.extend(snap.iter().map(|(id, e)| (rule.key(id), (*c, id.as_str(), e.platform_id.as_str()))));
+        }
+        m
+    }
+}
+
+/// Whether two external ids name one person (`IdRule::key`, ids folded as by default): the
+/// platform's 409 path has no mapping at hand and uses this.
+pub fn same_person(a: &str, b: &str) -> bool {
+    let rule = IdRule::default();
+    rule.key(a) == rule.key(b)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +241,16 @@ pub struct Plan {
     /// no readable unique id (`PlanInput::unidentified`): it may be theirs.
     pub held: u64,
     pub stop: Option<Safeguard>,
+    /// People of the file left out: their account is someone else's.
+    pub conflicts: Vec<Conflict>,
+    /// Re-hires: accounts moved from a leaver to a new id (an `Op::Update` with `adopt`).
+    pub rekeyed: Vec<Rekey>,
+    /// Known people absent from or inactive in the file, when the plan has creates: a
+    /// create with one's email is a re-hire (`settle`, once their emails are read).
+    pub dormant: Vec<Dormant>,
+    /// Accounts of other connectors' people with the id of one of this plan's creates:
+    /// platform id → (connector, external id). A 409 that finds one is a conflict.
+    pub claimed: HashMap<String, (String, String)>,
 }
 
 impl Plan {
@@ -174,8 +288,14 @@ pub struct PlanInput<'a> {
     pub id_rule: IdRule,
 }
 
-/// Decides the operations.
+/// Decides the operations, with no other connector in the state.
 pub fn plan(input: PlanInput) -> Plan {
+    plan_with(input, &Others::default())
+}
+
+/// Decides the operations. An existing platform user is adopted only under the binding
+/// rule (`binding`); creates are settled afterwards (`settle`).
+pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
     let mut p = Plan::default();
     let snapshot = input.snapshot;
 
@@ -190,6 +310,13 @@ pub fn plan(input: PlanInput) -> Plan {
         input.existing.iter().filter_map(|e| e.external_id.as_deref().map(|x| (rule.key(x), e))).collect();
     let by_name: HashMap<String, &Existing, FastHash> =
         input.existing.iter().filter_map(|e| e.user_name.as_deref().map(|n| (n.to_lowercase(), e))).collect();
+    // Who holds which account: this connector's people (an interrupted run has a snapshot)
+    // and other connectors' — built only when there are platform users to match.
+    let matching = !input.existing.is_empty();
+    let ours: HashMap<&str, &str, FastHash> =
+        if matching { snapshot.iter().map(|(id, e)| (e.platform_id.as_str(), id.as_str())).collect() } else { HashMap::default() };
+    let theirs = if matching { others.by_platform_id() } else { HashMap::default() };
+    let mut taken: HashMap<String, String, FastHash> = HashMap::default();
 
     // The comparison of each user with the snapshot (a lookup and a content hash) is the
     // bulk of the work; it runs on one thread per core over shares of the file.
@@ -197,9 +324,11 @@ pub fn plan(input: PlanInput) -> Plan {
     let parts = compare_all(input.users, &lookup);
     let mut deactivating = 0u64;
     let mut marks = Vec::with_capacity(parts.len());
+    let mut inactive: Vec<(&String, &SnapshotEntry)> = Vec::new();
     for part in parts {
         p.unchanged += part.unchanged;
         marks.push(part.marks);
+        inactive.extend(part.inactive);
         for seen in part.seen {
             match seen {
                 Seen::Changed(SourcedUser { user, line }, entry) => {
@@ -216,8 +345,20 @@ pub fn plan(input: PlanInput) -> Plan {
                     } else {
                         by_ext.get(rule.key(&user.external_id).as_ref()).or_else(|| by_name.get(&user.user_name().to_lowercase()))
                     };
-                    match found {
-                        Some(e) => ops.push((Op::Update { platform_id: e.platform_id.clone(), user, adopt: true, previous: None }, line)),
+                    // An account of another person of ours is no match here: a re-hire (`settle`)
+                    // or a conflict (the 409 of its create) decides.
+                    let found = found.filter(|e| !ours.contains_key(e.platform_id.as_str()));
+                    match found.map(|e| (e, binding(&user, e, rule, &theirs, &taken))) {
+                        Some((e, Ok(()))) => {
+                            taken.insert(e.platform_id.clone(), user.external_id.to_string());
+                            ops.push((Op::Update { platform_id: e.platform_id.clone(), user, adopt: true, previous: None }, line))
+                        }
+                        Some((e, Err(bound))) => p.conflicts.push(Conflict {
+                            external_id: user.external_id.to_string(),
+                            line,
+                            platform_id: e.platform_id.clone(),
+                            bound,
+                        }),
                         None => ops.push((Op::Create { user }, line)),
                     }
                 }
@@ -229,6 +370,21 @@ pub fn plan(input: PlanInput) -> Plan {
     let mut missing: Vec<(&String, &SnapshotEntry)> = snapshot.iter().filter(|(id, _)| !seen(id)).collect();
     missing.sort_by(|a, b| a.0.cmp(b.0));
     let invalid: HashSet<std::borrow::Cow<'_, str>, FastHash> = input.invalid_ids.iter().map(|i| rule.key(i)).collect();
+    // Only a plan with creates can hold a re-hire: otherwise nobody is dormant.
+    let creating = ops.iter().any(|(o, _)| matches!(o, Op::Create { .. }));
+    let mut dormant = Vec::new();
+    if creating {
+        for (id, entry) in &inactive {
+            dormant.push(Dormant { external_id: id.to_string(), platform_id: entry.platform_id.clone(), counted: Counted::Unchanged });
+        }
+        for (o, _) in &ops {
+            if let Op::Update { platform_id, user, adopt: false, .. } = o
+                && !user.active
+            {
+                dormant.push(Dormant { external_id: user.external_id.to_string(), platform_id: platform_id.clone(), counted: Counted::Op });
+            }
+        }
+    }
     for (id, entry) in missing {
         if invalid.contains(rule.key(id).as_ref()) {
             p.protected += 1;
@@ -238,19 +394,31 @@ pub fn plan(input: PlanInput) -> Plan {
             p.held += 1;
             continue;
         }
-        match input.rule.on_missing {
-            OnMissing::Ignore => p.ignored += 1,
-            OnMissing::Deactivate if !entry.active => p.unchanged += 1,
+        let counted = match input.rule.on_missing {
+            OnMissing::Ignore => {
+                p.ignored += 1;
+                Counted::Ignored
+            }
+            OnMissing::Deactivate if !entry.active => {
+                p.unchanged += 1;
+                Counted::Unchanged
+            }
             OnMissing::Deactivate => {
                 deactivating += 1;
                 ops.push((Op::Deactivate { platform_id: entry.platform_id.clone(), external_id: id.clone() }, 0));
+                Counted::Op
             }
             OnMissing::Delete => {
                 deactivating += 1;
                 ops.push((Op::Delete { platform_id: entry.platform_id.clone(), external_id: id.clone() }, 0));
+                Counted::Op
             }
+        };
+        if creating {
+            dormant.push(Dormant { external_id: id.clone(), platform_id: entry.platform_id.clone(), counted });
         }
     }
+    p.dormant = dormant;
 
     ops.sort_unstable_by(|(a, _), (b, _)| {
         a.kind().cmp_order().cmp(&b.kind().cmp_order()).then_with(|| a.external_id().cmp(b.external_id()))
@@ -283,6 +451,104 @@ pub fn plan(input: PlanInput) -> Plan {
     p
 }
 
+/// The binding rule: `user` may take account `e` only if it has no externalId or the same
+/// one (normalised), is not another connector's, and no other person of this run took it.
+fn binding(
+    user: &User,
+    e: &Existing,
+    rule: IdRule,
+    theirs: &HashMap<&str, (&str, &str), FastHash>,
+    taken: &HashMap<String, String, FastHash>,
+) -> Result<(), Bound> {
+    if let Some(x) = e.external_id.as_deref().filter(|x| !x.trim().is_empty())
+        && rule.key(x) != rule.key(&user.external_id)
+    {
+        return Err(Bound::OtherExternalId { external_id: x.to_string() });
+    }
+    if let Some((c, x)) = theirs.get(e.platform_id.as_str()) {
+        return Err(Bound::OtherConnector { connector: c.to_string(), external_id: x.to_string() });
+    }
+    if let Some(x) = taken.get(&e.platform_id) {
+        return Err(Bound::TakenInRun { external_id: x.clone() });
+    }
+    Ok(())
+}
+
+/// What `settle` needs beyond the plan, read at the edge.
+pub struct Settle<'a> {
+    pub others: &'a Others<'a>,
+    /// The stored userName of dormant people (`Plan::dormant`), by external id.
+    pub names: &'a HashMap<String, String>,
+    pub rehire: Rehire,
+    pub id_rule: IdRule,
+}
+
+/// Settles the creates of a plan. A new id that is also another connector's person has
+/// that account marked as not to be adopted (`Plan::claimed`). A new id whose email is a
+/// dormant person's account is a re-hire, which takes that account (the leaver's own
+/// operation goes: one account, one operation per run) or, with rehire = "conflict", is
+/// reported. Pure: the emails and other snapshots are inputs.
+pub fn settle(p: &mut Plan, s: Settle) {
+    let creates = p.ops.iter().any(|o| matches!(o, Op::Create { .. }));
+    if !creates {
+        return;
+    }
+    let theirs = s.others.by_key(s.id_rule);
+    let by_name: HashMap<String, usize, FastHash> =
+        p.dormant.iter().enumerate().filter_map(|(i, d)| s.names.get(&d.external_id).map(|n| (n.to_lowercase(), i))).collect();
+    let mut used = vec![false; p.dormant.len()];
+    let mut leavers: HashSet<String> = HashSet::new();
+    let ops = std::mem::take(&mut p.ops);
+    let lines = std::mem::take(&mut p.lines);
+    let mut out: Vec<(Op, u64)> = Vec::with_capacity(ops.len());
+    for (op, line) in ops.into_iter().zip(lines) {
+        let Op::Create { user } = op else {
+            out.push((op, line));
+            continue;
+        };
+        let external_id = user.external_id.to_string();
+        // Another connector's person with this id may be what a 409 finds: the push must
+        // not adopt that account. The create itself goes: the id may be another person's
+        // (another customer on the same platform), whose create succeeds.
+        if let Some((c, x, pid)) = theirs.get(s.id_rule.key(&external_id).as_ref()) {
+            p.claimed.insert(pid.to_string(), (c.to_string(), x.to_string()));
+        }
+        let Some(&i) = by_name.get(&user.user_name().to_lowercase()).filter(|i| !used[**i]) else {
+            out.push((Op::Create { user }, line));
+            continue;
+        };
+        used[i] = true;
+        let d = &p.dormant[i];
+        match s.rehire {
+            Rehire::Rekey => {
+                p.rekeyed.push(Rekey { new: external_id, old: d.external_id.clone(), platform_id: d.platform_id.clone() });
+                out.push((Op::Update { platform_id: d.platform_id.clone(), user, adopt: true, previous: None }, line));
+                // The leaver keeps no account of their own: counted once, as unchanged.
+                match d.counted {
+                    Counted::Op => {
+                        leavers.insert(d.external_id.clone());
+                        p.unchanged += 1;
+                    }
+                    Counted::Unchanged => {}
+                    Counted::Ignored => {
+                        p.ignored -= 1;
+                        p.unchanged += 1;
+                    }
+                }
+            }
+            Rehire::Conflict => {
+                let bound = Bound::Rehire { external_id: d.external_id.clone() };
+                p.conflicts.push(Conflict { external_id, line, platform_id: d.platform_id.clone(), bound });
+            }
+        }
+    }
+    out.retain(|(op, _)| matches!(op, Op::Create { .. }) || !leavers.contains(op.external_id()));
+    out.sort_unstable_by(|(a, _), (b, _)| {
+        a.kind().cmp_order().cmp(&b.kind().cmp_order()).then_with(|| a.external_id().cmp(b.external_id()))
+    });
+    (p.ops, p.lines) = out.into_iter().unzip();
+}
+
 /// A snapshot key's identity while the snapshot is borrowed: its address. Unique per entry
 /// and stable, so marking a million keys as seen costs an integer hash each instead of
 /// hashing and comparing the id strings again.
@@ -305,6 +571,8 @@ struct Compared<'s> {
     unchanged: u64,
     /// The snapshot keys this share mentions (`mark`).
     marks: HashSet<usize, FastHash>,
+    /// Unchanged people inactive in the file (a re-hire may take their account).
+    inactive: Vec<(&'s String, &'s SnapshotEntry)>,
 }
 
 /// Below this many users one thread is quicker than starting others.
@@ -357,6 +625,7 @@ fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
     let mut part = Compared {
         seen: Vec::new(),
         unchanged: 0,
+        inactive: Vec::new(),
         marks: HashSet::with_capacity_and_hasher(lookup.snapshot.len().min(users.len()), FastHash::default()),
     };
     for mut u in users {
@@ -369,6 +638,9 @@ fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
                 }
                 if entry.hash == u.user.content_hash() {
                     part.unchanged += 1;
+                    if !entry.active {
+                        part.inactive.push((key, entry));
+                    }
                 } else {
                     part.seen.push(Seen::Changed(u, entry));
                 }
@@ -414,7 +686,12 @@ mod tests {
         SnapshotEntry { platform_id: pid.into(), hash: u.content_hash(), active: u.active }
     }
     fn rule(on_missing: OnMissing, max_deact: &str) -> SyncRule {
-        SyncRule { on_missing, max_deactivations: Limit::parse(max_deact).unwrap(), max_invalid: Limit::Percent(5.0) }
+        SyncRule {
+            on_missing,
+            max_deactivations: Limit::parse(max_deact).unwrap(),
+            max_invalid: Limit::Percent(5.0),
+            ..SyncRule::default()
+        }
     }
 
     struct Case {
@@ -642,6 +919,182 @@ mod tests {
         assert!(matches!(&p.ops[0], Op::Create { user } if user.external_id == "c"));
         assert!(matches!(&p.ops[1], Op::Update { platform_id, adopt: true, .. } if platform_id == "P-A"));
         assert!(matches!(&p.ops[2], Op::Update { platform_id, adopt: true, .. } if platform_id == "P-B"));
+    }
+
+    fn ext(pid: &str, external_id: Option<&str>, user_name: Option<&str>) -> Existing {
+        Existing { platform_id: pid.into(), external_id: external_id.map(Into::into), user_name: user_name.map(Into::into) }
+    }
+
+    /// (kind, platform id or "", external id) of each op: what a table test compares.
+    fn shape(p: &Plan) -> Vec<(OpKind, String, String)> {
+        p.ops
+            .iter()
+            .map(|o| {
+                let pid = match o {
+                    Op::Create { .. } => String::new(),
+                    Op::Update { platform_id, .. } | Op::Deactivate { platform_id, .. } | Op::Delete { platform_id, .. } => {
+                        platform_id.clone()
+                    }
+                };
+                (o.kind(), pid, o.external_id().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adoption_binds_only_free_or_same_id_accounts() {
+        struct T {
+            name: &'static str,
+            existing: Vec<Existing>,
+            /// (kind, platform id) of the one op for "a", or None with the conflict's bound.
+            want: Result<(OpKind, &'static str), Bound>,
+        }
+        let table = [
+            T { name: "same id", existing: vec![ext("P1", Some("a"), None)], want: Ok((OpKind::Update, "P1")) },
+            T { name: "same id, other spelling", existing: vec![ext("P1", Some(" A "), None)], want: Ok((OpKind::Update, "P1")) },
+            T {
+                name: "by userName, no externalId",
+                existing: vec![ext("P1", None, Some("A@EXAMPLE.com"))],
+                want: Ok((OpKind::Update, "P1")),
+            },
+            T {
+                name: "by userName, empty externalId",
+                existing: vec![ext("P1", Some(""), Some("a@example.com"))],
+                want: Ok((OpKind::Update, "P1")),
+            },
+            T {
+                name: "by userName, another externalId: a takeover",
+                existing: vec![ext("P9", Some("admin-1"), Some("a@example.com"))],
+                want: Err(Bound::OtherExternalId { external_id: "admin-1".into() }),
+            },
+            T {
+                name: "another connector's person",
+                existing: vec![ext("PB", Some("a"), Some("a@example.com"))],
+                want: Err(Bound::OtherConnector { connector: "bamboo".into(), external_id: "a".into() }),
+            },
+            T {
+                name: "nothing on the platform",
+                existing: vec![ext("PX", Some("x"), Some("x@example.com"))],
+                want: Ok((OpKind::Create, "")),
+            },
+        ];
+        let bamboo: Snapshot = [("a".to_string(), entry(&user("a", true, "x"), "PB"))].into_iter().collect();
+        for t in table {
+            let c = Case { users: vec![user("a", true, "x")], existing: t.existing, ..base() };
+            let others = Others { snapshots: vec![("bamboo", &bamboo)] };
+            let snapshot = Snapshot::default();
+            let p = plan_with(
+                PlanInput {
+                    snapshot: &snapshot,
+                    users: c.users.into_iter().map(|u| SourcedUser { user: Box::new(u), line: 2 }).collect(),
+                    invalid_ids: &HashSet::new(),
+                    unidentified: &[],
+                    rows: 1,
+                    invalid: 0,
+                    existing: &c.existing,
+                    rule: &c.rule,
+                    allow_mass_change: false,
+                    id_rule: IdRule::default(),
+                },
+                &others,
+            );
+            match t.want {
+                Ok((kind, pid)) => {
+                    assert_eq!(shape(&p), vec![(kind, pid.to_string(), "a".to_string())], "{}", t.name);
+                    assert!(p.conflicts.is_empty(), "{}", t.name);
+                }
+                Err(bound) => {
+                    assert!(p.ops.is_empty(), "{}: nothing is sent: {:?}", t.name, p.ops);
+                    assert_eq!(p.conflicts.len(), 1, "{}", t.name);
+                    assert_eq!(p.conflicts[0].bound, bound, "{}", t.name);
+                    assert_eq!(p.conflicts[0].external_id, "a", "{}", t.name);
+                    assert!(p.conflicts[0].message("acme").contains("\"a\""), "{}: both ids", t.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn two_people_of_one_file_never_take_one_account() {
+        // "b" has no email of its own here: both rows name a@example.com.
+        let mut b = user("b", true, "x");
+        b.email = Some("a@example.com".into());
+        let p = run(Case { users: vec![user("a", true, "x"), b], existing: vec![ext("P1", None, Some("a@example.com"))], ..base() });
+        assert_eq!(shape(&p), vec![(OpKind::Update, "P1".into(), "a".into())]);
+        assert_eq!(p.conflicts.len(), 1);
+        assert_eq!(p.conflicts[0].bound, Bound::TakenInRun { external_id: "a".into() });
+    }
+
+    /// A re-hire: "new" has the email of "old", who is absent from or inactive in the file.
+    fn rehire_case(old_in_file: Option<bool>, old_active: bool, on_missing: OnMissing) -> (Plan, HashMap<String, String>) {
+        let old = user("old", old_active, "x");
+        let mut new = user("new", true, "x");
+        new.email = Some("old@example.com".into());
+        let mut users = vec![new, user("k", true, "x")];
+        if let Some(active) = old_in_file {
+            users.push(user("old", active, "x"));
+        }
+        let p =
+            run(Case { snapshot: vec![(old, "P-OLD"), (user("k", true, "x"), "P-K")], users, rule: rule(on_missing, "100%"), ..base() });
+        let names = [("old".to_string(), "Old@Example.com".to_string())].into_iter().collect();
+        (p, names)
+    }
+
+    fn settled(mut p: Plan, names: &HashMap<String, String>, rehire: Rehire) -> Plan {
+        settle(&mut p, Settle { others: &Others::default(), names, rehire, id_rule: IdRule::default() });
+        p
+    }
+
+    #[test]
+    fn a_rehire_takes_the_leavers_account_and_nothing_else_touches_it() {
+        // (how the leaver appears, on_missing, the leaver's op before settling)
+        let table = [
+            ("absent, active", None, true, OnMissing::Deactivate, Some(OpKind::Deactivate)),
+            ("absent, deleted", None, true, OnMissing::Delete, Some(OpKind::Delete)),
+            ("absent, already inactive", None, false, OnMissing::Deactivate, None),
+            ("absent, ignored", None, true, OnMissing::Ignore, None),
+            ("inactive in the file", Some(false), true, OnMissing::Deactivate, Some(OpKind::Deactivate)),
+            ("inactive in the file, already", Some(false), false, OnMissing::Deactivate, None),
+        ];
+        for (name, in_file, active, on_missing, leaver_op) in table {
+            let (p, names) = rehire_case(in_file, active, on_missing);
+            assert_eq!(p.count(OpKind::Create), 1, "{name}");
+            assert_eq!(p.ops.iter().filter(|o| o.external_id() == "old").map(Op::kind).next(), leaver_op, "{name}");
+            let people = |p: &Plan| p.ops.len() as u64 + p.unchanged + p.ignored + p.conflicts.len() as u64;
+            let before = people(&p);
+            let p = settled(p, &names, Rehire::Rekey);
+            assert_eq!(shape(&p), vec![(OpKind::Update, "P-OLD".into(), "new".into())], "{name}: one op, to the old account");
+            assert!(matches!(&p.ops[0], Op::Update { adopt: true, user, .. } if user.active), "{name}");
+            assert_eq!(p.rekeyed, vec![Rekey { new: "new".into(), old: "old".into(), platform_id: "P-OLD".into() }], "{name}");
+            assert_eq!(people(&p), before, "{name}: everyone still counted once");
+        }
+    }
+
+    #[test]
+    fn rehire_conflict_reports_and_leaves_the_leaver_be() {
+        let (p, names) = rehire_case(None, true, OnMissing::Deactivate);
+        let p = settled(p, &names, Rehire::Conflict);
+        assert_eq!(shape(&p), vec![(OpKind::Deactivate, "P-OLD".into(), "old".into())]);
+        assert_eq!(p.conflicts[0].bound, Bound::Rehire { external_id: "old".into() });
+        assert!(p.rekeyed.is_empty());
+    }
+
+    #[test]
+    fn an_active_person_is_no_rehire_and_other_connectors_keep_their_accounts() {
+        // The email belongs to someone active in the file: a plain create (its 409 decides).
+        let (p, names) = rehire_case(Some(true), true, OnMissing::Deactivate);
+        assert!(p.dormant.is_empty());
+        let p = settled(p, &names, Rehire::Rekey);
+        assert_eq!(shape(&p), vec![(OpKind::Create, String::new(), "new".into())]);
+        // A new id another connector holds: that connector's account is not to be adopted.
+        let bamboo: Snapshot = [("NEW".to_string(), entry(&user("NEW", true, "x"), "PB"))].into_iter().collect();
+        let others = Others { snapshots: vec![("bamboo", &bamboo)] };
+        let mut p = run(Case { users: vec![user("new", true, "x")], ..base() });
+        settle(&mut p, Settle { others: &others, names: &HashMap::new(), rehire: Rehire::Rekey, id_rule: IdRule::default() });
+        assert_eq!(shape(&p), vec![(OpKind::Create, String::new(), "new".into())], "another customer's 1001 is not ours: created");
+        let claimed: HashMap<String, (String, String)> =
+            [("PB".to_string(), ("bamboo".to_string(), "NEW".to_string()))].into_iter().collect();
+        assert_eq!(p.claimed, claimed, "but its 409 may not adopt bamboo's account");
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub enum RunOutcome {
     Failed,
 }
 
+/// What a run did, one person in one count: created + adopted + rekeyed + updated +
+/// deactivated + deleted + unchanged + failed + conflicts = valid rows + people absent from
+/// the file (`Counts::people`). Absentees left alone (on_missing = ignore, or held by an
+/// unreadable row) are unchanged; so is a re-hired leaver, whose account the new id took.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub rows: u64,
@@ -22,8 +26,32 @@ pub struct Counts {
     pub updated: u64,
     pub deactivated: u64,
     pub deleted: u64,
+    /// Platform accounts taken over (first sync, 409 on create), bound to their person.
+    #[serde(default)]
+    pub adopted: u64,
+    /// Re-hires: a leaver's account moved to their new id.
+    #[serde(default)]
+    pub rekeyed: u64,
+    /// People left out because their account is someone else's (see errors).
+    #[serde(default)]
+    pub conflicts: u64,
     pub unchanged: u64,
     pub failed: u64,
+}
+
+impl Counts {
+    /// Every person counted once: the sum of the outcome counts.
+    pub fn people(&self) -> u64 {
+        self.created
+            + self.adopted
+            + self.rekeyed
+            + self.updated
+            + self.deactivated
+            + self.deleted
+            + self.unchanged
+            + self.failed
+            + self.conflicts
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

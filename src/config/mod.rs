@@ -298,16 +298,38 @@ pub enum OnMissing {
     Ignore,
 }
 
+/// `sync.rehire`: what a new id whose email is the account of a person absent from (or
+/// inactive in) the file does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rehire {
+    /// The account moves to the new id and stays active (`rekeyed`).
+    #[default]
+    Rekey,
+    /// Nothing is rewritten; the new id is reported as a conflict.
+    Conflict,
+}
+
 #[derive(Debug, Clone)]
 pub struct SyncRule {
     pub on_missing: OnMissing,
     pub max_deactivations: Limit,
     pub max_invalid: Limit,
+    /// Connectors whose accounts this one may adopt (a migration from them); any other
+    /// connector's account is a conflict.
+    pub adopt_from: Vec<String>,
+    pub rehire: Rehire,
 }
 
 impl Default for SyncRule {
     fn default() -> Self {
-        SyncRule { on_missing: OnMissing::Deactivate, max_deactivations: Limit::Percent(10.0), max_invalid: Limit::Percent(5.0) }
+        SyncRule {
+            on_missing: OnMissing::Deactivate,
+            max_deactivations: Limit::Percent(10.0),
+            max_invalid: Limit::Percent(5.0),
+            adopt_from: Vec::new(),
+            rehire: Rehire::Rekey,
+        }
     }
 }
 
@@ -691,7 +713,21 @@ fn check_sync(ck: &mut Checker, key: &str, s: RawSync) -> SyncRule {
         on_missing: ck.value(&format!("{key}.sync.on_missing"), s.on_missing).unwrap_or(d.on_missing),
         max_deactivations: ck.value(&format!("{key}.sync.max_deactivations"), s.max_deactivations).unwrap_or(d.max_deactivations),
         max_invalid: ck.value(&format!("{key}.sync.max_invalid"), s.max_invalid).unwrap_or(d.max_invalid),
+        adopt_from: check_adopt_from(ck, key, s.adopt_from),
+        rehire: ck.value(&format!("{key}.sync.rehire"), s.rehire).unwrap_or(d.rehire),
     }
+}
+
+/// `adopt_from` names other connectors: naming this one would make every account its own.
+fn check_adopt_from(ck: &mut Checker, key: &str, names: Vec<String>) -> Vec<String> {
+    let me = key.strip_prefix("connectors.").unwrap_or(key);
+    if names.iter().any(|n| n == me) {
+        ck.problem(
+            &format!("{key}.sync.adopt_from"),
+            format!("names this connector itself (\"{me}\"); list the connectors whose accounts it may take over, e.g. [\"bamboo\"]"),
+        );
+    }
+    names.into_iter().filter(|n| n != me).collect()
 }
 
 #[cfg(test)]
@@ -837,6 +873,19 @@ mod tests {
                 format!("connectors.a.file.after: expected \"keep\", \"delete\" or \"move:/folder/\"; got \"{v}\"{hint}")
             );
         }
+    }
+
+    #[test]
+    fn sync_adopt_from_and_rehire() {
+        let c = connector(&load(&file("", "", "", ""))).sync.clone();
+        assert_eq!((c.adopt_from.len(), c.rehire), (0, Rehire::Rekey), "defaults: adopt from nobody, re-key re-hires");
+        let c = connector(&load(&file("", "", "", "adopt_from = [\"bamboo\"]\nrehire = \"conflict\""))).sync.clone();
+        assert_eq!((c.adopt_from, c.rehire), (vec!["bamboo".to_string()], Rehire::Conflict));
+        assert!(only_problem(&load(&file("", "", "", "rehire = \"merge\""))).starts_with("connectors.a.sync.rehire: expected \"rekey\""));
+        assert!(
+            only_problem(&load(&file("", "", "", "adopt_from = [\"a\"]")))
+                .starts_with("connectors.a.sync.adopt_from: names this connector")
+        );
     }
 
     #[test]

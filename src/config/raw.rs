@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::units::{HumanDuration, Limit, Size};
 use super::word::{self, Parsed, WordError};
-use super::{After, Format, OnMissing, Pick};
+use super::{After, Format, OnMissing, Pick, Rehire};
 
 /// `platform.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -226,6 +226,13 @@ pub struct RawSync {
     /// Invalid rows tolerated before the run stops: a count or a percent of rows
     /// (default "5%").
     pub max_invalid: Option<Parsed<Limit>>,
+    /// Connectors whose platform accounts this one may adopt (a migration), e.g. ["bamboo"].
+    /// Any other connector's account is a conflict, never taken over.
+    #[serde(default)]
+    pub adopt_from: Vec<String>,
+    /// A new id whose email is the account of a leaver: "rekey" (default) moves the account
+    /// to the new id; "conflict" reports it instead.
+    pub rehire: Option<Parsed<Rehire>>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.

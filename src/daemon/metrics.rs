@@ -23,6 +23,8 @@ struct Histogram {
 struct Inner {
     runs: BTreeMap<(String, &'static str), u64>,
     pushed: BTreeMap<(String, &'static str), u64>,
+    /// Every person of a run in one outcome (`Counts::people`), so the outcomes add up.
+    people: BTreeMap<(String, &'static str), u64>,
     last_success: BTreeMap<String, i64>,
     durations: BTreeMap<String, Histogram>,
     retries: BTreeMap<String, u64>,
@@ -61,9 +63,20 @@ impl Metrics {
         *m.runs.entry((r.connector.clone(), outcome_label(r.outcome))).or_default() += 1;
         if !r.dry_run {
             let c = &r.counts;
-            for (op, n) in [("created", c.created), ("updated", c.updated), ("deactivated", c.deactivated), ("deleted", c.deleted)] {
+            let pushed = [
+                ("created", c.created),
+                ("adopted", c.adopted),
+                ("rekeyed", c.rekeyed),
+                ("updated", c.updated),
+                ("deactivated", c.deactivated),
+                ("deleted", c.deleted),
+            ];
+            for (op, n) in pushed {
                 // Touch every operation so the series exist (at 0) from the first run.
                 *m.pushed.entry((r.connector.clone(), op)).or_default() += n;
+            }
+            for (outcome, n) in pushed.into_iter().chain([("unchanged", c.unchanged), ("failed", c.failed), ("conflicts", c.conflicts)]) {
+                *m.people.entry((r.connector.clone(), outcome)).or_default() += n;
             }
         }
         if matches!(r.outcome, RunOutcome::Ok | RunOutcome::NoNewFile) {
@@ -97,6 +110,7 @@ impl Metrics {
         let mut m = self.lock();
         m.runs.retain(|(c, _), _| c != connector);
         m.pushed.retain(|(c, _), _| c != connector);
+        m.people.retain(|(c, _), _| c != connector);
         m.last_success.remove(connector);
         m.durations.remove(connector);
         m.retries.remove(connector);
@@ -121,6 +135,15 @@ impl Metrics {
         head(&mut o, "rostersync_users_pushed_total", "counter", "People pushed to the platform, by connector and operation.");
         for ((c, op), n) in &m.pushed {
             let _ = writeln!(o, "rostersync_users_pushed_total{{connector=\"{}\",operation=\"{op}\"}} {n}", esc(c));
+        }
+        head(
+            &mut o,
+            "rostersync_people_total",
+            "counter",
+            "People of runs by connector and outcome; a run's outcomes add up to its valid rows plus the people absent from its file.",
+        );
+        for ((c, out), n) in &m.people {
+            let _ = writeln!(o, "rostersync_people_total{{connector=\"{}\",outcome=\"{out}\"}} {n}", esc(c));
         }
         head(&mut o, "rostersync_last_success_timestamp_seconds", "gauge", "End of the connector's last successful run (Unix time).");
         for (c, t) in &m.last_success {
@@ -198,6 +221,9 @@ mod tests {
             "rostersync_users_pushed_total{connector=\"acme\",operation=\"created\"} 3",
             "rostersync_users_pushed_total{connector=\"acme\",operation=\"updated\"} 4",
             "rostersync_users_pushed_total{connector=\"acme\",operation=\"deleted\"} 0",
+            "rostersync_users_pushed_total{connector=\"acme\",operation=\"rekeyed\"} 0",
+            "rostersync_people_total{connector=\"acme\",outcome=\"conflicts\"} 0",
+            "rostersync_people_total{connector=\"acme\",outcome=\"updated\"} 4",
             "rostersync_last_success_timestamp_seconds{connector=\"acme\"} 1795312800",
             "rostersync_run_duration_seconds_bucket{connector=\"acme\",le=\"1\"} 1",
             "rostersync_run_duration_seconds_bucket{connector=\"acme\",le=\"5\"} 2",

@@ -141,6 +141,9 @@ struct Job<'a, S: StateStore> {
     relinking: bool,
     /// Retries left for the whole run, SFTP and SCIM together (`crate::retry`).
     budget: crate::retry::Budget,
+    /// Re-hires of this push: new external id → the leaver whose account it takes (its
+    /// snapshot row goes when the write succeeds).
+    rekeys: HashMap<String, String>,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -176,6 +179,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         unlinked: Vec::new(),
         relinking: false,
         budget: crate::retry::Budget::default(),
+        rekeys: HashMap::new(),
     };
     let holder = lease::holder(opts.origin_or_cli(), &run_id);
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
@@ -240,13 +244,32 @@ impl<S: StateStore> Job<'_, S> {
         }
         .map_err(RunError::from_error)?;
         tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
-        let platform = self.connect_platform().await?;
+        let mut platform = self.connect_platform().await?;
         let existing = self.existing_users(platform.as_ref(), &snapshot).await?;
-        let (mut plan, known) = self.plan(mapped, &snapshot, &existing);
+        // Other connectors' people, when this plan may take accounts: matched platform users
+        // now, creates (which may meet them on a 409) after planning.
+        let mut others = if existing.is_empty() { None } else { Some(self.other_snapshots().await?) };
+        let (mut plan, known) = {
+            let held = others.as_deref().unwrap_or_default();
+            let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
+            self.plan(mapped, &snapshot, &existing, &view)
+        };
         drop_in_background(snapshot);
         if let Some(stop) = &plan.stop {
+            self.count_identities(&plan);
             return Err(self.stopped(stop));
         }
+        if plan.ops.iter().any(|o| matches!(o, plan::Op::Create { .. })) {
+            if others.is_none() {
+                others = Some(self.other_snapshots().await?);
+            }
+            self.settle(&mut plan, others.as_deref().unwrap_or_default()).await?;
+            if let Some(p) = platform.as_mut() {
+                p.set_claimed(std::mem::take(&mut plan.claimed));
+            }
+        }
+        drop_in_background(others);
+        self.count_identities(&plan);
         if self.opts.dry_run {
             self.count_planned(&plan);
             drop_in_background(plan);
@@ -347,29 +370,90 @@ impl<S: StateStore> Job<'_, S> {
 
     /// The plan (pure), less the updates that could only link a manager not there yet, and
     /// the platform ids of the managers the pushed users refer to.
-    fn plan(&mut self, mapped: Mapped, snapshot: &plan::Snapshot, existing: &[Existing]) -> (Plan, HashMap<String, String>) {
+    fn plan(
+        &mut self,
+        mapped: Mapped,
+        snapshot: &plan::Snapshot,
+        existing: &[Existing],
+        others: &plan::Others,
+    ) -> (Plan, HashMap<String, String>) {
         let invalid_ids: HashSet<String> = mapped.errors.iter().filter_map(|e| e.external_id.clone()).collect();
         let unidentified = mapped.unidentified_lines();
-        let mut plan = plan::plan(PlanInput {
-            snapshot,
-            users: mapped.users,
-            invalid_ids: &invalid_ids,
-            unidentified: &unidentified,
-            rows: mapped.rows,
-            invalid: self.report.counts.invalid,
-            existing,
-            rule: &self.conn.sync,
-            allow_mass_change: self.opts.allow_mass_change,
-            id_rule: self.conn.mapping.id_rule(),
-        });
+        let mut plan = plan::plan_with(
+            PlanInput {
+                snapshot,
+                users: mapped.users,
+                invalid_ids: &invalid_ids,
+                unidentified: &unidentified,
+                rows: mapped.rows,
+                invalid: self.report.counts.invalid,
+                existing,
+                rule: &self.conn.sync,
+                allow_mass_change: self.opts.allow_mass_change,
+                id_rule: self.conn.mapping.id_rule(),
+            },
+            others,
+        );
         tracing::debug!(ops = plan.ops.len(), unchanged = plan.unchanged, elapsed = ?self.started.elapsed(), "planned");
         let known = managers::known_managers(&plan.ops, snapshot);
         plan.unchanged += managers::drop_unlinkable(&mut plan.ops, &mut plan.lines, snapshot);
-        self.report.counts.unchanged = plan.unchanged;
         if plan.held > 0 {
             self.report.notes.push(held_note(plan.held, &unidentified));
         }
         (plan, known)
+    }
+
+    /// The snapshots of the connectors whose accounts this one may not take: every other
+    /// connector of the config but those its `adopt_from` names. Never synced ones are empty.
+    async fn other_snapshots(&self) -> Result<Vec<(String, plan::Snapshot)>, RunError> {
+        let mut out = Vec::new();
+        for name in self.cfg.connectors.keys() {
+            if *name == self.conn.name || self.conn.sync.adopt_from.contains(name) {
+                continue;
+            }
+            let snap = self.store.snapshot(name).await.map_err(RunError::from_error)?;
+            if !snap.is_empty() {
+                out.push((name.clone(), snap));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The creates of the plan against other connectors' people and this one's leavers
+    /// (`plan::settle`): the leavers' emails are read from the state here.
+    async fn settle(&mut self, plan: &mut Plan, others: &[(String, plan::Snapshot)]) -> Result<(), RunError> {
+        let ids: Vec<&str> = plan.dormant.iter().map(|d| d.external_id.as_str()).collect();
+        let names: HashMap<String, String> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            let contents = self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
+            contents.into_iter().map(|(id, u)| (id, u.user_name().to_string())).collect()
+        };
+        let view = plan::Others { snapshots: others.iter().map(|(c, s)| (c.as_str(), s)).collect() };
+        plan::settle(
+            plan,
+            plan::Settle { others: &view, names: &names, rehire: self.conn.sync.rehire, id_rule: self.conn.mapping.id_rule() },
+        );
+        Ok(())
+    }
+
+    /// Conflicts into the report (both ids, the line), re-hires for the push to record, and
+    /// the unchanged count: absentees left alone are unchanged too, so every person is
+    /// counted once.
+    fn count_identities(&mut self, plan: &Plan) {
+        self.report.counts.unchanged = plan.unchanged + plan.ignored + plan.held;
+        self.report.counts.conflicts = plan.conflicts.len() as u64;
+        for c in &plan.conflicts {
+            if self.report.errors.len() < MAX_REPORTED_ERRORS {
+                self.report.errors.push(crate::model::RowError {
+                    line: c.line,
+                    column: None,
+                    message: c.message(&self.conn.name),
+                    external_id: Some(c.external_id.clone()),
+                });
+            }
+        }
+        self.rekeys = plan.rekeyed.iter().map(|r| (r.new.clone(), r.old.clone())).collect();
     }
 
     /// A safeguard stopped the run: nothing has been pushed.
@@ -382,10 +466,16 @@ impl<S: StateStore> Job<'_, S> {
     /// A dry run reports what the plan would do.
     fn count_planned(&mut self, plan: &Plan) {
         let c = &mut self.report.counts;
-        c.created = plan.count(OpKind::Create);
-        c.updated = plan.count(OpKind::Update);
-        c.deactivated = plan.count(OpKind::Deactivate);
-        c.deleted = plan.count(OpKind::Delete);
+        for op in &plan.ops {
+            match (op, op.kind()) {
+                (plan::Op::Update { user, .. }, _) if self.rekeys.contains_key(user.external_id.as_str()) => c.rekeyed += 1,
+                (plan::Op::Update { adopt: true, .. }, _) => c.adopted += 1,
+                (_, OpKind::Create) => c.created += 1,
+                (_, OpKind::Update) => c.updated += 1,
+                (_, OpKind::Deactivate) => c.deactivated += 1,
+                (_, OpKind::Delete) => c.deleted += 1,
+            }
+        }
     }
 
     /// Only when every operation succeeded is the file recorded as synced and `after`

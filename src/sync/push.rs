@@ -105,15 +105,24 @@ impl<S: StateStore> Job<'_, S> {
         if applied.adopted {
             self.note(format!("{}: adopted existing platform user {} (HTTP 409 on create)", op.external_id(), applied.platform_id));
         }
+        // A re-hire's account leaves the leaver's row: one account, one person.
+        let rekeyed_from = if self.relinking { None } else { self.rekeys.remove(op.external_id()) };
         // The second pass only links managers: its writes are not counted as updates.
         if !self.relinking {
             let c = &mut self.report.counts;
-            match op.kind() {
-                OpKind::Create => c.created += 1,
-                OpKind::Update => c.updated += 1,
-                OpKind::Deactivate => c.deactivated += 1,
-                OpKind::Delete => c.deleted += 1,
+            match (&op, op.kind()) {
+                _ if rekeyed_from.is_some() => c.rekeyed += 1,
+                _ if applied.adopted => c.adopted += 1,
+                (Op::Update { adopt: true, .. }, _) => c.adopted += 1,
+                (_, OpKind::Create) => c.created += 1,
+                (_, OpKind::Update) => c.updated += 1,
+                (_, OpKind::Deactivate) => c.deactivated += 1,
+                (_, OpKind::Delete) => c.deleted += 1,
             }
+        }
+        if let Some(old) = rekeyed_from {
+            self.note(format!("{}: re-hire of {old}: platform account {} moved to the new id", op.external_id(), applied.platform_id));
+            batch.push(SnapshotWrite::Remove { external_id: old });
         }
         batch.push(match op {
             Op::Create { mut user } | Op::Update { mut user, .. } => {
@@ -132,7 +141,22 @@ impl<S: StateStore> Job<'_, S> {
     }
 
     fn record_failure(&mut self, op: &Op, f: OpFailure, lines: &HashMap<String, u64>) {
-        self.report.counts.failed += 1;
+        // A create answered 409 that was not adopted: the account is someone else's (the
+        // platform's binding rule, `writes::adopt`). A person must act; retrying cannot help.
+        match op {
+            // An inactive person without an account of their own (a re-hired leaver still
+            // listed, whose email's account is now their new id's): nothing to deactivate.
+            Op::Create { user } if f.status == Some(409) && !user.active => {
+                self.report.counts.unchanged += 1;
+                self.note(format!(
+                    "{}: inactive, and the account with their email is someone else's; left as it is ({})",
+                    user.external_id, f.message
+                ));
+                return;
+            }
+            Op::Create { .. } if f.status == Some(409) => self.report.counts.conflicts += 1,
+            _ => self.report.counts.failed += 1,
+        }
         if self.report.errors.len() >= MAX_REPORTED_ERRORS {
             self.report.errors_left_out += 1;
             return;

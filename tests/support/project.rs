@@ -75,6 +75,41 @@ pick = "last-name"
         self
     }
 
+    /// Adds connector `name` reading the same `exports/employees_*.csv` with the demo
+    /// mapping (a second connector on the same platform), with these `[sync]` keys.
+    pub fn add_connector(&self, name: &str, sync_section: &str) {
+        let cfg_path = self.dir.path().join("connectors.toml");
+        let mut cfg = std::fs::read_to_string(&cfg_path).unwrap();
+        cfg.push_str(&format!(
+            "\n[connectors.{name}]\nmapping = \"mappings/demo.toml\"\n[connectors.{name}.local]\ndir = \"exports\"\n[connectors.{name}.file]\npath = \"employees_*.csv\"\npick = \"last-name\"\n[connectors.{name}.sync]\n{sync_section}\n"
+        ));
+        std::fs::write(&cfg_path, cfg).unwrap();
+    }
+
+    /// Replaces the `[connectors.NAME.sync]` table's keys (the table must be the file's last).
+    pub fn set_last_sync_section(&self, name: &str, sync_section: &str) {
+        let cfg_path = self.dir.path().join("connectors.toml");
+        let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+        let head = format!("[connectors.{name}.sync]\n");
+        let at = cfg.rfind(&head).expect("that connector's [sync] table") + head.len();
+        std::fs::write(&cfg_path, format!("{}{sync_section}\n", &cfg[..at])).unwrap();
+    }
+
+    /// `sync_json` for connector `name`.
+    pub fn sync_json_of(&self, name: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+        let mut args = vec!["--json", "sync", name];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON report ({e}):\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), v)
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

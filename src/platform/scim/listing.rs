@@ -110,15 +110,26 @@ impl Inner {
 
     /// The platform id of the user whose `attr` equals `value`, if any.
     pub(super) async fn find(&self, sh: &Shared, attr: &str, value: &str) -> Result<Option<String>, CallError> {
+        self.find_with(sh, attr, value, "id").await.map(|u| u.and_then(|u| u.platform_id()))
+    }
+
+    /// The user whose `attr` equals `value`, with the externalId and userName it carries
+    /// (whether a 409's account may be adopted is decided on them).
+    pub(super) async fn find_account(&self, sh: &Shared, attr: &str, value: &str) -> Result<Option<Existing>, CallError> {
+        let found = self.find_with(sh, attr, value, "id,externalId,userName").await?;
+        Ok(found.and_then(|u| Some(Existing { platform_id: u.platform_id()?, external_id: u.external_id, user_name: u.user_name })))
+    }
+
+    async fn find_with(&self, sh: &Shared, attr: &str, value: &str, attributes: &str) -> Result<Option<UserResource>, CallError> {
         let mut url = self.url(&["Users"]);
-        url.query_pairs_mut().append_pair("filter", &format!("{attr} eq {}", filter_literal(value))).append_pair("attributes", "id");
+        url.query_pairs_mut().append_pair("filter", &format!("{attr} eq {}", filter_literal(value))).append_pair("attributes", attributes);
         let r = self.call(sh, Method::GET, url.clone(), None, true).await?;
         let refused = |message: String| CallError::Failed { status: Some(r.status), message, maybe_applied: false };
         if r.status != 200 {
             return Err(refused(format!("GET {url}: {}", r.error_message())));
         }
         let found: ListResponse = r.json().map_err(|e| refused(format!("GET {url}: not a SCIM ListResponse: {e}")))?;
-        Ok(found.resources.into_iter().find_map(|u| u.platform_id()))
+        Ok(found.resources.into_iter().find(|u| u.platform_id().is_some()))
     }
 }
 

@@ -54,6 +54,9 @@ struct Inner {
     caps: Capabilities,
     enc: Encoder,
     max_concurrency: usize,
+    /// Accounts of other connectors' people a create may meet on a 409: platform id →
+    /// (connector, external id). Never adopted (`writes::adopt`); `sync` sets them.
+    claimed: HashMap<String, (String, String)>,
 }
 
 /// A final HTTP answer (2xx, or a 4xx the caller reads).
@@ -284,6 +287,7 @@ impl ScimClient {
             caps: Capabilities::default(),
             enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true },
             max_concurrency: cfg.max_concurrency.max(1),
+            claimed: HashMap::new(),
         };
         inner.caps = inner.discover(&Shared::new(&Budget::default()), cfg.bulk).await?;
         inner.enc.custom_offered = inner.caps.custom_schema;
@@ -294,6 +298,14 @@ impl ScimClient {
     /// What the server offers, as read at connect.
     pub fn capabilities(&self) -> &Capabilities {
         &self.inner.caps
+    }
+
+    /// Accounts bound to other connectors' people (platform id → (connector, external
+    /// id)): a 409 that finds one is a conflict, never an adoption. Set before `apply`.
+    pub fn set_claimed(&mut self, claimed: HashMap<String, (String, String)>) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.claimed = claimed;
+        }
     }
 
     /// Overrides how one request is retried (tests, benchmarks); `Policy::SCIM` otherwise.

@@ -144,13 +144,15 @@ impl Push {
     }
 
     /// After a 409: the user exists. Find them by externalId, then userName, and make
-    /// their content ours.
+    /// their content ours — only if the account has no externalId or the same one
+    /// (`plan::same_person`): any other is someone else's, a conflict, and left as it is.
+    /// (Accounts of other connectors' people were kept from the create by `plan::settle`.)
     async fn adopt(&self, user: &User, manager: Option<&str>) -> Result<Written, PlatformError> {
         let mut found = None;
         for (attr, value) in [("externalId", user.external_id.as_str()), ("userName", user.user_name())] {
-            match self.inner.find(&self.shared, attr, value).await {
-                Ok(Some(id)) => {
-                    found = Some(id);
+            match self.inner.find_account(&self.shared, attr, value).await {
+                Ok(Some(account)) => {
+                    found = Some(account);
                     break;
                 }
                 Ok(None) => {}
@@ -163,7 +165,7 @@ impl Push {
                 }
             }
         }
-        let Some(id) = found else {
+        let Some(account) = found else {
             return Ok(Written::refused(
                 Some(409),
                 format!(
@@ -173,6 +175,29 @@ impl Push {
                 ),
             ));
         };
+        if let Some(theirs) = account.external_id.as_deref().filter(|x| !x.trim().is_empty())
+            && !crate::plan::same_person(theirs, &user.external_id)
+        {
+            return Ok(Written::refused(
+                Some(409),
+                format!(
+                    "conflict: the platform answered 409 (already exists) and account {} (userName {:?}) has externalId {theirs:?}, not {:?}: it is someone else's and was left as it is. If it is this person, correct its externalId on the platform; otherwise give this person another email",
+                    account.platform_id,
+                    account.user_name.as_deref().unwrap_or_default(),
+                    user.external_id
+                ),
+            ));
+        }
+        if let Some((connector, theirs)) = self.inner.claimed.get(&account.platform_id) {
+            return Ok(Written::refused(
+                Some(409),
+                format!(
+                    "conflict: the platform answered 409 (already exists) and account {} is connector {connector:?}'s person {theirs:?}: left as it is. For a migration from {connector}, add adopt_from = [{connector:?}] to this connector's [sync]",
+                    account.platform_id
+                ),
+            ));
+        }
+        let id = account.platform_id;
         Ok(match self.write_content(&id, user, manager, None).await? {
             Written::Applied { platform_id, .. } => Written::Applied { platform_id, adopted: true },
             refused => refused,
