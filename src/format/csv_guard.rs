@@ -80,10 +80,10 @@ impl<R: Read> Guard<R> {
         while i < buf.len() {
             match self.state {
                 State::Plain => {
-                    let stop = memchr::memchr(b'"', &buf[i..]).map_or(buf.len(), |k| i + k);
+                    let stop = find(b'"', &buf[i..]).map_or(buf.len(), |k| i + k);
                     // Outside quotes, a line end ends the record: the row is what follows
                     // the last one in this stretch.
-                    match memchr::memrchr(b'\n', &buf[i..stop]) {
+                    match rfind(b'\n', &buf[i..stop]) {
                         Some(k) => self.row_bytes = (stop - (i + k + 1)) as u64,
                         None => self.row_bytes += (stop - i) as u64,
                     }
@@ -97,7 +97,7 @@ impl<R: Read> Guard<R> {
                     self.check_row()?;
                     i = stop + 1;
                 }
-                State::Quoted => match memchr::memchr(b'"', &buf[i..]) {
+                State::Quoted => match find(b'"', &buf[i..]) {
                     None => {
                         self.row_bytes += (buf.len() - i) as u64;
                         self.check_row()?;
@@ -162,6 +162,19 @@ impl<R: Read> Read for Guard<R> {
         }
         Ok(0)
     }
+}
+
+/// Bytes looked at one by one before memchr takes over: exports that quote every field
+/// have a quote every few bytes, and memchr's setup costs more than those few bytes.
+const NEAR: usize = 16;
+
+fn find(b: u8, hay: &[u8]) -> Option<usize> {
+    let near = hay.len().min(NEAR);
+    hay[..near].iter().position(|&x| x == b).or_else(|| memchr::memchr(b, &hay[near..]).map(|k| k + near))
+}
+
+fn rfind(b: u8, hay: &[u8]) -> Option<usize> {
+    if hay.len() <= NEAR { hay.iter().rposition(|&x| x == b) } else { memchr::memrchr(b, hay) }
 }
 
 /// Whether a file's first bytes end lines with `\r` alone.
