@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 DIR=${BENCH_DIR:-/tmp/rostersync-bench}
 mkdir -p "$DIR"
-[ -s "$DIR/hris_1m.csv" ] || python3 /work/shared/tools/gen_hris.py 1000000 > "$DIR/hris_1m.csv"
+[ -s "$DIR/hris_1m.csv" ] || python3 ../shared/tools/gen_hris.py 1000000 > "$DIR/hris_1m.csv"
 [ -s "$DIR/hris_300k.xlsx" ] || "$PY" scripts/gen_xlsx.py 300000 "$DIR/hris_300k.xlsx"
 cargo build --release --example parse_bench
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"

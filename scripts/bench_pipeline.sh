@@ -38,7 +38,7 @@ nice cargo build -q --release --bin rostersync --example scim_bench --example pl
 RS="$ROOT/target/release/rostersync"
 
 mkdir -p "$WORK/data"
-GEN=/work/shared/tools/gen_hris.py
+GEN="$ROOT/../shared/tools/gen_hris.py"
 # Generated once per size and kept (gen_hris.py is deterministic): re-runs start faster.
 CACHE=${BENCH_CACHE:-/tmp/rostersync-bench-data}
 mkdir -p "$CACHE"
