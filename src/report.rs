@@ -82,6 +82,27 @@ pub struct Report {
     pub duration_ms: u64,
 }
 
+impl Report {
+    /// The report of a run that has just begun: outcome ok, nothing counted yet.
+    pub fn new(connector: &str, run_id: &str, dry_run: bool) -> Report {
+        Report {
+            connector: connector.to_string(),
+            run_id: run_id.to_string(),
+            outcome: RunOutcome::Ok,
+            dry_run,
+            file: None,
+            counts: Counts::default(),
+            errors: Vec::new(),
+            errors_left_out: 0,
+            stopped_by: None,
+            stale: false,
+            notes: Vec::new(),
+            message: None,
+            duration_ms: 0,
+        }
+    }
+}
+
 /// Errors and notes a report lists at most; `errors_left_out` says how many more there were.
 pub const MAX_LISTED: usize = 1000;
 

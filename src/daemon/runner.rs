@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, Connector};
 use crate::exit::Exit;
-use crate::report::{Counts, Report, RunOutcome};
+use crate::report::{Report, RunOutcome};
 use crate::state::{SqliteStore, StateStore};
 use crate::sync::{self, RunResult, SyncOptions};
 
@@ -91,19 +91,9 @@ fn panicked(connector: &str, e: tokio::task::JoinError) -> RunResult {
     tracing::error!(connector, "{message}");
     RunResult {
         report: Report {
-            connector: connector.to_string(),
-            run_id: uuid::Uuid::new_v4().to_string(),
             outcome: RunOutcome::Failed,
-            dry_run: false,
-            file: None,
-            counts: Counts::default(),
-            errors: Vec::new(),
-            errors_left_out: 0,
-            stopped_by: None,
-            stale: false,
-            notes: Vec::new(),
             message: Some(message),
-            duration_ms: 0,
+            ..Report::new(connector, &uuid::Uuid::new_v4().to_string(), false)
         },
         exit: Exit::Other,
         // A bug may depend on the data or on timing: the next attempt may pass.

@@ -27,7 +27,7 @@ use crate::model::User;
 use crate::plan::Existing;
 use crate::plan::{self, OpKind, Plan, PlanInput};
 use crate::platform::scim::ScimClient;
-use crate::report::{Counts, Report, RunOutcome};
+use crate::report::{Report, RunOutcome};
 use crate::state::{LastFile, StateStore};
 
 /// Where a run reports progress (the CLI draws bars on a terminal; the daemon logs).
@@ -160,21 +160,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         conn,
         store,
         opts,
-        report: Report {
-            connector: conn.name.clone(),
-            run_id: run_id.clone(),
-            outcome: RunOutcome::Ok,
-            dry_run: opts.dry_run,
-            file: None,
-            counts: Counts::default(),
-            errors: Vec::new(),
-            errors_left_out: 0,
-            stopped_by: None,
-            stale: false,
-            notes: Vec::new(),
-            message: None,
-            duration_ms: 0,
-        },
+        report: Report::new(&conn.name, &run_id, opts.dry_run),
         started: Instant::now(),
         unlinked: Vec::new(),
         relinking: false,

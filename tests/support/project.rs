@@ -137,18 +137,8 @@ pick = "last-name"
         self.command(args).output().expect("run rostersync")
     }
 
-    /// Runs with --json and parses the report printed on stdout.
+    /// Runs `acme` with --json and parses the report printed on stdout.
     pub fn sync_json(&self, extra: &[&str]) -> (i32, serde_json::Value) {
-        let mut args = vec!["--json", "sync", "acme"];
-        args.extend_from_slice(extra);
-        let out = self.run(&args);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON report ({e}):\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code().unwrap_or(-1), v)
+        self.sync_json_of("acme", extra)
     }
 }
