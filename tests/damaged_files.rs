@@ -270,29 +270,25 @@ fn bombs_stop_with_exit_4_naming_the_limit_in_bounded_memory() {
 /// report names the one passed over.
 #[test]
 fn files_from_the_future_and_files_passed_over_are_named() {
-    let set_mtime =
-        |p: &std::path::Path, t: std::time::SystemTime| std::fs::File::options().write(true).open(p).unwrap().set_modified(t).unwrap();
     let hour = std::time::Duration::from_secs(3600);
     let now = std::time::SystemTime::now();
+    // An old export, and a newer one whose server clock runs an hour fast, under `min_age`.
+    let sync_with = |min_age: &str| {
+        let scim = ScimServer::start();
+        let p = Project::with_file_keys(&scim, SYNC, &format!("pick = \"newest\"\nmin_age = \"{min_age}\"")).replaced_pick();
+        for (name, n, t) in [("employees_2026-01-01.csv", 3, now - 2 * hour), ("employees_2026-01-02.csv", 4, now + hour)] {
+            let f = p.export(name, &rows(n));
+            std::fs::File::options().write(true).open(&f).unwrap().set_modified(t).unwrap();
+        }
+        p.sync_json(&[])
+    };
 
-    let scim = ScimServer::start();
-    let p = Project::with_file_keys(&scim, SYNC, "pick = \"newest\"\nmin_age = \"0s\"").replaced_pick();
-    let old = p.export("employees_2026-01-01.csv", &rows(3));
-    set_mtime(&old, now - 2 * hour);
-    let ahead = p.export("employees_2026-01-02.csv", &rows(4));
-    set_mtime(&ahead, now + hour);
-    let (code, r) = p.sync_json(&[]);
+    let (code, r) = sync_with("0s");
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["counts"]["created"], 4, "the file from the future is taken: {r}");
     assert!(r["notes"].to_string().contains("ahead of this machine's clock"), "{r}");
 
-    let scim = ScimServer::start();
-    let p = Project::with_file_keys(&scim, SYNC, "pick = \"newest\"\nmin_age = \"10m\"").replaced_pick();
-    let old = p.export("employees_2026-01-01.csv", &rows(3));
-    set_mtime(&old, now - 2 * hour);
-    let ahead = p.export("employees_2026-01-02.csv", &rows(4));
-    set_mtime(&ahead, now + hour);
-    let (code, r) = p.sync_json(&[]);
+    let (code, r) = sync_with("10m");
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["counts"]["created"], 3, "{r}");
     let notes = r["notes"].to_string();
