@@ -211,3 +211,20 @@ impl TcpProxy {
         self.connections.load(std::sync::atomic::Ordering::Acquire)
     }
 }
+
+/// Every user of a SCIM server, page by page (`count` a page) until `totalResults`.
+pub fn all_pages(count: usize, get: impl Fn(&str) -> serde_json::Value) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    let mut start = 1;
+    loop {
+        let page = get(&format!("/Users?startIndex={start}&count={count}"));
+        let res = page["Resources"].as_array().cloned().unwrap_or_default();
+        let n = res.len();
+        all.extend(res);
+        let total = page["totalResults"].as_u64().unwrap_or(0) as usize;
+        if n == 0 || all.len() >= total {
+            return all;
+        }
+        start += n;
+    }
+}

@@ -91,19 +91,7 @@ impl DjangoScim {
 
     /// Every user on the server (follows pagination: at most 50 a page).
     pub fn users(&self) -> Vec<serde_json::Value> {
-        let mut all = Vec::new();
-        let mut start = 1;
-        loop {
-            let page = self.get(&format!("/Users?startIndex={start}&count=50"));
-            let res = page["Resources"].as_array().cloned().unwrap_or_default();
-            let n = res.len();
-            all.extend(res);
-            let total = page["totalResults"].as_u64().unwrap_or(0) as usize;
-            if n == 0 || all.len() >= total {
-                return all;
-            }
-            start += n;
-        }
+        super::all_pages(50, |path| self.get(path))
     }
 }
 
