@@ -2,6 +2,7 @@
 //! module error is mapped to its exit code through `Classify`.
 
 mod check;
+mod completions;
 mod daemon;
 mod history;
 mod inspect;
@@ -19,7 +20,7 @@ use crate::config::{self, Config};
 use crate::exit::{Classify, Exit};
 
 #[derive(Parser, Debug)]
-#[command(name = "rostersync", version, about = "Keeps a platform's users in step with customers' HR exports (SFTP → SCIM 2.0)")]
+#[command(name = "rostersync", version = crate::build_info::LONG_VERSION, about = "Keeps a platform's users in step with customers' HR exports (SFTP → SCIM 2.0)")]
 pub struct Cli {
     /// The connectors file (default ./connectors.toml). Relative paths inside it are
     /// relative to its folder.
@@ -96,6 +97,13 @@ pub enum Command {
     },
     /// Each connector: last run, outcome, next scheduled run.
     Status,
+    /// Print a shell completion script (`rostersync completions bash > /etc/bash_completion.d/rostersync`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, generated from these commands (`rostersync man > rostersync.1`).
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,19 +139,36 @@ pub fn main() -> i32 {
 
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match cli.verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("rostersync={default},warn")));
-    // Colours only for a terminal: piped into a file or a log collector, they are escapes
-    // in the text (and a test could not tell them from a file name's).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
+    // A second initialisation (tests calling `main` twice) keeps the first.
     let _ = match cli.log_format {
-        LogFormat::Json => b.json().try_init(),
-        LogFormat::Human => b.compact().try_init(),
+        // One flat object a line: the event's fields and those of every span it is in
+        // (connector, run_id), each once, the innermost value winning; a log collector
+        // indexes `connector` without digging through a span list.
+        LogFormat::Json => {
+            tracing_subscriber::registry().with(filter).with(tracing_flat_json::FlatJsonLayer::new(std::io::stderr)).try_init().is_ok()
+        }
+        LogFormat::Human => {
+            // Colours only for a terminal (and not under NO_COLOR): piped into a file or
+            // a log collector, they are escapes in the text (and a test could not tell
+            // them from a file name's).
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(ansi)
+                .compact()
+                .try_init()
+                .is_ok()
+        }
     };
 }
 
@@ -207,5 +232,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::Mapping { command: MappingCommand::Suggest { file } } => mapping_suggest::run(file),
         Command::History { connector, limit } => history::history(cli, connector.as_deref(), *limit).await,
         Command::Status => history::status(cli).await,
+        Command::Completions { shell } => completions::completions(*shell),
+        Command::Man => completions::man(),
     }
 }

@@ -113,6 +113,16 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
+    let state_shown = crate::redact::redacted(&cfg.state.url);
+    tracing::info!(
+        version = crate::build_info::VERSION,
+        commit = crate::build_info::COMMIT,
+        config = %cfg.path.display(),
+        state = %state_shown,
+        "rostersync {} daemon starting: config {}, state {state_shown}",
+        crate::build_info::LONG_VERSION,
+        cfg.path.display()
+    );
     let store = SqliteStore::open(&cfg.state.url).await?;
     let metrics = Arc::new(Metrics::default());
     let server = match cfg.daemon.listen {

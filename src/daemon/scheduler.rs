@@ -190,6 +190,18 @@ async fn connector_loop<R: Runner>(
         tracing::warn!("schedule \"{}\" has no future start; the connector runs by hand only", sched.spec);
         return;
     };
+    // Said once per (re)scheduled connector, in its own timezone: what an SRE checks first
+    // after a deploy or a reload.
+    let local = start.with_timezone(&sched.tz);
+    let when = if start <= sh.clock.now() { "now".to_string() } else { local.format("%Y-%m-%d %H:%M:%S %Z").to_string() };
+    tracing::info!(
+        next_run = %local.to_rfc3339(),
+        schedule = %sched.spec,
+        timezone = %sched.tz,
+        "next run {when} ({}), schedule \"{}\"",
+        sched.tz,
+        sched.spec
+    );
     loop {
         tracing::debug!("next start {}", start.to_rfc3339());
         if !sh.clock.sleep_until(start, &mut stop).await {
@@ -211,7 +223,7 @@ async fn connector_loop<R: Runner>(
             drop(permit);
             let ended = sh.clock.now();
             sh.metrics.run_finished(&res.report, ended);
-            log_end(&res.report, attempt);
+            log_end(&res.report, attempt, res.exit);
 
             if res.exit == Exit::Ok || *stop.borrow() {
                 break;
@@ -251,8 +263,9 @@ async fn connector_loop<R: Runner>(
     }
 }
 
-/// One line per finished run, in the run's terms (the run's own span has closed).
-fn log_end(r: &crate::report::Report, attempt: u32) {
+/// One line per finished run, in the run's terms (the run's own span has closed): the
+/// prose for people, the same facts as fields for a log collector (`--log-format json`).
+fn log_end(r: &crate::report::Report, attempt: u32, exit: Exit) {
     let c = &r.counts;
     let outcome = super::metrics::outcome_label(r.outcome);
     let line = format!(
@@ -266,8 +279,34 @@ fn log_end(r: &crate::report::Report, attempt: u32) {
         c.failed,
         r.message.as_deref().map(|m| format!(" — {m}")).unwrap_or_default()
     );
+    macro_rules! end {
+        ($level:ident) => {
+            tracing::$level!(
+                run_id = %r.run_id,
+                outcome,
+                exit = exit.code(),
+                attempt,
+                duration_ms = r.duration_ms,
+                dry_run = r.dry_run,
+                rows = c.rows,
+                valid = c.valid,
+                invalid = c.invalid,
+                created = c.created,
+                adopted = c.adopted,
+                rekeyed = c.rekeyed,
+                updated = c.updated,
+                deactivated = c.deactivated,
+                deleted = c.deleted,
+                unchanged = c.unchanged,
+                failed = c.failed,
+                conflicts = c.conflicts,
+                stale = r.stale,
+                "{line}"
+            )
+        };
+    }
     match r.outcome {
-        crate::report::RunOutcome::Ok | crate::report::RunOutcome::NoNewFile => tracing::info!(run_id = %r.run_id, "{line}"),
-        _ => tracing::warn!(run_id = %r.run_id, "{line}"),
+        crate::report::RunOutcome::Ok | crate::report::RunOutcome::NoNewFile => end!(info),
+        _ => end!(warn),
     }
 }

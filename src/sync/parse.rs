@@ -59,9 +59,13 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Resul
     let input = Input::from(path);
     let name = name.to_string();
     let mapping = mapping_of(conn);
-    tokio::task::spawn_blocking(move || read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format))
-        .await
-        .map_err(|e| ParseFailure::Other(RunError::new(Exit::Other, format!("the parsing thread failed: {e}"))))?
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _in_run = span.enter();
+        read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format)
+    })
+    .await
+    .map_err(|e| ParseFailure::Other(RunError::new(Exit::Other, format!("the parsing thread failed: {e}"))))?
 }
 
 impl<S: StateStore> Job<'_, S> {
