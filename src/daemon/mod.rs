@@ -167,14 +167,16 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
                 tracing::info!("SIGHUP: reloading {}", path.display());
                 match plan_reload(&current, config::load(&path)) {
                     Reload::Keep(problems) => {
-                        metrics.reload(false);
+                        metrics.reload(metrics::ReloadResult::Error);
                         for p in &problems {
                             tracing::error!("reload refused: {p}");
                         }
                         tracing::error!("the previous configuration keeps running; fix the problems above and send SIGHUP again");
                     }
                     Reload::Apply { cfg: new, connectors, kept, problems } => {
-                        metrics.reload(true);
+                        // A connector refused (kept on its previous definition, or left
+                        // out when new) is not an "ok" reload: an alert can tell.
+                        metrics.reload(if problems.is_empty() { metrics::ReloadResult::Ok } else { metrics::ReloadResult::Partial });
                         for p in &problems {
                             tracing::error!("{p}");
                         }

@@ -103,6 +103,9 @@ impl<R: Runner> Scheduler<R> {
                 }
                 None => {
                     ch.added.push(name.clone());
+                    // Its series exist from now (never succeeded: last success 0), seeded
+                    // from the state store once its task has read it (`first_start`).
+                    self.shared.metrics.register(name, None);
                     None
                 }
             };
@@ -154,8 +157,9 @@ pub async fn shutdown<R: Runner>(sched: &mut Scheduler<R>, grace: Duration) -> V
 /// else the next slot. Returns (slot, start).
 async fn first_start<R: Runner>(sh: &Shared<R>, conn: &Connector, sched: &Schedule) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let now = sh.clock.now();
+    let last = sh.runner.last_success(&conn.name).await;
+    sh.metrics.register(&conn.name, last);
     if let Some(prev) = sched.previous_at_or_before(now) {
-        let last = sh.runner.last_success(&conn.name).await;
         if last.is_none_or(|l| l < prev) {
             match last {
                 Some(l) => tracing::info!("last success {} predates the slot of {}: catching up now", l.to_rfc3339(), prev.to_rfc3339()),
@@ -222,7 +226,7 @@ async fn connector_loop<R: Runner>(
             let res = sh.runner.run(conn.clone()).await;
             drop(permit);
             let ended = sh.clock.now();
-            sh.metrics.run_finished(&res.report, ended);
+            sh.metrics.run_finished(&res.report, res.exit.code(), ended);
             log_end(&res.report, attempt, res.exit);
 
             if res.exit == Exit::Ok || *stop.borrow() {
