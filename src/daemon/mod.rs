@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod notify;
 pub mod runner;
 pub mod scheduler;
+pub mod status_page;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -123,13 +124,15 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
         crate::build_info::LONG_VERSION,
         cfg.path.display()
     );
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = Arc::new(SqliteStore::open(&cfg.state.url).await?);
     let metrics = Arc::new(Metrics::default());
+    let board = Arc::new(status_page::Board::new(store.clone()));
+    board.set(cfg.connectors.clone(), cfg.problems.iter().map(|p| p.to_string()).collect());
     let server = match cfg.daemon.listen {
         Some(addr) => {
             let l = http::bind(addr).await.map_err(DaemonError::Listen)?;
-            tracing::info!("serving /healthz and /metrics on http://{addr}");
-            Some(tokio::spawn(http::serve(l, metrics.clone())))
+            tracing::info!("serving the status page, /healthz and /metrics on http://{addr}");
+            Some(tokio::spawn(http::serve_with_status(l, metrics.clone(), Some(board.clone()))))
         }
         None => None,
     };
@@ -193,6 +196,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
                             "configuration reloaded: added [{}], removed [{}], rescheduled [{}]; {} scheduled",
                             ch.added.join(", "), ch.removed.join(", "), ch.rescheduled.join(", "), sched.names().len()
                         );
+                        board.set(connectors.clone(), problems.clone());
                         current = connectors;
                     }
                 }

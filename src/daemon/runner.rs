@@ -33,8 +33,8 @@ pub struct SyncRunner {
 }
 
 impl SyncRunner {
-    pub fn new(cfg: Arc<Config>, store: SqliteStore) -> SyncRunner {
-        SyncRunner { cfg: RwLock::new(cfg), store: Arc::new(store) }
+    pub fn new(cfg: Arc<Config>, store: Arc<SqliteStore>) -> SyncRunner {
+        SyncRunner { cfg: RwLock::new(cfg), store }
     }
 
     fn config(&self) -> Arc<Config> {
