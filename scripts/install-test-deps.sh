@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, when missing: OpenSSH (sshd + sftp), rclone, curl,
 # Chromium (the status page test), systemd (systemd-analyze), the OpenSSL headers libssh2
-# builds against, and the two SCIM servers (PyPI, pinned) in .venv: scim2-server, and django-scim2 with the Django it runs on (tests/support/django_scim).
+# builds against, and the two SCIM servers (PyPI, pinned) in .venv: scim2-server, and
+# django-scim2 with the Django it runs on (tests/support/django_scim).
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
 cd "$(dirname "$0")/.."

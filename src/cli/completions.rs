@@ -37,7 +37,6 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         render_command_section(&mut out, &cmd, sub)?;
     }
-    man.render_extra_section(&mut out)?;
     man.render_version_section(&mut out)?;
     Ok(out)
 }
