@@ -159,14 +159,14 @@ async fn first_start<R: Runner>(sh: &Shared<R>, conn: &Connector, sched: &Schedu
     let now = sh.clock.now();
     let last = sh.runner.last_success(&conn.name).await;
     sh.metrics.register(&conn.name, last);
-    if let Some(prev) = sched.previous_at_or_before(now) {
-        if last.is_none_or(|l| l < prev) {
-            match last {
-                Some(l) => tracing::info!("last success {} predates the slot of {}: catching up now", l.to_rfc3339(), prev.to_rfc3339()),
-                None => tracing::info!("no successful run on record: running now"),
-            }
-            return Some((prev, now));
+    if let Some(prev) = sched.previous_at_or_before(now)
+        && last.is_none_or(|l| l < prev)
+    {
+        match last {
+            Some(l) => tracing::info!("last success {} predates the slot of {}: catching up now", l.to_rfc3339(), prev.to_rfc3339()),
+            None => tracing::info!("no successful run on record: running now"),
         }
+        return Some((prev, now));
     }
     next_start(conn, sched, now)
 }
