@@ -198,3 +198,22 @@ fn human_logs_in_a_file_have_no_colour_escapes() {
     assert!(err.contains("WARN") && err.contains("dry run without the platform"), "the run logged a warning to check: {err}");
     assert!(!err.contains('\u{1b}'), "ANSI escapes in logs written to a pipe: {err:?}");
 }
+
+#[test]
+fn human_daemon_logs_name_the_connector_once_per_line() {
+    let scim = ScimServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let cfg = format!("{}{}", header(&scim, dir.path(), port), connector(dir.path(), "acme", "Acme", "daily 02:00", "UTC"));
+    let mut d = Daemon::start(&cfg, dir, port, &scim, &[]);
+    d.wait_log("the run to end", Duration::from_secs(90), |l| l.contains("run ended"));
+    assert_eq!(d.stop(Duration::from_secs(30)), Some(0));
+    let log = d.log();
+    let run_lines: Vec<&str> = log.lines().filter(|l| l.contains("run_id=")).collect();
+    assert!(run_lines.len() >= 2, "{log}");
+    for l in run_lines {
+        assert_eq!(l.matches("connector=acme").count(), 1, "the connector once, on every line of the run: {l}");
+        assert_eq!(l.matches("run_id=").count(), 1, "{l}");
+    }
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+}

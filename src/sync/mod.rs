@@ -150,7 +150,14 @@ struct Job<'a, S: StateStore> {
 pub async fn run<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions) -> RunResult {
     use tracing::Instrument;
     let run_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("run", connector = %conn.name, run_id = %run_id);
+    // Inside a span that already names the connector (the daemon's, per connector), the run's
+    // adds only its id: a human log line then says `connector=acme` once, not twice.
+    let named = tracing::Span::current().metadata().is_some_and(|m| m.fields().field("connector").is_some());
+    let span = if named {
+        tracing::info_span!("run", run_id = %run_id)
+    } else {
+        tracing::info_span!("run", connector = %conn.name, run_id = %run_id)
+    };
     run_in(cfg, conn, store, opts, run_id).instrument(span).await
 }
 
