@@ -53,6 +53,32 @@ impl<S: StateStore> Job<'_, S> {
         res
     }
 
+    /// Managers this push created again (their account was deleted by hand, `Healed`): the
+    /// people they manage still point at the deleted account. Queued for the second pass,
+    /// which sets their manager reference to the new one.
+    pub(super) async fn relink_reports(&mut self) -> Result<(), RunError> {
+        let recreated = std::mem::take(&mut self.recreated);
+        if recreated.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = recreated.iter().map(String::as_str).collect();
+        let reports = self.store.reports_of(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
+        let queued: HashSet<String> = self.unlinked.iter().map(|(_, u)| u.external_id.to_string()).collect();
+        let mut n = 0;
+        for (id, (platform_id, user)) in reports {
+            if !queued.contains(&id) && user.active {
+                self.unlinked.push((platform_id, Box::new(user)));
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.note(format!(
+                "{n} people's manager was created again (deleted on the platform); their manager reference is set to the new account"
+            ));
+        }
+        Ok(())
+    }
+
     fn note_unlinked<'u>(&mut self, users: impl Iterator<Item = &'u User>) {
         for u in users {
             let m = u.manager().unwrap_or_default();
