@@ -734,7 +734,15 @@ pub fn repair(
     rule: IdRule,
     drifted: impl Fn(&User, &SnapshotEntry) -> bool,
 ) -> Repair {
-    let gone = snapshot.iter().filter(|(_, e)| !listed.contains_key(e.platform_id.as_str())).map(|(id, _)| id.clone()).collect();
+    // A leaver still listed in the file keeps their row (inactive, no account): out of the
+    // snapshot they would read as a new person, and be created inactive.
+    let listed_inactive: HashSet<std::borrow::Cow<'_, str>, FastHash> =
+        users.iter().filter(|u| !u.user.active).map(|u| rule.key(&u.user.external_id).into_owned().into()).collect();
+    let gone = snapshot
+        .iter()
+        .filter(|(id, e)| !listed.contains_key(e.platform_id.as_str()) && !listed_inactive.contains(rule.key(id).as_ref()))
+        .map(|(id, _)| id.clone())
+        .collect();
     let mut r = Repair { gone, ..Repair::default() };
     r.gone.sort_unstable();
     for id in &r.gone {

@@ -152,9 +152,9 @@ struct Job<'a, S: StateStore> {
     rekeys: HashMap<String, String>,
     /// A reconcile's hand-edited accounts: their updates replace every mapped attribute.
     rewrite: HashSet<String>,
-    /// People whose account a 404 showed deleted and this push created again: their
-    /// reports' manager references are pointed at the new account.
-    recreated: Vec<String>,
+    /// People whose account a 404 showed deleted and this push created again (external id,
+    /// new platform id): their reports' manager references are pointed at the new account.
+    recreated: Vec<(String, String)>,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -289,7 +289,7 @@ impl<S: StateStore> Job<'_, S> {
         self.push(&platform, plan.ops, known, &lines).await?;
         // Failures of the push proper decide the run; the second pass only links managers.
         let failed = self.report.counts.failed;
-        self.relink_reports().await?;
+        self.relink_reports(&platform).await?;
         self.link_managers(&platform).await?;
         self.settle_marker().await?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "pushed");

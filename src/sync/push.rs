@@ -167,15 +167,21 @@ impl<S: StateStore> Job<'_, S> {
                     self.unlinked.push((applied.platform_id.clone(), user.clone()));
                     user.manager = None;
                 }
-                self.recreated.push(id);
+                self.recreated.push((id, applied.platform_id.clone()));
                 batch.push(SnapshotWrite::Upsert { platform_id: applied.platform_id, user });
             }
-            (_, _) => {
+            (_, op) => {
                 if !self.relinking {
                     self.report.counts.deactivated += 1;
                 }
                 self.note(format!("{id}: leaver's account already deleted on the platform (HTTP 404); forgotten"));
-                batch.push(SnapshotWrite::Remove { external_id: id });
+                batch.push(match op {
+                    // Still listed, as a leaver: kept as an inactive person with no account,
+                    // so the next run neither creates one nor tries again (a re-hire under
+                    // this id is a reactivation, whose 404 creates the account).
+                    Op::Update { user, .. } => SnapshotWrite::Upsert { platform_id: applied.platform_id, user },
+                    _ => SnapshotWrite::Remove { external_id: id },
+                });
             }
         }
     }
