@@ -56,7 +56,8 @@ pub(super) async fn fetch(
     }
     let conn = conn.clone();
     let last = last.cloned();
-    let force = opts.force;
+    // A reconcile compares the platform with the current file, synced already or not.
+    let force = opts.force || opts.reconcile;
     let progress = opts.progress.clone();
     let budget = budget.clone();
     // Blocking threads do not inherit the task's span: enter the run's there, so that the
