@@ -493,7 +493,8 @@ impl<S: StateStore> Job<'_, S> {
         self.store.set_last_file(&self.conn.name, &got.fingerprint).await.map_err(RunError::from_error)?;
         if let (Some(remote), Some(mut src)) = (got.remote, got.source) {
             let after = self.conn.file.after.clone();
-            match tokio::task::spawn_blocking(move || src.finish(&remote, &after)).await {
+            let span = tracing::Span::current();
+            match tokio::task::spawn_blocking(move || span.in_scope(|| src.finish(&remote, &after))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!("synced, but the after-sync action failed: {e}"),
                 Err(e) => tracing::warn!("synced, but the after-sync action failed: {e}"),
