@@ -218,7 +218,7 @@ fn page(title: &str, body: &str, now: DateTime<Utc>) -> String {
 <title>{}</title><style>\
 body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}}\
 table{{border-collapse:collapse;width:100%}}th,td{{text-align:left;vertical-align:top;padding:.35rem .6rem;border-bottom:1px solid #ddd}}\
-th{{background:#f4f4f4}}.ok{{color:#1a7f37}}.warn{{color:#9a6700}}.bad{{color:#cf222e;font-weight:bold}}\
+th{{background:#f4f4f4}}.t{{white-space:nowrap}}.ok{{color:#1a7f37}}.warn{{color:#9a6700}}.bad{{color:#cf222e;font-weight:bold}}\
 .errors{{margin:0;padding-left:1rem;font-size:.9em}}.approval{{background:#fff8c5}}small{{color:#666}}\
 </style></head><body>\n{body}\n<p><small>rostersync {} · generated {} UTC · refreshes every {REFRESH_SECS} s · \
 <a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a></small></p></body></html>\n",
@@ -257,8 +257,8 @@ pub fn index(v: &Overview) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             b,
-            "<tr class=\"connector\" data-connector=\"{n}\"><td><a href=\"{href}\">{n}</a></td><td>{cust}</td><td>{sched}</td><td>{next}</td>\
-<td>{last}</td><td class=\"{class}\">{word}</td><td>{counts}</td><td>{errors}</td></tr>{approval}",
+            "<tr class=\"connector\" data-connector=\"{n}\"><td><a href=\"{href}\">{n}</a></td><td>{cust}</td><td>{sched}</td><td class=\"t\">{next}</td>\
+<td class=\"t\">{last}</td><td class=\"{class}\">{word}</td><td>{counts}</td><td>{errors}</td></tr>{approval}",
             n = esc(&r.name),
             href = esc(&link(&r.name)),
             cust = esc(&r.customer),
@@ -304,7 +304,7 @@ pub fn connector_page(r: &Row, now: DateTime<Utc>) -> String {
         let stopped = report.and_then(|x| x.stopped_by.as_deref()).map(|s| format!(" <small>by {}</small>", esc(s))).unwrap_or_default();
         let _ = writeln!(
             b,
-            "<tr class=\"run\"><td>{}</td><td>{}</td><td class=\"{class}\">{word}{stopped}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr class=\"run\"><td class=\"t\">{}</td><td>{}</td><td class=\"{class}\">{word}{stopped}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             esc(&in_tz(run.started_at, r.tz)),
             report
                 .map(|x| esc(&humantime::format_duration(std::time::Duration::from_secs(x.duration_ms / 1000)).to_string()))
