@@ -91,3 +91,27 @@ fn the_status_page_renders_every_connector_in_a_real_browser() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("No connector named “nobody”"), "{body}");
 }
+
+#[test]
+fn a_plan_stopped_by_a_safeguard_shows_as_awaiting_approval() {
+    let scim = ScimServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let section = connector(dir.path(), "shrinking", "Shrinking Ltd", "*/2 * * * * *", "UTC");
+    let exports = section.lines().find_map(|l| l.strip_prefix("dir = \"")?.strip_suffix('"')).map(PathBuf::from).unwrap();
+    let cfg = format!("{}{section}", header(&scim, dir.path(), port));
+    let d = Daemon::start(&cfg, dir, port, &scim, &["--log-format", "json"]);
+    d.wait_log("the first run", Duration::from_secs(90), |log| log.contains("\"run ended ok"));
+    // The next export keeps 5 of the 40 people: deactivating 35 is over max_deactivations (10 %).
+    let full = std::fs::read_to_string(exports.join("employees_2026-11-20.csv")).unwrap();
+    let kept: Vec<&str> = full.lines().take(6).collect();
+    std::fs::write(exports.join("employees_2026-11-21.csv"), kept.join("\n") + "\n").unwrap();
+    d.wait_log("a stopped run", Duration::from_secs(90), |log| log.contains("\"run ended stopped"));
+
+    let dom = dump_dom(&format!("http://127.0.0.1:{port}/"));
+    assert!(dom.contains("plan stopped by mass_deactivation: nothing was pushed; awaiting approval"), "{dom}");
+    assert!(dom.contains(">stopped</td>"), "{dom}");
+    let page = dump_dom(&format!("http://127.0.0.1:{port}/connectors/shrinking"));
+    assert!(page.contains("id=\"approval\""), "{page}");
+    assert!(page.contains("stopped <small>by mass_deactivation</small>"), "{page}");
+}

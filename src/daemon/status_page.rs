@@ -22,6 +22,8 @@ use crate::state::{RunRecord, SqliteStore, StateStore};
 
 /// Seconds between the page's own refreshes.
 const REFRESH_SECS: u32 = 30;
+/// Runs read per connector for `/` (the newest is shown; see `route`).
+const INDEX_RUNS: u32 = 3;
 /// Runs listed on a connector's page.
 const RECENT_RUNS: u32 = 25;
 /// Errors shown per run: the page is for a glance, `history --json` has them all.
@@ -104,7 +106,9 @@ impl Board {
     /// The page for `path`, or None when the path is not the status page's.
     pub async fn route(&self, path: &str) -> Option<(u16, String)> {
         if path == "/" {
-            return Some((200, index(&self.overview(None, 1).await)));
+            // A few runs, not one: while a run is in progress the newest record has no report,
+            // and the stopped plan awaiting approval is in the one before.
+            return Some((200, index(&self.overview(None, INDEX_RUNS).await)));
         }
         let name = path.strip_prefix("/connectors/")?;
         let name = percent_decode_str(name).decode_utf8_lossy();
@@ -374,6 +378,17 @@ mod tests {
         assert!(!page.contains("<img") && !page.contains("<script"), "{page}");
         assert!(page.contains("id=\"approval\""), "{page}");
         assert!(page.contains("<code>run-1</code>"), "{page}");
+    }
+
+    #[test]
+    fn a_run_in_progress_does_not_hide_the_stopped_plan_before_it() {
+        let mut running = stopped_run("a");
+        running.report = None;
+        running.ended_at = None;
+        let runs = vec![running, stopped_run("a")];
+        assert!(awaiting_approval(&runs).is_some());
+        let html = index(&Overview { rows: vec![row("a", runs)], problems: vec![], now: Utc::now() });
+        assert!(html.contains("running or interrupted") && html.contains("awaiting approval"), "{html}");
     }
 
     #[test]
