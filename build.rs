@@ -49,6 +49,13 @@ fn git(args: &[&str]) -> Option<String> {
 /// The commit checked out. No "-dirty" mark: the script reruns when HEAD moves, not on every
 /// edit, so such a mark would often be stale.
 fn git_commit() -> Option<String> {
+    // Only this repository's: a source tarball unpacked inside some other checkout must not
+    // take that checkout's commit.
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    let here = std::env::var("CARGO_MANIFEST_DIR").ok()?;
+    if std::fs::canonicalize(top).ok()? != std::fs::canonicalize(here).ok()? {
+        return None;
+    }
     git(&["rev-parse", "--short=12", "HEAD"])
 }
 
