@@ -189,8 +189,27 @@ pub enum OpKind {
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Safeguard {
     NoDataRows,
-    MassDeactivation { count: u64, known: u64, limit: String, allowed: u64 },
-    TooManyInvalid { invalid: u64, rows: u64, limit: String, allowed: u64 },
+    MassDeactivation {
+        count: u64,
+        known: u64,
+        limit: String,
+        allowed: u64,
+    },
+    TooManyInvalid {
+        invalid: u64,
+        rows: u64,
+        limit: String,
+        allowed: u64,
+    },
+    /// A reconcile found more of this connector's accounts missing from the platform than
+    /// `max_deactivations` allows: a listing that misses accounts looks like this, and
+    /// re-creating them all would duplicate them.
+    MassRecreation {
+        count: u64,
+        known: u64,
+        limit: String,
+        allowed: u64,
+    },
 }
 
 impl Safeguard {
@@ -200,6 +219,7 @@ impl Safeguard {
             Safeguard::NoDataRows => "no_data_rows",
             Safeguard::MassDeactivation { .. } => "mass_deactivation",
             Safeguard::TooManyInvalid { .. } => "too_many_invalid",
+            Safeguard::MassRecreation { .. } => "mass_recreation",
         }
     }
 
@@ -211,6 +231,9 @@ impl Safeguard {
             }
             Safeguard::MassDeactivation { count, known, limit, allowed } => format!(
                 "this run would deactivate or delete {count} of {known} known users, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A truncated or wrong export looks like this: {go_on}"
+            ),
+            Safeguard::MassRecreation { count, known, limit, allowed } => format!(
+                "the platform lacks {count} of the {known} accounts this connector synced, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A platform listing that misses accounts looks like this, and re-creating them would duplicate people: check the platform, then run `rostersync sync {connector} --reconcile --allow-mass-change` to create them again"
             ),
             Safeguard::TooManyInvalid { invalid, rows, limit, allowed } => format!(
                 "{invalid} of {rows} rows are invalid, above max_invalid = \"{limit}\" ({allowed} allowed); nothing was pushed. Fix the rows listed in the report (or the mapping), or {go_on}"

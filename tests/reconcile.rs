@@ -367,3 +367,36 @@ fn an_update_that_meets_a_deleted_account_heals_and_so_do_its_reports() {
         counts(&r, &[("unchanged", 3), ("failed", 0), ("created", 0), ("updated", 0)]);
     }
 }
+
+#[test]
+fn a_reconcile_that_would_recreate_too_many_accounts_stops_until_allowed() {
+    let server = Server::A(ScimServer::start());
+    let p = server.project("max_deactivations = \"10%\"");
+    p.export("employees_2026-01-01.csv", &rows(10));
+    assert_eq!(p.sync_json(&[]).0, 0);
+    let before = by_external_id(&server);
+    for i in 1..=5 {
+        server.delete(before[&format!("E{i:07}")]["id"].as_str().unwrap());
+    }
+    let left = by_external_id(&server);
+
+    // Half the accounts missing: a listing that misses accounts looks the same.
+    let (code, r) = p.sync_json(&["--reconcile"]);
+    assert_eq!(code, 5, "{r}");
+    assert_eq!(r["stopped_by"], "mass_recreation", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("5 of the 10") && r["message"].as_str().unwrap().contains("--allow-mass-change"),
+        "{r}"
+    );
+    assert_eq!(by_external_id(&server), left, "nothing pushed");
+    // A dry run reports the same and changes nothing either, state included.
+    let (code, r) = p.sync_json(&["--reconcile", "--dry-run"]);
+    assert_eq!(code, 5, "{r}");
+
+    let (code, r) = p.sync_json(&["--reconcile", "--allow-mass-change"]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("created", 5), ("unchanged", 5), ("failed", 0)]);
+    let after = by_external_id(&server);
+    assert_eq!(after.len(), 10);
+    assert!(after.values().all(|u| u["active"] == true));
+}
