@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::fault_proxy::{Fault, FaultProxy};
 use support::project::{Project, row, rows};
 use support::scim::ScimServer;
 use support::scim_b::DjangoScim;
@@ -399,4 +400,36 @@ fn a_reconcile_that_would_recreate_too_many_accounts_stops_until_allowed() {
     let after = by_external_id(&server);
     assert_eq!(after.len(), 10);
     assert!(after.values().all(|u| u["active"] == true));
+}
+
+#[test]
+fn an_empty_200_to_the_listing_is_an_error_not_an_empty_platform() {
+    let scim = ScimServer::start();
+    let empty = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = empty.clone();
+    // A proxy (or a broken server) that answers the user listing with `200 {}`.
+    let proxy = FaultProxy::start(scim.port, move |_, method, path| {
+        if flag.load(std::sync::atomic::Ordering::Acquire) && method == "GET" && path.starts_with("/Users?startIndex") {
+            Fault::Body(200, "{}".into())
+        } else {
+            Fault::Pass
+        }
+    });
+    let server = Server::A(scim);
+    let p = Project::at(&proxy.base_url, server.token(), "", "");
+    p.export("employees_2026-01-01.csv", &rows(2));
+    assert_eq!(p.sync_json(&[]).0, 0);
+    // The state lost: the next run must list the platform, and that listing is empty.
+    std::fs::remove_dir_all(p.path().join("state")).unwrap();
+    empty.store(true, std::sync::atomic::Ordering::Release);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 6, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("without `Resources` or `totalResults`"), "{r}");
+    assert_eq!(r["counts"]["created"], 0, "{r}");
+    assert_eq!(by_external_id(&server).len(), 2, "nobody created twice");
+    empty.store(false, std::sync::atomic::Ordering::Release);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("adopted", 2), ("created", 0)]);
+    assert_eq!(by_external_id(&server).len(), 2);
 }
