@@ -433,3 +433,47 @@ fn an_empty_200_to_the_listing_is_an_error_not_an_empty_platform() {
     counts(&r, &[("adopted", 2), ("created", 0)]);
     assert_eq!(by_external_id(&server).len(), 2);
 }
+
+#[test]
+fn a_failed_adoption_on_a_first_sync_stays_pending_until_it_succeeds() {
+    let scim = ScimServer::start();
+    // E2 is on the platform already, under an old email: only its externalId tells.
+    let theirs = scim.post(
+        "/Users",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "E0000002", "userName": "old2@example.com"}),
+    );
+    let path = format!("/Users/{}", theirs["id"].as_str().unwrap());
+    let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = refuse.clone();
+    let proxy = FaultProxy::start(scim.port, move |_, method, p| {
+        if flag.load(std::sync::atomic::Ordering::Acquire) && method != "GET" && p == path { Fault::Status(400) } else { Fault::Pass }
+    });
+    let server = Server::A(scim);
+    let p = Project::at(&proxy.base_url, server.token(), "", "");
+    p.export("employees_2026-01-01.csv", &rows(3));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 6, "the adoption failed: {r}");
+    counts(&r, &[("created", 2), ("failed", 1), ("adopted", 0)]);
+    let marks =
+        Command::new("sqlite3").arg(p.path().join("state/rostersync.db")).arg("SELECT reason FROM reconcile_marks").output().unwrap();
+    assert!(String::from_utf8_lossy(&marks.stdout).contains("1 operation(s) failed"), "the marker stays set");
+
+    // A failing run in between (the export missing) changes nothing of that.
+    let exports = p.path().join("exports");
+    std::fs::rename(&exports, p.path().join("away")).unwrap();
+    assert_ne!(p.sync_json(&[]).0, 0);
+    std::fs::rename(p.path().join("away"), &exports).unwrap();
+
+    // The platform takes it now: the next run looks up before it creates, and adopts.
+    refuse.store(false, std::sync::atomic::Ordering::Release);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("adopted", 1), ("created", 0), ("unchanged", 2), ("failed", 0)]);
+    let held = by_external_id(&server);
+    assert_eq!(held.len(), 3, "one account per person: {held:?}");
+    assert_eq!(held["E0000002"]["id"], theirs["id"], "the account adopted, not a second one");
+    assert_eq!(held["E0000002"]["userName"], "ann2@example.com");
+    let marks =
+        Command::new("sqlite3").arg(p.path().join("state/rostersync.db")).arg("SELECT count(*) FROM reconcile_marks").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&marks.stdout).trim(), "0", "cleared once every outcome is recorded");
+}
