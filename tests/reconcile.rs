@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rostersync::state::{ReconcileMark, SnapshotWrite, SqliteStore, StateStore};
 use serde_json::{Value, json};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::project::{Project, row, rows};
@@ -109,6 +110,31 @@ impl Server {
     }
 }
 
+/// Runs `f` on the project's state store (opened through rostersync's own store).
+fn with_state<T>(p: &Project, f: impl AsyncFnOnce(&SqliteStore) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", p.path().join("state/rostersync.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        f(&store).await
+    })
+}
+
+/// The connector's reconcile marker, as the state store holds it.
+fn marker(p: &Project) -> Option<ReconcileMark> {
+    with_state(p, async |s| s.reconcile_mark("acme").await.unwrap())
+}
+
+/// Empties the connector's snapshot, keeping the run history (a restore gone wrong).
+fn empty_snapshot(p: &Project) {
+    with_state(p, async |s| {
+        let ids: Vec<SnapshotWrite> =
+            s.snapshot("acme").await.unwrap().into_keys().map(|external_id| SnapshotWrite::Remove { external_id }).collect();
+        s.write("acme", &ids).await.unwrap();
+        assert!(s.snapshot("acme").await.unwrap().is_empty());
+    })
+}
+
 /// The platform's accounts by externalId, asserting one account per externalId.
 fn by_external_id(server: &Server) -> HashMap<String, Value> {
     let mut m = HashMap::new();
@@ -165,9 +191,7 @@ fn a_kill_mid_push_then_failing_runs_then_a_good_run_leave_one_account_per_perso
         assert_eq!(p.sync_json(&[]).0, 0, "{s}");
         p.export("employees_2026-01-01.csv", &rows(n));
         kill_mid_push(&server, &p, 60, n as u64);
-        let db = p.path().join("state/rostersync.db");
-        let marks = Command::new("sqlite3").arg(&db).arg("SELECT count(*) FROM reconcile_marks").output().expect("sqlite3");
-        assert_eq!(String::from_utf8_lossy(&marks.stdout).trim(), "1", "{s}: the killed run left its marker");
+        assert!(marker(&p).is_some_and(|m| m.reason == "push started"), "{s}: the killed run left its marker");
 
         // The SFTP server is down, so to speak: the export folder is gone.
         let exports = p.path().join("exports");
@@ -276,11 +300,9 @@ fn a_lost_state_db_is_detected_by_a_plain_run_and_rebuilt_by_reconcile() {
         p.export("employees_2026-01-01.csv", &rows(3));
         assert_eq!(p.sync_json(&[]).0, 0, "{s}");
         let before = by_external_id(&server);
-        let db = p.path().join("state/rostersync.db");
 
         // The snapshot emptied (a restore gone wrong), history kept; E3 left meanwhile.
-        let out = Command::new("sqlite3").arg(&db).arg("DELETE FROM snapshot").output().expect("sqlite3");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        empty_snapshot(&p);
         p.export("employees_2026-01-02.csv", &rows(2));
         let (code, r) = p.sync_json(&[]);
         assert_eq!(code, 0, "{s}: {r}");
@@ -454,9 +476,7 @@ fn a_failed_adoption_on_a_first_sync_stays_pending_until_it_succeeds() {
     let (code, r) = p.sync_json(&[]);
     assert_eq!(code, 6, "the adoption failed: {r}");
     counts(&r, &[("created", 2), ("failed", 1), ("adopted", 0)]);
-    let marks =
-        Command::new("sqlite3").arg(p.path().join("state/rostersync.db")).arg("SELECT reason FROM reconcile_marks").output().unwrap();
-    assert!(String::from_utf8_lossy(&marks.stdout).contains("1 operation(s) failed"), "the marker stays set");
+    assert_eq!(marker(&p).map(|m| m.reason).as_deref(), Some("1 operation(s) failed"), "the marker stays set");
 
     // A failing run in between (the export missing) changes nothing of that.
     let exports = p.path().join("exports");
@@ -473,7 +493,5 @@ fn a_failed_adoption_on_a_first_sync_stays_pending_until_it_succeeds() {
     assert_eq!(held.len(), 3, "one account per person: {held:?}");
     assert_eq!(held["E0000002"]["id"], theirs["id"], "the account adopted, not a second one");
     assert_eq!(held["E0000002"]["userName"], "ann2@example.com");
-    let marks =
-        Command::new("sqlite3").arg(p.path().join("state/rostersync.db")).arg("SELECT count(*) FROM reconcile_marks").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&marks.stdout).trim(), "0", "cleared once every outcome is recorded");
+    assert_eq!(marker(&p), None, "cleared once every outcome is recorded");
 }
