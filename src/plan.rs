@@ -700,26 +700,38 @@ fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
 /// when the manager is in the snapshot, else as the manager's own row writes their id. A
 /// reference that names nobody either way is left as it is (noted as not on the platform).
 fn fold_managers(ops: &mut [(Op, u64)], lookup: &Lookup<'_>, rule: IdRule) {
-    let sent: HashSet<&str, FastHash> = ops.iter().map(|(o, _)| o.external_id()).collect();
-    let misses = |m: &str| !lookup.snapshot.contains_key(m) && !sent.contains(m);
-    let any = ops.iter().any(|(o, _)| matches!(o, Op::Create { user } | Op::Update { user, .. } if user.manager().is_some_and(misses)));
-    if !any {
+    fn manager(op: &Op) -> Option<&str> {
+        match op {
+            Op::Create { user } | Op::Update { user, .. } => user.manager(),
+            _ => None,
+        }
+    }
+    // Nearly always every manager is synced: then nothing else is built.
+    if !ops.iter().any(|(o, _)| manager(o).is_some_and(|m| !lookup.snapshot.contains_key(m))) {
         return;
     }
-    let in_file: HashMap<String, String, FastHash> =
-        ops.iter().map(|(o, _)| (rule.key(o.external_id()).into_owned(), o.external_id().to_string())).collect();
-    for (op, _) in ops.iter_mut() {
-        let (Op::Create { user } | Op::Update { user, .. }) = op else { continue };
-        let Some(m) = user.manager() else { continue };
-        if lookup.snapshot.contains_key(m) {
-            continue;
-        }
-        let named = match lookup.find(m) {
-            Some((k, _)) => Some(k.to_string()),
-            None => in_file.get(rule.key(m).as_ref()).cloned(),
-        };
-        if let Some(n) = named.filter(|n| n != m) {
-            user.manager = Some(n.as_str().into());
+    let fixes: Vec<(usize, String)> = {
+        // Keys borrow the ids (an id is usually its own key): no copy of a million ids.
+        let in_file: HashMap<std::borrow::Cow<'_, str>, &str, FastHash> =
+            ops.iter().map(|(o, _)| (rule.key(o.external_id()), o.external_id())).collect();
+        ops.iter()
+            .enumerate()
+            .filter_map(|(i, (o, _))| {
+                let m = manager(o)?;
+                if lookup.snapshot.contains_key(m) || in_file.get(m).is_some_and(|id| *id == m) {
+                    return None;
+                }
+                let named = match lookup.find(m) {
+                    Some((k, _)) => k.to_string(),
+                    None => in_file.get(rule.key(m).as_ref())?.to_string(),
+                };
+                (named != m).then_some((i, named))
+            })
+            .collect()
+    };
+    for (i, named) in fixes {
+        if let (Op::Create { user } | Op::Update { user, .. }, _) = &mut ops[i] {
+            user.manager = Some(named.as_str().into());
         }
     }
 }
