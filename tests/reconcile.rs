@@ -476,7 +476,7 @@ fn a_failed_adoption_on_a_first_sync_stays_pending_until_it_succeeds() {
     let (code, r) = p.sync_json(&[]);
     assert_eq!(code, 6, "the adoption failed: {r}");
     counts(&r, &[("created", 2), ("failed", 1), ("adopted", 0)]);
-    assert_eq!(marker(&p).map(|m| m.reason).as_deref(), Some("1 operation(s) failed"), "the marker stays set");
+    assert_eq!(marker(&p).map(|m| m.reason).as_deref(), Some("1 create(s) or adoption(s) failed"), "the marker stays set");
 
     // A failing run in between (the export missing) changes nothing of that.
     let exports = p.path().join("exports");

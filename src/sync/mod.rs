@@ -158,6 +158,9 @@ struct Job<'a, S: StateStore> {
     /// A reconcile's people whose account is gone from the platform: their snapshot rows
     /// go just before the push (`forget_gone`).
     forget: Vec<String>,
+    /// Creates and adoptions of this push that failed: the account may be on the platform
+    /// unrecorded (a lost answer), or an adoption is pending, so the marker stays set.
+    unsettled: u64,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -183,6 +186,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         rewrite: HashSet::new(),
         recreated: Vec::new(),
         forget: Vec::new(),
+        unsettled: 0,
     };
     let holder = lease::holder(opts.origin_or_cli(), &run_id);
     // A dry run writes nothing, so it needs no lease and may run beside a real one.

@@ -187,15 +187,17 @@ impl<S: StateStore> Job<'_, S> {
         self.store.write(&self.conn.name, &writes).await.map_err(RunError::from_error)
     }
 
-    /// After a push: the marker goes only when every outcome is recorded and nothing
-    /// failed (a failed adoption or create may be on the platform: it stays pending).
+    /// After a push whose every outcome is recorded: the marker goes, unless a create or
+    /// an adoption failed — its account may be on the platform (an answer lost on the way),
+    /// or the adoption is still pending. A failed update or deactivation of a recorded
+    /// account leaves nothing unrecorded (and must not make every later run list the
+    /// whole platform).
     pub(super) async fn settle_marker(&self) -> Result<(), RunError> {
         let name = &self.conn.name;
-        let failed = self.report.counts.failed;
-        if failed == 0 {
+        if self.unsettled == 0 {
             self.store.clear_reconcile(name).await.map_err(RunError::from_error)
         } else {
-            let why = format!("{failed} operation(s) failed");
+            let why = format!("{} create(s) or adoption(s) failed", self.unsettled);
             self.store.set_reconcile(name, &self.report.run_id, &why).await.map_err(RunError::from_error)
         }
     }
