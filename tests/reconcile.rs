@@ -495,3 +495,42 @@ fn a_failed_adoption_on_a_first_sync_stays_pending_until_it_succeeds() {
     assert_eq!(held["E0000002"]["userName"], "ann2@example.com");
     assert_eq!(marker(&p), None, "cleared once every outcome is recorded");
 }
+
+#[tokio::test]
+async fn the_marker_and_the_reports_of_a_manager_in_the_sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
+    assert_eq!(store.reconcile_mark("acme").await.unwrap(), None);
+    store.set_reconcile("acme", "run-1", "push started").await.unwrap();
+    store.set_reconcile("acme", "run-2", "1 create(s) or adoption(s) failed").await.unwrap();
+    let m = store.reconcile_mark("acme").await.unwrap().unwrap();
+    assert_eq!((m.run_id.as_str(), m.reason.as_str()), ("run-2", "1 create(s) or adoption(s) failed"), "the latest replaces");
+    assert_eq!(store.reconcile_mark("globex").await.unwrap(), None, "per connector");
+    store.clear_reconcile("acme").await.unwrap();
+    assert_eq!(store.reconcile_mark("acme").await.unwrap(), None);
+
+    let user = |id: &str, manager: Option<&str>| rostersync::model::User {
+        external_id: id.into(),
+        email: Some(format!("{id}@example.com").into()),
+        employee_id: Some(id.into()),
+        first_name: "A".into(),
+        last_name: "B".into(),
+        language: "en".into(),
+        active: true,
+        manager: manager.map(Into::into),
+        attributes: Default::default(),
+    };
+    let writes: Vec<SnapshotWrite> = [("E1", None), ("E2", Some("E1")), ("E3", Some("E1")), ("E4", Some("E2"))]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, m))| SnapshotWrite::Upsert { platform_id: format!("p{i}"), user: Box::new(user(id, m)) })
+        .collect();
+    store.write("acme", &writes).await.unwrap();
+    let reports = store.reports_of("acme", &["E1"]).await.unwrap();
+    let mut ids: Vec<&str> = reports.keys().map(String::as_str).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["E2", "E3"]);
+    assert_eq!(reports["E2"].0, "p1");
+    assert_eq!(reports["E2"].1.manager(), Some("E1"));
+    assert!(store.reports_of("globex", &["E1"]).await.unwrap().is_empty());
+}
