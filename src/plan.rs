@@ -674,14 +674,9 @@ fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
                 if u.user.external_id != key.as_str() {
                     u.user.external_id = key.as_str().into();
                 }
-                // And their manager is named as the manager was synced ("e5" is "E5").
-                if let Some(m) = u.user.manager()
-                    && !lookup.snapshot.contains_key(m)
-                    && let Some((mk, _)) = lookup.find(m)
-                {
-                    u.user.manager = Some(mk.as_str().into());
-                }
-                if entry.hash == u.user.content_hash() {
+                // Their manager is named as the manager was synced ("e5" is "E5"): looked at
+                // only when the content differs, so the usual unchanged user costs nothing.
+                if entry.hash == u.user.content_hash() || (fold_manager(&mut u.user, lookup) && entry.hash == u.user.content_hash()) {
                     part.unchanged += 1;
                     if !entry.active {
                         part.inactive.push((key, entry));
@@ -694,6 +689,22 @@ fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
         }
     }
     part
+}
+
+/// Names `user`'s manager as the snapshot does, when only the spelling differs; whether it
+/// changed anything.
+fn fold_manager(user: &mut User, lookup: &Lookup<'_>) -> bool {
+    let Some(m) = user.manager() else { return false };
+    if lookup.snapshot.contains_key(m) {
+        return false;
+    }
+    match lookup.find(m) {
+        Some((k, _)) if k.as_str() != m => {
+            user.manager = Some(k.as_str().into());
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Manager references of the users sent, named as their manager is (`IdRule`): as synced
