@@ -23,7 +23,7 @@ use crate::exit::{Classify, Exit};
 pub struct Cli {
     /// The connectors file (default ./connectors.toml). Relative paths inside it are
     /// relative to its folder.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", env = "ROSTERSYNC_CONFIG")]
     pub config: Option<PathBuf>,
     /// Print one JSON object on stdout and nothing else there (logs go to stderr).
     #[arg(long, global = true)]

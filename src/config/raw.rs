@@ -96,6 +96,9 @@ pub struct RawPlatform {
     pub base_url: String,
     /// Environment variable holding the bearer token.
     pub token_env: Option<String>,
+    /// File holding the bearer token, instead of `token_env` (systemd credentials,
+    /// Kubernetes secrets); one trailing newline is ignored. Relative to this config file.
+    pub token_file: Option<String>,
     /// Parallel requests when Bulk is not used (default 8).
     pub max_concurrency: Option<i64>,
     /// Timeout of one HTTP request (default "30s").
@@ -116,7 +119,9 @@ pub struct RawOAuth2 {
     pub token_url: String,
     pub client_id: String,
     /// Environment variable holding the client secret.
-    pub client_secret_env: String,
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret, instead of `client_secret_env`.
+    pub client_secret_file: Option<String>,
     pub scope: Option<String>,
 }
 
@@ -176,8 +181,12 @@ pub struct RawSftp {
     pub private_key: Option<String>,
     /// Environment variable holding the key's passphrase.
     pub passphrase_env: Option<String>,
+    /// File holding the key's passphrase, instead of `passphrase_env`.
+    pub passphrase_file: Option<String>,
     /// Environment variable holding the password (auth = "password").
     pub password_env: Option<String>,
+    /// File holding the password, instead of `password_env`.
+    pub password_file: Option<String>,
     /// Pinned host key fingerprint "SHA256:…", as printed by `rostersync keyscan`.
     pub host_key: Option<String>,
     /// known_hosts file, instead of `host_key`.
