@@ -33,7 +33,12 @@ fn check_json_lists_problems_and_the_bundled_config_is_valid() {
     assert_eq!(v["problems"][2]["line"], 13);
 
     let good = support::repo_root().join("connectors.toml");
-    let out = Command::new(support::rostersync_bin()).args(["--config", good.to_str().unwrap(), "check"]).output().unwrap();
+    // `check` also checks the environment: the token variable the bundled file names is set.
+    let out = Command::new(support::rostersync_bin())
+        .args(["--config", good.to_str().unwrap(), "check"])
+        .env("PLATFORM_SCIM_TOKEN", "demo-token")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
 

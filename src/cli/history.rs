@@ -9,6 +9,15 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
     let cfg = super::load_config(cli)?;
     let store = SqliteStore::open(&cfg.state.url).await?;
     let runs = store.history(connector, limit).await?;
+    // A name neither configured nor ever run is a typo: exit 2 with the known names, like
+    // every other command. A connector since removed from the config still has its history.
+    if let Some(name) = connector
+        && runs.is_empty()
+        && !cfg.connectors.contains_key(name)
+        && !cfg.broken.iter().any(|b| b == name)
+    {
+        cfg.connector(name)?;
+    }
     if cli.json {
         let v: Vec<_> = runs
             .iter()

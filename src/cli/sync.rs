@@ -29,9 +29,14 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
     }
     let store = SqliteStore::open(&cfg.state.url).await?;
     let mut exit = if cfg.problems.is_empty() || !all { Exit::Ok } else { Exit::Config };
+    // --all --json is one document, printed once every run has ended: a consumer parses
+    // stdout whole, and a half-printed list cannot pass for a complete one.
+    let mut runs = Vec::new();
     for conn in &conns {
         let res = sync::run(&cfg, conn, &store, &opts).await;
-        if cli.json {
+        if cli.json && all {
+            runs.push(serde_json::to_value(&res.report)?);
+        } else if cli.json {
             println!("{}", serde_json::to_string(&res.report)?);
         } else {
             print_summary(&res.report);
@@ -39,6 +44,9 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
         if res.exit != Exit::Ok && (exit == Exit::Ok || exit == Exit::Config) {
             exit = res.exit;
         }
+    }
+    if cli.json && all {
+        println!("{}", serde_json::json!({"runs": runs, "skipped": cfg.problems, "exit": exit.code()}));
     }
     Ok(exit.code())
 }
