@@ -261,3 +261,50 @@ fn the_daemon_logs_an_unset_token_at_start_and_healthz_names_the_connector() {
     assert!(logged.contains("platform.token_env: environment variable PLATFORM_SCIM_TOKEN") && logged.contains("is not set"), "{logged}");
     assert!(logged.contains("connectors that cannot run: acme"), "{logged}");
 }
+
+#[test]
+fn a_new_customer_is_fetched_before_its_mapping_exists_and_the_suggested_mapping_checks() {
+    let sshd = Sshd::start();
+    let key = sshd.client_key("ed25519", "");
+    let export = sshd.data().join("employees_2026-01-01.csv");
+    let mut csv = String::from(support::project::HEADER);
+    for r in rows(3) {
+        csv.push('\n');
+        csv.push_str(&r);
+    }
+    std::fs::write(&export, csv + "\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut cfg = String::from(
+        "[platform]\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"RS_PREFLIGHT_TOKEN\"\n[state]\nurl = \"sqlite://state.db\"\n",
+    );
+    cfg += &sftp_connector(
+        "acme",
+        sshd.port,
+        &format!("auth = \"key\"\nprivate_key = \"{}\"", key.display()),
+        &format!("host_key = \"{}\"", sshd.fingerprint("ed25519")),
+        &format!("{}/employees_*.csv", sshd.data().display()),
+    )
+    .replace("mapping = \"m.toml\"", "mapping = \"mappings/acme.toml\"");
+    let config = d.join("connectors.toml");
+    std::fs::write(&config, cfg).unwrap();
+    let env = [("RS_PREFLIGHT_TOKEN", "t0k3n")];
+
+    let out = run(&config, &["check"], &env);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("connectors.acme.mapping: cannot read mapping file"), "{stdout}");
+
+    let out = run(&config, &["fetch", "acme", "--to", d.join("samples").to_str().unwrap()], &env);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "fetch works before the mapping exists: {stdout}{stderr}");
+    let sample = d.join("samples/employees_2026-01-01.csv");
+    assert_eq!(std::fs::read(&sample).unwrap(), std::fs::read(&export).unwrap());
+
+    let out = run(&config, &["mapping", "suggest", sample.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    std::fs::create_dir_all(d.join("mappings")).unwrap();
+    std::fs::write(d.join("mappings/acme.toml"), &out.stdout).unwrap();
+    let out = run(&config, &["check"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).0);
+}

@@ -8,7 +8,14 @@ use crate::exit::Exit;
 
 pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
-    let conn = cfg.connector(connector)?;
+    // A new customer's mapping is drafted from a sample: its absence does not stop `fetch`.
+    let conn = match cfg.unmapped.get(connector) {
+        Some(c) => {
+            tracing::info!("{connector}: its mapping has problems (`rostersync check`); fetching a sample anyway");
+            c
+        }
+        None => cfg.connector(connector)?,
+    };
     let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit, e.message))?;
     let Some(dl) = dl else {
         return Err(CodedError(Exit::Data, format!("{connector}: no file to fetch right now")).into());

@@ -228,6 +228,18 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// The stand-in of a mapping not written yet, for `fetch` (which reads no row): a new
+    /// customer's first export is fetched to draft the mapping from.
+    pub fn unwritten() -> Mapping {
+        Mapping {
+            unique_id: UniqueId::EmployeeId,
+            id_case: IdCase::default(),
+            source: SourceOptions { header_row: 1, ..SourceOptions::default() },
+            fields: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+        }
+    }
+
     /// How this mapping's unique ids compare.
     pub fn id_rule(&self) -> crate::model::IdRule {
         crate::model::IdRule {

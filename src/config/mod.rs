@@ -83,6 +83,9 @@ pub struct Config {
     pub problems: Vec<Problem>,
     /// Names of connectors that have problems (refused by sync and the scheduler).
     pub broken: Vec<String>,
+    /// Broken connectors whose only problems are in their mapping (not written yet, most
+    /// often), with `Mapping::unwritten`: `fetch` may still take a sample from their source.
+    pub unmapped: BTreeMap<String, Connector>,
 }
 
 impl Config {
@@ -364,6 +367,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         connectors: BTreeMap::new(),
         problems: Vec::new(),
         broken: Vec::new(),
+        unmapped: BTreeMap::new(),
     };
     let Some(doc) = ck.toml(src) else {
         cfg.problems = ck.problems;
@@ -419,7 +423,10 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         let conn = check_connector(&mut ck, dir, &name, value);
         if ck.problems.len() > before || conn.is_none() {
             cfg.broken.push(name.clone());
-        } else if let Some(c) = conn {
+            if let Some((c, false)) = conn {
+                cfg.unmapped.insert(name, c);
+            }
+        } else if let Some((c, _)) = conn {
             cfg.connectors.insert(name, c);
         }
         ck.connector = None;
@@ -563,7 +570,10 @@ fn check_platform(ck: &mut Checker, dir: &Path, p: RawPlatform) -> Option<Platfo
     })
 }
 
-fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value) -> Option<Connector> {
+/// The connector, and whether its mapping was read (false: `Mapping::unwritten` stands in,
+/// and the mapping's problems are the connector's only ones).
+fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value) -> Option<(Connector, bool)> {
+    let before = ck.problems.len();
     let key = format!("connectors.{name}");
     let raw = ck.section::<RawConnector>(&key, value)?;
     let schedule = raw.schedule.as_ref().and_then(|s| match Schedule::parse(s, raw.timezone.as_deref()) {
@@ -607,18 +617,28 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
         Some(s) => ck.section::<RawSync>(&format!("{key}.sync"), s).map(|s| check_sync(ck, &key, s)),
     };
     let mapping_path = resolve(dir, &raw.mapping);
+    let rest_ok = ck.problems.len() == before;
     let mapping = mapping::load(ck, &format!("{key}.mapping"), &mapping_path);
-    Some(Connector {
-        name: name.to_string(),
-        customer: raw.customer.unwrap_or_else(|| name.to_string()),
-        schedule,
-        jitter,
-        mapping_path,
-        mapping: mapping?,
-        source: source?,
-        file: file?,
-        sync: sync?,
-    })
+    let mapped = mapping.is_some();
+    let mapping = match mapping {
+        Some(m) => m,
+        None if rest_ok => Mapping::unwritten(),
+        None => return None,
+    };
+    Some((
+        Connector {
+            name: name.to_string(),
+            customer: raw.customer.unwrap_or_else(|| name.to_string()),
+            schedule,
+            jitter,
+            mapping_path,
+            mapping,
+            source: source?,
+            file: file?,
+            sync: sync?,
+        },
+        mapped,
+    ))
 }
 
 fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<SourceConfig> {
