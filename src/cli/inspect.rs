@@ -64,8 +64,15 @@ pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
             })
         );
     } else {
-        println!("{connector}: {} ({} bytes)", shown(&dl.fingerprint.path), dl.fingerprint.size);
-        println!("  rows {} — {} valid, {} invalid (max_invalid allows {allowed})", mapped.rows, mapped.users.len(), invalid);
+        let n = super::term::Numbers::for_stdout();
+        println!("{connector}: {} ({} bytes)", shown(&dl.fingerprint.path), n.count(dl.fingerprint.size));
+        println!(
+            "  rows {} — {} valid, {} invalid (max_invalid allows {})",
+            n.count(mapped.rows),
+            n.count(mapped.users.len() as u64),
+            n.count(invalid),
+            n.count(allowed)
+        );
         println!("  people {active} active, {inactive} inactive (from the valid rows; an invalid row keeps its person as last synced)");
         println!();
         for line in crate::mapping::preview_table(&mapped.users, 10).lines() {

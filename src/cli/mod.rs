@@ -9,7 +9,7 @@ mod keyscan;
 mod mapping_suggest;
 mod progress;
 mod sync;
-mod term;
+pub(crate) mod term;
 
 use std::path::PathBuf;
 

@@ -64,12 +64,18 @@ pub fn print_summary(r: &Report) {
         println!("  file     {} ({} bytes, sha256 {}…)", shown(&f.path), f.size, &f.sha256[..f.sha256.len().min(12)]);
     }
     let c = &r.counts;
+    let n = super::term::Numbers::for_stdout();
     if c.rows > 0 {
         let verb = if r.dry_run { "would be " } else { "" };
-        println!("  rows     {} ({} valid, {} invalid)", c.rows, c.valid, c.invalid);
+        println!("  rows     {} ({} valid, {} invalid)", n.count(c.rows), n.count(c.valid), n.count(c.invalid));
         println!(
             "  users    {verb}created {}, {verb}updated {}, {verb}deactivated {}, {verb}deleted {}, unchanged {}, failed {}",
-            c.created, c.updated, c.deactivated, c.deleted, c.unchanged, c.failed
+            n.count(c.created),
+            n.count(c.updated),
+            n.count(c.deactivated),
+            n.count(c.deleted),
+            n.count(c.unchanged),
+            n.count(c.failed)
         );
     }
     if !r.errors.is_empty() {
@@ -90,5 +96,5 @@ pub fn print_summary(r: &Report) {
     if let Some(m) = &r.message {
         println!("  {}", shown_lines(m));
     }
-    println!("  run {} in {} ms", r.run_id, r.duration_ms);
+    println!("  run {} in {}", r.run_id, n.millis(r.duration_ms));
 }
