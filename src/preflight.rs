@@ -55,6 +55,7 @@ pub const READ_LIMIT: u64 = 1 << 20;
 pub trait Environment {
     fn var(&self, name: &str) -> Option<OsString>;
     fn file(&self, path: &Path) -> Probe;
+    fn is_dir(&self, path: &Path) -> bool;
 }
 
 /// This process's environment and file system.
@@ -63,6 +64,10 @@ pub struct System;
 impl Environment for System {
     fn var(&self, name: &str) -> Option<OsString> {
         std::env::var_os(name)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
     }
 
     fn file(&self, path: &Path) -> Probe {
@@ -114,7 +119,7 @@ pub fn connector(c: &Connector, env: &dyn Environment) -> Vec<Finding> {
     let mut f = |key: String, message: String| out.push(Finding { connector: Some(c.name.clone()), key, message });
     match &c.source {
         SourceConfig::Local { dir } => {
-            if !dir.is_dir() {
+            if !env.is_dir(dir) {
                 f(format!("{table}.local.dir"), format!("folder {} does not exist; create it or correct dir", dir.display()));
             }
         }
@@ -329,6 +334,9 @@ mod tests {
         fn file(&self, path: &Path) -> Probe {
             self.files.get(path).cloned().unwrap_or(Probe::Missing)
         }
+        fn is_dir(&self, path: &Path) -> bool {
+            path == Path::new("/exports")
+        }
     }
 
     /// The head of an unencrypted OpenSSH key (magic, cipher "none", kdf "none"): all
@@ -426,6 +434,28 @@ mod tests {
         let got = environment(&c, &env);
         assert!(got[0].message.contains("does not exist"), "{}", got[0]);
         assert!(got[1].message.starts_with(&format!("cannot read known_hosts file {} (permission denied)", kh.display())), "{}", got[1]);
+    }
+
+    #[test]
+    fn a_local_folder_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("m.toml"),
+            "unique_id = \"employee_id\"\n[fields]\nemployee_id = \"Id\"\nfirst_name = \"F\"\nlast_name = \"L\"\n",
+        )
+        .unwrap();
+        let src = |d: &str| {
+            format!(
+                "[platform]\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"TOKEN\"\n[connectors.l]\nmapping = \"m.toml\"\n[connectors.l.local]\ndir = \"{d}\"\n[connectors.l.file]\npath = \"x.csv\"\n"
+            )
+        };
+        let env = Table { vars: HashMap::from([("TOKEN", "x")]), files: HashMap::new() };
+        let ok = crate::config::load_str(&src("/exports"), &dir.path().join("c.toml"), dir.path());
+        assert_eq!(environment(&ok, &env), vec![]);
+        let missing = crate::config::load_str(&src("/nowhere"), &dir.path().join("c.toml"), dir.path());
+        let got = environment(&missing, &env);
+        assert_eq!(keys(&got), vec![(Some("l"), "connectors.l.local.dir")]);
+        assert!(got[0].message.contains("folder /nowhere does not exist"), "{}", got[0]);
     }
 
     #[test]
