@@ -60,11 +60,11 @@ pub fn print_summary(r: &Report) {
     };
     let dry = if r.dry_run { " (dry run: nothing pushed)" } else { "" };
     println!("{}: {outcome}{dry}", r.connector);
+    let n = super::term::Numbers::for_stdout();
     if let Some(f) = &r.file {
-        println!("  file     {} ({} bytes, sha256 {}…)", shown(&f.path), f.size, &f.sha256[..f.sha256.len().min(12)]);
+        println!("  file     {} ({} bytes, sha256 {}…)", shown(&f.path), n.count(f.size), &f.sha256[..f.sha256.len().min(12)]);
     }
     let c = &r.counts;
-    let n = super::term::Numbers::for_stdout();
     if c.rows > 0 {
         let verb = if r.dry_run { "would be " } else { "" };
         println!("  rows     {} ({} valid, {} invalid)", n.count(c.rows), n.count(c.valid), n.count(c.invalid));
