@@ -211,7 +211,7 @@ impl Safeguard {
     }
 
     pub fn message(&self, connector: &str) -> String {
-        let go_on = format!("check the file, then run `rostersync sync {connector} --allow-mass-change` to apply it anyway");
+        let go_on = format!("check the file, then run `rostersync sync {connector} --allow-mass-change --reason \"…\"` to apply it anyway");
         match self {
             Safeguard::NoDataRows => {
                 format!("the export has no data rows; nothing was pushed. A full employee list is expected: check the file, then {go_on}")

@@ -80,6 +80,35 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
     pub duration_ms: u64,
+    /// Each operation of the plan, person by person (for a stopped run: what it would have
+    /// done). Whole here; the human summary shows the first ones.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub operations: Vec<crate::changes::PersonOp>,
+    /// Who let this run past a safeguard, when and why (`approve`, `--allow-mass-change`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approval: Option<Approval>,
+}
+
+/// A person's go-ahead for a run a safeguard stops (or would stop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The OS user who ran the command.
+    pub by: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub reason: String,
+    /// The stopped run whose stored plan this applies (`rostersync approve RUN_ID`); None
+    /// for `--allow-mass-change`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub plan_of: Option<String>,
+}
+
+impl Approval {
+    /// An approval by the current OS user, now.
+    pub fn now(reason: &str, plan_of: Option<String>) -> Approval {
+        let by = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        Approval { by, at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true), reason: reason.to_string(), plan_of }
+    }
 }
 
 impl Report {
@@ -99,6 +128,8 @@ impl Report {
             notes: Vec::new(),
             message: None,
             duration_ms: 0,
+            operations: Vec::new(),
+            approval: None,
         }
     }
 }

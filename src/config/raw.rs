@@ -126,6 +126,10 @@ pub struct RawOAuth2 {
 pub struct RawState {
     /// "sqlite://state/rostersync.db" (relative to the config file) or "postgres://…".
     pub url: String,
+    /// How long the per-person audit trail (every operation sent: run, time, kind, changed
+    /// field names, platform status) and the plans of stopped runs are kept, e.g. "180d"
+    /// (the default). Older entries are removed at the end of each run.
+    pub audit_retention: Option<Parsed<HumanDuration>>,
 }
 
 /// `[daemon]`

@@ -200,6 +200,8 @@ mod tests {
             notes: Vec::new(),
             message: None,
             duration_ms: ms,
+            operations: Vec::new(),
+            approval: None,
         }
     }
 

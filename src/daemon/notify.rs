@@ -170,6 +170,8 @@ mod tests {
             notes: Vec::new(),
             message: Some(message.into()),
             duration_ms: 5,
+            operations: Vec::new(),
+            approval: None,
         }
     }
 

@@ -139,6 +139,8 @@ impl Runner for Fake {
             notes: Vec::new(),
             message: (exit != Exit::Ok).then(|| format!("scripted exit {}", exit.code())),
             duration_ms: self.duration.as_millis() as u64,
+            operations: Vec::new(),
+            approval: None,
         };
         RunResult { report, exit, retriable }
     }

@@ -65,6 +65,47 @@ pub struct RunRecord {
     pub report: Option<Report>,
 }
 
+/// One operation sent for one person: the audit trail `history --person` and `explain`
+/// show. Field NAMES only, never values (values are personal data, and the snapshot holds
+/// the current ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub connector: String,
+    pub external_id: String,
+    pub run_id: String,
+    pub at: DateTime<Utc>,
+    /// `changes::PersonKind` as a word: create, update, deactivate, adopt, rekey, …
+    pub kind: String,
+    /// The fields the operation changed (updates).
+    pub fields: Vec<String>,
+    /// "ok" or "failed".
+    pub status: String,
+    /// The platform's HTTP status of a failure, when it answered.
+    pub http_status: Option<u16>,
+    /// Who let the run past a safeguard and why ("alice: HR confirmed the layoffs").
+    pub approval: Option<String>,
+}
+
+/// The plan of a run a safeguard stopped, kept for `plan show` and `approve`: what it would
+/// do, and what it was made from (the file's sha256, the state's fingerprint, the plan's
+/// digest: `crate::changes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPlan {
+    pub run_id: String,
+    pub connector: String,
+    pub created_at: DateTime<Utc>,
+    pub file: FileFingerprint,
+    pub state_fingerprint: String,
+    pub digest: String,
+    /// The safeguard rule and its message.
+    pub rule: String,
+    pub message: String,
+    pub dry_run: bool,
+    pub operations: Vec<crate::changes::PersonOp>,
+    /// Set once approved: the approval and the run that applied it.
+    pub approved: Option<(crate::report::Approval, String)>,
+}
+
 #[allow(async_fn_in_trait)]
 pub trait StateStore {
     /// Takes the connector's lease, or says who holds it. Expired leases are taken over.
@@ -87,4 +128,19 @@ pub trait StateStore {
     /// then some writes may have reached the platform unrecorded, and the next run adopts.
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError>;
     async fn history(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StateError>;
+
+    /// Appends to the per-person audit trail.
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError>;
+    /// One person's audit trail, newest first (every connector when `connector` is None).
+    async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError>;
+    /// Removes audit entries and stored plans older than `before`; returns how many went.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError>;
+    /// Keeps the plan of a stopped run (replacing one stored under the same run id).
+    async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError>;
+    /// The stored plan of that run, if any.
+    async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError>;
+    /// The connector's newest stored plan when it is not approved (a stop waiting for a person).
+    async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError>;
+    /// Records that `run_id`'s plan was applied by `applied_by` under `approval`.
+    async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError>;
 }

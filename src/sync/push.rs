@@ -94,6 +94,7 @@ impl<S: StateStore> Job<'_, S> {
 
     /// Counts one outcome and queues its snapshot write, from the operation it hands back.
     fn record(&mut self, o: OpOutcome, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
+        self.audit_outcome(&o);
         let OpOutcome { result, op } = o;
         match result {
             Ok(applied) => self.record_applied(applied, op, batch),
