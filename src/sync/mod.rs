@@ -161,8 +161,9 @@ struct Job<'a, S: StateStore> {
     /// Re-hires of this push: new external id → the leaver whose account it takes (its
     /// snapshot row goes when the write succeeds).
     rekeys: HashMap<String, String>,
-    /// `--only`: the scope's people found in the file (by id key).
+    /// `--only`: the scope's people found in the file (by id key), and the file's rows.
     in_file: HashSet<String>,
+    file_rows: Option<u64>,
     /// Each person's kind and changed fields in this plan, for the audit trail.
     audit_kinds: HashMap<String, (crate::changes::PersonKind, Vec<String>)>,
     /// Audit entries of the outcomes so far, written at the end of the push.
@@ -190,6 +191,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         budget: crate::retry::Budget::default(),
         rekeys: HashMap::new(),
         in_file: HashSet::new(),
+        file_rows: None,
         audit_kinds: HashMap::new(),
         audit: Vec::new(),
     };
@@ -424,7 +426,7 @@ impl<S: StateStore> Job<'_, S> {
                 users: mapped.users,
                 invalid_ids: &invalid_ids,
                 unidentified: &unidentified,
-                rows: mapped.rows,
+                rows: self.plan_rows(mapped.rows),
                 invalid: self.report.counts.invalid,
                 existing,
                 rule: &self.conn.sync,
@@ -433,6 +435,7 @@ impl<S: StateStore> Job<'_, S> {
             },
             others,
         );
+        self.rescope_stop(&mut plan, snapshot.len());
         tracing::debug!(ops = plan.ops.len(), unchanged = plan.unchanged, elapsed = ?self.started.elapsed(), "planned");
         let known = managers::known_managers(&plan.ops, snapshot);
         plan.unchanged += managers::drop_unlinkable(&mut plan.ops, &mut plan.lines, snapshot);

@@ -64,6 +64,7 @@ impl<S: StateStore> Job<'_, S> {
     pub(super) fn scope_mapped(&mut self, mapped: Mapped) -> Mapped {
         let Some(only) = &self.opts.only else { return mapped };
         let scope = Scope::new(only, self.conn.mapping.id_rule());
+        self.file_rows = Some(mapped.rows);
         let m = scope.mapped(mapped);
         self.in_file = m.users.iter().map(|u| scope.rule.key(&u.user.external_id).into_owned()).collect();
         self.in_file.extend(m.errors.iter().filter_map(|e| e.external_id.as_deref()).map(|i| scope.rule.key(i).into_owned()));
@@ -84,6 +85,31 @@ impl<S: StateStore> Job<'_, S> {
             self.note(format!("{id}: absent from the file; left as it is (pass --allow-absent to apply on_missing to them)"));
         }
         Some(scoped)
+    }
+
+    /// The rows the safeguards measure against: the whole file's, also under `--only` (an
+    /// absent person's scope has no row, and one invalid row of one is no "100 % invalid").
+    pub(super) fn plan_rows(&self, scoped: u64) -> u64 {
+        self.file_rows.unwrap_or(scoped)
+    }
+
+    /// `--only`: max_deactivations counts against every known person, not the scope's few
+    /// (one leaver of one named person would otherwise always be "100 %"); max_invalid
+    /// stays the scope's.
+    pub(super) fn rescope_stop(&self, plan: &mut Plan, known: usize) {
+        if self.opts.only.is_none() {
+            return;
+        }
+        if let Some(crate::plan::Safeguard::MassDeactivation { count, .. }) = plan.stop {
+            let known = known as u64;
+            let allowed = self.conn.sync.max_deactivations.allowed(known);
+            plan.stop = (count > allowed).then(|| crate::plan::Safeguard::MassDeactivation {
+                count,
+                known,
+                limit: self.conn.sync.max_deactivations.to_string(),
+                allowed,
+            });
+        }
     }
 
     /// The plan person by person into the report, with the stored content of the people it
