@@ -87,6 +87,9 @@ pub struct Report {
     /// Who let this run past a safeguard, when and why (`approve`, `--allow-mass-change`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub approval: Option<Approval>,
+    /// A stopped run whose plan was kept: the command that applies exactly that plan.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approve_with: Option<String>,
 }
 
 /// A person's go-ahead for a run a safeguard stops (or would stop).
@@ -130,6 +133,7 @@ impl Report {
             duration_ms: 0,
             operations: Vec::new(),
             approval: None,
+            approve_with: None,
         }
     }
 }

@@ -126,6 +126,7 @@ async fn last_file_history_and_interrupted_runs() {
         duration_ms: 12,
         operations: Vec::new(),
         approval: None,
+        approve_with: None,
     };
     s.finish_run(&report, Utc::now()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -202,6 +202,7 @@ mod tests {
             duration_ms: ms,
             operations: Vec::new(),
             approval: None,
+            approve_with: None,
         }
     }
 

@@ -190,6 +190,9 @@ async fn connector_loop<R: Runner>(
         tracing::warn!("schedule \"{}\" has no future start; the connector runs by hand only", sched.spec);
         return;
     };
+    // A failure, stop or stale export was notified and no run has synced since: the next
+    // one that does sends `recovered`.
+    let mut alarmed = false;
     loop {
         tracing::debug!("next start {}", start.to_rfc3339());
         if !sh.clock.sleep_until(start, &mut stop).await {
@@ -213,6 +216,10 @@ async fn connector_loop<R: Runner>(
             sh.metrics.run_finished(&res.report, ended);
             log_end(&res.report, attempt);
 
+            if res.exit == Exit::Ok && alarmed && res.report.outcome == crate::report::RunOutcome::Ok {
+                alarmed = false;
+                sh.notify.notify(Notification::recovered(&res.report, &conn.customer, attempt, ended));
+            }
             if res.exit == Exit::Ok || *stop.borrow() {
                 break;
             }
@@ -233,6 +240,7 @@ async fn connector_loop<R: Runner>(
                 tracing::error!(run_id = %res.report.run_id, "attempt {attempt} failed (exit {}); no more retries in this period, waiting for the next slot", res.exit.code());
             }
             if let Some(n) = Notification::for_run(&res.report, &conn.customer, res.exit.code(), attempt, ended) {
+                alarmed = true;
                 sh.notify.notify(n);
             }
             break;

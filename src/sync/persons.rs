@@ -151,10 +151,13 @@ impl<S: StateStore> Job<'_, S> {
             approved: None,
         };
         match self.store.save_plan(&stored).await {
-            Ok(()) => format!(
-                "{message}. Or apply exactly this plan (`rostersync plan show {run}` lists it): `rostersync approve {run} --reason \"…\"`",
-                run = self.report.run_id
-            ),
+            Ok(()) => {
+                self.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", self.report.run_id));
+                format!(
+                    "{message}. Or apply exactly this plan (`rostersync plan show {run}` lists it): `rostersync approve {run} --reason \"…\"`",
+                    run = self.report.run_id
+                )
+            }
             Err(e) => {
                 tracing::warn!("could not keep the stopped plan for approval: {e}");
                 message
