@@ -87,7 +87,8 @@ pub struct Report {
     /// Who let this run past a safeguard, when and why (`approve`, `--allow-mass-change`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub approval: Option<Approval>,
-    /// A stopped run whose plan was kept: the command that applies exactly that plan.
+    /// A stopped run whose plan was kept, or a daemon run waiting for that approval: the
+    /// command that applies exactly that plan.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub approve_with: Option<String>,
 }

@@ -305,3 +305,115 @@ fn explain_tells_one_persons_row_state_decision_and_trail() {
     assert_eq!(e["state"]["active"], true);
     assert_eq!(e["operations"][0]["kind"], "create");
 }
+
+/// A tiny webhook receiver: answers 200 to every POST and keeps the bodies.
+fn webhook_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/T0KEN", l.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                keep.lock().unwrap().push(v);
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
+}
+
+/// Kills the daemon when the test ends, however it ends.
+struct Running(std::process::Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_daemon_waits_for_the_approval_of_a_stopped_plan_then_recovers() {
+    use std::time::{Duration, Instant};
+    let scim = ScimServer::start();
+    let p = synced_20(&scim);
+    let (hook, posted) = webhook_listener();
+    let cfg_path = p.path().join("connectors.toml");
+    let cfg = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replacen("bulk = \"off\"\n", &format!("bulk = \"off\"\nnotify_webhook = \"{hook}\"\n"), 1)
+        .replacen("[connectors.acme]\n", "[connectors.acme]\nschedule = \"*/2 * * * * *\"\n", 1);
+    std::fs::write(&cfg_path, cfg).unwrap();
+    p.export("employees_2026-01-02.csv", &rows(5));
+    let log = std::fs::File::create(p.path().join("daemon.log")).unwrap();
+    let _daemon = Running(p.command(&["daemon"]).stdout(std::process::Stdio::null()).stderr(log).spawn().unwrap());
+    let daemon_log = || std::fs::read_to_string(p.path().join("daemon.log")).unwrap_or_default();
+    let reports = || -> Vec<Value> {
+        let h: Value = serde_json::from_slice(&p.run(&["--json", "history", "acme", "--limit", "1000"]).stdout).unwrap();
+        let mut v: Vec<Value> = h.as_array().unwrap().iter().filter_map(|r| r["report"].as_object().map(|_| r["report"].clone())).collect();
+        v.reverse();
+        v
+    };
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}; log:\n{}", daemon_log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // The daemon's first run stops; the next slots wait for the approval.
+    wait("a stopped run and two that wait", &|| reports().iter().skip(1).filter(|r| r["outcome"] == "no-new-file").count() >= 2);
+    let rs = reports();
+    let stopped = &rs[1];
+    assert_eq!(stopped["outcome"], "stopped", "{rs:#?}");
+    let run = stopped["run_id"].as_str().unwrap().to_string();
+    for r in &rs[2..] {
+        assert_eq!(r["outcome"], "no-new-file", "{r}");
+        assert!(r["message"].as_str().unwrap().contains(&format!("waiting for approval: run {run}")), "{r}");
+    }
+    let notes = posted.lock().unwrap().clone();
+    let stops: Vec<&Value> = notes.iter().filter(|n| n["event"] == "stopped").collect();
+    assert_eq!(stops.len(), 1, "notified once, not at every slot: {notes:#?}");
+    assert_eq!(stops[0]["approve_with"], format!("rostersync approve {run} --reason \"…\""));
+    assert!(stops[0]["text"].as_str().unwrap().contains(&format!("rostersync approve {run}")), "{}", stops[0]);
+    assert_eq!(scim.users().iter().filter(|u| u["active"] == false).count(), 0, "nothing pushed while waiting");
+
+    // Approved by hand (a daemon run may hold the lease for a moment: then again).
+    let mut approved = None;
+    for _ in 0..20 {
+        let out = p.run(&["--json", "approve", &run, "--reason", "HR confirmed"]);
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if out.status.code() == Some(0) {
+            approved = Some(r);
+            break;
+        }
+        assert!(r["message"].as_str().unwrap_or_default().contains("already running"), "{r}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let approved = approved.expect("approve succeeded");
+    assert_eq!(approved["counts"]["deactivated"], 15);
+    assert_eq!(scim.users().iter().filter(|u| u["active"] == false).count(), 15);
+
+    // The connector is well again: the daemon says so once.
+    wait("a recovered notice", &|| posted.lock().unwrap().iter().any(|n| n["event"] == "recovered"));
+    let notes = posted.lock().unwrap().clone();
+    assert_eq!(notes.iter().filter(|n| n["event"] == "recovered").count(), 1, "{notes:#?}");
+    assert_eq!(notes.iter().filter(|n| n["event"] == "stopped").count(), 1, "{notes:#?}");
+}

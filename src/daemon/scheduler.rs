@@ -216,7 +216,9 @@ async fn connector_loop<R: Runner>(
             sh.metrics.run_finished(&res.report, ended);
             log_end(&res.report, attempt);
 
-            if res.exit == Exit::Ok && alarmed && res.report.outcome == crate::report::RunOutcome::Ok {
+            // Synced, or nothing new because the file was synced meanwhile (an approval by
+            // hand); a run still waiting for its approval (`approve_with`) has not recovered.
+            if res.exit == Exit::Ok && alarmed && res.report.approve_with.is_none() {
                 alarmed = false;
                 sh.notify.notify(Notification::recovered(&res.report, &conn.customer, attempt, ended));
             }

@@ -221,6 +221,7 @@ impl<S: StateStore> Job<'_, S> {
             return Ok(false);
         }
         self.report.outcome = crate::report::RunOutcome::NoNewFile;
+        self.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", p.run_id));
         self.report.message = Some(format!(
             "waiting for approval: run {} stopped on this file ({}); `rostersync approve {} --reason \"…\"` applies it, a new file replaces it",
             p.run_id, p.rule, p.run_id
