@@ -27,7 +27,8 @@ CREATE TABLE plans (
     rule              TEXT NOT NULL,
     message           TEXT NOT NULL,
     dry_run           INTEGER NOT NULL,
-    operations        TEXT NOT NULL,   -- JSON array of changes::PersonOp
+    operations        TEXT NOT NULL,   -- JSON array of changes::PersonOp (the first 10 000)
+    operations_left_out INTEGER NOT NULL,
     approval          TEXT,            -- JSON report::Approval, once approved
     applied_by        TEXT             -- the run that applied it
 );

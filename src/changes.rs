@@ -4,6 +4,7 @@
 //! `--plan-out`, `plan show`, `explain`). Also the fingerprints an approval is checked
 //! against: of the plan, and of the state it was made from.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -65,8 +66,9 @@ pub struct PersonOp {
     /// The file line (absent people have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
-    /// Why, in a few words: the rule that decided it.
-    pub reason: String,
+    /// Why, in a few words: the rule that decided it (shared text for most: a million
+    /// creates do not each allocate "new in the file").
+    pub reason: Cow<'static, str>,
 }
 
 fn name_of(u: &User) -> String {
@@ -108,62 +110,74 @@ pub fn diff(old: &User, new: &User) -> Vec<Change> {
         .collect()
 }
 
+/// The kind of one operation, as people name it: `previous` is the content last pushed
+/// (when known), `rekeyed` whether the plan moves a leaver's account to this person.
+pub fn kind_of(op: &Op, previous: Option<&User>, rekeyed: bool) -> PersonKind {
+    match op {
+        Op::Create { .. } => PersonKind::Create,
+        Op::Update { adopt: true, .. } if rekeyed => PersonKind::Rekey,
+        Op::Update { adopt: true, .. } => PersonKind::Adopt,
+        Op::Update { user, .. } if !user.active => PersonKind::Deactivate,
+        Op::Update { .. } if previous.is_some_and(|p| !p.active) => PersonKind::Reactivate,
+        Op::Update { .. } => PersonKind::Update,
+        Op::Deactivate { .. } => PersonKind::Deactivate,
+        Op::Delete { .. } => PersonKind::Delete,
+    }
+}
+
+/// The names of the fields an operation changes (updates whose previous content is known).
+pub fn changed_fields(op: &Op) -> Vec<String> {
+    match op {
+        Op::Update { user, previous: Some(p), adopt: false, .. } => diff(p, user).into_iter().map(|c| c.field).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The plan's operations and conflicts, person by person, in the plan's order (creates,
-/// updates, deactivations, deletions), conflicts last. `stored` is the content the state
-/// last pushed, for the people updated, deactivated or deleted (their names, and what
-/// changed); `connector` names the config section a conflict's reason points to.
-pub fn describe(plan: &Plan, stored: &HashMap<String, User>, connector: &str) -> Vec<PersonOp> {
+/// updates, deactivations, deletions), conflicts last; at most `limit` of them (a first sync
+/// of a million people is not listed whole unless asked: `--json`, `--plan-out`). `stored`
+/// is the content the state last pushed, for the people updated, deactivated or deleted
+/// (their names, and what changed); `connector` names the config section a conflict's
+/// reason points to.
+pub fn describe(plan: &Plan, stored: &HashMap<String, User>, connector: &str, limit: usize) -> Vec<PersonOp> {
     let rekeyed: HashMap<&str, &crate::plan::Rekey> = plan.rekeyed.iter().map(|r| (r.new.as_str(), r)).collect();
-    let mut out = Vec::with_capacity(plan.ops.len() + plan.conflicts.len());
-    for (op, line) in plan.ops.iter().zip(plan.lines.iter().copied().chain(std::iter::repeat(0))) {
+    let mut out = Vec::with_capacity((plan.ops.len() + plan.conflicts.len()).min(limit));
+    for (op, line) in plan.ops.iter().zip(plan.lines.iter().copied().chain(std::iter::repeat(0))).take(limit) {
         let line = (line > 0).then_some(line);
         let id = op.external_id().to_string();
         let old = stored.get(&id);
-        let stored_name = || old.map(name_of).unwrap_or_default();
-        let (kind, name, changes, reason) = match op {
-            Op::Create { user } => (PersonKind::Create, name_of(user), Vec::new(), "new in the file".to_string()),
-            Op::Update { user, adopt: true, platform_id, .. } => match rekeyed.get(id.as_str()) {
-                Some(r) => (
-                    PersonKind::Rekey,
-                    name_of(user),
-                    Vec::new(),
-                    format!("re-hire of \"{}\" (same email): platform account {platform_id} moves to the new id", r.old),
-                ),
-                None => (
-                    PersonKind::Adopt,
-                    name_of(user),
-                    Vec::new(),
-                    format!("platform account {platform_id} already exists (same externalId or userName) and is taken over"),
-                ),
-            },
-            Op::Update { user, previous, .. } => {
-                let prev = previous.as_deref().or(old);
-                let changes = prev.map(|p| diff(p, user)).unwrap_or_default();
-                let was_active = prev.map(|p| p.active);
-                let (kind, reason) = if !user.active {
-                    (PersonKind::Deactivate, "inactive in the file".to_string())
-                } else if was_active == Some(false) {
-                    (PersonKind::Reactivate, "active again in the file".to_string())
-                } else if prev.is_none() {
-                    (
-                        PersonKind::Update,
-                        "content differs from the last sync (the state keeps no copy: every attribute is rewritten)".into(),
-                    )
-                } else {
-                    (PersonKind::Update, "content differs from the last sync".to_string())
-                };
-                (kind, name_of(user), changes, reason)
+        let prev = match op {
+            Op::Update { previous, adopt: false, .. } => previous.as_deref().or(old),
+            _ => None,
+        };
+        let rekey = rekeyed.get(id.as_str());
+        let kind = kind_of(op, prev, rekey.is_some());
+        let (name, changes) = match op {
+            Op::Create { user } | Op::Update { user, .. } => (name_of(user), prev.map(|p| diff(p, user)).unwrap_or_default()),
+            Op::Deactivate { .. } | Op::Delete { .. } => (old.map(name_of).unwrap_or_default(), Vec::new()),
+        };
+        let reason: Cow<'static, str> = match (op, kind) {
+            (Op::Update { platform_id, .. }, PersonKind::Rekey) => format!(
+                "re-hire of \"{}\" (same email): platform account {platform_id} moves to the new id",
+                rekey.map(|r| r.old.as_str()).unwrap_or_default()
+            )
+            .into(),
+            (Op::Update { platform_id, .. }, PersonKind::Adopt) => {
+                format!("platform account {platform_id} already exists (same externalId or userName) and is taken over").into()
             }
-            Op::Deactivate { .. } => {
-                (PersonKind::Deactivate, stored_name(), Vec::new(), "absent from the file (on_missing = \"deactivate\")".to_string())
+            (_, PersonKind::Create) => "new in the file".into(),
+            (Op::Update { .. }, PersonKind::Deactivate) => "inactive in the file".into(),
+            (_, PersonKind::Reactivate) => "active again in the file".into(),
+            (_, PersonKind::Update) if prev.is_none() => {
+                "content differs from the last sync (the state keeps no copy: every attribute is rewritten)".into()
             }
-            Op::Delete { .. } => {
-                (PersonKind::Delete, stored_name(), Vec::new(), "absent from the file (on_missing = \"delete\")".to_string())
-            }
+            (_, PersonKind::Update) => "content differs from the last sync".into(),
+            (_, PersonKind::Delete) => "absent from the file (on_missing = \"delete\")".into(),
+            _ => "absent from the file (on_missing = \"deactivate\")".into(),
         };
         out.push(PersonOp { external_id: id, name, kind, changes, line, reason });
     }
-    for c in &plan.conflicts {
+    for c in plan.conflicts.iter().take(limit.saturating_sub(out.len())) {
         let name = stored.get(&c.external_id).map(name_of).unwrap_or_default();
         let line = (c.line > 0).then_some(c.line);
         out.push(PersonOp {
@@ -172,17 +186,19 @@ pub fn describe(plan: &Plan, stored: &HashMap<String, User>, connector: &str) ->
             kind: PersonKind::Conflict,
             changes: Vec::new(),
             line,
-            reason: c.message(connector),
+            reason: c.message(connector).into(),
         });
     }
     out
 }
 
-/// The external ids whose stored content `describe` reads: updated, deactivated or deleted
-/// people (not creates, adoptions or re-hires, which the state does not hold).
-pub fn stored_ids(plan: &Plan) -> Vec<&str> {
+/// The external ids whose stored content `describe` reads, of its first `limit`
+/// operations: updated, deactivated or deleted people (not creates, adoptions or re-hires,
+/// which the state does not hold).
+pub fn stored_ids(plan: &Plan, limit: usize) -> Vec<&str> {
     plan.ops
         .iter()
+        .take(limit)
         .filter_map(|op| match op {
             Op::Update { adopt: false, previous: None, .. } | Op::Deactivate { .. } | Op::Delete { .. } => Some(op.external_id()),
             _ => None,
@@ -338,7 +354,7 @@ mod tests {
             }],
             ..Plan::default()
         };
-        let d = describe(&plan, &stored, "acme");
+        let d = describe(&plan, &stored, "acme", usize::MAX);
         let kinds: Vec<(&str, PersonKind)> = d.iter().map(|o| (o.external_id.as_str(), o.kind)).collect();
         assert_eq!(
             kinds,
@@ -359,7 +375,18 @@ mod tests {
         assert!(d[5].reason.contains("absent"), "{}", d[5].reason);
         assert!(d[3].reason.contains("\"old\""), "{}", d[3].reason);
         assert!(d[6].reason.contains("\"c\""), "{}", d[6].reason);
-        assert_eq!(stored_ids(&plan), vec!["u", "back", "left", "gone"]);
+        assert_eq!(stored_ids(&plan, usize::MAX), vec!["u", "back", "left", "gone"]);
+        let first = describe(&plan, &stored, "acme", 2);
+        assert_eq!(first, d[..2].to_vec(), "a limit lists the first operations");
+        assert_eq!(stored_ids(&plan, 2), vec!["u"]);
+        assert_eq!(changed_fields(&plan.ops[1]), Vec::<String>::new(), "no previous attached: nothing to name");
+        let with_prev = Op::Update {
+            platform_id: "P".into(),
+            user: Box::new(user("u", true, "Lead")),
+            adopt: false,
+            previous: Some(Box::new(user("u", true, "Engineer"))),
+        };
+        assert_eq!(changed_fields(&with_prev), vec!["title".to_string()]);
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct Report {
     /// done). Whole here; the human summary shows the first ones.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub operations: Vec<crate::changes::PersonOp>,
+    /// Operations not listed above (the list is capped unless asked for whole).
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub operations_left_out: u64,
     /// Who let this run past a safeguard, when and why (`approve`, `--allow-mass-change`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub approval: Option<Approval>,
@@ -133,11 +136,40 @@ impl Report {
             message: None,
             duration_ms: 0,
             operations: Vec::new(),
+            operations_left_out: 0,
             approval: None,
             approve_with: None,
         }
     }
+
+    /// The report as the run history keeps it: the first `HISTORY_OPERATIONS` operations
+    /// (a first sync's million creates are counted, not stored with every run).
+    pub fn for_history(&self) -> Report {
+        let kept = self.operations.len().min(HISTORY_OPERATIONS);
+        Report {
+            connector: self.connector.clone(),
+            run_id: self.run_id.clone(),
+            outcome: self.outcome,
+            dry_run: self.dry_run,
+            file: self.file.clone(),
+            counts: self.counts.clone(),
+            errors: self.errors.clone(),
+            errors_left_out: self.errors_left_out,
+            stopped_by: self.stopped_by.clone(),
+            stale: self.stale,
+            notes: self.notes.clone(),
+            message: self.message.clone(),
+            duration_ms: self.duration_ms,
+            operations: self.operations[..kept].to_vec(),
+            operations_left_out: self.operations_left_out + (self.operations.len() - kept) as u64,
+            approval: self.approval.clone(),
+            approve_with: self.approve_with.clone(),
+        }
+    }
 }
+
+/// Operations the run history keeps per run (the audit trail has every one, per person).
+pub const HISTORY_OPERATIONS: usize = 100;
 
 /// Errors and notes a report lists at most; `errors_left_out` says how many more there were.
 pub const MAX_LISTED: usize = 1000;

@@ -125,6 +125,7 @@ async fn last_file_history_and_interrupted_runs() {
         message: None,
         duration_ms: 12,
         operations: Vec::new(),
+        operations_left_out: 0,
         approval: None,
         approve_with: None,
     };

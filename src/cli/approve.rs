@@ -31,7 +31,7 @@ pub async fn show(cli: &Cli, run_id: &str) -> anyhow::Result<i32> {
             serde_json::json!({
                 "run_id": p.run_id, "connector": p.connector, "created_at": p.created_at, "file": p.file,
                 "state_fingerprint": p.state_fingerprint, "digest": p.digest, "stopped_by": p.rule, "message": p.message,
-                "dry_run": p.dry_run, "operations": p.operations,
+                "dry_run": p.dry_run, "operations": p.operations, "operations_left_out": p.operations_left_out,
                 "approval": p.approved.as_ref().map(|(a, _)| a), "applied_by_run": p.approved.as_ref().map(|(_, r)| r),
             })
         );
@@ -40,7 +40,7 @@ pub async fn show(cli: &Cli, run_id: &str) -> anyhow::Result<i32> {
     println!("{}: plan of run {} ({}), stopped by {}", shown(&p.connector), p.run_id, p.created_at.format("%Y-%m-%d %H:%M:%S UTC"), p.rule);
     println!("  file     {} ({} bytes, sha256 {})", shown(&p.file.path), p.file.size, p.file.sha256);
     println!("  {}", shown(&p.message));
-    super::sync::print_operations(&p.operations, usize::MAX);
+    super::sync::print_operations(&p.operations, p.operations_left_out, usize::MAX);
     match &p.approved {
         Some((a, run)) => println!("  approved by {} at {}: {} (applied by run {run})", shown(&a.by), a.at, shown(&a.reason)),
         None => println!("  not approved: `rostersync approve {} --reason \"…\"` applies exactly this plan", p.run_id),
@@ -66,6 +66,7 @@ pub async fn approve(cli: &Cli, run_id: &str, reason: &str) -> anyhow::Result<i3
         progress: super::progress::for_terminal(cli.json),
         approval: Some(crate::report::Approval::now(reason.trim(), Some(run_id.to_string()))),
         apply_plan: Some(plan),
+        all_operations: cli.json,
         ..Default::default()
     };
     let res = crate::sync::run(&cfg, &conn, &store, &opts).await;

@@ -82,6 +82,7 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> anyhow::Result<i32> {
                 allow_absent: true,
                 origin: "cli".into(),
                 unrecorded: true,
+                all_operations: true,
                 ..Default::default()
             };
             let res = crate::sync::run(&cfg, &conn, &store, &opts).await;

@@ -48,7 +48,7 @@ pub async fn test(cli: &Cli, connector: &str, plan_out: Option<&Path>) -> anyhow
     let inactive = mapped.users.len() - active;
     // The plan, person by person: a dry run of this very file against the state (not
     // recorded in the history).
-    let plan = dry_plan(&cfg, conn, &dl.path).await;
+    let plan = dry_plan(&cfg, conn, &dl.path, cli.json || plan_out.is_some()).await;
     if let (Some(path), Ok(r)) = (plan_out, &plan) {
         super::sync::write_plan_out(path, &r.operations)?;
     }
@@ -82,7 +82,7 @@ pub async fn test(cli: &Cli, connector: &str, plan_out: Option<&Path>) -> anyhow
         println!();
         match &plan {
             Ok(r) if r.operations.is_empty() => println!("  plan     nothing to send"),
-            Ok(r) => super::sync::print_operations(&r.operations, super::sync::SHOWN_OPERATIONS),
+            Ok(r) => super::sync::print_operations(&r.operations, r.operations_left_out, super::sync::SHOWN_OPERATIONS),
             Err(e) => println!("  plan     not made: {}", shown(&e.to_string())),
         }
         println!();
@@ -99,6 +99,7 @@ pub(super) async fn dry_plan(
     cfg: &crate::config::Config,
     conn: &crate::config::Connector,
     file: &Path,
+    all_operations: bool,
 ) -> anyhow::Result<crate::report::Report> {
     let store = crate::state::SqliteStore::open(&cfg.state.url).await?;
     let opts = crate::sync::SyncOptions {
@@ -107,6 +108,7 @@ pub(super) async fn dry_plan(
         force: true,
         origin: "cli".into(),
         unrecorded: true,
+        all_operations,
         ..Default::default()
     };
     Ok(crate::sync::run(cfg, conn, &store, &opts).await.report)

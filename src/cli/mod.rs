@@ -250,6 +250,8 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 only: only.clone(),
                 allow_absent: *allow_absent,
                 approval,
+                // The whole list for whoever reads it all; a terminal shows the first ones.
+                all_operations: cli.json || plan_out.is_some(),
                 ..Default::default()
             };
             sync::run(cli, connector.as_deref(), *all, opts, plan_out.as_deref()).await

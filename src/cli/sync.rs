@@ -88,7 +88,7 @@ pub fn print_summary(r: &Report) {
             c.created, c.updated, c.deactivated, c.deleted, c.unchanged, c.failed
         );
     }
-    print_operations(&r.operations, SHOWN_OPERATIONS);
+    print_operations(&r.operations, r.operations_left_out, SHOWN_OPERATIONS);
     if let Some(a) = &r.approval {
         let of = a.plan_of.as_ref().map(|p| format!(" (plan of run {p})")).unwrap_or_default();
         println!("  approved by {} at {}{of}: {}", shown(&a.by), a.at, shown(&a.reason));
@@ -118,17 +118,18 @@ pub fn print_summary(r: &Report) {
 pub const SHOWN_OPERATIONS: usize = 20;
 
 /// The plan as a table: kind, id, name, and the changes (old → new) or the reason.
-pub fn print_operations(ops: &[crate::changes::PersonOp], max: usize) {
+pub fn print_operations(ops: &[crate::changes::PersonOp], left_out: u64, max: usize) {
     if ops.is_empty() {
         return;
     }
-    println!("  plan     {} operation(s)", ops.len());
+    let total = ops.len() as u64 + left_out;
+    println!("  plan     {total} operation(s)");
     let idw = ops.iter().take(max).map(|o| o.external_id.chars().count()).max().unwrap_or(2).clamp(2, 24);
     let namew = ops.iter().take(max).map(|o| o.name.chars().count()).max().unwrap_or(4).clamp(4, 28);
     println!("    {:<10}  {:<idw$}  {:<namew$}  changes / why", "kind", "id", "name");
     for o in ops.iter().take(max) {
         let what = if o.changes.is_empty() {
-            o.reason.clone()
+            o.reason.to_string()
         } else {
             o.changes
                 .iter()
@@ -138,8 +139,9 @@ pub fn print_operations(ops: &[crate::changes::PersonOp], max: usize) {
         };
         println!("    {:<10}  {:<idw$}  {:<namew$}  {}", o.kind.word(), shown(&o.external_id), shown(&o.name), shown(&what));
     }
-    if ops.len() > max {
-        println!("    … and {} more (--json or --plan-out FILE.csv lists them all)", ops.len() - max);
+    let shown = ops.len().min(max) as u64;
+    if total > shown {
+        println!("    … and {} more (--json or --plan-out FILE.csv lists them all)", total - shown);
     }
 }
 

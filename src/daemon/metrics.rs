@@ -201,6 +201,7 @@ mod tests {
             message: None,
             duration_ms: ms,
             operations: Vec::new(),
+            operations_left_out: 0,
             approval: None,
             approve_with: None,
         }

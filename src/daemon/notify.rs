@@ -202,6 +202,7 @@ mod tests {
             message: Some(message.into()),
             duration_ms: 5,
             operations: Vec::new(),
+            operations_left_out: 0,
             approval: None,
             approve_with: None,
         }

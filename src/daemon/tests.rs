@@ -140,6 +140,7 @@ impl Runner for Fake {
             message: (exit != Exit::Ok).then(|| format!("scripted exit {}", exit.code())),
             duration_ms: self.duration.as_millis() as u64,
             operations: Vec::new(),
+            operations_left_out: 0,
             approval: None,
             approve_with: None,
         };

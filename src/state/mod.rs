@@ -86,6 +86,10 @@ pub struct AuditEntry {
     pub approval: Option<String>,
 }
 
+/// Operations a stored plan lists at most: `plan show` is for people to read, and the
+/// approval checks the digest of the whole plan.
+pub const MAX_STORED_OPERATIONS: usize = 10_000;
+
 /// The plan of a run a safeguard stopped, kept for `plan show` and `approve`: what it would
 /// do, and what it was made from (the file's sha256, the state's fingerprint, the plan's
 /// digest: `crate::changes`).
@@ -101,7 +105,9 @@ pub struct StoredPlan {
     pub rule: String,
     pub message: String,
     pub dry_run: bool,
+    /// The first `MAX_STORED_OPERATIONS` operations (the digest covers them all).
     pub operations: Vec<crate::changes::PersonOp>,
+    pub operations_left_out: u64,
     /// Set once approved: the approval and the run that applied it.
     pub approved: Option<(crate::report::Approval, String)>,
 }

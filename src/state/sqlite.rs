@@ -376,7 +376,7 @@ impl StateStore for SqliteStore {
     async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
         sqlx::query("UPDATE runs SET ended_at = ?, report = ? WHERE run_id = ?")
             .bind(ts(at))
-            .bind(serde_json::to_string(report).unwrap_or_default())
+            .bind(serde_json::to_string(&report.for_history()).unwrap_or_default())
             .bind(&report.run_id)
             .execute(&self.pool)
             .await
@@ -502,8 +502,8 @@ impl StateStore for SqliteStore {
         };
         sqlx::query(
             "INSERT OR REPLACE INTO plans (run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run,
-                 operations, approval, applied_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 operations, approval, applied_by, operations_left_out)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .bind(&plan.run_id)
         .bind(&plan.connector)
@@ -517,6 +517,7 @@ impl StateStore for SqliteStore {
         .bind(ops)
         .bind(approval)
         .bind(plan.approved.as_ref().map(|(_, r)| r.as_str()))
+        .bind(plan.operations_left_out as i64)
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
@@ -557,7 +558,7 @@ impl StateStore for SqliteStore {
 /// The columns `plan_of_row` reads, in its order (a constant: the only text formatted into
 /// those queries).
 const PLAN_COLUMNS: &str = "SELECT run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run, operations,
-    approval, applied_by FROM plans";
+    approval, applied_by, operations_left_out FROM plans";
 
 impl SqliteStore {
     fn plan_of_row(&self, r: &sqlx::sqlite::SqliteRow) -> Result<StoredPlan, StateError> {
@@ -578,6 +579,7 @@ impl SqliteStore {
             message: r.get(7),
             dry_run: r.get(8),
             operations: serde_json::from_str(&r.get::<String, _>(9)).map_err(|e| bad("operations", e))?,
+            operations_left_out: r.get::<i64, _>(12) as u64,
             approved,
         })
     }

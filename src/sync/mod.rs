@@ -75,6 +75,9 @@ pub struct SyncOptions {
     pub apply_plan: Option<crate::state::StoredPlan>,
     /// Record no run in history (`explain`'s look at one person).
     pub unrecorded: bool,
+    /// List every operation in the report (`--json`, `--plan-out`), not the first
+    /// `report::MAX_LISTED`.
+    pub all_operations: bool,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -90,6 +93,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("approval", &self.approval)
             .field("apply_plan", &self.apply_plan.as_ref().map(|p| &p.run_id))
             .field("unrecorded", &self.unrecorded)
+            .field("all_operations", &self.all_operations)
             .finish()
     }
 }
@@ -164,8 +168,6 @@ struct Job<'a, S: StateStore> {
     /// `--only`: the scope's people found in the file (by id key), and the file's rows.
     in_file: HashSet<String>,
     file_rows: Option<u64>,
-    /// Each person's kind and changed fields in this plan, for the audit trail.
-    audit_kinds: HashMap<String, (crate::changes::PersonKind, Vec<String>)>,
     /// Audit entries of the outcomes so far, written at the end of the push.
     audit: Vec<crate::state::AuditEntry>,
 }
@@ -192,7 +194,6 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         rekeys: HashMap::new(),
         in_file: HashSet::new(),
         file_rows: None,
-        audit_kinds: HashMap::new(),
         audit: Vec::new(),
     };
     let mut job = job;

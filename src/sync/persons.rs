@@ -112,19 +112,21 @@ impl<S: StateStore> Job<'_, S> {
         }
     }
 
-    /// The plan person by person into the report, with the stored content of the people it
-    /// changes (for their names and old values); remembers each one's kind and changed
-    /// fields for the audit trail.
+    /// The plan person by person into the report (all of it with `all_operations`, else the
+    /// first `MAX_LISTED`), with the stored content of the people it changes (for their
+    /// names and old values).
     pub(super) async fn describe(&mut self, plan: &Plan) -> Result<(), RunError> {
-        let ids = changes::stored_ids(plan);
+        // A stopped plan is kept for `plan show`: it lists more than a report does.
+        let limit = match (self.opts.all_operations, plan.stop.is_some()) {
+            (true, _) => usize::MAX,
+            (false, true) => crate::state::MAX_STORED_OPERATIONS,
+            (false, false) => crate::report::MAX_LISTED,
+        };
+        let ids = changes::stored_ids(plan, limit);
         let stored =
             if ids.is_empty() { HashMap::new() } else { self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)? };
-        let ops = changes::describe(plan, &stored, &self.conn.name);
-        self.audit_kinds = ops
-            .iter()
-            .filter(|o| o.kind != PersonKind::Conflict)
-            .map(|o| (o.external_id.clone(), (o.kind, o.changes.iter().map(|c| c.field.clone()).collect())))
-            .collect();
+        let ops = changes::describe(plan, &stored, &self.conn.name, limit);
+        self.report.operations_left_out = (plan.ops.len() + plan.conflicts.len()).saturating_sub(ops.len()) as u64;
         self.report.operations = ops;
         Ok(())
     }
@@ -144,10 +146,12 @@ impl<S: StateStore> Job<'_, S> {
             file,
             state_fingerprint: fingerprint,
             digest: changes::plan_digest(plan),
+            operations_left_out: self.report.operations_left_out
+                + self.report.operations.len().saturating_sub(crate::state::MAX_STORED_OPERATIONS) as u64,
             rule: stop.rule().to_string(),
             message: message.clone(),
             dry_run: self.opts.dry_run,
-            operations: self.report.operations.clone(),
+            operations: self.report.operations.iter().take(crate::state::MAX_STORED_OPERATIONS).cloned().collect(),
             approved: None,
         };
         match self.store.save_plan(&stored).await {
@@ -235,12 +239,18 @@ impl<S: StateStore> Job<'_, S> {
             return;
         }
         let id = o.external_id().to_string();
-        let (kind, fields) = match self.audit_kinds.get(&id) {
-            Some((k, f)) => (k.word().to_string(), f.clone()),
-            None => (format!("{:?}", o.kind()).to_lowercase(), Vec::new()),
+        // From the operation itself (its previous content is attached by now), so the
+        // trail needs no copy of the plan: a 409 that adopted is an adoption.
+        let previous = match &o.op {
+            crate::plan::Op::Update { previous, .. } => previous.as_deref(),
+            _ => None,
         };
+        let kind = match &o.result {
+            Ok(a) if a.adopted => PersonKind::Adopt,
+            _ => changes::kind_of(&o.op, previous, self.rekeys.contains_key(&id)),
+        };
+        let (kind, fields) = (kind.word().to_string(), changes::changed_fields(&o.op));
         let (status, http_status) = match &o.result {
-            Ok(a) if a.adopted => ("ok".to_string(), None),
             Ok(_) => ("ok".to_string(), None),
             Err(f) => ("failed".to_string(), f.status),
         };

@@ -61,6 +61,9 @@ impl<S: StateStore> Job<'_, S> {
                 msg = rx.recv() => match msg {
                     Some(outcome) => {
                         self.record(outcome, &mut batch, lines);
+                        if self.audit.len() >= STATE_BATCH {
+                            self.flush_audit().await;
+                        }
                         done += 1;
                         if let Some(p) = &self.opts.progress
                             && (done.is_multiple_of(64) || done == total) {
