@@ -101,6 +101,10 @@ pub enum Command {
         /// Write the plan, person by person, to this CSV file.
         #[arg(long, value_name = "FILE.csv")]
         plan_out: Option<PathBuf>,
+        /// List every platform account and repair drift for this connector's people:
+        /// accounts deleted or edited by hand, a lost or new state DB (safeguards apply).
+        #[arg(long)]
+        reconcile: bool,
     },
     /// Why a person is (or will be) as they are: their row, the user it maps to, the state,
     /// the plan's decision, the last operations sent.
@@ -237,7 +241,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::Keyscan { target } => keyscan::run(target),
         Command::Test { connector, plan_out } => inspect::test(cli, connector, plan_out.as_deref()).await,
         Command::Fetch { connector, to } => inspect::fetch(cli, connector, to.as_deref()).await,
-        Command::Sync { connector, all, dry_run, file, allow_mass_change, force, only, allow_absent, reason, plan_out } => {
+        Command::Sync { connector, all, dry_run, file, allow_mass_change, force, reconcile, only, allow_absent, reason, plan_out } => {
             let approval = sync::approval_of(*allow_mass_change, reason.as_deref())?;
             let opts = crate::sync::SyncOptions {
                 dry_run: *dry_run,
@@ -245,6 +249,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 allow_mass_change: *allow_mass_change,
                 // One person's sync takes the file as it is, synced before or not.
                 force: *force || only.is_some(),
+                reconcile: *reconcile,
                 origin: "cli".into(),
                 progress: progress::for_terminal(cli.json),
                 only: only.clone(),

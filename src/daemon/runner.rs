@@ -20,6 +20,11 @@ const HISTORY_DEPTH: u32 = 50;
 pub trait Runner: Send + Sync + 'static {
     /// One run; never panics, every failure is in the result.
     fn run(&self, connector: Arc<Connector>) -> impl Future<Output = RunResult> + Send;
+    /// One reconcile run (`sync --reconcile`), on the connector's `reconcile` schedule.
+    /// A runner that does not tell the two apart runs it as a sync.
+    fn reconcile(&self, connector: Arc<Connector>) -> impl Future<Output = RunResult> + Send {
+        self.run(connector)
+    }
     /// When the connector last ran successfully (None: never, or not in recent history).
     fn last_success(&self, connector: &str) -> impl Future<Output = Option<DateTime<Utc>>> + Send;
     /// A new configuration was accepted (SIGHUP): later runs use it.
@@ -45,6 +50,24 @@ impl SyncRunner {
 
 impl Runner for SyncRunner {
     async fn run(&self, connector: Arc<Connector>) -> RunResult {
+        self.run_with(connector, false).await
+    }
+
+    async fn reconcile(&self, connector: Arc<Connector>) -> RunResult {
+        self.run_with(connector, true).await
+    }
+
+    async fn last_success(&self, connector: &str) -> Option<DateTime<Utc>> {
+        self.last_success_in_history(connector).await
+    }
+
+    fn set_config(&self, cfg: Arc<Config>) {
+        *self.cfg.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+}
+
+impl SyncRunner {
+    async fn run_with(&self, connector: Arc<Connector>, reconcile: bool) -> RunResult {
         let cfg = self.config();
         let store = self.store.clone();
         let name = connector.name.clone();
@@ -53,7 +76,7 @@ impl Runner for SyncRunner {
         let span = tracing::Span::current();
         let res = tokio::spawn(
             async move {
-                let opts = SyncOptions { origin: "daemon".into(), ..SyncOptions::default() };
+                let opts = SyncOptions { origin: "daemon".into(), reconcile, ..SyncOptions::default() };
                 sync::run(&cfg, &connector, &*store, &opts).await
             }
             .instrument(span),
@@ -65,7 +88,7 @@ impl Runner for SyncRunner {
         }
     }
 
-    async fn last_success(&self, connector: &str) -> Option<DateTime<Utc>> {
+    async fn last_success_in_history(&self, connector: &str) -> Option<DateTime<Utc>> {
         match self.store.history(Some(connector), HISTORY_DEPTH).await {
             Ok(runs) => runs
                 .iter()
@@ -78,10 +101,6 @@ impl Runner for SyncRunner {
                 None
             }
         }
-    }
-
-    fn set_config(&self, cfg: Arc<Config>) {
-        *self.cfg.write().unwrap_or_else(|e| e.into_inner()) = cfg;
     }
 }
 

@@ -10,6 +10,7 @@ mod managers;
 mod parse;
 mod persons;
 mod push;
+mod reconcile;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -78,6 +79,10 @@ pub struct SyncOptions {
     /// List every operation in the report (`--json`, `--plan-out`), not the first
     /// `report::MAX_LISTED`.
     pub all_operations: bool,
+    /// Reconcile: list every platform account and repair drift for this connector's
+    /// (accounts deleted or edited by hand, a lost state). Syncs the current file even when
+    /// it was synced already.
+    pub reconcile: bool,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -94,6 +99,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("apply_plan", &self.apply_plan.as_ref().map(|p| &p.run_id))
             .field("unrecorded", &self.unrecorded)
             .field("all_operations", &self.all_operations)
+            .field("reconcile", &self.reconcile)
             .finish()
     }
 }
@@ -170,6 +176,11 @@ struct Job<'a, S: StateStore> {
     file_rows: Option<u64>,
     /// Audit entries of the outcomes so far, written at the end of the push.
     audit: Vec<crate::state::AuditEntry>,
+    /// A reconcile's hand-edited accounts: their updates replace every mapped attribute.
+    rewrite: HashSet<String>,
+    /// People whose account a 404 showed deleted and this push created again (external id,
+    /// new platform id): their reports' manager references are pointed at the new account.
+    recreated: Vec<(String, String)>,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -195,6 +206,8 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         in_file: HashSet::new(),
         file_rows: None,
         audit: Vec::new(),
+        rewrite: HashSet::new(),
+        recreated: Vec::new(),
     };
     let mut job = job;
     job.report.approval = opts.approval.clone();
@@ -265,14 +278,15 @@ impl<S: StateStore> Job<'_, S> {
         let mapped = self.parse(&mut got).await?;
         let mapped = self.scope_mapped(mapped);
         self.count_rows(&mapped);
-        let snapshot = match preloaded {
+        let mut snapshot = match preloaded {
             Some(loaded) => loaded,
             None => self.store.snapshot(&self.conn.name).await,
         }
         .map_err(RunError::from_error)?;
         tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
         let mut platform = self.connect_platform().await?;
-        let existing = self.existing_users(platform.as_ref(), &snapshot).await?;
+        let look = self.look(&snapshot, last.as_ref()).await?;
+        let existing = self.existing_users(platform.as_ref(), &mut snapshot, &mapped.users, &look).await?;
         // Other connectors' people, when this plan may take accounts: matched platform users
         // now, creates (which may meet them on a 409) after planning.
         let mut others = if existing.is_empty() { None } else { Some(self.other_snapshots().await?) };
@@ -285,6 +299,7 @@ impl<S: StateStore> Job<'_, S> {
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
         drop_in_background(snapshot);
         self.check_approved_plan(&plan, fingerprint.as_deref())?;
+        self.note_strangers(&std::mem::take(&mut plan.strangers), &look);
         if let Some(stop) = &plan.stop {
             self.count_identities(&plan);
             // What the plan would have done: the counts and the list, with the reason.
@@ -316,10 +331,17 @@ impl<S: StateStore> Job<'_, S> {
         };
         self.attach_previous(&mut plan.ops).await?;
         let lines = plan.lines_by_id();
+        // The marker goes up before the first write and comes down only once every outcome
+        // is recorded (`settle_marker`): a crash, a stop or a state error leaves it set.
+        if !plan.ops.is_empty() {
+            self.store.set_reconcile(&self.conn.name, &self.report.run_id, "push started").await.map_err(RunError::from_error)?;
+        }
         self.push(&platform, plan.ops, known, &lines).await?;
         // Failures of the push proper decide the run; the second pass only links managers.
         let failed = self.report.counts.failed;
+        self.relink_reports(&platform).await?;
         self.link_managers(&platform).await?;
+        self.settle_marker().await?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "pushed");
         if self.opts.only.is_some() {
             // One person's push is no sync of the file: the next full run takes it again.
@@ -383,28 +405,15 @@ impl<S: StateStore> Job<'_, S> {
     async fn connect_platform(&self) -> Result<Option<ScimClient>, RunError> {
         let platform_cfg = self.cfg.platform().map_err(RunError::from_error)?;
         match ScimClient::connect(platform_cfg).await {
-            Ok(p) => Ok(Some(p)),
+            Ok(mut p) => {
+                p.set_id_rule(self.conn.mapping.id_rule());
+                Ok(Some(p))
+            }
             Err(e) if self.opts.dry_run => {
                 tracing::warn!("dry run without the platform ({e}); existing platform users are not matched");
                 Ok(None)
             }
             Err(e) => Err(RunError::from_error(e)),
-        }
-    }
-
-    /// First sync, or a previous run that died mid-push: users may already be on the
-    /// platform without being in our snapshot. Adopt them rather than create twice.
-    async fn existing_users(&self, platform: Option<&ScimClient>, snapshot: &plan::Snapshot) -> Result<Vec<Existing>, RunError> {
-        use crate::platform::Platform;
-        let interrupted = self.store.interrupted(&self.conn.name, &self.report.run_id).await.map_err(RunError::from_error)?;
-        match platform {
-            Some(p) if snapshot.is_empty() || interrupted => {
-                if interrupted {
-                    tracing::warn!("the previous run of {} did not finish; matching platform users before pushing", self.conn.name);
-                }
-                p.existing_users(&self.budget).await.map_err(RunError::from_error)
-            }
-            _ => Ok(Vec::new()),
         }
     }
 
