@@ -168,12 +168,44 @@ impl Report {
     }
 }
 
-/// Operations the run history keeps per run (the audit trail has every one, per person).
-pub const HISTORY_OPERATIONS: usize = 100;
+/// Operations the run history keeps per run, as many as a summary shows (the audit trail
+/// has every one, per person; `history --json` stays light for whoever polls it).
+pub const HISTORY_OPERATIONS: usize = 20;
 
 /// Errors and notes a report lists at most; `errors_left_out` says how many more there were.
 pub const MAX_LISTED: usize = 1000;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::{PersonKind, PersonOp};
+
+    #[test]
+    fn history_keeps_the_first_operations_and_counts_the_rest() {
+        let op = |i: usize| PersonOp {
+            external_id: format!("E{i}"),
+            name: String::new(),
+            kind: PersonKind::Create,
+            changes: Vec::new(),
+            line: Some(i as u64 + 2),
+            reason: "new in the file".into(),
+        };
+        let mut r = Report::new("acme", "run-1", false);
+        r.operations = (0..HISTORY_OPERATIONS + 5).map(op).collect();
+        r.operations_left_out = 7;
+        r.approval = Some(Approval::now("why", Some("run-0".into())));
+        let h = r.for_history();
+        assert_eq!(h.operations, r.operations[..HISTORY_OPERATIONS].to_vec());
+        assert_eq!(h.operations_left_out, 12);
+        assert_eq!(Report { operations: r.operations.clone(), operations_left_out: 7, ..h.clone() }, r, "all else is kept");
+        let small = Report { operations: vec![op(1)], operations_left_out: 0, ..r.clone() };
+        assert_eq!(small.for_history(), small);
+        // The stored form reads back, approval and all.
+        let back: Report = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(back, h);
+    }
 }

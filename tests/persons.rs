@@ -105,6 +105,17 @@ fn dry_runs_list_each_person_with_kind_and_fields_also_when_a_safeguard_stops() 
     assert!(out.contains("STOPPED") && out.contains("would be deactivated 15"), "{out}");
     assert!(out.contains("plan     16 operation(s)"), "{out}");
     assert!(!out.contains("… and"), "16 fit under the cap: {out}");
+
+    // More than a screen: the table is capped and says how to see the rest.
+    let mut many = rows(20);
+    many.extend((21..=45).map(|i| titled(i, "Engineer")));
+    p.export("employees_2026-01-04.csv", &many);
+    let out = stdout(&p.run(&["sync", "acme", "--dry-run"]));
+    assert!(out.contains("plan     25 operation(s)"), "{out}");
+    assert!(out.contains("… and 5 more (--json or --plan-out FILE.csv lists them all)"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.trim_start().starts_with("create ")).count(), 20, "{out}");
+    let (_, r) = p.sync_json(&["--dry-run"]);
+    assert_eq!(r["operations"].as_array().unwrap().len(), 25, "--json has them all");
     assert_eq!(by_external_id(&scim), before, "dry runs push nothing");
 }
 
