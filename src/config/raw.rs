@@ -128,7 +128,8 @@ pub struct RawState {
     pub url: String,
     /// How long the per-person audit trail (every operation sent: run, time, kind, changed
     /// field names, platform status) and the plans of stopped runs are kept, e.g. "180d"
-    /// (the default). Older entries are removed at the end of each run.
+    /// (the default). Older entries are removed at the end of each run that sends
+    /// something or stops.
     pub audit_retention: Option<Parsed<HumanDuration>>,
 }
 

@@ -293,7 +293,8 @@ impl<S: StateStore> Job<'_, S> {
 }
 
 /// After a recorded run: the approval it applied is marked on the stored plan (so the
-/// plan is approved once), and the audit trail and plans past `audit_retention` go.
+/// plan is approved once), and, when it wrote to them, the audit trail and plans past
+/// `audit_retention` go.
 pub(super) async fn after_run<S: StateStore>(store: &S, cfg: &crate::config::Config, opts: &super::SyncOptions, done: &super::RunResult) {
     if let (Some(p), Some(a)) = (&opts.apply_plan, &done.report.approval)
         && done.report.outcome == crate::report::RunOutcome::Ok
@@ -301,8 +302,12 @@ pub(super) async fn after_run<S: StateStore>(store: &S, cfg: &crate::config::Con
     {
         tracing::warn!("applied, but could not mark plan {} approved: {e}", p.run_id);
     }
+    // Only after a run that wrote to the trail or kept a plan: the daemon's many quiet runs
+    // (no new file) write nothing, and what they would prune waits a day at most.
+    let wrote = done.report.stopped_by.is_some() || (!done.report.dry_run && !done.report.operations.is_empty());
     let keep = chrono::Duration::from_std(cfg.state.audit_retention).unwrap_or(chrono::Duration::MAX);
-    if let Some(before) = Utc::now().checked_sub_signed(keep)
+    if wrote
+        && let Some(before) = Utc::now().checked_sub_signed(keep)
         && let Err(e) = store.prune(before).await
     {
         tracing::warn!("could not prune the audit trail: {e}");
