@@ -248,7 +248,7 @@ pub struct RawFile {
 }
 
 /// `[connectors.NAME.sync]`: what a sync may change; the safeguards stop a run before
-/// anything is pushed (exit 5, `--allow-mass-change` to override).
+/// anything is pushed (exit 5, `--allow-mass-change --reason "…"` or `approve` to override).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSync {
