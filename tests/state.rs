@@ -124,6 +124,10 @@ async fn last_file_history_and_interrupted_runs() {
         notes: Vec::new(),
         message: None,
         duration_ms: 12,
+        operations: Vec::new(),
+        operations_left_out: 0,
+        approval: None,
+        approve_with: None,
     };
     s.finish_run(&report, Utc::now()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -153,7 +153,12 @@ pub enum PlatformAuth {
 pub struct State {
     /// "sqlite:///abs/path.db" after resolution, or a postgres URL.
     pub url: String,
+    /// How long the audit trail and stopped runs' plans are kept (`[state] audit_retention`).
+    pub audit_retention: Duration,
 }
+
+/// `[state] audit_retention` when not set: 180 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(180 * 24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Daemon {
@@ -364,7 +369,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
         platform: None,
-        state: State { url: format!("sqlite://{}", dir.join("state/rostersync.db").display()) },
+        state: State { url: format!("sqlite://{}", dir.join("state/rostersync.db").display()), audit_retention: DEFAULT_AUDIT_RETENTION },
         daemon: Daemon { listen: None, max_concurrent_runs: 4, grace: Duration::from_secs(300) },
         connectors: BTreeMap::new(),
         problems: Vec::new(),
@@ -394,6 +399,9 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         match check_state_url(dir, &s.url) {
             Ok(url) => cfg.state.url = url,
             Err(e) => ck.problem("state.url", e),
+        }
+        if let Some(r) = ck.value("state.audit_retention", s.audit_retention) {
+            cfg.state.audit_retention = r.0;
         }
     }
     if let Some(v) = top.daemon

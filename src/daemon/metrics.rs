@@ -361,6 +361,10 @@ mod tests {
             notes: Vec::new(),
             message: None,
             duration_ms: ms,
+            operations: Vec::new(),
+            operations_left_out: 0,
+            approval: None,
+            approve_with: None,
         }
     }
 

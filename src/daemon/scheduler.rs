@@ -265,6 +265,9 @@ async fn connector_loop<R: Runner>(
         sched.tz,
         sched.spec
     );
+    // A failure, stop or stale export was notified and no run has synced since: the next
+    // one that does sends `recovered`.
+    let mut alarmed = false;
     loop {
         tracing::debug!("next start {}", start.to_rfc3339());
         if !sh.clock.sleep_until(start, &mut stop).await {
@@ -296,6 +299,12 @@ async fn connector_loop<R: Runner>(
             sh.metrics.run_finished(&res.report, res.exit.code(), ended);
             log_end(&res.report, attempt, res.exit);
 
+            // Synced, or nothing new because the file was synced meanwhile (an approval by
+            // hand); a run still waiting for its approval (`approve_with`) has not recovered.
+            if res.exit == Exit::Ok && alarmed && res.report.approve_with.is_none() {
+                alarmed = false;
+                sh.notify.notify(Notification::recovered(&res.report, &conn.customer, attempt, ended));
+            }
             if res.exit == Exit::Ok || *stop.borrow() {
                 break;
             }
@@ -316,6 +325,7 @@ async fn connector_loop<R: Runner>(
                 tracing::error!(run_id = %res.report.run_id, "attempt {attempt} failed (exit {}); no more retries in this period, waiting for the next slot", res.exit.code());
             }
             if let Some(n) = Notification::for_run(&res.report, &conn.customer, res.exit.code(), attempt, ended) {
+                alarmed = true;
                 sh.notify.notify(n);
             }
             break;

@@ -106,7 +106,10 @@ impl<S: StateStore> Job<'_, S> {
         self.report.outcome = RunOutcome::Stopped;
         self.report.stopped_by = Some(rule.to_string());
         let go_on = if exit == Exit::Stopped {
-            format!(" Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change`", self.conn.name)
+            format!(
+                " Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change --reason \"…\"`",
+                self.conn.name
+            )
         } else {
             format!(
                 " Fix the mapping (mappings/…) or ask the customer for the usual export; `rostersync test {}` shows the header",
