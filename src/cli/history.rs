@@ -3,11 +3,11 @@
 use chrono::Utc;
 
 use super::Cli;
-use crate::state::{SqliteStore, StateStore};
+use crate::state::{self, StateStore};
 
 pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = state::open(&cfg.state).await?;
     let runs = store.history(connector, limit).await?;
     if cli.json {
         let v: Vec<_> = runs
@@ -58,7 +58,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
 
 pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = state::open(&cfg.state).await?;
     let now = Utc::now();
     let mut rows = Vec::new();
     for (name, conn) in &cfg.connectors {

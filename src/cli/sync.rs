@@ -4,7 +4,7 @@ use super::term::{shown, shown_lines};
 use super::{Cli, CodedError};
 use crate::exit::Exit;
 use crate::report::{Report, RunOutcome};
-use crate::state::SqliteStore;
+use crate::state;
 use crate::sync::{self, SyncOptions};
 
 pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOptions) -> anyhow::Result<i32> {
@@ -27,7 +27,7 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
     for n in &names {
         conns.push(cfg.connector(n)?.clone());
     }
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = state::open(&cfg.state).await?;
     let mut exit = if cfg.problems.is_empty() || !all { Exit::Ok } else { Exit::Config };
     for conn in &conns {
         let res = sync::run(&cfg, conn, &store, &opts).await;

@@ -147,8 +147,21 @@ pub enum PlatformAuth {
 
 #[derive(Debug, Clone)]
 pub struct State {
-    /// "sqlite:///abs/path.db" after resolution, or a postgres URL.
+    /// "sqlite:///abs/path.db" after resolution, or a postgres URL (never with a password).
     pub url: String,
+    /// Where the PostgreSQL password comes from; read when the store is opened.
+    pub password: Option<StatePassword>,
+    /// A dead worker's leases and claimed slots are taken over after this long.
+    pub lease_ttl: Duration,
+}
+
+/// The default `[state] lease_ttl`: a dead worker's connectors move within this long.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatePassword {
+    Env(String),
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -358,7 +371,11 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
         platform: None,
-        state: State { url: format!("sqlite://{}", dir.join("state/rostersync.db").display()) },
+        state: State {
+            url: format!("sqlite://{}", dir.join("state/rostersync.db").display()),
+            password: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+        },
         daemon: Daemon { listen: None, max_concurrent_runs: 4, grace: Duration::from_secs(300) },
         connectors: BTreeMap::new(),
         problems: Vec::new(),
@@ -384,10 +401,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
     if let Some(v) = top.state
         && let Some(s) = ck.section::<RawState>("state", v)
     {
-        match check_state_url(dir, &s.url) {
-            Ok(url) => cfg.state.url = url,
-            Err(e) => ck.problem("state.url", e),
-        }
+        check_state(&mut ck, dir, s, &mut cfg.state);
     }
     if let Some(v) = top.daemon
         && let Some(d) = ck.section::<RawDaemon>("daemon", v)
@@ -427,6 +441,33 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
     cfg
 }
 
+fn check_state(ck: &mut Checker, dir: &Path, s: RawState, out: &mut State) {
+    let postgres = s.url.starts_with("postgres://") || s.url.starts_with("postgresql://");
+    match check_state_url(dir, &s.url) {
+        Ok(url) => out.url = url,
+        Err(e) => ck.problem("state.url", e),
+    }
+    match (s.password_env, s.password_file) {
+        (Some(_), Some(_)) => ck.problem("state.password_env", "give either password_env or password_file, not both"),
+        (Some(e), None) => {
+            ck.env_name("state.password_env", &e);
+            out.password = Some(StatePassword::Env(e));
+        }
+        (None, Some(f)) => out.password = Some(StatePassword::File(resolve(dir, &f))),
+        (None, None) => {}
+    }
+    if out.password.is_some() && !postgres {
+        ck.problem("state.password_env", "a password is for a postgres:// store; an SQLite file has none (remove it)");
+    }
+    if let Some(ttl) = ck.value("state.lease_ttl", s.lease_ttl) {
+        if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&ttl.0) {
+            out.lease_ttl = ttl.0;
+        } else {
+            ck.problem("state.lease_ttl", format!("expected 1s to 1h; got {}", humantime::format_duration(ttl.0)));
+        }
+    }
+}
+
 fn check_state_url(dir: &Path, url: &str) -> Result<String, String> {
     if let Some(rest) = url.strip_prefix("sqlite://") {
         if rest.is_empty() {
@@ -435,9 +476,20 @@ fn check_state_url(dir: &Path, url: &str) -> Result<String, String> {
         return Ok(format!("sqlite://{}", resolve(dir, rest).display()));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err("PostgreSQL state is not built yet; use \"sqlite://state/rostersync.db\"".into());
+        let u =
+            url::Url::parse(url).map_err(|e| format!("expected \"postgres://USER@HOST:PORT/DATABASE\"; got an unreadable URL ({e})"))?;
+        if u.password().is_some() {
+            // Not echoed: the point is that it must not be in the config at all.
+            return Err(
+                "the URL contains a password; remove it from the URL and give password_env (a variable\'s name) or password_file".into()
+            );
+        }
+        if u.host_str().is_none_or(str::is_empty) {
+            return Err("expected \"postgres://USER@HOST:PORT/DATABASE\": the host is missing".into());
+        }
+        return Ok(url.to_string());
     }
-    Err(format!("expected \"sqlite://PATH\"; got \"{url}\""))
+    Err(format!("expected \"sqlite://PATH\" or \"postgres://USER@HOST:PORT/DATABASE\"; got \"{url}\""))
 }
 
 fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {

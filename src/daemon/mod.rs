@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{self, Config, ConfigError, Connector};
 use crate::exit::{Classify, Exit};
-use crate::state::{SqliteStore, StateError};
+use crate::state::{self, StateError};
 use metrics::Metrics;
 use runner::{Runner, SyncRunner};
 use scheduler::{Scheduler, Shared};
@@ -113,7 +113,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = state::open(&cfg.state).await?;
     let metrics = Arc::new(Metrics::default());
     let server = match cfg.daemon.listen {
         Some(addr) => {

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::config::{Config, Connector};
 use crate::exit::Exit;
 use crate::report::{Report, RunOutcome};
-use crate::state::{SqliteStore, StateStore};
+use crate::state::{StateStore, Store};
 use crate::sync::{self, RunResult, SyncOptions};
 
 /// Runs past runs are searched for the last success (catch-up on start).
@@ -29,11 +29,11 @@ pub trait Runner: Send + Sync + 'static {
 /// The production runner: `sync::run` with the current configuration.
 pub struct SyncRunner {
     cfg: RwLock<Arc<Config>>,
-    store: Arc<SqliteStore>,
+    store: Arc<Store>,
 }
 
 impl SyncRunner {
-    pub fn new(cfg: Arc<Config>, store: SqliteStore) -> SyncRunner {
+    pub fn new(cfg: Arc<Config>, store: Store) -> SyncRunner {
         SyncRunner { cfg: RwLock::new(cfg), store: Arc::new(store) }
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod postgres;
 pub mod project;
 pub mod scim;
 pub mod scim_b;
