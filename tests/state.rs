@@ -484,6 +484,12 @@ async fn runs_name_their_worker_and_leases_their_holder(f: Fixture) {
     );
     let d = l[0].expires_at - l[0].acquired_at;
     assert!((29_000..=31_000).contains(&d.num_milliseconds()), "{d}");
+    assert_eq!(s.live_lease("acme").await.unwrap().map(|l| l.holder), Some("daemon@h1 pid 7 run r1".to_string()));
+    assert!(s.live_lease("initech").await.unwrap().is_none());
+    s.acquire("dead", "daemon@h3 pid 9 run r3", Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(s.live_lease("dead").await.unwrap().is_none(), "an expired lease is nobody's");
+    assert_eq!(s.leases().await.unwrap().len(), 3, "but still listed until taken over");
 }
 
 // ---- PostgreSQL: connection errors, migrations, upgrades ----

@@ -15,7 +15,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
             .map(|r| {
                 serde_json::json!({
                     "run_id": r.run_id, "connector": r.connector, "started_at": r.started_at,
-                    "ended_at": r.ended_at, "report": r.report,
+                    "ended_at": r.ended_at, "report": r.report, "worker": r.worker,
                 })
             })
             .collect();
@@ -27,18 +27,19 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
         return Ok(0);
     }
     println!(
-        "{:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  file",
-        "started (UTC)", "connector", "outcome", "rows", "created", "updated", "deact.", "failed", "ms"
+        "{:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  {:<24} file",
+        "started (UTC)", "connector", "outcome", "rows", "created", "updated", "deact.", "failed", "ms", "worker"
     );
     for r in &runs {
         let started = r.started_at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let worker = super::term::shown(r.worker.as_deref().unwrap_or("-"));
         match &r.report {
             Some(rep) => {
                 let c = &rep.counts;
                 let outcome = serde_json::to_value(rep.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
                 let outcome = if rep.dry_run { format!("{outcome}(dry)") } else { outcome };
                 println!(
-                    "{started:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  {}",
+                    "{started:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  {worker:<24} {}",
                     r.connector,
                     outcome,
                     c.rows,
@@ -50,7 +51,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
                     super::term::shown(rep.file.as_ref().map(|f| f.path.as_str()).unwrap_or("-"))
                 );
             }
-            None => println!("{started:<20} {:<16} {:<11}  (running, or the process died mid-run)", r.connector, "-"),
+            None => println!("{started:<20} {:<16} {:<11}  (running, or the process died mid-run) on {worker}", r.connector, "-"),
         }
     }
     Ok(0)
@@ -60,6 +61,9 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
     let store = state::open(&cfg.state).await?;
     let now = Utc::now();
+    // Who runs what right now: the live leases (an expired one is a dead holder's).
+    let running: std::collections::HashMap<String, String> =
+        store.leases().await?.into_iter().filter(|l| l.expires_at > now).map(|l| (l.connector, l.holder)).collect();
     let mut rows = Vec::new();
     for (name, conn) in &cfg.connectors {
         let last = store.history(Some(name), 1).await?.into_iter().next();
@@ -75,15 +79,16 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
                     "connector": n, "schedule": spec, "next_run": next,
                     "last_run": last.as_ref().map(|r| serde_json::json!({
                         "run_id": r.run_id, "started_at": r.started_at,
-                        "outcome": r.report.as_ref().map(|rep| rep.outcome),
+                        "outcome": r.report.as_ref().map(|rep| rep.outcome), "worker": r.worker,
                     })),
+                    "running_on": running.get(n.as_str()),
                 })
             })
             .collect();
         println!("{}", serde_json::json!({"connectors": v, "broken": cfg.broken}));
         return Ok(0);
     }
-    println!("{:<16} {:<22} {:<12} {:<22} schedule", "connector", "last run (UTC)", "outcome", "next run (UTC)");
+    println!("{:<16} {:<22} {:<12} {:<22} {:<24} schedule", "connector", "last run (UTC)", "outcome", "next run (UTC)", "worker");
     for (n, last, next, spec) in rows {
         let (when, outcome) = match &last {
             Some(r) => (
@@ -97,7 +102,13 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
             None => ("never".into(), "-".into()),
         };
         let next = next.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "manual only".into());
-        println!("{n:<16} {when:<22} {outcome:<12} {next:<22} {}", spec.unwrap_or_default());
+        // Running: the holder of the lease ("daemon@HOST pid N run ID"); else who ran it last.
+        let worker = match running.get(n.as_str()) {
+            Some(holder) => format!("running: {holder}"),
+            None => last.as_ref().and_then(|r| r.worker.clone()).unwrap_or_else(|| "-".into()),
+        };
+        let worker = super::term::shown(&worker);
+        println!("{n:<16} {when:<22} {outcome:<12} {next:<22} {worker:<24} {}", spec.unwrap_or_default());
     }
     for b in &cfg.broken {
         println!("{b:<16} (refused: configuration problems — run `rostersync check`)");

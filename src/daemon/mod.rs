@@ -128,6 +128,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     let state_url = cfg.state.url.clone();
     let cfg = Arc::new(cfg);
     let runner = Arc::new(SyncRunner::new(cfg.clone(), store));
+    let heartbeat = tokio::spawn(runner.clone().heartbeat());
     let mut sched = Scheduler::new(Shared {
         runner: runner.clone(),
         clock: clock::Clock::System,
@@ -209,6 +210,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     if let Some(s) = server {
         s.abort();
     }
+    heartbeat.abort();
     tracing::info!("stopped");
     Ok(Stopped { abandoned })
 }

@@ -146,6 +146,8 @@ pub trait StateStore {
     }
     /// Every lease in the store, expired or not (for `status`).
     async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError>;
+    /// The connector's lease if it has not expired (someone runs it now).
+    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError>;
     /// Claims one scheduled slot of a connector for `worker`, so each slot runs once across
     /// a fleet: the first claim wins; a claim that was neither finished nor renewed within
     /// `ttl` (its worker died) is taken over.

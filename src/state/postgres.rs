@@ -178,8 +178,16 @@ fn push_upsert_row(
     Ok(())
 }
 
-impl StateStore for PostgresStore {
-    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
+/// One attempt at a lease.
+enum Attempt {
+    Taken,
+    Held(StateError),
+    /// Refused, but released by the time we looked who held it.
+    Gone,
+}
+
+impl PostgresStore {
+    async fn try_acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<Attempt, StateError> {
         let r = sqlx::query(
             "INSERT INTO leases (connector, holder, acquired_at, expires_at) VALUES ($1, $2, now(), now() + make_interval(secs => $3))
              ON CONFLICT (connector) DO UPDATE SET holder = excluded.holder, acquired_at = excluded.acquired_at,
@@ -193,7 +201,7 @@ impl StateStore for PostgresStore {
         .await
         .map_err(self.err())?;
         if r.rows_affected() == 1 {
-            return Ok(());
+            return Ok(Attempt::Taken);
         }
         let row: Option<(String, DateTime<Utc>, DateTime<Utc>)> =
             sqlx::query_as("SELECT holder, acquired_at, expires_at FROM leases WHERE connector = $1")
@@ -201,13 +209,33 @@ impl StateStore for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(self.err())?;
-        let (holder, since, expires) = match row {
-            Some((h, a, e)) => {
-                (h, a.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), e.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        let ms = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        Ok(match row {
+            Some((holder, since, expires)) => {
+                Attempt::Held(StateError::Held { connector: connector.into(), holder, since: ms(since), expires: ms(expires) })
             }
-            None => ("another run".into(), "just now".into(), "soon".into()),
-        };
-        Err(StateError::Held { connector: connector.into(), holder, since, expires })
+            None => Attempt::Gone,
+        })
+    }
+}
+
+impl StateStore for PostgresStore {
+    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
+        let mut attempt = self.try_acquire(connector, holder, ttl).await?;
+        if matches!(attempt, Attempt::Gone) {
+            // Released between our attempt and our look at who held it: once more.
+            attempt = self.try_acquire(connector, holder, ttl).await?;
+        }
+        match attempt {
+            Attempt::Taken => Ok(()),
+            Attempt::Held(e) => Err(e),
+            Attempt::Gone => Err(StateError::Held {
+                connector: connector.into(),
+                holder: "another run".into(),
+                since: "just now".into(),
+                expires: "soon".into(),
+            }),
+        }
     }
 
     async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
@@ -328,12 +356,12 @@ impl StateStore for PostgresStore {
     }
 
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {
-        let row: Option<(String, i64, Option<String>, String, DateTime<Utc>)> =
-            sqlx::query_as("SELECT path, size, mtime, sha256, synced_at FROM last_file WHERE connector = $1")
-                .bind(connector)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(self.err())?;
+        type Row = (String, i64, Option<String>, String, DateTime<Utc>);
+        let row: Option<Row> = sqlx::query_as("SELECT path, size, mtime, sha256, synced_at FROM last_file WHERE connector = $1")
+            .bind(connector)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
         Ok(row.map(|(path, size, mtime, sha256, synced_at)| LastFile {
             fingerprint: FileFingerprint { path, size: u64::try_from(size).unwrap_or(0), mtime, sha256 },
             synced_at,
@@ -435,6 +463,16 @@ impl StateStore for PostgresStore {
             .into_iter()
             .map(|(connector, holder, acquired_at, expires_at)| LeaseRecord { connector, holder, acquired_at, expires_at })
             .collect())
+    }
+
+    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
+        let row: Option<(String, String, DateTime<Utc>, DateTime<Utc>)> =
+            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases WHERE connector = $1 AND expires_at > now()")
+                .bind(connector)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        Ok(row.map(|(connector, holder, acquired_at, expires_at)| LeaseRecord { connector, holder, acquired_at, expires_at }))
     }
 
     async fn claim_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str, ttl: Duration) -> Result<SlotClaim, StateError> {

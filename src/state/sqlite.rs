@@ -440,6 +440,19 @@ impl StateStore for SqliteStore {
             .collect())
     }
 
+    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
+        let row: Option<(String, String, String, String)> =
+            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases WHERE connector = ?1 AND expires_at > ?2")
+                .bind(connector)
+                .bind(ts(Utc::now()))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        Ok(row.and_then(|(connector, holder, a, e)| {
+            Some(LeaseRecord { connector, holder, acquired_at: parse_ts(&a)?, expires_at: parse_ts(&e)? })
+        }))
+    }
+
     async fn claim_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str, ttl: Duration) -> Result<SlotClaim, StateError> {
         let now = Utc::now();
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();

@@ -107,6 +107,9 @@ impl StateStore for Store {
     async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
         both!(self, s => s.leases().await)
     }
+    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
+        both!(self, s => s.live_lease(connector).await)
+    }
     async fn claim_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str, ttl: Duration) -> Result<SlotClaim, StateError> {
         both!(self, s => s.claim_slot(connector, slot, worker, ttl).await)
     }

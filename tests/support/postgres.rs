@@ -158,14 +158,21 @@ impl Postgres {
     /// Runs SQL through `psql` on the local socket (as the server user), returning stdout
     /// (unaligned, tuples only); a failure fails the test.
     pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.try_psql(db, sql).unwrap_or_else(|e| panic!("psql {sql:?} failed: {e}"))
+    }
+
+    /// As `psql`, the error (stderr) returned rather than failing the test.
+    pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = as_server_user(&mut Command::new(self.bin.join("psql")), server_user())
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-p", &self.port.to_string(), "-h"])
             .arg(self.dir.path())
             .args(["-d", db, "-c", sql])
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// A new, empty database.
