@@ -1086,4 +1086,37 @@ mod tests {
         assert_eq!(cfg.problems[0].line, Some(3));
         assert!(cfg.problems[0].message.starts_with("not valid TOML"), "{:?}", cfg.problems);
     }
+
+    /// `[state]` for a fleet: a postgres URL with the password behind a variable or a file,
+    /// never in the URL (and never echoed when it is), and the lease TTL.
+    #[test]
+    fn a_postgres_state_store_takes_its_password_from_a_variable_or_a_file() {
+        let with = |state: &str| load(&file(&format!("\n[state]\n{state}"), "", "", ""));
+        let cfg = with(
+            "url = \"postgres://rs@db.example:5433/rostersync?sslmode=verify-full\"\npassword_env = \"PG_PASSWORD\"\nlease_ttl = \"15s\"",
+        );
+        assert!(cfg.problems.is_empty(), "{:?}", cfg.problems);
+        assert_eq!(cfg.state.url, "postgres://rs@db.example:5433/rostersync?sslmode=verify-full");
+        assert_eq!(cfg.state.password, Some(StatePassword::Env("PG_PASSWORD".into())));
+        assert_eq!(cfg.state.lease_ttl, Duration::from_secs(15));
+        let cfg = with("url = \"postgresql://rs@db/rostersync\"\npassword_file = \"secrets/pg\"");
+        assert!(cfg.problems.is_empty(), "{:?}", cfg.problems);
+        assert_eq!(cfg.state.password, Some(StatePassword::File(cfg.dir.join("secrets/pg"))));
+        assert_eq!(cfg.state.lease_ttl, DEFAULT_LEASE_TTL);
+        assert!(DEFAULT_LEASE_TTL < Duration::from_secs(60), "well under a minute");
+
+        let problems = |state: &str| with(state).problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+        let p = problems("url = \"postgres://rs:hunter2-secret@db/rostersync\"");
+        assert!(p.contains("state.url") && p.contains("contains a password") && !p.contains("hunter2-secret"), "{p}");
+        let p = problems("url = \"postgres://rs@db/x\"\npassword_env = \"A\"\npassword_file = \"f\"");
+        assert!(p.contains("either password_env or password_file"), "{p}");
+        let p = problems("url = \"sqlite://s.db\"\npassword_env = \"A\"");
+        assert!(p.contains("an SQLite file has none"), "{p}");
+        let p = problems("url = \"postgres://rs@db/x\"\npassword_env = \"hunter2 secret!\"");
+        assert!(p.contains("state.password_env: expected the NAME of an environment variable"), "{p}");
+        let p = problems("url = \"sqlite://s.db\"\nlease_ttl = \"100ms\"");
+        assert!(p.contains("state.lease_ttl: expected 1s to 1h"), "{p}");
+        let p = problems("url = \"mysql://db/x\"");
+        assert!(p.contains(r#"expected "sqlite://PATH" or "postgres://USER@HOST:PORT/DATABASE"; got "mysql://db/x""#), "{p}");
+    }
 }
