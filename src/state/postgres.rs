@@ -476,13 +476,23 @@ impl StateStore for PostgresStore {
     }
 
     async fn claim_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str, ttl: Duration) -> Result<SlotClaim, StateError> {
-        let won: Option<String> = sqlx::query_scalar(
-            "INSERT INTO slots (connector, slot_at, worker, claimed_at, expires_at)
-             VALUES ($1, $2, $3, now(), now() + make_interval(secs => $4))
-             ON CONFLICT (connector, slot_at) DO UPDATE SET worker = excluded.worker, claimed_at = excluded.claimed_at,
-                 expires_at = excluded.expires_at
-             WHERE slots.done_at IS NULL AND (slots.expires_at < now() OR slots.worker = $3)
-             RETURNING worker",
+        // One statement either way: the claim, or (when it is not ours) the claim in place.
+        // The second part reads the snapshot from before the statement, so a claim committed
+        // while we waited on its row lock is not seen: that reads as a claim about to be
+        // decided, checked again a moment later.
+        type Row = (bool, Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let row: Option<Row> = sqlx::query_as(
+            "WITH claim AS (
+                 INSERT INTO slots (connector, slot_at, worker, claimed_at, expires_at)
+                 VALUES ($1, $2, $3, now(), now() + make_interval(secs => $4))
+                 ON CONFLICT (connector, slot_at) DO UPDATE SET worker = excluded.worker, claimed_at = excluded.claimed_at,
+                     expires_at = excluded.expires_at
+                 WHERE slots.done_at IS NULL AND (slots.expires_at < now() OR slots.worker = $3)
+                 RETURNING worker)
+             SELECT true, NULL::text, NULL::timestamptz, NULL::timestamptz FROM claim
+             UNION ALL
+             SELECT false, worker, expires_at, done_at FROM slots
+             WHERE connector = $1 AND slot_at = $2 AND NOT EXISTS (SELECT 1 FROM claim)",
         )
         .bind(connector)
         .bind(slot)
@@ -491,20 +501,11 @@ impl StateStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(self.err())?;
-        if won.is_some() {
-            return Ok(SlotClaim::Won);
-        }
-        let row: Option<(String, DateTime<Utc>, Option<DateTime<Utc>>)> =
-            sqlx::query_as("SELECT worker, expires_at, done_at FROM slots WHERE connector = $1 AND slot_at = $2")
-                .bind(connector)
-                .bind(slot)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(self.err())?;
         Ok(match row {
-            Some((_, _, Some(_))) => SlotClaim::Done,
-            Some((worker, expires_at, None)) => SlotClaim::Held { worker, expires_at },
-            None => SlotClaim::Held { worker: "nobody".into(), expires_at: Utc::now() },
+            Some((true, ..)) => SlotClaim::Won,
+            Some((false, _, _, Some(_))) => SlotClaim::Done,
+            Some((false, Some(worker), Some(expires_at), None)) => SlotClaim::Held { worker, expires_at },
+            _ => SlotClaim::Held { worker: "another worker".into(), expires_at: Utc::now() + chrono::Duration::seconds(1) },
         })
     }
 
