@@ -26,6 +26,7 @@ WORKERS=${WORKERS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source scripts/lib/loopback.sh
+trap "exit 143" TERM INT  # so the EXIT trap stops the servers and workers
 WORK=$(mktemp -d /tmp/rostersync-fleet.XXXXXX)
 on_exit "rm -rf $WORK"
 chmod 755 "$WORK"  # the postgres user reaches its folder inside

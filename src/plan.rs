@@ -131,13 +131,6 @@ impl<'a> Others<'a> {
     }
 }
 
-/// Whether two external ids name one person (`IdRule::key`, ids folded as by default): the
-/// platform's 409 path has no mapping at hand and uses this.
-pub fn same_person(a: &str, b: &str) -> bool {
-    let rule = IdRule::default();
-    rule.key(a) == rule.key(b)
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Users are boxed: they move here from the mapping's list without a copy.
@@ -251,6 +244,10 @@ pub struct Plan {
     /// Accounts of other connectors' people with the id of one of this plan's creates:
     /// platform id → (connector, external id). A 409 that finds one is a conflict.
     pub claimed: HashMap<String, (String, String)>,
+    /// ExternalIds of listed platform accounts that are nobody's here: in neither the file
+    /// nor the snapshot, nor another connector's. On a first sync (or after a lost state)
+    /// these may be this connector's leavers, still active: the report names them.
+    pub strangers: Vec<String>,
 }
 
 impl Plan {
@@ -366,6 +363,24 @@ pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
         }
     }
     let seen = |id: &String| marks.iter().any(|m| m.contains(&mark(id)));
+    if matching {
+        let conflicted: HashSet<&str, FastHash> = p.conflicts.iter().map(|c| c.platform_id.as_str()).collect();
+        let named: HashSet<std::borrow::Cow<'_, str>, FastHash> =
+            ops.iter().map(|(o, _)| rule.key(o.external_id()).into_owned().into()).collect();
+        p.strangers = input
+            .existing
+            .iter()
+            .filter(|e| {
+                let pid = e.platform_id.as_str();
+                !taken.contains_key(pid) && !ours.contains_key(pid) && !theirs.contains_key(pid) && !conflicted.contains(pid)
+            })
+            .filter_map(|e| e.external_id.as_deref().map(str::trim).filter(|x| !x.is_empty()))
+            .filter(|x| lookup.find(x).is_none() && !named.contains(rule.key(x).as_ref()))
+            .map(str::to_string)
+            .collect();
+        p.strangers.sort_unstable();
+    }
+    fold_managers(&mut ops, &lookup, rule);
 
     let mut missing: Vec<(&String, &SnapshotEntry)> = snapshot.iter().filter(|(id, _)| !seen(id)).collect();
     missing.sort_by(|a, b| a.0.cmp(b.0));
@@ -636,6 +651,13 @@ fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
                 if u.user.external_id != key.as_str() {
                     u.user.external_id = key.as_str().into();
                 }
+                // And their manager is named as the manager was synced ("e5" is "E5").
+                if let Some(m) = u.user.manager()
+                    && !lookup.snapshot.contains_key(m)
+                    && let Some((mk, _)) = lookup.find(m)
+                {
+                    u.user.manager = Some(mk.as_str().into());
+                }
                 if entry.hash == u.user.content_hash() {
                     part.unchanged += 1;
                     if !entry.active {
@@ -649,6 +671,114 @@ fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
         }
     }
     part
+}
+
+/// Manager references of the users sent, named as their manager is (`IdRule`): as synced
+/// when the manager is in the snapshot, else as the manager's own row writes their id. A
+/// reference that names nobody either way is left as it is (noted as not on the platform).
+fn fold_managers(ops: &mut [(Op, u64)], lookup: &Lookup<'_>, rule: IdRule) {
+    let sent: HashSet<&str, FastHash> = ops.iter().map(|(o, _)| o.external_id()).collect();
+    let misses = |m: &str| !lookup.snapshot.contains_key(m) && !sent.contains(m);
+    let any = ops.iter().any(|(o, _)| matches!(o, Op::Create { user } | Op::Update { user, .. } if user.manager().is_some_and(misses)));
+    if !any {
+        return;
+    }
+    let in_file: HashMap<String, String, FastHash> =
+        ops.iter().map(|(o, _)| (rule.key(o.external_id()).into_owned(), o.external_id().to_string())).collect();
+    for (op, _) in ops.iter_mut() {
+        let (Op::Create { user } | Op::Update { user, .. }) = op else { continue };
+        let Some(m) = user.manager() else { continue };
+        if lookup.snapshot.contains_key(m) {
+            continue;
+        }
+        let named = match lookup.find(m) {
+            Some((k, _)) => Some(k.to_string()),
+            None => in_file.get(rule.key(m).as_ref()).cloned(),
+        };
+        if let Some(n) = named.filter(|n| n != m) {
+            user.manager = Some(n.as_str().into());
+        }
+    }
+}
+
+/// A platform account as a reconcile sees it: listed, and active or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    pub active: Option<bool>,
+}
+
+/// What a reconcile changed in the snapshot before planning (`repair`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Repair {
+    /// People whose account is no longer on the platform (deleted by hand): out of the
+    /// snapshot, so an active one is created again (or adopted, if an account with their
+    /// externalId is listed) and a leaver is forgotten.
+    pub gone: Vec<String>,
+    /// People of the file whose account differs from what we map (edited by hand): their
+    /// update replaces every mapped attribute (no PATCH of differences from the state).
+    pub rewrite: HashSet<String>,
+    /// Absentees (or people inactive in the file) whose account was reactivated by hand:
+    /// deactivated again.
+    pub reactivated: u64,
+}
+
+/// The reconcile's view of drift, decided against the listed accounts: `listed` maps
+/// platform id → account; `drifted(user, entry)` says whether a listed account differs from
+/// what we map for `user` (the encoder's business). Changes `snapshot` so that the plan
+/// does the repairs: entries of deleted accounts go, hand-edited ones read as changed,
+/// hand-reactivated leavers read as active. Pure.
+pub fn repair(
+    snapshot: &mut Snapshot,
+    users: &[SourcedUser],
+    listed: &HashMap<&str, Listed, FastHash>,
+    rule: IdRule,
+    drifted: impl Fn(&User, &SnapshotEntry) -> bool,
+) -> Repair {
+    // A leaver still listed in the file keeps their row (inactive, no account): out of the
+    // snapshot they would read as a new person, and be created inactive.
+    let listed_inactive: HashSet<std::borrow::Cow<'_, str>, FastHash> =
+        users.iter().filter(|u| !u.user.active).map(|u| rule.key(&u.user.external_id).into_owned().into()).collect();
+    let gone = snapshot
+        .iter()
+        .filter(|(id, e)| !listed.contains_key(e.platform_id.as_str()) && !listed_inactive.contains(rule.key(id).as_ref()))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut r = Repair { gone, ..Repair::default() };
+    r.gone.sort_unstable();
+    for id in &r.gone {
+        snapshot.remove(id);
+    }
+    let folded: HashMap<std::borrow::Cow<'_, str>, String, FastHash> =
+        if users.iter().all(|u| snapshot.contains_key(u.user.external_id.as_str())) {
+            HashMap::default()
+        } else {
+            snapshot.keys().map(|k| (rule.key(k).into_owned().into(), k.clone())).collect()
+        };
+    let mut in_file: HashSet<String, FastHash> = HashSet::default();
+    for u in users {
+        let id = u.user.external_id.as_str();
+        let key = if snapshot.contains_key(id) { Some(id.to_string()) } else { folded.get(rule.key(id).as_ref()).cloned() };
+        let Some(key) = key else { continue };
+        in_file.insert(key.clone());
+        let Some(entry) = snapshot.get_mut(&key) else { continue };
+        let on_platform = listed.get(entry.platform_id.as_str()).copied().unwrap_or(Listed { active: None });
+        if drifted(&u.user, entry) {
+            // A hash no content has: the plan sends an update, and `rewrite` makes it whole.
+            entry.hash = [0u8; 16];
+            r.rewrite.insert(key);
+            if !u.user.active && on_platform.active == Some(true) {
+                entry.active = true;
+                r.reactivated += 1;
+            }
+        }
+    }
+    for (id, entry) in snapshot.iter_mut() {
+        if !entry.active && !in_file.contains(id) && listed.get(entry.platform_id.as_str()).is_some_and(|l| l.active == Some(true)) {
+            entry.active = true;
+            r.reactivated += 1;
+        }
+    }
+    r
 }
 
 impl OpKind {
@@ -804,6 +934,62 @@ mod tests {
         assert!(p.ops.is_empty());
         assert_eq!(p.protected, 1);
         assert_eq!(p.stop, None);
+    }
+
+    #[test]
+    fn repair_forgets_deleted_accounts_rewrites_edited_ones_and_redeactivates_leavers() {
+        let (a, b, c, d) = (user("A", true, "x"), user("B", true, "x"), user("C", false, "x"), user("D", false, "x"));
+        let mut snapshot: Snapshot =
+            [(&a, "1"), (&b, "2"), (&c, "3"), (&d, "4")].iter().map(|(u, p)| (u.external_id.to_string(), entry(u, p))).collect();
+        // A's account was deleted by hand; B's edited; D (absent) reactivated by hand.
+        let listed: HashMap<&str, Listed, FastHash> =
+            [("2", Some(true)), ("3", Some(false)), ("4", Some(true))].into_iter().map(|(p, a)| (p, Listed { active: a })).collect();
+        let users: Vec<SourcedUser> = [&a, &b, &c].iter().map(|u| SourcedUser { user: Box::new((*u).clone()), line: 2 }).collect();
+        let r = repair(&mut snapshot, &users, &listed, IdRule::default(), |u, _| u.external_id == "B");
+        assert_eq!(r.gone, vec!["A".to_string()]);
+        assert_eq!(r.rewrite, HashSet::from(["B".to_string()]));
+        assert_eq!(r.reactivated, 1);
+        assert!(!snapshot.contains_key("A") && snapshot["B"].hash == [0; 16] && snapshot["D"].active);
+        // The plan then does the repairs: A created again, B rewritten, D deactivated again.
+        let invalid = HashSet::new();
+        let p = plan(PlanInput {
+            snapshot: &snapshot,
+            users,
+            invalid_ids: &invalid,
+            unidentified: &[],
+            rows: 3,
+            invalid: 0,
+            existing: &[],
+            rule: &rule(OnMissing::Deactivate, "100%"),
+            allow_mass_change: false,
+            id_rule: IdRule::default(),
+        });
+        let kinds: Vec<(OpKind, &str)> = p.ops.iter().map(|o| (o.kind(), o.external_id())).collect();
+        assert_eq!(kinds, vec![(OpKind::Create, "A"), (OpKind::Update, "B"), (OpKind::Deactivate, "D")]);
+        assert_eq!(p.unchanged, 1, "C, inactive in the file and on the platform");
+    }
+
+    #[test]
+    fn manager_references_fold_like_ids_and_strangers_are_named() {
+        let m = user("E5", true, "x");
+        let mut report = user("E6", true, "x");
+        report.manager = Some("e5".into());
+        let mut new_report = user("E7", true, "x");
+        new_report.manager = Some("e8".into());
+        let new_manager = user("E8", true, "x");
+        let mut synced = report.clone();
+        synced.manager = Some("E5".into());
+        let p = run(Case {
+            snapshot: vec![(m.clone(), "5"), (synced, "6")],
+            users: vec![m, report, new_report, new_manager],
+            existing: vec![Existing { platform_id: "99".into(), external_id: Some("X-1".into()), user_name: None }],
+            ..base()
+        });
+        // E6 is unchanged: "e5" is their synced manager "E5".
+        assert_eq!(p.unchanged, 2, "{:?}", p.ops);
+        let e7 = p.ops.iter().find(|o| o.external_id() == "E7").unwrap();
+        assert!(matches!(e7, Op::Create { user } if user.manager() == Some("E8")), "{e7:?}");
+        assert_eq!(p.strangers, vec!["X-1".to_string()]);
     }
 
     #[test]

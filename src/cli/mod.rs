@@ -80,6 +80,10 @@ pub enum Command {
         /// Sync even when the file was already synced.
         #[arg(long)]
         force: bool,
+        /// List every platform account and repair drift for this connector's people:
+        /// accounts deleted or edited by hand, a lost or new state DB (safeguards apply).
+        #[arg(long)]
+        reconcile: bool,
     },
     /// Run the schedules until stopped.
     Daemon,
@@ -192,12 +196,13 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::Keyscan { target } => keyscan::run(target),
         Command::Test { connector } => inspect::test(cli, connector).await,
         Command::Fetch { connector, to } => inspect::fetch(cli, connector, to.as_deref()).await,
-        Command::Sync { connector, all, dry_run, file, allow_mass_change, force } => {
+        Command::Sync { connector, all, dry_run, file, allow_mass_change, force, reconcile } => {
             let opts = crate::sync::SyncOptions {
                 dry_run: *dry_run,
                 file: file.clone(),
                 allow_mass_change: *allow_mass_change,
                 force: *force,
+                reconcile: *reconcile,
                 origin: "cli".into(),
                 progress: progress::for_terminal(cli.json),
             };

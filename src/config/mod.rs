@@ -176,6 +176,8 @@ pub struct Connector {
     pub name: String,
     pub customer: String,
     pub schedule: Option<Schedule>,
+    /// When the daemon runs a reconcile (`sync --reconcile`) of this connector.
+    pub reconcile: Option<Schedule>,
     pub jitter: Duration,
     pub mapping_path: PathBuf,
     pub mapping: Mapping,
@@ -590,7 +592,15 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
             None
         }
     });
+    let reconcile = raw.reconcile.as_ref().and_then(|s| match Schedule::parse(s, raw.timezone.as_deref()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            ck.problem(&format!("{key}.reconcile"), e);
+            None
+        }
+    });
     if raw.schedule.is_none()
+        && raw.reconcile.is_none()
         && raw.timezone.is_some()
         && let Err(e) = Schedule::parse("daily 00:00", raw.timezone.as_deref())
     {
@@ -628,6 +638,7 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
         name: name.to_string(),
         customer: raw.customer.unwrap_or_else(|| name.to_string()),
         schedule,
+        reconcile,
         jitter,
         mapping_path,
         mapping: mapping?,
@@ -822,11 +833,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reconcile_schedule_reads_like_schedule_and_says_where_it_is_wrong() {
+        let with =
+            |spec: &str| file("", "", "", "").replace("mapping = \"m.toml\"\n", &format!("mapping = \"m.toml\"\nreconcile = \"{spec}\"\n"));
+        let cfg = load(&with("weekly sun 03:00"));
+        let c = connector(&cfg);
+        assert_eq!(c.reconcile.as_ref().map(|s| s.spec.as_str()), Some("weekly sun 03:00"));
+        assert!(c.schedule.is_none());
+        let msg = only_problem(&load(&with("fortnightly")));
+        assert!(msg.starts_with("connectors.a.reconcile: "), "{msg}");
+    }
+
+    #[test]
     fn a_minimal_file_is_valid_and_takes_the_defaults() {
         let cfg = load(&file("", "", "", ""));
         let c = connector(&cfg);
         assert_eq!(c.customer, "a");
         assert!(c.schedule.is_none());
+        assert!(c.reconcile.is_none());
         assert_eq!(c.jitter, Duration::ZERO);
         assert!(matches!(&c.source, SourceConfig::Local { dir } if dir == &cfg.dir.join(".")));
         let f = &c.file;

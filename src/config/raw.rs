@@ -162,6 +162,10 @@ pub struct RawConnector {
     pub schedule: Option<String>,
     /// IANA timezone of the schedule (default UTC).
     pub timezone: Option<String>,
+    /// When the daemon runs a reconcile of this connector (`rostersync sync NAME
+    /// --reconcile`: every platform account listed, drift repaired), in the same syntax as
+    /// `schedule` and its timezone, e.g. "weekly sun 03:00"; absent = by hand only.
+    pub reconcile: Option<String>,
     /// Random delay added to each scheduled start, e.g. "10m".
     pub jitter: Option<Parsed<HumanDuration>>,
     /// The mapping file, relative to this config file.

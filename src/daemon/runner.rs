@@ -20,17 +20,23 @@ const HISTORY_DEPTH: u32 = 50;
 pub trait Runner: Send + Sync + 'static {
     /// One run; never panics, every failure is in the result.
     fn run(&self, connector: Arc<Connector>) -> impl Future<Output = RunResult> + Send;
+    /// One reconcile run (`sync --reconcile`), on the connector's `reconcile` schedule.
+    /// A runner that does not tell the two apart runs it as a sync.
+    fn reconcile(&self, connector: Arc<Connector>) -> impl Future<Output = RunResult> + Send {
+        self.run(connector)
+    }
     /// When the connector last ran successfully (None: never, or not in recent history).
     fn last_success(&self, connector: &str) -> impl Future<Output = Option<DateTime<Utc>>> + Send;
     /// A new configuration was accepted (SIGHUP): later runs use it.
     fn set_config(&self, _cfg: Arc<Config>) {}
-    /// Claims a scheduled slot for this worker, so that of the daemons sharing a state store
-    /// one runs it. A runner alone (the tests' fake) always wins.
-    fn claim(&self, _connector: &str, _slot: DateTime<Utc>) -> impl Future<Output = SlotClaim> + Send {
+    /// Claims a scheduled slot (of the connector's syncs, or of its reconcile runs) for this
+    /// worker, so that of the daemons sharing a state store one runs it. A runner alone (the
+    /// tests' fake) always wins.
+    fn claim(&self, _connector: &str, _reconcile: bool, _slot: DateTime<Utc>) -> impl Future<Output = SlotClaim> + Send {
         async { SlotClaim::Won }
     }
     /// The slot won by `claim` has been served (whatever the outcome).
-    fn slot_done(&self, _connector: &str, _slot: DateTime<Utc>) -> impl Future<Output = ()> + Send {
+    fn slot_done(&self, _connector: &str, _reconcile: bool, _slot: DateTime<Utc>) -> impl Future<Output = ()> + Send {
         async {}
     }
 }
@@ -69,47 +75,22 @@ impl SyncRunner {
 
 impl Runner for SyncRunner {
     async fn run(&self, connector: Arc<Connector>) -> RunResult {
-        let cfg = self.config();
-        let store = self.store.clone();
-        let name = connector.name.clone();
-        // A task of its own, so that a panic in one run (a bug) becomes a failed run of
-        // that connector instead of taking the scheduler down.
-        let span = tracing::Span::current();
-        let res = tokio::spawn(
-            async move {
-                let opts = SyncOptions { origin: "daemon".into(), ..SyncOptions::default() };
-                sync::run(&cfg, &connector, &*store, &opts).await
-            }
-            .instrument(span),
-        )
-        .await;
-        match res {
-            Ok(r) => r,
-            Err(e) => panicked(&name, e),
-        }
+        self.run_with(connector, false).await
+    }
+
+    async fn reconcile(&self, connector: Arc<Connector>) -> RunResult {
+        self.run_with(connector, true).await
     }
 
     async fn last_success(&self, connector: &str) -> Option<DateTime<Utc>> {
-        match self.store.history(Some(connector), HISTORY_DEPTH).await {
-            Ok(runs) => runs
-                .iter()
-                .find(|r| {
-                    r.report.as_ref().is_some_and(|rep| matches!(rep.outcome, RunOutcome::Ok | RunOutcome::NoNewFile) && !rep.dry_run)
-                })
-                .map(|r| r.started_at),
-            Err(e) => {
-                tracing::warn!(connector, "cannot read run history ({e}); treating the connector as never synced, so it runs now");
-                None
-            }
-        }
+        self.last_success_in_history(connector).await
     }
 
     fn set_config(&self, cfg: Arc<Config>) {
         *self.cfg.write().unwrap_or_else(|e| e.into_inner()) = cfg;
     }
-
-    async fn claim(&self, connector: &str, slot: DateTime<Utc>) -> SlotClaim {
-        let claim = self.store.claim_slot(connector, slot, &worker_id(), self.store.lease_ttl()).await;
+    async fn claim(&self, connector: &str, reconcile: bool, slot: DateTime<Utc>) -> SlotClaim {
+        let claim = self.store.claim_slot(&slot_key(connector, reconcile), slot, &worker_id(), self.store.lease_ttl()).await;
         // Won, but the connector may still be running: the previous slot's run on another
         // worker overran, a manual sync, or a dead worker's lease not yet lapsed. Wait for it
         // (holding the slot) rather than run into its lease.
@@ -131,11 +112,55 @@ impl Runner for SyncRunner {
         }
     }
 
-    async fn slot_done(&self, connector: &str, slot: DateTime<Utc>) {
-        if let Err(e) = self.store.finish_slot(connector, slot, &worker_id()).await {
+    async fn slot_done(&self, connector: &str, reconcile: bool, slot: DateTime<Utc>) {
+        if let Err(e) = self.store.finish_slot(&slot_key(connector, reconcile), slot, &worker_id()).await {
             tracing::warn!(connector, "cannot record the slot of {} as served ({e}); its claim lapses instead", slot.to_rfc3339());
         }
     }
+}
+
+impl SyncRunner {
+    async fn run_with(&self, connector: Arc<Connector>, reconcile: bool) -> RunResult {
+        let cfg = self.config();
+        let store = self.store.clone();
+        let name = connector.name.clone();
+        // A task of its own, so that a panic in one run (a bug) becomes a failed run of
+        // that connector instead of taking the scheduler down.
+        let span = tracing::Span::current();
+        let res = tokio::spawn(
+            async move {
+                let opts = SyncOptions { origin: "daemon".into(), reconcile, ..SyncOptions::default() };
+                sync::run(&cfg, &connector, &*store, &opts).await
+            }
+            .instrument(span),
+        )
+        .await;
+        match res {
+            Ok(r) => r,
+            Err(e) => panicked(&name, e),
+        }
+    }
+
+    async fn last_success_in_history(&self, connector: &str) -> Option<DateTime<Utc>> {
+        match self.store.history(Some(connector), HISTORY_DEPTH).await {
+            Ok(runs) => runs
+                .iter()
+                .find(|r| {
+                    r.report.as_ref().is_some_and(|rep| matches!(rep.outcome, RunOutcome::Ok | RunOutcome::NoNewFile) && !rep.dry_run)
+                })
+                .map(|r| r.started_at),
+            Err(e) => {
+                tracing::warn!(connector, "cannot read run history ({e}); treating the connector as never synced, so it runs now");
+                None
+            }
+        }
+    }
+}
+
+/// The key of a connector's slots in the store: a reconcile schedule's slots are its own
+/// (connector names cannot hold `#`), and both kinds share the connector's lease.
+fn slot_key(connector: &str, reconcile: bool) -> String {
+    if reconcile { format!("{connector}#reconcile") } else { connector.to_string() }
 }
 
 /// A run whose thread panicked: a failed run in the report (and the log), not a dead daemon.

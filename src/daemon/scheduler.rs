@@ -49,6 +49,18 @@ struct Task {
     fingerprint: String,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
+    /// The loop of the connector's `reconcile` schedule, when it has one (stopped by the
+    /// same `stop`).
+    reconcile: Option<JoinHandle<()>>,
+}
+
+/// Which of a connector's schedules a loop follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `schedule`: syncs.
+    Sync,
+    /// `reconcile`: reconcile runs (`sync --reconcile`).
+    Reconcile,
 }
 
 /// The set of scheduled connectors.
@@ -83,7 +95,7 @@ impl<R: Runner> Scheduler<R> {
     /// out: they run by hand only). Unchanged connectors keep their task and timing.
     pub fn apply(&mut self, wanted: &BTreeMap<String, Connector>) -> Changes {
         let mut ch = Changes::default();
-        let wanted: BTreeMap<&String, &Connector> = wanted.iter().filter(|(_, c)| c.schedule.is_some()).collect();
+        let wanted: BTreeMap<&String, &Connector> = wanted.iter().filter(|(_, c)| c.schedule.is_some() || c.reconcile.is_some()).collect();
         let gone: Vec<String> = self.tasks.keys().filter(|n| !wanted.contains_key(n)).cloned().collect();
         for name in gone {
             if let Some(t) = self.tasks.remove(&name) {
@@ -94,7 +106,7 @@ impl<R: Runner> Scheduler<R> {
         }
         for (name, conn) in wanted {
             let fp = fingerprint(conn);
-            let previous = match self.tasks.remove(name) {
+            let (previous, previous_reconcile) = match self.tasks.remove(name) {
                 Some(t) if t.fingerprint == fp => {
                     self.tasks.insert(name.clone(), t);
                     continue;
@@ -103,11 +115,11 @@ impl<R: Runner> Scheduler<R> {
                     // The old task finishes a run in progress; the new one waits for it.
                     let _ = t.stop.send(true);
                     ch.rescheduled.push(name.clone());
-                    Some(t.handle)
+                    (Some(t.handle), t.reconcile)
                 }
                 None => {
                     ch.added.push(name.clone());
-                    None
+                    (None, None)
                 }
             };
             let (stop_tx, stop_rx) = watch::channel(false);
@@ -115,9 +127,18 @@ impl<R: Runner> Scheduler<R> {
             // Catch-up is for connectors we start; a rescheduled one just takes its new slots
             // (moving "daily 02:00" to 03:00 at noon must not start a run at noon).
             let catch_up = previous.is_none();
-            let handle =
-                tokio::spawn(connector_loop(self.shared.clone(), Arc::new(conn.clone()), stop_rx, previous, catch_up).instrument(span));
-            self.tasks.insert(name.clone(), Task { fingerprint: fp, stop: stop_tx, handle });
+            let conn = Arc::new(conn.clone());
+            // A connector's sync and reconcile loops take turns: its runs never overlap.
+            let turn = Arc::new(tokio::sync::Mutex::new(()));
+            let previous = join_both(previous, previous_reconcile);
+            let reconcile = conn.reconcile.is_some().then(|| {
+                let span = tracing::info_span!("connector", connector = %name, reconcile = true);
+                let lp = Loop { sh: self.shared.clone(), conn: conn.clone(), kind: Kind::Reconcile, turn: turn.clone() };
+                tokio::spawn(lp.run(stop_rx.clone(), None, false).instrument(span))
+            });
+            let lp = Loop { sh: self.shared.clone(), conn, kind: Kind::Sync, turn };
+            let handle = tokio::spawn(lp.run(stop_rx, previous, catch_up).instrument(span));
+            self.tasks.insert(name.clone(), Task { fingerprint: fp, stop: stop_tx, handle, reconcile });
         }
         self.shared.metrics.set_connectors(self.tasks.len());
         ch
@@ -128,9 +149,9 @@ impl<R: Runner> Scheduler<R> {
         let tasks = std::mem::take(&mut self.tasks);
         tasks
             .into_iter()
-            .map(|(n, t)| {
+            .flat_map(|(n, t)| {
                 let _ = t.stop.send(true);
-                (n, t.handle)
+                std::iter::once((n.clone(), t.handle)).chain(t.reconcile.map(|h| (n, h)))
             })
             .collect()
     }
@@ -178,17 +199,51 @@ fn next_start(conn: &Connector, sched: &Schedule, after: DateTime<Utc>) -> Optio
     Some((slot, slot + j))
 }
 
+/// A task that ends when both of a rescheduled connector's old loops have ended.
+fn join_both(a: Option<JoinHandle<()>>, b: Option<JoinHandle<()>>) -> Option<JoinHandle<()>> {
+    match (a, b) {
+        (a, None) => a,
+        (a, Some(b)) => Some(tokio::spawn(async move {
+            if let Some(a) = a {
+                let _ = a.await;
+            }
+            let _ = b.await;
+        })),
+    }
+}
+
+/// One loop of one connector: its sync schedule, or its reconcile schedule.
+struct Loop<R: Runner> {
+    sh: Arc<Shared<R>>,
+    conn: Arc<Connector>,
+    kind: Kind,
+    /// Held while a run of this connector runs, by either loop.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<R: Runner> Loop<R> {
+    async fn run(self, stop: watch::Receiver<bool>, previous: Option<JoinHandle<()>>, catch_up: bool) {
+        if let Some(p) = previous {
+            let _ = p.await;
+        }
+        let sched = match self.kind {
+            Kind::Sync => self.conn.schedule.clone(),
+            Kind::Reconcile => self.conn.reconcile.clone(),
+        };
+        let Some(sched) = sched else { return };
+        connector_loop(self.sh, self.conn, stop, sched, catch_up, self.kind, self.turn).await;
+    }
+}
+
 async fn connector_loop<R: Runner>(
     sh: Arc<Shared<R>>,
     conn: Arc<Connector>,
     mut stop: watch::Receiver<bool>,
-    previous: Option<JoinHandle<()>>,
+    sched: Schedule,
     catch_up: bool,
+    kind: Kind,
+    turn: Arc<tokio::sync::Mutex<()>>,
 ) {
-    if let Some(p) = previous {
-        let _ = p.await;
-    }
-    let Some(sched) = conn.schedule.clone() else { return };
     let first = if catch_up { first_start(&sh, &conn, &sched).await } else { next_start(&conn, &sched, sh.clock.now()) };
     let Some((mut slot, mut start)) = first else {
         tracing::warn!("schedule \"{}\" has no future start; the connector runs by hand only", sched.spec);
@@ -213,7 +268,7 @@ async fn connector_loop<R: Runner>(
             // The slot is claimed holding a permit, so the run starts right after the claim;
             // a worker without free capacity claims nothing, leaving the slot to the others.
             if attempt == 1 {
-                match sh.runner.claim(&conn.name, slot).await {
+                match sh.runner.claim(&conn.name, kind == Kind::Reconcile, slot).await {
                     SlotClaim::Won => {}
                     SlotClaim::Done => {
                         tracing::debug!("slot {} was served by another worker", slot.to_rfc3339());
@@ -226,7 +281,7 @@ async fn connector_loop<R: Runner>(
                         let at = expires_at + chrono::Duration::milliseconds(250);
                         if period_end.is_some_and(|end| at >= end) {
                             tracing::debug!("slot {} is {worker}'s until the next slot", slot.to_rfc3339());
-                            sh.runner.slot_done(&conn.name, slot).await;
+                            sh.runner.slot_done(&conn.name, kind == Kind::Reconcile, slot).await;
                             served_elsewhere = true;
                             break;
                         }
@@ -239,9 +294,17 @@ async fn connector_loop<R: Runner>(
                     }
                 }
             }
+            let my_turn = tokio::select! {
+                t = turn.clone().lock_owned() => t,
+                _ = stop.wait_for(|s| *s) => return,
+            };
             sh.metrics.run_started();
             // Not raced against `stop`: a started run finishes (within the grace period).
-            let res = sh.runner.run(conn.clone()).await;
+            let res = match kind {
+                Kind::Sync => sh.runner.run(conn.clone()).await,
+                Kind::Reconcile => sh.runner.reconcile(conn.clone()).await,
+            };
+            drop(my_turn);
             drop(permit);
             let ended = sh.clock.now();
             sh.metrics.run_finished(&res.report, ended);
@@ -278,7 +341,7 @@ async fn connector_loop<R: Runner>(
             }
             continue;
         }
-        sh.runner.slot_done(&conn.name, slot).await;
+        sh.runner.slot_done(&conn.name, kind == Kind::Reconcile, slot).await;
         // The first slot after both the one just served and now: slots overrun by a run that
         // synced are skipped. After a failure, a slot that began during the last attempt
         // still runs (at once): the data is not synced yet.

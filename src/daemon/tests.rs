@@ -58,6 +58,8 @@ struct Fake {
     runs: Mutex<Vec<Ran>>,
     running: Mutex<(usize, usize, HashMap<String, usize>)>,
     overlaps: Mutex<Vec<String>>,
+    /// Starts of the runs asked for as reconciles.
+    reconciles: Mutex<Vec<(String, DateTime<Utc>)>>,
 }
 
 impl Fake {
@@ -71,6 +73,7 @@ impl Fake {
             runs: Mutex::default(),
             running: Mutex::default(),
             overlaps: Mutex::default(),
+            reconciles: Mutex::default(),
         })
     }
     /// Scripted exits, each retriable as the run's typed error would say for its usual
@@ -94,6 +97,11 @@ impl Fake {
 }
 
 impl Runner for Fake {
+    async fn reconcile(&self, c: Arc<Connector>) -> RunResult {
+        self.reconciles.lock().unwrap().push((c.name.clone(), self.clock.now()));
+        self.run(c).await
+    }
+
     async fn run(&self, c: Arc<Connector>) -> RunResult {
         let start = self.clock.now();
         {
@@ -496,4 +504,31 @@ fn reload_keeps_everything_on_a_global_problem_and_old_definitions_of_broken_con
         }
         other => panic!("expected Apply, got {other:?}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_schedule_runs_reconciles_and_never_beside_a_sync_of_the_connector() {
+    // Saturday noon; 2026-11-22 is a Sunday.
+    let mut h = harness("2026-11-21T12:00:00Z", Duration::from_secs(600), 4, Policy::SCHEDULED_RUN);
+    h.fake.succeeded("acme", utc("2026-11-21T03:00:00Z"));
+    let mut conns = connectors(&[("acme", "daily 03:00"), ("manual", "daily 03:00")]);
+    conns.get_mut("acme").unwrap().reconcile = Some(crate::schedule::Schedule::parse("weekly sun 03:00", None).unwrap());
+    // A connector with only a reconcile schedule is scheduled too.
+    let manual = conns.get_mut("manual").unwrap();
+    manual.schedule = None;
+    manual.reconcile = Some(crate::schedule::Schedule::parse("weekly sun 04:00", None).unwrap());
+    h.sched.apply(&conns);
+    assert_eq!(h.sched.names(), ["acme", "manual"]);
+    advance(Duration::from_secs(40 * 3600)).await; // until Monday 04:00
+
+    let reconciles: Vec<(String, String)> = h.fake.reconciles.lock().unwrap().iter().map(|(c, t)| (c.clone(), hm(*t))).collect();
+    let mut acme: Vec<String> = h.fake.runs_of("acme").iter().map(|r| hm(r.start)).collect();
+    acme.sort();
+    // The sync and the reconcile share Sunday's 03:00: one waits for the other's 10 minutes.
+    assert_eq!(acme, ["11-22 03:00:00", "11-22 03:10:00", "11-23 03:00:00"]);
+    assert_eq!(reconciles.len(), 2, "{reconciles:?}");
+    assert!(reconciles.iter().any(|(c, t)| c == "acme" && t.starts_with("11-22 03:")), "{reconciles:?}");
+    assert!(reconciles.contains(&("manual".into(), "11-22 04:00:00".into())), "{reconciles:?}");
+    assert_eq!(h.fake.runs_of("manual").len(), 1, "no sync schedule: reconciles only");
+    assert!(h.fake.overlaps.lock().unwrap().is_empty(), "runs of one connector never overlap");
 }

@@ -34,6 +34,18 @@ pub struct Applied {
     pub manager: ManagerLink,
     /// A create found the user already on the platform (HTTP 409) and made it ours.
     pub adopted: bool,
+    /// The account had been deleted on the platform (404): how the write healed it.
+    pub healed: Option<Healed>,
+}
+
+/// An update or deactivation answered 404: the account was deleted on the platform (by
+/// hand). Instead of failing on every run, the write heals it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Healed {
+    /// An active person: created again (`Applied::platform_id` is the new account).
+    Recreated,
+    /// A leaver: nothing left to deactivate; the state forgets them.
+    Forgotten,
 }
 
 /// What became of the user's manager reference in a write.

@@ -104,6 +104,17 @@ pub struct LastFile {
     pub synced_at: DateTime<Utc>,
 }
 
+/// The reconcile marker of a connector (`StateStore::set_reconcile`): some push may have
+/// reached the platform without every outcome recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileMark {
+    /// The run that set it.
+    pub run_id: String,
+    /// Why it is still set, in words for the report ("push started", "adoption pending").
+    pub reason: String,
+    pub set_at: DateTime<Utc>,
+}
+
 /// One past run, for `history` and `status`.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -129,6 +140,9 @@ pub trait StateStore {
     /// The content last pushed for these people (for PATCHes of what changed).
     async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError>;
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError>;
+    /// The people whose manager is one of `managers` (external id → platform id, content):
+    /// a manager created again leaves their references pointing at the deleted account.
+    async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError>;
 
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError>;
     async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError>;
@@ -162,4 +176,12 @@ pub trait StateStore {
     async fn finish_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str) -> Result<(), StateError>;
     /// Extends every unfinished claim of `worker` (its heartbeat); returns how many.
     async fn renew_slots(&self, worker: &str, ttl: std::time::Duration) -> Result<u64, StateError>;
+    /// Sets the connector's reconcile marker (or replaces the one set): called before the
+    /// first write of a push. Durable once this returns, so a crash after it is seen.
+    async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError>;
+    /// The marker, while set: the platform may hold writes the snapshot lacks, so the run
+    /// lists the platform and looks up before it creates.
+    async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError>;
+    /// Clears the marker: called only once every outcome of a push is recorded.
+    async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError>;
 }

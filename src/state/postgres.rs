@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::{LastFile, LeaseRecord, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, worker_id};
+use super::{LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, worker_id};
 use crate::model::{FileFingerprint, User};
 use crate::plan::{Snapshot, SnapshotEntry};
 use crate::report::Report;
@@ -353,6 +353,53 @@ impl StateStore for PostgresStore {
             }
         }
         tx.commit().await.map_err(self.err())
+    }
+
+    async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {
+        // The stored content keeps the manager as the attribute `manager_id` (`User`'s
+        // serialisation). A scan of the connector's rows: only after a manager was deleted.
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT external_id, platform_id, content FROM snapshot
+             WHERE connector = $1 AND (content::json -> 'attributes' ->> 'manager_id') = ANY($2)",
+        )
+        .bind(connector)
+        .bind(managers)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, platform_id, content)| Some((id, (platform_id, serde_json::from_str::<User>(&content).ok()?))))
+            .collect())
+    }
+
+    async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO reconcile_marks (connector, run_id, reason, set_at) VALUES ($1, $2, $3, now())
+             ON CONFLICT (connector) DO UPDATE SET run_id = excluded.run_id, reason = excluded.reason, set_at = excluded.set_at",
+        )
+        .bind(connector)
+        .bind(run_id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
+        let row: Option<(String, String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT run_id, reason, set_at FROM reconcile_marks WHERE connector = $1")
+                .bind(connector)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        Ok(row.map(|(run_id, reason, set_at)| ReconcileMark { run_id, reason, set_at }))
+    }
+
+    async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
+        sqlx::query("DELETE FROM reconcile_marks WHERE connector = $1").bind(connector).execute(&self.pool).await.map_err(self.err())?;
+        Ok(())
     }
 
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {

@@ -17,7 +17,7 @@ use sqlx::Row;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{LastFile, LeaseRecord, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, worker_id};
+use super::{LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, worker_id};
 use crate::model::{FileFingerprint, User};
 use crate::plan::{Snapshot, SnapshotEntry};
 use crate::report::Report;
@@ -312,6 +312,28 @@ impl StateStore for SqliteStore {
             .collect())
     }
 
+    async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {
+        let ids = serde_json::to_string(managers).map_err(|e| self.json_err(e))?;
+        // The stored content keeps the manager as the attribute `manager_id` (`User`'s
+        // serialisation). A scan of the connector's rows: only after a manager was deleted.
+        let rows = sqlx::query(
+            "SELECT external_id, platform_id, content FROM snapshot
+             WHERE connector = ?1 AND content -> '$.attributes' ->> '$.manager_id' IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(connector)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let user = serde_json::from_str::<User>(&r.get::<String, _>(2)).ok()?;
+                Some((r.get(0), (r.get(1), user)))
+            })
+            .collect())
+    }
+
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
         // IMMEDIATE: take the write lock now (waiting busy_timeout for another writer), not
         // midway through the batch. All of the batch is recorded, or none (a dropped
@@ -519,6 +541,35 @@ impl StateStore for SqliteStore {
             .await
             .map_err(self.err())?;
         Ok(r.rows_affected())
+    }
+
+    async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO reconcile_marks (connector, run_id, reason, set_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (connector) DO UPDATE SET run_id = excluded.run_id, reason = excluded.reason, set_at = excluded.set_at",
+        )
+        .bind(connector)
+        .bind(run_id)
+        .bind(reason)
+        .bind(ts(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
+        let row = sqlx::query("SELECT run_id, reason, set_at FROM reconcile_marks WHERE connector = ?")
+            .bind(connector)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(row.map(|r| ReconcileMark { run_id: r.get(0), reason: r.get(1), set_at: parse_ts(&r.get::<String, _>(2)).unwrap_or_default() }))
+    }
+
+    async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
+        sqlx::query("DELETE FROM reconcile_marks WHERE connector = ?").bind(connector).execute(&self.pool).await.map_err(self.err())?;
+        Ok(())
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{LastFile, LeaseRecord, PostgresStore, RunRecord, SlotClaim, SnapshotWrite, SqliteStore, StateError, StateStore};
+use super::{
+    LastFile, LeaseRecord, PostgresStore, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, SqliteStore, StateError, StateStore,
+};
 use crate::config;
 use crate::model::{FileFingerprint, User};
 use crate::plan::Snapshot;
@@ -82,6 +84,18 @@ impl StateStore for Store {
     }
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
         both!(self, s => s.write(connector, batch).await)
+    }
+    async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {
+        both!(self, s => s.reports_of(connector, managers).await)
+    }
+    async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
+        both!(self, s => s.set_reconcile(connector, run_id, reason).await)
+    }
+    async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
+        both!(self, s => s.reconcile_mark(connector).await)
+    }
+    async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
+        both!(self, s => s.clear_reconcile(connector).await)
     }
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {
         both!(self, s => s.last_file(connector).await)

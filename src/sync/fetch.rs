@@ -56,7 +56,8 @@ pub(super) async fn fetch(
     }
     let conn = conn.clone();
     let last = last.cloned();
-    let force = opts.force;
+    // A reconcile compares the platform with the current file, synced already or not.
+    let force = opts.force || opts.reconcile;
     let progress = opts.progress.clone();
     let budget = budget.clone();
     tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(began), &budget))

@@ -53,6 +53,36 @@ impl<S: StateStore> Job<'_, S> {
         res
     }
 
+    /// Managers this push created again (their account was deleted by hand, `Healed`): the
+    /// people they manage still point at the deleted account. Each is written again whole
+    /// (a replace without a path, which servers that refuse a PATCH of the manager path
+    /// take), with the manager's new account.
+    pub(super) async fn relink_reports<P: Platform>(&mut self, platform: &P) -> Result<(), RunError> {
+        let recreated = std::mem::take(&mut self.recreated);
+        if recreated.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = recreated.iter().map(|(id, _)| id.as_str()).collect();
+        let reports = self.store.reports_of(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
+        let known: HashMap<String, String> = recreated.into_iter().collect();
+        let ops: Vec<Op> = reports
+            .into_values()
+            .filter(|(_, user)| user.active)
+            .map(|(platform_id, user)| Op::Update { platform_id, user: Box::new(user), adopt: false, previous: None })
+            .collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.note(format!(
+            "{} people's manager was created again (deleted on the platform); their manager reference is set to the new account",
+            ops.len()
+        ));
+        self.relinking = true;
+        let res = self.push(platform, ops, known, &HashMap::new()).await;
+        self.relinking = false;
+        res
+    }
+
     fn note_unlinked<'u>(&mut self, users: impl Iterator<Item = &'u User>) {
         for u in users {
             let m = u.manager().unwrap_or_default();

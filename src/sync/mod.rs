@@ -9,6 +9,7 @@ mod lease;
 mod managers;
 mod parse;
 mod push;
+mod reconcile;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -63,6 +64,10 @@ pub struct SyncOptions {
     pub force: bool,
     /// Who runs this (for leases): "cli" or "daemon".
     pub origin: String,
+    /// Reconcile: list every platform account and repair drift for this connector's
+    /// (accounts deleted or edited by hand, a lost state). Syncs the current file even when
+    /// it was synced already.
+    pub reconcile: bool,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -73,6 +78,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("allow_mass_change", &self.allow_mass_change)
             .field("force", &self.force)
             .field("origin", &self.origin)
+            .field("reconcile", &self.reconcile)
             .finish()
     }
 }
@@ -144,6 +150,11 @@ struct Job<'a, S: StateStore> {
     /// Re-hires of this push: new external id → the leaver whose account it takes (its
     /// snapshot row goes when the write succeeds).
     rekeys: HashMap<String, String>,
+    /// A reconcile's hand-edited accounts: their updates replace every mapped attribute.
+    rewrite: HashSet<String>,
+    /// People whose account a 404 showed deleted and this push created again (external id,
+    /// new platform id): their reports' manager references are pointed at the new account.
+    recreated: Vec<(String, String)>,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -166,6 +177,8 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         relinking: false,
         budget: crate::retry::Budget::default(),
         rekeys: HashMap::new(),
+        rewrite: HashSet::new(),
+        recreated: Vec::new(),
     };
     let holder = lease::holder(opts.origin_or_cli(), &run_id);
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
@@ -224,14 +237,15 @@ impl<S: StateStore> Job<'_, S> {
         self.report.notes.append(&mut got.notes);
         let mapped = self.parse(&mut got).await?;
         self.count_rows(&mapped);
-        let snapshot = match preloaded {
+        let mut snapshot = match preloaded {
             Some(loaded) => loaded,
             None => self.store.snapshot(&self.conn.name).await,
         }
         .map_err(RunError::from_error)?;
         tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
         let mut platform = self.connect_platform().await?;
-        let existing = self.existing_users(platform.as_ref(), &snapshot).await?;
+        let look = self.look(&snapshot, last.as_ref()).await?;
+        let existing = self.existing_users(platform.as_ref(), &mut snapshot, &mapped.users, &look).await?;
         // Other connectors' people, when this plan may take accounts: matched platform users
         // now, creates (which may meet them on a 409) after planning.
         let mut others = if existing.is_empty() { None } else { Some(self.other_snapshots().await?) };
@@ -241,6 +255,7 @@ impl<S: StateStore> Job<'_, S> {
             self.plan(mapped, &snapshot, &existing, &view)
         };
         drop_in_background(snapshot);
+        self.note_strangers(&std::mem::take(&mut plan.strangers), &look);
         if let Some(stop) = &plan.stop {
             self.count_identities(&plan);
             return Err(self.stopped(stop));
@@ -266,10 +281,17 @@ impl<S: StateStore> Job<'_, S> {
         };
         self.attach_previous(&mut plan.ops).await?;
         let lines = plan.lines_by_id();
+        // The marker goes up before the first write and comes down only once every outcome
+        // is recorded (`settle_marker`): a crash, a stop or a state error leaves it set.
+        if !plan.ops.is_empty() {
+            self.store.set_reconcile(&self.conn.name, &self.report.run_id, "push started").await.map_err(RunError::from_error)?;
+        }
         self.push(&platform, plan.ops, known, &lines).await?;
         // Failures of the push proper decide the run; the second pass only links managers.
         let failed = self.report.counts.failed;
+        self.relink_reports(&platform).await?;
         self.link_managers(&platform).await?;
+        self.settle_marker().await?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "pushed");
         self.finish_file(got, failed).await
     }
@@ -329,28 +351,15 @@ impl<S: StateStore> Job<'_, S> {
     async fn connect_platform(&self) -> Result<Option<ScimClient>, RunError> {
         let platform_cfg = self.cfg.platform().map_err(RunError::from_error)?;
         match ScimClient::connect(platform_cfg).await {
-            Ok(p) => Ok(Some(p)),
+            Ok(mut p) => {
+                p.set_id_rule(self.conn.mapping.id_rule());
+                Ok(Some(p))
+            }
             Err(e) if self.opts.dry_run => {
                 tracing::warn!("dry run without the platform ({e}); existing platform users are not matched");
                 Ok(None)
             }
             Err(e) => Err(RunError::from_error(e)),
-        }
-    }
-
-    /// First sync, or a previous run that died mid-push: users may already be on the
-    /// platform without being in our snapshot. Adopt them rather than create twice.
-    async fn existing_users(&self, platform: Option<&ScimClient>, snapshot: &plan::Snapshot) -> Result<Vec<Existing>, RunError> {
-        use crate::platform::Platform;
-        let interrupted = self.store.interrupted(&self.conn.name, &self.report.run_id).await.map_err(RunError::from_error)?;
-        match platform {
-            Some(p) if snapshot.is_empty() || interrupted => {
-                if interrupted {
-                    tracing::warn!("the previous run of {} did not finish; matching platform users before pushing", self.conn.name);
-                }
-                p.existing_users(&self.budget).await.map_err(RunError::from_error)
-            }
-            _ => Ok(Vec::new()),
         }
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{Job, MAX_REPORTED_ERRORS, RunError, STATE_BATCH};
 use crate::model::RowError;
 use crate::plan::{Op, OpKind};
-use crate::platform::{Applied, ManagerLink, OpFailure, OpOutcome, Platform};
+use crate::platform::{Applied, Healed, ManagerLink, OpFailure, OpOutcome, Platform};
 use crate::state::{SnapshotWrite, StateStore};
 
 impl<S: StateStore> Job<'_, S> {
@@ -18,7 +18,10 @@ impl<S: StateStore> Job<'_, S> {
         let ids: Vec<&str> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::Update { user, adopt: false, .. } => Some(user.external_id.as_str()),
+                // A hand-edited account (reconcile) is written whole, not patched.
+                Op::Update { user, adopt: false, .. } if !self.rewrite.contains(user.external_id.as_str()) => {
+                    Some(user.external_id.as_str())
+                }
                 _ => None,
             })
             .collect();
@@ -27,7 +30,9 @@ impl<S: StateStore> Job<'_, S> {
         }
         let mut contents = self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
         for op in ops.iter_mut() {
-            if let Op::Update { user, adopt: false, previous, .. } = op {
+            if let Op::Update { user, adopt: false, previous, .. } = op
+                && !self.rewrite.contains(user.external_id.as_str())
+            {
                 *previous = contents.remove(user.external_id.as_str()).map(Box::new);
             }
         }
@@ -107,6 +112,9 @@ impl<S: StateStore> Job<'_, S> {
         }
         // A re-hire's account leaves the leaver's row: one account, one person.
         let rekeyed_from = if self.relinking { None } else { self.rekeys.remove(op.external_id()) };
+        if let Some(healed) = applied.healed {
+            return self.record_healed(healed, applied, op, batch);
+        }
         // The second pass only links managers: its writes are not counted as updates.
         if !self.relinking {
             let c = &mut self.report.counts;
@@ -138,6 +146,44 @@ impl<S: StateStore> Job<'_, S> {
             Op::Deactivate { external_id, .. } => SnapshotWrite::MarkInactive { external_id },
             Op::Delete { external_id, .. } => SnapshotWrite::Remove { external_id },
         });
+    }
+
+    /// A write that met a 404 (deleted on the platform by hand) and healed: an active person
+    /// was created again (counted as created, the new account recorded), a leaver forgotten
+    /// (counted as deactivated: they hold no active account). Reported in the notes.
+    fn record_healed(&mut self, healed: Healed, applied: Applied, op: Op, batch: &mut Vec<SnapshotWrite>) {
+        let id = op.external_id().to_string();
+        // A re-hire whose account turned out deleted: the leaver's row goes all the same.
+        if let Some(old) = self.rekeys.remove(&id) {
+            batch.push(SnapshotWrite::Remove { external_id: old });
+        }
+        match (healed, op) {
+            (Healed::Recreated, Op::Update { mut user, .. } | Op::Create { mut user }) => {
+                if !self.relinking {
+                    self.report.counts.created += 1;
+                }
+                self.note(format!("{id}: account deleted on the platform (HTTP 404); created again as {}", applied.platform_id));
+                if applied.manager == ManagerLink::LeftUnset {
+                    self.unlinked.push((applied.platform_id.clone(), user.clone()));
+                    user.manager = None;
+                }
+                self.recreated.push((id, applied.platform_id.clone()));
+                batch.push(SnapshotWrite::Upsert { platform_id: applied.platform_id, user });
+            }
+            (_, op) => {
+                if !self.relinking {
+                    self.report.counts.deactivated += 1;
+                }
+                self.note(format!("{id}: leaver's account already deleted on the platform (HTTP 404); forgotten"));
+                batch.push(match op {
+                    // Still listed, as a leaver: kept as an inactive person with no account,
+                    // so the next run neither creates one nor tries again (a re-hire under
+                    // this id is a reactivation, whose 404 creates the account).
+                    Op::Update { user, .. } => SnapshotWrite::Upsert { platform_id: applied.platform_id, user },
+                    _ => SnapshotWrite::Remove { external_id: id },
+                });
+            }
+        }
     }
 
     fn record_failure(&mut self, op: &Op, f: OpFailure, lines: &HashMap<String, u64>) {

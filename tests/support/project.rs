@@ -33,6 +33,12 @@ impl Project {
 
     /// `new`, with more keys in the connector's `[file]` table (e.g. `max_size = "5MiB"`).
     pub fn with_file_keys(scim: &ScimServer, sync_section: &str, file_keys: &str) -> Project {
+        Project::at(&scim.base_url, &scim.token, sync_section, file_keys)
+    }
+
+    /// `new` against any SCIM server (e.g. the second one, django-scim2): its root URL and
+    /// bearer token.
+    pub fn at(base_url: &str, token: &str, sync_section: &str, file_keys: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
         std::fs::create_dir_all(dir.path().join("exports")).unwrap();
@@ -61,10 +67,10 @@ pick = "last-name"
 [connectors.acme.sync]
 {sync_section}
 "#,
-            scim.base_url
+            base_url
         );
         std::fs::write(dir.path().join("connectors.toml"), cfg).unwrap();
-        Project { dir, token: scim.token.clone() }
+        Project { dir, token: token.to_string() }
     }
 
     /// Drops the connector's default `pick = "last-name"`, for file keys that set their own.

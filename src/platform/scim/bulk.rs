@@ -127,7 +127,7 @@ impl Batcher {
                 InBulk::Sent(wire, manager) => (wire, manager),
                 InBulk::Unchanged(manager) => {
                     if let Op::Update { platform_id, .. } = &op {
-                        let applied = Applied { platform_id: platform_id.clone(), manager, adopted: false };
+                        let applied = Applied { platform_id: platform_id.clone(), manager, adopted: false, healed: None };
                         push.report(OpOutcome { result: Ok(applied), op }).await;
                     }
                     continue;
@@ -274,8 +274,9 @@ impl Push {
         let Some((r, status)) = r.and_then(|r| Some((r, r.status?))) else {
             return Ok(Settled::Alone(Start::Unknown));
         };
-        let applied =
-            |platform_id: &str| Settled::Done(Ok(Applied { platform_id: platform_id.to_string(), manager: b.manager, adopted: false }));
+        let applied = |platform_id: &str| {
+            Settled::Done(Ok(Applied { platform_id: platform_id.to_string(), manager: b.manager, adopted: false, healed: None }))
+        };
         Ok(match (&b.op, status) {
             (Op::Create { .. }, 200..=299) => match r.created_id() {
                 Some(id) => applied(&id),
@@ -286,6 +287,8 @@ impl Push {
                 applied(platform_id)
             }
             (Op::Delete { platform_id, .. }, 404) => applied(platform_id),
+            // Deleted on the platform by hand: sent alone, where the write heals it.
+            (Op::Update { .. } | Op::Deactivate { .. }, 404) => Settled::Alone(Start::Fresh),
             (_, 401 | 403) => {
                 return Err(PlatformError::Unauthorized {
                     status,

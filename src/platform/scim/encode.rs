@@ -151,8 +151,70 @@ impl Encoder {
         (!ops.is_empty()).then(|| json!({"schemas": [PATCH_OP], "Operations": ops}))
     }
 
+    /// Whether the platform's `held` resource differs from what we map for `user` (a hand
+    /// edit to revert). Only attributes the server keeps count (`kept`: paths some listed
+    /// account holds), so a server that drops `title` for everyone is not "edited" on every
+    /// run. Strings compare without case (userName and emails are case-insensitive in
+    /// SCIM); multi-valued ones by their `value`s. An owned attribute (`CLEARABLE`) we do
+    /// not send but the platform holds counts too.
+    pub fn drifted(&self, user: &User, manager: Option<&str>, held: &Value, kept: &std::collections::HashSet<String>) -> bool {
+        let ours = self.fields(user, manager);
+        for (path, v) in &ours {
+            if !kept.contains(path) {
+                continue;
+            }
+            if !same_value(v, self.at(held, path)) {
+                return true;
+            }
+        }
+        CLEARABLE.iter().any(|p| !ours.contains_key(*p) && self.at(held, p).is_some_and(|v| !v.is_null() && v != ""))
+    }
+
+    /// The value at a field path ("name.givenName", "urn:…:User:attr") of a resource.
+    fn at<'v>(&self, held: &'v Value, path: &str) -> Option<&'v Value> {
+        let (container, attr) = self.split(path);
+        let c = match container {
+            Some(urn) => held.get(urn)?,
+            None => held,
+        };
+        match attr.split_once('.') {
+            Some((parent, sub)) => c.get(parent)?.get(sub),
+            None => c.get(attr),
+        }
+    }
+
+    /// The field paths a resource holds (the kind `fields` writes), for `drifted`'s `kept`.
+    pub fn held_paths(&self, held: &Value, out: &mut std::collections::HashSet<String>) {
+        let Some(top) = held.as_object() else { return };
+        for (k, v) in top {
+            match v {
+                Value::Object(inner) if k.starts_with("urn:") => out.extend(inner.keys().map(|a| format!("{k}:{a}"))),
+                Value::Object(inner) => out.extend(inner.keys().map(|a| format!("{k}.{a}"))),
+                Value::Null => {}
+                _ => {
+                    out.insert(k.clone());
+                }
+            }
+        }
+    }
+
     pub fn deactivate() -> Value {
         json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]})
+    }
+}
+
+/// Whether the platform holds `ours`: strings without case, objects by our keys, lists by
+/// the `value`s of their elements (a server may drop `type` or `primary`).
+fn same_value(ours: &Value, theirs: Option<&Value>) -> bool {
+    let Some(theirs) = theirs else { return false };
+    match (ours, theirs) {
+        (Value::String(a), Value::String(b)) => a == b || a.to_lowercase() == b.to_lowercase(),
+        (Value::Object(a), Value::Object(_)) => a.iter().all(|(k, v)| same_value(v, theirs.get(k))),
+        (Value::Array(a), Value::Array(b)) => {
+            let value = |v: &Value| v.get("value").cloned().unwrap_or_else(|| v.clone());
+            a.iter().all(|x| b.iter().any(|y| same_value(&value(x), Some(&value(y)))))
+        }
+        (a, b) => a == b,
     }
 }
 
@@ -225,6 +287,36 @@ mod tests {
             ])
         );
         assert_eq!(enc().patch(&old, Some("m-1"), Some((&old, Some("m-1")))), None);
+    }
+
+    #[test]
+    fn drift_is_a_hand_edit_of_what_the_server_keeps() {
+        let e = enc();
+        let u = user();
+        let mut held = e.resource(&u, Some("m-1"));
+        held["id"] = json!("p-1");
+        held["emails"] = json!([{"value": "ADA@example.com"}]);
+        held["phoneNumbers"] = json!([{"value": "+1"}]);
+        let mut kept = std::collections::HashSet::new();
+        e.held_paths(&held, &mut kept);
+        assert!(!e.drifted(&u, Some("m-1"), &held, &kept), "case and dropped sub-attributes are no edit");
+        let mut edited = held.clone();
+        edited["title"] = json!("CEO");
+        assert!(e.drifted(&u, Some("m-1"), &edited, &kept));
+        let mut other_manager = held.clone();
+        other_manager[ENTERPRISE]["manager"]["value"] = json!("m-2");
+        assert!(e.drifted(&u, Some("m-1"), &other_manager, &kept));
+        // A server that keeps no title for anyone: not an edit.
+        let mut dropped = held.clone();
+        dropped.as_object_mut().unwrap().remove("title");
+        let mut kept_b = std::collections::HashSet::new();
+        e.held_paths(&dropped, &mut kept_b);
+        assert!(!e.drifted(&u, Some("m-1"), &dropped, &kept_b));
+        assert!(e.drifted(&u, Some("m-1"), &dropped, &kept), "another account keeps title: this one lost it");
+        // A title set by hand on someone the export gives none.
+        let mut plain = u.clone();
+        plain.attributes.remove("title");
+        assert!(e.drifted(&plain, Some("m-1"), &held, &kept));
     }
 
     #[test]

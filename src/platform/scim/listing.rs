@@ -9,12 +9,14 @@ use crate::plan::Existing;
 use crate::platform::PlatformError;
 
 /// A ListResponse (RFC 7644 §3.4.2). `Resources` may be left out when there are none, and
-/// a server that leaves out `totalResults` is read until a short page.
+/// a server that leaves out `totalResults` is read until a short page; an answer with
+/// neither is no listing at all (an empty 200 must not read as "no users", which would
+/// create everyone again).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ListResponse<T = UserResource> {
-    #[serde(rename = "Resources", default = "Vec::new")]
-    pub resources: Vec<T>,
+    #[serde(rename = "Resources")]
+    pub resources: Option<Vec<T>>,
     #[serde(default)]
     pub total_results: Option<u64>,
     #[serde(default)]
@@ -45,6 +47,22 @@ pub(super) struct Meta {
     pub location: Option<String>,
 }
 
+impl<T> ListResponse<T> {
+    /// Neither `Resources` nor `totalResults`: not a listing.
+    fn is_empty_answer(&self) -> bool {
+        self.resources.is_none() && self.total_results.is_none()
+    }
+}
+
+/// A platform account as a reconcile run reads it: who it is bound to, whether it is
+/// active, and the whole resource (to see hand edits of what we map).
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub existing: Existing,
+    pub active: Option<bool>,
+    pub resource: serde_json::Value,
+}
+
 impl UserResource {
     /// The platform id: `id`, else the last segment of `meta.location`.
     pub fn platform_id(&self) -> Option<String> {
@@ -66,14 +84,37 @@ fn filter_literal(v: &str) -> String {
 impl Inner {
     /// Every user on the platform (id, externalId, userName), by pages of `page_size`.
     pub(super) async fn list_users(&self, sh: &Shared) -> Result<Vec<Existing>, PlatformError> {
+        let all: Vec<UserResource> = self.list_pages(sh, Some("id,externalId,userName")).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|u| Some(Existing { platform_id: u.id?, external_id: u.external_id, user_name: u.user_name }))
+            .collect())
+    }
+
+    /// Every user on the platform with every attribute the server returns (a reconcile).
+    pub(super) async fn list_accounts(&self, sh: &Shared) -> Result<Vec<Account>, PlatformError> {
+        let all: Vec<serde_json::Value> = self.list_pages(sh, None).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|resource| {
+                let text = |k: &str| resource.get(k).and_then(serde_json::Value::as_str).map(str::to_string);
+                let existing = Existing { platform_id: text("id")?, external_id: text("externalId"), user_name: text("userName") };
+                let active = resource.get("active").and_then(serde_json::Value::as_bool);
+                Some(Account { existing, active, resource })
+            })
+            .collect())
+    }
+
+    /// Every user resource, page by page, followed to `totalResults`.
+    async fn list_pages<T: serde::de::DeserializeOwned>(&self, sh: &Shared, attributes: Option<&str>) -> Result<Vec<T>, PlatformError> {
         let mut all = Vec::new();
         let mut start = 1u64;
         loop {
             let mut url = self.url(&["Users"]);
-            url.query_pairs_mut()
-                .append_pair("startIndex", &start.to_string())
-                .append_pair("count", &self.caps.page_size.to_string())
-                .append_pair("attributes", "id,externalId,userName");
+            url.query_pairs_mut().append_pair("startIndex", &start.to_string()).append_pair("count", &self.caps.page_size.to_string());
+            if let Some(a) = attributes {
+                url.query_pairs_mut().append_pair("attributes", a);
+            }
             let r = self.call(sh, Method::GET, url.clone(), None, true).await.map_err(|e| match e {
                 CallError::Stop(e) => e,
                 CallError::Failed { message, .. } => PlatformError::Unreachable { url: url.to_string(), detail: message },
@@ -81,8 +122,14 @@ impl Inner {
             if r.status != 200 {
                 return Err(PlatformError::Protocol { url: url.to_string(), detail: r.error_message() });
             }
-            let page: ListResponse =
+            let page: ListResponse<T> =
                 r.json().map_err(|e| PlatformError::Protocol { url: url.to_string(), detail: format!("not a SCIM ListResponse: {e}") })?;
+            if page.is_empty_answer() {
+                return Err(PlatformError::Protocol {
+                    url: url.to_string(),
+                    detail: "HTTP 200 without `Resources` or `totalResults`: not a user listing (a proxy or a broken server?); nothing was pushed, as every user would have been created again".into(),
+                });
+            }
             // A server that ignores startIndex would hand back the first page forever.
             if page.start_index.is_some_and(|s| s != start) {
                 return Err(PlatformError::Protocol {
@@ -90,13 +137,10 @@ impl Inner {
                     detail: format!("asked for the page at startIndex {start}, got startIndex {}", page.start_index.unwrap_or(0)),
                 });
             }
-            let n = page.resources.len() as u64;
+            let resources = page.resources.unwrap_or_default();
+            let n = resources.len() as u64;
             tracing::debug!(start, n, per_page = ?page.items_per_page, total = page.total_results, "listed a page of users");
-            all.extend(
-                page.resources
-                    .into_iter()
-                    .filter_map(|u| Some(Existing { platform_id: u.id?, external_id: u.external_id, user_name: u.user_name })),
-            );
+            all.extend(resources);
             let last = match page.total_results {
                 Some(total) => start - 1 + n >= total,
                 None => n < self.caps.page_size as u64,
@@ -129,7 +173,7 @@ impl Inner {
             return Err(refused(format!("GET {url}: {}", r.error_message())));
         }
         let found: ListResponse = r.json().map_err(|e| refused(format!("GET {url}: not a SCIM ListResponse: {e}")))?;
-        Ok(found.resources.into_iter().find(|u| u.platform_id().is_some()))
+        Ok(found.resources.unwrap_or_default().into_iter().find(|u| u.platform_id().is_some()))
     }
 }
 
@@ -154,11 +198,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!((full.total_results, full.items_per_page, full.start_index), (Some(3), Some(2), Some(1)));
-        assert_eq!(full.resources[0].external_id.as_deref(), Some("E1"));
-        assert_eq!(full.resources[1].user_name, None);
+        let res = full.resources.as_deref().unwrap();
+        assert_eq!(res[0].external_id.as_deref(), Some("E1"));
+        assert_eq!(res[1].user_name, None);
         // No users: some servers leave out `Resources` altogether.
         let empty: ListResponse = serde_json::from_str(r#"{"totalResults": 0}"#).unwrap();
-        assert!(empty.resources.is_empty());
+        assert!(empty.resources.is_none() && !empty.is_empty_answer());
+        // An empty 200 is no listing at all.
+        assert!(serde_json::from_str::<ListResponse>("{}").unwrap().is_empty_answer());
         assert_eq!(serde_json::from_str::<ListResponse>(r#"{"Resources": [{"id": "a"}]}"#).unwrap().total_results, None);
         assert!(serde_json::from_str::<ListResponse>(r#"{"Resources": {"id": "a"}}"#).is_err(), "not a list: unreadable");
         let by_meta: UserResource = serde_json::from_str(r#"{"meta": {"location": "https://p/scim/v2/Users/xyz"}}"#).unwrap();

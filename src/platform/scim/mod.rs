@@ -35,6 +35,7 @@ pub use self::discovery::{BulkLimits, Capabilities};
 use self::encode::Encoder;
 use self::error::ScimError;
 pub(crate) use self::error::transport_detail;
+pub use self::listing::Account;
 use self::retry::{Transient, transient_error, transient_status};
 use super::{ManagerLink, OpOutcome, Platform, PlatformError};
 use crate::config;
@@ -57,6 +58,9 @@ struct Inner {
     /// Accounts of other connectors' people a create may meet on a 409: platform id →
     /// (connector, external id). Never adopted (`writes::adopt`); `sync` sets them.
     claimed: HashMap<String, (String, String)>,
+    /// How the connector compares ids: a 409's account with the same externalId spelt
+    /// otherwise is this person's only under it (`writes::adopt`).
+    id_rule: crate::model::IdRule,
 }
 
 /// A final HTTP answer (2xx, or a 4xx the caller reads).
@@ -288,6 +292,7 @@ impl ScimClient {
             enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true },
             max_concurrency: cfg.max_concurrency.max(1),
             claimed: HashMap::new(),
+            id_rule: crate::model::IdRule::default(),
         };
         inner.caps = inner.discover(&Shared::new(&Budget::default()), cfg.bulk).await?;
         inner.enc.custom_offered = inner.caps.custom_schema;
@@ -306,6 +311,34 @@ impl ScimClient {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.claimed = claimed;
         }
+    }
+
+    /// The connector's id rule (`Mapping::id_rule`), for the binding rule of a 409.
+    pub fn set_id_rule(&mut self, rule: crate::model::IdRule) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.id_rule = rule;
+        }
+    }
+
+    /// Every account on the platform with the attributes it holds (a reconcile run reads
+    /// them to see accounts deleted or edited by hand). Its retries take from `budget`.
+    pub async fn accounts(&self, budget: &Budget) -> Result<Vec<Account>, PlatformError> {
+        self.inner.list_accounts(&Shared::new(budget)).await
+    }
+
+    /// The attribute paths some of these accounts hold: what this server keeps.
+    pub fn kept_paths(&self, accounts: &[Account]) -> std::collections::HashSet<String> {
+        let mut kept = std::collections::HashSet::new();
+        for a in accounts {
+            self.inner.enc.held_paths(&a.resource, &mut kept);
+        }
+        kept
+    }
+
+    /// Whether `account` differs from what we map for `user` (edited by hand), in the
+    /// attributes this server keeps (`kept_paths`). `manager` is the manager's platform id.
+    pub fn drifted(&self, user: &User, manager: Option<&str>, account: &Account, kept: &std::collections::HashSet<String>) -> bool {
+        self.inner.enc.drifted(user, manager, &account.resource, kept)
     }
 
     /// Overrides how one request is retried (tests, benchmarks); `Policy::SCIM` otherwise.

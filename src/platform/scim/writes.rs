@@ -19,7 +19,7 @@ use super::listing::{UserResource, id_from_location};
 use super::{CallError, Push, Resp, Start};
 use crate::model::User;
 use crate::plan::Op;
-use crate::platform::{Applied, OpFailure, OpOutcome, PlatformError};
+use crate::platform::{Applied, Healed, OpFailure, OpOutcome, PlatformError};
 use crate::retry::{Decision, GiveUp};
 
 /// The answer to one write that did not stop the push (a stop is the `PlatformError`
@@ -71,14 +71,40 @@ impl Push {
             Op::Deactivate { platform_id, .. } => (self.deactivate(platform_id).await?, crate::platform::ManagerLink::Absent),
             Op::Delete { platform_id, .. } => (self.delete(platform_id).await?, crate::platform::ManagerLink::Absent),
         };
+        let (written, healed) = match written {
+            Written::Refused(OpFailure { status: Some(404), .. }) if matches!(op, Op::Update { .. } | Op::Deactivate { .. }) => {
+                self.heal(&op).await?
+            }
+            w => (w, None),
+        };
         let result = match written {
-            Written::Applied { platform_id, adopted } => Ok(Applied { platform_id, manager, adopted }),
+            Written::Applied { platform_id, adopted } => Ok(Applied { platform_id, manager, adopted, healed }),
             Written::Refused(mut f) => {
                 f.message = format!("user {}: {}", op.external_id(), f.message);
                 Err(f)
             }
         };
         Ok(OpOutcome { result, op })
+    }
+
+    /// An update or deactivation answered 404: the account was deleted on the platform. An
+    /// active person gets a new one (a POST, whose 409 adopts under the binding rule like any
+    /// create); a leaver has nothing left to deactivate and is forgotten.
+    async fn heal(&self, op: &Op) -> Result<(Written, Option<Healed>), PlatformError> {
+        match op {
+            Op::Update { user, platform_id, .. } if user.active => {
+                tracing::info!(external_id = %user.external_id, platform_id, "account deleted on the platform; creating it again");
+                let (m, _) = self.manager_of(user);
+                let w = self.create(user, m.as_deref(), false).await?;
+                let healed = matches!(w, Written::Applied { .. }).then_some(Healed::Recreated);
+                Ok((w, healed))
+            }
+            Op::Update { platform_id, .. } | Op::Deactivate { platform_id, .. } => {
+                Ok((Written::applied(platform_id), Some(Healed::Forgotten)))
+            }
+            // Not sent here (`exec` heals updates and deactivations only).
+            Op::Create { .. } | Op::Delete { .. } => Ok((Written::refused(Some(404), "HTTP 404: not found on the platform".into()), None)),
+        }
     }
 
     /// POST a user. An unknown outcome (the connection dropped after sending) is looked up
@@ -144,8 +170,8 @@ impl Push {
     }
 
     /// After a 409: the user exists. Find them by externalId, then userName, and make
-    /// their content ours — only if the account has no externalId or the same one
-    /// (`plan::same_person`): any other is someone else's, a conflict, and left as it is.
+    /// their content ours — only if the account has no externalId or the same one (under
+    /// the connector's `IdRule`): any other is someone else's, a conflict, and left as it is.
     /// (Accounts of other connectors' people were kept from the create by `plan::settle`.)
     async fn adopt(&self, user: &User, manager: Option<&str>) -> Result<Written, PlatformError> {
         let mut found = None;
@@ -176,7 +202,7 @@ impl Push {
             ));
         };
         if let Some(theirs) = account.external_id.as_deref().filter(|x| !x.trim().is_empty())
-            && !crate::plan::same_person(theirs, &user.external_id)
+            && self.inner.id_rule.key(theirs) != self.inner.id_rule.key(&user.external_id)
         {
             return Ok(Written::refused(
                 Some(409),

@@ -1,0 +1,187 @@
+//! Looking at the platform before planning (issue 14), and the reconcile marker.
+//!
+//! - A run that may follow unrecorded writes (the marker is set: a crash, a failed or
+//!   stopped push, a state error mid-push; or the previous run never finished) lists the
+//!   platform's ids and adopts under the binding rule before it creates, however many
+//!   failing runs came in between. So does a first sync.
+//! - `sync --reconcile` (or a run that finds its state lost: run history but no snapshot)
+//!   lists every account with its attributes and repairs drift through the plan
+//!   (`plan::repair`): accounts deleted by hand are created again or forgotten, hand edits
+//!   are written back, hand-reactivated leavers deactivated — with the safeguards applied.
+
+use std::collections::HashMap;
+
+use super::{Job, RunError};
+use crate::model::SourcedUser;
+use crate::plan::{self, Existing, FastHash, Snapshot};
+use crate::platform::Platform;
+use crate::platform::scim::ScimClient;
+use crate::state::{LastFile, StateStore};
+
+/// How much of the platform a run reads before it plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Look {
+    /// Nothing: the snapshot is what the platform holds.
+    Nothing,
+    /// The ids of every account, to adopt rather than create twice: a first sync, or writes
+    /// of an earlier run may be there unrecorded (`why`).
+    Adopt { first: bool, why: Option<String> },
+    /// Every account with its attributes, to repair drift: `--reconcile`, or a lost state.
+    Repair { lost: bool },
+}
+
+/// Past runs read to tell a lost state from a connector that never pushed.
+const HISTORY_DEPTH: u32 = 20;
+
+impl<S: StateStore> Job<'_, S> {
+    /// Decides how much of the platform to read, from the options and the state.
+    pub(super) async fn look(&mut self, snapshot: &Snapshot, last: Option<&LastFile>) -> Result<Look, RunError> {
+        let name = &self.conn.name;
+        if snapshot.is_empty() && self.synced_before(last).await? {
+            let since =
+                last.map(|l| format!(" (it synced {} on {})", l.fingerprint.path, l.synced_at.format("%Y-%m-%d"))).unwrap_or_default();
+            self.note(format!(
+                "state lost: the state DB has run history for {name}{since} but no snapshot (a new, replaced or restored-empty DB); this run reconciles with the platform: accounts with this connector's externalIds are adopted, hand edits written back. Accounts it cannot place are listed below: check them"
+            ));
+            tracing::warn!("the state of {name} is lost (history, no snapshot): reconciling with the platform");
+            return Ok(Look::Repair { lost: true });
+        }
+        if self.opts.reconcile {
+            return Ok(Look::Repair { lost: false });
+        }
+        if snapshot.is_empty() {
+            return Ok(Look::Adopt { first: true, why: None });
+        }
+        let mark = self.store.reconcile_mark(name).await.map_err(RunError::from_error)?;
+        let interrupted = self.store.interrupted(name, &self.report.run_id).await.map_err(RunError::from_error)?;
+        let why = match (mark, interrupted) {
+            (Some(m), _) => {
+                format!("run {} left unrecorded writes possible ({}, {})", m.run_id, m.reason, m.set_at.format("%Y-%m-%d %H:%M"))
+            }
+            (None, true) => "the previous run did not finish".to_string(),
+            (None, false) => return Ok(Look::Nothing),
+        };
+        tracing::warn!("{name}: {why}; matching platform users before pushing");
+        Ok(Look::Adopt { first: false, why: Some(why) })
+    }
+
+    /// A snapshot that should not be empty: a file was synced, or a recent run wrote.
+    async fn synced_before(&self, last: Option<&LastFile>) -> Result<bool, RunError> {
+        if last.is_some() {
+            return Ok(true);
+        }
+        let runs = self.store.history(Some(&self.conn.name), HISTORY_DEPTH).await.map_err(RunError::from_error)?;
+        Ok(runs.iter().filter(|r| r.run_id != self.report.run_id).filter_map(|r| r.report.as_ref()).any(|r| {
+            let c = &r.counts;
+            !r.dry_run && c.created + c.adopted + c.rekeyed + c.updated > 0
+        }))
+    }
+
+    /// The platform's existing users for the plan, as `look` decided. A repair also changes
+    /// `snapshot` (`plan::repair`) and notes what it found.
+    pub(super) async fn existing_users(
+        &mut self,
+        platform: Option<&ScimClient>,
+        snapshot: &mut Snapshot,
+        users: &[SourcedUser],
+        look: &Look,
+    ) -> Result<Vec<Existing>, RunError> {
+        let Some(p) = platform else { return Ok(Vec::new()) };
+        match look {
+            Look::Nothing => Ok(Vec::new()),
+            Look::Adopt { why, .. } => {
+                if let Some(why) = why {
+                    self.note(format!("{why}: platform users were matched before pushing (adopted, never created twice)"));
+                }
+                p.existing_users(&self.budget).await.map_err(RunError::from_error)
+            }
+            Look::Repair { .. } => {
+                let accounts = p.accounts(&self.budget).await.map_err(RunError::from_error)?;
+                let kept = p.kept_paths(&accounts);
+                let by_id: HashMap<&str, &crate::platform::scim::Account, FastHash> =
+                    accounts.iter().map(|a| (a.existing.platform_id.as_str(), a)).collect();
+                let listed: HashMap<&str, plan::Listed, FastHash> =
+                    by_id.iter().map(|(id, a)| (*id, plan::Listed { active: a.active })).collect();
+                // Managers by the platform id the snapshot knows them under.
+                let pids: HashMap<String, String> = snapshot.iter().map(|(id, e)| (id.clone(), e.platform_id.clone())).collect();
+                let repair = plan::repair(snapshot, users, &listed, self.conn.mapping.id_rule(), |user, entry| {
+                    let Some(account) = by_id.get(entry.platform_id.as_str()) else { return false };
+                    let manager = user.manager().and_then(|m| pids.get(m)).map(String::as_str);
+                    p.drifted(user, manager, account, &kept)
+                });
+                drop(listed);
+                drop(by_id);
+                self.noted_repair(&repair, accounts.len());
+                self.rewrite = repair.rewrite;
+                if !repair.gone.is_empty() {
+                    let forget: Vec<crate::state::SnapshotWrite> =
+                        repair.gone.iter().map(|id| crate::state::SnapshotWrite::Remove { external_id: id.clone() }).collect();
+                    self.store.write(&self.conn.name, &forget).await.map_err(RunError::from_error)?;
+                }
+                Ok(accounts.into_iter().map(|a| a.existing).collect())
+            }
+        }
+    }
+
+    fn noted_repair(&mut self, r: &plan::Repair, listed: usize) {
+        tracing::info!(listed, gone = r.gone.len(), edited = r.rewrite.len(), reactivated = r.reactivated, "reconciled with the platform");
+        if !r.gone.is_empty() {
+            let shown = r.gone.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+            let more = if r.gone.len() > 10 { format!(" and {} more", r.gone.len() - 10) } else { String::new() };
+            self.note(format!(
+                "reconcile: {} account(s) of this connector were deleted on the platform ({shown}{more}): active people are created again, leavers forgotten",
+                r.gone.len()
+            ));
+        }
+        if !r.rewrite.is_empty() {
+            self.note(format!(
+                "reconcile: {} account(s) differed on the platform from what is mapped (edited by hand); written back",
+                r.rewrite.len()
+            ));
+        }
+        if r.reactivated > 0 {
+            self.note(format!(
+                "reconcile: {} leaver(s) were active again on the platform (reactivated by hand); deactivated again",
+                r.reactivated
+            ));
+        }
+    }
+
+    /// Listed accounts that are nobody's here, on a first sync or a repair: possibly this
+    /// connector's leavers, kept active by a lost state. Named, never touched.
+    pub(super) fn note_strangers(&mut self, strangers: &[String], look: &Look) {
+        let lost = matches!(look, Look::Repair { lost: true });
+        let first = matches!(look, Look::Adopt { first: true, .. });
+        if strangers.is_empty() || !(lost || first || matches!(look, Look::Repair { .. })) {
+            return;
+        }
+        let shown = strangers.iter().take(10).map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+        let more = if strangers.len() > 10 { format!(" and {} more", strangers.len() - 10) } else { String::new() };
+        let name = &self.conn.name;
+        self.note(format!(
+            "{} platform account(s) carry an externalId that is in neither this file nor the state of {name}, nor another connector's ({shown}{more}); they were left as they are. If the state DB was lost or replaced they may be this connector's leavers, still active: list them in the export as inactive and run `rostersync sync {name} --reconcile`, or deactivate them on the platform",
+            strangers.len()
+        ));
+        if first || lost {
+            self.report.message.get_or_insert_with(|| {
+                format!(
+                    "{} platform account(s) with externalIds absent from the file were left active (see notes); if {name}'s state was lost, they may be leavers",
+                    strangers.len()
+                )
+            });
+        }
+    }
+
+    /// After a push: the marker goes only when every outcome is recorded and nothing
+    /// failed (a failed adoption or create may be on the platform: it stays pending).
+    pub(super) async fn settle_marker(&self) -> Result<(), RunError> {
+        let name = &self.conn.name;
+        let failed = self.report.counts.failed;
+        if failed == 0 {
+            self.store.clear_reconcile(name).await.map_err(RunError::from_error)
+        } else {
+            let why = format!("{failed} operation(s) failed");
+            self.store.set_reconcile(name, &self.report.run_id, &why).await.map_err(RunError::from_error)
+        }
+    }
+}
