@@ -101,6 +101,8 @@ on_both!(
     two_stores_opening_a_new_store_at_once_both_succeed,
     a_slot_is_claimed_once_and_taken_over_only_after_its_claim_lapses,
     runs_name_their_worker_and_leases_their_holder,
+    the_reconcile_marker_is_set_replaced_and_cleared,
+    reports_of_finds_the_people_of_a_manager,
 );
 
 async fn snapshot_round_trip_and_inactive_marks(f: Fixture) {
@@ -615,4 +617,41 @@ async fn a_postgres_store_from_a_newer_rostersync_is_refused() {
         Err(other) => panic!("expected Schema, got {other:?}"),
         Ok(_) => panic!("expected Schema, got a store"),
     }
+}
+
+async fn the_reconcile_marker_is_set_replaced_and_cleared(f: Fixture) {
+    let s = f.open().await;
+    assert!(s.reconcile_mark("acme").await.unwrap().is_none());
+    s.set_reconcile("acme", "run-1", "push started").await.unwrap();
+    s.set_reconcile("acme", "run-2", "adoption pending").await.unwrap();
+    let m = s.reconcile_mark("acme").await.unwrap().unwrap();
+    assert_eq!((m.run_id.as_str(), m.reason.as_str()), ("run-2", "adoption pending"));
+    assert!((Utc::now() - m.set_at).num_seconds().abs() < 60, "{}", m.set_at);
+    assert!(s.reconcile_mark("globex").await.unwrap().is_none(), "connectors are separate");
+    drop(s);
+    // Durable: another store (process) sees it, and clears it.
+    let s = f.open().await;
+    assert!(s.reconcile_mark("acme").await.unwrap().is_some());
+    s.clear_reconcile("acme").await.unwrap();
+    assert!(s.reconcile_mark("acme").await.unwrap().is_none());
+}
+
+async fn reports_of_finds_the_people_of_a_manager(f: Fixture) {
+    let s = f.open().await;
+    let of = |id: &str, m: Option<&str>| User { manager: m.map(Into::into), ..user(id, true) };
+    let up = |u: User, p: &str| SnapshotWrite::Upsert { platform_id: p.into(), user: Box::new(u) };
+    s.write(
+        "acme",
+        &[up(of("m1", None), "pm1"), up(of("a", Some("m1")), "pa"), up(of("b", Some("m2")), "pb"), up(of("c", Some("m1")), "pc")],
+    )
+    .await
+    .unwrap();
+    s.write("other", &[up(of("z", Some("m1")), "pz")]).await.unwrap();
+    let r = s.reports_of("acme", &["m1"]).await.unwrap();
+    let mut got: Vec<(&str, &str)> = r.iter().map(|(k, (p, _))| (k.as_str(), p.as_str())).collect();
+    got.sort();
+    assert_eq!(got, [("a", "pa"), ("c", "pc")]);
+    assert_eq!(r["a"].1, of("a", Some("m1")));
+    assert_eq!(s.reports_of("acme", &["m1", "m2"]).await.unwrap().len(), 3);
+    assert!(s.reports_of("acme", &["nobody"]).await.unwrap().is_empty());
 }

@@ -158,7 +158,8 @@ impl SyncRunner {
 }
 
 /// The key of a connector's slots in the store: a reconcile schedule's slots are its own
-/// (connector names cannot hold `#`), and both kinds share the connector's lease.
+/// (a connector would have to be named "NAME#reconcile" to collide), and both kinds
+/// share the connector's lease.
 fn slot_key(connector: &str, reconcile: bool) -> String {
     if reconcile { format!("{connector}#reconcile") } else { connector.to_string() }
 }
