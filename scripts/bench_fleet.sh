@@ -131,10 +131,15 @@ echo "warm-up: every connector synced once after $(( $(date +%s) - start ))s" >&
 # Start on a slot boundary, so the window holds whole periods.
 sleep $(( EVERY - $(date +%s) % EVERY ))
 q "SELECT pg_stat_statements_reset()" >/dev/null
+# CPU seconds of every PostgreSQL process (the pools' backends live through the window).
+pg_cpu() { ps -u postgres -o times= | awk '{s += $1} END {print s}'; }
+wcpu() { for p in "${PIDS[@]}"; do ps -p "$p" -o times=; done | awk '{s += $1} END {print s}'; }
+cpu0=$(pg_cpu); wcpu0=$(wcpu)
 read -r c0 r0 i0 u0 d0 ret0 fet0 <<< "$(q "SELECT xact_commit + xact_rollback, 0, tup_inserted, tup_updated, tup_deleted, tup_returned, tup_fetched FROM pg_stat_database WHERE datname = 'fleet'")"
 t0=$(q "SELECT now()")
 sleep $(( MINUTES * 60 ))
 t1=$(q "SELECT now()")
+cpu1=$(pg_cpu); wcpu1=$(wcpu)
 read -r c1 r1 i1 u1 d1 ret1 fet1 <<< "$(q "SELECT xact_commit + xact_rollback, 0, tup_inserted, tup_updated, tup_deleted, tup_returned, tup_fetched FROM pg_stat_database WHERE datname = 'fleet'")"
 read -r calls rows exec_ms <<< "$(q "SELECT sum(calls), sum(rows), round(sum(total_exec_time)::numeric, 1) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'fleet'")"
 W="started_at >= '$t0' AND started_at < '$t1'"
@@ -146,12 +151,15 @@ overlaps=$(q "SELECT count(*) FROM runs a JOIN runs b ON a.connector = b.connect
   AND a.started_at < coalesce(b.ended_at, 'infinity') AND b.started_at < coalesce(a.ended_at, 'infinity')
   WHERE a.started_at >= '$t0' AND a.started_at < '$t1'")
 doubles=$(q "SELECT count(*) FROM (SELECT connector, floor(extract(epoch FROM started_at) / $EVERY) FROM runs WHERE $W GROUP BY 1, 2 HAVING count(*) > 1) d")
-# Slots in the window: the multiples of EVERY in [t0, t1), one per connector each.
-expected=$(q "SELECT $N * (floor((extract(epoch FROM timestamptz '$t1') - 0.000001) / $EVERY) - ceil(extract(epoch FROM timestamptz '$t0') / $EVERY) + 1)::int")
+# Slots whose every start (slot + jitter < EVERY) falls in the window: the whole periods.
+first=$(q "SELECT ceil(extract(epoch FROM timestamptz '$t0') / $EVERY)::bigint")
+last=$(q "SELECT floor(extract(epoch FROM timestamptz '$t1') / $EVERY)::bigint - 1")
+served=$(q "SELECT count(*) FROM (SELECT DISTINCT connector, floor(extract(epoch FROM started_at) / $EVERY) b FROM runs) r WHERE b BETWEEN $first AND $last")
+expected=$(( N * (last - first + 1) ))
 secs=$(q "SELECT round(extract(epoch FROM timestamptz '$t1' - timestamptz '$t0'))")
 echo
 echo "## window of ${secs}s"
-echo "runs: $runs ($(( runs * 60 / secs ))/min; the schedule asks $(( N * 60 / EVERY ))/min); slots due in the window $expected, claimed $slots"
+echo "runs: $runs ($(( runs * 60 / secs ))/min; the schedule asks $(( N * 60 / EVERY ))/min); of the $expected slots of the window's whole periods, $served ran"
 echo "runs by worker: $by_worker"
 echo "outcomes: $outcomes"
 echo "overlapping runs of one connector: $overlaps; slots run twice: $doubles"
@@ -159,6 +167,7 @@ echo "database, per run: $(python3 -c "r=$runs; print(f'{$calls/r:.1f} statement
 # Execution time includes waiting on row locks: the losers of a slot claim wait for the
 # winner's commit (a WAL flush), which is not CPU.
 echo "database, total: $calls statements, ${exec_ms} ms of statement time (lock waits included) over ${secs}s"
+echo "CPU over the window: PostgreSQL $(python3 -c "print(f'{$cpu1-$cpu0:.0f} s = {($cpu1-$cpu0)/$secs*100:.1f} % of one core, {($cpu1-$cpu0)/$runs*1000:.2f} ms a run')"); the $WORKERS workers $(python3 -c "print(f'{$wcpu1-$wcpu0:.0f} s = {($wcpu1-$wcpu0)/$runs*1000:.1f} ms a run')")"
 echo "top statements by calls:"
 q "SELECT calls, rows, round(total_exec_time::numeric, 1) AS ms, left(regexp_replace(query, '\s+', ' ', 'g'), 90) FROM pg_stat_statements s
    JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'fleet' ORDER BY calls DESC LIMIT 12" | sed 's/^/  /'
