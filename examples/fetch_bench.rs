@@ -36,7 +36,7 @@ fn fetch(port: u16, key: &str, pin: &str, path: &str) {
         host: "127.0.0.1".into(),
         port,
         username: "root".into(),
-        auth: SftpAuth::Key { private_key: PathBuf::from(key), passphrase_env: None },
+        auth: SftpAuth::Key { private_key: PathBuf::from(key), passphrase: None },
         host_key: HostKeyPolicy::Pinned(pin.into()),
         timeout: Duration::from_secs(30),
     };

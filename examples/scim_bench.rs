@@ -71,7 +71,7 @@ async fn main() {
     unsafe { std::env::set_var("SCIM_BENCH_TOKEN", TOKEN) };
     let cfg = config::Platform {
         base_url: base.parse().unwrap(),
-        auth: PlatformAuth::Bearer { token_env: "SCIM_BENCH_TOKEN".into() },
+        auth: PlatformAuth::Bearer { token: "SCIM_BENCH_TOKEN".into() },
         max_concurrency: concurrency,
         timeout: Duration::from_secs(120),
         bulk,

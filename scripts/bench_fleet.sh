@@ -132,8 +132,10 @@ echo "warm-up: every connector synced once after $(( $(date +%s) - start ))s" >&
 sleep $(( EVERY - $(date +%s) % EVERY ))
 q "SELECT pg_stat_statements_reset()" >/dev/null
 # CPU seconds of every PostgreSQL process (the pools' backends live through the window).
-pg_cpu() { ps -u postgres -o times= | awk '{s += $1} END {print s}'; }
-wcpu() { for p in "${PIDS[@]}"; do ps -p "$p" -o times=; done | awk '{s += $1} END {print s}'; }
+# (/proc/PID/stat utime + stime, in clock ticks: `ps` rounds each short-lived backend to 0 s.)
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk -v hz="$(getconf CLK_TCK)" '{s += $1} END {printf "%.2f", s / hz}'; }
+pg_cpu() { ticks $(pgrep -u postgres -f "postgres") ; }
+wcpu() { ticks "${PIDS[@]}"; }
 cpu0=$(pg_cpu); wcpu0=$(wcpu)
 read -r c0 r0 i0 u0 d0 ret0 fet0 <<< "$(q "SELECT xact_commit + xact_rollback, 0, tup_inserted, tup_updated, tup_deleted, tup_returned, tup_fetched FROM pg_stat_database WHERE datname = 'fleet'")"
 t0=$(q "SELECT now()")
@@ -176,9 +178,9 @@ q "SELECT calls, rows, round(total_exec_time::numeric, 1) AS ms, left(regexp_rep
 # (claimed, unfinished), or after 8 s of looking.
 sleep $(( EVERY - $(date +%s) % EVERY ))
 victim=${PIDS[0]}
-for _ in $(seq 1 160); do
-  [ "$(q "SELECT count(*) FROM slots WHERE worker = '$HOST pid $victim' AND done_at IS NULL")" -ge 3 ] && break
-  sleep 0.05
+for _ in $(seq 1 200); do
+  [ "$(q "SELECT count(*) FROM slots WHERE worker = '$HOST pid $victim' AND done_at IS NULL")" -ge 1 ] && break
+  sleep 0.02
 done
 kill -KILL "$victim"
 tk=$(q "SELECT now()")

@@ -44,8 +44,8 @@ pick = "last-name"
 min_age = "0s"
 CFG
 
-echo "== rostersync check"
-"$RS" --config "$DEMO/connectors.toml" check
+echo "== rostersync check --online   (files, environment, then the SFTP server and the platform)"
+"$RS" --config "$DEMO/connectors.toml" check --online
 echo
 echo "== rostersync sync demo   (sftp://127.0.0.1:$SSH_PORT → scim http://127.0.0.1:$SCIM_PORT)"
 set +e

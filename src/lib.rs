@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod platform;
+pub mod preflight;
 pub mod redact;
 pub mod report;
 pub mod retry;

@@ -189,8 +189,27 @@ pub enum OpKind {
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Safeguard {
     NoDataRows,
-    MassDeactivation { count: u64, known: u64, limit: String, allowed: u64 },
-    TooManyInvalid { invalid: u64, rows: u64, limit: String, allowed: u64 },
+    MassDeactivation {
+        count: u64,
+        known: u64,
+        limit: String,
+        allowed: u64,
+    },
+    TooManyInvalid {
+        invalid: u64,
+        rows: u64,
+        limit: String,
+        allowed: u64,
+    },
+    /// A reconcile found more of this connector's accounts missing from the platform than
+    /// `max_deactivations` allows: a listing that misses accounts looks like this, and
+    /// re-creating them all would duplicate them.
+    MassRecreation {
+        count: u64,
+        known: u64,
+        limit: String,
+        allowed: u64,
+    },
 }
 
 impl Safeguard {
@@ -200,6 +219,7 @@ impl Safeguard {
             Safeguard::NoDataRows => "no_data_rows",
             Safeguard::MassDeactivation { .. } => "mass_deactivation",
             Safeguard::TooManyInvalid { .. } => "too_many_invalid",
+            Safeguard::MassRecreation { .. } => "mass_recreation",
         }
     }
 
@@ -211,6 +231,9 @@ impl Safeguard {
             }
             Safeguard::MassDeactivation { count, known, limit, allowed } => format!(
                 "this run would deactivate or delete {count} of {known} known users, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A truncated or wrong export looks like this: {go_on}"
+            ),
+            Safeguard::MassRecreation { count, known, limit, allowed } => format!(
+                "the platform lacks {count} of the {known} accounts this connector synced, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A platform listing that misses accounts looks like this, and re-creating them would duplicate people: check the platform, then run `rostersync sync {connector} --reconcile --allow-mass-change` to create them again"
             ),
             Safeguard::TooManyInvalid { invalid, rows, limit, allowed } => format!(
                 "{invalid} of {rows} rows are invalid, above max_invalid = \"{limit}\" ({allowed} allowed); nothing was pushed. Fix the rows listed in the report (or the mapping), or {go_on}"
@@ -651,14 +674,9 @@ fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
                 if u.user.external_id != key.as_str() {
                     u.user.external_id = key.as_str().into();
                 }
-                // And their manager is named as the manager was synced ("e5" is "E5").
-                if let Some(m) = u.user.manager()
-                    && !lookup.snapshot.contains_key(m)
-                    && let Some((mk, _)) = lookup.find(m)
-                {
-                    u.user.manager = Some(mk.as_str().into());
-                }
-                if entry.hash == u.user.content_hash() {
+                // Their manager is named as the manager was synced ("e5" is "E5"): looked at
+                // only when the content differs, so the usual unchanged user costs nothing.
+                if entry.hash == u.user.content_hash() || (fold_manager(&mut u.user, lookup) && entry.hash == u.user.content_hash()) {
                     part.unchanged += 1;
                     if !entry.active {
                         part.inactive.push((key, entry));
@@ -673,30 +691,58 @@ fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
     part
 }
 
+/// Names `user`'s manager as the snapshot does, when only the spelling differs; whether it
+/// changed anything.
+fn fold_manager(user: &mut User, lookup: &Lookup<'_>) -> bool {
+    let Some(m) = user.manager() else { return false };
+    if lookup.snapshot.contains_key(m) {
+        return false;
+    }
+    match lookup.find(m) {
+        Some((k, _)) if k.as_str() != m => {
+            user.manager = Some(k.as_str().into());
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Manager references of the users sent, named as their manager is (`IdRule`): as synced
 /// when the manager is in the snapshot, else as the manager's own row writes their id. A
 /// reference that names nobody either way is left as it is (noted as not on the platform).
 fn fold_managers(ops: &mut [(Op, u64)], lookup: &Lookup<'_>, rule: IdRule) {
-    let sent: HashSet<&str, FastHash> = ops.iter().map(|(o, _)| o.external_id()).collect();
-    let misses = |m: &str| !lookup.snapshot.contains_key(m) && !sent.contains(m);
-    let any = ops.iter().any(|(o, _)| matches!(o, Op::Create { user } | Op::Update { user, .. } if user.manager().is_some_and(misses)));
-    if !any {
+    fn manager(op: &Op) -> Option<&str> {
+        match op {
+            Op::Create { user } | Op::Update { user, .. } => user.manager(),
+            _ => None,
+        }
+    }
+    // Nearly always every manager is synced: then nothing else is built.
+    if !ops.iter().any(|(o, _)| manager(o).is_some_and(|m| !lookup.snapshot.contains_key(m))) {
         return;
     }
-    let in_file: HashMap<String, String, FastHash> =
-        ops.iter().map(|(o, _)| (rule.key(o.external_id()).into_owned(), o.external_id().to_string())).collect();
-    for (op, _) in ops.iter_mut() {
-        let (Op::Create { user } | Op::Update { user, .. }) = op else { continue };
-        let Some(m) = user.manager() else { continue };
-        if lookup.snapshot.contains_key(m) {
-            continue;
-        }
-        let named = match lookup.find(m) {
-            Some((k, _)) => Some(k.to_string()),
-            None => in_file.get(rule.key(m).as_ref()).cloned(),
-        };
-        if let Some(n) = named.filter(|n| n != m) {
-            user.manager = Some(n.as_str().into());
+    let fixes: Vec<(usize, String)> = {
+        // Keys borrow the ids (an id is usually its own key): no copy of a million ids.
+        let in_file: HashMap<std::borrow::Cow<'_, str>, &str, FastHash> =
+            ops.iter().map(|(o, _)| (rule.key(o.external_id()), o.external_id())).collect();
+        ops.iter()
+            .enumerate()
+            .filter_map(|(i, (o, _))| {
+                let m = manager(o)?;
+                if lookup.snapshot.contains_key(m) || in_file.get(m).is_some_and(|id| *id == m) {
+                    return None;
+                }
+                let named = match lookup.find(m) {
+                    Some((k, _)) => k.to_string(),
+                    None => in_file.get(rule.key(m).as_ref())?.to_string(),
+                };
+                (named != m).then_some((i, named))
+            })
+            .collect()
+    };
+    for (i, named) in fixes {
+        if let (Op::Create { user } | Op::Update { user, .. }, _) = &mut ops[i] {
+            user.manager = Some(named.as_str().into());
         }
     }
 }

@@ -33,7 +33,12 @@ fn check_json_lists_problems_and_the_bundled_config_is_valid() {
     assert_eq!(v["problems"][2]["line"], 13);
 
     let good = support::repo_root().join("connectors.toml");
-    let out = Command::new(support::rostersync_bin()).args(["--config", good.to_str().unwrap(), "check"]).output().unwrap();
+    // `check` also checks the environment: the token variable the bundled file names is set.
+    let out = Command::new(support::rostersync_bin())
+        .args(["--config", good.to_str().unwrap(), "check"])
+        .env("PLATFORM_SCIM_TOKEN", "demo-token")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
@@ -60,4 +65,56 @@ fn mapping_problems_point_into_the_mapping_file() {
     assert!(stdout.contains("a.toml:1: unique_id: expected \"employee_id\" or \"email\"; got \"badge\""), "{stdout}");
     assert!(stdout.contains("a.toml:4: fields.last_name.transform: unknown transform \"shout\""), "{stdout}");
     assert!(stdout.contains("a.toml:5: fields.nickname: unknown platform field"), "{stdout}");
+}
+
+/// The CLI's finish: the config from ROSTERSYNC_CONFIG, `history` of an unknown connector
+/// exits 2, `status` shows times in the connector's timezone, `keyscan --json` is JSON.
+#[test]
+fn rostersync_config_history_status_and_keyscan_json() {
+    let scim = support::scim::ScimServer::start();
+    let p = support::project::Project::new(&scim, "");
+    let cfg_path = p.path().join("connectors.toml");
+    let cfg = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("[connectors.acme]\n", "[connectors.acme]\nschedule = \"daily 02:00\"\ntimezone = \"Asia/Tokyo\"\n");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    p.export("employees_2026-01-01.csv", &support::project::rows(2));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+
+    // No --config: the variable names the file.
+    let bare = |args: &[&str]| {
+        Command::new(support::rostersync_bin())
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .env("ROSTERSYNC_CONFIG", &cfg_path)
+            .env("PLATFORM_SCIM_TOKEN", &p.token)
+            .output()
+            .unwrap()
+    };
+    let out = bare(&["status"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}{}", String::from_utf8_lossy(&out.stderr));
+    let line = s.lines().find(|l| l.starts_with("acme ")).unwrap_or_else(|| panic!("{s}"));
+    // The next run is 02:00 in Tokyo, said so; the last run is in the same zone.
+    assert!(line.contains(" 02:00 JST") && line.matches(" JST").count() == 2, "{s}");
+    let out = bare(&["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["connectors"][0]["timezone"], "Asia/Tokyo", "{v}");
+
+    let out = bare(&["history", "acmee"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(e.contains("no connector named \"acmee\"") && e.contains("known: acme"), "{e}");
+    assert_eq!(bare(&["history", "acme"]).status.code(), Some(0));
+
+    let sshd = support::sshd::Sshd::start();
+    let out = bare(&["--json", "keyscan", &format!("127.0.0.1:{}", sshd.port)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("keyscan --json prints JSON");
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["host_key"], sshd.fingerprint("ed25519"), "{v}");
+    assert_eq!((v["keys"][0]["type"].as_str(), v["port"].as_u64()), (Some("ssh-ed25519"), Some(sshd.port as u64)), "{v}");
+    let out = bare(&["--json", "keyscan", "h:0"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("an error is JSON too");
+    assert_eq!((out.status.code(), v["exit"].as_i64()), (Some(2), Some(2)), "{v}");
 }

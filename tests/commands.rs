@@ -57,8 +57,12 @@ fn sync_all_runs_every_valid_connector_and_status_shows_them() {
 
     let out = p.run(&["--json", "sync", "--all"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let reports: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // One document: the runs, the connectors skipped and why, the exit code.
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document on stdout");
+    let reports = doc["runs"].as_array().unwrap();
     assert_eq!(reports.len(), 2, "{stdout}");
+    assert_eq!(doc["exit"], 2, "{stdout}");
+    assert!(doc["skipped"][0]["connector"] == "broken", "{stdout}");
     assert_eq!(reports[0]["connector"], "acme");
     assert_eq!(reports[0]["counts"]["created"], 2);
     assert_eq!(reports[1]["connector"], "globex");

@@ -220,3 +220,34 @@ fn a_second_connector_takes_the_first_ones_people_only_with_adopt_from() {
         assert_eq!(after[ext]["id"], u["id"], "{ext}: the same account");
     }
 }
+
+#[test]
+fn a_409_compares_ids_by_the_connectors_rule_case_sensitive_ids_are_not_taken_over() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    // Ids that differ in case are different people for this connector.
+    let mapping = p.path().join("mappings/demo.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap().replacen(
+        "unique_id = \"employee_id\"\n",
+        "unique_id = \"employee_id\"\nid_case = \"sensitive\"\n",
+        1,
+    );
+    std::fs::write(&mapping, text).unwrap();
+    p.export("employees_2026-01-01.csv", &rows(1));
+    assert_eq!(p.sync_json(&[]).0, 0);
+    // Someone else's account, with E2's email and an id only the case tells apart.
+    let other = scim.post(
+        "/Users",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "e0000002", "userName": "ann2@example.com",
+                "name": {"givenName": "Other", "familyName": "Person"}}),
+    );
+    p.export("employees_2026-01-02.csv", &rows(2));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("conflicts", 1), ("adopted", 0), ("created", 0), ("unchanged", 1)]);
+    let msg = r["errors"].to_string();
+    assert!(msg.contains("e0000002") && msg.contains("E0000002"), "both ids: {msg}");
+    let held = by_external_id(&scim);
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(held["e0000002"], other, "the other account is untouched");
+}

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rostersync::state::{ReconcileMark, SnapshotWrite, SqliteStore, StateStore};
 use serde_json::{Value, json};
+use support::fault_proxy::{Fault, FaultProxy};
 use support::project::{Project, row, rows};
 use support::scim::ScimServer;
 use support::scim_b::DjangoScim;
@@ -108,6 +110,31 @@ impl Server {
     }
 }
 
+/// Runs `f` on the project's state store (opened through rostersync's own store).
+fn with_state<T>(p: &Project, f: impl AsyncFnOnce(&SqliteStore) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", p.path().join("state/rostersync.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        f(&store).await
+    })
+}
+
+/// The connector's reconcile marker, as the state store holds it.
+fn marker(p: &Project) -> Option<ReconcileMark> {
+    with_state(p, async |s| s.reconcile_mark("acme").await.unwrap())
+}
+
+/// Empties the connector's snapshot, keeping the run history (a restore gone wrong).
+fn empty_snapshot(p: &Project) {
+    with_state(p, async |s| {
+        let ids: Vec<SnapshotWrite> =
+            s.snapshot("acme").await.unwrap().into_keys().map(|external_id| SnapshotWrite::Remove { external_id }).collect();
+        s.write("acme", &ids).await.unwrap();
+        assert!(s.snapshot("acme").await.unwrap().is_empty());
+    })
+}
+
 /// The platform's accounts by externalId, asserting one account per externalId.
 fn by_external_id(server: &Server) -> HashMap<String, Value> {
     let mut m = HashMap::new();
@@ -164,9 +191,7 @@ fn a_kill_mid_push_then_failing_runs_then_a_good_run_leave_one_account_per_perso
         assert_eq!(p.sync_json(&[]).0, 0, "{s}");
         p.export("employees_2026-01-01.csv", &rows(n));
         kill_mid_push(&server, &p, 60, n as u64);
-        let db = p.path().join("state/rostersync.db");
-        let marks = Command::new("sqlite3").arg(&db).arg("SELECT count(*) FROM reconcile_marks").output().expect("sqlite3");
-        assert_eq!(String::from_utf8_lossy(&marks.stdout).trim(), "1", "{s}: the killed run left its marker");
+        assert!(marker(&p).is_some_and(|m| m.reason == "push started"), "{s}: the killed run left its marker");
 
         // The SFTP server is down, so to speak: the export folder is gone.
         let exports = p.path().join("exports");
@@ -275,11 +300,9 @@ fn a_lost_state_db_is_detected_by_a_plain_run_and_rebuilt_by_reconcile() {
         p.export("employees_2026-01-01.csv", &rows(3));
         assert_eq!(p.sync_json(&[]).0, 0, "{s}");
         let before = by_external_id(&server);
-        let db = p.path().join("state/rostersync.db");
 
         // The snapshot emptied (a restore gone wrong), history kept; E3 left meanwhile.
-        let out = Command::new("sqlite3").arg(&db).arg("DELETE FROM snapshot").output().expect("sqlite3");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        empty_snapshot(&p);
         p.export("employees_2026-01-02.csv", &rows(2));
         let (code, r) = p.sync_json(&[]);
         assert_eq!(code, 0, "{s}: {r}");
@@ -366,4 +389,148 @@ fn an_update_that_meets_a_deleted_account_heals_and_so_do_its_reports() {
         assert_eq!(code, 0, "{s}: {r}");
         counts(&r, &[("unchanged", 3), ("failed", 0), ("created", 0), ("updated", 0)]);
     }
+}
+
+#[test]
+fn a_reconcile_that_would_recreate_too_many_accounts_stops_until_allowed() {
+    let server = Server::A(ScimServer::start());
+    let p = server.project("max_deactivations = \"10%\"");
+    p.export("employees_2026-01-01.csv", &rows(10));
+    assert_eq!(p.sync_json(&[]).0, 0);
+    let before = by_external_id(&server);
+    for i in 1..=5 {
+        server.delete(before[&format!("E{i:07}")]["id"].as_str().unwrap());
+    }
+    let left = by_external_id(&server);
+
+    // Half the accounts missing: a listing that misses accounts looks the same.
+    let (code, r) = p.sync_json(&["--reconcile"]);
+    assert_eq!(code, 5, "{r}");
+    assert_eq!(r["stopped_by"], "mass_recreation", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("5 of the 10") && r["message"].as_str().unwrap().contains("--allow-mass-change"),
+        "{r}"
+    );
+    assert_eq!(by_external_id(&server), left, "nothing pushed");
+    // A dry run reports the same and changes nothing either, state included.
+    let (code, r) = p.sync_json(&["--reconcile", "--dry-run"]);
+    assert_eq!(code, 5, "{r}");
+
+    let (code, r) = p.sync_json(&["--reconcile", "--allow-mass-change"]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("created", 5), ("unchanged", 5), ("failed", 0)]);
+    let after = by_external_id(&server);
+    assert_eq!(after.len(), 10);
+    assert!(after.values().all(|u| u["active"] == true));
+}
+
+#[test]
+fn an_empty_200_to_the_listing_is_an_error_not_an_empty_platform() {
+    let scim = ScimServer::start();
+    let empty = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = empty.clone();
+    // A proxy (or a broken server) that answers the user listing with `200 {}`.
+    let proxy = FaultProxy::start(scim.port, move |_, method, path| {
+        if flag.load(std::sync::atomic::Ordering::Acquire) && method == "GET" && path.starts_with("/Users?startIndex") {
+            Fault::Body(200, "{}".into())
+        } else {
+            Fault::Pass
+        }
+    });
+    let server = Server::A(scim);
+    let p = Project::at(&proxy.base_url, server.token(), "", "");
+    p.export("employees_2026-01-01.csv", &rows(2));
+    assert_eq!(p.sync_json(&[]).0, 0);
+    // The state lost: the next run must list the platform, and that listing is empty.
+    std::fs::remove_dir_all(p.path().join("state")).unwrap();
+    empty.store(true, std::sync::atomic::Ordering::Release);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 6, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("without `Resources` or `totalResults`"), "{r}");
+    assert_eq!(r["counts"]["created"], 0, "{r}");
+    assert_eq!(by_external_id(&server).len(), 2, "nobody created twice");
+    empty.store(false, std::sync::atomic::Ordering::Release);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("adopted", 2), ("created", 0)]);
+    assert_eq!(by_external_id(&server).len(), 2);
+}
+
+#[test]
+fn a_failed_adoption_on_a_first_sync_stays_pending_until_it_succeeds() {
+    let scim = ScimServer::start();
+    // E2 is on the platform already, under an old email: only its externalId tells.
+    let theirs = scim.post(
+        "/Users",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "E0000002", "userName": "old2@example.com"}),
+    );
+    let path = format!("/Users/{}", theirs["id"].as_str().unwrap());
+    let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = refuse.clone();
+    let proxy = FaultProxy::start(scim.port, move |_, method, p| {
+        if flag.load(std::sync::atomic::Ordering::Acquire) && method != "GET" && p == path { Fault::Status(400) } else { Fault::Pass }
+    });
+    let server = Server::A(scim);
+    let p = Project::at(&proxy.base_url, server.token(), "", "");
+    p.export("employees_2026-01-01.csv", &rows(3));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 6, "the adoption failed: {r}");
+    counts(&r, &[("created", 2), ("failed", 1), ("adopted", 0)]);
+    assert_eq!(marker(&p).map(|m| m.reason).as_deref(), Some("1 create(s) or adoption(s) failed"), "the marker stays set");
+
+    // A failing run in between (the export missing) changes nothing of that.
+    let exports = p.path().join("exports");
+    std::fs::rename(&exports, p.path().join("away")).unwrap();
+    assert_ne!(p.sync_json(&[]).0, 0);
+    std::fs::rename(p.path().join("away"), &exports).unwrap();
+
+    // The platform takes it now: the next run looks up before it creates, and adopts.
+    refuse.store(false, std::sync::atomic::Ordering::Release);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("adopted", 1), ("created", 0), ("unchanged", 2), ("failed", 0)]);
+    let held = by_external_id(&server);
+    assert_eq!(held.len(), 3, "one account per person: {held:?}");
+    assert_eq!(held["E0000002"]["id"], theirs["id"], "the account adopted, not a second one");
+    assert_eq!(held["E0000002"]["userName"], "ann2@example.com");
+    assert_eq!(marker(&p), None, "cleared once every outcome is recorded");
+}
+
+#[tokio::test]
+async fn the_marker_and_the_reports_of_a_manager_in_the_sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
+    assert_eq!(store.reconcile_mark("acme").await.unwrap(), None);
+    store.set_reconcile("acme", "run-1", "push started").await.unwrap();
+    store.set_reconcile("acme", "run-2", "1 create(s) or adoption(s) failed").await.unwrap();
+    let m = store.reconcile_mark("acme").await.unwrap().unwrap();
+    assert_eq!((m.run_id.as_str(), m.reason.as_str()), ("run-2", "1 create(s) or adoption(s) failed"), "the latest replaces");
+    assert_eq!(store.reconcile_mark("globex").await.unwrap(), None, "per connector");
+    store.clear_reconcile("acme").await.unwrap();
+    assert_eq!(store.reconcile_mark("acme").await.unwrap(), None);
+
+    let user = |id: &str, manager: Option<&str>| rostersync::model::User {
+        external_id: id.into(),
+        email: Some(format!("{id}@example.com").into()),
+        employee_id: Some(id.into()),
+        first_name: "A".into(),
+        last_name: "B".into(),
+        language: "en".into(),
+        active: true,
+        manager: manager.map(Into::into),
+        attributes: Default::default(),
+    };
+    let writes: Vec<SnapshotWrite> = [("E1", None), ("E2", Some("E1")), ("E3", Some("E1")), ("E4", Some("E2"))]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, m))| SnapshotWrite::Upsert { platform_id: format!("p{i}"), user: Box::new(user(id, m)) })
+        .collect();
+    store.write("acme", &writes).await.unwrap();
+    let reports = store.reports_of("acme", &["E1"]).await.unwrap();
+    let mut ids: Vec<&str> = reports.keys().map(String::as_str).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["E2", "E3"]);
+    assert_eq!(reports["E2"].0, "p1");
+    assert_eq!(reports["E2"].1.manager(), Some("E1"));
+    assert!(store.reports_of("globex", &["E1"]).await.unwrap().is_empty());
 }

@@ -46,7 +46,7 @@ fn platform(base: &str, bulk: bool) -> config::Platform {
     env();
     config::Platform {
         base_url: base.parse().unwrap(),
-        auth: PlatformAuth::Bearer { token_env: TOKEN_ENV.into() },
+        auth: PlatformAuth::Bearer { token: TOKEN_ENV.into() },
         max_concurrency: 4,
         timeout: Duration::from_secs(5),
         bulk,
@@ -394,7 +394,7 @@ async fn a_400_inside_bulk_fails_that_user_only() {
 async fn refused_token_stops_with_exit_6_and_no_secret() {
     let server = ScimServer::start();
     let mut cfg = platform(&server.base_url, true);
-    cfg.auth = PlatformAuth::Bearer { token_env: BAD_TOKEN_ENV.into() };
+    cfg.auth = PlatformAuth::Bearer { token: BAD_TOKEN_ENV.into() };
     let err = ScimClient::connect(&cfg).await.err().expect("a wrong token is refused at connect");
     assert!(matches!(err, PlatformError::Unauthorized { status: 401, .. }), "{err:?}");
     assert_eq!(err.exit(), Exit::Platform);
@@ -421,7 +421,7 @@ async fn a_401_mid_run_stops_the_run() {
 #[tokio::test]
 async fn missing_token_variable_is_named() {
     let mut cfg = platform("http://127.0.0.1:9", false);
-    cfg.auth = PlatformAuth::Bearer { token_env: "ROSTERSYNC_TEST_UNSET_VARIABLE".into() };
+    cfg.auth = PlatformAuth::Bearer { token: "ROSTERSYNC_TEST_UNSET_VARIABLE".into() };
     let err = ScimClient::connect(&cfg).await.err().expect("unset variable");
     let msg = err.to_string();
     assert!(msg.contains("ROSTERSYNC_TEST_UNSET_VARIABLE") && msg.contains("is not set"), "{msg}");
@@ -722,7 +722,7 @@ fn oauth_platform(base: &str, token_url: &str) -> config::Platform {
     cfg.auth = PlatformAuth::OAuth2 {
         token_url: token_url.parse().unwrap(),
         client_id: "rostersync-test".into(),
-        client_secret_env: OAUTH_SECRET_ENV.into(),
+        client_secret: OAUTH_SECRET_ENV.into(),
         scope: Some("scim".into()),
     };
     cfg
@@ -776,7 +776,7 @@ async fn oauth2_wrong_secret_stops_with_exit_6() {
     cfg.auth = PlatformAuth::OAuth2 {
         token_url: tokens.url.parse().unwrap(),
         client_id: "someone-else".into(),
-        client_secret_env: OAUTH_SECRET_ENV.into(),
+        client_secret: OAUTH_SECRET_ENV.into(),
         scope: None,
     };
     let err = ScimClient::connect(&cfg).await.err().expect("refused");

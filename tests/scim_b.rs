@@ -45,7 +45,7 @@ fn platform(base: &str, token_env: &str) -> config::Platform {
     env();
     config::Platform {
         base_url: base.parse().unwrap(),
-        auth: PlatformAuth::Bearer { token_env: token_env.into() },
+        auth: PlatformAuth::Bearer { token: token_env.into() },
         max_concurrency: 4,
         timeout: Duration::from_secs(10),
         bulk: true,

@@ -42,7 +42,7 @@ fn cfg(port: u16, user: &str, auth: SftpAuth, host_key: HostKeyPolicy) -> Sftp {
 }
 
 fn key(path: &Path, passphrase_env: Option<&str>) -> SftpAuth {
-    SftpAuth::Key { private_key: path.to_path_buf(), passphrase_env: passphrase_env.map(String::from) }
+    SftpAuth::Key { private_key: path.to_path_buf(), passphrase: passphrase_env.map(rostersync::config::SecretRef::env) }
 }
 
 fn pinned(s: &Sshd) -> HostKeyPolicy {
@@ -205,20 +205,20 @@ fn password_right_and_wrong() {
     env();
     let r = RcloneSftp::start();
     let pin = HostKeyPolicy::Pinned(r.fingerprint());
-    let mut src = connect(&cfg(r.port, &r.user, SftpAuth::Password { password_env: "RS_TEST_PASSWORD".into() }, pin.clone()));
+    let mut src = connect(&cfg(r.port, &r.user, SftpAuth::Password { password: "RS_TEST_PASSWORD".into() }, pin.clone()));
     put(&r.data(), "pw.csv", 5000, Duration::from_secs(600));
     let files = src.list("/*.csv").unwrap();
     assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), vec!["/pw.csv"]);
     let mut out = Vec::new();
     assert_eq!(src.fetch(&files[0], &mut out, 1 << 20).unwrap().bytes, 5000);
 
-    let e = refused(&cfg(r.port, &r.user, SftpAuth::Password { password_env: "RS_TEST_WRONG_PASSWORD".into() }, pin.clone()));
+    let e = refused(&cfg(r.port, &r.user, SftpAuth::Password { password: "RS_TEST_WRONG_PASSWORD".into() }, pin.clone()));
     let msg = e.to_string();
     assert!(msg.contains("wrong user name or password: check RS_TEST_WRONG_PASSWORD"), "{msg}");
     assert!(!msg.contains("guess"), "secret leaked: {msg}");
     assert_eq!((e.exit(), e.retriable()), (Exit::Connection, false));
 
-    let e = refused(&cfg(r.port, &r.user, SftpAuth::Password { password_env: "RS_TEST_UNSET".into() }, pin));
+    let e = refused(&cfg(r.port, &r.user, SftpAuth::Password { password: "RS_TEST_UNSET".into() }, pin));
     assert!(e.to_string().contains("RS_TEST_UNSET (the password) is not set"), "{e}");
 }
 
@@ -231,14 +231,14 @@ fn keyboard_interactive_against_sshd_with_pam() {
     put(&s.data(), "kbd.csv", 1000, Duration::from_secs(600));
     // Only keyboard-interactive is on: auth = "password" falls back to it, as OpenSSH does.
     for auth in [
-        SftpAuth::KeyboardInteractive { password_env: "RS_TEST_KBD_PASSWORD".into() },
-        SftpAuth::Password { password_env: "RS_TEST_KBD_PASSWORD".into() },
+        SftpAuth::KeyboardInteractive { password: "RS_TEST_KBD_PASSWORD".into() },
+        SftpAuth::Password { password: "RS_TEST_KBD_PASSWORD".into() },
     ] {
         let mut src = SftpSource::connect(&cfg(s.port, user, auth, pinned(&s))).unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", s.log()));
         let files = src.list(&format!("{}/*.csv", s.data().display())).unwrap();
         assert_eq!(files.len(), 1);
     }
-    let e = refused(&cfg(s.port, user, SftpAuth::KeyboardInteractive { password_env: "RS_TEST_WRONG_PASSWORD".into() }, pinned(&s)));
+    let e = refused(&cfg(s.port, user, SftpAuth::KeyboardInteractive { password: "RS_TEST_WRONG_PASSWORD".into() }, pinned(&s)));
     assert!(e.to_string().contains("wrong user name or password (keyboard-interactive): check RS_TEST_WRONG_PASSWORD"), "{e}");
     assert!(!e.to_string().contains("guess"));
     // A key for a server that takes only keyboard-interactive for this user says so.

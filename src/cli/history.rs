@@ -9,6 +9,15 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
     let cfg = super::load_config(cli)?;
     let store = state::open(&cfg.state).await?;
     let runs = store.history(connector, limit).await?;
+    // A name neither configured nor ever run is a typo: exit 2 with the known names, like
+    // every other command. A connector since removed from the config still has its history.
+    if let Some(name) = connector
+        && runs.is_empty()
+        && !cfg.connectors.contains_key(name)
+        && !cfg.broken.iter().any(|b| b == name)
+    {
+        cfg.connector(name)?;
+    }
     if cli.json {
         let v: Vec<_> = runs
             .iter()
@@ -26,9 +35,19 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
         println!("no runs recorded yet");
         return Ok(0);
     }
+    let n = super::term::Numbers::for_stdout();
     println!(
-        "{:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  {:<24} file",
-        "started (UTC)", "connector", "outcome", "rows", "created", "updated", "deact.", "failed", "ms", "worker"
+        "{:<20} {:<16} {:<11} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9}  {:<24} file",
+        "started (UTC)",
+        "connector",
+        "outcome",
+        "rows",
+        "created",
+        "updated",
+        "deact.",
+        "failed",
+        if n.human { "took" } else { "ms" },
+        "worker"
     );
     for r in &runs {
         let started = r.started_at.format("%Y-%m-%d %H:%M:%S").to_string();
@@ -39,15 +58,15 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
                 let outcome = serde_json::to_value(rep.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
                 let outcome = if rep.dry_run { format!("{outcome}(dry)") } else { outcome };
                 println!(
-                    "{started:<20} {:<16} {:<11} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  {worker:<24} {}",
+                    "{started:<20} {:<16} {:<11} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9}  {worker:<24} {}",
                     r.connector,
                     outcome,
-                    c.rows,
-                    c.created,
-                    c.updated,
-                    c.deactivated + c.deleted,
-                    c.failed,
-                    rep.duration_ms,
+                    n.count(c.rows),
+                    n.count(c.created),
+                    n.count(c.updated),
+                    n.count(c.deactivated + c.deleted),
+                    n.count(c.failed),
+                    if n.human { n.millis(rep.duration_ms) } else { rep.duration_ms.to_string() },
                     super::term::shown(rep.file.as_ref().map(|f| f.path.as_str()).unwrap_or("-"))
                 );
             }
@@ -69,14 +88,16 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
         let last = store.history(Some(name), 1).await?.into_iter().next();
         let next =
             conn.schedule.as_ref().and_then(|s| s.next_after(now)).map(|slot| slot + crate::schedule::jitter_for(name, slot, conn.jitter));
-        rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone())));
+        // Shown in the connector's timezone: "02:00" in the schedule reads as 02:00 here.
+        let tz = conn.schedule.as_ref().map_or(chrono_tz::UTC, |s| s.tz);
+        rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone()), tz));
     }
     if cli.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(n, last, next, spec)| {
+            .map(|(n, last, next, spec, tz)| {
                 serde_json::json!({
-                    "connector": n, "schedule": spec, "next_run": next,
+                    "connector": n, "schedule": spec, "timezone": tz.name(), "next_run": next,
                     "last_run": last.as_ref().map(|r| serde_json::json!({
                         "run_id": r.run_id, "started_at": r.started_at,
                         "outcome": r.report.as_ref().map(|rep| rep.outcome), "worker": r.worker,
@@ -88,11 +109,12 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
         println!("{}", serde_json::json!({"connectors": v, "broken": cfg.broken}));
         return Ok(0);
     }
-    println!("{:<16} {:<22} {:<12} {:<22} {:<24} schedule", "connector", "last run (UTC)", "outcome", "next run (UTC)", "worker");
-    for (n, last, next, spec) in rows {
+    let local = |t: chrono::DateTime<Utc>, tz: chrono_tz::Tz| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
+    println!("{:<16} {:<22} {:<12} {:<22} {:<24} schedule", "connector", "last run", "outcome", "next run", "worker");
+    for (n, last, next, spec, tz) in rows {
         let (when, outcome) = match &last {
             Some(r) => (
-                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                local(r.started_at, tz),
                 r.report
                     .as_ref()
                     .and_then(|rep| serde_json::to_value(rep.outcome).ok())
@@ -101,7 +123,7 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
             ),
             None => ("never".into(), "-".into()),
         };
-        let next = next.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "manual only".into());
+        let next = next.map(|t| local(t, tz)).unwrap_or_else(|| "manual only".into());
         // Running: the holder of the lease ("daemon@HOST pid N run ID"); else who ran it last.
         let worker = match running.get(n.as_str()) {
             Some(holder) => format!("running: {holder}"),

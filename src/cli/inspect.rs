@@ -8,7 +8,14 @@ use crate::exit::Exit;
 
 pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
-    let conn = cfg.connector(connector)?;
+    // A new customer's mapping is drafted from a sample: its absence does not stop `fetch`.
+    let conn = match cfg.unmapped.get(connector) {
+        Some(c) => {
+            tracing::info!("{connector}: its mapping has problems (`rostersync check`); fetching a sample anyway");
+            c
+        }
+        None => cfg.connector(connector)?,
+    };
     let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit, e.message))?;
     let Some(dl) = dl else {
         return Err(CodedError(Exit::Data, format!("{connector}: no file to fetch right now")).into());
@@ -57,8 +64,15 @@ pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
             })
         );
     } else {
-        println!("{connector}: {} ({} bytes)", shown(&dl.fingerprint.path), dl.fingerprint.size);
-        println!("  rows {} — {} valid, {} invalid (max_invalid allows {allowed})", mapped.rows, mapped.users.len(), invalid);
+        let n = super::term::Numbers::for_stdout();
+        println!("{connector}: {} ({} bytes)", shown(&dl.fingerprint.path), n.count(dl.fingerprint.size));
+        println!(
+            "  rows {} — {} valid, {} invalid (max_invalid allows {})",
+            n.count(mapped.rows),
+            n.count(mapped.users.len() as u64),
+            n.count(invalid),
+            n.count(allowed)
+        );
         println!("  people {active} active, {inactive} inactive (from the valid rows; an invalid row keeps its person as last synced)");
         println!();
         for line in crate::mapping::preview_table(&mapped.users, 10).lines() {

@@ -51,23 +51,39 @@ pub fn render(host: &str, port: u16, keys: &[(String, String)]) -> String {
     out
 }
 
-pub fn run(target: &str) -> anyhow::Result<i32> {
+/// The `--json` form: the keys found and the fingerprint to pin (the first: the type
+/// the server prefers among those rostersync accepts).
+pub fn to_json(host: &str, port: u16, keys: &[(String, String)]) -> serde_json::Value {
+    serde_json::json!({
+        "host": host,
+        "port": port,
+        "keys": keys.iter().map(|(t, fp)| serde_json::json!({"type": t, "fingerprint": fp})).collect::<Vec<_>>(),
+        "host_key": keys.first().map(|(_, fp)| fp),
+    })
+}
+
+pub fn run(target: &str, json: bool) -> anyhow::Result<i32> {
+    let fail = |msg: &str, exit: crate::exit::Exit| {
+        if json {
+            println!("{}", serde_json::json!({"error": msg, "exit": exit.code()}));
+        }
+        eprintln!("error: {}", super::term::shown_lines(msg));
+        Ok(exit.code())
+    };
     let (host, port) = match parse_target(target) {
         Ok(hp) => hp,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            return Ok(crate::exit::Exit::Config.code());
-        }
+        Err(msg) => return fail(&msg, crate::exit::Exit::Config),
     };
     match keyscan(&host, port, TIMEOUT) {
+        Ok(keys) if json => {
+            println!("{}", to_json(&host, port, &keys));
+            Ok(0)
+        }
         Ok(keys) => {
             print!("{}", render(&host, port, &keys));
             Ok(0)
         }
-        Err(e) => {
-            eprintln!("error: {}", super::term::shown_lines(&e.to_string()));
-            Ok(e.exit().code())
-        }
+        Err(e) => fail(&e.to_string(), e.exit()),
     }
 }
 
@@ -90,5 +106,8 @@ mod tests {
         let out = render("h", 2222, &[("ssh-ed25519".into(), "SHA256:abc".into()), ("ssh-rsa".into(), "SHA256:def".into())]);
         assert!(out.contains("  ssh-ed25519  SHA256:abc\n  ssh-rsa      SHA256:def\n"), "{out}");
         assert!(out.contains("host_key = \"SHA256:abc\""), "{out}");
+        let v = to_json("h", 2222, &[("ssh-ed25519".into(), "SHA256:abc".into())]);
+        assert_eq!(v["keys"][0]["type"], "ssh-ed25519");
+        assert_eq!((v["host_key"].as_str(), v["port"].as_u64()), (Some("SHA256:abc"), Some(2222)));
     }
 }

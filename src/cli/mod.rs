@@ -9,7 +9,7 @@ mod keyscan;
 mod mapping_suggest;
 mod progress;
 mod sync;
-mod term;
+pub(crate) mod term;
 
 use std::path::PathBuf;
 
@@ -19,11 +19,16 @@ use crate::config::{self, Config};
 use crate::exit::{Classify, Exit};
 
 #[derive(Parser, Debug)]
-#[command(name = "rostersync", version, about = "Keeps a platform's users in step with customers' HR exports (SFTP → SCIM 2.0)")]
+#[command(
+    name = "rostersync",
+    version,
+    about = "Keeps a platform's users in step with customers' HR exports (SFTP → SCIM 2.0)",
+    after_help = "Examples:\n  rostersync check --online              every connector's files, environment, SFTP server and platform\n  rostersync keyscan sftp.acme.example   the host_key line to pin\n  rostersync fetch acme --to samples/    the file acme would take, to draft a mapping from\n  rostersync sync acme --dry-run         what a sync would change, pushing nothing\n  rostersync daemon                      run every schedule until stopped\n\nEnvironment: ROSTERSYNC_CONFIG for --config; RUST_LOG for the log filter.\nExit codes: 0 ok, 1 other, 2 configuration, 3 connection, 4 data, 5 stopped by a safeguard, 6 platform."
+)]
 pub struct Cli {
     /// The connectors file (default ./connectors.toml). Relative paths inside it are
     /// relative to its folder.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", env = "ROSTERSYNC_CONFIG")]
     pub config: Option<PathBuf>,
     /// Print one JSON object on stdout and nothing else there (logs go to stderr).
     #[arg(long, global = true)]
@@ -46,16 +51,42 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Validate all configuration (connectors and mappings); no network.
-    Check,
+    /// Validate all configuration (connectors and mappings) and the environment it runs in;
+    /// no network unless --online.
+    #[command(after_help = "Checks, without --no-environment: every variable a connector names is set, every key and secret file \
+exists and can be read, key files are private keys that only their owner may read, known_hosts files can be read and know the \
+host, hosts are well formed.\n\nExamples:\n  rostersync check\n  rostersync check --no-environment   on a machine other than the one that runs syncs\n  rostersync check --online --json")]
+    Check {
+        /// Check only the files, not the variables, key files and known_hosts they name.
+        #[arg(long)]
+        no_environment: bool,
+        /// Also connect to every SFTP server (host key verified), list the file each
+        /// connector would take, and reach the platform (discovery, credentials). One line
+        /// per connector; the exit code is the worst connector's.
+        #[arg(long)]
+        online: bool,
+    },
     /// Print a server's host key fingerprint, to pin as host_key.
+    #[command(after_help = "Examples:\n  rostersync keyscan sftp.acme.example\n  rostersync keyscan 10.0.0.5:2222 --json")]
     Keyscan {
         /// HOST or HOST:PORT
         target: String,
     },
     /// Connect, pick the file, parse, map, validate; show a preview. Push nothing.
-    Test { connector: String },
-    /// Download the file the connector would pick; nothing else.
+    /// With --all: what `check --online` does, for every connector.
+    #[command(after_help = "Examples:\n  rostersync test acme\n  rostersync test --all")]
+    Test {
+        #[arg(required_unless_present = "all")]
+        connector: Option<String>,
+        /// Every connector: connect, list the file it would take, reach the platform.
+        #[arg(long, conflicts_with = "connector")]
+        all: bool,
+    },
+    /// Download the file the connector would pick; nothing else. Works before the
+    /// connector's mapping exists, to get a sample for `mapping suggest`.
+    #[command(
+        after_help = "Examples:\n  rostersync fetch acme --to samples/\n  rostersync mapping suggest samples/employees_2026-01-01.csv > mappings/acme.toml"
+    )]
     Fetch {
         connector: String,
         /// Folder to write it to (default: the current folder).
@@ -63,6 +94,8 @@ pub enum Command {
         to: Option<PathBuf>,
     },
     /// Sync one connector (or --all).
+    #[command(after_help = "With --json, one JSON document on stdout: the run's report for one connector; for --all, \
+{\"runs\": [report, …], \"skipped\": [problem, …], \"exit\": N}.\n\nExamples:\n  rostersync sync acme --dry-run\n  rostersync sync acme --file exports/employees.csv\n  rostersync sync --all --json")]
     Sync {
         connector: Option<String>,
         /// Every valid connector, one after the other.
@@ -93,6 +126,7 @@ pub enum Command {
         command: MappingCommand,
     },
     /// Past runs from the state store.
+    #[command(after_help = "Examples:\n  rostersync history\n  rostersync history acme --limit 5 --json")]
     History {
         connector: Option<String>,
         #[arg(long, default_value_t = 20)]
@@ -192,9 +226,12 @@ pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 
 async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
     match &cli.command {
-        Command::Check => check::run(cli),
-        Command::Keyscan { target } => keyscan::run(target),
-        Command::Test { connector } => inspect::test(cli, connector).await,
+        Command::Check { no_environment, online } => {
+            check::run(cli, check::Options { environment: !no_environment, online: *online }).await
+        }
+        Command::Keyscan { target } => keyscan::run(target, cli.json),
+        Command::Test { connector: Some(connector), .. } => inspect::test(cli, connector).await,
+        Command::Test { connector: None, .. } => check::run(cli, check::Options { environment: true, online: true }).await,
         Command::Fetch { connector, to } => inspect::fetch(cli, connector, to.as_deref()).await,
         Command::Sync { connector, all, dry_run, file, allow_mass_change, force, reconcile } => {
             let opts = crate::sync::SyncOptions {

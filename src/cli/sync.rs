@@ -29,9 +29,14 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
     }
     let store = state::open(&cfg.state).await?;
     let mut exit = if cfg.problems.is_empty() || !all { Exit::Ok } else { Exit::Config };
+    // --all --json is one document, printed once every run has ended: a consumer parses
+    // stdout whole, and a half-printed list cannot pass for a complete one.
+    let mut runs = Vec::new();
     for conn in &conns {
         let res = sync::run(&cfg, conn, &store, &opts).await;
-        if cli.json {
+        if cli.json && all {
+            runs.push(serde_json::to_value(&res.report)?);
+        } else if cli.json {
             println!("{}", serde_json::to_string(&res.report)?);
         } else {
             print_summary(&res.report);
@@ -39,6 +44,9 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
         if res.exit != Exit::Ok && (exit == Exit::Ok || exit == Exit::Config) {
             exit = res.exit;
         }
+    }
+    if cli.json && all {
+        println!("{}", serde_json::json!({"runs": runs, "skipped": cfg.problems, "exit": exit.code()}));
     }
     Ok(exit.code())
 }
@@ -52,16 +60,22 @@ pub fn print_summary(r: &Report) {
     };
     let dry = if r.dry_run { " (dry run: nothing pushed)" } else { "" };
     println!("{}: {outcome}{dry}", r.connector);
+    let n = super::term::Numbers::for_stdout();
     if let Some(f) = &r.file {
-        println!("  file     {} ({} bytes, sha256 {}…)", shown(&f.path), f.size, &f.sha256[..f.sha256.len().min(12)]);
+        println!("  file     {} ({} bytes, sha256 {}…)", shown(&f.path), n.count(f.size), &f.sha256[..f.sha256.len().min(12)]);
     }
     let c = &r.counts;
     if c.rows > 0 {
         let verb = if r.dry_run { "would be " } else { "" };
-        println!("  rows     {} ({} valid, {} invalid)", c.rows, c.valid, c.invalid);
+        println!("  rows     {} ({} valid, {} invalid)", n.count(c.rows), n.count(c.valid), n.count(c.invalid));
         println!(
             "  users    {verb}created {}, {verb}updated {}, {verb}deactivated {}, {verb}deleted {}, unchanged {}, failed {}",
-            c.created, c.updated, c.deactivated, c.deleted, c.unchanged, c.failed
+            n.count(c.created),
+            n.count(c.updated),
+            n.count(c.deactivated),
+            n.count(c.deleted),
+            n.count(c.unchanged),
+            n.count(c.failed)
         );
     }
     if !r.errors.is_empty() {
@@ -82,5 +96,5 @@ pub fn print_summary(r: &Report) {
     if let Some(m) = &r.message {
         println!("  {}", shown_lines(m));
     }
-    println!("  run {} in {} ms", r.run_id, r.duration_ms);
+    println!("  run {} in {}", r.run_id, n.millis(r.duration_ms));
 }

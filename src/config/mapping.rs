@@ -11,7 +11,7 @@ use super::Problem;
 use super::checker::Checker;
 use super::word::{self, Parsed, WordError};
 
-/// The file as written.
+/// `(top level)`: the keys outside any table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMapping {
@@ -20,9 +20,15 @@ pub struct RawMapping {
     /// "insensitive" (the default: "e7" and "E7" are one person) or "sensitive" (employee
     /// ids only; emails always compare without case). Ids are always trimmed.
     pub id_case: Option<Parsed<IdCase>>,
+    /// How to read the file (delimiter, encoding, sheet, header row, JSON records).
     #[serde(default)]
     pub source: RawSourceOptions,
+    /// `[fields]`: the platform's fields — employee_id, email, first_name, last_name,
+    /// language, active — each from a column (`email = "Email"`) or a field table. The
+    /// `unique_id` field, first_name and last_name are needed.
     pub fields: BTreeMap<String, FieldSpec>,
+    /// `[attributes]`: any other attribute (department, title, manager_id, …), sent in the
+    /// enterprise or custom schema, each from a column or a field table.
     #[serde(default)]
     pub attributes: BTreeMap<String, FieldSpec>,
 }
@@ -49,7 +55,9 @@ pub struct RawSourceOptions {
     pub max_field_size: Option<String>,
 }
 
-/// A field: a column name, or a table with transforms.
+/// `[fields.NAME]`: a field of `[fields]` or `[attributes]` written as a table, e.g.
+/// `department = { column = "Dept", transform = ["trim"], map = { "ENG" = "Engineering" } }`.
+/// Written as a string, a field is its column alone.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldTable {
@@ -220,6 +228,18 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// The stand-in of a mapping not written yet, for `fetch` (which reads no row): a new
+    /// customer's first export is fetched to draft the mapping from.
+    pub fn unwritten() -> Mapping {
+        Mapping {
+            unique_id: UniqueId::EmployeeId,
+            id_case: IdCase::default(),
+            source: SourceOptions { header_row: 1, ..SourceOptions::default() },
+            fields: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+        }
+    }
+
     /// How this mapping's unique ids compare.
     pub fn id_rule(&self) -> crate::model::IdRule {
         crate::model::IdRule {

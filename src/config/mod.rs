@@ -12,6 +12,7 @@ mod checker;
 pub mod lines;
 pub mod mapping;
 pub mod raw;
+pub mod secret;
 pub mod units;
 pub mod word;
 
@@ -26,6 +27,7 @@ use crate::schedule::Schedule;
 use checker::Checker;
 pub use mapping::{Mapping, UniqueId, parse_mapping};
 use raw::*;
+pub use secret::{SecretError, SecretRef};
 pub use units::Limit;
 
 /// One configuration problem, located.
@@ -81,6 +83,9 @@ pub struct Config {
     pub problems: Vec<Problem>,
     /// Names of connectors that have problems (refused by sync and the scheduler).
     pub broken: Vec<String>,
+    /// Broken connectors whose only problems are in their mapping (not written yet, most
+    /// often), with `Mapping::unwritten`: `fetch` may still take a sample from their source.
+    pub unmapped: BTreeMap<String, Connector>,
 }
 
 impl Config {
@@ -133,14 +138,13 @@ pub struct Platform {
 
 #[derive(Debug, Clone)]
 pub enum PlatformAuth {
-    /// Environment variable holding the bearer token.
-    Bearer {
-        token_env: String,
-    },
+    /// The bearer token, from `token_env` or `token_file`.
+    Bearer { token: SecretRef },
     OAuth2 {
         token_url: url::Url,
         client_id: String,
-        client_secret_env: String,
+        /// From `client_secret_env` or `client_secret_file`.
+        client_secret: SecretRef,
         scope: Option<String>,
     },
 }
@@ -204,9 +208,9 @@ pub struct Sftp {
 
 #[derive(Debug, Clone)]
 pub enum SftpAuth {
-    Key { private_key: PathBuf, passphrase_env: Option<String> },
-    Password { password_env: String },
-    KeyboardInteractive { password_env: String },
+    Key { private_key: PathBuf, passphrase: Option<SecretRef> },
+    Password { password: SecretRef },
+    KeyboardInteractive { password: SecretRef },
 }
 
 #[derive(Debug, Clone)]
@@ -382,6 +386,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         connectors: BTreeMap::new(),
         problems: Vec::new(),
         broken: Vec::new(),
+        unmapped: BTreeMap::new(),
     };
     let Some(doc) = ck.toml(src) else {
         cfg.problems = ck.problems;
@@ -396,7 +401,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         None => ck.problem("platform", "missing [platform] section: kind = \"scim\", base_url, token_env"),
         Some(v) => {
             if let Some(p) = ck.section::<RawPlatform>("platform", v) {
-                cfg.platform = check_platform(&mut ck, p);
+                cfg.platform = check_platform(&mut ck, dir, p);
             }
         }
     }
@@ -434,7 +439,10 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         let conn = check_connector(&mut ck, dir, &name, value);
         if ck.problems.len() > before || conn.is_none() {
             cfg.broken.push(name.clone());
-        } else if let Some(c) = conn {
+            if let Some((c, false)) = conn {
+                cfg.unmapped.insert(name, c);
+            }
+        } else if let Some((c, _)) = conn {
             cfg.connectors.insert(name, c);
         }
         ck.connector = None;
@@ -494,7 +502,35 @@ fn check_state_url(dir: &Path, url: &str) -> Result<String, String> {
     Err(format!("expected \"sqlite://PATH\" or \"postgres://USER@HOST:PORT/DATABASE\"; got \"{url}\""))
 }
 
-fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
+/// A secret given as `{name}_env` or `{name}_file` under `table`: None when refused (a
+/// problem says why), Some(None) when neither is given (the caller decides whether that is
+/// allowed). A file's path is relative to the config; whether it exists is the
+/// environment's business (`preflight`), not the file's: a systemd credential exists only
+/// once the service runs.
+fn secret(ck: &mut Checker, dir: &Path, table: &str, name: &str, env: Option<&str>, file: Option<&str>) -> Option<Option<SecretRef>> {
+    match (env, file) {
+        (Some(_), Some(_)) => {
+            ck.problem(&format!("{table}.{name}_file"), format!("give either {name}_env or {name}_file, not both"));
+            None
+        }
+        (Some(v), None) => {
+            let before = ck.problems.len();
+            ck.env_name(&format!("{table}.{name}_env"), v);
+            (ck.problems.len() == before).then(|| Some(SecretRef::Env(v.to_string())))
+        }
+        (None, Some(f)) if f.trim().is_empty() => {
+            ck.problem(
+                &format!("{table}.{name}_file"),
+                "expected the path of a file holding the secret, e.g. \"/run/credentials/rostersync.service/token\"",
+            );
+            None
+        }
+        (None, Some(f)) => Some(Some(SecretRef::File(resolve(dir, f)))),
+        (None, None) => Some(None),
+    }
+}
+
+fn check_platform(ck: &mut Checker, dir: &Path, p: RawPlatform) -> Option<Platform> {
     let before = ck.problems.len();
     // One kind today: the value matters only when it is refused.
     let _: Option<PlatformKind> = ck.value("platform.kind", Some(p.kind));
@@ -515,18 +551,25 @@ fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
             None
         }
     };
-    let auth = match (&p.token_env, &p.oauth2) {
-        (Some(t), None) => {
-            ck.env_name("platform.token_env", t);
-            Some(PlatformAuth::Bearer { token_env: t.clone() })
-        }
-        (None, Some(o)) => {
-            ck.env_name("platform.oauth2.client_secret_env", &o.client_secret_env);
+    let bearer = p.token_env.is_some() || p.token_file.is_some();
+    let auth = match (bearer, &p.oauth2) {
+        (true, None) => secret(ck, dir, "platform", "token", p.token_env.as_deref(), p.token_file.as_deref())
+            .flatten()
+            .map(|token| PlatformAuth::Bearer { token }),
+        (false, Some(o)) => {
+            let client_secret =
+                secret(ck, dir, "platform.oauth2", "client_secret", o.client_secret_env.as_deref(), o.client_secret_file.as_deref());
+            if matches!(client_secret, Some(None)) {
+                ck.problem(
+                    "platform.oauth2.client_secret_env",
+                    "missing: name the variable holding the client secret (client_secret_env = \"PLATFORM_CLIENT_SECRET\") or its file (client_secret_file)",
+                );
+            }
             match url::Url::parse(&o.token_url) {
-                Ok(u) => Some(PlatformAuth::OAuth2 {
+                Ok(u) => client_secret.flatten().map(|client_secret| PlatformAuth::OAuth2 {
                     token_url: u,
                     client_id: o.client_id.clone(),
-                    client_secret_env: o.client_secret_env.clone(),
+                    client_secret,
                     scope: o.scope.clone(),
                 }),
                 Err(e) => {
@@ -535,11 +578,11 @@ fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
                 }
             }
         }
-        (Some(_), Some(_)) => {
-            ck.problem("platform.oauth2", "give either token_env or oauth2, not both");
+        (true, Some(_)) => {
+            ck.problem("platform.oauth2", "give either token_env (or token_file) or oauth2, not both");
             None
         }
-        (None, None) => {
+        (false, None) => {
             ck.problem("platform.token_env", "missing: name the environment variable holding the bearer token (token_env = \"PLATFORM_SCIM_TOKEN\"), or give oauth2 = { … }");
             None
         }
@@ -581,7 +624,10 @@ fn check_platform(ck: &mut Checker, p: RawPlatform) -> Option<Platform> {
     })
 }
 
-fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value) -> Option<Connector> {
+/// The connector, and whether its mapping was read (false: `Mapping::unwritten` stands in,
+/// and the mapping's problems are the connector's only ones).
+fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value) -> Option<(Connector, bool)> {
+    let before = ck.problems.len();
     let key = format!("connectors.{name}");
     let raw = ck.section::<RawConnector>(&key, value)?;
     let schedule = raw.schedule.as_ref().and_then(|s| match Schedule::parse(s, raw.timezone.as_deref()) {
@@ -633,19 +679,29 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
         Some(s) => ck.section::<RawSync>(&format!("{key}.sync"), s).map(|s| check_sync(ck, &key, s)),
     };
     let mapping_path = resolve(dir, &raw.mapping);
+    let rest_ok = ck.problems.len() == before;
     let mapping = mapping::load(ck, &format!("{key}.mapping"), &mapping_path);
-    Some(Connector {
-        name: name.to_string(),
-        customer: raw.customer.unwrap_or_else(|| name.to_string()),
-        schedule,
-        reconcile,
-        jitter,
-        mapping_path,
-        mapping: mapping?,
-        source: source?,
-        file: file?,
-        sync: sync?,
-    })
+    let mapped = mapping.is_some();
+    let mapping = match mapping {
+        Some(m) => m,
+        None if rest_ok => Mapping::unwritten(),
+        None => return None,
+    };
+    Some((
+        Connector {
+            name: name.to_string(),
+            customer: raw.customer.unwrap_or_else(|| name.to_string()),
+            schedule,
+            reconcile,
+            jitter,
+            mapping_path,
+            mapping,
+            source: source?,
+            file: file?,
+            sync: sync?,
+        },
+        mapped,
+    ))
 }
 
 fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<SourceConfig> {
@@ -665,12 +721,8 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
     let auth = match ck.value(&k("auth"), Some(s.auth)) {
         None => None,
         Some(AuthKind::Key) => match &s.private_key {
-            Some(pk) => {
-                if let Some(p) = &s.passphrase_env {
-                    ck.env_name(&k("passphrase_env"), p);
-                }
-                Some(SftpAuth::Key { private_key: resolve(dir, pk), passphrase_env: s.passphrase_env.clone() })
-            }
+            Some(pk) => secret(ck, dir, &format!("{key}.sftp"), "passphrase", s.passphrase_env.as_deref(), s.passphrase_file.as_deref())
+                .map(|passphrase| SftpAuth::Key { private_key: resolve(dir, pk), passphrase }),
             None => {
                 ck.problem(
                     &k("private_key"),
@@ -679,20 +731,23 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
                 None
             }
         },
-        Some(kind @ (AuthKind::Password | AuthKind::KeyboardInteractive)) => match &s.password_env {
-            Some(p) => {
-                ck.env_name(&k("password_env"), p);
-                Some(if kind == AuthKind::Password {
-                    SftpAuth::Password { password_env: p.clone() }
+        Some(kind @ (AuthKind::Password | AuthKind::KeyboardInteractive)) => {
+            match secret(ck, dir, &format!("{key}.sftp"), "password", s.password_env.as_deref(), s.password_file.as_deref()) {
+                None => None,
+                Some(Some(password)) => Some(if kind == AuthKind::Password {
+                    SftpAuth::Password { password }
                 } else {
-                    SftpAuth::KeyboardInteractive { password_env: p.clone() }
-                })
+                    SftpAuth::KeyboardInteractive { password }
+                }),
+                Some(None) => {
+                    ck.problem(
+                        &k("password_env"),
+                        format!("missing: auth = \"{}\" needs password_env = \"NAME_SFTP_PASSWORD\"", kind.name()),
+                    );
+                    None
+                }
             }
-            None => {
-                ck.problem(&k("password_env"), format!("missing: auth = \"{}\" needs password_env = \"NAME_SFTP_PASSWORD\"", kind.name()));
-                None
-            }
-        },
+        }
     };
     let host_key = match (&s.host_key, &s.known_hosts) {
         (Some(h), None) => {
@@ -861,7 +916,7 @@ mod tests {
         assert_eq!(c.mapping.unique_id, UniqueId::EmployeeId);
         let p = cfg.platform().unwrap();
         assert_eq!((p.bulk, p.max_concurrency, p.timeout), (true, 8, Duration::from_secs(30)));
-        assert!(matches!(&p.auth, PlatformAuth::Bearer { token_env } if token_env == "T"));
+        assert!(matches!(&p.auth, PlatformAuth::Bearer { token } if token == "T"));
         assert_eq!((cfg.daemon.max_concurrent_runs, cfg.daemon.grace, cfg.daemon.listen), (4, Duration::from_secs(300), None));
         assert_eq!(cfg.state.url, format!("sqlite://{}", cfg.dir.join("state/rostersync.db").display()));
         assert!(cfg.broken.is_empty());
@@ -994,7 +1049,7 @@ mod tests {
     fn sftp_auth() {
         let key = connector(&load(&file("", "[sftp]\nauth = \"key\"\nprivate_key = \"k\"\npassphrase_env = \"PP\"\n", "", ""))).clone();
         let SourceConfig::Sftp(s) = key.source else { panic!() };
-        assert!(matches!(s.auth, SftpAuth::Key { passphrase_env: Some(ref p), .. } if p == "PP"));
+        assert!(matches!(s.auth, SftpAuth::Key { passphrase: Some(ref p), .. } if p == "PP"));
         for (v, password) in [("password", true), ("keyboard-interactive", false)] {
             let c = connector(&load(&file("", &format!("[sftp]\nauth = \"{v}\"\npassword_env = \"P\"\n"), "", ""))).clone();
             let SourceConfig::Sftp(s) = c.source else { panic!() };
@@ -1013,6 +1068,34 @@ mod tests {
             only_problem(&load(&file("", "[sftp]\nauth = \"key\"\n", "", "")))
                 .starts_with("connectors.a.sftp.private_key: missing: auth = \"key\" needs")
         );
+    }
+
+    #[test]
+    fn secrets_from_files() {
+        let cfg = load(&file("", "", "", "").replace("token_env = \"T\"", "token_file = \"secrets/token\""));
+        let p = cfg.platform().unwrap();
+        assert!(matches!(&p.auth, PlatformAuth::Bearer { token: SecretRef::File(f) } if f == &cfg.dir.join("secrets/token")));
+        assert_eq!(
+            only_problem(&load(&file("token_file = \"/run/t\"", "", "", ""))),
+            "platform.token_file: give either token_env or token_file, not both"
+        );
+        let c = connector(&load(&file("", "[sftp]\nauth = \"password\"\npassword_file = \"/run/credentials/x/pw\"\n", "", ""))).clone();
+        let SourceConfig::Sftp(s) = c.source else { panic!() };
+        assert!(matches!(s.auth, SftpAuth::Password { password: SecretRef::File(ref f) } if f == Path::new("/run/credentials/x/pw")));
+        let both = "[sftp]\nauth = \"key\"\nprivate_key = \"k\"\npassphrase_env = \"PP\"\npassphrase_file = \"pp\"\n";
+        assert_eq!(
+            only_problem(&load(&file("", both, "", ""))),
+            "connectors.a.sftp.passphrase_file: give either passphrase_env or passphrase_file, not both"
+        );
+        let oauth = |keys: &str| {
+            load(&file("", "", "", "").replace(
+                "token_env = \"T\"",
+                &format!("oauth2 = {{ token_url = \"https://idp.example/token\", client_id = \"c\"{keys} }}"),
+            ))
+        };
+        let cfg = oauth(", client_secret_file = \"cs\"");
+        assert!(matches!(&cfg.platform().unwrap().auth, PlatformAuth::OAuth2 { client_secret: SecretRef::File(_), .. }));
+        assert!(only_problem(&oauth("")).starts_with("platform.oauth2.client_secret_env: missing"));
     }
 
     #[test]

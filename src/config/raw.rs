@@ -94,8 +94,11 @@ pub struct RawPlatform {
     pub kind: Parsed<PlatformKind>,
     /// The SCIM base URL, e.g. "https://platform.example/scim/v2".
     pub base_url: String,
-    /// Environment variable holding the bearer token.
+    /// Environment variable holding the bearer token, e.g. "PLATFORM_SCIM_TOKEN".
     pub token_env: Option<String>,
+    /// File holding the bearer token, instead of `token_env` (systemd credentials,
+    /// Kubernetes secrets); one trailing newline is ignored. Relative to this config file.
+    pub token_file: Option<String>,
     /// Parallel requests when Bulk is not used (default 8).
     pub max_concurrency: Option<i64>,
     /// Timeout of one HTTP request (default "30s").
@@ -110,13 +113,21 @@ pub struct RawPlatform {
     pub notify_webhook: Option<String>,
 }
 
+/// `[platform.oauth2]` (or `oauth2 = { … }` in `[platform]`): OAuth2 client credentials
+/// (RFC 6749 §4.4), instead of a bearer token. The token is fetched at the start of a run
+/// and refreshed before it expires; a refused client is exit 6.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOAuth2 {
+    /// The token endpoint, e.g. "https://idp.example/oauth2/token".
     pub token_url: String,
+    /// The client id the identity provider issued.
     pub client_id: String,
-    /// Environment variable holding the client secret.
-    pub client_secret_env: String,
+    /// Environment variable holding the client secret, e.g. "PLATFORM_CLIENT_SECRET".
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret, instead of `client_secret_env`.
+    pub client_secret_file: Option<String>,
+    /// The scope to ask for, e.g. "scim" (default: none sent).
     pub scope: Option<String>,
 }
 
@@ -139,7 +150,7 @@ pub struct RawState {
     pub lease_ttl: Option<Parsed<HumanDuration>>,
 }
 
-/// `[daemon]`
+/// `[daemon]`: `rostersync daemon`, which runs every connector on its schedule.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDaemon {
@@ -151,8 +162,11 @@ pub struct RawDaemon {
     pub grace: Option<Parsed<HumanDuration>>,
 }
 
-/// `[connectors.NAME]`, without its sub-tables (read separately, so that a problem in one
-/// does not hide the problems in the others).
+/// `[connectors.NAME]`: one customer; NAME is how commands and reports name it. Its source
+/// is `[connectors.NAME.sftp]` or `[connectors.NAME.local]`, then `[connectors.NAME.file]`
+/// (which file) and, optionally, `[connectors.NAME.sync]` (what a sync may do).
+// The sub-tables are read separately, so that a problem in one does not hide the problems
+// in the others.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConnector {
@@ -177,25 +191,34 @@ pub struct RawConnector {
     pub sync: Option<toml::Value>,
 }
 
-/// `[connectors.NAME.sftp]`
+/// `[connectors.NAME.sftp]`: the customer's SFTP server. Its host key is pinned
+/// (`host_key` or `known_hosts`): there is no trust on first use.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSftp {
+    /// The server's host name or address, e.g. "sftp.acme.example" (no "sftp://", no port).
     pub host: String,
-    /// Default 22.
+    /// The server's port (default 22).
     pub port: Option<i64>,
+    /// The account the customer created for us.
     pub username: String,
     /// "key", "password" or "keyboard-interactive".
     pub auth: Parsed<AuthKind>,
-    /// OpenSSH-format private key file (with auth = "key").
+    /// OpenSSH-format private key file (with auth = "key"), relative to this config file.
+    /// Must be readable by its owner only (chmod 600); make one with
+    /// `ssh-keygen -t ed25519 -N '' -f secrets/NAME_ed25519`.
     pub private_key: Option<String>,
     /// Environment variable holding the key's passphrase.
     pub passphrase_env: Option<String>,
+    /// File holding the key's passphrase, instead of `passphrase_env`.
+    pub passphrase_file: Option<String>,
     /// Environment variable holding the password (auth = "password").
     pub password_env: Option<String>,
+    /// File holding the password, instead of `password_env`.
+    pub password_file: Option<String>,
     /// Pinned host key fingerprint "SHA256:…", as printed by `rostersync keyscan`.
     pub host_key: Option<String>,
-    /// known_hosts file, instead of `host_key`.
+    /// known_hosts file, instead of `host_key`; it must hold a key for this host and port.
     pub known_hosts: Option<String>,
     /// Timeout of any single network step (default "30s").
     pub timeout: Option<Parsed<HumanDuration>>,
@@ -205,10 +228,11 @@ pub struct RawSftp {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLocal {
+    /// The folder, relative to this config file, e.g. "exports".
     pub dir: String,
 }
 
-/// `[connectors.NAME.file]`
+/// `[connectors.NAME.file]`: which file to take from the source, and what to do with it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
@@ -229,7 +253,8 @@ pub struct RawFile {
     pub max_size: Option<Parsed<Size>>,
 }
 
-/// `[connectors.NAME.sync]`
+/// `[connectors.NAME.sync]`: what a sync may change; the safeguards stop a run before
+/// anything is pushed (exit 5, `--allow-mass-change` to override).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSync {

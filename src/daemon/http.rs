@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::health::Health;
 use super::metrics::Metrics;
 
 /// A request head larger than this is refused (scrapers send a few hundred bytes).
@@ -22,13 +23,14 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, String> {
 }
 
 /// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let m = metrics.clone();
+                let h = health.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(READ_TIMEOUT, answer(stream, &m)).await;
+                    let _ = tokio::time::timeout(READ_TIMEOUT, answer(stream, &m, &h)).await;
                 });
             }
             Err(e) => {
@@ -40,7 +42,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
-async fn answer(mut s: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+async fn answer(mut s: TcpStream, metrics: &Metrics, health: &Health) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -62,7 +64,10 @@ async fn answer(mut s: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         return reply(&mut s, 405, "text/plain", "only GET and HEAD\n", false).await;
     }
     match path {
-        "/healthz" => reply(&mut s, 200, "text/plain", "ok\n", head_only).await,
+        "/healthz" => {
+            let (status, body) = health.render();
+            reply(&mut s, status, "text/plain; charset=utf-8", &body, head_only).await
+        }
         "/metrics" => reply(&mut s, 200, "text/plain; version=0.0.4; charset=utf-8", &metrics.render(), head_only).await,
         _ => reply(&mut s, 404, "text/plain", "not found: try /healthz or /metrics\n", head_only).await,
     }
@@ -73,6 +78,7 @@ async fn reply(s: &mut TcpStream, status: u16, ctype: &str, body: &str, head_onl
         200 => "OK",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        503 => "Service Unavailable",
         _ => "Request Header Fields Too Large",
     };
     let mut out =
@@ -102,7 +108,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let metrics = Arc::new(Metrics::default());
         metrics.set_connectors(3);
-        let server = tokio::spawn(serve(l, metrics));
+        let server = tokio::spawn(serve(l, metrics, Arc::new(Health::default())));
 
         let r = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"), "{r}");

@@ -6,6 +6,7 @@
 //! configuration and to the signals: SIGHUP reloads, SIGTERM/SIGINT stop.
 
 pub mod clock;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod notify;
@@ -83,6 +84,31 @@ pub fn plan_reload(current: &BTreeMap<String, Connector>, loaded: Result<Config,
     Reload::Apply { cfg: Box::new(cfg), connectors, kept, problems }
 }
 
+/// Checks the environment the connectors run in (variables, key and secret files,
+/// known_hosts), logs each problem, and tells `/healthz` which connectors cannot run. The
+/// connectors stay scheduled: a file put in place later is found by the next run. `kept`
+/// are refused connectors whose previous definition keeps running (a reload).
+fn preflight(cfg: &Config, health: &health::Health, kept: &[String]) {
+    let findings = crate::preflight::environment(cfg, &crate::preflight::System);
+    for f in &findings {
+        match &f.connector {
+            Some(c) => tracing::error!(connector = %c, "{f} (its runs will fail until this is fixed)"),
+            None => tracing::error!("{f} (every connector's runs will fail until this is fixed)"),
+        }
+    }
+    let mut blocked = crate::preflight::blocked(cfg, &findings);
+    for k in kept {
+        blocked.remove(k);
+    }
+    if !blocked.is_empty() {
+        tracing::error!(
+            "connectors that cannot run: {}; `rostersync check` says why",
+            blocked.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    health.set(cfg.connectors.len() + cfg.broken.len(), blocked);
+}
+
 /// How the daemon stopped.
 #[derive(Debug, Default)]
 pub struct Stopped {
@@ -101,6 +127,8 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     for p in &cfg.problems {
         tracing::error!("{p} (connector {} is not scheduled; run `rostersync check`)", p.connector.as_deref().unwrap_or("?"));
     }
+    let health = Arc::new(health::Health::default());
+    preflight(&cfg, &health, &[]);
     if cfg.platform.is_none() {
         return Err(DaemonError::Refused(format!(
             "{}: the daemon needs a [platform] section (kind, base_url, token_env)",
@@ -119,7 +147,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
         Some(addr) => {
             let l = http::bind(addr).await.map_err(DaemonError::Listen)?;
             tracing::info!("serving /healthz and /metrics on http://{addr}");
-            Some(tokio::spawn(http::serve(l, metrics.clone())))
+            Some(tokio::spawn(http::serve(l, metrics.clone(), health.clone())))
         }
         None => None,
     };
@@ -176,6 +204,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
                             tracing::warn!("[daemon] listen, max_concurrent_runs and [state] take effect on restart only");
                         }
                         webhook.set_url(new.platform.as_ref().and_then(|p| p.notify_webhook.clone()));
+                        preflight(&new, &health, &kept);
                         runner.set_config(Arc::new(*new));
                         let ch = sched.apply(&connectors);
                         tracing::info!(

@@ -74,7 +74,7 @@ pub struct OpFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
     #[error(
-        "the platform refused our credentials (HTTP {status}) at {url}: {detail}; check the token in ${env} (or the OAuth2 client) and its permissions"
+        "the platform refused our credentials (HTTP {status}) at {url}: {detail}; check the token in {env} (or the OAuth2 client) and its permissions"
     )]
     Unauthorized { status: u16, url: String, detail: String, env: String },
     #[error("cannot reach the platform at {url}: {detail}")]

@@ -155,6 +155,12 @@ struct Job<'a, S: StateStore> {
     /// People whose account a 404 showed deleted and this push created again (external id,
     /// new platform id): their reports' manager references are pointed at the new account.
     recreated: Vec<(String, String)>,
+    /// A reconcile's people whose account is gone from the platform: their snapshot rows
+    /// go just before the push (`forget_gone`).
+    forget: Vec<String>,
+    /// Creates and adoptions of this push that failed: the account may be on the platform
+    /// unrecorded (a lost answer), or an adoption is pending, so the marker stays set.
+    unsettled: u64,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -179,6 +185,8 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         rekeys: HashMap::new(),
         rewrite: HashSet::new(),
         recreated: Vec::new(),
+        forget: Vec::new(),
+        unsettled: 0,
     };
     let holder = lease::holder(opts.origin_or_cli(), &run_id);
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
@@ -283,6 +291,7 @@ impl<S: StateStore> Job<'_, S> {
         let lines = plan.lines_by_id();
         // The marker goes up before the first write and comes down only once every outcome
         // is recorded (`settle_marker`): a crash, a stop or a state error leaves it set.
+        self.forget_gone().await?;
         if !plan.ops.is_empty() {
             self.store.set_reconcile(&self.conn.name, &self.report.run_id, "push started").await.map_err(RunError::from_error)?;
         }

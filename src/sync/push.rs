@@ -201,6 +201,10 @@ impl<S: StateStore> Job<'_, S> {
                 return;
             }
             Op::Create { .. } if f.status == Some(409) => self.report.counts.conflicts += 1,
+            Op::Create { .. } | Op::Update { adopt: true, .. } => {
+                self.report.counts.failed += 1;
+                self.unsettled += 1;
+            }
             _ => self.report.counts.failed += 1,
         }
         if self.report.errors.len() >= MAX_REPORTED_ERRORS {

@@ -16,7 +16,7 @@ use crate::model::SourcedUser;
 use crate::plan::{self, Existing, FastHash, Snapshot};
 use crate::platform::Platform;
 use crate::platform::scim::ScimClient;
-use crate::state::{LastFile, StateStore};
+use crate::state::{LastFile, SnapshotWrite, StateStore};
 
 /// How much of the platform a run reads before it plans.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,12 +112,15 @@ impl<S: StateStore> Job<'_, S> {
                 drop(listed);
                 drop(by_id);
                 self.noted_repair(&repair, accounts.len());
-                self.rewrite = repair.rewrite;
-                if !repair.gone.is_empty() {
-                    let forget: Vec<crate::state::SnapshotWrite> =
-                        repair.gone.iter().map(|id| crate::state::SnapshotWrite::Remove { external_id: id.clone() }).collect();
-                    self.store.write(&self.conn.name, &forget).await.map_err(RunError::from_error)?;
+                // Safeguarded like deactivations: of the accounts known before the repair.
+                let (gone, known) = (repair.gone.len() as u64, pids.len() as u64);
+                let allowed = self.conn.sync.max_deactivations.allowed(known);
+                if gone > allowed && !self.opts.allow_mass_change {
+                    let limit = self.conn.sync.max_deactivations.to_string();
+                    return Err(self.stopped(&plan::Safeguard::MassRecreation { count: gone, known, limit, allowed }));
                 }
+                self.rewrite = repair.rewrite;
+                self.forget = repair.gone;
                 Ok(accounts.into_iter().map(|a| a.existing).collect())
             }
         }
@@ -172,15 +175,29 @@ impl<S: StateStore> Job<'_, S> {
         }
     }
 
-    /// After a push: the marker goes only when every outcome is recorded and nothing
-    /// failed (a failed adoption or create may be on the platform: it stays pending).
+    /// The state forgets the people whose account a reconcile found deleted (just before
+    /// the push: a dry run or a stopped run changes nothing). Those still active in the file
+    /// are created again by the push.
+    pub(super) async fn forget_gone(&mut self) -> Result<(), RunError> {
+        let gone = std::mem::take(&mut self.forget);
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let writes: Vec<SnapshotWrite> = gone.into_iter().map(|external_id| SnapshotWrite::Remove { external_id }).collect();
+        self.store.write(&self.conn.name, &writes).await.map_err(RunError::from_error)
+    }
+
+    /// After a push whose every outcome is recorded: the marker goes, unless a create or
+    /// an adoption failed — its account may be on the platform (an answer lost on the way),
+    /// or the adoption is still pending. A failed update or deactivation of a recorded
+    /// account leaves nothing unrecorded (and must not make every later run list the
+    /// whole platform).
     pub(super) async fn settle_marker(&self) -> Result<(), RunError> {
         let name = &self.conn.name;
-        let failed = self.report.counts.failed;
-        if failed == 0 {
+        if self.unsettled == 0 {
             self.store.clear_reconcile(name).await.map_err(RunError::from_error)
         } else {
-            let why = format!("{failed} operation(s) failed");
+            let why = format!("{} create(s) or adoption(s) failed", self.unsettled);
             self.store.set_reconcile(name, &self.report.run_id, &why).await.map_err(RunError::from_error)
         }
     }

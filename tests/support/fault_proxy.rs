@@ -29,6 +29,8 @@ pub enum Fault {
     Slow(Duration),
     /// Answer with this status and no body, without forwarding (e.g. 401).
     Status(u16),
+    /// Answer with this status and this JSON body, without forwarding (e.g. an empty 200).
+    Body(u16, String),
     /// Answer with this status and a SCIM error whose detail repeats the whole request,
     /// headers (the bearer token) and body: a server that echoes what it was sent.
     Echo(u16),
@@ -205,6 +207,11 @@ async fn serve(
         Fault::Unavailable => canned(503, "Service Unavailable", ""),
         Fault::Status(s) => canned(s, "Injected", ""),
         Fault::Echo(s) => echo(s, &raw),
+        Fault::Body(s, body) => format!(
+            "HTTP/1.1 {s} Injected\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
         Fault::DropBeforeForward => return Ok(()),
         Fault::DropAfterForward => {
             forward(upstream, &raw).await?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use base64::prelude::{BASE64_STANDARD, Engine as _};
 use tokio::sync::Mutex;
 
-use crate::config::PlatformAuth;
+use crate::config::{PlatformAuth, SecretRef};
 use crate::platform::PlatformError;
 
 /// A secret string: Debug shows nothing of it.
@@ -58,36 +58,35 @@ pub enum Auth {
     },
 }
 
-fn from_env(var: &str, what: &str) -> Result<Secret, PlatformError> {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => {
-            crate::redact::register(&v);
-            Ok(Secret(v.trim().to_string()))
-        }
-        Ok(_) => Err(PlatformError::Config(format!(
-            "the environment variable {var} ({what}) is empty; set it to the value the platform gave you"
-        ))),
-        Err(_) => {
-            Err(PlatformError::Config(format!("the environment variable {var} ({what}) is not set; export it before running rostersync")))
-        }
+/// The secret from its variable or file (registered with the redactor there), trimmed:
+/// a token never has surrounding blanks, and a pasted one often does.
+fn read_secret(from: &SecretRef, what: &str) -> Result<Secret, PlatformError> {
+    let v = from.read(what).map_err(|e| PlatformError::Config(e.to_string()))?;
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(PlatformError::Config(format!(
+            "{} ({what}) holds only blanks; set it to the value the platform gave you",
+            from.describe()
+        )));
     }
+    Ok(Secret(v.to_string()))
 }
 
 impl Auth {
     pub fn from_config(auth: &PlatformAuth) -> Result<Auth, PlatformError> {
         Ok(match auth {
-            PlatformAuth::Bearer { token_env } => {
-                Auth::Bearer { token: from_env(token_env, "the platform's SCIM bearer token")?, env: token_env.clone() }
+            PlatformAuth::Bearer { token } => {
+                Auth::Bearer { token: read_secret(token, "the platform's SCIM bearer token")?, env: token.describe() }
             }
-            PlatformAuth::OAuth2 { token_url, client_id, client_secret_env, scope } => {
-                let secret = from_env(client_secret_env, "the platform's OAuth2 client secret")?;
+            PlatformAuth::OAuth2 { token_url, client_id, client_secret, scope } => {
+                let secret = read_secret(client_secret, "the platform's OAuth2 client secret")?;
                 // A token endpoint may echo the Authorization header it was sent.
                 crate::redact::register(&BASE64_STANDARD.encode(format!("{client_id}:{}", secret.0)));
                 Auth::OAuth2 {
                     token_url: token_url.clone(),
                     client_id: client_id.clone(),
                     secret,
-                    env: client_secret_env.clone(),
+                    env: client_secret.describe(),
                     scope: scope.clone(),
                     cached: Mutex::new(None),
                 }

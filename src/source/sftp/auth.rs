@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ssh2::{ErrorCode, KeyboardInteractivePrompt, Prompt, Session};
 
-use crate::config::SftpAuth;
+use crate::config::{SecretRef, SftpAuth};
 
 /// What a private key file looks like before libssh2 sees it.
 #[derive(Debug, PartialEq, Eq)]
@@ -102,15 +102,10 @@ fn is_timeout(e: &ssh2::Error) -> bool {
     e.code() == ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT)
 }
 
-fn env_secret(var: &str, what: &str) -> Result<String, Detail> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => {
-            crate::redact::register(&v);
-            Ok(v)
-        }
-        Ok(_) => Err(format!("environment variable {var} (the {what}) is empty; set it in the service's environment")),
-        Err(_) => Err(format!("environment variable {var} (the {what}) is not set; set it in the service's environment")),
-    }
+/// The secret from its variable or file (registered with the redactor there); the error
+/// names the source, never the value.
+fn read_secret(from: &SecretRef, what: &str) -> Result<String, Detail> {
+    from.read(&format!("the {what}")).map_err(|e| e.to_string())
 }
 
 /// Authenticates `user` on a handshaken session, or says why not and what to do.
@@ -135,33 +130,35 @@ pub fn authenticate(sess: &Session, user: &str, auth: &SftpAuth) -> Result<(), A
 fn by_method(sess: &Session, user: &str, auth: &SftpAuth, offered: &str) -> Result<(), Detail> {
     let has = |m: &str| offered.split(',').any(|x| x == m);
     match auth {
-        SftpAuth::Key { private_key, passphrase_env } => {
+        SftpAuth::Key { private_key, passphrase } => {
             if !has("publickey") {
                 return Err(format!(
                     "the server does not accept keys for this user (it offers: {offered}); use auth = \"password\" or ask its administrator"
                 ));
             }
-            key(sess, user, private_key, passphrase_env.as_deref())
+            key(sess, user, private_key, passphrase.as_ref())
         }
-        SftpAuth::Password { password_env } => {
-            let pw = env_secret(password_env, "password")?;
+        SftpAuth::Password { password } => {
+            let pw = read_secret(password, "password")?;
+            let password_env = password.label();
             if has("password") {
                 sess.userauth_password(user, &pw).map_err(|e| refused(&e, &format!("wrong user name or password: check {password_env}")))
             } else if has("keyboard-interactive") {
                 // What OpenSSH does too: many servers take passwords only this way (PAM).
-                interactive(sess, user, &pw, password_env)
+                interactive(sess, user, &pw, &password_env)
             } else {
                 Err(format!("the server does not accept passwords for this user (it offers: {offered}); use auth = \"key\""))
             }
         }
-        SftpAuth::KeyboardInteractive { password_env } => {
-            let pw = env_secret(password_env, "password")?;
+        SftpAuth::KeyboardInteractive { password } => {
+            let pw = read_secret(password, "password")?;
+            let password_env = password.label();
             if !has("keyboard-interactive") {
                 return Err(format!(
                     "the server does not offer keyboard-interactive (it offers: {offered}); use auth = \"password\" or \"key\""
                 ));
             }
-            interactive(sess, user, &pw, password_env)
+            interactive(sess, user, &pw, &password_env)
         }
     }
 }
@@ -170,21 +167,21 @@ fn refused(e: &ssh2::Error, fix: &str) -> Detail {
     format!("{fix} (server: {})", crate::redact::redact(e.message()))
 }
 
-fn key(sess: &Session, user: &str, path: &Path, passphrase_env: Option<&str>) -> Result<(), Detail> {
+fn key(sess: &Session, user: &str, path: &Path, passphrase_from: Option<&SecretRef>) -> Result<(), Detail> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read private key {}: {e}", path.display()))?;
     let text = String::from_utf8_lossy(&text);
     let encrypted = match inspect_key(&text, path) {
         KeyFile::Refused(why) => return Err(why),
         KeyFile::Usable { encrypted } => encrypted,
     };
-    let passphrase = match (encrypted, passphrase_env) {
+    let passphrase = match (encrypted, passphrase_from) {
         (true, None) => {
             return Err(format!(
-                "private key {} is protected by a passphrase; add passphrase_env = \"NAME\" to the connector and set that environment variable",
+                "private key {} is protected by a passphrase; add passphrase_env = \"NAME\" (or passphrase_file = \"PATH\") to the connector",
                 path.display()
             ));
         }
-        (true, Some(var)) => Some(env_secret(var, "key's passphrase")?),
+        (true, Some(from)) => Some(read_secret(from, "key's passphrase")?),
         // A passphrase for a key that has none is harmless; ignore it.
         (false, _) => None,
     };
@@ -204,7 +201,7 @@ fn key(sess: &Session, user: &str, path: &Path, passphrase_env: Option<&str>) ->
                 FILE | KEYFILE_AUTH if encrypted => format!(
                     "cannot decrypt private key {} — most likely the passphrase in {} is wrong (libssh2: {})",
                     path.display(),
-                    passphrase_env.unwrap_or("?"),
+                    passphrase_from.map(SecretRef::label).unwrap_or_else(|| "?".into()),
                     crate::redact::redact(e.message())
                 ),
                 FILE | KEYFILE_AUTH => format!(
