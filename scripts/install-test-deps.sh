@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, when missing: OpenSSH (sshd + sftp), rclone, curl,
-# the OpenSSL headers libssh2 builds against, PostgreSQL (the fleet's state store), and the two SCIM servers (PyPI, pinned) in .venv:
-# scim2-server, and django-scim2 with the Django it runs on (tests/support/django_scim).
+# Chromium (the status page test), systemd (systemd-analyze), the OpenSSL headers libssh2
+# builds against, PostgreSQL (the fleet's state store), and the two SCIM servers (PyPI, pinned) in .venv: scim2-server, and
+# django-scim2 with the Django it runs on (tests/support/django_scim).
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,10 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+# tests/status_page.rs renders the daemon's status page in headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# tests/packaging.rs checks packaging/rostersync.service with `systemd-analyze verify`.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

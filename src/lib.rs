@@ -4,6 +4,8 @@
 //! `config` → `source` → `format` → `mapping` → `plan` → `platform` → `state`,
 //! orchestrated for one run by `sync`, started by `schedule`/`daemon` or the `cli`.
 
+pub mod build_info;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod daemon;

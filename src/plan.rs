@@ -224,7 +224,7 @@ impl Safeguard {
     }
 
     pub fn message(&self, connector: &str) -> String {
-        let go_on = format!("check the file, then run `rostersync sync {connector} --allow-mass-change` to apply it anyway");
+        let go_on = format!("check the file, then run `rostersync sync {connector} --allow-mass-change --reason \"…\"` to apply it anyway");
         match self {
             Safeguard::NoDataRows => {
                 format!("the export has no data rows; nothing was pushed. A full employee list is expected: check the file, then {go_on}")
@@ -233,7 +233,7 @@ impl Safeguard {
                 "this run would deactivate or delete {count} of {known} known users, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A truncated or wrong export looks like this: {go_on}"
             ),
             Safeguard::MassRecreation { count, known, limit, allowed } => format!(
-                "the platform lacks {count} of the {known} accounts this connector synced, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A platform listing that misses accounts looks like this, and re-creating them would duplicate people: check the platform, then run `rostersync sync {connector} --reconcile --allow-mass-change` to create them again"
+                "the platform lacks {count} of the {known} accounts this connector synced, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A platform listing that misses accounts looks like this, and re-creating them would duplicate people: check the platform, then run `rostersync sync {connector} --reconcile --allow-mass-change --reason \"…\"` to create them again"
             ),
             Safeguard::TooManyInvalid { invalid, rows, limit, allowed } => format!(
                 "{invalid} of {rows} rows are invalid, above max_invalid = \"{limit}\" ({allowed} allowed); nothing was pushed. Fix the rows listed in the report (or the mapping), or {go_on}"

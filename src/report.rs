@@ -80,6 +80,42 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
     pub duration_ms: u64,
+    /// Each operation of the plan, person by person (for a stopped run: what it would have
+    /// done). Whole here; the human summary shows the first ones.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub operations: Vec<crate::changes::PersonOp>,
+    /// Operations not listed above (the list is capped unless asked for whole).
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub operations_left_out: u64,
+    /// Who let this run past a safeguard, when and why (`approve`, `--allow-mass-change`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approval: Option<Approval>,
+    /// A stopped run whose plan was kept, or a daemon run waiting for that approval: the
+    /// command that applies exactly that plan.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approve_with: Option<String>,
+}
+
+/// A person's go-ahead for a run a safeguard stops (or would stop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The OS user who ran the command.
+    pub by: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub reason: String,
+    /// The stopped run whose stored plan this applies (`rostersync approve RUN_ID`); None
+    /// for `--allow-mass-change`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub plan_of: Option<String>,
+}
+
+impl Approval {
+    /// An approval by the current OS user, now.
+    pub fn now(reason: &str, plan_of: Option<String>) -> Approval {
+        let by = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        Approval { by, at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true), reason: reason.to_string(), plan_of }
+    }
 }
 
 impl Report {
@@ -99,13 +135,77 @@ impl Report {
             notes: Vec::new(),
             message: None,
             duration_ms: 0,
+            operations: Vec::new(),
+            operations_left_out: 0,
+            approval: None,
+            approve_with: None,
+        }
+    }
+
+    /// The report as the run history keeps it: the first `HISTORY_OPERATIONS` operations
+    /// (a first sync's million creates are counted, not stored with every run).
+    pub fn for_history(&self) -> Report {
+        let kept = self.operations.len().min(HISTORY_OPERATIONS);
+        Report {
+            connector: self.connector.clone(),
+            run_id: self.run_id.clone(),
+            outcome: self.outcome,
+            dry_run: self.dry_run,
+            file: self.file.clone(),
+            counts: self.counts.clone(),
+            errors: self.errors.clone(),
+            errors_left_out: self.errors_left_out,
+            stopped_by: self.stopped_by.clone(),
+            stale: self.stale,
+            notes: self.notes.clone(),
+            message: self.message.clone(),
+            duration_ms: self.duration_ms,
+            operations: self.operations[..kept].to_vec(),
+            operations_left_out: self.operations_left_out + (self.operations.len() - kept) as u64,
+            approval: self.approval.clone(),
+            approve_with: self.approve_with.clone(),
         }
     }
 }
+
+/// Operations the run history keeps per run, as many as a summary shows (the audit trail
+/// has every one, per person; `history --json` stays light for whoever polls it).
+pub const HISTORY_OPERATIONS: usize = 20;
 
 /// Errors and notes a report lists at most; `errors_left_out` says how many more there were.
 pub const MAX_LISTED: usize = 1000;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::{PersonKind, PersonOp};
+
+    #[test]
+    fn history_keeps_the_first_operations_and_counts_the_rest() {
+        let op = |i: usize| PersonOp {
+            external_id: format!("E{i}"),
+            name: String::new(),
+            kind: PersonKind::Create,
+            changes: Vec::new(),
+            line: Some(i as u64 + 2),
+            reason: "new in the file".into(),
+        };
+        let mut r = Report::new("acme", "run-1", false);
+        r.operations = (0..HISTORY_OPERATIONS + 5).map(op).collect();
+        r.operations_left_out = 7;
+        r.approval = Some(Approval::now("why", Some("run-0".into())));
+        let h = r.for_history();
+        assert_eq!(h.operations, r.operations[..HISTORY_OPERATIONS].to_vec());
+        assert_eq!(h.operations_left_out, 12);
+        assert_eq!(Report { operations: r.operations.clone(), operations_left_out: 7, ..h.clone() }, r, "all else is kept");
+        let small = Report { operations: vec![op(1)], operations_left_out: 0, ..r.clone() };
+        assert_eq!(small.for_history(), small);
+        // The stored form reads back, approval and all.
+        let back: Report = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(back, h);
+    }
 }

@@ -413,3 +413,72 @@ fn a_host_key_mismatch_is_reported_once_and_not_retried() {
     assert!(!log.contains("retrying in"), "{log}");
     assert!(!d.http_get("/metrics").contains("rostersync_retries_total{connector=\"pinned\"}"));
 }
+
+/// The value of the metric line that starts with `series` (name and labels), if any.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_of_a_real_daemon_name_every_connector_from_the_start_and_the_process() {
+    let scim = ScimServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let good = exports_dir(dir.path(), "good");
+    // "never" finds no export: it has never succeeded, so its last success is 0.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let base = header(&scim, dir.path(), port, 2);
+    let cfg = format!("{base}{}{}", connector("good", "daily 02:00", &good), connector("never", "daily 02:00", &empty));
+    let d = Daemon::start(&cfg, dir, port, &scim);
+    d.wait_history("both catch-up runs", Duration::from_secs(60), |h| finished(h).len() >= 2);
+    // The run is in history a moment before its metrics are updated.
+    let started = Instant::now();
+    let mut text = d.http_get("/metrics");
+    while metric(&text, "rostersync_last_run_exit_code{connector=\"never\"}") != Some(4.0) && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        text = d.http_get("/metrics");
+    }
+    let now = chrono::Utc::now().timestamp() as f64;
+
+    assert!(
+        text.contains(&format!("rostersync_build_info{{version=\"{}\",commit=\"", env!("CARGO_PKG_VERSION")))
+            && text.contains("\",build_date=\""),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "rostersync_last_success_timestamp_seconds{connector=\"never\"}"), Some(0.0), "{text}");
+    let last_ok = metric(&text, "rostersync_last_success_timestamp_seconds{connector=\"good\"}").unwrap();
+    assert!((now - last_ok).abs() < 120.0, "{last_ok} vs {now}");
+    let last_run = metric(&text, "rostersync_last_run_timestamp_seconds{connector=\"never\"}").unwrap();
+    assert!((now - last_run).abs() < 120.0, "{text}");
+    assert_eq!(metric(&text, "rostersync_last_run_exit_code{connector=\"good\"}"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "rostersync_last_run_exit_code{connector=\"never\"}"), Some(4.0), "no file matches: exit 4\n{text}");
+    assert_eq!(metric(&text, "rostersync_last_run_invalid_rows{connector=\"good\"}"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "rostersync_export_stale{connector=\"good\"}"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "rostersync_operations_total{connector=\"good\",kind=\"create\"}"), Some(40.0), "{text}");
+    assert_eq!(metric(&text, "rostersync_operations_total{connector=\"never\",kind=\"deactivate\"}"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "rostersync_operations_failed_total{connector=\"good\"}"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "rostersync_runs_total{connector=\"never\",outcome=\"ok\"}"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "rostersync_runs_total{connector=\"never\",outcome=\"failed\"}"), Some(1.0), "{text}");
+    // The daemon process itself, as /proc sees it.
+    let rss = metric(&text, "process_resident_memory_bytes").unwrap();
+    assert!((rss / 1024.0 - d.rss_kib() as f64).abs() < 64.0 * 1024.0, "rss {rss} vs {} KiB", d.rss_kib());
+    assert!(metric(&text, "process_open_fds").unwrap() >= 3.0, "{text}");
+    assert!(metric(&text, "process_max_fds").unwrap() >= metric(&text, "process_open_fds").unwrap(), "{text}");
+    assert!(metric(&text, "process_cpu_seconds_total").unwrap() > 0.0, "{text}");
+    let start = metric(&text, "process_start_time_seconds").unwrap();
+    assert!(start <= now + 1.0 && now - start < 300.0, "started {start}, now {now}");
+
+    // A reload that refuses one connector (its mapping is missing) is "partial", not "ok".
+    let broken = connector("broken", "daily 02:00", &good).replace("mappings/demo.toml", "mappings/missing.toml");
+    std::fs::write(d.config_path(), format!("{cfg}{broken}")).unwrap();
+    d.signal("-HUP");
+    let started = Instant::now();
+    while metric(&d.http_get("/metrics"), "rostersync_config_reloads_total{result=\"partial\"}") != Some(1.0) {
+        assert!(started.elapsed() < Duration::from_secs(20), "no partial reload counted:\n{}\n{}", d.http_get("/metrics"), d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = d.http_get("/metrics");
+    assert_eq!(metric(&text, "rostersync_config_reloads_total{result=\"ok\"}"), Some(0.0), "{text}");
+    assert!(!text.contains("connector=\"broken\""), "a refused connector has no series: {text}");
+}

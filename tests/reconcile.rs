@@ -416,7 +416,7 @@ fn a_reconcile_that_would_recreate_too_many_accounts_stops_until_allowed() {
     let (code, r) = p.sync_json(&["--reconcile", "--dry-run"]);
     assert_eq!(code, 5, "{r}");
 
-    let (code, r) = p.sync_json(&["--reconcile", "--allow-mass-change"]);
+    let (code, r) = p.sync_json(&["--reconcile", "--allow-mass-change", "--reason", "the hand deletions were a mistake"]);
     assert_eq!(code, 0, "{r}");
     counts(&r, &[("created", 5), ("unchanged", 5), ("failed", 0)]);
     let after = by_external_id(&server);

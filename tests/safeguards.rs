@@ -70,7 +70,7 @@ fn first_sync_then_each_safeguard_stops_with_nothing_pushed() {
     std::fs::remove_file(p.path().join("exports/employees_2026-01-05.csv")).unwrap();
     std::fs::remove_file(p.path().join("exports/employees_2026-01-04.csv")).unwrap();
     std::fs::remove_file(p.path().join("exports/employees_2026-01-03.csv")).unwrap();
-    let (code, r) = p.sync_json(&["--allow-mass-change"]);
+    let (code, r) = p.sync_json(&["--allow-mass-change", "--reason", "customer confirmed the leavers"]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["counts"]["deactivated"], 15);
     let after = by_external_id(&scim);

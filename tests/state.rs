@@ -49,6 +49,7 @@ impl Fixture {
                     url: format!("sqlite://{}/nested/state.db", dir.path().display()),
                     password: None,
                     lease_ttl: config::DEFAULT_LEASE_TTL,
+                    audit_retention: config::DEFAULT_AUDIT_RETENTION,
                 },
                 _dir: dir,
                 _pg: None,
@@ -60,7 +61,12 @@ impl Fixture {
                 let pw = dir.path().join("pgpass");
                 std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
                 Fixture {
-                    state: config::State { url, password: Some(config::StatePassword::File(pw)), lease_ttl: config::DEFAULT_LEASE_TTL },
+                    state: config::State {
+                        url,
+                        password: Some(config::StatePassword::File(pw)),
+                        lease_ttl: config::DEFAULT_LEASE_TTL,
+                        audit_retention: config::DEFAULT_AUDIT_RETENTION,
+                    },
                     _dir: dir,
                     _pg: Some(pg),
                 }
@@ -195,6 +201,10 @@ async fn last_file_history_and_interrupted_runs(f: Fixture) {
         notes: Vec::new(),
         message: None,
         duration_ms: 12,
+        operations: Vec::new(),
+        operations_left_out: 0,
+        approval: None,
+        approve_with: None,
     };
     s.finish_run(&report, Utc::now()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -499,7 +509,12 @@ async fn runs_name_their_worker_and_leases_their_holder(f: Fixture) {
 fn pg_state(pg: &Postgres, db: &str, dir: &tempfile::TempDir) -> config::State {
     let pw = dir.path().join("pgpass");
     std::fs::write(&pw, PASSWORD).unwrap();
-    config::State { url: pg.url(db), password: Some(config::StatePassword::File(pw)), lease_ttl: config::DEFAULT_LEASE_TTL }
+    config::State {
+        url: pg.url(db),
+        password: Some(config::StatePassword::File(pw)),
+        lease_ttl: config::DEFAULT_LEASE_TTL,
+        audit_retention: config::DEFAULT_AUDIT_RETENTION,
+    }
 }
 
 fn open_err(r: Result<Store, StateError>) -> StateError {
@@ -518,6 +533,7 @@ async fn postgres_unreachable_and_refused_logins_say_where_and_what_to_do() {
         url: format!("postgres://postgres@127.0.0.1:{port}/rostersync"),
         password: None,
         lease_ttl: config::DEFAULT_LEASE_TTL,
+        audit_retention: config::DEFAULT_AUDIT_RETENTION,
     };
     let e = open_err(state::open(&st).await);
     assert!(matches!(e, StateError::Unreachable { .. }), "{e:?}");

@@ -69,6 +69,10 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
                     if n.human { n.millis(rep.duration_ms) } else { rep.duration_ms.to_string() },
                     super::term::shown(rep.file.as_ref().map(|f| f.path.as_str()).unwrap_or("-"))
                 );
+                if let Some(a) = &rep.approval {
+                    let of = a.plan_of.as_ref().map(|p| format!(" (plan of run {p})")).unwrap_or_default();
+                    println!("{:<20} approved by {} at {}{of}: {}", "", super::term::shown(&a.by), a.at, super::term::shown(&a.reason));
+                }
             }
             None => println!("{started:<20} {:<16} {:<11}  (running, or the process died mid-run) on {worker}", r.connector, "-"),
         }
@@ -136,4 +140,60 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
         println!("{b:<16} (refused: configuration problems — run `rostersync check`)");
     }
     Ok(0)
+}
+
+/// `history [CONNECTOR] --person ID`: the audit trail of one person, newest first.
+pub async fn person(cli: &Cli, connector: Option<&str>, id: &str, limit: u32) -> anyhow::Result<i32> {
+    let cfg = super::load_config(cli)?;
+    let store = state::open(&cfg.state).await?;
+    let entries = store.person_history(connector, id, limit).await?;
+    if cli.json {
+        println!("{}", serde_json::Value::Array(entries.iter().map(audit_json).collect()));
+        return Ok(0);
+    }
+    if entries.is_empty() {
+        println!(
+            "no operations recorded for {} (kept for {})",
+            super::term::shown(id),
+            humantime::format_duration(cfg.state.audit_retention)
+        );
+        return Ok(0);
+    }
+    print_audit(&entries);
+    Ok(0)
+}
+
+pub(super) fn audit_json(e: &crate::state::AuditEntry) -> serde_json::Value {
+    serde_json::json!({
+        "connector": e.connector, "external_id": e.external_id, "run_id": e.run_id, "at": e.at,
+        "kind": e.kind, "fields": e.fields, "status": e.status, "http_status": e.http_status, "approval": e.approval,
+    })
+}
+
+/// The audit trail as a table (field names only: the trail keeps no values).
+pub(super) fn print_audit(entries: &[crate::state::AuditEntry]) {
+    use super::term::shown;
+    println!("{:<20} {:<12} {:<11} {:<10} {:<36}  fields / approval", "when (UTC)", "connector", "kind", "status", "run");
+    for e in entries {
+        let status = match e.http_status {
+            Some(s) => format!("{} {s}", e.status),
+            None => e.status.clone(),
+        };
+        let mut what = e.fields.join(", ");
+        if let Some(a) = &e.approval {
+            if !what.is_empty() {
+                what.push_str("; ");
+            }
+            what.push_str(&format!("approved by {a}"));
+        }
+        println!(
+            "{:<20} {:<12} {:<11} {:<10} {:<36}  {}",
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            shown(&e.connector),
+            e.kind,
+            status,
+            e.run_id,
+            shown(&what)
+        );
+    }
 }

@@ -39,7 +39,7 @@ pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Res
     Ok(0)
 }
 
-pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
+pub async fn test(cli: &Cli, connector: &str, plan_out: Option<&Path>) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
     let conn = cfg.connector(connector)?;
     let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit, e.message))?;
@@ -53,6 +53,12 @@ pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
     // an inactive count of zero, before any sync.
     let active = mapped.users.iter().filter(|u| u.user.active).count();
     let inactive = mapped.users.len() - active;
+    // The plan, person by person: a dry run of this very file against the state (not
+    // recorded in the history).
+    let plan = dry_plan(&cfg, conn, &dl.path, cli.json || plan_out.is_some()).await;
+    if let (Some(path), Ok(r)) = (plan_out, &plan) {
+        super::sync::write_plan_out(path, &r.operations)?;
+    }
     if cli.json {
         println!(
             "{}",
@@ -61,6 +67,8 @@ pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
                 "valid": mapped.users.len(), "invalid": invalid, "active": active, "inactive": inactive,
                 "errors": mapped.errors.iter().take(1000).collect::<Vec<_>>(),
                 "preview": mapped.users.iter().take(10).map(|u| &u.user).collect::<Vec<_>>(),
+                "operations": plan.as_ref().map(|r| &r.operations).ok(),
+                "plan_error": plan.as_ref().err().map(|e| e.to_string()),
             })
         );
     } else {
@@ -86,10 +94,36 @@ pub async fn test(cli: &Cli, connector: &str) -> anyhow::Result<i32> {
             }
         }
         println!();
+        match &plan {
+            Ok(r) if r.operations.is_empty() => println!("  plan     nothing to send"),
+            Ok(r) => super::sync::print_operations(&r.operations, r.operations_left_out, super::sync::SHOWN_OPERATIONS),
+            Err(e) => println!("  plan     not made: {}", shown(&e.to_string())),
+        }
+        println!();
         println!("nothing was pushed; `rostersync sync {connector} --dry-run` shows what a sync would do");
     }
     if mapped.rows == 0 {
         return Ok(Exit::Stopped.code());
     }
     Ok(if invalid > allowed { Exit::Stopped } else { Exit::Ok }.code())
+}
+
+/// A dry run of a downloaded file, unrecorded: what a sync of it would do.
+pub(super) async fn dry_plan(
+    cfg: &crate::config::Config,
+    conn: &crate::config::Connector,
+    file: &Path,
+    all_operations: bool,
+) -> anyhow::Result<crate::report::Report> {
+    let store = crate::state::open(&cfg.state).await?;
+    let opts = crate::sync::SyncOptions {
+        dry_run: true,
+        file: Some(file.to_path_buf()),
+        force: true,
+        origin: "cli".into(),
+        unrecorded: true,
+        all_operations,
+        ..Default::default()
+    };
+    Ok(crate::sync::run(cfg, conn, &store, &opts).await.report)
 }

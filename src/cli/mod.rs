@@ -1,8 +1,11 @@
 //! The command line: one file per command. anyhow lives here and in main only; every
 //! module error is mapped to its exit code through `Classify`.
 
+mod approve;
 mod check;
+mod completions;
 mod daemon;
+mod explain;
 mod history;
 mod inspect;
 mod keyscan;
@@ -21,7 +24,7 @@ use crate::exit::{Classify, Exit};
 #[derive(Parser, Debug)]
 #[command(
     name = "rostersync",
-    version,
+    version = crate::build_info::LONG_VERSION,
     about = "Keeps a platform's users in step with customers' HR exports (SFTP → SCIM 2.0)",
     after_help = "Examples:\n  rostersync check --online              every connector's files, environment, SFTP server and platform\n  rostersync keyscan sftp.acme.example   the host_key line to pin\n  rostersync fetch acme --to samples/    the file acme would take, to draft a mapping from\n  rostersync sync acme --dry-run         what a sync would change, pushing nothing\n  rostersync daemon                      run every schedule until stopped\n\nEnvironment: ROSTERSYNC_CONFIG for --config; RUST_LOG for the log filter.\nExit codes: 0 ok, 1 other, 2 configuration, 3 connection, 4 data, 5 stopped by a safeguard, 6 platform."
 )]
@@ -72,7 +75,7 @@ host, hosts are well formed.\n\nExamples:\n  rostersync check\n  rostersync chec
         /// HOST or HOST:PORT
         target: String,
     },
-    /// Connect, pick the file, parse, map, validate; show a preview. Push nothing.
+    /// Connect, pick the file, parse, map, validate; show a preview and the plan. Push nothing.
     /// With --all: what `check --online` does, for every connector.
     #[command(after_help = "Examples:\n  rostersync test acme\n  rostersync test --all")]
     Test {
@@ -81,6 +84,9 @@ host, hosts are well formed.\n\nExamples:\n  rostersync check\n  rostersync chec
         /// Every connector: connect, list the file it would take, reach the platform.
         #[arg(long, conflicts_with = "connector")]
         all: bool,
+        /// Write the plan, person by person, to this CSV file.
+        #[arg(long, value_name = "FILE.csv", conflicts_with = "all")]
+        plan_out: Option<PathBuf>,
     },
     /// Download the file the connector would pick; nothing else. Works before the
     /// connector's mapping exists, to get a sample for `mapping suggest`.
@@ -113,10 +119,39 @@ host, hosts are well formed.\n\nExamples:\n  rostersync check\n  rostersync chec
         /// Sync even when the file was already synced.
         #[arg(long)]
         force: bool,
+        /// Plan and push just these people (unique ids, comma-separated); the file still
+        /// decides what they should be. The file is not recorded as synced.
+        #[arg(long, value_name = "ID[,ID…]", value_delimiter = ',', conflicts_with = "all")]
+        only: Option<Vec<String>>,
+        /// With --only: people absent from the file get on_missing (deactivate, delete).
+        #[arg(long, requires = "only")]
+        allow_absent: bool,
+        /// Why the safeguards may be passed (required with --allow-mass-change); kept in
+        /// the history and the run's report.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Write the plan, person by person, to this CSV file.
+        #[arg(long, value_name = "FILE.csv")]
+        plan_out: Option<PathBuf>,
         /// List every platform account and repair drift for this connector's people:
         /// accounts deleted or edited by hand, a lost or new state DB (safeguards apply).
         #[arg(long)]
         reconcile: bool,
+    },
+    /// Why a person is (or will be) as they are: their row, the user it maps to, the state,
+    /// the plan's decision, the last operations sent.
+    Explain { connector: String, id: String },
+    /// Plans kept by runs a safeguard stopped.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+    /// Apply exactly the plan of a stopped run, if the file and state are still the same.
+    Approve {
+        run_id: String,
+        /// Why (kept in the history and the run's report, with the OS user and the time).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
     },
     /// Run the schedules until stopped.
     Daemon,
@@ -131,9 +166,25 @@ host, hosts are well formed.\n\nExamples:\n  rostersync check\n  rostersync chec
         connector: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// One person's audit trail: every operation sent for them.
+        #[arg(long, value_name = "ID")]
+        person: Option<String>,
     },
     /// Each connector: last run, outcome, next scheduled run.
     Status,
+    /// Print a shell completion script (`rostersync completions bash > /etc/bash_completion.d/rostersync`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, generated from these commands (`rostersync man > rostersync.1`).
+    Man,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// Print a stopped run's plan, person by person.
+    Show { run_id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,19 +220,36 @@ pub fn main() -> i32 {
 
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match cli.verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("rostersync={default},warn")));
-    // Colours only for a terminal: piped into a file or a log collector, they are escapes
-    // in the text (and a test could not tell them from a file name's).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
+    // A second initialisation (tests calling `main` twice) keeps the first.
     let _ = match cli.log_format {
-        LogFormat::Json => b.json().try_init(),
-        LogFormat::Human => b.compact().try_init(),
+        // One flat object a line: the event's fields and those of every span it is in
+        // (connector, run_id), each once, the innermost value winning; a log collector
+        // indexes `connector` without digging through a span list.
+        LogFormat::Json => {
+            tracing_subscriber::registry().with(filter).with(tracing_flat_json::FlatJsonLayer::new(std::io::stderr)).try_init().is_ok()
+        }
+        LogFormat::Human => {
+            // Colours only for a terminal (and not under NO_COLOR): piped into a file or
+            // a log collector, they are escapes in the text (and a test could not tell
+            // them from a file name's).
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(ansi)
+                .compact()
+                .try_init()
+                .is_ok()
+        }
     };
 }
 
@@ -230,24 +298,38 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
             check::run(cli, check::Options { environment: !no_environment, online: *online }).await
         }
         Command::Keyscan { target } => keyscan::run(target, cli.json),
-        Command::Test { connector: Some(connector), .. } => inspect::test(cli, connector).await,
+        Command::Test { connector: Some(connector), plan_out, .. } => inspect::test(cli, connector, plan_out.as_deref()).await,
         Command::Test { connector: None, .. } => check::run(cli, check::Options { environment: true, online: true }).await,
         Command::Fetch { connector, to } => inspect::fetch(cli, connector, to.as_deref()).await,
-        Command::Sync { connector, all, dry_run, file, allow_mass_change, force, reconcile } => {
+        Command::Sync { connector, all, dry_run, file, allow_mass_change, force, reconcile, only, allow_absent, reason, plan_out } => {
+            let approval = sync::approval_of(*allow_mass_change, reason.as_deref())?;
             let opts = crate::sync::SyncOptions {
                 dry_run: *dry_run,
                 file: file.clone(),
                 allow_mass_change: *allow_mass_change,
-                force: *force,
+                // One person's sync takes the file as it is, synced before or not.
+                force: *force || only.is_some(),
                 reconcile: *reconcile,
                 origin: "cli".into(),
                 progress: progress::for_terminal(cli.json),
+                only: only.clone(),
+                allow_absent: *allow_absent,
+                approval,
+                // The whole list for whoever reads it all; a terminal shows the first ones.
+                all_operations: cli.json || plan_out.is_some(),
+                ..Default::default()
             };
-            sync::run(cli, connector.as_deref(), *all, opts).await
+            sync::run(cli, connector.as_deref(), *all, opts, plan_out.as_deref()).await
         }
+        Command::Explain { connector, id } => explain::run(cli, connector, id).await,
+        Command::Plan { command: PlanCommand::Show { run_id } } => approve::show(cli, run_id).await,
+        Command::Approve { run_id, reason } => approve::approve(cli, run_id, reason).await,
         Command::Daemon => daemon::run(cli).await,
         Command::Mapping { command: MappingCommand::Suggest { file } } => mapping_suggest::run(file),
-        Command::History { connector, limit } => history::history(cli, connector.as_deref(), *limit).await,
+        Command::History { connector, limit, person: Some(id) } => history::person(cli, connector.as_deref(), id, *limit).await,
+        Command::History { connector, limit, person: None } => history::history(cli, connector.as_deref(), *limit).await,
         Command::Status => history::status(cli).await,
+        Command::Completions { shell } => completions::completions(*shell),
+        Command::Man => completions::man(),
     }
 }

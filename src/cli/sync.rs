@@ -1,5 +1,7 @@
 //! `rostersync sync`: one connector, or all of them; a human summary or the `--json` report.
 
+use std::path::Path;
+
 use super::term::{shown, shown_lines};
 use super::{Cli, CodedError};
 use crate::exit::Exit;
@@ -7,7 +9,23 @@ use crate::report::{Report, RunOutcome};
 use crate::state;
 use crate::sync::{self, SyncOptions};
 
-pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOptions) -> anyhow::Result<i32> {
+/// The go-ahead of `--allow-mass-change`: a reason is required, kept with the OS user.
+pub fn approval_of(allow_mass_change: bool, reason: Option<&str>) -> anyhow::Result<Option<crate::report::Approval>> {
+    match (allow_mass_change, reason.map(str::trim)) {
+        (true, Some(r)) if !r.is_empty() => Ok(Some(crate::report::Approval::now(r, None))),
+        (true, _) => Err(CodedError(
+            Exit::Config,
+            "--allow-mass-change needs --reason \"…\" (why the safeguard may be passed; kept in the history and the report)".into(),
+        )
+        .into()),
+        (false, Some(_)) => {
+            Err(CodedError(Exit::Config, "--reason goes with --allow-mass-change (or `rostersync approve RUN_ID`)".into()).into())
+        }
+        (false, None) => Ok(None),
+    }
+}
+
+pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOptions, plan_out: Option<&Path>) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
     let names: Vec<String> = match (connector, all) {
         (Some(c), _) => vec![c.to_string()],
@@ -22,6 +40,9 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
     if opts.file.is_some() && names.len() != 1 {
         return Err(CodedError(Exit::Config, "--file goes with one connector".into()).into());
     }
+    if plan_out.is_some() && names.len() != 1 {
+        return Err(CodedError(Exit::Config, "--plan-out goes with one connector".into()).into());
+    }
     // Resolve every connector first: a broken one is refused before anything runs.
     let mut conns = Vec::new();
     for n in &names {
@@ -34,6 +55,9 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
     let mut runs = Vec::new();
     for conn in &conns {
         let res = sync::run(&cfg, conn, &store, &opts).await;
+        if let Some(path) = plan_out {
+            write_plan_out(path, &res.report.operations)?;
+        }
         if cli.json && all {
             runs.push(serde_json::to_value(&res.report)?);
         } else if cli.json {
@@ -66,7 +90,7 @@ pub fn print_summary(r: &Report) {
     }
     let c = &r.counts;
     if c.rows > 0 {
-        let verb = if r.dry_run { "would be " } else { "" };
+        let verb = if r.dry_run || r.outcome == RunOutcome::Stopped { "would be " } else { "" };
         println!("  rows     {} ({} valid, {} invalid)", n.count(c.rows), n.count(c.valid), n.count(c.invalid));
         println!(
             "  users    {verb}created {}, {verb}updated {}, {verb}deactivated {}, {verb}deleted {}, unchanged {}, failed {}",
@@ -77,6 +101,11 @@ pub fn print_summary(r: &Report) {
             n.count(c.unchanged),
             n.count(c.failed)
         );
+    }
+    print_operations(&r.operations, r.operations_left_out, SHOWN_OPERATIONS);
+    if let Some(a) = &r.approval {
+        let of = a.plan_of.as_ref().map(|p| format!(" (plan of run {p})")).unwrap_or_default();
+        println!("  approved by {} at {}{of}: {}", shown(&a.by), a.at, shown(&a.reason));
     }
     if !r.errors.is_empty() {
         println!("  errors");
@@ -97,4 +126,50 @@ pub fn print_summary(r: &Report) {
         println!("  {}", shown_lines(m));
     }
     println!("  run {} in {}", r.run_id, n.millis(r.duration_ms));
+}
+
+/// Operations a human summary lists at most; `--json` and `--plan-out` carry them all.
+pub const SHOWN_OPERATIONS: usize = 20;
+
+/// The plan as a table: kind, id, name, and the changes (old → new) or the reason.
+pub fn print_operations(ops: &[crate::changes::PersonOp], left_out: u64, max: usize) {
+    if ops.is_empty() {
+        return;
+    }
+    let total = ops.len() as u64 + left_out;
+    println!("  plan     {total} operation(s)");
+    let idw = ops.iter().take(max).map(|o| o.external_id.chars().count()).max().unwrap_or(2).clamp(2, 24);
+    let namew = ops.iter().take(max).map(|o| o.name.chars().count()).max().unwrap_or(4).clamp(4, 28);
+    println!("    {:<10}  {:<idw$}  {:<namew$}  changes / why", "kind", "id", "name");
+    for o in ops.iter().take(max) {
+        let what = if o.changes.is_empty() {
+            o.reason.to_string()
+        } else {
+            o.changes
+                .iter()
+                .map(|c| format!("{}: {} → {}", c.field, value(c.old.as_deref()), value(c.new.as_deref())))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        println!("    {:<10}  {:<idw$}  {:<namew$}  {}", o.kind.word(), shown(&o.external_id), shown(&o.name), shown(&what));
+    }
+    let shown = ops.len().min(max) as u64;
+    if total > shown {
+        println!("    … and {} more (--json or --plan-out FILE.csv lists them all)", total - shown);
+    }
+}
+
+fn value(v: Option<&str>) -> String {
+    match v {
+        Some(v) => format!("\"{v}\""),
+        None => "(none)".into(),
+    }
+}
+
+/// `--plan-out FILE.csv`: the operations for a customer's HR team.
+pub fn write_plan_out(path: &Path, ops: &[crate::changes::PersonOp]) -> anyhow::Result<()> {
+    let f = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot write the plan to {}: {e}", path.display()))?;
+    crate::changes::write_csv(ops, std::io::BufWriter::new(f))
+        .map_err(|e| anyhow::anyhow!("cannot write the plan to {}: {e}", path.display()))?;
+    Ok(())
 }

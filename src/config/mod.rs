@@ -157,6 +157,8 @@ pub struct State {
     pub password: Option<StatePassword>,
     /// A dead worker's leases and claimed slots are taken over after this long.
     pub lease_ttl: Duration,
+    /// How long the audit trail and stopped runs' plans are kept (`[state] audit_retention`).
+    pub audit_retention: Duration,
 }
 
 /// The default `[state] lease_ttl`: a dead worker's connectors move within this long.
@@ -167,6 +169,9 @@ pub enum StatePassword {
     Env(String),
     File(PathBuf),
 }
+
+/// `[state] audit_retention` when not set: 180 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(180 * 24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Daemon {
@@ -381,6 +386,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
             url: format!("sqlite://{}", dir.join("state/rostersync.db").display()),
             password: None,
             lease_ttl: DEFAULT_LEASE_TTL,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
         },
         daemon: Daemon { listen: None, max_concurrent_runs: 4, grace: Duration::from_secs(300) },
         connectors: BTreeMap::new(),
@@ -468,6 +474,9 @@ fn check_state(ck: &mut Checker, dir: &Path, s: RawState, out: &mut State) {
     }
     if out.password.is_some() && !postgres {
         ck.problem("state.password_env", "a password is for a postgres:// store; an SQLite file has none (remove it)");
+    }
+    if let Some(r) = ck.value("state.audit_retention", s.audit_retention) {
+        out.audit_retention = r.0;
     }
     if let Some(ttl) = ck.value("state.lease_ttl", s.lease_ttl) {
         if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&ttl.0) {

@@ -148,6 +148,11 @@ pub struct RawState {
     /// machine) before another worker may take the connector; renewed every third of it
     /// while the worker lives (default "20s").
     pub lease_ttl: Option<Parsed<HumanDuration>>,
+    /// How long the per-person audit trail (every operation sent: run, time, kind, changed
+    /// field names, platform status) and the plans of stopped runs are kept, e.g. "180d"
+    /// (the default). Older entries are removed at the end of each run that sends
+    /// something or stops.
+    pub audit_retention: Option<Parsed<HumanDuration>>,
 }
 
 /// `[daemon]`: `rostersync daemon`, which runs every connector on its schedule.
@@ -254,7 +259,7 @@ pub struct RawFile {
 }
 
 /// `[connectors.NAME.sync]`: what a sync may change; the safeguards stop a run before
-/// anything is pushed (exit 5, `--allow-mass-change` to override).
+/// anything is pushed (exit 5, `--allow-mass-change --reason "…"` or `approve` to override).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSync {

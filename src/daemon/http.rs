@@ -1,5 +1,6 @@
-//! `[daemon] listen`: `/healthz` and `/metrics` over a minimal HTTP/1.1 responder. Two
-//! GET routes do not need a web framework; each connection is answered once and closed.
+//! `[daemon] listen`: `/healthz`, `/metrics` and the status page (`/`, `/connectors/NAME`,
+//! `status_page.rs`) over a minimal HTTP/1.1 responder. A few GET routes do not need a web
+//! framework; each connection is answered once and closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::health::Health;
 use super::metrics::Metrics;
+use super::status_page::Board;
 
 /// A request head larger than this is refused (scrapers send a few hundred bytes).
 const MAX_HEAD: usize = 8 * 1024;
@@ -24,13 +26,19 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, String> {
 
 /// Serves until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+    serve_with_status(listener, metrics, health, None).await
+}
+
+/// As `serve`, with the status page when `board` is given.
+pub async fn serve_with_status(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>, board: Option<Arc<Board>>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let m = metrics.clone();
                 let h = health.clone();
+                let b = board.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(READ_TIMEOUT, answer(stream, &m, &h)).await;
+                    let _ = tokio::time::timeout(READ_TIMEOUT, answer(stream, &m, &h, b.as_deref())).await;
                 });
             }
             Err(e) => {
@@ -42,7 +50,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
     }
 }
 
-async fn answer(mut s: TcpStream, metrics: &Metrics, health: &Health) -> std::io::Result<()> {
+async fn answer(mut s: TcpStream, metrics: &Metrics, health: &Health, board: Option<&Board>) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -69,7 +77,13 @@ async fn answer(mut s: TcpStream, metrics: &Metrics, health: &Health) -> std::io
             reply(&mut s, status, "text/plain; charset=utf-8", &body, head_only).await
         }
         "/metrics" => reply(&mut s, 200, "text/plain; version=0.0.4; charset=utf-8", &metrics.render(), head_only).await,
-        _ => reply(&mut s, 404, "text/plain", "not found: try /healthz or /metrics\n", head_only).await,
+        _ => match board {
+            Some(b) => match b.route(path).await {
+                Some((status, html)) => reply(&mut s, status, "text/html; charset=utf-8", &html, head_only).await,
+                None => reply(&mut s, 404, "text/plain", "not found: try /, /healthz or /metrics\n", head_only).await,
+            },
+            None => reply(&mut s, 404, "text/plain", "not found: try /healthz or /metrics\n", head_only).await,
+        },
     }
 }
 

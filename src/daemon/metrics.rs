@@ -1,7 +1,12 @@
 //! Prometheus metrics of the daemon, rendered in the text exposition format (0.0.4).
 //! A handful of counters behind one mutex: a run ends at most a few times a second.
+//!
+//! Every scheduled connector has its series from the moment it is scheduled (`register`):
+//! its runs at 0 by outcome, and a last-success timestamp of 0 when it never succeeded (or
+//! the one from the state store), so an alert on `time() - last_success > N` fires for a
+//! connector that has never worked, not only for one that stopped working.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Mutex;
 
@@ -19,8 +24,28 @@ struct Histogram {
     count: u64,
 }
 
+/// The last run of a connector in this process.
+#[derive(Default, Clone, Copy)]
+struct LastRun {
+    at: i64,
+    exit: i32,
+    invalid: u64,
+    stale: bool,
+}
+
+/// Outcomes and operations listed at 0 before they happen, so that their series exist.
+const OUTCOMES: [RunOutcome; 4] = [RunOutcome::Ok, RunOutcome::NoNewFile, RunOutcome::Stopped, RunOutcome::Failed];
+const OPERATIONS: [&str; 6] = ["create", "adopt", "rekey", "update", "deactivate", "delete"];
+
 #[derive(Default)]
 struct Inner {
+    /// Connectors with series (scheduled now).
+    known: BTreeSet<String>,
+    last_run: BTreeMap<String, LastRun>,
+    /// Operations applied on the platform, by connector and kind (the verb of the write).
+    operations: BTreeMap<(String, &'static str), u64>,
+    /// Operations the platform refused or that could not be sent.
+    operations_failed: BTreeMap<String, u64>,
     runs: BTreeMap<(String, &'static str), u64>,
     pushed: BTreeMap<(String, &'static str), u64>,
     /// Every person of a run in one outcome (`Counts::people`), so the outcomes add up.
@@ -36,6 +61,13 @@ struct Inner {
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Ok,
+    Partial,
+    Error,
 }
 
 pub fn outcome_label(o: RunOutcome) -> &'static str {
@@ -56,13 +88,42 @@ impl Metrics {
         self.lock().running += 1;
     }
 
-    /// A run ended (`at` is its end, for the last-success gauge).
-    pub fn run_finished(&self, r: &Report, at: DateTime<Utc>) {
+    /// A connector was scheduled: its series exist from now on, at 0 until it runs.
+    /// `last_success` is the state store's, if any (a restarted daemon is not "never").
+    pub fn register(&self, connector: &str, last_success: Option<DateTime<Utc>>) {
+        let mut m = self.lock();
+        m.known.insert(connector.to_string());
+        for o in OUTCOMES {
+            m.runs.entry((connector.to_string(), outcome_label(o))).or_default();
+        }
+        for op in OPERATIONS {
+            m.operations.entry((connector.to_string(), op)).or_default();
+        }
+        m.operations_failed.entry(connector.to_string()).or_default();
+        let seeded = last_success.map(|t| t.timestamp()).unwrap_or(0);
+        let v = m.last_success.entry(connector.to_string()).or_insert(seeded);
+        *v = (*v).max(seeded);
+    }
+
+    /// A run ended with `exit` (`at` is its end, for the last-success gauge).
+    pub fn run_finished(&self, r: &Report, exit: i32, at: DateTime<Utc>) {
         let mut m = self.lock();
         m.running -= 1;
         *m.runs.entry((r.connector.clone(), outcome_label(r.outcome))).or_default() += 1;
+        m.last_run.insert(r.connector.clone(), LastRun { at: at.timestamp(), exit, invalid: r.counts.invalid, stale: r.stale });
         if !r.dry_run {
             let c = &r.counts;
+            for (kind, n) in [
+                ("create", c.created),
+                ("adopt", c.adopted),
+                ("rekey", c.rekeyed),
+                ("update", c.updated),
+                ("deactivate", c.deactivated),
+                ("delete", c.deleted),
+            ] {
+                *m.operations.entry((r.connector.clone(), kind)).or_default() += n;
+            }
+            *m.operations_failed.entry(r.connector.clone()).or_default() += c.failed;
             let pushed = [
                 ("created", c.created),
                 ("adopted", c.adopted),
@@ -101,8 +162,15 @@ impl Metrics {
         self.lock().connectors = n;
     }
 
-    pub fn reload(&self, ok: bool) {
-        *self.lock().reloads.entry(if ok { "ok" } else { "error" }).or_default() += 1;
+    /// A SIGHUP reload: `ok` applied whole, `partial` applied with connectors refused (they
+    /// keep their previous definition, or are not scheduled), `error` refused whole.
+    pub fn reload(&self, result: ReloadResult) {
+        let label = match result {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Partial => "partial",
+            ReloadResult::Error => "error",
+        };
+        *self.lock().reloads.entry(label).or_default() += 1;
     }
 
     /// Forgets the per-connector series of a connector removed from the configuration.
@@ -114,6 +182,10 @@ impl Metrics {
         m.last_success.remove(connector);
         m.durations.remove(connector);
         m.retries.remove(connector);
+        m.known.remove(connector);
+        m.last_run.remove(connector);
+        m.operations.retain(|(c, _), _| c != connector);
+        m.operations_failed.remove(connector);
     }
 
     /// Runs in progress right now.
@@ -149,6 +221,47 @@ impl Metrics {
         for (c, t) in &m.last_success {
             let _ = writeln!(o, "rostersync_last_success_timestamp_seconds{{connector=\"{}\"}} {t}", esc(c));
         }
+        let gauge = |o: &mut String, name: &str, help: &str, value: &dyn Fn(&LastRun) -> String| {
+            head(o, name, "gauge", help);
+            for c in &m.known {
+                let last = m.last_run.get(c).copied().unwrap_or_default();
+                let _ = writeln!(o, "{name}{{connector=\"{}\"}} {}", esc(c), value(&last));
+            }
+        };
+        gauge(
+            &mut o,
+            "rostersync_last_run_timestamp_seconds",
+            "End of the connector's last run in this process (Unix time; 0: none yet).",
+            &|l| l.at.to_string(),
+        );
+        gauge(
+            &mut o,
+            "rostersync_last_run_exit_code",
+            "Exit code of the connector's last run (DESIGN.md's table; 0 also before the first run).",
+            &|l| l.exit.to_string(),
+        );
+        gauge(&mut o, "rostersync_last_run_invalid_rows", "Rows of the last run's file that could not be used.", &|l| {
+            l.invalid.to_string()
+        });
+        gauge(
+            &mut o,
+            "rostersync_export_stale",
+            "1 when the connector's export stopped coming (no new file for longer than stale_after).",
+            &|l| u8::from(l.stale).to_string(),
+        );
+        head(&mut o, "rostersync_operations_total", "counter", "Operations applied on the platform, by connector and kind.");
+        for ((c, kind), n) in &m.operations {
+            let _ = writeln!(o, "rostersync_operations_total{{connector=\"{}\",kind=\"{kind}\"}} {n}", esc(c));
+        }
+        head(
+            &mut o,
+            "rostersync_operations_failed_total",
+            "counter",
+            "Operations that failed (refused by the platform, or not sent), by connector.",
+        );
+        for (c, n) in &m.operations_failed {
+            let _ = writeln!(o, "rostersync_operations_failed_total{{connector=\"{}\"}} {n}", esc(c));
+        }
         head(&mut o, "rostersync_run_duration_seconds", "histogram", "Run duration.");
         for (c, h) in &m.durations {
             let c = esc(c);
@@ -168,10 +281,58 @@ impl Metrics {
         head(&mut o, "rostersync_connectors_scheduled", "gauge", "Connectors with a schedule.");
         let _ = writeln!(o, "rostersync_connectors_scheduled {}", m.connectors);
         head(&mut o, "rostersync_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.");
-        for (r, n) in &m.reloads {
+        for r in ["ok", "partial", "error"] {
+            let n = m.reloads.get(r).copied().unwrap_or(0);
             let _ = writeln!(o, "rostersync_config_reloads_total{{result=\"{r}\"}} {n}");
         }
+        head(&mut o, "rostersync_build_info", "gauge", "The running build: version, git commit, build date (value 1).");
+        let _ = writeln!(
+            o,
+            "rostersync_build_info{{version=\"{}\",commit=\"{}\",build_date=\"{}\"}} 1",
+            esc(crate::build_info::VERSION),
+            esc(crate::build_info::COMMIT),
+            esc(crate::build_info::BUILD_DATE)
+        );
+        drop(m);
+        render_process(&mut o);
         o
+    }
+}
+
+/// The standard process metrics (the names the Prometheus client libraries use), read from
+/// /proc. On a system without /proc they are left out rather than reported as 0.
+fn render_process(o: &mut String) {
+    let Ok(me) = procfs::process::Process::myself() else { return };
+    let Ok(stat) = me.stat() else { return };
+    let tps = procfs::ticks_per_second().max(1) as f64;
+    let series: [(&str, &str, &str, Option<f64>); 4] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+            Some((stat.utime + stat.stime) as f64 / tps),
+        ),
+        ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", Some((stat.rss * procfs::page_size()) as f64)),
+        ("process_open_fds", "gauge", "Open file descriptors.", me.fd_count().ok().map(|n| n as f64)),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+            procfs::boot_time_secs().ok().map(|boot| boot as f64 + stat.starttime as f64 / tps),
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        if let Some(v) = value {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+    }
+    if let Ok(limits) = me.limits()
+        && let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit
+    {
+        let _ = writeln!(
+            o,
+            "# HELP process_max_fds Maximum number of open file descriptors.\n# TYPE process_max_fds gauge\nprocess_max_fds {max}"
+        );
     }
 }
 
@@ -200,6 +361,10 @@ mod tests {
             notes: Vec::new(),
             message: None,
             duration_ms: ms,
+            operations: Vec::new(),
+            operations_left_out: 0,
+            approval: None,
+            approve_with: None,
         }
     }
 
@@ -208,11 +373,11 @@ mod tests {
         let m = Metrics::default();
         let t = DateTime::parse_from_rfc3339("2026-11-22T02:00:00Z").unwrap().with_timezone(&Utc);
         m.run_started();
-        m.run_finished(&report("acme", RunOutcome::Ok, 1500, 3), t);
+        m.run_finished(&report("acme", RunOutcome::Ok, 1500, 3), 0, t);
         m.run_started();
-        m.run_finished(&report("acme", RunOutcome::Failed, 200, 0), t);
+        m.run_finished(&report("acme", RunOutcome::Failed, 200, 0), 4, t);
         m.run_started();
-        m.run_finished(&report("we\"ird", RunOutcome::Stopped, 200, 0), t);
+        m.run_finished(&report("we\"ird", RunOutcome::Stopped, 200, 0), 5, t);
         let text = m.render();
         for line in [
             "rostersync_runs_total{connector=\"acme\",outcome=\"ok\"} 1",
@@ -237,5 +402,55 @@ mod tests {
         assert!(!text.contains("last_success_timestamp_seconds{connector=\"we"), "a stopped run is not a success");
         m.forget("acme");
         assert!(!m.render().contains("connector=\"acme\""));
+    }
+
+    #[test]
+    fn a_registered_connector_has_its_series_before_any_run() {
+        let m = Metrics::default();
+        m.register("never", None);
+        let seeded = DateTime::parse_from_rfc3339("2026-11-22T02:00:00Z").unwrap().with_timezone(&Utc);
+        m.register("restarted", Some(seeded));
+        let text = m.render();
+        for line in [
+            "rostersync_last_success_timestamp_seconds{connector=\"never\"} 0",
+            "rostersync_last_success_timestamp_seconds{connector=\"restarted\"} 1795312800",
+            "rostersync_runs_total{connector=\"never\",outcome=\"failed\"} 0",
+            "rostersync_last_run_timestamp_seconds{connector=\"never\"} 0",
+            "rostersync_last_run_invalid_rows{connector=\"never\"} 0",
+            "rostersync_export_stale{connector=\"never\"} 0",
+            "rostersync_operations_total{connector=\"never\",kind=\"deactivate\"} 0",
+            "rostersync_operations_failed_total{connector=\"never\"} 0",
+            "rostersync_config_reloads_total{result=\"partial\"} 0",
+        ] {
+            assert!(text.contains(line), "missing «{line}» in:\n{text}");
+        }
+        // A later run updates the gauges; registering again (a reload) keeps them.
+        m.run_started();
+        let mut r = report("never", RunOutcome::Stopped, 10, 0);
+        r.counts.invalid = 7;
+        r.stale = true;
+        m.run_finished(&r, 5, seeded);
+        m.register("never", None);
+        m.reload(ReloadResult::Partial);
+        let text = m.render();
+        for line in [
+            "rostersync_last_run_exit_code{connector=\"never\"} 5",
+            "rostersync_last_run_invalid_rows{connector=\"never\"} 7",
+            "rostersync_export_stale{connector=\"never\"} 1",
+            "rostersync_last_run_timestamp_seconds{connector=\"never\"} 1795312800",
+            "rostersync_last_success_timestamp_seconds{connector=\"never\"} 0",
+            "rostersync_config_reloads_total{result=\"partial\"} 1",
+        ] {
+            assert!(text.contains(line), "missing «{line}» in:\n{text}");
+        }
+        assert!(text.contains(&format!("rostersync_build_info{{version=\"{}\",commit=\"", crate::build_info::VERSION)), "{text}");
+        // This test process's own figures, from /proc.
+        let rss: f64 = text.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).expect("rss").parse().unwrap();
+        assert!(rss > 1e6, "{rss}");
+        let fds: f64 = text.lines().find_map(|l| l.strip_prefix("process_open_fds ")).expect("fds").parse().unwrap();
+        assert!(fds >= 3.0, "{fds}");
+        let start: f64 = text.lines().find_map(|l| l.strip_prefix("process_start_time_seconds ")).expect("start").parse().unwrap();
+        let now = Utc::now().timestamp() as f64;
+        assert!(start <= now + 1.0 && start > now - 86_400.0, "start {start}, now {now}");
     }
 }

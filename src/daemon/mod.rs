@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod notify;
 pub mod runner;
 pub mod scheduler;
+pub mod status_page;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -141,13 +142,25 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
-    let store = state::open(&cfg.state).await?;
+    let state_shown = crate::redact::redacted(&cfg.state.url);
+    tracing::info!(
+        version = crate::build_info::VERSION,
+        commit = crate::build_info::COMMIT,
+        config = %cfg.path.display(),
+        state = %state_shown,
+        "rostersync {} daemon starting: config {}, state {state_shown}",
+        crate::build_info::LONG_VERSION,
+        cfg.path.display()
+    );
+    let store = Arc::new(state::open(&cfg.state).await?);
     let metrics = Arc::new(Metrics::default());
+    let board = Arc::new(status_page::Board::new(store.clone()));
+    board.set(cfg.connectors.clone(), cfg.problems.iter().map(|p| p.to_string()).collect());
     let server = match cfg.daemon.listen {
         Some(addr) => {
             let l = http::bind(addr).await.map_err(DaemonError::Listen)?;
-            tracing::info!("serving /healthz and /metrics on http://{addr}");
-            Some(tokio::spawn(http::serve(l, metrics.clone(), health.clone())))
+            tracing::info!("serving the status page, /healthz and /metrics on http://{addr}");
+            Some(tokio::spawn(http::serve_with_status(l, metrics.clone(), health.clone(), Some(board.clone()))))
         }
         None => None,
     };
@@ -186,14 +199,16 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
                 tracing::info!("SIGHUP: reloading {}", path.display());
                 match plan_reload(&current, config::load(&path)) {
                     Reload::Keep(problems) => {
-                        metrics.reload(false);
+                        metrics.reload(metrics::ReloadResult::Error);
                         for p in &problems {
                             tracing::error!("reload refused: {p}");
                         }
                         tracing::error!("the previous configuration keeps running; fix the problems above and send SIGHUP again");
                     }
                     Reload::Apply { cfg: new, connectors, kept, problems } => {
-                        metrics.reload(true);
+                        // A connector refused (kept on its previous definition, or left
+                        // out when new) is not an "ok" reload: an alert can tell.
+                        metrics.reload(if problems.is_empty() { metrics::ReloadResult::Ok } else { metrics::ReloadResult::Partial });
                         for p in &problems {
                             tracing::error!("{p}");
                         }
@@ -211,6 +226,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
                             "configuration reloaded: added [{}], removed [{}], rescheduled [{}]; {} scheduled",
                             ch.added.join(", "), ch.removed.join(", "), ch.rescheduled.join(", "), sched.names().len()
                         );
+                        board.set(connectors.clone(), problems.clone());
                         current = connectors;
                     }
                 }

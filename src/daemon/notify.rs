@@ -21,6 +21,8 @@ pub enum Event {
     Failed,
     Stopped,
     Stale,
+    /// A connector whose last run was notified (failed, stopped, stale) synced again.
+    Recovered,
 }
 
 /// The JSON body posted. `text` makes it readable as-is by Slack/Teams-style hooks.
@@ -36,6 +38,9 @@ pub struct Notification {
     pub attempts: u32,
     pub message: String,
     pub stopped_by: Option<String>,
+    /// A stopped run whose plan was kept: the command that applies exactly that plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approve_with: Option<String>,
     pub host: String,
     pub at: String,
 }
@@ -43,7 +48,6 @@ pub struct Notification {
 impl Notification {
     /// The notification a finished run calls for, if any.
     pub fn for_run(report: &Report, customer: &str, exit: i32, attempts: u32, at: chrono::DateTime<chrono::Utc>) -> Option<Notification> {
-        let message = report.message.clone().unwrap_or_default();
         let event = match report.outcome {
             RunOutcome::Ok | RunOutcome::NoNewFile => return None,
             RunOutcome::Stopped => Event::Stopped,
@@ -55,9 +59,35 @@ impl Notification {
             Event::Failed => "failed".to_string(),
             Event::Stopped => format!("stopped by a safeguard ({})", report.stopped_by.as_deref().unwrap_or("safeguard")),
             Event::Stale => "the export is stale".to_string(),
+            Event::Recovered => return None,
         };
-        Some(Notification {
-            text: format!("rostersync: {} ({}) {what}: {message}", report.connector, customer),
+        Some(Notification::new(report, customer, event, what, exit, attempts, at))
+    }
+
+    /// The notice that a connector whose last run was notified synced again.
+    pub fn recovered(report: &Report, customer: &str, attempts: u32, at: chrono::DateTime<chrono::Utc>) -> Notification {
+        Notification::new(report, customer, Event::Recovered, "synced again".to_string(), 0, attempts, at)
+    }
+
+    fn new(
+        report: &Report,
+        customer: &str,
+        event: Event,
+        what: String,
+        exit: i32,
+        attempts: u32,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Notification {
+        // A kept plan's message names the approving command already (`approve_with` has it
+        // alone, for hooks that act on it).
+        let message = report.message.clone().unwrap_or_default();
+        let text = if message.is_empty() {
+            format!("rostersync: {} ({}) {what}", report.connector, customer)
+        } else {
+            format!("rostersync: {} ({}) {what}: {message}", report.connector, customer)
+        };
+        Notification {
+            text,
             event,
             connector: report.connector.clone(),
             customer: customer.to_string(),
@@ -67,9 +97,10 @@ impl Notification {
             attempts,
             message,
             stopped_by: report.stopped_by.clone(),
+            approve_with: report.approve_with.clone(),
             host: crate::sync::hostname(),
             at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        })
+        }
     }
 }
 
@@ -170,6 +201,10 @@ mod tests {
             notes: Vec::new(),
             message: Some(message.into()),
             duration_ms: 5,
+            operations: Vec::new(),
+            operations_left_out: 0,
+            approval: None,
+            approve_with: None,
         }
     }
 
@@ -190,6 +225,21 @@ mod tests {
         let n = Notification::for_run(&report(RunOutcome::Failed, "connection refused"), "Acme", 3, 4, at).unwrap();
         assert_eq!(n.event, Event::Failed);
         assert_eq!(n.text, "rostersync: acme (Acme) failed after 4 attempts: connection refused");
+    }
+
+    #[test]
+    fn a_kept_plan_names_its_command_and_a_recovery_is_its_own_event() {
+        let at = chrono::Utc::now();
+        let stopped = Report { approve_with: Some("rostersync approve run-1 --reason \"…\"".into()), ..report(RunOutcome::Stopped, "x") };
+        let n = Notification::for_run(&stopped, "Acme", 5, 1, at).unwrap();
+        assert_eq!(n.approve_with.as_deref(), Some("rostersync approve run-1 --reason \"…\""));
+        assert_eq!(serde_json::to_value(&n).unwrap()["approve_with"], "rostersync approve run-1 --reason \"…\"");
+        let ok = Report { message: None, ..report(RunOutcome::Ok, "") };
+        let n = Notification::recovered(&ok, "Acme", 1, at);
+        assert_eq!(n.event, Event::Recovered);
+        assert_eq!(serde_json::to_value(&n).unwrap()["event"], "recovered");
+        assert_eq!(n.text, "rostersync: acme (Acme) synced again");
+        assert_eq!(n.exit, 0);
     }
 
     /// A one-shot HTTP listener: returns the request it got, answers `status`.

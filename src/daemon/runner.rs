@@ -48,8 +48,8 @@ pub struct SyncRunner {
 }
 
 impl SyncRunner {
-    pub fn new(cfg: Arc<Config>, store: Store) -> SyncRunner {
-        SyncRunner { cfg: RwLock::new(cfg), store: Arc::new(store) }
+    pub fn new(cfg: Arc<Config>, store: Arc<Store>) -> SyncRunner {
+        SyncRunner { cfg: RwLock::new(cfg), store }
     }
 
     /// This worker's heartbeat, until the process ends: extends its unfinished slot claims

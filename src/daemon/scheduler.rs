@@ -119,6 +119,9 @@ impl<R: Runner> Scheduler<R> {
                 }
                 None => {
                     ch.added.push(name.clone());
+                    // Its series exist from now (never succeeded: last success 0), seeded
+                    // from the state store once its task has read it (`first_start`).
+                    self.shared.metrics.register(name, None);
                     (None, None)
                 }
             };
@@ -179,15 +182,16 @@ pub async fn shutdown<R: Runner>(sched: &mut Scheduler<R>, grace: Duration) -> V
 /// else the next slot. Returns (slot, start).
 async fn first_start<R: Runner>(sh: &Shared<R>, conn: &Connector, sched: &Schedule) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let now = sh.clock.now();
-    if let Some(prev) = sched.previous_at_or_before(now) {
-        let last = sh.runner.last_success(&conn.name).await;
-        if last.is_none_or(|l| l < prev) {
-            match last {
-                Some(l) => tracing::info!("last success {} predates the slot of {}: catching up now", l.to_rfc3339(), prev.to_rfc3339()),
-                None => tracing::info!("no successful run on record: running now"),
-            }
-            return Some((prev, now));
+    let last = sh.runner.last_success(&conn.name).await;
+    sh.metrics.register(&conn.name, last);
+    if let Some(prev) = sched.previous_at_or_before(now)
+        && last.is_none_or(|l| l < prev)
+    {
+        match last {
+            Some(l) => tracing::info!("last success {} predates the slot of {}: catching up now", l.to_rfc3339(), prev.to_rfc3339()),
+            None => tracing::info!("no successful run on record: running now"),
         }
+        return Some((prev, now));
     }
     next_start(conn, sched, now)
 }
@@ -249,6 +253,25 @@ async fn connector_loop<R: Runner>(
         tracing::warn!("schedule \"{}\" has no future start; the connector runs by hand only", sched.spec);
         return;
     };
+    // Said once per (re)scheduled connector, in its own timezone: what an SRE checks first
+    // after a deploy or a reload.
+    let local = start.with_timezone(&sched.tz);
+    let when = if start <= sh.clock.now() { "now".to_string() } else { local.format("%Y-%m-%d %H:%M:%S %Z").to_string() };
+    let what = match kind {
+        Kind::Sync => "run",
+        Kind::Reconcile => "reconcile",
+    };
+    tracing::info!(
+        next_run = %local.to_rfc3339(),
+        schedule = %sched.spec,
+        timezone = %sched.tz,
+        "next {what} {when} ({}), schedule \"{}\"",
+        sched.tz,
+        sched.spec
+    );
+    // A failure, stop or stale export was notified and no run has synced since: the next
+    // one that does sends `recovered`.
+    let mut alarmed = false;
     loop {
         tracing::debug!("next start {}", start.to_rfc3339());
         if !sh.clock.sleep_until(start, &mut stop).await {
@@ -307,9 +330,15 @@ async fn connector_loop<R: Runner>(
             drop(my_turn);
             drop(permit);
             let ended = sh.clock.now();
-            sh.metrics.run_finished(&res.report, ended);
-            log_end(&res.report, attempt);
+            sh.metrics.run_finished(&res.report, res.exit.code(), ended);
+            log_end(&res.report, attempt, res.exit);
 
+            // Synced, or nothing new because the file was synced meanwhile (an approval by
+            // hand); a run still waiting for its approval (`approve_with`) has not recovered.
+            if res.exit == Exit::Ok && alarmed && res.report.approve_with.is_none() {
+                alarmed = false;
+                sh.notify.notify(Notification::recovered(&res.report, &conn.customer, attempt, ended));
+            }
             if res.exit == Exit::Ok || *stop.borrow() {
                 break;
             }
@@ -330,6 +359,7 @@ async fn connector_loop<R: Runner>(
                 tracing::error!(run_id = %res.report.run_id, "attempt {attempt} failed (exit {}); no more retries in this period, waiting for the next slot", res.exit.code());
             }
             if let Some(n) = Notification::for_run(&res.report, &conn.customer, res.exit.code(), attempt, ended) {
+                alarmed = true;
                 sh.notify.notify(n);
             }
             break;
@@ -356,8 +386,9 @@ async fn connector_loop<R: Runner>(
     }
 }
 
-/// One line per finished run, in the run's terms (the run's own span has closed).
-fn log_end(r: &crate::report::Report, attempt: u32) {
+/// One line per finished run, in the run's terms (the run's own span has closed): the
+/// prose for people, the same facts as fields for a log collector (`--log-format json`).
+fn log_end(r: &crate::report::Report, attempt: u32, exit: Exit) {
     let c = &r.counts;
     let outcome = super::metrics::outcome_label(r.outcome);
     let line = format!(
@@ -371,8 +402,34 @@ fn log_end(r: &crate::report::Report, attempt: u32) {
         c.failed,
         r.message.as_deref().map(|m| format!(" — {m}")).unwrap_or_default()
     );
+    macro_rules! end {
+        ($level:ident) => {
+            tracing::$level!(
+                run_id = %r.run_id,
+                outcome,
+                exit = exit.code(),
+                attempt,
+                duration_ms = r.duration_ms,
+                dry_run = r.dry_run,
+                rows = c.rows,
+                valid = c.valid,
+                invalid = c.invalid,
+                created = c.created,
+                adopted = c.adopted,
+                rekeyed = c.rekeyed,
+                updated = c.updated,
+                deactivated = c.deactivated,
+                deleted = c.deleted,
+                unchanged = c.unchanged,
+                failed = c.failed,
+                conflicts = c.conflicts,
+                stale = r.stale,
+                "{line}"
+            )
+        };
+    }
     match r.outcome {
-        crate::report::RunOutcome::Ok | crate::report::RunOutcome::NoNewFile => tracing::info!(run_id = %r.run_id, "{line}"),
-        _ => tracing::warn!(run_id = %r.run_id, "{line}"),
+        crate::report::RunOutcome::Ok | crate::report::RunOutcome::NoNewFile => end!(info),
+        _ => end!(warn),
     }
 }

@@ -147,6 +147,10 @@ impl Runner for Fake {
             notes: Vec::new(),
             message: (exit != Exit::Ok).then(|| format!("scripted exit {}", exit.code())),
             duration_ms: self.duration.as_millis() as u64,
+            operations: Vec::new(),
+            operations_left_out: 0,
+            approval: None,
+            approve_with: None,
         };
         RunResult { report, exit, retriable }
     }
@@ -283,10 +287,12 @@ async fn a_failed_run_is_retried_with_capped_backoff_within_its_period_then_wait
     assert!(first.iter().all(|r| r.start < utc("2026-11-22T00:20:00Z")), "every retry starts within the period");
     // Sum of the gaps: at least 15+30+60+60+… so at most 10; at most 30+60+120+120+… so at least 5.
     assert!(first.len() >= 5 && first.len() <= 10, "{} attempts in 10 minutes", first.len());
-    // The failure of the whole period is notified once, with the attempt count.
+    // The failure of the whole period is notified once, with the attempt count; the next
+    // slot's success then sends `recovered`.
     let notes = h.notes.0.lock().unwrap().clone();
-    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes.len(), 2, "{notes:?}");
     assert_eq!(notes[0].event, Event::Failed);
+    assert_eq!(notes[1].event, Event::Recovered);
     assert_eq!(notes[0].attempts as usize, first.len());
     assert!(h.metrics.render().contains("rostersync_retries_total{connector=\"flaky\"}"));
     // Then the next slot, on time, and it succeeds.
@@ -352,6 +358,20 @@ async fn a_safeguard_stop_or_a_data_error_is_not_retried_and_is_notified() {
     assert_eq!(events.iter().filter(|e| e.0 == "guarded" && e.1 == Event::Stopped).count(), 2, "{events:?}");
     assert_eq!(events.iter().filter(|e| e.0 == "nofile" && e.1 == Event::Failed).count(), 1, "{events:?}");
     assert!(h.metrics.render().contains("rostersync_runs_total{connector=\"guarded\",outcome=\"stopped\"} 2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connector_that_failed_sends_recovered_once_when_it_syncs_again() {
+    let mut h = harness("2026-11-22T00:00:30Z", Duration::from_secs(5), 4, Policy::SCHEDULED_RUN);
+    h.fake.succeeded("flaky", utc("2026-11-22T00:00:00Z"));
+    h.fake.script("flaky", &[Exit::Data]);
+    h.sched.apply(&connectors(&[("flaky", "0 * * * *")]));
+    advance(Duration::from_secs(3 * 3600 + 60)).await;
+    assert_eq!(h.fake.runs_of("flaky").len(), 3);
+    let notes = h.notes.0.lock().unwrap().clone();
+    let events: Vec<Event> = notes.iter().map(|n| n.event).collect();
+    assert_eq!(events, [Event::Failed, Event::Recovered], "recovered once, at 02:00; 03:00 is an ordinary success");
+    assert_eq!(notes[1].run_id, "flaky-1795312800", "the run of 02:00");
 }
 
 #[tokio::test(start_paused = true)]

@@ -128,6 +128,53 @@ pub struct RunRecord {
     pub worker: Option<String>,
 }
 
+/// One operation sent for one person: the audit trail `history --person` and `explain`
+/// show. Field NAMES only, never values (values are personal data, and the snapshot holds
+/// the current ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub connector: String,
+    pub external_id: String,
+    pub run_id: String,
+    pub at: DateTime<Utc>,
+    /// `changes::PersonKind` as a word: create, update, deactivate, adopt, rekey, …
+    pub kind: String,
+    /// The fields the operation changed (updates).
+    pub fields: Vec<String>,
+    /// "ok" or "failed".
+    pub status: String,
+    /// The platform's HTTP status of a failure, when it answered.
+    pub http_status: Option<u16>,
+    /// Who let the run past a safeguard and why ("alice: HR confirmed the layoffs").
+    pub approval: Option<String>,
+}
+
+/// Operations a stored plan lists at most: `plan show` is for people to read, and the
+/// approval checks the digest of the whole plan.
+pub const MAX_STORED_OPERATIONS: usize = 10_000;
+
+/// The plan of a run a safeguard stopped, kept for `plan show` and `approve`: what it would
+/// do, and what it was made from (the file's sha256, the state's fingerprint, the plan's
+/// digest: `crate::changes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPlan {
+    pub run_id: String,
+    pub connector: String,
+    pub created_at: DateTime<Utc>,
+    pub file: FileFingerprint,
+    pub state_fingerprint: String,
+    pub digest: String,
+    /// The safeguard rule and its message.
+    pub rule: String,
+    pub message: String,
+    pub dry_run: bool,
+    /// The first `MAX_STORED_OPERATIONS` operations (the digest covers them all).
+    pub operations: Vec<crate::changes::PersonOp>,
+    pub operations_left_out: u64,
+    /// Set once approved: the approval and the run that applied it.
+    pub approved: Option<(crate::report::Approval, String)>,
+}
+
 #[allow(async_fn_in_trait)]
 pub trait StateStore {
     /// Takes the connector's lease, or says who holds it. Expired leases are taken over.
@@ -176,6 +223,20 @@ pub trait StateStore {
     async fn finish_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str) -> Result<(), StateError>;
     /// Extends every unfinished claim of `worker` (its heartbeat); returns how many.
     async fn renew_slots(&self, worker: &str, ttl: std::time::Duration) -> Result<u64, StateError>;
+    /// Appends to the per-person audit trail.
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError>;
+    /// One person's audit trail, newest first (every connector when `connector` is None).
+    async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError>;
+    /// Removes audit entries and stored plans older than `before`; returns how many went.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError>;
+    /// Keeps the plan of a stopped run (replacing one stored under the same run id).
+    async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError>;
+    /// The stored plan of that run, if any.
+    async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError>;
+    /// The connector's newest stored plan when it is not approved (a stop waiting for a person).
+    async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError>;
+    /// Records that `run_id`'s plan was applied by `applied_by` under `approval`.
+    async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError>;
     /// Sets the connector's reconcile marker (or replaces the one set): called before the
     /// first write of a push. Durable once this returns, so a crash after it is seen.
     async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError>;

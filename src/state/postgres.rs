@@ -19,10 +19,13 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::{LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, worker_id};
+use super::{
+    AuditEntry, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, StoredPlan, worker_id,
+};
 use crate::model::{FileFingerprint, User};
 use crate::plan::{Snapshot, SnapshotEntry};
 use crate::report::Report;
+use sqlx::Row;
 
 /// The schema, one numbered file per version; never edit a shipped one, add a file. (A new
 /// file is picked up by the next build that recompiles this module: touch this file.)
@@ -373,6 +376,140 @@ impl StateStore for PostgresStore {
             .collect())
     }
 
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // One statement per batch, as the snapshot's writes: a JSON array of rows.
+        let rows: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!([
+                    e.connector,
+                    e.external_id,
+                    e.run_id,
+                    ts(e.at),
+                    e.kind,
+                    serde_json::to_string(&e.fields).unwrap_or_else(|_| "[]".into()),
+                    e.status,
+                    e.http_status,
+                    e.approval
+                ])
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).map_err(|e| self.json_err(e))?;
+        sqlx::query(
+            "INSERT INTO audit (connector, external_id, run_id, at, kind, fields, status, http_status, approval)
+             SELECT r ->> 0, r ->> 1, r ->> 2, r ->> 3, r ->> 4, r ->> 5, r ->> 6,
+                    (r ->> 7)::int, r ->> 8
+             FROM json_array_elements($1::json) AS r",
+        )
+        .bind(json)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError> {
+        let rows = sqlx::query(
+            "SELECT connector, external_id, run_id, at, kind, fields, status, http_status, approval FROM audit
+             WHERE ($1::text IS NULL OR connector = $1) AND external_id = $2 ORDER BY at DESC, id DESC LIMIT $3",
+        )
+        .bind(connector)
+        .bind(external_id)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                connector: r.get(0),
+                external_id: r.get(1),
+                run_id: r.get(2),
+                at: parse_ts(&r.get::<String, _>(3)).unwrap_or_default(),
+                kind: r.get(4),
+                fields: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
+                status: r.get(6),
+                http_status: r.get::<Option<i32>, _>(7).and_then(|s| u16::try_from(s).ok()),
+                approval: r.get(8),
+            })
+            .collect())
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
+        let at = ts(before);
+        let a = sqlx::query("DELETE FROM audit WHERE at < $1").bind(&at).execute(&self.pool).await.map_err(self.err())?;
+        let p = sqlx::query("DELETE FROM plans WHERE created_at < $1").bind(&at).execute(&self.pool).await.map_err(self.err())?;
+        Ok(a.rows_affected() + p.rows_affected())
+    }
+
+    async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
+        let file = serde_json::to_string(&plan.file).map_err(|e| self.json_err(e))?;
+        let ops = serde_json::to_string(&plan.operations).map_err(|e| self.json_err(e))?;
+        let approval = match &plan.approved {
+            Some((a, _)) => Some(serde_json::to_string(a).map_err(|e| self.json_err(e))?),
+            None => None,
+        };
+        sqlx::query(
+            "INSERT INTO plans (run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run,
+                 operations, approval, applied_by, operations_left_out)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (run_id) DO UPDATE SET connector = excluded.connector, created_at = excluded.created_at, file = excluded.file,
+                 state_fingerprint = excluded.state_fingerprint, digest = excluded.digest, rule = excluded.rule,
+                 message = excluded.message, dry_run = excluded.dry_run, operations = excluded.operations,
+                 approval = excluded.approval, applied_by = excluded.applied_by, operations_left_out = excluded.operations_left_out",
+        )
+        .bind(&plan.run_id)
+        .bind(&plan.connector)
+        .bind(ts(plan.created_at))
+        .bind(file)
+        .bind(&plan.state_fingerprint)
+        .bind(&plan.digest)
+        .bind(&plan.rule)
+        .bind(&plan.message)
+        .bind(plan.dry_run)
+        .bind(ops)
+        .bind(approval)
+        .bind(plan.approved.as_ref().map(|(_, r)| r.as_str()))
+        .bind(plan.operations_left_out as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{PLAN_COLUMNS} WHERE run_id = $1")))
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
+        row.map(|r| self.plan_of_row(&r)).transpose()
+    }
+
+    async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{PLAN_COLUMNS} WHERE connector = $1 ORDER BY created_at DESC LIMIT 1")))
+            .bind(connector)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(row.map(|r| self.plan_of_row(&r)).transpose()?.filter(|p| p.approved.is_none()))
+    }
+
+    async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError> {
+        let a = serde_json::to_string(approval).map_err(|e| self.json_err(e))?;
+        sqlx::query("UPDATE plans SET approval = $1, applied_by = $2 WHERE run_id = $3")
+            .bind(a)
+            .bind(applied_by)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
         sqlx::query(
             "INSERT INTO reconcile_marks (connector, run_id, reason, set_at) VALUES ($1, $2, $3, now())
@@ -583,7 +720,41 @@ impl StateStore for PostgresStore {
     }
 }
 
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+const PLAN_COLUMNS: &str = "SELECT run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run, operations,
+    approval, applied_by, operations_left_out FROM plans";
+
 impl PostgresStore {
+    fn plan_of_row(&self, r: &sqlx::postgres::PgRow) -> Result<StoredPlan, StateError> {
+        let bad = |what: &str, e: serde_json::Error| self.schema(format!("the stored plan's {what} does not read: {e}"));
+        let approval: Option<String> = r.get(10);
+        let approved = match (approval, r.get::<Option<String>, _>(11)) {
+            (Some(a), Some(run)) => Some((serde_json::from_str(&a).map_err(|e| bad("approval", e))?, run)),
+            _ => None,
+        };
+        Ok(StoredPlan {
+            run_id: r.get(0),
+            connector: r.get(1),
+            created_at: parse_ts(&r.get::<String, _>(2)).unwrap_or_default(),
+            file: serde_json::from_str(&r.get::<String, _>(3)).map_err(|e| bad("file", e))?,
+            state_fingerprint: r.get(4),
+            digest: r.get(5),
+            rule: r.get(6),
+            message: r.get(7),
+            dry_run: r.get(8),
+            operations: serde_json::from_str(&r.get::<String, _>(9)).map_err(|e| bad("operations", e))?,
+            operations_left_out: r.get::<i64, _>(12) as u64,
+            approved,
+        })
+    }
+
     /// The JSON array of one upsert statement. PostgreSQL refuses to update one row twice in
     /// one `INSERT … ON CONFLICT`, so a user written twice in the piece keeps only its last
     /// write (which is what applying them in order would leave).

@@ -17,7 +17,9 @@ use sqlx::Row;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, worker_id};
+use super::{
+    AuditEntry, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, StoredPlan, worker_id,
+};
 use crate::model::{FileFingerprint, User};
 use crate::plan::{Snapshot, SnapshotEntry};
 use crate::report::Report;
@@ -399,7 +401,7 @@ impl StateStore for SqliteStore {
     async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
         sqlx::query("UPDATE runs SET ended_at = ?, report = ? WHERE run_id = ?")
             .bind(ts(at))
-            .bind(serde_json::to_string(report).unwrap_or_default())
+            .bind(serde_json::to_string(&report.for_history()).unwrap_or_default())
             .bind(&report.run_id)
             .execute(&self.pool)
             .await
@@ -446,6 +448,136 @@ impl StateStore for SqliteStore {
                 worker: r.get(5),
             })
             .collect())
+    }
+
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // One statement per batch, as the snapshot's writes: a JSON array of rows.
+        let rows: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!([
+                    e.connector,
+                    e.external_id,
+                    e.run_id,
+                    ts(e.at),
+                    e.kind,
+                    serde_json::to_string(&e.fields).unwrap_or_else(|_| "[]".into()),
+                    e.status,
+                    e.http_status,
+                    e.approval
+                ])
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).map_err(|e| self.json_err(e))?;
+        sqlx::query(
+            "INSERT INTO audit (connector, external_id, run_id, at, kind, fields, status, http_status, approval)
+             SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, r.value ->> 5, r.value ->> 6,
+                    r.value ->> 7, r.value ->> 8
+             FROM json_each(?1) AS r",
+        )
+        .bind(json)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError> {
+        let rows = sqlx::query(
+            "SELECT connector, external_id, run_id, at, kind, fields, status, http_status, approval FROM audit
+             WHERE (?1 IS NULL OR connector = ?1) AND external_id = ?2 ORDER BY at DESC, rowid DESC LIMIT ?3",
+        )
+        .bind(connector)
+        .bind(external_id)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                connector: r.get(0),
+                external_id: r.get(1),
+                run_id: r.get(2),
+                at: parse_ts(&r.get::<String, _>(3)).unwrap_or_default(),
+                kind: r.get(4),
+                fields: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
+                status: r.get(6),
+                http_status: r.get::<Option<i64>, _>(7).and_then(|s| u16::try_from(s).ok()),
+                approval: r.get(8),
+            })
+            .collect())
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
+        let at = ts(before);
+        let a = sqlx::query("DELETE FROM audit WHERE at < ?1").bind(&at).execute(&self.pool).await.map_err(self.err())?;
+        let p = sqlx::query("DELETE FROM plans WHERE created_at < ?1").bind(&at).execute(&self.pool).await.map_err(self.err())?;
+        Ok(a.rows_affected() + p.rows_affected())
+    }
+
+    async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
+        let file = serde_json::to_string(&plan.file).map_err(|e| self.json_err(e))?;
+        let ops = serde_json::to_string(&plan.operations).map_err(|e| self.json_err(e))?;
+        let approval = match &plan.approved {
+            Some((a, _)) => Some(serde_json::to_string(a).map_err(|e| self.json_err(e))?),
+            None => None,
+        };
+        sqlx::query(
+            "INSERT OR REPLACE INTO plans (run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run,
+                 operations, approval, applied_by, operations_left_out)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )
+        .bind(&plan.run_id)
+        .bind(&plan.connector)
+        .bind(ts(plan.created_at))
+        .bind(file)
+        .bind(&plan.state_fingerprint)
+        .bind(&plan.digest)
+        .bind(&plan.rule)
+        .bind(&plan.message)
+        .bind(plan.dry_run)
+        .bind(ops)
+        .bind(approval)
+        .bind(plan.approved.as_ref().map(|(_, r)| r.as_str()))
+        .bind(plan.operations_left_out as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{PLAN_COLUMNS} WHERE run_id = ?1")))
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
+        row.map(|r| self.plan_of_row(&r)).transpose()
+    }
+
+    async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{PLAN_COLUMNS} WHERE connector = ?1 ORDER BY created_at DESC LIMIT 1")))
+            .bind(connector)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(row.map(|r| self.plan_of_row(&r)).transpose()?.filter(|p| p.approved.is_none()))
+    }
+
+    async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError> {
+        let a = serde_json::to_string(approval).map_err(|e| self.json_err(e))?;
+        sqlx::query("UPDATE plans SET approval = ?1, applied_by = ?2 WHERE run_id = ?3")
+            .bind(a)
+            .bind(applied_by)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(())
     }
 
     async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
@@ -573,7 +705,35 @@ impl StateStore for SqliteStore {
     }
 }
 
+/// The columns `plan_of_row` reads, in its order (a constant: the only text formatted into
+/// those queries).
+const PLAN_COLUMNS: &str = "SELECT run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run, operations,
+    approval, applied_by, operations_left_out FROM plans";
+
 impl SqliteStore {
+    fn plan_of_row(&self, r: &sqlx::sqlite::SqliteRow) -> Result<StoredPlan, StateError> {
+        let bad = |what: &str, e: serde_json::Error| self.schema(format!("the stored plan's {what} does not read: {e}"));
+        let approval: Option<String> = r.get(10);
+        let approved = match (approval, r.get::<Option<String>, _>(11)) {
+            (Some(a), Some(run)) => Some((serde_json::from_str(&a).map_err(|e| bad("approval", e))?, run)),
+            _ => None,
+        };
+        Ok(StoredPlan {
+            run_id: r.get(0),
+            connector: r.get(1),
+            created_at: parse_ts(&r.get::<String, _>(2)).unwrap_or_default(),
+            file: serde_json::from_str(&r.get::<String, _>(3)).map_err(|e| bad("file", e))?,
+            state_fingerprint: r.get(4),
+            digest: r.get(5),
+            rule: r.get(6),
+            message: r.get(7),
+            dry_run: r.get(8),
+            operations: serde_json::from_str(&r.get::<String, _>(9)).map_err(|e| bad("operations", e))?,
+            operations_left_out: r.get::<i64, _>(12) as u64,
+            approved,
+        })
+    }
+
     fn json_err(&self, e: serde_json::Error) -> StateError {
         StateError::Db { url: self.url.clone(), detail: format!("cannot encode a batch as JSON: {e}") }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::{AuditEntry, StoredPlan};
 use super::{
     LastFile, LeaseRecord, PostgresStore, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, SqliteStore, StateError, StateStore,
 };
@@ -87,6 +88,27 @@ impl StateStore for Store {
     }
     async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {
         both!(self, s => s.reports_of(connector, managers).await)
+    }
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
+        both!(self, s => s.write_audit(entries).await)
+    }
+    async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError> {
+        both!(self, s => s.person_history(connector, external_id, limit).await)
+    }
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
+        both!(self, s => s.prune(before).await)
+    }
+    async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
+        both!(self, s => s.save_plan(plan).await)
+    }
+    async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError> {
+        both!(self, s => s.stored_plan(run_id).await)
+    }
+    async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError> {
+        both!(self, s => s.pending_plan(connector).await)
+    }
+    async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError> {
+        both!(self, s => s.mark_approved(run_id, approval, applied_by).await)
     }
     async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
         both!(self, s => s.set_reconcile(connector, run_id, reason).await)

@@ -60,10 +60,16 @@ pub(super) async fn fetch(
     let force = opts.force || opts.reconcile;
     let progress = opts.progress.clone();
     let budget = budget.clone();
-    tokio::task::spawn_blocking(move || fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(began), &budget))
-        .await
-        .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
-        .map_err(RunError::from_error)
+    // Blocking threads do not inherit the task's span: enter the run's there, so that the
+    // SFTP retry warnings carry its connector and run_id like every other line of the run.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _in_run = span.enter();
+        fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(began), &budget)
+    })
+    .await
+    .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
+    .map_err(RunError::from_error)
 }
 
 /// A file the customer sent by other means: hashed in place, never moved or removed.
@@ -289,9 +295,13 @@ fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Gro
     let format = conn.file.format.or_else(|| crate::config::Format::from_name(name))?;
     let input = crate::format::Input::Growing(std::sync::Arc::clone(growing));
     let (name, mapping) = (name.to_string(), super::parse::mapping_of(conn));
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("parse-download".into())
-        .spawn(move || read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format))
+        .spawn(move || {
+            let _in_run = span.enter();
+            read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format)
+        })
         .ok()
 }
 

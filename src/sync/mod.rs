@@ -8,6 +8,7 @@ mod fetch;
 mod lease;
 mod managers;
 mod parse;
+mod persons;
 mod push;
 mod reconcile;
 
@@ -64,6 +65,20 @@ pub struct SyncOptions {
     pub force: bool,
     /// Who runs this (for leases): "cli" or "daemon".
     pub origin: String,
+    /// `--only`: plan and push just these people (by unique id); the file is not recorded
+    /// as synced and `after` is not applied.
+    pub only: Option<Vec<String>>,
+    /// With `only`: people of the scope absent from the file get on_missing.
+    pub allow_absent: bool,
+    /// Who let this run past a safeguard and why (`--allow-mass-change --reason`, `approve`).
+    pub approval: Option<crate::report::Approval>,
+    /// `approve`: the stored plan this run applies, only if the file and state are the same.
+    pub apply_plan: Option<crate::state::StoredPlan>,
+    /// Record no run in history (`explain`'s look at one person).
+    pub unrecorded: bool,
+    /// List every operation in the report (`--json`, `--plan-out`), not the first
+    /// `report::MAX_LISTED`.
+    pub all_operations: bool,
     /// Reconcile: list every platform account and repair drift for this connector's
     /// (accounts deleted or edited by hand, a lost state). Syncs the current file even when
     /// it was synced already.
@@ -78,6 +93,12 @@ impl std::fmt::Debug for SyncOptions {
             .field("allow_mass_change", &self.allow_mass_change)
             .field("force", &self.force)
             .field("origin", &self.origin)
+            .field("only", &self.only)
+            .field("allow_absent", &self.allow_absent)
+            .field("approval", &self.approval)
+            .field("apply_plan", &self.apply_plan.as_ref().map(|p| &p.run_id))
+            .field("unrecorded", &self.unrecorded)
+            .field("all_operations", &self.all_operations)
             .field("reconcile", &self.reconcile)
             .finish()
     }
@@ -150,6 +171,11 @@ struct Job<'a, S: StateStore> {
     /// Re-hires of this push: new external id → the leaver whose account it takes (its
     /// snapshot row goes when the write succeeds).
     rekeys: HashMap<String, String>,
+    /// `--only`: the scope's people found in the file (by id key), and the file's rows.
+    in_file: HashSet<String>,
+    file_rows: Option<u64>,
+    /// Audit entries of the outcomes so far, written at the end of the push.
+    audit: Vec<crate::state::AuditEntry>,
     /// A reconcile's hand-edited accounts: their updates replace every mapped attribute.
     rewrite: HashSet<String>,
     /// People whose account a 404 showed deleted and this push created again (external id,
@@ -167,7 +193,14 @@ struct Job<'a, S: StateStore> {
 pub async fn run<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions) -> RunResult {
     use tracing::Instrument;
     let run_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("run", connector = %conn.name, run_id = %run_id);
+    // Inside a span that already names the connector (the daemon's, per connector), the run's
+    // adds only its id: a human log line then says `connector=acme` once, not twice.
+    let named = tracing::Span::current().metadata().is_some_and(|m| m.fields().field("connector").is_some());
+    let span = if named {
+        tracing::info_span!("run", run_id = %run_id)
+    } else {
+        tracing::info_span!("run", connector = %conn.name, run_id = %run_id)
+    };
     run_in(cfg, conn, store, opts, run_id).instrument(span).await
 }
 
@@ -183,33 +216,43 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         relinking: false,
         budget: crate::retry::Budget::default(),
         rekeys: HashMap::new(),
+        in_file: HashSet::new(),
+        file_rows: None,
+        audit: Vec::new(),
         rewrite: HashSet::new(),
         recreated: Vec::new(),
         forget: Vec::new(),
         unsettled: 0,
     };
+    let mut job = job;
+    job.report.approval = opts.approval.clone();
     let holder = lease::holder(opts.origin_or_cli(), &run_id);
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     let leased = !opts.dry_run;
     if leased && let Err(e) = lease::acquire(store, &conn.name, &holder).await {
         return job.fail(RunError::from_error(e));
     }
-    if let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await {
+    if !opts.unrecorded
+        && let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await
+    {
         if leased {
             let _ = store.release(&conn.name, &holder).await;
         }
         return job.fail(RunError::from_error(e));
     }
 
-    let mut job = job;
     let result = lease::with_heartbeat(store, &conn.name, &holder, leased, job.execute()).await;
+    job.flush_audit().await;
     let mut done = match result {
         Ok(exit) => job.finish(exit),
         Err(e) => job.fail(e),
     };
     done.report.duration_ms = done.report.duration_ms.max(1);
-    if let Err(e) = store.finish_run(&done.report, Utc::now()).await {
-        tracing::error!("could not record the run in history: {e}");
+    if !opts.unrecorded {
+        if let Err(e) = store.finish_run(&done.report, Utc::now()).await {
+            tracing::error!("could not record the run in history: {e}");
+        }
+        persons::after_run(store, cfg, opts, &done).await;
     }
     if leased {
         let _ = store.release(&conn.name, &holder).await;
@@ -243,7 +286,12 @@ impl<S: StateStore> Job<'_, S> {
         };
         self.report.file = Some(got.fingerprint.clone());
         self.report.notes.append(&mut got.notes);
+        self.check_approved_file(&got.fingerprint)?;
+        if self.awaiting_approval(&got.fingerprint).await? {
+            return Ok(Exit::Ok);
+        }
         let mapped = self.parse(&mut got).await?;
+        let mapped = self.scope_mapped(mapped);
         self.count_rows(&mapped);
         let mut snapshot = match preloaded {
             Some(loaded) => loaded,
@@ -262,11 +310,19 @@ impl<S: StateStore> Job<'_, S> {
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
             self.plan(mapped, &snapshot, &existing, &view)
         };
+        // What an approval is checked against: computed only when one may be needed.
+        let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
         drop_in_background(snapshot);
+        self.check_approved_plan(&plan, fingerprint.as_deref())?;
         self.note_strangers(&std::mem::take(&mut plan.strangers), &look);
         if let Some(stop) = &plan.stop {
             self.count_identities(&plan);
-            return Err(self.stopped(stop));
+            // What the plan would have done: the counts and the list, with the reason.
+            self.describe(&plan).await?;
+            self.count_planned(&plan);
+            let mut e = self.stopped(stop);
+            e.message = self.keep_stopped_plan(&plan, fingerprint.unwrap_or_default(), stop).await;
+            return Err(e);
         }
         if plan.ops.iter().any(|o| matches!(o, plan::Op::Create { .. })) {
             if others.is_none() {
@@ -279,6 +335,7 @@ impl<S: StateStore> Job<'_, S> {
         }
         drop_in_background(others);
         self.count_identities(&plan);
+        self.describe(&plan).await?;
         if self.opts.dry_run {
             self.count_planned(&plan);
             drop_in_background(plan);
@@ -302,6 +359,10 @@ impl<S: StateStore> Job<'_, S> {
         self.link_managers(&platform).await?;
         self.settle_marker().await?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "pushed");
+        if self.opts.only.is_some() {
+            // One person's push is no sync of the file: the next full run takes it again.
+            return self.finish_scoped(failed);
+        }
         self.finish_file(got, failed).await
     }
 
@@ -383,13 +444,15 @@ impl<S: StateStore> Job<'_, S> {
     ) -> (Plan, HashMap<String, String>) {
         let invalid_ids: HashSet<String> = mapped.errors.iter().filter_map(|e| e.external_id.clone()).collect();
         let unidentified = mapped.unidentified_lines();
+        // `--only`: the plan compares the scope's people; managers still resolve in the whole.
+        let scoped = self.scope_snapshot(snapshot);
         let mut plan = plan::plan_with(
             PlanInput {
-                snapshot,
+                snapshot: scoped.as_ref().unwrap_or(snapshot),
                 users: mapped.users,
                 invalid_ids: &invalid_ids,
                 unidentified: &unidentified,
-                rows: mapped.rows,
+                rows: self.plan_rows(mapped.rows),
                 invalid: self.report.counts.invalid,
                 existing,
                 rule: &self.conn.sync,
@@ -398,6 +461,7 @@ impl<S: StateStore> Job<'_, S> {
             },
             others,
         );
+        self.rescope_stop(&mut plan, snapshot.len());
         tracing::debug!(ops = plan.ops.len(), unchanged = plan.unchanged, elapsed = ?self.started.elapsed(), "planned");
         let known = managers::known_managers(&plan.ops, snapshot);
         plan.unchanged += managers::drop_unlinkable(&mut plan.ops, &mut plan.lines, snapshot);
@@ -495,7 +559,8 @@ impl<S: StateStore> Job<'_, S> {
         self.store.set_last_file(&self.conn.name, &got.fingerprint).await.map_err(RunError::from_error)?;
         if let (Some(remote), Some(mut src)) = (got.remote, got.source) {
             let after = self.conn.file.after.clone();
-            match tokio::task::spawn_blocking(move || src.finish(&remote, &after)).await {
+            let span = tracing::Span::current();
+            match tokio::task::spawn_blocking(move || span.in_scope(|| src.finish(&remote, &after))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!("synced, but the after-sync action failed: {e}"),
                 Err(e) => tracing::warn!("synced, but the after-sync action failed: {e}"),

@@ -59,9 +59,13 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Resul
     let input = Input::from(path);
     let name = name.to_string();
     let mapping = mapping_of(conn);
-    tokio::task::spawn_blocking(move || read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format))
-        .await
-        .map_err(|e| ParseFailure::Other(RunError::new(Exit::Other, format!("the parsing thread failed: {e}"))))?
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _in_run = span.enter();
+        read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format)
+    })
+    .await
+    .map_err(|e| ParseFailure::Other(RunError::new(Exit::Other, format!("the parsing thread failed: {e}"))))?
 }
 
 impl<S: StateStore> Job<'_, S> {
@@ -102,7 +106,10 @@ impl<S: StateStore> Job<'_, S> {
         self.report.outcome = RunOutcome::Stopped;
         self.report.stopped_by = Some(rule.to_string());
         let go_on = if exit == Exit::Stopped {
-            format!(" Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change`", self.conn.name)
+            format!(
+                " Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change --reason \"…\"`",
+                self.conn.name
+            )
         } else {
             format!(
                 " Fix the mapping (mappings/…) or ask the customer for the usual export; `rostersync test {}` shows the header",

@@ -66,6 +66,9 @@ impl<S: StateStore> Job<'_, S> {
                 msg = rx.recv() => match msg {
                     Some(outcome) => {
                         self.record(outcome, &mut batch, lines);
+                        if self.audit.len() >= STATE_BATCH {
+                            self.flush_audit().await;
+                        }
                         done += 1;
                         if let Some(p) = &self.opts.progress
                             && (done.is_multiple_of(64) || done == total) {
@@ -99,6 +102,7 @@ impl<S: StateStore> Job<'_, S> {
 
     /// Counts one outcome and queues its snapshot write, from the operation it hands back.
     fn record(&mut self, o: OpOutcome, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
+        self.audit_outcome(&o);
         let OpOutcome { result, op } = o;
         match result {
             Ok(applied) => self.record_applied(applied, op, batch),

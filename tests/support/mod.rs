@@ -2,6 +2,7 @@
 //! started by the test and stopped when the handle drops.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod fault_proxy;
 pub mod postgres;
 pub mod project;

@@ -1,0 +1,371 @@
+//! The per-person side of a run (issue 15): the plan person by person in the report, the
+//! `--only` scope, the plan a safeguard stopped kept for `approve`, the check that an
+//! approval applies exactly that plan, and the audit trail of what was sent. Decisions are
+//! `crate::changes` (pure); this file reads and writes the state around them.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::Utc;
+
+use super::{Job, RunError};
+use crate::changes::{self, PersonKind};
+use crate::exit::Exit;
+use crate::mapping::Mapped;
+use crate::model::{FileFingerprint, IdRule};
+use crate::plan::{Plan, Snapshot};
+use crate::platform::OpOutcome;
+use crate::state::{AuditEntry, StateStore, StoredPlan};
+
+/// A run's `--only` scope: the people it plans and pushes, by the connector's id rule.
+pub(super) struct Scope {
+    keys: HashSet<String>,
+    rule: IdRule,
+}
+
+impl Scope {
+    pub(super) fn new(ids: &[String], rule: IdRule) -> Scope {
+        Scope { keys: ids.iter().map(|i| rule.key(i).into_owned()).collect(), rule }
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.keys.contains(self.rule.key(id).as_ref())
+    }
+
+    /// The file, cut down to the scope: its people's rows, valid or not. Rows without a
+    /// readable id are left out: `--only` names people, and such a row is nobody's here.
+    pub(super) fn mapped(&self, mut m: Mapped) -> Mapped {
+        m.users.retain(|u| self.has(&u.user.external_id));
+        m.errors.retain(|e| e.external_id.as_deref().is_some_and(|id| self.has(id)));
+        let invalid = m.invalid_rows();
+        m.rows = m.users.len() as u64 + invalid;
+        m
+    }
+
+    /// The snapshot, cut down to the scope; people of the scope absent from the file are
+    /// kept (so the plan deactivates them) only with `allow_absent`, else returned apart.
+    pub(super) fn snapshot(&self, s: &Snapshot, in_file: &HashSet<String>, allow_absent: bool) -> (Snapshot, Vec<String>) {
+        let mut out = Snapshot::default();
+        let mut spared = Vec::new();
+        for (id, e) in s.iter().filter(|(id, _)| self.has(id)) {
+            if allow_absent || in_file.contains(self.rule.key(id).as_ref()) {
+                out.insert(id.clone(), e.clone());
+            } else {
+                spared.push(id.clone());
+            }
+        }
+        spared.sort();
+        (out, spared)
+    }
+}
+
+impl<S: StateStore> Job<'_, S> {
+    /// `--only`: the file cut down to the scope (the whole file still decides what these
+    /// people should be).
+    pub(super) fn scope_mapped(&mut self, mapped: Mapped) -> Mapped {
+        let Some(only) = &self.opts.only else { return mapped };
+        let scope = Scope::new(only, self.conn.mapping.id_rule());
+        self.file_rows = Some(mapped.rows);
+        let m = scope.mapped(mapped);
+        self.in_file = m.users.iter().map(|u| scope.rule.key(&u.user.external_id).into_owned()).collect();
+        self.in_file.extend(m.errors.iter().filter_map(|e| e.external_id.as_deref()).map(|i| scope.rule.key(i).into_owned()));
+        for id in only {
+            if !self.in_file.contains(scope.rule.key(id).as_ref()) {
+                self.note(format!("{id}: not in the file"));
+            }
+        }
+        m
+    }
+
+    /// `--only`: the snapshot the plan compares with (None: the whole one).
+    pub(super) fn scope_snapshot(&mut self, snapshot: &Snapshot) -> Option<Snapshot> {
+        let only = self.opts.only.as_ref()?;
+        let scope = Scope::new(only, self.conn.mapping.id_rule());
+        let (scoped, spared) = scope.snapshot(snapshot, &self.in_file, self.opts.allow_absent);
+        for id in spared {
+            self.note(format!("{id}: absent from the file; left as it is (pass --allow-absent to apply on_missing to them)"));
+        }
+        Some(scoped)
+    }
+
+    /// The rows the safeguards measure against: the whole file's, also under `--only` (an
+    /// absent person's scope has no row, and one invalid row of one is no "100 % invalid").
+    pub(super) fn plan_rows(&self, scoped: u64) -> u64 {
+        self.file_rows.unwrap_or(scoped)
+    }
+
+    /// `--only`: max_deactivations counts against every known person, not the scope's few
+    /// (one leaver of one named person would otherwise always be "100 %"); max_invalid
+    /// stays the scope's.
+    pub(super) fn rescope_stop(&self, plan: &mut Plan, known: usize) {
+        if self.opts.only.is_none() {
+            return;
+        }
+        if let Some(crate::plan::Safeguard::MassDeactivation { count, .. }) = plan.stop {
+            let known = known as u64;
+            let allowed = self.conn.sync.max_deactivations.allowed(known);
+            plan.stop = (count > allowed).then(|| crate::plan::Safeguard::MassDeactivation {
+                count,
+                known,
+                limit: self.conn.sync.max_deactivations.to_string(),
+                allowed,
+            });
+        }
+    }
+
+    /// The plan person by person into the report (all of it with `all_operations`, else the
+    /// first `MAX_LISTED`), with the stored content of the people it changes (for their
+    /// names and old values).
+    pub(super) async fn describe(&mut self, plan: &Plan) -> Result<(), RunError> {
+        // A stopped plan is kept for `plan show`: it lists more than a report does.
+        let limit = match (self.opts.all_operations, plan.stop.is_some()) {
+            (true, _) => usize::MAX,
+            (false, true) => crate::state::MAX_STORED_OPERATIONS,
+            (false, false) => crate::report::MAX_LISTED,
+        };
+        let ids = changes::stored_ids(plan, limit);
+        let stored =
+            if ids.is_empty() { HashMap::new() } else { self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)? };
+        let ops = changes::describe(plan, &stored, &self.conn.name, limit);
+        self.report.operations_left_out = (plan.ops.len() + plan.conflicts.len()).saturating_sub(ops.len()) as u64;
+        self.report.operations = ops;
+        Ok(())
+    }
+
+    /// A safeguard stopped the run: its plan is kept for `plan show` and `approve`, with
+    /// what it was made from. The run's message then names the approving command.
+    pub(super) async fn keep_stopped_plan(&mut self, plan: &Plan, fingerprint: String, stop: &crate::plan::Safeguard) -> String {
+        let message = stop.message(&self.conn.name);
+        let Some(file) = self.report.file.clone() else { return message };
+        if self.opts.only.is_some() {
+            return message;
+        }
+        let stored = StoredPlan {
+            run_id: self.report.run_id.clone(),
+            connector: self.conn.name.clone(),
+            created_at: Utc::now(),
+            file,
+            state_fingerprint: fingerprint,
+            digest: changes::plan_digest(plan),
+            operations_left_out: self.report.operations_left_out
+                + self.report.operations.len().saturating_sub(crate::state::MAX_STORED_OPERATIONS) as u64,
+            rule: stop.rule().to_string(),
+            message: message.clone(),
+            dry_run: self.opts.dry_run,
+            operations: self.report.operations.iter().take(crate::state::MAX_STORED_OPERATIONS).cloned().collect(),
+            approved: None,
+        };
+        match self.store.save_plan(&stored).await {
+            Ok(()) => {
+                self.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", self.report.run_id));
+                format!(
+                    "{message}. Or apply exactly this plan (`rostersync plan show {run}` lists it): `rostersync approve {run} --reason \"…\"`",
+                    run = self.report.run_id
+                )
+            }
+            Err(e) => {
+                tracing::warn!("could not keep the stopped plan for approval: {e}");
+                message
+            }
+        }
+    }
+
+    /// `approve`: the file must be the one the plan was made from.
+    pub(super) fn check_approved_file(&self, f: &FileFingerprint) -> Result<(), RunError> {
+        let Some(p) = &self.opts.apply_plan else { return Ok(()) };
+        if p.file.sha256 != f.sha256 {
+            return Err(self.refuse(format!(
+                "the file is no longer the one plan {} was made from ({}, sha256 {}…; now {}, sha256 {}…)",
+                p.run_id,
+                p.file.path,
+                short(&p.file.sha256),
+                f.path,
+                short(&f.sha256)
+            )));
+        }
+        Ok(())
+    }
+
+    /// `approve`: the state must be the one the plan was made from, and the plan made now
+    /// must send exactly what the stored one would (same digest).
+    pub(super) fn check_approved_plan(&self, plan: &Plan, fingerprint: Option<&str>) -> Result<(), RunError> {
+        let Some(p) = &self.opts.apply_plan else { return Ok(()) };
+        if fingerprint != Some(p.state_fingerprint.as_str()) {
+            return Err(self.refuse(format!(
+                "the state of connector \"{}\" changed since plan {} was made (another run synced meanwhile)",
+                self.conn.name, p.run_id
+            )));
+        }
+        if changes::plan_digest(plan) != p.digest {
+            return Err(self.refuse(format!(
+                "the plan made now from the same file and state differs from plan {} (the mapping or the connector's settings changed)",
+                p.run_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, why: String) -> RunError {
+        RunError::new(
+            Exit::Stopped,
+            format!(
+                "approval refused: {why}; nothing was pushed. Re-run `rostersync sync {} --dry-run` to see the plan for the file as it is now",
+                self.conn.name
+            ),
+        )
+    }
+
+    /// The daemon: a connector whose last run a safeguard stopped waits for its approval, or
+    /// a new file, instead of stopping again on the same file at every slot.
+    pub(super) async fn awaiting_approval(&mut self, f: &FileFingerprint) -> Result<bool, RunError> {
+        if self.opts.origin != "daemon" || self.opts.apply_plan.is_some() {
+            return Ok(false);
+        }
+        let Some(p) = self.store.pending_plan(&self.conn.name).await.map_err(RunError::from_error)? else { return Ok(false) };
+        if p.file.sha256 != f.sha256 || p.dry_run {
+            return Ok(false);
+        }
+        self.report.outcome = crate::report::RunOutcome::NoNewFile;
+        self.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", p.run_id));
+        self.report.message = Some(format!(
+            "waiting for approval: run {} stopped on this file ({}); `rostersync approve {} --reason \"…\"` applies it, a new file replaces it",
+            p.run_id, p.rule, p.run_id
+        ));
+        Ok(true)
+    }
+
+    /// One operation's outcome into the audit trail (written at the end of the push).
+    pub(super) fn audit_outcome(&mut self, o: &OpOutcome) {
+        if self.relinking || self.opts.dry_run {
+            return;
+        }
+        let id = o.external_id().to_string();
+        // From the operation itself (its previous content is attached by now), so the
+        // trail needs no copy of the plan: a 409 that adopted is an adoption.
+        let previous = match &o.op {
+            crate::plan::Op::Update { previous, .. } => previous.as_deref(),
+            _ => None,
+        };
+        let kind = match &o.result {
+            Ok(a) if a.adopted => PersonKind::Adopt,
+            _ => changes::kind_of(&o.op, previous, self.rekeys.contains_key(&id)),
+        };
+        let (kind, fields) = (kind.word().to_string(), changes::changed_fields(&o.op));
+        let (status, http_status) = match &o.result {
+            Ok(_) => ("ok".to_string(), None),
+            Err(f) => ("failed".to_string(), f.status),
+        };
+        let approval = self.report.approval.as_ref().map(|a| format!("{}: {}", a.by, a.reason));
+        self.audit.push(AuditEntry {
+            connector: self.conn.name.clone(),
+            external_id: id,
+            run_id: self.report.run_id.clone(),
+            at: Utc::now(),
+            kind,
+            fields,
+            status,
+            http_status,
+            approval,
+        });
+    }
+
+    /// Writes the audit entries gathered so far (also after a push that stopped half-way:
+    /// what was sent is recorded).
+    pub(super) async fn flush_audit(&mut self) {
+        let entries = std::mem::take(&mut self.audit);
+        for chunk in entries.chunks(1000) {
+            if let Err(e) = self.store.write_audit(chunk).await {
+                tracing::warn!("could not write the audit trail: {e}");
+                return;
+            }
+        }
+    }
+}
+
+impl<S: StateStore> Job<'_, S> {
+    /// The end of an `--only` run: the file is not recorded as synced (the rest of it was
+    /// not applied) and `after` is not applied.
+    pub(super) fn finish_scoped(&mut self, failed: u64) -> Result<Exit, RunError> {
+        if failed > 0 {
+            return Err(RunError::new(Exit::Platform, format!("{failed} operation(s) failed (see errors); the others were applied")));
+        }
+        Ok(Exit::Ok)
+    }
+}
+
+/// After a recorded run: the approval it applied is marked on the stored plan (so the
+/// plan is approved once), and, when it wrote to them, the audit trail and plans past
+/// `audit_retention` go.
+pub(super) async fn after_run<S: StateStore>(store: &S, cfg: &crate::config::Config, opts: &super::SyncOptions, done: &super::RunResult) {
+    if let (Some(p), Some(a)) = (&opts.apply_plan, &done.report.approval)
+        && done.report.outcome == crate::report::RunOutcome::Ok
+        && let Err(e) = store.mark_approved(&p.run_id, a, &done.report.run_id).await
+    {
+        tracing::warn!("applied, but could not mark plan {} approved: {e}", p.run_id);
+    }
+    // Only after a run that wrote to the trail or kept a plan: the daemon's many quiet runs
+    // (no new file) write nothing, and what they would prune waits a day at most.
+    let wrote = done.report.stopped_by.is_some() || (!done.report.dry_run && !done.report.operations.is_empty());
+    let keep = chrono::Duration::from_std(cfg.state.audit_retention).unwrap_or(chrono::Duration::MAX);
+    if wrote
+        && let Some(before) = Utc::now().checked_sub_signed(keep)
+        && let Err(e) = store.prune(before).await
+    {
+        tracing::warn!("could not prune the audit trail: {e}");
+    }
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RowError, SourcedUser, User};
+    use crate::plan::SnapshotEntry;
+
+    fn user(id: &str) -> SourcedUser {
+        SourcedUser {
+            user: Box::new(User {
+                external_id: id.into(),
+                email: None,
+                employee_id: None,
+                first_name: "A".into(),
+                last_name: "B".into(),
+                language: "en".into(),
+                active: true,
+                manager: None,
+                attributes: Default::default(),
+            }),
+            line: 2,
+        }
+    }
+
+    #[test]
+    fn a_scope_keeps_its_people_and_spares_absentees_unless_allowed() {
+        let scope = Scope::new(&["e1".into(), "E3".into(), "E9".into()], IdRule::default());
+        let err = |id: Option<&str>, line| RowError { line, column: None, message: "bad".into(), external_id: id.map(String::from) };
+        let m = Mapped {
+            users: vec![user("E1"), user("E2")],
+            errors: vec![err(Some("E3"), 4), err(Some("E3"), 4), err(Some("E4"), 5), err(None, 6)],
+            rows: 6,
+            ..Mapped::default()
+        };
+        let m = scope.mapped(m);
+        assert_eq!(m.users.iter().map(|u| u.user.external_id.as_str()).collect::<Vec<_>>(), vec!["E1"]);
+        assert_eq!(m.errors.len(), 2, "E3's two errors of one row");
+        assert_eq!(m.rows, 2, "E1 and E3's row");
+
+        let e = SnapshotEntry { platform_id: "P".into(), hash: [0; 16], active: true };
+        let snap: Snapshot = ["E1", "E2", "E3", "E9"].iter().map(|i| (i.to_string(), e.clone())).collect();
+        let in_file: HashSet<String> = ["e1".to_string(), "e3".to_string()].into_iter().collect();
+        let (s, spared) = scope.snapshot(&snap, &in_file, false);
+        let mut keys: Vec<&String> = s.keys().collect();
+        keys.sort();
+        assert_eq!(keys, vec!["E1", "E3"]);
+        assert_eq!(spared, vec!["E9".to_string()]);
+        let (s, spared) = scope.snapshot(&snap, &in_file, true);
+        assert_eq!(s.len(), 3, "E9 is planned as absent");
+        assert!(spared.is_empty());
+    }
+}
