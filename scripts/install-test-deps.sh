@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, when missing: OpenSSH (sshd + sftp), rclone, curl,
 # Chromium (the status page test), systemd (systemd-analyze), the OpenSSL headers libssh2
-# builds against, and the two SCIM servers (PyPI, pinned) in .venv: scim2-server, and
+# builds against, PostgreSQL (the fleet's state store), and the two SCIM servers (PyPI, pinned) in .venv: scim2-server, and
 # django-scim2 with the Django it runs on (tests/support/django_scim).
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
@@ -18,6 +18,8 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # rclone serves SFTP with a password and no system account (password-auth tests).
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+# PostgreSQL: the fleet's state store (tests/support/postgres.rs runs initdb + postgres itself).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)

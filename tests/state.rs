@@ -1,11 +1,17 @@
-//! The SQLite state store, on a real SQLite file.
+//! The state stores, on a real SQLite file and a real PostgreSQL server: every behaviour
+//! test runs on both (`on_both!`), through `state::open` as the binary opens them; then the
+//! migration and upgrade tests of each.
+
+mod support;
 
 use std::time::Duration;
 
 use chrono::Utc;
+use rostersync::config;
 use rostersync::model::{FileFingerprint, User};
 use rostersync::report::{Counts, Report, RunOutcome};
-use rostersync::state::{SnapshotWrite, SqliteStore, StateError, StateStore};
+use rostersync::state::{self, SlotClaim, SnapshotWrite, SqliteStore, StateError, StateStore, Store};
+use support::postgres::{PASSWORD, Postgres};
 
 fn user(id: &str, active: bool) -> User {
     User {
@@ -21,16 +27,92 @@ fn user(id: &str, active: bool) -> User {
     }
 }
 
-async fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/nested/state.db", dir.path().display());
-    let s = SqliteStore::open(&url).await.unwrap();
-    (dir, s)
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-#[tokio::test]
-async fn snapshot_round_trip_and_inactive_marks() {
-    let (_d, s) = store().await;
+/// A fresh, empty store of one kind: its `[state]` section and what keeps it alive.
+struct Fixture {
+    state: config::State,
+    _dir: tempfile::TempDir,
+    _pg: Option<Postgres>,
+}
+
+impl Fixture {
+    fn new(b: Backend) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        match b {
+            Backend::Sqlite => Fixture {
+                state: config::State {
+                    url: format!("sqlite://{}/nested/state.db", dir.path().display()),
+                    password: None,
+                    lease_ttl: config::DEFAULT_LEASE_TTL,
+                    audit_retention: config::DEFAULT_AUDIT_RETENTION,
+                },
+                _dir: dir,
+                _pg: None,
+            },
+            Backend::Postgres => {
+                let pg = Postgres::start();
+                let url = pg.create_db("rostersync");
+                // The password as an operator mounts it: a file ending in a newline.
+                let pw = dir.path().join("pgpass");
+                std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+                Fixture {
+                    state: config::State {
+                        url,
+                        password: Some(config::StatePassword::File(pw)),
+                        lease_ttl: config::DEFAULT_LEASE_TTL,
+                        audit_retention: config::DEFAULT_AUDIT_RETENTION,
+                    },
+                    _dir: dir,
+                    _pg: Some(pg),
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> Store {
+        state::open(&self.state).await.unwrap()
+    }
+}
+
+/// Runs each named `async fn NAME(f: Fixture)` once on SQLite and once on PostgreSQL.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Fixture::new(super::Backend::Sqlite)).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Fixture::new(super::Backend::Postgres)).await
+            })*
+        }
+    };
+}
+
+on_both!(
+    snapshot_round_trip_and_inactive_marks,
+    reopening_keeps_data_and_migrations_run_once,
+    a_lease_refuses_a_second_holder_until_released_or_expired,
+    last_file_history_and_interrupted_runs,
+    large_batches_with_edge_strings_round_trip_exactly,
+    a_mixed_batch_applies_in_order,
+    two_stores_opening_a_new_store_at_once_both_succeed,
+    a_slot_is_claimed_once_and_taken_over_only_after_its_claim_lapses,
+    runs_name_their_worker_and_leases_their_holder,
+    the_reconcile_marker_is_set_replaced_and_cleared,
+    reports_of_finds_the_people_of_a_manager,
+);
+
+async fn snapshot_round_trip_and_inactive_marks(f: Fixture) {
+    let s = f.open().await;
     s.write(
         "acme",
         &[
@@ -59,21 +141,17 @@ async fn snapshot_round_trip_and_inactive_marks() {
     assert_eq!(s.snapshot("other").await.unwrap().len(), 1, "connectors are separate");
 }
 
-#[tokio::test]
-async fn reopening_keeps_data_and_migrations_run_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/state.db", dir.path().display());
+async fn reopening_keeps_data_and_migrations_run_once(f: Fixture) {
     {
-        let s = SqliteStore::open(&url).await.unwrap();
+        let s = f.open().await;
         s.write("acme", &[SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("a", true)) }]).await.unwrap();
     }
-    let s = SqliteStore::open(&url).await.unwrap();
+    let s = f.open().await;
     assert_eq!(s.snapshot("acme").await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_lease_refuses_a_second_holder_until_released_or_expired() {
-    let (_d, s) = store().await;
+async fn a_lease_refuses_a_second_holder_until_released_or_expired(f: Fixture) {
+    let s = f.open().await;
     s.acquire("acme", "cli@host pid 1", Duration::from_secs(60)).await.unwrap();
     match s.acquire("acme", "daemon@host pid 2", Duration::from_secs(60)).await {
         Err(StateError::Held { holder, .. }) => assert_eq!(holder, "cli@host pid 1"),
@@ -95,9 +173,8 @@ async fn a_lease_refuses_a_second_holder_until_released_or_expired() {
     assert!(s.acquire("dead", "third pid 5", Duration::from_secs(60)).await.is_err());
 }
 
-#[tokio::test]
-async fn last_file_history_and_interrupted_runs() {
-    let (_d, s) = store().await;
+async fn last_file_history_and_interrupted_runs(f: Fixture) {
+    let s = f.open().await;
     assert!(s.last_file("acme").await.unwrap().is_none());
     let fp =
         FileFingerprint { path: "/x/e.csv".into(), size: 10, mtime: Some("2026-11-20T01:00:00+00:00".into()), sha256: "ab".repeat(32) };
@@ -167,9 +244,8 @@ fn edge_user(i: usize) -> User {
     }
 }
 
-#[tokio::test]
-async fn large_batches_with_edge_strings_round_trip_exactly() {
-    let (_d, s) = store().await;
+async fn large_batches_with_edge_strings_round_trip_exactly(f: Fixture) {
+    let s = f.open().await;
     // More users than one chunk of the snapshot load (50,000), in batches as large as sync's
     // biggest, with an empty external id (sorts first) among them.
     let n = 55_000;
@@ -201,9 +277,8 @@ async fn large_batches_with_edge_strings_round_trip_exactly() {
     assert!(s.snapshot("acme2").await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_mixed_batch_applies_in_order() {
-    let (_d, s) = store().await;
+async fn a_mixed_batch_applies_in_order(f: Fixture) {
+    let s = f.open().await;
     let (a, b, c) = (edge_user(1), edge_user(2), edge_user(3));
     let up = |u: &User, p: &str| SnapshotWrite::Upsert { platform_id: p.into(), user: Box::new(u.clone()) };
     let inactive = |u: &User| SnapshotWrite::MarkInactive { external_id: u.external_id.to_string() };
@@ -360,13 +435,239 @@ async fn a_state_db_from_a_newer_rostersync_is_refused() {
     }
 }
 
-#[tokio::test]
-async fn two_processes_opening_a_new_file_at_once_both_succeed() {
-    // The daemon and a CLI run starting together on a fresh install: the migration runs once.
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/state.db", dir.path().display());
-    let (a, b) = tokio::join!(SqliteStore::open(&url), SqliteStore::open(&url));
+async fn two_stores_opening_a_new_store_at_once_both_succeed(f: Fixture) {
+    // The daemon and a CLI run (or a fleet's daemons) starting together on a fresh install:
+    // the migration runs once.
+    let (a, b) = tokio::join!(state::open(&f.state), state::open(&f.state));
     let (a, b) = (a.unwrap(), b.unwrap());
     a.write("acme", &[SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("a", true)) }]).await.unwrap();
     assert_eq!(b.snapshot("acme").await.unwrap().len(), 1);
+}
+
+async fn a_slot_is_claimed_once_and_taken_over_only_after_its_claim_lapses(f: Fixture) {
+    let s = f.open().await;
+    let slot = "2026-12-01T10:00:00Z".parse().unwrap();
+    let ttl = Duration::from_millis(600);
+    assert_eq!(s.claim_slot("acme", slot, "w1", ttl).await.unwrap(), SlotClaim::Won);
+    match s.claim_slot("acme", slot, "w2", ttl).await.unwrap() {
+        SlotClaim::Held { worker, expires_at } => {
+            assert_eq!(worker, "w1");
+            assert!(expires_at > Utc::now(), "a fresh claim lapses in the future: {expires_at}");
+        }
+        other => panic!("expected Held by w1, got {other:?}"),
+    }
+    // Another connector's same slot, and the same connector's next slot, are separate.
+    assert_eq!(s.claim_slot("globex", slot, "w2", ttl).await.unwrap(), SlotClaim::Won);
+    let next = "2026-12-01T10:01:00Z".parse().unwrap();
+    assert_eq!(s.claim_slot("acme", next, "w2", ttl).await.unwrap(), SlotClaim::Won);
+
+    // w1's heartbeat keeps its claim past the first TTL.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(s.renew_slots("w1", ttl).await.unwrap(), 1, "w1 holds one unfinished slot");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(s.claim_slot("acme", slot, "w2", ttl).await.unwrap(), SlotClaim::Held { .. }), "renewed: still w1's");
+    // Then w1 dies (no more heartbeats): its claim lapses and w2 takes the slot, once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.claim_slot("acme", slot, "w2", ttl).await.unwrap(), SlotClaim::Won);
+    assert!(matches!(s.claim_slot("acme", slot, "w3", ttl).await.unwrap(), SlotClaim::Held { worker, .. } if worker == "w2"));
+    // w1's late finish no longer counts (the slot is w2's); w2's does, for good.
+    s.finish_slot("acme", slot, "w1").await.unwrap();
+    assert!(matches!(s.claim_slot("acme", slot, "w3", ttl).await.unwrap(), SlotClaim::Held { .. }));
+    s.finish_slot("acme", slot, "w2").await.unwrap();
+    assert_eq!(s.claim_slot("acme", slot, "w3", ttl).await.unwrap(), SlotClaim::Done);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.claim_slot("acme", slot, "w3", ttl).await.unwrap(), SlotClaim::Done, "a finished slot never lapses");
+    assert_eq!(s.renew_slots("w2", ttl).await.unwrap(), 2, "w2 still holds globex's and acme's next slot");
+}
+
+async fn runs_name_their_worker_and_leases_their_holder(f: Fixture) {
+    let s = f.open().await;
+    s.start_run("acme", "run-1", Utc::now()).await.unwrap();
+    let h = s.history(None, 10).await.unwrap();
+    assert_eq!(h[0].worker.as_deref(), Some(state::worker_id().as_str()));
+    assert!(state::worker_id().ends_with(&format!(" pid {}", std::process::id())), "{}", state::worker_id());
+    assert!(s.leases().await.unwrap().is_empty());
+    s.acquire("acme", "daemon@h1 pid 7 run r1", Duration::from_secs(30)).await.unwrap();
+    s.acquire("globex", "cli@h2 pid 8 run r2", Duration::from_secs(30)).await.unwrap();
+    let l = s.leases().await.unwrap();
+    assert_eq!(
+        l.iter().map(|l| (l.connector.as_str(), l.holder.as_str())).collect::<Vec<_>>(),
+        [("acme", "daemon@h1 pid 7 run r1"), ("globex", "cli@h2 pid 8 run r2")]
+    );
+    let d = l[0].expires_at - l[0].acquired_at;
+    assert!((29_000..=31_000).contains(&d.num_milliseconds()), "{d}");
+    assert_eq!(s.live_lease("acme").await.unwrap().map(|l| l.holder), Some("daemon@h1 pid 7 run r1".to_string()));
+    assert!(s.live_lease("initech").await.unwrap().is_none());
+    s.acquire("dead", "daemon@h3 pid 9 run r3", Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(s.live_lease("dead").await.unwrap().is_none(), "an expired lease is nobody's");
+    assert_eq!(s.leases().await.unwrap().len(), 3, "but still listed until taken over");
+}
+
+// ---- PostgreSQL: connection errors, migrations, upgrades ----
+
+fn pg_state(pg: &Postgres, db: &str, dir: &tempfile::TempDir) -> config::State {
+    let pw = dir.path().join("pgpass");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    config::State {
+        url: pg.url(db),
+        password: Some(config::StatePassword::File(pw)),
+        lease_ttl: config::DEFAULT_LEASE_TTL,
+        audit_retention: config::DEFAULT_AUDIT_RETENTION,
+    }
+}
+
+fn open_err(r: Result<Store, StateError>) -> StateError {
+    match r {
+        Err(e) => e,
+        Ok(_) => panic!("expected an error, got a store"),
+    }
+}
+
+#[tokio::test]
+async fn postgres_unreachable_and_refused_logins_say_where_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nobody listens on this port.
+    let port = support::free_port();
+    let st = config::State {
+        url: format!("postgres://postgres@127.0.0.1:{port}/rostersync"),
+        password: None,
+        lease_ttl: config::DEFAULT_LEASE_TTL,
+        audit_retention: config::DEFAULT_AUDIT_RETENTION,
+    };
+    let e = open_err(state::open(&st).await);
+    assert!(matches!(e, StateError::Unreachable { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("Check that the server runs"), "{msg}");
+
+    let pg = Postgres::start();
+    pg.create_db("rostersync");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-password-9c1d").unwrap();
+    let st = config::State { password: Some(config::StatePassword::File(wrong)), ..pg_state(&pg, "rostersync", &dir) };
+    let e = open_err(state::open(&st).await);
+    assert!(matches!(e, StateError::Login { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("password_env / password_file") && !msg.contains("not-the-password-9c1d"), "{msg}");
+
+    let st = config::State { password: Some(config::StatePassword::Env("ROSTERSYNC_TEST_UNSET_VARIABLE".into())), ..st };
+    let e = open_err(state::open(&st).await);
+    assert!(e.to_string().contains("ROSTERSYNC_TEST_UNSET_VARIABLE named by [state] password_env is not set"), "{e}");
+
+    let e = open_err(state::open(&pg_state(&pg, "no_such_db", &dir)).await);
+    assert!(e.to_string().contains("create it first"), "{e}");
+}
+
+#[tokio::test]
+async fn postgres_migrates_from_empty_and_from_the_previous_schema_keeping_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    pg.create_db("old");
+    // A database at the previous schema: every migration but the last, applied by sqlx
+    // from a copy of the folder, as the previous build would have.
+    let mut files: Vec<_> =
+        std::fs::read_dir(support::repo_root().join("migrations-postgres")).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let prev = dir.path().join("prev");
+    std::fs::create_dir(&prev).unwrap();
+    for f in &files[..files.len() - 1] {
+        std::fs::copy(f, prev.join(f.file_name().unwrap())).unwrap();
+    }
+    {
+        let pool = sqlx::PgPool::connect(&pg.admin_url("old")).await.unwrap();
+        sqlx::migrate::Migrator::new(prev.as_path()).await.unwrap().run(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let a = user("a", true);
+    pg.psql(
+        "old",
+        &format!(
+            "INSERT INTO snapshot VALUES ('acme', 'a', 'p1', '\\x{}', true, '{}');
+             INSERT INTO runs (run_id, connector, started_at) VALUES ('run-0', 'acme', now());",
+            hex::encode(a.content_hash()),
+            serde_json::to_string(&a).unwrap().replace('\'', "''")
+        ),
+    );
+    let before = pg.psql("old", "SELECT count(*) FROM _sqlx_migrations");
+
+    let s = state::open(&pg_state(&pg, "old", &dir)).await.unwrap();
+    assert_eq!(pg.psql("old", "SELECT count(*) FROM _sqlx_migrations"), files.len().to_string(), "was {before}");
+    let snap = s.snapshot("acme").await.unwrap();
+    assert_eq!(snap["a"].platform_id, "p1");
+    assert_eq!(snap["a"].hash, a.content_hash());
+    assert_eq!(s.contents("acme", &["a"]).await.unwrap()["a"], a);
+    let h = s.history(Some("acme"), 5).await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert!(h[0].worker.is_none(), "a run from before the worker column names none");
+    assert!(s.interrupted("acme", "run-1").await.unwrap(), "the old run history is kept");
+    drop(s);
+
+    // From empty: three workers of a fleet starting at once on a new database (sqlx's
+    // advisory lock): each opens, the schema is made once.
+    pg.create_db("fresh");
+    let st = pg_state(&pg, "fresh", &dir);
+    let (x, y, z) = tokio::join!(state::open(&st), state::open(&st), state::open(&st));
+    let (x, _y, _z) = (x.unwrap(), y.unwrap(), z.unwrap());
+    assert_eq!(pg.psql("fresh", "SELECT count(*) FROM _sqlx_migrations WHERE success"), files.len().to_string());
+    x.write("acme", &[SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(a.clone()) }]).await.unwrap();
+    assert_eq!(x.snapshot("acme").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_postgres_store_from_a_newer_rostersync_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    pg.create_db("rostersync");
+    let st = pg_state(&pg, "rostersync", &dir);
+    drop(state::open(&st).await.unwrap());
+    pg.psql(
+        "rostersync",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (90001, 'from the future', true, '\\x00', 0)",
+    );
+    match state::open(&st).await {
+        Err(StateError::Schema { detail, url }) => {
+            assert!(detail.contains("90001") && detail.contains("upgrade rostersync"), "{detail}");
+            assert!(!url.contains(PASSWORD), "{url}");
+        }
+        Err(other) => panic!("expected Schema, got {other:?}"),
+        Ok(_) => panic!("expected Schema, got a store"),
+    }
+}
+
+async fn the_reconcile_marker_is_set_replaced_and_cleared(f: Fixture) {
+    let s = f.open().await;
+    assert!(s.reconcile_mark("acme").await.unwrap().is_none());
+    s.set_reconcile("acme", "run-1", "push started").await.unwrap();
+    s.set_reconcile("acme", "run-2", "adoption pending").await.unwrap();
+    let m = s.reconcile_mark("acme").await.unwrap().unwrap();
+    assert_eq!((m.run_id.as_str(), m.reason.as_str()), ("run-2", "adoption pending"));
+    assert!((Utc::now() - m.set_at).num_seconds().abs() < 60, "{}", m.set_at);
+    assert!(s.reconcile_mark("globex").await.unwrap().is_none(), "connectors are separate");
+    drop(s);
+    // Durable: another store (process) sees it, and clears it.
+    let s = f.open().await;
+    assert!(s.reconcile_mark("acme").await.unwrap().is_some());
+    s.clear_reconcile("acme").await.unwrap();
+    assert!(s.reconcile_mark("acme").await.unwrap().is_none());
+}
+
+async fn reports_of_finds_the_people_of_a_manager(f: Fixture) {
+    let s = f.open().await;
+    let of = |id: &str, m: Option<&str>| User { manager: m.map(Into::into), ..user(id, true) };
+    let up = |u: User, p: &str| SnapshotWrite::Upsert { platform_id: p.into(), user: Box::new(u) };
+    s.write(
+        "acme",
+        &[up(of("m1", None), "pm1"), up(of("a", Some("m1")), "pa"), up(of("b", Some("m2")), "pb"), up(of("c", Some("m1")), "pc")],
+    )
+    .await
+    .unwrap();
+    s.write("other", &[up(of("z", Some("m1")), "pz")]).await.unwrap();
+    let r = s.reports_of("acme", &["m1"]).await.unwrap();
+    let mut got: Vec<(&str, &str)> = r.iter().map(|(k, (p, _))| (k.as_str(), p.as_str())).collect();
+    got.sort();
+    assert_eq!(got, [("a", "pa"), ("c", "pc")]);
+    assert_eq!(r["a"].1, of("a", Some("m1")));
+    assert_eq!(s.reports_of("acme", &["m1", "m2"]).await.unwrap().len(), 3);
+    assert!(s.reports_of("acme", &["nobody"]).await.unwrap().is_empty());
 }

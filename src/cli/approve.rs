@@ -5,11 +5,11 @@
 use super::term::shown;
 use super::{Cli, CodedError};
 use crate::exit::Exit;
-use crate::state::{SqliteStore, StateStore, StoredPlan};
+use crate::state::{StateStore, Store, StoredPlan};
 
-async fn load(cli: &Cli, run_id: &str) -> anyhow::Result<(crate::config::Config, SqliteStore, StoredPlan)> {
+async fn load(cli: &Cli, run_id: &str) -> anyhow::Result<(crate::config::Config, Store, StoredPlan)> {
     let cfg = super::load_config(cli)?;
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = crate::state::open(&cfg.state).await?;
     let Some(plan) = store.stored_plan(run_id).await? else {
         return Err(CodedError(
             Exit::Config,

@@ -12,7 +12,7 @@ use crate::config::Connector;
 use crate::format::ReadError;
 use crate::mapping::Mapper;
 use crate::model::{RowError, User};
-use crate::state::{SqliteStore, StateStore};
+use crate::state::StateStore;
 
 /// A row of the file whose unique id is the person's.
 struct Hit {
@@ -59,7 +59,7 @@ fn find_rows(conn: &Connector, path: &Path, name: &str, id: &str) -> Result<Vec<
 pub async fn run(cli: &Cli, connector: &str, id: &str) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
     let conn = cfg.connector(connector)?.clone();
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = crate::state::open(&cfg.state).await?;
 
     // The file, its rows for this person, and the plan's decision for them alone.
     let mut file = None;

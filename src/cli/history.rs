@@ -3,11 +3,11 @@
 use chrono::Utc;
 
 use super::Cli;
-use crate::state::{SqliteStore, StateStore};
+use crate::state::{self, StateStore};
 
 pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = state::open(&cfg.state).await?;
     let runs = store.history(connector, limit).await?;
     // A name neither configured nor ever run is a typo: exit 2 with the known names, like
     // every other command. A connector since removed from the config still has its history.
@@ -24,7 +24,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
             .map(|r| {
                 serde_json::json!({
                     "run_id": r.run_id, "connector": r.connector, "started_at": r.started_at,
-                    "ended_at": r.ended_at, "report": r.report,
+                    "ended_at": r.ended_at, "report": r.report, "worker": r.worker,
                 })
             })
             .collect();
@@ -37,7 +37,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
     }
     let n = super::term::Numbers::for_stdout();
     println!(
-        "{:<20} {:<16} {:<11} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9}  file",
+        "{:<20} {:<16} {:<11} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9}  {:<24} file",
         "started (UTC)",
         "connector",
         "outcome",
@@ -46,17 +46,19 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
         "updated",
         "deact.",
         "failed",
-        if n.human { "took" } else { "ms" }
+        if n.human { "took" } else { "ms" },
+        "worker"
     );
     for r in &runs {
         let started = r.started_at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let worker = super::term::shown(r.worker.as_deref().unwrap_or("-"));
         match &r.report {
             Some(rep) => {
                 let c = &rep.counts;
                 let outcome = serde_json::to_value(rep.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
                 let outcome = if rep.dry_run { format!("{outcome}(dry)") } else { outcome };
                 println!(
-                    "{started:<20} {:<16} {:<11} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9}  {}",
+                    "{started:<20} {:<16} {:<11} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9}  {worker:<24} {}",
                     r.connector,
                     outcome,
                     n.count(c.rows),
@@ -72,7 +74,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
                     println!("{:<20} approved by {} at {}{of}: {}", "", super::term::shown(&a.by), a.at, super::term::shown(&a.reason));
                 }
             }
-            None => println!("{started:<20} {:<16} {:<11}  (running, or the process died mid-run)", r.connector, "-"),
+            None => println!("{started:<20} {:<16} {:<11}  (running, or the process died mid-run) on {worker}", r.connector, "-"),
         }
     }
     Ok(0)
@@ -80,8 +82,11 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
 
 pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = state::open(&cfg.state).await?;
     let now = Utc::now();
+    // Who runs what right now: the live leases (an expired one is a dead holder's).
+    let running: std::collections::HashMap<String, String> =
+        store.leases().await?.into_iter().filter(|l| l.expires_at > now).map(|l| (l.connector, l.holder)).collect();
     let mut rows = Vec::new();
     for (name, conn) in &cfg.connectors {
         let last = store.history(Some(name), 1).await?.into_iter().next();
@@ -99,8 +104,9 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
                     "connector": n, "schedule": spec, "timezone": tz.name(), "next_run": next,
                     "last_run": last.as_ref().map(|r| serde_json::json!({
                         "run_id": r.run_id, "started_at": r.started_at,
-                        "outcome": r.report.as_ref().map(|rep| rep.outcome),
+                        "outcome": r.report.as_ref().map(|rep| rep.outcome), "worker": r.worker,
                     })),
+                    "running_on": running.get(n.as_str()),
                 })
             })
             .collect();
@@ -108,7 +114,7 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let local = |t: chrono::DateTime<Utc>, tz: chrono_tz::Tz| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
-    println!("{:<16} {:<22} {:<12} {:<22} schedule", "connector", "last run", "outcome", "next run");
+    println!("{:<16} {:<22} {:<12} {:<22} {:<24} schedule", "connector", "last run", "outcome", "next run", "worker");
     for (n, last, next, spec, tz) in rows {
         let (when, outcome) = match &last {
             Some(r) => (
@@ -122,7 +128,13 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
             None => ("never".into(), "-".into()),
         };
         let next = next.map(|t| local(t, tz)).unwrap_or_else(|| "manual only".into());
-        println!("{n:<16} {when:<22} {outcome:<12} {next:<22} {}", spec.unwrap_or_default());
+        // Running: the holder of the lease ("daemon@HOST pid N run ID"); else who ran it last.
+        let worker = match running.get(n.as_str()) {
+            Some(holder) => format!("running: {holder}"),
+            None => last.as_ref().and_then(|r| r.worker.clone()).unwrap_or_else(|| "-".into()),
+        };
+        let worker = super::term::shown(&worker);
+        println!("{n:<16} {when:<22} {outcome:<12} {next:<22} {worker:<24} {}", spec.unwrap_or_default());
     }
     for b in &cfg.broken {
         println!("{b:<16} (refused: configuration problems — run `rostersync check`)");
@@ -133,7 +145,7 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
 /// `history [CONNECTOR] --person ID`: the audit trail of one person, newest first.
 pub async fn person(cli: &Cli, connector: Option<&str>, id: &str, limit: u32) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = state::open(&cfg.state).await?;
     let entries = store.person_history(connector, id, limit).await?;
     if cli.json {
         println!("{}", serde_json::Value::Array(entries.iter().map(audit_json).collect()));

@@ -115,7 +115,7 @@ pub(super) async fn dry_plan(
     file: &Path,
     all_operations: bool,
 ) -> anyhow::Result<crate::report::Report> {
-    let store = crate::state::SqliteStore::open(&cfg.state.url).await?;
+    let store = crate::state::open(&cfg.state).await?;
     let opts = crate::sync::SyncOptions {
         dry_run: true,
         file: Some(file.to_path_buf()),

@@ -6,7 +6,7 @@ use super::term::{shown, shown_lines};
 use super::{Cli, CodedError};
 use crate::exit::Exit;
 use crate::report::{Report, RunOutcome};
-use crate::state::SqliteStore;
+use crate::state;
 use crate::sync::{self, SyncOptions};
 
 /// The go-ahead of `--allow-mass-change`: a reason is required, kept with the OS user.
@@ -48,7 +48,7 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
     for n in &names {
         conns.push(cfg.connector(n)?.clone());
     }
-    let store = SqliteStore::open(&cfg.state.url).await?;
+    let store = state::open(&cfg.state).await?;
     let mut exit = if cfg.problems.is_empty() || !all { Exit::Ok } else { Exit::Config };
     // --all --json is one document, printed once every run has ended: a consumer parses
     // stdout whole, and a half-printed list cannot pass for a complete one.

@@ -151,10 +151,23 @@ pub enum PlatformAuth {
 
 #[derive(Debug, Clone)]
 pub struct State {
-    /// "sqlite:///abs/path.db" after resolution, or a postgres URL.
+    /// "sqlite:///abs/path.db" after resolution, or a postgres URL (never with a password).
     pub url: String,
+    /// Where the PostgreSQL password comes from; read when the store is opened.
+    pub password: Option<StatePassword>,
+    /// A dead worker's leases and claimed slots are taken over after this long.
+    pub lease_ttl: Duration,
     /// How long the audit trail and stopped runs' plans are kept (`[state] audit_retention`).
     pub audit_retention: Duration,
+}
+
+/// The default `[state] lease_ttl`: a dead worker's connectors move within this long.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatePassword {
+    Env(String),
+    File(PathBuf),
 }
 
 /// `[state] audit_retention` when not set: 180 days.
@@ -369,7 +382,12 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         path: path.to_path_buf(),
         dir: dir.to_path_buf(),
         platform: None,
-        state: State { url: format!("sqlite://{}", dir.join("state/rostersync.db").display()), audit_retention: DEFAULT_AUDIT_RETENTION },
+        state: State {
+            url: format!("sqlite://{}", dir.join("state/rostersync.db").display()),
+            password: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
+        },
         daemon: Daemon { listen: None, max_concurrent_runs: 4, grace: Duration::from_secs(300) },
         connectors: BTreeMap::new(),
         problems: Vec::new(),
@@ -396,13 +414,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
     if let Some(v) = top.state
         && let Some(s) = ck.section::<RawState>("state", v)
     {
-        match check_state_url(dir, &s.url) {
-            Ok(url) => cfg.state.url = url,
-            Err(e) => ck.problem("state.url", e),
-        }
-        if let Some(r) = ck.value("state.audit_retention", s.audit_retention) {
-            cfg.state.audit_retention = r.0;
-        }
+        check_state(&mut ck, dir, s, &mut cfg.state);
     }
     if let Some(v) = top.daemon
         && let Some(d) = ck.section::<RawDaemon>("daemon", v)
@@ -445,6 +457,36 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
     cfg
 }
 
+fn check_state(ck: &mut Checker, dir: &Path, s: RawState, out: &mut State) {
+    let postgres = s.url.starts_with("postgres://") || s.url.starts_with("postgresql://");
+    match check_state_url(dir, &s.url) {
+        Ok(url) => out.url = url,
+        Err(e) => ck.problem("state.url", e),
+    }
+    match (s.password_env, s.password_file) {
+        (Some(_), Some(_)) => ck.problem("state.password_env", "give either password_env or password_file, not both"),
+        (Some(e), None) => {
+            ck.env_name("state.password_env", &e);
+            out.password = Some(StatePassword::Env(e));
+        }
+        (None, Some(f)) => out.password = Some(StatePassword::File(resolve(dir, &f))),
+        (None, None) => {}
+    }
+    if out.password.is_some() && !postgres {
+        ck.problem("state.password_env", "a password is for a postgres:// store; an SQLite file has none (remove it)");
+    }
+    if let Some(r) = ck.value("state.audit_retention", s.audit_retention) {
+        out.audit_retention = r.0;
+    }
+    if let Some(ttl) = ck.value("state.lease_ttl", s.lease_ttl) {
+        if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&ttl.0) {
+            out.lease_ttl = ttl.0;
+        } else {
+            ck.problem("state.lease_ttl", format!("expected 1s to 1h; got {}", humantime::format_duration(ttl.0)));
+        }
+    }
+}
+
 fn check_state_url(dir: &Path, url: &str) -> Result<String, String> {
     if let Some(rest) = url.strip_prefix("sqlite://") {
         if rest.is_empty() {
@@ -453,9 +495,20 @@ fn check_state_url(dir: &Path, url: &str) -> Result<String, String> {
         return Ok(format!("sqlite://{}", resolve(dir, rest).display()));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err("PostgreSQL state is not built yet; use \"sqlite://state/rostersync.db\"".into());
+        let u =
+            url::Url::parse(url).map_err(|e| format!("expected \"postgres://USER@HOST:PORT/DATABASE\"; got an unreadable URL ({e})"))?;
+        if u.password().is_some() {
+            // Not echoed: the point is that it must not be in the config at all.
+            return Err(
+                "the URL contains a password; remove it from the URL and give password_env (a variable\'s name) or password_file".into()
+            );
+        }
+        if u.host_str().is_none_or(str::is_empty) {
+            return Err("expected \"postgres://USER@HOST:PORT/DATABASE\": the host is missing".into());
+        }
+        return Ok(url.to_string());
     }
-    Err(format!("expected \"sqlite://PATH\"; got \"{url}\""))
+    Err(format!("expected \"sqlite://PATH\" or \"postgres://USER@HOST:PORT/DATABASE\"; got \"{url}\""))
 }
 
 /// A secret given as `{name}_env` or `{name}_file` under `table`: None when refused (a
@@ -1148,5 +1201,38 @@ mod tests {
         assert_eq!(cfg.problems.len(), 1);
         assert_eq!(cfg.problems[0].line, Some(3));
         assert!(cfg.problems[0].message.starts_with("not valid TOML"), "{:?}", cfg.problems);
+    }
+
+    /// `[state]` for a fleet: a postgres URL with the password behind a variable or a file,
+    /// never in the URL (and never echoed when it is), and the lease TTL.
+    #[test]
+    fn a_postgres_state_store_takes_its_password_from_a_variable_or_a_file() {
+        let with = |state: &str| load(&file(&format!("\n[state]\n{state}"), "", "", ""));
+        let cfg = with(
+            "url = \"postgres://rs@db.example:5433/rostersync?sslmode=verify-full\"\npassword_env = \"PG_PASSWORD\"\nlease_ttl = \"15s\"",
+        );
+        assert!(cfg.problems.is_empty(), "{:?}", cfg.problems);
+        assert_eq!(cfg.state.url, "postgres://rs@db.example:5433/rostersync?sslmode=verify-full");
+        assert_eq!(cfg.state.password, Some(StatePassword::Env("PG_PASSWORD".into())));
+        assert_eq!(cfg.state.lease_ttl, Duration::from_secs(15));
+        let cfg = with("url = \"postgresql://rs@db/rostersync\"\npassword_file = \"secrets/pg\"");
+        assert!(cfg.problems.is_empty(), "{:?}", cfg.problems);
+        assert_eq!(cfg.state.password, Some(StatePassword::File(cfg.dir.join("secrets/pg"))));
+        assert_eq!(cfg.state.lease_ttl, DEFAULT_LEASE_TTL);
+        assert!(DEFAULT_LEASE_TTL < Duration::from_secs(60), "well under a minute");
+
+        let problems = |state: &str| with(state).problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+        let p = problems("url = \"postgres://rs:hunter2-secret@db/rostersync\"");
+        assert!(p.contains("state.url") && p.contains("contains a password") && !p.contains("hunter2-secret"), "{p}");
+        let p = problems("url = \"postgres://rs@db/x\"\npassword_env = \"A\"\npassword_file = \"f\"");
+        assert!(p.contains("either password_env or password_file"), "{p}");
+        let p = problems("url = \"sqlite://s.db\"\npassword_env = \"A\"");
+        assert!(p.contains("an SQLite file has none"), "{p}");
+        let p = problems("url = \"postgres://rs@db/x\"\npassword_env = \"hunter2 secret!\"");
+        assert!(p.contains("state.password_env: expected the NAME of an environment variable"), "{p}");
+        let p = problems("url = \"sqlite://s.db\"\nlease_ttl = \"100ms\"");
+        assert!(p.contains("state.lease_ttl: expected 1s to 1h"), "{p}");
+        let p = problems("url = \"mysql://db/x\"");
+        assert!(p.contains(r#"expected "sqlite://PATH" or "postgres://USER@HOST:PORT/DATABASE"; got "mysql://db/x""#), "{p}");
     }
 }

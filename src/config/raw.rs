@@ -135,8 +135,19 @@ pub struct RawOAuth2 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
-    /// "sqlite://state/rostersync.db" (relative to the config file) or "postgres://…".
+    /// "sqlite://state/rostersync.db" (relative to the config file), or
+    /// "postgres://USER@HOST:PORT/DATABASE" for a fleet of workers sharing one store (add
+    /// "?sslmode=verify-full" for TLS; the password never goes in the URL).
     pub url: String,
+    /// PostgreSQL only: environment variable holding the database password.
+    pub password_env: Option<String>,
+    /// PostgreSQL only: file holding the database password (its first line; relative to the
+    /// config file), e.g. a mounted secret.
+    pub password_file: Option<String>,
+    /// How long a run's lease on its connector outlives a worker that died (SIGKILL, lost
+    /// machine) before another worker may take the connector; renewed every third of it
+    /// while the worker lives (default "20s").
+    pub lease_ttl: Option<Parsed<HumanDuration>>,
     /// How long the per-person audit trail (every operation sent: run, time, kind, changed
     /// field names, platform status) and the plans of stopped runs are kept, e.g. "180d"
     /// (the default). Older entries are removed at the end of each run that sends

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{self, Config, ConfigError, Connector};
 use crate::exit::{Classify, Exit};
-use crate::state::{SqliteStore, StateError};
+use crate::state::{self, StateError};
 use metrics::Metrics;
 use runner::{Runner, SyncRunner};
 use scheduler::{Scheduler, Shared};
@@ -152,7 +152,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
         crate::build_info::LONG_VERSION,
         cfg.path.display()
     );
-    let store = Arc::new(SqliteStore::open(&cfg.state.url).await?);
+    let store = Arc::new(state::open(&cfg.state).await?);
     let metrics = Arc::new(Metrics::default());
     let board = Arc::new(status_page::Board::new(store.clone()));
     board.set(cfg.connectors.clone(), cfg.problems.iter().map(|p| p.to_string()).collect());
@@ -169,6 +169,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     let state_url = cfg.state.url.clone();
     let cfg = Arc::new(cfg);
     let runner = Arc::new(SyncRunner::new(cfg.clone(), store));
+    let heartbeat = tokio::spawn(runner.clone().heartbeat());
     let mut sched = Scheduler::new(Shared {
         runner: runner.clone(),
         clock: clock::Clock::System,
@@ -254,6 +255,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     if let Some(s) = server {
         s.abort();
     }
+    heartbeat.abort();
     tracing::info!("stopped");
     Ok(Stopped { abandoned })
 }

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::config::{Config, Connector};
 use crate::exit::Exit;
 use crate::report::{Report, RunOutcome};
-use crate::state::{SqliteStore, StateStore};
+use crate::state::{SlotClaim, StateStore, Store, worker_id};
 use crate::sync::{self, RunResult, SyncOptions};
 
 /// Runs past runs are searched for the last success (catch-up on start).
@@ -29,17 +29,42 @@ pub trait Runner: Send + Sync + 'static {
     fn last_success(&self, connector: &str) -> impl Future<Output = Option<DateTime<Utc>>> + Send;
     /// A new configuration was accepted (SIGHUP): later runs use it.
     fn set_config(&self, _cfg: Arc<Config>) {}
+    /// Claims a scheduled slot (of the connector's syncs, or of its reconcile runs) for this
+    /// worker, so that of the daemons sharing a state store one runs it. A runner alone (the
+    /// tests' fake) always wins.
+    fn claim(&self, _connector: &str, _reconcile: bool, _slot: DateTime<Utc>) -> impl Future<Output = SlotClaim> + Send {
+        async { SlotClaim::Won }
+    }
+    /// The slot won by `claim` has been served (whatever the outcome).
+    fn slot_done(&self, _connector: &str, _reconcile: bool, _slot: DateTime<Utc>) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// The production runner: `sync::run` with the current configuration.
 pub struct SyncRunner {
     cfg: RwLock<Arc<Config>>,
-    store: Arc<SqliteStore>,
+    store: Arc<Store>,
 }
 
 impl SyncRunner {
-    pub fn new(cfg: Arc<Config>, store: Arc<SqliteStore>) -> SyncRunner {
+    pub fn new(cfg: Arc<Config>, store: Arc<Store>) -> SyncRunner {
         SyncRunner { cfg: RwLock::new(cfg), store }
+    }
+
+    /// This worker's heartbeat, until the process ends: extends its unfinished slot claims
+    /// every third of the TTL, so they lapse (and other workers take the slots) only when it
+    /// stops beating — killed, frozen, or cut off from the database.
+    pub async fn heartbeat(self: Arc<Self>) {
+        let ttl = self.store.lease_ttl();
+        let mut beat = tokio::time::interval(ttl / 3);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            beat.tick().await;
+            if let Err(e) = self.store.renew_slots(&worker_id(), ttl).await {
+                tracing::warn!("could not renew this worker's slot claims: {e}");
+            }
+        }
     }
 
     fn config(&self) -> Arc<Config> {
@@ -63,6 +88,34 @@ impl Runner for SyncRunner {
 
     fn set_config(&self, cfg: Arc<Config>) {
         *self.cfg.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+    async fn claim(&self, connector: &str, reconcile: bool, slot: DateTime<Utc>) -> SlotClaim {
+        let claim = self.store.claim_slot(&slot_key(connector, reconcile), slot, &worker_id(), self.store.lease_ttl()).await;
+        // Won, but the connector may still be running: the previous slot's run on another
+        // worker overran, a manual sync, or a dead worker's lease not yet lapsed. Wait for it
+        // (holding the slot) rather than run into its lease.
+        let claim = match claim {
+            Ok(SlotClaim::Won) => match self.store.live_lease(connector).await {
+                Ok(Some(l)) => Ok(SlotClaim::Held { worker: l.holder, expires_at: l.expires_at }),
+                Ok(None) => Ok(SlotClaim::Won),
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
+        match claim {
+            Ok(c) => c,
+            Err(e) => {
+                // The run itself needs the store and will say what is wrong (and retry).
+                tracing::warn!(connector, "cannot claim the slot of {} ({e}); running it", slot.to_rfc3339());
+                SlotClaim::Won
+            }
+        }
+    }
+
+    async fn slot_done(&self, connector: &str, reconcile: bool, slot: DateTime<Utc>) {
+        if let Err(e) = self.store.finish_slot(&slot_key(connector, reconcile), slot, &worker_id()).await {
+            tracing::warn!(connector, "cannot record the slot of {} as served ({e}); its claim lapses instead", slot.to_rfc3339());
+        }
     }
 }
 
@@ -102,6 +155,13 @@ impl SyncRunner {
             }
         }
     }
+}
+
+/// The key of a connector's slots in the store: a reconcile schedule's slots are its own
+/// (a connector would have to be named "NAME#reconcile" to collide), and both kinds
+/// share the connector's lease.
+fn slot_key(connector: &str, reconcile: bool) -> String {
+    if reconcile { format!("{connector}#reconcile") } else { connector.to_string() }
 }
 
 /// A run whose thread panicked: a failed run in the report (and the log), not a dead daemon.

@@ -6,6 +6,9 @@
 //! - A global semaphore bounds runs at once (`max_concurrent_runs`).
 //! - After a run the next start is the first slot after *now*: slots missed while a run
 //!   overran are skipped, never run back to back (atuin's `MissedTickBehavior::Skip`).
+//! - Daemons sharing a state store (a fleet on PostgreSQL) each schedule every connector and
+//!   claim each slot before running it (`Runner::claim`): one wins, the others skip the slot,
+//!   or take it over when the winner's claim lapses because it stopped renewing (it died).
 //! - A failed run is retried with capped, jittered backoff (`retry::Policy::SCHEDULED_RUN`)
 //!   while the retry still starts before the next slot, when the error that ended it says
 //!   trying again may help (`RunResult::retriable`, from the module's typed error: a dropped
@@ -29,6 +32,7 @@ use crate::config::Connector;
 use crate::exit::Exit;
 use crate::retry::Policy;
 use crate::schedule::{Schedule, jitter_for};
+use crate::state::SlotClaim;
 
 /// What every connector task shares.
 pub struct Shared<R: Runner> {
@@ -277,12 +281,42 @@ async fn connector_loop<R: Runner>(
         let period_end = sched.next_after(slot);
         let mut attempt = 0u32;
         let mut failed = false;
+        let mut served_elsewhere = false;
         loop {
             attempt += 1;
             let permit = tokio::select! {
                 p = sh.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = stop.wait_for(|s| *s) => return,
             };
+            // The slot is claimed holding a permit, so the run starts right after the claim;
+            // a worker without free capacity claims nothing, leaving the slot to the others.
+            if attempt == 1 {
+                match sh.runner.claim(&conn.name, kind == Kind::Reconcile, slot).await {
+                    SlotClaim::Won => {}
+                    SlotClaim::Done => {
+                        tracing::debug!("slot {} was served by another worker", slot.to_rfc3339());
+                        served_elsewhere = true;
+                        break;
+                    }
+                    SlotClaim::Held { worker, expires_at } => {
+                        drop(permit);
+                        // A little after the lapse, so the holder's last renewal has landed.
+                        let at = expires_at + chrono::Duration::milliseconds(250);
+                        if period_end.is_some_and(|end| at >= end) {
+                            tracing::debug!("slot {} is {worker}'s until the next slot", slot.to_rfc3339());
+                            sh.runner.slot_done(&conn.name, kind == Kind::Reconcile, slot).await;
+                            served_elsewhere = true;
+                            break;
+                        }
+                        tracing::debug!("slot {} is {worker}'s; checking again at {}", slot.to_rfc3339(), at.to_rfc3339());
+                        if !sh.clock.sleep_until(at, &mut stop).await {
+                            return;
+                        }
+                        attempt = 0;
+                        continue;
+                    }
+                }
+            }
             let my_turn = tokio::select! {
                 t = turn.clone().lock_owned() => t,
                 _ = stop.wait_for(|s| *s) => return,
@@ -330,6 +364,14 @@ async fn connector_loop<R: Runner>(
             }
             break;
         }
+        if served_elsewhere {
+            match next_start(&conn, &sched, std::cmp::max(slot, sh.clock.now())) {
+                Some((s, st)) => (slot, start) = (s, st),
+                None => return,
+            }
+            continue;
+        }
+        sh.runner.slot_done(&conn.name, kind == Kind::Reconcile, slot).await;
         // The first slot after both the one just served and now: slots overrun by a run that
         // synced are skipped. After a failure, a slot that began during the last attempt
         // still runs (at once): the data is not synced yet.

@@ -18,7 +18,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 
 use crate::config::Connector;
 use crate::report::{Report, RunOutcome};
-use crate::state::{RunRecord, SqliteStore, StateStore};
+use crate::state::{RunRecord, StateStore, Store};
 
 /// Seconds between the page's own refreshes.
 const REFRESH_SECS: u32 = 30;
@@ -37,7 +37,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'
 pub struct Board {
     connectors: RwLock<Arc<BTreeMap<String, Connector>>>,
     problems: RwLock<Arc<Vec<String>>>,
-    store: Arc<SqliteStore>,
+    store: Arc<Store>,
 }
 
 /// One connector as the page shows it.
@@ -60,7 +60,7 @@ pub struct Overview {
 }
 
 impl Board {
-    pub fn new(store: Arc<SqliteStore>) -> Board {
+    pub fn new(store: Arc<Store>) -> Board {
         Board { connectors: RwLock::new(Arc::default()), problems: RwLock::new(Arc::default()), store }
     }
 
@@ -355,7 +355,14 @@ mod tests {
         rep.message = Some("<b>would deactivate 60 %</b>".into());
         rep.errors = vec![RowError { line: 7, column: Some("Email\"><script>".into()), message: "bad <email>".into(), external_id: None }];
         let at = DateTime::parse_from_rfc3339("2026-12-01T01:00:00Z").unwrap().with_timezone(&Utc);
-        RunRecord { run_id: "run-1".into(), connector: connector.into(), started_at: at, ended_at: Some(at), report: Some(rep) }
+        RunRecord {
+            run_id: "run-1".into(),
+            connector: connector.into(),
+            started_at: at,
+            ended_at: Some(at),
+            report: Some(rep),
+            worker: None,
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Behind a trait so PostgreSQL can follow SQLite without touching plan or sync. Writes
 //! happen as operations succeed, in batches, so a crash mid-push loses nothing.
 
+pub mod postgres;
 pub mod sqlite;
+mod store;
 
 use std::collections::HashMap;
 
@@ -16,7 +18,9 @@ use crate::model::{FileFingerprint, User};
 use crate::plan::Snapshot;
 use crate::report::Report;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use store::{Store, open};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -28,12 +32,58 @@ pub enum StateError {
     Held { connector: String, holder: String, since: String, expires: String },
     #[error("the state store {url} is corrupt or from a newer rostersync: {detail}")]
     Schema { url: String, detail: String },
+    #[error(
+        "cannot reach the PostgreSQL state store at {host}:{port} ({detail}). Check that the server runs and accepts connections from this machine (listen_addresses, pg_hba.conf, firewall), and [state] url"
+    )]
+    Unreachable { host: String, port: u16, detail: String },
+    #[error(
+        "the PostgreSQL state store at {host}:{port} refused the login: {detail}. Check the user in [state] url and the password behind password_env / password_file"
+    )]
+    Login { host: String, port: u16, detail: String },
+    #[error("the state store password: {0}")]
+    Password(String),
 }
 
 impl Classify for StateError {
     fn exit(&self) -> Exit {
-        Exit::Other
+        match self {
+            StateError::Unreachable { .. } | StateError::Login { .. } => Exit::Connection,
+            StateError::Password(_) => Exit::Config,
+            _ => Exit::Other,
+        }
     }
+
+    /// A connector held by another run frees up when that run ends (a fleet's worker, a
+    /// manual sync); an unreachable database may come back.
+    fn retriable(&self) -> bool {
+        matches!(self, StateError::Held { .. } | StateError::Unreachable { .. })
+    }
+}
+
+/// This process as a fleet worker: "HOST pid N", recorded with each run it starts and each
+/// slot it claims.
+pub fn worker_id() -> String {
+    format!("{} pid {}", gethostname::gethostname().to_string_lossy(), std::process::id())
+}
+
+/// A connector's lease as stored: who runs it now (for `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub connector: String,
+    pub holder: String,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer to a worker claiming one scheduled slot of a connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotClaim {
+    /// This worker runs the slot (new, or taken over from a worker whose claim expired).
+    Won,
+    /// The slot has been run (by any worker).
+    Done,
+    /// Another live worker has it; its claim lapses at `expires_at` unless renewed.
+    Held { worker: String, expires_at: DateTime<Utc> },
 }
 
 /// One row of the snapshot to write after a successful operation.
@@ -74,6 +124,8 @@ pub struct RunRecord {
     pub ended_at: Option<DateTime<Utc>>,
     /// None while running, or when the process died mid-run.
     pub report: Option<Report>,
+    /// The process that ran it ("HOST pid N", `worker_id`); None for runs recorded before.
+    pub worker: Option<String>,
 }
 
 /// One operation sent for one person: the audit trail `history --person` and `explain`
@@ -149,6 +201,28 @@ pub trait StateStore {
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError>;
     async fn history(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StateError>;
 
+    /// How long a lease lasts unrenewed (`[state] lease_ttl`).
+    fn lease_ttl(&self) -> std::time::Duration {
+        crate::config::DEFAULT_LEASE_TTL
+    }
+    /// Every lease in the store, expired or not (for `status`).
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError>;
+    /// The connector's lease if it has not expired (someone runs it now).
+    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError>;
+    /// Claims one scheduled slot of a connector for `worker`, so each slot runs once across
+    /// a fleet: the first claim wins; a claim that was neither finished nor renewed within
+    /// `ttl` (its worker died) is taken over.
+    async fn claim_slot(
+        &self,
+        connector: &str,
+        slot: DateTime<Utc>,
+        worker: &str,
+        ttl: std::time::Duration,
+    ) -> Result<SlotClaim, StateError>;
+    /// The slot has been run (whatever the outcome): nobody runs it again.
+    async fn finish_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str) -> Result<(), StateError>;
+    /// Extends every unfinished claim of `worker` (its heartbeat); returns how many.
+    async fn renew_slots(&self, worker: &str, ttl: std::time::Duration) -> Result<u64, StateError>;
     /// Appends to the per-person audit trail.
     async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError>;
     /// One person's audit trail, newest first (every connector when `connector` is None).

@@ -17,7 +17,9 @@ use sqlx::Row;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{AuditEntry, LastFile, ReconcileMark, RunRecord, SnapshotWrite, StateError, StateStore, StoredPlan};
+use super::{
+    AuditEntry, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, StoredPlan, worker_id,
+};
 use crate::model::{FileFingerprint, User};
 use crate::plan::{Snapshot, SnapshotEntry};
 use crate::report::Report;
@@ -385,10 +387,11 @@ impl StateStore for SqliteStore {
     }
 
     async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
-        sqlx::query("INSERT INTO runs (run_id, connector, started_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO runs (run_id, connector, started_at, worker) VALUES (?, ?, ?, ?)")
             .bind(run_id)
             .bind(connector)
             .bind(ts(at))
+            .bind(worker_id())
             .execute(&self.pool)
             .await
             .map_err(self.err())?;
@@ -420,14 +423,14 @@ impl StateStore for SqliteStore {
         let rows =
             match connector {
                 Some(c) => sqlx::query(
-                    "SELECT run_id, connector, started_at, ended_at, report FROM runs WHERE connector = ? ORDER BY started_at DESC LIMIT ?",
+                    "SELECT run_id, connector, started_at, ended_at, report, worker FROM runs WHERE connector = ? ORDER BY started_at DESC LIMIT ?",
                 )
                 .bind(c)
                 .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await,
                 None => {
-                    sqlx::query("SELECT run_id, connector, started_at, ended_at, report FROM runs ORDER BY started_at DESC LIMIT ?")
+                    sqlx::query("SELECT run_id, connector, started_at, ended_at, report, worker FROM runs ORDER BY started_at DESC LIMIT ?")
                         .bind(limit as i64)
                         .fetch_all(&self.pool)
                         .await
@@ -442,6 +445,7 @@ impl StateStore for SqliteStore {
                 started_at: parse_ts(&r.get::<String, _>(2)).unwrap_or_default(),
                 ended_at: r.get::<Option<String>, _>(3).as_deref().and_then(parse_ts),
                 report: r.get::<Option<String>, _>(4).and_then(|s| serde_json::from_str(&s).ok()),
+                worker: r.get(5),
             })
             .collect())
     }
@@ -574,6 +578,101 @@ impl StateStore for SqliteStore {
             .await
             .map_err(self.err())?;
         Ok(())
+    }
+
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
+        let rows: Vec<(String, String, String, String)> =
+            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases ORDER BY connector")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(connector, holder, a, e)| {
+                Some(LeaseRecord { connector, holder, acquired_at: parse_ts(&a)?, expires_at: parse_ts(&e)? })
+            })
+            .collect())
+    }
+
+    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
+        let row: Option<(String, String, String, String)> =
+            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases WHERE connector = ?1 AND expires_at > ?2")
+                .bind(connector)
+                .bind(ts(Utc::now()))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        Ok(row.and_then(|(connector, holder, a, e)| {
+            Some(LeaseRecord { connector, holder, acquired_at: parse_ts(&a)?, expires_at: parse_ts(&e)? })
+        }))
+    }
+
+    async fn claim_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str, ttl: Duration) -> Result<SlotClaim, StateError> {
+        let now = Utc::now();
+        let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
+        // As `acquire`: one statement decides, so two daemons on this file cannot both win.
+        let won: Option<String> = sqlx::query_scalar(
+            "INSERT INTO slots (connector, slot_at, worker, claimed_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (connector, slot_at) DO UPDATE SET worker = excluded.worker, claimed_at = excluded.claimed_at,
+                 expires_at = excluded.expires_at
+             WHERE slots.done_at IS NULL AND (slots.expires_at < ?4 OR slots.worker = ?3)
+             RETURNING worker",
+        )
+        .bind(connector)
+        .bind(ts(slot))
+        .bind(worker)
+        .bind(ts(now))
+        .bind(ts(expires))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err())?;
+        if won.is_some() {
+            return Ok(SlotClaim::Won);
+        }
+        let row: Option<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT worker, expires_at, done_at FROM slots WHERE connector = ?1 AND slot_at = ?2")
+                .bind(connector)
+                .bind(ts(slot))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        Ok(match row {
+            Some((_, _, Some(_))) => SlotClaim::Done,
+            Some((worker, e, None)) => SlotClaim::Held { worker, expires_at: parse_ts(&e).unwrap_or(expires) },
+            // Deleted in between (never done by this code): claim again next time.
+            None => SlotClaim::Held { worker: "nobody".into(), expires_at: now },
+        })
+    }
+
+    async fn finish_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str) -> Result<(), StateError> {
+        let now = Utc::now();
+        sqlx::query("UPDATE slots SET done_at = ?4 WHERE connector = ?1 AND slot_at = ?2 AND worker = ?3")
+            .bind(connector)
+            .bind(ts(slot))
+            .bind(worker)
+            .bind(ts(now))
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        // Slots are kept a week (enough to see what ran when), then pruned with the next.
+        sqlx::query("DELETE FROM slots WHERE connector = ?1 AND slot_at < ?2 AND done_at IS NOT NULL")
+            .bind(connector)
+            .bind(ts(now - chrono::Duration::days(7)))
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn renew_slots(&self, worker: &str, ttl: Duration) -> Result<u64, StateError> {
+        let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+        let r = sqlx::query("UPDATE slots SET expires_at = ?2 WHERE worker = ?1 AND done_at IS NULL")
+            .bind(worker)
+            .bind(ts(expires))
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(r.rows_affected())
     }
 
     async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {

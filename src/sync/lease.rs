@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use crate::state::{StateError, StateStore};
 
-/// A lease outlives a dead holder by at most this long.
-pub(super) const LEASE_TTL: Duration = Duration::from_secs(60);
+/// A lease outlives a dead holder by at most `store.lease_ttl()` (`[state] lease_ttl`).
+fn ttl<S: StateStore>(store: &S) -> Duration {
+    store.lease_ttl()
+}
 
 /// Who holds a lease: "ORIGIN@HOST pid N run ID", read back by `holder_died_here`.
 pub(super) fn holder(origin: &str, run_id: &str) -> String {
@@ -17,11 +19,11 @@ pub(super) fn holder(origin: &str, run_id: &str) -> String {
 /// Takes the lease; a lease left by a process of this machine that no longer exists (killed,
 /// crashed) is taken over at once rather than after its TTL.
 pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &str) -> Result<(), StateError> {
-    match store.acquire(connector, holder, LEASE_TTL).await {
+    match store.acquire(connector, holder, ttl(store)).await {
         Err(StateError::Held { holder: old, .. }) if holder_died_here(&old) => {
             tracing::warn!("taking over the lease of {old}: that process no longer runs");
             store.release(connector, &old).await?;
-            store.acquire(connector, holder, LEASE_TTL).await
+            store.acquire(connector, holder, ttl(store)).await
         }
         other => other,
     }
@@ -38,13 +40,13 @@ pub(super) async fn with_heartbeat<S: StateStore, T>(
     work: impl Future<Output = T>,
 ) -> T {
     tokio::pin!(work);
-    let mut beat = tokio::time::interval(LEASE_TTL / 3);
+    let mut beat = tokio::time::interval(ttl(store) / 3);
     beat.tick().await;
     loop {
         tokio::select! {
             res = &mut work => return res,
             _ = beat.tick(), if renew => {
-                if let Err(e) = store.renew(connector, holder, LEASE_TTL).await {
+                if let Err(e) = store.renew(connector, holder, ttl(store)).await {
                     tracing::warn!("could not renew the lease: {e}");
                 }
             }

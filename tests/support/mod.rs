@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod fault_proxy;
+pub mod postgres;
 pub mod project;
 pub mod scim;
 pub mod scim_b;

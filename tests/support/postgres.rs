@@ -1,0 +1,199 @@
+//! A real PostgreSQL for tests: Debian's `postgresql` package, `initdb` into a temporary
+//! folder, the server on a free loopback port, run as the `postgres` OS user when the tests
+//! run as root (PostgreSQL refuses to run as root). Password logins over TCP (scram), so the
+//! store's `password_env` / `password_file` are exercised; stopped (fast shutdown) on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+const INSTALL: &str = "apt-get install -y postgresql (or run scripts/install-test-deps.sh)";
+
+/// The password of the `postgres` role in every test server.
+pub const PASSWORD: &str = "pg-test-secret-5e1f";
+
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+/// The newest installed server's bin folder (/usr/lib/postgresql/N/bin), or the test fails
+/// with how to install it. Never a skip: a missing server is a broken test machine.
+fn bin_dir() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, p): &(u32, PathBuf)| p.join("initdb").is_file() && p.join("postgres").is_file())
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, p)) => p,
+        None => panic!("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb). Install it with: {INSTALL}"),
+    }
+}
+
+/// The uid and gid to run the server as: `postgres` when we are root, else ourselves.
+fn server_user() -> Option<(u32, u32)> {
+    let me = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid: u32 = me.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()?;
+    if uid != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let line = passwd.lines().find(|l| l.starts_with("postgres:"));
+    let Some(line) = line else {
+        panic!("running as root, but there is no `postgres` OS user to run PostgreSQL as. Install it with: {INSTALL}")
+    };
+    let f: Vec<&str> = line.split(':').collect();
+    Some((f[2].parse().expect("uid in /etc/passwd"), f[3].parse().expect("gid in /etc/passwd")))
+}
+
+fn as_server_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+fn chown_all(path: &Path, user: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = user {
+        for e in walk(path) {
+            std::os::unix::fs::chown(&e, Some(uid), Some(gid)).unwrap_or_else(|err| panic!("chown {}: {err}", e.display()));
+        }
+    }
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = vec![p.to_path_buf()];
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        Postgres::with_settings(&[])
+    }
+
+    /// With extra `-c name=value` server settings (e.g. `shared_preload_libraries=pg_stat_statements`).
+    pub fn with_settings(settings: &[&str]) -> Postgres {
+        let bin = bin_dir();
+        let user = server_user();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The folder must be the server user's (and only its: initdb checks).
+        std::fs::write(dir.path().join("pwfile"), PASSWORD).unwrap();
+        chown_all(dir.path(), user);
+        let data = dir.path().join("data");
+        let out = as_server_user(&mut Command::new(bin.join("initdb")), user)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth-host=scram-sha-256", "--auth-local=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+            .arg(format!("--pwfile={}", dir.path().join("pwfile").display()))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run initdb: {e}"));
+        assert!(out.status.success(), "initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let mut cmd = Command::new(bin.join("postgres"));
+        as_server_user(&mut cmd, user)
+            .arg("-D")
+            .arg(&data)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-c")
+            .arg("listen_addresses=127.0.0.1")
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.path().display()))
+            // A test server: durability is not what is tested, speed on two shared cores is.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"]);
+        for s in settings {
+            cmd.arg("-c").arg(s);
+        }
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn postgres");
+        let pg = Postgres { child, port, dir, bin };
+        pg.wait_ready(Duration::from_secs(30));
+        pg
+    }
+
+    /// Until the server accepts connections (not just the port: "starting up" refuses).
+    fn wait_ready(&self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            let ok = Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("PostgreSQL did not become ready on 127.0.0.1:{} within {timeout:?}; its log:\n{}", self.port, self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The URL of database `db`, without the password (that comes from `password_env`).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The URL with the password in it, for the tests' own connections.
+    pub fn admin_url(&self, db: &str) -> String {
+        format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL through `psql` on the local socket (as the server user), returning stdout
+    /// (unaligned, tuples only); a failure fails the test.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.try_psql(db, sql).unwrap_or_else(|e| panic!("psql {sql:?} failed: {e}"))
+    }
+
+    /// As `psql`, the error (stderr) returned rather than failing the test.
+    pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = as_server_user(&mut Command::new(self.bin.join("psql")), server_user())
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-p", &self.port.to_string(), "-h"])
+            .arg(self.dir.path())
+            .args(["-d", db, "-c", sql])
+            .output()
+            .expect("run psql");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A new, empty database.
+    pub fn create_db(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        self.url(name)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT is PostgreSQL's fast shutdown: clients are disconnected, no waiting for them.
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
