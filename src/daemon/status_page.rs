@@ -18,7 +18,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 
 use crate::config::Connector;
 use crate::report::{Report, RunOutcome};
-use crate::state::{RunRecord, StateStore, Store};
+use crate::state::{RunRecord, StateStore, Store, StoredPlan};
 
 /// Seconds between the page's own refreshes.
 const REFRESH_SECS: u32 = 30;
@@ -96,7 +96,7 @@ impl Board {
                 schedule: c.schedule.as_ref().map(|s| s.spec.clone()),
                 tz: c.schedule.as_ref().map(|s| s.tz).unwrap_or(Tz::UTC),
                 next_run,
-                awaiting_approval: awaiting_approval(&history),
+                awaiting_approval: self.awaiting(&c.name, &history).await,
                 runs: history,
             });
         }
@@ -124,15 +124,39 @@ fn jitter(c: &Connector, slot: DateTime<Utc>) -> chrono::Duration {
     chrono::Duration::from_std(crate::schedule::jitter_for(&c.name, slot, c.jitter)).unwrap_or_default()
 }
 
-/// The approval hook: a plan stopped by a safeguard, waiting for a person. Today the state
-/// store keeps no approvals, so this reads the last finished run: stopped by a rule means its
-/// plan was not pushed and needs someone (`sync --allow-mass-change`, or a fixed export).
-/// When the store offers pending approvals, read them here.
-pub fn awaiting_approval(history: &[RunRecord]) -> Option<String> {
+impl Board {
+    /// The plan this connector waits on, read from the stored plans (`approve` applies it).
+    async fn awaiting(&self, connector: &str, history: &[RunRecord]) -> Option<String> {
+        let pending = match self.store.pending_plan(connector).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(connector, "status page: cannot read stored plans: {e}");
+                None
+            }
+        };
+        awaiting_approval(history, pending.as_ref())
+    }
+}
+
+/// A plan stopped by a safeguard and waiting for a person. The stored plan says which; the
+/// last finished run says whether it still stands: the stopped run itself, or a later slot
+/// that waited on the same file (`approve_with`). A later run that synced replaced it.
+pub fn awaiting_approval(history: &[RunRecord], pending: Option<&StoredPlan>) -> Option<String> {
     let last = history.iter().find_map(|r| r.report.as_ref())?;
-    match (&last.outcome, &last.stopped_by) {
-        (RunOutcome::Stopped, Some(rule)) => Some(format!("plan stopped by {rule}: nothing was pushed; awaiting approval")),
-        _ => None,
+    let still = last.approve_with.is_some() || matches!(last.outcome, RunOutcome::Stopped);
+    match (pending, still) {
+        (Some(p), true) if !p.dry_run => Some(format!(
+            "plan stopped by {}: nothing was pushed; awaiting approval (`rostersync plan show {}` lists it, `rostersync approve {} --reason \"…\"` applies it)",
+            p.rule, p.run_id, p.run_id
+        )),
+        // A stop whose plan was not stored (an unreadable or empty file): a fixed export, or
+        // `sync --allow-mass-change --reason`, is what it waits for.
+        _ => match (&last.outcome, &last.stopped_by) {
+            (RunOutcome::Stopped, Some(rule)) => {
+                Some(format!("plan stopped by {rule}: nothing was pushed; awaiting a fixed export or an override"))
+            }
+            _ => None,
+        },
     }
 }
 
@@ -343,8 +367,25 @@ mod tests {
             schedule: Some("daily 02:00".into()),
             tz: "Europe/Paris".parse().unwrap(),
             next_run: Some(DateTime::parse_from_rfc3339("2026-12-02T01:00:00Z").unwrap().with_timezone(&Utc)),
-            awaiting_approval: awaiting_approval(&runs),
+            awaiting_approval: awaiting_approval(&runs, Some(&plan_of("run-1"))),
             runs,
+        }
+    }
+
+    fn plan_of(run: &str) -> StoredPlan {
+        StoredPlan {
+            run_id: run.into(),
+            connector: "a".into(),
+            created_at: Utc::now(),
+            file: crate::model::FileFingerprint { path: "e.csv".into(), size: 1, mtime: None, sha256: "00".into() },
+            state_fingerprint: String::new(),
+            digest: String::new(),
+            rule: "max_deactivations".into(),
+            message: String::new(),
+            dry_run: false,
+            operations: Vec::new(),
+            operations_left_out: 0,
+            approved: None,
         }
     }
 
@@ -393,7 +434,7 @@ mod tests {
         running.report = None;
         running.ended_at = None;
         let runs = vec![running, stopped_run("a")];
-        assert!(awaiting_approval(&runs).is_some());
+        assert!(awaiting_approval(&runs, Some(&plan_of("run-1"))).is_some());
         let html = index(&Overview { rows: vec![row("a", runs)], problems: vec![], now: Utc::now() });
         assert!(html.contains("running or interrupted") && html.contains("awaiting approval"), "{html}");
     }
@@ -405,7 +446,23 @@ mod tests {
         ok.report.as_mut().unwrap().outcome = RunOutcome::Ok;
         ok.report.as_mut().unwrap().stopped_by = None;
         runs.insert(0, ok);
-        assert_eq!(awaiting_approval(&runs), None);
-        assert!(awaiting_approval(&runs[1..]).is_some());
+        assert_eq!(awaiting_approval(&runs, Some(&plan_of("run-1"))), None);
+        assert!(awaiting_approval(&runs[1..], Some(&plan_of("run-1"))).is_some());
+    }
+
+    #[test]
+    fn a_slot_that_waited_on_the_stopped_file_keeps_the_approval_and_names_the_command() {
+        let mut waited = stopped_run("a");
+        let rep = waited.report.as_mut().unwrap();
+        rep.outcome = RunOutcome::NoNewFile;
+        rep.stopped_by = None;
+        rep.approve_with = Some("rostersync approve run-1 --reason \"…\"".into());
+        let runs = vec![waited, stopped_run("a")];
+        let text = awaiting_approval(&runs, Some(&plan_of("run-1"))).unwrap();
+        assert!(text.contains("plan stopped by max_deactivations") && text.contains("rostersync approve run-1"), "{text}");
+        // Without a stored plan (an unreadable file stopped it) a stop still shows, with what it waits for.
+        let text = awaiting_approval(&runs[1..], None).unwrap();
+        assert!(text.contains("awaiting a fixed export"), "{text}");
+        assert_eq!(awaiting_approval(&runs[..1], None), None);
     }
 }
