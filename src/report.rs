@@ -94,6 +94,15 @@ pub struct Report {
     /// command that applies exactly that plan.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub approve_with: Option<String>,
+    /// The state had run history but no snapshot (a new, replaced or emptied DB): this run
+    /// rebuilt it from the platform. Typed, so the daemon notifies it (`attention`).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub state_lost: bool,
+    /// Platform accounts this connector could not place (an externalId in neither the file,
+    /// its state nor another connector's) on a first sync or a lost state: possibly leavers
+    /// left active. Named in `notes`, never touched; the daemon notifies them.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub unplaced: u64,
 }
 
 /// A person's go-ahead for a run a safeguard stops (or would stop).
@@ -139,6 +148,8 @@ impl Report {
             operations_left_out: 0,
             approval: None,
             approve_with: None,
+            state_lost: false,
+            unplaced: 0,
         }
     }
 
@@ -164,6 +175,8 @@ impl Report {
             operations_left_out: self.operations_left_out + (self.operations.len() - kept) as u64,
             approval: self.approval.clone(),
             approve_with: self.approve_with.clone(),
+            state_lost: self.state_lost,
+            unplaced: self.unplaced,
         }
     }
 }

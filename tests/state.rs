@@ -205,6 +205,8 @@ async fn last_file_history_and_interrupted_runs(f: Fixture) {
         operations_left_out: 0,
         approval: None,
         approve_with: None,
+        state_lost: false,
+        unplaced: 0,
     };
     s.finish_run(&report, Utc::now()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -365,6 +365,8 @@ mod tests {
             operations_left_out: 0,
             approval: None,
             approve_with: None,
+            state_lost: false,
+            unplaced: 0,
         }
     }
 

@@ -23,6 +23,9 @@ pub enum Event {
     Stale,
     /// A connector whose last run was notified (failed, stopped, stale) synced again.
     Recovered,
+    /// A run that synced but found what a person must look at: its state lost and rebuilt
+    /// from the platform, or accounts it could not place (possibly leavers left active).
+    Attention,
 }
 
 /// The JSON body posted. `text` makes it readable as-is by Slack/Teams-style hooks.
@@ -49,6 +52,7 @@ impl Notification {
     /// The notification a finished run calls for, if any.
     pub fn for_run(report: &Report, customer: &str, exit: i32, attempts: u32, at: chrono::DateTime<chrono::Utc>) -> Option<Notification> {
         let event = match report.outcome {
+            RunOutcome::Ok | RunOutcome::NoNewFile if report.state_lost || report.unplaced > 0 => Event::Attention,
             RunOutcome::Ok | RunOutcome::NoNewFile => return None,
             RunOutcome::Stopped => Event::Stopped,
             RunOutcome::Failed if report.stale => Event::Stale,
@@ -60,6 +64,13 @@ impl Notification {
             Event::Stopped => format!("stopped by a safeguard ({})", report.stopped_by.as_deref().unwrap_or("safeguard")),
             Event::Stale => "the export is stale".to_string(),
             Event::Recovered => return None,
+            Event::Attention => match (report.state_lost, report.unplaced) {
+                (true, 0) => "synced, but its state was lost and was rebuilt from the platform".to_string(),
+                (lost, n) => format!(
+                    "synced, but {n} platform account(s) could not be placed (possibly leavers left active{})",
+                    if lost { "; its state was lost and was rebuilt from the platform" } else { "" }
+                ),
+            },
         };
         Some(Notification::new(report, customer, event, what, exit, attempts, at))
     }
@@ -205,6 +216,8 @@ mod tests {
             operations_left_out: 0,
             approval: None,
             approve_with: None,
+            state_lost: false,
+            unplaced: 0,
         }
     }
 
@@ -225,6 +238,20 @@ mod tests {
         let n = Notification::for_run(&report(RunOutcome::Failed, "connection refused"), "Acme", 3, 4, at).unwrap();
         assert_eq!(n.event, Event::Failed);
         assert_eq!(n.text, "rostersync: acme (Acme) failed after 4 attempts: connection refused");
+    }
+
+    #[test]
+    fn a_lost_state_or_unplaced_accounts_call_for_attention_though_the_run_synced() {
+        let at = chrono::Utc::now();
+        let lost = Report { state_lost: true, unplaced: 3, ..report(RunOutcome::Ok, "3 accounts left active") };
+        let n = Notification::for_run(&lost, "Acme", 0, 1, at).unwrap();
+        assert_eq!(n.event, Event::Attention);
+        assert_eq!(serde_json::to_value(&n).unwrap()["event"], "attention");
+        assert!(n.text.contains("3 platform account(s) could not be placed") && n.text.contains("state was lost"), "{}", n.text);
+        let rebuilt = Report { state_lost: true, ..report(RunOutcome::Ok, "") };
+        assert!(Notification::for_run(&rebuilt, "Acme", 0, 1, at).unwrap().text.contains("rebuilt from the platform"));
+        // Typed flags, not words: a message that only says "lost" is a plain ok run.
+        assert!(Notification::for_run(&report(RunOutcome::Ok, "state lost"), "Acme", 0, 1, at).is_none());
     }
 
     #[test]

@@ -339,7 +339,14 @@ async fn connector_loop<R: Runner>(
                 alarmed = false;
                 sh.notify.notify(Notification::recovered(&res.report, &conn.customer, attempt, ended));
             }
-            if res.exit == Exit::Ok || *stop.borrow() {
+            if res.exit == Exit::Ok {
+                // A synced run can still call for a person (a lost state, unplaced accounts).
+                if let Some(n) = Notification::for_run(&res.report, &conn.customer, res.exit.code(), attempt, ended) {
+                    sh.notify.notify(n);
+                }
+                break;
+            }
+            if *stop.borrow() {
                 break;
             }
             failed = true;

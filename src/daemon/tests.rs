@@ -151,6 +151,8 @@ impl Runner for Fake {
             operations_left_out: 0,
             approval: None,
             approve_with: None,
+            state_lost: false,
+            unplaced: 0,
         };
         RunResult { report, exit, retriable }
     }

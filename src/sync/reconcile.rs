@@ -44,6 +44,7 @@ impl<S: StateStore> Job<'_, S> {
                 "state lost: the state DB has run history for {name}{since} but no snapshot (a new, replaced or restored-empty DB); this run reconciles with the platform: accounts with this connector's externalIds are adopted, hand edits written back. Accounts it cannot place are listed below: check them"
             ));
             tracing::warn!("the state of {name} is lost (history, no snapshot): reconciling with the platform");
+            self.report.state_lost = true;
             return Ok(Look::Repair { lost: true });
         }
         if self.opts.reconcile {
@@ -166,6 +167,7 @@ impl<S: StateStore> Job<'_, S> {
             strangers.len()
         ));
         if first || lost {
+            self.report.unplaced = strangers.len() as u64;
             self.report.message.get_or_insert_with(|| {
                 format!(
                     "{} platform account(s) with externalIds absent from the file were left active (see notes); if {name}'s state was lost, they may be leavers",
