@@ -310,6 +310,9 @@ fn a_lost_state_db_is_detected_by_a_plain_run_and_rebuilt_by_reconcile() {
         assert!(notes.contains("state lost"), "{s}: detected: {notes}");
         assert!(notes.contains("E0000003") && notes.contains("--reconcile"), "{s}: the leaver named, with what to run: {notes}");
         assert!(r["message"].as_str().is_some_and(|m| m.contains("left active")), "{s}: not a plain ok: {r}");
+        // Typed, so the daemon notifies `attention` without reading the words.
+        assert_eq!(r["state_lost"], true, "{s}: {r}");
+        assert_eq!(r["unplaced"], 1, "{s}: the leaver is the one account it cannot place: {r}");
         counts(&r, &[("adopted", 2), ("created", 0), ("failed", 0)]);
         assert_eq!(by_external_id(&server).len(), 3, "{s}: nothing duplicated");
 
@@ -318,6 +321,7 @@ fn a_lost_state_db_is_detected_by_a_plain_run_and_rebuilt_by_reconcile() {
         let (code, r) = p.sync_json(&[]);
         assert_eq!(code, 0, "{s}: {r}");
         assert!(r["notes"].to_string().contains("E0000003"), "{s}: {r}");
+        assert_eq!(r["unplaced"], 1, "{s}: a first sync names what it cannot place too: {r}");
         counts(&r, &[("adopted", 2), ("created", 0)]);
 
         // Lost again, and rebuilt by --reconcile from a file that lists the leaver.
