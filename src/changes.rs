@@ -285,21 +285,7 @@ mod tests {
     use super::*;
     use crate::plan::{Bound, Conflict, Rekey, SnapshotEntry};
 
-    fn user(id: &str, active: bool, title: &str) -> User {
-        let mut u = User {
-            external_id: id.into(),
-            email: Some(format!("{id}@example.com").into()),
-            employee_id: Some(id.into()),
-            first_name: "Ann".into(),
-            last_name: "Lee".into(),
-            language: "en".into(),
-            active,
-            manager: None,
-            attributes: Default::default(),
-        };
-        u.attributes.insert("title", title);
-        u
-    }
+    use crate::model::fixtures::user;
 
     #[test]
     fn diff_names_each_changed_field_with_old_and_new() {

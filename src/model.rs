@@ -231,6 +231,29 @@ pub struct FileFingerprint {
     pub sha256: String,
 }
 
+/// Users for the unit tests of the pure modules (plan, changes): one shape, one place.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::User;
+
+    /// Ann Lee, `id`@example.com, employee id `id`, with a title.
+    pub(crate) fn user(id: &str, active: bool, title: &str) -> User {
+        let mut u = User {
+            external_id: id.into(),
+            email: Some(format!("{id}@example.com").into()),
+            employee_id: Some(id.into()),
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            language: "en".into(),
+            active,
+            manager: None,
+            attributes: Default::default(),
+        };
+        u.attributes.insert("title", title);
+        u
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

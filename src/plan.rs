@@ -843,21 +843,7 @@ mod tests {
     use super::*;
     use crate::config::{Limit, OnMissing, SyncRule};
 
-    fn user(id: &str, active: bool, title: &str) -> User {
-        let mut u = User {
-            external_id: id.into(),
-            email: Some(format!("{id}@example.com").into()),
-            employee_id: Some(id.into()),
-            first_name: "Ann".into(),
-            last_name: "Lee".into(),
-            language: "en".into(),
-            active,
-            manager: None,
-            attributes: Default::default(),
-        };
-        u.attributes.insert("title", title);
-        u
-    }
+    use crate::model::fixtures::user;
     fn entry(u: &User, pid: &str) -> SnapshotEntry {
         SnapshotEntry { platform_id: pid.into(), hash: u.content_hash(), active: u.active }
     }

@@ -188,25 +188,11 @@ async fn last_file_history_and_interrupted_runs(f: Fixture) {
     s.start_run("acme", "run-2", Utc::now()).await.unwrap();
     assert!(s.interrupted("acme", "run-2").await.unwrap());
     let report = Report {
-        connector: "acme".into(),
-        run_id: "run-2".into(),
         outcome: RunOutcome::Ok,
-        dry_run: false,
         file: Some(fp),
         counts: Counts { rows: 3, valid: 3, created: 3, ..Default::default() },
-        errors: vec![],
-        errors_left_out: 0,
-        stopped_by: None,
-        stale: false,
-        notes: Vec::new(),
-        message: None,
         duration_ms: 12,
-        operations: Vec::new(),
-        operations_left_out: 0,
-        approval: None,
-        approve_with: None,
-        state_lost: false,
-        unplaced: 0,
+        ..Report::new("acme", "run-2", false)
     };
     s.finish_run(&report, Utc::now()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;

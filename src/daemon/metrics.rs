@@ -347,27 +347,7 @@ mod tests {
     use crate::report::Counts;
 
     fn report(c: &str, outcome: RunOutcome, ms: u64, created: u64) -> Report {
-        Report {
-            connector: c.into(),
-            run_id: "r".into(),
-            outcome,
-            dry_run: false,
-            file: None,
-            counts: Counts { created, updated: 2, ..Counts::default() },
-            errors: vec![],
-            errors_left_out: 0,
-            stopped_by: None,
-            stale: false,
-            notes: Vec::new(),
-            message: None,
-            duration_ms: ms,
-            operations: Vec::new(),
-            operations_left_out: 0,
-            approval: None,
-            approve_with: None,
-            state_lost: false,
-            unplaced: 0,
-        }
+        Report { outcome, counts: Counts { created, updated: 2, ..Counts::default() }, duration_ms: ms, ..Report::new(c, "r", false) }
     }
 
     #[test]

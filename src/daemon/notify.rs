@@ -194,30 +194,15 @@ impl Notify for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Counts;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn report(outcome: RunOutcome, message: &str) -> Report {
         Report {
-            connector: "acme".into(),
-            run_id: "run-1".into(),
             outcome,
-            dry_run: false,
-            file: None,
-            counts: Counts::default(),
-            errors: vec![],
-            errors_left_out: 0,
             stopped_by: (outcome == RunOutcome::Stopped).then(|| "max_deactivations".into()),
-            stale: false,
-            notes: Vec::new(),
             message: Some(message.into()),
             duration_ms: 5,
-            operations: Vec::new(),
-            operations_left_out: 0,
-            approval: None,
-            approve_with: None,
-            state_lost: false,
-            unplaced: 0,
+            ..Report::new("acme", "run-1", false)
         }
     }
 

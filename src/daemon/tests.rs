@@ -134,25 +134,12 @@ impl Runner for Fake {
             _ => RunOutcome::Failed,
         };
         let report = Report {
-            connector: c.name.clone(),
-            run_id: format!("{}-{}", c.name, start.timestamp()),
             outcome,
-            dry_run: false,
-            file: None,
             counts: Counts { created: 1, ..Counts::default() },
-            errors: vec![],
-            errors_left_out: 0,
             stopped_by: (exit == Exit::Stopped).then(|| "max_deactivations".into()),
-            stale: false,
-            notes: Vec::new(),
             message: (exit != Exit::Ok).then(|| format!("scripted exit {}", exit.code())),
             duration_ms: self.duration.as_millis() as u64,
-            operations: Vec::new(),
-            operations_left_out: 0,
-            approval: None,
-            approve_with: None,
-            state_lost: false,
-            unplaced: 0,
+            ..Report::new(&c.name, &format!("{}-{}", c.name, start.timestamp()), false)
         };
         RunResult { report, exit, retriable }
     }
