@@ -108,7 +108,14 @@ fn managers_are_linked_in_one_run_even_through_a_cycle_in_the_data() {
     let (code, r) = p.sync_json(&[]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["counts"]["created"], 4);
-    assert!(r.get("notes").is_none(), "every manager linked, no note left: {r}");
+    // The one note a platform without the custom schema gets (it drops two demo
+    // attributes) is the only one: no manager is left unlinked.
+    let notes: Vec<&str> =
+        r.get("notes").and_then(|n| n.as_array()).map(|n| n.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
+    assert!(
+        notes.iter().all(|n| n.starts_with("the platform does not offer the custom schema")),
+        "every manager linked, no note left: {r}"
+    );
     let users = scim.users();
     let id_of = |ext: &str| users.iter().find(|u| u["externalId"] == ext).unwrap()["id"].clone();
     let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -196,4 +203,25 @@ fn no_matching_file_is_exit_4_with_the_folder_summarised() {
     assert_eq!(code, 4, "{r}");
     let msg = r["message"].as_str().unwrap();
     assert!(msg.contains("no file matches employees_*.csv") && msg.contains("2 file(s): Employees-Nov.CSV, readme.txt"), "{msg}");
+}
+
+/// A platform without the custom schema (plain scim2-server) drops the demo mapping's
+/// custom attributes: the run says so once, naming them, and never the ones it does send.
+#[test]
+fn a_platform_without_the_custom_schema_is_said_once_naming_the_attributes_dropped() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    p.export("employees_2026-01-01.csv", &rows(5));
+    let out = p.run(&["--json", "sync", "acme"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = "so these mapped attributes are not sent: hire_date, location;";
+    assert_eq!(stderr.matches(said).count(), 1, "once per run, not once per user: {stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes: Vec<&str> = r["notes"].as_array().unwrap().iter().filter_map(|n| n.as_str()).filter(|n| n.contains(said)).collect();
+    assert_eq!(notes.len(), 1, "{r}");
+    for sent in ["department", "title", "cost_center", "manager_id"] {
+        assert!(!notes[0].contains(sent), "{sent} is core or enterprise, and sent: {}", notes[0]);
+    }
+    assert_eq!(r["counts"]["created"], 5, "{r}");
 }

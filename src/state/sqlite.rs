@@ -68,7 +68,7 @@ impl SqliteStore {
             // the last commits, which the next run repairs by adoption.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(|e| db(format!("cannot open: {e}")))?;
+        let pool = connect_new_or_busy(opts).await.map_err(|e| db(format!("cannot open: {e}")))?;
         let store = SqliteStore { pool, url: url.to_string() };
         store.migrate().await?;
         Ok(store)
@@ -127,6 +127,24 @@ impl SqliteStore {
             Some(v) if v > 1 => Err(self.schema(format!("schema version {v}, this build knows up to 1; upgrade rostersync"))),
             // No version recorded: no table was created either; migration 0001 makes them.
             _ => Ok(()),
+        }
+    }
+}
+
+/// Connects, waiting out SQLITE_BUSY on the way in. Two processes opening a brand-new file
+/// at once (the daemon and a CLI run on a fresh install, a fleet starting) race to switch it
+/// to WAL, and that switch answers "busy" at once instead of calling the busy handler; the
+/// loser retries until the winner has made the file (bounded, like busy_timeout).
+async fn connect_new_or_busy(opts: SqliteConnectOptions) -> Result<sqlx::SqlitePool, sqlx::Error> {
+    const BUSY: &str = "5";
+    const LOCKED: &str = "6";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone()).await {
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some(BUSY | LOCKED)) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
         }
     }
 }

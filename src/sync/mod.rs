@@ -418,11 +418,12 @@ impl<S: StateStore> Job<'_, S> {
     }
 
     /// The platform client; a dry run goes on without one (nothing is matched then).
-    async fn connect_platform(&self) -> Result<Option<ScimClient>, RunError> {
+    async fn connect_platform(&mut self) -> Result<Option<ScimClient>, RunError> {
         let platform_cfg = self.cfg.platform().map_err(RunError::from_error)?;
         match ScimClient::connect(platform_cfg).await {
             Ok(mut p) => {
                 p.set_id_rule(self.conn.mapping.id_rule());
+                self.note_dropped_attributes(&p, &platform_cfg.custom_schema);
                 Ok(Some(p))
             }
             Err(e) if self.opts.dry_run => {
@@ -431,6 +432,25 @@ impl<S: StateStore> Job<'_, S> {
             }
             Err(e) => Err(RunError::from_error(e)),
         }
+    }
+
+    /// A platform without the custom schema drops the mapped attributes that belong to it:
+    /// said once per run, naming them, in the log and the report (not once per user).
+    fn note_dropped_attributes(&mut self, p: &ScimClient, schema: &str) {
+        if p.capabilities().custom_schema {
+            return;
+        }
+        let dropped: Vec<&str> =
+            self.conn.mapping.attributes.keys().map(String::as_str).filter(|a| crate::platform::scim::is_custom(a)).collect();
+        if dropped.is_empty() {
+            return;
+        }
+        let text = format!(
+            "the platform does not offer the custom schema {schema}, so these mapped attributes are not sent: {}; add the schema on the platform, set custom_schema in [platform] to one it offers, or drop them from the mapping",
+            dropped.join(", ")
+        );
+        tracing::warn!("{text}");
+        self.report.notes.push(text);
     }
 
     /// The plan (pure), less the updates that could only link a manager not there yet, and

@@ -140,9 +140,9 @@ impl Inner {
         {
             let offered = rt.json::<ResourceType>().unwrap_or_default().schema_extensions;
             caps.custom_schema = offered.iter().any(|e| e.schema == self.enc.custom_schema);
-            if !caps.custom_schema {
-                tracing::warn!(url = %rt_url, schema = %self.enc.custom_schema, "the platform does not offer the custom schema: attributes outside the core and enterprise schemas will not be sent; add the schema on the platform or set custom_schema in [platform]");
-            }
+            // Said by the run, once, naming the mapped attributes it drops (a mapping
+            // with none loses nothing, and a daemon connects once per run per connector).
+            tracing::debug!(url = %rt_url, offered = caps.custom_schema, "custom schema {}", self.enc.custom_schema);
         }
         Ok(caps)
     }

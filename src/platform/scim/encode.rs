@@ -21,6 +21,16 @@ const ENTERPRISE_ATTRS: &[(&str, &str)] = &[
     ("organization", "organization"),
 ];
 
+/// Whether a mapped attribute goes under the custom schema (it is neither core `title`, an
+/// enterprise attribute, the employee number nor the manager): those are what a platform
+/// without that schema drops.
+pub fn is_custom(attribute: &str) -> bool {
+    attribute != "title"
+        && attribute != "employee_id"
+        && attribute != crate::model::MANAGER_ATTRIBUTE
+        && !ENTERPRISE_ATTRS.iter().any(|(a, _)| *a == attribute)
+}
+
 /// Attributes we own on the platform and must remove when the export no longer has them.
 const CLEARABLE: &[&str] = &["title"];
 
@@ -60,8 +70,8 @@ impl Encoder {
                 f.insert("title".into(), json!(v));
             } else if let Some((_, scim)) = ENTERPRISE_ATTRS.iter().find(|(a, _)| *a == k) {
                 f.insert(format!("{ENTERPRISE}:{scim}"), json!(v));
-            } else if k == "employee_id" {
-                // Already employeeNumber.
+            } else if !is_custom(k) {
+                // employee_id is already employeeNumber.
             } else if self.custom_offered {
                 f.insert(format!("{}:{k}", self.custom_schema), json!(v));
             }
@@ -260,6 +270,13 @@ mod tests {
                 CUSTOM: {"hire_date": "2020-01-02"}
             })
         );
+    }
+
+    #[test]
+    fn only_attributes_outside_core_and_enterprise_are_custom() {
+        assert!(is_custom("badge_colour") && is_custom("location"));
+        assert!(!is_custom("title") && !is_custom("department") && !is_custom("cost_center") && !is_custom("employee_id"));
+        assert!(!is_custom(crate::model::MANAGER_ATTRIBUTE));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod auth;
 mod bulk;
 mod discovery;
 mod encode;
+pub use encode::is_custom;
 mod error;
 mod lenient;
 mod listing;
