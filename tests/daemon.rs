@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::max_overlap;
 use support::scim::ScimServer;
 
 struct Daemon {
@@ -157,13 +158,6 @@ fn finished(runs: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     runs.iter().filter(|r| !r["ended_at"].is_null()).collect()
 }
 
-fn ts(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
-    v.as_str()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .unwrap_or_else(|| panic!("not a time: {v}"))
-}
-
 /// A tiny webhook receiver: answers 200 to every POST and keeps the bodies.
 fn webhook_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Read, Write};
@@ -193,23 +187,6 @@ fn webhook_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)
         }
     });
     (url, bodies)
-}
-
-/// The most runs in progress at any instant, over finished runs.
-fn max_overlap(runs: &[&serde_json::Value]) -> usize {
-    let mut events: Vec<(chrono::DateTime<chrono::Utc>, i32)> = Vec::new();
-    for r in runs {
-        events.push((ts(&r["started_at"]), 1));
-        events.push((ts(&r["ended_at"]), -1));
-    }
-    // Ends before starts at the same instant: back-to-back is not overlap.
-    events.sort_by_key(|e| (e.0, e.1));
-    let (mut cur, mut max) = (0i32, 0i32);
-    for (_, d) in events {
-        cur += d;
-        max = max.max(cur);
-    }
-    max as usize
 }
 
 #[test]

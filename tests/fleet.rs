@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use support::postgres::{PASSWORD, Postgres};
 use support::project::{HEADER, rows};
 use support::scim::ScimServer;
+use support::{max_overlap, ts};
 
 /// Short, so a dead worker's connectors move within seconds here (the default is 20 s).
 const TTL_SECS: u64 = 3;
@@ -192,13 +193,6 @@ fn write_export(path: &Path, rows: &[String]) {
     std::fs::write(path, s).unwrap();
 }
 
-fn ts(v: &serde_json::Value) -> DateTime<Utc> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|| panic!("not a time: {v}"))
-}
-
 fn finished(runs: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     runs.iter().filter(|r| !r["ended_at"].is_null()).collect()
 }
@@ -209,22 +203,6 @@ fn by_connector(runs: &[serde_json::Value]) -> BTreeMap<String, Vec<serde_json::
         m.entry(r["connector"].as_str().unwrap().to_string()).or_default().push(r.clone());
     }
     m
-}
-
-/// The most runs in progress at one instant (back-to-back is not overlap).
-fn max_overlap(runs: &[&serde_json::Value]) -> usize {
-    let mut events: Vec<(DateTime<Utc>, i32)> = Vec::new();
-    for r in runs {
-        events.push((ts(&r["started_at"]), 1));
-        events.push((ts(&r["ended_at"]), -1));
-    }
-    events.sort_by_key(|e| (e.0, e.1));
-    let (mut cur, mut max) = (0i32, 0i32);
-    for (_, d) in events {
-        cur += d;
-        max = max.max(cur);
-    }
-    max as usize
 }
 
 fn worker_of(pid: u32) -> String {

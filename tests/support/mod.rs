@@ -230,3 +230,29 @@ pub fn all_pages(count: usize, get: impl Fn(&str) -> serde_json::Value) -> Vec<s
         start += n;
     }
 }
+
+/// An RFC 3339 time from a run record's JSON (`history --json`).
+pub fn ts(v: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+}
+
+/// The most runs in progress at any instant, over finished run records (daemon and fleet
+/// tests: two runs of one connector must never overlap).
+pub fn max_overlap(runs: &[&serde_json::Value]) -> usize {
+    let mut events: Vec<(chrono::DateTime<chrono::Utc>, i32)> = Vec::new();
+    for r in runs {
+        events.push((ts(&r["started_at"]), 1));
+        events.push((ts(&r["ended_at"]), -1));
+    }
+    // Ends before starts at the same instant: back-to-back is not overlap.
+    events.sort_by_key(|e| (e.0, e.1));
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
