@@ -158,37 +158,6 @@ fn finished(runs: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     runs.iter().filter(|r| !r["ended_at"].is_null()).collect()
 }
 
-/// A tiny webhook receiver: answers 200 to every POST and keeps the bodies.
-fn webhook_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hooks/T0KEN", l.local_addr().unwrap());
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = bodies.clone();
-    std::thread::spawn(move || {
-        for stream in l.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            if r.read_exact(&mut body).is_ok() {
-                keep.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
-            }
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, bodies)
-}
-
 #[test]
 fn daemon_runs_two_connectors_on_schedule_reloads_on_sighup_and_stops_on_sigterm() {
     let scim = ScimServer::start();
@@ -196,7 +165,7 @@ fn daemon_runs_two_connectors_on_schedule_reloads_on_sighup_and_stops_on_sigterm
     let port = support::free_port();
     let a = exports_dir(dir.path(), "alpha");
     let b = exports_dir(dir.path(), "beta");
-    let (hook, posted) = webhook_listener();
+    let (hook, posted) = support::webhook_listener();
     let base = header_with(&scim, dir.path(), port, 2, &format!("notify_webhook = \"{hook}\"\n"));
     // "empty" finds no export: a failed run that is not retried, and is notified.
     let empty = dir.path().join("empty");
@@ -362,7 +331,7 @@ fn a_host_key_mismatch_is_reported_once_and_not_retried() {
     support::sshd::keygen("ed25519", &other, "");
     let wrong_pin = support::sshd::fingerprint_of(&other.with_extension("pub"));
     let port = support::free_port();
-    let (hook, posted) = webhook_listener();
+    let (hook, posted) = support::webhook_listener();
     let mapping = support::repo_root().join("mappings/demo.toml");
     let cfg = format!(
         "{}\n[connectors.pinned]\nschedule = \"daily 02:00\"\nmapping = \"{}\"\n[connectors.pinned.sftp]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{user}\"\nauth = \"key\"\nprivate_key = \"{}\"\nhost_key = \"{wrong_pin}\"\ntimeout = \"5s\"\n[connectors.pinned.file]\npath = \"/exports/employees_*.csv\"\n",

@@ -317,39 +317,6 @@ fn explain_tells_one_persons_row_state_decision_and_trail() {
     assert_eq!(e["operations"][0]["kind"], "create");
 }
 
-/// A tiny webhook receiver: answers 200 to every POST and keeps the bodies.
-fn webhook_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hooks/T0KEN", l.local_addr().unwrap());
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = bodies.clone();
-    std::thread::spawn(move || {
-        for stream in l.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            if r.read_exact(&mut body).is_ok()
-                && let Ok(v) = serde_json::from_slice(&body)
-            {
-                keep.lock().unwrap().push(v);
-            }
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, bodies)
-}
-
 /// Kills the daemon when the test ends, however it ends.
 struct Running(std::process::Child);
 impl Drop for Running {
@@ -364,7 +331,8 @@ fn the_daemon_waits_for_the_approval_of_a_stopped_plan_then_recovers() {
     use std::time::{Duration, Instant};
     let scim = ScimServer::start();
     let p = synced_20(&scim);
-    let (hook, posted) = webhook_listener();
+    let (hook, posted) = support::webhook_listener();
+    let json = |raw: &[String]| -> Vec<Value> { raw.iter().filter_map(|b| serde_json::from_str(b).ok()).collect() };
     let cfg_path = p.path().join("connectors.toml");
     let cfg = std::fs::read_to_string(&cfg_path)
         .unwrap()
@@ -399,7 +367,7 @@ fn the_daemon_waits_for_the_approval_of_a_stopped_plan_then_recovers() {
         assert_eq!(r["outcome"], "no-new-file", "{r}");
         assert!(r["message"].as_str().unwrap().contains(&format!("waiting for approval: run {run}")), "{r}");
     }
-    let notes = posted.lock().unwrap().clone();
+    let notes = json(&posted.lock().unwrap());
     let stops: Vec<&Value> = notes.iter().filter(|n| n["event"] == "stopped").collect();
     assert_eq!(stops.len(), 1, "notified once, not at every slot: {notes:#?}");
     assert_eq!(stops[0]["approve_with"], format!("rostersync approve {run} --reason \"…\""));
@@ -423,8 +391,8 @@ fn the_daemon_waits_for_the_approval_of_a_stopped_plan_then_recovers() {
     assert_eq!(scim.users().iter().filter(|u| u["active"] == false).count(), 15);
 
     // The connector is well again: the daemon says so once.
-    wait("a recovered notice", &|| posted.lock().unwrap().iter().any(|n| n["event"] == "recovered"));
-    let notes = posted.lock().unwrap().clone();
+    wait("a recovered notice", &|| json(&posted.lock().unwrap()).iter().any(|n| n["event"] == "recovered"));
+    let notes = json(&posted.lock().unwrap());
     assert_eq!(notes.iter().filter(|n| n["event"] == "recovered").count(), 1, "{notes:#?}");
     assert_eq!(notes.iter().filter(|n| n["event"] == "stopped").count(), 1, "{notes:#?}");
 }
