@@ -7,6 +7,16 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
+/// Why a schedule does not parse: the timezone or the spec, so the config can point at the
+/// right key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("expected an IANA timezone such as \"Europe/Paris\" or \"America/New_York\"; got \"{0}\"")]
+    Timezone(String),
+    #[error("{0}")]
+    Spec(String),
+}
+
 /// A parsed schedule in its timezone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -17,18 +27,16 @@ pub struct Schedule {
 
 impl Schedule {
     /// Parses a schedule and a timezone name ("Europe/Paris"; empty for UTC).
-    pub fn parse(spec: &str, tz: Option<&str>) -> Result<Schedule, String> {
+    pub fn parse(spec: &str, tz: Option<&str>) -> Result<Schedule, ScheduleError> {
         let tz: Tz = match tz {
             None => Tz::UTC,
-            Some(name) => name
-                .parse()
-                .map_err(|_| format!("expected an IANA timezone such as \"Europe/Paris\" or \"America/New_York\"; got \"{name}\""))?,
+            Some(name) => name.parse().map_err(|_| ScheduleError::Timezone(name.to_string()))?,
         };
-        let pattern = to_cron(spec)?;
+        let pattern = to_cron(spec).map_err(ScheduleError::Spec)?;
         let cron = CronParser::builder().seconds(Seconds::Optional).build().parse(&pattern).map_err(|e| {
-            format!(
+            ScheduleError::Spec(format!(
                 "expected \"daily HH:MM\", \"weekly DAY HH:MM\" or a cron expression (5 fields, or 6 with seconds); got \"{spec}\" ({e})"
-            )
+            ))
         })?;
         Ok(Schedule { spec: spec.to_string(), cron, tz })
     }

@@ -642,15 +642,24 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
     let schedule = raw.schedule.as_ref().and_then(|s| match Schedule::parse(s, raw.timezone.as_deref()) {
         Ok(s) => Some(s),
         Err(e) => {
-            let k = if e.contains("timezone") { "timezone" } else { "schedule" };
-            ck.problem(&format!("{key}.{k}"), e);
+            let k = match e {
+                crate::schedule::ScheduleError::Timezone(_) => "timezone",
+                crate::schedule::ScheduleError::Spec(_) => "schedule",
+            };
+            ck.problem(&format!("{key}.{k}"), e.to_string());
             None
         }
     });
     let reconcile = raw.reconcile.as_ref().and_then(|s| match Schedule::parse(s, raw.timezone.as_deref()) {
         Ok(s) => Some(s),
+        // A bad timezone is said once, at the schedule's parse, when there is one.
+        Err(crate::schedule::ScheduleError::Timezone(_)) if raw.schedule.is_some() => None,
         Err(e) => {
-            ck.problem(&format!("{key}.reconcile"), e);
+            let k = match e {
+                crate::schedule::ScheduleError::Timezone(_) => "timezone",
+                crate::schedule::ScheduleError::Spec(_) => "reconcile",
+            };
+            ck.problem(&format!("{key}.{k}"), e.to_string());
             None
         }
     });
@@ -659,7 +668,7 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
         && raw.timezone.is_some()
         && let Err(e) = Schedule::parse("daily 00:00", raw.timezone.as_deref())
     {
-        ck.problem(&format!("{key}.timezone"), e);
+        ck.problem(&format!("{key}.timezone"), e.to_string());
     }
     let jitter = ck.value(&format!("{key}.jitter"), raw.jitter).map_or(Duration::ZERO, |d| d.0);
 
@@ -1131,6 +1140,23 @@ mod tests {
         // Not text at all: a type error, located like the others.
         let p = only_problem(&load(&file("", "", "max_size = 1048576", "")));
         assert!(p.starts_with("connectors.a.file.max_size: invalid type: integer `1048576`"), "{p}");
+    }
+
+    #[test]
+    fn schedule_problems_point_at_the_key_that_is_wrong() {
+        let with = |keys: &str| load(&file("", "", "", "").replacen("mapping = \"m.toml\"\n", &format!("mapping = \"m.toml\"\n{keys}"), 1));
+        // A bad timezone is the timezone's problem, said once though two schedules use it.
+        let p = only_problem(&with("schedule = \"daily 02:00\"\nreconcile = \"weekly sun 03:00\"\ntimezone = \"Mars/Olympus\"\n"));
+        assert!(p.starts_with("connectors.a.timezone: expected an IANA timezone"), "{p}");
+        let p = only_problem(&with("reconcile = \"weekly sun 03:00\"\ntimezone = \"Mars/Olympus\"\n"));
+        assert!(p.starts_with("connectors.a.timezone: expected an IANA timezone"), "{p}");
+        let p = only_problem(&with("timezone = \"Mars/Olympus\"\n"));
+        assert!(p.starts_with("connectors.a.timezone: expected an IANA timezone"), "{p}");
+        // A bad spec is its own key's, even when it mentions a time.
+        let p = only_problem(&with("schedule = \"daily 25:00\"\ntimezone = \"Europe/Paris\"\n"));
+        assert!(p.starts_with("connectors.a.schedule: time out of range"), "{p}");
+        let p = only_problem(&with("schedule = \"daily 02:00\"\nreconcile = \"fortnightly\"\n"));
+        assert!(p.starts_with("connectors.a.reconcile: expected"), "{p}");
     }
 
     #[test]
