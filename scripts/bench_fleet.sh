@@ -4,8 +4,13 @@
 #
 #   scripts/bench_fleet.sh [CONNECTORS] [MINUTES] [EVERY_SECONDS]     (defaults 1000 3 30)
 #   TTL=10 JITTER=10 WORKERS=3 scripts/bench_fleet.sh                   ([state] lease_ttl, connector jitter, s)
+#   JITTER=600 WARMUP_LIMIT=2400 scripts/bench_fleet.sh 10000 10 600       (10,000 connectors' daily load, a
+#                                                                        day compressed into 10 minutes)
 #
-# 1. warm-up: every connector's first sync (creates its users); then the measured window:
+# EVERY of a minute or more is a whole number of minutes (cron "0 */M * * * *").
+#
+# 1. warm-up: every connector's first sync (creates its users), with the database's load per
+#    first sync; then the measured window:
 #    runs per minute, runs that overlapped another run of their connector (must be 0), slots
 #    run twice (must be 0), slots skipped; and the database's load per run from
 #    pg_stat_statements and pg_stat_database deltas (statements, rows, execution time, commits);
@@ -23,6 +28,8 @@ EVERY=${3:-30}
 TTL=${TTL:-10}
 JITTER=${JITTER:-10}
 WORKERS=${WORKERS:-3}
+WARMUP_LIMIT=${WARMUP_LIMIT:-900}
+FAILOVER=${FAILOVER:-1}   # 0: skip step 2 (it waits a TTL and a period)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source scripts/lib/loopback.sh
@@ -67,6 +74,8 @@ import os, sys
 work, n, every, jitter, mapping = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 head = "Personnel Number,First Name,Last Name,Email,Language,Active,Department,Job Title,Manager ID,Location,Hire Date,Cost Center\n"
 out = []
+# Seconds field for short periods; whole minutes otherwise (a seconds step stops at 59).
+sched = f"*/{every} * * * * *" if every < 60 else f"0 */{every // 60} * * * *"
 for c in range(n):
     d = f"{work}/exports/c{c:05}"
     os.makedirs(d)
@@ -76,7 +85,7 @@ for c in range(n):
             f.write(f"E{c:05}{i:02},Ann{i},Lee{c},c{c}u{i}@example.com,fr,Yes,Engineering,Engineer,,Paris,2021-03-04,CC-1\n")
     out.append(f'''
 [connectors.c{c:05}]
-schedule = "*/{every} * * * * *"
+schedule = "{sched}"
 jitter = "{jitter}s"
 mapping = "{mapping}"
 [connectors.c{c:05}.local]
@@ -116,6 +125,8 @@ for w in $(seq 0 $((WORKERS - 1))); do
   RUST_LOG=rostersync=warn "$RS" --config "$WORK/w$w.toml" --log-format json daemon 2> "$WORK/w$w.log" &
   PIDS+=($!)
   track_pid $!
+  # (A worker reads and checks the whole config first: 10,000 connectors take seconds.)
+  for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
   wait_port "$port" "worker w$w"
 done
 HOST=$(hostname)
@@ -125,9 +136,17 @@ echo "$WORKERS workers (pids ${PIDS[*]}), $N connectors every ${EVERY}s (jitter 
 start=$(date +%s)
 until [ "$(q "SELECT count(DISTINCT connector) FROM runs WHERE ended_at IS NOT NULL")" -ge "$N" ]; do
   sleep 2
-  [ $(( $(date +%s) - start )) -lt 900 ] || { echo "warm-up: not every connector ran within 15 min" >&2; exit 1; }
+  [ $(( $(date +%s) - start )) -lt "$WARMUP_LIMIT" ] || { echo "warm-up: not every connector ran within ${WARMUP_LIMIT}s" >&2; exit 1; }
 done
 echo "warm-up: every connector synced once after $(( $(date +%s) - start ))s" >&2
+# The warm-up's statements (pg_stat_statements counts from the server's start): the first
+# syncs, each creating its 5 users, plus the no-new-file runs of connectors already done.
+read -r wcalls wrows wms <<< "$(q "SELECT sum(calls), sum(rows), round(sum(total_exec_time)::numeric, 1) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'fleet'")"
+read -r wruns wfirst <<< "$(q "SELECT count(*), count(*) FILTER (WHERE report::json->>'outcome' = 'ok') FROM runs")"
+echo "warm-up: $wruns runs ($wfirst first syncs of 5 creates), $(python3 -c "print(f'{$wcalls/$wruns:.1f} statements, {$wrows/$wruns:.1f} rows, {$wms/$wruns:.3f} ms execution a run')")"
+q "SELECT calls, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) FROM pg_stat_statements s
+   JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'fleet' ORDER BY calls DESC LIMIT 14" | sed 's/^/  /'
+echo "worker RSS after warm-up: $(for p in "${PIDS[@]}"; do ps -o rss= -p "$p"; done | awk '{printf "%d MiB ", $1/1024}')"
 # Start on a slot boundary, so the window holds whole periods.
 sleep $(( EVERY - $(date +%s) % EVERY ))
 q "SELECT pg_stat_statements_reset()" >/dev/null
@@ -170,9 +189,12 @@ echo "database, per run: $(python3 -c "r=$runs; print(f'{$calls/r:.1f} statement
 # winner's commit (a WAL flush), which is not CPU.
 echo "database, total: $calls statements, ${exec_ms} ms of statement time (lock waits included) over ${secs}s"
 echo "CPU over the window: PostgreSQL $(python3 -c "print(f'{$cpu1-$cpu0:.0f} s = {($cpu1-$cpu0)/$secs*100:.1f} % of one core, {($cpu1-$cpu0)/$runs*1000:.2f} ms a run')"); the $WORKERS workers $(python3 -c "print(f'{$wcpu1-$wcpu0:.0f} s = {($wcpu1-$wcpu0)/$runs*1000:.1f} ms a run')")"
+echo "tables: $(q "SELECT string_agg(relname || ' ' || n_live_tup || ' rows ' || pg_size_pretty(pg_total_relation_size(relid)), ', ' ORDER BY relname) FROM pg_stat_user_tables")"
 echo "top statements by calls:"
 q "SELECT calls, rows, round(total_exec_time::numeric, 1) AS ms, left(regexp_replace(query, '\s+', ' ', 'g'), 90) FROM pg_stat_statements s
    JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'fleet' ORDER BY calls DESC LIMIT 12" | sed 's/^/  /'
+
+[ "$FAILOVER" = 1 ] || exit 0
 
 # --- 2. failover: SIGKILL worker 0 during a slot's runs, at a moment it has some in flight
 # (claimed, unfinished), or after 8 s of looking.

@@ -110,6 +110,7 @@ on_both!(
     runs_name_their_worker_and_leases_their_holder,
     the_reconcile_marker_is_set_replaced_and_cleared,
     reports_of_finds_the_people_of_a_manager,
+    held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folded_id,
 );
 
 async fn snapshot_round_trip_and_inactive_marks(f: Fixture) {
@@ -717,4 +718,31 @@ async fn reports_of_finds_the_people_of_a_manager(f: Fixture) {
     assert_eq!(r["a"].1, of("a", Some("m1")));
     assert_eq!(s.reports_of("acme", &["m1", "m2"]).await.unwrap().len(), 3);
     assert!(s.reports_of("acme", &["nobody"]).await.unwrap().is_empty());
+}
+
+async fn held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folded_id(f: Fixture) {
+    use rostersync::model::IdRule;
+    let s = f.open().await;
+    let put = |id: &str, pid: &str| SnapshotWrite::Upsert { platform_id: pid.into(), user: Box::new(user(id, true)) };
+    s.write("bamboo", &[put("A1", "p1"), put("Ann@Example.com", "p2"), put("ZOË@example.com", "p3"), put("E7", "p7")]).await.unwrap();
+    s.write("acme", &[put("E7", "p8")]).await.unwrap();
+    s.write("workday", &[put("E9", "p9")]).await.unwrap();
+    let found = |mut v: Vec<state::HeldElsewhere>| {
+        v.sort_by(|a, b| a.platform_id.cmp(&b.platform_id));
+        v.into_iter().map(|h| format!("{} {} {}", h.connector, h.external_id, h.platform_id)).collect::<Vec<_>>()
+    };
+    let lower = IdRule { fold_case: true, upper: false };
+    // acme asks; workday is what its adopt_from names: neither is "elsewhere".
+    let got = s.held_elsewhere(&["acme", "workday"], &["p1", "p9"], &["ann@example.com", "zoë@example.com", "e7"], lower).await.unwrap();
+    assert_eq!(
+        found(got),
+        vec!["bamboo A1 p1", "bamboo Ann@Example.com p2", "bamboo ZOË@example.com p3", "bamboo E7 p7"],
+        "by platform id, and by id as the rule folds it (non-ASCII too); never the asker's own or an adopt_from's"
+    );
+    let exact = IdRule { fold_case: false, upper: false };
+    assert_eq!(found(s.held_elsewhere(&["acme"], &[], &["E7", "e9"], exact).await.unwrap()), vec!["bamboo E7 p7"], "exact ids");
+    let upper = IdRule { fold_case: true, upper: true };
+    assert_eq!(found(s.held_elsewhere(&["acme"], &[], &["E9"], upper).await.unwrap()), vec!["workday E9 p9"]);
+    assert!(s.held_elsewhere(&["acme"], &[], &[], lower).await.unwrap().is_empty(), "nothing asked, nothing found");
+    assert!(s.held_elsewhere(&["acme"], &["nope"], &["nobody"], lower).await.unwrap().is_empty());
 }

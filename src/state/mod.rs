@@ -73,6 +73,31 @@ pub fn worker_id() -> String {
     format!("{} pid {}", gethostname::gethostname().to_string_lossy(), std::process::id())
 }
 
+/// An account another connector holds: its person there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldElsewhere {
+    pub connector: String,
+    pub external_id: String,
+    pub platform_id: String,
+}
+
+/// Keeps the rows a store's coarse SQL filter found that really match: the SQL compares
+/// case-folded ids with ASCII `lower`/`upper` (SQLite's, and PostgreSQL's in the C locale) and
+/// passes every non-ASCII id through, so the exact comparison is `rule.key`'s, here.
+pub(crate) fn held_matching(
+    rows: Vec<(String, String, String)>,
+    platform_ids: &[&str],
+    keys: &[&str],
+    rule: crate::model::IdRule,
+) -> Vec<HeldElsewhere> {
+    let pids: std::collections::HashSet<&str> = platform_ids.iter().copied().collect();
+    let keys: std::collections::HashSet<&str> = keys.iter().copied().collect();
+    rows.into_iter()
+        .filter(|(_, x, p)| pids.contains(p.as_str()) || keys.contains(rule.key(x).as_ref()))
+        .map(|(connector, external_id, platform_id)| HeldElsewhere { connector, external_id, platform_id })
+        .collect()
+}
+
 /// A connector's lease as stored: who runs it now (for `status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRecord {
@@ -198,6 +223,18 @@ pub trait StateStore {
     /// The people whose manager is one of `managers` (external id → platform id, content):
     /// a manager created again leaves their references pointing at the deleted account.
     async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError>;
+    /// The accounts other connectors hold among these: their snapshot rows whose platform id
+    /// is one of `platform_ids`, or whose external id is one of `keys` as `rule` compares
+    /// them (`keys` already in `rule.key` form). Connectors in `exclude` (this one, those its
+    /// `adopt_from` names) are not asked. One statement, however many connectors the store
+    /// holds: a fleet's ten thousand were ten thousand snapshot loads a run.
+    async fn held_elsewhere(
+        &self,
+        exclude: &[&str],
+        platform_ids: &[&str],
+        keys: &[&str],
+        rule: crate::model::IdRule,
+    ) -> Result<Vec<HeldElsewhere>, StateError>;
 
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError>;
     async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError>;

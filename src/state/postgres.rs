@@ -376,6 +376,38 @@ impl StateStore for PostgresStore {
             .collect())
     }
 
+    async fn held_elsewhere(
+        &self,
+        exclude: &[&str],
+        platform_ids: &[&str],
+        keys: &[&str],
+        rule: crate::model::IdRule,
+    ) -> Result<Vec<super::HeldElsewhere>, StateError> {
+        if platform_ids.is_empty() && keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One scan of the other connectors' rows; the folded comparison is coarse here
+        // (lower/upper follow the database's locale) and exact in `held_matching`.
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT connector, external_id, platform_id FROM snapshot
+             WHERE NOT (connector = ANY($1))
+               AND (platform_id = ANY($2)
+                    OR external_id = ANY($3)
+                    OR ($4 AND NOT $5 AND lower(btrim(external_id)) = ANY($3))
+                    OR ($4 AND $5 AND upper(btrim(external_id)) = ANY($3))
+                    OR ($4 AND external_id ~ '[^ -~]'))",
+        )
+        .bind(exclude)
+        .bind(platform_ids)
+        .bind(keys)
+        .bind(rule.fold_case)
+        .bind(rule.upper)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(super::held_matching(rows, platform_ids, keys, rule))
+    }
+
     async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
         if entries.is_empty() {
             return Ok(());

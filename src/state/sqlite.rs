@@ -362,6 +362,39 @@ impl StateStore for SqliteStore {
             .collect())
     }
 
+    async fn held_elsewhere(
+        &self,
+        exclude: &[&str],
+        platform_ids: &[&str],
+        keys: &[&str],
+        rule: crate::model::IdRule,
+    ) -> Result<Vec<super::HeldElsewhere>, StateError> {
+        if platform_ids.is_empty() && keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json = |v: &[&str]| serde_json::to_string(v).map_err(|e| self.json_err(e));
+        // One scan of the other connectors' rows (no index serves "any connector but these");
+        // the folded comparison is coarse here and exact in `held_matching`.
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT connector, external_id, platform_id FROM snapshot
+             WHERE connector NOT IN (SELECT value FROM json_each(?1))
+               AND (platform_id IN (SELECT value FROM json_each(?2))
+                    OR external_id IN (SELECT value FROM json_each(?3))
+                    OR (?4 AND NOT ?5 AND lower(trim(external_id)) IN (SELECT value FROM json_each(?3)))
+                    OR (?4 AND ?5 AND upper(trim(external_id)) IN (SELECT value FROM json_each(?3)))
+                    OR (?4 AND external_id GLOB '*[^ -~]*'))",
+        )
+        .bind(json(exclude)?)
+        .bind(json(platform_ids)?)
+        .bind(json(keys)?)
+        .bind(rule.fold_case)
+        .bind(rule.upper)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(super::held_matching(rows, platform_ids, keys, rule))
+    }
+
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
         // IMMEDIATE: take the write lock now (waiting busy_timeout for another writer), not
         // midway through the batch. All of the batch is recorded, or none (a dropped

@@ -89,6 +89,16 @@ impl StateStore for Store {
     async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {
         both!(self, s => s.reports_of(connector, managers).await)
     }
+
+    async fn held_elsewhere(
+        &self,
+        exclude: &[&str],
+        platform_ids: &[&str],
+        keys: &[&str],
+        rule: crate::model::IdRule,
+    ) -> Result<Vec<super::HeldElsewhere>, StateError> {
+        both!(self, s => s.held_elsewhere(exclude, platform_ids, keys, rule).await)
+    }
     async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
         both!(self, s => s.write_audit(entries).await)
     }

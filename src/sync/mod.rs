@@ -306,7 +306,12 @@ impl<S: StateStore> Job<'_, S> {
         let existing = self.existing_users(platform.as_ref(), &mut snapshot, &mapped.users, &look).await?;
         // Other connectors' people, when this plan may take accounts: matched platform users
         // now, creates (which may meet them on a 409) after planning.
-        let mut others = if existing.is_empty() { None } else { Some(self.other_snapshots().await?) };
+        let mut others = if existing.is_empty() {
+            None
+        } else {
+            let pids: Vec<&str> = existing.iter().map(|e| e.platform_id.as_str()).collect();
+            Some(self.other_snapshots(&pids, &[]).await?)
+        };
         let (mut plan, known) = {
             let held = others.as_deref().unwrap_or_default();
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
@@ -327,9 +332,18 @@ impl<S: StateStore> Job<'_, S> {
             return Err(e);
         }
         if plan.ops.iter().any(|o| matches!(o, plan::Op::Create { .. })) {
-            if others.is_none() {
-                others = Some(self.other_snapshots().await?);
-            }
+            let rule = self.conn.mapping.id_rule();
+            let keys: Vec<String> = plan
+                .ops
+                .iter()
+                .filter_map(|o| match o {
+                    plan::Op::Create { user } => Some(rule.key(&user.external_id).into_owned()),
+                    _ => None,
+                })
+                .collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let more = self.other_snapshots(&[], &keys).await?;
+            others.get_or_insert_default().extend(more);
             self.settle(&mut plan, others.as_deref().unwrap_or_default()).await?;
             if let Some(p) = platform.as_mut() {
                 p.set_claimed(std::mem::take(&mut plan.claimed));
@@ -493,20 +507,22 @@ impl<S: StateStore> Job<'_, S> {
         (plan, known)
     }
 
-    /// The snapshots of the connectors whose accounts this one may not take: every other
-    /// connector of the config but those its `adopt_from` names. Never synced ones are empty.
-    async fn other_snapshots(&self) -> Result<Vec<(String, plan::Snapshot)>, RunError> {
-        let mut out = Vec::new();
-        for name in self.cfg.connectors.keys() {
-            if *name == self.conn.name || self.conn.sync.adopt_from.contains(name) {
-                continue;
-            }
-            let snap = self.store.snapshot(name).await.map_err(RunError::from_error)?;
-            if !snap.is_empty() {
-                out.push((name.clone(), snap));
-            }
+    /// What the connectors whose accounts this one may not take (every other connector of
+    /// the state but those its `adopt_from` names) hold among these platform ids and these
+    /// ids (in `IdRule::key` form), as partial snapshots: the rows the plan can meet, read in
+    /// one statement, not every connector's whole snapshot.
+    async fn other_snapshots(&self, platform_ids: &[&str], keys: &[&str]) -> Result<Vec<(String, plan::Snapshot)>, RunError> {
+        let mut exclude: Vec<&str> = vec![self.conn.name.as_str()];
+        exclude.extend(self.conn.sync.adopt_from.iter().map(String::as_str));
+        let held =
+            self.store.held_elsewhere(&exclude, platform_ids, keys, self.conn.mapping.id_rule()).await.map_err(RunError::from_error)?;
+        let mut by: std::collections::BTreeMap<String, plan::Snapshot> = std::collections::BTreeMap::new();
+        for h in held {
+            // Only the binding is read from these (`plan::Others`): no hash, always active.
+            let entry = plan::SnapshotEntry { platform_id: h.platform_id, hash: [0; 16], active: true };
+            by.entry(h.connector).or_default().insert(h.external_id, entry);
         }
-        Ok(out)
+        Ok(by.into_iter().collect())
     }
 
     /// The creates of the plan against other connectors' people and this one's leavers
