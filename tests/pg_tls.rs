@@ -16,10 +16,7 @@ use support::scim::ScimServer;
 fn project(scim: &ScimServer, state: &str) -> Project {
     let p = Project::new(scim, "");
     p.export("employees_2026-01-01.csv", &rows(3));
-    let cfg = p.path().join("connectors.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen("[state]\nurl = \"sqlite://state/rostersync.db\"\n", state, 1);
-    assert!(text.contains(state), "the [state] table was replaced");
-    std::fs::write(&cfg, text).unwrap();
+    p.set_state(state);
     p
 }
 
