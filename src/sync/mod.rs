@@ -241,7 +241,9 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         return job.fail(RunError::from_error(e));
     }
 
-    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, job.execute()).await;
+    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, job.execute())
+        .await
+        .unwrap_or_else(|lost| Err(RunError::from_error(lost)));
     job.flush_audit().await;
     let mut done = match result {
         Ok(exit) => job.finish(exit),
