@@ -45,8 +45,15 @@ fn a_connector_without_a_schedule_has_its_last_run_series_from_the_state_store()
         text
     };
 
-    // Before any run: the series exist, at "never".
-    let text = scrape();
+    // Before any run: the series exist, at "never" (once the daemon has scheduled the other
+    // connector: it may answer a moment before).
+    let start = Instant::now();
+    let mut text = scrape();
+    while metric(&text, "rostersync_connectors_scheduled") != Some(1.0) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the daemon never scheduled its connector: {text}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+        text = scrape();
+    }
     assert_eq!(metric(&text, "rostersync_last_success_timestamp_seconds{connector=\"byhand\"}"), Some(0.0), "{text}");
     assert_eq!(metric(&text, "rostersync_last_run_timestamp_seconds{connector=\"byhand\"}"), Some(0.0), "{text}");
     for out in ["ok", "no-new-file", "stopped", "failed"] {
@@ -55,7 +62,6 @@ fn a_connector_without_a_schedule_has_its_last_run_series_from_the_state_store()
     // Its exit code is not stored by the run that made it: only the daemon's own runs have one.
     assert!(!text.contains("rostersync_last_run_exit_code{connector=\"byhand\"}"), "{text}");
     assert!(text.contains("rostersync_last_run_exit_code{connector=\"scheduled\"}"), "{text}");
-    assert_eq!(metric(&text, "rostersync_connectors_scheduled"), Some(1.0), "{text}");
 
     // A manual sync in its own process: the next scrape shows it.
     let sync = |what: &str| {

@@ -160,6 +160,9 @@ fn tls_hint(e: &sqlx::Error, host: &str) -> Option<String> {
         sqlx::Error::Tls(b) => b.as_ref(),
         _ => return None,
     };
+    if cause.downcast_ref::<rustls::pki_types::InvalidDnsNameError>().is_some() {
+        return Some(format!("\"{host}\" is not a host name TLS can check: put the server's DNS name (or IP address) in [state] url"));
+    }
     let Some(tls) = cause.downcast_ref::<Tls>() else {
         return match e {
             // sqlx's own refusal: the server answered the TLS request with "no".
