@@ -20,6 +20,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 # PostgreSQL: the fleet's state store (tests/support/postgres.rs runs initdb + postgres itself).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# openssl (the CLI) makes the CA and server certificate of the TLS PostgreSQL (tests/pg_tls.rs).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)

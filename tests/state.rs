@@ -48,6 +48,7 @@ impl Fixture {
                 state: config::State {
                     url: format!("sqlite://{}/nested/state.db", dir.path().display()),
                     password: None,
+                    ca_file: None,
                     lease_ttl: config::DEFAULT_LEASE_TTL,
                     audit_retention: config::DEFAULT_AUDIT_RETENTION,
                 },
@@ -64,6 +65,7 @@ impl Fixture {
                     state: config::State {
                         url,
                         password: Some(config::StatePassword::File(pw)),
+                        ca_file: None,
                         lease_ttl: config::DEFAULT_LEASE_TTL,
                         audit_retention: config::DEFAULT_AUDIT_RETENTION,
                     },
@@ -560,6 +562,7 @@ fn pg_state(pg: &Postgres, db: &str, dir: &tempfile::TempDir) -> config::State {
     config::State {
         url: pg.url(db),
         password: Some(config::StatePassword::File(pw)),
+        ca_file: None,
         lease_ttl: config::DEFAULT_LEASE_TTL,
         audit_retention: config::DEFAULT_AUDIT_RETENTION,
     }
@@ -580,6 +583,7 @@ async fn postgres_unreachable_and_refused_logins_say_where_and_what_to_do() {
     let st = config::State {
         url: format!("postgres://postgres@127.0.0.1:{port}/rostersync"),
         password: None,
+        ca_file: None,
         lease_ttl: config::DEFAULT_LEASE_TTL,
         audit_retention: config::DEFAULT_AUDIT_RETENTION,
     };

@@ -88,18 +88,22 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
     let running: std::collections::HashMap<String, String> =
         store.leases().await?.into_iter().filter(|l| l.expires_at > now).map(|l| (l.connector, l.holder)).collect();
     let mut rows = Vec::new();
+    let mut lookups = Vec::new();
     for (name, conn) in &cfg.connectors {
         let last = store.history(Some(name), 1).await?.into_iter().next();
         let next =
             conn.schedule.as_ref().and_then(|s| s.next_after(now)).map(|slot| slot + crate::schedule::jitter_for(name, slot, conn.jitter));
         // Shown in the connector's timezone: "02:00" in the schedule reads as 02:00 here.
         let tz = conn.schedule.as_ref().map_or(chrono_tz::UTC, |s| s.tz);
+        let mark = store.reconcile_mark(name).await?;
+        lookups.push(platform_lookup(mark, last.as_ref(), running.contains_key(name.as_str())));
         rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone()), tz));
     }
     if cli.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(n, last, next, spec, tz)| {
+            .zip(&lookups)
+            .map(|((n, last, next, spec, tz), lookup)| {
                 serde_json::json!({
                     "connector": n, "schedule": spec, "timezone": tz.name(), "next_run": next,
                     "last_run": last.as_ref().map(|r| serde_json::json!({
@@ -107,6 +111,9 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
                         "outcome": r.report.as_ref().map(|rep| rep.outcome), "worker": r.worker,
                     })),
                     "running_on": running.get(n.as_str()),
+                    "next_run_lists_platform": lookup.as_ref().map(|l| serde_json::json!({
+                        "why": l.why(), "run_id": l.run_id, "reason": l.reason, "set_at": l.set_at,
+                    })),
                 })
             })
             .collect();
@@ -139,7 +146,51 @@ pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
     for b in &cfg.broken {
         println!("{b:<16} (refused: configuration problems — run `rostersync check`)");
     }
+    for (n, lookup) in cfg.connectors.keys().zip(&lookups) {
+        if let Some(l) = lookup {
+            println!("{}", super::term::shown(&format!("{n}: the next run lists the platform before it pushes: {}", l.why())));
+        }
+    }
     Ok(0)
+}
+
+/// Why a connector's next run will list the platform's accounts (and adopt what it finds
+/// rather than create it twice), as `sync::reconcile` decides it: a reconcile marker left
+/// by an earlier run, or a last run that never finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PlatformLookup {
+    pub run_id: String,
+    /// The marker's reason ("push started": the run died mid-push; "N create(s) or
+    /// adoption(s) failed"); None for a run that ended without one.
+    pub reason: Option<String>,
+    pub set_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl PlatformLookup {
+    fn why(&self) -> String {
+        match (&self.reason, self.set_at) {
+            (Some(reason), Some(at)) => format!(
+                "run {} left writes the state may not have recorded ({reason}, {}); it adopts what it finds rather than creating twice",
+                self.run_id,
+                at.format("%Y-%m-%d %H:%M UTC")
+            ),
+            _ => format!("run {} did not finish (the process died); it adopts what it finds rather than creating twice", self.run_id),
+        }
+    }
+}
+
+/// Pure: from the connector's marker, its last run and whether it runs now. A run in
+/// progress sets the marker itself while it pushes, so a marker of the running run (and its
+/// missing end) says nothing about the next one.
+fn platform_lookup(mark: Option<state::ReconcileMark>, last: Option<&state::RunRecord>, running: bool) -> Option<PlatformLookup> {
+    let in_progress = |run_id: &str| running && last.is_some_and(|l| l.run_id == run_id && l.ended_at.is_none());
+    match (mark, last) {
+        (Some(m), _) if !in_progress(&m.run_id) => {
+            Some(PlatformLookup { run_id: m.run_id, reason: Some(m.reason), set_at: Some(m.set_at) })
+        }
+        (_, Some(l)) if l.ended_at.is_none() && !running => Some(PlatformLookup { run_id: l.run_id.clone(), reason: None, set_at: None }),
+        _ => None,
+    }
 }
 
 /// `history [CONNECTOR] --person ID`: the audit trail of one person, newest first.
@@ -195,5 +246,43 @@ pub(super) fn print_audit(entries: &[crate::state::AuditEntry]) {
             e.run_id,
             shown(&what)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ReconcileMark, RunRecord};
+
+    fn run(id: &str, ended: bool) -> RunRecord {
+        let at = chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        RunRecord { run_id: id.into(), connector: "acme".into(), started_at: at, ended_at: ended.then_some(at), report: None, worker: None }
+    }
+
+    fn mark(id: &str, reason: &str) -> ReconcileMark {
+        ReconcileMark { run_id: id.into(), reason: reason.into(), set_at: chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap() }
+    }
+
+    #[test]
+    fn the_next_run_lists_the_platform_after_a_marker_or_a_run_that_died() {
+        // A run that died mid-push left its marker; later runs ended (failing) without clearing it.
+        let l = platform_lookup(Some(mark("r1", "push started")), Some(&run("r3", true)), false).expect("the marker shows");
+        assert_eq!((l.run_id.as_str(), l.reason.as_deref()), ("r1", Some("push started")));
+        assert!(l.why().starts_with("run r1 left writes the state may not have recorded (push started, 2026-"), "{}", l.why());
+        // A failed adoption's marker, on a run that ended.
+        let l = platform_lookup(Some(mark("r2", "1 create(s) or adoption(s) failed")), Some(&run("r2", true)), false).unwrap();
+        assert!(l.why().contains("(1 create(s) or adoption(s) failed, "), "{}", l.why());
+        // Killed before its push (no marker), nobody running it now.
+        let l = platform_lookup(None, Some(&run("r4", false)), false).unwrap();
+        assert_eq!((l.run_id.as_str(), l.reason.as_deref()), ("r4", None));
+        assert!(l.why().contains("run r4 did not finish"), "{}", l.why());
+        // A run in progress: its own marker and missing end say nothing of the next run...
+        assert_eq!(platform_lookup(Some(mark("r5", "push started")), Some(&run("r5", false)), true), None);
+        assert_eq!(platform_lookup(None, Some(&run("r5", false)), true), None);
+        // ...but an older run's marker still holds.
+        assert_eq!(platform_lookup(Some(mark("r1", "push started")), Some(&run("r5", false)), true).unwrap().run_id, "r1");
+        // Nothing left behind.
+        assert_eq!(platform_lookup(None, Some(&run("r6", true)), false), None);
+        assert_eq!(platform_lookup(None, None, false), None);
     }
 }

@@ -155,6 +155,8 @@ pub struct State {
     pub url: String,
     /// Where the PostgreSQL password comes from; read when the store is opened.
     pub password: Option<StatePassword>,
+    /// `[state] ca_file`, resolved: the private CA the PostgreSQL server's certificate is checked against.
+    pub ca_file: Option<PathBuf>,
     /// A dead worker's leases and claimed slots are taken over after this long.
     pub lease_ttl: Duration,
     /// How long the audit trail and stopped runs' plans are kept (`[state] audit_retention`).
@@ -385,6 +387,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         state: State {
             url: format!("sqlite://{}", dir.join("state/rostersync.db").display()),
             password: None,
+            ca_file: None,
             lease_ttl: DEFAULT_LEASE_TTL,
             audit_retention: DEFAULT_AUDIT_RETENTION,
         },
@@ -475,6 +478,15 @@ fn check_state(ck: &mut Checker, dir: &Path, s: RawState, out: &mut State) {
     if out.password.is_some() && !postgres {
         ck.problem("state.password_env", "a password is for a postgres:// store; an SQLite file has none (remove it)");
     }
+    if let Some(f) = s.ca_file {
+        if !postgres {
+            ck.problem("state.ca_file", "a CA is for a postgres:// store; an SQLite file has none (remove it)");
+        } else if let Err(e) = check_ca_file_url(&s.url) {
+            ck.problem("state.ca_file", e);
+        } else {
+            out.ca_file = Some(resolve(dir, &f));
+        }
+    }
     if let Some(r) = ck.value("state.audit_retention", s.audit_retention) {
         out.audit_retention = r.0;
     }
@@ -485,6 +497,27 @@ fn check_state(ck: &mut Checker, dir: &Path, s: RawState, out: &mut State) {
             ck.problem("state.lease_ttl", format!("expected 1s to 1h; got {}", humantime::format_duration(ttl.0)));
         }
     }
+}
+
+/// `ca_file` verifies the server's certificate, so the URL must not ask for a mode that
+/// ignores it (sqlx, unlike libpq, checks nothing below verify-ca even with a CA given), nor
+/// name a second CA (`sslrootcert`, relative to wherever the process runs).
+fn check_ca_file_url(url: &str) -> Result<(), String> {
+    let Ok(u) = url::Url::parse(url) else { return Ok(()) }; // state.url says why
+    for (k, v) in u.query_pairs() {
+        match &*k {
+            "sslmode" | "ssl-mode" if v != "verify-full" && v != "verify-ca" => {
+                return Err(format!(
+                    "with sslmode={v} in the URL the server's certificate is not checked, so ca_file would be ignored; use sslmode=verify-full (or leave sslmode out)"
+                ));
+            }
+            "sslrootcert" | "ssl-root-cert" | "ssl-ca" => {
+                return Err(format!("the URL names a CA too ({k}); give the CA once, as ca_file (relative to this file)"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn check_state_url(dir: &Path, url: &str) -> Result<String, String> {
@@ -1227,6 +1260,25 @@ mod tests {
         assert_eq!(cfg.problems.len(), 1);
         assert_eq!(cfg.problems[0].line, Some(3));
         assert!(cfg.problems[0].message.starts_with("not valid TOML"), "{:?}", cfg.problems);
+    }
+
+    /// `[state] ca_file`: resolved against the config's folder; refused for SQLite, with a
+    /// URL sslmode that would not check the certificate, or with a second CA in the URL.
+    #[test]
+    fn a_postgres_ca_file_is_resolved_and_refused_where_it_would_be_ignored() {
+        let with = |state: &str| load(&file(&format!("\n[state]\n{state}"), "", "", ""));
+        let cfg = with("url = \"postgres://rs@db.example/rs?sslmode=verify-ca\"\nca_file = \"tls/ca.pem\"");
+        assert!(cfg.problems.is_empty(), "{:?}", cfg.problems);
+        assert_eq!(cfg.state.ca_file, Some(cfg.dir.join("tls/ca.pem")));
+        let cfg = with("url = \"postgres://rs@db.example/rs\"\nca_file = \"/etc/ssl/db-ca.pem\"");
+        assert_eq!(cfg.state.ca_file, Some(PathBuf::from("/etc/ssl/db-ca.pem")));
+        let problem = |state: &str| with(state).problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+        let p = problem("url = \"postgres://rs@db.example/rs?sslmode=require\"\nca_file = \"ca.pem\"");
+        assert!(p.contains("state.ca_file: with sslmode=require in the URL the server's certificate is not checked"), "{p}");
+        let p = problem("url = \"postgres://rs@db.example/rs?sslrootcert=ca.pem\"\nca_file = \"ca.pem\"");
+        assert!(p.contains("state.ca_file: the URL names a CA too (sslrootcert)"), "{p}");
+        let p = problem("url = \"sqlite://state.db\"\nca_file = \"ca.pem\"");
+        assert!(p.contains("state.ca_file: a CA is for a postgres:// store"), "{p}");
     }
 
     /// `[state]` for a fleet: a postgres URL with the password behind a variable or a file,

@@ -144,6 +144,11 @@ pub struct RawState {
     /// PostgreSQL only: file holding the database password (its first line; relative to the
     /// config file), e.g. a mounted secret.
     pub password_file: Option<String>,
+    /// PostgreSQL only: the CA certificate(s) (PEM; relative to the config file) that signed
+    /// the database server's certificate, for a private CA. The connection is then TLS with
+    /// the certificate and its host name checked ("sslmode=verify-full", unless the URL says
+    /// "sslmode=verify-ca"); without it, "sslmode=verify-full" trusts the public CAs.
+    pub ca_file: Option<String>,
     /// How long a run's lease on its connector outlives a worker that died (SIGKILL, lost
     /// machine) before another worker may take the connector; renewed every third of it
     /// while the worker lives (default "20s"). A run whose renewals the store does not accept

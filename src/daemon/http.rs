@@ -76,7 +76,12 @@ async fn answer(mut s: TcpStream, metrics: &Metrics, health: &Health, board: Opt
             let (status, body) = health.render();
             reply(&mut s, status, "text/plain; charset=utf-8", &body, head_only).await
         }
-        "/metrics" => reply(&mut s, 200, "text/plain; version=0.0.4; charset=utf-8", &metrics.render(), head_only).await,
+        "/metrics" => {
+            if let Some(b) = board {
+                metrics.set_manual(b.manual_runs().await);
+            }
+            reply(&mut s, 200, "text/plain; version=0.0.4; charset=utf-8", &metrics.render(), head_only).await
+        }
         _ => match board {
             Some(b) => match b.route(path).await {
                 Some((status, html)) => reply(&mut s, status, "text/html; charset=utf-8", &html, head_only).await,

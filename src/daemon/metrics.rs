@@ -5,6 +5,11 @@
 //! its runs at 0 by outcome, and a last-success timestamp of 0 when it never succeeded (or
 //! the one from the state store), so an alert on `time() - last_success > N` fires for a
 //! connector that has never worked, not only for one that stopped working.
+//!
+//! A connector run by hand only (no schedule: `rostersync sync` in another process) has
+//! the gauges of its last run too, read from the state store's history at each scrape
+//! (`set_manual`, `ManualRuns::from_history`): the daemon never runs it, so its counters
+//! would only ever say 0.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -13,6 +18,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::report::{Report, RunOutcome};
+use crate::state::RunRecord;
 
 /// Upper bounds (seconds) of the run duration histogram: syncs take seconds to an hour.
 const BUCKETS: [f64; 12] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
@@ -31,6 +37,30 @@ struct LastRun {
     exit: i32,
     invalid: u64,
     stale: bool,
+    outcome: Option<RunOutcome>,
+}
+
+/// What the state store says of a manual-only connector's runs (made by other processes).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ManualRuns {
+    /// The last finished run: its end, outcome, unusable rows, staleness.
+    last: Option<(i64, RunOutcome, u64, bool)>,
+    /// The end of the last ok / no-new-file run that was not a dry run.
+    last_success: Option<i64>,
+}
+
+impl ManualRuns {
+    /// Pure: from a connector's history, newest first (a run in progress, or one that died,
+    /// has no report and is passed over).
+    pub fn from_history(history: &[RunRecord]) -> ManualRuns {
+        let finished = || history.iter().filter_map(|r| Some((r.ended_at.unwrap_or(r.started_at).timestamp(), r.report.as_ref()?)));
+        ManualRuns {
+            last: finished().next().map(|(at, rep)| (at, rep.outcome, rep.counts.invalid, rep.stale)),
+            last_success: finished()
+                .find(|(_, rep)| !rep.dry_run && matches!(rep.outcome, RunOutcome::Ok | RunOutcome::NoNewFile))
+                .map(|(at, _)| at),
+        }
+    }
 }
 
 /// Outcomes and operations listed at 0 before they happen, so that their series exist.
@@ -56,6 +86,8 @@ struct Inner {
     running: i64,
     connectors: usize,
     reloads: BTreeMap<&'static str, u64>,
+    /// Connectors without a schedule, from the state store (`set_manual`).
+    manual: BTreeMap<String, ManualRuns>,
 }
 
 #[derive(Default)]
@@ -110,7 +142,10 @@ impl Metrics {
         let mut m = self.lock();
         m.running -= 1;
         *m.runs.entry((r.connector.clone(), outcome_label(r.outcome))).or_default() += 1;
-        m.last_run.insert(r.connector.clone(), LastRun { at: at.timestamp(), exit, invalid: r.counts.invalid, stale: r.stale });
+        m.last_run.insert(
+            r.connector.clone(),
+            LastRun { at: at.timestamp(), exit, invalid: r.counts.invalid, stale: r.stale, outcome: Some(r.outcome) },
+        );
         if !r.dry_run {
             let c = &r.counts;
             for (kind, n) in [
@@ -188,6 +223,12 @@ impl Metrics {
         m.operations_failed.remove(connector);
     }
 
+    /// The manual-only connectors now (replacing the previous set: one removed from the
+    /// configuration, or given a schedule, loses these series) and their stored runs.
+    pub fn set_manual(&self, manual: BTreeMap<String, ManualRuns>) {
+        self.lock().manual = manual;
+    }
+
     /// Runs in progress right now.
     pub fn running(&self) -> i64 {
         self.lock().running
@@ -221,25 +262,64 @@ impl Metrics {
         for (c, t) in &m.last_success {
             let _ = writeln!(o, "rostersync_last_success_timestamp_seconds{{connector=\"{}\"}} {t}", esc(c));
         }
+        for (c, r) in m.manual.iter().filter(|(c, _)| !m.last_success.contains_key(*c)) {
+            let _ = writeln!(o, "rostersync_last_success_timestamp_seconds{{connector=\"{}\"}} {}", esc(c), r.last_success.unwrap_or(0));
+        }
+        // The scheduled connectors' last run in this process, then the manual-only ones' from
+        // the store (a connector is in one set or the other; the scheduled one wins).
+        let last_runs = || {
+            let scheduled = m.known.iter().map(|c| (c, m.last_run.get(c).copied().unwrap_or_default()));
+            let manual = m.manual.iter().filter(|(c, _)| !m.known.contains(*c)).map(|(c, r)| {
+                let last = r.last.map_or(LastRun::default(), |(at, outcome, invalid, stale)| LastRun {
+                    at,
+                    invalid,
+                    stale,
+                    outcome: Some(outcome),
+                    ..LastRun::default()
+                });
+                (c, last)
+            });
+            scheduled.chain(manual)
+        };
         let gauge = |o: &mut String, name: &str, help: &str, value: &dyn Fn(&LastRun) -> String| {
             head(o, name, "gauge", help);
-            for c in &m.known {
-                let last = m.last_run.get(c).copied().unwrap_or_default();
+            for (c, last) in last_runs() {
                 let _ = writeln!(o, "{name}{{connector=\"{}\"}} {}", esc(c), value(&last));
             }
         };
         gauge(
             &mut o,
             "rostersync_last_run_timestamp_seconds",
-            "End of the connector's last run in this process (Unix time; 0: none yet).",
+            "End of the connector's last run in this process (Unix time; 0: none yet); for a connector without a schedule, its last run in any process.",
             &|l| l.at.to_string(),
         );
-        gauge(
+        // The exit code of a run in another process is not stored: only this process's runs.
+        head(
             &mut o,
             "rostersync_last_run_exit_code",
+            "gauge",
             "Exit code of the connector's last run (DESIGN.md's table; 0 also before the first run).",
-            &|l| l.exit.to_string(),
         );
+        for c in &m.known {
+            let _ = writeln!(o, "rostersync_last_run_exit_code{{connector=\"{}\"}} {}", esc(c), m.last_run.get(c).map_or(0, |l| l.exit));
+        }
+        head(
+            &mut o,
+            "rostersync_last_run_outcome",
+            "gauge",
+            "1 on the outcome of the connector's last run (all 0 before the first); for a connector without a schedule, its last run in any process.",
+        );
+        for (c, last) in last_runs() {
+            for out in OUTCOMES {
+                let _ = writeln!(
+                    o,
+                    "rostersync_last_run_outcome{{connector=\"{}\",outcome=\"{}\"}} {}",
+                    esc(c),
+                    outcome_label(out),
+                    u8::from(last.outcome == Some(out))
+                );
+            }
+        }
         gauge(&mut o, "rostersync_last_run_invalid_rows", "Rows of the last run's file that could not be used.", &|l| {
             l.invalid.to_string()
         });
@@ -384,6 +464,62 @@ mod tests {
         assert!(!text.contains("last_success_timestamp_seconds{connector=\"we"), "a stopped run is not a success");
         m.forget("acme");
         assert!(!m.render().contains("connector=\"acme\""));
+    }
+
+    /// A connector without a schedule: its gauges from the stored history (newest first),
+    /// a run in progress and a dry run passed over where they would mislead.
+    #[test]
+    fn a_manual_only_connector_has_its_last_run_series_from_the_store() {
+        let at = |s: i64| DateTime::from_timestamp(1_795_312_800 + s, 0).unwrap();
+        let rec = |id: &str, end: i64, outcome: Option<(RunOutcome, bool)>| RunRecord {
+            run_id: id.into(),
+            connector: "hand".into(),
+            started_at: at(end - 5),
+            ended_at: outcome.map(|_| at(end)),
+            report: outcome.map(|(o, dry)| Report {
+                outcome: o,
+                stale: o == RunOutcome::Failed,
+                counts: Counts { invalid: 2, ..Counts::default() },
+                ..Report::new("hand", id, dry)
+            }),
+            worker: None,
+        };
+        let history = [
+            rec("running", 40, None),
+            rec("failed", 30, Some((RunOutcome::Failed, false))),
+            rec("dry", 20, Some((RunOutcome::Ok, true))),
+            rec("ok", 10, Some((RunOutcome::NoNewFile, false))),
+        ];
+        let runs = ManualRuns::from_history(&history);
+        assert_eq!(
+            runs,
+            ManualRuns { last: Some((at(30).timestamp(), RunOutcome::Failed, 2, true)), last_success: Some(at(10).timestamp()) }
+        );
+        assert_eq!(ManualRuns::from_history(&[]), ManualRuns::default());
+
+        let m = Metrics::default();
+        m.register("sched", None);
+        m.set_manual(BTreeMap::from([("hand".to_string(), runs), ("never".to_string(), ManualRuns::default())]));
+        let text = m.render();
+        for line in [
+            "rostersync_last_success_timestamp_seconds{connector=\"hand\"} 1795312810",
+            "rostersync_last_success_timestamp_seconds{connector=\"never\"} 0",
+            "rostersync_last_run_timestamp_seconds{connector=\"hand\"} 1795312830",
+            "rostersync_last_run_invalid_rows{connector=\"hand\"} 2",
+            "rostersync_export_stale{connector=\"hand\"} 1",
+            "rostersync_last_run_outcome{connector=\"hand\",outcome=\"failed\"} 1",
+            "rostersync_last_run_outcome{connector=\"hand\",outcome=\"ok\"} 0",
+            "rostersync_last_run_outcome{connector=\"never\",outcome=\"failed\"} 0",
+            "rostersync_last_run_outcome{connector=\"sched\",outcome=\"ok\"} 0",
+            "rostersync_last_run_exit_code{connector=\"sched\"} 0",
+        ] {
+            assert!(text.contains(line), "missing «{line}» in:\n{text}");
+        }
+        assert!(!text.contains("rostersync_last_run_exit_code{connector=\"hand\"}"), "not stored, so not shown: {text}");
+        assert!(!text.contains("rostersync_runs_total{connector=\"hand\""), "the daemon's own runs only: {text}");
+        // Given a schedule (or removed) it leaves the manual set, and its stored series go.
+        m.set_manual(BTreeMap::new());
+        assert!(!m.render().contains("connector=\"hand\""));
     }
 
     #[test]

@@ -125,6 +125,24 @@ fn jitter(c: &Connector, slot: DateTime<Utc>) -> chrono::Duration {
 }
 
 impl Board {
+    /// The stored runs of the connectors with neither a sync nor a reconcile schedule (run
+    /// by hand, in other processes), for /metrics: one short history read each.
+    pub async fn manual_runs(&self) -> BTreeMap<String, crate::daemon::metrics::ManualRuns> {
+        let (connectors, _) = self.current();
+        let mut out = BTreeMap::new();
+        for c in connectors.values().filter(|c| c.schedule.is_none() && c.reconcile.is_none()) {
+            // Deep enough that a few failures in a row do not hide the last success.
+            match self.store.history(Some(&c.name), 20).await {
+                Ok(h) => {
+                    out.insert(c.name.clone(), crate::daemon::metrics::ManualRuns::from_history(&h));
+                }
+                // Left out of this scrape (a gap in the series), not shown as never run.
+                Err(e) => tracing::warn!(connector = %c.name, "/metrics: cannot read run history: {e}"),
+            }
+        }
+        out
+    }
+
     /// The plan this connector waits on, read from the stored plans (`approve` applies it).
     async fn awaiting(&self, connector: &str, history: &[RunRecord]) -> Option<String> {
         let pending = match self.store.pending_plan(connector).await {

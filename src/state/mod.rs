@@ -42,6 +42,12 @@ pub enum StateError {
     Login { host: String, port: u16, detail: String },
     #[error("the state store password: {0}")]
     Password(String),
+    /// The TLS handshake with the database failed: an untrusted CA, a host name the
+    /// certificate does not list, a server without TLS. `hint` says what to change.
+    #[error("TLS to the PostgreSQL state store at {host}:{port} failed: {detail}. {hint}")]
+    Tls { host: String, port: u16, detail: String, hint: String },
+    #[error("the CA certificate {path} named by [state] ca_file: {detail}")]
+    CaFile { path: String, detail: String },
     /// The run could not show, in time, that it still holds its connector's lease: it
     /// stopped before the lease could lapse and another process take the connector.
     #[error(
@@ -53,8 +59,8 @@ pub enum StateError {
 impl Classify for StateError {
     fn exit(&self) -> Exit {
         match self {
-            StateError::Unreachable { .. } | StateError::Login { .. } => Exit::Connection,
-            StateError::Password(_) => Exit::Config,
+            StateError::Unreachable { .. } | StateError::Login { .. } | StateError::Tls { .. } => Exit::Connection,
+            StateError::Password(_) | StateError::CaFile { .. } => Exit::Config,
             _ => Exit::Other,
         }
     }

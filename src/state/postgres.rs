@@ -12,12 +12,13 @@
 //! parameter is a JSON array (`json_array_elements`), a list of ids one `text[]`.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 
 use super::{
     AuditEntry, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, StoredPlan, worker_id,
@@ -66,14 +67,23 @@ fn secs(ttl: Duration) -> f64 {
 }
 
 impl PostgresStore {
-    /// Connects (`password` from `[state] password_env` / `password_file`) and migrates.
-    pub async fn open(url: &str, password: Option<&str>) -> Result<PostgresStore, StateError> {
+    /// Connects (`password` from `[state] password_env` / `password_file`; the server's
+    /// certificate checked against `ca_file`, `[state] ca_file`, when given) and migrates.
+    pub async fn open(url: &str, password: Option<&str>, ca_file: Option<&Path>) -> Result<PostgresStore, StateError> {
         let shown = shown_url(url);
         let mut opts = PgConnectOptions::from_str(url)
             .map_err(|e| StateError::Db { url: shown.clone(), detail: format!("unreadable URL: {}", redact(&e.to_string(), password)) })?
             .application_name(&format!("rostersync {}", worker_id()));
         if let Some(p) = password {
             opts = opts.password(p);
+        }
+        if let Some(path) = ca_file {
+            opts = opts.ssl_root_cert_from_pem(read_ca(path)?);
+            // A CA is given to be checked against: sqlx's default ("prefer") would check
+            // nothing and even fall back to plain text. (`check` refuses a weaker sslmode.)
+            if !url_sets_sslmode(url) {
+                opts = opts.ssl_mode(PgSslMode::VerifyFull);
+            }
         }
         let (host, port) = (opts.get_host().to_string(), opts.get_port());
         let pool = PgPoolOptions::new()
@@ -122,10 +132,72 @@ impl PostgresStore {
     }
 }
 
-/// A sqlx failure as what it means to the user: the server out of reach, a refused login,
-/// or a database error (told apart by sqlx's error kind and the SQLSTATE, never by text).
+/// The CA file's certificates, checked here so that a wrong file is named as such rather
+/// than surfacing as a failed handshake.
+fn read_ca(path: &Path) -> Result<Vec<u8>, StateError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let fail = |detail: String| StateError::CaFile { path: path.display().to_string(), detail };
+    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it ({e})")))?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(pem),
+        Ok(_) => Err(fail("it holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\"); give the CA's certificate in PEM".into())),
+        Err(e) => Err(fail(format!("it is not valid PEM ({e}); give the CA's certificate in PEM"))),
+    }
+}
+
+/// Whether the URL chooses its own sslmode (`sslmode` / `ssl-mode`, as sqlx reads them).
+fn url_sets_sslmode(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "sslmode" || k == "ssl-mode"))
+}
+
+/// What to do about a failed TLS handshake, by the type of what failed (rustls' error,
+/// which sqlx passes up inside an I/O error or its own TLS error); None: not a TLS failure.
+fn tls_hint(e: &sqlx::Error, host: &str) -> Option<String> {
+    use rustls::{CertificateError, Error as Tls};
+    let cause: &(dyn std::error::Error + 'static) = match e {
+        sqlx::Error::Io(io) => io.get_ref()?,
+        sqlx::Error::Tls(b) => b.as_ref(),
+        _ => return None,
+    };
+    if cause.downcast_ref::<rustls::pki_types::InvalidDnsNameError>().is_some() {
+        return Some(format!("\"{host}\" is not a host name TLS can check: put the server's DNS name (or IP address) in [state] url"));
+    }
+    let Some(tls) = cause.downcast_ref::<Tls>() else {
+        return match e {
+            // sqlx's own refusal: the server answered the TLS request with "no".
+            sqlx::Error::Tls(_) => Some(
+                "The server does not offer TLS: turn on ssl (ssl = on, ssl_cert_file, ssl_key_file) in its postgresql.conf; lower sslmode in [state] url only on a network you trust"
+                    .into(),
+            ),
+            _ => None,
+        };
+    };
+    Some(match tls {
+        Tls::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            "The server's certificate is not signed by a CA this store trusts: give the certificate (PEM) of the CA that signed it as [state] ca_file".into()
+        }
+        Tls::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => format!(
+            "The server's certificate does not name the host \"{host}\": put a name it lists in [state] url, or (to check the CA only) use sslmode=verify-ca"
+        ),
+        Tls::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        ) => "The server's certificate is outside its validity period: renew it on the server (or check this machine's clock)".into(),
+        _ => "Check the server's TLS settings (ssl_cert_file, ssl_key_file) and sslmode / ca_file in [state]".into(),
+    })
+}
+
+/// A sqlx failure as what it means to the user: the server out of reach, a failed TLS
+/// handshake, a refused login, or a database error (told apart by sqlx's error kind, the
+/// TLS error's type and the SQLSTATE, never by text).
 fn classify(e: sqlx::Error, password: Option<&str>, url: &str, host: &str, port: u16) -> StateError {
     let detail = redact(&e.to_string(), password);
+    if let Some(hint) = tls_hint(&e, host) {
+        return StateError::Tls { host: host.to_string(), port, detail, hint };
+    }
     let unreachable = |detail| StateError::Unreachable { host: host.to_string(), port, detail };
     match &e {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => unreachable(detail),

@@ -43,7 +43,7 @@ pub async fn open(state: &config::State) -> Result<Store, StateError> {
                 Some(text.lines().next().unwrap_or_default().to_string())
             }
         };
-        Inner::Postgres(PostgresStore::open(&state.url, password.as_deref()).await?)
+        Inner::Postgres(PostgresStore::open(&state.url, password.as_deref(), state.ca_file.as_deref()).await?)
     } else {
         Inner::Sqlite(SqliteStore::open(&state.url).await?)
     };

@@ -19,7 +19,12 @@ pub struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    tls: bool,
 }
+
+/// The host name the TLS server's certificate lists (and the only one: 127.0.0.1 is not in
+/// it, so connecting by address is the "wrong host name" case).
+pub const TLS_HOST: &str = "localhost";
 
 /// The newest installed server's bin folder (/usr/lib/postgresql/N/bin), or the test fails
 /// with how to install it. Never a skip: a missing server is a broken test machine.
@@ -87,11 +92,49 @@ impl Postgres {
 
     /// With extra `-c name=value` server settings (e.g. `shared_preload_libraries=pg_stat_statements`).
     pub fn with_settings(settings: &[&str]) -> Postgres {
+        Postgres::launch(settings, false)
+    }
+
+    /// A server with `ssl = on`: a CA made for this server (`ca_file`) signed its certificate,
+    /// which names `TLS_HOST` only. Plain-text logins stay allowed (pg_hba `host`), so what a
+    /// client demands (sslmode) is what is tested. `other_ca_file` is a CA that signed nothing.
+    pub fn with_tls() -> Postgres {
+        Postgres::launch(&[], true)
+    }
+
+    /// `with_tls`, with extra `-c name=value` settings (e.g. `log_connections=on`).
+    pub fn with_tls_settings(settings: &[&str]) -> Postgres {
+        Postgres::launch(settings, true)
+    }
+
+    /// The CA that signed the TLS server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls, "ca_file: this server was started without TLS (use Postgres::with_tls)");
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    /// A CA that did not sign the server's certificate (PEM).
+    pub fn other_ca_file(&self) -> PathBuf {
+        assert!(self.tls, "other_ca_file: this server was started without TLS (use Postgres::with_tls)");
+        self.dir.path().join("tls/other-ca.pem")
+    }
+
+    /// The URL of database `db` by a host `host` (e.g. `TLS_HOST`), with these query
+    /// parameters (e.g. "sslmode=verify-full"); no password.
+    pub fn url_at(&self, host: &str, db: &str, query: &str) -> String {
+        let q = if query.is_empty() { String::new() } else { format!("?{query}") };
+        format!("postgres://postgres@{host}:{}/{db}{q}", self.port)
+    }
+
+    fn launch(settings: &[&str], tls: bool) -> Postgres {
         let bin = bin_dir();
         let user = server_user();
         let dir = tempfile::tempdir().expect("tempdir");
         // The folder must be the server user's (and only its: initdb checks).
         std::fs::write(dir.path().join("pwfile"), PASSWORD).unwrap();
+        if tls {
+            make_certificates(&dir.path().join("tls"));
+        }
         chown_all(dir.path(), user);
         let data = dir.path().join("data");
         let out = as_server_user(&mut Command::new(bin.join("initdb")), user)
@@ -118,9 +161,15 @@ impl Postgres {
         for s in settings {
             cmd.arg("-c").arg(s);
         }
+        if tls {
+            let tls_dir = dir.path().join("tls");
+            cmd.args(["-c", "ssl=on"]);
+            cmd.arg("-c").arg(format!("ssl_cert_file={}", tls_dir.join("server.pem").display()));
+            cmd.arg("-c").arg(format!("ssl_key_file={}", tls_dir.join("server.key").display()));
+        }
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn postgres");
-        let pg = Postgres { child, port, dir, bin };
+        let pg = Postgres { child, port, dir, bin, tls };
         pg.wait_ready(Duration::from_secs(30));
         pg
     }
@@ -180,6 +229,64 @@ impl Postgres {
         self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
         self.url(name)
     }
+}
+
+/// Runs `openssl` with these arguments in `dir`; a failure fails the test with its output.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap_or_else(|e| {
+        panic!("cannot run openssl ({e}). Install it with: apt-get install -y openssl (or run scripts/install-test-deps.sh)")
+    });
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Into `dir`: ca.pem (a CA made now), server.pem + server.key (signed by it, naming
+/// `TLS_HOST` only, for serverAuth), other-ca.pem (an unrelated CA). P-256 keys: quick to make.
+fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for (name, cn) in [("ca", "rostersync test CA"), ("other-ca", "rostersync unrelated CA")] {
+        let (key, pem, subj) = (format!("{name}.key"), format!("{name}.pem"), format!("/CN={cn}"));
+        let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subj, "-keyout", &key, "-out", &pem];
+        args.extend(ec);
+        args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        openssl(dir, &args);
+    }
+    let mut args = vec!["req", "-new", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"];
+    args.extend(ec);
+    openssl(dir, &args);
+    std::fs::write(
+        dir.join("server.ext"),
+        format!("subjectAltName=DNS:{TLS_HOST}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    // PostgreSQL refuses a key file others can read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 impl Drop for Postgres {

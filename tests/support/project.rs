@@ -101,6 +101,16 @@ pick = "last-name"
         std::fs::write(&cfg_path, format!("{}{sync_section}\n", &cfg[..at])).unwrap();
     }
 
+    /// Replaces the default `[state]` table (SQLite in the project) with `state`, a whole
+    /// table, header included (e.g. a PostgreSQL URL with its password_env).
+    pub fn set_state(&self, state: &str) {
+        let cfg = self.dir.path().join("connectors.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let default = "[state]\nurl = \"sqlite://state/rostersync.db\"\n";
+        assert!(text.contains(default), "set_state: the project's [state] table was replaced already");
+        std::fs::write(&cfg, text.replacen(default, state, 1)).unwrap();
+    }
+
     /// `sync_json` for connector `name`.
     pub fn sync_json_of(&self, name: &str, extra: &[&str]) -> (i32, serde_json::Value) {
         let mut args = vec!["--json", "sync", name];
