@@ -4,6 +4,7 @@
 //! A run is a list of steps (`Job::execute`), one file each:
 //! `lease` → `fetch` → `parse` → plan (here) → `push` → `managers` → finish (here).
 
+mod adoption;
 mod fetch;
 mod lease;
 mod managers;
@@ -187,6 +188,9 @@ struct Job<'a, S: StateStore> {
     /// Creates and adoptions of this push that failed: the account may be on the platform
     /// unrecorded (a lost answer), or an adoption is pending, so the marker stays set.
     unsettled: u64,
+    /// The platform-wide lease of a run that binds accounts (`adoption`): taken before the
+    /// other connectors' bindings are read, released once the push is recorded.
+    binding: &'a adoption::Binding,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -205,6 +209,8 @@ pub async fn run<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts:
 }
 
 async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
+    let holder = lease::holder(opts.origin_or_cli(), &run_id);
+    let binding = adoption::Binding::new(&holder, &conn.name);
     let job = Job {
         cfg,
         conn,
@@ -223,10 +229,10 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         recreated: Vec::new(),
         forget: Vec::new(),
         unsettled: 0,
+        binding: &binding,
     };
     let mut job = job;
     job.report.approval = opts.approval.clone();
-    let holder = lease::holder(opts.origin_or_cli(), &run_id);
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     let leased = !opts.dry_run;
     if leased && let Err(e) = lease::acquire(store, &conn.name, &holder).await {
@@ -241,7 +247,9 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         return job.fail(RunError::from_error(e));
     }
 
-    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, job.execute()).await;
+    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, binding.renewing(store, job.execute())).await;
+    // Every binding of the push is recorded (or the push ended): others may decide now.
+    binding.release(store).await;
     job.flush_audit().await;
     let mut done = match result {
         Ok(exit) => job.finish(exit),
@@ -493,7 +501,9 @@ impl<S: StateStore> Job<'_, S> {
 
     /// The snapshots of the connectors whose accounts this one may not take: every other
     /// connector of the config but those its `adopt_from` names. Never synced ones are empty.
-    async fn other_snapshots(&self) -> Result<Vec<(String, plan::Snapshot)>, RunError> {
+    /// Read under the platform lease (`adoption`), so no other connector binds meanwhile.
+    async fn other_snapshots(&mut self) -> Result<Vec<(String, plan::Snapshot)>, RunError> {
+        self.take_platform_lease().await?;
         let mut out = Vec::new();
         for name in self.cfg.connectors.keys() {
             if *name == self.conn.name || self.conn.sync.adopt_from.contains(name) {
