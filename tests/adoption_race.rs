@@ -275,3 +275,58 @@ fn two_first_syncs_at_once_on_postgres_bind_each_account_once() {
 fn a_reconcile_racing_another_connectors_first_sync_on_postgres_binds_each_account_once() {
     race(Backend::Postgres(Postgres::start()), true);
 }
+
+/// Two first syncs of the same people on an empty platform: both plan creates, and the
+/// second one's would meet the first one's accounts on a 409 and adopt them. One creates,
+/// the other names them as the first one's people.
+#[test]
+fn two_first_syncs_on_an_empty_platform_create_each_person_once() {
+    let scim = ScimServer::start();
+    let (proxy, _meeting) = meeting_proxy(&scim);
+    let backend = Backend::Sqlite;
+    let p = project(&scim, &proxy, &backend);
+    p.export("employees_2026-01-01.csv", &rows(2));
+    let a = spawn(&p, "acme", &[]);
+    let g = spawn(&p, "globex", &[]);
+    let (a, g) = (a.wait_with_output().unwrap(), g.wait_with_output().unwrap());
+    let runs = [("acme", report("acme", &a)), ("globex", report("globex", &g))];
+    let seen = proxy.seen();
+    let shown: Vec<String> = seen.iter().map(|s| format!("{:?} {} {}", s.at, s.method, s.path)).collect();
+    let (winner, loser) = match (&runs[0].1.1["counts"]["created"], &runs[1].1.1["counts"]["created"]) {
+        (w, l) if *w == 2 && *l == 0 => (&runs[0], &runs[1]),
+        (w, l) if *w == 0 && *l == 2 => (&runs[1], &runs[0]),
+        _ => panic!("one connector creates both accounts, the other none:\n{runs:#?}"),
+    };
+    let ((wname, (wcode, wr, werr)), (lname, (lcode, lr, lerr))) = (winner, loser);
+    assert_eq!(*wcode, 0, "{wr}\n{werr}");
+    assert_eq!(*lcode, 0, "a conflict needs a person, not a retry: {lr}\n{lerr}");
+    for (k, want) in [("adopted", 0), ("created", 0), ("updated", 0), ("conflicts", 2), ("failed", 0)] {
+        assert_eq!(lr["counts"][k], want, "{lname}'s {k}: {lr}");
+    }
+    let now = accounts(&scim);
+    assert_eq!(now.len(), 2, "one account per person: {now:?}");
+    let (snapshots, leases) = state(&p, &backend);
+    let mut bound: Vec<(String, String)> = snapshots[wname.to_owned()].clone().into_iter().collect();
+    bound.sort();
+    let mut want: Vec<(String, String)> = now.iter().map(|(id, (ext, _))| (ext.clone(), id.clone())).collect();
+    want.sort();
+    assert_eq!(bound, want, "{wname} holds both accounts");
+    assert_eq!(want.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["E0000001", "E0000002"]);
+    assert!(snapshots[lname.to_owned()].is_empty(), "{lname} binds nothing: {snapshots:?}");
+    assert_eq!(leases, 0, "every lease released");
+    let errors: Vec<&str> = lr["errors"].as_array().expect("errors").iter().filter_map(|e| e["message"].as_str()).collect();
+    assert_eq!(errors.len(), 2, "{lr}");
+    for (ext, pid) in &want {
+        assert!(
+            errors.iter().any(|m| m.contains(&format!("\"{ext}\""))
+                && m.contains(pid.as_str())
+                && m.contains(&format!("connector \"{wname}\"'s person"))
+                && m.contains("adopt_from")),
+            "{ext}: {errors:#?}"
+        );
+    }
+    // The loser's creates were refused (409: the accounts exist); nothing else was written.
+    let writes: Vec<&str> = seen.iter().filter(|s| s.method != "GET").map(|s| s.method.as_str()).collect();
+    assert_eq!(writes, ["POST"; 4], "{shown:#?}");
+    assert!(lr["notes"].to_string().contains("waited "), "{lr}");
+}
