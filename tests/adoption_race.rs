@@ -330,3 +330,91 @@ fn two_first_syncs_on_an_empty_platform_create_each_person_once() {
     assert_eq!(writes, ["POST"; 4], "{shown:#?}");
     assert!(lr["notes"].to_string().contains("waited "), "{lr}");
 }
+
+/// The same race inside one daemon: two connectors on one schedule, their first runs at the
+/// same instant (`max_concurrent_runs = 2`), meeting at the proxy.
+#[test]
+fn two_connectors_of_one_daemon_bind_each_account_once() {
+    let scim = ScimServer::start();
+    let (proxy, _meeting) = meeting_proxy(&scim);
+    let ids: Vec<String> = (1..=2).map(|n| unbound_account(&scim, n)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let exports = dir.path().join("exports");
+    std::fs::create_dir_all(&exports).unwrap();
+    std::fs::write(exports.join("employees_2026-01-01.csv"), format!("{HEADER}\n{}\n", rows(2).join("\n"))).unwrap();
+    let mapping = support::repo_root().join("mappings/demo.toml");
+    // One write per account (the proxy counts them), as in the CLI runs above: no Bulk.
+    let mut cfg = support::daemon::header(&scim, dir.path(), port)
+        .replacen(&scim.base_url, &proxy.base_url, 1)
+        .replacen("[daemon]\n", "[daemon]\nmax_concurrent_runs = 2\n", 1)
+        .replacen("token_env = \"PLATFORM_SCIM_TOKEN\"\n", "token_env = \"PLATFORM_SCIM_TOKEN\"\nbulk = \"off\"\n", 1);
+    for name in ["acme", "globex"] {
+        cfg += &format!(
+            "\n[connectors.{name}]\nschedule = \"*/4 * * * * *\"\nmapping = \"{}\"\n[connectors.{name}.local]\ndir = \"{}\"\n[connectors.{name}.file]\npath = \"employees_*.csv\"\npick = \"last-name\"\n",
+            mapping.display(),
+            exports.display()
+        );
+    }
+    let mut d = support::daemon::Daemon::start(&cfg, dir, port, &scim, &[]);
+    let history = || -> Vec<Value> {
+        let out = std::process::Command::new(support::rostersync_bin())
+            .args(["--config", d.config_path().to_str().unwrap(), "--json", "history", "--limit", "1000"])
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+    };
+    // Each connector's first run that pushed or found conflicts (later runs find no new file).
+    let first_runs = |h: &[Value]| -> HashMap<String, Value> {
+        h.iter()
+            .filter(|r| !r["ended_at"].is_null() && r["report"]["file"].is_object() && r["report"]["outcome"] == "ok")
+            .map(|r| (r["connector"].as_str().unwrap_or_default().to_string(), r["report"].clone()))
+            .collect()
+    };
+    let start = Instant::now();
+    let runs = loop {
+        let runs = first_runs(&history());
+        if runs.len() == 2 {
+            break runs;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "both connectors' first runs within a minute; log:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(d.stop(Duration::from_secs(30)), Some(0), "{}", d.log());
+    let (winner, loser) = match (runs["acme"]["counts"]["adopted"].as_u64(), runs["globex"]["counts"]["adopted"].as_u64()) {
+        (Some(2), Some(0)) => ("acme", "globex"),
+        (Some(0), Some(2)) => ("globex", "acme"),
+        _ => panic!("one connector adopts both accounts, the other none: {runs:#?}\n{}", d.log()),
+    };
+    assert_eq!(runs[loser]["counts"]["conflicts"], 2, "{runs:#?}");
+    assert_eq!(runs[loser]["counts"]["created"], 0, "{runs:#?}");
+    let log = d.log();
+    assert!(log.contains("waiting for daemon@") && log.contains(&format!("connector {winner} to record")), "{log}");
+    // The runs met: both listings were in before the first write.
+    let seen = proxy.seen();
+    let listings: Vec<Instant> =
+        seen.iter().filter(|s| s.method == "GET" && s.path.starts_with("/Users?startIndex")).map(|s| s.at).take(2).collect();
+    let first_write = seen.iter().filter(|s| s.method != "GET").map(|s| s.at).min().expect("a write");
+    assert!(listings.len() == 2 && listings.iter().all(|l| *l < first_write), "both runs listed before either wrote");
+    // Only the winner wrote, once per contested account; the accounts are the winner's people.
+    let writes: Vec<String> = proxy.seen().iter().filter(|s| s.method != "GET").map(|s| format!("{} {}", s.method, s.path)).collect();
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    let now = accounts(&scim);
+    assert_eq!(now.len(), 2, "{now:?}");
+    for (n, id) in ids.iter().enumerate() {
+        assert!(writes.iter().any(|w| w.ends_with(&format!("/Users/{id}"))), "{writes:#?}");
+        assert_eq!(now[id].0, format!("E000000{}", n + 1));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (w, l) = rt.block_on(async {
+        let s = SqliteStore::open(&format!("sqlite://{}", d.dir.path().join("state.db").display())).await.unwrap();
+        (s.snapshot(winner).await.unwrap(), s.snapshot(loser).await.unwrap())
+    });
+    let mut bound: Vec<&str> = w.values().map(|e| e.platform_id.as_str()).collect();
+    bound.sort_unstable();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(bound, want, "{winner} holds both accounts");
+    assert!(l.is_empty(), "{loser} binds nothing");
+}

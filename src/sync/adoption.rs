@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Job, RunError, lease};
+use crate::exit::Exit;
 use crate::state::{StateError, StateStore};
 
 /// How often a waiting run tries the lease again: short next to a push, long enough that
@@ -70,8 +71,8 @@ pub(super) struct Binding {
     /// The connector lease's holder and this connector: "cli@HOST pid N run ID connector NAME",
     /// so `lease::acquire` can tell a dead holder on this machine and waiters can name it.
     holder: String,
-    /// The lease key, once taken.
-    key: Mutex<Option<String>>,
+    /// The lease key once taken, and when it was last taken or renewed.
+    key: Mutex<Option<(String, Instant)>>,
     held: AtomicBool,
 }
 
@@ -80,8 +81,14 @@ impl Binding {
         Binding { holder: format!("{run_holder} connector {connector}"), key: Mutex::new(None), held: AtomicBool::new(false) }
     }
 
-    fn key(&self) -> Option<String> {
+    fn key(&self) -> Option<(String, Instant)> {
         self.key.lock().ok().and_then(|k| k.clone())
+    }
+
+    fn renewed(&self, key: &str, at: Instant) {
+        if let Ok(mut k) = self.key.lock() {
+            *k = Some((key.to_string(), at));
+        }
     }
 
     /// Takes the lease of the platform at `base_url`, waiting while another run holds it
@@ -118,16 +125,21 @@ impl Binding {
                 Err(e) => return Err(e),
             }
         }
-        if let Ok(mut k) = self.key.lock() {
-            *k = Some(key);
-        }
+        self.renewed(&key, Instant::now());
         self.held.store(true, Ordering::Release);
         Ok(first.map(|holder| Waited { holder, waited: started.elapsed() }))
     }
 
-    /// Drives `work`, renewing the platform lease (while held) every third of its TTL, as
-    /// `lease::with_heartbeat` does the connector's.
-    pub(super) async fn renewing<S: StateStore, T>(&self, store: &S, work: impl std::future::Future<Output = T>) -> T {
+    /// Drives the run, renewing the platform lease (while held) every third of its TTL, as
+    /// `lease::with_heartbeat` does the connector's. A lease that cannot be renewed before
+    /// it lapses stops the run there: past that, another connector may decide that the
+    /// accounts this one is binding are free. What it sent unrecorded, the reconcile marker
+    /// (set before the push) makes the next run look up.
+    pub(super) async fn renewing<S: StateStore>(
+        &self,
+        store: &S,
+        work: impl std::future::Future<Output = Result<Exit, RunError>>,
+    ) -> Result<Exit, RunError> {
         tokio::pin!(work);
         let ttl = store.lease_ttl();
         let mut beat = tokio::time::interval(ttl / 3);
@@ -136,10 +148,12 @@ impl Binding {
             tokio::select! {
                 res = &mut work => return res,
                 _ = beat.tick() => {
-                    if let (true, Some(key)) = (self.held.load(Ordering::Acquire), self.key())
-                        && let Err(e) = store.renew(&key, &self.holder, ttl).await
-                    {
-                        tracing::warn!("could not renew the platform lease {key}: {e}");
+                    let Some((key, at)) = self.key().filter(|_| self.held.load(Ordering::Acquire)) else { continue };
+                    match store.renew(&key, &self.holder, ttl).await {
+                        Ok(()) => self.renewed(&key, Instant::now()),
+                        // The next beat would come after the lease lapsed.
+                        Err(e) if at.elapsed() + ttl / 3 >= ttl => return Err(lapsing(&key, ttl, &e)),
+                        Err(e) => tracing::warn!("could not renew the platform lease {key}: {e}; trying again in {:?}", ttl / 3),
                     }
                 }
             }
@@ -152,11 +166,24 @@ impl Binding {
         if !self.held.swap(false, Ordering::AcqRel) {
             return;
         }
-        if let Some(key) = self.key()
+        if let Some((key, _)) = self.key()
             && let Err(e) = store.release(&key, &self.holder).await
         {
             tracing::warn!("could not release the platform lease {key} (it lapses on its own): {e}");
         }
+    }
+}
+
+/// The run stopped because its platform lease could not be renewed: retriable (the store
+/// may be back), and it says what to check.
+fn lapsing(key: &str, ttl: Duration, e: &StateError) -> RunError {
+    RunError {
+        exit: Exit::Other,
+        retriable: true,
+        message: format!(
+            "stopped: the platform lease ({key}) could not be renewed before it lapses (lease_ttl {}s): {e}. Another connector could otherwise bind the accounts this run is binding; the next run looks up what this one sent. Check the state store",
+            ttl.as_secs()
+        ),
     }
 }
 
