@@ -268,4 +268,177 @@ mod tests {
         other.release(&store).await;
         assert!(store.leases().await.unwrap().is_empty());
     }
+
+    /// A real SQLite store whose renewals fail once `failing` is set (a disk or a database
+    /// that stops answering writes): the fault the lapse check is for.
+    mod flaky {
+        use std::collections::HashMap;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use chrono::{DateTime, Utc};
+
+        use crate::model::{FileFingerprint, User};
+        use crate::plan::Snapshot;
+        use crate::report::Report;
+        use crate::state::*;
+
+        pub struct FlakyRenew {
+            pub inner: SqliteStore,
+            pub failing: AtomicBool,
+            pub ttl: std::time::Duration,
+        }
+
+        impl StateStore for FlakyRenew {
+            fn lease_ttl(&self) -> std::time::Duration {
+                self.ttl
+            }
+            async fn acquire(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError> {
+                self.inner.acquire(connector, holder, ttl).await
+            }
+            async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError> {
+                if self.failing.load(Ordering::Acquire) {
+                    return Err(StateError::Db { url: "sqlite://test".into(), detail: "disk I/O error".into() });
+                }
+                self.inner.renew(connector, holder, ttl).await
+            }
+            async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError> {
+                self.inner.release(connector, holder).await
+            }
+            async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {
+                self.inner.snapshot(connector).await
+            }
+            async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError> {
+                self.inner.contents(connector, ids).await
+            }
+            async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
+                self.inner.write(connector, batch).await
+            }
+            async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {
+                self.inner.reports_of(connector, managers).await
+            }
+            async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {
+                self.inner.last_file(connector).await
+            }
+            async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError> {
+                self.inner.set_last_file(connector, f).await
+            }
+            async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+                self.inner.start_run(connector, run_id, at).await
+            }
+            async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
+                self.inner.finish_run(report, at).await
+            }
+            async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError> {
+                self.inner.interrupted(connector, current_run).await
+            }
+            async fn history(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StateError> {
+                self.inner.history(connector, limit).await
+            }
+            async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
+                self.inner.leases().await
+            }
+            async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
+                self.inner.live_lease(connector).await
+            }
+            async fn claim_slot(
+                &self,
+                connector: &str,
+                slot: DateTime<Utc>,
+                worker: &str,
+                ttl: std::time::Duration,
+            ) -> Result<SlotClaim, StateError> {
+                self.inner.claim_slot(connector, slot, worker, ttl).await
+            }
+            async fn finish_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str) -> Result<(), StateError> {
+                self.inner.finish_slot(connector, slot, worker).await
+            }
+            async fn renew_slots(&self, worker: &str, ttl: std::time::Duration) -> Result<u64, StateError> {
+                self.inner.renew_slots(worker, ttl).await
+            }
+            async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
+                self.inner.write_audit(entries).await
+            }
+            async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError> {
+                self.inner.person_history(connector, external_id, limit).await
+            }
+            async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
+                self.inner.prune(before).await
+            }
+            async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
+                self.inner.save_plan(plan).await
+            }
+            async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError> {
+                self.inner.stored_plan(run_id).await
+            }
+            async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError> {
+                self.inner.pending_plan(connector).await
+            }
+            async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError> {
+                self.inner.mark_approved(run_id, approval, applied_by).await
+            }
+            async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
+                self.inner.set_reconcile(connector, run_id, reason).await
+            }
+            async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
+                self.inner.reconcile_mark(connector).await
+            }
+            async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
+                self.inner.clear_reconcile(connector).await
+            }
+        }
+    }
+
+    async fn flaky(dir: &tempfile::TempDir, ttl: Duration) -> flaky::FlakyRenew {
+        let inner = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
+        flaky::FlakyRenew { inner, failing: AtomicBool::new(false), ttl }
+    }
+
+    /// Renewed while the run lasts: the lease outlives its first TTL several times over.
+    #[tokio::test]
+    async fn a_long_run_keeps_the_platform_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_millis(600);
+        let store = flaky(&dir, ttl).await;
+        let url = url::Url::parse("https://scim.example.com/v2").unwrap();
+        let a = Binding::new("cli@h pid 1 run a", "acme");
+        a.take(&store, &url).await.unwrap();
+        let other = Binding::new("cli@h pid 2 run b", "globex");
+        let run = a.renewing(&store, async {
+            tokio::time::sleep(ttl * 3).await;
+            // Another connector still cannot take it: it was renewed all along.
+            let key = platform_key(&url);
+            match store.acquire(&key, &other.holder, ttl).await {
+                Err(StateError::Held { holder, .. }) => assert_eq!(holder, a.holder),
+                e => panic!("the lease lapsed under a live run: {e:?}"),
+            }
+            Ok(Exit::Ok)
+        });
+        assert_eq!(run.await.unwrap(), Exit::Ok);
+        a.release(&store).await;
+    }
+
+    /// Renewals that fail stop the run before the lease lapses, retriable, saying why.
+    #[tokio::test]
+    async fn a_run_whose_platform_lease_cannot_be_renewed_stops_before_it_lapses() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_millis(900);
+        let store = flaky(&dir, ttl).await;
+        let url = url::Url::parse("https://scim.example.com/v2").unwrap();
+        let a = Binding::new("cli@h pid 1 run a", "acme");
+        a.take(&store, &url).await.unwrap();
+        let taken = Instant::now();
+        store.failing.store(true, std::sync::atomic::Ordering::Release);
+        let e = a
+            .renewing(&store, async {
+                tokio::time::sleep(ttl * 10).await;
+                Ok(Exit::Ok)
+            })
+            .await
+            .expect_err("the run stops");
+        assert!(taken.elapsed() < ttl, "stopped before the lease lapsed: {:?}", taken.elapsed());
+        assert!(taken.elapsed() >= ttl / 3 * 2, "after the second failed renewal, not the first: {:?}", taken.elapsed());
+        assert!(e.retriable, "the store may be back");
+        assert!(e.message.contains("platform lease (platform https://scim.example.com/v2) could not be renewed"), "{}", e.message);
+        assert!(e.message.contains("disk I/O error") && e.message.contains("Check the state store"), "{}", e.message);
+    }
 }
