@@ -104,9 +104,14 @@ impl Daemon {
     }
 
     fn rss_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc/PID/status");
-        s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap()
+        rss_kib_of(self.child.id()).expect("/proc/PID/status has VmRSS")
     }
+}
+
+/// The resident set of process `pid` (VmRSS), while it lives.
+fn rss_kib_of(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
 }
 
 impl Drop for Daemon {
@@ -279,19 +284,37 @@ fn two_hundred_connectors_on_one_daemon_stay_bounded_with_flat_memory() {
     // keeps *between* runs does not grow with their number. The process's RSS at one instant
     // also holds whatever the (up to 4) runs in flight use at that instant, so two single
     // readings compare a quiet moment with a busy one. Sample RSS all along instead and
-    // compare the floor (the minimum) of the first third of the runs with that of the last
-    // third: a leak lifts the floor, runs in flight do not.
+    // compare the floor (the minimum) of the first third of the time with that of the last
+    // third: a leak lifts the floor, runs in flight do not. The runs come at the schedule's
+    // steady rate, so thirds of the time are thirds of the runs. (Sampled on a thread of its
+    // own, every 50 ms: the history polls get slower as the history grows, and sampling at
+    // each poll left a third of the runs without a sample on a loaded machine.)
     let runs_warm = finished(&d.history()).len();
-    let mut samples: Vec<(usize, u64)> = Vec::new();
-    d.wait_history("600 more runs", Duration::from_secs(120), |h| {
-        let n = finished(h).len() - runs_warm;
-        samples.push((n, d.rss_kib()));
-        n >= 600
-    });
-    let floor = |from: usize, to: usize| samples.iter().filter(|(n, _)| (from..to).contains(n)).map(|(_, r)| *r).min();
-    let (early, late) = (floor(0, 200), floor(400, usize::MAX));
+    let pid = d.child.id();
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut samples: Vec<(Instant, u64)> = Vec::new();
+            while sampling.load(std::sync::atomic::Ordering::Acquire) {
+                if let Some(kib) = rss_kib_of(pid) {
+                    samples.push((Instant::now(), kib));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            samples
+        })
+    };
+    let began = Instant::now();
+    d.wait_history("600 more runs", Duration::from_secs(120), |h| finished(h).len() - runs_warm >= 600);
+    let ended = Instant::now();
+    sampling.store(false, std::sync::atomic::Ordering::Release);
+    let samples = sampler.join().unwrap();
+    let third = (ended - began) / 3;
+    let floor = |from: Instant, to: Instant| samples.iter().filter(|(t, _)| (from..to).contains(t)).map(|(_, r)| *r).min();
+    let (early, late) = (floor(began, began + third), floor(ended - third, ended + Duration::from_secs(1)));
     let (Some(rss_early), Some(rss_late)) = (early, late) else {
-        panic!("too few RSS samples over the runs: {samples:?}");
+        panic!("no RSS sample in the first or last third of {:?}: {} samples", ended - began, samples.len());
     };
 
     let (code, d) = d.stop(Duration::from_secs(40));
@@ -304,15 +327,16 @@ fn two_hundred_connectors_on_one_daemon_stay_bounded_with_flat_memory() {
         assert_eq!(max_overlap(&finished(&runs)), 1, "runs of {c} overlapped");
     }
     eprintln!(
-        "200 connectors: {} runs, at most {max} at once; RSS floor {rss_early} KiB over the first 200 runs after warm-up, {rss_late} KiB over the last 200 ({} samples)",
+        "200 connectors: {} runs, at most {max} at once; RSS floor {rss_early} KiB over the first third of the time after warm-up, {rss_late} KiB over the last ({} samples)",
         all.len(),
         samples.len()
     );
     // Flat: the floor hundreds of runs later within 10 % (+2 MiB for allocator noise).
     assert!(
         rss_late <= rss_early + rss_early / 10 + 2048,
-        "the RSS floor grew from {rss_early} KiB to {rss_late} KiB over {} runs: {samples:?}",
-        all.len() - runs_warm
+        "the RSS floor grew from {rss_early} KiB to {rss_late} KiB over {} runs ({} samples)",
+        all.len() - runs_warm,
+        samples.len()
     );
 }
 

@@ -101,6 +101,7 @@ on_both!(
     snapshot_round_trip_and_inactive_marks,
     reopening_keeps_data_and_migrations_run_once,
     a_lease_refuses_a_second_holder_until_released_or_expired,
+    renewals_get_through_while_another_task_writes_back_to_back,
     last_file_history_and_interrupted_runs,
     large_batches_with_edge_strings_round_trip_exactly,
     a_mixed_batch_applies_in_order,
@@ -169,8 +170,66 @@ async fn a_lease_refuses_a_second_holder_until_released_or_expired(f: Fixture) {
     tokio::time::sleep(Duration::from_millis(80)).await;
     s.acquire("dead", "new pid 4", Duration::from_secs(60)).await.unwrap();
     // Renewing keeps it.
-    s.renew("dead", "new pid 4", Duration::from_secs(60)).await.unwrap();
+    assert!(s.renew("dead", "new pid 4", Duration::from_secs(60)).await.unwrap(), "the holder renews");
     assert!(s.acquire("dead", "third pid 5", Duration::from_secs(60)).await.is_err());
+    // The dead holder, had it only been slow, learns that its lease is another's now: it must
+    // stop, and its renewal must not take the lease back.
+    assert!(!s.renew("dead", "crashed pid 3", Duration::from_secs(60)).await.unwrap(), "a taken-over lease is not renewed");
+    assert!(!s.renew("nobody", "crashed pid 3", Duration::from_secs(60)).await.unwrap(), "nor a released one");
+    assert_eq!(s.live_lease("dead").await.unwrap().map(|l| l.holder), Some("new pid 4".to_string()));
+}
+
+/// A long push writes its batches back to back; the lease's heartbeat must still get through
+/// in a fraction of the TTL. On SQLite it did not: each renewal polled for the write lock
+/// and lost to the next batch for all of busy_timeout (30 s), longer than the lease lasts.
+async fn renewals_get_through_while_another_task_writes_back_to_back(f: Fixture) {
+    let s = std::sync::Arc::new(f.open().await);
+    s.acquire("acme", "cli@host pid 1 run r1", Duration::from_secs(20)).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (s, stop) = (s.clone(), stop.clone());
+        tokio::spawn(async move {
+            // Built once, so the writer begins its next transaction the moment it commits, as
+            // a push does with its outcomes already queued.
+            let batch: Vec<SnapshotWrite> = (0..1000)
+                .map(|i| SnapshotWrite::Upsert { platform_id: format!("p{i}"), user: Box::new(user(&format!("u{i:04}"), i % 2 == 0)) })
+                .collect();
+            let (mut batches, mut longest) = (0u32, Duration::ZERO);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                s.write("globex", &batch).await.unwrap();
+                longest = longest.max(t.elapsed());
+                batches += 1;
+            }
+            (batches, longest)
+        })
+    };
+    // Let the writer get going, then renew every 100 ms for 6 s.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slowest = Duration::ZERO;
+    let mut renewals = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let t = std::time::Instant::now();
+        let renewed = tokio::time::timeout(Duration::from_secs(40), s.renew("acme", "cli@host pid 1 run r1", Duration::from_secs(20)))
+            .await
+            .expect("a renewal answers within busy_timeout")
+            .unwrap_or_else(|e| panic!("renewal {renewals} failed after {:?}: {e}", t.elapsed()));
+        assert!(renewed, "the lease is still ours");
+        slowest = slowest.max(t.elapsed());
+        renewals += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (batches, longest) = writer.await.unwrap();
+    eprintln!("slowest of {renewals} renewals: {slowest:?}, beside {batches} batch writes (the longest {longest:?})");
+    assert!(batches >= 5, "the writer wrote back to back meanwhile ({batches} batches of 1000)");
+    // A renewal waits behind at most the batch being written, whatever the machine's speed
+    // (the bound is relative to the batches measured here); a starved one waits many.
+    assert!(
+        slowest <= longest * 2 + Duration::from_millis(250),
+        "the slowest of {renewals} renewals took {slowest:?}, beside {batches} batch writes of at most {longest:?}"
+    );
 }
 
 async fn last_file_history_and_interrupted_runs(f: Fixture) {

@@ -146,7 +146,9 @@ pub struct RawState {
     pub password_file: Option<String>,
     /// How long a run's lease on its connector outlives a worker that died (SIGKILL, lost
     /// machine) before another worker may take the connector; renewed every third of it
-    /// while the worker lives (default "20s").
+    /// while the worker lives (default "20s"). A run whose renewals the store does not accept
+    /// for this long (the database locked by another writer, or unreachable) stops sending
+    /// before its lease lapses, and fails; the next run lists the platform first.
     pub lease_ttl: Option<Parsed<HumanDuration>>,
     /// How long the per-person audit trail (every operation sent: run, time, kind, changed
     /// field names, platform status) and the plans of stopped runs are kept, e.g. "180d"

@@ -42,6 +42,12 @@ pub enum StateError {
     Login { host: String, port: u16, detail: String },
     #[error("the state store password: {0}")]
     Password(String),
+    /// The run could not show, in time, that it still holds its connector's lease: it
+    /// stopped before the lease could lapse and another process take the connector.
+    #[error(
+        "connector \"{connector}\": the run stopped because it could not renew its lease ({detail}). Another run may take the connector once the lease lapses, so this one sent nothing more; the next run lists the platform first and finds what was sent. If the state store is busy with another long run or unreachable, see to that"
+    )]
+    LeaseLost { connector: String, detail: String },
 }
 
 impl Classify for StateError {
@@ -55,8 +61,9 @@ impl Classify for StateError {
 
     /// A connector held by another run frees up when that run ends (a fleet's worker, a
     /// manual sync); an unreachable database may come back.
+    /// A lost lease is the run's own stop, taken again when the store answers.
     fn retriable(&self) -> bool {
-        matches!(self, StateError::Held { .. } | StateError::Unreachable { .. })
+        matches!(self, StateError::Held { .. } | StateError::Unreachable { .. } | StateError::LeaseLost { .. })
     }
 }
 
@@ -179,8 +186,9 @@ pub struct StoredPlan {
 pub trait StateStore {
     /// Takes the connector's lease, or says who holds it. Expired leases are taken over.
     async fn acquire(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError>;
-    /// Extends the lease (the heartbeat of a long run).
-    async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError>;
+    /// Extends the lease (the heartbeat of a long run). False: it is no longer this holder's
+    /// (it lapsed and another run took it), and the holder must stop at once.
+    async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, StateError>;
     async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError>;
 
     async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError>;

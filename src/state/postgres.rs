@@ -241,15 +241,15 @@ impl StateStore for PostgresStore {
         }
     }
 
-    async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
-        sqlx::query("UPDATE leases SET expires_at = now() + make_interval(secs => $3) WHERE connector = $1 AND holder = $2")
+    async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {
+        let done = sqlx::query("UPDATE leases SET expires_at = now() + make_interval(secs => $3) WHERE connector = $1 AND holder = $2")
             .bind(connector)
             .bind(holder)
             .bind(secs(ttl))
             .execute(&self.pool)
             .await
             .map_err(self.err())?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError> {

@@ -38,7 +38,14 @@ const LOAD_CHUNK: i64 = 50_000;
 const UPSERT_PIECE: usize = 250;
 
 pub struct SqliteStore {
+    /// Reads: several at once (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// Every write, on one connection. SQLite has one writer anyway, but its busy handler is
+    /// not a queue: a writer that commits and begins again at once (a million-user push)
+    /// keeps winning, and a lease renewal polling for the lock starved for busy_timeout,
+    /// every time. sqlx hands out this one connection first come, first served, so a
+    /// renewal waits behind at most one batch of this process.
+    writer: SqlitePool,
     url: String,
 }
 
@@ -68,8 +75,9 @@ impl SqliteStore {
             // the last commits, which the next run repairs by adoption.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
-        let pool = connect_new_or_busy(opts).await.map_err(|e| db(format!("cannot open: {e}")))?;
-        let store = SqliteStore { pool, url: url.to_string() };
+        let writer = connect_new_or_busy(opts.clone(), 1).await.map_err(|e| db(format!("cannot open: {e}")))?;
+        let pool = connect_new_or_busy(opts, 4).await.map_err(|e| db(format!("cannot open: {e}")))?;
+        let store = SqliteStore { pool, writer, url: url.to_string() };
         store.migrate().await?;
         Ok(store)
     }
@@ -101,7 +109,7 @@ impl SqliteStore {
     /// the same new file waits for the write lock, then finds the schema in place (sqlx's
     /// own migration lock is a no-op on SQLite). Each migration nests as a savepoint.
     async fn migrate(&self) -> Result<(), StateError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
         self.adopt_legacy(&mut tx).await?;
         MIGRATOR.run(&mut *tx).await.map_err(|e| self.migrate_err(e))?;
         tx.commit().await.map_err(self.err())
@@ -135,12 +143,12 @@ impl SqliteStore {
 /// at once (the daemon and a CLI run on a fresh install, a fleet starting) race to switch it
 /// to WAL, and that switch answers "busy" at once instead of calling the busy handler; the
 /// loser retries until the winner has made the file (bounded, like busy_timeout).
-async fn connect_new_or_busy(opts: SqliteConnectOptions) -> Result<sqlx::SqlitePool, sqlx::Error> {
+async fn connect_new_or_busy(opts: SqliteConnectOptions, connections: u32) -> Result<sqlx::SqlitePool, sqlx::Error> {
     const BUSY: &str = "5";
     const LOCKED: &str = "6";
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone()).await {
+        match SqlitePoolOptions::new().max_connections(connections).connect_with(opts.clone()).await {
             Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some(BUSY | LOCKED)) && std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -253,7 +261,7 @@ impl StateStore for SqliteStore {
         .bind(holder)
         .bind(ts(now))
         .bind(ts(expires))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(self.err())?;
         if r.rows_affected() == 1 {
@@ -271,23 +279,23 @@ impl StateStore for SqliteStore {
         Err(StateError::Held { connector: connector.into(), holder, since, expires })
     }
 
-    async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
+    async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {
         let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-        sqlx::query("UPDATE leases SET expires_at = ? WHERE connector = ? AND holder = ?")
+        let done = sqlx::query("UPDATE leases SET expires_at = ? WHERE connector = ? AND holder = ?")
             .bind(ts(expires))
             .bind(connector)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(self.err())?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError> {
         sqlx::query("DELETE FROM leases WHERE connector = ? AND holder = ?")
             .bind(connector)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(self.err())?;
         Ok(())
@@ -358,7 +366,7 @@ impl StateStore for SqliteStore {
         // IMMEDIATE: take the write lock now (waiting busy_timeout for another writer), not
         // midway through the batch. All of the batch is recorded, or none (a dropped
         // transaction rolls back).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
         // Consecutive writes of one kind are one statement; the runs keep the batch's order,
         // so a later write of a user still wins over an earlier one.
         for run in batch.chunk_by(|a, b| std::mem::discriminant(a) == std::mem::discriminant(b)) {
@@ -398,7 +406,7 @@ impl StateStore for SqliteStore {
         .bind(&f.mtime)
         .bind(&f.sha256)
         .bind(ts(Utc::now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(self.err())?;
         Ok(())
@@ -410,7 +418,7 @@ impl StateStore for SqliteStore {
             .bind(connector)
             .bind(ts(at))
             .bind(worker_id())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(self.err())?;
         Ok(())
@@ -421,7 +429,7 @@ impl StateStore for SqliteStore {
             .bind(ts(at))
             .bind(serde_json::to_string(&report.for_history()).unwrap_or_default())
             .bind(&report.run_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(self.err())?;
         Ok(())
@@ -497,7 +505,7 @@ impl StateStore for SqliteStore {
              FROM json_each(?1) AS r",
         )
         .bind(json)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(self.err())?;
         Ok(())
@@ -532,8 +540,8 @@ impl StateStore for SqliteStore {
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
         let at = ts(before);
-        let a = sqlx::query("DELETE FROM audit WHERE at < ?1").bind(&at).execute(&self.pool).await.map_err(self.err())?;
-        let p = sqlx::query("DELETE FROM plans WHERE created_at < ?1").bind(&at).execute(&self.pool).await.map_err(self.err())?;
+        let a = sqlx::query("DELETE FROM audit WHERE at < ?1").bind(&at).execute(&self.writer).await.map_err(self.err())?;
+        let p = sqlx::query("DELETE FROM plans WHERE created_at < ?1").bind(&at).execute(&self.writer).await.map_err(self.err())?;
         Ok(a.rows_affected() + p.rows_affected())
     }
 
@@ -562,7 +570,7 @@ impl StateStore for SqliteStore {
         .bind(approval)
         .bind(plan.approved.as_ref().map(|(_, r)| r.as_str()))
         .bind(plan.operations_left_out as i64)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(self.err())?;
         Ok(())
@@ -592,7 +600,7 @@ impl StateStore for SqliteStore {
             .bind(a)
             .bind(applied_by)
             .bind(run_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(self.err())?;
         Ok(())
@@ -641,7 +649,7 @@ impl StateStore for SqliteStore {
         .bind(worker)
         .bind(ts(now))
         .bind(ts(expires))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(self.err())?;
         if won.is_some() {
@@ -669,14 +677,14 @@ impl StateStore for SqliteStore {
             .bind(ts(slot))
             .bind(worker)
             .bind(ts(now))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(self.err())?;
         // Slots are kept a week (enough to see what ran when), then pruned with the next.
         sqlx::query("DELETE FROM slots WHERE connector = ?1 AND slot_at < ?2 AND done_at IS NOT NULL")
             .bind(connector)
             .bind(ts(now - chrono::Duration::days(7)))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(self.err())?;
         Ok(())
@@ -687,7 +695,7 @@ impl StateStore for SqliteStore {
         let r = sqlx::query("UPDATE slots SET expires_at = ?2 WHERE worker = ?1 AND done_at IS NULL")
             .bind(worker)
             .bind(ts(expires))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(self.err())?;
         Ok(r.rows_affected())
@@ -702,7 +710,7 @@ impl StateStore for SqliteStore {
         .bind(run_id)
         .bind(reason)
         .bind(ts(Utc::now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(self.err())?;
         Ok(())
@@ -718,7 +726,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
-        sqlx::query("DELETE FROM reconcile_marks WHERE connector = ?").bind(connector).execute(&self.pool).await.map_err(self.err())?;
+        sqlx::query("DELETE FROM reconcile_marks WHERE connector = ?").bind(connector).execute(&self.writer).await.map_err(self.err())?;
         Ok(())
     }
 }

@@ -71,7 +71,7 @@ impl StateStore for Store {
     async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
         both!(self, s => s.acquire(connector, holder, ttl).await)
     }
-    async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
+    async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {
         both!(self, s => s.renew(connector, holder, ttl).await)
     }
     async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError> {

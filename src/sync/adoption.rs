@@ -16,6 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::time::Instant as TokioInstant;
+
 use super::{Job, RunError, lease};
 use crate::exit::Exit;
 use crate::state::{StateError, StateStore};
@@ -72,7 +74,7 @@ pub(super) struct Binding {
     /// so `lease::acquire` can tell a dead holder on this machine and waiters can name it.
     holder: String,
     /// The lease key once taken, and when it was last taken or renewed.
-    key: Mutex<Option<(String, Instant)>>,
+    key: Mutex<Option<(String, TokioInstant)>>,
     held: AtomicBool,
 }
 
@@ -81,11 +83,11 @@ impl Binding {
         Binding { holder: format!("{run_holder} connector {connector}"), key: Mutex::new(None), held: AtomicBool::new(false) }
     }
 
-    fn key(&self) -> Option<(String, Instant)> {
+    fn key(&self) -> Option<(String, TokioInstant)> {
         self.key.lock().ok().and_then(|k| k.clone())
     }
 
-    fn renewed(&self, key: &str, at: Instant) {
+    fn renewed(&self, key: &str, at: TokioInstant) {
         if let Ok(mut k) = self.key.lock() {
             *k = Some((key.to_string(), at));
         }
@@ -125,16 +127,17 @@ impl Binding {
                 Err(e) => return Err(e),
             }
         }
-        self.renewed(&key, Instant::now());
+        self.renewed(&key, TokioInstant::now());
         self.held.store(true, Ordering::Release);
         Ok(first.map(|holder| Waited { holder, waited: started.elapsed() }))
     }
 
-    /// Drives the run, renewing the platform lease (while held) every third of its TTL, as
-    /// `lease::with_heartbeat` does the connector's. A lease that cannot be renewed before
-    /// it lapses stops the run there: past that, another connector may decide that the
-    /// accounts this one is binding are free. What it sent unrecorded, the reconcile marker
-    /// (set before the push) makes the next run look up.
+    /// Drives the run, renewing the platform lease (once taken) every third of its TTL, as
+    /// `lease::with_heartbeat` does the connector's, and on the same terms: the run may act
+    /// only while a renewal was accepted within the TTL (less a margin). Otherwise, or when
+    /// the store says another run holds it now, the run stops where it is: past that,
+    /// another connector may decide that the accounts this one is binding are free. What it
+    /// sent unrecorded, the reconcile marker (set before the push) makes the next run look up.
     pub(super) async fn renewing<S: StateStore>(
         &self,
         store: &S,
@@ -142,19 +145,47 @@ impl Binding {
     ) -> Result<Exit, RunError> {
         tokio::pin!(work);
         let ttl = store.lease_ttl();
-        let mut beat = tokio::time::interval(ttl / 3);
-        beat.tick().await;
+        let margin = ttl / 10;
+        let mut retry_at: Option<TokioInstant> = None;
+        let mut last_error: Option<String> = None;
         loop {
+            let Some((key, at)) = self.key().filter(|_| self.held.load(Ordering::Acquire)) else {
+                // Not taken (yet): most runs never take it.
+                tokio::select! {
+                    res = &mut work => return res,
+                    _ = tokio::time::sleep(margin) => continue,
+                }
+            };
+            let stop_at = (at + ttl).checked_sub(margin).unwrap_or(at);
+            let next = retry_at.unwrap_or(at + ttl / 3);
             tokio::select! {
                 res = &mut work => return res,
-                _ = beat.tick() => {
-                    let Some((key, at)) = self.key().filter(|_| self.held.load(Ordering::Acquire)) else { continue };
-                    match store.renew(&key, &self.holder, ttl).await {
-                        Ok(()) => self.renewed(&key, Instant::now()),
-                        // The next beat would come after the lease lapsed.
-                        Err(e) if at.elapsed() + ttl / 3 >= ttl => return Err(lapsing(&key, ttl, &e)),
-                        Err(e) => tracing::warn!("could not renew the platform lease {key}: {e}; trying again in {:?}", ttl / 3),
-                    }
+                _ = tokio::time::sleep_until(stop_at) => return Err(lapsing(&key, ttl, last_error.take())),
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            // The work goes on while the renewal waits (a busy SQLite, a slow network).
+            let sent = TokioInstant::now();
+            let renewal = store.renew(&key, &self.holder, ttl);
+            tokio::pin!(renewal);
+            let answer = tokio::select! {
+                res = &mut work => return res,
+                _ = tokio::time::sleep_until(stop_at) => {
+                    let why = last_error.take().unwrap_or_else(|| "the state store did not answer the last renewal".into());
+                    return Err(lapsing(&key, ttl, Some(why)));
+                }
+                answer = &mut renewal => answer,
+            };
+            match answer {
+                Ok(true) => {
+                    self.renewed(&key, sent);
+                    (retry_at, last_error) = (None, None);
+                }
+                Ok(false) => return Err(lapsing(&key, ttl, Some("the state store says it lapsed and another run holds it now".into()))),
+                Err(e) => {
+                    tracing::warn!("could not renew the platform lease {key}: {e}");
+                    last_error = Some(e.to_string());
+                    // Again soon: the lease has less than a full beat left.
+                    retry_at = Some(TokioInstant::now() + margin.max(Duration::from_millis(100)));
                 }
             }
         }
@@ -176,13 +207,14 @@ impl Binding {
 
 /// The run stopped because its platform lease could not be renewed: retriable (the store
 /// may be back), and it says what to check.
-fn lapsing(key: &str, ttl: Duration, e: &StateError) -> RunError {
+fn lapsing(key: &str, ttl: Duration, why: Option<String>) -> RunError {
+    let why = why.unwrap_or_else(|| "no renewal was accepted".into());
     RunError {
         exit: Exit::Other,
         retriable: true,
         message: format!(
-            "stopped: the platform lease ({key}) could not be renewed before it lapses (lease_ttl {}s): {e}. Another connector could otherwise bind the accounts this run is binding; the next run looks up what this one sent. Check the state store",
-            ttl.as_secs()
+            "stopped: the platform lease ({key}) could not be renewed before it lapses (lease_ttl {:.1}s): {why}. Another connector could otherwise bind the accounts this run is binding; the next run looks up what this one sent. Check the state store",
+            ttl.as_secs_f64()
         ),
     }
 }
@@ -295,7 +327,7 @@ mod tests {
             async fn acquire(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError> {
                 self.inner.acquire(connector, holder, ttl).await
             }
-            async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError> {
+            async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, StateError> {
                 if self.failing.load(Ordering::Acquire) {
                     return Err(StateError::Db { url: "sqlite://test".into(), detail: "disk I/O error".into() });
                 }
@@ -421,7 +453,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_whose_platform_lease_cannot_be_renewed_stops_before_it_lapses() {
         let dir = tempfile::tempdir().unwrap();
-        let ttl = Duration::from_millis(900);
+        let ttl = Duration::from_secs(2);
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let a = Binding::new("cli@h pid 1 run a", "acme");
@@ -440,5 +472,28 @@ mod tests {
         assert!(e.retriable, "the store may be back");
         assert!(e.message.contains("platform lease (platform https://scim.example.com/v2) could not be renewed"), "{}", e.message);
         assert!(e.message.contains("disk I/O error") && e.message.contains("Check the state store"), "{}", e.message);
+    }
+
+    /// A lease that lapsed and was taken by another run: the next renewal is refused and
+    /// the run stops, naming why.
+    #[tokio::test]
+    async fn a_run_whose_platform_lease_was_taken_over_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_millis(900);
+        let store = flaky(&dir, ttl).await;
+        let url = url::Url::parse("https://scim.example.com/v2").unwrap();
+        let a = Binding::new("cli@h pid 1 run a", "acme");
+        a.take(&store, &url).await.unwrap();
+        let key = platform_key(&url);
+        store.inner.release(&key, &a.holder).await.unwrap();
+        store.inner.acquire(&key, "cli@h pid 2 run b connector globex", ttl).await.unwrap();
+        let e = a
+            .renewing(&store, async {
+                tokio::time::sleep(ttl * 10).await;
+                Ok(Exit::Ok)
+            })
+            .await
+            .expect_err("the run stops");
+        assert!(e.message.contains("another run holds it now"), "{}", e.message);
     }
 }

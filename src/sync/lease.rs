@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::state::{StateError, StateStore};
 
 /// A lease outlives a dead holder by at most `store.lease_ttl()` (`[state] lease_ttl`).
@@ -29,26 +31,86 @@ pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &
     }
 }
 
+/// How long before its lease would lapse a run that could not renew it stops: the room for
+/// clocks and for a write already on its way to the platform.
+fn margin(ttl: Duration) -> Duration {
+    ttl / 10
+}
+
 /// Drives `work` to its end, renewing the lease every third of its TTL however long the
 /// work takes (a million-user push). `renew` false (a dry run, which holds no lease) only
 /// drives the work.
+///
+/// A holder may act only while it can show it holds the lease. Each renewal the store
+/// accepts extends that until `ttl` after the renewal was sent (what the store recorded is
+/// no later). When no renewal has been accepted by then (the store is locked by another
+/// writer, or unreachable), or the store says the lease is another's, the work is dropped
+/// where it is, before another run could take the connector, and this is `LeaseLost`.
+/// Dropping it is what a crash does, which a run survives: the reconcile marker is set
+/// before the first write, so the next run lists the platform and adopts what was sent.
 pub(super) async fn with_heartbeat<S: StateStore, T>(
     store: &S,
     connector: &str,
     holder: &str,
     renew: bool,
     work: impl Future<Output = T>,
-) -> T {
+) -> Result<T, StateError> {
+    let ttl = ttl(store);
+    if !renew {
+        return Ok(work.await);
+    }
+    // The lease was taken just before the work began: count from here, less the margin.
+    let mut valid_until = Instant::now() + ttl;
+    let mut next_beat = Instant::now() + ttl / 3;
+    let mut last_error: Option<String> = None;
+    let lapsed = |valid_until: Instant, why: String| StateError::LeaseLost {
+        connector: connector.into(),
+        detail: format!(
+            "none of its renewals was accepted for {:.1} s of its {} s lease; {why}",
+            (Instant::now() + ttl).saturating_duration_since(valid_until).as_secs_f64(),
+            ttl.as_secs_f64()
+        ),
+    };
     tokio::pin!(work);
-    let mut beat = tokio::time::interval(ttl(store) / 3);
-    beat.tick().await;
     loop {
+        let stop_at = valid_until.checked_sub(margin(ttl)).unwrap_or(valid_until);
         tokio::select! {
-            res = &mut work => return res,
-            _ = beat.tick(), if renew => {
-                if let Err(e) = store.renew(connector, holder, ttl(store)).await {
-                    tracing::warn!("could not renew the lease: {e}");
-                }
+            res = &mut work => return Ok(res),
+            _ = tokio::time::sleep_until(stop_at) => {
+                let why = last_error.take().map_or("no renewal was tried".into(), |e| format!("the state store answered: {e}"));
+                return Err(lapsed(valid_until, why));
+            }
+            _ = tokio::time::sleep_until(next_beat) => {}
+        }
+        // The work goes on while the renewal waits (on a busy SQLite, a slow network).
+        let sent = Instant::now();
+        let renewal = store.renew(connector, holder, ttl);
+        tokio::pin!(renewal);
+        let answer = tokio::select! {
+            res = &mut work => return Ok(res),
+            _ = tokio::time::sleep_until(stop_at) => {
+                let why = last_error.take().map_or(String::new(), |e| format!("; before that it answered: {e}"));
+                return Err(lapsed(valid_until, format!("the state store did not answer the last renewal{why}")));
+            }
+            answer = &mut renewal => answer,
+        };
+        match answer {
+            Ok(true) => {
+                valid_until = sent + ttl;
+                next_beat = Instant::now() + ttl / 3;
+                last_error = None;
+            }
+            Ok(false) => {
+                return Err(StateError::LeaseLost {
+                    connector: connector.into(),
+                    detail: "the state store says it lapsed and another run holds it now".into(),
+                });
+            }
+            Err(e) => {
+                tracing::warn!("could not renew the lease: {e}");
+                last_error = Some(e.to_string());
+                // Again soon: the lease has less than a full beat left.
+                next_beat = Instant::now() + (ttl / 10).max(Duration::from_millis(100));
             }
         }
     }

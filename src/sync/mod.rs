@@ -247,7 +247,9 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         return job.fail(RunError::from_error(e));
     }
 
-    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, binding.renewing(store, job.execute())).await;
+    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, binding.renewing(store, job.execute()))
+        .await
+        .unwrap_or_else(|lost| Err(RunError::from_error(lost)));
     // Every binding of the push is recorded (or the push ended): others may decide now.
     binding.release(store).await;
     job.flush_audit().await;
