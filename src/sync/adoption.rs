@@ -10,7 +10,9 @@
 //! recorded. The lease is a row of the store's own lease table, keyed by the normalised
 //! platform URL: the same single-statement take-over as a connector's lease, on SQLite and
 //! PostgreSQL alike. Others wait for it, saying for whom; a dry run writes nothing and takes
-//! none; a run that only updates its own accounts binds nothing new and takes none.
+//! none; a run that only updates its own accounts binds nothing new and takes none; nor does
+//! a connector with no other connector's bindings to read (alone in its config, or
+//! `adopt_from` naming every other).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,9 +107,11 @@ impl Binding {
         let started = Instant::now();
         let mut first: Option<String> = None;
         let mut logged = Instant::now();
-        loop {
+        // The store counts the lease from when it ran the statement: no earlier than this.
+        let sent = loop {
+            let sent = TokioInstant::now();
             match lease::acquire(store, &key, &self.holder).await {
-                Ok(()) => break,
+                Ok(()) => break sent,
                 Err(StateError::Held { holder, expires, .. }) => {
                     if first.is_none() {
                         tracing::warn!(
@@ -126,8 +130,8 @@ impl Binding {
                 }
                 Err(e) => return Err(e),
             }
-        }
-        self.renewed(&key, TokioInstant::now());
+        };
+        self.renewed(&key, sent);
         self.held.store(true, Ordering::Release);
         Ok(first.map(|holder| Waited { holder, waited: started.elapsed() }))
     }

@@ -505,12 +505,15 @@ impl<S: StateStore> Job<'_, S> {
     /// connector of the config but those its `adopt_from` names. Never synced ones are empty.
     /// Read under the platform lease (`adoption`), so no other connector binds meanwhile.
     async fn other_snapshots(&mut self) -> Result<Vec<(String, plan::Snapshot)>, RunError> {
-        self.take_platform_lease().await?;
+        let names: Vec<&String> =
+            self.cfg.connectors.keys().filter(|n| **n != self.conn.name && !self.conn.sync.adopt_from.contains(n)).collect();
+        // Alone on the platform (or free to take every other's accounts): no binding of
+        // another connector to keep apart from.
+        if !names.is_empty() {
+            self.take_platform_lease().await?;
+        }
         let mut out = Vec::new();
-        for name in self.cfg.connectors.keys() {
-            if *name == self.conn.name || self.conn.sync.adopt_from.contains(name) {
-                continue;
-            }
+        for name in names {
             let snap = self.store.snapshot(name).await.map_err(RunError::from_error)?;
             if !snap.is_empty() {
                 out.push((name.clone(), snap));
