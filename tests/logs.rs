@@ -68,8 +68,12 @@ fn daemon_json_logs_are_flat_and_every_run_line_names_its_connector_and_run() {
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
     let mut cfg = header(&scim, dir.path(), port);
+    // The same 40 people in both, on one platform: each may take the other's accounts (a
+    // migration both ways), so both runs bind all 40, whichever syncs first.
     cfg.push_str(&connector(dir.path(), "acme", "Acme", "daily 02:00", "Europe/Paris"));
+    cfg.push_str("adopt_from = [\"globex\"]\n");
     cfg.push_str(&connector(dir.path(), "globex", "Globex", "0 30 9 * * Mon", "America/New_York"));
+    cfg.push_str("adopt_from = [\"acme\"]\n");
     let mut d = Daemon::start(&cfg, dir, port, &scim, &["--log-format", "json"]);
     d.wait_log("both runs to end", Duration::from_secs(90), |l| l.matches("\"run ended").count() >= 2);
     assert_eq!(d.stop(Duration::from_secs(30)), Some(0));

@@ -4,6 +4,7 @@
 //! A run is a list of steps (`Job::execute`), one file each:
 //! `lease` → `fetch` → `parse` → plan (here) → `push` → `managers` → finish (here).
 
+mod adoption;
 mod fetch;
 mod lease;
 mod managers;
@@ -187,6 +188,9 @@ struct Job<'a, S: StateStore> {
     /// Creates and adoptions of this push that failed: the account may be on the platform
     /// unrecorded (a lost answer), or an adoption is pending, so the marker stays set.
     unsettled: u64,
+    /// The platform-wide lease of a run that binds accounts (`adoption`): taken before the
+    /// other connectors' bindings are read, released once the push is recorded.
+    binding: &'a adoption::Binding,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -205,6 +209,8 @@ pub async fn run<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts:
 }
 
 async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
+    let holder = lease::holder(opts.origin_or_cli(), &run_id);
+    let binding = adoption::Binding::new(&holder, &conn.name);
     let job = Job {
         cfg,
         conn,
@@ -223,10 +229,10 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         recreated: Vec::new(),
         forget: Vec::new(),
         unsettled: 0,
+        binding: &binding,
     };
     let mut job = job;
     job.report.approval = opts.approval.clone();
-    let holder = lease::holder(opts.origin_or_cli(), &run_id);
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     let leased = !opts.dry_run;
     if leased && let Err(e) = lease::acquire(store, &conn.name, &holder).await {
@@ -241,9 +247,11 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         return job.fail(RunError::from_error(e));
     }
 
-    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, job.execute())
+    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, binding.renewing(store, job.execute()))
         .await
         .unwrap_or_else(|lost| Err(RunError::from_error(lost)));
+    // Every binding of the push is recorded (or the push ended): others may decide now.
+    binding.release(store).await;
     job.flush_audit().await;
     let mut done = match result {
         Ok(exit) => job.finish(exit),
@@ -510,8 +518,14 @@ impl<S: StateStore> Job<'_, S> {
     /// What the connectors whose accounts this one may not take (every other connector of
     /// the state but those its `adopt_from` names) hold among these platform ids and these
     /// ids (in `IdRule::key` form), as partial snapshots: the rows the plan can meet, read in
-    /// one statement, not every connector's whole snapshot.
-    async fn other_snapshots(&self, platform_ids: &[&str], keys: &[&str]) -> Result<Vec<(String, plan::Snapshot)>, RunError> {
+    /// one statement, not every connector's whole snapshot. Read under the platform lease
+    /// (`adoption`), so no other connector of this config binds meanwhile.
+    async fn other_snapshots(&mut self, platform_ids: &[&str], keys: &[&str]) -> Result<Vec<(String, plan::Snapshot)>, RunError> {
+        // Alone on the platform (or free to take every other's accounts): no binding of
+        // another connector of this config to keep apart from.
+        if self.cfg.connectors.keys().any(|n| *n != self.conn.name && !self.conn.sync.adopt_from.contains(n)) {
+            self.take_platform_lease().await?;
+        }
         let mut exclude: Vec<&str> = vec![self.conn.name.as_str()];
         exclude.extend(self.conn.sync.adopt_from.iter().map(String::as_str));
         let held =
