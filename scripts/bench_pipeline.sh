@@ -5,7 +5,8 @@
 #
 # 1. dry-run sync over loopback SFTP (fetch, parse, map, validate, plan against empty
 #    state) vs OpenSSH `sftp -b` downloading the same file: medians and ratio (target ≤ 4×),
-#    then peak RSS of one dry run (/usr/bin/time -v; target < 600 MB);
+#    then peak RSS of one dry run (/usr/bin/time -v; target < 600 MB); both also without
+#    --json (the human summary), and BASELINE=/path/to/rostersync adds an older binary;
 # 2. real syncs against a minimal SCIM responder that counts writes (scim_bench serve):
 #    the first sync (all creates), a day-2 file with 1% changed (writes must equal the rows
 #    that differ, computed here in Python), then the same file again (no write at all; its
@@ -98,14 +99,18 @@ $SFTP >/dev/null
 if want 1; then
 echo "## 1. dry-run sync vs sftp download ($ROWS rows, $SIZE bytes, $RUNS runs each)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/h1.json" "$DRY" "$DRY_HUMAN" "$SFTP" >&2
-read -r t_dry t_human t_sftp < <(median "$WORK/h1.json")
+# BASELINE=/path/to/an/older/rostersync adds its --json dry run to the same hyperfine run
+# (before/after on a shared machine: the same load for both).
+BASE=()
+[ -n "${BASELINE:-}" ] && BASE=("$BASELINE --config $CFGF --json sync bench --dry-run --force")
+hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/h1.json" "$DRY" "$DRY_HUMAN" "$SFTP" "${BASE[@]}" >&2
+read -r t_dry t_human t_sftp t_base < <(median "$WORK/h1.json")
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 /usr/bin/time -v $DRY 2> "$WORK/time.txt" >"$WORK/dry.json"
 RSS_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")
 /usr/bin/time -v $DRY_HUMAN 2> "$WORK/time-human.txt" >/dev/null
 RSS_HUMAN_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time-human.txt")
-python3 - "$t_dry" "$t_sftp" "$RSS_KB" "$WORK/dry.json" "$t_human" "$RSS_HUMAN_KB" <<'PY'
+python3 - "$t_dry" "$t_sftp" "$RSS_KB" "$WORK/dry.json" "$t_human" "$RSS_HUMAN_KB" "${t_base:-}" "${BASELINE:-}" <<'PY'
 import json, sys
 a, b, rss = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 h, rss_h = float(sys.argv[5]), int(sys.argv[6])
@@ -115,6 +120,9 @@ print(f"dry-run sync --json median {a:.2f} s, sftp download median {b:.2f} s: ra
 print(f"dry-run peak RSS --json {rss/1024:.0f} MiB (target < 600 MB = {600e6/2**20:.0f} MiB)")
 print(f"dry-run sync without --json median {h:.2f} s: ratio {h/b:.2f}x; peak RSS {rss_h/1024:.0f} MiB")
 print(f"  --json listed {len(d.get('operations', []))} operation(s), {d.get('operations_left_out', 0)} left out")
+if len(sys.argv) > 7 and sys.argv[7]:
+    t = float(sys.argv[7])
+    print(f"baseline {sys.argv[8]} --json median {t:.2f} s: ratio {t/b:.2f}x")
 print(f"  counts: rows {c['rows']}, valid {c['valid']}, invalid {c['invalid']}, would create {c['created']}")
 PY
 
