@@ -5,7 +5,8 @@
 #
 # 1. dry-run sync over loopback SFTP (fetch, parse, map, validate, plan against empty
 #    state) vs OpenSSH `sftp -b` downloading the same file: medians and ratio (target ≤ 4×),
-#    then peak RSS of one dry run (/usr/bin/time -v; target < 600 MB);
+#    then peak RSS of one dry run (/usr/bin/time -v; target < 600 MB); both also without
+#    --json (the human summary), and BASELINE=/path/to/rostersync adds an older binary;
 # 2. real syncs against a minimal SCIM responder that counts writes (scim_bench serve):
 #    the first sync (all creates), a day-2 file with 1% changed (writes must equal the rows
 #    that differ, computed here in Python), then the same file again (no write at all; its
@@ -83,6 +84,9 @@ max_invalid = "10%"
 CFG
 CFGF="$WORK/connectors.toml"
 DRY="$RS --config $CFGF --json sync bench --dry-run --force"
+# The same run with the human summary (its first operations only): the --json report lists
+# every operation (issue 15), so the two tell apart what listing them costs.
+DRY_HUMAN="$RS --config $CFGF sync bench --dry-run --force"
 SFTP=$(sftp_get_cmd "$WORK" "$FILE")
 
 median() { python3 -c "import json,sys; r=json.load(open('$1'))['results']; print(' '.join(str(x['median']) for x in r))"; }
@@ -94,16 +98,31 @@ $SFTP >/dev/null
 
 if want 1; then
 echo "## 1. dry-run sync vs sftp download ($ROWS rows, $SIZE bytes, $RUNS runs each)"
-hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/h1.json" "$DRY" "$SFTP" >&2
-read -r t_dry t_sftp < <(median "$WORK/h1.json")
-/usr/bin/time -v $DRY 2> "$WORK/time.txt" >/dev/null
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# BASELINE=/path/to/an/older/rostersync adds its --json dry run to the same hyperfine run
+# (before/after on a shared machine: the same load for both).
+BASE=()
+[ -n "${BASELINE:-}" ] && BASE=("$BASELINE --config $CFGF --json sync bench --dry-run --force")
+hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/h1.json" "$DRY" "$DRY_HUMAN" "$SFTP" "${BASE[@]}" >&2
+read -r t_dry t_human t_sftp t_base < <(median "$WORK/h1.json")
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+/usr/bin/time -v $DRY 2> "$WORK/time.txt" >"$WORK/dry.json"
 RSS_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")
-python3 - "$t_dry" "$t_sftp" "$RSS_KB" "$WORK/dry.json" <<'PY'
+/usr/bin/time -v $DRY_HUMAN 2> "$WORK/time-human.txt" >/dev/null
+RSS_HUMAN_KB=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$WORK/time-human.txt")
+python3 - "$t_dry" "$t_sftp" "$RSS_KB" "$WORK/dry.json" "$t_human" "$RSS_HUMAN_KB" "${t_base:-}" "${BASELINE:-}" <<'PY'
 import json, sys
 a, b, rss = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-c = json.load(open(sys.argv[4]))["counts"]
-print(f"dry-run sync median {a:.2f} s, sftp download median {b:.2f} s: ratio {a/b:.2f}x (target <= 4x)")
-print(f"dry-run peak RSS {rss/1024:.0f} MiB (target < 600 MB = {600e6/2**20:.0f} MiB)")
+h, rss_h = float(sys.argv[5]), int(sys.argv[6])
+d = json.load(open(sys.argv[4]))
+c = d["counts"]
+print(f"dry-run sync --json median {a:.2f} s, sftp download median {b:.2f} s: ratio {a/b:.2f}x (target <= 4x)")
+print(f"dry-run peak RSS --json {rss/1024:.0f} MiB (target < 600 MB = {600e6/2**20:.0f} MiB)")
+print(f"dry-run sync without --json median {h:.2f} s: ratio {h/b:.2f}x; peak RSS {rss_h/1024:.0f} MiB")
+print(f"  --json listed {len(d.get('operations', []))} operation(s), {d.get('operations_left_out', 0)} left out")
+if len(sys.argv) > 7 and sys.argv[7]:
+    t = float(sys.argv[7])
+    print(f"baseline {sys.argv[8]} --json median {t:.2f} s: ratio {t/b:.2f}x")
 print(f"  counts: rows {c['rows']}, valid {c['valid']}, invalid {c['invalid']}, would create {c['created']}")
 PY
 

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::{MANAGER_ATTRIBUTE, User};
 use crate::plan::{Op, Plan, Snapshot};
 
+mod listing;
+pub use listing::Listing;
+
 /// What happens to one person, as a report names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,7 +76,9 @@ pub struct PersonOp {
 
 fn name_of(u: &User) -> String {
     let n = format!("{} {}", u.first_name, u.last_name);
-    n.trim().to_string()
+    // One allocation for the usual name; a second only when there is space to trim.
+    let t = n.trim();
+    if t.len() == n.len() { n } else { t.to_string() }
 }
 
 /// Every field the platform holds, by the mapping's names, with its value.
@@ -135,61 +140,67 @@ pub fn changed_fields(op: &Op) -> Vec<String> {
 
 /// The plan's operations and conflicts, person by person, in the plan's order (creates,
 /// updates, deactivations, deletions), conflicts last; at most `limit` of them (a first sync
-/// of a million people is not listed whole unless asked: `--json`, `--plan-out`). `stored`
-/// is the content the state last pushed, for the people updated, deactivated or deleted
-/// (their names, and what changed); `connector` names the config section a conflict's
-/// reason points to.
+/// of a million people is not listed whole unless asked: `--json`, `--plan-out`, which
+/// read a `Listing` instead). `stored` is the content the state last pushed, for the people
+/// updated, deactivated or deleted (their names, and what changed); `connector` names the
+/// config section a conflict's reason points to.
 pub fn describe(plan: &Plan, stored: &HashMap<String, User>, connector: &str, limit: usize) -> Vec<PersonOp> {
-    let rekeyed: HashMap<&str, &crate::plan::Rekey> = plan.rekeyed.iter().map(|r| (r.new.as_str(), r)).collect();
     let mut out = Vec::with_capacity((plan.ops.len() + plan.conflicts.len()).min(limit));
-    for (op, line) in plan.ops.iter().zip(plan.lines.iter().copied().chain(std::iter::repeat(0))).take(limit) {
-        let line = (line > 0).then_some(line);
-        let id = op.external_id().to_string();
-        let old = stored.get(&id);
-        let prev = match op {
-            Op::Update { previous, adopt: false, .. } => previous.as_deref().or(old),
-            _ => None,
-        };
-        let rekey = rekeyed.get(id.as_str());
-        let kind = kind_of(op, prev, rekey.is_some());
-        let (name, changes) = match op {
-            Op::Create { user } | Op::Update { user, .. } => (name_of(user), prev.map(|p| diff(p, user)).unwrap_or_default()),
-            Op::Deactivate { .. } | Op::Delete { .. } => (old.map(name_of).unwrap_or_default(), Vec::new()),
-        };
-        let reason: Cow<'static, str> = match (op, kind) {
-            (Op::Update { platform_id, .. }, PersonKind::Rekey) => format!(
-                "re-hire of \"{}\" (same email): platform account {platform_id} moves to the new id",
-                rekey.map(|r| r.old.as_str()).unwrap_or_default()
-            )
-            .into(),
-            (Op::Update { platform_id, .. }, PersonKind::Adopt) => {
-                format!("platform account {platform_id} already exists (same externalId or userName) and is taken over").into()
-            }
-            (_, PersonKind::Create) => "new in the file".into(),
-            (Op::Update { .. }, PersonKind::Deactivate) => "inactive in the file".into(),
-            (_, PersonKind::Reactivate) => "active again in the file".into(),
-            (_, PersonKind::Update) if prev.is_none() => {
-                "content differs from the last sync (the state keeps no copy: every attribute is rewritten)".into()
-            }
-            (_, PersonKind::Update) => "content differs from the last sync".into(),
-            (_, PersonKind::Delete) => "absent from the file (on_missing = \"delete\")".into(),
-            _ => "absent from the file (on_missing = \"deactivate\")".into(),
-        };
-        out.push(PersonOp { external_id: id, name, kind, changes, line, reason });
-    }
-    for c in plan.conflicts.iter().take(limit.saturating_sub(out.len())) {
-        let name = stored.get(&c.external_id).map(name_of).unwrap_or_default();
-        let line = (c.line > 0).then_some(c.line);
-        out.push(PersonOp {
-            external_id: c.external_id.clone(),
-            name,
-            kind: PersonKind::Conflict,
-            changes: Vec::new(),
-            line,
-            reason: c.message(connector).into(),
-        });
-    }
+    out.extend(person_ops(plan, stored, connector).take(limit));
     out
+}
+
+/// `describe`'s entries one at a time, as they are read: nothing is kept once the reader
+/// has moved on, so a million of them cost one at a time (`Listing`).
+pub fn person_ops<'a>(plan: &'a Plan, stored: &'a HashMap<String, User>, connector: &'a str) -> impl Iterator<Item = PersonOp> + 'a {
+    let rekeyed: HashMap<&str, &crate::plan::Rekey> = plan.rekeyed.iter().map(|r| (r.new.as_str(), r)).collect();
+    let lines = plan.lines.iter().copied().chain(std::iter::repeat(0));
+    let ops = plan.ops.iter().zip(lines).map(move |(op, line)| person_op(op, line, stored, &rekeyed));
+    let conflicts = plan.conflicts.iter().map(move |c| PersonOp {
+        external_id: c.external_id.clone(),
+        name: stored.get(&c.external_id).map(name_of).unwrap_or_default(),
+        kind: PersonKind::Conflict,
+        changes: Vec::new(),
+        line: (c.line > 0).then_some(c.line),
+        reason: c.message(connector).into(),
+    });
+    ops.chain(conflicts)
+}
+
+fn person_op(op: &Op, line: u64, stored: &HashMap<String, User>, rekeyed: &HashMap<&str, &crate::plan::Rekey>) -> PersonOp {
+    let line = (line > 0).then_some(line);
+    let id = op.external_id();
+    let old = stored.get(id);
+    let prev = match op {
+        Op::Update { previous, adopt: false, .. } => previous.as_deref().or(old),
+        _ => None,
+    };
+    let rekey = rekeyed.get(id);
+    let kind = kind_of(op, prev, rekey.is_some());
+    let (name, changes) = match op {
+        Op::Create { user } | Op::Update { user, .. } => (name_of(user), prev.map(|p| diff(p, user)).unwrap_or_default()),
+        Op::Deactivate { .. } | Op::Delete { .. } => (old.map(name_of).unwrap_or_default(), Vec::new()),
+    };
+    let reason: Cow<'static, str> = match (op, kind) {
+        (Op::Update { platform_id, .. }, PersonKind::Rekey) => format!(
+            "re-hire of \"{}\" (same email): platform account {platform_id} moves to the new id",
+            rekey.map(|r| r.old.as_str()).unwrap_or_default()
+        )
+        .into(),
+        (Op::Update { platform_id, .. }, PersonKind::Adopt) => {
+            format!("platform account {platform_id} already exists (same externalId or userName) and is taken over").into()
+        }
+        (_, PersonKind::Create) => "new in the file".into(),
+        (Op::Update { .. }, PersonKind::Deactivate) => "inactive in the file".into(),
+        (_, PersonKind::Reactivate) => "active again in the file".into(),
+        (_, PersonKind::Update) if prev.is_none() => {
+            "content differs from the last sync (the state keeps no copy: every attribute is rewritten)".into()
+        }
+        (_, PersonKind::Update) => "content differs from the last sync".into(),
+        (_, PersonKind::Delete) => "absent from the file (on_missing = \"delete\")".into(),
+        _ => "absent from the file (on_missing = \"deactivate\")".into(),
+    };
+    PersonOp { external_id: id.to_string(), name, kind, changes, line, reason }
 }
 
 /// The external ids whose stored content `describe` reads, of its first `limit`
@@ -253,27 +264,39 @@ pub fn state_fingerprint(snapshot: &Snapshot) -> String {
 /// Writes the operations as CSV for a customer's HR team: one row per changed field (an
 /// operation without changes is one row with empty field columns).
 pub fn write_csv<W: std::io::Write>(ops: &[PersonOp], w: W) -> Result<(), csv::Error> {
-    let mut out = csv::Writer::from_writer(w);
-    out.write_record(["external_id", "name", "kind", "field", "old", "new", "line", "reason"])?;
+    let mut out = csv_writer(w)?;
     for op in ops {
-        let line = op.line.map(|l| l.to_string()).unwrap_or_default();
-        if op.changes.is_empty() {
-            out.write_record([op.external_id.as_str(), &op.name, op.kind.word(), "", "", "", &line, &op.reason])?;
-        }
-        for c in &op.changes {
-            out.write_record([
-                op.external_id.as_str(),
-                &op.name,
-                op.kind.word(),
-                &c.field,
-                c.old.as_deref().unwrap_or(""),
-                c.new.as_deref().unwrap_or(""),
-                &line,
-                &op.reason,
-            ])?;
-        }
+        write_csv_rows(&mut out, op)?;
     }
     out.flush()?;
+    Ok(())
+}
+
+/// The CSV writer of `write_csv`, its header written.
+fn csv_writer<W: std::io::Write>(w: W) -> Result<csv::Writer<W>, csv::Error> {
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record(["external_id", "name", "kind", "field", "old", "new", "line", "reason"])?;
+    Ok(out)
+}
+
+/// One operation's rows of `write_csv`.
+fn write_csv_rows<W: std::io::Write>(out: &mut csv::Writer<W>, op: &PersonOp) -> Result<(), csv::Error> {
+    let line = op.line.map(|l| l.to_string()).unwrap_or_default();
+    if op.changes.is_empty() {
+        out.write_record([op.external_id.as_str(), &op.name, op.kind.word(), "", "", "", &line, &op.reason])?;
+    }
+    for c in &op.changes {
+        out.write_record([
+            op.external_id.as_str(),
+            &op.name,
+            op.kind.word(),
+            &c.field,
+            c.old.as_deref().unwrap_or(""),
+            c.new.as_deref().unwrap_or(""),
+            &line,
+            &op.reason,
+        ])?;
+    }
     Ok(())
 }
 

@@ -181,6 +181,31 @@ impl Report {
     }
 }
 
+/// A report with every operation of its run, as `--json` prints it: with the run's
+/// `Listing` (`--json`, `--plan-out` of a plan longer than the report lists), `operations`
+/// is the listing's, each entry made as it is written, and none is left out; without, the
+/// report as it is.
+pub struct Whole<'a> {
+    pub report: &'a Report,
+    pub listing: Option<&'a crate::changes::Listing>,
+}
+
+impl Serialize for Whole<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            #[serde(flatten)]
+            head: &'a Report,
+            #[serde(skip_serializing_if = "crate::changes::Listing::is_empty")]
+            operations: &'a crate::changes::Listing,
+        }
+        let Some(listing) = self.listing else { return self.report.serialize(s) };
+        // The report without its first operations (the listing has them): a small copy.
+        let head = Report { operations: Vec::new(), operations_left_out: 0, ..self.report.clone() };
+        Flat { head: &head, operations: listing }.serialize(s)
+    }
+}
+
 /// Operations the run history keeps per run, as many as a summary shows (the audit trail
 /// has every one, per person; `history --json` stays light for whoever polls it).
 pub const HISTORY_OPERATIONS: usize = 20;

@@ -71,7 +71,7 @@ pub async fn approve(cli: &Cli, run_id: &str, reason: &str) -> anyhow::Result<i3
     };
     let res = crate::sync::run(&cfg, &conn, &store, &opts).await;
     if cli.json {
-        println!("{}", serde_json::to_string(&res.report)?);
+        super::sync::print_json(&super::sync::whole(&res))?;
     } else {
         super::sync::print_summary(&res.report);
     }

@@ -57,9 +57,17 @@ pub async fn test(cli: &Cli, connector: &str, plan_out: Option<&Path>) -> anyhow
     // recorded in the history).
     let plan = dry_plan(&cfg, conn, &dl.path, cli.json || plan_out.is_some()).await;
     if let (Some(path), Ok(r)) = (plan_out, &plan) {
-        super::sync::write_plan_out(path, &r.operations)?;
+        super::sync::write_plan_out(path, r)?;
     }
     if cli.json {
+        // Every operation: the run's listing when its report lists only the first ones.
+        let operations = match &plan {
+            Ok(r) => Some(match &r.listing {
+                Some(l) => serde_json::to_value(l)?,
+                None => serde_json::to_value(&r.report.operations)?,
+            }),
+            Err(_) => None,
+        };
         println!(
             "{}",
             serde_json::json!({
@@ -67,7 +75,7 @@ pub async fn test(cli: &Cli, connector: &str, plan_out: Option<&Path>) -> anyhow
                 "valid": mapped.users.len(), "invalid": invalid, "active": active, "inactive": inactive,
                 "errors": mapped.errors.iter().take(1000).collect::<Vec<_>>(),
                 "preview": mapped.users.iter().take(10).map(|u| &u.user).collect::<Vec<_>>(),
-                "operations": plan.as_ref().map(|r| &r.operations).ok(),
+                "operations": operations,
                 "plan_error": plan.as_ref().err().map(|e| e.to_string()),
             })
         );
@@ -95,8 +103,8 @@ pub async fn test(cli: &Cli, connector: &str, plan_out: Option<&Path>) -> anyhow
         }
         println!();
         match &plan {
-            Ok(r) if r.operations.is_empty() => println!("  plan     nothing to send"),
-            Ok(r) => super::sync::print_operations(&r.operations, r.operations_left_out, super::sync::SHOWN_OPERATIONS),
+            Ok(r) if r.report.operations.is_empty() => println!("  plan     nothing to send"),
+            Ok(r) => super::sync::print_operations(&r.report.operations, r.report.operations_left_out, super::sync::SHOWN_OPERATIONS),
             Err(e) => println!("  plan     not made: {}", shown(&e.to_string())),
         }
         println!();
@@ -114,7 +122,7 @@ pub(super) async fn dry_plan(
     conn: &crate::config::Connector,
     file: &Path,
     all_operations: bool,
-) -> anyhow::Result<crate::report::Report> {
+) -> anyhow::Result<crate::sync::RunResult> {
     let store = crate::state::open(&cfg.state).await?;
     let opts = crate::sync::SyncOptions {
         dry_run: true,
@@ -125,5 +133,5 @@ pub(super) async fn dry_plan(
         all_operations,
         ..Default::default()
     };
-    Ok(crate::sync::run(cfg, conn, &store, &opts).await.report)
+    Ok(crate::sync::run(cfg, conn, &store, &opts).await)
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use super::term::{shown, shown_lines};
 use super::{Cli, CodedError};
 use crate::exit::Exit;
-use crate::report::{Report, RunOutcome};
+use crate::report::{Report, RunOutcome, Whole};
 use crate::state;
 use crate::sync::{self, SyncOptions};
 
@@ -56,23 +56,48 @@ pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOption
     for conn in &conns {
         let res = sync::run(&cfg, conn, &store, &opts).await;
         if let Some(path) = plan_out {
-            write_plan_out(path, &res.report.operations)?;
+            write_plan_out(path, &res)?;
         }
-        if cli.json && all {
-            runs.push(serde_json::to_value(&res.report)?);
-        } else if cli.json {
-            println!("{}", serde_json::to_string(&res.report)?);
-        } else {
+        if cli.json && !all {
+            print_json(&whole(&res))?;
+        } else if !cli.json {
             print_summary(&res.report);
         }
         if res.exit != Exit::Ok && (exit == Exit::Ok || exit == Exit::Config) {
             exit = res.exit;
         }
+        if cli.json && all {
+            runs.push(res);
+        } else {
+            // A million people take a while to free; the process is about to end anyway.
+            std::thread::spawn(move || drop(res));
+        }
     }
     if cli.json && all {
-        println!("{}", serde_json::json!({"runs": runs, "skipped": cfg.problems, "exit": exit.code()}));
+        #[derive(serde::Serialize)]
+        struct All<'a> {
+            runs: Vec<Whole<'a>>,
+            skipped: &'a [crate::config::Problem],
+            exit: i32,
+        }
+        print_json(&All { runs: runs.iter().map(whole).collect(), skipped: &cfg.problems, exit: exit.code() })?;
     }
     Ok(exit.code())
+}
+
+/// A run's report with every operation it lists (`--json`).
+pub fn whole(res: &sync::RunResult) -> Whole<'_> {
+    Whole { report: &res.report, listing: res.listing.as_deref() }
+}
+
+/// `--json`: one document and a newline, written as it is made (a million operations are
+/// never one string in memory).
+pub fn print_json<T: serde::Serialize>(doc: &T) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    serde_json::to_writer(&mut out, doc).map_err(|e| anyhow::anyhow!("cannot write the report to stdout: {e}"))?;
+    out.write_all(b"\n").and_then(|()| out.flush()).map_err(|e| anyhow::anyhow!("cannot write the report to stdout: {e}"))?;
+    Ok(())
 }
 
 pub fn print_summary(r: &Report) {
@@ -166,10 +191,15 @@ fn value(v: Option<&str>) -> String {
     }
 }
 
-/// `--plan-out FILE.csv`: the operations for a customer's HR team.
-pub fn write_plan_out(path: &Path, ops: &[crate::changes::PersonOp]) -> anyhow::Result<()> {
+/// `--plan-out FILE.csv`: the operations for a customer's HR team, every one (the run's
+/// listing when the report lists only the first).
+pub fn write_plan_out(path: &Path, res: &sync::RunResult) -> anyhow::Result<()> {
     let f = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot write the plan to {}: {e}", path.display()))?;
-    crate::changes::write_csv(ops, std::io::BufWriter::new(f))
-        .map_err(|e| anyhow::anyhow!("cannot write the plan to {}: {e}", path.display()))?;
+    let w = std::io::BufWriter::with_capacity(1 << 16, f);
+    match &res.listing {
+        Some(l) => l.write_csv(w),
+        None => crate::changes::write_csv(&res.report.operations, w),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot write the plan to {}: {e}", path.display()))?;
     Ok(())
 }

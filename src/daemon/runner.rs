@@ -177,5 +177,6 @@ fn panicked(connector: &str, e: tokio::task::JoinError) -> RunResult {
         exit: Exit::Other,
         // A bug may depend on the data or on timing: the next attempt may pass.
         retriable: true,
+        listing: None,
     }
 }

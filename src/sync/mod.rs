@@ -120,6 +120,9 @@ pub struct RunResult {
     /// A dropped connection or a platform outage may pass; a changed host key, a refused
     /// login, a bad file or a safeguard stop will not until a person acts.
     pub retriable: bool,
+    /// With `all_operations`, every operation when the report lists only the first ones
+    /// (`--json` and `--plan-out` print it whole; `report::Whole`).
+    pub listing: Option<std::sync::Arc<crate::changes::Listing>>,
 }
 
 /// Why a run did not end as planned: the exit code, whether a retry may help (the failing
@@ -191,6 +194,8 @@ struct Job<'a, S: StateStore> {
     /// The platform-wide lease of a run that binds accounts (`adoption`): taken before the
     /// other connectors' bindings are read, released once the push is recorded.
     binding: &'a adoption::Binding,
+    /// `all_operations`: the whole plan, person by person (`persons::keep_listing`).
+    listing: Option<std::sync::Arc<crate::changes::Listing>>,
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
@@ -230,6 +235,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         forget: Vec::new(),
         unsettled: 0,
         binding: &binding,
+        listing: None,
     };
     let mut job = job;
     job.report.approval = opts.approval.clone();
@@ -278,12 +284,12 @@ impl<S: StateStore> Job<'_, S> {
         }
         self.report.message = Some(e.message);
         self.report.duration_ms = self.started.elapsed().as_millis() as u64;
-        RunResult { report: self.report, exit: e.exit, retriable: e.retriable }
+        RunResult { report: self.report, exit: e.exit, retriable: e.retriable, listing: self.listing }
     }
 
     fn finish(mut self, exit: Exit) -> RunResult {
         self.report.duration_ms = self.started.elapsed().as_millis() as u64;
-        RunResult { report: self.report, exit, retriable: false }
+        RunResult { report: self.report, exit, retriable: false, listing: self.listing }
     }
 
     /// The run proper, step by step; Ok carries the exit code of a run that ended as planned.
@@ -330,13 +336,15 @@ impl<S: StateStore> Job<'_, S> {
         drop_in_background(snapshot);
         self.check_approved_plan(&plan, fingerprint.as_deref())?;
         self.note_strangers(&std::mem::take(&mut plan.strangers), &look);
-        if let Some(stop) = &plan.stop {
+        if let Some(stop) = plan.stop.clone() {
+            let stop = &stop;
             self.count_identities(&plan);
             // What the plan would have done: the counts and the list, with the reason.
-            self.describe(&plan).await?;
+            let stored = self.describe(&plan).await?;
             self.count_planned(&plan);
             let mut e = self.stopped(stop);
             e.message = self.keep_stopped_plan(&plan, fingerprint.unwrap_or_default(), stop).await;
+            self.keep_listing(plan, stored);
             return Err(e);
         }
         if plan.ops.iter().any(|o| matches!(o, plan::Op::Create { .. })) {
@@ -359,12 +367,13 @@ impl<S: StateStore> Job<'_, S> {
         }
         drop_in_background(others);
         self.count_identities(&plan);
-        self.describe(&plan).await?;
+        let stored = self.describe(&plan).await?;
         if self.opts.dry_run {
             self.count_planned(&plan);
-            drop_in_background(plan);
+            self.keep_listing(plan, stored);
             return Ok(Exit::Ok);
         }
+        self.spill_listing(&plan, stored);
         let Some(platform) = platform else {
             return Err(RunError::new(Exit::Platform, "no platform client".into()));
         };

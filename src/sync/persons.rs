@@ -112,23 +112,38 @@ impl<S: StateStore> Job<'_, S> {
         }
     }
 
-    /// The plan person by person into the report (all of it with `all_operations`, else the
-    /// first `MAX_LISTED`), with the stored content of the people it changes (for their
-    /// names and old values).
-    pub(super) async fn describe(&mut self, plan: &Plan) -> Result<(), RunError> {
-        // A stopped plan is kept for `plan show`: it lists more than a report does.
-        let limit = match (self.opts.all_operations, plan.stop.is_some()) {
-            (true, _) => usize::MAX,
-            (false, true) => crate::state::MAX_STORED_OPERATIONS,
-            (false, false) => crate::report::MAX_LISTED,
-        };
-        let ids = changes::stored_ids(plan, limit);
+    /// The plan person by person into the report: its first `MAX_LISTED` operations (a
+    /// stopped plan's first `MAX_STORED_OPERATIONS`, kept for `plan show`), with the stored
+    /// content of the people it changes (for their names and old values). Returns that
+    /// content: of every operation with `all_operations`, for the run's `Listing`.
+    pub(super) async fn describe(&mut self, plan: &Plan) -> Result<HashMap<String, crate::model::User>, RunError> {
+        let limit = if plan.stop.is_some() { crate::state::MAX_STORED_OPERATIONS } else { crate::report::MAX_LISTED };
+        let ids = changes::stored_ids(plan, if self.opts.all_operations { usize::MAX } else { limit });
         let stored =
             if ids.is_empty() { HashMap::new() } else { self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)? };
         let ops = changes::describe(plan, &stored, &self.conn.name, limit);
         self.report.operations_left_out = (plan.ops.len() + plan.conflicts.len()).saturating_sub(ops.len()) as u64;
         self.report.operations = ops;
-        Ok(())
+        Ok(stored)
+    }
+
+    /// `all_operations`, a plan nothing will send (dry or stopped): kept whole for the output
+    /// when the report lists only its first operations, and described as it is printed.
+    pub(super) fn keep_listing(&mut self, plan: Plan, stored: HashMap<String, crate::model::User>) {
+        if self.opts.all_operations && self.report.operations_left_out > 0 {
+            self.listing = Some(changes::Listing::of_plan(plan, stored, &self.conn.name).into());
+        } else {
+            super::drop_in_background((plan, stored));
+        }
+    }
+
+    /// `all_operations`, a plan about to be sent (its people go to the push): described now
+    /// into a temporary file, when the report lists only its first operations.
+    pub(super) fn spill_listing(&mut self, plan: &Plan, stored: HashMap<String, crate::model::User>) {
+        if self.opts.all_operations && self.report.operations_left_out > 0 {
+            self.listing = Some(changes::Listing::spill(plan, &stored, &self.conn.name).into());
+        }
+        super::drop_in_background(stored);
     }
 
     /// A safeguard stopped the run: its plan is kept for `plan show` and `approve`, with
