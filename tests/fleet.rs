@@ -260,14 +260,21 @@ fn each_slot_runs_once_across_three_daemons() {
     let runs = finished(&h);
     assert_eq!(runs.len(), h.len(), "every run finished (SIGTERM lets them): {h:#?}");
 
-    // Once per slot: no two runs of a connector in one 2-second period, and the runs of each
-    // connector add up to about the periods elapsed (a slot run by each of 3 workers would
-    // triple it).
+    // Once per slot: each connector has no more runs than slots served (one claim per slot,
+    // the slots table's key; a slot run by a second worker would be a run without a slot of
+    // its own), and about as many as the periods elapsed (a slot run by each of 3 workers
+    // would triple it). Not by the period a run started in: on a loaded machine a slot's run
+    // may start after the next slot began, and the next slot's run a moment later.
     let periods = elapsed.as_secs() / 2;
+    let served_by: BTreeMap<String, u64> = f
+        .pg
+        .psql("fleet", "SELECT connector || ' ' || count(*) FROM slots WHERE done_at IS NOT NULL GROUP BY connector")
+        .lines()
+        .filter_map(|l| l.split_once(' ').and_then(|(c, n)| Some((c.to_string(), n.trim().parse().ok()?))))
+        .collect();
     for (c, rs) in by_connector(&h) {
-        let slots: Vec<i64> = rs.iter().map(|r| ts(&r["started_at"]).timestamp() / 2).collect();
-        let distinct: BTreeSet<i64> = slots.iter().copied().collect();
-        assert_eq!(distinct.len(), slots.len(), "{c}: two runs in one slot: {rs:#?}");
+        let served = served_by.get(&c).copied().unwrap_or(0);
+        assert!(rs.len() as u64 <= served, "{c}: {} runs for {served} served slots: {rs:#?}", rs.len());
         assert!(rs.len() as u64 <= periods + 1 && rs.len() as u64 >= periods / 2, "{c}: {} runs in {periods} periods", rs.len());
         assert_eq!(max_overlap(&finished(&rs)), 1, "runs of {c} overlapped");
     }
