@@ -46,7 +46,7 @@ pub struct Shared<R: Runner> {
 
 struct Task {
     /// Identifies the definition the task runs (a change reschedules).
-    fingerprint: String,
+    fingerprint: [u8; 32],
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
     /// The loop of the connector's `reconcile` schedule, when it has one (stopped by the
@@ -77,9 +77,22 @@ pub struct Changes {
     pub rescheduled: Vec<String>,
 }
 
-fn fingerprint(c: &Connector) -> String {
-    // Debug covers every field (schedule, source, mapping …); cheap next to a sync.
-    format!("{c:?}")
+/// The SHA-256 of the connector's Debug text, which covers every field (schedule, source,
+/// mapping …). Kept as the digest, written straight into the hasher: the text itself is tens
+/// of kilobytes with a mapping, and a daemon of 10,000 connectors held 370 MB of them.
+fn fingerprint(c: &Connector) -> [u8; 32] {
+    use sha2::Digest;
+    struct Hashing(sha2::Sha256);
+    impl std::fmt::Write for Hashing {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.update(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut h = Hashing(sha2::Sha256::new());
+    // Writing into a hasher cannot fail; a Debug impl that did would only reschedule.
+    let _ = std::fmt::write(&mut h, format_args!("{c:?}"));
+    h.0.finalize().into()
 }
 
 impl<R: Runner> Scheduler<R> {
