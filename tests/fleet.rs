@@ -266,12 +266,11 @@ fn each_slot_runs_once_across_three_daemons() {
     // would triple it). Not by the period a run started in: on a loaded machine a slot's run
     // may start after the next slot began, and the next slot's run a moment later.
     let periods = elapsed.as_secs() / 2;
-    let served_by: BTreeMap<String, u64> = f
-        .pg
-        .psql("fleet", "SELECT connector || ' ' || count(*) FROM slots WHERE done_at IS NOT NULL GROUP BY connector")
-        .lines()
-        .filter_map(|l| l.split_once(' ').and_then(|(c, n)| Some((c.to_string(), n.trim().parse().ok()?))))
-        .collect();
+    let served_by: BTreeMap<String, u64> =
+        f.pg.psql("fleet", "SELECT connector || ' ' || count(*) FROM slots WHERE done_at IS NOT NULL GROUP BY connector")
+            .lines()
+            .filter_map(|l| l.split_once(' ').and_then(|(c, n)| Some((c.to_string(), n.trim().parse().ok()?))))
+            .collect();
     for (c, rs) in by_connector(&h) {
         let served = served_by.get(&c).copied().unwrap_or(0);
         assert!(rs.len() as u64 <= served, "{c}: {} runs for {served} served slots: {rs:#?}", rs.len());

@@ -69,6 +69,11 @@ impl Classify for ConfigError {
     }
 }
 
+/// The connectors by name, shared: the daemon's scheduler, status page and reload plan
+/// hold the same ones (a connector with its mapping is tens of kilobytes; four copies of
+/// 10,000 of them were most of a fleet worker's memory).
+pub type Connectors = BTreeMap<String, std::sync::Arc<Connector>>;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
@@ -78,7 +83,7 @@ pub struct Config {
     pub state: State,
     pub daemon: Daemon,
     /// Valid connectors.
-    pub connectors: BTreeMap<String, Connector>,
+    pub connectors: Connectors,
     /// Every problem; a connector named in a problem is absent from `connectors`.
     pub problems: Vec<Problem>,
     /// Names of connectors that have problems (refused by sync and the scheduler).
@@ -452,7 +457,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
                 cfg.unmapped.insert(name, c);
             }
         } else if let Some((c, _)) = conn {
-            cfg.connectors.insert(name, c);
+            cfg.connectors.insert(name, std::sync::Arc::new(c));
         }
         ck.connector = None;
     }

@@ -14,14 +14,13 @@ pub mod runner;
 pub mod scheduler;
 pub mod status_page;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 
-use crate::config::{self, Config, ConfigError, Connector};
+use crate::config::{self, Config, ConfigError};
 use crate::exit::{Classify, Exit};
 use crate::state::{self, StateError};
 use metrics::Metrics;
@@ -58,14 +57,14 @@ pub enum Reload {
     Keep(Vec<String>),
     /// Schedule exactly `connectors`. `kept` are connectors whose new definition has
     /// problems: their previous one keeps running. `problems` are logged.
-    Apply { cfg: Box<Config>, connectors: BTreeMap<String, Connector>, kept: Vec<String>, problems: Vec<String> },
+    Apply { cfg: Box<Config>, connectors: crate::config::Connectors, kept: Vec<String>, problems: Vec<String> },
 }
 
 /// Decides what to do with a freshly loaded configuration. Pure, so it is table-tested.
 /// A problem that touches no single connector (the platform, the state store, TOML
 /// syntax) keeps the whole previous configuration; a broken connector keeps its previous
 /// definition if it had one, and is left out if it is new.
-pub fn plan_reload(current: &BTreeMap<String, Connector>, loaded: Result<Config, ConfigError>) -> Reload {
+pub fn plan_reload(current: &crate::config::Connectors, loaded: Result<Config, ConfigError>) -> Reload {
     let cfg = match loaded {
         Ok(c) => c,
         Err(e) => return Reload::Keep(vec![e.to_string()]),
@@ -191,7 +190,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
         tracing::info!("without a schedule (run by hand only): {}", unscheduled.join(", "));
     }
 
-    let mut current: BTreeMap<String, Connector> = cfg.connectors.clone();
+    let mut current: crate::config::Connectors = cfg.connectors.clone();
     let path: PathBuf = path.to_path_buf();
     loop {
         tokio::select! {

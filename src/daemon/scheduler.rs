@@ -106,9 +106,10 @@ impl<R: Runner> Scheduler<R> {
 
     /// Makes the scheduled set exactly `wanted` (connectors without a schedule are left
     /// out: they run by hand only). Unchanged connectors keep their task and timing.
-    pub fn apply(&mut self, wanted: &BTreeMap<String, Connector>) -> Changes {
+    pub fn apply(&mut self, wanted: &crate::config::Connectors) -> Changes {
         let mut ch = Changes::default();
-        let wanted: BTreeMap<&String, &Connector> = wanted.iter().filter(|(_, c)| c.schedule.is_some() || c.reconcile.is_some()).collect();
+        let wanted: BTreeMap<&String, &Arc<Connector>> =
+            wanted.iter().filter(|(_, c)| c.schedule.is_some() || c.reconcile.is_some()).collect();
         let gone: Vec<String> = self.tasks.keys().filter(|n| !wanted.contains_key(n)).cloned().collect();
         for name in gone {
             if let Some(t) = self.tasks.remove(&name) {
@@ -143,7 +144,7 @@ impl<R: Runner> Scheduler<R> {
             // Catch-up is for connectors we start; a rescheduled one just takes its new slots
             // (moving "daily 02:00" to 03:00 at noon must not start a run at noon).
             let catch_up = previous.is_none();
-            let conn = Arc::new(conn.clone());
+            let conn = Arc::clone(conn);
             // A connector's sync and reconcile loops take turns: its runs never overlap.
             let turn = Arc::new(tokio::sync::Mutex::new(()));
             let previous = join_both(previous, previous_reconcile);

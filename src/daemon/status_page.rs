@@ -35,7 +35,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'
 /// What the status page reads: the connectors the daemon runs now (replaced on reload)
 /// and the state store's history.
 pub struct Board {
-    connectors: RwLock<Arc<BTreeMap<String, Connector>>>,
+    connectors: RwLock<Arc<crate::config::Connectors>>,
     problems: RwLock<Arc<Vec<String>>>,
     store: Arc<Store>,
 }
@@ -66,13 +66,13 @@ impl Board {
 
     /// The connectors the daemon runs (after start and after each reload), and the
     /// configuration problems it logged (connectors left out or kept on their old definition).
-    pub fn set(&self, connectors: BTreeMap<String, Connector>, problems: Vec<String>) {
+    pub fn set(&self, connectors: crate::config::Connectors, problems: Vec<String>) {
         // A poisoned lock only means a panic elsewhere mid-swap; the value is still whole.
         *self.connectors.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(connectors);
         *self.problems.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(problems);
     }
 
-    fn current(&self) -> (Arc<BTreeMap<String, Connector>>, Arc<Vec<String>>) {
+    fn current(&self) -> (Arc<crate::config::Connectors>, Arc<Vec<String>>) {
         (self.connectors.read().unwrap_or_else(|e| e.into_inner()).clone(), self.problems.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 

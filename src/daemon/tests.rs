@@ -1,7 +1,7 @@
 //! Scheduler tests on tokio's paused clock with a purpose-built runner: hours of
 //! schedules pass in milliseconds, and every start time is exact.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +26,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 }
 
 /// Connectors (local source, the demo mapping) with the given schedules.
-fn connectors(specs: &[(&str, &str)]) -> BTreeMap<String, Connector> {
+fn connectors(specs: &[(&str, &str)]) -> crate::config::Connectors {
     let mut src = String::from("[platform]\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\n");
     for (name, sched) in specs {
         src += &format!(
@@ -237,7 +237,7 @@ async fn catch_up_runs_a_missed_slot_once_at_once() {
     // "never" has no history at all.
     let mut conns = connectors(&[("missed", "daily 02:00"), ("fresh", "daily 02:00"), ("never", "daily 02:00")]);
     for c in conns.values_mut() {
-        c.schedule = Some(crate::schedule::Schedule::parse("daily 02:00", Some("Europe/Paris")).unwrap());
+        Arc::make_mut(c).schedule = Some(crate::schedule::Schedule::parse("daily 02:00", Some("Europe/Paris")).unwrap());
     }
     h.sched.apply(&conns);
     advance(Duration::from_secs(20 * 3600)).await; // until 06:00 UTC tomorrow
@@ -427,7 +427,7 @@ async fn two_hundred_connectors_stay_bounded_and_memory_stays_flat() {
     }
     let mut conns = connectors(&specs);
     for c in conns.values_mut() {
-        c.jitter = Duration::from_secs(60); // spread the starts over the first minute
+        Arc::make_mut(c).jitter = Duration::from_secs(60); // spread the starts over the first minute
     }
     h.sched.apply(&conns);
     advance(Duration::from_secs(29 * 60)).await; // 00:29:30: slots 00:05 … 00:25 done
@@ -521,9 +521,9 @@ async fn a_reconcile_schedule_runs_reconciles_and_never_beside_a_sync_of_the_con
     let mut h = harness("2026-11-21T12:00:00Z", Duration::from_secs(600), 4, Policy::SCHEDULED_RUN);
     h.fake.succeeded("acme", utc("2026-11-21T03:00:00Z"));
     let mut conns = connectors(&[("acme", "daily 03:00"), ("manual", "daily 03:00")]);
-    conns.get_mut("acme").unwrap().reconcile = Some(crate::schedule::Schedule::parse("weekly sun 03:00", None).unwrap());
+    Arc::make_mut(conns.get_mut("acme").unwrap()).reconcile = Some(crate::schedule::Schedule::parse("weekly sun 03:00", None).unwrap());
     // A connector with only a reconcile schedule is scheduled too.
-    let manual = conns.get_mut("manual").unwrap();
+    let manual = Arc::make_mut(conns.get_mut("manual").unwrap());
     manual.schedule = None;
     manual.reconcile = Some(crate::schedule::Schedule::parse("weekly sun 04:00", None).unwrap());
     h.sched.apply(&conns);
