@@ -54,6 +54,11 @@ pub enum StateError {
         "connector \"{connector}\": the run stopped because it could not renew its lease ({detail}). Another run may take the connector once the lease lapses, so this one sent nothing more; the next run lists the platform first and finds what was sent. If the state store is busy with another long run or unreachable, see to that"
     )]
     LeaseLost { connector: String, detail: String },
+    /// A scheduled run waited its limit for the platform lease (`sync::adoption`).
+    #[error(
+        "platform {platform} is busy: {holder} is binding accounts there, and runs that may bind accounts on one platform take turns. This run waited {waited_secs} s, gives its run slot back and is tried again"
+    )]
+    PlatformBusy { platform: String, holder: String, waited_secs: u64 },
 }
 
 impl Classify for StateError {
@@ -69,7 +74,10 @@ impl Classify for StateError {
     /// manual sync); an unreachable database may come back.
     /// A lost lease is the run's own stop, taken again when the store answers.
     fn retriable(&self) -> bool {
-        matches!(self, StateError::Held { .. } | StateError::Unreachable { .. } | StateError::LeaseLost { .. })
+        matches!(
+            self,
+            StateError::Held { .. } | StateError::Unreachable { .. } | StateError::LeaseLost { .. } | StateError::PlatformBusy { .. }
+        )
     }
 }
 

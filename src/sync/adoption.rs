@@ -27,6 +27,11 @@ use crate::state::{StateError, StateStore};
 /// How often a waiting run tries the lease again: short next to a push, long enough that
 /// the waiting costs the store nothing noticeable.
 const POLL: Duration = Duration::from_millis(500);
+/// How long a daemon's run waits for the platform lease before it gives its run slot
+/// (`max_concurrent_runs`) back and is retried: runs waiting behind one long push (a
+/// million-user first sync) would otherwise hold every slot of the daemon and stop the
+/// runs that bind nothing. A run by hand waits as long as it takes, saying so.
+pub(super) const DAEMON_WAIT: Duration = Duration::from_secs(60);
 /// A long wait is logged again this often, so a log says the run is still waiting.
 const STILL_WAITING: Duration = Duration::from_secs(60);
 
@@ -98,7 +103,13 @@ impl Binding {
     /// Takes the lease of the platform at `base_url`, waiting while another run holds it
     /// (a lease whose holder died lapses after the store's lease TTL, at once when it died
     /// on this machine). Returns the wait, if there was one. Taken already: nothing to do.
-    pub(super) async fn take<S: StateStore>(&self, store: &S, base_url: &url::Url) -> Result<Option<Waited>, StateError> {
+    /// With a `limit`, waiting longer is `PlatformBusy` (retriable).
+    pub(super) async fn take<S: StateStore>(
+        &self,
+        store: &S,
+        base_url: &url::Url,
+        limit: Option<Duration>,
+    ) -> Result<Option<Waited>, StateError> {
         if self.held.load(Ordering::Acquire) {
             return Ok(None);
         }
@@ -113,6 +124,11 @@ impl Binding {
             match lease::acquire(store, &key, &self.holder).await {
                 Ok(()) => break sent,
                 Err(StateError::Held { holder, expires, .. }) => {
+                    if let Some(limit) = limit
+                        && started.elapsed() >= limit
+                    {
+                        return Err(StateError::PlatformBusy { platform, holder, waited_secs: started.elapsed().as_secs() });
+                    }
                     if first.is_none() {
                         tracing::warn!(
                             "waiting for {holder} to record the accounts it binds on platform {platform}: one run at a time decides which accounts there are free to adopt (its lease expires {expires} unless renewed)"
@@ -232,7 +248,8 @@ impl<S: StateStore> Job<'_, S> {
             return Ok(());
         }
         let base_url = &self.cfg.platform().map_err(RunError::from_error)?.base_url;
-        if let Some(w) = self.binding.take(self.store, base_url).await.map_err(RunError::from_error)? {
+        let limit = (self.opts.origin == "daemon").then_some(DAEMON_WAIT);
+        if let Some(w) = self.binding.take(self.store, base_url, limit).await.map_err(RunError::from_error)? {
             tracing::info!("the platform lease is free after {:.1}s; deciding which accounts are free to adopt", w.waited.as_secs_f64());
             self.report.notes.push(w.note(&shown(base_url)));
         }
@@ -274,6 +291,28 @@ mod tests {
         assert_eq!(holder_connector("garbage"), None);
     }
 
+    /// A daemon's run waits a bounded time: then it gives up, retriable, naming the holder,
+    /// and the lease stays the holder's.
+    #[tokio::test]
+    async fn a_limited_wait_gives_up_retriable_and_leaves_the_lease_to_its_holder() {
+        use crate::exit::Classify;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
+        let url = url::Url::parse("https://scim.example.com/v2").unwrap();
+        let (a, b) = (Binding::new("daemon@h pid 1 run a", "acme"), Binding::new("daemon@h pid 1 run b", "globex"));
+        a.take(&store, &url, None).await.unwrap();
+        let started = Instant::now();
+        let e = b.take(&store, &url, Some(Duration::from_millis(1200))).await.unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(1200), "waited its limit first: {:?}", started.elapsed());
+        assert!(matches!(e, StateError::PlatformBusy { .. }), "{e:?}");
+        assert!(e.retriable(), "tried again later");
+        let msg = e.to_string();
+        assert!(msg.contains("daemon@h pid 1 run a") && msg.contains("gives its run slot back"), "{msg}");
+        let holders: Vec<String> = store.leases().await.unwrap().into_iter().map(|l| l.holder).collect();
+        assert_eq!(holders, vec![a.holder.clone()], "the holder keeps it; the one that gave up holds nothing");
+        a.release(&store).await;
+    }
+
     /// Two runs on one real state file: the second waits until the first releases, then
     /// takes the lease; taking it twice is free; a run of another platform never waits.
     #[tokio::test]
@@ -282,16 +321,16 @@ mod tests {
         let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let (a, b) = (Binding::new("cli@h pid 1 run a", "acme"), Binding::new("cli@h pid 2 run b", "globex"));
-        assert_eq!(a.take(&store, &url).await.unwrap(), None);
-        assert_eq!(a.take(&store, &url).await.unwrap(), None, "taken already");
+        assert_eq!(a.take(&store, &url, None).await.unwrap(), None);
+        assert_eq!(a.take(&store, &url, None).await.unwrap(), None, "taken already");
         let other = Binding::new("cli@h pid 3 run c", "initech");
-        assert_eq!(other.take(&store, &url::Url::parse("https://other.example.com/v2").unwrap()).await.unwrap(), None);
+        assert_eq!(other.take(&store, &url::Url::parse("https://other.example.com/v2").unwrap(), None).await.unwrap(), None);
         let released = async {
             tokio::time::sleep(Duration::from_millis(1200)).await;
             a.release(&store).await;
             Instant::now()
         };
-        let (waited, released_at) = tokio::join!(async { (b.take(&store, &url).await.unwrap(), Instant::now()) }, released);
+        let (waited, released_at) = tokio::join!(async { (b.take(&store, &url, None).await.unwrap(), Instant::now()) }, released);
         let (waited, taken_at) = waited;
         let waited = waited.expect("b waited");
         assert!(taken_at >= released_at, "b takes the lease only once a let it go");
@@ -446,7 +485,7 @@ mod tests {
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let a = Binding::new("cli@h pid 1 run a", "acme");
-        a.take(&store, &url).await.unwrap();
+        a.take(&store, &url, None).await.unwrap();
         let other = Binding::new("cli@h pid 2 run b", "globex");
         let run = a.renewing(&store, async {
             tokio::time::sleep(ttl * 3).await;
@@ -470,7 +509,7 @@ mod tests {
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let a = Binding::new("cli@h pid 1 run a", "acme");
-        a.take(&store, &url).await.unwrap();
+        a.take(&store, &url, None).await.unwrap();
         let taken = Instant::now();
         store.failing.store(true, std::sync::atomic::Ordering::Release);
         let e = a
@@ -496,7 +535,7 @@ mod tests {
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let a = Binding::new("cli@h pid 1 run a", "acme");
-        a.take(&store, &url).await.unwrap();
+        a.take(&store, &url, None).await.unwrap();
         let key = platform_key(&url);
         store.inner.release(&key, &a.holder).await.unwrap();
         store.inner.acquire(&key, "cli@h pid 2 run b connector globex", ttl).await.unwrap();
