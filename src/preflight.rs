@@ -106,8 +106,44 @@ pub fn environment(cfg: &Config, env: &dyn Environment) -> Vec<Finding> {
             }
         }
     }
+    out.extend(state(&cfg.state, env));
     for c in cfg.connectors.values() {
         out.extend(connector(c, env));
+    }
+    out
+}
+
+/// The state store's password and private CA: without them no run can start.
+fn state(s: &crate::config::State, env: &dyn Environment) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut f = |key: &str, message: String| out.push(Finding { connector: None, key: key.to_string(), message });
+    match &s.password {
+        Some(crate::config::StatePassword::Env(var)) => {
+            if let Some(m) = secret(env, &SecretRef::Env(var.clone()), "the state store's password") {
+                f("state.password_env", m);
+            }
+        }
+        Some(crate::config::StatePassword::File(path)) => {
+            if let Some(m) = secret(env, &SecretRef::File(path.clone()), "the state store's password") {
+                f("state.password_file", m);
+            }
+        }
+        None => {}
+    }
+    if let Some(path) = &s.ca_file {
+        let p = path.display();
+        match env.file(path) {
+            Probe::Missing => f(
+                "state.ca_file",
+                format!("CA file {p} does not exist; put the PEM certificate of the CA that signed the database's certificate there"),
+            ),
+            Probe::Unreadable(why) => f("state.ca_file", format!("cannot read CA file {p} ({why}); let the service's user read it")),
+            Probe::Read { bytes, .. } if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") => f(
+                "state.ca_file",
+                format!("CA file {p} holds no PEM certificate (-----BEGIN CERTIFICATE-----); export the CA certificate as PEM"),
+            ),
+            Probe::Read { .. } => {}
+        }
     }
     out
 }
@@ -434,6 +470,45 @@ mod tests {
         let got = environment(&c, &env);
         assert!(got[0].message.contains("does not exist"), "{}", got[0]);
         assert!(got[1].message.starts_with(&format!("cannot read known_hosts file {} (permission denied)", kh.display())), "{}", got[1]);
+    }
+
+    #[test]
+    fn the_state_stores_password_and_ca_file_are_checked() {
+        let (d, mut c) = cfg(&format!("host = \"sftp.acme.example\"\nauth = \"key\"\nprivate_key = \"/k/id\"\n{FP}"));
+        let key = (PathBuf::from("/k/id"), Probe::Read { mode: 0o600, bytes: KEY.into() });
+        c.state.password = Some(crate::config::StatePassword::File(PathBuf::from("/run/pgpw")));
+        c.state.ca_file = Some(d.path().join("ca.pem"));
+        let env = Table { vars: HashMap::from([("TOKEN", "x")]), files: HashMap::from([key.clone()]) };
+        let got = environment(&c, &env);
+        assert_eq!(keys(&got), vec![(None, "state.password_file"), (None, "state.ca_file")]);
+        assert!(got[0].message.contains("/run/pgpw") && got[0].message.contains("does not exist"), "{}", got[0]);
+        assert!(got[1].message.contains("ca.pem") && got[1].message.contains("does not exist"), "{}", got[1]);
+        assert_eq!(blocked(&c, &got)["a"].len(), 2, "no run starts without the state store");
+
+        let env = Table {
+            vars: HashMap::from([("TOKEN", "x")]),
+            files: HashMap::from([
+                key.clone(),
+                (PathBuf::from("/run/pgpw"), Probe::Read { mode: 0o600, bytes: b"s3cret\n".to_vec() }),
+                (d.path().join("ca.pem"), Probe::Read { mode: 0o644, bytes: b"not a certificate".to_vec() }),
+            ]),
+        };
+        let got = environment(&c, &env);
+        assert_eq!(keys(&got), vec![(None, "state.ca_file")]);
+        assert!(got[0].message.contains("holds no PEM certificate"), "{}", got[0]);
+        assert!(!got[0].message.contains("s3cret"), "{}", got[0]);
+
+        c.state.password = Some(crate::config::StatePassword::Env("PGPW".into()));
+        let env = Table {
+            vars: HashMap::from([("TOKEN", "x")]),
+            files: HashMap::from([
+                key,
+                (d.path().join("ca.pem"), Probe::Read { mode: 0o644, bytes: b"-----BEGIN CERTIFICATE-----\nMIIB\n".to_vec() }),
+            ]),
+        };
+        let got = environment(&c, &env);
+        assert_eq!(keys(&got), vec![(None, "state.password_env")]);
+        assert!(got[0].message.contains("PGPW") && got[0].message.contains("is not set"), "{}", got[0]);
     }
 
     #[test]
