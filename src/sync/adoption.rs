@@ -165,7 +165,7 @@ impl Binding {
     ) -> Result<Exit, RunError> {
         tokio::pin!(work);
         let ttl = store.lease_ttl();
-        let margin = ttl / 10;
+        let margin = lease::margin(ttl);
         let mut retry_at: Option<TokioInstant> = None;
         let mut last_error: Option<String> = None;
         loop {
@@ -200,12 +200,11 @@ impl Binding {
                     self.renewed(&key, sent);
                     (retry_at, last_error) = (None, None);
                 }
-                Ok(false) => return Err(lapsing(&key, ttl, Some("the state store says it lapsed and another run holds it now".into()))),
+                Ok(false) => return Err(lapsing(&key, ttl, Some(lease::TAKEN_OVER.into()))),
                 Err(e) => {
                     tracing::warn!("could not renew the platform lease {key}: {e}");
                     last_error = Some(e.to_string());
-                    // Again soon: the lease has less than a full beat left.
-                    retry_at = Some(TokioInstant::now() + margin.max(Duration::from_millis(100)));
+                    retry_at = Some(TokioInstant::now() + lease::retry_after(ttl));
                 }
             }
         }

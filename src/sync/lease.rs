@@ -33,9 +33,18 @@ pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &
 
 /// How long before its lease would lapse a run that could not renew it stops: the room for
 /// clocks and for a write already on its way to the platform.
-fn margin(ttl: Duration) -> Duration {
+pub(super) fn margin(ttl: Duration) -> Duration {
     ttl / 10
 }
+
+/// When to try again after a renewal the store refused: soon, since the lease has less than
+/// a full beat left.
+pub(super) fn retry_after(ttl: Duration) -> Duration {
+    margin(ttl).max(Duration::from_millis(100))
+}
+
+/// What a renewal of no row means: the lease lapsed and another run took it.
+pub(super) const TAKEN_OVER: &str = "the state store says it lapsed and another run holds it now";
 
 /// Drives `work` to its end, renewing the lease every third of its TTL however long the
 /// work takes (a million-user push). `renew` false (a dry run, which holds no lease) only
@@ -101,16 +110,12 @@ pub(super) async fn with_heartbeat<S: StateStore, T>(
                 last_error = None;
             }
             Ok(false) => {
-                return Err(StateError::LeaseLost {
-                    connector: connector.into(),
-                    detail: "the state store says it lapsed and another run holds it now".into(),
-                });
+                return Err(StateError::LeaseLost { connector: connector.into(), detail: TAKEN_OVER.into() });
             }
             Err(e) => {
                 tracing::warn!("could not renew the lease: {e}");
                 last_error = Some(e.to_string());
-                // Again soon: the lease has less than a full beat left.
-                next_beat = Instant::now() + (ttl / 10).max(Duration::from_millis(100));
+                next_beat = Instant::now() + retry_after(ttl);
             }
         }
     }
