@@ -33,7 +33,7 @@ BENCH="$ROOT/target/release/examples/fetch_bench"
 
 mkdir -p "$WORK/data" /run/sshd
 FILE="$WORK/data/export.csv"
-python3 "$ROOT/../shared/tools/gen_hris.py" "$ROWS" > "$FILE"
+python3 "$ROOT/scripts/gen_hris.py" "$ROWS" > "$FILE"
 SIZE=$(stat -c %s "$FILE")
 MIB=$(python3 -c "print($SIZE/1048576)")
 

@@ -14,8 +14,9 @@
 # 3. plan of ROWS users vs a ROWS snapshot (target < 1 s) and the state commit of a
 #    ROWS-user first sync (target < 10 s): examples/plan_state_bench.
 #
-# gen_hris.py makes ~5% of rows with an email our validator rejects ("Smith, Jr." →
-# "SmithJr..123@…"), so the bench connector has max_invalid = "10%".
+# The exports come from scripts/gen_hris.py, whose rows are all valid. An older generator
+# wrote ~5% of emails with ".." (refused), hence the bench connector's max_invalid = "10%"
+# and the ".." filter below, both kept so that a cached file of that kind still runs.
 # STAGES=1 (or "1 3", …) runs only those parts, for quick iterations.
 # Needs: /usr/sbin/sshd, sftp, ssh-keygen, hyperfine, python3, /usr/bin/time; root.
 set -euo pipefail
@@ -39,7 +40,7 @@ nice cargo build -q --release --bin rostersync --example scim_bench --example pl
 RS="$ROOT/target/release/rostersync"
 
 mkdir -p "$WORK/data"
-GEN="$ROOT/../shared/tools/gen_hris.py"
+GEN="$ROOT/scripts/gen_hris.py"
 # Generated once per size and kept (gen_hris.py is deterministic): re-runs start faster.
 CACHE=${BENCH_CACHE:-/tmp/rostersync-bench-data}
 mkdir -p "$CACHE"
@@ -139,7 +140,7 @@ echo "first sync: $(python3 -c "print(f'{$t1-$t0:.2f} s')"), report counts $(fie
 EXPECTED=$(python3 - "$WORK/day1.csv" "$WORK/day2.csv" <<'PY'
 import csv, sys
 # Rows whose content differs between the two days, among rows our validator accepts
-# (gen_hris's "Smith, Jr." emails hold "..", which are refused on both days).
+# (an older generator's "Smith, Jr." emails held "..", refused on both days).
 def load(p):
     with open(p, newline="", encoding="utf-8") as f:
         r = csv.reader(f); next(r)

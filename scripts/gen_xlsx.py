@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Writes an N-row xlsx with gen_hris.py's columns (openpyxl write_only mode, streaming), for
+"""Writes an N-row xlsx with scripts/gen_hris.py's columns (openpyxl write_only mode, streaming), for
 the parse benchmark: python3 scripts/gen_xlsx.py 300000 OUT.xlsx (needs openpyxl)."""
 import datetime, os, sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "tools"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scripts/gen_hris.py
 import gen_hris  # noqa: E402
 from openpyxl import Workbook  # noqa: E402
 
