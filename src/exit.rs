@@ -1,4 +1,4 @@
-//! Exit codes of DESIGN.md, and the trait every module's error enum implements so that
+//! Exit codes (docs/design.md, "Exit codes"), and the trait every module's error enum implements so that
 //! `cli` can turn any failure into the right code without knowing the module.
 
 /// Process exit codes; the numbers are part of the CLI contract (scripts test them).

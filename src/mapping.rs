@@ -2,7 +2,7 @@
 //! record; no I/O.
 //!
 //! A field's value is computed as: read (column or template) → transforms → default when
-//! empty → `map`/fallback → `date`. The row rules of DESIGN.md then check the user; every
+//! empty → `map`/fallback → `date`. The row rules of docs/design.md then check the user; every
 //! fault of a row is reported, not only the first.
 
 mod collect;

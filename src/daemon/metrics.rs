@@ -298,7 +298,7 @@ impl Metrics {
             &mut o,
             "rostersync_last_run_exit_code",
             "gauge",
-            "Exit code of the connector's last run (DESIGN.md's table; 0 also before the first run).",
+            "Exit code of the connector's last run (0 ok, 1 other, 2 config, 3 connection, 4 data, 5 stopped by a safeguard, 6 platform; 0 also before the first run).",
         );
         for c in &m.known {
             let _ = writeln!(o, "rostersync_last_run_exit_code{{connector=\"{}\"}} {}", esc(c), m.last_run.get(c).map_or(0, |l| l.exit));

@@ -1,5 +1,5 @@
 //! User ↔ SCIM JSON (RFC 7643): the resource for POST/PUT and the PatchOp for updates.
-//! The mapping is DESIGN.md's "Platform: SCIM 2.0" section.
+//! The mapping is docs/design.md's "Platform: SCIM 2.0" section.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! The algorithms we offer (DESIGN.md "Security"), and a look at what a server offers:
+//! The algorithms we offer (docs/design.md "Security"), and a look at what a server offers:
 //! its KEXINIT is sent in clear right after the banners, so a plain TCP probe can read it
 //! to explain a failed negotiation or to list its host key types for `keyscan`.
 
