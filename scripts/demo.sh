@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 DEMO="$ROOT/.demo"
 
-./scripts/install-test-deps.sh
-cargo build -q --bin rostersync
+echo "== installing what the demo needs, when missing (OpenSSH, curl, scim2-server in .venv/)"
+./scripts/install-test-deps.sh --demo
+# The same dev profile as `cargo nextest run`: the test command after this reuses the build.
+echo "== building rostersync (a first build compiles ~300 crates: about 10 minutes on 2 cores)"
+cargo build --bin rostersync
 RS="$ROOT/target/debug/rostersync"
 
 source scripts/lib/loopback.sh

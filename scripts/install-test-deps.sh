@@ -4,8 +4,12 @@
 # builds against, PostgreSQL (the fleet's state store), and the two SCIM servers (PyPI, pinned) in .venv: scim2-server, and
 # django-scim2 with the Django it runs on (tests/support/django_scim).
 # Safe to run again: it only installs what is not there.
+# `--demo`: only what scripts/demo.sh needs (OpenSSH, curl, python3-venv, scim2-server): no
+# PostgreSQL, Chromium, rclone or Django for a first look.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+DEMO_ONLY=false
+[ "${1:-}" = "--demo" ] && DEMO_ONLY=true
 
 SCIM2_SERVER_VERSION="0.8.3"
 DJANGO_SCIM2_VERSION="0.23.0"
@@ -17,20 +21,20 @@ command -v sftp >/dev/null 2>&1 || missing+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # rclone serves SFTP with a password and no system account (password-auth tests).
-command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+$DEMO_ONLY || command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 # PostgreSQL: the fleet's state store (tests/support/postgres.rs runs initdb + postgres itself).
-compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+$DEMO_ONLY || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # openssl (the CLI) makes the CA and server certificate of the TLS PostgreSQL (tests/pg_tls.rs).
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+$DEMO_ONLY || command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 # tests/status_page.rs renders the daemon's status page in headless Chromium.
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+$DEMO_ONLY || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # tests/packaging.rs checks packaging/rostersync.service with `systemd-analyze verify`.
-command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+$DEMO_ONLY || command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}" >&2
+  echo "installing with apt-get: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -43,8 +47,10 @@ if [ ! -x .venv/bin/scim2-server ] || ! .venv/bin/pip show scim2-server 2>/dev/n
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get install -y -qq python3-venv >/dev/null && python3 -m venv .venv
   fi
+  echo "installing scim2-server ${SCIM2_SERVER_VERSION} into .venv/" >&2
   .venv/bin/pip install -q "scim2-server==${SCIM2_SERVER_VERSION}"
 fi
+if $DEMO_ONLY; then exit 0; fi
 if ! .venv/bin/pip show django-scim2 2>/dev/null | grep -q "^Version: ${DJANGO_SCIM2_VERSION}$" \
   || ! .venv/bin/pip show Django 2>/dev/null | grep -q "^Version: ${DJANGO_VERSION}$"; then
   .venv/bin/pip install -q "django-scim2==${DJANGO_SCIM2_VERSION}" "Django==${DJANGO_VERSION}"

@@ -177,3 +177,101 @@ fn the_license_files_match_cargo_toml() {
     let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
     assert!(changelog.contains(&format!("## {}", env!("CARGO_PKG_VERSION"))), "CHANGELOG.md has a section for this version");
 }
+
+/// Runs scripts/package.sh on the test build; the paths of the .deb and the archive.
+fn package(out: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let run = Command::new("bash")
+        .arg(support::repo_root().join("scripts/package.sh"))
+        .arg(support::rostersync_bin())
+        .arg(out)
+        .env("DEB_COMPRESSION", "gzip")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "scripts/package.sh failed: {}", String::from_utf8_lossy(&run.stderr));
+    let printed = String::from_utf8_lossy(&run.stdout).into_owned();
+    let mut lines = printed.lines().map(std::path::PathBuf::from);
+    let (deb, tar) = (lines.next().expect("the .deb's path"), lines.next().expect("the archive's path"));
+    assert!(deb.is_file() && tar.is_file(), "{printed}");
+    (deb, tar)
+}
+
+fn output(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Debian package installs the binary, the unit, the sysusers file, the man page and the
+/// completions where Debian looks for them, each the same as what the repository ships and the
+/// binary prints; its control file names the package, version and dependencies.
+#[test]
+fn the_debian_package_holds_the_binary_unit_sysusers_man_page_and_completions() {
+    let Some(_) = tool("dpkg-deb", "apt-get install dpkg") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (deb, _) = package(dir.path());
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(&format!("rostersync_{}_", env!("CARGO_PKG_VERSION"))) && name.ends_with(".deb"), "{name}");
+    let field = |f: &str| output(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg(f)).trim().to_string();
+    assert_eq!(field("Package"), "rostersync");
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    assert!(field("Depends").contains("libssl3"), "{}", field("Depends"));
+
+    let root = dir.path().join("root");
+    output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    let installed = root.join("usr/bin/rostersync");
+    let version = output(Command::new(&installed).arg("--version"));
+    assert!(version.starts_with(&format!("rostersync {}", env!("CARGO_PKG_VERSION"))), "{version}");
+    let repo = support::repo_root();
+    let same = |installed: &str, shipped: &str| {
+        let a = std::fs::read(root.join(installed)).unwrap_or_else(|e| panic!("{installed}: {e}"));
+        let b = std::fs::read(repo.join(shipped)).unwrap();
+        assert!(a == b, "{installed} differs from {shipped}");
+    };
+    same("usr/lib/systemd/system/rostersync.service", "packaging/rostersync.service");
+    same("usr/lib/sysusers.d/rostersync.conf", "packaging/rostersync.sysusers");
+    let man = output(Command::new("gzip").arg("-dc").arg(root.join("usr/share/man/man1/rostersync.1.gz")));
+    assert_eq!(man, std::fs::read_to_string(repo.join("packaging/rostersync.1")).unwrap(), "the packaged man page");
+    for (path, shell) in [
+        ("usr/share/bash-completion/completions/rostersync", "bash"),
+        ("usr/share/zsh/vendor-completions/_rostersync", "zsh"),
+        ("usr/share/fish/vendor_completions.d/rostersync.fish", "fish"),
+    ] {
+        let (_, printed, _) = rostersync(&["completions", shell]);
+        assert_eq!(std::fs::read_to_string(root.join(path)).unwrap(), printed, "{path}");
+    }
+    assert!(root.join("usr/share/doc/rostersync/copyright").is_file());
+    assert!(root.join("usr/share/doc/rostersync/docs/troubleshooting.md").is_file());
+    // The maintainer script makes the service user and does not start anything.
+    let postinst = output(Command::new("dpkg-deb").arg("-I").arg(&deb).arg("postinst"));
+    assert!(postinst.contains("systemd-sysusers rostersync.conf"), "{postinst}");
+    assert!(!postinst.contains("systemctl enable") && !postinst.contains("systemctl start"), "{postinst}");
+}
+
+/// The release archive: one folder with the binary, licenses, docs, packaging files and
+/// completions, and a binary that runs.
+#[test]
+fn the_release_archive_holds_one_folder_with_the_binary_docs_and_packaging() {
+    let Some(_) = tool("dpkg-deb", "apt-get install dpkg") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, tar) = package(dir.path());
+    let top = format!("rostersync-{}-{}-linux", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH);
+    let listing = output(Command::new("tar").arg("tzf").arg(&tar));
+    for f in [
+        "rostersync",
+        "LICENSE-MIT",
+        "LICENSE-APACHE",
+        "README.md",
+        "CONFIG.md",
+        "docs/operations.md",
+        "packaging/rostersync.service",
+        "packaging/rostersync.1",
+        "completions/rostersync.bash",
+        "examples/connectors.toml",
+    ] {
+        assert!(listing.lines().any(|l| l == format!("{top}/{f}")), "{f} missing from the archive:\n{listing}");
+    }
+    assert!(listing.lines().all(|l| l.starts_with(&format!("{top}/"))), "{listing}");
+    output(Command::new("tar").arg("xzf").arg(&tar).arg("-C").arg(dir.path()));
+    let version = output(Command::new(dir.path().join(&top).join("rostersync")).arg("--version"));
+    assert!(version.starts_with("rostersync "), "{version}");
+}
