@@ -24,3 +24,4 @@ pub mod source;
 pub mod spool;
 pub mod state;
 pub mod sync;
+pub mod text;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 use super::Problem;
 use super::checker::Checker;
 use super::word::{self, Parsed, WordError};
+pub use crate::format::SourceOptions;
 
 /// `(top level)`: the keys outside any table.
 #[derive(Debug, Clone, Deserialize)]
@@ -199,22 +200,6 @@ impl FieldRule {
             Input::Constant => vec![],
         }
     }
-}
-
-/// How to read the file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourceOptions {
-    /// None = auto-detect.
-    pub delimiter: Option<u8>,
-    /// WHATWG encoding label; None = UTF-8 with BOM sniffing (UTF-8/UTF-16).
-    pub encoding: Option<&'static encoding_rs::Encoding>,
-    pub sheet: Option<String>,
-    /// 1-based.
-    pub header_row: u64,
-    /// JSON pointer to the records array.
-    pub records: Option<String>,
-    /// Bounds on what the file may make us read or hold.
-    pub limits: crate::format::Limits,
 }
 
 /// A checked mapping file.

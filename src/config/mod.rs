@@ -23,6 +23,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::exit::{Classify, Exit};
+/// The format stage's own types, named here too for the code that reads the configuration.
+pub use crate::format::Format;
 use crate::schedule::Schedule;
 use checker::Checker;
 pub use mapping::{Mapping, UniqueId, parse_mapping};
@@ -242,36 +244,6 @@ pub enum Pick {
     Newest,
     /// The lexically last name (dated names such as employees_2024-05-01.csv).
     LastName,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    Csv,
-    Xlsx,
-    Xls,
-    Ods,
-    Json,
-    #[serde(alias = "jsonl")]
-    Ndjson,
-}
-
-impl Format {
-    /// A format's name as written in `file.format` ("jsonl" is ndjson).
-    pub fn parse(s: &str) -> Option<Format> {
-        word::parse(s).ok()
-    }
-
-    /// The format a file name implies; `.gz` and `.zip` wrappers are looked through.
-    pub fn from_name(name: &str) -> Option<Format> {
-        let lower = name.to_ascii_lowercase();
-        let base = lower.trim_end_matches(".gz").trim_end_matches(".zip");
-        let ext = base.rsplit('.').next()?;
-        Format::parse(ext).or(match ext {
-            "tsv" | "txt" => Some(Format::Csv),
-            _ => None,
-        })
-    }
 }
 
 /// `file.after`: what a successful sync does with the file.

@@ -11,10 +11,10 @@ use std::io::{Cursor, Read};
 
 use csv::{ByteRecord, ReaderBuilder};
 
+use super::SourceOptions;
 use super::csv_guard::{self, End, Guard, Unclosed};
 use super::input::{self, Input, Stream};
 use super::{FormatError, Limit, Limits, OverLimit, ReadError, Record, Records, match_columns};
-use crate::config::mapping::SourceOptions;
 use crate::model::RowError;
 
 /// How much text the delimiter sniffer looks at (the header must start within it).

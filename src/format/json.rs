@@ -13,9 +13,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::{Map, Value};
 
 use super::producer::{self, Sink};
+use super::{Format, SourceOptions};
 use super::{FormatError, Limit, Limits, OverLimit, ReadError, Record, Records, input};
-use crate::config::Format;
-use crate::config::mapping::SourceOptions;
 use crate::model::RowError;
 
 /// A column absent from every one of the first records is missing from the file (optional

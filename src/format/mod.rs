@@ -11,13 +11,13 @@ mod csv_guard;
 mod excel;
 mod input;
 mod json;
+mod options;
 mod producer;
 
 use std::path::Path;
 
 pub use self::input::Input;
-use crate::config::Format;
-use crate::config::mapping::SourceOptions;
+pub use self::options::{Format, SourceOptions};
 use crate::exit::{Classify, Exit};
 use crate::model::RowError;
 
@@ -129,7 +129,7 @@ pub type Records = Box<dyn Iterator<Item = Result<Record, ReadError>> + Send>;
 pub enum FormatError {
     #[error("{file}: mapped column(s) {} not in the header (line {header_line}); the header has: {}{}",
         missing.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
-        header.iter().map(|h| format!("\"{}\"", crate::mapping::excerpt(h))).collect::<Vec<_>>().join(", "),
+        header.iter().map(|h| format!("\"{}\"", crate::text::excerpt(h))).collect::<Vec<_>>().join(", "),
         if closest.is_empty() { String::new() } else { format!("; closest names: {}", closest.join(", ")) })]
     MissingColumns { file: String, header_line: u64, missing: Vec<String>, header: Vec<String>, closest: Vec<String> },
     #[error("{file}: no data rows (the file is empty or holds only a header); a full export is expected")]
@@ -362,7 +362,7 @@ pub(crate) fn match_columns(file: &str, header_line: u64, header: &[String], col
     if !missing.is_empty() {
         let closest = missing
             .iter()
-            .filter_map(|m| closest_name(m, header).map(|h| format!("\"{}\" (for \"{m}\")", crate::mapping::excerpt(h))))
+            .filter_map(|m| closest_name(m, header).map(|h| format!("\"{}\" (for \"{m}\")", crate::text::excerpt(h))))
             .collect();
         return Err(FormatError::MissingColumns {
             file: file.into(),

@@ -6,9 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::config::Format;
-use crate::config::mapping::SourceOptions;
-use crate::format::{self, FormatError};
+use crate::format::{self, Format, FormatError, SourceOptions};
 
 /// Names per platform field or common attribute, in the seven languages.
 const SYNONYMS: &[(&str, &[&str])] = &[
@@ -464,7 +462,7 @@ fn active_line(col: &str, vals: &[String], unsure: &str) -> String {
     }
     let mut out = String::new();
     if !unknown.is_empty() {
-        let shown: Vec<String> = unknown.iter().take(12).map(|u| format!("\"{}\"", crate::mapping::excerpt(u))).collect();
+        let shown: Vec<String> = unknown.iter().take(12).map(|u| format!("\"{}\"", crate::text::excerpt(u))).collect();
         let more = if unknown.len() > 12 { format!(" and {} more", unknown.len() - 12) } else { String::new() };
         out.push_str(&format!(
             "# unsure: {}{more} of column {} {} rostersync knows: add each to the map as true (keeps an account) or false (has left); until then their rows are refused and their people kept as last synced\n",
