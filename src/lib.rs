@@ -20,6 +20,7 @@ pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod schedule;
+pub mod secret;
 pub mod source;
 pub mod spool;
 pub mod state;

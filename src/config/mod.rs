@@ -12,7 +12,6 @@ mod checker;
 pub mod lines;
 pub mod mapping;
 pub mod raw;
-pub mod secret;
 pub mod units;
 pub mod word;
 
@@ -26,10 +25,11 @@ use crate::exit::{Classify, Exit};
 /// The format stage's own types, named here too for the code that reads the configuration.
 pub use crate::format::Format;
 use crate::schedule::Schedule;
+pub use crate::secret::{SecretError, SecretRef};
+pub use crate::source::settings::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth, SourceConfig};
 use checker::Checker;
 pub use mapping::{Mapping, UniqueId, parse_mapping};
 use raw::*;
-pub use secret::{SecretError, SecretRef};
 pub use units::Limit;
 
 /// One configuration problem, located.
@@ -204,58 +204,7 @@ pub struct Connector {
     pub sync: SyncRule,
 }
 
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    Sftp(Sftp),
-    Local { dir: PathBuf },
-}
-
-#[derive(Debug, Clone)]
-pub struct Sftp {
-    pub host: String,
-    pub port: u16,
-    pub username: String,
-    pub auth: SftpAuth,
-    pub host_key: HostKeyPolicy,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub enum SftpAuth {
-    Key { private_key: PathBuf, passphrase: Option<SecretRef> },
-    Password { password: SecretRef },
-    KeyboardInteractive { password: SecretRef },
-}
-
-#[derive(Debug, Clone)]
-pub enum HostKeyPolicy {
-    /// "SHA256:base64" as OpenSSH prints it.
-    Pinned(String),
-    KnownHosts(PathBuf),
-}
-
-/// Which of the files matching `file.path` a run takes (`file.pick`). The name is kept
-/// for the code that uses it; `mapping::suggest` has an unrelated private `Pick`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pick {
-    /// The most recently modified.
-    #[default]
-    Newest,
-    /// The lexically last name (dated names such as employees_2024-05-01.csv).
-    LastName,
-}
-
-/// `file.after`: what a successful sync does with the file.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum After {
-    #[default]
-    Keep,
-    /// Into this folder on the same server.
-    Move(String),
-    Delete,
-}
-
+// `After` is the source's; how it is written in connectors.toml is read here.
 impl std::str::FromStr for After {
     type Err = String;
     fn from_str(s: &str) -> Result<After, String> {
@@ -277,18 +226,6 @@ impl<'de> Deserialize<'de> for After {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         word::from_str(d)
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct FileRule {
-    pub path: String,
-    pub pick: Pick,
-    /// None = auto by extension.
-    pub format: Option<Format>,
-    pub min_age: Duration,
-    pub after: After,
-    pub stale_after: Option<Duration>,
-    pub max_size: u64,
 }
 
 /// `sync.on_missing`: what happens to a person absent from the file.
