@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod format;
+pub mod lookup;
 pub mod mapping;
 pub mod model;
 pub mod plan;

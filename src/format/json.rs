@@ -36,11 +36,7 @@ pub(crate) fn open_array(input: &Input, file: &str, opts: &SourceOptions, column
         match seed.deserialize(&mut de) {
             Ok(Found::Yes) => {}
             Ok(Found::NotArray(kind)) => {
-                return Err(FormatError::Malformed {
-                    file: file_s.clone(),
-                    line: None,
-                    message: format!("{} holds {kind}, not an array of records; fix [source] records in the mapping", pointer_name(&opts)),
-                });
+                return Err(FormatError::NotAnArray { file: file_s.clone(), at: pointer_name(&opts), kind });
             }
             Ok(Found::No(keys)) => {
                 return Err(FormatError::Malformed {

@@ -138,6 +138,14 @@ pub enum FormatError {
     UnknownFormat { file: String },
     #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Malformed { file: String, line: Option<u64>, message: String },
+    /// A CSV header that is not UTF-8: the export is in another encoding (`mapping suggest`
+    /// then tries windows-1252).
+    #[error("{file}:{line}: the header has invalid UTF-8 bytes; {}", ENCODING_HINT)]
+    HeaderNotUtf8 { file: String, line: u64 },
+    /// The JSON value at `[source] records` (`at`, as a message names it) is `kind`, not an
+    /// array (`mapping suggest` then looks for the array).
+    #[error("{file}: {at} holds {kind}, not an array of records; fix [source] records in the mapping")]
+    NotAnArray { file: String, at: String, kind: &'static str },
     #[error("{file}: {source}")]
     Io { file: String, source: std::io::Error },
     /// The file goes past a bound on what one export may make rostersync read or hold (a
@@ -145,6 +153,10 @@ pub enum FormatError {
     #[error("{file}{}: {what} is over {} ({key}); {}", line.map(|l| format!(":{l}")).unwrap_or_default(), humansize(*max), advice(*limit))]
     TooLarge { file: String, line: Option<u64>, limit: Limit, what: String, max: u64, key: &'static str },
 }
+
+/// What a non-UTF-8 CSV header or cell is told to do.
+pub(crate) const ENCODING_HINT: &str =
+    "the file is not UTF-8; set [source] encoding = \"windows-1252\" (or the export's encoding) in the mapping";
 
 /// Which bound a file went past.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

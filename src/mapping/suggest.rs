@@ -558,7 +558,7 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
     // The header: fix the encoding, skip a title row, find the JSON array.
     let header = match format::headers(path, display_name, format, &opts) {
         Ok(h) => h,
-        Err(FormatError::Malformed { message, .. }) if format == Format::Csv && message.contains("not UTF-8") => {
+        Err(FormatError::HeaderNotUtf8 { .. }) if format == Format::Csv => {
             opts.encoding = Some(encoding_rs::WINDOWS_1252);
             source_lines.push(
                 "encoding = \"windows-1252\"      # unsure: the file is not UTF-8; windows-1252 is what Excel writes in Western Europe"
@@ -566,7 +566,7 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
             );
             format::headers(path, display_name, format, &opts)?
         }
-        Err(FormatError::Malformed { message, .. }) if format == Format::Json && message.contains("not an array") => {
+        Err(FormatError::NotAnArray { .. }) if format == Format::Json => {
             let pointer = find_array(path, display_name)?;
             source_lines.push(format!("records = {}", q(&pointer)));
             opts.records = Some(pointer);
