@@ -6,14 +6,15 @@
 //! fault of a row is reported, not only the first.
 
 mod collect;
+pub mod rules;
 pub mod suggest;
 
 pub use collect::collect;
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::config::Mapping;
-use crate::config::mapping::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
+use self::rules::Mapping;
+use self::rules::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
 use crate::format::{FormatError, Record};
 use crate::model::{Attributes, MANAGER_ATTRIBUTE, RowError, SourcedUser, Str, User};
 use crate::text::excerpt;
