@@ -7,6 +7,11 @@
 //! Here: `connectors.toml`, whose shapes as written are in `raw.rs`. Mapping files are
 //! read and checked in `mapping.rs`; closed sets and values with units are serde types
 //! (`word.rs`, `units.rs`); `checker.rs` collects and locates the problems.
+//!
+//! Each stage owns the types it is configured with (`format::{Format, SourceOptions}`,
+//! `source::settings`, `mapping::rules`, `crate::secret`); this module parses, checks and
+//! assembles them, and re-exports them under the names its callers know. `config` may
+//! import a stage; a stage that imports `config` makes a cycle.
 
 mod checker;
 pub mod lines;
