@@ -11,7 +11,8 @@
 //! Each stage owns the types it is configured with (`format::{Format, SourceOptions}`,
 //! `source::settings`, `mapping::rules`, `crate::secret`); this module parses, checks and
 //! assembles them, and re-exports them under the names its callers know. `config` may
-//! import a stage; a stage that imports `config` makes a cycle.
+//! import a stage, never the reverse (plan, platform and state still take their settings
+//! from here; none of them is imported by `config`).
 
 mod checker;
 pub mod lines;
