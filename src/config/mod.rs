@@ -9,10 +9,10 @@
 //! (`word.rs`, `units.rs`); `checker.rs` collects and locates the problems.
 //!
 //! Each stage owns the types it is configured with (`format::{Format, SourceOptions}`,
-//! `source::settings`, `mapping::rules`, `crate::secret`); this module parses, checks and
-//! assembles them, and re-exports them under the names its callers know. `config` may
-//! import a stage, never the reverse (plan, platform and state still take their settings
-//! from here; none of them is imported by `config`).
+//! `source::settings`, `mapping::rules`, `plan::settings`, `crate::secret`); this module
+//! parses, checks and assembles them, and re-exports them under the names its callers know.
+//! `config` may import a stage, never the reverse (platform and state still take their
+//! settings from here; `config` imports neither).
 
 mod checker;
 pub mod lines;
@@ -30,13 +30,13 @@ use serde::Deserialize;
 use crate::exit::{Classify, Exit};
 /// The format stage's own types, named here too for the code that reads the configuration.
 pub use crate::format::Format;
+pub use crate::plan::settings::{Limit, OnMissing, Rehire, SyncRule};
 use crate::schedule::Schedule;
 pub use crate::secret::{SecretError, SecretRef};
 pub use crate::source::settings::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth, SourceConfig};
 use checker::Checker;
 pub use mapping::{Mapping, UniqueId, parse_mapping};
 use raw::*;
-pub use units::Limit;
 
 /// One configuration problem, located.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -231,51 +231,6 @@ impl std::str::FromStr for After {
 impl<'de> Deserialize<'de> for After {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         word::from_str(d)
-    }
-}
-
-/// `sync.on_missing`: what happens to a person absent from the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnMissing {
-    #[default]
-    Deactivate,
-    Delete,
-    Ignore,
-}
-
-/// `sync.rehire`: what a new id whose email is the account of a person absent from (or
-/// inactive in) the file does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rehire {
-    /// The account moves to the new id and stays active (`rekeyed`).
-    #[default]
-    Rekey,
-    /// Nothing is rewritten; the new id is reported as a conflict.
-    Conflict,
-}
-
-#[derive(Debug, Clone)]
-pub struct SyncRule {
-    pub on_missing: OnMissing,
-    pub max_deactivations: Limit,
-    pub max_invalid: Limit,
-    /// Connectors whose accounts this one may adopt (a migration from them); any other
-    /// connector's account is a conflict.
-    pub adopt_from: Vec<String>,
-    pub rehire: Rehire,
-}
-
-impl Default for SyncRule {
-    fn default() -> Self {
-        SyncRule {
-            on_missing: OnMissing::Deactivate,
-            max_deactivations: Limit::Percent(10.0),
-            max_invalid: Limit::Percent(5.0),
-            adopt_from: Vec::new(),
-            rehire: Rehire::Rekey,
-        }
     }
 }
 
