@@ -6,16 +6,18 @@
 //! fault of a row is reported, not only the first.
 
 mod collect;
+pub mod rules;
 pub mod suggest;
 
 pub use collect::collect;
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::config::Mapping;
-use crate::config::mapping::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
+use self::rules::Mapping;
+use self::rules::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
 use crate::format::{FormatError, Record};
 use crate::model::{Attributes, MANAGER_ATTRIBUTE, RowError, SourcedUser, Str, User};
+use crate::text::excerpt;
 
 /// A rule with its column references resolved to indexes into `Record::values`.
 #[derive(Debug, Clone)]
@@ -949,21 +951,6 @@ mod smallvec_lines {
     }
 }
 
-/// A value of the file as a message shows it: at most `EXCERPT_CHARS` characters, control
-/// characters escaped, so no message ever carries more than a bounded piece of a file.
-pub fn excerpt(v: &str) -> String {
-    const EXCERPT_CHARS: usize = 80;
-    let mut out = String::new();
-    for (n, c) in v.chars().enumerate() {
-        if n == EXCERPT_CHARS {
-            out.push_str(&format!("… ({} characters)", v.chars().count()));
-            break;
-        }
-        if c.is_control() { out.extend(c.escape_default()) } else { out.push(c) }
-    }
-    out
-}
-
 /// Row errors grouped by column for reports, largest group first:
 /// "Email: 12 rows invalid, first at lines 4, 19, 22 (line 4: \"x@\" is not a valid …)".
 pub fn group_errors(errors: &[RowError]) -> Vec<String> {
@@ -1481,15 +1468,6 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         assert!(msg.contains("is on 25000 rows (lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 24990 more)"), "{msg}");
         assert!(out.errors.iter().all(|e| e.message.len() < 400), "every message is bounded");
         assert!(out.unidentified_lines().is_empty());
-    }
-
-    #[test]
-    fn excerpts_are_bounded_and_escaped() {
-        assert_eq!(excerpt("plain"), "plain");
-        assert_eq!(excerpt("a\u{0}b\x1b[31m"), "a\\u{0}b\\u{1b}[31m");
-        let long = "x".repeat(100_000);
-        let e = excerpt(&long);
-        assert!(e.len() < 120 && e.ends_with("… (100000 characters)"), "{e}");
     }
 
     #[test]

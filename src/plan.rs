@@ -14,7 +14,9 @@ pub type FastHash = foldhash::fast::RandomState;
 /// The last synced snapshot, by unique id.
 pub type Snapshot = HashMap<String, SnapshotEntry, FastHash>;
 
-use crate::config::{OnMissing, Rehire, SyncRule};
+pub mod settings;
+
+use self::settings::{OnMissing, Rehire, SyncRule};
 use crate::model::{IdRule, SourcedUser, User};
 
 /// What the state store remembers of one person.
@@ -840,8 +842,8 @@ impl OpKind {
 
 #[cfg(test)]
 mod tests {
+    use super::settings::{Limit, OnMissing, SyncRule};
     use super::*;
-    use crate::config::{Limit, OnMissing, SyncRule};
 
     use crate::model::fixtures::user;
     fn entry(u: &User, pid: &str) -> SnapshotEntry {

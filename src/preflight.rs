@@ -260,7 +260,7 @@ fn secret(env: &dyn Environment, from: &SecretRef, what: &str) -> Option<String>
             }
             Probe::Read { bytes, .. } => {
                 let text = String::from_utf8_lossy(&bytes);
-                crate::config::secret::strip_one_newline(&text)
+                crate::secret::strip_one_newline(&text)
                     .trim()
                     .is_empty()
                     .then(|| format!("file {} ({what}) is empty; write the secret into it", path.display()))

@@ -30,7 +30,15 @@ const PARTS: [(&str, &str, &str); 2] = [
 ];
 
 /// Files whose enums may type a field (closed sets of words).
-const ENUM_FILES: [&str; 4] = ["src/config/raw.rs", "src/config/mapping.rs", "src/config/mod.rs", "src/config/units.rs"];
+const ENUM_FILES: [&str; 7] = [
+    "src/config/raw.rs",
+    "src/config/mapping.rs",
+    "src/config/mod.rs",
+    "src/config/units.rs",
+    "src/source/settings.rs",
+    "src/mapping/rules.rs",
+    "src/plan/settings.rs",
+];
 
 /// Types with their own syntax, as a reader writes them.
 fn known_type(name: &str) -> Option<&'static str> {

@@ -3,6 +3,7 @@
 use chrono::Utc;
 
 use super::Cli;
+use crate::lookup::Lookup;
 use crate::state::{self, StateStore};
 
 pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::Result<i32> {
@@ -179,17 +180,15 @@ impl PlatformLookup {
     }
 }
 
-/// Pure: from the connector's marker, its last run and whether it runs now. A run in
-/// progress sets the marker itself while it pushes, so a marker of the running run (and its
-/// missing end) says nothing about the next one.
+/// From the connector's marker, its last run and whether it runs now, by the rule the run
+/// itself applies (`lookup::before_push`): a run in progress is not "unfinished", and its
+/// own marker says nothing about the next run.
 fn platform_lookup(mark: Option<state::ReconcileMark>, last: Option<&state::RunRecord>, running: bool) -> Option<PlatformLookup> {
-    let in_progress = |run_id: &str| running && last.is_some_and(|l| l.run_id == run_id && l.ended_at.is_none());
-    match (mark, last) {
-        (Some(m), _) if !in_progress(&m.run_id) => {
-            Some(PlatformLookup { run_id: m.run_id, reason: Some(m.reason), set_at: Some(m.set_at) })
-        }
-        (_, Some(l)) if l.ended_at.is_none() && !running => Some(PlatformLookup { run_id: l.run_id.clone(), reason: None, set_at: None }),
-        _ => None,
+    let unfinished = last.filter(|l| l.ended_at.is_none());
+    let in_progress = unfinished.filter(|_| running).map(|l| l.run_id.as_str());
+    match crate::lookup::before_push(mark, unfinished.is_some() && !running, in_progress)? {
+        Lookup::Marked(m) => Some(PlatformLookup { run_id: m.run_id, reason: Some(m.reason), set_at: Some(m.set_at) }),
+        Lookup::AfterUnfinished => Some(PlatformLookup { run_id: unfinished?.run_id.clone(), reason: None, set_at: None }),
     }
 }
 

@@ -7,12 +7,17 @@
 //! Here: `connectors.toml`, whose shapes as written are in `raw.rs`. Mapping files are
 //! read and checked in `mapping.rs`; closed sets and values with units are serde types
 //! (`word.rs`, `units.rs`); `checker.rs` collects and locates the problems.
+//!
+//! Each stage owns the types it is configured with (`format::{Format, SourceOptions}`,
+//! `source::settings`, `mapping::rules`, `plan::settings`, `crate::secret`); this module
+//! parses, checks and assembles them, and re-exports them under the names its callers know.
+//! `config` may import a stage, never the reverse (platform and state still take their
+//! settings from here; `config` imports neither).
 
 mod checker;
 pub mod lines;
 pub mod mapping;
 pub mod raw;
-pub mod secret;
 pub mod units;
 pub mod word;
 
@@ -23,12 +28,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::exit::{Classify, Exit};
+/// The format stage's own types, named here too for the code that reads the configuration.
+pub use crate::format::Format;
+pub use crate::plan::settings::{Limit, OnMissing, Rehire, SyncRule};
 use crate::schedule::Schedule;
+pub use crate::secret::{SecretError, SecretRef};
+pub use crate::source::settings::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth, SourceConfig};
 use checker::Checker;
 pub use mapping::{Mapping, UniqueId, parse_mapping};
 use raw::*;
-pub use secret::{SecretError, SecretRef};
-pub use units::Limit;
 
 /// One configuration problem, located.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -202,88 +210,7 @@ pub struct Connector {
     pub sync: SyncRule,
 }
 
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    Sftp(Sftp),
-    Local { dir: PathBuf },
-}
-
-#[derive(Debug, Clone)]
-pub struct Sftp {
-    pub host: String,
-    pub port: u16,
-    pub username: String,
-    pub auth: SftpAuth,
-    pub host_key: HostKeyPolicy,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub enum SftpAuth {
-    Key { private_key: PathBuf, passphrase: Option<SecretRef> },
-    Password { password: SecretRef },
-    KeyboardInteractive { password: SecretRef },
-}
-
-#[derive(Debug, Clone)]
-pub enum HostKeyPolicy {
-    /// "SHA256:base64" as OpenSSH prints it.
-    Pinned(String),
-    KnownHosts(PathBuf),
-}
-
-/// Which of the files matching `file.path` a run takes (`file.pick`). The name is kept
-/// for the code that uses it; `mapping::suggest` has an unrelated private `Pick`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pick {
-    /// The most recently modified.
-    #[default]
-    Newest,
-    /// The lexically last name (dated names such as employees_2024-05-01.csv).
-    LastName,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    Csv,
-    Xlsx,
-    Xls,
-    Ods,
-    Json,
-    #[serde(alias = "jsonl")]
-    Ndjson,
-}
-
-impl Format {
-    /// A format's name as written in `file.format` ("jsonl" is ndjson).
-    pub fn parse(s: &str) -> Option<Format> {
-        word::parse(s).ok()
-    }
-
-    /// The format a file name implies; `.gz` and `.zip` wrappers are looked through.
-    pub fn from_name(name: &str) -> Option<Format> {
-        let lower = name.to_ascii_lowercase();
-        let base = lower.trim_end_matches(".gz").trim_end_matches(".zip");
-        let ext = base.rsplit('.').next()?;
-        Format::parse(ext).or(match ext {
-            "tsv" | "txt" => Some(Format::Csv),
-            _ => None,
-        })
-    }
-}
-
-/// `file.after`: what a successful sync does with the file.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum After {
-    #[default]
-    Keep,
-    /// Into this folder on the same server.
-    Move(String),
-    Delete,
-}
-
+// `After` is the source's; how it is written in connectors.toml is read here.
 impl std::str::FromStr for After {
     type Err = String;
     fn from_str(s: &str) -> Result<After, String> {
@@ -304,63 +231,6 @@ impl std::str::FromStr for After {
 impl<'de> Deserialize<'de> for After {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         word::from_str(d)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct FileRule {
-    pub path: String,
-    pub pick: Pick,
-    /// None = auto by extension.
-    pub format: Option<Format>,
-    pub min_age: Duration,
-    pub after: After,
-    pub stale_after: Option<Duration>,
-    pub max_size: u64,
-}
-
-/// `sync.on_missing`: what happens to a person absent from the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnMissing {
-    #[default]
-    Deactivate,
-    Delete,
-    Ignore,
-}
-
-/// `sync.rehire`: what a new id whose email is the account of a person absent from (or
-/// inactive in) the file does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rehire {
-    /// The account moves to the new id and stays active (`rekeyed`).
-    #[default]
-    Rekey,
-    /// Nothing is rewritten; the new id is reported as a conflict.
-    Conflict,
-}
-
-#[derive(Debug, Clone)]
-pub struct SyncRule {
-    pub on_missing: OnMissing,
-    pub max_deactivations: Limit,
-    pub max_invalid: Limit,
-    /// Connectors whose accounts this one may adopt (a migration from them); any other
-    /// connector's account is a conflict.
-    pub adopt_from: Vec<String>,
-    pub rehire: Rehire,
-}
-
-impl Default for SyncRule {
-    fn default() -> Self {
-        SyncRule {
-            on_missing: OnMissing::Deactivate,
-            max_deactivations: Limit::Percent(10.0),
-            max_invalid: Limit::Percent(5.0),
-            adopt_from: Vec::new(),
-            rehire: Rehire::Rekey,
-        }
     }
 }
 

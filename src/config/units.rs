@@ -59,58 +59,12 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
-/// A threshold given as a count of people or a percent of a base number.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Limit {
-    Count(u64),
-    Percent(f64),
-}
-
-impl Limit {
-    pub fn parse(s: &str) -> Result<Limit, String> {
-        let t = s.trim();
-        if let Some(p) = t.strip_suffix('%') {
-            let v: f64 =
-                p.trim().parse().map_err(|_| format!("expected a count such as \"50\" or a percent such as \"10%\"; got \"{s}\""))?;
-            if !(0.0..=100.0).contains(&v) {
-                return Err(format!("a percent must be between 0% and 100%; got \"{s}\""));
-            }
-            Ok(Limit::Percent(v))
-        } else {
-            t.parse::<u64>()
-                .map(Limit::Count)
-                .map_err(|_| format!("expected a count such as \"50\" or a percent such as \"10%\"; got \"{s}\""))
-        }
-    }
-
-    /// The largest number allowed, given the base the percent applies to.
-    pub fn allowed(self, base: u64) -> u64 {
-        match self {
-            Limit::Count(n) => n,
-            Limit::Percent(p) => ((base as f64) * p / 100.0).floor() as u64,
-        }
-    }
-}
-
-impl FromStr for Limit {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Limit::parse(s)
-    }
-}
+// `Limit` is the plan's (`plan::settings`); how it is written in the config is read here.
+pub use crate::plan::settings::Limit;
 
 impl<'de> Deserialize<'de> for Limit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         super::word::from_str(d)
-    }
-}
-
-impl std::fmt::Display for Limit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Limit::Count(n) => write!(f, "{n}"),
-            Limit::Percent(p) => write!(f, "{p}%"),
-        }
     }
 }
 

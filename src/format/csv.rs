@@ -11,16 +11,14 @@ use std::io::{Cursor, Read};
 
 use csv::{ByteRecord, ReaderBuilder};
 
+use super::SourceOptions;
 use super::csv_guard::{self, End, Guard, Unclosed};
 use super::input::{self, Input, Stream};
-use super::{FormatError, Limit, Limits, OverLimit, ReadError, Record, Records, match_columns};
-use crate::config::mapping::SourceOptions;
+use super::{ENCODING_HINT, FormatError, Limit, Limits, OverLimit, ReadError, Record, Records, match_columns};
 use crate::model::RowError;
 
 /// How much text the delimiter sniffer looks at (the header must start within it).
 const SNIFF: usize = 256 * 1024;
-
-const ENCODING_HINT: &str = "the file is not UTF-8; set [source] encoding = \"windows-1252\" (or the export's encoding) in the mapping";
 
 pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
     let Started { mut rdr, header, header_line, end, delimiter } = start(input, file, opts)?;
@@ -252,11 +250,7 @@ fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<Started, For
             match std::str::from_utf8(f) {
                 Ok(s) => header.push(s.to_string()),
                 Err(_) => {
-                    return Err(FormatError::Malformed {
-                        file: file.into(),
-                        line: Some(line),
-                        message: format!("the header has invalid UTF-8 bytes; {ENCODING_HINT}"),
-                    });
+                    return Err(FormatError::HeaderNotUtf8 { file: file.into(), line });
                 }
             }
         }

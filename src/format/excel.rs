@@ -10,9 +10,8 @@ use calamine::{Data, DataRef, Ods, Reader, Xls, Xlsx};
 
 use super::input::{self, Input, Seekable};
 use super::producer::{self, Sink};
+use super::{Format, SourceOptions};
 use super::{FormatError, ReadError, Record, Records, match_columns};
-use crate::config::Format;
-use crate::config::mapping::SourceOptions;
 use crate::model::RowError;
 
 pub(crate) fn open(input: &Input, file: &str, format: Format, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {

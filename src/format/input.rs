@@ -9,8 +9,8 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use encoding_rs_io::DecodeReaderBytesBuilder;
 
+use super::SourceOptions;
 use super::{FormatError, Limit, Limits, OverLimit};
-use crate::config::mapping::SourceOptions;
 
 /// Chunk size for reading: large reads keep syscalls and channel hand-offs rare.
 const CHUNK: usize = 1 << 20;

@@ -13,9 +13,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::{Map, Value};
 
 use super::producer::{self, Sink};
+use super::{Format, SourceOptions};
 use super::{FormatError, Limit, Limits, OverLimit, ReadError, Record, Records, input};
-use crate::config::Format;
-use crate::config::mapping::SourceOptions;
 use crate::model::RowError;
 
 /// A column absent from every one of the first records is missing from the file (optional
@@ -37,11 +36,7 @@ pub(crate) fn open_array(input: &Input, file: &str, opts: &SourceOptions, column
         match seed.deserialize(&mut de) {
             Ok(Found::Yes) => {}
             Ok(Found::NotArray(kind)) => {
-                return Err(FormatError::Malformed {
-                    file: file_s.clone(),
-                    line: None,
-                    message: format!("{} holds {kind}, not an array of records; fix [source] records in the mapping", pointer_name(&opts)),
-                });
+                return Err(FormatError::NotAnArray { file: file_s.clone(), at: pointer_name(&opts), kind });
             }
             Ok(Found::No(keys)) => {
                 return Err(FormatError::Malformed {

@@ -11,13 +11,13 @@ mod csv_guard;
 mod excel;
 mod input;
 mod json;
+mod options;
 mod producer;
 
 use std::path::Path;
 
 pub use self::input::Input;
-use crate::config::Format;
-use crate::config::mapping::SourceOptions;
+pub use self::options::{Format, SourceOptions};
 use crate::exit::{Classify, Exit};
 use crate::model::RowError;
 
@@ -129,7 +129,7 @@ pub type Records = Box<dyn Iterator<Item = Result<Record, ReadError>> + Send>;
 pub enum FormatError {
     #[error("{file}: mapped column(s) {} not in the header (line {header_line}); the header has: {}{}",
         missing.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
-        header.iter().map(|h| format!("\"{}\"", crate::mapping::excerpt(h))).collect::<Vec<_>>().join(", "),
+        header.iter().map(|h| format!("\"{}\"", crate::text::excerpt(h))).collect::<Vec<_>>().join(", "),
         if closest.is_empty() { String::new() } else { format!("; closest names: {}", closest.join(", ")) })]
     MissingColumns { file: String, header_line: u64, missing: Vec<String>, header: Vec<String>, closest: Vec<String> },
     #[error("{file}: no data rows (the file is empty or holds only a header); a full export is expected")]
@@ -138,6 +138,14 @@ pub enum FormatError {
     UnknownFormat { file: String },
     #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Malformed { file: String, line: Option<u64>, message: String },
+    /// A CSV header that is not UTF-8: the export is in another encoding (`mapping suggest`
+    /// then tries windows-1252).
+    #[error("{file}:{line}: the header has invalid UTF-8 bytes; {}", ENCODING_HINT)]
+    HeaderNotUtf8 { file: String, line: u64 },
+    /// The JSON value at `[source] records` (`at`, as a message names it) is `kind`, not an
+    /// array (`mapping suggest` then looks for the array).
+    #[error("{file}: {at} holds {kind}, not an array of records; fix [source] records in the mapping")]
+    NotAnArray { file: String, at: String, kind: &'static str },
     #[error("{file}: {source}")]
     Io { file: String, source: std::io::Error },
     /// The file goes past a bound on what one export may make rostersync read or hold (a
@@ -145,6 +153,10 @@ pub enum FormatError {
     #[error("{file}{}: {what} is over {} ({key}); {}", line.map(|l| format!(":{l}")).unwrap_or_default(), humansize(*max), advice(*limit))]
     TooLarge { file: String, line: Option<u64>, limit: Limit, what: String, max: u64, key: &'static str },
 }
+
+/// What a non-UTF-8 CSV header or cell is told to do.
+pub(crate) const ENCODING_HINT: &str =
+    "the file is not UTF-8; set [source] encoding = \"windows-1252\" (or the export's encoding) in the mapping";
 
 /// Which bound a file went past.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,7 +374,7 @@ pub(crate) fn match_columns(file: &str, header_line: u64, header: &[String], col
     if !missing.is_empty() {
         let closest = missing
             .iter()
-            .filter_map(|m| closest_name(m, header).map(|h| format!("\"{}\" (for \"{m}\")", crate::mapping::excerpt(h))))
+            .filter_map(|m| closest_name(m, header).map(|h| format!("\"{}\" (for \"{m}\")", crate::text::excerpt(h))))
             .collect();
         return Err(FormatError::MissingColumns {
             file: file.into(),

@@ -6,9 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::config::Format;
-use crate::config::mapping::SourceOptions;
-use crate::format::{self, FormatError};
+use crate::format::{self, Format, FormatError, SourceOptions};
 
 /// Names per platform field or common attribute, in the seven languages.
 const SYNONYMS: &[(&str, &[&str])] = &[
@@ -464,7 +462,7 @@ fn active_line(col: &str, vals: &[String], unsure: &str) -> String {
     }
     let mut out = String::new();
     if !unknown.is_empty() {
-        let shown: Vec<String> = unknown.iter().take(12).map(|u| format!("\"{}\"", crate::mapping::excerpt(u))).collect();
+        let shown: Vec<String> = unknown.iter().take(12).map(|u| format!("\"{}\"", crate::text::excerpt(u))).collect();
         let more = if unknown.len() > 12 { format!(" and {} more", unknown.len() - 12) } else { String::new() };
         out.push_str(&format!(
             "# unsure: {}{more} of column {} {} rostersync knows: add each to the map as true (keeps an account) or false (has left); until then their rows are refused and their people kept as last synced\n",
@@ -560,7 +558,7 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
     // The header: fix the encoding, skip a title row, find the JSON array.
     let header = match format::headers(path, display_name, format, &opts) {
         Ok(h) => h,
-        Err(FormatError::Malformed { message, .. }) if format == Format::Csv && message.contains("not UTF-8") => {
+        Err(FormatError::HeaderNotUtf8 { .. }) if format == Format::Csv => {
             opts.encoding = Some(encoding_rs::WINDOWS_1252);
             source_lines.push(
                 "encoding = \"windows-1252\"      # unsure: the file is not UTF-8; windows-1252 is what Excel writes in Western Europe"
@@ -568,7 +566,7 @@ pub fn draft(path: &Path, display_name: &str) -> Result<String, FormatError> {
             );
             format::headers(path, display_name, format, &opts)?
         }
-        Err(FormatError::Malformed { message, .. }) if format == Format::Json && message.contains("not an array") => {
+        Err(FormatError::NotAnArray { .. }) if format == Format::Json => {
             let pointer = find_array(path, display_name)?;
             source_lines.push(format!("records = {}", q(&pointer)));
             opts.records = Some(pointer);

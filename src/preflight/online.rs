@@ -85,7 +85,7 @@ fn source(c: &Connector) -> Step {
         Selection::Picked(f) => Step::ok(format!(
             "{at}: would take {} ({} bytes{})",
             f.path,
-            crate::cli::term::Numbers::for_stdout().count(f.size),
+            crate::text::Numbers::for_stdout().count(f.size),
             select::age(&f, now).map(|a| format!(", {} old", whole_seconds(a))).unwrap_or_default()
         )),
         Selection::TooYoung { youngest } => Step::ok(format!(

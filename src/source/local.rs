@@ -5,8 +5,8 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
+use super::settings::After;
 use super::{RemoteFile, Source, SourceError, select};
-use crate::config::After;
 
 pub struct LocalSource {
     dir: PathBuf,

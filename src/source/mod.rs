@@ -8,6 +8,7 @@
 pub mod local;
 mod retrieve;
 pub mod select;
+pub mod settings;
 pub mod sftp;
 
 pub use self::retrieve::{Choice, Request, Retrieved, describe, retrieve};
@@ -16,8 +17,8 @@ use std::io::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{After, SourceConfig};
 use crate::exit::{Classify, Exit};
+pub use settings::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth, SourceConfig};
 
 /// A file on the source, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use super::settings::SourceConfig;
 use super::{Fetched, HashingWriter, RemoteFile, Source, SourceError, connect};
-use crate::config::SourceConfig;
 use crate::exit::Classify;
 use crate::retry::{Budget, Decision, Policy};
 

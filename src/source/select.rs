@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::RemoteFile;
-use crate::config::{FileRule, Pick};
+use super::settings::{FileRule, Pick};
 use crate::exit::{Classify, Exit};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +117,7 @@ pub fn select(files: &[RemoteFile], rule: &FileRule, now: DateTime<Utc>) -> Sele
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::After;
+    use crate::source::settings::After;
     use std::time::Duration;
 
     fn f(path: &str, mins_ago: i64, now: DateTime<Utc>) -> RemoteFile {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use ssh2::{ErrorCode, Session};
 
+use super::settings::{After, HostKeyPolicy, Sftp};
 use super::{RemoteFile, Source, SourceError, select};
-use crate::config::{After, HostKeyPolicy, Sftp};
 
 /// Bytes asked of libssh2 per read; it pipelines up to 4× this (capped at 8 MiB) in flight.
 const READ_CHUNK: usize = 2 << 20;

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use super::{Job, RunError};
+use crate::lookup::Lookup;
 use crate::model::SourcedUser;
 use crate::plan::{self, Existing, FastHash, Snapshot};
 use crate::platform::Platform;
@@ -55,12 +56,12 @@ impl<S: StateStore> Job<'_, S> {
         }
         let mark = self.store.reconcile_mark(name).await.map_err(RunError::from_error)?;
         let interrupted = self.store.interrupted(name, &self.report.run_id).await.map_err(RunError::from_error)?;
-        let why = match (mark, interrupted) {
-            (Some(m), _) => {
+        let why = match crate::lookup::before_push(mark, interrupted, None) {
+            Some(Lookup::Marked(m)) => {
                 format!("run {} left unrecorded writes possible ({}, {})", m.run_id, m.reason, m.set_at.format("%Y-%m-%d %H:%M"))
             }
-            (None, true) => "the previous run did not finish".to_string(),
-            (None, false) => return Ok(Look::Nothing),
+            Some(Lookup::AfterUnfinished) => "the previous run did not finish".to_string(),
+            None => return Ok(Look::Nothing),
         };
         tracing::warn!("{name}: {why}; matching platform users before pushing");
         Ok(Look::Adopt { first: false, why: Some(why) })

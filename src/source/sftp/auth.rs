@@ -8,7 +8,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ssh2::{ErrorCode, KeyboardInteractivePrompt, Prompt, Session};
 
-use crate::config::{SecretRef, SftpAuth};
+use crate::secret::SecretRef;
+use crate::source::settings::SftpAuth;
 
 /// What a private key file looks like before libssh2 sees it.
 #[derive(Debug, PartialEq, Eq)]

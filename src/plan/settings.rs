@@ -1,0 +1,101 @@
+//! What the plan is configured with: the `[connectors.NAME.sync]` rules (who is deactivated
+//! or deleted, the safeguards' thresholds, adoption and re-hire). The plan owns these types;
+//! `config` reads them from connectors.toml and checks them.
+
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// A threshold given as a count of people or a percent of a base number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    Count(u64),
+    Percent(f64),
+}
+
+impl Limit {
+    pub fn parse(s: &str) -> Result<Limit, String> {
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 =
+                p.trim().parse().map_err(|_| format!("expected a count such as \"50\" or a percent such as \"10%\"; got \"{s}\""))?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("a percent must be between 0% and 100%; got \"{s}\""));
+            }
+            Ok(Limit::Percent(v))
+        } else {
+            t.parse::<u64>()
+                .map(Limit::Count)
+                .map_err(|_| format!("expected a count such as \"50\" or a percent such as \"10%\"; got \"{s}\""))
+        }
+    }
+
+    /// The largest number allowed, given the base the percent applies to.
+    pub fn allowed(self, base: u64) -> u64 {
+        match self {
+            Limit::Count(n) => n,
+            Limit::Percent(p) => ((base as f64) * p / 100.0).floor() as u64,
+        }
+    }
+}
+
+impl FromStr for Limit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Limit::parse(s)
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Count(n) => write!(f, "{n}"),
+            Limit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// `sync.on_missing`: what happens to a person absent from the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMissing {
+    #[default]
+    Deactivate,
+    Delete,
+    Ignore,
+}
+
+/// `sync.rehire`: what a new id whose email is the account of a person absent from (or
+/// inactive in) the file does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rehire {
+    /// The account moves to the new id and stays active (`rekeyed`).
+    #[default]
+    Rekey,
+    /// Nothing is rewritten; the new id is reported as a conflict.
+    Conflict,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncRule {
+    pub on_missing: OnMissing,
+    pub max_deactivations: Limit,
+    pub max_invalid: Limit,
+    /// Connectors whose accounts this one may adopt (a migration from them); any other
+    /// connector's account is a conflict.
+    pub adopt_from: Vec<String>,
+    pub rehire: Rehire,
+}
+
+impl Default for SyncRule {
+    fn default() -> Self {
+        SyncRule {
+            on_missing: OnMissing::Deactivate,
+            max_deactivations: Limit::Percent(10.0),
+            max_invalid: Limit::Percent(5.0),
+            adopt_from: Vec::new(),
+            rehire: Rehire::Rekey,
+        }
+    }
+}
