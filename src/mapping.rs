@@ -796,6 +796,11 @@ pub struct Mapped {
     pub rows: u64,
     /// Date columns written the other way round (see `date_order_fault`).
     pub swapped_dates: SwappedDates,
+    /// Lines of rows whose unique id is on more than one row (`mark_duplicates`), sorted. A
+    /// typo or a mangled id (`1.00000E+11` for many) makes one person's row carry another's id:
+    /// the person it really is reads as absent, so these rows hold absentees like a row
+    /// without an id does.
+    pub ambiguous: Vec<u64>,
 }
 
 impl Mapped {
@@ -837,12 +842,14 @@ impl Mapped {
         lines.len() as u64
     }
 
-    /// Lines of invalid rows whose person cannot be told (no readable id): while there is
-    /// one, the plan deactivates nobody absent from the file, since it may be them.
+    /// Lines of invalid rows whose person cannot be told (no readable id, or an id on several
+    /// rows): while there is one, the plan deactivates nobody absent from the file, since it
+    /// may be them.
     pub fn unidentified_lines(&self) -> Vec<u64> {
         let mut named: Vec<u64> = self.errors.iter().filter(|e| e.external_id.is_some()).map(|e| e.line).collect();
         named.sort_unstable();
         let mut lines: Vec<u64> = self.errors.iter().map(|e| e.line).filter(|l| named.binary_search(l).is_err()).collect();
+        lines.extend_from_slice(&self.ambiguous);
         lines.sort_unstable();
         lines.dedup();
         lines
@@ -877,8 +884,10 @@ pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
     }
     // Keys on more than one distinct line (a row with several errors names its id on each).
     let mut dups: HashMap<String, std::sync::Arc<str>> = HashMap::new();
+    let mut ambiguous: Vec<u64> = Vec::new();
     for (key, lines) in seen {
         let Some(lines) = lines.distinct_if_many() else { continue };
+        ambiguous.extend_from_slice(&lines);
         let shown = lines.iter().take(DUPLICATE_LINES_SHOWN).map(u64::to_string).collect::<Vec<_>>().join(", ");
         let more =
             if lines.len() > DUPLICATE_LINES_SHOWN { format!(" and {} more", lines.len() - DUPLICATE_LINES_SHOWN) } else { String::new() };
@@ -893,6 +902,9 @@ pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
     if dups.is_empty() {
         return;
     }
+    ambiguous.sort_unstable();
+    ambiguous.dedup();
+    out.ambiguous = ambiguous;
     let column = mapper.unique_column();
     let mut extra = Vec::new();
     out.users.retain(|u| match dups.get(rule.key(&u.user.external_id).as_ref()) {
@@ -1434,6 +1446,22 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
     }
 
     #[test]
+    fn rows_sharing_an_id_hold_absentees_like_a_row_without_one() {
+        // A typo gives line 3 the id of line 2: the person line 3 really is reads as absent,
+        // so the plan must hold every absentee (`unidentified_lines`), not only the shared id.
+        let m = mapper();
+        let records: Vec<Result<Record, ReadError>> = vec![Ok(rec(&m, 2, &good())), Ok(rec(&m, 3, &good()))];
+        let out = collect(Box::new(records.into_iter()), &m).unwrap();
+        assert!(out.users.is_empty());
+        assert_eq!(out.ambiguous, vec![2, 3]);
+        assert_eq!(out.unidentified_lines(), vec![2, 3]);
+        // One row per id: nothing ambiguous.
+        let records: Vec<Result<Record, ReadError>> = vec![Ok(rec(&m, 2, &good()))];
+        let out = collect(Box::new(records.into_iter()), &m).unwrap();
+        assert!(out.ambiguous.is_empty() && out.unidentified_lines().is_empty());
+    }
+
+    #[test]
     fn a_shifted_row_names_nobody_and_makes_no_duplicate() {
         let m = mapper();
         let mut other = good();
@@ -1467,7 +1495,8 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         let msg = &out.errors[0].message;
         assert!(msg.contains("is on 25000 rows (lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 24990 more)"), "{msg}");
         assert!(out.errors.iter().all(|e| e.message.len() < 400), "every message is bounded");
-        assert!(out.unidentified_lines().is_empty());
+        // Any of them may be someone whose id was mangled into this one: all hold absentees.
+        assert_eq!(out.unidentified_lines().len() as u64, n);
     }
 
     #[test]

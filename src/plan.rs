@@ -2,6 +2,8 @@
 //! of the new file, it returns the operations and whether a safeguard stops the run.
 //! No I/O; table-tested.
 
+pub mod budget;
+
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
@@ -212,6 +214,9 @@ pub enum Safeguard {
         limit: String,
         allowed: u64,
     },
+    /// The run would change more than the change budget allows (`budget`): logins, blanked
+    /// values, updates, re-keys or creates of a file that looks right but is wrong.
+    OverBudget(budget::OverBudget),
 }
 
 impl Safeguard {
@@ -222,6 +227,7 @@ impl Safeguard {
             Safeguard::MassDeactivation { .. } => "mass_deactivation",
             Safeguard::TooManyInvalid { .. } => "too_many_invalid",
             Safeguard::MassRecreation { .. } => "mass_recreation",
+            Safeguard::OverBudget(o) => o.kind.key(),
         }
     }
 
@@ -237,6 +243,7 @@ impl Safeguard {
             Safeguard::MassRecreation { count, known, limit, allowed } => format!(
                 "the platform lacks {count} of the {known} accounts this connector synced, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A platform listing that misses accounts looks like this, and re-creating them would duplicate people: check the platform, then run `rostersync sync {connector} --reconcile --allow-mass-change --reason \"…\"` to create them again"
             ),
+            Safeguard::OverBudget(o) => o.message(&go_on),
             Safeguard::TooManyInvalid { invalid, rows, limit, allowed } => format!(
                 "{invalid} of {rows} rows are invalid, above max_invalid = \"{limit}\" ({allowed} allowed); nothing was pushed. Fix the rows listed in the report (or the mapping), or {go_on}"
             ),

@@ -1,0 +1,127 @@
+//! Files that look right but are wrong: each parses cleanly, yet syncing it as it is would
+//! rewrite or deactivate people. Each is synced after a clean baseline of 100 people against
+//! the real scim2-server, under the default limits, and the platform must be exactly as the
+//! baseline left it (no login changed, nobody deactivated, no account added).
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::project::{Project, row, rows};
+use support::scim::ScimServer;
+
+const PEOPLE: u32 = 100;
+
+/// What matters of the platform: per externalId, userName, email, active, department.
+fn platform(scim: &ScimServer) -> BTreeMap<String, (String, String, bool, String)> {
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let mut m = BTreeMap::new();
+    for u in scim.users() {
+        let ext = u["externalId"].as_str().unwrap_or_default().to_string();
+        let email = u["emails"][0]["value"].as_str().unwrap_or_default().to_string();
+        let dept = u[ent]["department"].as_str().unwrap_or_default().to_string();
+        let v = (u["userName"].as_str().unwrap_or_default().to_string(), email, u["active"] == true, dept);
+        assert!(m.insert(ext.clone(), v).is_none(), "two accounts for externalId {ext}");
+    }
+    m
+}
+
+fn baseline(scim: &ScimServer) -> Project {
+    let p = Project::new(scim, "");
+    p.export("employees_2026-01-01.csv", &rows(PEOPLE));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["created"], PEOPLE);
+    p
+}
+
+/// Syncs `lines` as the newest export; the exit code and the report.
+fn sync_rows(p: &Project, name: &str, lines: &[String]) -> (i32, serde_json::Value) {
+    p.export(name, lines);
+    p.sync_json(&[])
+}
+
+fn text(r: &serde_json::Value) -> String {
+    r["errors"].to_string() + &r["notes"].to_string() + r["message"].as_str().unwrap_or_default()
+}
+
+/// Two rows given one id by a typo: the person whose id was overwritten reads as absent, and
+/// must be held like the absentees of a row without an id, not deactivated.
+#[test]
+fn a_typo_that_gives_two_rows_one_id_deactivates_nobody() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim);
+    let before = platform(&scim);
+    let mut lines = rows(PEOPLE);
+    // Person 50's row carries person 49's id.
+    lines[49] = row(49, "ann50@example.com", true, "Engineering");
+    let (code, r) = sync_rows(&p, "employees_2026-01-02.csv", &lines);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["deactivated"], 0, "{r}");
+    assert!(text(&r).contains("E0000049"), "the duplicate is named: {r}");
+    assert!(r["notes"].to_string().contains("were not deactivated"), "the held absentee is said: {r}");
+    assert_eq!(platform(&scim), before, "nobody changed");
+}
+
+/// Excel wrote many ids in scientific notation: those rows share one id; nobody is
+/// deactivated, whatever the invalid-row limit says.
+#[test]
+fn ids_turned_into_scientific_notation_deactivate_nobody() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "max_invalid = \"100%\"");
+    p.export("employees_2026-01-01.csv", &rows(PEOPLE));
+    assert_eq!(p.sync_json(&[]).0, 0);
+    let before = platform(&scim);
+    let lines: Vec<String> = rows(PEOPLE)
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| if i % 10 == 3 { l.replacen(&format!("E{:07}", i + 1), "1.00000E+11", 1) } else { l })
+        .collect();
+    let (code, r) = sync_rows(&p, "employees_2026-01-02.csv", &lines);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["deactivated"], 0, "{r}");
+    assert!(text(&r).contains("1.00000E+11"), "{r}");
+    assert_eq!(platform(&scim), before, "nobody changed");
+}
+
+/// Runs a wrong export after the baseline: it must stop (exit 5) naming `rule`, with nothing
+/// pushed, and say which limit with an example (before → after).
+fn stops(lines: Vec<String>, rule: &str, example: &str) {
+    let scim = ScimServer::start();
+    let p = baseline(&scim);
+    let before = platform(&scim);
+    let (code, r) = sync_rows(&p, "employees_2026-01-02.csv", &lines);
+    assert_eq!(code, 5, "{r}");
+    assert_eq!(r["outcome"], "stopped", "{r}");
+    assert_eq!(r["stopped_by"], rule, "{r}");
+    let message = r["message"].as_str().unwrap_or_default();
+    assert!(message.contains(rule) && message.contains(example), "{message}");
+    assert!(message.contains("--allow-mass-change"), "{message}");
+    assert_eq!(platform(&scim), before, "nothing was pushed");
+    // The stopped plan is kept for approval, as a mass deactivation's is.
+    let run = r["run_id"].as_str().unwrap();
+    let shown = p.run(&["plan", "show", run]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+}
+
+/// An HRIS permission change empties the Email column: every login would become the id.
+#[test]
+fn an_emptied_email_column_stops_before_any_login_changes() {
+    let lines: Vec<String> = (1..=PEOPLE).map(|i| row(i, "", true, "Engineering")).collect();
+    stops(lines, "max_identity_changes", "userName \"ann1@example.com\" → \"E0000001\"");
+}
+
+/// Another customer's export with the same id scheme: every name and email would change.
+#[test]
+fn another_customers_export_with_the_same_ids_stops() {
+    let lines: Vec<String> = (1..=PEOPLE).map(|i| row(i, &format!("bob{i}@other.example"), true, "Sales")).collect();
+    stops(lines, "max_identity_changes", "\"ann1@example.com\" → \"bob1@other.example\"");
+}
+
+/// A report change drops the Department column's values: 95 % would lose theirs.
+#[test]
+fn a_column_that_arrives_empty_stops_naming_the_attribute() {
+    let lines: Vec<String> =
+        (1..=PEOPLE).map(|i| row(i, &format!("ann{i}@example.com"), true, if i > 95 { "Engineering" } else { "" })).collect();
+    stops(lines, "max_blanked", "department \"Engineering\" → \"\"");
+}
