@@ -14,7 +14,7 @@
 use serde::Serialize;
 
 use super::{Op, OpKind};
-use crate::config::Limit;
+use super::settings::Limit;
 use crate::model::User;
 
 /// The limits, each a count or a percent of the people the connector already knows
