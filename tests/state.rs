@@ -10,7 +10,8 @@ use chrono::Utc;
 use rostersync::config;
 use rostersync::model::{FileFingerprint, User};
 use rostersync::report::{Counts, Report, RunOutcome};
-use rostersync::state::{self, SlotClaim, SnapshotWrite, SqliteStore, StateError, StateStore, Store};
+use rostersync::state::prelude::*;
+use rostersync::state::{self, SlotClaim, SnapshotWrite, SqliteStore, StateError, Store};
 use support::postgres::{PASSWORD, Postgres};
 
 fn user(id: &str, active: bool) -> User {
