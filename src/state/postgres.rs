@@ -224,6 +224,8 @@ async fn stored_contents(conn: &mut PgConnection, connector: &str, ids: &[&str])
         .await
 }
 
+/// What `sql` needs to run the statements both backends share: with it, `sql` gives this
+/// store its `Audit` role.
 impl Backend for PostgresStore {
     type Db = Postgres;
     const DIALECT: Dialect = Dialect::Postgres;
@@ -272,10 +274,9 @@ impl PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(self.err())?;
-        let ms = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         Ok(match row {
             Some((holder, since, expires)) => {
-                Attempt::Held(StateError::Held { connector: connector.into(), holder, since: ms(since), expires: ms(expires) })
+                Attempt::Held(StateError::Held { connector: connector.into(), holder, since: sql::ts(since), expires: sql::ts(expires) })
             }
             None => Attempt::Gone,
         })
@@ -635,21 +636,9 @@ impl PostgresStore {
     /// one `INSERT … ON CONFLICT`, so a user written twice in the piece keeps only its last
     /// write (which is what applying them in order would leave).
     fn upsert_json(&self, writes: &[SnapshotWrite]) -> Result<String, StateError> {
-        let mut out = String::with_capacity(writes.len() * 512);
         let mut seen: HashSet<&str> = HashSet::with_capacity(writes.len());
-        for w in writes.iter().rev() {
-            if let SnapshotWrite::Upsert { platform_id, user } = w {
-                if !seen.insert(user.external_id.as_str()) {
-                    continue;
-                }
-                sql::push_user(&mut out, platform_id, user).map_err(|e| self.json_err(e))?;
-            }
-        }
-        if out.is_empty() {
-            out.push('[');
-        }
-        out.push(']');
-        Ok(out)
+        let last_writes = sql::upserts(writes).rev().filter(|(_, user)| seen.insert(user.external_id.as_str()));
+        sql::upsert_array(last_writes).map_err(|e| self.json_err(e))
     }
 
     /// One `INSERT … SELECT` over a JSON array as `sql::push_upsert_row` writes them. `json`, not

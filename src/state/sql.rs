@@ -131,10 +131,27 @@ pub(super) fn push_upsert_row(
     Ok(())
 }
 
-/// `push_upsert_row` for a user as the platform now holds it.
-pub(super) fn push_user(out: &mut String, platform_id: &str, user: &User) -> serde_json::Result<()> {
-    let content = serde_json::to_string(user)?;
-    push_upsert_row(out, &user.external_id, platform_id, &hex::encode(user.content_hash()), user.active, &content)
+/// The JSON array of one batch upsert: each user (with its platform id) as
+/// `push_upsert_row` writes it.
+pub(super) fn upsert_array<'a>(users: impl Iterator<Item = (&'a str, &'a User)>) -> serde_json::Result<String> {
+    let mut out = String::with_capacity(users.size_hint().1.unwrap_or(0) * 512);
+    for (platform_id, user) in users {
+        let content = serde_json::to_string(user)?;
+        push_upsert_row(&mut out, &user.external_id, platform_id, &hex::encode(user.content_hash()), user.active, &content)?;
+    }
+    if out.is_empty() {
+        out.push('[');
+    }
+    out.push(']');
+    Ok(out)
+}
+
+/// The users (with their platform ids) of a run of `Upsert` writes, in order.
+pub(super) fn upserts(run: &[SnapshotWrite]) -> impl DoubleEndedIterator<Item = (&str, &User)> {
+    run.iter().filter_map(|w| match w {
+        SnapshotWrite::Upsert { platform_id, user } => Some((platform_id.as_str(), &**user)),
+        _ => None,
+    })
 }
 
 /// The upsert rows that mark these stored users (external id, platform id, content) inactive,

@@ -167,6 +167,8 @@ async fn connect_new_or_busy(opts: SqliteConnectOptions, connections: u32) -> Re
     }
 }
 
+/// What `sql` needs to run the statements both backends share: with it, `sql` gives this
+/// store its `Audit` role.
 impl Backend for SqliteStore {
     type Db = Sqlite;
     const DIALECT: Dialect = Dialect::Sqlite;
@@ -611,17 +613,7 @@ impl SqliteStore {
     }
 
     fn upsert_json(&self, writes: &[SnapshotWrite]) -> Result<String, StateError> {
-        let mut out = String::with_capacity(writes.len() * 512);
-        for w in writes {
-            if let SnapshotWrite::Upsert { platform_id, user } = w {
-                sql::push_user(&mut out, platform_id, user).map_err(|e| self.json_err(e))?;
-            }
-        }
-        if out.is_empty() {
-            out.push('[');
-        }
-        out.push(']');
-        Ok(out)
+        sql::upsert_array(sql::upserts(writes)).map_err(|e| self.json_err(e))
     }
 
     /// Upserts as one `INSERT … SELECT` over `rows`, a JSON array as `sql::push_upsert_row`
