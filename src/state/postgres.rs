@@ -392,12 +392,7 @@ impl Snapshots for PostgresStore {
     async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError> {
         let mut conn = self.pool.acquire().await.map_err(self.err())?;
         let rows = stored_contents(&mut conn, connector, ids).await.map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            // Content from an older version that no longer reads is skipped: the update then
-            // replaces every attribute instead of patching the differences.
-            .filter_map(|(id, _, content)| Some((id, serde_json::from_str::<User>(&content).ok()?)))
-            .collect())
+        Ok(sql::stored_users(rows).map(|(id, (_, user))| (id, user)).collect())
     }
 
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
@@ -441,10 +436,7 @@ impl Snapshots for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, platform_id, content)| Some((id, (platform_id, serde_json::from_str::<User>(&content).ok()?))))
-            .collect())
+        Ok(sql::stored_users(rows).collect())
     }
 
     async fn held_elsewhere(

@@ -146,6 +146,13 @@ pub(super) fn upsert_array<'a>(users: impl Iterator<Item = (&'a str, &'a User)>)
     Ok(out)
 }
 
+/// Stored rows (external id, platform id, content) as the users they hold. Content an older
+/// version wrote that no longer reads is skipped: the update then replaces every attribute
+/// instead of patching the differences.
+pub(super) fn stored_users(rows: Vec<(String, String, String)>) -> impl Iterator<Item = (String, (String, User))> {
+    rows.into_iter().filter_map(|(id, platform_id, content)| Some((id, (platform_id, serde_json::from_str::<User>(&content).ok()?))))
+}
+
 /// The users (with their platform ids) of a run of `Upsert` writes, in order.
 pub(super) fn upserts(run: &[SnapshotWrite]) -> impl DoubleEndedIterator<Item = (&str, &User)> {
     run.iter().filter_map(|w| match w {

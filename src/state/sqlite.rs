@@ -352,19 +352,14 @@ impl Snapshots for SqliteStore {
         let ids_json = serde_json::to_string(ids).map_err(|e| self.json_err(e))?;
         let mut conn = self.pool.acquire().await.map_err(self.err())?;
         let rows = stored_contents(&mut conn, connector, &ids_json).await.map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            // Content from an older version that no longer reads is skipped: the update
-            // then replaces every attribute instead of patching the differences.
-            .filter_map(|(id, _, content)| Some((id, serde_json::from_str::<User>(&content).ok()?)))
-            .collect())
+        Ok(sql::stored_users(rows).map(|(id, (_, user))| (id, user)).collect())
     }
 
     async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {
         let ids = serde_json::to_string(managers).map_err(|e| self.json_err(e))?;
         // The stored content keeps the manager as the attribute `manager_id` (`User`'s
         // serialisation). A scan of the connector's rows: only after a manager was deleted.
-        let rows = sqlx::query(
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT external_id, platform_id, content FROM snapshot
              WHERE connector = ?1 AND content -> '$.attributes' ->> '$.manager_id' IN (SELECT value FROM json_each(?2))",
         )
@@ -373,13 +368,7 @@ impl Snapshots for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| {
-                let user = serde_json::from_str::<User>(&r.get::<String, _>(2)).ok()?;
-                Some((r.get(0), (r.get(1), user)))
-            })
-            .collect())
+        Ok(sql::stored_users(rows).collect())
     }
 
     async fn held_elsewhere(
