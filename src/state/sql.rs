@@ -12,10 +12,11 @@
 //!   shaped for each engine (`json_group_array` chunks parsed while SQLite builds the next,
 //!   `jsonb_each` vs `json_array_elements`, `text[]` binds). Those statements stay beside
 //!   their backend, as they were measured (BENCHMARKS.md);
-//! - `Any` cannot bind `text[]`, decode `timestamptz` or `bytea` as they are, and converts
-//!   every value of every row through its own type: a cost on exactly the paths that must not
-//!   slow. A query builder is one more dependency that would hide those hand-tuned shapes,
-//!   and it cannot express `json_each` vs `json_array_elements` any better than two strings.
+//! - `Any` knows neither `text[]` nor chrono's times (its types are the few both engines
+//!   have), and copies every value of every row through its own `AnyValue`: a cost on exactly
+//!   the paths that must not slow. A query builder is one more dependency that would hide
+//!   those hand-tuned shapes, and says `json_each` vs `json_array_elements` no better than
+//!   two strings do.
 //!
 //! A backend says what it is (`Backend`: its pools, its dialect, how its errors read) and
 //! gets `Audit` from here; its other roles call on the shared statements and mapping below.
