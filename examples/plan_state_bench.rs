@@ -13,7 +13,8 @@ use std::time::Instant;
 use rostersync::config::SyncRule;
 use rostersync::model::{SourcedUser, User};
 use rostersync::plan::{self, PlanInput, Snapshot, SnapshotEntry};
-use rostersync::state::{SnapshotWrite, SqliteStore, StateStore};
+use rostersync::state::Snapshots;
+use rostersync::state::{SnapshotWrite, SqliteStore};
 
 fn user(i: usize, changed: bool) -> User {
     let mut u = User {

@@ -16,7 +16,8 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rostersync::state::{PostgresStore, SqliteStore, StateStore};
+use rostersync::state::prelude::*;
+use rostersync::state::{PostgresStore, SqliteStore};
 use serde_json::{Value, json};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::postgres::{PASSWORD, Postgres};

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rostersync::state::{ReconcileMark, SnapshotWrite, SqliteStore, StateStore};
+use rostersync::state::prelude::*;
+use rostersync::state::{ReconcileMark, SnapshotWrite, SqliteStore};
 use serde_json::{Value, json};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::project::{Project, row, rows};

@@ -10,7 +10,8 @@ use chrono::Utc;
 use rostersync::config;
 use rostersync::model::{FileFingerprint, User};
 use rostersync::report::{Counts, Report, RunOutcome};
-use rostersync::state::{self, SlotClaim, SnapshotWrite, SqliteStore, StateError, StateStore, Store};
+use rostersync::state::prelude::*;
+use rostersync::state::{self, SlotClaim, SnapshotWrite, SqliteStore, StateError, Store};
 use support::postgres::{PASSWORD, Postgres};
 
 fn user(id: &str, active: bool) -> User {
@@ -113,6 +114,7 @@ on_both!(
     the_reconcile_marker_is_set_replaced_and_cleared,
     reports_of_finds_the_people_of_a_manager,
     held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folded_id,
+    the_audit_trail_and_stored_plans_round_trip,
 );
 
 async fn snapshot_round_trip_and_inactive_marks(f: Fixture) {
@@ -749,4 +751,88 @@ async fn held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folde
     assert_eq!(found(s.held_elsewhere(&["acme"], &[], &["E9"], upper).await.unwrap()), vec!["workday E9 p9"]);
     assert!(s.held_elsewhere(&["acme"], &[], &[], lower).await.unwrap().is_empty(), "nothing asked, nothing found");
     assert!(s.held_elsewhere(&["acme"], &["nope"], &["nobody"], lower).await.unwrap().is_empty());
+}
+
+async fn the_audit_trail_and_stored_plans_round_trip(f: Fixture) {
+    use rostersync::report::Approval;
+    use rostersync::state::{AuditEntry, StoredPlan};
+    let s = f.open().await;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00.123Z").unwrap().with_timezone(&Utc);
+    let entry = |connector: &str, kind: &str, http_status: Option<u16>| AuditEntry {
+        connector: connector.into(),
+        external_id: "E1".into(),
+        run_id: "r1".into(),
+        at,
+        kind: kind.into(),
+        fields: vec!["title".into(), "department".into()],
+        status: if http_status.is_some() { "failed".into() } else { "ok".into() },
+        http_status,
+        approval: Some("alice: HR confirmed".into()),
+    };
+    let written = [entry("acme", "create", None), entry("acme", "update", Some(409)), entry("globex", "adopt", None)];
+    s.write_audit(&written).await.unwrap();
+    s.write_audit(&[]).await.unwrap();
+    let acme = s.person_history(Some("acme"), "E1", 10).await.unwrap();
+    assert_eq!(acme, vec![written[1].clone(), written[0].clone()], "newest first; one instant keeps the order written, reversed");
+    assert_eq!(s.person_history(None, "E1", 10).await.unwrap().len(), 3, "every connector");
+    assert_eq!(s.person_history(None, "E1", 1).await.unwrap(), vec![written[2].clone()]);
+    assert!(s.person_history(Some("acme"), "E2", 10).await.unwrap().is_empty());
+
+    let mut plan = StoredPlan {
+        run_id: "r1".into(),
+        connector: "acme".into(),
+        created_at: at,
+        file: FileFingerprint { path: "/in/a.csv".into(), size: 12, mtime: None, sha256: "ab".into() },
+        state_fingerprint: "sf".into(),
+        digest: "d1".into(),
+        rule: "max_deactivations".into(),
+        message: "too many".into(),
+        dry_run: false,
+        operations: Vec::new(),
+        operations_left_out: 3,
+        approved: None,
+    };
+    s.save_plan(&plan).await.unwrap();
+    plan.digest = "d2".into();
+    s.save_plan(&plan).await.unwrap();
+    assert_eq!(s.stored_plan("r1").await.unwrap(), Some(plan.clone()), "saved again under one run id: replaced");
+    assert_eq!(s.pending_plan("acme").await.unwrap(), Some(plan.clone()));
+    assert_eq!(s.stored_plan("r9").await.unwrap(), None);
+    let approval =
+        Approval { by: "alice".into(), at: "2026-03-01T11:00:00Z".into(), reason: "HR confirmed".into(), plan_of: Some("r1".into()) };
+    s.mark_approved("r1", &approval, "r2").await.unwrap();
+    assert_eq!(s.stored_plan("r1").await.unwrap().unwrap().approved, Some((approval, "r2".into())));
+    assert_eq!(s.pending_plan("acme").await.unwrap(), None, "approved: nothing waits");
+
+    assert_eq!(s.prune(at).await.unwrap(), 0, "nothing older than the instant itself");
+    assert_eq!(s.prune(at + chrono::Duration::seconds(1)).await.unwrap(), 4, "three entries and the plan");
+    assert!(s.person_history(None, "E1", 10).await.unwrap().is_empty());
+    assert_eq!(s.stored_plan("r1").await.unwrap(), None);
+}
+
+/// A time in SQLite's text columns that does not read is a corrupt row, named by its table
+/// and column: never a silent 1970 (nor a row that quietly disappears).
+#[tokio::test]
+async fn a_bad_time_in_sqlite_is_a_corrupt_row_naming_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let s = SqliteStore::open(&url).await.unwrap();
+    s.set_reconcile("acme", "r1", "push started").await.unwrap();
+    s.acquire("acme", "cli@h pid 1", Duration::from_secs(60)).await.unwrap();
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE reconcile_marks SET set_at = 'yesterday'").execute(&mut db).await.unwrap();
+        sqlx::query("UPDATE leases SET acquired_at = ''").execute(&mut db).await.unwrap();
+    }
+    match s.reconcile_mark("acme").await {
+        Err(StateError::Corrupt { table: "reconcile_marks", column: "set_at", value, .. }) => assert_eq!(value, "yesterday"),
+        other => panic!("{other:?}"),
+    }
+    match s.leases().await {
+        Err(e @ StateError::Corrupt { table: "leases", column: "acquired_at", .. }) => {
+            assert!(e.to_string().contains("leases.acquired_at"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -5,7 +5,8 @@
 use super::term::shown;
 use super::{Cli, CodedError};
 use crate::exit::Exit;
-use crate::state::{StateStore, Store, StoredPlan};
+use crate::state::prelude::*;
+use crate::state::{Store, StoredPlan};
 
 async fn load(cli: &Cli, run_id: &str) -> anyhow::Result<(crate::config::Config, Store, StoredPlan)> {
     let cfg = super::load_config(cli)?;

@@ -12,7 +12,7 @@ use crate::config::Connector;
 use crate::format::ReadError;
 use crate::mapping::Mapper;
 use crate::model::{RowError, User};
-use crate::state::StateStore;
+use crate::state::prelude::*;
 
 /// A row of the file whose unique id is the person's.
 struct Hit {

@@ -4,7 +4,7 @@ use chrono::Utc;
 
 use super::Cli;
 use crate::lookup::Lookup;
-use crate::state::{self, StateStore};
+use crate::state::{self, prelude::*};
 
 pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;

@@ -11,7 +11,8 @@ use tracing::Instrument;
 use crate::config::{Config, Connector};
 use crate::exit::Exit;
 use crate::report::{Report, RunOutcome};
-use crate::state::{SlotClaim, StateStore, Store, worker_id};
+use crate::state::prelude::*;
+use crate::state::{SlotClaim, Store, worker_id};
 use crate::sync::{self, RunResult, SyncOptions};
 
 /// Runs past runs are searched for the last success (catch-up on start).

@@ -18,7 +18,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 
 use crate::config::Connector;
 use crate::report::{Report, RunOutcome};
-use crate::state::{RunRecord, StateStore, Store, StoredPlan};
+use crate::state::prelude::*;
+use crate::state::{RunRecord, Store, StoredPlan};
 
 /// Seconds between the page's own refreshes.
 const REFRESH_SECS: u32 = 30;

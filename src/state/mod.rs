@@ -2,25 +2,34 @@
 //! content), the fingerprint of the last file processed, the run history, and a lease so
 //! two runs of one connector never overlap.
 //!
-//! Behind a trait so PostgreSQL can follow SQLite without touching plan or sync. Writes
-//! happen as operations succeed, in batches, so a crash mid-push loses nothing.
+//! Behind traits by role (`roles`: leases, snapshots, runs, audit, slots; `StateStore` is
+//! all of them), so PostgreSQL follows SQLite without touching plan or sync. What the two
+//! backends share (statements, row mapping, the audit role) is in `sql`. Writes happen as
+//! operations succeed, in batches, so a crash mid-push loses nothing.
 
 pub mod postgres;
+mod roles;
+mod sql;
 pub mod sqlite;
 mod store;
-
-use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use crate::exit::{Classify, Exit};
 use crate::model::{FileFingerprint, User};
-use crate::plan::Snapshot;
 use crate::report::Report;
 
 pub use postgres::PostgresStore;
+pub(crate) use roles::forward_roles;
+pub use roles::{Audit, Leases, Runs, Slots, Snapshots, StateStore};
 pub use sqlite::SqliteStore;
 pub use store::{Store, open};
+
+/// The store's roles, for code that calls a concrete store (`Store`, `SqliteStore`): one
+/// `use state::prelude::*;` brings every role's methods in.
+pub mod prelude {
+    pub use super::{Audit, Leases, Runs, Slots, Snapshots, StateStore};
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -32,6 +41,12 @@ pub enum StateError {
     Held { connector: String, holder: String, since: String, expires: String },
     #[error("the state store {url} is corrupt or from a newer rostersync: {detail}")]
     Schema { url: String, detail: String },
+    /// A value in a row does not read as what its column holds (a time that is not RFC
+    /// 3339): written by hand or damaged, never by this code.
+    #[error(
+        "the state store {url} holds a corrupt row: {table}.{column} is {value:?}, which is not a time (RFC 3339). Restore the store from a backup, or delete that row"
+    )]
+    Corrupt { url: String, table: &'static str, column: &'static str, value: String },
     #[error(
         "cannot reach the PostgreSQL state store at {host}:{port} ({detail}). Check that the server runs and accepts connections from this machine (listen_addresses, pg_hba.conf, firewall), and [state] url"
     )]
@@ -150,7 +165,7 @@ pub struct LastFile {
     pub synced_at: DateTime<Utc>,
 }
 
-/// The reconcile marker of a connector (`StateStore::set_reconcile`): some push may have
+/// The reconcile marker of a connector (`Runs::set_reconcile`): some push may have
 /// reached the platform without every outcome recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconcileMark {
@@ -219,89 +234,4 @@ pub struct StoredPlan {
     pub operations_left_out: u64,
     /// Set once approved: the approval and the run that applied it.
     pub approved: Option<(crate::report::Approval, String)>,
-}
-
-#[allow(async_fn_in_trait)]
-pub trait StateStore {
-    /// Takes the connector's lease, or says who holds it. Expired leases are taken over.
-    async fn acquire(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError>;
-    /// Extends the lease (the heartbeat of a long run). False: it is no longer this holder's
-    /// (it lapsed and another run took it), and the holder must stop at once.
-    async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, StateError>;
-    async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError>;
-
-    async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError>;
-    /// The content last pushed for these people (for PATCHes of what changed).
-    async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError>;
-    async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError>;
-    /// The people whose manager is one of `managers` (external id → platform id, content):
-    /// a manager created again leaves their references pointing at the deleted account.
-    async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError>;
-    /// The accounts other connectors hold among these: their snapshot rows whose platform id
-    /// is one of `platform_ids`, or whose external id is one of `keys` as `rule` compares
-    /// them (`keys` already in `rule.key` form). Connectors in `exclude` (this one, those its
-    /// `adopt_from` names) are not asked. One statement, however many connectors the store
-    /// holds: a fleet's ten thousand were ten thousand snapshot loads a run.
-    async fn held_elsewhere(
-        &self,
-        exclude: &[&str],
-        platform_ids: &[&str],
-        keys: &[&str],
-        rule: crate::model::IdRule,
-    ) -> Result<Vec<HeldElsewhere>, StateError>;
-
-    async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError>;
-    async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError>;
-
-    async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError>;
-    async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError>;
-    /// Whether the connector's previous run started and never finished (the process died):
-    /// then some writes may have reached the platform unrecorded, and the next run adopts.
-    async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError>;
-    async fn history(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StateError>;
-
-    /// How long a lease lasts unrenewed (`[state] lease_ttl`).
-    fn lease_ttl(&self) -> std::time::Duration {
-        crate::config::DEFAULT_LEASE_TTL
-    }
-    /// Every lease in the store, expired or not (for `status`).
-    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError>;
-    /// The connector's lease if it has not expired (someone runs it now).
-    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError>;
-    /// Claims one scheduled slot of a connector for `worker`, so each slot runs once across
-    /// a fleet: the first claim wins; a claim that was neither finished nor renewed within
-    /// `ttl` (its worker died) is taken over.
-    async fn claim_slot(
-        &self,
-        connector: &str,
-        slot: DateTime<Utc>,
-        worker: &str,
-        ttl: std::time::Duration,
-    ) -> Result<SlotClaim, StateError>;
-    /// The slot has been run (whatever the outcome): nobody runs it again.
-    async fn finish_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str) -> Result<(), StateError>;
-    /// Extends every unfinished claim of `worker` (its heartbeat); returns how many.
-    async fn renew_slots(&self, worker: &str, ttl: std::time::Duration) -> Result<u64, StateError>;
-    /// Appends to the per-person audit trail.
-    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError>;
-    /// One person's audit trail, newest first (every connector when `connector` is None).
-    async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError>;
-    /// Removes audit entries and stored plans older than `before`; returns how many went.
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError>;
-    /// Keeps the plan of a stopped run (replacing one stored under the same run id).
-    async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError>;
-    /// The stored plan of that run, if any.
-    async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError>;
-    /// The connector's newest stored plan when it is not approved (a stop waiting for a person).
-    async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError>;
-    /// Records that `run_id`'s plan was applied by `applied_by` under `approval`.
-    async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError>;
-    /// Sets the connector's reconcile marker (or replaces the one set): called before the
-    /// first write of a push. Durable once this returns, so a crash after it is seen.
-    async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError>;
-    /// The marker, while set: the platform may hold writes the snapshot lacks, so the run
-    /// lists the platform and looks up before it creates.
-    async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError>;
-    /// Clears the marker: called only once every outcome of a push is recorded.
-    async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError>;
 }

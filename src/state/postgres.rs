@@ -9,7 +9,8 @@
 //! transaction open between statements: a worker that is SIGKILLed leaves rows that lapse.
 //!
 //! The bulk paths are set-based as on SQLite: a batch of writes is one statement whose
-//! parameter is a JSON array (`json_array_elements`), a list of ids one `text[]`.
+//! parameter is a JSON array (`json_array_elements`), a list of ids one `text[]`. The
+//! statements both dialects read alike, and the audit trail, are `sql`'s.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -18,15 +19,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode, Postgres};
 
+use super::sql::{self, Backend, Dialect};
 use super::{
-    AuditEntry, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, StoredPlan, worker_id,
+    HeldElsewhere, LastFile, LeaseRecord, Leases, ReconcileMark, RunRecord, Runs, SlotClaim, Slots, SnapshotWrite, Snapshots, StateError,
+    worker_id,
 };
-use crate::model::{FileFingerprint, User};
+use crate::model::{FileFingerprint, IdRule, User};
 use crate::plan::{Snapshot, SnapshotEntry};
 use crate::report::Report;
-use sqlx::Row;
 
 /// The schema, one numbered file per version; never edit a shipped one, add a file. (A new
 /// file is picked up by the next build that recompiles this module: touch this file.)
@@ -107,28 +109,16 @@ impl PostgresStore {
         move |e| self.classify(e, None)
     }
 
-    fn schema(&self, detail: String) -> StateError {
-        StateError::Schema { url: self.url.clone(), detail }
-    }
-
     async fn migrate(&self) -> Result<(), StateError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
-            MigrateError::VersionMissing(v) => self.schema(format!(
-                "it has schema migration {v}, which this build does not know (a newer rostersync applied it); upgrade rostersync"
-            )),
-            MigrateError::VersionMismatch(v) => self.schema(format!(
-                "its schema migration {v} differs from this build's; it was written by another build of rostersync, use that one"
-            )),
-            MigrateError::Dirty(v) => {
-                self.schema(format!("schema migration {v} is recorded as failed half-way; restore the database from a backup"))
-            }
-            MigrateError::Execute(e) => self.classify(e, None),
-            other => StateError::Db { url: self.url.clone(), detail: format!("schema migration: {other}") },
+        MIGRATOR.run(&self.pool).await.map_err(|e| match sql::schema_refusal(&self.url, e, "database") {
+            Ok(refused) => refused,
+            Err(MigrateError::Execute(e)) => self.classify(e, None),
+            Err(other) => StateError::Db { url: self.url.clone(), detail: format!("schema migration: {other}") },
         })
     }
 
     fn json_err(&self, e: serde_json::Error) -> StateError {
-        StateError::Db { url: self.url.clone(), detail: format!("cannot encode a batch as JSON: {e}") }
+        sql::json_err(&self.url, e)
     }
 }
 
@@ -234,23 +224,23 @@ async fn stored_contents(conn: &mut PgConnection, connector: &str, ids: &[&str])
         .await
 }
 
-/// Appends one upsert row to the JSON array in `out`: `[external_id, platform_id, hex hash,
-/// active, content]`, the content as the JSON object it is.
-fn push_upsert_row(
-    out: &mut String,
-    external_id: &str,
-    platform_id: &str,
-    hash: &str,
-    active: bool,
-    content: &str,
-) -> serde_json::Result<()> {
-    out.push(if out.is_empty() { '[' } else { ',' });
-    let head = serde_json::to_string(&(external_id, platform_id, hash, u8::from(active)))?;
-    out.push_str(head.strip_suffix(']').unwrap_or(&head));
-    out.push(',');
-    out.push_str(content);
-    out.push(']');
-    Ok(())
+/// What `sql` needs to run the statements both backends share: with it, `sql` gives this
+/// store its `Audit` role.
+impl Backend for PostgresStore {
+    type Db = Postgres;
+    const DIALECT: Dialect = Dialect::Postgres;
+    fn reads(&self) -> &PgPool {
+        &self.pool
+    }
+    fn writes(&self) -> &PgPool {
+        &self.pool
+    }
+    fn db_err(&self, e: sqlx::Error) -> StateError {
+        self.classify(e, None)
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 /// One attempt at a lease.
@@ -284,17 +274,16 @@ impl PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(self.err())?;
-        let ms = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         Ok(match row {
             Some((holder, since, expires)) => {
-                Attempt::Held(StateError::Held { connector: connector.into(), holder, since: ms(since), expires: ms(expires) })
+                Attempt::Held(StateError::Held { connector: connector.into(), holder, since: sql::ts(since), expires: sql::ts(expires) })
             }
             None => Attempt::Gone,
         })
     }
 }
 
-impl StateStore for PostgresStore {
+impl Leases for PostgresStore {
     async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
         let mut attempt = self.try_acquire(connector, holder, ttl).await?;
         if matches!(attempt, Attempt::Gone) {
@@ -325,15 +314,31 @@ impl StateStore for PostgresStore {
     }
 
     async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError> {
-        sqlx::query("DELETE FROM leases WHERE connector = $1 AND holder = $2")
-            .bind(connector)
-            .bind(holder)
-            .execute(&self.pool)
-            .await
-            .map_err(self.err())?;
+        sqlx::query(sql::RELEASE).bind(connector).bind(holder).execute(&self.pool).await.map_err(self.err())?;
         Ok(())
     }
 
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
+        let rows: Vec<(String, String, DateTime<Utc>, DateTime<Utc>)> =
+            sqlx::query_as(sql::LEASES).fetch_all(&self.pool).await.map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .map(|(connector, holder, acquired_at, expires_at)| LeaseRecord { connector, holder, acquired_at, expires_at })
+            .collect())
+    }
+
+    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
+        let row: Option<(String, String, DateTime<Utc>, DateTime<Utc>)> =
+            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases WHERE connector = $1 AND expires_at > now()")
+                .bind(connector)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        Ok(row.map(|(connector, holder, acquired_at, expires_at)| LeaseRecord { connector, holder, acquired_at, expires_at }))
+    }
+}
+
+impl Snapshots for PostgresStore {
     async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {
         // One REPEATABLE READ transaction: every page sees the same state (a dry run takes no
         // lease, so a real run may be writing meanwhile).
@@ -387,12 +392,7 @@ impl StateStore for PostgresStore {
     async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError> {
         let mut conn = self.pool.acquire().await.map_err(self.err())?;
         let rows = stored_contents(&mut conn, connector, ids).await.map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            // Content from an older version that no longer reads is skipped: the update then
-            // replaces every attribute instead of patching the differences.
-            .filter_map(|(id, _, content)| Some((id, serde_json::from_str::<User>(&content).ok()?)))
-            .collect())
+        Ok(sql::stored_users(rows).map(|(id, (_, user))| (id, user)).collect())
     }
 
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
@@ -410,13 +410,7 @@ impl StateStore for PostgresStore {
                 }
                 Some(SnapshotWrite::MarkInactive { .. }) => self.mark_inactive(&mut tx, connector, run).await?,
                 Some(SnapshotWrite::Remove { .. }) => {
-                    let ids: Vec<&str> = run
-                        .iter()
-                        .filter_map(|w| match w {
-                            SnapshotWrite::Remove { external_id } => Some(external_id.as_str()),
-                            _ => None,
-                        })
-                        .collect();
+                    let ids = sql::removed(run);
                     sqlx::query("DELETE FROM snapshot WHERE connector = $1 AND external_id = ANY($2)")
                         .bind(connector)
                         .bind(&ids)
@@ -442,10 +436,7 @@ impl StateStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, platform_id, content)| Some((id, (platform_id, serde_json::from_str::<User>(&content).ok()?))))
-            .collect())
+        Ok(sql::stored_users(rows).collect())
     }
 
     async fn held_elsewhere(
@@ -453,8 +444,8 @@ impl StateStore for PostgresStore {
         exclude: &[&str],
         platform_ids: &[&str],
         keys: &[&str],
-        rule: crate::model::IdRule,
-    ) -> Result<Vec<super::HeldElsewhere>, StateError> {
+        rule: IdRule,
+    ) -> Result<Vec<HeldElsewhere>, StateError> {
         if platform_ids.is_empty() && keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -480,180 +471,10 @@ impl StateStore for PostgresStore {
         Ok(super::held_matching(rows, platform_ids, keys, rule))
     }
 
-    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        // One statement per batch, as the snapshot's writes: a JSON array of rows.
-        let rows: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|e| {
-                serde_json::json!([
-                    e.connector,
-                    e.external_id,
-                    e.run_id,
-                    ts(e.at),
-                    e.kind,
-                    serde_json::to_string(&e.fields).unwrap_or_else(|_| "[]".into()),
-                    e.status,
-                    e.http_status,
-                    e.approval
-                ])
-            })
-            .collect();
-        let json = serde_json::to_string(&rows).map_err(|e| self.json_err(e))?;
-        sqlx::query(
-            "INSERT INTO audit (connector, external_id, run_id, at, kind, fields, status, http_status, approval)
-             SELECT r ->> 0, r ->> 1, r ->> 2, r ->> 3, r ->> 4, r ->> 5, r ->> 6,
-                    (r ->> 7)::int, r ->> 8
-             FROM json_array_elements($1::json) AS r",
-        )
-        .bind(json)
-        .execute(&self.pool)
-        .await
-        .map_err(self.err())?;
-        Ok(())
-    }
-
-    async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError> {
-        let rows = sqlx::query(
-            "SELECT connector, external_id, run_id, at, kind, fields, status, http_status, approval FROM audit
-             WHERE ($1::text IS NULL OR connector = $1) AND external_id = $2 ORDER BY at DESC, id DESC LIMIT $3",
-        )
-        .bind(connector)
-        .bind(external_id)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditEntry {
-                connector: r.get(0),
-                external_id: r.get(1),
-                run_id: r.get(2),
-                at: parse_ts(&r.get::<String, _>(3)).unwrap_or_default(),
-                kind: r.get(4),
-                fields: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
-                status: r.get(6),
-                http_status: r.get::<Option<i32>, _>(7).and_then(|s| u16::try_from(s).ok()),
-                approval: r.get(8),
-            })
-            .collect())
-    }
-
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
-        let at = ts(before);
-        let a = sqlx::query("DELETE FROM audit WHERE at < $1").bind(&at).execute(&self.pool).await.map_err(self.err())?;
-        let p = sqlx::query("DELETE FROM plans WHERE created_at < $1").bind(&at).execute(&self.pool).await.map_err(self.err())?;
-        Ok(a.rows_affected() + p.rows_affected())
-    }
-
-    async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
-        let file = serde_json::to_string(&plan.file).map_err(|e| self.json_err(e))?;
-        let ops = serde_json::to_string(&plan.operations).map_err(|e| self.json_err(e))?;
-        let approval = match &plan.approved {
-            Some((a, _)) => Some(serde_json::to_string(a).map_err(|e| self.json_err(e))?),
-            None => None,
-        };
-        sqlx::query(
-            "INSERT INTO plans (run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run,
-                 operations, approval, applied_by, operations_left_out)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (run_id) DO UPDATE SET connector = excluded.connector, created_at = excluded.created_at, file = excluded.file,
-                 state_fingerprint = excluded.state_fingerprint, digest = excluded.digest, rule = excluded.rule,
-                 message = excluded.message, dry_run = excluded.dry_run, operations = excluded.operations,
-                 approval = excluded.approval, applied_by = excluded.applied_by, operations_left_out = excluded.operations_left_out",
-        )
-        .bind(&plan.run_id)
-        .bind(&plan.connector)
-        .bind(ts(plan.created_at))
-        .bind(file)
-        .bind(&plan.state_fingerprint)
-        .bind(&plan.digest)
-        .bind(&plan.rule)
-        .bind(&plan.message)
-        .bind(plan.dry_run)
-        .bind(ops)
-        .bind(approval)
-        .bind(plan.approved.as_ref().map(|(_, r)| r.as_str()))
-        .bind(plan.operations_left_out as i64)
-        .execute(&self.pool)
-        .await
-        .map_err(self.err())?;
-        Ok(())
-    }
-
-    async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{PLAN_COLUMNS} WHERE run_id = $1")))
-            .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())?;
-        row.map(|r| self.plan_of_row(&r)).transpose()
-    }
-
-    async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{PLAN_COLUMNS} WHERE connector = $1 ORDER BY created_at DESC LIMIT 1")))
-            .bind(connector)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())?;
-        Ok(row.map(|r| self.plan_of_row(&r)).transpose()?.filter(|p| p.approved.is_none()))
-    }
-
-    async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError> {
-        let a = serde_json::to_string(approval).map_err(|e| self.json_err(e))?;
-        sqlx::query("UPDATE plans SET approval = $1, applied_by = $2 WHERE run_id = $3")
-            .bind(a)
-            .bind(applied_by)
-            .bind(run_id)
-            .execute(&self.pool)
-            .await
-            .map_err(self.err())?;
-        Ok(())
-    }
-
-    async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
-        sqlx::query(
-            "INSERT INTO reconcile_marks (connector, run_id, reason, set_at) VALUES ($1, $2, $3, now())
-             ON CONFLICT (connector) DO UPDATE SET run_id = excluded.run_id, reason = excluded.reason, set_at = excluded.set_at",
-        )
-        .bind(connector)
-        .bind(run_id)
-        .bind(reason)
-        .execute(&self.pool)
-        .await
-        .map_err(self.err())?;
-        Ok(())
-    }
-
-    async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
-        let row: Option<(String, String, DateTime<Utc>)> =
-            sqlx::query_as("SELECT run_id, reason, set_at FROM reconcile_marks WHERE connector = $1")
-                .bind(connector)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(self.err())?;
-        Ok(row.map(|(run_id, reason, set_at)| ReconcileMark { run_id, reason, set_at }))
-    }
-
-    async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
-        sqlx::query("DELETE FROM reconcile_marks WHERE connector = $1").bind(connector).execute(&self.pool).await.map_err(self.err())?;
-        Ok(())
-    }
-
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {
-        type Row = (String, i64, Option<String>, String, DateTime<Utc>);
-        let row: Option<Row> = sqlx::query_as("SELECT path, size, mtime, sha256, synced_at FROM last_file WHERE connector = $1")
-            .bind(connector)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())?;
-        Ok(row.map(|(path, size, mtime, sha256, synced_at)| LastFile {
-            fingerprint: FileFingerprint { path, size: u64::try_from(size).unwrap_or(0), mtime, sha256 },
-            synced_at,
-        }))
+        let row: Option<sql::LastFileRow<DateTime<Utc>>> =
+            sqlx::query_as(sql::LAST_FILE).bind(connector).fetch_optional(&self.pool).await.map_err(self.err())?;
+        row.map(|r| sql::last_file_of_row(r, Ok)).transpose()
     }
 
     async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError> {
@@ -672,9 +493,11 @@ impl StateStore for PostgresStore {
         .map_err(self.err())?;
         Ok(())
     }
+}
 
+impl Runs for PostgresStore {
     async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
-        sqlx::query("INSERT INTO runs (run_id, connector, started_at, worker) VALUES ($1, $2, $3, $4)")
+        sqlx::query(sql::START_RUN)
             .bind(run_id)
             .bind(connector)
             .bind(at)
@@ -686,7 +509,7 @@ impl StateStore for PostgresStore {
     }
 
     async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
-        sqlx::query("UPDATE runs SET ended_at = $1, report = $2 WHERE run_id = $3")
+        sqlx::query(sql::FINISH_RUN)
             .bind(at)
             .bind(serde_json::to_string(report).unwrap_or_default())
             .bind(&report.run_id)
@@ -698,71 +521,46 @@ impl StateStore for PostgresStore {
 
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError> {
         let row: Option<(Option<DateTime<Utc>>,)> =
-            sqlx::query_as("SELECT ended_at FROM runs WHERE connector = $1 AND run_id <> $2 ORDER BY started_at DESC LIMIT 1")
-                .bind(connector)
-                .bind(current_run)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(self.err())?;
+            sqlx::query_as(sql::INTERRUPTED).bind(connector).bind(current_run).fetch_optional(&self.pool).await.map_err(self.err())?;
         Ok(matches!(row, Some((None,))))
     }
 
     async fn history(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StateError> {
-        type Row = (String, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<String>, Option<String>);
-        let rows: Vec<Row> = match connector {
-            Some(c) => {
-                sqlx::query_as(
-                    "SELECT run_id, connector, started_at, ended_at, report, worker FROM runs WHERE connector = $1
-                 ORDER BY started_at DESC LIMIT $2",
-                )
-                .bind(c)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query_as("SELECT run_id, connector, started_at, ended_at, report, worker FROM runs ORDER BY started_at DESC LIMIT $1")
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await
-            }
+        let rows: Vec<sql::RunRow<DateTime<Utc>>> = match connector {
+            Some(c) => sqlx::query_as(sql::HISTORY_OF).bind(c).bind(i64::from(limit)).fetch_all(&self.pool).await,
+            None => sqlx::query_as(sql::HISTORY).bind(i64::from(limit)).fetch_all(&self.pool).await,
         }
         .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .map(|(run_id, connector, started_at, ended_at, report, worker)| RunRecord {
-                run_id,
-                connector,
-                started_at,
-                ended_at,
-                report: report.and_then(|s| serde_json::from_str(&s).ok()),
-                worker,
-            })
-            .collect())
+        rows.into_iter().map(|r| sql::run_of_row(r, |_, t| Ok(t))).collect()
     }
 
-    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
-        let rows: Vec<(String, String, DateTime<Utc>, DateTime<Utc>)> =
-            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases ORDER BY connector")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .map(|(connector, holder, acquired_at, expires_at)| LeaseRecord { connector, holder, acquired_at, expires_at })
-            .collect())
+    async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO reconcile_marks (connector, run_id, reason, set_at) VALUES ($1, $2, $3, now())
+             ON CONFLICT (connector) DO UPDATE SET run_id = excluded.run_id, reason = excluded.reason, set_at = excluded.set_at",
+        )
+        .bind(connector)
+        .bind(run_id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
     }
 
-    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
-        let row: Option<(String, String, DateTime<Utc>, DateTime<Utc>)> =
-            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases WHERE connector = $1 AND expires_at > now()")
-                .bind(connector)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(self.err())?;
-        Ok(row.map(|(connector, holder, acquired_at, expires_at)| LeaseRecord { connector, holder, acquired_at, expires_at }))
+    async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
+        let row: Option<(String, String, DateTime<Utc>)> =
+            sqlx::query_as(sql::RECONCILE_MARK).bind(connector).fetch_optional(&self.pool).await.map_err(self.err())?;
+        Ok(row.map(|(run_id, reason, set_at)| ReconcileMark { run_id, reason, set_at }))
     }
 
+    async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
+        sqlx::query(sql::CLEAR_RECONCILE).bind(connector).execute(&self.pool).await.map_err(self.err())?;
+        Ok(())
+    }
+}
+
+impl Slots for PostgresStore {
     async fn claim_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str, ttl: Duration) -> Result<SlotClaim, StateError> {
         // One statement either way: the claim, or (when it is not ours) the claim in place.
         // The second part reads the snapshot from before the statement, so a claim committed
@@ -824,65 +622,18 @@ impl StateStore for PostgresStore {
     }
 }
 
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
-}
-
-const PLAN_COLUMNS: &str = "SELECT run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run, operations,
-    approval, applied_by, operations_left_out FROM plans";
-
+/// The batch writes of `Snapshots::write`.
 impl PostgresStore {
-    fn plan_of_row(&self, r: &sqlx::postgres::PgRow) -> Result<StoredPlan, StateError> {
-        let bad = |what: &str, e: serde_json::Error| self.schema(format!("the stored plan's {what} does not read: {e}"));
-        let approval: Option<String> = r.get(10);
-        let approved = match (approval, r.get::<Option<String>, _>(11)) {
-            (Some(a), Some(run)) => Some((serde_json::from_str(&a).map_err(|e| bad("approval", e))?, run)),
-            _ => None,
-        };
-        Ok(StoredPlan {
-            run_id: r.get(0),
-            connector: r.get(1),
-            created_at: parse_ts(&r.get::<String, _>(2)).unwrap_or_default(),
-            file: serde_json::from_str(&r.get::<String, _>(3)).map_err(|e| bad("file", e))?,
-            state_fingerprint: r.get(4),
-            digest: r.get(5),
-            rule: r.get(6),
-            message: r.get(7),
-            dry_run: r.get(8),
-            operations: serde_json::from_str(&r.get::<String, _>(9)).map_err(|e| bad("operations", e))?,
-            operations_left_out: r.get::<i64, _>(12) as u64,
-            approved,
-        })
-    }
-
     /// The JSON array of one upsert statement. PostgreSQL refuses to update one row twice in
     /// one `INSERT … ON CONFLICT`, so a user written twice in the piece keeps only its last
     /// write (which is what applying them in order would leave).
     fn upsert_json(&self, writes: &[SnapshotWrite]) -> Result<String, StateError> {
-        let mut out = String::with_capacity(writes.len() * 512);
         let mut seen: HashSet<&str> = HashSet::with_capacity(writes.len());
-        for w in writes.iter().rev() {
-            if let SnapshotWrite::Upsert { platform_id, user } = w {
-                if !seen.insert(user.external_id.as_str()) {
-                    continue;
-                }
-                let content = serde_json::to_string(user).map_err(|e| self.json_err(e))?;
-                let hash = hex::encode(user.content_hash());
-                push_upsert_row(&mut out, &user.external_id, platform_id, &hash, user.active, &content).map_err(|e| self.json_err(e))?;
-            }
-        }
-        if out.is_empty() {
-            out.push('[');
-        }
-        out.push(']');
-        Ok(out)
+        let last_writes = sql::upserts(writes).rev().filter(|(_, user)| seen.insert(user.external_id.as_str()));
+        sql::upsert_array(last_writes).map_err(|e| self.json_err(e))
     }
 
-    /// One `INSERT … SELECT` over a JSON array as `push_upsert_row` writes them. `json`, not
+    /// One `INSERT … SELECT` over a JSON array as `sql::push_upsert_row` writes them. `json`, not
     /// `jsonb`: parsed once, and `-> 4` gives the content back as the very text sent.
     async fn upsert_rows(&self, conn: &mut PgConnection, connector: &str, rows: String) -> Result<(), StateError> {
         sqlx::query(
@@ -904,13 +655,7 @@ impl PostgresStore {
     /// reads as a reactivation), and written back, inside the batch's transaction. The rows
     /// are locked (`FOR UPDATE`) so a concurrent writer cannot slip in between.
     async fn mark_inactive(&self, conn: &mut PgConnection, connector: &str, run: &[SnapshotWrite]) -> Result<(), StateError> {
-        let ids: Vec<&str> = run
-            .iter()
-            .filter_map(|w| match w {
-                SnapshotWrite::MarkInactive { external_id } => Some(external_id.as_str()),
-                _ => None,
-            })
-            .collect();
+        let ids = sql::marked_inactive(run);
         let stored: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT external_id, platform_id, content FROM snapshot WHERE connector = $1 AND external_id = ANY($2) FOR UPDATE",
         )
@@ -919,19 +664,9 @@ impl PostgresStore {
         .fetch_all(&mut *conn)
         .await
         .map_err(self.err())?;
-        let mut rows = String::new();
-        for (id, platform_id, content) in &stored {
-            if let Ok(mut u) = serde_json::from_str::<User>(content) {
-                u.active = false;
-                let content = serde_json::to_string(&u).map_err(|e| self.json_err(e))?;
-                push_upsert_row(&mut rows, id, platform_id, &hex::encode(u.content_hash()), false, &content)
-                    .map_err(|e| self.json_err(e))?;
-            }
+        match sql::inactive_rows(&stored).map_err(|e| self.json_err(e))? {
+            Some(rows) => self.upsert_rows(conn, connector, rows).await,
+            None => Ok(()),
         }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        rows.push(']');
-        self.upsert_rows(conn, connector, rows).await
     }
 }

@@ -7,6 +7,9 @@
 //! (`json_each`), and the snapshot comes back as a few rows, each one JSON array aggregated
 //! in SQL for tens of thousands of users, parsed here. The same shape works on PostgreSQL
 //! (`jsonb_array_elements`, `json_agg`).
+//!
+//! Times are RFC 3339 text (`sql::ts`), from this process's clock. The statements both
+//! dialects read alike, and the audit trail, are `sql`'s.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -15,12 +18,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+use super::sql::{self, Backend, Dialect};
 use super::{
-    AuditEntry, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StateStore, StoredPlan, worker_id,
+    HeldElsewhere, LastFile, LeaseRecord, Leases, ReconcileMark, RunRecord, Runs, SlotClaim, Slots, SnapshotWrite, Snapshots, StateError,
+    worker_id,
 };
-use crate::model::{FileFingerprint, User};
+use crate::model::{FileFingerprint, IdRule, User};
 use crate::plan::{Snapshot, SnapshotEntry};
 use crate::report::Report;
 
@@ -47,14 +53,6 @@ pub struct SqliteStore {
     /// renewal waits behind at most one batch of this process.
     writer: SqlitePool,
     url: String,
-}
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
 impl SqliteStore {
@@ -91,18 +89,30 @@ impl SqliteStore {
     }
 
     fn migrate_err(&self, e: MigrateError) -> StateError {
-        match e {
-            MigrateError::VersionMissing(v) => self.schema(format!(
-                "it has schema migration {v}, which this build does not know (a newer rostersync applied it); upgrade rostersync"
-            )),
-            MigrateError::VersionMismatch(v) => self.schema(format!(
-                "its schema migration {v} differs from this build's; it was written by another build of rostersync, use that one"
-            )),
-            MigrateError::Dirty(v) => {
-                self.schema(format!("schema migration {v} is recorded as failed half-way; restore the file from a backup"))
-            }
-            other => StateError::Db { url: self.url.clone(), detail: format!("schema migration: {other}") },
-        }
+        sql::schema_refusal(&self.url, e, "file")
+            .unwrap_or_else(|other| StateError::Db { url: self.url.clone(), detail: format!("schema migration: {other}") })
+    }
+
+    /// A time read back from a text column (`table`.`column`): one that does not read is a
+    /// corrupt row, said so.
+    fn time(&self, table: &'static str, column: &'static str, text: &str) -> Result<DateTime<Utc>, StateError> {
+        sql::time(&self.url, table, column, text)
+    }
+
+    fn json_err(&self, e: serde_json::Error) -> StateError {
+        sql::json_err(&self.url, e)
+    }
+
+    fn lease_of_row(
+        &self,
+        (connector, holder, acquired_at, expires_at): (String, String, String, String),
+    ) -> Result<LeaseRecord, StateError> {
+        Ok(LeaseRecord {
+            connector,
+            holder,
+            acquired_at: self.time("leases", "acquired_at", &acquired_at)?,
+            expires_at: self.time("leases", "expires_at", &expires_at)?,
+        })
     }
 
     /// Applies sqlx's migrations, inside one IMMEDIATE transaction: a second process opening
@@ -157,26 +167,23 @@ async fn connect_new_or_busy(opts: SqliteConnectOptions, connections: u32) -> Re
     }
 }
 
-/// Appends one row of a batch upsert to the JSON array in `out` (opened here on the first
-/// row; the caller closes it): `[external_id, platform_id, hex hash, active, content]`.
-/// The content goes in as the JSON object it is (`-> 4` takes it out as text again) rather
-/// than as a string, which would escape every quote here and unescape it in SQLite.
-fn push_upsert_row(
-    out: &mut String,
-    external_id: &str,
-    platform_id: &str,
-    hash: &str,
-    active: bool,
-    content: &str,
-) -> serde_json::Result<()> {
-    out.push(if out.is_empty() { '[' } else { ',' });
-    let head = serde_json::to_string(&(external_id, platform_id, hash, u8::from(active)))?;
-    // `head` is a JSON array: reopen it for the fifth element.
-    out.push_str(head.strip_suffix(']').unwrap_or(&head));
-    out.push(',');
-    out.push_str(content);
-    out.push(']');
-    Ok(())
+/// What `sql` needs to run the statements both backends share: with it, `sql` gives this
+/// store its `Audit` role.
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+    const DIALECT: Dialect = Dialect::Sqlite;
+    fn reads(&self) -> &SqlitePool {
+        &self.pool
+    }
+    fn writes(&self) -> &SqlitePool {
+        &self.writer
+    }
+    fn db_err(&self, e: sqlx::Error) -> StateError {
+        StateError::Db { url: self.url.clone(), detail: e.to_string() }
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 /// One row of the snapshot load: external id, platform id, hex of the hash, active.
@@ -245,7 +252,7 @@ async fn stored_contents(
     .await
 }
 
-impl StateStore for SqliteStore {
+impl Leases for SqliteStore {
     async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
         let now = Utc::now();
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
@@ -259,8 +266,8 @@ impl StateStore for SqliteStore {
         )
         .bind(connector)
         .bind(holder)
-        .bind(ts(now))
-        .bind(ts(expires))
+        .bind(sql::ts(now))
+        .bind(sql::ts(expires))
         .execute(&self.writer)
         .await
         .map_err(self.err())?;
@@ -282,7 +289,7 @@ impl StateStore for SqliteStore {
     async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {
         let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
         let done = sqlx::query("UPDATE leases SET expires_at = ? WHERE connector = ? AND holder = ?")
-            .bind(ts(expires))
+            .bind(sql::ts(expires))
             .bind(connector)
             .bind(holder)
             .execute(&self.writer)
@@ -292,15 +299,28 @@ impl StateStore for SqliteStore {
     }
 
     async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError> {
-        sqlx::query("DELETE FROM leases WHERE connector = ? AND holder = ?")
-            .bind(connector)
-            .bind(holder)
-            .execute(&self.writer)
-            .await
-            .map_err(self.err())?;
+        sqlx::query(sql::RELEASE).bind(connector).bind(holder).execute(&self.writer).await.map_err(self.err())?;
         Ok(())
     }
 
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(sql::LEASES).fetch_all(&self.pool).await.map_err(self.err())?;
+        rows.into_iter().map(|r| self.lease_of_row(r)).collect()
+    }
+
+    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
+        let row: Option<(String, String, String, String)> =
+            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases WHERE connector = $1 AND expires_at > $2")
+                .bind(connector)
+                .bind(sql::ts(Utc::now()))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.err())?;
+        row.map(|r| self.lease_of_row(r)).transpose()
+    }
+}
+
+impl Snapshots for SqliteStore {
     async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {
         let mut conn = self.pool.acquire().await.map_err(self.err())?;
         // One read transaction: every chunk sees the same state (a dry run takes no lease,
@@ -332,19 +352,14 @@ impl StateStore for SqliteStore {
         let ids_json = serde_json::to_string(ids).map_err(|e| self.json_err(e))?;
         let mut conn = self.pool.acquire().await.map_err(self.err())?;
         let rows = stored_contents(&mut conn, connector, &ids_json).await.map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            // Content from an older version that no longer reads is skipped: the update
-            // then replaces every attribute instead of patching the differences.
-            .filter_map(|(id, _, content)| Some((id, serde_json::from_str::<User>(&content).ok()?)))
-            .collect())
+        Ok(sql::stored_users(rows).map(|(id, (_, user))| (id, user)).collect())
     }
 
     async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {
         let ids = serde_json::to_string(managers).map_err(|e| self.json_err(e))?;
         // The stored content keeps the manager as the attribute `manager_id` (`User`'s
         // serialisation). A scan of the connector's rows: only after a manager was deleted.
-        let rows = sqlx::query(
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT external_id, platform_id, content FROM snapshot
              WHERE connector = ?1 AND content -> '$.attributes' ->> '$.manager_id' IN (SELECT value FROM json_each(?2))",
         )
@@ -353,13 +368,7 @@ impl StateStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| {
-                let user = serde_json::from_str::<User>(&r.get::<String, _>(2)).ok()?;
-                Some((r.get(0), (r.get(1), user)))
-            })
-            .collect())
+        Ok(sql::stored_users(rows).collect())
     }
 
     async fn held_elsewhere(
@@ -367,8 +376,8 @@ impl StateStore for SqliteStore {
         exclude: &[&str],
         platform_ids: &[&str],
         keys: &[&str],
-        rule: crate::model::IdRule,
-    ) -> Result<Vec<super::HeldElsewhere>, StateError> {
+        rule: IdRule,
+    ) -> Result<Vec<HeldElsewhere>, StateError> {
         if platform_ids.is_empty() && keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -414,42 +423,36 @@ impl StateStore for SqliteStore {
     }
 
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {
-        let row = sqlx::query("SELECT path, size, mtime, sha256, synced_at FROM last_file WHERE connector = ?")
-            .bind(connector)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())?;
-        Ok(row.and_then(|r| {
-            Some(LastFile {
-                fingerprint: FileFingerprint { path: r.get(0), size: r.get::<i64, _>(1) as u64, mtime: r.get(2), sha256: r.get(3) },
-                synced_at: parse_ts(&r.get::<String, _>(4))?,
-            })
-        }))
+        let row: Option<sql::LastFileRow<String>> =
+            sqlx::query_as(sql::LAST_FILE).bind(connector).fetch_optional(&self.pool).await.map_err(self.err())?;
+        row.map(|r| sql::last_file_of_row(r, |t| self.time("last_file", "synced_at", &t))).transpose()
     }
 
     async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO last_file (connector, path, size, mtime, sha256, synced_at) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO last_file (connector, path, size, mtime, sha256, synced_at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (connector) DO UPDATE SET path = excluded.path, size = excluded.size, mtime = excluded.mtime,
                  sha256 = excluded.sha256, synced_at = excluded.synced_at",
         )
         .bind(connector)
         .bind(&f.path)
-        .bind(f.size as i64)
+        .bind(i64::try_from(f.size).unwrap_or(i64::MAX))
         .bind(&f.mtime)
         .bind(&f.sha256)
-        .bind(ts(Utc::now()))
+        .bind(sql::ts(Utc::now()))
         .execute(&self.writer)
         .await
         .map_err(self.err())?;
         Ok(())
     }
+}
 
+impl Runs for SqliteStore {
     async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
-        sqlx::query("INSERT INTO runs (run_id, connector, started_at, worker) VALUES (?, ?, ?, ?)")
+        sqlx::query(sql::START_RUN)
             .bind(run_id)
             .bind(connector)
-            .bind(ts(at))
+            .bind(sql::ts(at))
             .bind(worker_id())
             .execute(&self.writer)
             .await
@@ -458,8 +461,8 @@ impl StateStore for SqliteStore {
     }
 
     async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
-        sqlx::query("UPDATE runs SET ended_at = ?, report = ? WHERE run_id = ?")
-            .bind(ts(at))
+        sqlx::query(sql::FINISH_RUN)
+            .bind(sql::ts(at))
             .bind(serde_json::to_string(&report.for_history()).unwrap_or_default())
             .bind(&report.run_id)
             .execute(&self.writer)
@@ -469,219 +472,65 @@ impl StateStore for SqliteStore {
     }
 
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError> {
-        let row = sqlx::query("SELECT ended_at FROM runs WHERE connector = ? AND run_id != ? ORDER BY started_at DESC LIMIT 1")
-            .bind(connector)
-            .bind(current_run)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())?;
-        Ok(matches!(row, Some(r) if r.get::<Option<String>, _>(0).is_none()))
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as(sql::INTERRUPTED).bind(connector).bind(current_run).fetch_optional(&self.pool).await.map_err(self.err())?;
+        Ok(matches!(row, Some((None,))))
     }
 
     async fn history(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StateError> {
-        let rows =
-            match connector {
-                Some(c) => sqlx::query(
-                    "SELECT run_id, connector, started_at, ended_at, report, worker FROM runs WHERE connector = ? ORDER BY started_at DESC LIMIT ?",
-                )
-                .bind(c)
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await,
-                None => {
-                    sqlx::query("SELECT run_id, connector, started_at, ended_at, report, worker FROM runs ORDER BY started_at DESC LIMIT ?")
-                        .bind(limit as i64)
-                        .fetch_all(&self.pool)
-                        .await
-                }
-            }
-            .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RunRecord {
-                run_id: r.get(0),
-                connector: r.get(1),
-                started_at: parse_ts(&r.get::<String, _>(2)).unwrap_or_default(),
-                ended_at: r.get::<Option<String>, _>(3).as_deref().and_then(parse_ts),
-                report: r.get::<Option<String>, _>(4).and_then(|s| serde_json::from_str(&s).ok()),
-                worker: r.get(5),
-            })
-            .collect())
-    }
-
-    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
-        if entries.is_empty() {
-            return Ok(());
+        let rows: Vec<sql::RunRow<String>> = match connector {
+            Some(c) => sqlx::query_as(sql::HISTORY_OF).bind(c).bind(i64::from(limit)).fetch_all(&self.pool).await,
+            None => sqlx::query_as(sql::HISTORY).bind(i64::from(limit)).fetch_all(&self.pool).await,
         }
-        // One statement per batch, as the snapshot's writes: a JSON array of rows.
-        let rows: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|e| {
-                serde_json::json!([
-                    e.connector,
-                    e.external_id,
-                    e.run_id,
-                    ts(e.at),
-                    e.kind,
-                    serde_json::to_string(&e.fields).unwrap_or_else(|_| "[]".into()),
-                    e.status,
-                    e.http_status,
-                    e.approval
-                ])
-            })
-            .collect();
-        let json = serde_json::to_string(&rows).map_err(|e| self.json_err(e))?;
-        sqlx::query(
-            "INSERT INTO audit (connector, external_id, run_id, at, kind, fields, status, http_status, approval)
-             SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, r.value ->> 5, r.value ->> 6,
-                    r.value ->> 7, r.value ->> 8
-             FROM json_each(?1) AS r",
-        )
-        .bind(json)
-        .execute(&self.writer)
-        .await
         .map_err(self.err())?;
-        Ok(())
+        rows.into_iter().map(|r| sql::run_of_row(r, |column, t| self.time("runs", column, &t))).collect()
     }
 
-    async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError> {
-        let rows = sqlx::query(
-            "SELECT connector, external_id, run_id, at, kind, fields, status, http_status, approval FROM audit
-             WHERE (?1 IS NULL OR connector = ?1) AND external_id = ?2 ORDER BY at DESC, rowid DESC LIMIT ?3",
+    async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO reconcile_marks (connector, run_id, reason, set_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (connector) DO UPDATE SET run_id = excluded.run_id, reason = excluded.reason, set_at = excluded.set_at",
         )
         .bind(connector)
-        .bind(external_id)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditEntry {
-                connector: r.get(0),
-                external_id: r.get(1),
-                run_id: r.get(2),
-                at: parse_ts(&r.get::<String, _>(3)).unwrap_or_default(),
-                kind: r.get(4),
-                fields: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
-                status: r.get(6),
-                http_status: r.get::<Option<i64>, _>(7).and_then(|s| u16::try_from(s).ok()),
-                approval: r.get(8),
-            })
-            .collect())
-    }
-
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
-        let at = ts(before);
-        let a = sqlx::query("DELETE FROM audit WHERE at < ?1").bind(&at).execute(&self.writer).await.map_err(self.err())?;
-        let p = sqlx::query("DELETE FROM plans WHERE created_at < ?1").bind(&at).execute(&self.writer).await.map_err(self.err())?;
-        Ok(a.rows_affected() + p.rows_affected())
-    }
-
-    async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
-        let file = serde_json::to_string(&plan.file).map_err(|e| self.json_err(e))?;
-        let ops = serde_json::to_string(&plan.operations).map_err(|e| self.json_err(e))?;
-        let approval = match &plan.approved {
-            Some((a, _)) => Some(serde_json::to_string(a).map_err(|e| self.json_err(e))?),
-            None => None,
-        };
-        sqlx::query(
-            "INSERT OR REPLACE INTO plans (run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run,
-                 operations, approval, applied_by, operations_left_out)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )
-        .bind(&plan.run_id)
-        .bind(&plan.connector)
-        .bind(ts(plan.created_at))
-        .bind(file)
-        .bind(&plan.state_fingerprint)
-        .bind(&plan.digest)
-        .bind(&plan.rule)
-        .bind(&plan.message)
-        .bind(plan.dry_run)
-        .bind(ops)
-        .bind(approval)
-        .bind(plan.approved.as_ref().map(|(_, r)| r.as_str()))
-        .bind(plan.operations_left_out as i64)
+        .bind(run_id)
+        .bind(reason)
+        .bind(sql::ts(Utc::now()))
         .execute(&self.writer)
         .await
         .map_err(self.err())?;
         Ok(())
     }
 
-    async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{PLAN_COLUMNS} WHERE run_id = ?1")))
-            .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())?;
-        row.map(|r| self.plan_of_row(&r)).transpose()
+    async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
+        let row: Option<(String, String, String)> =
+            sqlx::query_as(sql::RECONCILE_MARK).bind(connector).fetch_optional(&self.pool).await.map_err(self.err())?;
+        row.map(|(run_id, reason, set_at)| Ok(ReconcileMark { run_id, reason, set_at: self.time("reconcile_marks", "set_at", &set_at)? }))
+            .transpose()
     }
 
-    async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{PLAN_COLUMNS} WHERE connector = ?1 ORDER BY created_at DESC LIMIT 1")))
-            .bind(connector)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())?;
-        Ok(row.map(|r| self.plan_of_row(&r)).transpose()?.filter(|p| p.approved.is_none()))
-    }
-
-    async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError> {
-        let a = serde_json::to_string(approval).map_err(|e| self.json_err(e))?;
-        sqlx::query("UPDATE plans SET approval = ?1, applied_by = ?2 WHERE run_id = ?3")
-            .bind(a)
-            .bind(applied_by)
-            .bind(run_id)
-            .execute(&self.writer)
-            .await
-            .map_err(self.err())?;
+    async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
+        sqlx::query(sql::CLEAR_RECONCILE).bind(connector).execute(&self.writer).await.map_err(self.err())?;
         Ok(())
     }
+}
 
-    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
-        let rows: Vec<(String, String, String, String)> =
-            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases ORDER BY connector")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(connector, holder, a, e)| {
-                Some(LeaseRecord { connector, holder, acquired_at: parse_ts(&a)?, expires_at: parse_ts(&e)? })
-            })
-            .collect())
-    }
-
-    async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
-        let row: Option<(String, String, String, String)> =
-            sqlx::query_as("SELECT connector, holder, acquired_at, expires_at FROM leases WHERE connector = ?1 AND expires_at > ?2")
-                .bind(connector)
-                .bind(ts(Utc::now()))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(self.err())?;
-        Ok(row.and_then(|(connector, holder, a, e)| {
-            Some(LeaseRecord { connector, holder, acquired_at: parse_ts(&a)?, expires_at: parse_ts(&e)? })
-        }))
-    }
-
+impl Slots for SqliteStore {
     async fn claim_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str, ttl: Duration) -> Result<SlotClaim, StateError> {
         let now = Utc::now();
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
         // As `acquire`: one statement decides, so two daemons on this file cannot both win.
         let won: Option<String> = sqlx::query_scalar(
-            "INSERT INTO slots (connector, slot_at, worker, claimed_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO slots (connector, slot_at, worker, claimed_at, expires_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (connector, slot_at) DO UPDATE SET worker = excluded.worker, claimed_at = excluded.claimed_at,
                  expires_at = excluded.expires_at
-             WHERE slots.done_at IS NULL AND (slots.expires_at < ?4 OR slots.worker = ?3)
+             WHERE slots.done_at IS NULL AND (slots.expires_at < $4 OR slots.worker = $3)
              RETURNING worker",
         )
         .bind(connector)
-        .bind(ts(slot))
+        .bind(sql::ts(slot))
         .bind(worker)
-        .bind(ts(now))
-        .bind(ts(expires))
+        .bind(sql::ts(now))
+        .bind(sql::ts(expires))
         .fetch_optional(&self.writer)
         .await
         .map_err(self.err())?;
@@ -689,15 +538,15 @@ impl StateStore for SqliteStore {
             return Ok(SlotClaim::Won);
         }
         let row: Option<(String, String, Option<String>)> =
-            sqlx::query_as("SELECT worker, expires_at, done_at FROM slots WHERE connector = ?1 AND slot_at = ?2")
+            sqlx::query_as("SELECT worker, expires_at, done_at FROM slots WHERE connector = $1 AND slot_at = $2")
                 .bind(connector)
-                .bind(ts(slot))
+                .bind(sql::ts(slot))
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(self.err())?;
         Ok(match row {
             Some((_, _, Some(_))) => SlotClaim::Done,
-            Some((worker, e, None)) => SlotClaim::Held { worker, expires_at: parse_ts(&e).unwrap_or(expires) },
+            Some((worker, e, None)) => SlotClaim::Held { worker, expires_at: self.time("slots", "expires_at", &e)? },
             // Deleted in between (never done by this code): claim again next time.
             None => SlotClaim::Held { worker: "nobody".into(), expires_at: now },
         })
@@ -705,18 +554,18 @@ impl StateStore for SqliteStore {
 
     async fn finish_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str) -> Result<(), StateError> {
         let now = Utc::now();
-        sqlx::query("UPDATE slots SET done_at = ?4 WHERE connector = ?1 AND slot_at = ?2 AND worker = ?3")
+        sqlx::query("UPDATE slots SET done_at = $4 WHERE connector = $1 AND slot_at = $2 AND worker = $3")
             .bind(connector)
-            .bind(ts(slot))
+            .bind(sql::ts(slot))
             .bind(worker)
-            .bind(ts(now))
+            .bind(sql::ts(now))
             .execute(&self.writer)
             .await
             .map_err(self.err())?;
         // Slots are kept a week (enough to see what ran when), then pruned with the next.
-        sqlx::query("DELETE FROM slots WHERE connector = ?1 AND slot_at < ?2 AND done_at IS NOT NULL")
+        sqlx::query("DELETE FROM slots WHERE connector = $1 AND slot_at < $2 AND done_at IS NOT NULL")
             .bind(connector)
-            .bind(ts(now - chrono::Duration::days(7)))
+            .bind(sql::ts(now - chrono::Duration::days(7)))
             .execute(&self.writer)
             .await
             .map_err(self.err())?;
@@ -725,78 +574,18 @@ impl StateStore for SqliteStore {
 
     async fn renew_slots(&self, worker: &str, ttl: Duration) -> Result<u64, StateError> {
         let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-        let r = sqlx::query("UPDATE slots SET expires_at = ?2 WHERE worker = ?1 AND done_at IS NULL")
+        let r = sqlx::query("UPDATE slots SET expires_at = $2 WHERE worker = $1 AND done_at IS NULL")
             .bind(worker)
-            .bind(ts(expires))
+            .bind(sql::ts(expires))
             .execute(&self.writer)
             .await
             .map_err(self.err())?;
         Ok(r.rows_affected())
     }
-
-    async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
-        sqlx::query(
-            "INSERT INTO reconcile_marks (connector, run_id, reason, set_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (connector) DO UPDATE SET run_id = excluded.run_id, reason = excluded.reason, set_at = excluded.set_at",
-        )
-        .bind(connector)
-        .bind(run_id)
-        .bind(reason)
-        .bind(ts(Utc::now()))
-        .execute(&self.writer)
-        .await
-        .map_err(self.err())?;
-        Ok(())
-    }
-
-    async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
-        let row = sqlx::query("SELECT run_id, reason, set_at FROM reconcile_marks WHERE connector = ?")
-            .bind(connector)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())?;
-        Ok(row.map(|r| ReconcileMark { run_id: r.get(0), reason: r.get(1), set_at: parse_ts(&r.get::<String, _>(2)).unwrap_or_default() }))
-    }
-
-    async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
-        sqlx::query("DELETE FROM reconcile_marks WHERE connector = ?").bind(connector).execute(&self.writer).await.map_err(self.err())?;
-        Ok(())
-    }
 }
 
-/// The columns `plan_of_row` reads, in its order (a constant: the only text formatted into
-/// those queries).
-const PLAN_COLUMNS: &str = "SELECT run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run, operations,
-    approval, applied_by, operations_left_out FROM plans";
-
+/// The batch writes of `Snapshots::write`, one statement per run of writes of a kind.
 impl SqliteStore {
-    fn plan_of_row(&self, r: &sqlx::sqlite::SqliteRow) -> Result<StoredPlan, StateError> {
-        let bad = |what: &str, e: serde_json::Error| self.schema(format!("the stored plan's {what} does not read: {e}"));
-        let approval: Option<String> = r.get(10);
-        let approved = match (approval, r.get::<Option<String>, _>(11)) {
-            (Some(a), Some(run)) => Some((serde_json::from_str(&a).map_err(|e| bad("approval", e))?, run)),
-            _ => None,
-        };
-        Ok(StoredPlan {
-            run_id: r.get(0),
-            connector: r.get(1),
-            created_at: parse_ts(&r.get::<String, _>(2)).unwrap_or_default(),
-            file: serde_json::from_str(&r.get::<String, _>(3)).map_err(|e| bad("file", e))?,
-            state_fingerprint: r.get(4),
-            digest: r.get(5),
-            rule: r.get(6),
-            message: r.get(7),
-            dry_run: r.get(8),
-            operations: serde_json::from_str(&r.get::<String, _>(9)).map_err(|e| bad("operations", e))?,
-            operations_left_out: r.get::<i64, _>(12) as u64,
-            approved,
-        })
-    }
-
-    fn json_err(&self, e: serde_json::Error) -> StateError {
-        StateError::Db { url: self.url.clone(), detail: format!("cannot encode a batch as JSON: {e}") }
-    }
-
     /// Upserts in pieces of `UPSERT_PIECE`: while SQLite (on sqlx's worker thread) writes
     /// one piece, this thread encodes the next, so the two cores share the batch.
     async fn upsert(&self, conn: &mut SqliteConnection, connector: &str, run: &[SnapshotWrite]) -> Result<(), StateError> {
@@ -813,22 +602,10 @@ impl SqliteStore {
     }
 
     fn upsert_json(&self, writes: &[SnapshotWrite]) -> Result<String, StateError> {
-        let mut out = String::with_capacity(writes.len() * 512);
-        for w in writes {
-            if let SnapshotWrite::Upsert { platform_id, user } = w {
-                let content = serde_json::to_string(user).map_err(|e| self.json_err(e))?;
-                let hash = hex::encode(user.content_hash());
-                push_upsert_row(&mut out, &user.external_id, platform_id, &hash, user.active, &content).map_err(|e| self.json_err(e))?;
-            }
-        }
-        if out.is_empty() {
-            out.push('[');
-        }
-        out.push(']');
-        Ok(out)
+        sql::upsert_array(sql::upserts(writes)).map_err(|e| self.json_err(e))
     }
 
-    /// Upserts as one `INSERT … SELECT` over `rows`, a JSON array as `push_upsert_row`
+    /// Upserts as one `INSERT … SELECT` over `rows`, a JSON array as `sql::push_upsert_row`
     /// writes them.
     async fn upsert_rows(&self, conn: &mut SqliteConnection, connector: &str, rows: String) -> Result<(), StateError> {
         // `jsonb_each`: each element comes out as a JSONB blob, which `->>` reads in place
@@ -849,46 +626,20 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The stored hash is of the active content; it is recomputed inactive so the person
-    /// reappearing active in a later file reads as a reactivation. Read, changed here, and
-    /// written back by the upsert (inside the batch's IMMEDIATE transaction, so nothing
-    /// changes in between). Users not stored, or whose content no longer reads, are left
-    /// as they are.
+    /// Read, made inactive (`sql::inactive_rows`) and written back by the upsert, inside
+    /// the batch's IMMEDIATE transaction, so nothing changes in between. Users not stored
+    /// are left as they are.
     async fn mark_inactive(&self, conn: &mut SqliteConnection, connector: &str, run: &[SnapshotWrite]) -> Result<(), StateError> {
-        let ids: Vec<&str> = run
-            .iter()
-            .filter_map(|w| match w {
-                SnapshotWrite::MarkInactive { external_id } => Some(external_id.as_str()),
-                _ => None,
-            })
-            .collect();
-        let ids = serde_json::to_string(&ids).map_err(|e| self.json_err(e))?;
+        let ids = serde_json::to_string(&sql::marked_inactive(run)).map_err(|e| self.json_err(e))?;
         let stored = stored_contents(conn, connector, &ids).await.map_err(self.err())?;
-        let mut rows = String::new();
-        for (id, platform_id, content) in &stored {
-            if let Ok(mut u) = serde_json::from_str::<User>(content) {
-                u.active = false;
-                let content = serde_json::to_string(&u).map_err(|e| self.json_err(e))?;
-                push_upsert_row(&mut rows, id, platform_id, &hex::encode(u.content_hash()), false, &content)
-                    .map_err(|e| self.json_err(e))?;
-            }
+        match sql::inactive_rows(&stored).map_err(|e| self.json_err(e))? {
+            Some(rows) => self.upsert_rows(conn, connector, rows).await,
+            None => Ok(()),
         }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        rows.push(']');
-        self.upsert_rows(conn, connector, rows).await
     }
 
     async fn remove(&self, conn: &mut SqliteConnection, connector: &str, run: &[SnapshotWrite]) -> Result<(), StateError> {
-        let ids: Vec<&str> = run
-            .iter()
-            .filter_map(|w| match w {
-                SnapshotWrite::Remove { external_id } => Some(external_id.as_str()),
-                _ => None,
-            })
-            .collect();
-        let ids = serde_json::to_string(&ids).map_err(|e| self.json_err(e))?;
+        let ids = serde_json::to_string(&sql::removed(run)).map_err(|e| self.json_err(e))?;
         sqlx::query("DELETE FROM snapshot WHERE connector = ?1 AND external_id IN (SELECT value FROM json_each(?2))")
             .bind(connector)
             .bind(ids)

@@ -260,6 +260,7 @@ impl<S: StateStore> Job<'_, S> {
 mod tests {
     use super::*;
     use crate::state::SqliteStore;
+    use crate::state::prelude::*;
 
     #[test]
     fn one_platform_has_one_key_however_its_url_is_written() {
@@ -346,30 +347,27 @@ mod tests {
     /// A real SQLite store whose renewals fail once `failing` is set (a disk or a database
     /// that stops answering writes): the fault the lapse check is for.
     mod flaky {
-        use std::collections::HashMap;
         use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
 
-        use chrono::{DateTime, Utc};
-
-        use crate::model::{FileFingerprint, User};
-        use crate::plan::Snapshot;
-        use crate::report::Report;
-        use crate::state::*;
+        use crate::state::prelude::*;
+        use crate::state::{LeaseRecord, SqliteStore, StateError, forward_roles};
 
         pub struct FlakyRenew {
             pub inner: SqliteStore,
             pub failing: AtomicBool,
-            pub ttl: std::time::Duration,
+            pub ttl: Duration,
         }
 
-        impl StateStore for FlakyRenew {
-            fn lease_ttl(&self) -> std::time::Duration {
+        /// The one role this store fakes: renewals fail while `failing` is set.
+        impl Leases for FlakyRenew {
+            fn lease_ttl(&self) -> Duration {
                 self.ttl
             }
-            async fn acquire(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), StateError> {
+            async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
                 self.inner.acquire(connector, holder, ttl).await
             }
-            async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, StateError> {
+            async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {
                 if self.failing.load(Ordering::Acquire) {
                     return Err(StateError::Db { url: "sqlite://test".into(), detail: "disk I/O error".into() });
                 }
@@ -378,97 +376,21 @@ mod tests {
             async fn release(&self, connector: &str, holder: &str) -> Result<(), StateError> {
                 self.inner.release(connector, holder).await
             }
-            async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {
-                self.inner.snapshot(connector).await
-            }
-            async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError> {
-                self.inner.contents(connector, ids).await
-            }
-            async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
-                self.inner.write(connector, batch).await
-            }
-            async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {
-                self.inner.reports_of(connector, managers).await
-            }
-            async fn held_elsewhere(
-                &self,
-                exclude: &[&str],
-                platform_ids: &[&str],
-                keys: &[&str],
-                rule: crate::model::IdRule,
-            ) -> Result<Vec<HeldElsewhere>, StateError> {
-                self.inner.held_elsewhere(exclude, platform_ids, keys, rule).await
-            }
-            async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {
-                self.inner.last_file(connector).await
-            }
-            async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError> {
-                self.inner.set_last_file(connector, f).await
-            }
-            async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
-                self.inner.start_run(connector, run_id, at).await
-            }
-            async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
-                self.inner.finish_run(report, at).await
-            }
-            async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError> {
-                self.inner.interrupted(connector, current_run).await
-            }
-            async fn history(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StateError> {
-                self.inner.history(connector, limit).await
-            }
             async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
                 self.inner.leases().await
             }
             async fn live_lease(&self, connector: &str) -> Result<Option<LeaseRecord>, StateError> {
                 self.inner.live_lease(connector).await
             }
-            async fn claim_slot(
-                &self,
-                connector: &str,
-                slot: DateTime<Utc>,
-                worker: &str,
-                ttl: std::time::Duration,
-            ) -> Result<SlotClaim, StateError> {
-                self.inner.claim_slot(connector, slot, worker, ttl).await
-            }
-            async fn finish_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str) -> Result<(), StateError> {
-                self.inner.finish_slot(connector, slot, worker).await
-            }
-            async fn renew_slots(&self, worker: &str, ttl: std::time::Duration) -> Result<u64, StateError> {
-                self.inner.renew_slots(worker, ttl).await
-            }
-            async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
-                self.inner.write_audit(entries).await
-            }
-            async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError> {
-                self.inner.person_history(connector, external_id, limit).await
-            }
-            async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
-                self.inner.prune(before).await
-            }
-            async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
-                self.inner.save_plan(plan).await
-            }
-            async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError> {
-                self.inner.stored_plan(run_id).await
-            }
-            async fn pending_plan(&self, connector: &str) -> Result<Option<StoredPlan>, StateError> {
-                self.inner.pending_plan(connector).await
-            }
-            async fn mark_approved(&self, run_id: &str, approval: &crate::report::Approval, applied_by: &str) -> Result<(), StateError> {
-                self.inner.mark_approved(run_id, approval, applied_by).await
-            }
-            async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
-                self.inner.set_reconcile(connector, run_id, reason).await
-            }
-            async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
-                self.inner.reconcile_mark(connector).await
-            }
-            async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
-                self.inner.clear_reconcile(connector).await
-            }
         }
+
+        macro_rules! inner {
+            ($self:ident, $s:ident => $call:expr) => {{
+                let $s = &$self.inner;
+                $call
+            }};
+        }
+        forward_roles!(FlakyRenew, inner; Snapshots, Runs, Audit, Slots);
     }
 
     async fn flaky(dir: &tempfile::TempDir, ttl: Duration) -> flaky::FlakyRenew {
