@@ -31,6 +31,7 @@ use crate::exit::{Classify, Exit};
 /// The format stage's own types, named here too for the code that reads the configuration.
 pub use crate::format::Format;
 pub use crate::plan::settings::{Limit, OnMissing, Rehire, SyncRule};
+use crate::plan::budget::ChangeBudget;
 use crate::schedule::Schedule;
 pub use crate::secret::{SecretError, SecretRef};
 pub use crate::source::settings::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth, SourceConfig};
@@ -759,6 +760,13 @@ fn check_sync(ck: &mut Checker, key: &str, s: RawSync) -> SyncRule {
         max_invalid: ck.value(&format!("{key}.sync.max_invalid"), s.max_invalid).unwrap_or(d.max_invalid),
         adopt_from: check_adopt_from(ck, key, s.adopt_from),
         rehire: ck.value(&format!("{key}.sync.rehire"), s.rehire).unwrap_or(d.rehire),
+        budget: ChangeBudget {
+            identity: ck.value(&format!("{key}.sync.max_identity_changes"), s.max_identity_changes).unwrap_or(d.budget.identity),
+            blanked: ck.value(&format!("{key}.sync.max_blanked"), s.max_blanked).unwrap_or(d.budget.blanked),
+            updates: ck.value(&format!("{key}.sync.max_updates"), s.max_updates).unwrap_or(d.budget.updates),
+            rekeys: ck.value(&format!("{key}.sync.max_rekeys"), s.max_rekeys).unwrap_or(d.budget.rekeys),
+            creates: ck.value(&format!("{key}.sync.max_creates"), s.max_creates).unwrap_or(d.budget.creates),
+        },
     }
 }
 

@@ -86,6 +86,8 @@ pub struct SyncRule {
     /// connector's account is a conflict.
     pub adopt_from: Vec<String>,
     pub rehire: Rehire,
+    /// The limits on every other kind of change (`plan::budget`).
+    pub budget: super::budget::ChangeBudget,
 }
 
 impl Default for SyncRule {
@@ -96,6 +98,7 @@ impl Default for SyncRule {
             max_invalid: Limit::Percent(5.0),
             adopt_from: Vec::new(),
             rehire: Rehire::Rekey,
+            budget: super::budget::ChangeBudget::default(),
         }
     }
 }
