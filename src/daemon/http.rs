@@ -51,8 +51,10 @@ pub async fn serve_with_status(listener: TcpListener, metrics: Arc<Metrics>, hea
     let site = Arc::new(Site { metrics, health, board });
     let mut http = http1::Builder::new();
     // One request per connection, as scrapers and probes use it; no date header, so a
-    // response is what the route made and nothing else.
-    http.keep_alive(false).max_header_size(MAX_HEAD).auto_date_header(false);
+    // response is what the route made and nothing else. A client that closes its side once
+    // it has asked (`nc -N`) is still answered: without half_close hyper would drop the
+    // request on that EOF while a route is still reading the store.
+    http.keep_alive(false).half_close(true).max_header_size(MAX_HEAD).auto_date_header(false);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -176,6 +178,13 @@ mod tests {
         );
         health.set(1, [("acme".to_string(), vec!["platform.token_env: not set".to_string()])].into());
         let r = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
+        // A client that closes its side once it has asked (`nc -N`) still gets its answer.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
         assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
         let r = get(addr, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\nx-pad: {}\r\n\r\n", "a".repeat(MAX_HEAD))).await;
         assert!(r.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{r}");
