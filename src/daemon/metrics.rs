@@ -1,5 +1,8 @@
-//! Prometheus metrics of the daemon, rendered in the text exposition format (0.0.4).
-//! A handful of counters behind one mutex: a run ends at most a few times a second.
+//! Prometheus metrics of the daemon, in the text exposition format (0.0.4) written by
+//! `prometheus-client`. A handful of counters behind one mutex (a run ends at most a few
+//! times a second), encoded at each scrape by a collector: the series are derived there
+//! (the last run's outcome as one series per outcome, the manual-only connectors from the
+//! store), and kept in sorted maps so that a scrape lists them in a stable order.
 //!
 //! Every scheduled connector has its series from the moment it is scheduled (`register`):
 //! its runs at 0 by outcome, and a last-success timestamp of 0 when it never succeeded (or
@@ -12,26 +15,29 @@
 //! would only ever say 0.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
 use crate::report::{Report, RunOutcome};
 use crate::state::RunRecord;
 
+/// The `content-type` of `/metrics`: the text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
 /// Upper bounds (seconds) of the run duration histogram: syncs take seconds to an hour.
 const BUCKETS: [f64; 12] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
-}
-
 /// The last run of a connector in this process.
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 struct LastRun {
     at: i64,
     exit: i32,
@@ -39,7 +45,6 @@ struct LastRun {
     stale: bool,
     outcome: Option<RunOutcome>,
 }
-
 /// What the state store says of a manual-only connector's runs (made by other processes).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ManualRuns {
@@ -67,7 +72,7 @@ impl ManualRuns {
 const OUTCOMES: [RunOutcome; 4] = [RunOutcome::Ok, RunOutcome::NoNewFile, RunOutcome::Stopped, RunOutcome::Failed];
 const OPERATIONS: [&str; 6] = ["create", "adopt", "rekey", "update", "deactivate", "delete"];
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Inner {
     /// Connectors with series (scheduled now).
     known: BTreeSet<String>,
@@ -81,6 +86,7 @@ struct Inner {
     /// Every person of a run in one outcome (`Counts::people`), so the outcomes add up.
     people: BTreeMap<(String, &'static str), u64>,
     last_success: BTreeMap<String, i64>,
+    /// Run durations by connector, in seconds (`BUCKETS`).
     durations: BTreeMap<String, Histogram>,
     retries: BTreeMap<String, u64>,
     running: i64,
@@ -90,9 +96,28 @@ struct Inner {
     manual: BTreeMap<String, ManualRuns>,
 }
 
-#[derive(Default)]
+/// The daemon's metrics: updated by the scheduler, rendered by `/metrics`.
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
+    /// The series of `inner` (a collector over it), then the process's.
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Series(inner.clone())));
+        registry.register_collector(Box::new(Process));
+        Metrics { inner, registry }
+    }
+}
+
+/// Every update leaves `Inner` whole (each is a few map insertions), so a panic elsewhere
+/// while the lock was held leaves nothing half-written: go on with the data.
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,8 +137,8 @@ pub fn outcome_label(o: RunOutcome) -> &'static str {
 }
 
 impl Metrics {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
     }
 
     pub fn run_started(&self) {
@@ -179,14 +204,7 @@ impl Metrics {
             m.last_success.insert(r.connector.clone(), at.timestamp());
         }
         let secs = r.duration_ms as f64 / 1000.0;
-        let h = m.durations.entry(r.connector.clone()).or_default();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+        m.durations.entry(r.connector.clone()).or_insert_with(|| Histogram::new(BUCKETS)).observe(secs);
     }
 
     pub fn retry_scheduled(&self, connector: &str) {
@@ -236,189 +254,233 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let m = self.lock();
-        let mut o = String::with_capacity(4096);
-        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        head(&mut o, "rostersync_runs_total", "counter", "Runs that ended, by connector and outcome.");
-        for ((c, out), n) in &m.runs {
-            let _ = writeln!(o, "rostersync_runs_total{{connector=\"{}\",outcome=\"{out}\"}} {n}", esc(c));
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail, and the collectors only pass the writer's errors on.
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!("cannot encode the metrics: {e}");
         }
-        head(&mut o, "rostersync_users_pushed_total", "counter", "People pushed to the platform, by connector and operation.");
-        for ((c, op), n) in &m.pushed {
-            let _ = writeln!(o, "rostersync_users_pushed_total{{connector=\"{}\",operation=\"{op}\"}} {n}", esc(c));
-        }
-        head(
-            &mut o,
-            "rostersync_people_total",
-            "counter",
-            "People of runs by connector and outcome; a run's outcomes add up to its valid rows plus the people absent from its file.",
-        );
-        for ((c, out), n) in &m.people {
-            let _ = writeln!(o, "rostersync_people_total{{connector=\"{}\",outcome=\"{out}\"}} {n}", esc(c));
-        }
-        head(&mut o, "rostersync_last_success_timestamp_seconds", "gauge", "End of the connector's last successful run (Unix time).");
-        for (c, t) in &m.last_success {
-            let _ = writeln!(o, "rostersync_last_success_timestamp_seconds{{connector=\"{}\"}} {t}", esc(c));
-        }
-        for (c, r) in m.manual.iter().filter(|(c, _)| !m.last_success.contains_key(*c)) {
-            let _ = writeln!(o, "rostersync_last_success_timestamp_seconds{{connector=\"{}\"}} {}", esc(c), r.last_success.unwrap_or(0));
-        }
-        // The scheduled connectors' last run in this process, then the manual-only ones' from
-        // the store (a connector is in one set or the other; the scheduled one wins).
-        let last_runs = || {
-            let scheduled = m.known.iter().map(|c| (c, m.last_run.get(c).copied().unwrap_or_default()));
-            let manual = m.manual.iter().filter(|(c, _)| !m.known.contains(*c)).map(|(c, r)| {
-                let last = r.last.map_or(LastRun::default(), |(at, outcome, invalid, stale)| LastRun {
-                    at,
-                    invalid,
-                    stale,
-                    outcome: Some(outcome),
-                    ..LastRun::default()
-                });
-                (c, last)
-            });
-            scheduled.chain(manual)
-        };
-        let gauge = |o: &mut String, name: &str, help: &str, value: &dyn Fn(&LastRun) -> String| {
-            head(o, name, "gauge", help);
-            for (c, last) in last_runs() {
-                let _ = writeln!(o, "{name}{{connector=\"{}\"}} {}", esc(c), value(&last));
-            }
-        };
-        gauge(
-            &mut o,
-            "rostersync_last_run_timestamp_seconds",
-            "End of the connector's last run in this process (Unix time; 0: none yet); for a connector without a schedule, its last run in any process.",
-            &|l| l.at.to_string(),
-        );
-        // The exit code of a run in another process is not stored: only this process's runs.
-        head(
-            &mut o,
-            "rostersync_last_run_exit_code",
-            "gauge",
-            "Exit code of the connector's last run (0 ok, 1 other, 2 config, 3 connection, 4 data, 5 stopped by a safeguard, 6 platform; 0 also before the first run).",
-        );
-        for c in &m.known {
-            let _ = writeln!(o, "rostersync_last_run_exit_code{{connector=\"{}\"}} {}", esc(c), m.last_run.get(c).map_or(0, |l| l.exit));
-        }
-        head(
-            &mut o,
-            "rostersync_last_run_outcome",
-            "gauge",
-            "1 on the outcome of the connector's last run (all 0 before the first); for a connector without a schedule, its last run in any process.",
-        );
-        for (c, last) in last_runs() {
-            for out in OUTCOMES {
-                let _ = writeln!(
-                    o,
-                    "rostersync_last_run_outcome{{connector=\"{}\",outcome=\"{}\"}} {}",
-                    esc(c),
-                    outcome_label(out),
-                    u8::from(last.outcome == Some(out))
-                );
-            }
-        }
-        gauge(&mut o, "rostersync_last_run_invalid_rows", "Rows of the last run's file that could not be used.", &|l| {
-            l.invalid.to_string()
-        });
-        gauge(
-            &mut o,
-            "rostersync_export_stale",
-            "1 when the connector's export stopped coming (no new file for longer than stale_after).",
-            &|l| u8::from(l.stale).to_string(),
-        );
-        head(&mut o, "rostersync_operations_total", "counter", "Operations applied on the platform, by connector and kind.");
-        for ((c, kind), n) in &m.operations {
-            let _ = writeln!(o, "rostersync_operations_total{{connector=\"{}\",kind=\"{kind}\"}} {n}", esc(c));
-        }
-        head(
-            &mut o,
-            "rostersync_operations_failed_total",
-            "counter",
-            "Operations that failed (refused by the platform, or not sent), by connector.",
-        );
-        for (c, n) in &m.operations_failed {
-            let _ = writeln!(o, "rostersync_operations_failed_total{{connector=\"{}\"}} {n}", esc(c));
-        }
-        head(&mut o, "rostersync_run_duration_seconds", "histogram", "Run duration.");
-        for (c, h) in &m.durations {
-            let c = esc(c);
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(o, "rostersync_run_duration_seconds_bucket{{connector=\"{c}\",le=\"{le}\"}} {}", h.counts[i]);
-            }
-            let _ = writeln!(o, "rostersync_run_duration_seconds_bucket{{connector=\"{c}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(o, "rostersync_run_duration_seconds_sum{{connector=\"{c}\"}} {}", h.sum);
-            let _ = writeln!(o, "rostersync_run_duration_seconds_count{{connector=\"{c}\"}} {}", h.count);
-        }
-        head(&mut o, "rostersync_retries_total", "counter", "Failed runs scheduled for a retry within their period.");
-        for (c, n) in &m.retries {
-            let _ = writeln!(o, "rostersync_retries_total{{connector=\"{}\"}} {n}", esc(c));
-        }
-        head(&mut o, "rostersync_runs_in_progress", "gauge", "Runs in progress.");
-        let _ = writeln!(o, "rostersync_runs_in_progress {}", m.running);
-        head(&mut o, "rostersync_connectors_scheduled", "gauge", "Connectors with a schedule.");
-        let _ = writeln!(o, "rostersync_connectors_scheduled {}", m.connectors);
-        head(&mut o, "rostersync_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.");
-        for r in ["ok", "partial", "error"] {
-            let n = m.reloads.get(r).copied().unwrap_or(0);
-            let _ = writeln!(o, "rostersync_config_reloads_total{{result=\"{r}\"}} {n}");
-        }
-        head(&mut o, "rostersync_build_info", "gauge", "The running build: version, git commit, build date (value 1).");
-        let _ = writeln!(
-            o,
-            "rostersync_build_info{{version=\"{}\",commit=\"{}\",build_date=\"{}\"}} 1",
-            esc(crate::build_info::VERSION),
-            esc(crate::build_info::COMMIT),
-            esc(crate::build_info::BUILD_DATE)
-        );
-        drop(m);
-        render_process(&mut o);
-        o
+        out
     }
+}
+
+type Encoded = Result<(), std::fmt::Error>;
+
+/// The daemon's series, read under the lock at each scrape.
+#[derive(Debug)]
+struct Series(Arc<Mutex<Inner>>);
+
+impl Collector for Series {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Encoded {
+        let m = lock(&self.0);
+        encode_runs(&m, &mut enc)?;
+        encode_last_runs(&m, &mut enc)?;
+        encode_operations(&m, &mut enc)?;
+        encode_daemon(&m, &mut enc)
+    }
+}
+
+/// A counter family. `name` is without `_total`: the encoder appends it (to the help and
+/// type lines too).
+fn counters<'a, const N: usize>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = ([(&'static str, &'a str); N], u64)>,
+) -> Encoded {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, n) in series {
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge family.
+fn gauges<'a, const N: usize>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = ([(&'static str, &'a str); N], i64)>,
+) -> Encoded {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge without labels.
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: impl EncodeGaugeValue) -> Encoded {
+    ConstGauge::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+fn connector(c: &str) -> [(&'static str, &str); 1] {
+    [("connector", c)]
+}
+
+/// The series of a map keyed by connector and one more label.
+fn pairs<'a>(
+    map: &'a BTreeMap<(String, &'static str), u64>,
+    label: &'static str,
+) -> impl Iterator<Item = ([(&'static str, &'a str); 2], u64)> {
+    map.iter().map(move |((c, v), n)| ([("connector", c.as_str()), (label, *v)], *n))
+}
+
+/// What the runs did: by outcome, the people pushed, every person's outcome.
+fn encode_runs(m: &Inner, enc: &mut DescriptorEncoder) -> Encoded {
+    counters(enc, "rostersync_runs", "Runs that ended, by connector and outcome.", pairs(&m.runs, "outcome"))?;
+    counters(enc, "rostersync_users_pushed", "People pushed to the platform, by connector and operation.", pairs(&m.pushed, "operation"))?;
+    counters(
+        enc,
+        "rostersync_people",
+        "People of runs by connector and outcome; a run's outcomes add up to its valid rows plus the people absent from its file.",
+        pairs(&m.people, "outcome"),
+    )
+}
+
+/// The scheduled connectors' last run in this process, then the manual-only ones' from the
+/// store (a connector is in one set or the other; the scheduled one wins).
+fn last_runs(m: &Inner) -> Vec<(&str, LastRun)> {
+    let scheduled = m.known.iter().map(|c| (c.as_str(), m.last_run.get(c).copied().unwrap_or_default()));
+    let manual = m.manual.iter().filter(|(c, _)| !m.known.contains(*c)).map(|(c, r)| {
+        let last = r.last.map_or(LastRun::default(), |(at, outcome, invalid, stale)| LastRun {
+            at,
+            invalid,
+            stale,
+            outcome: Some(outcome),
+            ..LastRun::default()
+        });
+        (c.as_str(), last)
+    });
+    scheduled.chain(manual).collect()
+}
+
+/// Each connector's last success and last run.
+fn encode_last_runs(m: &Inner, enc: &mut DescriptorEncoder) -> Encoded {
+    let successes = m.last_success.iter().map(|(c, t)| (connector(c), *t));
+    let manual =
+        m.manual.iter().filter(|(c, _)| !m.last_success.contains_key(*c)).map(|(c, r)| (connector(c), r.last_success.unwrap_or(0)));
+    gauges(
+        enc,
+        "rostersync_last_success_timestamp_seconds",
+        "End of the connector's last successful run (Unix time).",
+        successes.chain(manual),
+    )?;
+    let last = last_runs(m);
+    let each = |value: fn(&LastRun) -> i64| last.iter().map(move |(c, l)| (connector(c), value(l)));
+    gauges(
+        enc,
+        "rostersync_last_run_timestamp_seconds",
+        "End of the connector's last run in this process (Unix time; 0: none yet); for a connector without a schedule, its last run in any process.",
+        each(|l| l.at),
+    )?;
+    // The exit code of a run in another process is not stored: only this process's runs.
+    gauges(
+        enc,
+        "rostersync_last_run_exit_code",
+        "Exit code of the connector's last run: 0 ok, 1 other, 2 config, 3 connection, 4 data, 5 stopped by a safeguard, 6 platform; 0 also before the first run.",
+        m.known.iter().map(|c| (connector(c), m.last_run.get(c).map_or(0, |l| i64::from(l.exit)))),
+    )?;
+    let outcomes = last
+        .iter()
+        .flat_map(|(c, l)| OUTCOMES.map(|o| ([("connector", *c), ("outcome", outcome_label(o))], i64::from(l.outcome == Some(o)))));
+    gauges(
+        enc,
+        "rostersync_last_run_outcome",
+        "1 on the outcome of the connector's last run (all 0 before the first); for a connector without a schedule, its last run in any process.",
+        outcomes,
+    )?;
+    gauges(
+        enc,
+        "rostersync_last_run_invalid_rows",
+        "Rows of the last run's file that could not be used.",
+        each(|l| i64::try_from(l.invalid).unwrap_or(i64::MAX)),
+    )?;
+    gauges(
+        enc,
+        "rostersync_export_stale",
+        "1 when the connector's export stopped coming (no new file for longer than stale_after).",
+        each(|l| i64::from(l.stale)),
+    )
+}
+
+/// The platform's side: operations, failures, how long runs take, retries.
+fn encode_operations(m: &Inner, enc: &mut DescriptorEncoder) -> Encoded {
+    counters(enc, "rostersync_operations", "Operations applied on the platform, by connector and kind.", pairs(&m.operations, "kind"))?;
+    counters(
+        enc,
+        "rostersync_operations_failed",
+        "Operations that failed (refused by the platform, or not sent), by connector.",
+        m.operations_failed.iter().map(|(c, n)| (connector(c), *n)),
+    )?;
+    let mut durations = enc.encode_descriptor("rostersync_run_duration_seconds", "Run duration.", None, MetricType::Histogram)?;
+    for (c, h) in &m.durations {
+        h.encode(durations.encode_family(&connector(c))?)?;
+    }
+    counters(
+        enc,
+        "rostersync_retries",
+        "Failed runs scheduled for a retry within their period.",
+        m.retries.iter().map(|(c, n)| (connector(c), *n)),
+    )
+}
+
+/// The daemon itself: runs in progress, connectors, reloads, build.
+fn encode_daemon(m: &Inner, enc: &mut DescriptorEncoder) -> Encoded {
+    gauge(enc, "rostersync_runs_in_progress", "Runs in progress.", m.running)?;
+    gauge(enc, "rostersync_connectors_scheduled", "Connectors with a schedule.", m.connectors)?;
+    counters(
+        enc,
+        "rostersync_config_reloads",
+        "Configuration reloads (SIGHUP), by result.",
+        ["ok", "partial", "error"].map(|r| ([("result", r)], m.reloads.get(r).copied().unwrap_or(0))),
+    )?;
+    // An info metric: the encoder names it `_info` and writes it as a gauge of value 1.
+    let build = Info::new([
+        ("version", crate::build_info::VERSION),
+        ("commit", crate::build_info::COMMIT),
+        ("build_date", crate::build_info::BUILD_DATE),
+    ]);
+    build.encode(enc.encode_descriptor(
+        "rostersync_build",
+        "The running build: version, git commit, build date (value 1).",
+        None,
+        MetricType::Info,
+    )?)
 }
 
 /// The standard process metrics (the names the Prometheus client libraries use), read from
-/// /proc. On a system without /proc they are left out rather than reported as 0.
-fn render_process(o: &mut String) {
-    let Ok(me) = procfs::process::Process::myself() else { return };
-    let Ok(stat) = me.stat() else { return };
-    let tps = procfs::ticks_per_second().max(1) as f64;
-    let series: [(&str, &str, &str, Option<f64>); 4] = [
-        (
-            "process_cpu_seconds_total",
-            "counter",
-            "User and system CPU time spent, in seconds.",
-            Some((stat.utime + stat.stime) as f64 / tps),
-        ),
-        ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", Some((stat.rss * procfs::page_size()) as f64)),
-        ("process_open_fds", "gauge", "Open file descriptors.", me.fd_count().ok().map(|n| n as f64)),
-        (
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since the Unix epoch, in seconds.",
-            procfs::boot_time_secs().ok().map(|boot| boot as f64 + stat.starttime as f64 / tps),
-        ),
-    ];
-    for (name, kind, help, value) in series {
-        if let Some(v) = value {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        }
-    }
-    if let Ok(limits) = me.limits()
-        && let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit
-    {
-        let _ = writeln!(
-            o,
-            "# HELP process_max_fds Maximum number of open file descriptors.\n# TYPE process_max_fds gauge\nprocess_max_fds {max}"
-        );
-    }
-}
+/// /proc at each scrape. On a system without /proc they are left out rather than reported
+/// as 0.
+#[derive(Debug)]
+struct Process;
 
-/// Label values escape backslash, quote and newline.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+impl Collector for Process {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Encoded {
+        let Ok(me) = procfs::process::Process::myself() else { return Ok(()) };
+        let Ok(stat) = me.stat() else { return Ok(()) };
+        let tps = procfs::ticks_per_second().max(1) as f64;
+        let cpu = (stat.utime + stat.stime) as f64 / tps;
+        ConstCounter::new(cpu).encode(enc.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time spent, in seconds.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        gauge(&mut enc, "process_resident_memory_bytes", "Resident memory size in bytes.", stat.rss * procfs::page_size())?;
+        if let Ok(n) = me.fd_count() {
+            gauge(&mut enc, "process_open_fds", "Open file descriptors.", n)?;
+        }
+        if let Ok(boot) = procfs::boot_time_secs() {
+            let start = boot as f64 + stat.starttime as f64 / tps;
+            gauge(&mut enc, "process_start_time_seconds", "Start time of the process since the Unix epoch, in seconds.", start)?;
+        }
+        if let Ok(limits) = me.limits()
+            && let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit
+        {
+            gauge(&mut enc, "process_max_fds", "Maximum number of open file descriptors.", max)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ mod writes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -370,7 +370,7 @@ impl Platform for ScimClient {
             fallback: writes::Fallback::default(),
         });
         {
-            let mut ids = push.ids.lock().expect("ids lock");
+            let mut ids = push.ids();
             for op in &ops {
                 if let Op::Update { platform_id, .. } | Op::Deactivate { platform_id, .. } | Op::Delete { platform_id, .. } = op {
                     ids.insert(op.external_id().to_string(), platform_id.clone());
@@ -478,11 +478,18 @@ impl Push {
         if let Ok(a) = &o.result {
             self.shared.applied.fetch_add(1, Ordering::AcqRel);
             if o.kind() != OpKind::Delete {
-                self.ids.lock().expect("ids lock").insert(o.external_id().to_string(), a.platform_id.clone());
+                self.ids().insert(o.external_id().to_string(), a.platform_id.clone());
             }
         }
         // A closed receiver means the caller stopped listening; the writes stand.
         let _ = self.outcomes.send(o).await;
+    }
+
+    /// The id map. A task that panicked while holding it (its panic is reported by
+    /// `task_failed`) was inside one `insert` or `get`: the map is whole and every id in it
+    /// is a real account, so the other tasks go on with it instead of panicking in turn.
+    fn ids(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The manager's platform id to send for `user`, and what the outcome says of it.
@@ -490,7 +497,7 @@ impl Push {
         let Some(m) = user.manager() else {
             return (None, ManagerLink::Absent);
         };
-        match self.ids.lock().expect("ids lock").get(m) {
+        match self.ids().get(m) {
             Some(id) => (Some(id.clone()), ManagerLink::Linked),
             None => (None, ManagerLink::LeftUnset),
         }
@@ -499,6 +506,6 @@ impl Push {
     /// The manager's platform id as the previous content had it (for a PATCH diff).
     fn previous_manager(&self, prev: &User) -> Option<String> {
         let m = prev.manager()?;
-        self.ids.lock().expect("ids lock").get(m).cloned()
+        self.ids().get(m).cloned()
     }
 }
