@@ -90,7 +90,7 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> anyhow::Result<i32> {
             file = Some(dl.fingerprint);
         }
         Ok(None) => rows = Err("no file to take right now".into()),
-        Err(e) => rows = Err(e.message),
+        Err(e) => rows = Err(e.to_string()),
     }
 
     // The state.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::term::shown;
 use super::{Cli, CodedError};
-use crate::exit::Exit;
+use crate::exit::{Classify, Exit};
 
 pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
@@ -16,7 +16,7 @@ pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Res
         }
         None => cfg.connector(connector)?,
     };
-    let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit, e.message))?;
+    let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit(), e.to_string()))?;
     let Some(dl) = dl else {
         return Err(CodedError(Exit::Data, format!("{connector}: no file to fetch right now")).into());
     };
@@ -42,11 +42,11 @@ pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Res
 pub async fn test(cli: &Cli, connector: &str, plan_out: Option<&Path>) -> anyhow::Result<i32> {
     let cfg = super::load_config(cli)?;
     let conn = cfg.connector(connector)?;
-    let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit, e.message))?;
+    let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit(), e.to_string()))?;
     let Some(dl) = dl else {
         return Err(CodedError(Exit::Data, format!("{connector}: no file to test right now")).into());
     };
-    let mapped = crate::sync::parse_file(conn, &dl.path, &dl.name).await.map_err(|e| CodedError(e.exit, e.message))?;
+    let mapped = crate::sync::parse_file(conn, &dl.path, &dl.name).await.map_err(|e| CodedError(e.exit(), e.to_string()))?;
     let invalid = mapped.rows - mapped.users.len() as u64;
     let allowed = conn.sync.max_invalid.allowed(mapped.rows);
     // What the file makes of people: a status map that keeps leavers active shows here as

@@ -228,14 +228,7 @@ impl Binding {
 /// may be back), and it says what to check.
 fn lapsing(key: &str, ttl: Duration, why: Option<String>) -> RunError {
     let why = why.unwrap_or_else(|| "no renewal was accepted".into());
-    RunError {
-        exit: Exit::Other,
-        retriable: true,
-        message: format!(
-            "stopped: the platform lease ({key}) could not be renewed before it lapses (lease_ttl {:.1}s): {why}. Another connector could otherwise bind the accounts this run is binding; the next run looks up what this one sent. Check the state store",
-            ttl.as_secs_f64()
-        ),
-    }
+    RunError::PlatformLeaseLapsed { key: key.to_string(), ttl, why }
 }
 
 impl<S: StateStore> Job<'_, S> {
@@ -246,9 +239,9 @@ impl<S: StateStore> Job<'_, S> {
         if self.opts.dry_run {
             return Ok(());
         }
-        let base_url = &self.cfg.platform().map_err(RunError::from_error)?.base_url;
+        let base_url = &self.cfg.platform().map_err(RunError::from)?.base_url;
         let limit = (self.opts.origin == "daemon").then_some(DAEMON_WAIT);
-        if let Some(w) = self.binding.take(self.store, base_url, limit).await.map_err(RunError::from_error)? {
+        if let Some(w) = self.binding.take(self.store, base_url, limit).await.map_err(RunError::from)? {
             tracing::info!("the platform lease is free after {:.1}s; deciding which accounts are free to adopt", w.waited.as_secs_f64());
             self.report.notes.push(w.note(&shown(base_url)));
         }
@@ -520,9 +513,10 @@ mod tests {
             .expect_err("the run stops");
         assert!(taken.elapsed() < ttl, "stopped before the lease lapsed: {:?}", taken.elapsed());
         assert!(taken.elapsed() >= ttl / 3 * 2, "after the second failed renewal, not the first: {:?}", taken.elapsed());
-        assert!(e.retriable, "the store may be back");
-        assert!(e.message.contains("platform lease (platform https://scim.example.com/v2) could not be renewed"), "{}", e.message);
-        assert!(e.message.contains("disk I/O error") && e.message.contains("Check the state store"), "{}", e.message);
+        assert!(crate::exit::Classify::retriable(&e), "the store may be back");
+        let message = e.to_string();
+        assert!(message.contains("platform lease (platform https://scim.example.com/v2) could not be renewed"), "{message}");
+        assert!(message.contains("disk I/O error") && message.contains("Check the state store"), "{message}");
     }
 
     /// A lease that lapsed and was taken by another run: the next renewal is refused and
@@ -545,6 +539,6 @@ mod tests {
             })
             .await
             .expect_err("the run stops");
-        assert!(e.message.contains("another run holds it now"), "{}", e.message);
+        assert!(e.to_string().contains("another run holds it now"), "{e}");
     }
 }

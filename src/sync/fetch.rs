@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use super::parse::{EarlyParse, ParseFailure, read_and_map};
 use super::{Progress, RunError, SyncOptions};
 use crate::config::Connector;
-use crate::exit::Exit;
 use crate::model::FileFingerprint;
 use crate::retry::Budget;
 use crate::source::{self, Choice, RemoteFile, Retrieved, Source, SourceError, select};
@@ -68,8 +67,8 @@ pub(super) async fn fetch(
         fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(began), &budget)
     })
     .await
-    .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
-    .map_err(RunError::from_error)
+    .map_err(|e| RunError::Thread { what: "download", detail: Some(e.to_string()) })?
+    .map_err(RunError::from)
 }
 
 /// A file the customer sent by other means: hashed in place, never moved or removed.
@@ -77,8 +76,8 @@ async fn fetch_local(path: &Path) -> Result<Fetch, RunError> {
     let p = path.to_path_buf();
     let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&p))
         .await
-        .map_err(|e| RunError::new(Exit::Other, e.to_string()))?
-        .map_err(|e| RunError::new(Exit::Data, format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| RunError::Thread { what: "hashing", detail: Some(e.to_string()) })?
+        .map_err(|source| RunError::Unreadable { path: path.to_path_buf(), source })?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).to_rfc3339());
     Ok(Fetch::Got(Box::new(Got {
@@ -337,8 +336,8 @@ pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, RunError> 
     // Not part of a run: its own budget.
     let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true, None, None, &Budget::default()))
         .await
-        .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
-        .map_err(RunError::from_error)?;
+        .map_err(|e| RunError::Thread { what: "download", detail: Some(e.to_string()) })?
+        .map_err(RunError::from)?;
     Ok(match res {
         Fetch::NoNewFile(why) => {
             tracing::warn!("{why}");

@@ -20,7 +20,7 @@ impl<S: StateStore> Job<'_, S> {
         if unlinked.is_empty() {
             return Ok(());
         }
-        let snapshot = self.store.snapshot(&self.conn.name).await.map_err(RunError::from_error)?;
+        let snapshot = self.store.snapshot(&self.conn.name).await.map_err(RunError::from)?;
         tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
         let known: HashMap<String, String> = unlinked
             .iter()
@@ -63,7 +63,7 @@ impl<S: StateStore> Job<'_, S> {
             return Ok(());
         }
         let ids: Vec<&str> = recreated.iter().map(|(id, _)| id.as_str()).collect();
-        let reports = self.store.reports_of(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
+        let reports = self.store.reports_of(&self.conn.name, &ids).await.map_err(RunError::from)?;
         let known: HashMap<String, String> = recreated.into_iter().collect();
         let ops: Vec<Op> = reports
             .into_values()

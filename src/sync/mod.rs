@@ -5,6 +5,7 @@
 //! `lease` → `fetch` → `parse` → plan (here) → `push` → `managers` → finish (here).
 
 mod adoption;
+mod error;
 mod fetch;
 mod lease;
 mod managers;
@@ -15,10 +16,11 @@ mod reconcile;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 
+pub use self::error::{ApprovalMismatch, FileRefusal, RunError};
 pub use self::fetch::{Downloaded, download};
 use self::fetch::{Fetch, Got};
 pub(crate) use self::lease::hostname;
@@ -113,6 +115,7 @@ impl SyncOptions {
 
 /// A finished run: the report, the process exit code it implies, and whether running it
 /// again soon may end otherwise (from the typed error that ended it, never from its text).
+/// Built by `RunResult::ended` and `RunResult::failed`, which classify the failure.
 #[derive(Debug, Clone)]
 pub struct RunResult {
     pub report: Report,
@@ -120,35 +123,23 @@ pub struct RunResult {
     /// A dropped connection or a platform outage may pass; a changed host key, a refused
     /// login, a bad file or a safeguard stop will not until a person acts.
     pub retriable: bool,
+    /// Why the run failed or stopped, typed (`report.message` is its text); None when it
+    /// ended as planned. `exit` and `retriable` are its `Classify`.
+    pub failure: Option<std::sync::Arc<RunError>>,
     /// With `all_operations`, every operation when the report lists only the first ones
     /// (`--json` and `--plan-out` print it whole; `report::Whole`).
     pub listing: Option<std::sync::Arc<crate::changes::Listing>>,
 }
 
-/// Why a run did not end as planned: the exit code, whether a retry may help (the failing
-/// module's `Classify`), and the message for the engineer.
-#[derive(Debug, Clone)]
-pub struct RunError {
-    pub exit: Exit,
-    pub retriable: bool,
-    pub message: String,
-}
-
-impl RunError {
-    /// A failure of the run itself (not of a module's error): never retried.
-    pub fn new(exit: Exit, message: String) -> RunError {
-        RunError { exit, retriable: false, message }
+impl RunResult {
+    /// A run that ended as planned (a sync, no new file, waiting for approval).
+    pub fn ended(report: Report, listing: Option<std::sync::Arc<crate::changes::Listing>>) -> RunResult {
+        RunResult { report, exit: Exit::Ok, retriable: false, failure: None, listing }
     }
 
-    /// A module's error, classified by that module.
-    pub fn from_error<E: Classify + std::fmt::Display>(e: E) -> RunError {
-        RunError { exit: e.exit(), retriable: e.retriable(), message: e.to_string() }
-    }
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+    /// A run that failed or stopped: its exit code and retry come from the error.
+    pub fn failed(report: Report, e: RunError, listing: Option<std::sync::Arc<crate::changes::Listing>>) -> RunResult {
+        RunResult { report, exit: e.exit(), retriable: e.retriable(), failure: Some(std::sync::Arc::new(e)), listing }
     }
 }
 
@@ -242,7 +233,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     let leased = !opts.dry_run;
     if leased && let Err(e) = lease::acquire(store, &conn.name, &holder).await {
-        return job.fail(RunError::from_error(e));
+        return job.fail(RunError::from(e));
     }
     if !opts.unrecorded
         && let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await
@@ -250,12 +241,12 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
         if leased {
             let _ = store.release(&conn.name, &holder).await;
         }
-        return job.fail(RunError::from_error(e));
+        return job.fail(RunError::from(e));
     }
 
     let result = lease::with_heartbeat(store, &conn.name, &holder, leased, binding.renewing(store, job.execute()))
         .await
-        .unwrap_or_else(|lost| Err(RunError::from_error(lost)));
+        .unwrap_or_else(|lost| Err(RunError::from(lost)));
     // Every binding of the push is recorded (or the push ended): others may decide now.
     binding.release(store).await;
     job.flush_audit().await;
@@ -278,23 +269,24 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
 
 impl<S: StateStore> Job<'_, S> {
     fn fail(mut self, e: RunError) -> RunResult {
-        tracing::error!("{}", e.message);
+        tracing::error!("{e}");
         if self.report.outcome == RunOutcome::Ok {
-            self.report.outcome = if e.exit == Exit::Stopped { RunOutcome::Stopped } else { RunOutcome::Failed };
+            self.report.outcome = if e.exit() == Exit::Stopped { RunOutcome::Stopped } else { RunOutcome::Failed };
         }
-        self.report.message = Some(e.message);
+        self.report.message = Some(e.to_string());
         self.report.duration_ms = self.started.elapsed().as_millis() as u64;
-        RunResult { report: self.report, exit: e.exit, retriable: e.retriable, listing: self.listing }
+        RunResult::failed(self.report, e, self.listing)
     }
 
     fn finish(mut self, exit: Exit) -> RunResult {
         self.report.duration_ms = self.started.elapsed().as_millis() as u64;
-        RunResult { report: self.report, exit, retriable: false, listing: self.listing }
+        debug_assert_eq!(exit, Exit::Ok, "a run that did not end as planned is a RunError");
+        RunResult::ended(self.report, self.listing)
     }
 
     /// The run proper, step by step; Ok carries the exit code of a run that ended as planned.
     async fn execute(&mut self) -> Result<Exit, RunError> {
-        let last = self.store.last_file(&self.conn.name).await.map_err(RunError::from_error)?;
+        let last = self.store.last_file(&self.conn.name).await.map_err(RunError::from)?;
         let (fetched, preloaded) = self.fetch_and_preload(last.as_ref()).await;
         let mut got = match fetched? {
             Fetch::NoNewFile(why) => return self.no_new_file(why, last.as_ref()),
@@ -313,7 +305,7 @@ impl<S: StateStore> Job<'_, S> {
             Some(loaded) => loaded,
             None => self.store.snapshot(&self.conn.name).await,
         }
-        .map_err(RunError::from_error)?;
+        .map_err(RunError::from)?;
         tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
         let mut platform = self.connect_platform().await?;
         let look = self.look(&snapshot, last.as_ref()).await?;
@@ -343,7 +335,9 @@ impl<S: StateStore> Job<'_, S> {
             let stored = self.describe(&plan).await?;
             self.count_planned(&plan);
             let mut e = self.stopped(stop);
-            e.message = self.keep_stopped_plan(&plan, fingerprint.unwrap_or_default(), stop).await;
+            if let RunError::Stopped { kept, .. } = &mut e {
+                *kept = self.keep_stopped_plan(&plan, fingerprint.unwrap_or_default(), stop).await;
+            }
             self.keep_listing(plan, stored);
             return Err(e);
         }
@@ -375,7 +369,7 @@ impl<S: StateStore> Job<'_, S> {
         }
         self.spill_listing(&plan, stored);
         let Some(platform) = platform else {
-            return Err(RunError::new(Exit::Platform, "no platform client".into()));
+            return Err(RunError::NoPlatformClient);
         };
         self.attach_previous(&mut plan.ops).await?;
         let lines = plan.lines_by_id();
@@ -383,7 +377,7 @@ impl<S: StateStore> Job<'_, S> {
         // is recorded (`settle_marker`): a crash, a stop or a state error leaves it set.
         self.forget_gone().await?;
         if !plan.ops.is_empty() {
-            self.store.set_reconcile(&self.conn.name, &self.report.run_id, "push started").await.map_err(RunError::from_error)?;
+            self.store.set_reconcile(&self.conn.name, &self.report.run_id, "push started").await.map_err(RunError::from)?;
         }
         self.push(&platform, plan.ops, known, &lines).await?;
         // Failures of the push proper decide the run; the second pass only links managers.
@@ -423,16 +417,7 @@ impl<S: StateStore> Job<'_, S> {
             let age = Utc::now().signed_duration_since(l.synced_at).to_std().unwrap_or_default();
             if age > stale {
                 self.report.stale = true;
-                return Err(RunError::new(
-                    Exit::Data,
-                    format!(
-                        "the export is stale: no new file for {} (last one, {}, synced {}), above stale_after = {}; ask the customer whether their HR export still runs",
-                        humantime::format_duration(Duration::from_secs(age.as_secs())),
-                        l.fingerprint.path,
-                        l.synced_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        humantime::format_duration(stale)
-                    ),
-                ));
+                return Err(RunError::Stale { last_path: l.fingerprint.path.clone(), synced_at: l.synced_at, age, stale_after: stale });
             }
         }
         self.report.outcome = RunOutcome::NoNewFile;
@@ -452,7 +437,7 @@ impl<S: StateStore> Job<'_, S> {
 
     /// The platform client; a dry run goes on without one (nothing is matched then).
     async fn connect_platform(&mut self) -> Result<Option<ScimClient>, RunError> {
-        let platform_cfg = self.cfg.platform().map_err(RunError::from_error)?;
+        let platform_cfg = self.cfg.platform().map_err(RunError::from)?;
         match ScimClient::connect(platform_cfg).await {
             Ok(mut p) => {
                 p.set_id_rule(self.conn.mapping.id_rule());
@@ -463,7 +448,7 @@ impl<S: StateStore> Job<'_, S> {
                 tracing::warn!("dry run without the platform ({e}); existing platform users are not matched");
                 Ok(None)
             }
-            Err(e) => Err(RunError::from_error(e)),
+            Err(e) => Err(RunError::from(e)),
         }
     }
 
@@ -537,8 +522,7 @@ impl<S: StateStore> Job<'_, S> {
         }
         let mut exclude: Vec<&str> = vec![self.conn.name.as_str()];
         exclude.extend(self.conn.sync.adopt_from.iter().map(String::as_str));
-        let held =
-            self.store.held_elsewhere(&exclude, platform_ids, keys, self.conn.mapping.id_rule()).await.map_err(RunError::from_error)?;
+        let held = self.store.held_elsewhere(&exclude, platform_ids, keys, self.conn.mapping.id_rule()).await.map_err(RunError::from)?;
         let mut by: std::collections::BTreeMap<String, plan::Snapshot> = std::collections::BTreeMap::new();
         for h in held {
             // Only the binding is read from these (`plan::Others`): no hash, always active.
@@ -555,7 +539,7 @@ impl<S: StateStore> Job<'_, S> {
         let names: HashMap<String, String> = if ids.is_empty() {
             HashMap::new()
         } else {
-            let contents = self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
+            let contents = self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from)?;
             contents.into_iter().map(|(id, u)| (id, u.user_name().to_string())).collect()
         };
         let view = plan::Others { snapshots: others.iter().map(|(c, s)| (c.as_str(), s)).collect() };
@@ -589,7 +573,7 @@ impl<S: StateStore> Job<'_, S> {
     fn stopped(&mut self, stop: &plan::Safeguard) -> RunError {
         self.report.outcome = RunOutcome::Stopped;
         self.report.stopped_by = Some(stop.rule().to_string());
-        RunError::new(Exit::Stopped, stop.message(&self.conn.name))
+        RunError::Stopped { connector: self.conn.name.clone(), safeguard: stop.clone(), kept: None }
     }
 
     /// A dry run reports what the plan would do.
@@ -612,12 +596,9 @@ impl<S: StateStore> Job<'_, S> {
     /// what succeeded is in the snapshot and reads as unchanged.
     async fn finish_file(&mut self, got: Got, failed: u64) -> Result<Exit, RunError> {
         if failed > 0 {
-            return Err(RunError::new(
-                Exit::Platform,
-                format!("{failed} operation(s) failed (see errors); the others were applied. The next run retries them"),
-            ));
+            return Err(RunError::OperationsFailed { failed, scoped: false });
         }
-        self.store.set_last_file(&self.conn.name, &got.fingerprint).await.map_err(RunError::from_error)?;
+        self.store.set_last_file(&self.conn.name, &got.fingerprint).await.map_err(RunError::from)?;
         if let (Some(remote), Some(mut src)) = (got.remote, got.source) {
             let after = self.conn.file.after.clone();
             let span = tracing::Span::current();

@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use super::fetch::Got;
-use super::{Job, RunError};
+use super::{FileRefusal, Job, RunError};
 use crate::config::{Connector, Format, Mapping};
-use crate::exit::Exit;
 use crate::format::{FormatError, Input};
 use crate::mapping::{Mapped, Mapper};
 use crate::report::RunOutcome;
@@ -45,7 +44,7 @@ pub(super) fn mapping_of(conn: &Connector) -> Mapping {
 /// Parses and maps a local file with the connector's mapping, on a blocking thread.
 pub async fn parse_file(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, RunError> {
     parse_file_detailed(conn, path, name).await.map_err(|e| match e {
-        ParseFailure::Format(e) => RunError::from_error(e),
+        ParseFailure::Format(e) => RunError::from(e),
         ParseFailure::Other(f) => f,
     })
 }
@@ -65,7 +64,7 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Resul
         read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format)
     })
     .await
-    .map_err(|e| ParseFailure::Other(RunError::new(Exit::Other, format!("the parsing thread failed: {e}"))))?
+    .map_err(|e| ParseFailure::Other(RunError::Thread { what: "parsing", detail: Some(e.to_string()) }))?
 }
 
 impl<S: StateStore> Job<'_, S> {
@@ -81,7 +80,7 @@ impl<S: StateStore> Job<'_, S> {
                     .await
                     .ok()
                     .and_then(Result::ok)
-                    .unwrap_or_else(|| Err(ParseFailure::Other(RunError::new(Exit::Other, "the parsing thread failed".into()))))
+                    .unwrap_or_else(|| Err(ParseFailure::Other(RunError::Thread { what: "parsing", detail: None })))
             }
             None => parse_file_detailed(self.conn, &got.spool.path, &got.name).await,
         };
@@ -97,25 +96,9 @@ impl<S: StateStore> Job<'_, S> {
     /// A file that is empty or lacks a mapped column is refused by a safeguard: nothing
     /// is planned from it.
     fn refuse_file(&mut self, e: FormatError) -> RunError {
-        let (rule, exit) = match &e {
-            FormatError::Empty { .. } => ("no_data_rows", Exit::Stopped),
-            // A data error by DESIGN's exit codes, though it stops the run like a safeguard.
-            FormatError::MissingColumns { .. } => ("missing_column", Exit::Data),
-            _ => return RunError::from_error(e),
-        };
+        let Some(refusal) = FileRefusal::of(&e) else { return RunError::from(e) };
         self.report.outcome = RunOutcome::Stopped;
-        self.report.stopped_by = Some(rule.to_string());
-        let go_on = if exit == Exit::Stopped {
-            format!(
-                " Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change --reason \"…\"`",
-                self.conn.name
-            )
-        } else {
-            format!(
-                " Fix the mapping (mappings/…) or ask the customer for the usual export; `rostersync test {}` shows the header",
-                self.conn.name
-            )
-        };
-        RunError::new(exit, format!("{e}; nothing was pushed.{go_on}"))
+        self.report.stopped_by = Some(refusal.rule().to_string());
+        RunError::FileRefused { connector: self.conn.name.clone(), refusal, error: e }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 
-use super::{Job, RunError};
+use super::{ApprovalMismatch, Job, RunError};
 use crate::changes::{self, PersonKind};
 use crate::exit::Exit;
 use crate::mapping::Mapped;
@@ -120,7 +120,7 @@ impl<S: StateStore> Job<'_, S> {
         let limit = if plan.stop.is_some() { crate::state::MAX_STORED_OPERATIONS } else { crate::report::MAX_LISTED };
         let ids = changes::stored_ids(plan, if self.opts.all_operations { usize::MAX } else { limit });
         let stored =
-            if ids.is_empty() { HashMap::new() } else { self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)? };
+            if ids.is_empty() { HashMap::new() } else { self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from)? };
         let ops = changes::describe(plan, &stored, &self.conn.name, limit);
         self.report.operations_left_out = (plan.ops.len() + plan.conflicts.len()).saturating_sub(ops.len()) as u64;
         self.report.operations = ops;
@@ -147,12 +147,13 @@ impl<S: StateStore> Job<'_, S> {
     }
 
     /// A safeguard stopped the run: its plan is kept for `plan show` and `approve`, with
-    /// what it was made from. The run's message then names the approving command.
-    pub(super) async fn keep_stopped_plan(&mut self, plan: &Plan, fingerprint: String, stop: &crate::plan::Safeguard) -> String {
+    /// what it was made from. Returns the run whose plan was kept (the run's message then
+    /// names the approving command).
+    pub(super) async fn keep_stopped_plan(&mut self, plan: &Plan, fingerprint: String, stop: &crate::plan::Safeguard) -> Option<String> {
         let message = stop.message(&self.conn.name);
-        let Some(file) = self.report.file.clone() else { return message };
+        let file = self.report.file.clone()?;
         if self.opts.only.is_some() {
-            return message;
+            return None;
         }
         let stored = StoredPlan {
             run_id: self.report.run_id.clone(),
@@ -164,7 +165,7 @@ impl<S: StateStore> Job<'_, S> {
             operations_left_out: self.report.operations_left_out
                 + self.report.operations.len().saturating_sub(crate::state::MAX_STORED_OPERATIONS) as u64,
             rule: stop.rule().to_string(),
-            message: message.clone(),
+            message,
             dry_run: self.opts.dry_run,
             operations: self.report.operations.iter().take(crate::state::MAX_STORED_OPERATIONS).cloned().collect(),
             approved: None,
@@ -172,14 +173,11 @@ impl<S: StateStore> Job<'_, S> {
         match self.store.save_plan(&stored).await {
             Ok(()) => {
                 self.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", self.report.run_id));
-                format!(
-                    "{message}. Or apply exactly this plan (`rostersync plan show {run}` lists it): `rostersync approve {run} --reason \"…\"`",
-                    run = self.report.run_id
-                )
+                Some(self.report.run_id.clone())
             }
             Err(e) => {
                 tracing::warn!("could not keep the stopped plan for approval: {e}");
-                message
+                None
             }
         }
     }
@@ -188,14 +186,13 @@ impl<S: StateStore> Job<'_, S> {
     pub(super) fn check_approved_file(&self, f: &FileFingerprint) -> Result<(), RunError> {
         let Some(p) = &self.opts.apply_plan else { return Ok(()) };
         if p.file.sha256 != f.sha256 {
-            return Err(self.refuse(format!(
-                "the file is no longer the one plan {} was made from ({}, sha256 {}…; now {}, sha256 {}…)",
-                p.run_id,
-                p.file.path,
-                short(&p.file.sha256),
-                f.path,
-                short(&f.sha256)
-            )));
+            return Err(self.refuse(ApprovalMismatch::File {
+                plan: p.run_id.clone(),
+                was_path: p.file.path.clone(),
+                was_sha256: p.file.sha256.clone(),
+                now_path: f.path.clone(),
+                now_sha256: f.sha256.clone(),
+            }));
         }
         Ok(())
     }
@@ -205,28 +202,16 @@ impl<S: StateStore> Job<'_, S> {
     pub(super) fn check_approved_plan(&self, plan: &Plan, fingerprint: Option<&str>) -> Result<(), RunError> {
         let Some(p) = &self.opts.apply_plan else { return Ok(()) };
         if fingerprint != Some(p.state_fingerprint.as_str()) {
-            return Err(self.refuse(format!(
-                "the state of connector \"{}\" changed since plan {} was made (another run synced meanwhile)",
-                self.conn.name, p.run_id
-            )));
+            return Err(self.refuse(ApprovalMismatch::State { plan: p.run_id.clone(), connector: self.conn.name.clone() }));
         }
         if changes::plan_digest(plan) != p.digest {
-            return Err(self.refuse(format!(
-                "the plan made now from the same file and state differs from plan {} (the mapping or the connector's settings changed)",
-                p.run_id
-            )));
+            return Err(self.refuse(ApprovalMismatch::Plan { plan: p.run_id.clone() }));
         }
         Ok(())
     }
 
-    fn refuse(&self, why: String) -> RunError {
-        RunError::new(
-            Exit::Stopped,
-            format!(
-                "approval refused: {why}; nothing was pushed. Re-run `rostersync sync {} --dry-run` to see the plan for the file as it is now",
-                self.conn.name
-            ),
-        )
+    fn refuse(&self, mismatch: ApprovalMismatch) -> RunError {
+        RunError::ApprovalRefused { connector: self.conn.name.clone(), mismatch }
     }
 
     /// The daemon: a connector whose last run a safeguard stopped waits for its approval, or
@@ -235,7 +220,7 @@ impl<S: StateStore> Job<'_, S> {
         if self.opts.origin != "daemon" || self.opts.apply_plan.is_some() {
             return Ok(false);
         }
-        let Some(p) = self.store.pending_plan(&self.conn.name).await.map_err(RunError::from_error)? else { return Ok(false) };
+        let Some(p) = self.store.pending_plan(&self.conn.name).await.map_err(RunError::from)? else { return Ok(false) };
         if p.file.sha256 != f.sha256 || p.dry_run {
             return Ok(false);
         }
@@ -301,7 +286,7 @@ impl<S: StateStore> Job<'_, S> {
     /// not applied) and `after` is not applied.
     pub(super) fn finish_scoped(&mut self, failed: u64) -> Result<Exit, RunError> {
         if failed > 0 {
-            return Err(RunError::new(Exit::Platform, format!("{failed} operation(s) failed (see errors); the others were applied")));
+            return Err(RunError::OperationsFailed { failed, scoped: true });
         }
         Ok(Exit::Ok)
     }
@@ -327,10 +312,6 @@ pub(super) async fn after_run<S: StateStore>(store: &S, cfg: &crate::config::Con
     {
         tracing::warn!("could not prune the audit trail: {e}");
     }
-}
-
-fn short(s: &str) -> &str {
-    &s[..s.len().min(12)]
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ impl<S: StateStore> Job<'_, S> {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut contents = self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
+        let mut contents = self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from)?;
         for op in ops.iter_mut() {
             if let Op::Update { user, adopt: false, previous, .. } = op
                 && !self.rewrite.contains(user.external_id.as_str())
@@ -75,7 +75,7 @@ impl<S: StateStore> Job<'_, S> {
                                 p.advance(done);
                             }
                         if batch.len() >= STATE_BATCH {
-                            self.store.write(&self.conn.name, &batch).await.map_err(RunError::from_error)?;
+                            self.store.write(&self.conn.name, &batch).await.map_err(RunError::from)?;
                             batch.clear();
                         }
                     }
@@ -83,19 +83,19 @@ impl<S: StateStore> Job<'_, S> {
                 },
                 // Outcomes paused: commit what we have so a crash now loses nothing.
                 _ = tokio::time::sleep(Duration::from_millis(200)), if !batch.is_empty() => {
-                    self.store.write(&self.conn.name, &batch).await.map_err(RunError::from_error)?;
+                    self.store.write(&self.conn.name, &batch).await.map_err(RunError::from)?;
                     batch.clear();
                 }
             }
         }
         if !batch.is_empty() {
-            self.store.write(&self.conn.name, &batch).await.map_err(RunError::from_error)?;
+            self.store.write(&self.conn.name, &batch).await.map_err(RunError::from)?;
         }
         if let Some(p) = &self.opts.progress {
             p.finish();
         }
         match apply_result {
-            Some(Err(e)) => Err(RunError::from_error(e)),
+            Some(Err(e)) => Err(RunError::from(e)),
             _ => Ok(()),
         }
     }

@@ -53,8 +53,8 @@ impl<S: StateStore> Job<'_, S> {
         if snapshot.is_empty() {
             return Ok(Look::Adopt { first: true, why: None });
         }
-        let mark = self.store.reconcile_mark(name).await.map_err(RunError::from_error)?;
-        let interrupted = self.store.interrupted(name, &self.report.run_id).await.map_err(RunError::from_error)?;
+        let mark = self.store.reconcile_mark(name).await.map_err(RunError::from)?;
+        let interrupted = self.store.interrupted(name, &self.report.run_id).await.map_err(RunError::from)?;
         let why = match (mark, interrupted) {
             (Some(m), _) => {
                 format!("run {} left unrecorded writes possible ({}, {})", m.run_id, m.reason, m.set_at.format("%Y-%m-%d %H:%M"))
@@ -71,7 +71,7 @@ impl<S: StateStore> Job<'_, S> {
         if last.is_some() {
             return Ok(true);
         }
-        let runs = self.store.history(Some(&self.conn.name), HISTORY_DEPTH).await.map_err(RunError::from_error)?;
+        let runs = self.store.history(Some(&self.conn.name), HISTORY_DEPTH).await.map_err(RunError::from)?;
         Ok(runs.iter().filter(|r| r.run_id != self.report.run_id).filter_map(|r| r.report.as_ref()).any(|r| {
             let c = &r.counts;
             !r.dry_run && c.created + c.adopted + c.rekeyed + c.updated > 0
@@ -94,10 +94,10 @@ impl<S: StateStore> Job<'_, S> {
                 if let Some(why) = why {
                     self.note(format!("{why}: platform users were matched before pushing (adopted, never created twice)"));
                 }
-                p.existing_users(&self.budget).await.map_err(RunError::from_error)
+                p.existing_users(&self.budget).await.map_err(RunError::from)
             }
             Look::Repair { .. } => {
-                let accounts = p.accounts(&self.budget).await.map_err(RunError::from_error)?;
+                let accounts = p.accounts(&self.budget).await.map_err(RunError::from)?;
                 let kept = p.kept_paths(&accounts);
                 let by_id: HashMap<&str, &crate::platform::scim::Account, FastHash> =
                     accounts.iter().map(|a| (a.existing.platform_id.as_str(), a)).collect();
@@ -186,7 +186,7 @@ impl<S: StateStore> Job<'_, S> {
             return Ok(());
         }
         let writes: Vec<SnapshotWrite> = gone.into_iter().map(|external_id| SnapshotWrite::Remove { external_id }).collect();
-        self.store.write(&self.conn.name, &writes).await.map_err(RunError::from_error)
+        self.store.write(&self.conn.name, &writes).await.map_err(RunError::from)
     }
 
     /// After a push whose every outcome is recorded: the marker goes, unless a create or
@@ -197,10 +197,10 @@ impl<S: StateStore> Job<'_, S> {
     pub(super) async fn settle_marker(&self) -> Result<(), RunError> {
         let name = &self.conn.name;
         if self.unsettled == 0 {
-            self.store.clear_reconcile(name).await.map_err(RunError::from_error)
+            self.store.clear_reconcile(name).await.map_err(RunError::from)
         } else {
             let why = format!("{} create(s) or adoption(s) failed", self.unsettled);
-            self.store.set_reconcile(name, &self.report.run_id, &why).await.map_err(RunError::from_error)
+            self.store.set_reconcile(name, &self.report.run_id, &why).await.map_err(RunError::from)
         }
     }
 }
