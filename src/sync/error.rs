@@ -36,7 +36,7 @@ pub enum RunError {
     /// The file is refused by a safeguard before anything is planned: empty, or a mapped
     /// column missing (`FileRefusal::of` says which).
     #[error("{error}; nothing was pushed.{}", refusal_next_step(.refusal, .connector))]
-    FileRefused { connector: String, refusal: FileRefusal, error: FormatError },
+    FileRefused { connector: String, refusal: FileRefusal, error: Box<FormatError> },
     /// A safeguard stopped the plan; `kept` is the run whose plan `approve` can apply.
     #[error("{}{}", .safeguard.message(.connector), approve_hint(.kept))]
     Stopped { connector: String, safeguard: Safeguard, kept: Option<String> },
@@ -56,7 +56,7 @@ pub enum RunError {
     #[error(
         "approval refused: {mismatch}; nothing was pushed. Re-run `rostersync sync {connector} --dry-run` to see the plan for the file as it is now"
     )]
-    ApprovalRefused { connector: String, mismatch: ApprovalMismatch },
+    ApprovalRefused { connector: String, mismatch: Box<ApprovalMismatch> },
     /// The platform lease (`adoption`) could not be renewed in time: the run stopped where
     /// it was. `why` is what the store last answered.
     #[error(

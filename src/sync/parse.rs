@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::fetch::Got;
-use super::{FileRefusal, Job, RunError};
+use super::{Ctx, FileRefusal, RunError, Tally};
 use crate::config::{Connector, Format, Mapping};
 use crate::format::{FormatError, Input};
 use crate::mapping::{Mapped, Mapper};
@@ -67,10 +67,10 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Resul
     .map_err(|e| ParseFailure::Other(RunError::Thread { what: "parsing", detail: Some(e.to_string()) }))?
 }
 
-impl<S: StateStore> Job<'_, S> {
+impl<S: StateStore> Ctx<'_, S> {
     /// The users of the file: from the parse that followed the download, or parsed now. A
     /// file that cannot be used at all (empty, a mapped column missing) stops the run here.
-    pub(super) async fn parse(&mut self, got: &mut Got) -> Result<Mapped, RunError> {
+    pub(super) async fn parse(&self, t: &mut Tally, got: &mut Got) -> Result<Mapped, RunError> {
         // Not through a &Got across the await: a reference to the boxed source held there
         // would make the run's future not Send (the daemon runs it on its worker threads).
         let parsed = match got.early.take() {
@@ -88,17 +88,17 @@ impl<S: StateStore> Job<'_, S> {
             Ok(m) => Ok(m),
             // An empty export empties the customer: only on an explicit --allow-mass-change.
             Err(ParseFailure::Format(FormatError::Empty { .. })) if self.opts.allow_mass_change => Ok(Mapped::default()),
-            Err(ParseFailure::Format(e)) => Err(self.refuse_file(e)),
+            Err(ParseFailure::Format(e)) => Err(self.refuse_file(t, e)),
             Err(ParseFailure::Other(f)) => Err(f),
         }
     }
 
     /// A file that is empty or lacks a mapped column is refused by a safeguard: nothing
     /// is planned from it.
-    fn refuse_file(&mut self, e: FormatError) -> RunError {
+    fn refuse_file(&self, t: &mut Tally, e: FormatError) -> RunError {
         let Some(refusal) = FileRefusal::of(&e) else { return RunError::from(e) };
-        self.report.outcome = RunOutcome::Stopped;
-        self.report.stopped_by = Some(refusal.rule().to_string());
-        RunError::FileRefused { connector: self.conn.name.clone(), refusal, error: e }
+        t.report.outcome = RunOutcome::Stopped;
+        t.report.stopped_by = Some(refusal.rule().to_string());
+        RunError::FileRefused { connector: self.conn.name.clone(), refusal, error: Box::new(e) }
     }
 }
