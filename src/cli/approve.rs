@@ -7,7 +7,7 @@ use super::{Cli, CodedError};
 use crate::exit::Exit;
 use crate::state::{StateStore, Store, StoredPlan};
 
-async fn load(cli: &Cli, run_id: &str) -> anyhow::Result<(crate::config::Config, Store, StoredPlan)> {
+async fn load(cli: &Cli, run_id: &str) -> super::Result<(crate::config::Config, Store, StoredPlan)> {
     let cfg = super::load_config(cli)?;
     let store = crate::state::open(&cfg.state).await?;
     let Some(plan) = store.stored_plan(run_id).await? else {
@@ -23,7 +23,7 @@ async fn load(cli: &Cli, run_id: &str) -> anyhow::Result<(crate::config::Config,
     Ok((cfg, store, plan))
 }
 
-pub async fn show(cli: &Cli, run_id: &str) -> anyhow::Result<i32> {
+pub async fn show(cli: &Cli, run_id: &str) -> super::Result<i32> {
     let (_, _, p) = load(cli, run_id).await?;
     if cli.json {
         println!(
@@ -48,7 +48,7 @@ pub async fn show(cli: &Cli, run_id: &str) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub async fn approve(cli: &Cli, run_id: &str, reason: &str) -> anyhow::Result<i32> {
+pub async fn approve(cli: &Cli, run_id: &str, reason: &str) -> super::Result<i32> {
     if reason.trim().is_empty() {
         return Err(CodedError(Exit::Config, "--reason must say why this plan may be applied".into()).into());
     }

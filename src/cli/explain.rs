@@ -56,7 +56,7 @@ fn find_rows(conn: &Connector, path: &Path, name: &str, id: &str) -> Result<Vec<
     Ok(hits)
 }
 
-pub async fn run(cli: &Cli, connector: &str, id: &str) -> anyhow::Result<i32> {
+pub async fn run(cli: &Cli, connector: &str, id: &str) -> super::Result<i32> {
     let cfg = super::load_config(cli)?;
     let conn = cfg.connector(connector)?.clone();
     let store = crate::state::open(&cfg.state).await?;

@@ -160,6 +160,21 @@ fn fetch_blocking(
     if let Some(p) = progress {
         p.finish();
     }
+    verify(Finished { src, file, fetched, notes }, started, last, force)
+}
+
+/// A download `source::retrieve` finished, before it is checked.
+struct Finished {
+    src: Box<dyn Source>,
+    file: RemoteFile,
+    fetched: source::Fetched,
+    notes: Vec<String>,
+}
+
+/// The finished download checked (its size against the listing, its content against the
+/// last synced file) and handed to the parse, which waits for `guard.complete()`.
+fn verify(d: Finished, started: Option<Started>, last: Option<&FileFingerprint>, force: bool) -> Result<Fetch, SourceError> {
+    let Finished { src, file, fetched, notes } = d;
     let Some(Started { temp_path, guard, early }) = started else {
         return Err(SourceError::Other("a file was downloaded without a download file; this is a bug in rostersync".into()));
     };
