@@ -171,6 +171,7 @@ fn panicked(connector: &str, e: tokio::task::JoinError) -> RunResult {
     let report = Report {
         outcome: RunOutcome::Failed,
         message: Some(e.to_string()),
+        failure: Some(e.kind()),
         ..Report::new(connector, &uuid::Uuid::new_v4().to_string(), false)
     };
     RunResult::failed(report, e, None)

@@ -13,6 +13,7 @@ use crate::exit::{Classify, Exit};
 use crate::format::FormatError;
 use crate::plan::Safeguard;
 use crate::platform::PlatformError;
+use crate::report::FailureKind;
 use crate::source::SourceError;
 use crate::state::StateError;
 
@@ -152,6 +153,27 @@ fn short(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
 
+impl RunError {
+    /// The kind, for the report (history, `--json`).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            RunError::Source(_) => FailureKind::Source,
+            RunError::Format(_) => FailureKind::Format,
+            RunError::Platform(_) | RunError::NoPlatformClient => FailureKind::Platform,
+            RunError::State(_) => FailureKind::State,
+            RunError::Config(_) => FailureKind::Config,
+            RunError::FileRefused { .. } => FailureKind::FileRefused,
+            RunError::Stopped { .. } => FailureKind::Stopped,
+            RunError::Stale { .. } => FailureKind::Stale,
+            RunError::OperationsFailed { .. } => FailureKind::OperationsFailed,
+            RunError::ApprovalRefused { .. } => FailureKind::ApprovalRefused,
+            RunError::PlatformLeaseLapsed { .. } => FailureKind::PlatformLeaseLapsed,
+            RunError::Unreadable { .. } => FailureKind::Unreadable,
+            RunError::Thread { .. } | RunError::Crashed { .. } => FailureKind::Crashed,
+        }
+    }
+}
+
 impl Classify for RunError {
     fn exit(&self) -> Exit {
         match self {
@@ -196,12 +218,12 @@ mod tests {
             age: Duration::from_secs(3 * 86400),
             stale_after: Duration::from_secs(86400),
         };
-        assert_eq!((stale.exit(), stale.retriable()), (Exit::Data, false));
+        assert_eq!((stale.exit(), stale.retriable(), stale.kind()), (Exit::Data, false, FailureKind::Stale));
         assert!(
             stale.to_string().starts_with("the export is stale: no new file for 3days (last one, /out/a.csv, synced 2026-01-01T00:00:00Z)")
         );
         let lost = RunError::from(StateError::LeaseLost { connector: "acme".into(), detail: "gone".into() });
-        assert_eq!((lost.exit(), lost.retriable()), (Exit::Other, true));
+        assert_eq!((lost.exit(), lost.retriable(), lost.kind()), (Exit::Other, true, FailureKind::State));
         let failed = RunError::OperationsFailed { failed: 2, scoped: true };
         assert_eq!(failed.exit(), Exit::Platform);
         assert_eq!(failed.to_string(), "2 operation(s) failed (see errors); the others were applied");

@@ -192,6 +192,7 @@ impl Tally {
             self.report.outcome = if e.exit() == Exit::Stopped { RunOutcome::Stopped } else { RunOutcome::Failed };
         }
         self.report.message = Some(e.to_string());
+        self.report.failure = Some(e.kind());
         self.report.duration_ms = started.elapsed().as_millis() as u64;
         RunResult::failed(self.report, e, self.listing)
     }
