@@ -62,7 +62,7 @@ pub async fn approve(cli: &Cli, run_id: &str, reason: &str) -> super::Result<i32
     let opts = crate::sync::SyncOptions {
         allow_mass_change: true,
         force: true,
-        origin: "cli".into(),
+        origin: crate::sync::Origin::Cli,
         progress: super::progress::for_terminal(cli.json),
         approval: Some(crate::report::Approval::now(reason.trim(), Some(run_id.to_string()))),
         apply_plan: Some(plan),

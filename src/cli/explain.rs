@@ -80,7 +80,7 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> super::Result<i32> {
                 allow_mass_change: true,
                 only: Some(vec![id.to_string()]),
                 allow_absent: true,
-                origin: "cli".into(),
+                origin: crate::sync::Origin::Cli,
                 unrecorded: true,
                 all_operations: true,
                 ..Default::default()

@@ -128,7 +128,7 @@ pub(super) async fn dry_plan(
         dry_run: true,
         file: Some(file.to_path_buf()),
         force: true,
-        origin: "cli".into(),
+        origin: crate::sync::Origin::Cli,
         unrecorded: true,
         all_operations,
         ..Default::default()

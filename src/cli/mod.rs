@@ -336,7 +336,7 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
                 // One person's sync takes the file as it is, synced before or not.
                 force: *force || only.is_some(),
                 reconcile: *reconcile,
-                origin: "cli".into(),
+                origin: crate::sync::Origin::Cli,
                 progress: progress::for_terminal(cli.json),
                 only: only.clone(),
                 allow_absent: *allow_absent,

@@ -128,7 +128,7 @@ impl SyncRunner {
         let span = tracing::Span::current();
         let res = tokio::spawn(
             async move {
-                let opts = SyncOptions { origin: "daemon".into(), reconcile, ..SyncOptions::default() };
+                let opts = SyncOptions { origin: sync::Origin::Daemon, reconcile, ..SyncOptions::default() };
                 sync::run(&cfg, &connector, &*store, &opts).await
             }
             .instrument(span),

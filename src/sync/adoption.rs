@@ -239,7 +239,7 @@ impl<S: StateStore> Ctx<'_, S> {
             return Ok(());
         }
         let base_url = &self.cfg.platform().map_err(RunError::from)?.base_url;
-        let limit = (self.opts.origin == "daemon").then_some(DAEMON_WAIT);
+        let limit = (self.opts.origin == super::Origin::Daemon).then_some(DAEMON_WAIT);
         if let Some(w) = self.binding.take(self.store, base_url, limit).await.map_err(RunError::from)? {
             tracing::info!("the platform lease is free after {:.1}s; deciding which accounts are free to adopt", w.waited.as_secs_f64());
             t.report.notes.push(w.note(&shown(base_url)));

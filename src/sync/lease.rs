@@ -40,8 +40,8 @@ impl std::fmt::Display for Holder {
 
 impl Holder {
     /// This process's run `run_id`.
-    pub(super) fn here(origin: &str, run_id: &str) -> Holder {
-        Holder { origin: origin.into(), host: hostname(), pid: std::process::id(), run_id: run_id.into(), connector: None }
+    pub(super) fn here(origin: super::Origin, run_id: &str) -> Holder {
+        Holder { origin: origin.to_string(), host: hostname(), pid: std::process::id(), run_id: run_id.into(), connector: None }
     }
 
     /// The same run, holding the platform lease for `connector`.
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn holders_of_this_machine_are_judged_by_their_process() {
-        let me = Holder::here("cli", "r1").to_string();
+        let me = Holder::here(crate::sync::Origin::Cli, "r1").to_string();
         // This test's own process is alive, but is it rostersync? Its cmdline names the test
         // binary ("rostersync-…"), so it reads as alive.
         assert!(!died_here(&me), "{me}");
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_holder_reads_back_as_it_was_stored() {
-        let run = Holder::here("daemon", "0c8e-11");
+        let run = Holder::here(crate::sync::Origin::Daemon, "0c8e-11");
         let platform = run.for_connector("acme corp");
         for h in [&run, &platform] {
             assert_eq!(Holder::parse(&h.to_string()).as_ref(), Some(h), "{h}");

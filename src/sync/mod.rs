@@ -67,8 +67,9 @@ pub struct SyncOptions {
     pub allow_mass_change: bool,
     /// Sync even when the file is the one already synced.
     pub force: bool,
-    /// Who runs this (for leases): "cli" or "daemon".
-    pub origin: String,
+    /// Who runs this: named in the lease's holder; the daemon's runs wait a bounded time
+    /// for the platform lease and wait for a stopped plan's approval.
+    pub origin: Origin,
     /// `--only`: plan and push just these people (by unique id); the file is not recorded
     /// as synced and `after` is not applied.
     pub only: Option<Vec<String>>,
@@ -108,9 +109,22 @@ impl std::fmt::Debug for SyncOptions {
     }
 }
 
-impl SyncOptions {
-    fn origin_or_cli(&self) -> &str {
-        if self.origin.is_empty() { "cli" } else { &self.origin }
+/// Who starts a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// A person, by a command.
+    #[default]
+    Cli,
+    /// The daemon, on a schedule.
+    Daemon,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Cli => "cli",
+            Origin::Daemon => "daemon",
+        })
     }
 }
 
@@ -221,7 +235,7 @@ pub async fn run<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts:
 /// The run around its steps: the connector's lease and its heartbeat, the history record,
 /// the audit trail written whatever happened.
 async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
-    let holder = lease::Holder::here(opts.origin_or_cli(), &run_id);
+    let holder = lease::Holder::here(opts.origin, &run_id);
     let binding = adoption::Binding::new(&holder, &conn.name);
     let started = Instant::now();
     let mut tally = Tally { report: Report::new(&conn.name, &run_id, opts.dry_run), audit: Vec::new(), listing: None };

@@ -231,7 +231,7 @@ impl<S: StateStore> Ctx<'_, S> {
     /// The daemon: a connector whose last run a safeguard stopped waits for its approval, or
     /// a new file, instead of stopping again on the same file at every slot.
     pub(super) async fn awaiting_approval(&self, t: &mut Tally, f: &FileFingerprint) -> Result<bool, RunError> {
-        if self.opts.origin != "daemon" || self.opts.apply_plan.is_some() {
+        if self.opts.origin != super::Origin::Daemon || self.opts.apply_plan.is_some() {
             return Ok(false);
         }
         let Some(p) = self.store.pending_plan(&self.conn.name).await? else { return Ok(false) };
