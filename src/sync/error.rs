@@ -1,7 +1,9 @@
-//! Why a run did not end as planned, kept typed until it is shown: the CLI, the daemon's
-//! retries, history, the webhook and the status page read the variant and its fields; the
-//! prose (`Display`) is made only where a person reads it. The exit code and whether a
-//! retry may help come from `Classify`: the wrapped module error's own, or the variant's.
+//! Why a run did not end as planned, kept typed until it is shown. The run's result carries
+//! it (`RunResult::failure`): the CLI's exit code and the daemon's retry come from its
+//! `Classify` (the wrapped module error's own, or the variant's); the report keeps its kind
+//! (`Report::failure`) for history and `--json`, and its text (`Report::message`, made by
+//! `Display` when the run ends) for the people who read the summary, the webhook and the
+//! status page.
 
 use std::path::PathBuf;
 use std::time::Duration;
