@@ -49,7 +49,9 @@ impl Holder {
         Holder { connector: Some(connector.into()), ..self.clone() }
     }
 
-    /// A holder as the store keeps it; None for text no rostersync wrote.
+    /// A holder as the store keeps it; None for text no rostersync wrote. Lenient past the
+    /// pid (a lease left by an older version names no run), since what decides a take-over
+    /// is the host and the pid.
     pub(super) fn parse(stored: &str) -> Option<Holder> {
         let (origin, rest) = stored.split_once('@')?;
         let (rest, connector) = match rest.rsplit_once(" connector ") {
@@ -57,12 +59,12 @@ impl Holder {
             None => (rest, None),
         };
         let mut words = rest.split_whitespace();
-        let (Some(host), Some("pid"), Some(pid), Some("run"), Some(run_id), None) =
-            (words.next(), words.next(), words.next(), words.next(), words.next(), words.next())
-        else {
-            return None;
+        let (Some(host), Some("pid"), Some(pid)) = (words.next(), words.next(), words.next()) else { return None };
+        let run_id = match (words.next(), words.next()) {
+            (Some("run"), Some(id)) => id.to_string(),
+            _ => String::new(),
         };
-        Some(Holder { origin: origin.into(), host: host.into(), pid: pid.parse().ok()?, run_id: run_id.into(), connector })
+        Some(Holder { origin: origin.into(), host: host.into(), pid: pid.parse().ok()?, run_id, connector })
     }
 
     /// Whether this names a rostersync process of this machine that no longer runs.
@@ -216,5 +218,6 @@ mod tests {
         }
         assert_eq!(platform.to_string(), format!("daemon@{} pid {} run 0c8e-11 connector acme corp", hostname(), std::process::id()));
         assert_eq!(Holder::parse("cli@h pid x run r"), None, "a pid is a number");
+        assert!(died_here(&format!("cli@{} pid 4294967295", hostname())), "an older version's holder, without its run");
     }
 }
