@@ -79,6 +79,10 @@ pub struct Report {
     /// A one-line reason for stopped and failed runs, with what to do next.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
+    /// What ended a failed or stopped run, by kind (`message` is its text): for a reader of
+    /// the history or of `--json` that decides on it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub failure: Option<FailureKind>,
     pub duration_ms: u64,
     /// Each operation of the plan, person by person (for a stopped run: what it would have
     /// done). Whole here; the human summary shows the first ones.
@@ -103,6 +107,35 @@ pub struct Report {
     /// left active. Named in `notes`, never touched; the daemon notifies them.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub unplaced: u64,
+}
+
+/// The kind of a run's failure: the variant of `sync::RunError`, without its fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The source: connecting, listing, picking or downloading the file.
+    Source,
+    /// The file could not be read or mapped.
+    Format,
+    Platform,
+    State,
+    Config,
+    /// The file was refused before planning (no data rows, a mapped column missing).
+    FileRefused,
+    /// A safeguard stopped the plan (`stopped_by` names it).
+    Stopped,
+    /// No new file for longer than `stale_after`.
+    Stale,
+    /// Some operations failed, the others were applied.
+    OperationsFailed,
+    /// `approve`: the file, the state or the plan is no longer the stored plan's.
+    ApprovalRefused,
+    /// The platform lease could not be renewed in time.
+    PlatformLeaseLapsed,
+    /// `--file` could not be read.
+    Unreadable,
+    /// A bug: a thread of the run, or the run itself, ended without an answer.
+    Crashed,
 }
 
 /// A person's go-ahead for a run a safeguard stops (or would stop).
@@ -143,6 +176,7 @@ impl Report {
             stale: false,
             notes: Vec::new(),
             message: None,
+            failure: None,
             duration_ms: 0,
             operations: Vec::new(),
             operations_left_out: 0,
@@ -170,6 +204,7 @@ impl Report {
             stale: self.stale,
             notes: self.notes.clone(),
             message: self.message.clone(),
+            failure: self.failure,
             duration_ms: self.duration_ms,
             operations: self.operations[..kept].to_vec(),
             operations_left_out: self.operations_left_out + (self.operations.len() - kept) as u64,

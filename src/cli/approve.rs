@@ -8,7 +8,7 @@ use crate::exit::Exit;
 use crate::state::prelude::*;
 use crate::state::{Store, StoredPlan};
 
-async fn load(cli: &Cli, run_id: &str) -> anyhow::Result<(crate::config::Config, Store, StoredPlan)> {
+async fn load(cli: &Cli, run_id: &str) -> super::Result<(crate::config::Config, Store, StoredPlan)> {
     let cfg = super::load_config(cli)?;
     let store = crate::state::open(&cfg.state).await?;
     let Some(plan) = store.stored_plan(run_id).await? else {
@@ -24,7 +24,7 @@ async fn load(cli: &Cli, run_id: &str) -> anyhow::Result<(crate::config::Config,
     Ok((cfg, store, plan))
 }
 
-pub async fn show(cli: &Cli, run_id: &str) -> anyhow::Result<i32> {
+pub async fn show(cli: &Cli, run_id: &str) -> super::Result<i32> {
     let (_, _, p) = load(cli, run_id).await?;
     if cli.json {
         println!(
@@ -49,7 +49,7 @@ pub async fn show(cli: &Cli, run_id: &str) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub async fn approve(cli: &Cli, run_id: &str, reason: &str) -> anyhow::Result<i32> {
+pub async fn approve(cli: &Cli, run_id: &str, reason: &str) -> super::Result<i32> {
     if reason.trim().is_empty() {
         return Err(CodedError(Exit::Config, "--reason must say why this plan may be applied".into()).into());
     }
@@ -63,7 +63,7 @@ pub async fn approve(cli: &Cli, run_id: &str, reason: &str) -> anyhow::Result<i3
     let opts = crate::sync::SyncOptions {
         allow_mass_change: true,
         force: true,
-        origin: "cli".into(),
+        origin: crate::sync::Origin::Cli,
         progress: super::progress::for_terminal(cli.json),
         approval: Some(crate::report::Approval::now(reason.trim(), Some(run_id.to_string()))),
         apply_plan: Some(plan),

@@ -14,7 +14,7 @@ pub struct Options {
     pub online: bool,
 }
 
-pub async fn run(cli: &Cli, opts: Options) -> anyhow::Result<i32> {
+pub async fn run(cli: &Cli, opts: Options) -> super::Result<i32> {
     let cfg = super::load_config(cli)?;
     let env: Vec<Finding> = if opts.environment { preflight::environment(&cfg, &preflight::System) } else { Vec::new() };
     let reached = if opts.online { Some(online::reach(&cfg).await) } else { None };

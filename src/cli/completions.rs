@@ -9,7 +9,7 @@ use clap::CommandFactory;
 use super::Cli;
 
 /// Prints the completion script for `shell` on stdout.
-pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<i32> {
+pub fn completions(shell: clap_complete::Shell) -> super::Result<i32> {
     let mut cmd = Cli::command();
     // Into memory first: clap_complete panics on a write error (`| head`), we return it.
     let mut script = Vec::new();
@@ -65,7 +65,7 @@ fn render_command_section(out: &mut Vec<u8>, root: &clap::Command, sub: &clap::C
 }
 
 /// Prints the man page on stdout (`rostersync man > rostersync.1`).
-pub fn man() -> anyhow::Result<i32> {
+pub fn man() -> super::Result<i32> {
     let page = man_page()?;
     let mut out = std::io::stdout().lock();
     out.write_all(&page)?;

@@ -1,10 +1,9 @@
 //! `rostersync daemon`: the schedules, until SIGTERM or SIGINT (see `crate::daemon`).
 
-use super::{Cli, CodedError};
+use super::Cli;
 use crate::config;
-use crate::exit::Classify;
 
-pub async fn run(cli: &Cli) -> anyhow::Result<i32> {
+pub async fn run(cli: &Cli) -> super::Result<i32> {
     let path = cli.config.clone().unwrap_or_else(config::default_path);
     match crate::daemon::serve(&path).await {
         Ok(stopped) if stopped.abandoned.is_empty() => Ok(0),
@@ -14,6 +13,6 @@ pub async fn run(cli: &Cli) -> anyhow::Result<i32> {
             // next run adopts whatever reached the platform unrecorded.
             std::process::exit(0)
         }
-        Err(e) => Err(CodedError(e.exit(), e.to_string()).into()),
+        Err(e) => Err(e.into()),
     }
 }

@@ -56,7 +56,7 @@ fn find_rows(conn: &Connector, path: &Path, name: &str, id: &str) -> Result<Vec<
     Ok(hits)
 }
 
-pub async fn run(cli: &Cli, connector: &str, id: &str) -> anyhow::Result<i32> {
+pub async fn run(cli: &Cli, connector: &str, id: &str) -> super::Result<i32> {
     let cfg = super::load_config(cli)?;
     let conn = cfg.connector(connector)?.clone();
     let store = crate::state::open(&cfg.state).await?;
@@ -80,7 +80,7 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> anyhow::Result<i32> {
                 allow_mass_change: true,
                 only: Some(vec![id.to_string()]),
                 allow_absent: true,
-                origin: "cli".into(),
+                origin: crate::sync::Origin::Cli,
                 unrecorded: true,
                 all_operations: true,
                 ..Default::default()
@@ -90,7 +90,7 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> anyhow::Result<i32> {
             file = Some(dl.fingerprint);
         }
         Ok(None) => rows = Err("no file to take right now".into()),
-        Err(e) => rows = Err(e.message),
+        Err(e) => rows = Err(e.to_string()),
     }
 
     // The state.

@@ -6,7 +6,7 @@ use super::Cli;
 use crate::lookup::Lookup;
 use crate::state::{self, prelude::*};
 
-pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::Result<i32> {
+pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> super::Result<i32> {
     let cfg = super::load_config(cli)?;
     let store = state::open(&cfg.state).await?;
     let runs = store.history(connector, limit).await?;
@@ -81,7 +81,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> anyhow::
     Ok(0)
 }
 
-pub async fn status(cli: &Cli) -> anyhow::Result<i32> {
+pub async fn status(cli: &Cli) -> super::Result<i32> {
     let cfg = super::load_config(cli)?;
     let store = state::open(&cfg.state).await?;
     let now = Utc::now();
@@ -193,7 +193,7 @@ fn platform_lookup(mark: Option<state::ReconcileMark>, last: Option<&state::RunR
 }
 
 /// `history [CONNECTOR] --person ID`: the audit trail of one person, newest first.
-pub async fn person(cli: &Cli, connector: Option<&str>, id: &str, limit: u32) -> anyhow::Result<i32> {
+pub async fn person(cli: &Cli, connector: Option<&str>, id: &str, limit: u32) -> super::Result<i32> {
     let cfg = super::load_config(cli)?;
     let store = state::open(&cfg.state).await?;
     let entries = store.person_history(connector, id, limit).await?;

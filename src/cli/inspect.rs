@@ -6,7 +6,7 @@ use super::term::shown;
 use super::{Cli, CodedError};
 use crate::exit::Exit;
 
-pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Result<i32> {
+pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> super::Result<i32> {
     let cfg = super::load_config(cli)?;
     // A new customer's mapping is drafted from a sample: its absence does not stop `fetch`.
     let conn = match cfg.unmapped.get(connector) {
@@ -16,7 +16,7 @@ pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Res
         }
         None => cfg.connector(connector)?,
     };
-    let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit, e.message))?;
+    let dl = crate::sync::download(conn).await?;
     let Some(dl) = dl else {
         return Err(CodedError(Exit::Data, format!("{connector}: no file to fetch right now")).into());
     };
@@ -39,14 +39,14 @@ pub async fn fetch(cli: &Cli, connector: &str, to: Option<&Path>) -> anyhow::Res
     Ok(0)
 }
 
-pub async fn test(cli: &Cli, connector: &str, plan_out: Option<&Path>) -> anyhow::Result<i32> {
+pub async fn test(cli: &Cli, connector: &str, plan_out: Option<&Path>) -> super::Result<i32> {
     let cfg = super::load_config(cli)?;
     let conn = cfg.connector(connector)?;
-    let dl = crate::sync::download(conn).await.map_err(|e| CodedError(e.exit, e.message))?;
+    let dl = crate::sync::download(conn).await?;
     let Some(dl) = dl else {
         return Err(CodedError(Exit::Data, format!("{connector}: no file to test right now")).into());
     };
-    let mapped = crate::sync::parse_file(conn, &dl.path, &dl.name).await.map_err(|e| CodedError(e.exit, e.message))?;
+    let mapped = crate::sync::parse_file(conn, &dl.path, &dl.name).await?;
     let invalid = mapped.rows - mapped.users.len() as u64;
     let allowed = conn.sync.max_invalid.allowed(mapped.rows);
     // What the file makes of people: a status map that keeps leavers active shows here as
@@ -122,13 +122,13 @@ pub(super) async fn dry_plan(
     conn: &crate::config::Connector,
     file: &Path,
     all_operations: bool,
-) -> anyhow::Result<crate::sync::RunResult> {
+) -> super::Result<crate::sync::RunResult> {
     let store = crate::state::open(&cfg.state).await?;
     let opts = crate::sync::SyncOptions {
         dry_run: true,
         file: Some(file.to_path_buf()),
         force: true,
-        origin: "cli".into(),
+        origin: crate::sync::Origin::Cli,
         unrecorded: true,
         all_operations,
         ..Default::default()

@@ -62,7 +62,7 @@ pub fn to_json(host: &str, port: u16, keys: &[(String, String)]) -> serde_json::
     })
 }
 
-pub fn run(target: &str, json: bool) -> anyhow::Result<i32> {
+pub fn run(target: &str, json: bool) -> super::Result<i32> {
     let fail = |msg: &str, exit: crate::exit::Exit| {
         if json {
             println!("{}", serde_json::json!({"error": msg, "exit": exit.code()}));

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::exit::{Classify, Exit};
 
-pub fn run(file: &Path) -> anyhow::Result<i32> {
+pub fn run(file: &Path) -> super::Result<i32> {
     let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| file.display().to_string());
     let text = match crate::mapping::suggest::draft(file, &name) {
         Ok(t) => t,

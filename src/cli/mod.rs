@@ -1,5 +1,6 @@
-//! The command line: one file per command. anyhow lives here and in main only; every
-//! module error is mapped to its exit code through `Classify`.
+//! The command line: one file per command. A command returns `cli::Result`: any module
+//! error converts into its `Failure` with `?`, classified there by its own `Classify`, so
+//! the exit code travels with the error and `main` picks no code by looking inside it.
 
 mod approve;
 mod check;
@@ -207,7 +208,7 @@ pub fn main() -> i32 {
     match rt.block_on(dispatch(&cli)) {
         Ok(code) => code,
         Err(e) => {
-            let exit = exit_of(&e);
+            let exit = e.exit;
             if cli.json {
                 let v = serde_json::json!({"error": format!("{e:#}"), "exit": exit.code()});
                 println!("{v}");
@@ -253,27 +254,47 @@ fn init_logging(cli: &Cli) {
     };
 }
 
-/// The exit code of an error that escaped a command.
-fn exit_of(e: &anyhow::Error) -> Exit {
-    if let Some(x) = e.downcast_ref::<config::ConfigError>() {
-        return x.exit();
+/// What a command returns: its exit code, or the failure that ended it.
+pub type Result<T> = std::result::Result<T, Failure>;
+
+/// An error that ended a command, with the exit code it was classified with where it
+/// arose (`From` any `Classify` error). Shown as the error shows itself, with its sources.
+#[derive(Debug)]
+pub struct Failure {
+    exit: Exit,
+    error: anyhow::Error,
+}
+
+impl<E: Classify + std::error::Error + Send + Sync + 'static> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure { exit: e.exit(), error: anyhow::Error::new(e) }
     }
-    if let Some(x) = e.downcast_ref::<crate::source::SourceError>() {
-        return x.exit();
+}
+
+/// What no module classified (writing to stdout or a file, a drafted mapping that does
+/// not validate): exit 1.
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure { exit: Exit::Other, error }
     }
-    if let Some(x) = e.downcast_ref::<crate::format::FormatError>() {
-        return x.exit();
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        anyhow::Error::new(e).into()
     }
-    if let Some(x) = e.downcast_ref::<crate::platform::PlatformError>() {
-        return x.exit();
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(e: serde_json::Error) -> Failure {
+        anyhow::Error::new(e).into()
     }
-    if let Some(x) = e.downcast_ref::<crate::state::StateError>() {
-        return x.exit();
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if f.alternate() { write!(f, "{:#}", self.error) } else { write!(f, "{}", self.error) }
     }
-    if let Some(x) = e.downcast_ref::<CodedError>() {
-        return x.0;
-    }
-    Exit::Other
 }
 
 /// An error with an explicit exit code, for commands that decide it themselves.
@@ -285,14 +306,19 @@ impl std::fmt::Display for CodedError {
     }
 }
 impl std::error::Error for CodedError {}
+impl Classify for CodedError {
+    fn exit(&self) -> Exit {
+        self.0
+    }
+}
 
 /// Loads the config; problems that touch nothing we need are left for `check`.
-pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+pub(crate) fn load_config(cli: &Cli) -> Result<Config> {
     let path = cli.config.clone().unwrap_or_else(config::default_path);
     Ok(config::load(&path)?)
 }
 
-async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
+async fn dispatch(cli: &Cli) -> Result<i32> {
     match &cli.command {
         Command::Check { no_environment, online } => {
             check::run(cli, check::Options { environment: !no_environment, online: *online }).await
@@ -310,7 +336,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 // One person's sync takes the file as it is, synced before or not.
                 force: *force || only.is_some(),
                 reconcile: *reconcile,
-                origin: "cli".into(),
+                origin: crate::sync::Origin::Cli,
                 progress: progress::for_terminal(cli.json),
                 only: only.clone(),
                 allow_absent: *allow_absent,
@@ -331,5 +357,26 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::Status => history::status(cli).await,
         Command::Completions { shell } => completions::completions(*shell),
         Command::Man => completions::man(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exit code is the one the failing module gave its error, also through the
+    /// daemon's error and through a plain `?`; what no module classified is 1.
+    #[test]
+    fn a_failure_keeps_the_exit_code_its_module_gave_it() {
+        let unreachable = || crate::state::StateError::Unreachable { host: "db".into(), port: 5432, detail: "refused".into() };
+        let f: Failure = unreachable().into();
+        assert_eq!(f.exit, Exit::Connection);
+        let f: Failure = crate::daemon::DaemonError::State(unreachable()).into();
+        assert_eq!(f.exit, Exit::Connection, "not 1: the store's own code");
+        assert!(f.to_string().starts_with("cannot reach the PostgreSQL state store at db:5432"), "{f}");
+        let f: Failure = CodedError(Exit::Data, "no file".into()).into();
+        assert_eq!((f.exit, f.to_string().as_str()), (Exit::Data, "no file"));
+        let f: Failure = anyhow::anyhow!("cannot write").into();
+        assert_eq!(f.exit, Exit::Other);
     }
 }

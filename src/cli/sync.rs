@@ -10,7 +10,7 @@ use crate::state;
 use crate::sync::{self, SyncOptions};
 
 /// The go-ahead of `--allow-mass-change`: a reason is required, kept with the OS user.
-pub fn approval_of(allow_mass_change: bool, reason: Option<&str>) -> anyhow::Result<Option<crate::report::Approval>> {
+pub fn approval_of(allow_mass_change: bool, reason: Option<&str>) -> super::Result<Option<crate::report::Approval>> {
     match (allow_mass_change, reason.map(str::trim)) {
         (true, Some(r)) if !r.is_empty() => Ok(Some(crate::report::Approval::now(r, None))),
         (true, _) => Err(CodedError(
@@ -25,7 +25,7 @@ pub fn approval_of(allow_mass_change: bool, reason: Option<&str>) -> anyhow::Res
     }
 }
 
-pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOptions, plan_out: Option<&Path>) -> anyhow::Result<i32> {
+pub async fn run(cli: &Cli, connector: Option<&str>, all: bool, opts: SyncOptions, plan_out: Option<&Path>) -> super::Result<i32> {
     let cfg = super::load_config(cli)?;
     let names: Vec<String> = match (connector, all) {
         (Some(c), _) => vec![c.to_string()],
@@ -92,7 +92,7 @@ pub fn whole(res: &sync::RunResult) -> Whole<'_> {
 
 /// `--json`: one document and a newline, written as it is made (a million operations are
 /// never one string in memory).
-pub fn print_json<T: serde::Serialize>(doc: &T) -> anyhow::Result<()> {
+pub fn print_json<T: serde::Serialize>(doc: &T) -> super::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     serde_json::to_writer(&mut out, doc).map_err(|e| anyhow::anyhow!("cannot write the report to stdout: {e}"))?;
@@ -193,7 +193,7 @@ fn value(v: Option<&str>) -> String {
 
 /// `--plan-out FILE.csv`: the operations for a customer's HR team, every one (the run's
 /// listing when the report lists only the first).
-pub fn write_plan_out(path: &Path, res: &sync::RunResult) -> anyhow::Result<()> {
+pub fn write_plan_out(path: &Path, res: &sync::RunResult) -> super::Result<()> {
     let f = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot write the plan to {}: {e}", path.display()))?;
     let w = std::io::BufWriter::with_capacity(1 << 16, f);
     match &res.listing {

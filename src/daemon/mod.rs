@@ -41,11 +41,21 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
+/// A wrapped module error keeps its own classification (a state store that cannot be
+/// reached is a connection error, exit 3, not "other").
 impl Classify for DaemonError {
     fn exit(&self) -> Exit {
         match self {
-            DaemonError::Config(_) | DaemonError::Refused(_) => Exit::Config,
-            _ => Exit::Other,
+            DaemonError::Config(e) => e.exit(),
+            DaemonError::State(e) => e.exit(),
+            DaemonError::Refused(_) => Exit::Config,
+            DaemonError::Listen(_) | DaemonError::Signals(_) => Exit::Other,
+        }
+    }
+    fn retriable(&self) -> bool {
+        match self {
+            DaemonError::State(e) => e.retriable(),
+            _ => false,
         }
     }
 }

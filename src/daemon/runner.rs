@@ -9,11 +9,10 @@ use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
 use crate::config::{Config, Connector};
-use crate::exit::Exit;
 use crate::report::{Report, RunOutcome};
 use crate::state::prelude::*;
 use crate::state::{SlotClaim, Store, worker_id};
-use crate::sync::{self, RunResult, SyncOptions};
+use crate::sync::{self, RunError, RunResult, SyncOptions};
 
 /// Runs past runs are searched for the last success (catch-up on start).
 const HISTORY_DEPTH: u32 = 50;
@@ -130,7 +129,7 @@ impl SyncRunner {
         let span = tracing::Span::current();
         let res = tokio::spawn(
             async move {
-                let opts = SyncOptions { origin: "daemon".into(), reconcile, ..SyncOptions::default() };
+                let opts = SyncOptions { origin: sync::Origin::Daemon, reconcile, ..SyncOptions::default() };
                 sync::run(&cfg, &connector, &*store, &opts).await
             }
             .instrument(span),
@@ -166,18 +165,15 @@ fn slot_key(connector: &str, reconcile: bool) -> String {
 }
 
 /// A run whose thread panicked: a failed run in the report (and the log), not a dead daemon.
+/// A bug may depend on the data or on timing: `RunError::Crashed` is retriable.
 fn panicked(connector: &str, e: tokio::task::JoinError) -> RunResult {
-    let message = format!("the run of {connector} crashed ({e}); this is a bug in rostersync, please report it with the log");
-    tracing::error!(connector, "{message}");
-    RunResult {
-        report: Report {
-            outcome: RunOutcome::Failed,
-            message: Some(message),
-            ..Report::new(connector, &uuid::Uuid::new_v4().to_string(), false)
-        },
-        exit: Exit::Other,
-        // A bug may depend on the data or on timing: the next attempt may pass.
-        retriable: true,
-        listing: None,
-    }
+    let e = RunError::Crashed { connector: connector.to_string(), detail: e.to_string() };
+    tracing::error!(connector, "{e}");
+    let report = Report {
+        outcome: RunOutcome::Failed,
+        message: Some(e.to_string()),
+        failure: Some(e.kind()),
+        ..Report::new(connector, &uuid::Uuid::new_v4().to_string(), false)
+    };
+    RunResult::failed(report, e, None)
 }

@@ -141,7 +141,7 @@ impl Runner for Fake {
             duration_ms: self.duration.as_millis() as u64,
             ..Report::new(&c.name, &format!("{}-{}", c.name, start.timestamp()), false)
         };
-        RunResult { report, exit, retriable, listing: None }
+        RunResult { report, exit, retriable, failure: None, listing: None }
     }
 
     async fn last_success(&self, c: &str) -> Option<DateTime<Utc>> {

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Instant as TokioInstant;
 
-use super::{Job, RunError, lease};
-use crate::exit::Exit;
+use super::{Ctx, RunError, Tally, lease};
 use crate::state::{StateError, StateStore};
 
 /// How often a waiting run tries the lease again: short next to a push, long enough that
@@ -50,11 +49,6 @@ fn shown(base_url: &url::Url) -> String {
     format!("{}://{host}{port}{}", base_url.scheme(), base_url.path().trim_end_matches('/'))
 }
 
-/// The connector a platform lease's holder runs ("… connector NAME", `Binding::new`).
-fn holder_connector(holder: &str) -> Option<&str> {
-    holder.rsplit_once(" connector ").map(|(_, name)| name)
-}
-
 /// A wait for the platform lease that ended: for the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Waited {
@@ -65,7 +59,11 @@ pub(super) struct Waited {
 
 impl Waited {
     pub(super) fn note(&self, platform: &str) -> String {
-        let whose = holder_connector(&self.holder).map(|c| format!("connector \"{c}\"'s run")).unwrap_or_else(|| "another run".into());
+        // Read back from the store's text, where the store hands it over.
+        let whose = lease::Holder::parse(&self.holder)
+            .and_then(|h| h.connector)
+            .map(|c| format!("connector \"{c}\"'s run"))
+            .unwrap_or_else(|| "another run".into());
         format!(
             "waited {:.1}s for {whose} ({}) to record the accounts it binds on {platform}, so that an account is bound to one connector only; then decided which accounts are free to adopt",
             self.waited.as_secs_f64(),
@@ -77,7 +75,7 @@ impl Waited {
 /// This run's hold on the platform lease: taken at most once (`take`), renewed while the
 /// run lasts (`renewing`), released when its push is recorded (`release`).
 pub(super) struct Binding {
-    /// The connector lease's holder and this connector: "cli@HOST pid N run ID connector NAME",
+    /// The connector lease's holder and this connector, as the store keeps it (`lease::Holder`),
     /// so `lease::acquire` can tell a dead holder on this machine and waiters can name it.
     holder: String,
     /// The lease key once taken, and when it was last taken or renewed.
@@ -86,8 +84,9 @@ pub(super) struct Binding {
 }
 
 impl Binding {
-    pub(super) fn new(run_holder: &str, connector: &str) -> Binding {
-        Binding { holder: format!("{run_holder} connector {connector}"), key: Mutex::new(None), held: AtomicBool::new(false) }
+    pub(super) fn new(run_holder: &lease::Holder, connector: &str) -> Binding {
+        let holder = run_holder.for_connector(connector).to_string();
+        Binding { holder, key: Mutex::new(None), held: AtomicBool::new(false) }
     }
 
     fn key(&self) -> Option<(String, TokioInstant)> {
@@ -158,11 +157,11 @@ impl Binding {
     /// the store says another run holds it now, the run stops where it is: past that,
     /// another connector may decide that the accounts this one is binding are free. What it
     /// sent unrecorded, the reconcile marker (set before the push) makes the next run look up.
-    pub(super) async fn renewing<S: StateStore>(
+    pub(super) async fn renewing<S: StateStore, T>(
         &self,
         store: &S,
-        work: impl std::future::Future<Output = Result<Exit, RunError>>,
-    ) -> Result<Exit, RunError> {
+        work: impl std::future::Future<Output = Result<T, RunError>>,
+    ) -> Result<T, RunError> {
         tokio::pin!(work);
         let ttl = store.lease_ttl();
         let margin = lease::margin(ttl);
@@ -228,29 +227,22 @@ impl Binding {
 /// may be back), and it says what to check.
 fn lapsing(key: &str, ttl: Duration, why: Option<String>) -> RunError {
     let why = why.unwrap_or_else(|| "no renewal was accepted".into());
-    RunError {
-        exit: Exit::Other,
-        retriable: true,
-        message: format!(
-            "stopped: the platform lease ({key}) could not be renewed before it lapses (lease_ttl {:.1}s): {why}. Another connector could otherwise bind the accounts this run is binding; the next run looks up what this one sent. Check the state store",
-            ttl.as_secs_f64()
-        ),
-    }
+    RunError::PlatformLeaseLapsed { key: key.to_string(), ttl, why }
 }
 
-impl<S: StateStore> Job<'_, S> {
+impl<S: StateStore> Ctx<'_, S> {
     /// Before this run reads other connectors' bindings to decide what it may bind: the
     /// platform lease (waiting for another connector's run that holds it, and saying so in
     /// the report). A dry run binds nothing and takes none.
-    pub(super) async fn take_platform_lease(&mut self) -> Result<(), RunError> {
+    pub(super) async fn take_platform_lease(&self, t: &mut Tally) -> Result<(), RunError> {
         if self.opts.dry_run {
             return Ok(());
         }
-        let base_url = &self.cfg.platform().map_err(RunError::from_error)?.base_url;
-        let limit = (self.opts.origin == "daemon").then_some(DAEMON_WAIT);
-        if let Some(w) = self.binding.take(self.store, base_url, limit).await.map_err(RunError::from_error)? {
+        let base_url = &self.cfg.platform().map_err(RunError::from)?.base_url;
+        let limit = (self.opts.origin == super::Origin::Daemon).then_some(DAEMON_WAIT);
+        if let Some(w) = self.binding.take(self.store, base_url, limit).await.map_err(RunError::from)? {
             tracing::info!("the platform lease is free after {:.1}s; deciding which accounts are free to adopt", w.waited.as_secs_f64());
-            self.report.notes.push(w.note(&shown(base_url)));
+            t.report.notes.push(w.note(&shown(base_url)));
         }
         Ok(())
     }
@@ -259,8 +251,14 @@ impl<S: StateStore> Job<'_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Exit;
     use crate::state::SqliteStore;
     use crate::state::prelude::*;
+
+    /// A run's holder as the store would hand it back.
+    fn h(stored: &str) -> lease::Holder {
+        lease::Holder::parse(stored).unwrap()
+    }
 
     #[test]
     fn one_platform_has_one_key_however_its_url_is_written() {
@@ -283,12 +281,13 @@ mod tests {
 
     #[test]
     fn waiters_name_the_connector_that_holds_the_platform() {
-        let b = Binding::new("cli@host pid 1 run r1", "bamboo");
-        assert_eq!(holder_connector(&b.holder), Some("bamboo"));
+        let b = Binding::new(&h("cli@host pid 1 run r1"), "bamboo");
+        assert_eq!(lease::Holder::parse(&b.holder).and_then(|h| h.connector).as_deref(), Some("bamboo"));
         let w = Waited { holder: b.holder.clone(), waited: Duration::from_millis(2500) };
         let note = w.note("https://scim.example.com/scim/v2");
         assert!(note.starts_with("waited 2.5s for connector \"bamboo\"'s run (cli@host pid 1 run r1 connector bamboo)"), "{note}");
-        assert_eq!(holder_connector("garbage"), None);
+        let w = Waited { holder: "garbage".into(), waited: Duration::from_millis(2500) };
+        assert!(w.note("p").starts_with("waited 2.5s for another run (garbage)"));
     }
 
     /// A daemon's run waits a bounded time: then it gives up, retriable, naming the holder,
@@ -299,7 +298,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
-        let (a, b) = (Binding::new("daemon@h pid 1 run a", "acme"), Binding::new("daemon@h pid 1 run b", "globex"));
+        let (a, b) = (Binding::new(&h("daemon@h pid 1 run a"), "acme"), Binding::new(&h("daemon@h pid 1 run b"), "globex"));
         a.take(&store, &url, None).await.unwrap();
         let started = Instant::now();
         let e = b.take(&store, &url, Some(Duration::from_millis(1200))).await.unwrap_err();
@@ -320,10 +319,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
-        let (a, b) = (Binding::new("cli@h pid 1 run a", "acme"), Binding::new("cli@h pid 2 run b", "globex"));
+        let (a, b) = (Binding::new(&h("cli@h pid 1 run a"), "acme"), Binding::new(&h("cli@h pid 2 run b"), "globex"));
         assert_eq!(a.take(&store, &url, None).await.unwrap(), None);
         assert_eq!(a.take(&store, &url, None).await.unwrap(), None, "taken already");
-        let other = Binding::new("cli@h pid 3 run c", "initech");
+        let other = Binding::new(&h("cli@h pid 3 run c"), "initech");
         assert_eq!(other.take(&store, &url::Url::parse("https://other.example.com/v2").unwrap(), None).await.unwrap(), None);
         let released = async {
             tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -405,9 +404,9 @@ mod tests {
         let ttl = Duration::from_millis(600);
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
-        let a = Binding::new("cli@h pid 1 run a", "acme");
+        let a = Binding::new(&h("cli@h pid 1 run a"), "acme");
         a.take(&store, &url, None).await.unwrap();
-        let other = Binding::new("cli@h pid 2 run b", "globex");
+        let other = Binding::new(&h("cli@h pid 2 run b"), "globex");
         let run = a.renewing(&store, async {
             tokio::time::sleep(ttl * 3).await;
             // Another connector still cannot take it: it was renewed all along.
@@ -429,7 +428,7 @@ mod tests {
         let ttl = Duration::from_secs(2);
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
-        let a = Binding::new("cli@h pid 1 run a", "acme");
+        let a = Binding::new(&h("cli@h pid 1 run a"), "acme");
         a.take(&store, &url, None).await.unwrap();
         let taken = Instant::now();
         store.failing.store(true, std::sync::atomic::Ordering::Release);
@@ -442,9 +441,10 @@ mod tests {
             .expect_err("the run stops");
         assert!(taken.elapsed() < ttl, "stopped before the lease lapsed: {:?}", taken.elapsed());
         assert!(taken.elapsed() >= ttl / 3 * 2, "after the second failed renewal, not the first: {:?}", taken.elapsed());
-        assert!(e.retriable, "the store may be back");
-        assert!(e.message.contains("platform lease (platform https://scim.example.com/v2) could not be renewed"), "{}", e.message);
-        assert!(e.message.contains("disk I/O error") && e.message.contains("Check the state store"), "{}", e.message);
+        assert!(crate::exit::Classify::retriable(&e), "the store may be back");
+        let message = e.to_string();
+        assert!(message.contains("platform lease (platform https://scim.example.com/v2) could not be renewed"), "{message}");
+        assert!(message.contains("disk I/O error") && message.contains("Check the state store"), "{message}");
     }
 
     /// A lease that lapsed and was taken by another run: the next renewal is refused and
@@ -455,7 +455,7 @@ mod tests {
         let ttl = Duration::from_millis(900);
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
-        let a = Binding::new("cli@h pid 1 run a", "acme");
+        let a = Binding::new(&h("cli@h pid 1 run a"), "acme");
         a.take(&store, &url, None).await.unwrap();
         let key = platform_key(&url);
         store.inner.release(&key, &a.holder).await.unwrap();
@@ -467,6 +467,6 @@ mod tests {
             })
             .await
             .expect_err("the run stops");
-        assert!(e.message.contains("another run holds it now"), "{}", e.message);
+        assert!(e.to_string().contains("another run holds it now"), "{e}");
     }
 }

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use super::parse::{EarlyParse, ParseFailure, read_and_map};
 use super::{Progress, RunError, SyncOptions};
 use crate::config::Connector;
-use crate::exit::Exit;
 use crate::model::FileFingerprint;
 use crate::retry::Budget;
 use crate::source::{self, Choice, RemoteFile, Retrieved, Source, SourceError, select};
@@ -68,8 +67,8 @@ pub(super) async fn fetch(
         fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(began), &budget)
     })
     .await
-    .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
-    .map_err(RunError::from_error)
+    .map_err(|e| RunError::Thread { what: "download", detail: Some(e.to_string()) })?
+    .map_err(RunError::from)
 }
 
 /// A file the customer sent by other means: hashed in place, never moved or removed.
@@ -77,8 +76,8 @@ async fn fetch_local(path: &Path) -> Result<Fetch, RunError> {
     let p = path.to_path_buf();
     let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&p))
         .await
-        .map_err(|e| RunError::new(Exit::Other, e.to_string()))?
-        .map_err(|e| RunError::new(Exit::Data, format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| RunError::Thread { what: "hashing", detail: Some(e.to_string()) })?
+        .map_err(|source| RunError::Unreadable { path: path.to_path_buf(), source })?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).to_rfc3339());
     Ok(Fetch::Got(Box::new(Got {
@@ -161,6 +160,21 @@ fn fetch_blocking(
     if let Some(p) = progress {
         p.finish();
     }
+    verify(Finished { src, file, fetched, notes }, started, last, force)
+}
+
+/// A download `source::retrieve` finished, before it is checked.
+struct Finished {
+    src: Box<dyn Source>,
+    file: RemoteFile,
+    fetched: source::Fetched,
+    notes: Vec<String>,
+}
+
+/// The finished download checked (its size against the listing, its content against the
+/// last synced file) and handed to the parse, which waits for `guard.complete()`.
+fn verify(d: Finished, started: Option<Started>, last: Option<&FileFingerprint>, force: bool) -> Result<Fetch, SourceError> {
+    let Finished { src, file, fetched, notes } = d;
     let Some(Started { temp_path, guard, early }) = started else {
         return Err(SourceError::Other("a file was downloaded without a download file; this is a bug in rostersync".into()));
     };
@@ -337,8 +351,8 @@ pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, RunError> 
     // Not part of a run: its own budget.
     let res = tokio::task::spawn_blocking(move || fetch_blocking(&c, None, true, None, None, &Budget::default()))
         .await
-        .map_err(|e| RunError::new(Exit::Other, format!("the download thread failed: {e}")))?
-        .map_err(RunError::from_error)?;
+        .map_err(|e| RunError::Thread { what: "download", detail: Some(e.to_string()) })?
+        .map_err(RunError::from)?;
     Ok(match res {
         Fetch::NoNewFile(why) => {
             tracing::warn!("{why}");

@@ -13,16 +13,78 @@ fn ttl<S: StateStore>(store: &S) -> Duration {
     store.lease_ttl()
 }
 
-/// Who holds a lease: "ORIGIN@HOST pid N run ID", read back by `holder_died_here`.
-pub(super) fn holder(origin: &str, run_id: &str) -> String {
-    format!("{origin}@{} pid {} run {run_id}", hostname(), std::process::id())
+/// Who holds a lease: a run of rostersync on some machine, and for the platform lease
+/// (`adoption`) the connector it runs. The store keeps it as text (`Display`: "ORIGIN@HOST
+/// pid N run ID[ connector NAME]", which `status` shows); it is read back into this only
+/// where the store hands a holder over (`Holder::parse`), and decided on by its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Holder {
+    /// "cli" or "daemon".
+    pub origin: String,
+    pub host: String,
+    pub pid: u32,
+    pub run_id: String,
+    /// The connector whose run holds a platform lease.
+    pub connector: Option<String>,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{} pid {} run {}", self.origin, self.host, self.pid, self.run_id)?;
+        match &self.connector {
+            Some(c) => write!(f, " connector {c}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Holder {
+    /// This process's run `run_id`.
+    pub(super) fn here(origin: super::Origin, run_id: &str) -> Holder {
+        Holder { origin: origin.to_string(), host: hostname(), pid: std::process::id(), run_id: run_id.into(), connector: None }
+    }
+
+    /// The same run, holding the platform lease for `connector`.
+    pub(super) fn for_connector(&self, connector: &str) -> Holder {
+        Holder { connector: Some(connector.into()), ..self.clone() }
+    }
+
+    /// A holder as the store keeps it; None for text no rostersync wrote. Lenient past the
+    /// pid (a lease left by an older version names no run), since what decides a take-over
+    /// is the host and the pid.
+    pub(super) fn parse(stored: &str) -> Option<Holder> {
+        let (origin, rest) = stored.split_once('@')?;
+        let (rest, connector) = match rest.rsplit_once(" connector ") {
+            Some((r, c)) => (r, Some(c.to_string())),
+            None => (rest, None),
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(host), Some("pid"), Some(pid)) = (words.next(), words.next(), words.next()) else { return None };
+        let run_id = match (words.next(), words.next()) {
+            (Some("run"), Some(id)) => id.to_string(),
+            _ => String::new(),
+        };
+        Some(Holder { origin: origin.into(), host: host.into(), pid: pid.parse().ok()?, run_id, connector })
+    }
+
+    /// Whether this names a rostersync process of this machine that no longer runs.
+    fn died_here(&self) -> bool {
+        if self.host != hostname() {
+            return false;
+        }
+        // A reused pid belongs to some other program: still dead for us.
+        match std::fs::read(format!("/proc/{}/cmdline", self.pid)) {
+            Ok(cmd) => !String::from_utf8_lossy(&cmd).contains("rostersync"),
+            Err(_) => true,
+        }
+    }
 }
 
 /// Takes the lease; a lease left by a process of this machine that no longer exists (killed,
 /// crashed) is taken over at once rather than after its TTL.
 pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &str) -> Result<(), StateError> {
     match store.acquire(connector, holder, ttl(store)).await {
-        Err(StateError::Held { holder: old, .. }) if holder_died_here(&old) => {
+        Err(StateError::Held { holder: old, .. }) if Holder::parse(&old).is_some_and(|h| h.died_here()) => {
             tracing::warn!("taking over the lease of {old}: that process no longer runs");
             store.release(connector, &old).await?;
             store.acquire(connector, holder, ttl(store)).await
@@ -121,21 +183,6 @@ pub(super) async fn with_heartbeat<S: StateStore, T>(
     }
 }
 
-/// Whether a holder string ("cli@HOST pid N run ID") names a dead rostersync process here.
-fn holder_died_here(holder: &str) -> bool {
-    let Some((_, rest)) = holder.split_once('@') else { return false };
-    let mut words = rest.split_whitespace();
-    let (Some(host), Some("pid"), Some(pid)) = (words.next(), words.next(), words.next()) else { return false };
-    if host != hostname() || pid.parse::<u32>().is_err() {
-        return false;
-    }
-    // A reused pid belongs to some other program: still dead for us.
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmd) => !String::from_utf8_lossy(&cmd).contains("rostersync"),
-        Err(_) => true,
-    }
-}
-
 /// This machine's name (gethostname(2)), as lease holders record it.
 pub(crate) fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
@@ -145,15 +192,32 @@ pub(crate) fn hostname() -> String {
 mod tests {
     use super::*;
 
+    /// Whether a stored holder names a dead rostersync process here.
+    fn died_here(stored: &str) -> bool {
+        Holder::parse(stored).is_some_and(|h| h.died_here())
+    }
+
     #[test]
     fn holders_of_this_machine_are_judged_by_their_process() {
-        let me = holder("cli", "r1");
+        let me = Holder::here(crate::sync::Origin::Cli, "r1").to_string();
         // This test's own process is alive, but is it rostersync? Its cmdline names the test
         // binary ("rostersync-…"), so it reads as alive.
-        assert!(!holder_died_here(&me), "{me}");
-        assert!(holder_died_here(&format!("cli@{} pid 4294967295 run r2", hostname())));
+        assert!(!died_here(&me), "{me}");
+        assert!(died_here(&format!("cli@{} pid 4294967295 run r2", hostname())));
         // Another machine's holder is never judged from here.
-        assert!(!holder_died_here("daemon@some-other-host pid 1 run r3"));
-        assert!(!holder_died_here("garbage"));
+        assert!(!died_here("daemon@some-other-host pid 1 run r3"));
+        assert!(!died_here("garbage"));
+    }
+
+    #[test]
+    fn a_holder_reads_back_as_it_was_stored() {
+        let run = Holder::here(crate::sync::Origin::Daemon, "0c8e-11");
+        let platform = run.for_connector("acme corp");
+        for h in [&run, &platform] {
+            assert_eq!(Holder::parse(&h.to_string()).as_ref(), Some(h), "{h}");
+        }
+        assert_eq!(platform.to_string(), format!("daemon@{} pid {} run 0c8e-11 connector acme corp", hostname(), std::process::id()));
+        assert_eq!(Holder::parse("cli@h pid x run r"), None, "a pid is a number");
+        assert!(died_here(&format!("cli@{} pid 4294967295", hostname())), "an older version's holder, without its run");
     }
 }

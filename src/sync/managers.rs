@@ -4,23 +4,40 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Job, RunError};
+use super::push::{Pass, Pushed};
+use super::{Ctx, RunError, Tally};
 use crate::model::User;
 use crate::plan::{self, Op};
 use crate::platform::Platform;
 use crate::state::StateStore;
 
-impl<S: StateStore> Job<'_, S> {
+impl<S: StateStore> Ctx<'_, S> {
+    /// After the push: the reports of managers it created again get their manager reference
+    /// (`relink_reports`), then everyone written without a manager gets it (`link_unlinked`).
+    /// Returns the creates and adoptions of every pass that failed (`settle_marker`).
+    pub(super) async fn link_managers<P: Platform>(&self, t: &mut Tally, platform: &P, pushed: Pushed) -> Result<u64, RunError> {
+        let Pushed { mut unlinked, recreated, unsettled, rekeys, .. } = pushed;
+        let relinked = self.relink_reports(t, platform, recreated, rekeys).await?;
+        unlinked.extend(relinked.unlinked);
+        let linked = self.link_unlinked(t, platform, unlinked, relinked.rekeys).await?;
+        Ok(unsettled + relinked.unsettled + linked.unsettled)
+    }
+
     /// Second pass for reports whose manager did not exist when they were written (a
     /// manager cycle in the data, or a manager created later in the same push): now that
     /// everyone exists, set just the manager. Those whose manager is still not on the
     /// platform (not in the export, or their row invalid) are noted in the report.
-    pub(super) async fn link_managers<P: Platform>(&mut self, platform: &P) -> Result<(), RunError> {
-        let unlinked = std::mem::take(&mut self.unlinked);
+    async fn link_unlinked<P: Platform>(
+        &self,
+        t: &mut Tally,
+        platform: &P,
+        unlinked: Vec<(String, Box<User>)>,
+        rekeys: HashMap<String, String>,
+    ) -> Result<Pushed, RunError> {
         if unlinked.is_empty() {
-            return Ok(());
+            return Ok(Pushed::default());
         }
-        let snapshot = self.store.snapshot(&self.conn.name).await.map_err(RunError::from_error)?;
+        let snapshot = self.store.snapshot(&self.conn.name).await?;
         tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
         let known: HashMap<String, String> = unlinked
             .iter()
@@ -30,7 +47,7 @@ impl<S: StateStore> Job<'_, S> {
         drop(snapshot);
         let (linkable, absent): (Vec<_>, Vec<_>) =
             unlinked.into_iter().partition(|(_, u)| u.manager().is_some_and(|m| known.contains_key(m)));
-        self.note_unlinked(absent.iter().map(|(_, u)| &**u));
+        note_unlinked(t, absent.iter().map(|(_, u)| &**u));
         let ops: Vec<Op> = linkable
             .into_iter()
             .map(|(platform_id, user)| {
@@ -40,30 +57,32 @@ impl<S: StateStore> Job<'_, S> {
             })
             .collect();
         if ops.is_empty() {
-            return Ok(());
+            return Ok(Pushed::default());
         }
         let n = ops.len();
-        self.relinking = true;
-        let res = self.push(platform, ops, known, &HashMap::new()).await;
-        self.relinking = false;
+        let (pushed, ended) = self.push(t, platform, ops, known, &HashMap::new(), Pass::Relink, rekeys).await;
         // Whatever the second pass still left unset (it should not: every manager was known).
-        let still = std::mem::take(&mut self.unlinked);
-        self.note_unlinked(still.iter().map(|(_, u)| &**u));
+        note_unlinked(t, pushed.unlinked.iter().map(|(_, u)| &**u));
         tracing::info!("linked the manager of {n} user(s) in a second pass");
-        res
+        ended.map(|()| pushed)
     }
 
     /// Managers this push created again (their account was deleted by hand, `Healed`): the
     /// people they manage still point at the deleted account. Each is written again whole
     /// (a replace without a path, which servers that refuse a PATCH of the manager path
     /// take), with the manager's new account.
-    pub(super) async fn relink_reports<P: Platform>(&mut self, platform: &P) -> Result<(), RunError> {
-        let recreated = std::mem::take(&mut self.recreated);
+    async fn relink_reports<P: Platform>(
+        &self,
+        t: &mut Tally,
+        platform: &P,
+        recreated: Vec<(String, String)>,
+        rekeys: HashMap<String, String>,
+    ) -> Result<Pushed, RunError> {
         if recreated.is_empty() {
-            return Ok(());
+            return Ok(Pushed { rekeys, ..Pushed::default() });
         }
         let ids: Vec<&str> = recreated.iter().map(|(id, _)| id.as_str()).collect();
-        let reports = self.store.reports_of(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
+        let reports = self.store.reports_of(&self.conn.name, &ids).await?;
         let known: HashMap<String, String> = recreated.into_iter().collect();
         let ops: Vec<Op> = reports
             .into_values()
@@ -71,26 +90,24 @@ impl<S: StateStore> Job<'_, S> {
             .map(|(platform_id, user)| Op::Update { platform_id, user: Box::new(user), adopt: false, previous: None })
             .collect();
         if ops.is_empty() {
-            return Ok(());
+            return Ok(Pushed { rekeys, ..Pushed::default() });
         }
-        self.note(format!(
+        t.note(format!(
             "{} people's manager was created again (deleted on the platform); their manager reference is set to the new account",
             ops.len()
         ));
-        self.relinking = true;
-        let res = self.push(platform, ops, known, &HashMap::new()).await;
-        self.relinking = false;
-        res
+        let (pushed, ended) = self.push(t, platform, ops, known, &HashMap::new(), Pass::Relink, rekeys).await;
+        ended.map(|()| pushed)
     }
+}
 
-    fn note_unlinked<'u>(&mut self, users: impl Iterator<Item = &'u User>) {
-        for u in users {
-            let m = u.manager().unwrap_or_default();
-            self.note(format!(
-                "{}: manager {m} is not on the platform (not synced, nor created by this run: missing from the export, or their row is invalid); left unset until they are",
-                u.external_id
-            ));
-        }
+fn note_unlinked<'u>(t: &mut Tally, users: impl Iterator<Item = &'u User>) {
+    for u in users {
+        let m = u.manager().unwrap_or_default();
+        t.note(format!(
+            "{}: manager {m} is not on the platform (not synced, nor created by this run: missing from the export, or their row is invalid); left unset until they are",
+            u.external_id
+        ));
     }
 }
 

@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use super::fetch::Got;
-use super::{Job, RunError};
+use super::{Ctx, FileRefusal, RunError, Tally};
 use crate::config::{Connector, Format, Mapping};
-use crate::exit::Exit;
 use crate::format::{FormatError, Input};
 use crate::mapping::{Mapped, Mapper};
 use crate::report::RunOutcome;
@@ -45,7 +44,7 @@ pub(super) fn mapping_of(conn: &Connector) -> Mapping {
 /// Parses and maps a local file with the connector's mapping, on a blocking thread.
 pub async fn parse_file(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, RunError> {
     parse_file_detailed(conn, path, name).await.map_err(|e| match e {
-        ParseFailure::Format(e) => RunError::from_error(e),
+        ParseFailure::Format(e) => RunError::from(e),
         ParseFailure::Other(f) => f,
     })
 }
@@ -65,13 +64,13 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Resul
         read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format)
     })
     .await
-    .map_err(|e| ParseFailure::Other(RunError::new(Exit::Other, format!("the parsing thread failed: {e}"))))?
+    .map_err(|e| ParseFailure::Other(RunError::Thread { what: "parsing", detail: Some(e.to_string()) }))?
 }
 
-impl<S: StateStore> Job<'_, S> {
+impl<S: StateStore> Ctx<'_, S> {
     /// The users of the file: from the parse that followed the download, or parsed now. A
     /// file that cannot be used at all (empty, a mapped column missing) stops the run here.
-    pub(super) async fn parse(&mut self, got: &mut Got) -> Result<Mapped, RunError> {
+    pub(super) async fn parse(&self, t: &mut Tally, got: &mut Got) -> Result<Mapped, RunError> {
         // Not through a &Got across the await: a reference to the boxed source held there
         // would make the run's future not Send (the daemon runs it on its worker threads).
         let parsed = match got.early.take() {
@@ -81,7 +80,7 @@ impl<S: StateStore> Job<'_, S> {
                     .await
                     .ok()
                     .and_then(Result::ok)
-                    .unwrap_or_else(|| Err(ParseFailure::Other(RunError::new(Exit::Other, "the parsing thread failed".into()))))
+                    .unwrap_or_else(|| Err(ParseFailure::Other(RunError::Thread { what: "parsing", detail: None })))
             }
             None => parse_file_detailed(self.conn, &got.spool.path, &got.name).await,
         };
@@ -89,33 +88,17 @@ impl<S: StateStore> Job<'_, S> {
             Ok(m) => Ok(m),
             // An empty export empties the customer: only on an explicit --allow-mass-change.
             Err(ParseFailure::Format(FormatError::Empty { .. })) if self.opts.allow_mass_change => Ok(Mapped::default()),
-            Err(ParseFailure::Format(e)) => Err(self.refuse_file(e)),
+            Err(ParseFailure::Format(e)) => Err(self.refuse_file(t, e)),
             Err(ParseFailure::Other(f)) => Err(f),
         }
     }
 
     /// A file that is empty or lacks a mapped column is refused by a safeguard: nothing
     /// is planned from it.
-    fn refuse_file(&mut self, e: FormatError) -> RunError {
-        let (rule, exit) = match &e {
-            FormatError::Empty { .. } => ("no_data_rows", Exit::Stopped),
-            // A data error by DESIGN's exit codes, though it stops the run like a safeguard.
-            FormatError::MissingColumns { .. } => ("missing_column", Exit::Data),
-            _ => return RunError::from_error(e),
-        };
-        self.report.outcome = RunOutcome::Stopped;
-        self.report.stopped_by = Some(rule.to_string());
-        let go_on = if exit == Exit::Stopped {
-            format!(
-                " Check the export with the customer; to apply it anyway: `rostersync sync {} --allow-mass-change --reason \"…\"`",
-                self.conn.name
-            )
-        } else {
-            format!(
-                " Fix the mapping (mappings/…) or ask the customer for the usual export; `rostersync test {}` shows the header",
-                self.conn.name
-            )
-        };
-        RunError::new(exit, format!("{e}; nothing was pushed.{go_on}"))
+    fn refuse_file(&self, t: &mut Tally, e: FormatError) -> RunError {
+        let Some(refusal) = FileRefusal::of(&e) else { return RunError::from(e) };
+        t.report.outcome = RunOutcome::Stopped;
+        t.report.stopped_by = Some(refusal.rule().to_string());
+        RunError::FileRefused { connector: self.conn.name.clone(), refusal, error: Box::new(e) }
     }
 }

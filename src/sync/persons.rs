@@ -7,9 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 
-use super::{Job, RunError};
+use super::{ApprovalMismatch, Ctx, RunError, Tally};
 use crate::changes::{self, PersonKind};
-use crate::exit::Exit;
 use crate::mapping::Mapped;
 use crate::model::{FileFingerprint, IdRule};
 use crate::plan::{Plan, Snapshot};
@@ -60,39 +59,49 @@ impl Scope {
     }
 }
 
-impl<S: StateStore> Job<'_, S> {
-    /// `--only`: the file cut down to the scope (the whole file still decides what these
-    /// people should be).
-    pub(super) fn scope_mapped(&mut self, mapped: Mapped) -> Mapped {
-        let Some(only) = &self.opts.only else { return mapped };
-        let scope = Scope::new(only, self.conn.mapping.id_rule());
-        self.file_rows = Some(mapped.rows);
-        let m = scope.mapped(mapped);
-        self.in_file = m.users.iter().map(|u| scope.rule.key(&u.user.external_id).into_owned()).collect();
-        self.in_file.extend(m.errors.iter().filter_map(|e| e.external_id.as_deref()).map(|i| scope.rule.key(i).into_owned()));
-        for id in only {
-            if !self.in_file.contains(scope.rule.key(id).as_ref()) {
-                self.note(format!("{id}: not in the file"));
-            }
-        }
-        m
-    }
+/// What `--only` found in the file, for the plan: its people there (by id key), and the
+/// whole file's rows. Empty without `--only`.
+#[derive(Default)]
+pub(super) struct FileScope {
+    in_file: HashSet<String>,
+    file_rows: Option<u64>,
+}
 
-    /// `--only`: the snapshot the plan compares with (None: the whole one).
-    pub(super) fn scope_snapshot(&mut self, snapshot: &Snapshot) -> Option<Snapshot> {
-        let only = self.opts.only.as_ref()?;
-        let scope = Scope::new(only, self.conn.mapping.id_rule());
-        let (scoped, spared) = scope.snapshot(snapshot, &self.in_file, self.opts.allow_absent);
-        for id in spared {
-            self.note(format!("{id}: absent from the file; left as it is (pass --allow-absent to apply on_missing to them)"));
-        }
-        Some(scoped)
-    }
-
+impl FileScope {
     /// The rows the safeguards measure against: the whole file's, also under `--only` (an
     /// absent person's scope has no row, and one invalid row of one is no "100 % invalid").
     pub(super) fn plan_rows(&self, scoped: u64) -> u64 {
         self.file_rows.unwrap_or(scoped)
+    }
+}
+
+impl<S: StateStore> Ctx<'_, S> {
+    /// `--only`: the file cut down to the scope (the whole file still decides what these
+    /// people should be), and what the plan needs to know of the scope.
+    pub(super) fn scope_mapped(&self, t: &mut Tally, mapped: Mapped) -> (Mapped, FileScope) {
+        let Some(only) = &self.opts.only else { return (mapped, FileScope::default()) };
+        let scope = Scope::new(only, self.conn.mapping.id_rule());
+        let file_rows = Some(mapped.rows);
+        let m = scope.mapped(mapped);
+        let mut in_file: HashSet<String> = m.users.iter().map(|u| scope.rule.key(&u.user.external_id).into_owned()).collect();
+        in_file.extend(m.errors.iter().filter_map(|e| e.external_id.as_deref()).map(|i| scope.rule.key(i).into_owned()));
+        for id in only {
+            if !in_file.contains(scope.rule.key(id).as_ref()) {
+                t.note(format!("{id}: not in the file"));
+            }
+        }
+        (m, FileScope { in_file, file_rows })
+    }
+
+    /// `--only`: the snapshot the plan compares with (None: the whole one).
+    pub(super) fn scope_snapshot(&self, t: &mut Tally, file: &FileScope, snapshot: &Snapshot) -> Option<Snapshot> {
+        let only = self.opts.only.as_ref()?;
+        let scope = Scope::new(only, self.conn.mapping.id_rule());
+        let (scoped, spared) = scope.snapshot(snapshot, &file.in_file, self.opts.allow_absent);
+        for id in spared {
+            t.note(format!("{id}: absent from the file; left as it is (pass --allow-absent to apply on_missing to them)"));
+        }
+        Some(scoped)
     }
 
     /// `--only`: max_deactivations counts against every known person, not the scope's few
@@ -118,22 +127,21 @@ impl<S: StateStore> Job<'_, S> {
     /// stopped plan's first `MAX_STORED_OPERATIONS`, kept for `plan show`), with the stored
     /// content of the people it changes (for their names and old values). Returns that
     /// content: of every operation with `all_operations`, for the run's `Listing`.
-    pub(super) async fn describe(&mut self, plan: &Plan) -> Result<HashMap<String, crate::model::User>, RunError> {
+    pub(super) async fn describe(&self, t: &mut Tally, plan: &Plan) -> Result<HashMap<String, crate::model::User>, RunError> {
         let limit = if plan.stop.is_some() { crate::state::MAX_STORED_OPERATIONS } else { crate::report::MAX_LISTED };
         let ids = changes::stored_ids(plan, if self.opts.all_operations { usize::MAX } else { limit });
-        let stored =
-            if ids.is_empty() { HashMap::new() } else { self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)? };
+        let stored = if ids.is_empty() { HashMap::new() } else { self.store.contents(&self.conn.name, &ids).await? };
         let ops = changes::describe(plan, &stored, &self.conn.name, limit);
-        self.report.operations_left_out = (plan.ops.len() + plan.conflicts.len()).saturating_sub(ops.len()) as u64;
-        self.report.operations = ops;
+        t.report.operations_left_out = (plan.ops.len() + plan.conflicts.len()).saturating_sub(ops.len()) as u64;
+        t.report.operations = ops;
         Ok(stored)
     }
 
     /// `all_operations`, a plan nothing will send (dry or stopped): kept whole for the output
     /// when the report lists only its first operations, and described as it is printed.
-    pub(super) fn keep_listing(&mut self, plan: Plan, stored: HashMap<String, crate::model::User>) {
-        if self.opts.all_operations && self.report.operations_left_out > 0 {
-            self.listing = Some(changes::Listing::of_plan(plan, stored, &self.conn.name).into());
+    pub(super) fn keep_listing(&self, t: &mut Tally, plan: Plan, stored: HashMap<String, crate::model::User>) {
+        if self.opts.all_operations && t.report.operations_left_out > 0 {
+            t.listing = Some(changes::Listing::of_plan(plan, stored, &self.conn.name).into());
         } else {
             super::drop_in_background((plan, stored));
         }
@@ -141,47 +149,51 @@ impl<S: StateStore> Job<'_, S> {
 
     /// `all_operations`, a plan about to be sent (its people go to the push): described now
     /// into a temporary file, when the report lists only its first operations.
-    pub(super) fn spill_listing(&mut self, plan: &Plan, stored: HashMap<String, crate::model::User>) {
-        if self.opts.all_operations && self.report.operations_left_out > 0 {
-            self.listing = Some(changes::Listing::spill(plan, &stored, &self.conn.name).into());
+    pub(super) fn spill_listing(&self, t: &mut Tally, plan: &Plan, stored: HashMap<String, crate::model::User>) {
+        if self.opts.all_operations && t.report.operations_left_out > 0 {
+            t.listing = Some(changes::Listing::spill(plan, &stored, &self.conn.name).into());
         }
         super::drop_in_background(stored);
     }
 
     /// A safeguard stopped the run: its plan is kept for `plan show` and `approve`, with
-    /// what it was made from. The run's message then names the approving command.
-    pub(super) async fn keep_stopped_plan(&mut self, plan: &Plan, fingerprint: String, stop: &crate::plan::Safeguard) -> String {
+    /// what it was made from. Returns the run whose plan was kept (the run's message then
+    /// names the approving command).
+    pub(super) async fn keep_stopped_plan(
+        &self,
+        t: &mut Tally,
+        plan: &Plan,
+        fingerprint: String,
+        stop: &crate::plan::Safeguard,
+    ) -> Option<String> {
         let message = stop.message(&self.conn.name);
-        let Some(file) = self.report.file.clone() else { return message };
+        let file = t.report.file.clone()?;
         if self.opts.only.is_some() {
-            return message;
+            return None;
         }
         let stored = StoredPlan {
-            run_id: self.report.run_id.clone(),
+            run_id: t.report.run_id.clone(),
             connector: self.conn.name.clone(),
             created_at: Utc::now(),
             file,
             state_fingerprint: fingerprint,
             digest: changes::plan_digest(plan),
-            operations_left_out: self.report.operations_left_out
-                + self.report.operations.len().saturating_sub(crate::state::MAX_STORED_OPERATIONS) as u64,
+            operations_left_out: t.report.operations_left_out
+                + t.report.operations.len().saturating_sub(crate::state::MAX_STORED_OPERATIONS) as u64,
             rule: stop.rule().to_string(),
-            message: message.clone(),
+            message,
             dry_run: self.opts.dry_run,
-            operations: self.report.operations.iter().take(crate::state::MAX_STORED_OPERATIONS).cloned().collect(),
+            operations: t.report.operations.iter().take(crate::state::MAX_STORED_OPERATIONS).cloned().collect(),
             approved: None,
         };
         match self.store.save_plan(&stored).await {
             Ok(()) => {
-                self.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", self.report.run_id));
-                format!(
-                    "{message}. Or apply exactly this plan (`rostersync plan show {run}` lists it): `rostersync approve {run} --reason \"…\"`",
-                    run = self.report.run_id
-                )
+                t.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", t.report.run_id));
+                Some(t.report.run_id.clone())
             }
             Err(e) => {
                 tracing::warn!("could not keep the stopped plan for approval: {e}");
-                message
+                None
             }
         }
     }
@@ -190,14 +202,13 @@ impl<S: StateStore> Job<'_, S> {
     pub(super) fn check_approved_file(&self, f: &FileFingerprint) -> Result<(), RunError> {
         let Some(p) = &self.opts.apply_plan else { return Ok(()) };
         if p.file.sha256 != f.sha256 {
-            return Err(self.refuse(format!(
-                "the file is no longer the one plan {} was made from ({}, sha256 {}…; now {}, sha256 {}…)",
-                p.run_id,
-                p.file.path,
-                short(&p.file.sha256),
-                f.path,
-                short(&f.sha256)
-            )));
+            return Err(self.refuse(ApprovalMismatch::File {
+                plan: p.run_id.clone(),
+                was_path: p.file.path.clone(),
+                was_sha256: p.file.sha256.clone(),
+                now_path: f.path.clone(),
+                now_sha256: f.sha256.clone(),
+            }));
         }
         Ok(())
     }
@@ -207,43 +218,31 @@ impl<S: StateStore> Job<'_, S> {
     pub(super) fn check_approved_plan(&self, plan: &Plan, fingerprint: Option<&str>) -> Result<(), RunError> {
         let Some(p) = &self.opts.apply_plan else { return Ok(()) };
         if fingerprint != Some(p.state_fingerprint.as_str()) {
-            return Err(self.refuse(format!(
-                "the state of connector \"{}\" changed since plan {} was made (another run synced meanwhile)",
-                self.conn.name, p.run_id
-            )));
+            return Err(self.refuse(ApprovalMismatch::State { plan: p.run_id.clone(), connector: self.conn.name.clone() }));
         }
         if changes::plan_digest(plan) != p.digest {
-            return Err(self.refuse(format!(
-                "the plan made now from the same file and state differs from plan {} (the mapping or the connector's settings changed)",
-                p.run_id
-            )));
+            return Err(self.refuse(ApprovalMismatch::Plan { plan: p.run_id.clone() }));
         }
         Ok(())
     }
 
-    fn refuse(&self, why: String) -> RunError {
-        RunError::new(
-            Exit::Stopped,
-            format!(
-                "approval refused: {why}; nothing was pushed. Re-run `rostersync sync {} --dry-run` to see the plan for the file as it is now",
-                self.conn.name
-            ),
-        )
+    fn refuse(&self, mismatch: ApprovalMismatch) -> RunError {
+        RunError::ApprovalRefused { connector: self.conn.name.clone(), mismatch: Box::new(mismatch) }
     }
 
     /// The daemon: a connector whose last run a safeguard stopped waits for its approval, or
     /// a new file, instead of stopping again on the same file at every slot.
-    pub(super) async fn awaiting_approval(&mut self, f: &FileFingerprint) -> Result<bool, RunError> {
-        if self.opts.origin != "daemon" || self.opts.apply_plan.is_some() {
+    pub(super) async fn awaiting_approval(&self, t: &mut Tally, f: &FileFingerprint) -> Result<bool, RunError> {
+        if self.opts.origin != super::Origin::Daemon || self.opts.apply_plan.is_some() {
             return Ok(false);
         }
-        let Some(p) = self.store.pending_plan(&self.conn.name).await.map_err(RunError::from_error)? else { return Ok(false) };
+        let Some(p) = self.store.pending_plan(&self.conn.name).await? else { return Ok(false) };
         if p.file.sha256 != f.sha256 || p.dry_run {
             return Ok(false);
         }
-        self.report.outcome = crate::report::RunOutcome::NoNewFile;
-        self.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", p.run_id));
-        self.report.message = Some(format!(
+        t.report.outcome = crate::report::RunOutcome::NoNewFile;
+        t.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", p.run_id));
+        t.report.message = Some(format!(
             "waiting for approval: run {} stopped on this file ({}); `rostersync approve {} --reason \"…\"` applies it, a new file replaces it",
             p.run_id, p.rule, p.run_id
         ));
@@ -251,8 +250,9 @@ impl<S: StateStore> Job<'_, S> {
     }
 
     /// One operation's outcome into the audit trail (written at the end of the push).
-    pub(super) fn audit_outcome(&mut self, o: &OpOutcome) {
-        if self.relinking || self.opts.dry_run {
+    /// (Not of the second passes, which only link managers: `push::Pass`.)
+    pub(super) fn audit_outcome(&self, t: &mut Tally, o: &OpOutcome, rekeys: &HashMap<String, String>) {
+        if self.opts.dry_run {
             return;
         }
         let id = o.external_id().to_string();
@@ -264,18 +264,18 @@ impl<S: StateStore> Job<'_, S> {
         };
         let kind = match &o.result {
             Ok(a) if a.adopted => PersonKind::Adopt,
-            _ => changes::kind_of(&o.op, previous, self.rekeys.contains_key(&id)),
+            _ => changes::kind_of(&o.op, previous, rekeys.contains_key(&id)),
         };
         let (kind, fields) = (kind.word().to_string(), changes::changed_fields(&o.op));
         let (status, http_status) = match &o.result {
             Ok(_) => ("ok".to_string(), None),
             Err(f) => ("failed".to_string(), f.status),
         };
-        let approval = self.report.approval.as_ref().map(|a| format!("{}: {}", a.by, a.reason));
-        self.audit.push(AuditEntry {
+        let approval = t.report.approval.as_ref().map(|a| format!("{}: {}", a.by, a.reason));
+        t.audit.push(AuditEntry {
             connector: self.conn.name.clone(),
             external_id: id,
-            run_id: self.report.run_id.clone(),
+            run_id: t.report.run_id.clone(),
             at: Utc::now(),
             kind,
             fields,
@@ -287,25 +287,14 @@ impl<S: StateStore> Job<'_, S> {
 
     /// Writes the audit entries gathered so far (also after a push that stopped half-way:
     /// what was sent is recorded).
-    pub(super) async fn flush_audit(&mut self) {
-        let entries = std::mem::take(&mut self.audit);
+    pub(super) async fn flush_audit(&self, t: &mut Tally) {
+        let entries = std::mem::take(&mut t.audit);
         for chunk in entries.chunks(1000) {
             if let Err(e) = self.store.write_audit(chunk).await {
                 tracing::warn!("could not write the audit trail: {e}");
                 return;
             }
         }
-    }
-}
-
-impl<S: StateStore> Job<'_, S> {
-    /// The end of an `--only` run: the file is not recorded as synced (the rest of it was
-    /// not applied) and `after` is not applied.
-    pub(super) fn finish_scoped(&mut self, failed: u64) -> Result<Exit, RunError> {
-        if failed > 0 {
-            return Err(RunError::new(Exit::Platform, format!("{failed} operation(s) failed (see errors); the others were applied")));
-        }
-        Ok(Exit::Ok)
     }
 }
 
@@ -329,10 +318,6 @@ pub(super) async fn after_run<S: StateStore>(store: &S, cfg: &crate::config::Con
     {
         tracing::warn!("could not prune the audit trail: {e}");
     }
-}
-
-fn short(s: &str) -> &str {
-    &s[..s.len().min(12)]
 }
 
 #[cfg(test)]

@@ -1,37 +1,79 @@
 //! Step 5 of a run: the plan's operations sent to the platform, each outcome recorded in
 //! the snapshot as it comes back, in batches, so a crash loses nothing and repeats nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Job, MAX_REPORTED_ERRORS, RunError, STATE_BATCH};
-use crate::model::RowError;
+use super::planning::Planned;
+use super::{Ctx, MAX_REPORTED_ERRORS, RunError, STATE_BATCH, Tally};
+use crate::model::{RowError, User};
 use crate::plan::{Op, OpKind};
 use crate::platform::{Applied, Healed, ManagerLink, OpFailure, OpOutcome, Platform};
 use crate::state::{SnapshotWrite, StateStore};
 
-impl<S: StateStore> Job<'_, S> {
+/// Which push this is: the plan's own, or a second pass that only links managers (its
+/// writes are neither counted as updates nor audited, and move no re-hire's row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pass {
+    Plan,
+    Relink,
+}
+
+/// What a push leaves for the steps after it.
+#[derive(Default)]
+pub(super) struct Pushed {
+    /// Users written without their manager (not on the platform at the time), to link in
+    /// a second pass once the push has created everyone: platform id and full content.
+    pub unlinked: Vec<(String, Box<User>)>,
+    /// People whose account a 404 showed deleted and this push created again (external id,
+    /// new platform id): their reports' manager references are pointed at the new account.
+    pub recreated: Vec<(String, String)>,
+    /// Operations that failed.
+    pub failed: u64,
+    /// Creates and adoptions that failed: the account may be on the platform unrecorded (a
+    /// lost answer), or an adoption is pending, so the reconcile marker stays set.
+    pub unsettled: u64,
+    /// Re-hires whose write did not go through (yet): a later pass that writes the person
+    /// still moves the leaver's row.
+    pub rekeys: HashMap<String, String>,
+}
+
+impl<S: StateStore> Ctx<'_, S> {
+    /// The plan to the platform: previous contents attached, the reconcile's forgotten
+    /// people removed, the reconcile marker raised, then the push.
+    pub(super) async fn push_plan<P: Platform>(&self, t: &mut Tally, platform: &P, planned: Planned) -> Result<Pushed, RunError> {
+        let Planned { mut plan, known, rekeys, repaired } = planned;
+        self.attach_previous(&mut plan.ops, &repaired.rewrite).await?;
+        let lines = plan.lines_by_id();
+        // The marker goes up before the first write and comes down only once every outcome
+        // is recorded (`settle_marker`): a crash, a stop or a state error leaves it set.
+        self.forget_gone(repaired.gone).await?;
+        if !plan.ops.is_empty() {
+            self.store.set_reconcile(&self.conn.name, self.run_id, "push started").await?;
+        }
+        let (pushed, ended) = self.push(t, platform, plan.ops, known, &lines, Pass::Plan, rekeys).await;
+        ended.map(|()| pushed)
+    }
+
     /// Gives each update the content last pushed, so the platform is sent only what changed.
-    pub(super) async fn attach_previous(&self, ops: &mut [Op]) -> Result<(), RunError> {
+    /// A hand-edited account (`rewrite`, from a reconcile) is written whole, not patched.
+    async fn attach_previous(&self, ops: &mut [Op], rewrite: &HashSet<String>) -> Result<(), RunError> {
         let ids: Vec<&str> = ops
             .iter()
             .filter_map(|op| match op {
-                // A hand-edited account (reconcile) is written whole, not patched.
-                Op::Update { user, adopt: false, .. } if !self.rewrite.contains(user.external_id.as_str()) => {
-                    Some(user.external_id.as_str())
-                }
+                Op::Update { user, adopt: false, .. } if !rewrite.contains(user.external_id.as_str()) => Some(user.external_id.as_str()),
                 _ => None,
             })
             .collect();
         if ids.is_empty() {
             return Ok(());
         }
-        let mut contents = self.store.contents(&self.conn.name, &ids).await.map_err(RunError::from_error)?;
+        let mut contents = self.store.contents(&self.conn.name, &ids).await?;
         for op in ops.iter_mut() {
             if let Op::Update { user, adopt: false, previous, .. } = op
-                && !self.rewrite.contains(user.external_id.as_str())
+                && !rewrite.contains(user.external_id.as_str())
             {
                 *previous = contents.remove(user.external_id.as_str()).map(Box::new);
             }
@@ -39,24 +81,47 @@ impl<S: StateStore> Job<'_, S> {
         Ok(())
     }
 
+    /// Sends `ops` and records each outcome as it comes back. Returns what the push leaves
+    /// for the next steps, whether it ended or failed half-way (then with the error).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn push<P: Platform>(
-        &mut self,
+        &self,
+        t: &mut Tally,
         platform: &P,
         ops: Vec<Op>,
         known: HashMap<String, String>,
         lines: &HashMap<String, u64>,
-    ) -> Result<(), RunError> {
+        pass: Pass,
+        rekeys: HashMap<String, String>,
+    ) -> (Pushed, Result<(), RunError>) {
+        let mut rec = Recorder { ctx: self, t, pass, lines, out: Pushed { rekeys, ..Pushed::default() } };
+        let ended = rec.push(platform, ops, known).await;
+        (rec.out, ended)
+    }
+}
+
+/// One push in progress: the outcomes into the report, the audit trail and the snapshot.
+struct Recorder<'r, 'a, S: StateStore> {
+    ctx: &'r Ctx<'a, S>,
+    t: &'r mut Tally,
+    pass: Pass,
+    lines: &'r HashMap<String, u64>,
+    out: Pushed,
+}
+
+impl<S: StateStore> Recorder<'_, '_, S> {
+    async fn push<P: Platform>(&mut self, platform: &P, ops: Vec<Op>, known: HashMap<String, String>) -> Result<(), RunError> {
+        let (ctx, progress) = (self.ctx, self.ctx.opts.progress.as_deref());
         let total = ops.len() as u64;
-        if let Some(p) = &self.opts.progress {
+        if let Some(p) = progress {
             p.stage(super::Stage::Push, Some(total));
         }
         let mut done = 0u64;
         // The run's one budget (shared with the fetch) gets room for this work: a retry per
         // ten operations, as the SCIM client always had.
-        self.budget.grow(total / 10);
-        let budget = self.budget.clone();
+        ctx.budget.grow(total / 10);
         let (tx, mut rx) = mpsc::channel::<OpOutcome>(4096);
-        let apply = platform.apply(ops, known, &budget, tx);
+        let apply = platform.apply(ops, known, &ctx.budget, tx);
         tokio::pin!(apply);
         let mut batch: Vec<SnapshotWrite> = Vec::with_capacity(STATE_BATCH);
         let mut apply_result = None;
@@ -65,17 +130,17 @@ impl<S: StateStore> Job<'_, S> {
                 res = &mut apply, if apply_result.is_none() => { apply_result = Some(res); }
                 msg = rx.recv() => match msg {
                     Some(outcome) => {
-                        self.record(outcome, &mut batch, lines);
-                        if self.audit.len() >= STATE_BATCH {
-                            self.flush_audit().await;
+                        self.record(outcome, &mut batch);
+                        if self.t.audit.len() >= STATE_BATCH {
+                            ctx.flush_audit(self.t).await;
                         }
                         done += 1;
-                        if let Some(p) = &self.opts.progress
+                        if let Some(p) = progress
                             && (done.is_multiple_of(64) || done == total) {
                                 p.advance(done);
                             }
                         if batch.len() >= STATE_BATCH {
-                            self.store.write(&self.conn.name, &batch).await.map_err(RunError::from_error)?;
+                            ctx.store.write(&ctx.conn.name, &batch).await?;
                             batch.clear();
                         }
                     }
@@ -83,45 +148,47 @@ impl<S: StateStore> Job<'_, S> {
                 },
                 // Outcomes paused: commit what we have so a crash now loses nothing.
                 _ = tokio::time::sleep(Duration::from_millis(200)), if !batch.is_empty() => {
-                    self.store.write(&self.conn.name, &batch).await.map_err(RunError::from_error)?;
+                    ctx.store.write(&ctx.conn.name, &batch).await?;
                     batch.clear();
                 }
             }
         }
         if !batch.is_empty() {
-            self.store.write(&self.conn.name, &batch).await.map_err(RunError::from_error)?;
+            ctx.store.write(&ctx.conn.name, &batch).await?;
         }
-        if let Some(p) = &self.opts.progress {
+        if let Some(p) = progress {
             p.finish();
         }
         match apply_result {
-            Some(Err(e)) => Err(RunError::from_error(e)),
+            Some(Err(e)) => Err(e.into()),
             _ => Ok(()),
         }
     }
 
     /// Counts one outcome and queues its snapshot write, from the operation it hands back.
-    fn record(&mut self, o: OpOutcome, batch: &mut Vec<SnapshotWrite>, lines: &HashMap<String, u64>) {
-        self.audit_outcome(&o);
+    fn record(&mut self, o: OpOutcome, batch: &mut Vec<SnapshotWrite>) {
+        if self.pass == Pass::Plan {
+            self.ctx.audit_outcome(self.t, &o, &self.out.rekeys);
+        }
         let OpOutcome { result, op } = o;
         match result {
             Ok(applied) => self.record_applied(applied, op, batch),
-            Err(f) => self.record_failure(&op, f, lines),
+            Err(f) => self.record_failure(&op, f),
         }
     }
 
     fn record_applied(&mut self, applied: Applied, op: Op, batch: &mut Vec<SnapshotWrite>) {
         if applied.adopted {
-            self.note(format!("{}: adopted existing platform user {} (HTTP 409 on create)", op.external_id(), applied.platform_id));
+            self.t.note(format!("{}: adopted existing platform user {} (HTTP 409 on create)", op.external_id(), applied.platform_id));
         }
         // A re-hire's account leaves the leaver's row: one account, one person.
-        let rekeyed_from = if self.relinking { None } else { self.rekeys.remove(op.external_id()) };
+        let rekeyed_from = if self.pass == Pass::Relink { None } else { self.out.rekeys.remove(op.external_id()) };
         if let Some(healed) = applied.healed {
             return self.record_healed(healed, applied, op, batch);
         }
         // The second pass only links managers: its writes are not counted as updates.
-        if !self.relinking {
-            let c = &mut self.report.counts;
+        if self.pass == Pass::Plan {
+            let c = &mut self.t.report.counts;
             match (&op, op.kind()) {
                 _ if rekeyed_from.is_some() => c.rekeyed += 1,
                 _ if applied.adopted => c.adopted += 1,
@@ -133,7 +200,7 @@ impl<S: StateStore> Job<'_, S> {
             }
         }
         if let Some(old) = rekeyed_from {
-            self.note(format!("{}: re-hire of {old}: platform account {} moved to the new id", op.external_id(), applied.platform_id));
+            self.t.note(format!("{}: re-hire of {old}: platform account {} moved to the new id", op.external_id(), applied.platform_id));
             batch.push(SnapshotWrite::Remove { external_id: old });
         }
         batch.push(match op {
@@ -142,7 +209,7 @@ impl<S: StateStore> Job<'_, S> {
                 // a later run still sees a difference), and link it in a second pass once
                 // this push has created everyone (`link_managers`).
                 if applied.manager == ManagerLink::LeftUnset {
-                    self.unlinked.push((applied.platform_id.clone(), user.clone()));
+                    self.out.unlinked.push((applied.platform_id.clone(), user.clone()));
                     user.manager = None;
                 }
                 SnapshotWrite::Upsert { platform_id: applied.platform_id, user }
@@ -158,27 +225,27 @@ impl<S: StateStore> Job<'_, S> {
     fn record_healed(&mut self, healed: Healed, applied: Applied, op: Op, batch: &mut Vec<SnapshotWrite>) {
         let id = op.external_id().to_string();
         // A re-hire whose account turned out deleted: the leaver's row goes all the same.
-        if let Some(old) = self.rekeys.remove(&id) {
+        if let Some(old) = self.out.rekeys.remove(&id) {
             batch.push(SnapshotWrite::Remove { external_id: old });
         }
         match (healed, op) {
             (Healed::Recreated, Op::Update { mut user, .. } | Op::Create { mut user }) => {
-                if !self.relinking {
-                    self.report.counts.created += 1;
+                if self.pass == Pass::Plan {
+                    self.t.report.counts.created += 1;
                 }
-                self.note(format!("{id}: account deleted on the platform (HTTP 404); created again as {}", applied.platform_id));
+                self.t.note(format!("{id}: account deleted on the platform (HTTP 404); created again as {}", applied.platform_id));
                 if applied.manager == ManagerLink::LeftUnset {
-                    self.unlinked.push((applied.platform_id.clone(), user.clone()));
+                    self.out.unlinked.push((applied.platform_id.clone(), user.clone()));
                     user.manager = None;
                 }
-                self.recreated.push((id, applied.platform_id.clone()));
+                self.out.recreated.push((id, applied.platform_id.clone()));
                 batch.push(SnapshotWrite::Upsert { platform_id: applied.platform_id, user });
             }
             (_, op) => {
-                if !self.relinking {
-                    self.report.counts.deactivated += 1;
+                if self.pass == Pass::Plan {
+                    self.t.report.counts.deactivated += 1;
                 }
-                self.note(format!("{id}: leaver's account already deleted on the platform (HTTP 404); forgotten"));
+                self.t.note(format!("{id}: leaver's account already deleted on the platform (HTTP 404); forgotten"));
                 batch.push(match op {
                     // Still listed, as a leaver: kept as an inactive person with no account,
                     // so the next run neither creates one nor tries again (a re-hire under
@@ -190,34 +257,38 @@ impl<S: StateStore> Job<'_, S> {
         }
     }
 
-    fn record_failure(&mut self, op: &Op, f: OpFailure, lines: &HashMap<String, u64>) {
+    fn record_failure(&mut self, op: &Op, f: OpFailure) {
         // A create answered 409 that was not adopted: the account is someone else's (the
         // platform's binding rule, `writes::adopt`). A person must act; retrying cannot help.
         match op {
             // An inactive person without an account of their own (a re-hired leaver still
             // listed, whose email's account is now their new id's): nothing to deactivate.
             Op::Create { user } if f.status == Some(409) && !user.active => {
-                self.report.counts.unchanged += 1;
-                self.note(format!(
+                self.t.report.counts.unchanged += 1;
+                self.t.note(format!(
                     "{}: inactive, and the account with their email is someone else's; left as it is ({})",
                     user.external_id, f.message
                 ));
                 return;
             }
-            Op::Create { .. } if f.status == Some(409) => self.report.counts.conflicts += 1,
+            Op::Create { .. } if f.status == Some(409) => self.t.report.counts.conflicts += 1,
             Op::Create { .. } | Op::Update { adopt: true, .. } => {
-                self.report.counts.failed += 1;
-                self.unsettled += 1;
+                self.t.report.counts.failed += 1;
+                self.out.failed += 1;
+                self.out.unsettled += 1;
             }
-            _ => self.report.counts.failed += 1,
+            _ => {
+                self.t.report.counts.failed += 1;
+                self.out.failed += 1;
+            }
         }
-        if self.report.errors.len() >= MAX_REPORTED_ERRORS {
-            self.report.errors_left_out += 1;
+        if self.t.report.errors.len() >= MAX_REPORTED_ERRORS {
+            self.t.report.errors_left_out += 1;
             return;
         }
         let external_id = op.external_id();
-        self.report.errors.push(RowError {
-            line: lines.get(external_id).copied().unwrap_or(0),
+        self.t.report.errors.push(RowError {
+            line: self.lines.get(external_id).copied().unwrap_or(0),
             column: None,
             message: format!(
                 "{} of \"{}\" failed{}: {}",
@@ -228,14 +299,6 @@ impl<S: StateStore> Job<'_, S> {
             ),
             external_id: Some(external_id.to_string()),
         });
-    }
-
-    /// Something the report should show although the write succeeded.
-    pub(super) fn note(&mut self, note: String) {
-        tracing::debug!("{note}");
-        if self.report.notes.len() < MAX_REPORTED_ERRORS {
-            self.report.notes.push(note);
-        }
     }
 }
 

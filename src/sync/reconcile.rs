@@ -9,9 +9,9 @@
 //!   (`plan::repair`): accounts deleted by hand are created again or forgotten, hand edits
 //!   are written back, hand-reactivated leavers deactivated — with the safeguards applied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::{Job, RunError};
+use super::{Ctx, RunError, Tally};
 use crate::lookup::Lookup;
 use crate::model::SourcedUser;
 use crate::plan::{self, Existing, FastHash, Snapshot};
@@ -31,21 +31,39 @@ pub(super) enum Look {
     Repair { lost: bool },
 }
 
+/// What the run knows of the platform before it plans: the snapshot (repaired, for a
+/// repair), the platform's accounts `look` chose to read, and what a repair found.
+pub(super) struct Seen {
+    pub snapshot: Snapshot,
+    pub existing: Vec<Existing>,
+    pub repaired: Repaired,
+}
+
+/// What a repair (`Look::Repair`) found, for the push: empty otherwise.
+#[derive(Default)]
+pub(super) struct Repaired {
+    /// Hand-edited accounts: their updates replace every mapped attribute (`attach_previous`).
+    pub rewrite: HashSet<String>,
+    /// People whose account is gone from the platform: their snapshot rows go just before
+    /// the push (`forget_gone`).
+    pub gone: Vec<String>,
+}
+
 /// Past runs read to tell a lost state from a connector that never pushed.
 const HISTORY_DEPTH: u32 = 20;
 
-impl<S: StateStore> Job<'_, S> {
+impl<S: StateStore> Ctx<'_, S> {
     /// Decides how much of the platform to read, from the options and the state.
-    pub(super) async fn look(&mut self, snapshot: &Snapshot, last: Option<&LastFile>) -> Result<Look, RunError> {
+    pub(super) async fn look(&self, t: &mut Tally, snapshot: &Snapshot, last: Option<&LastFile>) -> Result<Look, RunError> {
         let name = &self.conn.name;
         if snapshot.is_empty() && self.synced_before(last).await? {
             let since =
                 last.map(|l| format!(" (it synced {} on {})", l.fingerprint.path, l.synced_at.format("%Y-%m-%d"))).unwrap_or_default();
-            self.note(format!(
+            t.note(format!(
                 "state lost: the state DB has run history for {name}{since} but no snapshot (a new, replaced or restored-empty DB); this run reconciles with the platform: accounts with this connector's externalIds are adopted, hand edits written back. Accounts it cannot place are listed below: check them"
             ));
             tracing::warn!("the state of {name} is lost (history, no snapshot): reconciling with the platform");
-            self.report.state_lost = true;
+            t.report.state_lost = true;
             return Ok(Look::Repair { lost: true });
         }
         if self.opts.reconcile {
@@ -54,8 +72,8 @@ impl<S: StateStore> Job<'_, S> {
         if snapshot.is_empty() {
             return Ok(Look::Adopt { first: true, why: None });
         }
-        let mark = self.store.reconcile_mark(name).await.map_err(RunError::from_error)?;
-        let interrupted = self.store.interrupted(name, &self.report.run_id).await.map_err(RunError::from_error)?;
+        let mark = self.store.reconcile_mark(name).await.map_err(RunError::from)?;
+        let interrupted = self.store.interrupted(name, self.run_id).await.map_err(RunError::from)?;
         let why = match crate::lookup::before_push(mark, interrupted, None) {
             Some(Lookup::Marked(m)) => {
                 format!("run {} left unrecorded writes possible ({}, {})", m.run_id, m.reason, m.set_at.format("%Y-%m-%d %H:%M"))
@@ -72,8 +90,8 @@ impl<S: StateStore> Job<'_, S> {
         if last.is_some() {
             return Ok(true);
         }
-        let runs = self.store.history(Some(&self.conn.name), HISTORY_DEPTH).await.map_err(RunError::from_error)?;
-        Ok(runs.iter().filter(|r| r.run_id != self.report.run_id).filter_map(|r| r.report.as_ref()).any(|r| {
+        let runs = self.store.history(Some(&self.conn.name), HISTORY_DEPTH).await.map_err(RunError::from)?;
+        Ok(runs.iter().filter(|r| r.run_id != self.run_id).filter_map(|r| r.report.as_ref()).any(|r| {
             let c = &r.counts;
             !r.dry_run && c.created + c.adopted + c.rekeyed + c.updated > 0
         }))
@@ -82,79 +100,60 @@ impl<S: StateStore> Job<'_, S> {
     /// The platform's existing users for the plan, as `look` decided. A repair also changes
     /// `snapshot` (`plan::repair`) and notes what it found.
     pub(super) async fn existing_users(
-        &mut self,
+        &self,
+        t: &mut Tally,
         platform: Option<&ScimClient>,
-        snapshot: &mut Snapshot,
+        snapshot: Snapshot,
         users: &[SourcedUser],
         look: &Look,
-    ) -> Result<Vec<Existing>, RunError> {
-        let Some(p) = platform else { return Ok(Vec::new()) };
+    ) -> Result<Seen, RunError> {
+        let nothing = |snapshot| Seen { snapshot, existing: Vec::new(), repaired: Repaired::default() };
+        let Some(p) = platform else { return Ok(nothing(snapshot)) };
         match look {
-            Look::Nothing => Ok(Vec::new()),
+            Look::Nothing => Ok(nothing(snapshot)),
             Look::Adopt { why, .. } => {
                 if let Some(why) = why {
-                    self.note(format!("{why}: platform users were matched before pushing (adopted, never created twice)"));
+                    t.note(format!("{why}: platform users were matched before pushing (adopted, never created twice)"));
                 }
-                p.existing_users(&self.budget).await.map_err(RunError::from_error)
+                let existing = p.existing_users(&self.budget).await?;
+                Ok(Seen { existing, ..nothing(snapshot) })
             }
-            Look::Repair { .. } => {
-                let accounts = p.accounts(&self.budget).await.map_err(RunError::from_error)?;
-                let kept = p.kept_paths(&accounts);
-                let by_id: HashMap<&str, &crate::platform::scim::Account, FastHash> =
-                    accounts.iter().map(|a| (a.existing.platform_id.as_str(), a)).collect();
-                let listed: HashMap<&str, plan::Listed, FastHash> =
-                    by_id.iter().map(|(id, a)| (*id, plan::Listed { active: a.active })).collect();
-                // Managers by the platform id the snapshot knows them under.
-                let pids: HashMap<String, String> = snapshot.iter().map(|(id, e)| (id.clone(), e.platform_id.clone())).collect();
-                let repair = plan::repair(snapshot, users, &listed, self.conn.mapping.id_rule(), |user, entry| {
-                    let Some(account) = by_id.get(entry.platform_id.as_str()) else { return false };
-                    let manager = user.manager().and_then(|m| pids.get(m)).map(String::as_str);
-                    p.drifted(user, manager, account, &kept)
-                });
-                drop(listed);
-                drop(by_id);
-                self.noted_repair(&repair, accounts.len());
-                // Safeguarded like deactivations: of the accounts known before the repair.
-                let (gone, known) = (repair.gone.len() as u64, pids.len() as u64);
-                let allowed = self.conn.sync.max_deactivations.allowed(known);
-                if gone > allowed && !self.opts.allow_mass_change {
-                    let limit = self.conn.sync.max_deactivations.to_string();
-                    return Err(self.stopped(&plan::Safeguard::MassRecreation { count: gone, known, limit, allowed }));
-                }
-                self.rewrite = repair.rewrite;
-                self.forget = repair.gone;
-                Ok(accounts.into_iter().map(|a| a.existing).collect())
-            }
+            Look::Repair { .. } => self.repair(t, p, snapshot, users).await,
         }
     }
 
-    fn noted_repair(&mut self, r: &plan::Repair, listed: usize) {
-        tracing::info!(listed, gone = r.gone.len(), edited = r.rewrite.len(), reactivated = r.reactivated, "reconciled with the platform");
-        if !r.gone.is_empty() {
-            let shown = r.gone.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
-            let more = if r.gone.len() > 10 { format!(" and {} more", r.gone.len() - 10) } else { String::new() };
-            self.note(format!(
-                "reconcile: {} account(s) of this connector were deleted on the platform ({shown}{more}): active people are created again, leavers forgotten",
-                r.gone.len()
-            ));
+    /// `Look::Repair`: every account with its attributes, the drift repaired through the
+    /// plan (`plan::repair`), safeguarded like deactivations.
+    async fn repair(&self, t: &mut Tally, p: &ScimClient, mut snapshot: Snapshot, users: &[SourcedUser]) -> Result<Seen, RunError> {
+        let accounts = p.accounts(&self.budget).await?;
+        let kept = p.kept_paths(&accounts);
+        let by_id: HashMap<&str, &crate::platform::scim::Account, FastHash> =
+            accounts.iter().map(|a| (a.existing.platform_id.as_str(), a)).collect();
+        let listed: HashMap<&str, plan::Listed, FastHash> = by_id.iter().map(|(id, a)| (*id, plan::Listed { active: a.active })).collect();
+        // Managers by the platform id the snapshot knows them under.
+        let pids: HashMap<String, String> = snapshot.iter().map(|(id, e)| (id.clone(), e.platform_id.clone())).collect();
+        let repair = plan::repair(&mut snapshot, users, &listed, self.conn.mapping.id_rule(), |user, entry| {
+            let Some(account) = by_id.get(entry.platform_id.as_str()) else { return false };
+            let manager = user.manager().and_then(|m| pids.get(m)).map(String::as_str);
+            p.drifted(user, manager, account, &kept)
+        });
+        drop(listed);
+        drop(by_id);
+        noted_repair(t, &repair, accounts.len());
+        // Safeguarded like deactivations: of the accounts known before the repair.
+        let (gone, known) = (repair.gone.len() as u64, pids.len() as u64);
+        let allowed = self.conn.sync.max_deactivations.allowed(known);
+        if gone > allowed && !self.opts.allow_mass_change {
+            let limit = self.conn.sync.max_deactivations.to_string();
+            return Err(self.stopped(t, &plan::Safeguard::MassRecreation { count: gone, known, limit, allowed }));
         }
-        if !r.rewrite.is_empty() {
-            self.note(format!(
-                "reconcile: {} account(s) differed on the platform from what is mapped (edited by hand); written back",
-                r.rewrite.len()
-            ));
-        }
-        if r.reactivated > 0 {
-            self.note(format!(
-                "reconcile: {} leaver(s) were active again on the platform (reactivated by hand); deactivated again",
-                r.reactivated
-            ));
-        }
+        let existing = accounts.into_iter().map(|a| a.existing).collect();
+        Ok(Seen { snapshot, existing, repaired: Repaired { rewrite: repair.rewrite, gone: repair.gone } })
     }
 
     /// Listed accounts that are nobody's here, on a first sync or a repair: possibly this
     /// connector's leavers, kept active by a lost state. Named, never touched.
-    pub(super) fn note_strangers(&mut self, strangers: &[String], look: &Look) {
+    pub(super) fn note_strangers(&self, t: &mut Tally, strangers: &[String], look: &Look) {
         let lost = matches!(look, Look::Repair { lost: true });
         let first = matches!(look, Look::Adopt { first: true, .. });
         if strangers.is_empty() || !(lost || first || matches!(look, Look::Repair { .. })) {
@@ -163,13 +162,13 @@ impl<S: StateStore> Job<'_, S> {
         let shown = strangers.iter().take(10).map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
         let more = if strangers.len() > 10 { format!(" and {} more", strangers.len() - 10) } else { String::new() };
         let name = &self.conn.name;
-        self.note(format!(
+        t.note(format!(
             "{} platform account(s) carry an externalId that is in neither this file nor the state of {name}, nor another connector's ({shown}{more}); they were left as they are. If the state DB was lost or replaced they may be this connector's leavers, still active: list them in the export as inactive and run `rostersync sync {name} --reconcile`, or deactivate them on the platform",
             strangers.len()
         ));
         if first || lost {
-            self.report.unplaced = strangers.len() as u64;
-            self.report.message.get_or_insert_with(|| {
+            t.report.unplaced = strangers.len() as u64;
+            t.report.message.get_or_insert_with(|| {
                 format!(
                     "{} platform account(s) with externalIds absent from the file were left active (see notes); if {name}'s state was lost, they may be leavers",
                     strangers.len()
@@ -181,27 +180,50 @@ impl<S: StateStore> Job<'_, S> {
     /// The state forgets the people whose account a reconcile found deleted (just before
     /// the push: a dry run or a stopped run changes nothing). Those still active in the file
     /// are created again by the push.
-    pub(super) async fn forget_gone(&mut self) -> Result<(), RunError> {
-        let gone = std::mem::take(&mut self.forget);
+    pub(super) async fn forget_gone(&self, gone: Vec<String>) -> Result<(), RunError> {
         if gone.is_empty() {
             return Ok(());
         }
         let writes: Vec<SnapshotWrite> = gone.into_iter().map(|external_id| SnapshotWrite::Remove { external_id }).collect();
-        self.store.write(&self.conn.name, &writes).await.map_err(RunError::from_error)
+        Ok(self.store.write(&self.conn.name, &writes).await?)
     }
 
     /// After a push whose every outcome is recorded: the marker goes, unless a create or
-    /// an adoption failed — its account may be on the platform (an answer lost on the way),
-    /// or the adoption is still pending. A failed update or deactivation of a recorded
-    /// account leaves nothing unrecorded (and must not make every later run list the
-    /// whole platform).
-    pub(super) async fn settle_marker(&self) -> Result<(), RunError> {
+    /// an adoption failed (`unsettled` of them) — its account may be on the platform (an
+    /// answer lost on the way), or the adoption is still pending. A failed update or
+    /// deactivation of a recorded account leaves nothing unrecorded (and must not make every
+    /// later run list the whole platform).
+    pub(super) async fn settle_marker(&self, unsettled: u64) -> Result<(), RunError> {
         let name = &self.conn.name;
-        if self.unsettled == 0 {
-            self.store.clear_reconcile(name).await.map_err(RunError::from_error)
+        if unsettled == 0 {
+            Ok(self.store.clear_reconcile(name).await?)
         } else {
-            let why = format!("{} create(s) or adoption(s) failed", self.unsettled);
-            self.store.set_reconcile(name, &self.report.run_id, &why).await.map_err(RunError::from_error)
+            let why = format!("{unsettled} create(s) or adoption(s) failed");
+            Ok(self.store.set_reconcile(name, self.run_id, &why).await?)
         }
+    }
+}
+
+fn noted_repair(t: &mut Tally, r: &plan::Repair, listed: usize) {
+    tracing::info!(listed, gone = r.gone.len(), edited = r.rewrite.len(), reactivated = r.reactivated, "reconciled with the platform");
+    if !r.gone.is_empty() {
+        let shown = r.gone.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        let more = if r.gone.len() > 10 { format!(" and {} more", r.gone.len() - 10) } else { String::new() };
+        t.note(format!(
+            "reconcile: {} account(s) of this connector were deleted on the platform ({shown}{more}): active people are created again, leavers forgotten",
+            r.gone.len()
+        ));
+    }
+    if !r.rewrite.is_empty() {
+        t.note(format!(
+            "reconcile: {} account(s) differed on the platform from what is mapped (edited by hand); written back",
+            r.rewrite.len()
+        ));
+    }
+    if r.reactivated > 0 {
+        t.note(format!(
+            "reconcile: {} leaver(s) were active again on the platform (reactivated by hand); deactivated again",
+            r.reactivated
+        ));
     }
 }

@@ -1,0 +1,302 @@
+//! Step 4 of a run: the plan. The platform client, the pure plan (`crate::plan`) against
+//! the snapshot, the platform's accounts and the other connectors' bindings; its identities
+//! settled; a safeguard's stop, an approval's check, a dry run's report. What it hands the
+//! push is `Planned`.
+
+use std::collections::{HashMap, HashSet};
+
+use super::persons::FileScope;
+use super::reconcile::{Look, Repaired, Seen};
+use super::{Ctx, MAX_REPORTED_ERRORS, RunError, Tally, drop_in_background, managers};
+use crate::mapping::Mapped;
+use crate::plan::{self, Existing, OpKind, Plan, PlanInput};
+use crate::platform::scim::ScimClient;
+use crate::report::RunOutcome;
+use crate::state::StateStore;
+
+/// What the plan step decided.
+pub(super) enum Decided {
+    /// Operations to send.
+    Push(Box<Planned>),
+    /// Nothing to send: a dry run, whose plan is in the report.
+    Reported,
+}
+
+/// A plan ready to push.
+pub(super) struct Planned {
+    pub plan: Plan,
+    /// The platform ids of the managers the pushed users refer to.
+    pub known: HashMap<String, String>,
+    /// Re-hires: new external id → the leaver whose account it takes (its snapshot row goes
+    /// when the write succeeds).
+    pub rekeys: HashMap<String, String>,
+    /// What a repair found, for the push.
+    pub repaired: Repaired,
+}
+
+/// Other connectors' people the plan may meet, as partial snapshots (`other_snapshots`).
+type Others = Vec<(String, plan::Snapshot)>;
+
+impl<S: StateStore> Ctx<'_, S> {
+    /// Plans from the file and what the run knows of the platform; stops on a safeguard or a
+    /// refused approval (Err), reports a dry run, or hands the plan to the push.
+    pub(super) async fn decide(
+        &self,
+        t: &mut Tally,
+        mapped: Mapped,
+        scope: &FileScope,
+        seen: Seen,
+        look: &Look,
+        platform: Option<&mut ScimClient>,
+    ) -> Result<Decided, RunError> {
+        let Seen { snapshot, existing, repaired } = seen;
+        // Other connectors' people, when this plan may take accounts: matched platform users
+        // now, creates (which may meet them on a 409) after planning.
+        let mut others = if existing.is_empty() {
+            None
+        } else {
+            let pids: Vec<&str> = existing.iter().map(|e| e.platform_id.as_str()).collect();
+            Some(self.other_snapshots(t, &pids, &[]).await?)
+        };
+        let (mut plan, known) = {
+            let held = others.as_deref().unwrap_or_default();
+            let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
+            self.plan(t, mapped, scope, &snapshot, &existing, &view)
+        };
+        // What an approval is checked against: computed only when one may be needed.
+        let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
+        drop_in_background(snapshot);
+        self.check_approved_plan(&plan, fingerprint.as_deref())?;
+        self.note_strangers(t, &std::mem::take(&mut plan.strangers), look);
+        if let Some(stop) = plan.stop.clone() {
+            return Err(self.stop_plan(t, plan, &stop, fingerprint.unwrap_or_default()).await);
+        }
+        if plan.ops.iter().any(|o| matches!(o, plan::Op::Create { .. })) {
+            self.settle_creates(t, &mut plan, &mut others, platform).await?;
+        }
+        drop_in_background(others);
+        let rekeys = self.count_identities(t, &plan);
+        let stored = self.describe(t, &plan).await?;
+        if self.opts.dry_run {
+            count_planned(t, &plan, &rekeys);
+            self.keep_listing(t, plan, stored);
+            return Ok(Decided::Reported);
+        }
+        self.spill_listing(t, &plan, stored);
+        Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired })))
+    }
+
+    /// A safeguard stopped the plan: what it would have done (the counts and the list, with
+    /// the reason) into the report, the plan kept for `approve`.
+    async fn stop_plan(&self, t: &mut Tally, plan: Plan, stop: &plan::Safeguard, fingerprint: String) -> RunError {
+        let rekeys = self.count_identities(t, &plan);
+        let stored = match self.describe(t, &plan).await {
+            Ok(stored) => stored,
+            Err(e) => return e,
+        };
+        count_planned(t, &plan, &rekeys);
+        let mut e = self.stopped(t, stop);
+        if let RunError::Stopped { kept, .. } = &mut e {
+            *kept = self.keep_stopped_plan(t, &plan, fingerprint, stop).await;
+        }
+        self.keep_listing(t, plan, stored);
+        e
+    }
+
+    /// The creates of the plan against other connectors' people (read now, by the creates'
+    /// ids) and this one's leavers; the accounts they claim go to the platform client.
+    async fn settle_creates(
+        &self,
+        t: &mut Tally,
+        plan: &mut Plan,
+        others: &mut Option<Others>,
+        platform: Option<&mut ScimClient>,
+    ) -> Result<(), RunError> {
+        let rule = self.conn.mapping.id_rule();
+        let keys: Vec<String> = plan
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                plan::Op::Create { user } => Some(rule.key(&user.external_id).into_owned()),
+                _ => None,
+            })
+            .collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let more = self.other_snapshots(t, &[], &keys).await?;
+        others.get_or_insert_default().extend(more);
+        self.settle(plan, others.as_deref().unwrap_or_default()).await?;
+        if let Some(p) = platform {
+            p.set_claimed(std::mem::take(&mut plan.claimed));
+        }
+        Ok(())
+    }
+
+    /// The platform client; a dry run goes on without one (nothing is matched then).
+    pub(super) async fn connect_platform(&self, t: &mut Tally) -> Result<Option<ScimClient>, RunError> {
+        let platform_cfg = self.cfg.platform()?;
+        match ScimClient::connect(platform_cfg).await {
+            Ok(mut p) => {
+                p.set_id_rule(self.conn.mapping.id_rule());
+                self.note_dropped_attributes(t, &p, &platform_cfg.custom_schema);
+                Ok(Some(p))
+            }
+            Err(e) if self.opts.dry_run => {
+                tracing::warn!("dry run without the platform ({e}); existing platform users are not matched");
+                Ok(None)
+            }
+            Err(e) => Err(RunError::from(e)),
+        }
+    }
+
+    /// A platform without the custom schema drops the mapped attributes that belong to it:
+    /// said once per run, naming them, in the log and the report (not once per user).
+    fn note_dropped_attributes(&self, t: &mut Tally, p: &ScimClient, schema: &str) {
+        if p.capabilities().custom_schema {
+            return;
+        }
+        let dropped: Vec<&str> =
+            self.conn.mapping.attributes.keys().map(String::as_str).filter(|a| crate::platform::scim::is_custom(a)).collect();
+        if dropped.is_empty() {
+            return;
+        }
+        let text = format!(
+            "the platform does not offer the custom schema {schema}, so these mapped attributes are not sent: {}; add the schema on the platform, set custom_schema in [platform] to one it offers, or drop them from the mapping",
+            dropped.join(", ")
+        );
+        tracing::warn!("{text}");
+        t.report.notes.push(text);
+    }
+
+    /// The plan (pure), less the updates that could only link a manager not there yet, and
+    /// the platform ids of the managers the pushed users refer to.
+    fn plan(
+        &self,
+        t: &mut Tally,
+        mapped: Mapped,
+        scope: &FileScope,
+        snapshot: &plan::Snapshot,
+        existing: &[Existing],
+        others: &plan::Others,
+    ) -> (Plan, HashMap<String, String>) {
+        let invalid_ids: HashSet<String> = mapped.errors.iter().filter_map(|e| e.external_id.clone()).collect();
+        let unidentified = mapped.unidentified_lines();
+        // `--only`: the plan compares the scope's people; managers still resolve in the whole.
+        let scoped = self.scope_snapshot(t, scope, snapshot);
+        let mut plan = plan::plan_with(
+            PlanInput {
+                snapshot: scoped.as_ref().unwrap_or(snapshot),
+                users: mapped.users,
+                invalid_ids: &invalid_ids,
+                unidentified: &unidentified,
+                rows: scope.plan_rows(mapped.rows),
+                invalid: t.report.counts.invalid,
+                existing,
+                rule: &self.conn.sync,
+                allow_mass_change: self.opts.allow_mass_change,
+                id_rule: self.conn.mapping.id_rule(),
+            },
+            others,
+        );
+        self.rescope_stop(&mut plan, snapshot.len());
+        tracing::debug!(ops = plan.ops.len(), unchanged = plan.unchanged, elapsed = ?self.started.elapsed(), "planned");
+        let known = managers::known_managers(&plan.ops, snapshot);
+        plan.unchanged += managers::drop_unlinkable(&mut plan.ops, &mut plan.lines, snapshot);
+        if plan.held > 0 {
+            t.report.notes.push(held_note(plan.held, &unidentified));
+        }
+        (plan, known)
+    }
+
+    /// What the connectors whose accounts this one may not take (every other connector of
+    /// the state but those its `adopt_from` names) hold among these platform ids and these
+    /// ids (in `IdRule::key` form), as partial snapshots: the rows the plan can meet, read in
+    /// one statement, not every connector's whole snapshot. Read under the platform lease
+    /// (`adoption`), so no other connector of this config binds meanwhile.
+    async fn other_snapshots(&self, t: &mut Tally, platform_ids: &[&str], keys: &[&str]) -> Result<Others, RunError> {
+        // Alone on the platform (or free to take every other's accounts): no binding of
+        // another connector of this config to keep apart from.
+        if self.cfg.connectors.keys().any(|n| *n != self.conn.name && !self.conn.sync.adopt_from.contains(n)) {
+            self.take_platform_lease(t).await?;
+        }
+        let mut exclude: Vec<&str> = vec![self.conn.name.as_str()];
+        exclude.extend(self.conn.sync.adopt_from.iter().map(String::as_str));
+        let held = self.store.held_elsewhere(&exclude, platform_ids, keys, self.conn.mapping.id_rule()).await?;
+        let mut by: std::collections::BTreeMap<String, plan::Snapshot> = std::collections::BTreeMap::new();
+        for h in held {
+            // Only the binding is read from these (`plan::Others`): no hash, always active.
+            let entry = plan::SnapshotEntry { platform_id: h.platform_id, hash: [0; 16], active: true };
+            by.entry(h.connector).or_default().insert(h.external_id, entry);
+        }
+        Ok(by.into_iter().collect())
+    }
+
+    /// The creates of the plan against other connectors' people and this one's leavers
+    /// (`plan::settle`): the leavers' emails are read from the state here.
+    async fn settle(&self, plan: &mut Plan, others: &[(String, plan::Snapshot)]) -> Result<(), RunError> {
+        let ids: Vec<&str> = plan.dormant.iter().map(|d| d.external_id.as_str()).collect();
+        let names: HashMap<String, String> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            let contents = self.store.contents(&self.conn.name, &ids).await?;
+            contents.into_iter().map(|(id, u)| (id, u.user_name().to_string())).collect()
+        };
+        let view = plan::Others { snapshots: others.iter().map(|(c, s)| (c.as_str(), s)).collect() };
+        plan::settle(
+            plan,
+            plan::Settle { others: &view, names: &names, rehire: self.conn.sync.rehire, id_rule: self.conn.mapping.id_rule() },
+        );
+        Ok(())
+    }
+
+    /// Conflicts into the report (both ids, the line) and the unchanged count: absentees
+    /// left alone are unchanged too, so every person is counted once. Returns the re-hires,
+    /// for the push to record: new external id → the leaver whose account it takes.
+    fn count_identities(&self, t: &mut Tally, plan: &Plan) -> HashMap<String, String> {
+        t.report.counts.unchanged = plan.unchanged + plan.ignored + plan.held;
+        t.report.counts.conflicts = plan.conflicts.len() as u64;
+        for c in &plan.conflicts {
+            if t.report.errors.len() < MAX_REPORTED_ERRORS {
+                t.report.errors.push(crate::model::RowError {
+                    line: c.line,
+                    column: None,
+                    message: c.message(&self.conn.name),
+                    external_id: Some(c.external_id.clone()),
+                });
+            }
+        }
+        plan.rekeyed.iter().map(|r| (r.new.clone(), r.old.clone())).collect()
+    }
+
+    /// A safeguard stopped the run: nothing has been pushed.
+    pub(super) fn stopped(&self, t: &mut Tally, stop: &plan::Safeguard) -> RunError {
+        t.report.outcome = RunOutcome::Stopped;
+        t.report.stopped_by = Some(stop.rule().to_string());
+        RunError::Stopped { connector: self.conn.name.clone(), safeguard: stop.clone(), kept: None }
+    }
+}
+
+/// A dry run (or a stopped one) reports what the plan would do.
+fn count_planned(t: &mut Tally, plan: &Plan, rekeys: &HashMap<String, String>) {
+    let c = &mut t.report.counts;
+    for op in &plan.ops {
+        match (op, op.kind()) {
+            (plan::Op::Update { user, .. }, _) if rekeys.contains_key(user.external_id.as_str()) => c.rekeyed += 1,
+            (plan::Op::Update { adopt: true, .. }, _) => c.adopted += 1,
+            (_, OpKind::Create) => c.created += 1,
+            (_, OpKind::Update) => c.updated += 1,
+            (_, OpKind::Deactivate) => c.deactivated += 1,
+            (_, OpKind::Delete) => c.deleted += 1,
+        }
+    }
+}
+
+/// Why people absent from the file were left as they were.
+fn held_note(held: u64, unidentified: &[u64]) -> String {
+    const SHOWN: usize = 10;
+    let lines = unidentified.iter().take(SHOWN).map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let more = if unidentified.len() > SHOWN { format!(" and {} more", unidentified.len() - SHOWN) } else { String::new() };
+    format!(
+        "{held} people absent from the file were not deactivated or deleted: {} row(s) have no readable unique id (line(s) {lines}{more}), and any of them may be theirs. Fix those rows in the export; the next run then applies the leavers",
+        unidentified.len()
+    )
+}
