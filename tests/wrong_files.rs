@@ -104,6 +104,23 @@ fn stops(lines: Vec<String>, rule: &str, example: &str) {
     assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
 }
 
+/// A budget stop is approved like any other: `approve` applies exactly the stopped plan (a
+/// real change of every login, confirmed by HR).
+#[test]
+fn a_budget_stop_is_approved_like_a_mass_deactivation() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim);
+    let lines: Vec<String> = (1..=PEOPLE).map(|i| row(i, &format!("ann{i}@new.example"), true, "Engineering")).collect();
+    let (code, r) = sync_rows(&p, "employees_2026-01-02.csv", &lines);
+    assert_eq!((code, r["stopped_by"].as_str()), (5, Some("max_identity_changes")), "{r}");
+    let run = r["run_id"].as_str().unwrap();
+    let out = p.run(&["approve", run, "--reason", "the domain moved to new.example"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = platform(&scim);
+    assert_eq!(after.len(), PEOPLE as usize);
+    assert!(after.values().all(|(login, email, active, _)| login.ends_with("@new.example") && email == login && *active), "{after:?}");
+}
+
 /// An HRIS permission change empties the Email column: every login would become the id.
 #[test]
 fn an_emptied_email_column_stops_before_any_login_changes() {

@@ -30,8 +30,8 @@ use serde::Deserialize;
 use crate::exit::{Classify, Exit};
 /// The format stage's own types, named here too for the code that reads the configuration.
 pub use crate::format::Format;
-pub use crate::plan::settings::{Limit, OnMissing, Rehire, SyncRule};
 use crate::plan::budget::ChangeBudget;
+pub use crate::plan::settings::{Limit, OnMissing, Rehire, SyncRule};
 use crate::schedule::Schedule;
 pub use crate::secret::{SecretError, SecretRef};
 pub use crate::source::settings::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth, SourceConfig};

@@ -65,16 +65,25 @@ impl<S: StateStore> Ctx<'_, S> {
         };
         // What an approval is checked against: computed only when one may be needed.
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
-        drop_in_background(snapshot);
         self.check_approved_plan(&plan, fingerprint.as_deref())?;
         self.note_strangers(t, &std::mem::take(&mut plan.strangers), look);
         if let Some(stop) = plan.stop.clone() {
+            drop_in_background(snapshot);
             return Err(self.stop_plan(t, plan, &stop, fingerprint.unwrap_or_default()).await);
         }
         if plan.ops.iter().any(|o| matches!(o, plan::Op::Create { .. })) {
             self.settle_creates(t, &mut plan, &mut others, platform).await?;
         }
         drop_in_background(others);
+        // The change budget sees the plan as it will be sent: re-hires settled, each update
+        // with the content last synced (its before → after).
+        if let Some(stop) = self.over_budget(&mut plan, &repaired, snapshot.len() as u64).await? {
+            let fingerprint = crate::changes::state_fingerprint(&snapshot);
+            drop_in_background(snapshot);
+            plan.stop = Some(stop.clone());
+            return Err(self.stop_plan(t, plan, &stop, fingerprint).await);
+        }
+        drop_in_background(snapshot);
         let rekeys = self.count_identities(t, &plan);
         let stored = self.describe(t, &plan).await?;
         if self.opts.dry_run {
@@ -84,6 +93,18 @@ impl<S: StateStore> Ctx<'_, S> {
         }
         self.spill_listing(t, &plan, stored);
         Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired })))
+    }
+
+    /// Whether the plan changes more than the connector's change budget allows
+    /// (`plan::budget`): logins, blanked values, re-keys, creates, updates. Not asked when a
+    /// person let the run past the safeguards (`--allow-mass-change`, `approve`).
+    async fn over_budget(&self, plan: &mut Plan, repaired: &Repaired, known: u64) -> Result<Option<plan::Safeguard>, RunError> {
+        if self.opts.allow_mass_change || self.opts.apply_plan.is_some() || known == 0 {
+            return Ok(None);
+        }
+        self.attach_previous(&mut plan.ops, &repaired.rewrite).await?;
+        let over = plan::budget::check(&plan.ops, known, plan.rekeyed.len() as u64, &self.conn.sync.budget);
+        Ok(over.map(plan::Safeguard::OverBudget))
     }
 
     /// A safeguard stopped the plan: what it would have done (the counts and the list, with
@@ -296,7 +317,7 @@ fn held_note(held: u64, unidentified: &[u64]) -> String {
     let lines = unidentified.iter().take(SHOWN).map(u64::to_string).collect::<Vec<_>>().join(", ");
     let more = if unidentified.len() > SHOWN { format!(" and {} more", unidentified.len() - SHOWN) } else { String::new() };
     format!(
-        "{held} people absent from the file were not deactivated or deleted: {} row(s) have no readable unique id (line(s) {lines}{more}), and any of them may be theirs. Fix those rows in the export; the next run then applies the leavers",
+        "{held} people absent from the file were not deactivated or deleted: {} row(s) have no readable unique id, or one that another row has too (line(s) {lines}{more}), and any of them may be theirs. Fix those rows in the export; the next run then applies the leavers",
         unidentified.len()
     )
 }

@@ -59,11 +59,14 @@ impl<S: StateStore> Ctx<'_, S> {
 
     /// Gives each update the content last pushed, so the platform is sent only what changed.
     /// A hand-edited account (`rewrite`, from a reconcile) is written whole, not patched.
-    async fn attach_previous(&self, ops: &mut [Op], rewrite: &HashSet<String>) -> Result<(), RunError> {
+    /// Updates that have it already (the change budget asked first) are not read again.
+    pub(super) async fn attach_previous(&self, ops: &mut [Op], rewrite: &HashSet<String>) -> Result<(), RunError> {
         let ids: Vec<&str> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::Update { user, adopt: false, .. } if !rewrite.contains(user.external_id.as_str()) => Some(user.external_id.as_str()),
+                Op::Update { user, adopt: false, previous: None, .. } if !rewrite.contains(user.external_id.as_str()) => {
+                    Some(user.external_id.as_str())
+                }
                 _ => None,
             })
             .collect();
@@ -72,7 +75,7 @@ impl<S: StateStore> Ctx<'_, S> {
         }
         let mut contents = self.store.contents(&self.conn.name, &ids).await?;
         for op in ops.iter_mut() {
-            if let Op::Update { user, adopt: false, previous, .. } = op
+            if let Op::Update { user, adopt: false, previous: previous @ None, .. } = op
                 && !rewrite.contains(user.external_id.as_str())
             {
                 *previous = contents.remove(user.external_id.as_str()).map(Box::new);
