@@ -216,7 +216,7 @@ pub enum Safeguard {
     },
     /// The run would change more than the change budget allows (`budget`): logins, blanked
     /// values, updates, re-keys or creates of a file that looks right but is wrong.
-    OverBudget(budget::OverBudget),
+    OverBudget(Box<budget::OverBudget>),
 }
 
 impl Safeguard {

@@ -248,7 +248,7 @@ mod tests {
 
     /// `n` people of 100, each changed by `f` (before, after).
     fn ops(n: usize, f: impl Fn(usize) -> (User, User)) -> Vec<Op> {
-        (0..n).map(|i| f(i)).map(|(p, u)| update(p, u)).collect()
+        (0..n).map(f).map(|(p, u)| update(p, u)).collect()
     }
 
     #[test]

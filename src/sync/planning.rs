@@ -104,7 +104,7 @@ impl<S: StateStore> Ctx<'_, S> {
         }
         self.attach_previous(&mut plan.ops, &repaired.rewrite).await?;
         let over = plan::budget::check(&plan.ops, known, plan.rekeyed.len() as u64, &self.conn.sync.budget);
-        Ok(over.map(plan::Safeguard::OverBudget))
+        Ok(over.map(|o| plan::Safeguard::OverBudget(Box::new(o))))
     }
 
     /// A safeguard stopped the plan: what it would have done (the counts and the list, with
