@@ -124,6 +124,8 @@ pub enum FailureKind {
     FileRefused,
     /// A safeguard stopped the plan (`stopped_by` names it).
     Stopped,
+    /// The file of a stopped plan again, not yet approved: still stopped, already notified.
+    AwaitingApproval,
     /// No new file for longer than `stale_after`.
     Stale,
     /// Some operations failed, the others were applied.

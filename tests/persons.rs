@@ -357,15 +357,18 @@ fn the_daemon_waits_for_the_approval_of_a_stopped_plan_then_recovers() {
         }
     };
 
-    // The daemon's first run stops; the next slots wait for the approval.
-    wait("a stopped run and two that wait", &|| reports().iter().skip(1).filter(|r| r["outcome"] == "no-new-file").count() >= 2);
+    // The daemon's first run stops; the next slots wait for the approval, and stay stopped
+    // (not "no new file": the connector is waiting for a person, not quietly fine).
+    wait("a stopped run and two that wait", &|| reports().iter().skip(1).filter(|r| r["failure"] == "awaiting_approval").count() >= 2);
     let rs = reports();
     let stopped = &rs[1];
     assert_eq!(stopped["outcome"], "stopped", "{rs:#?}");
     let run = stopped["run_id"].as_str().unwrap().to_string();
     for r in &rs[2..] {
-        assert_eq!(r["outcome"], "no-new-file", "{r}");
+        assert_eq!(r["outcome"], "stopped", "{r}");
+        assert_eq!(r["failure"], "awaiting_approval", "{r}");
         assert!(r["message"].as_str().unwrap().contains(&format!("waiting for approval: run {run}")), "{r}");
+        assert_eq!(r["approve_with"], format!("rostersync approve {run} --reason \"…\""), "{r}");
     }
     let notes = json(&posted.lock().unwrap());
     let stops: Vec<&Value> = notes.iter().filter(|n| n["event"] == "stopped").collect();

@@ -87,7 +87,7 @@ impl Site {
         }
         match req.uri().path() {
             "/healthz" => {
-                let (status, body) = self.health.render();
+                let (status, body) = self.health.render(&self.metrics.awaiting());
                 reply(status_code(status), "text/plain; charset=utf-8", body)
             }
             "/metrics" => {

@@ -94,6 +94,11 @@ struct Inner {
     reloads: BTreeMap<&'static str, u64>,
     /// Connectors without a schedule, from the state store (`set_manual`).
     manual: BTreeMap<String, ManualRuns>,
+    /// Operations of runs a safeguard stopped: planned, never sent (apart from `operations`,
+    /// which counts only what was sent).
+    planned: BTreeMap<(String, &'static str), u64>,
+    /// Connectors whose plan waits for approval, with the command that applies it.
+    awaiting: BTreeMap<String, String>,
 }
 
 /// The daemon's metrics: updated by the scheduler, rendered by `/metrics`.
@@ -141,6 +146,11 @@ impl Metrics {
         lock(&self.inner)
     }
 
+    /// Connectors whose plan waits for approval, with the command that applies it.
+    pub fn awaiting(&self) -> BTreeMap<String, String> {
+        self.lock().awaiting.clone()
+    }
+
     pub fn run_started(&self) {
         self.lock().running += 1;
     }
@@ -155,6 +165,9 @@ impl Metrics {
         }
         for op in OPERATIONS {
             m.operations.entry((connector.to_string(), op)).or_default();
+        }
+        for op in ["create", "update", "deactivate", "delete"] {
+            m.planned.entry((connector.to_string(), op)).or_default();
         }
         m.operations_failed.entry(connector.to_string()).or_default();
         let seeded = last_success.map(|t| t.timestamp()).unwrap_or(0);
@@ -171,7 +184,19 @@ impl Metrics {
             r.connector.clone(),
             LastRun { at: at.timestamp(), exit, invalid: r.counts.invalid, stale: r.stale, outcome: Some(r.outcome) },
         );
-        if !r.dry_run {
+        // A stopped run is still stopped on the next slots (`AwaitingApproval`) until its
+        // plan is approved or a new file comes; any other outcome ends the wait.
+        match (&r.approve_with, r.outcome) {
+            (Some(cmd), RunOutcome::Stopped) => m.awaiting.insert(r.connector.clone(), cmd.clone()),
+            _ => m.awaiting.remove(&r.connector),
+        };
+        if !r.dry_run && r.outcome == RunOutcome::Stopped {
+            // What the stopped plan would have done: nothing of it reached the platform.
+            let c = &r.counts;
+            for (kind, n) in [("create", c.created), ("update", c.updated), ("deactivate", c.deactivated), ("delete", c.deleted)] {
+                *m.planned.entry((r.connector.clone(), kind)).or_default() += n;
+            }
+        } else if !r.dry_run {
             let c = &r.counts;
             for (kind, n) in [
                 ("create", c.created),
@@ -406,6 +431,18 @@ fn encode_last_runs(m: &Inner, enc: &mut DescriptorEncoder) -> Encoded {
 /// The platform's side: operations, failures, how long runs take, retries.
 fn encode_operations(m: &Inner, enc: &mut DescriptorEncoder) -> Encoded {
     counters(enc, "rostersync_operations", "Operations applied on the platform, by connector and kind.", pairs(&m.operations, "kind"))?;
+    counters(
+        enc,
+        "rostersync_operations_planned",
+        "Operations of plans a safeguard stopped (never sent), by connector and kind.",
+        pairs(&m.planned, "kind"),
+    )?;
+    gauges(
+        enc,
+        "rostersync_awaiting_approval",
+        "1 while the connector's plan, stopped by a safeguard, waits for `rostersync approve` (or a new file).",
+        m.known.iter().map(|c| (connector(c), i64::from(m.awaiting.contains_key(c)))),
+    )?;
     counters(
         enc,
         "rostersync_operations_failed",

@@ -54,6 +54,9 @@ impl Notification {
         let event = match report.outcome {
             RunOutcome::Ok | RunOutcome::NoNewFile if report.state_lost || report.unplaced > 0 => Event::Attention,
             RunOutcome::Ok | RunOutcome::NoNewFile => return None,
+            // The stop was notified when it happened; the slots that wait for its approval
+            // are the same problem, not a new one.
+            RunOutcome::Stopped if report.failure == Some(crate::report::FailureKind::AwaitingApproval) => return None,
             RunOutcome::Stopped => Event::Stopped,
             RunOutcome::Failed if report.stale => Event::Stale,
             RunOutcome::Failed => Event::Failed,

@@ -43,6 +43,12 @@ pub enum RunError {
     /// A safeguard stopped the plan; `kept` is the run whose plan `approve` can apply.
     #[error("{}{}", .safeguard.message(.connector), approve_hint(.kept))]
     Stopped { connector: String, safeguard: Safeguard, kept: Option<String> },
+    /// The daemon's run found the file of a plan a safeguard stopped, not yet approved: the
+    /// connector stays stopped (not "no new file") until someone approves or a new file comes.
+    #[error(
+        "waiting for approval: run {run_id} stopped on this file ({rule}); `rostersync approve {run_id} --reason \"…\"` applies it, a new file replaces it"
+    )]
+    AwaitingApproval { run_id: String, rule: String },
     /// No new file for longer than `stale_after`: the export has stopped coming.
     #[error(
         "the export is stale: no new file for {} (last one, {last_path}, synced {}), above stale_after = {}; ask the customer whether their HR export still runs",
@@ -166,6 +172,7 @@ impl RunError {
             RunError::Config(_) => FailureKind::Config,
             RunError::FileRefused { .. } => FailureKind::FileRefused,
             RunError::Stopped { .. } => FailureKind::Stopped,
+            RunError::AwaitingApproval { .. } => FailureKind::AwaitingApproval,
             RunError::Stale { .. } => FailureKind::Stale,
             RunError::OperationsFailed { .. } => FailureKind::OperationsFailed,
             RunError::ApprovalRefused { .. } => FailureKind::ApprovalRefused,
@@ -187,7 +194,7 @@ impl Classify for RunError {
             // A data error by the exit codes, though it stops the run like a safeguard.
             RunError::FileRefused { refusal: FileRefusal::MissingColumn, .. } => Exit::Data,
             RunError::FileRefused { refusal: FileRefusal::NoDataRows, .. } => Exit::Stopped,
-            RunError::Stopped { .. } | RunError::ApprovalRefused { .. } => Exit::Stopped,
+            RunError::Stopped { .. } | RunError::ApprovalRefused { .. } | RunError::AwaitingApproval { .. } => Exit::Stopped,
             RunError::Stale { .. } | RunError::Unreadable { .. } => Exit::Data,
             RunError::OperationsFailed { .. } | RunError::NoPlatformClient => Exit::Platform,
             RunError::PlatformLeaseLapsed { .. } | RunError::Thread { .. } | RunError::Crashed { .. } => Exit::Other,

@@ -288,7 +288,7 @@ impl<S: StateStore> Ctx<'_, S> {
             Fetch::NoNewFile(why) => return self.no_new_file(t, why, last.as_ref()),
             Fetch::Got(g) => *g,
         };
-        let Some(mut got) = self.accept_file(t, got).await? else { return Ok(()) };
+        let mut got = self.accept_file(t, got).await?;
         let mapped = self.parse(t, &mut got).await?;
         let (mapped, scope) = self.scope_mapped(t, mapped);
         count_rows(t, &mapped, self.started);
@@ -347,16 +347,15 @@ impl<S: StateStore> Ctx<'_, S> {
         Ok(())
     }
 
-    /// The fetched file into the report, checked against an approval; None when the daemon
-    /// waits for the approval of a plan made from this very file.
-    async fn accept_file(&self, t: &mut Tally, mut got: Got) -> Result<Option<Got>, RunError> {
+    /// The fetched file into the report, checked against an approval; a stop
+    /// (`AwaitingApproval`) when the daemon waits for the approval of a plan made from this
+    /// very file.
+    async fn accept_file(&self, t: &mut Tally, mut got: Got) -> Result<Got, RunError> {
         t.report.file = Some(got.fingerprint.clone());
         t.report.notes.append(&mut got.notes);
         self.check_approved_file(&got.fingerprint)?;
-        if self.awaiting_approval(t, &got.fingerprint).await? {
-            return Ok(None);
-        }
-        Ok(Some(got))
+        self.awaiting_approval(t, &got.fingerprint).await?;
+        Ok(got)
     }
 
     /// Only when every operation succeeded is the file recorded as synced and `after`

@@ -232,21 +232,20 @@ impl<S: StateStore> Ctx<'_, S> {
 
     /// The daemon: a connector whose last run a safeguard stopped waits for its approval, or
     /// a new file, instead of stopping again on the same file at every slot.
-    pub(super) async fn awaiting_approval(&self, t: &mut Tally, f: &FileFingerprint) -> Result<bool, RunError> {
+    pub(super) async fn awaiting_approval(&self, t: &mut Tally, f: &FileFingerprint) -> Result<(), RunError> {
         if self.opts.origin != super::Origin::Daemon || self.opts.apply_plan.is_some() {
-            return Ok(false);
+            return Ok(());
         }
-        let Some(p) = self.store.pending_plan(&self.conn.name).await? else { return Ok(false) };
+        let Some(p) = self.store.pending_plan(&self.conn.name).await? else { return Ok(()) };
         if p.file.sha256 != f.sha256 || p.dry_run {
-            return Ok(false);
+            return Ok(());
         }
-        t.report.outcome = crate::report::RunOutcome::NoNewFile;
+        // Still stopped: status, /metrics, /healthz and the page say so until the plan is
+        // approved or a new file replaces it (a "no new file" here let the staleness alert
+        // and last-success move on while the customer's leavers waited).
         t.report.approve_with = Some(format!("rostersync approve {} --reason \"…\"", p.run_id));
-        t.report.message = Some(format!(
-            "waiting for approval: run {} stopped on this file ({}); `rostersync approve {} --reason \"…\"` applies it, a new file replaces it",
-            p.run_id, p.rule, p.run_id
-        ));
-        Ok(true)
+        t.report.stopped_by = Some(p.rule.clone());
+        Err(RunError::AwaitingApproval { run_id: p.run_id, rule: p.rule })
     }
 
     /// One operation's outcome into the audit trail (written at the end of the push).
