@@ -174,7 +174,7 @@ impl Op {
     pub fn kind(&self) -> OpKind {
         match self {
             Op::Create { .. } => OpKind::Create,
-            Op::Update { user, previous, .. } if !user.active && !previous.as_deref().is_some_and(|p| !p.active) => OpKind::Deactivate,
+            Op::Update { user, previous, .. } if !user.active && previous.as_deref().is_none_or(|p| p.active) => OpKind::Deactivate,
             Op::Update { .. } => OpKind::Update,
             Op::Deactivate { .. } => OpKind::Deactivate,
             Op::Delete { .. } => OpKind::Delete,
