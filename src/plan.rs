@@ -168,10 +168,13 @@ impl Op {
             Op::Deactivate { external_id, .. } | Op::Delete { external_id, .. } => external_id,
         }
     }
+    /// What the operation changes, as counted. An update that leaves a person inactive is a
+    /// deactivation only when they were active: one whose last synced content (`previous`)
+    /// is already inactive is an update of a leaver's other fields, and counted as one.
     pub fn kind(&self) -> OpKind {
         match self {
             Op::Create { .. } => OpKind::Create,
-            Op::Update { user, .. } if !user.active => OpKind::Deactivate,
+            Op::Update { user, previous, .. } if !user.active && previous.as_deref().is_none_or(|p| p.active) => OpKind::Deactivate,
             Op::Update { .. } => OpKind::Update,
             Op::Deactivate { .. } => OpKind::Deactivate,
             Op::Delete { .. } => OpKind::Delete,
@@ -948,6 +951,40 @@ mod tests {
         });
         assert_eq!(p.count(OpKind::Deactivate), 1);
         assert!(matches!(&p.ops[0], Op::Update { user, .. } if !user.active));
+    }
+
+    /// Counts count changes: an update that leaves a person inactive is a deactivation only
+    /// when they were active (`previous`, the content last synced, attached before the push).
+    #[test]
+    fn an_update_to_inactive_counts_as_a_deactivation_only_for_someone_active() {
+        let op = |now: bool, before: Option<bool>| Op::Update {
+            platform_id: "1".into(),
+            user: Box::new(user("a", now, "Lead")),
+            adopt: false,
+            previous: before.map(|b| Box::new(user("a", b, "x"))),
+        };
+        for (now, before, kind, why) in [
+            (false, Some(true), OpKind::Deactivate, "active, now inactive"),
+            (false, None, OpKind::Deactivate, "as the plan makes it: only for a change, from a snapshot entry"),
+            (false, Some(false), OpKind::Update, "already inactive: a leaver's other field changed"),
+            (true, Some(false), OpKind::Update, "a reactivation is an update"),
+            (true, Some(true), OpKind::Update, "an update"),
+            (true, None, OpKind::Update, "an update, previous unknown"),
+        ] {
+            assert_eq!(op(now, before).kind(), kind, "{why}");
+        }
+    }
+
+    #[test]
+    fn a_leaver_changed_otherwise_is_updated_and_no_mass_deactivation() {
+        let p = run(Case {
+            snapshot: vec![(user("a", true, "x"), "1"), (user("b", false, "x"), "2")],
+            users: vec![user("a", true, "x"), user("b", false, "Lead")],
+            rule: rule(OnMissing::Deactivate, "0"),
+            ..base()
+        });
+        assert_eq!(p.stop, None, "nobody is deactivated");
+        assert!(matches!(&p.ops[..], [Op::Update { user, .. }] if !user.active), "the leaver's other field is still sent");
     }
 
     #[test]

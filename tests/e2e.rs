@@ -232,3 +232,33 @@ fn a_download_cut_mid_file_never_parses_as_a_short_export() {
     assert!(logs.contains("parsed and mapped while it downloaded"), "{logs}");
     assert_eq!(s.writes_since(before), Vec::<String>::new());
 }
+
+/// Counts count changes: a person inactive in the file two runs in a row is deactivated
+/// once. The second time, their row changed otherwise (a department corrected after they
+/// left): the account is updated, and that is no deactivation.
+#[test]
+fn a_person_inactive_two_runs_in_a_row_is_deactivated_once() {
+    let s = Setup::new();
+    s.export("employees_2026-11-20.csv", &rows(10));
+    let (code, r) = s.sync(&[]);
+    assert_eq!((code, r["counts"]["created"].as_u64()), (0, Some(10)), "{r}");
+
+    let mut left = rows(10);
+    left[2] = row(3, "ann3@example.com", false, "Engineering");
+    s.export("employees_2026-11-21.csv", &left);
+    let (code, r) = s.sync(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["deactivated"], 1, "{r}");
+    assert_eq!(s.users()["E0000003"]["active"], false);
+
+    left[2] = row(3, "ann3@example.com", false, "Sales");
+    s.export("employees_2026-11-22.csv", &left);
+    let (code, r) = s.sync(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["deactivated"], 0, "already inactive: {r}");
+    assert_eq!(r["counts"]["updated"], 1, "{r}");
+    assert_eq!(r["counts"]["unchanged"], 9, "{r}");
+    let users = s.users();
+    assert_eq!(users["E0000003"]["active"], false);
+    assert_eq!(users["E0000003"][ENTERPRISE]["department"], "Sales");
+}

@@ -115,6 +115,7 @@ on_both!(
     reports_of_finds_the_people_of_a_manager,
     held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folded_id,
     the_audit_trail_and_stored_plans_round_trip,
+    a_write_dropped_half_way_records_nothing_and_the_next_write_works,
 );
 
 async fn snapshot_round_trip_and_inactive_marks(f: Fixture) {
@@ -327,6 +328,30 @@ async fn large_batches_with_edge_strings_round_trip_exactly(f: Fixture) {
         assert_eq!(&contents[u.external_id.as_str()], u);
     }
     assert!(s.snapshot("acme2").await.unwrap().is_empty());
+}
+
+/// A write given up mid-transaction (a run's deadline, a stop) drops its transaction: none
+/// of the batch is recorded, and the connection serves the next write (or is replaced).
+async fn a_write_dropped_half_way_records_nothing_and_the_next_write_works(f: Fixture) {
+    let s = f.open().await;
+    let batch: Vec<SnapshotWrite> =
+        (0..20_000).map(|i| SnapshotWrite::Upsert { platform_id: format!("p{i}"), user: Box::new(edge_user(i)) }).collect();
+    let clear: Vec<SnapshotWrite> =
+        (0..20_000).map(|i| SnapshotWrite::Remove { external_id: edge_user(i).external_id.to_string() }).collect();
+    // Cut at growing delays, until one lands before the commit; each cut is all or nothing.
+    let mut cut = 0;
+    for ms in [1, 5, 20, 50] {
+        let given_up = tokio::time::timeout(Duration::from_millis(ms), s.write("acme", &batch)).await.is_err();
+        let n = s.snapshot("acme").await.unwrap().len();
+        assert!(n == 0 || n == batch.len(), "all of the batch or none, never {n}");
+        cut += usize::from(given_up && n == 0);
+        s.write("other", &[SnapshotWrite::Upsert { platform_id: "x".into(), user: Box::new(user("a", true)) }])
+            .await
+            .expect("the next write works");
+        s.write("acme", &clear).await.unwrap();
+    }
+    assert!(cut > 0, "no write was cut before its commit: the test proves nothing");
+    assert!(s.renew("acme", "nobody", Duration::from_secs(5)).await.is_ok());
 }
 
 async fn a_mixed_batch_applies_in_order(f: Fixture) {

@@ -93,6 +93,8 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             // Connections die with a restarted server or a failover: test before use.
             .test_before_acquire(true)
+            // A connection sqlx still counts inside a transaction is replaced (`sql::reusable`).
+            .after_release(|c, _| sql::reusable(c))
             .connect_with(opts)
             .await;
         let pool = pool.map_err(|e| classify(e, password, &shown, &host, port))?;

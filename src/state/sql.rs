@@ -21,6 +21,9 @@
 //! A backend says what it is (`Backend`: its pools, its dialect, how its errors read) and
 //! gets `Audit` from here; its other roles call on the shared statements and mapping below.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use chrono::{DateTime, Utc};
 use sqlx::migrate::MigrateError;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
@@ -65,6 +68,25 @@ impl Affected for sqlx::postgres::PgQueryResult {
     fn rows(&self) -> u64 {
         self.rows_affected()
     }
+}
+
+// ---- connections ----
+
+/// Whether a connection handed back to its pool may serve again: not while sqlx still
+/// counts it inside a transaction. A dropped transaction only queues its rollback; the ping
+/// runs it. That rollback fails when the database already ended the transaction itself
+/// (SQLite does on a full disk or an I/O error, at a statement or at COMMIT), and sqlx then
+/// keeps counting the connection as inside one: every later `begin` on it fails. Such a
+/// connection is closed (`false`) and the pool opens a fresh one for the next caller.
+/// Given to each pool as `after_release`.
+pub(super) fn reusable<C: sqlx::Connection>(conn: &mut C) -> Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        if !conn.is_in_transaction() {
+            return Ok(true);
+        }
+        conn.ping().await?;
+        Ok(!conn.is_in_transaction())
+    })
 }
 
 // ---- times ----

@@ -158,7 +158,10 @@ async fn connect_new_or_busy(opts: SqliteConnectOptions, connections: u32) -> Re
     const LOCKED: &str = "6";
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match SqlitePoolOptions::new().max_connections(connections).connect_with(opts.clone()).await {
+        // A connection left counted inside a transaction (a full disk ends SQLite's own, and
+        // sqlx's rollback then fails) is replaced, never handed out again (`sql::reusable`).
+        let pool = SqlitePoolOptions::new().max_connections(connections).after_release(|c, _| sql::reusable(c));
+        match pool.connect_with(opts.clone()).await {
             Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some(BUSY | LOCKED)) && std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -407,7 +410,8 @@ impl Snapshots for SqliteStore {
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
         // IMMEDIATE: take the write lock now (waiting busy_timeout for another writer), not
         // midway through the batch. All of the batch is recorded, or none (a dropped
-        // transaction rolls back).
+        // transaction rolls back, or SQLite has rolled it back itself; either way the
+        // connection serves again, or is replaced: `sql::reusable`).
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
         // Consecutive writes of one kind are one statement; the runs keep the batch's order,
         // so a later write of a user still wins over an earlier one.
