@@ -122,7 +122,8 @@ pub fn kind_of(op: &Op, previous: Option<&User>, rekeyed: bool) -> PersonKind {
         Op::Create { .. } => PersonKind::Create,
         Op::Update { adopt: true, .. } if rekeyed => PersonKind::Rekey,
         Op::Update { adopt: true, .. } => PersonKind::Adopt,
-        Op::Update { user, .. } if !user.active => PersonKind::Deactivate,
+        // An inactive person whose other fields changed is updated, not deactivated again.
+        Op::Update { user, .. } if !user.active && previous.is_none_or(|p| p.active) => PersonKind::Deactivate,
         Op::Update { .. } if previous.is_some_and(|p| !p.active) => PersonKind::Reactivate,
         Op::Update { .. } => PersonKind::Update,
         Op::Deactivate { .. } => PersonKind::Deactivate,
