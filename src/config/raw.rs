@@ -286,19 +286,19 @@ pub struct RawSync {
     /// to the new id; "conflict" reports it instead.
     pub rehire: Option<Parsed<Rehire>>,
     /// People whose login (userName or email) one run may change: a count or a percent of
-    /// known users (default "10%"). An emptied or switched Email column stops here.
+    /// known users (default "10%"; a percent allows at least 5). An emptied or switched Email column stops here.
     pub max_identity_changes: Option<Parsed<Limit>>,
     /// People one run may take a mapped value from (set before, empty now), per attribute:
-    /// a count or a percent of known users (default "10%"). A column that arrives empty stops here.
+    /// a count or a percent of known users (default "10%"; a percent allows at least 5). A column that arrives empty stops here.
     pub max_blanked: Option<Parsed<Limit>>,
     /// People one run may update in any way: a count or a percent of known users (default
-    /// "50%"). Another customer's export with the same ids stops here.
+    /// "50%"; a percent allows at least 5; adoptions are not counted). Another customer's export with the same ids stops here.
     pub max_updates: Option<Parsed<Limit>>,
     /// Accounts one run may move to a new id (re-hires): a count or a percent of known users
-    /// (default "10%").
+    /// (default "10%"; a percent allows at least 5).
     pub max_rekeys: Option<Parsed<Limit>>,
     /// New people one run may create on a connector that already has people: a count or a
-    /// percent of known users (default "50%"; a first sync has no limit). Ids that changed
+    /// percent of known users (default "50%", at least 5; a first sync has no limit). Ids that changed
     /// shape (a new scheme, lost leading zeros) stop here.
     pub max_creates: Option<Parsed<Limit>>,
 }

@@ -135,7 +135,7 @@ pub fn check(ops: &[Op], known: u64, rekeys: u64, budget: &ChangeBudget) -> Opti
         return None;
     }
     let over = |kind: ChangeKind, limit: Limit, count: u64, field: Option<String>, examples: Vec<Example>| {
-        let allowed = limit.allowed(known);
+        let allowed = allowed(limit, known);
         (count > allowed).then(|| OverBudget { kind, field, count, known, limit: limit_text(limit), allowed, examples })
     };
     let updates: Vec<(&User, &User)> = ops
@@ -163,8 +163,22 @@ pub fn check(ops: &[Op], known: u64, rekeys: u64, budget: &ChangeBudget) -> Opti
     if let Some(o) = over(ChangeKind::Creates, budget.creates, creates, None, Vec::new()) {
         return Some(o);
     }
-    let all_updates = ops.iter().filter(|o| o.kind() == OpKind::Update).count() as u64;
+    // Adoptions bind accounts found on the platform (their own rules decide them), so they
+    // are no update of a known person.
+    let all_updates = ops.iter().filter(|o| o.kind() == OpKind::Update && !matches!(o, Op::Update { adopt: true, .. })).count() as u64;
     over(ChangeKind::Updates, budget.updates, all_updates, None, Vec::new())
+}
+
+/// People a percent limit lets through at least, whatever the population: a connector of
+/// three people whose manager links change on one day is no wrong file. A count limit is
+/// taken as written (set one to be stricter on a small connector).
+pub const PERCENT_FLOOR: u64 = 5;
+
+fn allowed(limit: Limit, known: u64) -> u64 {
+    match limit {
+        Limit::Count(n) => n,
+        Limit::Percent(_) => limit.allowed(known).max(PERCENT_FLOOR),
+    }
 }
 
 fn limit_text(l: Limit) -> String {
@@ -306,6 +320,24 @@ mod tests {
         }));
         ops.extend((0..2).map(|i| Op::Create { user: Box::new(user(&format!("N{i}"), None, None)) }));
         assert_eq!(check(&ops, 100, 1, &ChangeBudget::default()), None);
+    }
+
+    #[test]
+    fn a_small_connector_is_not_stopped_by_a_few_changes_and_adoptions_are_no_updates() {
+        // 3 known, 2 manager links changed: under the floor of a percent limit.
+        let linked = ops(2, |i| {
+            let id = format!("E{i}");
+            let mut after = user(&id, Some("a@x.example"), None);
+            after.manager = Some(Str::from("E9"));
+            (user(&id, Some("a@x.example"), None), after)
+        });
+        assert_eq!(check(&linked, 3, 0, &ChangeBudget::default()), None);
+        let strict = ChangeBudget { updates: Limit::Count(1), ..ChangeBudget::default() };
+        assert_eq!(check(&linked, 3, 0, &strict).map(|o| o.kind), Some(ChangeKind::Updates), "a count is taken as written");
+        let adopted: Vec<Op> = (0..20)
+            .map(|i| Op::Update { platform_id: format!("p{i}"), user: Box::new(user(&format!("A{i}"), None, None)), adopt: true, previous: None })
+            .collect();
+        assert_eq!(check(&adopted, 1, 0, &ChangeBudget::default()), None);
     }
 
     #[test]
