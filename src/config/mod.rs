@@ -517,8 +517,9 @@ fn check_platform(ck: &mut Checker, dir: &Path, p: RawPlatform) -> Option<Platfo
     let notify_webhook = p.notify_webhook.as_ref().and_then(|w| match url::Url::parse(w) {
         // A webhook URL is its own credential (Slack's, Teams'): never echoed back.
         Ok(u) => {
-            crate::redact::register(w);
-            crate::redact::register(u.as_str());
+            // Whole only: its "https://" start is everyone's.
+            crate::redact::register_exact(w);
+            crate::redact::register_exact(u.as_str());
             Some(u)
         }
         Err(e) => {
