@@ -39,6 +39,10 @@ pub async fn open(state: &config::State) -> Result<Store, StateError> {
                 Some(text.lines().next().unwrap_or_default().to_string())
             }
         };
+        if let Some(p) = &password {
+            // A server or driver error may repeat it.
+            crate::redact::register(p);
+        }
         Inner::Postgres(PostgresStore::open(&state.url, password.as_deref(), state.ca_file.as_deref()).await?)
     } else {
         Inner::Sqlite(SqliteStore::open(&state.url).await?)
