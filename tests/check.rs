@@ -118,3 +118,45 @@ fn rostersync_config_history_status_and_keyscan_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("an error is JSON too");
     assert_eq!((out.status.code(), v["exit"].as_i64()), (Some(2), Some(2)), "{v}");
 }
+
+/// A `[state]` that `check` refuses stops every command that needs the store (exit 2),
+/// whatever the reason, and no SQLite file is created in its place.
+#[test]
+fn a_refused_state_url_stops_sync_status_and_history_without_a_sqlite_fallback() {
+    for state in [
+        "url = \"mysql://db.example/rostersync\"",
+        "url = \"postgres://rs@db.example/rs?password=not-here-1\"",
+        "url = \"sqlite://state/x.db\"\nlease_ttl = \"1ms\"",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("exports")).unwrap();
+        std::fs::copy(support::repo_root().join("mappings/demo.toml"), dir.path().join("demo.toml")).unwrap();
+        let cfg = dir.path().join("connectors.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[platform]\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:9\"\ntoken_env = \"T\"\n\n[state]\n{state}\n\n\
+                 [connectors.acme]\nmapping = \"demo.toml\"\n[connectors.acme.local]\ndir = \"exports\"\n[connectors.acme.file]\npath = \"e.csv\"\n"
+            ),
+        )
+        .unwrap();
+        for args in [&["sync", "acme"][..], &["sync", "--all"], &["status"], &["history"], &["--json", "history"]] {
+            let out = Command::new(support::rostersync_bin()).arg("--config").arg(&cfg).args(args).env("T", "tok-1234").output().unwrap();
+            let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.status.code(), Some(2), "{state} / {args:?}: {all}");
+            assert!(!all.contains("not-here-1"), "{all}");
+        }
+        let files: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(".db")).collect();
+        assert!(files.is_empty(), "{state}: a store was created in place of the refused one: {files:?}");
+        assert!(!dir.path().join("state").exists(), "{state}");
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] })
+        .collect()
+}

@@ -17,6 +17,7 @@
 mod checker;
 pub mod lines;
 pub mod mapping;
+mod pasted;
 pub mod raw;
 pub mod units;
 pub mod word;
@@ -166,6 +167,7 @@ pub enum PlatformAuth {
 #[derive(Debug, Clone)]
 pub struct State {
     /// "sqlite:///abs/path.db" after resolution, or a postgres URL (never with a password).
+    /// Empty when `[state]` was refused (its problems say why): nothing may open a store then.
     pub url: String,
     /// Where the PostgreSQL password comes from; read when the store is opened.
     pub password: Option<StatePassword>,
@@ -261,7 +263,9 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         dir: dir.to_path_buf(),
         platform: None,
         state: State {
-            url: format!("sqlite://{}", dir.join("state/rostersync.db").display()),
+            // Known once the file is read: a file that does not read names no store, and
+            // no command may use the default one in its place.
+            url: String::new(),
             password: None,
             ca_file: None,
             lease_ttl: DEFAULT_LEASE_TTL,
@@ -282,6 +286,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         return cfg;
     };
 
+    cfg.state.url = format!("sqlite://{}", dir.join("state/rostersync.db").display());
     match top.platform {
         None => ck.problem("platform", "missing [platform] section: kind = \"scim\", base_url, token_env"),
         Some(v) => {
@@ -290,10 +295,16 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
             }
         }
     }
-    if let Some(v) = top.state
-        && let Some(s) = ck.section::<RawState>("state", v)
-    {
-        check_state(&mut ck, dir, s, &mut cfg.state);
+    if let Some(v) = top.state {
+        let before = ck.problems.len();
+        if let Some(s) = ck.section::<RawState>("state", v) {
+            check_state(&mut ck, dir, s, &mut cfg.state);
+        }
+        if ck.problems.len() > before {
+            // Refused: every command that needs the store stops (`State::url`), rather
+            // than write to the default SQLite file the operator did not choose.
+            cfg.state.url.clear();
+        }
     }
     if let Some(v) = top.daemon
         && let Some(d) = ck.section::<RawDaemon>("daemon", v)
@@ -397,6 +408,13 @@ fn check_ca_file_url(url: &str) -> Result<(), String> {
 }
 
 fn check_state_url(dir: &Path, url: &str) -> Result<String, String> {
+    // Before anything that echoes the URL: a URL with a password is never shown.
+    if let Some((password, place)) = pasted::in_url(url) {
+        pasted::register(&password);
+        return Err(format!(
+            "the URL contains a password ({place}; the value is not shown); remove it from the URL and give password_env (a variable's name) or password_file"
+        ));
+    }
     if let Some(rest) = url.strip_prefix("sqlite://") {
         if rest.is_empty() {
             return Err("expected sqlite://PATH, e.g. \"sqlite://state/rostersync.db\"".into());
@@ -406,12 +424,6 @@ fn check_state_url(dir: &Path, url: &str) -> Result<String, String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let u =
             url::Url::parse(url).map_err(|e| format!("expected \"postgres://USER@HOST:PORT/DATABASE\"; got an unreadable URL ({e})"))?;
-        if u.password().is_some() {
-            // Not echoed: the point is that it must not be in the config at all.
-            return Err(
-                "the URL contains a password; remove it from the URL and give password_env (a variable\'s name) or password_file".into()
-            );
-        }
         if u.host_str().is_none_or(str::is_empty) {
             return Err("expected \"postgres://USER@HOST:PORT/DATABASE\": the host is missing".into());
         }
@@ -518,8 +530,9 @@ fn check_platform(ck: &mut Checker, dir: &Path, p: RawPlatform) -> Option<Platfo
     let notify_webhook = p.notify_webhook.as_ref().and_then(|w| match url::Url::parse(w) {
         // A webhook URL is its own credential (Slack's, Teams'): never echoed back.
         Ok(u) => {
-            crate::redact::register(w);
-            crate::redact::register(u.as_str());
+            // Whole only: its "https://" start is everyone's.
+            crate::redact::register_exact(w);
+            crate::redact::register_exact(u.as_str());
             Some(u)
         }
         Err(e) => {
@@ -634,8 +647,11 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
 fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<SourceConfig> {
     let before = ck.problems.len();
     let k = |f: &str| format!("{key}.sftp.{f}");
-    if s.host.trim().is_empty() || s.host.contains(char::is_whitespace) {
-        ck.problem(&k("host"), format!("expected a host name or address; got \"{}\"", s.host));
+    // A host holding a password is refused, and named only as HOST in the hints below.
+    let pasted = check_sftp_login(ck, &k, &s.host, &s.username);
+    let host = if pasted { "HOST" } else { s.host.as_str() };
+    if !pasted && (s.host.trim().is_empty() || s.host.contains(char::is_whitespace)) {
+        ck.problem(&k("host"), format!("expected a host name or address; got \"{host}\""));
     }
     let port = match s.port {
         None => 22,
@@ -681,7 +697,7 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
             if !is_sha256_fingerprint(h) {
                 ck.problem(&k("host_key"), format!(
                     "expected a SHA256 fingerprint such as \"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s\" (run `rostersync keyscan {}:{port}`); got \"{h}\"",
-                    s.host
+                    host
                 ));
             }
             Some(HostKeyPolicy::Pinned(h.clone()))
@@ -694,7 +710,7 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
                     format!(
                         "file {} does not exist; create it with `ssh-keyscan -p {port} {} > {}` and check the key out of band",
                         p.display(),
-                        s.host,
+                        host,
                         p.display()
                     ),
                 );
@@ -708,7 +724,7 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
         (None, None) => {
             ck.problem(&k("host_key"), format!(
                 "missing: the server's host key must be pinned (no trust on first use); run `rostersync keyscan {}:{port}` and paste its host_key line",
-                s.host
+                host
             ));
             None
         }
@@ -718,6 +734,25 @@ fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<Sou
         return None;
     }
     Some(SourceConfig::Sftp(Sftp { host: s.host, port, username: s.username, auth: auth?, host_key: host_key?, timeout }))
+}
+
+/// Refuses a password pasted into `host` (`sftp://u:PW@h`, `u:PW@h`) or `username` (`u:PW`),
+/// without echoing either value. True when the host held one (it must not be shown).
+fn check_sftp_login(ck: &mut Checker, k: &dyn Fn(&str) -> String, host: &str, username: &str) -> bool {
+    const FIX: &str = "use password_env (a variable's name) or password_file for the password";
+    let in_host = pasted::in_url(host);
+    if let Some((password, place)) = &in_host {
+        pasted::register(password);
+        ck.problem(
+            &k("host"),
+            format!("holds a password ({place}; the value is not shown): give the host name alone here, the user as username, and {FIX}"),
+        );
+    }
+    if let Some((password, place)) = pasted::in_username(username) {
+        pasted::register(&password);
+        ck.problem(&k("username"), format!("holds a password ({place}; the value is not shown): give the user name alone here and {FIX}"));
+    }
+    in_host.is_some()
 }
 
 fn is_sha256_fingerprint(s: &str) -> bool {
@@ -1195,5 +1230,56 @@ mod tests {
         assert!(p.contains("state.lease_ttl: expected 1s to 1h"), "{p}");
         let p = problems("url = \"mysql://db/x\"");
         assert!(p.contains(r#"expected "sqlite://PATH" or "postgres://USER@HOST:PORT/DATABASE"; got "mysql://db/x""#), "{p}");
+    }
+
+    /// A password pasted into `host`, `username` or `[state] url`, in every form it comes
+    /// in: refused where it is (file:line, key), with what to do, and never shown.
+    #[test]
+    fn passwords_pasted_into_values_are_refused_and_never_shown() {
+        const PW: &str = "Pasted-Pw-7c1e";
+        let all = |cfg: &Config| cfg.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+        for host in [format!("sftp://u:{PW}@sftp.example"), format!("u:{PW}@sftp.example")] {
+            let cfg = load(
+                &file("", "[sftp]\nauth = \"password\"\npassword_env = \"P\"\n", "", "").replace("\"h.example\"", &format!("\"{host}\"")),
+            );
+            let p = all(&cfg);
+            assert!(p.contains("connectors.toml:9: connectors.a.sftp.host: holds a password"), "{p}");
+            assert!(p.contains("password_env") && p.contains("password_file"), "says what to do: {p}");
+            assert!(!p.contains(PW) && !p.contains("Pasted-P"), "{p}");
+            assert!(cfg.broken == ["a"], "the connector does not run");
+        }
+        for user in [format!("u:{PW}"), format!("u:{PW}@sftp.example")] {
+            let cfg = load(
+                &file("", "[sftp]\nauth = \"password\"\npassword_env = \"P\"\n", "", "")
+                    .replace("username = \"u\"", &format!("username = \"{user}\"")),
+            );
+            let p = all(&cfg);
+            assert!(p.contains("connectors.toml:10: connectors.a.sftp.username: holds a password") && !p.contains(PW), "{p}");
+        }
+        for url in [
+            format!("postgres://rs:{PW}@db/rs"),
+            format!("postgres://rs@db/rs?sslmode=verify-full&password={PW}"),
+            format!("postgresql+psycopg://rs:{PW}@db/rs"),
+            format!("jdbc:postgresql://db/rs?user=rs&password={PW}"),
+        ] {
+            let cfg = load(&file(&format!("\n[state]\nurl = \"{url}\""), "", "", ""));
+            let p = all(&cfg);
+            assert!(p.contains(": state.url: the URL contains a password") && p.contains("password_env") && !p.contains(PW), "{p}");
+            assert_eq!(cfg.state.url, "", "refused: no store, not the default one");
+        }
+        // Registered with the redactor: a message built elsewhere from the value masks it.
+        assert_eq!(crate::redact::redact(&format!("connect u:{PW}@h")), "connect u:***@h");
+    }
+
+    /// A refused `[state]` (any of its keys, or a file that does not read) names no store:
+    /// commands that need it stop instead of using the default SQLite file.
+    #[test]
+    fn a_refused_state_section_names_no_store() {
+        let with = |state: &str| load(&file(&format!("\n[state]\n{state}"), "", "", ""));
+        assert_eq!(with("url = \"mysql://db/x\"").state.url, "");
+        assert_eq!(with("url = \"sqlite://s.db\"\nlease_ttl = \"100ms\"").state.url, "");
+        assert_eq!(with("url = \"sqlite://s.db\"\nurl_typo = 1").state.url, "");
+        assert_eq!(load("[platform\n").state.url, "");
+        assert!(with("url = \"sqlite://s.db\"").state.url.ends_with("/s.db"));
     }
 }

@@ -57,6 +57,11 @@ pub enum StateError {
     Login { host: String, port: u16, detail: String },
     #[error("the state store password: {0}")]
     Password(String),
+    /// `[state]` was refused by the configuration check (`config::State::url` is empty).
+    #[error(
+        "[state] in the configuration was refused, so no state store is opened (none other in its place); run `rostersync check` to see why"
+    )]
+    Refused,
     /// The TLS handshake with the database failed: an untrusted CA, a host name the
     /// certificate does not list, a server without TLS. `hint` says what to change.
     #[error("TLS to the PostgreSQL state store at {host}:{port} failed: {detail}. {hint}")]
@@ -80,7 +85,7 @@ impl Classify for StateError {
     fn exit(&self) -> Exit {
         match self {
             StateError::Unreachable { .. } | StateError::Login { .. } | StateError::Tls { .. } => Exit::Connection,
-            StateError::Password(_) | StateError::CaFile { .. } => Exit::Config,
+            StateError::Password(_) | StateError::CaFile { .. } | StateError::Refused => Exit::Config,
             _ => Exit::Other,
         }
     }

@@ -21,6 +21,11 @@ enum Inner {
 /// Opens the store `[state]` names (migrating it), reading the PostgreSQL password from
 /// where `password_env` / `password_file` say.
 pub async fn open(state: &config::State) -> Result<Store, StateError> {
+    // Refused by the config check: every command that needs the store stops, rather than
+    // create and use the default SQLite file in its place.
+    if state.url.is_empty() {
+        return Err(StateError::Refused);
+    }
     let inner = if state.url.starts_with("postgres://") || state.url.starts_with("postgresql://") {
         let password = match &state.password {
             None => None,
@@ -34,6 +39,10 @@ pub async fn open(state: &config::State) -> Result<Store, StateError> {
                 Some(text.lines().next().unwrap_or_default().to_string())
             }
         };
+        if let Some(p) = &password {
+            // A server or driver error may repeat it.
+            crate::redact::register(p);
+        }
         Inner::Postgres(PostgresStore::open(&state.url, password.as_deref(), state.ca_file.as_deref()).await?)
     } else {
         Inner::Sqlite(SqliteStore::open(&state.url).await?)
