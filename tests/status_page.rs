@@ -124,14 +124,18 @@ fn a_plan_stopped_by_a_safeguard_shows_as_awaiting_approval() {
         .find_map(|l| l.strip_prefix("rostersync_operations_planned_total{connector=\"shrinking\",kind=\"deactivate\"} "))
         .and_then(|v| v.parse::<u64>().ok());
     assert!(planned.is_some_and(|n| n >= 30), "the stopped plan's deactivations are counted as planned:\n{metrics}");
-    let last_success = metrics.lines().find(|l| l.starts_with("rostersync_last_success_timestamp_seconds{connector=\"shrinking\"}")).unwrap();
+    let last_success =
+        metrics.lines().find(|l| l.starts_with("rostersync_last_success_timestamp_seconds{connector=\"shrinking\"}")).unwrap();
     let first_ok: i64 = last_success.rsplit(' ').next().unwrap().parse().unwrap();
     let (status, health) = d.get("/healthz");
     assert_eq!(status, 200, "{health}");
     assert!(health.starts_with("degraded: 1 connector(s) awaiting approval: shrinking"), "{health}");
     d.wait_log("a third slot waiting", Duration::from_secs(90), |log| log.matches("waiting for approval: run").count() >= 3);
     let (_, metrics) = d.get("/metrics");
-    assert!(metrics.contains(&format!("rostersync_last_success_timestamp_seconds{{connector=\"shrinking\"}} {first_ok}")), "last success does not move while waiting:\n{metrics}");
+    assert!(
+        metrics.contains(&format!("rostersync_last_success_timestamp_seconds{{connector=\"shrinking\"}} {first_ok}")),
+        "last success does not move while waiting:\n{metrics}"
+    );
 
     let dom = dump_dom(&format!("http://127.0.0.1:{port}/"));
     assert!(dom.contains("plan stopped by mass_deactivation: nothing was pushed; awaiting approval"), "{dom}");

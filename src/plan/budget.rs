@@ -335,7 +335,12 @@ mod tests {
         let strict = ChangeBudget { updates: Limit::Count(1), ..ChangeBudget::default() };
         assert_eq!(check(&linked, 3, 0, &strict).map(|o| o.kind), Some(ChangeKind::Updates), "a count is taken as written");
         let adopted: Vec<Op> = (0..20)
-            .map(|i| Op::Update { platform_id: format!("p{i}"), user: Box::new(user(&format!("A{i}"), None, None)), adopt: true, previous: None })
+            .map(|i| Op::Update {
+                platform_id: format!("p{i}"),
+                user: Box::new(user(&format!("A{i}"), None, None)),
+                adopt: true,
+                previous: None,
+            })
             .collect();
         assert_eq!(check(&adopted, 1, 0, &ChangeBudget::default()), None);
     }
