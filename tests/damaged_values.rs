@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use support::project::{HEADER, Project, row, rows};
 use support::scim::ScimServer;
 
-const SYNC: &str = "max_deactivations = \"100%\"\nmax_invalid = \"100%\"";
+// `max_updates` too: the file read right at last changes every hire date, which is the point
+// here, not a wrong file (that is tests/wrong_files.rs).
+const SYNC: &str = "max_deactivations = \"100%\"\nmax_invalid = \"100%\"\nmax_updates = \"100%\"";
 const BASELINE: u32 = 10;
 
 /// The platform's users by externalId, without `meta` (timestamps change on any write);

@@ -93,7 +93,9 @@ impl Fleet {
         write_export(&exports.join("employees_2026-01-01.csv"), &rows(n));
         let mapping = support::repo_root().join("mappings/demo.toml");
         self.connectors += &format!(
-            "\n[connectors.{name}]\nschedule = \"{schedule}\"\nmapping = \"{}\"\n[connectors.{name}.local]\ndir = \"{}\"\n[connectors.{name}.file]\npath = \"employees_*.csv\"\npick = \"last-name\"\n",
+            // The files grow fast between runs here (the fleet is the point, not the growth):
+            // no change budget on creates.
+            "\n[connectors.{name}]\nschedule = \"{schedule}\"\nmapping = \"{}\"\n[connectors.{name}.local]\ndir = \"{}\"\n[connectors.{name}.file]\npath = \"employees_*.csv\"\npick = \"last-name\"\n[connectors.{name}.sync]\nmax_creates = \"1000000\"\n",
             mapping.display(),
             exports.display()
         );

@@ -43,7 +43,9 @@ fn csv_rows(path: &std::path::Path) -> Vec<(String, String)> {
 #[test]
 fn json_and_plan_out_list_every_operation_of_a_long_plan_once() {
     let scim = ScimServer::start();
-    let p = Project::new(&scim, "max_deactivations = \"10%\"");
+    // Everyone is retitled below on purpose (a long plan of updates): above the change
+    // budget's default `max_updates`, which tests/wrong_files.rs covers.
+    let p = Project::new(&scim, "max_deactivations = \"10%\"\nmax_updates = \"100%\"");
     p.export("employees_2026-01-01.csv", &rows(N));
 
     // A first dry run: N creates, from the plan as the report is written.

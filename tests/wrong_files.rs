@@ -142,3 +142,11 @@ fn a_column_that_arrives_empty_stops_naming_the_attribute() {
         (1..=PEOPLE).map(|i| row(i, &format!("ann{i}@example.com"), true, if i > 95 { "Engineering" } else { "" })).collect();
     stops(lines, "max_blanked", "department \"Engineering\" → \"\"");
 }
+
+/// Every date read day/month-swapped (all values ambiguous: nothing tells the formats apart):
+/// each person's hire date would change at once.
+#[test]
+fn every_date_changed_at_once_stops_on_the_update_limit() {
+    let lines: Vec<String> = rows(PEOPLE).into_iter().map(|l| l.replacen("2021-03-04", "2021-04-03", 1)).collect();
+    stops(lines, "max_updates", "update 100 of 100 known people");
+}

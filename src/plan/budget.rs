@@ -72,13 +72,14 @@ impl ChangeKind {
         }
     }
 
-    fn what(self) -> &'static str {
+    /// What the run would do, as the stop message says it: "{count} of {known} known people".
+    fn what(self, count: u64, known: u64) -> String {
         match self {
-            ChangeKind::Identity => "change the login (userName or email) of",
-            ChangeKind::Blanked => "empty a value that was set for",
-            ChangeKind::Updates => "update",
-            ChangeKind::Rekeys => "move to a new id the accounts of",
-            ChangeKind::Creates => "create accounts for new people, on top of the known",
+            ChangeKind::Identity => format!("change the login (userName or email) of {count} of {known} known people"),
+            ChangeKind::Blanked => format!("empty a value that was set for {count} of {known} known people"),
+            ChangeKind::Updates => format!("update {count} of {known} known people"),
+            ChangeKind::Rekeys => format!("move the accounts of {count} of {known} known people to a new id"),
+            ChangeKind::Creates => format!("create {count} new accounts on a connector that knows {known} people"),
         }
     }
 }
@@ -116,10 +117,8 @@ impl OverBudget {
             self.examples.iter().map(|e| format!("{}: {} \"{}\" → \"{}\"", e.external_id, e.field, e.before, e.after)).collect();
         let shown = if examples.is_empty() { String::new() } else { format!(" For example: {}.", examples.join("; ")) };
         format!(
-            "this run would {} {} of {} known people{field}, above {} = \"{}\" ({} allowed); nothing was pushed.{shown} A file that looks right but is wrong (an emptied column, another customer's export, ids that changed shape) looks like this: {go_on}",
-            self.kind.what(),
-            self.count,
-            self.known,
+            "this run would {}{field}, above {} = \"{}\" ({} allowed); nothing was pushed.{shown} A file that looks right but is wrong (an emptied column, another customer's export, ids that changed shape) looks like this: {go_on}",
+            self.kind.what(self.count, self.known),
             self.kind.key(),
             self.limit,
             self.allowed
