@@ -346,7 +346,14 @@ impl<'s> Emitter<'s> {
             leaf_paths("", &Value::Object((*m).clone()), &mut header);
         }
         let closest = missing.iter().filter_map(|m| super::closest_name(m, &header).map(|h| format!("\"{h}\" (for \"{m}\")"))).collect();
-        Err(FormatError::MissingColumns { file: self.file.clone(), header_line: self.held[0].0, missing, header, closest })
+        Err(FormatError::MissingColumns {
+            file: self.file.clone(),
+            header_line: self.held[0].0,
+            missing,
+            header,
+            closest,
+            hidden_with: Box::default(),
+        })
     }
 
     fn release(&mut self) -> Result<bool, FormatError> {

@@ -127,11 +127,21 @@ pub type Records = Box<dyn Iterator<Item = Result<Record, ReadError>> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("{file}: mapped column(s) {} not in the header (line {header_line}); the header has: {}{}",
+    #[error("{file}: mapped column(s) {} not in the header (line {header_line}); the header has: {}{}{}",
         missing.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
         header.iter().map(|h| format!("\"{}\"", crate::text::excerpt(h))).collect::<Vec<_>>().join(", "),
-        if closest.is_empty() { String::new() } else { format!("; closest names: {}", closest.join(", ")) })]
-    MissingColumns { file: String, header_line: u64, missing: Vec<String>, header: Vec<String>, closest: Vec<String> },
+        if closest.is_empty() { String::new() } else { format!("; closest names: {}", closest.join(", ")) },
+        hidden_hint(hidden_with))]
+    MissingColumns {
+        file: String,
+        header_line: u64,
+        missing: Vec<String>,
+        header: Vec<String>,
+        closest: Vec<String>,
+        /// Hidden sheets of a workbook that do have every mapped column (hidden sheets are
+        /// not read unless named).
+        hidden_with: Box<[String]>,
+    },
     #[error("{file}: no data rows (the file is empty or holds only a header); a full export is expected")]
     Empty { file: String },
     #[error("{file}: cannot tell the format from the name; set [file] format = \"csv\" (or xlsx, json …)")]
@@ -152,6 +162,19 @@ pub enum FormatError {
     /// decompression bomb, a field of gigabytes): never read to the end.
     #[error("{file}{}: {what} is over {} ({key}); {}", line.map(|l| format!(":{l}")).unwrap_or_default(), humansize(*max), advice(*limit))]
     TooLarge { file: String, line: Option<u64>, limit: Limit, what: String, max: u64, key: &'static str },
+}
+
+fn hidden_hint(sheets: &[String]) -> String {
+    match sheets {
+        [] => String::new(),
+        [one] => format!(
+            "; the hidden sheet \"{one}\" has them, but hidden sheets are not read: if it is the export, set [source] sheet = \"{one}\" in the mapping (or unhide it)"
+        ),
+        _ => format!(
+            "; the hidden sheets {} have them, but hidden sheets are not read: set [source] sheet in the mapping to the one that is the export",
+            sheets.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 /// What a non-UTF-8 CSV header or cell is told to do.
@@ -382,6 +405,7 @@ pub(crate) fn match_columns(file: &str, header_line: u64, header: &[String], col
             missing,
             header: header.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect(),
             closest,
+            hidden_with: Box::default(),
         });
     }
     Ok(idx)

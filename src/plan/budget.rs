@@ -13,8 +13,8 @@
 
 use serde::Serialize;
 
-use super::{Op, OpKind};
 use super::settings::Limit;
+use super::{Op, OpKind};
 use crate::model::User;
 
 /// The limits, each a count or a percent of the people the connector already knows
