@@ -423,3 +423,33 @@ fn workbooks_are_read_as_excel_shows_them() {
         assert_eq!(platform(&scim), before, "{name}: the platform is as before");
     }
 }
+
+/// A JSON export whose records give "Email" twice (the work address, then a private one):
+/// a parser keeps one silently (serde_json the last), which would switch every login. Each
+/// such record is a row error naming the key, and its person is kept as they were.
+#[test]
+fn a_json_key_given_twice_changes_nobody() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim, "");
+    let cfg = p.path().join("connectors.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen("path = \"employees_*.csv\"", "path = \"employees_*\"", 1);
+    std::fs::write(&cfg, text).unwrap();
+    let before = platform(&scim);
+
+    let names: Vec<&str> = HEADER.split(',').collect();
+    let records: Vec<String> = rows(BASELINE)
+        .iter()
+        .map(|r| {
+            let mut fields: Vec<String> = names.iter().zip(r.split(',')).map(|(k, v)| format!("{k:?}: {v:?}")).collect();
+            let email = r.split(',').nth(3).unwrap().replace("@example.com", "@private.example");
+            fields.push(format!("\"Email\": {email:?}"));
+            format!("{{{}}}", fields.join(", "))
+        })
+        .collect();
+    let path = p.path().join("exports/employees_2026-02-01.json");
+    std::fs::write(&path, format!("[\n{}\n]\n", records.join(",\n"))).unwrap();
+    let (_, r) = p.sync_json(&[]);
+    assert_eq!(r["counts"]["invalid"], BASELINE, "{r}");
+    assert!(errors_text(&r).contains("the key \\\"Email\\\" appears more than once"), "{r}");
+    assert_eq!(platform(&scim), before, "the platform is as before");
+}

@@ -588,3 +588,30 @@ fn a_formula_without_a_value_and_an_id_past_15_digits_are_cell_errors() {
     // 1001 reads as "1001", never "1001.0".
     assert_eq!(read(&p, Format::Xlsx, &opts(), &["Id", "Num"]).unwrap()[0], row(2, &["E1", "1001"]));
 }
+
+#[test]
+fn a_json_key_given_twice_is_a_row_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.json");
+    std::fs::write(
+        &p,
+        "[{\"Id\": \"E1\", \"Email\": \"ann@work.example\", \"Email\": \"ann@home.example\"},\n {\"Id\": \"E2\", \"Email\": \"bob@work.example\", \"Note\": 1, \"Note\": 2}]",
+    )
+    .unwrap();
+    let records: Vec<_> = format::open(&p, "a.json", Format::Json, &opts(), &cols(&["Id", "Email"])).unwrap().collect();
+    match &records[0] {
+        Err(ReadError::Row { error, cells: Some(cells) }) => {
+            assert_eq!((error.line, error.column.as_deref()), (1, Some("Email")));
+            assert!(error.message.contains("the key \"Email\" appears more than once"), "{}", error.message);
+            assert_eq!((cells.get(0), cells.get(1)), (Some("E1"), None), "the id goes with the error, the email is absent");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A key the mapping does not read may be given twice.
+    assert!(matches!(&records[1], Ok(r) if r.get(1) == Some("bob@work.example")), "{:?}", records[1]);
+    let p = dir.path().join("a.ndjson");
+    std::fs::write(&p, "{\"Id\": \"E1\", \"Email\": \"a@x\", \"Email\": \"b@y\"}\n").unwrap();
+    assert!(
+        matches!(&read(&p, Format::Ndjson, &opts(), &["Id", "Email"]).unwrap()[0], Err((1, m)) if m.contains("\"Email\" appears more than once"))
+    );
+}
