@@ -520,7 +520,7 @@ fn a_hidden_sheet_is_not_read_and_is_named_when_it_has_the_columns() {
     ];
     let p = workbook(dir.path(), &sheets, 0);
     let err = read(&p, Format::Xlsx, &opts(), &["Id", "Email"]).unwrap_err();
-    assert!(matches!(&err, FormatError::MissingColumns { hidden_with, .. } if hidden_with.as_ref() == ["Data".to_string()]), "{err}");
+    assert!(matches!(&err, FormatError::MissingColumns { hints, .. } if hints.hidden_sheets == ["Data".to_string()]), "{err}");
     assert!(err.to_string().contains("the hidden sheet \"Data\" has them, but hidden sheets are not read"), "{err}");
 
     // A sheet not found lists the sheets, the hidden ones said to be so.
@@ -614,4 +614,61 @@ fn a_json_key_given_twice_is_a_row_error_naming_it() {
     assert!(
         matches!(&read(&p, Format::Ndjson, &opts(), &["Id", "Email"]).unwrap()[0], Err((1, m)) if m.contains("\"Email\" appears more than once"))
     );
+}
+
+#[test]
+fn a_cut_or_damaged_gzip_says_the_transfer_was_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, b"Personnel Number,Email\nE1,a@example.com\nE2,b@example.com\n").unwrap();
+    let bytes = enc.finish().unwrap();
+    let p = dir.path().join("e.csv.gz");
+    // Cut in the middle; then whole but with its CRC (the trailer's first 4 bytes) wrong.
+    std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
+    let err = read(&p, Format::Csv, &opts(), &["Email"]).unwrap_err();
+    assert!(matches!(err, FormatError::Incomplete { .. }), "{err}");
+    assert!(
+        err.to_string().contains("the transfer of the file was incomplete") && err.to_string().contains("ask for the file again"),
+        "{err}"
+    );
+    let mut bad = bytes.clone();
+    let at = bad.len() - 8;
+    bad[at] ^= 0xff;
+    std::fs::write(&p, &bad).unwrap();
+    let err = read(&p, Format::Csv, &opts(), &["Email"]).unwrap_err();
+    assert!(matches!(err, FormatError::Incomplete { .. }), "{err}");
+    let p = dir.path().join("e.json.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, "[{\"Email\": \"a@example.com\"}, {\"Email\": \"b@example.com\"}]".repeat(1).as_bytes()).unwrap();
+    let bytes = enc.finish().unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 12]).unwrap();
+    let err = read(&p, Format::Json, &opts(), &["Email"]).unwrap_err();
+    assert!(matches!(err, FormatError::Incomplete { .. }), "{err}");
+}
+
+#[test]
+fn a_header_lacking_the_columns_says_where_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("e.csv");
+    let check = |text: &str, o: &SourceOptions, expect: &str| {
+        std::fs::write(&p, text).unwrap();
+        let err = read(&p, Format::Csv, o, &["Id", "Email"]).unwrap_err().to_string();
+        assert!(err.contains(expect), "{text:?}: {err}");
+    };
+    let semi = SourceOptions { delimiter: Some(b';'), ..opts() };
+    check("Id,Email\nE1,a@x\n", &semi, "split by commas the header holds the mapped columns: set [source] delimiter = \",\"");
+    let comma = SourceOptions { delimiter: Some(b','), ..opts() };
+    check("Id;Email\nE1;a@x\n", &comma, "split by semicolons the header holds the mapped columns: set [source] delimiter = \";\"");
+    check(
+        "sep=;\nId;Email\nE1;a@x\n",
+        &opts(),
+        "the first line is Excel's \"sep=\" marker, not the header; line 2 holds the mapped columns split by semicolons: set [source] header_row = 2 and delimiter = \";\"",
+    );
+    check("Staff list March\n\nId,Email\nE1,a@x\n", &opts(), "line 3 holds the mapped columns: set [source] header_row = 3 in the mapping");
+    // Identical on screen, not in bytes.
+    std::fs::write(&p, "Id,Work\u{a0}Email\nE1,a@x\n").unwrap();
+    let err = read(&p, Format::Csv, &opts(), &["Id", "Work Email"]).unwrap_err().to_string();
+    assert!(err.contains("the header name \"Work<U+00A0>Email\" holds invisible characters"), "{err}");
+    check("Id,E\u{200b}mail\nE1,a@x\n", &opts(), "the header name \"E<U+200B>mail\" holds invisible characters");
+    check("Id,\u{feff}Email\nE1,a@x\n", &opts(), "the header name \"<U+FEFF>Email\" holds invisible characters");
 }

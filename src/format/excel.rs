@@ -119,10 +119,10 @@ fn with_hidden_sheets(
 ) -> FormatError {
     let mut header_of = header_of;
     match e {
-        FormatError::MissingColumns { file, header_line, missing, header, closest, .. } => {
-            let hidden_with =
+        FormatError::MissingColumns { file, header_line, missing, header, closest, mut hints } => {
+            hints.hidden_sheets =
                 candidates.into_iter().filter(|name| super::match_columns(&file, header_line, &header_of(name), columns).is_ok()).collect();
-            FormatError::MissingColumns { file, header_line, missing, header, closest, hidden_with }
+            FormatError::MissingColumns { file, header_line, missing, header, closest, hints }
         }
         other => other,
     }

@@ -58,6 +58,10 @@ pub(crate) fn open_array(input: &Input, file: &str, opts: &SourceOptions, column
                 let line = record.line.load(Ordering::Relaxed);
                 return Err(opts.limits.exceeded(&file_s, Some(line), Limit::Row, format!("the record starting on line {line}")));
             }
+            Err(e) if e.io_error_kind().is_some() => {
+                let io = std::io::Error::from(e);
+                return Err(FormatError::from_io(&file_s, &opts.limits, io));
+            }
             Err(e) => {
                 return Err(FormatError::Malformed {
                     file: file_s.clone(),
@@ -378,7 +382,7 @@ impl<'s> Emitter<'s> {
             missing,
             header,
             closest,
-            hidden_with: Box::default(),
+            hints: Box::default(),
         })
     }
 
