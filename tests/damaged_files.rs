@@ -453,3 +453,52 @@ fn a_json_key_given_twice_changes_nobody() {
     assert!(errors_text(&r).contains("the key \\\"Email\\\" appears more than once"), "{r}");
     assert_eq!(platform(&scim), before, "the platform is as before");
 }
+
+/// Files the customer cannot tell from a good one, each after a clean baseline: nothing
+/// changes, and the message leads to the fix (the delimiter, header_row, the invisible
+/// character, asking for the file again).
+#[test]
+fn wrong_files_say_how_to_fix_them() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim, "");
+    let before = platform(&scim);
+    let semicolons = |s: &[u8]| String::from_utf8_lossy(s).replace(',', ";").into_bytes();
+    let mut cut = gzip(std::iter::once(csv(&rows(BASELINE))));
+    cut.truncate(cut.len() - 20);
+    let mut bad_crc = gzip(std::iter::once(csv(&rows(BASELINE))));
+    let at = bad_crc.len() - 8;
+    bad_crc[at] ^= 0xff;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a sep= line above the header",
+            [b"sep=;\n".to_vec(), semicolons(&csv(&rows(BASELINE)))].concat(),
+            "Excel's \"sep=\" marker, not the header; line 2 holds the mapped columns split by semicolons: set [source] header_row = 2 and delimiter = \";\"",
+        ),
+        (
+            "a title row",
+            [b"Staff list, March 2026\n".to_vec(), csv(&rows(BASELINE))].concat(),
+            "line 2 holds the mapped columns: set [source] header_row = 2",
+        ),
+        (
+            "a no-break space in a header name",
+            String::from_utf8(csv(&rows(BASELINE))).unwrap().replacen("Last Name", "Last\u{a0}Name", 1).into_bytes(),
+            "the header name \"Last<U+00A0>Name\" holds invisible characters",
+        ),
+        ("a gzip cut in transfer", cut, "the transfer of the file was incomplete"),
+        ("a gzip with a bad checksum", bad_crc, "ask for the file again"),
+    ];
+    for (name, bytes, expect) in cases {
+        let (code, r) = sync_bytes(&p, &bytes);
+        assert_eq!(code, 4, "{name}: {r}");
+        assert!(errors_text(&r).contains(expect), "{name}: {r}");
+        assert_eq!(platform(&scim), before, "{name}: the platform is as before");
+    }
+    // The baseline's comma file read as `;` (the mapping says so): the delimiter is named.
+    let mapping = p.path().join("mappings/demo.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    std::fs::write(&mapping, format!("{text}\n[source]\ndelimiter = \";\"\n")).unwrap();
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 4, "{r}");
+    assert!(errors_text(&r).contains("split by commas the header holds the mapped columns: set [source] delimiter = \",\""), "{r}");
+    assert_eq!(platform(&scim), before, "the platform is as before");
+}
