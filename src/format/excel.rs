@@ -114,10 +114,9 @@ fn hidden(sheets: &[Sheet]) -> Vec<String> {
 fn with_hidden_sheets(
     e: FormatError,
     candidates: Vec<String>,
-    header_of: impl FnMut(&str) -> Vec<String>,
+    mut header_of: impl FnMut(&str) -> Vec<String>,
     columns: &[String],
 ) -> FormatError {
-    let mut header_of = header_of;
     match e {
         FormatError::MissingColumns { file, header_line, missing, header, closest, mut hints } => {
             hints.hidden_sheets =
