@@ -315,3 +315,190 @@ fn error_lists_are_capped_and_messages_bounded() {
     let history = p.run(&["--json", "history", "acme"]);
     assert!(history.stdout.len() < 4 << 20, "history stays small: {} bytes", history.stdout.len());
 }
+
+/// A minimal xlsx of the demo layout, for the workbooks customers send that are well-formed
+/// but read otherwise than Excel shows them. Each sheet: name, hidden, rows of CSV text
+/// (a cell `=F` is a formula without a stored result, as tools that do not calculate write
+/// it; an empty cell is no cell at all, as under a merged region), merged regions.
+type SheetSpec<'a> = (&'a str, bool, Vec<String>, &'a [&'a str]);
+
+fn xlsx(sheets: &[SheetSpec]) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let o = zip::write::SimpleFileOptions::default();
+    let ns = r#"xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main""#;
+    let rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+    let mut parts = vec![
+        ("[Content_Types].xml".to_string(), format!(
+            r#"<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>{}</Types>"#,
+            (1..=sheets.len()).map(|i| format!(r#"<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>"#)).collect::<String>()
+        )),
+        ("_rels/.rels".into(), format!(r#"<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{rel}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#)),
+        ("xl/workbook.xml".into(), format!(
+            r#"<workbook {ns} xmlns:r="{rel}"><sheets>{}</sheets></workbook>"#,
+            sheets.iter().enumerate().map(|(i, (name, hidden, ..))| format!(r#"<sheet name="{name}" sheetId="{0}"{1} r:id="rId{0}"/>"#, i + 1, if *hidden { r#" state="hidden""# } else { "" })).collect::<String>()
+        )),
+        ("xl/_rels/workbook.xml.rels".into(), format!(
+            r#"<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">{}</Relationships>"#,
+            (1..=sheets.len()).map(|i| format!(r#"<Relationship Id="rId{i}" Type="{rel}/worksheet" Target="worksheets/sheet{i}.xml"/>"#)).collect::<String>()
+        )),
+    ];
+    for (i, (_, _, lines, merged)) in sheets.iter().enumerate() {
+        let mut xml = format!("<worksheet {ns}><sheetData>");
+        for (r, line) in std::iter::once(HEADER).chain(lines.iter().map(String::as_str)).enumerate() {
+            xml += &format!("<row r=\"{}\">", r + 1);
+            for (c, v) in line.split(',').enumerate() {
+                let at = format!("{}{}", (b'A' + c as u8) as char, r + 1);
+                if let Some(f) = v.strip_prefix('=') {
+                    xml += &format!("<c r=\"{at}\"><f>{f}</f></c>");
+                } else if !v.is_empty() {
+                    xml += &format!("<c r=\"{at}\" t=\"inlineStr\"><is><t>{v}</t></is></c>");
+                }
+            }
+            xml += "</row>";
+        }
+        xml += "</sheetData>";
+        if !merged.is_empty() {
+            xml += &format!("<mergeCells>{}</mergeCells>", merged.iter().map(|m| format!("<mergeCell ref=\"{m}\"/>")).collect::<String>());
+        }
+        parts.push((format!("xl/worksheets/sheet{}.xml", i + 1), xml + "</worksheet>"));
+    }
+    for (name, body) in parts {
+        z.start_file(name, o).unwrap();
+        z.write_all(body.as_bytes()).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+/// Workbooks read as Excel shows them, after a clean baseline: a hidden first sheet (last
+/// month's copy, four people fewer) is not read; a merged Department column is every
+/// covered row's department, not empty; Email formulas that were never computed are cell
+/// errors, not empty emails (which would turn every login into the employee id).
+#[test]
+fn workbooks_are_read_as_excel_shows_them() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim, "");
+    // The xlsx is the newest export of the connector too.
+    let cfg = p.path().join("connectors.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen("path = \"employees_*.csv\"", "path = \"employees_*\"", 1);
+    std::fs::write(&cfg, text).unwrap();
+    let before = platform(&scim);
+
+    let last_month: Vec<String> = rows(6).into_iter().map(|r| r.replace("Engineering", "Sales")).collect();
+    let merged: Vec<String> =
+        rows(BASELINE).into_iter().enumerate().map(|(i, r)| if i == 0 { r } else { r.replace("Engineering", "") }).collect();
+    let formulas: Vec<String> =
+        (1..=BASELINE).map(|i| support::project::row(i, &format!("=LOWER(B{})", i + 1), true, "Engineering")).collect();
+    let cases: Vec<(&str, Vec<u8>, Check)> = vec![
+        (
+            "a hidden first sheet",
+            xlsx(&[("Last month", true, last_month, &[]), ("Employees", false, rows(BASELINE), &[])]),
+            Box::new(|code, r| {
+                assert_eq!(code, 0, "{r}");
+                assert_eq!(r["counts"]["rows"], BASELINE, "the visible sheet is read: {r}");
+            }),
+        ),
+        (
+            "a merged Department column",
+            xlsx(&[("Employees", false, merged, &["G2:G11"])]),
+            Box::new(|code, r| {
+                assert_eq!(code, 0, "{r}");
+                assert_eq!((r["counts"]["updated"].as_u64(), r["counts"]["invalid"].as_u64()), (Some(0), Some(0)), "{r}");
+            }),
+        ),
+        (
+            "Email formulas never computed",
+            xlsx(&[("Employees", false, formulas, &[])]),
+            Box::new(|_, r| {
+                assert_eq!(r["counts"]["invalid"], BASELINE, "{r}");
+                assert!(errors_text(r).contains("cell D2 holds a formula with no computed value"), "{r}");
+            }),
+        ),
+    ];
+    let path = p.path().join("exports/employees_2026-02-01.xlsx");
+    for (name, bytes, check) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        let (code, r) = p.sync_json(&[]);
+        std::fs::remove_file(&path).unwrap();
+        check(code, &r);
+        assert_eq!(platform(&scim), before, "{name}: the platform is as before");
+    }
+}
+
+/// A JSON export whose records give "Email" twice (the work address, then a private one):
+/// a parser keeps one silently (serde_json the last), which would switch every login. Each
+/// such record is a row error naming the key, and its person is kept as they were.
+#[test]
+fn a_json_key_given_twice_changes_nobody() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim, "");
+    let cfg = p.path().join("connectors.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen("path = \"employees_*.csv\"", "path = \"employees_*\"", 1);
+    std::fs::write(&cfg, text).unwrap();
+    let before = platform(&scim);
+
+    let names: Vec<&str> = HEADER.split(',').collect();
+    let records: Vec<String> = rows(BASELINE)
+        .iter()
+        .map(|r| {
+            let mut fields: Vec<String> = names.iter().zip(r.split(',')).map(|(k, v)| format!("{k:?}: {v:?}")).collect();
+            let email = r.split(',').nth(3).unwrap().replace("@example.com", "@private.example");
+            fields.push(format!("\"Email\": {email:?}"));
+            format!("{{{}}}", fields.join(", "))
+        })
+        .collect();
+    let path = p.path().join("exports/employees_2026-02-01.json");
+    std::fs::write(&path, format!("[\n{}\n]\n", records.join(",\n"))).unwrap();
+    let (_, r) = p.sync_json(&[]);
+    assert_eq!(r["counts"]["invalid"], BASELINE, "{r}");
+    assert!(errors_text(&r).contains("the key \\\"Email\\\" appears more than once"), "{r}");
+    assert_eq!(platform(&scim), before, "the platform is as before");
+}
+
+/// Files the customer cannot tell from a good one, each after a clean baseline: nothing
+/// changes, and the message leads to the fix (the delimiter, header_row, the invisible
+/// character, asking for the file again).
+#[test]
+fn wrong_files_say_how_to_fix_them() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim, "");
+    let before = platform(&scim);
+    let semicolons = |s: &[u8]| String::from_utf8_lossy(s).replace(',', ";").into_bytes();
+    let mut cut = gzip(std::iter::once(csv(&rows(BASELINE))));
+    cut.truncate(cut.len() - 20);
+    let mut bad_crc = gzip(std::iter::once(csv(&rows(BASELINE))));
+    let at = bad_crc.len() - 8;
+    bad_crc[at] ^= 0xff;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a sep= line above the header",
+            [b"sep=;\n".to_vec(), semicolons(&csv(&rows(BASELINE)))].concat(),
+            "Excel's \"sep=\" marker, not the header; line 2 holds the mapped columns split by semicolons: set [source] header_row = 2 and delimiter = \";\"",
+        ),
+        (
+            "a title row",
+            [b"Staff list, March 2026\n".to_vec(), csv(&rows(BASELINE))].concat(),
+            "line 2 holds the mapped columns: set [source] header_row = 2",
+        ),
+        (
+            "a no-break space in a header name",
+            String::from_utf8(csv(&rows(BASELINE))).unwrap().replacen("Last Name", "Last\u{a0}Name", 1).into_bytes(),
+            "the header name \"Last<U+00A0>Name\" holds invisible characters",
+        ),
+        ("a gzip cut in transfer", cut, "the transfer of the file was incomplete"),
+        ("a gzip with a bad checksum", bad_crc, "ask for the file again"),
+    ];
+    for (name, bytes, expect) in cases {
+        let (code, r) = sync_bytes(&p, &bytes);
+        assert_eq!(code, 4, "{name}: {r}");
+        assert!(errors_text(&r).contains(expect), "{name}: {r}");
+        assert_eq!(platform(&scim), before, "{name}: the platform is as before");
+    }
+    // The baseline's comma file read as `;` (the mapping says so): the delimiter is named.
+    let mapping = p.path().join("mappings/demo.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    std::fs::write(&mapping, format!("{text}\n[source]\ndelimiter = \";\"\n")).unwrap();
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 4, "{r}");
+    assert!(errors_text(&r).contains("split by commas the header holds the mapped columns: set [source] delimiter = \",\""), "{r}");
+    assert_eq!(platform(&scim), before, "the platform is as before");
+}

@@ -347,6 +347,23 @@ fn bad_bytes_fail_a_row_only_when_a_read_column_holds_them() {
 /// A minimal xlsx: one sheet of inline-string cells, `e:` cells written as error cells
 /// (what Excel stores for `#N/A`), and optionally a shared-strings part of `shared` bytes.
 fn xlsx(dir: &Path, rows: &[&[&str]], shared: usize) -> PathBuf {
+    workbook(dir, &[Sheet { name: "Staff", hidden: false, rows, merged: &[] }], shared)
+}
+
+/// One sheet of a made-up workbook.
+struct Sheet<'a> {
+    name: &'a str,
+    hidden: bool,
+    rows: &'a [&'a [&'a str]],
+    /// Merged regions, as Excel writes them ("B2:B4").
+    merged: &'a [&'a str],
+}
+
+/// A minimal xlsx. Cells are inline strings, except `e:` (an error cell, what Excel stores
+/// for `#N/A`), `n:` (a number), `f:` (a formula without a stored result, as written by
+/// tools that do not calculate) and "" (no cell at all, as for the covered cells of a
+/// merged region).
+fn workbook(dir: &Path, sheets: &[Sheet], shared: usize) -> PathBuf {
     use std::io::Write;
     let p = dir.join("book.xlsx");
     let mut z = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
@@ -355,26 +372,27 @@ fn xlsx(dir: &Path, rows: &[&[&str]], shared: usize) -> PathBuf {
         z.start_file(name, o).unwrap();
         z.write_all(body).unwrap();
     };
-    part("[Content_Types].xml", br#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#);
+    let overrides: String = (1..=sheets.len())
+        .map(|i| format!(r#"<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>"#))
+        .collect();
+    part("[Content_Types].xml", format!(r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>{overrides}</Types>"#).as_bytes());
     part("_rels/.rels", br#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#);
-    part("xl/workbook.xml", br#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Staff" sheetId="1" r:id="rId1"/></sheets></workbook>"#);
-    part("xl/_rels/workbook.xml.rels", br#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#);
-    let mut sheet = String::from(
-        r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>"#,
-    );
-    for (r, cells) in rows.iter().enumerate() {
-        sheet += &format!("<row r=\"{}\">", r + 1);
-        for (c, v) in cells.iter().enumerate() {
-            let at = format!("{}{}", (b'A' + c as u8) as char, r + 1);
-            match v.strip_prefix("e:") {
-                Some(err) => sheet += &format!("<c r=\"{at}\" t=\"e\"><v>{err}</v></c>"),
-                None => sheet += &format!("<c r=\"{at}\" t=\"inlineStr\"><is><t>{v}</t></is></c>"),
-            }
-        }
-        sheet += "</row>";
+    let entries: String = sheets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let state = if s.hidden { r#" state="hidden""# } else { "" };
+            format!(r#"<sheet name="{}" sheetId="{}"{state} r:id="rId{}"/>"#, s.name, i + 1, i + 1)
+        })
+        .collect();
+    part("xl/workbook.xml", format!(r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets>{entries}</sheets></workbook>"#).as_bytes());
+    let rels: String = (1..=sheets.len())
+        .map(|i| format!(r#"<Relationship Id="rId{i}" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet{i}.xml"/>"#))
+        .collect();
+    part("xl/_rels/workbook.xml.rels", format!(r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">{rels}</Relationships>"#).as_bytes());
+    for (i, s) in sheets.iter().enumerate() {
+        part(&format!("xl/worksheets/sheet{}.xml", i + 1), sheet_xml(s).as_bytes());
     }
-    sheet += "</sheetData></worksheet>";
-    part("xl/worksheets/sheet1.xml", sheet.as_bytes());
     if shared > 0 {
         let mut sst = String::from(
             r#"<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">"#,
@@ -387,6 +405,37 @@ fn xlsx(dir: &Path, rows: &[&[&str]], shared: usize) -> PathBuf {
     }
     z.finish().unwrap();
     p
+}
+
+fn sheet_xml(s: &Sheet) -> String {
+    let mut sheet = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>"#,
+    );
+    for (r, cells) in s.rows.iter().enumerate() {
+        sheet += &format!("<row r=\"{}\">", r + 1);
+        for (c, v) in cells.iter().enumerate() {
+            let at = format!("{}{}", (b'A' + c as u8) as char, r + 1);
+            if let Some(err) = v.strip_prefix("e:") {
+                sheet += &format!("<c r=\"{at}\" t=\"e\"><v>{err}</v></c>");
+            } else if let Some(n) = v.strip_prefix("n:") {
+                sheet += &format!("<c r=\"{at}\"><v>{n}</v></c>");
+            } else if let Some(f) = v.strip_prefix("f:") {
+                sheet += &format!("<c r=\"{at}\"><f>{f}</f></c>");
+            } else if !v.is_empty() {
+                sheet += &format!("<c r=\"{at}\" t=\"inlineStr\"><is><t>{v}</t></is></c>");
+            }
+        }
+        sheet += "</row>";
+    }
+    sheet += "</sheetData>";
+    if !s.merged.is_empty() {
+        sheet += &format!("<mergeCells count=\"{}\">", s.merged.len());
+        for m in s.merged {
+            sheet += &format!("<mergeCell ref=\"{m}\"/>");
+        }
+        sheet += "</mergeCells>";
+    }
+    sheet + "</worksheet>"
 }
 
 #[test]
@@ -442,4 +491,184 @@ fn json_records_and_ndjson_lines_are_bounded() {
     std::fs::write(&p, format!("{{\"Id\": \"E1\"}}\n{{\"Id\": \"{}\"}}\n", "y".repeat(5000))).unwrap();
     let err = read(&p, Format::Ndjson, &o, &["Id"]).unwrap_err();
     assert!(matches!(err, FormatError::TooLarge { limit: format::Limit::Field, .. }), "{err}");
+}
+
+#[test]
+fn a_hidden_sheet_is_not_read_and_is_named_when_it_has_the_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let old: &[&[&str]] = &[&["Id", "Email"], &["E1", "old@example.com"]];
+    let visible: &[&[&str]] = &[&["Id", "Email"], &["E1", "ann@example.com"], &["E2", "bob@example.com"]];
+    let sheets = [
+        Sheet { name: "Last month", hidden: true, rows: old, merged: &[] },
+        Sheet { name: "Staff", hidden: false, rows: visible, merged: &[] },
+    ];
+    let p = workbook(dir.path(), &sheets, 0);
+    // The first visible sheet, not the first sheet.
+    assert_eq!(
+        read(&p, Format::Xlsx, &opts(), &["Id", "Email"]).unwrap(),
+        vec![row(2, &["E1", "ann@example.com"]), row(3, &["E2", "bob@example.com"])]
+    );
+    // Named, a hidden sheet is read.
+    let o = SourceOptions { sheet: Some("Last month".into()), ..opts() };
+    assert_eq!(read(&p, Format::Xlsx, &o, &["Id", "Email"]).unwrap(), vec![row(2, &["E1", "old@example.com"])]);
+
+    // The visible sheet lacks the columns; the hidden one has them: named, not read.
+    let notes: &[&[&str]] = &[&["Read me"], &["This export is on another sheet"]];
+    let sheets = [
+        Sheet { name: "Notes", hidden: false, rows: notes, merged: &[] },
+        Sheet { name: "Data", hidden: true, rows: visible, merged: &[] },
+    ];
+    let p = workbook(dir.path(), &sheets, 0);
+    let err = read(&p, Format::Xlsx, &opts(), &["Id", "Email"]).unwrap_err();
+    assert!(matches!(&err, FormatError::MissingColumns { hints, .. } if hints.hidden_sheets == ["Data".to_string()]), "{err}");
+    assert!(err.to_string().contains("the hidden sheet \"Data\" has them, but hidden sheets are not read"), "{err}");
+
+    // A sheet not found lists the sheets, the hidden ones said to be so.
+    let o = SourceOptions { sheet: Some("Staff".into()), ..opts() };
+    let err = read(&p, Format::Xlsx, &o, &["Id"]).unwrap_err().to_string();
+    assert!(err.contains("no sheet named \"Staff\"; the workbook has \"Notes\", \"Data\" (hidden)"), "{err}");
+    // Every sheet hidden: refused, naming them.
+    let sheets = [Sheet { name: "Data", hidden: true, rows: visible, merged: &[] }];
+    let err = read(&workbook(dir.path(), &sheets, 0), Format::Xlsx, &opts(), &["Id"]).unwrap_err().to_string();
+    assert!(err.contains("every sheet is hidden (\"Data\" (hidden))"), "{err}");
+}
+
+#[test]
+fn merged_cells_read_as_their_top_left_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: &[&[&str]] =
+        &[&["Id", "Dept", "City"], &["E1", "Sales", "Paris"], &["E2", "", "Lyon"], &["E3", "", ""], &["E4", "Ops", "Nice"]];
+    let p = workbook(dir.path(), &[Sheet { name: "Staff", hidden: false, rows, merged: &["B2:B4", "C3:C4"] }], 0);
+    assert_eq!(
+        read(&p, Format::Xlsx, &opts(), &["Id", "Dept", "City"]).unwrap(),
+        vec![
+            row(2, &["E1", "Sales", "Paris"]),
+            row(3, &["E2", "Sales", "Lyon"]),
+            row(4, &["E3", "Sales", "Lyon"]),
+            row(5, &["E4", "Ops", "Nice"])
+        ]
+    );
+    // A region from the header into the data has no value to give: refused.
+    let p = workbook(dir.path(), &[Sheet { name: "Staff", hidden: false, rows, merged: &["B1:B3"] }], 0);
+    let err = read(&p, Format::Xlsx, &opts(), &["Id", "Dept"]).unwrap_err().to_string();
+    assert!(err.contains("cells B1:B3 are merged across the header and the data"), "{err}");
+    // A title merged over the columns above the header is no concern.
+    let titled: &[&[&str]] = &[&["Staff list"], &["Id", "Dept"], &["E1", "Sales"]];
+    let p = workbook(dir.path(), &[Sheet { name: "Staff", hidden: false, rows: titled, merged: &["A1:B1"] }], 0);
+    let o = SourceOptions { header_row: 2, ..opts() };
+    assert_eq!(read(&p, Format::Xlsx, &o, &["Id", "Dept"]).unwrap(), vec![row(3, &["E1", "Sales"])]);
+}
+
+#[test]
+fn a_formula_without_a_value_and_an_id_past_15_digits_are_cell_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: &[&[&str]] = &[
+        &["Id", "Email", "Num"],
+        &["E1", "f:LOWER(A2)&amp;\"@example.com\"", "n:1001"],
+        &["E2", "bob@example.com", "n:1.00000000000001E+17"],
+        &["E3", "cy@example.com", "n:1001.5"],
+    ];
+    let p = workbook(dir.path(), &[Sheet { name: "Staff", hidden: false, rows, merged: &[] }], 0);
+    let got = read(&p, Format::Xlsx, &opts(), &["Id", "Email", "Num"]).unwrap();
+    match &got[0] {
+        Err((2, m)) => assert!(m.contains("cell B2 holds a formula with no computed value"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    match &got[1] {
+        Err((3, m)) => assert!(m.contains("cell C3: the number 1.00000000000001e17 is past the 15 digits"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(got[2], row(4, &["E3", "cy@example.com", "1001.5"]));
+    // An unread formula cell is absent, not empty: the id goes with the error.
+    let records = format::open(&p, "book.xlsx", Format::Xlsx, &opts(), &cols(&["Id", "Email"])).unwrap();
+    match records.into_iter().next() {
+        Some(Err(ReadError::Row { cells: Some(cells), .. })) => assert_eq!((cells.get(0), cells.get(1)), (Some("E1"), None)),
+        other => panic!("{other:?}"),
+    }
+    // 1001 reads as "1001", never "1001.0".
+    assert_eq!(read(&p, Format::Xlsx, &opts(), &["Id", "Num"]).unwrap()[0], row(2, &["E1", "1001"]));
+}
+
+#[test]
+fn a_json_key_given_twice_is_a_row_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.json");
+    std::fs::write(
+        &p,
+        "[{\"Id\": \"E1\", \"Email\": \"ann@work.example\", \"Email\": \"ann@home.example\"},\n {\"Id\": \"E2\", \"Email\": \"bob@work.example\", \"Note\": 1, \"Note\": 2}]",
+    )
+    .unwrap();
+    let records: Vec<_> = format::open(&p, "a.json", Format::Json, &opts(), &cols(&["Id", "Email"])).unwrap().collect();
+    match &records[0] {
+        Err(ReadError::Row { error, cells: Some(cells) }) => {
+            assert_eq!((error.line, error.column.as_deref()), (1, Some("Email")));
+            assert!(error.message.contains("the key \"Email\" appears more than once"), "{}", error.message);
+            assert_eq!((cells.get(0), cells.get(1)), (Some("E1"), None), "the id goes with the error, the email is absent");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A key the mapping does not read may be given twice.
+    assert!(matches!(&records[1], Ok(r) if r.get(1) == Some("bob@work.example")), "{:?}", records[1]);
+    let p = dir.path().join("a.ndjson");
+    std::fs::write(&p, "{\"Id\": \"E1\", \"Email\": \"a@x\", \"Email\": \"b@y\"}\n").unwrap();
+    assert!(
+        matches!(&read(&p, Format::Ndjson, &opts(), &["Id", "Email"]).unwrap()[0], Err((1, m)) if m.contains("\"Email\" appears more than once"))
+    );
+}
+
+#[test]
+fn a_cut_or_damaged_gzip_says_the_transfer_was_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, b"Personnel Number,Email\nE1,a@example.com\nE2,b@example.com\n").unwrap();
+    let bytes = enc.finish().unwrap();
+    let p = dir.path().join("e.csv.gz");
+    // Cut in the middle; then whole but with its CRC (the trailer's first 4 bytes) wrong.
+    std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
+    let err = read(&p, Format::Csv, &opts(), &["Email"]).unwrap_err();
+    assert!(matches!(err, FormatError::Incomplete { .. }), "{err}");
+    assert!(
+        err.to_string().contains("the transfer of the file was incomplete") && err.to_string().contains("ask for the file again"),
+        "{err}"
+    );
+    let mut bad = bytes.clone();
+    let at = bad.len() - 8;
+    bad[at] ^= 0xff;
+    std::fs::write(&p, &bad).unwrap();
+    let err = read(&p, Format::Csv, &opts(), &["Email"]).unwrap_err();
+    assert!(matches!(err, FormatError::Incomplete { .. }), "{err}");
+    let p = dir.path().join("e.json.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, b"[{\"Email\": \"a@example.com\"}, {\"Email\": \"b@example.com\"}]").unwrap();
+    let bytes = enc.finish().unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 12]).unwrap();
+    let err = read(&p, Format::Json, &opts(), &["Email"]).unwrap_err();
+    assert!(matches!(err, FormatError::Incomplete { .. }), "{err}");
+}
+
+#[test]
+fn a_header_lacking_the_columns_says_where_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("e.csv");
+    let check = |text: &str, o: &SourceOptions, expect: &str| {
+        std::fs::write(&p, text).unwrap();
+        let err = read(&p, Format::Csv, o, &["Id", "Email"]).unwrap_err().to_string();
+        assert!(err.contains(expect), "{text:?}: {err}");
+    };
+    let semi = SourceOptions { delimiter: Some(b';'), ..opts() };
+    check("Id,Email\nE1,a@x\n", &semi, "split by commas the header holds the mapped columns: set [source] delimiter = \",\"");
+    let comma = SourceOptions { delimiter: Some(b','), ..opts() };
+    check("Id;Email\nE1;a@x\n", &comma, "split by semicolons the header holds the mapped columns: set [source] delimiter = \";\"");
+    check(
+        "sep=;\nId;Email\nE1;a@x\n",
+        &opts(),
+        "the first line is Excel's \"sep=\" marker, not the header; line 2 holds the mapped columns split by semicolons: set [source] header_row = 2 and delimiter = \";\"",
+    );
+    check("Staff list March\n\nId,Email\nE1,a@x\n", &opts(), "line 3 holds the mapped columns: set [source] header_row = 3 in the mapping");
+    // Identical on screen, not in bytes.
+    std::fs::write(&p, "Id,Work\u{a0}Email\nE1,a@x\n").unwrap();
+    let err = read(&p, Format::Csv, &opts(), &["Id", "Work Email"]).unwrap_err().to_string();
+    assert!(err.contains("the header name \"Work<U+00A0>Email\" holds invisible characters"), "{err}");
+    check("Id,E\u{200b}mail\nE1,a@x\n", &opts(), "the header name \"E<U+200B>mail\" holds invisible characters");
+    check("Id,\u{feff}Email\nE1,a@x\n", &opts(), "the header name \"<U+FEFF>Email\" holds invisible characters");
 }

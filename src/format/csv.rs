@@ -14,15 +14,15 @@ use csv::{ByteRecord, ReaderBuilder};
 use super::SourceOptions;
 use super::csv_guard::{self, End, Guard, Unclosed};
 use super::input::{self, Input, Stream};
-use super::{ENCODING_HINT, FormatError, Limit, Limits, OverLimit, ReadError, Record, Records, match_columns};
+use super::{ENCODING_HINT, FormatError, FoundAt, Limit, Limits, OverLimit, ReadError, Record, Records, match_columns};
 use crate::model::RowError;
 
 /// How much text the delimiter sniffer looks at (the header must start within it).
 const SNIFF: usize = 256 * 1024;
 
 pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[String]) -> Result<Records, FormatError> {
-    let Started { mut rdr, header, header_line, end, delimiter } = start(input, file, opts)?;
-    let idx = match_columns(file, header_line, &header, columns)?;
+    let Started { mut rdr, header, header_line, end, delimiter, head } = start(input, file, opts)?;
+    let idx = match_columns(file, header_line, &header, columns).map_err(|e| with_hints(e, &head, delimiter, columns))?;
     let width = header.len();
     let file = file.to_string();
     let limits = opts.limits;
@@ -136,6 +136,9 @@ fn read_failure(file: &str, limits: &Limits, e: csv::Error, at: u64) -> FormatEr
             let what = if o.limit == Limit::Row { format!("the row starting on line {at}") } else { o.what.clone() };
             return limits.exceeded(file, Some(at), o.limit, what);
         }
+        if let Some(i) = input::Incomplete::of(io) {
+            return FormatError::Incomplete { file: file.into(), line: Some(at), detail: i.detail.clone() };
+        }
         if io.get_ref().and_then(|i| i.downcast_ref::<Unclosed>()).is_some() {
             return FormatError::Malformed {
                 file: file.into(),
@@ -198,6 +201,8 @@ struct Started {
     header_line: u64,
     end: std::sync::Arc<End>,
     delimiter: u8,
+    /// The first bytes of the text, to say where the columns are when the header lacks them.
+    head: Vec<u8>,
 }
 
 /// Opens the text, picks the delimiter and reads up to the header record.
@@ -210,6 +215,7 @@ fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<Started, For
         prefix.iter_mut().filter(|b| **b == b'\r').for_each(|b| *b = b'\n');
     }
     let delimiter = opts.delimiter.unwrap_or_else(|| sniff_delimiter(&prefix, opts.header_row));
+    let head = prefix[..prefix.len().min(HEAD)].to_vec();
     let (guard, end) = Guard::new(Cursor::new(prefix).chain(text), delimiter, cr_only, opts.limits.max_row);
     let stream: Stream = Box::new(guard);
     let mut rdr = ReaderBuilder::new()
@@ -254,7 +260,7 @@ fn start(input: &Input, file: &str, opts: &SourceOptions) -> Result<Started, For
                 }
             }
         }
-        return Ok(Started { rdr, header, header_line: line, end, delimiter });
+        return Ok(Started { rdr, header, header_line: line, end, delimiter, head });
     }
 }
 
@@ -275,6 +281,50 @@ fn field_str<'a>(row: &'a str, rec: &ByteRecord, i: usize) -> &'a str {
     let Some(r) = rec.range(i) else { return "" };
     let f = row.get(r).unwrap_or_default();
     if i + 1 == rec.len() { f.strip_suffix('\r').unwrap_or(f) } else { f }
+}
+
+/// How much of the text is searched for the mapped columns when the header lacks them.
+const HEAD: usize = 16 * 1024;
+/// How many lines of it.
+const HEAD_LINES: usize = 30;
+
+/// A header without the mapped columns: says where they are (another line: a title row or
+/// Excel's `sep=` line above the header; another delimiter: a comma file read as `;`).
+fn with_hints(e: FormatError, head: &[u8], read_with: u8, columns: &[String]) -> FormatError {
+    match e {
+        FormatError::MissingColumns { file, header_line, missing, header, closest, mut hints } => {
+            hints.found_at = locate_columns(head, columns, read_with)
+                .map(|(line, d)| if line == header_line { FoundAt::Delimiter(d) } else { FoundAt::Line(line, d) });
+            hints.sep_line = header_line == 1 && header.first().is_some_and(|h| h.trim().to_ascii_lowercase().starts_with("sep="));
+            FormatError::MissingColumns { file, header_line, missing, header, closest, hints }
+        }
+        other => other,
+    }
+}
+
+/// The first line of `head` that holds every column, and the delimiter that splits it
+/// (the one it was read with first); None when no line does.
+fn locate_columns(head: &[u8], columns: &[String], read_with: u8) -> Option<(u64, char)> {
+    let wanted: Vec<String> = columns.iter().map(|c| super::norm(c)).collect();
+    let mut delimiters = vec![read_with];
+    delimiters.extend([b',', b';', b'\t', b'|'].into_iter().filter(|d| *d != read_with));
+    for d in delimiters {
+        let mut rdr = ReaderBuilder::new().has_headers(false).flexible(true).delimiter(d).from_reader(head);
+        for rec in rdr.byte_records().take(HEAD_LINES) {
+            let Ok(rec) = rec else { break };
+            let fields: Vec<String> = rec.iter().map(|f| super::norm(&String::from_utf8_lossy(f))).collect();
+            if wanted.iter().all(|w| fields.contains(w)) {
+                // Counted from the byte offset past the blank lines csv counts into the record.
+                let mut at = rec.position().map_or(0, |p| p.byte() as usize).min(head.len());
+                while head.get(at).is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    at += 1;
+                }
+                let line = memchr::memchr_iter(b'\n', &head[..at]).count() as u64 + 1;
+                return Some((line, d as char));
+            }
+        }
+    }
+    None
 }
 
 /// The delimiter among `,` `;` tab `|` that occurs most often, outside quotes, on the header
@@ -305,7 +355,18 @@ pub fn sniff_delimiter(text: &[u8], header_row: u64) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::sniff_delimiter;
+    use super::{locate_columns, sniff_delimiter};
+
+    #[test]
+    fn mapped_columns_are_found_on_another_line_or_with_another_delimiter() {
+        let cols = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let want = cols(&["Id", "Email"]);
+        assert_eq!(locate_columns(b"Id,Email\nE1,a@x\n", &want, b';'), Some((1, ',')), "a comma file read as ;");
+        assert_eq!(locate_columns(b"Id;Email\nE1;a@x\n", &want, b','), Some((1, ';')));
+        assert_eq!(locate_columns(b"sep=;\nId;Email\nE1;a@x\n", &want, b';'), Some((2, ';')), "Excel's sep= line");
+        assert_eq!(locate_columns(b"Staff list, March\n\nId,Email\n", &want, b','), Some((3, ',')), "a title row");
+        assert_eq!(locate_columns(b"Id,Mail\n", &want, b','), None);
+    }
 
     #[test]
     fn sniffs_the_header_line() {

@@ -75,9 +75,45 @@ pub(crate) fn raw(input: &Input, file: &str, limits: &Limits) -> Result<Stream, 
     let f = input.open().map_err(io_err(file))?;
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, f));
-        return Ok(Box::new(Bounded { inner: gz, left: max }));
+        return Ok(Box::new(Bounded { inner: Gunzip(gz), left: max }));
     }
     Ok(Box::new(Bounded { inner: f, left: max }))
+}
+
+/// A gzip stream whose decoding faults (cut short, a bad checksum, damaged blocks) are
+/// marked `Incomplete`: what they mean for the customer is that the transfer failed.
+struct Gunzip<R>(R);
+
+impl<R: Read> Read for Gunzip<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
+                io::Error::other(Incomplete { detail: e.to_string() })
+            }
+            _ => e,
+        })
+    }
+}
+
+/// The I/O error of a gzip that cannot be decoded to its end (see `Gunzip`).
+#[derive(Debug)]
+pub(crate) struct Incomplete {
+    pub detail: String,
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the gzip data is truncated or corrupt: {}", self.detail)
+    }
+}
+
+impl std::error::Error for Incomplete {}
+
+impl Incomplete {
+    /// The fault an I/O error reports, if it is one.
+    pub fn of(e: &io::Error) -> Option<&Incomplete> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<Incomplete>())
+    }
 }
 
 /// Passes bytes through up to a limit; past it, an `OverLimit` error instead of more bytes.

@@ -58,6 +58,10 @@ pub(crate) fn open_array(input: &Input, file: &str, opts: &SourceOptions, column
                 let line = record.line.load(Ordering::Relaxed);
                 return Err(opts.limits.exceeded(&file_s, Some(line), Limit::Row, format!("the record starting on line {line}")));
             }
+            Err(e) if e.io_error_kind().is_some() => {
+                let io = std::io::Error::from(e);
+                return Err(FormatError::from_io(&file_s, &opts.limits, io));
+            }
             Err(e) => {
                 return Err(FormatError::Malformed {
                     file: file_s.clone(),
@@ -94,9 +98,9 @@ pub(crate) fn open_ndjson(input: &Input, file: &str, opts: &SourceOptions, colum
             if buf.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
-            let keep_going = match serde_json::from_slice::<Value>(&buf) {
-                Ok(Value::Object(m)) => out.record(line, m),
-                Ok(other) => out.row_error(line, format!("expected an object ({{\"Email\": …}}), found {}", kind(&other))),
+            let keep_going = match parse_strict(&buf) {
+                Ok((Value::Object(m), dups)) => out.record(line, m, dups),
+                Ok((other, _)) => out.row_error(line, format!("expected an object ({{\"Email\": …}}), found {}", kind(&other))),
                 Err(e) => out.row_error(line, format!("not valid JSON: {e}")),
             };
             if !keep_going {
@@ -224,7 +228,9 @@ fn leaf_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
 }
 
 /// An object of the array, or why the element is not one.
-type Held = (u64, Result<Map<String, Value>, String>);
+/// An object with the paths of the keys it has more than once, or why it is no object.
+type Item = Result<(Map<String, Value>, Vec<String>), String>;
+type Held = (u64, Item);
 
 /// Turns objects into records; holds back the first `PROBE` to check the columns.
 struct Emitter<'s> {
@@ -269,15 +275,15 @@ impl<'s> Emitter<'s> {
         }
     }
 
-    fn record(&mut self, line: u64, m: Map<String, Value>) -> bool {
-        self.item(line, Ok(m))
+    fn record(&mut self, line: u64, m: Map<String, Value>, duplicated: Vec<String>) -> bool {
+        self.item(line, Ok((m, duplicated)))
     }
 
     fn row_error(&mut self, line: u64, msg: String) -> bool {
         self.item(line, Err(msg))
     }
 
-    fn item(&mut self, line: u64, it: Result<Map<String, Value>, String>) -> bool {
+    fn item(&mut self, line: u64, it: Item) -> bool {
         if let Some(r) = &self.record_bytes {
             r.bytes.store(0, Ordering::Relaxed);
             r.start.store(line, Ordering::Relaxed);
@@ -301,10 +307,10 @@ impl<'s> Emitter<'s> {
         ok
     }
 
-    fn emit(&mut self, line: u64, it: Result<Map<String, Value>, String>) -> bool {
+    fn emit(&mut self, line: u64, it: Item) -> bool {
         let item = match it {
-            Ok(m) => {
-                let values: Vec<Option<String>> =
+            Ok((m, duplicated)) => {
+                let mut values: Vec<Option<String>> =
                     self.columns.iter().zip(&self.paths).map(|(c, p)| lookup(&m, c, p).and_then(text)).collect();
                 if let Some((c, _)) =
                     self.columns.iter().zip(&values).find(|(_, v)| v.as_ref().is_some_and(|v| v.len() as u64 > self.limits.max_field))
@@ -317,7 +323,10 @@ impl<'s> Emitter<'s> {
                     ));
                     return false;
                 }
-                Ok(Record::from_values(line, values))
+                match self.ambiguous(line, &duplicated, &mut values) {
+                    Some(error) => Err(ReadError::Row { error, cells: Some(Record::from_values(line, values)) }),
+                    None => Ok(Record::from_values(line, values)),
+                }
             }
             // Not an object, or not JSON: nothing in it can be trusted to name a person.
             Err(message) => Err(ReadError::unidentified(RowError { line, column: None, message, external_id: None })),
@@ -325,9 +334,30 @@ impl<'s> Emitter<'s> {
         self.sink.push(item)
     }
 
+    /// A mapped column read through a key the record has twice: JSON parsers keep one of
+    /// the values (serde_json the last), so which one the export meant cannot be told. Such
+    /// columns are made absent and the row is an error naming the key; the other cells (the
+    /// id among them) go with it, so the person is kept as they were.
+    fn ambiguous(&self, line: u64, duplicated: &[String], values: &mut [Option<String>]) -> Option<RowError> {
+        let mut error = None;
+        for (k, column) in self.columns.iter().enumerate() {
+            let Some(key) = duplicated.iter().find(|d| reads_through(column, d)) else { continue };
+            values[k] = None;
+            error.get_or_insert_with(|| RowError {
+                line,
+                column: Some(column.clone()),
+                message: format!(
+                    "the key \"{key}\" appears more than once in this record, so which value is meant cannot be told; fix the export so each key appears once"
+                ),
+                external_id: None,
+            });
+        }
+        error
+    }
+
     /// Checks the columns against the held records, then lets everything flow.
     fn check(&self) -> Result<(), FormatError> {
-        let objects: Vec<&Map<String, Value>> = self.held.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
+        let objects: Vec<&Map<String, Value>> = self.held.iter().filter_map(|(_, r)| r.as_ref().ok().map(|(m, _)| m)).collect();
         if objects.is_empty() {
             return Ok(()); // nothing to check against; Empty or row errors follow
         }
@@ -346,7 +376,14 @@ impl<'s> Emitter<'s> {
             leaf_paths("", &Value::Object((*m).clone()), &mut header);
         }
         let closest = missing.iter().filter_map(|m| super::closest_name(m, &header).map(|h| format!("\"{h}\" (for \"{m}\")"))).collect();
-        Err(FormatError::MissingColumns { file: self.file.clone(), header_line: self.held[0].0, missing, header, closest })
+        Err(FormatError::MissingColumns {
+            file: self.file.clone(),
+            header_line: self.held[0].0,
+            missing,
+            header,
+            closest,
+            hints: Box::default(),
+        })
     }
 
     fn release(&mut self) -> Result<bool, FormatError> {
@@ -498,8 +535,8 @@ impl<'de> Visitor<'de> for Walk<'_, '_> {
         self.out.count_records(self.lines.load(Ordering::Relaxed));
         while let Some(el) = seq.next_element_seed(Element { lines: self.lines })? {
             let keep_going = match el {
-                (line, Value::Object(m)) => self.out.record(line, m),
-                (line, other) => self.out.row_error(line, format!("expected an object ({{\"Email\": …}}), found {}", kind(&other))),
+                (line, Value::Object(m), dups) => self.out.record(line, m, dups),
+                (line, other, _) => self.out.row_error(line, format!("expected an object ({{\"Email\": …}}), found {}", kind(&other))),
             };
             if !keep_going {
                 return Err(de::Error::custom("stopped"));
@@ -528,59 +565,124 @@ impl<'de> Visitor<'de> for Walk<'_, '_> {
     }
 }
 
-/// One array element with the line of its opening brace.
+/// One array element with the line of its opening brace, and the keys it has twice.
 struct Element<'a> {
     lines: &'a Arc<AtomicU64>,
 }
 
 impl<'de> DeserializeSeed<'de> for Element<'_> {
-    type Value = (u64, Value);
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(u64, Value), D::Error> {
+    type Value = (u64, Value, Vec<String>);
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let mut dups = Vec::new();
+        // The opening brace is read when the visitor is called: the counter is at its line;
+        // a scalar element's line is where it ends, which is the same line.
+        let (value, line) = Strict { prefix: "", key: "", dups: &mut dups, lines: Some(self.lines) }.deserialize(d)?;
+        Ok((line, value, dups))
+    }
+}
+
+/// One NDJSON line as a value, with the keys it has twice.
+fn parse_strict(buf: &[u8]) -> Result<(Value, Vec<String>), serde_json::Error> {
+    let mut dups = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(buf);
+    let (value, _) = Strict { prefix: "", key: "", dups: &mut dups, lines: None }.deserialize(&mut de)?;
+    de.end()?;
+    Ok((value, dups))
+}
+
+/// A JSON value as serde_json builds it, noting every key an object has more than once
+/// (serde_json's own `Value` keeps the last silently). `prefix` + `key` is the value's path
+/// ("name.first", "emails[0]"), built only for an object or array that holds more.
+struct Strict<'a> {
+    prefix: &'a str,
+    key: &'a str,
+    dups: &'a mut Vec<String>,
+    /// The reader's line counter, for the top-level value of an array element.
+    lines: Option<&'a Arc<AtomicU64>>,
+}
+
+impl Strict<'_> {
+    fn path(&self) -> String {
+        format!("{}{}", self.prefix, self.key)
+    }
+
+    fn at(&self) -> u64 {
+        self.lines.map_or(0, |l| l.load(Ordering::Relaxed))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
+    type Value = (Value, u64);
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(Value, u64), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Element<'_> {
-    type Value = (u64, Value);
+impl<'de> Visitor<'de> for Strict<'_> {
+    type Value = (Value, u64);
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a record object")
+        f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(u64, Value), A::Error> {
-        // The '{' has just been read: the counter is at its line.
-        let line = self.lines.load(Ordering::Relaxed);
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(Value, u64), A::Error> {
+        let line = self.at();
+        let inner = if self.key.is_empty() { String::new() } else { self.path() + "." };
         let mut m = Map::new();
-        while let Some((k, v)) = map.next_entry::<String, Value>()? {
-            m.insert(k, v);
+        while let Some(k) = map.next_key::<String>()? {
+            let (v, _) = map.next_value_seed(Strict { prefix: &inner, key: &k, dups: &mut *self.dups, lines: None })?;
+            if m.insert(k.clone(), v).is_some() {
+                let path = format!("{inner}{k}");
+                if !self.dups.contains(&path) {
+                    self.dups.push(path);
+                }
+            }
         }
-        Ok((line, Value::Object(m)))
+        Ok((Value::Object(m), line))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(u64, Value), A::Error> {
-        let line = self.lines.load(Ordering::Relaxed);
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok((line, Value::Array(Vec::new())))
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(Value, u64), A::Error> {
+        let line = self.at();
+        let path = self.path();
+        let mut a = Vec::new();
+        loop {
+            let key = format!("[{}]", a.len());
+            match seq.next_element_seed(Strict { prefix: &path, key: &key, dups: &mut *self.dups, lines: None })? {
+                Some((v, _)) => a.push(v),
+                None => break,
+            }
+        }
+        Ok((Value::Array(a), line))
     }
 
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<(u64, Value), E> {
-        Ok((self.lines.load(Ordering::Relaxed), Value::String(s.into())))
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(Value, u64), E> {
+        Ok((Value::String(s.into()), self.at()))
     }
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(u64, Value), E> {
-        Ok((self.lines.load(Ordering::Relaxed), Value::Bool(b)))
+    fn visit_string<E: de::Error>(self, s: String) -> Result<(Value, u64), E> {
+        Ok((Value::String(s), self.at()))
     }
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(u64, Value), E> {
-        Ok((self.lines.load(Ordering::Relaxed), Value::from(n)))
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(Value, u64), E> {
+        Ok((Value::Bool(b), self.at()))
     }
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(u64, Value), E> {
-        Ok((self.lines.load(Ordering::Relaxed), Value::from(n)))
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(Value, u64), E> {
+        Ok((Value::from(n), self.at()))
     }
-    fn visit_f64<E: de::Error>(self, n: f64) -> Result<(u64, Value), E> {
-        Ok((self.lines.load(Ordering::Relaxed), Value::from(n)))
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(Value, u64), E> {
+        Ok((Value::from(n), self.at()))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<(u64, Value), E> {
-        Ok((self.lines.load(Ordering::Relaxed), Value::Null))
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<(Value, u64), E> {
+        Ok((Value::from(n), self.at()))
     }
+    fn visit_unit<E: de::Error>(self) -> Result<(Value, u64), E> {
+        Ok((Value::Null, self.at()))
+    }
+}
+
+/// Whether a column's value is read through the key at `path` ("Email" reads through
+/// "Email"; "name.first" through "name"), compared as keys are (trimmed, ignoring case).
+fn reads_through(column: &str, path: &str) -> bool {
+    let (c, p) = (super::norm(column), super::norm(path));
+    c == p || c.strip_prefix(&p).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
 #[cfg(test)]
@@ -602,5 +704,26 @@ mod tests {
         assert_eq!(lookup(m, "name.first", &parse_path("name.first")).and_then(text).as_deref(), Some("Zoë"));
         assert_eq!(lookup(m, "emails[0].value", &parse_path("emails[0].value")).and_then(text).as_deref(), Some("z@x.org"));
         assert_eq!(lookup(m, "emails[1].value", &parse_path("emails[1].value")), None);
+    }
+
+    #[test]
+    fn keys_given_twice_are_noted_at_any_depth() {
+        let (v, dups) =
+            parse_strict(br#"{"Email": "a@x.org", "Name": {"First": "A", "First": "B"}, "Email": "b@y.org", "tags": [{"k": 1, "k": 2}]}"#)
+                .unwrap();
+        assert_eq!(dups, vec!["Name.First".to_string(), "Email".into(), "tags[0].k".into()]);
+        assert_eq!(v["Email"], "b@y.org", "the value is serde_json's, the last");
+        let (_, dups) = parse_strict(br#"{"a": 1, "b": {"a": 2}}"#).unwrap();
+        assert!(dups.is_empty());
+        assert!(parse_strict(br#"{"a": 1} x"#).is_err(), "trailing characters are still refused");
+    }
+
+    #[test]
+    fn a_column_reads_through_a_key_or_its_parents() {
+        assert!(reads_through("Email", "email"));
+        assert!(reads_through("name.first", "Name"));
+        assert!(reads_through("emails[0].value", "emails"));
+        assert!(!reads_through("Email2", "Email"));
+        assert!(!reads_through("name", "name.first"));
     }
 }

@@ -127,11 +127,23 @@ pub type Records = Box<dyn Iterator<Item = Result<Record, ReadError>> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("{file}: mapped column(s) {} not in the header (line {header_line}); the header has: {}{}",
+    #[error("{file}: mapped column(s) {} not in the header (line {header_line}); the header has: {}{}{}",
         missing.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
         header.iter().map(|h| format!("\"{}\"", crate::text::excerpt(h))).collect::<Vec<_>>().join(", "),
-        if closest.is_empty() { String::new() } else { format!("; closest names: {}", closest.join(", ")) })]
-    MissingColumns { file: String, header_line: u64, missing: Vec<String>, header: Vec<String>, closest: Vec<String> },
+        if closest.is_empty() { String::new() } else { format!("; closest names: {}", closest.join(", ")) },
+        hints)]
+    MissingColumns {
+        file: String,
+        header_line: u64,
+        missing: Vec<String>,
+        header: Vec<String>,
+        closest: Vec<String>,
+        /// What may lead to the fix (boxed: the error stays small on every `Result`).
+        hints: Box<Hints>,
+    },
+    /// A gzip that ends early or fails its checksum: the transfer was cut or damaged.
+    #[error("{file}{}: the compressed data is truncated or corrupt ({detail}): the transfer of the file was incomplete; nothing was synced from it, ask for the file again", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Incomplete { file: String, line: Option<u64>, detail: String },
     #[error("{file}: no data rows (the file is empty or holds only a header); a full export is expected")]
     Empty { file: String },
     #[error("{file}: cannot tell the format from the name; set [file] format = \"csv\" (or xlsx, json …)")]
@@ -152,6 +164,107 @@ pub enum FormatError {
     /// decompression bomb, a field of gigabytes): never read to the end.
     #[error("{file}{}: {what} is over {} ({key}); {}", line.map(|l| format!(":{l}")).unwrap_or_default(), humansize(*max), advice(*limit))]
     TooLarge { file: String, line: Option<u64>, limit: Limit, what: String, max: u64, key: &'static str },
+}
+
+/// Where a CSV's mapped columns were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoundAt {
+    /// On the header line, split by this delimiter.
+    Delimiter(char),
+    /// On this line, split by this delimiter (a title or `sep=` line above the header).
+    Line(u64, char),
+}
+
+/// What a missing-column error knows that may lead to the fix.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Hints {
+    /// Hidden sheets of a workbook that have every mapped column (hidden sheets are not
+    /// read unless named).
+    pub hidden_sheets: Vec<String>,
+    /// Where a CSV's mapped columns are, when that is not how it was read.
+    pub found_at: Option<FoundAt>,
+    /// The line was Excel's `sep=` marker, not a header.
+    pub sep_line: bool,
+    /// Header names that are a mapped column once invisible characters are left out, shown
+    /// with those characters written out ("Email<U+00A0>").
+    pub invisible: Vec<String>,
+}
+
+impl std::fmt::Display for Hints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for h in &self.invisible {
+            write!(
+                f,
+                "; the header name \"{h}\" holds invisible characters: retype it in the export (or map the column by that exact name)"
+            )?;
+        }
+        if self.sep_line {
+            write!(f, "; the first line is Excel's \"sep=\" marker, not the header")?;
+        }
+        match self.found_at {
+            Some(FoundAt::Line(line, d)) => write!(
+                f,
+                "; line {line} holds the mapped columns{}: set [source] header_row = {line}{} in the mapping",
+                if d == ',' { String::new() } else { format!(" split by {}", delimiter_name(d)) },
+                if d == ',' { String::new() } else { format!(" and delimiter = \"{}\"", d.escape_default()) }
+            )?,
+            Some(FoundAt::Delimiter(d)) => write!(
+                f,
+                "; split by {} the header holds the mapped columns: set [source] delimiter = \"{}\" in the mapping",
+                delimiter_name(d),
+                d.escape_default()
+            )?,
+            None => {}
+        }
+        match self.hidden_sheets.as_slice() {
+            [] => Ok(()),
+            [one] => write!(
+                f,
+                "; the hidden sheet \"{one}\" has them, but hidden sheets are not read: if it is the export, set [source] sheet = \"{one}\" in the mapping (or unhide it)"
+            ),
+            many => write!(
+                f,
+                "; the hidden sheets {} have them, but hidden sheets are not read: set [source] sheet in the mapping to the one that is the export",
+                many.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+fn delimiter_name(d: char) -> String {
+    match d {
+        '\t' => "tabs".into(),
+        ';' => "semicolons".into(),
+        ',' => "commas".into(),
+        other => format!("\"{other}\""),
+    }
+}
+
+/// Characters that do not show, or show as a space, in a spreadsheet or an editor.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{00a0}' | '\u{00ad}' | '\u{2007}' | '\u{202f}' | '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}')
+}
+
+/// A header name with its invisible characters written out, when leaving them out (a
+/// no-break space read as a space) makes it the column `want`.
+fn with_invisible_shown(header: &str, want: &str) -> Option<String> {
+    if !header.chars().any(invisible) {
+        return None;
+    }
+    let plain: String = header
+        .chars()
+        .filter_map(|c| {
+            if c == '\u{a0}' || c == '\u{2007}' || c == '\u{202f}' {
+                Some(' ')
+            } else if invisible(c) {
+                None
+            } else {
+                Some(c)
+            }
+        })
+        .collect();
+    (norm(&plain) == norm(want))
+        .then(|| header.trim().chars().map(|c| if invisible(c) { format!("<U+{:04X}>", c as u32) } else { c.to_string() }).collect())
 }
 
 /// What a non-UTF-8 CSV header or cell is told to do.
@@ -259,6 +372,9 @@ impl OverLimit {
 impl FormatError {
     /// An I/O error while reading the export: a limit passed, or the I/O error itself.
     pub(crate) fn from_io(file: &str, limits: &Limits, source: std::io::Error) -> FormatError {
+        if let Some(i) = input::Incomplete::of(&source) {
+            return FormatError::Incomplete { file: file.into(), line: None, detail: i.detail.clone() };
+        }
         match OverLimit::of(&source) {
             Some(o) => limits.exceeded(file, o.line, o.limit, o.what.clone()),
             None => FormatError::Io { file: file.into(), source },
@@ -372,6 +488,7 @@ pub(crate) fn match_columns(file: &str, header_line: u64, header: &[String], col
         }
     }
     if !missing.is_empty() {
+        let invisible = missing.iter().flat_map(|m| header.iter().filter_map(|h| with_invisible_shown(h, m))).collect();
         let closest = missing
             .iter()
             .filter_map(|m| closest_name(m, header).map(|h| format!("\"{}\" (for \"{m}\")", crate::text::excerpt(h))))
@@ -382,6 +499,7 @@ pub(crate) fn match_columns(file: &str, header_line: u64, header: &[String], col
             missing,
             header: header.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect(),
             closest,
+            hints: Box::new(Hints { invisible, ..Hints::default() }),
         });
     }
     Ok(idx)
