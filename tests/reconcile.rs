@@ -186,7 +186,9 @@ fn a_kill_mid_push_then_failing_runs_then_a_good_run_leave_one_account_per_perso
         let s = server.name();
         // django-scim2 takes one request at a time: fewer people suffice to kill it mid-push.
         let n: u32 = if matches!(server, Server::A(_)) { 1500 } else { 300 };
-        let p = server.project("");
+        // The file grows from 5 to n people and then everyone's email changes: on purpose
+        // here, so the change budget (tests/wrong_files.rs) is opened for it.
+        let p = server.project("max_creates = \"1000000\"\nmax_identity_changes = \"100%\"");
         // A first sync that completes, so the state is not empty; then the run killed.
         p.export("employees_2026-01-00.csv", &rows(5));
         assert_eq!(p.sync_json(&[]).0, 0, "{s}");
