@@ -96,8 +96,35 @@ fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// A duration as a person reads it: a retention of 180 days is "180 days" (humantime would
+/// say "5months 27days 19h 12m", counting months of 30.44 days), a sub-second run "420 ms"
+/// (not "0s"), anything else in humantime's words, whole seconds.
+pub fn duration_words(d: std::time::Duration) -> String {
+    const DAY: u64 = 86_400;
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{} ms", d.as_millis());
+    }
+    if secs.is_multiple_of(DAY) {
+        let days = secs / DAY;
+        return if days == 1 { "1 day".into() } else { format!("{days} days") };
+    }
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_as_people_say_them() {
+        use super::duration_words;
+        use std::time::Duration;
+        assert_eq!(duration_words(Duration::from_secs(180 * 86_400)), "180 days");
+        assert_eq!(duration_words(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(duration_words(Duration::from_millis(420)), "420 ms");
+        assert_eq!(duration_words(Duration::from_millis(1_518)), "1s");
+        assert_eq!(duration_words(Duration::from_secs(3_725)), "1h 2m 5s");
+    }
+
     use super::*;
 
     #[test]

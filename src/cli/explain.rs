@@ -188,7 +188,7 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> super::Result<i32> {
         None => println!("  decision {}", shown(&why)),
     }
     if trail.is_empty() {
-        println!("  sent     nothing recorded (kept for {})", humantime::format_duration(cfg.state.audit_retention));
+        println!("  sent     nothing recorded (kept for {})", crate::text::duration_words(cfg.state.audit_retention));
     } else {
         println!("  sent");
         super::history::print_audit(&trail);

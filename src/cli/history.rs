@@ -205,7 +205,7 @@ pub async fn person(cli: &Cli, connector: Option<&str>, id: &str, limit: u32) ->
         println!(
             "no operations recorded for {} (kept for {})",
             super::term::shown(id),
-            humantime::format_duration(cfg.state.audit_retention)
+            crate::text::duration_words(cfg.state.audit_retention)
         );
         return Ok(0);
     }

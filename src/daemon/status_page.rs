@@ -353,9 +353,7 @@ pub fn connector_page(r: &Row, now: DateTime<Utc>) -> String {
             b,
             "<tr class=\"run\"><td class=\"t\">{}</td><td>{}</td><td class=\"{class}\">{word}{stopped}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             esc(&in_tz(run.started_at, r.tz)),
-            report
-                .map(|x| esc(&humantime::format_duration(std::time::Duration::from_secs(x.duration_ms / 1000)).to_string()))
-                .unwrap_or_default(),
+            report.map(|x| esc(&crate::text::duration_words(std::time::Duration::from_millis(x.duration_ms)))).unwrap_or_default(),
             report.and_then(|x| x.file.as_ref()).map(|f| esc(&f.path)).unwrap_or_default(),
             report.map(counts).unwrap_or_default(),
             report.map(errors).unwrap_or_default(),
