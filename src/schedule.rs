@@ -98,6 +98,12 @@ fn to_cron(spec: &str) -> Result<String, String> {
             Ok(format!("0 {m} {h} * * {}", d3.to_ascii_uppercase()))
         }
         ["daily" | "weekly", ..] => Err(format!("expected \"daily HH:MM\" or \"weekly DAY HH:MM\"; got \"{spec}\"")),
+        // croner also takes a 7th (year) field and says so ("between 5 and 7"): the count is
+        // checked here so the message says what this tool accepts, nothing else.
+        _ if !(5..=6).contains(&words.len()) => Err(format!(
+            "expected \"daily HH:MM\", \"weekly DAY HH:MM\" or a cron expression of 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first; got {} field(s) in \"{spec}\"",
+            words.len()
+        )),
         _ => Ok(spec.to_string()),
     }
 }
@@ -105,6 +111,15 @@ fn to_cron(spec: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cron_of_the_wrong_length_says_what_is_accepted_and_nothing_else() {
+        for spec in ["* * * *", "0 0 2 * * * 2027"] {
+            let e = Schedule::parse(spec, None).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("5 fields") && e.contains("6 with seconds"), "{e}");
+            assert!(!e.contains("between"), "no contradicting count: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_three_forms() {
