@@ -369,6 +369,13 @@ fn xlsx(sheets: &[SheetSpec]) -> Vec<u8> {
     z.finish().unwrap().into_inner()
 }
 
+/// The connector takes its newest export whatever its extension (an xlsx, a json).
+fn any_extension(p: &Project) {
+    let cfg = p.path().join("connectors.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen("path = \"employees_*.csv\"", "path = \"employees_*\"", 1);
+    std::fs::write(&cfg, text).unwrap();
+}
+
 /// Workbooks read as Excel shows them, after a clean baseline: a hidden first sheet (last
 /// month's copy, four people fewer) is not read; a merged Department column is every
 /// covered row's department, not empty; Email formulas that were never computed are cell
@@ -377,10 +384,7 @@ fn xlsx(sheets: &[SheetSpec]) -> Vec<u8> {
 fn workbooks_are_read_as_excel_shows_them() {
     let scim = ScimServer::start();
     let p = baseline(&scim, "");
-    // The xlsx is the newest export of the connector too.
-    let cfg = p.path().join("connectors.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen("path = \"employees_*.csv\"", "path = \"employees_*\"", 1);
-    std::fs::write(&cfg, text).unwrap();
+    any_extension(&p);
     let before = platform(&scim);
 
     let last_month: Vec<String> = rows(6).into_iter().map(|r| r.replace("Engineering", "Sales")).collect();
@@ -431,9 +435,7 @@ fn workbooks_are_read_as_excel_shows_them() {
 fn a_json_key_given_twice_changes_nobody() {
     let scim = ScimServer::start();
     let p = baseline(&scim, "");
-    let cfg = p.path().join("connectors.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen("path = \"employees_*.csv\"", "path = \"employees_*\"", 1);
-    std::fs::write(&cfg, text).unwrap();
+    any_extension(&p);
     let before = platform(&scim);
 
     let names: Vec<&str> = HEADER.split(',').collect();

@@ -135,7 +135,7 @@ pub fn check(ops: &[Op], known: u64, rekeys: u64, budget: &ChangeBudget) -> Opti
     }
     let over = |kind: ChangeKind, limit: Limit, count: u64, field: Option<String>, examples: Vec<Example>| {
         let allowed = allowed(limit, known);
-        (count > allowed).then(|| OverBudget { kind, field, count, known, limit: limit_text(limit), allowed, examples })
+        (count > allowed).then(|| OverBudget { kind, field, count, known, limit: limit.to_string(), allowed, examples })
     };
     let updates: Vec<(&User, &User)> = ops
         .iter()
@@ -177,13 +177,6 @@ fn allowed(limit: Limit, known: u64) -> u64 {
     match limit {
         Limit::Count(n) => n,
         Limit::Percent(_) => limit.allowed(known).max(PERCENT_FLOOR),
-    }
-}
-
-fn limit_text(l: Limit) -> String {
-    match l {
-        Limit::Count(n) => n.to_string(),
-        Limit::Percent(p) => format!("{p}%"),
     }
 }
 
