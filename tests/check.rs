@@ -23,6 +23,51 @@ fn check_names_all_six_mistakes_with_file_line_and_key() {
     assert!(stdout.starts_with("6 problem(s):"), "{stdout}");
 }
 
+/// Several typos in one connector and in the platform: one `check` names each of them
+/// (serde stops at a table's first unknown key; the checker reads on past it).
+#[test]
+fn check_names_every_typo_of_every_table_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    std::fs::copy(support::repo_root().join("mappings/demo.toml"), dir.path().join("mappings/demo.toml")).unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    let cfg = dir.path().join("connectors.toml");
+    std::fs::write(
+        &cfg,
+        "[platform]\nkind = \"scim\"\nbase_url = \"http://127.0.0.1:9/scim\"\ntoken_env = \"PLATFORM_SCIM_TOKEN\"\nmax_concurency = 4\ntimout = \"5s\"\n\n\
+         [connectors.demo]\nshedule = \"daily 02:00\"\ntimezone = \"Europe/Paris\"\nmapping = \"mappings/demo.toml\"\ncustommer = \"Demo\"\n\n\
+         [connectors.demo.local]\ndir = \"in\"\n\n\
+         [connectors.demo.file]\npath = \"employees_*.csv\"\nafter = \"move /x\"\n\n\
+         [connectors.demo.sync]\nmax_deactivation = \"10%\"\n",
+    )
+    .unwrap();
+    let out = Command::new(support::rostersync_bin())
+        .args(["--config", cfg.to_str().unwrap(), "check"])
+        .env("PLATFORM_SCIM_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    for expected in [
+        "connectors.toml:5: platform.max_concurency: unknown key — did you mean `max_concurrency`?",
+        "connectors.toml:6: platform.timout: unknown key — did you mean `timeout`?",
+        "connectors.toml:9: connectors.demo.shedule: unknown key — did you mean `schedule`?",
+        "connectors.toml:12: connectors.demo.custommer: unknown key — did you mean `customer`?",
+        "connectors.toml:19: connectors.demo.file.after: expected \"keep\", \"delete\" or \"move:/folder/\"; got \"move /x\"",
+        "connectors.toml:22: connectors.demo.sync.max_deactivation: unknown key — did you mean `max_deactivations`?",
+    ] {
+        assert!(stdout.contains(expected), "missing «{expected}» in:\n{stdout}");
+    }
+    assert!(stdout.starts_with("6 problem(s):"), "exactly the six mistakes, nothing they caused:\n{stdout}");
+    // A platform with an unknown key is refused like one with a bad value: nothing runs on it.
+    let out = Command::new(support::rostersync_bin())
+        .args(["--config", cfg.to_str().unwrap(), "sync", "demo", "--dry-run"])
+        .env("PLATFORM_SCIM_TOKEN", "t")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn check_json_lists_problems_and_the_bundled_config_is_valid() {
     let cfg = support::repo_root().join("tests/fixtures/bad_config/connectors.toml");

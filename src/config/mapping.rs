@@ -663,8 +663,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_toml() {
-        let p = one(&attr("{ colum = \"a\" }"));
-        assert!(p.starts_with("m.toml:7: attributes.x.colum: unknown key — did you mean `column`?"), "{p}");
+        // The typo first; the check reads on past it, so what the attribute then lacks is said too.
+        let ps = problems(&attr("{ colum = \"a\" }"));
+        assert!(ps[0].starts_with("m.toml:7: attributes.x.colum: unknown key — did you mean `column`?"), "{ps:#?}");
+        assert_eq!(ps[1..], ["m.toml:7: attributes.x: expected column = \"…\", template = \"…\" or at least default = \"…\""]);
         let p = one(&format!("{BASE}[nope]\nx = 1\n"));
         assert!(p.starts_with("m.toml:6: nope: unknown key; found `nope`, expected one of"), "{p}");
         assert!(one("unique_id = \n").contains("not valid TOML"));

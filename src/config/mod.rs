@@ -290,8 +290,10 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
     match top.platform {
         None => ck.problem("platform", "missing [platform] section: kind = \"scim\", base_url, token_env"),
         Some(v) => {
+            let before = ck.problems.len();
             if let Some(p) = ck.section::<RawPlatform>("platform", v) {
-                cfg.platform = check_platform(&mut ck, dir, p);
+                // Refused when any of its keys was (an unknown one too), not only its values.
+                cfg.platform = check_platform(&mut ck, dir, p).filter(|_| ck.problems.len() == before);
             }
         }
     }
