@@ -134,7 +134,11 @@ fn check_online_reaches_sftp_and_the_platform_and_exits_by_the_worst_connector()
     let scim = ScimServer::start();
     let sshd = Sshd::start();
     let key = sshd.client_key("ed25519", "a passphrase, from a file");
-    std::fs::write(sshd.data().join("employees_2026-01-01.csv"), "Personnel Number,Email\n").unwrap();
+    std::fs::write(
+        sshd.data().join("employees_2026-01-01.csv"),
+        "Personnel Number,Email,First Name,Last Name\n1001,ada@example.com,Ada,Lovelace\n",
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("m.toml"), MAPPING).unwrap();
@@ -177,6 +181,39 @@ fn check_online_reaches_sftp_and_the_platform_and_exits_by_the_worst_connector()
     }
     assert_eq!((online[0]["connector"].as_str(), online[0]["source"]["ok"].as_bool()), (Some("good"), Some(true)), "{v}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("not-the-token-1234"), "{v}");
+
+    // The mapping against the real header: a column the file does not have is found before
+    // the first run refuses the file; a customer whose mapping is not written yet is still
+    // reached (source and platform are what a new set-up checks first).
+    std::fs::write(d.join("wrong.toml"), MAPPING.replace("\"Last Name\"", "\"Surname\"")).unwrap();
+    let mut cfg2 = format!(
+        "[platform]\nkind = \"scim\"\nbase_url = \"{}\"\ntoken_env = \"RS_PREFLIGHT_TOKEN\"\n[state]\nurl = \"sqlite://state.db\"\n",
+        scim.base_url
+    );
+    let host_key = format!("host_key = \"{}\"", sshd.fingerprint("ed25519"));
+    cfg2 += &sftp_connector("good", sshd.port, &auth, &host_key, &glob);
+    cfg2 += &sftp_connector("wrongmap", sshd.port, &auth, &host_key, &glob).replace("m.toml", "wrong.toml");
+    cfg2 += &sftp_connector("newcust", sshd.port, &auth, &host_key, &glob).replace("m.toml", "mappings/newcust.toml");
+    let config2 = d.join("connectors2.toml");
+    std::fs::write(&config2, &cfg2).unwrap();
+    let out = run(&config2, &["check", "--online"], &[("RS_PREFLIGHT_TOKEN", &scim.token)]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "the mapped column missing from the file is a data error: {stdout}{stderr}");
+    let line = |name: &str| {
+        stdout.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no line for {name}:\n{stdout}")).to_string()
+    };
+    let good = line("good");
+    assert!(good.contains(" ok ") && good.contains("the mapping's 4 column(s) are in its header"), "{good}");
+    let wrong = line("wrongmap");
+    assert!(wrong.contains("FAILED (exit 4)") && wrong.contains("\"Surname\"") && wrong.contains("not in the header"), "{wrong}");
+    let new = line("newcust");
+    assert!(new.contains("FAILED (exit 2)") && new.contains("no mapping to read it with yet"), "{new}");
+    assert!(new.contains("its header has 4 column(s)") && new.contains("rostersync mapping suggest"), "{new}");
+    let out = run(&config2, &["--json", "check", "--online"], &[("RS_PREFLIGHT_TOKEN", &scim.token)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let newcust = v["online"].as_array().unwrap().iter().find(|c| c["connector"] == "newcust").expect("newcust reached").clone();
+    assert_eq!((newcust["source"]["ok"].as_bool(), newcust["platform"]["ok"].as_bool()), (Some(true), Some(true)), "{newcust}");
+    assert_eq!(newcust["columns"]["ok"], false, "{newcust}");
 }
 
 #[test]

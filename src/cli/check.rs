@@ -68,9 +68,14 @@ pub async fn run(cli: &Cli, opts: Options) -> super::Result<i32> {
         let width = r.iter().map(|r| r.connector.len()).max().unwrap_or(0);
         for c in r {
             let verdict = if c.exit == Exit::Ok { "ok".to_string() } else { format!("FAILED (exit {})", c.exit.code()) };
-            let failed: Vec<&str> = [&c.source, &c.platform].into_iter().filter(|s| !s.ok).map(|s| s.message.as_str()).collect::<Vec<_>>();
-            let detail =
-                if failed.is_empty() { format!("{}; platform {}", c.source.message, c.platform.message) } else { failed.join("; ") };
+            let steps = [Some(&c.source), c.columns.as_ref(), Some(&c.platform)];
+            let failed: Vec<&str> = steps.iter().flatten().filter(|s| !s.ok).map(|s| s.message.as_str()).collect::<Vec<_>>();
+            let detail = if failed.is_empty() {
+                let columns = c.columns.as_ref().map(|s| format!("; {}", s.message)).unwrap_or_default();
+                format!("{}{columns}; platform {}", c.source.message, c.platform.message)
+            } else {
+                failed.join("; ")
+            };
             println!("{:width$}  {verdict}  {}", c.connector, super::term::shown(&detail));
         }
     }

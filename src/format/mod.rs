@@ -122,15 +122,28 @@ impl ReadError {
     }
 }
 
+/// How many header names a message shows: enough to recognise the file, not a wall of
+/// text for an 80-column export (the closest names are said before it).
+const HEADER_SHOWN: usize = 8;
+
+/// "the header has 3 columns: "a", "b", "c"", the first few only of a long header.
+fn header_view(header: &[String]) -> String {
+    let shown: Vec<String> = header.iter().take(HEADER_SHOWN).map(|h| format!("\"{}\"", crate::text::excerpt(h))).collect();
+    let more = header.len().saturating_sub(HEADER_SHOWN);
+    let rest =
+        if more > 0 { format!(" … and {more} more (`rostersync mapping suggest` on a sample lists them all)") } else { String::new() };
+    format!("the header has {} column(s): {}{rest}", header.len(), shown.join(", "))
+}
+
 /// Records, or faults; a `ReadError::File` is always the last item.
 pub type Records = Box<dyn Iterator<Item = Result<Record, ReadError>> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("{file}: mapped column(s) {} not in the header (line {header_line}); the header has: {}{}{}",
+    #[error("{file}: mapped column(s) {} not in the header (line {header_line}){}; {}{}",
         missing.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
-        header.iter().map(|h| format!("\"{}\"", crate::text::excerpt(h))).collect::<Vec<_>>().join(", "),
         if closest.is_empty() { String::new() } else { format!("; closest names: {}", closest.join(", ")) },
+        header_view(header),
         hints)]
     MissingColumns {
         file: String,
@@ -542,6 +555,17 @@ mod tests {
         let header = h(&[" Personnel Number", "EMAIL ", "First Name"]);
         let idx = match_columns("f.csv", 1, &header, &h(&["email", "first name", "personnel number"])).unwrap();
         assert_eq!(idx, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn a_long_header_is_shown_by_its_first_names_after_the_closest_ones() {
+        let mut header: Vec<String> = (1..=80).map(|i| format!("Column {i}")).collect();
+        header.push("E-mail".into());
+        let e = match_columns("f.csv", 1, &header, &h(&["Email"])).unwrap_err().to_string();
+        let closest = e.find("closest names: \"E-mail\" (for \"Email\")").expect(&e);
+        let view = e.find("the header has 81 column(s): \"Column 1\",").expect(&e);
+        assert!(closest < view, "the fix first: {e}");
+        assert!(e.contains("\"Column 8\" … and 73 more") && !e.contains("\"Column 9\""), "{e}");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! `check --online` and `test --all`: reach everything a run would reach, change nothing.
 //! Each connector's source is connected (the host key verified, the credentials tried),
-//! its folder listed and the file it would take chosen; the platform is discovered and
-//! its credentials tried once (one read of /Users). One [`Reached`] per connector, with the
+//! its folder listed and the file it would take chosen; that file's header is read and the
+//! mapping's columns looked for in it; the platform is discovered and its credentials tried
+//! once (one read of /Users). A connector whose mapping is not written yet (or refused) is
+//! reached too: its source and platform are what a new customer's set-up checks first, and
+//! the header is what its mapping is written from. One [`Reached`] per connector, with the
 //! exit code a run would end with; the command exits by the worst.
 
 use chrono::Utc;
@@ -18,6 +21,9 @@ pub struct Reached {
     pub exit: Exit,
     /// The source, and the file a run would take (or why not).
     pub source: Step,
+    /// The mapping's columns against the header of the file the source would take; None
+    /// when there is no file to read.
+    pub columns: Option<Step>,
     pub platform: Step,
 }
 
@@ -39,30 +45,82 @@ impl Step {
     }
 }
 
-/// Every valid connector, sources in parallel (each on a blocking thread: libssh2 blocks),
-/// the platform once. Connectors refused by the configuration are not reached: `check`
-/// names them.
+/// Every connector the configuration lets run, and those refused only for their mapping:
+/// sources in parallel (each on a blocking thread: libssh2 blocks), the platform once.
+/// Connectors refused for anything else are not reached: `check` names them.
 pub async fn reach(cfg: &Config) -> Vec<Reached> {
     let mut sources = tokio::task::JoinSet::new();
-    for c in cfg.connectors.values() {
+    for (c, mapped) in cfg.connectors.values().map(|c| (c.as_ref(), true)).chain(cfg.unmapped.values().map(|c| (c, false))) {
         let c = c.clone();
-        sources.spawn_blocking(move || (c.name.clone(), source(&c)));
+        sources.spawn(async move {
+            let conn = c.clone();
+            let source = tokio::task::spawn_blocking(move || source(&conn))
+                .await
+                .unwrap_or_else(|_| Step::failed(Exit::Other, "the check of the source did not finish".into()));
+            let columns = if source.ok { Some(columns(&c, mapped).await) } else { None };
+            (c.name.clone(), source, columns)
+        });
     }
     let platform = platform(cfg).await;
     let mut by_name = std::collections::BTreeMap::new();
     while let Some(done) = sources.join_next().await {
-        if let Ok((name, step)) = done {
-            by_name.insert(name, step);
+        if let Ok((name, source, columns)) = done {
+            by_name.insert(name, (source, columns));
         }
     }
     cfg.connectors
         .keys()
+        .chain(cfg.unmapped.keys())
         .map(|name| {
-            let source = by_name.remove(name).unwrap_or_else(|| Step::failed(Exit::Other, "the check of the source did not finish".into()));
-            let exit = worst([source.exit, platform.exit]);
-            Reached { connector: name.clone(), exit, source, platform: platform.clone() }
+            let (source, columns) =
+                by_name.remove(name).unwrap_or_else(|| (Step::failed(Exit::Other, "the check of the source did not finish".into()), None));
+            let exit = worst([source.exit, platform.exit].into_iter().chain(columns.as_ref().map(|c| c.exit)));
+            Reached { connector: name.clone(), exit, source, columns, platform: platform.clone() }
         })
         .collect()
+}
+
+/// The file the source would take, its header read and the mapping's columns looked for
+/// in it: a mapping whose columns are not in the real export is caught here, before the
+/// first run refuses the file.
+async fn columns(c: &Connector, mapped: bool) -> Step {
+    let got = match crate::sync::download(c).await {
+        Ok(Some(d)) => d,
+        // Too young, or nothing new: the source step has said which.
+        Ok(None) => return Step::ok("no file to read the header of right now".into()),
+        Err(e) => return Step::failed(e.exit(), crate::redact::redacted(e.to_string())),
+    };
+    let (conn, path, name) = (c.clone(), got.path.clone(), got.name.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        let format = match conn.file.format {
+            Some(f) => f,
+            None => crate::format::detect(&path, &name)?,
+        };
+        // The bounds of a run: `[file] max_size` also bounds what a compressed export inflates to.
+        let mut opts = conn.mapping.source.clone();
+        opts.limits.max_size = conn.file.max_size;
+        if mapped {
+            crate::format::open(&path, &name, format, &opts, &conn.mapping.columns()).map(|_| None)
+        } else {
+            crate::format::headers(&path, &name, format, &opts).map(Some)
+        }
+    })
+    .await;
+    drop(got);
+    match read {
+        Ok(Ok(None)) => Step::ok(format!("the mapping's {} column(s) are in its header", c.mapping.columns().len())),
+        Ok(Ok(Some(header))) => Step::failed(
+            Exit::Config,
+            format!(
+                "no mapping to read it with yet ({}): its header has {} column(s); `rostersync mapping suggest` drafts a mapping from a sample (`rostersync fetch {}`)",
+                c.mapping_path.display(),
+                header.len(),
+                c.name
+            ),
+        ),
+        Ok(Err(e)) => Step::failed(e.exit(), crate::redact::redacted(e.to_string())),
+        Err(_) => Step::failed(Exit::Other, "the check of the header did not finish".into()),
+    }
 }
 
 /// The worst of some exit codes: any failure over success, then the higher code.
