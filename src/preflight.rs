@@ -278,6 +278,12 @@ fn key_file(env: &dyn Environment, path: &Path) -> Result<Option<bool>, String> 
         )),
         Probe::Unreadable(why) => Err(format!("cannot read private key {p} ({why}); let the service's user read it (chmod 600)")),
         Probe::Read { mode, bytes } => {
+            // What the file is comes first: a `.pub` named by mistake is readable by all as
+            // it should be, and `chmod 600` on it would fix nothing.
+            let encrypted = match inspect_key(&String::from_utf8_lossy(&bytes), path) {
+                KeyFile::Usable { encrypted } => encrypted,
+                KeyFile::Refused(why) => return Err(why),
+            };
             // OpenSSH refuses a key others may read or write: so do we, before a run does.
             if mode & 0o077 != 0 {
                 return Err(format!(
@@ -285,10 +291,7 @@ fn key_file(env: &dyn Environment, path: &Path) -> Result<Option<bool>, String> 
                     mode & 0o777
                 ));
             }
-            match inspect_key(&String::from_utf8_lossy(&bytes), path) {
-                KeyFile::Usable { encrypted } => Ok(Some(encrypted)),
-                KeyFile::Refused(why) => Err(why),
-            }
+            Ok(Some(encrypted))
         }
     }
 }
@@ -440,6 +443,14 @@ mod tests {
         let got = environment(&c, &public);
         assert_eq!(keys(&got), vec![(Some("a"), "connectors.a.sftp.private_key")]);
         assert!(got[0].message.contains("holds a public key"), "{}", got[0]);
+        // A `.pub` is world-readable, as it should be: what it is is said, not its mode.
+        let public = Table {
+            vars: HashMap::from([("TOKEN", "x")]),
+            files: HashMap::from([(PathBuf::from("/k/id"), Probe::Read { mode: 0o644, bytes: b"ssh-ed25519 AAAA me".to_vec() })]),
+        };
+        let got = environment(&c, &public);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].message.contains("holds a public key") && !got[0].message.contains("chmod"), "{}", got[0]);
     }
 
     #[test]

@@ -166,6 +166,8 @@ fn check_online_reaches_sftp_and_the_platform_and_exits_by_the_worst_connector()
     assert!(good.contains("credentials accepted"), "{good}");
     let impostor = line("impostor");
     assert!(impostor.contains("FAILED (exit 3)") && impostor.contains("host key"), "{impostor}");
+    // The mismatch's several lines stay lines, not `\n` escapes.
+    assert!(!stdout.contains("\\n"), "a literal \\n in:\n{stdout}");
     assert!(!stdout.contains("a passphrase, from a file") && !stderr.contains("a passphrase, from a file"), "{stdout}{stderr}");
 
     // A token the platform refuses: every connector fails, with the platform's exit code.

@@ -76,7 +76,10 @@ pub async fn run(cli: &Cli, opts: Options) -> super::Result<i32> {
             } else {
                 failed.join("; ")
             };
-            println!("{:width$}  {verdict}  {}", c.connector, super::term::shown(&detail));
+            // A message of several lines (a host key mismatch says what to compare, line by
+            // line) keeps its lines, indented under the connector's, not `\n` escapes.
+            let lines = shown_lines(&detail).replace('\n', &format!("\n{:width$}    ", ""));
+            println!("{:width$}  {verdict}  {lines}", c.connector);
         }
     }
     Ok(exit.code())
