@@ -247,7 +247,10 @@ fn daemon_runs_two_connectors_on_schedule_reloads_on_sighup_and_stops_on_sigterm
         for r in &runs {
             let outcome = r["report"]["outcome"].as_str().unwrap_or("?");
             assert!(outcome == "ok" || outcome == "no-new-file", "{c}: run {} ended {outcome}: {}", r["run_id"], r["report"]);
+            // The daemon's quiet days advise nothing: there is nobody to type --force.
+            assert!(!r["report"]["message"].as_str().unwrap_or("").contains("--force"), "{}", r["report"]);
         }
+        assert!(runs.iter().any(|r| r["report"]["outcome"] == "no-new-file"), "{c}: a quiet day was seen: {runs:#?}");
         assert_eq!(runs[0]["report"]["outcome"], "ok", "the first run syncs the export");
         let counts = &runs[0]["report"]["counts"];
         // The connectors share people on one server: the first creates them; the others find

@@ -149,6 +149,8 @@ fn sftp_to_scim_first_sync_no_write_rerun_then_one_update_and_one_deactivation()
     let (code, r) = s.sync(&[]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["outcome"], "no-new-file");
+    // By hand, the one way to take the same file again is said.
+    assert!(r["message"].as_str().unwrap().ends_with("was already synced (same size and time); use --force to sync it again"), "{r}");
     assert_eq!(s.writes_since(before), Vec::<String>::new());
     // Forced through the whole pipeline, the same data still sends no write request.
     let before = s.proxy.seen().len();

@@ -37,7 +37,27 @@ pub(super) struct Spool {
 
 pub(super) enum Fetch {
     Got(Box<Got>),
-    NoNewFile(String),
+    NoNewFile(NoNew),
+}
+
+/// Why a run found no new file to sync.
+pub(super) struct NoNew {
+    pub why: String,
+    /// The file is the one synced last: `--force` would take it again. Only then, and only
+    /// to a person running a command, is `--force` advised: the daemon's routine quiet
+    /// days (nothing new, a file still being written) have nothing to force.
+    pub forceable: bool,
+}
+
+impl NoNew {
+    fn quiet(why: String) -> NoNew {
+        NoNew { why, forceable: false }
+    }
+
+    /// As said to whoever runs it.
+    pub fn said(self, by_hand: bool) -> String {
+        if self.forceable && by_hand { format!("{}; use --force to sync it again", self.why) } else { self.why }
+    }
 }
 
 /// Fetches the file (`began` is told when its bytes start coming): the local `--file`, or
@@ -193,10 +213,10 @@ fn verify(d: Finished, started: Option<Started>, last: Option<&FileFingerprint>,
         && let Some(l) = last
         && l.sha256 == fetched.sha256
     {
-        return Ok(Fetch::NoNewFile(format!(
-            "{} has the same content (sha256) as the last synced file {}; use --force to sync it again",
-            file.path, l.path
-        )));
+        return Ok(Fetch::NoNewFile(NoNew {
+            why: format!("{} has the same content (sha256) as the last synced file {}", file.path, l.path),
+            forceable: true,
+        }));
     }
     guard.complete();
     Ok(Fetch::Got(Box::new(Got {
@@ -213,7 +233,7 @@ fn verify(d: Finished, started: Option<Started>, last: Option<&FileFingerprint>,
 enum Picked {
     /// The file, and what the report should say of the choice.
     File(RemoteFile, Vec<String>),
-    NoNewFile(String),
+    NoNewFile(NoNew),
 }
 
 /// Which listed file to download, if any: the rule's choice, unless it is the one synced
@@ -230,22 +250,22 @@ fn pick(
     let file = match select::select(files, rule, now) {
         select::Selection::Picked(f) => f,
         select::Selection::TooYoung { youngest } => {
-            return Ok(Picked::NoNewFile(format!(
+            return Ok(Picked::NoNewFile(NoNew::quiet(format!(
                 "{} was modified less than min_age ({}) ago{} and may still be being written; it will be taken by a later run",
                 youngest.path,
                 humantime::format_duration(rule.min_age),
                 future_note(&youngest, now)
-            )));
+            ))));
         }
         // With after = move/delete an empty folder is the normal state between exports (the
         // last one was taken away); stale_after is what notices an export that stopped.
         select::Selection::NoMatch if rule.after != crate::config::After::Keep && last.is_some() => {
-            return Ok(Picked::NoNewFile(format!(
+            return Ok(Picked::NoNewFile(NoNew::quiet(format!(
                 "no file matches {} on {}; the last one was taken away after its sync (after = {:?})",
                 rule.path,
                 src.describe(),
                 rule.after
-            )));
+            ))));
         }
         select::Selection::NoMatch => {
             let (folder, _) = select::split_pattern(&rule.path);
@@ -268,7 +288,7 @@ fn pick(
     if !force && let Some(l) = last {
         // Same name, size and time as the last synced file: skip without downloading.
         if l.path == file.path && l.size == file.size && l.mtime == mtime && mtime.is_some() {
-            return Ok(Picked::NoNewFile(format!("{} was already synced (same size and time); use --force to sync it again", file.path)));
+            return Ok(Picked::NoNewFile(NoNew { why: format!("{} was already synced (same size and time)", file.path), forceable: true }));
         }
     }
     if file.size > rule.max_size {
@@ -354,8 +374,8 @@ pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, RunError> 
         .map_err(|e| RunError::Thread { what: "download", detail: Some(e.to_string()) })?
         .map_err(RunError::from)?;
     Ok(match res {
-        Fetch::NoNewFile(why) => {
-            tracing::warn!("{why}");
+        Fetch::NoNewFile(no) => {
+            tracing::warn!("{}", no.said(true));
             None
         }
         Fetch::Got(g) => Some(Downloaded { fingerprint: g.fingerprint, name: g.name, path: g.spool.path, _temp: g.spool._temp }),

@@ -334,7 +334,7 @@ impl<S: StateStore> Ctx<'_, S> {
 
     /// No new file: the normal quiet day, unless the export has stopped coming for longer
     /// than `stale_after` — then a failure, not a quiet success.
-    fn no_new_file(&self, t: &mut Tally, why: String, last: Option<&LastFile>) -> Result<(), RunError> {
+    fn no_new_file(&self, t: &mut Tally, why: fetch::NoNew, last: Option<&LastFile>) -> Result<(), RunError> {
         if let (Some(stale), Some(l)) = (self.conn.file.stale_after, last) {
             let age = Utc::now().signed_duration_since(l.synced_at).to_std().unwrap_or_default();
             if age > stale {
@@ -343,7 +343,7 @@ impl<S: StateStore> Ctx<'_, S> {
             }
         }
         t.report.outcome = RunOutcome::NoNewFile;
-        t.report.message = Some(why);
+        t.report.message = Some(why.said(self.opts.origin == Origin::Cli));
         Ok(())
     }
 
