@@ -234,6 +234,19 @@ impl Safeguard {
         }
     }
 
+    /// A stop's rule as a person reads it: with the `[sync]` key that sets its limit when
+    /// the rule's name is not that key ("mass_deactivation (max_deactivations)"), so the
+    /// status page and notices name what to look at. The rule's name stays what reports,
+    /// history and alerts match on.
+    pub fn shown_rule(rule: &str) -> String {
+        let key = match rule {
+            "mass_deactivation" | "mass_recreation" => "max_deactivations",
+            "too_many_invalid" => "max_invalid",
+            _ => return rule.to_string(),
+        };
+        format!("{rule} ({key})")
+    }
+
     pub fn message(&self, connector: &str) -> String {
         let go_on = format!("check the file, then run `rostersync sync {connector} --allow-mass-change --reason \"…\"` to apply it anyway");
         match self {

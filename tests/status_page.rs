@@ -138,9 +138,9 @@ fn a_plan_stopped_by_a_safeguard_shows_as_awaiting_approval() {
     );
 
     let dom = dump_dom(&format!("http://127.0.0.1:{port}/"));
-    assert!(dom.contains("plan stopped by mass_deactivation: nothing was pushed; awaiting approval"), "{dom}");
+    assert!(dom.contains("plan stopped by mass_deactivation (max_deactivations): nothing was pushed; awaiting approval"), "{dom}");
     assert!(dom.contains(">stopped</td>"), "{dom}");
     let page = dump_dom(&format!("http://127.0.0.1:{port}/connectors/shrinking"));
     assert!(page.contains("id=\"approval\""), "{page}");
-    assert!(page.contains("stopped <small>by mass_deactivation</small>"), "{page}");
+    assert!(page.contains("stopped <small>by mass_deactivation (max_deactivations)</small>"), "{page}");
 }

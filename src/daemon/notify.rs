@@ -64,7 +64,10 @@ impl Notification {
         let what = match event {
             Event::Failed if attempts > 1 => format!("failed after {attempts} attempts"),
             Event::Failed => "failed".to_string(),
-            Event::Stopped => format!("stopped by a safeguard ({})", report.stopped_by.as_deref().unwrap_or("safeguard")),
+            Event::Stopped => format!(
+                "stopped by a safeguard ({})",
+                report.stopped_by.as_deref().map(crate::plan::Safeguard::shown_rule).unwrap_or_else(|| "safeguard".into())
+            ),
             Event::Stale => "the export is stale".to_string(),
             Event::Recovered => return None,
             Event::Attention => match (report.state_lost, report.unplaced) {

@@ -8,6 +8,7 @@
 //! texts from customers' files and from servers. The pages are built by pure functions
 //! (`index`, `connector_page`) from a `Board` read at the edge (`Board::overview`).
 
+use crate::plan::Safeguard;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, RwLock};
@@ -166,13 +167,15 @@ pub fn awaiting_approval(history: &[RunRecord], pending: Option<&StoredPlan>) ->
     match (pending, still) {
         (Some(p), true) if !p.dry_run => Some(format!(
             "plan stopped by {}: nothing was pushed; awaiting approval (`rostersync plan show {}` lists it, `rostersync approve {} --reason \"…\"` applies it)",
-            p.rule, p.run_id, p.run_id
+            Safeguard::shown_rule(&p.rule),
+            p.run_id,
+            p.run_id
         )),
         // A stop whose plan was not stored (an unreadable or empty file): a fixed export, or
         // `sync --allow-mass-change --reason`, is what it waits for.
         _ => match (&last.outcome, &last.stopped_by) {
             (RunOutcome::Stopped, Some(rule)) => {
-                Some(format!("plan stopped by {rule}: nothing was pushed; awaiting a fixed export or an override"))
+                Some(format!("plan stopped by {}: nothing was pushed; awaiting a fixed export or an override", Safeguard::shown_rule(rule)))
             }
             _ => None,
         },
@@ -348,7 +351,10 @@ pub fn connector_page(r: &Row, now: DateTime<Utc>) -> String {
     for run in &r.runs {
         let report = run.report.as_ref();
         let (word, class) = outcome(report);
-        let stopped = report.and_then(|x| x.stopped_by.as_deref()).map(|s| format!(" <small>by {}</small>", esc(s))).unwrap_or_default();
+        let stopped = report
+            .and_then(|x| x.stopped_by.as_deref())
+            .map(|s| format!(" <small>by {}</small>", esc(&Safeguard::shown_rule(s))))
+            .unwrap_or_default();
         let _ = writeln!(
             b,
             "<tr class=\"run\"><td class=\"t\">{}</td><td>{}</td><td class=\"{class}\">{word}{stopped}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
