@@ -130,6 +130,9 @@ mod tests {
         }
         assert_eq!(Limit::parse("10%").unwrap().allowed(1000), 100);
         assert_eq!(Limit::parse("10%").unwrap().allowed(19), 1, "a percent rounds down");
+        assert_eq!(Limit::parse("5%").unwrap().allowed(5), 1, "but never below one: one bad row of a small file is no mass fault");
+        assert_eq!(Limit::parse("0%").unwrap().allowed(5), 0, "0% forbids all");
+        assert_eq!(Limit::parse("5%").unwrap().allowed(0), 0);
         assert_eq!(Limit::parse("25").unwrap().allowed(1000), 25);
         assert_eq!(Limit::parse("150%"), Err("a percent must be between 0% and 100%; got \"150%\"".into()));
         assert_eq!(Limit::parse("-1%"), Err("a percent must be between 0% and 100%; got \"-1%\"".into()));

@@ -30,11 +30,15 @@ impl Limit {
         }
     }
 
-    /// The largest number allowed, given the base the percent applies to.
+    /// The largest number allowed, given the base the percent applies to. A percent rounds
+    /// down but never below one: "5%" of a 5-row file is one row, not none — a percent
+    /// that forbade a single invalid row or leaver of a small customer would stop it on
+    /// every ordinary day. "0%" (or a count of 0) forbids all.
     pub fn allowed(self, base: u64) -> u64 {
         match self {
             Limit::Count(n) => n,
-            Limit::Percent(p) => ((base as f64) * p / 100.0).floor() as u64,
+            Limit::Percent(p) if p > 0.0 && base > 0 => (((base as f64) * p / 100.0).floor() as u64).max(1),
+            Limit::Percent(_) => 0,
         }
     }
 }
