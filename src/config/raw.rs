@@ -273,10 +273,10 @@ pub struct RawSync {
     /// What happens to a person absent from the file: deactivate (default), delete, ignore.
     pub on_missing: Option<Parsed<OnMissing>>,
     /// Deactivations + deletions allowed in one run: a count or a percent of known users
-    /// (default "10%").
+    /// (default "10%"; a percent rounds down, but never below one).
     pub max_deactivations: Option<Parsed<Limit>>,
     /// Invalid rows tolerated before the run stops: a count or a percent of rows
-    /// (default "5%").
+    /// (default "5%"; a percent rounds down, but never below one).
     pub max_invalid: Option<Parsed<Limit>>,
     /// Connectors whose platform accounts this one may adopt (a migration), e.g. ["bamboo"].
     /// Any other connector's account is a conflict, never taken over.
