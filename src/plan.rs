@@ -260,8 +260,15 @@ impl Safeguard {
                 "the platform lacks {count} of the {known} accounts this connector synced, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A platform listing that misses accounts looks like this, and re-creating them would duplicate people: check the platform, then run `rostersync sync {connector} --reconcile --allow-mass-change --reason \"…\"` to create them again"
             ),
             Safeguard::OverBudget(o) => o.message(&go_on),
+            // Overriding syncs the valid rows only (an invalid row's person keeps their
+            // account as it is): when no row is valid it would change nobody, so it is not
+            // offered; the mapping or the export is what is wrong.
+            Safeguard::TooManyInvalid { invalid, rows, limit, allowed } if invalid >= rows => format!(
+                "all {rows} rows are invalid, above max_invalid = \"{limit}\" ({allowed} allowed); nothing was pushed. When every row fails, the mapping (a date format, a column) or the export is wrong: `rostersync test {connector}` shows the first invalid rows and why. Overriding would change nobody"
+            ),
             Safeguard::TooManyInvalid { invalid, rows, limit, allowed } => format!(
-                "{invalid} of {rows} rows are invalid, above max_invalid = \"{limit}\" ({allowed} allowed); nothing was pushed. Fix the rows listed in the report (or the mapping), or {go_on}"
+                "{invalid} of {rows} rows are invalid, above max_invalid = \"{limit}\" ({allowed} allowed); nothing was pushed. Fix the rows listed in the report (or the mapping), or, to sync the {} valid rows and leave the accounts of the invalid ones as they are, run `rostersync sync {connector} --allow-mass-change --reason \"…\"`",
+                rows - invalid
             ),
         }
     }
@@ -1183,6 +1190,15 @@ mod tests {
         let p = run(Case { snapshot: snap, users: vec![], allow: true, ..base() });
         assert_eq!(p.stop, None);
         assert_eq!(p.count(OpKind::Deactivate), 10);
+    }
+
+    #[test]
+    fn a_stop_for_invalid_rows_offers_an_override_only_when_it_would_sync_someone() {
+        let some = Safeguard::TooManyInvalid { invalid: 3, rows: 10, limit: "5%".into(), allowed: 1 }.message("acme");
+        assert!(some.contains("to sync the 7 valid rows") && some.contains("--allow-mass-change"), "{some}");
+        let all = Safeguard::TooManyInvalid { invalid: 10, rows: 10, limit: "5%".into(), allowed: 1 }.message("acme");
+        assert!(all.starts_with("all 10 rows are invalid") && all.contains("`rostersync test acme`"), "{all}");
+        assert!(!all.contains("--allow-mass-change") && all.ends_with("Overriding would change nobody"), "{all}");
     }
 
     #[test]
