@@ -3,6 +3,7 @@
 //! No I/O; table-tested.
 
 pub mod budget;
+pub mod drift;
 
 use std::collections::{HashMap, HashSet};
 
@@ -220,6 +221,9 @@ pub enum Safeguard {
     /// The run would change more than the change budget allows (`budget`): logins, blanked
     /// values, updates, re-keys or creates of a file that looks right but is wrong.
     OverBudget(Box<budget::OverBudget>),
+    /// The file's ids are not the population last synced (`drift`): another customer's
+    /// export, a new id scheme, or ids that changed shape.
+    IdDrift(Box<drift::Drift>),
 }
 
 impl Safeguard {
@@ -231,6 +235,7 @@ impl Safeguard {
             Safeguard::TooManyInvalid { .. } => "too_many_invalid",
             Safeguard::MassRecreation { .. } => "mass_recreation",
             Safeguard::OverBudget(o) => o.kind.key(),
+            Safeguard::IdDrift(_) => "id_drift",
         }
     }
 
@@ -260,6 +265,7 @@ impl Safeguard {
                 "the platform lacks {count} of the {known} accounts this connector synced, above max_deactivations = \"{limit}\" ({allowed} allowed); nothing was pushed. A platform listing that misses accounts looks like this, and re-creating them would duplicate people: check the platform, then run `rostersync sync {connector} --reconcile --allow-mass-change --reason \"…\"` to create them again"
             ),
             Safeguard::OverBudget(o) => o.message(&go_on),
+            Safeguard::IdDrift(d) => d.message(&go_on),
             // Overriding syncs the valid rows only (an invalid row's person keeps their
             // account as it is): when no row is valid it would change nobody, so it is not
             // offered; the mapping or the export is what is wrong.

@@ -150,3 +150,41 @@ fn every_date_changed_at_once_stops_on_the_update_limit() {
     let lines: Vec<String> = rows(PEOPLE).into_iter().map(|l| l.replacen("2021-03-04", "2021-04-03", 1)).collect();
     stops(lines, "max_updates", "update 100 of 100 known people");
 }
+
+/// A run stopped because of what happened to the ids: exit 5, `id_drift`, the message in
+/// the customer's terms, nothing pushed, the plan kept for approval.
+fn stops_on_id_drift(baseline_lines: Vec<String>, lines: Vec<String>, said: &[&str]) {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    p.export("employees_2026-01-01.csv", &baseline_lines);
+    assert_eq!(p.sync_json(&[]).0, 0);
+    let before = platform(&scim);
+    let (code, r) = sync_rows(&p, "employees_2026-01-02.csv", &lines);
+    assert_eq!((code, r["stopped_by"].as_str()), (5, Some("id_drift")), "{r}");
+    let message = r["message"].as_str().unwrap_or_default();
+    for s in said {
+        assert!(message.contains(s), "missing «{s}» in: {message}");
+    }
+    assert_eq!(platform(&scim), before, "nothing was pushed");
+    let shown = p.run(&["plan", "show", r["run_id"].as_str().unwrap()]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+}
+
+/// The id column read as numbers by a spreadsheet: `0000001` arrives as `1`. Without the
+/// check every person would read as a leaver and a new hire.
+#[test]
+fn ids_that_lost_their_leading_zeros_stop_saying_so() {
+    let numeric = |i: u32, id: String| row(i, &format!("ann{i}@example.com"), true, "Engineering").replacen(&format!("E{i:07}"), &id, 1);
+    let baseline: Vec<String> = (1..=PEOPLE).map(|i| numeric(i, format!("{i:07}"))).collect();
+    let lines: Vec<String> = (1..=PEOPLE).map(|i| numeric(i, i.to_string())).collect();
+    stops_on_id_drift(baseline, lines, &["100 of the 100 ids last synced lost their leading zeros", "\"0000001\" → \"1\""]);
+}
+
+/// Another customer's export, or a new id scheme: hardly any id last synced is in the file.
+#[test]
+fn a_file_of_other_ids_stops_as_another_customers_export() {
+    let lines: Vec<String> = (1..=PEOPLE)
+        .map(|i| row(i, &format!("bob{i}@other.example"), true, "Sales").replacen(&format!("E{i:07}"), &format!("X-{i}"), 1))
+        .collect();
+    stops_on_id_drift(rows(PEOPLE), lines, &["only 0 of the 100 ids last synced are in this file, and 100 of its ids are new", "E0000001"]);
+}

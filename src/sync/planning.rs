@@ -58,11 +58,17 @@ impl<S: StateStore> Ctx<'_, S> {
             let pids: Vec<&str> = existing.iter().map(|e| e.platform_id.as_str()).collect();
             Some(self.other_snapshots(t, &pids, &[]).await?)
         };
+        let drift = self.id_drift(&mapped, &snapshot);
         let (mut plan, known) = {
             let held = others.as_deref().unwrap_or_default();
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
             self.plan(t, mapped, scope, &snapshot, &existing, &view)
         };
+        // Said before the counts it causes (a mass deactivation, creates over the budget):
+        // what happened to the ids is what the operator tells the customer.
+        if let Some(d) = drift {
+            plan.stop = Some(plan::Safeguard::IdDrift(Box::new(d)));
+        }
         // What an approval is checked against: computed only when one may be needed.
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
         self.check_approved_plan(&plan, fingerprint.as_deref())?;
@@ -93,6 +99,18 @@ impl<S: StateStore> Ctx<'_, S> {
         }
         self.spill_listing(t, &plan, stored);
         Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired })))
+    }
+
+    /// The file's ids against the people last synced (`plan::drift`). Not asked when a
+    /// person let the run past the safeguards, nor for a run scoped to a few people.
+    fn id_drift(&self, mapped: &Mapped, snapshot: &plan::Snapshot) -> Option<plan::drift::Drift> {
+        if self.opts.allow_mass_change || self.opts.apply_plan.is_some() || self.opts.only.is_some() || snapshot.is_empty() {
+            return None;
+        }
+        let rule = self.conn.mapping.id_rule();
+        let keys: Vec<std::borrow::Cow<'_, str>> = mapped.users.iter().map(|u| rule.key(&u.user.external_id)).collect();
+        let ids: Vec<&str> = keys.iter().map(|k| k.as_ref()).collect();
+        plan::drift::check(snapshot.keys().map(String::as_str), &ids)
     }
 
     /// Whether the plan changes more than the connector's change budget allows
