@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::settings::Limit;
 use crate::model::User;
@@ -228,6 +228,72 @@ fn chunked(name: &str, platform_id: Option<String>, add: Vec<Member>, remove: Ve
     ops
 }
 
+/// What a run did (or a dry run would do) to the groups, for the report (`--json`, history).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupsReport {
+    /// Groups created.
+    pub created: u64,
+    /// Members added and removed, over every group.
+    pub added: u64,
+    pub removed: u64,
+    /// Group writes (a create, a PATCH) that failed; the next run tries again.
+    #[serde(default)]
+    pub failed: u64,
+    /// Names held by a group this connector did not create: left alone, no group made.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub conflicts: Vec<String>,
+    /// The changes, group by group (the first `report::MAX_LISTED` groups).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub changes: Vec<GroupChange>,
+}
+
+impl GroupsReport {
+    /// Group memberships changed (added + removed).
+    pub fn changes(&self) -> u64 {
+        self.added + self.removed
+    }
+}
+
+/// One group's changes: created or not, who joins, who leaves (unique ids, or the account's
+/// id for a member the connector does not know; each list at most `report::MAX_LISTED`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupChange {
+    pub group: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub create: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub remove: Vec<String>,
+}
+
+impl GroupPlan {
+    /// The plan as the report lists it, group by group, each list capped at `cap`.
+    pub fn changes(&self, cap: usize) -> Vec<GroupChange> {
+        let mut out: Vec<GroupChange> = Vec::new();
+        for op in &self.ops {
+            let name = match op {
+                GroupOp::Create { display_name } | GroupOp::Members { display_name, .. } => display_name,
+            };
+            if out.last().is_none_or(|c| &c.group != name) {
+                if out.len() == cap {
+                    break;
+                }
+                out.push(GroupChange { group: name.clone(), ..Default::default() });
+            }
+            let Some(c) = out.last_mut() else { continue };
+            match op {
+                GroupOp::Create { .. } => c.create = true,
+                GroupOp::Members { add, remove, .. } => {
+                    c.add.extend(add.iter().take(cap.saturating_sub(c.add.len())).map(|m| m.shown().to_string()));
+                    c.remove.extend(remove.iter().take(cap.saturating_sub(c.remove.len())).map(|m| m.shown().to_string()));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The membership changes of one run went over the limit: the groups are left as they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OverLimit {
@@ -235,6 +301,16 @@ pub struct OverLimit {
     pub known: u64,
     pub limit: String,
     pub allowed: u64,
+}
+
+impl OverLimit {
+    /// The stop message, with what to do next.
+    pub fn message(&self, connector: &str) -> String {
+        format!(
+            "this run would change {} group memberships of {} known people, above max_updates = \"{}\" ({} allowed); the people were synced, the groups were left as they are and the file was not recorded as synced. Check the export's group column ([groups] from) with the customer; to apply it anyway: `rostersync sync {connector} --allow-mass-change --reason \"…\"`",
+            self.changes, self.known, self.limit, self.allowed
+        )
+    }
 }
 
 /// Whether `plan`'s membership changes go over `limit` (the connector's `max_updates`) of the
@@ -349,6 +425,8 @@ mod tests {
             ]
         );
         assert_eq!(p.changes, 3);
+        let listed = p.changes(10);
+        assert_eq!(listed[1], GroupChange { group: "Sales".into(), create: false, add: vec![], remove: vec!["E1".into(), "E2".into()] });
     }
 
     #[test]

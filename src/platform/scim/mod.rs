@@ -2,7 +2,7 @@
 //! bounded concurrency otherwise, retries for 429/5xx/timeouts, adoption on 409.
 //!
 //! Layout, one job per file: `discovery` (what the server offers, read at connect),
-//! `listing` (existing users, lookups by filter), `writes` (one operation: POST, PATCH,
+//! `listing` (existing users, lookups by filter), `groups` (SCIM Groups for `[groups]`), `writes` (one operation: POST, PATCH,
 //! PUT, DELETE, adoption), `bulk` (/Bulk batches), `waves` (managers created before their
 //! reports), `error` (SCIM error bodies → messages), `encode` (User → JSON), `retry` (which
 //! failures may pass), `auth` (credentials). This file holds the client, one request with
@@ -14,6 +14,7 @@ mod discovery;
 mod encode;
 pub use encode::is_custom;
 mod error;
+mod groups;
 mod lenient;
 mod listing;
 pub mod retry;
@@ -36,6 +37,7 @@ pub use self::discovery::{BulkLimits, Capabilities};
 use self::encode::Encoder;
 use self::error::ScimError;
 pub(crate) use self::error::transport_detail;
+pub use self::groups::{FoundGroup, GroupWrite};
 pub use self::listing::Account;
 use self::retry::{Transient, transient_error, transient_status};
 use super::{ManagerLink, OpOutcome, Platform, PlatformError};

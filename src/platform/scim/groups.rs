@@ -1,0 +1,173 @@
+//! SCIM Groups (RFC 7643 §4.2): what the groups step (`crate::sync`, `[groups]`) reads and
+//! writes — a group's members, a group found by displayName, a group created, members added
+//! and removed by PATCH. Every request goes through `Inner::call`: the same credentials,
+//! timeouts and retries as the users', from the run's one retry budget.
+//!
+//! A member change is one PATCH of at most a chunk of members (the caller chunks): one `add`
+//! of `members` with their values, and one `remove` per member by the filter
+//! `members[value eq "ID"]` — the form RFC 7644 §3.5.2.2 defines for removing some members,
+//! which servers that refuse a value list on `remove` take. Both are idempotent (adding a
+//! member twice, removing one that left), so a PATCH whose answer was lost is sent again.
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::listing::ListResponse;
+use super::{CallError, ScimClient, Shared};
+use crate::platform::{OpFailure, PlatformError};
+use crate::retry::Budget;
+
+const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// A Group resource as far as we read it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupResource {
+    id: Option<String>,
+    #[serde(default)]
+    external_id: Option<String>,
+    #[serde(default)]
+    members: Option<Vec<MemberRef>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberRef {
+    value: Option<String>,
+}
+
+/// A group on the platform with a given displayName.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundGroup {
+    pub platform_id: String,
+    pub external_id: Option<String>,
+}
+
+/// A group write's result: Ok, or this write failed (the others go on); Err stops the step
+/// (credentials refused, the retry budget spent).
+pub type GroupWrite<T> = Result<Result<T, OpFailure>, PlatformError>;
+
+impl ScimClient {
+    /// The members (platform ids) of a group; None when the group is gone (404).
+    pub async fn group_members(&self, budget: &Budget, platform_id: &str) -> Result<Option<BTreeSet<String>>, PlatformError> {
+        let inner = &self.inner;
+        let mut url = inner.url(&["Groups", platform_id]);
+        url.query_pairs_mut().append_pair("attributes", "members");
+        let r = inner.call(&Shared::new(budget), Method::GET, url.clone(), None, true).await.map_err(|e| read_failed(&url, e))?;
+        match r.status {
+            404 => Ok(None),
+            200 => {
+                let g: GroupResource =
+                    r.json().map_err(|e| PlatformError::Protocol { url: url.to_string(), detail: format!("not a SCIM Group: {e}") })?;
+                Ok(Some(g.members.unwrap_or_default().into_iter().filter_map(|m| m.value).collect()))
+            }
+            _ => Err(PlatformError::Protocol { url: url.to_string(), detail: r.error_message() }),
+        }
+    }
+
+    /// The groups named `display_name` (a filter on displayName).
+    pub async fn find_groups(&self, budget: &Budget, display_name: &str) -> Result<Vec<FoundGroup>, PlatformError> {
+        let inner = &self.inner;
+        let mut url = inner.url(&["Groups"]);
+        url.query_pairs_mut()
+            .append_pair("filter", &format!("displayName eq {}", filter_literal(display_name)))
+            .append_pair("attributes", "id,externalId");
+        let r = inner.call(&Shared::new(budget), Method::GET, url.clone(), None, true).await.map_err(|e| read_failed(&url, e))?;
+        if r.status != 200 {
+            return Err(PlatformError::Protocol { url: url.to_string(), detail: r.error_message() });
+        }
+        let found: ListResponse<GroupResource> = r
+            .json()
+            .map_err(|e| PlatformError::Protocol { url: url.to_string(), detail: format!("not a SCIM ListResponse: {e}") })?;
+        Ok(found
+            .resources
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|g| Some(FoundGroup { platform_id: g.id?, external_id: g.external_id }))
+            .collect())
+    }
+
+    /// Creates an empty group; its id. `external_id` marks it as this connector's, so a group
+    /// whose create answer was lost is known as ours when found by name later.
+    pub async fn create_group(&self, budget: &Budget, display_name: &str, external_id: &str) -> GroupWrite<String> {
+        let inner = &self.inner;
+        let url = inner.url(&["Groups"]);
+        let body = json!({"schemas": [GROUP_SCHEMA], "displayName": display_name, "externalId": external_id, "members": []});
+        // A create is not sent again blindly: a lost answer may have made the group.
+        let r = match inner.call(&Shared::new(budget), Method::POST, url.clone(), Some(&body), false).await {
+            Ok(r) => r,
+            Err(CallError::Stop(e)) => return Err(e),
+            Err(CallError::Failed { status, message, .. }) => return Ok(Err(OpFailure { status, message })),
+        };
+        if !r.success() {
+            return Ok(Err(OpFailure { status: Some(r.status), message: format!("POST {url}: {}", r.error_message()) }));
+        }
+        match r.json::<GroupResource>().ok().and_then(|g| g.id) {
+            Some(id) => Ok(Ok(id)),
+            None => Err(PlatformError::Protocol { url: url.to_string(), detail: "the created group has no id".into() }),
+        }
+    }
+
+    /// Adds and removes members (platform ids) of a group in one PATCH. A 404 is a failure
+    /// with status 404: the group was deleted meanwhile.
+    pub async fn patch_members(&self, budget: &Budget, group_id: &str, add: &[&str], remove: &[&str]) -> GroupWrite<()> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok(Ok(()));
+        }
+        let inner = &self.inner;
+        let url = inner.url(&["Groups", group_id]);
+        let body = members_patch(add, remove);
+        let r = match inner.call(&Shared::new(budget), Method::PATCH, url.clone(), Some(&body), true).await {
+            Ok(r) => r,
+            Err(CallError::Stop(e)) => return Err(e),
+            Err(CallError::Failed { status, message, .. }) => return Ok(Err(OpFailure { status, message })),
+        };
+        if !r.success() {
+            return Ok(Err(OpFailure { status: Some(r.status), message: format!("PATCH {url}: {}", r.error_message()) }));
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// The PatchOp of one chunk: removals first, each by its own filter, then one add.
+fn members_patch(add: &[&str], remove: &[&str]) -> Value {
+    let mut ops: Vec<Value> =
+        remove.iter().map(|id| json!({"op": "remove", "path": format!("members[value eq {}]", filter_literal(id))})).collect();
+    if !add.is_empty() {
+        let values: Vec<Value> = add.iter().map(|id| json!({"value": id})).collect();
+        ops.push(json!({"op": "add", "path": "members", "value": values}));
+    }
+    json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
+}
+
+/// A string as a SCIM filter literal.
+fn filter_literal(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn read_failed(url: &url::Url, e: CallError) -> PlatformError {
+    match e {
+        CallError::Stop(e) => e,
+        CallError::Failed { message, .. } => PlatformError::Unreachable { url: url.to_string(), detail: message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_removes_each_member_by_filter_then_adds_the_rest_at_once() {
+        let body = members_patch(&["a", "b"], &["x\"y"]);
+        assert_eq!(
+            body,
+            json!({"schemas": [PATCH_SCHEMA], "Operations": [
+                {"op": "remove", "path": "members[value eq \"x\\\"y\"]"},
+                {"op": "add", "path": "members", "value": [{"value": "a"}, {"value": "b"}]},
+            ]})
+        );
+    }
+}
