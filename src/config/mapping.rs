@@ -317,7 +317,9 @@ fn check_groups(mk: &mut Checker, g: &RawGroups, attributes: &BTreeMap<String, F
                 let near = word::did_you_mean(name, attributes.keys().map(String::as_str))
                     .map(|a| format!(" — did you mean \"{a}\"?"))
                     .unwrap_or_default();
-                format!("\"{name}\" is neither an attribute of [attributes] nor a column one reads{near}; map it first, e.g. [attributes] department = \"{name}\"")
+                format!(
+                    "\"{name}\" is neither an attribute of [attributes] nor a column one reads{near}; map it first, e.g. [attributes] department = \"{name}\""
+                )
             } else {
                 let names: Vec<&str> = readers.iter().map(|s| s.as_str()).collect();
                 format!("column \"{name}\" is read by several attributes ({}); name the one to group by", names.join(", "))

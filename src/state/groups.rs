@@ -33,7 +33,8 @@ pub trait GroupRecords {
 
 const CREATED_GROUPS: &str =
     "SELECT display_name, value, platform_id, created_at FROM created_groups WHERE connector = $1 ORDER BY display_name";
-const RECORD_GROUP: &str = "INSERT INTO created_groups (connector, display_name, value, platform_id, created_at) VALUES ($1, $2, $3, $4, $5)
+const RECORD_GROUP: &str =
+    "INSERT INTO created_groups (connector, display_name, value, platform_id, created_at) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (connector, display_name) DO UPDATE SET value = excluded.value, platform_id = excluded.platform_id,
          created_at = excluded.created_at";
 const FORGET_GROUP: &str = "DELETE FROM created_groups WHERE connector = $1 AND display_name = $2";
@@ -52,7 +53,12 @@ where
             sqlx::query_as(CREATED_GROUPS).bind(connector.to_string()).fetch_all(self.reads()).await.map_err(|e| self.db_err(e))?;
         rows.into_iter()
             .map(|(display_name, value, platform_id, at)| {
-                Ok(CreatedGroup { display_name, value, platform_id, created_at: sql::time(self.url(), "created_groups", "created_at", &at)? })
+                Ok(CreatedGroup {
+                    display_name,
+                    value,
+                    platform_id,
+                    created_at: sql::time(self.url(), "created_groups", "created_at", &at)?,
+                })
             })
             .collect()
     }

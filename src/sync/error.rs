@@ -198,9 +198,10 @@ impl Classify for RunError {
             // A data error by the exit codes, though it stops the run like a safeguard.
             RunError::FileRefused { refusal: FileRefusal::MissingColumn, .. } => Exit::Data,
             RunError::FileRefused { refusal: FileRefusal::NoDataRows, .. } => Exit::Stopped,
-            RunError::Stopped { .. } | RunError::ApprovalRefused { .. } | RunError::AwaitingApproval { .. } | RunError::GroupsHeld { .. } => {
-                Exit::Stopped
-            }
+            RunError::Stopped { .. }
+            | RunError::ApprovalRefused { .. }
+            | RunError::AwaitingApproval { .. }
+            | RunError::GroupsHeld { .. } => Exit::Stopped,
             RunError::Stale { .. } | RunError::Unreadable { .. } => Exit::Data,
             RunError::OperationsFailed { .. } | RunError::NoPlatformClient => Exit::Platform,
             RunError::PlatformLeaseLapsed { .. } | RunError::Thread { .. } | RunError::Crashed { .. } => Exit::Other,

@@ -79,9 +79,8 @@ impl ScimClient {
         if r.status != 200 {
             return Err(PlatformError::Protocol { url: url.to_string(), detail: r.error_message() });
         }
-        let found: ListResponse<GroupResource> = r
-            .json()
-            .map_err(|e| PlatformError::Protocol { url: url.to_string(), detail: format!("not a SCIM ListResponse: {e}") })?;
+        let found: ListResponse<GroupResource> =
+            r.json().map_err(|e| PlatformError::Protocol { url: url.to_string(), detail: format!("not a SCIM ListResponse: {e}") })?;
         Ok(found
             .resources
             .unwrap_or_default()
