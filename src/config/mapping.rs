@@ -743,4 +743,21 @@ mod tests {
         assert!(p.starts_with("m.toml:6: nope: unknown key; found `nope`, expected one of"), "{p}");
         assert!(one("unique_id = \n").contains("not valid TOML"));
     }
+
+    #[test]
+    fn groups_name_attributes_or_the_column_one_reads() {
+        let base = format!("{BASE}[attributes]\ndepartment = \"Dept\"\ndivision = {{ column = \"Div\", transform = [\"trim\"] }}\n");
+        let m = ok(&format!("{base}[groups]\nfrom = [\"Dept\", \"division\", \"department\"]\nprefix = \"hr-\"\nchunk = 50\n"));
+        let g = m.groups.expect("groups");
+        assert_eq!(g.from, ["department", "division"]);
+        assert_eq!((g.prefix.as_str(), g.chunk), ("hr-", Some(50)));
+        assert!(ok(&base).groups.is_none());
+        let p = one(&format!("{base}[groups]\nfrom = [\"Departement\"]\n"));
+        assert!(p.contains("groups.from") && p.contains("did you mean \"department\"") && p.contains("map it first"), "{p}");
+        let p = one(&format!("{base}[groups]\nfrom = [\"department\"]\nchunk = 0\n"));
+        assert!(p.contains("groups.chunk") && p.contains("1 to 1000"), "{p}");
+        let twice = format!("{BASE}[attributes]\na = \"Dept\"\nb = \"Dept\"\n[groups]\nfrom = [\"Dept\"]\n");
+        assert!(one(&twice).contains("read by several attributes (a, b)"));
+        assert!(one(&format!("{base}[groups]\nfrom = []\n")).contains("at least one"));
+    }
 }
