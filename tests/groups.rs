@@ -2,7 +2,7 @@
 //! real scim2-server over several days' exports: groups made with exactly the right members,
 //! a transfer moving a person, leavers leaving, a group of the same name that rostersync did
 //! not create left untouched, member PATCHes chunked, a second identical run sending no group
-//! write, a dry run showing the changes and sending none. The requests go through a
+//! write, a dry run and `explain` showing the changes and sending none. The requests go through a
 //! pass-through proxy (`support::fault_proxy`) that records what was sent.
 
 mod support;
@@ -151,6 +151,19 @@ fn groups_follow_departments_over_several_days() {
     assert_eq!(eng["add"], serde_json::json!(["E0000011"]), "a dry run names the new hire by id: {r}");
     assert_eq!(group_writes(&proxy.seen()).len(), writes_before, "a dry run sends no group write");
     assert_eq!(groups(&scim), state_before);
+    // The human summary says it too, and `explain` shows one person's part: the transfer.
+    let out = p.run(&["sync", "acme", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("groups   would be created 0, members would be added 2, would be removed 3"), "{text}");
+    assert!(text.contains("hr-Sales: +E0000002 -E0000007"), "{text}");
+    let out = p.run(&["--json", "explain", "acme", "E0000002"]);
+    let x: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        x["groups"]["changes"],
+        serde_json::json!([{"group": "hr-Engineering", "remove": ["E0000002"]}, {"group": "hr-Sales", "add": ["E0000002"]}]),
+        "{x}"
+    );
+    assert_eq!(group_writes(&proxy.seen()).len(), writes_before, "neither sends a group write");
 
     let (code, r) = p.sync_json(&[]);
     assert_eq!(code, 0, "{r}");

@@ -163,6 +163,37 @@ impl GroupPlan {
     pub fn creates(&self) -> u64 {
         self.ops.iter().filter(|o| matches!(o, GroupOp::Create { .. })).count() as u64
     }
+
+    /// The part of the plan that concerns some people (`explain`, `--only`): their joins and
+    /// leaves, and the creates of the groups they join; counted again.
+    pub fn only(self, keep: impl Fn(&str) -> bool) -> GroupPlan {
+        let kept = |ms: Vec<Member>| -> Vec<Member> { ms.into_iter().filter(|m| m.external_id.as_deref().is_some_and(&keep)).collect() };
+        let mut members: Vec<GroupOp> = Vec::new();
+        for op in self.ops {
+            match op {
+                GroupOp::Members { display_name, platform_id, add, remove } => {
+                    let (add, remove) = (kept(add), kept(remove));
+                    if !add.is_empty() || !remove.is_empty() {
+                        members.push(GroupOp::Members { display_name, platform_id, add, remove });
+                    }
+                }
+                create @ GroupOp::Create { .. } => members.push(create),
+            }
+        }
+        // A create stays only when some kept member joins the group it makes.
+        let joined: BTreeSet<String> = members
+            .iter()
+            .filter_map(|o| match o {
+                GroupOp::Members { display_name, .. } => Some(display_name.clone()),
+                GroupOp::Create { .. } => None,
+            })
+            .collect();
+        members.retain(|o| !matches!(o, GroupOp::Create { display_name } if !joined.contains(display_name)));
+        let count = |f: fn(&GroupOp) -> usize| members.iter().map(f).sum::<usize>() as u64;
+        let added = count(|o| if let GroupOp::Members { add, .. } = o { add.len() } else { 0 });
+        let removed = count(|o| if let GroupOp::Members { remove, .. } = o { remove.len() } else { 0 });
+        GroupPlan { ops: members, conflicts: self.conflicts, changes: added + removed, added, removed }
+    }
 }
 
 /// The operations that make the platform's groups what `desired` says, every PATCH at most
@@ -427,6 +458,23 @@ mod tests {
         assert_eq!(p.changes, 3);
         let listed = p.changes(10);
         assert_eq!(listed[1], GroupChange { group: "Sales".into(), create: false, add: vec![], remove: vec!["E1".into(), "E2".into()] });
+    }
+
+    #[test]
+    fn one_persons_part_of_the_plan() {
+        let r = rule("");
+        let d = desired(&r, &[("E1", Some("p1"), person("E1", "R&D", true)), ("E2", Some("p2"), person("E2", "Ops", true))]);
+        let current = Current { owned: [("Sales".to_string(), owned("gS", &["p1", "p2"]))].into(), foreign: BTreeSet::new() };
+        let p = plan(&d, &current, &known(&[("p1", "E1"), ("p2", "E2")]), 100).only(|x| x == "E1");
+        assert_eq!(
+            p.ops,
+            [
+                GroupOp::Create { display_name: "R&D".into() },
+                GroupOp::Members { display_name: "R&D".into(), platform_id: None, add: vec![m("p1", "E1")], remove: vec![] },
+                GroupOp::Members { display_name: "Sales".into(), platform_id: Some("gS".into()), add: vec![], remove: vec![m("p1", "E1")] },
+            ]
+        );
+        assert_eq!((p.added, p.removed, p.changes), (1, 1, 2));
     }
 
     #[test]

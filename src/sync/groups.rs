@@ -52,7 +52,9 @@ impl<S: StateStore> Ctx<'_, S> {
     /// then fails as for the people's, and the next run takes the same file again).
     pub(super) async fn sync_groups(&self, t: &mut Tally, platform: Option<&ScimClient>, overlay: Overlay) -> Result<u64, RunError> {
         let Some(rule) = self.conn.mapping.groups.as_ref() else { return Ok(0) };
-        if self.opts.only.is_some() {
+        // A real `--only` run sends nothing to the groups; a dry one (`explain`) shows the
+        // people's part of the plan.
+        if self.opts.only.is_some() && !self.opts.dry_run {
             return Ok(0);
         }
         let Some(platform) = platform else {
@@ -64,7 +66,12 @@ impl<S: StateStore> Ctx<'_, S> {
         let first = records.is_empty();
         let current = self.current_groups(platform, records, &desired).await?;
         let announced = platform.capabilities().bulk.map(|b| b.max_operations);
-        let plan = groups::plan(&desired, &current, &known, rule.chunk_size(announced));
+        let mut plan = groups::plan(&desired, &current, &known, rule.chunk_size(announced));
+        if let Some(only) = &self.opts.only {
+            let id_rule = self.conn.mapping.id_rule();
+            let keys: std::collections::HashSet<String> = only.iter().map(|x| id_rule.key(x).into_owned()).collect();
+            plan = plan.only(|x| keys.contains(id_rule.key(x).as_ref()));
+        }
         let mut report = GroupsReport {
             created: plan.creates(),
             added: plan.added,
