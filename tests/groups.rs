@@ -222,3 +222,55 @@ fn a_mass_change_of_groups_is_held_until_allowed() {
     assert_eq!(code, 0, "{r}");
     assert_eq!(members(&scim, "Engineering").len(), 20);
 }
+
+/// The created-groups record, on both state backends: recorded, replaced, forgotten, per
+/// connector.
+async fn created_groups_round_trip(state: rostersync::config::State) {
+    use rostersync::state::CreatedGroup;
+    use rostersync::state::prelude::*;
+    let store = rostersync::state::open(&state).await.unwrap();
+    assert!(store.created_groups("acme").await.unwrap().is_empty());
+    let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T06:00:00.123Z").unwrap().with_timezone(&chrono::Utc);
+    let g = |name: &str, id: &str| CreatedGroup {
+        display_name: name.into(),
+        value: name.trim_start_matches("hr-").into(),
+        platform_id: id.into(),
+        created_at: at,
+    };
+    store.record_group("acme", &g("hr-Sales", "g1")).await.unwrap();
+    store.record_group("acme", &g("hr-R&D \"quoted\"", "g2")).await.unwrap();
+    store.record_group("other", &g("hr-Sales", "g9")).await.unwrap();
+    // Deleted by hand and created again: the same name, a new id.
+    store.record_group("acme", &g("hr-Sales", "g3")).await.unwrap();
+    let got = store.created_groups("acme").await.unwrap();
+    assert_eq!(got, vec![g("hr-R&D \"quoted\"", "g2"), g("hr-Sales", "g3")]);
+    assert_eq!(got[1].value, "Sales");
+    store.forget_group("acme", "hr-Sales").await.unwrap();
+    assert_eq!(store.created_groups("acme").await.unwrap(), vec![g("hr-R&D \"quoted\"", "g2")]);
+    assert_eq!(store.created_groups("other").await.unwrap(), vec![g("hr-Sales", "g9")]);
+}
+
+fn state_at(url: String, password: Option<rostersync::config::StatePassword>) -> rostersync::config::State {
+    rostersync::config::State {
+        url,
+        password,
+        ca_file: None,
+        lease_ttl: rostersync::config::DEFAULT_LEASE_TTL,
+        audit_retention: rostersync::config::DEFAULT_AUDIT_RETENTION,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_groups_are_kept_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    created_groups_round_trip(state_at(format!("sqlite://{}/state.db", dir.path().display()), None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_groups_are_kept_on_postgres() {
+    let pg = support::postgres::Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pgpass");
+    std::fs::write(&pw, support::postgres::PASSWORD).unwrap();
+    created_groups_round_trip(state_at(pg.create_db("rostersync"), Some(rostersync::config::StatePassword::File(pw)))).await;
+}
