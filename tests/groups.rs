@@ -274,3 +274,46 @@ async fn created_groups_are_kept_on_postgres() {
     std::fs::write(&pw, support::postgres::PASSWORD).unwrap();
     created_groups_round_trip(state_at(pg.create_db("rostersync"), Some(rostersync::config::StatePassword::File(pw)))).await;
 }
+
+fn curl_delete(scim: &ScimServer, path: &str) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-f", "-X", "DELETE", "-H", &format!("Authorization: Bearer {}", scim.token)])
+        .arg(format!("{}{path}", scim.base_url))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "DELETE {path}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_group_carrying_our_marker_is_ours_and_one_deleted_by_hand_is_made_again() {
+    let scim = ScimServer::start();
+    let p = project(&scim.base_url, &scim, "from = [\"department\"]\n");
+    let admin = scim.post("/Users", &serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "admin"}));
+    let schema = "urn:ietf:params:scim:schemas:core:2.0:Group";
+    // A create of ours whose answer was lost (or a lost state): our marker, a stray member.
+    let ours = scim.post(
+        "/Groups",
+        &serde_json::json!({"schemas": [schema], "displayName": "Sales", "externalId": "rostersync:acme:Sales",
+            "members": [{"value": admin["id"]}]}),
+    );
+    // Another connector's group of a name this one wants: not ours.
+    scim.post("/Groups", &serde_json::json!({"schemas": [schema], "displayName": "Ops", "externalId": "rostersync:other:Ops"}));
+    p.export("employees_2026-03-01.csv", &[person(1, true, "Sales"), person(2, true, "Sales"), person(3, true, "Ops")]);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["groups"]["created"], 0, "{r}");
+    assert_eq!(r["groups"]["conflicts"], serde_json::json!(["Ops"]), "{r}");
+    let all = groups(&scim);
+    assert_eq!(all["Sales"].len(), 1, "no second Sales group: {all:?}");
+    assert_eq!(all["Sales"][0].0, ours["id"].as_str().unwrap(), "the marked group was taken");
+    assert_eq!(members(&scim, "Sales"), ids(&[1, 2]), "its stray member removed");
+    assert!(all["Ops"][0].1.is_empty(), "the other connector's group untouched");
+
+    // Deleted by hand: forgotten, and made again with its members.
+    curl_delete(&scim, &format!("/Groups/{}", all["Sales"][0].0));
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["groups"]["created"], 1, "{r}");
+    assert_eq!(members(&scim, "Sales"), ids(&[1, 2]));
+    assert_ne!(groups(&scim)["Sales"][0].0, all["Sales"][0].0);
+}
