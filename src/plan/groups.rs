@@ -286,7 +286,8 @@ impl GroupsReport {
 }
 
 /// One group's changes: created or not, who joins, who leaves (unique ids, or the account's
-/// id for a member the connector does not know; each list at most `report::MAX_LISTED`).
+/// id for a member the connector does not know). The counts of `GroupsReport` are whole; the
+/// lists stop at `report::MAX_LISTED` members over all groups.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupChange {
     pub group: String,
@@ -299,9 +300,11 @@ pub struct GroupChange {
 }
 
 impl GroupPlan {
-    /// The plan as the report lists it, group by group, each list capped at `cap`.
+    /// The plan as the report lists it, group by group: at most `cap` groups and `cap`
+    /// members in all (a first filling of a million people is counted, not listed).
     pub fn changes(&self, cap: usize) -> Vec<GroupChange> {
         let mut out: Vec<GroupChange> = Vec::new();
+        let mut left = cap;
         for op in &self.ops {
             let name = match op {
                 GroupOp::Create { display_name } | GroupOp::Members { display_name, .. } => display_name,
@@ -316,8 +319,12 @@ impl GroupPlan {
             match op {
                 GroupOp::Create { .. } => c.create = true,
                 GroupOp::Members { add, remove, .. } => {
-                    c.add.extend(add.iter().take(cap.saturating_sub(c.add.len())).map(|m| m.shown().to_string()));
-                    c.remove.extend(remove.iter().take(cap.saturating_sub(c.remove.len())).map(|m| m.shown().to_string()));
+                    let leaving: Vec<String> = remove.iter().take(left).map(|m| m.shown().to_string()).collect();
+                    left -= leaving.len();
+                    let joining: Vec<String> = add.iter().take(left).map(|m| m.shown().to_string()).collect();
+                    left -= joining.len();
+                    c.remove.extend(leaving);
+                    c.add.extend(joining);
                 }
             }
         }
@@ -416,6 +423,8 @@ mod tests {
         let d = Desired::of(&r, people.iter().map(|(x, p, u)| (x.as_str(), Some(p.as_str()), u)));
         let p = plan(&d, &Current::default(), &HashMap::new(), 2);
         assert_eq!(p.ops[0], GroupOp::Create { display_name: "Sales".into() });
+        let listed = p.changes(3);
+        assert_eq!((listed.len(), listed[0].add.len(), listed[0].create), (1, 3, true), "at most 3 members listed in all");
         let sizes: Vec<usize> = p.ops[1..]
             .iter()
             .map(|o| match o {
