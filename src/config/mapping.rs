@@ -50,8 +50,8 @@ pub struct RawGroups {
     /// Put before each value to name its group: `prefix = "hr-"` makes "hr-Sales" (default
     /// none: the group is named as the value).
     pub prefix: Option<String>,
-    /// Members added or removed per PATCH, 1 to 1000 (default: the server's announced /Bulk
-    /// maxOperations if it is smaller, else 100).
+    /// Members added or removed per PATCH, 1 to 1000 (default 100). The server's announced
+    /// /Bulk maxOperations lowers it when smaller.
     pub chunk: Option<i64>,
 }
 
