@@ -76,6 +76,13 @@ impl ScimClient {
             .append_pair("filter", &format!("displayName eq {}", filter_literal(display_name)))
             .append_pair("attributes", "id,externalId");
         let r = inner.call(&Shared::new(budget), Method::GET, url.clone(), None, true).await.map_err(|e| read_failed(&url, e))?;
+        if r.status == 404 || r.status == 501 {
+            let detail = format!(
+                "{}: the platform does not serve SCIM groups here; remove [groups] from the connector's mapping, or check [platform] base_url",
+                r.error_message()
+            );
+            return Err(PlatformError::Protocol { url: url.to_string(), detail });
+        }
         if r.status != 200 {
             return Err(PlatformError::Protocol { url: url.to_string(), detail: r.error_message() });
         }
