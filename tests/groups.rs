@@ -15,8 +15,13 @@ use support::scim::ScimServer;
 
 /// The project with `[groups]` on the demo mapping's Department column.
 fn project(url: &str, scim: &ScimServer, groups: &str) -> Project {
+    project_at(url, &scim.token, groups)
+}
+
+/// `project` against any SCIM server: its root URL and bearer token.
+fn project_at(url: &str, token: &str, groups: &str) -> Project {
     // Leavers of a ten-person connector are a large share of it: not what is tested here.
-    let p = Project::at(url, &scim.token, "max_deactivations = \"50%\"", "");
+    let p = Project::at(url, token, "max_deactivations = \"50%\"", "");
     let mapping = p.path().join("mappings/demo.toml");
     let mut text = std::fs::read_to_string(&mapping).unwrap();
     text.push_str("\n[groups]\n");
@@ -316,4 +321,39 @@ fn a_group_carrying_our_marker_is_ours_and_one_deleted_by_hand_is_made_again() {
     assert_eq!(r["groups"]["created"], 1, "{r}");
     assert_eq!(members(&scim, "Sales"), ids(&[1, 2]));
     assert_ne!(groups(&scim)["Sales"][0].0, all["Sales"][0].0);
+}
+
+/// The second server (django-scim2: no Bulk, its own PATCH support) keeps the same groups.
+#[test]
+fn groups_on_django_scim2() {
+    let b = support::scim_b::DjangoScim::start();
+    let p = project_at(&b.base_url, &b.token, "from = [\"department\"]\nchunk = 2\n");
+    let day1: Vec<String> = vec![person(1, true, "Sales"), person(2, true, "Sales"), person(3, true, "Sales"), person(4, true, "Ops")];
+    p.export("employees_2026-03-01.csv", &day1);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    let members_of = |name: &str| -> BTreeSet<String> {
+        let by_id: BTreeMap<String, String> = b
+            .users()
+            .iter()
+            .map(|u| (u["id"].to_string().trim_matches('"').to_string(), u["externalId"].as_str().unwrap_or_default().to_string()))
+            .collect();
+        let all = b.get("/Groups");
+        let g = all["Resources"].as_array().unwrap().iter().find(|g| g["displayName"] == name).unwrap_or_else(|| panic!("{all}"));
+        g["members"]
+            .as_array()
+            .map(|ms| ms.iter().map(|m| by_id.get(m["value"].to_string().trim_matches('"')).cloned().unwrap_or_default()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(members_of("Sales"), ids(&[1, 2, 3]), "{r}");
+    assert_eq!(members_of("Ops"), ids(&[4]));
+    let day2 = vec![person(1, true, "Sales"), person(2, true, "Ops"), person(3, false, "Sales"), person(4, true, "Ops")];
+    p.export("employees_2026-03-02.csv", &day2);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(members_of("Sales"), ids(&[1]), "{r}");
+    assert_eq!(members_of("Ops"), ids(&[2, 4]));
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["groups"]["added"].as_u64().unwrap() + r["groups"]["removed"].as_u64().unwrap(), 0, "{r}");
 }

@@ -5,16 +5,22 @@
 //!
 //! A member change is one PATCH of at most a chunk of members (the caller chunks): one `add`
 //! of `members` with their values, and one `remove` per member by the filter
-//! `members[value eq "ID"]` — the form RFC 7644 §3.5.2.2 defines for removing some members,
-//! which servers that refuse a value list on `remove` take. Both are idempotent (adding a
-//! member twice, removing one that left), so a PATCH whose answer was lost is sent again.
+//! `members[value eq "ID"]` — the form RFC 7644 §3.5.2.2 defines for removing some members.
+//! Some servers (django-scim2, Entra ID's own requests) know only a `remove` of `members`
+//! with a value list instead, which to a strict RFC server means "remove every member": so
+//! that form is sent only to a server that refused the filter (501, or 400 `invalidPath` /
+//! `invalidFilter` / `noTarget`), and remembered for the rest of the run. Both forms are
+//! idempotent (adding a member twice, removing one that left), so a PATCH whose answer was
+//! lost is sent again.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::error::ScimError;
 use super::listing::ListResponse;
 use super::{CallError, ScimClient, Shared};
 use crate::platform::{OpFailure, PlatformError};
@@ -48,7 +54,7 @@ pub struct FoundGroup {
 
 /// A group write's result: Ok, or this write failed (the others go on); Err stops the step
 /// (credentials refused, the retry budget spent).
-pub type GroupWrite<T> = Result<Result<T, OpFailure>, PlatformError>;
+pub type GroupWrite<T, F = OpFailure> = Result<Result<T, F>, PlatformError>;
 
 impl ScimClient {
     /// The members (platform ids) of a group; None when the group is gone (404).
@@ -123,28 +129,56 @@ impl ScimClient {
         if add.is_empty() && remove.is_empty() {
             return Ok(Ok(()));
         }
+        let by_value = self.groups_remove_by_value.load(Ordering::Acquire);
+        let r = self.send_members(budget, group_id, &members_patch(add, remove, by_value)).await?;
+        let r = match r {
+            Err(refused) if !remove.is_empty() && !by_value && filter_refused(&refused) => {
+                tracing::info!("the platform refuses member removal by filter; removing by value list from now on");
+                self.groups_remove_by_value.store(true, Ordering::Release);
+                self.send_members(budget, group_id, &members_patch(add, remove, true)).await?
+            }
+            other => other,
+        };
+        Ok(r.map(drop).map_err(|(f, _)| f))
+    }
+
+    /// One PATCH of a group's members; a refusal keeps the server's scimType.
+    async fn send_members(&self, budget: &Budget, group_id: &str, body: &Value) -> GroupWrite<(), (OpFailure, Option<String>)> {
         let inner = &self.inner;
         let url = inner.url(&["Groups", group_id]);
-        let body = members_patch(add, remove);
-        let r = match inner.call(&Shared::new(budget), Method::PATCH, url.clone(), Some(&body), true).await {
+        let r = match inner.call(&Shared::new(budget), Method::PATCH, url.clone(), Some(body), true).await {
             Ok(r) => r,
             Err(CallError::Stop(e)) => return Err(e),
-            Err(CallError::Failed { status, message, .. }) => return Ok(Err(OpFailure { status, message })),
+            Err(CallError::Failed { status, message, .. }) => return Ok(Err((OpFailure { status, message }, None))),
         };
         if !r.success() {
-            return Ok(Err(OpFailure { status: Some(r.status), message: format!("PATCH {url}: {}", r.error_message()) }));
+            let scim_type = ScimError::read(&r.body).scim_type().map(str::to_string);
+            return Ok(Err((OpFailure { status: Some(r.status), message: format!("PATCH {url}: {}", r.error_message()) }, scim_type)));
         }
         Ok(Ok(()))
     }
 }
 
-/// The PatchOp of one chunk: removals first, each by its own filter, then one add.
-fn members_patch(add: &[&str], remove: &[&str]) -> Value {
-    let mut ops: Vec<Value> =
-        remove.iter().map(|id| json!({"op": "remove", "path": format!("members[value eq {}]", filter_literal(id))})).collect();
+/// Whether a refused PATCH says the server does not take a filter in a `remove` path.
+fn filter_refused((f, scim_type): &(OpFailure, Option<String>)) -> bool {
+    match f.status {
+        Some(501) => true,
+        Some(400) => matches!(scim_type.as_deref(), Some("invalidPath" | "invalidFilter" | "noTarget")),
+        _ => false,
+    }
+}
+
+/// The PatchOp of one chunk: removals first, each by its own filter (or, `by_value`, one
+/// `remove` with the value list), then one add.
+fn members_patch(add: &[&str], remove: &[&str], by_value: bool) -> Value {
+    let values = |ids: &[&str]| -> Vec<Value> { ids.iter().map(|id| json!({"value": id})).collect() };
+    let mut ops: Vec<Value> = if by_value && !remove.is_empty() {
+        vec![json!({"op": "remove", "path": "members", "value": values(remove)})]
+    } else {
+        remove.iter().map(|id| json!({"op": "remove", "path": format!("members[value eq {}]", filter_literal(id))})).collect()
+    };
     if !add.is_empty() {
-        let values: Vec<Value> = add.iter().map(|id| json!({"value": id})).collect();
-        ops.push(json!({"op": "add", "path": "members", "value": values}));
+        ops.push(json!({"op": "add", "path": "members", "value": values(add)}));
     }
     json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
 }
@@ -167,13 +201,19 @@ mod tests {
 
     #[test]
     fn a_chunk_removes_each_member_by_filter_then_adds_the_rest_at_once() {
-        let body = members_patch(&["a", "b"], &["x\"y"]);
+        let body = members_patch(&["a", "b"], &["x\"y"], false);
         assert_eq!(
             body,
             json!({"schemas": [PATCH_SCHEMA], "Operations": [
                 {"op": "remove", "path": "members[value eq \"x\\\"y\"]"},
                 {"op": "add", "path": "members", "value": [{"value": "a"}, {"value": "b"}]},
             ]})
+        );
+        let body = members_patch(&[], &["p1", "p2"], true);
+        assert_eq!(
+            body["Operations"],
+            json!([{"op": "remove", "path": "members", "value": [{"value": "p1"}, {"value": "p2"}]}]),
+            "only for a server that refused the filter"
         );
     }
 }

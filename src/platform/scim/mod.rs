@@ -48,6 +48,8 @@ use crate::retry::{Budget, Decision, GiveUp, Policy};
 
 pub struct ScimClient {
     inner: Arc<Inner>,
+    /// `[groups]`: the server refused a member removal by filter this run (`groups`).
+    groups_remove_by_value: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -300,7 +302,7 @@ impl ScimClient {
         inner.caps = inner.discover(&Shared::new(&Budget::default()), cfg.bulk).await?;
         inner.enc.custom_offered = inner.caps.custom_schema;
         tracing::debug!(caps = ?inner.caps, "SCIM platform capabilities");
-        Ok(ScimClient { inner: Arc::new(inner) })
+        Ok(ScimClient { inner: Arc::new(inner), groups_remove_by_value: Default::default() })
     }
 
     /// What the server offers, as read at connect.
