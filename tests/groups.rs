@@ -327,7 +327,8 @@ fn a_group_carrying_our_marker_is_ours_and_one_deleted_by_hand_is_made_again() {
 #[test]
 fn groups_on_django_scim2() {
     let b = support::scim_b::DjangoScim::start();
-    let p = project_at(&b.base_url, &b.token, "from = [\"department\"]\nchunk = 2\n");
+    let proxy = FaultProxy::start(b.port, |_, _, _| Fault::Pass);
+    let p = project_at(&format!("{}/scim/v2", proxy.base_url), &b.token, "from = [\"department\"]\nchunk = 2\n");
     let day1: Vec<String> = vec![person(1, true, "Sales"), person(2, true, "Sales"), person(3, true, "Sales"), person(4, true, "Ops")];
     p.export("employees_2026-03-01.csv", &day1);
     let (code, r) = p.sync_json(&[]);
@@ -353,6 +354,15 @@ fn groups_on_django_scim2() {
     assert_eq!(code, 0, "{r}");
     assert_eq!(members_of("Sales"), ids(&[1]), "{r}");
     assert_eq!(members_of("Ops"), ids(&[2, 4]));
+    // It refused the removal by filter; the value list, sent only then, did it.
+    let removals: Vec<serde_json::Value> = group_writes(&proxy.seen())
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .flat_map(|s| serde_json::from_slice::<serde_json::Value>(&s.body).unwrap()["Operations"].as_array().unwrap().clone())
+        .filter(|o| o["op"] == "remove")
+        .collect();
+    assert!(removals.first().is_some_and(|o| o["path"].as_str().unwrap().starts_with("members[value eq ")), "{removals:?}");
+    assert!(removals.iter().any(|o| o["path"] == "members" && o["value"].is_array()), "{removals:?}");
     let (code, r) = p.sync_json(&["--force"]);
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["groups"]["added"].as_u64().unwrap() + r["groups"]["removed"].as_u64().unwrap(), 0, "{r}");
