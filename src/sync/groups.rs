@@ -104,16 +104,19 @@ impl<S: StateStore> Ctx<'_, S> {
     async fn desired_groups(&self, rule: &GroupRule, overlay: Overlay) -> Result<(Desired, HashMap<String, String>), RunError> {
         let snapshot = self.store.snapshot(&self.conn.name).await?;
         let known: HashMap<String, String> = snapshot.iter().map(|(x, e)| (e.platform_id.clone(), x.clone())).collect();
-        let mut changed: HashMap<String, Option<User>> = overlay.0.into_iter().collect();
+        let changed: HashMap<String, Option<User>> = overlay.0.into_iter().collect();
         let ids: Vec<&str> = snapshot.iter().filter(|(x, e)| e.active && !changed.contains_key(*x)).map(|(x, _)| x.as_str()).collect();
         let contents = self.store.contents(&self.conn.name, &ids).await?;
-        let mut people: Vec<(String, Option<String>, User)> =
-            contents.into_iter().map(|(x, u)| (snapshot.get(&x).map(|e| e.platform_id.clone()), x, u)).map(|(p, x, u)| (x, p, u)).collect();
-        for (x, user) in changed.drain() {
-            if let Some(u) = user {
-                people.push((x.clone(), snapshot.get(&x).map(|e| e.platform_id.clone()), u));
-            }
-        }
+        // (unique id, platform id — None for a dry run's new person —, content)
+        let account = |x: &str| snapshot.get(x).map(|e| e.platform_id.clone());
+        let people: Vec<(String, Option<String>, User)> = contents
+            .into_iter()
+            .chain(changed.into_iter().filter_map(|(x, u)| u.map(|u| (x, u))))
+            .map(|(x, u)| {
+                let p = account(&x);
+                (x, p, u)
+            })
+            .collect();
         drop(snapshot);
         let desired = Desired::of(rule, people.iter().map(|(x, p, u)| (x.as_str(), p.as_deref(), u)));
         Ok((desired, known))
