@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod drift;
+pub mod groups;
 
 use std::collections::{HashMap, HashSet};
 

@@ -107,6 +107,10 @@ pub struct Report {
     /// left active. Named in `notes`, never touched; the daemon notifies them.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub unplaced: u64,
+    /// `[groups]`: what the run did to the groups made from attribute values (a dry run:
+    /// would do). Absent when the mapping has no `[groups]` or the run did not reach them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub groups: Option<crate::plan::groups::GroupsReport>,
 }
 
 /// The kind of a run's failure: the variant of `sync::RunError`, without its fields.
@@ -186,6 +190,7 @@ impl Report {
             approve_with: None,
             state_lost: false,
             unplaced: 0,
+            groups: None,
         }
     }
 
@@ -214,6 +219,8 @@ impl Report {
             approve_with: self.approve_with.clone(),
             state_lost: self.state_lost,
             unplaced: self.unplaced,
+            // The counts alone: the member lists stay in the run's own report.
+            groups: self.groups.as_ref().map(|g| crate::plan::groups::GroupsReport { changes: Vec::new(), ..g.clone() }),
         }
     }
 }

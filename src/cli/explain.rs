@@ -107,6 +107,8 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> super::Result<i32> {
 
     let op = decision.as_ref().and_then(|r| r.operations.iter().find(|o| rule.key(&o.external_id) == rule.key(id)).cloned());
     let why = verdict(&conn, &rows, entry.as_ref(), op.is_some(), decision.as_ref());
+    // `[groups]`: the groups this person would join and leave.
+    let groups = decision.as_ref().and_then(|r| r.groups.clone());
 
     if cli.json {
         let rows_json = match &rows {
@@ -131,7 +133,7 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> super::Result<i32> {
                 "state": entry.as_ref().map(|e| serde_json::json!({
                     "external_id": stored_id, "platform_id": e.platform_id, "active": e.active, "content": content,
                 })),
-                "decision": op, "why": why,
+                "decision": op, "why": why, "groups": groups,
                 "operations": trail.iter().map(super::history::audit_json).collect::<Vec<_>>(),
             })
         );
@@ -186,6 +188,9 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> super::Result<i32> {
             }
         }
         None => println!("  decision {}", shown(&why)),
+    }
+    if let Some(g) = &groups {
+        super::sync::print_groups(g, true);
     }
     if trail.is_empty() {
         println!("  sent     nothing recorded (kept for {})", crate::text::duration_words(cfg.state.audit_retention));

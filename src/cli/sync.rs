@@ -128,6 +128,9 @@ pub fn print_summary(r: &Report) {
         );
     }
     print_operations(&r.operations, r.operations_left_out, SHOWN_OPERATIONS);
+    if let Some(g) = &r.groups {
+        print_groups(g, r.dry_run || r.outcome == RunOutcome::Stopped);
+    }
     if let Some(a) = &r.approval {
         let of = a.plan_of.as_ref().map(|p| format!(" (plan of run {p})")).unwrap_or_default();
         println!("  approved by {} at {}{of}: {}", shown(&a.by), a.at, shown(&a.reason));
@@ -151,6 +154,29 @@ pub fn print_summary(r: &Report) {
         println!("  {}", shown_lines(m));
     }
     println!("  run {} in {}", r.run_id, n.millis(r.duration_ms));
+}
+
+/// `[groups]`: the counts, then the first groups' changes ("+id" joins, "-id" leaves).
+pub fn print_groups(g: &crate::plan::groups::GroupsReport, would: bool) {
+    let verb = if would { "would be " } else { "" };
+    println!(
+        "  groups   {verb}created {}, members {verb}added {}, {verb}removed {}, failed {}, conflicts {}",
+        g.created,
+        g.added,
+        g.removed,
+        g.failed,
+        g.conflicts.len()
+    );
+    for c in g.changes.iter().take(SHOWN_OPERATIONS) {
+        let moves: Vec<String> = c.add.iter().map(|x| format!("+{x}")).chain(c.remove.iter().map(|x| format!("-{x}"))).take(10).collect();
+        let more = (c.add.len() + c.remove.len()).saturating_sub(moves.len());
+        let more = if more > 0 { format!(" … and {more} more") } else { String::new() };
+        let new = if c.create { " (new)" } else { "" };
+        println!("    {}{new}: {}{more}", shown(&c.group), shown(&moves.join(" ")));
+    }
+    if g.changes.len() > SHOWN_OPERATIONS {
+        println!("    … and {} more groups (--json lists them)", g.changes.len() - SHOWN_OPERATIONS);
+    }
 }
 
 /// Operations a human summary lists at most; `--json` and `--plan-out` carry them all.

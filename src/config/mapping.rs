@@ -34,6 +34,25 @@ pub struct RawMapping {
     /// enterprise or custom schema, each from a column or a field table.
     #[serde(default)]
     pub attributes: BTreeMap<String, FieldSpec>,
+    /// `[groups]`: one SCIM group per value of some attributes (docs/scim-mapping.md).
+    pub groups: Option<RawGroups>,
+}
+
+/// `[groups]`: keeps one SCIM group per value of the named attributes, whose members are
+/// exactly the connector's active people with that value (docs/scim-mapping.md, "Groups").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroups {
+    /// The attributes whose values become groups: names under `[attributes]`
+    /// (`from = ["department"]`), or the column one of them reads (`from = ["Department"]`).
+    /// The value is the one sent, after transforms and maps.
+    pub from: Vec<String>,
+    /// Put before each value to name its group: `prefix = "hr-"` makes "hr-Sales" (default
+    /// none: the group is named as the value).
+    pub prefix: Option<String>,
+    /// Members added or removed per PATCH, 1 to 1000 (default 100). The server's announced
+    /// /Bulk maxOperations lowers it when smaller.
+    pub chunk: Option<i64>,
 }
 
 /// `[source]`: how to read the file, where the defaults do not fit.
@@ -271,10 +290,65 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
     {
         mk.problem("unique_id", format!("unique_id is \"{}\" but [fields] does not map it", uid_field.name()));
     }
+    let groups = raw.groups.as_ref().and_then(|g| check_groups(mk, g, &attributes));
     if mk.problems.len() > before {
         return None;
     }
-    Some(Mapping { unique_id: unique_id?, id_case, source, fields, attributes })
+    Some(Mapping { unique_id: unique_id?, id_case, source, fields, attributes, groups })
+}
+
+/// `[groups]`: each name of `from` an attribute of `[attributes]`, or the column exactly one
+/// of them reads (resolved to that attribute).
+fn check_groups(mk: &mut Checker, g: &RawGroups, attributes: &BTreeMap<String, FieldRule>) -> Option<crate::plan::groups::GroupRule> {
+    use crate::plan::groups::{GroupRule, MAX_CHUNK};
+    let before = mk.problems.len();
+    if g.from.is_empty() {
+        mk.problem("groups.from", "expected at least one attribute, e.g. from = [\"department\"]");
+    }
+    let mut from: Vec<String> = Vec::new();
+    for name in &g.from {
+        let readers: Vec<&String> = attributes.iter().filter(|(_, r)| r.columns().contains(&name.as_str())).map(|(a, _)| a).collect();
+        let resolved = if attributes.contains_key(name) {
+            Some(name.clone())
+        } else if let [one] = readers.as_slice() {
+            Some((*one).clone())
+        } else {
+            let why = if readers.is_empty() {
+                let near = word::did_you_mean(name, attributes.keys().map(String::as_str))
+                    .map(|a| format!(" — did you mean \"{a}\"?"))
+                    .unwrap_or_default();
+                format!(
+                    "\"{name}\" is neither an attribute of [attributes] nor a column one reads{near}; map it first, e.g. [attributes] department = \"{name}\""
+                )
+            } else {
+                let names: Vec<&str> = readers.iter().map(|s| s.as_str()).collect();
+                format!("column \"{name}\" is read by several attributes ({}); name the one to group by", names.join(", "))
+            };
+            mk.problem("groups.from", why);
+            None
+        };
+        if let Some(a) = resolved
+            && !from.contains(&a)
+        {
+            from.push(a);
+        }
+    }
+    let chunk = match g.chunk {
+        None => None,
+        Some(c) if (1..=MAX_CHUNK as i64).contains(&c) => Some(c as usize),
+        Some(c) => {
+            mk.problem("groups.chunk", format!("expected members per PATCH from 1 to {MAX_CHUNK}; got {c}"));
+            None
+        }
+    };
+    let prefix = g.prefix.clone().unwrap_or_default();
+    if prefix.chars().any(char::is_control) {
+        mk.problem("groups.prefix", "a group name prefix cannot hold control characters (a tab, a line break)");
+    }
+    if mk.problems.len() > before {
+        return None;
+    }
+    Some(GroupRule { from, prefix, chunk })
 }
 
 fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> {
@@ -670,5 +744,22 @@ mod tests {
         let p = one(&format!("{BASE}[nope]\nx = 1\n"));
         assert!(p.starts_with("m.toml:6: nope: unknown key; found `nope`, expected one of"), "{p}");
         assert!(one("unique_id = \n").contains("not valid TOML"));
+    }
+
+    #[test]
+    fn groups_name_attributes_or_the_column_one_reads() {
+        let base = format!("{BASE}[attributes]\ndepartment = \"Dept\"\ndivision = {{ column = \"Div\", transform = [\"trim\"] }}\n");
+        let m = ok(&format!("{base}[groups]\nfrom = [\"Dept\", \"division\", \"department\"]\nprefix = \"hr-\"\nchunk = 50\n"));
+        let g = m.groups.expect("groups");
+        assert_eq!(g.from, ["department", "division"]);
+        assert_eq!((g.prefix.as_str(), g.chunk), ("hr-", Some(50)));
+        assert!(ok(&base).groups.is_none());
+        let p = one(&format!("{base}[groups]\nfrom = [\"Departement\"]\n"));
+        assert!(p.contains("groups.from") && p.contains("did you mean \"department\"") && p.contains("map it first"), "{p}");
+        let p = one(&format!("{base}[groups]\nfrom = [\"department\"]\nchunk = 0\n"));
+        assert!(p.contains("groups.chunk") && p.contains("1 to 1000"), "{p}");
+        let twice = format!("{BASE}[attributes]\na = \"Dept\"\nb = \"Dept\"\n[groups]\nfrom = [\"Dept\"]\n");
+        assert!(one(&twice).contains("read by several attributes (a, b)"));
+        assert!(one(&format!("{base}[groups]\nfrom = []\n")).contains("at least one"));
     }
 }

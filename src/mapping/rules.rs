@@ -122,6 +122,8 @@ pub struct Mapping {
     pub source: SourceOptions,
     pub fields: BTreeMap<PlatformField, FieldRule>,
     pub attributes: BTreeMap<String, FieldRule>,
+    /// `[groups]`: groups from attribute values (`crate::plan::groups`); None without one.
+    pub groups: Option<crate::plan::groups::GroupRule>,
 }
 
 impl Mapping {
@@ -134,6 +136,7 @@ impl Mapping {
             source: SourceOptions { header_row: 1, ..SourceOptions::default() },
             fields: BTreeMap::new(),
             attributes: BTreeMap::new(),
+            groups: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! backends share (statements, row mapping, the audit role) is in `sql`. Writes happen as
 //! operations succeed, in batches, so a crash mid-push loses nothing.
 
+mod groups;
 pub mod postgres;
 mod roles;
 mod sql;
@@ -19,6 +20,7 @@ use crate::exit::{Classify, Exit};
 use crate::model::{FileFingerprint, User};
 use crate::report::Report;
 
+pub use groups::{CreatedGroup, GroupRecords};
 pub use postgres::PostgresStore;
 pub(crate) use roles::forward_roles;
 pub use roles::{Audit, Leases, Runs, Slots, Snapshots, StateStore};
@@ -28,7 +30,7 @@ pub use store::{Store, open};
 /// The store's roles, for code that calls a concrete store (`Store`, `SqliteStore`): one
 /// `use state::prelude::*;` brings every role's methods in.
 pub mod prelude {
-    pub use super::{Audit, Leases, Runs, Slots, Snapshots, StateStore};
+    pub use super::{Audit, GroupRecords, Leases, Runs, Slots, Snapshots, StateStore};
 }
 
 #[derive(Debug, thiserror::Error)]

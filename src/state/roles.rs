@@ -7,6 +7,7 @@
 //! - `Runs`: the run history, and the reconcile marker a push leaves until it is recorded.
 //! - `Audit`: the per-person audit trail and the plans of runs a safeguard stopped.
 //! - `Slots`: a fleet's scheduled slots, each run by one worker.
+//! - `GroupRecords` (`groups.rs`): the SCIM groups each connector created.
 //!
 //! `StateStore` is all of them: generic code asks for `S: StateStore` (or for just the role
 //! it uses); code calling a concrete store brings the roles in with `use state::prelude::*`.
@@ -123,9 +124,9 @@ pub trait Slots {
 }
 
 /// The whole store: every role. Implemented for anything that has them all.
-pub trait StateStore: Leases + Snapshots + Runs + Audit + Slots {}
+pub trait StateStore: Leases + Snapshots + Runs + Audit + Slots + super::GroupRecords {}
 
-impl<T: Leases + Snapshots + Runs + Audit + Slots> StateStore for T {}
+impl<T: Leases + Snapshots + Runs + Audit + Slots + super::GroupRecords> StateStore for T {}
 
 /// Implements roles by passing each call on to another store: `$via!(self, s => call)`
 /// names the store `s` for one call (a field, or a `match` over backends). For wrappers
@@ -253,6 +254,19 @@ macro_rules! forward_roles {
                 applied_by: &str,
             ) -> Result<(), $crate::state::StateError> {
                 $via!(self, s => $crate::state::Audit::mark_approved(s, run_id, approval, applied_by).await)
+            }
+        }
+    };
+    (@GroupRecords $ty:ty, $via:ident) => {
+        impl $crate::state::GroupRecords for $ty {
+            async fn created_groups(&self, connector: &str) -> Result<Vec<$crate::state::CreatedGroup>, $crate::state::StateError> {
+                $via!(self, s => $crate::state::GroupRecords::created_groups(s, connector).await)
+            }
+            async fn record_group(&self, connector: &str, group: &$crate::state::CreatedGroup) -> Result<(), $crate::state::StateError> {
+                $via!(self, s => $crate::state::GroupRecords::record_group(s, connector, group).await)
+            }
+            async fn forget_group(&self, connector: &str, display_name: &str) -> Result<(), $crate::state::StateError> {
+                $via!(self, s => $crate::state::GroupRecords::forget_group(s, connector, display_name).await)
             }
         }
     };

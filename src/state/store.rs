@@ -89,4 +89,4 @@ impl Leases for Store {
     }
 }
 
-forward_roles!(Store, both; Snapshots, Runs, Audit, Slots);
+forward_roles!(Store, both; Snapshots, Runs, Audit, Slots, GroupRecords);

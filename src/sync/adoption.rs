@@ -389,7 +389,7 @@ mod tests {
                 $call
             }};
         }
-        forward_roles!(FlakyRenew, inner; Snapshots, Runs, Audit, Slots);
+        forward_roles!(FlakyRenew, inner; Snapshots, Runs, Audit, Slots, GroupRecords);
     }
 
     async fn flaky(dir: &tempfile::TempDir, ttl: Duration) -> flaky::FlakyRenew {

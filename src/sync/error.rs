@@ -43,6 +43,10 @@ pub enum RunError {
     /// A safeguard stopped the plan; `kept` is the run whose plan `approve` can apply.
     #[error("{}{}", .safeguard.message(.connector), approve_hint(.kept))]
     Stopped { connector: String, safeguard: Safeguard, kept: Option<String> },
+    /// `[groups]`: the run would change more group memberships than `max_updates` allows;
+    /// the people were synced, the groups left as they are (`sync::groups`).
+    #[error("{}", .over.message(.connector))]
+    GroupsHeld { connector: String, over: Box<crate::plan::groups::OverLimit> },
     /// The daemon's run found the file of a plan a safeguard stopped, not yet approved: the
     /// connector stays stopped (not "no new file") until someone approves or a new file comes.
     #[error(
@@ -171,7 +175,7 @@ impl RunError {
             RunError::State(_) => FailureKind::State,
             RunError::Config(_) => FailureKind::Config,
             RunError::FileRefused { .. } => FailureKind::FileRefused,
-            RunError::Stopped { .. } => FailureKind::Stopped,
+            RunError::Stopped { .. } | RunError::GroupsHeld { .. } => FailureKind::Stopped,
             RunError::AwaitingApproval { .. } => FailureKind::AwaitingApproval,
             RunError::Stale { .. } => FailureKind::Stale,
             RunError::OperationsFailed { .. } => FailureKind::OperationsFailed,
@@ -194,7 +198,10 @@ impl Classify for RunError {
             // A data error by the exit codes, though it stops the run like a safeguard.
             RunError::FileRefused { refusal: FileRefusal::MissingColumn, .. } => Exit::Data,
             RunError::FileRefused { refusal: FileRefusal::NoDataRows, .. } => Exit::Stopped,
-            RunError::Stopped { .. } | RunError::ApprovalRefused { .. } | RunError::AwaitingApproval { .. } => Exit::Stopped,
+            RunError::Stopped { .. }
+            | RunError::ApprovalRefused { .. }
+            | RunError::AwaitingApproval { .. }
+            | RunError::GroupsHeld { .. } => Exit::Stopped,
             RunError::Stale { .. } | RunError::Unreadable { .. } => Exit::Data,
             RunError::OperationsFailed { .. } | RunError::NoPlatformClient => Exit::Platform,
             RunError::PlatformLeaseLapsed { .. } | RunError::Thread { .. } | RunError::Crashed { .. } => Exit::Other,

@@ -5,11 +5,12 @@
 //! one's input; `Ctx::execute` reads as that list. What the run reports is one accumulator,
 //! `Tally`, passed `&mut` to the steps that add to it. One file a step:
 //! `lease` → `fetch` → `parse` → `reconcile` (look at the platform) → `planning` →
-//! `push` → `managers` → finish (here).
+//! `push` → `managers` → `groups` → finish (here).
 
 mod adoption;
 mod error;
 mod fetch;
+mod groups;
 mod lease;
 mod managers;
 mod parse;
@@ -300,13 +301,17 @@ impl<S: StateStore> Ctx<'_, S> {
         let mut platform = self.connect_platform(t).await?;
         let look = self.look(t, &snapshot, last.as_ref()).await?;
         let seen = self.existing_users(t, platform.as_ref(), snapshot, &mapped.users, &look).await?;
-        let Decided::Push(planned) = self.decide(t, mapped, &scope, seen, &look, platform.as_mut()).await? else { return Ok(()) };
+        let planned = match self.decide(t, mapped, &scope, seen, &look, platform.as_mut()).await? {
+            Decided::Push(planned) => planned,
+            Decided::Reported(overlay) => return self.sync_groups(t, platform.as_ref(), overlay).await.map(drop),
+        };
         let platform = platform.ok_or(RunError::NoPlatformClient)?;
         let pushed = self.push_plan(t, &platform, *planned).await?;
         // Failures of the push proper decide the run; the second passes only link managers.
         let failed = pushed.failed;
         let unsettled = self.link_managers(t, &platform, pushed).await?;
         self.settle_marker(unsettled).await?;
+        let failed = failed + self.sync_groups(t, Some(&platform), groups::Overlay::default()).await?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "pushed");
         if self.opts.only.is_some() {
             // One person's push is no sync of the file: the next full run takes it again.

@@ -18,8 +18,9 @@ use crate::state::StateStore;
 pub(super) enum Decided {
     /// Operations to send.
     Push(Box<Planned>),
-    /// Nothing to send: a dry run, whose plan is in the report.
-    Reported,
+    /// Nothing to send: a dry run, whose plan is in the report; what it would change of
+    /// the people, for the groups' preview.
+    Reported(super::groups::Overlay),
 }
 
 /// A plan ready to push.
@@ -94,8 +95,9 @@ impl<S: StateStore> Ctx<'_, S> {
         let stored = self.describe(t, &plan).await?;
         if self.opts.dry_run {
             count_planned(t, &plan, &rekeys);
+            let overlay = super::groups::Overlay::of(self.conn.mapping.groups.as_ref(), &plan);
             self.keep_listing(t, plan, stored);
-            return Ok(Decided::Reported);
+            return Ok(Decided::Reported(overlay));
         }
         self.spill_listing(t, &plan, stored);
         Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired })))

@@ -2,7 +2,7 @@
 //! bounded concurrency otherwise, retries for 429/5xx/timeouts, adoption on 409.
 //!
 //! Layout, one job per file: `discovery` (what the server offers, read at connect),
-//! `listing` (existing users, lookups by filter), `writes` (one operation: POST, PATCH,
+//! `listing` (existing users, lookups by filter), `groups` (SCIM Groups for `[groups]`), `writes` (one operation: POST, PATCH,
 //! PUT, DELETE, adoption), `bulk` (/Bulk batches), `waves` (managers created before their
 //! reports), `error` (SCIM error bodies → messages), `encode` (User → JSON), `retry` (which
 //! failures may pass), `auth` (credentials). This file holds the client, one request with
@@ -14,6 +14,7 @@ mod discovery;
 mod encode;
 pub use encode::is_custom;
 mod error;
+mod groups;
 mod lenient;
 mod listing;
 pub mod retry;
@@ -36,6 +37,7 @@ pub use self::discovery::{BulkLimits, Capabilities};
 use self::encode::Encoder;
 use self::error::ScimError;
 pub(crate) use self::error::transport_detail;
+pub use self::groups::{FoundGroup, GroupWrite};
 pub use self::listing::Account;
 use self::retry::{Transient, transient_error, transient_status};
 use super::{ManagerLink, OpOutcome, Platform, PlatformError};
@@ -46,6 +48,8 @@ use crate::retry::{Budget, Decision, GiveUp, Policy};
 
 pub struct ScimClient {
     inner: Arc<Inner>,
+    /// `[groups]`: the server refused a member removal by filter this run (`groups`).
+    groups_remove_by_value: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -298,7 +302,7 @@ impl ScimClient {
         inner.caps = inner.discover(&Shared::new(&Budget::default()), cfg.bulk).await?;
         inner.enc.custom_offered = inner.caps.custom_schema;
         tracing::debug!(caps = ?inner.caps, "SCIM platform capabilities");
-        Ok(ScimClient { inner: Arc::new(inner) })
+        Ok(ScimClient { inner: Arc::new(inner), groups_remove_by_value: Default::default() })
     }
 
     /// What the server offers, as read at connect.
