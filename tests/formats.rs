@@ -282,6 +282,21 @@ fn headers_lists_the_columns_of_each_format() {
     assert!(h.contains(&"name.first".to_string()) && h.contains(&"emails[0].value".to_string()), "{h:?}");
 }
 
+/// A note correctly quoted over several lines, with commas in it, is a value: its person is
+/// read (and so not held absent, nor their leave held back). Only lines that read as whole
+/// rows of the file (exactly its number of fields) are taken for rows swallowed by a stray quote.
+#[test]
+fn a_quoted_multi_line_note_with_commas_is_a_value_not_swallowed_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.csv");
+    let note = "Called back Monday, left a message\nNew desk: floor 3, room 12, near the lifts, by the window\nDone";
+    std::fs::write(&p, format!("id,name,notes\n1,Ann,\"{note}\"\n2,Bob,plain\n")).unwrap();
+    let got = read(&p, Format::Csv, &opts(), &["id", "name", "notes"]).unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], Ok((2, vec![Some("1".into()), Some("Ann".into()), Some(note.into())])));
+    assert_eq!(got[1], Ok((5, vec![Some("2".into()), Some("Bob".into()), Some("plain".into())])));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 

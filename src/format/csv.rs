@@ -159,7 +159,9 @@ fn read_failure(file: &str, limits: &Limits, e: csv::Error, at: u64) -> FormatEr
 /// A row one of whose values holds line breaks followed by lines that read as whole records
 /// of the file's shape: a stray quote opened the value and swallowed the rows after it. The
 /// people of those rows would read as absent, and their data would land in this person's
-/// field, so the row is refused, naming the lines it swallowed.
+/// field, so the row is refused, naming the lines it swallowed. "The file's shape" is exactly
+/// its number of fields, counted as CSV (a quoted delimiter is no field break): a correctly
+/// quoted note whose lines hold a few commas is a value, not swallowed rows.
 fn swallowed_rows(rec: &ByteRecord, line: u64, width: usize, delimiter: u8) -> Option<RowError> {
     if width < 2 || memchr::memchr(b'\n', rec.as_slice()).is_none() {
         return None;
@@ -170,8 +172,7 @@ fn swallowed_rows(rec: &ByteRecord, line: u64, width: usize, delimiter: u8) -> O
         inner.next();
         let mut whole = Vec::new();
         for (k, l) in inner.enumerate() {
-            let fields = memchr::memchr_iter(delimiter, l).count() + 1;
-            if fields >= width {
+            if fields_of(l, delimiter) == width {
                 whole.push(line + offset + k as u64 + 1);
             }
         }
@@ -190,6 +191,19 @@ fn swallowed_rows(rec: &ByteRecord, line: u64, width: usize, delimiter: u8) -> O
         }
     }
     None
+}
+
+/// The fields of one line read as a CSV record (quotes honoured).
+fn fields_of(line: &[u8], delimiter: u8) -> usize {
+    if memchr::memchr(delimiter, line).is_none() {
+        return 1;
+    }
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(line);
+    let mut rec = ByteRecord::new();
+    match rdr.read_byte_record(&mut rec) {
+        Ok(true) => rec.len(),
+        _ => 0,
+    }
 }
 
 type Reader = csv::Reader<Box<dyn Read + Send>>;
