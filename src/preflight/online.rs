@@ -48,7 +48,12 @@ pub async fn reach(cfg: &Config) -> Vec<Reached> {
         let c = c.clone();
         sources.spawn_blocking(move || (c.name.clone(), source(&c)));
     }
-    let platform = platform(cfg).await;
+    // Each distinct target once, however many connectors send to it.
+    let mut targets = tokio::task::JoinSet::new();
+    for (t, _) in cfg.targets() {
+        targets.spawn(async move { (t.key.clone(), platform(&t).await) });
+    }
+    let reached: Vec<(String, Step)> = targets.join_all().await;
     let mut by_name = std::collections::BTreeMap::new();
     while let Some(done) = sources.join_next().await {
         if let Ok((name, step)) = done {
@@ -59,8 +64,16 @@ pub async fn reach(cfg: &Config) -> Vec<Reached> {
         .keys()
         .map(|name| {
             let source = by_name.remove(name).unwrap_or_else(|| Step::failed(Exit::Other, "the check of the source did not finish".into()));
+            let target = cfg.connectors.get(name).and_then(|c| c.target.clone());
+            let platform = match target.and_then(|t| reached.iter().find(|(k, _)| *k == t.key)) {
+                Some((_, step)) => step.clone(),
+                None => match cfg.connector(name).map(|c| cfg.target(c)) {
+                    Ok(Err(e)) | Err(e) => Step::failed(e.exit(), e.to_string()),
+                    Ok(Ok(_)) => Step::failed(Exit::Other, "the check of the platform did not finish".into()),
+                },
+            };
             let exit = worst([source.exit, platform.exit]);
-            Reached { connector: name.clone(), exit, source, platform: platform.clone() }
+            Reached { connector: name.clone(), exit, source, platform }
         })
         .collect()
 }
@@ -103,16 +116,14 @@ fn source(c: &Connector) -> Step {
     }
 }
 
-async fn platform(cfg: &Config) -> Step {
-    let p = match cfg.platform() {
-        Ok(p) => p,
-        Err(e) => return Step::failed(e.exit(), e.to_string()),
-    };
+async fn platform(t: &crate::config::Target) -> Step {
+    let p = &t.platform;
     match crate::platform::scim::ScimClient::connect(p).await {
         Ok(client) => {
             let caps = client.capabilities();
             Step::ok(format!(
-                "{}: credentials accepted ({}, {})",
+                "target {} ({}): credentials accepted ({}, {})",
+                t.name,
                 p.base_url,
                 if caps.bulk.is_some() { "Bulk" } else { "no Bulk" },
                 if caps.patch { "PATCH" } else { "no PATCH" }

@@ -154,11 +154,11 @@ impl<S: StateStore> Ctx<'_, S> {
 
     /// The platform client; a dry run goes on without one (nothing is matched then).
     pub(super) async fn connect_platform(&self, t: &mut Tally) -> Result<Option<ScimClient>, RunError> {
-        let platform_cfg = self.cfg.platform()?;
-        match ScimClient::connect(platform_cfg).await {
+        let target = self.cfg.target(self.conn)?;
+        match ScimClient::connect(&target.platform).await {
             Ok(mut p) => {
                 p.set_id_rule(self.conn.mapping.id_rule());
-                self.note_dropped_attributes(t, &p, &platform_cfg.custom_schema);
+                self.note_dropped_attributes(t, &p, &target.platform.custom_schema);
                 Ok(Some(p))
             }
             Err(e) if self.opts.dry_run => {
