@@ -385,6 +385,13 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
             cfg.connectors.insert(name, std::sync::Arc::new(c));
         }
     }
+    for (conn, key, message) in platform::adoptions_across_targets(&cfg.connectors) {
+        ck.connector = Some(conn.clone());
+        ck.problem(&key, message);
+        cfg.connectors.remove(&conn);
+        cfg.broken.push(conn);
+    }
+    ck.connector = None;
     cfg.problems = ck.problems;
     cfg
 }

@@ -296,6 +296,29 @@ pub(super) fn name_targets(default: Option<(Platform, Option<String>)>, own: Vec
     Named { by_connector, problems }
 }
 
+/// `adopt_from` naming a connector on another target: its accounts are in another
+/// directory, so adopting "from" it would take this target's accounts of whoever has the
+/// same id (another customer's people). Refused, saying why.
+pub(super) fn adoptions_across_targets(conns: &super::Connectors) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for c in conns.values() {
+        for from in &c.sync.adopt_from {
+            let (Some(mine), Some(theirs)) = (&c.target, conns.get(from).and_then(|o| o.target.as_ref())) else { continue };
+            if mine.key != theirs.key {
+                out.push((
+                    c.name.clone(),
+                    format!("connectors.{}.sync.adopt_from", c.name),
+                    format!(
+                        "\"{from}\" pushes to another target ({}) than this connector ({}): its accounts are not on this one, so there is nothing to adopt from it; remove it (adopt_from is for a migration between connectors of one target)",
+                        theirs.name, mine.name
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The names of the targets: as given, else derived; a derived name two targets share
 /// gets the credential's name ("host/path#ACME_TOKEN").
 fn unique_names(defs: &[(Option<String>, Platform, Vec<String>)]) -> Vec<String> {

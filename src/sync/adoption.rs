@@ -70,6 +70,16 @@ impl Place {
     }
 }
 
+/// The connectors of the configuration on another target than `conn`'s: their accounts
+/// live in another directory (another URL, or the same URL with another credential), so
+/// they are neither adopted, nor in conflict, nor waited for. A connector whose target is
+/// unknown (refused, or gone from the configuration) is not listed: its accounts stay
+/// others' (a conflict, never a takeover).
+pub(super) fn on_other_targets<'a>(cfg: &'a crate::config::Config, conn: &crate::config::Connector) -> std::collections::HashSet<&'a str> {
+    let Some(mine) = &conn.target else { return Default::default() };
+    cfg.connectors.values().filter(|c| c.target.as_ref().is_some_and(|t| t.key != mine.key)).map(|c| c.name.as_str()).collect()
+}
+
 /// A wait for the platform lease that ended: for the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Waited {

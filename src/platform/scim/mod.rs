@@ -62,6 +62,8 @@ struct Inner {
     /// How the connector compares ids: a 409's account with the same externalId spelt
     /// otherwise is this person's only under it (`writes::adopt`).
     id_rule: crate::model::IdRule,
+    /// The connector this client pushes for, named in what a 409 conflict advises.
+    connector: String,
 }
 
 /// A final HTTP answer (2xx, or a 4xx the caller reads).
@@ -294,6 +296,7 @@ impl ScimClient {
             max_concurrency: cfg.max_concurrency.max(1),
             claimed: HashMap::new(),
             id_rule: crate::model::IdRule::default(),
+            connector: "NAME".into(),
         };
         inner.caps = inner.discover(&Shared::new(&Budget::default()), cfg.bulk).await?;
         inner.enc.custom_offered = inner.caps.custom_schema;
@@ -311,6 +314,13 @@ impl ScimClient {
     pub fn set_claimed(&mut self, claimed: HashMap<String, (String, String)>) {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.claimed = claimed;
+        }
+    }
+
+    /// The connector this client pushes for (named in a 409 conflict's advice).
+    pub fn set_connector(&mut self, name: &str) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.connector = name.to_string();
         }
     }
 
