@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod notify;
 pub mod runner;
 pub mod scheduler;
+mod shares;
 pub mod status_page;
 
 use std::path::{Path, PathBuf};

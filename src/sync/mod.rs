@@ -88,6 +88,9 @@ pub struct SyncOptions {
     /// (accounts deleted or edited by hand, a lost state). Syncs the current file even when
     /// it was synced already.
     pub reconcile: bool,
+    /// What the runs of this process share per platform target (limits, discovery): the
+    /// daemon's, for its life. None: this run's own.
+    pub targets: Option<std::sync::Arc<crate::platform::targets::Targets>>,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -105,6 +108,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("unrecorded", &self.unrecorded)
             .field("all_operations", &self.all_operations)
             .field("reconcile", &self.reconcile)
+            .field("targets", &self.targets.is_some())
             .finish()
     }
 }

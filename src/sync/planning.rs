@@ -155,7 +155,8 @@ impl<S: StateStore> Ctx<'_, S> {
     /// The platform client; a dry run goes on without one (nothing is matched then).
     pub(super) async fn connect_platform(&self, t: &mut Tally) -> Result<Option<ScimClient>, RunError> {
         let target = self.cfg.target(self.conn)?;
-        match ScimClient::connect(&target.platform).await {
+        let own = crate::platform::targets::Targets::default();
+        match ScimClient::connect_to(&target, self.opts.targets.as_deref().unwrap_or(&own)).await {
             Ok(mut p) => {
                 p.set_id_rule(self.conn.mapping.id_rule());
                 p.set_connector(&self.conn.name);
