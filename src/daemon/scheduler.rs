@@ -128,6 +128,9 @@ impl<R: Runner> Scheduler<R> {
             }
         }
         for (name, conn) in wanted {
+            if let Some(t) = &conn.target {
+                self.shared.metrics.set_target(name, &t.name);
+            }
             let fp = fingerprint(conn);
             let (previous, previous_reconcile) = match self.tasks.remove(name) {
                 Some(t) if t.fingerprint == fp => {

@@ -244,6 +244,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
     let started = Instant::now();
     let mut tally = Tally { report: Report::new(&conn.name, &run_id, opts.dry_run), audit: Vec::new(), listing: None };
     tally.report.approval = opts.approval.clone();
+    tally.report.target = conn.target.as_ref().map(|t| t.name.clone());
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     let leased = !opts.dry_run;
     let holder = holder.to_string();
