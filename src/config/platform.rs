@@ -106,6 +106,8 @@ const AUTH_KEYS: [&str; 3] = ["token_env", "token_file", "oauth2"];
 pub(super) fn merged(default: Option<&toml::Table>, own: toml::Table) -> toml::Value {
     let mut out = default.cloned().unwrap_or_default();
     out.remove("notify_webhook");
+    // A name is its target's: another target (another URL or token) must not take it.
+    out.remove("name");
     if AUTH_KEYS.iter().any(|k| own.contains_key(*k)) {
         for k in AUTH_KEYS {
             out.remove(k);
@@ -371,6 +373,7 @@ mod tests {
         assert!(cfg.problems.is_empty(), "{:#?}", cfg.problems);
         let t = |n: &str| cfg.connectors[n].target.clone().unwrap();
         let (shared, acme, globex) = (t("shared"), t("acme"), t("globex"));
+        assert_eq!(t("acme").name, "acme");
         assert_eq!(shared.key, "https://scim.example.com/v2 token_env=T");
         assert!(std::sync::Arc::ptr_eq(&shared, &t("also_shared")), "the same settings, the same target: one Arc");
         assert_eq!((acme.name.as_str(), acme.key.as_str()), ("acme", "https://scim.example.com/v2/org/acme token_env=ACME_TOKEN"));
@@ -409,6 +412,15 @@ mod tests {
         assert!(p.iter().any(|p| p.contains(":13: connectors.bad.platform.max_concurrency: expected 1 to 256; got 0")), "{p:#?}");
         assert!(p.iter().any(|p| p.contains("connectors.bad.platform.notify_webhook: the webhook is the daemon's")), "{p:#?}");
         assert!(!p.iter().any(|p| p.contains("secret-path")), "{p:#?}");
+    }
+
+    #[test]
+    fn a_name_is_never_inherited_by_another_target() {
+        let named = format!("{DEFAULT}name = \"main\"\n");
+        let cfg = load(&format!("{named}{}{}", conn("a", ""), conn("b", "base_url = \"https://scim.example.com/v2/org/b\"")));
+        assert!(cfg.problems.is_empty(), "{:#?}", cfg.problems);
+        assert_eq!(cfg.connectors["a"].target.as_ref().unwrap().name, "main");
+        assert_eq!(cfg.connectors["b"].target.as_ref().unwrap().name, "scim.example.com/v2/org/b");
     }
 
     #[test]
