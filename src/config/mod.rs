@@ -343,11 +343,30 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
     if top.connectors.is_empty() {
         ck.problem("connectors", "no connector defined; add a [connectors.NAME] section (see README.md)");
     }
+    let platform = DefaultPlatform { platform: default, table: default_table.as_ref(), absent: platform_absent };
+    check_connectors(&mut ck, dir, top.connectors, platform, &mut cfg);
+    cfg.problems = ck.problems;
+    cfg
+}
+
+/// `[platform]` as read: the platform and its name, its table as written (when valid), and
+/// whether it is absent.
+struct DefaultPlatform<'a> {
+    platform: Option<(Platform, Option<String>)>,
+    table: Option<&'a toml::Table>,
+    absent: bool,
+}
+
+/// Every connector, then their platform targets (named once all are read), into `cfg`: a
+/// connector with problems is refused alone. `platform` is the default `[platform]`, its
+/// table as written, and whether it is absent.
+fn check_connectors(ck: &mut Checker, dir: &Path, connectors: BTreeMap<String, toml::Value>, platform: DefaultPlatform, cfg: &mut Config) {
+    let DefaultPlatform { platform: default, table: default_table, absent: platform_absent } = platform;
     let mut checked = Vec::new();
-    for (name, value) in top.connectors {
+    for (name, value) in connectors {
         ck.connector = Some(name.clone());
         let before = ck.problems.len();
-        let conn = check_connector(&mut ck, dir, &name, value, default_table.as_ref());
+        let conn = check_connector(ck, dir, &name, value, default_table);
         if let Some((_, _, platform::Resolved::Default)) = &conn
             && platform_absent
         {
@@ -392,8 +411,6 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         cfg.broken.push(conn);
     }
     ck.connector = None;
-    cfg.problems = ck.problems;
-    cfg
 }
 
 fn check_state(ck: &mut Checker, dir: &Path, s: RawState, out: &mut State) {
@@ -619,7 +636,7 @@ fn own_platform(ck: &mut Checker, dir: &Path, key: &str, v: toml::Value, default
         return platform::Resolved::Refused;
     };
     match ck.section::<RawPlatform>(&table, platform::merged(default, own)).and_then(|p| platform::check_platform(ck, dir, &table, p)) {
-        Some((p, name)) => platform::Resolved::Own(p, name),
+        Some((p, name)) => platform::Resolved::Own(Box::new(p), name),
         None => platform::Resolved::Refused,
     }
 }

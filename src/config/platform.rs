@@ -241,7 +241,7 @@ pub(super) enum Resolved {
     /// No table of its own: `[platform]`.
     Default,
     /// Its own (merged) platform, and its `name` if given.
-    Own(Platform, Option<String>),
+    Own(Box<Platform>, Option<String>),
     /// Its own table was refused (its problems say why).
     Refused,
 }
@@ -265,6 +265,7 @@ pub(super) fn name_targets(default: Option<(Platform, Option<String>)>, own: Vec
     }
     for (conn, r) in &own {
         let Resolved::Own(p, n) = r else { continue };
+        let p: &Platform = p;
         let key = key_of(p);
         match defs.iter_mut().find(|(_, q, _)| key_of(q) == key) {
             Some((dn, q, conns)) if q == p && (n.is_none() || n == dn) => conns.push(conn.clone()),
