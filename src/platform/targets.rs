@@ -41,10 +41,13 @@ impl Targets {
         Arc::new(Targets::default())
     }
 
-    /// The target's limiter, made on first use and the same one afterwards.
+    /// The target's limiter, made on first use and the same one afterwards (resized when a
+    /// reload changed the target's `max_concurrency`).
     pub fn limiter(&self, t: &Target) -> Arc<Limiter> {
         let mut m = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(t.key.clone()).or_insert_with(|| Arc::new(Limiter::new(&t.name, t.platform.max_concurrency))).clone()
+        let l = m.entry(t.key.clone()).or_insert_with(|| Arc::new(Limiter::new(&t.name, t.platform.max_concurrency))).clone();
+        l.resize(t.platform.max_concurrency.max(1));
+        l
     }
 
     /// Forgets what discovery found (SIGHUP: the platform may have changed); the limits
@@ -62,6 +65,8 @@ pub struct Limiter {
     /// The target's name, for logs.
     pub name: String,
     requests: Semaphore,
+    /// The permits `requests` was given (`max_concurrency`).
+    size: Mutex<usize>,
     paused_until: Mutex<Option<Instant>>,
     retries: Mutex<Bucket>,
     discovered: Mutex<Option<Capabilities>>,
@@ -94,9 +99,22 @@ impl Limiter {
         Limiter {
             name: name.to_string(),
             requests: Semaphore::new(max_concurrency.max(1)),
+            size: Mutex::new(max_concurrency.max(1)),
             paused_until: Mutex::new(None),
             retries: Mutex::new(Bucket { capacity, tokens: capacity as f64, at: Instant::now() }),
             discovered: Mutex::new(None),
+        }
+    }
+
+    /// A new `max_concurrency`: permits added at once, or taken back as far as they are
+    /// free now (the rest at the next resize).
+    fn resize(&self, want: usize) {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        if *size < want {
+            self.requests.add_permits(want - *size);
+            *size = want;
+        } else if *size > want {
+            *size -= self.requests.forget_permits(*size - want);
         }
     }
 
@@ -161,6 +179,36 @@ mod tests {
         assert!(!l.take_retry(), "spent");
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(l.take_retry(), "refilled after a minute");
+    }
+
+    fn target(token_env: &str, max_concurrency: usize) -> Target {
+        let platform = crate::config::Platform {
+            base_url: url::Url::parse("https://scim.example.com/v2").unwrap(),
+            auth: crate::config::PlatformAuth::Bearer { token: crate::secret::SecretRef::env(token_env) },
+            max_concurrency,
+            timeout: Duration::from_secs(30),
+            bulk: true,
+            custom_schema: String::new(),
+            notify_webhook: None,
+        };
+        Target::new(None, platform)
+    }
+
+    /// One limiter per target for the process's life: the same for every run of a target,
+    /// another for another token on the same URL; a reload resizes it and forgets discovery.
+    #[test]
+    fn one_limiter_per_target_resized_and_refreshed_on_reload() {
+        let ts = Targets::default();
+        let a = ts.limiter(&target("A", 2));
+        assert!(Arc::ptr_eq(&a, &ts.limiter(&target("A", 2))));
+        assert!(!Arc::ptr_eq(&a, &ts.limiter(&target("B", 2))), "another token, another organisation");
+        a.set_discovered(Capabilities::default());
+        ts.refresh();
+        assert_eq!(a.discovered(), None, "discovered again after a reload");
+        assert!(Arc::ptr_eq(&a, &ts.limiter(&target("A", 5))));
+        assert_eq!(a.requests.available_permits(), 5);
+        ts.limiter(&target("A", 1));
+        assert_eq!(a.requests.available_permits(), 1);
     }
 
     #[tokio::test]
