@@ -111,9 +111,10 @@ fn rostersync(dir: &Path, args: &[&str]) -> (i32, Value, String) {
         .env("GLOBEX_TOKEN", GLOBEX_TOKEN)
         .output()
         .expect("run rostersync");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // What a person reads: the standard output, then the errors.
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), v, stderr)
+    (out.status.code().unwrap_or(-1), v, text)
 }
 
 #[test]
@@ -241,4 +242,32 @@ fn the_daemon_runs_the_targets_together_and_a_429_storm_delays_only_its_own() {
     // The status page names each connector's target.
     let (_, page) = d.get("/");
     assert!(page.contains("<td class=\"target\">globex-org</td>"), "{page}");
+}
+
+/// `check --online` reaches each distinct target once, however many connectors send to it,
+/// and a connector's own table is checked like `[platform]`, refusing that connector only.
+#[test]
+fn check_online_reaches_each_target_once_and_refuses_only_the_connector_whose_table_is_wrong() {
+    let t = Tenants::start();
+    let counted = FaultProxy::start(t.globex.port, |_, _, _| Fault::Pass);
+    let dir = tempfile::tempdir().unwrap();
+    let globex = format!("base_url = \"{}\"\ntoken_env = \"GLOBEX_TOKEN\"\nname = \"globex-org\"", t.globex.base_url);
+    let mut cfg = t.config(dir.path(), "", "").replace(&globex, &globex.replace(&t.globex.base_url, &counted.base_url));
+    cfg.push_str(&connector(dir.path(), "globex2", &format!("base_url = \"{}\"\ntoken_env = \"GLOBEX_TOKEN\"", counted.base_url), ""));
+    export(&dir.path().join("exports-globex2"), "globex", &people("globex"));
+    std::fs::write(dir.path().join("connectors.toml"), &cfg).unwrap();
+    let (code, r, err) = rostersync(dir.path(), &["--json", "check", "--online"]);
+    assert_eq!(code, 0, "{r}\n{err}");
+    let discovered = counted.seen().iter().filter(|s| s.path.ends_with("/ServiceProviderConfig")).count();
+    assert_eq!(discovered, 1, "two connectors, one target, reached once: {:?}", counted.seen());
+
+    cfg.push_str(&connector(dir.path(), "typo", "base_urll = \"https://x.example\"", ""));
+    export(&dir.path().join("exports-typo"), "typo", &people("typo"));
+    std::fs::write(dir.path().join("connectors.toml"), &cfg).unwrap();
+    let (code, _, err) = rostersync(dir.path(), &["check", "--no-environment"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("connectors.typo.platform.base_urll: unknown key — did you mean `base_url`?"), "{err}");
+    assert!(!err.contains("connectors.acme") && !err.contains("connectors.globex"), "the others are fine: {err}");
+    let (code, r, err) = rostersync(dir.path(), &["--json", "sync", "acme"]);
+    assert_eq!(code, 0, "a refused connector stops only itself: {r}\n{err}");
 }
