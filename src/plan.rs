@@ -48,6 +48,10 @@ pub enum Bound {
     OtherExternalId { external_id: String },
     /// Another connector's person; `adopt_from` does not name that connector.
     OtherConnector { connector: String, external_id: String },
+    /// Another connector's person with this id but another login (userName): a different
+    /// person who shares the id (another customer numbering people alike), never a
+    /// migration.
+    IdCollision { connector: String, external_id: String, user_name: Option<String> },
     /// Another person of this file takes the same account in this run.
     TakenInRun { external_id: String },
     /// A re-hire (the leaver's email), and rehire = "conflict".
@@ -74,7 +78,13 @@ impl Conflict {
                 "\"{id}\": platform account {pid} matches this person but has externalId \"{external_id}\"; it is someone else's and was left as it is. If it is this person, correct its externalId on the platform; otherwise give this person another email"
             ),
             Bound::OtherConnector { connector: other, external_id } => format!(
-                "\"{id}\": platform account {pid} belongs to connector \"{other}\" (as \"{external_id}\") and was left as it is. For a migration from {other}, add adopt_from = [\"{other}\"] to [connectors.{connector}.sync]"
+                "\"{id}\": platform account {pid} belongs to connector \"{other}\" (as \"{external_id}\") and was left as it is. {}",
+                across_connectors_advice(connector, other, true)
+            ),
+            Bound::IdCollision { connector: other, external_id, user_name } => format!(
+                "\"{id}\": platform account {pid} belongs to connector \"{other}\"'s person \"{external_id}\" (userName {}), another person with the same id; it was left as it is. {}",
+                user_name.as_deref().map(|n| format!("{n:?}")).unwrap_or_else(|| "unknown".into()),
+                across_connectors_advice(connector, other, false)
             ),
             Bound::TakenInRun { external_id } => format!(
                 "\"{id}\": platform account {pid} is taken by \"{external_id}\" in this run (same externalId or userName); fix the duplicate in the export"
@@ -83,6 +93,20 @@ impl Conflict {
                 "\"{id}\": a re-hire of \"{external_id}\" (same email, platform account {pid}); left as it is because rehire = \"conflict\". Set rehire = \"rekey\" in [connectors.{connector}.sync] to move the account to the new id"
             ),
         }
+    }
+}
+
+/// What to do about an account of connector `other`'s person that a person of
+/// `connector` would take. A migration (`adopt_from`) is advised only when it is the same
+/// person (the same login): advising it for another person would hand one customer's
+/// accounts to another's people. Otherwise the ids collide: two customers on one target.
+pub fn across_connectors_advice(connector: &str, other: &str, same_person: bool) -> String {
+    if same_person {
+        format!("For a migration from {other}, add adopt_from = [\"{other}\"] to [connectors.{connector}.sync]")
+    } else {
+        format!(
+            "The ids of {connector} and {other} collide (different people, the same id): do not use adopt_from. If they are different customers, give {connector} its own target ([connectors.{connector}.platform] with its organisation's base_url or token); if not, correct the id in one export"
+        )
     }
 }
 
@@ -543,7 +567,12 @@ fn binding(
         return Err(Bound::OtherExternalId { external_id: x.to_string() });
     }
     if let Some((c, x)) = theirs.get(e.platform_id.as_str()) {
-        return Err(Bound::OtherConnector { connector: c.to_string(), external_id: x.to_string() });
+        let (connector, external_id) = (c.to_string(), x.to_string());
+        // Matched by externalId, but another login: another person, not a migration.
+        if e.user_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(user.user_name())) {
+            return Err(Bound::OtherConnector { connector, external_id });
+        }
+        return Err(Bound::IdCollision { connector, external_id, user_name: e.user_name.clone() });
     }
     if let Some(x) = taken.get(&e.platform_id) {
         return Err(Bound::TakenInRun { external_id: x.clone() });
@@ -1276,6 +1305,15 @@ mod tests {
                 want: Err(Bound::OtherConnector { connector: "bamboo".into(), external_id: "a".into() }),
             },
             T {
+                name: "another connector's person with this id and another login: ids collide",
+                existing: vec![ext("PB", Some("a"), Some("someone.else@globex.example"))],
+                want: Err(Bound::IdCollision {
+                    connector: "bamboo".into(),
+                    external_id: "a".into(),
+                    user_name: Some("someone.else@globex.example".into()),
+                }),
+            },
+            T {
                 name: "nothing on the platform",
                 existing: vec![ext("PX", Some("x"), Some("x@example.com"))],
                 want: Ok((OpKind::Create, "")),
@@ -1424,6 +1462,24 @@ mod tests {
             "sorted"
         );
         assert_eq!(p.lines.len(), p.ops.len());
+    }
+
+    /// The advice that handed one customer's accounts to another: `adopt_from` is advised
+    /// only for the same person (the same login), never for two people sharing an id.
+    #[test]
+    fn a_conflict_advises_adopt_from_only_for_the_same_person() {
+        let conflict = |bound| Conflict { external_id: "1001".into(), line: 2, platform_id: "P1".into(), bound };
+        let same = conflict(Bound::OtherConnector { connector: "acme".into(), external_id: "1001".into() }).message("globex");
+        assert!(same.contains("adopt_from = [\"acme\"]"), "{same}");
+        let other = conflict(Bound::IdCollision {
+            connector: "acme".into(),
+            external_id: "1001".into(),
+            user_name: Some("ann@acme.example".into()),
+        })
+        .message("globex");
+        assert!(!other.contains("adopt_from = ["), "never advised for another person: {other}");
+        assert!(other.contains("collide") && other.contains("[connectors.globex.platform]"), "{other}");
+        assert!(other.contains("\"ann@acme.example\""), "{other}");
     }
 }
 

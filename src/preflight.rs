@@ -91,17 +91,31 @@ impl Environment for System {
 /// Every problem of the environment for the platform and the valid connectors.
 pub fn environment(cfg: &Config, env: &dyn Environment) -> Vec<Finding> {
     let mut out = Vec::new();
+    // Each target's credential once: `[platform]`'s keys for the default, else the first
+    // connector that names it.
+    let default = cfg.platform.as_ref().map(crate::config::platform::key_of);
+    let all = cfg.targets();
+    let mut targets: Vec<(Option<String>, String, &crate::config::Platform)> = Vec::new();
     if let Some(p) = &cfg.platform {
-        let mut f = |key: String, message: String| out.push(Finding { connector: None, key, message });
+        targets.push((None, "platform".into(), p));
+    }
+    for (t, names) in &all {
+        if Some(&t.key) != default.as_ref() {
+            let c = names.first().map(|n| n.to_string()).unwrap_or_default();
+            targets.push((Some(c.clone()), format!("connectors.{c}.platform"), &t.platform));
+        }
+    }
+    for (connector, table, p) in targets {
+        let mut f = |key: String, message: String| out.push(Finding { connector: connector.clone(), key, message });
         match &p.auth {
             PlatformAuth::Bearer { token } => {
                 if let Some(m) = secret(env, token, "the platform's SCIM bearer token") {
-                    f(secret_key("platform", "token", token), m);
+                    f(secret_key(&table, "token", token), m);
                 }
             }
             PlatformAuth::OAuth2 { client_secret, .. } => {
                 if let Some(m) = secret(env, client_secret, "the platform's OAuth2 client secret") {
-                    f(secret_key("platform.oauth2", "client_secret", client_secret), m);
+                    f(secret_key(&format!("{table}.oauth2"), "client_secret", client_secret), m);
                 }
             }
         }

@@ -57,6 +57,10 @@ impl Counts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub connector: String,
+    /// The platform target the run sent to (`config::Target::name`: the `name` key, else
+    /// the URL's host and path; never the token). None in runs recorded before targets.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub target: Option<String>,
     pub run_id: String,
     pub outcome: RunOutcome,
     pub dry_run: bool,
@@ -171,6 +175,7 @@ impl Report {
     pub fn new(connector: &str, run_id: &str, dry_run: bool) -> Report {
         Report {
             connector: connector.to_string(),
+            target: None,
             run_id: run_id.to_string(),
             outcome: RunOutcome::Ok,
             dry_run,
@@ -200,6 +205,7 @@ impl Report {
         let kept = self.operations.len().min(HISTORY_OPERATIONS);
         Report {
             connector: self.connector.clone(),
+            target: self.target.clone(),
             run_id: self.run_id.clone(),
             outcome: self.outcome,
             dry_run: self.dry_run,

@@ -107,6 +107,9 @@ pub enum GiveUp {
     HintTooLong(Duration),
     /// The run used every retry it had (this many).
     Budget(u64),
+    /// The platform target's shared retries (this many a minute, for every run sending to
+    /// it: `platform::targets`) are spent for now.
+    TargetBudget(u64),
 }
 
 impl std::fmt::Display for GiveUp {
@@ -117,6 +120,9 @@ impl std::fmt::Display for GiveUp {
                 write!(f, "the server asked to wait {}, longer than rostersync waits", humantime::format_duration(*d))
             }
             GiveUp::Budget(n) => write!(f, "the run used all of its {n} retries"),
+            GiveUp::TargetBudget(n) => {
+                write!(f, "the runs sending to this platform target used all of its {n} retries a minute; the next run tries again")
+            }
         }
     }
 }

@@ -127,7 +127,7 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> super::Result<i32> {
         println!(
             "{}",
             serde_json::json!({
-                "connector": conn.name, "external_id": id, "file": file,
+                "connector": conn.name, "target": conn.target.as_ref().map(|t| &t.name), "external_id": id, "file": file,
                 "file_error": rows.as_ref().err(),
                 "rows": rows_json,
                 "state": entry.as_ref().map(|e| serde_json::json!({
@@ -140,7 +140,8 @@ pub async fn run(cli: &Cli, connector: &str, id: &str) -> super::Result<i32> {
         return Ok(0);
     }
 
-    println!("{} in connector {}", shown(id), shown(&conn.name));
+    let target = conn.target.as_ref().map(|t| format!(" (target {})", shown(&t.name))).unwrap_or_default();
+    println!("{} in connector {}{target}", shown(id), shown(&conn.name));
     match (&file, &rows) {
         (Some(f), Ok(hits)) => {
             println!("  file     {} (sha256 {}…)", shown(&f.path), &f.sha256[..f.sha256.len().min(12)]);

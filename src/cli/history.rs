@@ -26,6 +26,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> super::R
                 serde_json::json!({
                     "run_id": r.run_id, "connector": r.connector, "started_at": r.started_at,
                     "ended_at": r.ended_at, "report": r.report, "worker": r.worker,
+                    "target": r.report.as_ref().and_then(|rep| rep.target.clone()),
                 })
             })
             .collect();
@@ -98,15 +99,16 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
         let tz = conn.schedule.as_ref().map_or(chrono_tz::UTC, |s| s.tz);
         let mark = store.reconcile_mark(name).await?;
         lookups.push(platform_lookup(mark, last.as_ref(), running.contains_key(name.as_str())));
-        rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone()), tz));
+        let target = conn.target.as_ref().map(|t| t.name.clone());
+        rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone()), tz, target));
     }
     if cli.json {
         let v: Vec<_> = rows
             .iter()
             .zip(&lookups)
-            .map(|((n, last, next, spec, tz), lookup)| {
+            .map(|((n, last, next, spec, tz, target), lookup)| {
                 serde_json::json!({
-                    "connector": n, "schedule": spec, "timezone": tz.name(), "next_run": next,
+                    "connector": n, "target": target, "schedule": spec, "timezone": tz.name(), "next_run": next,
                     "last_run": last.as_ref().map(|r| serde_json::json!({
                         "run_id": r.run_id, "started_at": r.started_at,
                         "outcome": r.report.as_ref().map(|rep| rep.outcome), "worker": r.worker,
@@ -122,8 +124,8 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
         return Ok(0);
     }
     let local = |t: chrono::DateTime<Utc>, tz: chrono_tz::Tz| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
-    println!("{:<16} {:<22} {:<12} {:<22} {:<24} schedule", "connector", "last run", "outcome", "next run", "worker");
-    for (n, last, next, spec, tz) in rows {
+    println!("{:<16} {:<22} {:<12} {:<22} {:<24} {:<24} schedule", "connector", "last run", "outcome", "next run", "worker", "target");
+    for (n, last, next, spec, tz, target) in rows {
         let (when, outcome) = match &last {
             Some(r) => (
                 local(r.started_at, tz),
@@ -142,7 +144,8 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
             None => last.as_ref().and_then(|r| r.worker.clone()).unwrap_or_else(|| "-".into()),
         };
         let worker = super::term::shown(&worker);
-        println!("{n:<16} {when:<22} {outcome:<12} {next:<22} {worker:<24} {}", spec.unwrap_or_default());
+        let target = super::term::shown(target.as_deref().unwrap_or("-"));
+        println!("{n:<16} {when:<22} {outcome:<12} {next:<22} {worker:<24} {target:<24} {}", spec.unwrap_or_default());
     }
     for b in &cfg.broken {
         println!("{b:<16} (refused: configuration problems — run `rostersync check`)");

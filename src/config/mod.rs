@@ -18,6 +18,7 @@ mod checker;
 pub mod lines;
 pub mod mapping;
 mod pasted;
+pub mod platform;
 pub mod raw;
 pub mod units;
 pub mod word;
@@ -38,6 +39,7 @@ pub use crate::secret::{SecretError, SecretRef};
 pub use crate::source::settings::{After, FileRule, HostKeyPolicy, Pick, Sftp, SftpAuth, SourceConfig};
 use checker::Checker;
 pub use mapping::{Mapping, UniqueId, parse_mapping};
+pub use platform::{Platform, PlatformAuth, Target};
 use raw::*;
 
 /// One configuration problem, located.
@@ -89,6 +91,7 @@ pub struct Config {
     pub path: PathBuf,
     /// Directory of the config file; relative paths inside it are relative to this.
     pub dir: PathBuf,
+    /// `[platform]`: the default target (None when absent or refused).
     pub platform: Option<Platform>,
     pub state: State,
     pub daemon: Daemon,
@@ -122,7 +125,29 @@ impl Config {
         })
     }
 
-    /// The platform, or the problems that keep it from being usable.
+    /// The connector's platform target, or the problems that keep it from being usable
+    /// (it inherits a `[platform]` that was refused).
+    pub fn target(&self, conn: &Connector) -> Result<std::sync::Arc<Target>, ConfigError> {
+        match &conn.target {
+            Some(t) => Ok(t.clone()),
+            None => Err(self.platform().err().unwrap_or_else(|| ConfigError::Invalid(Vec::new()))),
+        }
+    }
+
+    /// The distinct targets of the valid connectors, each once, with its connectors.
+    pub fn targets(&self) -> Vec<(std::sync::Arc<Target>, Vec<&str>)> {
+        let mut out: Vec<(std::sync::Arc<Target>, Vec<&str>)> = Vec::new();
+        for c in self.connectors.values() {
+            let Some(t) = &c.target else { continue };
+            match out.iter_mut().find(|(u, _)| u.key == t.key) {
+                Some((_, names)) => names.push(&c.name),
+                None => out.push((t.clone(), vec![&c.name])),
+            }
+        }
+        out
+    }
+
+    /// The default platform (`[platform]`), or the problems that keep it from being usable.
     pub fn platform(&self) -> Result<&Platform, ConfigError> {
         self.platform.as_ref().ok_or_else(|| {
             let mut ps: Vec<Problem> = self.problems.iter().filter(|p| p.key.starts_with("platform")).cloned().collect();
@@ -138,30 +163,6 @@ impl Config {
             ConfigError::Invalid(ps)
         })
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct Platform {
-    pub base_url: url::Url,
-    pub auth: PlatformAuth,
-    pub max_concurrency: usize,
-    pub timeout: Duration,
-    pub bulk: bool,
-    pub custom_schema: String,
-    pub notify_webhook: Option<url::Url>,
-}
-
-#[derive(Debug, Clone)]
-pub enum PlatformAuth {
-    /// The bearer token, from `token_env` or `token_file`.
-    Bearer { token: SecretRef },
-    OAuth2 {
-        token_url: url::Url,
-        client_id: String,
-        /// From `client_secret_env` or `client_secret_file`.
-        client_secret: SecretRef,
-        scope: Option<String>,
-    },
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +212,10 @@ pub struct Connector {
     pub source: SourceConfig,
     pub file: FileRule,
     pub sync: SyncRule,
+    /// Where its people live: `[connectors.NAME.platform]` over `[platform]`, shared (one
+    /// `Arc` per target). None: it inherits a `[platform]` that was refused
+    /// (`Config::target` says why).
+    pub target: Option<std::sync::Arc<Target>>,
 }
 
 // `After` is the source's; how it is written in connectors.toml is read here.
@@ -287,16 +292,25 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
     };
 
     cfg.state.url = format!("sqlite://{}", dir.join("state/rostersync.db").display());
+    // `[platform]` is the default target; it may be absent when every connector has its own.
+    let mut default: Option<(Platform, Option<String>)> = None;
+    let mut default_table: Option<toml::Table> = None;
+    let own_tables = top.connectors.values().filter(|v| v.get("platform").is_some()).count();
     match top.platform {
-        None => ck.problem("platform", "missing [platform] section: kind = \"scim\", base_url, token_env"),
+        None if own_tables == 0 => ck.problem("platform", "missing [platform] section: kind = \"scim\", base_url, token_env"),
+        None => {}
         Some(v) => {
             let before = ck.problems.len();
+            let table = v.as_table().cloned();
             if let Some(p) = ck.section::<RawPlatform>("platform", v) {
                 // Refused when any of its keys was (an unknown one too), not only its values.
-                cfg.platform = check_platform(&mut ck, dir, p).filter(|_| ck.problems.len() == before);
+                default = platform::check_platform(&mut ck, dir, "platform", p).filter(|_| ck.problems.len() == before);
+                default_table = table.filter(|_| default.is_some());
             }
         }
     }
+    cfg.platform = default.as_ref().map(|(p, _)| p.clone());
+    let platform_absent = default_table.is_none() && !ck.problems.iter().any(|p| p.key.starts_with("platform"));
     if let Some(v) = top.state {
         let before = ck.problems.len();
         if let Some(s) = ck.section::<RawState>("state", v) {
@@ -331,11 +345,59 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
     if top.connectors.is_empty() {
         ck.problem("connectors", "no connector defined; add a [connectors.NAME] section (see README.md)");
     }
-    for (name, value) in top.connectors {
+    let platform = DefaultPlatform { platform: default, table: default_table.as_ref(), absent: platform_absent };
+    check_connectors(&mut ck, dir, top.connectors, platform, &mut cfg);
+    cfg.problems = ck.problems;
+    cfg
+}
+
+/// `[platform]` as read: the platform and its name, its table as written (when valid), and
+/// whether it is absent.
+struct DefaultPlatform<'a> {
+    platform: Option<(Platform, Option<String>)>,
+    table: Option<&'a toml::Table>,
+    absent: bool,
+}
+
+/// Every connector, then their platform targets (named once all are read), into `cfg`: a
+/// connector with problems is refused alone. `platform` is the default `[platform]`, its
+/// table as written, and whether it is absent.
+fn check_connectors(ck: &mut Checker, dir: &Path, connectors: BTreeMap<String, toml::Value>, platform: DefaultPlatform, cfg: &mut Config) {
+    let DefaultPlatform { platform: default, table: default_table, absent: platform_absent } = platform;
+    let mut checked = Vec::new();
+    for (name, value) in connectors {
         ck.connector = Some(name.clone());
         let before = ck.problems.len();
-        let conn = check_connector(&mut ck, dir, &name, value);
-        if ck.problems.len() > before || conn.is_none() {
+        let conn = check_connector(ck, dir, &name, value, default_table);
+        if let Some((_, _, platform::Resolved::Default)) = &conn
+            && platform_absent
+        {
+            ck.problem(
+                &format!("connectors.{name}"),
+                format!("no platform: add [platform] (kind, base_url, token_env) for every connector, or [connectors.{name}.platform] for this one"),
+            );
+        }
+        checked.push((name, conn, ck.problems.len() > before));
+        ck.connector = None;
+    }
+    let resolved = checked
+        .iter_mut()
+        .filter_map(|(n, c, _)| c.as_mut().map(|c| (n.clone(), std::mem::replace(&mut c.2, platform::Resolved::Refused))));
+    let named = platform::name_targets(default, resolved.collect());
+    for (conn, key, message) in named.problems {
+        ck.connector = Some(conn.clone());
+        ck.problem(&key, message);
+        if let Some(c) = checked.iter_mut().find(|c| c.0 == conn) {
+            c.2 = true;
+        }
+    }
+    ck.connector = None;
+    for (name, conn, broken) in checked {
+        let conn = conn.map(|(mut c, mapped, _)| {
+            c.target = named.by_connector.get(&name).cloned().flatten();
+            (c, mapped)
+        });
+        if broken || conn.is_none() {
             cfg.broken.push(name.clone());
             if let Some((c, false)) = conn {
                 cfg.unmapped.insert(name, c);
@@ -343,10 +405,14 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         } else if let Some((c, _)) = conn {
             cfg.connectors.insert(name, std::sync::Arc::new(c));
         }
-        ck.connector = None;
     }
-    cfg.problems = ck.problems;
-    cfg
+    for (conn, key, message) in platform::adoptions_across_targets(&cfg.connectors) {
+        ck.connector = Some(conn.clone());
+        ck.problem(&key, message);
+        cfg.connectors.remove(&conn);
+        cfg.broken.push(conn);
+    }
+    ck.connector = None;
 }
 
 fn check_state(ck: &mut Checker, dir: &Path, s: RawState, out: &mut State) {
@@ -462,104 +528,15 @@ fn secret(ck: &mut Checker, dir: &Path, table: &str, name: &str, env: Option<&st
     }
 }
 
-fn check_platform(ck: &mut Checker, dir: &Path, p: RawPlatform) -> Option<Platform> {
-    let before = ck.problems.len();
-    // One kind today: the value matters only when it is refused.
-    let _: Option<PlatformKind> = ck.value("platform.kind", Some(p.kind));
-    let base_url = match url::Url::parse(&p.base_url) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
-        Ok(u) => {
-            ck.problem(
-                "platform.base_url",
-                format!("expected an http(s) URL such as \"https://platform.example/scim/v2\"; got scheme \"{}\"", u.scheme()),
-            );
-            None
-        }
-        Err(e) => {
-            ck.problem(
-                "platform.base_url",
-                format!("expected a URL such as \"https://platform.example/scim/v2\"; got \"{}\" ({e})", p.base_url),
-            );
-            None
-        }
-    };
-    let bearer = p.token_env.is_some() || p.token_file.is_some();
-    let auth = match (bearer, &p.oauth2) {
-        (true, None) => secret(ck, dir, "platform", "token", p.token_env.as_deref(), p.token_file.as_deref())
-            .flatten()
-            .map(|token| PlatformAuth::Bearer { token }),
-        (false, Some(o)) => {
-            let client_secret =
-                secret(ck, dir, "platform.oauth2", "client_secret", o.client_secret_env.as_deref(), o.client_secret_file.as_deref());
-            if matches!(client_secret, Some(None)) {
-                ck.problem(
-                    "platform.oauth2.client_secret_env",
-                    "missing: name the variable holding the client secret (client_secret_env = \"PLATFORM_CLIENT_SECRET\") or its file (client_secret_file)",
-                );
-            }
-            match url::Url::parse(&o.token_url) {
-                Ok(u) => client_secret.flatten().map(|client_secret| PlatformAuth::OAuth2 {
-                    token_url: u,
-                    client_id: o.client_id.clone(),
-                    client_secret,
-                    scope: o.scope.clone(),
-                }),
-                Err(e) => {
-                    ck.problem("platform.oauth2.token_url", format!("expected a URL; got \"{}\" ({e})", o.token_url));
-                    None
-                }
-            }
-        }
-        (true, Some(_)) => {
-            ck.problem("platform.oauth2", "give either token_env (or token_file) or oauth2, not both");
-            None
-        }
-        (false, None) => {
-            ck.problem("platform.token_env", "missing: name the environment variable holding the bearer token (token_env = \"PLATFORM_SCIM_TOKEN\"), or give oauth2 = { … }");
-            None
-        }
-    };
-    let max_concurrency = match p.max_concurrency {
-        None => 8,
-        Some(n) if (1..=256).contains(&n) => n as usize,
-        Some(n) => {
-            ck.problem("platform.max_concurrency", format!("expected 1 to 256; got {n}"));
-            8
-        }
-    };
-    let timeout = ck.value("platform.timeout", p.timeout).map_or(Duration::from_secs(30), |d| d.0);
-    let bulk = ck.value("platform.bulk", p.bulk).unwrap_or_default() == Bulk::Auto;
-    let notify_webhook = p.notify_webhook.as_ref().and_then(|w| match url::Url::parse(w) {
-        // A webhook URL is its own credential (Slack's, Teams'): never echoed back.
-        Ok(u) => {
-            // Whole only: its "https://" start is everyone's.
-            crate::redact::register_exact(w);
-            crate::redact::register_exact(u.as_str());
-            Some(u)
-        }
-        Err(e) => {
-            // Not echoed: a webhook URL is a credential, and `check` output is pasted around.
-            ck.problem("platform.notify_webhook", format!("expected a URL ({e}); the value is not shown, as a webhook URL is a secret"));
-            None
-        }
-    });
-    if ck.problems.len() > before {
-        return None;
-    }
-    Some(Platform {
-        base_url: base_url?,
-        auth: auth?,
-        max_concurrency,
-        timeout,
-        bulk,
-        custom_schema: p.custom_schema.unwrap_or_else(|| "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User".into()),
-        notify_webhook,
-    })
-}
-
 /// The connector, and whether its mapping was read (false: `Mapping::unwritten` stands in,
 /// and the mapping's problems are the connector's only ones).
-fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value) -> Option<(Connector, bool)> {
+fn check_connector(
+    ck: &mut Checker,
+    dir: &Path,
+    name: &str,
+    value: toml::Value,
+    default_platform: Option<&toml::Table>,
+) -> Option<(Connector, bool, platform::Resolved)> {
     let before = ck.problems.len();
     let key = format!("connectors.{name}");
     let raw = ck.section::<RawConnector>(&key, value)?;
@@ -620,6 +597,10 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
         None => Some(SyncRule::default()),
         Some(s) => ck.section::<RawSync>(&format!("{key}.sync"), s).map(|s| check_sync(ck, &key, s)),
     };
+    let resolved = match raw.platform {
+        None => platform::Resolved::Default,
+        Some(v) => own_platform(ck, dir, &key, v, default_platform),
+    };
     let mapping_path = resolve(dir, &raw.mapping);
     let rest_ok = ck.problems.len() == before;
     let mapping = mapping::load(ck, &format!("{key}.mapping"), &mapping_path);
@@ -641,9 +622,25 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
             source: source?,
             file: file?,
             sync: sync?,
+            target: None,
         },
         mapped,
+        resolved,
     ))
+}
+
+/// `[connectors.NAME.platform]`: its keys over `[platform]`'s, checked like `[platform]`
+/// (unknown keys with the nearest known one, located in the connector's table).
+fn own_platform(ck: &mut Checker, dir: &Path, key: &str, v: toml::Value, default: Option<&toml::Table>) -> platform::Resolved {
+    let table = format!("{key}.platform");
+    let toml::Value::Table(own) = v else {
+        ck.problem(&table, "expected a table: [connectors.NAME.platform] with the keys of [platform] it overrides (base_url, token_env …)");
+        return platform::Resolved::Refused;
+    };
+    match ck.section::<RawPlatform>(&table, platform::merged(default, own)).and_then(|p| platform::check_platform(ck, dir, &table, p)) {
+        Some((p, name)) => platform::Resolved::Own(Box::new(p), name),
+        None => platform::Resolved::Refused,
+    }
 }
 
 fn check_sftp(ck: &mut Checker, dir: &Path, key: &str, s: RawSftp) -> Option<SourceConfig> {

@@ -86,12 +86,20 @@ impl<'de> Deserialize<'de> for FormatChoice {
     }
 }
 
-/// `[platform]`: where users are pushed.
+/// `[platform]`: where users are pushed: the default target of every connector.
+/// `[connectors.NAME.platform]` takes any of these keys (but `notify_webhook`, which is the
+/// daemon's) and overrides them for that connector: its own target (another base URL, or
+/// the same URL with another token: another customer's organisation). `[platform]` may
+/// be left out when every connector has its own.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlatform {
-    /// Only "scim" today.
+    /// Only "scim" today (default "scim" in a connector's own table).
     pub kind: Parsed<PlatformKind>,
+    /// A short name for the target, shown in /metrics (label `target`), `status`,
+    /// `history` and the status page, e.g. "acme" (default: the base URL's host and path,
+    /// with the credential's name when two targets share a URL; never the token).
+    pub name: Option<String>,
     /// The SCIM base URL, e.g. "https://platform.example/scim/v2".
     pub base_url: String,
     /// Environment variable holding the bearer token, e.g. "PLATFORM_SCIM_TOKEN".
@@ -201,6 +209,7 @@ pub struct RawConnector {
     pub local: Option<toml::Value>,
     pub file: Option<toml::Value>,
     pub sync: Option<toml::Value>,
+    pub platform: Option<toml::Value>,
 }
 
 /// `[connectors.NAME.sftp]`: the customer's SFTP server. Its host key is pinned

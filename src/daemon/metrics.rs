@@ -99,6 +99,11 @@ struct Inner {
     planned: BTreeMap<(String, &'static str), u64>,
     /// Connectors whose plan waits for approval, with the command that applies it.
     awaiting: BTreeMap<String, String>,
+    /// Each scheduled connector's platform target (`config::Target::name`).
+    targets: BTreeMap<String, String>,
+    /// Runs that ended, by target and outcome: what a throttled or failing tenant does to
+    /// all of its connectors at once.
+    target_runs: BTreeMap<(String, &'static str), u64>,
 }
 
 /// The daemon's metrics: updated by the scheduler, rendered by `/metrics`.
@@ -180,6 +185,9 @@ impl Metrics {
         let mut m = self.lock();
         m.running -= 1;
         *m.runs.entry((r.connector.clone(), outcome_label(r.outcome))).or_default() += 1;
+        if let Some(t) = &r.target {
+            *m.target_runs.entry((t.clone(), outcome_label(r.outcome))).or_default() += 1;
+        }
         m.last_run.insert(
             r.connector.clone(),
             LastRun { at: at.timestamp(), exit, invalid: r.counts.invalid, stale: r.stale, outcome: Some(r.outcome) },
@@ -236,6 +244,16 @@ impl Metrics {
         *self.lock().retries.entry(connector.to_string()).or_default() += 1;
     }
 
+    /// The connector's platform target, named in `rostersync_connector_target` and the
+    /// per-target series.
+    pub fn set_target(&self, connector: &str, target: &str) {
+        let mut m = self.lock();
+        m.targets.insert(connector.to_string(), target.to_string());
+        for o in OUTCOMES {
+            m.target_runs.entry((target.to_string(), outcome_label(o))).or_default();
+        }
+    }
+
     pub fn set_connectors(&self, n: usize) {
         self.lock().connectors = n;
     }
@@ -264,6 +282,11 @@ impl Metrics {
         m.last_run.remove(connector);
         m.operations.retain(|(c, _), _| c != connector);
         m.operations_failed.remove(connector);
+        if let Some(t) = m.targets.remove(connector)
+            && !m.targets.values().any(|u| *u == t)
+        {
+            m.target_runs.retain(|(u, _), _| *u != t);
+        }
     }
 
     /// The manual-only connectors now (replacing the previous set: one removed from the
@@ -465,6 +488,18 @@ fn encode_operations(m: &Inner, enc: &mut DescriptorEncoder) -> Encoded {
 fn encode_daemon(m: &Inner, enc: &mut DescriptorEncoder) -> Encoded {
     gauge(enc, "rostersync_runs_in_progress", "Runs in progress.", m.running)?;
     gauge(enc, "rostersync_connectors_scheduled", "Connectors with a schedule.", m.connectors)?;
+    gauges(
+        enc,
+        "rostersync_connector_target",
+        "The platform target each scheduled connector sends to (value 1): join on connector to see any series by target.",
+        m.targets.iter().map(|(c, t)| ([("connector", c.as_str()), ("target", t.as_str())], 1)),
+    )?;
+    counters(
+        enc,
+        "rostersync_target_runs",
+        "Runs that ended, by platform target and outcome.",
+        m.target_runs.iter().map(|((t, o), n)| ([("target", t.as_str()), ("outcome", *o)], *n)),
+    )?;
     counters(
         enc,
         "rostersync_config_reloads",
@@ -563,6 +598,33 @@ mod tests {
         assert!(!text.contains("last_success_timestamp_seconds{connector=\"we"), "a stopped run is not a success");
         m.forget("acme");
         assert!(!m.render().contains("connector=\"acme\""));
+    }
+
+    /// Each connector names its target, and the runs of a target add up across its
+    /// connectors; a target goes with its last connector.
+    #[test]
+    fn runs_are_counted_by_target_too() {
+        let m = Metrics::default();
+        let t = DateTime::parse_from_rfc3339("2026-11-22T02:00:00Z").unwrap().with_timezone(&Utc);
+        m.set_target("acme", "org-acme");
+        m.set_target("acme2", "org-acme");
+        m.set_target("globex", "org-globex");
+        for c in ["acme", "acme2"] {
+            m.run_finished(&Report { target: Some("org-acme".into()), ..report(c, RunOutcome::Ok, 10, 1) }, 0, t);
+        }
+        let text = m.render();
+        for line in [
+            "rostersync_connector_target{connector=\"acme\",target=\"org-acme\"} 1",
+            "rostersync_connector_target{connector=\"globex\",target=\"org-globex\"} 1",
+            "rostersync_target_runs_total{target=\"org-acme\",outcome=\"ok\"} 2",
+            "rostersync_target_runs_total{target=\"org-globex\",outcome=\"failed\"} 0",
+        ] {
+            assert!(text.contains(line), "missing «{line}» in:\n{text}");
+        }
+        m.forget("acme");
+        assert!(m.render().contains("target=\"org-acme\",outcome=\"ok\"} 2"), "acme2 still sends there");
+        m.forget("acme2");
+        assert!(!m.render().contains("org-acme"));
     }
 
     /// A connector without a schedule: its gauges from the stored history (newest first),

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod notify;
 pub mod runner;
 pub mod scheduler;
+mod shares;
 pub mod status_page;
 
 use std::path::{Path, PathBuf};
@@ -139,9 +140,9 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     }
     let health = Arc::new(health::Health::default());
     preflight(&cfg, &health, &[]);
-    if cfg.platform.is_none() {
+    if cfg.platform.is_none() && cfg.connectors.values().all(|c| c.target.is_none()) {
         return Err(DaemonError::Refused(format!(
-            "{}: the daemon needs a [platform] section (kind, base_url, token_env)",
+            "{}: the daemon needs a platform: a [platform] section (kind, base_url, token_env), or [connectors.NAME.platform]",
             cfg.path.display()
         )));
     }

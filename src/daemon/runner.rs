@@ -45,11 +45,14 @@ pub trait Runner: Send + Sync + 'static {
 pub struct SyncRunner {
     cfg: RwLock<Arc<Config>>,
     store: Arc<Store>,
+    /// Per platform target, for the daemon's life: limits shared by every run sending to
+    /// it, and what discovery found (refreshed on SIGHUP).
+    targets: Arc<crate::platform::targets::Targets>,
 }
 
 impl SyncRunner {
     pub fn new(cfg: Arc<Config>, store: Arc<Store>) -> SyncRunner {
-        SyncRunner { cfg: RwLock::new(cfg), store }
+        SyncRunner { cfg: RwLock::new(cfg), store, targets: crate::platform::targets::Targets::new() }
     }
 
     /// This worker's heartbeat, until the process ends: extends its unfinished slot claims
@@ -88,6 +91,8 @@ impl Runner for SyncRunner {
 
     fn set_config(&self, cfg: Arc<Config>) {
         *self.cfg.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+        // The platform may have changed too: the next run of each target discovers again.
+        self.targets.refresh();
     }
     async fn claim(&self, connector: &str, reconcile: bool, slot: DateTime<Utc>) -> SlotClaim {
         let claim = self.store.claim_slot(&slot_key(connector, reconcile), slot, &worker_id(), self.store.lease_ttl()).await;
@@ -127,9 +132,10 @@ impl SyncRunner {
         // A task of its own, so that a panic in one run (a bug) becomes a failed run of
         // that connector instead of taking the scheduler down.
         let span = tracing::Span::current();
+        let targets = Some(self.targets.clone());
         let res = tokio::spawn(
             async move {
-                let opts = SyncOptions { origin: sync::Origin::Daemon, reconcile, ..SyncOptions::default() };
+                let opts = SyncOptions { origin: sync::Origin::Daemon, reconcile, targets, ..SyncOptions::default() };
                 sync::run(&cfg, &connector, &*store, &opts).await
             }
             .instrument(span),

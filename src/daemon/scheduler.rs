@@ -3,7 +3,8 @@
 //! - A connector's runs are sequential in its task, so they never overlap (the state
 //!   lease also guards against other processes); a rescheduled connector's new task waits
 //!   for the old one to end.
-//! - A global semaphore bounds runs at once (`max_concurrent_runs`).
+//! - A global semaphore bounds runs at once (`max_concurrent_runs`); each platform target
+//!   gets a share of it (`shares`), so a hung or throttled target cannot hold every slot.
 //! - After a run the next start is the first slot after *now*: slots missed while a run
 //!   overran are skipped, never run back to back (atuin's `MissedTickBehavior::Skip`).
 //! - Daemons sharing a state store (a fleet on PostgreSQL) each schedule every connector and
@@ -67,6 +68,8 @@ enum Kind {
 pub struct Scheduler<R: Runner> {
     shared: Arc<Shared<R>>,
     tasks: BTreeMap<String, Task>,
+    /// Each target's share of the run slots, for the daemon's life.
+    shares: super::shares::Shares,
 }
 
 /// What changed on `apply`.
@@ -97,7 +100,9 @@ fn fingerprint(c: &Connector) -> [u8; 32] {
 
 impl<R: Runner> Scheduler<R> {
     pub fn new(shared: Shared<R>) -> Scheduler<R> {
-        Scheduler { shared: Arc::new(shared), tasks: BTreeMap::new() }
+        // All free at the start: the daemon's `max_concurrent_runs`.
+        let shares = super::shares::Shares::new(shared.permits.available_permits());
+        Scheduler { shared: Arc::new(shared), tasks: BTreeMap::new(), shares }
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -110,6 +115,10 @@ impl<R: Runner> Scheduler<R> {
         let mut ch = Changes::default();
         let wanted: BTreeMap<&String, &Arc<Connector>> =
             wanted.iter().filter(|(_, c)| c.schedule.is_some() || c.reconcile.is_some()).collect();
+        let mut keys: Vec<String> = wanted.values().filter_map(|c| c.target.as_ref().map(|t| t.key.clone())).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let slots = self.shares.set(&keys);
         let gone: Vec<String> = self.tasks.keys().filter(|n| !wanted.contains_key(n)).cloned().collect();
         for name in gone {
             if let Some(t) = self.tasks.remove(&name) {
@@ -119,6 +128,9 @@ impl<R: Runner> Scheduler<R> {
             }
         }
         for (name, conn) in wanted {
+            if let Some(t) = &conn.target {
+                self.shared.metrics.set_target(name, &t.name);
+            }
             let fp = fingerprint(conn);
             let (previous, previous_reconcile) = match self.tasks.remove(name) {
                 Some(t) if t.fingerprint == fp => {
@@ -148,12 +160,14 @@ impl<R: Runner> Scheduler<R> {
             // A connector's sync and reconcile loops take turns: its runs never overlap.
             let turn = Arc::new(tokio::sync::Mutex::new(()));
             let previous = join_both(previous, previous_reconcile);
+            let target = conn.target.as_ref().and_then(|t| slots.get(&t.key).cloned());
             let reconcile = conn.reconcile.is_some().then(|| {
                 let span = tracing::info_span!("connector", connector = %name, reconcile = true);
-                let lp = Loop { sh: self.shared.clone(), conn: conn.clone(), kind: Kind::Reconcile, turn: turn.clone() };
+                let lp =
+                    Loop { sh: self.shared.clone(), conn: conn.clone(), kind: Kind::Reconcile, turn: turn.clone(), target: target.clone() };
                 tokio::spawn(lp.run(stop_rx.clone(), None, false).instrument(span))
             });
-            let lp = Loop { sh: self.shared.clone(), conn, kind: Kind::Sync, turn };
+            let lp = Loop { sh: self.shared.clone(), conn, kind: Kind::Sync, turn, target };
             let handle = tokio::spawn(lp.run(stop_rx, previous, catch_up).instrument(span));
             self.tasks.insert(name.clone(), Task { fingerprint: fp, stop: stop_tx, handle, reconcile });
         }
@@ -237,6 +251,8 @@ struct Loop<R: Runner> {
     kind: Kind,
     /// Held while a run of this connector runs, by either loop.
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// Its platform target's share of the run slots (`shares`).
+    target: Option<Arc<Semaphore>>,
 }
 
 impl<R: Runner> Loop<R> {
@@ -249,7 +265,7 @@ impl<R: Runner> Loop<R> {
             Kind::Reconcile => self.conn.reconcile.clone(),
         };
         let Some(sched) = sched else { return };
-        connector_loop(self.sh, self.conn, stop, sched, catch_up, self.kind, self.turn).await;
+        connector_loop(self.sh, self.conn, stop, sched, catch_up, self.kind, (self.turn, self.target)).await;
     }
 }
 
@@ -260,7 +276,7 @@ async fn connector_loop<R: Runner>(
     sched: Schedule,
     catch_up: bool,
     kind: Kind,
-    turn: Arc<tokio::sync::Mutex<()>>,
+    (turn, target): (Arc<tokio::sync::Mutex<()>>, Option<Arc<Semaphore>>),
 ) {
     let first = if catch_up { first_start(&sh, &conn, &sched).await } else { next_start(&conn, &sched, sh.clock.now()) };
     let Some((mut slot, mut start)) = first else {
@@ -298,10 +314,8 @@ async fn connector_loop<R: Runner>(
         let mut served_elsewhere = false;
         loop {
             attempt += 1;
-            let permit = tokio::select! {
-                p = sh.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = stop.wait_for(|s| *s) => return,
-            };
+            // The target's slot first: waiting for it holds none of the daemon's.
+            let Some(permit) = run_slot(&sh.permits, target.as_ref(), &mut stop).await else { return };
             // The slot is claimed holding a permit, so the run starts right after the claim;
             // a worker without free capacity claims nothing, leaving the slot to the others.
             if attempt == 1 {
@@ -405,6 +419,28 @@ async fn connector_loop<R: Runner>(
             }
         }
     }
+}
+
+/// A run slot: the target's share and the daemon's, released together when dropped.
+struct Slot {
+    _daemon: tokio::sync::OwnedSemaphorePermit,
+    _target: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Waits for the target's slot, then the daemon's; None when stopped meanwhile.
+async fn run_slot(permits: &Arc<Semaphore>, target: Option<&Arc<Semaphore>>, stop: &mut watch::Receiver<bool>) -> Option<Slot> {
+    let target = match target {
+        Some(t) => tokio::select! {
+            p = t.clone().acquire_owned() => Some(p.ok()?),
+            _ = stop.wait_for(|s| *s) => return None,
+        },
+        None => None,
+    };
+    let daemon = tokio::select! {
+        p = permits.clone().acquire_owned() => p.ok()?,
+        _ = stop.wait_for(|s| *s) => return None,
+    };
+    Some(Slot { _daemon: daemon, _target: target })
 }
 
 /// One line per finished run, in the run's terms (the run's own span has closed): the

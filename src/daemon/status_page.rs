@@ -46,6 +46,8 @@ pub struct Board {
 pub struct Row {
     pub name: String,
     pub customer: String,
+    /// The platform target it sends to (`config::Target::name`).
+    pub target: Option<String>,
     pub schedule: Option<String>,
     pub tz: Tz,
     pub next_run: Option<DateTime<Utc>>,
@@ -95,6 +97,7 @@ impl Board {
             rows.push(Row {
                 name: c.name.clone(),
                 customer: c.customer.clone(),
+                target: c.target.as_ref().map(|t| t.name.clone()),
                 schedule: c.schedule.as_ref().map(|s| s.spec.clone()),
                 tz: c.schedule.as_ref().map(|s| s.tz).unwrap_or(Tz::UTC),
                 next_run,
@@ -290,7 +293,7 @@ pub fn index(v: &Overview) -> String {
         b.push_str("</ul>");
     }
     b.push_str(
-        "<table id=\"connectors\"><thead><tr><th>connector</th><th>customer</th><th>schedule</th><th>next run</th>\
+        "<table id=\"connectors\"><thead><tr><th>connector</th><th>customer</th><th>target</th><th>schedule</th><th>next run</th>\
 <th>last run</th><th>outcome</th><th>counts</th><th>errors</th></tr></thead><tbody>\n",
     );
     for r in &v.rows {
@@ -303,15 +306,16 @@ pub fn index(v: &Overview) -> String {
         let approval = r
             .awaiting_approval
             .as_deref()
-            .map(|a| format!("<tr class=\"approval\"><td></td><td colspan=\"7\">{}</td></tr>", esc(a)))
+            .map(|a| format!("<tr class=\"approval\"><td></td><td colspan=\"8\">{}</td></tr>", esc(a)))
             .unwrap_or_default();
         let _ = writeln!(
             b,
-            "<tr class=\"connector\" data-connector=\"{n}\"><td><a href=\"{href}\">{n}</a></td><td>{cust}</td><td>{sched}</td><td class=\"t\">{next}</td>\
+            "<tr class=\"connector\" data-connector=\"{n}\"><td><a href=\"{href}\">{n}</a></td><td>{cust}</td><td class=\"target\">{target}</td><td>{sched}</td><td class=\"t\">{next}</td>\
 <td class=\"t\">{last}</td><td class=\"{class}\">{word}</td><td>{counts}</td><td>{errors}</td></tr>{approval}",
             n = esc(&r.name),
             href = esc(&link(&r.name)),
             cust = esc(&r.customer),
+            target = esc(r.target.as_deref().unwrap_or("—")),
             sched = r
                 .schedule
                 .as_deref()
@@ -332,9 +336,10 @@ pub fn connector_page(r: &Row, now: DateTime<Utc>) -> String {
     let mut b = String::with_capacity(8192);
     let _ = write!(
         b,
-        "<p><a href=\"/\">← all connectors</a></p><h1 id=\"connector\">{}</h1><p>customer {} · schedule {} · next run {}</p>",
+        "<p><a href=\"/\">← all connectors</a></p><h1 id=\"connector\">{}</h1><p>customer {} · target <span id=\"target\">{}</span> · schedule {} · next run {}</p>",
         esc(&r.name),
         esc(&r.customer),
+        esc(r.target.as_deref().unwrap_or("—")),
         r.schedule.as_deref().map(|s| format!("{} ({})", esc(s), esc(r.tz.name()))).unwrap_or_else(|| "by hand only".into()),
         r.next_run.map(|t| esc(&in_tz(t, r.tz))).unwrap_or_else(|| "—".into()),
     );
@@ -387,6 +392,7 @@ mod tests {
         Row {
             name: name.into(),
             customer: "Acme & <Co>".into(),
+            target: Some("org <acme>".into()),
             schedule: Some("daily 02:00".into()),
             tz: "Europe/Paris".parse().unwrap(),
             next_run: Some(DateTime::parse_from_rfc3339("2026-12-02T01:00:00Z").unwrap().with_timezone(&Utc)),
@@ -438,6 +444,7 @@ mod tests {
         assert!(!html.contains("<img") && !html.contains("<script") && !html.contains("<b>"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;&quot;&#39;&amp;"), "{html}");
         assert!(html.contains("Acme &amp; &lt;Co&gt;"), "{html}");
+        assert!(html.contains("<td class=\"target\">org &lt;acme&gt;</td>"), "the target, escaped: {html}");
         assert!(html.contains("/connectors/%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E%22%27%26"), "{html}");
         // 01:00 UTC is 02:00 in Paris in December.
         assert!(html.contains("2026-12-02 02:00:00 CET"), "{html}");
@@ -449,6 +456,7 @@ mod tests {
         assert!(!page.contains("<img") && !page.contains("<script"), "{page}");
         assert!(page.contains("id=\"approval\""), "{page}");
         assert!(page.contains("<code>run-1</code>"), "{page}");
+        assert!(page.contains("target <span id=\"target\">org &lt;acme&gt;</span>"), "{page}");
     }
 
     #[test]

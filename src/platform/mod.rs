@@ -2,6 +2,7 @@
 //! operation's outcome as it happens, so `state` can record it at once.
 
 pub mod scim;
+pub mod targets;
 
 use crate::exit::{Classify, Exit};
 use crate::plan::{Existing, Op, OpKind};

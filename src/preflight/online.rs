@@ -61,7 +61,19 @@ pub async fn reach(cfg: &Config) -> Vec<Reached> {
             (c.name.clone(), source, columns)
         });
     }
-    let platform = platform(cfg).await;
+    // Each distinct target once, however many connectors send to it.
+    let mut targets = tokio::task::JoinSet::new();
+    // The valid connectors' targets, and those of connectors refused only for their mapping.
+    let mut distinct: Vec<std::sync::Arc<crate::config::Target>> = cfg.targets().into_iter().map(|(t, _)| t).collect();
+    for t in cfg.unmapped.values().filter_map(|c| c.target.clone()) {
+        if !distinct.iter().any(|d| d.key == t.key) {
+            distinct.push(t);
+        }
+    }
+    for t in distinct {
+        targets.spawn(async move { (t.key.clone(), platform(&t).await) });
+    }
+    let reached: Vec<(String, Step)> = targets.join_all().await;
     let mut by_name = std::collections::BTreeMap::new();
     while let Some(done) = sources.join_next().await {
         if let Ok((name, source, columns)) = done {
@@ -74,8 +86,17 @@ pub async fn reach(cfg: &Config) -> Vec<Reached> {
         .map(|name| {
             let (source, columns) =
                 by_name.remove(name).unwrap_or_else(|| (Step::failed(Exit::Other, "the check of the source did not finish".into()), None));
+            let conn = cfg.connectors.get(name).map(|c| c.as_ref()).or_else(|| cfg.unmapped.get(name));
+            let target = conn.and_then(|c| c.target.clone());
+            let platform = match target.and_then(|t| reached.iter().find(|(k, _)| *k == t.key)) {
+                Some((_, step)) => step.clone(),
+                None => match conn.map(|c| cfg.target(c)) {
+                    Some(Err(e)) => Step::failed(e.exit(), e.to_string()),
+                    _ => Step::failed(Exit::Other, "the check of the platform did not finish".into()),
+                },
+            };
             let exit = worst([source.exit, platform.exit].into_iter().chain(columns.as_ref().map(|c| c.exit)));
-            Reached { connector: name.clone(), exit, source, columns, platform: platform.clone() }
+            Reached { connector: name.clone(), exit, source, columns, platform }
         })
         .collect()
 }
@@ -161,16 +182,14 @@ fn source(c: &Connector) -> Step {
     }
 }
 
-async fn platform(cfg: &Config) -> Step {
-    let p = match cfg.platform() {
-        Ok(p) => p,
-        Err(e) => return Step::failed(e.exit(), e.to_string()),
-    };
+async fn platform(t: &crate::config::Target) -> Step {
+    let p = &t.platform;
     match crate::platform::scim::ScimClient::connect(p).await {
         Ok(client) => {
             let caps = client.capabilities();
             Step::ok(format!(
-                "{}: credentials accepted ({}, {})",
+                "target {} ({}): credentials accepted ({}, {})",
+                t.name,
                 p.base_url,
                 if caps.bulk.is_some() { "Bulk" } else { "no Bulk" },
                 if caps.patch { "PATCH" } else { "no PATCH" }

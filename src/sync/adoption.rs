@@ -7,8 +7,9 @@
 //! that reads the other connectors' bindings: a first sync, a reconcile, a run after a
 //! crash, a run with creates, whose 409s may adopt and whose new accounts another run may
 //! list) takes a **platform-wide lease** before that read and keeps it until its push is
-//! recorded. The lease is a row of the store's own lease table, keyed by the normalised
-//! platform URL: the same single-statement take-over as a connector's lease, on SQLite and
+//! recorded. The lease is a row of the store's own lease table, keyed by the target (the
+//! normalised platform URL and which credential: `config::Target::key`; connectors on
+//! other targets never wait for each other): the same single-statement take-over as a connector's lease, on SQLite and
 //! PostgreSQL alike. Others wait for it, saying for whom; a dry run writes nothing and takes
 //! none; a run that only updates its own accounts binds nothing new and takes none; nor does
 //! a connector with no other connector's bindings to read (alone in its config, or
@@ -44,9 +45,39 @@ pub(super) fn platform_key(base_url: &url::Url) -> String {
 
 /// The platform as keys, logs and notes name it: no credentials (a URL may carry some).
 fn shown(base_url: &url::Url) -> String {
-    let host = base_url.host_str().unwrap_or_default();
-    let port = base_url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!("{}://{host}{port}{}", base_url.scheme(), base_url.path().trim_end_matches('/'))
+    crate::config::platform::shown_url(base_url)
+}
+
+/// Which platform lease a run takes: its key in the lease table and how messages name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Place {
+    key: String,
+    shown: String,
+}
+
+impl Place {
+    /// A platform known by its URL alone (one credential on it).
+    #[cfg(test)]
+    pub(super) fn of_url(base_url: &url::Url) -> Place {
+        Place { key: platform_key(base_url), shown: shown(base_url) }
+    }
+
+    /// A connector's target: its URL and which credential, so that two organisations on
+    /// one URL (two tokens) have two leases.
+    pub(super) fn of_target(t: &crate::config::Target) -> Place {
+        let key = format!("{} {}", platform_key(&t.platform.base_url), crate::config::platform::credential(&t.platform.auth));
+        Place { key, shown: format!("{} ({})", t.name, shown(&t.platform.base_url)) }
+    }
+}
+
+/// The connectors of the configuration on another target than `conn`'s: their accounts
+/// live in another directory (another URL, or the same URL with another credential), so
+/// they are neither adopted, nor in conflict, nor waited for. A connector whose target is
+/// unknown (refused, or gone from the configuration) is not listed: its accounts stay
+/// others' (a conflict, never a takeover).
+pub(super) fn on_other_targets<'a>(cfg: &'a crate::config::Config, conn: &crate::config::Connector) -> std::collections::HashSet<&'a str> {
+    let Some(mine) = &conn.target else { return Default::default() };
+    cfg.connectors.values().filter(|c| c.target.as_ref().is_some_and(|t| t.key != mine.key)).map(|c| c.name.as_str()).collect()
 }
 
 /// A wait for the platform lease that ended: for the report.
@@ -106,14 +137,14 @@ impl Binding {
     pub(super) async fn take<S: StateStore>(
         &self,
         store: &S,
-        base_url: &url::Url,
+        place: &Place,
         limit: Option<Duration>,
     ) -> Result<Option<Waited>, StateError> {
         if self.held.load(Ordering::Acquire) {
             return Ok(None);
         }
-        let key = platform_key(base_url);
-        let platform = shown(base_url);
+        let key = place.key.clone();
+        let platform = place.shown.clone();
         let started = Instant::now();
         let mut first: Option<String> = None;
         let mut logged = Instant::now();
@@ -238,11 +269,11 @@ impl<S: StateStore> Ctx<'_, S> {
         if self.opts.dry_run {
             return Ok(());
         }
-        let base_url = &self.cfg.platform().map_err(RunError::from)?.base_url;
+        let place = Place::of_target(&*self.cfg.target(self.conn).map_err(RunError::from)?);
         let limit = (self.opts.origin == super::Origin::Daemon).then_some(DAEMON_WAIT);
-        if let Some(w) = self.binding.take(self.store, base_url, limit).await.map_err(RunError::from)? {
+        if let Some(w) = self.binding.take(self.store, &place, limit).await.map_err(RunError::from)? {
             tracing::info!("the platform lease is free after {:.1}s; deciding which accounts are free to adopt", w.waited.as_secs_f64());
-            t.report.notes.push(w.note(&shown(base_url)));
+            t.report.notes.push(w.note(&place.shown));
         }
         Ok(())
     }
@@ -299,9 +330,9 @@ mod tests {
         let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let (a, b) = (Binding::new(&h("daemon@h pid 1 run a"), "acme"), Binding::new(&h("daemon@h pid 1 run b"), "globex"));
-        a.take(&store, &url, None).await.unwrap();
+        a.take(&store, &Place::of_url(&url), None).await.unwrap();
         let started = Instant::now();
-        let e = b.take(&store, &url, Some(Duration::from_millis(1200))).await.unwrap_err();
+        let e = b.take(&store, &Place::of_url(&url), Some(Duration::from_millis(1200))).await.unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(1200), "waited its limit first: {:?}", started.elapsed());
         assert!(matches!(e, StateError::PlatformBusy { .. }), "{e:?}");
         assert!(e.retriable(), "tried again later");
@@ -320,16 +351,20 @@ mod tests {
         let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let (a, b) = (Binding::new(&h("cli@h pid 1 run a"), "acme"), Binding::new(&h("cli@h pid 2 run b"), "globex"));
-        assert_eq!(a.take(&store, &url, None).await.unwrap(), None);
-        assert_eq!(a.take(&store, &url, None).await.unwrap(), None, "taken already");
+        assert_eq!(a.take(&store, &Place::of_url(&url), None).await.unwrap(), None);
+        assert_eq!(a.take(&store, &Place::of_url(&url), None).await.unwrap(), None, "taken already");
         let other = Binding::new(&h("cli@h pid 3 run c"), "initech");
-        assert_eq!(other.take(&store, &url::Url::parse("https://other.example.com/v2").unwrap(), None).await.unwrap(), None);
+        assert_eq!(
+            other.take(&store, &Place::of_url(&url::Url::parse("https://other.example.com/v2").unwrap()), None).await.unwrap(),
+            None
+        );
         let released = async {
             tokio::time::sleep(Duration::from_millis(1200)).await;
             a.release(&store).await;
             Instant::now()
         };
-        let (waited, released_at) = tokio::join!(async { (b.take(&store, &url, None).await.unwrap(), Instant::now()) }, released);
+        let (waited, released_at) =
+            tokio::join!(async { (b.take(&store, &Place::of_url(&url), None).await.unwrap(), Instant::now()) }, released);
         let (waited, taken_at) = waited;
         let waited = waited.expect("b waited");
         assert!(taken_at >= released_at, "b takes the lease only once a let it go");
@@ -405,7 +440,7 @@ mod tests {
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let a = Binding::new(&h("cli@h pid 1 run a"), "acme");
-        a.take(&store, &url, None).await.unwrap();
+        a.take(&store, &Place::of_url(&url), None).await.unwrap();
         let other = Binding::new(&h("cli@h pid 2 run b"), "globex");
         let run = a.renewing(&store, async {
             tokio::time::sleep(ttl * 3).await;
@@ -429,7 +464,7 @@ mod tests {
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let a = Binding::new(&h("cli@h pid 1 run a"), "acme");
-        a.take(&store, &url, None).await.unwrap();
+        a.take(&store, &Place::of_url(&url), None).await.unwrap();
         let taken = Instant::now();
         store.failing.store(true, std::sync::atomic::Ordering::Release);
         let e = a
@@ -456,7 +491,7 @@ mod tests {
         let store = flaky(&dir, ttl).await;
         let url = url::Url::parse("https://scim.example.com/v2").unwrap();
         let a = Binding::new(&h("cli@h pid 1 run a"), "acme");
-        a.take(&store, &url, None).await.unwrap();
+        a.take(&store, &Place::of_url(&url), None).await.unwrap();
         let key = platform_key(&url);
         store.inner.release(&key, &a.holder).await.unwrap();
         store.inner.acquire(&key, "cli@h pid 2 run b connector globex", ttl).await.unwrap();

@@ -89,6 +89,9 @@ pub struct SyncOptions {
     /// (accounts deleted or edited by hand, a lost state). Syncs the current file even when
     /// it was synced already.
     pub reconcile: bool,
+    /// What the runs of this process share per platform target (limits, discovery): the
+    /// daemon's, for its life. None: this run's own.
+    pub targets: Option<std::sync::Arc<crate::platform::targets::Targets>>,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -106,6 +109,7 @@ impl std::fmt::Debug for SyncOptions {
             .field("unrecorded", &self.unrecorded)
             .field("all_operations", &self.all_operations)
             .field("reconcile", &self.reconcile)
+            .field("targets", &self.targets.is_some())
             .finish()
     }
 }
@@ -241,6 +245,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
     let started = Instant::now();
     let mut tally = Tally { report: Report::new(&conn.name, &run_id, opts.dry_run), audit: Vec::new(), listing: None };
     tally.report.approval = opts.approval.clone();
+    tally.report.target = conn.target.as_ref().map(|t| t.name.clone());
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     let leased = !opts.dry_run;
     let holder = holder.to_string();

@@ -174,11 +174,13 @@ impl<S: StateStore> Ctx<'_, S> {
 
     /// The platform client; a dry run goes on without one (nothing is matched then).
     pub(super) async fn connect_platform(&self, t: &mut Tally) -> Result<Option<ScimClient>, RunError> {
-        let platform_cfg = self.cfg.platform()?;
-        match ScimClient::connect(platform_cfg).await {
+        let target = self.cfg.target(self.conn)?;
+        let own = crate::platform::targets::Targets::default();
+        match ScimClient::connect_to(&target, self.opts.targets.as_deref().unwrap_or(&own)).await {
             Ok(mut p) => {
                 p.set_id_rule(self.conn.mapping.id_rule());
-                self.note_dropped_attributes(t, &p, &platform_cfg.custom_schema);
+                p.set_connector(&self.conn.name);
+                self.note_dropped_attributes(t, &p, &target.platform.custom_schema);
                 Ok(Some(p))
             }
             Err(e) if self.opts.dry_run => {
@@ -256,14 +258,23 @@ impl<S: StateStore> Ctx<'_, S> {
     async fn other_snapshots(&self, t: &mut Tally, platform_ids: &[&str], keys: &[&str]) -> Result<Others, RunError> {
         // Alone on the platform (or free to take every other's accounts): no binding of
         // another connector of this config to keep apart from.
-        if self.cfg.connectors.keys().any(|n| *n != self.conn.name && !self.conn.sync.adopt_from.contains(n)) {
+        // Connectors on other targets hold accounts of other directories: never seen here.
+        let elsewhere = super::adoption::on_other_targets(self.cfg, self.conn);
+        if self
+            .cfg
+            .connectors
+            .keys()
+            .any(|n| *n != self.conn.name && !self.conn.sync.adopt_from.contains(n) && !elsewhere.contains(&n.as_str()))
+        {
             self.take_platform_lease(t).await?;
         }
         let mut exclude: Vec<&str> = vec![self.conn.name.as_str()];
         exclude.extend(self.conn.sync.adopt_from.iter().map(String::as_str));
         let held = self.store.held_elsewhere(&exclude, platform_ids, keys, self.conn.mapping.id_rule()).await?;
         let mut by: std::collections::BTreeMap<String, plan::Snapshot> = std::collections::BTreeMap::new();
-        for h in held {
+        // Filtered here, not in the statement: the rows are few (those the plan can meet),
+        // the connectors on other targets may be thousands.
+        for h in held.into_iter().filter(|h| !elsewhere.contains(h.connector.as_str())) {
             // Only the binding is read from these (`plan::Others`): no hash, always active.
             let entry = plan::SnapshotEntry { platform_id: h.platform_id, hash: [0; 16], active: true };
             by.entry(h.connector).or_default().insert(h.external_id, entry);

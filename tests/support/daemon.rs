@@ -48,6 +48,11 @@ impl Daemon {
     /// Starts the daemon on `config` with `args` before `daemon` (e.g. `--log-format json`),
     /// and waits for its port.
     pub fn start(config: &str, dir: tempfile::TempDir, port: u16, scim: &ScimServer, args: &[&str]) -> Daemon {
+        Daemon::start_env(config, dir, port, &[("PLATFORM_SCIM_TOKEN", scim.token.as_str())], args)
+    }
+
+    /// `start`, with these environment variables (the tokens of several targets).
+    pub fn start_env(config: &str, dir: tempfile::TempDir, port: u16, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let cfg = dir.path().join("connectors.toml");
         std::fs::write(&cfg, config).unwrap();
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
@@ -56,7 +61,7 @@ impl Daemon {
             .arg(&cfg)
             .args(args)
             .arg("daemon")
-            .env("PLATFORM_SCIM_TOKEN", &scim.token)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "rostersync=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

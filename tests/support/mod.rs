@@ -9,6 +9,7 @@ pub mod project;
 pub mod scim;
 pub mod scim_b;
 pub mod sshd;
+pub mod tenant_router;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

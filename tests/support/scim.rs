@@ -31,17 +31,26 @@ impl ScimServer {
 
     /// Starts the server with extra arguments (e.g. a service provider config file).
     pub fn start_with(extra: &[&str]) -> ScimServer {
+        Self::start_as(TOKEN, extra)
+    }
+
+    /// Starts a server that accepts only `token` (another customer's organisation).
+    pub fn start_with_token(token: &str) -> ScimServer {
+        Self::start_as(token, &[])
+    }
+
+    fn start_as(token: &str, extra: &[&str]) -> ScimServer {
         let bin = scim2_server_binary();
         let port = free_port();
         let child = Command::new(bin)
-            .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", TOKEN])
+            .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", token])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start scim2-server");
         wait_for_port(port, Duration::from_secs(30), "scim2-server");
-        ScimServer { child, port, base_url: format!("http://127.0.0.1:{port}"), token: TOKEN.into() }
+        ScimServer { child, port, base_url: format!("http://127.0.0.1:{port}"), token: token.into() }
     }
 
     /// Starts the server with the test schemas: RFC 7643's plus the custom extension

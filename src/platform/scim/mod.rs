@@ -66,6 +66,10 @@ struct Inner {
     /// How the connector compares ids: a 409's account with the same externalId spelt
     /// otherwise is this person's only under it (`writes::adopt`).
     id_rule: crate::model::IdRule,
+    /// The connector this client pushes for, named in what a 409 conflict advises.
+    connector: String,
+    /// What every run sending to this target shares (`platform::targets`).
+    limiter: Arc<crate::platform::targets::Limiter>,
 }
 
 /// A final HTTP answer (2xx, or a 4xx the caller reads).
@@ -219,6 +223,8 @@ impl Inner {
         if let Some(b) = body {
             rb = rb.header(reqwest::header::CONTENT_TYPE, "application/scim+json").body(b.to_vec());
         }
+        // The target's shared limits: a Retry-After pause, and its requests in flight.
+        let _in_flight = self.limiter.request().await;
         let resp = match rb.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -260,7 +266,14 @@ impl Inner {
         if t.maybe_applied && !blind_retry {
             return Err(CallError::Failed { status, message, maybe_applied: true });
         }
+        if let Some(hint) = t.hint {
+            // Said to this client, meant for every client: the whole target waits.
+            self.limiter.pause(hint.min(self.policy.max_hint));
+        }
         match self.policy.next(attempt, t.hint, &sh.budget) {
+            Decision::Retry(_) if !self.limiter.take_retry() => {
+                Err(sh.exhausted(GiveUp::TargetBudget(self.limiter.retries_per_minute()), &message))
+            }
             Decision::Retry(wait) => {
                 tracing::debug!(attempt, ?wait, "retrying: {message}");
                 tokio::time::sleep(wait).await;
@@ -280,6 +293,23 @@ impl ScimClient {
     /// Connecting comes before the run knows its work, so its retries have a budget of
     /// their own (`Budget::default()`, the run's base).
     pub async fn connect(cfg: &config::Platform) -> Result<ScimClient, PlatformError> {
+        let limiter = Arc::new(crate::platform::targets::Limiter::new("platform", cfg.max_concurrency));
+        ScimClient::build(cfg, limiter, true).await
+    }
+
+    /// A client of a connector's target, sharing its limits and what discovery found with
+    /// every other run of the process that sends to it (`platform::targets`). Discovery is
+    /// read by the first run only (until `Targets::refresh`); the credentials are then
+    /// checked by the first request.
+    pub async fn connect_to(target: &config::Target, targets: &crate::platform::targets::Targets) -> Result<ScimClient, PlatformError> {
+        ScimClient::build(&target.platform, targets.limiter(target), false).await
+    }
+
+    async fn build(
+        cfg: &config::Platform,
+        limiter: Arc<crate::platform::targets::Limiter>,
+        fresh: bool,
+    ) -> Result<ScimClient, PlatformError> {
         let auth = Auth::from_config(&cfg.auth)?;
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
@@ -288,6 +318,7 @@ impl ScimClient {
             .user_agent(concat!("rostersync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PlatformError::Config(format!("cannot build the HTTP client: {}", transport_detail(&e))))?;
+        let cached = if fresh { None } else { limiter.discovered() };
         let mut inner = Inner {
             http,
             base: cfg.base_url.clone(),
@@ -298,10 +329,19 @@ impl ScimClient {
             max_concurrency: cfg.max_concurrency.max(1),
             claimed: HashMap::new(),
             id_rule: crate::model::IdRule::default(),
+            connector: "NAME".into(),
+            limiter,
         };
-        inner.caps = inner.discover(&Shared::new(&Budget::default()), cfg.bulk).await?;
+        inner.caps = match cached {
+            Some(caps) => caps,
+            None => {
+                let caps = inner.discover(&Shared::new(&Budget::default()), cfg.bulk).await?;
+                tracing::debug!(caps = ?caps, "SCIM platform capabilities");
+                inner.limiter.set_discovered(caps.clone());
+                caps
+            }
+        };
         inner.enc.custom_offered = inner.caps.custom_schema;
-        tracing::debug!(caps = ?inner.caps, "SCIM platform capabilities");
         Ok(ScimClient { inner: Arc::new(inner), groups_remove_by_value: Default::default() })
     }
 
@@ -315,6 +355,13 @@ impl ScimClient {
     pub fn set_claimed(&mut self, claimed: HashMap<String, (String, String)>) {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.claimed = claimed;
+        }
+    }
+
+    /// The connector this client pushes for (named in a 409 conflict's advice).
+    pub fn set_connector(&mut self, name: &str) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.connector = name.to_string();
         }
     }
 

@@ -215,11 +215,13 @@ impl Push {
             ));
         }
         if let Some((connector, theirs)) = self.inner.claimed.get(&account.platform_id) {
+            let same = account.user_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(user.user_name()));
             return Ok(Written::refused(
                 Some(409),
                 format!(
-                    "conflict: the platform answered 409 (already exists) and account {} is connector {connector:?}'s person {theirs:?}: left as it is. For a migration from {connector}, add adopt_from = [{connector:?}] to this connector's [sync]",
-                    account.platform_id
+                    "conflict: the platform answered 409 (already exists) and account {} is connector {connector:?}'s person {theirs:?}: left as it is. {}",
+                    account.platform_id,
+                    crate::plan::across_connectors_advice(&self.inner.connector, connector, same)
                 ),
             ));
         }
