@@ -132,9 +132,19 @@ impl Fleet {
     }
 
     fn worker(&self, tag: &str) -> Worker {
+        self.worker_in(tag, None)
+    }
+
+    /// A worker whose clock reads `offset` from the machine's (`faketime -f "+20s"`), or the
+    /// machine's own (None).
+    fn worker_in(&self, tag: &str, offset: Option<&str>) -> Worker {
         let port = support::free_port();
         let log = self.dir.path().join(format!("{tag}.log"));
-        let child = Command::new(support::rostersync_bin())
+        let mut cmd = match offset {
+            Some(o) => faketime(o),
+            None => Command::new(support::rostersync_bin()),
+        };
+        let child = cmd
             .arg("--config")
             .arg(self.config(tag, port))
             .args(["--log-format", "json", "daemon"])
@@ -183,6 +193,25 @@ impl Fleet {
     fn users_on_platform(&self) -> usize {
         self.scim.get("/Users?count=1")["totalResults"].as_u64().unwrap_or(0) as usize
     }
+}
+
+/// A command running rostersync with its wall clock moved by `offset` ("+20s", "+200d"):
+/// Debian's faketime package (libfaketime through LD_PRELOAD). Its monotonic clock is left alone,
+/// as a machine whose wall clock is wrong still counts seconds right.
+fn faketime(offset: &str) -> Command {
+    // The library itself, not the `faketime` wrapper: the wrapper would stand between the
+    // test and the daemon's pid (its signals, its exit code).
+    let lib = support::require_binary(
+        &[
+            PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+            PathBuf::from("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"),
+        ],
+        "libfaketime.so.1",
+        "apt-get install faketime",
+    );
+    let mut c = Command::new(support::rostersync_bin());
+    c.env("LD_PRELOAD", lib).env("FAKETIME", offset).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    c
 }
 
 fn write_export(path: &Path, rows: &[String]) {
@@ -387,4 +416,91 @@ fn manual_syncs_racing_two_daemons_never_overlap_a_run() {
         "{i} manual syncs against 2 daemons: {ok} ran, {refused} refused (a daemon held the lease); {} runs, none overlapping",
         h.len()
     );
+}
+
+/// One clock for the fleet: a worker whose clock runs 20 s ahead claims no slot before its
+/// time by the database's clock, and says its clock is off (log and /healthz); a normal
+/// worker beside it says nothing.
+#[test]
+fn a_worker_20_s_fast_runs_no_slot_early_and_says_its_clock_is_off() {
+    let mut f = Fleet::new();
+    f.connector("acme", "*/3 * * * * *", 5);
+    f.connector("globex", "*/3 * * * * *", 5);
+    let mut fast = f.worker_in("fast", Some("+20s"));
+    let mut normal = f.worker("normal");
+    std::thread::sleep(Duration::from_secs(15));
+    let health = |w: &Worker| {
+        let out = Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/healthz", w.port)]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (fast_health, normal_health) = (health(&fast), health(&normal));
+    assert_eq!(fast.stop(), Some(0), "log:\n{}", fast.log());
+    assert_eq!(normal.stop(), Some(0), "log:\n{}", normal.log());
+
+    // Every claim, by the database's clock: none before its slot. (Before, the fast worker
+    // claimed each slot about 20 s early.)
+    let claims = f.pg.psql(
+        "fleet",
+        "SELECT worker || ' ' || round(extract(epoch FROM (claimed_at - slot_at)) * 1000) FROM slots WHERE slot_at > (SELECT min(slot_at) FROM slots)",
+    );
+    let fast_worker = worker_of(fast.pid());
+    let mut fast_claims = 0;
+    for line in claims.lines() {
+        let (worker, ms) = line.rsplit_once(' ').unwrap();
+        let ms: i64 = ms.parse().unwrap();
+        assert!(ms >= 0, "{worker} claimed a slot {} ms before its time: {claims}", -ms);
+        fast_claims += usize::from(worker == fast_worker);
+    }
+    assert!(claims.lines().count() >= 6, "the slots of 15 s ran: {claims}");
+    assert!(fast_claims > 0, "the fast worker took its share on the store's clock: {claims}");
+    // It says so, at start and on /healthz; the other says nothing.
+    assert!(
+        fast_health.contains("daemon: clock: this machine's clock is 2") && fast_health.contains("s ahead of the state store's"),
+        "{fast_health}"
+    );
+    assert!(fast.log().contains("s ahead of the state store's"), "{}", fast.log());
+    assert!(!normal_health.contains("clock"), "{normal_health}");
+    for (c, rs) in by_connector(&f.history()) {
+        assert_eq!(max_overlap(&finished(&rs)), 1, "runs of {c} overlapped: {rs:#?}");
+    }
+}
+
+/// Retention by the database's clock: a CLI sync from a machine 200 days ahead (past the
+/// default 180 days of audit_retention) prunes none of the trail, nor a plan awaiting
+/// approval.
+#[test]
+fn a_cli_sync_from_a_machine_200_days_fast_prunes_nothing_it_should_keep() {
+    let mut f = Fleet::new();
+    let acme = f.connector("acme", "0 0 0 1 1 *", 20);
+    let globex = f.connector("globex", "0 0 0 1 1 *", 0);
+    // Other people than acme's (ids 1001…).
+    let people =
+        |n: u32| (1001..1001 + n).map(|i| support::project::row(i, &format!("bo{i}@example.com"), true, "Sales")).collect::<Vec<_>>();
+    write_export(&globex.join("employees_2026-01-01.csv"), &people(20));
+    for name in ["acme", "globex"] {
+        let out = f.run(&["sync", name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // globex's next file would deactivate most of its people: stopped, its plan kept for approval.
+    write_export(&globex.join("employees_2026-01-02.csv"), &people(2));
+    let out = f.run(&["sync", "globex"]);
+    assert!(!out.status.success(), "a safeguard stops it: {}", String::from_utf8_lossy(&out.stdout));
+    let count = |sql: &str| -> u64 { f.pg.psql("fleet", sql).parse().unwrap() };
+    let audit = count("SELECT count(*) FROM audit");
+    assert!(audit >= 40, "the first syncs wrote the trail: {audit}");
+    assert_eq!(count("SELECT count(*) FROM plans WHERE approval IS NULL"), 1);
+
+    // acme's next file, synced from a machine whose clock is 200 days ahead: it writes, so it prunes.
+    write_export(&acme.join("employees_2026-01-02.csv"), &rows(25));
+    let mut c = faketime("+200d");
+    c.arg("--config")
+        .arg(f.config("cli", 1))
+        .args(["sync", "acme"])
+        .env("PLATFORM_SCIM_TOKEN", &f.scim.token)
+        .env("ROSTERSYNC_PG_PASSWORD", PASSWORD);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created 5") || count("SELECT count(*) FROM audit") >= audit + 5, "it wrote");
+    assert!(count("SELECT count(*) FROM audit") >= audit, "nothing of the trail was pruned");
+    assert_eq!(count("SELECT count(*) FROM plans WHERE approval IS NULL"), 1, "globex's plan still awaits approval");
 }

@@ -829,10 +829,21 @@ async fn the_audit_trail_and_stored_plans_round_trip(f: Fixture) {
     assert_eq!(s.stored_plan("r1").await.unwrap().unwrap().approved, Some((approval, "r2".into())));
     assert_eq!(s.pending_plan("acme").await.unwrap(), None, "approved: nothing waits");
 
-    assert_eq!(s.prune(at).await.unwrap(), 0, "nothing older than the instant itself");
-    assert_eq!(s.prune(at + chrono::Duration::seconds(1)).await.unwrap(), 4, "three entries and the plan");
+    // An older plan of acme, superseded by r1 (pruned with it), and globex's plan awaiting
+    // approval, as old (kept: a person may be on leave).
+    s.save_plan(&StoredPlan { run_id: "r0".into(), created_at: at - chrono::Duration::minutes(30), ..plan.clone() }).await.unwrap();
+    let waiting = StoredPlan { run_id: "g1".into(), connector: "globex".into(), approved: None, ..plan.clone() };
+    s.save_plan(&waiting).await.unwrap();
+
+    // Retention counts back from the store's clock, not from a time the caller brings.
+    let age = (s.clock().await.unwrap() - at).to_std().unwrap();
+    let hour = Duration::from_secs(3600);
+    assert_eq!(s.prune(age + hour).await.unwrap(), 0, "nothing older than an hour before the entries");
+    assert_eq!(s.prune(age - hour).await.unwrap(), 5, "three entries, the approved plan and the superseded one");
     assert!(s.person_history(None, "E1", 10).await.unwrap().is_empty());
     assert_eq!(s.stored_plan("r1").await.unwrap(), None);
+    assert_eq!(s.stored_plan("r0").await.unwrap(), None);
+    assert_eq!(s.pending_plan("globex").await.unwrap(), Some(waiting), "a plan awaiting approval is never pruned");
 }
 
 /// A time in SQLite's text columns that does not read is a corrupt row, named by its table

@@ -150,6 +150,9 @@ pub enum SlotClaim {
     Done,
     /// Another live worker has it; its claim lapses at `expires_at` unless renewed.
     Held { worker: String, expires_at: DateTime<Utc> },
+    /// The slot's time has not come by the store's clock, which read `now`: a worker whose
+    /// own clock runs ahead claims nothing early (a "daily 02:00" before the export lands).
+    Early { now: DateTime<Utc> },
 }
 
 /// One row of the snapshot to write after a successful operation.

@@ -568,19 +568,24 @@ impl Slots for PostgresStore {
         // The second part reads the snapshot from before the statement, so a claim committed
         // while we waited on its row lock is not seen: that reads as a claim about to be
         // decided, checked again a moment later.
-        type Row = (bool, Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        // A slot whose time has not come by the database's clock is not claimed (`$2 <= now()`),
+        // whatever the claiming worker's clock says; the last column says what the time is.
+        type Row = (bool, Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, DateTime<Utc>);
         let row: Option<Row> = sqlx::query_as(
             "WITH claim AS (
                  INSERT INTO slots (connector, slot_at, worker, claimed_at, expires_at)
-                 VALUES ($1, $2, $3, now(), now() + make_interval(secs => $4))
+                 SELECT $1, $2, $3, now(), now() + make_interval(secs => $4) WHERE $2 <= now()
                  ON CONFLICT (connector, slot_at) DO UPDATE SET worker = excluded.worker, claimed_at = excluded.claimed_at,
                      expires_at = excluded.expires_at
                  WHERE slots.done_at IS NULL AND (slots.expires_at < now() OR slots.worker = $3)
                  RETURNING worker)
-             SELECT true, NULL::text, NULL::timestamptz, NULL::timestamptz FROM claim
+             SELECT true, NULL::text, NULL::timestamptz, NULL::timestamptz, now() FROM claim
              UNION ALL
-             SELECT false, worker, expires_at, done_at FROM slots
-             WHERE connector = $1 AND slot_at = $2 AND NOT EXISTS (SELECT 1 FROM claim)",
+             SELECT false, worker, expires_at, done_at, now() FROM slots
+             WHERE connector = $1 AND slot_at = $2 AND NOT EXISTS (SELECT 1 FROM claim)
+             UNION ALL
+             SELECT false, NULL, NULL, NULL, now() WHERE $2 > now()
+                 AND NOT EXISTS (SELECT 1 FROM slots WHERE connector = $1 AND slot_at = $2)",
         )
         .bind(connector)
         .bind(slot)
@@ -591,8 +596,9 @@ impl Slots for PostgresStore {
         .map_err(self.err())?;
         Ok(match row {
             Some((true, ..)) => SlotClaim::Won,
-            Some((false, _, _, Some(_))) => SlotClaim::Done,
-            Some((false, Some(worker), Some(expires_at), None)) => SlotClaim::Held { worker, expires_at },
+            Some((false, _, _, Some(_), _)) => SlotClaim::Done,
+            Some((false, _, _, None, now)) if slot > now => SlotClaim::Early { now },
+            Some((false, Some(worker), Some(expires_at), None, _)) => SlotClaim::Held { worker, expires_at },
             _ => SlotClaim::Held { worker: "another worker".into(), expires_at: Utc::now() + chrono::Duration::seconds(1) },
         })
     }
@@ -621,6 +627,11 @@ impl Slots for PostgresStore {
             .await
             .map_err(self.err())?;
         Ok(r.rows_affected())
+    }
+
+    async fn clock(&self) -> Result<DateTime<Utc>, StateError> {
+        // `clock_timestamp()`, not `now()`: the time of this statement, not of a transaction.
+        sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&self.pool).await.map_err(self.err())
     }
 }
 

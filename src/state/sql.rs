@@ -288,7 +288,10 @@ const PERSON_HISTORY_POSTGRES: &str =
     "SELECT connector, external_id, run_id, at, kind, fields, status, CAST(http_status AS BIGINT), approval
      FROM audit WHERE (CAST($1 AS TEXT) IS NULL OR connector = $1) AND external_id = $2 ORDER BY at DESC, id DESC LIMIT $3";
 const PRUNE_AUDIT: &str = "DELETE FROM audit WHERE at < $1";
-const PRUNE_PLANS: &str = "DELETE FROM plans WHERE created_at < $1";
+/// A connector's newest plan while it is not approved is what `pending_plan` offers for
+/// approval: never pruned, however old (a person may be on leave).
+const PRUNE_PLANS: &str = "DELETE FROM plans WHERE created_at < $1
+     AND NOT (approval IS NULL AND created_at = (SELECT max(p.created_at) FROM plans AS p WHERE p.connector = plans.connector))";
 const SAVE_PLAN: &str = "INSERT INTO plans (run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run,
          operations, approval, applied_by, operations_left_out)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
@@ -408,7 +411,7 @@ fn plan_params(plan: &StoredPlan) -> serde_json::Result<PlanRow> {
 
 impl<B> Audit for B
 where
-    B: Backend,
+    B: Backend + super::Slots,
     for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
     <B::Db as Database>::Arguments: IntoArguments<B::Db>,
     <B::Db as Database>::QueryResult: Affected,
@@ -447,7 +450,10 @@ where
         rows.into_iter().map(|r| audit_of_row(self.url(), r)).collect()
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
+    async fn prune(&self, keep: std::time::Duration) -> Result<u64, StateError> {
+        // By the store's clock: a CLI run from a machine 200 days ahead removes nothing early.
+        let now = super::Slots::clock(self).await?;
+        let Some(before) = chrono::Duration::from_std(keep).ok().and_then(|k| now.checked_sub_signed(k)) else { return Ok(0) };
         let mut gone = 0;
         for sql in [PRUNE_AUDIT, PRUNE_PLANS] {
             gone += sqlx::query(sql).bind(ts(before)).execute(self.writes()).await.map_err(|e| self.db_err(e))?.rows();

@@ -521,6 +521,10 @@ impl Runs for SqliteStore {
 impl Slots for SqliteStore {
     async fn claim_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str, ttl: Duration) -> Result<SlotClaim, StateError> {
         let now = Utc::now();
+        if slot > now {
+            // By this machine's clock, which is the store's: see `Slots::clock`.
+            return Ok(SlotClaim::Early { now });
+        }
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
         // As `acquire`: one statement decides, so two daemons on this file cannot both win.
         let won: Option<String> = sqlx::query_scalar(
