@@ -21,14 +21,23 @@ use crate::report::Report;
 
 pub use postgres::PostgresStore;
 pub(crate) use roles::forward_roles;
-pub use roles::{Audit, Leases, Runs, Slots, Snapshots, StateStore};
+pub use roles::{Audit, Fencing, Leases, Runs, Slots, Snapshots, StateStore};
 pub use sqlite::SqliteStore;
 pub use store::{Store, open};
 
 /// The store's roles, for code that calls a concrete store (`Store`, `SqliteStore`): one
 /// `use state::prelude::*;` brings every role's methods in.
 pub mod prelude {
-    pub use super::{Audit, Leases, Runs, Slots, Snapshots, StateStore};
+    pub use super::{Audit, Fencing, Leases, Runs, Slots, Snapshots, StateStore};
+}
+
+/// The fencing token of a run's lease: every take-over of a connector's lease gives it a
+/// higher token, and a store `Fencing::fenced` with it writes only while the connector's
+/// lease still carries it (checked in the write's own transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub connector: String,
+    pub token: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +77,12 @@ pub enum StateError {
     Tls { host: String, port: u16, detail: String, hint: String },
     #[error("the CA certificate {path} named by [state] ca_file: {detail}")]
     CaFile { path: String, detail: String },
+    /// A write of a run whose lease was taken over (its fencing token is no longer the
+    /// lease's): refused, nothing of it written. The run that holds the lease now carries on.
+    #[error(
+        "connector \"{connector}\": this run's lease (fencing token {token}) was taken over by another run, so its write was refused and nothing of it was written; the run holding the lease now carries on (a process frozen or cut off past lease_ttl does this)"
+    )]
+    Fenced { connector: String, token: i64 },
     /// The run could not show, in time, that it still holds its connector's lease: it
     /// stopped before the lease could lapse and another process take the connector.
     #[error(
@@ -96,7 +111,11 @@ impl Classify for StateError {
     fn retriable(&self) -> bool {
         matches!(
             self,
-            StateError::Held { .. } | StateError::Unreachable { .. } | StateError::LeaseLost { .. } | StateError::PlatformBusy { .. }
+            StateError::Held { .. }
+                | StateError::Unreachable { .. }
+                | StateError::LeaseLost { .. }
+                | StateError::Fenced { .. }
+                | StateError::PlatformBusy { .. }
         )
     }
 }
@@ -195,6 +214,9 @@ pub struct RunRecord {
     pub report: Option<Report>,
     /// The process that ran it ("HOST pid N", `worker_id`); None for runs recorded before.
     pub worker: Option<String>,
+    /// The fencing token of the lease it held (`Fence`); None for a dry run, or a run
+    /// recorded before fencing.
+    pub fence: Option<i64>,
 }
 
 /// One operation sent for one person: the audit trail `history --person` and `explain`

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{AuditEntry, HeldElsewhere, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StoredPlan};
+use super::{
+    AuditEntry, Fence, HeldElsewhere, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StoredPlan,
+};
 use crate::model::{FileFingerprint, IdRule, User};
 use crate::plan::Snapshot;
 use crate::report::{Approval, Report};
@@ -127,6 +129,19 @@ pub trait Slots {
     async fn clock(&self) -> Result<DateTime<Utc>, StateError> {
         Ok(Utc::now())
     }
+}
+
+/// Fencing: a run's writes are checked against the token of the lease it took, so a run
+/// frozen past its lease (SIGSTOP, a VM paused, a network cut) that wakes after another run
+/// took the connector over cannot write (`StateError::Fenced`). Implemented by the stores
+/// themselves, since the check is in each write's own transaction.
+#[allow(async_fn_in_trait)]
+pub trait Fencing: Sized {
+    /// The token of the lease `holder` holds on `connector` now; None when it holds none.
+    async fn lease_token(&self, connector: &str, holder: &str) -> Result<Option<i64>, StateError>;
+    /// This store, writing (snapshot, last file, run history, reconcile marker, audit, plans)
+    /// only while `fence.connector`'s lease carries `fence.token`; the run is recorded with it.
+    fn fenced(&self, fence: Fence) -> Self;
 }
 
 /// The whole store: every role. Implemented for anything that has them all.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::state::{StateError, StateStore};
+use crate::state::{Fence, Fencing, StateError, StateStore};
 
 /// A lease outlives a dead holder by at most `store.lease_ttl()` (`[state] lease_ttl`).
 fn ttl<S: StateStore>(store: &S) -> Duration {
@@ -90,6 +90,18 @@ pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &
             store.acquire(connector, holder, ttl(store)).await
         }
         other => other,
+    }
+}
+
+/// The store as the run holding `holder`'s lease writes to it: fenced with the lease's token.
+pub(super) async fn fence<S: StateStore + Fencing>(store: &S, connector: &str, holder: &str) -> Result<S, StateError> {
+    match store.lease_token(connector, holder).await? {
+        Some(token) => {
+            tracing::debug!("holding the lease with fencing token {token}");
+            Ok(store.fenced(Fence { connector: connector.into(), token }))
+        }
+        // Taken and lost at once: another run holds it now.
+        None => Err(StateError::LeaseLost { connector: connector.into(), detail: TAKEN_OVER.into() }),
     }
 }
 
