@@ -504,3 +504,45 @@ fn a_cli_sync_from_a_machine_200_days_fast_prunes_nothing_it_should_keep() {
     assert!(count("SELECT count(*) FROM audit") >= audit, "nothing of the trail was pruned");
     assert_eq!(count("SELECT count(*) FROM plans WHERE approval IS NULL"), 1, "globex's plan still awaits approval");
 }
+
+/// Fencing: a worker frozen (SIGSTOP) mid-push past its lease; another takes the connector
+/// over and finishes it. Resumed (SIGCONT), the frozen one writes nothing: its run's outcome is
+/// refused (its history row stays open), the snapshot stays the new holder's, and each run
+/// carries its lease's token, the second higher.
+#[test]
+fn a_worker_frozen_past_its_lease_cannot_write_once_resumed() {
+    let mut f = Fleet::new();
+    f.connector("acme", "0 0 0 1 1 *", 3000);
+    let mut a = f.worker("a");
+    let holder = f.wait("worker a to hold acme's lease", Duration::from_secs(60), || f.lease_holder("acme"));
+    assert!(holder.contains(&format!("pid {} ", a.pid())), "{holder}");
+    std::thread::sleep(Duration::from_millis(700));
+    let signal = |sig: &str, pid: u32| assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    signal("-STOP", a.pid());
+    let mut b = f.worker("b");
+    let b_worker = worker_of(b.pid());
+    let b_run = f.wait("worker b to take acme over and finish", Duration::from_secs(180), || {
+        f.history().into_iter().find(|r| r["worker"].as_str() == Some(b_worker.as_str()) && !r["report"].is_null())
+    });
+    assert_eq!(b_run["report"]["outcome"], "ok", "{b_run:#}");
+    let snapshot = || -> u64 { f.pg.psql("fleet", "SELECT count(*) FROM snapshot WHERE connector = 'acme'").parse().unwrap() };
+    assert_eq!(snapshot(), 3000);
+
+    signal("-CONT", a.pid());
+    // Its run wakes, finds itself fenced (or its lease lapsed) and ends; let it try to write.
+    f.wait("worker a to say its run is over", Duration::from_secs(30), || {
+        let log = a.log();
+        (log.contains("was taken over by another run") || log.contains("could not renew")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let a_worker = worker_of(a.pid());
+    let h = f.history();
+    let a_run = h.iter().find(|r| r["worker"].as_str() == Some(a_worker.as_str())).expect("a's run is in history");
+    assert!(a_run["ended_at"].is_null(), "the frozen run's outcome was written after the take-over: {a_run:#}");
+    let (ta, tb) = (a_run["fence"].as_i64().unwrap(), b_run["fence"].as_i64().unwrap());
+    assert!(tb > ta, "the take-over's token is higher: {ta} then {tb}");
+    assert_eq!(snapshot(), 3000);
+    assert_eq!(f.users_on_platform(), 3000, "everyone once on the platform");
+    assert_eq!(b.stop(), Some(0), "log:\n{}", b.log());
+    let _ = a.stop();
+}
