@@ -364,11 +364,14 @@ fn a_sigkilled_worker_releases_nothing_and_its_slot_moves_after_the_ttl() {
         f.history().into_iter().find(|r| r["run_id"] == b_run["run_id"] && !r["report"].is_null())
     });
     assert_eq!(done["report"]["outcome"], "ok", "{done:#}");
-    // a's run stays unfinished in history (it died); b adopted what a had pushed: everyone
-    // once on the platform.
+    // a's run (it died) is closed as failed by b, saying why; b adopted what a had pushed:
+    // everyone once on the platform.
     let h = f.history();
     assert_eq!(h.len(), 2, "{h:#?}");
-    assert!(h[0]["ended_at"].is_null() && h[0]["worker"].as_str() == Some(a_worker.as_str()), "{h:#?}");
+    assert_eq!(h[0]["worker"].as_str(), Some(a_worker.as_str()), "{h:#?}");
+    assert_eq!(h[0]["report"]["outcome"], "failed", "{h:#?}");
+    let why = h[0]["report"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("its end was never recorded") && why.contains(b_run["run_id"].as_str().unwrap()), "{why}");
     assert_eq!(f.users_on_platform(), 2000);
     // The slot ran once more, by b, and is done; b does not run it again.
     assert_eq!(f.pg.psql("fleet", "SELECT worker || ' ' || (done_at IS NOT NULL) FROM slots"), format!("{b_worker} true"));
@@ -538,11 +541,65 @@ fn a_worker_frozen_past_its_lease_cannot_write_once_resumed() {
     let a_worker = worker_of(a.pid());
     let h = f.history();
     let a_run = h.iter().find(|r| r["worker"].as_str() == Some(a_worker.as_str())).expect("a's run is in history");
-    assert!(a_run["ended_at"].is_null(), "the frozen run's outcome was written after the take-over: {a_run:#}");
+    // b closed it as failed when it ended; a's own outcome, written over that, was refused.
+    let why = a_run["report"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("closed as failed by run") && why.contains(b_run["run_id"].as_str().unwrap()), "a wrote its outcome: {a_run:#}");
     let (ta, tb) = (a_run["fence"].as_i64().unwrap(), b_run["fence"].as_i64().unwrap());
     assert!(tb > ta, "the take-over's token is higher: {ta} then {tb}");
     assert_eq!(snapshot(), 3000);
     assert_eq!(f.users_on_platform(), 3000, "everyone once on the platform");
     assert_eq!(b.stop(), Some(0), "log:\n{}", b.log());
     let _ = a.stop();
+}
+
+/// A PostgreSQL outage, with a worker mid-run: /healthz says the store fails while it does
+/// and recovers with it; a slot that cannot be claimed is not run; the run whose end could
+/// not be written is closed as failed, saying why, by the connector's next run, which converges.
+#[test]
+fn a_store_outage_runs_no_unclaimed_slot_and_the_run_it_cut_is_closed_as_failed() {
+    let mut f = Fleet::new();
+    f.connector("acme", "*/2 * * * * *", 3000);
+    let w = f.worker("w");
+    let health = || {
+        let out = Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/healthz", w.port)]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    f.wait("the first run to hold acme's lease", Duration::from_secs(60), || f.lease_holder("acme"));
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(health(), "ok\n");
+    f.pg.stop();
+    let degraded = f.wait("/healthz to say the store fails", Duration::from_secs(20), || {
+        let h = health();
+        h.contains("daemon: state store: ").then_some(h)
+    });
+    assert!(degraded.starts_with("degraded: "), "{degraded}");
+    // The cut run stops (its lease cannot be renewed); slots come and go meanwhile (every
+    // 2 s): none is run unclaimed.
+    let start = Instant::now();
+    while !w.log().contains("not running it until the claim succeeds") {
+        // Each call to a stopped server waits out the pool's connect timeout (10 s): the cut run
+        // ends, its end and its release fail, then the next slot's claim.
+        assert!(start.elapsed() < Duration::from_secs(120), "no slot went unclaimed in 120 s; log:\n{}", w.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    f.pg.start_again();
+    f.wait("/healthz to recover", Duration::from_secs(30), || (health() == "ok\n").then_some(()));
+    let log = w.log();
+    assert!(log.contains("not running it until the claim succeeds"), "{log}");
+    assert!(!log.contains("; running it"), "a slot ran unclaimed: {log}");
+
+    // The next run converges and closes the cut run as failed, with its reason.
+    let closed = f.wait("the cut run to be closed and a later one to sync", Duration::from_secs(120), || {
+        let h = f.history();
+        let cut = h.first().filter(|r| r["report"]["outcome"] == "failed")?.clone();
+        let ok = h.iter().any(|r| r["report"]["outcome"] == "ok");
+        ok.then_some(cut)
+    });
+    let why = closed["report"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("its end was never recorded"), "{closed:#}");
+    assert_eq!(f.users_on_platform(), 3000, "everyone once on the platform");
+    let h = f.history();
+    assert!(h.iter().all(|r| !r["ended_at"].is_null()), "a run was left open: {h:#?}");
+    assert_eq!(max_overlap(&finished(&h)), 1);
 }

@@ -327,6 +327,20 @@ async fn connector_loop<R: Runner>(
                         attempt = 0;
                         continue;
                     }
+                    SlotClaim::Unclaimed { retry_in } => {
+                        drop(permit);
+                        let at = sh.clock.now() + chrono::Duration::from_std(retry_in).unwrap_or_default();
+                        if period_end.is_some_and(|end| at >= end) {
+                            tracing::warn!("slot {} could not be claimed before the next one: not run", slot.to_rfc3339());
+                            served_elsewhere = true;
+                            break;
+                        }
+                        if !sh.clock.sleep_until(at, &mut stop).await {
+                            return;
+                        }
+                        attempt = 0;
+                        continue;
+                    }
                     SlotClaim::Held { worker, expires_at } => {
                         drop(permit);
                         // A little after the lapse, so the holder's last renewal has landed.

@@ -172,6 +172,9 @@ pub enum SlotClaim {
     /// The slot's time has not come by the store's clock, which read `now`: a worker whose
     /// own clock runs ahead claims nothing early (a "daily 02:00" before the export lands).
     Early { now: DateTime<Utc> },
+    /// The store could not be asked (it fails): the slot is not run, and claimed again in
+    /// `retry_in` while it lasts.
+    Unclaimed { retry_in: std::time::Duration },
 }
 
 /// One row of the snapshot to write after a successful operation.

@@ -283,8 +283,14 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     };
     done.report.duration_ms = done.report.duration_ms.max(1);
     if !opts.unrecorded {
-        if let Err(e) = store.finish_run(&done.report, Utc::now()).await {
-            tracing::error!("could not record the run in history: {e}");
+        match store.finish_run(&done.report, Utc::now()).await {
+            Err(e) => tracing::error!("could not record the run in history: {e}"),
+            Ok(()) if leased => {
+                if let Err(e) = lease::close_unfinished(store, &conn.name, &run_id).await {
+                    tracing::warn!("could not close the earlier runs whose end was never recorded: {e}");
+                }
+            }
+            Ok(()) => {}
         }
         persons::after_run(store, cfg, opts, &done).await;
     }
