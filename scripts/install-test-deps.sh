@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, when missing: OpenSSH (sshd + sftp), rclone, curl,
-# Chromium (the status page test), systemd (systemd-analyze), the OpenSSL headers libssh2
+# Chromium (the status page test), faketime (a worker's moved clock), systemd (systemd-analyze), the OpenSSL headers libssh2
 # builds against, PostgreSQL (the fleet's state store), and the two SCIM servers (PyPI, pinned) in .venv: scim2-server, and
 # django-scim2 with the Django it runs on (tests/support/django_scim).
 # Safe to run again: it only installs what is not there.
@@ -24,6 +24,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 $DEMO_ONLY || command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 # PostgreSQL: the fleet's state store (tests/support/postgres.rs runs initdb + postgres itself).
 $DEMO_ONLY || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# libfaketime moves a worker's clock (tests/fleet.rs: a worker 20 s fast, a CLI 200 days fast).
+$DEMO_ONLY || [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 # openssl (the CLI) makes the CA and server certificate of the TLS PostgreSQL (tests/pg_tls.rs).
 $DEMO_ONLY || command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)

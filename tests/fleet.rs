@@ -132,9 +132,19 @@ impl Fleet {
     }
 
     fn worker(&self, tag: &str) -> Worker {
+        self.worker_in(tag, None)
+    }
+
+    /// A worker whose clock reads `offset` from the machine's (`faketime -f "+20s"`), or the
+    /// machine's own (None).
+    fn worker_in(&self, tag: &str, offset: Option<&str>) -> Worker {
         let port = support::free_port();
         let log = self.dir.path().join(format!("{tag}.log"));
-        let child = Command::new(support::rostersync_bin())
+        let mut cmd = match offset {
+            Some(o) => faketime(o),
+            None => Command::new(support::rostersync_bin()),
+        };
+        let child = cmd
             .arg("--config")
             .arg(self.config(tag, port))
             .args(["--log-format", "json", "daemon"])
@@ -183,6 +193,25 @@ impl Fleet {
     fn users_on_platform(&self) -> usize {
         self.scim.get("/Users?count=1")["totalResults"].as_u64().unwrap_or(0) as usize
     }
+}
+
+/// A command running rostersync with its wall clock moved by `offset` ("+20s", "+200d"):
+/// Debian's faketime package (libfaketime through LD_PRELOAD). Its monotonic clock is left alone,
+/// as a machine whose wall clock is wrong still counts seconds right.
+fn faketime(offset: &str) -> Command {
+    // The library itself, not the `faketime` wrapper: the wrapper would stand between the
+    // test and the daemon's pid (its signals, its exit code).
+    let lib = support::require_binary(
+        &[
+            PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+            PathBuf::from("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"),
+        ],
+        "libfaketime.so.1",
+        "apt-get install faketime",
+    );
+    let mut c = Command::new(support::rostersync_bin());
+    c.env("LD_PRELOAD", lib).env("FAKETIME", offset).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    c
 }
 
 fn write_export(path: &Path, rows: &[String]) {
@@ -335,11 +364,14 @@ fn a_sigkilled_worker_releases_nothing_and_its_slot_moves_after_the_ttl() {
         f.history().into_iter().find(|r| r["run_id"] == b_run["run_id"] && !r["report"].is_null())
     });
     assert_eq!(done["report"]["outcome"], "ok", "{done:#}");
-    // a's run stays unfinished in history (it died); b adopted what a had pushed: everyone
-    // once on the platform.
+    // a's run (it died) is closed as failed by b, saying why; b adopted what a had pushed:
+    // everyone once on the platform.
     let h = f.history();
     assert_eq!(h.len(), 2, "{h:#?}");
-    assert!(h[0]["ended_at"].is_null() && h[0]["worker"].as_str() == Some(a_worker.as_str()), "{h:#?}");
+    assert_eq!(h[0]["worker"].as_str(), Some(a_worker.as_str()), "{h:#?}");
+    assert_eq!(h[0]["report"]["outcome"], "failed", "{h:#?}");
+    let why = h[0]["report"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("its end was never recorded") && why.contains(b_run["run_id"].as_str().unwrap()), "{why}");
     assert_eq!(f.users_on_platform(), 2000);
     // The slot ran once more, by b, and is done; b does not run it again.
     assert_eq!(f.pg.psql("fleet", "SELECT worker || ' ' || (done_at IS NOT NULL) FROM slots"), format!("{b_worker} true"));
@@ -387,4 +419,187 @@ fn manual_syncs_racing_two_daemons_never_overlap_a_run() {
         "{i} manual syncs against 2 daemons: {ok} ran, {refused} refused (a daemon held the lease); {} runs, none overlapping",
         h.len()
     );
+}
+
+/// One clock for the fleet: a worker whose clock runs 20 s ahead claims no slot before its
+/// time by the database's clock, and says its clock is off (log and /healthz); a normal
+/// worker beside it says nothing.
+#[test]
+fn a_worker_20_s_fast_runs_no_slot_early_and_says_its_clock_is_off() {
+    let mut f = Fleet::new();
+    f.connector("acme", "*/3 * * * * *", 5);
+    f.connector("globex", "*/3 * * * * *", 5);
+    let mut fast = f.worker_in("fast", Some("+20s"));
+    let mut normal = f.worker("normal");
+    std::thread::sleep(Duration::from_secs(15));
+    let health = |w: &Worker| {
+        let out = Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/healthz", w.port)]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (fast_health, normal_health) = (health(&fast), health(&normal));
+    assert_eq!(fast.stop(), Some(0), "log:\n{}", fast.log());
+    assert_eq!(normal.stop(), Some(0), "log:\n{}", normal.log());
+
+    // Every claim, by the database's clock: none before its slot. (Before, the fast worker
+    // claimed each slot about 20 s early.)
+    let claims = f.pg.psql(
+        "fleet",
+        "SELECT worker || ' ' || round(extract(epoch FROM (claimed_at - slot_at)) * 1000) FROM slots WHERE slot_at > (SELECT min(slot_at) FROM slots)",
+    );
+    let fast_worker = worker_of(fast.pid());
+    let mut fast_claims = 0;
+    for line in claims.lines() {
+        let (worker, ms) = line.rsplit_once(' ').unwrap();
+        let ms: i64 = ms.parse().unwrap();
+        assert!(ms >= 0, "{worker} claimed a slot {} ms before its time: {claims}", -ms);
+        fast_claims += usize::from(worker == fast_worker);
+    }
+    assert!(claims.lines().count() >= 6, "the slots of 15 s ran: {claims}");
+    assert!(fast_claims > 0, "the fast worker took its share on the store's clock: {claims}");
+    // It says so, at start and on /healthz; the other says nothing.
+    assert!(
+        fast_health.contains("daemon: clock: this machine's clock is 2") && fast_health.contains("s ahead of the state store's"),
+        "{fast_health}"
+    );
+    assert!(fast.log().contains("s ahead of the state store's"), "{}", fast.log());
+    assert!(!normal_health.contains("clock"), "{normal_health}");
+    for (c, rs) in by_connector(&f.history()) {
+        assert_eq!(max_overlap(&finished(&rs)), 1, "runs of {c} overlapped: {rs:#?}");
+    }
+}
+
+/// Retention by the database's clock: a CLI sync from a machine 200 days ahead (past the
+/// default 180 days of audit_retention) prunes none of the trail, nor a plan awaiting
+/// approval.
+#[test]
+fn a_cli_sync_from_a_machine_200_days_fast_prunes_nothing_it_should_keep() {
+    let mut f = Fleet::new();
+    let acme = f.connector("acme", "0 0 0 1 1 *", 20);
+    let globex = f.connector("globex", "0 0 0 1 1 *", 0);
+    // Other people than acme's (ids 1001…).
+    let people =
+        |n: u32| (1001..1001 + n).map(|i| support::project::row(i, &format!("bo{i}@example.com"), true, "Sales")).collect::<Vec<_>>();
+    write_export(&globex.join("employees_2026-01-01.csv"), &people(20));
+    for name in ["acme", "globex"] {
+        let out = f.run(&["sync", name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // globex's next file would deactivate most of its people: stopped, its plan kept for approval.
+    write_export(&globex.join("employees_2026-01-02.csv"), &people(2));
+    let out = f.run(&["sync", "globex"]);
+    assert!(!out.status.success(), "a safeguard stops it: {}", String::from_utf8_lossy(&out.stdout));
+    let count = |sql: &str| -> u64 { f.pg.psql("fleet", sql).parse().unwrap() };
+    let audit = count("SELECT count(*) FROM audit");
+    assert!(audit >= 40, "the first syncs wrote the trail: {audit}");
+    assert_eq!(count("SELECT count(*) FROM plans WHERE approval IS NULL"), 1);
+
+    // acme's next file, synced from a machine whose clock is 200 days ahead: it writes, so it prunes.
+    write_export(&acme.join("employees_2026-01-02.csv"), &rows(25));
+    let mut c = faketime("+200d");
+    c.arg("--config")
+        .arg(f.config("cli", 1))
+        .args(["sync", "acme"])
+        .env("PLATFORM_SCIM_TOKEN", &f.scim.token)
+        .env("ROSTERSYNC_PG_PASSWORD", PASSWORD);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created 5") || count("SELECT count(*) FROM audit") >= audit + 5, "it wrote");
+    assert!(count("SELECT count(*) FROM audit") >= audit, "nothing of the trail was pruned");
+    assert_eq!(count("SELECT count(*) FROM plans WHERE approval IS NULL"), 1, "globex's plan still awaits approval");
+}
+
+/// Fencing: a worker frozen (SIGSTOP) mid-push past its lease; another takes the connector
+/// over and finishes it. Resumed (SIGCONT), the frozen one writes nothing: its run's outcome is
+/// refused (its history row stays open), the snapshot stays the new holder's, and each run
+/// carries its lease's token, the second higher.
+#[test]
+fn a_worker_frozen_past_its_lease_cannot_write_once_resumed() {
+    let mut f = Fleet::new();
+    f.connector("acme", "0 0 0 1 1 *", 3000);
+    let mut a = f.worker("a");
+    let holder = f.wait("worker a to hold acme's lease", Duration::from_secs(60), || f.lease_holder("acme"));
+    assert!(holder.contains(&format!("pid {} ", a.pid())), "{holder}");
+    std::thread::sleep(Duration::from_millis(700));
+    let signal = |sig: &str, pid: u32| assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    signal("-STOP", a.pid());
+    let mut b = f.worker("b");
+    let b_worker = worker_of(b.pid());
+    let b_run = f.wait("worker b to take acme over and finish", Duration::from_secs(180), || {
+        f.history().into_iter().find(|r| r["worker"].as_str() == Some(b_worker.as_str()) && !r["report"].is_null())
+    });
+    assert_eq!(b_run["report"]["outcome"], "ok", "{b_run:#}");
+    let snapshot = || -> u64 { f.pg.psql("fleet", "SELECT count(*) FROM snapshot WHERE connector = 'acme'").parse().unwrap() };
+    assert_eq!(snapshot(), 3000);
+
+    signal("-CONT", a.pid());
+    // Its run wakes, finds itself fenced (or its lease lapsed) and ends; let it try to write.
+    f.wait("worker a to say its run is over", Duration::from_secs(30), || {
+        let log = a.log();
+        (log.contains("was taken over by another run") || log.contains("could not renew")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let a_worker = worker_of(a.pid());
+    let h = f.history();
+    let a_run = h.iter().find(|r| r["worker"].as_str() == Some(a_worker.as_str())).expect("a's run is in history");
+    // b closed it as failed when it ended; a's own outcome, written over that, was refused.
+    let why = a_run["report"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("closed as failed by run") && why.contains(b_run["run_id"].as_str().unwrap()), "a wrote its outcome: {a_run:#}");
+    let (ta, tb) = (a_run["fence"].as_i64().unwrap(), b_run["fence"].as_i64().unwrap());
+    assert!(tb > ta, "the take-over's token is higher: {ta} then {tb}");
+    assert_eq!(snapshot(), 3000);
+    assert_eq!(f.users_on_platform(), 3000, "everyone once on the platform");
+    assert_eq!(b.stop(), Some(0), "log:\n{}", b.log());
+    let _ = a.stop();
+}
+
+/// A PostgreSQL outage, with a worker mid-run: /healthz says the store fails while it does
+/// and recovers with it; a slot that cannot be claimed is not run; the run whose end could
+/// not be written is closed as failed, saying why, by the connector's next run, which converges.
+#[test]
+fn a_store_outage_runs_no_unclaimed_slot_and_the_run_it_cut_is_closed_as_failed() {
+    let mut f = Fleet::new();
+    f.connector("acme", "*/2 * * * * *", 3000);
+    let w = f.worker("w");
+    let health = || {
+        let out = Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/healthz", w.port)]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    f.wait("the first run to hold acme's lease", Duration::from_secs(60), || f.lease_holder("acme"));
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(health(), "ok\n");
+    f.pg.stop();
+    let degraded = f.wait("/healthz to say the store fails", Duration::from_secs(20), || {
+        let h = health();
+        h.contains("daemon: state store: ").then_some(h)
+    });
+    assert!(degraded.starts_with("degraded: "), "{degraded}");
+    // The cut run stops (its lease cannot be renewed); slots come and go meanwhile (every
+    // 2 s): none is run unclaimed.
+    let start = Instant::now();
+    while !w.log().contains("not running it until the claim succeeds") {
+        // Each call to a stopped server waits out the pool's connect timeout (10 s): the cut run
+        // ends, its end and its release fail, then the next slot's claim.
+        assert!(start.elapsed() < Duration::from_secs(120), "no slot went unclaimed in 120 s; log:\n{}", w.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    f.pg.start_again();
+    f.wait("/healthz to recover", Duration::from_secs(30), || (health() == "ok\n").then_some(()));
+    let log = w.log();
+    assert!(log.contains("not running it until the claim succeeds"), "{log}");
+    assert!(!log.contains("; running it"), "a slot ran unclaimed: {log}");
+
+    // The next run converges and closes the cut run as failed, with its reason.
+    let closed = f.wait("the cut run to be closed and a later one to sync", Duration::from_secs(120), || {
+        let h = f.history();
+        let cut = h.first().filter(|r| r["report"]["outcome"] == "failed")?.clone();
+        let ok = h.iter().any(|r| r["report"]["outcome"] == "ok");
+        ok.then_some(cut)
+    });
+    let why = closed["report"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("its end was never recorded"), "{closed:#}");
+    assert_eq!(f.users_on_platform(), 3000, "everyone once on the platform");
+    let h = f.history();
+    assert!(h.iter().all(|r| !r["ended_at"].is_null()), "a run was left open: {h:#?}");
+    assert_eq!(max_overlap(&finished(&h)), 1);
 }

@@ -116,7 +116,74 @@ on_both!(
     held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folded_id,
     the_audit_trail_and_stored_plans_round_trip,
     a_write_dropped_half_way_records_nothing_and_the_next_write_works,
+    a_run_whose_lease_was_taken_over_cannot_write,
 );
+
+/// Fencing: a run frozen past its lease (A) wakes after another (B) took the connector over.
+/// Every write of A is refused, typed, with nothing written; B's go through; each run is
+/// recorded with its token, and the tokens grow with each take-over.
+async fn a_run_whose_lease_was_taken_over_cannot_write(f: Fixture) {
+    use rostersync::state::{AuditEntry, Fence};
+    let s = f.open().await;
+    let ttl = Duration::from_millis(300);
+    s.acquire("acme", "a", ttl).await.unwrap();
+    let ta = s.lease_token("acme", "a").await.unwrap().expect("a holds it");
+    let a = s.fenced(Fence { connector: "acme".into(), token: ta });
+    a.start_run("acme", "run-a", Utc::now()).await.unwrap();
+    a.write("acme", &[SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("u1", true)) }]).await.unwrap();
+
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    s.acquire("acme", "b", Duration::from_secs(60)).await.unwrap();
+    let tb = s.lease_token("acme", "b").await.unwrap().expect("b holds it");
+    assert!(tb > ta, "a take-over gives a higher token: {ta} then {tb}");
+    assert_eq!(s.lease_token("acme", "a").await.unwrap(), None);
+    let b = s.fenced(Fence { connector: "acme".into(), token: tb });
+    b.start_run("acme", "run-b", Utc::now()).await.unwrap();
+
+    let refused = |r: Result<(), StateError>, what: &str| match r {
+        Err(StateError::Fenced { connector, token }) => assert_eq!((connector.as_str(), token), ("acme", ta), "{what}"),
+        other => panic!("{what}: a stale writer's write went through or failed otherwise: {other:?}"),
+    };
+    let batch = [
+        SnapshotWrite::Upsert { platform_id: "p2".into(), user: Box::new(user("u2", true)) },
+        SnapshotWrite::Remove { external_id: "u1".into() },
+    ];
+    refused(a.write("acme", &batch).await, "snapshot");
+    refused(a.set_last_file("acme", &FileFingerprint { path: "a.csv".into(), size: 1, mtime: None, sha256: "aa".into() }).await, "file");
+    refused(a.set_reconcile("acme", "run-a", "push started").await, "marker");
+    let entry = AuditEntry {
+        connector: "acme".into(),
+        external_id: "u2".into(),
+        run_id: "run-a".into(),
+        at: Utc::now(),
+        kind: "create".into(),
+        fields: vec![],
+        status: "ok".into(),
+        http_status: None,
+        approval: None,
+    };
+    refused(a.write_audit(std::slice::from_ref(&entry)).await, "audit");
+    refused(a.finish_run(&rostersync::report::Report::new("acme", "run-a", false), Utc::now()).await, "outcome");
+    // Nothing of it was written.
+    let snap = s.snapshot("acme").await.unwrap();
+    assert!(snap.contains_key("u1") && !snap.contains_key("u2"), "{snap:?}");
+    assert_eq!(s.last_file("acme").await.unwrap(), None);
+    assert_eq!(s.reconcile_mark("acme").await.unwrap(), None);
+    assert!(s.person_history(Some("acme"), "u2", 10).await.unwrap().is_empty());
+    // The holder writes; history records each run with its token (a's stays unfinished).
+    b.write("acme", &batch).await.unwrap();
+    b.write_audit(&[AuditEntry { run_id: "run-b".into(), ..entry }]).await.unwrap();
+    b.finish_run(&rostersync::report::Report::new("acme", "run-b", false), Utc::now()).await.unwrap();
+    assert!(s.snapshot("acme").await.unwrap().contains_key("u2"));
+    let h = s.history(Some("acme"), 10).await.unwrap();
+    let fences: Vec<(String, Option<i64>, bool)> = h.iter().map(|r| (r.run_id.clone(), r.fence, r.ended_at.is_some())).collect();
+    assert_eq!(fences, [("run-b".to_string(), Some(tb), true), ("run-a".to_string(), Some(ta), false)]);
+    // Released, then taken again: still higher.
+    s.release("acme", "b").await.unwrap();
+    s.acquire("acme", "c", ttl).await.unwrap();
+    assert!(s.lease_token("acme", "c").await.unwrap().unwrap() > tb);
+    assert!(matches!(b.write("acme", &batch).await, Err(StateError::Fenced { token, .. }) if token == tb), "b's lease is over too");
+}
 
 async fn snapshot_round_trip_and_inactive_marks(f: Fixture) {
     let s = f.open().await;
@@ -829,10 +896,21 @@ async fn the_audit_trail_and_stored_plans_round_trip(f: Fixture) {
     assert_eq!(s.stored_plan("r1").await.unwrap().unwrap().approved, Some((approval, "r2".into())));
     assert_eq!(s.pending_plan("acme").await.unwrap(), None, "approved: nothing waits");
 
-    assert_eq!(s.prune(at).await.unwrap(), 0, "nothing older than the instant itself");
-    assert_eq!(s.prune(at + chrono::Duration::seconds(1)).await.unwrap(), 4, "three entries and the plan");
+    // An older plan of acme, superseded by r1 (pruned with it), and globex's plan awaiting
+    // approval, as old (kept: a person may be on leave).
+    s.save_plan(&StoredPlan { run_id: "r0".into(), created_at: at - chrono::Duration::minutes(30), ..plan.clone() }).await.unwrap();
+    let waiting = StoredPlan { run_id: "g1".into(), connector: "globex".into(), approved: None, ..plan.clone() };
+    s.save_plan(&waiting).await.unwrap();
+
+    // Retention counts back from the store's clock, not from a time the caller brings.
+    let age = (s.clock().await.unwrap() - at).to_std().unwrap();
+    let hour = Duration::from_secs(3600);
+    assert_eq!(s.prune(age + hour).await.unwrap(), 0, "nothing older than an hour before the entries");
+    assert_eq!(s.prune(age - hour).await.unwrap(), 5, "three entries, the approved plan and the superseded one");
     assert!(s.person_history(None, "E1", 10).await.unwrap().is_empty());
     assert_eq!(s.stored_plan("r1").await.unwrap(), None);
+    assert_eq!(s.stored_plan("r0").await.unwrap(), None);
+    assert_eq!(s.pending_plan("globex").await.unwrap(), Some(waiting), "a plan awaiting approval is never pruned");
 }
 
 /// A time in SQLite's text columns that does not read is a corrupt row, named by its table

@@ -25,7 +25,7 @@ pub async fn history(cli: &Cli, connector: Option<&str>, limit: u32) -> super::R
             .map(|r| {
                 serde_json::json!({
                     "run_id": r.run_id, "connector": r.connector, "started_at": r.started_at,
-                    "ended_at": r.ended_at, "report": r.report, "worker": r.worker,
+                    "ended_at": r.ended_at, "report": r.report, "worker": r.worker, "fence": r.fence,
                     "target": r.report.as_ref().and_then(|rep| rep.target.clone()),
                 })
             })
@@ -258,7 +258,15 @@ mod tests {
 
     fn run(id: &str, ended: bool) -> RunRecord {
         let at = chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap();
-        RunRecord { run_id: id.into(), connector: "acme".into(), started_at: at, ended_at: ended.then_some(at), report: None, worker: None }
+        RunRecord {
+            run_id: id.into(),
+            connector: "acme".into(),
+            started_at: at,
+            ended_at: ended.then_some(at),
+            report: None,
+            worker: None,
+            fence: None,
+        }
     }
 
     fn mark(id: &str, reason: &str) -> ReconcileMark {

@@ -644,6 +644,7 @@ mod tests {
                 ..Report::new("hand", id, dry)
             }),
             worker: None,
+            fence: None,
         };
         let history = [
             rec("running", 40, None),

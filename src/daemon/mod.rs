@@ -163,6 +163,12 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
         cfg.path.display()
     );
     let store = Arc::new(state::open(&cfg.state).await?);
+    // One clock for the fleet: the store's. Measured now (a clock far off is said at start)
+    // and again while the daemon runs, which also tells /healthz whether the store answers.
+    let store_clock = Arc::new(clock::StoreClock::default());
+    clock::check(&*store, &store_clock, &health).await;
+    let watcher =
+        tokio::spawn(clock::watch(store.clone(), store_clock.clone(), health.clone(), (cfg.state.lease_ttl / 3).min(clock::REMEASURE)));
     let metrics = Arc::new(Metrics::default());
     let board = Arc::new(status_page::Board::new(store.clone()));
     board.set(cfg.connectors.clone(), cfg.problems.iter().map(|p| p.to_string()).collect());
@@ -182,7 +188,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
     let heartbeat = tokio::spawn(runner.clone().heartbeat());
     let mut sched = Scheduler::new(Shared {
         runner: runner.clone(),
-        clock: clock::Clock::System,
+        clock: clock::Clock::Store(store_clock),
         permits: Arc::new(Semaphore::new(daemon_cfg.max_concurrent_runs)),
         retry: crate::retry::Policy::SCHEDULED_RUN,
         metrics: metrics.clone(),
@@ -266,6 +272,7 @@ pub async fn serve(path: &Path) -> Result<Stopped, DaemonError> {
         s.abort();
     }
     heartbeat.abort();
+    watcher.abort();
     tracing::info!("stopped");
     Ok(Stopped { abandoned })
 }

@@ -110,9 +110,10 @@ impl Runner for SyncRunner {
         match claim {
             Ok(c) => c,
             Err(e) => {
-                // The run itself needs the store and will say what is wrong (and retry).
-                tracing::warn!(connector, "cannot claim the slot of {} ({e}); running it", slot.to_rfc3339());
-                SlotClaim::Won
+                // Not run: run anyway, it could run twice across a fleet (the lease would
+                // only keep the two from overlapping). Claimed again shortly, while the slot lasts.
+                tracing::warn!(connector, "cannot claim the slot of {} ({e}); not running it until the claim succeeds", slot.to_rfc3339());
+                SlotClaim::Unclaimed { retry_in: (self.store.lease_ttl() / 3).max(std::time::Duration::from_secs(1)) }
             }
         }
     }

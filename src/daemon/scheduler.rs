@@ -326,6 +326,35 @@ async fn connector_loop<R: Runner>(
                         served_elsewhere = true;
                         break;
                     }
+                    SlotClaim::Early { now } => {
+                        drop(permit);
+                        // This machine's clock ran ahead of the store's: wait out the rest.
+                        let left = (slot - now).max(chrono::Duration::zero()) + chrono::Duration::milliseconds(50);
+                        tracing::debug!(
+                            "slot {} has not come by the state store's clock; {} ms to go",
+                            slot.to_rfc3339(),
+                            left.num_milliseconds()
+                        );
+                        if !sh.clock.sleep_until(sh.clock.now() + left, &mut stop).await {
+                            return;
+                        }
+                        attempt = 0;
+                        continue;
+                    }
+                    SlotClaim::Unclaimed { retry_in } => {
+                        drop(permit);
+                        let at = sh.clock.now() + chrono::Duration::from_std(retry_in).unwrap_or_default();
+                        if period_end.is_some_and(|end| at >= end) {
+                            tracing::warn!("slot {} could not be claimed before the next one: not run", slot.to_rfc3339());
+                            served_elsewhere = true;
+                            break;
+                        }
+                        if !sh.clock.sleep_until(at, &mut stop).await {
+                            return;
+                        }
+                        attempt = 0;
+                        continue;
+                    }
                     SlotClaim::Held { worker, expires_at } => {
                         drop(permit);
                         // A little after the lapse, so the holder's last renewal has landed.

@@ -432,6 +432,7 @@ mod tests {
             ended_at: Some(at),
             report: Some(rep),
             worker: None,
+            fence: None,
         }
     }
 

@@ -23,14 +23,23 @@ use crate::report::Report;
 pub use groups::{CreatedGroup, GroupRecords};
 pub use postgres::PostgresStore;
 pub(crate) use roles::forward_roles;
-pub use roles::{Audit, Leases, Runs, Slots, Snapshots, StateStore};
+pub use roles::{Audit, Fencing, Leases, Runs, Slots, Snapshots, StateStore};
 pub use sqlite::SqliteStore;
 pub use store::{Store, open};
 
 /// The store's roles, for code that calls a concrete store (`Store`, `SqliteStore`): one
 /// `use state::prelude::*;` brings every role's methods in.
 pub mod prelude {
-    pub use super::{Audit, GroupRecords, Leases, Runs, Slots, Snapshots, StateStore};
+    pub use super::{Audit, Fencing, GroupRecords, Leases, Runs, Slots, Snapshots, StateStore};
+}
+
+/// The fencing token of a run's lease: every take-over of a connector's lease gives it a
+/// higher token, and a store `Fencing::fenced` with it writes only while the connector's
+/// lease still carries it (checked in the write's own transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub connector: String,
+    pub token: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +79,12 @@ pub enum StateError {
     Tls { host: String, port: u16, detail: String, hint: String },
     #[error("the CA certificate {path} named by [state] ca_file: {detail}")]
     CaFile { path: String, detail: String },
+    /// A write of a run whose lease was taken over (its fencing token is no longer the
+    /// lease's): refused, nothing of it written. The run that holds the lease now carries on.
+    #[error(
+        "connector \"{connector}\": this run's lease (fencing token {token}) was taken over by another run, so its write was refused and nothing of it was written; the run holding the lease now carries on (a process frozen or cut off past lease_ttl does this)"
+    )]
+    Fenced { connector: String, token: i64 },
     /// The run could not show, in time, that it still holds its connector's lease: it
     /// stopped before the lease could lapse and another process take the connector.
     #[error(
@@ -98,7 +113,11 @@ impl Classify for StateError {
     fn retriable(&self) -> bool {
         matches!(
             self,
-            StateError::Held { .. } | StateError::Unreachable { .. } | StateError::LeaseLost { .. } | StateError::PlatformBusy { .. }
+            StateError::Held { .. }
+                | StateError::Unreachable { .. }
+                | StateError::LeaseLost { .. }
+                | StateError::Fenced { .. }
+                | StateError::PlatformBusy { .. }
         )
     }
 }
@@ -152,6 +171,12 @@ pub enum SlotClaim {
     Done,
     /// Another live worker has it; its claim lapses at `expires_at` unless renewed.
     Held { worker: String, expires_at: DateTime<Utc> },
+    /// The slot's time has not come by the store's clock, which read `now`: a worker whose
+    /// own clock runs ahead claims nothing early (a "daily 02:00" before the export lands).
+    Early { now: DateTime<Utc> },
+    /// The store could not be asked (it fails): the slot is not run, and claimed again in
+    /// `retry_in` while it lasts.
+    Unclaimed { retry_in: std::time::Duration },
 }
 
 /// One row of the snapshot to write after a successful operation.
@@ -194,6 +219,9 @@ pub struct RunRecord {
     pub report: Option<Report>,
     /// The process that ran it ("HOST pid N", `worker_id`); None for runs recorded before.
     pub worker: Option<String>,
+    /// The fencing token of the lease it held (`Fence`); None for a dry run, or a run
+    /// recorded before fencing.
+    pub fence: Option<i64>,
 }
 
 /// One operation sent for one person: the audit trail `history --person` and `explain`

@@ -23,8 +23,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSs
 
 use super::sql::{self, Backend, Dialect};
 use super::{
-    HeldElsewhere, LastFile, LeaseRecord, Leases, ReconcileMark, RunRecord, Runs, SlotClaim, Slots, SnapshotWrite, Snapshots, StateError,
-    worker_id,
+    Fence, Fencing, HeldElsewhere, LastFile, LeaseRecord, Leases, ReconcileMark, RunRecord, Runs, SlotClaim, Slots, SnapshotWrite,
+    Snapshots, StateError, worker_id,
 };
 use crate::model::{FileFingerprint, IdRule, User};
 use crate::plan::{Snapshot, SnapshotEntry};
@@ -49,6 +49,8 @@ pub struct PostgresStore {
     url: String,
     host: String,
     port: u16,
+    /// The lease token every write checks (`Fencing::fenced`); None: unfenced.
+    fence: Option<Fence>,
 }
 
 /// `url` without its password, for messages.
@@ -98,7 +100,7 @@ impl PostgresStore {
             .connect_with(opts)
             .await;
         let pool = pool.map_err(|e| classify(e, password, &shown, &host, port))?;
-        let store = PostgresStore { pool, url: shown, host, port };
+        let store = PostgresStore { pool, url: shown, host, port, fence: None };
         store.migrate().await?;
         Ok(store)
     }
@@ -243,6 +245,34 @@ impl Backend for PostgresStore {
     fn url(&self) -> &str {
         &self.url
     }
+    fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+}
+
+impl PostgresStore {
+    /// The transaction of one fenced write, the fence checked first (holding the lease row
+    /// until the write commits: a take-over waits for it).
+    async fn fenced_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StateError> {
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        sql::check_fence::<Postgres>(Dialect::Postgres, self.fence.as_ref(), &mut tx, self.err()).await?;
+        Ok(tx)
+    }
+}
+
+impl Fencing for PostgresStore {
+    async fn lease_token(&self, connector: &str, holder: &str) -> Result<Option<i64>, StateError> {
+        sqlx::query_scalar("SELECT token FROM leases WHERE connector = $1 AND holder = $2")
+            .bind(connector)
+            .bind(holder)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())
+    }
+
+    fn fenced(&self, fence: Fence) -> PostgresStore {
+        PostgresStore { pool: self.pool.clone(), url: self.url.clone(), host: self.host.clone(), port: self.port, fence: Some(fence) }
+    }
 }
 
 /// One attempt at a lease.
@@ -256,9 +286,10 @@ enum Attempt {
 impl PostgresStore {
     async fn try_acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<Attempt, StateError> {
         let r = sqlx::query(
-            "INSERT INTO leases (connector, holder, acquired_at, expires_at) VALUES ($1, $2, now(), now() + make_interval(secs => $3))
+            "INSERT INTO leases (connector, holder, acquired_at, expires_at, token)
+             VALUES ($1, $2, now(), now() + make_interval(secs => $3), nextval('lease_tokens'))
              ON CONFLICT (connector) DO UPDATE SET holder = excluded.holder, acquired_at = excluded.acquired_at,
-                 expires_at = excluded.expires_at
+                 expires_at = excluded.expires_at, token = excluded.token
              WHERE leases.expires_at < now() OR leases.holder = $2",
         )
         .bind(connector)
@@ -399,7 +430,7 @@ impl Snapshots for PostgresStore {
 
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
         // All of the batch, or none (a dropped transaction rolls back).
-        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        let mut tx = self.fenced_tx().await?;
         // Consecutive writes of one kind are one statement; the runs keep the batch's order,
         // so a later write of a user still wins over an earlier one.
         for run in batch.chunk_by(|a, b| std::mem::discriminant(a) == std::mem::discriminant(b)) {
@@ -480,6 +511,7 @@ impl Snapshots for PostgresStore {
     }
 
     async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError> {
+        let mut tx = self.fenced_tx().await?;
         sqlx::query(
             "INSERT INTO last_file (connector, path, size, mtime, sha256, synced_at) VALUES ($1, $2, $3, $4, $5, now())
              ON CONFLICT (connector) DO UPDATE SET path = excluded.path, size = excluded.size, mtime = excluded.mtime,
@@ -490,35 +522,38 @@ impl Snapshots for PostgresStore {
         .bind(i64::try_from(f.size).unwrap_or(i64::MAX))
         .bind(&f.mtime)
         .bind(&f.sha256)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(self.err())?;
-        Ok(())
+        tx.commit().await.map_err(self.err())
     }
 }
 
 impl Runs for PostgresStore {
     async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        let mut tx = self.fenced_tx().await?;
         sqlx::query(sql::START_RUN)
             .bind(run_id)
             .bind(connector)
             .bind(at)
             .bind(worker_id())
-            .execute(&self.pool)
+            .bind(self.fence.as_ref().map(|f| f.token))
+            .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-        Ok(())
+        tx.commit().await.map_err(self.err())
     }
 
     async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
+        let mut tx = self.fenced_tx().await?;
         sqlx::query(sql::FINISH_RUN)
             .bind(at)
             .bind(serde_json::to_string(report).unwrap_or_default())
             .bind(&report.run_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-        Ok(())
+        tx.commit().await.map_err(self.err())
     }
 
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError> {
@@ -537,6 +572,7 @@ impl Runs for PostgresStore {
     }
 
     async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
+        let mut tx = self.fenced_tx().await?;
         sqlx::query(
             "INSERT INTO reconcile_marks (connector, run_id, reason, set_at) VALUES ($1, $2, $3, now())
              ON CONFLICT (connector) DO UPDATE SET run_id = excluded.run_id, reason = excluded.reason, set_at = excluded.set_at",
@@ -544,10 +580,10 @@ impl Runs for PostgresStore {
         .bind(connector)
         .bind(run_id)
         .bind(reason)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(self.err())?;
-        Ok(())
+        tx.commit().await.map_err(self.err())
     }
 
     async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
@@ -557,8 +593,9 @@ impl Runs for PostgresStore {
     }
 
     async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
-        sqlx::query(sql::CLEAR_RECONCILE).bind(connector).execute(&self.pool).await.map_err(self.err())?;
-        Ok(())
+        let mut tx = self.fenced_tx().await?;
+        sqlx::query(sql::CLEAR_RECONCILE).bind(connector).execute(&mut *tx).await.map_err(self.err())?;
+        tx.commit().await.map_err(self.err())
     }
 }
 
@@ -568,19 +605,24 @@ impl Slots for PostgresStore {
         // The second part reads the snapshot from before the statement, so a claim committed
         // while we waited on its row lock is not seen: that reads as a claim about to be
         // decided, checked again a moment later.
-        type Row = (bool, Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        // A slot whose time has not come by the database's clock is not claimed (`$2 <= now()`),
+        // whatever the claiming worker's clock says; the last column says what the time is.
+        type Row = (bool, Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, DateTime<Utc>);
         let row: Option<Row> = sqlx::query_as(
             "WITH claim AS (
                  INSERT INTO slots (connector, slot_at, worker, claimed_at, expires_at)
-                 VALUES ($1, $2, $3, now(), now() + make_interval(secs => $4))
+                 SELECT $1, $2, $3, now(), now() + make_interval(secs => $4) WHERE $2 <= now()
                  ON CONFLICT (connector, slot_at) DO UPDATE SET worker = excluded.worker, claimed_at = excluded.claimed_at,
                      expires_at = excluded.expires_at
                  WHERE slots.done_at IS NULL AND (slots.expires_at < now() OR slots.worker = $3)
                  RETURNING worker)
-             SELECT true, NULL::text, NULL::timestamptz, NULL::timestamptz FROM claim
+             SELECT true, NULL::text, NULL::timestamptz, NULL::timestamptz, now() FROM claim
              UNION ALL
-             SELECT false, worker, expires_at, done_at FROM slots
-             WHERE connector = $1 AND slot_at = $2 AND NOT EXISTS (SELECT 1 FROM claim)",
+             SELECT false, worker, expires_at, done_at, now() FROM slots
+             WHERE connector = $1 AND slot_at = $2 AND NOT EXISTS (SELECT 1 FROM claim)
+             UNION ALL
+             SELECT false, NULL, NULL, NULL, now() WHERE $2 > now()
+                 AND NOT EXISTS (SELECT 1 FROM slots WHERE connector = $1 AND slot_at = $2)",
         )
         .bind(connector)
         .bind(slot)
@@ -591,8 +633,9 @@ impl Slots for PostgresStore {
         .map_err(self.err())?;
         Ok(match row {
             Some((true, ..)) => SlotClaim::Won,
-            Some((false, _, _, Some(_))) => SlotClaim::Done,
-            Some((false, Some(worker), Some(expires_at), None)) => SlotClaim::Held { worker, expires_at },
+            Some((false, _, _, Some(_), _)) => SlotClaim::Done,
+            Some((false, _, _, None, now)) if slot > now => SlotClaim::Early { now },
+            Some((false, Some(worker), Some(expires_at), None, _)) => SlotClaim::Held { worker, expires_at },
             _ => SlotClaim::Held { worker: "another worker".into(), expires_at: Utc::now() + chrono::Duration::seconds(1) },
         })
     }
@@ -621,6 +664,11 @@ impl Slots for PostgresStore {
             .await
             .map_err(self.err())?;
         Ok(r.rows_affected())
+    }
+
+    async fn clock(&self) -> Result<DateTime<Utc>, StateError> {
+        // `clock_timestamp()`, not `now()`: the time of this statement, not of a transaction.
+        sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&self.pool).await.map_err(self.err())
     }
 }
 

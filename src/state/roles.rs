@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{AuditEntry, HeldElsewhere, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StoredPlan};
+use super::{
+    AuditEntry, Fence, HeldElsewhere, LastFile, LeaseRecord, ReconcileMark, RunRecord, SlotClaim, SnapshotWrite, StateError, StoredPlan,
+};
 use crate::model::{FileFingerprint, IdRule, User};
 use crate::plan::Snapshot;
 use crate::report::{Approval, Report};
@@ -98,8 +100,10 @@ pub trait Audit {
     async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError>;
     /// One person's audit trail, newest first (every connector when `connector` is None).
     async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError>;
-    /// Removes audit entries and stored plans older than `before`; returns how many went.
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError>;
+    /// Removes audit entries and stored plans older than `keep` by the store's clock
+    /// (`Slots::clock`: a worker whose clock runs ahead removes nothing early), never a
+    /// connector's plan that awaits approval; returns how many went.
+    async fn prune(&self, keep: Duration) -> Result<u64, StateError>;
     /// Keeps the plan of a stopped run (replacing one stored under the same run id).
     async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError>;
     /// The stored plan of that run, if any.
@@ -121,6 +125,24 @@ pub trait Slots {
     async fn finish_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str) -> Result<(), StateError>;
     /// Extends every unfinished claim of `worker` (its heartbeat); returns how many.
     async fn renew_slots(&self, worker: &str, ttl: Duration) -> Result<u64, StateError>;
+    /// The store's clock, which a fleet follows (slot times, lease expiry, retention): the
+    /// database's `clock_timestamp()` on PostgreSQL; on SQLite, this machine's own.
+    async fn clock(&self) -> Result<DateTime<Utc>, StateError> {
+        Ok(Utc::now())
+    }
+}
+
+/// Fencing: a run's writes are checked against the token of the lease it took, so a run
+/// frozen past its lease (SIGSTOP, a VM paused, a network cut) that wakes after another run
+/// took the connector over cannot write (`StateError::Fenced`). Implemented by the stores
+/// themselves, since the check is in each write's own transaction.
+#[allow(async_fn_in_trait)]
+pub trait Fencing: Sized {
+    /// The token of the lease `holder` holds on `connector` now; None when it holds none.
+    async fn lease_token(&self, connector: &str, holder: &str) -> Result<Option<i64>, StateError>;
+    /// This store, writing (snapshot, last file, run history, reconcile marker, audit, plans)
+    /// only while `fence.connector`'s lease carries `fence.token`; the run is recorded with it.
+    fn fenced(&self, fence: Fence) -> Self;
 }
 
 /// The whole store: every role. Implemented for anything that has them all.
@@ -235,8 +257,8 @@ macro_rules! forward_roles {
             ) -> Result<Vec<$crate::state::AuditEntry>, $crate::state::StateError> {
                 $via!(self, s => $crate::state::Audit::person_history(s, connector, external_id, limit).await)
             }
-            async fn prune(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, $crate::state::StateError> {
-                $via!(self, s => $crate::state::Audit::prune(s, before).await)
+            async fn prune(&self, keep: std::time::Duration) -> Result<u64, $crate::state::StateError> {
+                $via!(self, s => $crate::state::Audit::prune(s, keep).await)
             }
             async fn save_plan(&self, plan: &$crate::state::StoredPlan) -> Result<(), $crate::state::StateError> {
                 $via!(self, s => $crate::state::Audit::save_plan(s, plan).await)
@@ -286,6 +308,9 @@ macro_rules! forward_roles {
             }
             async fn renew_slots(&self, worker: &str, ttl: std::time::Duration) -> Result<u64, $crate::state::StateError> {
                 $via!(self, s => $crate::state::Slots::renew_slots(s, worker, ttl).await)
+            }
+            async fn clock(&self) -> Result<chrono::DateTime<chrono::Utc>, $crate::state::StateError> {
+                $via!(self, s => $crate::state::Slots::clock(s).await)
             }
         }
     };

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::MigrateError;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
-use super::{Audit, AuditEntry, LastFile, RunRecord, SnapshotWrite, StateError, StoredPlan};
+use super::{Audit, AuditEntry, Fence, LastFile, RunRecord, SnapshotWrite, StateError, StoredPlan};
 use crate::model::{FileFingerprint, User};
 use crate::report::Approval;
 
@@ -51,6 +51,43 @@ pub(super) trait Backend: Sync {
     fn db_err(&self, e: sqlx::Error) -> StateError;
     /// The store as named in errors (no password).
     fn url(&self) -> &str;
+    /// The fence its writes check (`Fencing::fenced`), if any.
+    fn fence(&self) -> Option<&Fence>;
+}
+
+// ---- fencing ----
+
+/// Whether the connector's lease still carries the token: one row, or none. On PostgreSQL
+/// the row is held (`FOR SHARE`) until the write's transaction ends, so a take-over (which
+/// updates it) waits for the write rather than slipping in between the check and it.
+const FENCE_SQLITE: &str = "SELECT token FROM leases WHERE connector = $1 AND token = $2";
+const FENCE_POSTGRES: &str = "SELECT token FROM leases WHERE connector = $1 AND token = $2 FOR SHARE";
+
+/// Checks `fence` inside the write's transaction `conn`: a run whose lease was taken over
+/// (its token no longer the lease's) is refused before it writes anything.
+pub(super) async fn check_fence<DB: Database>(
+    dialect: Dialect,
+    fence: Option<&Fence>,
+    conn: &mut DB::Connection,
+    db_err: impl Fn(sqlx::Error) -> StateError,
+) -> Result<(), StateError>
+where
+    for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+{
+    let Some(f) = fence else { return Ok(()) };
+    let sql = match dialect {
+        Dialect::Sqlite => FENCE_SQLITE,
+        Dialect::Postgres => FENCE_POSTGRES,
+    };
+    let held: Option<(i64,)> = sqlx::query_as(sql).bind(f.connector.clone()).bind(f.token).fetch_optional(conn).await.map_err(db_err)?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StateError::Fenced { connector: f.connector.clone(), token: f.token }),
+    }
 }
 
 /// How many rows a statement changed (each driver has its own result type).
@@ -229,13 +266,12 @@ pub(super) fn removed(run: &[SnapshotWrite]) -> Vec<&str> {
 pub(super) const RELEASE: &str = "DELETE FROM leases WHERE connector = $1 AND holder = $2";
 pub(super) const LEASES: &str = "SELECT connector, holder, acquired_at, expires_at FROM leases ORDER BY connector";
 pub(super) const LAST_FILE: &str = "SELECT path, size, mtime, sha256, synced_at FROM last_file WHERE connector = $1";
-pub(super) const START_RUN: &str = "INSERT INTO runs (run_id, connector, started_at, worker) VALUES ($1, $2, $3, $4)";
+pub(super) const START_RUN: &str = "INSERT INTO runs (run_id, connector, started_at, worker, fence) VALUES ($1, $2, $3, $4, $5)";
 pub(super) const FINISH_RUN: &str = "UPDATE runs SET ended_at = $1, report = $2 WHERE run_id = $3";
 pub(super) const INTERRUPTED: &str = "SELECT ended_at FROM runs WHERE connector = $1 AND run_id <> $2 ORDER BY started_at DESC LIMIT 1";
-pub(super) const HISTORY_OF: &str =
-    "SELECT run_id, connector, started_at, ended_at, report, worker FROM runs WHERE connector = $1 ORDER BY started_at DESC LIMIT $2";
+pub(super) const HISTORY_OF: &str = "SELECT run_id, connector, started_at, ended_at, report, worker, fence FROM runs WHERE connector = $1 ORDER BY started_at DESC LIMIT $2";
 pub(super) const HISTORY: &str =
-    "SELECT run_id, connector, started_at, ended_at, report, worker FROM runs ORDER BY started_at DESC LIMIT $1";
+    "SELECT run_id, connector, started_at, ended_at, report, worker, fence FROM runs ORDER BY started_at DESC LIMIT $1";
 pub(super) const RECONCILE_MARK: &str = "SELECT run_id, reason, set_at FROM reconcile_marks WHERE connector = $1";
 pub(super) const CLEAR_RECONCILE: &str = "DELETE FROM reconcile_marks WHERE connector = $1";
 
@@ -253,11 +289,11 @@ pub(super) fn last_file_of_row<T>(
 }
 
 /// One row of `HISTORY`, its times as the backend stores them (`T`).
-pub(super) type RunRow<T> = (String, String, T, Option<T>, Option<String>, Option<String>);
+pub(super) type RunRow<T> = (String, String, T, Option<T>, Option<String>, Option<String>, Option<i64>);
 
 /// A run's row as a record; `time` reads the backend's time type (text on SQLite).
 pub(super) fn run_of_row<T>(
-    (run_id, connector, started_at, ended_at, report, worker): RunRow<T>,
+    (run_id, connector, started_at, ended_at, report, worker, fence): RunRow<T>,
     time: impl Fn(&'static str, T) -> Result<DateTime<Utc>, StateError>,
 ) -> Result<RunRecord, StateError> {
     Ok(RunRecord {
@@ -268,6 +304,7 @@ pub(super) fn run_of_row<T>(
         // A report an older build wrote that no longer reads: the run shows without one.
         report: report.and_then(|s| serde_json::from_str(&s).ok()),
         worker,
+        fence,
     })
 }
 
@@ -288,7 +325,10 @@ const PERSON_HISTORY_POSTGRES: &str =
     "SELECT connector, external_id, run_id, at, kind, fields, status, CAST(http_status AS BIGINT), approval
      FROM audit WHERE (CAST($1 AS TEXT) IS NULL OR connector = $1) AND external_id = $2 ORDER BY at DESC, id DESC LIMIT $3";
 const PRUNE_AUDIT: &str = "DELETE FROM audit WHERE at < $1";
-const PRUNE_PLANS: &str = "DELETE FROM plans WHERE created_at < $1";
+/// A connector's newest plan while it is not approved is what `pending_plan` offers for
+/// approval: never pruned, however old (a person may be on leave).
+const PRUNE_PLANS: &str = "DELETE FROM plans WHERE created_at < $1
+     AND NOT (approval IS NULL AND created_at = (SELECT max(p.created_at) FROM plans AS p WHERE p.connector = plans.connector))";
 const SAVE_PLAN: &str = "INSERT INTO plans (run_id, connector, created_at, file, state_fingerprint, digest, rule, message, dry_run,
          operations, approval, applied_by, operations_left_out)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
@@ -408,7 +448,7 @@ fn plan_params(plan: &StoredPlan) -> serde_json::Result<PlanRow> {
 
 impl<B> Audit for B
 where
-    B: Backend,
+    B: Backend + super::Slots,
     for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
     <B::Db as Database>::Arguments: IntoArguments<B::Db>,
     <B::Db as Database>::QueryResult: Affected,
@@ -418,6 +458,7 @@ where
     for<'t> i64: Encode<'t, B::Db> + Type<B::Db>,
     AuditRow: for<'r> FromRow<'r, <B::Db as Database>::Row>,
     PlanRow: for<'r> FromRow<'r, <B::Db as Database>::Row>,
+    (i64,): for<'r> FromRow<'r, <B::Db as Database>::Row>,
 {
     async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), StateError> {
         if entries.is_empty() {
@@ -428,8 +469,10 @@ where
             Dialect::Sqlite => WRITE_AUDIT_SQLITE,
             Dialect::Postgres => WRITE_AUDIT_POSTGRES,
         };
-        sqlx::query(sql).bind(json).execute(self.writes()).await.map_err(|e| self.db_err(e))?;
-        Ok(())
+        let mut tx = self.writes().begin().await.map_err(|e| self.db_err(e))?;
+        check_fence::<B::Db>(B::DIALECT, self.fence(), &mut tx, |e| self.db_err(e)).await?;
+        sqlx::query(sql).bind(json).execute(&mut *tx).await.map_err(|e| self.db_err(e))?;
+        tx.commit().await.map_err(|e| self.db_err(e))
     }
 
     async fn person_history(&self, connector: Option<&str>, external_id: &str, limit: u32) -> Result<Vec<AuditEntry>, StateError> {
@@ -447,7 +490,10 @@ where
         rows.into_iter().map(|r| audit_of_row(self.url(), r)).collect()
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
+    async fn prune(&self, keep: std::time::Duration) -> Result<u64, StateError> {
+        // By the store's clock: a CLI run from a machine 200 days ahead removes nothing early.
+        let now = super::Slots::clock(self).await?;
+        let Some(before) = chrono::Duration::from_std(keep).ok().and_then(|k| now.checked_sub_signed(k)) else { return Ok(0) };
         let mut gone = 0;
         for sql in [PRUNE_AUDIT, PRUNE_PLANS] {
             gone += sqlx::query(sql).bind(ts(before)).execute(self.writes()).await.map_err(|e| self.db_err(e))?.rows();
@@ -457,6 +503,8 @@ where
 
     async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
         let p = plan_params(plan).map_err(|e| json_err(self.url(), e))?;
+        let mut tx = self.writes().begin().await.map_err(|e| self.db_err(e))?;
+        check_fence::<B::Db>(B::DIALECT, self.fence(), &mut tx, |e| self.db_err(e)).await?;
         sqlx::query(SAVE_PLAN)
             .bind(p.0)
             .bind(p.1)
@@ -471,10 +519,10 @@ where
             .bind(p.10)
             .bind(p.11)
             .bind(p.12)
-            .execute(self.writes())
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.db_err(e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| self.db_err(e))
     }
 
     async fn stored_plan(&self, run_id: &str) -> Result<Option<StoredPlan>, StateError> {

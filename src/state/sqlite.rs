@@ -23,8 +23,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 
 use super::sql::{self, Backend, Dialect};
 use super::{
-    HeldElsewhere, LastFile, LeaseRecord, Leases, ReconcileMark, RunRecord, Runs, SlotClaim, Slots, SnapshotWrite, Snapshots, StateError,
-    worker_id,
+    Fence, Fencing, HeldElsewhere, LastFile, LeaseRecord, Leases, ReconcileMark, RunRecord, Runs, SlotClaim, Slots, SnapshotWrite,
+    Snapshots, StateError, worker_id,
 };
 use crate::model::{FileFingerprint, IdRule, User};
 use crate::plan::{Snapshot, SnapshotEntry};
@@ -53,6 +53,8 @@ pub struct SqliteStore {
     /// renewal waits behind at most one batch of this process.
     writer: SqlitePool,
     url: String,
+    /// The lease token every write checks (`Fencing::fenced`); None: unfenced.
+    fence: Option<Fence>,
 }
 
 impl SqliteStore {
@@ -75,7 +77,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30));
         let writer = connect_new_or_busy(opts.clone(), 1).await.map_err(|e| db(format!("cannot open: {e}")))?;
         let pool = connect_new_or_busy(opts, 4).await.map_err(|e| db(format!("cannot open: {e}")))?;
-        let store = SqliteStore { pool, writer, url: url.to_string() };
+        let store = SqliteStore { pool, writer, url: url.to_string(), fence: None };
         store.migrate().await?;
         Ok(store)
     }
@@ -187,6 +189,34 @@ impl Backend for SqliteStore {
     fn url(&self) -> &str {
         &self.url
     }
+    fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+}
+
+impl SqliteStore {
+    /// The write transaction of one fenced write: the write lock taken now (IMMEDIATE), then
+    /// the fence checked, so nothing can take the lease over between the check and the write.
+    async fn fenced_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StateError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
+        sql::check_fence::<Sqlite>(Dialect::Sqlite, self.fence.as_ref(), &mut tx, self.err()).await?;
+        Ok(tx)
+    }
+}
+
+impl Fencing for SqliteStore {
+    async fn lease_token(&self, connector: &str, holder: &str) -> Result<Option<i64>, StateError> {
+        sqlx::query_scalar("SELECT token FROM leases WHERE connector = $1 AND holder = $2")
+            .bind(connector)
+            .bind(holder)
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(self.err())
+    }
+
+    fn fenced(&self, fence: Fence) -> SqliteStore {
+        SqliteStore { pool: self.pool.clone(), writer: self.writer.clone(), url: self.url.clone(), fence: Some(fence) }
+    }
 }
 
 /// One row of the snapshot load: external id, platform id, hex of the hash, active.
@@ -259,24 +289,30 @@ impl Leases for SqliteStore {
     async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
         let now = Utc::now();
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
-        // One statement, so two processes cannot both win: the update only happens when
-        // the current lease has expired (or is ours).
+        // One transaction: the next fencing token, and the lease with it. The upsert only
+        // happens when the current lease has expired (or is ours), so two processes cannot
+        // both win; a refused attempt rolls its token back.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
+        let token: i64 =
+            sqlx::query_scalar("UPDATE lease_tokens SET last = last + 1 RETURNING last").fetch_one(&mut *tx).await.map_err(self.err())?;
         let r = sqlx::query(
-            "INSERT INTO leases (connector, holder, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO leases (connector, holder, acquired_at, expires_at, token) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (connector) DO UPDATE SET holder = excluded.holder, acquired_at = excluded.acquired_at,
-                 expires_at = excluded.expires_at
+                 expires_at = excluded.expires_at, token = excluded.token
              WHERE leases.expires_at < ?3 OR leases.holder = ?2",
         )
         .bind(connector)
         .bind(holder)
         .bind(sql::ts(now))
         .bind(sql::ts(expires))
-        .execute(&self.writer)
+        .bind(token)
+        .execute(&mut *tx)
         .await
         .map_err(self.err())?;
         if r.rows_affected() == 1 {
-            return Ok(());
+            return tx.commit().await.map_err(self.err());
         }
+        drop(tx);
         let row = sqlx::query("SELECT holder, acquired_at, expires_at FROM leases WHERE connector = ?")
             .bind(connector)
             .fetch_optional(&self.pool)
@@ -412,7 +448,7 @@ impl Snapshots for SqliteStore {
         // midway through the batch. All of the batch is recorded, or none (a dropped
         // transaction rolls back, or SQLite has rolled it back itself; either way the
         // connection serves again, or is replaced: `sql::reusable`).
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
+        let mut tx = self.fenced_tx().await?;
         // Consecutive writes of one kind are one statement; the runs keep the batch's order,
         // so a later write of a user still wins over an earlier one.
         for run in batch.chunk_by(|a, b| std::mem::discriminant(a) == std::mem::discriminant(b)) {
@@ -433,6 +469,7 @@ impl Snapshots for SqliteStore {
     }
 
     async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError> {
+        let mut tx = self.fenced_tx().await?;
         sqlx::query(
             "INSERT INTO last_file (connector, path, size, mtime, sha256, synced_at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (connector) DO UPDATE SET path = excluded.path, size = excluded.size, mtime = excluded.mtime,
@@ -444,35 +481,38 @@ impl Snapshots for SqliteStore {
         .bind(&f.mtime)
         .bind(&f.sha256)
         .bind(sql::ts(Utc::now()))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(self.err())?;
-        Ok(())
+        tx.commit().await.map_err(self.err())
     }
 }
 
 impl Runs for SqliteStore {
     async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        let mut tx = self.fenced_tx().await?;
         sqlx::query(sql::START_RUN)
             .bind(run_id)
             .bind(connector)
             .bind(sql::ts(at))
             .bind(worker_id())
-            .execute(&self.writer)
+            .bind(self.fence.as_ref().map(|f| f.token))
+            .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-        Ok(())
+        tx.commit().await.map_err(self.err())
     }
 
     async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
+        let mut tx = self.fenced_tx().await?;
         sqlx::query(sql::FINISH_RUN)
             .bind(sql::ts(at))
             .bind(serde_json::to_string(&report.for_history()).unwrap_or_default())
             .bind(&report.run_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-        Ok(())
+        tx.commit().await.map_err(self.err())
     }
 
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError> {
@@ -491,6 +531,7 @@ impl Runs for SqliteStore {
     }
 
     async fn set_reconcile(&self, connector: &str, run_id: &str, reason: &str) -> Result<(), StateError> {
+        let mut tx = self.fenced_tx().await?;
         sqlx::query(
             "INSERT INTO reconcile_marks (connector, run_id, reason, set_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (connector) DO UPDATE SET run_id = excluded.run_id, reason = excluded.reason, set_at = excluded.set_at",
@@ -499,10 +540,10 @@ impl Runs for SqliteStore {
         .bind(run_id)
         .bind(reason)
         .bind(sql::ts(Utc::now()))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(self.err())?;
-        Ok(())
+        tx.commit().await.map_err(self.err())
     }
 
     async fn reconcile_mark(&self, connector: &str) -> Result<Option<ReconcileMark>, StateError> {
@@ -513,14 +554,19 @@ impl Runs for SqliteStore {
     }
 
     async fn clear_reconcile(&self, connector: &str) -> Result<(), StateError> {
-        sqlx::query(sql::CLEAR_RECONCILE).bind(connector).execute(&self.writer).await.map_err(self.err())?;
-        Ok(())
+        let mut tx = self.fenced_tx().await?;
+        sqlx::query(sql::CLEAR_RECONCILE).bind(connector).execute(&mut *tx).await.map_err(self.err())?;
+        tx.commit().await.map_err(self.err())
     }
 }
 
 impl Slots for SqliteStore {
     async fn claim_slot(&self, connector: &str, slot: DateTime<Utc>, worker: &str, ttl: Duration) -> Result<SlotClaim, StateError> {
         let now = Utc::now();
+        if slot > now {
+            // By this machine's clock, which is the store's: see `Slots::clock`.
+            return Ok(SlotClaim::Early { now });
+        }
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
         // As `acquire`: one statement decides, so two daemons on this file cannot both win.
         let won: Option<String> = sqlx::query_scalar(

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{LeaseRecord, Leases, PostgresStore, SqliteStore, StateError, forward_roles};
+use super::{Fencing, LeaseRecord, Leases, PostgresStore, SqliteStore, StateError, forward_roles};
 use crate::config;
 
 pub struct Store {
@@ -90,3 +90,17 @@ impl Leases for Store {
 }
 
 forward_roles!(Store, both; Snapshots, Runs, Audit, Slots, GroupRecords);
+
+impl Fencing for Store {
+    async fn lease_token(&self, connector: &str, holder: &str) -> Result<Option<i64>, StateError> {
+        both!(self, s => s.lease_token(connector, holder).await)
+    }
+
+    fn fenced(&self, fence: super::Fence) -> Store {
+        let inner = match &self.inner {
+            Inner::Sqlite(s) => Inner::Sqlite(s.fenced(fence)),
+            Inner::Postgres(s) => Inner::Postgres(s.fenced(fence)),
+        };
+        Store { inner, lease_ttl: self.lease_ttl }
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::state::{StateError, StateStore};
+use crate::state::{Fence, Fencing, StateError, StateStore};
 
 /// A lease outlives a dead holder by at most `store.lease_ttl()` (`[state] lease_ttl`).
 fn ttl<S: StateStore>(store: &S) -> Duration {
@@ -91,6 +91,48 @@ pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &
         }
         other => other,
     }
+}
+
+/// The store as the run holding `holder`'s lease writes to it: fenced with the lease's token.
+pub(super) async fn fence<S: StateStore + Fencing>(store: &S, connector: &str, holder: &str) -> Result<S, StateError> {
+    match store.lease_token(connector, holder).await? {
+        Some(token) => {
+            tracing::debug!("holding the lease with fencing token {token}");
+            Ok(store.fenced(Fence { connector: connector.into(), token }))
+        }
+        // Taken and lost at once: another run holds it now.
+        None => Err(StateError::LeaseLost { connector: connector.into(), detail: TAKEN_OVER.into() }),
+    }
+}
+
+/// Runs of the connector looked at for an end never recorded: the newest ones (older ones
+/// were looked at by the runs before).
+const UNFINISHED_DEPTH: u32 = 50;
+
+/// Closes, as failed with the reason, the connector's earlier runs whose end was never
+/// recorded (their process died, was frozen past its lease, or the state store failed as
+/// they ended): called by a run holding the lease, once its own end is recorded, so no
+/// earlier run can still be running. Without it they read "running, or the process died"
+/// in history forever. Returns how many were closed.
+pub(super) async fn close_unfinished<S: StateStore>(store: &S, connector: &str, run_id: &str) -> Result<usize, StateError> {
+    let now = chrono::Utc::now();
+    let runs = store.history(Some(connector), UNFINISHED_DEPTH).await?;
+    let mut closed = 0;
+    for r in runs.iter().filter(|r| r.run_id != run_id && r.ended_at.is_none()) {
+        let mut report = crate::report::Report::new(connector, &r.run_id, false);
+        report.outcome = crate::report::RunOutcome::Failed;
+        report.failure = Some(crate::report::FailureKind::Crashed);
+        report.message = Some(format!(
+            "its end was never recorded (its process died, was frozen past its lease, or the state store failed as it ended); closed as failed by run {run_id} of this connector at {}. What it sent is matched on the platform by the next run that pushes",
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+        // When it really ended is not known: recorded as ending where it began (so it never
+        // reads as overlapping the runs after it); the message says when it was closed.
+        store.finish_run(&report, r.started_at).await?;
+        tracing::warn!("closed run {} (started {}) as failed: its end was never recorded", r.run_id, r.started_at.to_rfc3339());
+        closed += 1;
+    }
+    Ok(closed)
 }
 
 /// How long before its lease would lapse a run that could not renew it stops: the room for

@@ -35,7 +35,7 @@ use crate::changes::Listing;
 use crate::config::{Config, Connector};
 use crate::exit::{Classify, Exit};
 use crate::report::{Report, RunOutcome};
-use crate::state::{AuditEntry, LastFile, StateStore};
+use crate::state::{AuditEntry, Fencing, LastFile, StateStore};
 
 /// Where a run reports progress (the CLI draws bars on a terminal; the daemon logs).
 pub trait Progress: Send + Sync {
@@ -223,7 +223,7 @@ impl Tally {
 }
 
 /// Runs one sync. Never panics on bad input; every failure is in the report.
-pub async fn run<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions) -> RunResult {
+pub async fn run<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions) -> RunResult {
     use tracing::Instrument;
     let run_id = uuid::Uuid::new_v4().to_string();
     // Inside a span that already names the connector (the daemon's, per connector), the run's
@@ -239,7 +239,7 @@ pub async fn run<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts:
 
 /// The run around its steps: the connector's lease and its heartbeat, the history record,
 /// the audit trail written whatever happened.
-async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
+async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
     let holder = lease::Holder::here(opts.origin, &run_id);
     let binding = adoption::Binding::new(&holder, &conn.name);
     let started = Instant::now();
@@ -252,6 +252,22 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
     if leased && let Err(e) = lease::acquire(store, &conn.name, &holder).await {
         return tally.fail(e.into(), started);
     }
+    // From here every write of the run checks the lease's fencing token: once another run
+    // has taken the connector over, this one cannot write (`StateError::Fenced`).
+    let fenced;
+    let store = match leased {
+        true => match lease::fence(store, &conn.name, &holder).await {
+            Ok(f) => {
+                fenced = f;
+                &fenced
+            }
+            Err(e) => {
+                let _ = store.release(&conn.name, &holder).await;
+                return tally.fail(e.into(), started);
+            }
+        },
+        false => store,
+    };
     if !opts.unrecorded
         && let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await
     {
@@ -273,8 +289,14 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
     };
     done.report.duration_ms = done.report.duration_ms.max(1);
     if !opts.unrecorded {
-        if let Err(e) = store.finish_run(&done.report, Utc::now()).await {
-            tracing::error!("could not record the run in history: {e}");
+        match store.finish_run(&done.report, Utc::now()).await {
+            Err(e) => tracing::error!("could not record the run in history: {e}"),
+            Ok(()) if leased => {
+                if let Err(e) = lease::close_unfinished(store, &conn.name, &run_id).await {
+                    tracing::warn!("could not close the earlier runs whose end was never recorded: {e}");
+                }
+            }
+            Ok(()) => {}
         }
         persons::after_run(store, cfg, opts, &done).await;
     }

@@ -310,11 +310,7 @@ pub(super) async fn after_run<S: StateStore>(store: &S, cfg: &crate::config::Con
     // Only after a run that wrote to the trail or kept a plan: the daemon's many quiet runs
     // (no new file) write nothing, and what they would prune waits a day at most.
     let wrote = done.report.stopped_by.is_some() || (!done.report.dry_run && !done.report.operations.is_empty());
-    let keep = chrono::Duration::from_std(cfg.state.audit_retention).unwrap_or(chrono::Duration::MAX);
-    if wrote
-        && let Some(before) = Utc::now().checked_sub_signed(keep)
-        && let Err(e) = store.prune(before).await
-    {
+    if wrote && let Err(e) = store.prune(cfg.state.audit_retention).await {
         tracing::warn!("could not prune the audit trail: {e}");
     }
 }

@@ -20,6 +20,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     tls: bool,
+    /// The extra `-c` settings it was started with (again by `start_again`).
+    settings: Vec<String>,
 }
 
 /// The host name the TLS server's certificate lists (and the only one: 127.0.0.1 is not in
@@ -146,32 +148,50 @@ impl Postgres {
             .unwrap_or_else(|e| panic!("cannot run initdb: {e}"));
         assert!(out.status.success(), "initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let port = free_port();
+        let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+        let child = Postgres::spawn(&bin, dir.path(), port, &settings, tls);
+        let pg = Postgres { child, port, dir, bin, tls, settings };
+        pg.wait_ready(Duration::from_secs(30));
+        pg
+    }
+
+    /// The server process on `dir`'s data folder.
+    fn spawn(bin: &Path, dir: &Path, port: u16, settings: &[String], tls: bool) -> Child {
         let mut cmd = Command::new(bin.join("postgres"));
-        as_server_user(&mut cmd, user)
+        as_server_user(&mut cmd, server_user())
             .arg("-D")
-            .arg(&data)
+            .arg(dir.join("data"))
             .arg("-p")
             .arg(port.to_string())
             .arg("-c")
             .arg("listen_addresses=127.0.0.1")
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.path().display()))
+            .arg(format!("unix_socket_directories={}", dir.display()))
             // A test server: durability is not what is tested, speed on two shared cores is.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"]);
         for s in settings {
             cmd.arg("-c").arg(s);
         }
         if tls {
-            let tls_dir = dir.path().join("tls");
+            let tls_dir = dir.join("tls");
             cmd.args(["-c", "ssl=on"]);
             cmd.arg("-c").arg(format!("ssl_cert_file={}", tls_dir.join("server.pem").display()));
             cmd.arg("-c").arg(format!("ssl_key_file={}", tls_dir.join("server.key").display()));
         }
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn postgres");
-        let pg = Postgres { child, port, dir, bin, tls };
-        pg.wait_ready(Duration::from_secs(30));
-        pg
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn postgres")
+    }
+
+    /// Stops the server (fast shutdown: clients cut off), as an outage does; `start_again`
+    /// brings it back on the same port with its data.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
+    pub fn start_again(&mut self) {
+        self.child = Postgres::spawn(&self.bin, self.dir.path(), self.port, &self.settings, self.tls);
+        self.wait_ready(Duration::from_secs(30));
     }
 
     /// Until the server accepts connections (not just the port: "starting up" refuses).
