@@ -59,7 +59,11 @@ impl<S: StateStore> Ctx<'_, S> {
             let pids: Vec<&str> = existing.iter().map(|e| e.platform_id.as_str()).collect();
             Some(self.other_snapshots(t, &pids, &[]).await?)
         };
-        let drift = self.id_drift(&mapped, &snapshot);
+        // Until a connector's first file has been synced in full it is in its first sync: an
+        // interrupted first sync's next run creates the rest of the same people, which is no
+        // wrong file (the budget and the id check compare with a population that is known).
+        let first_file = snapshot.is_empty() || self.store.last_file(&self.conn.name).await?.is_none();
+        let drift = if first_file { None } else { self.id_drift(&mapped, &snapshot) };
         let (mut plan, known) = {
             let held = others.as_deref().unwrap_or_default();
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
@@ -84,7 +88,8 @@ impl<S: StateStore> Ctx<'_, S> {
         drop_in_background(others);
         // The change budget sees the plan as it will be sent: re-hires settled, each update
         // with the content last synced (its before → after).
-        if let Some(stop) = self.over_budget(&mut plan, &repaired, snapshot.len() as u64).await? {
+        let known_before = if first_file { 0 } else { snapshot.len() as u64 };
+        if let Some(stop) = self.over_budget(&mut plan, &repaired, known_before).await? {
             let fingerprint = crate::changes::state_fingerprint(&snapshot);
             drop_in_background(snapshot);
             plan.stop = Some(stop.clone());
@@ -117,7 +122,8 @@ impl<S: StateStore> Ctx<'_, S> {
 
     /// Whether the plan changes more than the connector's change budget allows
     /// (`plan::budget`): logins, blanked values, re-keys, creates, updates. Not asked when a
-    /// person let the run past the safeguards (`--allow-mass-change`, `approve`).
+    /// person let the run past the safeguards (`--allow-mass-change`, `approve`), nor in a
+    /// first sync (`known` 0).
     async fn over_budget(&self, plan: &mut Plan, repaired: &Repaired, known: u64) -> Result<Option<plan::Safeguard>, RunError> {
         if self.opts.allow_mass_change || self.opts.apply_plan.is_some() || known == 0 {
             return Ok(None);
