@@ -158,6 +158,8 @@ impl<S: StateStore> Ctx<'_, S> {
         match ScimClient::connect(platform_cfg).await {
             Ok(mut p) => {
                 p.set_id_rule(self.conn.mapping.id_rule());
+                // A 409's partial match is adopted only in a run a person let through.
+                p.set_adopt_partial(self.opts.allow_mass_change);
                 self.note_dropped_attributes(t, &p, &platform_cfg.custom_schema);
                 Ok(Some(p))
             }
@@ -275,14 +277,14 @@ impl<S: StateStore> Ctx<'_, S> {
     fn count_identities(&self, t: &mut Tally, plan: &Plan) -> HashMap<String, String> {
         t.report.counts.unchanged = plan.unchanged + plan.ignored + plan.held;
         t.report.counts.conflicts = plan.conflicts.len() as u64;
-        for c in &plan.conflicts {
+        let conflicts = plan.conflicts.iter().map(|c| (c.line, c.message(&self.conn.name), &c.external_id));
+        // Partial matches not applied (the run stopped for them): conflicts until approved.
+        let partial = plan.partial.iter().filter(|_| plan.stop.is_some());
+        t.report.counts.conflicts += partial.clone().count() as u64;
+        let partial = partial.map(|m| (m.line, m.message(&self.conn.name), &m.external_id));
+        for (line, message, id) in conflicts.chain(partial) {
             if t.report.errors.len() < MAX_REPORTED_ERRORS {
-                t.report.errors.push(crate::model::RowError {
-                    line: c.line,
-                    column: None,
-                    message: c.message(&self.conn.name),
-                    external_id: Some(c.external_id.clone()),
-                });
+                t.report.errors.push(crate::model::RowError { line, column: None, message, external_id: Some(id.clone()) });
             }
         }
         plan.rekeyed.iter().map(|r| (r.new.clone(), r.old.clone())).collect()
@@ -299,7 +301,9 @@ impl<S: StateStore> Ctx<'_, S> {
 /// A dry run (or a stopped one) reports what the plan would do.
 fn count_planned(t: &mut Tally, plan: &Plan, rekeys: &HashMap<String, String>) {
     let c = &mut t.report.counts;
-    for op in &plan.ops {
+    // A stopped plan's partial matches are counted as conflicts (`count_identities`).
+    let partial: HashSet<&str> = plan.partial.iter().filter(|_| plan.stop.is_some()).map(|m| m.external_id.as_str()).collect();
+    for op in plan.ops.iter().filter(|o| !partial.contains(o.external_id())) {
         match (op, op.kind()) {
             (plan::Op::Update { user, .. }, _) if rekeys.contains_key(user.external_id.as_str()) => c.rekeyed += 1,
             (plan::Op::Update { adopt: true, .. }, _) => c.adopted += 1,

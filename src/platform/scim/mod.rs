@@ -62,6 +62,9 @@ struct Inner {
     /// How the connector compares ids: a 409's account with the same externalId spelt
     /// otherwise is this person's only under it (`writes::adopt`).
     id_rule: crate::model::IdRule,
+    /// Whether a 409's partial match (`plan::matching::Verdict::Partial`) may be adopted:
+    /// only in a run a person let past the safeguards (`approve`, `--allow-mass-change`).
+    adopt_partial: bool,
 }
 
 /// A final HTTP answer (2xx, or a 4xx the caller reads).
@@ -294,6 +297,7 @@ impl ScimClient {
             max_concurrency: cfg.max_concurrency.max(1),
             claimed: HashMap::new(),
             id_rule: crate::model::IdRule::default(),
+            adopt_partial: false,
         };
         inner.caps = inner.discover(&Shared::new(&Budget::default()), cfg.bulk).await?;
         inner.enc.custom_offered = inner.caps.custom_schema;
@@ -342,6 +346,13 @@ impl ScimClient {
         self.inner.enc.drifted(user, manager, &account.resource, kept)
     }
 
+    /// Whether a 409's partial match may be adopted: a run a person approved.
+    pub fn set_adopt_partial(&mut self, approved: bool) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.adopt_partial = approved;
+        }
+    }
+
     /// Overrides how one request is retried (tests, benchmarks); `Policy::SCIM` otherwise.
     pub fn set_retry_policy(&mut self, policy: Policy) {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
@@ -368,6 +379,7 @@ impl Platform for ScimClient {
             ids: Mutex::new(known),
             outcomes,
             fallback: writes::Fallback::default(),
+            listed: tokio::sync::OnceCell::new(),
         });
         {
             let mut ids = push.ids();
@@ -404,6 +416,8 @@ struct Push {
     outcomes: mpsc::Sender<OpOutcome>,
     /// Whether this run found PATCH refused, and has warned of dropped attributes.
     fallback: writes::Fallback,
+    /// The platform's accounts, listed once by the first 409 the filters could not place.
+    listed: tokio::sync::OnceCell<Vec<Existing>>,
 }
 
 /// Where an operation starts when it is sent alone.

@@ -18,7 +18,8 @@ use super::error::ScimError;
 use super::listing::{UserResource, id_from_location};
 use super::{CallError, Push, Resp, Start};
 use crate::model::User;
-use crate::plan::Op;
+use crate::plan::matching::{self, Verdict};
+use crate::plan::{Existing, Op};
 use crate::platform::{Applied, Healed, OpFailure, OpOutcome, PlatformError};
 use crate::retry::{Decision, GiveUp};
 
@@ -169,65 +170,123 @@ impl Push {
         }
     }
 
-    /// After a 409: the user exists. Find them by externalId, then userName, and make
-    /// their content ours — only if the account has no externalId or the same one (under
-    /// the connector's `IdRule`): any other is someone else's, a conflict, and left as it is.
-    /// (Accounts of other connectors' people were kept from the create by `plan::settle`.)
+    /// After a 409: the user exists. Its candidates are looked up by externalId, userName
+    /// and email (and, when the server's filters find none the rules accept, in a listing of
+    /// the platform, read once per push); `plan::matching` judges them, not the filter. An
+    /// exact match is made ours; a partial one (the id alone) only in an approved run; any
+    /// other is someone else's, a conflict, left as it is. (Accounts of other connectors'
+    /// people were kept from the create by `plan::settle`.)
     async fn adopt(&self, user: &User, manager: Option<&str>) -> Result<Written, PlatformError> {
-        let mut found = None;
-        for (attr, value) in [("externalId", user.external_id.as_str()), ("userName", user.user_name())] {
-            match self.inner.find_account(&self.shared, attr, value).await {
-                Ok(Some(account)) => {
-                    found = Some(account);
-                    break;
-                }
-                Ok(None) => {}
+        let rule = self.inner.id_rule;
+        let candidates = match self.candidates(user).await? {
+            Ok(c) => c,
+            Err(refused) => return Ok(refused),
+        };
+        let mut found = matching::best(user, &candidates, rule).map(|(a, v)| (a.clone(), v));
+        if found.as_ref().is_none_or(|(_, v)| *v != Verdict::Exact) {
+            // The filters may miss an account (a server comparing with case, one lacking a
+            // filter): the listing decides, once per push.
+            match self.listed().await {
+                Ok(all) => found = matching::best(user, all.iter(), rule).map(|(a, v)| (a.clone(), v)),
                 Err(CallError::Stop(e)) => return Err(e),
                 Err(CallError::Failed { status, message, .. }) => {
-                    return Ok(Written::refused(
-                        status,
-                        format!("the platform answered 409 (user exists) but looking the user up failed: {message}"),
-                    ));
+                    if found.is_none() {
+                        let why = format!("the platform answered 409 (user exists) but listing its users to find it failed: {message}");
+                        return Ok(Written::refused(status, why));
+                    }
                 }
             }
         }
-        let Some(account) = found else {
+        let Some((account, verdict)) = found else {
             return Ok(Written::refused(
                 Some(409),
                 format!(
-                    "the platform answered 409 (already exists) but no user has externalId {:?} or userName {:?}; another attribute must be unique on the platform (email?) — find the conflicting user there",
+                    "the platform answered 409 (already exists) but no user has externalId {:?}, or userName or email {:?}; another attribute must be unique on the platform — find the conflicting user there",
                     user.external_id,
                     user.user_name()
                 ),
             ));
         };
-        if let Some(theirs) = account.external_id.as_deref().filter(|x| !x.trim().is_empty())
-            && self.inner.id_rule.key(theirs) != self.inner.id_rule.key(&user.external_id)
-        {
-            return Ok(Written::refused(
-                Some(409),
-                format!(
-                    "conflict: the platform answered 409 (already exists) and account {} (userName {:?}) has externalId {theirs:?}, not {:?}: it is someone else's and was left as it is. If it is this person, correct its externalId on the platform; otherwise give this person another email",
-                    account.platform_id,
-                    account.user_name.as_deref().unwrap_or_default(),
-                    user.external_id
-                ),
-            ));
-        }
-        if let Some((connector, theirs)) = self.inner.claimed.get(&account.platform_id) {
-            return Ok(Written::refused(
-                Some(409),
-                format!(
-                    "conflict: the platform answered 409 (already exists) and account {} is connector {connector:?}'s person {theirs:?}: left as it is. For a migration from {connector}, add adopt_from = [{connector:?}] to this connector's [sync]",
-                    account.platform_id
-                ),
-            ));
+        if let Some(refused) = self.refused_adoption(user, &account, verdict) {
+            return Ok(refused);
         }
         let id = account.platform_id;
         Ok(match self.write_content(&id, user, manager, None).await? {
             Written::Applied { platform_id, .. } => Written::Applied { platform_id, adopted: true },
             refused => refused,
         })
+    }
+
+    /// The accounts a 409's lookups by filter hand back (externalId, userName, email), each
+    /// once. A filter the server refuses (400: one it lacks) is skipped; any other failure
+    /// is this person's (the inner Err).
+    async fn candidates(&self, user: &User) -> Result<Result<Vec<Existing>, Written>, PlatformError> {
+        let mut lookups = vec![("externalId", user.external_id.as_str()), ("userName", user.user_name())];
+        if let Some(e) = user.email.as_deref() {
+            lookups.push(("emails.value", e));
+        }
+        let mut out: Vec<Existing> = Vec::new();
+        for (attr, value) in lookups {
+            match self.inner.find_accounts(&self.shared, attr, value).await {
+                Ok(found) => {
+                    for a in found {
+                        if !out.iter().any(|o| o.platform_id == a.platform_id) {
+                            out.push(a);
+                        }
+                    }
+                }
+                Err(CallError::Stop(e)) => return Err(e),
+                Err(CallError::Failed { status: Some(400 | 501), message, .. }) => {
+                    tracing::debug!("the platform cannot filter on {attr} ({message}); a listing decides instead");
+                }
+                Err(CallError::Failed { status, message, .. }) => {
+                    return Ok(Err(Written::refused(
+                        status,
+                        format!("the platform answered 409 (user exists) but looking the user up failed: {message}"),
+                    )));
+                }
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// Every account of the platform with what matching reads, listed once per push (a
+    /// 409 the filters could not place is rare; a listing per 409 would not be).
+    async fn listed(&self) -> Result<&[Existing], CallError> {
+        let all = self
+            .listed
+            .get_or_try_init(|| async {
+                self.inner.list_users(&self.shared).await.map_err(|e| match e {
+                    PlatformError::Unreachable { detail, .. } | PlatformError::Protocol { detail, .. } => {
+                        CallError::Failed { status: None, message: detail, maybe_applied: false }
+                    }
+                    e => CallError::Stop(e),
+                })
+            })
+            .await?;
+        Ok(all)
+    }
+
+    /// Why a 409's account may not be adopted, if it may not: someone else's (another
+    /// externalId, or another connector's person), or a partial match in a run nobody
+    /// approved.
+    fn refused_adoption(&self, user: &User, account: &Existing, verdict: Verdict) -> Option<Written> {
+        let pid = &account.platform_id;
+        let login = account.user_name.as_deref().unwrap_or_default();
+        let theirs = account.external_id.as_deref().unwrap_or_default();
+        let conflict = |message: String| Some(Written::refused(Some(409), message));
+        match verdict {
+            Verdict::Foreign => conflict(format!(
+                "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) has externalId {theirs:?}, not {:?}: it is someone else's and was left as it is. If it is this person, correct its externalId on the platform; otherwise give this person another email",
+                user.external_id
+            )),
+            Verdict::Partial if !self.inner.adopt_partial => conflict(format!(
+                "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) has externalId {theirs:?} but neither this person's email nor their userName: a partial match, possibly someone else's person with the same id; left as it is. Check the account; `rostersync sync CONNECTOR --reconcile` lists it in a plan to approve, or correct the account on the platform"
+            )),
+            _ => self.inner.claimed.get(pid).and_then(|(connector, theirs)| conflict(format!(
+                "conflict: the platform answered 409 (already exists) and account {pid} is connector {connector:?}'s person {theirs:?}: left as it is. For a migration from {connector}, add adopt_from = [{connector:?}] to this connector's [sync]"
+            ))),
+        }
     }
 
     /// PATCH (only what changed, when the previous content is known), or read-merge-write

@@ -1,0 +1,140 @@
+//! Identity that holds on every platform (issue 25), end to end through the CLI against
+//! the real servers of the suite (scim2-server, django-scim2), with the fault proxy adding
+//! what a server lacks. Each case checks the server afterwards: one account per person,
+//! the right person on each account, nothing foreign touched.
+
+mod support;
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use support::fault_proxy::{Fault, FaultProxy};
+use support::project::{Project, rows};
+use support::scim::ScimServer;
+use support::scim_b::DjangoScim;
+
+const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+/// The accounts by externalId (those without one under ""), each externalId once.
+fn by_external_id(users: Vec<Value>) -> HashMap<String, Value> {
+    let mut m = HashMap::new();
+    for u in users {
+        let ext = u["externalId"].as_str().unwrap_or_default().to_string();
+        assert!(ext.is_empty() || !m.contains_key(&ext), "two accounts for externalId {ext}");
+        m.insert(ext, u);
+    }
+    m
+}
+
+fn counts(r: &Value, keys: &[(&str, u64)]) {
+    for (k, want) in keys {
+        assert_eq!(r["counts"][k], *want, "{k} in {r}");
+    }
+}
+
+/// An account made by hand, without externalId.
+fn hand_made(user_name: &str, email: Option<&str>) -> Value {
+    let mut v = json!({"schemas": [CORE], "userName": user_name, "name": {"givenName": "Hand", "familyName": "Made"}});
+    if let Some(e) = email {
+        v["emails"] = json!([{"value": e, "type": "work", "primary": true}]);
+    }
+    v
+}
+
+/// A server as these tests use it: its root, its token, a POST and every user.
+type Server<'a> = (&'a str, &'a str, &'a dyn Fn(&str, &Value) -> Value, &'a dyn Fn() -> Vec<Value>);
+
+/// Accounts an admin made before the first sync — a login that is not the email (`jdoe5`,
+/// the email in emails[]) and the email in capitals — are adopted, not duplicated; a
+/// foreign account is left as it is. On both servers (django compares userName with case).
+#[test]
+fn hand_made_accounts_are_adopted_on_the_first_sync_not_duplicated() {
+    let scim = ScimServer::start();
+    let django = DjangoScim::start();
+    let servers: [Server; 2] = [
+        (&scim.base_url, &scim.token, &|p, b| scim.post(p, b), &|| scim.users()),
+        (&django.base_url, &django.token, &|p, b| django.post(p, b), &|| django.users()),
+    ];
+    for (base, token, post, users) in servers {
+        let jdoe = post("/Users", &hand_made("jdoe5", Some("ann5@example.com")));
+        let caps = post("/Users", &hand_made("ANN7@EXAMPLE.COM", None));
+        let admin = post("/Users", &json!({"schemas": [CORE], "externalId": "admin-1", "userName": "root@example.com"}));
+        let p = Project::at(base, token, "", "");
+        p.export("employees_2026-01-01.csv", &rows(7));
+        let (code, r) = p.sync_json(&[]);
+        assert_eq!(code, 0, "{base}: {r}");
+        counts(&r, &[("adopted", 2), ("created", 5), ("conflicts", 0), ("failed", 0)]);
+        let held = by_external_id(users());
+        assert_eq!(held.len(), 8, "{base}: seven people and the admin, nobody twice: {held:?}");
+        assert_eq!(held["E0000005"]["id"], jdoe["id"], "{base}: jdoe5's account is ann5's");
+        assert_eq!(held["E0000007"]["id"], caps["id"], "{base}: the capitals' account is ann7's");
+        assert_eq!(held["admin-1"]["userName"], "root@example.com", "{base}: the admin is untouched");
+        assert_eq!(held["admin-1"]["id"], admin["id"]);
+        // The next run finds everyone as they are.
+        let (code, r) = p.sync_json(&["--force"]);
+        assert_eq!(code, 0, "{r}");
+        counts(&r, &[("unchanged", 7), ("created", 0), ("adopted", 0)]);
+    }
+}
+
+/// A later create meets an account made by hand meanwhile (409): the server's filters find
+/// nothing (a proxy answers every filter with an empty list, as a server lacking them
+/// would), so the listing decides, and the account is adopted, not duplicated or failed.
+#[test]
+fn a_409_is_placed_by_the_listing_when_the_filters_miss_it() {
+    let scim = ScimServer::start();
+    let empty = r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 0, "Resources": []}"#;
+    let proxy = FaultProxy::start(scim.port, move |_, method, path| {
+        if method == "GET" && path.contains("filter=") { Fault::Body(200, empty.to_string()) } else { Fault::Pass }
+    });
+    let p = Project::at(&proxy.base_url, &scim.token, "", "");
+    p.export("employees_2026-01-01.csv", &rows(1));
+    assert_eq!(p.sync_json(&[]).0, 0);
+    let listings = || proxy.seen().iter().filter(|s| s.method == "GET" && s.path.contains("/Users?startIndex=")).count();
+    let listed_before = listings();
+    let made = scim.post("/Users", &hand_made("ANN2@EXAMPLE.COM", None));
+    p.export("employees_2026-01-02.csv", &rows(2));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("adopted", 1), ("created", 0), ("conflicts", 0), ("failed", 0), ("unchanged", 1)]);
+    let held = by_external_id(scim.users());
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(held["E0000002"]["id"], made["id"]);
+    assert_eq!(held["E0000002"]["name"]["givenName"], "Ann2", "the account now carries the person");
+    let paths: Vec<String> = proxy.seen().iter().map(|s| format!("{} {}", s.method, s.path)).collect();
+    assert_eq!(listings() - listed_before, 1, "one listing for the 409 the filters missed: {paths:#?}");
+}
+
+/// A second deployment (its own state) on the same platform: the first one's accounts
+/// carry its people's ids, which are other people here. An id alone is a partial match:
+/// the run stops before writing (exit 5), lists them as conflicts, and the accounts are
+/// untouched; `approve RUN` adopts them, as a person decided.
+#[test]
+fn an_id_match_alone_never_takes_an_account_without_approval() {
+    let scim = ScimServer::start();
+    let first = Project::new(&scim, "");
+    first.export("employees_2026-01-01.csv", &rows(2));
+    assert_eq!(first.sync_json(&[]).0, 0);
+    let before = by_external_id(scim.users());
+
+    let second = Project::new(&scim, "");
+    let other: Vec<String> = (1..=3).map(|i| support::project::row(i, &format!("bob{i}@other.example"), true, "Sales")).collect();
+    second.export("employees_2026-01-01.csv", &other);
+    let (code, r) = second.sync_json(&[]);
+    assert_eq!(code, 5, "stopped by a safeguard: {r}");
+    assert_eq!(r["stopped_by"], "partial_match", "{r}");
+    counts(&r, &[("conflicts", 2), ("adopted", 0)]);
+    let errors = r["errors"].to_string();
+    assert!(errors.contains("E0000001") && errors.contains("ann1@example.com") && errors.contains("partial match"), "{errors}");
+    assert_eq!(by_external_id(scim.users()), before, "nothing written: the first deployment's people keep their accounts");
+
+    let run = r["run_id"].as_str().unwrap().to_string();
+    let out = second.run(&["--json", "approve", &run, "--reason", "the accounts are ours; emails changed in HR"]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    counts(&r, &[("adopted", 2), ("created", 1), ("conflicts", 0)]);
+    let after = by_external_id(scim.users());
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after["E0000001"]["id"], before["E0000001"]["id"]);
+    assert_eq!(after["E0000001"]["userName"], "bob1@other.example");
+}
