@@ -138,3 +138,87 @@ fn an_id_match_alone_never_takes_an_account_without_approval() {
     assert_eq!(after["E0000001"]["id"], before["E0000001"]["id"]);
     assert_eq!(after["E0000001"]["userName"], "bob1@other.example");
 }
+
+/// A row of the demo export whose manager is `manager` (a unique id).
+fn managed(id: u32, email: &str, manager: &str) -> String {
+    support::project::row(id, email, true, "Engineering").replacen(",Engineer,,", &format!(",Engineer,{manager},"), 1)
+}
+
+/// Updates that keep failing (a server answering 500 to them, after their own retries)
+/// are failures of their people: the run goes on, the leaver is deactivated, the updates'
+/// retries are theirs alone (once spent, the rest fail unsent), and the report names each
+/// person and why.
+#[test]
+fn failing_updates_never_keep_a_leaver_active() {
+    let scim = ScimServer::start();
+    let p0 = Project::new(&scim, "");
+    p0.export("employees_2026-01-01.csv", &rows(30));
+    assert_eq!(p0.sync_json(&[]).0, 0);
+    let leaver = by_external_id(scim.users())["E0000030"]["id"].as_str().unwrap().to_string();
+    let leaver_path = format!("/Users/{leaver}");
+    let proxy = FaultProxy::start(scim.port, move |_, method, path| {
+        if (method == "PATCH" || method == "PUT") && path != leaver_path { Fault::Status(500) } else { Fault::Pass }
+    });
+    // The same project, through the proxy: everyone moves department, E30 leaves.
+    let cfg = p0.path().join("connectors.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(&scim.base_url, &proxy.base_url);
+    std::fs::write(&cfg, text.replace("[connectors.acme.sync]\n", "[connectors.acme.sync]\nmax_updates = \"100%\"\n")).unwrap();
+    let moved: Vec<String> = (1..30).map(|i| support::project::row(i, &format!("ann{i}@example.com"), true, "Sales")).collect();
+    p0.export("employees_2026-01-02.csv", &moved);
+    let (code, r) = p0.sync_json(&[]);
+    assert_eq!(code, 6, "some operations failed: {r}");
+    counts(&r, &[("deactivated", 1), ("failed", 29), ("updated", 0)]);
+    let held = by_external_id(scim.users());
+    assert_eq!(held["E0000030"]["active"], false, "the leaver is deactivated: {}", held["E0000030"]);
+    assert_eq!(held["E0000001"]["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"], "Engineering");
+    let errors = r["errors"].to_string();
+    assert!(errors.contains("E0000001") && errors.contains("HTTP 500"), "who failed and why: {errors}");
+    assert!(errors.contains("retries are spent"), "the updates' retries ran out, and the rest were not sent: {errors}");
+    let writes = proxy.seen().iter().filter(|s| s.method == "PATCH" || s.method == "PUT").count();
+    assert!(writes < 29 * 6, "the updates' retries are bounded by their budget: {writes} writes");
+}
+
+/// A manager re-keyed (re-hired under a new id, the same account): the reports' manager is
+/// the same platform id, so nothing is sent to them.
+#[test]
+fn a_manager_rekeyed_sends_no_write_to_the_reports() {
+    let scim = ScimServer::start();
+    let proxy = FaultProxy::start(scim.port, |_, _, _| Fault::Pass);
+    let p = Project::at(&proxy.base_url, &scim.token, "max_deactivations = \"100%\"", "");
+    let day1 = vec![
+        support::project::row(1, "ann1@example.com", true, "Engineering"),
+        managed(2, "ann2@example.com", "E0000001"),
+        managed(3, "ann3@example.com", "E0000001"),
+    ];
+    p.export("employees_2026-01-01.csv", &day1);
+    assert_eq!(p.sync_json(&[]).0, 0);
+    let before = by_external_id(scim.users());
+    let manager = before["E0000001"]["id"].as_str().unwrap().to_string();
+    assert_eq!(before["E0000002"]["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["manager"]["value"], manager.as_str());
+    let sent_before = proxy.seen().len();
+    let day2 = vec![
+        support::project::row(9, "ann1@example.com", true, "Engineering"),
+        managed(2, "ann2@example.com", "E0000009"),
+        managed(3, "ann3@example.com", "E0000009"),
+    ];
+    p.export("employees_2026-01-02.csv", &day2);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("rekeyed", 1), ("failed", 0), ("created", 0)]);
+    let after = by_external_id(scim.users());
+    assert_eq!(after["E0000009"]["id"], manager.as_str(), "the manager's account moved to the new id");
+    for report in ["E0000002", "E0000003"] {
+        let id = before[report]["id"].as_str().unwrap();
+        let writes: Vec<String> = proxy.seen()[sent_before..]
+            .iter()
+            .filter(|s| s.method != "GET" && s.path.contains(id))
+            .map(|s| format!("{} {}: {}", s.method, s.path, String::from_utf8_lossy(&s.body)))
+            .collect();
+        assert!(writes.is_empty(), "{report}: a write that changes nothing: {writes:?}");
+        assert_eq!(after[report]["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["manager"]["value"], manager.as_str());
+    }
+    // The next run finds them as they are.
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("unchanged", 3)]);
+}

@@ -152,6 +152,15 @@ pub(super) fn drop_unlinkable(ops: &mut Vec<Op>, lines: &mut Vec<u64>, snapshot:
     dropped
 }
 
+/// Re-keyed people (a re-hire's account moved from the leaver's id): the leaver's id names
+/// the same account, so a report whose manager moved with it is linked to the same
+/// platform id as before and is sent no manager write (one that changes nothing).
+pub(super) fn add_rekeyed(known: &mut HashMap<String, String>, rekeyed: &[plan::Rekey]) {
+    for r in rekeyed {
+        known.entry(r.old.clone()).or_insert_with(|| r.platform_id.clone());
+    }
+}
+
 /// Managers' platform ids, for the manager references of the users being pushed.
 pub(super) fn known_managers(ops: &[Op], snapshot: &plan::Snapshot) -> HashMap<String, String> {
     ops.iter()

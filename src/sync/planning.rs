@@ -58,7 +58,7 @@ impl<S: StateStore> Ctx<'_, S> {
             let pids: Vec<&str> = existing.iter().map(|e| e.platform_id.as_str()).collect();
             Some(self.other_snapshots(t, &pids, &[]).await?)
         };
-        let (mut plan, known) = {
+        let (mut plan, mut known) = {
             let held = others.as_deref().unwrap_or_default();
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
             self.plan(t, mapped, scope, &snapshot, &existing, &view)
@@ -75,6 +75,7 @@ impl<S: StateStore> Ctx<'_, S> {
             self.settle_creates(t, &mut plan, &mut others, platform).await?;
         }
         drop_in_background(others);
+        managers::add_rekeyed(&mut known, &plan.rekeyed);
         // The change budget sees the plan as it will be sent: re-hires settled, each update
         // with the content last synced (its before → after).
         if let Some(stop) = self.over_budget(&mut plan, &repaired, snapshot.len() as u64).await? {

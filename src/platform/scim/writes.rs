@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::encode::Encoder;
 use super::error::ScimError;
 use super::listing::{UserResource, id_from_location};
-use super::{CallError, Push, Resp, Start};
+use super::{CallError, OpClass, Push, Resp, Shared, Start};
 use crate::model::User;
 use crate::plan::matching::{self, Verdict};
 use crate::plan::{Existing, Op};
@@ -53,12 +53,19 @@ impl Written {
 
 impl Push {
     pub(super) async fn exec(&self, op: Op, start: Start) -> Result<OpOutcome, PlatformError> {
+        let sh = self.class_of(&op);
+        // The class used its retries: its remaining operations fail unsent (the server kept
+        // failing them), the other classes go on with theirs.
+        if let Some(why) = sh.spent_by() {
+            let message = format!("user {}: not sent: this push's {} retries are spent ({why})", op.external_id(), OpClass::of(&op));
+            return Ok(OpOutcome { result: Err(OpFailure { status: None, message }), op });
+        }
         let (written, manager) = match &op {
             Op::Create { user } => {
                 let (m, link) = self.manager_of(user);
                 let w = match start {
-                    Start::Adopt => self.adopt(user, m.as_deref()).await?,
-                    _ => self.create(user, m.as_deref(), start == Start::Unknown).await?,
+                    Start::Adopt => self.adopt(sh, user, m.as_deref()).await?,
+                    _ => self.create(sh, user, m.as_deref(), start == Start::Unknown).await?,
                 };
                 (w, link)
             }
@@ -67,14 +74,14 @@ impl Push {
                 // An adopted user's content is unknown: replace everything we map.
                 let prev = if *adopt { None } else { previous.as_deref().map(|p| (p, self.previous_manager(p))) };
                 let prev = prev.as_ref().map(|(u, m)| (*u, m.as_deref()));
-                (self.write_content(platform_id, user, m.as_deref(), prev).await?, link)
+                (self.write_content(sh, platform_id, user, m.as_deref(), prev).await?, link)
             }
-            Op::Deactivate { platform_id, .. } => (self.deactivate(platform_id).await?, crate::platform::ManagerLink::Absent),
-            Op::Delete { platform_id, .. } => (self.delete(platform_id).await?, crate::platform::ManagerLink::Absent),
+            Op::Deactivate { platform_id, .. } => (self.deactivate(sh, platform_id).await?, crate::platform::ManagerLink::Absent),
+            Op::Delete { platform_id, .. } => (self.delete(sh, platform_id).await?, crate::platform::ManagerLink::Absent),
         };
         let (written, healed) = match written {
             Written::Refused(OpFailure { status: Some(404), .. }) if matches!(op, Op::Update { .. } | Op::Deactivate { .. }) => {
-                self.heal(&op).await?
+                self.heal(sh, &op).await?
             }
             w => (w, None),
         };
@@ -91,12 +98,12 @@ impl Push {
     /// An update or deactivation answered 404: the account was deleted on the platform. An
     /// active person gets a new one (a POST, whose 409 adopts under the binding rule like any
     /// create); a leaver has nothing left to deactivate and is forgotten.
-    async fn heal(&self, op: &Op) -> Result<(Written, Option<Healed>), PlatformError> {
+    async fn heal(&self, sh: &Shared, op: &Op) -> Result<(Written, Option<Healed>), PlatformError> {
         match op {
             Op::Update { user, platform_id, .. } if user.active => {
                 tracing::info!(external_id = %user.external_id, platform_id, "account deleted on the platform; creating it again");
                 let (m, _) = self.manager_of(user);
-                let w = self.create(user, m.as_deref(), false).await?;
+                let w = self.create(sh, user, m.as_deref(), false).await?;
                 let healed = matches!(w, Written::Applied { .. }).then_some(Healed::Recreated);
                 Ok((w, healed))
             }
@@ -110,35 +117,33 @@ impl Push {
 
     /// POST a user. An unknown outcome (the connection dropped after sending) is looked up
     /// by externalId before sending again, so a user is never created twice.
-    async fn create(&self, user: &User, manager: Option<&str>, lookup_first: bool) -> Result<Written, PlatformError> {
+    async fn create(&self, sh: &Shared, user: &User, manager: Option<&str>, lookup_first: bool) -> Result<Written, PlatformError> {
         let inner = &self.inner;
         let body = inner.enc.resource(user, manager);
         let url = inner.url(&["Users"]);
         let mut check = lookup_first;
         let mut sends = 0u32;
         loop {
-            if check && let Some(found) = self.created_before(user, manager).await? {
+            if check && let Some(found) = self.created_before(sh, user, manager).await? {
                 return Ok(found);
             }
             sends += 1;
-            let r = match inner.call(&self.shared, Method::POST, url.clone(), Some(&body), false).await {
+            let r = match inner.call(sh, Method::POST, url.clone(), Some(&body), false).await {
                 Ok(r) => r,
-                Err(CallError::Failed { maybe_applied: true, message, status }) => {
-                    match inner.policy.next(sends, None, &self.shared.budget) {
-                        Decision::Retry(wait) => {
-                            tracing::debug!(external_id = %user.external_id, "create outcome unknown ({message}); looking it up before sending again");
-                            check = true;
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                        Decision::GiveUp(why @ GiveUp::Budget(_)) => return Written::from_call(self.shared.exhausted(why, &message)),
-                        Decision::GiveUp(why) => return Ok(Written::refused(status, format!("{message} ({why})"))),
+                Err(CallError::Failed { maybe_applied: true, message, status }) => match inner.policy.next(sends, None, &sh.budget) {
+                    Decision::Retry(wait) => {
+                        tracing::debug!(external_id = %user.external_id, "create outcome unknown ({message}); looking it up before sending again");
+                        check = true;
+                        tokio::time::sleep(wait).await;
+                        continue;
                     }
-                }
+                    Decision::GiveUp(why @ GiveUp::Budget(_)) => return Written::from_call(sh.exhausted(why, &message)),
+                    Decision::GiveUp(why) => return Ok(Written::refused(status, format!("{message} ({why})"))),
+                },
                 Err(e) => return Written::from_call(e),
             };
             return Ok(match r.status {
-                409 => self.adopt(user, manager).await?,
+                409 => self.adopt(sh, user, manager).await?,
                 _ if r.success() => match r
                     .json::<UserResource>()
                     .ok()
@@ -156,9 +161,9 @@ impl Push {
     /// A create whose outcome is unknown: the user it made, if it did. Most likely our own
     /// write; but it may be someone else's user with our externalId, so its content is
     /// made ours either way.
-    async fn created_before(&self, user: &User, manager: Option<&str>) -> Result<Option<Written>, PlatformError> {
-        match self.inner.find(&self.shared, "externalId", &user.external_id).await {
-            Ok(Some(id)) => Ok(Some(self.write_content(&id, user, manager, None).await?)),
+    async fn created_before(&self, sh: &Shared, user: &User, manager: Option<&str>) -> Result<Option<Written>, PlatformError> {
+        match self.inner.find(sh, "externalId", &user.external_id).await {
+            Ok(Some(id)) => Ok(Some(self.write_content(sh, &id, user, manager, None).await?)),
             Ok(None) => Ok(None),
             Err(CallError::Stop(e)) => Err(e),
             Err(CallError::Failed { status, message, .. }) => Ok(Some(Written::refused(
@@ -176,9 +181,9 @@ impl Push {
     /// exact match is made ours; a partial one (the id alone) only in an approved run; any
     /// other is someone else's, a conflict, left as it is. (Accounts of other connectors'
     /// people were kept from the create by `plan::settle`.)
-    async fn adopt(&self, user: &User, manager: Option<&str>) -> Result<Written, PlatformError> {
+    async fn adopt(&self, sh: &Shared, user: &User, manager: Option<&str>) -> Result<Written, PlatformError> {
         let rule = self.inner.id_rule;
-        let candidates = match self.candidates(user).await? {
+        let candidates = match self.candidates(sh, user).await? {
             Ok(c) => c,
             Err(refused) => return Ok(refused),
         };
@@ -186,7 +191,7 @@ impl Push {
         if found.as_ref().is_none_or(|(_, v)| *v != Verdict::Exact) {
             // The filters may miss an account (a server comparing with case, one lacking a
             // filter): the listing decides, once per push.
-            match self.listed().await {
+            match self.listed(sh).await {
                 Ok(all) => found = matching::best(user, all.iter(), rule).map(|(a, v)| (a.clone(), v)),
                 Err(CallError::Stop(e)) => return Err(e),
                 Err(CallError::Failed { status, message, .. }) => {
@@ -211,7 +216,7 @@ impl Push {
             return Ok(refused);
         }
         let id = account.platform_id;
-        Ok(match self.write_content(&id, user, manager, None).await? {
+        Ok(match self.write_content(sh, &id, user, manager, None).await? {
             Written::Applied { platform_id, .. } => Written::Applied { platform_id, adopted: true },
             refused => refused,
         })
@@ -220,14 +225,14 @@ impl Push {
     /// The accounts a 409's lookups by filter hand back (externalId, userName, email), each
     /// once. A filter the server refuses (400: one it lacks) is skipped; any other failure
     /// is this person's (the inner Err).
-    async fn candidates(&self, user: &User) -> Result<Result<Vec<Existing>, Written>, PlatformError> {
+    async fn candidates(&self, sh: &Shared, user: &User) -> Result<Result<Vec<Existing>, Written>, PlatformError> {
         let mut lookups = vec![("externalId", user.external_id.as_str()), ("userName", user.user_name())];
         if let Some(e) = user.email.as_deref() {
             lookups.push(("emails.value", e));
         }
         let mut out: Vec<Existing> = Vec::new();
         for (attr, value) in lookups {
-            match self.inner.find_accounts(&self.shared, attr, value).await {
+            match self.inner.find_accounts(sh, attr, value).await {
                 Ok(found) => {
                     for a in found {
                         if !out.iter().any(|o| o.platform_id == a.platform_id) {
@@ -252,11 +257,11 @@ impl Push {
 
     /// Every account of the platform with what matching reads, listed once per push (a
     /// 409 the filters could not place is rare; a listing per 409 would not be).
-    async fn listed(&self) -> Result<&[Existing], CallError> {
+    async fn listed(&self, sh: &Shared) -> Result<&[Existing], CallError> {
         let all = self
             .listed
             .get_or_try_init(|| async {
-                self.inner.list_users(&self.shared).await.map_err(|e| match e {
+                self.inner.list_users(sh).await.map_err(|e| match e {
                     PlatformError::Unreachable { detail, .. } | PlatformError::Protocol { detail, .. } => {
                         CallError::Failed { status: None, message: detail, maybe_applied: false }
                     }
@@ -293,6 +298,7 @@ impl Push {
     /// when the server has no PATCH or refuses this one.
     async fn write_content(
         &self,
+        sh: &Shared,
         id: &str,
         user: &User,
         manager: Option<&str>,
@@ -304,7 +310,7 @@ impl Push {
             return Ok(Written::applied(id));
         };
         if self.patch_usable() {
-            match inner.call(&self.shared, Method::PATCH, url.clone(), Some(&patch), true).await {
+            match inner.call(sh, Method::PATCH, url.clone(), Some(&patch), true).await {
                 Ok(r) if refuses_patch(&r) => self.patch_refused(&url, &r),
                 Ok(r) => return Ok(outcome(&Method::PATCH, &url, id, &r)),
                 Err(e) => return Written::from_call(e),
@@ -313,20 +319,20 @@ impl Push {
         // The whole PatchOp of what we map (not the diff): the platform may have drifted.
         let Some(full) = inner.enc.patch(user, manager, None) else { return Ok(Written::applied(id)) };
         let schemas = inner.enc.resource(user, manager).get("schemas").cloned().unwrap_or(Value::Null);
-        self.read_merge_write(url, id, |held| merge_patch(held, &full, &schemas)).await
+        self.read_merge_write(sh, url, id, |held| merge_patch(held, &full, &schemas)).await
     }
 
-    async fn deactivate(&self, id: &str) -> Result<Written, PlatformError> {
+    async fn deactivate(&self, sh: &Shared, id: &str) -> Result<Written, PlatformError> {
         let inner = &self.inner;
         let url = inner.url(&["Users", id]);
         if self.patch_usable() {
-            match inner.call(&self.shared, Method::PATCH, url.clone(), Some(&Encoder::deactivate()), true).await {
+            match inner.call(sh, Method::PATCH, url.clone(), Some(&Encoder::deactivate()), true).await {
                 Ok(r) if refuses_patch(&r) => self.patch_refused(&url, &r),
                 Ok(r) => return Ok(outcome(&Method::PATCH, &url, id, &r)),
                 Err(e) => return Written::from_call(e),
             }
         }
-        self.read_merge_write(url, id, |held| {
+        self.read_merge_write(sh, url, id, |held| {
             held.insert("active".into(), Value::Bool(false));
         })
         .await
@@ -353,12 +359,13 @@ impl Push {
     /// not a typed user: every attribute we do not map must go back as it was.
     async fn read_merge_write(
         &self,
+        sh: &Shared,
         url: url::Url,
         id: &str,
         merge: impl FnOnce(&mut Map<String, Value>),
     ) -> Result<Written, PlatformError> {
         let inner = &self.inner;
-        let r = match inner.call(&self.shared, Method::GET, url.clone(), None, true).await {
+        let r = match inner.call(sh, Method::GET, url.clone(), None, true).await {
             Ok(r) => r,
             Err(e) => return Written::from_call(e),
         };
@@ -375,7 +382,7 @@ impl Push {
         held.remove("meta");
         merge(&mut held);
         let sent = Value::Object(held);
-        let r = match inner.call(&self.shared, Method::PUT, url.clone(), Some(&sent), true).await {
+        let r = match inner.call(sh, Method::PUT, url.clone(), Some(&sent), true).await {
             Ok(r) => r,
             Err(e) => return Written::from_call(e),
         };
@@ -398,9 +405,9 @@ impl Push {
         }
     }
 
-    async fn delete(&self, id: &str) -> Result<Written, PlatformError> {
+    async fn delete(&self, sh: &Shared, id: &str) -> Result<Written, PlatformError> {
         let url = self.inner.url(&["Users", id]);
-        match self.inner.call(&self.shared, Method::DELETE, url.clone(), None, true).await {
+        match self.inner.call(sh, Method::DELETE, url.clone(), None, true).await {
             // Already gone (deleted by hand, or our earlier attempt went through): done.
             Ok(r) if r.success() || r.status == 404 => Ok(Written::applied(id)),
             Ok(r) => Ok(Written::refused(Some(r.status), format!("DELETE {url}: {}", r.error_message()))),
