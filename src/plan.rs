@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod matching;
+pub mod renames;
 
 use std::collections::{HashMap, HashSet};
 

@@ -222,3 +222,112 @@ fn a_manager_rekeyed_sends_no_write_to_the_reports() {
     assert_eq!(code, 0, "{r}");
     counts(&r, &[("unchanged", 3)]);
 }
+
+/// Two people swap emails (an HR correction): both renames go through in one run, one via a
+/// temporary login, on both servers; nobody logs into the other's account afterwards.
+#[test]
+fn an_email_swap_goes_through_in_one_run() {
+    let scim = ScimServer::start();
+    let django = DjangoScim::start();
+    let servers: [Server; 2] = [
+        (&scim.base_url, &scim.token, &|p, b| scim.post(p, b), &|| scim.users()),
+        (&django.base_url, &django.token, &|p, b| django.post(p, b), &|| django.users()),
+    ];
+    for (base, token, _, users) in servers {
+        let p = Project::at(base, token, "", "");
+        p.export("employees_2026-01-01.csv", &rows(3));
+        assert_eq!(p.sync_json(&[]).0, 0);
+        let before = by_external_id(users());
+        let swapped = vec![
+            support::project::row(1, "ann2@example.com", true, "Engineering"),
+            support::project::row(2, "ann1@example.com", true, "Engineering"),
+            rows(3)[2].clone(),
+        ];
+        p.export("employees_2026-01-02.csv", &swapped);
+        let (code, r) = p.sync_json(&[]);
+        assert_eq!(code, 0, "{base}: {r}");
+        counts(&r, &[("updated", 2), ("failed", 0), ("unchanged", 1)]);
+        assert!(r["notes"].to_string().contains("swap"), "{base}: {r}");
+        let after = by_external_id(users());
+        assert_eq!(after.len(), 3, "{base}: {after:?}");
+        for (id, login) in [("E0000001", "ann2@example.com"), ("E0000002", "ann1@example.com")] {
+            assert_eq!(after[id]["userName"], login, "{base}: {}", after[id]);
+            assert_eq!(after[id]["id"], before[id]["id"], "{base}: the same account");
+        }
+        let (code, r) = p.sync_json(&["--force"]);
+        assert_eq!(code, 0, "{r}");
+        counts(&r, &[("unchanged", 3), ("updated", 0)]);
+    }
+}
+
+/// An email freed by a rename and given to a new hire in the same file: the hire is created
+/// in the same run, after the rename.
+#[test]
+fn an_email_freed_by_a_rename_goes_to_a_new_hire_in_the_same_run() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    p.export("employees_2026-01-01.csv", &rows(2));
+    assert_eq!(p.sync_json(&[]).0, 0);
+    let before = by_external_id(scim.users());
+    let file = vec![
+        support::project::row(1, "ann.lee1@example.com", true, "Engineering"),
+        rows(2)[1].clone(),
+        support::project::row(5, "ann1@example.com", true, "Sales"),
+    ];
+    p.export("employees_2026-01-02.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("updated", 1), ("created", 1), ("failed", 0), ("conflicts", 0), ("adopted", 0)]);
+    let after = by_external_id(scim.users());
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after["E0000001"]["userName"], "ann.lee1@example.com");
+    assert_eq!(after["E0000001"]["id"], before["E0000001"]["id"]);
+    assert_eq!(after["E0000005"]["userName"], "ann1@example.com");
+    assert_ne!(after["E0000005"]["id"], before["E0000001"]["id"], "the hire has an account of their own");
+}
+
+/// A swap cut after its temporary rename (the final rename refused): the state holds the
+/// temporary login, and the next run finishes the swap.
+#[test]
+fn a_swap_interrupted_after_its_temporary_login_is_finished_by_the_next_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let scim = ScimServer::start();
+    let p0 = Project::new(&scim, "");
+    p0.export("employees_2026-01-01.csv", &rows(2));
+    assert_eq!(p0.sync_json(&[]).0, 0);
+    let before = by_external_id(scim.users());
+    let e1 = format!("/Users/{}", before["E0000001"]["id"].as_str().unwrap());
+    let (cut, writes) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(0)));
+    let (c, w) = (cut.clone(), writes.clone());
+    let proxy = FaultProxy::start(scim.port, move |_, method, path| {
+        // E1's first write is its temporary login; its second, the final rename, is refused.
+        if c.load(Ordering::Acquire) && method != "GET" && path == e1 && w.fetch_add(1, Ordering::AcqRel) == 1 {
+            Fault::Status(400)
+        } else {
+            Fault::Pass
+        }
+    });
+    let cfg = p0.path().join("connectors.toml");
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace(&scim.base_url, &proxy.base_url)).unwrap();
+    let swapped = vec![
+        support::project::row(1, "ann2@example.com", true, "Engineering"),
+        support::project::row(2, "ann1@example.com", true, "Engineering"),
+    ];
+    p0.export("employees_2026-01-02.csv", &swapped);
+    let (code, r) = p0.sync_json(&[]);
+    assert_eq!(code, 6, "{r}");
+    let mid = by_external_id(scim.users());
+    assert!(mid["E0000001"]["userName"].as_str().unwrap().contains("+rostersync-"), "the temporary login: {}", mid["E0000001"]);
+    assert_eq!(mid["E0000002"]["userName"], "ann1@example.com", "the other half went through");
+
+    cut.store(false, Ordering::Release);
+    let (code, r) = p0.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("updated", 1), ("failed", 0)]);
+    let after = by_external_id(scim.users());
+    assert_eq!(after["E0000001"]["userName"], "ann2@example.com");
+    assert_eq!(after["E0000002"]["userName"], "ann1@example.com");
+    assert_eq!(after["E0000001"]["id"], before["E0000001"]["id"]);
+    assert_eq!(after.len(), 2);
+}
