@@ -14,6 +14,7 @@ use support::scim::ScimServer;
 use support::scim_b::DjangoScim;
 
 const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
 /// The accounts by externalId (those without one under ""), each externalId once.
 fn by_external_id(users: Vec<Value>) -> HashMap<String, Value> {
@@ -330,4 +331,71 @@ fn a_swap_interrupted_after_its_temporary_login_is_finished_by_the_next_run() {
     assert_eq!(after["E0000002"]["userName"], "ann1@example.com");
     assert_eq!(after["E0000001"]["id"], before["E0000001"]["id"]);
     assert_eq!(after.len(), 2);
+}
+
+/// `on_missing = "delete"`: deleting a manager removes the reports' manager links in the
+/// same run (none points at a deleted account), and the next run leaves them be.
+#[test]
+fn deleting_a_manager_clears_the_reports_links_in_the_same_run() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "on_missing = \"delete\"\nmax_deactivations = \"100%\"");
+    let day1 = vec![
+        support::project::row(1, "ann1@example.com", true, "Engineering"),
+        managed(2, "ann2@example.com", "E0000001"),
+        managed(3, "ann3@example.com", "E0000001"),
+    ];
+    p.export("employees_2026-01-01.csv", &day1);
+    assert_eq!(p.sync_json(&[]).0, 0);
+    let before = by_external_id(scim.users());
+    assert_eq!(before["E0000002"][ENT]["manager"]["value"], before["E0000001"]["id"]);
+    p.export("employees_2026-01-02.csv", &day1[1..]);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("deleted", 1), ("failed", 0)]);
+    let after = by_external_id(scim.users());
+    assert_eq!(after.len(), 2, "{after:?}");
+    for report in ["E0000002", "E0000003"] {
+        let manager = after[report].get(ENT).and_then(|e| e.get("manager")).cloned().unwrap_or(Value::Null);
+        assert!(manager.is_null() || manager.get("value").is_none(), "{report} points at a deleted account: {}", after[report]);
+        assert_eq!(after[report]["id"], before[report]["id"]);
+    }
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("unchanged", 2), ("updated", 0), ("failed", 0)]);
+}
+
+/// A manager whose create had an unknown outcome (the answer lost, the lookup refused) is
+/// adopted by the next run's listing: its reports, written without the link, are linked in
+/// that same run.
+#[test]
+fn a_manager_recovered_by_the_listing_gets_its_reports_linked_in_the_same_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let scim = ScimServer::start();
+    let (faulty, posts) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(0)));
+    let (f, n) = (faulty.clone(), posts.clone());
+    let proxy = FaultProxy::start(scim.port, move |_, method, path| {
+        if !f.load(Ordering::Acquire) {
+            return Fault::Pass;
+        }
+        match method {
+            // The manager's create (the first wave) goes through, its answer is lost.
+            "POST" if path == "/Users" && n.fetch_add(1, Ordering::AcqRel) == 0 => Fault::DropAfterForward,
+            // And looking it up is refused: the outcome stays unknown.
+            "GET" if path.contains("filter=externalId") => Fault::Status(400),
+            _ => Fault::Pass,
+        }
+    });
+    let p = Project::at(&proxy.base_url, &scim.token, "", "");
+    let file = vec![support::project::row(1, "ann1@example.com", true, "Engineering"), managed(2, "ann2@example.com", "E0000001")];
+    p.export("employees_2026-01-01.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 6, "the manager's create failed: {r}");
+    faulty.store(false, Ordering::Release);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("adopted", 1), ("failed", 0), ("created", 0)]);
+    let held = by_external_id(scim.users());
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(held["E0000002"][ENT]["manager"]["value"], held["E0000001"]["id"], "linked in the run that adopted the manager");
 }

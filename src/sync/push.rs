@@ -30,6 +30,10 @@ pub(super) struct Pushed {
     /// People whose account a 404 showed deleted and this push created again (external id,
     /// new platform id): their reports' manager references are pointed at the new account.
     pub recreated: Vec<(String, String)>,
+    /// People this push deleted (`on_missing = "delete"`): their reports' manager links
+    /// are cleared in the same run (`managers::unlink_reports`).
+    /// (external id, platform id).
+    pub deleted: Vec<(String, String)>,
     /// Operations that failed.
     pub failed: u64,
     /// Creates and adoptions that failed: the account may be on the platform unrecorded (a
@@ -277,7 +281,12 @@ impl<S: StateStore> Recorder<'_, '_, S> {
                 SnapshotWrite::Upsert { platform_id: applied.platform_id, user }
             }
             Op::Deactivate { external_id, .. } => SnapshotWrite::MarkInactive { external_id },
-            Op::Delete { external_id, .. } => SnapshotWrite::Remove { external_id },
+            Op::Delete { external_id, platform_id } => {
+                if self.pass == Pass::Plan {
+                    self.out.deleted.push((external_id.clone(), platform_id));
+                }
+                SnapshotWrite::Remove { external_id }
+            }
         });
     }
 
