@@ -399,3 +399,36 @@ fn a_manager_recovered_by_the_listing_gets_its_reports_linked_in_the_same_run() 
     assert_eq!(held.len(), 2, "{held:?}");
     assert_eq!(held["E0000002"][ENT]["manager"]["value"], held["E0000001"]["id"], "linked in the run that adopted the manager");
 }
+
+/// A server whose User resource type does not offer the enterprise extension never gets
+/// it: everyone is created, and the run says once which mapped attributes it does not send.
+#[test]
+fn the_enterprise_extension_is_not_sent_to_a_server_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = support::repo_root().join("tests/fixtures/scim");
+    let mut types: Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join("resource-types.json")).unwrap()).unwrap();
+    for t in types.as_array_mut().unwrap() {
+        if let Some(ext) = t.get_mut("schemaExtensions").and_then(Value::as_array_mut) {
+            ext.retain(|e| !e["schema"].as_str().unwrap_or_default().contains("enterprise"));
+        }
+    }
+    let types_path = dir.path().join("resource-types.json");
+    std::fs::write(&types_path, types.to_string()).unwrap();
+    let schemas = fixtures.join("schemas.json");
+    let scim = ScimServer::start_with(&["--schema", schemas.to_str().unwrap(), "--resource-type", types_path.to_str().unwrap()]);
+    let p = Project::new(&scim, "");
+    p.export("employees_2026-01-01.csv", &rows(3));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("created", 3), ("failed", 0)]);
+    let notes: Vec<String> = r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+    let said: Vec<&String> = notes.iter().filter(|n| n.contains("enterprise extension")).collect();
+    assert_eq!(said.len(), 1, "said once: {notes:?}");
+    assert!(said[0].contains("employee_id") && said[0].contains("department"), "{}", said[0]);
+    let held = by_external_id(scim.users());
+    assert_eq!(held.len(), 3);
+    assert!(held["E0000001"].get(ENT).is_none(), "{}", held["E0000001"]);
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 0, "{r}");
+    counts(&r, &[("unchanged", 3)]);
+}

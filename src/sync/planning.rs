@@ -162,6 +162,7 @@ impl<S: StateStore> Ctx<'_, S> {
                 // A 409's partial match is adopted only in a run a person let through.
                 p.set_adopt_partial(self.opts.allow_mass_change);
                 self.note_dropped_attributes(t, &p, &platform_cfg.custom_schema);
+                self.note_no_enterprise(t, &p);
                 Ok(Some(p))
             }
             Err(e) if self.opts.dry_run => {
@@ -185,6 +186,28 @@ impl<S: StateStore> Ctx<'_, S> {
         }
         let text = format!(
             "the platform does not offer the custom schema {schema}, so these mapped attributes are not sent: {}; add the schema on the platform, set custom_schema in [platform] to one it offers, or drop them from the mapping",
+            dropped.join(", ")
+        );
+        tracing::warn!("{text}");
+        t.report.notes.push(text);
+    }
+
+    /// A platform without the enterprise extension gets none of it: said once per run,
+    /// naming the mapped attributes not sent.
+    fn note_no_enterprise(&self, t: &mut Tally, p: &ScimClient) {
+        if p.enterprise_offered() {
+            return;
+        }
+        let m = &self.conn.mapping;
+        let mut dropped: Vec<&str> = m.attributes.keys().map(String::as_str).filter(|a| crate::platform::scim::is_enterprise(a)).collect();
+        if m.fields.contains_key(&crate::mapping::rules::PlatformField::EmployeeId) {
+            dropped.insert(0, "employee_id");
+        }
+        if dropped.is_empty() {
+            return;
+        }
+        let text = format!(
+            "the platform does not offer the enterprise extension (urn:ietf:params:scim:schemas:extension:enterprise:2.0:User), so these mapped attributes are not sent: {}; add the extension on the platform, or drop them from the mapping",
             dropped.join(", ")
         );
         tracing::warn!("{text}");

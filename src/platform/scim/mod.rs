@@ -12,7 +12,7 @@ mod auth;
 mod bulk;
 mod discovery;
 mod encode;
-pub use encode::is_custom;
+pub use encode::{is_custom, is_enterprise};
 mod error;
 mod lenient;
 mod listing;
@@ -316,7 +316,7 @@ impl ScimClient {
             auth,
             policy: Policy::SCIM,
             caps: Capabilities::default(),
-            enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true },
+            enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true, enterprise_offered: true },
             max_concurrency: cfg.max_concurrency.max(1),
             claimed: HashMap::new(),
             id_rule: crate::model::IdRule::default(),
@@ -324,6 +324,9 @@ impl ScimClient {
         };
         inner.caps = inner.discover(&Shared::new(&Budget::default()), cfg.bulk).await?;
         inner.enc.custom_offered = inner.caps.custom_schema;
+        if let Some(offered) = inner.offered_extensions(&Shared::new(&Budget::default())).await {
+            inner.enc.enterprise_offered = offered.iter().any(|x| x == encode::ENTERPRISE);
+        }
         tracing::debug!(caps = ?inner.caps, "SCIM platform capabilities");
         Ok(ScimClient { inner: Arc::new(inner) })
     }
@@ -367,6 +370,11 @@ impl ScimClient {
     /// attributes this server keeps (`kept_paths`). `manager` is the manager's platform id.
     pub fn drifted(&self, user: &User, manager: Option<&str>, account: &Account, kept: &std::collections::HashSet<String>) -> bool {
         self.inner.enc.drifted(user, manager, &account.resource, kept)
+    }
+
+    /// Whether the server offers the enterprise extension on its users (it is sent only then).
+    pub fn enterprise_offered(&self) -> bool {
+        self.inner.enc.enterprise_offered
     }
 
     /// Whether a 409's partial match may be adopted: a run a person approved.
