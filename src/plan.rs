@@ -5,6 +5,8 @@
 pub mod budget;
 pub mod drift;
 pub mod groups;
+pub mod matching;
+pub mod renames;
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,12 +34,37 @@ pub struct SnapshotEntry {
 }
 
 /// A user already on the platform that the connector has never synced (first sync, or a
-/// 409): found by externalId or userName, adopted rather than created again.
+/// 409): found by externalId, userName or email, adopted rather than created again when
+/// `matching` says it is the person's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Existing {
     pub platform_id: String,
     pub external_id: Option<String>,
     pub user_name: Option<String>,
+    /// The values of its `emails[]`, as the platform holds them.
+    pub emails: Vec<String>,
+}
+
+/// An account with a person's id but neither their email nor their userName
+/// (`matching::Verdict::Partial`): possibly another customer's person with the same id. Its
+/// adoption is in the plan and stops the run (`Safeguard::PartialMatch`) until approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialMatch {
+    pub external_id: String,
+    pub line: u64,
+    pub platform_id: String,
+    /// The account's userName, to tell whose it is.
+    pub user_name: Option<String>,
+}
+
+impl PartialMatch {
+    pub fn message(&self, connector: &str) -> String {
+        let login = self.user_name.as_deref().map(|n| format!(" (userName \"{n}\")")).unwrap_or_default();
+        format!(
+            "\"{}\": platform account {}{login} has this person's externalId but neither their email nor their userName: a partial match, possibly someone else's person with the same id (another deployment on this platform). Not adopted: check the account, then approve the stopped plan (`rostersync approve RUN --reason \"…\"`), or correct the account's externalId or email on the platform; connector {connector}",
+            self.external_id, self.platform_id
+        )
+    }
 }
 
 /// Whose an account is, when it is not this person's: why nothing was sent for them.
@@ -249,6 +276,11 @@ pub enum Safeguard {
     /// The file's ids are not the population last synced (`drift`): another customer's
     /// export, a new id scheme, or ids that changed shape.
     IdDrift(Box<drift::Drift>),
+    /// Platform accounts match people of the file by externalId alone (`PartialMatch`):
+    /// adopting them could take another customer's accounts.
+    PartialMatch {
+        count: u64,
+    },
 }
 
 impl Safeguard {
@@ -261,6 +293,7 @@ impl Safeguard {
             Safeguard::MassRecreation { .. } => "mass_recreation",
             Safeguard::OverBudget(o) => o.kind.key(),
             Safeguard::IdDrift(_) => "id_drift",
+            Safeguard::PartialMatch { .. } => "partial_match",
         }
     }
 
@@ -291,6 +324,9 @@ impl Safeguard {
             ),
             Safeguard::OverBudget(o) => o.message(&go_on),
             Safeguard::IdDrift(d) => d.message(&go_on),
+            Safeguard::PartialMatch { count } => format!(
+                "{count} platform account(s) carry the externalId of a person of the file but neither their email nor their userName (listed in the report); nothing was pushed, as adopting them could take someone else's accounts. Check them on the platform, then run `rostersync approve RUN --reason \"…\"` with this run's id to adopt them, or correct the accounts"
+            ),
             // Overriding syncs the valid rows only (an invalid row's person keeps their
             // account as it is): when no row is valid it would change nobody, so it is not
             // offered; the mapping or the export is what is wrong.
@@ -322,6 +358,9 @@ pub struct Plan {
     pub stop: Option<Safeguard>,
     /// People of the file left out: their account is someone else's.
     pub conflicts: Vec<Conflict>,
+    /// Adoptions of partial matches (also in `ops`, so an approval applies them): they stop
+    /// the run until approved.
+    pub partial: Vec<PartialMatch>,
     /// Re-hires: accounts moved from a leaver to a new id (an `Op::Update` with `adopt`).
     pub rekeyed: Vec<Rekey>,
     /// Known people absent from or inactive in the file, when the plan has creates: a
@@ -389,10 +428,7 @@ pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
     let mut ops: Vec<(Op, u64)> = Vec::new();
 
     let rule = input.id_rule;
-    let by_ext: HashMap<std::borrow::Cow<'_, str>, &Existing, FastHash> =
-        input.existing.iter().filter_map(|e| e.external_id.as_deref().map(|x| (rule.key(x), e))).collect();
-    let by_name: HashMap<String, &Existing, FastHash> =
-        input.existing.iter().filter_map(|e| e.user_name.as_deref().map(|n| (n.to_lowercase(), e))).collect();
+    let index = matching::Index::new(input.existing, rule);
     // Who holds which account: this connector's people (an interrupted run has a snapshot)
     // and other connectors' — built only when there are platform users to match.
     let matching = !input.existing.is_empty();
@@ -423,17 +459,18 @@ pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
                 Seen::New(SourcedUser { user, line }) => {
                     // Only a first sync (or one after an interrupted run) has platform users
                     // to match; skip the lowercased copy of every new user's name otherwise.
-                    let found = if input.existing.is_empty() {
-                        None
-                    } else {
-                        by_ext.get(rule.key(&user.external_id).as_ref()).or_else(|| by_name.get(&user.user_name().to_lowercase()))
-                    };
+                    let found = if input.existing.is_empty() { None } else { index.find(&user) };
                     // An account of another person of ours is no match here: a re-hire (`settle`)
                     // or a conflict (the 409 of its create) decides.
-                    let found = found.filter(|e| !ours.contains_key(e.platform_id.as_str()));
-                    match found.map(|e| (e, binding(&user, e, rule, &theirs, &taken))) {
-                        Some((e, Ok(()))) => {
+                    let found = found.filter(|(e, _)| !ours.contains_key(e.platform_id.as_str()));
+                    match found.map(|(e, verdict)| (e, binding(&user, e, verdict, &theirs, &taken))) {
+                        Some((e, Ok(verdict))) => {
                             taken.insert(e.platform_id.clone(), user.external_id.to_string());
+                            if verdict == matching::Verdict::Partial {
+                                let external_id = user.external_id.to_string();
+                                let (platform_id, user_name) = (e.platform_id.clone(), e.user_name.clone());
+                                p.partial.push(PartialMatch { external_id, line, platform_id, user_name });
+                            }
                             ops.push((Op::Update { platform_id: e.platform_id.clone(), user, adopt: true, previous: None }, line))
                         }
                         Some((e, Err(bound))) => p.conflicts.push(Conflict {
@@ -548,23 +585,25 @@ pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
                 });
             }
         }
+        if p.stop.is_none() && !p.partial.is_empty() {
+            p.stop = Some(Safeguard::PartialMatch { count: p.partial.len() as u64 });
+        }
     }
     p
 }
 
-/// The binding rule: `user` may take account `e` only if it has no externalId or the same
-/// one (normalised), is not another connector's, and no other person of this run took it.
+/// The binding rule: a person may take account `e` only if `matching` judged it theirs
+/// (exact, or partial: approved or stopped), it is not another connector's, and no other
+/// person of this run took it.
 fn binding(
     user: &User,
     e: &Existing,
-    rule: IdRule,
+    verdict: matching::Verdict,
     theirs: &HashMap<&str, (&str, &str), FastHash>,
     taken: &HashMap<String, String, FastHash>,
-) -> Result<(), Bound> {
-    if let Some(x) = e.external_id.as_deref().filter(|x| !x.trim().is_empty())
-        && rule.key(x) != rule.key(&user.external_id)
-    {
-        return Err(Bound::OtherExternalId { external_id: x.to_string() });
+) -> Result<matching::Verdict, Bound> {
+    if verdict == matching::Verdict::Foreign {
+        return Err(Bound::OtherExternalId { external_id: e.external_id.clone().unwrap_or_default() });
     }
     if let Some((c, x)) = theirs.get(e.platform_id.as_str()) {
         let (connector, external_id) = (c.to_string(), x.to_string());
@@ -577,7 +616,7 @@ fn binding(
     if let Some(x) = taken.get(&e.platform_id) {
         return Err(Bound::TakenInRun { external_id: x.clone() });
     }
-    Ok(())
+    Ok(verdict)
 }
 
 /// What `settle` needs beyond the plan, read at the edge.
@@ -1116,7 +1155,7 @@ mod tests {
         let p = run(Case {
             snapshot: vec![(m.clone(), "5"), (synced, "6")],
             users: vec![m, report, new_report, new_manager],
-            existing: vec![Existing { platform_id: "99".into(), external_id: Some("X-1".into()), user_name: None }],
+            existing: vec![ext("99", Some("X-1"), None)],
             ..base()
         });
         // E6 is unchanged: "e5" is their synced manager "E5".
@@ -1241,10 +1280,7 @@ mod tests {
     fn existing_platform_users_are_adopted_by_external_id_then_user_name() {
         let p = run(Case {
             users: vec![user("a", true, "x"), user("b", true, "x"), user("c", true, "x")],
-            existing: vec![
-                Existing { platform_id: "P-A".into(), external_id: Some("a".into()), user_name: None },
-                Existing { platform_id: "P-B".into(), external_id: None, user_name: Some("B@EXAMPLE.COM".into()) },
-            ],
+            existing: vec![ext("P-A", Some("a"), Some("a@example.com")), ext("P-B", None, Some("B@EXAMPLE.COM"))],
             ..base()
         });
         assert_eq!(p.ops.len(), 3);
@@ -1254,7 +1290,7 @@ mod tests {
     }
 
     fn ext(pid: &str, external_id: Option<&str>, user_name: Option<&str>) -> Existing {
-        Existing { platform_id: pid.into(), external_id: external_id.map(Into::into), user_name: user_name.map(Into::into) }
+        Existing { platform_id: pid.into(), external_id: external_id.map(Into::into), user_name: user_name.map(Into::into), emails: vec![] }
     }
 
     /// (kind, platform id or "", external id) of each op: what a table test compares.
@@ -1282,8 +1318,12 @@ mod tests {
             want: Result<(OpKind, &'static str), Bound>,
         }
         let table = [
-            T { name: "same id", existing: vec![ext("P1", Some("a"), None)], want: Ok((OpKind::Update, "P1")) },
-            T { name: "same id, other spelling", existing: vec![ext("P1", Some(" A "), None)], want: Ok((OpKind::Update, "P1")) },
+            T { name: "same id and login", existing: vec![ext("P1", Some("a"), Some("a@example.com"))], want: Ok((OpKind::Update, "P1")) },
+            T {
+                name: "same id, other spelling",
+                existing: vec![ext("P1", Some(" A "), Some("A@example.com "))],
+                want: Ok((OpKind::Update, "P1")),
+            },
             T {
                 name: "by userName, no externalId",
                 existing: vec![ext("P1", None, Some("A@EXAMPLE.com"))],
@@ -1298,6 +1338,11 @@ mod tests {
                 name: "by userName, another externalId: a takeover",
                 existing: vec![ext("P9", Some("admin-1"), Some("a@example.com"))],
                 want: Err(Bound::OtherExternalId { external_id: "admin-1".into() }),
+            },
+            T {
+                name: "by email in emails[], a hand-made login",
+                existing: vec![Existing { emails: vec!["A@Example.com".into()], ..ext("P1", None, Some("alee5")) }],
+                want: Ok((OpKind::Update, "P1")),
             },
             T {
                 name: "another connector's person",
@@ -1353,6 +1398,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An id alone (another person's login on the account) is a partial match: the adoption
+    /// is in the plan, which stops until a person approves; approved, it is the same plan.
+    #[test]
+    fn an_id_match_alone_stops_for_approval_and_approved_is_the_same_plan() {
+        let case = || Case {
+            users: vec![user("a", true, "x"), user("b", true, "x")],
+            existing: vec![ext("P1", Some("a"), Some("someone@other.example")), ext("P2", Some("b"), Some("b@example.com"))],
+            ..base()
+        };
+        let stopped = run(case());
+        assert_eq!(stopped.stop, Some(Safeguard::PartialMatch { count: 1 }));
+        assert_eq!(stopped.partial.len(), 1);
+        let pm = &stopped.partial[0];
+        assert_eq!((pm.external_id.as_str(), pm.platform_id.as_str(), pm.user_name.as_deref()), ("a", "P1", Some("someone@other.example")));
+        assert!(pm.message("acme").contains("approve"), "{}", pm.message("acme"));
+        assert_eq!(shape(&stopped), vec![(OpKind::Update, "P1".into(), "a".into()), (OpKind::Update, "P2".into(), "b".into())]);
+        let approved = run(Case { allow: true, ..case() });
+        assert_eq!(approved.stop, None);
+        assert_eq!(shape(&approved), shape(&stopped), "the approved run sends exactly the stopped plan");
+        assert_eq!(Safeguard::PartialMatch { count: 1 }.rule(), "partial_match");
     }
 
     #[test]
@@ -1493,6 +1560,7 @@ mod rule_names {
             Safeguard::NoDataRows,
             Safeguard::MassDeactivation { count: 1, known: 1, limit: "1".into(), allowed: 0 },
             Safeguard::TooManyInvalid { invalid: 1, rows: 1, limit: "1".into(), allowed: 0 },
+            Safeguard::PartialMatch { count: 1 },
         ];
         for s in all {
             assert_eq!(serde_json::to_value(&s).unwrap()["rule"], s.rule(), "{s:?}");

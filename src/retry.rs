@@ -129,16 +129,28 @@ impl std::fmt::Display for GiveUp {
 
 /// Retries left for one whole run, shared by every step of it (cloning shares it). When none
 /// are left, the run stops with what was applied recorded, instead of hammering a broken
-/// server.
+/// server. A push gives each class of operation a budget of its own (`class`), so one
+/// request that keeps failing cannot spend the retries its neighbours need.
 #[derive(Debug, Clone)]
 pub struct Budget {
     left: Arc<AtomicU64>,
     pub total: u64,
+    /// The run's budget a class budget counts its retries in (`class`).
+    parent: Option<Arc<AtomicU64>>,
 }
 
 impl Budget {
     pub fn new(total: u64) -> Budget {
-        Budget { left: Arc::new(AtomicU64::new(total)), total }
+        Budget { left: Arc::new(AtomicU64::new(total)), total, parent: None }
+    }
+
+    /// A budget for one class of operations of a push (creates, updates, deactivations,
+    /// the managers' second pass): as many retries as the run has left, of its own, so
+    /// failing updates never starve the deactivations. Its retries are counted in the run's
+    /// budget too (`used`, the metrics) without ever being refused by it.
+    pub fn class(&self) -> Budget {
+        let left = self.left.load(Ordering::Acquire);
+        Budget { left: Arc::new(AtomicU64::new(left)), total: left, parent: Some(self.left.clone()) }
     }
 
     /// A run's budget: a few bad minutes' worth, growing with the work (`ops` operations).
@@ -148,7 +160,11 @@ impl Budget {
 
     /// Takes one retry; false when none are left.
     pub fn take(&self) -> bool {
-        self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+        let taken = self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        if taken && let Some(run) = &self.parent {
+            let _ = run.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+        }
+        taken
     }
 
     /// Adds room for more work discovered later in the run (the push's operations).
@@ -214,6 +230,19 @@ mod tests {
         assert_eq!(p.next(1, None, &shared), Decision::GiveUp(GiveUp::Budget(1)));
         shared.grow(1);
         assert!(matches!(p.next(1, None, &small), Decision::Retry(_)));
+    }
+
+    #[test]
+    fn class_budgets_are_their_own_and_counted_in_the_runs() {
+        let run = Budget::new(3);
+        let (updates, deactivations) = (run.class(), run.class());
+        let p = Policy::SCIM;
+        for _ in 0..3 {
+            assert!(matches!(p.next(1, None, &updates), Decision::Retry(_)));
+        }
+        assert_eq!(p.next(1, None, &updates), Decision::GiveUp(GiveUp::Budget(3)), "the updates spent theirs");
+        assert!(matches!(p.next(1, None, &deactivations), Decision::Retry(_)), "the deactivations still have theirs");
+        assert_eq!(run.used(), 3, "counted in the run's budget, which never refuses a class");
     }
 
     #[test]

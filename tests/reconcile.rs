@@ -210,10 +210,21 @@ fn a_kill_mid_push_then_failing_runs_then_a_good_run_leave_one_account_per_perso
         assert_eq!(code, 4, "{s}: {r}");
         std::fs::remove_file(exports.join("employees_2026-01-02.csv")).unwrap();
 
-        // Meanwhile everyone's email changed: a create sent again would meet no 409.
+        // Meanwhile everyone's email changed: a create sent again would meet no 409. The
+        // killed run's accounts now match by externalId alone (issue 25: a partial match,
+        // which could as well be another deployment's person): listed, nothing written,
+        // nobody created twice, until a person approves the plan.
         p.export("employees_2026-01-03.csv", &rows_with(n, "new"));
+        let before = by_external_id(&server).len();
         let (code, r) = p.sync_json(&[]);
-        assert_eq!(code, 0, "{s}: {r}");
+        assert_eq!(code, 5, "{s}: {r}");
+        assert_eq!(r["stopped_by"], "partial_match", "{s}: {r}");
+        assert!(r["counts"]["conflicts"].as_u64().unwrap() > 0, "{s}: {r}");
+        assert_eq!(by_external_id(&server).len(), before, "{s}: nothing created while stopped");
+        let run = r["run_id"].as_str().unwrap().to_string();
+        let out = p.run(&["--json", "approve", &run, "--reason", "our own unrecorded creates"]);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{s}: {r}");
         let notes = r["notes"].to_string();
         assert!(notes.contains("matched before pushing"), "{s}: the marker is named: {notes}");
         assert_eq!(people(&r), n as u64, "{s}: {r}");
@@ -365,11 +376,13 @@ fn an_update_that_meets_a_deleted_account_heals_and_so_do_its_reports() {
         assert_eq!(code, 0, "{s}: {r}");
         let before = by_external_id(&server);
 
-        // E1 (E2's manager) and E3 deleted by hand; then E1 changes department and E3 leaves.
+        // E1 (E2's manager) and E3 deleted by hand; then E1 changes department and email
+        // (the email for django-scim2, which offers no enterprise extension, so a department
+        // alone would send it nothing: issue 25), and E3 leaves.
         server.delete(before["E0000001"]["id"].as_str().unwrap());
         server.delete(before["E0000003"]["id"].as_str().unwrap());
         let next = vec![
-            row(1, "ann1@example.com", true, "Sales"),
+            row(1, "ann.lee1@example.com", true, "Sales"),
             row_managed(2, 1, "Engineer"),
             row(3, "ann3@example.com", false, "Engineering"),
         ];
@@ -466,10 +479,12 @@ fn an_empty_200_to_the_listing_is_an_error_not_an_empty_platform() {
 #[test]
 fn a_failed_adoption_on_a_first_sync_stays_pending_until_it_succeeds() {
     let scim = ScimServer::start();
-    // E2 is on the platform already, under an old email: only its externalId tells.
+    // E2 is on the platform already, under an old login; its externalId and the email it
+    // still lists tell (issue 25: an id alone is no longer enough to adopt).
     let theirs = scim.post(
         "/Users",
-        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "E0000002", "userName": "old2@example.com"}),
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "E0000002", "userName": "old2@example.com",
+                "emails": [{"value": "ann2@example.com", "type": "work"}]}),
     );
     let path = format!("/Users/{}", theirs["id"].as_str().unwrap());
     let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));

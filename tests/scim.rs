@@ -279,7 +279,10 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
     let server = ScimServer::start_with_custom_schema(&[]);
     let a = server.post(
         "/Users",
-        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "A1", "userName": "old-a@example.com"}),
+        // Its login is an old one, but its emails[] has the person's (issue 25: an id alone
+        // is a partial match, never adopted without approval).
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "A1", "userName": "old-a@example.com",
+                "emails": [{"value": "old-a@example.com"}, {"value": "A1@example.com", "type": "work"}]}),
     );
     // Matched by userName (case differs), no externalId yet.
     let b = server.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "B1@Example.com"}));

@@ -48,7 +48,9 @@ fn marker_story(store: &str, state: &str) {
     // E2 is on the platform already: the first sync adopts it, and the proxy refuses that.
     let theirs = scim.post(
         "/Users",
-        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "E0000002", "userName": "old2@example.com"}),
+        // Its emails[] has the person's email: an id alone would be a partial match (issue 25).
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "E0000002", "userName": "old2@example.com",
+                "emails": [{"value": "ann2@example.com"}]}),
     );
     let path = format!("/Users/{}", theirs["id"].as_str().unwrap());
     let (refuse, slow) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));

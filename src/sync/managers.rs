@@ -16,11 +16,40 @@ impl<S: StateStore> Ctx<'_, S> {
     /// (`relink_reports`), then everyone written without a manager gets it (`link_unlinked`).
     /// Returns the creates and adoptions of every pass that failed (`settle_marker`).
     pub(super) async fn link_managers<P: Platform>(&self, t: &mut Tally, platform: &P, pushed: Pushed) -> Result<u64, RunError> {
-        let Pushed { mut unlinked, recreated, unsettled, rekeys, .. } = pushed;
+        let Pushed { mut unlinked, recreated, deleted, unsettled, rekeys, .. } = pushed;
+        let cleared = self.unlink_reports(t, platform, deleted).await?;
         let relinked = self.relink_reports(t, platform, recreated, rekeys).await?;
         unlinked.extend(relinked.unlinked);
         let linked = self.link_unlinked(t, platform, unlinked, relinked.rekeys).await?;
-        Ok(unsettled + relinked.unsettled + linked.unsettled)
+        Ok(unsettled + cleared.unsettled + relinked.unsettled + linked.unsettled)
+    }
+
+    /// Managers this push deleted: the people they managed would point at a deleted account.
+    /// Their manager link is removed in the same run (a PATCH of just that), and they are
+    /// recorded without it, so it is set again the run their manager is back.
+    async fn unlink_reports<P: Platform>(&self, t: &mut Tally, platform: &P, deleted: Vec<(String, String)>) -> Result<Pushed, RunError> {
+        if deleted.is_empty() {
+            return Ok(Pushed::default());
+        }
+        let ids: Vec<&str> = deleted.iter().map(|(id, _)| id.as_str()).collect();
+        let reports = self.store.reports_of(&self.conn.name, &ids).await?;
+        let ops: Vec<Op> = reports
+            .into_values()
+            .map(|(platform_id, user)| {
+                let mut without = user.clone();
+                without.manager = None;
+                Op::Update { platform_id, user: Box::new(without), adopt: false, previous: Some(Box::new(user)) }
+            })
+            .collect();
+        if ops.is_empty() {
+            return Ok(Pushed::default());
+        }
+        t.note(format!("{} people's manager was deleted; their manager reference is removed", ops.len()));
+        // The deleted managers' platform ids: the diff from the previous content is then the
+        // removal of the manager reference.
+        let known: HashMap<String, String> = deleted.into_iter().collect();
+        let (pushed, ended) = self.push(t, platform, ops, known, &HashMap::new(), Pass::Relink, HashMap::new()).await;
+        ended.map(|()| pushed)
     }
 
     /// Second pass for reports whose manager did not exist when they were written (a
@@ -122,10 +151,12 @@ pub(super) fn drop_unlinkable(ops: &mut Vec<Op>, lines: &mut Vec<u64>, snapshot:
     if snapshot.is_empty() || !ops.iter().any(|o| matches!(o, Op::Update { adopt: false, .. })) {
         return 0;
     }
+    // Managers this run creates or adopts (a recovery's listing): their reports are linked
+    // in the same run, never left without their link.
     let created: HashSet<&str> = ops
         .iter()
         .filter_map(|o| match o {
-            Op::Create { user } => Some(user.external_id.as_str()),
+            Op::Create { user } | Op::Update { user, adopt: true, .. } => Some(user.external_id.as_str()),
             _ => None,
         })
         .collect();
@@ -150,6 +181,15 @@ pub(super) fn drop_unlinkable(ops: &mut Vec<Op>, lines: &mut Vec<u64>, snapshot:
         lines.retain(|_| *it.next().unwrap_or(&true));
     }
     dropped
+}
+
+/// Re-keyed people (a re-hire's account moved from the leaver's id): the leaver's id names
+/// the same account, so a report whose manager moved with it is linked to the same
+/// platform id as before and is sent no manager write (one that changes nothing).
+pub(super) fn add_rekeyed(known: &mut HashMap<String, String>, rekeyed: &[plan::Rekey]) {
+    for r in rekeyed {
+        known.entry(r.old.clone()).or_insert_with(|| r.platform_id.clone());
+    }
 }
 
 /// Managers' platform ids, for the manager references of the users being pushed.

@@ -64,7 +64,7 @@ impl<S: StateStore> Ctx<'_, S> {
         // wrong file (the budget and the id check compare with a population that is known).
         let first_file = snapshot.is_empty() || self.store.last_file(&self.conn.name).await?.is_none();
         let drift = if first_file { None } else { self.id_drift(&mapped, &snapshot) };
-        let (mut plan, known) = {
+        let (mut plan, mut known) = {
             let held = others.as_deref().unwrap_or_default();
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
             self.plan(t, mapped, scope, &snapshot, &existing, &view)
@@ -86,6 +86,7 @@ impl<S: StateStore> Ctx<'_, S> {
             self.settle_creates(t, &mut plan, &mut others, platform).await?;
         }
         drop_in_background(others);
+        managers::add_rekeyed(&mut known, &plan.rekeyed);
         // The change budget sees the plan as it will be sent: re-hires settled, each update
         // with the content last synced (its before → after).
         let known_before = if first_file { 0 } else { snapshot.len() as u64 };
@@ -186,7 +187,10 @@ impl<S: StateStore> Ctx<'_, S> {
             Ok(mut p) => {
                 p.set_id_rule(self.conn.mapping.id_rule());
                 p.set_connector(&self.conn.name);
+                // A 409's partial match is adopted only in a run a person let through.
+                p.set_adopt_partial(self.opts.allow_mass_change);
                 self.note_dropped_attributes(t, &p, &target.platform.custom_schema);
+                self.note_no_enterprise(t, &p);
                 Ok(Some(p))
             }
             Err(e) if self.opts.dry_run => {
@@ -210,6 +214,28 @@ impl<S: StateStore> Ctx<'_, S> {
         }
         let text = format!(
             "the platform does not offer the custom schema {schema}, so these mapped attributes are not sent: {}; add the schema on the platform, set custom_schema in [platform] to one it offers, or drop them from the mapping",
+            dropped.join(", ")
+        );
+        tracing::warn!("{text}");
+        t.report.notes.push(text);
+    }
+
+    /// A platform without the enterprise extension gets none of it: said once per run,
+    /// naming the mapped attributes not sent.
+    fn note_no_enterprise(&self, t: &mut Tally, p: &ScimClient) {
+        if p.enterprise_offered() {
+            return;
+        }
+        let m = &self.conn.mapping;
+        let mut dropped: Vec<&str> = m.attributes.keys().map(String::as_str).filter(|a| crate::platform::scim::is_enterprise(a)).collect();
+        if m.fields.contains_key(&crate::mapping::rules::PlatformField::EmployeeId) {
+            dropped.insert(0, "employee_id");
+        }
+        if dropped.is_empty() {
+            return;
+        }
+        let text = format!(
+            "the platform does not offer the enterprise extension (urn:ietf:params:scim:schemas:extension:enterprise:2.0:User), so these mapped attributes are not sent: {}; add the extension on the platform, or drop them from the mapping",
             dropped.join(", ")
         );
         tracing::warn!("{text}");
@@ -312,14 +338,14 @@ impl<S: StateStore> Ctx<'_, S> {
     fn count_identities(&self, t: &mut Tally, plan: &Plan) -> HashMap<String, String> {
         t.report.counts.unchanged = plan.unchanged + plan.ignored + plan.held;
         t.report.counts.conflicts = plan.conflicts.len() as u64;
-        for c in &plan.conflicts {
+        let conflicts = plan.conflicts.iter().map(|c| (c.line, c.message(&self.conn.name), &c.external_id));
+        // Partial matches not applied (the run stopped for them): conflicts until approved.
+        let partial = plan.partial.iter().filter(|_| plan.stop.is_some());
+        t.report.counts.conflicts += partial.clone().count() as u64;
+        let partial = partial.map(|m| (m.line, m.message(&self.conn.name), &m.external_id));
+        for (line, message, id) in conflicts.chain(partial) {
             if t.report.errors.len() < MAX_REPORTED_ERRORS {
-                t.report.errors.push(crate::model::RowError {
-                    line: c.line,
-                    column: None,
-                    message: c.message(&self.conn.name),
-                    external_id: Some(c.external_id.clone()),
-                });
+                t.report.errors.push(crate::model::RowError { line, column: None, message, external_id: Some(id.clone()) });
             }
         }
         plan.rekeyed.iter().map(|r| (r.new.clone(), r.old.clone())).collect()
@@ -336,7 +362,9 @@ impl<S: StateStore> Ctx<'_, S> {
 /// A dry run (or a stopped one) reports what the plan would do.
 fn count_planned(t: &mut Tally, plan: &Plan, rekeys: &HashMap<String, String>) {
     let c = &mut t.report.counts;
-    for op in &plan.ops {
+    // A stopped plan's partial matches are counted as conflicts (`count_identities`).
+    let partial: HashSet<&str> = plan.partial.iter().filter(|_| plan.stop.is_some()).map(|m| m.external_id.as_str()).collect();
+    for op in plan.ops.iter().filter(|o| !partial.contains(o.external_id())) {
         match (op, op.kind()) {
             (plan::Op::Update { user, .. }, _) if rekeys.contains_key(user.external_id.as_str()) => c.rekeyed += 1,
             (plan::Op::Update { adopt: true, .. }, _) => c.adopted += 1,

@@ -30,6 +30,10 @@ pub(super) struct Pushed {
     /// People whose account a 404 showed deleted and this push created again (external id,
     /// new platform id): their reports' manager references are pointed at the new account.
     pub recreated: Vec<(String, String)>,
+    /// People this push deleted (`on_missing = "delete"`): their reports' manager links
+    /// are cleared in the same run (`managers::unlink_reports`).
+    /// (external id, platform id).
+    pub deleted: Vec<(String, String)>,
     /// Operations that failed.
     pub failed: u64,
     /// Creates and adoptions that failed: the account may be on the platform unrecorded (a
@@ -53,8 +57,19 @@ impl<S: StateStore> Ctx<'_, S> {
         if !plan.ops.is_empty() {
             self.store.set_reconcile(&self.conn.name, self.run_id, "push started").await?;
         }
-        let (pushed, ended) = self.push(t, platform, plan.ops, known, &lines, Pass::Plan, rekeys).await;
-        ended.map(|()| pushed)
+        // Renames ordered so uniqueness never blocks them (`plan::renames`): stages sent one
+        // after the other, a swap through a temporary login.
+        let staged = crate::plan::renames::order(plan.ops, self.run_id.split('-').next().unwrap_or(self.run_id));
+        if !staged.temporary.is_empty() {
+            t.note(format!(
+                "{} login swap(s) in this file: each goes through a temporary login first (recorded, so an interrupted swap is finished by the next run)",
+                staged.temporary.len()
+            ));
+        }
+        let mut rec = Recorder::new(self, t, Pass::Plan, &lines, rekeys);
+        rec.temporary = staged.temporary;
+        let ended = rec.push_stages(platform, staged.stages, known).await;
+        ended.map(|()| rec.out)
     }
 
     /// Gives each update the content last pushed, so the platform is sent only what changed.
@@ -97,7 +112,7 @@ impl<S: StateStore> Ctx<'_, S> {
         pass: Pass,
         rekeys: HashMap<String, String>,
     ) -> (Pushed, Result<(), RunError>) {
-        let mut rec = Recorder { ctx: self, t, pass, lines, out: Pushed { rekeys, ..Pushed::default() } };
+        let mut rec = Recorder::new(self, t, pass, lines, rekeys);
         let ended = rec.push(platform, ops, known).await;
         (rec.out, ended)
     }
@@ -110,6 +125,34 @@ struct Recorder<'r, 'a, S: StateStore> {
     pass: Pass,
     lines: &'r HashMap<String, u64>,
     out: Pushed,
+    /// People whose next outcome is a temporary rename (`plan::renames`): recorded in the
+    /// snapshot (so a crash before the final rename is finished by the next run), neither
+    /// counted nor audited — their final rename is.
+    temporary: HashSet<String>,
+    /// Platform ids written by earlier stages, for the managers of later ones.
+    learned: HashMap<String, String>,
+}
+
+impl<'r, 'a, S: StateStore> Recorder<'r, 'a, S> {
+    fn new(ctx: &'r Ctx<'a, S>, t: &'r mut Tally, pass: Pass, lines: &'r HashMap<String, u64>, rekeys: HashMap<String, String>) -> Self {
+        let out = Pushed { rekeys, ..Pushed::default() };
+        Recorder { ctx, t, pass, lines, out, temporary: HashSet::new(), learned: HashMap::new() }
+    }
+
+    /// The stages of `plan::renames`, one after the other; a stage that fails ends the push
+    /// (what it left unsent, the next run sends).
+    async fn push_stages<P: Platform>(
+        &mut self,
+        platform: &P,
+        stages: Vec<Vec<Op>>,
+        mut known: HashMap<String, String>,
+    ) -> Result<(), RunError> {
+        for ops in stages {
+            self.push(platform, ops, known.clone()).await?;
+            known.extend(self.learned.drain());
+        }
+        Ok(())
+    }
 }
 
 impl<S: StateStore> Recorder<'_, '_, S> {
@@ -170,6 +213,9 @@ impl<S: StateStore> Recorder<'_, '_, S> {
 
     /// Counts one outcome and queues its snapshot write, from the operation it hands back.
     fn record(&mut self, o: OpOutcome, batch: &mut Vec<SnapshotWrite>) {
+        if self.temporary.remove(o.external_id()) {
+            return self.record_temporary(o, batch);
+        }
         if self.pass == Pass::Plan {
             self.ctx.audit_outcome(self.t, &o, &self.out.rekeys);
         }
@@ -180,7 +226,24 @@ impl<S: StateStore> Recorder<'_, '_, S> {
         }
     }
 
+    /// A temporary rename: its content into the snapshot when it went through (the final
+    /// rename, a later stage, replaces it); a failure is the person's, said once.
+    fn record_temporary(&mut self, o: OpOutcome, batch: &mut Vec<SnapshotWrite>) {
+        match (o.result, o.op) {
+            (Ok(applied), Op::Update { user, .. }) => batch.push(SnapshotWrite::Upsert { platform_id: applied.platform_id, user }),
+            (Err(f), op) => self.t.note(format!(
+                "{}: the temporary login of a swap was refused ({}); the swap waits for the next run",
+                op.external_id(),
+                f.message
+            )),
+            _ => {}
+        }
+    }
+
     fn record_applied(&mut self, applied: Applied, op: Op, batch: &mut Vec<SnapshotWrite>) {
+        if let Op::Create { user } | Op::Update { user, .. } = &op {
+            self.learned.insert(user.external_id.to_string(), applied.platform_id.clone());
+        }
         if applied.adopted {
             self.t.note(format!("{}: adopted existing platform user {} (HTTP 409 on create)", op.external_id(), applied.platform_id));
         }
@@ -218,7 +281,12 @@ impl<S: StateStore> Recorder<'_, '_, S> {
                 SnapshotWrite::Upsert { platform_id: applied.platform_id, user }
             }
             Op::Deactivate { external_id, .. } => SnapshotWrite::MarkInactive { external_id },
-            Op::Delete { external_id, .. } => SnapshotWrite::Remove { external_id },
+            Op::Delete { external_id, platform_id } => {
+                if self.pass == Pass::Plan {
+                    self.out.deleted.push((external_id.clone(), platform_id));
+                }
+                SnapshotWrite::Remove { external_id }
+            }
         });
     }
 

@@ -146,6 +146,15 @@ impl Inner {
         }
         Ok(caps)
     }
+
+    /// The schema extensions `/ResourceTypes/User` lists, when the server answers it (None:
+    /// it does not say, and every extension is assumed offered, as before).
+    pub(super) async fn offered_extensions(&self, sh: &Shared) -> Option<Vec<String>> {
+        let url = self.url(&["ResourceTypes", "User"]);
+        let rt = self.call(sh, Method::GET, url, None, true).await.ok().filter(|r| r.status == 200)?;
+        let rt = rt.json::<ResourceType>().ok()?;
+        Some(rt.schema_extensions.into_iter().map(|e| e.schema).collect())
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,12 @@ pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:
 pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 
+/// Whether a mapped attribute (or `employee_id`, `manager_id`) lands in the enterprise
+/// extension: what a server without it does not get.
+pub fn is_enterprise(attribute: &str) -> bool {
+    matches!(attribute, "employee_id" | crate::model::MANAGER_ATTRIBUTE) || ENTERPRISE_ATTRS.iter().any(|(a, _)| *a == attribute)
+}
+
 /// Mapped attribute name → enterprise extension attribute.
 const ENTERPRISE_ATTRS: &[(&str, &str)] = &[
     ("department", "department"),
@@ -40,6 +46,10 @@ pub struct Encoder {
     /// False when the server's /ResourceTypes/User does not list the custom schema: then
     /// custom attributes are not sent (each user would get a 400 otherwise).
     pub custom_offered: bool,
+    /// False when the server's /ResourceTypes/User lists its extensions without the
+    /// enterprise one: then nothing of it is sent (employeeNumber, department, manager …),
+    /// nor removed (each create would be refused otherwise).
+    pub enterprise_offered: bool,
 }
 
 /// One user's attributes as (PATCH path, value), in a stable order.
@@ -59,17 +69,19 @@ impl Encoder {
         }
         f.insert("preferredLanguage".into(), json!(user.language));
         f.insert("active".into(), json!(user.active));
-        if let Some(n) = &user.employee_id {
+        if let Some(n) = user.employee_id.as_ref().filter(|_| self.enterprise_offered) {
             f.insert(format!("{ENTERPRISE}:employeeNumber"), json!(n));
         }
-        if let Some(m) = manager {
+        if let Some(m) = manager.filter(|_| self.enterprise_offered) {
             f.insert(format!("{ENTERPRISE}:manager"), json!({ "value": m }));
         }
         for (k, v) in &user.attributes {
             if k == "title" {
                 f.insert("title".into(), json!(v));
             } else if let Some((_, scim)) = ENTERPRISE_ATTRS.iter().find(|(a, _)| *a == k) {
-                f.insert(format!("{ENTERPRISE}:{scim}"), json!(v));
+                if self.enterprise_offered {
+                    f.insert(format!("{ENTERPRISE}:{scim}"), json!(v));
+                }
             } else if !is_custom(k) {
                 // employee_id is already employeeNumber.
             } else if self.custom_offered {
@@ -147,11 +159,13 @@ impl Encoder {
                 ops.push(json!({"op": "replace", "value": Value::Object(self.nest(&new))}));
                 let mut owned: Vec<String> = CLEARABLE.iter().map(|s| s.to_string()).collect();
                 owned.push("emails".into());
-                for (_, scim) in ENTERPRISE_ATTRS {
-                    owned.push(format!("{ENTERPRISE}:{scim}"));
+                if self.enterprise_offered {
+                    for (_, scim) in ENTERPRISE_ATTRS {
+                        owned.push(format!("{ENTERPRISE}:{scim}"));
+                    }
+                    owned.push(format!("{ENTERPRISE}:employeeNumber"));
+                    owned.push(format!("{ENTERPRISE}:manager"));
                 }
-                owned.push(format!("{ENTERPRISE}:employeeNumber"));
-                owned.push(format!("{ENTERPRISE}:manager"));
                 owned.dedup();
                 for path in owned.into_iter().filter(|p| !new.contains_key(p)) {
                     ops.push(json!({"op": "remove", "path": path}));
@@ -235,7 +249,7 @@ mod tests {
     const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User";
 
     fn enc() -> Encoder {
-        Encoder { custom_schema: CUSTOM.into(), custom_offered: true }
+        Encoder { custom_schema: CUSTOM.into(), custom_offered: true, enterprise_offered: true }
     }
 
     fn user() -> User {
@@ -281,7 +295,7 @@ mod tests {
 
     #[test]
     fn custom_attributes_dropped_when_the_server_lacks_the_schema() {
-        let e = Encoder { custom_schema: CUSTOM.into(), custom_offered: false };
+        let e = Encoder { custom_schema: CUSTOM.into(), custom_offered: false, enterprise_offered: true };
         let r = e.resource(&user(), None);
         assert!(r.get(CUSTOM).is_none());
         assert_eq!(r["schemas"], json!([CORE, ENTERPRISE]));

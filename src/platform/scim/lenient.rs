@@ -30,9 +30,37 @@ pub(super) fn status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::
     Ok(number(d)?.and_then(|n| u16::try_from(n).ok()))
 }
 
+/// The values of a multi-valued `emails` (RFC 7643 §4.1.2): objects with a `value`, as
+/// every server sends them; a bare string is read too, anything else skipped, so one odd
+/// entry never hides the others (matching looks at every email an account has).
+pub(super) fn emails<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(email_values(&v))
+}
+
+/// `emails` of a resource read as JSON: the same reading as `emails`.
+pub(super) fn email_values(v: &serde_json::Value) -> Vec<String> {
+    let Some(items) = v.as_array() else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|e| match e {
+            serde_json::Value::String(s) => Some(s.clone()),
+            e => e.get("value").and_then(serde_json::Value::as_str).map(str::to_string),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emails_of_every_shape() {
+        let v = serde_json::json!([{"value": "a@x.org", "type": "work"}, "b@x.org", {"type": "home"}, 5, {"value": "c@x.org"}]);
+        assert_eq!(email_values(&v), vec!["a@x.org", "b@x.org", "c@x.org"]);
+        assert!(email_values(&serde_json::json!({"value": "a@x.org"})).is_empty(), "not a list: none");
+        assert!(email_values(&serde_json::Value::Null).is_empty());
+    }
 
     #[derive(Deserialize)]
     struct WithStatus {

@@ -35,6 +35,8 @@ pub(super) struct UserResource {
     pub external_id: Option<String>,
     #[serde(default)]
     pub user_name: Option<String>,
+    #[serde(default, deserialize_with = "super::lenient::emails")]
+    pub emails: Vec<String>,
     #[serde(default)]
     pub meta: Option<Meta>,
 }
@@ -64,6 +66,12 @@ pub struct Account {
 }
 
 impl UserResource {
+    /// The account as matching judges it (`plan::matching`), when it has an id.
+    pub fn existing(self) -> Option<Existing> {
+        let platform_id = self.platform_id()?;
+        Some(Existing { platform_id, external_id: self.external_id, user_name: self.user_name, emails: self.emails })
+    }
+
     /// The platform id: `id`, else the last segment of `meta.location`.
     pub fn platform_id(&self) -> Option<String> {
         self.id.clone().or_else(|| self.meta.as_ref()?.location.as_deref().and_then(id_from_location))
@@ -76,19 +84,19 @@ pub(super) fn id_from_location(loc: &str) -> Option<String> {
     path.trim_end_matches('/').rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_string)
 }
 
+/// The attributes matching judges an account on (`plan::matching`).
+const MATCHED: &str = "id,externalId,userName,emails";
+
 /// A SCIM filter string literal.
 fn filter_literal(v: &str) -> String {
     format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 impl Inner {
-    /// Every user on the platform (id, externalId, userName), by pages of `page_size`.
+    /// Every user on the platform (id, externalId, userName, emails), by pages of `page_size`.
     pub(super) async fn list_users(&self, sh: &Shared) -> Result<Vec<Existing>, PlatformError> {
-        let all: Vec<UserResource> = self.list_pages(sh, Some("id,externalId,userName")).await?;
-        Ok(all
-            .into_iter()
-            .filter_map(|u| Some(Existing { platform_id: u.id?, external_id: u.external_id, user_name: u.user_name }))
-            .collect())
+        let all: Vec<UserResource> = self.list_pages(sh, Some(MATCHED)).await?;
+        Ok(all.into_iter().filter(|u| u.id.is_some()).filter_map(UserResource::existing).collect())
     }
 
     /// Every user on the platform with every attribute the server returns (a reconcile).
@@ -98,7 +106,8 @@ impl Inner {
             .into_iter()
             .filter_map(|resource| {
                 let text = |k: &str| resource.get(k).and_then(serde_json::Value::as_str).map(str::to_string);
-                let existing = Existing { platform_id: text("id")?, external_id: text("externalId"), user_name: text("userName") };
+                let emails = resource.get("emails").map(super::lenient::email_values).unwrap_or_default();
+                let existing = Existing { platform_id: text("id")?, external_id: text("externalId"), user_name: text("userName"), emails };
                 let active = resource.get("active").and_then(serde_json::Value::as_bool);
                 Some(Account { existing, active, resource })
             })
@@ -157,14 +166,19 @@ impl Inner {
         self.find_with(sh, attr, value, "id").await.map(|u| u.and_then(|u| u.platform_id()))
     }
 
-    /// The user whose `attr` equals `value`, with the externalId and userName it carries
-    /// (whether a 409's account may be adopted is decided on them).
-    pub(super) async fn find_account(&self, sh: &Shared, attr: &str, value: &str) -> Result<Option<Existing>, CallError> {
-        let found = self.find_with(sh, attr, value, "id,externalId,userName").await?;
-        Ok(found.and_then(|u| Some(Existing { platform_id: u.platform_id()?, external_id: u.external_id, user_name: u.user_name })))
+    /// The users whose `attr` equals `value` by the server's filter, with what matching
+    /// judges them on (whether a 409's account may be adopted is decided on that, here,
+    /// not on the filter: a server may compare with case, or ignore a filter it lacks).
+    pub(super) async fn find_accounts(&self, sh: &Shared, attr: &str, value: &str) -> Result<Vec<Existing>, CallError> {
+        let found = self.find_all(sh, attr, value, MATCHED).await?;
+        Ok(found.into_iter().filter_map(UserResource::existing).collect())
     }
 
     async fn find_with(&self, sh: &Shared, attr: &str, value: &str, attributes: &str) -> Result<Option<UserResource>, CallError> {
+        Ok(self.find_all(sh, attr, value, attributes).await?.into_iter().find(|u| u.platform_id().is_some()))
+    }
+
+    async fn find_all(&self, sh: &Shared, attr: &str, value: &str, attributes: &str) -> Result<Vec<UserResource>, CallError> {
         let mut url = self.url(&["Users"]);
         url.query_pairs_mut().append_pair("filter", &format!("{attr} eq {}", filter_literal(value))).append_pair("attributes", attributes);
         let r = self.call(sh, Method::GET, url.clone(), None, true).await?;
@@ -173,7 +187,7 @@ impl Inner {
             return Err(refused(format!("GET {url}: {}", r.error_message())));
         }
         let found: ListResponse = r.json().map_err(|e| refused(format!("GET {url}: not a SCIM ListResponse: {e}")))?;
-        Ok(found.resources.unwrap_or_default().into_iter().find(|u| u.platform_id().is_some()))
+        Ok(found.resources.unwrap_or_default())
     }
 }
 

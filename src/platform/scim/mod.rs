@@ -12,7 +12,7 @@ mod auth;
 mod bulk;
 mod discovery;
 mod encode;
-pub use encode::is_custom;
+pub use encode::{is_custom, is_enterprise};
 mod error;
 mod groups;
 mod lenient;
@@ -70,6 +70,9 @@ struct Inner {
     connector: String,
     /// What every run sending to this target shares (`platform::targets`).
     limiter: Arc<crate::platform::targets::Limiter>,
+    /// Whether a 409's partial match (`plan::matching::Verdict::Partial`) may be adopted:
+    /// only in a run a person let past the safeguards (`approve`, `--allow-mass-change`).
+    adopt_partial: bool,
 }
 
 /// A final HTTP answer (2xx, or a 4xx the caller reads).
@@ -124,16 +127,26 @@ struct FailedAttempt {
 }
 
 /// What every request of one piece of work (a push, a listing, connecting) shares: the
-/// run's retry budget, how many operations were applied, and the error that stops it.
+/// run's retry budget, how many operations were applied, and the error that stops it. A
+/// push's classes of operation (`OpClass`) each have a view of their own (`class`): the
+/// same count and stop, a budget of their own, and their own "spent" mark.
 struct Shared {
     budget: Budget,
-    applied: AtomicU64,
-    stop: Mutex<Option<PlatformError>>,
+    applied: Arc<AtomicU64>,
+    stop: Arc<Mutex<Option<PlatformError>>>,
+    /// For a class's view: set (with the last failure) once its retries are spent; the
+    /// class's remaining operations fail unsent, the others go on.
+    spent: Option<Mutex<Option<String>>>,
 }
 
 impl Shared {
     fn new(budget: &Budget) -> Shared {
-        Shared { budget: budget.clone(), applied: AtomicU64::new(0), stop: Mutex::new(None) }
+        Shared { budget: budget.clone(), applied: Arc::default(), stop: Arc::default(), spent: None }
+    }
+
+    /// A view for one class of operations: its own budget (`Budget::class`).
+    fn class(&self) -> Shared {
+        Shared { budget: self.budget.class(), applied: self.applied.clone(), stop: self.stop.clone(), spent: Some(Mutex::new(None)) }
     }
 
     fn stopped(&self) -> bool {
@@ -152,12 +165,25 @@ impl Shared {
         self.stop.lock().ok().and_then(|mut s| s.take())
     }
 
-    /// The run's budget is spent: the push stops with what was applied recorded.
+    /// The budget is spent. A class's: this operation fails and the class's others fail
+    /// unsent (`spent_by`), while the other classes go on. The run's (a listing, a lookup
+    /// outside a push): the work stops with what was applied recorded.
     fn exhausted(&self, why: GiveUp, last: &str) -> CallError {
-        CallError::Stop(PlatformError::RetriesExhausted {
-            detail: format!("{why}; last: {last}"),
-            done: self.applied.load(Ordering::Acquire),
-        })
+        let detail = format!("{why}; last: {last}");
+        match &self.spent {
+            Some(spent) => {
+                if let Ok(mut s) = spent.lock() {
+                    s.get_or_insert_with(|| detail.clone());
+                }
+                CallError::Failed { status: None, message: detail, maybe_applied: false }
+            }
+            None => CallError::Stop(PlatformError::RetriesExhausted { detail, done: self.applied.load(Ordering::Acquire) }),
+        }
+    }
+
+    /// Why this class's retries are spent, once they are.
+    fn spent_by(&self) -> Option<String> {
+        self.spent.as_ref().and_then(|s| s.lock().ok().and_then(|s| s.clone()))
     }
 }
 
@@ -325,12 +351,13 @@ impl ScimClient {
             auth,
             policy: Policy::SCIM,
             caps: Capabilities::default(),
-            enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true },
+            enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true, enterprise_offered: true },
             max_concurrency: cfg.max_concurrency.max(1),
             claimed: HashMap::new(),
             id_rule: crate::model::IdRule::default(),
             connector: "NAME".into(),
             limiter,
+            adopt_partial: false,
         };
         inner.caps = match cached {
             Some(caps) => caps,
@@ -342,6 +369,9 @@ impl ScimClient {
             }
         };
         inner.enc.custom_offered = inner.caps.custom_schema;
+        if let Some(offered) = inner.offered_extensions(&Shared::new(&Budget::default())).await {
+            inner.enc.enterprise_offered = offered.iter().any(|x| x == encode::ENTERPRISE);
+        }
         Ok(ScimClient { inner: Arc::new(inner), groups_remove_by_value: Default::default() })
     }
 
@@ -393,6 +423,18 @@ impl ScimClient {
         self.inner.enc.drifted(user, manager, &account.resource, kept)
     }
 
+    /// Whether the server offers the enterprise extension on its users (it is sent only then).
+    pub fn enterprise_offered(&self) -> bool {
+        self.inner.enc.enterprise_offered
+    }
+
+    /// Whether a 409's partial match may be adopted: a run a person approved.
+    pub fn set_adopt_partial(&mut self, approved: bool) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.adopt_partial = approved;
+        }
+    }
+
     /// Overrides how one request is retried (tests, benchmarks); `Policy::SCIM` otherwise.
     pub fn set_retry_policy(&mut self, policy: Policy) {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
@@ -413,12 +455,16 @@ impl Platform for ScimClient {
         budget: &Budget,
         outcomes: mpsc::Sender<OpOutcome>,
     ) -> Result<(), PlatformError> {
+        let shared = Shared::new(budget);
+        let classes = [shared.class(), shared.class(), shared.class()];
         let push = Arc::new(Push {
             inner: self.inner.clone(),
-            shared: Shared::new(budget),
+            shared,
+            classes,
             ids: Mutex::new(known),
             outcomes,
             fallback: writes::Fallback::default(),
+            listed: tokio::sync::OnceCell::new(),
         });
         {
             let mut ids = push.ids();
@@ -437,12 +483,50 @@ impl Platform for ScimClient {
             }
         }
         if !push.shared.stopped() {
-            push.phase(rest).await;
+            push.phase(deactivations_first(rest)).await;
         }
         match push.shared.take_stop() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => push.spent(),
         }
+    }
+}
+
+/// Deactivations and deletions before updates: a leaver's access goes first, and however
+/// the updates fare, they never keep a leaver active (each class has its own retries too).
+/// One account gets one operation per run, so the order changes nothing else.
+fn deactivations_first(mut ops: Vec<Op>) -> Vec<Op> {
+    ops.sort_by_key(|o| OpClass::of(o) != OpClass::Deactivate);
+    ops
+}
+
+/// A class of operation, with retries of its own in a push (`Shared::class`): one request
+/// that keeps failing spends its class's retries, never its neighbours'. The managers'
+/// second pass is a push of its own, with its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpClass {
+    Create,
+    Update,
+    Deactivate,
+}
+
+impl OpClass {
+    fn of(op: &Op) -> OpClass {
+        match op {
+            Op::Create { .. } => OpClass::Create,
+            Op::Update { .. } => OpClass::Update,
+            Op::Deactivate { .. } | Op::Delete { .. } => OpClass::Deactivate,
+        }
+    }
+}
+
+impl std::fmt::Display for OpClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OpClass::Create => "create",
+            OpClass::Update => "update",
+            OpClass::Deactivate => "deactivation",
+        })
     }
 }
 
@@ -450,11 +534,15 @@ impl Platform for ScimClient {
 struct Push {
     inner: Arc<Inner>,
     shared: Shared,
+    /// Each class's view of `shared`, with its own retries (`OpClass` order).
+    classes: [Shared; 3],
     /// external id → platform id: known users, plus those created or adopted so far.
     ids: Mutex<HashMap<String, String>>,
     outcomes: mpsc::Sender<OpOutcome>,
     /// Whether this run found PATCH refused, and has warned of dropped attributes.
     fallback: writes::Fallback,
+    /// The platform's accounts, listed once by the first 409 the filters could not place.
+    listed: tokio::sync::OnceCell<Vec<Existing>>,
 }
 
 /// Where an operation starts when it is sent alone.
@@ -534,6 +622,24 @@ impl Push {
         }
         // A closed receiver means the caller stopped listening; the writes stand.
         let _ = self.outcomes.send(o).await;
+    }
+
+    /// The view of the push an operation's requests use: its class's retries.
+    fn class_of(&self, op: &Op) -> &Shared {
+        &self.classes[OpClass::of(op) as usize]
+    }
+
+    /// After the push: the classes whose retries ran out, as the push's failure (every
+    /// outcome is reported by then; the run fails, retriable, naming them).
+    fn spent(&self) -> Result<(), PlatformError> {
+        let spent: Vec<String> = [OpClass::Create, OpClass::Update, OpClass::Deactivate]
+            .into_iter()
+            .filter_map(|c| self.classes[c as usize].spent_by().map(|why| format!("{c}s: {why}")))
+            .collect();
+        if spent.is_empty() {
+            return Ok(());
+        }
+        Err(PlatformError::RetriesExhausted { detail: spent.join("; "), done: self.shared.applied.load(Ordering::Acquire) })
     }
 
     /// The id map. A task that panicked while holding it (its panic is reported by

@@ -16,9 +16,10 @@ use serde_json::{Map, Value};
 use super::encode::Encoder;
 use super::error::ScimError;
 use super::listing::{UserResource, id_from_location};
-use super::{CallError, Push, Resp, Start};
+use super::{CallError, OpClass, Push, Resp, Shared, Start};
 use crate::model::User;
-use crate::plan::Op;
+use crate::plan::matching::{self, Verdict};
+use crate::plan::{Existing, Op};
 use crate::platform::{Applied, Healed, OpFailure, OpOutcome, PlatformError};
 use crate::retry::{Decision, GiveUp};
 
@@ -52,12 +53,19 @@ impl Written {
 
 impl Push {
     pub(super) async fn exec(&self, op: Op, start: Start) -> Result<OpOutcome, PlatformError> {
+        let sh = self.class_of(&op);
+        // The class used its retries: its remaining operations fail unsent (the server kept
+        // failing them), the other classes go on with theirs.
+        if let Some(why) = sh.spent_by() {
+            let message = format!("user {}: not sent: this push's {} retries are spent ({why})", op.external_id(), OpClass::of(&op));
+            return Ok(OpOutcome { result: Err(OpFailure { status: None, message }), op });
+        }
         let (written, manager) = match &op {
             Op::Create { user } => {
                 let (m, link) = self.manager_of(user);
                 let w = match start {
-                    Start::Adopt => self.adopt(user, m.as_deref()).await?,
-                    _ => self.create(user, m.as_deref(), start == Start::Unknown).await?,
+                    Start::Adopt => self.adopt(sh, user, m.as_deref()).await?,
+                    _ => self.create(sh, user, m.as_deref(), start == Start::Unknown).await?,
                 };
                 (w, link)
             }
@@ -66,14 +74,14 @@ impl Push {
                 // An adopted user's content is unknown: replace everything we map.
                 let prev = if *adopt { None } else { previous.as_deref().map(|p| (p, self.previous_manager(p))) };
                 let prev = prev.as_ref().map(|(u, m)| (*u, m.as_deref()));
-                (self.write_content(platform_id, user, m.as_deref(), prev).await?, link)
+                (self.write_content(sh, platform_id, user, m.as_deref(), prev).await?, link)
             }
-            Op::Deactivate { platform_id, .. } => (self.deactivate(platform_id).await?, crate::platform::ManagerLink::Absent),
-            Op::Delete { platform_id, .. } => (self.delete(platform_id).await?, crate::platform::ManagerLink::Absent),
+            Op::Deactivate { platform_id, .. } => (self.deactivate(sh, platform_id).await?, crate::platform::ManagerLink::Absent),
+            Op::Delete { platform_id, .. } => (self.delete(sh, platform_id).await?, crate::platform::ManagerLink::Absent),
         };
         let (written, healed) = match written {
             Written::Refused(OpFailure { status: Some(404), .. }) if matches!(op, Op::Update { .. } | Op::Deactivate { .. }) => {
-                self.heal(&op).await?
+                self.heal(sh, &op).await?
             }
             w => (w, None),
         };
@@ -90,12 +98,12 @@ impl Push {
     /// An update or deactivation answered 404: the account was deleted on the platform. An
     /// active person gets a new one (a POST, whose 409 adopts under the binding rule like any
     /// create); a leaver has nothing left to deactivate and is forgotten.
-    async fn heal(&self, op: &Op) -> Result<(Written, Option<Healed>), PlatformError> {
+    async fn heal(&self, sh: &Shared, op: &Op) -> Result<(Written, Option<Healed>), PlatformError> {
         match op {
             Op::Update { user, platform_id, .. } if user.active => {
                 tracing::info!(external_id = %user.external_id, platform_id, "account deleted on the platform; creating it again");
                 let (m, _) = self.manager_of(user);
-                let w = self.create(user, m.as_deref(), false).await?;
+                let w = self.create(sh, user, m.as_deref(), false).await?;
                 let healed = matches!(w, Written::Applied { .. }).then_some(Healed::Recreated);
                 Ok((w, healed))
             }
@@ -109,35 +117,33 @@ impl Push {
 
     /// POST a user. An unknown outcome (the connection dropped after sending) is looked up
     /// by externalId before sending again, so a user is never created twice.
-    async fn create(&self, user: &User, manager: Option<&str>, lookup_first: bool) -> Result<Written, PlatformError> {
+    async fn create(&self, sh: &Shared, user: &User, manager: Option<&str>, lookup_first: bool) -> Result<Written, PlatformError> {
         let inner = &self.inner;
         let body = inner.enc.resource(user, manager);
         let url = inner.url(&["Users"]);
         let mut check = lookup_first;
         let mut sends = 0u32;
         loop {
-            if check && let Some(found) = self.created_before(user, manager).await? {
+            if check && let Some(found) = self.created_before(sh, user, manager).await? {
                 return Ok(found);
             }
             sends += 1;
-            let r = match inner.call(&self.shared, Method::POST, url.clone(), Some(&body), false).await {
+            let r = match inner.call(sh, Method::POST, url.clone(), Some(&body), false).await {
                 Ok(r) => r,
-                Err(CallError::Failed { maybe_applied: true, message, status }) => {
-                    match inner.policy.next(sends, None, &self.shared.budget) {
-                        Decision::Retry(wait) => {
-                            tracing::debug!(external_id = %user.external_id, "create outcome unknown ({message}); looking it up before sending again");
-                            check = true;
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                        Decision::GiveUp(why @ GiveUp::Budget(_)) => return Written::from_call(self.shared.exhausted(why, &message)),
-                        Decision::GiveUp(why) => return Ok(Written::refused(status, format!("{message} ({why})"))),
+                Err(CallError::Failed { maybe_applied: true, message, status }) => match inner.policy.next(sends, None, &sh.budget) {
+                    Decision::Retry(wait) => {
+                        tracing::debug!(external_id = %user.external_id, "create outcome unknown ({message}); looking it up before sending again");
+                        check = true;
+                        tokio::time::sleep(wait).await;
+                        continue;
                     }
-                }
+                    Decision::GiveUp(why @ GiveUp::Budget(_)) => return Written::from_call(sh.exhausted(why, &message)),
+                    Decision::GiveUp(why) => return Ok(Written::refused(status, format!("{message} ({why})"))),
+                },
                 Err(e) => return Written::from_call(e),
             };
             return Ok(match r.status {
-                409 => self.adopt(user, manager).await?,
+                409 => self.adopt(sh, user, manager).await?,
                 _ if r.success() => match r
                     .json::<UserResource>()
                     .ok()
@@ -155,9 +161,9 @@ impl Push {
     /// A create whose outcome is unknown: the user it made, if it did. Most likely our own
     /// write; but it may be someone else's user with our externalId, so its content is
     /// made ours either way.
-    async fn created_before(&self, user: &User, manager: Option<&str>) -> Result<Option<Written>, PlatformError> {
-        match self.inner.find(&self.shared, "externalId", &user.external_id).await {
-            Ok(Some(id)) => Ok(Some(self.write_content(&id, user, manager, None).await?)),
+    async fn created_before(&self, sh: &Shared, user: &User, manager: Option<&str>) -> Result<Option<Written>, PlatformError> {
+        match self.inner.find(sh, "externalId", &user.external_id).await {
+            Ok(Some(id)) => Ok(Some(self.write_content(sh, &id, user, manager, None).await?)),
             Ok(None) => Ok(None),
             Err(CallError::Stop(e)) => Err(e),
             Err(CallError::Failed { status, message, .. }) => Ok(Some(Written::refused(
@@ -169,73 +175,136 @@ impl Push {
         }
     }
 
-    /// After a 409: the user exists. Find them by externalId, then userName, and make
-    /// their content ours — only if the account has no externalId or the same one (under
-    /// the connector's `IdRule`): any other is someone else's, a conflict, and left as it is.
-    /// (Accounts of other connectors' people were kept from the create by `plan::settle`.)
-    async fn adopt(&self, user: &User, manager: Option<&str>) -> Result<Written, PlatformError> {
-        let mut found = None;
-        for (attr, value) in [("externalId", user.external_id.as_str()), ("userName", user.user_name())] {
-            match self.inner.find_account(&self.shared, attr, value).await {
-                Ok(Some(account)) => {
-                    found = Some(account);
-                    break;
-                }
-                Ok(None) => {}
+    /// After a 409: the user exists. Its candidates are looked up by externalId, userName
+    /// and email (and, when the server's filters find none the rules accept, in a listing of
+    /// the platform, read once per push); `plan::matching` judges them, not the filter. An
+    /// exact match is made ours; a partial one (the id alone) only in an approved run; any
+    /// other is someone else's, a conflict, left as it is. (Accounts of other connectors'
+    /// people were kept from the create by `plan::settle`.)
+    async fn adopt(&self, sh: &Shared, user: &User, manager: Option<&str>) -> Result<Written, PlatformError> {
+        let rule = self.inner.id_rule;
+        let candidates = match self.candidates(sh, user).await? {
+            Ok(c) => c,
+            Err(refused) => return Ok(refused),
+        };
+        let mut found = matching::best(user, &candidates, rule).map(|(a, v)| (a.clone(), v));
+        if found.as_ref().is_none_or(|(_, v)| *v != Verdict::Exact) {
+            // The filters may miss an account (a server comparing with case, one lacking a
+            // filter): the listing decides, once per push.
+            match self.listed(sh).await {
+                Ok(all) => found = matching::best(user, all.iter(), rule).map(|(a, v)| (a.clone(), v)),
                 Err(CallError::Stop(e)) => return Err(e),
                 Err(CallError::Failed { status, message, .. }) => {
-                    return Ok(Written::refused(
-                        status,
-                        format!("the platform answered 409 (user exists) but looking the user up failed: {message}"),
-                    ));
+                    if found.is_none() {
+                        let why = format!("the platform answered 409 (user exists) but listing its users to find it failed: {message}");
+                        return Ok(Written::refused(status, why));
+                    }
                 }
             }
         }
-        let Some(account) = found else {
+        let Some((account, verdict)) = found else {
             return Ok(Written::refused(
                 Some(409),
                 format!(
-                    "the platform answered 409 (already exists) but no user has externalId {:?} or userName {:?}; another attribute must be unique on the platform (email?) — find the conflicting user there",
+                    "the platform answered 409 (already exists) but no user has externalId {:?}, or userName or email {:?}; another attribute must be unique on the platform — find the conflicting user there",
                     user.external_id,
                     user.user_name()
                 ),
             ));
         };
-        if let Some(theirs) = account.external_id.as_deref().filter(|x| !x.trim().is_empty())
-            && self.inner.id_rule.key(theirs) != self.inner.id_rule.key(&user.external_id)
-        {
-            return Ok(Written::refused(
-                Some(409),
-                format!(
-                    "conflict: the platform answered 409 (already exists) and account {} (userName {:?}) has externalId {theirs:?}, not {:?}: it is someone else's and was left as it is. If it is this person, correct its externalId on the platform; otherwise give this person another email",
-                    account.platform_id,
-                    account.user_name.as_deref().unwrap_or_default(),
-                    user.external_id
-                ),
-            ));
-        }
-        if let Some((connector, theirs)) = self.inner.claimed.get(&account.platform_id) {
-            let same = account.user_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(user.user_name()));
-            return Ok(Written::refused(
-                Some(409),
-                format!(
-                    "conflict: the platform answered 409 (already exists) and account {} is connector {connector:?}'s person {theirs:?}: left as it is. {}",
-                    account.platform_id,
-                    crate::plan::across_connectors_advice(&self.inner.connector, connector, same)
-                ),
-            ));
+        if let Some(refused) = self.refused_adoption(user, &account, verdict) {
+            return Ok(refused);
         }
         let id = account.platform_id;
-        Ok(match self.write_content(&id, user, manager, None).await? {
+        Ok(match self.write_content(sh, &id, user, manager, None).await? {
             Written::Applied { platform_id, .. } => Written::Applied { platform_id, adopted: true },
             refused => refused,
         })
+    }
+
+    /// The accounts a 409's lookups by filter hand back (externalId, userName, email), each
+    /// once. A filter the server refuses (400: one it lacks) is skipped; any other failure
+    /// is this person's (the inner Err).
+    async fn candidates(&self, sh: &Shared, user: &User) -> Result<Result<Vec<Existing>, Written>, PlatformError> {
+        let mut lookups = vec![("externalId", user.external_id.as_str()), ("userName", user.user_name())];
+        if let Some(e) = user.email.as_deref() {
+            lookups.push(("emails.value", e));
+        }
+        let mut out: Vec<Existing> = Vec::new();
+        for (attr, value) in lookups {
+            match self.inner.find_accounts(sh, attr, value).await {
+                Ok(found) => {
+                    for a in found {
+                        if !out.iter().any(|o| o.platform_id == a.platform_id) {
+                            out.push(a);
+                        }
+                    }
+                }
+                Err(CallError::Stop(e)) => return Err(e),
+                Err(CallError::Failed { status: Some(400 | 501), message, .. }) => {
+                    tracing::debug!("the platform cannot filter on {attr} ({message}); a listing decides instead");
+                }
+                Err(CallError::Failed { status, message, .. }) => {
+                    return Ok(Err(Written::refused(
+                        status,
+                        format!("the platform answered 409 (user exists) but looking the user up failed: {message}"),
+                    )));
+                }
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// Every account of the platform with what matching reads, listed once per push (a
+    /// 409 the filters could not place is rare; a listing per 409 would not be).
+    async fn listed(&self, sh: &Shared) -> Result<&[Existing], CallError> {
+        let all = self
+            .listed
+            .get_or_try_init(|| async {
+                self.inner.list_users(sh).await.map_err(|e| match e {
+                    PlatformError::Unreachable { detail, .. } | PlatformError::Protocol { detail, .. } => {
+                        CallError::Failed { status: None, message: detail, maybe_applied: false }
+                    }
+                    e => CallError::Stop(e),
+                })
+            })
+            .await?;
+        Ok(all)
+    }
+
+    /// Why a 409's account may not be adopted, if it may not: someone else's (another
+    /// externalId, or another connector's person), or a partial match in a run nobody
+    /// approved.
+    fn refused_adoption(&self, user: &User, account: &Existing, verdict: Verdict) -> Option<Written> {
+        let pid = &account.platform_id;
+        let login = account.user_name.as_deref().unwrap_or_default();
+        let theirs = account.external_id.as_deref().unwrap_or_default();
+        let conflict = |message: String| Some(Written::refused(Some(409), message));
+        match verdict {
+            Verdict::Foreign => conflict(format!(
+                "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) has externalId {theirs:?}, not {:?}: it is someone else's and was left as it is. If it is this person, correct its externalId on the platform; otherwise give this person another email",
+                user.external_id
+            )),
+            Verdict::Partial if !self.inner.adopt_partial => conflict(format!(
+                "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) has externalId {theirs:?} but neither this person's email nor their userName: a partial match, possibly someone else's person with the same id; left as it is. Check the account; `rostersync sync CONNECTOR --reconcile` lists it in a plan to approve, or correct the account on the platform"
+            )),
+            _ => self.inner.claimed.get(pid).and_then(|(connector, theirs)| {
+                // Advice by whether it is the same person (their login), never adopt_from
+                // for someone else's (`plan::across_connectors_advice`).
+                let same = account.user_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(user.user_name()));
+                conflict(format!(
+                    "conflict: the platform answered 409 (already exists) and account {pid} is connector {connector:?}'s person {theirs:?}: left as it is. {}",
+                    crate::plan::across_connectors_advice(&self.inner.connector, connector, same)
+                ))
+            }),
+        }
     }
 
     /// PATCH (only what changed, when the previous content is known), or read-merge-write
     /// when the server has no PATCH or refuses this one.
     async fn write_content(
         &self,
+        sh: &Shared,
         id: &str,
         user: &User,
         manager: Option<&str>,
@@ -247,7 +316,7 @@ impl Push {
             return Ok(Written::applied(id));
         };
         if self.patch_usable() {
-            match inner.call(&self.shared, Method::PATCH, url.clone(), Some(&patch), true).await {
+            match inner.call(sh, Method::PATCH, url.clone(), Some(&patch), true).await {
                 Ok(r) if refuses_patch(&r) => self.patch_refused(&url, &r),
                 Ok(r) => return Ok(outcome(&Method::PATCH, &url, id, &r)),
                 Err(e) => return Written::from_call(e),
@@ -256,20 +325,20 @@ impl Push {
         // The whole PatchOp of what we map (not the diff): the platform may have drifted.
         let Some(full) = inner.enc.patch(user, manager, None) else { return Ok(Written::applied(id)) };
         let schemas = inner.enc.resource(user, manager).get("schemas").cloned().unwrap_or(Value::Null);
-        self.read_merge_write(url, id, |held| merge_patch(held, &full, &schemas)).await
+        self.read_merge_write(sh, url, id, |held| merge_patch(held, &full, &schemas)).await
     }
 
-    async fn deactivate(&self, id: &str) -> Result<Written, PlatformError> {
+    async fn deactivate(&self, sh: &Shared, id: &str) -> Result<Written, PlatformError> {
         let inner = &self.inner;
         let url = inner.url(&["Users", id]);
         if self.patch_usable() {
-            match inner.call(&self.shared, Method::PATCH, url.clone(), Some(&Encoder::deactivate()), true).await {
+            match inner.call(sh, Method::PATCH, url.clone(), Some(&Encoder::deactivate()), true).await {
                 Ok(r) if refuses_patch(&r) => self.patch_refused(&url, &r),
                 Ok(r) => return Ok(outcome(&Method::PATCH, &url, id, &r)),
                 Err(e) => return Written::from_call(e),
             }
         }
-        self.read_merge_write(url, id, |held| {
+        self.read_merge_write(sh, url, id, |held| {
             held.insert("active".into(), Value::Bool(false));
         })
         .await
@@ -296,12 +365,13 @@ impl Push {
     /// not a typed user: every attribute we do not map must go back as it was.
     async fn read_merge_write(
         &self,
+        sh: &Shared,
         url: url::Url,
         id: &str,
         merge: impl FnOnce(&mut Map<String, Value>),
     ) -> Result<Written, PlatformError> {
         let inner = &self.inner;
-        let r = match inner.call(&self.shared, Method::GET, url.clone(), None, true).await {
+        let r = match inner.call(sh, Method::GET, url.clone(), None, true).await {
             Ok(r) => r,
             Err(e) => return Written::from_call(e),
         };
@@ -318,7 +388,7 @@ impl Push {
         held.remove("meta");
         merge(&mut held);
         let sent = Value::Object(held);
-        let r = match inner.call(&self.shared, Method::PUT, url.clone(), Some(&sent), true).await {
+        let r = match inner.call(sh, Method::PUT, url.clone(), Some(&sent), true).await {
             Ok(r) => r,
             Err(e) => return Written::from_call(e),
         };
@@ -341,9 +411,9 @@ impl Push {
         }
     }
 
-    async fn delete(&self, id: &str) -> Result<Written, PlatformError> {
+    async fn delete(&self, sh: &Shared, id: &str) -> Result<Written, PlatformError> {
         let url = self.inner.url(&["Users", id]);
-        match self.inner.call(&self.shared, Method::DELETE, url.clone(), None, true).await {
+        match self.inner.call(sh, Method::DELETE, url.clone(), None, true).await {
             // Already gone (deleted by hand, or our earlier attempt went through): done.
             Ok(r) if r.success() || r.status == 404 => Ok(Written::applied(id)),
             Ok(r) => Ok(Written::refused(Some(r.status), format!("DELETE {url}: {}", r.error_message()))),
