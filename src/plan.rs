@@ -3,6 +3,7 @@
 //! No I/O; table-tested.
 
 pub mod budget;
+pub mod lifecycle;
 
 use std::collections::{HashMap, HashSet};
 

@@ -37,6 +37,10 @@ pub struct Counts {
     pub conflicts: u64,
     pub unchanged: u64,
     pub failed: u64,
+    /// People of the file given no account this run by the lifecycle (`lifecycle`): old
+    /// leavers, protected accounts never synced.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
 }
 
 impl Counts {
@@ -51,6 +55,7 @@ impl Counts {
             + self.unchanged
             + self.failed
             + self.conflicts
+            + self.skipped
     }
 }
 
@@ -107,6 +112,9 @@ pub struct Report {
     /// left active. Named in `notes`, never touched; the daemon notifies them.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub unplaced: u64,
+    /// Who the employee lifecycle kept from the platform, or left as they are (issue 27).
+    #[serde(skip_serializing_if = "crate::plan::lifecycle::Held::is_empty", default)]
+    pub lifecycle: crate::plan::lifecycle::Held,
 }
 
 /// The kind of a run's failure: the variant of `sync::RunError`, without its fields.
@@ -186,6 +194,7 @@ impl Report {
             approve_with: None,
             state_lost: false,
             unplaced: 0,
+            lifecycle: Default::default(),
         }
     }
 
@@ -214,6 +223,7 @@ impl Report {
             approve_with: self.approve_with.clone(),
             state_lost: self.state_lost,
             unplaced: self.unplaced,
+            lifecycle: self.lifecycle.clone(),
         }
     }
 }

@@ -207,6 +207,9 @@ fn verdict(
     if planned {
         return "planned (see decision)".into();
     }
+    if let Some(why) = report.and_then(lifecycle_verdict) {
+        return why;
+    }
     if let Some(m) = report.and_then(|r| r.message.as_ref()).filter(|_| report.is_some_and(|r| r.outcome != crate::report::RunOutcome::Ok))
     {
         return format!("no plan: {m}");
@@ -226,4 +229,22 @@ fn verdict(
         },
         (Ok(_), None) => "nothing: neither in the file nor synced by this connector".into(),
     }
+}
+
+/// What the employee lifecycle decided for the person (`plan::lifecycle`), if it held them
+/// back: the dry run `explain` makes is scoped to them, so its lists are theirs alone.
+fn lifecycle_verdict(report: &crate::report::Report) -> Option<String> {
+    let held = &report.lifecycle;
+    if let Some(p) = held.protected.first() {
+        return Some(format!(
+            "nothing: the account is protected ([sync] protected names \"{p}\"); rostersync never adopts, changes, deactivates or deletes it"
+        ));
+    }
+    if !held.skipped.people.is_empty() {
+        return Some(
+            "nothing: inactive in the file and never given an account, so none is made (skipped; set create_inactive = true in [sync] to create leavers' accounts)"
+                .into(),
+        );
+    }
+    None
 }

@@ -301,6 +301,17 @@ pub struct RawSync {
     /// percent of known users (default "50%", at least 5; a first sync has no limit). Ids that changed
     /// shape (a new scheme, lost leading zeros) stop here.
     pub max_creates: Option<Parsed<Limit>>,
+
+    // The employee lifecycle (docs/lifecycle.md).
+    /// A person inactive in the file who never had an account gets one (inactive) only with
+    /// true; default false: an export that still lists people who left years ago creates
+    /// nobody for them (counted as skipped).
+    pub create_inactive: Option<bool>,
+    /// Accounts rostersync never adopts, changes, deactivates or deletes, whatever the file
+    /// says: userNames (compared without case) or platform ids, e.g. ["root@acme.com"].
+    /// Named once per run in the report.
+    #[serde(default)]
+    pub protected: Vec<String>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.

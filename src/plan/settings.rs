@@ -88,6 +88,8 @@ pub struct SyncRule {
     pub rehire: Rehire,
     /// The limits on every other kind of change (`plan::budget`).
     pub budget: super::budget::ChangeBudget,
+    /// The employee lifecycle (`plan::lifecycle`): who gets an account, who is left alone.
+    pub lifecycle: Lifecycle,
 }
 
 impl Default for SyncRule {
@@ -99,6 +101,20 @@ impl Default for SyncRule {
             adopt_from: Vec::new(),
             rehire: Rehire::Rekey,
             budget: super::budget::ChangeBudget::default(),
+            lifecycle: Lifecycle::default(),
         }
     }
+}
+
+// The employee lifecycle's rules (`plan::lifecycle`): a block of its own.
+
+/// The `[sync]` keys of the employee lifecycle (issue 27).
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    /// `create_inactive`: a person inactive in the file who never had an account gets one
+    /// (inactive). Off by default: a file that lists leavers of years past creates nobody.
+    pub create_inactive: bool,
+    /// `protected`: accounts rostersync never adopts, changes, deactivates or deletes, by
+    /// userName (compared without case) or platform id.
+    pub protected: Vec<String>,
 }

@@ -63,6 +63,7 @@ impl<S: StateStore> Ctx<'_, S> {
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
             self.plan(t, mapped, scope, &snapshot, &existing, &view)
         };
+        self.spare_protected(t, &mut plan).await?;
         // What an approval is checked against: computed only when one may be needed.
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
         self.check_approved_plan(&plan, fingerprint.as_deref())?;
@@ -152,6 +153,27 @@ impl<S: StateStore> Ctx<'_, S> {
         Ok(())
     }
 
+    /// The lifecycle's last word (`plan::lifecycle::spare`): people whose stored userName
+    /// is protected keep their account as it is, though the file no longer names them; the
+    /// protected accounts met are said once, and the people given no account counted.
+    async fn spare_protected(&self, t: &mut Tally, plan: &mut Plan) -> Result<(), RunError> {
+        let rules = &self.conn.sync.lifecycle;
+        let ids: Vec<String> = plan::lifecycle::names_wanted(plan, rules).into_iter().map(str::to_string).collect();
+        if !ids.is_empty() {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let names: plan::lifecycle::StoredNames =
+                self.store.contents(&self.conn.name, &ids).await?.into_iter().map(|(id, u)| (id, u.user_name().to_string())).collect();
+            let protected = plan::lifecycle::Protected::new(&rules.protected);
+            plan::lifecycle::spare(plan, &Default::default(), &protected, &names, &mut t.report.lifecycle);
+        }
+        t.report.counts.skipped = t.report.lifecycle.skipped_count();
+        if !t.report.lifecycle.protected.is_empty() {
+            let named = t.report.lifecycle.protected.iter().map(|p| format!("\"{}\"", crate::text::excerpt(p))).collect::<Vec<_>>().join(", ");
+            t.note(format!("protected accounts left as they are, whatever the file says ([sync] protected): {named}"));
+        }
+        Ok(())
+    }
+
     /// The platform client; a dry run goes on without one (nothing is matched then).
     pub(super) async fn connect_platform(&self, t: &mut Tally) -> Result<Option<ScimClient>, RunError> {
         let platform_cfg = self.cfg.platform()?;
@@ -203,21 +225,34 @@ impl<S: StateStore> Ctx<'_, S> {
         let unidentified = mapped.unidentified_lines();
         // `--only`: the plan compares the scope's people; managers still resolve in the whole.
         let scoped = self.scope_snapshot(t, scope, snapshot);
+        // The lifecycle (issue 27) sorts the file's people first: who gets no account, who
+        // is left as they are; the plan compares the rest.
+        let sorted = plan::lifecycle::sort(plan::lifecycle::SortInput {
+            users: mapped.users,
+            snapshot: scoped.as_ref().unwrap_or(snapshot),
+            existing,
+            rules: &self.conn.sync.lifecycle,
+            id_rule: self.conn.mapping.id_rule(),
+        });
         let mut plan = plan::plan_with(
             PlanInput {
                 snapshot: scoped.as_ref().unwrap_or(snapshot),
-                users: mapped.users,
+                users: sorted.users,
                 invalid_ids: &invalid_ids,
                 unidentified: &unidentified,
                 rows: scope.plan_rows(mapped.rows),
                 invalid: t.report.counts.invalid,
-                existing,
+                existing: sorted.existing.as_deref().unwrap_or(existing),
                 rule: &self.conn.sync,
                 allow_mass_change: self.opts.allow_mass_change,
                 id_rule: self.conn.mapping.id_rule(),
             },
             others,
         );
+        let mut held = sorted.held;
+        let protected = plan::lifecycle::Protected::new(&self.conn.sync.lifecycle.protected);
+        plan::lifecycle::spare(&mut plan, &sorted.spare, &protected, &Default::default(), &mut held);
+        t.report.lifecycle = held;
         self.rescope_stop(&mut plan, snapshot.len());
         tracing::debug!(ops = plan.ops.len(), unchanged = plan.unchanged, elapsed = ?self.started.elapsed(), "planned");
         let known = managers::known_managers(&plan.ops, snapshot);

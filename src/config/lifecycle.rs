@@ -1,0 +1,23 @@
+//! The `[connectors.NAME.sync]` keys of the employee lifecycle (`plan::lifecycle`), checked
+//! apart from the other sync keys: what `check_sync` hands over, and what it gets back.
+
+use super::checker::Checker;
+use crate::plan::settings::Lifecycle;
+
+/// The lifecycle's raw keys, as `RawSync` read them.
+pub(super) struct Keys {
+    pub create_inactive: Option<bool>,
+    pub protected: Vec<String>,
+}
+
+pub(super) fn check(ck: &mut Checker, key: &str, k: Keys) -> Lifecycle {
+    let mut protected = Vec::with_capacity(k.protected.len());
+    for p in k.protected {
+        if p.trim().is_empty() {
+            ck.problem(&format!("{key}.sync.protected"), "has an empty entry; list userNames or platform ids, e.g. [\"root@acme.com\"]");
+        } else if !protected.contains(&p) {
+            protected.push(p);
+        }
+    }
+    Lifecycle { create_inactive: k.create_inactive.unwrap_or(false), protected }
+}

@@ -1,0 +1,151 @@
+//! The lifecycle's rules, each run through `sort`, the plan and `spare` as a run does.
+
+use std::collections::HashSet;
+
+use super::*;
+use crate::model::User;
+use crate::model::fixtures::user;
+use crate::plan::settings::{Limit, SyncRule};
+use crate::plan::{OpKind, PlanInput, SnapshotEntry, plan};
+
+/// One planned run: the snapshot (user, platform id), the file, the platform's accounts.
+struct Run {
+    snapshot: Vec<(User, &'static str)>,
+    file: Vec<User>,
+    existing: Vec<Existing>,
+    rule: SyncRule,
+    /// Stored userNames of absentees, as the state gives them.
+    stored: Vec<(&'static str, &'static str)>,
+}
+
+fn base() -> Run {
+    Run { snapshot: vec![], file: vec![], existing: vec![], rule: SyncRule { max_deactivations: Limit::Percent(100.0), ..SyncRule::default() }, stored: vec![] }
+}
+
+fn go(r: Run) -> (Plan, Held) {
+    let snapshot: Snapshot = r
+        .snapshot
+        .iter()
+        .map(|(u, p)| (u.external_id.to_string(), SnapshotEntry { platform_id: p.to_string(), hash: u.content_hash(), active: u.active }))
+        .collect();
+    let users: Vec<SourcedUser> = r.file.into_iter().enumerate().map(|(i, u)| SourcedUser { user: Box::new(u), line: i as u64 + 2 }).collect();
+    let rows = users.len() as u64;
+    let sorted = sort(SortInput { users, snapshot: &snapshot, existing: &r.existing, rules: &r.rule.lifecycle, id_rule: IdRule::default() });
+    let none = HashSet::new();
+    let mut p = plan(PlanInput {
+        snapshot: &snapshot,
+        users: sorted.users,
+        invalid_ids: &none,
+        unidentified: &[],
+        rows,
+        invalid: 0,
+        existing: sorted.existing.as_deref().unwrap_or(&r.existing),
+        rule: &r.rule,
+        allow_mass_change: false,
+        id_rule: IdRule::default(),
+    });
+    let mut held = sorted.held;
+    let protected = Protected::new(&r.rule.lifecycle.protected);
+    spare(&mut p, &sorted.spare, &protected, &StoredNames::new(), &mut held);
+    let names: StoredNames = r.stored.iter().map(|(i, n)| (i.to_string(), n.to_string())).collect();
+    spare(&mut p, &Default::default(), &protected, &names, &mut held);
+    (p, held)
+}
+
+fn ids(p: &Plan, kind: OpKind) -> Vec<&str> {
+    p.ops.iter().filter(|o| o.kind() == kind).map(Op::external_id).collect()
+}
+
+fn skipped(h: &Held) -> Vec<&str> {
+    h.skipped.people.iter().map(|p| p.external_id.as_str()).collect()
+}
+
+#[test]
+fn an_old_leaver_who_never_had_an_account_gets_none() {
+    let (p, h) = go(Run { file: vec![user("a", true, "x"), user("old", false, "x")], ..base() });
+    assert_eq!(ids(&p, OpKind::Create), ["a"]);
+    assert_eq!(skipped(&h), ["old"]);
+    assert_eq!(h.skipped.people[0].line, 3, "named with the line");
+    assert_eq!(h.skipped_count(), 1);
+}
+
+#[test]
+fn create_inactive_creates_them_inactive() {
+    let mut r = base();
+    r.rule.lifecycle.create_inactive = true;
+    r.file = vec![user("old", false, "x")];
+    let (p, h) = go(r);
+    assert!(matches!(&p.ops[..], [Op::Create { user }] if !user.active));
+    assert!(h.is_empty());
+}
+
+#[test]
+fn a_known_person_turning_inactive_is_deactivated_not_skipped() {
+    let (p, h) = go(Run { snapshot: vec![(user("a", true, "x"), "1")], file: vec![user("a", false, "x")], ..base() });
+    assert_eq!(ids(&p, OpKind::Deactivate), ["a"]);
+    assert!(h.is_empty());
+}
+
+#[test]
+fn an_inactive_person_with_an_account_on_the_platform_is_adopted_not_skipped() {
+    let existing = vec![Existing { platform_id: "p9".into(), external_id: None, user_name: Some("old@example.com".into()) }];
+    let (p, h) = go(Run { file: vec![user("old", false, "x")], existing, ..base() });
+    assert!(matches!(&p.ops[..], [Op::Update { adopt: true, user, .. }] if !user.active), "{:?}", p.ops);
+    assert!(h.is_empty());
+}
+
+fn protecting(list: &[&str]) -> Run {
+    let mut r = base();
+    r.rule.lifecycle.protected = list.iter().map(|s| s.to_string()).collect();
+    r
+}
+
+#[test]
+fn a_protected_account_is_never_changed_or_deactivated() {
+    // By platform id: "b" changes in the file, "c" leaves it; neither is touched.
+    let mut r = protecting(&["2", "3"]);
+    r.snapshot = vec![(user("a", true, "x"), "1"), (user("b", true, "x"), "2"), (user("c", true, "x"), "3")];
+    r.file = vec![user("a", true, "new"), user("b", false, "new")];
+    let (p, h) = go(r);
+    assert_eq!(p.ops.len(), 1, "{:?}", p.ops);
+    assert_eq!(ids(&p, OpKind::Update), ["a"]);
+    assert_eq!(h.protected, ["2", "3"]);
+    assert_eq!(p.unchanged, 2, "both counted once, as unchanged");
+}
+
+#[test]
+fn a_protected_username_is_never_created_or_adopted() {
+    let mut r = protecting(&["ROOT@example.com"]);
+    r.file = vec![user("root", true, "x"), user("a", true, "x")];
+    r.existing = vec![Existing { platform_id: "p1".into(), external_id: None, user_name: Some("root@example.com".into()) }];
+    let (p, h) = go(r);
+    assert_eq!(ids(&p, OpKind::Create), ["a"]);
+    assert!(p.strangers.is_empty() && p.conflicts.is_empty(), "{p:?}");
+    assert_eq!(h.protected, ["ROOT@example.com"]);
+    assert_eq!(h.skipped_count(), 1, "root has no account of ours: skipped");
+}
+
+#[test]
+fn an_absentee_whose_stored_username_is_protected_keeps_the_account() {
+    let mut r = protecting(&["boss@example.com"]);
+    r.snapshot = vec![(user("a", true, "x"), "1"), (user("boss", true, "x"), "2")];
+    r.file = vec![user("a", true, "x")];
+    r.stored = vec![("boss", "boss@example.com")];
+    r.rule.max_deactivations = Limit::Count(0);
+    let (p, h) = go(r);
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(p.stop, None, "the spared deactivation trips no safeguard");
+    assert_eq!(h.protected, ["boss@example.com"]);
+}
+
+#[test]
+fn without_lifecycle_keys_nothing_changes() {
+    let r = Run {
+        snapshot: vec![(user("a", true, "x"), "1"), (user("b", true, "x"), "2")],
+        file: vec![user("a", true, "y"), user("c", true, "x")],
+        ..base()
+    };
+    let (p, h) = go(r);
+    assert_eq!((ids(&p, OpKind::Create), ids(&p, OpKind::Update), ids(&p, OpKind::Deactivate)), (vec!["c"], vec!["a"], vec!["b"]));
+    assert!(h.is_empty());
+}

@@ -1,0 +1,104 @@
+//! The employee lifecycle (issue 27, docs/lifecycle.md) end to end through the CLI against
+//! the real scim2-server: who gets no account, who is left as they are, asserted on the
+//! server's accounts and active flags and in the report and `explain`.
+
+mod support;
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use support::project::{Project, row, rows};
+use support::scim::ScimServer;
+
+fn by_external_id(scim: &ScimServer) -> HashMap<String, Value> {
+    scim.users().into_iter().map(|u| (u["externalId"].as_str().unwrap_or_default().to_string(), u)).collect()
+}
+
+fn explain(p: &Project, id: &str) -> Value {
+    let out = p.run(&["--json", "explain", "acme", id]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn listed(r: &Value, list: &str) -> Vec<String> {
+    r["lifecycle"][list]["people"].as_array().map(|a| a.iter().map(|p| p["external_id"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn old_leavers_get_no_account_unless_create_inactive() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    let mut file = rows(4);
+    file[2] = row(3, "ann3@example.com", false, "Engineering");
+    p.export("employees_2026-01-01.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!((r["counts"]["created"].as_u64(), r["counts"]["skipped"].as_u64()), (Some(3), Some(1)), "{r}");
+    assert_eq!(listed(&r, "skipped"), ["E0000003"]);
+    assert_eq!(r["lifecycle"]["skipped"]["people"][0]["line"], 4, "named with its line: {r}");
+    let users = by_external_id(&scim);
+    assert_eq!(users.len(), 3);
+    assert!(!users.contains_key("E0000003"), "no account for the old leaver");
+    let e = explain(&p, "E0000003");
+    assert!(e["why"].as_str().unwrap().contains("skipped"), "{e}");
+
+    // A person with an account who turns inactive is deactivated as always.
+    file[0] = row(1, "ann1@example.com", false, "Engineering");
+    p.export("employees_2026-01-02.csv", &file);
+    let (code, r) = p.sync_json(&["--allow-mass-change", "--reason", "test"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["deactivated"], 1, "{r}");
+    assert_eq!(by_external_id(&scim)["E0000001"]["active"], false);
+
+    // create_inactive = true: the old leaver gets an inactive account.
+    p.set_last_sync_section("acme", "create_inactive = true\nmax_deactivations = \"100%\"");
+    let (code, r) = p.sync_json(&["--force"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["created"], 1, "{r}");
+    assert_eq!(by_external_id(&scim)["E0000003"]["active"], false);
+}
+
+#[test]
+fn protected_accounts_are_never_adopted_changed_or_deactivated() {
+    let scim = ScimServer::start();
+    // An administrator's account made by hand, with the email of a row of the file.
+    let root = scim.post(
+        "/Users",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ann5@example.com",
+                "name": {"givenName": "Root", "familyName": "Admin"}, "active": true}),
+    );
+    let p = Project::new(&scim, "max_deactivations = \"100%\"\nprotected = [\"ANN5@example.com\", \"PID-PLACEHOLDER\"]");
+    p.export("employees_2026-01-01.csv", &rows(5));
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!((r["counts"]["created"].as_u64(), r["counts"]["adopted"].as_u64()), (Some(4), Some(0)), "{r}");
+    assert_eq!(r["lifecycle"]["protected"], json!(["ANN5@example.com"]), "{r}");
+    let notes = r["notes"].to_string();
+    assert_eq!(notes.matches("ANN5@example.com").count(), 1, "said once: {notes}");
+    let users = by_external_id(&scim);
+    assert_eq!(users.len(), 5, "4 created, root's own account left");
+    let hand_made = users.values().find(|u| u["id"] == root["id"]).unwrap();
+    assert_eq!(hand_made["name"]["givenName"], "Root", "not adopted, not rewritten: {hand_made}");
+    assert!(hand_made["externalId"].is_null(), "{hand_made}");
+
+    // E2's account protected by platform id: the file changes them, then drops them.
+    let e2 = users["E0000002"]["id"].as_str().unwrap().to_string();
+    let cfg = std::fs::read_to_string(p.path().join("connectors.toml")).unwrap().replace("PID-PLACEHOLDER", &e2);
+    std::fs::write(p.path().join("connectors.toml"), cfg).unwrap();
+    let mut file = rows(5);
+    file[1] = row(2, "ann2@example.com", true, "Sales");
+    p.export("employees_2026-01-02.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["updated"], 0, "{r}");
+    assert_eq!(by_external_id(&scim)["E0000002"], users["E0000002"], "not changed");
+    file.remove(1);
+    p.export("employees_2026-01-03.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["deactivated"], 0, "{r}");
+    assert_eq!(r["lifecycle"]["protected"], json!(["ANN5@example.com", e2]), "{r}");
+    assert_eq!(by_external_id(&scim)["E0000002"]["active"], true, "not deactivated");
+    let e = explain(&p, "E0000002");
+    assert!(e["why"].as_str().unwrap().contains("protected"), "{e}");
+}
