@@ -102,3 +102,56 @@ fn protected_accounts_are_never_adopted_changed_or_deactivated() {
     let e = explain(&p, "E0000002");
     assert!(e["why"].as_str().unwrap().contains("protected"), "{e}");
 }
+
+#[test]
+fn hold_deactivations_sends_creates_and_updates_and_holds_the_leavers_for_approval() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "max_deactivations = \"10%\"\non_safeguard = \"hold-deactivations\"");
+    p.export("employees_2026-01-01.csv", &rows(10));
+    assert_eq!(p.sync_json(&[]).0, 0);
+
+    // E1–E5 leave the file (50% > 10%), E11 is hired, E6 moves to Sales.
+    let mut file: Vec<String> = rows(10).split_off(5);
+    file[0] = row(6, "ann6@example.com", true, "Sales");
+    file.push(row(11, "ann11@example.com", true, "Engineering"));
+    p.export("employees_2026-01-02.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 5, "{r}");
+    assert_eq!((r["outcome"].as_str(), r["stopped_by"].as_str()), (Some("stopped"), Some("mass_deactivation")), "{r}");
+    assert_eq!((r["counts"]["created"].as_u64(), r["counts"]["updated"].as_u64()), (Some(1), Some(1)), "{r}");
+    assert_eq!(r["counts"]["deactivated"], 0, "{r}");
+    assert!(r["notes"].to_string().contains("5 deactivation(s) and deletion(s) held for approval"), "{r}");
+    let users = by_external_id(&scim);
+    assert_eq!(users["E0000011"]["active"], true, "the new hire is not frozen");
+    assert_eq!(users["E0000006"]["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"], "Sales");
+    assert!((1..=5).all(|i| users[&format!("E{i:07}")]["active"] == true), "the leavers wait");
+    let approve = r["approve_with"].as_str().expect("an approval command").to_string();
+    let run_id = approve.split_whitespace().nth(2).unwrap().to_string();
+
+    // The stored plan is the leavers alone, and an approval applies exactly that.
+    let out = p.run(&["--json", "plan", "show", &run_id]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = shown["operations"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["deactivate"; 5], "{shown}");
+    let out = p.run(&["--json", "approve", &run_id, "--reason", "HR confirmed the leavers"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let users = by_external_id(&scim);
+    assert!((1..=5).all(|i| users[&format!("E{i:07}")]["active"] == false), "approved: deactivated");
+    assert_eq!(users["E0000011"]["active"], true);
+    assert_eq!(p.sync_json(&[]).1["outcome"], "no-new-file", "the approval recorded the file");
+}
+
+#[test]
+fn hold_all_is_the_default_and_sends_nothing() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "max_deactivations = \"10%\"");
+    p.export("employees_2026-01-01.csv", &rows(10));
+    assert_eq!(p.sync_json(&[]).0, 0);
+    let before = by_external_id(&scim);
+    let mut file: Vec<String> = rows(10).split_off(5);
+    file.push(row(11, "ann11@example.com", true, "Engineering"));
+    p.export("employees_2026-01-02.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!((code, r["stopped_by"].as_str()), (5, Some("mass_deactivation")), "{r}");
+    assert_eq!(by_external_id(&scim), before, "nothing sent, the hire neither");
+}

@@ -2,12 +2,14 @@
 //! apart from the other sync keys: what `check_sync` hands over, and what it gets back.
 
 use super::checker::Checker;
-use crate::plan::settings::Lifecycle;
+use super::word::Parsed;
+use crate::plan::settings::{Lifecycle, OnSafeguard};
 
 /// The lifecycle's raw keys, as `RawSync` read them.
 pub(super) struct Keys {
     pub create_inactive: Option<bool>,
     pub protected: Vec<String>,
+    pub on_safeguard: Option<Parsed<OnSafeguard>>,
 }
 
 pub(super) fn check(ck: &mut Checker, key: &str, k: Keys) -> Lifecycle {
@@ -19,5 +21,6 @@ pub(super) fn check(ck: &mut Checker, key: &str, k: Keys) -> Lifecycle {
             protected.push(p);
         }
     }
-    Lifecycle { create_inactive: k.create_inactive.unwrap_or(false), protected }
+    let on_safeguard = ck.value(&format!("{key}.sync.on_safeguard"), k.on_safeguard).unwrap_or_default();
+    Lifecycle { create_inactive: k.create_inactive.unwrap_or(false), protected, on_safeguard }
 }

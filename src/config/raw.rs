@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use super::units::{HumanDuration, Limit, Size};
 use super::word::{self, Parsed, WordError};
 use super::{After, Format, OnMissing, Pick, Rehire};
+use crate::plan::settings::OnSafeguard;
 
 /// `platform.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -312,6 +313,10 @@ pub struct RawSync {
     /// Named once per run in the report.
     #[serde(default)]
     pub protected: Vec<String>,
+    /// What a mass_deactivation stop holds: "hold-all" (default: nothing is sent until
+    /// approved) or "hold-deactivations" (creates and updates are sent; the deactivations and
+    /// deletions wait for `rostersync approve`). Every other safeguard holds all.
+    pub on_safeguard: Option<Parsed<OnSafeguard>>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.

@@ -287,6 +287,30 @@ pub fn names_wanted<'p>(plan: &'p Plan, rules: &Lifecycle) -> Vec<&'p str> {
     plan.ops.iter().zip(&plan.lines).filter(|(o, l)| **l == 0 || matches!(o, Op::Update { .. })).map(|(o, _)| o.external_id()).collect()
 }
 
+/// `on_safeguard = "hold-deactivations"`: takes the deactivations and deletions out of a
+/// plan a `mass_deactivation` safeguard stopped, as a plan of their own (held for approval,
+/// in the same order), and lets the rest go on. Other safeguards hold all: a file with too
+/// many invalid rows, or over the change budget, is wrong for its creates and updates too.
+pub fn hold_deactivations(plan: &mut Plan) -> Option<Plan> {
+    if !matches!(plan.stop, Some(Safeguard::MassDeactivation { .. })) {
+        return None;
+    }
+    let stop = plan.stop.take();
+    let ops = std::mem::take(&mut plan.ops);
+    let lines = std::mem::take(&mut plan.lines);
+    let mut held = Plan { stop, ..Plan::default() };
+    for (op, line) in ops.into_iter().zip(lines) {
+        if matches!(op.kind(), super::OpKind::Deactivate | super::OpKind::Delete) {
+            held.ops.push(op);
+            held.lines.push(line);
+        } else {
+            plan.ops.push(op);
+            plan.lines.push(line);
+        }
+    }
+    Some(held)
+}
+
 #[cfg(test)]
 #[path = "lifecycle/tests.rs"]
 mod tests;

@@ -117,4 +117,17 @@ pub struct Lifecycle {
     /// `protected`: accounts rostersync never adopts, changes, deactivates or deletes, by
     /// userName (compared without case) or platform id.
     pub protected: Vec<String>,
+    /// `on_safeguard`: what a `mass_deactivation` stop holds.
+    pub on_safeguard: OnSafeguard,
+}
+
+/// `sync.on_safeguard`: what a run stopped by `mass_deactivation` holds for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnSafeguard {
+    /// Nothing is sent until the plan is approved.
+    #[default]
+    HoldAll,
+    /// Creates and updates are sent; the deactivations and deletions wait for approval.
+    HoldDeactivations,
 }

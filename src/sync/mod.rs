@@ -10,6 +10,7 @@
 mod adoption;
 mod error;
 mod fetch;
+mod hold;
 mod lease;
 mod managers;
 mod parse;
@@ -302,12 +303,17 @@ impl<S: StateStore> Ctx<'_, S> {
         let seen = self.existing_users(t, platform.as_ref(), snapshot, &mapped.users, &look).await?;
         let Decided::Push(planned) = self.decide(t, mapped, &scope, seen, &look, platform.as_mut()).await? else { return Ok(()) };
         let platform = platform.ok_or(RunError::NoPlatformClient)?;
+        let mut planned = planned;
+        let held = planned.held.take();
         let pushed = self.push_plan(t, &platform, *planned).await?;
         // Failures of the push proper decide the run; the second passes only link managers.
         let failed = pushed.failed;
         let unsettled = self.link_managers(t, &platform, pushed).await?;
         self.settle_marker(unsettled).await?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "pushed");
+        if let Some(held) = held {
+            return self.keep_held(t, held, failed).await;
+        }
         if self.opts.only.is_some() {
             // One person's push is no sync of the file: the next full run takes it again.
             return finish_scoped(failed);

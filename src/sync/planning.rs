@@ -32,6 +32,9 @@ pub(super) struct Planned {
     pub rekeys: HashMap<String, String>,
     /// What a repair found, for the push.
     pub repaired: Repaired,
+    /// The deactivations a `mass_deactivation` stop holds for approval while the rest is
+    /// sent (`on_safeguard = "hold-deactivations"`; `hold.rs`).
+    pub held: Option<Plan>,
 }
 
 /// Other connectors' people the plan may meet, as partial snapshots (`other_snapshots`).
@@ -68,12 +71,20 @@ impl<S: StateStore> Ctx<'_, S> {
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
         self.check_approved_plan(&plan, fingerprint.as_deref())?;
         self.note_strangers(t, &std::mem::take(&mut plan.strangers), look);
-        if let Some(stop) = plan.stop.clone() {
+        // on_safeguard = "hold-deactivations": a mass deactivation holds only those (below).
+        let holding = self.conn.sync.lifecycle.on_safeguard == plan::settings::OnSafeguard::HoldDeactivations
+            && matches!(plan.stop, Some(plan::Safeguard::MassDeactivation { .. }));
+        if let Some(stop) = plan.stop.clone().filter(|_| !holding) {
             drop_in_background(snapshot);
             return Err(self.stop_plan(t, plan, &stop, fingerprint.unwrap_or_default()).await);
         }
         if plan.ops.iter().any(|o| matches!(o, plan::Op::Create { .. })) {
             self.settle_creates(t, &mut plan, &mut others, platform).await?;
+        }
+        // Split once re-hires are settled: the held plan is what an approval finds left.
+        let held = if holding { plan::lifecycle::hold_deactivations(&mut plan) } else { None };
+        if let Some(h) = &held {
+            t.note(super::hold::held_note(h, &self.conn.name));
         }
         drop_in_background(others);
         // The change budget sees the plan as it will be sent: re-hires settled, each update
@@ -93,7 +104,7 @@ impl<S: StateStore> Ctx<'_, S> {
             return Ok(Decided::Reported);
         }
         self.spill_listing(t, &plan, stored);
-        Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired })))
+        Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired, held })))
     }
 
     /// Whether the plan changes more than the connector's change budget allows

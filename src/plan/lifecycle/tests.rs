@@ -149,3 +149,24 @@ fn without_lifecycle_keys_nothing_changes() {
     assert_eq!((ids(&p, OpKind::Create), ids(&p, OpKind::Update), ids(&p, OpKind::Deactivate)), (vec!["c"], vec!["a"], vec!["b"]));
     assert!(h.is_empty());
 }
+
+#[test]
+fn hold_deactivations_splits_a_mass_deactivation_only() {
+    let mut r = base();
+    r.rule.max_deactivations = Limit::Count(1);
+    r.snapshot = vec![(user("a", true, "x"), "1"), (user("b", true, "x"), "2"), (user("c", true, "x"), "3")];
+    r.file = vec![user("a", true, "new"), user("d", true, "x")];
+    let (mut p, _) = go(r);
+    assert!(matches!(p.stop, Some(Safeguard::MassDeactivation { count: 2, .. })), "{:?}", p.stop);
+    let held = hold_deactivations(&mut p).expect("held");
+    assert_eq!((ids(&p, OpKind::Create), ids(&p, OpKind::Update)), (vec!["d"], vec!["a"]));
+    assert_eq!(p.ops.len(), p.lines.len());
+    assert_eq!(p.stop, None, "the rest goes on");
+    assert_eq!(ids(&held, OpKind::Deactivate), ["b", "c"]);
+    assert!(held.stop.is_some(), "the held plan carries its safeguard");
+
+    // Any other stop holds all.
+    let mut p = Plan { stop: Some(Safeguard::NoDataRows), ..Plan::default() };
+    assert!(hold_deactivations(&mut p).is_none());
+    assert_eq!(p.stop, Some(Safeguard::NoDataRows));
+}
