@@ -7,6 +7,7 @@
 
 mod collect;
 pub mod rules;
+pub mod scope;
 pub mod suggest;
 
 pub use collect::collect;
@@ -59,6 +60,8 @@ pub struct Mapper {
     attributes: Vec<(String, Compiled)>,
     /// The `[attributes]` entry named `manager_id`: it becomes `User::manager`.
     manager: Option<Compiled>,
+    /// `[scope]`, by column index.
+    scope: scope::CompiledScope,
 }
 
 impl Mapper {
@@ -101,9 +104,15 @@ impl Mapper {
                 .map(|(n, r)| (n.clone(), compile(format!("attributes.{n}"), true, r)))
                 .collect(),
             manager: mapping.attributes.get(MANAGER_ATTRIBUTE).map(|r| compile(format!("attributes.{MANAGER_ATTRIBUTE}"), true, r)),
+            scope: scope::CompiledScope::new(&mapping.scope, pos),
             columns,
             mapping: mapping.clone(),
         }
+    }
+
+    /// Whether the record is a person this connector provisions (`[scope]`).
+    pub fn in_scope(&self, record: &Record) -> bool {
+        self.scope.admits(record)
     }
 
     /// The columns to ask the format for, in the order `Record::values` will hold them.
@@ -801,6 +810,16 @@ pub struct Mapped {
     /// the person it really is reads as absent, so these rows hold absentees like a row
     /// without an id does.
     pub ambiguous: Vec<u64>,
+    /// Rows out of `[scope]`: not mapped, not counted in `rows`; the person's id (when
+    /// readable) and line, in file order.
+    pub out_of_scope: Vec<OutOfScope>,
+}
+
+/// A row of the file out of the mapping's `[scope]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfScope {
+    pub external_id: String,
+    pub line: u64,
 }
 
 impl Mapped {

@@ -55,6 +55,7 @@ fn known_type(name: &str) -> Option<&'static str> {
         "Value" => "string, number or boolean",
         "RawOAuth2" => "table (`[platform.oauth2]`)",
         "RawSourceOptions" => "table (`[source]`)",
+        "RawScope" => "table (`[scope]`)",
         _ => return None,
     })
 }

@@ -155,3 +155,51 @@ fn hold_all_is_the_default_and_sends_nothing() {
     assert_eq!((code, r["stopped_by"].as_str()), (5, Some("mass_deactivation")), "{r}");
     assert_eq!(by_external_id(&scim), before, "nothing sent, the hire neither");
 }
+
+/// The demo mapping with a `[scope]` (and anything else) appended.
+fn with_mapping(p: &Project, extra: &str) {
+    let path = p.path().join("mappings/demo.toml");
+    let mut m = std::fs::read_to_string(&path).unwrap();
+    m.push_str(extra);
+    std::fs::write(path, m).unwrap();
+}
+
+#[test]
+fn scope_keeps_rows_out_and_a_person_who_moves_out_follows_out_of_scope() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "max_deactivations = \"100%\"");
+    with_mapping(&p, "\n[scope]\ninclude = { \"Department\" = [\"Engineering\", \"Sales\"] }\nexclude = { \"Job Title\" = [\"Contractor\"] }\n");
+    let mut file = rows(5);
+    file[1] = row(2, "ann2@example.com", true, "Agency");
+    file[2] = row(3, "ann3@example.com", true, "Engineering").replace(",Engineer,", ",Contractor,");
+    p.export("employees_2026-01-01.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!((r["counts"]["created"].as_u64(), r["counts"]["rows"].as_u64()), (Some(3), Some(3)), "{r}");
+    assert_eq!(listed(&r, "out_of_scope"), ["E0000002", "E0000003"], "{r}");
+    let users = by_external_id(&scim);
+    assert_eq!(users.len(), 3);
+    assert!(!users.contains_key("E0000002") && !users.contains_key("E0000003"));
+    let e = explain(&p, "E0000002");
+    assert!(e["why"].as_str().unwrap().contains("[scope]"), "{e}");
+
+    // E4 moves to an agency: out of scope, deactivated (out_of_scope = "deactivate").
+    file[3] = row(4, "ann4@example.com", true, "Agency");
+    p.export("employees_2026-01-02.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["deactivated"], 1, "{r}");
+    assert_eq!(r["lifecycle"]["out_of_scope"]["people"][2], json!({"external_id": "E0000004", "line": 5, "known": true}), "{r}");
+    assert_eq!(by_external_id(&scim)["E0000004"]["active"], false);
+
+    // out_of_scope = "ignore": E1 moves out and keeps the account as it is.
+    p.set_last_sync_section("acme", "max_deactivations = \"100%\"\nout_of_scope = \"ignore\"");
+    file[0] = row(1, "ann1@example.com", true, "Agency");
+    p.export("employees_2026-01-03.csv", &file);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!((r["counts"]["deactivated"].as_u64(), r["counts"]["updated"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert_eq!(by_external_id(&scim)["E0000001"]["active"], true);
+    let e = explain(&p, "E0000001");
+    assert!(e["why"].as_str().unwrap().contains("out_of_scope = \"ignore\""), "{e}");
+}

@@ -240,6 +240,13 @@ fn lifecycle_verdict(report: &crate::report::Report) -> Option<String> {
             "nothing: the account is protected ([sync] protected names \"{p}\"); rostersync never adopts, changes, deactivates or deletes it"
         ));
     }
+    if let Some(p) = held.out_of_scope.people.first() {
+        return Some(if p.known {
+            "nothing: the row is out of the mapping's [scope], and out_of_scope = \"ignore\": the account stays as it is, no longer synced".into()
+        } else {
+            "nothing: the row is out of the mapping's [scope], so the person gets no account".into()
+        });
+    }
     if !held.skipped.people.is_empty() {
         return Some(
             "nothing: inactive in the file and never given an account, so none is made (skipped; set create_inactive = true in [sync] to create leavers' accounts)"

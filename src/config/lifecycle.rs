@@ -3,13 +3,14 @@
 
 use super::checker::Checker;
 use super::word::Parsed;
-use crate::plan::settings::{Lifecycle, OnSafeguard};
+use crate::plan::settings::{Lifecycle, OnSafeguard, OutOfScope};
 
 /// The lifecycle's raw keys, as `RawSync` read them.
 pub(super) struct Keys {
     pub create_inactive: Option<bool>,
     pub protected: Vec<String>,
     pub on_safeguard: Option<Parsed<OnSafeguard>>,
+    pub out_of_scope: Option<Parsed<OutOfScope>>,
 }
 
 pub(super) fn check(ck: &mut Checker, key: &str, k: Keys) -> Lifecycle {
@@ -22,5 +23,6 @@ pub(super) fn check(ck: &mut Checker, key: &str, k: Keys) -> Lifecycle {
         }
     }
     let on_safeguard = ck.value(&format!("{key}.sync.on_safeguard"), k.on_safeguard).unwrap_or_default();
-    Lifecycle { create_inactive: k.create_inactive.unwrap_or(false), protected, on_safeguard }
+    let out_of_scope = ck.value(&format!("{key}.sync.out_of_scope"), k.out_of_scope).unwrap_or_default();
+    Lifecycle { create_inactive: k.create_inactive.unwrap_or(false), protected, on_safeguard, out_of_scope }
 }

@@ -34,6 +34,24 @@ pub struct RawMapping {
     /// enterprise or custom schema, each from a column or a field table.
     #[serde(default)]
     pub attributes: BTreeMap<String, FieldSpec>,
+    /// `[scope]`: which rows are people this connector provisions (default: every row).
+    pub scope: Option<RawScope>,
+}
+
+/// `[scope]`: which rows of the file get accounts, by column values (compared trimmed and
+/// without case), e.g. `include = { "Type" = ["Employee", "Intern"] }`. A row is in scope
+/// when every `include` column holds one of its values and no `exclude` column holds one of
+/// its. Rows out of scope get no account; a known person whose row moves out of scope is
+/// handled by `[connectors.NAME.sync] out_of_scope` (docs/lifecycle.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScope {
+    /// Column → the values a row must have in it, e.g. { "Type" = ["Employee"] }.
+    #[serde(default)]
+    pub include: BTreeMap<String, Vec<String>>,
+    /// Column → values that put a row out of scope, e.g. { "Company" = ["Contractor Ltd"] }.
+    #[serde(default)]
+    pub exclude: BTreeMap<String, Vec<String>>,
 }
 
 /// `[source]`: how to read the file, where the defaults do not fit.
@@ -271,10 +289,35 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
     {
         mk.problem("unique_id", format!("unique_id is \"{}\" but [fields] does not map it", uid_field.name()));
     }
+    let scope = check_scope(mk, raw.scope.unwrap_or_default());
     if mk.problems.len() > before {
         return None;
     }
-    Some(Mapping { unique_id: unique_id?, id_case, source, fields, attributes })
+    Some(Mapping { unique_id: unique_id?, id_case, source, fields, attributes, scope })
+}
+
+/// `[scope]`: every column named, every list with a value.
+fn check_scope(mk: &mut Checker, raw: RawScope) -> crate::mapping::scope::Scope {
+    let mut check = |which: &str, table: BTreeMap<String, Vec<String>>| -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for (column, values) in table {
+            let key = format!("scope.{which}");
+            if column.trim().is_empty() {
+                mk.problem(&key, "names an empty column");
+            } else if values.iter().all(|v| v.trim().is_empty()) {
+                mk.problem(
+                    &key,
+                    format!("\"{column}\" lists no value; give the values that {which} a row, e.g. {{ \"{column}\" = [\"Employee\"] }}"),
+                );
+            } else {
+                out.push((column, values.into_iter().filter(|v| !v.trim().is_empty()).collect()));
+            }
+        }
+        out
+    };
+    let include = check("include", raw.include);
+    let exclude = check("exclude", raw.exclude);
+    crate::mapping::scope::Scope { include, exclude }
 }
 
 fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> {
@@ -424,6 +467,19 @@ mod tests {
 
     fn ok(src: &str) -> Mapping {
         parse_mapping(src, Path::new("m.toml")).unwrap_or_else(|ps| panic!("{src}\n{ps:#?}"))
+    }
+
+    #[test]
+    fn scope_tables_and_their_problems() {
+        let m = ok(&format!("{BASE}[scope]\ninclude = {{ \"Type\" = [\"Employee\", \"Intern\"] }}\nexclude = {{ \"Co\" = [\"X\"] }}\n"));
+        assert_eq!(m.scope.include, vec![("Type".to_string(), vec!["Employee".to_string(), "Intern".to_string()])]);
+        assert_eq!(m.scope.exclude, vec![("Co".to_string(), vec!["X".to_string()])]);
+        assert!(m.columns().contains(&"Type".to_string()), "the scope's columns are read");
+        assert!(ok(BASE).scope.is_empty());
+        let got = problems(&format!("{BASE}[scope]\ninclude = {{ \"Type\" = [] }}\n"));
+        assert!(got[0].contains("scope.include: \"Type\" lists no value"), "{got:?}");
+        let got = problems(&format!("{BASE}[scope]\nincluded = {{ \"Type\" = [\"A\"] }}\n"));
+        assert!(got[0].contains("included"), "{got:?}");
     }
 
     /// Every problem as "m.toml:LINE: key: message".

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 use super::units::{HumanDuration, Limit, Size};
 use super::word::{self, Parsed, WordError};
 use super::{After, Format, OnMissing, Pick, Rehire};
-use crate::plan::settings::OnSafeguard;
+use crate::plan::settings::{OnSafeguard, OutOfScope};
 
 /// `platform.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -317,6 +317,10 @@ pub struct RawSync {
     /// approved) or "hold-deactivations" (creates and updates are sent; the deactivations and
     /// deletions wait for `rostersync approve`). Every other safeguard holds all.
     pub on_safeguard: Option<Parsed<OnSafeguard>>,
+    /// A known person whose row is now out of the mapping's [scope]: "deactivate" (default:
+    /// treated as gone from the file, so on_missing applies and max_deactivations counts
+    /// them) or "ignore" (their account stays as it is, no longer synced).
+    pub out_of_scope: Option<Parsed<OutOfScope>>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.

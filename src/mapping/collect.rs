@@ -27,6 +27,7 @@ struct MappedBatch {
     errors: Vec<RowError>,
     rows: u64,
     swapped_dates: SwappedDates,
+    out_of_scope: Vec<super::OutOfScope>,
     /// A file-level fault ends the batch, and the file.
     fault: Option<FormatError>,
 }
@@ -35,6 +36,11 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
     let mut part = MappedBatch { users: Vec::with_capacity(items.len()), ..MappedBatch::default() };
     for item in items {
         match item {
+            Ok(rec) if !mapper.in_scope(&rec) => {
+                if let Some(external_id) = mapper.external_id(&rec) {
+                    part.out_of_scope.push(super::OutOfScope { external_id, line: rec.line });
+                }
+            }
             Ok(rec) => {
                 part.rows += 1;
                 match mapper.map(&rec) {
@@ -105,6 +111,7 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
                 out.users.extend(part.users);
                 out.errors.extend(part.errors);
                 out.swapped_dates.merge(part.swapped_dates);
+                out.out_of_scope.extend(part.out_of_scope);
                 if part.fault.is_some() {
                     return part.fault;
                 }

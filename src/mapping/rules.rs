@@ -122,6 +122,8 @@ pub struct Mapping {
     pub source: SourceOptions,
     pub fields: BTreeMap<PlatformField, FieldRule>,
     pub attributes: BTreeMap<String, FieldRule>,
+    /// `[scope]`: the rows this connector provisions (empty: every row).
+    pub scope: super::scope::Scope,
 }
 
 impl Mapping {
@@ -134,6 +136,7 @@ impl Mapping {
             source: SourceOptions { header_row: 1, ..SourceOptions::default() },
             fields: BTreeMap::new(),
             attributes: BTreeMap::new(),
+            scope: Default::default(),
         }
     }
 
@@ -153,6 +156,11 @@ impl Mapping {
                 if !out.iter().any(|o| o == c) {
                     out.push(c.to_string());
                 }
+            }
+        }
+        for c in self.scope.columns() {
+            if !out.iter().any(|o| o == c) {
+                out.push(c.to_string());
             }
         }
         out

@@ -28,6 +28,9 @@ pub struct Person {
     /// The file line (0: absent from the file).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub line: u64,
+    /// Whether this connector has an account for them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub known: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -72,6 +75,10 @@ pub struct Held {
     /// the configuration names them, each once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected: Vec<String>,
+    /// Rows out of the mapping's `[scope]` (`Person::known`: this connector has an account
+    /// for them, handled by `out_of_scope`). Not rows of the counts: they are not mapped.
+    #[serde(default = "Listed::default", skip_serializing_if = "Listed::is_empty")]
+    pub out_of_scope: Listed<Person>,
     /// People of the file whose protected account this connector never synced: no account
     /// is made or taken for them (counted as skipped).
     #[serde(skip)]
@@ -80,7 +87,7 @@ pub struct Held {
 
 impl Held {
     pub fn is_empty(&self) -> bool {
-        self.skipped.is_empty() && self.protected.is_empty()
+        self.skipped.is_empty() && self.protected.is_empty() && self.out_of_scope.is_empty()
     }
 
     /// People without an account this run because of the lifecycle (the report's
@@ -129,6 +136,8 @@ pub struct Sorted {
 /// What `sort` looks at.
 pub struct SortInput<'a> {
     pub users: Vec<SourcedUser>,
+    /// Rows out of the mapping's `[scope]`.
+    pub out_of_scope: &'a [crate::mapping::OutOfScope],
     pub snapshot: &'a Snapshot,
     pub existing: &'a [Existing],
     pub rules: &'a Lifecycle,
@@ -137,7 +146,7 @@ pub struct SortInput<'a> {
 
 /// Sorts the file's people before the plan (see the module's comment).
 pub fn sort(input: SortInput) -> Sorted {
-    let SortInput { users, snapshot, existing, rules, id_rule } = input;
+    let SortInput { users, out_of_scope, snapshot, existing, rules, id_rule } = input;
     let protected = Protected::new(&rules.protected);
     let mut held = Held::default();
     let mut spare: HashSet<String, FastHash> = HashSet::default();
@@ -153,6 +162,9 @@ pub fn sort(input: SortInput) -> Sorted {
                 met.push(p.to_string());
             }
         }
+    }
+    if !out_of_scope.is_empty() {
+        out_of_scope_people(out_of_scope, &users, &known, rules, &mut spare, &mut held);
     }
     let mut kept = Vec::with_capacity(users.len());
     for u in users {
@@ -173,7 +185,7 @@ pub fn sort(input: SortInput) -> Sorted {
             continue;
         }
         if !u.user.active && stored.is_none() && !rules.create_inactive && !known.on_platform(&u.user) {
-            held.skipped.push(Person { external_id: u.user.external_id.to_string(), line: u.line });
+            held.skipped.push(Person { external_id: u.user.external_id.to_string(), line: u.line, known: false });
             continue;
         }
         kept.push(u);
@@ -195,6 +207,31 @@ pub fn sort(input: SortInput) -> Sorted {
     met.dedup();
     held.protected = met;
     Sorted { users: kept, existing, spare, held }
+}
+
+/// Rows out of `[scope]`: listed; a known person's account is left as it is with
+/// `out_of_scope = "ignore"`, else they are absent from the plan's file (on_missing). An id
+/// that also has a row in scope is that row's person.
+fn out_of_scope_people(
+    rows: &[crate::mapping::OutOfScope],
+    users: &[SourcedUser],
+    known: &Known<'_>,
+    rules: &Lifecycle,
+    spare: &mut HashSet<String, FastHash>,
+    held: &mut Held,
+) {
+    let rule = known.rule;
+    let in_scope: HashSet<std::borrow::Cow<'_, str>, FastHash> = users.iter().map(|u| rule.key(&u.user.external_id)).collect();
+    for r in rows.iter().filter(|r| !in_scope.contains(rule.key(&r.external_id).as_ref())) {
+        let stored = known.key_of(&r.external_id);
+        if let Some(k) = stored
+            && rules.out_of_scope == super::settings::OutOfScope::Ignore
+        {
+            spare.insert(k.to_string());
+        }
+        let external_id = stored.map_or_else(|| r.external_id.clone(), str::to_string);
+        held.out_of_scope.push(Person { external_id, line: r.line, known: stored.is_some() });
+    }
 }
 
 /// Who has an account: the snapshot (by the id rule), and on a first sync the platform's

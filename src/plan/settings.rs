@@ -119,6 +119,20 @@ pub struct Lifecycle {
     pub protected: Vec<String>,
     /// `on_safeguard`: what a `mass_deactivation` stop holds.
     pub on_safeguard: OnSafeguard,
+    /// `out_of_scope`: what happens to a known person whose row is out of the mapping's
+    /// `[scope]`.
+    pub out_of_scope: OutOfScope,
+}
+
+/// `sync.out_of_scope`: a known person whose row moved out of the mapping's `[scope]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutOfScope {
+    /// Treated as gone from the file: `on_missing` applies (after any grace).
+    #[default]
+    Deactivate,
+    /// The account stays as it is, no longer synced.
+    Ignore,
 }
 
 /// `sync.on_safeguard`: what a run stopped by `mass_deactivation` holds for approval.

@@ -240,6 +240,7 @@ impl<S: StateStore> Ctx<'_, S> {
         // is left as they are; the plan compares the rest.
         let sorted = plan::lifecycle::sort(plan::lifecycle::SortInput {
             users: mapped.users,
+            out_of_scope: &mapped.out_of_scope,
             snapshot: scoped.as_ref().unwrap_or(snapshot),
             existing,
             rules: &self.conn.sync.lifecycle,

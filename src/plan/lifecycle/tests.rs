@@ -16,10 +16,12 @@ struct Run {
     rule: SyncRule,
     /// Stored userNames of absentees, as the state gives them.
     stored: Vec<(&'static str, &'static str)>,
+    /// Rows out of `[scope]`.
+    out_of_scope: Vec<crate::mapping::OutOfScope>,
 }
 
 fn base() -> Run {
-    Run { snapshot: vec![], file: vec![], existing: vec![], rule: SyncRule { max_deactivations: Limit::Percent(100.0), ..SyncRule::default() }, stored: vec![] }
+    Run { snapshot: vec![], file: vec![], existing: vec![], rule: SyncRule { max_deactivations: Limit::Percent(100.0), ..SyncRule::default() }, stored: vec![], out_of_scope: vec![] }
 }
 
 fn go(r: Run) -> (Plan, Held) {
@@ -30,7 +32,14 @@ fn go(r: Run) -> (Plan, Held) {
         .collect();
     let users: Vec<SourcedUser> = r.file.into_iter().enumerate().map(|(i, u)| SourcedUser { user: Box::new(u), line: i as u64 + 2 }).collect();
     let rows = users.len() as u64;
-    let sorted = sort(SortInput { users, snapshot: &snapshot, existing: &r.existing, rules: &r.rule.lifecycle, id_rule: IdRule::default() });
+    let sorted = sort(SortInput {
+        users,
+        out_of_scope: &r.out_of_scope,
+        snapshot: &snapshot,
+        existing: &r.existing,
+        rules: &r.rule.lifecycle,
+        id_rule: IdRule::default(),
+    });
     let none = HashSet::new();
     let mut p = plan(PlanInput {
         snapshot: &snapshot,
@@ -169,4 +178,37 @@ fn hold_deactivations_splits_a_mass_deactivation_only() {
     let mut p = Plan { stop: Some(Safeguard::NoDataRows), ..Plan::default() };
     assert!(hold_deactivations(&mut p).is_none());
     assert_eq!(p.stop, Some(Safeguard::NoDataRows));
+}
+
+fn oos(id: &str, line: u64) -> crate::mapping::OutOfScope {
+    crate::mapping::OutOfScope { external_id: id.into(), line }
+}
+
+#[test]
+fn out_of_scope_rows_get_no_account_and_known_people_follow_out_of_scope() {
+    let snapshot = vec![(user("a", true, "x"), "1"), (user("moved", true, "x"), "2")];
+    // deactivate (default): the person who moved out of scope is absent from the plan's file.
+    let r = Run { snapshot: snapshot.clone(), file: vec![user("a", true, "x")], out_of_scope: vec![oos("MOVED", 3), oos("contractor", 4)], ..base() };
+    let (p, h) = go(r);
+    assert_eq!(ids(&p, OpKind::Deactivate), ["moved"]);
+    assert!(ids(&p, OpKind::Create).is_empty(), "no account for the contractor");
+    let listed: Vec<(&str, bool)> = h.out_of_scope.people.iter().map(|p| (p.external_id.as_str(), p.known)).collect();
+    assert_eq!(listed, [("moved", true), ("contractor", false)], "named as synced");
+    assert_eq!(h.skipped_count(), 0, "rows out of scope are not rows of the counts");
+
+    // ignore: their account stays as it is.
+    let mut r = Run { snapshot, file: vec![user("a", true, "x")], out_of_scope: vec![oos("moved", 3)], ..base() };
+    r.rule.lifecycle.out_of_scope = crate::plan::settings::OutOfScope::Ignore;
+    let (p, h) = go(r);
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(h.out_of_scope.count, 1);
+}
+
+#[test]
+fn an_id_with_a_row_in_scope_is_that_rows_person() {
+    let mut r = Run { snapshot: vec![(user("a", true, "x"), "1")], file: vec![user("a", true, "y")], out_of_scope: vec![oos("a", 9)], ..base() };
+    r.rule.lifecycle.out_of_scope = crate::plan::settings::OutOfScope::Ignore;
+    let (p, h) = go(r);
+    assert_eq!(ids(&p, OpKind::Update), ["a"]);
+    assert!(h.out_of_scope.is_empty());
 }
