@@ -203,3 +203,73 @@ fn scope_keeps_rows_out_and_a_person_who_moves_out_follows_out_of_scope() {
     let e = explain(&p, "E0000001");
     assert!(e["why"].as_str().unwrap().contains("out_of_scope = \"ignore\""), "{e}");
 }
+
+/// A command of the project run with its clock moved to `now` (`ROSTERSYNC_NOW`).
+fn at(p: &Project, now: &str, args: &[&str]) -> (i32, Value) {
+    let out = p.command(args).env("ROSTERSYNC_NOW", now).env("ROSTERSYNC_PG_PASSWORD", support::postgres::PASSWORD).output().unwrap();
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[test]
+fn grace_keeps_absentees_until_absent_that_long_and_a_flapping_file_changes_nobody() {
+    grace_on(None);
+}
+
+/// The same days on PostgreSQL: "absent since" is kept in its own migration there too.
+#[test]
+fn grace_on_postgres() {
+    let pg = support::postgres::Postgres::start();
+    pg.create_db("grace");
+    grace_on(Some(&pg));
+}
+
+fn grace_on(pg: Option<&support::postgres::Postgres>) {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "max_deactivations = \"100%\"\ndeactivate_after = \"3d\"");
+    if let Some(pg) = pg {
+        p.set_state(&format!("[state]\nurl = \"{}\"\npassword_env = \"ROSTERSYNC_PG_PASSWORD\"\n", pg.url("grace")));
+    }
+    p.export("employees_2026-03-01.csv", &rows(4));
+    assert_eq!(at(&p, "2026-03-01T06:00:00Z", &["--json", "sync", "acme"]).0, 0);
+
+    // Day 2: E2 and E3 drop out of the file for a day; day 3 they are back: nobody changes.
+    let mut file = rows(4);
+    file.remove(1);
+    file.remove(1);
+    p.export("employees_2026-03-02.csv", &file);
+    let (code, r) = at(&p, "2026-03-02T06:00:00Z", &["--json", "sync", "acme"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["deactivated"], 0, "{r}");
+    let graced: Vec<(&str, &str)> = r["lifecycle"]["in_grace"]["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["external_id"].as_str().unwrap(), g["until"].as_str().unwrap()))
+        .collect();
+    assert_eq!(graced, [("E0000002", "2026-03-05T06:00:00Z"), ("E0000003", "2026-03-05T06:00:00Z")], "{r}");
+    let (_, s) = at(&p, "2026-03-02T07:00:00Z", &["--json", "status"]);
+    assert_eq!(s["connectors"][0]["in_grace"][0]["external_id"], "E0000002", "{s}");
+    assert_eq!(s["connectors"][0]["in_grace"][0]["until"], "2026-03-05T06:00:00Z", "{s}");
+    let (_, e) = at(&p, "2026-03-02T07:00:00Z", &["--json", "explain", "acme", "E0000003"]);
+    assert!(e["why"].as_str().unwrap().contains("in grace until 2026-03-05 06:00 UTC"), "{e}");
+    p.export("employees_2026-03-03.csv", &rows(4));
+    let (code, r) = at(&p, "2026-03-03T06:00:00Z", &["--json", "sync", "acme"]);
+    assert_eq!((code, r["counts"]["deactivated"].as_u64(), r["counts"]["updated"].as_u64()), (0, Some(0), Some(0)), "{r}");
+    assert!(by_external_id(&scim).values().all(|u| u["active"] == true));
+
+    // E4 leaves on day 4: kept on days 4 and 6, deactivated by the first run three days on.
+    file = rows(3);
+    for (d, name) in [(4, "employees_2026-03-04.csv"), (6, "employees_2026-03-06.csv"), (7, "employees_2026-03-07.csv")] {
+        let mut f = file.clone();
+        // A new file each day (a changed title), as a daily export is.
+        f[0] = f[0].replace("Engineer", &format!("Engineer {d}"));
+        p.export(name, &f);
+        let (code, r) = at(&p, &format!("2026-03-{d:02}T06:00:00Z"), &["--json", "sync", "acme"]);
+        assert_eq!(code, 0, "{r}");
+        let want = u64::from(d == 7);
+        assert_eq!(r["counts"]["deactivated"].as_u64(), Some(want), "day {d}: {r}");
+        assert_eq!(by_external_id(&scim)["E0000004"]["active"], d < 7, "day {d}");
+    }
+}

@@ -240,6 +240,13 @@ fn lifecycle_verdict(report: &crate::report::Report) -> Option<String> {
             "nothing: the account is protected ([sync] protected names \"{p}\"); rostersync never adopts, changes, deactivates or deletes it"
         ));
     }
+    if let Some(g) = held.in_grace.people.first() {
+        return Some(format!(
+            "nothing yet: absent from the file since {}, and in grace until {} ([sync] deactivate_after); the first run after that applies on_missing if they are still absent",
+            g.absent_since.format("%Y-%m-%d %H:%M UTC"),
+            g.until.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
     if let Some(p) = held.out_of_scope.people.first() {
         return Some(if p.known {
             "nothing: the row is out of the mapping's [scope], and out_of_scope = \"ignore\": the account stays as it is, no longer synced".into()

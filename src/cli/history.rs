@@ -90,6 +90,7 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
         store.leases().await?.into_iter().filter(|l| l.expires_at > now).map(|l| (l.connector, l.holder)).collect();
     let mut rows = Vec::new();
     let mut lookups = Vec::new();
+    let mut graces = Vec::new();
     for (name, conn) in &cfg.connectors {
         let last = store.history(Some(name), 1).await?.into_iter().next();
         let next =
@@ -99,13 +100,16 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
         let mark = store.reconcile_mark(name).await?;
         lookups.push(platform_lookup(mark, last.as_ref(), running.contains_key(name.as_str())));
         rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone()), tz));
+        graces.push(in_grace(&store, conn, crate::sync::clock::now()).await?);
     }
     if cli.json {
         let v: Vec<_> = rows
             .iter()
             .zip(&lookups)
-            .map(|((n, last, next, spec, tz), lookup)| {
+            .zip(&graces)
+            .map(|(((n, last, next, spec, tz), lookup), grace)| {
                 serde_json::json!({
+                    "in_grace": grace,
                     "connector": n, "schedule": spec, "timezone": tz.name(), "next_run": next,
                     "last_run": last.as_ref().map(|r| serde_json::json!({
                         "run_id": r.run_id, "started_at": r.started_at,
@@ -147,12 +151,35 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
     for b in &cfg.broken {
         println!("{b:<16} (refused: configuration problems — run `rostersync check`)");
     }
+    for (n, grace) in cfg.connectors.keys().zip(&graces) {
+        for g in grace {
+            println!("{}", super::term::shown(&format!("{n}: {} absent from the file since {}, in grace until {} (deactivate_after)", g.external_id, g.absent_since.format("%Y-%m-%d %H:%M UTC"), g.until.format("%Y-%m-%d %H:%M UTC"))));
+        }
+    }
     for (n, lookup) in cfg.connectors.keys().zip(&lookups) {
         if let Some(l) = lookup {
             println!("{}", super::term::shown(&format!("{n}: the next run lists the platform before it pushes: {}", l.why())));
         }
     }
     Ok(0)
+}
+
+/// `deactivate_after`: the connector's people absent from the file whose grace has not run
+/// out, by the state's record (a run after `until` applies on_missing to them).
+async fn in_grace(store: &state::Store, conn: &crate::config::Connector, now: chrono::DateTime<Utc>) -> super::Result<Vec<crate::plan::lifecycle::InGrace>> {
+    let Some(after) = conn.sync.lifecycle.deactivate_after else { return Ok(Vec::new()) };
+    let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+    let mut out: Vec<crate::plan::lifecycle::InGrace> = store
+        .absences(&conn.name)
+        .await?
+        .into_iter()
+        .filter_map(|(external_id, since)| {
+            let until = since.checked_add_signed(after)?;
+            (until > now).then_some(crate::plan::lifecycle::InGrace { external_id, absent_since: since, until })
+        })
+        .collect();
+    out.sort_by(|a, b| a.until.cmp(&b.until).then_with(|| a.external_id.cmp(&b.external_id)));
+    Ok(out)
 }
 
 /// Why a connector's next run will list the platform's accounts (and adopt what it finds

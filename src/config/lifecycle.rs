@@ -2,6 +2,7 @@
 //! apart from the other sync keys: what `check_sync` hands over, and what it gets back.
 
 use super::checker::Checker;
+use super::units::HumanDuration;
 use super::word::Parsed;
 use crate::plan::settings::{Lifecycle, OnSafeguard, OutOfScope};
 
@@ -11,6 +12,7 @@ pub(super) struct Keys {
     pub protected: Vec<String>,
     pub on_safeguard: Option<Parsed<OnSafeguard>>,
     pub out_of_scope: Option<Parsed<OutOfScope>>,
+    pub deactivate_after: Option<Parsed<HumanDuration>>,
 }
 
 pub(super) fn check(ck: &mut Checker, key: &str, k: Keys) -> Lifecycle {
@@ -24,5 +26,6 @@ pub(super) fn check(ck: &mut Checker, key: &str, k: Keys) -> Lifecycle {
     }
     let on_safeguard = ck.value(&format!("{key}.sync.on_safeguard"), k.on_safeguard).unwrap_or_default();
     let out_of_scope = ck.value(&format!("{key}.sync.out_of_scope"), k.out_of_scope).unwrap_or_default();
-    Lifecycle { create_inactive: k.create_inactive.unwrap_or(false), protected, on_safeguard, out_of_scope }
+    let deactivate_after = ck.value(&format!("{key}.sync.deactivate_after"), k.deactivate_after).map(|d| d.0).filter(|d| !d.is_zero());
+    Lifecycle { create_inactive: k.create_inactive.unwrap_or(false), protected, on_safeguard, out_of_scope, deactivate_after }
 }

@@ -321,6 +321,11 @@ pub struct RawSync {
     /// treated as gone from the file, so on_missing applies and max_deactivations counts
     /// them) or "ignore" (their account stays as it is, no longer synced).
     pub out_of_scope: Option<Parsed<OutOfScope>>,
+    /// A person absent from the file keeps their account until absent this long, e.g. "3d"
+    /// (default: on_missing applies at the first run without them). A file that drops and
+    /// regains people for a day then changes nobody; `status` and `explain` show who is in
+    /// grace and until when.
+    pub deactivate_after: Option<Parsed<HumanDuration>>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.

@@ -37,6 +37,15 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A person absent from the file, in grace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InGrace {
+    pub external_id: String,
+    pub absent_since: chrono::DateTime<chrono::Utc>,
+    /// The first run at or after this deactivates them (on_missing), if still absent.
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
 /// A list of people, capped at `LISTED`, with the whole count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listed<T> {
@@ -79,6 +88,9 @@ pub struct Held {
     /// for them, handled by `out_of_scope`). Not rows of the counts: they are not mapped.
     #[serde(default = "Listed::default", skip_serializing_if = "Listed::is_empty")]
     pub out_of_scope: Listed<Person>,
+    /// Absent from the file, keeping their account until `until` (`deactivate_after`).
+    #[serde(default = "Listed::default", skip_serializing_if = "Listed::is_empty")]
+    pub in_grace: Listed<InGrace>,
     /// People of the file whose protected account this connector never synced: no account
     /// is made or taken for them (counted as skipped).
     #[serde(skip)]
@@ -87,7 +99,7 @@ pub struct Held {
 
 impl Held {
     pub fn is_empty(&self) -> bool {
-        self.skipped.is_empty() && self.protected.is_empty() && self.out_of_scope.is_empty()
+        self.skipped.is_empty() && self.protected.is_empty() && self.out_of_scope.is_empty() && self.in_grace.is_empty()
     }
 
     /// People without an account this run because of the lifecycle (the report's
@@ -346,6 +358,61 @@ pub fn hold_deactivations(plan: &mut Plan) -> Option<Plan> {
         }
     }
     Some(held)
+}
+
+/// What `grace` leaves for the state: who is absent since when (new ones at `now`), and
+/// the recorded absentees who are no longer (back in the file, or no longer active).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Absences {
+    pub absent: Vec<(String, chrono::DateTime<chrono::Utc>)>,
+    pub back: Vec<String>,
+}
+
+/// `deactivate_after`: the plan's absentees (its `Deactivate` and `Delete` operations, which
+/// only people absent from the file get) keep their account until absent that long since
+/// `recorded` says they left (now, for one not recorded); their operation is dropped, and the
+/// `mass_deactivation` safeguard counted again without it.
+pub fn grace(
+    plan: &mut Plan,
+    recorded: &std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+    after: std::time::Duration,
+    held: &mut Held,
+) -> Absences {
+    let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+    let mut out = Absences::default();
+    let mut graced: HashSet<String, FastHash> = HashSet::default();
+    let ops = std::mem::take(&mut plan.ops);
+    let lines = std::mem::take(&mut plan.lines);
+    let mut kept = Vec::with_capacity(ops.len());
+    for (op, line) in ops.into_iter().zip(lines) {
+        let (Op::Deactivate { external_id, .. } | Op::Delete { external_id, .. }) = &op else {
+            kept.push((op, line));
+            continue;
+        };
+        let since = recorded.get(external_id).copied().unwrap_or(now);
+        out.absent.push((external_id.clone(), since));
+        let until = since.checked_add_signed(after).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        if now < until {
+            held.in_grace.push(InGrace { external_id: external_id.clone(), absent_since: since, until });
+            graced.insert(external_id.clone());
+            plan.unchanged += 1;
+        } else {
+            kept.push((op, line));
+        }
+    }
+    (plan.ops, plan.lines) = kept.into_iter().unzip();
+    plan.dormant.retain(|d| !graced.contains(&d.external_id));
+    let absent: HashSet<&str, FastHash> = out.absent.iter().map(|(id, _)| id.as_str()).collect();
+    out.back = recorded.keys().filter(|id| !absent.contains(id.as_str())).cloned().collect();
+    out.back.sort_unstable();
+    if let Some(Safeguard::MassDeactivation { count, allowed, .. }) = &mut plan.stop {
+        *count = count.saturating_sub(graced.len() as u64);
+        if *count <= *allowed {
+            plan.stop = None;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

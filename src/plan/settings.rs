@@ -122,6 +122,9 @@ pub struct Lifecycle {
     /// `out_of_scope`: what happens to a known person whose row is out of the mapping's
     /// `[scope]`.
     pub out_of_scope: OutOfScope,
+    /// `deactivate_after`: how long a person absent from the file keeps their account (None:
+    /// on_missing applies at once).
+    pub deactivate_after: Option<std::time::Duration>,
 }
 
 /// `sync.out_of_scope`: a known person whose row moved out of the mapping's `[scope]`.

@@ -7,6 +7,7 @@
 //! backends share (statements, row mapping, the audit role) is in `sql`. Writes happen as
 //! operations succeed, in batches, so a crash mid-push loses nothing.
 
+mod absences;
 pub mod postgres;
 mod roles;
 mod sql;

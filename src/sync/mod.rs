@@ -9,6 +9,7 @@
 
 mod adoption;
 mod error;
+pub mod clock;
 mod fetch;
 mod hold;
 mod lease;

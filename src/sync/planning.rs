@@ -67,6 +67,7 @@ impl<S: StateStore> Ctx<'_, S> {
             self.plan(t, mapped, scope, &snapshot, &existing, &view)
         };
         self.spare_protected(t, &mut plan).await?;
+        self.grace(t, &mut plan).await?;
         // What an approval is checked against: computed only when one may be needed.
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
         self.check_approved_plan(&plan, fingerprint.as_deref())?;
@@ -181,6 +182,19 @@ impl<S: StateStore> Ctx<'_, S> {
         if !t.report.lifecycle.protected.is_empty() {
             let named = t.report.lifecycle.protected.iter().map(|p| format!("\"{}\"", crate::text::excerpt(p))).collect::<Vec<_>>().join(", ");
             t.note(format!("protected accounts left as they are, whatever the file says ([sync] protected): {named}"));
+        }
+        Ok(())
+    }
+
+    /// `deactivate_after`: absentees keep their account until absent that long (pure:
+    /// `plan::lifecycle::grace`); who is absent since when is recorded for the next run (not
+    /// by a dry run, nor by `--only`, which sees a part of the people).
+    async fn grace(&self, t: &mut Tally, plan: &mut Plan) -> Result<(), RunError> {
+        let Some(after) = self.conn.sync.lifecycle.deactivate_after else { return Ok(()) };
+        let recorded = self.store.absences(&self.conn.name).await?;
+        let absences = plan::lifecycle::grace(plan, &recorded, super::clock::now(), after, &mut t.report.lifecycle);
+        if !self.opts.dry_run && self.opts.only.is_none() {
+            self.store.set_absences(&self.conn.name, &absences.absent, &absences.back).await?;
         }
         Ok(())
     }

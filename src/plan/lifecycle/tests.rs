@@ -212,3 +212,59 @@ fn an_id_with_a_row_in_scope_is_that_rows_person() {
     assert_eq!(ids(&p, OpKind::Update), ["a"]);
     assert!(h.out_of_scope.is_empty());
 }
+
+/// Day `d` of a test month, at 06:00 UTC.
+fn day(d: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc.with_ymd_and_hms(2026, 3, d, 6, 0, 0).unwrap()
+}
+
+/// One run of `grace` on day `d` over a plan whose absentees are `absent`, with the
+/// recorded absences carried from run to run as the state would.
+fn graced(recorded: &mut std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>, absent: &[&str], d: u32) -> (Plan, Held) {
+    let snapshot: Vec<(User, &'static str)> = vec![(user("a", true, "x"), "1"), (user("b", true, "x"), "2"), (user("c", true, "x"), "3")];
+    let file: Vec<User> = snapshot.iter().filter(|(u, _)| !absent.contains(&u.external_id.as_str())).map(|(u, _)| u.clone()).collect();
+    let mut r = base();
+    r.rule.max_deactivations = Limit::Count(0);
+    let (mut p, mut h) = go(Run { snapshot, file, rule: r.rule, ..base() });
+    let out = grace(&mut p, recorded, day(d), std::time::Duration::from_secs(3 * 86_400), &mut h);
+    for id in &out.back {
+        recorded.remove(id);
+    }
+    for (id, since) in out.absent {
+        recorded.entry(id).or_insert(since);
+    }
+    (p, h)
+}
+
+#[test]
+fn grace_keeps_an_absentee_until_absent_that_long_over_several_days() {
+    let mut rec = std::collections::HashMap::new();
+    // Day 1: b is absent. In grace until day 4, no safeguard (the plan's count is redone).
+    let (p, h) = graced(&mut rec, &["b"], 1);
+    assert!(p.ops.is_empty() && p.stop.is_none(), "{:?} {:?}", p.ops, p.stop);
+    assert_eq!(h.in_grace.people, [InGrace { external_id: "b".into(), absent_since: day(1), until: day(4) }]);
+    // Day 3: still absent, still in grace, since day 1.
+    let (p, h) = graced(&mut rec, &["b"], 3);
+    assert!(p.ops.is_empty());
+    assert_eq!(h.in_grace.people[0].absent_since, day(1));
+    // Day 4: absent three days: deactivated.
+    let (p, h) = graced(&mut rec, &["b"], 4);
+    assert_eq!(ids(&p, OpKind::Deactivate), ["b"]);
+    assert!(h.in_grace.is_empty());
+}
+
+#[test]
+fn a_file_that_drops_and_regains_people_for_a_day_changes_nobody() {
+    let mut rec = std::collections::HashMap::new();
+    let (p, _) = graced(&mut rec, &["a", "c"], 1);
+    assert!(p.ops.is_empty());
+    assert_eq!(rec.len(), 2);
+    let (p, h) = graced(&mut rec, &[], 2);
+    assert!(p.ops.is_empty() && h.is_empty());
+    assert!(rec.is_empty(), "back in the file: forgotten");
+    // Gone again on day 5: the grace starts over, not from day 1.
+    let (p, h) = graced(&mut rec, &["a"], 5);
+    assert!(p.ops.is_empty());
+    assert_eq!(h.in_grace.people[0].until, day(8));
+}
