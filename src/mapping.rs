@@ -6,6 +6,7 @@
 //! fault of a row is reported, not only the first.
 
 mod collect;
+pub mod dates;
 pub mod rules;
 pub mod scope;
 pub mod suggest;
@@ -62,6 +63,9 @@ pub struct Mapper {
     manager: Option<Compiled>,
     /// `[scope]`, by column index.
     scope: scope::CompiledScope,
+    /// `[fields] start_date`, `end_date`.
+    start: Option<Compiled>,
+    end: Option<Compiled>,
 }
 
 impl Mapper {
@@ -105,9 +109,32 @@ impl Mapper {
                 .collect(),
             manager: mapping.attributes.get(MANAGER_ATTRIBUTE).map(|r| compile(format!("attributes.{MANAGER_ATTRIBUTE}"), true, r)),
             scope: scope::CompiledScope::new(&mapping.scope, pos),
+            start: mapping.dates.start.as_ref().map(|r| compile("fields.start_date".into(), false, r)),
+            end: mapping.dates.end.as_ref().map(|r| compile("fields.end_date".into(), false, r)),
             columns,
             mapping: mapping.clone(),
         }
+    }
+
+    /// The record's start and end dates (`[fields] start_date`, `end_date`); a value that
+    /// is no date is a row error, like any field's.
+    pub fn dates(&self, record: &Record) -> Result<dates::Dates, Vec<RowError>> {
+        let mut errors = Vec::new();
+        let mut read = |c: &Option<Compiled>| -> Option<chrono::NaiveDate> {
+            let c = c.as_ref()?;
+            let fault = match value(c, record) {
+                Ok(None) => return None,
+                Ok(Some(v)) => match dates::iso(&v) {
+                    Ok(d) => return Some(d),
+                    Err(m) => m,
+                },
+                Err(m) => m,
+            };
+            errors.push(RowError { line: record.line, column: c.column.clone(), message: format!("{}: {fault}", c.key), external_id: None });
+            None
+        };
+        let d = dates::Dates { start: read(&self.start), end: read(&self.end) };
+        if errors.is_empty() { Ok(d) } else { Err(errors) }
     }
 
     /// Whether the record is a person this connector provisions (`[scope]`).
@@ -813,6 +840,8 @@ pub struct Mapped {
     /// Rows out of `[scope]`: not mapped, not counted in `rows`; the person's id (when
     /// readable) and line, in file order.
     pub out_of_scope: Vec<OutOfScope>,
+    /// The dates of users that have any (`[fields] start_date`, `end_date`), by external id.
+    pub dates: Vec<(String, dates::Dates)>,
 }
 
 /// A row of the file out of the mapping's `[scope]`.

@@ -273,3 +273,54 @@ fn grace_on(pg: Option<&support::postgres::Postgres>) {
         assert_eq!(by_external_id(&scim)["E0000004"]["active"], d < 7, "day {d}");
     }
 }
+
+#[test]
+fn dated_hires_and_leaves_over_several_days_on_the_server() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "max_deactivations = \"100%\"\ncreate_lead = \"3d\"");
+    // Dates from two columns of the export, written day first.
+    let path = p.path().join("mappings/demo.toml");
+    let m = std::fs::read_to_string(&path).unwrap().replace(
+        "[attributes]",
+        "start_date  = { column = \"Hire Date\", date = \"%d/%m/%Y\" }\nend_date    = { column = \"Location\", date = \"%d/%m/%Y\" }\n\n[attributes]",
+    );
+    let m = m.replace("location    = \"Location\"\n", "").replace("hire_date   = { column = \"Hire Date\", date = \"%Y-%m-%d\" }\n", "");
+    std::fs::write(&path, m).unwrap();
+    // E1 started long ago; E2 starts on 10/03; E3 leaves on 05/03 (flagged inactive already).
+    let dated = |id: u32, active: bool, start: &str, end: &str| {
+        row(id, &format!("ann{id}@example.com"), active, "Engineering").replace(",Paris,2021-03-04,", &format!(",{end},{start},"))
+    };
+    let file = vec![dated(1, true, "01/01/2020", ""), dated(2, true, "10/03/2026", ""), dated(3, false, "01/01/2020", "05/03/2026")];
+    let sync = |d: u32, name: &str| {
+        p.export(name, &file);
+        at(&p, &format!("2026-03-{d:02}T08:00:00+01:00"), &["--json", "sync", "acme", "--force"])
+    };
+
+    // Day 1: E2 is pending (10 − 3 = day 7); E3 is active until the 5th.
+    let (code, r) = sync(1, "employees_2026-03-01.csv");
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["lifecycle"]["pending"]["people"][0], json!({"external_id": "E0000002", "line": 3, "start_date": "2026-03-10", "created_on": "2026-03-07"}), "{r}");
+    assert_eq!(r["counts"]["skipped"], 1, "{r}");
+    let users = by_external_id(&scim);
+    assert!(!users.contains_key("E0000002"), "no account before the lead");
+    assert_eq!(users["E0000003"]["active"], true, "active until the leave date");
+    let (_, s) = at(&p, "2026-03-01T09:00:00+01:00", &["--json", "status"]);
+    assert_eq!(s["connectors"][0]["next_dated_change"], json!({"on": "2026-03-05", "external_id": "E0000003", "change": "leave"}), "{s}");
+    let (_, e) = at(&p, "2026-03-01T09:00:00+01:00", &["--json", "explain", "acme", "E0000002"]);
+    assert!(e["why"].as_str().unwrap().contains("starting 2026-03-10"), "{e}");
+
+    // Day 5: E3 deactivated. Day 7: E2's inactive account. Day 10: E2 active.
+    let (code, r) = sync(5, "employees_2026-03-05.csv");
+    assert_eq!((code, r["counts"]["deactivated"].as_u64()), (0, Some(1)), "{r}");
+    assert_eq!(by_external_id(&scim)["E0000003"]["active"], false);
+    let (code, r) = sync(7, "employees_2026-03-07.csv");
+    assert_eq!((code, r["counts"]["created"].as_u64()), (0, Some(1)), "{r}");
+    assert_eq!(by_external_id(&scim)["E0000002"]["active"], false, "inactive before the start");
+    let (code, _) = sync(9, "employees_2026-03-09.csv");
+    assert_eq!(code, 0);
+    assert_eq!(by_external_id(&scim)["E0000002"]["active"], false);
+    let (code, r) = sync(10, "employees_2026-03-10.csv");
+    assert_eq!((code, r["counts"]["updated"].as_u64()), (0, Some(1)), "{r}");
+    assert_eq!(by_external_id(&scim)["E0000002"]["active"], true, "active from the start date");
+    assert_eq!(by_external_id(&scim)["E0000001"]["active"], true);
+}

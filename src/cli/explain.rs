@@ -240,6 +240,12 @@ fn lifecycle_verdict(report: &crate::report::Report) -> Option<String> {
             "nothing: the account is protected ([sync] protected names \"{p}\"); rostersync never adopts, changes, deactivates or deletes it"
         ));
     }
+    if let Some(p) = held.pending.people.first() {
+        return Some(format!(
+            "nothing yet: a future hire starting {}; their account is made on {} ([sync] create_lead), inactive until the start date",
+            p.start_date, p.created_on
+        ));
+    }
     if let Some(g) = held.in_grace.people.first() {
         return Some(format!(
             "nothing yet: absent from the file since {}, and in grace until {} ([sync] deactivate_after); the first run after that applies on_missing if they are still absent",

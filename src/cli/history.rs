@@ -110,6 +110,7 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
             .map(|(((n, last, next, spec, tz), lookup), grace)| {
                 serde_json::json!({
                     "in_grace": grace,
+                    "next_dated_change": last.as_ref().and_then(|r| r.report.as_ref()).and_then(|rep| rep.lifecycle.next_change.as_ref()),
                     "connector": n, "schedule": spec, "timezone": tz.name(), "next_run": next,
                     "last_run": last.as_ref().map(|r| serde_json::json!({
                         "run_id": r.run_id, "started_at": r.started_at,
@@ -127,6 +128,13 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
     }
     let local = |t: chrono::DateTime<Utc>, tz: chrono_tz::Tz| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
     println!("{:<16} {:<22} {:<12} {:<22} {:<24} schedule", "connector", "last run", "outcome", "next run", "worker");
+    let dated: Vec<String> = rows
+        .iter()
+        .filter_map(|(n, last, ..)| {
+            let c = last.as_ref()?.report.as_ref()?.lifecycle.next_change.as_ref()?;
+            Some(format!("{n}: next dated change on {}: {} ({})", c.on, c.external_id, c.change))
+        })
+        .collect();
     for (n, last, next, spec, tz) in rows {
         let (when, outcome) = match &last {
             Some(r) => (
@@ -150,6 +158,9 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
     }
     for b in &cfg.broken {
         println!("{b:<16} (refused: configuration problems — run `rostersync check`)");
+    }
+    for line in &dated {
+        println!("{}", super::term::shown(line));
     }
     for (n, grace) in cfg.connectors.keys().zip(&graces) {
         for g in grace {

@@ -28,7 +28,9 @@ pub struct RawMapping {
     pub source: RawSourceOptions,
     /// `[fields]`: the platform's fields — employee_id, email, first_name, last_name,
     /// language, active — each from a column (`email = "Email"`) or a field table. The
-    /// `unique_id` field, first_name and last_name are needed.
+    /// `unique_id` field, first_name and last_name are needed. `start_date` and `end_date`
+    /// (with a `date` format, or YYYY-MM-DD values) are not sent: they decide when a person
+    /// is active (docs/lifecycle.md).
     pub fields: BTreeMap<String, FieldSpec>,
     /// `[attributes]`: any other attribute (department, title, manager_id, …), sent in the
     /// enterprise or custom schema, each from a column or a field table.
@@ -243,8 +245,19 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
     }
 
     let mut fields = BTreeMap::new();
+    let mut dates = crate::mapping::dates::DateRules::default();
     for (name, spec) in &raw.fields {
         let key = format!("fields.{name}");
+        // The dated fields decide when a person is active; they are not platform fields.
+        let dated = match name.as_str() {
+            "start_date" => Some(&mut dates.start),
+            "end_date" => Some(&mut dates.end),
+            _ => None,
+        };
+        if let Some(slot) = dated {
+            *slot = check_rule(mk, &key, &spec.0);
+            continue;
+        }
         match word::parse::<PlatformField>(name) {
             Ok(f) => {
                 if let Some(rule) = check_rule(mk, &key, &spec.0) {
@@ -262,7 +275,9 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
                 };
                 mk.problem(
                     &key,
-                    format!("unknown platform field; [fields] takes employee_id, email, first_name, last_name, language, active — {next}"),
+                    format!(
+                        "unknown platform field; [fields] takes employee_id, email, first_name, last_name, language, active (and start_date, end_date) — {next}"
+                    ),
                 )
             }
         }
@@ -293,7 +308,7 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
     if mk.problems.len() > before {
         return None;
     }
-    Some(Mapping { unique_id: unique_id?, id_case, source, fields, attributes, scope })
+    Some(Mapping { unique_id: unique_id?, id_case, source, fields, attributes, scope, dates })
 }
 
 /// `[scope]`: every column named, every list with a value.

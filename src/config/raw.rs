@@ -326,6 +326,10 @@ pub struct RawSync {
     /// regains people for a day then changes nobody; `status` and `explain` show who is in
     /// grace and until when.
     pub deactivate_after: Option<Parsed<HumanDuration>>,
+    /// With a mapped start_date: how long before their start a future hire gets an account,
+    /// inactive until the start date, in whole days, e.g. "14d" (default "0d": on the start
+    /// date, active). Earlier, they are pending: no account yet, listed with the date.
+    pub create_lead: Option<Parsed<HumanDuration>>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.

@@ -124,6 +124,8 @@ pub struct Mapping {
     pub attributes: BTreeMap<String, FieldRule>,
     /// `[scope]`: the rows this connector provisions (empty: every row).
     pub scope: super::scope::Scope,
+    /// `[fields] start_date` / `end_date`: when a person is active.
+    pub dates: super::dates::DateRules,
 }
 
 impl Mapping {
@@ -137,6 +139,7 @@ impl Mapping {
             fields: BTreeMap::new(),
             attributes: BTreeMap::new(),
             scope: Default::default(),
+            dates: Default::default(),
         }
     }
 
@@ -158,7 +161,7 @@ impl Mapping {
                 }
             }
         }
-        for c in self.scope.columns() {
+        for c in self.scope.columns().chain(self.dates.columns()) {
             if !out.iter().any(|o| o == c) {
                 out.push(c.to_string());
             }

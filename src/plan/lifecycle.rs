@@ -37,6 +37,25 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A future hire with no account yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub external_id: String,
+    pub line: u64,
+    pub start_date: chrono::NaiveDate,
+    /// The day their (inactive) account is made: `create_lead` before the start.
+    pub created_on: chrono::NaiveDate,
+}
+
+/// What a date of the file changes next, and for whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextChange {
+    pub on: chrono::NaiveDate,
+    pub external_id: String,
+    /// "account" (a pending hire's account is made), "start" (active), "leave" (deactivated).
+    pub change: String,
+}
+
 /// A person absent from the file, in grace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InGrace {
@@ -88,6 +107,12 @@ pub struct Held {
     /// for them, handled by `out_of_scope`). Not rows of the counts: they are not mapped.
     #[serde(default = "Listed::default", skip_serializing_if = "Listed::is_empty")]
     pub out_of_scope: Listed<Person>,
+    /// Future hires further than `create_lead` from their start: no account yet.
+    #[serde(default = "Listed::default", skip_serializing_if = "Listed::is_empty")]
+    pub pending: Listed<Pending>,
+    /// The next change a date of the file brings (a hire's account, a start, a leave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_change: Option<NextChange>,
     /// Absent from the file, keeping their account until `until` (`deactivate_after`).
     #[serde(default = "Listed::default", skip_serializing_if = "Listed::is_empty")]
     pub in_grace: Listed<InGrace>,
@@ -99,13 +124,18 @@ pub struct Held {
 
 impl Held {
     pub fn is_empty(&self) -> bool {
-        self.skipped.is_empty() && self.protected.is_empty() && self.out_of_scope.is_empty() && self.in_grace.is_empty()
+        self.skipped.is_empty()
+            && self.protected.is_empty()
+            && self.out_of_scope.is_empty()
+            && self.in_grace.is_empty()
+            && self.pending.is_empty()
+            && self.next_change.is_none()
     }
 
     /// People without an account this run because of the lifecycle (the report's
     /// `skipped` count): every person is counted once.
     pub fn skipped_count(&self) -> u64 {
-        self.skipped.count + self.unsynced_protected
+        self.skipped.count + self.unsynced_protected + self.pending.count
     }
 }
 
@@ -150,6 +180,10 @@ pub struct SortInput<'a> {
     pub users: Vec<SourcedUser>,
     /// Rows out of the mapping's `[scope]`.
     pub out_of_scope: &'a [crate::mapping::OutOfScope],
+    /// The users' start and end dates, by external id as the file writes it.
+    pub dates: &'a [(String, crate::mapping::dates::Dates)],
+    /// Today in the connector's timezone: the dates act on it.
+    pub today: chrono::NaiveDate,
     pub snapshot: &'a Snapshot,
     pub existing: &'a [Existing],
     pub rules: &'a Lifecycle,
@@ -158,7 +192,8 @@ pub struct SortInput<'a> {
 
 /// Sorts the file's people before the plan (see the module's comment).
 pub fn sort(input: SortInput) -> Sorted {
-    let SortInput { users, out_of_scope, snapshot, existing, rules, id_rule } = input;
+    let SortInput { users, out_of_scope, dates, today, snapshot, existing, rules, id_rule } = input;
+    let dates: std::collections::HashMap<&str, &crate::mapping::dates::Dates, FastHash> = dates.iter().map(|(id, d)| (id.as_str(), d)).collect();
     let protected = Protected::new(&rules.protected);
     let mut held = Held::default();
     let mut spare: HashSet<String, FastHash> = HashSet::default();
@@ -179,7 +214,7 @@ pub fn sort(input: SortInput) -> Sorted {
         out_of_scope_people(out_of_scope, &users, &known, rules, &mut spare, &mut held);
     }
     let mut kept = Vec::with_capacity(users.len());
-    for u in users {
+    for mut u in users {
         let stored = known.key_of(&u.user.external_id);
         if !protected.is_empty()
             && let Some(p) = protected.find(Some(u.user.user_name()), stored.and_then(|k| snapshot.get(k)).map(|e| e.platform_id.as_str()))
@@ -196,7 +231,20 @@ pub fn sort(input: SortInput) -> Sorted {
         if stored.is_some_and(|k| spare.contains(k)) {
             continue;
         }
-        if !u.user.active && stored.is_none() && !rules.create_inactive && !known.on_platform(&u.user) {
+        let mut prestart = false;
+        if let Some(d) = dates.get(u.user.external_id.as_str()) {
+            let fate = dated(&mut u.user, d, today, rules.create_lead_days, stored.is_some());
+            note_next(&mut held.next_change, &u.user.external_id, d, today, rules.create_lead_days);
+            match fate {
+                Fate::Pending(p) => {
+                    held.pending.push(Pending { line: u.line, ..p });
+                    continue;
+                }
+                Fate::PreStart => prestart = true,
+                Fate::AsDated => {}
+            }
+        }
+        if !u.user.active && !prestart && stored.is_none() && !rules.create_inactive && !known.on_platform(&u.user) {
             held.skipped.push(Person { external_id: u.user.external_id.to_string(), line: u.line, known: false });
             continue;
         }
@@ -219,6 +267,53 @@ pub fn sort(input: SortInput) -> Sorted {
     met.dedup();
     held.protected = met;
     Sorted { users: kept, existing, spare, held }
+}
+
+/// What a person's dates make of them today.
+enum Fate {
+    /// Active as the file and the end date say.
+    AsDated,
+    /// Before their start, within `create_lead` (or already synced): an inactive account.
+    PreStart,
+    /// Further than `create_lead` from their start, never synced: no account yet.
+    Pending(Pending),
+}
+
+/// A leave dated today or before deactivates; one in the future keeps the person active until
+/// that date, whatever the active flag says (an export flags a leaver as soon as the leave
+/// is entered). A start in the future makes the person inactive until then, or pending.
+fn dated(user: &mut crate::model::User, d: &crate::mapping::dates::Dates, today: chrono::NaiveDate, lead: i64, known: bool) -> Fate {
+    match d.end {
+        Some(end) if end <= today => user.active = false,
+        Some(_) => user.active = true,
+        None => {}
+    }
+    let Some(start) = d.start.filter(|s| *s > today) else { return Fate::AsDated };
+    let created_on = start.checked_sub_days(chrono::Days::new(lead.max(0).unsigned_abs())).unwrap_or(start);
+    if !known && created_on > today {
+        return Fate::Pending(Pending { external_id: user.external_id.to_string(), line: 0, start_date: start, created_on });
+    }
+    user.active = false;
+    Fate::PreStart
+}
+
+/// The earliest change a person's dates bring after today, kept if sooner than `next`.
+fn note_next(next: &mut Option<NextChange>, id: &str, d: &crate::mapping::dates::Dates, today: chrono::NaiveDate, lead: i64) {
+    let mut candidates = Vec::new();
+    if let Some(start) = d.start.filter(|s| *s > today) {
+        candidates.push((start, "start"));
+        if let Some(c) = start.checked_sub_days(chrono::Days::new(lead.max(0).unsigned_abs())).filter(|c| *c > today && *c < start) {
+            candidates.push((c, "account"));
+        }
+    }
+    if let Some(end) = d.end.filter(|e| *e > today) {
+        candidates.push((end, "leave"));
+    }
+    for (on, change) in candidates {
+        if next.as_ref().is_none_or(|n| (on, id) < (n.on, n.external_id.as_str())) {
+            *next = Some(NextChange { on, external_id: id.to_string(), change: change.to_string() });
+        }
+    }
 }
 
 /// Rows out of `[scope]`: listed; a known person's account is left as it is with

@@ -125,6 +125,9 @@ pub struct Lifecycle {
     /// `deactivate_after`: how long a person absent from the file keeps their account (None:
     /// on_missing applies at once).
     pub deactivate_after: Option<std::time::Duration>,
+    /// `create_lead`: how many days before their start date a future hire gets an
+    /// (inactive) account; earlier they are pending, with no account.
+    pub create_lead_days: i64,
 }
 
 /// `sync.out_of_scope`: a known person whose row moved out of the mapping's `[scope]`.

@@ -255,6 +255,8 @@ impl<S: StateStore> Ctx<'_, S> {
         let sorted = plan::lifecycle::sort(plan::lifecycle::SortInput {
             users: mapped.users,
             out_of_scope: &mapped.out_of_scope,
+            dates: &mapped.dates,
+            today: super::clock::now().with_timezone(&self.conn.schedule.as_ref().map_or(chrono_tz::UTC, |s| s.tz)).date_naive(),
             snapshot: scoped.as_ref().unwrap_or(snapshot),
             existing,
             rules: &self.conn.sync.lifecycle,

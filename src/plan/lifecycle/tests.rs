@@ -18,10 +18,12 @@ struct Run {
     stored: Vec<(&'static str, &'static str)>,
     /// Rows out of `[scope]`.
     out_of_scope: Vec<crate::mapping::OutOfScope>,
+    dates: Vec<(String, crate::mapping::dates::Dates)>,
+    today: chrono::NaiveDate,
 }
 
 fn base() -> Run {
-    Run { snapshot: vec![], file: vec![], existing: vec![], rule: SyncRule { max_deactivations: Limit::Percent(100.0), ..SyncRule::default() }, stored: vec![], out_of_scope: vec![] }
+    Run { snapshot: vec![], file: vec![], existing: vec![], rule: SyncRule { max_deactivations: Limit::Percent(100.0), ..SyncRule::default() }, stored: vec![], out_of_scope: vec![], dates: vec![], today: chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap() }
 }
 
 fn go(r: Run) -> (Plan, Held) {
@@ -35,6 +37,8 @@ fn go(r: Run) -> (Plan, Held) {
     let sorted = sort(SortInput {
         users,
         out_of_scope: &r.out_of_scope,
+        dates: &r.dates,
+        today: r.today,
         snapshot: &snapshot,
         existing: &r.existing,
         rules: &r.rule.lifecycle,
@@ -267,4 +271,73 @@ fn a_file_that_drops_and_regains_people_for_a_day_changes_nobody() {
     let (p, h) = graced(&mut rec, &["a"], 5);
     assert!(p.ops.is_empty());
     assert_eq!(h.in_grace.people[0].until, day(8));
+}
+
+fn date(d: u32) -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap()
+}
+
+/// The file on day `today` with a hire starting on day 10 and a leaver whose last day is day
+/// 5 (flagged inactive already, as exports do), lead 3 days; the snapshot as the runs left it.
+fn dated_run(snapshot: &[(User, &'static str)], today: u32) -> (Plan, Held) {
+    let dates = vec![
+        ("hire".to_string(), crate::mapping::dates::Dates { start: Some(date(10)), end: None }),
+        ("leaver".to_string(), crate::mapping::dates::Dates { start: None, end: Some(date(5)) }),
+    ];
+    let mut r = Run { snapshot: snapshot.to_vec(), file: vec![user("hire", true, "x"), user("leaver", false, "x")], dates, today: date(today), ..base() };
+    r.rule.lifecycle.create_lead_days = 3;
+    go(r)
+}
+
+/// The snapshot after a plan's operations succeed.
+fn apply(snapshot: &mut Vec<(User, &'static str)>, p: &Plan) {
+    for op in &p.ops {
+        match op {
+            Op::Create { user } | Op::Update { user, .. } => {
+                snapshot.retain(|(u, _)| u.external_id != user.external_id);
+                snapshot.push(((**user).clone(), "p"));
+            }
+            _ => panic!("{op:?}"),
+        }
+    }
+}
+
+#[test]
+fn dated_hires_and_leaves_over_several_days() {
+    let mut snap = vec![(user("leaver", true, "x"), "9")];
+    // Day 1: the hire starts in 9 days (> 3): pending, no account; the leaver stays active
+    // until day 5 although flagged inactive.
+    let (p, h) = dated_run(&snap, 1);
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(h.pending.people, [Pending { external_id: "hire".into(), line: 2, start_date: date(10), created_on: date(7) }]);
+    assert_eq!(h.skipped_count(), 1, "pending counts as skipped");
+    assert_eq!(h.next_change, Some(NextChange { on: date(5), external_id: "leaver".into(), change: "leave".into() }));
+    // Day 5: the leave date: deactivated.
+    let (p, h) = dated_run(&snap, 5);
+    assert_eq!(ids(&p, OpKind::Deactivate), ["leaver"]);
+    assert_eq!(h.next_change.as_ref().map(|n| (n.on, n.change.as_str())), Some((date(7), "account")));
+    apply(&mut snap, &p);
+    // Day 7: within the lead: an inactive account.
+    let (p, _) = dated_run(&snap, 7);
+    assert!(matches!(&p.ops[..], [Op::Create { user }] if user.external_id == "hire" && !user.active), "{:?}", p.ops);
+    apply(&mut snap, &p);
+    // Day 9: nothing changes.
+    let (p, h) = dated_run(&snap, 9);
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(h.next_change.as_ref().map(|n| (n.on, n.change.as_str())), Some((date(10), "start")));
+    // Day 10: the start date: active.
+    let (p, h) = dated_run(&snap, 10);
+    assert!(matches!(&p.ops[..], [Op::Update { user, .. }] if user.external_id == "hire" && user.active), "{:?}", p.ops);
+    assert!(h.next_change.is_none());
+}
+
+#[test]
+fn a_lead_of_zero_creates_on_the_start_date_active() {
+    let dates = vec![("hire".to_string(), crate::mapping::dates::Dates { start: Some(date(3)), end: None })];
+    let run = |today| go(Run { file: vec![user("hire", true, "x")], dates: dates.clone(), today: date(today), ..base() });
+    let (p, h) = run(2);
+    assert!(p.ops.is_empty());
+    assert_eq!(h.pending.people[0].created_on, date(3));
+    let (p, _) = run(3);
+    assert!(matches!(&p.ops[..], [Op::Create { user }] if user.active));
 }
