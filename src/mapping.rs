@@ -130,7 +130,12 @@ impl Mapper {
                 },
                 Err(m) => m,
             };
-            errors.push(RowError { line: record.line, column: c.column.clone(), message: format!("{}: {fault}", c.key), external_id: None });
+            errors.push(RowError {
+                line: record.line,
+                column: c.column.clone(),
+                message: format!("{}: {fault}", c.key),
+                external_id: None,
+            });
             None
         };
         let d = dates::Dates { start: read(&self.start), end: read(&self.end) };

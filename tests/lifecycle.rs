@@ -21,7 +21,10 @@ fn explain(p: &Project, id: &str) -> Value {
 }
 
 fn listed(r: &Value, list: &str) -> Vec<String> {
-    r["lifecycle"][list]["people"].as_array().map(|a| a.iter().map(|p| p["external_id"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    r["lifecycle"][list]["people"]
+        .as_array()
+        .map(|a| a.iter().map(|p| p["external_id"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -168,7 +171,10 @@ fn with_mapping(p: &Project, extra: &str) {
 fn scope_keeps_rows_out_and_a_person_who_moves_out_follows_out_of_scope() {
     let scim = ScimServer::start();
     let p = Project::new(&scim, "max_deactivations = \"100%\"");
-    with_mapping(&p, "\n[scope]\ninclude = { \"Department\" = [\"Engineering\", \"Sales\"] }\nexclude = { \"Job Title\" = [\"Contractor\"] }\n");
+    with_mapping(
+        &p,
+        "\n[scope]\ninclude = { \"Department\" = [\"Engineering\", \"Sales\"] }\nexclude = { \"Job Title\" = [\"Contractor\"] }\n",
+    );
     let mut file = rows(5);
     file[1] = row(2, "ann2@example.com", true, "Agency");
     file[2] = row(3, "ann3@example.com", true, "Engineering").replace(",Engineer,", ",Contractor,");
@@ -299,7 +305,11 @@ fn dated_hires_and_leaves_over_several_days_on_the_server() {
     // Day 1: E2 is pending (10 − 3 = day 7); E3 is active until the 5th.
     let (code, r) = sync(1, "employees_2026-03-01.csv");
     assert_eq!(code, 0, "{r}");
-    assert_eq!(r["lifecycle"]["pending"]["people"][0], json!({"external_id": "E0000002", "line": 3, "start_date": "2026-03-10", "created_on": "2026-03-07"}), "{r}");
+    assert_eq!(
+        r["lifecycle"]["pending"]["people"][0],
+        json!({"external_id": "E0000002", "line": 3, "start_date": "2026-03-10", "created_on": "2026-03-07"}),
+        "{r}"
+    );
     assert_eq!(r["counts"]["skipped"], 1, "{r}");
     let users = by_external_id(&scim);
     assert!(!users.contains_key("E0000002"), "no account before the lead");
@@ -309,10 +319,17 @@ fn dated_hires_and_leaves_over_several_days_on_the_server() {
     let (_, e) = at(&p, "2026-03-01T09:00:00+01:00", &["--json", "explain", "acme", "E0000002"]);
     assert!(e["why"].as_str().unwrap().contains("starting 2026-03-10"), "{e}");
 
-    // Day 5: E3 deactivated. Day 7: E2's inactive account. Day 10: E2 active.
-    let (code, r) = sync(5, "employees_2026-03-05.csv");
-    assert_eq!((code, r["counts"]["deactivated"].as_u64()), (0, Some(1)), "{r}");
+    // Dates act without a new file: on day 4 nothing is due (no new file, nothing sent); on
+    // day 5 the same file is planned again and E3 is deactivated.
+    let plain = |d: u32| at(&p, &format!("2026-03-{d:02}T08:00:00+01:00"), &["--json", "sync", "acme"]);
+    let (code, r) = plain(4);
+    assert_eq!((code, r["outcome"].as_str()), (0, Some("no-new-file")), "{r}");
+    let (code, r) = plain(5);
+    assert_eq!((code, r["outcome"].as_str(), r["counts"]["deactivated"].as_u64()), (0, Some("ok"), Some(1)), "{r}");
     assert_eq!(by_external_id(&scim)["E0000003"]["active"], false);
+    let (_, s) = at(&p, "2026-03-05T09:00:00+01:00", &["--json", "status"]);
+    assert_eq!(s["connectors"][0]["next_dated_change"]["on"], "2026-03-07", "{s}");
+    assert_eq!(plain(6).1["outcome"], "no-new-file");
     let (code, r) = sync(7, "employees_2026-03-07.csv");
     assert_eq!((code, r["counts"]["created"].as_u64()), (0, Some(1)), "{r}");
     assert_eq!(by_external_id(&scim)["E0000002"]["active"], false, "inactive before the start");

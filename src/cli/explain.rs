@@ -255,7 +255,8 @@ fn lifecycle_verdict(report: &crate::report::Report) -> Option<String> {
     }
     if let Some(p) = held.out_of_scope.people.first() {
         return Some(if p.known {
-            "nothing: the row is out of the mapping's [scope], and out_of_scope = \"ignore\": the account stays as it is, no longer synced".into()
+            "nothing: the row is out of the mapping's [scope], and out_of_scope = \"ignore\": the account stays as it is, no longer synced"
+                .into()
         } else {
             "nothing: the row is out of the mapping's [scope], so the person gets no account".into()
         });

@@ -164,7 +164,15 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
     }
     for (n, grace) in cfg.connectors.keys().zip(&graces) {
         for g in grace {
-            println!("{}", super::term::shown(&format!("{n}: {} absent from the file since {}, in grace until {} (deactivate_after)", g.external_id, g.absent_since.format("%Y-%m-%d %H:%M UTC"), g.until.format("%Y-%m-%d %H:%M UTC"))));
+            println!(
+                "{}",
+                super::term::shown(&format!(
+                    "{n}: {} absent from the file since {}, in grace until {} (deactivate_after)",
+                    g.external_id,
+                    g.absent_since.format("%Y-%m-%d %H:%M UTC"),
+                    g.until.format("%Y-%m-%d %H:%M UTC")
+                ))
+            );
         }
     }
     for (n, lookup) in cfg.connectors.keys().zip(&lookups) {
@@ -177,7 +185,11 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
 
 /// `deactivate_after`: the connector's people absent from the file whose grace has not run
 /// out, by the state's record (a run after `until` applies on_missing to them).
-async fn in_grace(store: &state::Store, conn: &crate::config::Connector, now: chrono::DateTime<Utc>) -> super::Result<Vec<crate::plan::lifecycle::InGrace>> {
+async fn in_grace(
+    store: &state::Store,
+    conn: &crate::config::Connector,
+    now: chrono::DateTime<Utc>,
+) -> super::Result<Vec<crate::plan::lifecycle::InGrace>> {
     let Some(after) = conn.sync.lifecycle.deactivate_after else { return Ok(Vec::new()) };
     let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
     let mut out: Vec<crate::plan::lifecycle::InGrace> = store

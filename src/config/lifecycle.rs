@@ -29,9 +29,16 @@ pub(super) fn check(ck: &mut Checker, key: &str, k: Keys) -> Lifecycle {
     let out_of_scope = ck.value(&format!("{key}.sync.out_of_scope"), k.out_of_scope).unwrap_or_default();
     let deactivate_after = ck.value(&format!("{key}.sync.deactivate_after"), k.deactivate_after).map(|d| d.0).filter(|d| !d.is_zero());
     let lead = ck.value(&format!("{key}.sync.create_lead"), k.create_lead).map_or(0, |d| d.0.as_secs());
-    if lead % 86_400 != 0 {
+    if !lead.is_multiple_of(86_400) {
         ck.problem(&format!("{key}.sync.create_lead"), "counts whole days before the start date, e.g. \"14d\"");
     }
     let create_lead_days = i64::try_from(lead / 86_400).unwrap_or(i64::MAX);
-    Lifecycle { create_inactive: k.create_inactive.unwrap_or(false), protected, on_safeguard, out_of_scope, deactivate_after, create_lead_days }
+    Lifecycle {
+        create_inactive: k.create_inactive.unwrap_or(false),
+        protected,
+        on_safeguard,
+        out_of_scope,
+        deactivate_after,
+        create_lead_days,
+    }
 }

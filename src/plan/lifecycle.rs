@@ -193,7 +193,8 @@ pub struct SortInput<'a> {
 /// Sorts the file's people before the plan (see the module's comment).
 pub fn sort(input: SortInput) -> Sorted {
     let SortInput { users, out_of_scope, dates, today, snapshot, existing, rules, id_rule } = input;
-    let dates: std::collections::HashMap<&str, &crate::mapping::dates::Dates, FastHash> = dates.iter().map(|(id, d)| (id.as_str(), d)).collect();
+    let dates: std::collections::HashMap<&str, &crate::mapping::dates::Dates, FastHash> =
+        dates.iter().map(|(id, d)| (id.as_str(), d)).collect();
     let protected = Protected::new(&rules.protected);
     let mut held = Held::default();
     let mut spare: HashSet<String, FastHash> = HashSet::default();
@@ -384,7 +385,13 @@ impl<'a> Known<'a> {
 /// whose stored userName is protected (`stored_names`: external id → userName, read by the
 /// caller for the plan's operations). Known people left alone count as unchanged; the
 /// mass-deactivation safeguard is counted again without the dropped operations.
-pub fn spare(plan: &mut Plan, sorted_spare: &HashSet<String, FastHash>, protected: &Protected, stored_names: &StoredNames, held: &mut Held) {
+pub fn spare(
+    plan: &mut Plan,
+    sorted_spare: &HashSet<String, FastHash>,
+    protected: &Protected,
+    stored_names: &StoredNames,
+    held: &mut Held,
+) {
     if sorted_spare.is_empty() && (protected.is_empty() || stored_names.is_empty()) {
         return;
     }

@@ -11,7 +11,8 @@ use super::StateError;
 
 const READ: &str = "SELECT external_id, since FROM absences WHERE connector = $1";
 /// An id already absent keeps its first time: the grace runs from when they left.
-const MARK: &str = "INSERT INTO absences (connector, external_id, since) VALUES ($1, $2, $3) ON CONFLICT (connector, external_id) DO NOTHING";
+const MARK: &str =
+    "INSERT INTO absences (connector, external_id, since) VALUES ($1, $2, $3) ON CONFLICT (connector, external_id) DO NOTHING";
 const CLEAR: &str = "DELETE FROM absences WHERE connector = $1 AND external_id = $2";
 
 fn parse(url: &str, rows: Vec<(String, String)>) -> Result<HashMap<String, DateTime<Utc>>, StateError> {

@@ -8,8 +8,9 @@
 //! `push` → `managers` → finish (here).
 
 mod adoption;
-mod error;
 pub mod clock;
+mod due;
+mod error;
 mod fetch;
 mod hold;
 mod lease;
@@ -287,7 +288,10 @@ impl<S: StateStore> Ctx<'_, S> {
         let last = self.store.last_file(&self.conn.name).await?;
         let (fetched, preloaded) = self.fetch_and_preload(last.as_ref()).await;
         let got = match fetched? {
-            Fetch::NoNewFile(why) => return self.no_new_file(t, why, last.as_ref()),
+            Fetch::NoNewFile(why) => match self.due_again(last.as_ref()).await? {
+                Some(g) => g,
+                None => return self.no_new_file(t, why, last.as_ref()),
+            },
             Fetch::Got(g) => *g,
         };
         let mut got = self.accept_file(t, got).await?;

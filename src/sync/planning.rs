@@ -180,7 +180,8 @@ impl<S: StateStore> Ctx<'_, S> {
         }
         t.report.counts.skipped = t.report.lifecycle.skipped_count();
         if !t.report.lifecycle.protected.is_empty() {
-            let named = t.report.lifecycle.protected.iter().map(|p| format!("\"{}\"", crate::text::excerpt(p))).collect::<Vec<_>>().join(", ");
+            let named =
+                t.report.lifecycle.protected.iter().map(|p| format!("\"{}\"", crate::text::excerpt(p))).collect::<Vec<_>>().join(", ");
             t.note(format!("protected accounts left as they are, whatever the file says ([sync] protected): {named}"));
         }
         Ok(())

@@ -23,7 +23,16 @@ struct Run {
 }
 
 fn base() -> Run {
-    Run { snapshot: vec![], file: vec![], existing: vec![], rule: SyncRule { max_deactivations: Limit::Percent(100.0), ..SyncRule::default() }, stored: vec![], out_of_scope: vec![], dates: vec![], today: chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap() }
+    Run {
+        snapshot: vec![],
+        file: vec![],
+        existing: vec![],
+        rule: SyncRule { max_deactivations: Limit::Percent(100.0), ..SyncRule::default() },
+        stored: vec![],
+        out_of_scope: vec![],
+        dates: vec![],
+        today: chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+    }
 }
 
 fn go(r: Run) -> (Plan, Held) {
@@ -32,7 +41,8 @@ fn go(r: Run) -> (Plan, Held) {
         .iter()
         .map(|(u, p)| (u.external_id.to_string(), SnapshotEntry { platform_id: p.to_string(), hash: u.content_hash(), active: u.active }))
         .collect();
-    let users: Vec<SourcedUser> = r.file.into_iter().enumerate().map(|(i, u)| SourcedUser { user: Box::new(u), line: i as u64 + 2 }).collect();
+    let users: Vec<SourcedUser> =
+        r.file.into_iter().enumerate().map(|(i, u)| SourcedUser { user: Box::new(u), line: i as u64 + 2 }).collect();
     let rows = users.len() as u64;
     let sorted = sort(SortInput {
         users,
@@ -192,7 +202,12 @@ fn oos(id: &str, line: u64) -> crate::mapping::OutOfScope {
 fn out_of_scope_rows_get_no_account_and_known_people_follow_out_of_scope() {
     let snapshot = vec![(user("a", true, "x"), "1"), (user("moved", true, "x"), "2")];
     // deactivate (default): the person who moved out of scope is absent from the plan's file.
-    let r = Run { snapshot: snapshot.clone(), file: vec![user("a", true, "x")], out_of_scope: vec![oos("MOVED", 3), oos("contractor", 4)], ..base() };
+    let r = Run {
+        snapshot: snapshot.clone(),
+        file: vec![user("a", true, "x")],
+        out_of_scope: vec![oos("MOVED", 3), oos("contractor", 4)],
+        ..base()
+    };
     let (p, h) = go(r);
     assert_eq!(ids(&p, OpKind::Deactivate), ["moved"]);
     assert!(ids(&p, OpKind::Create).is_empty(), "no account for the contractor");
@@ -210,7 +225,8 @@ fn out_of_scope_rows_get_no_account_and_known_people_follow_out_of_scope() {
 
 #[test]
 fn an_id_with_a_row_in_scope_is_that_rows_person() {
-    let mut r = Run { snapshot: vec![(user("a", true, "x"), "1")], file: vec![user("a", true, "y")], out_of_scope: vec![oos("a", 9)], ..base() };
+    let mut r =
+        Run { snapshot: vec![(user("a", true, "x"), "1")], file: vec![user("a", true, "y")], out_of_scope: vec![oos("a", 9)], ..base() };
     r.rule.lifecycle.out_of_scope = crate::plan::settings::OutOfScope::Ignore;
     let (p, h) = go(r);
     assert_eq!(ids(&p, OpKind::Update), ["a"]);
@@ -284,7 +300,13 @@ fn dated_run(snapshot: &[(User, &'static str)], today: u32) -> (Plan, Held) {
         ("hire".to_string(), crate::mapping::dates::Dates { start: Some(date(10)), end: None }),
         ("leaver".to_string(), crate::mapping::dates::Dates { start: None, end: Some(date(5)) }),
     ];
-    let mut r = Run { snapshot: snapshot.to_vec(), file: vec![user("hire", true, "x"), user("leaver", false, "x")], dates, today: date(today), ..base() };
+    let mut r = Run {
+        snapshot: snapshot.to_vec(),
+        file: vec![user("hire", true, "x"), user("leaver", false, "x")],
+        dates,
+        today: date(today),
+        ..base()
+    };
     r.rule.lifecycle.create_lead_days = 3;
     go(r)
 }
