@@ -128,13 +128,7 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
     }
     let local = |t: chrono::DateTime<Utc>, tz: chrono_tz::Tz| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
     println!("{:<16} {:<22} {:<12} {:<22} {:<24} schedule", "connector", "last run", "outcome", "next run", "worker");
-    let dated: Vec<String> = rows
-        .iter()
-        .filter_map(|(n, last, ..)| {
-            let c = last.as_ref()?.report.as_ref()?.lifecycle.next_change.as_ref()?;
-            Some(format!("{n}: next dated change on {}: {} ({})", c.on, c.external_id, c.change))
-        })
-        .collect();
+    let dated: Vec<String> = rows.iter().zip(&graces).flat_map(|((n, last, ..), grace)| lifecycle_lines(n, last.as_ref(), grace)).collect();
     for (n, last, next, spec, tz) in rows {
         let (when, outcome) = match &last {
             Some(r) => (
@@ -159,28 +153,32 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
     for b in &cfg.broken {
         println!("{b:<16} (refused: configuration problems — run `rostersync check`)");
     }
-    for line in &dated {
-        println!("{}", super::term::shown(line));
-    }
-    for (n, grace) in cfg.connectors.keys().zip(&graces) {
-        for g in grace {
-            println!(
-                "{}",
-                super::term::shown(&format!(
-                    "{n}: {} absent from the file since {}, in grace until {} (deactivate_after)",
-                    g.external_id,
-                    g.absent_since.format("%Y-%m-%d %H:%M UTC"),
-                    g.until.format("%Y-%m-%d %H:%M UTC")
-                ))
-            );
-        }
-    }
+    dated.iter().for_each(|line| println!("{}", super::term::shown(line)));
     for (n, lookup) in cfg.connectors.keys().zip(&lookups) {
         if let Some(l) = lookup {
             println!("{}", super::term::shown(&format!("{n}: the next run lists the platform before it pushes: {}", l.why())));
         }
     }
     Ok(0)
+}
+
+/// A connector's dated lifecycle as `status` prints it: the next change a date brings (by
+/// its last run), and who is in grace until when.
+fn lifecycle_lines(name: &str, last: Option<&state::RunRecord>, grace: &[crate::plan::lifecycle::InGrace]) -> Vec<String> {
+    let mut out: Vec<String> = last
+        .and_then(|r| r.report.as_ref()?.lifecycle.next_change.as_ref())
+        .map(|c| format!("{name}: next dated change on {}: {} ({})", c.on, c.external_id, c.change))
+        .into_iter()
+        .collect();
+    out.extend(grace.iter().map(|g| {
+        format!(
+            "{name}: {} absent from the file since {}, in grace until {} (deactivate_after)",
+            g.external_id,
+            g.absent_since.format("%Y-%m-%d %H:%M UTC"),
+            g.until.format("%Y-%m-%d %H:%M UTC")
+        )
+    }));
+    out
 }
 
 /// `deactivate_after`: the connector's people absent from the file whose grace has not run
