@@ -6,7 +6,9 @@
 //! fault of a row is reported, not only the first.
 
 mod collect;
+pub mod dates;
 pub mod rules;
+pub mod scope;
 pub mod suggest;
 
 pub use collect::collect;
@@ -59,6 +61,11 @@ pub struct Mapper {
     attributes: Vec<(String, Compiled)>,
     /// The `[attributes]` entry named `manager_id`: it becomes `User::manager`.
     manager: Option<Compiled>,
+    /// `[scope]`, by column index.
+    scope: scope::CompiledScope,
+    /// `[fields] start_date`, `end_date`.
+    start: Option<Compiled>,
+    end: Option<Compiled>,
 }
 
 impl Mapper {
@@ -101,9 +108,43 @@ impl Mapper {
                 .map(|(n, r)| (n.clone(), compile(format!("attributes.{n}"), true, r)))
                 .collect(),
             manager: mapping.attributes.get(MANAGER_ATTRIBUTE).map(|r| compile(format!("attributes.{MANAGER_ATTRIBUTE}"), true, r)),
+            scope: scope::CompiledScope::new(&mapping.scope, pos),
+            start: mapping.dates.start.as_ref().map(|r| compile("fields.start_date".into(), false, r)),
+            end: mapping.dates.end.as_ref().map(|r| compile("fields.end_date".into(), false, r)),
             columns,
             mapping: mapping.clone(),
         }
+    }
+
+    /// The record's start and end dates (`[fields] start_date`, `end_date`); a value that
+    /// is no date is a row error, like any field's.
+    pub fn dates(&self, record: &Record) -> Result<dates::Dates, Vec<RowError>> {
+        let mut errors = Vec::new();
+        let mut read = |c: &Option<Compiled>| -> Option<chrono::NaiveDate> {
+            let c = c.as_ref()?;
+            let fault = match value(c, record) {
+                Ok(None) => return None,
+                Ok(Some(v)) => match dates::iso(&v) {
+                    Ok(d) => return Some(d),
+                    Err(m) => m,
+                },
+                Err(m) => m,
+            };
+            errors.push(RowError {
+                line: record.line,
+                column: c.column.clone(),
+                message: format!("{}: {fault}", c.key),
+                external_id: None,
+            });
+            None
+        };
+        let d = dates::Dates { start: read(&self.start), end: read(&self.end) };
+        if errors.is_empty() { Ok(d) } else { Err(errors) }
+    }
+
+    /// Whether the record is a person this connector provisions (`[scope]`).
+    pub fn in_scope(&self, record: &Record) -> bool {
+        self.scope.admits(record)
     }
 
     /// The columns to ask the format for, in the order `Record::values` will hold them.
@@ -801,6 +842,18 @@ pub struct Mapped {
     /// the person it really is reads as absent, so these rows hold absentees like a row
     /// without an id does.
     pub ambiguous: Vec<u64>,
+    /// Rows out of `[scope]`: not mapped, not counted in `rows`; the person's id (when
+    /// readable) and line, in file order.
+    pub out_of_scope: Vec<OutOfScope>,
+    /// The dates of users that have any (`[fields] start_date`, `end_date`), by external id.
+    pub dates: Vec<(String, dates::Dates)>,
+}
+
+/// A row of the file out of the mapping's `[scope]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfScope {
+    pub external_id: String,
+    pub line: u64,
 }
 
 impl Mapped {

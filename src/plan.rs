@@ -7,6 +7,7 @@ pub mod drift;
 pub mod groups;
 pub mod matching;
 pub mod renames;
+pub mod lifecycle;
 
 use std::collections::{HashMap, HashSet};
 

@@ -37,6 +37,10 @@ pub struct Counts {
     pub conflicts: u64,
     pub unchanged: u64,
     pub failed: u64,
+    /// People of the file given no account this run by the lifecycle (`lifecycle`): old
+    /// leavers, protected accounts never synced.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
 }
 
 impl Counts {
@@ -51,6 +55,7 @@ impl Counts {
             + self.unchanged
             + self.failed
             + self.conflicts
+            + self.skipped
     }
 }
 
@@ -115,6 +120,9 @@ pub struct Report {
     /// would do). Absent when the mapping has no `[groups]` or the run did not reach them.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub groups: Option<crate::plan::groups::GroupsReport>,
+    /// Who the employee lifecycle kept from the platform, or left as they are (issue 27).
+    #[serde(skip_serializing_if = "crate::plan::lifecycle::Held::is_empty", default)]
+    pub lifecycle: crate::plan::lifecycle::Held,
 }
 
 /// The kind of a run's failure: the variant of `sync::RunError`, without its fields.
@@ -196,6 +204,7 @@ impl Report {
             state_lost: false,
             unplaced: 0,
             groups: None,
+            lifecycle: Default::default(),
         }
     }
 
@@ -227,6 +236,7 @@ impl Report {
             unplaced: self.unplaced,
             // The counts alone: the member lists stay in the run's own report.
             groups: self.groups.as_ref().map(|g| crate::plan::groups::GroupsReport { changes: Vec::new(), ..g.clone() }),
+            lifecycle: self.lifecycle.clone(),
         }
     }
 }

@@ -56,6 +56,7 @@ fn known_type(name: &str) -> Option<&'static str> {
         "RawOAuth2" => "table (`[platform.oauth2]`)",
         "RawSourceOptions" => "table (`[source]`)",
         "RawGroups" => "table (`[groups]`)",
+        "RawScope" => "table (`[scope]`)",
         _ => return None,
     })
 }

@@ -254,7 +254,9 @@ fn reconcile_recreates_a_deleted_account_reverts_hand_edits_and_leaves_foreign_a
         let s = server.name();
         let foreign = server.post(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "admin-7",
             "userName": "root@example.com", "name": {"givenName": "Root", "familyName": "Admin"}}));
-        let p = server.project("max_deactivations = \"100%\"");
+        // create_inactive: the leaver E4 gets an (inactive) account on this first sync, for
+        // the reconcile below to find reactivated by hand.
+        let p = server.project("max_deactivations = \"100%\"\ncreate_inactive = true");
         let mut file = rows(4);
         file[3] = row(4, "ann4@example.com", false, "Engineering");
         p.export("employees_2026-01-01.csv", &file);

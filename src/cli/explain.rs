@@ -213,6 +213,9 @@ fn verdict(
     if planned {
         return "planned (see decision)".into();
     }
+    if let Some(why) = report.and_then(lifecycle_verdict) {
+        return why;
+    }
     if let Some(m) = report.and_then(|r| r.message.as_ref()).filter(|_| report.is_some_and(|r| r.outcome != crate::report::RunOutcome::Ok))
     {
         return format!("no plan: {m}");
@@ -232,4 +235,43 @@ fn verdict(
         },
         (Ok(_), None) => "nothing: neither in the file nor synced by this connector".into(),
     }
+}
+
+/// What the employee lifecycle decided for the person (`plan::lifecycle`), if it held them
+/// back: the dry run `explain` makes is scoped to them, so its lists are theirs alone.
+fn lifecycle_verdict(report: &crate::report::Report) -> Option<String> {
+    let held = &report.lifecycle;
+    if let Some(p) = held.protected.first() {
+        return Some(format!(
+            "nothing: the account is protected ([sync] protected names \"{p}\"); rostersync never adopts, changes, deactivates or deletes it"
+        ));
+    }
+    if let Some(p) = held.pending.people.first() {
+        return Some(format!(
+            "nothing yet: a future hire starting {}; their account is made on {} ([sync] create_lead), inactive until the start date",
+            p.start_date, p.created_on
+        ));
+    }
+    if let Some(g) = held.in_grace.people.first() {
+        return Some(format!(
+            "nothing yet: absent from the file since {}, and in grace until {} ([sync] deactivate_after); the first run after that applies on_missing if they are still absent",
+            g.absent_since.format("%Y-%m-%d %H:%M UTC"),
+            g.until.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
+    if let Some(p) = held.out_of_scope.people.first() {
+        return Some(if p.known {
+            "nothing: the row is out of the mapping's [scope], and out_of_scope = \"ignore\": the account stays as it is, no longer synced"
+                .into()
+        } else {
+            "nothing: the row is out of the mapping's [scope], so the person gets no account".into()
+        });
+    }
+    if !held.skipped.people.is_empty() {
+        return Some(
+            "nothing: inactive in the file and never given an account, so none is made (skipped; set create_inactive = true in [sync] to create leavers' accounts)"
+                .into(),
+        );
+    }
+    None
 }

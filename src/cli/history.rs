@@ -91,6 +91,7 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
         store.leases().await?.into_iter().filter(|l| l.expires_at > now).map(|l| (l.connector, l.holder)).collect();
     let mut rows = Vec::new();
     let mut lookups = Vec::new();
+    let mut graces = Vec::new();
     for (name, conn) in &cfg.connectors {
         let last = store.history(Some(name), 1).await?.into_iter().next();
         let next =
@@ -101,13 +102,17 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
         lookups.push(platform_lookup(mark, last.as_ref(), running.contains_key(name.as_str())));
         let target = conn.target.as_ref().map(|t| t.name.clone());
         rows.push((name.clone(), last, next, conn.schedule.as_ref().map(|s| s.spec.clone()), tz, target));
+        graces.push(in_grace(&store, conn, crate::sync::clock::now()).await?);
     }
     if cli.json {
         let v: Vec<_> = rows
             .iter()
             .zip(&lookups)
-            .map(|((n, last, next, spec, tz, target), lookup)| {
+            .zip(&graces)
+            .map(|(((n, last, next, spec, tz, target), lookup), grace)| {
                 serde_json::json!({
+                    "in_grace": grace,
+                    "next_dated_change": last.as_ref().and_then(|r| r.report.as_ref()).and_then(|rep| rep.lifecycle.next_change.as_ref()),
                     "connector": n, "target": target, "schedule": spec, "timezone": tz.name(), "next_run": next,
                     "last_run": last.as_ref().map(|r| serde_json::json!({
                         "run_id": r.run_id, "started_at": r.started_at,
@@ -125,6 +130,7 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
     }
     let local = |t: chrono::DateTime<Utc>, tz: chrono_tz::Tz| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
     println!("{:<16} {:<22} {:<12} {:<22} {:<24} {:<24} schedule", "connector", "last run", "outcome", "next run", "worker", "target");
+    let dated: Vec<String> = rows.iter().zip(&graces).flat_map(|((n, last, ..), grace)| lifecycle_lines(n, last.as_ref(), grace)).collect();
     for (n, last, next, spec, tz, target) in rows {
         let (when, outcome) = match &last {
             Some(r) => (
@@ -150,12 +156,54 @@ pub async fn status(cli: &Cli) -> super::Result<i32> {
     for b in &cfg.broken {
         println!("{b:<16} (refused: configuration problems — run `rostersync check`)");
     }
+    dated.iter().for_each(|line| println!("{}", super::term::shown(line)));
     for (n, lookup) in cfg.connectors.keys().zip(&lookups) {
         if let Some(l) = lookup {
             println!("{}", super::term::shown(&format!("{n}: the next run lists the platform before it pushes: {}", l.why())));
         }
     }
     Ok(0)
+}
+
+/// A connector's dated lifecycle as `status` prints it: the next change a date brings (by
+/// its last run), and who is in grace until when.
+fn lifecycle_lines(name: &str, last: Option<&state::RunRecord>, grace: &[crate::plan::lifecycle::InGrace]) -> Vec<String> {
+    let mut out: Vec<String> = last
+        .and_then(|r| r.report.as_ref()?.lifecycle.next_change.as_ref())
+        .map(|c| format!("{name}: next dated change on {}: {} ({})", c.on, c.external_id, c.change))
+        .into_iter()
+        .collect();
+    out.extend(grace.iter().map(|g| {
+        format!(
+            "{name}: {} absent from the file since {}, in grace until {} (deactivate_after)",
+            g.external_id,
+            g.absent_since.format("%Y-%m-%d %H:%M UTC"),
+            g.until.format("%Y-%m-%d %H:%M UTC")
+        )
+    }));
+    out
+}
+
+/// `deactivate_after`: the connector's people absent from the file whose grace has not run
+/// out, by the state's record (a run after `until` applies on_missing to them).
+async fn in_grace(
+    store: &state::Store,
+    conn: &crate::config::Connector,
+    now: chrono::DateTime<Utc>,
+) -> super::Result<Vec<crate::plan::lifecycle::InGrace>> {
+    let Some(after) = conn.sync.lifecycle.deactivate_after else { return Ok(Vec::new()) };
+    let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+    let mut out: Vec<crate::plan::lifecycle::InGrace> = store
+        .absences(&conn.name)
+        .await?
+        .into_iter()
+        .filter_map(|(external_id, since)| {
+            let until = since.checked_add_signed(after)?;
+            (until > now).then_some(crate::plan::lifecycle::InGrace { external_id, absent_since: since, until })
+        })
+        .collect();
+    out.sort_by(|a, b| a.until.cmp(&b.until).then_with(|| a.external_id.cmp(&b.external_id)));
+    Ok(out)
 }
 
 /// Why a connector's next run will list the platform's accounts (and adopt what it finds

@@ -28,7 +28,9 @@ pub struct RawMapping {
     pub source: RawSourceOptions,
     /// `[fields]`: the platform's fields — employee_id, email, first_name, last_name,
     /// language, active — each from a column (`email = "Email"`) or a field table. The
-    /// `unique_id` field, first_name and last_name are needed.
+    /// `unique_id` field, first_name and last_name are needed. `start_date` and `end_date`
+    /// (with a `date` format, or YYYY-MM-DD values) are not sent: they decide when a person
+    /// is active (docs/lifecycle.md).
     pub fields: BTreeMap<String, FieldSpec>,
     /// `[attributes]`: any other attribute (department, title, manager_id, …), sent in the
     /// enterprise or custom schema, each from a column or a field table.
@@ -36,6 +38,8 @@ pub struct RawMapping {
     pub attributes: BTreeMap<String, FieldSpec>,
     /// `[groups]`: one SCIM group per value of some attributes (docs/scim-mapping.md).
     pub groups: Option<RawGroups>,
+    /// `[scope]`: which rows are people this connector provisions (default: every row).
+    pub scope: Option<RawScope>,
 }
 
 /// `[groups]`: keeps one SCIM group per value of the named attributes, whose members are
@@ -53,6 +57,22 @@ pub struct RawGroups {
     /// Members added or removed per PATCH, 1 to 1000 (default 100). The server's announced
     /// /Bulk maxOperations lowers it when smaller.
     pub chunk: Option<i64>,
+}
+
+/// `[scope]`: which rows of the file get accounts, by column values (compared trimmed and
+/// without case), e.g. `include = { "Type" = ["Employee", "Intern"] }`. A row is in scope
+/// when every `include` column holds one of its values and no `exclude` column holds one of
+/// its. Rows out of scope get no account; a known person whose row moves out of scope is
+/// handled by `[connectors.NAME.sync] out_of_scope` (docs/lifecycle.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScope {
+    /// Column → the values a row must have in it, e.g. { "Type" = ["Employee"] }.
+    #[serde(default)]
+    pub include: BTreeMap<String, Vec<String>>,
+    /// Column → values that put a row out of scope, e.g. { "Company" = ["Contractor Ltd"] }.
+    #[serde(default)]
+    pub exclude: BTreeMap<String, Vec<String>>,
 }
 
 /// `[source]`: how to read the file, where the defaults do not fit.
@@ -244,8 +264,19 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
     }
 
     let mut fields = BTreeMap::new();
+    let mut dates = crate::mapping::dates::DateRules::default();
     for (name, spec) in &raw.fields {
         let key = format!("fields.{name}");
+        // The dated fields decide when a person is active; they are not platform fields.
+        let dated = match name.as_str() {
+            "start_date" => Some(&mut dates.start),
+            "end_date" => Some(&mut dates.end),
+            _ => None,
+        };
+        if let Some(slot) = dated {
+            *slot = check_rule(mk, &key, &spec.0);
+            continue;
+        }
         match word::parse::<PlatformField>(name) {
             Ok(f) => {
                 if let Some(rule) = check_rule(mk, &key, &spec.0) {
@@ -263,7 +294,9 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
                 };
                 mk.problem(
                     &key,
-                    format!("unknown platform field; [fields] takes employee_id, email, first_name, last_name, language, active — {next}"),
+                    format!(
+                        "unknown platform field; [fields] takes employee_id, email, first_name, last_name, language, active (and start_date, end_date) — {next}"
+                    ),
                 )
             }
         }
@@ -291,10 +324,11 @@ fn check(mk: &mut Checker, src: &str) -> Option<Mapping> {
         mk.problem("unique_id", format!("unique_id is \"{}\" but [fields] does not map it", uid_field.name()));
     }
     let groups = raw.groups.as_ref().and_then(|g| check_groups(mk, g, &attributes));
+    let scope = check_scope(mk, raw.scope.unwrap_or_default());
     if mk.problems.len() > before {
         return None;
     }
-    Some(Mapping { unique_id: unique_id?, id_case, source, fields, attributes, groups })
+    Some(Mapping { unique_id: unique_id?, id_case, source, fields, attributes, groups, scope, dates })
 }
 
 /// `[groups]`: each name of `from` an attribute of `[attributes]`, or the column exactly one
@@ -349,6 +383,30 @@ fn check_groups(mk: &mut Checker, g: &RawGroups, attributes: &BTreeMap<String, F
         return None;
     }
     Some(GroupRule { from, prefix, chunk })
+}
+
+/// `[scope]`: every column named, every list with a value.
+fn check_scope(mk: &mut Checker, raw: RawScope) -> crate::mapping::scope::Scope {
+    let mut check = |which: &str, table: BTreeMap<String, Vec<String>>| -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for (column, values) in table {
+            let key = format!("scope.{which}");
+            if column.trim().is_empty() {
+                mk.problem(&key, "names an empty column");
+            } else if values.iter().all(|v| v.trim().is_empty()) {
+                mk.problem(
+                    &key,
+                    format!("\"{column}\" lists no value; give the values that {which} a row, e.g. {{ \"{column}\" = [\"Employee\"] }}"),
+                );
+            } else {
+                out.push((column, values.into_iter().filter(|v| !v.trim().is_empty()).collect()));
+            }
+        }
+        out
+    };
+    let include = check("include", raw.include);
+    let exclude = check("exclude", raw.exclude);
+    crate::mapping::scope::Scope { include, exclude }
 }
 
 fn check_rule(mk: &mut Checker, key: &str, t: &FieldTable) -> Option<FieldRule> {
@@ -500,6 +558,19 @@ mod tests {
         parse_mapping(src, Path::new("m.toml")).unwrap_or_else(|ps| panic!("{src}\n{ps:#?}"))
     }
 
+    #[test]
+    fn scope_tables_and_their_problems() {
+        let m = ok(&format!("{BASE}[scope]\ninclude = {{ \"Type\" = [\"Employee\", \"Intern\"] }}\nexclude = {{ \"Co\" = [\"X\"] }}\n"));
+        assert_eq!(m.scope.include, vec![("Type".to_string(), vec!["Employee".to_string(), "Intern".to_string()])]);
+        assert_eq!(m.scope.exclude, vec![("Co".to_string(), vec!["X".to_string()])]);
+        assert!(m.columns().contains(&"Type".to_string()), "the scope's columns are read");
+        assert!(ok(BASE).scope.is_empty());
+        let got = problems(&format!("{BASE}[scope]\ninclude = {{ \"Type\" = [] }}\n"));
+        assert!(got[0].contains("scope.include: \"Type\" lists no value"), "{got:?}");
+        let got = problems(&format!("{BASE}[scope]\nincluded = {{ \"Type\" = [\"A\"] }}\n"));
+        assert!(got[0].contains("included"), "{got:?}");
+    }
+
     /// Every problem as "m.toml:LINE: key: message".
     fn problems(src: &str) -> Vec<String> {
         match parse_mapping(src, Path::new("m.toml")) {
@@ -609,7 +680,7 @@ mod tests {
         }
         assert_eq!(
             one(&BASE.replace("[fields]\n", "[fields]\nnickname = \"Nick\"\n")),
-            "m.toml:3: fields.nickname: unknown platform field; [fields] takes employee_id, email, first_name, last_name, language, active — put \"nickname\" under [attributes]"
+            "m.toml:3: fields.nickname: unknown platform field; [fields] takes employee_id, email, first_name, last_name, language, active (and start_date, end_date) — put \"nickname\" under [attributes]"
         );
         let p = one(&BASE.replace("[fields]\n", "[fields]\nemial = \"Mail\"\n"));
         assert!(p.ends_with("— did you mean email? Otherwise put \"emial\" under [attributes]"), "{p}");
@@ -742,7 +813,8 @@ mod tests {
         assert!(ps[0].starts_with("m.toml:7: attributes.x.colum: unknown key — did you mean `column`?"), "{ps:#?}");
         assert_eq!(ps[1..], ["m.toml:7: attributes.x: expected column = \"…\", template = \"…\" or at least default = \"…\""]);
         let p = one(&format!("{BASE}[nope]\nx = 1\n"));
-        assert!(p.starts_with("m.toml:6: nope: unknown key; found `nope`, expected one of"), "{p}");
+        // ("nope" is near the table `scope`: the suggestion may name it.)
+        assert!(p.starts_with("m.toml:6: nope: unknown key") && p.contains("found `nope`, expected one of"), "{p}");
         assert!(one("unique_id = \n").contains("not valid TOML"));
     }
 

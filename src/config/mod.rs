@@ -15,6 +15,7 @@
 //! settings from here; `config` imports neither).
 
 mod checker;
+mod lifecycle;
 pub mod lines;
 pub mod mapping;
 mod pasted;
@@ -801,6 +802,18 @@ fn check_sync(ck: &mut Checker, key: &str, s: RawSync) -> SyncRule {
             rekeys: ck.value(&format!("{key}.sync.max_rekeys"), s.max_rekeys).unwrap_or(d.budget.rekeys),
             creates: ck.value(&format!("{key}.sync.max_creates"), s.max_creates).unwrap_or(d.budget.creates),
         },
+        lifecycle: lifecycle::check(
+            ck,
+            key,
+            lifecycle::Keys {
+                create_inactive: s.create_inactive,
+                protected: s.protected,
+                on_safeguard: s.on_safeguard,
+                out_of_scope: s.out_of_scope,
+                deactivate_after: s.deactivate_after,
+                create_lead: s.create_lead,
+            },
+        ),
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use super::units::{HumanDuration, Limit, Size};
 use super::word::{self, Parsed, WordError};
 use super::{After, Format, OnMissing, Pick, Rehire};
+use crate::plan::settings::{OnSafeguard, OutOfScope};
 
 /// `platform.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -310,6 +311,34 @@ pub struct RawSync {
     /// percent of known users (default "50%", at least 5; a first sync has no limit). Ids that changed
     /// shape (a new scheme, lost leading zeros) stop here.
     pub max_creates: Option<Parsed<Limit>>,
+
+    // The employee lifecycle (docs/lifecycle.md).
+    /// A person inactive in the file who never had an account gets one (inactive) only with
+    /// true; default false: an export that still lists people who left years ago creates
+    /// nobody for them (counted as skipped).
+    pub create_inactive: Option<bool>,
+    /// Accounts rostersync never adopts, changes, deactivates or deletes, whatever the file
+    /// says: userNames (compared without case) or platform ids, e.g. ["root@acme.com"].
+    /// Named once per run in the report.
+    #[serde(default)]
+    pub protected: Vec<String>,
+    /// What a mass_deactivation stop holds: "hold-all" (default: nothing is sent until
+    /// approved) or "hold-deactivations" (creates and updates are sent; the deactivations and
+    /// deletions wait for `rostersync approve`). Every other safeguard holds all.
+    pub on_safeguard: Option<Parsed<OnSafeguard>>,
+    /// A known person whose row is now out of the mapping's [scope]: "deactivate" (default:
+    /// treated as gone from the file, so on_missing applies and max_deactivations counts
+    /// them) or "ignore" (their account stays as it is, no longer synced).
+    pub out_of_scope: Option<Parsed<OutOfScope>>,
+    /// A person absent from the file keeps their account until absent this long, e.g. "3d"
+    /// (default: on_missing applies at the first run without them). A file that drops and
+    /// regains people for a day then changes nobody; `status` and `explain` show who is in
+    /// grace and until when.
+    pub deactivate_after: Option<Parsed<HumanDuration>>,
+    /// With a mapped start_date: how long before their start a future hire gets an account,
+    /// inactive until the start date, in whole days, e.g. "14d" (default "0d": on the start
+    /// date, active). Earlier, they are pending: no account yet, listed with the date.
+    pub create_lead: Option<Parsed<HumanDuration>>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.

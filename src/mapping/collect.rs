@@ -27,6 +27,8 @@ struct MappedBatch {
     errors: Vec<RowError>,
     rows: u64,
     swapped_dates: SwappedDates,
+    out_of_scope: Vec<super::OutOfScope>,
+    dates: Vec<(String, super::dates::Dates)>,
     /// A file-level fault ends the batch, and the file.
     fault: Option<FormatError>,
 }
@@ -35,10 +37,27 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
     let mut part = MappedBatch { users: Vec::with_capacity(items.len()), ..MappedBatch::default() };
     for item in items {
         match item {
+            Ok(rec) if !mapper.in_scope(&rec) => {
+                if let Some(external_id) = mapper.external_id(&rec) {
+                    part.out_of_scope.push(super::OutOfScope { external_id, line: rec.line });
+                }
+            }
             Ok(rec) => {
                 part.rows += 1;
-                match mapper.map(&rec) {
-                    Ok(user) => part.users.push(SourcedUser { user: Box::new(user), line: rec.line }),
+                match mapper.map(&rec).and_then(|user| Ok((mapper.dates(&rec)?, user))) {
+                    Ok((dates, user)) => {
+                        if !dates.is_empty() {
+                            part.dates.push((user.external_id.to_string(), dates));
+                        }
+                        part.users.push(SourcedUser { user: Box::new(user), line: rec.line })
+                    }
+                    Err(mut errs) if errs.iter().all(|e| e.external_id.is_none()) => {
+                        // A date fault of a row otherwise valid: its person is known.
+                        let id = mapper.external_id(&rec);
+                        errs.iter_mut().for_each(|e| e.external_id.clone_from(&id));
+                        mapper.note_swapped_dates(&rec, &mut part.swapped_dates);
+                        part.errors.extend(errs)
+                    }
                     Err(errs) => {
                         mapper.note_swapped_dates(&rec, &mut part.swapped_dates);
                         part.errors.extend(errs)
@@ -105,6 +124,8 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
                 out.users.extend(part.users);
                 out.errors.extend(part.errors);
                 out.swapped_dates.merge(part.swapped_dates);
+                out.out_of_scope.extend(part.out_of_scope);
+                out.dates.extend(part.dates);
                 if part.fault.is_some() {
                     return part.fault;
                 }

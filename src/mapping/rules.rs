@@ -124,6 +124,10 @@ pub struct Mapping {
     pub attributes: BTreeMap<String, FieldRule>,
     /// `[groups]`: groups from attribute values (`crate::plan::groups`); None without one.
     pub groups: Option<crate::plan::groups::GroupRule>,
+    /// `[scope]`: the rows this connector provisions (empty: every row).
+    pub scope: super::scope::Scope,
+    /// `[fields] start_date` / `end_date`: when a person is active.
+    pub dates: super::dates::DateRules,
 }
 
 impl Mapping {
@@ -137,6 +141,8 @@ impl Mapping {
             fields: BTreeMap::new(),
             attributes: BTreeMap::new(),
             groups: None,
+            scope: Default::default(),
+            dates: Default::default(),
         }
     }
 
@@ -156,6 +162,11 @@ impl Mapping {
                 if !out.iter().any(|o| o == c) {
                     out.push(c.to_string());
                 }
+            }
+        }
+        for c in self.scope.columns().chain(self.dates.columns()) {
+            if !out.iter().any(|o| o == c) {
+                out.push(c.to_string());
             }
         }
         out

@@ -92,6 +92,8 @@ pub struct SyncRule {
     pub rehire: Rehire,
     /// The limits on every other kind of change (`plan::budget`).
     pub budget: super::budget::ChangeBudget,
+    /// The employee lifecycle (`plan::lifecycle`): who gets an account, who is left alone.
+    pub lifecycle: Lifecycle,
 }
 
 impl Default for SyncRule {
@@ -103,6 +105,53 @@ impl Default for SyncRule {
             adopt_from: Vec::new(),
             rehire: Rehire::Rekey,
             budget: super::budget::ChangeBudget::default(),
+            lifecycle: Lifecycle::default(),
         }
     }
+}
+
+// The employee lifecycle's rules (`plan::lifecycle`): a block of its own.
+
+/// The `[sync]` keys of the employee lifecycle (issue 27).
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    /// `create_inactive`: a person inactive in the file who never had an account gets one
+    /// (inactive). Off by default: a file that lists leavers of years past creates nobody.
+    pub create_inactive: bool,
+    /// `protected`: accounts rostersync never adopts, changes, deactivates or deletes, by
+    /// userName (compared without case) or platform id.
+    pub protected: Vec<String>,
+    /// `on_safeguard`: what a `mass_deactivation` stop holds.
+    pub on_safeguard: OnSafeguard,
+    /// `out_of_scope`: what happens to a known person whose row is out of the mapping's
+    /// `[scope]`.
+    pub out_of_scope: OutOfScope,
+    /// `deactivate_after`: how long a person absent from the file keeps their account (None:
+    /// on_missing applies at once).
+    pub deactivate_after: Option<std::time::Duration>,
+    /// `create_lead`: how many days before their start date a future hire gets an
+    /// (inactive) account; earlier they are pending, with no account.
+    pub create_lead_days: i64,
+}
+
+/// `sync.out_of_scope`: a known person whose row moved out of the mapping's `[scope]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutOfScope {
+    /// Treated as gone from the file: `on_missing` applies (after any grace).
+    #[default]
+    Deactivate,
+    /// The account stays as it is, no longer synced.
+    Ignore,
+}
+
+/// `sync.on_safeguard`: what a run stopped by `mass_deactivation` holds for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnSafeguard {
+    /// Nothing is sent until the plan is approved.
+    #[default]
+    HoldAll,
+    /// Creates and updates are sent; the deactivations and deletions wait for approval.
+    HoldDeactivations,
 }

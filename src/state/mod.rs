@@ -8,6 +8,7 @@
 //! operations succeed, in batches, so a crash mid-push loses nothing.
 
 mod groups;
+mod absences;
 pub mod postgres;
 mod roles;
 mod sql;

@@ -372,6 +372,14 @@ impl Leases for PostgresStore {
 }
 
 impl Snapshots for PostgresStore {
+    async fn absences(&self, connector: &str) -> Result<HashMap<String, DateTime<Utc>>, StateError> {
+        super::absences::read_postgres(&self.pool, &self.url, connector).await.map_err(self.err())?
+    }
+
+    async fn set_absences(&self, connector: &str, absent: &[(String, DateTime<Utc>)], back: &[String]) -> Result<(), StateError> {
+        super::absences::set_postgres(&self.pool, connector, absent, back).await.map_err(self.err())
+    }
+
     async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {
         // One REPEATABLE READ transaction: every page sees the same state (a dry run takes no
         // lease, so a real run may be writing meanwhile).

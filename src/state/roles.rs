@@ -53,6 +53,11 @@ pub trait Snapshots {
     async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError>;
     /// Records a batch, all of it or none, in the batch's order.
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError>;
+    /// People absent from the file, since when (`[sync] deactivate_after`; `absences.rs`).
+    async fn absences(&self, connector: &str) -> Result<HashMap<String, DateTime<Utc>>, StateError>;
+    /// Records people absent since a time (one already recorded keeps theirs) and forgets
+    /// `back`, in one transaction.
+    async fn set_absences(&self, connector: &str, absent: &[(String, DateTime<Utc>)], back: &[String]) -> Result<(), StateError>;
     /// The people whose manager is one of `managers` (external id → platform id, content):
     /// a manager created again leaves their references pointing at the deleted account.
     async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError>;
@@ -194,6 +199,20 @@ macro_rules! forward_roles {
             }
             async fn write(&self, connector: &str, batch: &[$crate::state::SnapshotWrite]) -> Result<(), $crate::state::StateError> {
                 $via!(self, s => $crate::state::Snapshots::write(s, connector, batch).await)
+            }
+            async fn absences(
+                &self,
+                connector: &str,
+            ) -> Result<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>, $crate::state::StateError> {
+                $via!(self, s => $crate::state::Snapshots::absences(s, connector).await)
+            }
+            async fn set_absences(
+                &self,
+                connector: &str,
+                absent: &[(String, chrono::DateTime<chrono::Utc>)],
+                back: &[String],
+            ) -> Result<(), $crate::state::StateError> {
+                $via!(self, s => $crate::state::Snapshots::set_absences(s, connector, absent, back).await)
             }
             async fn reports_of(
                 &self,

@@ -360,6 +360,14 @@ impl Leases for SqliteStore {
 }
 
 impl Snapshots for SqliteStore {
+    async fn absences(&self, connector: &str) -> Result<HashMap<String, DateTime<Utc>>, StateError> {
+        super::absences::read_sqlite(&self.pool, &self.url, connector).await.map_err(self.err())?
+    }
+
+    async fn set_absences(&self, connector: &str, absent: &[(String, DateTime<Utc>)], back: &[String]) -> Result<(), StateError> {
+        super::absences::set_sqlite(&self.writer, connector, absent, back).await.map_err(self.err())
+    }
+
     async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {
         let mut conn = self.pool.acquire().await.map_err(self.err())?;
         // One read transaction: every chunk sees the same state (a dry run takes no lease,

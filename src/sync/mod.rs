@@ -8,9 +8,12 @@
 //! `push` → `managers` → `groups` → finish (here).
 
 mod adoption;
+pub mod clock;
+mod due;
 mod error;
 mod fetch;
 mod groups;
+mod hold;
 mod lease;
 mod managers;
 mod parse;
@@ -313,7 +316,10 @@ impl<S: StateStore> Ctx<'_, S> {
         let last = self.store.last_file(&self.conn.name).await?;
         let (fetched, preloaded) = self.fetch_and_preload(last.as_ref()).await;
         let got = match fetched? {
-            Fetch::NoNewFile(why) => return self.no_new_file(t, why, last.as_ref()),
+            Fetch::NoNewFile(why) => match self.due_again(last.as_ref()).await? {
+                Some(g) => g,
+                None => return self.no_new_file(t, why, last.as_ref()),
+            },
             Fetch::Got(g) => *g,
         };
         let mut got = self.accept_file(t, got).await?;
@@ -333,6 +339,8 @@ impl<S: StateStore> Ctx<'_, S> {
             Decided::Reported(overlay) => return self.sync_groups(t, platform.as_ref(), overlay).await.map(drop),
         };
         let platform = platform.ok_or(RunError::NoPlatformClient)?;
+        let mut planned = planned;
+        let held = planned.held.take();
         let pushed = self.push_plan(t, &platform, *planned).await?;
         // Failures of the push proper decide the run; the second passes only link managers.
         let failed = pushed.failed;
@@ -340,6 +348,9 @@ impl<S: StateStore> Ctx<'_, S> {
         self.settle_marker(unsettled).await?;
         let failed = failed + self.sync_groups(t, Some(&platform), groups::Overlay::default()).await?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "pushed");
+        if let Some(held) = held {
+            return self.keep_held(t, held, failed).await;
+        }
         if self.opts.only.is_some() {
             // One person's push is no sync of the file: the next full run takes it again.
             return finish_scoped(failed);

@@ -33,6 +33,9 @@ pub(super) struct Planned {
     pub rekeys: HashMap<String, String>,
     /// What a repair found, for the push.
     pub repaired: Repaired,
+    /// The deactivations a `mass_deactivation` stop holds for approval while the rest is
+    /// sent (`on_safeguard = "hold-deactivations"`; `hold.rs`).
+    pub held: Option<Plan>,
 }
 
 /// Other connectors' people the plan may meet, as partial snapshots (`other_snapshots`).
@@ -69,6 +72,8 @@ impl<S: StateStore> Ctx<'_, S> {
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
             self.plan(t, mapped, scope, &snapshot, &existing, &view)
         };
+        self.spare_protected(t, &mut plan).await?;
+        self.grace(t, &mut plan).await?;
         // Said before the counts it causes (a mass deactivation, creates over the budget):
         // what happened to the ids is what the operator tells the customer.
         if let Some(d) = drift {
@@ -78,12 +83,20 @@ impl<S: StateStore> Ctx<'_, S> {
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
         self.check_approved_plan(&plan, fingerprint.as_deref())?;
         self.note_strangers(t, &std::mem::take(&mut plan.strangers), look);
-        if let Some(stop) = plan.stop.clone() {
+        // on_safeguard = "hold-deactivations": a mass deactivation holds only those (below).
+        let holding = self.conn.sync.lifecycle.on_safeguard == plan::settings::OnSafeguard::HoldDeactivations
+            && matches!(plan.stop, Some(plan::Safeguard::MassDeactivation { .. }));
+        if let Some(stop) = plan.stop.clone().filter(|_| !holding) {
             drop_in_background(snapshot);
             return Err(self.stop_plan(t, plan, &stop, fingerprint.unwrap_or_default()).await);
         }
         if plan.ops.iter().any(|o| matches!(o, plan::Op::Create { .. })) {
             self.settle_creates(t, &mut plan, &mut others, platform).await?;
+        }
+        // Split once re-hires are settled: the held plan is what an approval finds left.
+        let held = if holding { plan::lifecycle::hold_deactivations(&mut plan) } else { None };
+        if let Some(h) = &held {
+            t.note(super::hold::held_note(h, &self.conn.name));
         }
         drop_in_background(others);
         managers::add_rekeyed(&mut known, &plan.rekeyed);
@@ -106,7 +119,7 @@ impl<S: StateStore> Ctx<'_, S> {
             return Ok(Decided::Reported(overlay));
         }
         self.spill_listing(t, &plan, stored);
-        Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired })))
+        Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired, held })))
     }
 
     /// The file's ids against the people last synced (`plan::drift`). Not asked when a
@@ -175,6 +188,41 @@ impl<S: StateStore> Ctx<'_, S> {
         self.settle(plan, others.as_deref().unwrap_or_default()).await?;
         if let Some(p) = platform {
             p.set_claimed(std::mem::take(&mut plan.claimed));
+        }
+        Ok(())
+    }
+
+    /// The lifecycle's last word (`plan::lifecycle::spare`): people whose stored userName
+    /// is protected keep their account as it is, though the file no longer names them; the
+    /// protected accounts met are said once, and the people given no account counted.
+    async fn spare_protected(&self, t: &mut Tally, plan: &mut Plan) -> Result<(), RunError> {
+        let rules = &self.conn.sync.lifecycle;
+        let ids: Vec<String> = plan::lifecycle::names_wanted(plan, rules).into_iter().map(str::to_string).collect();
+        if !ids.is_empty() {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let names: plan::lifecycle::StoredNames =
+                self.store.contents(&self.conn.name, &ids).await?.into_iter().map(|(id, u)| (id, u.user_name().to_string())).collect();
+            let protected = plan::lifecycle::Protected::new(&rules.protected);
+            plan::lifecycle::spare(plan, &Default::default(), &protected, &names, &mut t.report.lifecycle);
+        }
+        t.report.counts.skipped = t.report.lifecycle.skipped_count();
+        if !t.report.lifecycle.protected.is_empty() {
+            let named =
+                t.report.lifecycle.protected.iter().map(|p| format!("\"{}\"", crate::text::excerpt(p))).collect::<Vec<_>>().join(", ");
+            t.note(format!("protected accounts left as they are, whatever the file says ([sync] protected): {named}"));
+        }
+        Ok(())
+    }
+
+    /// `deactivate_after`: absentees keep their account until absent that long (pure:
+    /// `plan::lifecycle::grace`); who is absent since when is recorded for the next run (not
+    /// by a dry run, nor by `--only`, which sees a part of the people).
+    async fn grace(&self, t: &mut Tally, plan: &mut Plan) -> Result<(), RunError> {
+        let Some(after) = self.conn.sync.lifecycle.deactivate_after else { return Ok(()) };
+        let recorded = self.store.absences(&self.conn.name).await?;
+        let absences = plan::lifecycle::grace(plan, &recorded, super::clock::now(), after, &mut t.report.lifecycle);
+        if !self.opts.dry_run && self.opts.only.is_none() {
+            self.store.set_absences(&self.conn.name, &absences.absent, &absences.back).await?;
         }
         Ok(())
     }
@@ -257,21 +305,37 @@ impl<S: StateStore> Ctx<'_, S> {
         let unidentified = mapped.unidentified_lines();
         // `--only`: the plan compares the scope's people; managers still resolve in the whole.
         let scoped = self.scope_snapshot(t, scope, snapshot);
+        // The lifecycle (issue 27) sorts the file's people first: who gets no account, who
+        // is left as they are; the plan compares the rest.
+        let sorted = plan::lifecycle::sort(plan::lifecycle::SortInput {
+            users: mapped.users,
+            out_of_scope: &mapped.out_of_scope,
+            dates: &mapped.dates,
+            today: super::clock::now().with_timezone(&self.conn.schedule.as_ref().map_or(chrono_tz::UTC, |s| s.tz)).date_naive(),
+            snapshot: scoped.as_ref().unwrap_or(snapshot),
+            existing,
+            rules: &self.conn.sync.lifecycle,
+            id_rule: self.conn.mapping.id_rule(),
+        });
         let mut plan = plan::plan_with(
             PlanInput {
                 snapshot: scoped.as_ref().unwrap_or(snapshot),
-                users: mapped.users,
+                users: sorted.users,
                 invalid_ids: &invalid_ids,
                 unidentified: &unidentified,
                 rows: scope.plan_rows(mapped.rows),
                 invalid: t.report.counts.invalid,
-                existing,
+                existing: sorted.existing.as_deref().unwrap_or(existing),
                 rule: &self.conn.sync,
                 allow_mass_change: self.opts.allow_mass_change,
                 id_rule: self.conn.mapping.id_rule(),
             },
             others,
         );
+        let mut held = sorted.held;
+        let protected = plan::lifecycle::Protected::new(&self.conn.sync.lifecycle.protected);
+        plan::lifecycle::spare(&mut plan, &sorted.spare, &protected, &Default::default(), &mut held);
+        t.report.lifecycle = held;
         self.rescope_stop(&mut plan, snapshot.len());
         tracing::debug!(ops = plan.ops.len(), unchanged = plan.unchanged, elapsed = ?self.started.elapsed(), "planned");
         let known = managers::known_managers(&plan.ops, snapshot);

@@ -48,7 +48,7 @@ impl<S: StateStore> Ctx<'_, S> {
     /// The plan to the platform: previous contents attached, the reconcile's forgotten
     /// people removed, the reconcile marker raised, then the push.
     pub(super) async fn push_plan<P: Platform>(&self, t: &mut Tally, platform: &P, planned: Planned) -> Result<Pushed, RunError> {
-        let Planned { mut plan, known, rekeys, repaired } = planned;
+        let Planned { mut plan, known, rekeys, repaired, .. } = planned;
         self.attach_previous(&mut plan.ops, &repaired.rewrite).await?;
         let lines = plan.lines_by_id();
         // The marker goes up before the first write and comes down only once every outcome
