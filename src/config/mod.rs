@@ -15,6 +15,7 @@
 //! settings from here; `config` imports neither).
 
 mod checker;
+mod exchange;
 pub mod lines;
 pub mod mapping;
 mod pasted;
@@ -211,6 +212,8 @@ pub struct Connector {
     pub source: SourceConfig,
     pub file: FileRule,
     pub sync: SyncRule,
+    /// OpenPGP exports, result files, notices (`config::exchange`).
+    pub exchange: crate::exchange::Exchange,
 }
 
 // `After` is the source's; how it is written in connectors.toml is read here.
@@ -607,12 +610,16 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
         }
     };
     let is_local = matches!(source, Some(SourceConfig::Local { .. }));
+    let mut exchange = crate::exchange::Exchange::default();
     let file = match raw.file {
         None => {
             ck.problem(&key, format!("no [{key}.file] section: give at least path = \"/exports/employees_*.csv\""));
             None
         }
-        Some(f) => ck.section::<RawFile>(&format!("{key}.file"), f).and_then(|f| check_file(ck, &key, f, is_local)),
+        Some(f) => ck.section::<RawFile>(&format!("{key}.file"), f).and_then(|f| {
+            exchange.pgp = exchange::check_pgp(ck, dir, &key, &f);
+            check_file(ck, &key, f, is_local)
+        }),
     };
     let sync = match raw.sync {
         None => Some(SyncRule::default()),
@@ -639,6 +646,7 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
             source: source?,
             file: file?,
             sync: sync?,
+            exchange,
         },
         mapped,
     ))
