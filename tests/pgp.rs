@@ -174,8 +174,12 @@ decrypt_key = "secrets/ours.key.asc"
 
     /// The active flags of the platform's users, by externalId.
     fn active(&self) -> Vec<(String, bool)> {
-        let mut v: Vec<(String, bool)> =
-            self.scim.users().iter().map(|u| (u["externalId"].as_str().unwrap().to_string(), u["active"].as_bool().unwrap_or(true))).collect();
+        let mut v: Vec<(String, bool)> = self
+            .scim
+            .users()
+            .iter()
+            .map(|u| (u["externalId"].as_str().unwrap().to_string(), u["active"].as_bool().unwrap_or(true)))
+            .collect();
         v.sort();
         v
     }

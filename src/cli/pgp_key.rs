@@ -12,7 +12,11 @@ pub fn run(cli: &super::Cli, connector: &str) -> super::Result<i32> {
         None => cfg.connector(connector)?,
     };
     let Some(pgp) = &conn.exchange.pgp else {
-        return Err(super::CodedError(Exit::Config, format!("[connectors.{connector}.file] has no decrypt_key; add our secret key's file there first (docs/exchange.md)")).into());
+        return Err(super::CodedError(
+            Exit::Config,
+            format!("[connectors.{connector}.file] has no decrypt_key; add our secret key's file there first (docs/exchange.md)"),
+        )
+        .into());
     };
     match pgp.public_key() {
         Ok(Some((fingerprint, armored))) => {
@@ -29,7 +33,11 @@ pub fn run(cli: &super::Cli, connector: &str) -> super::Result<i32> {
             );
             Ok(0)
         }
-        Ok(None) => Err(super::CodedError(Exit::Config, format!("[connectors.{connector}.file] has verify_key but no decrypt_key: there is no key of ours to send")).into()),
+        Ok(None) => Err(super::CodedError(
+            Exit::Config,
+            format!("[connectors.{connector}.file] has verify_key but no decrypt_key: there is no key of ours to send"),
+        )
+        .into()),
         Err(e) => Err(e.into()),
     }
 }

@@ -93,6 +93,8 @@ pub struct Config {
     pub platform: Option<Platform>,
     pub state: State,
     pub daemon: Daemon,
+    /// `[smtp]`: the mail server of the customer notices (`exchange::email`).
+    pub smtp: Option<crate::exchange::email::Smtp>,
     /// Valid connectors.
     pub connectors: Connectors,
     /// Every problem; a connector named in a problem is absent from `connectors`.
@@ -275,6 +277,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
             audit_retention: DEFAULT_AUDIT_RETENTION,
         },
         daemon: Daemon { listen: None, max_concurrent_runs: 4, grace: Duration::from_secs(300) },
+        smtp: None,
         connectors: BTreeMap::new(),
         problems: Vec::new(),
         broken: Vec::new(),
@@ -329,6 +332,9 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
             cfg.daemon.grace = g.0;
         }
     }
+    if let Some(v) = top.smtp {
+        cfg.smtp = exchange::check_smtp(&mut ck, dir, v);
+    }
     if top.connectors.is_empty() {
         ck.problem("connectors", "no connector defined; add a [connectors.NAME] section (see README.md)");
     }
@@ -346,6 +352,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         }
         ck.connector = None;
     }
+    exchange::require_smtp(&mut ck, &mut cfg);
     cfg.problems = ck.problems;
     cfg
 }
@@ -621,6 +628,12 @@ fn check_connector(ck: &mut Checker, dir: &Path, name: &str, value: toml::Value)
             check_file(ck, &key, f, is_local)
         }),
     };
+    if let Some(r) = raw.result {
+        exchange.result = exchange::check_result(ck, &key, r);
+    }
+    if let Some(n) = raw.notify {
+        exchange.notify = exchange::check_notify(ck, &key, n);
+    }
     let sync = match raw.sync {
         None => Some(SyncRule::default()),
         Some(s) => ck.section::<RawSync>(&format!("{key}.sync"), s).map(|s| check_sync(ck, &key, s)),

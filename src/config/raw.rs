@@ -201,6 +201,9 @@ pub struct RawConnector {
     pub local: Option<toml::Value>,
     pub file: Option<toml::Value>,
     pub sync: Option<toml::Value>,
+    // The exchange with the customer (`config::exchange`).
+    pub result: Option<toml::Value>,
+    pub notify: Option<toml::Value>,
 }
 
 /// `[connectors.NAME.sftp]`: the customer's SFTP server. Its host key is pinned
@@ -325,6 +328,7 @@ pub struct RawFileTop {
     pub platform: Option<toml::Value>,
     pub state: Option<toml::Value>,
     pub daemon: Option<toml::Value>,
+    pub smtp: Option<toml::Value>,
     #[serde(default)]
     pub connectors: BTreeMap<String, toml::Value>,
 }

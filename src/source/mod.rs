@@ -131,6 +131,9 @@ pub trait Source: Send {
     }
     /// Applies `after` to a file that has been synced.
     fn finish(&mut self, file: &RemoteFile, after: &After) -> Result<(), SourceError>;
+    /// Writes `bytes` to `path` whole (a result file for the customer): under a temporary
+    /// name in the same folder, then renamed over `path`, so a reader never sees half of it.
+    fn put(&mut self, path: &str, bytes: &[u8]) -> Result<(), SourceError>;
     /// "sftp://user@host:port" or "local:/dir", for reports and errors.
     fn describe(&self) -> String;
 }

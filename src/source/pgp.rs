@@ -71,17 +71,25 @@ pub enum PgpError {
     WrongPassphrase { path: PathBuf, source_name: String },
     #[error("{file} is an OpenPGP file but [connectors.{connector}.file] has no decrypt_key or verify_key; add them (docs/exchange.md)")]
     NotConfigured { file: String, connector: String },
-    #[error("{file} is not an OpenPGP message ({detail}); the connector expects encrypted exports: ask the customer to encrypt it to the key `rostersync pgp-key` prints")]
+    #[error(
+        "{file} is not an OpenPGP message ({detail}); the connector expects encrypted exports: ask the customer to encrypt it to the key `rostersync pgp-key` prints"
+    )]
     NotOpenPgp { file: String, detail: String },
-    #[error("{file} is not encrypted (decrypt_key is set, so every export must be); ask the customer to encrypt it to the key `rostersync pgp-key` prints")]
+    #[error(
+        "{file} is not encrypted (decrypt_key is set, so every export must be); ask the customer to encrypt it to the key `rostersync pgp-key` prints"
+    )]
     NotEncrypted { file: String },
-    #[error("{file} does not decrypt: it was encrypted to {recipients}, not to our key {ours}; ask the customer to encrypt to the key `rostersync pgp-key` prints")]
+    #[error(
+        "{file} does not decrypt: it was encrypted to {recipients}, not to our key {ours}; ask the customer to encrypt to the key `rostersync pgp-key` prints"
+    )]
     NotForUs { file: String, recipients: String, ours: String },
     #[error("{file} does not decrypt: {detail}; the file is damaged, or was not encrypted to our key")]
     Undecryptable { file: String, detail: String },
     #[error("{file} was altered after it was encrypted or signed: {detail}; nothing was synced from it, ask the customer to send it again")]
     Altered { file: String, detail: String },
-    #[error("{file} is not signed, and verify_key requires a signature from {expected}; ask the customer to sign the export (or set require_signature = false)")]
+    #[error(
+        "{file} is not signed, and verify_key requires a signature from {expected}; ask the customer to sign the export (or set require_signature = false)"
+    )]
     Unsigned { file: String, expected: String },
     #[error("{file} is signed by another key ({signers}), not by the customer's key {expected} (verify_key); nothing was synced from it")]
     WrongSigner { file: String, signers: String, expected: String },
@@ -202,7 +210,13 @@ fn read_key_file(what: &'static str, path: &Path) -> Result<Vec<u8>, PgpError> {
 
 fn read_secret(path: &Path) -> Result<SignedSecretKey, PgpError> {
     let bytes = read_key_file("decrypt_key", path)?;
-    let invalid = |detail: String| PgpError::KeyInvalid { what: "decrypt_key", path: path.to_path_buf(), expected: "secret", detail, fix: SECRET_FIX };
+    let invalid = |detail: String| PgpError::KeyInvalid {
+        what: "decrypt_key",
+        path: path.to_path_buf(),
+        expected: "secret",
+        detail,
+        fix: SECRET_FIX,
+    };
     let key = match SignedSecretKey::from_reader_single(&bytes[..]) {
         Ok((k, _)) => k,
         Err(e) if SignedPublicKey::from_reader_single(&bytes[..]).is_ok() => {
@@ -213,7 +227,13 @@ fn read_secret(path: &Path) -> Result<SignedSecretKey, PgpError> {
     key.verify_bindings().map_err(|e| invalid(format!("its self-signatures do not verify: {e}")))?;
     let fingerprint = format!("{:X}", key.fingerprint());
     if let Some(date) = expired(&key.details, key.primary_key.created_at()) {
-        return Err(PgpError::KeyExpired { what: "decrypt_key", path: path.to_path_buf(), fingerprint, date, fix: "extend it with `gpg --quick-set-expire FINGERPRINT 2y '*'` and export it again" });
+        return Err(PgpError::KeyExpired {
+            what: "decrypt_key",
+            path: path.to_path_buf(),
+            fingerprint,
+            date,
+            fix: "extend it with `gpg --quick-set-expire FINGERPRINT 2y '*'` and export it again",
+        });
     }
     let encrypts = key.secret_subkeys.iter().any(|s| {
         s.signatures.iter().any(|sig| {
@@ -229,7 +249,8 @@ fn read_secret(path: &Path) -> Result<SignedSecretKey, PgpError> {
 
 fn read_public(path: &Path) -> Result<SignedPublicKey, PgpError> {
     let bytes = read_key_file("verify_key", path)?;
-    let invalid = |detail: String| PgpError::KeyInvalid { what: "verify_key", path: path.to_path_buf(), expected: "public", detail, fix: PUBLIC_FIX };
+    let invalid =
+        |detail: String| PgpError::KeyInvalid { what: "verify_key", path: path.to_path_buf(), expected: "public", detail, fix: PUBLIC_FIX };
     let key = match SignedPublicKey::from_reader_single(&bytes[..]) {
         Ok((k, _)) => k,
         Err(e) if SignedSecretKey::from_reader_single(&bytes[..]).is_ok() => {
@@ -242,7 +263,13 @@ fn read_public(path: &Path) -> Result<SignedPublicKey, PgpError> {
     key.verify_bindings().map_err(|e| invalid(format!("its self-signatures do not verify: {e}")))?;
     let fingerprint = format!("{:X}", key.fingerprint());
     if let Some(date) = expired(&key.details, key.primary_key.created_at()) {
-        return Err(PgpError::KeyExpired { what: "verify_key", path: path.to_path_buf(), fingerprint, date, fix: "ask the customer for their current public key" });
+        return Err(PgpError::KeyExpired {
+            what: "verify_key",
+            path: path.to_path_buf(),
+            fingerprint,
+            date,
+            fix: "ask the customer for their current public key",
+        });
     }
     let primary_signs = key.details.users.iter().flat_map(|u| &u.signatures).any(|s| s.key_flags().sign());
     let subkey_signs = key.public_subkeys.iter().any(|s| s.signatures.iter().any(|sig| sig.key_flags().sign()));
@@ -349,7 +376,10 @@ fn open<'a>(mut msg: Message<'a>, keys: &Keys, file: &str) -> Result<(Message<'a
             }
             Message::Encrypted { ref esk, .. } => {
                 let Some((key, pw)) = &keys.decrypt else {
-                    return Err(PgpError::Undecryptable { file: file.into(), detail: "it is encrypted and no decrypt_key is configured".into() });
+                    return Err(PgpError::Undecryptable {
+                        file: file.into(),
+                        detail: "it is encrypted and no decrypt_key is configured".into(),
+                    });
                 };
                 let recipients = recipients(esk);
                 // Streaming: the integrity check (MDC) comes at the end; until it passed, the
@@ -368,7 +398,9 @@ fn open<'a>(mut msg: Message<'a>, keys: &Keys, file: &str) -> Result<(Message<'a
                     Err(pgp::errors::Error::MissingKey) => {
                         return Err(PgpError::NotForUs { file: file.into(), recipients, ours: our_ids(key) });
                     }
-                    Err(e) => return Err(PgpError::Undecryptable { file: file.into(), detail: e.to_string() }),
+                    // Our key opened the session key: what fails after is the data itself
+                    // (its integrity check, for a message small enough to be read at once).
+                    Err(e) => return Err(PgpError::Altered { file: file.into(), detail: e.to_string() }),
                 }
             }
             Message::Compressed { .. } => msg.decompress().map_err(|e| PgpError::Altered { file: file.into(), detail: e.to_string() })?,
@@ -415,7 +447,8 @@ fn check_signature(msg: &Message<'_>, keys: &Keys, file: &str) -> Result<Option<
     let Message::Signed { reader, .. } = msg else {
         return if keys.require_signature { Err(PgpError::Unsigned { file: file.into(), expected }) } else { Ok(None) };
     };
-    let mut candidates: Vec<(&dyn pgp::types::VerifyingKey, pgp::types::KeyId)> = vec![(&verify.primary_key, verify.primary_key.legacy_key_id())];
+    let mut candidates: Vec<(&dyn pgp::types::VerifyingKey, pgp::types::KeyId)> =
+        vec![(&verify.primary_key, verify.primary_key.legacy_key_id())];
     candidates.extend(verify.public_subkeys.iter().map(|s| (&s.key as &dyn pgp::types::VerifyingKey, s.key.legacy_key_id())));
     let mut signers = Vec::new();
     let mut ours_failed = false;
@@ -433,7 +466,10 @@ fn check_signature(msg: &Message<'_>, keys: &Keys, file: &str) -> Result<Option<
         }
     }
     if ours_failed {
-        return Err(PgpError::Altered { file: file.into(), detail: "its signature by the customer's key does not match its content".into() });
+        return Err(PgpError::Altered {
+            file: file.into(),
+            detail: "its signature by the customer's key does not match its content".into(),
+        });
     }
     signers.dedup();
     let signers = if signers.is_empty() { "a key that is not named".to_string() } else { signers.join(", ") };

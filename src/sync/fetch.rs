@@ -108,7 +108,8 @@ async fn decrypt_local(conn: &Connector, path: &Path, name: &str) -> Result<Opti
     };
     let (path, name, max_size) = (path.to_path_buf(), name.to_string(), conn.file.max_size);
     tokio::task::spawn_blocking(move || -> Result<tempfile::TempPath, SourceError> {
-        let input = std::fs::File::open(&path).map_err(|source| SourceError::Io { context: format!("cannot read {}", path.display()), source })?;
+        let input =
+            std::fs::File::open(&path).map_err(|source| SourceError::Io { context: format!("cannot read {}", path.display()), source })?;
         let temp = tempfile::Builder::new()
             .prefix("rostersync-")
             .suffix(&format!("-{}", pgp::inner_name(&name)))
@@ -189,7 +190,8 @@ fn start_decrypt(
 
 /// The decryption's verdict, once the download is complete: Ok with the plaintext's path.
 fn finish_decrypt(d: Decrypting, name: &str) -> Result<tempfile::TempPath, SourceError> {
-    let opened = d.done.join().map_err(|_| SourceError::Other(format!("decrypting {name} stopped unexpectedly; this is a bug in rostersync")))??;
+    let opened =
+        d.done.join().map_err(|_| SourceError::Other(format!("decrypting {name} stopped unexpectedly; this is a bug in rostersync")))??;
     tracing::info!(file = %name, bytes = opened.bytes, signer = opened.signer.as_deref().unwrap_or("none required"), "OpenPGP export decrypted and verified");
     Ok(d.plain_path)
 }

@@ -9,6 +9,7 @@
 
 mod adoption;
 mod error;
+mod exchange;
 mod fetch;
 mod lease;
 mod managers;
@@ -189,6 +190,9 @@ struct Tally {
     audit: Vec<AuditEntry>,
     /// `all_operations`: the whole plan, person by person (`persons::keep_listing`).
     listing: Option<Arc<Listing>>,
+    /// How many of `report.errors` are the file's invalid rows (the rest are operations
+    /// the platform refused): the result file tells them apart (`exchange`).
+    invalid_listed: usize,
 }
 
 impl Tally {
@@ -238,7 +242,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
     let holder = lease::Holder::here(opts.origin, &run_id);
     let binding = adoption::Binding::new(&holder, &conn.name);
     let started = Instant::now();
-    let mut tally = Tally { report: Report::new(&conn.name, &run_id, opts.dry_run), audit: Vec::new(), listing: None };
+    let mut tally = Tally { report: Report::new(&conn.name, &run_id, opts.dry_run), audit: Vec::new(), listing: None, invalid_listed: 0 };
     tally.report.approval = opts.approval.clone();
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     let leased = !opts.dry_run;
@@ -261,6 +265,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
     // Every binding of the push is recorded (or the push ended): others may decide now.
     binding.release(store).await;
     ctx.flush_audit(&mut tally).await;
+    let invalid_listed = tally.invalid_listed;
     let mut done = match result {
         Ok(()) => tally.finish(started),
         Err(e) => tally.fail(e, started),
@@ -275,6 +280,7 @@ async fn run_in<S: StateStore>(cfg: &Config, conn: &Connector, store: &S, opts: 
     if leased {
         let _ = store.release(&conn.name, &holder).await;
     }
+    exchange::after_run(cfg, conn, store, opts, &done, invalid_listed).await;
     done
 }
 
@@ -396,6 +402,7 @@ fn count_rows(t: &mut Tally, mapped: &crate::mapping::Mapped, started: Instant) 
     c.valid = mapped.users.len() as u64;
     c.invalid = mapped.rows - mapped.users.len() as u64;
     t.report.errors = mapped.errors.iter().take(MAX_REPORTED_ERRORS).cloned().collect();
+    t.invalid_listed = t.report.errors.len();
     t.report.errors_left_out = mapped.errors.len().saturating_sub(MAX_REPORTED_ERRORS) as u64;
 }
 
