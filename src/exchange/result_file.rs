@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(lines[1], "2,E1,failed,\"update of \"\"E1\"\" failed (HTTP 500): boom\"");
         assert_eq!(lines[2], "3,E3,invalid,Email: not a valid address; Last Name is empty");
         assert_eq!(lines[3], "5,,invalid,no employee id");
-        assert!(lines[4].starts_with(",,summary,4 rows read, 2 valid, 2 invalid;"), "{}", lines[4]);
+        assert!(lines[4].starts_with(",,summary,\"4 rows read, 2 valid, 2 invalid;"), "{}", lines[4]);
         assert_eq!(lines.len(), 5);
     }
 
