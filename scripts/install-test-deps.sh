@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, when missing: OpenSSH (sshd + sftp), rclone, curl,
-# Chromium (the status page test), faketime (a worker's moved clock), systemd (systemd-analyze), the OpenSSL headers libssh2
+# Chromium (the status page test), faketime (a worker's moved clock), GnuPG (OpenPGP exports), systemd (systemd-analyze), the OpenSSL headers libssh2
 # builds against, PostgreSQL (the fleet's state store), and the two SCIM servers (PyPI, pinned) in .venv: scim2-server, and
-# django-scim2 with the Django it runs on (tests/support/django_scim).
+# django-scim2 with the Django it runs on (tests/support/django_scim), and aiosmtpd (the SMTP server of tests/exchange.rs).
 # Safe to run again: it only installs what is not there.
 # `--demo`: only what scripts/demo.sh needs (OpenSSH, curl, python3-venv, scim2-server): no
 # PostgreSQL, Chromium, rclone or Django for a first look.
@@ -28,6 +28,8 @@ $DEMO_ONLY || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missin
 $DEMO_ONLY || [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 # openssl (the CLI) makes the CA and server certificate of the TLS PostgreSQL (tests/pg_tls.rs).
 $DEMO_ONLY || command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# GnuPG makes the OpenPGP exports of tests/pgp.rs (encrypted, signed, altered).
+$DEMO_ONLY || command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
@@ -53,6 +55,11 @@ if [ ! -x .venv/bin/scim2-server ] || ! .venv/bin/pip show scim2-server 2>/dev/n
   .venv/bin/pip install -q "scim2-server==${SCIM2_SERVER_VERSION}"
 fi
 if $DEMO_ONLY; then exit 0; fi
+# aiosmtpd: the SMTP server that receives the customer notices of tests/exchange.rs.
+AIOSMTPD_VERSION="1.4.6"
+if ! .venv/bin/pip show aiosmtpd 2>/dev/null | grep -q "^Version: ${AIOSMTPD_VERSION}$"; then
+  .venv/bin/pip install -q "aiosmtpd==${AIOSMTPD_VERSION}"
+fi
 if ! .venv/bin/pip show django-scim2 2>/dev/null | grep -q "^Version: ${DJANGO_SCIM2_VERSION}$" \
   || ! .venv/bin/pip show Django 2>/dev/null | grep -q "^Version: ${DJANGO_VERSION}$"; then
   .venv/bin/pip install -q "django-scim2==${DJANGO_SCIM2_VERSION}" "Django==${DJANGO_VERSION}"

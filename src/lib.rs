@@ -9,6 +9,7 @@ pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod exchange;
 pub mod exit;
 pub mod format;
 pub mod lookup;

@@ -244,6 +244,10 @@ pub fn connector(c: &Connector, env: &dyn Environment) -> Vec<Finding> {
             }
         }
     }
+    // The OpenPGP key files: read, of the right type, not expired, able to decrypt.
+    for e in c.exchange.pgp.iter().flat_map(|p| p.check()) {
+        out.push(Finding { connector: Some(c.name.clone()), key: format!("{table}.file.{}", e.key()), message: e.to_string() });
+    }
     out
 }
 

@@ -16,11 +16,16 @@ use std::path::Path;
 const REGENERATE: &str = "UPDATE_CONFIG_MD=1 cargo nextest run --locked --test config_reference";
 
 /// The files whose structs are documented, with the title of their part.
-const PARTS: [(&str, &str, &str); 2] = [
+const PARTS: [(&str, &str, &str); 3] = [
     (
         "src/config/raw.rs",
         "connectors.toml",
         "The one configuration file: the platform, the state store, the daemon, and a `[connectors.NAME]` section per customer. Relative paths in it are relative to its folder. Pass it with `--config PATH` or `ROSTERSYNC_CONFIG` (default `./connectors.toml`).",
+    ),
+    (
+        "src/config/exchange.rs",
+        "connectors.toml: the exchange with the customer",
+        "Result files and email notices back to the customer (docs/exchange.md); OpenPGP exports are read with the `[connectors.NAME.file]` keys above.",
     ),
     (
         "src/config/mapping.rs",
@@ -30,7 +35,7 @@ const PARTS: [(&str, &str, &str); 2] = [
 ];
 
 /// Files whose enums may type a field (closed sets of words).
-const ENUM_FILES: [&str; 7] = [
+const ENUM_FILES: [&str; 9] = [
     "src/config/raw.rs",
     "src/config/mapping.rs",
     "src/config/mod.rs",
@@ -38,6 +43,8 @@ const ENUM_FILES: [&str; 7] = [
     "src/source/settings.rs",
     "src/mapping/rules.rs",
     "src/plan/settings.rs",
+    "src/exchange/result_file.rs",
+    "src/exchange/email.rs",
 ];
 
 /// Types with their own syntax, as a reader writes them.

@@ -11,6 +11,7 @@ mod history;
 mod inspect;
 mod keyscan;
 mod mapping_suggest;
+mod pgp_key;
 mod progress;
 mod sync;
 pub(crate) mod term;
@@ -76,6 +77,9 @@ host, hosts are well formed.\n\nExamples:\n  rostersync check\n  rostersync chec
         /// HOST or HOST:PORT
         target: String,
     },
+    /// Print our OpenPGP public key (the connector's decrypt_key) for the customer to encrypt exports to.
+    #[command(after_help = "Examples:\n  rostersync pgp-key acme > acme-rostersync.pub.asc\n  rostersync pgp-key acme --json")]
+    PgpKey { connector: String },
     /// Connect, pick the file, parse, map, validate; show a preview and the plan. Push nothing.
     /// With --all: what `check --online` does, for every connector.
     #[command(after_help = "Examples:\n  rostersync test acme\n  rostersync test --all")]
@@ -324,6 +328,7 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
             check::run(cli, check::Options { environment: !no_environment, online: *online }).await
         }
         Command::Keyscan { target } => keyscan::run(target, cli.json),
+        Command::PgpKey { connector } => pgp_key::run(cli, connector),
         Command::Test { connector: Some(connector), plan_out, .. } => inspect::test(cli, connector, plan_out.as_deref()).await,
         Command::Test { connector: None, .. } => check::run(cli, check::Options { environment: true, online: true }).await,
         Command::Fetch { connector, to } => inspect::fetch(cli, connector, to.as_deref()).await,

@@ -15,6 +15,7 @@
 //! settings from here; `config` imports neither).
 
 mod checker;
+mod exchange;
 mod lifecycle;
 pub mod lines;
 pub mod mapping;
@@ -96,6 +97,8 @@ pub struct Config {
     pub platform: Option<Platform>,
     pub state: State,
     pub daemon: Daemon,
+    /// `[smtp]`: the mail server of the customer notices (`exchange::email`).
+    pub smtp: Option<crate::exchange::email::Smtp>,
     /// Valid connectors.
     pub connectors: Connectors,
     /// Every problem; a connector named in a problem is absent from `connectors`.
@@ -217,6 +220,8 @@ pub struct Connector {
     /// `Arc` per target). None: it inherits a `[platform]` that was refused
     /// (`Config::target` says why).
     pub target: Option<std::sync::Arc<Target>>,
+    /// OpenPGP exports, result files, notices (`config::exchange`).
+    pub exchange: crate::exchange::Exchange,
 }
 
 // `After` is the source's; how it is written in connectors.toml is read here.
@@ -278,6 +283,7 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
             audit_retention: DEFAULT_AUDIT_RETENTION,
         },
         daemon: Daemon { listen: None, max_concurrent_runs: 4, grace: Duration::from_secs(300) },
+        smtp: None,
         connectors: BTreeMap::new(),
         problems: Vec::new(),
         broken: Vec::new(),
@@ -342,6 +348,9 @@ pub fn load_str(src: &str, path: &Path, dir: &Path) -> Config {
         if let Some(g) = ck.value("daemon.grace", d.grace) {
             cfg.daemon.grace = g.0;
         }
+    }
+    if let Some(v) = top.smtp {
+        cfg.smtp = exchange::check_smtp(&mut ck, dir, v);
     }
     if top.connectors.is_empty() {
         ck.problem("connectors", "no connector defined; add a [connectors.NAME] section (see README.md)");
@@ -414,6 +423,7 @@ fn check_connectors(ck: &mut Checker, dir: &Path, connectors: BTreeMap<String, t
         cfg.broken.push(conn);
     }
     ck.connector = None;
+    exchange::require_smtp(ck, cfg);
 }
 
 fn check_state(ck: &mut Checker, dir: &Path, s: RawState, out: &mut State) {
@@ -587,13 +597,23 @@ fn check_connector(
         }
     };
     let is_local = matches!(source, Some(SourceConfig::Local { .. }));
+    let mut exchange = crate::exchange::Exchange::default();
     let file = match raw.file {
         None => {
             ck.problem(&key, format!("no [{key}.file] section: give at least path = \"/exports/employees_*.csv\""));
             None
         }
-        Some(f) => ck.section::<RawFile>(&format!("{key}.file"), f).and_then(|f| check_file(ck, &key, f, is_local)),
+        Some(f) => ck.section::<RawFile>(&format!("{key}.file"), f).and_then(|f| {
+            exchange.pgp = exchange::check_pgp(ck, dir, &key, &f);
+            check_file(ck, &key, f, is_local)
+        }),
     };
+    if let Some(r) = raw.result {
+        exchange.result = exchange::check_result(ck, &key, r);
+    }
+    if let Some(n) = raw.notify {
+        exchange.notify = exchange::check_notify(ck, &key, n);
+    }
     let sync = match raw.sync {
         None => Some(SyncRule::default()),
         Some(s) => ck.section::<RawSync>(&format!("{key}.sync"), s).map(|s| check_sync(ck, &key, s)),
@@ -624,6 +644,7 @@ fn check_connector(
             file: file?,
             sync: sync?,
             target: None,
+            exchange,
         },
         mapped,
         resolved,

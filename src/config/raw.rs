@@ -211,6 +211,9 @@ pub struct RawConnector {
     pub file: Option<toml::Value>,
     pub sync: Option<toml::Value>,
     pub platform: Option<toml::Value>,
+    // The exchange with the customer (`config::exchange`).
+    pub result: Option<toml::Value>,
+    pub notify: Option<toml::Value>,
 }
 
 /// `[connectors.NAME.sftp]`: the customer's SFTP server. Its host key is pinned
@@ -273,6 +276,21 @@ pub struct RawFile {
     pub stale_after: Option<Parsed<HumanDuration>>,
     /// Refuse files larger than this (default "2GiB").
     pub max_size: Option<Parsed<Size>>,
+    /// Our OpenPGP secret key (armored or binary; relative to this config file), when the
+    /// customer encrypts exports (`.gpg`, `.pgp`, `.asc`): each is decrypted as it downloads,
+    /// and a file that is not encrypted to it is refused (exit 4). `rostersync pgp-key NAME`
+    /// prints the public key to send the customer. Readable by its owner only.
+    pub decrypt_key: Option<String>,
+    /// Environment variable holding decrypt_key's passphrase, when it has one.
+    pub passphrase_env: Option<String>,
+    /// File holding decrypt_key's passphrase, instead of `passphrase_env`.
+    pub passphrase_file: Option<String>,
+    /// The customer's OpenPGP public key (relative to this config file): an export whose
+    /// signature is not theirs, or whose content no longer matches it, is refused (exit 4)
+    /// before anything is planned.
+    pub verify_key: Option<String>,
+    /// Refuse an export that carries no signature (default true when `verify_key` is set).
+    pub require_signature: Option<bool>,
 }
 
 /// `[connectors.NAME.sync]`: what a sync may change; the safeguards stop a run before
@@ -348,6 +366,7 @@ pub struct RawFileTop {
     pub platform: Option<toml::Value>,
     pub state: Option<toml::Value>,
     pub daemon: Option<toml::Value>,
+    pub smtp: Option<toml::Value>,
     #[serde(default)]
     pub connectors: BTreeMap<String, toml::Value>,
 }

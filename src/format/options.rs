@@ -29,6 +29,8 @@ impl Format {
     /// The format a file name implies; `.gz` and `.zip` wrappers are looked through.
     pub fn from_name(name: &str) -> Option<Format> {
         let lower = name.to_ascii_lowercase();
+        // An OpenPGP export is read once decrypted (`source::pgp`): its name says what is inside.
+        let lower = [".gpg", ".pgp", ".asc"].iter().find_map(|e| lower.strip_suffix(e)).unwrap_or(&lower);
         let base = lower.trim_end_matches(".gz").trim_end_matches(".zip");
         let ext = base.rsplit('.').next()?;
         Format::parse(ext).or(match ext {

@@ -87,6 +87,21 @@ impl Source for LocalSource {
         }
     }
 
+    fn put(&mut self, path: &str, bytes: &[u8]) -> Result<(), SourceError> {
+        let real = self.real(path);
+        if let Some(dir) = real.parent() {
+            fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        }
+        let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temp = real.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        fs::write(&temp, bytes).map_err(io(format!("cannot write {}", temp.display())))?;
+        // rename(2) replaces the target in one step.
+        fs::rename(&temp, &real).map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            SourceError::Io { context: format!("cannot rename {} to {}", temp.display(), real.display()), source: e }
+        })
+    }
+
     fn describe(&self) -> String {
         format!("local:{}", self.dir.display())
     }

@@ -6,6 +6,7 @@
 //! (connect → list → select → download, resuming where a cut download stopped).
 
 pub mod local;
+pub mod pgp;
 mod retrieve;
 pub mod select;
 pub mod settings;
@@ -75,6 +76,9 @@ pub enum SourceError {
     GaveUp { why: crate::retry::GiveUp, last: Box<SourceError> },
     #[error("{0}")]
     Other(String),
+    /// An OpenPGP export that does not decrypt or verify, or a key that does not read.
+    #[error(transparent)]
+    Pgp(#[from] pgp::PgpError),
 }
 
 impl Classify for SourceError {
@@ -90,6 +94,7 @@ impl Classify for SourceError {
             SourceError::Truncated { .. } => Exit::Connection,
             SourceError::Glob(e) => e.exit(),
             SourceError::GaveUp { last, .. } => last.exit(),
+            SourceError::Pgp(e) => e.exit(),
             SourceError::Io { .. } | SourceError::Other(_) => Exit::Other,
         }
     }
@@ -126,6 +131,9 @@ pub trait Source: Send {
     }
     /// Applies `after` to a file that has been synced.
     fn finish(&mut self, file: &RemoteFile, after: &After) -> Result<(), SourceError>;
+    /// Writes `bytes` to `path` whole (a result file for the customer): under a temporary
+    /// name in the same folder, then renamed over `path`, so a reader never sees half of it.
+    fn put(&mut self, path: &str, bytes: &[u8]) -> Result<(), SourceError>;
     /// "sftp://user@host:port" or "local:/dir", for reports and errors.
     fn describe(&self) -> String;
 }

@@ -408,6 +408,23 @@ impl Source for SftpSource {
         }
     }
 
+    fn put(&mut self, path: &str, bytes: &[u8]) -> Result<(), SourceError> {
+        self.keepalive();
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if !dir.is_empty() && self.sftp.stat(Path::new(dir)).is_err() {
+            self.sftp.mkdir(Path::new(dir), 0o750).map_err(|e| self.op_error(e, format!("cannot create folder {dir}")))?;
+        }
+        let temp = if dir.is_empty() { format!(".{name}.tmp") } else { format!("{dir}/.{name}.tmp") };
+        let mut f = self.sftp.create(Path::new(&temp)).map_err(|e| self.op_error(e, format!("cannot create {temp}")))?;
+        f.write_all(bytes).map_err(|e| SourceError::Lost { host: self.at(), step: format!("writing {temp}"), detail: e.to_string() })?;
+        drop(f);
+        // SFTP v3 rename does not replace an existing file: the older result goes first.
+        if self.sftp.stat(Path::new(path)).is_ok() {
+            self.sftp.unlink(Path::new(path)).map_err(|e| self.op_error(e, format!("cannot replace {path}")))?;
+        }
+        self.sftp.rename(Path::new(&temp), Path::new(path), None).map_err(|e| self.op_error(e, format!("cannot rename {temp} to {path}")))
+    }
+
     fn describe(&self) -> String {
         format!("sftp://{}@{}", self.cfg.username, self.at())
     }

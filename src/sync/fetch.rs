@@ -3,6 +3,7 @@
 //! format, parsing starts while the bytes arrive (`crate::spool`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -11,7 +12,7 @@ use super::{Progress, RunError, SyncOptions};
 use crate::config::Connector;
 use crate::model::FileFingerprint;
 use crate::retry::Budget;
-use crate::source::{self, Choice, RemoteFile, Retrieved, Source, SourceError, select};
+use crate::source::{self, Choice, RemoteFile, Retrieved, Source, SourceError, pgp, select};
 use crate::spool;
 
 /// The file to process, downloaded and verified.
@@ -71,7 +72,7 @@ pub(super) async fn fetch(
 ) -> Result<Fetch, RunError> {
     if let Some(path) = &opts.file {
         let _ = began.send(());
-        return fetch_local(path).await;
+        return fetch_local(conn, path).await;
     }
     let conn = conn.clone();
     let last = last.cloned();
@@ -91,8 +92,9 @@ pub(super) async fn fetch(
     .map_err(RunError::from)
 }
 
-/// A file the customer sent by other means: hashed in place, never moved or removed.
-async fn fetch_local(path: &Path) -> Result<Fetch, RunError> {
+/// A file the customer sent by other means: hashed in place, never moved or removed (an
+/// OpenPGP one is decrypted and verified into a file of our own first).
+async fn fetch_local(conn: &Connector, path: &Path) -> Result<Fetch, RunError> {
     let p = path.to_path_buf();
     let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&p))
         .await
@@ -100,15 +102,47 @@ async fn fetch_local(path: &Path) -> Result<Fetch, RunError> {
         .map_err(|source| RunError::Unreadable { path: path.to_path_buf(), source })?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).to_rfc3339());
+    let spool = match decrypt_local(conn, path, &name).await? {
+        Some(plain) => Spool { path: plain.to_path_buf(), _temp: Some(plain) },
+        None => Spool { path: path.to_path_buf(), _temp: None },
+    };
     Ok(Fetch::Got(Box::new(Got {
         remote: None,
         fingerprint: FileFingerprint { path: path.display().to_string(), size, mtime, sha256 },
-        spool: Spool { path: path.to_path_buf(), _temp: None },
+        spool,
         name,
         source: None,
         early: None,
         notes: Vec::new(),
     })))
+}
+
+/// A local OpenPGP file decrypted and verified whole, before anything reads it.
+async fn decrypt_local(conn: &Connector, path: &Path, name: &str) -> Result<Option<tempfile::TempPath>, RunError> {
+    let keys = pgp_keys(conn)?;
+    let Some(keys) = keys else {
+        if pgp::is_pgp_name(name) {
+            return Err(SourceError::from(pgp::PgpError::NotConfigured { file: name.to_string(), connector: conn.name.clone() }).into());
+        }
+        return Ok(None);
+    };
+    let (path, name, max_size) = (path.to_path_buf(), name.to_string(), conn.file.max_size);
+    tokio::task::spawn_blocking(move || -> Result<tempfile::TempPath, SourceError> {
+        let input =
+            std::fs::File::open(&path).map_err(|source| SourceError::Io { context: format!("cannot read {}", path.display()), source })?;
+        let temp = tempfile::Builder::new()
+            .prefix("rostersync-")
+            .suffix(&format!("-{}", pgp::inner_name(&name)))
+            .tempfile()
+            .map_err(|source| SourceError::Io { context: "cannot create the file an export is decrypted to".into(), source })?;
+        let (out, plain) = temp.into_parts();
+        pgp::decrypt(&keys, &name, input, std::io::BufWriter::new(out), max_size)?;
+        Ok(plain)
+    })
+    .await
+    .map_err(|e| RunError::Thread { what: "decrypting", detail: Some(e.to_string()) })?
+    .map(Some)
+    .map_err(RunError::from)
 }
 
 fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
@@ -126,6 +160,69 @@ struct Started {
     temp_path: tempfile::TempPath,
     guard: spool::EndGuard,
     early: Option<EarlyParse>,
+    /// An OpenPGP export's plaintext, decrypted as it downloads (`source::pgp`).
+    decrypting: Option<Decrypting>,
+}
+
+/// The decryption that follows an OpenPGP download: its plaintext file, whose readers see
+/// its end only once the integrity check and the signature passed.
+struct Decrypting {
+    plain_path: tempfile::TempPath,
+    done: std::thread::JoinHandle<Result<pgp::Opened, pgp::PgpError>>,
+}
+
+/// Starts decrypting the download as it arrives, on its own thread, into a plaintext spool
+/// of its own; the parse reads that one. The plaintext is complete only when the whole
+/// download decrypted and verified: until then a parse of it cannot finish.
+fn start_decrypt(
+    keys: &Arc<pgp::Keys>,
+    name: &str,
+    download: &Arc<spool::Growing>,
+    max_size: u64,
+) -> Result<(Decrypting, Arc<spool::Growing>), SourceError> {
+    let io = |context: &str| {
+        let context = context.to_string();
+        move |source| SourceError::Io { context, source }
+    };
+    let temp = tempfile::Builder::new()
+        .prefix("rostersync-")
+        .suffix(&format!("-{}", pgp::inner_name(name)))
+        .tempfile()
+        .map_err(io("cannot create the file an export is decrypted to"))?;
+    let (out, plain_path) = temp.into_parts();
+    let plain = spool::Growing::new(&plain_path);
+    let guard = plain.guard();
+    let writer = plain.writer(out);
+    let reader = download.reader().map_err(io("cannot read the download to decrypt it"))?;
+    let (keys, name) = (Arc::clone(keys), name.to_string());
+    let span = tracing::Span::current();
+    let done = std::thread::Builder::new()
+        .name("decrypt-download".into())
+        .spawn(move || {
+            let _in_run = span.enter();
+            let opened = pgp::decrypt(&keys, &name, reader, writer, max_size)?;
+            guard.complete();
+            Ok(opened)
+        })
+        .map_err(io("cannot start decrypting the download"))?;
+    Ok((Decrypting { plain_path, done }, plain))
+}
+
+/// The decryption's verdict, once the download is complete: Ok with the plaintext's path.
+fn finish_decrypt(d: Decrypting, name: &str) -> Result<tempfile::TempPath, SourceError> {
+    let opened =
+        d.done.join().map_err(|_| SourceError::Other(format!("decrypting {name} stopped unexpectedly; this is a bug in rostersync")))??;
+    tracing::info!(file = %name, bytes = opened.bytes, signer = opened.signer.as_deref().unwrap_or("none required"), "OpenPGP export decrypted and verified");
+    Ok(d.plain_path)
+}
+
+/// The connector's OpenPGP keys, read once per download; an OpenPGP file without them is
+/// refused (it would otherwise be parsed as its ciphertext).
+fn pgp_keys(conn: &Connector) -> Result<Option<Arc<pgp::Keys>>, SourceError> {
+    match &conn.exchange.pgp {
+        Some(settings) => Ok(Some(Arc::new(settings.load()?))),
+        None => Ok(None),
+    }
 }
 
 /// Connects, lists, picks and downloads (`source::retrieve` retries and resumes). With
@@ -144,6 +241,7 @@ fn fetch_blocking(
     let rule = &conn.file;
     let mut started: Option<Started> = None;
     let mut notes: Vec<String> = Vec::new();
+    let keys = pgp_keys(conn)?;
     let req = source::Request { source: &conn.source, pattern: &rule.path, max_size: rule.max_size, budget };
     let retrieved = source::retrieve(&req, |src, files| {
         let file = match pick(conn, last, force, src, &files)? {
@@ -161,8 +259,18 @@ fn fetch_blocking(
         let (out, temp_path) = temp.into_parts();
         let growing = spool::Growing::new(&temp_path);
         let guard = growing.guard();
-        let early = if parse { start_parse(conn, file.name(), &growing) } else { None };
-        started = Some(Started { temp_path, guard, early });
+        let (decrypting, readable) = match &keys {
+            Some(keys) => {
+                let (d, plain) = start_decrypt(keys, file.name(), &growing, rule.max_size)?;
+                (Some(d), plain)
+            }
+            None if pgp::is_pgp_name(file.name()) => {
+                return Err(pgp::PgpError::NotConfigured { file: file.path.clone(), connector: conn.name.clone() }.into());
+            }
+            None => (None, Arc::clone(&growing)),
+        };
+        let early = if parse { start_parse(conn, file.name(), &readable) } else { None };
+        started = Some(Started { temp_path, guard, early, decrypting });
         if let Some(tx) = began.take() {
             let _ = tx.send(());
         }
@@ -195,7 +303,7 @@ struct Finished {
 /// last synced file) and handed to the parse, which waits for `guard.complete()`.
 fn verify(d: Finished, started: Option<Started>, last: Option<&FileFingerprint>, force: bool) -> Result<Fetch, SourceError> {
     let Finished { src, file, fetched, notes } = d;
-    let Some(Started { temp_path, guard, early }) = started else {
+    let Some(Started { temp_path, guard, early, decrypting }) = started else {
         return Err(SourceError::Other("a file was downloaded without a download file; this is a bug in rostersync".into()));
     };
     let mtime = file.mtime.map(|t| t.to_rfc3339());
@@ -219,6 +327,11 @@ fn verify(d: Finished, started: Option<Started>, last: Option<&FileFingerprint>,
         }));
     }
     guard.complete();
+    // An OpenPGP export: what is parsed is the plaintext, and only once it verified.
+    let temp_path = match decrypting {
+        Some(d) => finish_decrypt(d, file.name())?,
+        None => temp_path,
+    };
     Ok(Fetch::Got(Box::new(Got {
         fingerprint: FileFingerprint { path: file.path.clone(), size: fetched.bytes, mtime, sha256: fetched.sha256 },
         name: file.name().to_string(),

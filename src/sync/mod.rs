@@ -11,6 +11,7 @@ mod adoption;
 pub mod clock;
 mod due;
 mod error;
+mod exchange;
 mod fetch;
 mod groups;
 mod hold;
@@ -197,6 +198,9 @@ struct Tally {
     audit: Vec<AuditEntry>,
     /// `all_operations`: the whole plan, person by person (`persons::keep_listing`).
     listing: Option<Arc<Listing>>,
+    /// How many of `report.errors` are the file's invalid rows (the rest are operations
+    /// the platform refused): the result file tells them apart (`exchange`).
+    invalid_listed: usize,
 }
 
 impl Tally {
@@ -246,7 +250,7 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     let holder = lease::Holder::here(opts.origin, &run_id);
     let binding = adoption::Binding::new(&holder, &conn.name);
     let started = Instant::now();
-    let mut tally = Tally { report: Report::new(&conn.name, &run_id, opts.dry_run), audit: Vec::new(), listing: None };
+    let mut tally = Tally { report: Report::new(&conn.name, &run_id, opts.dry_run), audit: Vec::new(), listing: None, invalid_listed: 0 };
     tally.report.approval = opts.approval.clone();
     tally.report.target = conn.target.as_ref().map(|t| t.name.clone());
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
@@ -286,6 +290,7 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     // Every binding of the push is recorded (or the push ended): others may decide now.
     binding.release(store).await;
     ctx.flush_audit(&mut tally).await;
+    let invalid_listed = tally.invalid_listed;
     let mut done = match result {
         Ok(()) => tally.finish(started),
         Err(e) => tally.fail(e, started),
@@ -306,6 +311,7 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     if leased {
         let _ = store.release(&conn.name, &holder).await;
     }
+    exchange::after_run(cfg, conn, store, opts, &done, invalid_listed).await;
     done
 }
 
@@ -439,6 +445,7 @@ fn count_rows(t: &mut Tally, mapped: &crate::mapping::Mapped, started: Instant) 
     c.valid = mapped.users.len() as u64;
     c.invalid = mapped.rows - mapped.users.len() as u64;
     t.report.errors = mapped.errors.iter().take(MAX_REPORTED_ERRORS).cloned().collect();
+    t.invalid_listed = t.report.errors.len();
     t.report.errors_left_out = mapped.errors.len().saturating_sub(MAX_REPORTED_ERRORS) as u64;
 }
 
