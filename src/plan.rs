@@ -5,9 +5,9 @@
 pub mod budget;
 pub mod drift;
 pub mod groups;
+pub mod lifecycle;
 pub mod matching;
 pub mod renames;
-pub mod lifecycle;
 
 use std::collections::{HashMap, HashSet};
 

@@ -7,8 +7,8 @@
 //! backends share (statements, row mapping, the audit role) is in `sql`. Writes happen as
 //! operations succeed, in batches, so a crash mid-push loses nothing.
 
-mod groups;
 mod absences;
+mod groups;
 pub mod postgres;
 mod roles;
 mod sql;

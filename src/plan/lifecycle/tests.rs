@@ -111,7 +111,12 @@ fn a_known_person_turning_inactive_is_deactivated_not_skipped() {
 
 #[test]
 fn an_inactive_person_with_an_account_on_the_platform_is_adopted_not_skipped() {
-    let existing = vec![Existing { platform_id: "p9".into(), external_id: None, user_name: Some("old@example.com".into()), emails: Default::default() }];
+    let existing = vec![Existing {
+        platform_id: "p9".into(),
+        external_id: None,
+        user_name: Some("old@example.com".into()),
+        emails: Default::default(),
+    }];
     let (p, h) = go(Run { file: vec![user("old", false, "x")], existing, ..base() });
     assert!(matches!(&p.ops[..], [Op::Update { adopt: true, user, .. }] if !user.active), "{:?}", p.ops);
     assert!(h.is_empty());
@@ -140,7 +145,12 @@ fn a_protected_account_is_never_changed_or_deactivated() {
 fn a_protected_username_is_never_created_or_adopted() {
     let mut r = protecting(&["ROOT@example.com"]);
     r.file = vec![user("root", true, "x"), user("a", true, "x")];
-    r.existing = vec![Existing { platform_id: "p1".into(), external_id: None, user_name: Some("root@example.com".into()), emails: Default::default() }];
+    r.existing = vec![Existing {
+        platform_id: "p1".into(),
+        external_id: None,
+        user_name: Some("root@example.com".into()),
+        emails: Default::default(),
+    }];
     let (p, h) = go(r);
     assert_eq!(ids(&p, OpKind::Create), ["a"]);
     assert!(p.strangers.is_empty() && p.conflicts.is_empty(), "{p:?}");
