@@ -406,8 +406,10 @@ mod tests {
         assert_eq!(cfg.broken, ["bad"]);
         assert!(cfg.connectors.contains_key("good"));
         let p: Vec<String> = cfg.problems.iter().map(|p| p.to_string()).collect();
-        assert_eq!(p.len(), 1, "{p:#?}");
+        // Both of its mistakes in one pass: the unknown key, and the value read past it.
+        assert_eq!(p.len(), 2, "{p:#?}");
         assert!(p[0].contains(":19: connectors.bad.platform.base_urll: unknown key — did you mean `base_url`?"), "{p:#?}");
+        assert!(p[1].contains(":20: connectors.bad.platform.max_concurrency: expected 1 to 256; got 0"), "{p:#?}");
         let cfg = load(&format!("{DEFAULT}{}", conn("bad", "max_concurrency = 0\nnotify_webhook = \"https://hooks.example/secret-path\"")));
         let p: Vec<String> = cfg.problems.iter().map(|p| p.to_string()).collect();
         assert!(p.iter().any(|p| p.contains(":13: connectors.bad.platform.max_concurrency: expected 1 to 256; got 0")), "{p:#?}");
