@@ -144,6 +144,8 @@ pub enum FailureKind {
     AwaitingApproval,
     /// No new file for longer than `stale_after`.
     Stale,
+    /// The run went past `[sync] max_run_time` and was stopped where it was.
+    Deadline,
     /// Some operations failed, the others were applied.
     OperationsFailed,
     /// `approve`: the file, the state or the plan is no longer the stored plan's.

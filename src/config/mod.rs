@@ -835,6 +835,14 @@ fn check_sync(ck: &mut Checker, key: &str, s: RawSync) -> SyncRule {
                 create_lead: s.create_lead,
             },
         ),
+        max_run_time: match ck.value(&format!("{key}.sync.max_run_time"), s.max_run_time) {
+            Some(d) if d.0.is_zero() => {
+                ck.problem(&format!("{key}.sync.max_run_time"), "expected a duration above zero, e.g. \"30m\" or \"2h\"");
+                d.0
+            }
+            Some(d) => d.0,
+            None => d.max_run_time,
+        },
     }
 }
 

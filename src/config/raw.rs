@@ -357,6 +357,10 @@ pub struct RawSync {
     /// inactive until the start date, in whole days, e.g. "14d" (default "0d": on the start
     /// date, active). Earlier, they are pending: no account yet, listed with the date.
     pub create_lead: Option<Parsed<HumanDuration>>,
+    /// The longest one run may take, e.g. "30m" (default "2h"): past it the run stops
+    /// sending, ends failed and is retried like a platform outage; what it sent is found by
+    /// the next run. Bounds a hung platform, whatever its requests' own timeouts.
+    pub max_run_time: Option<Parsed<HumanDuration>>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.

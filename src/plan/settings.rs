@@ -94,7 +94,15 @@ pub struct SyncRule {
     pub budget: super::budget::ChangeBudget,
     /// The employee lifecycle (`plan::lifecycle`): who gets an account, who is left alone.
     pub lifecycle: Lifecycle,
+    /// The longest one run may take (`[sync] max_run_time`).
+    pub max_run_time: std::time::Duration,
 }
+
+/// A run's deadline when `max_run_time` is not set: a fixed bound rather than one derived
+/// from the file and the platform's rate, which a first sync (no rate measured yet) or a
+/// slowing platform would get wrong. Two hours is ~70 times the 1M first sync of
+/// BENCHMARKS.md, and short enough that a hung platform costs a daily schedule one slot.
+pub const DEFAULT_MAX_RUN_TIME: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 
 impl Default for SyncRule {
     fn default() -> Self {
@@ -106,6 +114,7 @@ impl Default for SyncRule {
             rehire: Rehire::Rekey,
             budget: super::budget::ChangeBudget::default(),
             lifecycle: Lifecycle::default(),
+            max_run_time: DEFAULT_MAX_RUN_TIME,
         }
     }
 }

@@ -61,6 +61,10 @@ pub enum RunError {
         humantime::format_duration(Duration::clone(.stale_after))
     )]
     Stale { last_path: String, synced_at: DateTime<Utc>, age: Duration, stale_after: Duration },
+    /// The run went past `[sync] max_run_time`: it stopped where it was (a hung or very slow
+    /// platform). What it sent is found by the next run, as after a crash.
+    #[error("the run of {connector} went past max_run_time ({}) and was stopped where it was; what it sent is found by the next run. A hung or very slow platform looks like this: check it, or raise [connectors.{connector}.sync] max_run_time", whole_seconds(.max_run_time))]
+    Deadline { connector: String, max_run_time: Duration },
     /// Some operations failed; the others were applied. `scoped`: an `--only` run, whose
     /// file is not recorded as synced in any case.
     #[error("{failed} operation(s) failed (see errors); the others were applied{}", retried_next(.scoped))]
@@ -178,6 +182,7 @@ impl RunError {
             RunError::Stopped { .. } | RunError::GroupsHeld { .. } => FailureKind::Stopped,
             RunError::AwaitingApproval { .. } => FailureKind::AwaitingApproval,
             RunError::Stale { .. } => FailureKind::Stale,
+            RunError::Deadline { .. } => FailureKind::Deadline,
             RunError::OperationsFailed { .. } => FailureKind::OperationsFailed,
             RunError::ApprovalRefused { .. } => FailureKind::ApprovalRefused,
             RunError::PlatformLeaseLapsed { .. } => FailureKind::PlatformLeaseLapsed,
@@ -203,7 +208,7 @@ impl Classify for RunError {
             | RunError::AwaitingApproval { .. }
             | RunError::GroupsHeld { .. } => Exit::Stopped,
             RunError::Stale { .. } | RunError::Unreadable { .. } => Exit::Data,
-            RunError::OperationsFailed { .. } | RunError::NoPlatformClient => Exit::Platform,
+            RunError::OperationsFailed { .. } | RunError::NoPlatformClient | RunError::Deadline { .. } => Exit::Platform,
             RunError::PlatformLeaseLapsed { .. } | RunError::Thread { .. } | RunError::Crashed { .. } => Exit::Other,
         }
     }
@@ -217,6 +222,8 @@ impl Classify for RunError {
             RunError::Config(e) => e.retriable(),
             // The store may be back; a bug may depend on the data or on timing.
             RunError::PlatformLeaseLapsed { .. } | RunError::Crashed { .. } => true,
+            // The platform may answer again by the next attempt.
+            RunError::Deadline { .. } => true,
             _ => false,
         }
     }

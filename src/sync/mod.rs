@@ -284,7 +284,16 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
         return tally.fail(e.into(), started);
     }
     let ctx = Ctx { cfg, conn, store, opts, run_id: &run_id, started, budget: crate::retry::Budget::default(), binding: &binding };
-    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, binding.renewing(store, ctx.execute(&mut tally)))
+    // The deadline bounds the whole run, whatever its requests' own timeouts: dropping the
+    // run's future stops it sending; its unrecorded writes are found by the next run like a
+    // crash's (the reconcile marker set before the push stays set).
+    let max_run_time = conn.sync.max_run_time;
+    let bounded = async {
+        tokio::time::timeout(max_run_time, ctx.execute(&mut tally))
+            .await
+            .unwrap_or_else(|_| Err(RunError::Deadline { connector: conn.name.clone(), max_run_time }))
+    };
+    let result = lease::with_heartbeat(store, &conn.name, &holder, leased, binding.renewing(store, bounded))
         .await
         .unwrap_or_else(|lost| Err(RunError::from(lost)));
     // Every binding of the push is recorded (or the push ended): others may decide now.
