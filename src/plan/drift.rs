@@ -87,32 +87,40 @@ const SHARE: f64 = 0.5;
 
 /// The file's ids against the known ones: a drift when at least half the known people (and
 /// at least `PERCENT_FLOOR`) are affected. A connector's first sync knows nobody: no drift.
-pub fn check<'a>(known: impl ExactSizeIterator<Item = &'a str> + Clone, file: &[&'a str]) -> Option<Drift> {
-    let n = known.len() as u64;
-    let threshold = ((n as f64 * SHARE).ceil() as u64).max(PERCENT_FLOOR);
-    if n < PERCENT_FLOOR {
+/// `known` is the number of known ids, `is_known` looks one up (the snapshot's own map: no
+/// set of a million ids is built on an ordinary day), `known_ids` lists them, asked only
+/// when the file's new ids already reach the threshold.
+pub fn check<'a, I: Iterator<Item = &'a str>>(
+    known: u64,
+    is_known: impl Fn(&str) -> bool,
+    known_ids: impl FnOnce() -> I,
+    file: &[&'a str],
+) -> Option<Drift> {
+    let threshold = ((known as f64 * SHARE).ceil() as u64).max(PERCENT_FLOOR);
+    if known < PERCENT_FLOOR {
         return None;
     }
-    let known_set: HashSet<&str> = known.clone().collect();
-    let file_set: HashSet<&str> = file.iter().copied().collect();
-    let new: Vec<&str> = file.iter().copied().filter(|id| !known_set.contains(id)).collect();
+    let new: Vec<&str> = file.iter().copied().filter(|id| !is_known(id)).collect();
     if (new.len() as u64) < threshold {
         return None;
     }
-    if let Some(d) = reshaped(&known_set, &new, n, threshold) {
+    // Rare from here on (a drift, or a connector growing by half in one file).
+    let known_set: HashSet<&str> = known_ids().collect();
+    if let Some(d) = reshaped(&known_set, &new, known, threshold) {
         return Some(d);
     }
-    let kept = known.clone().filter(|id| file_set.contains(id)).count() as u64;
-    if n - kept < threshold {
+    let file_set: HashSet<&str> = file.iter().copied().collect();
+    let kept = known_set.iter().filter(|id| file_set.contains(*id)).count() as u64;
+    if known - kept < threshold {
         return None;
     }
-    let mut missing: Vec<String> = known.filter(|id| !file_set.contains(id)).map(str::to_string).collect();
+    let mut missing: Vec<String> = known_set.iter().filter(|id| !file_set.contains(*id)).map(|s| s.to_string()).collect();
     missing.sort_unstable();
     missing.truncate(EXAMPLES);
     let mut new_examples: Vec<String> = new.iter().map(|s| s.to_string()).collect();
     new_examples.sort_unstable();
     new_examples.truncate(EXAMPLES);
-    Some(Drift::NewIds { known: n, kept, new: new.len() as u64, missing_examples: missing, new_examples })
+    Some(Drift::NewIds { known, kept, new: new.len() as u64, missing_examples: missing, new_examples })
 }
 
 /// New ids that are known ids in another shape, by the likeliest reshaping.
@@ -154,7 +162,8 @@ mod tests {
     }
 
     fn run(known: &[String], file: &[String]) -> Option<Drift> {
-        check(ids(known).into_iter(), &ids(file))
+        let set: HashSet<&str> = ids(known).into_iter().collect();
+        check(known.len() as u64, |id| set.contains(id), || ids(known).into_iter(), &ids(file))
     }
 
     #[test]

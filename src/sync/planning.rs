@@ -131,7 +131,7 @@ impl<S: StateStore> Ctx<'_, S> {
         let rule = self.conn.mapping.id_rule();
         let keys: Vec<std::borrow::Cow<'_, str>> = mapped.users.iter().map(|u| rule.key(&u.user.external_id)).collect();
         let ids: Vec<&str> = keys.iter().map(|k| k.as_ref()).collect();
-        plan::drift::check(snapshot.keys().map(String::as_str), &ids)
+        plan::drift::check(snapshot.len() as u64, |id| snapshot.contains_key(id), || snapshot.keys().map(String::as_str), &ids)
     }
 
     /// Whether the plan changes more than the connector's change budget allows
