@@ -305,7 +305,9 @@ fn each_slot_runs_once_across_three_daemons() {
     for (c, rs) in by_connector(&h) {
         let served = served_by.get(&c).copied().unwrap_or(0);
         assert!(rs.len() as u64 <= served, "{c}: {} runs for {served} served slots: {rs:#?}", rs.len());
-        assert!(rs.len() as u64 <= periods + 1 && rs.len() as u64 >= periods / 2, "{c}: {} runs in {periods} periods", rs.len());
+        // Two more than the periods at most: the workers start before the timer does, so a
+        // slot may be served at each edge of the window (a slot run twice is caught above).
+        assert!(rs.len() as u64 <= periods + 2 && rs.len() as u64 >= periods / 2, "{c}: {} runs in {periods} periods", rs.len());
         assert_eq!(max_overlap(&finished(&rs)), 1, "runs of {c} overlapped");
     }
     // The slots table agrees: at most one run per served slot (a slot whose connector was
