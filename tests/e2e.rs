@@ -45,26 +45,9 @@ schedule = "daily 02:00"
 timezone = "Europe/Paris"
 mapping = "mappings/demo.toml"
 
-[connectors.acme.sftp]
-host = "127.0.0.1"
-port = {port}
-username = "{user}"
-auth = "key"
-private_key = "{key}"
-host_key = "{fp}"
-timeout = "10s"
-
-[connectors.acme.file]
-path = "{data}/exports/employees_*.csv"
-pick = "last-name"
-min_age = "0s"
-"#,
+{source}"#,
             base = proxy.base_url,
-            port = sshd.port,
-            user = sshd.user,
-            key = key.display(),
-            fp = sshd.fingerprint("ed25519"),
-            data = sshd.data().display(),
+            source = sshd.acme_source(&key, "exports/employees_*.csv"),
         );
         std::fs::write(dir.path().join("connectors.toml"), cfg).unwrap();
         Setup { sshd, scim, proxy, dir }

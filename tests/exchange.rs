@@ -48,30 +48,14 @@ url = "sqlite://state/rostersync.db"
 [connectors.acme]
 mapping = "mappings/demo.toml"
 
-[connectors.acme.sftp]
-host = "127.0.0.1"
-port = {port}
-username = "{user}"
-auth = "key"
-private_key = "{key}"
-host_key = "{fp}"
-timeout = "10s"
-
-[connectors.acme.file]
-path = "{data}/exports/employees_*.csv"
-pick = "last-name"
-min_age = "0s"
-
+{source}
 [connectors.acme.sync]
 max_invalid = "50%"
 
 {extra}
 "#,
             base = scim.base_url,
-            port = sshd.port,
-            user = sshd.user,
-            key = key.display(),
-            fp = sshd.fingerprint("ed25519"),
+            source = sshd.acme_source(&key, "exports/employees_*.csv"),
             extra = extra.replace("{data}", &data),
         );
         std::fs::write(dir.path().join("connectors.toml"), cfg).unwrap();

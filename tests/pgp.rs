@@ -117,28 +117,11 @@ url = "sqlite://state/rostersync.db"
 [connectors.acme]
 mapping = "mappings/demo.toml"
 
-[connectors.acme.sftp]
-host = "127.0.0.1"
-port = {port}
-username = "{user}"
-auth = "key"
-private_key = "{key}"
-host_key = "{fp}"
-timeout = "10s"
-
-[connectors.acme.file]
-path = "{data}/exports/employees_*"
-pick = "last-name"
-min_age = "0s"
-decrypt_key = "secrets/ours.key.asc"
+{source}decrypt_key = "secrets/ours.key.asc"
 {pass}verify_key = "secrets/acme.pub.asc"
 "#,
             base = scim.base_url,
-            port = sshd.port,
-            user = sshd.user,
-            key = key.display(),
-            fp = sshd.fingerprint("ed25519"),
-            data = sshd.data().display(),
+            source = sshd.acme_source(&key, "exports/employees_*"),
         );
         std::fs::write(dir.path().join("connectors.toml"), cfg).unwrap();
         Setup { sshd, scim, gpg, dir }

@@ -140,6 +140,22 @@ impl Sshd {
         fingerprint_of(&self.host_key_pub(kind))
     }
 
+    /// Connector `acme`'s source on this server, as connectors.toml writes it: its
+    /// `[connectors.acme.sftp]` table (key auth with `key`, the ed25519 host key pinned) and
+    /// the start of its `[connectors.acme.file]` table taking `pattern` under the served
+    /// folder (the newest by name, at any age); callers append further file keys.
+    #[allow(dead_code)] // not every test binary that includes support uses it
+    pub fn acme_source(&self, key: &Path, pattern: &str) -> String {
+        format!(
+            "[connectors.acme.sftp]\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{}\"\nauth = \"key\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\ntimeout = \"10s\"\n\n[connectors.acme.file]\npath = \"{}/{pattern}\"\npick = \"last-name\"\nmin_age = \"0s\"\n",
+            self.port,
+            self.user,
+            key.display(),
+            self.fingerprint("ed25519"),
+            self.data().display()
+        )
+    }
+
     /// "TYPE BASE64" of a host key, for known_hosts lines.
     pub fn host_key_line(&self, kind: &str) -> String {
         let text = fs::read_to_string(self.host_key_pub(kind)).unwrap();
