@@ -18,12 +18,15 @@ pub struct Capabilities {
     pub page_size: usize,
     /// Whether /ResourceTypes/User lists the configured custom schema.
     pub custom_schema: bool,
+    /// Whether /ResourceTypes/User lists the enterprise extension (true when the server
+    /// does not answer it: every extension is assumed offered, as before).
+    pub enterprise: bool,
 }
 
 impl Default for Capabilities {
     /// A server without /ServiceProviderConfig: PATCH (RFC 7644 requires it) and no Bulk.
     fn default() -> Self {
-        Capabilities { patch: true, bulk: None, page_size: 100, custom_schema: true }
+        Capabilities { patch: true, bulk: None, page_size: 100, custom_schema: true, enterprise: true }
     }
 }
 
@@ -98,7 +101,7 @@ impl ServiceProviderConfig {
             0 => 100,
             m => usize::try_from(m).unwrap_or(usize::MAX).min(1000),
         };
-        Capabilities { patch: self.patch.supported, bulk, page_size, custom_schema: true }
+        Capabilities { patch: self.patch.supported, bulk, page_size, custom_schema: true, enterprise: true }
     }
 }
 
@@ -140,20 +143,12 @@ impl Inner {
         {
             let offered = rt.json::<ResourceType>().unwrap_or_default().schema_extensions;
             caps.custom_schema = offered.iter().any(|e| e.schema == self.enc.custom_schema);
+            caps.enterprise = offered.iter().any(|e| e.schema == super::encode::ENTERPRISE);
             // Said by the run, once, naming the mapped attributes it drops (a mapping
             // with none loses nothing, and a daemon connects once per run per connector).
             tracing::debug!(url = %rt_url, offered = caps.custom_schema, "custom schema {}", self.enc.custom_schema);
         }
         Ok(caps)
-    }
-
-    /// The schema extensions `/ResourceTypes/User` lists, when the server answers it (None:
-    /// it does not say, and every extension is assumed offered, as before).
-    pub(super) async fn offered_extensions(&self, sh: &Shared) -> Option<Vec<String>> {
-        let url = self.url(&["ResourceTypes", "User"]);
-        let rt = self.call(sh, Method::GET, url, None, true).await.ok().filter(|r| r.status == 200)?;
-        let rt = rt.json::<ResourceType>().ok()?;
-        Some(rt.schema_extensions.into_iter().map(|e| e.schema).collect())
     }
 }
 
@@ -176,12 +171,13 @@ mod tests {
                 patch: true,
                 bulk: Some(BulkLimits { max_operations: 1000, max_payload_size: 1048576 }),
                 page_size: 200,
-                custom_schema: true
+                custom_schema: true,
+                enterprise: true
             }
         );
         assert_eq!(caps(full, false).bulk, None, "bulk = off in the config");
         // Sparse: what is left out is not offered.
-        assert_eq!(caps("{}", true), Capabilities { patch: false, bulk: None, page_size: 100, custom_schema: true });
+        assert_eq!(caps("{}", true), Capabilities { patch: false, bulk: None, page_size: 100, custom_schema: true, enterprise: true });
         let useless_bulk = r#"{"patch": {"supported": true}, "bulk": {"supported": true, "maxOperations": 1, "maxPayloadSize": 100}}"#;
         assert_eq!(caps(useless_bulk, true).bulk, None);
     }

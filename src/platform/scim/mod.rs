@@ -369,9 +369,7 @@ impl ScimClient {
             }
         };
         inner.enc.custom_offered = inner.caps.custom_schema;
-        if let Some(offered) = inner.offered_extensions(&Shared::new(&Budget::default())).await {
-            inner.enc.enterprise_offered = offered.iter().any(|x| x == encode::ENTERPRISE);
-        }
+        inner.enc.enterprise_offered = inner.caps.enterprise;
         Ok(ScimClient { inner: Arc::new(inner), groups_remove_by_value: Default::default() })
     }
 
