@@ -146,6 +146,10 @@ pub(crate) fn held_matching(
     keys: &[&str],
     rule: crate::model::IdRule,
 ) -> Vec<HeldElsewhere> {
+    // Nearly always nothing is held elsewhere: no sets of a million ids for no row.
+    if rows.is_empty() {
+        return Vec::new();
+    }
     let pids: std::collections::HashSet<&str> = platform_ids.iter().copied().collect();
     let keys: std::collections::HashSet<&str> = keys.iter().copied().collect();
     rows.into_iter()
