@@ -442,6 +442,8 @@ pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
     // bulk of the work; it runs on one thread per core over shares of the file.
     let lookup = Lookup { snapshot, rule, folded: std::sync::OnceLock::new() };
     let parts = compare_all(input.users, &lookup);
+    // Sized once: growing a million-op vector by doubling copied every op several times.
+    ops.reserve(parts.iter().map(|p| p.seen.len()).sum::<usize>() + snapshot.len().saturating_sub(p.unchanged as usize));
     let mut deactivating = 0u64;
     let mut marks = Vec::with_capacity(parts.len());
     let mut inactive: Vec<(&String, &SnapshotEntry)> = Vec::new();
@@ -652,17 +654,21 @@ pub fn settle(p: &mut Plan, s: Settle) {
             out.push((op, line));
             continue;
         };
-        let external_id = user.external_id.to_string();
         // Another connector's person with this id may be what a 409 finds: the push must
         // not adopt that account. The create itself goes: the id may be another person's
         // (another customer on the same platform), whose create succeeds.
-        if let Some((c, x, pid)) = theirs.get(s.id_rule.key(&external_id).as_ref()) {
+        if !theirs.is_empty()
+            && let Some((c, x, pid)) = theirs.get(s.id_rule.key(&user.external_id).as_ref())
+        {
             p.claimed.insert(pid.to_string(), (c.to_string(), x.to_string()));
         }
-        let Some(&i) = by_name.get(&user.user_name().to_lowercase()).filter(|i| !used[**i]) else {
+        // No leaver to re-hire (a first sync): no lowercased copy of every new login.
+        let rehired = if by_name.is_empty() { None } else { by_name.get(&user.user_name().to_lowercase()).filter(|i| !used[**i]) };
+        let Some(&i) = rehired else {
             out.push((Op::Create { user }, line));
             continue;
         };
+        let external_id = user.external_id.to_string();
         used[i] = true;
         let d = &p.dormant[i];
         match s.rehire {
@@ -688,10 +694,16 @@ pub fn settle(p: &mut Plan, s: Settle) {
             }
         }
     }
-    out.retain(|(op, _)| matches!(op, Op::Create { .. }) || !leavers.contains(op.external_id()));
-    out.sort_unstable_by(|(a, _), (b, _)| {
+    if !leavers.is_empty() {
+        out.retain(|(op, _)| matches!(op, Op::Create { .. }) || !leavers.contains(op.external_id()));
+    }
+    let order = |(a, _): &(Op, u64), (b, _): &(Op, u64)| {
         a.kind().cmp_order().cmp(&b.kind().cmp_order()).then_with(|| a.external_id().cmp(b.external_id()))
-    });
+    };
+    // Usually nothing moved (no re-hire): a check in one pass, not a sort of a million.
+    if !out.is_sorted_by(|a, b| order(a, b).is_le()) {
+        out.sort_unstable_by(order);
+    }
     (p.ops, p.lines) = out.into_iter().unzip();
 }
 
@@ -825,21 +837,31 @@ fn fold_managers(ops: &mut [(Op, u64)], lookup: &Lookup<'_>, rule: IdRule) {
             _ => None,
         }
     }
-    // Nearly always every manager is synced: then nothing else is built.
-    if !ops.iter().any(|(o, _)| manager(o).is_some_and(|m| !lookup.snapshot.contains_key(m))) {
+    // Nearly always every manager is synced, or in the file under the very id it is named
+    // by: then only a set of the ids is built (a first sync of a million: one pass over the
+    // ops, not three over a map of owned keys).
+    let unsynced = |m: &str| !lookup.snapshot.contains_key(m);
+    if !ops.iter().any(|(o, _)| manager(o).is_some_and(unsynced)) {
         return;
     }
+    let exact: HashSet<&str, FastHash> = ops.iter().map(|(o, _)| o.external_id()).collect();
+    let odd: Vec<usize> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, (o, _))| manager(o).is_some_and(|m| unsynced(m) && !exact.contains(m)))
+        .map(|(i, _)| i)
+        .collect();
+    if odd.is_empty() {
+        return;
+    }
+    drop(exact);
     let fixes: Vec<(usize, String)> = {
         // Keys borrow the ids (an id is usually its own key): no copy of a million ids.
         let in_file: HashMap<std::borrow::Cow<'_, str>, &str, FastHash> =
             ops.iter().map(|(o, _)| (rule.key(o.external_id()), o.external_id())).collect();
-        ops.iter()
-            .enumerate()
-            .filter_map(|(i, (o, _))| {
-                let m = manager(o)?;
-                if lookup.snapshot.contains_key(m) || in_file.get(m).is_some_and(|id| *id == m) {
-                    return None;
-                }
+        odd.into_iter()
+            .filter_map(|i| {
+                let m = manager(&ops[i].0)?;
                 let named = match lookup.find(m) {
                     Some((k, _)) => k.to_string(),
                     None => in_file.get(rule.key(m).as_ref())?.to_string(),

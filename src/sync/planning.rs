@@ -174,15 +174,16 @@ impl<S: StateStore> Ctx<'_, S> {
         platform: Option<&mut ScimClient>,
     ) -> Result<(), RunError> {
         let rule = self.conn.mapping.id_rule();
-        let keys: Vec<String> = plan
+        // Borrowed where the id is its own key: no copy of a million ids on a first sync.
+        let keys: Vec<std::borrow::Cow<'_, str>> = plan
             .ops
             .iter()
             .filter_map(|o| match o {
-                plan::Op::Create { user } => Some(rule.key(&user.external_id).into_owned()),
+                plan::Op::Create { user } => Some(rule.key(&user.external_id)),
                 _ => None,
             })
             .collect();
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let keys: Vec<&str> = keys.iter().map(|k| k.as_ref()).collect();
         let more = self.other_snapshots(t, &[], &keys).await?;
         others.get_or_insert_default().extend(more);
         self.settle(plan, others.as_deref().unwrap_or_default()).await?;
