@@ -182,6 +182,8 @@ struct Ctx<'a, S: StateStore> {
     opts: &'a SyncOptions,
     run_id: &'a str,
     started: Instant,
+    /// The store's clock, which the run's record (history, audit, stopped plans) follows.
+    clock: clock::StoreTime,
     /// Retries left for the whole run, SFTP and SCIM together (`crate::retry`).
     budget: crate::retry::Budget,
     /// The platform-wide lease of a run that binds accounts (`adoption`): taken before the
@@ -275,15 +277,22 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
         },
         false => store,
     };
-    if !opts.unrecorded
-        && let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await
-    {
-        if leased {
-            let _ = store.release(&conn.name, &holder).await;
+    // The run is recorded on the store's clock, not this machine's (`clock::StoreTime`).
+    let recorded = match clock::StoreTime::read(store).await {
+        Ok((clock, at)) if !opts.unrecorded => store.start_run(&conn.name, &run_id, at).await.map(|()| clock),
+        other => other.map(|(clock, _)| clock),
+    };
+    let clock = match recorded {
+        Ok(clock) => clock,
+        Err(e) => {
+            if leased {
+                let _ = store.release(&conn.name, &holder).await;
+            }
+            return tally.fail(e.into(), started);
         }
-        return tally.fail(e.into(), started);
-    }
-    let ctx = Ctx { cfg, conn, store, opts, run_id: &run_id, started, budget: crate::retry::Budget::default(), binding: &binding };
+    };
+    let budget = crate::retry::Budget::default();
+    let ctx = Ctx { cfg, conn, store, opts, run_id: &run_id, started, clock, budget, binding: &binding };
     // The deadline bounds the whole run, whatever its requests' own timeouts: dropping the
     // run's future stops it sending; its unrecorded writes are found by the next run like a
     // crash's (the reconcile marker set before the push stays set).
@@ -306,10 +315,10 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     };
     done.report.duration_ms = done.report.duration_ms.max(1);
     if !opts.unrecorded {
-        match store.finish_run(&done.report, Utc::now()).await {
+        match store.finish_run(&done.report, clock.now()).await {
             Err(e) => tracing::error!("could not record the run in history: {e}"),
             Ok(()) if leased => {
-                if let Err(e) = lease::close_unfinished(store, &conn.name, &run_id).await {
+                if let Err(e) = lease::close_unfinished(store, &conn.name, &run_id, clock, conn.sync.max_run_time).await {
                     tracing::warn!("could not close the earlier runs whose end was never recorded: {e}");
                 }
             }
