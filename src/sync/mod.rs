@@ -22,6 +22,7 @@ mod persons;
 mod planning;
 mod push;
 mod reconcile;
+mod unsent;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -338,16 +339,19 @@ impl<S: StateStore> Ctx<'_, S> {
     /// run that ended as planned (synced, no new file, waiting for approval, a dry run).
     async fn execute(&self, t: &mut Tally) -> Result<(), RunError> {
         let last = self.store.last_file(&self.conn.name).await?;
-        let (fetched, preloaded) = self.fetch_and_preload(last.as_ref()).await;
+        // Known before the rows are mapped (as the file downloads): values of attributes the
+        // platform will not take refuse no row.
+        let unsent = self.unsent_attributes().await;
+        let (fetched, preloaded) = self.fetch_and_preload(last.as_ref(), &unsent).await;
         let got = match fetched? {
-            Fetch::NoNewFile(why) => match self.due_again(last.as_ref()).await? {
+            Fetch::NoNewFile(why) => match self.due_again(last.as_ref(), &unsent).await? {
                 Some(g) => g,
                 None => return self.no_new_file(t, why, last.as_ref()),
             },
             Fetch::Got(g) => *g,
         };
         let mut got = self.accept_file(t, got).await?;
-        let mapped = self.parse(t, &mut got).await?;
+        let mapped = self.parse(t, &mut got, &unsent).await?;
         let (mapped, scope) = self.scope_mapped(t, mapped);
         count_rows(t, &mapped, self.started);
         let snapshot = match preloaded {
@@ -387,6 +391,7 @@ impl<S: StateStore> Ctx<'_, S> {
     async fn fetch_and_preload(
         &self,
         last: Option<&LastFile>,
+        unsent: &std::collections::BTreeSet<String>,
     ) -> (Result<Fetch, RunError>, Option<Result<crate::plan::Snapshot, crate::state::StateError>>) {
         let (began, began_rx) = tokio::sync::oneshot::channel::<()>();
         let (store, connector) = (self.store, self.conn.name.clone());
@@ -396,7 +401,7 @@ impl<S: StateStore> Ctx<'_, S> {
                 Err(_) => None,
             }
         };
-        tokio::join!(fetch::fetch(self.conn, self.opts, last.map(|l| &l.fingerprint), began, &self.budget), preload)
+        tokio::join!(fetch::fetch(self.conn, self.opts, last.map(|l| &l.fingerprint), began, &self.budget, unsent), preload)
     }
 
     /// No new file: the normal quiet day, unless the export has stopped coming for longer
