@@ -6,6 +6,7 @@
 
 mod support;
 
+use support::fault_proxy::{Fault, FaultProxy};
 use support::project::{Project, row};
 use support::scim::ScimServer;
 
@@ -28,7 +29,11 @@ fn sync(scim: &ScimServer) -> (i32, serde_json::Value) {
 #[test]
 fn a_bad_date_in_a_column_the_platform_drops_invalidates_nobody() {
     let scim = ScimServer::start();
-    let (code, r) = sync(&scim);
+    // Counted: the platform is asked once per run, and not by a run that finds no new file.
+    let proxy = FaultProxy::start(scim.port, |_, _, _| Fault::Pass);
+    let p = Project::at(&proxy.base_url, &scim.token, "", "");
+    p.export("employees_2026-01-01.csv", &people());
+    let (code, r) = p.sync_json(&[]);
     assert_eq!(code, 0, "{r:#}");
     assert_eq!((r["counts"]["invalid"].as_u64(), r["counts"]["created"].as_u64()), (Some(0), Some(20)), "{r:#}");
     assert!(r["errors"].as_array().is_none_or(Vec::is_empty), "{r:#}");
@@ -40,6 +45,12 @@ fn a_bad_date_in_a_column_the_platform_drops_invalidates_nobody() {
     let users = scim.get("/Users?count=100");
     assert_eq!(users["totalResults"], 20, "{users:#}");
     assert!(!users.to_string().contains("hire_date"), "{users:#}");
+    let discovered = proxy.seen().iter().filter(|s| s.path.ends_with("/ServiceProviderConfig")).count();
+    assert_eq!(discovered, 1, "one discovery serves the run: {:?}", proxy.seen().iter().map(|s| &s.path).collect::<Vec<_>>());
+    let before = proxy.seen().len();
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(proxy.seen().len(), before, "a run that finds no new file asks the platform nothing");
 }
 
 #[test]

@@ -2,13 +2,13 @@
 //! the one loop that retries and resumes), or take the local `--file`; with a streaming
 //! format, parsing starts while the bytes arrive (`crate::spool`).
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use super::parse::{EarlyParse, ParseFailure, read_and_map};
+use super::unsent::Unsent;
 use super::{Progress, RunError, SyncOptions};
 use crate::config::Connector;
 use crate::model::FileFingerprint;
@@ -71,7 +71,7 @@ pub(super) async fn fetch(
     last: Option<&FileFingerprint>,
     began: tokio::sync::oneshot::Sender<()>,
     budget: &Budget,
-    unsent: &BTreeSet<String>,
+    unsent: &Unsent,
 ) -> Result<Fetch, RunError> {
     if let Some(path) = &opts.file {
         let _ = began.send(());
@@ -164,7 +164,7 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 /// the mapping leaves out (`Mapper::leaving_out`).
 struct Stream {
     began: tokio::sync::oneshot::Sender<()>,
-    unsent: BTreeSet<String>,
+    unsent: Unsent,
 }
 
 struct Started {
@@ -451,7 +451,7 @@ fn future_note(f: &RemoteFile, now: chrono::DateTime<Utc>) -> String {
 
 /// Starts parsing and mapping the download as it arrives, on its own thread. None when the
 /// format is not known from the name (a `.zip` is looked into only once it is complete).
-fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Growing>, unsent: &BTreeSet<String>) -> Option<EarlyParse> {
+fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Growing>, unsent: &Unsent) -> Option<EarlyParse> {
     let format = conn.file.format.or_else(|| crate::config::Format::from_name(name))?;
     let input = crate::format::Input::Growing(std::sync::Arc::clone(growing));
     let (name, mapping, unsent) = (name.to_string(), super::parse::mapping_of(conn), unsent.clone());
@@ -460,7 +460,8 @@ fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Gro
         .name("parse-download".into())
         .spawn(move || {
             let _in_run = span.enter();
-            read_and_map(&input, &name, format, &mapping, &unsent).map_err(ParseFailure::Format)
+            // The rows wait for the platform's answer (asked as the download began).
+            read_and_map(&input, &name, format, &mapping, &unsent.wait()).map_err(ParseFailure::Format)
         })
         .ok()
 }

@@ -250,6 +250,16 @@ pub async fn run<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store:
 /// The run around its steps: the connector's lease and its heartbeat, the history record,
 /// the audit trail written whatever happened.
 async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
+    // A run outside the daemon has a target of its own for the run: what it learns of the
+    // platform (discovery) then serves each of its connects (`unsent`, `connect_platform`).
+    let own_targets;
+    let opts = match opts.targets {
+        Some(_) => opts,
+        None => {
+            own_targets = SyncOptions { targets: Some(Default::default()), ..opts.clone() };
+            &own_targets
+        }
+    };
     let holder = lease::Holder::here(opts.origin, &run_id);
     let binding = adoption::Binding::new(&holder, &conn.name);
     let started = Instant::now();
@@ -339,12 +349,12 @@ impl<S: StateStore> Ctx<'_, S> {
     /// run that ended as planned (synced, no new file, waiting for approval, a dry run).
     async fn execute(&self, t: &mut Tally) -> Result<(), RunError> {
         let last = self.store.last_file(&self.conn.name).await?;
-        // Known before the rows are mapped (as the file downloads): values of attributes the
-        // platform will not take refuse no row.
-        let unsent = self.unsent_attributes().await;
+        // Asked of the platform once the download begins; the rows wait for it: values of
+        // attributes it will not take refuse no row (`unsent`).
+        let mut unsent = unsent::Unsent::default();
         let (fetched, preloaded) = self.fetch_and_preload(last.as_ref(), &unsent).await;
         let got = match fetched? {
-            Fetch::NoNewFile(why) => match self.due_again(last.as_ref(), &unsent).await? {
+            Fetch::NoNewFile(why) => match self.due_again(last.as_ref(), &mut unsent).await? {
                 Some(g) => g,
                 None => return self.no_new_file(t, why, last.as_ref()),
             },
@@ -391,13 +401,17 @@ impl<S: StateStore> Ctx<'_, S> {
     async fn fetch_and_preload(
         &self,
         last: Option<&LastFile>,
-        unsent: &std::collections::BTreeSet<String>,
+        unsent: &unsent::Unsent,
     ) -> (Result<Fetch, RunError>, Option<Result<crate::plan::Snapshot, crate::state::StateError>>) {
         let (began, began_rx) = tokio::sync::oneshot::channel::<()>();
         let (store, connector) = (self.store, self.conn.name.clone());
+        let asking = unsent::Asking(unsent.clone());
         let preload = async move {
             match began_rx.await {
-                Ok(()) => Some(store.snapshot(&connector).await),
+                Ok(()) => {
+                    let ask = async { asking.answer(self.unsent_attributes().await) };
+                    Some(tokio::join!(store.snapshot(&connector), ask).0)
+                }
                 Err(_) => None,
             }
         };

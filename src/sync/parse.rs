@@ -79,7 +79,7 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str, unsent: 
 impl<S: StateStore> Ctx<'_, S> {
     /// The users of the file: from the parse that followed the download, or parsed now. A
     /// file that cannot be used at all (empty, a mapped column missing) stops the run here.
-    pub(super) async fn parse(&self, t: &mut Tally, got: &mut Got, unsent: &BTreeSet<String>) -> Result<Mapped, RunError> {
+    pub(super) async fn parse(&self, t: &mut Tally, got: &mut Got, unsent: &super::unsent::Unsent) -> Result<Mapped, RunError> {
         // Not through a &Got across the await: a reference to the boxed source held there
         // would make the run's future not Send (the daemon runs it on its worker threads).
         let parsed = match got.early.take() {
@@ -91,7 +91,12 @@ impl<S: StateStore> Ctx<'_, S> {
                     .and_then(Result::ok)
                     .unwrap_or_else(|| Err(ParseFailure::Other(RunError::Thread { what: "parsing", detail: None })))
             }
-            None => parse_file_detailed(self.conn, &got.spool.path, &got.name, unsent).await,
+            None => {
+                // Answered by now: asked as the download began, beside the snapshot's load.
+                let unsent = unsent.clone();
+                let unsent = tokio::task::spawn_blocking(move || unsent.wait()).await.unwrap_or_default();
+                parse_file_detailed(self.conn, &got.spool.path, &got.name, &unsent).await
+            }
         };
         match parsed {
             Ok(m) => Ok(m),
