@@ -20,7 +20,10 @@ use crate::state::StateStore;
 /// The answer to "which attributes will the platform not take", shared between the task that
 /// asks the platform and the threads that map the rows (which wait for it).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Unsent(Arc<(Mutex<Option<Arc<BTreeSet<String>>>>, Condvar)>);
+pub(super) struct Unsent(Arc<(Mutex<Option<Answer>>, Condvar)>);
+
+/// The attributes left out, once known.
+type Answer = Arc<BTreeSet<String>>;
 
 impl Unsent {
     /// An answer known already.
@@ -42,7 +45,7 @@ impl Unsent {
 
     /// The answer, blocking until it is given (call it off the async threads: a mapping
     /// thread). Always given: `Asking` answers "none" if dropped before it knew.
-    pub(super) fn wait(&self) -> Arc<BTreeSet<String>> {
+    pub(super) fn wait(&self) -> Answer {
         let (lock, ready) = &*self.0;
         let mut slot = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
