@@ -40,7 +40,7 @@ use crate::changes::Listing;
 use crate::config::{Config, Connector};
 use crate::exit::{Classify, Exit};
 use crate::report::{Report, RunOutcome};
-use crate::state::{AuditEntry, Fencing, LastFile, StateStore};
+use crate::state::{AuditEntry, Fencing, LastFile, StateError, StateStore};
 
 /// Where a run reports progress (the CLI draws bars on a terminal; the daemon logs).
 pub trait Progress: Send + Sync {
@@ -250,16 +250,7 @@ pub async fn run<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store:
 /// The run around its steps: the connector's lease and its heartbeat, the history record,
 /// the audit trail written whatever happened.
 async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
-    // A run outside the daemon has a target of its own for the run: what it learns of the
-    // platform (discovery) then serves each of its connects (`unsent`, `connect_platform`).
-    let own_targets;
-    let opts = match opts.targets {
-        Some(_) => opts,
-        None => {
-            own_targets = SyncOptions { targets: Some(Default::default()), ..opts.clone() };
-            &own_targets
-        }
-    };
+    let opts = &*with_own_targets(opts);
     let holder = lease::Holder::here(opts.origin, &run_id);
     let binding = adoption::Binding::new(&holder, &conn.name);
     let started = Instant::now();
@@ -288,12 +279,7 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
         },
         false => store,
     };
-    // The run is recorded on the store's clock, not this machine's (`clock::StoreTime`).
-    let recorded = match clock::StoreTime::read(store).await {
-        Ok((clock, at)) if !opts.unrecorded => store.start_run(&conn.name, &run_id, at).await.map(|()| clock),
-        other => other.map(|(clock, _)| clock),
-    };
-    let clock = match recorded {
+    let clock = match record_start(store, &conn.name, &run_id, opts.unrecorded).await {
         Ok(clock) => clock,
         Err(e) => {
             if leased {
@@ -342,6 +328,26 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     }
     exchange::after_run(cfg, conn, store, opts, &done, invalid_listed).await;
     done
+}
+
+/// The run's options, with a target of its own for the run when it has none (outside the
+/// daemon): what it learns of the platform (discovery) then serves each of its connects
+/// (`unsent`, `connect_platform`).
+fn with_own_targets(opts: &SyncOptions) -> std::borrow::Cow<'_, SyncOptions> {
+    match opts.targets {
+        Some(_) => std::borrow::Cow::Borrowed(opts),
+        None => std::borrow::Cow::Owned(SyncOptions { targets: Some(Default::default()), ..opts.clone() }),
+    }
+}
+
+/// Reads the store's clock and records the run's start by it (unless `unrecorded`): the run
+/// is recorded on the store's clock, not this machine's (`clock::StoreTime`).
+async fn record_start<S: StateStore>(store: &S, connector: &str, run_id: &str, unrecorded: bool) -> Result<clock::StoreTime, StateError> {
+    let (clock, at) = clock::StoreTime::read(store).await?;
+    if !unrecorded {
+        store.start_run(connector, run_id, at).await?;
+    }
+    Ok(clock)
 }
 
 impl<S: StateStore> Ctx<'_, S> {
