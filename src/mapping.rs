@@ -38,6 +38,9 @@ struct Compiled {
     /// The source column(s) named in errors.
     column: Option<String>,
     input: CompiledInput,
+    /// False for an attribute the platform will not take (`Mapper::leaving_out`): a value of
+    /// it that does not read leaves it out of the user rather than refusing the row.
+    sent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +93,7 @@ impl Mapper {
             let column = if cols.is_empty() { None } else { Some(cols.join(", ")) };
             let date = rule.date.as_deref().and_then(|f| chrono::format::StrftimeItems::new(f).parse_to_owned().ok());
             let swapped = date.as_deref().and_then(swap_day_month);
-            Compiled { rule: rule.clone(), date, swapped, key, pushed, column, input }
+            Compiled { rule: rule.clone(), date, swapped, key, pushed, column, input, sent: true }
         };
         Mapper {
             fields: mapping
@@ -114,6 +117,19 @@ impl Mapper {
             columns,
             mapping: mapping.clone(),
         }
+    }
+
+    /// This mapper, for a platform that will not take these attributes (a custom attribute
+    /// on a server without the custom schema, an enterprise one without the extension: the
+    /// run found out by discovery before the file is read). Their values are never sent, so
+    /// one that does not read (a date in another format, a control character) invalidates
+    /// no row: the attribute is left out of that user, and the run says once that those
+    /// attributes are not sent. Values that read are kept as before.
+    pub fn leaving_out(mut self, unsent: &std::collections::BTreeSet<String>) -> Mapper {
+        for (name, c) in &mut self.attributes {
+            c.sent = !unsent.contains(name);
+        }
+        self
     }
 
     /// The record's start and end dates (`[fields] start_date`, `end_date`); a value that
@@ -169,7 +185,8 @@ impl Mapper {
     /// month swapped. Called for rows with errors only: a date that fits is no sign.
     pub(crate) fn note_swapped_dates(&self, record: &Record, out: &mut SwappedDates) {
         let rules = self.fields.iter().map(|(_, c)| c).chain(self.attributes.iter().map(|(_, c)| c)).chain(self.manager.iter());
-        for c in rules {
+        // An attribute never sent taints nothing: its dates, whichever way round, go nowhere.
+        for c in rules.filter(|c| c.sent) {
             let (Some(fmt), Some(items), Some(swapped)) = (&c.rule.date, &c.date, &c.swapped) else { continue };
             let Prepared::Value(v) = prepared(c, record) else { continue };
             let t = v.trim();
@@ -306,6 +323,8 @@ impl Mapper {
             match value(c, record) {
                 Ok(Some(v)) => attributes.push((name, v)),
                 Ok(None) => {}
+                // Not sent anyway: left out of this user, the row stands.
+                Err(_) if !c.sent => {}
                 Err(m) => push(&mut errors, &c.column, m),
             }
         }
@@ -1317,6 +1336,21 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
             .map(Ok)
             .collect();
         (m, records)
+    }
+
+    #[test]
+    fn an_attribute_the_platform_will_not_take_invalidates_no_row() {
+        let (m, records) = dated("%m/%d/%Y", &["04/03/2021", "25/12/2020", "not a date", "31/01/2022"]);
+        let unsent: std::collections::BTreeSet<String> = ["hire_date".to_string()].into();
+        let m = m.leaving_out(&unsent);
+        let out = collect(Box::new(records.into_iter()), &m).unwrap();
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert!(out.date_order_fault("f.csv").is_none(), "dates never sent taint nothing");
+        let hired: Vec<Option<&str>> = out.users.iter().map(|u| u.user.attributes.get("hire_date")).collect();
+        assert_eq!(hired, [Some("2021-04-03"), None, None, None], "values that read are kept, the others left out");
+        // Sent, the same values are row errors.
+        let (m, records) = dated("%m/%d/%Y", &["04/03/2021", "not a date"]);
+        assert_eq!(collect(Box::new(records.into_iter()), &m).unwrap().errors.len(), 1);
     }
 
     #[test]

@@ -20,7 +20,7 @@ fn parse(url: &str, rows: Vec<(String, String)>) -> Result<HashMap<String, DateT
 }
 
 macro_rules! backend {
-    ($read:ident, $set:ident, $pool:ty) => {
+    ($read:ident, $set:ident, $pool:ty, $conn:ty) => {
         pub(super) async fn $read(
             pool: &$pool,
             url: &str,
@@ -30,26 +30,23 @@ macro_rules! backend {
             Ok(parse(url, rows))
         }
 
+        /// Inside the caller's transaction, which checked the run's fence first.
         pub(super) async fn $set(
-            pool: &$pool,
+            conn: &mut $conn,
             connector: &str,
             absent: &[(String, DateTime<Utc>)],
             back: &[String],
         ) -> Result<(), sqlx::Error> {
-            if absent.is_empty() && back.is_empty() {
-                return Ok(());
-            }
-            let mut tx = pool.begin().await?;
             for (id, since) in absent {
-                sqlx::query(MARK).bind(connector).bind(id).bind(super::sql::ts(*since)).execute(&mut *tx).await?;
+                sqlx::query(MARK).bind(connector).bind(id).bind(super::sql::ts(*since)).execute(&mut *conn).await?;
             }
             for id in back {
-                sqlx::query(CLEAR).bind(connector).bind(id).execute(&mut *tx).await?;
+                sqlx::query(CLEAR).bind(connector).bind(id).execute(&mut *conn).await?;
             }
-            tx.commit().await
+            Ok(())
         }
     };
 }
 
-backend!(read_sqlite, set_sqlite, sqlx::SqlitePool);
-backend!(read_postgres, set_postgres, sqlx::PgPool);
+backend!(read_sqlite, set_sqlite, sqlx::SqlitePool, sqlx::SqliteConnection);
+backend!(read_postgres, set_postgres, sqlx::PgPool, sqlx::PgConnection);

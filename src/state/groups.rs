@@ -19,7 +19,8 @@ pub struct CreatedGroup {
     pub created_at: DateTime<Utc>,
 }
 
-/// The groups each connector created.
+/// The groups each connector created. Its writes are fenced as the snapshot's are
+/// (`Fencing`): a run whose lease was taken over records and forgets nothing.
 #[allow(async_fn_in_trait)]
 pub trait GroupRecords {
     /// The connector's groups, by displayName.
@@ -46,6 +47,8 @@ where
     <B::Db as Database>::Arguments: IntoArguments<B::Db>,
     <B::Db as Database>::QueryResult: Affected,
     for<'t> String: Encode<'t, B::Db> + Type<B::Db>,
+    for<'t> i64: Encode<'t, B::Db> + Type<B::Db>,
+    (i64,): for<'r> FromRow<'r, <B::Db as Database>::Row>,
     (String, String, String, String): for<'r> FromRow<'r, <B::Db as Database>::Row>,
 {
     async fn created_groups(&self, connector: &str) -> Result<Vec<CreatedGroup>, StateError> {
@@ -64,25 +67,27 @@ where
     }
 
     async fn record_group(&self, connector: &str, group: &CreatedGroup) -> Result<(), StateError> {
+        let mut tx = sql::fenced_tx(self).await?;
         sqlx::query(RECORD_GROUP)
             .bind(connector.to_string())
             .bind(group.display_name.clone())
             .bind(group.value.clone())
             .bind(group.platform_id.clone())
             .bind(sql::ts(group.created_at))
-            .execute(self.writes())
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.db_err(e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| self.db_err(e))
     }
 
     async fn forget_group(&self, connector: &str, display_name: &str) -> Result<(), StateError> {
+        let mut tx = sql::fenced_tx(self).await?;
         sqlx::query(FORGET_GROUP)
             .bind(connector.to_string())
             .bind(display_name.to_string())
-            .execute(self.writes())
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.db_err(e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| self.db_err(e))
     }
 }

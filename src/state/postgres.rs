@@ -248,15 +248,14 @@ impl Backend for PostgresStore {
     fn fence(&self) -> Option<&Fence> {
         self.fence.as_ref()
     }
+    const BEGIN_WRITE: &'static str = "BEGIN";
 }
 
 impl PostgresStore {
     /// The transaction of one fenced write, the fence checked first (holding the lease row
     /// until the write commits: a take-over waits for it).
     async fn fenced_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StateError> {
-        let mut tx = self.pool.begin().await.map_err(self.err())?;
-        sql::check_fence::<Postgres>(Dialect::Postgres, self.fence.as_ref(), &mut tx, self.err()).await?;
-        Ok(tx)
+        sql::fenced_tx(self).await
     }
 }
 
@@ -377,7 +376,12 @@ impl Snapshots for PostgresStore {
     }
 
     async fn set_absences(&self, connector: &str, absent: &[(String, DateTime<Utc>)], back: &[String]) -> Result<(), StateError> {
-        super::absences::set_postgres(&self.pool, connector, absent, back).await.map_err(self.err())
+        if absent.is_empty() && back.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.fenced_tx().await?;
+        super::absences::set_postgres(&mut tx, connector, absent, back).await.map_err(self.err())?;
+        tx.commit().await.map_err(self.err())
     }
 
     async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {

@@ -145,7 +145,8 @@ pub trait Slots {
 pub trait Fencing: Sized {
     /// The token of the lease `holder` holds on `connector` now; None when it holds none.
     async fn lease_token(&self, connector: &str, holder: &str) -> Result<Option<i64>, StateError>;
-    /// This store, writing (snapshot, last file, run history, reconcile marker, audit, plans)
+    /// This store, writing (snapshot, absences, last file, run history, reconcile marker,
+    /// audit, plans and their approval, pruning, the groups created)
     /// only while `fence.connector`'s lease carries `fence.token`; the run is recorded with it.
     fn fenced(&self, fence: Fence) -> Self;
 }

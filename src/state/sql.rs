@@ -53,6 +53,10 @@ pub(super) trait Backend: Sync {
     fn url(&self) -> &str;
     /// The fence its writes check (`Fencing::fenced`), if any.
     fn fence(&self) -> Option<&Fence>;
+    /// How a write's transaction begins: on SQLite `BEGIN IMMEDIATE`, which takes the write
+    /// lock at once, so nothing can take the lease over between the fence's check and the
+    /// write (and a read-then-write never fails to upgrade its lock).
+    const BEGIN_WRITE: &'static str;
 }
 
 // ---- fencing ----
@@ -88,6 +92,22 @@ where
         Some(_) => Ok(()),
         None => Err(StateError::Fenced { connector: f.connector.clone(), token: f.token }),
     }
+}
+
+/// The transaction of one fenced write: begun as the backend writes (`Backend::BEGIN_WRITE`),
+/// the fence checked first. Every write to the store goes through one, so a stale writer's
+/// write is refused whatever it writes (`StateError::Fenced`).
+pub(super) async fn fenced_tx<B: Backend>(b: &B) -> Result<sqlx::Transaction<'static, B::Db>, StateError>
+where
+    for<'e> &'e mut <B::Db as Database>::Connection: Executor<'e, Database = B::Db>,
+    <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+    for<'t> String: Encode<'t, B::Db> + Type<B::Db>,
+    for<'t> i64: Encode<'t, B::Db> + Type<B::Db>,
+    (i64,): for<'r> FromRow<'r, <B::Db as Database>::Row>,
+{
+    let mut tx = b.writes().begin_with(B::BEGIN_WRITE).await.map_err(|e| b.db_err(e))?;
+    check_fence::<B::Db>(B::DIALECT, b.fence(), &mut tx, |e| b.db_err(e)).await?;
+    Ok(tx)
 }
 
 /// How many rows a statement changed (each driver has its own result type).
@@ -469,8 +489,7 @@ where
             Dialect::Sqlite => WRITE_AUDIT_SQLITE,
             Dialect::Postgres => WRITE_AUDIT_POSTGRES,
         };
-        let mut tx = self.writes().begin().await.map_err(|e| self.db_err(e))?;
-        check_fence::<B::Db>(B::DIALECT, self.fence(), &mut tx, |e| self.db_err(e)).await?;
+        let mut tx = fenced_tx(self).await?;
         sqlx::query(sql).bind(json).execute(&mut *tx).await.map_err(|e| self.db_err(e))?;
         tx.commit().await.map_err(|e| self.db_err(e))
     }
@@ -494,17 +513,18 @@ where
         // By the store's clock: a CLI run from a machine 200 days ahead removes nothing early.
         let now = super::Slots::clock(self).await?;
         let Some(before) = chrono::Duration::from_std(keep).ok().and_then(|k| now.checked_sub_signed(k)) else { return Ok(0) };
+        let mut tx = fenced_tx(self).await?;
         let mut gone = 0;
         for sql in [PRUNE_AUDIT, PRUNE_PLANS] {
-            gone += sqlx::query(sql).bind(ts(before)).execute(self.writes()).await.map_err(|e| self.db_err(e))?.rows();
+            gone += sqlx::query(sql).bind(ts(before)).execute(&mut *tx).await.map_err(|e| self.db_err(e))?.rows();
         }
+        tx.commit().await.map_err(|e| self.db_err(e))?;
         Ok(gone)
     }
 
     async fn save_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
         let p = plan_params(plan).map_err(|e| json_err(self.url(), e))?;
-        let mut tx = self.writes().begin().await.map_err(|e| self.db_err(e))?;
-        check_fence::<B::Db>(B::DIALECT, self.fence(), &mut tx, |e| self.db_err(e)).await?;
+        let mut tx = fenced_tx(self).await?;
         sqlx::query(SAVE_PLAN)
             .bind(p.0)
             .bind(p.1)
@@ -539,13 +559,14 @@ where
 
     async fn mark_approved(&self, run_id: &str, approval: &Approval, applied_by: &str) -> Result<(), StateError> {
         let a = serde_json::to_string(approval).map_err(|e| json_err(self.url(), e))?;
+        let mut tx = fenced_tx(self).await?;
         sqlx::query(MARK_APPROVED)
             .bind(a)
             .bind(applied_by.to_string())
             .bind(run_id.to_string())
-            .execute(self.writes())
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.db_err(e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| self.db_err(e))
     }
 }

@@ -192,15 +192,14 @@ impl Backend for SqliteStore {
     fn fence(&self) -> Option<&Fence> {
         self.fence.as_ref()
     }
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 }
 
 impl SqliteStore {
     /// The write transaction of one fenced write: the write lock taken now (IMMEDIATE), then
     /// the fence checked, so nothing can take the lease over between the check and the write.
     async fn fenced_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StateError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(self.err())?;
-        sql::check_fence::<Sqlite>(Dialect::Sqlite, self.fence.as_ref(), &mut tx, self.err()).await?;
-        Ok(tx)
+        sql::fenced_tx(self).await
     }
 }
 
@@ -365,7 +364,12 @@ impl Snapshots for SqliteStore {
     }
 
     async fn set_absences(&self, connector: &str, absent: &[(String, DateTime<Utc>)], back: &[String]) -> Result<(), StateError> {
-        super::absences::set_sqlite(&self.writer, connector, absent, back).await.map_err(self.err())
+        if absent.is_empty() && back.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.fenced_tx().await?;
+        super::absences::set_sqlite(&mut tx, connector, absent, back).await.map_err(self.err())?;
+        tx.commit().await.map_err(self.err())
     }
 
     async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError> {

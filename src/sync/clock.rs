@@ -11,3 +11,30 @@ pub const NOW_ENV: &str = "ROSTERSYNC_NOW";
 pub fn now() -> DateTime<Utc> {
     std::env::var(NOW_ENV).ok().and_then(|t| DateTime::parse_from_rfc3339(t.trim()).ok()).map_or_else(Utc::now, |t| t.with_timezone(&Utc))
 }
+
+/// The state store's clock as a run reads it (`Slots::clock`: PostgreSQL's on a fleet, this
+/// machine's on SQLite): the run's start and end in history, its audit entries and a stopped
+/// plan's time are the store's, like slot times and retention, so a worker whose clock is
+/// wrong records nothing at the wrong time (and prunes nothing early by it). Read once as the
+/// run starts; later times are this machine's clock moved by the offset measured then.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreTime {
+    offset: chrono::Duration,
+}
+
+impl StoreTime {
+    /// Reads the store's clock: the offset to it (the round trip halved: the store read its
+    /// clock somewhere between sending and receiving), and the store's time now.
+    pub async fn read<S: crate::state::Slots>(store: &S) -> Result<(StoreTime, DateTime<Utc>), crate::state::StateError> {
+        let sent = Utc::now();
+        let theirs = store.clock().await?;
+        let got = Utc::now();
+        let mine = sent + (got - sent) / 2;
+        Ok((StoreTime { offset: theirs - mine }, theirs))
+    }
+
+    /// The store's time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset
+    }
+}

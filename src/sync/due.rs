@@ -17,7 +17,12 @@ const SEARCHED: u32 = 200;
 impl<S: StateStore> Ctx<'_, S> {
     /// The last synced file again when a date has come due since it was planned; None when
     /// nothing is due (or the connector has no dated rule).
-    pub(super) async fn due_again(&self, last: Option<&LastFile>) -> Result<Option<fetch::Got>, RunError> {
+    /// `unsent` is the platform's answer for the rows of the file taken again.
+    pub(super) async fn due_again(
+        &self,
+        last: Option<&LastFile>,
+        unsent: &mut super::unsent::Unsent,
+    ) -> Result<Option<fetch::Got>, RunError> {
         let rules = &self.conn.sync.lifecycle;
         let Some(last) = last else { return Ok(None) };
         if self.opts.file.is_some() || (self.conn.mapping.dates.is_empty() && rules.deactivate_after.is_none()) {
@@ -37,7 +42,8 @@ impl<S: StateStore> Ctx<'_, S> {
         tracing::info!("no new file, but a date has come due: the last file is planned again");
         let forced = SyncOptions { force: true, ..self.opts.clone() };
         let (began, _) = tokio::sync::oneshot::channel();
-        match fetch::fetch(self.conn, &forced, Some(&last.fingerprint), began, &self.budget).await? {
+        *unsent = super::unsent::Unsent::known(self.unsent_attributes().await);
+        match fetch::fetch(self.conn, &forced, Some(&last.fingerprint), began, &self.budget, unsent).await? {
             Fetch::Got(g) if g.fingerprint.sha256 == last.fingerprint.sha256 => Ok(Some(*g)),
             // The file is gone (after = "move" or "delete") or another came meanwhile: the
             // next run takes what is there.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::parse::{EarlyParse, ParseFailure, read_and_map};
+use super::unsent::Unsent;
 use super::{Progress, RunError, SyncOptions};
 use crate::config::Connector;
 use crate::model::FileFingerprint;
@@ -63,12 +64,14 @@ impl NoNew {
 
 /// Fetches the file (`began` is told when its bytes start coming): the local `--file`, or
 /// the connector's source on a blocking thread, its retries taken from the run's `budget`.
+/// The rows are mapped as they arrive, leaving out bad values of the `unsent` attributes.
 pub(super) async fn fetch(
     conn: &Connector,
     opts: &SyncOptions,
     last: Option<&FileFingerprint>,
     began: tokio::sync::oneshot::Sender<()>,
     budget: &Budget,
+    unsent: &Unsent,
 ) -> Result<Fetch, RunError> {
     if let Some(path) = &opts.file {
         let _ = began.send(());
@@ -80,12 +83,13 @@ pub(super) async fn fetch(
     let force = opts.force || opts.reconcile;
     let progress = opts.progress.clone();
     let budget = budget.clone();
+    let stream = Stream { began, unsent: unsent.clone() };
     // Blocking threads do not inherit the task's span: enter the run's there, so that the
     // SFTP retry warnings carry its connector and run_id like every other line of the run.
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _in_run = span.enter();
-        fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(began), &budget)
+        fetch_blocking(&conn, last.as_ref(), force, progress.as_deref(), Some(stream), &budget)
     })
     .await
     .map_err(|e| RunError::Thread { what: "download", detail: Some(e.to_string()) })?
@@ -156,6 +160,13 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 
 /// The download file and what reads it, set up once the file is picked. Kept across
 /// retries; dropping it before `guard.complete()` fails the growing file, which stops the parse.
+/// A fetch whose download is parsed and mapped as it arrives: told when it begins, and what
+/// the mapping leaves out (`Mapper::leaving_out`).
+struct Stream {
+    began: tokio::sync::oneshot::Sender<()>,
+    unsent: Unsent,
+}
+
 struct Started {
     temp_path: tempfile::TempPath,
     guard: spool::EndGuard,
@@ -233,11 +244,13 @@ fn fetch_blocking(
     last: Option<&FileFingerprint>,
     force: bool,
     progress: Option<&dyn Progress>,
-    stream: Option<tokio::sync::oneshot::Sender<()>>,
+    stream: Option<Stream>,
     budget: &Budget,
 ) -> Result<Fetch, SourceError> {
-    let parse = stream.is_some();
-    let mut began = stream;
+    let (mut began, unsent) = match stream {
+        Some(s) => (Some(s.began), Some(s.unsent)),
+        None => (None, None),
+    };
     let rule = &conn.file;
     let mut started: Option<Started> = None;
     let mut notes: Vec<String> = Vec::new();
@@ -269,7 +282,7 @@ fn fetch_blocking(
             }
             None => (None, Arc::clone(&growing)),
         };
-        let early = if parse { start_parse(conn, file.name(), &readable) } else { None };
+        let early = unsent.as_ref().and_then(|u| start_parse(conn, file.name(), &readable, u));
         started = Some(Started { temp_path, guard, early, decrypting });
         if let Some(tx) = began.take() {
             let _ = tx.send(());
@@ -438,16 +451,17 @@ fn future_note(f: &RemoteFile, now: chrono::DateTime<Utc>) -> String {
 
 /// Starts parsing and mapping the download as it arrives, on its own thread. None when the
 /// format is not known from the name (a `.zip` is looked into only once it is complete).
-fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Growing>) -> Option<EarlyParse> {
+fn start_parse(conn: &Connector, name: &str, growing: &std::sync::Arc<spool::Growing>, unsent: &Unsent) -> Option<EarlyParse> {
     let format = conn.file.format.or_else(|| crate::config::Format::from_name(name))?;
     let input = crate::format::Input::Growing(std::sync::Arc::clone(growing));
-    let (name, mapping) = (name.to_string(), super::parse::mapping_of(conn));
+    let (name, mapping, unsent) = (name.to_string(), super::parse::mapping_of(conn), unsent.clone());
     let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("parse-download".into())
         .spawn(move || {
             let _in_run = span.enter();
-            read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format)
+            // The rows wait for the platform's answer (asked as the download began).
+            read_and_map(&input, &name, format, &mapping, &unsent.wait()).map_err(ParseFailure::Format)
         })
         .ok()
 }

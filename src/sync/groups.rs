@@ -7,8 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::Utc;
-
 use super::{Ctx, MAX_REPORTED_ERRORS, RunError, Tally};
 use crate::model::User;
 use crate::plan::groups::{self, Current, Desired, GroupOp, GroupPlan, GroupRule, GroupsReport, Owned};
@@ -166,7 +164,8 @@ impl<S: StateStore> Ctx<'_, S> {
         }
         let prefix = self.conn.mapping.groups.as_ref().map(|g| g.prefix.as_str()).unwrap_or_default();
         let value = name.strip_prefix(prefix).unwrap_or(name).to_string();
-        let group = CreatedGroup { display_name: name.to_string(), value, platform_id: platform_id.to_string(), created_at: Utc::now() };
+        let group =
+            CreatedGroup { display_name: name.to_string(), value, platform_id: platform_id.to_string(), created_at: self.clock.now() };
         self.store.record_group(&self.conn.name, &group).await?;
         Ok(())
     }

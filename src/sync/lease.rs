@@ -69,15 +69,27 @@ impl Holder {
 
     /// Whether this names a rostersync process of this machine that no longer runs.
     fn died_here(&self) -> bool {
-        if self.host != hostname() {
-            return false;
-        }
-        // A reused pid belongs to some other program: still dead for us.
-        match std::fs::read(format!("/proc/{}/cmdline", self.pid)) {
-            Ok(cmd) => !String::from_utf8_lossy(&cmd).contains("rostersync"),
-            Err(_) => true,
-        }
+        died_here(&self.host, self.pid)
     }
+}
+
+/// Whether process `pid` of machine `host` is known to be no rostersync running: only a
+/// process of this machine can be looked at; another machine's is never judged from here.
+fn died_here(host: &str, pid: u32) -> bool {
+    if host != hostname() {
+        return false;
+    }
+    // A reused pid belongs to some other program: still dead for us.
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => !String::from_utf8_lossy(&cmd).contains("rostersync"),
+        Err(_) => true,
+    }
+}
+
+/// Whether the worker a run records ("HOST pid N", `state::worker_id`) is known dead.
+fn worker_died_here(worker: &str) -> bool {
+    let Some((host, pid)) = worker.rsplit_once(" pid ") else { return false };
+    pid.parse().is_ok_and(|pid| died_here(host, pid))
 }
 
 /// Takes the lease; a lease left by a process of this machine that no longer exists (killed,
@@ -109,16 +121,46 @@ pub(super) async fn fence<S: StateStore + Fencing>(store: &S, connector: &str, h
 /// were looked at by the runs before).
 const UNFINISHED_DEPTH: u32 = 50;
 
+/// Whether an earlier run whose end is not recorded may still be running beside the run
+/// that holds the connector's lease now (which asks, with the store's time `now`):
+/// - a run that held a lease (`fence`) does not: this run holds the lease under a later
+///   token, so that run's lease was taken over and none of its writes, its end included,
+///   can be recorded any more (it died, was frozen past its lease, or its store failed);
+/// - a run that took no lease (a dry run, or one recorded before fencing) may, beside this
+///   one, in this process or another: until its worker is known dead (a process of this
+///   machine that no longer runs: `died`), or it began longer than `longest` ago (the run
+///   deadline, `max_run_time`, and a lease's time past it: no run lasts that long). One
+///   that ends after all records its end itself.
+fn may_still_run(r: &crate::state::RunRecord, now: chrono::DateTime<chrono::Utc>, longest: Duration, died: impl Fn(&str) -> bool) -> bool {
+    if r.fence.is_some() {
+        return false;
+    }
+    let past_deadline = now.signed_duration_since(r.started_at).to_std().is_ok_and(|age| age > longest);
+    !past_deadline && !r.worker.as_deref().is_some_and(died)
+}
+
 /// Closes, as failed with the reason, the connector's earlier runs whose end was never
-/// recorded (their process died, was frozen past its lease, or the state store failed as
-/// they ended): called by a run holding the lease, once its own end is recorded, so no
-/// earlier run can still be running. Without it they read "running, or the process died"
-/// in history forever. Returns how many were closed.
-pub(super) async fn close_unfinished<S: StateStore>(store: &S, connector: &str, run_id: &str) -> Result<usize, StateError> {
-    let now = chrono::Utc::now();
+/// recorded and that cannot be running any more (`may_still_run`: a dry run in progress
+/// beside this one is left alone): called by a run holding the lease, once its own end is
+/// recorded. Without it they read "running, or the process died" in history forever.
+/// `clock` is the store's; `max_run_time` the connector's deadline. Returns how many were
+/// closed.
+pub(super) async fn close_unfinished<S: StateStore>(
+    store: &S,
+    connector: &str,
+    run_id: &str,
+    clock: super::clock::StoreTime,
+    max_run_time: Duration,
+) -> Result<usize, StateError> {
+    let now = clock.now();
+    let longest = max_run_time.saturating_add(ttl(store));
     let runs = store.history(Some(connector), UNFINISHED_DEPTH).await?;
     let mut closed = 0;
     for r in runs.iter().filter(|r| r.run_id != run_id && r.ended_at.is_none()) {
+        if may_still_run(r, now, longest, worker_died_here) {
+            tracing::debug!("run {} (started {}, no lease) may still be running: left open", r.run_id, r.started_at.to_rfc3339());
+            continue;
+        }
         let mut report = crate::report::Report::new(connector, &r.run_id, false);
         report.outcome = crate::report::RunOutcome::Failed;
         report.failure = Some(crate::report::FailureKind::Crashed);
@@ -249,6 +291,46 @@ mod tests {
         // Another machine's holder is never judged from here.
         assert!(!died_here("daemon@some-other-host pid 1 run r3"));
         assert!(!died_here("garbage"));
+    }
+
+    fn unfinished(fence: Option<i64>, started_ago: i64, worker: Option<&str>) -> (crate::state::RunRecord, chrono::DateTime<chrono::Utc>) {
+        let now = chrono::Utc::now();
+        let r = crate::state::RunRecord {
+            run_id: "r".into(),
+            connector: "acme".into(),
+            started_at: now - chrono::Duration::seconds(started_ago),
+            ended_at: None,
+            report: None,
+            worker: worker.map(String::from),
+            fence,
+        };
+        (r, now)
+    }
+
+    #[test]
+    fn only_a_run_without_a_lease_may_still_run_and_only_until_its_deadline_or_its_process_is_gone() {
+        let longest = Duration::from_secs(3600);
+        let alive = |_: &str| false;
+        let dead = |_: &str| true;
+        // A leased run: this run holds the lease now, so that one's was taken over.
+        let (r, now) = unfinished(Some(7), 5, Some("h pid 1"));
+        assert!(!may_still_run(&r, now, longest, alive));
+        // A dry run a minute old, its process alive or on another machine: left open.
+        let (r, now) = unfinished(None, 60, Some("h pid 1"));
+        assert!(may_still_run(&r, now, longest, alive));
+        assert!(may_still_run(&unfinished(None, 60, None).0, now, longest, dead), "no worker recorded: not known dead");
+        // Its process gone, or past the deadline: closed.
+        assert!(!may_still_run(&r, now, longest, dead));
+        let (r, now) = unfinished(None, 3601, Some("h pid 1"));
+        assert!(!may_still_run(&r, now, longest, alive));
+    }
+
+    #[test]
+    fn a_worker_is_dead_here_only_when_it_names_a_gone_process_of_this_machine() {
+        assert!(!worker_died_here(&crate::state::worker_id()), "this process");
+        assert!(worker_died_here(&format!("{} pid 4294967295", hostname())));
+        assert!(!worker_died_here("some-other-host pid 4294967295"));
+        assert!(!worker_died_here("garbage"));
     }
 
     #[test]

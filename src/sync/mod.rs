@@ -22,6 +22,7 @@ mod persons;
 mod planning;
 mod push;
 mod reconcile;
+mod unsent;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ use crate::changes::Listing;
 use crate::config::{Config, Connector};
 use crate::exit::{Classify, Exit};
 use crate::report::{Report, RunOutcome};
-use crate::state::{AuditEntry, Fencing, LastFile, StateStore};
+use crate::state::{AuditEntry, Fencing, LastFile, StateError, StateStore};
 
 /// Where a run reports progress (the CLI draws bars on a terminal; the daemon logs).
 pub trait Progress: Send + Sync {
@@ -182,6 +183,8 @@ struct Ctx<'a, S: StateStore> {
     opts: &'a SyncOptions,
     run_id: &'a str,
     started: Instant,
+    /// The store's clock, which the run's record (history, audit, stopped plans) follows.
+    clock: clock::StoreTime,
     /// Retries left for the whole run, SFTP and SCIM together (`crate::retry`).
     budget: crate::retry::Budget,
     /// The platform-wide lease of a run that binds accounts (`adoption`): taken before the
@@ -247,6 +250,7 @@ pub async fn run<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store:
 /// The run around its steps: the connector's lease and its heartbeat, the history record,
 /// the audit trail written whatever happened.
 async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: &S, opts: &SyncOptions, run_id: String) -> RunResult {
+    let opts = &*with_own_targets(opts);
     let holder = lease::Holder::here(opts.origin, &run_id);
     let binding = adoption::Binding::new(&holder, &conn.name);
     let started = Instant::now();
@@ -275,15 +279,17 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
         },
         false => store,
     };
-    if !opts.unrecorded
-        && let Err(e) = store.start_run(&conn.name, &run_id, Utc::now()).await
-    {
-        if leased {
-            let _ = store.release(&conn.name, &holder).await;
+    let clock = match record_start(store, &conn.name, &run_id, opts.unrecorded).await {
+        Ok(clock) => clock,
+        Err(e) => {
+            if leased {
+                let _ = store.release(&conn.name, &holder).await;
+            }
+            return tally.fail(e.into(), started);
         }
-        return tally.fail(e.into(), started);
-    }
-    let ctx = Ctx { cfg, conn, store, opts, run_id: &run_id, started, budget: crate::retry::Budget::default(), binding: &binding };
+    };
+    let budget = crate::retry::Budget::default();
+    let ctx = Ctx { cfg, conn, store, opts, run_id: &run_id, started, clock, budget, binding: &binding };
     // The deadline bounds the whole run, whatever its requests' own timeouts: dropping the
     // run's future stops it sending; its unrecorded writes are found by the next run like a
     // crash's (the reconcile marker set before the push stays set).
@@ -306,10 +312,10 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     };
     done.report.duration_ms = done.report.duration_ms.max(1);
     if !opts.unrecorded {
-        match store.finish_run(&done.report, Utc::now()).await {
+        match store.finish_run(&done.report, clock.now()).await {
             Err(e) => tracing::error!("could not record the run in history: {e}"),
             Ok(()) if leased => {
-                if let Err(e) = lease::close_unfinished(store, &conn.name, &run_id).await {
+                if let Err(e) = lease::close_unfinished(store, &conn.name, &run_id, clock, conn.sync.max_run_time).await {
                     tracing::warn!("could not close the earlier runs whose end was never recorded: {e}");
                 }
             }
@@ -324,21 +330,44 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     done
 }
 
+/// The run's options, with a target of its own for the run when it has none (outside the
+/// daemon): what it learns of the platform (discovery) then serves each of its connects
+/// (`unsent`, `connect_platform`).
+fn with_own_targets(opts: &SyncOptions) -> std::borrow::Cow<'_, SyncOptions> {
+    match opts.targets {
+        Some(_) => std::borrow::Cow::Borrowed(opts),
+        None => std::borrow::Cow::Owned(SyncOptions { targets: Some(Default::default()), ..opts.clone() }),
+    }
+}
+
+/// Reads the store's clock and records the run's start by it (unless `unrecorded`): the run
+/// is recorded on the store's clock, not this machine's (`clock::StoreTime`).
+async fn record_start<S: StateStore>(store: &S, connector: &str, run_id: &str, unrecorded: bool) -> Result<clock::StoreTime, StateError> {
+    let (clock, at) = clock::StoreTime::read(store).await?;
+    if !unrecorded {
+        store.start_run(connector, run_id, at).await?;
+    }
+    Ok(clock)
+}
+
 impl<S: StateStore> Ctx<'_, S> {
     /// The run proper, step by step: each step's output is the next one's input. Ok is a
     /// run that ended as planned (synced, no new file, waiting for approval, a dry run).
     async fn execute(&self, t: &mut Tally) -> Result<(), RunError> {
         let last = self.store.last_file(&self.conn.name).await?;
-        let (fetched, preloaded) = self.fetch_and_preload(last.as_ref()).await;
+        // Asked of the platform once the download begins; the rows wait for it: values of
+        // attributes it will not take refuse no row (`unsent`).
+        let mut unsent = unsent::Unsent::default();
+        let (fetched, preloaded) = self.fetch_and_preload(last.as_ref(), &unsent).await;
         let got = match fetched? {
-            Fetch::NoNewFile(why) => match self.due_again(last.as_ref()).await? {
+            Fetch::NoNewFile(why) => match self.due_again(last.as_ref(), &mut unsent).await? {
                 Some(g) => g,
                 None => return self.no_new_file(t, why, last.as_ref()),
             },
             Fetch::Got(g) => *g,
         };
         let mut got = self.accept_file(t, got).await?;
-        let mapped = self.parse(t, &mut got).await?;
+        let mapped = self.parse(t, &mut got, &unsent).await?;
         let (mapped, scope) = self.scope_mapped(t, mapped);
         count_rows(t, &mapped, self.started);
         let snapshot = match preloaded {
@@ -378,16 +407,21 @@ impl<S: StateStore> Ctx<'_, S> {
     async fn fetch_and_preload(
         &self,
         last: Option<&LastFile>,
+        unsent: &unsent::Unsent,
     ) -> (Result<Fetch, RunError>, Option<Result<crate::plan::Snapshot, crate::state::StateError>>) {
         let (began, began_rx) = tokio::sync::oneshot::channel::<()>();
         let (store, connector) = (self.store, self.conn.name.clone());
+        let asking = unsent::Asking(unsent.clone());
         let preload = async move {
             match began_rx.await {
-                Ok(()) => Some(store.snapshot(&connector).await),
+                Ok(()) => {
+                    let ask = async { asking.answer(self.unsent_attributes().await) };
+                    Some(tokio::join!(store.snapshot(&connector), ask).0)
+                }
                 Err(_) => None,
             }
         };
-        tokio::join!(fetch::fetch(self.conn, self.opts, last.map(|l| &l.fingerprint), began, &self.budget), preload)
+        tokio::join!(fetch::fetch(self.conn, self.opts, last.map(|l| &l.fingerprint), began, &self.budget, unsent), preload)
     }
 
     /// No new file: the normal quiet day, unless the export has stopped coming for longer

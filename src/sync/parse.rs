@@ -1,5 +1,6 @@
 //! Step 3 of a run: the file's records mapped to users (CPU work, off the async threads).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::fetch::Got;
@@ -22,8 +23,15 @@ pub(super) enum ParseFailure {
 }
 
 /// Reads every record of the export and maps it (CPU work: call it off the async threads).
-pub(super) fn read_and_map(input: &Input, name: &str, format: Format, mapping: &Mapping) -> Result<Mapped, FormatError> {
-    let mapper = Mapper::new(mapping);
+/// Values of the `unsent` attributes (the platform will not take them) refuse no row.
+pub(super) fn read_and_map(
+    input: &Input,
+    name: &str,
+    format: Format,
+    mapping: &Mapping,
+    unsent: &BTreeSet<String>,
+) -> Result<Mapped, FormatError> {
+    let mapper = Mapper::new(mapping).leaving_out(unsent);
     let records = crate::format::open_input(input, name, format, &mapping.source, mapper.columns())?;
     let mapped = crate::mapping::collect(records, &mapper)?;
     // A date column read the other way round taints every row: refused as a file error.
@@ -43,13 +51,13 @@ pub(super) fn mapping_of(conn: &Connector) -> Mapping {
 
 /// Parses and maps a local file with the connector's mapping, on a blocking thread.
 pub async fn parse_file(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, RunError> {
-    parse_file_detailed(conn, path, name).await.map_err(|e| match e {
+    parse_file_detailed(conn, path, name, &BTreeSet::new()).await.map_err(|e| match e {
         ParseFailure::Format(e) => RunError::from(e),
         ParseFailure::Other(f) => f,
     })
 }
 
-async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Result<Mapped, ParseFailure> {
+async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str, unsent: &BTreeSet<String>) -> Result<Mapped, ParseFailure> {
     // "auto": by extension, looking inside a .zip at the one file it holds.
     let format = match conn.file.format {
         Some(f) => f,
@@ -58,10 +66,11 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Resul
     let input = Input::from(path);
     let name = name.to_string();
     let mapping = mapping_of(conn);
+    let unsent = unsent.clone();
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _in_run = span.enter();
-        read_and_map(&input, &name, format, &mapping).map_err(ParseFailure::Format)
+        read_and_map(&input, &name, format, &mapping, &unsent).map_err(ParseFailure::Format)
     })
     .await
     .map_err(|e| ParseFailure::Other(RunError::Thread { what: "parsing", detail: Some(e.to_string()) }))?
@@ -70,7 +79,7 @@ async fn parse_file_detailed(conn: &Connector, path: &Path, name: &str) -> Resul
 impl<S: StateStore> Ctx<'_, S> {
     /// The users of the file: from the parse that followed the download, or parsed now. A
     /// file that cannot be used at all (empty, a mapped column missing) stops the run here.
-    pub(super) async fn parse(&self, t: &mut Tally, got: &mut Got) -> Result<Mapped, RunError> {
+    pub(super) async fn parse(&self, t: &mut Tally, got: &mut Got, unsent: &super::unsent::Unsent) -> Result<Mapped, RunError> {
         // Not through a &Got across the await: a reference to the boxed source held there
         // would make the run's future not Send (the daemon runs it on its worker threads).
         let parsed = match got.early.take() {
@@ -82,7 +91,12 @@ impl<S: StateStore> Ctx<'_, S> {
                     .and_then(Result::ok)
                     .unwrap_or_else(|| Err(ParseFailure::Other(RunError::Thread { what: "parsing", detail: None })))
             }
-            None => parse_file_detailed(self.conn, &got.spool.path, &got.name).await,
+            None => {
+                // Answered by now: asked as the download began, beside the snapshot's load.
+                let unsent = unsent.clone();
+                let unsent = tokio::task::spawn_blocking(move || unsent.wait()).await.unwrap_or_default();
+                parse_file_detailed(self.conn, &got.spool.path, &got.name, &unsent).await
+            }
         };
         match parsed {
             Ok(m) => Ok(m),

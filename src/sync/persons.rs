@@ -5,8 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::Utc;
-
 use super::{ApprovalMismatch, Ctx, RunError, Tally};
 use crate::changes::{self, PersonKind};
 use crate::mapping::Mapped;
@@ -175,7 +173,7 @@ impl<S: StateStore> Ctx<'_, S> {
         let stored = StoredPlan {
             run_id: t.report.run_id.clone(),
             connector: self.conn.name.clone(),
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
             file,
             state_fingerprint: fingerprint,
             digest: changes::plan_digest(plan),
@@ -276,7 +274,7 @@ impl<S: StateStore> Ctx<'_, S> {
             connector: self.conn.name.clone(),
             external_id: id,
             run_id: t.report.run_id.clone(),
-            at: Utc::now(),
+            at: self.clock.now(),
             kind,
             fields,
             status,
