@@ -14,6 +14,7 @@ mod json;
 mod memory;
 mod options;
 mod producer;
+mod shared_strings;
 
 use std::path::Path;
 
@@ -442,6 +443,16 @@ pub fn open_input(
         Format::Ndjson => json::open_ndjson(input, display_name, opts, columns)?,
     };
     non_empty(records, display_name)
+}
+
+/// What opening the export will make the reader hold before its first record, in bytes:
+/// an xlsx's shared strings (calamine reads them whole); nothing for the other formats,
+/// which stream. Refused past `max_memory` (and the workbook's parts past `max_size`).
+pub fn held_on_open(input: &Input, display_name: &str, format: Format, limits: &Limits) -> Result<u64, FormatError> {
+    match format {
+        Format::Xlsx => input::seekable_held(input, display_name, limits).map(|(_, held)| held),
+        _ => Ok(0),
+    }
 }
 
 /// The format of a file: by name, looking through `.gz`, and into a `.zip` at the name of

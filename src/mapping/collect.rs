@@ -146,6 +146,11 @@ pub fn collect_within(records: Records, mapper: &Mapper, held: &mut Held) -> Res
     if let Some(e) = fault {
         return Err(e);
     }
+    // Once the budget made some ids' rows counts, every such id keeps only its first rows:
+    // the result does not depend on when the budget filled.
+    if !out.duplicates_untold.is_empty() {
+        footprint::compact_duplicates(&mut out, mapper.mapping.id_rule());
+    }
     mark_duplicates(&mut out, mapper);
     // However a message was made, it carries no more than a bounded piece of the file.
     for e in &mut out.errors {

@@ -25,6 +25,9 @@ pub(super) enum ParseFailure {
 pub(super) fn read_and_map(input: &Input, name: &str, format: Format, mapping: &Mapping) -> Result<Mapped, FormatError> {
     let mapper = Mapper::new(mapping);
     let mut held = crate::format::Held::new(name, &mapping.source.limits);
+    // A workbook's shared strings are held while its rows are read: charged first.
+    let strings = crate::format::held_on_open(input, name, format, &mapping.source.limits)?;
+    held.charge(strings, None, || "the workbook's shared strings".into())?;
     let records = crate::format::open_input(input, name, format, &mapping.source, mapper.columns())?;
     let mapped = crate::mapping::collect_within(records, &mapper, &mut held)?;
     // A date column read the other way round taints every row: refused as a file error.
