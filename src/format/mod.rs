@@ -12,6 +12,7 @@ mod excel;
 mod input;
 mod json;
 mod memory;
+mod number_formats;
 mod options;
 mod producer;
 mod shared_strings;
