@@ -102,3 +102,60 @@ fn twelve_digit_ids_in_general_format_stay_whole() {
     assert!(before.contains_key("100000000001"));
     assert_eq!(platform(&scim), before, "the platform is as before");
 }
+
+/// An ods of the demo layout, every cell text, the Email cells formulas with no computed
+/// value (`table:formula` and no `office:value`), as tools that do not calculate write them.
+fn ods_with_uncomputed_emails(n: u32) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let o = zip::write::SimpleFileOptions::default();
+    let cell = |v: &str| format!("<table:table-cell office:value-type=\"string\"><text:p>{v}</text:p></table:table-cell>");
+    let mut table = String::from("<table:table table:name=\"Employees\">");
+    for (r, line) in std::iter::once(HEADER.to_string()).chain((1..=n).map(|i| row(&format!("E{i:07}"), i))).enumerate() {
+        table += "<table:table-row>";
+        for (c, v) in line.split(',').enumerate() {
+            table += &if r > 0 && c == 3 {
+                format!("<table:table-cell table:formula=\"of:=LOWER([.B{}])\"/>", r + 1)
+            } else if v.is_empty() {
+                "<table:table-cell/>".to_string()
+            } else {
+                cell(v)
+            };
+        }
+        table += "</table:table-row>";
+    }
+    table += "</table:table>";
+    let content = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet>{table}</office:spreadsheet></office:body></office:document-content>"#
+    );
+    let manifest = r#"<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"#;
+    z.start_file("mimetype", stored).unwrap();
+    z.write_all(b"application/vnd.oasis.opendocument.spreadsheet").unwrap();
+    z.start_file("META-INF/manifest.xml", o).unwrap();
+    z.write_all(manifest.as_bytes()).unwrap();
+    z.start_file("content.xml", o).unwrap();
+    z.write_all(content.as_bytes()).unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+/// ods formulas never computed are cell errors, as in xlsx: never empty emails (which would
+/// turn every login into the employee id).
+#[test]
+fn ods_formulas_without_a_value_are_cell_errors() {
+    let text: Vec<String> = (1..=10).map(|i| format!("E{i:07}")).collect();
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    let rows: Vec<String> = text.iter().enumerate().map(|(i, id)| row(id, i as u32 + 1)).collect();
+    p.export("employees_2026-01-01.csv", &rows);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    let before = platform(&scim);
+    let cfg = p.path().join("connectors.toml");
+    let t = std::fs::read_to_string(&cfg).unwrap().replacen("path = \"employees_*.csv\"", "path = \"employees_*\"", 1);
+    std::fs::write(&cfg, t).unwrap();
+    std::fs::write(p.path().join("exports/employees_2026-02-01.ods"), ods_with_uncomputed_emails(10)).unwrap();
+    let (_, r) = p.sync_json(&[]);
+    assert_eq!(r["counts"]["invalid"], 10, "{r}");
+    assert!(r["errors"].to_string().contains("cell D2 holds a formula with no computed value"), "{r}");
+    assert_eq!(platform(&scim), before, "the platform is as before");
+}

@@ -8,7 +8,8 @@
 //! unless named, a merged region reads as its top-left value in every cell it covers, and a
 //! cell Excel would show differently from what is stored (a formula never computed, a
 //! number past Excel's 15 exact digits) is a cell error, never an empty or altered value. A
-//! number whose format pads it with zeros ("00000") reads as displayed (`00123`).
+//! number whose format pads it with zeros ("00000") reads as displayed (`00123`); xls and
+//! ods give no number formats, so there it reads as the number.
 
 use std::path::Path;
 
@@ -217,7 +218,10 @@ where
     R::Error: std::fmt::Display,
 {
     let range = wb.worksheet_range(name).map_err(|e| unreadable(file, "sheet", e))?;
-    let read = feed_range(&range, rows).and_then(|()| rows.finish());
+    // The formulas, to tell a formula never computed (no cached value: Empty) from an empty
+    // cell; a sheet whose formulas cannot be read has none known.
+    let formulas = wb.worksheet_formula(name).ok();
+    let read = feed_range(&range, formulas.as_ref(), rows).and_then(|()| rows.finish());
     let hidden = if default_sheet { hidden(wb.sheets_metadata()) } else { Vec::new() };
     match read {
         Err(e @ FormatError::MissingColumns { .. }) if !hidden.is_empty() => {
@@ -229,11 +233,13 @@ where
     }
 }
 
-fn feed_range(range: &calamine::Range<Data>, rows: &mut RowSink) -> Result<(), FormatError> {
+fn feed_range(range: &calamine::Range<Data>, formulas: Option<&calamine::Range<String>>, rows: &mut RowSink) -> Result<(), FormatError> {
     let Some((r0, c0)) = range.start() else { return Ok(()) };
     for (i, row) in range.rows().enumerate() {
         for (j, d) in row.iter().enumerate() {
-            if !rows.cell(r0 + i as u32, c0 + j as u32, &data_ref(d), false)? {
+            let (r, c) = (r0 + i as u32, c0 + j as u32);
+            let uncomputed = matches!(d, Data::Empty) && formulas.and_then(|f| f.get_value((r, c))).is_some_and(|f| !f.is_empty());
+            if !rows.cell(r, c, &data_ref(d), uncomputed)? {
                 return Ok(());
             }
         }
