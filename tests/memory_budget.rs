@@ -106,9 +106,7 @@ fn xlsx_with_strings(extra: u32, unique_count: &str) -> Vec<u8> {
     let parts = [
         (
             "[Content_Types].xml",
-            format!(
-                r#"<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/></Types>"#
-            ),
+            r#"<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/></Types>"#.to_string(),
         ),
         (
             "_rels/.rels",

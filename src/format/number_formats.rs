@@ -19,7 +19,7 @@ use calamine::DataRef;
 pub(crate) fn zero_padded_width(format_code: &str) -> Option<u8> {
     let first = format_code.split(';').next().unwrap_or_default().trim();
     let n = first.len();
-    (n >= 2 && n <= 40 && first.bytes().all(|b| b == b'0')).then_some(n as u8)
+    ((2..=40).contains(&n) && first.bytes().all(|b| b == b'0')).then_some(n as u8)
 }
 
 /// Cells whose format pads, as runs of rows per column (an id column is one run).

@@ -145,12 +145,12 @@ mod tests {
     #[test]
     fn an_id_on_many_rows_keeps_its_first_rows_and_counts_the_others() {
         let rule = IdRule { fold_case: true, upper: true };
-        let mut m = Mapped::default();
-        m.users = (0..25).map(|i| user(if i % 5 == 0 { "e7" } else { "E7" }, i + 2)).collect();
-        m.users.push(user("E8", 100));
-        m.users.push(user("E8", 101));
+        let mut users: Vec<SourcedUser> = (0..25).map(|i| user(if i % 5 == 0 { "e7" } else { "E7" }, i + 2)).collect();
+        users.push(user("E8", 100));
+        users.push(user("E8", 101));
         // E9: 12 invalid rows of two errors each.
-        m.errors = (0..12).flat_map(|i| [error("E9", 200 + i, "bad email"), error("E9", 200 + i, "bad date")]).collect();
+        let errors = (0..12).flat_map(|i| [error("E9", 200 + i, "bad email"), error("E9", 200 + i, "bad date")]).collect();
+        let mut m = Mapped { users, errors, ..Mapped::default() };
         let before: u64 = m.users.iter().map(user_bytes).sum::<u64>() + m.errors.iter().map(error_bytes).sum::<u64>();
 
         let freed = compact_duplicates(&mut m, rule);
