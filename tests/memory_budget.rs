@@ -86,6 +86,12 @@ fn distinct(n: u32) -> Vec<u8> {
 /// An xlsx of the demo layout whose cells are shared strings, with `extra` more strings in
 /// the table than the cells use, and the table's `uniqueCount` as given.
 fn xlsx_with_strings(extra: u32, unique_count: &str) -> Vec<u8> {
+    xlsx_padded(extra, unique_count, 0)
+}
+
+/// `xlsx_with_strings`, with a part of `pad` zero bytes stored uncompressed (an embedded
+/// picture, say): the workbook file itself is that large.
+fn xlsx_padded(extra: u32, unique_count: &str, pad: usize) -> Vec<u8> {
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let o = zip::write::SimpleFileOptions::default();
     let ns = r#"xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main""#;
@@ -141,6 +147,11 @@ fn xlsx_with_strings(extra: u32, unique_count: &str) -> Vec<u8> {
         z.write_all(filler.as_bytes()).unwrap();
     }
     z.write_all(b"</sst>").unwrap();
+    if pad > 0 {
+        z.start_file("xl/media/image1.bin", zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored))
+            .unwrap();
+        z.write_all(&vec![0u8; pad]).unwrap();
+    }
     z.finish().unwrap().into_inner()
 }
 
@@ -233,6 +244,17 @@ fn a_shared_string_table_past_the_budget_is_refused_before_it_is_read() {
     assert_eq!(code, 4, "{}", short(&r));
     let msg = r["message"].as_str().unwrap();
     assert!(msg.contains("100000000000 declared by the table"), "{msg}");
+
+    // A gzipped workbook is inflated in memory to be read (calamine seeks): 80 MiB of it, in
+    // a gzip of well under 1 MiB, is past the budget before calamine sees it.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&xlsx_padded(0, "122", 80 << 20)).unwrap();
+    let big = gz.finish().unwrap();
+    assert!(big.len() < 1 << 20, "{}", big.len());
+    let (code, r) = sync_file(&p, "employees_2026-02-01.xlsx.gz", &big);
+    assert_eq!(code, 4, "{}", short(&r));
+    let msg = r["message"].as_str().unwrap();
+    assert!(msg.contains("the workbook inflated from its gzip or zip") && msg.contains("[sync] max_memory"), "{msg}");
 
     assert_eq!(platform(&scim), before, "nothing changed on the platform");
     let rss = children_max_rss_mib();

@@ -218,18 +218,32 @@ pub(crate) fn seekable(input: &Input, file: &str, limits: &Limits) -> Result<See
     seekable_held(input, file, limits).map(|(w, _)| w)
 }
 
-/// `seekable`, with what opening the workbook will make calamine hold (its shared strings).
+/// `seekable`, with what reading the workbook will hold: a compressed or zipped workbook
+/// inflated in memory (calamine seeks), and the shared strings calamine reads whole.
 pub(crate) fn seekable_held(input: &Input, file: &str, limits: &Limits) -> Result<(Seekable, u64), FormatError> {
     let path = input.complete(file)?;
     let lower = file.to_ascii_lowercase();
-    let workbook = if lower.ends_with(".gz") || lower.ends_with(".zip") {
+    let (workbook, inflated) = if lower.ends_with(".gz") || lower.ends_with(".zip") {
         let mut buf = Vec::new();
-        raw(input, file, limits)?.read_to_end(&mut buf).map_err(|e| FormatError::from_io(file, limits, e))?;
-        Seekable::Memory(Cursor::new(buf))
+        // Held for the whole read: never more of it than the memory budget.
+        raw(input, file, limits)?
+            .take(limits.max_memory.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| FormatError::from_io(file, limits, e))?;
+        if buf.len() as u64 > limits.max_memory {
+            return Err(limits.exceeded(file, None, Limit::Memory, "the workbook inflated from its gzip or zip, held while it is read"));
+        }
+        let n = buf.len() as u64;
+        (Seekable::Memory(Cursor::new(buf)), n)
     } else {
-        Seekable::File(BufReader::with_capacity(1 << 16, File::open(path).map_err(io_err(file))?))
+        (Seekable::File(BufReader::with_capacity(1 << 16, File::open(path).map_err(io_err(file))?)), 0)
     };
-    check_parts(workbook, file, limits)
+    let (workbook, strings) = check_parts(workbook, file, limits)?;
+    let held = strings.saturating_add(inflated);
+    if held > limits.max_memory {
+        return Err(limits.exceeded(file, None, Limit::Memory, "the workbook inflated from its gzip or zip and its shared strings"));
+    }
+    Ok((workbook, held))
 }
 
 /// xlsx and ods are zips of XML parts that calamine inflates whole (the shared strings of
