@@ -7,11 +7,12 @@
 
 mod collect;
 pub mod dates;
+mod footprint;
 pub mod rules;
 pub mod scope;
 pub mod suggest;
 
-pub use collect::collect;
+pub use collect::{collect, collect_within};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -871,6 +872,9 @@ pub struct Mapped {
     pub out_of_scope: Vec<OutOfScope>,
     /// The dates of users that have any (`[fields] start_date`, `end_date`), by external id.
     pub dates: Vec<(String, dates::Dates)>,
+    /// Rows of an id on many rows that were counted, not kept, once the memory budget filled
+    /// (`footprint::compact_duplicates`), by normalised id: invalid rows not in `errors`.
+    pub duplicates_untold: HashMap<String, u64>,
 }
 
 /// A row of the file out of the mapping's `[scope]`.
@@ -916,7 +920,12 @@ impl Mapped {
         let mut lines: Vec<u64> = self.errors.iter().map(|e| e.line).collect();
         lines.sort_unstable();
         lines.dedup();
-        lines.len() as u64
+        lines.len() as u64 + self.untold_rows()
+    }
+
+    /// Invalid rows counted but not listed in `errors` (`duplicates_untold`).
+    pub fn untold_rows(&self) -> u64 {
+        self.duplicates_untold.values().sum()
     }
 
     /// Lines of invalid rows whose person cannot be told (no readable id, or an id on several
@@ -987,17 +996,17 @@ pub(crate) fn mark_duplicates(out: &mut Mapped, mapper: &Mapper) {
         }
         for (key, lines) in by_key.into_iter().filter(|(_, lines)| lines.len() > 1) {
             ambiguous.extend_from_slice(&lines);
+            // Rows counted past the memory budget are on lines not kept.
+            let total = lines.len() as u64 + out.duplicates_untold.get(key.as_ref()).copied().unwrap_or(0);
             let shown = lines.iter().take(DUPLICATE_LINES_SHOWN).map(u64::to_string).collect::<Vec<_>>().join(", ");
-            let more = if lines.len() > DUPLICATE_LINES_SHOWN {
-                format!(" and {} more", lines.len() - DUPLICATE_LINES_SHOWN)
-            } else {
-                String::new()
+            let more = match total.saturating_sub(DUPLICATE_LINES_SHOWN.min(lines.len()) as u64) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
             };
             let message = format!(
-                "unique id \"{}\" ({}) is on {} rows (lines {shown}{more}); none of them is synced until the export has one row per person",
+                "unique id \"{}\" ({}) is on {total} rows (lines {shown}{more}); none of them is synced until the export has one row per person",
                 excerpt(&key),
                 unique_field(uid).name(),
-                lines.len(),
             );
             dups.insert(key.into_owned(), message.into());
         }

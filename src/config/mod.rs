@@ -843,6 +843,14 @@ fn check_sync(ck: &mut Checker, key: &str, s: RawSync) -> SyncRule {
             Some(d) => d.0,
             None => d.max_run_time,
         },
+        max_memory: match ck.value(&format!("{key}.sync.max_memory"), s.max_memory) {
+            Some(m) if m.0 == 0 => {
+                ck.problem(&format!("{key}.sync.max_memory"), "expected a size above zero, e.g. \"512MiB\" or \"2GiB\"");
+                d.max_memory
+            }
+            Some(m) => m.0,
+            None => d.max_memory,
+        },
     }
 }
 

@@ -361,6 +361,12 @@ pub struct RawSync {
     /// sending, ends failed and is retried like a platform outage; what it sent is found by
     /// the next run. Bounds a hung platform, whatever its requests' own timeouts.
     pub max_run_time: Option<Parsed<HumanDuration>>,
+    /// What one file may make a run hold in memory, e.g. "1GiB" (default "512MiB", about
+    /// 1.2 million people): the rows kept for planning (≈ 400 bytes a person), the tracking of
+    /// ids on several rows, an Excel workbook's shared strings. Past it the file is refused
+    /// (exit 4) before the memory is taken, so one damaged or hostile export never takes the
+    /// daemon and its other connectors down.
+    pub max_memory: Option<Parsed<Size>>,
 }
 
 /// The whole file, with sections left as values so each is checked on its own.

@@ -7,13 +7,16 @@
 //! The workbook is read as the customer sees it in Excel: hidden sheets are never read
 //! unless named, a merged region reads as its top-left value in every cell it covers, and a
 //! cell Excel would show differently from what is stored (a formula never computed, a
-//! number past Excel's 15 exact digits) is a cell error, never an empty or altered value.
+//! number past Excel's 15 exact digits) is a cell error, never an empty or altered value. A
+//! number whose format pads it with zeros ("00000") reads as displayed (`00123`); xls and
+//! ods give no number formats, so there it reads as the number.
 
 use std::path::Path;
 
 use calamine::{Data, DataRef, Dimensions, Ods, Reader, Sheet, SheetVisible, Xls, Xlsx};
 
 use super::input::{self, Input, Seekable};
+use super::number_formats::{Padded, zero_padded_width};
 use super::producer::{self, Sink};
 use super::{Format, SourceOptions};
 use super::{FormatError, ReadError, Record, Records, match_columns};
@@ -131,6 +134,7 @@ fn read_xlsx(src: Seekable, file: &str, sheet: Option<&str>, rows: &mut RowSink)
     let mut wb: Xlsx<Seekable> = Xlsx::new(src).map_err(|e| unreadable(file, "xlsx", e))?;
     let name = pick_sheet(wb.sheets_metadata(), sheet, file)?;
     rows.merges(&wb.merge_cells_by_sheet_name(&name).map_err(|e| unreadable(file, "xlsx", e))?);
+    rows.padded = padded_cells(&mut wb, file, &name)?;
     let read = stream_xlsx(&mut wb, file, &name, rows).and_then(|()| rows.finish());
     let hidden = if sheet.is_none() { hidden(wb.sheets_metadata()) } else { Vec::new() };
     match read {
@@ -166,6 +170,25 @@ fn stream_xlsx(wb: &mut Xlsx<Seekable>, file: &str, name: &str, rows: &mut RowSi
     }
 }
 
+/// The cells of the sheet whose number format pads them with zeros (`number_formats`): a
+/// pass over the cells' styles, only when some style of the workbook pads.
+fn padded_cells(wb: &mut Xlsx<Seekable>, file: &str, name: &str) -> Result<Padded, FormatError> {
+    let mut padded = Padded::default();
+    let mut cells = wb.worksheet_cells_reader(name).map_err(|e| unreadable(file, "xlsx", e))?;
+    let widths: Vec<Option<u8>> =
+        cells.styles().iter().map(|s| s.number_format.as_ref().and_then(|f| zero_padded_width(&f.format_code))).collect();
+    if widths.iter().all(Option::is_none) {
+        return Ok(padded);
+    }
+    // A damaged sheet stops here as it would in the read that follows: that read says where.
+    while let Ok(Some((r, c, style))) = cells.next_style_id() {
+        if let Some(Some(w)) = widths.get(style) {
+            padded.add(r, c, *w);
+        }
+    }
+    Ok(padded)
+}
+
 /// The header row of a sheet (0-based `header_row`), empty when it cannot be read.
 fn xlsx_header(wb: &mut Xlsx<Seekable>, name: &str, header_row: u32) -> Vec<String> {
     let mut header = Vec::new();
@@ -195,7 +218,10 @@ where
     R::Error: std::fmt::Display,
 {
     let range = wb.worksheet_range(name).map_err(|e| unreadable(file, "sheet", e))?;
-    let read = feed_range(&range, rows).and_then(|()| rows.finish());
+    // The formulas, to tell a formula never computed (no cached value: Empty) from an empty
+    // cell; a sheet whose formulas cannot be read has none known.
+    let formulas = wb.worksheet_formula(name).ok();
+    let read = feed_range(&range, formulas.as_ref(), rows).and_then(|()| rows.finish());
     let hidden = if default_sheet { hidden(wb.sheets_metadata()) } else { Vec::new() };
     match read {
         Err(e @ FormatError::MissingColumns { .. }) if !hidden.is_empty() => {
@@ -207,11 +233,13 @@ where
     }
 }
 
-fn feed_range(range: &calamine::Range<Data>, rows: &mut RowSink) -> Result<(), FormatError> {
+fn feed_range(range: &calamine::Range<Data>, formulas: Option<&calamine::Range<String>>, rows: &mut RowSink) -> Result<(), FormatError> {
     let Some((r0, c0)) = range.start() else { return Ok(()) };
     for (i, row) in range.rows().enumerate() {
         for (j, d) in row.iter().enumerate() {
-            if !rows.cell(r0 + i as u32, c0 + j as u32, &data_ref(d), false)? {
+            let (r, c) = (r0 + i as u32, c0 + j as u32);
+            let uncomputed = matches!(d, Data::Empty) && formulas.and_then(|f| f.get_value((r, c))).is_some_and(|f| !f.is_empty());
+            if !rows.cell(r, c, &data_ref(d), uncomputed)? {
                 return Ok(());
             }
         }
@@ -349,6 +377,8 @@ struct RowSink<'s> {
     error: Option<RowError>,
     non_empty: bool,
     merges: Merges,
+    /// Cells whose number format pads with zeros (xlsx).
+    padded: Padded,
 }
 
 impl<'s> RowSink<'s> {
@@ -367,6 +397,7 @@ impl<'s> RowSink<'s> {
             error: None,
             non_empty: false,
             merges: Merges::default(),
+            padded: Padded::default(),
         }
     }
 
@@ -404,7 +435,7 @@ impl<'s> RowSink<'s> {
                 cell_name(r, c)
             ))
         } else {
-            cell_text(d).map_err(|m| format!("cell {}: {m}", cell_name(r, c)))
+            cell_text(d).map(|t| self.padded.display(r, c, d, t)).map_err(|m| format!("cell {}: {m}", cell_name(r, c)))
         };
         if let Ok(t) = &text {
             self.merges.top_left(r, c, t);

@@ -215,42 +215,73 @@ impl io::Seek for Seekable {
 }
 
 pub(crate) fn seekable(input: &Input, file: &str, limits: &Limits) -> Result<Seekable, FormatError> {
+    seekable_held(input, file, limits).map(|(w, _)| w)
+}
+
+/// `seekable`, with what reading the workbook will hold: a compressed or zipped workbook
+/// inflated in memory (calamine seeks), and the shared strings calamine reads whole.
+pub(crate) fn seekable_held(input: &Input, file: &str, limits: &Limits) -> Result<(Seekable, u64), FormatError> {
     let path = input.complete(file)?;
     let lower = file.to_ascii_lowercase();
-    let workbook = if lower.ends_with(".gz") || lower.ends_with(".zip") {
+    let (workbook, inflated) = if lower.ends_with(".gz") || lower.ends_with(".zip") {
         let mut buf = Vec::new();
-        raw(input, file, limits)?.read_to_end(&mut buf).map_err(|e| FormatError::from_io(file, limits, e))?;
-        Seekable::Memory(Cursor::new(buf))
+        // Held for the whole read: never more of it than the memory budget.
+        raw(input, file, limits)?
+            .take(limits.max_memory.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| FormatError::from_io(file, limits, e))?;
+        if buf.len() as u64 > limits.max_memory {
+            return Err(limits.exceeded(file, None, Limit::Memory, "the workbook inflated from its gzip or zip, held while it is read"));
+        }
+        let n = buf.len() as u64;
+        (Seekable::Memory(Cursor::new(buf)), n)
     } else {
-        Seekable::File(BufReader::with_capacity(1 << 16, File::open(path).map_err(io_err(file))?))
+        (Seekable::File(BufReader::with_capacity(1 << 16, File::open(path).map_err(io_err(file))?)), 0)
     };
-    check_parts(workbook, file, limits)
+    let (workbook, strings) = check_parts(workbook, file, limits)?;
+    let held = strings.saturating_add(inflated);
+    if held > limits.max_memory {
+        return Err(limits.exceeded(file, None, Limit::Memory, "the workbook inflated from its gzip or zip and its shared strings"));
+    }
+    Ok((workbook, held))
 }
 
 /// xlsx and ods are zips of XML parts that calamine inflates whole (the shared strings of
 /// an xlsx, the sheet of an ods): a 3 MiB workbook can hold a 1 GB part. Their sizes are
-/// declared in the zip's directory, so they are checked before anything is inflated.
-fn check_parts(mut workbook: Seekable, file: &str, limits: &Limits) -> Result<Seekable, FormatError> {
+/// declared in the zip's directory, so they are checked before anything is inflated; then the
+/// shared strings are measured (`shared_strings`), their cost returned and bounded by
+/// `max_memory` before calamine reads them.
+fn check_parts(mut workbook: Seekable, file: &str, limits: &Limits) -> Result<(Seekable, u64), FormatError> {
     let mut magic = [0u8; 4];
     let n = read_full(&mut workbook, &mut magic).map_err(io_err(file))?;
     io::Seek::rewind(&mut workbook).map_err(io_err(file))?;
     if n < 4 || magic != *b"PK\x03\x04" {
-        return Ok(workbook); // xls (CFB) or not a workbook: calamine says which
+        return Ok((workbook, 0)); // xls (CFB) or not a workbook: calamine says which
     }
-    let total = {
-        let Ok(mut zip) = zip::ZipArchive::new(&mut workbook) else { return Ok(workbook) };
+    let table = {
+        let Ok(mut zip) = zip::ZipArchive::new(&mut workbook) else { return Ok((workbook, 0)) };
         let mut total = 0u64;
         for i in 0..zip.len() {
             let Ok(part) = zip.by_index_raw(i) else { continue };
             total = total.saturating_add(part.size());
         }
-        total
+        if total > limits.max_size {
+            return Err(limits.exceeded(file, None, Limit::Size, format!("the workbook's parts once inflated ({total} bytes declared)")));
+        }
+        super::shared_strings::measure(&mut zip, file, limits)?
     };
     io::Seek::rewind(&mut workbook).map_err(io_err(file))?;
-    if total > limits.max_size {
-        return Err(limits.exceeded(file, None, Limit::Size, format!("the workbook's parts once inflated ({total} bytes declared)")));
+    let held = table.map_or(0, |t| t.held());
+    if let Some(t) = table
+        && held > limits.max_memory
+    {
+        let what = format!(
+            "the workbook's shared-string table ({} strings, {} declared by the table, {} bytes of XML once inflated)",
+            t.strings, t.declared, t.xml_bytes
+        );
+        return Err(limits.exceeded(file, None, Limit::Memory, what));
     }
-    Ok(workbook)
+    Ok((workbook, held))
 }
 
 /// The one export inside a zip: files only, ignoring folders, macOS resource forks and

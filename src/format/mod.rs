@@ -11,12 +11,16 @@ mod csv_guard;
 mod excel;
 mod input;
 mod json;
+mod memory;
+mod number_formats;
 mod options;
 mod producer;
+mod shared_strings;
 
 use std::path::Path;
 
 pub use self::input::Input;
+pub use self::memory::Held;
 pub use self::options::{Format, SourceOptions};
 use crate::exit::{Classify, Exit};
 use crate::model::RowError;
@@ -293,6 +297,9 @@ pub enum Limit {
     Row,
     /// Bytes of one value.
     Field,
+    /// Bytes the file makes the run hold at once (rows kept, duplicate tracking, a
+    /// workbook's shared strings): `[sync] max_memory`.
+    Memory,
 }
 
 fn advice(limit: Limit) -> &'static str {
@@ -302,6 +309,9 @@ fn advice(limit: Limit) -> &'static str {
         }
         Limit::Row | Limit::Field => {
             "HR exports hold short values: the file is damaged (a stray quote joins rows) or hostile; raise the limit only for an export known to need it"
+        }
+        Limit::Memory => {
+            "nothing was synced from it; an export of more people than that holds needs a larger max_memory (about 400 bytes per person), while a small file that makes rostersync hold this much (one id on millions of rows, a huge string table) is damaged or hostile: ask for the file again"
         }
     }
 }
@@ -331,18 +341,24 @@ pub struct Limits {
     pub max_row: u64,
     /// Bytes of one value: `[source] max_field_size`.
     pub max_field: u64,
+    /// Bytes the file may make a run hold (`format::Held`): `[sync] max_memory`.
+    pub max_memory: u64,
 }
 
 impl Limits {
     pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
     pub const DEFAULT_MAX_ROW: u64 = 1 << 20;
     pub const DEFAULT_MAX_FIELD: u64 = 256 << 10;
+    /// 512 MiB: about 1.2 million people at ≈ 400 bytes each (BENCHMARKS.md), well under
+    /// what a small machine or a container of a daemon serving many connectors has.
+    pub const DEFAULT_MAX_MEMORY: u64 = 512 << 20;
 
     pub(crate) fn exceeded(&self, file: &str, line: Option<u64>, limit: Limit, what: impl Into<String>) -> FormatError {
         let (max, key) = match limit {
             Limit::Size => (self.max_size, "[file] max_size in connectors.toml"),
             Limit::Row => (self.max_row, "[source] max_row_size in the mapping"),
             Limit::Field => (self.max_field, "[source] max_field_size in the mapping"),
+            Limit::Memory => (self.max_memory, "[sync] max_memory of the connector in connectors.toml"),
         };
         FormatError::TooLarge { file: file.into(), line, limit, what: what.into(), max, key }
     }
@@ -350,7 +366,12 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_size: Limits::DEFAULT_MAX_SIZE, max_row: Limits::DEFAULT_MAX_ROW, max_field: Limits::DEFAULT_MAX_FIELD }
+        Limits {
+            max_size: Limits::DEFAULT_MAX_SIZE,
+            max_row: Limits::DEFAULT_MAX_ROW,
+            max_field: Limits::DEFAULT_MAX_FIELD,
+            max_memory: Limits::DEFAULT_MAX_MEMORY,
+        }
     }
 }
 
@@ -423,6 +444,16 @@ pub fn open_input(
         Format::Ndjson => json::open_ndjson(input, display_name, opts, columns)?,
     };
     non_empty(records, display_name)
+}
+
+/// What opening the export will make the reader hold before its first record, in bytes:
+/// an xlsx's shared strings (calamine reads them whole); nothing for the other formats,
+/// which stream. Refused past `max_memory` (and the workbook's parts past `max_size`).
+pub fn held_on_open(input: &Input, display_name: &str, format: Format, limits: &Limits) -> Result<u64, FormatError> {
+    match format {
+        Format::Xlsx => input::seekable_held(input, display_name, limits).map(|(_, held)| held),
+        _ => Ok(0),
+    }
 }
 
 /// The format of a file: by name, looking through `.gz`, and into a `.zip` at the name of

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use super::{Mapped, Mapper, SwappedDates, mark_duplicates};
-use crate::format::{FormatError, ReadError, Record, Records};
+use super::{Mapped, Mapper, SwappedDates, footprint, mark_duplicates};
+use crate::format::{FormatError, Held, ReadError, Record, Records};
 use crate::model::{RowError, SourcedUser};
 
 /// Records per hand-over: large enough that channel traffic is noise, small enough that
@@ -78,10 +78,17 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
     part
 }
 
+/// `collect_within` with no memory bound (tests, samples).
+pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError> {
+    collect_within(records, mapper, &mut Held::unbounded())
+}
+
 /// Maps every record, then marks rows that share a unique id as errors (all of them).
 /// A file-level fault (truncated or corrupt file) is returned as is: the records read so far
-/// are not the full export.
-pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError> {
+/// are not the full export. What is kept is charged to `held` as it arrives (`footprint`):
+/// past the budget, an id's rows beyond its first few are counted instead of kept, and if
+/// that does not free a quarter of the budget the file is refused (`Limit::Memory`).
+pub fn collect_within(records: Records, mapper: &Mapper, held: &mut Held) -> Result<Mapped, FormatError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let mut out = Mapped::default();
     let fault = std::thread::scope(|s| {
@@ -118,8 +125,11 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
         let mut want = 0u64;
         for (seq, part) in part_rx {
             pending.insert(seq, part);
-            while let Some(part) = pending.remove(&want) {
+            while let Some(mut part) = pending.remove(&want) {
                 want += 1;
+                if let Err(e) = keep_within(&mut out, &mut part, mapper, held) {
+                    return Some(e);
+                }
                 out.rows += part.rows;
                 out.users.extend(part.users);
                 out.errors.extend(part.errors);
@@ -136,12 +146,45 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
     if let Some(e) = fault {
         return Err(e);
     }
+    // Once the budget made some ids' rows counts, every such id keeps only its first rows:
+    // the result does not depend on when the budget filled.
+    if !out.duplicates_untold.is_empty() {
+        footprint::compact_duplicates(&mut out, mapper.mapping.id_rule());
+    }
     mark_duplicates(&mut out, mapper);
     // However a message was made, it carries no more than a bounded piece of the file.
     for e in &mut out.errors {
         bound_message(&mut e.message);
     }
     Ok(out)
+}
+
+/// Charges a batch to the budget before it joins `out`; when it does not fit, the rows of
+/// ids on many rows are counted instead of kept first.
+fn keep_within(out: &mut Mapped, part: &mut MappedBatch, mapper: &Mapper, held: &mut Held) -> Result<(), FormatError> {
+    // Messages bounded now rather than at the end: a kept message is what is charged.
+    part.errors.iter_mut().for_each(|e| bound_message(&mut e.message));
+    let bytes = part.users.iter().map(footprint::user_bytes).sum::<u64>()
+        + part.errors.iter().map(footprint::error_bytes).sum::<u64>()
+        + part.out_of_scope.iter().map(|o| footprint::string_bytes(&o.external_id) + 8).sum::<u64>()
+        + part.dates.iter().map(|(id, _)| footprint::string_bytes(id) + std::mem::size_of::<super::dates::Dates>() as u64).sum::<u64>();
+    if !held.would_pass(bytes) {
+        return held.charge(bytes, None, String::new);
+    }
+    let freed = footprint::compact_duplicates(out, mapper.mapping.id_rule());
+    held.release(freed);
+    let line = part.users.last().map(|u| u.line).into_iter().chain(part.errors.last().map(|e| e.line)).max();
+    if held.used() > held.max() / 4 * 3 {
+        return Err(held.exceeded(line, what_grew(out, part)));
+    }
+    held.charge(bytes, line, || what_grew(out, part))
+}
+
+/// What the budget was spent on, for the refusal.
+fn what_grew(out: &Mapped, part: &MappedBatch) -> String {
+    let people = out.users.len() + part.users.len();
+    let errors = out.errors.len() + part.errors.len();
+    format!("what its rows make the run hold to plan ({people} people and {errors} row errors kept when reading stopped)")
 }
 
 fn next(rx: &Mutex<Receiver<(u64, Vec<Item>)>>) -> Option<(u64, Vec<Item>)> {

@@ -96,6 +96,9 @@ pub struct SyncRule {
     pub lifecycle: Lifecycle,
     /// The longest one run may take (`[sync] max_run_time`).
     pub max_run_time: std::time::Duration,
+    /// What one file may make a run hold, in bytes (`[sync] max_memory`; the format stage
+    /// applies it as `format::Limits::max_memory`).
+    pub max_memory: u64,
 }
 
 /// A run's deadline when `max_run_time` is not set: a fixed bound rather than one derived
@@ -115,6 +118,7 @@ impl Default for SyncRule {
             budget: super::budget::ChangeBudget::default(),
             lifecycle: Lifecycle::default(),
             max_run_time: DEFAULT_MAX_RUN_TIME,
+            max_memory: crate::format::Limits::DEFAULT_MAX_MEMORY,
         }
     }
 }

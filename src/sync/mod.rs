@@ -489,7 +489,7 @@ fn count_rows(t: &mut Tally, mapped: &crate::mapping::Mapped, started: Instant) 
     c.invalid = mapped.rows - mapped.users.len() as u64;
     t.report.errors = mapped.errors.iter().take(MAX_REPORTED_ERRORS).cloned().collect();
     t.invalid_listed = t.report.errors.len();
-    t.report.errors_left_out = mapped.errors.len().saturating_sub(MAX_REPORTED_ERRORS) as u64;
+    t.report.errors_left_out = mapped.errors.len().saturating_sub(MAX_REPORTED_ERRORS) as u64 + mapped.untold_rows();
 }
 
 /// Frees a large value (a million-entry snapshot, a first sync's plan) on a detached

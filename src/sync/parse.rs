@@ -32,8 +32,12 @@ pub(super) fn read_and_map(
     unsent: &BTreeSet<String>,
 ) -> Result<Mapped, FormatError> {
     let mapper = Mapper::new(mapping).leaving_out(unsent);
+    let mut held = crate::format::Held::new(name, &mapping.source.limits);
+    // A workbook's shared strings are held while its rows are read: charged first.
+    let strings = crate::format::held_on_open(input, name, format, &mapping.source.limits)?;
+    held.charge(strings, None, || "the workbook's shared strings".into())?;
     let records = crate::format::open_input(input, name, format, &mapping.source, mapper.columns())?;
-    let mapped = crate::mapping::collect(records, &mapper)?;
+    let mapped = crate::mapping::collect_within(records, &mapper, &mut held)?;
     // A date column read the other way round taints every row: refused as a file error.
     match mapped.date_order_fault(name) {
         Some(e) => Err(e),
@@ -42,10 +46,11 @@ pub(super) fn read_and_map(
 }
 
 /// The connector's mapping with the bounds of its file: `[file] max_size` also bounds the
-/// bytes a compressed export inflates to.
+/// bytes a compressed export inflates to, `[sync] max_memory` what the file makes the run hold.
 pub(super) fn mapping_of(conn: &Connector) -> Mapping {
     let mut m = conn.mapping.clone();
     m.source.limits.max_size = conn.file.max_size;
+    m.source.limits.max_memory = conn.sync.max_memory;
     m
 }
 

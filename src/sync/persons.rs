@@ -34,6 +34,7 @@ impl Scope {
         m.users.retain(|u| self.has(&u.user.external_id));
         m.errors.retain(|e| e.external_id.as_deref().is_some_and(|id| self.has(id)));
         m.out_of_scope.retain(|o| self.has(&o.external_id));
+        m.duplicates_untold.retain(|id, _| self.has(id));
         let kept: HashSet<u64> = m.errors.iter().map(|e| e.line).collect();
         m.ambiguous.retain(|l| kept.contains(l));
         let invalid = m.invalid_rows();
