@@ -7,6 +7,7 @@
 
 mod collect;
 pub mod dates;
+pub mod fill;
 pub mod rules;
 pub mod scope;
 pub mod suggest;
@@ -847,6 +848,8 @@ pub struct Mapped {
     pub out_of_scope: Vec<OutOfScope>,
     /// The dates of users that have any (`[fields] start_date`, `end_date`), by external id.
     pub dates: Vec<(String, dates::Dates)>,
+    /// How full each mapped column is (`fill`): compared with the last good file's.
+    pub fill: fill::ColumnFill,
 }
 
 /// A row of the file out of the mapping's `[scope]`.

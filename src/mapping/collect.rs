@@ -29,6 +29,7 @@ struct MappedBatch {
     swapped_dates: SwappedDates,
     out_of_scope: Vec<super::OutOfScope>,
     dates: Vec<(String, super::dates::Dates)>,
+    fill: super::fill::Counter,
     /// A file-level fault ends the batch, and the file.
     fault: Option<FormatError>,
 }
@@ -44,6 +45,7 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
             }
             Ok(rec) => {
                 part.rows += 1;
+                part.fill.count(&rec);
                 match mapper.map(&rec).and_then(|user| Ok((mapper.dates(&rec)?, user))) {
                     Ok((dates, user)) => {
                         if !dates.is_empty() {
@@ -66,6 +68,9 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
             }
             Err(ReadError::Row { mut error, cells }) => {
                 part.rows += 1;
+                if let Some(c) = &cells {
+                    part.fill.count(c);
+                }
                 error.external_id = cells.as_ref().and_then(|c| mapper.external_id(c));
                 part.errors.push(error);
             }
@@ -84,6 +89,7 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
 pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let mut out = Mapped::default();
+    let mut fill = super::fill::Counter::default();
     let fault = std::thread::scope(|s| {
         let (batch_tx, batch_rx) = sync_channel::<(u64, Vec<Item>)>(workers * 2);
         let (part_tx, part_rx) = sync_channel::<(u64, MappedBatch)>(workers * 2);
@@ -126,6 +132,7 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
                 out.swapped_dates.merge(part.swapped_dates);
                 out.out_of_scope.extend(part.out_of_scope);
                 out.dates.extend(part.dates);
+                fill.merge(part.fill);
                 if part.fault.is_some() {
                     return part.fault;
                 }
@@ -136,6 +143,7 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
     if let Some(e) = fault {
         return Err(e);
     }
+    out.fill = fill.named(mapper.columns());
     mark_duplicates(&mut out, mapper);
     // However a message was made, it carries no more than a bounded piece of the file.
     for e in &mut out.errors {

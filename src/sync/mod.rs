@@ -341,6 +341,8 @@ impl<S: StateStore> Ctx<'_, S> {
         let mapped = self.parse(t, &mut got).await?;
         let (mapped, scope) = self.scope_mapped(t, mapped);
         count_rows(t, &mapped, self.started);
+        // Recorded with the file once it is synced in full: what the next file is compared with.
+        let fill = mapped.fill.clone();
         let snapshot = match preloaded {
             Some(loaded) => loaded?,
             None => self.store.snapshot(&self.conn.name).await?,
@@ -370,7 +372,7 @@ impl<S: StateStore> Ctx<'_, S> {
             // One person's push is no sync of the file: the next full run takes it again.
             return finish_scoped(failed);
         }
-        self.finish_file(got, failed).await
+        self.finish_file(got, failed, fill).await
     }
 
     /// Fetches the file while the snapshot loads: a second for a million users, begun once
@@ -419,11 +421,14 @@ impl<S: StateStore> Ctx<'_, S> {
     /// Only when every operation succeeded is the file recorded as synced and `after`
     /// (keep/move/delete) applied; otherwise the next run takes the same file again, and
     /// what succeeded is in the snapshot and reads as unchanged.
-    async fn finish_file(&self, got: Got, failed: u64) -> Result<(), RunError> {
+    async fn finish_file(&self, got: Got, failed: u64, fill: crate::mapping::fill::ColumnFill) -> Result<(), RunError> {
         if failed > 0 {
             return Err(RunError::OperationsFailed { failed, scoped: false });
         }
         self.store.set_last_file(&self.conn.name, &got.fingerprint).await?;
+        // The file's columns, for the next file's comparison (`plan::profile`).
+        let profile = crate::state::FileProfile { fill, synced_at: Utc::now() };
+        self.store.set_file_profile(&self.conn.name, &profile).await?;
         if let (Some(remote), Some(mut src)) = (got.remote, got.source) {
             let after = self.conn.file.after.clone();
             let span = tracing::Span::current();

@@ -67,6 +67,13 @@ impl<S: StateStore> Ctx<'_, S> {
         // wrong file (the budget and the id check compare with a population that is known).
         let first_file = snapshot.is_empty() || self.store.last_file(&self.conn.name).await?.is_none();
         let drift = if first_file { None } else { self.id_drift(&mapped, &snapshot) };
+        // The last good file's columns: this file's are compared with them now (a column
+        // emptied), the plan's dates once it is made (every date changed).
+        let profile = if first_file { None } else { self.last_profile().await? };
+        let emptied = match (&drift, &profile) {
+            (None, Some(p)) => plan::profile::emptied(&p.fill, &p.synced_at.date_naive().to_string(), &mapped.fill),
+            _ => None,
+        };
         let (mut plan, mut known) = {
             let held = others.as_deref().unwrap_or_default();
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
@@ -78,6 +85,8 @@ impl<S: StateStore> Ctx<'_, S> {
         // what happened to the ids is what the operator tells the customer.
         if let Some(d) = drift {
             plan.stop = Some(plan::Safeguard::IdDrift(Box::new(d)));
+        } else if let Some(d) = emptied {
+            plan.stop = Some(plan::Safeguard::ColumnDrift(Box::new(d)));
         }
         // What an approval is checked against: computed only when one may be needed.
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
@@ -103,7 +112,7 @@ impl<S: StateStore> Ctx<'_, S> {
         // The change budget sees the plan as it will be sent: re-hires settled, each update
         // with the content last synced (its before → after).
         let known_before = if first_file { 0 } else { snapshot.len() as u64 };
-        if let Some(stop) = self.over_budget(&mut plan, &repaired, known_before).await? {
+        if let Some(stop) = self.over_budget(&mut plan, &repaired, known_before, profile.as_ref()).await? {
             let fingerprint = crate::changes::state_fingerprint(&snapshot);
             drop_in_background(snapshot);
             plan.stop = Some(stop.clone());
@@ -134,15 +143,47 @@ impl<S: StateStore> Ctx<'_, S> {
         plan::drift::check(snapshot.len() as u64, |id| snapshot.contains_key(id), || snapshot.keys().map(String::as_str), &ids)
     }
 
-    /// Whether the plan changes more than the connector's change budget allows
-    /// (`plan::budget`): logins, blanked values, re-keys, creates, updates. Not asked when a
-    /// person let the run past the safeguards (`--allow-mass-change`, `approve`), nor in a
-    /// first sync (`known` 0).
-    async fn over_budget(&self, plan: &mut Plan, repaired: &Repaired, known: u64) -> Result<Option<plan::Safeguard>, RunError> {
+    /// The column fill of the connector's last good file (`FileProfiles`), when this run
+    /// compares with it: not when a person let the run past the safeguards, nor for a run
+    /// scoped to a few people.
+    async fn last_profile(&self) -> Result<Option<crate::state::FileProfile>, RunError> {
+        if self.opts.allow_mass_change || self.opts.apply_plan.is_some() || self.opts.only.is_some() {
+            return Ok(None);
+        }
+        Ok(self.store.file_profile(&self.conn.name).await?)
+    }
+
+    /// Whether the plan changes every date of a date column at once (`plan::profile`), or
+    /// more than the connector's change budget allows (`plan::budget`): logins, blanked
+    /// values, re-keys, creates, updates. Not asked when a person let the run past the
+    /// safeguards (`--allow-mass-change`, `approve`), nor in a first sync (`known` 0).
+    async fn over_budget(
+        &self,
+        plan: &mut Plan,
+        repaired: &Repaired,
+        known: u64,
+        profile: Option<&crate::state::FileProfile>,
+    ) -> Result<Option<plan::Safeguard>, RunError> {
         if self.opts.allow_mass_change || self.opts.apply_plan.is_some() || known == 0 {
             return Ok(None);
         }
         self.attach_previous(&mut plan.ops, &repaired.rewrite).await?;
+        let dates: Vec<plan::profile::DateColumn> = self
+            .conn
+            .mapping
+            .attributes
+            .iter()
+            .filter(|(_, r)| r.date.is_some())
+            .filter_map(|(a, r)| match r.columns().as_slice() {
+                [column] => Some(plan::profile::DateColumn { attribute: a, column }),
+                _ => None,
+            })
+            .collect();
+        let last_good = profile.map(|p| (p.fill.clone(), p.synced_at.date_naive().to_string()));
+        let last = last_good.as_ref().map(|(f, d)| (f, d.as_str()));
+        if let Some(d) = plan::profile::dates_changed(&plan.ops, &dates, last, known) {
+            return Ok(Some(plan::Safeguard::ColumnDrift(Box::new(d))));
+        }
         let over = plan::budget::check(&plan.ops, known, plan.rekeyed.len() as u64, &self.conn.sync.budget);
         Ok(over.map(|o| plan::Safeguard::OverBudget(Box::new(o))))
     }
