@@ -8,6 +8,7 @@
 mod collect;
 pub mod dates;
 pub mod fill;
+pub mod footer;
 pub mod rules;
 pub mod scope;
 pub mod suggest;
@@ -850,6 +851,9 @@ pub struct Mapped {
     pub dates: Vec<(String, dates::Dates)>,
     /// How full each mapped column is (`fill`): compared with the last good file's.
     pub fill: fill::ColumnFill,
+    /// Rows at the end of the file that are a footer ("Total: 100"), not people: skipped,
+    /// not counted in `rows` (`footer`).
+    pub footers: Vec<footer::Footer>,
 }
 
 /// A row of the file out of the mapping's `[scope]`.

@@ -162,3 +162,45 @@ async fn profiles_are_kept_on_postgres() {
     std::fs::write(&pw, support::postgres::PASSWORD).unwrap();
     profiles_round_trip(state_at(pg.create_db("rostersync"), Some(rostersync::config::StatePassword::File(pw)))).await;
 }
+
+/// A report's footer ("Total: 99", a generated-by line) after the rows is no person: it is
+/// skipped with a notice, and the leaver of the file is deactivated (a footer read as an
+/// unreadable row used to hold every leaver, run after run, while the run said `ok`).
+#[test]
+fn a_footer_after_the_rows_is_skipped_and_the_leaver_proceeds() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim);
+    let mut lines = rows(PEOPLE - 1);
+    lines.push("Total: 99".into());
+    lines.push("Generated 2026-12-01 by Workday,".into());
+    p.export("employees_2026-01-02.csv", &lines);
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!((&r["counts"]["rows"], &r["counts"]["invalid"], &r["counts"]["deactivated"]), (&99.into(), &0.into(), &1.into()), "{r}");
+    assert_eq!(r["held"], serde_json::Value::Null, "nobody held: {r}");
+    let notes = r["notes"].to_string();
+    assert!(notes.contains(r#"line 101: \"Total: 99\" is a footer"#), "{notes}");
+    assert!(notes.contains(r#"line 102: \"Generated 2026-12-01 by Workday\" is a footer"#), "{notes}");
+    let after = platform(&scim);
+    assert!(!after["E0000100"].2, "the leaver is deactivated");
+    assert_eq!(after.values().filter(|(_, _, active)| *active).count(), 99);
+}
+
+/// A row whose person cannot be told (no id) still holds the leavers, and the run says so:
+/// `held` in the report and HELD in the summary, not a plain `ok`.
+#[test]
+fn leavers_held_by_a_row_without_an_id_are_said_held() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim);
+    let mut lines = rows(PEOPLE - 2);
+    // Person 99's row lost its id; 100 left.
+    lines.push(row(99, "ann99@example.com", true, "Engineering").replacen("E0000099", "", 1));
+    p.export("employees_2026-01-02.csv", &lines);
+    let (code, r) = p.sync_json(&["--dry-run"]);
+    assert_eq!((code, &r["held"], &r["counts"]["deactivated"]), (0, &2.into(), &0.into()), "{r}");
+    let out = p.run(&["sync", "acme"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("acme: ok, 2 absent people HELD (see notes)"), "{stdout}");
+    assert!(platform(&scim).values().all(|(_, _, active)| *active), "nobody deactivated");
+}

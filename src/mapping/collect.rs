@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use super::footer::Candidate;
 use super::{Mapped, Mapper, SwappedDates, mark_duplicates};
 use crate::format::{FormatError, ReadError, Record, Records};
 use crate::model::{RowError, SourcedUser};
@@ -30,6 +31,9 @@ struct MappedBatch {
     out_of_scope: Vec<super::OutOfScope>,
     dates: Vec<(String, super::dates::Dates)>,
     fill: super::fill::Counter,
+    /// Rows that may be a footer (`super::footer`), and the line of the last row that may not.
+    candidates: Vec<Candidate>,
+    last_person: u64,
     /// A file-level fault ends the batch, and the file.
     fault: Option<FormatError>,
 }
@@ -39,6 +43,7 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
     for item in items {
         match item {
             Ok(rec) if !mapper.in_scope(&rec) => {
+                part.last_person = rec.line;
                 if let Some(external_id) = mapper.external_id(&rec) {
                     part.out_of_scope.push(super::OutOfScope { external_id, line: rec.line });
                 }
@@ -48,6 +53,7 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
                 part.fill.count(&rec);
                 match mapper.map(&rec).and_then(|user| Ok((mapper.dates(&rec)?, user))) {
                     Ok((dates, user)) => {
+                        part.last_person = rec.line;
                         if !dates.is_empty() {
                             part.dates.push((user.external_id.to_string(), dates));
                         }
@@ -58,20 +64,32 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
                         let id = mapper.external_id(&rec);
                         errs.iter_mut().for_each(|e| e.external_id.clone_from(&id));
                         mapper.note_swapped_dates(&rec, &mut part.swapped_dates);
+                        part.note_invalid(&rec, mapper);
                         part.errors.extend(errs)
                     }
                     Err(errs) => {
                         mapper.note_swapped_dates(&rec, &mut part.swapped_dates);
+                        part.note_invalid(&rec, mapper);
                         part.errors.extend(errs)
                     }
                 }
             }
             Err(ReadError::Row { mut error, cells }) => {
                 part.rows += 1;
-                if let Some(c) = &cells {
-                    part.fill.count(c);
+                match &cells {
+                    Some(c) => {
+                        part.fill.count(c);
+                        part.note_invalid(c, mapper);
+                    }
+                    None => part.last_person = error.line,
                 }
                 error.external_id = cells.as_ref().and_then(|c| mapper.external_id(c));
+                part.errors.push(error);
+            }
+            Err(ReadError::Sparse { error, values }) => {
+                part.rows += 1;
+                let label = values.first().cloned();
+                part.candidates.push(Candidate { line: error.line, label, values, counted: Vec::new() });
                 part.errors.push(error);
             }
             Err(ReadError::File(e)) => {
@@ -83,6 +101,40 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
     part
 }
 
+impl MappedBatch {
+    /// An invalid record: a footer candidate when one or two of its cells are filled (its
+    /// label the unique id's cell), else a row that may be a person.
+    fn note_invalid(&mut self, rec: &Record, mapper: &Mapper) {
+        let counted: Vec<usize> =
+            rec.values().enumerate().filter(|(_, v)| v.is_some_and(|v| !v.trim().is_empty())).map(|(i, _)| i).collect();
+        if (1..=2).contains(&counted.len()) {
+            let values = counted.iter().filter_map(|&i| rec.get(i)).map(|v| crate::text::excerpt(v.trim())).collect();
+            self.candidates.push(Candidate { line: rec.line, label: mapper.external_id(rec), values, counted });
+        } else {
+            self.last_person = rec.line;
+        }
+    }
+}
+
+/// Skips the footer rows at the end of the file (`super::footer`): out of the rows, the
+/// errors and the column fill, into `Mapped::footers`.
+fn skip_footers(out: &mut Mapped, fill: &mut super::fill::Counter, candidates: &[Candidate], last_person: u64) {
+    let found = super::footer::at_end(candidates, last_person, out.users.iter().map(|u| u.user.external_id.as_ref()));
+    if found.is_empty() {
+        return;
+    }
+    let lines: std::collections::HashSet<u64> = found.iter().map(|&i| candidates[i].line).collect();
+    out.errors.retain(|e| !lines.contains(&e.line));
+    for &i in &found {
+        let c = &candidates[i];
+        out.rows -= 1;
+        if !c.counted.is_empty() {
+            fill.uncount(&c.counted);
+        }
+        out.footers.push(super::footer::Footer { line: c.line, values: c.values.clone() });
+    }
+}
+
 /// Maps every record, then marks rows that share a unique id as errors (all of them).
 /// A file-level fault (truncated or corrupt file) is returned as is: the records read so far
 /// are not the full export.
@@ -90,6 +142,7 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let mut out = Mapped::default();
     let mut fill = super::fill::Counter::default();
+    let (mut candidates, mut last_person) = (Vec::new(), 0u64);
     let fault = std::thread::scope(|s| {
         let (batch_tx, batch_rx) = sync_channel::<(u64, Vec<Item>)>(workers * 2);
         let (part_tx, part_rx) = sync_channel::<(u64, MappedBatch)>(workers * 2);
@@ -133,6 +186,8 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
                 out.out_of_scope.extend(part.out_of_scope);
                 out.dates.extend(part.dates);
                 fill.merge(part.fill);
+                candidates.extend(part.candidates);
+                last_person = last_person.max(part.last_person);
                 if part.fault.is_some() {
                     return part.fault;
                 }
@@ -143,6 +198,7 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
     if let Some(e) = fault {
         return Err(e);
     }
+    skip_footers(&mut out, &mut fill, &candidates, last_person);
     out.fill = fill.named(mapper.columns());
     mark_duplicates(&mut out, mapper);
     // However a message was made, it carries no more than a bounded piece of the file.

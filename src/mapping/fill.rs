@@ -51,6 +51,16 @@ impl Counter {
         }
     }
 
+    /// Takes back a row counted (a footer, `super::footer`), whose filled columns were these.
+    pub(super) fn uncount(&mut self, filled: &[usize]) {
+        self.rows = self.rows.saturating_sub(1);
+        for &i in filled {
+            if let Some(n) = self.filled.get_mut(i) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
     /// By column name; a column no row reached is counted 0.
     pub(super) fn named(self, columns: &[String]) -> ColumnFill {
         let filled = columns.iter().enumerate().map(|(i, c)| (c.clone(), self.filled.get(i).copied().unwrap_or(0))).collect();

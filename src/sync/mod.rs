@@ -461,6 +461,13 @@ fn count_rows(t: &mut Tally, mapped: &crate::mapping::Mapped, started: Instant) 
     t.report.errors = mapped.errors.iter().take(MAX_REPORTED_ERRORS).cloned().collect();
     t.invalid_listed = t.report.errors.len();
     t.report.errors_left_out = mapped.errors.len().saturating_sub(MAX_REPORTED_ERRORS) as u64;
+    for f in &mapped.footers {
+        let values = f.values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ");
+        t.note(format!(
+            "line {}: {values} is a footer at the end of the file (a total or a generated-by line), not a person: skipped",
+            f.line
+        ));
+    }
 }
 
 /// Frees a large value (a million-entry snapshot, a first sync's plan) on a detached

@@ -382,6 +382,7 @@ impl<S: StateStore> Ctx<'_, S> {
         let known = managers::known_managers(&plan.ops, snapshot);
         plan.unchanged += managers::drop_unlinkable(&mut plan.ops, &mut plan.lines, snapshot);
         if plan.held > 0 {
+            t.report.held = plan.held;
             t.report.notes.push(held_note(plan.held, &unidentified));
         }
         (plan, known)
