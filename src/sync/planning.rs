@@ -66,14 +66,7 @@ impl<S: StateStore> Ctx<'_, S> {
         // interrupted first sync's next run creates the rest of the same people, which is no
         // wrong file (the budget and the id check compare with a population that is known).
         let first_file = snapshot.is_empty() || self.store.last_file(&self.conn.name).await?.is_none();
-        let drift = if first_file { None } else { self.id_drift(&mapped, &snapshot) };
-        // The last good file's columns: this file's are compared with them now (a column
-        // emptied), the plan's dates once it is made (every date changed).
-        let profile = if first_file { None } else { self.last_profile().await? };
-        let emptied = match (&drift, &profile) {
-            (None, Some(p)) => plan::profile::emptied(&p.fill, &p.synced_at.date_naive().to_string(), &mapped.fill),
-            _ => None,
-        };
+        let (drift, profile) = if first_file { (None, None) } else { self.drift(&mapped, &snapshot).await? };
         let (mut plan, mut known) = {
             let held = others.as_deref().unwrap_or_default();
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
@@ -82,11 +75,9 @@ impl<S: StateStore> Ctx<'_, S> {
         self.spare_protected(t, &mut plan).await?;
         self.grace(t, &mut plan).await?;
         // Said before the counts it causes (a mass deactivation, creates over the budget):
-        // what happened to the ids is what the operator tells the customer.
-        if let Some(d) = drift {
-            plan.stop = Some(plan::Safeguard::IdDrift(Box::new(d)));
-        } else if let Some(d) = emptied {
-            plan.stop = Some(plan::Safeguard::ColumnDrift(Box::new(d)));
+        // what happened to the ids or a column is what the operator tells the customer.
+        if drift.is_some() {
+            plan.stop = drift;
         }
         // What an approval is checked against: computed only when one may be needed.
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
@@ -129,6 +120,23 @@ impl<S: StateStore> Ctx<'_, S> {
         }
         self.spill_listing(t, &plan, stored);
         Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired, held })))
+    }
+
+    /// The file against the last good one, before anything is planned: its ids against the
+    /// people last synced (`plan::drift`), else its columns against the last good file's
+    /// (`plan::profile`: a column emptied). Also the last good file's profile, which the
+    /// plan's dates are compared with once it is made (every date changed).
+    async fn drift(
+        &self,
+        mapped: &Mapped,
+        snapshot: &plan::Snapshot,
+    ) -> Result<(Option<plan::Safeguard>, Option<crate::state::FileProfile>), RunError> {
+        let profile = self.last_profile().await?;
+        if let Some(d) = self.id_drift(mapped, snapshot) {
+            return Ok((Some(plan::Safeguard::IdDrift(Box::new(d))), profile));
+        }
+        let emptied = profile.as_ref().and_then(|p| plan::profile::emptied(&p.fill, &p.synced_at.date_naive().to_string(), &mapped.fill));
+        Ok((emptied.map(|d| plan::Safeguard::ColumnDrift(Box::new(d))), profile))
     }
 
     /// The file's ids against the people last synced (`plan::drift`). Not asked when a
