@@ -187,8 +187,8 @@ impl<S: StateStore> Ctx<'_, S> {
                 _ => None,
             })
             .collect();
-        let last_good = profile.map(|p| (p.fill.clone(), p.synced_at.date_naive().to_string()));
-        let last = last_good.as_ref().map(|(f, d)| (f, d.as_str()));
+        let last_good = profile.map(|p| (&p.fill, p.synced_at.date_naive().to_string()));
+        let last = last_good.as_ref().map(|(f, d)| (*f, d.as_str()));
         if let Some(d) = plan::profile::dates_changed(&plan.ops, &dates, last, known) {
             return Ok(Some(plan::Safeguard::ColumnDrift(Box::new(d))));
         }
