@@ -204,3 +204,50 @@ fn leavers_held_by_a_row_without_an_id_are_said_held() {
     assert!(stdout.contains("acme: ok, 2 absent people HELD (see notes)"), "{stdout}");
     assert!(platform(&scim).values().all(|(_, _, active)| *active), "nobody deactivated");
 }
+
+/// A JSON export whose `Email` values arrive as null stops as an emptied column; one whose
+/// `Email` key disappeared from every record is refused as a missing column (`missing_column`).
+/// Either way nothing is pushed.
+#[test]
+fn a_json_export_whose_emails_are_null_or_gone_changes_nobody() {
+    let scim = ScimServer::start();
+    let p = Project::new(&scim, "");
+    let cfg = p.path().join("connectors.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen("path = \"employees_*.csv\"", "path = \"employees_*.json\"", 1);
+    std::fs::write(&cfg, text).unwrap();
+    let header: Vec<&str> = support::project::HEADER.split(',').collect();
+    // `email`: Some(true) as written, Some(false) null, None the key left out.
+    let json = |email: Option<bool>| -> String {
+        let records: Vec<serde_json::Value> = rows(PEOPLE)
+            .iter()
+            .map(|r| {
+                let obj: serde_json::Map<String, serde_json::Value> = header
+                    .iter()
+                    .zip(r.split(','))
+                    .filter(|(h, _)| email.is_some() || **h != "Email")
+                    .map(|(h, v)| {
+                        let v = if *h == "Email" && email == Some(false) { serde_json::Value::Null } else { v.into() };
+                        (h.to_string(), v)
+                    })
+                    .collect();
+                serde_json::Value::Object(obj)
+            })
+            .collect();
+        serde_json::to_string(&records).unwrap()
+    };
+    std::fs::write(p.path().join("exports/employees_2026-01-01.json"), json(Some(true))).unwrap();
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!((code, &r["counts"]["created"]), (0, &serde_json::json!(PEOPLE)), "{r}");
+    let before = platform(&scim);
+    for (name, email, exit, rule, said) in [
+        ("employees_2026-01-02.json", Some(false), 5, "column_drift", "column \"Email\" was filled for 100 % of 100 rows"),
+        ("employees_2026-01-03.json", None, 4, "missing_column", "mapped column(s) \"Email\" not in the header"),
+    ] {
+        std::fs::write(p.path().join("exports").join(name), json(email)).unwrap();
+        let (code, r) = p.sync_json(&[]);
+        assert_eq!((code, r["stopped_by"].as_str()), (exit, Some(rule)), "{r}");
+        let message = r["message"].as_str().unwrap_or_default();
+        assert!(message.contains(said), "{message}");
+        assert_eq!(platform(&scim), before, "nothing was pushed");
+    }
+}
