@@ -7,6 +7,8 @@
 
 mod collect;
 pub mod dates;
+pub mod fill;
+pub mod footer;
 mod footprint;
 pub mod rules;
 pub mod scope;
@@ -875,6 +877,11 @@ pub struct Mapped {
     /// Rows of an id on many rows that were counted, not kept, once the memory budget filled
     /// (`footprint::compact_duplicates`), by normalised id: invalid rows not in `errors`.
     pub duplicates_untold: HashMap<String, u64>,
+    /// How full each mapped column is (`fill`): compared with the last good file's.
+    pub fill: fill::ColumnFill,
+    /// Rows at the end of the file that are a footer ("Total: 100"), not people: skipped,
+    /// not counted in `rows` (`footer`).
+    pub footers: Vec<footer::Footer>,
 }
 
 /// A row of the file out of the mapping's `[scope]`.

@@ -7,6 +7,7 @@ pub mod drift;
 pub mod groups;
 pub mod lifecycle;
 pub mod matching;
+pub mod profile;
 pub mod renames;
 
 use std::collections::{HashMap, HashSet};
@@ -277,6 +278,9 @@ pub enum Safeguard {
     /// The file's ids are not the population last synced (`drift`): another customer's
     /// export, a new id scheme, or ids that changed shape.
     IdDrift(Box<drift::Drift>),
+    /// A column of the file is not what it was in the last good file (`profile`): emptied,
+    /// or every date of it changed.
+    ColumnDrift(Box<profile::ColumnDrift>),
     /// Platform accounts match people of the file by externalId alone (`PartialMatch`):
     /// adopting them could take another customer's accounts.
     PartialMatch {
@@ -294,6 +298,7 @@ impl Safeguard {
             Safeguard::MassRecreation { .. } => "mass_recreation",
             Safeguard::OverBudget(o) => o.kind.key(),
             Safeguard::IdDrift(_) => "id_drift",
+            Safeguard::ColumnDrift(_) => "column_drift",
             Safeguard::PartialMatch { .. } => "partial_match",
         }
     }
@@ -325,6 +330,7 @@ impl Safeguard {
             ),
             Safeguard::OverBudget(o) => o.message(&go_on),
             Safeguard::IdDrift(d) => d.message(&go_on),
+            Safeguard::ColumnDrift(d) => d.message(&go_on),
             Safeguard::PartialMatch { count } => format!(
                 "{count} platform account(s) carry the externalId of a person of the file but neither their email nor their userName (listed in the report); nothing was pushed, as adopting them could take someone else's accounts. Check them on the platform, then run `rostersync approve RUN --reason \"…\"` with this run's id to adopt them, or correct the accounts"
             ),

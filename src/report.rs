@@ -116,6 +116,12 @@ pub struct Report {
     /// left active. Named in `notes`, never touched; the daemon notifies them.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub unplaced: u64,
+    /// People absent from the file left as they were, leavers included, because rows of the
+    /// file cannot be told apart (no readable id, or one id on several rows): held until
+    /// those rows are fixed, run after run. The run synced the rest, but is not plainly `ok`:
+    /// the summary says held and the daemon calls for attention.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub held: u64,
     /// `[groups]`: what the run did to the groups made from attribute values (a dry run:
     /// would do). Absent when the mapping has no `[groups]` or the run did not reach them.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -205,6 +211,7 @@ impl Report {
             approve_with: None,
             state_lost: false,
             unplaced: 0,
+            held: 0,
             groups: None,
             lifecycle: Default::default(),
         }
@@ -236,6 +243,7 @@ impl Report {
             approve_with: self.approve_with.clone(),
             state_lost: self.state_lost,
             unplaced: self.unplaced,
+            held: self.held,
             // The counts alone: the member lists stay in the run's own report.
             groups: self.groups.as_ref().map(|g| crate::plan::groups::GroupsReport { changes: Vec::new(), ..g.clone() }),
             lifecycle: self.lifecycle.clone(),

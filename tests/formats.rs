@@ -31,7 +31,7 @@ fn read(path: &Path, format: Format, opts: &SourceOptions, columns: &[&str]) -> 
     for r in records {
         match r {
             Ok(rec) => out.push(Ok((rec.line, rec.values().map(|v| v.map(str::to_string)).collect()))),
-            Err(ReadError::Row { error: e, .. }) => out.push(Err((e.line, e.message))),
+            Err(ReadError::Row { error: e, .. } | ReadError::Sparse { error: e, .. }) => out.push(Err((e.line, e.message))),
             Err(ReadError::File(e)) => return Err(e),
         }
     }

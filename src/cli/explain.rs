@@ -40,7 +40,7 @@ fn find_rows(conn: &Connector, path: &Path, name: &str, id: &str) -> Result<Vec<
         let (record, error) = match r {
             Ok(rec) => (rec, None),
             Err(ReadError::Row { error, cells: Some(rec) }) => (rec, Some(error)),
-            Err(ReadError::Row { cells: None, .. }) => continue,
+            Err(ReadError::Row { cells: None, .. } | ReadError::Sparse { .. }) => continue,
             Err(ReadError::File(e)) => return Err(e.to_string()),
         };
         if mapper.external_id(&record).is_none_or(|x| rule.key(&x) != key) {

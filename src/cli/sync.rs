@@ -108,7 +108,9 @@ pub fn print_summary(r: &Report) {
         RunOutcome::Failed => "FAILED",
     };
     let dry = if r.dry_run { " (dry run: nothing pushed)" } else { "" };
-    println!("{}: {outcome}{dry}", r.connector);
+    // Synced, but leavers held back by rows that cannot be told apart: not plainly ok.
+    let held = if r.held > 0 { format!(", {} absent people HELD (see notes)", r.held) } else { String::new() };
+    println!("{}: {outcome}{held}{dry}", r.connector);
     let n = super::term::Numbers::for_stdout();
     if let Some(f) = &r.file {
         println!("  file     {} ({} bytes, sha256 {}…)", shown(&f.path), n.count(f.size), &f.sha256[..f.sha256.len().min(12)]);

@@ -52,7 +52,7 @@ impl Notification {
     /// The notification a finished run calls for, if any.
     pub fn for_run(report: &Report, customer: &str, exit: i32, attempts: u32, at: chrono::DateTime<chrono::Utc>) -> Option<Notification> {
         let event = match report.outcome {
-            RunOutcome::Ok | RunOutcome::NoNewFile if report.state_lost || report.unplaced > 0 => Event::Attention,
+            RunOutcome::Ok | RunOutcome::NoNewFile if report.state_lost || report.unplaced > 0 || report.held > 0 => Event::Attention,
             RunOutcome::Ok | RunOutcome::NoNewFile => return None,
             // The stop was notified when it happened; the slots that wait for its approval
             // are the same problem, not a new one.
@@ -71,6 +71,10 @@ impl Notification {
             Event::Stale => "the export is stale".to_string(),
             Event::Recovered => return None,
             Event::Attention => match (report.state_lost, report.unplaced) {
+                (false, 0) => format!(
+                    "synced, but {} people absent from the file are held (not deactivated): rows of the file have no readable id or share one; fix them in the export",
+                    report.held
+                ),
                 (true, 0) => "synced, but its state was lost and was rebuilt from the platform".to_string(),
                 (lost, n) => format!(
                     "synced, but {n} platform account(s) could not be placed (possibly leavers left active{})",
@@ -241,6 +245,10 @@ mod tests {
         assert!(n.text.contains("3 platform account(s) could not be placed") && n.text.contains("state was lost"), "{}", n.text);
         let rebuilt = Report { state_lost: true, ..report(RunOutcome::Ok, "") };
         assert!(Notification::for_run(&rebuilt, "Acme", 0, 1, at).unwrap().text.contains("rebuilt from the platform"));
+        // Leavers held back by rows that cannot be told apart, run after run.
+        let held = Report { held: 4, ..report(RunOutcome::Ok, "") };
+        let n = Notification::for_run(&held, "Acme", 0, 1, at).unwrap();
+        assert!(n.event == Event::Attention && n.text.contains("4 people absent from the file are held"), "{}", n.text);
         // Typed flags, not words: a message that only says "lost" is a plain ok run.
         assert!(Notification::for_run(&report(RunOutcome::Ok, "state lost"), "Acme", 0, 1, at).is_none());
     }

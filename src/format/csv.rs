@@ -83,7 +83,10 @@ pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[S
                 };
                 // Never read an id from a shifted row: which field holds it is a guess, and a
                 // wrong guess protects someone else and lets this person be deactivated.
-                return Some(Err(ReadError::unidentified(error)));
+                return Some(Err(match sparse(&rec, width) {
+                    Some(values) => ReadError::Sparse { error, values },
+                    None => ReadError::unidentified(error),
+                }));
             }
             // A row of the right shape can still have swallowed the rows after it.
             if let Some(swallowed) = swallowed_rows(&rec, line, width, delimiter) {
@@ -288,6 +291,16 @@ fn start_line(rdr: &Reader, rec: &ByteRecord) -> u64 {
 fn field(rec: &ByteRecord, i: usize) -> &[u8] {
     let f = &rec[i];
     if i + 1 == rec.len() { f.strip_suffix(b"\r").unwrap_or(f) } else { f }
+}
+
+/// A short row's filled values when it has one or two (a footer looks like that): each
+/// trimmed and bounded, for the mapping to judge (`mapping::footer`).
+fn sparse(rec: &ByteRecord, width: usize) -> Option<Vec<String>> {
+    if rec.len() >= width {
+        return None;
+    }
+    let filled: Vec<&[u8]> = (0..rec.len()).map(|i| field(rec, i).trim_ascii()).filter(|f| !f.is_empty()).take(3).collect();
+    (1..=2).contains(&filled.len()).then(|| filled.iter().map(|f| crate::text::excerpt(&String::from_utf8_lossy(f))).collect())
 }
 
 /// Field `i` as a slice of the row's text (see `field`).

@@ -116,6 +116,14 @@ pub enum ReadError {
         error: RowError,
         cells: Option<Record>,
     },
+    /// A row with fewer fields than the header and at most two of them filled, such as a
+    /// footer ("Total: 100", "Generated 2026-12-01 by Workday"): unidentified like a shifted
+    /// row (no cell can be trusted), with its filled values, so that the mapping can tell a
+    /// footer at the end of the file (`mapping::footer`) from a person.
+    Sparse {
+        error: RowError,
+        values: Vec<String>,
+    },
     File(FormatError),
 }
 

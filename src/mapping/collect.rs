@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use super::footer::Candidate;
 use super::{Mapped, Mapper, SwappedDates, footprint, mark_duplicates};
 use crate::format::{FormatError, Held, ReadError, Record, Records};
 use crate::model::{RowError, SourcedUser};
@@ -29,6 +30,10 @@ struct MappedBatch {
     swapped_dates: SwappedDates,
     out_of_scope: Vec<super::OutOfScope>,
     dates: Vec<(String, super::dates::Dates)>,
+    fill: super::fill::Counter,
+    /// Rows that may be a footer (`super::footer`), and the line of the last row that may not.
+    candidates: Vec<Candidate>,
+    last_person: u64,
     /// A file-level fault ends the batch, and the file.
     fault: Option<FormatError>,
 }
@@ -38,14 +43,17 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
     for item in items {
         match item {
             Ok(rec) if !mapper.in_scope(&rec) => {
+                part.last_person = rec.line;
                 if let Some(external_id) = mapper.external_id(&rec) {
                     part.out_of_scope.push(super::OutOfScope { external_id, line: rec.line });
                 }
             }
             Ok(rec) => {
                 part.rows += 1;
+                part.fill.count(&rec);
                 match mapper.map(&rec).and_then(|user| Ok((mapper.dates(&rec)?, user))) {
                     Ok((dates, user)) => {
+                        part.last_person = rec.line;
                         if !dates.is_empty() {
                             part.dates.push((user.external_id.to_string(), dates));
                         }
@@ -56,17 +64,32 @@ fn map_batch(items: Vec<Item>, mapper: &Mapper) -> MappedBatch {
                         let id = mapper.external_id(&rec);
                         errs.iter_mut().for_each(|e| e.external_id.clone_from(&id));
                         mapper.note_swapped_dates(&rec, &mut part.swapped_dates);
+                        part.note_invalid(&rec, mapper);
                         part.errors.extend(errs)
                     }
                     Err(errs) => {
                         mapper.note_swapped_dates(&rec, &mut part.swapped_dates);
+                        part.note_invalid(&rec, mapper);
                         part.errors.extend(errs)
                     }
                 }
             }
             Err(ReadError::Row { mut error, cells }) => {
                 part.rows += 1;
+                match &cells {
+                    Some(c) => {
+                        part.fill.count(c);
+                        part.note_invalid(c, mapper);
+                    }
+                    None => part.last_person = error.line,
+                }
                 error.external_id = cells.as_ref().and_then(|c| mapper.external_id(c));
+                part.errors.push(error);
+            }
+            Err(ReadError::Sparse { error, values }) => {
+                part.rows += 1;
+                let label = values.first().cloned();
+                part.candidates.push(Candidate { line: error.line, label, values, counted: Vec::new() });
                 part.errors.push(error);
             }
             Err(ReadError::File(e)) => {
@@ -83,6 +106,40 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
     collect_within(records, mapper, &mut Held::unbounded())
 }
 
+impl MappedBatch {
+    /// An invalid record: a footer candidate when one or two of its cells are filled (its
+    /// label the unique id's cell), else a row that may be a person.
+    fn note_invalid(&mut self, rec: &Record, mapper: &Mapper) {
+        let counted: Vec<usize> =
+            rec.values().enumerate().filter(|(_, v)| v.is_some_and(|v| !v.trim().is_empty())).map(|(i, _)| i).collect();
+        if (1..=2).contains(&counted.len()) {
+            let values = counted.iter().filter_map(|&i| rec.get(i)).map(|v| crate::text::excerpt(v.trim())).collect();
+            self.candidates.push(Candidate { line: rec.line, label: mapper.external_id(rec), values, counted });
+        } else {
+            self.last_person = rec.line;
+        }
+    }
+}
+
+/// Skips the footer rows at the end of the file (`super::footer`): out of the rows, the
+/// errors and the column fill, into `Mapped::footers`.
+fn skip_footers(out: &mut Mapped, fill: &mut super::fill::Counter, candidates: &[Candidate], last_person: u64) {
+    let found = super::footer::at_end(candidates, last_person, out.users.iter().map(|u| u.user.external_id.as_ref()));
+    if found.is_empty() {
+        return;
+    }
+    let lines: std::collections::HashSet<u64> = found.iter().map(|&i| candidates[i].line).collect();
+    out.errors.retain(|e| !lines.contains(&e.line));
+    for &i in &found {
+        let c = &candidates[i];
+        out.rows -= 1;
+        if !c.counted.is_empty() {
+            fill.uncount(&c.counted);
+        }
+        out.footers.push(super::footer::Footer { line: c.line, values: c.values.clone() });
+    }
+}
+
 /// Maps every record, then marks rows that share a unique id as errors (all of them).
 /// A file-level fault (truncated or corrupt file) is returned as is: the records read so far
 /// are not the full export. What is kept is charged to `held` as it arrives (`footprint`):
@@ -91,6 +148,8 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
 pub fn collect_within(records: Records, mapper: &Mapper, held: &mut Held) -> Result<Mapped, FormatError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let mut out = Mapped::default();
+    let mut fill = super::fill::Counter::default();
+    let (mut candidates, mut last_person) = (Vec::new(), 0u64);
     let fault = std::thread::scope(|s| {
         let (batch_tx, batch_rx) = sync_channel::<(u64, Vec<Item>)>(workers * 2);
         let (part_tx, part_rx) = sync_channel::<(u64, MappedBatch)>(workers * 2);
@@ -136,6 +195,9 @@ pub fn collect_within(records: Records, mapper: &Mapper, held: &mut Held) -> Res
                 out.swapped_dates.merge(part.swapped_dates);
                 out.out_of_scope.extend(part.out_of_scope);
                 out.dates.extend(part.dates);
+                fill.merge(part.fill);
+                candidates.extend(part.candidates);
+                last_person = last_person.max(part.last_person);
                 if part.fault.is_some() {
                     return part.fault;
                 }
@@ -151,6 +213,8 @@ pub fn collect_within(records: Records, mapper: &Mapper, held: &mut Held) -> Res
     if !out.duplicates_untold.is_empty() {
         footprint::compact_duplicates(&mut out, mapper.mapping.id_rule());
     }
+    skip_footers(&mut out, &mut fill, &candidates, last_person);
+    out.fill = fill.named(mapper.columns());
     mark_duplicates(&mut out, mapper);
     // However a message was made, it carries no more than a bounded piece of the file.
     for e in &mut out.errors {
@@ -295,5 +359,45 @@ hire_date = { column = "Hired", date = "%Y-%m-%d" }
         items.push(Err(ReadError::File(FormatError::Malformed { file: "f.csv".into(), line: Some(9), message: "truncated".into() })));
         let err = collect(Box::new(items.into_iter()), &m).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[allow(clippy::result_large_err)] // test data; ReadError is what the format yields
+    /// Cells in the mapping's column order (`Id`, `First`, `Last`, `Hired`).
+    fn cells(line: u64, v: [&str; 4]) -> Item {
+        Ok(Record::from_values(line, v.iter().map(|c| (!c.is_empty()).then_some(*c))))
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn the_column_fill_counts_values_and_a_footer_at_the_end_is_taken_out() {
+        let m = mapper();
+        let mut items: Vec<Item> = (0..10).map(|i| cells(i + 2, [&format!("E{i}"), "Ann", "Lee", ""])).collect();
+        // A spreadsheet's footer: a label in the id column and a total beside it (rows of
+        // the right width, not a person); then a short CSV line.
+        items.push(cells(12, ["Total", "", "", "10"]));
+        let error = RowError { line: 13, column: None, message: "found 1 fields".into(), external_id: None };
+        items.push(Err(ReadError::Sparse { error, values: vec!["Generated by Workday".into()] }));
+        let got = collect(Box::new(items.into_iter()), &m).unwrap();
+        assert_eq!((got.rows, got.errors.len(), got.users.len()), (10, 0, 10), "{:?}", got.errors);
+        assert_eq!(got.footers.iter().map(|f| f.line).collect::<Vec<_>>(), [12, 13]);
+        assert_eq!(got.footers[0].values, ["Total", "10"]);
+        assert!(got.unidentified_lines().is_empty());
+        let filled = |c: &str| got.fill.filled[c];
+        assert_eq!((got.fill.rows, filled("Id"), filled("First"), filled("Last"), filled("Hired")), (10, 10, 10, 10, 0));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn a_footer_like_row_before_a_person_stays_and_holds() {
+        let m = mapper();
+        let mut items: Vec<Item> = (0..10).map(|i| cells(i + 2, [&format!("E{i}"), "Ann", "Lee", "2020-01-31"])).collect();
+        let error = RowError { line: 12, column: None, message: "found 1 fields".into(), external_id: None };
+        items.insert(5, Err(ReadError::Sparse { error, values: vec!["Total: 9".into()] }));
+        // A last row with no id (a person whose id is missing) is never a footer.
+        items.push(cells(13, ["", "Bob", "", ""]));
+        let got = collect(Box::new(items.into_iter()), &m).unwrap();
+        assert!(got.footers.is_empty(), "{:?}", got.footers);
+        assert_eq!(got.rows, 12);
+        assert_eq!(got.unidentified_lines(), [12, 13]);
     }
 }

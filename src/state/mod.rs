@@ -10,6 +10,7 @@
 mod absences;
 mod groups;
 pub mod postgres;
+mod profile;
 mod roles;
 mod sql;
 pub mod sqlite;
@@ -23,6 +24,7 @@ use crate::report::Report;
 
 pub use groups::{CreatedGroup, GroupRecords};
 pub use postgres::PostgresStore;
+pub use profile::{FileProfile, FileProfiles};
 pub(crate) use roles::forward_roles;
 pub use roles::{Audit, Fencing, Leases, Runs, Slots, Snapshots, StateStore};
 pub use sqlite::SqliteStore;
@@ -31,7 +33,7 @@ pub use store::{Store, open};
 /// The store's roles, for code that calls a concrete store (`Store`, `SqliteStore`): one
 /// `use state::prelude::*;` brings every role's methods in.
 pub mod prelude {
-    pub use super::{Audit, Fencing, GroupRecords, Leases, Runs, Slots, Snapshots, StateStore};
+    pub use super::{Audit, Fencing, FileProfiles, GroupRecords, Leases, Runs, Slots, Snapshots, StateStore};
 }
 
 /// The fencing token of a run's lease: every take-over of a connector's lease gives it a

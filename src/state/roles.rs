@@ -8,6 +8,7 @@
 //! - `Audit`: the per-person audit trail and the plans of runs a safeguard stopped.
 //! - `Slots`: a fleet's scheduled slots, each run by one worker.
 //! - `GroupRecords` (`groups.rs`): the SCIM groups each connector created.
+//! - `FileProfiles` (`profile.rs`): how full each column of the last good file was.
 //!
 //! `StateStore` is all of them: generic code asks for `S: StateStore` (or for just the role
 //! it uses); code calling a concrete store brings the roles in with `use state::prelude::*`.
@@ -152,9 +153,9 @@ pub trait Fencing: Sized {
 }
 
 /// The whole store: every role. Implemented for anything that has them all.
-pub trait StateStore: Leases + Snapshots + Runs + Audit + Slots + super::GroupRecords {}
+pub trait StateStore: Leases + Snapshots + Runs + Audit + Slots + super::GroupRecords + super::FileProfiles {}
 
-impl<T: Leases + Snapshots + Runs + Audit + Slots + super::GroupRecords> StateStore for T {}
+impl<T: Leases + Snapshots + Runs + Audit + Slots + super::GroupRecords + super::FileProfiles> StateStore for T {}
 
 /// Implements roles by passing each call on to another store: `$via!(self, s => call)`
 /// names the store `s` for one call (a field, or a `match` over backends). For wrappers
@@ -309,6 +310,16 @@ macro_rules! forward_roles {
             }
             async fn forget_group(&self, connector: &str, display_name: &str) -> Result<(), $crate::state::StateError> {
                 $via!(self, s => $crate::state::GroupRecords::forget_group(s, connector, display_name).await)
+            }
+        }
+    };
+    (@FileProfiles $ty:ty, $via:ident) => {
+        impl $crate::state::FileProfiles for $ty {
+            async fn file_profile(&self, connector: &str) -> Result<Option<$crate::state::FileProfile>, $crate::state::StateError> {
+                $via!(self, s => $crate::state::FileProfiles::file_profile(s, connector).await)
+            }
+            async fn set_file_profile(&self, connector: &str, profile: &$crate::state::FileProfile) -> Result<(), $crate::state::StateError> {
+                $via!(self, s => $crate::state::FileProfiles::set_file_profile(s, connector, profile).await)
             }
         }
     };

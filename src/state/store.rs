@@ -89,7 +89,7 @@ impl Leases for Store {
     }
 }
 
-forward_roles!(Store, both; Snapshots, Runs, Audit, Slots, GroupRecords);
+forward_roles!(Store, both; Snapshots, Runs, Audit, Slots, GroupRecords, FileProfiles);
 
 impl Fencing for Store {
     async fn lease_token(&self, connector: &str, holder: &str) -> Result<Option<i64>, StateError> {

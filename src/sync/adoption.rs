@@ -424,7 +424,7 @@ mod tests {
                 $call
             }};
         }
-        forward_roles!(FlakyRenew, inner; Snapshots, Runs, Audit, Slots, GroupRecords);
+        forward_roles!(FlakyRenew, inner; Snapshots, Runs, Audit, Slots, GroupRecords, FileProfiles);
     }
 
     async fn flaky(dir: &tempfile::TempDir, ttl: Duration) -> flaky::FlakyRenew {

@@ -370,6 +370,8 @@ impl<S: StateStore> Ctx<'_, S> {
         let mapped = self.parse(t, &mut got, &unsent).await?;
         let (mapped, scope) = self.scope_mapped(t, mapped);
         count_rows(t, &mapped, self.started);
+        // Recorded with the file once it is synced in full: what the next file is compared with.
+        let fill = mapped.fill.clone();
         let snapshot = match preloaded {
             Some(loaded) => loaded?,
             None => self.store.snapshot(&self.conn.name).await?,
@@ -399,7 +401,7 @@ impl<S: StateStore> Ctx<'_, S> {
             // One person's push is no sync of the file: the next full run takes it again.
             return finish_scoped(failed);
         }
-        self.finish_file(got, failed).await
+        self.finish_file(got, failed, fill).await
     }
 
     /// Fetches the file while the snapshot loads: a second for a million users, begun once
@@ -453,11 +455,14 @@ impl<S: StateStore> Ctx<'_, S> {
     /// Only when every operation succeeded is the file recorded as synced and `after`
     /// (keep/move/delete) applied; otherwise the next run takes the same file again, and
     /// what succeeded is in the snapshot and reads as unchanged.
-    async fn finish_file(&self, got: Got, failed: u64) -> Result<(), RunError> {
+    async fn finish_file(&self, got: Got, failed: u64, fill: crate::mapping::fill::ColumnFill) -> Result<(), RunError> {
         if failed > 0 {
             return Err(RunError::OperationsFailed { failed, scoped: false });
         }
         self.store.set_last_file(&self.conn.name, &got.fingerprint).await?;
+        // The file's columns, for the next file's comparison (`plan::profile`).
+        let profile = crate::state::FileProfile { fill, synced_at: Utc::now() };
+        self.store.set_file_profile(&self.conn.name, &profile).await?;
         if let (Some(remote), Some(mut src)) = (got.remote, got.source) {
             let after = self.conn.file.after.clone();
             let span = tracing::Span::current();
@@ -490,6 +495,13 @@ fn count_rows(t: &mut Tally, mapped: &crate::mapping::Mapped, started: Instant) 
     t.report.errors = mapped.errors.iter().take(MAX_REPORTED_ERRORS).cloned().collect();
     t.invalid_listed = t.report.errors.len();
     t.report.errors_left_out = mapped.errors.len().saturating_sub(MAX_REPORTED_ERRORS) as u64 + mapped.untold_rows();
+    for f in &mapped.footers {
+        let values = f.values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ");
+        t.note(format!(
+            "line {}: {values} is a footer at the end of the file (a total or a generated-by line), not a person: skipped",
+            f.line
+        ));
+    }
 }
 
 /// Frees a large value (a million-entry snapshot, a first sync's plan) on a detached

@@ -66,7 +66,7 @@ impl<S: StateStore> Ctx<'_, S> {
         // interrupted first sync's next run creates the rest of the same people, which is no
         // wrong file (the budget and the id check compare with a population that is known).
         let first_file = snapshot.is_empty() || self.store.last_file(&self.conn.name).await?.is_none();
-        let drift = if first_file { None } else { self.id_drift(&mapped, &snapshot) };
+        let (drift, profile) = if first_file { (None, None) } else { self.drift(&mapped, &snapshot).await? };
         let (mut plan, mut known) = {
             let held = others.as_deref().unwrap_or_default();
             let view = plan::Others { snapshots: held.iter().map(|(c, s)| (c.as_str(), s)).collect() };
@@ -75,9 +75,9 @@ impl<S: StateStore> Ctx<'_, S> {
         self.spare_protected(t, &mut plan).await?;
         self.grace(t, &mut plan).await?;
         // Said before the counts it causes (a mass deactivation, creates over the budget):
-        // what happened to the ids is what the operator tells the customer.
-        if let Some(d) = drift {
-            plan.stop = Some(plan::Safeguard::IdDrift(Box::new(d)));
+        // what happened to the ids or a column is what the operator tells the customer.
+        if drift.is_some() {
+            plan.stop = drift;
         }
         // What an approval is checked against: computed only when one may be needed.
         let fingerprint = (plan.stop.is_some() || self.opts.apply_plan.is_some()).then(|| crate::changes::state_fingerprint(&snapshot));
@@ -103,7 +103,7 @@ impl<S: StateStore> Ctx<'_, S> {
         // The change budget sees the plan as it will be sent: re-hires settled, each update
         // with the content last synced (its before → after).
         let known_before = if first_file { 0 } else { snapshot.len() as u64 };
-        if let Some(stop) = self.over_budget(&mut plan, &repaired, known_before).await? {
+        if let Some(stop) = self.over_budget(&mut plan, &repaired, known_before, profile.as_ref()).await? {
             let fingerprint = crate::changes::state_fingerprint(&snapshot);
             drop_in_background(snapshot);
             plan.stop = Some(stop.clone());
@@ -122,6 +122,23 @@ impl<S: StateStore> Ctx<'_, S> {
         Ok(Decided::Push(Box::new(Planned { plan, known, rekeys, repaired, held })))
     }
 
+    /// The file against the last good one, before anything is planned: its ids against the
+    /// people last synced (`plan::drift`), else its columns against the last good file's
+    /// (`plan::profile`: a column emptied). Also the last good file's profile, which the
+    /// plan's dates are compared with once it is made (every date changed).
+    async fn drift(
+        &self,
+        mapped: &Mapped,
+        snapshot: &plan::Snapshot,
+    ) -> Result<(Option<plan::Safeguard>, Option<crate::state::FileProfile>), RunError> {
+        let profile = self.last_profile().await?;
+        if let Some(d) = self.id_drift(mapped, snapshot) {
+            return Ok((Some(plan::Safeguard::IdDrift(Box::new(d))), profile));
+        }
+        let emptied = profile.as_ref().and_then(|p| plan::profile::emptied(&p.fill, &p.synced_at.date_naive().to_string(), &mapped.fill));
+        Ok((emptied.map(|d| plan::Safeguard::ColumnDrift(Box::new(d))), profile))
+    }
+
     /// The file's ids against the people last synced (`plan::drift`). Not asked when a
     /// person let the run past the safeguards, nor for a run scoped to a few people.
     fn id_drift(&self, mapped: &Mapped, snapshot: &plan::Snapshot) -> Option<plan::drift::Drift> {
@@ -134,15 +151,47 @@ impl<S: StateStore> Ctx<'_, S> {
         plan::drift::check(snapshot.len() as u64, |id| snapshot.contains_key(id), || snapshot.keys().map(String::as_str), &ids)
     }
 
-    /// Whether the plan changes more than the connector's change budget allows
-    /// (`plan::budget`): logins, blanked values, re-keys, creates, updates. Not asked when a
-    /// person let the run past the safeguards (`--allow-mass-change`, `approve`), nor in a
-    /// first sync (`known` 0).
-    async fn over_budget(&self, plan: &mut Plan, repaired: &Repaired, known: u64) -> Result<Option<plan::Safeguard>, RunError> {
+    /// The column fill of the connector's last good file (`FileProfiles`), when this run
+    /// compares with it: not when a person let the run past the safeguards, nor for a run
+    /// scoped to a few people.
+    async fn last_profile(&self) -> Result<Option<crate::state::FileProfile>, RunError> {
+        if self.opts.allow_mass_change || self.opts.apply_plan.is_some() || self.opts.only.is_some() {
+            return Ok(None);
+        }
+        Ok(self.store.file_profile(&self.conn.name).await?)
+    }
+
+    /// Whether the plan changes every date of a date column at once (`plan::profile`), or
+    /// more than the connector's change budget allows (`plan::budget`): logins, blanked
+    /// values, re-keys, creates, updates. Not asked when a person let the run past the
+    /// safeguards (`--allow-mass-change`, `approve`), nor in a first sync (`known` 0).
+    async fn over_budget(
+        &self,
+        plan: &mut Plan,
+        repaired: &Repaired,
+        known: u64,
+        profile: Option<&crate::state::FileProfile>,
+    ) -> Result<Option<plan::Safeguard>, RunError> {
         if self.opts.allow_mass_change || self.opts.apply_plan.is_some() || known == 0 {
             return Ok(None);
         }
         self.attach_previous(&mut plan.ops, &repaired.rewrite).await?;
+        let dates: Vec<plan::profile::DateColumn> = self
+            .conn
+            .mapping
+            .attributes
+            .iter()
+            .filter(|(_, r)| r.date.is_some())
+            .filter_map(|(a, r)| match r.columns().as_slice() {
+                [column] => Some(plan::profile::DateColumn { attribute: a, column }),
+                _ => None,
+            })
+            .collect();
+        let last_good = profile.map(|p| (&p.fill, p.synced_at.date_naive().to_string()));
+        let last = last_good.as_ref().map(|(f, d)| (*f, d.as_str()));
+        if let Some(d) = plan::profile::dates_changed(&plan.ops, &dates, last, known) {
+            return Ok(Some(plan::Safeguard::ColumnDrift(Box::new(d))));
+        }
         let over = plan::budget::check(&plan.ops, known, plan.rekeyed.len() as u64, &self.conn.sync.budget);
         Ok(over.map(|o| plan::Safeguard::OverBudget(Box::new(o))))
     }
@@ -342,6 +391,7 @@ impl<S: StateStore> Ctx<'_, S> {
         let known = managers::known_managers(&plan.ops, snapshot);
         plan.unchanged += managers::drop_unlinkable(&mut plan.ops, &mut plan.lines, snapshot);
         if plan.held > 0 {
+            t.report.held = plan.held;
             t.report.notes.push(held_note(plan.held, &unidentified));
         }
         (plan, known)
