@@ -45,6 +45,18 @@ pub struct Seen {
     pub fault: Fault,
     /// The request body, to check what the client sent.
     pub body: Vec<u8>,
+    /// The request's head (request line and headers), to check its headers.
+    pub head: String,
+}
+
+impl Seen {
+    /// The value of header `name` (any case), if the request had it.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.split("\r\n").skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
 }
 
 type Decide = dyn Fn(usize, &str, &str) -> Fault + Send + Sync;
@@ -199,8 +211,9 @@ async fn serve(
     let Some((method, path, raw)) = read_request(&mut client).await? else { return Ok(()) };
     let n = counter.fetch_add(1, Ordering::AcqRel);
     let fault = decide(n, &method, &path);
-    let body = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| raw[i + 4..].to_vec()).unwrap_or_default();
-    seen.lock().unwrap().push(Seen { at: Instant::now(), method, path, fault: fault.clone(), body });
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(raw.len());
+    let (head, body) = (String::from_utf8_lossy(&raw[..head_end]).to_string(), raw[head_end..].to_vec());
+    seen.lock().unwrap().push(Seen { at: Instant::now(), method, path, fault: fault.clone(), body, head });
     let answer = match fault {
         Fault::Pass => forward(upstream, &raw).await?,
         Fault::TooMany(after) => canned(429, "Too Many Requests", &format!("Retry-After: {after}\r\n")),

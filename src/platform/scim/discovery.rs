@@ -21,12 +21,15 @@ pub struct Capabilities {
     /// Whether /ResourceTypes/User lists the enterprise extension (true when the server
     /// does not answer it: every extension is assumed offered, as before).
     pub enterprise: bool,
+    /// Whether the server announces ETags (`etag.supported`): a read-merge-write then sends
+    /// `If-Match` with the `meta.version` it read (an `ETag` header is used either way).
+    pub etag: bool,
 }
 
 impl Default for Capabilities {
     /// A server without /ServiceProviderConfig: PATCH (RFC 7644 requires it) and no Bulk.
     fn default() -> Self {
-        Capabilities { patch: true, bulk: None, page_size: 100, custom_schema: true, enterprise: true }
+        Capabilities { patch: true, bulk: None, page_size: 100, custom_schema: true, enterprise: true, etag: false }
     }
 }
 
@@ -47,6 +50,8 @@ struct ServiceProviderConfig {
     bulk: BulkConfig,
     #[serde(default)]
     filter: FilterConfig,
+    #[serde(default)]
+    etag: Supported,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,7 +106,7 @@ impl ServiceProviderConfig {
             0 => 100,
             m => usize::try_from(m).unwrap_or(usize::MAX).min(1000),
         };
-        Capabilities { patch: self.patch.supported, bulk, page_size, custom_schema: true, enterprise: true }
+        Capabilities { patch: self.patch.supported, bulk, page_size, custom_schema: true, enterprise: true, etag: self.etag.supported }
     }
 }
 
@@ -172,12 +177,17 @@ mod tests {
                 bulk: Some(BulkLimits { max_operations: 1000, max_payload_size: 1048576 }),
                 page_size: 200,
                 custom_schema: true,
-                enterprise: true
+                enterprise: true,
+                etag: false
             }
         );
         assert_eq!(caps(full, false).bulk, None, "bulk = off in the config");
         // Sparse: what is left out is not offered.
-        assert_eq!(caps("{}", true), Capabilities { patch: false, bulk: None, page_size: 100, custom_schema: true, enterprise: true });
+        assert_eq!(
+            caps("{}", true),
+            Capabilities { patch: false, bulk: None, page_size: 100, custom_schema: true, enterprise: true, etag: false }
+        );
+        assert!(caps(r#"{"etag": {"supported": true}}"#, true).etag);
         let useless_bulk = r#"{"patch": {"supported": true}, "bulk": {"supported": true, "maxOperations": 1, "maxPayloadSize": 100}}"#;
         assert_eq!(caps(useless_bulk, true).bulk, None);
     }

@@ -362,42 +362,66 @@ impl Push {
     }
 
     /// GET user `id`, change it with `merge`, PUT it back. Read as a plain JSON object,
-    /// not a typed user: every attribute we do not map must go back as it was.
+    /// not a typed user: every attribute we do not map must go back as it was. Where the
+    /// server versions its users (`version_of`), the PUT carries `If-Match` with the version
+    /// read; a 412 says the account changed in between (an admin's edit), so it is read and
+    /// merged again, at most `VERSION_ATTEMPTS` times, and never written over.
     async fn read_merge_write(
         &self,
         sh: &Shared,
         url: url::Url,
         id: &str,
-        merge: impl FnOnce(&mut Map<String, Value>),
+        merge: impl Fn(&mut Map<String, Value>),
     ) -> Result<Written, PlatformError> {
-        let inner = &self.inner;
-        let r = match inner.call(sh, Method::GET, url.clone(), None, true).await {
+        for attempt in 1..=VERSION_ATTEMPTS {
+            let (mut held, version) = match self.read_user(sh, &url, id).await? {
+                Ok(read) => read,
+                Err(refused) => return Ok(refused),
+            };
+            // Server-owned: a PUT must not try to set them.
+            held.remove("meta");
+            merge(&mut held);
+            let sent = Value::Object(held);
+            let r = match self.inner.call_if(sh, Method::PUT, url.clone(), Some(&sent), true, version.as_deref()).await {
+                Ok(r) => r,
+                Err(e) => return Written::from_call(e),
+            };
+            if r.status == 412 && version.is_some() {
+                tracing::debug!(%url, attempt, "the account changed on the platform since it was read (412); reading it again");
+                continue;
+            }
+            if r.success()
+                && let Ok(back) = r.json::<Value>()
+            {
+                self.warn_dropped(&url, &dropped(&sent, &back));
+            }
+            return Ok(outcome(&Method::PUT, &url, id, &r));
+        }
+        Ok(Written::refused(
+            Some(412),
+            format!(
+                "PUT {url}: HTTP 412: the account changed on the platform between each read and write ({VERSION_ATTEMPTS} attempts: something keeps editing it); nothing was written over, and the next run tries again"
+            ),
+        ))
+    }
+
+    /// GET user `id`: the resource as a JSON object and its version (`version_of`), or the
+    /// failure that is this user's (the inner Err).
+    async fn read_user(&self, sh: &Shared, url: &url::Url, id: &str) -> Result<Result<Held, Written>, PlatformError> {
+        let r = match self.inner.call(sh, Method::GET, url.clone(), None, true).await {
             Ok(r) => r,
-            Err(e) => return Written::from_call(e),
+            Err(e) => return Written::from_call(e).map(Err),
         };
         if r.status != 200 {
-            return Ok(outcome(&Method::GET, &url, id, &r));
+            return Ok(Err(outcome(&Method::GET, url, id, &r)));
         }
-        let mut held = match r.json::<Map<String, Value>>() {
-            Ok(m) => m,
-            Err(e) => {
-                return Ok(Written::refused(Some(r.status), format!("GET {url}: not a SCIM user ({e}), so it cannot be written back")));
+        Ok(match r.json::<Map<String, Value>>() {
+            Ok(held) => {
+                let version = version_of(r.etag.as_deref(), &held, self.inner.caps.etag);
+                Ok((held, version))
             }
-        };
-        // Server-owned: a PUT must not try to set them.
-        held.remove("meta");
-        merge(&mut held);
-        let sent = Value::Object(held);
-        let r = match inner.call(sh, Method::PUT, url.clone(), Some(&sent), true).await {
-            Ok(r) => r,
-            Err(e) => return Written::from_call(e),
-        };
-        if r.success()
-            && let Ok(back) = r.json::<Value>()
-        {
-            self.warn_dropped(&url, &dropped(&sent, &back));
-        }
-        Ok(outcome(&Method::PUT, &url, id, &r))
+            Err(e) => Err(Written::refused(Some(r.status), format!("GET {url}: not a SCIM user ({e}), so it cannot be written back"))),
+        })
     }
 
     /// Once per run: the attributes a PUT sent that the server did not keep.
@@ -420,6 +444,23 @@ impl Push {
             Err(e) => Written::from_call(e),
         }
     }
+}
+
+/// A user as read for a read-merge-write: the resource, and its version if it has one.
+type Held = (Map<String, Value>, Option<String>);
+
+/// How many times one read-merge-write reads, merges and writes while the account keeps
+/// changing under it (412): an admin's edit in between costs one more round, a script
+/// rewriting the account in a loop fails this person (the run goes on).
+const VERSION_ATTEMPTS: u32 = 3;
+
+/// The version a write based on this read must name in `If-Match`: the `ETag` header (an
+/// HTTP server that sends one evaluates it), else `meta.version` when the server announces
+/// ETags (`etag.supported`; some servers fill `meta.version` without checking it). None:
+/// the write is unconditional, as on a server without ETags.
+fn version_of(etag: Option<&str>, held: &Map<String, Value>, announced: bool) -> Option<String> {
+    let meta = || held.get("meta")?.get("version")?.as_str().filter(|v| !v.is_empty()).map(str::to_string);
+    etag.filter(|v| !v.is_empty()).map(str::to_string).or_else(|| announced.then(meta).flatten())
 }
 
 /// What this run learnt about the server's PATCH.
@@ -578,8 +619,19 @@ mod tests {
     }
 
     #[test]
+    fn the_version_a_write_names() {
+        let held = json!({"id": "1", "meta": {"version": "W/\"7\""}}).as_object().cloned().unwrap();
+        assert_eq!(version_of(Some("W/\"8\""), &held, true).as_deref(), Some("W/\"8\""), "the header first");
+        assert_eq!(version_of(None, &held, true).as_deref(), Some("W/\"7\""));
+        assert_eq!(version_of(None, &held, false), None, "meta.version alone, on a server announcing no ETags");
+        assert_eq!(version_of(Some("\"x\""), &held, false).as_deref(), Some("\"x\""));
+        let bare = json!({"id": "1", "meta": {"version": ""}}).as_object().cloned().unwrap();
+        assert_eq!(version_of(None, &bare, true), None);
+    }
+
+    #[test]
     fn which_answers_refuse_patch() {
-        let r = |status: u16, body: &str| Resp { status, body: body.as_bytes().to_vec(), location: None };
+        let r = |status: u16, body: &str| Resp { status, body: body.as_bytes().to_vec(), location: None, etag: None };
         assert!(refuses_patch(&r(501, "")));
         assert!(refuses_patch(&r(405, "<html>Method Not Allowed</html>")));
         assert!(refuses_patch(&r(400, r#"{"status": "400", "scimType": "invalidPath", "detail": "title"}"#)));
