@@ -73,6 +73,9 @@ struct Inner {
     /// Whether a 409's partial match (`plan::matching::Verdict::Partial`) may be adopted:
     /// only in a run a person let past the safeguards (`approve`, `--allow-mass-change`).
     adopt_partial: bool,
+    /// `sync.rehire`: whether a 409's dormant account (`Verdict::Dormant`: inactive, kept by
+    /// the platform after a delete) is reused or reported.
+    rehire: crate::plan::settings::Rehire,
 }
 
 /// A final HTTP answer (2xx, or a 4xx the caller reads).
@@ -378,6 +381,7 @@ impl ScimClient {
             connector: "NAME".into(),
             limiter,
             adopt_partial: false,
+            rehire: crate::plan::settings::Rehire::default(),
         };
         inner.caps = match cached {
             Some(caps) => caps,
@@ -450,6 +454,13 @@ impl ScimClient {
     pub fn set_adopt_partial(&mut self, approved: bool) {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.adopt_partial = approved;
+        }
+    }
+
+    /// The connector's `sync.rehire`, for a 409's dormant account (`writes::adopt`).
+    pub fn set_rehire(&mut self, rehire: crate::plan::settings::Rehire) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.rehire = rehire;
         }
     }
 

@@ -19,6 +19,7 @@ use super::listing::{UserResource, id_from_location};
 use super::{CallError, OpClass, Push, Resp, Shared, Start};
 use crate::model::User;
 use crate::plan::matching::{self, Verdict};
+use crate::plan::settings::Rehire;
 use crate::plan::{Existing, Op};
 use crate::platform::{Applied, Healed, OpFailure, OpOutcome, PlatformError};
 use crate::retry::{Decision, GiveUp};
@@ -215,6 +216,14 @@ impl Push {
         if let Some(refused) = self.refused_adoption(user, &account, verdict) {
             return Ok(refused);
         }
+        if verdict == Verdict::Dormant {
+            tracing::info!(
+                external_id = %user.external_id,
+                platform_id = %account.platform_id,
+                previous = account.external_id.as_deref().unwrap_or_default(),
+                "reusing an inactive account the platform kept with this person's login (a re-hire after a soft delete)"
+            );
+        }
         let id = account.platform_id;
         Ok(match self.write_content(sh, &id, user, manager, None).await? {
             Written::Applied { platform_id, .. } => Written::Applied { platform_id, adopted: true },
@@ -285,6 +294,12 @@ impl Push {
                 "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) has externalId {theirs:?}, not {:?}: it is someone else's and was left as it is. If it is this person, correct its externalId on the platform; otherwise give this person another email",
                 user.external_id
             )),
+            Verdict::Dormant if self.inner.rehire == Rehire::Conflict => conflict(format!(
+                "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) is an inactive account of externalId {theirs:?} (a leaver's, kept by the platform): with rehire = \"conflict\" it is not reused; left as it is. Set rehire = \"rekey\" to reuse it, or remove it on the platform"
+            )),
+            Verdict::Dormant if self.bound_to_another(pid, user) => conflict(format!(
+                "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) is inactive but still this connector's person {theirs:?}: left as it is. Give this person another email, or let the leaver go first"
+            )),
             Verdict::Partial if !self.inner.adopt_partial => conflict(format!(
                 "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) has externalId {theirs:?} but neither this person's email nor their userName: a partial match, possibly someone else's person with the same id; left as it is. Check the account; `rostersync sync CONNECTOR --reconcile` lists it in a plan to approve, or correct the account on the platform"
             )),
@@ -298,6 +313,13 @@ impl Push {
                 ))
             }),
         }
+    }
+
+    /// Whether account `pid` is another person's of this push (known to the state, or made
+    /// theirs earlier in the run). Rare (a 409 on a dormant account), so a scan.
+    fn bound_to_another(&self, pid: &str, user: &User) -> bool {
+        let key = self.inner.id_rule.key(&user.external_id);
+        self.ids().iter().any(|(x, p)| p == pid && self.inner.id_rule.key(x) != key)
     }
 
     /// PATCH (only what changed, when the previous content is known), or read-merge-write
