@@ -289,6 +289,13 @@ impl Push {
             (Op::Delete { platform_id, .. }, 404) => applied(platform_id),
             // Deleted on the platform by hand: sent alone, where the write heals it.
             (Op::Update { .. } | Op::Deactivate { .. }, 404) => Settled::Alone(Start::Fresh),
+            // A path this server or this account does not take (a value filter with no match:
+            // no work email): sent alone, where the write falls back to read-merge-write.
+            (Op::Update { .. }, 400)
+                if matches!(ScimError::of(r.response.as_ref()).scim_type(), Some("noTarget" | "invalidPath" | "invalidFilter")) =>
+            {
+                Settled::Alone(Start::Fresh)
+            }
             (_, 401 | 403) => {
                 return Err(PlatformError::Unauthorized {
                     status,

@@ -40,6 +40,11 @@ pub fn is_custom(attribute: &str) -> bool {
 /// Attributes we own on the platform and must remove when the export no longer has them.
 const CLEARABLE: &[&str] = &["title"];
 
+/// The emails rostersync owns: the one of type "work" (a person's one email). Others the
+/// platform holds (home, other, an admin's second address) are not ours and are kept, so
+/// writes address ours by this filter (RFC 7644 §3.5.2 valuePath), never the whole list.
+pub const WORK_EMAILS: &str = "emails[type eq \"work\"]";
+
 #[derive(Debug, Clone)]
 pub struct Encoder {
     pub custom_schema: String,
@@ -148,17 +153,25 @@ impl Encoder {
                 let old = self.fields(prev, prev_manager);
                 for (path, v) in &new {
                     if old.get(path) != Some(v) {
-                        ops.push(json!({"op": "replace", "path": path, "value": v}));
+                        ops.extend(changed(path, old.get(path), Some(v)));
                     }
                 }
                 for path in old.keys().filter(|p| !new.contains_key(*p)) {
-                    ops.push(json!({"op": "remove", "path": path}));
+                    ops.extend(changed(path, old.get(path), None));
                 }
             }
             None => {
-                ops.push(json!({"op": "replace", "value": Value::Object(self.nest(&new))}));
+                // The other emails the account holds are not ours: ours are replaced by
+                // filter, not the list (a server without such filters answers noTarget or
+                // invalidPath, and the write becomes a read-merge-write).
+                let mut rest = new.clone();
+                let emails = rest.remove("emails");
+                ops.push(json!({"op": "replace", "value": Value::Object(self.nest(&rest))}));
+                ops.push(json!({"op": "remove", "path": WORK_EMAILS}));
+                if let Some(e) = emails {
+                    ops.push(json!({"op": "add", "path": "emails", "value": e}));
+                }
                 let mut owned: Vec<String> = CLEARABLE.iter().map(|s| s.to_string()).collect();
-                owned.push("emails".into());
                 if self.enterprise_offered {
                     for (_, scim) in ENTERPRISE_ATTRS {
                         owned.push(format!("{ENTERPRISE}:{scim}"));
@@ -224,6 +237,21 @@ impl Encoder {
 
     pub fn deactivate() -> Value {
         json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]})
+    }
+}
+
+/// The PatchOp operations that take attribute `path` from `old` to `new` (its value in
+/// `fields`). Emails address only ours (`WORK_EMAILS`): another email of the account stays.
+fn changed(path: &str, old: Option<&Value>, new: Option<&Value>) -> Vec<Value> {
+    match (path, old, new) {
+        ("emails", Some(_), Some(v)) => match v.get(0).and_then(|e| e.get("value")) {
+            Some(value) => vec![json!({"op": "replace", "path": format!("{WORK_EMAILS}.value"), "value": value})],
+            None => vec![json!({"op": "remove", "path": WORK_EMAILS}), json!({"op": "add", "path": "emails", "value": v})],
+        },
+        ("emails", None, Some(v)) => vec![json!({"op": "add", "path": "emails", "value": v})],
+        ("emails", _, None) => vec![json!({"op": "remove", "path": WORK_EMAILS})],
+        (_, _, Some(v)) => vec![json!({"op": "replace", "path": path, "value": v})],
+        (_, _, None) => vec![json!({"op": "remove", "path": path})],
     }
 }
 
@@ -358,9 +386,33 @@ mod tests {
         let ops = p["Operations"].as_array().unwrap();
         assert_eq!(ops[0]["op"], "replace");
         assert_eq!(ops[0]["value"]["name"]["familyName"], "Lovelace");
-        let removed: Vec<&str> = ops[1..].iter().map(|o| o["path"].as_str().unwrap()).collect();
+        assert!(ops[0]["value"].get("emails").is_none(), "the list is not replaced: other emails are kept");
+        let removed: Vec<&str> = ops[1..].iter().filter(|o| o["op"] == "remove").map(|o| o["path"].as_str().unwrap()).collect();
         assert!(removed.contains(&"title"));
         assert!(removed.contains(&format!("{ENTERPRISE}:manager").as_str()));
-        assert!(!removed.contains(&"emails"));
+        assert!(removed.contains(&WORK_EMAILS) && !removed.contains(&"emails"), "only ours: {removed:?}");
+        let added: Vec<&Value> = ops.iter().filter(|o| o["op"] == "add").collect();
+        assert_eq!(
+            added,
+            vec![&json!({"op": "add", "path": "emails", "value": [{"value": "ada@example.com", "type": "work", "primary": true}]})]
+        );
+    }
+
+    #[test]
+    fn an_email_change_addresses_the_work_email_only() {
+        let old = user();
+        let mut new = user();
+        new.email = Some("ada.king@example.com".into());
+        let ops = |new: &User| enc().patch(new, Some("m-1"), Some((&old, Some("m-1")))).unwrap()["Operations"].clone();
+        let changed = ops(&new);
+        assert!(
+            changed
+                .as_array()
+                .unwrap()
+                .contains(&json!({"op": "replace", "path": format!("{WORK_EMAILS}.value"), "value": "ada.king@example.com"}))
+        );
+        assert!(!changed.as_array().unwrap().iter().any(|o| o["path"] == "emails" && o["op"] != "add"), "never the whole list: {changed}");
+        new.email = None;
+        assert!(ops(&new).as_array().unwrap().contains(&json!({"op": "remove", "path": WORK_EMAILS})));
     }
 }

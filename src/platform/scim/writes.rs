@@ -339,6 +339,11 @@ impl Push {
         };
         if self.patch_usable() {
             match inner.call(sh, Method::PATCH, url.clone(), Some(&patch), true).await {
+                // This account lacks the value a filter addresses (no work email: a hand-made
+                // account): this write alone becomes a read-merge-write.
+                Ok(r) if r.status == 400 && no_target(&r) && filters_values(&patch) => {
+                    tracing::debug!(%url, "no value matches the PATCH's filter ({}); reading the user to merge instead", r.error_message());
+                }
                 Ok(r) if refuses_patch(&r) => self.patch_refused(&url, &r),
                 Ok(r) => return Ok(outcome(&Method::PATCH, &url, id, &r)),
                 Err(e) => return Written::from_call(e),
@@ -509,13 +514,25 @@ fn outcome(method: &Method, url: &url::Url, id: &str, r: &Resp) -> Written {
 }
 
 /// Whether an answer to PATCH says "not this way" rather than "not this user": no PATCH at
-/// all (501, 405), or not for this attribute path (RFC 7644 §3.12 invalidPath, noTarget).
+/// all (501, 405), or not for this attribute path (RFC 7644 §3.12 invalidPath, noTarget, or
+/// invalidFilter for a value filter in a path it cannot read).
 fn refuses_patch(r: &Resp) -> bool {
     match r.status {
         501 | 405 => true,
-        400 => matches!(ScimError::read(&r.body).scim_type(), Some("invalidPath" | "noTarget")),
+        400 => matches!(ScimError::read(&r.body).scim_type(), Some("invalidPath" | "noTarget" | "invalidFilter")),
         _ => false,
     }
+}
+
+/// A 400 noTarget: no value matched a path (RFC 7644 §3.5.2).
+fn no_target(r: &Resp) -> bool {
+    ScimError::read(&r.body).scim_type() == Some("noTarget")
+}
+
+/// Whether a PatchOp addresses values of a multi-valued attribute by filter (`WORK_EMAILS`):
+/// its noTarget is this account's (it has no such value), not the server's way of PATCH.
+fn filters_values(patch: &Value) -> bool {
+    patch["Operations"].as_array().into_iter().flatten().any(|o| o["path"].as_str().is_some_and(|p| p.contains('[')))
 }
 
 /// Applies our PatchOp (`Encoder::patch` without a previous: one replace without a path,
@@ -527,7 +544,11 @@ fn merge_patch(held: &mut Map<String, Value>, patch: &Value, schemas: &Value) {
     for op in patch.get("Operations").and_then(Value::as_array).into_iter().flatten() {
         match (op.get("op").and_then(Value::as_str), op.get("path").and_then(Value::as_str), op.get("value")) {
             (Some("replace" | "add"), None, Some(Value::Object(v))) => merge_object(held, v),
-            (Some("remove"), Some(path), _) => remove_path(held, path),
+            (Some("add"), Some(attr), Some(Value::Array(ours))) if !attr.contains(['.', '[', ':']) => add_values(held, attr, ours),
+            (Some("remove"), Some(path), _) => match value_filter(path) {
+                Some((attr, sub, wanted)) => remove_values(held, attr, sub, wanted),
+                None => remove_path(held, path),
+            },
             _ => {}
         }
     }
@@ -549,6 +570,41 @@ fn merge_object(into: &mut Map<String, Value>, from: &Map<String, Value>) {
             }
         }
     }
+}
+
+/// `attr[sub eq "value"]` (the only value filter our PatchOps use, `encode::WORK_EMAILS`):
+/// (attr, sub, value).
+fn value_filter(path: &str) -> Option<(&str, &str, &str)> {
+    let (attr, filter) = path.strip_suffix(']')?.split_once('[')?;
+    let (sub, value) = filter.split_once(" eq ")?;
+    Some((attr, sub.trim(), value.trim().strip_prefix('"')?.strip_suffix('"')?))
+}
+
+/// Removes the values of multi-valued `attr` whose `sub` is `wanted` (without case, as
+/// SCIM's `type` compares); the others stay.
+fn remove_values(held: &mut Map<String, Value>, attr: &str, sub: &str, wanted: &str) {
+    if let Some(Value::Array(values)) = held.get_mut(attr) {
+        values.retain(|v| !v.get(sub).and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(wanted)));
+    }
+}
+
+/// Adds our values to multi-valued `attr` as RFC 7644 §3.5.2.1 says a server would: a value
+/// the account already holds (same `value`, without case) is ours now, not a second one;
+/// another one stays, and is no longer primary when one of ours is (one primary at most).
+fn add_values(held: &mut Map<String, Value>, attr: &str, ours: &[Value]) {
+    let value = |v: &Value| v.get("value").and_then(Value::as_str).map(str::to_lowercase);
+    let ours_primary = ours.iter().any(|v| v.get("primary") == Some(&Value::Bool(true)));
+    let mut kept: Vec<Value> = match held.remove(attr) {
+        Some(Value::Array(values)) => values.into_iter().filter(|h| !ours.iter().any(|o| value(o) == value(h))).collect(),
+        _ => Vec::new(),
+    };
+    if ours_primary {
+        for v in kept.iter_mut().filter_map(Value::as_object_mut) {
+            v.remove("primary");
+        }
+    }
+    kept.extend(ours.iter().cloned());
+    held.insert(attr.to_string(), Value::Array(kept));
 }
 
 /// Removes "attr", "parent.sub" or "urn:…:User:attr" from a resource.
@@ -638,6 +694,34 @@ mod tests {
                 ENT: {"department": "Maths", "building": "B2"}
             })
         );
+    }
+
+    #[test]
+    fn merge_replaces_our_email_and_keeps_the_others() {
+        let mut held = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "7", "userName": "ada@example.com",
+            "emails": [{"value": "ada@example.com", "type": "work", "primary": true}, {"value": "ada@home.example", "type": "home", "primary": true},
+                       {"value": "ADA.KING@example.com"}],
+            "phoneNumbers": [{"value": "+44 20 1234", "type": "work"}]
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        let ours = json!([{"value": "ada.king@example.com", "type": "work", "primary": true}]);
+        let patch = json!({"schemas": [super::super::encode::PATCH_OP], "Operations": [
+            {"op": "replace", "value": {"userName": "ada.king@example.com"}},
+            {"op": "remove", "path": super::super::encode::WORK_EMAILS},
+            {"op": "add", "path": "emails", "value": ours},
+        ]});
+        merge_patch(&mut held, &patch, &json!(["urn:ietf:params:scim:schemas:core:2.0:User"]));
+        assert_eq!(
+            held["emails"],
+            json!([{"value": "ada@home.example", "type": "home"}, {"value": "ada.king@example.com", "type": "work", "primary": true}]),
+            "the old work email goes, the home one stays (no longer primary), the untyped copy of ours is ours"
+        );
+        assert_eq!(held["phoneNumbers"], json!([{"value": "+44 20 1234", "type": "work"}]));
+        assert_eq!(value_filter(r#"emails[type eq "work"]"#), Some(("emails", "type", "work")));
+        assert_eq!(value_filter("emails"), None);
     }
 
     #[test]
