@@ -167,7 +167,13 @@ impl Encoder {
                 let mut rest = new.clone();
                 let emails = rest.remove("emails");
                 ops.push(json!({"op": "replace", "value": Value::Object(self.nest(&rest))}));
-                ops.push(json!({"op": "remove", "path": WORK_EMAILS}));
+                // Ours: the work email, and a copy of the person's email an admin made
+                // without a type (compared without case by the filter), so it is not doubled.
+                let ours = match &user.email {
+                    Some(e) => format!("emails[type eq \"work\" or value eq {}]", json!(e)),
+                    None => WORK_EMAILS.to_string(),
+                };
+                ops.push(json!({"op": "remove", "path": ours}));
                 if let Some(e) = emails {
                     ops.push(json!({"op": "add", "path": "emails", "value": e}));
                 }
@@ -390,7 +396,7 @@ mod tests {
         let removed: Vec<&str> = ops[1..].iter().filter(|o| o["op"] == "remove").map(|o| o["path"].as_str().unwrap()).collect();
         assert!(removed.contains(&"title"));
         assert!(removed.contains(&format!("{ENTERPRISE}:manager").as_str()));
-        assert!(removed.contains(&WORK_EMAILS) && !removed.contains(&"emails"), "only ours: {removed:?}");
+        assert!(removed.contains(&r#"emails[type eq "work" or value eq "ada@example.com"]"#), "only ours: {removed:?}");
         let added: Vec<&Value> = ops.iter().filter(|o| o["op"] == "add").collect();
         assert_eq!(
             added,

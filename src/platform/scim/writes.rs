@@ -546,7 +546,7 @@ fn merge_patch(held: &mut Map<String, Value>, patch: &Value, schemas: &Value) {
             (Some("replace" | "add"), None, Some(Value::Object(v))) => merge_object(held, v),
             (Some("add"), Some(attr), Some(Value::Array(ours))) if !attr.contains(['.', '[', ':']) => add_values(held, attr, ours),
             (Some("remove"), Some(path), _) => match value_filter(path) {
-                Some((attr, sub, wanted)) => remove_values(held, attr, sub, wanted),
+                Some((attr, any_of)) => remove_values(held, attr, &any_of),
                 None => remove_path(held, path),
             },
             _ => {}
@@ -572,19 +572,25 @@ fn merge_object(into: &mut Map<String, Value>, from: &Map<String, Value>) {
     }
 }
 
-/// `attr[sub eq "value"]` (the only value filter our PatchOps use, `encode::WORK_EMAILS`):
-/// (attr, sub, value).
-fn value_filter(path: &str) -> Option<(&str, &str, &str)> {
+/// `attr[sub eq "v" or sub2 eq "w"]` (the only value filters our PatchOps use:
+/// `encode::WORK_EMAILS`, and the adoption's, which adds our value): (attr, [(sub, v)]).
+fn value_filter(path: &str) -> Option<(&str, Vec<(&str, String)>)> {
     let (attr, filter) = path.strip_suffix(']')?.split_once('[')?;
-    let (sub, value) = filter.split_once(" eq ")?;
-    Some((attr, sub.trim(), value.trim().strip_prefix('"')?.strip_suffix('"')?))
+    let any_of = filter
+        .split(" or ")
+        .map(|c| {
+            let (sub, literal) = c.split_once(" eq ")?;
+            Some((sub.trim(), serde_json::from_str::<String>(literal.trim()).ok()?))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((attr, any_of))
 }
 
-/// Removes the values of multi-valued `attr` whose `sub` is `wanted` (without case, as
-/// SCIM's `type` compares); the others stay.
-fn remove_values(held: &mut Map<String, Value>, attr: &str, sub: &str, wanted: &str) {
+/// Removes the values of multi-valued `attr` that match any (sub, value) of `any_of`,
+/// without case (SCIM's `type` and email `value` are `caseExact: false`); the others stay.
+fn remove_values(held: &mut Map<String, Value>, attr: &str, any_of: &[(&str, String)]) {
     if let Some(Value::Array(values)) = held.get_mut(attr) {
-        values.retain(|v| !v.get(sub).and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(wanted)));
+        values.retain(|v| !any_of.iter().any(|(sub, w)| v.get(*sub).and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(w))));
     }
 }
 
@@ -720,7 +726,11 @@ mod tests {
             "the old work email goes, the home one stays (no longer primary), the untyped copy of ours is ours"
         );
         assert_eq!(held["phoneNumbers"], json!([{"value": "+44 20 1234", "type": "work"}]));
-        assert_eq!(value_filter(r#"emails[type eq "work"]"#), Some(("emails", "type", "work")));
+        assert_eq!(value_filter(r#"emails[type eq "work"]"#), Some(("emails", vec![("type", "work".to_string())])));
+        assert_eq!(
+            value_filter(r#"emails[type eq "work" or value eq "a\"b@x.org"]"#),
+            Some(("emails", vec![("type", "work".to_string()), ("value", "a\"b@x.org".to_string())]))
+        );
         assert_eq!(value_filter("emails"), None);
     }
 
