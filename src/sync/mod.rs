@@ -22,6 +22,7 @@ mod persons;
 mod planning;
 mod push;
 mod reconcile;
+mod schemas;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -240,6 +240,7 @@ impl<S: StateStore> Ctx<'_, S> {
                 p.set_rehire(self.conn.sync.rehire);
                 self.note_dropped_attributes(t, &p, &target.platform.custom_schema);
                 self.note_no_enterprise(t, &p);
+                self.note_undefined_attributes(t, &p);
                 Ok(Some(p))
             }
             Err(e) if self.opts.dry_run => {

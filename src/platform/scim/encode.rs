@@ -55,12 +55,49 @@ pub struct Encoder {
     /// enterprise one: then nothing of it is sent (employeeNumber, department, manager …),
     /// nor removed (each create would be refused otherwise).
     pub enterprise_offered: bool,
+    /// What the server's `/Schemas` defines, when it serves it: a mapped attribute its
+    /// schema does not define is not sent (`defines`).
+    pub defined: Option<std::sync::Arc<super::discovery::Defined>>,
 }
 
 /// One user's attributes as (PATCH path, value), in a stable order.
 type Fields = BTreeMap<String, Value>;
 
 impl Encoder {
+    /// Whether the server's `/Schemas` defines attribute `attr` of schema `urn`: yes when it
+    /// serves no `/Schemas`, or does not describe that schema (whether it is offered at all
+    /// is `/ResourceTypes/User`'s to say).
+    fn defines(&self, urn: &str, attr: &str) -> bool {
+        let Some(d) = &self.defined else { return true };
+        d.get(urn).is_none_or(|attrs| attrs.contains(&attr.to_lowercase()))
+    }
+
+    /// Where a mapped attribute (of `[attributes]`, or `employee_id`) goes: (schema URN,
+    /// attribute name).
+    fn place<'a>(&'a self, attribute: &'a str) -> (&'a str, &'a str) {
+        match attribute {
+            "title" => (CORE, "title"),
+            "employee_id" => (ENTERPRISE, "employeeNumber"),
+            crate::model::MANAGER_ATTRIBUTE => (ENTERPRISE, "manager"),
+            a => match ENTERPRISE_ATTRS.iter().find(|(m, _)| *m == a) {
+                Some((_, scim)) => (ENTERPRISE, scim),
+                None => (self.custom_schema.as_str(), a),
+            },
+        }
+    }
+
+    /// Whether a mapped attribute is left out because the server's `/Schemas` does not
+    /// define it, in a schema the server offers (one not offered is said elsewhere).
+    pub fn undefined(&self, attribute: &str) -> bool {
+        let (urn, attr) = self.place(attribute);
+        let offered = match urn {
+            ENTERPRISE => self.enterprise_offered,
+            CORE => true,
+            _ => self.custom_offered,
+        };
+        offered && !self.defines(urn, attr)
+    }
+
     /// Where an attribute goes: a core attribute, an extension attribute, or nowhere.
     /// `manager` is the manager's platform id, resolved by the caller from `User::manager`.
     fn fields(&self, user: &User, manager: Option<&str>) -> Fields {
@@ -74,13 +111,13 @@ impl Encoder {
         }
         f.insert("preferredLanguage".into(), json!(user.language));
         f.insert("active".into(), json!(user.active));
-        if let Some(n) = user.employee_id.as_ref().filter(|_| self.enterprise_offered) {
+        if let Some(n) = user.employee_id.as_ref().filter(|_| self.enterprise_offered && !self.undefined("employee_id")) {
             f.insert(format!("{ENTERPRISE}:employeeNumber"), json!(n));
         }
-        if let Some(m) = manager.filter(|_| self.enterprise_offered) {
+        if let Some(m) = manager.filter(|_| self.enterprise_offered && !self.undefined(crate::model::MANAGER_ATTRIBUTE)) {
             f.insert(format!("{ENTERPRISE}:manager"), json!({ "value": m }));
         }
-        for (k, v) in &user.attributes {
+        for (k, v) in user.attributes.iter().filter(|(k, _)| !self.undefined(k)) {
             if k == "title" {
                 f.insert("title".into(), json!(v));
             } else if let Some((_, scim)) = ENTERPRISE_ATTRS.iter().find(|(a, _)| *a == k) {
@@ -177,13 +214,11 @@ impl Encoder {
                 if let Some(e) = emails {
                     ops.push(json!({"op": "add", "path": "emails", "value": e}));
                 }
-                let mut owned: Vec<String> = CLEARABLE.iter().map(|s| s.to_string()).collect();
+                // Only what the server defines: removing an attribute it lacks is refused.
+                let mut owned: Vec<String> = CLEARABLE.iter().filter(|a| self.defines(CORE, a)).map(|s| s.to_string()).collect();
                 if self.enterprise_offered {
-                    for (_, scim) in ENTERPRISE_ATTRS {
-                        owned.push(format!("{ENTERPRISE}:{scim}"));
-                    }
-                    owned.push(format!("{ENTERPRISE}:employeeNumber"));
-                    owned.push(format!("{ENTERPRISE}:manager"));
+                    let scims = ENTERPRISE_ATTRS.iter().map(|(_, scim)| *scim).chain(["employeeNumber", "manager"]);
+                    owned.extend(scims.filter(|a| self.defines(ENTERPRISE, a)).map(|a| format!("{ENTERPRISE}:{a}")));
                 }
                 owned.dedup();
                 for path in owned.into_iter().filter(|p| !new.contains_key(p)) {
@@ -283,7 +318,7 @@ mod tests {
     const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User";
 
     fn enc() -> Encoder {
-        Encoder { custom_schema: CUSTOM.into(), custom_offered: true, enterprise_offered: true }
+        Encoder { custom_schema: CUSTOM.into(), custom_offered: true, enterprise_offered: true, defined: None }
     }
 
     fn user() -> User {
@@ -329,10 +364,26 @@ mod tests {
 
     #[test]
     fn custom_attributes_dropped_when_the_server_lacks_the_schema() {
-        let e = Encoder { custom_schema: CUSTOM.into(), custom_offered: false, enterprise_offered: true };
+        let e = Encoder { custom_schema: CUSTOM.into(), custom_offered: false, enterprise_offered: true, defined: None };
         let r = e.resource(&user(), None);
         assert!(r.get(CUSTOM).is_none());
         assert_eq!(r["schemas"], json!([CORE, ENTERPRISE]));
+    }
+
+    #[test]
+    fn attributes_the_schemas_do_not_define_are_not_sent() {
+        let mut defined = super::super::discovery::Defined::new();
+        defined.insert(CUSTOM.into(), ["location".to_string()].into());
+        defined.insert(ENTERPRISE.into(), ["employeenumber", "manager", "department"].map(String::from).into());
+        let e = Encoder { defined: Some(std::sync::Arc::new(defined)), ..enc() };
+        let r = e.resource(&user(), Some("m-1"));
+        assert_eq!(r[ENTERPRISE], json!({"employeeNumber": "E1", "manager": {"value": "m-1"}}), "costCenter is not defined");
+        assert!(r.get(CUSTOM).is_none(), "hire_date is not defined: {r}");
+        assert_eq!(r["title"], "Engineer", "core is not described here: sent");
+        assert!(e.undefined("cost_center") && e.undefined("hire_date") && !e.undefined("location") && !e.undefined("title"));
+        // An extension not offered is said elsewhere, not here.
+        let not_offered = Encoder { enterprise_offered: false, ..e.clone() };
+        assert!(!not_offered.undefined("cost_center"));
     }
 
     #[test]

@@ -374,7 +374,7 @@ impl ScimClient {
             auth,
             policy: Policy::SCIM,
             caps: Capabilities::default(),
-            enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true, enterprise_offered: true },
+            enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true, enterprise_offered: true, defined: None },
             max_concurrency: cfg.max_concurrency.max(1),
             claimed: HashMap::new(),
             id_rule: crate::model::IdRule::default(),
@@ -394,6 +394,7 @@ impl ScimClient {
         };
         inner.enc.custom_offered = inner.caps.custom_schema;
         inner.enc.enterprise_offered = inner.caps.enterprise;
+        inner.enc.defined = inner.caps.schemas.clone();
         Ok(ScimClient { inner: Arc::new(inner), groups_remove_by_value: Default::default() })
     }
 
@@ -448,6 +449,12 @@ impl ScimClient {
     /// Whether the server offers the enterprise extension on its users (it is sent only then).
     pub fn enterprise_offered(&self) -> bool {
         self.inner.enc.enterprise_offered
+    }
+
+    /// Of the mapped attributes `names` (of `[attributes]`, and `employee_id`), those not
+    /// sent because the server's `/Schemas` does not define them.
+    pub fn undefined_attributes<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        names.into_iter().filter(|n| self.inner.enc.undefined(n)).collect()
     }
 
     /// Whether a 409's partial match may be adopted: a run a person approved.
