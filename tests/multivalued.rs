@@ -112,6 +112,10 @@ fn a_home_email_stays_when_the_work_email_changes_in_the_file() {
 }
 
 fn platform(base: &str) -> config::Platform {
+    platform_with(base, false)
+}
+
+fn platform_with(base: &str, bulk: bool) -> config::Platform {
     // SAFETY: every test sets the same value before any client reads it.
     unsafe { std::env::set_var(TOKEN_ENV, TOKEN) };
     config::Platform {
@@ -119,7 +123,7 @@ fn platform(base: &str) -> config::Platform {
         auth: PlatformAuth::Bearer { token: TOKEN_ENV.into() },
         max_concurrency: 2,
         timeout: Duration::from_secs(5),
-        bulk: false,
+        bulk,
         custom_schema: "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User".into(),
         notify_webhook: None,
     }
@@ -191,5 +195,51 @@ async fn an_adoption_replaces_only_the_work_email_with_or_without_patch() {
         let held = adopted_emails(&scim, &client, made, &u).await;
         let values: Vec<String> = emails(&held).into_iter().map(|(v, _)| v).collect();
         assert_eq!(values, vec![HOME.to_string(), "m2@example.com".to_string()], "{spc:?}: {held}");
+    }
+}
+
+#[tokio::test]
+async fn updates_on_a_server_with_bulk_and_without_patch_keep_the_other_emails() {
+    // A bulk PUT of rostersync's resource would replace the whole user: updates go alone,
+    // as read-merge-writes.
+    let spc = support::repo_root().join("tests/fixtures/scim/spc-bulk-no-patch.json");
+    let scim = ScimServer::start_with(&["--service-provider-config", spc.to_str().unwrap()]);
+    let client = ScimClient::connect(&platform_with(&scim.base_url, true)).await.expect("connect");
+    assert!(client.capabilities().bulk.is_some() && !client.capabilities().patch);
+    let before = [user("B1", "b1@example.com"), user("B2", "b2@example.com")];
+    let outcomes = apply(&client, before.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect()).await;
+    let ids: HashMap<String, String> =
+        outcomes.iter().map(|o| (o.external_id().to_string(), o.result.as_ref().unwrap().platform_id.clone())).collect();
+    for id in ids.values() {
+        let path = format!("/Users/{id}");
+        let mut held = scim.get(&path);
+        held["emails"].as_array_mut().unwrap().push(json!({"value": HOME, "type": "home"}));
+        held["phoneNumbers"] = json!([{"value": "+1 555 0199", "type": "work"}]);
+        held.as_object_mut().unwrap().remove("meta");
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", &format!("Authorization: Bearer {}", scim.token)])
+            .args(["-H", "Content-Type: application/scim+json", "--data-binary", &held.to_string(), &format!("{}{path}", scim.base_url)])
+            .output()
+            .expect("curl");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with('2'), "admin PUT {path}");
+    }
+    let ops = before
+        .iter()
+        .map(|b| {
+            let after = user(&b.external_id, &format!("{}.new@example.com", b.external_id.to_lowercase()));
+            Op::Update {
+                platform_id: ids[b.external_id.as_str()].clone(),
+                user: Box::new(after),
+                adopt: false,
+                previous: Some(Box::new(b.clone())),
+            }
+        })
+        .collect();
+    apply(&client, ops).await;
+    for b in &before {
+        let held = scim.get(&format!("/Users/{}", ids[b.external_id.as_str()]));
+        let new = format!("{}.new@example.com", b.external_id.to_lowercase());
+        assert_eq!(emails(&held), work_and_home(&new), "{held}");
+        assert_eq!(held["phoneNumbers"][0]["value"], "+1 555 0199", "{held}");
     }
 }
