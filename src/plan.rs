@@ -45,6 +45,9 @@ pub struct Existing {
     pub user_name: Option<String>,
     /// The values of its `emails[]`, as the platform holds them.
     pub emails: Vec<String>,
+    /// Its `active`, when the platform said (an inactive account with another id and the
+    /// person's login is a dormant one: `matching::Verdict::Dormant`).
+    pub active: Option<bool>,
 }
 
 /// An account with a person's id but neither their email nor their userName
@@ -472,7 +475,7 @@ pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
                     // An account of another person of ours is no match here: a re-hire (`settle`)
                     // or a conflict (the 409 of its create) decides.
                     let found = found.filter(|(e, _)| !ours.contains_key(e.platform_id.as_str()));
-                    match found.map(|(e, verdict)| (e, binding(&user, e, verdict, &theirs, &taken))) {
+                    match found.map(|(e, verdict)| (e, binding(&user, e, verdict, &theirs, &taken, input.rule.rehire))) {
                         Some((e, Ok(verdict))) => {
                             taken.insert(e.platform_id.clone(), user.external_id.to_string());
                             if verdict == matching::Verdict::Partial {
@@ -602,16 +605,17 @@ pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
 }
 
 /// The binding rule: a person may take account `e` only if `matching` judged it theirs
-/// (exact, or partial: approved or stopped), it is not another connector's, and no other
-/// person of this run took it.
+/// (exact, or partial: approved or stopped; dormant, unless re-hires are conflicts), it is
+/// not another connector's, and no other person of this run took it.
 fn binding(
     user: &User,
     e: &Existing,
     verdict: matching::Verdict,
     theirs: &HashMap<&str, (&str, &str), FastHash>,
     taken: &HashMap<String, String, FastHash>,
+    rehire: Rehire,
 ) -> Result<matching::Verdict, Bound> {
-    if verdict == matching::Verdict::Foreign {
+    if verdict == matching::Verdict::Foreign || (verdict == matching::Verdict::Dormant && rehire == Rehire::Conflict) {
         return Err(Bound::OtherExternalId { external_id: e.external_id.clone().unwrap_or_default() });
     }
     if let Some((c, x)) = theirs.get(e.platform_id.as_str()) {
@@ -1319,7 +1323,13 @@ mod tests {
     }
 
     fn ext(pid: &str, external_id: Option<&str>, user_name: Option<&str>) -> Existing {
-        Existing { platform_id: pid.into(), external_id: external_id.map(Into::into), user_name: user_name.map(Into::into), emails: vec![] }
+        Existing {
+            platform_id: pid.into(),
+            external_id: external_id.map(Into::into),
+            user_name: user_name.map(Into::into),
+            emails: vec![],
+            active: None,
+        }
     }
 
     /// (kind, platform id or "", external id) of each op: what a table test compares.

@@ -11,8 +11,15 @@
 //! | P's id | no | `Partial`: listed in the plan, adopted only with approval |
 //! | none (absent or blank) | yes | `Exact`: a hand-made account, adopted |
 //! | none | no | no match |
+//! | another id, on an inactive account | yes | `Dormant`: a leaver's account the platform kept (a soft delete), reused |
 //! | another id | yes | `Foreign`: someone else's, a conflict |
 //! | another id | no | no match |
+//!
+//! `Dormant` is the platform's side of a re-hire: a platform that keeps an account inactive
+//! after DELETE (or an account another tool deactivated) still holds the person's login, so
+//! a create for them is answered 409 on every run. The login is theirs and nobody uses the
+//! account: it is reused, reactivated and re-keyed, unless `rehire = "conflict"`, or it is
+//! bound to another person (of this connector, or another's: the callers check).
 //!
 //! Logins compare trimmed and without case (`fold`): SCIM's userName and emails are
 //! `caseExact: false`, but a server's filter may still compare them with case, so every
@@ -31,7 +38,10 @@ pub enum Verdict {
     /// The person's id, but neither their email nor their userName: possibly another
     /// customer's person with the same id. Adopted only with approval.
     Partial,
-    /// Another externalId on an account with the person's login: someone else's.
+    /// Another externalId on an *inactive* account with the person's login: a leaver's
+    /// account the platform kept (soft delete). Reused, as a re-hire is.
+    Dormant,
+    /// Another externalId on an active account with the person's login: someone else's.
     Foreign,
 }
 
@@ -68,6 +78,7 @@ pub fn judge(u: &User, a: &Existing, rule: IdRule) -> Option<Verdict> {
     let agrees = login_agrees(u, a);
     match external_id(a) {
         Some(x) if rule.key(x) == rule.key(&u.external_id) => Some(if agrees { Verdict::Exact } else { Verdict::Partial }),
+        Some(_) if a.active == Some(false) => agrees.then_some(Verdict::Dormant),
         Some(_) => agrees.then_some(Verdict::Foreign),
         None => agrees.then_some(Verdict::Exact),
     }
@@ -75,12 +86,15 @@ pub fn judge(u: &User, a: &Existing, rule: IdRule) -> Option<Verdict> {
 
 /// Of several candidates (a listing's, or a 409's lookups), the one that decides: an id
 /// match first (exact or partial), then a free account with the person's login, then a
-/// foreign one (a conflict). Candidates the rules do not match are no answer.
+/// dormant one (reused), then a foreign one (a conflict). Candidates the rules do not match
+/// are no answer.
 pub fn best<'a>(u: &User, candidates: impl IntoIterator<Item = &'a Existing>, rule: IdRule) -> Option<(&'a Existing, Verdict)> {
     let judged = candidates.into_iter().filter_map(|a| judge(u, a, rule).map(|v| (a, v)));
-    judged.min_by_key(|(a, v)| {
-        let by_id = external_id(a).is_some() && *v != Verdict::Foreign;
-        (!by_id, *v == Verdict::Foreign)
+    judged.min_by_key(|(a, v)| match v {
+        Verdict::Exact | Verdict::Partial if external_id(a).is_some() => 0,
+        Verdict::Exact | Verdict::Partial => 1,
+        Verdict::Dormant => 2,
+        Verdict::Foreign => 3,
     })
 }
 
@@ -135,7 +149,12 @@ mod tests {
             external_id: ext.map(Into::into),
             user_name: Some(user_name.into()),
             emails: emails.iter().map(|e| e.to_string()).collect(),
+            active: Some(true),
         }
+    }
+
+    fn inactive(a: Existing) -> Existing {
+        Existing { active: Some(false), ..a }
     }
 
     const INSENSITIVE: IdRule = IdRule { fold_case: true, upper: false };
@@ -155,7 +174,7 @@ mod tests {
             ),
             (
                 "id only: no login at all",
-                Existing { platform_id: "a".into(), external_id: Some("E5".into()), user_name: None, emails: vec![] },
+                Existing { platform_id: "a".into(), external_id: Some("E5".into()), user_name: None, emails: vec![], active: None },
                 Some(Verdict::Partial),
             ),
             ("no externalId, userName", account("a", None, "ANN@EXAMPLE.COM", &[]), Some(Verdict::Exact)),
@@ -163,6 +182,14 @@ mod tests {
             ("no externalId, other login", account("a", None, "bob@example.com", &["bob@example.com"]), None),
             ("another id with the login", account("a", Some("admin-7"), "ann@example.com", &[]), Some(Verdict::Foreign)),
             ("another id, other login", account("a", Some("E6"), "bob@example.com", &[]), None),
+            ("another id with the login, inactive", inactive(account("a", Some("E1"), "ann@example.com", &[])), Some(Verdict::Dormant)),
+            (
+                "another id, active unknown",
+                Existing { active: None, ..account("a", Some("E1"), "ann@example.com", &[]) },
+                Some(Verdict::Foreign),
+            ),
+            ("another id, other login, inactive", inactive(account("a", Some("E6"), "bob@example.com", &[])), None),
+            ("its own id, inactive", inactive(account("a", Some("E5"), "ann@example.com", &[])), Some(Verdict::Exact)),
         ];
         for (name, a, want) in cases {
             assert_eq!(judge(&p, a, INSENSITIVE), *want, "{name}");
@@ -200,5 +227,16 @@ mod tests {
         assert_eq!((a.platform_id.as_str(), v), ("foreign", Verdict::Foreign));
         assert!(index.find(&person("E7", Some("carl@example.com"))).is_none());
         assert_eq!(best(&p, &accounts, INSENSITIVE).map(|(a, _)| a.platform_id.as_str()), Some("byid"));
+    }
+
+    #[test]
+    fn a_dormant_account_comes_after_a_free_one_and_before_a_foreign_one() {
+        let p = person("E9", Some("ann@example.com"));
+        let dormant = inactive(account("kept", Some("E1"), "ann@example.com", &[]));
+        let (foreign, free) = (account("foreign", Some("X1"), "ann@example.com", &[]), account("free", None, "ann@example.com", &[]));
+        let pick = |all: Vec<Existing>| best(&p, &all, INSENSITIVE).map(|(a, v)| (a.platform_id.clone(), v));
+        assert_eq!(pick(vec![foreign.clone(), dormant.clone()]), Some(("kept".into(), Verdict::Dormant)));
+        assert_eq!(pick(vec![dormant.clone(), free]), Some(("free".into(), Verdict::Exact)));
+        assert_eq!(pick(vec![foreign]), Some(("foreign".into(), Verdict::Foreign)));
     }
 }

@@ -22,6 +22,7 @@ mod persons;
 mod planning;
 mod push;
 mod reconcile;
+mod schemas;
 mod unsent;
 
 use std::path::PathBuf;

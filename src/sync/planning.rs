@@ -287,8 +287,10 @@ impl<S: StateStore> Ctx<'_, S> {
                 p.set_connector(&self.conn.name);
                 // A 409's partial match is adopted only in a run a person let through.
                 p.set_adopt_partial(self.opts.allow_mass_change);
+                p.set_rehire(self.conn.sync.rehire);
                 self.note_dropped_attributes(t, &p, &target.platform.custom_schema);
                 self.note_no_enterprise(t, &p);
+                self.note_undefined_attributes(t, &p);
                 Ok(Some(p))
             }
             Err(e) if self.opts.dry_run => {

@@ -34,6 +34,10 @@ pub enum Fault {
     /// Answer with this status and a SCIM error whose detail repeats the whole request,
     /// headers (the bearer token) and body: a server that echoes what it was sent.
     Echo(u16),
+    /// A DELETE as a platform with soft delete does it: the server gets a PATCH of
+    /// `active: false` instead (the account stays, inactive, with its login), the client
+    /// the 204 of a delete.
+    SoftDelete,
 }
 
 /// One request seen by the proxy, and what it did to it.
@@ -45,6 +49,18 @@ pub struct Seen {
     pub fault: Fault,
     /// The request body, to check what the client sent.
     pub body: Vec<u8>,
+    /// The request's head (request line and headers), to check its headers.
+    pub head: String,
+}
+
+impl Seen {
+    /// The value of header `name` (any case), if the request had it.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.split("\r\n").skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
 }
 
 type Decide = dyn Fn(usize, &str, &str) -> Fault + Send + Sync;
@@ -189,6 +205,19 @@ fn echo(status: u16, raw: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The PATCH that deactivates the user at `path`, with the credentials of the request whose
+/// `head` is given (a soft delete, `Fault::SoftDelete`).
+fn deactivation(head: &str, path: &str) -> Vec<u8> {
+    let auth = head.split("\r\n").find(|l| l.to_ascii_lowercase().starts_with("authorization:")).unwrap_or("");
+    let body =
+        r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
+    format!(
+        "PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 async fn serve(
     mut client: TcpStream,
     upstream: u16,
@@ -197,10 +226,13 @@ async fn serve(
     counter: &AtomicUsize,
 ) -> std::io::Result<()> {
     let Some((method, path, raw)) = read_request(&mut client).await? else { return Ok(()) };
+    let path_of_request = path.clone();
     let n = counter.fetch_add(1, Ordering::AcqRel);
     let fault = decide(n, &method, &path);
-    let body = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| raw[i + 4..].to_vec()).unwrap_or_default();
-    seen.lock().unwrap().push(Seen { at: Instant::now(), method, path, fault: fault.clone(), body });
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(raw.len());
+    let (head, body) = (String::from_utf8_lossy(&raw[..head_end]).to_string(), raw[head_end..].to_vec());
+    seen.lock().unwrap().push(Seen { at: Instant::now(), method, path, fault: fault.clone(), body, head: head.clone() });
+    let path = path_of_request;
     let answer = match fault {
         Fault::Pass => forward(upstream, &raw).await?,
         Fault::TooMany(after) => canned(429, "Too Many Requests", &format!("Retry-After: {after}\r\n")),
@@ -212,6 +244,10 @@ async fn serve(
             body.len()
         )
         .into_bytes(),
+        Fault::SoftDelete => {
+            let a = forward(upstream, &deactivation(&head, &path)).await?;
+            if a.starts_with(b"HTTP/1.0 2") || a.starts_with(b"HTTP/1.1 2") { canned(204, "No Content", "") } else { a }
+        }
         Fault::DropBeforeForward => return Ok(()),
         Fault::DropAfterForward => {
             forward(upstream, &raw).await?;

@@ -116,6 +116,7 @@ fn an_inactive_person_with_an_account_on_the_platform_is_adopted_not_skipped() {
         external_id: None,
         user_name: Some("old@example.com".into()),
         emails: Default::default(),
+        active: None,
     }];
     let (p, h) = go(Run { file: vec![user("old", false, "x")], existing, ..base() });
     assert!(matches!(&p.ops[..], [Op::Update { adopt: true, user, .. }] if !user.active), "{:?}", p.ops);
@@ -150,6 +151,7 @@ fn a_protected_username_is_never_created_or_adopted() {
         external_id: None,
         user_name: Some("root@example.com".into()),
         emails: Default::default(),
+        active: None,
     }];
     let (p, h) = go(r);
     assert_eq!(ids(&p, OpKind::Create), ["a"]);

@@ -209,8 +209,10 @@ impl Push {
             Op::Update { platform_id, user, adopt, previous } => {
                 let (m, link) = self.manager_of(user);
                 let path = format!("/Users/{platform_id}");
+                // Without PATCH an update is a read-merge-write (kept attributes, the version
+                // read), which a bulk PUT of our resource alone would not be: sent alone.
                 if !inner.caps.patch {
-                    return sent("PUT", path, Some(inner.enc.resource(user, m.as_deref())), link);
+                    return InBulk::Alone;
                 }
                 let prev_m = previous.as_deref().and_then(|p| self.previous_manager(p));
                 let prev = if *adopt { None } else { previous.as_deref().map(|p| (p, prev_m.as_deref())) };
@@ -289,6 +291,13 @@ impl Push {
             (Op::Delete { platform_id, .. }, 404) => applied(platform_id),
             // Deleted on the platform by hand: sent alone, where the write heals it.
             (Op::Update { .. } | Op::Deactivate { .. }, 404) => Settled::Alone(Start::Fresh),
+            // A path this server or this account does not take (a value filter with no match:
+            // no work email): sent alone, where the write falls back to read-merge-write.
+            (Op::Update { .. }, 400)
+                if matches!(ScimError::of(r.response.as_ref()).scim_type(), Some("noTarget" | "invalidPath" | "invalidFilter")) =>
+            {
+                Settled::Alone(Start::Fresh)
+            }
             (_, 401 | 403) => {
                 return Err(PlatformError::Unauthorized {
                     status,

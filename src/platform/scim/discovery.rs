@@ -21,12 +21,22 @@ pub struct Capabilities {
     /// Whether /ResourceTypes/User lists the enterprise extension (true when the server
     /// does not answer it: every extension is assumed offered, as before).
     pub enterprise: bool,
+    /// Whether the server announces ETags (`etag.supported`): a read-merge-write then sends
+    /// `If-Match` with the `meta.version` it read (an `ETag` header is used either way).
+    pub etag: bool,
+    /// The attributes each schema of `/Schemas` defines (schema URN → attribute names,
+    /// lowercased: SCIM names compare without case); None when the server serves no
+    /// readable `/Schemas`. A mapped attribute its schema lacks is not sent (`Encoder`).
+    pub schemas: Option<std::sync::Arc<Defined>>,
 }
+
+/// Schema URN → the names of its top-level attributes, lowercased.
+pub type Defined = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
 
 impl Default for Capabilities {
     /// A server without /ServiceProviderConfig: PATCH (RFC 7644 requires it) and no Bulk.
     fn default() -> Self {
-        Capabilities { patch: true, bulk: None, page_size: 100, custom_schema: true, enterprise: true }
+        Capabilities { patch: true, bulk: None, page_size: 100, custom_schema: true, enterprise: true, etag: false, schemas: None }
     }
 }
 
@@ -47,6 +57,8 @@ struct ServiceProviderConfig {
     bulk: BulkConfig,
     #[serde(default)]
     filter: FilterConfig,
+    #[serde(default)]
+    etag: Supported,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +100,30 @@ struct SchemaExtension {
     schema: String,
 }
 
+/// A schema of `/Schemas` (RFC 7643 §7), the part we read: its URN and attribute names.
+#[derive(Debug, Deserialize)]
+struct SchemaResource {
+    id: String,
+    #[serde(default)]
+    attributes: Vec<SchemaAttribute>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SchemaAttribute {
+    name: String,
+}
+
+/// What a `/Schemas` answer defines; None when it lists no schema with attributes (an empty
+/// or partial answer defines nothing, rather than every attribute being undefined).
+fn defined(schemas: Vec<SchemaResource>) -> Option<Defined> {
+    let d: Defined = schemas
+        .into_iter()
+        .filter(|s| !s.attributes.is_empty())
+        .map(|s| (s.id, s.attributes.into_iter().map(|a| a.name.to_lowercase()).collect()))
+        .collect();
+    (!d.is_empty()).then_some(d)
+}
+
 impl ServiceProviderConfig {
     /// The capabilities it announces. A bulk limit too small to batch anything (one
     /// operation, a payload under 1 KiB) is no bulk at all.
@@ -101,7 +137,15 @@ impl ServiceProviderConfig {
             0 => 100,
             m => usize::try_from(m).unwrap_or(usize::MAX).min(1000),
         };
-        Capabilities { patch: self.patch.supported, bulk, page_size, custom_schema: true, enterprise: true }
+        Capabilities {
+            patch: self.patch.supported,
+            bulk,
+            page_size,
+            custom_schema: true,
+            enterprise: true,
+            etag: self.etag.supported,
+            schemas: None,
+        }
     }
 }
 
@@ -148,7 +192,22 @@ impl Inner {
             // with none loses nothing, and a daemon connects once per run per connector).
             tracing::debug!(url = %rt_url, offered = caps.custom_schema, "custom schema {}", self.enc.custom_schema);
         }
+        caps.schemas = self.read_schemas(sh).await.map(std::sync::Arc::new);
         Ok(caps)
+    }
+
+    /// `/Schemas`, when the server serves it (RFC 7644 §4): what each schema defines. Not
+    /// served, refused or unreadable: None, and every mapped attribute is sent as before.
+    async fn read_schemas(&self, sh: &Shared) -> Option<Defined> {
+        let url = self.url(&["Schemas"]);
+        let r = self.call(sh, Method::GET, url.clone(), None, true).await.ok().filter(|r| r.status == 200)?;
+        match r.json::<ListResponse<SchemaResource>>() {
+            Ok(list) => defined(list.resources.unwrap_or_default()),
+            Err(e) => {
+                tracing::debug!(%url, "unreadable /Schemas ({e}); mapped attributes are sent without checking them");
+                None
+            }
+        }
     }
 }
 
@@ -172,12 +231,26 @@ mod tests {
                 bulk: Some(BulkLimits { max_operations: 1000, max_payload_size: 1048576 }),
                 page_size: 200,
                 custom_schema: true,
-                enterprise: true
+                enterprise: true,
+                etag: false,
+                schemas: None
             }
         );
         assert_eq!(caps(full, false).bulk, None, "bulk = off in the config");
         // Sparse: what is left out is not offered.
-        assert_eq!(caps("{}", true), Capabilities { patch: false, bulk: None, page_size: 100, custom_schema: true, enterprise: true });
+        assert_eq!(
+            caps("{}", true),
+            Capabilities { patch: false, bulk: None, page_size: 100, custom_schema: true, enterprise: true, etag: false, schemas: None }
+        );
+        assert!(caps(r#"{"etag": {"supported": true}}"#, true).etag);
+        let served: Vec<SchemaResource> = serde_json::from_str(
+            r#"[{"id": "urn:x:User", "attributes": [{"name": "Title"}, {"name": "userName"}]}, {"id": "urn:x:Empty"}]"#,
+        )
+        .unwrap();
+        let d = defined(served).unwrap();
+        assert_eq!(d.len(), 1, "a schema without attributes defines nothing");
+        assert!(d["urn:x:User"].contains("title"));
+        assert_eq!(defined(Vec::new()), None);
         let useless_bulk = r#"{"patch": {"supported": true}, "bulk": {"supported": true, "maxOperations": 1, "maxPayloadSize": 100}}"#;
         assert_eq!(caps(useless_bulk, true).bulk, None);
     }

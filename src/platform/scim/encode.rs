@@ -40,6 +40,11 @@ pub fn is_custom(attribute: &str) -> bool {
 /// Attributes we own on the platform and must remove when the export no longer has them.
 const CLEARABLE: &[&str] = &["title"];
 
+/// The emails rostersync owns: the one of type "work" (a person's one email). Others the
+/// platform holds (home, other, an admin's second address) are not ours and are kept, so
+/// writes address ours by this filter (RFC 7644 §3.5.2 valuePath), never the whole list.
+pub const WORK_EMAILS: &str = "emails[type eq \"work\"]";
+
 #[derive(Debug, Clone)]
 pub struct Encoder {
     pub custom_schema: String,
@@ -50,12 +55,49 @@ pub struct Encoder {
     /// enterprise one: then nothing of it is sent (employeeNumber, department, manager …),
     /// nor removed (each create would be refused otherwise).
     pub enterprise_offered: bool,
+    /// What the server's `/Schemas` defines, when it serves it: a mapped attribute its
+    /// schema does not define is not sent (`defines`).
+    pub defined: Option<std::sync::Arc<super::discovery::Defined>>,
 }
 
 /// One user's attributes as (PATCH path, value), in a stable order.
 type Fields = BTreeMap<String, Value>;
 
 impl Encoder {
+    /// Whether the server's `/Schemas` defines attribute `attr` of schema `urn`: yes when it
+    /// serves no `/Schemas`, or does not describe that schema (whether it is offered at all
+    /// is `/ResourceTypes/User`'s to say).
+    fn defines(&self, urn: &str, attr: &str) -> bool {
+        let Some(d) = &self.defined else { return true };
+        d.get(urn).is_none_or(|attrs| attrs.contains(&attr.to_lowercase()))
+    }
+
+    /// Where a mapped attribute (of `[attributes]`, or `employee_id`) goes: (schema URN,
+    /// attribute name).
+    fn place<'a>(&'a self, attribute: &'a str) -> (&'a str, &'a str) {
+        match attribute {
+            "title" => (CORE, "title"),
+            "employee_id" => (ENTERPRISE, "employeeNumber"),
+            crate::model::MANAGER_ATTRIBUTE => (ENTERPRISE, "manager"),
+            a => match ENTERPRISE_ATTRS.iter().find(|(m, _)| *m == a) {
+                Some((_, scim)) => (ENTERPRISE, scim),
+                None => (self.custom_schema.as_str(), a),
+            },
+        }
+    }
+
+    /// Whether a mapped attribute is left out because the server's `/Schemas` does not
+    /// define it, in a schema the server offers (one not offered is said elsewhere).
+    pub fn undefined(&self, attribute: &str) -> bool {
+        let (urn, attr) = self.place(attribute);
+        let offered = match urn {
+            ENTERPRISE => self.enterprise_offered,
+            CORE => true,
+            _ => self.custom_offered,
+        };
+        offered && !self.defines(urn, attr)
+    }
+
     /// Where an attribute goes: a core attribute, an extension attribute, or nowhere.
     /// `manager` is the manager's platform id, resolved by the caller from `User::manager`.
     fn fields(&self, user: &User, manager: Option<&str>) -> Fields {
@@ -69,13 +111,13 @@ impl Encoder {
         }
         f.insert("preferredLanguage".into(), json!(user.language));
         f.insert("active".into(), json!(user.active));
-        if let Some(n) = user.employee_id.as_ref().filter(|_| self.enterprise_offered) {
+        if let Some(n) = user.employee_id.as_ref().filter(|_| self.enterprise_offered && !self.undefined("employee_id")) {
             f.insert(format!("{ENTERPRISE}:employeeNumber"), json!(n));
         }
-        if let Some(m) = manager.filter(|_| self.enterprise_offered) {
+        if let Some(m) = manager.filter(|_| self.enterprise_offered && !self.undefined(crate::model::MANAGER_ATTRIBUTE)) {
             f.insert(format!("{ENTERPRISE}:manager"), json!({ "value": m }));
         }
-        for (k, v) in &user.attributes {
+        for (k, v) in user.attributes.iter().filter(|(k, _)| !self.undefined(k)) {
             if k == "title" {
                 f.insert("title".into(), json!(v));
             } else if let Some((_, scim)) = ENTERPRISE_ATTRS.iter().find(|(a, _)| *a == k) {
@@ -148,23 +190,35 @@ impl Encoder {
                 let old = self.fields(prev, prev_manager);
                 for (path, v) in &new {
                     if old.get(path) != Some(v) {
-                        ops.push(json!({"op": "replace", "path": path, "value": v}));
+                        ops.extend(changed(path, old.get(path), Some(v)));
                     }
                 }
                 for path in old.keys().filter(|p| !new.contains_key(*p)) {
-                    ops.push(json!({"op": "remove", "path": path}));
+                    ops.extend(changed(path, old.get(path), None));
                 }
             }
             None => {
-                ops.push(json!({"op": "replace", "value": Value::Object(self.nest(&new))}));
-                let mut owned: Vec<String> = CLEARABLE.iter().map(|s| s.to_string()).collect();
-                owned.push("emails".into());
+                // The other emails the account holds are not ours: ours are replaced by
+                // filter, not the list (a server without such filters answers noTarget or
+                // invalidPath, and the write becomes a read-merge-write).
+                let mut rest = new.clone();
+                let emails = rest.remove("emails");
+                ops.push(json!({"op": "replace", "value": Value::Object(self.nest(&rest))}));
+                // Ours: the work email, and a copy of the person's email an admin made
+                // without a type (compared without case by the filter), so it is not doubled.
+                let ours = match &user.email {
+                    Some(e) => format!("emails[type eq \"work\" or value eq {}]", json!(e)),
+                    None => WORK_EMAILS.to_string(),
+                };
+                ops.push(json!({"op": "remove", "path": ours}));
+                if let Some(e) = emails {
+                    ops.push(json!({"op": "add", "path": "emails", "value": e}));
+                }
+                // Only what the server defines: removing an attribute it lacks is refused.
+                let mut owned: Vec<String> = CLEARABLE.iter().filter(|a| self.defines(CORE, a)).map(|s| s.to_string()).collect();
                 if self.enterprise_offered {
-                    for (_, scim) in ENTERPRISE_ATTRS {
-                        owned.push(format!("{ENTERPRISE}:{scim}"));
-                    }
-                    owned.push(format!("{ENTERPRISE}:employeeNumber"));
-                    owned.push(format!("{ENTERPRISE}:manager"));
+                    let scims = ENTERPRISE_ATTRS.iter().map(|(_, scim)| *scim).chain(["employeeNumber", "manager"]);
+                    owned.extend(scims.filter(|a| self.defines(ENTERPRISE, a)).map(|a| format!("{ENTERPRISE}:{a}")));
                 }
                 owned.dedup();
                 for path in owned.into_iter().filter(|p| !new.contains_key(p)) {
@@ -227,6 +281,21 @@ impl Encoder {
     }
 }
 
+/// The PatchOp operations that take attribute `path` from `old` to `new` (its value in
+/// `fields`). Emails address only ours (`WORK_EMAILS`): another email of the account stays.
+fn changed(path: &str, old: Option<&Value>, new: Option<&Value>) -> Vec<Value> {
+    match (path, old, new) {
+        ("emails", Some(_), Some(v)) => match v.get(0).and_then(|e| e.get("value")) {
+            Some(value) => vec![json!({"op": "replace", "path": format!("{WORK_EMAILS}.value"), "value": value})],
+            None => vec![json!({"op": "remove", "path": WORK_EMAILS}), json!({"op": "add", "path": "emails", "value": v})],
+        },
+        ("emails", None, Some(v)) => vec![json!({"op": "add", "path": "emails", "value": v})],
+        ("emails", _, None) => vec![json!({"op": "remove", "path": WORK_EMAILS})],
+        (_, _, Some(v)) => vec![json!({"op": "replace", "path": path, "value": v})],
+        (_, _, None) => vec![json!({"op": "remove", "path": path})],
+    }
+}
+
 /// Whether the platform holds `ours`: strings without case, objects by our keys, lists by
 /// the `value`s of their elements (a server may drop `type` or `primary`).
 fn same_value(ours: &Value, theirs: Option<&Value>) -> bool {
@@ -249,7 +318,7 @@ mod tests {
     const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User";
 
     fn enc() -> Encoder {
-        Encoder { custom_schema: CUSTOM.into(), custom_offered: true, enterprise_offered: true }
+        Encoder { custom_schema: CUSTOM.into(), custom_offered: true, enterprise_offered: true, defined: None }
     }
 
     fn user() -> User {
@@ -295,10 +364,26 @@ mod tests {
 
     #[test]
     fn custom_attributes_dropped_when_the_server_lacks_the_schema() {
-        let e = Encoder { custom_schema: CUSTOM.into(), custom_offered: false, enterprise_offered: true };
+        let e = Encoder { custom_schema: CUSTOM.into(), custom_offered: false, enterprise_offered: true, defined: None };
         let r = e.resource(&user(), None);
         assert!(r.get(CUSTOM).is_none());
         assert_eq!(r["schemas"], json!([CORE, ENTERPRISE]));
+    }
+
+    #[test]
+    fn attributes_the_schemas_do_not_define_are_not_sent() {
+        let mut defined = super::super::discovery::Defined::new();
+        defined.insert(CUSTOM.into(), ["location".to_string()].into());
+        defined.insert(ENTERPRISE.into(), ["employeenumber", "manager", "department"].map(String::from).into());
+        let e = Encoder { defined: Some(std::sync::Arc::new(defined)), ..enc() };
+        let r = e.resource(&user(), Some("m-1"));
+        assert_eq!(r[ENTERPRISE], json!({"employeeNumber": "E1", "manager": {"value": "m-1"}}), "costCenter is not defined");
+        assert!(r.get(CUSTOM).is_none(), "hire_date is not defined: {r}");
+        assert_eq!(r["title"], "Engineer", "core is not described here: sent");
+        assert!(e.undefined("cost_center") && e.undefined("hire_date") && !e.undefined("location") && !e.undefined("title"));
+        // An extension not offered is said elsewhere, not here.
+        let not_offered = Encoder { enterprise_offered: false, ..e.clone() };
+        assert!(!not_offered.undefined("cost_center"));
     }
 
     #[test]
@@ -358,9 +443,33 @@ mod tests {
         let ops = p["Operations"].as_array().unwrap();
         assert_eq!(ops[0]["op"], "replace");
         assert_eq!(ops[0]["value"]["name"]["familyName"], "Lovelace");
-        let removed: Vec<&str> = ops[1..].iter().map(|o| o["path"].as_str().unwrap()).collect();
+        assert!(ops[0]["value"].get("emails").is_none(), "the list is not replaced: other emails are kept");
+        let removed: Vec<&str> = ops[1..].iter().filter(|o| o["op"] == "remove").map(|o| o["path"].as_str().unwrap()).collect();
         assert!(removed.contains(&"title"));
         assert!(removed.contains(&format!("{ENTERPRISE}:manager").as_str()));
-        assert!(!removed.contains(&"emails"));
+        assert!(removed.contains(&r#"emails[type eq "work" or value eq "ada@example.com"]"#), "only ours: {removed:?}");
+        let added: Vec<&Value> = ops.iter().filter(|o| o["op"] == "add").collect();
+        assert_eq!(
+            added,
+            vec![&json!({"op": "add", "path": "emails", "value": [{"value": "ada@example.com", "type": "work", "primary": true}]})]
+        );
+    }
+
+    #[test]
+    fn an_email_change_addresses_the_work_email_only() {
+        let old = user();
+        let mut new = user();
+        new.email = Some("ada.king@example.com".into());
+        let ops = |new: &User| enc().patch(new, Some("m-1"), Some((&old, Some("m-1")))).unwrap()["Operations"].clone();
+        let changed = ops(&new);
+        assert!(
+            changed
+                .as_array()
+                .unwrap()
+                .contains(&json!({"op": "replace", "path": format!("{WORK_EMAILS}.value"), "value": "ada.king@example.com"}))
+        );
+        assert!(!changed.as_array().unwrap().iter().any(|o| o["path"] == "emails" && o["op"] != "add"), "never the whole list: {changed}");
+        new.email = None;
+        assert!(ops(&new).as_array().unwrap().contains(&json!({"op": "remove", "path": WORK_EMAILS})));
     }
 }

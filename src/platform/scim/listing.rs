@@ -38,6 +38,8 @@ pub(super) struct UserResource {
     #[serde(default, deserialize_with = "super::lenient::emails")]
     pub emails: Vec<String>,
     #[serde(default)]
+    pub active: Option<bool>,
+    #[serde(default)]
     pub meta: Option<Meta>,
 }
 
@@ -69,7 +71,7 @@ impl UserResource {
     /// The account as matching judges it (`plan::matching`), when it has an id.
     pub fn existing(self) -> Option<Existing> {
         let platform_id = self.platform_id()?;
-        Some(Existing { platform_id, external_id: self.external_id, user_name: self.user_name, emails: self.emails })
+        Some(Existing { platform_id, external_id: self.external_id, user_name: self.user_name, emails: self.emails, active: self.active })
     }
 
     /// The platform id: `id`, else the last segment of `meta.location`.
@@ -85,7 +87,7 @@ pub(super) fn id_from_location(loc: &str) -> Option<String> {
 }
 
 /// The attributes matching judges an account on (`plan::matching`).
-const MATCHED: &str = "id,externalId,userName,emails";
+const MATCHED: &str = "id,externalId,userName,emails,active";
 
 /// A SCIM filter string literal.
 fn filter_literal(v: &str) -> String {
@@ -107,8 +109,9 @@ impl Inner {
             .filter_map(|resource| {
                 let text = |k: &str| resource.get(k).and_then(serde_json::Value::as_str).map(str::to_string);
                 let emails = resource.get("emails").map(super::lenient::email_values).unwrap_or_default();
-                let existing = Existing { platform_id: text("id")?, external_id: text("externalId"), user_name: text("userName"), emails };
                 let active = resource.get("active").and_then(serde_json::Value::as_bool);
+                let existing =
+                    Existing { platform_id: text("id")?, external_id: text("externalId"), user_name: text("userName"), emails, active };
                 Some(Account { existing, active, resource })
             })
             .collect())

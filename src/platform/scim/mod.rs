@@ -73,6 +73,9 @@ struct Inner {
     /// Whether a 409's partial match (`plan::matching::Verdict::Partial`) may be adopted:
     /// only in a run a person let past the safeguards (`approve`, `--allow-mass-change`).
     adopt_partial: bool,
+    /// `sync.rehire`: whether a 409's dormant account (`Verdict::Dormant`: inactive, kept by
+    /// the platform after a delete) is reused or reported.
+    rehire: crate::plan::settings::Rehire,
 }
 
 /// A final HTTP answer (2xx, or a 4xx the caller reads).
@@ -80,6 +83,8 @@ struct Resp {
     status: u16,
     body: Vec<u8>,
     location: Option<String>,
+    /// The `ETag` header: the version of the resource answered (RFC 7644 §3.14).
+    etag: Option<String>,
 }
 
 impl Resp {
@@ -200,12 +205,26 @@ impl Inner {
     /// create, a bulk), a failure that may have been applied is returned to the caller
     /// instead, who must check before sending again.
     async fn call(&self, sh: &Shared, method: Method, url: url::Url, body: Option<&Value>, blind_retry: bool) -> Result<Resp, CallError> {
+        self.call_if(sh, method, url, body, blind_retry, None).await
+    }
+
+    /// `call`, made conditional on the resource's version (`If-Match`) when one is given: a
+    /// write based on a read of that version (`writes::read_merge_write`).
+    async fn call_if(
+        &self,
+        sh: &Shared,
+        method: Method,
+        url: url::Url,
+        body: Option<&Value>,
+        blind_retry: bool,
+        if_match: Option<&str>,
+    ) -> Result<Resp, CallError> {
         let bytes = body.map(|b| b.to_string().into_bytes());
         let mut attempt = 0u32;
         let mut reauthed = false;
         loop {
             attempt += 1;
-            let failed = match self.attempt(&method, &url, bytes.as_deref()).await {
+            let failed = match self.attempt(&method, &url, bytes.as_deref(), if_match).await {
                 Answer::Final(r) => return Ok(r),
                 Answer::Stop(e) => return Err(CallError::Stop(e)),
                 Answer::Unauthorized(r) => {
@@ -228,7 +247,7 @@ impl Inner {
     }
 
     /// One attempt: a token, the request, the whole answer.
-    async fn attempt(&self, method: &Method, url: &url::Url, body: Option<&[u8]>) -> Answer {
+    async fn attempt(&self, method: &Method, url: &url::Url, body: Option<&[u8]>, if_match: Option<&str>) -> Answer {
         let authorization = match self.auth.header(&self.http).await {
             Ok(a) => a,
             // The token endpoint is down: nothing was sent, so the same rules apply.
@@ -249,6 +268,9 @@ impl Inner {
         if let Some(b) = body {
             rb = rb.header(reqwest::header::CONTENT_TYPE, "application/scim+json").body(b.to_vec());
         }
+        if let Some(version) = if_match {
+            rb = rb.header(reqwest::header::IF_MATCH, version);
+        }
         // The target's shared limits: a Retry-After pause, and its requests in flight.
         let _in_flight = self.limiter.request().await;
         let resp = match rb.send().await {
@@ -260,7 +282,8 @@ impl Inner {
         };
         let status = resp.status().as_u16();
         let header = |n: reqwest::header::HeaderName| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let (retry_after, location) = (header(reqwest::header::RETRY_AFTER), header(reqwest::header::LOCATION));
+        let (retry_after, location, etag) =
+            (header(reqwest::header::RETRY_AFTER), header(reqwest::header::LOCATION), header(reqwest::header::ETAG));
         let body = match resp.bytes().await {
             Ok(b) => Vec::from(b),
             Err(e) => {
@@ -268,7 +291,7 @@ impl Inner {
                 return Answer::Failed(FailedAttempt { status: Some(status), message, transient: transient_error(&e) });
             }
         };
-        let r = Resp { status, body, location };
+        let r = Resp { status, body, location, etag };
         if status == 401 || status == 403 {
             return Answer::Unauthorized(r);
         }
@@ -351,13 +374,14 @@ impl ScimClient {
             auth,
             policy: Policy::SCIM,
             caps: Capabilities::default(),
-            enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true, enterprise_offered: true },
+            enc: Encoder { custom_schema: cfg.custom_schema.clone(), custom_offered: true, enterprise_offered: true, defined: None },
             max_concurrency: cfg.max_concurrency.max(1),
             claimed: HashMap::new(),
             id_rule: crate::model::IdRule::default(),
             connector: "NAME".into(),
             limiter,
             adopt_partial: false,
+            rehire: crate::plan::settings::Rehire::default(),
         };
         inner.caps = match cached {
             Some(caps) => caps,
@@ -370,6 +394,7 @@ impl ScimClient {
         };
         inner.enc.custom_offered = inner.caps.custom_schema;
         inner.enc.enterprise_offered = inner.caps.enterprise;
+        inner.enc.defined = inner.caps.schemas.clone();
         Ok(ScimClient { inner: Arc::new(inner), groups_remove_by_value: Default::default() })
     }
 
@@ -426,10 +451,23 @@ impl ScimClient {
         self.inner.enc.enterprise_offered
     }
 
+    /// Of the mapped attributes `names` (of `[attributes]`, and `employee_id`), those not
+    /// sent because the server's `/Schemas` does not define them.
+    pub fn undefined_attributes<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        names.into_iter().filter(|n| self.inner.enc.undefined(n)).collect()
+    }
+
     /// Whether a 409's partial match may be adopted: a run a person approved.
     pub fn set_adopt_partial(&mut self, approved: bool) {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.adopt_partial = approved;
+        }
+    }
+
+    /// The connector's `sync.rehire`, for a 409's dormant account (`writes::adopt`).
+    pub fn set_rehire(&mut self, rehire: crate::plan::settings::Rehire) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.rehire = rehire;
         }
     }
 

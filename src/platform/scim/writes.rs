@@ -19,6 +19,7 @@ use super::listing::{UserResource, id_from_location};
 use super::{CallError, OpClass, Push, Resp, Shared, Start};
 use crate::model::User;
 use crate::plan::matching::{self, Verdict};
+use crate::plan::settings::Rehire;
 use crate::plan::{Existing, Op};
 use crate::platform::{Applied, Healed, OpFailure, OpOutcome, PlatformError};
 use crate::retry::{Decision, GiveUp};
@@ -215,6 +216,14 @@ impl Push {
         if let Some(refused) = self.refused_adoption(user, &account, verdict) {
             return Ok(refused);
         }
+        if verdict == Verdict::Dormant {
+            tracing::info!(
+                external_id = %user.external_id,
+                platform_id = %account.platform_id,
+                previous = account.external_id.as_deref().unwrap_or_default(),
+                "reusing an inactive account the platform kept with this person's login (a re-hire after a soft delete)"
+            );
+        }
         let id = account.platform_id;
         Ok(match self.write_content(sh, &id, user, manager, None).await? {
             Written::Applied { platform_id, .. } => Written::Applied { platform_id, adopted: true },
@@ -285,6 +294,12 @@ impl Push {
                 "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) has externalId {theirs:?}, not {:?}: it is someone else's and was left as it is. If it is this person, correct its externalId on the platform; otherwise give this person another email",
                 user.external_id
             )),
+            Verdict::Dormant if self.inner.rehire == Rehire::Conflict => conflict(format!(
+                "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) is an inactive account of externalId {theirs:?} (a leaver's, kept by the platform): with rehire = \"conflict\" it is not reused; left as it is. Set rehire = \"rekey\" to reuse it, or remove it on the platform"
+            )),
+            Verdict::Dormant if self.bound_to_another(pid, user) => conflict(format!(
+                "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) is inactive but still this connector's person {theirs:?}: left as it is. Give this person another email, or let the leaver go first"
+            )),
             Verdict::Partial if !self.inner.adopt_partial => conflict(format!(
                 "conflict: the platform answered 409 (already exists) and account {pid} (userName {login:?}) has externalId {theirs:?} but neither this person's email nor their userName: a partial match, possibly someone else's person with the same id; left as it is. Check the account; `rostersync sync CONNECTOR --reconcile` lists it in a plan to approve, or correct the account on the platform"
             )),
@@ -298,6 +313,13 @@ impl Push {
                 ))
             }),
         }
+    }
+
+    /// Whether account `pid` is another person's of this push (known to the state, or made
+    /// theirs earlier in the run). Rare (a 409 on a dormant account), so a scan.
+    fn bound_to_another(&self, pid: &str, user: &User) -> bool {
+        let key = self.inner.id_rule.key(&user.external_id);
+        self.ids().iter().any(|(x, p)| p == pid && self.inner.id_rule.key(x) != key)
     }
 
     /// PATCH (only what changed, when the previous content is known), or read-merge-write
@@ -317,6 +339,11 @@ impl Push {
         };
         if self.patch_usable() {
             match inner.call(sh, Method::PATCH, url.clone(), Some(&patch), true).await {
+                // This account lacks the value a filter addresses (no work email: a hand-made
+                // account): this write alone becomes a read-merge-write.
+                Ok(r) if r.status == 400 && no_target(&r) && filters_values(&patch) => {
+                    tracing::debug!(%url, "no value matches the PATCH's filter ({}); reading the user to merge instead", r.error_message());
+                }
                 Ok(r) if refuses_patch(&r) => self.patch_refused(&url, &r),
                 Ok(r) => return Ok(outcome(&Method::PATCH, &url, id, &r)),
                 Err(e) => return Written::from_call(e),
@@ -362,42 +389,66 @@ impl Push {
     }
 
     /// GET user `id`, change it with `merge`, PUT it back. Read as a plain JSON object,
-    /// not a typed user: every attribute we do not map must go back as it was.
+    /// not a typed user: every attribute we do not map must go back as it was. Where the
+    /// server versions its users (`version_of`), the PUT carries `If-Match` with the version
+    /// read; a 412 says the account changed in between (an admin's edit), so it is read and
+    /// merged again, at most `VERSION_ATTEMPTS` times, and never written over.
     async fn read_merge_write(
         &self,
         sh: &Shared,
         url: url::Url,
         id: &str,
-        merge: impl FnOnce(&mut Map<String, Value>),
+        merge: impl Fn(&mut Map<String, Value>),
     ) -> Result<Written, PlatformError> {
-        let inner = &self.inner;
-        let r = match inner.call(sh, Method::GET, url.clone(), None, true).await {
+        for attempt in 1..=VERSION_ATTEMPTS {
+            let (mut held, version) = match self.read_user(sh, &url, id).await? {
+                Ok(read) => read,
+                Err(refused) => return Ok(refused),
+            };
+            // Server-owned: a PUT must not try to set them.
+            held.remove("meta");
+            merge(&mut held);
+            let sent = Value::Object(held);
+            let r = match self.inner.call_if(sh, Method::PUT, url.clone(), Some(&sent), true, version.as_deref()).await {
+                Ok(r) => r,
+                Err(e) => return Written::from_call(e),
+            };
+            if r.status == 412 && version.is_some() {
+                tracing::debug!(%url, attempt, "the account changed on the platform since it was read (412); reading it again");
+                continue;
+            }
+            if r.success()
+                && let Ok(back) = r.json::<Value>()
+            {
+                self.warn_dropped(&url, &dropped(&sent, &back));
+            }
+            return Ok(outcome(&Method::PUT, &url, id, &r));
+        }
+        Ok(Written::refused(
+            Some(412),
+            format!(
+                "PUT {url}: HTTP 412: the account changed on the platform between each read and write ({VERSION_ATTEMPTS} attempts: something keeps editing it); nothing was written over, and the next run tries again"
+            ),
+        ))
+    }
+
+    /// GET user `id`: the resource as a JSON object and its version (`version_of`), or the
+    /// failure that is this user's (the inner Err).
+    async fn read_user(&self, sh: &Shared, url: &url::Url, id: &str) -> Result<Result<Held, Written>, PlatformError> {
+        let r = match self.inner.call(sh, Method::GET, url.clone(), None, true).await {
             Ok(r) => r,
-            Err(e) => return Written::from_call(e),
+            Err(e) => return Written::from_call(e).map(Err),
         };
         if r.status != 200 {
-            return Ok(outcome(&Method::GET, &url, id, &r));
+            return Ok(Err(outcome(&Method::GET, url, id, &r)));
         }
-        let mut held = match r.json::<Map<String, Value>>() {
-            Ok(m) => m,
-            Err(e) => {
-                return Ok(Written::refused(Some(r.status), format!("GET {url}: not a SCIM user ({e}), so it cannot be written back")));
+        Ok(match r.json::<Map<String, Value>>() {
+            Ok(held) => {
+                let version = version_of(r.etag.as_deref(), &held, self.inner.caps.etag);
+                Ok((held, version))
             }
-        };
-        // Server-owned: a PUT must not try to set them.
-        held.remove("meta");
-        merge(&mut held);
-        let sent = Value::Object(held);
-        let r = match inner.call(sh, Method::PUT, url.clone(), Some(&sent), true).await {
-            Ok(r) => r,
-            Err(e) => return Written::from_call(e),
-        };
-        if r.success()
-            && let Ok(back) = r.json::<Value>()
-        {
-            self.warn_dropped(&url, &dropped(&sent, &back));
-        }
-        Ok(outcome(&Method::PUT, &url, id, &r))
+            Err(e) => Err(Written::refused(Some(r.status), format!("GET {url}: not a SCIM user ({e}), so it cannot be written back"))),
+        })
     }
 
     /// Once per run: the attributes a PUT sent that the server did not keep.
@@ -420,6 +471,23 @@ impl Push {
             Err(e) => Written::from_call(e),
         }
     }
+}
+
+/// A user as read for a read-merge-write: the resource, and its version if it has one.
+type Held = (Map<String, Value>, Option<String>);
+
+/// How many times one read-merge-write reads, merges and writes while the account keeps
+/// changing under it (412): an admin's edit in between costs one more round, a script
+/// rewriting the account in a loop fails this person (the run goes on).
+const VERSION_ATTEMPTS: u32 = 3;
+
+/// The version a write based on this read must name in `If-Match`: the `ETag` header (an
+/// HTTP server that sends one evaluates it), else `meta.version` when the server announces
+/// ETags (`etag.supported`; some servers fill `meta.version` without checking it). None:
+/// the write is unconditional, as on a server without ETags.
+fn version_of(etag: Option<&str>, held: &Map<String, Value>, announced: bool) -> Option<String> {
+    let meta = || held.get("meta")?.get("version")?.as_str().filter(|v| !v.is_empty()).map(str::to_string);
+    etag.filter(|v| !v.is_empty()).map(str::to_string).or_else(|| announced.then(meta).flatten())
 }
 
 /// What this run learnt about the server's PATCH.
@@ -446,13 +514,25 @@ fn outcome(method: &Method, url: &url::Url, id: &str, r: &Resp) -> Written {
 }
 
 /// Whether an answer to PATCH says "not this way" rather than "not this user": no PATCH at
-/// all (501, 405), or not for this attribute path (RFC 7644 §3.12 invalidPath, noTarget).
+/// all (501, 405), or not for this attribute path (RFC 7644 §3.12 invalidPath, noTarget, or
+/// invalidFilter for a value filter in a path it cannot read).
 fn refuses_patch(r: &Resp) -> bool {
     match r.status {
         501 | 405 => true,
-        400 => matches!(ScimError::read(&r.body).scim_type(), Some("invalidPath" | "noTarget")),
+        400 => matches!(ScimError::read(&r.body).scim_type(), Some("invalidPath" | "noTarget" | "invalidFilter")),
         _ => false,
     }
+}
+
+/// A 400 noTarget: no value matched a path (RFC 7644 §3.5.2).
+fn no_target(r: &Resp) -> bool {
+    ScimError::read(&r.body).scim_type() == Some("noTarget")
+}
+
+/// Whether a PatchOp addresses values of a multi-valued attribute by filter (`WORK_EMAILS`):
+/// its noTarget is this account's (it has no such value), not the server's way of PATCH.
+fn filters_values(patch: &Value) -> bool {
+    patch["Operations"].as_array().into_iter().flatten().any(|o| o["path"].as_str().is_some_and(|p| p.contains('[')))
 }
 
 /// Applies our PatchOp (`Encoder::patch` without a previous: one replace without a path,
@@ -464,7 +544,11 @@ fn merge_patch(held: &mut Map<String, Value>, patch: &Value, schemas: &Value) {
     for op in patch.get("Operations").and_then(Value::as_array).into_iter().flatten() {
         match (op.get("op").and_then(Value::as_str), op.get("path").and_then(Value::as_str), op.get("value")) {
             (Some("replace" | "add"), None, Some(Value::Object(v))) => merge_object(held, v),
-            (Some("remove"), Some(path), _) => remove_path(held, path),
+            (Some("add"), Some(attr), Some(Value::Array(ours))) if !attr.contains(['.', '[', ':']) => add_values(held, attr, ours),
+            (Some("remove"), Some(path), _) => match value_filter(path) {
+                Some((attr, any_of)) => remove_values(held, attr, &any_of),
+                None => remove_path(held, path),
+            },
             _ => {}
         }
     }
@@ -486,6 +570,47 @@ fn merge_object(into: &mut Map<String, Value>, from: &Map<String, Value>) {
             }
         }
     }
+}
+
+/// `attr[sub eq "v" or sub2 eq "w"]` (the only value filters our PatchOps use:
+/// `encode::WORK_EMAILS`, and the adoption's, which adds our value): (attr, [(sub, v)]).
+fn value_filter(path: &str) -> Option<(&str, Vec<(&str, String)>)> {
+    let (attr, filter) = path.strip_suffix(']')?.split_once('[')?;
+    let any_of = filter
+        .split(" or ")
+        .map(|c| {
+            let (sub, literal) = c.split_once(" eq ")?;
+            Some((sub.trim(), serde_json::from_str::<String>(literal.trim()).ok()?))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((attr, any_of))
+}
+
+/// Removes the values of multi-valued `attr` that match any (sub, value) of `any_of`,
+/// without case (SCIM's `type` and email `value` are `caseExact: false`); the others stay.
+fn remove_values(held: &mut Map<String, Value>, attr: &str, any_of: &[(&str, String)]) {
+    if let Some(Value::Array(values)) = held.get_mut(attr) {
+        values.retain(|v| !any_of.iter().any(|(sub, w)| v.get(*sub).and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(w))));
+    }
+}
+
+/// Adds our values to multi-valued `attr` as RFC 7644 §3.5.2.1 says a server would: a value
+/// the account already holds (same `value`, without case) is ours now, not a second one;
+/// another one stays, and is no longer primary when one of ours is (one primary at most).
+fn add_values(held: &mut Map<String, Value>, attr: &str, ours: &[Value]) {
+    let value = |v: &Value| v.get("value").and_then(Value::as_str).map(str::to_lowercase);
+    let ours_primary = ours.iter().any(|v| v.get("primary") == Some(&Value::Bool(true)));
+    let mut kept: Vec<Value> = match held.remove(attr) {
+        Some(Value::Array(values)) => values.into_iter().filter(|h| !ours.iter().any(|o| value(o) == value(h))).collect(),
+        _ => Vec::new(),
+    };
+    if ours_primary {
+        for v in kept.iter_mut().filter_map(Value::as_object_mut) {
+            v.remove("primary");
+        }
+    }
+    kept.extend(ours.iter().cloned());
+    held.insert(attr.to_string(), Value::Array(kept));
 }
 
 /// Removes "attr", "parent.sub" or "urn:…:User:attr" from a resource.
@@ -578,8 +703,51 @@ mod tests {
     }
 
     #[test]
+    fn merge_replaces_our_email_and_keeps_the_others() {
+        let mut held = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "7", "userName": "ada@example.com",
+            "emails": [{"value": "ada@example.com", "type": "work", "primary": true}, {"value": "ada@home.example", "type": "home", "primary": true},
+                       {"value": "ADA.KING@example.com"}],
+            "phoneNumbers": [{"value": "+44 20 1234", "type": "work"}]
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        let ours = json!([{"value": "ada.king@example.com", "type": "work", "primary": true}]);
+        let patch = json!({"schemas": [super::super::encode::PATCH_OP], "Operations": [
+            {"op": "replace", "value": {"userName": "ada.king@example.com"}},
+            {"op": "remove", "path": super::super::encode::WORK_EMAILS},
+            {"op": "add", "path": "emails", "value": ours},
+        ]});
+        merge_patch(&mut held, &patch, &json!(["urn:ietf:params:scim:schemas:core:2.0:User"]));
+        assert_eq!(
+            held["emails"],
+            json!([{"value": "ada@home.example", "type": "home"}, {"value": "ada.king@example.com", "type": "work", "primary": true}]),
+            "the old work email goes, the home one stays (no longer primary), the untyped copy of ours is ours"
+        );
+        assert_eq!(held["phoneNumbers"], json!([{"value": "+44 20 1234", "type": "work"}]));
+        assert_eq!(value_filter(r#"emails[type eq "work"]"#), Some(("emails", vec![("type", "work".to_string())])));
+        assert_eq!(
+            value_filter(r#"emails[type eq "work" or value eq "a\"b@x.org"]"#),
+            Some(("emails", vec![("type", "work".to_string()), ("value", "a\"b@x.org".to_string())]))
+        );
+        assert_eq!(value_filter("emails"), None);
+    }
+
+    #[test]
+    fn the_version_a_write_names() {
+        let held = json!({"id": "1", "meta": {"version": "W/\"7\""}}).as_object().cloned().unwrap();
+        assert_eq!(version_of(Some("W/\"8\""), &held, true).as_deref(), Some("W/\"8\""), "the header first");
+        assert_eq!(version_of(None, &held, true).as_deref(), Some("W/\"7\""));
+        assert_eq!(version_of(None, &held, false), None, "meta.version alone, on a server announcing no ETags");
+        assert_eq!(version_of(Some("\"x\""), &held, false).as_deref(), Some("\"x\""));
+        let bare = json!({"id": "1", "meta": {"version": ""}}).as_object().cloned().unwrap();
+        assert_eq!(version_of(None, &bare, true), None);
+    }
+
+    #[test]
     fn which_answers_refuse_patch() {
-        let r = |status: u16, body: &str| Resp { status, body: body.as_bytes().to_vec(), location: None };
+        let r = |status: u16, body: &str| Resp { status, body: body.as_bytes().to_vec(), location: None, etag: None };
         assert!(refuses_patch(&r(501, "")));
         assert!(refuses_patch(&r(405, "<html>Method Not Allowed</html>")));
         assert!(refuses_patch(&r(400, r#"{"status": "400", "scimType": "invalidPath", "detail": "title"}"#)));

@@ -1,0 +1,58 @@
+//! What is sent follows the schemas the server defines (`/Schemas`), end to end against the
+//! real scim2-server serving the test schemas (the custom extension defines hire_date,
+//! location and badge): a mapped attribute its schema lacks is not sent, and the run says
+//! so once, naming it; the attributes it defines arrive as before.
+
+mod support;
+
+use serde_json::Value;
+use support::fault_proxy::{Fault, FaultProxy};
+use support::project::{Project, rows};
+use support::scim::ScimServer;
+
+const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User";
+
+#[test]
+fn an_attribute_the_schemas_do_not_define_is_left_out_and_named_once() {
+    let scim = ScimServer::start_with_custom_schema(&[]);
+    let proxy = FaultProxy::start(scim.port, |_, _, _| Fault::Pass);
+    let p = Project::at(&format!("{}/", proxy.base_url), &scim.token, "", "");
+    // `desk` goes to the custom extension, which does not define it.
+    let mapping = p.path().join("mappings/demo.toml");
+    let text =
+        std::fs::read_to_string(&mapping).unwrap().replace("location    = \"Location\"", "location    = \"Location\"\ndesk = \"Location\"");
+    std::fs::write(&mapping, text).unwrap();
+    std::fs::write(
+        p.path().join("connectors.toml"),
+        std::fs::read_to_string(p.path().join("connectors.toml"))
+            .unwrap()
+            .replace("bulk = \"off\"", &format!("bulk = \"off\"\ncustom_schema = \"{CUSTOM}\"")),
+    )
+    .unwrap();
+    p.export("employees_2026-01-01.csv", &rows(3));
+
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["created"], 3, "{r}");
+    let notes: Vec<&str> =
+        r["notes"].as_array().into_iter().flatten().filter_map(Value::as_str).filter(|n| n.contains("/Schemas")).collect();
+    assert_eq!(notes.len(), 1, "said once: {r}");
+    assert!(
+        notes[0].contains("desk") && !notes[0].contains("location") && !notes[0].contains("hire_date"),
+        "names only desk: {}",
+        notes[0]
+    );
+
+    let posts: Vec<String> = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path.ends_with("/Users"))
+        .map(|s| String::from_utf8_lossy(&s.body).to_string())
+        .collect();
+    assert_eq!(posts.len(), 3);
+    assert!(posts.iter().all(|b| !b.contains("\"desk\"")), "never sent: {posts:?}");
+    for u in scim.users() {
+        assert_eq!(u[CUSTOM]["location"], "Paris", "a defined custom attribute arrives: {u}");
+        assert!(u[CUSTOM].get("desk").is_none(), "{u}");
+    }
+}
