@@ -103,7 +103,13 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # BASELINE=/path/to/an/older/rostersync adds its --json dry run to the same hyperfine run
 # (before/after on a shared machine: the same load for both).
 BASE=()
-[ -n "${BASELINE:-}" ] && BASE=("$BASELINE --config $CFGF --json sync bench --dry-run --force")
+# The baseline keeps its own state file: an older binary refuses a state a newer one migrated.
+if [ -n "${BASELINE:-}" ]; then
+  sed 's#sqlite://state/rostersync.db#sqlite://state-baseline/rostersync.db#' "$CFGF" > "$WORK/connectors-baseline.toml"
+  mkdir -p "$WORK/state-baseline"
+  BASE=("$BASELINE --config $WORK/connectors-baseline.toml --json sync bench --dry-run --force")
+  ${BASE[0]} > /dev/null || { echo "the baseline's dry run failed" >&2; exit 1; }
+fi
 hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/h1.json" "$DRY" "$DRY_HUMAN" "$SFTP" "${BASE[@]}" >&2
 read -r t_dry t_human t_sftp t_base < <(median "$WORK/h1.json")
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

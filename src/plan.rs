@@ -573,7 +573,7 @@ pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
     ops.sort_unstable_by(|(a, _), (b, _)| {
         a.kind().cmp_order().cmp(&b.kind().cmp_order()).then_with(|| a.external_id().cmp(b.external_id()))
     });
-    (p.ops, p.lines) = ops.into_iter().unzip();
+    (p.ops, p.lines) = split_lines(ops);
 
     if !input.allow_mass_change {
         let allowed = input.rule.max_invalid.allowed(input.rows);
@@ -654,6 +654,21 @@ pub fn settle(p: &mut Plan, s: Settle) {
     let theirs = s.others.by_key(s.id_rule);
     let by_name: HashMap<String, usize, FastHash> =
         p.dormant.iter().enumerate().filter_map(|(i, d)| s.names.get(&d.external_id).map(|n| (n.to_lowercase(), i))).collect();
+    let order = |a: &Op, b: &Op| a.kind().cmp_order().cmp(&b.kind().cmp_order()).then_with(|| a.external_id().cmp(b.external_id()));
+    // Nobody to re-hire (a first sync): only the claims are noted, in place. Rebuilding the
+    // list of a million ops beside the old one cost a hundred MB at the run's peak.
+    if by_name.is_empty() && p.ops.is_sorted_by(|a, b| order(a, b).is_le()) {
+        if !theirs.is_empty() {
+            for op in &p.ops {
+                if let Op::Create { user } = op
+                    && let Some((c, x, pid)) = theirs.get(s.id_rule.key(&user.external_id).as_ref())
+                {
+                    p.claimed.insert(pid.to_string(), (c.to_string(), x.to_string()));
+                }
+            }
+        }
+        return;
+    }
     let mut used = vec![false; p.dormant.len()];
     let mut leavers: HashSet<String> = HashSet::new();
     let ops = std::mem::take(&mut p.ops);
@@ -707,14 +722,18 @@ pub fn settle(p: &mut Plan, s: Settle) {
     if !leavers.is_empty() {
         out.retain(|(op, _)| matches!(op, Op::Create { .. }) || !leavers.contains(op.external_id()));
     }
-    let order = |(a, _): &(Op, u64), (b, _): &(Op, u64)| {
-        a.kind().cmp_order().cmp(&b.kind().cmp_order()).then_with(|| a.external_id().cmp(b.external_id()))
-    };
     // Usually nothing moved (no re-hire): a check in one pass, not a sort of a million.
-    if !out.is_sorted_by(|a, b| order(a, b).is_le()) {
-        out.sort_unstable_by(order);
+    if !out.is_sorted_by(|(a, _), (b, _)| order(a, b).is_le()) {
+        out.sort_unstable_by(|(a, _), (b, _)| order(a, b));
     }
-    (p.ops, p.lines) = out.into_iter().unzip();
+    (p.ops, p.lines) = split_lines(out);
+}
+
+/// The ops and their lines apart, the ops collected in place (the standard library reuses the
+/// buffer): `unzip` held a second million-op buffer beside the first.
+fn split_lines(ops: Vec<(Op, u64)>) -> (Vec<Op>, Vec<u64>) {
+    let lines = ops.iter().map(|(_, l)| *l).collect();
+    (ops.into_iter().map(|(o, _)| o).collect(), lines)
 }
 
 /// A snapshot key's identity while the snapshot is borrowed: its address. Unique per entry
