@@ -56,3 +56,33 @@ fn an_attribute_the_schemas_do_not_define_is_left_out_and_named_once() {
         assert!(u[CUSTOM].get("desk").is_none(), "{u}");
     }
 }
+
+/// A value of an attribute the platform's /Schemas leaves out never refuses its row: it is not
+/// sent, so a date in another format than the mapping's is no reason to keep the person out.
+#[test]
+fn a_bad_date_in_an_attribute_the_schemas_do_not_define_invalidates_nobody() {
+    let scim = ScimServer::start_with_custom_schema(&[]);
+    let p = Project::at(&format!("{}/", scim.base_url), &scim.token, "", "");
+    // `desk` goes to the custom extension, which does not define it; "Engineer" is no date.
+    let mapping = p.path().join("mappings/demo.toml");
+    let text = std::fs::read_to_string(&mapping)
+        .unwrap()
+        .replace("location    = \"Location\"", "location    = \"Location\"\ndesk = { column = \"Job Title\", date = \"%d.%m.%Y\" }");
+    std::fs::write(&mapping, text).unwrap();
+    std::fs::write(
+        p.path().join("connectors.toml"),
+        std::fs::read_to_string(p.path().join("connectors.toml"))
+            .unwrap()
+            .replace("bulk = \"off\"", &format!("bulk = \"off\"\ncustom_schema = \"{CUSTOM}\"")),
+    )
+    .unwrap();
+    p.export("employees_2026-01-01.csv", &rows(4));
+
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!((r["counts"]["created"].as_u64(), r["counts"]["invalid"].as_u64()), (Some(4), Some(0)), "{r}");
+    assert_eq!(scim.users().len(), 4);
+    for u in scim.users() {
+        assert!(u[CUSTOM].get("desk").is_none(), "{u}");
+    }
+}

@@ -104,7 +104,14 @@ impl<S: StateStore> Ctx<'_, S> {
         let Ok(target) = self.cfg.target(self.conn) else { return BTreeSet::new() };
         let own = crate::platform::targets::Targets::default();
         match ScimClient::connect_to(&target, self.opts.targets.as_deref().unwrap_or(&own)).await {
-            Ok(p) => unsent(mapping, p.capabilities().custom_schema, p.enterprise_offered()),
+            Ok(p) => {
+                let mut out = unsent(mapping, p.capabilities().custom_schema, p.enterprise_offered());
+                // Nor what its /Schemas leaves out of a schema it does offer (`schemas.rs` says so).
+                let defined_nowhere =
+                    p.undefined_attributes(mapping.attributes.keys().map(String::as_str).filter(|a| *a != MANAGER_ATTRIBUTE));
+                out.extend(defined_nowhere.into_iter().map(str::to_string));
+                out
+            }
             Err(e) => {
                 tracing::debug!("cannot ask the platform which attributes it takes ({e}); every mapped value is checked");
                 BTreeSet::new()
