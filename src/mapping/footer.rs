@@ -66,6 +66,11 @@ fn has_word(s: &str) -> bool {
 /// line of the last row that is not a candidate), from the end of the file back to the first
 /// that could be a person, at most `MAX_FOOTER_ROWS`. `ids`: the valid rows' unique ids.
 pub(super) fn at_end<'a>(candidates: &[Candidate], last_person: u64, ids: impl Iterator<Item = &'a str>) -> Vec<usize> {
+    // Nearly every file has no short row after its last person: no id shapes to learn then
+    // (a shape is a string per id, a million of them for nothing).
+    if !candidates.iter().any(|c| c.line > last_person) {
+        return Vec::new();
+    }
     let mut shapes: HashSet<String> = HashSet::new();
     for id in ids {
         shapes.insert(shape(id));
