@@ -451,8 +451,10 @@ pub fn plan_with(input: PlanInput, others: &Others) -> Plan {
     // bulk of the work; it runs on one thread per core over shares of the file.
     let lookup = Lookup { snapshot, rule, folded: std::sync::OnceLock::new() };
     let parts = compare_all(input.users, &lookup);
-    // Sized once: growing a million-op vector by doubling copied every op several times.
-    ops.reserve(parts.iter().map(|p| p.seen.len()).sum::<usize>() + snapshot.len().saturating_sub(p.unchanged as usize));
+    // Sized once: growing a million-op vector by doubling copied every op several times. At
+    // most one op for each user seen to need one, and one for each snapshot entry no share met.
+    let met: usize = parts.iter().map(|p| p.marks.len()).sum();
+    ops.reserve(parts.iter().map(|p| p.seen.len()).sum::<usize>() + snapshot.len().saturating_sub(met));
     let mut deactivating = 0u64;
     let mut marks = Vec::with_capacity(parts.len());
     let mut inactive: Vec<(&String, &SnapshotEntry)> = Vec::new();
