@@ -16,12 +16,11 @@ use rostersync::config::{self, PlatformAuth};
 use rostersync::model::User;
 use rostersync::plan::Op;
 use rostersync::platform::scim::ScimClient;
-use rostersync::platform::{OpOutcome, Platform, PlatformError};
+use rostersync::platform::{OpOutcome, PlatformError};
 use rostersync::retry::Budget;
 use serde_json::{Value, json};
 use support::fault_proxy::{Fault, FaultProxy, Seen};
 use support::scim::{ScimServer, TOKEN};
-use tokio::sync::mpsc;
 
 const TOKEN_ENV: &str = "ROSTERSYNC_TEST_ETAG_TOKEN";
 
@@ -62,16 +61,7 @@ fn server(etag: bool) -> ScimServer {
 }
 
 async fn apply(client: &ScimClient, ops: Vec<Op>, known: HashMap<String, String>) -> (Result<(), PlatformError>, Vec<OpOutcome>) {
-    let (tx, mut rx) = mpsc::channel(16);
-    let collector = tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Some(o) = rx.recv().await {
-            all.push(o);
-        }
-        all
-    });
-    let r = client.apply(ops, known, &Budget::for_run(8), tx).await;
-    (r, collector.await.unwrap())
+    support::scim::apply_with(client, ops, known, &Budget::for_run(8)).await
 }
 
 /// Creates `users` through `client`: external id → platform id.

@@ -12,13 +12,12 @@ use std::time::Duration;
 use rostersync::config::{self, PlatformAuth};
 use rostersync::model::User;
 use rostersync::plan::Op;
+use rostersync::platform::OpOutcome;
 use rostersync::platform::scim::ScimClient;
-use rostersync::platform::{OpOutcome, Platform};
 use rostersync::retry::Budget;
 use serde_json::{Value, json};
 use support::project::{Project, row, rows};
 use support::scim::{ScimServer, TOKEN};
-use tokio::sync::mpsc;
 
 const TOKEN_ENV: &str = "ROSTERSYNC_TEST_MULTIVALUED_TOKEN";
 const HOME: &str = "ann.private@home.example";
@@ -144,16 +143,8 @@ fn user(id: &str, email: &str) -> User {
 }
 
 async fn apply(client: &ScimClient, ops: Vec<Op>) -> Vec<OpOutcome> {
-    let (tx, mut rx) = mpsc::channel(16);
-    let collector = tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Some(o) = rx.recv().await {
-            all.push(o);
-        }
-        all
-    });
-    client.apply(ops, HashMap::new(), &Budget::for_run(8), tx).await.expect("push");
-    let outcomes = collector.await.unwrap();
+    let (r, outcomes) = support::scim::apply_with(client, ops, HashMap::new(), &Budget::for_run(8)).await;
+    r.expect("push");
     for o in &outcomes {
         assert!(o.result.is_ok(), "{}: {:?}", o.external_id(), o.result);
     }

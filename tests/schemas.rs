@@ -12,23 +12,25 @@ use support::scim::ScimServer;
 
 const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User";
 
+/// A project sending to `base_url` with the custom schema, whose mapping adds `desk_line`
+/// (an attribute of the custom extension, which the test schemas do not define).
+fn with_desk(base_url: &str, token: &str, desk_line: &str) -> Project {
+    let p = Project::at(&format!("{base_url}/"), token, "", "");
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = p.path().join(file);
+        std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace(from, to)).unwrap();
+    };
+    edit("mappings/demo.toml", "location    = \"Location\"", &format!("location    = \"Location\"\n{desk_line}"));
+    edit("connectors.toml", "bulk = \"off\"", &format!("bulk = \"off\"\ncustom_schema = \"{CUSTOM}\""));
+    p
+}
+
 #[test]
 fn an_attribute_the_schemas_do_not_define_is_left_out_and_named_once() {
     let scim = ScimServer::start_with_custom_schema(&[]);
     let proxy = FaultProxy::start(scim.port, |_, _, _| Fault::Pass);
-    let p = Project::at(&format!("{}/", proxy.base_url), &scim.token, "", "");
     // `desk` goes to the custom extension, which does not define it.
-    let mapping = p.path().join("mappings/demo.toml");
-    let text =
-        std::fs::read_to_string(&mapping).unwrap().replace("location    = \"Location\"", "location    = \"Location\"\ndesk = \"Location\"");
-    std::fs::write(&mapping, text).unwrap();
-    std::fs::write(
-        p.path().join("connectors.toml"),
-        std::fs::read_to_string(p.path().join("connectors.toml"))
-            .unwrap()
-            .replace("bulk = \"off\"", &format!("bulk = \"off\"\ncustom_schema = \"{CUSTOM}\"")),
-    )
-    .unwrap();
+    let p = with_desk(&proxy.base_url, &scim.token, "desk = \"Location\"");
     p.export("employees_2026-01-01.csv", &rows(3));
 
     let (code, r) = p.sync_json(&[]);
@@ -62,20 +64,8 @@ fn an_attribute_the_schemas_do_not_define_is_left_out_and_named_once() {
 #[test]
 fn a_bad_date_in_an_attribute_the_schemas_do_not_define_invalidates_nobody() {
     let scim = ScimServer::start_with_custom_schema(&[]);
-    let p = Project::at(&format!("{}/", scim.base_url), &scim.token, "", "");
     // `desk` goes to the custom extension, which does not define it; "Engineer" is no date.
-    let mapping = p.path().join("mappings/demo.toml");
-    let text = std::fs::read_to_string(&mapping)
-        .unwrap()
-        .replace("location    = \"Location\"", "location    = \"Location\"\ndesk = { column = \"Job Title\", date = \"%d.%m.%Y\" }");
-    std::fs::write(&mapping, text).unwrap();
-    std::fs::write(
-        p.path().join("connectors.toml"),
-        std::fs::read_to_string(p.path().join("connectors.toml"))
-            .unwrap()
-            .replace("bulk = \"off\"", &format!("bulk = \"off\"\ncustom_schema = \"{CUSTOM}\"")),
-    )
-    .unwrap();
+    let p = with_desk(&scim.base_url, &scim.token, "desk = { column = \"Job Title\", date = \"%d.%m.%Y\" }");
     p.export("employees_2026-01-01.csv", &rows(4));
 
     let (code, r) = p.sync_json(&[]);

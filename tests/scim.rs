@@ -18,7 +18,6 @@ use rostersync::retry::{Backoff, Budget, Policy};
 use serde_json::{Value, json};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::scim::{ScimServer, TOKEN};
-use tokio::sync::mpsc;
 
 const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User";
 const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -91,16 +90,7 @@ async fn apply_with(
     known: HashMap<String, String>,
     budget: &Budget,
 ) -> (Result<(), PlatformError>, Vec<OpOutcome>) {
-    let (tx, mut rx) = mpsc::channel(16);
-    let collector = tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Some(o) = rx.recv().await {
-            all.push(o);
-        }
-        all
-    });
-    let r = client.apply(ops, known, budget, tx).await;
-    (r, collector.await.unwrap())
+    support::scim::apply_with(client, ops, known, budget).await
 }
 
 /// external id → platform id of the applied outcomes; panics on any failure.

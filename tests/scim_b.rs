@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 use support::fault_proxy::{Fault, FaultProxy};
 use support::scim::ScimServer;
 use support::scim_b::DjangoScim;
-use tokio::sync::mpsc;
 
 const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User";
 const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -78,16 +77,7 @@ fn user(id: &str, first: &str, last: &str, manager: Option<&str>) -> User {
 
 async fn apply(client: &ScimClient, ops: Vec<Op>, known: HashMap<String, String>) -> (Result<(), PlatformError>, Vec<OpOutcome>) {
     let budget = Budget::for_run(ops.len());
-    let (tx, mut rx) = mpsc::channel(16);
-    let collector = tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Some(o) = rx.recv().await {
-            all.push(o);
-        }
-        all
-    });
-    let r = client.apply(ops, known, &budget, tx).await;
-    (r, collector.await.unwrap())
+    support::scim::apply_with(client, ops, known, &budget).await
 }
 
 fn applied(outcomes: &[OpOutcome]) -> HashMap<String, String> {

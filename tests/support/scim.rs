@@ -108,3 +108,24 @@ impl Drop for ScimServer {
         let _ = self.child.wait();
     }
 }
+
+/// Pushes `ops` with `budget` (`known`: external id → platform id of managers already on the
+/// platform), collecting the outcomes as the push reports them.
+pub async fn apply_with(
+    client: &rostersync::platform::scim::ScimClient,
+    ops: Vec<rostersync::plan::Op>,
+    known: std::collections::HashMap<String, String>,
+    budget: &rostersync::retry::Budget,
+) -> (Result<(), rostersync::platform::PlatformError>, Vec<rostersync::platform::OpOutcome>) {
+    use rostersync::platform::Platform;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let collector = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(o) = rx.recv().await {
+            all.push(o);
+        }
+        all
+    });
+    let r = client.apply(ops, known, budget, tx).await;
+    (r, collector.await.unwrap())
+}
