@@ -131,12 +131,15 @@ struct Recorder<'r, 'a, S: StateStore> {
     temporary: HashSet<String>,
     /// Platform ids written by earlier stages, for the managers of later ones.
     learned: HashMap<String, String>,
+    /// Whether a later stage follows, to learn for: the last (nearly always the only) one
+    /// does not copy a million ids for nobody.
+    learn: bool,
 }
 
 impl<'r, 'a, S: StateStore> Recorder<'r, 'a, S> {
     fn new(ctx: &'r Ctx<'a, S>, t: &'r mut Tally, pass: Pass, lines: &'r HashMap<String, u64>, rekeys: HashMap<String, String>) -> Self {
         let out = Pushed { rekeys, ..Pushed::default() };
-        Recorder { ctx, t, pass, lines, out, temporary: HashSet::new(), learned: HashMap::new() }
+        Recorder { ctx, t, pass, lines, out, temporary: HashSet::new(), learned: HashMap::new(), learn: false }
     }
 
     /// The stages of `plan::renames`, one after the other; a stage that fails ends the push
@@ -147,8 +150,11 @@ impl<'r, 'a, S: StateStore> Recorder<'r, 'a, S> {
         stages: Vec<Vec<Op>>,
         mut known: HashMap<String, String>,
     ) -> Result<(), RunError> {
-        for ops in stages {
-            self.push(platform, ops, known.clone()).await?;
+        let last = stages.len().saturating_sub(1);
+        for (i, ops) in stages.into_iter().enumerate() {
+            self.learn = i < last;
+            let known_here = if self.learn { known.clone() } else { std::mem::take(&mut known) };
+            self.push(platform, ops, known_here).await?;
             known.extend(self.learned.drain());
         }
         Ok(())
@@ -241,7 +247,9 @@ impl<S: StateStore> Recorder<'_, '_, S> {
     }
 
     fn record_applied(&mut self, applied: Applied, op: Op, batch: &mut Vec<SnapshotWrite>) {
-        if let Op::Create { user } | Op::Update { user, .. } = &op {
+        if let Op::Create { user } | Op::Update { user, .. } = &op
+            && self.learn
+        {
             self.learned.insert(user.external_id.to_string(), applied.platform_id.clone());
         }
         if applied.adopted {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -15,26 +15,70 @@ use super::encode::{BULK_REQUEST, Encoder};
 use super::error::ScimError;
 use super::listing::{UserResource, id_from_location};
 use super::retry::transient_status;
-use super::{BulkLimits, CallError, Pending, Push, Start};
+use super::{BulkLimits, CallError, Pending, Push, Start, wire};
+use crate::model::User;
 use crate::plan::Op;
 use crate::platform::{Applied, ManagerLink, OpFailure, OpOutcome, PlatformError};
 
-/// One operation of a BulkRequest.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One operation of a BulkRequest, with its JSON as sent.
+#[derive(Debug)]
 struct BulkOperation {
     method: &'static str,
     path: String,
     bulk_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Value>,
+    /// `{"method":…,"path":…,"bulkId":…,"data":…}`, written once (`wire`): its length is
+    /// what the batch's size counts, and the request is these joined.
+    json: Vec<u8>,
 }
 
-#[derive(Serialize)]
-struct BulkRequest<'a> {
-    schemas: [&'static str; 1],
-    #[serde(rename = "Operations")]
-    operations: Vec<&'a BulkOperation>,
+/// An operation's `data`.
+enum Data<'a> {
+    None,
+    /// A user's full resource (`Encoder::write_resource`).
+    Resource(&'a User, Option<&'a str>),
+    Value(Value),
+}
+
+impl BulkOperation {
+    fn new(method: &'static str, path: String, bulk_id: String, data: Data<'_>, enc: &Encoder) -> BulkOperation {
+        let mut json = Vec::with_capacity(512);
+        json.extend_from_slice(br#"{"method":"#);
+        wire::string(&mut json, method);
+        json.extend_from_slice(br#","path":"#);
+        wire::string(&mut json, &path);
+        json.extend_from_slice(br#","bulkId":"#);
+        wire::string(&mut json, &bulk_id);
+        match data {
+            Data::None => {}
+            Data::Resource(user, manager) => {
+                json.extend_from_slice(br#","data":"#);
+                enc.write_resource(user, manager, &mut json);
+            }
+            Data::Value(v) => {
+                json.extend_from_slice(br#","data":"#);
+                // A `Value` into a `Vec`: no I/O to fail, and its map keys are strings.
+                let _ = serde_json::to_writer(&mut json, &v);
+            }
+        }
+        json.push(b'}');
+        BulkOperation { method, path, bulk_id, json }
+    }
+}
+
+/// The BulkRequest of `ops`, as bytes.
+fn bulk_request<'a>(ops: impl Iterator<Item = &'a BulkOperation>) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(br#"{"schemas":["#);
+    wire::string(&mut body, BULK_REQUEST);
+    body.extend_from_slice(br#"],"Operations":["#);
+    for (i, op) in ops.enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&op.json);
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// A BulkResponse: one result per operation the server got to.
@@ -137,7 +181,7 @@ impl Batcher {
                     continue;
                 }
             };
-            let n = serde_json::to_vec(&wire).map(|b| b.len() + 1).unwrap_or(usize::MAX);
+            let n = wire.json.len() + 1;
             if n > self.budget {
                 alone.push((op, Start::Fresh));
                 continue;
@@ -200,11 +244,11 @@ impl Push {
     /// How `op` goes into a bulk request.
     fn bulk_op(&self, op: &Op, bulk_id: String) -> InBulk {
         let inner = &self.inner;
-        let sent = |method, path, data, manager| InBulk::Sent(BulkOperation { method, path, bulk_id: bulk_id.clone(), data }, manager);
+        let sent = |method, path, data, manager| InBulk::Sent(BulkOperation::new(method, path, bulk_id.clone(), data, &inner.enc), manager);
         match op {
             Op::Create { user } => {
                 let (m, link) = self.manager_of(user);
-                sent("POST", "/Users".into(), Some(inner.enc.resource(user, m.as_deref())), link)
+                sent("POST", "/Users".into(), Data::Resource(user, m.as_deref()), link)
             }
             Op::Update { platform_id, user, adopt, previous } => {
                 let (m, link) = self.manager_of(user);
@@ -217,15 +261,15 @@ impl Push {
                 let prev_m = previous.as_deref().and_then(|p| self.previous_manager(p));
                 let prev = if *adopt { None } else { previous.as_deref().map(|p| (p, prev_m.as_deref())) };
                 match inner.enc.patch(user, m.as_deref(), prev) {
-                    Some(p) => sent("PATCH", path, Some(p), link),
+                    Some(p) => sent("PATCH", path, Data::Value(p), link),
                     None => InBulk::Unchanged(link),
                 }
             }
             Op::Deactivate { platform_id, .. } if inner.caps.patch => {
-                sent("PATCH", format!("/Users/{platform_id}"), Some(Encoder::deactivate()), ManagerLink::Absent)
+                sent("PATCH", format!("/Users/{platform_id}"), Data::Value(Encoder::deactivate()), ManagerLink::Absent)
             }
             Op::Deactivate { .. } => InBulk::Alone,
-            Op::Delete { platform_id, .. } => sent("DELETE", format!("/Users/{platform_id}"), None, ManagerLink::Absent),
+            Op::Delete { platform_id, .. } => sent("DELETE", format!("/Users/{platform_id}"), Data::None, ManagerLink::Absent),
         }
     }
 
@@ -233,10 +277,8 @@ impl Push {
     /// operations to send alone (retriable failures, 409 adoptions, an unreadable answer).
     async fn bulk(&self, batch: Vec<Batched>) -> Result<Vec<Pending>, PlatformError> {
         let url = self.inner.url(&["Bulk"]);
-        let request = BulkRequest { schemas: [BULK_REQUEST], operations: batch.iter().map(|b| &b.wire).collect() };
-        let body = serde_json::to_value(&request)
-            .map_err(|e| PlatformError::Protocol { url: url.to_string(), detail: format!("cannot encode a bulk request: {e}") })?;
-        let results = match self.inner.call(&self.shared, Method::POST, url.clone(), Some(&body), false).await {
+        let body = bulk_request(batch.iter().map(|b| &b.wire));
+        let results = match self.inner.call_raw(&self.shared, Method::POST, url.clone(), body.into(), false).await {
             Ok(r) if r.status == 200 => match r.json::<BulkResponse>() {
                 Ok(resp) => resp.operations,
                 // Applied or not, we cannot tell: each is looked up and sent alone.
@@ -348,11 +390,21 @@ mod tests {
 
     #[test]
     fn bulk_requests_are_written_as_rfc_7644_says() {
-        let op = BulkOperation { method: "DELETE", path: "/Users/u1".into(), bulk_id: "op3".into(), data: None };
-        let body = serde_json::to_value(BulkRequest { schemas: [BULK_REQUEST], operations: vec![&op] }).unwrap();
+        let enc = Encoder { custom_schema: "urn:x".into(), custom_offered: true, enterprise_offered: true, defined: None };
+        let delete = BulkOperation::new("DELETE", "/Users/u1".into(), "op3".into(), Data::None, &enc);
+        let patch = BulkOperation::new("PATCH", "/Users/u\"2".into(), "op4".into(), Data::Value(Encoder::deactivate()), &enc);
+        let user = crate::model::fixtures::user("E5", true, "Lead");
+        let create = BulkOperation::new("POST", "/Users".into(), "op5".into(), Data::Resource(&user, Some("m-1")), &enc);
+        let body: Value = serde_json::from_slice(&bulk_request([&delete, &patch, &create].into_iter())).unwrap();
         assert_eq!(
             body,
-            serde_json::json!({"schemas": [BULK_REQUEST], "Operations": [{"method": "DELETE", "path": "/Users/u1", "bulkId": "op3"}]})
+            serde_json::json!({"schemas": [BULK_REQUEST], "Operations": [
+                {"method": "DELETE", "path": "/Users/u1", "bulkId": "op3"},
+                {"method": "PATCH", "path": "/Users/u\"2", "bulkId": "op4", "data": Encoder::deactivate()},
+                {"method": "POST", "path": "/Users", "bulkId": "op5", "data": enc.resource(&user, Some("m-1"))},
+            ]})
         );
+        let empty: Value = serde_json::from_slice(&bulk_request(std::iter::empty())).unwrap();
+        assert_eq!(empty, serde_json::json!({"schemas": [BULK_REQUEST], "Operations": []}));
     }
 }

@@ -63,6 +63,28 @@ pub struct Encoder {
 /// One user's attributes as (PATCH path, value), in a stable order.
 type Fields = BTreeMap<String, Value>;
 
+/// One attribute's value as sent, borrowed from the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Field<'a> {
+    Str(&'a str),
+    Bool(bool),
+    /// The person's one email: `[{"value": …, "type": "work", "primary": true}]`.
+    WorkEmail(&'a str),
+    /// A reference to another resource (the manager): `{"value": platform id}`.
+    Reference(&'a str),
+}
+
+impl Field<'_> {
+    fn to_value(self) -> Value {
+        match self {
+            Field::Str(s) => json!(s),
+            Field::Bool(b) => json!(b),
+            Field::WorkEmail(e) => json!([{"value": e, "type": "work", "primary": true}]),
+            Field::Reference(id) => json!({ "value": id }),
+        }
+    }
+}
+
 impl Encoder {
     /// Whether the server's `/Schemas` defines attribute `attr` of schema `urn`: yes when it
     /// serves no `/Schemas`, or does not describe that schema (whether it is offered at all
@@ -102,35 +124,53 @@ impl Encoder {
     /// `manager` is the manager's platform id, resolved by the caller from `User::manager`.
     fn fields(&self, user: &User, manager: Option<&str>) -> Fields {
         let mut f = Fields::new();
-        f.insert("externalId".into(), json!(user.external_id));
-        f.insert("userName".into(), json!(user.user_name()));
-        f.insert("name.givenName".into(), json!(user.first_name));
-        f.insert("name.familyName".into(), json!(user.last_name));
+        self.each_field(user, manager, |container, attr, v| {
+            let path = match container {
+                Some(urn) => format!("{urn}:{attr}"),
+                None => attr.to_string(),
+            };
+            f.insert(path, v.to_value());
+        });
+        f
+    }
+
+    /// Each attribute of `user` as the platform gets it: (extension URN or None for core,
+    /// attribute path — "name.givenName" nests —, value), borrowed. What `fields` and the
+    /// request writer (`super::wire`) share, so the two cannot place an attribute apart.
+    pub(super) fn each_field<'a>(
+        &'a self,
+        user: &'a User,
+        manager: Option<&'a str>,
+        mut f: impl FnMut(Option<&'a str>, &'a str, Field<'a>),
+    ) {
+        f(None, "externalId", Field::Str(&user.external_id));
+        f(None, "userName", Field::Str(user.user_name()));
+        f(None, "name.givenName", Field::Str(&user.first_name));
+        f(None, "name.familyName", Field::Str(&user.last_name));
         if let Some(email) = &user.email {
-            f.insert("emails".into(), json!([{"value": email, "type": "work", "primary": true}]));
+            f(None, "emails", Field::WorkEmail(email));
         }
-        f.insert("preferredLanguage".into(), json!(user.language));
-        f.insert("active".into(), json!(user.active));
+        f(None, "preferredLanguage", Field::Str(&user.language));
+        f(None, "active", Field::Bool(user.active));
         if let Some(n) = user.employee_id.as_ref().filter(|_| self.enterprise_offered && !self.undefined("employee_id")) {
-            f.insert(format!("{ENTERPRISE}:employeeNumber"), json!(n));
+            f(Some(ENTERPRISE), "employeeNumber", Field::Str(n));
         }
         if let Some(m) = manager.filter(|_| self.enterprise_offered && !self.undefined(crate::model::MANAGER_ATTRIBUTE)) {
-            f.insert(format!("{ENTERPRISE}:manager"), json!({ "value": m }));
+            f(Some(ENTERPRISE), "manager", Field::Reference(m));
         }
         for (k, v) in user.attributes.iter().filter(|(k, _)| !self.undefined(k)) {
             if k == "title" {
-                f.insert("title".into(), json!(v));
+                f(None, "title", Field::Str(v));
             } else if let Some((_, scim)) = ENTERPRISE_ATTRS.iter().find(|(a, _)| *a == k) {
                 if self.enterprise_offered {
-                    f.insert(format!("{ENTERPRISE}:{scim}"), json!(v));
+                    f(Some(ENTERPRISE), scim, Field::Str(v));
                 }
             } else if !is_custom(k) {
                 // employee_id is already employeeNumber.
             } else if self.custom_offered {
-                f.insert(format!("{}:{k}", self.custom_schema), json!(v));
+                f(Some(self.custom_schema.as_str()), k, Field::Str(v));
             }
         }
-        f
     }
 
     /// Nests flattened fields into a resource body (without `schemas`).

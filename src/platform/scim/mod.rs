@@ -19,6 +19,7 @@ mod lenient;
 mod listing;
 pub mod retry;
 mod waves;
+mod wire;
 mod writes;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -208,6 +210,12 @@ impl Inner {
         self.call_if(sh, method, url, body, blind_retry, None).await
     }
 
+    /// `call` with a body already written as JSON (`wire`, the bulk batches): sent as it is,
+    /// and shared, not copied, by the retries.
+    async fn call_raw(&self, sh: &Shared, method: Method, url: url::Url, body: Bytes, blind_retry: bool) -> Result<Resp, CallError> {
+        self.send(sh, method, url, Some(body), blind_retry, None).await
+    }
+
     /// `call`, made conditional on the resource's version (`If-Match`) when one is given: a
     /// write based on a read of that version (`writes::read_merge_write`).
     async fn call_if(
@@ -219,12 +227,25 @@ impl Inner {
         blind_retry: bool,
         if_match: Option<&str>,
     ) -> Result<Resp, CallError> {
-        let bytes = body.map(|b| b.to_string().into_bytes());
+        let bytes = body.map(|b| Bytes::from(b.to_string().into_bytes()));
+        self.send(sh, method, url, bytes, blind_retry, if_match).await
+    }
+
+    /// The attempts of one request, as `call_if` says.
+    async fn send(
+        &self,
+        sh: &Shared,
+        method: Method,
+        url: url::Url,
+        bytes: Option<Bytes>,
+        blind_retry: bool,
+        if_match: Option<&str>,
+    ) -> Result<Resp, CallError> {
         let mut attempt = 0u32;
         let mut reauthed = false;
         loop {
             attempt += 1;
-            let failed = match self.attempt(&method, &url, bytes.as_deref(), if_match).await {
+            let failed = match self.attempt(&method, &url, bytes.as_ref(), if_match).await {
                 Answer::Final(r) => return Ok(r),
                 Answer::Stop(e) => return Err(CallError::Stop(e)),
                 Answer::Unauthorized(r) => {
@@ -247,7 +268,7 @@ impl Inner {
     }
 
     /// One attempt: a token, the request, the whole answer.
-    async fn attempt(&self, method: &Method, url: &url::Url, body: Option<&[u8]>, if_match: Option<&str>) -> Answer {
+    async fn attempt(&self, method: &Method, url: &url::Url, body: Option<&Bytes>, if_match: Option<&str>) -> Answer {
         let authorization = match self.auth.header(&self.http).await {
             Ok(a) => a,
             // The token endpoint is down: nothing was sent, so the same rules apply.
@@ -266,7 +287,7 @@ impl Inner {
             .header(reqwest::header::AUTHORIZATION, authorization)
             .header(reqwest::header::ACCEPT, "application/scim+json, application/json");
         if let Some(b) = body {
-            rb = rb.header(reqwest::header::CONTENT_TYPE, "application/scim+json").body(b.to_vec());
+            rb = rb.header(reqwest::header::CONTENT_TYPE, "application/scim+json").body(b.clone());
         }
         if let Some(version) = if_match {
             rb = rb.header(reqwest::header::IF_MATCH, version);

@@ -120,7 +120,9 @@ impl Push {
     /// by externalId before sending again, so a user is never created twice.
     async fn create(&self, sh: &Shared, user: &User, manager: Option<&str>, lookup_first: bool) -> Result<Written, PlatformError> {
         let inner = &self.inner;
-        let body = inner.enc.resource(user, manager);
+        let mut body = Vec::with_capacity(512);
+        inner.enc.write_resource(user, manager, &mut body);
+        let body = bytes::Bytes::from(body);
         let url = inner.url(&["Users"]);
         let mut check = lookup_first;
         let mut sends = 0u32;
@@ -129,7 +131,7 @@ impl Push {
                 return Ok(found);
             }
             sends += 1;
-            let r = match inner.call(sh, Method::POST, url.clone(), Some(&body), false).await {
+            let r = match inner.call_raw(sh, Method::POST, url.clone(), body.clone(), false).await {
                 Ok(r) => r,
                 Err(CallError::Failed { maybe_applied: true, message, status }) => match inner.policy.next(sends, None, &sh.budget) {
                     Decision::Retry(wait) => {
