@@ -213,6 +213,11 @@ async fn snapshot_round_trip_and_inactive_marks(f: Fixture) {
     assert_eq!(contents.len(), 1);
     assert_eq!(contents["b"], user("b", false));
     assert_eq!(s.snapshot("other").await.unwrap().len(), 1, "connectors are separate");
+    let ids = s.platform_ids("acme", &["b", "a", "zzz"]).await.unwrap();
+    assert_eq!(ids.into_iter().collect::<Vec<_>>(), vec![("b".to_string(), "p2".to_string())], "the removed and the unknown have none");
+    let other = s.platform_ids("other", &["a", "b"]).await.unwrap();
+    assert_eq!(other.get("a").map(String::as_str), Some("x"), "another connector's rows are its own");
+    assert!(s.platform_ids("acme", &[]).await.unwrap().is_empty());
 }
 
 async fn reopening_keeps_data_and_migrations_run_once(f: Fixture) {

@@ -440,6 +440,17 @@ impl Snapshots for PostgresStore {
         Ok(sql::stored_users(rows).map(|(id, (_, user))| (id, user)).collect())
     }
 
+    async fn platform_ids(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, String>, StateError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT external_id, platform_id FROM snapshot WHERE connector = $1 AND external_id = ANY($2)")
+                .bind(connector)
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.err())?;
+        Ok(rows.into_iter().collect())
+    }
+
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError> {
         // All of the batch, or none (a dropped transaction rolls back).
         let mut tx = self.fenced_tx().await?;

@@ -52,6 +52,9 @@ pub trait Snapshots {
     async fn snapshot(&self, connector: &str) -> Result<Snapshot, StateError>;
     /// The content last pushed for these people (for PATCHes of what changed).
     async fn contents(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, User>, StateError>;
+    /// The platform ids of these people, where recorded: what a manager reference needs,
+    /// without loading a million-user snapshot for a few managers.
+    async fn platform_ids(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, String>, StateError>;
     /// Records a batch, all of it or none, in the batch's order.
     async fn write(&self, connector: &str, batch: &[SnapshotWrite]) -> Result<(), StateError>;
     /// People absent from the file, since when (`[sync] deactivate_after`; `absences.rs`).
@@ -198,6 +201,13 @@ macro_rules! forward_roles {
                 ids: &[&str],
             ) -> Result<std::collections::HashMap<String, $crate::model::User>, $crate::state::StateError> {
                 $via!(self, s => $crate::state::Snapshots::contents(s, connector, ids).await)
+            }
+            async fn platform_ids(
+                &self,
+                connector: &str,
+                ids: &[&str],
+            ) -> Result<std::collections::HashMap<String, String>, $crate::state::StateError> {
+                $via!(self, s => $crate::state::Snapshots::platform_ids(s, connector, ids).await)
             }
             async fn write(&self, connector: &str, batch: &[$crate::state::SnapshotWrite]) -> Result<(), $crate::state::StateError> {
                 $via!(self, s => $crate::state::Snapshots::write(s, connector, batch).await)

@@ -75,7 +75,13 @@ impl SqliteStore {
             // the last commits, which the next run repairs by adoption.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
-        let writer = connect_new_or_busy(opts.clone(), 1).await.map_err(|e| db(format!("cannot open: {e}")))?;
+        // The writer commits a million-user push in batches (BENCHMARKS.md, issue 29): with
+        // SQLite's defaults its 2 MB page cache spilled and re-read pages mid-batch, each
+        // upsert's statement journal went to a temporary file, and the WAL was copied into
+        // the database every 4 MB (an fsync each). A 64 MiB cache (allocated as used),
+        // statement journals in memory and a checkpoint every 64 MiB of WAL cut its work.
+        let writer_opts = opts.clone().pragma("cache_size", "-65536").pragma("temp_store", "memory").pragma("wal_autocheckpoint", "16384");
+        let writer = connect_new_or_busy(writer_opts, 1).await.map_err(|e| db(format!("cannot open: {e}")))?;
         let pool = connect_new_or_busy(opts, 4).await.map_err(|e| db(format!("cannot open: {e}")))?;
         let store = SqliteStore { pool, writer, url: url.to_string(), fence: None };
         store.migrate().await?;
@@ -404,6 +410,19 @@ impl Snapshots for SqliteStore {
         let mut conn = self.pool.acquire().await.map_err(self.err())?;
         let rows = stored_contents(&mut conn, connector, &ids_json).await.map_err(self.err())?;
         Ok(sql::stored_users(rows).map(|(id, (_, user))| (id, user)).collect())
+    }
+
+    async fn platform_ids(&self, connector: &str, ids: &[&str]) -> Result<HashMap<String, String>, StateError> {
+        let ids_json = serde_json::to_string(ids).map_err(|e| self.json_err(e))?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT external_id, platform_id FROM snapshot WHERE connector = ?1 AND external_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(connector)
+        .bind(ids_json)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(rows.into_iter().collect())
     }
 
     async fn reports_of(&self, connector: &str, managers: &[&str]) -> Result<HashMap<String, (String, User)>, StateError> {

@@ -66,14 +66,12 @@ impl<S: StateStore> Ctx<'_, S> {
         if unlinked.is_empty() {
             return Ok(Pushed::default());
         }
-        let snapshot = self.store.snapshot(&self.conn.name).await?;
-        tracing::debug!(users = snapshot.len(), elapsed = ?self.started.elapsed(), "snapshot loaded");
-        let known: HashMap<String, String> = unlinked
-            .iter()
-            .filter_map(|(_, u)| u.manager())
-            .filter_map(|m| snapshot.get(m).map(|e| (m.to_string(), e.platform_id.clone())))
-            .collect();
-        drop(snapshot);
+        // Only the managers' rows: reloading the whole snapshot for them held a second copy
+        // of a million users at the end of a first sync (its peak) and took seconds.
+        let mut managers: Vec<&str> = unlinked.iter().filter_map(|(_, u)| u.manager()).collect();
+        managers.sort_unstable();
+        managers.dedup();
+        let known: HashMap<String, String> = self.store.platform_ids(&self.conn.name, &managers).await?;
         let (linkable, absent): (Vec<_>, Vec<_>) =
             unlinked.into_iter().partition(|(_, u)| u.manager().is_some_and(|m| known.contains_key(m)));
         note_unlinked(t, absent.iter().map(|(_, u)| &**u));

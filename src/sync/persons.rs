@@ -287,7 +287,11 @@ impl<S: StateStore> Ctx<'_, S> {
     /// Writes the audit entries gathered so far (also after a push that stopped half-way:
     /// what was sent is recorded).
     pub(super) async fn flush_audit(&self, t: &mut Tally) {
-        let entries = std::mem::take(&mut t.audit);
+        self.write_audit_entries(std::mem::take(&mut t.audit)).await;
+    }
+
+    /// Writes audit entries; a failure is warned of (the trail is a record, not the run).
+    pub(super) async fn write_audit_entries(&self, entries: Vec<crate::state::AuditEntry>) {
         for chunk in entries.chunks(1000) {
             if let Err(e) = self.store.write_audit(chunk).await {
                 tracing::warn!("could not write the audit trail: {e}");

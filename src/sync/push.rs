@@ -11,7 +11,7 @@ use super::{Ctx, MAX_REPORTED_ERRORS, RunError, STATE_BATCH, Tally};
 use crate::model::{RowError, User};
 use crate::plan::{Op, OpKind};
 use crate::platform::{Applied, Healed, ManagerLink, OpFailure, OpOutcome, Platform};
-use crate::state::{SnapshotWrite, StateStore};
+use crate::state::{AuditEntry, SnapshotWrite, StateError, StateStore};
 
 /// Which push this is: the plan's own, or a second pass that only links managers (its
 /// writes are neither counted as updates nor audited, and move no re-hire's row).
@@ -177,33 +177,43 @@ impl<S: StateStore> Recorder<'_, '_, S> {
         tokio::pin!(apply);
         let mut batch: Vec<SnapshotWrite> = Vec::with_capacity(STATE_BATCH);
         let mut apply_result = None;
+        // The commit of the last full batch runs while the next one fills: one at a time, in
+        // order. Awaiting each commit in turn kept the outcomes (and, once their channel was
+        // full, the requests) waiting on the store: a 1M first sync spent half its time so.
+        let mut writing = None;
         loop {
+            // Audit entries count too: failures add entries and no snapshot write.
+            if writing.is_none() && (batch.len() >= STATE_BATCH || self.t.audit.len() >= STATE_BATCH) {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(STATE_BATCH));
+                writing = Some(Box::pin(commit(ctx, full, std::mem::take(&mut self.t.audit))));
+            }
+            // A full batch waits for the commit before it: outcomes wait meanwhile.
+            let full = batch.len() >= STATE_BATCH || self.t.audit.len() >= 2 * STATE_BATCH;
             tokio::select! {
                 res = &mut apply, if apply_result.is_none() => { apply_result = Some(res); }
-                msg = rx.recv() => match msg {
+                written = async { writing.as_mut().expect("polled only while writing").await }, if writing.is_some() => {
+                    writing = None;
+                    written?;
+                }
+                msg = rx.recv(), if !full => match msg {
                     Some(outcome) => {
                         self.record(outcome, &mut batch);
-                        if self.t.audit.len() >= STATE_BATCH {
-                            ctx.flush_audit(self.t).await;
-                        }
                         done += 1;
                         if let Some(p) = progress
                             && (done.is_multiple_of(64) || done == total) {
                                 p.advance(done);
                             }
-                        if batch.len() >= STATE_BATCH {
-                            ctx.store.write(&ctx.conn.name, &batch).await?;
-                            batch.clear();
-                        }
                     }
                     None => break,
                 },
                 // Outcomes paused: commit what we have so a crash now loses nothing.
-                _ = tokio::time::sleep(Duration::from_millis(200)), if !batch.is_empty() => {
-                    ctx.store.write(&ctx.conn.name, &batch).await?;
-                    batch.clear();
+                _ = tokio::time::sleep(Duration::from_millis(200)), if !batch.is_empty() && writing.is_none() => {
+                    writing = Some(Box::pin(commit(ctx, std::mem::take(&mut batch), std::mem::take(&mut self.t.audit))));
                 }
             }
+        }
+        if let Some(w) = writing {
+            w.await?;
         }
         if !batch.is_empty() {
             ctx.store.write(&ctx.conn.name, &batch).await?;
@@ -379,6 +389,16 @@ impl<S: StateStore> Recorder<'_, '_, S> {
             external_id: Some(external_id.to_string()),
         });
     }
+}
+
+/// One batch's commit: its snapshot writes, then the audit entries recorded with them (a
+/// trail that cannot be written is warned of, not the run's failure: `flush_audit`).
+async fn commit<S: StateStore>(ctx: &Ctx<'_, S>, batch: Vec<SnapshotWrite>, audit: Vec<AuditEntry>) -> Result<(), StateError> {
+    if !batch.is_empty() {
+        ctx.store.write(&ctx.conn.name, &batch).await?;
+    }
+    ctx.write_audit_entries(audit).await;
+    Ok(())
 }
 
 fn kind_word(k: OpKind) -> &'static str {
