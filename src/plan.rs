@@ -25,7 +25,7 @@ pub type Snapshot = HashMap<String, SnapshotEntry, FastHash>;
 pub mod settings;
 
 use self::settings::{OnMissing, Rehire, SyncRule};
-use crate::model::{IdRule, SourcedUser, User};
+use crate::model::{IdRule, SourcedUser, Str, User};
 
 /// What the state store remembers of one person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,8 +392,10 @@ impl Plan {
 
     /// The file line of each operation's person, by external id (people absent from the
     /// file have none), for the errors of a push.
-    pub fn lines_by_id(&self) -> std::collections::HashMap<String, u64> {
-        self.ops.iter().zip(&self.lines).filter(|(_, l)| **l > 0).map(|(o, l)| (o.external_id().to_string(), *l)).collect()
+    /// Inline ids and a fast hash: a map of a million owned `String`s was 70 MB held through
+    /// a first sync's push.
+    pub fn lines_by_id(&self) -> HashMap<Str, u64, FastHash> {
+        self.ops.iter().zip(&self.lines).filter(|(_, l)| **l > 0).map(|(o, l)| (Str::from(o.external_id()), *l)).collect()
     }
 }
 

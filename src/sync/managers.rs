@@ -48,7 +48,7 @@ impl<S: StateStore> Ctx<'_, S> {
         // The deleted managers' platform ids: the diff from the previous content is then the
         // removal of the manager reference.
         let known: HashMap<String, String> = deleted.into_iter().collect();
-        let (pushed, ended) = self.push(t, platform, ops, known, &HashMap::new(), Pass::Relink, HashMap::new()).await;
+        let (pushed, ended) = self.push(t, platform, ops, known, &super::push::Lines::default(), Pass::Relink, HashMap::new()).await;
         ended.map(|()| pushed)
     }
 
@@ -87,7 +87,7 @@ impl<S: StateStore> Ctx<'_, S> {
             return Ok(Pushed::default());
         }
         let n = ops.len();
-        let (pushed, ended) = self.push(t, platform, ops, known, &HashMap::new(), Pass::Relink, rekeys).await;
+        let (pushed, ended) = self.push(t, platform, ops, known, &super::push::Lines::default(), Pass::Relink, rekeys).await;
         // Whatever the second pass still left unset (it should not: every manager was known).
         note_unlinked(t, pushed.unlinked.iter().map(|(_, u)| &**u));
         tracing::info!("linked the manager of {n} user(s) in a second pass");
@@ -123,7 +123,7 @@ impl<S: StateStore> Ctx<'_, S> {
             "{} people's manager was created again (deleted on the platform); their manager reference is set to the new account",
             ops.len()
         ));
-        let (pushed, ended) = self.push(t, platform, ops, known, &HashMap::new(), Pass::Relink, rekeys).await;
+        let (pushed, ended) = self.push(t, platform, ops, known, &super::push::Lines::default(), Pass::Relink, rekeys).await;
         ended.map(|()| pushed)
     }
 }

@@ -8,10 +8,13 @@ use tokio::sync::mpsc;
 
 use super::planning::Planned;
 use super::{Ctx, MAX_REPORTED_ERRORS, RunError, STATE_BATCH, Tally};
-use crate::model::{RowError, User};
+use crate::model::{RowError, Str, User};
 use crate::plan::{Op, OpKind};
 use crate::platform::{Applied, Healed, ManagerLink, OpFailure, OpOutcome, Platform};
 use crate::state::{AuditEntry, SnapshotWrite, StateError, StateStore};
+
+/// The file line of each operation's person, for the report's errors.
+pub(super) type Lines = HashMap<Str, u64, crate::plan::FastHash>;
 
 /// Which push this is: the plan's own, or a second pass that only links managers (its
 /// writes are neither counted as updates nor audited, and move no re-hire's row).
@@ -108,7 +111,7 @@ impl<S: StateStore> Ctx<'_, S> {
         platform: &P,
         ops: Vec<Op>,
         known: HashMap<String, String>,
-        lines: &HashMap<String, u64>,
+        lines: &Lines,
         pass: Pass,
         rekeys: HashMap<String, String>,
     ) -> (Pushed, Result<(), RunError>) {
@@ -123,7 +126,7 @@ struct Recorder<'r, 'a, S: StateStore> {
     ctx: &'r Ctx<'a, S>,
     t: &'r mut Tally,
     pass: Pass,
-    lines: &'r HashMap<String, u64>,
+    lines: &'r Lines,
     out: Pushed,
     /// People whose next outcome is a temporary rename (`plan::renames`): recorded in the
     /// snapshot (so a crash before the final rename is finished by the next run), neither
@@ -137,7 +140,7 @@ struct Recorder<'r, 'a, S: StateStore> {
 }
 
 impl<'r, 'a, S: StateStore> Recorder<'r, 'a, S> {
-    fn new(ctx: &'r Ctx<'a, S>, t: &'r mut Tally, pass: Pass, lines: &'r HashMap<String, u64>, rekeys: HashMap<String, String>) -> Self {
+    fn new(ctx: &'r Ctx<'a, S>, t: &'r mut Tally, pass: Pass, lines: &'r Lines, rekeys: HashMap<String, String>) -> Self {
         let out = Pushed { rekeys, ..Pushed::default() };
         Recorder { ctx, t, pass, lines, out, temporary: HashSet::new(), learned: HashMap::new(), learn: false }
     }

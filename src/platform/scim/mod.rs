@@ -44,7 +44,7 @@ pub use self::listing::Account;
 use self::retry::{Transient, transient_error, transient_status};
 use super::{ManagerLink, OpOutcome, Platform, PlatformError};
 use crate::config;
-use crate::model::User;
+use crate::model::{Str, User};
 use crate::plan::{Existing, Op, OpKind};
 use crate::retry::{Budget, Decision, GiveUp, Policy};
 
@@ -518,7 +518,9 @@ impl Platform for ScimClient {
             inner: self.inner.clone(),
             shared,
             classes,
-            ids: Mutex::new(known),
+            // Inline strings, a fast hash: a million of them in a first sync (a String
+            // pair per person was two heap blocks each and SipHash).
+            ids: Mutex::new(known.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect()),
             outcomes,
             fallback: writes::Fallback::default(),
             listed: tokio::sync::OnceCell::new(),
@@ -527,7 +529,7 @@ impl Platform for ScimClient {
             let mut ids = push.ids();
             for op in &ops {
                 if let Op::Update { platform_id, .. } | Op::Deactivate { platform_id, .. } | Op::Delete { platform_id, .. } = op {
-                    ids.insert(op.external_id().to_string(), platform_id.clone());
+                    ids.insert(op.external_id().into(), platform_id.as_str().into());
                 }
             }
         }
@@ -587,6 +589,9 @@ impl std::fmt::Display for OpClass {
     }
 }
 
+/// external id → platform id.
+type Ids = HashMap<Str, Str, crate::plan::FastHash>;
+
 /// One `apply`: a plan's operations on their way to the platform.
 struct Push {
     inner: Arc<Inner>,
@@ -594,7 +599,7 @@ struct Push {
     /// Each class's view of `shared`, with its own retries (`OpClass` order).
     classes: [Shared; 3],
     /// external id → platform id: known users, plus those created or adopted so far.
-    ids: Mutex<HashMap<String, String>>,
+    ids: Mutex<Ids>,
     outcomes: mpsc::Sender<OpOutcome>,
     /// Whether this run found PATCH refused, and has warned of dropped attributes.
     fallback: writes::Fallback,
@@ -674,7 +679,7 @@ impl Push {
         if let Ok(a) = &o.result {
             self.shared.applied.fetch_add(1, Ordering::AcqRel);
             if o.kind() != OpKind::Delete {
-                self.ids().insert(o.external_id().to_string(), a.platform_id.clone());
+                self.ids().insert(o.external_id().into(), a.platform_id.as_str().into());
             }
         }
         // A closed receiver means the caller stopped listening; the writes stand.
@@ -702,7 +707,7 @@ impl Push {
     /// The id map. A task that panicked while holding it (its panic is reported by
     /// `task_failed`) was inside one `insert` or `get`: the map is whole and every id in it
     /// is a real account, so the other tasks go on with it instead of panicking in turn.
-    fn ids(&self) -> MutexGuard<'_, HashMap<String, String>> {
+    fn ids(&self) -> MutexGuard<'_, Ids> {
         self.ids.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -712,7 +717,7 @@ impl Push {
             return (None, ManagerLink::Absent);
         };
         match self.ids().get(m) {
-            Some(id) => (Some(id.clone()), ManagerLink::Linked),
+            Some(id) => (Some(id.to_string()), ManagerLink::Linked),
             None => (None, ManagerLink::LeftUnset),
         }
     }
@@ -720,6 +725,6 @@ impl Push {
     /// The manager's platform id as the previous content had it (for a PATCH diff).
     fn previous_manager(&self, prev: &User) -> Option<String> {
         let m = prev.manager()?;
-        self.ids().get(m).cloned()
+        self.ids().get(m).map(Str::to_string)
     }
 }

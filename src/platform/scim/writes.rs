@@ -321,7 +321,7 @@ impl Push {
     /// theirs earlier in the run). Rare (a 409 on a dormant account), so a scan.
     fn bound_to_another(&self, pid: &str, user: &User) -> bool {
         let key = self.inner.id_rule.key(&user.external_id);
-        self.ids().iter().any(|(x, p)| p == pid && self.inner.id_rule.key(x) != key)
+        self.ids().iter().any(|(x, p)| p.as_str() == pid && self.inner.id_rule.key(x) != key)
     }
 
     /// PATCH (only what changed, when the previous content is known), or read-merge-write
