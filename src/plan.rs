@@ -787,10 +787,17 @@ impl<'s> Lookup<'s> {
         if let Some(kv) = self.snapshot.get_key_value(id) {
             return Some(kv);
         }
+        // Only the ids not synced as their own key are in `folded` (usually none): the
+        // others are found in the snapshot under the key itself.
         let rule = self.rule;
-        let index = self.folded.get_or_init(|| self.snapshot.keys().map(|k| (rule.key(k), k)).collect());
-        let stored = index.get(rule.key(id).as_ref())?;
-        self.snapshot.get_key_value(stored.as_str())
+        let index = self.folded.get_or_init(|| {
+            self.snapshot.keys().filter_map(|k| Some(rule.key(k)).filter(|f| f.as_ref() != k.as_str()).map(|f| (f, k))).collect()
+        });
+        let key = rule.key(id);
+        match index.get(key.as_ref()) {
+            Some(stored) => self.snapshot.get_key_value(stored.as_str()),
+            None => self.snapshot.get_key_value(key.as_ref()).filter(|(k, _)| rule.key(k) == k.as_str()),
+        }
     }
 }
 
@@ -877,32 +884,35 @@ fn fold_managers(ops: &mut [(Op, u64)], lookup: &Lookup<'_>, rule: IdRule) {
     if !ops.iter().any(|(o, _)| manager(o).is_some_and(unsynced)) {
         return;
     }
-    let exact: HashSet<&str, FastHash> = ops.iter().map(|(o, _)| o.external_id()).collect();
-    let odd: Vec<usize> = ops
+    // One pass over the ops (each a cache miss on its user) for both: the ids, and the map
+    // from key to id of those that are not their own key (nearly always empty: ids are
+    // trimmed, and usually written in the key's case) — not a million owned keys.
+    let mut exact: HashSet<&str, FastHash> = HashSet::with_capacity_and_hasher(ops.len(), FastHash::default());
+    let mut respelled: HashMap<String, &str, FastHash> = HashMap::default();
+    for (o, _) in ops.iter() {
+        let id = o.external_id();
+        exact.insert(id);
+        if let Some(k) = Some(rule.key(id)).filter(|k| k.as_ref() != id) {
+            respelled.insert(k.into_owned(), id);
+        }
+    }
+    let in_file = |m: &str| {
+        let k = rule.key(m);
+        respelled.get(k.as_ref()).copied().or_else(|| exact.get(k.as_ref()).copied().filter(|id| rule.key(id) == *id))
+    };
+    let fixes: Vec<(usize, String)> = ops
         .iter()
         .enumerate()
-        .filter(|(_, (o, _))| manager(o).is_some_and(|m| unsynced(m) && !exact.contains(m)))
-        .map(|(i, _)| i)
+        .filter_map(|(i, (o, _))| {
+            let m = manager(o).filter(|m| unsynced(m) && !exact.contains(m))?;
+            let named = match lookup.find(m) {
+                Some((k, _)) => k.to_string(),
+                None => in_file(m)?.to_string(),
+            };
+            (named != m).then_some((i, named))
+        })
         .collect();
-    if odd.is_empty() {
-        return;
-    }
     drop(exact);
-    let fixes: Vec<(usize, String)> = {
-        // Keys borrow the ids (an id is usually its own key): no copy of a million ids.
-        let in_file: HashMap<std::borrow::Cow<'_, str>, &str, FastHash> =
-            ops.iter().map(|(o, _)| (rule.key(o.external_id()), o.external_id())).collect();
-        odd.into_iter()
-            .filter_map(|i| {
-                let m = manager(&ops[i].0)?;
-                let named = match lookup.find(m) {
-                    Some((k, _)) => k.to_string(),
-                    None => in_file.get(rule.key(m).as_ref())?.to_string(),
-                };
-                (named != m).then_some((i, named))
-            })
-            .collect()
-    };
     for (i, named) in fixes {
         if let (Op::Create { user } | Op::Update { user, .. }, _) = &mut ops[i] {
             user.manager = Some(named.as_str().into());
@@ -1219,6 +1229,53 @@ mod tests {
         let e7 = p.ops.iter().find(|o| o.external_id() == "E7").unwrap();
         assert!(matches!(e7, Op::Create { user } if user.manager() == Some("E8")), "{e7:?}");
         assert_eq!(p.strangers, vec!["X-1".to_string()]);
+    }
+
+    #[test]
+    fn manager_references_fold_when_some_manager_is_nobody_in_the_plan() {
+        // A leaver the lifecycle never creates ("L1", not among the users) is named as a
+        // manager: the references then go through the folded lookups, which must still
+        // answer as the exact ones do.
+        let with_manager = |id: &str, manager: &str| {
+            let mut u = user(id, true, "x");
+            u.manager = Some(manager.into());
+            u
+        };
+        let synced = user("E5", true, "x");
+        let p = run(Case {
+            snapshot: vec![(synced.clone(), "5")],
+            users: vec![
+                synced,
+                with_manager("E6", "e5"), // in the snapshot, spelled otherwise
+                with_manager("E7", "e8"), // in the file, spelled otherwise
+                user("E8", true, "x"),
+                with_manager("E9", "E11"), // in the file, whose own row is not written as its key
+                user("e11", true, "x"),
+                with_manager("E10", "l1"), // a leaver not in the ops: left as named
+                with_manager("E12", "E8"), // in the file as named
+            ],
+            ..base()
+        });
+        let managers: Vec<(&str, Option<&str>)> = p
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Create { user } | Op::Update { user, .. } => Some((o.external_id(), user.manager())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            managers,
+            vec![
+                ("E10", Some("l1")),
+                ("E12", Some("E8")),
+                ("E6", Some("E5")),
+                ("E7", Some("E8")),
+                ("E8", None),
+                ("E9", Some("e11")),
+                ("e11", None),
+            ]
+        );
     }
 
     #[test]
