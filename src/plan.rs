@@ -821,7 +821,8 @@ fn compare_all<'s>(mut users: Vec<SourcedUser>, snapshot: &Lookup<'s>) -> Vec<Co
 
 fn compare<'s>(users: Vec<SourcedUser>, lookup: &Lookup<'s>) -> Compared<'s> {
     let mut part = Compared {
-        seen: Vec::new(),
+        // Sized once: a first sync sees every user, and doubling touched twice the memory.
+        seen: Vec::with_capacity(users.len()),
         unchanged: 0,
         inactive: Vec::new(),
         marks: HashSet::with_capacity_and_hasher(lookup.snapshot.len().min(users.len()), FastHash::default()),
