@@ -787,17 +787,26 @@ impl<'s> Lookup<'s> {
         if let Some(kv) = self.snapshot.get_key_value(id) {
             return Some(kv);
         }
-        // Only the ids not synced as their own key are in `folded` (usually none): the
-        // others are found in the snapshot under the key itself.
         let rule = self.rule;
-        let index = self.folded.get_or_init(|| {
-            self.snapshot.keys().filter_map(|k| Some(rule.key(k)).filter(|f| f.as_ref() != k.as_str()).map(|f| (f, k))).collect()
-        });
         let key = rule.key(id);
-        match index.get(key.as_ref()) {
+        match self.respelled().get(key.as_ref()) {
             Some(stored) => self.snapshot.get_key_value(stored.as_str()),
             None => self.snapshot.get_key_value(key.as_ref()).filter(|(k, _)| rule.key(k) == k.as_str()),
         }
+    }
+
+    /// Whether some id was synced otherwise than as its own key.
+    fn any_respelled(&self) -> bool {
+        !self.respelled().is_empty()
+    }
+
+    /// The ids synced otherwise than as their own key (usually none), by key: the others
+    /// are found in the snapshot under the key itself.
+    fn respelled(&self) -> &HashMap<std::borrow::Cow<'s, str>, &'s String, FastHash> {
+        let rule = self.rule;
+        self.folded.get_or_init(|| {
+            self.snapshot.keys().filter_map(|k| Some(rule.key(k)).filter(|f| f.as_ref() != k.as_str()).map(|f| (f, k))).collect()
+        })
     }
 }
 
@@ -879,33 +888,46 @@ fn fold_managers(ops: &mut [(Op, u64)], lookup: &Lookup<'_>, rule: IdRule) {
         }
     }
     // Nearly always every manager is synced, or in the file under the very id it is named
-    // by: then only a set of the ids is built (a first sync of a million: one pass over the
-    // ops, not three over a map of owned keys).
+    // by: then no set of the ids is built at all.
     let unsynced = |m: &str| !lookup.snapshot.contains_key(m);
     if !ops.iter().any(|(o, _)| manager(o).is_some_and(unsynced)) {
         return;
     }
-    // One pass over the ops (each a cache miss on its user) for both: the ids, and the map
-    // from key to id of those that are not their own key (nearly always empty: ids are
-    // trimmed, and usually written in the key's case) — not a million owned keys.
-    let mut exact: HashSet<&str, FastHash> = HashSet::with_capacity_and_hasher(ops.len(), FastHash::default());
+    // One pass over the ops (each a cache miss on its user): the map from key to id of the
+    // ids that are not their own key (nearly always empty: ids are trimmed, and usually
+    // written in the key's case), and the references that are not their own key.
     let mut respelled: HashMap<String, &str, FastHash> = HashMap::default();
-    for (o, _) in ops.iter() {
+    let mut odd: Vec<usize> = Vec::new();
+    for (i, (o, _)) in ops.iter().enumerate() {
         let id = o.external_id();
-        exact.insert(id);
         if let Some(k) = Some(rule.key(id)).filter(|k| k.as_ref() != id) {
             respelled.insert(k.into_owned(), id);
         }
+        if manager(o).is_some_and(|m| unsynced(m) && rule.key(m) != m) {
+            odd.push(i);
+        }
     }
+    // When every id of the file and of the snapshot is its own key, a reference that is its
+    // own key names an id exactly as written, or nobody: it stays as it is (a first sync of
+    // a million naming leavers as managers builds no set of the million ids). Only the
+    // others are looked up.
+    let candidates: Vec<usize> = if respelled.is_empty() && !lookup.any_respelled() {
+        odd
+    } else {
+        ops.iter().enumerate().filter(|(_, (o, _))| manager(o).is_some_and(unsynced)).map(|(i, _)| i).collect()
+    };
+    if candidates.is_empty() {
+        return;
+    }
+    let exact: HashSet<&str, FastHash> = ops.iter().map(|(o, _)| o.external_id()).collect();
     let in_file = |m: &str| {
         let k = rule.key(m);
         respelled.get(k.as_ref()).copied().or_else(|| exact.get(k.as_ref()).copied().filter(|id| rule.key(id) == *id))
     };
-    let fixes: Vec<(usize, String)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (o, _))| {
-            let m = manager(o).filter(|m| unsynced(m) && !exact.contains(m))?;
+    let fixes: Vec<(usize, String)> = candidates
+        .into_iter()
+        .filter_map(|i| {
+            let m = manager(&ops[i].0).filter(|m| !exact.contains(m))?;
             let named = match lookup.find(m) {
                 Some((k, _)) => k.to_string(),
                 None => in_file(m)?.to_string(),
@@ -1277,6 +1299,27 @@ mod tests {
                 ("e11", None),
             ]
         );
+        // Every id its own key (this test's rule folds to lower case): only the references
+        // spelled otherwise are looked up, with the same answers.
+        let p = run(Case {
+            users: vec![
+                user("e1", true, "x"),
+                with_manager("e2", "E1"), // in the file, spelled otherwise
+                with_manager("e3", "l1"), // a leaver not in the ops: left as named
+                with_manager("e4", "L1"), // the same, spelled otherwise
+                with_manager("e5", "e1"), // in the file as named
+            ],
+            ..base()
+        });
+        let managers: Vec<(&str, Option<&str>)> = p
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Create { user } | Op::Update { user, .. } => Some((o.external_id(), user.manager())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(managers, vec![("e1", None), ("e2", Some("e1")), ("e3", Some("l1")), ("e4", Some("L1")), ("e5", Some("e1"))]);
     }
 
     #[test]
