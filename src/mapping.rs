@@ -724,6 +724,11 @@ pub fn parse_flag(s: &str) -> Option<bool> {
 /// letters allowed, or a quoted string), and a domain of letter/digit/hyphen labels with a
 /// dot (internationalised labels allowed).
 pub fn check_email(e: &str) -> Result<(), &'static str> {
+    if plainly_valid_email(e) { Ok(()) } else { check_email_generally(e) }
+}
+
+/// `check_email`'s rules, one by one (the first broken one is the reason given).
+fn check_email_generally(e: &str) -> Result<(), &'static str> {
     let spaced = if e.is_ascii() {
         e.bytes().any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
     } else {
@@ -788,6 +793,34 @@ pub fn check_email(e: &str) -> Result<(), &'static str> {
         return Err("the top-level domain is a number");
     }
     Ok(())
+}
+
+/// The usual address, proved valid in one look at its bytes: ASCII letters, digits and
+/// `._+-` before a single `@` (no dot first, last or doubled; at most 64 bytes), then dotted
+/// labels of letters, digits and inner hyphens (at most 63 bytes each, not all digits last),
+/// 254 bytes in all. Each of these passes every rule of `check_email`, whose general checks
+/// (a dozen scans of the text) were a twentieth of a million rows' mapping; `false` only
+/// means those checks decide.
+fn plainly_valid_email(e: &str) -> bool {
+    let b = e.as_bytes();
+    let Some(at) = memchr::memchr(b'@', b) else { return false };
+    let (local, domain) = (&b[..at], &b[at + 1..]);
+    let atom = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'+' | b'-');
+    let label_ok = |l: &[u8]| {
+        (1..=63).contains(&l.len())
+            && l.first() != Some(&b'-')
+            && l.last() != Some(&b'-')
+            && l.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
+    };
+    b.len() <= 254
+        && (1..=64).contains(&local.len())
+        && local.first() != Some(&b'.')
+        && local.last() != Some(&b'.')
+        && local.iter().all(|&c| atom(c))
+        && !local.windows(2).any(|w| w == b"..")
+        && memchr::memchr(b'.', domain).is_some()
+        && domain.split(|&c| c == b'.').all(label_ok)
+        && domain.rsplit(|&c| c == b'.').next().is_some_and(|t| !t.iter().all(u8::is_ascii_digit))
 }
 
 /// ISO 639-1 code, English name, native names and ISO 639-2 codes.
@@ -1464,7 +1497,52 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         }
         for bad in ["", "@b.co", "a@", "a@b", "a@@b.co", "a..b@c.co", ".a@b.co", "a@-b.co", "a@b..co", "a b@c.co", "a@b.123", "a@b_c.co"] {
             assert!(check_email(bad).is_err(), "{bad}");
+            assert!(!plainly_valid_email(bad), "{bad}");
         }
+        // The quick look accepts the usual address, and nothing the general checks refuse.
+        for plain in ["a@b.co", "first.last+tag@example.com", "sarah.schafer.0@example.com", "a-b_c@x-y.example.org"] {
+            assert!(plainly_valid_email(plain), "{plain}");
+        }
+        let long_local = format!("{}@b.co", "a".repeat(65));
+        let long_label = format!("a@{}.co", "b".repeat(64));
+        let long = format!("a@{}.co", vec!["b".repeat(63); 4].join("."));
+        for odd in [
+            "a.@b.co",
+            "a@b.co.",
+            "a@.b.co",
+            "a@b-.co",
+            "a@b.c-",
+            "a@1.2",
+            "a@b@c.co",
+            "a@b",
+            "@",
+            "a@bc",
+            long_local.as_str(),
+            long_label.as_str(),
+            long.as_str(),
+        ] {
+            assert!(!plainly_valid_email(odd) || check_email_generally(odd).is_ok(), "{odd}");
+            assert_eq!(check_email(odd), check_email_generally(odd), "{odd}");
+        }
+        // Every text of up to six of these characters: none the quick look accepts is refused.
+        let alphabet = [b'a', b'1', b'.', b'@', b'-', b'_', b'+', b' '];
+        let mut text = Vec::new();
+        let mut accepted = 0;
+        for len in 0..=6u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                text.clear();
+                for _ in 0..len {
+                    text.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                let t = std::str::from_utf8(&text).unwrap();
+                if plainly_valid_email(t) {
+                    accepted += 1;
+                    assert_eq!(check_email_generally(t), Ok(()), "{t}");
+                }
+            }
+        }
+        assert!(accepted > 100, "the quick look took {accepted} texts");
     }
 
     #[test]
