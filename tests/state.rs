@@ -115,6 +115,7 @@ on_both!(
     reports_of_finds_the_people_of_a_manager,
     held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folded_id,
     the_audit_trail_and_stored_plans_round_trip,
+    audit_batches_larger_than_a_statement_round_trip,
     a_write_dropped_half_way_records_nothing_and_the_next_write_works,
     a_run_whose_lease_was_taken_over_cannot_write,
 );
@@ -850,6 +851,31 @@ async fn held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folde
     assert!(s.held_elsewhere(&["acme"], &["nope"], &["nobody"], lower).await.unwrap().is_empty());
 }
 
+async fn audit_batches_larger_than_a_statement_round_trip(f: Fixture) {
+    use rostersync::state::AuditEntry;
+    let s = f.open().await;
+    // A batch larger than one statement holds (a first sync's commit): every entry lands,
+    // each with its own values, across the statements' boundaries.
+    let many: Vec<AuditEntry> = (0..2345)
+        .map(|i| AuditEntry {
+            external_id: format!("M{i}"),
+            http_status: (i % 3 == 0).then_some(500 + (i % 7) as u16),
+            approval: (i % 2 == 0).then(|| format!("approver {i}")),
+            fields: vec![format!("f{i}")],
+            connector: "many".into(),
+            run_id: "r1".into(),
+            // Stored to the millisecond.
+            at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
+            kind: "update".into(),
+            status: "ok".into(),
+        })
+        .collect();
+    s.write_audit(&many).await.unwrap();
+    for i in [0usize, 999, 1000, 1001, 1999, 2000, 2344] {
+        assert_eq!(s.person_history(Some("many"), &format!("M{i}"), 10).await.unwrap(), vec![many[i].clone()], "entry {i}");
+    }
+}
+
 async fn the_audit_trail_and_stored_plans_round_trip(f: Fixture) {
     use rostersync::report::Approval;
     use rostersync::state::{AuditEntry, StoredPlan};
@@ -874,7 +900,6 @@ async fn the_audit_trail_and_stored_plans_round_trip(f: Fixture) {
     assert_eq!(s.person_history(None, "E1", 10).await.unwrap().len(), 3, "every connector");
     assert_eq!(s.person_history(None, "E1", 1).await.unwrap(), vec![written[2].clone()]);
     assert!(s.person_history(Some("acme"), "E2", 10).await.unwrap().is_empty());
-
     let mut plan = StoredPlan {
         run_id: "r1".into(),
         connector: "acme".into(),

@@ -292,11 +292,10 @@ impl<S: StateStore> Ctx<'_, S> {
 
     /// Writes audit entries; a failure is warned of (the trail is a record, not the run).
     pub(super) async fn write_audit_entries(&self, entries: Vec<crate::state::AuditEntry>) {
-        for chunk in entries.chunks(1000) {
-            if let Err(e) = self.store.write_audit(chunk).await {
-                tracing::warn!("could not write the audit trail: {e}");
-                return;
-            }
+        // One transaction (`write_audit` writes it in pieces): a first sync's commits carry a
+        // few thousand entries each.
+        if let Err(e) = self.store.write_audit(&entries).await {
+            tracing::warn!("could not write the audit trail: {e}");
         }
     }
 }

@@ -13,6 +13,11 @@ use crate::plan::{Op, OpKind};
 use crate::platform::{Applied, Healed, ManagerLink, OpFailure, OpOutcome, Platform};
 use crate::state::{AuditEntry, SnapshotWrite, StateError, StateStore};
 
+/// Snapshot writes (or audit entries) that may wait for the commit in flight before the
+/// outcomes behind them wait too. A crash loses at most these of the snapshot: the reconcile
+/// marker, still up, has the next run match them on the platform rather than create twice.
+const PENDING_LIMIT: usize = 8 * STATE_BATCH;
+
 /// The file line of each operation's person, for the report's errors.
 pub(super) type Lines = HashMap<Str, u64, crate::plan::FastHash>;
 
@@ -190,8 +195,10 @@ impl<S: StateStore> Recorder<'_, '_, S> {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(STATE_BATCH));
                 writing = Some(Box::pin(commit(ctx, full, std::mem::take(&mut self.t.audit))));
             }
-            // A full batch waits for the commit before it: outcomes wait meanwhile.
-            let full = batch.len() >= STATE_BATCH || self.t.audit.len() >= 2 * STATE_BATCH;
+            // Outcomes go on gathering while a commit runs, and the next commit takes them all:
+            // fewer, larger transactions (each commit costs the writer a WAL header, a cache
+            // sweep and a checkpoint check). Past `PENDING_LIMIT` they wait for the commit.
+            let full = batch.len() >= PENDING_LIMIT || self.t.audit.len() >= PENDING_LIMIT;
             tokio::select! {
                 res = &mut apply, if apply_result.is_none() => { apply_result = Some(res); }
                 written = async { writing.as_mut().expect("polled only while writing").await }, if writing.is_some() => {
