@@ -9,7 +9,7 @@
 //! before either decides), and it slows every write, so without the platform-wide lease
 //! both runs read the other's still-empty snapshot before either records a binding.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Output, Stdio};

@@ -1,6 +1,6 @@
 //! `rostersync check`: every problem in one run, each located, exit 2.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! The everyday commands an integration engineer runs: test, fetch, status, sync --all.
 
-mod support;
+use crate::support;
 
 use support::project::{Project, row, rows};
 use support::scim::ScimServer;

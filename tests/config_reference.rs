@@ -3,7 +3,7 @@
 //! files): every key is a field, its `///` comment its documentation. This test fails when
 //! a key has no comment, or when CONFIG.md is not what the structs say now; then
 //!
-//!     UPDATE_CONFIG_MD=1 cargo nextest run --locked --test config_reference
+//!     UPDATE_CONFIG_MD=1 cargo nextest run --locked config_reference::
 //!
 //! rewrites it. A struct is a table when its doc comment starts with the table's name in
 //! backticks ("`[connectors.NAME.sftp]`: …"); enums that serde reads as words list their
@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-const REGENERATE: &str = "UPDATE_CONFIG_MD=1 cargo nextest run --locked --test config_reference";
+const REGENERATE: &str = "UPDATE_CONFIG_MD=1 cargo nextest run --locked config_reference::";
 
 /// The files whose structs are documented, with the title of their part.
 const PARTS: [(&str, &str, &str); 3] = [

@@ -4,7 +4,7 @@
 //! Waiting here is polling for a condition with a deadline (a real process runs on the
 //! real clock); the scheduling logic itself is tested on paused time in src/daemon/tests.rs.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! connector keeps syncing, the daemon stays up and healthy, and its peak RSS stays far below
 //! what holding the file would take.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::Command;

@@ -7,7 +7,7 @@
 //! The bombs are made at test time, small, and each asserts its exit code and a bound on the
 //! run's peak memory (the children's maximum RSS from getrusage).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -6,7 +6,7 @@
 //! deleted or duplicated, the damaged value never reaches the platform, and the report says
 //! what was wrong and where. The safeguards are opened wide, as in tests/damaged_files.rs.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

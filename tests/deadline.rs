@@ -2,7 +2,7 @@
 //! answers holds a run only until its deadline, whatever the requests' own timeouts; the run
 //! fails retriable, and the next run against a healthy platform converges.
 
-mod support;
+use crate::support;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! binary) → scim2-server, with the SQLite state in a temp dir. A pass-through proxy in
 //! front of the SCIM server records every request, so "no write" is checked on the wire.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -4,7 +4,7 @@
 //! kept, never written over. The proxy in front makes the edit at the worst moment (just
 //! before the write reaches the server) and records the headers rostersync sent.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::process::Command;

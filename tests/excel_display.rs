@@ -4,7 +4,7 @@
 //! `100000000001`, never `1.00000E+11` or `100000000001.0`. Read otherwise, every person
 //! would be re-keyed or created again; read right, the workbook changes nobody.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! after a sync to scim2-server, read back from the server's folder; and the email notice
 //! received by a real SMTP server (aiosmtpd from .venv).
 
-mod support;
+use crate::support;
 
 use support::project::{HEADER, row, rows};
 use support::scim::ScimServer;

@@ -5,7 +5,7 @@
 //! after another (B) took the connector over: each of those writes of A is refused, typed,
 //! with nothing written; B's go through.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

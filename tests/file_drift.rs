@@ -5,7 +5,7 @@
 //! Each case runs after a clean baseline of 100 people against the real scim2-server, under
 //! the default limits.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

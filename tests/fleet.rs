@@ -5,7 +5,7 @@
 //!
 //! Waiting here is polling for a condition with a deadline (real processes, real clock).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

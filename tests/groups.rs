@@ -5,7 +5,7 @@
 //! write, a dry run and `explain` showing the changes and sending none. The requests go through a
 //! pass-through proxy (`support::fault_proxy`) that records what was sent.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

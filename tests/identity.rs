@@ -3,7 +3,7 @@
 //! account with another externalId is never taken over; a second connector does not take
 //! the first one's people unless `adopt_from` names it; and the counts add up.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -3,7 +3,7 @@
 //! what a server lacks. Each case checks the server afterwards: one account per person,
 //! the right person on each account, nothing foreign touched.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

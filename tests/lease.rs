@@ -5,7 +5,7 @@
 //! must stop sending before the lease lapses; the run that takes the connector after it
 //! finishes the work, one account per person.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! the real scim2-server: who gets no account, who is left as they are, asserted on the
 //! server's accounts and active flags and in the report and `explain`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

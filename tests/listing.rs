@@ -4,7 +4,7 @@
 //! temporary file), each person once, in the plan's order, as valid JSON and CSV, while
 //! the run history keeps its first few. BENCHMARKS.md says why they are streamed.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 

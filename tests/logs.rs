@@ -4,7 +4,7 @@
 //! thread); the daemon says what it is and when each connector runs next; human logs
 //! written to a file carry no colour escapes.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fmt;

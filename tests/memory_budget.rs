@@ -9,7 +9,7 @@
 //! The budgets are set small so that the files stay small and the test quick; what is tested
 //! is that the budget holds whatever its size.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write;

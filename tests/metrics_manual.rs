@@ -2,7 +2,7 @@
 //! `rostersync sync`s in other processes, so its last-run series come from the state store
 //! (the real binary, a real scim2-server, SQLite state shared with the daemon).
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! the platform holds stays when that email changes, whether the write is a PATCH, an
 //! adoption's full write, or a read-merge-write on a server without PATCH.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! scripts, the committed man page (fresh), the systemd unit (`systemd-analyze verify`,
 //! and its ExecReload really reloads a running daemon), the license files.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;

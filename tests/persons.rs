@@ -2,7 +2,7 @@
 //! person (dry runs, stopped runs, `--plan-out`, `test`), `explain`, `--only`, approvals
 //! of exactly the stored plan, and the per-person history.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -4,7 +4,7 @@
 //! Every refusal is checked for its exit code (3, an unreachable store; 2 for a bad CA file),
 //! for naming the host and what to change, and for never showing the password.
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 

@@ -3,7 +3,7 @@
 //! key with a passphrase. A refused file is exit 4 naming the fault, and the platform is
 //! left as it was. Also `check` on the key files and `rostersync pgp-key`.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! end and never reach the output; the daemon's /healthz names the connectors that cannot
 //! run.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! reactivations, and leaves foreign accounts untouched; a lost state DB is detected by a
 //! plain run and rebuilt by `--reconcile`; an update that meets a 404 heals.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::process::Command;

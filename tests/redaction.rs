@@ -3,7 +3,7 @@
 //! token endpoint repeating the client secret and the Basic credentials. The secret must
 //! appear nowhere: stdout (`--json` report), stderr (debug logs), `history --json`.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Output;

@@ -3,7 +3,7 @@
 //! as failed by it. The real binary, a real scim2-server, a real PostgreSQL or SQLite store;
 //! a worker's clock moved by libfaketime; a slow platform by the fault proxy.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! a tripped safeguard pushes nothing; invalid rows protect their people; a crash mid-push
 //! repeats nothing and loses nothing; two runs of one connector never overlap.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! location and badge): a mapped attribute its schema lacks is not sent, and the run says
 //! so once, naming it; the attributes it defines arrive as before.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::fault_proxy::{Fault, FaultProxy};

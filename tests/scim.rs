@@ -1,7 +1,7 @@
 //! The SCIM client against the real scim2-server (and, for faults, through a proxy that
 //! misbehaves on purpose). Every test checks what the server holds at the end.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};

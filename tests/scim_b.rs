@@ -6,7 +6,7 @@
 //! Also the PATCH fallback in front of the first server: a proxy that answers 501 to every
 //! PATCH, so updates go read-merge-write and keep what others set (phone numbers).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Once;

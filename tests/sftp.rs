@@ -3,7 +3,7 @@
 //! proxy that cuts or stalls transfers for the fault cases, which go through the run's one
 //! retry loop (`source::retrieve`).
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::net::TcpListener;

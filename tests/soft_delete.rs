@@ -4,7 +4,7 @@
 //! under a new id with the same email, gets that account back, reactivated: one account per
 //! person, never a create refused with 409 run after run.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

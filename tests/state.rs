@@ -2,7 +2,7 @@
 //! test runs on both (`on_both!`), through `state::open` as the binary opens them; then the
 //! migration and upgrade tests of each.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! on both stores (SQLite and a real PostgreSQL), after real runs against a real
 //! scim2-server behind a fault proxy: a failed adoption, then a run SIGKILLed mid-push.
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! a connector's page from a real daemon (real scim2-server, local exports) and dumps the
 //! DOM it rendered. A connector whose name is HTML must come out as text, not as markup.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! scim2-server behind its prefix). Three customers number their people alike (E0000001 …)
 //! for different people: each organisation ends with exactly its customer's people.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

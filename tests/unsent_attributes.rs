@@ -4,7 +4,7 @@
 //! run says once that it is not sent. The same file on a server that offers the schema
 //! refuses those rows, as the values would be sent.
 
-mod support;
+use crate::support;
 
 use support::fault_proxy::{Fault, FaultProxy};
 use support::project::{Project, row};

@@ -3,7 +3,7 @@
 //! the real scim2-server, under the default limits, and the platform must be exactly as the
 //! baseline left it (no login changed, nobody deactivated, no account added).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 
