@@ -11,13 +11,13 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use rostersync::config::SyncRule;
-use rostersync::model::{SourcedUser, User};
+use rostersync::model::{SourcedUser, User, UserFields};
 use rostersync::plan::{self, PlanInput, Snapshot, SnapshotEntry};
 use rostersync::state::Snapshots;
 use rostersync::state::{SnapshotWrite, SqliteStore};
 
 fn user(i: usize, changed: bool) -> User {
-    let mut u = User {
+    let mut u = User::from(UserFields {
         external_id: format!("E{:07}", i + 100000).into(),
         email: Some(format!("first.last.{i}@example.com").into()),
         employee_id: Some(format!("E{:07}", i + 100000).into()),
@@ -27,11 +27,11 @@ fn user(i: usize, changed: bool) -> User {
         active: true,
         manager: Some(format!("E{:07}", (i * 7) % 1000 + 100000).into()),
         attributes: Default::default(),
-    };
-    u.attributes.insert("department", if changed { "Sales" } else { "Engineering" });
-    u.attributes.insert("title", "Senior Engineer");
-    u.attributes.insert("location", "Paris");
-    u.attributes.insert("cost_center", "CC-420");
+    });
+    u.set_attribute("department", if changed { "Sales" } else { "Engineering" });
+    u.set_attribute("title", "Senior Engineer");
+    u.set_attribute("location", "Paris");
+    u.set_attribute("cost_center", "CC-420");
     u
 }
 

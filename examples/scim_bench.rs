@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rostersync::config::{self, PlatformAuth};
-use rostersync::model::User;
+use rostersync::model::{User, UserFields};
 use rostersync::plan::Op;
 use rostersync::platform::Platform;
 use rostersync::platform::scim::ScimClient;
@@ -81,7 +81,7 @@ async fn main() {
     let client = ScimClient::connect(&cfg).await.expect("connect");
     let ops: Vec<Op> = (0..n)
         .map(|i| Op::Create {
-            user: Box::new(User {
+            user: Box::new(User::from(UserFields {
                 external_id: format!("B{i:06}").into(),
                 email: Some(format!("bench{i}@example.com").into()),
                 employee_id: Some(format!("B{i:06}").into()),
@@ -91,7 +91,7 @@ async fn main() {
                 active: true,
                 manager: None,
                 attributes: [("department".to_string(), "Load".to_string()), ("title".to_string(), "Tester".to_string())].into(),
-            }),
+            })),
         })
         .collect();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<rostersync::platform::OpOutcome>(1024);

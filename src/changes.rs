@@ -76,7 +76,7 @@ pub struct PersonOp {
 
 fn name_of(u: &User) -> String {
     // Pushed, not `format!`: the formatting machinery was most of a million names' cost.
-    let (first, last) = (u.first_name.as_str(), u.last_name.as_str());
+    let (first, last) = (u.first_name(), u.last_name());
     let mut n = String::with_capacity(first.len() + 1 + last.len());
     n.push_str(first);
     n.push(' ');
@@ -89,11 +89,11 @@ fn name_of(u: &User) -> String {
 /// Every field the platform holds, by the mapping's names, with its value.
 fn fields(u: &User) -> Vec<(&str, Option<&str>)> {
     let mut v = vec![
-        ("email", u.email.as_deref()),
-        ("employee_id", u.employee_id.as_deref()),
-        ("first_name", Some(u.first_name.as_str())),
-        ("last_name", Some(u.last_name.as_str())),
-        ("language", Some(u.language.as_str())),
+        ("email", u.email()),
+        ("employee_id", u.employee_id()),
+        ("first_name", Some(u.first_name())),
+        ("last_name", Some(u.last_name())),
+        ("language", Some(u.language())),
         ("active", Some(if u.active { "true" } else { "false" })),
     ];
     v.extend(u.stored_attributes().map(|(k, val)| (k, Some(val))));
@@ -320,9 +320,9 @@ mod tests {
     fn diff_names_each_changed_field_with_old_and_new() {
         let old = user("a", true, "Engineer");
         let mut new = user("a", true, "Lead");
-        new.last_name = "Ray".into();
+        new.set_last_name("Ray");
         new.manager = Some("m1".into());
-        new.attributes.insert("site", "Paris");
+        new.set_attribute("site", "Paris");
         let c = diff(&old, &new);
         let got: Vec<(&str, Option<&str>, Option<&str>)> =
             c.iter().map(|c| (c.field.as_str(), c.old.as_deref(), c.new.as_deref())).collect();
@@ -337,7 +337,7 @@ mod tests {
         );
         assert!(diff(&old, &old).is_empty());
         let mut gone = old.clone();
-        gone.attributes.insert("title", "");
+        gone.set_attribute("title", "");
         assert_eq!(diff(&old, &gone), vec![Change { field: "title".into(), old: Some("Engineer".into()), new: None }]);
     }
 
@@ -348,7 +348,7 @@ mod tests {
         stored.insert("gone".to_string(), user("gone", true, "x"));
         stored.insert("back".to_string(), user("back", false, "x"));
         let mut gone_name = user("gone", true, "x");
-        gone_name.first_name = "Gus".into();
+        gone_name.set_first_name("Gus");
         stored.insert("gone".to_string(), gone_name);
         let plan = Plan {
             ops: vec![

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use self::rules::Mapping;
 use self::rules::{FieldRule, Input, PlatformField, TemplatePart, Transform, UniqueId};
 use crate::format::{FormatError, Record};
-use crate::model::{Attributes, MANAGER_ATTRIBUTE, RowError, SourcedUser, Str, User};
+use crate::model::{MANAGER_ATTRIBUTE, Profile, RowError, SourcedUser, Str, User};
 use crate::text::excerpt;
 
 /// A rule with its column references resolved to indexes into `Record::values`.
@@ -346,17 +346,19 @@ impl Mapper {
             return Err(errors);
         }
         match (external_id, first, last, language, active) {
-            (Some(external_id), Some(first_name), Some(last_name), Some(language), Some(active)) => Ok(User {
+            (Some(external_id), Some(first_name), Some(last_name), Some(language), Some(active)) => Ok(User::new(
                 external_id,
-                email,
-                employee_id,
-                first_name,
-                last_name,
-                language,
                 active,
                 manager,
-                attributes: Attributes::from_sorted(attributes.iter().map(|(k, v)| (*k, v.as_str()))),
-            }),
+                Profile {
+                    email: email.as_deref(),
+                    employee_id: employee_id.as_deref(),
+                    first_name: &first_name,
+                    last_name: &last_name,
+                    language: &language,
+                },
+                attributes.iter().map(|(k, v)| (*k, v.as_str())),
+            )),
             // Every None above pushed an error; this arm is not reached.
             _ => Err(vec![RowError { line: record.line, column: None, message: "row incomplete".into(), external_id: None }]),
         }
@@ -1152,11 +1154,11 @@ pub fn preview_table(users: &[SourcedUser], max: usize) -> String {
         rows.push(vec![
             u.line.to_string(),
             cut(&p.external_id),
-            cut(p.email.as_deref().unwrap_or("")),
-            cut(p.employee_id.as_deref().unwrap_or("")),
-            cut(&p.first_name),
-            cut(&p.last_name),
-            p.language.to_string(),
+            cut(p.email().unwrap_or("")),
+            cut(p.employee_id().unwrap_or("")),
+            cut(p.first_name()),
+            cut(p.last_name()),
+            p.language().to_string(),
             if p.active { "yes".into() } else { "no".into() },
             // Last column: not cut to the width, but kept on one line.
             p.stored_attributes().map(|(k, v)| format!("{k}={}", cut(v))).collect::<Vec<_>>().join(", "),
@@ -1254,15 +1256,15 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         let m = mapper();
         let u = m.map(&rec(&m, 7, &good())).unwrap();
         assert_eq!(u.external_id, "00123");
-        assert_eq!(u.employee_id.as_deref(), Some("00123"));
-        assert_eq!(u.first_name, "Jean-Luc O'Brien");
-        assert_eq!(u.last_name, "MÜLLER");
-        assert_eq!(u.email.as_deref(), Some("zoe@example.com"));
-        assert_eq!(u.language, "fr");
+        assert_eq!(u.employee_id(), Some("00123"));
+        assert_eq!(u.first_name(), "Jean-Luc O'Brien");
+        assert_eq!(u.last_name(), "MÜLLER");
+        assert_eq!(u.email(), Some("zoe@example.com"));
+        assert_eq!(u.language(), "fr");
         assert!(u.active);
-        assert_eq!(u.attributes.get("hire_date"), Some("2021-03-15"));
-        assert_eq!(u.attributes.get("site"), Some("Paris"));
-        assert_eq!(u.attributes.get("full_name"), Some("  jean-luc   o'brien  Müller"));
+        assert_eq!(u.attributes().get("hire_date"), Some("2021-03-15"));
+        assert_eq!(u.attributes().get("site"), Some("Paris"));
+        assert_eq!(u.attributes().get("full_name"), Some("  jean-luc   o'brien  Müller"));
     }
 
     #[test]
@@ -1273,8 +1275,8 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         cells.push(("Boss", " E42 "));
         let u = m.map(&rec(&m, 2, &cells)).unwrap();
         assert_eq!(u.manager.as_deref(), Some("E42"));
-        assert!(!u.attributes.contains_key(MANAGER_ATTRIBUTE), "not an attribute as well: {:?}", u.attributes);
-        assert_eq!(u.attributes.len(), 3);
+        assert!(!u.attributes().contains_key(MANAGER_ATTRIBUTE), "not an attribute as well: {:?}", u.attributes());
+        assert_eq!(u.attributes().len(), 3);
         cells.pop();
         assert_eq!(m.map(&rec(&m, 3, &cells)).unwrap().manager, None, "an empty cell is no manager");
     }
@@ -1290,9 +1292,9 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
             }
         });
         let u = m.map(&rec(&m, 2, &cells)).unwrap();
-        assert_eq!(u.language, "en", "absent language takes the default");
-        assert_eq!(u.attributes.get("site"), Some("Other"), "fallback for values the map does not list");
-        assert!(!u.attributes.contains_key("hire_date"), "empty attributes are left out");
+        assert_eq!(u.language(), "en", "absent language takes the default");
+        assert_eq!(u.attributes().get("site"), Some("Other"), "fallback for values the map does not list");
+        assert!(!u.attributes().contains_key("hire_date"), "empty attributes are left out");
     }
 
     #[test]
@@ -1362,7 +1364,7 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
                 c.1 = "\tzoe@example.com\r\n"
             }
         });
-        assert_eq!(m.map(&rec(&m, 5, &cells)).unwrap().email.as_deref(), Some("zoe@example.com"), "trimmed by the mapping's transform");
+        assert_eq!(m.map(&rec(&m, 5, &cells)).unwrap().email(), Some("zoe@example.com"), "trimmed by the mapping's transform");
         let mut cells = good();
         cells.iter_mut().for_each(|c| {
             if c.0 == "Id" {
@@ -1430,7 +1432,7 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         let out = collect(Box::new(records.into_iter()), &m).unwrap();
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         assert!(out.date_order_fault("f.csv").is_none(), "dates never sent taint nothing");
-        let hired: Vec<Option<&str>> = out.users.iter().map(|u| u.user.attributes.get("hire_date")).collect();
+        let hired: Vec<Option<&str>> = out.users.iter().map(|u| u.user.attributes().get("hire_date")).collect();
         assert_eq!(hired, [Some("2021-04-03"), None, None, None], "values that read are kept, the others left out");
         // Sent, the same values are row errors.
         let (m, records) = dated("%m/%d/%Y", &["04/03/2021", "not a date"]);
@@ -1644,12 +1646,14 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
         let m = mapper();
         let u = m.map(&rec(&m, 7, &good())).unwrap();
         let mut v = u.clone();
-        v.first_name = "Zoë".into();
+        v.set_first_name("Zoë");
         v.external_id = "E2".into();
+        let mut x = m.map(&rec(&m, 1, &good())).unwrap();
+        x.external_id = "x".into();
         let users = vec![
             SourcedUser { user: Box::new(u), line: 7 },
             SourcedUser { user: Box::new(v), line: 12 },
-            SourcedUser { user: Box::new(User { external_id: "x".into(), ..m.map(&rec(&m, 1, &good())).unwrap() }), line: 13 },
+            SourcedUser { user: Box::new(x), line: 13 },
         ];
         let t = preview_table(&users, 2);
         let lines: Vec<&str> = t.lines().collect();

@@ -1,9 +1,11 @@
 //! The platform's user model and the facts about one export file, shared by every stage.
 
 mod attributes;
+mod details;
 
-pub use attributes::Attributes;
+pub use attributes::{Attributes, AttributesRef};
 pub use compact_str::CompactString as Str;
+use details::{Details, Field};
 use serde::{Deserialize, Serialize};
 
 /// The mapping file's name for the manager reference (`[attributes] manager_id = "…"`), and
@@ -48,15 +50,28 @@ impl IdRule {
 
 /// One person as the platform should hold them, after mapping and validation.
 ///
-/// Compact on purpose (BENCHMARKS.md, issue 8): a million of them are held at once. `Str`
-/// keeps strings up to 24 bytes inline (ids, names, language codes: no allocation), and the
-/// attributes are one packed block, so a typical user is three heap blocks, not fifteen.
+/// Compact on purpose (BENCHMARKS.md, issues 8 and 29): a million of them are held at once.
+/// The unique id and the manager are `Str`s (up to 24 bytes inline: no allocation for the
+/// usual id); the email, employee id, names, language and attributes are one packed block
+/// (`details`), so a typical user is its struct and one heap block. Read the packed fields
+/// with their methods; build a user from `UserFields` (or `User::new` on the hot path).
 ///
 /// Serialised (the state's stored content) as it was when the manager was an attribute:
 /// the manager sits in `attributes` under `manager_id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     /// Value of the field named by the mapping's `unique_id`; the key of the snapshot.
+    pub external_id: Str,
+    pub active: bool,
+    /// The manager's unique id (their `external_id`). The platform holds a reference to the
+    /// manager's *platform* id, which exists only once the manager is on the platform.
+    pub manager: Option<Str>,
+    details: Details,
+}
+
+/// A user's fields one by one: what a `User` is built from and can be taken apart into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFields {
     pub external_id: Str,
     pub email: Option<Str>,
     pub employee_id: Option<Str>,
@@ -65,18 +80,136 @@ pub struct User {
     /// ISO 639-1 code, lowercase.
     pub language: Str,
     pub active: bool,
-    /// The manager's unique id (their `external_id`). The platform holds a reference to the
-    /// manager's *platform* id, which exists only once the manager is on the platform.
     pub manager: Option<Str>,
     /// Everything else from `[attributes]`, by platform attribute name (never the manager).
-    /// Sorted so the content hash does not depend on the mapping file's order.
     pub attributes: Attributes,
 }
 
+impl From<UserFields> for User {
+    fn from(f: UserFields) -> User {
+        User {
+            external_id: f.external_id,
+            active: f.active,
+            manager: f.manager,
+            details: Details::new(
+                [f.email.as_deref(), f.employee_id.as_deref(), Some(&f.first_name), Some(&f.last_name), Some(&f.language)],
+                f.attributes.iter(),
+            ),
+        }
+    }
+}
+
+/// The profile fields `User::new` packs, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Profile<'a> {
+    pub email: Option<&'a str>,
+    pub employee_id: Option<&'a str>,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub language: &'a str,
+}
+
 impl User {
+    /// A user from borrowed fields; `attributes` sorted by key, each key once (the
+    /// mapping's, sorted once per file), never the manager.
+    pub fn new<'a>(
+        external_id: Str,
+        active: bool,
+        manager: Option<Str>,
+        p: Profile<'_>,
+        attributes: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> User {
+        let fields = [p.email, p.employee_id, Some(p.first_name), Some(p.last_name), Some(p.language)];
+        User { external_id, active, manager, details: Details::new(fields, attributes) }
+    }
+
+    /// Taken apart, for an edit of several fields or a test's variation.
+    pub fn fields(&self) -> UserFields {
+        UserFields {
+            external_id: self.external_id.clone(),
+            email: self.email().map(Str::from),
+            employee_id: self.employee_id().map(Str::from),
+            first_name: self.first_name().into(),
+            last_name: self.last_name().into(),
+            language: self.language().into(),
+            active: self.active,
+            manager: self.manager.clone(),
+            attributes: self.attributes().to_owned(),
+        }
+    }
+
+    pub fn email(&self) -> Option<&str> {
+        self.details.get(Field::Email)
+    }
+
+    pub fn employee_id(&self) -> Option<&str> {
+        self.details.get(Field::EmployeeId)
+    }
+
+    pub fn first_name(&self) -> &str {
+        self.details.get(Field::FirstName).unwrap_or_default()
+    }
+
+    pub fn last_name(&self) -> &str {
+        self.details.get(Field::LastName).unwrap_or_default()
+    }
+
+    /// ISO 639-1 code, lowercase.
+    pub fn language(&self) -> &str {
+        self.details.get(Field::Language).unwrap_or_default()
+    }
+
+    /// Everything else from `[attributes]`, by platform attribute name (never the manager),
+    /// in key order: the content hash does not depend on the mapping file's order.
+    pub fn attributes(&self) -> AttributesRef<'_> {
+        self.details.attributes()
+    }
+
+    pub fn set_email(&mut self, email: Option<&str>) {
+        self.details = self.details.with(Field::Email, email);
+    }
+
+    pub fn set_employee_id(&mut self, employee_id: Option<&str>) {
+        self.details = self.details.with(Field::EmployeeId, employee_id);
+    }
+
+    pub fn set_first_name(&mut self, name: &str) {
+        self.details = self.details.with(Field::FirstName, Some(name));
+    }
+
+    pub fn set_last_name(&mut self, name: &str) {
+        self.details = self.details.with(Field::LastName, Some(name));
+    }
+
+    pub fn set_language(&mut self, language: &str) {
+        self.details = self.details.with(Field::Language, Some(language));
+    }
+
+    /// Sets one attribute (never the manager: that is `manager`).
+    pub fn set_attribute(&mut self, key: &str, value: &str) {
+        let mut a = self.attributes().to_owned();
+        a.insert(key, value);
+        self.set_attributes(&a);
+    }
+
+    pub fn remove_attribute(&mut self, key: &str) {
+        let mut a = self.attributes().to_owned();
+        a.remove(key);
+        self.set_attributes(&a);
+    }
+
+    pub fn set_attributes(&mut self, attributes: &Attributes) {
+        self.details = self.details.with_attributes(attributes.iter());
+    }
+
+    /// Heap bytes the packed block takes (the memory budget's count).
+    pub fn details_len(&self) -> usize {
+        self.details.heap_len()
+    }
+
     /// The SCIM `userName`: the email, or the employee id where there is no email.
     pub fn user_name(&self) -> &str {
-        self.email.as_deref().or(self.employee_id.as_deref()).unwrap_or(&self.external_id)
+        self.email().or(self.employee_id()).unwrap_or(&self.external_id)
     }
 
     /// The manager's unique id, when there is one to link (an empty value is none).
@@ -87,8 +220,8 @@ impl User {
     /// The attributes as stored and hashed: `attributes` with the manager at its place in
     /// key order under `MANAGER_ATTRIBUTE`.
     pub fn stored_attributes(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
-        let before = self.attributes.iter().take_while(|(k, _)| *k < MANAGER_ATTRIBUTE);
-        let after = self.attributes.iter().skip_while(|(k, _)| *k < MANAGER_ATTRIBUTE);
+        let before = self.attributes().iter().take_while(|(k, _)| *k < MANAGER_ATTRIBUTE);
+        let after = self.attributes().iter().skip_while(|(k, _)| *k < MANAGER_ATTRIBUTE);
         before.chain(self.manager.as_deref().map(|m| (MANAGER_ATTRIBUTE, m))).chain(after)
     }
 
@@ -101,11 +234,11 @@ impl User {
         // also changing the hash input, so distinct users never collide by concatenation.
         for part in [
             self.external_id.as_str(),
-            self.email.as_deref().unwrap_or("\u{0}"),
-            self.employee_id.as_deref().unwrap_or("\u{0}"),
-            &self.first_name,
-            &self.last_name,
-            &self.language,
+            self.email().unwrap_or("\u{0}"),
+            self.employee_id().unwrap_or("\u{0}"),
+            self.first_name(),
+            self.last_name(),
+            self.language(),
             if self.active { "1" } else { "0" },
         ] {
             h.update(part.as_bytes());
@@ -115,8 +248,8 @@ impl User {
         // checks on the plan's hot path.
         let key = MANAGER_ATTRIBUTE.as_bytes();
         let manager = self.manager.as_deref().map(|m| (key, m.as_bytes()));
-        let before = self.attributes.raw_entries().take_while(|(k, _)| *k < key);
-        let after = self.attributes.raw_entries().skip_while(|(k, _)| *k < key);
+        let before = self.attributes().raw_entries().take_while(|(k, _)| *k < key);
+        let after = self.attributes().raw_entries().skip_while(|(k, _)| *k < key);
         for (k, v) in before.chain(manager).chain(after) {
             h.update(k);
             h.update([0x1d]);
@@ -130,15 +263,32 @@ impl User {
     }
 }
 
+impl std::fmt::Debug for User {
+    /// Field by field, as the struct read before its fields were packed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("external_id", &self.external_id)
+            .field("email", &self.email())
+            .field("employee_id", &self.employee_id())
+            .field("first_name", &self.first_name())
+            .field("last_name", &self.last_name())
+            .field("language", &self.language())
+            .field("active", &self.active)
+            .field("manager", &self.manager)
+            .field("attributes", &self.attributes())
+            .finish()
+    }
+}
+
 /// The stored form of a user (`User`'s serde), borrowed for writing.
 #[derive(Serialize)]
 struct StoredRef<'a> {
-    external_id: &'a Str,
-    email: &'a Option<Str>,
-    employee_id: &'a Option<Str>,
-    first_name: &'a Str,
-    last_name: &'a Str,
-    language: &'a Str,
+    external_id: &'a str,
+    email: Option<&'a str>,
+    employee_id: Option<&'a str>,
+    first_name: &'a str,
+    last_name: &'a str,
+    language: &'a str,
     active: bool,
     #[serde(skip_serializing_if = "StoredAttributes::is_empty")]
     attributes: StoredAttributes<'a>,
@@ -149,7 +299,7 @@ struct StoredAttributes<'a>(&'a User);
 
 impl StoredAttributes<'_> {
     fn is_empty(&self) -> bool {
-        self.0.attributes.is_empty() && self.0.manager.is_none()
+        self.0.attributes().is_empty() && self.0.manager.is_none()
     }
 }
 
@@ -177,11 +327,11 @@ impl Serialize for User {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         StoredRef {
             external_id: &self.external_id,
-            email: &self.email,
-            employee_id: &self.employee_id,
-            first_name: &self.first_name,
-            last_name: &self.last_name,
-            language: &self.language,
+            email: self.email(),
+            employee_id: self.employee_id(),
+            first_name: self.first_name(),
+            last_name: self.last_name(),
+            language: self.language(),
             active: self.active,
             attributes: StoredAttributes(self),
         }
@@ -193,7 +343,7 @@ impl<'de> Deserialize<'de> for User {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<User, D::Error> {
         let Stored { external_id, email, employee_id, first_name, last_name, language, active, mut attributes } = Stored::deserialize(d)?;
         let manager = attributes.remove(MANAGER_ATTRIBUTE).map(Str::from);
-        Ok(User { external_id, email, employee_id, first_name, last_name, language, active, manager, attributes })
+        Ok(User::from(UserFields { external_id, email, employee_id, first_name, last_name, language, active, manager, attributes }))
     }
 }
 
@@ -234,11 +384,11 @@ pub struct FileFingerprint {
 /// Users for the unit tests of the pure modules (plan, changes): one shape, one place.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use super::User;
+    use super::{User, UserFields};
 
     /// Ann Lee, `id`@example.com, employee id `id`, with a title.
     pub(crate) fn user(id: &str, active: bool, title: &str) -> User {
-        let mut u = User {
+        User::from(UserFields {
             external_id: id.into(),
             email: Some(format!("{id}@example.com").into()),
             employee_id: Some(id.into()),
@@ -247,10 +397,8 @@ pub(crate) mod fixtures {
             language: "en".into(),
             active,
             manager: None,
-            attributes: Default::default(),
-        };
-        u.attributes.insert("title", title);
-        u
+            attributes: [("title", title)].into(),
+        })
     }
 }
 
@@ -263,7 +411,7 @@ mod tests {
     /// is SHA-256 of the documented byte layout, computed outside Rust (Python hashlib).
     #[test]
     fn content_hash_is_stable() {
-        let u = User {
+        let u = User::from(UserFields {
             external_id: "E1".into(),
             email: Some("ann@example.com".into()),
             employee_id: Some("E1".into()),
@@ -273,15 +421,41 @@ mod tests {
             active: true,
             manager: None,
             attributes: [("title", "Zoë"), ("department", "R&D")].into(),
-        };
+        });
         assert_eq!(hex::encode(u.content_hash()), "aa7b2f6ee52ced0d8a43d1c1be702363");
+    }
+
+    /// A million users are held at once: the struct stays small, its text in one block.
+    #[test]
+    fn a_user_is_a_small_struct_that_takes_its_fields_apart_and_back() {
+        assert!(std::mem::size_of::<User>() <= 72, "{}", std::mem::size_of::<User>());
+        let f = UserFields {
+            external_id: "E3".into(),
+            email: Some("a.rather.long.address.for.the.inline.limit@example.com".into()),
+            employee_id: None,
+            first_name: "".into(),
+            last_name: "Lee".into(),
+            language: "de".into(),
+            active: false,
+            manager: Some("E1".into()),
+            attributes: [("title", "Lead"), ("department", "R&D")].into(),
+        };
+        let mut u = User::from(f.clone());
+        assert_eq!(u.fields(), f);
+        assert_eq!((u.email(), u.employee_id(), u.first_name(), u.language()), (f.email.as_deref(), None, "", "de"));
+        u.set_employee_id(Some("E3"));
+        u.set_attribute("site", "Paris");
+        u.remove_attribute("title");
+        assert_eq!(u.employee_id(), Some("E3"));
+        assert_eq!(u.attributes().iter().collect::<Vec<_>>(), [("department", "R&D"), ("site", "Paris")]);
+        assert_eq!(u.last_name(), "Lee", "the other fields kept across edits");
     }
 
     /// A user with a manager: the value and stored content the code had while the manager
     /// was the attribute `manager_id` (computed on that code, and with Python hashlib).
     #[test]
     fn content_hash_and_stored_content_with_a_manager_are_unchanged() {
-        let u = User {
+        let u = User::from(UserFields {
             external_id: "E2".into(),
             email: Some("bob@example.com".into()),
             employee_id: Some("E2".into()),
@@ -291,7 +465,7 @@ mod tests {
             active: true,
             manager: Some("E1".into()),
             attributes: [("title", "Lead"), ("department", "R&D"), ("site", "Paris")].into(),
-        };
+        });
         assert_eq!(hex::encode(u.content_hash()), "401e598352317e12b2cb224b9be45a45");
         let stored = r#"{"external_id":"E2","email":"bob@example.com","employee_id":"E2","first_name":"Bob","last_name":"Ray","language":"en","active":true,"attributes":{"department":"R&D","manager_id":"E1","site":"Paris","title":"Lead"}}"#;
         assert_eq!(serde_json::to_string(&u).unwrap(), stored);

@@ -1589,7 +1589,7 @@ mod tests {
     fn two_people_of_one_file_never_take_one_account() {
         // "b" has no email of its own here: both rows name a@example.com.
         let mut b = user("b", true, "x");
-        b.email = Some("a@example.com".into());
+        b.set_email(Some("a@example.com"));
         let p = run(Case { users: vec![user("a", true, "x"), b], existing: vec![ext("P1", None, Some("a@example.com"))], ..base() });
         assert_eq!(shape(&p), vec![(OpKind::Update, "P1".into(), "a".into())]);
         assert_eq!(p.conflicts.len(), 1);
@@ -1600,7 +1600,7 @@ mod tests {
     fn rehire_case(old_in_file: Option<bool>, old_active: bool, on_missing: OnMissing) -> (Plan, HashMap<String, String>) {
         let old = user("old", old_active, "x");
         let mut new = user("new", true, "x");
-        new.email = Some("old@example.com".into());
+        new.set_email(Some("old@example.com"));
         let mut users = vec![new, user("k", true, "x")];
         if let Some(active) = old_in_file {
             users.push(user("old", active, "x"));

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rostersync::config::{self, PlatformAuth};
-use rostersync::model::User;
+use rostersync::model::{User, UserFields};
 use rostersync::plan::Op;
 use rostersync::platform::scim::ScimClient;
 use rostersync::platform::{OpOutcome, PlatformError};
@@ -39,7 +39,7 @@ fn platform(base: &str) -> config::Platform {
 }
 
 fn user(id: &str, last: &str) -> User {
-    User {
+    User::from(UserFields {
         external_id: id.into(),
         email: Some(format!("{}@example.com", id.to_lowercase()).into()),
         employee_id: Some(id.into()),
@@ -49,7 +49,7 @@ fn user(id: &str, last: &str) -> User {
         active: true,
         manager: None,
         attributes: rostersync::model::Attributes::from([("title".to_string(), "Engineer".to_string())]),
-    }
+    })
 }
 
 /// A server that has no PATCH (so every update is a read-merge-write) and, with `etag`,

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rostersync::config::{self, PlatformAuth};
-use rostersync::model::User;
+use rostersync::model::{User, UserFields};
 use rostersync::plan::Op;
 use rostersync::platform::OpOutcome;
 use rostersync::platform::scim::ScimClient;
@@ -129,7 +129,7 @@ fn platform_with(base: &str, bulk: bool) -> config::Platform {
 }
 
 fn user(id: &str, email: &str) -> User {
-    User {
+    User::from(UserFields {
         external_id: id.into(),
         email: Some(email.into()),
         employee_id: Some(id.into()),
@@ -139,7 +139,7 @@ fn user(id: &str, email: &str) -> User {
         active: true,
         manager: None,
         attributes: Default::default(),
-    }
+    })
 }
 
 async fn apply(client: &ScimClient, ops: Vec<Op>) -> Vec<OpOutcome> {

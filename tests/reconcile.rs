@@ -533,16 +533,18 @@ async fn the_marker_and_the_reports_of_a_manager_in_the_sqlite_store() {
     store.clear_reconcile("acme").await.unwrap();
     assert_eq!(store.reconcile_mark("acme").await.unwrap(), None);
 
-    let user = |id: &str, manager: Option<&str>| rostersync::model::User {
-        external_id: id.into(),
-        email: Some(format!("{id}@example.com").into()),
-        employee_id: Some(id.into()),
-        first_name: "A".into(),
-        last_name: "B".into(),
-        language: "en".into(),
-        active: true,
-        manager: manager.map(Into::into),
-        attributes: Default::default(),
+    let user = |id: &str, manager: Option<&str>| {
+        rostersync::model::User::from(rostersync::model::UserFields {
+            external_id: id.into(),
+            email: Some(format!("{id}@example.com").into()),
+            employee_id: Some(id.into()),
+            first_name: "A".into(),
+            last_name: "B".into(),
+            language: "en".into(),
+            active: true,
+            manager: manager.map(Into::into),
+            attributes: Default::default(),
+        })
     };
     let writes: Vec<SnapshotWrite> = [("E1", None), ("E2", Some("E1")), ("E3", Some("E1")), ("E4", Some("E2"))]
         .into_iter()

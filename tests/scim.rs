@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rostersync::config::{self, PlatformAuth, SyncRule};
 use rostersync::exit::{Classify, Exit};
-use rostersync::model::User;
+use rostersync::model::{User, UserFields};
 use rostersync::plan::{self, Op, OpKind, PlanInput};
 use rostersync::platform::scim::ScimClient;
 use rostersync::platform::{ManagerLink, OpOutcome, Platform, PlatformError};
@@ -61,7 +61,7 @@ fn user(id: &str, first: &str, last: &str, manager: Option<&str>) -> User {
         ("cost_center".to_string(), "CC-1".to_string()),
         ("hire_date".to_string(), "2020-01-02T00:00:00".to_string()),
     ]);
-    User {
+    User::from(UserFields {
         external_id: id.into(),
         email: Some(format!("{}@example.com", id.to_lowercase()).into()),
         employee_id: Some(id.into()),
@@ -71,7 +71,7 @@ fn user(id: &str, first: &str, last: &str, manager: Option<&str>) -> User {
         active: true,
         manager: manager.map(Into::into),
         attributes,
-    }
+    })
 }
 
 async fn connect(base: &str, bulk: bool) -> ScimClient {
@@ -123,12 +123,12 @@ fn assert_state(server: &ScimServer, expected: &[User]) {
     for u in expected {
         let s = &got[u.external_id.as_str()];
         assert_eq!(s["userName"], json!(u.user_name()), "{}", u.external_id);
-        assert_eq!(s["name"]["givenName"], json!(u.first_name), "{}", u.external_id);
-        assert_eq!(s["name"]["familyName"], json!(u.last_name), "{}", u.external_id);
+        assert_eq!(s["name"]["givenName"], json!(u.first_name()), "{}", u.external_id);
+        assert_eq!(s["name"]["familyName"], json!(u.last_name()), "{}", u.external_id);
         assert_eq!(s["active"], json!(u.active), "{}", u.external_id);
-        assert_eq!(s["emails"][0]["value"], json!(u.email), "{}", u.external_id);
-        assert_eq!(s[ENT]["department"].as_str(), u.attributes.get("department"), "{}", u.external_id);
-        assert_eq!(s["title"].as_str(), u.attributes.get("title"), "{}", u.external_id);
+        assert_eq!(s["emails"][0]["value"], json!(u.email()), "{}", u.external_id);
+        assert_eq!(s[ENT]["department"].as_str(), u.attributes().get("department"), "{}", u.external_id);
+        assert_eq!(s["title"].as_str(), u.attributes().get("title"), "{}", u.external_id);
         if let Some(m) = u.manager().filter(|m| got.contains_key(*m)) {
             assert_eq!(s[ENT]["manager"]["value"], got[m]["id"], "{}'s manager", u.external_id);
         }
@@ -182,9 +182,9 @@ async fn lifecycle(bulk: bool) {
     // Updates (one with the previous content, one replacing everything), a deactivation,
     // a deletion; E5 now reports to E3, created in the first push.
     let previous = users[0].clone();
-    users[0].last_name = "Developer".into();
-    users[0].attributes.insert("department", "Platform");
-    users[1].attributes.remove("title");
+    users[0].set_last_name("Developer");
+    users[0].set_attribute("department", "Platform");
+    users[1].remove_attribute("title");
     users[4].manager = Some("E3".into());
     users[2].active = false;
     let ops = vec![
@@ -233,7 +233,7 @@ async fn updates_report_their_manager_link(bulk: bool) {
     let ids = applied(&outcomes);
     let update = |u: &User, manager: &str| {
         let mut new = u.clone();
-        new.last_name.push_str("-moved");
+        new.set_last_name(&format!("{}-moved", new.last_name()));
         new.manager = Some(manager.into());
         Op::Update {
             platform_id: ids[u.external_id.as_str()].clone(),
@@ -316,7 +316,7 @@ async fn first_sync_adopts_existing_users_instead_of_duplicating() {
     for u in &users {
         let s = &held[u.external_id.as_str()];
         assert_eq!(s["userName"], json!(u.user_name()));
-        assert_eq!(s["name"]["givenName"], json!(u.first_name));
+        assert_eq!(s["name"]["givenName"], json!(u.first_name()));
     }
     assert_eq!(held["C1"][ENT]["manager"]["value"], json!(ids["B1"]));
     assert_eq!(held["B1"][ENT]["manager"]["value"], json!(ids["A1"]));
@@ -358,7 +358,7 @@ async fn bad_user_fails_alone(bulk: bool) {
     let server = ScimServer::start_with_custom_schema(&[]);
     let client = connect(&server.base_url, bulk).await;
     let mut bad = user("BAD", "Bad", "Date", None);
-    bad.attributes.insert("hire_date", "not a date");
+    bad.set_attribute("hire_date", "not a date");
     let good = vec![user("G1", "Gus", "One", None), user("G2", "Gia", "Two", None)];
     let mut ops: Vec<Op> = good.iter().map(|u| Op::Create { user: Box::new(u.clone()) }).collect();
     ops.insert(1, Op::Create { user: Box::new(bad) });
@@ -551,7 +551,7 @@ async fn faults_leave_exactly_the_export(bulk: bool) {
         match i % 4 {
             0 if i > 0 => {
                 let prev = u.clone();
-                u.last_name.push_str("-changed");
+                u.set_last_name(&format!("{}-changed", u.last_name()));
                 ops.push(Op::Update {
                     platform_id: ids[u.external_id.as_str()].clone(),
                     user: Box::new(u.clone()),
@@ -631,7 +631,7 @@ async fn without_patch_updates_use_put_and_listing_pages() {
     let ids = applied(&outcomes);
     assert_eq!(client.existing_users(&Budget::default()).await.unwrap().len(), 5, "all pages read");
 
-    users[1].last_name = "Changed".into();
+    users[1].set_last_name("Changed");
     users[2].active = false;
     let ops = vec![
         Op::Update { platform_id: ids["N1"].clone(), user: Box::new(users[1].clone()), adopt: false, previous: None },

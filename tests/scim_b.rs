@@ -13,7 +13,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use rostersync::config::{self, PlatformAuth};
-use rostersync::model::User;
+use rostersync::model::{User, UserFields};
 use rostersync::plan::{Op, OpKind};
 use rostersync::platform::scim::ScimClient;
 use rostersync::platform::{OpOutcome, Platform, PlatformError};
@@ -62,7 +62,7 @@ fn user(id: &str, first: &str, last: &str, manager: Option<&str>) -> User {
         ("department".to_string(), "Engineering".to_string()),
         ("title".to_string(), "Engineer".to_string()),
     ]);
-    User {
+    User::from(UserFields {
         external_id: id.into(),
         email: Some(format!("{}@example.com", id.to_lowercase()).into()),
         employee_id: Some(id.into()),
@@ -72,7 +72,7 @@ fn user(id: &str, first: &str, last: &str, manager: Option<&str>) -> User {
         active: true,
         manager: manager.map(Into::into),
         attributes,
-    }
+    })
 }
 
 async fn apply(client: &ScimClient, ops: Vec<Op>, known: HashMap<String, String>) -> (Result<(), PlatformError>, Vec<OpOutcome>) {
@@ -110,10 +110,10 @@ fn assert_core_state(server: &DjangoScim, expected: &[User]) {
     for u in expected {
         let s = &got[u.external_id.as_str()];
         assert_eq!(s["userName"], json!(u.user_name()), "{}", u.external_id);
-        assert_eq!(s["name"]["givenName"], json!(u.first_name), "{}", u.external_id);
-        assert_eq!(s["name"]["familyName"], json!(u.last_name), "{}", u.external_id);
+        assert_eq!(s["name"]["givenName"], json!(u.first_name()), "{}", u.external_id);
+        assert_eq!(s["name"]["familyName"], json!(u.last_name()), "{}", u.external_id);
         assert_eq!(s["active"], json!(u.active), "{}", u.external_id);
-        assert_eq!(s["emails"][0]["value"], json!(u.email), "{}", u.external_id);
+        assert_eq!(s["emails"][0]["value"], json!(u.email()), "{}", u.external_id);
     }
 }
 
@@ -149,12 +149,12 @@ async fn django_scim2_lifecycle_without_bulk_and_with_partial_patch() {
     // A name change (PATCH it takes), a title change (a PATCH it refuses with 501: the
     // rest of the run goes read-merge-write), a deactivation, a deletion.
     let prev_e3 = users[0].clone();
-    users[0].last_name = "Developer".into();
+    users[0].set_last_name("Developer");
     let prev_e2 = users[1].clone();
-    users[1].attributes.insert("title", "Lead");
-    users[1].first_name = "Robert".into();
+    users[1].set_attribute("title", "Lead");
+    users[1].set_first_name("Robert");
     let prev_e4 = users[3].clone();
-    users[3].last_name = "Later".into();
+    users[3].set_last_name("Later");
     users[4].active = false;
     let platform_ids = ids.clone();
     let update = |u: &User, prev: User| Op::Update {
@@ -212,8 +212,8 @@ async fn django_scim2_patch_refusal_is_remembered_for_the_run() {
     let mut ops = Vec::new();
     for u in &mut users {
         let prev = u.clone();
-        u.attributes.insert("title", "Changed");
-        u.last_name = format!("{}-x", u.last_name).into();
+        u.set_attribute("title", "Changed");
+        u.set_last_name(&format!("{}-x", u.last_name()));
         ops.push(Op::Update {
             platform_id: ids[u.external_id.as_str()].clone(),
             user: Box::new(u.clone()),
@@ -333,8 +333,8 @@ async fn refused_patch_falls_back_to_put_that_keeps_what_others_set() {
     }
 
     let prev = users[0].clone();
-    users[0].last_name = "Changed".into();
-    users[0].attributes.remove("title");
+    users[0].set_last_name("Changed");
+    users[0].remove_attribute("title");
     users[1].active = false;
     let ops = vec![
         Op::Update { platform_id: ids["F1"].clone(), user: Box::new(users[0].clone()), adopt: false, previous: Some(Box::new(prev)) },
@@ -348,7 +348,7 @@ async fn refused_patch_falls_back_to_put_that_keeps_what_others_set() {
         assert_eq!(held["phoneNumbers"][0]["value"], "+44 20 7946 0000", "{ext}: phone number kept: {held}");
         assert_eq!(held["nickName"], "ace", "{ext}: nickName kept");
         let u = users.iter().find(|u| u.external_id == *ext).unwrap();
-        assert_eq!(held["name"]["familyName"], json!(u.last_name), "{ext}");
+        assert_eq!(held["name"]["familyName"], json!(u.last_name()), "{ext}");
         assert_eq!(held["active"], json!(u.active), "{ext}");
     }
     let f1 = server.get(&format!("/Users/{}", ids["F1"]));

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rostersync::config;
-use rostersync::model::{FileFingerprint, User};
+use rostersync::model::{FileFingerprint, User, UserFields};
 use rostersync::report::{Counts, Report, RunOutcome};
 use rostersync::state::prelude::*;
 use rostersync::state::{self, SlotClaim, SnapshotWrite, SqliteStore, StateError, Store};
 use support::postgres::{PASSWORD, Postgres};
 
 fn user(id: &str, active: bool) -> User {
-    User {
+    User::from(UserFields {
         external_id: id.into(),
         email: Some(format!("{id}@example.com").into()),
         employee_id: Some(id.into()),
@@ -25,7 +25,7 @@ fn user(id: &str, active: bool) -> User {
         active,
         manager: None,
         attributes: [("department".to_string(), "People & Culture".to_string())].into(),
-    }
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -357,7 +357,7 @@ const EDGE: &[&str] = &[
 
 fn edge_user(i: usize) -> User {
     let e = |k: usize| EDGE[(i + k) % EDGE.len()];
-    User {
+    User::from(UserFields {
         external_id: format!("{}{i}", e(0)).into(),
         email: if i.is_multiple_of(3) { None } else { Some(format!("{}{i}@example.com", e(1)).into()) },
         employee_id: Some(e(2).into()),
@@ -367,7 +367,7 @@ fn edge_user(i: usize) -> User {
         active: !i.is_multiple_of(4),
         manager: if i.is_multiple_of(2) { None } else { Some(e(2).into()) },
         attributes: [("department", e(6)), (e(1), e(2))].into(),
-    }
+    })
 }
 
 async fn large_batches_with_edge_strings_round_trip_exactly(f: Fixture) {
@@ -375,7 +375,8 @@ async fn large_batches_with_edge_strings_round_trip_exactly(f: Fixture) {
     // More users than one chunk of the snapshot load (50,000), in batches as large as sync's
     // biggest, with an empty external id (sorts first) among them.
     let n = 55_000;
-    let users: Vec<User> = (0..n).map(edge_user).chain([User { external_id: "".into(), ..edge_user(1) }]).collect();
+    let users: Vec<User> =
+        (0..n).map(edge_user).chain([User::from(UserFields { external_id: "".into(), ..edge_user(1).fields() })]).collect();
     for (b, chunk) in users.chunks(10_000).enumerate() {
         let batch: Vec<SnapshotWrite> = chunk
             .iter()
@@ -450,7 +451,7 @@ async fn a_mixed_batch_applies_in_order(f: Fixture) {
     .unwrap();
     let snap = s.snapshot("acme").await.unwrap();
     assert_eq!(snap.len(), 2, "a was removed after its upsert");
-    let b_off = User { active: false, ..b.clone() };
+    let b_off = User::from(UserFields { active: false, ..b.fields() });
     assert!(!snap[b.external_id.as_str()].active);
     assert_eq!(snap[b.external_id.as_str()].hash, b_off.content_hash());
     assert_eq!(snap[c.external_id.as_str()].platform_id, "pc2", "the later upsert wins");
@@ -571,7 +572,7 @@ async fn a_long_push_keeps_its_wal_small_by_checkpoints_beside_the_writer() {
         let batch: Vec<SnapshotWrite> = (0..2000)
             .map(|i| {
                 let mut u = user(&format!("E{b:02}{i:05}"), true);
-                u.attributes = [("title".to_string(), format!("{:0>400}", i))].into();
+                u.set_attributes(&[("title".to_string(), format!("{:0>400}", i))].into());
                 SnapshotWrite::Upsert { platform_id: format!("p{b}-{i}"), user: Box::new(u) }
             })
             .collect();
@@ -838,7 +839,7 @@ async fn the_reconcile_marker_is_set_replaced_and_cleared(f: Fixture) {
 
 async fn reports_of_finds_the_people_of_a_manager(f: Fixture) {
     let s = f.open().await;
-    let of = |id: &str, m: Option<&str>| User { manager: m.map(Into::into), ..user(id, true) };
+    let of = |id: &str, m: Option<&str>| User::from(UserFields { manager: m.map(Into::into), ..user(id, true).fields() });
     let up = |u: User, p: &str| SnapshotWrite::Upsert { platform_id: p.into(), user: Box::new(u) };
     s.write(
         "acme",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rostersync::config;
-use rostersync::model::User;
+use rostersync::model::{User, UserFields};
 use rostersync::report::{Counts, Report, RunOutcome};
 use rostersync::state::prelude::*;
 use rostersync::state::{self, SnapshotWrite, Store};
@@ -58,7 +58,7 @@ fn fill(dir: &Path) -> PathBuf {
 }
 
 fn user(id: &str) -> User {
-    User {
+    User::from(UserFields {
         external_id: id.into(),
         email: Some(format!("{id}@example.com").into()),
         employee_id: Some(id.into()),
@@ -69,7 +69,7 @@ fn user(id: &str) -> User {
         manager: None,
         // Big enough that a batch of them needs far more than the space left.
         attributes: [("notes".to_string(), format!("{id} ").repeat(200))].into(),
-    }
+    })
 }
 
 fn batch(from: usize, n: usize) -> Vec<SnapshotWrite> {

@@ -21,11 +21,16 @@ pub struct Attributes {
     buf: Box<[u8]>,
 }
 
-const HEAD: usize = 6;
+pub(super) const HEAD: usize = 6;
 
 impl Attributes {
     pub fn new() -> Attributes {
         Attributes::default()
+    }
+
+    /// The entries, borrowed: the same reading methods a user's attributes have.
+    pub fn view(&self) -> AttributesRef<'_> {
+        AttributesRef { buf: &self.buf }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -33,25 +38,12 @@ impl Attributes {
     }
 
     pub fn len(&self) -> usize {
-        self.iter().count()
+        self.view().len()
     }
 
     /// Entries in key order.
     pub fn iter(&self) -> Iter<'_> {
-        Iter { buf: &self.buf }
-    }
-
-    /// Entries as bytes, in key order, without decoding: for hashing.
-    pub(crate) fn raw_entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut rest: &[u8] = &self.buf;
-        std::iter::from_fn(move || {
-            if rest.len() < HEAD {
-                return None;
-            }
-            let (k, v, next) = split(rest);
-            rest = next;
-            Some((k, v))
-        })
+        self.view().iter()
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
@@ -59,17 +51,7 @@ impl Attributes {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        // Compares raw key bytes (UTF-8 orders as its bytes do) and decodes only the value.
-        let mut rest: &[u8] = &self.buf;
-        while rest.len() >= HEAD {
-            let (k, v, next) = split(rest);
-            match k.cmp(key.as_bytes()) {
-                std::cmp::Ordering::Less => rest = next,
-                std::cmp::Ordering::Equal => return Some(std::str::from_utf8(v).unwrap_or_default()),
-                std::cmp::Ordering::Greater => return None,
-            }
-        }
-        None
+        self.view().get(key)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -100,23 +82,123 @@ impl Attributes {
     /// Packs entries already sorted by key with no key twice (the mapping's attributes,
     /// sorted once per file), skipping the sort of `collect`.
     pub fn from_sorted<'a>(entries: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Attributes {
-        debug_assert!(entries.clone().zip(entries.clone().skip(1)).all(|(a, b)| a.0 < b.0), "keys sorted and unique");
-        let total: usize = entries.clone().map(|(k, v)| HEAD + k.len() + v.len()).sum();
-        let mut buf = Vec::with_capacity(total);
-        for (k, v) in entries {
-            // Attribute names are identifiers from the mapping file and values cells of an
-            // export, far below these limits; cut at a char boundary all the same.
-            let (k, v) = (cut(k, u16::MAX as usize), cut(v, u32::MAX as usize));
-            buf.extend_from_slice(&(k.len() as u16).to_le_bytes());
-            buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            buf.extend_from_slice(k.as_bytes());
-            buf.extend_from_slice(v.as_bytes());
-        }
+        let mut buf = Vec::with_capacity(packed_len(entries.clone()));
+        pack(&mut buf, entries);
         Attributes { buf: buf.into_boxed_slice() }
     }
 }
 
-fn cut(s: &str, max: usize) -> &str {
+/// Bytes `pack` writes for these entries.
+pub(super) fn packed_len<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> usize {
+    entries.map(|(k, v)| HEAD + k.len().min(u16::MAX as usize) + v.len().min(u32::MAX as usize)).sum()
+}
+
+/// Appends entries sorted by key with no key twice, in the layout above: the one writer of
+/// both `Attributes` and the attributes inside a user's packed block (`super::details`).
+pub(super) fn pack<'a>(buf: &mut Vec<u8>, entries: impl Iterator<Item = (&'a str, &'a str)> + Clone) {
+    debug_assert!(entries.clone().zip(entries.clone().skip(1)).all(|(a, b)| a.0 < b.0), "keys sorted and unique");
+    for (k, v) in entries {
+        // Attribute names are identifiers from the mapping file and values cells of an
+        // export, far below these limits; cut at a char boundary all the same.
+        let (k, v) = (cut(k, u16::MAX as usize), cut(v, u32::MAX as usize));
+        buf.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        buf.extend_from_slice(k.as_bytes());
+        buf.extend_from_slice(v.as_bytes());
+    }
+}
+
+/// Attributes borrowed from where they are packed (an `Attributes`, or a user's block).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AttributesRef<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> AttributesRef<'a> {
+    /// Entries packed by `pack`.
+    pub(super) fn packed(buf: &'a [u8]) -> AttributesRef<'a> {
+        AttributesRef { buf }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn len(self) -> usize {
+        self.iter().count()
+    }
+
+    /// Entries in key order.
+    pub fn iter(self) -> Iter<'a> {
+        Iter { buf: self.buf }
+    }
+
+    pub fn keys(self) -> impl Iterator<Item = &'a str> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    /// Entries as bytes, in key order, without decoding: for hashing.
+    pub(crate) fn raw_entries(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        let mut rest: &[u8] = self.buf;
+        std::iter::from_fn(move || {
+            if rest.len() < HEAD {
+                return None;
+            }
+            let (k, v, next) = split(rest);
+            rest = next;
+            Some((k, v))
+        })
+    }
+
+    pub fn get(self, key: &str) -> Option<&'a str> {
+        // Compares raw key bytes (UTF-8 orders as its bytes do) and decodes only the value.
+        let mut rest: &[u8] = self.buf;
+        while rest.len() >= HEAD {
+            let (k, v, next) = split(rest);
+            match k.cmp(key.as_bytes()) {
+                std::cmp::Ordering::Less => rest = next,
+                std::cmp::Ordering::Equal => return Some(std::str::from_utf8(v).unwrap_or_default()),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+
+    pub fn contains_key(self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// An owned copy.
+    pub fn to_owned(self) -> Attributes {
+        Attributes { buf: self.buf.into() }
+    }
+}
+
+impl fmt::Debug for AttributesRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for AttributesRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.iter() {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'a> IntoIterator for AttributesRef<'a> {
+    type Item = (&'a str, &'a str);
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+pub(super) fn cut(s: &str, max: usize) -> &str {
     s.get(..s.floor_char_boundary(max.min(s.len()))).unwrap_or_default()
 }
 
@@ -189,18 +271,14 @@ impl<'a> IntoIterator for &'a Attributes {
 
 impl fmt::Debug for Attributes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
+        self.view().fmt(f)
     }
 }
 
 /// A JSON object, as the `BTreeMap` it replaces: stored snapshots read the same.
 impl Serialize for Attributes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        for (k, v) in self.iter() {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
+        self.view().serialize(s)
     }
 }
 

@@ -193,7 +193,7 @@ fn identity_change(prev: &User, new: &User) -> Option<Example> {
     if !eq(prev.user_name(), new.user_name()) {
         return Some(example(new, "userName", prev.user_name(), new.user_name()));
     }
-    let (a, b) = (prev.email.as_deref().unwrap_or_default(), new.email.as_deref().unwrap_or_default());
+    let (a, b) = (prev.email().unwrap_or_default(), new.email().unwrap_or_default());
     (!eq(a, b)).then(|| example(new, "email", a, b))
 }
 
@@ -203,7 +203,7 @@ fn example(u: &User, field: &str, before: &str, after: &str) -> Example {
 
 /// The optional values a person can lose: email, employee id, manager, each attribute.
 fn optional_values(u: &User) -> impl Iterator<Item = (&str, &str)> {
-    [("email", u.email.as_deref()), ("employee_id", u.employee_id.as_deref())]
+    [("email", u.email()), ("employee_id", u.employee_id())]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .chain(u.stored_attributes())
@@ -228,6 +228,7 @@ fn most_blanked(updates: &[(&User, &User)]) -> Option<(String, Vec<Example>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::UserFields;
     use crate::model::{Attributes, Str};
 
     fn user(id: &str, email: Option<&str>, dept: Option<&str>) -> User {
@@ -235,7 +236,7 @@ mod tests {
         if let Some(d) = dept {
             attributes.insert("department", d);
         }
-        User {
+        User::from(UserFields {
             external_id: Str::from(id),
             email: email.map(Str::from),
             employee_id: Some(Str::from(id)),
@@ -245,7 +246,7 @@ mod tests {
             active: true,
             manager: None,
             attributes,
-        }
+        })
     }
 
     fn update(prev: User, new: User) -> Op {
@@ -346,7 +347,7 @@ mod tests {
         let renamed = ops(60, |i| {
             let id = format!("E{i}");
             let mut after = user(&id, Some("a@x.example"), None);
-            after.last_name = Str::from("Byron");
+            after.set_last_name("Byron");
             (user(&id, Some("a@x.example"), None), after)
         });
         let o = check(&renamed, 100, 0, &ChangeBudget::default()).expect("stopped");

@@ -44,7 +44,7 @@ impl GroupRule {
     pub fn names_of(&self, user: &User) -> BTreeSet<String> {
         self.from
             .iter()
-            .filter_map(|a| user.attributes.get(a))
+            .filter_map(|a| user.attributes().get(a))
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .map(|v| format!("{}{v}", self.prefix))
@@ -377,7 +377,7 @@ mod tests {
     fn person(id: &str, dept: &str, active: bool) -> User {
         let mut u = user(id, active, "Engineer");
         if !dept.is_empty() {
-            u.attributes.insert("department", dept);
+            u.set_attribute("department", dept);
         }
         u
     }
@@ -521,7 +521,7 @@ mod tests {
     fn two_attributes_with_one_value_make_one_group_and_a_dry_runs_new_person_is_named() {
         let r = GroupRule { from: vec!["department".into(), "division".into()], prefix: String::new(), chunk: None };
         let mut u = person("E1", "Sales", true);
-        u.attributes.insert("division", "Sales");
+        u.set_attribute("division", "Sales");
         let d = desired(&r, &[("E1", None, u)]);
         assert_eq!(d.groups.len(), 1);
         let p = plan(&d, &Current::default(), &HashMap::new(), 100);

@@ -62,7 +62,7 @@ fn account_logins(a: &Existing) -> impl Iterator<Item = String> + '_ {
 
 /// The logins of a person: their email and their userName (which may be the employee id).
 fn person_logins(u: &User) -> Vec<String> {
-    let mut v: Vec<String> = u.email.iter().map(|e| fold(e)).chain([fold(u.user_name())]).filter(|s| !s.is_empty()).collect();
+    let mut v: Vec<String> = u.email().iter().map(|e| fold(e)).chain([fold(u.user_name())]).filter(|s| !s.is_empty()).collect();
     v.dedup();
     v
 }
@@ -138,8 +138,8 @@ mod tests {
 
     fn person(id: &str, email: Option<&str>) -> User {
         let mut u = crate::model::fixtures::user(id, true, "");
-        u.email = email.map(Into::into);
-        u.employee_id = None;
+        u.set_email(email);
+        u.set_employee_id(None);
         u
     }
 

@@ -152,7 +152,7 @@ pub fn dates_changed(ops: &[Op], columns: &[DateColumn], last: Option<(&ColumnFi
             .filter(|o| o.kind() == OpKind::Update)
             .filter_map(|o| match o {
                 Op::Update { user, previous: Some(prev), adopt: false, .. } => {
-                    let (a, b) = (prev.attributes.get(c.attribute)?.trim(), user.attributes.get(c.attribute)?.trim());
+                    let (a, b) = (prev.attributes().get(c.attribute)?.trim(), user.attributes().get(c.attribute)?.trim());
                     (!a.is_empty() && !b.is_empty() && a != b).then(|| (user.external_id.to_string(), a.to_string(), b.to_string()))
                 }
                 _ => None,
@@ -191,6 +191,7 @@ fn day_month_exchanged(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::UserFields;
     use crate::model::{Attributes, Str, User};
 
     fn fill(rows: u64, cols: &[(&str, u64)]) -> ColumnFill {
@@ -238,7 +239,7 @@ mod tests {
     fn user(id: &str, hired: &str) -> User {
         let mut attributes = Attributes::new();
         attributes.insert("hire_date", hired);
-        User {
+        User::from(UserFields {
             external_id: Str::from(id),
             email: None,
             employee_id: None,
@@ -248,7 +249,7 @@ mod tests {
             active: true,
             manager: None,
             attributes,
-        }
+        })
     }
 
     fn update(id: &str, was: &str, now: &str) -> Op {

@@ -77,7 +77,7 @@ pub fn order(ops: Vec<Op>, tag: &str) -> Staged {
     for &b in &breakers {
         if let Op::Update { platform_id, user, previous, .. } = &ops[b] {
             let mut tmp = user.clone();
-            tmp.email = user.email.as_deref().map(|e| temporary_email(e, tag).into());
+            tmp.set_email(user.email().map(|e| temporary_email(e, tag)).as_deref());
             staged.temporary.insert(user.external_id.to_string());
             temps.push(Op::Update { platform_id: platform_id.clone(), user: tmp, adopt: false, previous: previous.clone() });
         }
@@ -108,7 +108,8 @@ fn break_cycles(ops: &[Op], after: &mut [Option<usize>]) -> (Vec<usize>, Vec<usi
                 2 => break,
                 1 => {
                     let cycle = &path[path.iter().position(|p| *p == i).unwrap_or(0)..];
-                    let with_email = cycle.iter().copied().filter(|c| matches!(&ops[*c], Op::Update { user, .. } if user.email.is_some()));
+                    let with_email =
+                        cycle.iter().copied().filter(|c| matches!(&ops[*c], Op::Update { user, .. } if user.email().is_some()));
                     if let Some(b) = with_email.min_by_key(|c: &usize| ops[*c].external_id().to_string()) {
                         // Whoever waited for the breaker's login waits for the temporary rename.
                         for (w, a) in after.iter_mut().enumerate().filter(|(_, a)| **a == Some(b)) {
@@ -162,7 +163,7 @@ mod tests {
 
     fn person(id: &str, email: &str) -> User {
         let mut u = crate::model::fixtures::user(id, true, "x");
-        u.email = Some(email.into());
+        u.set_email(Some(email));
         u
     }
 
@@ -183,7 +184,7 @@ mod tests {
                 st.iter()
                     .map(|o| match o {
                         Op::Create { user } | Op::Update { user, .. } => {
-                            (user.external_id.to_string(), user.email.as_deref().unwrap_or("").to_string())
+                            (user.external_id.to_string(), user.email().unwrap_or("").to_string())
                         }
                         o => (o.external_id().to_string(), String::new()),
                     })
@@ -227,7 +228,7 @@ mod tests {
         );
         // The temporary rename's diff is against the previous content: it frees a's login.
         let Op::Update { previous: Some(p), .. } = &staged.stages[0][0] else { panic!() };
-        assert_eq!(p.email.as_deref(), Some("a@x.org"));
+        assert_eq!(p.email(), Some("a@x.org"));
     }
 
     #[test]

@@ -321,12 +321,13 @@ pub(super) async fn after_run<S: StateStore>(store: &S, cfg: &crate::config::Con
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::UserFields;
     use crate::model::{RowError, SourcedUser, User};
     use crate::plan::SnapshotEntry;
 
     fn user(id: &str) -> SourcedUser {
         SourcedUser {
-            user: Box::new(User {
+            user: Box::new(User::from(UserFields {
                 external_id: id.into(),
                 email: None,
                 employee_id: None,
@@ -336,7 +337,7 @@ mod tests {
                 active: true,
                 manager: None,
                 attributes: Default::default(),
-            }),
+            })),
             line: 2,
         }
     }

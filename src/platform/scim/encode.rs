@@ -145,20 +145,20 @@ impl Encoder {
     ) {
         f(None, "externalId", Field::Str(&user.external_id));
         f(None, "userName", Field::Str(user.user_name()));
-        f(None, "name.givenName", Field::Str(&user.first_name));
-        f(None, "name.familyName", Field::Str(&user.last_name));
-        if let Some(email) = &user.email {
+        f(None, "name.givenName", Field::Str(user.first_name()));
+        f(None, "name.familyName", Field::Str(user.last_name()));
+        if let Some(email) = &user.email() {
             f(None, "emails", Field::WorkEmail(email));
         }
-        f(None, "preferredLanguage", Field::Str(&user.language));
+        f(None, "preferredLanguage", Field::Str(user.language()));
         f(None, "active", Field::Bool(user.active));
-        if let Some(n) = user.employee_id.as_ref().filter(|_| self.enterprise_offered && !self.undefined("employee_id")) {
+        if let Some(n) = user.employee_id().as_ref().filter(|_| self.enterprise_offered && !self.undefined("employee_id")) {
             f(Some(ENTERPRISE), "employeeNumber", Field::Str(n));
         }
         if let Some(m) = manager.filter(|_| self.enterprise_offered && !self.undefined(crate::model::MANAGER_ATTRIBUTE)) {
             f(Some(ENTERPRISE), "manager", Field::Reference(m));
         }
-        for (k, v) in user.attributes.iter().filter(|(k, _)| !self.undefined(k)) {
+        for (k, v) in user.attributes().iter().filter(|(k, _)| !self.undefined(k)) {
             if k == "title" {
                 f(None, "title", Field::Str(v));
             } else if let Some((_, scim)) = ENTERPRISE_ATTRS.iter().find(|(a, _)| *a == k) {
@@ -246,7 +246,7 @@ impl Encoder {
                 ops.push(json!({"op": "replace", "value": Value::Object(self.nest(&rest))}));
                 // Ours: the work email, and a copy of the person's email an admin made
                 // without a type (compared without case by the filter), so it is not doubled.
-                let ours = match &user.email {
+                let ours = match &user.email() {
                     Some(e) => format!("emails[type eq \"work\" or value eq {}]", json!(e)),
                     None => WORK_EMAILS.to_string(),
                 };
@@ -354,6 +354,7 @@ fn same_value(ours: &Value, theirs: Option<&Value>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::UserFields;
 
     const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:rostersync:2.0:User";
 
@@ -362,7 +363,7 @@ mod tests {
     }
 
     fn user() -> User {
-        User {
+        User::from(UserFields {
             external_id: "E1".into(),
             email: Some("ada@example.com".into()),
             employee_id: Some("E1".into()),
@@ -375,7 +376,7 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        }
+        })
     }
 
     #[test]
@@ -430,9 +431,9 @@ mod tests {
     fn patch_sends_only_what_changed() {
         let old = user();
         let mut new = user();
-        new.last_name = "King".into();
-        new.attributes.remove("title");
-        new.attributes.insert("division", "R&D");
+        new.set_last_name("King");
+        new.remove_attribute("title");
+        new.set_attribute("division", "R&D");
         let p = enc().patch(&new, Some("m-1"), Some((&old, Some("m-1")))).unwrap();
         assert_eq!(
             p["Operations"],
@@ -471,14 +472,14 @@ mod tests {
         assert!(e.drifted(&u, Some("m-1"), &dropped, &kept), "another account keeps title: this one lost it");
         // A title set by hand on someone the export gives none.
         let mut plain = u.clone();
-        plain.attributes.remove("title");
+        plain.remove_attribute("title");
         assert!(e.drifted(&plain, Some("m-1"), &held, &kept));
     }
 
     #[test]
     fn patch_without_previous_replaces_and_clears_owned_attributes() {
         let mut u = user();
-        u.attributes.clear();
+        u.set_attributes(&Default::default());
         let p = enc().patch(&u, None, None).unwrap();
         let ops = p["Operations"].as_array().unwrap();
         assert_eq!(ops[0]["op"], "replace");
@@ -499,7 +500,7 @@ mod tests {
     fn an_email_change_addresses_the_work_email_only() {
         let old = user();
         let mut new = user();
-        new.email = Some("ada.king@example.com".into());
+        new.set_email(Some("ada.king@example.com"));
         let ops = |new: &User| enc().patch(new, Some("m-1"), Some((&old, Some("m-1")))).unwrap()["Operations"].clone();
         let changed = ops(&new);
         assert!(
@@ -509,7 +510,7 @@ mod tests {
                 .contains(&json!({"op": "replace", "path": format!("{WORK_EMAILS}.value"), "value": "ada.king@example.com"}))
         );
         assert!(!changed.as_array().unwrap().iter().any(|o| o["path"] == "emails" && o["op"] != "add"), "never the whole list: {changed}");
-        new.email = None;
+        new.set_email(None);
         assert!(ops(&new).as_array().unwrap().contains(&json!({"op": "remove", "path": WORK_EMAILS})));
     }
 }

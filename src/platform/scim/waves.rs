@@ -72,10 +72,11 @@ pub(super) fn manager_waves(creates: Vec<Op>) -> Vec<Vec<Op>> {
 mod tests {
     use super::*;
     use crate::model::User;
+    use crate::model::UserFields;
 
     fn create(id: &str, manager: Option<&str>) -> Op {
         Op::Create {
-            user: Box::new(User {
+            user: Box::new(User::from(UserFields {
                 external_id: id.into(),
                 email: None,
                 employee_id: Some(id.into()),
@@ -85,7 +86,7 @@ mod tests {
                 active: true,
                 manager: manager.map(Into::into),
                 attributes: Default::default(),
-            }),
+            })),
         }
     }
 

@@ -149,6 +149,7 @@ pub(super) fn string(out: &mut Vec<u8>, s: &str) {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::UserFields;
     use std::sync::Arc;
 
     use super::*;
@@ -174,7 +175,7 @@ mod tests {
     }
 
     fn users() -> Vec<User> {
-        let base = User {
+        let base = User::from(UserFields {
             external_id: "E1".into(),
             email: Some("ada@example.com".into()),
             employee_id: Some("E1".into()),
@@ -184,17 +185,17 @@ mod tests {
             active: true,
             manager: Some("E0".into()),
             attributes: [("title", "Engineer"), ("cost_center", "CC1"), ("hire_date", "2020-01-02")].into(),
-        };
-        let bare = User {
+        });
+        let bare = User::from(UserFields {
             email: None,
             employee_id: None,
             manager: None,
             active: false,
             attributes: Default::default(),
             first_name: "Zoë \"Zed\" \\ O'Brien\n\u{1}".into(),
-            ..base.clone()
-        };
-        let every = User {
+            ..base.clone().fields()
+        });
+        let every = User::from(UserFields {
             attributes: [
                 ("title", "Lead"),
                 ("department", "R&D"),
@@ -209,8 +210,8 @@ mod tests {
                 ("", "empty name"),
             ]
             .into(),
-            ..base.clone()
-        };
+            ..base.clone().fields()
+        });
         vec![base, bare, every]
     }
 

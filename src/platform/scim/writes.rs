@@ -238,7 +238,7 @@ impl Push {
     /// is this person's (the inner Err).
     async fn candidates(&self, sh: &Shared, user: &User) -> Result<Result<Vec<Existing>, Written>, PlatformError> {
         let mut lookups = vec![("externalId", user.external_id.as_str()), ("userName", user.user_name())];
-        if let Some(e) = user.email.as_deref() {
+        if let Some(e) = user.email() {
             lookups.push(("emails.value", e));
         }
         let mut out: Vec<Existing> = Vec::new();
