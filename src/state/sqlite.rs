@@ -116,7 +116,7 @@ impl SqliteStore {
         // upsert's statement journal went to a temporary file, and the WAL was copied into
         // the database every 4 MB (an fsync each). A 64 MiB cache (allocated as used),
         // statement journals in memory and a checkpoint every 64 MiB of WAL cut its work.
-        let writer_opts = opts.clone().pragma("cache_size", "-65536").pragma("temp_store", "memory").pragma("wal_autocheckpoint", "16384");
+        let writer_opts = opts.clone().pragma("cache_size", "-16384").pragma("temp_store", "memory").pragma("wal_autocheckpoint", "16384");
         let writer = connect_new_or_busy(writer_opts, 1).await.map_err(|e| db(format!("cannot open: {e}")))?;
         let pool = connect_new_or_busy(opts, 4).await.map_err(|e| db(format!("cannot open: {e}")))?;
         let store = SqliteStore { pool, writer, url: url.to_string(), fence: None, checkpointer: Default::default() };

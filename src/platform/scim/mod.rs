@@ -15,6 +15,7 @@ mod encode;
 pub use encode::{is_custom, is_enterprise};
 mod error;
 mod groups;
+mod ids;
 mod lenient;
 mod listing;
 pub mod retry;
@@ -533,7 +534,7 @@ impl Platform for ScimClient {
                 }
             }
         }
-        let (creates, rest): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| matches!(o, Op::Create { .. }));
+        let (creates, rest) = creates_apart(ops);
         // Managers before the people they manage, so every create can name its manager.
         for wave in waves::manager_waves(creates) {
             push.phase(wave).await;
@@ -590,7 +591,7 @@ impl std::fmt::Display for OpClass {
 }
 
 /// external id → platform id.
-type Ids = HashMap<Str, Str, crate::plan::FastHash>;
+use ids::Ids;
 
 /// One `apply`: a plan's operations on their way to the platform.
 struct Push {
@@ -726,5 +727,53 @@ impl Push {
     fn previous_manager(&self, prev: &User) -> Option<String> {
         let m = prev.manager()?;
         self.ids().get(m).map(Str::to_string)
+    }
+}
+/// The creates and the other operations, each in their order. A plan lists its creates
+/// first: the rest is then cut off the end, and the million creates of a first sync are not
+/// copied into a second list beside the first.
+fn creates_apart(mut ops: Vec<Op>) -> (Vec<Op>, Vec<Op>) {
+    let is_create = |o: &Op| matches!(o, Op::Create { .. });
+    let n = ops.iter().take_while(|o| is_create(o)).count();
+    if ops[n..].iter().any(is_create) {
+        return ops.into_iter().partition(is_create);
+    }
+    let rest = ops.split_off(n);
+    (ops, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{User, UserFields};
+
+    fn create(id: &str) -> Op {
+        let f = UserFields {
+            external_id: id.into(),
+            email: None,
+            employee_id: Some(id.into()),
+            first_name: "F".into(),
+            last_name: "L".into(),
+            language: "en".into(),
+            active: true,
+            manager: None,
+            attributes: Default::default(),
+        };
+        Op::Create { user: Box::new(User::from(f)) }
+    }
+
+    fn deactivate(id: &str) -> Op {
+        Op::Deactivate { platform_id: format!("p-{id}"), external_id: id.into() }
+    }
+
+    #[test]
+    fn creates_are_taken_apart_from_the_rest_in_order_either_way() {
+        let ids = |ops: &[Op]| ops.iter().map(|o| o.external_id().to_string()).collect::<Vec<_>>();
+        let (c, r) = creates_apart(vec![create("a"), create("b"), deactivate("x"), deactivate("y")]);
+        assert_eq!((ids(&c), ids(&r)), (vec!["a".to_string(), "b".into()], vec!["x".to_string(), "y".into()]));
+        let (c, r) = creates_apart(vec![deactivate("x"), create("a"), deactivate("y"), create("b")]);
+        assert_eq!((ids(&c), ids(&r)), (vec!["a".to_string(), "b".into()], vec!["x".to_string(), "y".into()]));
+        let (c, r) = creates_apart(Vec::new());
+        assert!(c.is_empty() && r.is_empty());
     }
 }

@@ -54,18 +54,61 @@ pub(super) fn manager_depths(creates: &[Op]) -> Vec<usize> {
 
 /// Groups creates by depth in the manager tree among themselves: wave 0 has managers that
 /// are not being created in this push (or none), wave n the reports of wave n-1. Cycles
-/// (bad data) land in wave 0; their manager is then unknown and reported.
-pub(super) fn manager_waves(creates: Vec<Op>) -> Vec<Vec<Op>> {
+/// (bad data) land in wave 0; their manager is then unknown and reported. Each wave keeps
+/// the creates' order.
+///
+/// The creates are reordered in place, deepest wave first, and each wave is cut off the
+/// end as it is sent: pushing them into new lists held every create twice at the start
+/// of a million-user first sync (+60 MB beside the users).
+pub(super) fn manager_waves(mut creates: Vec<Op>) -> Waves {
     let depths = manager_depths(&creates);
-    let mut waves: Vec<Vec<Op>> = Vec::new();
-    for (op, d) in creates.into_iter().zip(depths) {
-        if waves.len() <= d {
-            waves.resize_with(d + 1, Vec::new);
-        }
-        waves[d].push(op);
+    let deepest = depths.iter().copied().max().unwrap_or(0);
+    // Where each wave starts once the deepest is first: a counting sort's offsets.
+    let mut sizes = vec![0usize; deepest + 1];
+    depths.iter().for_each(|&d| sizes[d] += 1);
+    let mut starts = vec![0usize; deepest + 1];
+    let mut at = 0;
+    for d in (0..=deepest).rev() {
+        starts[d] = at;
+        at += sizes[d];
     }
-    waves.retain(|w| !w.is_empty());
-    waves
+    // Each create's place, in order within its wave; then the permutation applied by
+    // swaps (every swap puts one create at its place).
+    let mut next = starts.clone();
+    let mut place: Vec<usize> = depths
+        .iter()
+        .map(|&d| {
+            next[d] += 1;
+            next[d] - 1
+        })
+        .collect();
+    for i in 0..creates.len() {
+        while place[i] != i {
+            let j = place[i];
+            creates.swap(i, j);
+            place.swap(i, j);
+        }
+    }
+    let cuts = starts.into_iter().zip(sizes).filter(|&(_, n)| n > 0).map(|(s, _)| s).collect();
+    Waves { creates, cuts }
+}
+
+/// The waves of `manager_waves`, shallowest first, each cut off the end of the creates.
+pub(super) struct Waves {
+    creates: Vec<Op>,
+    /// Where each non-empty wave starts, shallowest first (so descending).
+    cuts: Vec<usize>,
+}
+
+impl Iterator for Waves {
+    type Item = Vec<Op>;
+    fn next(&mut self) -> Option<Vec<Op>> {
+        if self.cuts.is_empty() {
+            return None;
+        }
+        let start = self.cuts.remove(0);
+        Some(self.creates.split_off(start))
+    }
 }
 
 #[cfg(test)]
@@ -90,8 +133,8 @@ mod tests {
         }
     }
 
-    fn ids(waves: &[Vec<Op>]) -> Vec<Vec<&str>> {
-        waves.iter().map(|w| w.iter().map(|o| o.external_id()).collect()).collect()
+    fn ids(waves: Waves) -> Vec<Vec<String>> {
+        waves.map(|w| w.iter().map(|o| o.external_id().to_string()).collect()).collect()
     }
 
     #[test]
@@ -104,7 +147,7 @@ mod tests {
             create("loop1", Some("loop2")),
             create("loop2", Some("loop1")),
         ]);
-        assert_eq!(ids(&waves), vec![vec!["a", "x", "loop1", "loop2"], vec!["b"], vec!["c"]]);
+        assert_eq!(ids(waves), vec![vec!["a", "x", "loop1", "loop2"], vec!["b"], vec!["c"]]);
     }
 
     #[test]
@@ -149,6 +192,12 @@ mod tests {
         let want: Vec<usize> = small.iter().map(|o| naive(o.external_id())).collect();
         assert_eq!(manager_depths(&small), want);
         assert!(want.iter().any(|&d| d > 0) && want.contains(&0));
+        // The waves, cut from the creates reordered in place: each depth's people in file
+        // order, shallowest first, every create once.
+        let mut by_depth: Vec<Vec<String>> = vec![Vec::new(); want.iter().max().unwrap() + 1];
+        small.iter().zip(&want).for_each(|(o, &d)| by_depth[d].push(o.external_id().to_string()));
+        let copy: Vec<Op> = small.iter().map(|o| create(o.external_id(), manager_of.get(o.external_id()).copied())).collect();
+        assert_eq!(ids(manager_waves(copy)), by_depth);
 
         let large = people(200_000, &mut rnd);
         let t = std::time::Instant::now();
