@@ -4,6 +4,7 @@
 //! `config` → `source` → `format` → `mapping` → `plan` → `platform` → `state`,
 //! orchestrated for one run by `sync`, started by `schedule`/`daemon` or the `cli`.
 
+pub mod alloc;
 pub mod build_info;
 pub mod changes;
 pub mod cli;

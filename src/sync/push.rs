@@ -121,7 +121,9 @@ impl<S: StateStore> Ctx<'_, S> {
         rekeys: HashMap<String, String>,
     ) -> (Pushed, Result<(), RunError>) {
         let mut rec = Recorder::new(self, t, pass, lines, rekeys);
+        let pushing = crate::alloc::Pushing::start();
         let ended = rec.push(platform, ops, known).await;
+        drop(pushing);
         (rec.out, ended)
     }
 }
