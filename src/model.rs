@@ -134,7 +134,7 @@ impl User {
             language: self.language().into(),
             active: self.active,
             manager: self.manager.clone(),
-            attributes: self.attributes().to_owned(),
+            attributes: self.attributes().to_attributes(),
         }
     }
 
@@ -187,13 +187,13 @@ impl User {
 
     /// Sets one attribute (never the manager: that is `manager`).
     pub fn set_attribute(&mut self, key: &str, value: &str) {
-        let mut a = self.attributes().to_owned();
+        let mut a = self.attributes().to_attributes();
         a.insert(key, value);
         self.set_attributes(&a);
     }
 
     pub fn remove_attribute(&mut self, key: &str) {
-        let mut a = self.attributes().to_owned();
+        let mut a = self.attributes().to_attributes();
         a.remove(key);
         self.set_attributes(&a);
     }

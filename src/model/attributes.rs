@@ -169,7 +169,7 @@ impl<'a> AttributesRef<'a> {
     }
 
     /// An owned copy.
-    pub fn to_owned(self) -> Attributes {
+    pub fn to_attributes(self) -> Attributes {
         Attributes { buf: self.buf.into() }
     }
 }

@@ -745,21 +745,8 @@ fn creates_apart(mut ops: Vec<Op>) -> (Vec<Op>, Vec<Op>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{User, UserFields};
-
     fn create(id: &str) -> Op {
-        let f = UserFields {
-            external_id: id.into(),
-            email: None,
-            employee_id: Some(id.into()),
-            first_name: "F".into(),
-            last_name: "L".into(),
-            language: "en".into(),
-            active: true,
-            manager: None,
-            attributes: Default::default(),
-        };
-        Op::Create { user: Box::new(User::from(f)) }
+        waves::tests::create(id, None)
     }
 
     fn deactivate(id: &str) -> Op {

@@ -112,12 +112,13 @@ impl Iterator for Waves {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::User;
     use crate::model::UserFields;
 
-    fn create(id: &str, manager: Option<&str>) -> Op {
+    /// A create of person `id` with `manager` (the push's tests share it).
+    pub(in crate::platform::scim) fn create(id: &str, manager: Option<&str>) -> Op {
         Op::Create {
             user: Box::new(User::from(UserFields {
                 external_id: id.into(),
