@@ -114,6 +114,7 @@ on_both!(
     the_reconcile_marker_is_set_replaced_and_cleared,
     reports_of_finds_the_people_of_a_manager,
     held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folded_id,
+    others_hold_any_sees_a_connector_before_between_or_after_the_excluded_ones,
     the_audit_trail_and_stored_plans_round_trip,
     audit_batches_larger_than_a_statement_round_trip,
     a_write_dropped_half_way_records_nothing_and_the_next_write_works,
@@ -882,6 +883,27 @@ async fn held_elsewhere_finds_other_connectors_accounts_by_platform_id_and_folde
     assert_eq!(found(s.held_elsewhere(&["acme"], &[], &["E9"], upper).await.unwrap()), vec!["workday E9 p9"]);
     assert!(s.held_elsewhere(&["acme"], &[], &[], lower).await.unwrap().is_empty(), "nothing asked, nothing found");
     assert!(s.held_elsewhere(&["acme"], &["nope"], &["nobody"], lower).await.unwrap().is_empty());
+}
+
+async fn others_hold_any_sees_a_connector_before_between_or_after_the_excluded_ones(f: Fixture) {
+    let s = f.open().await;
+    let put = |id: &str| SnapshotWrite::Upsert { platform_id: format!("p-{id}"), user: Box::new(user(id, true)) };
+    assert!(!s.others_hold_any(&["acme"]).await.unwrap(), "an empty state");
+    // Many rows of the excluded connectors, none of another's.
+    let many: Vec<SnapshotWrite> = (0..500).map(|i| put(&format!("E{i}"))).collect();
+    s.write("b-acme", &many).await.unwrap();
+    s.write("d-workday", &many[..3]).await.unwrap();
+    let exclude = ["b-acme", "d-workday"];
+    assert!(!s.others_hold_any(&exclude).await.unwrap(), "only the excluded connectors hold people");
+    assert!(s.others_hold_any(&["b-acme"]).await.unwrap(), "d-workday is another");
+    assert!(s.others_hold_any(&[]).await.unwrap());
+    // Another connector sorted before, between and after the excluded ones is seen.
+    for other in ["a-first", "c-between", "e-last"] {
+        s.write(other, &[put("X1")]).await.unwrap();
+        assert!(s.others_hold_any(&exclude).await.unwrap(), "{other}");
+        s.write(other, &[SnapshotWrite::Remove { external_id: "X1".into() }]).await.unwrap();
+        assert!(!s.others_hold_any(&exclude).await.unwrap(), "{other} removed");
+    }
 }
 
 async fn audit_batches_larger_than_a_statement_round_trip(f: Fixture) {

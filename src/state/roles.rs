@@ -77,6 +77,11 @@ pub trait Snapshots {
         keys: &[&str],
         rule: IdRule,
     ) -> Result<Vec<HeldElsewhere>, StateError>;
+    /// Whether any connector but those in `exclude` holds a snapshot row: when none does,
+    /// `held_elsewhere` can find nothing, and a first sync need not send it a million ids.
+    /// A few index seeks (the next connector name after each excluded one), however many
+    /// rows the excluded connectors hold.
+    async fn others_hold_any(&self, exclude: &[&str]) -> Result<bool, StateError>;
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError>;
     async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError>;
 }
@@ -241,6 +246,9 @@ macro_rules! forward_roles {
                 rule: $crate::model::IdRule,
             ) -> Result<Vec<$crate::state::HeldElsewhere>, $crate::state::StateError> {
                 $via!(self, s => $crate::state::Snapshots::held_elsewhere(s, exclude, platform_ids, keys, rule).await)
+            }
+            async fn others_hold_any(&self, exclude: &[&str]) -> Result<bool, $crate::state::StateError> {
+                $via!(self, s => $crate::state::Snapshots::others_hold_any(s, exclude).await)
             }
             async fn last_file(&self, connector: &str) -> Result<Option<$crate::state::LastFile>, $crate::state::StateError> {
                 $via!(self, s => $crate::state::Snapshots::last_file(s, connector).await)
