@@ -39,7 +39,14 @@ impl IdRule {
         if !self.fold_case {
             return std::borrow::Cow::Borrowed(t);
         }
-        let needs = if self.upper { t.chars().any(char::is_lowercase) } else { t.chars().any(char::is_uppercase) };
+        // Ids are nearly always ASCII: a byte test, not a Unicode property lookup per char
+        // (a million ids are keyed several times a run).
+        let needs = match (t.is_ascii(), self.upper) {
+            (true, true) => t.bytes().any(|b| b.is_ascii_lowercase()),
+            (true, false) => t.bytes().any(|b| b.is_ascii_uppercase()),
+            (false, true) => t.chars().any(char::is_lowercase),
+            (false, false) => t.chars().any(char::is_uppercase),
+        };
         match (needs, self.upper) {
             (false, _) => std::borrow::Cow::Borrowed(t),
             (true, true) => std::borrow::Cow::Owned(t.to_uppercase()),
@@ -405,6 +412,27 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte test for ASCII ids gives what the Unicode one gives; non-ASCII ids fold as
+    /// Unicode does; an id already in its key form is borrowed.
+    #[test]
+    fn id_keys_fold_ascii_and_unicode_alike() {
+        use std::borrow::Cow;
+        let lower = IdRule { fold_case: true, upper: false };
+        let upper = IdRule { fold_case: true, upper: true };
+        let exact = IdRule { fold_case: false, upper: false };
+        for id in ["E0100000", "e0100000", " Ann@Example.com ", "ann@example.com", "ZOË@example.com", "zoë", "Ärger-7", "x", ""] {
+            let t = id.trim();
+            assert_eq!(lower.key(id), t.to_lowercase(), "{id:?}");
+            assert_eq!(upper.key(id), t.to_uppercase(), "{id:?}");
+            assert_eq!(exact.key(id), t, "{id:?}");
+            assert!(matches!(exact.key(id), Cow::Borrowed(_)));
+        }
+        assert!(matches!(upper.key("E0100000"), Cow::Borrowed(_)));
+        assert!(matches!(lower.key("ann@example.com"), Cow::Borrowed(_)));
+        assert!(matches!(lower.key("zoë"), Cow::Borrowed(_)));
+        assert!(matches!(upper.key("e0100000"), Cow::Owned(_)));
+    }
 
     /// The content hash is stored in every snapshot: it must not change with the in-memory
     /// layout, or every user would read as changed once after an upgrade. The expected value
