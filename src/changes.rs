@@ -76,14 +76,75 @@ pub struct PersonOp {
 
 fn name_of(u: &User) -> String {
     // Pushed, not `format!`: the formatting machinery was most of a million names' cost.
+    let (a, sep, b) = name_parts(u);
+    let mut n = String::with_capacity(a.len() + sep.len() + b.len());
+    n.push_str(a);
+    n.push_str(sep);
+    n.push_str(b);
+    n
+}
+
+/// First and last name joined by a space, trimmed, as three pieces to write one after the
+/// other (`"first last".trim()` without building the untrimmed string).
+fn name_parts(u: &User) -> (&str, &'static str, &str) {
     let (first, last) = (u.first_name(), u.last_name());
-    let mut n = String::with_capacity(first.len() + 1 + last.len());
-    n.push_str(first);
-    n.push(' ');
-    n.push_str(last);
-    // One allocation for the usual name; a second only when there is space to trim.
-    let t = n.trim();
-    if t.len() == n.len() { n } else { t.to_string() }
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, _) => ("", "", last.trim()),
+        (false, true) => (first.trim(), "", ""),
+        (false, false) => (first.trim_start(), " ", last.trim_end()),
+    }
+}
+
+/// A person's name as an entry shows it (`name_of`), written where it is serialised.
+struct Name<'a>(Option<&'a User>);
+
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(u) = self.0 else { return Ok(()) };
+        let (a, sep, b) = name_parts(u);
+        f.write_str(a)?;
+        f.write_str(sep)?;
+        f.write_str(b)
+    }
+}
+
+impl Serialize for Name<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Name<'_> {
+    fn owned(&self) -> String {
+        self.0.map(name_of).unwrap_or_default()
+    }
+}
+
+/// One entry as `person_ops` makes it, before it is owned: what a plan's listing writes,
+/// serialised exactly as its `PersonOp`, without a copy of each person's id and name (a
+/// million of each in a first sync's `--json`).
+#[derive(Serialize)]
+pub(crate) struct PersonOpRef<'a> {
+    external_id: &'a str,
+    name: Name<'a>,
+    kind: PersonKind,
+    changes: Vec<Change>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u64>,
+    reason: Cow<'static, str>,
+}
+
+impl PersonOpRef<'_> {
+    fn owned(self) -> PersonOp {
+        PersonOp {
+            external_id: self.external_id.to_string(),
+            name: self.name.owned(),
+            kind: self.kind,
+            changes: self.changes,
+            line: self.line,
+            reason: self.reason,
+        }
+    }
 }
 
 /// Every field the platform holds, by the mapping's names, with its value.
@@ -159,12 +220,21 @@ pub fn describe(plan: &Plan, stored: &HashMap<String, User>, connector: &str, li
 /// `describe`'s entries one at a time, as they are read: nothing is kept once the reader
 /// has moved on, so a million of them cost one at a time (`Listing`).
 pub fn person_ops<'a>(plan: &'a Plan, stored: &'a HashMap<String, User>, connector: &'a str) -> impl Iterator<Item = PersonOp> + 'a {
+    person_op_refs(plan, stored, connector).map(PersonOpRef::owned)
+}
+
+/// `person_ops`, borrowed from the plan and the stored content.
+pub(crate) fn person_op_refs<'a>(
+    plan: &'a Plan,
+    stored: &'a HashMap<String, User>,
+    connector: &'a str,
+) -> impl Iterator<Item = PersonOpRef<'a>> + 'a {
     let rekeyed: HashMap<&str, &crate::plan::Rekey> = plan.rekeyed.iter().map(|r| (r.new.as_str(), r)).collect();
     let lines = plan.lines.iter().copied().chain(std::iter::repeat(0));
     let ops = plan.ops.iter().zip(lines).map(move |(op, line)| person_op(op, line, stored, &rekeyed));
-    let conflicts = plan.conflicts.iter().map(move |c| PersonOp {
-        external_id: c.external_id.clone(),
-        name: stored.get(&c.external_id).map(name_of).unwrap_or_default(),
+    let conflicts = plan.conflicts.iter().map(move |c| PersonOpRef {
+        external_id: &c.external_id,
+        name: Name(stored.get(&c.external_id)),
         kind: PersonKind::Conflict,
         changes: Vec::new(),
         line: (c.line > 0).then_some(c.line),
@@ -173,7 +243,12 @@ pub fn person_ops<'a>(plan: &'a Plan, stored: &'a HashMap<String, User>, connect
     ops.chain(conflicts)
 }
 
-fn person_op(op: &Op, line: u64, stored: &HashMap<String, User>, rekeyed: &HashMap<&str, &crate::plan::Rekey>) -> PersonOp {
+fn person_op<'a>(
+    op: &'a Op,
+    line: u64,
+    stored: &'a HashMap<String, User>,
+    rekeyed: &HashMap<&str, &crate::plan::Rekey>,
+) -> PersonOpRef<'a> {
     let line = (line > 0).then_some(line);
     let id = op.external_id();
     let old = stored.get(id);
@@ -184,8 +259,8 @@ fn person_op(op: &Op, line: u64, stored: &HashMap<String, User>, rekeyed: &HashM
     let rekey = rekeyed.get(id);
     let kind = kind_of(op, prev, rekey.is_some());
     let (name, changes) = match op {
-        Op::Create { user } | Op::Update { user, .. } => (name_of(user), prev.map(|p| diff(p, user)).unwrap_or_default()),
-        Op::Deactivate { .. } | Op::Delete { .. } => (old.map(name_of).unwrap_or_default(), Vec::new()),
+        Op::Create { user } | Op::Update { user, .. } => (Name(Some(&**user)), prev.map(|p| diff(p, user)).unwrap_or_default()),
+        Op::Deactivate { .. } | Op::Delete { .. } => (Name(old), Vec::new()),
     };
     let reason: Cow<'static, str> = match (op, kind) {
         (Op::Update { platform_id, .. }, PersonKind::Rekey) => format!(
@@ -206,7 +281,7 @@ fn person_op(op: &Op, line: u64, stored: &HashMap<String, User>, rekeyed: &HashM
         (_, PersonKind::Delete) => "absent from the file (on_missing = \"delete\")".into(),
         _ => "absent from the file (on_missing = \"deactivate\")".into(),
     };
-    PersonOp { external_id: id.to_string(), name, kind, changes, line, reason }
+    PersonOpRef { external_id: id, name, kind, changes, line, reason }
 }
 
 /// The external ids whose stored content `describe` reads, of its first `limit`
@@ -402,6 +477,44 @@ mod tests {
             previous: Some(Box::new(user("u", true, "Engineer"))),
         };
         assert_eq!(changed_fields(&with_prev), vec!["title".to_string()]);
+    }
+
+    /// A plan's listing is written from borrowed entries: each is the JSON of its owned
+    /// `PersonOp`, names trimmed alike (the listing and `plan show` read the same).
+    #[test]
+    fn borrowed_entries_serialise_as_the_owned_ones() {
+        let named = |id: &str, first: &str, last: &str| {
+            let mut u = user(id, true, "x");
+            u.set_first_name(first);
+            u.set_last_name(last);
+            u
+        };
+        let people =
+            [("a", "Ann", "Lee"), ("b", "  Bo ", " Ray  "), ("c", " ", "Solo "), ("d", " Mononym", "  "), ("e", "Zoë \"Z\"", "Ünal")];
+        let mut stored = HashMap::new();
+        stored.insert("gone".to_string(), named("gone", " Gus", "Lee "));
+        let mut ops: Vec<Op> = people.iter().map(|(id, f, l)| Op::Create { user: Box::new(named(id, f, l)) }).collect();
+        ops.push(Op::Deactivate { platform_id: "P-G".into(), external_id: "gone".into() });
+        ops.push(Op::Deactivate { platform_id: "P-U".into(), external_id: "unknown".into() });
+        let plan = Plan {
+            ops,
+            conflicts: vec![Conflict {
+                external_id: "gone".into(),
+                line: 0,
+                platform_id: "P-X".into(),
+                bound: Bound::TakenInRun { external_id: "a".into() },
+            }],
+            ..Plan::default()
+        };
+        let borrowed: Vec<String> = person_op_refs(&plan, &stored, "acme").map(|o| serde_json::to_string(&o).unwrap()).collect();
+        let owned: Vec<String> = person_ops(&plan, &stored, "acme").map(|o| serde_json::to_string(&o).unwrap()).collect();
+        assert_eq!(borrowed, owned);
+        let names: Vec<String> = person_ops(&plan, &stored, "acme").map(|o| o.name).collect();
+        assert_eq!(names, ["Ann Lee", "Bo   Ray", "Solo", "Mononym", "Zoë \"Z\" Ünal", "Gus Lee", "", "Gus Lee"]);
+        for (u, (_, f, l)) in plan.ops.iter().zip(people) {
+            let Op::Create { user } = u else { unreachable!() };
+            assert_eq!(name_of(user), format!("{f} {l}").trim(), "as the untrimmed join, trimmed");
+        }
     }
 
     #[test]
