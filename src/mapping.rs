@@ -390,6 +390,17 @@ fn value(c: &Compiled, record: &Record) -> Result<Option<Str>, String> {
     Ok(Some(Str::from(v)))
 }
 
+/// Whether a value is empty or only whitespace, as `str::trim` sees it. A byte test for the
+/// usual value, which starts with a printable ASCII character: every cell of a million rows
+/// is tested (fill counts, defaults), and the Unicode trim was 3% of a dry run (perf).
+pub(crate) fn is_blank(v: &str) -> bool {
+    match v.as_bytes().first() {
+        None => true,
+        Some(b) if b.is_ascii_graphic() => false,
+        Some(_) => v.trim().is_empty(),
+    }
+}
+
 /// A value before its date parsing: the platform default, or text from the file (read,
 /// transformed, mapped).
 enum Prepared<'a> {
@@ -410,7 +421,7 @@ fn prepared<'a>(c: &'a Compiled, record: &'a Record) -> Prepared<'a> {
                     CompiledPart::Text(t) => s.push_str(t),
                     CompiledPart::Column(i) => {
                         let v = cell(*i).unwrap_or("");
-                        any |= !v.trim().is_empty();
+                        any |= !is_blank(v);
                         s.push_str(v);
                     }
                 }
@@ -424,7 +435,7 @@ fn prepared<'a>(c: &'a Compiled, record: &'a Record) -> Prepared<'a> {
         Some(r) => transform_cow(r, &c.rule.transforms),
         None => return default(),
     };
-    if v.trim().is_empty() {
+    if is_blank(&v) {
         // The default is a platform value: no transform, map or date applies to it.
         return default();
     }
@@ -1191,6 +1202,13 @@ pub fn preview_table(users: &[SourcedUser], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blank_is_what_trim_empties() {
+        for v in ["", " ", "\t \n", "\u{a0}", "\u{2003}x", "\u{3000}", "a", " a", "é", "\u{feff}", "-", "\u{1}"] {
+            assert_eq!(is_blank(v), v.trim().is_empty(), "{v:?}");
+        }
+    }
     use crate::format::{FormatError, ReadError};
     use std::path::Path;
 

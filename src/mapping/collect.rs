@@ -111,7 +111,7 @@ impl MappedBatch {
     /// label the unique id's cell), else a row that may be a person.
     fn note_invalid(&mut self, rec: &Record, mapper: &Mapper) {
         let counted: Vec<usize> =
-            rec.values().enumerate().filter(|(_, v)| v.is_some_and(|v| !v.trim().is_empty())).map(|(i, _)| i).collect();
+            rec.values().enumerate().filter(|(_, v)| v.is_some_and(|v| !super::is_blank(v))).map(|(i, _)| i).collect();
         if (1..=2).contains(&counted.len()) {
             let values = counted.iter().filter_map(|&i| rec.get(i)).map(|v| crate::text::excerpt(v.trim())).collect();
             self.candidates.push(Candidate { line: rec.line, label: mapper.external_id(rec), values, counted });

@@ -35,7 +35,7 @@ impl Counter {
         }
         self.rows += 1;
         for (i, v) in record.values().enumerate() {
-            if v.is_some_and(|v| !v.trim().is_empty()) {
+            if v.is_some_and(|v| !super::is_blank(v)) {
                 self.filled[i] += 1;
             }
         }
