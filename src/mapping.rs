@@ -237,17 +237,17 @@ impl Mapper {
         let col_of = |f: PlatformField| self.fields.iter().find(|(pf, _)| *pf == f).and_then(|(_, c)| c.column.clone());
         let uid_field = unique_field(self.mapping.unique_id);
         // Trimmed once here: "E5 " is E5 everywhere after (the plan, the state, the platform).
-        let external_id = match self.mapping.unique_id {
-            UniqueId::EmployeeId => employee_id.clone(),
-            UniqueId::Email => email.clone(),
+        let external_id: Option<&str> = match self.mapping.unique_id {
+            UniqueId::EmployeeId => employee_id.as_deref(),
+            UniqueId::Email => email.as_deref(),
         }
-        .map(|id| if id.trim().len() == id.len() { id } else { id.trim().into() })
+        .map(str::trim)
         .filter(|id| !id.is_empty());
         // The field that is the id holds it as the id is held: a stray space is no change.
-        match self.mapping.unique_id {
-            UniqueId::EmployeeId => employee_id.clone_from(&external_id),
-            UniqueId::Email => email.clone_from(&external_id),
-        }
+        let (employee_id, email) = match self.mapping.unique_id {
+            UniqueId::EmployeeId => (external_id, email.as_deref()),
+            UniqueId::Email => (employee_id.as_deref(), external_id),
+        };
         if external_id.is_none() && !errors.iter().any(|e| e.column == col_of(uid_field)) {
             push(
                 &mut errors,
@@ -261,7 +261,7 @@ impl Mapper {
         if last.is_none() && !errors.iter().any(|e| e.column == col_of(PlatformField::LastName)) {
             push(&mut errors, &col_of(PlatformField::LastName), "last name is empty; every user needs one".into());
         }
-        if let Some(e) = &email
+        if let Some(e) = email
             && let Err(why) = check_email(e)
         {
             push(&mut errors, &col_of(PlatformField::Email), format!("\"{}\" is not a valid email address: {why}", excerpt(e)));
@@ -321,7 +321,7 @@ impl Mapper {
             }
             _ => Some(true),
         };
-        let mut attributes: Vec<(&str, Str)> = Vec::with_capacity(self.attributes.len());
+        let mut attributes: Vec<(&str, Value)> = Vec::with_capacity(self.attributes.len());
         for (name, c) in &self.attributes {
             match value(c, record) {
                 Ok(Some(v)) => attributes.push((name, v)),
@@ -332,7 +332,7 @@ impl Mapper {
             }
         }
         let manager = match self.manager.as_ref().map(|c| (c, value(c, record))) {
-            Some((_, Ok(m))) => m,
+            Some((_, Ok(m))) => m.map(Value::into_str),
             Some((c, Err(m))) => {
                 push(&mut errors, &c.column, m);
                 None
@@ -347,17 +347,11 @@ impl Mapper {
         }
         match (external_id, first, last, language, active) {
             (Some(external_id), Some(first_name), Some(last_name), Some(language), Some(active)) => Ok(User::new(
-                external_id,
+                Str::from(external_id),
                 active,
                 manager,
-                Profile {
-                    email: email.as_deref(),
-                    employee_id: employee_id.as_deref(),
-                    first_name: &first_name,
-                    last_name: &last_name,
-                    language: &language,
-                },
-                attributes.iter().map(|(k, v)| (*k, v.as_str())),
+                Profile { email, employee_id, first_name: &first_name, last_name: &last_name, language: &language },
+                attributes.iter().map(|(k, v)| (*k, &**v)),
             )),
             // Every None above pushed an error; this arm is not reached.
             _ => Err(vec![RowError { line: record.line, column: None, message: "row incomplete".into(), external_id: None }]),
@@ -373,21 +367,53 @@ fn unique_field(u: UniqueId) -> PlatformField {
 }
 
 /// A field's value for one record; `None` when empty with no default. Works on borrowed
-/// text and allocates once, for the result.
-fn value(c: &Compiled, record: &Record) -> Result<Option<Str>, String> {
+/// text: a value the mapping does not change stays a slice of the record (or of the
+/// mapping, for a default) until the user's packed block is written.
+fn value<'a>(c: &'a Compiled, record: &'a Record) -> Result<Option<Value<'a>>, String> {
     let v = match prepared(c, record) {
-        Prepared::Default(d) => return Ok(d),
+        Prepared::Default(d) => return Ok(d.map(Value::Borrowed)),
         Prepared::Value(v) => v,
     };
     if let Some(fmt) = &c.rule.date {
-        return parse_date_items(&v, fmt, c.date.as_deref()).map(Some);
+        return parse_date_items(&v, fmt, c.date.as_deref()).map(|d| Some(Value::Made(d)));
     }
     if c.pushed
         && let Some(fault) = control_fault(&v)
     {
         return Err(fault);
     }
-    Ok(Some(Str::from(v)))
+    Ok(Some(match v {
+        std::borrow::Cow::Borrowed(b) => Value::Borrowed(b),
+        std::borrow::Cow::Owned(o) => Value::Made(Str::from(o)),
+    }))
+}
+
+/// A mapped value: the record's (or the mapping's) text as it is, or text the mapping made
+/// (a transform, a template, a date). A million rows' names and emails were each copied
+/// into a string of their own before being copied again into the user (perf).
+enum Value<'a> {
+    Borrowed(&'a str),
+    Made(Str),
+}
+
+impl std::ops::Deref for Value<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Value::Borrowed(b) => b,
+            Value::Made(s) => s,
+        }
+    }
+}
+
+impl Value<'_> {
+    fn into_str(self) -> Str {
+        match self {
+            Value::Borrowed(b) => Str::from(b),
+            Value::Made(s) => s,
+        }
+    }
 }
 
 /// Whether a value is empty or only whitespace, as `str::trim` sees it. A byte test for the
@@ -404,7 +430,7 @@ pub(crate) fn is_blank(v: &str) -> bool {
 /// A value before its date parsing: the platform default, or text from the file (read,
 /// transformed, mapped).
 enum Prepared<'a> {
-    Default(Option<Str>),
+    Default(Option<&'a str>),
     Value(std::borrow::Cow<'a, str>),
 }
 
@@ -430,7 +456,7 @@ fn prepared<'a>(c: &'a Compiled, record: &'a Record) -> Prepared<'a> {
         }
         CompiledInput::Constant => None,
     };
-    let default = || Prepared::Default(c.rule.default.as_deref().map(Str::from));
+    let default = || Prepared::Default(c.rule.default.as_deref());
     let v = match raw {
         Some(r) => transform_cow(r, &c.rule.transforms),
         None => return default(),
