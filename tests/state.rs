@@ -166,6 +166,7 @@ async fn a_run_whose_lease_was_taken_over_cannot_write(f: Fixture) {
     };
     refused(a.write_audit(std::slice::from_ref(&entry)).await, "audit");
     refused(a.finish_run(&rostersync::report::Report::new("acme", "run-a", false), Utc::now()).await, "outcome");
+    refused(a.start_run("acme", "run-a2", Utc::now()).await, "a run's start");
     // Nothing of it was written.
     let snap = s.snapshot("acme").await.unwrap();
     assert!(snap.contains_key("u1") && !snap.contains_key("u2"), "{snap:?}");
@@ -176,6 +177,8 @@ async fn a_run_whose_lease_was_taken_over_cannot_write(f: Fixture) {
     b.write("acme", &batch).await.unwrap();
     b.write_audit(&[AuditEntry { run_id: "run-b".into(), ..entry }]).await.unwrap();
     b.finish_run(&rostersync::report::Report::new("acme", "run-b", false), Utc::now()).await.unwrap();
+    // The holder's end of a run never recorded changes nothing, as unfenced: no refusal.
+    b.finish_run(&rostersync::report::Report::new("acme", "run-never-started", false), Utc::now()).await.unwrap();
     assert!(s.snapshot("acme").await.unwrap().contains_key("u2"));
     let h = s.history(Some("acme"), 10).await.unwrap();
     let fences: Vec<(String, Option<i64>, bool)> = h.iter().map(|r| (r.run_id.clone(), r.fence, r.ended_at.is_some())).collect();
