@@ -96,7 +96,15 @@ pub(crate) fn open(input: &Input, file: &str, opts: &SourceOptions, columns: &[S
             // is valid when the row is. Otherwise the requested fields are checked one by
             // one (bad bytes in a column nobody reads do not make the row invalid).
             let row = std::str::from_utf8(rec.as_slice()).ok();
-            let mut out = Record::with_capacity(line, idx.len(), rec.as_slice().len());
+            let mut out = Record::reused(line, idx.len(), rec.as_slice().len());
+            if let Some(row) = row
+                && out.set_text(row)
+            {
+                for &i in &idx {
+                    out.push_range(field_range(row, &rec, i));
+                }
+                return Some(Ok(out));
+            }
             let mut bad: Option<RowError> = None;
             for &i in &idx {
                 let value = match row {
@@ -309,6 +317,13 @@ fn field_str<'a>(row: &'a str, rec: &ByteRecord, i: usize) -> &'a str {
     let Some(r) = rec.range(i) else { return "" };
     let f = row.get(r).unwrap_or_default();
     if i + 1 == rec.len() { f.strip_suffix('\r').unwrap_or(f) } else { f }
+}
+
+/// Where field `i` is in the row's text, as `field_str` reads it.
+fn field_range(row: &str, rec: &ByteRecord, i: usize) -> std::ops::Range<usize> {
+    let Some(r) = rec.range(i) else { return 0..0 };
+    let cr = i + 1 == rec.len() && row.get(r.clone()).is_some_and(|f| f.ends_with('\r'));
+    if cr { r.start..r.end - 1 } else { r }
 }
 
 /// How much of the text is searched for the mapped columns when the header lacks them.

@@ -38,63 +38,49 @@ struct MappedBatch {
     fault: Option<FormatError>,
 }
 
-fn map_batch(items: impl ExactSizeIterator<Item = Item>, mapper: &Mapper) -> MappedBatch {
+/// Maps a batch in place: errors are taken out of it, records are only read, so the batch
+/// goes back to the reader with its records for reuse (`Record::recycle`).
+fn map_batch(items: &mut [Item], mapper: &Mapper) -> MappedBatch {
     let mut part = MappedBatch { users: Vec::with_capacity(items.len()), ..MappedBatch::default() };
-    for item in items {
-        match item {
-            Ok(rec) if !mapper.in_scope(&rec) => {
-                part.last_person = rec.line;
-                if let Some(external_id) = mapper.external_id(&rec) {
-                    part.out_of_scope.push(super::OutOfScope { external_id, line: rec.line });
-                }
-            }
-            Ok(rec) => {
-                part.rows += 1;
-                part.fill.count(&rec);
-                match mapper.map(&rec).and_then(|user| Ok((mapper.dates(&rec)?, user))) {
-                    Ok((dates, user)) => {
-                        part.last_person = rec.line;
-                        if !dates.is_empty() {
-                            part.dates.push((user.external_id.to_string(), dates));
-                        }
-                        part.users.push(SourcedUser { user: Box::new(user), line: rec.line })
-                    }
-                    Err(mut errs) if errs.iter().all(|e| e.external_id.is_none()) => {
-                        // A date fault of a row otherwise valid: its person is known.
-                        let id = mapper.external_id(&rec);
-                        errs.iter_mut().for_each(|e| e.external_id.clone_from(&id));
-                        mapper.note_swapped_dates(&rec, &mut part.swapped_dates);
-                        part.note_invalid(&rec, mapper);
-                        part.errors.extend(errs)
-                    }
-                    Err(errs) => {
-                        mapper.note_swapped_dates(&rec, &mut part.swapped_dates);
-                        part.note_invalid(&rec, mapper);
-                        part.errors.extend(errs)
-                    }
-                }
-            }
-            Err(ReadError::Row { mut error, cells }) => {
-                part.rows += 1;
-                match &cells {
-                    Some(c) => {
-                        part.fill.count(c);
-                        part.note_invalid(c, mapper);
-                    }
-                    None => part.last_person = error.line,
-                }
-                error.external_id = cells.as_ref().and_then(|c| mapper.external_id(c));
-                part.errors.push(error);
-            }
-            Err(ReadError::Sparse { error, values }) => {
-                part.rows += 1;
-                let label = values.first().cloned();
-                part.candidates.push(Candidate { line: error.line, label, values, counted: Vec::new() });
-                part.errors.push(error);
-            }
-            Err(ReadError::File(e)) => {
-                part.fault = Some(e);
+    for item in items.iter_mut() {
+        if item.is_err() {
+            if let Err(e) = std::mem::replace(item, Ok(Record::default()))
+                && part.read_error(e, mapper)
+            {
                 break;
+            }
+            continue;
+        }
+        let Ok(rec) = &*item else { continue };
+        if !mapper.in_scope(rec) {
+            part.last_person = rec.line;
+            if let Some(external_id) = mapper.external_id(rec) {
+                part.out_of_scope.push(super::OutOfScope { external_id, line: rec.line });
+            }
+            continue;
+        }
+        part.rows += 1;
+        part.fill.count(rec);
+        match mapper.map(rec).and_then(|user| Ok((mapper.dates(rec)?, user))) {
+            Ok((dates, user)) => {
+                part.last_person = rec.line;
+                if !dates.is_empty() {
+                    part.dates.push((user.external_id.to_string(), dates));
+                }
+                part.users.push(SourcedUser { user: Box::new(user), line: rec.line })
+            }
+            Err(mut errs) if errs.iter().all(|e| e.external_id.is_none()) => {
+                // A date fault of a row otherwise valid: its person is known.
+                let id = mapper.external_id(rec);
+                errs.iter_mut().for_each(|e| e.external_id.clone_from(&id));
+                mapper.note_swapped_dates(rec, &mut part.swapped_dates);
+                part.note_invalid(rec, mapper);
+                part.errors.extend(errs)
+            }
+            Err(errs) => {
+                mapper.note_swapped_dates(rec, &mut part.swapped_dates);
+                part.note_invalid(rec, mapper);
+                part.errors.extend(errs)
             }
         }
     }
@@ -107,6 +93,36 @@ pub fn collect(records: Records, mapper: &Mapper) -> Result<Mapped, FormatError>
 }
 
 impl MappedBatch {
+    /// A record the format could not give whole. Returns whether it ends the file.
+    fn read_error(&mut self, e: ReadError, mapper: &Mapper) -> bool {
+        match e {
+            ReadError::Row { mut error, cells } => {
+                self.rows += 1;
+                match &cells {
+                    Some(c) => {
+                        self.fill.count(c);
+                        self.note_invalid(c, mapper);
+                    }
+                    None => self.last_person = error.line,
+                }
+                error.external_id = cells.as_ref().and_then(|c| mapper.external_id(c));
+                self.errors.push(error);
+                false
+            }
+            ReadError::Sparse { error, values } => {
+                self.rows += 1;
+                let label = values.first().cloned();
+                self.candidates.push(Candidate { line: error.line, label, values, counted: Vec::new() });
+                self.errors.push(error);
+                false
+            }
+            ReadError::File(e) => {
+                self.fault = Some(e);
+                true
+            }
+        }
+    }
+
     /// An invalid record: a footer candidate when one or two of its cells are filled (its
     /// label the unique id's cell), else a row that may be a person.
     fn note_invalid(&mut self, rec: &Record, mapper: &Mapper) {
@@ -160,7 +176,15 @@ pub fn collect_within(records: Records, mapper: &Mapper, held: &mut Held) -> Res
         s.spawn(move || {
             let mut records = records;
             for seq in 0.. {
-                let mut batch = spare_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                let mut batch = match spare_rx.try_recv() {
+                    // The records mapped go back to this thread's spares, which the format
+                    // fills again (`Record::reused`).
+                    Ok(mut done) => {
+                        Record::recycle(done.drain(..).filter_map(Result::ok));
+                        done
+                    }
+                    Err(_) => Vec::with_capacity(BATCH),
+                };
                 batch.extend(records.by_ref().take(BATCH));
                 let last = batch.len() < BATCH || matches!(batch.last(), Some(Err(ReadError::File(_))));
                 // A closed channel means the collector stopped (a fault): stop reading too.
@@ -176,7 +200,7 @@ pub fn collect_within(records: Records, mapper: &Mapper, held: &mut Held) -> Res
             let spare = spare_tx.clone();
             s.spawn(move || {
                 while let Some((seq, mut items)) = next(&rx) {
-                    let part = map_batch(items.drain(..), mapper);
+                    let part = map_batch(&mut items, mapper);
                     // The reader may have finished: a batch nobody takes back is just freed.
                     let _ = spare.send(items);
                     if tx.send((seq, part)).is_err() {
@@ -336,7 +360,7 @@ hire_date = { column = "Hired", date = "%Y-%m-%d" }
 
         // The same, one record at a time on this thread.
         let mut want = Mapped::default();
-        let part = map_batch(records(&m, n).into_iter(), &m);
+        let part = map_batch(&mut records(&m, n), &m);
         want.rows = part.rows;
         want.users = part.users;
         want.errors = part.errors;
