@@ -527,6 +527,15 @@ pub fn apply_transforms(mut s: String, transforms: &[Transform]) -> String {
                 let t = s.trim();
                 if t.len() == s.len() { s } else { t.to_string() }
             }
+            // ASCII (nearly every email and id) without Unicode case tables.
+            Transform::Lowercase if s.is_ascii() => {
+                s.make_ascii_lowercase();
+                s
+            }
+            Transform::Uppercase if s.is_ascii() => {
+                s.make_ascii_uppercase();
+                s
+            }
             Transform::Lowercase => s.to_lowercase(),
             Transform::Uppercase => s.to_uppercase(),
             Transform::TitleCase => title_case(&s),
@@ -1641,6 +1650,8 @@ site      = { column = "Site", map = { "PAR" = "Paris" }, fallback = "Other" }
             ("  a  b ", vec![Trim], "a  b"),
             ("  a  b ", vec![CollapseSpaces], "a b"),
             ("ÉMILIE", vec![Lowercase], "émilie"),
+            ("Ann@Example.COM", vec![Lowercase], "ann@example.com"),
+            ("e17x-ab", vec![Uppercase], "E17X-AB"),
             ("straße", vec![Uppercase], "STRASSE"),
             ("mARIE-claire d'ARC", vec![TitleCase], "Marie-Claire D'Arc"),
             ("DON'T stop", vec![TitleCase], "Don't Stop"),

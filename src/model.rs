@@ -35,7 +35,12 @@ impl Default for IdRule {
 impl IdRule {
     /// The form all spellings of one id share. Borrowed when the id is in it already.
     pub fn key<'a>(&self, id: &'a str) -> std::borrow::Cow<'a, str> {
-        let t = id.trim();
+        // An id that starts and ends with a printable ASCII byte has nothing to trim: no
+        // Unicode whitespace test from both ends (ids are keyed several times a run).
+        let t = match (id.as_bytes().first(), id.as_bytes().last()) {
+            (Some(a), Some(b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => id,
+            _ => id.trim(),
+        };
         if !self.fold_case {
             return std::borrow::Cow::Borrowed(t);
         }
@@ -421,7 +426,20 @@ mod tests {
         let lower = IdRule { fold_case: true, upper: false };
         let upper = IdRule { fold_case: true, upper: true };
         let exact = IdRule { fold_case: false, upper: false };
-        for id in ["E0100000", "e0100000", " Ann@Example.com ", "ann@example.com", "ZOË@example.com", "zoë", "Ärger-7", "x", ""] {
+        for id in [
+            "E0100000",
+            "e0100000",
+            " Ann@Example.com ",
+            "ann@example.com",
+            "ZOË@example.com",
+            "zoë",
+            "Ärger-7",
+            "x",
+            "",
+            "\u{a0}E1\t",
+            "E1 ",
+            " e1",
+        ] {
             let t = id.trim();
             assert_eq!(lower.key(id), t.to_lowercase(), "{id:?}");
             assert_eq!(upper.key(id), t.to_uppercase(), "{id:?}");
