@@ -341,7 +341,7 @@ impl Mapper {
         };
         if !errors.is_empty() {
             for e in &mut errors {
-                e.external_id = external_id.as_deref().map(str::to_string);
+                e.external_id = external_id.map(str::to_string);
             }
             return Err(errors);
         }
