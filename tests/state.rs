@@ -128,15 +128,15 @@ async fn a_run_whose_lease_was_taken_over_cannot_write(f: Fixture) {
     use rostersync::state::{AuditEntry, Fence};
     let s = f.open().await;
     let ttl = Duration::from_millis(300);
-    s.acquire("acme", "a", ttl).await.unwrap();
-    let ta = s.lease_token("acme", "a").await.unwrap().expect("a holds it");
+    let ta = s.acquire("acme", "a", ttl).await.unwrap();
+    assert_eq!(s.lease_token("acme", "a").await.unwrap(), Some(ta), "acquire returns the lease's token");
     let a = s.fenced(Fence { connector: "acme".into(), token: ta });
     a.start_run("acme", "run-a", Utc::now()).await.unwrap();
     a.write("acme", &[SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("u1", true)) }]).await.unwrap();
 
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
-    s.acquire("acme", "b", Duration::from_secs(60)).await.unwrap();
-    let tb = s.lease_token("acme", "b").await.unwrap().expect("b holds it");
+    let tb = s.acquire("acme", "b", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(s.lease_token("acme", "b").await.unwrap(), Some(tb));
     assert!(tb > ta, "a take-over gives a higher token: {ta} then {tb}");
     assert_eq!(s.lease_token("acme", "a").await.unwrap(), None);
     let b = s.fenced(Fence { connector: "acme".into(), token: tb });

@@ -276,7 +276,8 @@ impl Fencing for PostgresStore {
 
 /// One attempt at a lease.
 enum Attempt {
-    Taken,
+    /// Taken, with this fencing token.
+    Taken(i64),
     Held(StateError),
     /// Refused, but released by the time we looked who held it.
     Gone,
@@ -284,21 +285,22 @@ enum Attempt {
 
 impl PostgresStore {
     async fn try_acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<Attempt, StateError> {
-        let r = sqlx::query(
+        let taken: Option<i64> = sqlx::query_scalar(
             "INSERT INTO leases (connector, holder, acquired_at, expires_at, token)
              VALUES ($1, $2, now(), now() + make_interval(secs => $3), nextval('lease_tokens'))
              ON CONFLICT (connector) DO UPDATE SET holder = excluded.holder, acquired_at = excluded.acquired_at,
                  expires_at = excluded.expires_at, token = excluded.token
-             WHERE leases.expires_at < now() OR leases.holder = $2",
+             WHERE leases.expires_at < now() OR leases.holder = $2
+             RETURNING token",
         )
         .bind(connector)
         .bind(holder)
         .bind(secs(ttl))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(self.err())?;
-        if r.rows_affected() == 1 {
-            return Ok(Attempt::Taken);
+        if let Some(token) = taken {
+            return Ok(Attempt::Taken(token));
         }
         let row: Option<(String, DateTime<Utc>, DateTime<Utc>)> =
             sqlx::query_as("SELECT holder, acquired_at, expires_at FROM leases WHERE connector = $1")
@@ -316,14 +318,14 @@ impl PostgresStore {
 }
 
 impl Leases for PostgresStore {
-    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
+    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<i64, StateError> {
         let mut attempt = self.try_acquire(connector, holder, ttl).await?;
         if matches!(attempt, Attempt::Gone) {
             // Released between our attempt and our look at who held it: once more.
             attempt = self.try_acquire(connector, holder, ttl).await?;
         }
         match attempt {
-            Attempt::Taken => Ok(()),
+            Attempt::Taken(token) => Ok(token),
             Attempt::Held(e) => Err(e),
             Attempt::Gone => Err(StateError::Held {
                 connector: connector.into(),

@@ -30,7 +30,9 @@ use crate::report::{Approval, Report};
 #[allow(async_fn_in_trait)]
 pub trait Leases {
     /// Takes the connector's lease, or says who holds it. Expired leases are taken over.
-    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError>;
+    /// Returns the lease's fencing token (`Fencing::fenced`), read in the same statement
+    /// that takes it: no second read a run.
+    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<i64, StateError>;
     /// Extends the lease (the heartbeat of a long run). False: it is no longer this holder's
     /// (it lapsed and another run took it), and the holder must stop at once.
     async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<bool, StateError>;
@@ -175,7 +177,7 @@ macro_rules! forward_roles {
     };
     (@Leases $ty:ty, $via:ident) => {
         impl $crate::state::Leases for $ty {
-            async fn acquire(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<(), $crate::state::StateError> {
+            async fn acquire(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<i64, $crate::state::StateError> {
                 $via!(self, s => $crate::state::Leases::acquire(s, connector, holder, ttl).await)
             }
             async fn renew(&self, connector: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, $crate::state::StateError> {

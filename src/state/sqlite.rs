@@ -333,7 +333,7 @@ async fn stored_contents(
 }
 
 impl Leases for SqliteStore {
-    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
+    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<i64, StateError> {
         let now = Utc::now();
         let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
         // One transaction: the next fencing token, and the lease with it. The upsert only
@@ -357,7 +357,8 @@ impl Leases for SqliteStore {
         .await
         .map_err(self.err())?;
         if r.rows_affected() == 1 {
-            return tx.commit().await.map_err(self.err());
+            tx.commit().await.map_err(self.err())?;
+            return Ok(token);
         }
         drop(tx);
         let row = sqlx::query("SELECT holder, acquired_at, expires_at FROM leases WHERE connector = ?")

@@ -68,7 +68,7 @@ macro_rules! both {
 }
 
 impl Leases for Store {
-    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
+    async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<i64, StateError> {
         both!(self, s => s.acquire(connector, holder, ttl).await)
     }
     async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {

@@ -152,7 +152,7 @@ impl Binding {
         let sent = loop {
             let sent = TokioInstant::now();
             match lease::acquire(store, &key, &self.holder).await {
-                Ok(()) => break sent,
+                Ok(_) => break sent,
                 Err(StateError::Held { holder, expires, .. }) => {
                     if let Some(limit) = limit
                         && started.elapsed() >= limit
@@ -398,7 +398,7 @@ mod tests {
             fn lease_ttl(&self) -> Duration {
                 self.ttl
             }
-            async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<(), StateError> {
+            async fn acquire(&self, connector: &str, holder: &str, ttl: Duration) -> Result<i64, StateError> {
                 self.inner.acquire(connector, holder, ttl).await
             }
             async fn renew(&self, connector: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {

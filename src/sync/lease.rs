@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::state::{Fence, Fencing, StateError, StateStore};
+use crate::state::{StateError, StateStore};
 
 /// A lease outlives a dead holder by at most `store.lease_ttl()` (`[state] lease_ttl`).
 fn ttl<S: StateStore>(store: &S) -> Duration {
@@ -94,7 +94,7 @@ fn worker_died_here(worker: &str) -> bool {
 
 /// Takes the lease; a lease left by a process of this machine that no longer exists (killed,
 /// crashed) is taken over at once rather than after its TTL.
-pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &str) -> Result<(), StateError> {
+pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &str) -> Result<i64, StateError> {
     match store.acquire(connector, holder, ttl(store)).await {
         Err(StateError::Held { holder: old, .. }) if Holder::parse(&old).is_some_and(|h| h.died_here()) => {
             tracing::warn!("taking over the lease of {old}: that process no longer runs");
@@ -102,18 +102,6 @@ pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &
             store.acquire(connector, holder, ttl(store)).await
         }
         other => other,
-    }
-}
-
-/// The store as the run holding `holder`'s lease writes to it: fenced with the lease's token.
-pub(super) async fn fence<S: StateStore + Fencing>(store: &S, connector: &str, holder: &str) -> Result<S, StateError> {
-    match store.lease_token(connector, holder).await? {
-        Some(token) => {
-            tracing::debug!("holding the lease with fencing token {token}");
-            Ok(store.fenced(Fence { connector: connector.into(), token }))
-        }
-        // Taken and lost at once: another run holds it now.
-        None => Err(StateError::LeaseLost { connector: connector.into(), detail: TAKEN_OVER.into() }),
     }
 }
 

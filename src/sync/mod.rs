@@ -261,24 +261,23 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     // A dry run writes nothing, so it needs no lease and may run beside a real one.
     let leased = !opts.dry_run;
     let holder = holder.to_string();
-    if leased && let Err(e) = lease::acquire(store, &conn.name, &holder).await {
-        return tally.fail(e.into(), started);
-    }
+    let token = match leased {
+        true => match lease::acquire(store, &conn.name, &holder).await {
+            Ok(token) => Some(token),
+            Err(e) => return tally.fail(e.into(), started),
+        },
+        false => None,
+    };
     // From here every write of the run checks the lease's fencing token: once another run
     // has taken the connector over, this one cannot write (`StateError::Fenced`).
     let fenced;
-    let store = match leased {
-        true => match lease::fence(store, &conn.name, &holder).await {
-            Ok(f) => {
-                fenced = f;
-                &fenced
-            }
-            Err(e) => {
-                let _ = store.release(&conn.name, &holder).await;
-                return tally.fail(e.into(), started);
-            }
-        },
-        false => store,
+    let store = match token {
+        Some(token) => {
+            tracing::debug!("holding the lease with fencing token {token}");
+            fenced = store.fenced(crate::state::Fence { connector: conn.name.clone(), token });
+            &fenced
+        }
+        None => store,
     };
     let clock = match record_start(store, &conn.name, &run_id, opts.unrecorded).await {
         Ok(clock) => clock,
