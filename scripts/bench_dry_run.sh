@@ -17,50 +17,16 @@ shift $(( $# > 2 ? 2 : $# ))
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source scripts/lib/loopback.sh
+source scripts/lib/local_bench.sh
 WORK=$(mktemp -d /tmp/rostersync-dry-run.XXXXXX)
 on_exit "rm -rf $WORK"
 
-echo "building rostersync and scim_bench (release)…" >&2
-nice cargo build -q --release --bin rostersync --example scim_bench
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=("$ROOT/target/release/rostersync")
-
-CACHE=${BENCH_CACHE:-/tmp/rostersync-bench-data}
-mkdir -p "$CACHE" "$WORK/in"
-[ -s "$CACHE/day1-$ROWS.csv" ] || python3 scripts/gen_hris.py "$ROWS" > "$CACHE/day1-$ROWS.csv"
-cp "$CACHE/day1-$ROWS.csv" "$WORK/in/employees.csv"
-
-PORT=$(free_port)
-"$ROOT/target/release/examples/scim_bench" serve "$PORT" & SERVER=$!
-track_pid $SERVER
-wait_port "$PORT" "scim_bench serve"
-export PLATFORM_SCIM_TOKEN=bench-token
-
+local_bench_start "$ROWS" "$WORK"
+# Each binary its own state.
 for i in "${!BINS[@]}"; do
-  cat > "$WORK/c$i.toml" <<CFG
-[platform]
-kind = "scim"
-base_url = "http://127.0.0.1:$PORT"
-token_env = "PLATFORM_SCIM_TOKEN"
-
-[state]
-url = "sqlite://$WORK/state$i/rostersync.db"
-
-[connectors.bench]
-customer = "Bench"
-schedule = "daily 02:00"
-mapping = "$ROOT/mappings/demo.toml"
-
-[connectors.bench.local]
-dir = "$WORK/in"
-
-[connectors.bench.file]
-path = "employees.csv"
-min_age = "0s"
-
-[connectors.bench.sync]
-max_invalid = "10%"
-CFG
+  local_bench_config "$WORK/state$i" "$WORK" > "$WORK/c$i.toml"
 done
 
 echo "rows $ROWS, load before: $(cut -d' ' -f1-3 /proc/loadavg)"

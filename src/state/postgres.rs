@@ -530,23 +530,7 @@ impl Snapshots for PostgresStore {
     }
 
     async fn others_hold_any(&self, exclude: &[&str]) -> Result<bool, StateError> {
-        // A loose index scan on the primary key (connector, external_id): each step seeks
-        // the first connector name after the last one seen, skipping all of its rows.
-        let mut after: Option<String> = None;
-        loop {
-            let next: Option<(String,)> = match &after {
-                None => sqlx::query_as("SELECT connector FROM snapshot ORDER BY connector LIMIT 1"),
-                Some(a) => sqlx::query_as("SELECT connector FROM snapshot WHERE connector > $1 ORDER BY connector LIMIT 1").bind(a.clone()),
-            }
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(self.err())?;
-            match next {
-                None => return Ok(false),
-                Some((c,)) if exclude.contains(&c.as_str()) => after = Some(c),
-                Some(_) => return Ok(true),
-            }
-        }
+        sql::others_hold_any(self, exclude).await
     }
 
     async fn last_file(&self, connector: &str) -> Result<Option<LastFile>, StateError> {

@@ -110,6 +110,35 @@ where
     Ok(tx)
 }
 
+// ---- snapshots ----
+
+/// `Snapshots::others_hold_any`, one text for both engines: a loose index scan of the
+/// snapshot's primary key (connector, external_id), each step seeking the first connector
+/// name after the last one seen and so skipping all of its rows.
+pub(super) async fn others_hold_any<B: Backend>(b: &B, exclude: &[&str]) -> Result<bool, StateError>
+where
+    for<'e> &'e mut <B::Db as Database>::Connection: Executor<'e, Database = B::Db>,
+    <B::Db as Database>::Arguments: IntoArguments<B::Db>,
+    for<'t> String: Encode<'t, B::Db> + Type<B::Db>,
+    (String,): for<'r> FromRow<'r, <B::Db as Database>::Row>,
+{
+    let mut after = String::new();
+    loop {
+        // `>= ''` the first time: every name (a connector's is never empty).
+        let sql = if after.is_empty() {
+            "SELECT connector FROM snapshot WHERE connector >= $1 ORDER BY connector LIMIT 1"
+        } else {
+            "SELECT connector FROM snapshot WHERE connector > $1 ORDER BY connector LIMIT 1"
+        };
+        let next: Option<(String,)> = sqlx::query_as(sql).bind(after).fetch_optional(b.reads()).await.map_err(|e| b.db_err(e))?;
+        match next {
+            None => return Ok(false),
+            Some((c,)) if exclude.contains(&c.as_str()) => after = c,
+            Some(_) => return Ok(true),
+        }
+    }
+}
+
 /// How many rows a statement changed (each driver has its own result type).
 pub(super) trait Affected {
     fn rows(&self) -> u64;
