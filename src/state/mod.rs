@@ -14,6 +14,7 @@ mod profile;
 mod roles;
 mod sql;
 pub mod sqlite;
+mod sqlite_lib;
 mod store;
 
 use chrono::{DateTime, Utc};

@@ -96,6 +96,8 @@ impl Checkpointer {
 impl SqliteStore {
     /// Opens (creating the file and its folder if needed) and migrates.
     pub async fn open(url: &str) -> Result<SqliteStore, StateError> {
+        // Before the first connection: the library's allocator and statistics (`sqlite_lib`).
+        super::sqlite_lib::configure();
         let db = |detail: String| StateError::Db { url: url.to_string(), detail };
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if let Some(parent) = std::path::Path::new(path).parent()
