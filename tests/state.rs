@@ -131,7 +131,7 @@ async fn a_run_whose_lease_was_taken_over_cannot_write(f: Fixture) {
     let ta = s.acquire("acme", "a", ttl).await.unwrap();
     assert_eq!(s.lease_token("acme", "a").await.unwrap(), Some(ta), "acquire returns the lease's token");
     let a = s.fenced(Fence { connector: "acme".into(), token: ta });
-    a.start_run("acme", "run-a", Utc::now()).await.unwrap();
+    a.start_run("acme", "run-a").await.unwrap();
     a.write("acme", &[SnapshotWrite::Upsert { platform_id: "p1".into(), user: Box::new(user("u1", true)) }]).await.unwrap();
 
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
@@ -140,7 +140,7 @@ async fn a_run_whose_lease_was_taken_over_cannot_write(f: Fixture) {
     assert!(tb > ta, "a take-over gives a higher token: {ta} then {tb}");
     assert_eq!(s.lease_token("acme", "a").await.unwrap(), None);
     let b = s.fenced(Fence { connector: "acme".into(), token: tb });
-    b.start_run("acme", "run-b", Utc::now()).await.unwrap();
+    b.start_run("acme", "run-b").await.unwrap();
 
     let refused = |r: Result<(), StateError>, what: &str| match r {
         Err(StateError::Fenced { connector, token }) => assert_eq!((connector.as_str(), token), ("acme", ta), "{what}"),
@@ -166,7 +166,7 @@ async fn a_run_whose_lease_was_taken_over_cannot_write(f: Fixture) {
     };
     refused(a.write_audit(std::slice::from_ref(&entry)).await, "audit");
     refused(a.finish_run(&rostersync::report::Report::new("acme", "run-a", false), Utc::now()).await, "outcome");
-    refused(a.start_run("acme", "run-a2", Utc::now()).await, "a run's start");
+    refused(a.start_run("acme", "run-a2").await.map(drop), "a run's start");
     // Nothing of it was written.
     let snap = s.snapshot("acme").await.unwrap();
     assert!(snap.contains_key("u1") && !snap.contains_key("u2"), "{snap:?}");
@@ -323,11 +323,16 @@ async fn last_file_history_and_interrupted_runs(f: Fixture) {
     s.set_last_file("acme", &fp).await.unwrap();
     assert_eq!(s.last_file("acme").await.unwrap().unwrap().fingerprint, fp);
 
-    s.start_run("acme", "run-1", Utc::now()).await.unwrap();
+    // A run's start is stamped by the store's clock (PostgreSQL's on a fleet) and returned:
+    // it lies between two reads of that clock, and the history holds the same time.
+    let before = s.clock().await.unwrap();
+    let started = s.start_run("acme", "run-1").await.unwrap();
+    let after = s.clock().await.unwrap();
+    assert!(before <= started && started <= after, "{before} <= {started} <= {after}");
     assert!(!s.interrupted("acme", "run-1").await.unwrap(), "the current run is not 'previous'");
     // run-1 never finishes (the process died); run-2 sees it.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    s.start_run("acme", "run-2", Utc::now()).await.unwrap();
+    s.start_run("acme", "run-2").await.unwrap();
     assert!(s.interrupted("acme", "run-2").await.unwrap());
     let report = Report {
         outcome: RunOutcome::Ok,
@@ -338,11 +343,14 @@ async fn last_file_history_and_interrupted_runs(f: Fixture) {
     };
     s.finish_run(&report, Utc::now()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    s.start_run("acme", "run-3", Utc::now()).await.unwrap();
+    s.start_run("acme", "run-3").await.unwrap();
     assert!(!s.interrupted("acme", "run-3").await.unwrap());
     let h = s.history(Some("acme"), 10).await.unwrap();
     assert_eq!(h.len(), 3);
     assert_eq!(h[1].run_id, "run-2");
+    // Stored as it was returned (SQLite keeps milliseconds, PostgreSQL microseconds).
+    let stored = h[2].started_at;
+    assert!((stored - started).num_milliseconds().abs() <= 1, "{stored} vs {started}");
     assert_eq!(h[1].report.as_ref().unwrap(), &report);
     assert!(h[2].report.is_none());
 }
@@ -709,7 +717,7 @@ async fn a_slot_is_claimed_once_and_taken_over_only_after_its_claim_lapses(f: Fi
 
 async fn runs_name_their_worker_and_leases_their_holder(f: Fixture) {
     let s = f.open().await;
-    s.start_run("acme", "run-1", Utc::now()).await.unwrap();
+    s.start_run("acme", "run-1").await.unwrap();
     let h = s.history(None, 10).await.unwrap();
     assert_eq!(h[0].worker.as_deref(), Some(state::worker_id().as_str()));
     assert!(state::worker_id().ends_with(&format!(" pid {}", std::process::id())), "{}", state::worker_id());

@@ -98,7 +98,7 @@ async fn after_a_full_disk_the_same_sqlite_store_writes_again_once_space_is_back
     let s = open(disk.path()).await;
     let ttl = Duration::from_secs(60);
     s.acquire("acme", "me", ttl).await.unwrap();
-    s.start_run("acme", "run-1", Utc::now()).await.unwrap();
+    s.start_run("acme", "run-1").await.unwrap();
     s.write("acme", &batch(0, 10)).await.unwrap();
 
     let filler = fill(disk.path());
@@ -112,7 +112,7 @@ async fn after_a_full_disk_the_same_sqlite_store_writes_again_once_space_is_back
     let report =
         Report { outcome: RunOutcome::Ok, counts: Counts { rows: 2010, ..Default::default() }, ..Report::new("acme", "run-1", false) };
     s.finish_run(&report, Utc::now()).await.unwrap();
-    s.start_run("acme", "run-2", Utc::now()).await.unwrap();
+    s.start_run("acme", "run-2").await.unwrap();
     let history = s.history(Some("acme"), 10).await.unwrap();
     assert_eq!(history.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["run-2", "run-1"]);
     assert_eq!(history[1].report.as_ref(), Some(&report), "run-1's end is recorded");

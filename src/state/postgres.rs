@@ -558,11 +558,16 @@ impl Snapshots for PostgresStore {
     }
 }
 
-/// `sql::START_RUN` under the fence in one statement: the lease row is locked (`FOR
-/// SHARE`, until the statement commits) and the run inserted only while the lease carries
-/// the token (`$5`), so a take-over waits for it or it writes nothing.
-const FENCED_START_RUN: &str = "WITH fence AS (SELECT 1 FROM leases WHERE connector = $2 AND token = $5 FOR SHARE)
-     INSERT INTO runs (run_id, connector, started_at, worker, fence) SELECT $1, $2, $3, $4, $5 FROM fence";
+/// `START_RUN` under the fence in one statement: the lease row is locked (`FOR SHARE`, until
+/// the statement commits) and the run inserted only while the lease carries the token
+/// (`$4`), so a take-over waits for it or it writes nothing.
+const FENCED_START_RUN: &str = "WITH fence AS (SELECT 1 FROM leases WHERE connector = $2 AND token = $4 FOR SHARE)
+     INSERT INTO runs (run_id, connector, started_at, worker, fence) SELECT $1, $2, clock_timestamp(), $3, $4 FROM fence
+     RETURNING started_at";
+/// A run's start at the database's clock (`clock_timestamp()`, as `Slots::clock` reads it),
+/// returned: the run's clock is measured by the statement that records it.
+const START_RUN: &str = "INSERT INTO runs (run_id, connector, started_at, worker, fence) VALUES ($1, $2, clock_timestamp(), $3, $4)
+     RETURNING started_at";
 /// `sql::FINISH_RUN` under the fence (`$4`, `$5`) in one statement, as `FENCED_START_RUN`.
 const FENCED_FINISH_RUN: &str = "WITH fence AS (SELECT 1 FROM leases WHERE connector = $4 AND token = $5 FOR SHARE)
      UPDATE runs SET ended_at = $1, report = $2 FROM fence WHERE run_id = $3";
@@ -572,17 +577,19 @@ impl Runs for PostgresStore {
     // itself (`FENCED_START_RUN`, `FENCED_FINISH_RUN`), not a transaction of four (BEGIN,
     // the fence, the write, COMMIT). A fleet's runs are mostly these two writes: 21
     // statements a run became 15 (BENCHMARKS.md, "Issue 29, fourth pass").
-    async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
-        let q = sqlx::query(if self.fence.is_some() { FENCED_START_RUN } else { sql::START_RUN })
+    async fn start_run(&self, connector: &str, run_id: &str) -> Result<DateTime<Utc>, StateError> {
+        let started: Option<DateTime<Utc>> = sqlx::query_scalar(if self.fence.is_some() { FENCED_START_RUN } else { START_RUN })
             .bind(run_id)
             .bind(connector)
-            .bind(at)
             .bind(worker_id())
-            .bind(self.fence.as_ref().map(|f| f.token));
-        let done = q.execute(&self.pool).await.map_err(self.err())?;
-        match &self.fence {
-            Some(f) if done.rows_affected() == 0 => Err(StateError::Fenced { connector: f.connector.clone(), token: f.token }),
-            _ => Ok(()),
+            .bind(self.fence.as_ref().map(|f| f.token))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
+        match (started, &self.fence) {
+            (Some(at), _) => Ok(at),
+            (None, Some(f)) => Err(StateError::Fenced { connector: f.connector.clone(), token: f.token }),
+            (None, None) => Err(StateError::Db { url: self.url.clone(), detail: "recording the run's start returned no row".into() }),
         }
     }
 

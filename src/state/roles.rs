@@ -92,7 +92,9 @@ pub trait Snapshots {
 /// without every outcome recorded.
 #[allow(async_fn_in_trait)]
 pub trait Runs {
-    async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError>;
+    /// Records the run's start, at the store's clock (`Slots::clock`), and returns that time:
+    /// one statement where a fleet used to read PostgreSQL's clock in a statement of its own.
+    async fn start_run(&self, connector: &str, run_id: &str) -> Result<DateTime<Utc>, StateError>;
     async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError>;
     /// Whether the connector's previous run started and never finished (the process died):
     /// then some writes may have reached the platform unrecorded, and the next run adopts.
@@ -262,8 +264,8 @@ macro_rules! forward_roles {
     };
     (@Runs $ty:ty, $via:ident) => {
         impl $crate::state::Runs for $ty {
-            async fn start_run(&self, connector: &str, run_id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), $crate::state::StateError> {
-                $via!(self, s => $crate::state::Runs::start_run(s, connector, run_id, at).await)
+            async fn start_run(&self, connector: &str, run_id: &str) -> Result<chrono::DateTime<chrono::Utc>, $crate::state::StateError> {
+                $via!(self, s => $crate::state::Runs::start_run(s, connector, run_id).await)
             }
             async fn finish_run(&self, report: &$crate::report::Report, at: chrono::DateTime<chrono::Utc>) -> Result<(), $crate::state::StateError> {
                 $via!(self, s => $crate::state::Runs::finish_run(s, report, at).await)

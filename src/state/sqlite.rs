@@ -573,7 +573,9 @@ impl Snapshots for SqliteStore {
 }
 
 impl Runs for SqliteStore {
-    async fn start_run(&self, connector: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+    async fn start_run(&self, connector: &str, run_id: &str) -> Result<DateTime<Utc>, StateError> {
+        // SQLite's clock is this machine's (`Slots::clock`).
+        let at = self.clock().await?;
         let mut tx = self.fenced_tx().await?;
         sqlx::query(sql::START_RUN)
             .bind(run_id)
@@ -584,7 +586,8 @@ impl Runs for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-        tx.commit().await.map_err(self.err())
+        tx.commit().await.map_err(self.err())?;
+        Ok(at)
     }
 
     async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {

@@ -28,9 +28,14 @@ impl StoreTime {
     pub async fn read<S: crate::state::Slots>(store: &S) -> Result<(StoreTime, DateTime<Utc>), crate::state::StateError> {
         let sent = Utc::now();
         let theirs = store.clock().await?;
-        let got = Utc::now();
+        Ok((StoreTime::measured(sent, theirs, Utc::now()), theirs))
+    }
+
+    /// The offset from a statement sent at `sent` and answered at `got` (this machine's
+    /// clock) that read the store's time `theirs`.
+    pub fn measured(sent: DateTime<Utc>, theirs: DateTime<Utc>, got: DateTime<Utc>) -> StoreTime {
         let mine = sent + (got - sent) / 2;
-        Ok((StoreTime { offset: theirs - mine }, theirs))
+        StoreTime { offset: theirs - mine }
     }
 
     /// The store's time now.

@@ -340,14 +340,16 @@ fn with_own_targets(opts: &SyncOptions) -> std::borrow::Cow<'_, SyncOptions> {
     }
 }
 
-/// Reads the store's clock and records the run's start by it (unless `unrecorded`): the run
-/// is recorded on the store's clock, not this machine's (`clock::StoreTime`).
+/// Records the run's start (unless `unrecorded`) on the store's clock, and measures the run's
+/// clock by that same statement: the run is recorded on the store's clock, not this
+/// machine's (`clock::StoreTime`). An unrecorded run reads the clock alone.
 async fn record_start<S: StateStore>(store: &S, connector: &str, run_id: &str, unrecorded: bool) -> Result<clock::StoreTime, StateError> {
-    let (clock, at) = clock::StoreTime::read(store).await?;
-    if !unrecorded {
-        store.start_run(connector, run_id, at).await?;
+    if unrecorded {
+        return Ok(clock::StoreTime::read(store).await?.0);
     }
-    Ok(clock)
+    let sent = chrono::Utc::now();
+    let theirs = store.start_run(connector, run_id).await?;
+    Ok(clock::StoreTime::measured(sent, theirs, chrono::Utc::now()))
 }
 
 impl<S: StateStore> Ctx<'_, S> {
