@@ -165,7 +165,7 @@ async fn a_run_whose_lease_was_taken_over_cannot_write(f: Fixture) {
         approval: None,
     };
     refused(a.write_audit(std::slice::from_ref(&entry)).await, "audit");
-    refused(a.finish_run(&rostersync::report::Report::new("acme", "run-a", false), Utc::now()).await, "outcome");
+    refused(a.finish_run(&rostersync::report::Report::new("acme", "run-a", false), Utc::now()).await.map(drop), "outcome");
     refused(a.start_run("acme", "run-a2").await.map(drop), "a run's start");
     // Nothing of it was written.
     let snap = s.snapshot("acme").await.unwrap();
@@ -341,10 +341,14 @@ async fn last_file_history_and_interrupted_runs(f: Fixture) {
         duration_ms: 12,
         ..Report::new("acme", "run-2", false)
     };
-    s.finish_run(&report, Utc::now()).await.unwrap();
+    // The end of run-2 also says that an earlier run has no recorded end (run-1): the only
+    // case in which a run reads its history to close such runs.
+    assert!(s.finish_run(&report, Utc::now()).await.unwrap(), "run-1's end is missing");
     tokio::time::sleep(Duration::from_millis(5)).await;
     s.start_run("acme", "run-3").await.unwrap();
     assert!(!s.interrupted("acme", "run-3").await.unwrap());
+    // Another connector's unfinished run is not this one's.
+    s.start_run("globex", "run-g").await.unwrap();
     let h = s.history(Some("acme"), 10).await.unwrap();
     assert_eq!(h.len(), 3);
     assert_eq!(h[1].run_id, "run-2");
@@ -353,6 +357,10 @@ async fn last_file_history_and_interrupted_runs(f: Fixture) {
     assert!((stored - started).num_milliseconds().abs() <= 1, "{stored} vs {started}");
     assert_eq!(h[1].report.as_ref().unwrap(), &report);
     assert!(h[2].report.is_none());
+    // run-1 closed (as `close_unfinished` does; run-3 still runs), then run-3's end finds
+    // nothing left to close.
+    assert!(s.finish_run(&Report::new("acme", "run-1", false), Utc::now()).await.unwrap(), "run-3 has no end yet");
+    assert!(!s.finish_run(&Report::new("acme", "run-3", false), Utc::now()).await.unwrap(), "no earlier run is unfinished");
 }
 
 /// Strings that must survive the JSON of the bulk paths byte for byte: quotes, backslashes,

@@ -27,7 +27,7 @@ pub use groups::{CreatedGroup, GroupRecords};
 pub use postgres::PostgresStore;
 pub use profile::{FileProfile, FileProfiles};
 pub(crate) use roles::forward_roles;
-pub use roles::{Audit, Fencing, Leases, Runs, Slots, Snapshots, StateStore};
+pub use roles::{Audit, Fencing, Leases, Runs, Slots, Snapshots, StateStore, UNFINISHED_LOOK_BACK};
 pub use sqlite::SqliteStore;
 pub use store::{Store, open};
 

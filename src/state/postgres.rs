@@ -568,9 +568,17 @@ const FENCED_START_RUN: &str = "WITH fence AS (SELECT 1 FROM leases WHERE connec
 /// returned: the run's clock is measured by the statement that records it.
 const START_RUN: &str = "INSERT INTO runs (run_id, connector, started_at, worker, fence) VALUES ($1, $2, clock_timestamp(), $3, $4)
      RETURNING started_at";
-/// `sql::FINISH_RUN` under the fence (`$4`, `$5`) in one statement, as `FENCED_START_RUN`.
-const FENCED_FINISH_RUN: &str = "WITH fence AS (SELECT 1 FROM leases WHERE connector = $4 AND token = $5 FOR SHARE)
-     UPDATE runs SET ended_at = $1, report = $2 FROM fence WHERE run_id = $3";
+/// A run's end (`$1`, `$2`, run `$3` of connector `$4`): the rows it updated, and
+/// `sql::OTHERS_UNFINISHED` (the newest `$5` runs) in the same statement. The look sees the
+/// runs as they were before the update, which only changes this run's own row.
+const FINISH_RUN: &str = "WITH done AS (UPDATE runs SET ended_at = $1, report = $2 WHERE run_id = $3 RETURNING 1)
+     SELECT (SELECT count(*) FROM done), EXISTS (SELECT 1 FROM (SELECT run_id, ended_at FROM runs WHERE connector = $4
+         ORDER BY started_at DESC LIMIT $5) r WHERE r.ended_at IS NULL AND r.run_id <> $3)";
+/// `FINISH_RUN` under the fence (token `$6`) in one statement, as `FENCED_START_RUN`.
+const FENCED_FINISH_RUN: &str = "WITH fence AS (SELECT 1 FROM leases WHERE connector = $4 AND token = $6 FOR SHARE),
+     done AS (UPDATE runs SET ended_at = $1, report = $2 FROM fence WHERE run_id = $3 RETURNING 1)
+     SELECT (SELECT count(*) FROM done), EXISTS (SELECT 1 FROM (SELECT run_id, ended_at FROM runs WHERE connector = $4
+         ORDER BY started_at DESC LIMIT $5) r WHERE r.ended_at IS NULL AND r.run_id <> $3)";
 
 impl Runs for PostgresStore {
     // Every run records its start and its end: each is one statement that checks the fence
@@ -593,22 +601,26 @@ impl Runs for PostgresStore {
         }
     }
 
-    async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
-        let mut q = sqlx::query(if self.fence.is_some() { FENCED_FINISH_RUN } else { sql::FINISH_RUN })
+    async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<bool, StateError> {
+        // The fence's connector is the run's: a fenced store runs only its connector's runs.
+        let connector = self.fence.as_ref().map_or(report.connector.as_str(), |f| f.connector.as_str());
+        let mut q = sqlx::query_as(if self.fence.is_some() { FENCED_FINISH_RUN } else { FINISH_RUN })
             .bind(at)
             .bind(serde_json::to_string(report).unwrap_or_default())
-            .bind(&report.run_id);
+            .bind(&report.run_id)
+            .bind(connector)
+            .bind(i64::from(super::UNFINISHED_LOOK_BACK));
         if let Some(f) = &self.fence {
-            q = q.bind(f.connector.clone()).bind(f.token);
+            q = q.bind(f.token);
         }
-        let done = q.execute(&self.pool).await.map_err(self.err())?;
-        if done.rows_affected() == 0 && self.fence.is_some() {
+        let (updated, others): (i64, bool) = q.fetch_one(&self.pool).await.map_err(self.err())?;
+        if updated == 0 && self.fence.is_some() {
             // No row: the fence failed, or the run was never recorded (an update of nothing,
             // as unfenced). The fence alone tells which.
             let mut conn = self.pool.acquire().await.map_err(self.err())?;
             sql::check_fence::<Postgres>(sql::Dialect::Postgres, self.fence.as_ref(), &mut conn, |e| self.classify(e, None)).await?;
         }
-        Ok(())
+        Ok(others)
     }
 
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError> {

@@ -88,6 +88,10 @@ pub trait Snapshots {
     async fn set_last_file(&self, connector: &str, f: &FileFingerprint) -> Result<(), StateError>;
 }
 
+/// Runs of a connector looked at for an end never recorded: the newest ones (older ones
+/// were looked at by the runs before).
+pub const UNFINISHED_LOOK_BACK: u32 = 50;
+
 /// The run history, and the reconcile marker: a push that may have reached the platform
 /// without every outcome recorded.
 #[allow(async_fn_in_trait)]
@@ -95,7 +99,11 @@ pub trait Runs {
     /// Records the run's start, at the store's clock (`Slots::clock`), and returns that time:
     /// one statement where a fleet used to read PostgreSQL's clock in a statement of its own.
     async fn start_run(&self, connector: &str, run_id: &str) -> Result<DateTime<Utc>, StateError>;
-    async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError>;
+    /// Records the run's end. Returns whether another of the connector's newest
+    /// [`UNFINISHED_LOOK_BACK`] runs has no recorded end (a process that died): asked in the
+    /// same statement on PostgreSQL, so that a fleet's run reads its history only when there
+    /// is one to close (`sync::lease::close_unfinished`).
+    async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<bool, StateError>;
     /// Whether the connector's previous run started and never finished (the process died):
     /// then some writes may have reached the platform unrecorded, and the next run adopts.
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError>;
@@ -267,7 +275,7 @@ macro_rules! forward_roles {
             async fn start_run(&self, connector: &str, run_id: &str) -> Result<chrono::DateTime<chrono::Utc>, $crate::state::StateError> {
                 $via!(self, s => $crate::state::Runs::start_run(s, connector, run_id).await)
             }
-            async fn finish_run(&self, report: &$crate::report::Report, at: chrono::DateTime<chrono::Utc>) -> Result<(), $crate::state::StateError> {
+            async fn finish_run(&self, report: &$crate::report::Report, at: chrono::DateTime<chrono::Utc>) -> Result<bool, $crate::state::StateError> {
                 $via!(self, s => $crate::state::Runs::finish_run(s, report, at).await)
             }
             async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, $crate::state::StateError> {

@@ -317,6 +317,10 @@ pub(super) const LEASES: &str = "SELECT connector, holder, acquired_at, expires_
 pub(super) const LAST_FILE: &str = "SELECT path, size, mtime, sha256, synced_at FROM last_file WHERE connector = $1";
 pub(super) const START_RUN: &str = "INSERT INTO runs (run_id, connector, started_at, worker, fence) VALUES ($1, $2, $3, $4, $5)";
 pub(super) const FINISH_RUN: &str = "UPDATE runs SET ended_at = $1, report = $2 WHERE run_id = $3";
+/// Whether, among the connector's (`$1`) newest `$2` runs, one other than `$3` has no
+/// recorded end: what a run's end also answers (`Runs::finish_run`).
+pub(super) const OTHERS_UNFINISHED: &str = "SELECT EXISTS (SELECT 1 FROM (SELECT run_id, ended_at FROM runs WHERE connector = $1
+     ORDER BY started_at DESC LIMIT $2) r WHERE r.ended_at IS NULL AND r.run_id <> $3)";
 pub(super) const INTERRUPTED: &str = "SELECT ended_at FROM runs WHERE connector = $1 AND run_id <> $2 ORDER BY started_at DESC LIMIT 1";
 pub(super) const HISTORY_OF: &str = "SELECT run_id, connector, started_at, ended_at, report, worker, fence FROM runs WHERE connector = $1 ORDER BY started_at DESC LIMIT $2";
 pub(super) const HISTORY: &str =

@@ -590,7 +590,7 @@ impl Runs for SqliteStore {
         Ok(at)
     }
 
-    async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<(), StateError> {
+    async fn finish_run(&self, report: &Report, at: DateTime<Utc>) -> Result<bool, StateError> {
         let mut tx = self.fenced_tx().await?;
         sqlx::query(sql::FINISH_RUN)
             .bind(sql::ts(at))
@@ -599,7 +599,15 @@ impl Runs for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-        tx.commit().await.map_err(self.err())
+        let others: bool = sqlx::query_scalar(sql::OTHERS_UNFINISHED)
+            .bind(&report.connector)
+            .bind(i64::from(super::UNFINISHED_LOOK_BACK))
+            .bind(&report.run_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(others)
     }
 
     async fn interrupted(&self, connector: &str, current_run: &str) -> Result<bool, StateError> {

@@ -105,10 +105,6 @@ pub(super) async fn acquire<S: StateStore>(store: &S, connector: &str, holder: &
     }
 }
 
-/// Runs of the connector looked at for an end never recorded: the newest ones (older ones
-/// were looked at by the runs before).
-const UNFINISHED_DEPTH: u32 = 50;
-
 /// Whether an earlier run whose end is not recorded may still be running beside the run
 /// that holds the connector's lease now (which asks, with the store's time `now`):
 /// - a run that held a lease (`fence`) does not: this run holds the lease under a later
@@ -142,7 +138,7 @@ pub(super) async fn close_unfinished<S: StateStore>(
 ) -> Result<usize, StateError> {
     let now = clock.now();
     let longest = max_run_time.saturating_add(ttl(store));
-    let runs = store.history(Some(connector), UNFINISHED_DEPTH).await?;
+    let runs = store.history(Some(connector), crate::state::UNFINISHED_LOOK_BACK).await?;
     let mut closed = 0;
     for r in runs.iter().filter(|r| r.run_id != run_id && r.ended_at.is_none()) {
         if may_still_run(r, now, longest, worker_died_here) {

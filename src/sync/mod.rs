@@ -314,12 +314,14 @@ async fn run_in<S: StateStore + Fencing>(cfg: &Config, conn: &Connector, store: 
     if !opts.unrecorded {
         match store.finish_run(&done.report, clock.now()).await {
             Err(e) => tracing::error!("could not record the run in history: {e}"),
-            Ok(()) if leased => {
+            // Only when the end's statement saw an earlier run without its end: the history
+            // is read then, not by every run.
+            Ok(true) if leased => {
                 if let Err(e) = lease::close_unfinished(store, &conn.name, &run_id, clock, conn.sync.max_run_time).await {
                     tracing::warn!("could not close the earlier runs whose end was never recorded: {e}");
                 }
             }
-            Ok(()) => {}
+            Ok(_) => {}
         }
         persons::after_run(store, cfg, opts, &done).await;
     }
