@@ -569,16 +569,20 @@ const FENCED_START_RUN: &str = "WITH fence AS (SELECT 1 FROM leases WHERE connec
 const START_RUN: &str = "INSERT INTO runs (run_id, connector, started_at, worker, fence) VALUES ($1, $2, clock_timestamp(), $3, $4)
      RETURNING started_at";
 /// A run's end (`$1`, `$2`, run `$3` of connector `$4`): the rows it updated, and
-/// `sql::OTHERS_UNFINISHED` (the newest `$5` runs) in the same statement. The look sees the
+/// `sql::others_unfinished!` (the newest `$5` runs) in the same statement. The look sees the
 /// runs as they were before the update, which only changes this run's own row.
-const FINISH_RUN: &str = "WITH done AS (UPDATE runs SET ended_at = $1, report = $2 WHERE run_id = $3 RETURNING 1)
-     SELECT (SELECT count(*) FROM done), EXISTS (SELECT 1 FROM (SELECT run_id, ended_at FROM runs WHERE connector = $4
-         ORDER BY started_at DESC LIMIT $5) r WHERE r.ended_at IS NULL AND r.run_id <> $3)";
+const FINISH_RUN: &str = concat!(
+    "WITH done AS (UPDATE runs SET ended_at = $1, report = $2 WHERE run_id = $3 RETURNING 1)
+     SELECT (SELECT count(*) FROM done), ",
+    sql::others_unfinished!("$4", "$5", "$3")
+);
 /// `FINISH_RUN` under the fence (token `$6`) in one statement, as `FENCED_START_RUN`.
-const FENCED_FINISH_RUN: &str = "WITH fence AS (SELECT 1 FROM leases WHERE connector = $4 AND token = $6 FOR SHARE),
+const FENCED_FINISH_RUN: &str = concat!(
+    "WITH fence AS (SELECT 1 FROM leases WHERE connector = $4 AND token = $6 FOR SHARE),
      done AS (UPDATE runs SET ended_at = $1, report = $2 FROM fence WHERE run_id = $3 RETURNING 1)
-     SELECT (SELECT count(*) FROM done), EXISTS (SELECT 1 FROM (SELECT run_id, ended_at FROM runs WHERE connector = $4
-         ORDER BY started_at DESC LIMIT $5) r WHERE r.ended_at IS NULL AND r.run_id <> $3)";
+     SELECT (SELECT count(*) FROM done), ",
+    sql::others_unfinished!("$4", "$5", "$3")
+);
 
 impl Runs for PostgresStore {
     // Every run records its start and its end: each is one statement that checks the fence

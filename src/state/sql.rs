@@ -317,10 +317,25 @@ pub(super) const LEASES: &str = "SELECT connector, holder, acquired_at, expires_
 pub(super) const LAST_FILE: &str = "SELECT path, size, mtime, sha256, synced_at FROM last_file WHERE connector = $1";
 pub(super) const START_RUN: &str = "INSERT INTO runs (run_id, connector, started_at, worker, fence) VALUES ($1, $2, $3, $4, $5)";
 pub(super) const FINISH_RUN: &str = "UPDATE runs SET ended_at = $1, report = $2 WHERE run_id = $3";
-/// Whether, among the connector's (`$1`) newest `$2` runs, one other than `$3` has no
-/// recorded end: what a run's end also answers (`Runs::finish_run`).
-pub(super) const OTHERS_UNFINISHED: &str = "SELECT EXISTS (SELECT 1 FROM (SELECT run_id, ended_at FROM runs WHERE connector = $1
-     ORDER BY started_at DESC LIMIT $2) r WHERE r.ended_at IS NULL AND r.run_id <> $3)";
+/// Whether, among the connector's (placeholder `$connector`) newest `$depth` runs, one other
+/// than `$run` has no recorded end: what a run's end also answers (`Runs::finish_run`). A
+/// macro, so that PostgreSQL's one-statement end (`postgres.rs`) embeds the same text with
+/// its own placeholders.
+macro_rules! others_unfinished {
+    ($connector:literal, $depth:literal, $run:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM (SELECT run_id, ended_at FROM runs WHERE connector = ",
+            $connector,
+            " ORDER BY started_at DESC LIMIT ",
+            $depth,
+            ") r WHERE r.ended_at IS NULL AND r.run_id <> ",
+            $run,
+            ")"
+        )
+    };
+}
+pub(super) use others_unfinished;
+pub(super) const OTHERS_UNFINISHED: &str = concat!("SELECT ", others_unfinished!("$1", "$2", "$3"));
 pub(super) const INTERRUPTED: &str = "SELECT ended_at FROM runs WHERE connector = $1 AND run_id <> $2 ORDER BY started_at DESC LIMIT 1";
 pub(super) const HISTORY_OF: &str = "SELECT run_id, connector, started_at, ended_at, report, worker, fence FROM runs WHERE connector = $1 ORDER BY started_at DESC LIMIT $2";
 pub(super) const HISTORY: &str =
