@@ -9,14 +9,7 @@
 //! million-user first sync ~4 s of system CPU (12 %): while any push is in flight the
 //! delay is the short one mimalloc 2 had.
 //!
-//! Transparent huge pages are off for the process ([`without_huge_pages`]): with THP on,
-//! each first touch of a 2 MiB region zeroed all of it, and on this project's VM (a balloon
-//! that takes freed 2 MiB blocks back from the guest) that zeroing was a quarter of a 1M dry
-//! run's CPU: 0.7–1.1 s of system time against 0.34–0.45 s without THP, and a 13 MiB higher
-//! peak (BENCHMARKS.md, issue 29, fifth pass). Redis turns THP off for its process for the
-//! same kind of reason. An operator who wants THP back sets `MIMALLOC_ALLOW_THP=1`.
-//!
-//! In a binary with another allocator (the tests) the purge settings change nothing.
+//! In a binary with another allocator (the tests) the settings change nothing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -32,17 +25,6 @@ fn set_purge_delay(ms: std::ffi::c_long) {
     // SAFETY: sets a plain integer option, which mimalloc reads atomically and allows to be
     // set at any time.
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, ms) };
-}
-
-/// At start-up, on Linux: no transparent huge pages for this process, unless the operator
-/// said otherwise in mimalloc's own variable (which mimalloc then applies itself). The flag
-/// is the process's, checked at each page fault, so it holds for the memory mapped before
-/// `main` too. A kernel that refuses it changes nothing but speed.
-pub fn without_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
-        let _ = nix::sys::prctl::set_thp_disable(true);
-    }
 }
 
 /// At start-up: freed memory goes back at once.
@@ -74,19 +56,6 @@ impl Drop for Pushing {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn huge_pages_are_off_unless_the_operator_allows_them() {
-        let before = nix::sys::prctl::get_thp_disable().unwrap();
-        without_huge_pages();
-        let after = nix::sys::prctl::get_thp_disable().unwrap();
-        if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
-            assert!(after, "THP still allowed");
-        } else {
-            assert_eq!(after, before, "the operator's choice was overridden");
-        }
-    }
 
     fn delay() -> std::ffi::c_long {
         // SAFETY: reads an integer option.

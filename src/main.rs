@@ -8,7 +8,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     // Freed memory handed back at once, except while a push sends (`rostersync::alloc`).
     rostersync::alloc::purge_at_once();
-    // No transparent huge pages: zeroing them was a quarter of a dry run (`rostersync::alloc`).
-    rostersync::alloc::without_huge_pages();
     std::process::exit(rostersync::cli::main());
 }
