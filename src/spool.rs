@@ -5,6 +5,14 @@
 //! [`EndGuard::complete`], which `sync` does after the size check; a failed, cut or
 //! unneeded download ends every reader with an error instead, so a partial file can never
 //! parse as a short export. `sync` also uses the parse only when the fetch itself succeeded.
+//!
+//! A file already on this machine (a local folder) is not copied: the "download" reads it to
+//! hash it and only counts the bytes ([`Growing::in_place`]), and the parse follows those
+//! counts through the file itself. Copying it had been a tenth of a 1M dry run's CPU (perf:
+//! the kernel's copy into the page cache, and reading the copy back; BENCHMARKS.md, issue 29
+//! sixth pass). What a copy guaranteed, that the bytes hashed are the bytes parsed, a
+//! [`Stamp`] checks instead: any write to the file, or a new file renamed over it, between
+//! the listing and the end of the parse refuses the run.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -61,7 +69,13 @@ impl Growing {
 
     /// The writer's side: what it writes becomes readable at once.
     pub fn writer(self: &Arc<Growing>, file: File) -> SpoolWriter {
-        SpoolWriter { file, growing: Arc::clone(self) }
+        SpoolWriter { file: Some(file), growing: Arc::clone(self) }
+    }
+
+    /// The writer's side for a file that is its own download (`path` is the file itself):
+    /// the bytes written are those read from it, so they are counted, not written again.
+    pub fn in_place(self: &Arc<Growing>) -> SpoolWriter {
+        SpoolWriter { file: None, growing: Arc::clone(self) }
     }
 
     /// Ends the file when dropped: as failed, unless `complete` was called first. Held by
@@ -89,19 +103,63 @@ impl Growing {
     }
 }
 
+/// `file` None: in place (see `Growing::in_place`).
 pub struct SpoolWriter {
-    file: File,
+    file: Option<File>,
     growing: Arc<Growing>,
 }
 
 impl Write for SpoolWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = match &mut self.file {
+            Some(f) => f.write(buf)?,
+            None => buf.len(),
+        };
         self.growing.grew(n as u64);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+/// What a file read in place was when it was picked: its inode, size and times. Any write
+/// changes its modification and change times, and a file renamed over it is another inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    path: PathBuf,
+    seen: Seen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Seen {
+    fn of(path: &Path) -> io::Result<Seen> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Seen { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: (m.mtime(), m.mtime_nsec()), ctime: (m.ctime(), m.ctime_nsec()) })
+    }
+}
+
+impl Stamp {
+    pub fn of(path: &Path) -> io::Result<Stamp> {
+        Ok(Stamp { path: path.to_path_buf(), seen: Seen::of(path)? })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file is still exactly what was stamped (a file gone is not).
+    pub fn holds(&self) -> bool {
+        Seen::of(&self.path).is_ok_and(|now| now == self.seen)
     }
 }
 
@@ -189,6 +247,55 @@ mod tests {
         guard.complete();
         assert_eq!(reader.join().unwrap().unwrap(), b"hello growing file");
         g.wait_complete().unwrap();
+    }
+
+    #[test]
+    fn a_file_read_in_place_is_followed_through_its_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"Id\nE1\nE2\n").unwrap();
+        let g = Growing::new(&path);
+        let guard = g.guard();
+        let mut r = g.reader().unwrap();
+        let mut w = g.in_place();
+        // Counted but not written: the file keeps its bytes, once.
+        w.write_all(b"Id\nE1\n").unwrap();
+        let mut got = vec![0u8; 64];
+        let n = r.read(&mut got).unwrap();
+        assert_eq!(&got[..n], b"Id\nE1\n", "no further than counted");
+        w.write_all(b"E2\n").unwrap();
+        guard.complete();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"E2\n");
+        assert_eq!(std::fs::read(&path).unwrap(), b"Id\nE1\nE2\n");
+    }
+
+    #[test]
+    fn a_stamp_sees_a_write_a_replacement_and_a_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.csv");
+        std::fs::write(&path, b"Id\nE1\n").unwrap();
+        let stamp = Stamp::of(&path).unwrap();
+        assert!(stamp.holds(), "nothing happened");
+        // The same bytes written again in place, with the old modification time put back.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        (&f).write_all(b"Id\nE9\n").unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        assert!(!stamp.holds(), "a write in place, even with its time put back");
+        // Another file renamed over it.
+        let stamp = Stamp::of(&path).unwrap();
+        let other = dir.path().join("new.csv");
+        std::fs::write(&other, b"Id\nE9\n").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(!stamp.holds(), "replaced");
+        let stamp = Stamp::of(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!stamp.holds(), "removed");
     }
 
     #[test]

@@ -504,3 +504,67 @@ fn wrong_files_say_how_to_fix_them() {
     assert!(errors_text(&r).contains("split by commas the header holds the mapped columns: set [source] delimiter = \",\""), "{r}");
     assert_eq!(platform(&scim), before, "the platform is as before");
 }
+
+/// Whether process `pid` holds `path` open (its /proc/PID/fd links).
+fn holds_open(pid: u32, path: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+}
+
+/// Runs `rostersync ARGS` and, once it has `path` open, rewrites person 1's department in
+/// place at the same length (the file's size does not change): the exit code and report.
+fn sync_rewriting(p: &Project, path: &std::path::Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let bytes = std::fs::read(path).unwrap();
+    let child = p.command(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !holds_open(child.id(), path) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the run never opened the export");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let at = bytes.windows(12).position(|w| w == b",Engineering").expect("person 1's department");
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b",Marketing__", at as u64).unwrap();
+    drop(f);
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// A local folder's export is read where it is, not copied (issue 29), and so is `--file`.
+/// An export rewritten in place while the run reads it would be planned from bytes that are
+/// neither the old file nor the new one: the run must refuse it, change nobody, and take the
+/// file whole on the next run.
+#[test]
+fn an_export_written_to_while_it_is_read_changes_nobody() {
+    let scim = ScimServer::start();
+    let p = baseline(&scim, "");
+    let before = platform(&scim);
+    // The people of the baseline, person 2 moved to Sales, then enough all-blank rows (a
+    // spreadsheet's padding, which hold nobody) that reading takes a while.
+    let mut people = rows(BASELINE);
+    people[1] = support::project::row(2, "ann2@example.com", true, "Sales");
+    let mut bytes = csv(&people);
+    bytes.extend_from_slice(",,,,,,,,,,,\n".repeat(2_000_000).as_bytes());
+    let path = p.path().join("exports/employees_2026-02-01.csv");
+    std::fs::write(&path, &bytes).unwrap();
+    let path = path.canonicalize().unwrap();
+    // The same file handed over with --file, outside the folder.
+    let sent = p.path().join("sent.csv");
+    std::fs::write(&sent, &bytes).unwrap();
+    let sent = sent.canonicalize().unwrap();
+
+    for (file, args) in [(&path, vec!["--json", "sync", "acme"]), (&sent, vec!["--json", "sync", "acme", "--file", sent.to_str().unwrap()])]
+    {
+        let (code, r) = sync_rewriting(&p, file, &args);
+        assert_ne!(code, Some(0), "{args:?}: {r}");
+        assert!(errors_text(&r).contains("changed while it was being read"), "{args:?}: {r}");
+        assert_eq!(platform(&scim), before, "{args:?}: nobody changed, not even person 2");
+    }
+
+    // Left alone, the same file is synced whole by the next run.
+    let (code, r) = p.sync_json(&[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["counts"]["updated"], 2, "{r}");
+    let after = platform(&scim);
+    let dept = |id: &str| after[id]["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"].clone();
+    assert_eq!((dept("E0000001"), dept("E0000002")), ("Marketing__".into(), "Sales".into()));
+}

@@ -249,7 +249,11 @@ pub struct RawSftp {
     pub timeout: Option<Parsed<HumanDuration>>,
 }
 
-/// `[connectors.NAME.local]`: a folder on this machine (demos, tests, `--file`).
+/// `[connectors.NAME.local]`: a folder on this machine (demos, tests, `--file`). Its file is
+/// read where it is, not copied: a file written to or replaced while a run reads it is
+/// refused ("changed while it was being read", nothing synced) and read again by the next
+/// run. If exports land there by being written in place, set `[file] min_age` above the time
+/// one takes to write.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLocal {

@@ -73,6 +73,10 @@ impl Source for LocalSource {
         }
     }
 
+    fn in_place(&self, file: &RemoteFile) -> Option<PathBuf> {
+        Some(self.real(&file.path))
+    }
+
     fn finish(&mut self, file: &RemoteFile, after: &After) -> Result<(), SourceError> {
         let real = self.real(&file.path);
         match after {

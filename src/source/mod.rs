@@ -65,6 +65,10 @@ pub enum SourceError {
     TooLarge { path: String, size: u64, max: u64 },
     #[error("download of {path} was cut after {got} of {expected} bytes: {detail}")]
     Truncated { path: String, got: u64, expected: u64, detail: String },
+    #[error(
+        "{path} changed while it was being read (written to, or replaced): nothing was synced from it, and the next run reads it again; if exports are written in place, set [file] min_age above the time one takes to write"
+    )]
+    Changed { path: String },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("{0}")]
@@ -91,7 +95,7 @@ impl Classify for SourceError {
             | SourceError::Lost { .. }
             | SourceError::Timeout { .. } => Exit::Connection,
             SourceError::NoFile(_) | SourceError::TooLarge { .. } | SourceError::Stale(_) => Exit::Data,
-            SourceError::Truncated { .. } => Exit::Connection,
+            SourceError::Truncated { .. } | SourceError::Changed { .. } => Exit::Connection,
             SourceError::Glob(e) => e.exit(),
             SourceError::GaveUp { last, .. } => last.exit(),
             SourceError::Pgp(e) => e.exit(),
@@ -100,7 +104,11 @@ impl Classify for SourceError {
     }
     fn retriable(&self) -> bool {
         match self {
-            SourceError::Connect { .. } | SourceError::Lost { .. } | SourceError::Timeout { .. } | SourceError::Truncated { .. } => true,
+            SourceError::Connect { .. }
+            | SourceError::Lost { .. }
+            | SourceError::Timeout { .. }
+            | SourceError::Truncated { .. }
+            | SourceError::Changed { .. } => true,
             // Not within this run (its retries are spent), but a later run may succeed.
             SourceError::GaveUp { last, .. } => last.retriable(),
             _ => false,
@@ -130,6 +138,11 @@ pub trait Source: Send {
         retrieve::check_size(file, fetched)
     }
     /// Applies `after` to a file that has been synced.
+    /// Where the file is on this machine, when it can be read there instead of copied to a
+    /// download file (a local folder; `crate::spool`).
+    fn in_place(&self, _file: &RemoteFile) -> Option<std::path::PathBuf> {
+        None
+    }
     fn finish(&mut self, file: &RemoteFile, after: &After) -> Result<(), SourceError>;
     /// Writes `bytes` to `path` whole (a result file for the customer): under a temporary
     /// name in the same folder, then renamed over `path`, so a reader never sees half of it.

@@ -31,10 +31,13 @@ pub(super) struct Got {
     pub notes: Vec<String>,
 }
 
-/// Where the download lands; removed when dropped (unless it is the user's own `--file`).
+/// Where the download lands; removed when dropped (unless it is the user's own `--file`, or
+/// a local folder's file read in place).
 pub(super) struct Spool {
     pub path: PathBuf,
     _temp: Option<tempfile::TempPath>,
+    /// A file read in place: what it must still be once parsed (`spool::Stamp`).
+    pub stamp: Option<spool::Stamp>,
 }
 
 pub(super) enum Fetch {
@@ -96,9 +99,11 @@ pub(super) async fn fetch(
     .map_err(RunError::from)
 }
 
-/// A file the customer sent by other means: hashed in place, never moved or removed (an
-/// OpenPGP one is decrypted and verified into a file of our own first).
+/// A file the customer sent by other means: hashed and parsed in place, never moved or
+/// removed (an OpenPGP one is decrypted and verified into a file of our own first).
 async fn fetch_local(conn: &Connector, path: &Path) -> Result<Fetch, RunError> {
+    // Hashed, then read again by the parse: stamped first, like a local folder's file.
+    let stamp = spool::Stamp::of(path).map_err(|source| RunError::Unreadable { path: path.to_path_buf(), source })?;
     let p = path.to_path_buf();
     let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&p))
         .await
@@ -107,8 +112,8 @@ async fn fetch_local(conn: &Connector, path: &Path) -> Result<Fetch, RunError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).to_rfc3339());
     let spool = match decrypt_local(conn, path, &name).await? {
-        Some(plain) => Spool { path: plain.to_path_buf(), _temp: Some(plain) },
-        None => Spool { path: path.to_path_buf(), _temp: None },
+        Some(plain) => Spool { path: plain.to_path_buf(), _temp: Some(plain), stamp: Some(stamp) },
+        None => Spool { path: path.to_path_buf(), _temp: None, stamp: Some(stamp) },
     };
     Ok(Fetch::Got(Box::new(Got {
         remote: None,
@@ -168,11 +173,19 @@ struct Stream {
 }
 
 struct Started {
-    temp_path: tempfile::TempPath,
+    landing: Landing,
     guard: spool::EndGuard,
     early: Option<EarlyParse>,
     /// An OpenPGP export's plaintext, decrypted as it downloads (`source::pgp`).
     decrypting: Option<Decrypting>,
+}
+
+/// Where the file's bytes are for the parse.
+enum Landing {
+    /// A download file of ours.
+    Download(tempfile::TempPath),
+    /// The file itself, on this machine (`crate::spool`).
+    InPlace(spool::Stamp),
 }
 
 /// The decryption that follows an OpenPGP download: its plaintext file, whose readers see
@@ -264,13 +277,27 @@ fn fetch_blocking(
             }
             Picked::NoNewFile(why) => return Ok(Choice::Stop(why)),
         };
-        let temp = tempfile::Builder::new()
-            .prefix("rostersync-")
-            .suffix(&format!("-{}", file.name()))
-            .tempfile()
-            .map_err(|e| SourceError::Io { context: "cannot create a download file".into(), source: e })?;
-        let (out, temp_path) = temp.into_parts();
-        let growing = spool::Growing::new(&temp_path);
+        // A file on this machine is read where it is (`crate::spool`), stamped first.
+        let (growing, writer, landing) = match src.in_place(&file) {
+            Some(path) => {
+                let stamp = spool::Stamp::of(&path)
+                    .map_err(|e| SourceError::Io { context: format!("cannot stat {}", path.display()), source: e })?;
+                let growing = spool::Growing::new(&path);
+                let writer = growing.in_place();
+                (growing, writer, Landing::InPlace(stamp))
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("rostersync-")
+                    .suffix(&format!("-{}", file.name()))
+                    .tempfile()
+                    .map_err(|e| SourceError::Io { context: "cannot create a download file".into(), source: e })?;
+                let (out, temp_path) = temp.into_parts();
+                let growing = spool::Growing::new(&temp_path);
+                let writer = growing.writer(out);
+                (growing, writer, Landing::Download(temp_path))
+            }
+        };
         let guard = growing.guard();
         let (decrypting, readable) = match &keys {
             Some(keys) => {
@@ -283,7 +310,7 @@ fn fetch_blocking(
             None => (None, Arc::clone(&growing)),
         };
         let early = unsent.as_ref().and_then(|u| start_parse(conn, file.name(), &readable, u));
-        started = Some(Started { temp_path, guard, early, decrypting });
+        started = Some(Started { landing, guard, early, decrypting });
         if let Some(tx) = began.take() {
             let _ = tx.send(());
         }
@@ -292,7 +319,7 @@ fn fetch_blocking(
         }
         // Unbuffered: the source writes in chunks of up to 2 MiB, and the parser should see
         // each one as soon as it is written.
-        Ok(Choice::Take(file, ProgressWriter { inner: growing.writer(out), progress, done: 0 }))
+        Ok(Choice::Take(file, ProgressWriter { inner: writer, progress, done: 0 }))
     })?;
     let (src, file, fetched) = match retrieved {
         Retrieved::Stopped(why) => return Ok(Fetch::NoNewFile(why)),
@@ -316,7 +343,7 @@ struct Finished {
 /// last synced file) and handed to the parse, which waits for `guard.complete()`.
 fn verify(d: Finished, started: Option<Started>, last: Option<&FileFingerprint>, force: bool) -> Result<Fetch, SourceError> {
     let Finished { src, file, fetched, notes } = d;
-    let Some(Started { temp_path, guard, early, decrypting }) = started else {
+    let Some(Started { landing, guard, early, decrypting }) = started else {
         return Err(SourceError::Other("a file was downloaded without a download file; this is a bug in rostersync".into()));
     };
     let mtime = file.mtime.map(|t| t.to_rfc3339());
@@ -341,14 +368,22 @@ fn verify(d: Finished, started: Option<Started>, last: Option<&FileFingerprint>,
     }
     guard.complete();
     // An OpenPGP export: what is parsed is the plaintext, and only once it verified.
-    let temp_path = match decrypting {
-        Some(d) => finish_decrypt(d, file.name())?,
-        None => temp_path,
+    let spool = match (decrypting, landing) {
+        (Some(d), landing) => {
+            let plain = finish_decrypt(d, file.name())?;
+            let stamp = match landing {
+                Landing::InPlace(stamp) => Some(stamp),
+                Landing::Download(_) => None,
+            };
+            Spool { path: plain.to_path_buf(), _temp: Some(plain), stamp }
+        }
+        (None, Landing::Download(temp)) => Spool { path: temp.to_path_buf(), _temp: Some(temp), stamp: None },
+        (None, Landing::InPlace(stamp)) => Spool { path: stamp.path().to_path_buf(), _temp: None, stamp: Some(stamp) },
     };
     Ok(Fetch::Got(Box::new(Got {
         fingerprint: FileFingerprint { path: file.path.clone(), size: fetched.bytes, mtime, sha256: fetched.sha256 },
         name: file.name().to_string(),
-        spool: Spool { path: temp_path.to_path_buf(), _temp: Some(temp_path) },
+        spool,
         remote: Some(file),
         source: Some(src),
         early,

@@ -103,6 +103,14 @@ impl<S: StateStore> Ctx<'_, S> {
                 parse_file_detailed(self.conn, &got.spool.path, &got.name, &unsent).await
             }
         };
+        // A file read in place must not have changed while it was hashed and parsed: the
+        // plan would be made from bytes no hash describes (`crate::spool`).
+        if let Some(stamp) = &got.spool.stamp
+            && !stamp.holds()
+        {
+            let path = got.remote.as_ref().map_or_else(|| stamp.path().display().to_string(), |r| r.path.clone());
+            return Err(crate::source::SourceError::Changed { path }.into());
+        }
         match parsed {
             Ok(m) => Ok(m),
             // An empty export empties the customer: only on an explicit --allow-mass-change.
