@@ -39,8 +39,14 @@ fn fetch_downloads_the_file_the_connector_would_pick() {
     let out = p.run(&["fetch", "acme", "--to", to.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = std::fs::read(to.join("employees_2026-01-02.csv")).unwrap();
-    assert_eq!(got, std::fs::read(newest).unwrap());
+    assert_eq!(got, std::fs::read(&newest).unwrap());
     assert!(scim.users().is_empty());
+    // A local folder's file is read in place: fetched into its own folder, it is left whole
+    // (a copy onto itself would empty the customer's export).
+    let before = std::fs::read(&newest).unwrap();
+    let out = p.run(&["fetch", "acme", "--to", p.path().join("exports").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&newest).unwrap(), before);
 }
 
 #[test]

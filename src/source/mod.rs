@@ -66,7 +66,7 @@ pub enum SourceError {
     #[error("download of {path} was cut after {got} of {expected} bytes: {detail}")]
     Truncated { path: String, got: u64, expected: u64, detail: String },
     #[error(
-        "{path} changed while it was being read (written to, or replaced): nothing was synced from it, and the next run reads it again; if exports are written in place, set [file] min_age above the time one takes to write"
+        "{path} changed while it was being read (written to, or replaced): nothing was synced from it; sync it again once it is written whole (the daemon's next run does). If exports are written in place, set [file] min_age above the time one takes to write"
     )]
     Changed { path: String },
     #[error("{context}: {source}")]

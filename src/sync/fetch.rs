@@ -506,6 +506,8 @@ pub struct Downloaded {
     pub name: String,
     pub path: PathBuf,
     _temp: Option<tempfile::TempPath>,
+    /// The file read in place (`spool::Stamp`).
+    stamp: Option<spool::Stamp>,
 }
 
 impl Downloaded {
@@ -520,10 +522,27 @@ impl Downloaded {
                 }
             }
             None => {
-                std::fs::copy(&self.path, &target)?;
+                // The file itself, read in place (a local folder's): copied unless `dir` is
+                // its own folder, where a copy onto itself would empty it.
+                if !same_file(&self.path, &target) {
+                    std::fs::copy(&self.path, &target)?;
+                }
+                if self.stamp.as_ref().is_some_and(|s| !s.holds()) {
+                    let e = SourceError::Changed { path: self.fingerprint.path.clone() };
+                    return Err(std::io::Error::other(e.to_string()));
+                }
             }
         }
         Ok(target)
+    }
+}
+
+/// Whether two paths name the same file (both exist, same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -540,7 +559,10 @@ pub async fn download(conn: &Connector) -> Result<Option<Downloaded>, RunError> 
             tracing::warn!("{}", no.said(true));
             None
         }
-        Fetch::Got(g) => Some(Downloaded { fingerprint: g.fingerprint, name: g.name, path: g.spool.path, _temp: g.spool._temp }),
+        Fetch::Got(g) => {
+            let Spool { path, _temp, stamp } = g.spool;
+            Some(Downloaded { fingerprint: g.fingerprint, name: g.name, path, _temp, stamp })
+        }
     })
 }
 
