@@ -4,6 +4,8 @@ use super::Cli;
 use crate::config;
 
 pub async fn run(cli: &Cli) -> super::Result<i32> {
+    // Flat memory across thousands of runs (`crate::alloc`).
+    crate::alloc::daemon_without_huge_pages();
     let path = cli.config.clone().unwrap_or_else(config::default_path);
     match crate::daemon::serve(&path).await {
         Ok(stopped) if stopped.abandoned.is_empty() => Ok(0),
