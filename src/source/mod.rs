@@ -137,12 +137,12 @@ pub trait Source: Send {
         let (_, fetched) = w.finish();
         retrieve::check_size(file, fetched)
     }
-    /// Applies `after` to a file that has been synced.
     /// Where the file is on this machine, when it can be read there instead of copied to a
     /// download file (a local folder; `crate::spool`).
     fn in_place(&self, _file: &RemoteFile) -> Option<std::path::PathBuf> {
         None
     }
+    /// Applies `after` to a file that has been synced.
     fn finish(&mut self, file: &RemoteFile, after: &After) -> Result<(), SourceError>;
     /// Writes `bytes` to `path` whole (a result file for the customer): under a temporary
     /// name in the same folder, then renamed over `path`, so a reader never sees half of it.
